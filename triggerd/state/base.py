@@ -1,0 +1,124 @@
+"""The state store interface: checkpoints, the durable async queue, and the DLQ index.
+
+The embedded SQLite store implements it today; a PostgreSQL store will implement the same
+interface. Every method that writes returns only once the write is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True, frozen=True)
+class NewEvent:
+    """An event to put on the async queue."""
+
+    trigger: str
+    function: str
+    payload: bytes
+    request_id: str
+    #: Epoch seconds when the event was accepted (maximum event age counts from here).
+    enqueued_at: float
+    #: Earliest epoch seconds it may be claimed (normally = enqueued_at).
+    available_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class QueuedEvent:
+    """An event claimed from the async queue."""
+
+    id: int
+    trigger: str
+    function: str
+    payload: bytes
+    request_id: str
+    enqueued_at: float
+    #: Function-error attempts already made (throttles are not counted).
+    attempts: int
+
+
+@dataclass(slots=True, frozen=True)
+class DlqEntry:
+    """An index entry for a record written to an on-failure destination."""
+
+    id: int
+    trigger: str
+    function: str
+    destination: str
+    condition: str
+    created_at: float
+    #: The on-failure record as written (JSON bytes), for `dlq show` and `dlq replay`.
+    record: bytes
+
+
+class StateStore(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema. Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # ---- checkpoints: (scope, key) -> value; scope is usually the trigger name ----
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None: ...
+
+    async def set_checkpoints(self, scope: str, items: Mapping[str, str | None]) -> None:
+        """Write several keys atomically; a value of None deletes the key."""
+        ...
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        """All keys of a scope that start with `prefix`."""
+        ...
+
+    # ---- the durable async queue ----
+
+    async def enqueue(self, events: Sequence[NewEvent]) -> None:
+        """Persist events atomically; durable when this returns."""
+        ...
+
+    async def claim(
+        self, trigger: str, limit: int, lease_s: float, now: float
+    ) -> list[QueuedEvent]:
+        """Claim up to `limit` events of a trigger whose available_at <= now and whose lease is
+        free or expired, oldest first; the claim lasts `lease_s` seconds."""
+        ...
+
+    async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None: ...
+
+    async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
+        """Give a claimed event back, claimable again from `available_at`."""
+        ...
+
+    async def complete(self, event_id: int) -> None:
+        """Remove a delivered (or dead-lettered) event."""
+        ...
+
+    async def queue_depth(self, trigger: str | None = None) -> int: ...
+
+    async def recover_leases(self) -> int:
+        """Make every claimed event claimable again (start-up of the single owner).
+        Returns how many were recovered."""
+        ...
+
+    # ---- the DLQ index ----
+
+    async def dlq_add(
+        self,
+        *,
+        trigger: str,
+        function: str,
+        destination: str,
+        condition: str,
+        created_at: float,
+        record: bytes,
+    ) -> int: ...
+
+    async def dlq_list(self, trigger: str | None = None, limit: int = 100) -> list[DlqEntry]:
+        """Newest first."""
+        ...
+
+    async def dlq_get(self, entry_id: int) -> DlqEntry | None: ...
+
+    async def dlq_delete(self, entry_id: int) -> None: ...

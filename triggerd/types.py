@@ -1,0 +1,338 @@
+"""Contracts shared by the core, the connectors and the function backends.
+
+Everything a connector or backend needs at run time arrives in a context object; nothing here
+holds global state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from triggerd.state.base import StateStore
+
+JSONDict = dict[str, Any]
+
+#: Lambda's synchronous invocation payload cap, also the batch payload cap.
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
+#: Lambda's asynchronous invocation payload cap.
+MAX_ASYNC_PAYLOAD = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Time
+
+
+class Clock(Protocol):
+    """Injectable time source, so windows, backoff and cron are testable without sleeps."""
+
+    def time(self) -> float:
+        """Wall-clock epoch seconds."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+# --------------------------------------------------------------------------------------------
+# Config base
+
+
+class Model(BaseModel):
+    """Base for every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Model):
+    """Base for a source's config model. Subclasses add `type: Literal["<name>"]`.
+
+    Class variables tell the pipeline how the source is invoked.
+    """
+
+    #: "sync": poll source following the event-source-mapping rules (batches, partial failures).
+    #: "async": push source following the asynchronous-invocation rules (durable queue).
+    invocation: ClassVar[Literal["sync", "async"]] = "async"
+    #: For sync sources: who retries a failed record. "source" = nack and let the system
+    #: redeliver (SQS, RabbitMQ); "pipeline" = retry in place, blocking the key (streams, Kafka).
+    retry_owner: ClassVar[Literal["source", "pipeline"]] = "pipeline"
+    #: Defaults AWS uses for this source kind.
+    default_batch_size: ClassVar[int] = 10
+    max_batch_size: ClassVar[int] = 10_000
+    default_batching_window_s: ClassVar[float] = 0.0
+
+
+class DestinationConfig(Model):
+    """Base for an on-failure destination's config model (`type: Literal[...]`)."""
+
+
+class FunctionConfig(Model):
+    """Settings every backend shares. Backends subclass it and add `backend: Literal[...]`."""
+
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    reserved_concurrency: int | None = None
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Records and sources
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    """One record in Lambda shape, with what the pipeline needs to batch, order and settle it."""
+
+    #: The record exactly as it appears in the event (one element of `Records`, one Kafka
+    #: record, one RabbitMQ message, or a whole bare event for schedules and webhooks).
+    payload: JSONDict
+    #: The partial-batch `itemIdentifier` as a string (messageId, sequence number, ...).
+    item_id: str
+    #: Size in bytes of the record's JSON; the batcher keeps batches under the 6 MB cap.
+    size: int
+    #: Epoch seconds when the record was created upstream (maximum record / event age).
+    created_at: float
+    #: Ordering key: records with one key are invoked in order, one batch at a time.
+    key: str | None = None
+    #: Source-private handle used by ack/nack.
+    handle: Any = None
+    #: Function-error attempts already made on this record (pipeline-managed).
+    attempts: int = 0
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A source of records. It never acknowledges upstream by itself.
+
+    The pipeline calls `receive` only when it has room (back-pressure), and settles every
+    record it received exactly once with `ack` (delivered, filtered out, or written to the
+    on-failure destination) or `nack` (give it back for redelivery). Sources with checkpoints
+    must only commit the contiguous acknowledged prefix per ordering key.
+    """
+
+    async def start(self) -> None: ...
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to `max_records` records, waiting at most `timeout_s` for the first."""
+        ...
+
+    async def ack(self, records: Sequence[Record]) -> None: ...
+
+    async def nack(self, records: Sequence[Record]) -> None: ...
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        """Build the invocation event for a batch (for async sources: for one record)."""
+        ...
+
+    def filter_view(self, record: Record) -> JSONDict:
+        """The record as filter patterns see it (data key parsed as JSON when it is JSON)."""
+        ...
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        """Batch metadata for an event-source-mapping on-failure record (may be empty)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class BaseSource:
+    """Defaults for the optional parts of the Source protocol."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        return None
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        return {"Records": [r.payload for r in records]}
+
+    def filter_view(self, record: Record) -> JSONDict:
+        return record.payload
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        return {}
+
+
+@dataclass(slots=True)
+class SourceContext:
+    """Everything a source needs at run time."""
+
+    trigger: str
+    state: StateStore
+    clock: Clock
+    log: logging.Logger
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    #: The function ran and failed (raised, crashed, bad response): counts as an attempt.
+    FUNCTION_ERROR = "function_error"
+    #: The function ran past its timeout: a function error with Lambda's timeout message.
+    TIMEOUT = "timeout"
+    #: Concurrency limit or 429: back off, does not count as an attempt.
+    THROTTLED = "throttled"
+    #: The backend could not reach the function (connection refused, 5xx): back off, no count.
+    INVOKE_ERROR = "invoke_error"
+
+
+@dataclass(slots=True)
+class InvokeResult:
+    outcome: Outcome
+    #: The response bytes: the function's result, or its error object as JSON.
+    payload: bytes
+    request_id: str
+    #: "Unhandled" (or legacy "Handled") when the function failed, as X-Amz-Function-Error.
+    function_error: str | None = None
+    executed_version: str = "$LATEST"
+    duration_ms: float = 0.0
+    #: Tail (up to 4 KB) of the invocation's log, when asked for.
+    log_tail: str = ""
+    #: For THROTTLED / INVOKE_ERROR: how long to wait before trying again, when known.
+    retry_after_s: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in (Outcome.FUNCTION_ERROR, Outcome.TIMEOUT)
+
+
+InvocationType = Literal["RequestResponse", "Event"]
+
+
+class Backend(Protocol):
+    """Where a function runs."""
+
+    async def start(self) -> None: ...
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        invocation_type: InvocationType = "RequestResponse",
+        client_context: str | None = None,
+        want_log_tail: bool = False,
+    ) -> InvokeResult: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(slots=True)
+class BackendContext:
+    function: str
+    clock: Clock
+    log: logging.Logger
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    #: Directory for the function's scratch space and runtime files.
+    work_dir: str = "/tmp/triggerd"
+
+    @property
+    def function_arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function}"
+
+
+# --------------------------------------------------------------------------------------------
+# Destinations
+
+
+class Destination(Protocol):
+    """An on-failure destination. `send` returns only once the record is durably stored."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, record: JSONDict) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(slots=True)
+class DestinationContext:
+    trigger: str
+    clock: Clock
+    log: logging.Logger
+
+
+# --------------------------------------------------------------------------------------------
+# Plugins (entry-point objects)
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlugin:
+    config_model: type[SourceConfig]
+    create: Callable[[Any, SourceContext], Source]
+    #: generate-event: sample event in AWS shape for this source type.
+    sample_event: Callable[[Mapping[str, str]], JSONDict] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendPlugin:
+    config_model: type[FunctionConfig]
+    create: Callable[[Any, BackendContext], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPlugin:
+    config_model: type[DestinationConfig]
+    create: Callable[[Any, DestinationContext], Destination]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class TriggerdError(Exception):
+    """Base for errors that carry policy."""
+
+
+class ConfigError(TriggerdError):
+    """Bad configuration: not retryable; the daemon exits with status 2."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class RetryableError(TriggerdError):
+    """A transient failure: try again after `retry_after_s` (or the policy's backoff)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(TriggerdError):
+    """A failure that retrying will not fix."""
+
+
+class MissingExtraError(TriggerdError):
+    """A plugin needs an optional dependency that is not installed."""
