@@ -118,6 +118,10 @@ class Record:
     handle: Any = None
     #: Function-error attempts already made on this record (pipeline-managed).
     attempts: int = 0
+    #: Async sources: checkpoint entries (keys in the trigger's checkpoint scope, None deletes)
+    #: that the pipeline commits atomically with putting the record on the durable queue, so
+    #: a restart neither loses nor replays it.
+    checkpoint: dict[str, str | None] | None = None
 
 
 @runtime_checkable

@@ -74,8 +74,13 @@ class StateStore(Protocol):
 
     # ---- the durable async queue ----
 
-    async def enqueue(self, events: Sequence[NewEvent]) -> None:
-        """Persist events atomically; durable when this returns."""
+    async def enqueue(
+        self,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        """Persist events, and the checkpoint entries given per scope (None deletes a key),
+        in one transaction; durable when this returns."""
         ...
 
     async def claim(
