@@ -12,9 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
     from triggerd.state.base import StateStore
@@ -62,6 +63,19 @@ class Model(BaseModel):
     """Base for every config model: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return str(path)
+
+
+#: A filesystem path in the config: relative paths are resolved against the config file's
+#: directory when the config is loaded.
+ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
 
 
 class SourceConfig(Model):
