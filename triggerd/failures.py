@@ -1,0 +1,133 @@
+"""Builders of the records AWS writes to on-failure (and on-success) destinations.
+
+Two formats (LAMBDA_SEMANTICS.md §5.2, §5.3, gotcha 20):
+
+- the asynchronous invocation record: qualified `functionArn`, the event embedded as JSON in
+  `requestPayload`, the function's answer in `responsePayload`;
+- the event-source-mapping record: metadata only (`requestContext`, `responseContext`, the
+  source's batch info such as `KinesisBatchInfo`), plus the full event under `payload` for the
+  destinations that carry it (S3, Kafka, file).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from triggerd.types import InvokeResult, JSONDict, Outcome
+
+__all__ = ["async_invocation_record", "iso_ms", "qualified_arn", "stream_failure_record"]
+
+AsyncCondition = Literal["RetriesExhausted", "EventAgeExceeded", "Success"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: HTTP status of the Invoke call behind each outcome (200 even for function errors).
+_STATUS = {
+    Outcome.OK: 200,
+    Outcome.FUNCTION_ERROR: 200,
+    Outcome.TIMEOUT: 200,
+    Outcome.THROTTLED: 429,
+    Outcome.INVOKE_ERROR: 500,
+}
+
+
+def iso_ms(epoch: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. "2024-05-01T12:00:05.568Z"."""
+    millis = round(epoch * 1000)
+    moment = _EPOCH + timedelta(milliseconds=millis)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+
+
+def qualified_arn(function_arn: str, version: str = "$LATEST") -> str:
+    """`function_arn` with a qualifier: kept as is when it has one, else `:<version>` added."""
+    _, marker, name = function_arn.partition(":function:")
+    already = ":" in name if marker else ":" in function_arn
+    return function_arn if already else f"{function_arn}:{version}"
+
+
+def _parse(raw: bytes) -> Any:
+    """JSON bytes as the value they encode; bytes that are not JSON stay a string."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def _response_context(result: InvokeResult) -> JSONDict:
+    context: JSONDict = {
+        "statusCode": _STATUS[result.outcome],
+        "executedVersion": result.executed_version,
+    }
+    if result.failed:
+        context["functionError"] = result.function_error or "Unhandled"
+    return context
+
+
+def async_invocation_record(
+    *,
+    request_id: str,
+    function_arn: str,
+    condition: AsyncCondition,
+    approximate_invoke_count: int,
+    request_payload: bytes,
+    result: InvokeResult | None,
+    timestamp: float,
+) -> JSONDict:
+    """The invocation record of an asynchronous invocation (§5.2).
+
+    `result` is the last attempt's result, or None when the event was never run (its age
+    expired first): then `responseContext` is null and `responsePayload` is absent.
+    """
+    version = result.executed_version if result is not None else "$LATEST"
+    record: JSONDict = {
+        "version": "1.0",
+        "timestamp": iso_ms(timestamp),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": qualified_arn(function_arn, version),
+            "condition": condition,
+            "approximateInvokeCount": approximate_invoke_count,
+        },
+        "requestPayload": _parse(request_payload),
+        "responseContext": _response_context(result) if result is not None else None,
+    }
+    if result is not None and result.payload:
+        record["responsePayload"] = _parse(result.payload)
+    return record
+
+
+def stream_failure_record(
+    *,
+    request_id: str,
+    function_arn: str,
+    condition: str,
+    approximate_invoke_count: int,
+    result: InvokeResult | None,
+    timestamp: float,
+    batch_info: JSONDict,
+    payload: JSONDict | None = None,
+) -> JSONDict:
+    """The on-failure record of an event-source mapping (§5.3).
+
+    `function_arn` is used as given (unqualified unless the trigger targets a version).
+    `batch_info` is merged in as is (e.g. `{"KinesisBatchInfo": {...}}`); `payload`, the full
+    event, is added only when given.
+    """
+    record: JSONDict = {
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": approximate_invoke_count,
+        },
+        "responseContext": _response_context(result) if result is not None else None,
+        "version": "1.0",
+        "timestamp": iso_ms(timestamp),
+    }
+    record.update(batch_info)
+    if payload is not None:
+        record["payload"] = payload
+    return record
