@@ -1,0 +1,63 @@
+"""Build the state store named by the `[daemon] state` setting.
+
+Accepted forms (as SQLAlchemy spells SQLite URLs):
+
+- `sqlite:///relative/path.db`  three slashes: relative to the current directory
+- `sqlite:////absolute/path.db` four slashes: an absolute path
+- `sqlite://` or `sqlite:///:memory:`  an in-memory database (tests only: nothing persists)
+- `/some/path.db`, `state.db`, `~/state.db`  a plain filesystem path
+
+`postgresql://...` is reserved for the PostgreSQL store, which does not exist yet.
+Error messages never repeat the URL, which may hold a password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from triggerd.state.base import StateStore
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.types import ConfigError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+SUPPORTED_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain file path"
+
+
+def create_state_store(url: str) -> StateStore:
+    """Return an unopened store for `url`; raises ConfigError for a URL it cannot serve."""
+    return SQLiteStateStore(sqlite_path(url))
+
+
+def sqlite_path(url: str) -> str:
+    """The SQLite file path `url` names (absolute), or ":memory:"."""
+    url = url.strip()
+    if not url:
+        raise _error("it is empty; use " + SUPPORTED_FORMS)
+    match = _SCHEME.match(url)
+    if match is None:
+        return os.path.abspath(os.path.expanduser(url))
+    scheme = match.group(1).lower()
+    base_scheme = scheme.split("+", 1)[0]  # "postgresql+asyncpg" -> "postgresql"
+    if base_scheme in _POSTGRES_SCHEMES:
+        raise _error("the PostgreSQL state store is not available yet; use " + SUPPORTED_FORMS)
+    if scheme != "sqlite":
+        raise _error(f"the scheme {scheme!r} is not supported; use " + SUPPORTED_FORMS)
+    rest = url[match.end() :]
+    if rest in ("", "/" + MEMORY_PATH):
+        return MEMORY_PATH
+    if not rest.startswith("/"):
+        raise _error(
+            "a sqlite URL takes no host: write sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    if "?" in rest or "#" in rest:
+        raise _error("a sqlite URL takes no query parameters or fragment")
+    path = rest[1:]
+    if not path:
+        raise _error("the sqlite URL names no file")
+    return os.path.abspath(path)
+
+
+def _error(reason: str) -> ConfigError:
+    return ConfigError([f"daemon.state: {reason}"])
