@@ -1,0 +1,32 @@
+"""The `directory` source: a local directory's file changes as S3 event notifications.
+
+Importing this package is cheap: watchfiles is imported only when a source starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+
+from .config import DirectorySourceConfig
+from .s3shape import sample_s3_event
+
+
+def create(config: Any, ctx: SourceContext) -> Source:
+    from .source import DirectorySource
+
+    if not isinstance(config, DirectorySourceConfig):
+        raise TypeError(f"expected DirectorySourceConfig, got {type(config).__name__}")
+    return DirectorySource(config, ctx)
+
+
+def sample_event(options: Mapping[str, str]) -> JSONDict:
+    """`triggerd generate-event directory [bucket=..] [key=..] [event=created|modified|deleted]`."""
+    return sample_s3_event(options)
+
+
+plugin = SourcePlugin(config_model=DirectorySourceConfig, create=create, sample_event=sample_event)
+
+__all__ = ["DirectorySourceConfig", "create", "plugin", "sample_event"]

@@ -1,0 +1,185 @@
+"""File selection (globs), directory scans, stats and hashing. Blocking: call in a thread."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+#: (mtime_ns, size) of a regular file.
+FileStat = tuple[int, int]
+#: What a stat of a path found: a file's (mtime_ns, size), "dir", "other" (fifo, socket, ...)
+#: or None (the path does not exist).
+PathState = FileStat | Literal["dir", "other"] | None
+
+_TEMP_SUFFIXES = (".tmp", ".swp", ".swx", ".part", ".crdownload", "~")
+_CHUNK = 1024 * 1024
+
+
+def _translate_segment(segment: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            out.append("[^/]*")
+            while i + 1 < len(segment) and segment[i + 1] == "*":
+                i += 1
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and "]" in segment[i + 2 :]:
+            end = segment.index("]", i + 2)
+            body = segment[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob on POSIX relative paths: `*` and `?` stay within one path segment,
+    `**` as a whole segment matches any number of segments (including none), `[abc]` and
+    `[!abc]` are character classes."""
+    parts = pattern.strip("/").split("/")
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:.*/)?")
+        else:
+            out.append(_translate_segment(part) + ("" if last else "/"))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+class _Glob:
+    __slots__ = ("basename_only", "regex")
+
+    def __init__(self, pattern: str) -> None:
+        self.basename_only = "/" not in pattern.strip("/")
+        self.regex = glob_to_regex(pattern)
+
+    def matches(self, rel: str) -> bool:
+        subject = rel.rpartition("/")[2] if self.basename_only else rel
+        return self.regex.match(subject) is not None
+
+
+def is_temporary(rel: str) -> bool:
+    """Hidden (any segment starting with `.`) or an editor/download temporary file."""
+    parts = rel.split("/")
+    name = parts[-1]
+    if any(p.startswith(".") for p in parts):
+        return True
+    return name.endswith(_TEMP_SUFFIXES) or (len(name) > 1 and name[0] == name[-1] == "#")
+
+
+class PathFilter:
+    """Which files (relative POSIX paths) the source reports."""
+
+    def __init__(
+        self,
+        include: Sequence[str] = ("**",),
+        exclude: Sequence[str] = (),
+        *,
+        ignore_temporary: bool = True,
+        recursive: bool = True,
+    ) -> None:
+        self._include = [_Glob(p) for p in include]
+        self._exclude = [_Glob(p) for p in exclude]
+        self._ignore_temporary = ignore_temporary
+        self.recursive = recursive
+
+    def matches(self, rel: str) -> bool:
+        if not self.recursive and "/" in rel:
+            return False
+        if self._ignore_temporary and is_temporary(rel):
+            return False
+        if not any(g.matches(rel) for g in self._include):
+            return False
+        return not any(g.matches(rel) for g in self._exclude)
+
+    def descend(self, rel_dir: str) -> bool:
+        """Whether a scan goes into this directory at all."""
+        if not self.recursive:
+            return False
+        return not (self._ignore_temporary and rel_dir.rpartition("/")[2].startswith("."))
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def scan_tree(root: str, path_filter: PathFilter, under: str = "") -> dict[str, FileStat]:
+    """Every selected regular file below `root` (or below `root/under`): rel path -> stat.
+
+    Symlinked files are followed; symlinked directories are not entered (no loops). Entries
+    that vanish during the scan are skipped.
+    """
+    found: dict[str, FileStat] = {}
+    pending = [under]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            rel = _join(rel_dir, entry.name)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if path_filter.descend(rel):
+                        pending.append(rel)
+                    continue
+                if not path_filter.matches(rel):
+                    continue
+                st = entry.stat()
+            except (FileNotFoundError, PermissionError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[rel] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+def stat_path(root: str, rel: str) -> PathState:
+    try:
+        st = os.stat(os.path.join(root, rel))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return "other"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISREG(st.st_mode):
+        return (st.st_mtime_ns, st.st_size)
+    return "other"
+
+
+def stat_many(root: str, rels: Iterable[str]) -> dict[str, PathState]:
+    return {rel: stat_path(root, rel) for rel in rels}
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    etag: str
+    #: The file's stat after hashing: if it differs from the stat before, the file changed.
+    after: PathState
+
+
+def hash_file(root: str, rel: str) -> Hashed | None:
+    """MD5 hex of the file's content, read in chunks; None if the file vanished."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(os.path.join(root, rel), "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return Hashed(digest.hexdigest(), stat_path(root, rel))

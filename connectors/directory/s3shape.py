@@ -1,0 +1,173 @@
+"""S3 event notification records (`aws:s3`), key encoding and sequencers.
+
+Independent of where the objects live: the directory source uses it today, an S3 bucket source
+will use it too. Standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+JSONDict = dict[str, Any]
+
+#: Bytes S3 leaves literal in `s3.object.key`: what Java's `URLEncoder` leaves literal
+#: (ASCII letters and digits, `-`, `_`, `.`, `*`) plus `/`, which S3 keeps so the key still
+#: reads as a path. Everything else is UTF-8 encoded and written `%XX` (upper-case hex), except
+#: the space, written `+`. In particular `~` becomes `%7E` (URLEncoder style, unlike RFC 3986),
+#: and `+` becomes `%2B`, so `urllib.parse.unquote_plus` gives the original key back.
+KEY_LITERAL_BYTES = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.*/"
+)
+
+#: Width of the hex sequencers we issue (S3's own are 18 digits; consumers pad before comparing).
+SEQUENCER_WIDTH = 16
+
+_ENCODE_TABLE = tuple(
+    chr(b) if b in KEY_LITERAL_BYTES else ("+" if b == 0x20 else f"%{b:02X}") for b in range(256)
+)
+
+
+def encode_s3_key(key: str) -> str:
+    """Encode an object key the way S3 writes it into event notifications.
+
+    >>> encode_s3_key("uploads/red flower+1.jpg")
+    'uploads/red+flower%2B1.jpg'
+    """
+    return "".join(_ENCODE_TABLE[b] for b in key.encode("utf-8", "surrogateescape"))
+
+
+def iso_millis(epoch_s: float) -> str:
+    """`2024-05-01T12:00:00.123Z`: ISO-8601 UTC with milliseconds, as S3's `eventTime`."""
+    millis = int(epoch_s * 1000)
+    dt = datetime.fromtimestamp(millis // 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis % 1000:03d}Z"
+
+
+def new_request_id() -> str:
+    """A random `x-amz-request-id`: 16 upper-case hex digits."""
+    return secrets.token_hex(8).upper()
+
+
+def new_host_id() -> str:
+    """A random `x-amz-id-2`: 64 base64 characters."""
+    return base64.b64encode(secrets.token_bytes(48)).decode("ascii")
+
+
+def s3_event_record(
+    *,
+    event_name: str,
+    bucket: str,
+    key: str,
+    size: int | None = None,
+    etag: str | None = None,
+    sequencer: str,
+    event_time: float,
+    region: str,
+    configuration_id: str,
+    version_id: str | None = None,
+    principal_id: str = "triggerd",
+    owner_id: str | None = None,
+    source_ip: str = "127.0.0.1",
+    request_id: str,
+    host_id: str,
+    event_version: str = "2.1",
+) -> JSONDict:
+    """One element of an S3 notification's `Records`.
+
+    `key` is the raw object key (it is encoded here). `size` and `eTag` are left out of
+    `ObjectRemoved:*` records whatever is passed; `versionId` appears only when given.
+    `owner_id` (the bucket owner's principal) defaults to `principal_id`.
+    """
+    obj: JSONDict = {"key": encode_s3_key(key)}
+    if not event_name.startswith("ObjectRemoved:"):
+        if size is not None:
+            obj["size"] = size
+        if etag is not None:
+            obj["eTag"] = etag
+    if version_id is not None:
+        obj["versionId"] = version_id
+    obj["sequencer"] = sequencer.upper()
+    return {
+        "eventVersion": event_version,
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": iso_millis(event_time),
+        "eventName": event_name,
+        "userIdentity": {"principalId": principal_id},
+        "requestParameters": {"sourceIPAddress": source_ip},
+        "responseElements": {"x-amz-request-id": request_id, "x-amz-id-2": host_id},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": configuration_id,
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": owner_id or principal_id},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": obj,
+        },
+    }
+
+
+class Sequencer:
+    """Issues strictly increasing upper-case hex sequencers of a fixed width.
+
+    The value is the wall-clock time in microseconds, or the previous value plus one when the
+    clock has not moved on (or went backwards). Seed it with the last value issued before a
+    restart (`last`) and it stays increasing across restarts even if the clock was stepped back.
+    """
+
+    def __init__(self, time_fn: Callable[[], float] = time.time, last: str | None = None) -> None:
+        self._time = time_fn
+        self._last = int(last, 16) if last else 0
+
+    @property
+    def last(self) -> str | None:
+        return self.format(self._last) if self._last else None
+
+    def next(self) -> str:
+        now_us = int(self._time() * 1_000_000)
+        self._last = max(self._last + 1, now_us)
+        return self.format(self._last)
+
+    @staticmethod
+    def format(value: int) -> str:
+        return f"{value:0{SEQUENCER_WIDTH}X}"
+
+
+_SAMPLE_EVENTS = {
+    "created": "ObjectCreated:Put",
+    "put": "ObjectCreated:Put",
+    "modified": "ObjectCreated:Put",
+    "deleted": "ObjectRemoved:Delete",
+    "delete": "ObjectRemoved:Delete",
+}
+
+
+def sample_s3_event(options: Mapping[str, str]) -> JSONDict:
+    """A sample notification for `generate-event`.
+
+    Options: `bucket`, `key` (raw, encoded here), `event` (`created`, `modified`, `deleted`
+    or a full event name such as `ObjectRemoved:Delete`), `region`, `size`, `etag`.
+    """
+    event = options.get("event", "created")
+    event_name = _SAMPLE_EVENTS.get(event.lower(), event)
+    record = s3_event_record(
+        event_name=event_name,
+        bucket=options.get("bucket", "example-bucket"),
+        key=options.get("key", "uploads/example file.txt"),
+        size=int(options.get("size", "1024")),
+        etag=options.get("etag", "d41d8cd98f00b204e9800998ecf8427e"),
+        sequencer="0055AED6DCD90281E5",
+        event_time=time.time(),
+        region=options.get("region", "us-east-1"),
+        configuration_id=options.get("configuration_id", "triggerd"),
+        request_id=new_request_id(),
+        host_id=new_host_id(),
+    )
+    return {"Records": [record]}

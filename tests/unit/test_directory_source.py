@@ -1,0 +1,536 @@
+"""The directory source against real temporary directories and an in-memory checkpoint store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import pydantic
+import pytest
+
+from connectors.directory import plugin, sample_event
+from connectors.directory.config import DirectorySourceConfig, bucket_name_for
+from connectors.directory.paths import PathFilter
+from connectors.directory.source import DirectorySource
+from triggerd.state.base import StateStore
+from triggerd.types import ConfigError, Record, SourceContext, SystemClock
+
+TRIGGER = "files"
+
+
+class FakeCheckpoints:
+    """The checkpoint part of StateStore, in memory."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], str] = {}
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        return self.data.get((scope, key))
+
+    async def set_checkpoints(self, scope: str, items: Mapping[str, str | None]) -> None:
+        for key, value in items.items():
+            if value is None:
+                self.data.pop((scope, key), None)
+            else:
+                self.data[(scope, key)] = value
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        return {k: v for (s, k), v in self.data.items() if s == scope and k.startswith(prefix)}
+
+
+def make_source(
+    root: Path, store: FakeCheckpoints, *, max_ready: int = 1000, **options: Any
+) -> DirectorySource:
+    config = DirectorySourceConfig.model_validate(
+        {"type": "directory", "path": str(root), "stable_s": 0.1, **options}
+    )
+    ctx = SourceContext(
+        trigger=TRIGGER,
+        state=cast(StateStore, store),
+        clock=SystemClock(),
+        log=logging.getLogger("test.directory"),
+    )
+    return DirectorySource(config, ctx, max_ready=max_ready)
+
+
+async def deliver(
+    source: DirectorySource, store: FakeCheckpoints, count: int, timeout_s: float = 5.0
+) -> list[Record]:
+    """Receive `count` records like the pipeline does: commit each checkpoint, then ack."""
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        batch = await source.receive(count - len(got), 0.1)
+        for record in batch:
+            assert record.checkpoint is not None
+            await store.set_checkpoints(TRIGGER, record.checkpoint)
+        await source.ack(batch)
+        got.extend(batch)
+    assert len(got) == count, f"expected {count} records, got {len(got)}"
+    return got
+
+
+async def assert_quiet(source: DirectorySource, window_s: float = 0.5) -> None:
+    assert await source.receive(10, window_s) == []
+
+
+def events(records: list[Record]) -> list[tuple[str, str]]:
+    return sorted((r.payload["eventName"], r.payload["s3"]["object"]["key"]) for r in records)
+
+
+@pytest.fixture
+def store() -> FakeCheckpoints:
+    return FakeCheckpoints()
+
+
+@pytest.fixture
+async def running(tmp_path: Path, store: FakeCheckpoints) -> AsyncIterator[DirectorySource]:
+    source = make_source(tmp_path, store)
+    await source.start()
+    yield source
+    await source.stop()
+
+
+# ---- starting position ------------------------------------------------------------------
+
+
+async def test_first_start_latest_emits_nothing_for_existing_files(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("b")
+    source = make_source(tmp_path, store)
+    await source.start()
+    try:
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert set(await store.list_checkpoints(TRIGGER, "f:")) == {"f:a.txt", "f:sub/b.txt"}
+
+
+async def test_first_start_trim_horizon_emits_put_for_every_existing_file(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b c.txt").write_text("b")
+    source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
+    await source.start()
+    try:
+        records = await deliver(source, store, 2)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert events(records) == [("ObjectCreated:Put", "a.txt"), ("ObjectCreated:Put", "sub/b+c.txt")]
+
+
+# ---- live changes -----------------------------------------------------------------------
+
+
+async def test_created_file_gives_put_with_size_etag_key_and_checkpoint(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    content = b"hello, world\n" * 100
+    (tmp_path / "in dir").mkdir()
+    (tmp_path / "in dir" / "a+b.bin").write_bytes(content)
+    [record] = await deliver(running, store, 1)
+    payload = record.payload
+    assert payload["eventSource"] == "aws:s3"
+    assert payload["eventName"] == "ObjectCreated:Put"
+    assert payload["s3"]["bucket"]["name"] == running.bucket == bucket_name_for(str(tmp_path))
+    obj = payload["s3"]["object"]
+    assert obj["key"] == "in+dir/a%2Bb.bin"
+    assert obj["size"] == len(content)
+    assert obj["eTag"] == hashlib.md5(content).hexdigest()
+    assert obj["sequencer"] == record.item_id
+    assert running.envelope([record]) == {"Records": [payload]}
+    st = os.stat(tmp_path / "in dir" / "a+b.bin")
+    assert record.created_at == st.st_mtime_ns / 1e9
+    assert record.key is None and record.size > 0
+    assert record.checkpoint is not None
+    assert record.checkpoint["meta:initialized"] == "1"
+    assert record.checkpoint["f:in dir/a+b.bin"] == (
+        f'{{"mtime_ns":{st.st_mtime_ns},"size":{len(content)},"etag":"{obj["eTag"]}"}}'
+    )
+
+
+async def test_file_written_in_pieces_is_delivered_once_complete(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, stable_s=0.3)
+    await source.start()
+    try:
+        path = tmp_path / "big.log"
+        with path.open("wb") as fh:
+            for _ in range(7):  # pieces over ~0.6 s, each gap well under stable_s
+                fh.write(b"x" * 1000)
+                fh.flush()
+                await asyncio.sleep(0.1)
+        [record] = await deliver(source, store, 1)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert record.payload["s3"]["object"]["size"] == 7000
+    assert record.payload["s3"]["object"]["eTag"] == hashlib.md5(b"x" * 7000).hexdigest()
+
+
+async def test_deleted_file_gives_delete_without_size_or_etag(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    (tmp_path / "gone.txt").write_text("bye")
+    await deliver(running, store, 1)
+    (tmp_path / "gone.txt").unlink()
+    [record] = await deliver(running, store, 1)
+    assert record.payload["eventName"] == "ObjectRemoved:Delete"
+    assert set(record.payload["s3"]["object"]) == {"key", "sequencer"}
+    assert record.checkpoint is not None and record.checkpoint["f:gone.txt"] is None
+    assert await store.list_checkpoints(TRIGGER, "f:") == {}
+
+
+async def test_file_created_and_deleted_within_stable_window_gives_nothing(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, stable_s=0.4)
+    await source.start()
+    try:
+        (tmp_path / "brief.txt").write_text("x")
+        await asyncio.sleep(0.1)
+        (tmp_path / "brief.txt").unlink()
+        await assert_quiet(source, 0.8)
+    finally:
+        await source.stop()
+
+
+async def test_modification_after_delivery_gives_a_new_put(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    (tmp_path / "f.txt").write_text("one")
+    [first] = await deliver(running, store, 1)
+    (tmp_path / "f.txt").write_text("two, longer")
+    [second] = await deliver(running, store, 1)
+    assert second.payload["eventName"] == "ObjectCreated:Put"
+    assert second.payload["s3"]["object"]["size"] == len("two, longer")
+    assert second.item_id > first.item_id
+
+
+async def test_rewrite_with_identical_size_and_mtime_gives_nothing(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    path = tmp_path / "same.txt"
+    path.write_text("abc")
+    await deliver(running, store, 1)
+    st = path.stat()
+    temp = tmp_path / "same.txt.tmp"  # a temporary name: ignored by default
+    temp.write_text("abc")
+    os.utime(temp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(temp, path)
+    await assert_quiet(running)
+
+
+async def test_include_exclude_and_temporary_files_are_filtered(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, include=["*.csv", "docs/**"], exclude=["**/skip-*"])
+    await source.start()
+    try:
+        (tmp_path / "docs" / "deep").mkdir(parents=True)
+        (tmp_path / "hidden").mkdir()
+        for name in [
+            "a.csv",
+            "hidden/b.csv",
+            "docs/deep/c.md",
+            "a.txt",
+            "skip-d.csv",
+            "docs/skip-e.md",
+            ".f.csv",
+            "g.csv~",
+            "h.csv.tmp",
+            "docs/.git-like/x.md",
+        ]:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(name)
+        records = await deliver(source, store, 3)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert events(records) == [
+        ("ObjectCreated:Put", "a.csv"),
+        ("ObjectCreated:Put", "docs/deep/c.md"),
+        ("ObjectCreated:Put", "hidden/b.csv"),
+    ]
+
+
+async def test_non_recursive_source_ignores_subdirectories(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, recursive=False)
+    await source.start()
+    try:
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "nested.txt").write_text("n")
+        (tmp_path / "top.txt").write_text("t")
+        records = await deliver(source, store, 1)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert events(records) == [("ObjectCreated:Put", "top.txt")]
+
+
+async def test_events_option_limits_which_changes_are_emitted(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, events=["deleted"])
+    await source.start()
+    try:
+        (tmp_path / "x.txt").write_text("x")
+        await assert_quiet(source)
+        (tmp_path / "x.txt").unlink()
+        [record] = await deliver(source, store, 1)
+    finally:
+        await source.stop()
+    assert record.payload["eventName"] == "ObjectRemoved:Delete"
+
+
+# ---- restart ----------------------------------------------------------------------------
+
+
+async def test_restart_delivers_exactly_the_changes_made_while_down(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    for name in ("keep.txt", "change.txt", "remove.txt"):
+        (tmp_path / name).write_text(name)
+    source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
+    await source.start()
+    await deliver(source, store, 3)
+    await source.stop()
+
+    (tmp_path / "change.txt").write_text("changed while down")
+    (tmp_path / "remove.txt").unlink()
+    (tmp_path / "new.txt").write_text("new")
+
+    source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
+    await source.start()
+    try:
+        records = await deliver(source, store, 3)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert events(records) == [
+        ("ObjectCreated:Put", "change.txt"),
+        ("ObjectCreated:Put", "new.txt"),
+        ("ObjectRemoved:Delete", "remove.txt"),
+    ]
+
+    source = make_source(tmp_path, store)
+    await source.start()
+    try:
+        await assert_quiet(source)  # everything was delivered: nothing is replayed
+    finally:
+        await source.stop()
+
+
+async def test_latest_start_then_restart_delivers_files_created_while_down(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    (tmp_path / "old.txt").write_text("old")
+    source = make_source(tmp_path, store)
+    await source.start()
+    await source.stop()
+    (tmp_path / "new.txt").write_text("new")
+    source = make_source(tmp_path, store)
+    await source.start()
+    try:
+        records = await deliver(source, store, 1)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert events(records) == [("ObjectCreated:Put", "new.txt")]
+
+
+async def test_sequencers_strictly_increase_across_records_and_restarts(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store)
+    await source.start()
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(str(i))
+    first = await deliver(source, store, 5)
+    await source.stop()
+    (tmp_path / "later.txt").write_text("later")
+    source = make_source(tmp_path, store)
+    await source.start()
+    try:
+        second = await deliver(source, store, 1)
+    finally:
+        await source.stop()
+    sequencers = [r.item_id for r in first + second]
+    assert sequencers == sorted(sequencers) and len(set(sequencers)) == 6
+    assert all(len(s) == 16 and s == s.upper() for s in sequencers)
+
+
+# ---- settlement -------------------------------------------------------------------------
+
+
+async def test_nacked_record_is_delivered_again_and_an_acked_one_is_not(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    [record] = await running.receive(10, 5.0)
+    await running.nack([record])
+    [again] = await running.receive(10, 1.0)
+    assert again.item_id == record.item_id and again.payload == record.payload
+    assert again.checkpoint == record.checkpoint
+    await running.ack([again])
+    await assert_quiet(running)
+
+
+async def test_change_while_unacked_gives_new_record_and_stale_nack_keeps_newer_state(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("v1")
+    [first] = await running.receive(10, 5.0)
+    path.write_text("version 2")
+    [second] = await deliver(running, store, 1)
+    assert second.payload["s3"]["object"]["size"] == len("version 2")
+    await running.nack([first])
+    [again] = await running.receive(10, 1.0)
+    assert again.item_id == first.item_id
+    assert again.checkpoint is not None and "f:a.txt" not in again.checkpoint
+    await store.set_checkpoints(TRIGGER, again.checkpoint)
+    await running.ack([again])
+    stored = await store.get_checkpoint(TRIGGER, "f:a.txt")
+    assert stored is not None and '"size":9' in stored
+
+
+async def test_bounded_ready_queue_loses_no_change(tmp_path: Path, store: FakeCheckpoints) -> None:
+    source = make_source(tmp_path, store, max_ready=2)
+    await source.start()
+    try:
+        for i in range(7):
+            (tmp_path / f"{i}.txt").write_text(str(i))
+        records = await deliver(source, store, 7)
+        await assert_quiet(source)
+    finally:
+        await source.stop()
+    assert {r.payload["s3"]["object"]["key"] for r in records} == {f"{i}.txt" for i in range(7)}
+
+
+async def test_receive_waits_at_most_timeout_and_stop_is_idempotent(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store)
+    await source.start()
+    started = time.monotonic()
+    assert await source.receive(10, 0.2) == []
+    assert 0.15 <= time.monotonic() - started < 1.0
+    await source.stop()
+    await source.stop()
+
+
+async def test_start_on_missing_directory_is_a_config_error(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path / "nope", store)
+    with pytest.raises(ConfigError):
+        await source.start()
+
+
+# ---- config, filters and plugin -----------------------------------------------------------
+
+
+def test_config_defaults() -> None:
+    cfg = DirectorySourceConfig.model_validate({"type": "directory", "path": "in"})
+    assert cfg.invocation == "async"
+    assert (cfg.bucket, cfg.include, cfg.exclude, cfg.recursive) == (None, ["**"], [], True)
+    assert cfg.events == ["created", "modified", "deleted"]
+    assert (cfg.starting_position, cfg.stable_s, cfg.poll_interval_s) == ("LATEST", 0.5, None)
+    assert cfg.ignore_temporary is True and cfg.configuration_id == "triggerd"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bucket": "Upper"},
+        {"bucket": "a..b"},
+        {"bucket": "ab"},
+        {"bucket": "10.0.0.1"},
+        {"events": []},
+        {"events": ["renamed"]},
+        {"stable_s": -1},
+        {"poll_interval_s": 0},
+        {"unknown": 1},
+        {"starting_position": "AT_TIMESTAMP"},
+    ],
+)
+def test_config_rejects_bad_values(bad: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        DirectorySourceConfig.model_validate({"type": "directory", "path": "in", **bad})
+
+
+@pytest.mark.parametrize(
+    ("path", "bucket"),
+    [
+        ("/data/Incoming_Files", "incoming-files"),
+        ("/data/x", "x-bucket"),
+        ("/data/My Photos!/", "my-photos"),
+        ("/data/" + "a" * 80, "a" * 63),
+        ("/data/192.168.0.1", "192-168-0-1"),
+        ("/data/..weird..", "weird"),
+    ],
+)
+def test_default_bucket_name_is_a_valid_bucket_name(path: str, bucket: str) -> None:
+    assert bucket_name_for(path) == bucket
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "rel", "selected"),
+    [
+        (["**"], [], "a/b/c.txt", True),
+        (["*.csv"], [], "deep/dir/x.csv", True),
+        (["data/*.csv"], [], "data/x.csv", True),
+        (["data/*.csv"], [], "data/sub/x.csv", False),
+        (["data/**/*.csv"], [], "data/x.csv", True),
+        (["data/**/*.csv"], [], "data/a/b/x.csv", True),
+        (["**"], ["logs/**"], "logs/a/b.log", False),
+        (["**"], ["logs/**"], "other/logs.txt", True),
+        (["file?.txt"], [], "file1.txt", True),
+        (["file[!0-9].txt"], [], "file1.txt", False),
+        (["**"], [], ".hidden", False),
+        (["**"], [], "dir/.hidden/x", False),
+        (["**"], [], "x.swp", False),
+        (["**"], [], "#autosave#", False),
+    ],
+)
+def test_path_filter_globs(
+    include: list[str], exclude: list[str], rel: str, selected: bool
+) -> None:
+    assert PathFilter(include, exclude).matches(rel) is selected
+
+
+def test_path_filter_keeps_temporary_files_when_asked() -> None:
+    assert PathFilter(ignore_temporary=False).matches(".hidden/x.tmp")
+
+
+def test_plugin_declares_config_model_factory_and_sample_event(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    assert plugin.config_model is DirectorySourceConfig
+    ctx = SourceContext(
+        trigger=TRIGGER,
+        state=cast(StateStore, store),
+        clock=SystemClock(),
+        log=logging.getLogger("test"),
+    )
+    cfg = DirectorySourceConfig.model_validate({"type": "directory", "path": str(tmp_path)})
+    assert isinstance(plugin.create(cfg, ctx), DirectorySource)
+    assert plugin.sample_event is sample_event
+    event = sample_event({"bucket": "photos", "key": "a b.jpg"})
+    assert event["Records"][0]["s3"]["object"]["key"] == "a+b.jpg"
