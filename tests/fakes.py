@@ -1,0 +1,193 @@
+"""Fakes for unit tests of the pipeline: a scripted source, backend and destination."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+from triggerd.plugins import Registry
+from triggerd.types import (
+    BackendPlugin,
+    BaseSource,
+    DestinationConfig,
+    DestinationPlugin,
+    FunctionConfig,
+    InvokeResult,
+    JSONDict,
+    Outcome,
+    Record,
+    SourceConfig,
+    SourcePlugin,
+)
+
+
+class FakeSyncConfig(SourceConfig):
+    type: Literal["fake"] = "fake"
+    invocation: ClassVar[Literal["sync", "async"]] = "sync"
+    retry_owner: ClassVar[Literal["source", "pipeline"]] = "pipeline"
+
+
+class FakeQueueConfig(SourceConfig):
+    type: Literal["fakequeue"] = "fakequeue"
+    invocation: ClassVar[Literal["sync", "async"]] = "sync"
+    retry_owner: ClassVar[Literal["source", "pipeline"]] = "source"
+
+
+class FakeAsyncConfig(SourceConfig):
+    type: Literal["fakepush"] = "fakepush"
+
+
+class FakeFunctionConfig(FunctionConfig):
+    backend: Literal["fake"] = "fake"
+
+
+class MemDestConfig(DestinationConfig):
+    type: Literal["mem"] = "mem"
+
+
+def make_record(
+    body: Any, item_id: str | None = None, key: str | None = None, created_at: float = 0.0
+) -> Record:
+    item_id = item_id or str(uuid.uuid4())
+    payload = {
+        "messageId": item_id,
+        "body": body if isinstance(body, str) else orjson.dumps(body).decode(),
+    }
+    return Record(
+        payload=payload,
+        item_id=item_id,
+        size=len(orjson.dumps(payload)),
+        created_at=created_at,
+        key=key,
+    )
+
+
+class FakeSource(BaseSource):
+    """Hands out queued records; records what was acked and nacked. Nacked records come back
+    (at the end of the queue) when `redeliver` is set, like a queue would."""
+
+    def __init__(self, records: Sequence[Record] = (), redeliver: bool = False) -> None:
+        self.queue: list[Record] = list(records)
+        self.acked: list[Record] = []
+        self.nacked: list[Record] = []
+        self.redeliver = redeliver
+        self.arrived = asyncio.Event()
+
+    def push(self, *records: Record) -> None:
+        self.queue.extend(records)
+        self.arrived.set()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        if not self.queue:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout_s)
+            except TimeoutError:
+                return []
+        out, self.queue = self.queue[:max_records], self.queue[max_records:]
+        return out
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        self.acked.extend(records)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        self.nacked.extend(records)
+        if self.redeliver:
+            for rec in records:
+                rec.attempts += 1
+            self.push(*records)
+
+    def filter_view(self, record: Record) -> JSONDict:
+        from triggerd.filters import view_with_data
+
+        return view_with_data(record.payload, "body", "json-text")
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        return {"FakeBatchInfo": {"batchSize": len(records)}}
+
+
+Responder = Callable[[JSONDict], InvokeResult | Any]
+
+
+@dataclass
+class FakeBackend:
+    """Calls `respond(event)` per invocation: an InvokeResult is returned as is; any other
+    value becomes an OK result with that value as JSON; an exception becomes a function error."""
+
+    respond: Responder = field(default=lambda event: None)
+    calls: list[JSONDict] = field(default_factory=list)
+    delay_s: float = 0.0
+    concurrent: int = 0
+    max_concurrent: int = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        invocation_type: str = "RequestResponse",
+        client_context: str | None = None,
+        want_log_tail: bool = False,
+    ) -> InvokeResult:
+        event = orjson.loads(payload)
+        self.calls.append(event)
+        rid = request_id or str(uuid.uuid4())
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            try:
+                out = self.respond(event)
+            except Exception as exc:  # the "function" raised
+                body = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": []}
+                return InvokeResult(
+                    Outcome.FUNCTION_ERROR, orjson.dumps(body), rid, function_error="Unhandled"
+                )
+        finally:
+            self.concurrent -= 1
+        if isinstance(out, InvokeResult):
+            out.request_id = rid
+            return out
+        return InvokeResult(Outcome.OK, orjson.dumps(out), rid)
+
+
+@dataclass
+class MemDestination:
+    records: list[JSONDict] = field(default_factory=list)
+    fail_times: int = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, record: JSONDict) -> None:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise OSError("destination down")
+        self.records.append(record)
+
+
+def fake_registry() -> Registry:
+    reg = Registry(entry_points={})
+    reg.register("source", "fake", SourcePlugin(FakeSyncConfig, lambda c, ctx: FakeSource()))
+    reg.register("source", "fakequeue", SourcePlugin(FakeQueueConfig, lambda c, ctx: FakeSource()))
+    reg.register("source", "fakepush", SourcePlugin(FakeAsyncConfig, lambda c, ctx: FakeSource()))
+    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
+    reg.register(
+        "destination", "mem", DestinationPlugin(MemDestConfig, lambda c, ctx: MemDestination())
+    )
+    return reg

@@ -1,0 +1,234 @@
+"""The asynchronous invocation path: durable accept, retries, event age, throttles,
+on-failure records, and poison events not blocking others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fakes import FakeBackend, FakeSource, MemDestination, fake_registry, make_record
+from triggerd.asyncpath import AsyncTrigger
+from triggerd.config import validate_data
+from triggerd.filters import compile_filters
+from triggerd.metrics import Metrics
+from triggerd.onfailure import OnFailure
+from triggerd.pipeline import TriggerRuntime
+from triggerd.state.base import NewEvent
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, SystemClock
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
+    s = SQLiteStateStore(str(tmp_path / "state.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def build(
+    store: SQLiteStateStore,
+    source: FakeSource,
+    backend: FakeBackend,
+    dest: MemDestination | None = None,
+    **trigger: Any,
+) -> AsyncTrigger:
+    trigger.setdefault("retry_base_delay_s", 0.05)
+    data = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": {"type": "fakepush"}, **trigger}],
+    }
+    tcfg = validate_data(data, fake_registry(), base_dir=Path(".")).trigger_list[0]
+    log = logging.getLogger("test")
+    metrics, clock = Metrics(), SystemClock()
+    on_failure = OnFailure(
+        trigger="t",
+        function="f",
+        destination=dest,
+        destination_name="mem",
+        state=store,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    rt = TriggerRuntime(
+        name="t",
+        config=tcfg,
+        function="f",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+        source=source,
+        backend=backend,
+        filter=compile_filters(tcfg.filters),
+        on_failure=on_failure,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+        poll_timeout_s=0.05,
+    )
+    return AsyncTrigger(rt, store, lease_s=30)
+
+
+async def run_until(trigger: AsyncTrigger, done: Callable[[], bool], timeout: float = 10) -> None:
+    task = asyncio.create_task(trigger.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        trigger.stop()
+        await asyncio.wait_for(task, 5)
+
+
+def always_fail(event: Any) -> Any:
+    raise ValueError("broken")
+
+
+async def test_event_is_persisted_before_the_source_is_acked(store: SQLiteStateStore) -> None:
+    src = FakeSource()
+    t = build(store, src, FakeBackend())
+    rec = make_record({"n": 1}, item_id="r1")
+    rec.checkpoint = {"last": "r1"}
+    await t.accept([rec])
+    assert src.acked == [rec]
+    assert await store.queue_depth("t") == 1
+    assert await store.get_checkpoint("t", "last") == "r1"
+
+
+async def test_each_record_is_invoked_with_its_own_event(store: SQLiteStateStore) -> None:
+    src, be = FakeSource([make_record(i) for i in range(3)]), FakeBackend()
+    t = build(store, src, be)
+    await run_until(t, lambda: len(be.calls) == 3)
+    await asyncio.sleep(0.05)
+    assert sorted(orjson.loads(c["Records"][0]["body"]) for c in be.calls) == [0, 1, 2]
+    assert await store.queue_depth("t") == 0
+
+
+async def test_function_errors_retry_twice_then_dead_letter(store: SQLiteStateStore) -> None:
+    src, be, dest = (
+        FakeSource([make_record({"order": 42})]),
+        FakeBackend(always_fail),
+        MemDestination(),
+    )
+    t = build(store, src, be, dest)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(be.calls) == 3
+    record = dest.records[0]
+    assert record["version"] == "1.0"
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["requestContext"]["functionArn"].endswith(":function:f:$LATEST")
+    assert record["requestPayload"] == be.calls[0]
+    assert record["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    await asyncio.sleep(0.05)
+    assert await store.queue_depth("t") == 0
+
+
+async def test_zero_retries_means_one_attempt(store: SQLiteStateStore) -> None:
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(always_fail), MemDestination()
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(be.calls) == 1
+
+
+async def test_retry_keeps_the_request_id(store: SQLiteStateStore) -> None:
+    ids: list[str] = []
+
+    class Recording(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            ids.append(kw["request_id"])
+            return await super().invoke(payload, **kw)
+
+    src, dest = FakeSource([make_record(1)]), MemDestination()
+    t = build(store, src, Recording(always_fail), dest)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(set(ids)) == 1 and len(ids) == 3
+    assert dest.records[0]["requestContext"]["requestId"] == ids[0]
+
+
+async def test_old_events_expire_without_an_invocation(store: SQLiteStateStore) -> None:
+    await store.enqueue(
+        [
+            NewEvent(
+                trigger="t",
+                function="f",
+                payload=b'{"old":true}',
+                request_id="r-old",
+                enqueued_at=1.0,
+                available_at=1.0,
+            )
+        ]
+    )
+    src, be, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest, maximum_event_age_s=60)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert be.calls == []
+    record = dest.records[0]
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestPayload"] == {"old": True}
+
+
+async def test_throttles_are_retried_without_using_attempts(store: SQLiteStateStore) -> None:
+    results = iter(
+        [
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=0.01),
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=0.01),
+            "ok",
+        ]
+    )
+    src, be, dest = (
+        FakeSource([make_record(1)]),
+        FakeBackend(lambda e: next(results)),
+        MemDestination(),
+    )
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await run_until(t, lambda: len(be.calls) == 3)
+    await asyncio.sleep(0.05)
+    assert dest.records == []
+    assert await store.queue_depth("t") == 0
+
+
+async def test_poison_event_does_not_block_the_next_ones(store: SQLiteStateStore) -> None:
+    def respond(event: Any) -> Any:
+        if event["Records"][0]["body"] == "poison":
+            raise ValueError("poison")
+        return "ok"
+
+    recs = [make_record("poison")] + [make_record(i) for i in range(5)]
+    src, be, dest = FakeSource(recs), FakeBackend(respond), MemDestination()
+    t = build(store, src, be, dest, maximum_concurrency=1, retry_base_delay_s=0.3)
+    await run_until(t, lambda: len(dest.records) == 1)
+    ok = [c for c in be.calls if c["Records"][0]["body"] != "poison"]
+    assert len(ok) == 5
+    last_ok = max(i for i, c in enumerate(be.calls) if c in ok)
+    assert last_ok < len(be.calls) - 1, "the good events ran while the poison one waited"
+
+
+async def test_oversize_event_goes_to_the_destination(store: SQLiteStateStore) -> None:
+    src, be, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest)
+    rec = make_record("x" * (MAX_ASYNC_PAYLOAD + 10))
+    await t.accept([rec])
+    assert src.acked == [rec]
+    assert await store.queue_depth("t") == 0
+    error = dest.records[0]["responsePayload"]
+    assert error["errorType"] == "RequestEntityTooLargeException"
+
+
+async def test_filtered_records_are_not_enqueued(store: SQLiteStateStore) -> None:
+    src = FakeSource()
+    t = build(store, src, FakeBackend(), filters=[{"body": {"kind": ["a"]}}])
+    recs = [make_record({"kind": "a"}), make_record({"kind": "b"})]
+    await t.accept(recs)
+    assert src.acked == recs
+    assert await store.queue_depth("t") == 1

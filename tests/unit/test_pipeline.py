@@ -1,0 +1,344 @@
+"""The poll pipeline against a fake source and backend: batching, filters, partial batch
+responses, retries, bisect, ordering, concurrency, throttles, on-failure, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fakes import FakeBackend, FakeSource, MemDestination, fake_registry, make_record
+from triggerd.config import validate_data
+from triggerd.filters import compile_filters
+from triggerd.metrics import Metrics
+from triggerd.onfailure import OnFailure
+from triggerd.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import InvokeResult, Outcome, SystemClock
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
+    s = SQLiteStateStore(str(tmp_path / "state.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def build(
+    store: SQLiteStateStore,
+    source: FakeSource,
+    backend: FakeBackend,
+    dest: MemDestination | None = None,
+    source_type: str = "fake",
+    **trigger: Any,
+) -> SyncTrigger:
+    trigger.setdefault("retry_base_delay_s", 0.01)
+    data = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": {"type": source_type}, **trigger}],
+    }
+    cfg = validate_data(data, fake_registry(), base_dir=Path("."))
+    tcfg = cfg.trigger_list[0]
+    log = logging.getLogger("test")
+    metrics = Metrics()
+    clock = SystemClock()
+    on_failure = OnFailure(
+        trigger="t",
+        function="f",
+        destination=dest,
+        destination_name="mem",
+        state=store,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    rt = TriggerRuntime(
+        name="t",
+        config=tcfg,
+        function="f",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+        source=source,
+        backend=backend,
+        filter=compile_filters(tcfg.filters),
+        on_failure=on_failure,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+        poll_timeout_s=0.05,
+    )
+    return SyncTrigger(rt)
+
+
+async def run_until(trigger: SyncTrigger, done: Callable[[], bool], timeout: float = 10) -> None:
+    task = asyncio.create_task(trigger.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        trigger.stop()
+        await asyncio.wait_for(task, 5)
+
+
+def _body(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def bodies(event: dict[str, Any]) -> list[Any]:
+    return [_body(r["body"]) for r in event["Records"]]
+
+
+async def test_batches_fill_to_batch_size(store: SQLiteStateStore) -> None:
+    recs = [make_record(i) for i in range(25)]
+    src, be = FakeSource(recs), FakeBackend()
+    t = build(store, src, be, batch_size=10, batching_window_s=0.3)
+    await run_until(t, lambda: len(src.acked) == 25)
+    assert [len(c["Records"]) for c in be.calls] == [10, 10, 5]
+    assert sum((bodies(c) for c in be.calls), []) == list(range(25))
+
+
+async def test_window_holds_a_partial_batch_until_it_elapses(store: SQLiteStateStore) -> None:
+    src, be = FakeSource([make_record(i) for i in range(3)]), FakeBackend()
+    t = build(store, src, be, batch_size=10, batching_window_s=0.4)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run_until(t, lambda: len(src.acked) == 3)
+    assert loop.time() - start >= 0.4
+    assert [len(c["Records"]) for c in be.calls] == [3]
+
+
+async def test_batch_payload_stays_under_six_mb(store: SQLiteStateStore) -> None:
+    big = "x" * (1024 * 1024)
+    src, be = FakeSource([make_record(big) for _ in range(8)]), FakeBackend()
+    t = build(store, src, be, batch_size=10, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) == 8)
+    sizes = [len(orjson.dumps(c)) for c in be.calls]
+    assert all(s <= 6 * 1024 * 1024 for s in sizes)
+    assert [len(c["Records"]) for c in be.calls] == [5, 3]
+
+
+async def test_filtered_out_records_are_acked_and_never_invoked(store: SQLiteStateStore) -> None:
+    recs = [make_record({"kind": "image"}), make_record({"kind": "text"}), make_record("plain")]
+    src, be = FakeSource(recs), FakeBackend()
+    t = build(store, src, be, filters=[{"body": {"kind": ["image"]}}])
+    await run_until(t, lambda: len(src.acked) == 3)
+    assert [bodies(c) for c in be.calls] == [[{"kind": "image"}]]
+    assert src.nacked == []
+
+
+async def test_all_filtered_poll_causes_no_invocation(store: SQLiteStateStore) -> None:
+    src, be = FakeSource([make_record({"kind": "text"})]), FakeBackend()
+    t = build(store, src, be, filters=[{"body": {"kind": ["image"]}}])
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert be.calls == []
+
+
+async def test_partial_batch_failure_nacks_only_the_listed_items(store: SQLiteStateStore) -> None:
+    recs = [make_record(i, item_id=f"m{i}") for i in range(4)]
+    src = FakeSource(recs)
+    be = FakeBackend(lambda e: {"batchItemFailures": [{"itemIdentifier": "m2"}]})
+    t = build(store, src, be, source_type="fakequeue", report_batch_item_failures=True)
+    await run_until(t, lambda: len(src.acked) + len(src.nacked) == 4)
+    assert sorted(r.item_id for r in src.acked) == ["m0", "m1", "m3"]
+    assert [r.item_id for r in src.nacked] == ["m2"]
+
+
+async def test_batch_item_failures_ignored_without_the_flag(store: SQLiteStateStore) -> None:
+    src = FakeSource([make_record(1, item_id="a"), make_record(2, item_id="b")])
+    be = FakeBackend(lambda e: {"batchItemFailures": [{"itemIdentifier": "a"}]})
+    t = build(store, src, be, source_type="fakequeue")
+    await run_until(t, lambda: len(src.acked) == 2)
+    assert src.nacked == []
+
+
+async def test_malformed_partial_response_fails_the_whole_batch(store: SQLiteStateStore) -> None:
+    src = FakeSource([make_record(1, item_id="a"), make_record(2, item_id="b")])
+    be = FakeBackend(lambda e: {"batchItemFailures": [{"itemId": "a"}]})
+    t = build(store, src, be, source_type="fakequeue", report_batch_item_failures=True)
+    await run_until(t, lambda: len(src.nacked) == 2)
+    assert src.acked == []
+
+
+async def test_stream_retries_in_place_until_success(store: SQLiteStateStore) -> None:
+    outcomes = iter([RuntimeError("boom"), RuntimeError("boom"), None])
+
+    def respond(event: dict[str, Any]) -> Any:
+        out = next(outcomes)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    src, be = FakeSource([make_record(1), make_record(2)]), FakeBackend(respond)
+    t = build(store, src, be)
+    await run_until(t, lambda: len(src.acked) == 2)
+    assert len(be.calls) == 3
+    assert all(bodies(c) == [1, 2] for c in be.calls)
+
+
+async def test_exhausted_retries_go_to_the_destination_then_ack(store: SQLiteStateStore) -> None:
+    def fail(event: dict[str, Any]) -> Any:
+        raise ValueError("always")
+
+    src, dest = FakeSource([make_record(1)]), MemDestination()
+    be = FakeBackend(fail)
+    t = build(store, src, be, dest, maximum_retry_attempts=2)
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert len(be.calls) == 3
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["FakeBatchInfo"] == {"batchSize": 1}
+    [entry] = await store.dlq_list("t")
+    assert entry.condition == "RetryAttemptsExhausted"
+
+
+async def test_destination_failure_is_retried_before_the_ack(store: SQLiteStateStore) -> None:
+    def fail(event: dict[str, Any]) -> Any:
+        raise ValueError("always")
+
+    src, dest = FakeSource([make_record(1)]), MemDestination(fail_times=2)
+    t = build(store, src, FakeBackend(fail), dest, maximum_retry_attempts=0)
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert len(dest.records) == 1
+
+
+async def test_bisect_isolates_the_poison_record(store: SQLiteStateStore) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if "poison" in bodies(event):
+            raise ValueError("poison")
+        return None
+
+    recs = [make_record(v) for v in (1, 2, "poison", 4)]
+    src, dest, be = FakeSource(recs), MemDestination(), FakeBackend(respond)
+    t = build(
+        store,
+        src,
+        be,
+        dest,
+        maximum_retry_attempts=1,
+        bisect_batch_on_function_error=True,
+        batch_size=4,
+        batching_window_s=0.2,
+    )
+    await run_until(t, lambda: len(src.acked) == 4)
+    ok_calls = [bodies(c) for c in be.calls if "poison" not in bodies(c)]
+    assert sorted(b for call in ok_calls for b in call) == [1, 2, 4]
+    assert ["poison"] in [bodies(c) for c in be.calls], "the poison record was isolated"
+    [record] = dest.records
+    assert bodies(record["payload"]) == ["poison"]
+
+
+async def test_poison_does_not_block_other_keys(store: SQLiteStateStore) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if "poison" in bodies(event):
+            raise ValueError("poison")
+        return None
+
+    recs = [make_record("poison", key="A")] + [make_record(i, key="B") for i in range(5)]
+    src, dest = FakeSource(recs), MemDestination()
+    be = FakeBackend(respond)
+    t = build(store, src, be, dest, maximum_retry_attempts=3, retry_base_delay_s=0.2, batch_size=1)
+    await run_until(t, lambda: len(src.acked) == 6)
+    first_poison_done = next(i for i, c in enumerate(be.calls) if bodies(c) == ["poison"])
+    b_calls = [i for i, c in enumerate(be.calls) if bodies(c) != ["poison"]]
+    assert len(b_calls) == 5
+    assert b_calls[-1] < len(be.calls) - 1, "key B finished while key A was still retrying"
+    assert first_poison_done == 0
+    assert len(dest.records) == 1
+
+
+async def test_one_key_is_invoked_in_order_one_batch_at_a_time(store: SQLiteStateStore) -> None:
+    recs = [make_record(f"{k}{i}", key=k) for i in range(6) for k in "AB"]
+    src = FakeSource(recs)
+    be = FakeBackend(delay_s=0.02)
+    t = build(store, src, be, batch_size=2, maximum_concurrency=4)
+    await run_until(t, lambda: len(src.acked) == 12)
+    for k in "AB":
+        seen = [b for c in be.calls for b in bodies(c) if b.startswith(k)]
+        assert seen == [f"{k}{i}" for i in range(6)]
+    assert be.max_concurrent <= 2  # one batch per key at a time, two keys
+
+
+async def test_concurrency_is_bounded(store: SQLiteStateStore) -> None:
+    src = FakeSource([make_record(i) for i in range(20)])
+    be = FakeBackend(delay_s=0.05)
+    t = build(store, src, be, batch_size=1, maximum_concurrency=3)
+    await run_until(t, lambda: len(src.acked) == 20)
+    assert be.max_concurrent == 3
+
+
+async def test_throttles_do_not_count_as_attempts(store: SQLiteStateStore) -> None:
+    results = iter(
+        [
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=0.01),
+            InvokeResult(Outcome.INVOKE_ERROR, b"", "", retry_after_s=0.01),
+            None,
+        ]
+    )
+    src, dest = FakeSource([make_record(1)]), MemDestination()
+    be = FakeBackend(lambda e: next(results))
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert len(be.calls) == 3
+    assert dest.records == []
+
+
+async def test_fifo_failure_fails_the_rest_of_its_group(store: SQLiteStateStore) -> None:
+    recs = [
+        make_record(1, "a1", key="A"),
+        make_record(2, "b1", key="B"),
+        make_record(3, "a2", key="A"),
+    ]
+    src = FakeSource(recs)
+    be = FakeBackend(lambda e: {"batchItemFailures": [{"itemIdentifier": "a1"}]})
+    t = build(store, src, be, source_type="fakequeue", report_batch_item_failures=True)
+    await run_until(t, lambda: len(src.acked) + len(src.nacked) == 3)
+    assert [r.item_id for r in src.acked] == ["b1"]
+    assert [r.item_id for r in src.nacked] == ["a1", "a2"]
+
+
+async def test_source_owned_retries_end_in_the_destination(store: SQLiteStateStore) -> None:
+    def fail(event: dict[str, Any]) -> Any:
+        raise ValueError("poison")
+
+    src, dest = FakeSource([make_record("p", "p1")], redeliver=True), MemDestination()
+    t = build(
+        store, src, FakeBackend(fail), dest, source_type="fakequeue", maximum_retry_attempts=2
+    )
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert len(src.nacked) == 2
+    assert dest.records[0]["requestContext"]["approximateInvokeCount"] == 3
+
+
+async def test_old_records_are_given_up(store: SQLiteStateStore) -> None:
+    def fail(event: dict[str, Any]) -> Any:
+        raise ValueError("x")
+
+    src, dest = FakeSource([make_record(1, created_at=1.0)]), MemDestination()
+    t = build(store, src, FakeBackend(fail), dest, maximum_record_age_s=60)
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert dest.records[0]["requestContext"]["condition"] == "RecordAgeExceeded"
+
+
+async def test_stop_drains_in_flight_and_nacks_buffered(store: SQLiteStateStore) -> None:
+    src = FakeSource([make_record(i) for i in range(5)])
+    be = FakeBackend(delay_s=0.3)
+    t = build(store, src, be, batch_size=1, maximum_concurrency=1)
+    task = asyncio.create_task(t.run())
+    while not be.calls:
+        await asyncio.sleep(0.01)
+    t.stop()
+    await asyncio.wait_for(task, 5)
+    assert len(src.acked) == 1  # the in-flight batch finished
+    assert len(src.acked) + len(src.nacked) + len(src.queue) == 5
+    assert not set(map(id, src.acked)) & set(map(id, src.nacked))

@@ -1,0 +1,107 @@
+"""The batcher: records wait here until a batch is full, its window has elapsed, or the next
+record would push the payload over the 6 MB cap, whichever comes first.
+
+Ordering: a record whose key has a batch in flight (a "busy" key) is not eligible, and neither
+is any later record with that key, so one key's records are invoked in order, one batch at a
+time, while other keys proceed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triggerd.types import MAX_SYNC_PAYLOAD, Record
+
+#: Bytes for the envelope around the records ({"Records":[...]} and the like).
+ENVELOPE_OVERHEAD = 1024
+
+
+@dataclass(slots=True)
+class _Pending:
+    arrived: float
+    record: Record
+
+
+class BatchBuffer:
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        window_s: float,
+        capacity: int,
+        max_bytes: int = MAX_SYNC_PAYLOAD,
+    ) -> None:
+        self.batch_size = batch_size
+        self.window_s = window_s
+        self.capacity = max(capacity, batch_size)
+        self.max_bytes = max_bytes
+        self._items: list[_Pending] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def room(self) -> int:
+        return max(0, self.capacity - len(self._items))
+
+    def add(self, records: list[Record], now: float) -> None:
+        self._items.extend(_Pending(now, r) for r in records)
+
+    def _eligible(self, busy: set[str]) -> list[int]:
+        blocked = set(busy)
+        out: list[int] = []
+        for i, item in enumerate(self._items):
+            key = item.record.key
+            if key is not None and key in blocked:
+                continue
+            out.append(i)
+        return out
+
+    def _select(self, busy: set[str]) -> tuple[list[int], bool]:
+        """Indexes of the next batch in order, and whether it is full (size or bytes)."""
+        chosen: list[int] = []
+        size = ENVELOPE_OVERHEAD
+        skipped_keys: set[str] = set(busy)
+        for i, item in enumerate(self._items):
+            rec = item.record
+            if rec.key is not None and rec.key in skipped_keys:
+                continue
+            if chosen and size + rec.size + 1 > self.max_bytes:
+                return chosen, True
+            chosen.append(i)
+            size += rec.size + 1
+            if len(chosen) >= self.batch_size:
+                return chosen, True
+            if size > self.max_bytes:  # a single record over the cap goes alone
+                return chosen, True
+        return chosen, False
+
+    def next_batch(self, now: float, busy: set[str], *, flush: bool = False) -> list[Record] | None:
+        """The next batch if one is due (full, window elapsed, or `flush`), else None."""
+        chosen, full = self._select(busy)
+        if not chosen:
+            return None
+        first = self._items[chosen[0]].arrived
+        if not (full or flush or now - first >= self.window_s):
+            return None
+        picked = set(chosen)
+        batch = [self._items[i].record for i in chosen]
+        self._items = [it for i, it in enumerate(self._items) if i not in picked]
+        return batch
+
+    def deadline(self, busy: set[str]) -> float | None:
+        """When the window of the oldest eligible record expires (None if nothing eligible)."""
+        eligible = self._eligible(busy)
+        if not eligible:
+            return None
+        return self._items[eligible[0]].arrived + self.window_s
+
+    def take_key(self, key: str) -> list[Record]:
+        """Remove and return every waiting record with `key` (to give them back in order)."""
+        out = [it.record for it in self._items if it.record.key == key]
+        self._items = [it for it in self._items if it.record.key != key]
+        return out
+
+    def take_all(self) -> list[Record]:
+        out = [it.record for it in self._items]
+        self._items = []
+        return out

@@ -1,0 +1,227 @@
+"""The daemon: builds functions and triggers from the config and runs them until stopped.
+
+Shutdown order (SIGTERM): STOPPING -> triggers stop polling -> in-flight batches and
+invocations drain up to `shutdown_timeout_s` -> the rest is nacked / released -> sources,
+destinations, backends, the HTTP server and the state store close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from triggerd.asyncpath import AsyncTrigger
+from triggerd.config import ConfigBase, TriggerBase
+from triggerd.filters import compile_filters
+from triggerd.metrics import Metrics
+from triggerd.onfailure import OnFailure
+from triggerd.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.plugins import Registry
+from triggerd.retry import Backoff
+from triggerd.state.base import StateStore
+from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.systemd import Notifier
+from triggerd.types import (
+    Backend,
+    BackendContext,
+    Clock,
+    DestinationContext,
+    FunctionConfig,
+    SourceContext,
+    SystemClock,
+)
+
+log = logging.getLogger("triggerd.daemon")
+#: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
+PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka"})
+
+
+class Runnable(Protocol):
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class Function:
+    name: str
+    config: FunctionConfig
+    backend: Backend
+    arn: str
+
+
+@dataclass
+class Daemon:
+    config: ConfigBase
+    registry: Registry
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    functions: dict[str, Function] = field(default_factory=dict)
+    triggers: dict[str, Runnable] = field(default_factory=dict)
+    state: StateStore | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    listen_address: str | None = None
+
+    def work_dir(self) -> Path:
+        if self.config.daemon.work_dir:
+            return Path(self.config.daemon.work_dir)
+        try:
+            db = sqlite_path(self.config.daemon.state)
+        except Exception:  # non-SQLite stores keep runtime files in the temp dir
+            db = ":memory:"
+        if db == ":memory:":
+            return Path(tempfile.gettempdir()) / f"triggerd-{os.getpid()}"
+        return Path(db).parent / "run"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        notifier = Notifier.from_env()
+        async with AsyncExitStack() as stack:
+            state = create_state_store(self.config.daemon.state)
+            await state.open()
+            stack.push_async_callback(state.close)
+            self.state = state
+            recovered = await state.recover_leases()
+            if recovered:
+                log.info("queue.recovered", extra={"events": recovered})
+            await self._start_functions(stack)
+            await self._build_triggers(stack, state)
+            if self.config.daemon.listen:
+                from triggerd.http import start_http
+
+                self.listen_address = await start_http(self, stack, self.config.daemon.listen)
+            notifier.notify("READY=1")
+            self.ready.set()
+            log.info(
+                "daemon.ready",
+                extra={
+                    "functions": len(self.functions),
+                    "triggers": len(self.triggers),
+                    "listen": self.listen_address,
+                },
+            )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._supervise(n, t)) for n, t in self.triggers.items()]
+                tg.create_task(notifier.watchdog(stop))
+                await stop.wait()
+                notifier.notify("STOPPING=1")
+                log.info("daemon.stopping", extra={"in_flight_triggers": len(tasks)})
+                await self._drain(tasks)
+        log.info("daemon.stopped")
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        for trigger in self.triggers.values():
+            trigger.stop()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.config.daemon.shutdown_timeout_s)
+        if pending:
+            log.warning("daemon.drain_timeout", extra={"cancelled": len(pending)})
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    async def _supervise(self, name: str, trigger: Runnable) -> None:
+        """Run a trigger; if it crashes, log and restart it with backoff."""
+        backoff = Backoff(base_s=1.0, max_s=60.0)
+        failures = 0
+        while True:
+            try:
+                await trigger.run()
+                return
+            except Exception:  # task boundary: one trigger's crash must not stop the others
+                failures += 1
+                delay = backoff.delay(failures)
+                log.exception("trigger.crashed", extra={"trigger": name, "restart_in_s": delay})
+                await asyncio.sleep(delay)
+
+    async def _start_functions(self, stack: AsyncExitStack) -> None:
+        d = self.config.daemon
+        base = self.work_dir()
+        for name, fcfg in self.config.function_map.items():
+            plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
+            ctx = BackendContext(
+                function=name,
+                clock=self.clock,
+                log=logging.getLogger("triggerd.function"),
+                region=d.region,
+                account_id=d.account_id,
+                work_dir=str(base / name),
+            )
+            backend = plugin.create(fcfg, ctx)
+            await backend.start()
+            stack.push_async_callback(backend.stop)
+            self.functions[name] = Function(name, fcfg, backend, ctx.function_arn)
+
+    async def _build_triggers(self, stack: AsyncExitStack, state: StateStore) -> None:
+        for index, tcfg in enumerate(self.config.trigger_list):
+            if not tcfg.enabled:
+                continue
+            name = self.config.trigger_name(index)
+            rt = await self._runtime(stack, state, name, tcfg)
+            fn = self.functions[tcfg.function]
+            if tcfg.is_async:
+                self.triggers[name] = AsyncTrigger(rt, state, lease_s=fn.config.timeout_s + 60)
+            else:
+                self.triggers[name] = SyncTrigger(rt)
+
+    async def _runtime(
+        self, stack: AsyncExitStack, state: StateStore, name: str, tcfg: TriggerBase
+    ) -> TriggerRuntime:
+        d = self.config.daemon
+        tlog = logging.getLogger("triggerd.trigger")
+        src_cfg = tcfg.source_config
+        plugin = self.registry.source(getattr(src_cfg, "type"))  # noqa: B009
+        source = plugin.create(
+            src_cfg,
+            SourceContext(
+                trigger=name,
+                state=state,
+                clock=self.clock,
+                log=tlog,
+                region=d.region,
+                account_id=d.account_id,
+            ),
+        )
+        dest_cfg = tcfg.on_failure_config
+        destination = None
+        dest_type = ""
+        if dest_cfg is not None:
+            dest_type = getattr(dest_cfg, "type")  # noqa: B009
+            destination = self.registry.destination(dest_type).create(
+                dest_cfg, DestinationContext(trigger=name, clock=self.clock, log=tlog)
+            )
+        fn = self.functions[tcfg.function]
+        on_failure = OnFailure(
+            trigger=name,
+            function=fn.name,
+            destination=destination,
+            destination_name=dest_type or "none",
+            state=state,
+            clock=self.clock,
+            metrics=self.metrics,
+            log=tlog,
+        )
+        await on_failure.start()
+        stack.push_async_callback(on_failure.stop)
+        await source.start()
+        stack.push_async_callback(source.stop)
+        return TriggerRuntime(
+            name=name,
+            config=tcfg,
+            function=fn.name,
+            function_arn=fn.arn,
+            source=source,
+            backend=fn.backend,
+            filter=compile_filters(tcfg.filters),
+            on_failure=on_failure,
+            clock=self.clock,
+            metrics=self.metrics,
+            log=tlog,
+            include_payload=dest_type in PAYLOAD_DESTINATIONS,
+        )

@@ -1,0 +1,61 @@
+"""The daemon's HTTP server on the listen address: /healthz and /metrics (webhooks and the
+Invoke API mount here too)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from triggerd.daemon import Daemon
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    body = {
+        "status": "ok" if daemon.ready.is_set() else "starting",
+        "functions": sorted(daemon.functions),
+        "triggers": sorted(daemon.triggers),
+    }
+    return web.json_response(body, status=200 if daemon.ready.is_set() else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    if daemon.state is not None:
+        for name in daemon.triggers:
+            depth = await daemon.state.queue_depth(name)
+            daemon.metrics.queue_depth.labels(name).set(depth)
+    return web.Response(
+        body=daemon.metrics.exposition(), content_type="text/plain", charset="utf-8"
+    )
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"listen must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
+    """Start the server; returns the bound address (port 0 picks a free port)."""
+    app = web.Application(client_max_size=6 * 1024 * 1024 + 1024)
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    host, port = parse_listen(listen)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    if sockets:
+        port = sockets[0].getsockname()[1]
+    return f"{host}:{port}"

@@ -1,0 +1,91 @@
+"""Entry-point discovery of sources, destinations and backends.
+
+The entry-point name is the config `type` (or `backend`). Plugins are loaded lazily, on first
+use, so a missing optional dependency only matters for the configs that use it, and then says
+which extra to install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Literal, TypeVar, cast
+
+from triggerd.types import BackendPlugin, DestinationPlugin, MissingExtraError, SourcePlugin
+
+Kind = Literal["source", "destination", "backend"]
+GROUPS: dict[Kind, str] = {
+    "source": "triggerd.sources",
+    "destination": "triggerd.destinations",
+    "backend": "triggerd.backends",
+}
+_PLUGIN_TYPES: dict[Kind, type] = {
+    "source": SourcePlugin,
+    "destination": DestinationPlugin,
+    "backend": BackendPlugin,
+}
+P = TypeVar("P", SourcePlugin, DestinationPlugin, BackendPlugin)
+
+
+class UnknownPluginError(LookupError):
+    def __init__(self, kind: Kind, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown {kind} type {name!r} (known: {', '.join(known) or 'none'})")
+
+
+@dataclass
+class Registry:
+    """Plugins by kind and name; built from entry points or by hand in tests."""
+
+    entry_points: dict[Kind, dict[str, EntryPoint]] = field(default_factory=dict)
+    loaded: dict[Kind, dict[str, object]] = field(default_factory=dict)
+
+    @classmethod
+    def discover(cls) -> Registry:
+        eps: dict[Kind, dict[str, EntryPoint]] = {}
+        for kind, group in GROUPS.items():
+            eps[kind] = {ep.name: ep for ep in entry_points(group=group)}
+        return cls(entry_points=eps)
+
+    def register(self, kind: Kind, name: str, plugin: object) -> None:
+        self.loaded.setdefault(kind, {})[name] = plugin
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(set(self.entry_points.get(kind, {})) | set(self.loaded.get(kind, {})))
+
+    def _load(self, kind: Kind, name: str) -> object:
+        cache = self.loaded.setdefault(kind, {})
+        if name in cache:
+            return cache[name]
+        ep = self.entry_points.get(kind, {}).get(name)
+        if ep is None:
+            raise UnknownPluginError(kind, name, self.names(kind))
+        try:
+            plugin = ep.load()
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"{kind} type {name!r} needs an optional dependency ({exc.name or exc}): "
+                f"pip install 'triggerd[{name}]'"
+            ) from exc
+        if not isinstance(plugin, _PLUGIN_TYPES[kind]):
+            raise TypeError(f"entry point {ep.value} is not a {_PLUGIN_TYPES[kind].__name__}")
+        cache[name] = plugin
+        return plugin
+
+    def source(self, name: str) -> SourcePlugin:
+        return cast(SourcePlugin, self._load("source", name))
+
+    def destination(self, name: str) -> DestinationPlugin:
+        return cast(DestinationPlugin, self._load("destination", name))
+
+    def backend(self, name: str) -> BackendPlugin:
+        return cast(BackendPlugin, self._load("backend", name))
+
+    def available(self, kind: Kind) -> dict[str, object]:
+        """Every plugin of a kind that loads; ones whose extra is missing are left out."""
+        out: dict[str, object] = {}
+        for name in self.names(kind):
+            try:
+                out[name] = self._load(kind, name)
+            except MissingExtraError:
+                continue
+        return out
