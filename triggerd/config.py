@@ -20,7 +20,9 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -33,6 +35,7 @@ from triggerd.types import (
     FunctionConfig,
     Model,
     SourceConfig,
+    resolve_config_path,
 )
 
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -57,6 +60,16 @@ class DaemonSettings(Model):
     work_dir: ConfigPath | None = Field(
         None, description="Runtime files and function scratch space (default: next to state)"
     )
+
+    @field_validator("state")
+    @classmethod
+    def _state_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        """`sqlite:///rel.db` is relative to the config file, like every other path in it."""
+        prefix = "sqlite:///"
+        rest = value[len(prefix) :]
+        if not value.startswith(prefix) or rest.startswith("/") or rest in ("", ":memory:"):
+            return value
+        return prefix + resolve_config_path(rest, info)
 
 
 class TriggerBase(Model):

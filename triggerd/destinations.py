@@ -22,6 +22,7 @@ import orjson
 from pydantic import Field
 
 from triggerd.types import (
+    ConfigPath,
     Destination,
     DestinationConfig,
     DestinationContext,
@@ -44,7 +45,7 @@ class FileDestinationConfig(DestinationConfig):
     """Append failed records to a JSON Lines file."""
 
     type: Literal["file"] = "file"
-    path: str = Field(description="JSON Lines file; relative paths are resolved by the core")
+    path: ConfigPath = Field(description="JSON Lines file; relative to the config file")
     fsync: bool = Field(default=True, description="fsync every record before acknowledging it")
     max_bytes: int | None = Field(
         default=None, gt=0, description="rotate to <path>.<n> when the file would exceed this"

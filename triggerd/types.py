@@ -65,7 +65,7 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _resolve_path(value: str, info: ValidationInfo) -> str:
+def resolve_config_path(value: str, info: ValidationInfo) -> str:
     base = info.context.get("base_dir") if isinstance(info.context, dict) else None
     path = Path(value).expanduser()
     if base is not None and not path.is_absolute():
@@ -75,7 +75,7 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
 
 #: A filesystem path in the config: relative paths are resolved against the config file's
 #: directory when the config is loaded.
-ConfigPath = Annotated[str, AfterValidator(_resolve_path)]
+ConfigPath = Annotated[str, AfterValidator(resolve_config_path)]
 
 
 class SourceConfig(Model):

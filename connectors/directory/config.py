@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from triggerd.types import SourceConfig
+from triggerd.types import ConfigPath, SourceConfig
 
 EventKind = Literal["created", "modified", "deleted"]
 
@@ -22,7 +22,7 @@ class DirectorySourceConfig(SourceConfig):
     invocation: ClassVar[Literal["sync", "async"]] = "async"
 
     type: Literal["directory"]
-    path: str = Field(
+    path: ConfigPath = Field(
         description="Directory to watch. Relative paths are resolved against the config file."
     )
     bucket: str | None = Field(
