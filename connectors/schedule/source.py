@@ -111,7 +111,8 @@ def plan_ticks(
 ) -> Plan:
     """Split the ticks in (cursor, now] into on-time ones (delivered) and missed ones (per
     `catch_up`). Pure; may be slow after a long gap, so callers run it in a thread."""
-    split = max(cursor, now - grace)
+    # A tick is missed when it is later than the grace; one exactly that late is on time.
+    split = max(cursor, now - grace - timedelta(microseconds=1))
     on_time = schedule.fires_between(split, now, _ON_TIME_LIMIT)
     missed = schedule.count_between(cursor, split) if split > cursor else 0
     if missed == 0:

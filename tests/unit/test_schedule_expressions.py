@@ -1,4 +1,4 @@
-"""Schedule expressions: parsing, next-fire times, DST, counting (connectors.schedule.expressions)."""
+"""Schedule expressions: parsing, next-fire times, DST and counting."""
 
 from __future__ import annotations
 
