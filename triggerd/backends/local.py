@@ -1,0 +1,512 @@
+"""The `local` function backend: warm runtime processes fed through the Lambda Runtime API.
+
+Each execution environment is one worker process with its own Runtime API endpoint on
+loopback (see `local_worker`). Workers are started on demand (a cold start), reused while warm,
+and capped by the function's concurrency; a timeout or a crash tears the environment down and
+the next invocation starts a fresh one. START / END / REPORT lines go to `triggerd.function`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import math
+import os
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, field_validator
+
+from triggerd.backends.local_worker import LogCapture, Worker, WorkerSpec
+from triggerd.runtime import bootstrap
+from triggerd.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
+from triggerd.types import (
+    BackendContext,
+    BackendPlugin,
+    ConfigError,
+    FunctionConfig,
+    InvocationType,
+    InvokeResult,
+    Outcome,
+)
+
+#: Workers per function when `reserved_concurrency` is not set.
+DEFAULT_CONCURRENCY = 4
+#: Lambda's on-demand init phase limit.
+INIT_TIMEOUT_S = 10.0
+#: After an init failure, invocations get the same error without a new worker for this long
+#: (doubling on each further failure, up to the maximum).
+INIT_BACKOFF_S = 5.0
+INIT_BACKOFF_MAX_S = 60.0
+#: How long a stopping worker gets between SIGTERM and SIGKILL.
+STOP_GRACE_S = 2.0
+ENV_MAX_BYTES = 4096
+
+#: Environment variables Lambda sets itself and rejects in a function's configuration.
+RESERVED_ENV = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_FORMAT",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_LEVEL",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_REGION",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "LAMBDA_RUNTIME_DIR",
+        "LAMBDA_TASK_ROOT",
+        "TZ",
+    }
+)
+_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_ENV_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]+")
+_PYTHON_RUNTIME = re.compile(r"python3\.\d+")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_HANDLER = re.compile(rf"{_IDENT}(?:[./]{_IDENT})*\.{_IDENT}")
+
+
+class LocalFunctionConfig(FunctionConfig):
+    """A function run by triggerd itself, in warm worker processes on this machine."""
+
+    backend: Literal["local"] = "local"
+    runtime: str = Field("python3.11", description="Lambda runtime identifier (python3.x).")
+    handler: str = Field(description="module.function, packages dotted: pkg.mod.handler")
+    code: str = Field(description="Directory holding the function's code (LAMBDA_TASK_ROOT).")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables (at most 4 KB in total)."
+    )
+    version: str = Field("$LATEST", description="Reported as the function version.")
+    timeout_s: float = Field(3.0, ge=1, le=900, description="Invocation timeout, seconds.")
+    memory_mb: int = Field(128, ge=128, le=10240, description="Reported memory size, MB.")
+    reserved_concurrency: int | None = Field(
+        None, ge=0, description=f"Maximum concurrent workers (default {DEFAULT_CONCURRENCY})."
+    )
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str) -> str:
+        if not _PYTHON_RUNTIME.fullmatch(value):
+            raise ValueError(
+                f"runtime {value!r} is not supported by the local backend yet "
+                "(supported: python3.x, e.g. python3.11)"
+            )
+        return value
+
+    @field_validator("handler")
+    @classmethod
+    def _handler(cls, value: str) -> str:
+        if not _HANDLER.fullmatch(value):
+            raise ValueError(
+                f"handler {value!r} must look like module.function (packages dotted: "
+                "pkg.module.function)"
+            )
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [f"invalid variable name {k!r}" for k in value if not _ENV_KEY.fullmatch(k)]
+        problems += [f"{k} is reserved by Lambda" for k in sorted(value) if k in RESERVED_ENV]
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > ENV_MAX_BYTES:
+            problems.append(f"variables total {size} bytes, over the {ENV_MAX_BYTES} bytes limit")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+
+def python_worker_spec(
+    config: LocalFunctionConfig, ctx: BackendContext, code_dir: str
+) -> WorkerSpec:
+    """The bundled Python runtime client, run by this interpreter, in Lambda's environment."""
+    script = os.path.abspath(bootstrap.__file__)
+    env: dict[str, str] = {
+        "LANG": "en_US.UTF-8",
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    }
+    env.update(config.environment)
+    env.update({k: os.environ[k] for k in _CREDENTIAL_ENV if k in os.environ})
+    env.update(
+        {
+            "_HANDLER": config.handler,
+            "AWS_LAMBDA_FUNCTION_NAME": ctx.function,
+            "AWS_LAMBDA_FUNCTION_VERSION": config.version,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/" + ctx.function,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_REGION": ctx.region,
+            "AWS_DEFAULT_REGION": ctx.region,
+            "AWS_EXECUTION_ENV": "AWS_Lambda_" + config.runtime,
+            "LAMBDA_TASK_ROOT": code_dir,
+            "LAMBDA_RUNTIME_DIR": os.path.dirname(script),
+            "TZ": ":UTC",
+        }
+    )
+    return WorkerSpec(argv=(sys.executable, script), cwd=code_dir, env=env, version=config.version)
+
+
+# --------------------------------------------------------------------------------------------
+# Lambda's texts
+
+
+def iso_now(epoch_s: float) -> str:
+    whole = int(epoch_s)
+    millis = int((epoch_s - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def report_line(
+    request_id: str, duration_ms: float, memory_mb: int, used_mb: int, init_ms: float | None
+) -> str:
+    billed = max(1, math.ceil(duration_ms))
+    text = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {billed} ms\tMemory Size: {memory_mb} MB\t"
+        f"Max Memory Used: {used_mb} MB\t"
+    )
+    if init_ms is not None:
+        text += f"Init Duration: {init_ms:.2f} ms\t"
+    return text
+
+
+def exit_error(request_id: str, reason: str) -> bytes:
+    message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+    if reason == "exit status 0":
+        message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
+    return orjson.dumps({"errorType": "Runtime.ExitError", "errorMessage": message})
+
+
+def client_context_header(value: str | None) -> str | None:
+    """Client context as the runtime receives it: JSON (base64 as in the Invoke API accepted)."""
+    if value is None or value.lstrip().startswith("{"):
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return value
+
+
+def trace_header(epoch_s: float) -> str:
+    rand = uuid.uuid4().hex + uuid.uuid4().hex
+    return f"Root=1-{int(epoch_s):08x}-{rand[:24]};Parent={rand[24:40]};Sampled=0"
+
+
+@dataclass(slots=True)
+class _InitFailure:
+    body: bytes
+    retry_at: float
+
+
+@dataclass(slots=True)
+class _Start:
+    """A cold start: the new worker, how long its init took, and how init failed if it did."""
+
+    worker: Worker
+    init_ms: float
+    failure: RuntimeReply | None = None
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.timed_out
+
+
+# --------------------------------------------------------------------------------------------
+# Backend
+
+
+class LocalBackend:
+    """Runs a function in warm local worker processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: LocalFunctionConfig,
+        ctx: BackendContext,
+        *,
+        spec: WorkerSpec | None = None,
+        init_backoff_s: float = INIT_BACKOFF_S,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.code_dir = os.path.abspath(config.code)
+        self.spec = spec or python_worker_spec(config, ctx, self.code_dir)
+        self.limit = (
+            DEFAULT_CONCURRENCY
+            if config.reserved_concurrency is None
+            else config.reserved_concurrency
+        )
+        self.stats: dict[str, Any] = {
+            "invocations": 0,
+            "errors": 0,
+            "timeouts": 0,
+            "throttles": 0,
+            "cold_starts": 0,
+            "spawns": 0,
+            "init_errors": 0,
+            "last_init_duration_ms": None,
+        }
+        self._flog = logging.getLogger("triggerd.function")
+        self._slots = asyncio.Semaphore(max(self.limit, 1))
+        self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
+        self._init_backoff_s = init_backoff_s
+        self._init_failure: _InitFailure | None = None
+        self._init_failures_in_row = 0
+        self._stopping = False
+
+    @property
+    def workers(self) -> frozenset[Worker]:
+        return frozenset(self._workers)
+
+    async def start(self) -> None:
+        if not await asyncio.to_thread(os.path.isdir, self.code_dir):
+            raise ConfigError(
+                [f"functions.{self.ctx.function}.code: {self.code_dir} is not a directory"]
+            )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        workers = list(self._workers)
+        self._idle.clear()
+        await asyncio.gather(*(w.terminate(STOP_GRACE_S) for w in workers))
+        self._workers.difference_update(workers)
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        invocation_type: InvocationType = "RequestResponse",
+        client_context: str | None = None,
+        want_log_tail: bool = False,
+    ) -> InvokeResult:
+        rid = request_id or str(uuid.uuid4())
+        if self._stopping:
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        if invocation_type == "Event":
+            client_context = None  # Lambda passes it to synchronous invocations only
+        if self.limit == 0 or not await self._acquire_slot():
+            self.stats["throttles"] += 1
+            return self._throttled(rid)
+        try:
+            result = await self._invoke_in_slot(payload, rid, client_context, want_log_tail)
+        finally:
+            self._slots.release()
+        self.stats["invocations"] += 1
+        if result.failed:
+            self.stats["errors"] += 1
+        if result.outcome is Outcome.TIMEOUT:
+            self.stats["timeouts"] += 1
+        return result
+
+    # ---- slots and workers -----------------------------------------------------------------
+
+    async def _acquire_slot(self) -> bool:
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    def _throttled(self, rid: str) -> InvokeResult:
+        reason = (
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+            if self.config.reserved_concurrency is not None
+            else "ConcurrentInvocationLimitExceeded"
+        )
+        body = orjson.dumps({"Reason": reason, "Type": "User", "message": "Rate Exceeded."})
+        return InvokeResult(Outcome.THROTTLED, body, rid, retry_after_s=1.0)
+
+    async def _take_idle(self) -> Worker | None:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            await self._discard(worker)
+        return None
+
+    async def _discard(self, worker: Worker) -> None:
+        self._workers.discard(worker)
+        await worker.kill()
+
+    def _cached_init_failure(self, rid: str) -> InvokeResult | None:
+        failure = self._init_failure
+        if failure is None or self.ctx.clock.monotonic() >= failure.retry_at:
+            return None
+        return InvokeResult(Outcome.FUNCTION_ERROR, failure.body, rid, function_error="Unhandled")
+
+    def _record_init_failure(self, body: bytes, error_type: str | None) -> None:
+        self.stats["init_errors"] += 1
+        delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
+        self._init_failures_in_row += 1
+        self._init_failure = _InitFailure(body, self.ctx.clock.monotonic() + delay)
+        self.ctx.log.warning(
+            "backend.init_failed",
+            extra={"function": self.ctx.function, "error_type": error_type, "retry_in_s": delay},
+        )
+
+    async def _cold_start(self) -> _Start | None:
+        """Start a worker and wait until it polls for work, reports an init error or dies."""
+        self.stats["spawns"] += 1
+        clock = self.ctx.clock
+        started = clock.monotonic()
+        try:
+            worker = await Worker.spawn(self.spec, function=self.ctx.function, log=self._flog)
+        except OSError as e:
+            self.ctx.log.error(
+                "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
+            )
+            return None
+        self._workers.add(worker)
+        try:
+            async with asyncio.timeout(INIT_TIMEOUT_S):
+                failure = await asyncio.shield(worker.endpoint.ready)
+        except TimeoutError:
+            return _Start(worker, INIT_TIMEOUT_S * 1000, timed_out=True)
+        init_ms = (clock.monotonic() - started) * 1000
+        if failure is None:
+            self._init_failure = None
+            self._init_failures_in_row = 0
+            self.stats["cold_starts"] += 1
+            self.stats["last_init_duration_ms"] = round(init_ms, 2)
+        elif failure.kind is ReplyKind.INIT_ERROR:
+            await worker.gone(1.0)  # it exits by itself after reporting
+        return _Start(worker, init_ms, failure)
+
+    # ---- one invocation --------------------------------------------------------------------
+
+    async def _invoke_in_slot(
+        self, payload: bytes, rid: str, client_context: str | None, want_log_tail: bool
+    ) -> InvokeResult:
+        worker = await self._take_idle()
+        start: _Start | None = None
+        if worker is None:
+            cached = self._cached_init_failure(rid)
+            if cached is not None:
+                return cached
+            start = await self._cold_start()
+            if start is None:
+                return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+            worker = start.worker
+        if self._stopping:
+            await self._discard(worker)
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        capture = LogCapture() if want_log_tail else None
+        worker.begin(rid, capture)
+        try:
+            result = await self._run(worker, payload, rid, client_context, start)
+        finally:
+            worker.end()
+        if capture is not None:
+            result.log_tail = capture.tail()
+        return result
+
+    async def _run(
+        self,
+        worker: Worker,
+        payload: bytes,
+        rid: str,
+        client_context: str | None,
+        start: _Start | None,
+    ) -> InvokeResult:
+        self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
+        started = self.ctx.clock.monotonic()
+        if start is None or start.ok:
+            reply = await self._exchange(worker, payload, rid, client_context)
+        else:
+            reply = start.failure  # None when init timed out
+        duration_ms = (self.ctx.clock.monotonic() - started) * 1000
+        used_mb = worker.max_memory_mb()
+        if reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR):
+            if worker.alive:
+                self._idle.append(worker)
+        else:
+            await self._discard(worker)
+        result = self._result(rid, reply, duration_ms)
+        if start is not None and start.failure is not None and not self._stopping:
+            self._record_init_failure(result.payload, start.failure.error_type)
+        if reply is not None and reply.kind is ReplyKind.EXITED:
+            error = orjson.loads(result.payload)
+            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
+        self._platform(worker, rid, f"END RequestId: {rid}")
+        init_ms = start.init_ms if start is not None else None
+        report = report_line(rid, duration_ms, self.config.memory_mb, used_mb, init_ms)
+        self._platform(worker, rid, report)
+        if result.outcome is Outcome.TIMEOUT:
+            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+        return result
+
+    async def _exchange(
+        self, worker: Worker, payload: bytes, rid: str, client_context: str | None
+    ) -> RuntimeReply | None:
+        """Hand the invocation to the worker; its reply, or None on timeout (worker killed)."""
+        now = self.ctx.clock.time()
+        invocation = PendingInvocation(
+            request_id=rid,
+            payload=payload,
+            deadline_ms=int((now + self.config.timeout_s) * 1000),
+            function_arn=self.ctx.function_arn,
+            trace_id=trace_header(now),
+            client_context=client_context_header(client_context),
+        )
+        worker.endpoint.submit(invocation)
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                reply = await invocation.result
+        except TimeoutError:
+            worker.max_memory_mb()
+            await worker.kill()
+            return None
+        if reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR:
+            await worker.output_done()
+        return reply
+
+    def _result(self, rid: str, reply: RuntimeReply | None, duration_ms: float) -> InvokeResult:
+        version = self.config.version
+        if reply is None:
+            message = (
+                f"{iso_now(self.ctx.clock.time())} {rid} "
+                f"Task timed out after {self.config.timeout_s:.2f} seconds"
+            )
+            body = orjson.dumps({"errorMessage": message})
+            return InvokeResult(Outcome.TIMEOUT, body, rid, "Unhandled", version, duration_ms)
+        if reply.kind is ReplyKind.RESPONSE:
+            return InvokeResult(Outcome.OK, reply.body, rid, None, version, duration_ms)
+        if reply.kind is ReplyKind.CLOSED or self._stopping:
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        body = reply.body
+        if reply.kind is ReplyKind.EXITED:
+            body = exit_error(rid, reply.error_type or "signal: killed")
+        return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, "Unhandled", version, duration_ms)
+
+    def _platform(self, worker: Worker, rid: str, text: str) -> None:
+        self._flog.info(
+            "%s", text, extra={"function": self.ctx.function, "request_id": rid, "platform": True}
+        )
+        if worker.capture is not None:
+            worker.capture.add(text)
+
+
+def _create(config: Any, ctx: BackendContext) -> LocalBackend:
+    assert isinstance(config, LocalFunctionConfig)
+    return LocalBackend(config, ctx)
+
+
+plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create)
