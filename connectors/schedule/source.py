@@ -22,7 +22,7 @@ import orjson
 
 from connectors.schedule.config import ScheduleSourceConfig
 from connectors.schedule.expressions import Schedule
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext
+from triggerd.types import BaseSource, ConfigError, JSONDict, Record, SourceContext
 
 CHECKPOINT_KEY = "last_fire"
 #: Longest single sleep: the clock is read again after it, so a wall-clock jump (suspend, NTP
@@ -78,10 +78,18 @@ def scheduled_event(
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event schedule`: options rule, time, region, account, source."""
     rule = options.get("rule", SAMPLE_RULE)
-    tick = parse_time(options.get("time", SAMPLE_TIME))
     region = options.get("region", "us-east-1")
     account = options.get("account", "123456789012")
     source = options.get("source", "aws.events")
+    problems: list[str] = []
+    try:
+        tick = parse_time(options.get("time", SAMPLE_TIME))
+    except ValueError:
+        problems.append(f"time: {options['time']!r} is not an ISO-8601 time (2024-05-01T12:00:00Z)")
+    if source not in ("aws.events", "aws.scheduler"):
+        problems.append(f"source: {source!r} is not 'aws.events' or 'aws.scheduler'")
+    if problems:
+        raise ConfigError(problems)
     return scheduled_event(
         id=event_id(rule, tick),
         source=source,

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.schedule.expressions import (
     CronSchedule,
@@ -469,3 +471,38 @@ def test_crontab_names_containing_l_and_w_are_accepted() -> None:
     schedule = parse_schedule("0 0 1 jul wed")
     assert isinstance(schedule, CronSchedule)
     assert schedule.zone == ZoneInfo("UTC")
+
+
+_TRANSITIONS = [
+    ("Europe/Berlin", "2024-03-30T20:00:00Z"),
+    ("Europe/Berlin", "2024-10-26T20:00:00Z"),
+    ("America/New_York", "2024-03-10T02:00:00Z"),
+    ("America/New_York", "2024-11-03T01:00:00Z"),
+    ("Australia/Lord_Howe", "2024-04-06T12:00:00Z"),
+    ("UTC", "2024-02-28T00:00:00Z"),
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    minutes=st.sets(st.integers(0, 59), min_size=1, max_size=4),
+    hours=st.sets(st.integers(0, 23), min_size=1, max_size=6),
+    day_fields=st.sampled_from(["* * ?", "? * *", "? * MON-FRI", "? * SUN,SAT", "1-15 * ?"]),
+    where=st.sampled_from(_TRANSITIONS),
+    offset_min=st.integers(0, 600),
+)
+def test_random_cron_matches_the_oracle_around_transitions(
+    minutes: set[int], hours: set[int], day_fields: str, where: tuple[str, str], offset_min: int
+) -> None:
+    dom, month, dow = day_fields.split()
+    expr = (
+        f"cron({','.join(map(str, sorted(minutes)))} {','.join(map(str, sorted(hours)))} "
+        f"{dom} {month} {dow} *)"
+    )
+    tz, start = where
+    schedule = parse_schedule(expr, tz)
+    assert isinstance(schedule, CronSchedule)
+    after = at(start) + timedelta(minutes=offset_min)
+    expected = brute_force(schedule, after, 5)
+    assert schedule.fires_between(after, expected[-1], 100) == expected
+    assert schedule.count_between(after, expected[-1]) == 5

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from connectors.schedule import ScheduleSourceConfig, plugin
 from connectors.schedule.source import ScheduleSource, event_id
 from triggerd.state.base import StateStore
-from triggerd.types import MissingExtraError, Record, SourceContext
+from triggerd.types import ConfigError, MissingExtraError, Record, SourceContext
 
 TRIGGER = "nightly-report"
 
@@ -481,3 +481,11 @@ def test_sample_event_defaults_and_options() -> None:
     assert custom["account"] == "111122223333"
     assert custom["resources"] == ["arn:aws:events:eu-west-1:111122223333:rule/r1"]
     assert custom["id"] == plugin.sample_event({"rule": "r1", "time": "2025-01-02T03:04:05Z"})["id"]
+
+
+def test_sample_event_rejects_bad_options_with_a_config_error() -> None:
+    assert plugin.sample_event is not None
+    with pytest.raises(ConfigError, match="time: 'noon' is not an ISO-8601 time"):
+        plugin.sample_event({"time": "noon"})
+    with pytest.raises(ConfigError, match=r"source: 'aws\.s3'"):
+        plugin.sample_event({"source": "aws.s3"})
