@@ -219,7 +219,12 @@ def generate_event(source: str, options: tuple[str, ...]) -> None:
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
-    click.echo(json.dumps(plugin.sample_event(opts), indent=2))
+    try:
+        sample = plugin.sample_event(opts)
+    except (ConfigError, ValueError) as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(sample, indent=2))
 
 
 @main.group()
