@@ -66,8 +66,8 @@ class DirectorySourceConfig(SourceConfig):
     poll_interval_s: float | None = Field(
         default=None,
         gt=0.0,
-        description="Poll the directory at this interval instead of using OS notifications "
-        "(needed on some network filesystems).",
+        description="Rescan the directory at this interval instead of using OS notifications "
+        "(needed on network filesystems such as NFS or SMB, where notifications do not arrive).",
     )
 
     @field_validator("bucket")

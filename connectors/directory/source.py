@@ -1,10 +1,11 @@
 """The `directory` source: file changes in a local directory as S3 event notifications.
 
 How it works:
-- A watcher task (watchfiles) marks changed paths dirty. A settle task stats dirty paths and
-  promotes a path once its state (size, mtime, or absence) has not changed for `stable_s`: a file
-  still being written is delivered once, complete. Settled changes become records in a bounded
-  ready queue; when it is full, paths simply stay dirty (coalesced per path, nothing lost).
+- A watcher task (watchfiles, or our own rescan every `poll_interval_s`) marks changed paths
+  dirty. A settle task stats dirty paths and promotes a path once its state (size, mtime, or
+  absence) has not changed for `stable_s`: a file still being written is delivered once,
+  complete. Settled changes become records in a bounded ready queue; when it is full, paths
+  simply stay dirty (coalesced per path, nothing lost).
 - `_known` is what consumers have been (or are being) told about each file. It is updated when a
   record is created; the record's checkpoint carries the same state, and the pipeline commits
   it atomically with the enqueue. At start the persisted checkpoints are diffed against a scan,
@@ -136,20 +137,11 @@ class DirectorySource(BaseSource):
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        watchfiles = _import_watchfiles()
         if not await asyncio.to_thread(os.path.isdir, self._root):
             raise ConfigError([f"trigger {self._scope}: {self._root} is not a directory"])
         self._stop_event.clear()
-        self._watch_task = asyncio.create_task(
-            self._watch_loop(watchfiles), name=f"directory-watch:{self._scope}"
-        )
-        # One loop turn lets the watcher register (awatch sets up its watches before its first
-        # await), so nothing changed between the scan below and the watch goes unseen.
-        await asyncio.sleep(0)
         try:
-            if self._watch_task.done():
-                self._watch_task.result()
-            await self._load()
+            await self._start_watching()
         except BaseException:
             await self.stop()
             raise
@@ -166,6 +158,26 @@ class DirectorySource(BaseSource):
                 "pending": len(self._dirty),
             },
         )
+
+    async def _start_watching(self) -> None:
+        """Start the watch, then load checkpoints and scan, so no change falls in between."""
+        interval = self._cfg.poll_interval_s
+        if interval is not None:
+            scan = await self._load()
+            self._watch_task = asyncio.create_task(
+                self._poll_loop(interval, scan), name=f"directory-poll:{self._scope}"
+            )
+            return
+        watchfiles = _import_watchfiles()
+        self._watch_task = asyncio.create_task(
+            self._watch_loop(watchfiles), name=f"directory-watch:{self._scope}"
+        )
+        # One loop turn lets the watcher register (awatch sets up its watches before its first
+        # await), so nothing changed between the scan below and the watch goes unseen.
+        await asyncio.sleep(0)
+        if self._watch_task.done():
+            self._watch_task.result()
+        await self._load()
 
     async def stop(self) -> None:
         self._stop_event.set()
@@ -246,7 +258,7 @@ class DirectorySource(BaseSource):
 
     # ---- start-up diff ----------------------------------------------------------------------
 
-    async def _load(self) -> None:
+    async def _load(self) -> dict[str, FileStat]:
         state = self._ctx.state
         stored = await state.list_checkpoints(self._scope, FILE_PREFIX)
         initialized = await state.get_checkpoint(self._scope, INITIALIZED_KEY)
@@ -267,6 +279,7 @@ class DirectorySource(BaseSource):
                     baseline[FILE_PREFIX + rel] = self._known[rel].encode()
             await state.set_checkpoints(self._scope, baseline)
         self._diff(scan)
+        return scan
 
     def _diff(self, scan: dict[str, FileStat]) -> None:
         now = self._ctx.clock.monotonic()
@@ -290,8 +303,7 @@ class DirectorySource(BaseSource):
                     step=20,
                     stop_event=self._stop_event,
                     recursive=self._cfg.recursive,
-                    force_polling=self._cfg.poll_interval_s is not None,
-                    poll_delay_ms=int((self._cfg.poll_interval_s or 0.3) * 1000),
+                    force_polling=False,
                     ignore_permission_denied=True,
                 ):
                     self._on_changes(changes)
@@ -308,6 +320,31 @@ class DirectorySource(BaseSource):
             if not self._stop_event.is_set():
                 with contextlib.suppress(OSError):
                     self._diff(await asyncio.to_thread(scan_tree, self._root, self._filter))
+
+    async def _poll_loop(self, interval_s: float, previous: dict[str, FileStat]) -> None:
+        """Polling mode: rescan every `interval_s` and mark what differs from the last scan.
+
+        Our own scan rather than watchfiles' polling mode, whose poller compares mtimes in
+        whole seconds and misses a second change to a file within the same second."""
+        while not self._stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._stop_event.wait()
+            if self._stop_event.is_set():
+                return
+            try:
+                current = await asyncio.to_thread(scan_tree, self._root, self._filter)
+            except Exception:  # task boundary: log and poll again
+                self._log.exception(
+                    "directory.poll_failed", extra={"trigger": self._scope, "path": self._root}
+                )
+                continue
+            for rel, st in current.items():
+                if previous.get(rel) != st:
+                    self._mark(rel, None)
+            for rel in previous.keys() - current.keys():
+                self._mark(rel, None)
+            previous = current
 
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
         for _change, path in changes:
