@@ -1,0 +1,120 @@
+"""Golden event shapes: every event triggerd emits, byte-compared with a fixture in
+tests/golden/. Set TRIGGERD_UPDATE_GOLDEN=1 to rewrite the fixtures after a deliberate change,
+then review the diff."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.directory.s3shape import s3_event_record
+from connectors.schedule.source import scheduled_event
+from triggerd.failures import async_invocation_record, stream_failure_record
+from triggerd.types import InvokeResult, Outcome
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+T = 1714564800.123  # 2024-05-01T12:00:00.123Z
+
+
+def s3_put() -> Any:
+    return {
+        "Records": [
+            s3_event_record(
+                event_name="ObjectCreated:Put",
+                bucket="my-bucket",
+                key="uploads/red flower+1 é.jpg",
+                size=1024,
+                etag="d41d8cd98f00b204e9800998ecf8427e",
+                sequencer="0055AED6DCD90281E5",
+                event_time=T,
+                region="us-east-1",
+                configuration_id="triggerd",
+                request_id="C3D13FE58DE4C810",
+                host_id="FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S",
+            )
+        ]
+    }
+
+
+def s3_delete() -> Any:
+    return {
+        "Records": [
+            s3_event_record(
+                event_name="ObjectRemoved:Delete",
+                bucket="my-bucket",
+                key="docs/report.pdf",
+                sequencer="0055AED6DCD90281E6",
+                event_time=T,
+                region="us-east-1",
+                configuration_id="triggerd",
+                request_id="C3D13FE58DE4C811",
+                host_id="abc",
+            )
+        ]
+    }
+
+
+def schedule() -> Any:
+    return scheduled_event(
+        id="cdc73f9d-aea9-11e3-9d5a-835b769c0d9c",
+        source="aws.events",
+        account="123456789012",
+        region="us-east-1",
+        time="2024-05-01T12:00:00Z",
+        resource="arn:aws:events:us-east-1:123456789012:rule/my-schedule",
+    )
+
+
+ERROR = InvokeResult(
+    Outcome.FUNCTION_ERROR,
+    b'{"errorMessage":"something broke","errorType":"ValueError","stackTrace":[]}',
+    "e4b46cbf-b738-4a2e-8880-a18cdf61200e",
+    function_error="Unhandled",
+)
+
+
+def async_failure() -> Any:
+    return async_invocation_record(
+        request_id=ERROR.request_id,
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:my-function",
+        condition="RetriesExhausted",
+        approximate_invoke_count=3,
+        request_payload=b'{"orderId": 42}',
+        result=ERROR,
+        timestamp=T,
+    )
+
+
+def stream_failure() -> Any:
+    return stream_failure_record(
+        request_id=ERROR.request_id,
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:my-function",
+        condition="RetryAttemptsExhausted",
+        approximate_invoke_count=1,
+        result=ERROR,
+        timestamp=T,
+        batch_info={"KinesisBatchInfo": {"shardId": "shardId-000000000001", "batchSize": 1}},
+    )
+
+
+CASES: dict[str, Callable[[], Any]] = {
+    "s3_object_created_put": s3_put,
+    "s3_object_removed_delete": s3_delete,
+    "eventbridge_scheduled_event": schedule,
+    "async_invocation_record": async_failure,
+    "stream_failure_record": stream_failure,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_event_matches_golden_fixture(name: str) -> None:
+    text = json.dumps(CASES[name](), indent=2, ensure_ascii=False) + "\n"
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("TRIGGERD_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.read_text() == text
