@@ -50,7 +50,11 @@ def handler(event, context):
             ],
             "client_context": None
             if cc is None
-            else {"custom": cc.custom, "env": cc.env, "installation_id": cc.client.installation_id},
+            else {
+                "custom": cc.custom,
+                "env": cc.env,
+                "client": cc.client and cc.client.installation_id,
+            },
             "remaining": [first, second],
         },
         "env": {key: os.environ.get(key) for key in ENV_KEYS},

@@ -1,0 +1,5 @@
+"""A handler inside a package: `pkg.handlers.handler`."""
+
+
+def handler(event, context):
+    return {"package": __name__, "event": event}

@@ -1,0 +1,405 @@
+"""The local backend with real worker processes (handlers in tests/integration/functions/)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from triggerd.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.runtime import bootstrap
+from triggerd.types import BackendContext, Outcome, SystemClock
+
+pytestmark = pytest.mark.integration
+
+FUNCTIONS = Path(__file__).parent / "functions"
+RUNTIME_DIR = os.path.dirname(os.path.abspath(bootstrap.__file__))
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+class SteppedClock(SystemClock):
+    """Real time, with a monotonic clock the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+Factory = Callable[..., LocalBackend]
+
+
+@pytest.fixture
+async def backend_factory() -> AsyncIterator[Factory]:
+    created: list[LocalBackend] = []
+
+    def make(
+        name: str, handler: str = "app.handler", clock: SystemClock | None = None, **cfg: Any
+    ) -> LocalBackend:
+        config = LocalFunctionConfig(handler=handler, code=str(FUNCTIONS / name), **cfg)
+        ctx = BackendContext("fn-" + name, clock or SystemClock(), logging.getLogger("test"))
+        backend = LocalBackend(config, ctx)
+        created.append(backend)
+        return backend
+
+    yield make
+    for backend in created:
+        await backend.stop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def body(result: Any) -> Any:
+    return orjson.loads(result.payload)
+
+
+async def test_echo_gets_event_context_and_lambda_environment(
+    backend_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
+    backend = backend_factory("echo", memory_mb=256, timeout_s=5, environment={"GREETING": "hello"})
+    await backend.start()
+    rid = str(uuid.uuid4())
+    client_context = base64.b64encode(b'{"custom": {"k": "v"}, "env": {"e": 1}}').decode()
+    result = await backend.invoke(b'{"n": 1}', request_id=rid, client_context=client_context)
+    assert result.outcome is Outcome.OK and result.request_id == rid
+    out = body(result)
+    code = str(FUNCTIONS / "echo")
+    assert out["event"] == {"n": 1}
+    assert out["cwd"] == code
+    ctx = out["context"]
+    stream = ctx.pop("log_stream_name")
+    assert re.fullmatch(r"\d{4}/\d\d/\d\d/\[\$LATEST\][0-9a-f]{32}", stream)
+    first, second = ctx.pop("remaining")
+    assert 5000 >= first > second >= 0 and first - second >= 40
+    assert ctx == {
+        "function_name": "fn-echo",
+        "function_version": "$LATEST",
+        "invoked_function_arn": "arn:aws:lambda:us-east-1:123456789012:function:fn-echo",
+        "memory_limit_in_mb": "256",
+        "aws_request_id": rid,
+        "log_group_name": "/aws/lambda/fn-echo",
+        "identity": [None, None],
+        "client_context": {"custom": {"k": "v"}, "env": {"e": 1}, "client": None},
+    }
+    env = out["env"]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", env.pop("AWS_LAMBDA_RUNTIME_API"))
+    assert re.fullmatch(
+        r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0",
+        env.pop("_X_AMZN_TRACE_ID"),
+    )
+    assert env == {
+        "_HANDLER": "app.handler",
+        "AWS_LAMBDA_FUNCTION_NAME": "fn-echo",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/fn-echo",
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+        "LAMBDA_TASK_ROOT": code,
+        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
+        "TZ": ":UTC",
+        "LANG": "en_US.UTF-8",
+        "PATH": os.environ["PATH"],
+        "GREETING": "hello",
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret-example",
+    }
+
+
+async def test_trace_id_changes_and_client_context_is_dropped_for_event_invokes(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("echo", timeout_s=5)
+    first = body(await backend.invoke(b"{}", client_context='{"custom": {}}'))
+    second = body(await backend.invoke(b"{}", invocation_type="Event", client_context="{}"))
+    assert first["env"]["_X_AMZN_TRACE_ID"] != second["env"]["_X_AMZN_TRACE_ID"]
+    assert first["context"]["client_context"] is not None
+    assert second["context"]["client_context"] is None
+
+
+async def test_warm_worker_is_reused(backend_factory: Factory) -> None:
+    backend = backend_factory("actions")
+    first = await backend.invoke(b"{}")
+    second = await backend.invoke(b"{}")
+    assert body(first)["pid"] == body(second)["pid"]
+    assert backend.stats["spawns"] == 1 and backend.stats["cold_starts"] == 1
+    assert backend.stats["invocations"] == 2
+    assert backend.stats["last_init_duration_ms"] > 0
+
+
+async def test_result_is_the_exact_bytes_lambda_python_would_return(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("actions")
+    result = await backend.invoke(b'{"action": null}')
+    pid = body(result)["pid"]
+    assert result.payload == json.dumps({"pid": pid, "action": None}).encode()
+    assert result.function_error is None and result.executed_version == "$LATEST"
+
+
+async def test_dotted_package_handler(backend_factory: Factory) -> None:
+    backend = backend_factory("echo", handler="pkg.handlers.handler")
+    result = await backend.invoke(b'{"a": 1}')
+    assert body(result) == {"package": "pkg.handlers", "event": {"a": 1}}
+
+
+async def test_raised_exception_becomes_lambda_error_object(backend_factory: Factory) -> None:
+    backend = backend_factory("actions")
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(b'{"action": "raise", "value": 7}', request_id=rid)
+    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
+    error = body(result)
+    assert list(error) == ["errorMessage", "errorType", "requestId", "stackTrace"]
+    assert error["errorMessage"] == "bad value: 7"
+    assert error["errorType"] == "ValueError"
+    assert error["requestId"] == rid
+    assert len(error["stackTrace"]) == 1
+    assert error["stackTrace"][0].startswith(f'  File "{FUNCTIONS / "actions" / "app.py"}"')
+    assert "in handler\n    raise ValueError(" in error["stackTrace"][0]
+    after = await backend.invoke(b"{}")
+    assert after.outcome is Outcome.OK and backend.stats["spawns"] == 1
+
+
+async def test_timeout_kills_worker_with_lambda_message_and_next_invoke_works(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = backend_factory("actions", timeout_s=1)
+    pid = body(await backend.invoke(b"{}"))["pid"]
+    rid = str(uuid.uuid4())
+    started = time.monotonic()
+    result = await backend.invoke(b'{"action": "sleep", "seconds": 30}', request_id=rid)
+    assert 1.0 <= time.monotonic() - started < 3
+    assert result.outcome is Outcome.TIMEOUT and result.function_error == "Unhandled"
+    error = body(result)
+    assert list(error) == ["errorMessage"]
+    assert re.fullmatch(
+        ISO + " " + rid + r" Task timed out after 1\.00 seconds", error["errorMessage"]
+    )
+    assert not alive(pid)
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "request_id", None) == rid]
+    assert lines[-1] == error["errorMessage"]
+    assert lines[-3] == f"END RequestId: {rid}"
+    after = await backend.invoke(b"{}")
+    assert after.outcome is Outcome.OK and body(after)["pid"] != pid
+    assert backend.stats["timeouts"] == 1 and backend.stats["spawns"] == 2
+
+
+async def test_sys_exit_is_runtime_exit_error_and_next_invoke_works(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("actions")
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(b'{"action": "exit", "code": 3}', request_id=rid)
+    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
+    assert body(result) == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 3",
+    }
+    assert (await backend.invoke(b"{}")).outcome is Outcome.OK
+
+
+async def test_sigkill_is_runtime_exit_error_and_next_invoke_works(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("actions")
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(b'{"action": "kill"}', request_id=rid)
+    assert result.outcome is Outcome.FUNCTION_ERROR
+    assert body(result) == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: signal: killed",
+    }
+    assert (await backend.invoke(b"{}")).outcome is Outcome.OK
+
+
+async def test_unserialisable_result_is_marshal_error(backend_factory: Factory) -> None:
+    backend = backend_factory("actions")
+    error = body(await backend.invoke(b'{"action": "set"}'))
+    assert error["errorType"] == "Runtime.MarshalError"
+    assert error["errorMessage"] == (
+        "Unable to marshal response: Object of type set is not JSON serializable"
+    )
+
+
+async def test_bad_event_json_is_unmarshal_error(backend_factory: Factory) -> None:
+    backend = backend_factory("actions")
+    error = body(await backend.invoke(b"{not json"))
+    assert error["errorType"] == "Runtime.UnmarshalError"
+    assert error["errorMessage"].startswith("Unable to unmarshal input: ")
+
+
+async def test_import_error_is_reported_without_restarting_in_a_loop(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("import_error")
+    deadline = time.monotonic() + 2.0
+    results = []
+    while time.monotonic() < deadline:
+        results.append(await backend.invoke(b"{}"))
+        await asyncio.sleep(0.05)
+    assert len(results) > 10
+    for result in results:
+        assert result.outcome is Outcome.FUNCTION_ERROR
+        error = body(result)
+        assert error["errorType"] == "Runtime.ImportModuleError"
+        assert error["errorMessage"] == (
+            "Unable to import module 'app': No module named 'triggerd_no_such_module'"
+        )
+    assert backend.stats["spawns"] == 1 and backend.stats["init_errors"] == 1
+    assert not backend.workers
+
+
+async def test_init_failure_backoff_expires_then_a_fresh_worker_is_tried(
+    backend_factory: Factory,
+) -> None:
+    clock = SteppedClock()
+    backend = backend_factory("import_error", clock=clock)
+    await backend.invoke(b"{}")
+    await backend.invoke(b"{}")
+    assert backend.stats["spawns"] == 1
+    clock.offset += 5.0
+    result = await backend.invoke(b"{}")
+    assert body(result)["errorType"] == "Runtime.ImportModuleError"
+    assert backend.stats["spawns"] == 2
+    clock.offset += 5.0  # the backoff doubled to 10 s
+    await backend.invoke(b"{}")
+    assert backend.stats["spawns"] == 2
+
+
+async def test_missing_handler_function_is_handler_not_found(backend_factory: Factory) -> None:
+    backend = backend_factory("actions", handler="app.missing")
+    error = body(await backend.invoke(b"{}"))
+    assert error["errorType"] == "Runtime.HandlerNotFound"
+    assert error["errorMessage"] == "Handler 'missing' missing on module 'app'"
+
+
+async def test_concurrency_limit_caps_processes_and_queues_the_rest(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("actions", reserved_concurrency=2, timeout_s=5)
+    pids: set[int] = set()
+
+    async def one() -> None:
+        result = await backend.invoke(b'{"action": "sleep", "seconds": 0.4}')
+        assert result.outcome is Outcome.OK
+        pids.add(body(result)["pid"])
+
+    async def watch() -> None:
+        while True:
+            assert len(backend.workers) <= 2
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.gather(*(one() for _ in range(4)))
+    finally:
+        watcher.cancel()
+    assert len(pids) <= 2 and backend.stats["spawns"] <= 2
+
+
+async def test_zero_reserved_concurrency_throttles(backend_factory: Factory) -> None:
+    backend = backend_factory("actions", reserved_concurrency=0)
+    result = await backend.invoke(b"{}")
+    assert result.outcome is Outcome.THROTTLED and result.retry_after_s is not None
+    assert body(result)["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert backend.stats["spawns"] == 0
+
+
+async def test_start_end_report_lines(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = backend_factory("actions")
+    cold, warm = str(uuid.uuid4()), str(uuid.uuid4())
+    await backend.invoke(b"{}", request_id=cold)
+    await backend.invoke(b"{}", request_id=warm)
+    number = r"\d+\.\d\d"
+    for rid, init in ((cold, f"Init Duration: {number} ms\t"), (warm, "")):
+        lines = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "triggerd.function" and getattr(r, "request_id", None) == rid
+        ]
+        assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
+        assert lines[-2] == f"END RequestId: {rid}"
+        assert re.fullmatch(
+            f"REPORT RequestId: {rid}\tDuration: {number} ms\tBilled Duration: \\d+ ms\t"
+            f"Memory Size: 128 MB\tMax Memory Used: [1-9]\\d* MB\t{init}",
+            lines[-1],
+        ), lines[-1]
+
+
+async def test_function_output_is_logged_with_its_request_id(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = backend_factory("actions")
+    rid = str(uuid.uuid4())
+    await backend.invoke(b'{"action": "print"}', request_id=rid)
+    mine = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
+    output = {(r.getMessage(), getattr(r, "stream", None)) for r in mine}
+    assert (f"hello from {rid}", "stdout") in output
+    assert ("to stderr", "stderr") in output
+    logged = [m for m, _ in output if m.endswith("logged line")]
+    assert len(logged) == 1
+    assert re.fullmatch(f"\\[INFO\\]\t{ISO}\t{rid}\tlogged line", logged[0])
+
+
+async def test_log_tail_is_the_last_4_kb(backend_factory: Factory) -> None:
+    backend = backend_factory("actions")
+    result = await backend.invoke(
+        b'{"action": "spam", "lines": 200}', want_log_tail=True, request_id="r-tail"
+    )
+    tail = result.log_tail
+    assert 3500 < len(tail.encode()) <= 4096
+    assert "line 00199 " in tail and "line 00100 " not in tail
+    assert tail.rstrip("\n").splitlines()[-1].startswith("REPORT RequestId: r-tail\t")
+    plain = await backend.invoke(b'{"action": "spam", "lines": 10}')
+    assert plain.log_tail == ""
+
+
+async def test_stop_terminates_workers_and_is_idempotent(backend_factory: Factory) -> None:
+    backend = backend_factory("actions", reserved_concurrency=2)
+    results = await asyncio.gather(
+        *(backend.invoke(b'{"action": "sleep", "seconds": 0.2}') for _ in range(2))
+    )
+    pids = {body(r)["pid"] for r in results}
+    await backend.stop()
+    await backend.stop()
+    assert not any(alive(pid) for pid in pids)
+    assert not backend.workers
+    assert (await backend.invoke(b"{}")).outcome is Outcome.INVOKE_ERROR
+
+
+async def test_stop_during_an_invocation_is_an_invoke_error(backend_factory: Factory) -> None:
+    backend = backend_factory("actions", timeout_s=10)
+    await backend.invoke(b"{}")
+    pending = asyncio.ensure_future(backend.invoke(b'{"action": "sleep", "seconds": 30}'))
+    await asyncio.sleep(0.2)
+    await backend.stop()
+    result = await asyncio.wait_for(pending, 5)
+    assert result.outcome is Outcome.INVOKE_ERROR

@@ -1,0 +1,302 @@
+"""Pure parts of the local backend: its config model, Lambda's texts, the bundled runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import decimal
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import ValidationError
+
+from triggerd.backends import local
+from triggerd.backends.local import LocalBackend, LocalFunctionConfig, plugin
+from triggerd.backends.local_worker import LogCapture, exit_description
+from triggerd.runtime import bootstrap
+from triggerd.types import BackendContext, SystemClock
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+def config(**values: Any) -> LocalFunctionConfig:
+    return LocalFunctionConfig(**({"handler": "app.handler", "code": "fn"} | values))
+
+
+def test_config_defaults_follow_lambda() -> None:
+    cfg = config()
+    assert (cfg.backend, cfg.runtime, cfg.version) == ("local", "python3.11", "$LATEST")
+    assert (cfg.timeout_s, cfg.memory_mb, cfg.reserved_concurrency) == (3.0, 128, None)
+    assert cfg.environment == {}
+
+
+def test_config_accepts_python3_runtimes_and_rejects_others() -> None:
+    assert config(runtime="python3.12").runtime == "python3.12"
+    with pytest.raises(ValidationError, match="not supported by the local backend"):
+        config(runtime="nodejs20.x")
+
+
+@pytest.mark.parametrize("handler", ["app.handler", "pkg.mod.func", "dir/app.handler"])
+def test_config_accepts_module_function_handlers(handler: str) -> None:
+    assert config(handler=handler).handler == handler
+
+
+@pytest.mark.parametrize("handler", ["app", "app.", ".handler", "app.my-handler", "a b.c"])
+def test_config_rejects_malformed_handlers(handler: str) -> None:
+    with pytest.raises(ValidationError, match=r"must look like module\.function"):
+        config(handler=handler)
+
+
+def test_config_rejects_reserved_and_badly_named_variables() -> None:
+    with pytest.raises(ValidationError, match="AWS_REGION is reserved by Lambda"):
+        config(environment={"AWS_REGION": "x"})
+    with pytest.raises(ValidationError, match="invalid variable name '1X'"):
+        config(environment={"1X": "x"})
+    with pytest.raises(ValidationError, match="invalid variable name 'A'"):
+        config(environment={"A": "x"})
+
+
+def test_config_rejects_environment_over_4_kb() -> None:
+    assert config(environment={"BIG": "x" * 4093}).environment["BIG"]
+    with pytest.raises(ValidationError, match="over the 4096 bytes limit"):
+        config(environment={"BIG": "x" * 4094})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"memory_mb": 127},
+        {"memory_mb": 10241},
+        {"timeout_s": 0.5},
+        {"timeout_s": 901},
+        {"reserved_concurrency": -1},
+        {"unknown": 1},
+    ],
+)
+def test_config_enforces_lambda_limits(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        config(**values)
+
+
+def test_plugin_builds_a_local_backend_with_default_concurrency() -> None:
+    ctx = BackendContext("f", SystemClock(), logging.getLogger("t"))
+    backend = plugin.create(config(), ctx)
+    assert plugin.config_model is LocalFunctionConfig
+    assert isinstance(backend, LocalBackend) and backend.limit == 4
+
+
+# --------------------------------------------------------------------------------------------
+# Lambda's texts
+
+
+def test_report_line_is_tab_separated_with_optional_init_duration() -> None:
+    assert local.report_line("r", 1.234, 128, 40, None) == (
+        "REPORT RequestId: r\tDuration: 1.23 ms\tBilled Duration: 2 ms\t"
+        "Memory Size: 128 MB\tMax Memory Used: 40 MB\t"
+    )
+    assert local.report_line("r", 0.2, 256, 1, 118.851).endswith(
+        "Billed Duration: 1 ms\tMemory Size: 256 MB\tMax Memory Used: 1 MB\t"
+        "Init Duration: 118.85 ms\t"
+    )
+
+
+def test_exit_descriptions_and_messages_match_lambda() -> None:
+    assert exit_description(3) == "exit status 3"
+    assert exit_description(-9) == "signal: killed"
+    assert exit_description(-15) == "signal: terminated"
+    assert local.exit_error("r", "exit status 0") == (
+        b'{"errorType":"Runtime.ExitError",'
+        b'"errorMessage":"RequestId: r Error: Runtime exited without providing a reason"}'
+    )
+
+
+def test_iso_time_has_milliseconds_and_z() -> None:
+    assert local.iso_now(1700000000.1234) == "2023-11-14T22:13:20.123Z"
+
+
+def test_client_context_accepts_json_or_base64_json() -> None:
+    text = '{"custom": {"a": 1}}'
+    assert local.client_context_header(text) == text
+    assert local.client_context_header(base64.b64encode(text.encode()).decode()) == text
+    assert local.client_context_header(None) is None
+
+
+def test_log_capture_keeps_the_last_bytes_on_a_character_boundary() -> None:
+    capture = LogCapture(limit=10)
+    for line in ["first line", "é" * 3, "last"]:
+        capture.add(line)
+    tail = capture.tail()
+    assert len(tail.encode()) <= 10 and tail.endswith("éé\nlast\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Bundled runtime client
+
+
+@pytest.mark.parametrize(
+    ("spec", "error_type", "message"),
+    [
+        (
+            "nodot",
+            "Runtime.MalformedHandlerName",
+            "Bad handler 'nodot': not enough values to unpack (expected 2, got 1)",
+        ),
+        ("sys.handler", "Runtime.BuiltInModuleConflict", "Cannot use built-in module sys"),
+        ("no_such_mod_x.h", "Runtime.ImportModuleError", "Unable to import module"),
+        ("json.no_such_func", "Runtime.HandlerNotFound", "Handler 'no_such_func' missing"),
+    ],
+)
+def test_load_handler_reports_lambda_init_error_types(
+    spec: str, error_type: str, message: str
+) -> None:
+    with pytest.raises(bootstrap.InitError) as caught:
+        bootstrap.load_handler(spec)
+    assert caught.value.error_type == error_type
+    assert caught.value.message.startswith(message)
+
+
+def test_load_handler_reports_syntax_and_module_level_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_syntax_mod.py").write_text("def f(:\n")
+    (tmp_path / "raising_mod.py").write_text("raise RuntimeError('at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(bootstrap.InitError) as syntax:
+        bootstrap.load_handler("broken_syntax_mod.f")
+    assert syntax.value.error_type == "Runtime.UserCodeSyntaxError"
+    assert syntax.value.message.startswith("Syntax error in module 'broken_syntax_mod'")
+    with pytest.raises(bootstrap.InitError) as raising:
+        bootstrap.load_handler("raising_mod.f")
+    assert (raising.value.error_type, raising.value.message) == ("RuntimeError", "at import")
+    assert any("raising_mod.py" in frame for frame in raising.value.stack)
+
+
+def test_encoder_matches_lambda_python_output() -> None:
+    enc = bootstrap.make_encoder("AWS_Lambda_python3.11")
+    assert enc.encode({"a": [1, "é"], "n": None}) == '{"a": [1, "\\u00e9"], "n": null}'
+    assert enc.encode({"int": decimal.Decimal("5"), "frac": decimal.Decimal("1.5")}) == (
+        '{"int": 5, "frac": 1.5}'
+    )
+    assert bootstrap.make_encoder("AWS_Lambda_python3.12").encode("é") == '"é"'
+    with pytest.raises(TypeError, match="Object of type datetime is not JSON serializable"):
+        enc.encode(datetime.datetime(2024, 1, 1))
+
+
+def test_decode_event_handles_empty_and_nan_payloads() -> None:
+    assert bootstrap.decode_event(b"") == {}
+    assert bootstrap.decode_event(b'{"a": 1}') == {"a": 1}
+    assert bootstrap.decode_event(b"[NaN]")[0] != bootstrap.decode_event(b"[NaN]")[0]
+    with pytest.raises(ValueError):
+        bootstrap.decode_event(b"{nope")
+
+
+def context(deadline_ms: int, client_context: str | None = None) -> bootstrap.LambdaContext:
+    static = {
+        "function_name": "f",
+        "function_version": "$LATEST",
+        "memory_limit_in_mb": "128",
+        "log_group_name": "/aws/lambda/f",
+        "log_stream_name": "s",
+    }
+    return bootstrap.LambdaContext(
+        static, "r", deadline_ms, "arn", client_context, '{"cognitoIdentityId": "id-1"}', None
+    )
+
+
+def test_context_remaining_time_is_floored_at_zero_and_objects_are_parsed() -> None:
+    ctx = context(0, '{"client": {"installation_id": "i"}, "custom": {"k": 1}, "env": {}}')
+    assert ctx.get_remaining_time_in_millis() == 0
+    assert ctx.memory_limit_in_mb == "128"
+    assert ctx.identity.cognito_identity_id == "id-1"
+    assert ctx.identity.cognito_identity_pool_id is None
+    assert ctx.client_context is not None and ctx.client_context.client is not None
+    assert ctx.client_context.client.installation_id == "i"
+    assert ctx.client_context.custom == {"k": 1}
+    assert context(0).client_context is None
+
+
+def test_log_records_use_lambda_text_format() -> None:
+    formatter = bootstrap._LambdaFormatter()
+    record = logging.LogRecord("x", logging.WARNING, "f", 1, "two\nlines", None, None)
+    record.aws_request_id = "req-9"
+    text = formatter.format(record)
+    assert re.fullmatch(
+        r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\treq-9\ttwo\rlines", text
+    )
+
+
+class FakeClient:
+    def __init__(self, invocations: list[tuple[dict[str, str], bytes]]) -> None:
+        self.invocations = invocations
+        self.posts: list[tuple[str, bytes, str | None]] = []
+
+    def next(self) -> tuple[dict[str, str], bytes]:
+        return self.invocations.pop(0)
+
+    def post(self, path: str, body: bytes, error_type: str | None = None) -> None:
+        self.posts.append((path, body, error_type))
+
+
+def test_runtime_sets_and_unsets_trace_id_per_invocation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bootstrap, "setup_logging", bootstrap._RequestIdFilter)
+    monkeypatch.setattr(bootstrap, "end_of_output", lambda: None)
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    seen: list[str | None] = []
+
+    def handler(event: Any, ctx: Any) -> Any:
+        seen.append(os.environ.get("_X_AMZN_TRACE_ID"))
+        if event.get("fail"):
+            raise KeyError("k")
+        return event
+
+    with_trace = {"lambda-runtime-aws-request-id": "a", "lambda-runtime-trace-id": "Root=1-x"}
+    client = FakeClient(
+        [(with_trace, b'{"x": 1}'), ({"lambda-runtime-aws-request-id": "b"}, b'{"fail": 1}')]
+    )
+    runtime = bootstrap.Runtime(client, handler, bootstrap.make_encoder(""))  # type: ignore[arg-type]
+    runtime.serve_one()
+    runtime.serve_one()
+    assert seen == ["Root=1-x", None]
+    assert client.posts[0] == ("/invocation/a/response", b'{"x": 1}', None)
+    path, body, error_type = client.posts[1]
+    assert (path, error_type) == ("/invocation/b/error", "KeyError")
+    assert body.startswith(b'{"errorMessage": "\'k\'", "errorType": "KeyError", "requestId": "b"')
+
+
+async def test_runtime_client_reads_chunked_and_closed_connections() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Lambda-Runtime-Aws-Request-Id": "c1"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b'{"a": ')
+        await resp.write(b"1}")
+        await resp.write_eof()
+        return resp
+
+    async def closing(request: web.Request) -> web.Response:
+        return web.Response(body=b"bye", headers={"Connection": "close"})
+
+    app = web.Application()
+    app.router.add_get("/2018-06-01/runtime/invocation/next", chunked)
+    app.router.add_post("/closing", closing)
+    async with TestServer(app) as server:
+        client = bootstrap.RuntimeClient(f"127.0.0.1:{server.port}")
+        try:
+            headers, body = await asyncio.to_thread(client.next)
+            assert (headers["lambda-runtime-aws-request-id"], body) == ("c1", b'{"a": 1}')
+            status, _, data = await asyncio.to_thread(client.request, "POST", "/closing", b"x")
+            assert (status, data) == (200, b"bye")
+            headers, body = await asyncio.to_thread(client.next)  # reconnects by itself
+            assert body == b'{"a": 1}'
+        finally:
+            client.close()
