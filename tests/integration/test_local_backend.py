@@ -245,6 +245,23 @@ async def test_unserialisable_result_is_marshal_error(backend_factory: Factory) 
     )
 
 
+async def test_response_over_6_mb_is_response_size_too_large(backend_factory: Factory) -> None:
+    backend = backend_factory("actions", timeout_s=10)
+    result = await backend.invoke(b'{"action": "big", "size": 6291456}')
+    assert result.outcome is Outcome.FUNCTION_ERROR
+    assert body(result)["errorType"] == "Function.ResponseSizeTooLarge"
+    fits = await backend.invoke(b'{"action": "big", "size": 6291454}')  # plus two quotes
+    assert fits.outcome is Outcome.OK and len(fits.payload) == 6291456
+    assert backend.stats["spawns"] == 1
+
+
+async def test_large_event_arrives_intact(backend_factory: Factory) -> None:
+    backend = backend_factory("echo", timeout_s=10)
+    event = {"Records": [{"body": "y" * 1000, "n": i} for i in range(1000)]}
+    result = await backend.invoke(orjson.dumps(event))
+    assert body(result)["event"] == event
+
+
 async def test_bad_event_json_is_unmarshal_error(backend_factory: Factory) -> None:
     backend = backend_factory("actions")
     error = body(await backend.invoke(b"{not json"))
@@ -399,7 +416,26 @@ async def test_stop_during_an_invocation_is_an_invoke_error(backend_factory: Fac
     backend = backend_factory("actions", timeout_s=10)
     await backend.invoke(b"{}")
     pending = asyncio.ensure_future(backend.invoke(b'{"action": "sleep", "seconds": 30}'))
-    await asyncio.sleep(0.2)
+    (worker,) = backend.workers
+    while not worker.endpoint.busy:
+        await asyncio.sleep(0.005)
     await backend.stop()
     result = await asyncio.wait_for(pending, 5)
     assert result.outcome is Outcome.INVOKE_ERROR
+
+
+async def test_cancelled_invocation_discards_its_worker_and_frees_the_slot(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("actions", reserved_concurrency=1, timeout_s=10)
+    pid = body(await backend.invoke(b"{}"))["pid"]
+    pending = asyncio.ensure_future(backend.invoke(b'{"action": "sleep", "seconds": 30}'))
+    (worker,) = backend.workers
+    while not worker.endpoint.busy:
+        await asyncio.sleep(0.005)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert not alive(pid) and not backend.workers
+    after = await asyncio.wait_for(backend.invoke(b"{}"), 5)
+    assert after.outcome is Outcome.OK and body(after)["pid"] != pid

@@ -190,12 +190,15 @@ def test_encoder_matches_lambda_python_output() -> None:
         enc.encode(datetime.datetime(2024, 1, 1))
 
 
-def test_decode_event_handles_empty_and_nan_payloads() -> None:
-    assert bootstrap.decode_event(b"") == {}
-    assert bootstrap.decode_event(b'{"a": 1}') == {"a": 1}
-    assert bootstrap.decode_event(b"[NaN]")[0] != bootstrap.decode_event(b"[NaN]")[0]
+@pytest.mark.parametrize("large_bytes", [1, 1 << 30])
+def test_event_decoder_handles_empty_nan_and_bad_payloads(large_bytes: int) -> None:
+    decode = bootstrap.EventDecoder(large_bytes)
+    assert decode(b"") == {}
+    assert decode(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+    nan = decode(b"[NaN]")[0]
+    assert nan != nan
     with pytest.raises(ValueError):
-        bootstrap.decode_event(b"{nope")
+        decode(b"{nope")
 
 
 def context(deadline_ms: int, client_context: str | None = None) -> bootstrap.LambdaContext:

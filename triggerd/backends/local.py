@@ -229,8 +229,8 @@ class LocalBackend:
         return None
 
     async def _discard(self, worker: Worker) -> None:
-        self._workers.discard(worker)
         await worker.kill()
+        self._workers.discard(worker)
 
     def _cached_init_failure(self, rid: str) -> InvokeResult | None:
         failure = self._init_failure
@@ -266,6 +266,9 @@ class LocalBackend:
                 failure = await asyncio.shield(worker.endpoint.ready)
         except TimeoutError:
             return _Start(worker, INIT_TIMEOUT_S * 1000, timed_out=True)
+        except asyncio.CancelledError:
+            await self._discard(worker)
+            raise
         init_ms = (clock.monotonic() - started) * 1000
         if failure is None:
             self._init_failure = None
@@ -298,6 +301,9 @@ class LocalBackend:
         worker.begin(rid, capture)
         try:
             result = await self._run(worker, payload, rid, client_context, start)
+        except asyncio.CancelledError:
+            await self._discard(worker)  # the environment is mid-invocation: throw it away
+            raise
         finally:
             worker.end()
         if capture is not None:
@@ -320,9 +326,9 @@ class LocalBackend:
             reply = start.failure  # None when init timed out
         duration_ms = (self.ctx.clock.monotonic() - started) * 1000
         used_mb = worker.max_memory_mb()
-        if reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR):
-            if worker.alive:
-                self._idle.append(worker)
+        reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
+        if reusable and worker.alive:
+            self._idle.append(worker)
         else:
             await self._discard(worker)
         result = self._result(rid, reply, duration_ms)

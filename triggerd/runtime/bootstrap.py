@@ -3,8 +3,8 @@
 Run as a script by the local backend (`python .../bootstrap.py`, cwd = the function's code) with
 the environment Lambda gives a runtime (`_HANDLER`, `AWS_LAMBDA_RUNTIME_API`, ...). It imports
 the handler, reports init failures with Lambda's error types, then serves invocations one at a
-time over one keep-alive connection. Standard library only (orjson is used to parse events when
-it is importable); importing this module has no side effects.
+time over one keep-alive connection. Standard library only (orjson, when installed, parses
+events over 64 KB); importing this module has no side effects.
 
 Responses are encoded like Lambda's Python runtime does (the standard `json` encoder with its
 default separators, `Decimal` as a number), so the bytes match what AWS would return.
@@ -12,6 +12,7 @@ default separators, `Decimal` as a number), so the bytes match what AWS would re
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import importlib
 import io
@@ -25,18 +26,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-try:  # pragma: no cover - depends on the interpreter running the function
-    import orjson
-
-    _fast_loads: Callable[[bytes], Any] | None = orjson.loads
-except ImportError:  # pragma: no cover
-    _fast_loads = None
-
 #: Written to stdout and stderr (as raw bytes on the file descriptors) after an invocation's
 #: output and before its result is posted, so the backend knows it has read all the output.
 OUTPUT_MARKER = b"\x00\x1etriggerd-invocation-end\x00\n"
 
 API_PREFIX = "/2018-06-01/runtime"
+#: Events at least this big are parsed with orjson when it is installed.
+LARGE_EVENT_BYTES = 64 * 1024
 
 Handler = Callable[[Any, Any], Any]
 
@@ -174,15 +170,29 @@ def make_encoder(runtime: str) -> json.JSONEncoder:
     return json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=True, default=_encode_default)
 
 
-def decode_event(body: bytes) -> Any:
-    if not body:
-        return {}
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(body)
-        except ValueError:
-            pass  # NaN, huge integers: let the standard parser decide
-    return json.loads(body)
+class EventDecoder:
+    """Parses events with `json`; orjson (when installed) is imported on the first large event
+    only, since importing it costs more at a cold start than it saves on small events."""
+
+    def __init__(self, large_bytes: int = LARGE_EVENT_BYTES) -> None:
+        self._large = large_bytes
+        self._fast: Callable[[bytes], Any] | None = None
+        self._fast_tried = False
+
+    def __call__(self, body: bytes) -> Any:
+        if not body:
+            return {}
+        if len(body) >= self._large:
+            if not self._fast_tried:
+                self._fast_tried = True
+                with contextlib.suppress(ImportError):
+                    self._fast = importlib.import_module("orjson").loads
+            if self._fast is not None:
+                try:
+                    return self._fast(body)
+                except ValueError:
+                    pass  # NaN, huge integers: let the standard parser decide
+        return json.loads(body)
 
 
 def error_object(
@@ -396,6 +406,7 @@ class Runtime:
         self.client = client
         self.handler = handler
         self.encode = encoder.encode
+        self.decode = EventDecoder()
         self.request_filter = setup_logging()
         self.static = {
             "function_name": env.get("AWS_LAMBDA_FUNCTION_NAME", ""),
@@ -439,7 +450,7 @@ class Runtime:
     def run_handler(self, request_id: str, body: bytes, context: LambdaContext) -> Any:
         """The encoded result, or an error object (a dict)."""
         try:
-            event = decode_event(body)
+            event = self.decode(body)
         except ValueError as e:
             error = error_object(
                 f"Unable to unmarshal input: {e}", "Runtime.UnmarshalError", request_id, []

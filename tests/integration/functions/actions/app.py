@@ -26,6 +26,8 @@ def handler(event, context):
         print("hello from", context.aws_request_id)
         print("to stderr", file=sys.stderr)
         log.info("logged %s", "line")
+    elif action == "big":
+        return "x" * event["size"]
     elif action == "spam":
         for i in range(event["lines"]):
             print(f"line {i:05d} " + "x" * 100)
