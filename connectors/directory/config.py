@@ -10,9 +10,10 @@ from pydantic import Field, field_validator
 
 from triggerd.types import ConfigPath, SourceConfig
 
+from .s3shape import is_valid_bucket_name
+
 EventKind = Literal["created", "modified", "deleted"]
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
@@ -80,16 +81,12 @@ class DirectorySourceConfig(SourceConfig):
             )
         return value
 
-    @field_validator("path")
+    @field_validator("path", mode="before")
     @classmethod
-    def _non_empty_path(cls, value: str) -> str:
-        if not value:
+    def _non_empty_path(cls, value: object) -> object:
+        if value == "":
             raise ValueError("must not be empty")
         return value
-
-
-def is_valid_bucket_name(name: str) -> bool:
-    return bool(_BUCKET_RE.match(name)) and ".." not in name and not _IPV4_RE.match(name)
 
 
 def bucket_name_for(path: str) -> str:

@@ -7,6 +7,7 @@ will use it too. Standard library only.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -147,21 +148,51 @@ _SAMPLE_EVENTS = {
     "deleted": "ObjectRemoved:Delete",
     "delete": "ObjectRemoved:Delete",
 }
+_SAMPLE_OPTIONS = ("bucket", "key", "event", "region", "size", "etag", "configuration_id")
+_EVENT_NAME_RE = re.compile(
+    r"^(ObjectCreated|ObjectRemoved|ObjectRestore|ObjectTagging|"
+    r"ObjectAcl|LifecycleExpiration|LifecycleTransition):[A-Za-z]+$"
+)
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def is_valid_bucket_name(name: str) -> bool:
+    """3-63 characters of lower-case letters, digits, `.` and `-`, starting and ending with a
+    letter or digit, no `..`, not shaped like an IPv4 address."""
+    return bool(_BUCKET_RE.match(name)) and ".." not in name and not _IPV4_RE.match(name)
 
 
 def sample_s3_event(options: Mapping[str, str]) -> JSONDict:
     """A sample notification for `generate-event`.
 
     Options: `bucket`, `key` (raw, encoded here), `event` (`created`, `modified`, `deleted`
-    or a full event name such as `ObjectRemoved:Delete`), `region`, `size`, `etag`.
+    or a full event name such as `ObjectRemoved:Delete`), `region`, `size`, `etag`,
+    `configuration_id`. Raises ValueError for an unknown option or a bad value.
     """
+    unknown = sorted(set(options) - set(_SAMPLE_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_SAMPLE_OPTIONS)}"
+        )
     event = options.get("event", "created")
     event_name = _SAMPLE_EVENTS.get(event.lower(), event)
+    if not _EVENT_NAME_RE.match(event_name):
+        raise ValueError(
+            f"event {event!r}: use created, modified, deleted or an S3 event name such as "
+            "ObjectRemoved:Delete"
+        )
+    bucket = options.get("bucket", "example-bucket")
+    if not is_valid_bucket_name(bucket):
+        raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name")
+    size = options.get("size", "1024")
+    if not size.isdigit():
+        raise ValueError(f"size {size!r} is not a non-negative integer")
     record = s3_event_record(
         event_name=event_name,
-        bucket=options.get("bucket", "example-bucket"),
+        bucket=bucket,
         key=options.get("key", "uploads/example file.txt"),
-        size=int(options.get("size", "1024")),
+        size=int(size),
         etag=options.get("etag", "d41d8cd98f00b204e9800998ecf8427e"),
         sequencer="0055AED6DCD90281E5",
         event_time=time.time(),

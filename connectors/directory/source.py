@@ -10,6 +10,9 @@ How it works:
   record is created; the record's checkpoint carries the same state, and the pipeline commits
   it atomically with the enqueue. At start the persisted checkpoints are diffed against a scan,
   so changes made while the daemon was down are delivered, and delivered ones are not replayed.
+- `eventTime` (and the record's `created_at`) is when the change was seen settled, not the
+  file's mtime: tools such as `cp -p`, tar and rsync preserve old mtimes, which would make a
+  fresh event look hours old to the maximum-event-age check.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import contextlib
 import itertools
 import json
 import os
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -122,6 +125,8 @@ class DirectorySource(BaseSource):
         )
         self._max_ready = max(1, max_ready)
         self._known: dict[str, FileCheckpoint] = {}
+        #: Directories holding known files (with counts), to find what a vanished one held.
+        self._known_dirs: Counter[str] = Counter()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._observed: dict[str, _Observation] = {}
         self._ready: deque[Record] = deque()
@@ -269,13 +274,13 @@ class DirectorySource(BaseSource):
             rel = key[len(FILE_PREFIX) :]
             checkpoint = FileCheckpoint.decode(value)
             if checkpoint is not None and self._filter.matches(rel):
-                self._known[rel] = checkpoint
+                self._remember(rel, checkpoint)
         scan = await asyncio.to_thread(scan_tree, self._root, self._filter)
         if initialized is None:
             baseline: dict[str, str | None] = {INITIALIZED_KEY: "1"}
             if self._cfg.starting_position == "LATEST":
                 for rel, (mtime_ns, size) in scan.items():
-                    self._known[rel] = FileCheckpoint(mtime_ns, size, None)
+                    self._remember(rel, FileCheckpoint(mtime_ns, size, None))
                     baseline[FILE_PREFIX + rel] = self._known[rel].encode()
             await state.set_checkpoints(self._scope, baseline)
         self._diff(scan)
@@ -440,7 +445,26 @@ class DirectorySource(BaseSource):
                 self._mark(child, _Observation(st, now))
         self._mark_known_under(rel, exclude=found.keys())
 
-    def _mark_known_under(self, rel: str, exclude: Any = ()) -> None:
+    def _remember(self, rel: str, checkpoint: FileCheckpoint | None) -> None:
+        """Set (or with None, drop) what consumers know about a file."""
+        had = rel in self._known
+        if checkpoint is None:
+            self._known.pop(rel, None)
+        else:
+            self._known[rel] = checkpoint
+        if had == (checkpoint is not None):
+            return
+        step = 1 if checkpoint is not None else -1
+        parent = rel.rpartition("/")[0]
+        while parent:
+            self._known_dirs[parent] += step
+            if self._known_dirs[parent] <= 0:
+                del self._known_dirs[parent]
+            parent = parent.rpartition("/")[0]
+
+    def _mark_known_under(self, rel: str, exclude: Collection[str] = ()) -> None:
+        if rel not in self._known_dirs:
+            return
         prefix = rel + "/"
         for child in [k for k in self._known if k.startswith(prefix)]:
             if child not in self._dirty and child not in exclude:
@@ -451,7 +475,7 @@ class DirectorySource(BaseSource):
         if rel not in self._known:
             self._mark_known_under(rel)  # perhaps a directory went away
             return
-        del self._known[rel]
+        self._remember(rel, None)
         if "deleted" not in self._cfg.events:
             await self._ctx.state.set_checkpoints(self._scope, {FILE_PREFIX + rel: None})
             return
@@ -475,14 +499,14 @@ class DirectorySource(BaseSource):
             return
         self._forget(rel)
         checkpoint = FileCheckpoint(st[0], st[1], hashed.etag)
-        self._known[rel] = checkpoint
+        self._remember(rel, checkpoint)
         kind = "created" if known is None else "modified"
         if kind not in self._cfg.events:
             await self._ctx.state.set_checkpoints(
                 self._scope, {FILE_PREFIX + rel: checkpoint.encode()}
             )
             return
-        self._push(self._record("ObjectCreated:Put", rel, checkpoint, st[0] / 1e9))
+        self._push(self._record("ObjectCreated:Put", rel, checkpoint, self._ctx.clock.time()))
 
     # ---- records ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import pytest
 from connectors.directory import plugin, sample_event
 from connectors.directory.config import DirectorySourceConfig, bucket_name_for
 from connectors.directory.paths import PathFilter
+from connectors.directory.s3shape import iso_millis
 from connectors.directory.source import DirectorySource
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
@@ -152,13 +153,29 @@ async def test_created_file_gives_put_with_size_etag_key_and_checkpoint(
     assert obj["sequencer"] == record.item_id
     assert running.envelope([record]) == {"Records": [payload]}
     st = os.stat(tmp_path / "in dir" / "a+b.bin")
-    assert record.created_at == st.st_mtime_ns / 1e9
+    # eventTime/created_at: when the change was seen, not the mtime (which cp -p, tar or rsync
+    # may set to long ago, and which would make a fresh event look hours old)
+    assert st.st_mtime_ns / 1e9 - 0.01 <= record.created_at <= time.time()
+    assert payload["eventTime"] == iso_millis(record.created_at)
     assert record.key is None and record.size > 0
     assert record.checkpoint is not None
     assert record.checkpoint["meta:initialized"] == "1"
     assert record.checkpoint["f:in dir/a+b.bin"] == (
         f'{{"mtime_ns":{st.st_mtime_ns},"size":{len(content)},"etag":"{obj["eTag"]}"}}'
     )
+
+
+async def test_file_with_an_old_preserved_mtime_gets_a_current_event_time(
+    tmp_path: Path, store: FakeCheckpoints, running: DirectorySource
+) -> None:
+    temp = tmp_path / "restored.txt.tmp"
+    temp.write_text("from an archive")
+    os.utime(temp, (1_000_000_000, 1_000_000_000))  # 2001
+    os.replace(temp, tmp_path / "restored.txt")
+    [record] = await deliver(running, store, 1)
+    assert record.created_at > time.time() - 60
+    assert record.checkpoint is not None
+    assert '"mtime_ns":1000000000000000000' in (record.checkpoint["f:restored.txt"] or "")
 
 
 async def test_file_written_in_pieces_is_delivered_once_complete(
@@ -410,13 +427,21 @@ async def test_change_while_unacked_gives_new_record_and_stale_nack_keeps_newer_
     assert stored is not None and '"size":9' in stored
 
 
-async def test_bounded_ready_queue_loses_no_change(tmp_path: Path, store: FakeCheckpoints) -> None:
+async def test_ready_queue_is_bounded_and_loses_no_change(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
     source = make_source(tmp_path, store, max_ready=2)
     await source.start()
     try:
         for i in range(7):
             (tmp_path / f"{i}.txt").write_text(str(i))
-        records = await deliver(source, store, 7)
+        await asyncio.sleep(0.5)  # all settled by now, but only 2 may wait in the queue
+        first = await source.receive(100, 1.0)
+        assert 1 <= len(first) <= 2
+        for record in first:
+            await store.set_checkpoints(TRIGGER, record.checkpoint or {})
+        await source.ack(first)
+        records = first + await deliver(source, store, 7 - len(first))
         await assert_quiet(source)
     finally:
         await source.stop()
@@ -455,9 +480,18 @@ def test_config_defaults() -> None:
     assert cfg.ignore_temporary is True and cfg.configuration_id == "triggerd"
 
 
+def test_config_resolves_relative_path_against_the_config_directory(tmp_path: Path) -> None:
+    raw = {"type": "directory", "path": "incoming"}
+    cfg = DirectorySourceConfig.model_validate(raw, context={"base_dir": str(tmp_path)})
+    assert cfg.path == str(tmp_path / "incoming")
+    absolute = {"type": "directory", "path": "/srv/in"}
+    assert DirectorySourceConfig.model_validate(absolute).path == "/srv/in"
+
+
 @pytest.mark.parametrize(
     "bad",
     [
+        {"path": ""},
         {"bucket": "Upper"},
         {"bucket": "a..b"},
         {"bucket": "ab"},

@@ -162,3 +162,18 @@ def test_sample_event_defaults_and_options() -> None:
     assert deleted[0]["eventName"] == "ObjectRemoved:Delete"
     assert deleted[0]["s3"]["bucket"]["arn"] == "arn:aws:s3:::b-1"
     assert deleted[0]["s3"]["object"] == {"key": "a+b", "sequencer": "0055AED6DCD90281E5"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"colour": "red"}, {"event": "renamed"}, {"bucket": "Not_Valid"}, {"size": "big"}],
+)
+def test_sample_event_rejects_unknown_options_and_bad_values(options: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        sample_s3_event(options)
+
+
+def test_sample_event_accepts_full_event_names() -> None:
+    record = sample_s3_event({"event": "ObjectRemoved:DeleteMarkerCreated"})["Records"][0]
+    assert record["eventName"] == "ObjectRemoved:DeleteMarkerCreated"
+    assert "size" not in record["s3"]["object"]
