@@ -307,6 +307,20 @@ async def test_init_failure_backoff_expires_then_a_fresh_worker_is_tried(
     assert backend.stats["spawns"] == 2
 
 
+async def test_exit_during_init_is_exit_error_with_each_request_id_and_backs_off(
+    backend_factory: Factory,
+) -> None:
+    backend = backend_factory("init_exit")
+    for rid in ("first", "second"):
+        result = await backend.invoke(b"{}", request_id=rid)
+        assert result.outcome is Outcome.FUNCTION_ERROR
+        assert body(result) == {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 2",
+        }
+    assert backend.stats["spawns"] == 1 and not backend.workers
+
+
 async def test_missing_handler_function_is_handler_not_found(backend_factory: Factory) -> None:
     backend = backend_factory("actions", handler="app.missing")
     error = body(await backend.invoke(b"{}"))

@@ -97,6 +97,8 @@ def trace_header(epoch_s: float) -> str:
 class _InitFailure:
     body: bytes
     retry_at: float
+    #: Set when the runtime died during init: the error names each invocation's request id.
+    exit_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -236,16 +238,24 @@ class LocalBackend:
         failure = self._init_failure
         if failure is None or self.ctx.clock.monotonic() >= failure.retry_at:
             return None
-        return InvokeResult(Outcome.FUNCTION_ERROR, failure.body, rid, function_error="Unhandled")
+        body = failure.body if failure.exit_reason is None else exit_error(rid, failure.exit_reason)
+        return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, function_error="Unhandled")
 
-    def _record_init_failure(self, body: bytes, error_type: str | None) -> None:
+    def _record_init_failure(self, body: bytes, failure: RuntimeReply) -> None:
         self.stats["init_errors"] += 1
         delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
         self._init_failures_in_row += 1
-        self._init_failure = _InitFailure(body, self.ctx.clock.monotonic() + delay)
+        exited = failure.kind is ReplyKind.EXITED
+        self._init_failure = _InitFailure(
+            body, self.ctx.clock.monotonic() + delay, failure.error_type if exited else None
+        )
         self.ctx.log.warning(
             "backend.init_failed",
-            extra={"function": self.ctx.function, "error_type": error_type, "retry_in_s": delay},
+            extra={
+                "function": self.ctx.function,
+                "error_type": "Runtime.ExitError" if exited else failure.error_type,
+                "retry_in_s": delay,
+            },
         )
 
     async def _cold_start(self) -> _Start | None:
@@ -333,7 +343,7 @@ class LocalBackend:
             await self._discard(worker)
         result = self._result(rid, reply, duration_ms)
         if start is not None and start.failure is not None and not self._stopping:
-            self._record_init_failure(result.payload, start.failure.error_type)
+            self._record_init_failure(result.payload, start.failure)
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
             error = orjson.loads(result.payload)
             self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
