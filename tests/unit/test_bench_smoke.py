@@ -1,0 +1,91 @@
+"""The benchmark harness runs: each benchmark, with tiny counts, produces finite numbers for
+triggerd and its baseline. No timing is asserted (benchmarks are never timed tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import Row, cold_start, directory, format_table, idle_rss, warm_invoke
+from bench.__main__ import BENCHMARKS, main
+
+
+def assert_numbers(rows: list[Row], benchmark: str) -> None:
+    assert rows, f"{benchmark} produced no rows"
+    for row in rows:
+        assert row.benchmark == benchmark
+        assert math.isfinite(row.value), row
+        assert row.baseline is None or (math.isfinite(row.baseline) and row.baseline > 0), row
+
+
+def test_warm_invoke_reports_latencies_overheads_and_rates() -> None:
+    rows = warm_invoke.run(warm_invoke.SMOKE)
+    assert_numbers(rows, "warm_invoke")
+    by_metric = {r.metric: r for r in rows}
+    assert by_metric["invoke latency p50 (ms)"].value > 0
+    assert by_metric["invocations/s, 1 worker"].value > 0
+    assert by_metric["invocations/s, 4 workers"].value > 0
+    assert by_metric["overhead p50 (ms)"].target is not None
+
+
+def test_cold_start_reports_first_invoke_and_bare_interpreter() -> None:
+    rows = cold_start.run(cold_start.SMOKE)
+    assert_numbers(rows, "cold_start")
+    assert rows[0].value > 0 and rows[0].ratio is not None
+
+
+def test_directory_reports_source_and_end_to_end_rates() -> None:
+    rows = directory.run(directory.SMOKE)
+    assert_numbers(rows, "directory")
+    assert {r.metric for r in rows} >= {
+        "events/s out of the source",
+        "events/s committed to SQLite",
+    }
+    assert all(r.value > 0 for r in rows if r.metric.startswith("events/s"))
+
+
+def test_idle_rss_reports_daemon_and_bare_rss() -> None:
+    rows = idle_rss.run(idle_rss.SMOKE)
+    assert_numbers(rows, "idle_rss")
+    assert rows[0].value > rows[0].baseline  # type: ignore[operator]
+
+
+def test_table_has_a_line_per_row_and_the_header() -> None:
+    rows = [
+        Row("b", "m1", 1.5, 0.5, target=2.0),
+        Row("b", "m2", 3000.0, None, target=2000, op=">=", baseline_desc="raw"),
+    ]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "benchmark",
+        "metric",
+        "triggerd",
+        "baseline",
+        "ratio",
+        "target",
+        "ok?",
+    ]
+    assert "3.00x" in lines[2] and lines[2].endswith("yes")
+    assert "b: raw" in text
+
+
+def test_main_runs_only_the_named_benchmark_and_writes_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[str] = []
+
+    def fake(scale: str) -> list[Row]:
+        calls.append(scale)
+        return [Row("fake", "thing/s", 10.0, 5.0, target=1.0, op=">=")]
+
+    monkeypatch.setitem(BENCHMARKS, "cold_start", fake)
+    out = tmp_path / "results.json"
+    assert main(["--only", "cold_start", "--quick", "--json", str(out)]) == 0
+    assert calls == ["quick"]
+    data = json.loads(out.read_text())
+    assert data["rows"][0]["ratio"] == 2.0 and data["rows"][0]["ok"] is True
+    assert "thing/s" in capsys.readouterr().out
