@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from triggerd.backends.local_worker import WorkerSpec
 from triggerd.runtime import bootstrap
-from triggerd.types import BackendContext, FunctionConfig
+from triggerd.types import BackendContext, ConfigPath, FunctionConfig
 
 #: Workers per function when `reserved_concurrency` is not set.
 DEFAULT_CONCURRENCY = 4
@@ -55,7 +55,10 @@ class LocalFunctionConfig(FunctionConfig):
     backend: Literal["local"] = "local"
     runtime: str = Field("python3.11", description="Lambda runtime identifier (python3.x).")
     handler: str = Field(description="module.function, packages dotted: pkg.mod.handler")
-    code: str = Field(description="Directory holding the function's code (LAMBDA_TASK_ROOT).")
+    code: ConfigPath = Field(
+        description="Directory holding the function's code (LAMBDA_TASK_ROOT); relative to the "
+        "config file."
+    )
     environment: dict[str, str] = Field(
         default_factory=dict, description="Environment variables (at most 4 KB in total)."
     )

@@ -1,0 +1,120 @@
+"""Run `triggerd run` as a subprocess on a temporary config, and stop it by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+FUNCTIONS = Path(__file__).parent / "functions"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Daemon:
+    """One `triggerd run` process with its logs under the test's temp dir."""
+
+    def __init__(self, workdir: Path, config_text: str) -> None:
+        self.workdir = workdir
+        self.config = workdir / "triggerd.toml"
+        self.config.write_text(config_text)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.workdir / f"stdout.{self.runs}.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / f"stderr.{self.runs}.log"
+
+    def start(self, ready_timeout: float = 20) -> None:
+        self.runs += 1
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "triggerd", "run", str(self.config)],
+            cwd=self.workdir,
+            stdout=self.stdout_path.open("wb"),
+            stderr=self.stderr_path.open("wb"),
+            env=env,
+        )
+        wait_for(
+            lambda: "trigger(s)" in self.stdout() or self.proc.poll() is not None,
+            ready_timeout,
+            "the daemon to report ready",
+        )
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.stderr()}")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def events(self) -> list[dict[str, object]]:
+        """The daemon's JSON log lines of the current run."""
+        out = []
+        for line in self.stderr().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return out
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reap_children()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def _reap_children(self) -> None:
+        """Workers of a SIGKILLed daemon notice their parent is gone; give them a moment."""
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
+    made: list[Daemon] = []
+
+    def make(config_text: str) -> Daemon:
+        d = Daemon(tmp_path, config_text)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()

@@ -1,0 +1,25 @@
+"""Records every event it receives (one JSON line, fsynced) and fails on demand."""
+
+import json
+import os
+import time
+
+OUT = os.environ["RECORD_FILE"]
+SLEEP_S = float(os.environ.get("SLEEP_S", "0"))
+
+
+def _append(doc):
+    with open(OUT, "a") as f:
+        f.write(json.dumps(doc) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def handler(event, context):
+    if SLEEP_S:
+        time.sleep(SLEEP_S)
+    keys = [r["s3"]["object"]["key"] for r in event.get("Records", []) if "s3" in r]
+    if any("poison" in k for k in keys):
+        raise ValueError("poison file " + ",".join(keys))
+    _append({"request_id": context.aws_request_id, "event": event})
+    return {"ok": keys}
