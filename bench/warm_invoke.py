@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ import orjson
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from triggerd.backends.local import LocalBackend, LocalFunctionConfig, plugin
+from triggerd.logs import JsonFormatter
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 NAME = "warm_invoke"
@@ -74,6 +77,26 @@ def in_process_latencies_ms(settings: Settings) -> list[float]:
         handler(event, None)
         out.append((clock() - t0) / 1e6)
     return out
+
+
+@contextmanager
+def daemon_function_logs() -> Iterator[None]:
+    """The function log lines (START / END / REPORT and the handler's output) formatted as the
+    daemon does by default (JSON lines at INFO), written to /dev/null; restored afterwards."""
+    logger = logging.getLogger("triggerd.function")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    with open(os.devnull, "w") as sink:
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(JsonFormatter())
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            logger.handlers = saved[2]
 
 
 def new_backend(work_dir: str, concurrency: int) -> LocalBackend:
@@ -182,6 +205,8 @@ async def measure(settings: Settings) -> list[Row]:
         await backend.start()
         try:
             lat = await triggerd_latencies_ms(backend, settings)
+            with daemon_function_logs():
+                lat_logged = await triggerd_latencies_ms(backend, settings)
         finally:
             await backend.stop()
         rate1 = await triggerd_rate(work_dir, 1, settings)
@@ -204,6 +229,14 @@ async def measure(settings: Settings) -> list[Row]:
             digits=3,
         ),
         Row(NAME, "overhead p99 (ms)", p99 - b99, digits=3),
+        Row(
+            NAME,
+            "invoke latency p50, daemon's JSON logs on (ms)",
+            percentile(lat_logged, 50),
+            b50,
+            baseline_desc=inproc_desc,
+            digits=3,
+        ),
         Row(
             NAME,
             "invocations/s, 1 worker",
