@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import BENCH_DIR, HELLO_DIR, BenchError, Row, run_async
+from bench import BENCH_DIR, BenchError, Row, run_async
 
 NAME = "idle_rss"
 CONFIG = BENCH_DIR / "idle.toml"
@@ -67,7 +67,7 @@ async def stop(proc: asyncio.subprocess.Process, timeout_s: float) -> int:
 async def daemon_rss_mb(settings: Settings) -> float:
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
         os.mkdir(os.path.join(tmp, "inbox"))
-        env = dict(os.environ, BENCH_TMP=tmp, BENCH_CODE=str(HELLO_DIR))
+        env = dict(os.environ, BENCH_TMP=tmp)
         with open(os.path.join(tmp, "stderr.log"), "wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
