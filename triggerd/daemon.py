@@ -24,6 +24,7 @@ from triggerd.onfailure import OnFailure
 from triggerd.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.plugins import Registry
 from triggerd.retry import Backoff
+from triggerd.routes import Routes
 from triggerd.state.base import StateStore
 from triggerd.state.factory import create_state_store, sqlite_path
 from triggerd.systemd import Notifier
@@ -67,6 +68,7 @@ class Daemon:
     state: StateStore | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
+    routes: Routes = field(default_factory=Routes)
 
     def work_dir(self) -> Path:
         if self.config.daemon.work_dir:
@@ -177,6 +179,7 @@ class Daemon:
         tlog = logging.getLogger("triggerd.trigger")
         src_cfg = tcfg.source_config
         plugin = self.registry.source(getattr(src_cfg, "type"))  # noqa: B009
+        fn = self.functions[tcfg.function]
         source = plugin.create(
             src_cfg,
             SourceContext(
@@ -186,6 +189,10 @@ class Daemon:
                 log=tlog,
                 region=d.region,
                 account_id=d.account_id,
+                http=self.routes if d.listen else None,
+                invoke=fn.backend.invoke,
+                function=fn.name,
+                function_timeout_s=fn.config.timeout_s,
             ),
         )
         dest_cfg = tcfg.on_failure_config
@@ -196,7 +203,6 @@ class Daemon:
             destination = self.registry.destination(dest_type).create(
                 dest_cfg, DestinationContext(trigger=name, clock=self.clock, log=tlog)
             )
-        fn = self.functions[tcfg.function]
         on_failure = OnFailure(
             trigger=name,
             function=fn.name,

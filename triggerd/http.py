@@ -12,6 +12,20 @@ if TYPE_CHECKING:
     from triggerd.daemon import Daemon
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+ROUTE_KEY = "route"
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Hand a request to the push-source route that matches it (webhooks)."""
+    found = request.app[DAEMON_KEY].routes.match(request.method, request.path)
+    if found is None:
+        return web.json_response({"message": "Not Found"}, status=404)
+    if found is False:
+        return web.json_response({"message": "Method Not Allowed"}, status=405)
+    assert not isinstance(found, bool)
+    handler, match = found
+    request[ROUTE_KEY] = match
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -48,6 +62,7 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

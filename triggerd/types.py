@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, r
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from triggerd.state.base import StateStore
 
 JSONDict = dict[str, Any]
@@ -195,6 +197,27 @@ class BaseSource:
         return {}
 
 
+#: An aiohttp request handler.
+HttpHandler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+class HttpMount(Protocol):
+    """Routes on the daemon's HTTP server (its `listen` address), for push sources such as
+    webhooks. Templates use API Gateway syntax: `/orders/{id}`, `/files/{proxy+}`; the match
+    is in `request["route"]` (a `triggerd.http.RouteMatch`). Method "ANY" matches every
+    method. Raises ValueError when the route is already taken."""
+
+    def add_route(
+        self, method: str, template: str, handler: HttpHandler, *, owner: str
+    ) -> None: ...
+
+    def remove_routes(self, owner: str) -> None: ...
+
+
+#: Invoke the trigger's function synchronously (RequestResponse) with a payload.
+InvokeFn = Callable[[bytes], Awaitable["InvokeResult"]]
+
+
 @dataclass(slots=True)
 class SourceContext:
     """Everything a source needs at run time."""
@@ -205,6 +228,14 @@ class SourceContext:
     log: logging.Logger
     region: str = "us-east-1"
     account_id: str = "123456789012"
+    #: The daemon's HTTP routes (None when `listen` is disabled).
+    http: HttpMount | None = None
+    #: Synchronous invocation of the trigger's function, for sources that answer a caller
+    #: with the function's response (webhooks in sync mode).
+    invoke: InvokeFn | None = None
+    #: The function's name and timeout, for sources that need them.
+    function: str = ""
+    function_timeout_s: float = 3.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Session fixtures for real servers: moto_server (S3, SQS, Kinesis, DynamoDB Streams) on a free
+loopback port, and the machine's RabbitMQ. Servers are started by PID and always stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a moto_server that lives for the whole test session."""
+    exe = BIN / "moto_server"
+    if not exe.exists():
+        found = shutil.which("moto_server")
+        if found is None:
+            pytest.fail("moto_server is not installed (pip install 'moto[server]')")
+        exe = Path(found)
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and region for aiobotocore clients against moto."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The machine's RabbitMQ (started before every session and CI run)."""
+    host = os.environ.get("TRIGGERD_TEST_RABBITMQ_HOST", "127.0.0.1")
+    port = int(os.environ.get("TRIGGERD_TEST_RABBITMQ_PORT", "5672"))
+    deadline = time.monotonic() + 20
+    while not port_open(host, port):
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"RabbitMQ is not listening on {host}:{port}; start it with "
+                "`rabbitmq-server -detached`"
+            )
+        time.sleep(0.5)
+    return f"amqp://guest:guest@{host}:{port}/"

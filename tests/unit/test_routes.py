@@ -1,0 +1,72 @@
+"""Dynamic HTTP routes: API Gateway templates, most specific first, conflicts, 405s."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from triggerd.routes import RouteMatch, Routes
+
+
+async def _h(request: web.Request) -> web.StreamResponse:
+    return web.Response()
+
+
+def routes(*specs: tuple[str, str]) -> Routes:
+    r = Routes()
+    for method, template in specs:
+        r.add_route(method, template, _h, owner=f"{method} {template}")
+    return r
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template", "params"),
+    [
+        ("GET", "/orders/42", "/orders/{id}", {"id": "42"}),
+        ("GET", "/orders/new", "/orders/new", {}),
+        ("POST", "/files/a/b/c.txt", "/files/{proxy+}", {"proxy": "a/b/c.txt"}),
+        ("GET", "/orders/a%20b", "/orders/{id}", {"id": "a b"}),
+        ("DELETE", "/anything/at/all", "/{proxy+}", {"proxy": "anything/at/all"}),
+        ("GET", "/", "/", {}),
+    ],
+)
+def test_most_specific_route_wins(
+    method: str, path: str, template: str, params: dict[str, str]
+) -> None:
+    r = routes(
+        ("GET", "/orders/{id}"),
+        ("GET", "/orders/new"),
+        ("ANY", "/files/{proxy+}"),
+        ("ANY", "/{proxy+}"),
+        ("GET", "/"),
+    )
+    found = r.match(method, path)
+    assert isinstance(found, tuple)
+    assert found[1] == RouteMatch(found[1].method, template, params)
+
+
+def test_wrong_method_is_distinguished_from_unknown_path() -> None:
+    r = routes(("POST", "/hook"))
+    assert r.match("GET", "/hook") is False
+    assert r.match("POST", "/other") is None
+
+
+def test_greedy_needs_at_least_one_segment() -> None:
+    r = routes(("ANY", "/files/{proxy+}"))
+    assert r.match("GET", "/files") is None
+    assert r.match("GET", "/files/") is None
+
+
+@pytest.mark.parametrize("template", ["orders", "/a/{proxy+}/b", "/a/{x", "/a//b"])
+def test_bad_templates_are_rejected(template: str) -> None:
+    with pytest.raises(ValueError):
+        routes(("GET", template))
+
+
+def test_conflicting_routes_are_rejected_and_owners_removed() -> None:
+    r = routes(("GET", "/a/{x}"))
+    with pytest.raises(ValueError, match="already served"):
+        r.add_route("GET", "/a/{y}", _h, owner="other")
+    r.remove_routes("GET /a/{x}")
+    r.add_route("GET", "/a/{y}", _h, owner="other")
+    assert len(r) == 1
