@@ -154,6 +154,7 @@ class Daemon:
                 region=d.region,
                 account_id=d.account_id,
                 work_dir=str(base / name),
+                metrics=self.metrics,
             )
             backend = plugin.create(fcfg, ctx)
             await backend.start()

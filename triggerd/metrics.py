@@ -56,5 +56,46 @@ class Metrics:
             "triggerd_inflight_batches", "Batches being invoked", ["trigger"], registry=r
         )
 
+        # per function, filled in by the backends
+        self.function_invocations = Counter(
+            "triggerd_function_invocations",
+            "Invocations by function and outcome (ok, function_error, timeout, throttled, "
+            "invoke_error)",
+            ["function", "outcome"],
+            registry=r,
+        )
+        self.function_duration = Histogram(
+            "triggerd_function_duration_seconds",
+            "Function run time as reported in REPORT lines",
+            ["function"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.function_init_duration = Histogram(
+            "triggerd_function_init_duration_seconds",
+            "Cold-start init duration",
+            ["function"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.function_cold_starts = Counter(
+            "triggerd_function_cold_starts",
+            "Execution environments started",
+            ["function"],
+            registry=r,
+        )
+        self.function_gb_seconds = Counter(
+            "triggerd_function_billed_gb_seconds",
+            "Billed duration x memory, as Lambda would bill it",
+            ["function"],
+            registry=r,
+        )
+        self.function_max_memory = Gauge(
+            "triggerd_function_max_memory_bytes",
+            "Max memory used by the last invocation",
+            ["function"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -304,6 +304,8 @@ class BackendContext:
     account_id: str = "123456789012"
     #: Directory for the function's scratch space and runtime files.
     work_dir: str = "/tmp/triggerd"
+    #: The daemon's metrics (a triggerd.metrics.Metrics); None in tools and tests.
+    metrics: Any = None
 
     @property
     def function_arn(self) -> str:
