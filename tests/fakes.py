@@ -191,3 +191,67 @@ def fake_registry() -> Registry:
         "destination", "mem", DestinationPlugin(MemDestConfig, lambda c, ctx: MemDestination())
     )
     return reg
+
+
+def trigger_runtime(
+    store: Any,
+    source: Any,
+    backend: Any,
+    dest: MemDestination | None = None,
+    source_type: str = "fake",
+    **trigger: Any,
+) -> Any:
+    """A TriggerRuntime named "t" for function "f", built from a validated trigger config."""
+    import logging
+    from pathlib import Path
+
+    from triggerd.config import validate_data
+    from triggerd.filters import compile_filters
+    from triggerd.metrics import Metrics
+    from triggerd.onfailure import OnFailure
+    from triggerd.pipeline import TriggerRuntime
+    from triggerd.types import SystemClock
+
+    data = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": {"type": source_type}, **trigger}],
+    }
+    tcfg = validate_data(data, fake_registry(), base_dir=Path(".")).trigger_list[0]
+    log = logging.getLogger("test")
+    metrics, clock = Metrics(), SystemClock()
+    on_failure = OnFailure(
+        trigger="t",
+        function="f",
+        destination=dest,
+        destination_name="mem",
+        state=store,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    return TriggerRuntime(
+        name="t",
+        config=tcfg,
+        function="f",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+        source=source,
+        backend=backend,
+        filter=compile_filters(tcfg.filters),
+        on_failure=on_failure,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+        poll_timeout_s=0.05,
+    )
+
+
+async def run_until(trigger: Any, done: Callable[[], bool], timeout: float = 10) -> None:
+    """Run a trigger until `done()` holds, then stop it and wait for it to drain."""
+    task = asyncio.create_task(trigger.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        trigger.stop()
+        await asyncio.wait_for(task, 5)

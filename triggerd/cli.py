@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from triggerd import __version__
 from triggerd.config import ConfigBase, json_schema, load_config
 from triggerd.logs import setup_logging
 from triggerd.plugins import Registry, UnknownPluginError
-from triggerd.state.base import NewEvent
+from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.factory import create_state_store
 from triggerd.types import BackendContext, ConfigError, MissingExtraError, Outcome, SystemClock
 
@@ -232,29 +232,43 @@ def dlq() -> None:
     """Inspect and replay records written to on-failure destinations."""
 
 
-@dlq.command("list")
-@click.option("--trigger", "-t", default=None)
-@click.option("--limit", "-n", default=50, show_default=True)
-@config_option
-def dlq_list(trigger: str | None, limit: int, config_path: str) -> None:
-    """List dead-lettered records, newest first."""
+def _with_store(
+    config_path: str, action: Callable[[ConfigBase, StateStore], Awaitable[int]]
+) -> None:
+    """Run `action` against the config's state store and exit with its status."""
     cfg = _load(config_path, Registry.discover())
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
         await store.open()
         try:
-            entries = await store.dlq_list(trigger, limit)
+            return await action(cfg, store)
         finally:
             await store.close()
-        for e in entries:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.created_at))
+
+    sys.exit(_run_async(go()))
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) + "Z"
+
+
+@dlq.command("list")
+@click.option("--trigger", "-t", default=None)
+@click.option("--limit", "-n", default=50, show_default=True)
+@config_option
+def dlq_list(trigger: str | None, limit: int, config_path: str) -> None:
+    """List dead-lettered records, newest first."""
+
+    async def action(cfg: ConfigBase, store: StateStore) -> int:
+        for e in await store.dlq_list(trigger, limit):
             click.echo(
-                f"{e.id}\t{when}Z\t{e.trigger}\t{e.function}\t{e.condition}\t{e.destination}"
+                f"{e.id}\t{_when(e.created_at)}\t{e.trigger}\t{e.function}\t{e.condition}\t"
+                f"{e.destination}"
             )
         return 0
 
-    sys.exit(_run_async(go()))
+    _with_store(config_path, action)
 
 
 @dlq.command("show")
@@ -262,22 +276,16 @@ def dlq_list(trigger: str | None, limit: int, config_path: str) -> None:
 @config_option
 def dlq_show(entry_id: int, config_path: str) -> None:
     """Print one dead-lettered record."""
-    cfg = _load(config_path, Registry.discover())
 
-    async def go() -> int:
-        store = create_state_store(cfg.daemon.state)
-        await store.open()
-        try:
-            entry = await store.dlq_get(entry_id)
-        finally:
-            await store.close()
+    async def action(cfg: ConfigBase, store: StateStore) -> int:
+        entry = await store.dlq_get(entry_id)
         if entry is None:
             click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
             return 1
         click.echo(json.dumps(orjson.loads(entry.record), indent=2))
         return 0
 
-    sys.exit(_run_async(go()))
+    _with_store(config_path, action)
 
 
 @dlq.command("replay")
@@ -285,41 +293,67 @@ def dlq_show(entry_id: int, config_path: str) -> None:
 @config_option
 def dlq_replay(entry_id: int, config_path: str) -> None:
     """Put an asynchronous invocation's event back on its trigger's queue."""
-    cfg = _load(config_path, Registry.discover())
 
-    async def go() -> int:
-        store = create_state_store(cfg.daemon.state)
-        await store.open()
-        try:
-            entry = await store.dlq_get(entry_id)
-            if entry is None:
-                click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
-                return 1
-            record = orjson.loads(entry.record)
-            if "requestPayload" not in record:
-                click.echo(
-                    "triggerd: only asynchronous invocation records can be replayed "
-                    "(this one carries batch metadata, not the event)",
-                    err=True,
-                )
-                return 1
-            now = time.time()
-            await store.enqueue(
-                [
-                    NewEvent(
-                        trigger=entry.trigger,
-                        function=entry.function,
-                        payload=orjson.dumps(record["requestPayload"]),
-                        request_id=str(uuid.uuid4()),
-                        enqueued_at=now,
-                        available_at=now,
-                    )
-                ]
+    async def action(cfg: ConfigBase, store: StateStore) -> int:
+        entry = await store.dlq_get(entry_id)
+        if entry is None:
+            click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
+            return 1
+        record = orjson.loads(entry.record)
+        if "requestPayload" not in record:
+            click.echo(
+                "triggerd: only asynchronous invocation records can be replayed "
+                "(this one carries batch metadata, not the event)",
+                err=True,
             )
-            await store.dlq_delete(entry_id)
-        finally:
-            await store.close()
+            return 1
+        now = time.time()
+        event = NewEvent(
+            trigger=entry.trigger,
+            function=entry.function,
+            payload=orjson.dumps(record["requestPayload"]),
+            request_id=str(uuid.uuid4()),
+            enqueued_at=now,
+            available_at=now,
+        )
+        await store.enqueue([event])
+        await store.dlq_delete(entry_id)
         click.echo(f"replayed DLQ entry {entry_id} onto trigger {entry.trigger}")
         return 0
 
-    sys.exit(_run_async(go()))
+    _with_store(config_path, action)
+
+
+@main.command()
+@config_option
+def status(config_path: str) -> None:
+    """Triggers with their async queue depth and dead-lettered records, and daemon health."""
+
+    async def action(cfg: ConfigBase, store: StateStore) -> int:
+        click.echo(f"{'trigger':<24} {'source':<10} {'function':<20} {'queued':>7} {'dlq':>5}")
+        for i, trig in enumerate(cfg.trigger_list):
+            name = cfg.trigger_name(i)
+            depth = await store.queue_depth(name)
+            dead = len(await store.dlq_list(name, 10_000))
+            src = str(getattr(trig.source_config, "type", "?"))
+            flag = "" if trig.enabled else " (disabled)"
+            click.echo(f"{name:<24} {src:<10} {trig.function:<20} {depth:>7} {dead:>5}{flag}")
+        if cfg.daemon.listen:
+            click.echo(f"daemon at {cfg.daemon.listen}: {await _health(cfg.daemon.listen)}")
+        return 0
+
+    _with_store(config_path, action)
+
+
+async def _health(listen: str) -> str:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(f"http://{listen}/healthz") as resp,
+        ):
+            body = await resp.json()
+            return str(body.get("status", resp.status))
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return "not reachable"

@@ -188,6 +188,24 @@ def test_poison_file_lands_in_the_dlq_and_does_not_block_others(
         cwd=tmp_path,
     ).stdout
     assert "RetriesExhausted" in listing and "inbox" in listing
+    entry_id = listing.split("\t", 1)[0]
+    replay = subprocess.run(
+        [sys.executable, "-m", "triggerd", "dlq", "replay", entry_id, "-c", str(d.config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert replay.returncode == 0, replay.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(d.config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    ).stdout
+    row = next(line for line in status.splitlines() if line.startswith("inbox"))
+    assert row.split()[-2:] == ["1", "0"], status  # replayed event queued, DLQ entry gone
 
 
 def test_health_and_metrics_endpoints(tmp_path: Path, daemon_factory: Any) -> None:

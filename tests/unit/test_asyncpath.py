@@ -4,32 +4,22 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
-from tests.fakes import FakeBackend, FakeSource, MemDestination, fake_registry, make_record
+from tests.fakes import (
+    FakeBackend,
+    FakeSource,
+    MemDestination,
+    make_record,
+    run_until,
+    trigger_runtime,
+)
 from triggerd.asyncpath import AsyncTrigger
-from triggerd.config import validate_data
-from triggerd.filters import compile_filters
-from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import TriggerRuntime
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, SystemClock
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
-    s = SQLiteStateStore(str(tmp_path / "state.db"))
-    await s.open()
-    yield s
-    await s.close()
+from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome
 
 
 def build(
@@ -40,49 +30,8 @@ def build(
     **trigger: Any,
 ) -> AsyncTrigger:
     trigger.setdefault("retry_base_delay_s", 0.05)
-    data = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [{"function": "f", "source": {"type": "fakepush"}, **trigger}],
-    }
-    tcfg = validate_data(data, fake_registry(), base_dir=Path(".")).trigger_list[0]
-    log = logging.getLogger("test")
-    metrics, clock = Metrics(), SystemClock()
-    on_failure = OnFailure(
-        trigger="t",
-        function="f",
-        destination=dest,
-        destination_name="mem",
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    rt = TriggerRuntime(
-        name="t",
-        config=tcfg,
-        function="f",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-        source=source,
-        backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=on_failure,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-        poll_timeout_s=0.05,
-    )
+    rt = trigger_runtime(store, source, backend, dest, "fakepush", **trigger)
     return AsyncTrigger(rt, store, lease_s=30)
-
-
-async def run_until(trigger: AsyncTrigger, done: Callable[[], bool], timeout: float = 10) -> None:
-    task = asyncio.create_task(trigger.run())
-    try:
-        async with asyncio.timeout(timeout):
-            while not done():
-                await asyncio.sleep(0.01)
-    finally:
-        trigger.stop()
-        await asyncio.wait_for(task, 5)
 
 
 def always_fail(event: Any) -> Any:

@@ -4,30 +4,21 @@ responses, retries, bisect, ordering, concurrency, throttles, on-failure, shutdo
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
-from tests.fakes import FakeBackend, FakeSource, MemDestination, fake_registry, make_record
-from triggerd.config import validate_data
-from triggerd.filters import compile_filters
-from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import SyncTrigger, TriggerRuntime
+from tests.fakes import (
+    FakeBackend,
+    FakeSource,
+    MemDestination,
+    make_record,
+    run_until,
+    trigger_runtime,
+)
+from triggerd.pipeline import SyncTrigger
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import InvokeResult, Outcome, SystemClock
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
-    s = SQLiteStateStore(str(tmp_path / "state.db"))
-    await s.open()
-    yield s
-    await s.close()
+from triggerd.types import InvokeResult, Outcome
 
 
 def build(
@@ -39,51 +30,8 @@ def build(
     **trigger: Any,
 ) -> SyncTrigger:
     trigger.setdefault("retry_base_delay_s", 0.01)
-    data = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [{"function": "f", "source": {"type": source_type}, **trigger}],
-    }
-    cfg = validate_data(data, fake_registry(), base_dir=Path("."))
-    tcfg = cfg.trigger_list[0]
-    log = logging.getLogger("test")
-    metrics = Metrics()
-    clock = SystemClock()
-    on_failure = OnFailure(
-        trigger="t",
-        function="f",
-        destination=dest,
-        destination_name="mem",
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    rt = TriggerRuntime(
-        name="t",
-        config=tcfg,
-        function="f",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-        source=source,
-        backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=on_failure,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-        poll_timeout_s=0.05,
-    )
+    rt = trigger_runtime(store, source, backend, dest, source_type, **trigger)
     return SyncTrigger(rt)
-
-
-async def run_until(trigger: SyncTrigger, done: Callable[[], bool], timeout: float = 10) -> None:
-    task = asyncio.create_task(trigger.run())
-    try:
-        async with asyncio.timeout(timeout):
-            while not done():
-                await asyncio.sleep(0.01)
-    finally:
-        trigger.stop()
-        await asyncio.wait_for(task, 5)
 
 
 def _body(raw: str) -> Any:
