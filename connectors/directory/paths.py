@@ -173,6 +173,26 @@ class Hashed:
     after: PathState
 
 
+def hash_many(root: str, rels: list[str], budget_bytes: int) -> dict[str, Hashed | OSError | None]:
+    """Hash files one after another in the calling thread, stopping once `budget_bytes` have
+    been read (so a thread hand-off serves many small files but a huge one does not hold up
+    the rest for long). Files not reached are absent from the result."""
+    out: dict[str, Hashed | OSError | None] = {}
+    read = 0
+    for rel in rels:
+        if out and read >= budget_bytes:
+            break
+        try:
+            hashed = hash_file(root, rel)
+        except OSError as exc:
+            out[rel] = exc
+            continue
+        out[rel] = hashed
+        if hashed is not None and isinstance(hashed.after, tuple):
+            read += int(hashed.after[1])
+    return out
+
+
 def hash_file(root: str, rel: str) -> Hashed | None:
     """MD5 hex of the file's content, read in chunks; None if the file vanished."""
     digest = hashlib.md5(usedforsecurity=False)

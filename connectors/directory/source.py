@@ -35,9 +35,11 @@ from triggerd.types import BaseSource, ConfigError, MissingExtraError, Record, S
 from .config import DirectorySourceConfig, bucket_name_for
 from .paths import (
     FileStat,
+    Hashed,
     PathFilter,
     PathState,
     hash_file,
+    hash_many,
     is_temporary,
     scan_tree,
     stat_many,
@@ -50,6 +52,8 @@ FILE_PREFIX = "f:"
 
 #: Paths stat-ed per settle pass.
 _STAT_BATCH = 2000
+#: Bytes hashed per thread hand-off before yielding back to the loop.
+_HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
 _WATCH_STOP_GRACE_S = 2.0
 _WATCH_RETRY_MAX_S = 30.0
@@ -401,6 +405,7 @@ class DirectorySource(BaseSource):
         batch = list(itertools.islice(self._dirty, _STAT_BATCH))
         states = await asyncio.to_thread(stat_many, self._root, batch)
         now = self._ctx.clock.monotonic()
+        to_hash: list[tuple[str, FileStat, _Observation]] = []
         for rel, st in states.items():
             if rel not in self._dirty:
                 continue
@@ -409,16 +414,39 @@ class DirectorySource(BaseSource):
                 obs = self._observed[rel] = _Observation(st, now)
             if now - obs.since < self._cfg.stable_s:
                 continue
-            if len(self._ready) >= self._max_ready:
-                return
+            if len(self._ready) + len(to_hash) >= self._max_ready:
+                break
+            if isinstance(st, tuple):
+                if self._file_needs_hash(rel, st):
+                    to_hash.append((rel, st, obs))
+                continue
             try:
                 await self._settle(rel, obs)
             except OSError as exc:
-                self._log.warning(
-                    "directory.read_failed",
-                    extra={"trigger": self._scope, "path": rel, "error": str(exc)},
-                )
-                self._forget(rel)
+                self._read_failed(rel, exc)
+        if to_hash:
+            await self._settle_files(to_hash)
+
+    def _read_failed(self, rel: str, exc: OSError) -> None:
+        self._log.warning(
+            "directory.read_failed",
+            extra={"trigger": self._scope, "path": rel, "error": str(exc)},
+        )
+        self._forget(rel)
+
+    async def _settle_files(self, files: list[tuple[str, FileStat, _Observation]]) -> None:
+        """Hash stable files in one thread hand-off (bounded by bytes read), then emit."""
+        hashed = await asyncio.to_thread(
+            hash_many, self._root, [rel for rel, _, _ in files], _HASH_BUDGET_BYTES
+        )
+        for rel, st, obs in files:
+            if rel not in hashed:
+                continue  # over the budget: hashed on the next tick
+            result = hashed[rel]
+            if isinstance(result, OSError):
+                self._read_failed(rel, result)
+                continue
+            await self._finish_file(rel, st, obs, result)
 
     async def _settle(self, rel: str, obs: _Observation) -> None:
         st = obs.state
@@ -482,21 +510,31 @@ class DirectorySource(BaseSource):
         now = self._ctx.clock.time()
         self._push(self._record("ObjectRemoved:Delete", rel, None, now))
 
-    async def _settle_file(self, rel: str, st: FileStat, obs: _Observation) -> None:
+    def _file_needs_hash(self, rel: str, st: FileStat) -> bool:
         if not self._filter.matches(rel):
             self._forget(rel)
-            return
+            return False
         known = self._known.get(rel)
         if known is not None and known.stat == st:
             self._forget(rel)  # same size and mtime: nothing new
-            return
-        hashed = await asyncio.to_thread(hash_file, self._root, rel)
+            return False
+        return True
+
+    async def _settle_file(self, rel: str, st: FileStat, obs: _Observation) -> None:
+        if self._file_needs_hash(rel, st):
+            hashed = await asyncio.to_thread(hash_file, self._root, rel)
+            await self._finish_file(rel, st, obs, hashed)
+
+    async def _finish_file(
+        self, rel: str, st: FileStat, obs: _Observation, hashed: Hashed | None
+    ) -> None:
         if self._observed.get(rel) is not obs:
             return  # changed again while hashing: observe afresh
         if hashed is None or hashed.after != st:
             after = hashed.after if hashed else None
             self._observed[rel] = _Observation(after, self._ctx.clock.monotonic())
             return
+        known = self._known.get(rel)
         self._forget(rel)
         checkpoint = FileCheckpoint(st[0], st[1], hashed.etag)
         self._remember(rel, checkpoint)
