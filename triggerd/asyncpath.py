@@ -100,9 +100,14 @@ class AsyncTrigger:
             )
         for rec, payload in oversize:
             await self._reject_oversize(rec, payload)
-        await asyncio.shield(
-            self.state.enqueue(events, {rt.name: checkpoint} if checkpoint else None)
-        )
+        try:
+            await asyncio.shield(
+                self.state.enqueue(events, {rt.name: checkpoint} if checkpoint else None)
+            )
+        except BaseException:
+            # Not persisted: give the records back so that nothing is lost.
+            await asyncio.shield(rt.source.nack(records))
+            raise
         await asyncio.shield(rt.source.ack(records))
         if events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})

@@ -169,7 +169,9 @@ class Daemon:
             rt = await self._runtime(stack, state, name, tcfg)
             fn = self.functions[tcfg.function]
             if tcfg.is_async:
-                self.triggers[name] = AsyncTrigger(rt, state, lease_s=fn.config.timeout_s + 60)
+                # A claim covers waiting for a free worker (up to the timeout) and the run.
+                lease_s = 2 * fn.config.timeout_s + 60
+                self.triggers[name] = AsyncTrigger(rt, state, lease_s=lease_s)
             else:
                 self.triggers[name] = SyncTrigger(rt)
 

@@ -112,7 +112,7 @@ class SyncTrigger:
                 room = min(self.buffer.room(), self.buffer.batch_size)
                 if room == 0:
                     self._wake.clear()
-                    await self._wait_wake(None)
+                    await self._wait_wake(rt.poll_timeout_s)
                     continue
                 records = await rt.source.receive(room, rt.poll_timeout_s)
                 if not records:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.fakes import (
     FakeBackend,
@@ -181,3 +182,16 @@ async def test_filtered_records_are_not_enqueued(store: SQLiteStateStore) -> Non
     await t.accept(recs)
     assert src.acked == recs
     assert await store.queue_depth("t") == 1
+
+
+async def test_records_are_given_back_when_the_queue_cannot_persist(
+    store: SQLiteStateStore,
+) -> None:
+    src = FakeSource()
+    t = build(store, src, FakeBackend())
+    recs = [make_record(1), make_record(2)]
+    await store.close()  # every write now fails
+    with pytest.raises(Exception, match="closed"):
+        await t.accept(recs)
+    assert src.nacked == recs
+    assert src.acked == []
