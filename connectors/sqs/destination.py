@@ -1,0 +1,74 @@
+"""The `sqs` on-failure destination: each record (as the pipeline builds it, in AWS's format)
+becomes the JSON body of one message. `send` returns only after SendMessage succeeded and
+raises otherwise, so the pipeline retries and acks the source only after it is stored."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+
+from triggerd.types import DestinationContext, JSONDict
+
+from .client import open_client, queue_attributes
+from .config import SqsDestinationConfig
+
+#: SQS's default maximum message size (the queue may allow up to 1 MiB).
+_DEFAULT_MAX_BYTES = 262_144
+#: Parts AWS drops from a record that does not fit the destination.
+_PAYLOAD_PARTS = ("payload", "requestPayload", "responsePayload")
+
+
+class DestinationSendError(RuntimeError):
+    """SendMessage did not confirm the record."""
+
+
+class SqsDestination:
+    def __init__(
+        self, config: SqsDestinationConfig, ctx: DestinationContext, *, client: Any = None
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.client: Any = client
+        self.max_bytes = _DEFAULT_MAX_BYTES
+        self._stack = AsyncExitStack()
+
+    async def start(self) -> None:
+        if self.client is None:
+            region = self.config.region_or("us-east-1")
+            self.client = await open_client(
+                self._stack, self.config, region, pool=10, read_timeout_s=30
+            )
+        try:
+            attrs = await queue_attributes(self.client, self.config, self.ctx.trigger, "on_failure")
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        try:
+            self.max_bytes = int(attrs.get("MaximumMessageSize", _DEFAULT_MAX_BYTES))
+        except ValueError:
+            self.max_bytes = _DEFAULT_MAX_BYTES
+
+    async def send(self, record: JSONDict) -> None:
+        body = self.encode(record)
+        response = await self.client.send_message(QueueUrl=self.config.queue_url, MessageBody=body)
+        if not isinstance(response, dict) or not response.get("MessageId"):
+            raise DestinationSendError(
+                f"SendMessage to {self.config.queue_url} returned no MessageId"
+            )
+
+    def encode(self, record: JSONDict) -> str:
+        """The record as JSON; payload parts are dropped when it would not fit the queue."""
+        body = orjson.dumps(record)
+        if len(body) > self.max_bytes:
+            trimmed = {k: v for k, v in record.items() if k not in _PAYLOAD_PARTS}
+            body = orjson.dumps(trimmed)
+            self.ctx.log.warning(
+                "destination.sqs.payload_dropped",
+                extra={"trigger": self.ctx.trigger, "bytes": len(body), "limit": self.max_bytes},
+            )
+        return body.decode("utf-8")
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
