@@ -10,7 +10,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,26 @@ class SteppedClock(SystemClock):
         return time.monotonic() + self.offset
 
 
-Factory = Callable[..., LocalBackend]
+Factory = Callable[..., Awaitable[LocalBackend]]
 
 
 @pytest.fixture
-async def backend_factory() -> AsyncIterator[Factory]:
+async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
     created: list[LocalBackend] = []
 
-    def make(
+    async def make(
         name: str, handler: str = "app.handler", clock: SystemClock | None = None, **cfg: Any
     ) -> LocalBackend:
         config = LocalFunctionConfig(handler=handler, code=str(FUNCTIONS / name), **cfg)
-        ctx = BackendContext("fn-" + name, clock or SystemClock(), logging.getLogger("test"))
+        ctx = BackendContext(
+            "fn-" + name,
+            clock or SystemClock(),
+            logging.getLogger("test"),
+            work_dir=str(tmp_path / "work" / name),
+        )
         backend = LocalBackend(config, ctx)
         created.append(backend)
+        await backend.start()
         return backend
 
     yield make
@@ -76,8 +82,7 @@ async def test_echo_gets_event_context_and_lambda_environment(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
-    backend = backend_factory("echo", memory_mb=256, timeout_s=5, environment={"GREETING": "hello"})
-    await backend.start()
+    backend = await backend_factory("echo", memory_mb=256, timeout_s=5, environment={"GREETING": "hello"})
     rid = str(uuid.uuid4())
     client_context = base64.b64encode(b'{"custom": {"k": "v"}, "env": {"e": 1}}').decode()
     result = await backend.invoke(b'{"n": 1}', request_id=rid, client_context=client_context)
@@ -132,7 +137,7 @@ async def test_echo_gets_event_context_and_lambda_environment(
 async def test_trace_id_changes_and_client_context_is_dropped_for_event_invokes(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("echo", timeout_s=5)
+    backend = await backend_factory("echo", timeout_s=5)
     first = body(await backend.invoke(b"{}", client_context='{"custom": {}}'))
     second = body(await backend.invoke(b"{}", invocation_type="Event", client_context="{}"))
     assert first["env"]["_X_AMZN_TRACE_ID"] != second["env"]["_X_AMZN_TRACE_ID"]
@@ -141,7 +146,7 @@ async def test_trace_id_changes_and_client_context_is_dropped_for_event_invokes(
 
 
 async def test_warm_worker_is_reused(backend_factory: Factory) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     first = await backend.invoke(b"{}")
     second = await backend.invoke(b"{}")
     assert body(first)["pid"] == body(second)["pid"]
@@ -153,7 +158,7 @@ async def test_warm_worker_is_reused(backend_factory: Factory) -> None:
 async def test_result_is_the_exact_bytes_lambda_python_would_return(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     result = await backend.invoke(b'{"action": null}')
     pid = body(result)["pid"]
     assert result.payload == json.dumps({"pid": pid, "action": None}).encode()
@@ -161,13 +166,13 @@ async def test_result_is_the_exact_bytes_lambda_python_would_return(
 
 
 async def test_dotted_package_handler(backend_factory: Factory) -> None:
-    backend = backend_factory("echo", handler="pkg.handlers.handler")
+    backend = await backend_factory("echo", handler="pkg.handlers.handler")
     result = await backend.invoke(b'{"a": 1}')
     assert body(result) == {"package": "pkg.handlers", "event": {"a": 1}}
 
 
 async def test_raised_exception_becomes_lambda_error_object(backend_factory: Factory) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     rid = str(uuid.uuid4())
     result = await backend.invoke(b'{"action": "raise", "value": 7}', request_id=rid)
     assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
@@ -187,7 +192,7 @@ async def test_timeout_kills_worker_with_lambda_message_and_next_invoke_works(
     backend_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triggerd.function")
-    backend = backend_factory("actions", timeout_s=1)
+    backend = await backend_factory("actions", timeout_s=1)
     pid = body(await backend.invoke(b"{}"))["pid"]
     rid = str(uuid.uuid4())
     started = time.monotonic()
@@ -211,7 +216,7 @@ async def test_timeout_kills_worker_with_lambda_message_and_next_invoke_works(
 async def test_sys_exit_is_runtime_exit_error_and_next_invoke_works(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     rid = str(uuid.uuid4())
     result = await backend.invoke(b'{"action": "exit", "code": 3}', request_id=rid)
     assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
@@ -225,7 +230,7 @@ async def test_sys_exit_is_runtime_exit_error_and_next_invoke_works(
 async def test_sigkill_is_runtime_exit_error_and_next_invoke_works(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     rid = str(uuid.uuid4())
     result = await backend.invoke(b'{"action": "kill"}', request_id=rid)
     assert result.outcome is Outcome.FUNCTION_ERROR
@@ -237,7 +242,7 @@ async def test_sigkill_is_runtime_exit_error_and_next_invoke_works(
 
 
 async def test_unserialisable_result_is_marshal_error(backend_factory: Factory) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     error = body(await backend.invoke(b'{"action": "set"}'))
     assert error["errorType"] == "Runtime.MarshalError"
     assert error["errorMessage"] == (
@@ -246,7 +251,7 @@ async def test_unserialisable_result_is_marshal_error(backend_factory: Factory) 
 
 
 async def test_response_over_6_mb_is_response_size_too_large(backend_factory: Factory) -> None:
-    backend = backend_factory("actions", timeout_s=10)
+    backend = await backend_factory("actions", timeout_s=10)
     result = await backend.invoke(b'{"action": "big", "size": 6291456}')
     assert result.outcome is Outcome.FUNCTION_ERROR
     assert body(result)["errorType"] == "Function.ResponseSizeTooLarge"
@@ -256,14 +261,14 @@ async def test_response_over_6_mb_is_response_size_too_large(backend_factory: Fa
 
 
 async def test_large_event_arrives_intact(backend_factory: Factory) -> None:
-    backend = backend_factory("echo", timeout_s=10)
+    backend = await backend_factory("echo", timeout_s=10)
     event = {"Records": [{"body": "y" * 1000, "n": i} for i in range(1000)]}
     result = await backend.invoke(orjson.dumps(event))
     assert body(result)["event"] == event
 
 
 async def test_bad_event_json_is_unmarshal_error(backend_factory: Factory) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     error = body(await backend.invoke(b"{not json"))
     assert error["errorType"] == "Runtime.UnmarshalError"
     assert error["errorMessage"].startswith("Unable to unmarshal input: ")
@@ -272,7 +277,7 @@ async def test_bad_event_json_is_unmarshal_error(backend_factory: Factory) -> No
 async def test_import_error_is_reported_without_restarting_in_a_loop(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("import_error")
+    backend = await backend_factory("import_error")
     deadline = time.monotonic() + 2.0
     results = []
     while time.monotonic() < deadline:
@@ -294,7 +299,7 @@ async def test_init_failure_backoff_expires_then_a_fresh_worker_is_tried(
     backend_factory: Factory,
 ) -> None:
     clock = SteppedClock()
-    backend = backend_factory("import_error", clock=clock)
+    backend = await backend_factory("import_error", clock=clock)
     await backend.invoke(b"{}")
     await backend.invoke(b"{}")
     assert backend.stats["spawns"] == 1
@@ -310,7 +315,7 @@ async def test_init_failure_backoff_expires_then_a_fresh_worker_is_tried(
 async def test_exit_during_init_is_exit_error_with_each_request_id_and_backs_off(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("init_exit")
+    backend = await backend_factory("init_exit")
     for rid in ("first", "second"):
         result = await backend.invoke(b"{}", request_id=rid)
         assert result.outcome is Outcome.FUNCTION_ERROR
@@ -322,7 +327,7 @@ async def test_exit_during_init_is_exit_error_with_each_request_id_and_backs_off
 
 
 async def test_missing_handler_function_is_handler_not_found(backend_factory: Factory) -> None:
-    backend = backend_factory("actions", handler="app.missing")
+    backend = await backend_factory("actions", handler="app.missing")
     error = body(await backend.invoke(b"{}"))
     assert error["errorType"] == "Runtime.HandlerNotFound"
     assert error["errorMessage"] == "Handler 'missing' missing on module 'app'"
@@ -331,7 +336,7 @@ async def test_missing_handler_function_is_handler_not_found(backend_factory: Fa
 async def test_concurrency_limit_caps_processes_and_queues_the_rest(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("actions", reserved_concurrency=2, timeout_s=5)
+    backend = await backend_factory("actions", reserved_concurrency=2, timeout_s=5)
     pids: set[int] = set()
 
     async def one() -> None:
@@ -353,7 +358,7 @@ async def test_concurrency_limit_caps_processes_and_queues_the_rest(
 
 
 async def test_zero_reserved_concurrency_throttles(backend_factory: Factory) -> None:
-    backend = backend_factory("actions", reserved_concurrency=0)
+    backend = await backend_factory("actions", reserved_concurrency=0)
     result = await backend.invoke(b"{}")
     assert result.outcome is Outcome.THROTTLED and result.retry_after_s is not None
     assert body(result)["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
@@ -364,7 +369,7 @@ async def test_start_end_report_lines(
     backend_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triggerd.function")
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     cold, warm = str(uuid.uuid4()), str(uuid.uuid4())
     await backend.invoke(b"{}", request_id=cold)
     await backend.invoke(b"{}", request_id=warm)
@@ -388,7 +393,7 @@ async def test_function_output_is_logged_with_its_request_id(
     backend_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triggerd.function")
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     rid = str(uuid.uuid4())
     await backend.invoke(b'{"action": "print"}', request_id=rid)
     mine = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
@@ -401,7 +406,7 @@ async def test_function_output_is_logged_with_its_request_id(
 
 
 async def test_log_tail_is_the_last_4_kb(backend_factory: Factory) -> None:
-    backend = backend_factory("actions")
+    backend = await backend_factory("actions")
     result = await backend.invoke(
         b'{"action": "spam", "lines": 200}', want_log_tail=True, request_id="r-tail"
     )
@@ -414,7 +419,7 @@ async def test_log_tail_is_the_last_4_kb(backend_factory: Factory) -> None:
 
 
 async def test_stop_terminates_workers_and_is_idempotent(backend_factory: Factory) -> None:
-    backend = backend_factory("actions", reserved_concurrency=2)
+    backend = await backend_factory("actions", reserved_concurrency=2)
     results = await asyncio.gather(
         *(backend.invoke(b'{"action": "sleep", "seconds": 0.2}') for _ in range(2))
     )
@@ -427,7 +432,7 @@ async def test_stop_terminates_workers_and_is_idempotent(backend_factory: Factor
 
 
 async def test_stop_during_an_invocation_is_an_invoke_error(backend_factory: Factory) -> None:
-    backend = backend_factory("actions", timeout_s=10)
+    backend = await backend_factory("actions", timeout_s=10)
     await backend.invoke(b"{}")
     pending = asyncio.ensure_future(backend.invoke(b'{"action": "sleep", "seconds": 30}'))
     (worker,) = backend.workers
@@ -441,7 +446,7 @@ async def test_stop_during_an_invocation_is_an_invoke_error(backend_factory: Fac
 async def test_cancelled_invocation_discards_its_worker_and_frees_the_slot(
     backend_factory: Factory,
 ) -> None:
-    backend = backend_factory("actions", reserved_concurrency=1, timeout_s=10)
+    backend = await backend_factory("actions", reserved_concurrency=1, timeout_s=10)
     pid = body(await backend.invoke(b"{}"))["pid"]
     pending = asyncio.ensure_future(backend.invoke(b'{"action": "sleep", "seconds": 30}'))
     (worker,) = backend.workers

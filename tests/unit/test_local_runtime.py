@@ -244,8 +244,11 @@ class FakeClient:
     def next(self) -> tuple[dict[str, str], bytes]:
         return self.invocations.pop(0)
 
-    def post(self, path: str, body: bytes, error_type: str | None = None) -> None:
+    def post_and_next(
+        self, path: str, body: bytes, error_type: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
         self.posts.append((path, body, error_type))
+        return self.invocations.pop(0) if self.invocations else ({}, b"")
 
 
 def test_runtime_sets_and_unsets_trace_id_per_invocation(
@@ -267,8 +270,7 @@ def test_runtime_sets_and_unsets_trace_id_per_invocation(
         [(with_trace, b'{"x": 1}'), ({"lambda-runtime-aws-request-id": "b"}, b'{"fail": 1}')]
     )
     runtime = bootstrap.Runtime(client, handler, bootstrap.make_encoder(""))  # type: ignore[arg-type]
-    runtime.serve_one()
-    runtime.serve_one()
+    runtime.serve_one(runtime.serve_one(client.next()))
     assert seen == ["Root=1-x", None]
     assert client.posts[0] == ("/invocation/a/response", b'{"x": 1}', None)
     path, body, error_type = client.posts[1]

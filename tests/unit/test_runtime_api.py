@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient
 
 from triggerd.runtime_api import (
     EndpointBusyError,
@@ -30,9 +31,20 @@ async def endpoint() -> AsyncIterator[RuntimeEndpoint]:
     await ep.close()
 
 
+class EndpointServer(BaseTestServer):
+    """aiohttp's test server around the endpoint's own low-level server."""
+
+    def __init__(self, endpoint: RuntimeEndpoint) -> None:
+        self._endpoint = endpoint
+        super().__init__()
+
+    async def _make_runner(self, **kwargs: object) -> web.ServerRunner:
+        return web.ServerRunner(self._endpoint.make_server())
+
+
 @pytest.fixture
 async def client(endpoint: RuntimeEndpoint) -> AsyncIterator[TestClient[aiohttp.web.Request]]:
-    async with TestClient(TestServer(endpoint.app)) as c:
+    async with TestClient(EndpointServer(endpoint)) as c:
         yield c
 
 
@@ -181,6 +193,16 @@ async def test_next_while_an_invocation_is_in_flight_is_403(client, endpoint) ->
     await fetch(client, endpoint, invocation())
     resp = await client.get(BASE + "/invocation/next")
     assert resp.status == 403
+
+
+async def test_unknown_paths_are_404_and_wrong_methods_405(client, endpoint) -> None:
+    assert (await client.get("/2018-06-01/runtime/nope")).status == 404
+    assert (await client.post(BASE + "/invocation/r1/other", data=b"")).status == 404
+    assert (await client.post(BASE + "/invocation//response", data=b"")).status == 404
+    assert (await client.post(BASE + "/invocation/next", data=b"")).status == 405
+    assert (await client.get(BASE + "/init/error")).status == 405
+    assert (await client.get(BASE + "/invocation/r1/response")).status == 405
+    assert not endpoint.ready.done()
 
 
 async def test_submit_while_busy_raises(endpoint) -> None:

@@ -1,9 +1,12 @@
 """The `local` function backend: warm runtime processes fed through the Lambda Runtime API.
 
 Each execution environment is one worker process with its own Runtime API endpoint on
-loopback (see `local_worker`). Workers are started on demand (a cold start), reused while warm,
-and capped by the function's concurrency; a timeout or a crash tears the environment down and
-the next invocation starts a fresh one. START / END / REPORT lines go to `triggerd.function`.
+loopback (see `local_worker`): the bundled Python runtime client, awslambdaric, or a custom
+runtime's `bootstrap` in any language. Workers are started on demand (a cold start) or ahead
+of time (provisioned concurrency), reused while warm, capped by the function's concurrency and
+stopped after `idle_timeout_s` without work; a timeout, a crash or going over `memory_mb` tears
+the environment down and the next invocation starts a fresh one. START / END / REPORT lines go
+to `triggerd.function`, and the figures to the daemon's metrics.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,11 +26,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.backends.local_config import (
-    DEFAULT_CONCURRENCY,
-    LocalFunctionConfig,
-    python_worker_spec,
-)
+from triggerd.backends.local_config import LocalFunctionConfig, worker_spec
 from triggerd.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
 from triggerd.types import (
@@ -47,6 +48,10 @@ INIT_BACKOFF_S = 5.0
 INIT_BACKOFF_MAX_S = 60.0
 #: How long a stopping worker gets between SIGTERM and SIGKILL.
 STOP_GRACE_S = 2.0
+#: How often the resident memory of busy workers is sampled (the OOM check).
+MEMORY_SAMPLE_S = 0.01
+#: Longest pause between idle-worker checks.
+MAINTAIN_MAX_S = 30.0
 # --------------------------------------------------------------------------------------------
 # Lambda's texts
 
@@ -71,11 +76,16 @@ def report_line(
     return text
 
 
-def exit_error(request_id: str, reason: str) -> bytes:
+def exit_error(request_id: str, reason: str, error_type: str = "Runtime.ExitError") -> bytes:
     message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
     if reason == "exit status 0":
         message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
-    return orjson.dumps({"errorType": "Runtime.ExitError", "errorMessage": message})
+    return orjson.dumps({"errorType": error_type, "errorMessage": message})
+
+
+def billed_gb_seconds(duration_ms: float, memory_mb: int) -> float:
+    """Lambda's billing unit: duration rounded up to the millisecond, times memory in GB."""
+    return max(1, math.ceil(duration_ms)) * memory_mb / 1024 / 1000
 
 
 def client_context_header(value: str | None) -> str | None:
@@ -118,6 +128,32 @@ class _Start:
 # --------------------------------------------------------------------------------------------
 # Backend
 
+#: Stands for "the invocation ran out of time" in place of a runtime reply.
+_TIMED_OUT = RuntimeReply(ReplyKind.CLOSED, error_type="timeout")
+
+
+class _FunctionMetrics:
+    """The daemon's per-function metrics, with this function's label children looked up once."""
+
+    def __init__(self, metrics: Any, function: str) -> None:
+        self._metrics = metrics
+        self._function = function
+        self.duration = metrics.function_duration.labels(function=function)
+        self.init_duration = metrics.function_init_duration.labels(function=function)
+        self.cold_starts = metrics.function_cold_starts.labels(function=function)
+        self.gb_seconds = metrics.function_gb_seconds.labels(function=function)
+        self.max_memory = metrics.function_max_memory.labels(function=function)
+        self._outcomes: dict[Outcome, Any] = {}
+
+    def outcome(self, outcome: Outcome) -> None:
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._metrics.function_invocations.labels(
+                function=self._function, outcome=outcome.value
+            )
+            self._outcomes[outcome] = child
+        child.inc()
+
 
 class LocalBackend:
     """Runs a function in warm local worker processes (see the module docstring)."""
@@ -129,16 +165,15 @@ class LocalBackend:
         *,
         spec: WorkerSpec | None = None,
         init_backoff_s: float = INIT_BACKOFF_S,
+        memory_sample_s: float = MEMORY_SAMPLE_S,
     ) -> None:
         self.config = config
         self.ctx = ctx
         self.code_dir = os.path.abspath(config.code)
-        self.spec = spec or python_worker_spec(config, ctx, self.code_dir)
-        self.limit = (
-            DEFAULT_CONCURRENCY
-            if config.reserved_concurrency is None
-            else config.reserved_concurrency
-        )
+        #: The function's scratch space (Lambda's /tmp), the workers' TMPDIR.
+        self.tmp_dir = os.path.join(os.path.abspath(ctx.work_dir), "tmp")
+        self.spec = spec or worker_spec(config, ctx, self.code_dir, self.tmp_dir)
+        self.limit = config.max_workers
         self.stats: dict[str, Any] = {
             "invocations": 0,
             "errors": 0,
@@ -147,15 +182,27 @@ class LocalBackend:
             "cold_starts": 0,
             "spawns": 0,
             "init_errors": 0,
+            "out_of_memory": 0,
+            "reaped": 0,
             "last_init_duration_ms": None,
         }
         self._flog = logging.getLogger("triggerd.function")
+        self._metrics = _FunctionMetrics(ctx.metrics, ctx.function) if ctx.metrics else None
         self._slots = asyncio.Semaphore(max(self.limit, 1))
+        #: Warm workers waiting for work, least recently used first.
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
+        #: Workers starting or invoking: the memory sampler watches these.
+        self._busy: set[Worker] = set()
+        self._busy_event = asyncio.Event()
+        self._maintain_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._init_backoff_s = init_backoff_s
+        self._sample_s = memory_sample_s
+        self._memory_limit_kb = config.memory_mb * 1024
         self._init_failure: _InitFailure | None = None
         self._init_failures_in_row = 0
+        self._spawning = 0
         self._stopping = False
 
     @property
@@ -163,13 +210,37 @@ class LocalBackend:
         return frozenset(self._workers)
 
     async def start(self) -> None:
-        if not await asyncio.to_thread(os.path.isdir, self.code_dir):
-            raise ConfigError(
-                [f"functions.{self.ctx.function}.code: {self.code_dir} is not a directory"]
-            )
+        """Check the code, clean the scratch directory, start the provisioned workers."""
+        problems = await asyncio.to_thread(self._check_code)
+        if problems:
+            raise ConfigError([f"functions.{self.ctx.function}.{p}" for p in problems])
+        await asyncio.to_thread(_fresh_dir, self.tmp_dir)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._watch_memory(), name=f"memory:{self.ctx.function}"),
+            loop.create_task(self._maintain(), name=f"maintain:{self.ctx.function}"),
+        ]
+        await self._provision(self.config.provisioned_concurrency)
+
+    def _check_code(self) -> list[str]:
+        if not os.path.isdir(self.code_dir):
+            return [f"code: {self.code_dir} is not a directory"]
+        if self.config.provided:
+            path = os.path.join(self.code_dir, "bootstrap")
+            if not os.path.isfile(path):
+                return [f"code: runtime {self.config.runtime} needs an executable {path}"]
+            if not os.access(path, os.X_OK):
+                return [f"code: {path} is not executable (chmod +x)"]
+        return []
 
     async def stop(self) -> None:
         self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
         workers = list(self._workers)
         self._idle.clear()
         await asyncio.gather(*(w.terminate(STOP_GRACE_S) for w in workers))
@@ -191,6 +262,8 @@ class LocalBackend:
             client_context = None  # Lambda passes it to synchronous invocations only
         if self.limit == 0 or not await self._acquire_slot():
             self.stats["throttles"] += 1
+            if self._metrics is not None:
+                self._metrics.outcome(Outcome.THROTTLED)
             return self._throttled(rid)
         try:
             result = await self._invoke_in_slot(payload, rid, client_context, want_log_tail)
@@ -201,11 +274,16 @@ class LocalBackend:
             self.stats["errors"] += 1
         if result.outcome is Outcome.TIMEOUT:
             self.stats["timeouts"] += 1
+        if self._metrics is not None:
+            self._metrics.outcome(result.outcome)
         return result
 
     # ---- slots and workers -----------------------------------------------------------------
 
     async def _acquire_slot(self) -> bool:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns without suspending
+            return True
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 await self._slots.acquire()
@@ -231,8 +309,12 @@ class LocalBackend:
         return None
 
     async def _discard(self, worker: Worker) -> None:
+        self._busy.discard(worker)
         await worker.kill()
-        self._workers.discard(worker)
+        if worker in self._workers:
+            self._workers.discard(worker)
+            if len(self._workers) < self.config.provisioned_concurrency:
+                self._maintain_event.set()  # start a replacement
 
     def _cached_init_failure(self, rid: str) -> InvokeResult | None:
         failure = self._init_failure
@@ -258,19 +340,25 @@ class LocalBackend:
             },
         )
 
-    async def _cold_start(self) -> _Start | None:
+    async def _cold_start(self, provisioned: bool = False) -> _Start | None:
         """Start a worker and wait until it polls for work, reports an init error or dies."""
         self.stats["spawns"] += 1
         clock = self.ctx.clock
         started = clock.monotonic()
+        self._spawning += 1
         try:
-            worker = await Worker.spawn(self.spec, function=self.ctx.function, log=self._flog)
+            worker = await Worker.spawn(
+                self.spec, function=self.ctx.function, log=self._flog, provisioned=provisioned
+            )
         except OSError as e:
             self.ctx.log.error(
                 "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
             )
             return None
+        finally:
+            self._spawning -= 1
         self._workers.add(worker)
+        self._watch(worker)
         try:
             async with asyncio.timeout(INIT_TIMEOUT_S):
                 failure = await asyncio.shield(worker.endpoint.ready)
@@ -285,9 +373,114 @@ class LocalBackend:
             self._init_failures_in_row = 0
             self.stats["cold_starts"] += 1
             self.stats["last_init_duration_ms"] = round(init_ms, 2)
+            if self._metrics is not None:
+                self._metrics.cold_starts.inc()
+                self._metrics.init_duration.observe(init_ms / 1000)
         elif failure.kind is ReplyKind.INIT_ERROR:
             await worker.gone(1.0)  # it exits by itself after reporting
         return _Start(worker, init_ms, failure)
+
+    # ---- provisioned workers, idle reaping, memory ----------------------------------------
+
+    async def _provision(self, count: int) -> None:
+        """Start up to `count` workers ahead of invocations (each in a free slot)."""
+        if count <= 0 or self._stopping or self._cached_init_failure("") is not None:
+            return
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(count):
+                if self._slots.locked():
+                    break
+                await self._slots.acquire()
+                tg.create_task(self._provision_one())
+
+    async def _provision_one(self) -> None:
+        try:
+            start = await self._cold_start(provisioned=True)
+            if start is None:
+                return
+            worker = start.worker
+            self._busy.discard(worker)
+            if start.ok and not self._stopping:
+                worker.last_used = self.ctx.clock.monotonic()
+                self._idle.insert(0, worker)
+                return
+            await self._discard(worker)
+            if start.failure is not None and not self._stopping:
+                body = start.failure.body or exit_error("", start.failure.error_type or "")
+                self._record_init_failure(body, start.failure)
+            elif start.timed_out:
+                self.ctx.log.warning(
+                    "backend.init_timed_out", extra={"function": self.ctx.function}
+                )
+        finally:
+            self._slots.release()
+
+    async def reap_idle(self) -> int:
+        """Stop workers idle for `idle_timeout_s`, keeping `provisioned_concurrency` workers."""
+        deadline = self.ctx.clock.monotonic() - self.config.idle_timeout_s
+        stale = [w for w in self._idle if w.last_used <= deadline]
+        spare = len(self._workers) - self.config.provisioned_concurrency
+        reaped = 0
+        for worker in stale[: max(spare, 0)]:
+            self._idle.remove(worker)
+            await self._discard(worker)
+            reaped += 1
+        if reaped:
+            self.stats["reaped"] += reaped
+            self.ctx.log.info(
+                "backend.idle_workers_stopped",
+                extra={"function": self.ctx.function, "count": reaped},
+            )
+        return reaped
+
+    async def _maintain(self) -> None:
+        """Reap idle workers and keep the provisioned ones topped up."""
+        interval = min(max(self.config.idle_timeout_s / 4, 0.05), MAINTAIN_MAX_S)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._maintain_event.wait()
+            self._maintain_event.clear()
+            await self.reap_idle()
+            missing = self.config.provisioned_concurrency - len(self._workers) - self._spawning
+            await self._provision(missing)
+
+    def _watch(self, worker: Worker) -> None:
+        self._busy.add(worker)
+        if not self._busy_event.is_set():
+            self._busy_event.set()
+
+    async def _watch_memory(self) -> None:
+        """Every few ms while workers are busy: sample their resident memory (process and
+        children) and kill the ones over `memory_mb`, as Lambda's OOM killer would."""
+        while True:
+            await self._busy_event.wait()
+            await asyncio.sleep(self._sample_s)
+            if not self._busy:
+                self._busy_event.clear()
+                continue
+            for worker in list(self._busy):
+                self._check_memory(worker)
+
+    def _check_memory(self, worker: Worker) -> None:
+        probe = worker.memory
+        if probe is None or not worker.alive or worker.out_of_memory:
+            return
+        used_kb = probe.tree_rss_kb()
+        worker.note_memory(used_kb)
+        if used_kb > self._memory_limit_kb:
+            worker.out_of_memory = True
+            worker.kill_now()
+            self.stats["out_of_memory"] += 1
+            self.ctx.log.warning(
+                "backend.out_of_memory",
+                extra={
+                    "function": self.ctx.function,
+                    "request_id": worker.request_id,
+                    "used_mb": math.ceil(used_kb / 1024),
+                    "memory_mb": self.config.memory_mb,
+                },
+            )
 
     # ---- one invocation --------------------------------------------------------------------
 
@@ -309,6 +502,7 @@ class LocalBackend:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         capture = LogCapture() if want_log_tail else None
         worker.begin(rid, capture)
+        self._watch(worker)
         try:
             result = await self._run(worker, payload, rid, client_context, start)
         except asyncio.CancelledError:
@@ -329,19 +523,23 @@ class LocalBackend:
         start: _Start | None,
     ) -> InvokeResult:
         self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
-        started = self.ctx.clock.monotonic()
+        clock = self.ctx.clock
+        started = clock.monotonic()
         if start is None or start.ok:
             reply = await self._exchange(worker, payload, rid, client_context)
         else:
             reply = start.failure  # None when init timed out
-        duration_ms = (self.ctx.clock.monotonic() - started) * 1000
-        used_mb = worker.max_memory_mb()
+        ended = clock.monotonic()
+        duration_ms = (ended - started) * 1000
+        self._busy.discard(worker)
+        used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         if reusable and worker.alive:
+            worker.last_used = ended
             self._idle.append(worker)
         else:
             await self._discard(worker)
-        result = self._result(rid, reply, duration_ms)
+        result = self._result(rid, reply, duration_ms, worker.out_of_memory)
         if start is not None and start.failure is not None and not self._stopping:
             self._record_init_failure(result.payload, start.failure)
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
@@ -353,6 +551,10 @@ class LocalBackend:
         self._platform(worker, rid, report)
         if result.outcome is Outcome.TIMEOUT:
             self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+        if self._metrics is not None and result.outcome is not Outcome.INVOKE_ERROR:
+            self._metrics.duration.observe(duration_ms / 1000)
+            self._metrics.gb_seconds.inc(billed_gb_seconds(duration_ms, self.config.memory_mb))
+            self._metrics.max_memory.set(worker.peak_kb * 1024)
         return result
 
     async def _exchange(
@@ -368,11 +570,17 @@ class LocalBackend:
             trace_id=trace_header(now),
             client_context=client_context_header(client_context),
         )
+        # A timer resolving the invocation is much cheaper than an asyncio.timeout block.
+        timer = asyncio.get_running_loop().call_later(
+            self.config.timeout_s, invocation.resolve, _TIMED_OUT
+        )
         worker.endpoint.submit(invocation)
         try:
-            async with asyncio.timeout(self.config.timeout_s):
-                reply = await invocation.result
-        except TimeoutError:
+            reply = await invocation.result
+        finally:
+            timer.cancel()
+        if reply is _TIMED_OUT:
+            worker.endpoint.finish(invocation)
             worker.max_memory_mb()
             await worker.kill()
             return None
@@ -380,7 +588,9 @@ class LocalBackend:
             await worker.output_done()
         return reply
 
-    def _result(self, rid: str, reply: RuntimeReply | None, duration_ms: float) -> InvokeResult:
+    def _result(
+        self, rid: str, reply: RuntimeReply | None, duration_ms: float, out_of_memory: bool
+    ) -> InvokeResult:
         version = self.config.version
         if reply is None:
             message = (
@@ -395,7 +605,10 @@ class LocalBackend:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         body = reply.body
         if reply.kind is ReplyKind.EXITED:
-            body = exit_error(rid, reply.error_type or "signal: killed")
+            if out_of_memory:
+                body = exit_error(rid, "signal: killed", "Runtime.OutOfMemory")
+            else:
+                body = exit_error(rid, reply.error_type or "signal: killed")
         return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, "Unhandled", version, duration_ms)
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
@@ -404,6 +617,12 @@ class LocalBackend:
         )
         if worker.capture is not None:
             worker.capture.add(text)
+
+
+def _fresh_dir(path: str) -> None:
+    """An empty directory at `path` (what a previous run left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
 
 
 def _create(config: Any, ctx: BackendContext) -> LocalBackend:

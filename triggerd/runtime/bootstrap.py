@@ -26,10 +26,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-#: Written to stdout and stderr (as raw bytes on the file descriptors) after an invocation's
-#: output and before its result is posted, so the backend knows it has read all the output.
-OUTPUT_MARKER = b"\x00\x1etriggerd-invocation-end\x00\n"
-
 API_PREFIX = "/2018-06-01/runtime"
 #: Events at least this big are parsed with orjson when it is installed.
 LARGE_EVENT_BYTES = 64 * 1024
@@ -346,15 +342,48 @@ class RuntimeClient:
 
     def next(self) -> tuple[dict[str, str], bytes]:
         status, headers, body = self.request("GET", API_PREFIX + "/invocation/next")
-        if status != 200:
-            sys.exit(f"runtime api: /next answered {status}: {body!r}")
-        return headers, body
+        return _next_result(status, headers, body)
 
     def post(self, path: str, body: bytes, error_type: str | None = None) -> None:
-        headers = {"Content-Type": "application/json"}
-        if error_type is not None:
-            headers["Lambda-Runtime-Function-Error-Type"] = error_type
-        self.request("POST", API_PREFIX + path, body, headers)
+        self.request("POST", API_PREFIX + path, body, _post_headers(error_type))
+
+    def post_and_next(
+        self, path: str, body: bytes, error_type: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Post a result and poll for the next invocation in one write (HTTP/1.1 pipelining):
+        the API answers both in order, and the runtime saves a round trip per invocation."""
+        headers = _post_headers(error_type)
+        headers["Content-Length"] = str(len(body))
+        lines = [f"POST {API_PREFIX}{path} HTTP/1.1", "Host: " + self._host]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        data += f"GET {API_PREFIX}/invocation/next HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode()
+        try:
+            if self._sock is None:
+                self._connect()
+            assert self._sock is not None
+            self._sock.sendall(data)
+            self._read_response()
+            if self._sock is None:  # the API closed after the post: poll on a new connection
+                return self.next()
+            return _next_result(*self._read_response())
+        except (ConnectionResetError, BrokenPipeError):
+            self.close()
+            self.post(path, body, error_type)  # 403 when the first post did arrive: harmless
+            return self.next()
+
+
+def _post_headers(error_type: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if error_type is not None:
+        headers["Lambda-Runtime-Function-Error-Type"] = error_type
+    return headers
+
+
+def _next_result(status: int, headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+    if status != 200:
+        sys.exit(f"runtime api: /next answered {status}: {body!r}")
+    return headers, body
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,11 +446,13 @@ class Runtime:
         }
 
     def serve_forever(self) -> NoReturn:
+        invocation = self.client.next()
         while True:
-            self.serve_one()
+            invocation = self.serve_one(invocation)
 
-    def serve_one(self) -> None:
-        headers, body = self.client.next()
+    def serve_one(self, invocation: tuple[dict[str, str], bytes]) -> tuple[dict[str, str], bytes]:
+        """Run one invocation, post its result and return the next invocation."""
+        headers, body = invocation
         header = headers.get
         request_id = header("lambda-runtime-aws-request-id") or ""
         self.request_filter.request_id = request_id
@@ -442,10 +473,11 @@ class Runtime:
         outcome = self.run_handler(request_id, body, context)
         end_of_output()
         if isinstance(outcome, bytes):
-            self.client.post(f"/invocation/{request_id}/response", outcome)
-        else:
-            data = self.encode(outcome).encode()
-            self.client.post(f"/invocation/{request_id}/error", data, outcome["errorType"])
+            return self.client.post_and_next(f"/invocation/{request_id}/response", outcome)
+        data = self.encode(outcome).encode()
+        return self.client.post_and_next(
+            f"/invocation/{request_id}/error", data, outcome["errorType"]
+        )
 
     def run_handler(self, request_id: str, body: bytes, context: LambdaContext) -> Any:
         """The encoded result, or an error object (a dict)."""
@@ -476,13 +508,10 @@ class Runtime:
 
 
 def end_of_output() -> None:
-    """Flush the invocation's output and mark its end on both streams."""
-    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
-        try:
-            stream.flush()
-            os.write(fd, OUTPUT_MARKER)
-        except (OSError, ValueError):
-            pass  # the function closed the stream; the backend stops waiting on its own
+    """Flush the invocation's output, so it is in the pipes before the result is posted."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()  # fails when the function closed or replaced the stream
 
 
 def main() -> None:

@@ -1,0 +1,98 @@
+"""Memory of a runtime process, read from /proc (Linux), for `memory_mb` and REPORT lines.
+
+No cgroups are needed: the backend samples the resident set of each busy environment (the
+runtime process and its descendants) every few milliseconds from one task and kills the
+environment when it goes over the function's memory size, as Lambda's OOM killer would.
+Reads are cheap: `statm` is one short line (about 2 us), `status` (for the kernel's own
+high-water mark, VmHWM) about 10 us, so it is read only after invocations long enough for
+the sampler to have missed a peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+#: How many descendants of a runtime are followed (a fork bomb must not stall the sampler).
+MAX_DESCENDANTS = 64
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(4096)
+    except OSError:
+        return b""
+
+
+def statm_rss_kb(data: bytes) -> int:
+    """Resident set in KB from the text of /proc/<pid>/statm (0 when unreadable)."""
+    fields = data.split()
+    if len(fields) < 2 or not fields[1].isdigit():
+        return 0
+    return int(fields[1]) * _PAGE_KB
+
+
+def status_hwm_kb(data: bytes) -> int:
+    """VmHWM (peak resident set) in KB from the text of /proc/<pid>/status (0 when absent)."""
+    start = data.find(b"VmHWM:")
+    if start < 0:
+        return 0
+    end = data.find(b"\n", start)
+    fields = data[start : end if end >= 0 else None].split()
+    return int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else 0
+
+
+class MemoryProbe:
+    """Reads one process's memory through file descriptors kept open for its lifetime."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._statm: int | None = None
+        self._status: int | None = None
+        with contextlib.suppress(OSError):
+            self._statm = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+            self._status = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+
+    def rss_kb(self) -> int:
+        """The process's resident set now."""
+        if self._statm is None:
+            return 0
+        try:
+            return statm_rss_kb(os.pread(self._statm, 256, 0))
+        except OSError:
+            return 0
+
+    def hwm_kb(self) -> int:
+        """The process's peak resident set so far (kept by the kernel)."""
+        if self._status is None:
+            return 0
+        try:
+            return status_hwm_kb(os.pread(self._status, 4096, 0))
+        except OSError:
+            return 0
+
+    def tree_rss_kb(self) -> int:
+        """Resident set of the process plus its descendants (a shell's children, say)."""
+        total = self.rss_kb()
+        pending = self._children(self.pid)
+        seen = 0
+        while pending and seen < MAX_DESCENDANTS:
+            pid = pending.pop()
+            seen += 1
+            total += statm_rss_kb(_read(f"/proc/{pid}/statm"))
+            pending.extend(self._children(pid))
+        return total
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        data = _read(f"/proc/{pid}/task/{pid}/children")
+        return [int(p) for p in data.split() if p.isdigit()]
+
+    def close(self) -> None:
+        for fd in (self._statm, self._status):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._statm = self._status = None
