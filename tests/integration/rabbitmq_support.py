@@ -1,0 +1,252 @@
+"""Helpers for the rabbitmq tests: a publishing client on the machine's broker that deletes the
+queues it made, and a poll trigger (real source, real pipeline, scripted function) built from
+a config dict, run until a condition holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+import connectors.rabbitmq as rmq
+from tests.fakes import FakeBackend, FakeFunctionConfig
+from triggerd.config import validate_data
+from triggerd.destinations import file_plugin
+from triggerd.filters import compile_filters
+from triggerd.metrics import Metrics
+from triggerd.onfailure import OnFailure
+from triggerd.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.plugins import Registry
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import (
+    BackendPlugin,
+    DestinationContext,
+    Source,
+    SourceContext,
+    SystemClock,
+)
+
+
+def unique(prefix: str = "rmq") -> str:
+    return f"triggerd-test-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Broker:
+    """A test-side client: declares queues (deleted afterwards), publishes with confirms."""
+
+    conn: AbstractConnection
+    channel: AbstractChannel
+    queues: list[str] = field(default_factory=list)
+    exchanges: list[str] = field(default_factory=list)
+
+    async def queue(
+        self, prefix: str = "q", *, arguments: dict[str, Any] | None = None, durable: bool = True
+    ) -> str:
+        name = unique(prefix)
+        await self.channel.declare_queue(name, durable=durable, arguments=arguments)
+        self.queues.append(name)
+        return name
+
+    def owns(self, name: str) -> str:
+        """Delete `name` afterwards too (a queue someone else declared)."""
+        self.queues.append(name)
+        return name
+
+    async def exchange(self, prefix: str = "x", kind: str = "fanout") -> str:
+        name = unique(prefix)
+        await self.channel.declare_exchange(name, kind, durable=False)
+        self.exchanges.append(name)
+        return name
+
+    async def publish(self, queue: str, body: bytes, **props: Any) -> None:
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(body, **props), routing_key=queue
+        )
+
+    async def publish_bare(self, queue: str, body: bytes) -> None:
+        """Publish with as few properties as aiormq allows (it always adds a message_id)."""
+        from pamqp.commands import Basic
+
+        raw = await self.channel.get_underlay_channel()
+        await raw.basic_publish(body, routing_key=queue, properties=Basic.Properties())
+
+    async def drain(self, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Take (and ack) every ready message of `queue`."""
+        q = await self.channel.get_queue(queue, ensure=False)
+        out = []
+        while True:
+            msg = await q.get(no_ack=False, fail=False)
+            if msg is None:
+                return out
+            await msg.ack()
+            out.append(msg)
+
+    async def wait_drain(
+        self, queue: str, count: int, timeout: float = 15
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        got: list[aio_pika.abc.AbstractIncomingMessage] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            got += await self.drain(queue)
+            if len(got) < count:
+                await asyncio.sleep(0.05)
+        return got
+
+
+@contextlib.asynccontextmanager
+async def broker(url: str) -> AsyncIterator[Broker]:
+    conn = await aio_pika.connect(url)
+    channel = await conn.channel(publisher_confirms=True)
+    b = Broker(conn, channel)
+    try:
+        yield b
+    finally:
+        cleanup = await conn.channel()
+        for name in b.queues:
+            with contextlib.suppress(Exception):
+                await cleanup.queue_delete(name)
+        for name in b.exchanges:
+            with contextlib.suppress(Exception):
+                await cleanup.exchange_delete(name)
+        await conn.close()
+
+
+def registry() -> Registry:
+    reg = Registry(entry_points={})
+    reg.register("source", "rabbitmq", rmq.plugin)
+    reg.register("destination", "rabbitmq", rmq.destination_plugin)
+    reg.register("destination", "file", file_plugin)
+    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
+    return reg
+
+
+@dataclass
+class Harness:
+    """One trigger: its source, pipeline and on-failure destination."""
+
+    trigger: SyncTrigger
+    source: Source
+    on_failure: OnFailure
+    log: logging.Logger
+
+    async def run_until(self, done: Callable[[], bool], timeout: float = 20) -> None:
+        task = asyncio.create_task(self.trigger.run())
+        try:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.02)
+        finally:
+            self.trigger.stop()
+            await asyncio.wait_for(task, 10)
+
+    async def close(self) -> None:
+        await self.source.stop()
+        await self.on_failure.stop()
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    tmp_path: Path,
+    source: dict[str, Any],
+    backend: FakeBackend,
+    *,
+    on_failure: dict[str, Any] | None = None,
+    **trigger: Any,
+) -> AsyncIterator[Harness]:
+    data: dict[str, Any] = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": {"type": "rabbitmq", **source}, **trigger}],
+    }
+    if on_failure is not None:
+        data["triggers"][0]["on_failure"] = on_failure
+    reg = registry()
+    tcfg = validate_data(data, reg, base_dir=tmp_path).trigger_list[0]
+    log = logging.getLogger("test.rabbitmq")
+    clock, metrics = SystemClock(), Metrics()
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    dest = None
+    dest_type = "none"
+    if tcfg.on_failure_config is not None:
+        dest_type = getattr(tcfg.on_failure_config, "type")  # noqa: B009
+        dest = reg.destination(dest_type).create(
+            tcfg.on_failure_config, DestinationContext(trigger="t", clock=clock, log=log)
+        )
+    of = OnFailure(
+        trigger="t",
+        function="f",
+        destination=dest,
+        destination_name=dest_type,
+        state=store,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    src = reg.source("rabbitmq").create(
+        tcfg.source_config, SourceContext(trigger="t", state=store, clock=clock, log=log)
+    )
+    await of.start()
+    await src.start()
+    rt = TriggerRuntime(
+        name="t",
+        config=tcfg,
+        function="f",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+        source=src,
+        backend=backend,
+        filter=compile_filters(tcfg.filters),
+        on_failure=of,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+        include_payload=dest_type == "file",
+        poll_timeout_s=0.2,
+    )
+    h = Harness(SyncTrigger(rt), src, of, log)
+    try:
+        yield h
+    finally:
+        await h.close()
+        await store.close()
+
+
+def close_connection(name: str) -> int:
+    """Close, from the broker's side, every connection whose client-provided name is `name`;
+    returns how many."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"{name}"' in line]
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "test: connection drop"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    return len(pids)
+
+
+def bodies(event: dict[str, Any]) -> list[bytes]:
+    import base64
+
+    return [
+        base64.b64decode(m["data"]) for msgs in event["rmqMessagesByQueue"].values() for m in msgs
+    ]
