@@ -322,7 +322,7 @@ class RabbitMQSource(BaseSource):
                 },
             )
             await self._settle(reject, "reject")
-        if self._cfg.ordered and len(requeue) > 0:
+        if self._cfg.ordered and requeue:
             requeue += self._unreceived()
         await self._settle(requeue, "nack")
 
@@ -334,7 +334,8 @@ class RabbitMQSource(BaseSource):
             item = self._inbox.get_nowait()
             if item is not None and item[0] is self._link:
                 link, message = item
-                tag = int(message.delivery.delivery_tag)
+                delivery: Any = message.delivery
+                tag = int(delivery.delivery_tag)
                 out.append(
                     Record(
                         payload={},
