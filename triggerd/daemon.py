@@ -14,7 +14,7 @@ import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from triggerd.asyncpath import AsyncTrigger
 from triggerd.config import ConfigBase, TriggerBase
@@ -37,6 +37,9 @@ from triggerd.types import (
     SourceContext,
     SystemClock,
 )
+
+if TYPE_CHECKING:
+    from triggerd.invoke_api import InvokeQueue
 
 log = logging.getLogger("triggerd.daemon")
 #: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
@@ -69,6 +72,8 @@ class Daemon:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
     routes: Routes = field(default_factory=Routes)
+    #: Per function: the queue of its Event invocations through the Invoke API.
+    invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
 
     def work_dir(self) -> Path:
         if self.config.daemon.work_dir:
@@ -93,6 +98,7 @@ class Daemon:
                 log.info("queue.recovered", extra={"events": recovered})
             await self._start_functions(stack)
             await self._build_triggers(stack, state)
+            await self._build_invoke_queues(state)
             if self.config.daemon.listen:
                 from triggerd.http import start_http
 
@@ -108,7 +114,7 @@ class Daemon:
                 },
             )
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._supervise(n, t)) for n, t in self.triggers.items()]
+                tasks = [tg.create_task(self._supervise(n, t)) for n, t in self._runnables()]
                 tg.create_task(notifier.watchdog(stop))
                 await stop.wait()
                 notifier.notify("STOPPING=1")
@@ -117,8 +123,8 @@ class Daemon:
         log.info("daemon.stopped")
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
-        for trigger in self.triggers.values():
-            trigger.stop()
+        for _, runnable in self._runnables():
+            runnable.stop()
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.config.daemon.shutdown_timeout_s)
@@ -127,6 +133,27 @@ class Daemon:
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending)
+
+    def _runnables(self) -> list[tuple[str, Runnable]]:
+        return [*self.triggers.items(), *((q.name, q) for q in self.invoke_queues.values())]
+
+    async def _build_invoke_queues(self, state: StateStore) -> None:
+        """An Event queue per function while the Invoke API listens, or while a queue still
+        holds events from an earlier run."""
+        from triggerd.invoke_api import InvokeQueue, queue_name
+
+        for fn in self.functions.values():
+            if not self.config.daemon.listen and not await state.queue_depth(queue_name(fn.name)):
+                continue
+            self.invoke_queues[fn.name] = InvokeQueue.build(
+                function=fn.name,
+                function_arn=fn.arn,
+                config=fn.config,
+                backend=fn.backend,
+                state=state,
+                clock=self.clock,
+                metrics=self.metrics,
+            )
 
     async def _supervise(self, name: str, trigger: Runnable) -> None:
         """Run a trigger; if it crashes, log and restart it with backoff."""

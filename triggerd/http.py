@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from triggerd.invoke_api import INVOKE_ROUTE, invoke_handler
+
 if TYPE_CHECKING:
     from triggerd.daemon import Daemon
 
@@ -41,7 +43,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     if daemon.state is not None:
-        for name in daemon.triggers:
+        queues = [q.name for q in daemon.invoke_queues.values()]
+        for name in [*daemon.triggers, *queues]:
             depth = await daemon.state.queue_depth(name)
             daemon.metrics.queue_depth.labels(name).set(depth)
     return web.Response(
@@ -62,6 +65,7 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post(INVOKE_ROUTE, invoke_handler(daemon))  # before the catch-all
     app.router.add_route("*", "/{tail:.*}", dispatch)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
