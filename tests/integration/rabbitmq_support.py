@@ -244,6 +244,22 @@ def close_connection(name: str) -> int:
     return len(pids)
 
 
+def queue_counts(name: str) -> tuple[int, int]:
+    """(ready, unacknowledged) as the broker reports them."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if parts[0] == name:
+            return int(parts[1]), int(parts[2])
+    raise AssertionError(f"queue {name} not listed")
+
+
 def bodies(event: dict[str, Any]) -> list[bytes]:
     import base64
 

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,14 @@ import aio_pika
 import pytest
 
 from tests.fakes import FakeBackend
-from tests.integration.rabbitmq_support import bodies, broker, harness, registry, unique
+from tests.integration.rabbitmq_support import (
+    bodies,
+    broker,
+    harness,
+    queue_counts,
+    registry,
+    unique,
+)
 from triggerd.config import validate_data
 from triggerd.destinations import read_jsonl
 from triggerd.types import ConfigError, PermanentError, SourceContext, SystemClock
@@ -115,22 +121,6 @@ class GateBackend(FakeBackend):
         self.started.set()
         await self.gate.wait()
         return await super().invoke(payload, **kw)
-
-
-def queue_counts(name: str) -> tuple[int, int]:
-    """(ready, unacknowledged) as the broker reports them."""
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    for line in out.splitlines():
-        parts = line.split("\t")
-        if parts[0] == name:
-            return int(parts[1]), int(parts[2])
-    raise AssertionError(f"queue {name} not listed")
 
 
 async def test_message_is_acked_only_after_the_function_succeeded(

@@ -1,0 +1,93 @@
+"""The rabbitmq source when the broker closes its connection mid-stream: it reconnects with
+backoff, skips settlements of the dead channel, and every message is delivered (at least once)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeBackend
+from tests.integration.rabbitmq_support import bodies, broker, close_connection, harness
+
+pytestmark = pytest.mark.integration
+
+
+async def test_broker_side_connection_close_mid_stream_loses_nothing(
+    rabbitmq_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.rabbitmq")
+    total = 300
+    name = f"triggerd-test-drop-{tmp_path.name}"[:200]
+    dropped = asyncio.Event()
+
+    class HoldBackend(FakeBackend):
+        """After 50 messages, holds invocations until the connection was dropped, so the
+        drop happens with batches in flight and deliveries unacked."""
+
+        async def invoke(self, payload: bytes, **kw: Any) -> Any:
+            if len(delivered()) >= 50:
+                await dropped.wait()
+            return await super().invoke(payload, **kw)
+
+    backend = HoldBackend()
+    seen: set[bytes] = set()
+
+    def delivered() -> set[bytes]:
+        for call in backend.calls[len(seen_calls) :]:
+            seen.update(bodies(call))
+            seen_calls.append(call)
+        return seen
+
+    seen_calls: list[dict[str, Any]] = []
+    sent = {f"m{i}".encode() for i in range(total)}
+    async with broker(rabbitmq_url) as b:
+        q = await b.queue()
+        for body in sorted(sent):
+            await b.publish(q, body)
+        source = {
+            "url": rabbitmq_url,
+            "queue": q,
+            "connection_name": name,
+            "reconnect_base_delay_s": 0.1,
+            "prefetch_count": 50,
+        }
+        async with harness(
+            tmp_path, source, backend, batch_size=10, batching_window_s=0, maximum_concurrency=2
+        ) as h:
+
+            async def drop_when_busy() -> int:
+                while len(delivered()) < 50:
+                    await asyncio.sleep(0.02)
+                try:
+                    return await asyncio.to_thread(close_connection, name)
+                finally:
+                    dropped.set()
+
+            dropper = asyncio.create_task(drop_when_busy())
+            await h.run_until(lambda: delivered() >= sent, timeout=60)
+            closed = await dropper
+        left = await b.drain(q)
+    assert closed == 1
+    assert delivered() == sent, "every message delivered"
+    assert left == [], "and acked"
+    events = [r.msg for r in caplog.records]
+    assert "source.rabbitmq.disconnected" in events
+    generations = [
+        getattr(r, "generation", None)
+        for r in caplog.records
+        if r.msg == "source.rabbitmq.connected"
+    ]
+    assert generations[:2] == [1, 2]
+    redelivered = [
+        m["redelivered"]
+        for c in backend.calls
+        for ms in c["rmqMessagesByQueue"].values()
+        for m in ms
+    ]
+    assert len(redelivered) >= total
+    assert any(redelivered), "the unacked deliveries of the dead channel came back"
+    assert "source.rabbitmq.settle_skipped" in events, "no ack sent with a stale delivery tag"
