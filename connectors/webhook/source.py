@@ -34,6 +34,7 @@ from connectors.webhook.events import (
     extract_params,
 )
 from connectors.webhook.responses import HttpReply, gateway_timeout, map_result, message
+from triggerd.http import ROUTE_KEY
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
@@ -160,7 +161,7 @@ def describe_request(request: web.Request) -> HttpRequest:
         method=request.method,
         raw_path=raw_path or "/",
         raw_query=raw_query,
-        headers=list(request.headers.items()),
+        headers=[(str(k), str(v)) for k, v in request.headers.items()],  # istr -> str
         body=b"",
         source_ip=request.remote or "",
         protocol=f"HTTP/{request.version.major}.{request.version.minor}",
@@ -368,7 +369,7 @@ class WebhookSource(BaseSource):
     def build(self, request: web.Request, body: bytes, meta: RequestMeta) -> JSONDict:
         req = describe_request(request)
         req.body = body
-        match: RouteMatch | None = request.get("route")
+        match: RouteMatch | None = request.get(ROUTE_KEY)
         template = self.config.path
         params = extract_params(template, req.raw_path)
         if params is None:
