@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ _ATTRIBUTE_ORDER = (
 )
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 class MalformedMessageError(ValueError):
     """A ReceiveMessage entry without the fields needed to deliver and delete it."""
 
@@ -50,7 +54,7 @@ def _text(value: Any) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = _SURROGATES.sub("\ufffd", text)
     return text
 
 
