@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import BENCH_DIR, Row, cold_start, directory, format_table, idle_rss, warm_invoke
+from bench import (
+    BENCH_DIR,
+    Row,
+    cold_start,
+    directory,
+    format_table,
+    idle_rss,
+    s3_poll,
+    warm_invoke,
+)
 
 Runner = Callable[[str], list[Row]]
 
@@ -33,6 +42,7 @@ BENCHMARKS: dict[str, Runner] = {
     cold_start.NAME: _runner(cold_start),
     directory.NAME: _runner(directory),
     idle_rss.NAME: _runner(idle_rss),
+    s3_poll.NAME: _runner(s3_poll),
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import Row, cold_start, directory, format_table, idle_rss, warm_invoke
+from bench import Row, cold_start, directory, format_table, idle_rss, s3_poll, warm_invoke
 from bench.__main__ import BENCHMARKS, main
 
 
@@ -51,6 +51,16 @@ def test_idle_rss_reports_daemon_and_bare_rss() -> None:
     rows = idle_rss.run(idle_rss.SMOKE)
     assert_numbers(rows, "idle_rss")
     assert rows[0].value > rows[0].baseline  # type: ignore[operator]
+
+
+def test_s3_poll_reports_first_scan_and_rescan_rates() -> None:
+    rows = s3_poll.run(s3_poll.SMOKE)
+    assert_numbers(rows, "s3_poll")
+    assert [r.metric for r in rows] == [
+        "objects/s, first scan (events committed)",
+        "objects/s, rescan with no changes",
+    ]
+    assert all(r.value > 0 for r in rows)
 
 
 def test_table_has_a_line_per_row_and_the_header() -> None:
