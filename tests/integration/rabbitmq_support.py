@@ -84,7 +84,7 @@ class Broker:
     async def drain(self, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
         """Take (and ack) every ready message of `queue`."""
         q = await self.channel.get_queue(queue, ensure=False)
-        out = []
+        out: list[aio_pika.abc.AbstractIncomingMessage] = []
         while True:
             msg = await q.get(no_ack=False, fail=False)
             if msg is None:

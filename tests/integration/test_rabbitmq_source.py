@@ -224,7 +224,8 @@ async def test_dead_letter_exchange_takes_the_poison_message_without_a_destinati
             dead = await b.wait_drain(parked, 1)
         left = await b.drain(q)
     assert [m.body for m in dead] == [b"poison"]
-    assert dead[0].headers["x-death"][0]["reason"] == "rejected"  # type: ignore[index]
+    death: Any = dead[0].headers["x-death"]
+    assert death[0]["reason"] == "rejected"
     assert all_bodies(backend).count(b"fine") == 1
     assert left == []
 
@@ -255,8 +256,9 @@ async def test_quorum_queue_counts_attempts_with_x_delivery_count_across_restart
     headers = [e["basicProperties"]["headers"] for e in entries(first) + entries(second)]
     counts = [h.get("x-delivery-count") if h else None for h in headers]
     assert counts[0] is None, "a first delivery has no count"
-    assert all(isinstance(c, int) and c >= 1 for c in counts[1:])
-    assert counts[1:] == sorted(counts[1:])
+    later = [c for c in counts[1:] if isinstance(c, int)]
+    assert later == counts[1:] and all(c >= 1 for c in later)
+    assert later == sorted(later)
     # A fresh count would take 3 calls in the second run; the broker's count makes it fewer.
     # (RabbitMQ 3.x also counts the requeue when the first source's connection closed.)
     assert 1 <= len(second.calls) < 3
