@@ -2,11 +2,15 @@
 
 import json
 import os
+import time
 
 OUT = os.environ["RECORD_FILE"]
+SLEEP_S = float(os.environ.get("SLEEP_S", "0"))
 
 
 def handler(event, context):
+    if SLEEP_S:
+        time.sleep(SLEEP_S)
     with open(OUT, "a") as f:
         f.write(json.dumps({"request_id": context.aws_request_id, "event": event}) + "\n")
         f.flush()
