@@ -82,7 +82,9 @@ async def test_echo_gets_event_context_and_lambda_environment(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
-    backend = await backend_factory("echo", memory_mb=256, timeout_s=5, environment={"GREETING": "hello"})
+    backend = await backend_factory(
+        "echo", memory_mb=256, timeout_s=5, environment={"GREETING": "hello"}
+    )
     rid = str(uuid.uuid4())
     client_context = base64.b64encode(b'{"custom": {"k": "v"}, "env": {"e": 1}}').decode()
     result = await backend.invoke(b'{"n": 1}', request_id=rid, client_context=client_context)
@@ -181,9 +183,11 @@ async def test_raised_exception_becomes_lambda_error_object(backend_factory: Fac
     assert error["errorMessage"] == "bad value: 7"
     assert error["errorType"] == "ValueError"
     assert error["requestId"] == rid
-    assert len(error["stackTrace"]) == 1
-    assert error["stackTrace"][0].startswith(f'  File "{FUNCTIONS / "actions" / "app.py"}"')
-    assert "in handler\n    raise ValueError(" in error["stackTrace"][0]
+    assert len(error["stackTrace"]) == 2
+    app = FUNCTIONS / "actions" / "app.py"
+    assert all(frame.startswith(f'  File "{app}"') for frame in error["stackTrace"])
+    assert "in handler\n    result = run(event, context)" in error["stackTrace"][0]
+    assert "in _raise\n    raise ValueError(" in error["stackTrace"][1]
     after = await backend.invoke(b"{}")
     assert after.outcome is Outcome.OK and backend.stats["spawns"] == 1
 

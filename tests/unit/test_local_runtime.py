@@ -9,6 +9,7 @@ import decimal
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from triggerd.backends import local
+from triggerd.backends import local, local_config, local_memory
 from triggerd.backends.local import LocalBackend, LocalFunctionConfig, plugin
 from triggerd.backends.local_worker import LogCapture, exit_description
 from triggerd.runtime import bootstrap
@@ -84,6 +85,81 @@ def test_config_rejects_environment_over_4_kb() -> None:
 def test_config_enforces_lambda_limits(values: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         config(**values)
+
+
+@pytest.mark.parametrize("runtime", ["provided", "provided.al2", "provided.al2023"])
+def test_config_accepts_provided_runtimes_with_any_handler(runtime: str) -> None:
+    cfg = LocalFunctionConfig(runtime=runtime, code="fn")
+    assert cfg.provided and cfg.handler == ""
+    assert config(runtime=runtime, handler="whatever-it-is").handler == "whatever-it-is"
+
+
+def test_config_runtime_client_is_for_python_runtimes_only() -> None:
+    assert config(runtime_client="awslambdaric").runtime_client == "awslambdaric"
+    with pytest.raises(ValidationError, match=r"python3\.x runtimes only"):
+        config(runtime="provided", runtime_client="awslambdaric")
+    with pytest.raises(ValidationError):
+        config(runtime_client="other")
+
+
+def test_config_provisioned_concurrency_fits_under_the_maximum() -> None:
+    assert config(provisioned_concurrency=6).max_workers == 6  # raises the default of 4
+    assert config(provisioned_concurrency=2, reserved_concurrency=2).max_workers == 2
+    with pytest.raises(ValidationError, match="over reserved_concurrency"):
+        config(provisioned_concurrency=3, reserved_concurrency=2)
+    assert config().idle_timeout_s == 300
+    with pytest.raises(ValidationError):
+        config(idle_timeout_s=0)
+
+
+def ctx(work_dir: str = "/w/f") -> BackendContext:
+    return BackendContext("f", SystemClock(), logging.getLogger("t"), work_dir=work_dir)
+
+
+def test_worker_spec_per_runtime() -> None:
+    bundled = local_config.worker_spec(config(), ctx(), "/code", "/w/f/tmp")
+    assert bundled.argv == (sys.executable, os.path.abspath(bootstrap.__file__))
+    assert bundled.env["TMPDIR"] == "/w/f/tmp"
+    assert bundled.env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.11"
+    ric = local_config.worker_spec(config(runtime_client="awslambdaric"), ctx(), "/code")
+    assert ric.argv == (sys.executable, "-m", "awslambdaric", "app.handler")
+    assert "TMPDIR" not in ric.env
+    provided = local_config.worker_spec(
+        config(runtime="provided.al2", handler="h"), ctx(), "/code", "/t"
+    )
+    assert provided.argv == ("/code/bootstrap",) and provided.cwd == "/code"
+    assert "AWS_EXECUTION_ENV" not in provided.env
+    assert provided.env["_HANDLER"] == "h" and provided.env["LAMBDA_TASK_ROOT"] == "/code"
+
+
+def test_backend_scratch_dir_is_under_the_work_dir() -> None:
+    backend = plugin.create(config(), ctx("/var/lib/triggerd/f"))
+    assert isinstance(backend, LocalBackend)
+    assert backend.tmp_dir == "/var/lib/triggerd/f/tmp"
+
+
+def test_billed_gb_seconds_round_duration_up_to_the_millisecond() -> None:
+    assert local.billed_gb_seconds(0.2, 1024) == pytest.approx(0.001)
+    assert local.billed_gb_seconds(10.01, 512) == pytest.approx(11 * 0.5 / 1000)
+
+
+def test_memory_texts_parse_resident_and_peak_sizes() -> None:
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+    assert local_memory.statm_rss_kb(b"1000 250 30 1 0 100 0\n") == 250 * page_kb
+    assert local_memory.statm_rss_kb(b"") == 0
+    status = b"Name:\tpython\nVmPeak:\t 20000 kB\nVmHWM:\t   15320 kB\nVmRSS:\t 1 kB\n"
+    assert local_memory.status_hwm_kb(status) == 15320
+    assert local_memory.status_hwm_kb(b"Name: x\n") == 0
+
+
+def test_memory_probe_reads_this_process() -> None:
+    probe = local_memory.MemoryProbe(os.getpid())
+    try:
+        rss, hwm, tree = probe.rss_kb(), probe.hwm_kb(), probe.tree_rss_kb()
+        assert 0 < rss <= hwm and tree >= rss
+    finally:
+        probe.close()
+    assert probe.rss_kb() == 0 and probe.hwm_kb() == 0
 
 
 def test_plugin_builds_a_local_backend_with_default_concurrency() -> None:

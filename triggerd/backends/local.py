@@ -358,6 +358,7 @@ class LocalBackend:
         finally:
             self._spawning -= 1
         self._workers.add(worker)
+        worker.on_gone = self._worker_gone
         self._watch(worker)
         try:
             async with asyncio.timeout(INIT_TIMEOUT_S):
@@ -415,6 +416,10 @@ class LocalBackend:
         finally:
             self._slots.release()
 
+    def _worker_gone(self, worker: Worker) -> None:
+        if worker in self._idle and not self._stopping:
+            self._maintain_event.set()  # an idle worker died: drop it (and replace it)
+
     async def reap_idle(self) -> int:
         """Stop workers idle for `idle_timeout_s`, keeping `provisioned_concurrency` workers."""
         deadline = self.ctx.clock.monotonic() - self.config.idle_timeout_s
@@ -441,6 +446,9 @@ class LocalBackend:
                 async with asyncio.timeout(interval):
                     await self._maintain_event.wait()
             self._maintain_event.clear()
+            for worker in [w for w in self._idle if not w.alive]:
+                self._idle.remove(worker)
+                await self._discard(worker)
             await self.reap_idle()
             missing = self.config.provisioned_concurrency - len(self._workers) - self._spawning
             await self._provision(missing)

@@ -25,7 +25,7 @@ import signal
 import termios
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -144,6 +144,8 @@ class Worker(asyncio.SubprocessProtocol):
         #: Set when the backend killed the worker for going over its memory size.
         self.out_of_memory = False
         self.memory: MemoryProbe | None = None
+        #: Called once the process is gone (the backend drops dead idle workers with it).
+        self.on_gone: Callable[[Worker], None] | None = None
         self._partial = {1: b"", 2: b""}
         self._open_pipes = {1, 2}
         #: Set whenever output arrives (`output_done` waits on it when the pipes hold some).
@@ -310,16 +312,21 @@ class Worker(asyncio.SubprocessProtocol):
         code = self.returncode
         reason = exit_description(code) if code is not None else "signal: killed"
         self.endpoint.abort(RuntimeReply(ReplyKind.EXITED, error_type=reason))
+        if self.on_gone is not None:
+            self.on_gone(self)
 
     # ---- output ----------------------------------------------------------------------------
 
     def _emit(self, raw: bytes, stream: str) -> None:
         text = raw.decode("utf-8", "replace")
-        self._log.info(
-            "%s",
-            text,
-            extra={"function": self.function, "request_id": self.request_id, "stream": stream},
-        )
+        log = self._log
+        if log.isEnabledFor(logging.INFO):
+            # makeRecord + handle skips logging's caller lookup: output lines are many.
+            extra = {"function": self.function, "request_id": self.request_id, "stream": stream}
+            record = log.makeRecord(
+                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
+            )
+            log.handle(record)
         if self.capture is not None:
             self.capture.add(text)
 
