@@ -21,6 +21,7 @@ from bench import (
     format_table,
     idle_rss,
     s3_poll,
+    sqs,
     warm_invoke,
 )
 
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Runner] = {
     directory.NAME: _runner(directory),
     idle_rss.NAME: _runner(idle_rss),
     s3_poll.NAME: _runner(s3_poll),
+    sqs.NAME: _runner(sqs),
 }
 
 

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import Row, cold_start, directory, format_table, idle_rss, s3_poll, warm_invoke
+from bench import (
+    Row,
+    cold_start,
+    directory,
+    format_table,
+    idle_rss,
+    s3_poll,
+    sqs,
+    warm_invoke,
+)
 from bench.__main__ import BENCHMARKS, main
 
 
@@ -61,6 +70,12 @@ def test_s3_poll_reports_first_scan_and_rescan_rates() -> None:
         "objects/s, rescan with no changes",
     ]
     assert all(r.value > 0 for r in rows)
+
+
+def test_sqs_reports_messages_per_second_against_the_raw_loop() -> None:
+    rows = sqs.run(sqs.SMOKE)
+    assert_numbers(rows, "sqs")
+    assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
 
 
 def test_table_has_a_line_per_row_and_the_header() -> None:

@@ -1,0 +1,311 @@
+"""SQS messages/s: N messages through triggerd's sqs source and poll pipeline (no-op function on
+the local backend, batch 10, deleted after success), against a bare aiobotocore
+receive/delete loop with as many concurrent pollers, on the same moto_server in the same run.
+
+moto costs 13-25 ms per call and its receive slows with queue depth, so both figures are
+bounded by moto; the ratio is what this benchmark tells (target: triggerd >= 80% of the raw
+loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import HELLO_DIR, BenchError, Row, run_async
+from triggerd.types import JSONDict, Record
+
+NAME = "sqs"
+TRIGGER = "bench"
+log = logging.getLogger("bench.sqs")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    messages: int = 400
+    #: Concurrent pollers (triggerd's max_pollers and the raw loop's tasks).
+    pollers: int = 5
+    #: triggerd's maximum_concurrency (batches in flight).
+    concurrency: int = 5
+    rounds: int = 3
+    timeout_s: float = 120.0
+
+
+QUICK = Settings(messages=200, rounds=2)
+SMOKE = Settings(messages=10, pollers=2, concurrency=2, rounds=1, timeout_s=60.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    exe = Path(sys.executable).parent / "moto_server"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def client(endpoint: str) -> AsyncIterator[Any]:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ) as c:
+        yield c
+
+
+async def fill_queue(c: Any, count: int) -> str:
+    url = str((await c.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:10]}"))["QueueUrl"])
+    body = '{"hello": "bench"}'
+    for start in range(0, count, 10):
+        entries = [{"Id": str(i), "MessageBody": body} for i in range(min(10, count - start))]
+        await c.send_message_batch(QueueUrl=url, Entries=entries)
+    return url
+
+
+async def raw_rate(endpoint: str, settings: Settings) -> float:
+    """Messages/s of `pollers` bare receive(10)/delete_message_batch loops."""
+    async with client(endpoint) as c:
+        url = await fill_queue(c, settings.messages)
+        done = 0
+
+        async def loop() -> None:
+            nonlocal done
+            while done < settings.messages:
+                r = await c.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+                messages = r.get("Messages") or []
+                if not messages:
+                    continue
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ]
+                await c.delete_message_batch(QueueUrl=url, Entries=entries)
+                done += len(messages)
+
+        t0 = time.perf_counter()
+        async with asyncio.timeout(settings.timeout_s):
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(settings.pollers):
+                    tg.create_task(loop())
+        return done / (time.perf_counter() - t0)
+
+
+class CountingSource:
+    """Delegates to the sqs source; counts acked records and signals when all are in."""
+
+    def __init__(self, inner: Any, target: int) -> None:
+        self.inner = inner
+        self.target = target
+        self.acked = 0
+        self.done = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        records: list[Record] = await self.inner.receive(max_records, timeout_s)
+        return records
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        await self.inner.ack(records)
+        self.acked += len(records)
+        if self.acked >= self.target:
+            self.done.set()
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        await self.inner.nack(records)
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        envelope: JSONDict = self.inner.envelope(records)
+        return envelope
+
+    def filter_view(self, record: Record) -> JSONDict:
+        view: JSONDict = self.inner.filter_view(record)
+        return view
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        info: JSONDict = self.inner.batch_info(records)
+        return info
+
+
+async def triggerd_rate(endpoint: str, work_dir: str, settings: Settings) -> float:
+    """Messages/s through the sqs source, the poll pipeline and the local backend."""
+    from triggerd.backends.local import plugin as local_plugin
+
+    async with client(endpoint) as c:
+        url = await fill_queue(c, settings.messages)
+    trigger, source, backend = build_trigger(endpoint, url, work_dir, settings, local_plugin)
+    await backend.start()
+    try:
+        await source.start()
+        try:
+            t0 = time.perf_counter()
+            async with asyncio.timeout(settings.timeout_s):
+                async with asyncio.TaskGroup() as tg:
+                    runner = tg.create_task(trigger.run())
+                    await source.done.wait()
+                    trigger.stop()
+                    await runner
+            return source.acked / (time.perf_counter() - t0)
+        finally:
+            await source.stop()
+    finally:
+        await backend.stop()
+
+
+def build_trigger(
+    endpoint: str, url: str, work_dir: str, settings: Settings, local_plugin: Any
+) -> tuple[Any, CountingSource, Any]:
+    import connectors.sqs as sqs_plugins
+    from triggerd.config import validate_data
+    from triggerd.filters import compile_filters
+    from triggerd.metrics import Metrics
+    from triggerd.onfailure import OnFailure
+    from triggerd.pipeline import SyncTrigger, TriggerRuntime
+    from triggerd.plugins import Registry
+    from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+    from triggerd.types import BackendContext, SourceContext, SystemClock
+
+    reg = Registry()
+    reg.register("source", "sqs", sqs_plugins.plugin)
+    reg.register("backend", "local", local_plugin)
+    source_cfg = {
+        "type": "sqs",
+        "queue_url": url,
+        "endpoint_url": endpoint,
+        "wait_time_s": 1,
+        "max_pollers": settings.pollers,
+        "aws_access_key_id": "bench",
+        "aws_secret_access_key": "bench",
+    }
+    data: dict[str, Any] = {
+        "functions": {
+            "hello": {
+                "handler": "app.handler",
+                "code": str(HELLO_DIR),
+                "timeout_s": 30,
+                "reserved_concurrency": settings.concurrency,
+            }
+        },
+        "triggers": [
+            {
+                "name": TRIGGER,
+                "function": "hello",
+                "batch_size": 10,
+                "maximum_concurrency": settings.concurrency,
+                "source": source_cfg,
+            }
+        ],
+    }
+    cfg = validate_data(data, reg, base_dir=HELLO_DIR)
+    tcfg = cfg.trigger_list[0]
+    clock, metrics = SystemClock(), Metrics()
+    state = SQLiteStateStore(MEMORY_PATH)
+    backend = local_plugin.create(
+        cfg.function_map["hello"],
+        BackendContext(function="hello", clock=clock, log=log, work_dir=work_dir),
+    )
+    inner = sqs_plugins.plugin.create(
+        tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
+    )
+    source = CountingSource(inner, settings.messages)
+    on_failure = OnFailure(
+        trigger=TRIGGER,
+        function="hello",
+        destination=None,
+        destination_name="none",
+        state=state,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    rt = TriggerRuntime(
+        name=TRIGGER,
+        config=tcfg,
+        function="hello",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
+        source=source,
+        backend=backend,
+        filter=compile_filters(tcfg.filters),
+        on_failure=on_failure,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    return SyncTrigger(rt), source, backend
+
+
+async def best_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> float:
+    return max([await measure() for _ in range(rounds)])
+
+
+async def measure(settings: Settings) -> list[Row]:
+    with moto_server() as endpoint, tempfile.TemporaryDirectory(prefix="triggerd-bench-") as wd:
+        raw = await best_of(settings.rounds, lambda: raw_rate(endpoint, settings))
+        ours = await best_of(settings.rounds, lambda: triggerd_rate(endpoint, wd, settings))
+    desc = (
+        f"{settings.pollers} bare aiobotocore receive(10)/delete_message_batch loops on the "
+        "same moto_server"
+    )
+    return [
+        Row(
+            NAME,
+            f"messages/s, batch 10, {settings.pollers} pollers (moto)",
+            ours,
+            raw,
+            baseline_desc=desc,
+            digits=0,
+        ),
+        Row(NAME, "share of the raw loop (%)", 100 * ours / raw, target=80, op=">=", digits=0),
+    ]
+
+
+def run(settings: Settings) -> list[Row]:
+    return run_async(measure(settings))
