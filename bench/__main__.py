@@ -23,6 +23,7 @@ from bench import (
     s3_poll,
     sqs,
     warm_invoke,
+    webhook,
 )
 
 Runner = Callable[[str], list[Row]]
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Runner] = {
     idle_rss.NAME: _runner(idle_rss),
     s3_poll.NAME: _runner(s3_poll),
     sqs.NAME: _runner(sqs),
+    webhook.NAME: _runner(webhook),
 }
 
 

@@ -19,6 +19,7 @@ from bench import (
     sqs,
     warm_invoke,
 )
+from bench import webhook as webhook_bench
 from bench.__main__ import BENCHMARKS, main
 
 
@@ -76,6 +77,16 @@ def test_sqs_reports_messages_per_second_against_the_raw_loop() -> None:
     rows = sqs.run(sqs.SMOKE)
     assert_numbers(rows, "sqs")
     assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
+
+
+# triggerd/http.py stores the route match under a str request key (aiohttp >= 3.12 warns).
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+def test_webhook_reports_latency_and_requests_per_second_against_a_bare_server() -> None:
+    rows = webhook_bench.run(webhook_bench.SMOKE)
+    assert_numbers(rows, "webhook")
+    by_metric = {r.metric: r for r in rows}
+    assert by_metric["latency p50 (ms)"].value > 0
+    assert by_metric["requests/s as a share of the bare server's"].target == 0.4
 
 
 def test_table_has_a_line_per_row_and_the_header() -> None:

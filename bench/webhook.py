@@ -1,0 +1,209 @@
+"""Webhook requests/s and latency in sync mode: the daemon (started in-process) serving a
+payload 2.0 route that invokes the no-op hello handler on the local backend, against a bare
+aiohttp server returning the same response, in the same run. Both are driven by the same
+in-repo load generator: an aiohttp client on loopback, a bounded number of requests in flight.
+
+Latency: sequential requests (one in flight), p50 / p99; the added latency is the difference
+of the p50s. Throughput: `concurrency` requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bench import HELLO_DIR, BenchError, Row, percentile, run_async
+from triggerd.config import validate_data
+from triggerd.daemon import Daemon
+from triggerd.plugins import Registry
+
+NAME = "webhook"
+PATH = "/hello"
+BODY = b'{"hello": "world"}'  # as the runtime serialises the handler's dict
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Sequential requests measured for the latency percentiles.
+    latency_requests: int = 2000
+    #: Requests for the throughput figure.
+    throughput_requests: int = 6000
+    #: Requests in flight for the throughput figure.
+    concurrency: int = 16
+    #: Warm workers of the hello function.
+    workers: int = 2
+    warmup: int = 200
+
+
+QUICK = Settings(latency_requests=500, throughput_requests=1500, warmup=50)
+SMOKE = Settings(latency_requests=20, throughput_requests=40, concurrency=4, warmup=5)
+
+
+def daemon_config(tmp: Path, workers: int) -> dict[str, object]:
+    return {
+        "daemon": {
+            "state": f"sqlite:///{tmp / 'state.db'}",
+            "listen": "127.0.0.1:0",
+            "log_level": "warning",
+        },
+        "functions": {
+            "hello": {
+                "handler": "app.handler",
+                "code": str(HELLO_DIR),
+                "timeout_s": 30,
+                "reserved_concurrency": workers,
+            }
+        },
+        "triggers": [
+            {
+                "name": "hook",
+                "function": "hello",
+                "source": {"type": "webhook", "path": PATH, "method": "POST"},
+            }
+        ],
+    }
+
+
+@asynccontextmanager
+async def triggerd_server(settings: Settings) -> AsyncIterator[str]:
+    quiet = logging.getLogger("triggerd")
+    saved = quiet.level
+    quiet.setLevel(logging.WARNING)  # the function's START/END/REPORT lines are INFO
+    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
+        registry = Registry.discover()
+        cfg = validate_data(daemon_config(Path(tmp), settings.workers), registry, Path(tmp))
+        daemon = Daemon(cfg, registry)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        ready = asyncio.create_task(daemon.ready.wait())
+        try:
+            await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            if not daemon.ready.is_set():
+                raise BenchError("the daemon did not start")
+            yield f"http://{daemon.listen_address}{PATH}"
+        finally:
+            ready.cancel()
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            quiet.setLevel(saved)
+
+
+@asynccontextmanager
+async def bare_server() -> AsyncIterator[str]:
+    """A bare aiohttp server answering what the hello handler's 2.0 mapping answers."""
+
+    async def hello(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=BODY, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post(PATH, hello)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        sockets = getattr(site._server, "sockets", None) or []
+        port = sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}{PATH}"
+    finally:
+        await runner.cleanup()
+
+
+async def one(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.post(url, data=b'{"n":1}', headers=JSON) as r:
+        body = await r.read()
+        if r.status != 200 or body != BODY:
+            raise BenchError(f"unexpected answer {r.status} {body[:200]!r}")
+
+
+async def latencies_ms(session: aiohttp.ClientSession, url: str, count: int) -> list[float]:
+    out: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(count):
+        t0 = clock()
+        await one(session, url)
+        out.append((clock() - t0) / 1e6)
+    return out
+
+
+async def rate(session: aiohttp.ClientSession, url: str, total: int, concurrency: int) -> float:
+    per = max(1, total // concurrency)
+
+    async def loop() -> None:
+        for _ in range(per):
+            await one(session, url)
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(loop())
+    return per * concurrency / (time.perf_counter() - t0)
+
+
+@dataclass(slots=True)
+class Figures:
+    lat: list[float]
+    rps: float
+
+
+async def drive(url: str, settings: Settings) -> Figures:
+    connector = aiohttp.TCPConnector(limit=settings.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await rate(session, url, max(settings.warmup, settings.concurrency), settings.concurrency)
+        lat = await latencies_ms(session, url, settings.latency_requests)
+        rps = await rate(session, url, settings.throughput_requests, settings.concurrency)
+    return Figures(lat, rps)
+
+
+async def measure(settings: Settings) -> list[Row]:
+    async with triggerd_server(settings) as url:
+        ours = await drive(url, settings)
+    async with bare_server() as url:
+        bare = await drive(url, settings)
+    desc = "a bare aiohttp server returning the same response, same load generator"
+    p50, b50 = percentile(ours.lat, 50), percentile(bare.lat, 50)
+    return [
+        Row(NAME, "latency p50 (ms)", p50, b50, baseline_desc=desc, digits=3),
+        Row(
+            NAME,
+            "latency p99 (ms)",
+            percentile(ours.lat, 99),
+            percentile(bare.lat, 99),
+            baseline_desc=desc,
+            digits=3,
+        ),
+        Row(NAME, "added latency p50 (ms)", p50 - b50, target=2.0, digits=3),
+        Row(
+            NAME,
+            f"requests/s, {settings.concurrency} in flight",
+            ours.rps,
+            bare.rps,
+            baseline_desc=desc,
+            digits=0,
+        ),
+        Row(
+            NAME,
+            "requests/s as a share of the bare server's",
+            ours.rps / bare.rps,
+            target=0.4,
+            op=">=",
+            digits=2,
+        ),
+    ]
+
+
+def run(settings: Settings) -> list[Row]:
+    return run_async(measure(settings))
