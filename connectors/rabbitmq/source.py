@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ from .attempts import RedeliveryCounter, counter_key, delivery_count
 from .config import RabbitMQSourceConfig
 from .connection import classify, open_connection
 from .shape import envelope, message_entry, queue_key, synthesised_broker_arn
+from .tags import Outstanding
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -65,6 +66,7 @@ class Link:
     connection: AbstractConnection
     channel: AbstractChannel
     raw: RawChannel
+    outstanding: Outstanding = field(default_factory=Outstanding)
 
     @property
     def alive(self) -> bool:
@@ -175,6 +177,7 @@ class RabbitMQSource(BaseSource):
         inbox = self._inbox
 
         async def on_message(message: DeliveredMessage) -> None:
+            link.outstanding.delivered(int(message.delivery_tag or 0))
             inbox.put_nowait((link, message))
 
         await raw.basic_consume(cfg.queue, on_message, no_ack=False)
@@ -348,26 +351,21 @@ class RabbitMQSource(BaseSource):
         return out
 
     async def _settle(self, records: Sequence[Record], action: str) -> None:
+        """Settle on the channel the records came from; skip those of a dead link."""
         import aiormq.exceptions as amqp
 
-        skipped = 0
-        last = len(records) - 1
-        for i, rec in enumerate(records):
-            handle: Delivery = rec.handle
-            link = handle.link
-            if link is not self._link or not link.alive:
-                skipped += 1
-                continue
-            wait = i == last  # flush the socket once per call
+        link = self._link
+        tags = [
+            r.handle.tag
+            for r in records
+            if link is not None and r.handle.link is link and link.alive
+        ]
+        skipped = len(records) - len(tags)
+        if tags and link is not None:
             try:
-                if action == "ack":
-                    await link.raw.basic_ack(handle.tag, wait=wait)
-                elif action == "nack":
-                    await link.raw.basic_nack(handle.tag, requeue=True, wait=wait)
-                else:
-                    await link.raw.basic_reject(handle.tag, requeue=False, wait=wait)
+                await self._send(link, action, tags)
             except (amqp.ChannelInvalidStateError, amqp.AMQPError, ConnectionError):
-                skipped += 1
+                skipped = len(records)
         if skipped:
             self._log.info(
                 "source.rabbitmq.settle_skipped",
@@ -378,6 +376,24 @@ class RabbitMQSource(BaseSource):
                     "reason": "connection lost; the broker redelivers them",
                 },
             )
+
+    @staticmethod
+    async def _send(link: Link, action: str, tags: list[int]) -> None:
+        raw = link.raw
+        if action == "ack":
+            upto, singles = link.outstanding.plan_ack(tags)
+            if upto is not None:
+                await raw.basic_ack(upto, multiple=True, wait=not singles)
+            for i, tag in enumerate(singles):
+                await raw.basic_ack(tag, wait=i == len(singles) - 1)
+            return
+        link.outstanding.settle(tags)
+        for i, tag in enumerate(tags):
+            last = i == len(tags) - 1  # flush the socket once per call
+            if action == "nack":
+                await raw.basic_nack(tag, requeue=True, wait=last)
+            else:
+                await raw.basic_reject(tag, requeue=False, wait=last)
 
     # ---- shapes ----
 
