@@ -99,6 +99,11 @@ def triggers(tmp: Path) -> list[dict[str, Any]]:
         route("route-timeout", "/timeout", timeout_s=0.5),
         route("fn-timeout", "/fn-timeout", function="short"),
         route("events", "/events", function="recorder", invocation="event"),
+        {
+            **route("events-dlq", "/events-dlq", function="recorder", invocation="event"),
+            "maximum_retry_attempts": 0,
+            "on_failure": {"type": "file", "path": str(tmp / "dlq.jsonl")},
+        },
     ]
 
 
@@ -559,3 +564,25 @@ async def test_event_mode_over_the_async_payload_cap_is_413(running: Running) ->
             break
         await asyncio.sleep(0.05)
     assert all(len(c["event"].get("body") or "") < 1024 for c in running.recorded())
+
+
+async def test_event_mode_poison_goes_to_the_on_failure_destination_and_others_pass(
+    running: Running,
+) -> None:
+    text = {"Content-Type": "text/plain"}
+    for body in (b"poison pill", b"fine-1", b"fine-2"):
+        status, _, _ = await call(running, "POST", "/events-dlq", data=body, headers=text)
+        assert status == 202
+    dlq = running.tmp / "dlq.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        bodies = {c["event"].get("body") for c in running.recorded()}
+        if {"fine-1", "fine-2"} <= bodies and dlq.exists() and dlq.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    [record] = [json.loads(line) for line in dlq.read_text().splitlines()]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestPayload"]["body"] == "poison pill"
+    assert record["requestPayload"]["requestContext"]["routeKey"] == "ANY /events-dlq"
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    assert {"fine-1", "fine-2"} <= {c["event"].get("body") for c in running.recorded()}

@@ -11,6 +11,8 @@ SLEEP_S = float(os.environ.get("SLEEP_S", "0"))
 def handler(event, context):
     if SLEEP_S:
         time.sleep(SLEEP_S)
+    if "poison" in (event.get("body") or ""):
+        raise ValueError("poison event")
     with open(OUT, "a") as f:
         f.write(json.dumps({"request_id": context.aws_request_id, "event": event}) + "\n")
         f.flush()
