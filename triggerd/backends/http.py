@@ -164,6 +164,8 @@ def decode_log_result(value: str | None) -> str:
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The body, or its first `limit + 1` bytes when it is longer (then it is too large)."""
+    if resp.content_length is not None and resp.content_length <= limit:
+        return await resp.read()
     chunks: list[bytes] = []
     total = 0
     async for chunk in resp.content.iter_chunked(256 * 1024):
