@@ -19,6 +19,7 @@ from bench import (
     cold_start,
     directory,
     format_table,
+    http_backend,
     idle_rss,
     s3_poll,
     sqs,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Runner] = {
     s3_poll.NAME: _runner(s3_poll),
     sqs.NAME: _runner(sqs),
     webhook.NAME: _runner(webhook),
+    http_backend.NAME: _runner(http_backend),
 }
 
 

@@ -14,6 +14,7 @@ from bench import (
     cold_start,
     directory,
     format_table,
+    http_backend,
     idle_rss,
     s3_poll,
     sqs,
@@ -87,6 +88,12 @@ def test_webhook_reports_latency_and_requests_per_second_against_a_bare_server()
     by_metric = {r.metric: r for r in rows}
     assert by_metric["latency p50 (ms)"].value > 0
     assert by_metric["requests/s as a share of the bare server's"].target == 0.4
+
+
+def test_http_backend_reports_latency_and_rate_against_a_bare_client() -> None:
+    rows = http_backend.run(http_backend.SMOKE)
+    assert_numbers(rows, "http_backend")
+    assert all(r.value > 0 and r.baseline is not None for r in rows)
 
 
 def test_table_has_a_line_per_row_and_the_header() -> None:
