@@ -1,24 +1,31 @@
 """Cold start of the `local` backend: invoke to response on a fresh backend (a new worker
-process), against starting and reaping a bare `python -c pass` the same way."""
+process), against starting and reaping the bare interpreter the same way. Measured for the
+bundled Python runtime client, awslambdaric, and a custom runtime (`provided`, a Node.js
+`bootstrap`; skipped when node is not installed)."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from bench import BenchError, Row, median, run_async
+from bench import BENCH_DIR, BenchError, Row, median, run_async
 from bench.warm_invoke import PAYLOAD, new_backend
 from triggerd.types import Outcome
 
 NAME = "cold_start"
 
+NODE_DIR = BENCH_DIR / "functions" / "hello_node"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: Fresh backends (and bare interpreters) timed; the median is reported.
+    #: Fresh backends (and bare interpreters) timed per runtime; the median is reported.
     samples: int = 10
 
 
@@ -26,8 +33,48 @@ QUICK = Settings(samples=5)
 SMOKE = Settings(samples=1)
 
 
-async def triggerd_cold_ms(work_dir: str) -> float:
-    backend = new_backend(work_dir, 1)
+@dataclass(frozen=True, slots=True)
+class Variant:
+    metric: str
+    options: dict[str, Any]
+    #: The bare process started and reaped as the baseline.
+    bare: Sequence[str]
+    bare_desc: str
+    target: float | None = None
+
+
+def variants() -> list[Variant]:
+    python_bare = (sys.executable, "-c", "pass")
+    out = [
+        Variant(
+            "first invoke, fresh worker (ms, median)",
+            {},
+            python_bare,
+            "`python -c pass` started and reaped as a subprocess",
+            target=150,
+        ),
+        Variant(
+            "first invoke, awslambdaric (ms, median)",
+            {"runtime_client": "awslambdaric"},
+            python_bare,
+            "`python -c pass` started and reaped as a subprocess",
+        ),
+    ]
+    node = shutil.which("node")
+    if node is not None:
+        out.append(
+            Variant(
+                "first invoke, provided (Node.js bootstrap) (ms, median)",
+                {"runtime": "provided", "handler": "", "code": str(NODE_DIR)},
+                (node, "-e", "0"),
+                "`node -e 0` started and reaped as a subprocess",
+            )
+        )
+    return out
+
+
+async def triggerd_cold_ms(work_dir: str, options: dict[str, Any] | None = None) -> float:
+    backend = new_backend(work_dir, 1, **(options or {}))
     await backend.start()
     try:
         t0 = time.perf_counter()
@@ -42,36 +89,38 @@ async def triggerd_cold_ms(work_dir: str) -> float:
         await backend.stop()
 
 
-async def bare_python_ms() -> float:
+async def bare_ms(argv: Sequence[str]) -> float:
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    proc = await asyncio.create_subprocess_exec(*argv)
     if await proc.wait() != 0:
-        raise BenchError("python -c pass failed")
+        raise BenchError(f"{' '.join(argv)} failed")
     return (time.perf_counter() - t0) * 1000
 
 
-async def measure(settings: Settings) -> list[Row]:
+async def measure_variant(work_dir: str, variant: Variant, samples: int) -> Row:
     cold: list[float] = []
     bare: list[float] = []
+    # Interleaved, so both see the same background noise; one untimed round first warms
+    # the page cache for both.
+    await triggerd_cold_ms(work_dir, variant.options)
+    await bare_ms(variant.bare)
+    for _ in range(samples):
+        cold.append(await triggerd_cold_ms(work_dir, variant.options))
+        bare.append(await bare_ms(variant.bare))
+    return Row(
+        NAME,
+        variant.metric,
+        median(cold),
+        median(bare),
+        target=variant.target,
+        baseline_desc=variant.bare_desc,
+        digits=1,
+    )
+
+
+async def measure(settings: Settings) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as work_dir:
-        # Interleaved, so both see the same background noise; one untimed round first warms
-        # the page cache for both.
-        await triggerd_cold_ms(work_dir)
-        await bare_python_ms()
-        for _ in range(settings.samples):
-            cold.append(await triggerd_cold_ms(work_dir))
-            bare.append(await bare_python_ms())
-    return [
-        Row(
-            NAME,
-            "first invoke, fresh worker (ms, median)",
-            median(cold),
-            median(bare),
-            target=150,
-            baseline_desc="`python -c pass` started and reaped as a subprocess",
-            digits=1,
-        )
-    ]
+        return [await measure_variant(work_dir, v, settings.samples) for v in variants()]
 
 
 def run(settings: Settings) -> list[Row]:

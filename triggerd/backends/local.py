@@ -530,7 +530,10 @@ class LocalBackend:
         client_context: str | None,
         start: _Start | None,
     ) -> InvokeResult:
-        self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
+        # The platform lines are only formatted when someone reads them.
+        logged = worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        if logged:
+            self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
         started = clock.monotonic()
         if start is None or start.ok:
@@ -550,15 +553,8 @@ class LocalBackend:
         result = self._result(rid, reply, duration_ms, worker.out_of_memory)
         if start is not None and start.failure is not None and not self._stopping:
             self._record_init_failure(result.payload, start.failure)
-        if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
-            error = orjson.loads(result.payload)
-            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
-        self._platform(worker, rid, f"END RequestId: {rid}")
-        init_ms = start.init_ms if start is not None else None
-        report = report_line(rid, duration_ms, self.config.memory_mb, used_mb, init_ms)
-        self._platform(worker, rid, report)
-        if result.outcome is Outcome.TIMEOUT:
-            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+        if logged:
+            self._platform_end(worker, rid, reply, result, (duration_ms, used_mb), start)
         if self._metrics is not None and result.outcome is not Outcome.INVOKE_ERROR:
             self._metrics.duration.observe(duration_ms / 1000)
             self._metrics.gb_seconds.inc(billed_gb_seconds(duration_ms, self.config.memory_mb))
@@ -618,6 +614,27 @@ class LocalBackend:
             else:
                 body = exit_error(rid, reply.error_type or "signal: killed")
         return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, "Unhandled", version, duration_ms)
+
+    def _platform_end(
+        self,
+        worker: Worker,
+        rid: str,
+        reply: RuntimeReply | None,
+        result: InvokeResult,
+        figures: tuple[float, int],
+        start: _Start | None,
+    ) -> None:
+        duration_ms, used_mb = figures
+        if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
+            error = orjson.loads(result.payload)
+            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
+        self._platform(worker, rid, f"END RequestId: {rid}")
+        init_ms = start.init_ms if start is not None else None
+        memory_mb = self.config.memory_mb
+        report = report_line(rid, duration_ms, memory_mb, used_mb, init_ms)
+        self._platform(worker, rid, report)
+        if result.outcome is Outcome.TIMEOUT:
+            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
         self._flog.info(
