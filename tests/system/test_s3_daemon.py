@@ -80,7 +80,7 @@ def test_kill9_mid_way_then_restart_delivers_every_object(
     s3, _ = clients(moto_server)
     bucket = f"kill-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    keys = [f"obj {i:02d}.txt" for i in range(20)]
+    keys = [f"obj {i:02d}.txt" for i in range(12)]
     for key in keys:
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     d: Daemon = daemon_factory(config(tmp_path, poll_source(moto_server, bucket), sleep_s=0.3))

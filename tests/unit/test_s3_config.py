@@ -121,3 +121,40 @@ def test_sample_event_is_an_s3_put_with_the_encoded_key() -> None:
     assert record["s3"]["object"]["key"] == "a+b%2Bc.jpg"
     with pytest.raises(ValueError, match="unknown option"):
         sample_event({"colour": "red"})
+
+
+async def test_client_uses_path_style_and_the_configured_credentials() -> None:
+    from contextlib import AsyncExitStack
+
+    from connectors.s3.client import open_client
+
+    c = cfg(
+        path_style=True,
+        endpoint_url="http://127.0.0.1:1",
+        aws_access_key_id="AKIDCONFIG",
+        aws_secret_access_key="from-config",
+    )
+    async with AsyncExitStack() as stack:
+        client = await open_client(stack, "s3", c, region="eu-west-1", endpoint_url=c.endpoint_url)
+        assert client.meta.config.s3["addressing_style"] == "path"
+        assert client.meta.region_name == "eu-west-1"
+        credentials = client._get_credentials()
+        assert credentials.access_key == "AKIDCONFIG"
+
+
+async def test_client_without_keys_takes_the_standard_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from contextlib import AsyncExitStack
+
+    from connectors.s3.client import open_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    c = cfg(endpoint_url="http://127.0.0.1:1")
+    async with AsyncExitStack() as stack:
+        client = await open_client(stack, "s3", c, region="us-east-1", endpoint_url=c.endpoint_url)
+        assert client.meta.config.s3["addressing_style"] == "auto"
+        credentials = client._get_credentials()
+        assert credentials.access_key == "AKIDFROMENV"
