@@ -446,12 +446,21 @@ class LocalBackend:
                 async with asyncio.timeout(interval):
                     await self._maintain_event.wait()
             self._maintain_event.clear()
-            for worker in [w for w in self._idle if not w.alive]:
-                self._idle.remove(worker)
-                await self._discard(worker)
-            await self.reap_idle()
-            missing = self.config.provisioned_concurrency - len(self._workers) - self._spawning
-            await self._provision(missing)
+            try:
+                await self._maintain_once()
+            except Exception as e:  # keep maintaining; the next round may succeed
+                self.ctx.log.error(
+                    "backend.maintain_failed",
+                    extra={"function": self.ctx.function, "error": repr(e)},
+                )
+
+    async def _maintain_once(self) -> None:
+        for worker in [w for w in self._idle if not w.alive]:
+            self._idle.remove(worker)
+            await self._discard(worker)
+        await self.reap_idle()
+        missing = self.config.provisioned_concurrency - len(self._workers) - self._spawning
+        await self._provision(missing)
 
     def _watch(self, worker: Worker) -> None:
         self._busy.add(worker)
