@@ -36,6 +36,7 @@ class FakeQueueConfig(SourceConfig):
     type: Literal["fakequeue"] = "fakequeue"
     invocation: ClassVar[Literal["sync", "async"]] = "sync"
     retry_owner: ClassVar[Literal["source", "pipeline"]] = "source"
+    window_required_above_batch_size: ClassVar[int | None] = 10
 
 
 class FakeAsyncConfig(SourceConfig):

@@ -34,10 +34,20 @@ def event_request_id(trigger: str, item_id: str) -> str:
 class AsyncTrigger:
     """Accepts records from a push source onto the durable queue, and invokes from it."""
 
-    def __init__(self, rt: TriggerRuntime, state: StateStore, *, lease_s: float) -> None:
+    def __init__(
+        self,
+        rt: TriggerRuntime,
+        state: StateStore,
+        *,
+        lease_s: float,
+        throttles_dead_letter: bool = False,
+    ) -> None:
         self.rt = rt
         self.state = state
         self.lease_s = lease_s
+        #: Reserved concurrency 0: throttled events go straight to the on-failure destination
+        #: without retries, as Lambda does.
+        self.throttles_dead_letter = throttles_dead_letter
         cfg = rt.config
         self.retry_backoff = Backoff(
             base_s=cfg.effective_base_delay_s, max_s=cfg.retry_max_delay_s, jitter=0.1
@@ -58,17 +68,47 @@ class AsyncTrigger:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._accept_loop())
+            accept = tg.create_task(self._accept_loop())
+            heartbeat = tg.create_task(self._lease_heartbeat())
             await self._invoke_loop(tg)
+            heartbeat.cancel()
+            await asyncio.gather(accept, return_exceptions=True)
+
+    async def _lease_heartbeat(self) -> None:
+        """Extend the leases of events being handled, so a long invocation (or a slow
+        on-failure destination) never lets another claim invoke the same event again."""
+        interval = max(0.05, self.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._inflight:
+                try:
+                    await self.state.extend_lease(
+                        list(self._inflight), self.lease_s, self.rt.clock.time()
+                    )
+                except Exception:  # task boundary: keep trying; the lease still has time
+                    self.rt.log.exception(
+                        "queue.lease_extend_failed", extra={"trigger": self.rt.name}
+                    )
 
     # ---- accept ----
 
     async def _accept_loop(self) -> None:
         rt = self.rt
+        failures = 0
         while not self._stopping.is_set():
-            records = await rt.source.receive(64, rt.poll_timeout_s)
-            if records:
-                await self.accept(records)
+            try:
+                records = await rt.source.receive(64, rt.poll_timeout_s)
+                if records:
+                    await self.accept(records)
+                failures = 0
+            except Exception:  # task boundary: a source or store error must not stop invokes
+                failures += 1
+                delay = self.throttle_backoff.delay(failures)
+                rt.log.exception(
+                    "source.accept_failed", extra={"trigger": rt.name, "retry_in_s": delay}
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def accept(self, records: list[Record]) -> None:
         """Persist the records' events (and checkpoints) durably, then ack the source."""
@@ -98,9 +138,9 @@ class AsyncTrigger:
                     available_at=now,
                 )
             )
-        for rec, payload in oversize:
-            await self._reject_oversize(rec, payload)
         try:
+            for rec, payload in oversize:
+                await self._reject_oversize(rec, payload)
             await asyncio.shield(
                 self.state.enqueue(events, {rt.name: checkpoint} if checkpoint else None)
             )
@@ -156,6 +196,8 @@ class AsyncTrigger:
             if free > 0:
                 claimed = await self.state.claim(rt.name, free, self.lease_s, rt.clock.time())
             for event in claimed:
+                if event.id in self._inflight:
+                    continue  # still being handled here (its lease was extended late)
                 self._inflight.add(event.id)
                 tg.create_task(self._handle(event))
             if claimed and len(claimed) == free:
@@ -201,9 +243,12 @@ class AsyncTrigger:
             await asyncio.shield(self.state.complete(event.id))
             rt.metrics.records_succeeded.labels(rt.name).inc()
             return
+        if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
+            await self._dead_letter(event, "RetriesExhausted", result, event.attempts)
+            return
         if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
             n = self._throttles[event.id] = self._throttles.get(event.id, 0) + 1
-            delay = result.retry_after_s or self.throttle_backoff.delay(n)
+            delay = max(result.retry_after_s or 0.0, self.throttle_backoff.delay(n))
             await self._retry_later(event, now + delay, event.attempts, result)
             return
         attempts = event.attempts + 1

@@ -30,21 +30,38 @@ class BatchBuffer:
         window_s: float,
         capacity: int,
         max_bytes: int = MAX_SYNC_PAYLOAD,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.window_s = window_s
         self.capacity = max(capacity, batch_size)
         self.max_bytes = max_bytes
+        #: Bytes the buffer may hold (records beyond it wait upstream).
+        self.max_buffered_bytes = max_buffered_bytes or 2 * max_bytes
         self._items: list[_Pending] = []
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
     def room(self) -> int:
+        if self._bytes >= self.max_buffered_bytes:
+            return 0
         return max(0, self.capacity - len(self._items))
 
     def add(self, records: list[Record], now: float) -> None:
         self._items.extend(_Pending(now, r) for r in records)
+        self._bytes += sum(r.size for r in records)
+
+    def _remove(self, picked: set[int]) -> list[Record]:
+        out = [it.record for i, it in enumerate(self._items) if i in picked]
+        self._items = [it for i, it in enumerate(self._items) if i not in picked]
+        self._bytes -= sum(r.size for r in out)
+        return out
+
+    def next_batch_possible(self, busy: set[str]) -> bool:
+        """Whether any waiting record is eligible now (its key is not busy)."""
+        return bool(self._eligible(busy))
 
     def _eligible(self, busy: set[str]) -> list[int]:
         blocked = set(busy)
@@ -83,10 +100,7 @@ class BatchBuffer:
         first = self._items[chosen[0]].arrived
         if not (full or flush or now - first >= self.window_s):
             return None
-        picked = set(chosen)
-        batch = [self._items[i].record for i in chosen]
-        self._items = [it for i, it in enumerate(self._items) if i not in picked]
-        return batch
+        return self._remove(set(chosen))
 
     def deadline(self, busy: set[str]) -> float | None:
         """When the window of the oldest eligible record expires (None if nothing eligible)."""
@@ -97,11 +111,7 @@ class BatchBuffer:
 
     def take_key(self, key: str) -> list[Record]:
         """Remove and return every waiting record with `key` (to give them back in order)."""
-        out = [it.record for it in self._items if it.record.key == key]
-        self._items = [it for it in self._items if it.record.key != key]
-        return out
+        return self._remove({i for i, it in enumerate(self._items) if it.record.key == key})
 
     def take_all(self) -> list[Record]:
-        out = [it.record for it in self._items]
-        self._items = []
-        return out
+        return self._remove(set(range(len(self._items))))

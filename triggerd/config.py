@@ -49,6 +49,7 @@ class DaemonSettings(Model):
     )
     listen: str | None = Field(
         "127.0.0.1:9070",
+        pattern=r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$",
         description="host:port for webhooks, the Invoke API, /metrics and /healthz; "
         "empty to disable",
     )
@@ -64,12 +65,28 @@ class DaemonSettings(Model):
     @field_validator("state")
     @classmethod
     def _state_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        """`sqlite:///rel.db` is relative to the config file, like every other path in it."""
+        """`sqlite:///rel.db` is relative to the config file, like every other path in it;
+        the URL must name a store this build has."""
+        from triggerd.state.factory import create_state_store
+
         prefix = "sqlite:///"
         rest = value[len(prefix) :]
-        if not value.startswith(prefix) or rest.startswith("/") or rest in ("", ":memory:"):
-            return value
-        return prefix + resolve_config_path(rest, info)
+        if value.startswith(prefix) and not rest.startswith("/") and rest not in ("", ":memory:"):
+            value = prefix + resolve_config_path(rest, info)
+        try:
+            create_state_store(value)  # parses only; opens nothing
+        except ConfigError as exc:
+            raise ValueError(
+                "; ".join(p.removeprefix("daemon.state: ") for p in exc.problems)
+            ) from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value and not 0 <= int(value.rpartition(":")[2]) <= 65535:
+            raise ValueError("port must be 0-65535")
+        return value or None
 
 
 class TriggerBase(Model):
@@ -147,14 +164,40 @@ class TriggerBase(Model):
         return self
 
 
+#: Poll-source settings that mean nothing to an asynchronous (push) source.
+_SYNC_ONLY = (
+    "batch_size",
+    "batching_window_s",
+    "report_batch_item_failures",
+    "maximum_record_age_s",
+    "bisect_batch_on_function_error",
+)
+
+
 def _check_async_limits(t: TriggerBase) -> None:
     if t.maximum_retry_attempts is not None and not 0 <= t.maximum_retry_attempts <= 2:
         raise ValueError("maximum_retry_attempts must be 0-2 for an asynchronous source")
     if not 60 <= t.maximum_event_age_s <= 21600:
         raise ValueError("maximum_event_age_s must be 60-21600")
+    unused = [k for k in _SYNC_ONLY if k in t.model_fields_set]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: only poll sources use this; this source is invoked "
+            "asynchronously, one event at a time"
+        )
 
 
 def _check_sync_limits(t: TriggerBase) -> None:
+    limit = t.source_config.window_required_above_batch_size
+    if limit is not None and t.effective_batch_size > limit and t.effective_window_s < 1:
+        raise ValueError(
+            f"batch_size above {limit} needs batching_window_s of at least 1 (as AWS requires)"
+        )
+    if "maximum_event_age_s" in t.model_fields_set:
+        raise ValueError(
+            "maximum_event_age_s: only asynchronous sources use this; "
+            "poll sources have maximum_record_age_s"
+        )
     if t.maximum_retry_attempts is not None and not -1 <= t.maximum_retry_attempts <= 10000:
         raise ValueError("maximum_retry_attempts must be -1 (infinite) to 10000")
     age = t.maximum_record_age_s

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("triggerd.daemon")
 #: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
 PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka"})
+#: After the drain timeout: how long cancelled work may take to give its records back.
+CANCEL_GRACE_S = 5.0
 
 
 class Runnable(Protocol):
@@ -132,7 +134,10 @@ class Daemon:
             log.warning("daemon.drain_timeout", extra={"cancelled": len(pending)})
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending)
+            # Cancelled work gives its records back (shielded); bound that too.
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+            if stuck:
+                log.error("daemon.cancel_timeout", extra={"stuck": len(stuck)})
 
     def _runnables(self) -> list[tuple[str, Runnable]]:
         return [*self.triggers.items(), *((q.name, q) for q in self.invoke_queues.values())]
@@ -198,7 +203,12 @@ class Daemon:
             if tcfg.is_async:
                 # A claim covers waiting for a free worker (up to the timeout) and the run.
                 lease_s = 2 * fn.config.timeout_s + 60
-                self.triggers[name] = AsyncTrigger(rt, state, lease_s=lease_s)
+                self.triggers[name] = AsyncTrigger(
+                    rt,
+                    state,
+                    lease_s=lease_s,
+                    throttles_dead_letter=fn.config.reserved_concurrency == 0,
+                )
             else:
                 self.triggers[name] = SyncTrigger(rt)
 

@@ -19,7 +19,8 @@ ROUTE_KEY = "route"
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Hand a request to the push-source route that matches it (webhooks)."""
-    found = request.app[DAEMON_KEY].routes.match(request.method, request.path)
+    raw_path = request.raw_path.split("?", 1)[0]
+    found = request.app[DAEMON_KEY].routes.match(request.method, raw_path)
     if found is None:
         return web.json_response({"message": "Not Found"}, status=404)
     if found is False:
@@ -67,7 +68,7 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     app.router.add_get("/metrics", metrics)
     app.router.add_post(INVOKE_ROUTE, invoke_handler(daemon))  # before the catch-all
     app.router.add_route("*", "/{tail:.*}", dispatch)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = parse_listen(listen)

@@ -76,6 +76,7 @@ class SyncTrigger:
             batch_size=cfg.effective_batch_size,
             window_s=cfg.effective_window_s,
             capacity=cfg.effective_batch_size * (cfg.maximum_concurrency + 1),
+            max_buffered_bytes=(cfg.maximum_concurrency + 1) * MAX_SYNC_PAYLOAD,
         )
         self.policy = RetryPolicy(
             maximum_retry_attempts=cfg.effective_retry_attempts,
@@ -84,14 +85,24 @@ class SyncTrigger:
         )
         self.backoff = Backoff(base_s=cfg.effective_base_delay_s, max_s=cfg.retry_max_delay_s)
         self.busy: set[str] = set()
+        #: Busy keys whose batch is waiting to be retried (backoff after a failure/throttle).
+        self.retrying: set[str] = set()
         self.inflight = 0
-        self._wake = asyncio.Event()
+        #: Wakes the dispatcher (records arrived, a batch finished, stopping).
+        self._work = asyncio.Event()
+        #: Wakes the producer (room in the buffer, stopping).
+        self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._producer_done = False
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._work.set()
+        self._room.set()
 
     async def run(self) -> None:
         try:
@@ -106,30 +117,57 @@ class SyncTrigger:
     # ---- receiving ----
 
     async def _produce(self) -> None:
-        rt = self.rt
         try:
+            failures = 0
             while not self._stopping.is_set():
-                room = min(self.buffer.room(), self.buffer.batch_size)
-                if room == 0:
-                    self._wake.clear()
-                    await self._wait_wake(rt.poll_timeout_s)
-                    continue
-                records = await rt.source.receive(room, rt.poll_timeout_s)
-                if not records:
-                    continue
-                kept, dropped = apply_filter(rt, records)
-                if dropped:
-                    await rt.source.ack(dropped)
-                if kept:
-                    self.buffer.add(kept, rt.clock.monotonic())
-                    self._wake.set()
+                try:
+                    await self._receive_once()
+                    failures = 0
+                except Exception:  # task boundary: a source error must not cancel batches
+                    failures += 1
+                    delay = self.rt.throttle_backoff.delay(failures)
+                    self.rt.log.exception(
+                        "source.receive_failed",
+                        extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)},
+                    )
+                    await _wait(self._stopping, delay)
         finally:
             self._producer_done = True
-            self._wake.set()
+            self._work.set()
 
-    async def _wait_wake(self, wait_s: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait_s)
+    async def _receive_once(self) -> None:
+        rt = self.rt
+        room = min(self.buffer.room(), self.buffer.batch_size)
+        if room == 0:
+            self._room.clear()
+            await self._relieve_busy_keys()
+            await _wait(self._room, rt.poll_timeout_s)
+            return
+        records = await rt.source.receive(room, rt.poll_timeout_s)
+        if not records:
+            return
+        kept, dropped = apply_filter(rt, records)
+        if kept:
+            self.buffer.add(kept, rt.clock.monotonic())
+            self._work.set()
+        if dropped:
+            await asyncio.shield(rt.source.ack(dropped))
+
+    async def _relieve_busy_keys(self) -> None:
+        """The buffer is full: if nothing in it can run and some keys' batches are waiting to
+        be retried, give those keys' buffered records back (they all come after the batch in
+        flight, so order is kept) rather than stop receiving for every other key."""
+        if self.buffer.next_batch_possible(self.busy):
+            return
+        back: list[Record] = []
+        for key in sorted(self.retrying & self.busy):
+            back += self.buffer.take_key(key)
+        if back:
+            self.rt.log.info(
+                "buffer.busy_keys_returned", extra={"trigger": self.rt.name, "records": len(back)}
+            )
+            self._room.set()
+            await asyncio.shield(self.rt.source.nack(back))
 
     # ---- dispatching ----
 
@@ -139,23 +177,24 @@ class SyncTrigger:
             stopping = self._stopping.is_set()
             if stopping and self._producer_done:
                 return  # buffered records are nacked by run(); in-flight batches drain
-            self._wake.clear()
-            if self.inflight < cfg.maximum_concurrency and not stopping:
+            self._work.clear()
+            timeout: float | None = None
+            if not stopping and self.inflight < cfg.maximum_concurrency:
                 batch = self.buffer.next_batch(self.rt.clock.monotonic(), self.busy)
                 if batch:
                     self._launch(tg, batch)
                     continue
-            deadline = self.buffer.deadline(self.busy)
-            timeout = None if deadline is None else max(0.0, deadline - self.rt.clock.monotonic())
-            if timeout is not None and self.inflight >= cfg.maximum_concurrency:
-                timeout = None
-            await self._wait_wake(timeout)
+                deadline = self.buffer.deadline(self.busy)
+                if deadline is not None:
+                    timeout = max(0.0, deadline - self.rt.clock.monotonic())
+            await _wait(self._work, timeout)
 
     def _launch(self, tg: asyncio.TaskGroup, batch: list[Record]) -> None:
         keys = {r.key for r in batch if r.key is not None}
         self.busy |= keys
         self.inflight += 1
         self.rt.metrics.inflight.labels(self.rt.name).inc()
+        self._room.set()
         tg.create_task(self._run_batch(batch, keys))
 
     async def _run_batch(self, batch: list[Record], keys: set[str]) -> None:
@@ -163,16 +202,32 @@ class SyncTrigger:
         try:
             await BatchRun(self, unsettled).process(batch)
         except asyncio.CancelledError:
-            await asyncio.shield(self.rt.source.nack(list(unsettled.values())))
+            await asyncio.shield(self._give_back(unsettled, keys))
             raise
-        except Exception:  # task boundary: log, give the records back
+        except Exception:  # task boundary: log, give the records back in order
             self.rt.log.exception("batch.crashed", extra={"trigger": self.rt.name})
-            await self.rt.source.nack(list(unsettled.values()))
+            await asyncio.shield(self._give_back(unsettled, keys))
         finally:
             self.busy -= keys
             self.inflight -= 1
             self.rt.metrics.inflight.labels(self.rt.name).dec()
-            self._wake.set()
+            self._work.set()
+            self._room.set()
+
+    async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
+        """Nack a batch's unsettled records, then the buffered records of its keys, so the
+        source redelivers one key's records in their original order."""
+        records = list(unsettled.values())
+        unsettled.clear()
+        for key in sorted(keys):
+            records += self.buffer.take_key(key)
+        if records:
+            await self.rt.source.nack(records)
+
+
+async def _wait(event: asyncio.Event, wait_s: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), wait_s)
 
 
 class BatchRun:
@@ -187,7 +242,13 @@ class BatchRun:
         pending: list[list[Record]] = [batch]
         throttles = 0
         while pending:
-            records = pending.pop(0)
+            if self.t.stopping:
+                # Shutting down: give back what has not been settled instead of retrying.
+                await self.nack([r for part in pending for r in part])
+                return
+            records = await self.drop_too_old(pending.pop(0), None)
+            if not records:
+                continue
             payload = orjson.dumps(self.rt.source.envelope(records))
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
@@ -195,16 +256,24 @@ class BatchRun:
             result = await self.invoke(payload)
             if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
                 throttles += 1
-                rest = await self.drop_too_old(records, result)
-                if rest:
-                    await asyncio.sleep(
-                        result.retry_after_s or self.rt.throttle_backoff.delay(throttles)
-                    )
-                    pending.insert(0, rest)
+                delay = max(result.retry_after_s or 0.0, self.rt.throttle_backoff.delay(throttles))
+                pending.insert(0, records)
+                await self.backoff(records, delay)
                 continue
             throttles = 0
-            retry = await self.settle(records, result)
-            pending[0:0] = retry
+            retry, delay = await self.settle(records, result)
+            if retry:
+                pending[0:0] = retry
+                await self.backoff(retry[0], delay)
+
+    async def backoff(self, records: list[Record], delay: float) -> None:
+        """Wait before a retry (cut short by stop); meanwhile the key counts as retrying."""
+        keys = {r.key for r in records if r.key is not None}
+        self.t.retrying |= keys
+        try:
+            await _wait(self.t._stopping, delay)
+        finally:
+            self.t.retrying -= keys
 
     async def invoke(self, payload: bytes) -> InvokeResult:
         rt = self.rt
@@ -223,15 +292,17 @@ class BatchRun:
         )
         return result
 
-    async def settle(self, records: list[Record], result: InvokeResult) -> list[list[Record]]:
-        """Ack what succeeded; return the sub-batches to retry (after sleeping the backoff)."""
+    async def settle(
+        self, records: list[Record], result: InvokeResult
+    ) -> tuple[list[list[Record]], float]:
+        """Ack what succeeded; return the sub-batches to retry and the delay before it."""
         verdict = judge(
             result, records, report_batch_item_failures=self.rt.config.report_batch_item_failures
         )
         await self.ack(verdict.succeeded, delivered=True)
         failed = verdict.failed
         if not failed:
-            return []
+            return [], 0.0
         self.rt.log.warning(
             "batch.failed",
             extra={
@@ -245,24 +316,23 @@ class BatchRun:
         )
         if self.rt.source_owned:
             await self.settle_source_owned(failed, result)
-            return []
+            return [], 0.0
         policy = self.t.policy
         whole = len(failed) == len(records) and not verdict.malformed
         if policy.bisect_batch_on_function_error and whole and result.failed and len(failed) > 1:
             half = len(failed) // 2
-            return [failed[:half], failed[half:]]
+            return [failed[:half], failed[half:]], 0.0
         for rec in failed:
             rec.attempts += 1
         now = self.rt.clock.time()
         if any(policy.exhausted(r) for r in failed):
             await self.give_up(failed, "RetryAttemptsExhausted", result)
-            return []
+            return [], 0.0
         if any(policy.too_old(r, now) for r in failed):
             await self.give_up(failed, "RecordAgeExceeded", result)
-            return []
+            return [], 0.0
         self.rt.metrics.records_retried.labels(self.rt.name).inc(len(failed))
-        await asyncio.sleep(self.t.backoff.delay(max(r.attempts for r in failed)))
-        return [failed]
+        return [failed], self.t.backoff.delay(max(r.attempts for r in failed))
 
     async def settle_source_owned(self, failed: list[Record], result: InvokeResult) -> None:
         """SQS/RabbitMQ-style: give failed records back to the source for redelivery, unless
@@ -279,14 +349,20 @@ class BatchRun:
                 rec.attempts += 1
             await self.give_up(give_up, "RetryAttemptsExhausted", result)
         if back:
+            # The rest of a failed key's records wait in the buffer: give them back after
+            # the failed ones so the source redelivers the key in order.
             followers: list[Record] = []
-            for key in {r.key for r in back if r.key is not None}:
+            for key in sorted({r.key for r in back if r.key is not None}):
                 followers += self.t.buffer.take_key(key)
-            await self.nack(back)
-            if followers:
-                await self.rt.source.nack(followers)
+            await self.nack(back + followers)
 
-    async def drop_too_old(self, records: list[Record], result: InvokeResult) -> list[Record]:
+    async def drop_too_old(
+        self, records: list[Record], result: InvokeResult | None
+    ) -> list[Record]:
+        """Records past `maximum_record_age_s` are not invoked (again): they go to the
+        on-failure destination. Queue-style sources have no record age."""
+        if self.rt.source_owned:
+            return records
         now = self.rt.clock.time()
         old = [r for r in records if self.t.policy.too_old(r, now)]
         if old:
@@ -314,13 +390,15 @@ class BatchRun:
     async def ack(self, records: Sequence[Record], *, delivered: bool = False) -> None:
         if not records:
             return
-        await asyncio.shield(self.rt.source.ack(records))
-        for rec in records:
+        for rec in records:  # before the await: a cancel must not nack them as well
             self.unsettled.pop(id(rec), None)
+        await asyncio.shield(self.rt.source.ack(records))
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
 
     async def nack(self, records: Sequence[Record]) -> None:
-        await asyncio.shield(self.rt.source.nack(records))
+        if not records:
+            return
         for rec in records:
             self.unsettled.pop(id(rec), None)
+        await asyncio.shield(self.rt.source.nack(records))

@@ -94,7 +94,9 @@ class Routes:
         self._routes = [r for r in self._routes if r.owner != owner]
 
     def match(self, method: str, path: str) -> tuple[HttpHandler, RouteMatch] | bool | None:
-        """(handler, match); False when the path exists for other methods; None otherwise."""
+        """(handler, match); False when the path exists for other methods; None otherwise.
+        `path` is the raw (still percent-encoded) path, so that an encoded `/` stays inside
+        one segment; parameters are decoded once."""
         from urllib.parse import unquote
 
         parts = path.strip("/").split("/") if path.strip("/") else []

@@ -96,6 +96,8 @@ class SourceConfig(Model):
     default_batch_size: ClassVar[int] = 10
     max_batch_size: ClassVar[int] = 10_000
     default_batching_window_s: ClassVar[float] = 0.0
+    #: AWS requires `batching_window_s >= 1` when `batch_size` is above this (SQS: 10).
+    window_required_above_batch_size: ClassVar[int | None] = None
 
 
 class DestinationConfig(Model):

@@ -195,3 +195,25 @@ async def test_records_are_given_back_when_the_queue_cannot_persist(
         await t.accept(recs)
     assert src.nacked == recs
     assert src.acked == []
+
+
+async def test_lease_is_extended_while_an_event_is_handled(store: SQLiteStateStore) -> None:
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    dest = MemDestination(fail_times=3)  # the destination is down for ~2 s of backoff
+    rt = trigger_runtime(store, src, be, dest, "fakepush", maximum_retry_attempts=0)
+    t = AsyncTrigger(rt, store, lease_s=0.6)
+    await run_until(t, lambda: len(dest.records) == 1, timeout=20)
+    assert len(be.calls) == 1, "nobody claimed the event again while it was dead-lettered"
+    assert len(dest.records) == 1
+
+
+async def test_reserved_concurrency_zero_dead_letters_without_retries(
+    store: SQLiteStateStore,
+) -> None:
+    throttled = InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=0.01)
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(lambda e: throttled), MemDestination()
+    rt = trigger_runtime(store, src, be, dest, "fakepush")
+    t = AsyncTrigger(rt, store, lease_s=30, throttles_dead_letter=True)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(be.calls) == 1
+    assert dest.records[0]["requestContext"]["condition"] == "RetriesExhausted"

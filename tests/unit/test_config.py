@@ -139,3 +139,34 @@ def test_schema_has_every_plugin_section() -> None:
 def test_shipped_configs_validate(path: Path) -> None:
     cfg = load_config(path, Registry.discover(), {"QUEUE_URL": "x"})
     assert cfg.functions
+
+
+@pytest.mark.parametrize(
+    ("daemon", "message"),
+    [
+        ('listen = "localhost"', "daemon.listen:"),
+        ('listen = "127.0.0.1:99999"', "port must be 0-65535"),
+        ('state = "postgresql://u:hunter2@db/x"', "PostgreSQL state store is not available"),
+        ('state = "redis://x"', "daemon.state:"),
+    ],
+)
+def test_daemon_settings_are_checked_at_validate_time(
+    tmp_path: Path, daemon: str, message: str
+) -> None:
+    out = problems(tmp_path, f"[daemon]\n{daemon}\n" + GOOD)
+    assert len(out) == 1 and message in out[0], out
+    assert "hunter2" not in out[0]
+
+
+def test_poll_settings_on_an_async_source_are_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "fake"', 'type = "fakepush"') + "batch_size = 5\n"
+    out = problems(tmp_path, text)
+    assert len(out) == 1 and "batch_size: only poll sources use this" in out[0]
+
+
+def test_big_batches_need_a_window_where_aws_requires_it(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "fake"', 'type = "fakequeue"') + "batch_size = 50\n"
+    out = problems(tmp_path, text)
+    assert len(out) == 1 and "batching_window_s of at least 1" in out[0]
+    ok = text + "batching_window_s = 1\n"
+    assert load_config(write(tmp_path, ok), fake_registry(), {}).trigger_list[0].batch_size == 50

@@ -290,3 +290,65 @@ async def test_stop_drains_in_flight_and_nacks_buffered(store: SQLiteStateStore)
     assert len(src.acked) == 1  # the in-flight batch finished
     assert len(src.acked) + len(src.nacked) + len(src.queue) == 5
     assert not set(map(id, src.acked)) & set(map(id, src.nacked))
+
+
+async def test_a_retrying_key_does_not_starve_other_keys(store: SQLiteStateStore) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if any(str(b).startswith("A") for b in bodies(event)):
+            raise ValueError("poison key")
+        return None
+
+    recs = [make_record(f"A{i}", key="A") for i in range(20)]
+    recs += [make_record(f"B{i}", key="B") for i in range(5)]
+    src = FakeSource(recs, redeliver=True)
+    be = FakeBackend(respond)
+    t = build(store, src, be, batch_size=2, maximum_concurrency=2, retry_base_delay_s=0.2)
+    b_done = lambda: sum(str(r.payload["body"]).startswith("B") for r in src.acked) == 5  # noqa: E731
+    await run_until(t, b_done, timeout=15)
+    a_calls = [bodies(c) for c in be.calls if str(bodies(c)[0]).startswith("A")]
+    assert all(call == a_calls[0] for call in a_calls), "key A kept its order: same head batch"
+
+
+async def test_a_crashed_batch_gives_its_key_back_in_order(store: SQLiteStateStore) -> None:
+    crashed: list[bool] = []
+
+    class CrashOnce(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            if not crashed:
+                crashed.append(True)
+                raise RuntimeError("backend bug")
+            return await super().invoke(payload, **kw)
+
+    recs = [make_record(f"a{i}", key="A") for i in range(3)]
+    src, be = FakeSource(recs, redeliver=True), CrashOnce()
+    t = build(store, src, be, batch_size=1, maximum_concurrency=2)
+    await run_until(t, lambda: len(src.acked) == 3)
+    assert [b for c in be.calls for b in bodies(c)] == ["a0", "a1", "a2"]
+
+
+async def test_stop_cuts_a_retry_backoff_short_and_gives_records_back(
+    store: SQLiteStateStore,
+) -> None:
+    def fail(event: dict[str, Any]) -> Any:
+        raise ValueError("x")
+
+    src, be = FakeSource([make_record(1)]), FakeBackend(fail)
+    t = build(store, src, be, retry_base_delay_s=30)
+    task = asyncio.create_task(t.run())
+    while not be.calls:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # now in the 30 s backoff
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    t.stop()
+    await asyncio.wait_for(task, 5)
+    assert loop.time() - started < 2
+    assert len(src.nacked) == 1 and src.acked == []
+
+
+async def test_records_already_too_old_are_not_invoked(store: SQLiteStateStore) -> None:
+    src, dest, be = FakeSource([make_record(1, created_at=1.0)]), MemDestination(), FakeBackend()
+    t = build(store, src, be, dest, maximum_record_age_s=60)
+    await run_until(t, lambda: len(src.acked) == 1)
+    assert be.calls == []
+    assert dest.records[0]["requestContext"]["condition"] == "RecordAgeExceeded"

@@ -70,3 +70,10 @@ def test_conflicting_routes_are_rejected_and_owners_removed() -> None:
     r.remove_routes("GET /a/{x}")
     r.add_route("GET", "/a/{y}", _h, owner="other")
     assert len(r) == 1
+
+
+def test_an_encoded_slash_stays_in_one_parameter() -> None:
+    r = routes(("GET", "/files/{name}"))
+    found = r.match("GET", "/files/a%2Fb%2525")
+    assert isinstance(found, tuple)
+    assert found[1].params == {"name": "a/b%25"}
