@@ -14,6 +14,7 @@ body size (413), auth (401/403), event size (413), then the invocation.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -33,7 +34,13 @@ from connectors.webhook.events import (
     build_event,
     extract_params,
 )
-from connectors.webhook.responses import HttpReply, gateway_timeout, map_result, message
+from connectors.webhook.responses import (
+    HttpReply,
+    gateway_timeout,
+    internal_error,
+    map_result,
+    message,
+)
 from triggerd.http import ROUTE_KEY
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -287,12 +294,25 @@ class WebhookSource(BaseSource):
             reply = await self._answer(request, rid)
         except BodyTooLarge:
             reply = message(413, "Request Too Long")
+        except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
+            raise
+        except Exception:  # request boundary: a bug here must still answer like a gateway
+            self.log.exception(
+                "webhook.handler_crashed",
+                extra={"trigger": self.ctx.trigger, "request_id": rid.request_id},
+            )
+            reply = internal_error(self.fmt)
         if cors is not None:
             extra = cors_headers(cors, origin)
             if extra:
                 reply.headers = [
                     (k, v) for k, v in reply.headers if not k.lower().startswith("access-control-")
                 ] + extra
+        if self.log.isEnabledFor(logging.DEBUG):
+            self._log_request(request, reply, rid)
+        return self._response(reply, rid)
+
+    def _log_request(self, request: web.Request, reply: HttpReply, rid: RequestMeta) -> None:
         self.log.debug(
             "webhook.request",
             extra={
@@ -303,7 +323,6 @@ class WebhookSource(BaseSource):
                 "request_id": rid.request_id,
             },
         )
-        return self._response(reply, rid)
 
     def _response(self, reply: HttpReply, rid: RequestMeta | None) -> web.Response:
         headers: CIMultiDict[str] = CIMultiDict(reply.headers)
@@ -322,17 +341,19 @@ class WebhookSource(BaseSource):
         if self.bucket is not None:
             wait = self.bucket.take()
             if wait > 0:
-                self._refuse("rate_limited")
+                self._refuse("rate_limited", level=logging.DEBUG)
                 retry = str(max(1, round(wait + 0.499)))
                 return message(429, "Too Many Requests", [("Retry-After", retry)])
         if cfg.max_concurrency is not None and self.in_flight >= cfg.max_concurrency:
-            self._refuse("concurrency_limited")
+            self._refuse("concurrency_limited", level=logging.DEBUG)
             return message(429, "Too Many Requests", [("Retry-After", "1")])
         return None
 
-    def _refuse(self, reason: str, **extra: object) -> None:
-        self.log.warning(
-            "webhook.refused", extra={"trigger": self.ctx.trigger, "reason": reason, **extra}
+    def _refuse(self, reason: str, level: int = logging.WARNING, **extra: object) -> None:
+        """Log a refused request: the reason only, never header values or secrets. Limits hit
+        under load log at DEBUG so that a flood does not flood the log too."""
+        self.log.log(
+            level, "webhook.refused", extra={"trigger": self.ctx.trigger, "reason": reason, **extra}
         )
 
     async def _answer(self, request: web.Request, meta: RequestMeta) -> HttpReply:

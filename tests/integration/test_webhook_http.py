@@ -586,3 +586,14 @@ async def test_event_mode_poison_goes_to_the_on_failure_destination_and_others_p
     assert record["requestPayload"]["requestContext"]["routeKey"] == "ANY /events-dlq"
     assert record["responsePayload"]["errorType"] == "ValueError"
     assert {"fine-1", "fine-2"} <= {c["event"].get("body") for c in running.recorded()}
+
+
+async def test_a_bug_in_the_handler_still_answers_like_a_gateway(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(running.source("v1-orders"), "build", broken)
+    status, _, body = await call(running, "POST", "/v1/orders/1")
+    assert status == 502 and json.loads(body) == {"message": "Internal server error"}
