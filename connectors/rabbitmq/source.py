@@ -46,7 +46,7 @@ from triggerd.types import (
 
 from .attempts import RedeliveryCounter, counter_key, delivery_count
 from .config import RabbitMQSourceConfig
-from .connection import classify, open_connection
+from .connection import classify, open_connection, scrub
 from .shape import envelope, message_entry, queue_key, synthesised_broker_arn
 from .tags import Outstanding
 
@@ -67,6 +67,9 @@ class Link:
     channel: AbstractChannel
     raw: RawChannel
     outstanding: Outstanding = field(default_factory=Outstanding)
+    #: Settlements are planned and written one call at a time: a multiple-ack must not reach
+    #: the broker before a single ack (of a tag it covers) that was planned earlier.
+    settling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def alive(self) -> bool:
@@ -183,7 +186,16 @@ class RabbitMQSource(BaseSource):
         await raw.basic_consume(cfg.queue, on_message, no_ack=False)
         return link
 
-    def _on_close(self, *_: Any) -> None:
+    def _on_close(self, sender: Any = None, exc: BaseException | None = None, *_: Any) -> None:
+        if not self._stopped:
+            self._log.info(
+                "source.rabbitmq.closed",
+                extra={
+                    "trigger": self._ctx.trigger,
+                    "what": type(sender).__name__,
+                    "reason": scrub(repr(exc), self._cfg) if exc is not None else None,
+                },
+            )
         self._inbox.put_nowait(None)  # wake `receive`, which notices the dead link
 
     def _connect_failed(self, exc: PermanentError | RetryableError) -> None:
@@ -363,7 +375,8 @@ class RabbitMQSource(BaseSource):
         skipped = len(records) - len(tags)
         if tags and link is not None:
             try:
-                await self._send(link, action, tags)
+                async with link.settling:
+                    await self._send(link, action, tags)
             except (amqp.ChannelInvalidStateError, amqp.AMQPError, ConnectionError):
                 skipped = len(records)
         if skipped:

@@ -439,3 +439,39 @@ async def test_missing_queue_names_the_queue(rabbitmq_url: str) -> None:
 def test_url_and_host_together_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="set either url or host, not both"):
         source_config(url="amqp://guest:pw12345@localhost/", host="other", queue="q")
+
+
+async def test_out_of_order_batch_completion_never_acks_a_tag_twice(
+    rabbitmq_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Coalesced multiple-acks and single acks of concurrent batches must not overlap (the
+    broker closes the channel on an unknown delivery tag, and everything is redelivered)."""
+    import random
+
+    rng = random.Random(7)
+    caplog.set_level(logging.INFO, logger="test.rabbitmq")
+
+    class Jitter(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> Any:
+            await asyncio.sleep(rng.random() * 0.01)
+            return await super().invoke(payload, **kw)
+
+    total = 600
+    async with broker(rabbitmq_url) as b:
+        q = await b.queue()
+        for i in range(total):
+            await b.publish(q, str(i).encode())
+        backend = Jitter()
+        async with harness(
+            tmp_path,
+            src(rabbitmq_url, q),
+            backend,
+            batch_size=5,
+            batching_window_s=0,
+            maximum_concurrency=8,
+        ) as h:
+            await h.run_until(lambda: len(all_bodies(backend)) >= total, timeout=60)
+        left = await b.drain(q)
+    assert sorted(int(x) for x in all_bodies(backend)) == list(range(total)), "each exactly once"
+    assert not [r for r in caplog.records if r.msg == "source.rabbitmq.closed"]
+    assert left == []

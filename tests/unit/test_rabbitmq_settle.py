@@ -1,0 +1,107 @@
+"""Settling on the channel the records came from, with coalesced acks, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import connectors.rabbitmq as rmq
+from connectors.rabbitmq.source import Delivery, Link, RabbitMQSource
+from triggerd.types import Record, SourceContext, SystemClock
+
+
+@dataclass
+class FakeRaw:
+    """Records frames as they would reach the socket; yields before each, as aiormq may."""
+
+    frames: list[tuple[str, int, bool]] = field(default_factory=list)
+    is_closed: bool = False
+
+    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
+        await asyncio.sleep(0)
+        self.frames.append(("ack", tag, multiple))
+
+    async def basic_nack(self, tag: int, requeue: bool = True, wait: bool = True) -> None:
+        await asyncio.sleep(0)
+        self.frames.append(("nack" if requeue else "drop", tag, False))
+
+    async def basic_reject(self, tag: int, requeue: bool = True, wait: bool = True) -> None:
+        await asyncio.sleep(0)
+        self.frames.append(("reject", tag, False))
+
+
+@dataclass
+class FakeConn:
+    is_closed: bool = False
+
+
+def setup(tags: range, **cfg: Any) -> tuple[RabbitMQSource, Link, FakeRaw]:
+    config = rmq.RabbitMQSourceConfig(type="rabbitmq", queue="q", **cfg)
+    ctx = SourceContext(
+        trigger="t",
+        state=None,
+        clock=SystemClock(),
+        log=logging.getLogger("t"),  # type: ignore[arg-type]
+    )
+    source = RabbitMQSource(config, ctx, aio_pika=None)  # type: ignore[arg-type]
+    raw = FakeRaw()
+    link = Link(1, FakeConn(), None, raw)  # type: ignore[arg-type]
+    for tag in tags:
+        link.outstanding.delivered(tag)
+    source._link = link
+    return source, link, raw
+
+
+def records(link: Link, *tags: int) -> list[Record]:
+    return [
+        Record(payload={}, item_id=str(t), size=0, created_at=0, handle=Delivery(link, t, f"k{t}"))
+        for t in tags
+    ]
+
+
+def covered_before_sent(frames: list[tuple[str, int, bool]]) -> list[int]:
+    """Single acks written after a multiple-ack that already covered them."""
+    bad: list[int] = []
+    high = 0
+    for kind, tag, multiple in frames:
+        if kind == "ack" and not multiple and tag <= high:
+            bad.append(tag)
+        if multiple:
+            high = max(high, tag)
+    return bad
+
+
+async def test_concurrent_acks_never_cover_a_single_ack_still_to_be_written() -> None:
+    source, link, raw = setup(range(21, 26))
+    await asyncio.gather(source.ack(records(link, 22, 24)), source.ack(records(link, 21, 23, 25)))
+    assert covered_before_sent(raw.frames) == []
+    assert ("ack", 25, True) in raw.frames
+    assert len(link.outstanding) == 0
+
+
+async def test_settlements_of_a_dead_link_are_skipped() -> None:
+    source, link, raw = setup(range(1, 4))
+    source._link = Link(2, FakeConn(), None, FakeRaw())  # type: ignore[arg-type]
+    await source.ack(records(link, 1, 2))
+    await source.nack(records(link, 3))
+    assert raw.frames == []
+
+
+async def test_nack_requeues_and_counts_only_invoked_records() -> None:
+    source, link, raw = setup(range(1, 3))
+    recs = records(link, 1, 2)
+    source.envelope(recs[:1])  # record 1 reached the function, record 2 did not
+    await source.nack(recs)
+    assert raw.frames == [("nack", 1, False), ("nack", 2, False)]
+    assert source._counter.get("k1") == 1 and source._counter.get("k2") == 0
+
+
+async def test_dead_letter_after_attempts_rejects_without_requeue() -> None:
+    source, link, raw = setup(range(1, 3), dead_letter_after_attempts=2)
+    first, second = records(link, 1, 2)
+    second.attempts = 1  # failed once before
+    source.envelope([first, second])
+    await source.nack([first, second])
+    assert raw.frames == [("reject", 2, False), ("nack", 1, False)]
