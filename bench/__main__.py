@@ -21,6 +21,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    rabbitmq,
     s3_poll,
     sqs,
     warm_invoke,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Runner] = {
     idle_rss.NAME: _runner(idle_rss),
     s3_poll.NAME: _runner(s3_poll),
     sqs.NAME: _runner(sqs),
+    rabbitmq.NAME: _runner(rabbitmq),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
 }

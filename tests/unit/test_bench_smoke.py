@@ -16,6 +16,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    rabbitmq,
     s3_poll,
     sqs,
     warm_invoke,
@@ -77,6 +78,12 @@ def test_s3_poll_reports_first_scan_and_rescan_rates() -> None:
 def test_sqs_reports_messages_per_second_against_the_raw_loop() -> None:
     rows = sqs.run(sqs.SMOKE)
     assert_numbers(rows, "sqs")
+    assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
+
+
+def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> None:
+    rows = rabbitmq.run(rabbitmq.SMOKE)
+    assert_numbers(rows, "rabbitmq")
     assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
 
 
