@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -67,10 +66,9 @@ class ObjectState:
     epoch: float = field(default=0.0, compare=False)
 
     def encode(self) -> str:
-        return json.dumps(
-            {"etag": self.etag, "size": self.size, "last_modified": self.last_modified},
-            separators=(",", ":"),
-        )
+        return orjson.dumps(
+            {"etag": self.etag, "size": self.size, "last_modified": self.last_modified}
+        ).decode()
 
     @classmethod
     def from_listing(cls, obj: JSONDict) -> ObjectState:
