@@ -31,8 +31,8 @@ def create(config: Any, ctx: SourceContext) -> Source:
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
-    """`triggerd generate-event s3 [bucket=..] [key=..] [event=created|deleted|<EventName>]
-    [region=..] [size=..] [etag=..] [configuration_id=..]`."""
+    """`triggerd generate-event s3 [-s bucket=..] [-s key=..] [-s event=created|deleted|<EventName>]
+    (also region, size, etag, configuration_id)`."""
     return sample_s3_event(options)
 
 
