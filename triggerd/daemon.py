@@ -8,6 +8,7 @@ destinations, backends, the HTTP server and the state store close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -34,6 +35,8 @@ from triggerd.types import (
     Clock,
     DestinationContext,
     FunctionConfig,
+    RetryableError,
+    Source,
     SourceContext,
     SystemClock,
 )
@@ -74,6 +77,7 @@ class Daemon:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
     routes: Routes = field(default_factory=Routes)
+    _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
     invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
 
@@ -116,7 +120,7 @@ class Daemon:
                 },
             )
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._supervise(n, t)) for n, t in self._runnables()]
+                tasks = [tg.create_task(self._supervise(n, t, stop)) for n, t in self._runnables()]
                 tg.create_task(notifier.watchdog(stop))
                 await stop.wait()
                 notifier.notify("STOPPING=1")
@@ -160,8 +164,31 @@ class Daemon:
                 metrics=self.metrics,
             )
 
-    async def _supervise(self, name: str, trigger: Runnable) -> None:
+    async def _start_late(self, name: str, stop: asyncio.Event) -> bool:
+        """Start a source whose first start failed transiently; False if stopped first."""
+        source = self._unstarted[name]
+        backoff = Backoff(base_s=1.0, max_s=60.0)
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff.delay(attempt))
+            if stop.is_set():
+                break
+            try:
+                await source.start()
+            except RetryableError as exc:
+                log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
+                continue
+            del self._unstarted[name]
+            log.info("source.started", extra={"trigger": name, "attempts": attempt + 1})
+            return True
+        return False
+
+    async def _supervise(self, name: str, trigger: Runnable, stop: asyncio.Event) -> None:
         """Run a trigger; if it crashes, log and restart it with backoff."""
+        if name in self._unstarted and not await self._start_late(name, stop):
+            return
         backoff = Backoff(base_s=1.0, max_s=60.0)
         failures = 0
         while True:
@@ -255,7 +282,12 @@ class Daemon:
         )
         await on_failure.start()
         stack.push_async_callback(on_failure.stop)
-        await source.start()
+        try:
+            await source.start()
+        except RetryableError as exc:
+            # e.g. the broker is not reachable yet: the trigger keeps trying in the background.
+            log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
+            self._unstarted[name] = source
         stack.push_async_callback(source.stop)
         return TriggerRuntime(
             name=name,

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from triggerd.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.routes import RouteMatch
 
 if TYPE_CHECKING:
     from triggerd.daemon import Daemon
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-ROUTE_KEY = "route"
+ROUTE_KEY: web.RequestKey[RouteMatch] = web.RequestKey("route", RouteMatch)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from triggerd.types import ConfigError, MissingExtraError
+from triggerd.types import ConfigError, MissingExtraError, RetryableError
 
 from .config import AwsConnection
 
@@ -89,7 +89,11 @@ async def queue_attributes(
     except Exception as exc:  # classify: a wrong queue is a config error, the rest too at start
         code = error_code(exc)
         if code is None:
-            reason = f"cannot reach the SQS endpoint ({describe(exc)})"
+            # Unreachable: maybe the network is not up yet; the daemon retries the start.
+            raise RetryableError(
+                f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}: cannot reach the SQS "
+                f"endpoint ({describe(exc)})"
+            ) from None
         else:
             hint = "" if code in _QUEUE_ERRORS else " (unexpected error)"
             reason = f"{code}: {_message(exc)}{hint}"

@@ -140,6 +140,8 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
         "(default: 10 per poller)",
     )
 
+    window_required_above_batch_size: ClassVar[int | None] = 10
+
     # AWS allows 10 000 for a standard queue but 10 for FIFO. The trigger checks
     # `batch_size` against this on the instance, so the limit follows the queue URL.
     @property

@@ -17,7 +17,14 @@ from connectors.sqs.destination import SqsDestination
 from connectors.sqs.source import SqsSource
 from tests.integration.sqs_harness import depth, drain, make_queue, queue_arn, sqs_client
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
-from triggerd.types import ConfigError, DestinationContext, Record, SourceContext, SystemClock
+from triggerd.types import (
+    ConfigError,
+    DestinationContext,
+    Record,
+    RetryableError,
+    SourceContext,
+    SystemClock,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 
@@ -155,10 +162,10 @@ async def test_missing_queue_is_a_config_error_at_start_without_secrets(
     assert SECRET not in repr(src.config) and SECRET not in str(src.config.model_dump())
 
 
-async def test_unreachable_endpoint_is_a_config_error_naming_it() -> None:
+async def test_unreachable_endpoint_is_retryable_and_names_it() -> None:
     url = "http://127.0.0.1:9/123456789012/q"
     src = source(url, "http://127.0.0.1:9")
-    with pytest.raises(ConfigError, match="cannot reach the SQS endpoint"):
+    with pytest.raises(RetryableError, match="cannot reach the SQS endpoint"):
         await src.start()
 
 

@@ -28,8 +28,6 @@ from triggerd.plugins import Registry
 
 pytestmark = [
     pytest.mark.integration,
-    # triggerd/http.py stores the route match under a str key (aiohttp >= 3.12 warns).
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
     # One daemon for the module (each test uses its own routes).
     pytest.mark.asyncio(loop_scope="module"),
 ]

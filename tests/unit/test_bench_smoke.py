@@ -88,7 +88,6 @@ def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> Non
 
 
 # triggerd/http.py stores the route match under a str request key (aiohttp >= 3.12 warns).
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_webhook_reports_latency_and_requests_per_second_against_a_bare_server() -> None:
     rows = webhook_bench.run(webhook_bench.SMOKE)
     assert_numbers(rows, "webhook")

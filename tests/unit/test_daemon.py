@@ -1,0 +1,52 @@
+"""The daemon in-process with fake plugins: deferred source start, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.fakes import FakeAsyncConfig, FakeBackend, FakeSource, fake_registry, make_record
+from triggerd.config import validate_data
+from triggerd.daemon import Daemon
+from triggerd.types import RetryableError, SourcePlugin
+
+
+class LateSource(FakeSource):
+    """Unreachable for its first two starts."""
+
+    def __init__(self) -> None:
+        super().__init__([make_record("hello")])
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts <= 2:
+            raise RetryableError("broker not reachable yet")
+
+
+async def test_a_source_that_cannot_start_yet_is_retried_in_the_background(
+    tmp_path: Path,
+) -> None:
+    reg = fake_registry()
+    source = LateSource()
+    backend = FakeBackend()
+    reg.register("source", "fakepush", SourcePlugin(FakeAsyncConfig, lambda c, ctx: source))
+    reg.loaded["backend"]["fake"] = type(reg.backend("fake"))(
+        reg.backend("fake").config_model, lambda c, ctx: backend
+    )
+    data = {
+        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": ""},
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": {"type": "fakepush"}}],
+    }
+    daemon = Daemon(validate_data(data, reg, base_dir=tmp_path), reg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    await asyncio.wait_for(daemon.ready.wait(), 10)  # ready although the source is not
+    async with asyncio.timeout(20):
+        while not backend.calls:
+            await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert source.starts == 3
+    assert backend.calls[0]["Records"][0]["body"] == "hello"
