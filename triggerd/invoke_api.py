@@ -165,7 +165,10 @@ class InvokeQueue:
             poll_timeout_s=QUEUE_POLL_S,
         )
         lease_s = 2 * config.timeout_s + 60
-        return cls(AsyncTrigger(rt, state, lease_s=lease_s), source)
+        trigger = AsyncTrigger(
+            rt, state, lease_s=lease_s, throttles_dead_letter=config.reserved_concurrency == 0
+        )
+        return cls(trigger, source)
 
     @property
     def name(self) -> str:
