@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from triggerd.types import DestinationContext, JSONDict, PermanentError, RetryableError
+from triggerd.types import ConfigError, DestinationContext, JSONDict, PermanentError, RetryableError
 
 from .config import RabbitMQDestinationConfig
 from .connection import classify, open_connection, scrub
@@ -43,9 +43,11 @@ class RabbitMQDestination:
 
     async def start(self) -> None:
         """Connect and check the exchange exists. Bad credentials or a missing exchange raise
-        PermanentError; an unreachable broker is logged, and `send` connects later."""
+        ConfigError; an unreachable broker is logged, and `send` connects later."""
         try:
             await self._ready()
+        except PermanentError as exc:
+            raise ConfigError([f"triggers.{self._ctx.trigger}.on_failure: {exc}"]) from None
         except RetryableError as exc:
             self._ctx.log.warning(
                 "destination.rabbitmq.connect_failed",

@@ -37,6 +37,7 @@ from triggerd.filters import view_with_data
 from triggerd.retry import Backoff
 from triggerd.types import (
     BaseSource,
+    ConfigError,
     JSONDict,
     PermanentError,
     Record,
@@ -118,12 +119,15 @@ class RabbitMQSource(BaseSource):
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        """Connect once. Credentials, vhost or queue problems raise PermanentError; a broker
+        """Connect once. Credentials, vhost or queue problems raise ConfigError (the daemon
+        exits with status 2 and the message); a broker
         that cannot be reached is logged and retried by `receive` with backoff."""
         try:
             await self._open()
         except RetryableError as exc:
             self._connect_failed(exc)
+        except PermanentError as exc:
+            raise ConfigError([f"triggers.{self._ctx.trigger}.source: {exc}"]) from None
 
     async def stop(self) -> None:
         """Close the connection: the broker requeues every unacknowledged message."""

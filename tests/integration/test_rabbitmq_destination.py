@@ -22,7 +22,7 @@ from tests.integration.rabbitmq_support import (
     unique,
 )
 from triggerd.config import validate_data
-from triggerd.types import DestinationContext, PermanentError, RetryableError, SystemClock
+from triggerd.types import ConfigError, DestinationContext, RetryableError, SystemClock
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ async def test_unroutable_record_raises_so_the_pipeline_retries(rabbitmq_url: st
 
 async def test_missing_exchange_is_a_permanent_error_at_start(rabbitmq_url: str) -> None:
     dest = destination(url=rabbitmq_url, exchange=unique("absent"), routing_key="k")
-    with pytest.raises(PermanentError, match="on-failure exchange"):
+    with pytest.raises(ConfigError, match="on-failure exchange"):
         await dest.start()
     await dest.stop()
 
@@ -107,7 +107,7 @@ async def test_wrong_password_is_a_permanent_error_without_the_password(
     caplog.set_level(logging.DEBUG)
     url = rabbitmq_url.replace("guest:guest", "guest:Dest1nationPw")
     dest = destination(url=url, routing_key="k")
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(ConfigError) as err:
         await dest.start()
     await dest.stop()
     assert "login refused" in str(err.value)

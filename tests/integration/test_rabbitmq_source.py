@@ -26,7 +26,7 @@ from tests.integration.rabbitmq_support import (
 )
 from triggerd.config import validate_data
 from triggerd.destinations import read_jsonl
-from triggerd.types import ConfigError, PermanentError, SourceContext, SystemClock
+from triggerd.types import ConfigError, SourceContext, SystemClock
 
 pytestmark = pytest.mark.integration
 
@@ -381,7 +381,7 @@ async def test_wrong_password_is_a_clear_error_without_the_password(
     cfg = source_config(url=url, queue="whatever")
     source = registry().source("rabbitmq").create(cfg, context())
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(ConfigError) as err:
         await source.start()
     await source.stop()
     message = str(err.value)
@@ -431,7 +431,7 @@ async def test_missing_queue_names_the_queue(rabbitmq_url: str) -> None:
     source = (
         registry().source("rabbitmq").create(source_config(url=rabbitmq_url, queue=q), context())
     )
-    with pytest.raises(PermanentError, match=f"queue '{q}' does not exist"):
+    with pytest.raises(ConfigError, match=f"queue '{q}' does not exist"):
         await source.start()
     await source.stop()
 

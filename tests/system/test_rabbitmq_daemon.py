@@ -87,3 +87,25 @@ def test_kill9_mid_batch_then_restart_delivers_every_message(
     finally:
         left = asyncio.run(leftovers())
     assert left == [], "everything was acked"
+
+
+def test_wrong_password_exits_2_with_a_clear_message_without_the_password(
+    tmp_path: Path, rabbitmq_url: str
+) -> None:
+    import subprocess
+    import sys
+
+    url = rabbitmq_url.replace("guest:guest", "guest:Wr0ngPassw0rd")
+    cfg = tmp_path / "triggerd.toml"
+    cfg.write_text(config(tmp_path, url, "any-queue"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "triggerd", "run", str(cfg)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "login refused for user 'guest'" in proc.stderr
+    assert "amqp://guest:***@" in proc.stderr
+    assert "Wr0ngPassw0rd" not in proc.stderr + proc.stdout
