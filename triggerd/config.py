@@ -53,6 +53,12 @@ class DaemonSettings(Model):
         description="host:port for webhooks, the Invoke API, /metrics and /healthz; "
         "empty to disable",
     )
+    tls_cert_file: ConfigPath | None = Field(
+        None, description="PEM certificate chain: serve the listen address over HTTPS"
+    )
+    tls_key_file: ConfigPath | None = Field(
+        None, description="PEM private key (if not in tls_cert_file)"
+    )
     region: str = "us-east-1"
     account_id: str = Field("123456789012", pattern=r"^\d{12}$")
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -80,6 +86,12 @@ class DaemonSettings(Model):
                 "; ".join(p.removeprefix("daemon.state: ") for p in exc.problems)
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> DaemonSettings:
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ValueError("daemon.tls_key_file: set tls_cert_file too")
+        return self
 
     @field_validator("listen")
     @classmethod

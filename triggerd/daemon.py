@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("triggerd.daemon")
 #: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
-PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka"})
+PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
 #: After the drain timeout: how long cancelled work may take to give its records back.
 CANCEL_GRACE_S = 5.0
 

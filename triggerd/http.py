@@ -3,6 +3,7 @@ Invoke API mount here too)."""
 
 from __future__ import annotations
 
+import ssl
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from triggerd.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.routes import RouteMatch
+from triggerd.types import ConfigError
 
 if TYPE_CHECKING:
     from triggerd.daemon import Daemon
@@ -61,8 +63,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+) from a PEM certificate chain and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"daemon.tls_cert_file: cannot load the certificate/key: {exc}"]
+        ) from None
+    return context
+
+
 async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
-    """Start the server; returns the bound address (port 0 picks a free port)."""
+    """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
+    when `daemon.tls_cert_file` is set."""
     app = web.Application(client_max_size=6 * 1024 * 1024 + 1024)
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
@@ -73,7 +89,13 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = parse_listen(listen)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    settings = daemon.config.daemon
+    context = (
+        tls_context(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file
+        else None
+    )
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []

@@ -299,3 +299,48 @@ def test_invoke_prints_the_response_and_fails_on_function_error(tmp_path: Path) 
     )
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["errorType"] == "ValueError"
+
+
+def test_listen_address_serves_https_with_a_configured_certificate(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    (tmp_path / "inbox").mkdir()
+    port = free_port()
+    text = config(tmp_path, port=port).replace(
+        'log_format = "json"',
+        f'log_format = "json"\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"',
+    )
+    d: Daemon = daemon_factory(text)
+    d.start()
+    trusted = ssl.create_default_context(cafile=str(cert))
+    health = json.loads(
+        urlopen(f"https://127.0.0.1:{port}/healthz", timeout=5, context=trusted).read()
+    )
+    assert health["status"] == "ok"
+    assert d.terminate() == 0
