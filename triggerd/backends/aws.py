@@ -24,6 +24,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from triggerd.backends.http import decode_log_result, oversize_result, timeout_result
+from triggerd.backends.slots import ConcurrencySlots
 from triggerd.types import (
     BackendContext,
     BackendPlugin,
@@ -115,8 +116,7 @@ class AwsBackend:
         self.response_margin_s = response_margin_s
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
-        limit = config.reserved_concurrency
-        self._slots = asyncio.Semaphore(limit) if limit else None
+        self._slots = ConcurrencySlots(config.reserved_concurrency)
 
     async def start(self) -> None:
         if self._client is not None:
@@ -172,8 +172,6 @@ class AwsBackend:
             return too_large
         if self._client is None:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
-        if cfg.reserved_concurrency == 0:
-            return self._local_throttle(rid)
         kwargs: dict[str, Any] = {
             "FunctionName": cfg.function,
             "InvocationType": wire,
@@ -186,27 +184,7 @@ class AwsBackend:
                 kwargs["LogType"] = "Tail"
             if client_context is not None:
                 kwargs["ClientContext"] = _base64_client_context(client_context)
-        if self._slots is None:
-            return await self._call(kwargs, rid, version)
-        try:
-            async with asyncio.timeout(cfg.timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            return self._local_throttle(rid)
-        try:
-            return await self._call(kwargs, rid, version)
-        finally:
-            self._slots.release()
-
-    def _local_throttle(self, rid: str) -> InvokeResult:
-        body = orjson.dumps(
-            {
-                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
-                "Type": "User",
-                "message": "Rate Exceeded.",
-            }
-        )
-        return InvokeResult(Outcome.THROTTLED, body, rid, retry_after_s=1.0)
+        return await self._slots.run(lambda: self._call(kwargs, rid, version), rid, cfg.timeout_s)
 
     async def _call(self, kwargs: dict[str, Any], rid: str, version: str) -> InvokeResult:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError

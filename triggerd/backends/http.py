@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from triggerd.backends.slots import ConcurrencySlots
 from triggerd.failures import iso_ms
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -207,8 +208,7 @@ class HttpBackend:
         self.config = config
         self.ctx = ctx
         self._session: aiohttp.ClientSession | None = None
-        limit = config.reserved_concurrency
-        self._slots = asyncio.Semaphore(limit) if limit else None
+        self._slots = ConcurrencySlots(config.reserved_concurrency)
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         if config.auth_token is not None:
             self._headers["Authorization"] = "Bearer " + config.auth_token.get_secret_value()
@@ -245,35 +245,13 @@ class HttpBackend:
             return too_large
         if self._session is None:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
-        if cfg.reserved_concurrency == 0:
-            return self._throttled(rid)
         headers = {"X-Request-Id": rid}
         if cfg.invoke_api:
             if want_log_tail:
                 headers["X-Amz-Log-Type"] = "Tail"
             if client_context is not None and invocation_type == "RequestResponse":
                 headers["X-Amz-Client-Context"] = client_context
-        if self._slots is None:
-            return await self._post(payload, rid, headers)
-        try:
-            async with asyncio.timeout(cfg.timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            return self._throttled(rid)
-        try:
-            return await self._post(payload, rid, headers)
-        finally:
-            self._slots.release()
-
-    def _throttled(self, rid: str) -> InvokeResult:
-        body = orjson.dumps(
-            {
-                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
-                "Type": "User",
-                "message": "Rate Exceeded.",
-            }
-        )
-        return InvokeResult(Outcome.THROTTLED, body, rid, retry_after_s=1.0)
+        return await self._slots.run(lambda: self._post(payload, rid, headers), rid, cfg.timeout_s)
 
     async def _post(self, payload: bytes, rid: str, headers: dict[str, str]) -> InvokeResult:
         assert self._session is not None
