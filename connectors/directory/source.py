@@ -22,7 +22,7 @@ import contextlib
 import itertools
 import json
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.ready import ReadyRecords
 from triggerd.types import BaseSource, ConfigError, MissingExtraError, Record, SourceContext
 
 from .config import DirectorySourceConfig, bucket_name_for
@@ -133,8 +134,7 @@ class DirectorySource(BaseSource):
         self._known_dirs: Counter[str] = Counter()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._observed: dict[str, _Observation] = {}
-        self._ready: deque[Record] = deque()
-        self._ready_event = asyncio.Event()
+        self._ready = ReadyRecords()
         self._dirty_event = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._latest: dict[str, str] = {}
@@ -205,26 +205,12 @@ class DirectorySource(BaseSource):
                     await watch
             except Exception:  # already logged by the watch loop's boundary
                 pass
-        self._ready_event.set()
+        self._ready.wake()
 
     # ---- Source protocol ------------------------------------------------------------------
 
     async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        if max_records <= 0:
-            return []
-        if not self._ready:
-            self._ready_event.clear()
-            try:
-                async with asyncio.timeout(max(0.0, timeout_s)):
-                    await self._ready_event.wait()
-            except TimeoutError:
-                return []
-        out: list[Record] = []
-        while self._ready and len(out) < max_records:
-            out.append(self._ready.popleft())
-        if not self._ready:
-            self._ready_event.clear()
-        return out
+        return await self._ready.take(max_records, timeout_s)
 
     async def ack(self, records: Sequence[Record]) -> None:
         for record in records:
@@ -242,7 +228,7 @@ class DirectorySource(BaseSource):
             checkpoint = record.checkpoint
             if self._latest.get(handle.rel) != handle.sequencer:
                 checkpoint = {INITIALIZED_KEY: "1"}
-            self._ready.appendleft(
+            self._ready.push_front(
                 Record(
                     payload=record.payload,
                     item_id=record.item_id,
@@ -254,8 +240,6 @@ class DirectorySource(BaseSource):
                     checkpoint=checkpoint,
                 )
             )
-        if self._ready:
-            self._ready_event.set()
 
     def _settled(self, handle: _Handle) -> None:
         left = self._outstanding.get(handle.rel, 0) - 1
@@ -584,8 +568,7 @@ class DirectorySource(BaseSource):
         handle: _Handle = record.handle
         self._latest[handle.rel] = handle.sequencer
         self._outstanding[handle.rel] = self._outstanding.get(handle.rel, 0) + 1
-        self._ready.append(record)
-        self._ready_event.set()
+        self._ready.push(record)
         self._log.debug(
             "directory.change",
             extra={

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from urllib.parse import unquote_plus
 import orjson
 
 from connectors.directory.s3shape import iso_millis, new_host_id, new_request_id
+from triggerd.ready import ReadyRecords
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
 from .client import describe_error, open_client
@@ -178,8 +178,7 @@ class NotificationSource(BaseSource):
         self._secrets = config.secrets()
         self._client = client
         self._stack = AsyncExitStack()
-        self._ready: deque[Record] = deque()
-        self._ready_event = asyncio.Event()
+        self._ready = ReadyRecords()
         self._room = asyncio.Event()
         self._inflight = 0
         self._task: asyncio.Task[None] | None = None
@@ -212,24 +211,12 @@ class NotificationSource(BaseSource):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._stack.aclose()
-        self._ready_event.set()
+        self._ready.wake()
 
     # ---- Source protocol ------------------------------------------------------------------
 
     async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        if max_records <= 0:
-            return []
-        if not self._ready:
-            self._ready_event.clear()
-            try:
-                async with asyncio.timeout(max(0.0, timeout_s)):
-                    await self._ready_event.wait()
-            except TimeoutError:
-                return []
-        out: list[Record] = []
-        while self._ready and len(out) < max_records:
-            out.append(self._ready.popleft())
-        return out
+        return await self._ready.take(max_records, timeout_s)
 
     async def ack(self, records: Sequence[Record]) -> None:
         done: list[_Message] = []
@@ -336,7 +323,6 @@ class NotificationSource(BaseSource):
         if self._inflight >= MAX_INFLIGHT_MESSAGES:
             self._room.clear()
         self._ready.extend(records)
-        self._ready_event.set()
 
     def _release(self, count: int) -> None:
         self._inflight -= count
