@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import shutil
 import time
 import uuid
@@ -98,9 +99,14 @@ def client_context_header(value: str | None) -> str | None:
         return value
 
 
-def trace_header(epoch_s: float) -> str:
-    rand = os.urandom(20).hex()
+def trace_header(epoch_s: float, rng: random.Random | None = None) -> str:
+    rand = f"{(rng or random).getrandbits(160):040x}"
     return f"Root=1-{int(epoch_s):08x}-{rand[:24]};Parent={rand[24:40]};Sampled=0"
+
+
+def new_request_id(rng: random.Random) -> str:
+    """A random (version 4) UUID, drawn from `rng`: no system call per invocation."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 @dataclass(slots=True)
@@ -187,6 +193,8 @@ class LocalBackend:
             "last_init_duration_ms": None,
         }
         self._flog = logging.getLogger("triggerd.function")
+        #: Request ids and trace ids (seeded from os.urandom; ids need not be secret).
+        self._rng = random.Random()
         self._metrics = _FunctionMetrics(ctx.metrics, ctx.function) if ctx.metrics else None
         self._slots = asyncio.Semaphore(max(self.limit, 1))
         #: Warm workers waiting for work, least recently used first.
@@ -255,7 +263,7 @@ class LocalBackend:
         client_context: str | None = None,
         want_log_tail: bool = False,
     ) -> InvokeResult:
-        rid = request_id or str(uuid.uuid4())
+        rid = request_id or new_request_id(self._rng)
         if self._stopping:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         if invocation_type == "Event":
@@ -580,7 +588,7 @@ class LocalBackend:
             payload=payload,
             deadline_ms=int((now + self.config.timeout_s) * 1000),
             function_arn=self.ctx.function_arn,
-            trace_id=trace_header(now),
+            trace_id=trace_header(now, self._rng),
             client_context=client_context_header(client_context),
         )
         # A timer resolving the invocation is much cheaper than an asyncio.timeout block.
