@@ -209,7 +209,8 @@ class LocalBackend:
         self._workers: set[Worker] = set()
         #: Workers starting or invoking: the memory sampler watches these.
         self._busy: set[Worker] = set()
-        self._busy_event = asyncio.Event()
+        #: The memory sampler's next run, armed while workers are busy.
+        self._sampler: asyncio.TimerHandle | None = None
         self._maintain_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._init_backoff_s = init_backoff_s
@@ -231,10 +232,7 @@ class LocalBackend:
             raise ConfigError([f"functions.{self.ctx.function}.{p}" for p in problems])
         await asyncio.to_thread(_fresh_dir, self.tmp_dir)
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._watch_memory(), name=f"memory:{self.ctx.function}"),
-            loop.create_task(self._maintain(), name=f"maintain:{self.ctx.function}"),
-        ]
+        self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{self.ctx.function}")]
         await self._provision(self.config.provisioned_concurrency)
 
     def _check_code(self) -> list[str]:
@@ -250,6 +248,9 @@ class LocalBackend:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -479,20 +480,23 @@ class LocalBackend:
 
     def _watch(self, worker: Worker) -> None:
         self._busy.add(worker)
-        if not self._busy_event.is_set():
-            self._busy_event.set()
+        if self._sampler is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._sampler = loop.call_later(self._sample_s, self._sample_memory)
 
-    async def _watch_memory(self) -> None:
+    def _sample_memory(self) -> None:
         """Every few ms while workers are busy: sample their resident memory (process and
-        children) and kill the ones over `memory_mb`, as Lambda's OOM killer would."""
-        while True:
-            await self._busy_event.wait()
-            await asyncio.sleep(self._sample_s)
-            if not self._busy:
-                self._busy_event.clear()
-                continue
+        children) and kill the ones over `memory_mb`, as Lambda's OOM killer would. A timer
+        callback rather than a task: it runs hundreds of times a second under load."""
+        self._sampler = None
+        if not self._busy or self._stopping:
+            return  # `_watch` arms it again
+        try:
             for worker in list(self._busy):
                 self._check_memory(worker)
+        finally:
+            loop = asyncio.get_running_loop()
+            self._sampler = loop.call_later(self._sample_s, self._sample_memory)
 
     def _check_memory(self, worker: Worker) -> None:
         probe = worker.memory
