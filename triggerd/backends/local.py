@@ -665,9 +665,14 @@ class LocalBackend:
             self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
-        self._flog.info(
-            "%s", text, extra={"function": self.ctx.function, "request_id": rid, "platform": True}
-        )
+        log = self._flog
+        if log.isEnabledFor(logging.INFO):
+            # makeRecord + handle skips logging's caller lookup (a stack walk per line).
+            extra = {"function": self.ctx.function, "request_id": rid, "platform": True}
+            record = log.makeRecord(
+                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
+            )
+            log.handle(record)
         if worker.capture is not None:
             worker.capture.add(text)
 
