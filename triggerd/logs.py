@@ -32,8 +32,23 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+class _IsoClock:
+    """ISO-8601 UTC timestamps with milliseconds; the formatted second is cached, since many
+    lines share it (strftime per line showed up in profiles of busy daemons)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ts: float) -> str:
+        second = int(ts)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((ts - second) * 1000):03d}Z"
+
+
+_iso = _IsoClock()
 
 
 class JsonFormatter(logging.Formatter):
