@@ -75,10 +75,15 @@ def test_s3_poll_reports_first_scan_and_rescan_rates() -> None:
     assert all(r.value > 0 for r in rows)
 
 
-def test_sqs_reports_messages_per_second_against_the_raw_loop() -> None:
+def test_sqs_reports_rates_against_the_raw_loop_on_moto_and_the_fast_endpoint() -> None:
     rows = sqs.run(sqs.SMOKE)
     assert_numbers(rows, "sqs")
-    assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
+    by_metric = {r.metric: r for r in rows}
+    for server in ("moto", "fast endpoint"):
+        rate = by_metric[f"messages/s, batch 10, 2 pollers ({server})"]
+        assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
+        share = by_metric[f"share of the raw loop (%) ({server})"]
+        assert share.target == 80 and share.value > 0
 
 
 def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> None:
