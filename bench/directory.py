@@ -22,13 +22,11 @@ from typing import Any
 import watchfiles
 
 from bench import HELLO_DIR, BenchError, Row, run_async
+from bench.harness import trigger_runtime
 from connectors.directory import plugin as directory_plugin
 from triggerd.asyncpath import AsyncTrigger
 from triggerd.config import validate_data
-from triggerd.filters import compile_filters
 from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import TriggerRuntime
 from triggerd.plugins import Registry
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import (
@@ -211,25 +209,13 @@ def async_trigger(root: Path, state: SQLiteStateStore, settings: Settings) -> As
     source = directory_plugin.create(
         tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
     )
-    on_failure = OnFailure(
-        trigger=TRIGGER,
-        function="hello",
-        destination=None,
-        destination_name="none",
-        state=state,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    rt = TriggerRuntime(
+    rt = trigger_runtime(
         name=TRIGGER,
         config=tcfg,
         function="hello",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
         source=source,
         backend=NoBackend(),
-        filter=compile_filters(tcfg.filters),
-        on_failure=on_failure,
+        state=state,
         clock=clock,
         metrics=metrics,
         log=log,

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,7 @@ from typing import Any
 import orjson
 
 from bench import BenchError, Row, run_async
+from bench.harness import moto_server
 from connectors.s3 import S3SourceConfig
 from connectors.s3.poll import PollSource
 from triggerd.state.base import NewEvent
@@ -52,47 +48,6 @@ class Settings:
 
 QUICK = Settings(objects=1000)
 SMOKE = Settings(objects=30, page_size=10, timeout_s=60.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    exe = Path(sys.executable).parent / "moto_server"
-    found = str(exe) if exe.exists() else shutil.which("moto_server")
-    if found is None:
-        raise BenchError("moto_server is not installed (pip install 'moto[server]')")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [found, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError("moto_server did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @asynccontextmanager

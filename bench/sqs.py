@@ -16,19 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench import HELLO_DIR, BenchError, Row, run_async
+from bench import HELLO_DIR, Row, run_async
+from bench.harness import moto_server, trigger_runtime
 from triggerd.types import JSONDict, Record
 
 NAME = "sqs"
@@ -51,42 +47,6 @@ class Settings:
 
 QUICK = Settings(messages=200, rounds=2, fast_messages=2000)
 SMOKE = Settings(messages=10, pollers=2, concurrency=2, rounds=1, timeout_s=60.0, fast_messages=40)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    exe = Path(sys.executable).parent / "moto_server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @contextlib.asynccontextmanager
@@ -227,10 +187,8 @@ def build_trigger(
 ) -> tuple[Any, CountingSource, Any]:
     import connectors.sqs as sqs_plugins
     from triggerd.config import validate_data
-    from triggerd.filters import compile_filters
     from triggerd.metrics import Metrics
-    from triggerd.onfailure import OnFailure
-    from triggerd.pipeline import SyncTrigger, TriggerRuntime
+    from triggerd.pipeline import SyncTrigger
     from triggerd.plugins import Registry
     from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
     from triggerd.types import BackendContext, SourceContext, SystemClock
@@ -278,25 +236,13 @@ def build_trigger(
         tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
     )
     source = CountingSource(inner, messages)
-    on_failure = OnFailure(
-        trigger=TRIGGER,
-        function="hello",
-        destination=None,
-        destination_name="none",
-        state=state,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    rt = TriggerRuntime(
+    rt = trigger_runtime(
         name=TRIGGER,
         config=tcfg,
         function="hello",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
         source=source,
         backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=on_failure,
+        state=state,
         clock=clock,
         metrics=metrics,
         log=log,
