@@ -4,6 +4,7 @@ the daemon builds one."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -31,18 +32,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto_server on a free loopback port for the benchmark's duration; yields its URL."""
+def moto_server(log_path: Path | None = None) -> Iterator[str]:
+    """A moto_server on a free loopback port, stopped by PID on exit; yields its URL. Its
+    output goes to `log_path` (tests keep it to show when start-up fails)."""
     exe = Path(sys.executable).parent / "moto_server"
     found = str(exe) if exe.exists() else shutil.which("moto_server")
     if found is None:
         raise BenchError("moto_server is not installed (pip install 'moto[server]')")
     port = free_port()
-    proc = subprocess.Popen(
-        [found, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log_path.open("wb") if log_path else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [found, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -54,7 +55,8 @@ def moto_server() -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError("moto_server did not start")
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
+                raise BenchError(f"moto_server did not start\n{tail}".rstrip())
             time.sleep(0.1)
         yield url
     finally:

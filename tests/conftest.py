@@ -4,18 +4,11 @@ loopback port, and the machine's RabbitMQ. Servers are started by PID and always
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -33,39 +26,15 @@ def port_open(host: str, port: int) -> bool:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a moto_server that lives for the whole test session."""
-    exe = BIN / "moto_server"
-    if not exe.exists():
-        found = shutil.which("moto_server")
-        if found is None:
-            pytest.fail("moto_server is not installed (pip install 'moto[server]')")
-        exe = Path(found)
-    port = free_port()
+    from bench import BenchError
+    from bench.harness import moto_server as launch
+
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        with launch(log) as url:
+            yield url
+    except BenchError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
