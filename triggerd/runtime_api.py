@@ -5,6 +5,13 @@ because a runtime finds the API through `AWS_LAMBDA_RUNTIME_API=host:port`. The 
 out one invocation at a time: the backend `submit`s an invocation, the runtime's long-poll on
 `/runtime/invocation/next` receives it, and the runtime's `/response` or `/error` post resolves
 the invocation's future. `/runtime/init/error` resolves the endpoint's `ready` future instead.
+
+This is the hottest path of a warm invocation (two requests per invocation), so the endpoint is
+an asyncio protocol around aiohttp's HTTP request parser rather than an aiohttp server: requests
+are parsed by aiohttp (the C parser when built), but handled in the protocol's callbacks, with no
+task, request or response object per request, and each answer is one prebuilt write. It serves
+one runtime on loopback; keep-alive, pipelining (answers in request order), `Expect:
+100-continue`, chunked bodies and `Connection: close` behave as HTTP/1.1 requires.
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ import asyncio
 import collections
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
-from aiohttp import web
-from aiohttp.web_request import BaseRequest
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpRequestParser, RawRequestMessage
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from triggerd.types import MAX_SYNC_PAYLOAD
 
@@ -29,7 +37,19 @@ _INIT_ERROR = _BASE + "/init/error"
 #: How many answered request ids an endpoint remembers, to tell "already answered" (403)
 #: from "unknown" (400).
 _ANSWERED_MEMORY = 32
-_ACCEPTED = orjson.dumps({"status": "OK"})
+#: Requests a runtime may pipeline ahead of the answers before it is cut off.
+_MAX_QUEUED = 16
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ReplyKind(enum.Enum):
@@ -75,13 +95,32 @@ class EndpointBusyError(RuntimeError):
     """`submit` was called while another invocation is still pending or in flight."""
 
 
-def _error_json(status: int, error_type: str, message: str) -> web.Response:
-    body = orjson.dumps({"errorMessage": message, "errorType": error_type})
-    return web.Response(status=status, body=body, content_type="application/json")
+def _header_value(value: str) -> str:
+    """A header value that cannot break the response apart (a client context may be JSON
+    spread over lines: line breaks are JSON whitespace, so they become spaces)."""
+    if "\r" in value or "\n" in value:
+        return value.replace("\r", " ").replace("\n", " ")
+    return value
 
 
-def _not_allowed() -> web.Response:
-    return _error_json(405, "MethodNotAllowed", "method not allowed on this path")
+def http_reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """One whole HTTP/1.1 response: status line, JSON content type, length and `headers`."""
+    lines = [f"HTTP/1.1 {status} {_REASONS[status]}", "Content-Type: application/json"]
+    if headers:
+        lines.extend(f"{name}: {_header_value(value)}" for name, value in headers.items())
+    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    return "\r\n".join(lines).encode() + body
+
+
+def _error_reply(status: int, error_type: str, message: str) -> bytes:
+    return http_reply(status, orjson.dumps({"errorMessage": message, "errorType": error_type}))
+
+
+_ACCEPTED = http_reply(202, orjson.dumps({"status": "OK"}))
+_NOT_ALLOWED = _error_reply(405, "MethodNotAllowed", "method not allowed on this path")
+_IN_FLIGHT = _error_reply(403, "InvalidStateTransition", "an invocation is in flight")
+_CLOSING = _error_reply(500, "Runtime.Closed", "the execution environment is shutting down")
+_TOO_LARGE = _error_reply(413, "RequestEntityTooLarge", "response payload is too large")
 
 
 def error_body(raw: bytes, error_type: str | None) -> bytes:
@@ -96,21 +135,146 @@ def error_body(raw: bytes, error_type: str | None) -> bytes:
     return orjson.dumps({"errorMessage": message, "errorType": error_type or "Runtime.Unknown"})
 
 
+class _Connection(BaseProtocol):
+    """One connection of the runtime: parses requests with aiohttp's parser, reads each body
+    as it arrives (up to the endpoint's limit; the rest is counted and dropped), and answers
+    the requests strictly in order. A `/next` poll with nothing to hand out parks the queue
+    until the endpoint delivers an invocation through `answer_parked`."""
+
+    def __init__(self, endpoint: RuntimeEndpoint, loop: asyncio.AbstractEventLoop) -> None:
+        limit = endpoint.max_response + 1
+        parser = HttpRequestParser(
+            self,
+            loop,
+            max(limit, 2**16),  # the body buffer is drained on every read: never paused
+            max_line_size=8190,
+            max_field_size=8190,
+            auto_decompress=False,
+        )
+        super().__init__(loop, parser)
+        self._http = parser
+        self._endpoint = endpoint
+        self._limit = limit
+        self._queue: collections.deque[tuple[RawRequestMessage, StreamReader]] = collections.deque()
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._continued = False
+        self._parked = False
+        self._closing = False
+        self._socket_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._endpoint.connections.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._closing = True
+        self._endpoint.connection_gone(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            messages, _, _ = self._http.feed_data(data)
+        except HttpProcessingError as exc:
+            self.fail(_error_reply(400, "BadRequest", f"malformed request: {exc.message}"))
+            return
+        self._queue.extend(messages)
+        if len(self._queue) > _MAX_QUEUED:
+            self.fail(_error_reply(400, "BadRequest", "too many pipelined requests"))
+            return
+        self._process()
+
+    # The body buffer's flow control: it asks to pause when a body arrives faster than it is
+    # read and to resume once read. Bodies are read on every `data_received`, so this only
+    # pauses and resumes the socket; the parser itself is never paused (and never re-entered).
+    def pause_reading(self) -> None:
+        if not self._socket_paused and self.transport is not None:
+            self._socket_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self._socket_paused and self.transport is not None:
+            self._socket_paused = False
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # the runtime stopped sending: close once the answers are written
+
+    def answer_parked(self, reply: bytes) -> None:
+        """Answer the parked `/next` poll and go on with what the runtime sent after it."""
+        if not self._parked:
+            return
+        self._parked = False
+        message, _ = self._queue.popleft()
+        self._send(reply, message.should_close)
+        self._process()
+
+    def fail(self, reply: bytes) -> None:
+        """Answer a request that cannot be parsed and drop the connection."""
+        self._send(reply, close=True)
+
+    def _process(self) -> None:
+        while self._queue and not self._closing and not self._parked:
+            message, payload = self._queue[0]
+            if not self._read_body(message, payload):
+                return  # the body is still arriving
+            body = b"".join(self._body) if self._body_size <= self._limit - 1 else None
+            self._body, self._body_size, self._continued = [], 0, False
+            reply = self._endpoint.dispatch(self, message, body)
+            if reply is None:
+                self._parked = True
+                return
+            self._queue.popleft()
+            self._send(reply, message.should_close)
+
+    def _read_body(self, message: RawRequestMessage, payload: StreamReader) -> bool:
+        try:
+            chunk = payload.read_nowait()
+        except Exception as exc:  # the parser set a payload error (e.g. bad chunk framing)
+            self.fail(_error_reply(400, "BadRequest", f"malformed request body: {exc}"))
+            return False
+        if chunk:
+            self._body_size += len(chunk)
+            if self._body_size < self._limit:
+                self._body.append(chunk)
+            elif self._body:
+                self._body = []  # over the limit: only the size is kept from here on
+        if payload.is_eof():
+            return True
+        if not self._continued and message.headers.get("Expect", "").lower() == "100-continue":
+            self._continued = True
+            self._write(_CONTINUE)
+        return False
+
+    def _send(self, reply: bytes, close: bool) -> None:
+        self._write(reply)
+        if close and not self._closing:
+            self._closing = True
+            if self.transport is not None:
+                self.transport.close()  # after the buffered answers are written
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
 class RuntimeEndpoint:
     """The Runtime API of one execution environment."""
 
     def __init__(self, *, max_response_bytes: int = MAX_SYNC_PAYLOAD, host: str = "127.0.0.1"):
         self._host = host
-        self._max_response = max_response_bytes
+        self.max_response = max_response_bytes
         self._pending: PendingInvocation | None = None
         self._current: PendingInvocation | None = None
         self._answered: collections.deque[str] = collections.deque(maxlen=_ANSWERED_MEMORY)
-        self._wakeup: asyncio.Future[None] | None = None
-        self._polling = False
+        #: The connection whose `/next` poll waits for an invocation.
+        self._poller: _Connection | None = None
         self._closed = False
-        self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
         self._port = 0
+        self.connections: set[_Connection] = set()
         #: None once the runtime first polls `/next` (init done), or the init-error reply.
         self.ready: asyncio.Future[RuntimeReply | None] = asyncio.get_running_loop().create_future()
 
@@ -125,37 +289,24 @@ class RuntimeEndpoint:
     def busy(self) -> bool:
         return self._pending is not None or self._current is not None
 
-    def make_server(self) -> web.Server:
-        """aiohttp's low-level server with `handle` as its only handler (no application or
-        router: the four paths are told apart by hand, which halves the per-request cost)."""
-        loop = asyncio.get_running_loop()
-        # The body limit leaves room for the "too large" check to answer 413 itself.
-        limit = self._max_response + 1
-
-        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
-            return BaseRequest(
-                message, payload, protocol, writer, task, loop, client_max_size=limit
-            )
-
-        return web.Server(
-            self.handle, request_factory=make_request, handler_cancellation=True, access_log=None
-        )
-
     async def start(self) -> None:
-        server = self.make_server()
-        listener = await asyncio.get_running_loop().create_server(server, self._host, 0)
-        self._server, self._listener = server, listener
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(lambda: _Connection(self, loop), self._host, 0)
+        self._listener = listener
         self._port = int(listener.sockets[0].getsockname()[1])
 
     def submit(self, invocation: PendingInvocation) -> None:
-        """Queue `invocation` for the runtime's next poll."""
+        """Hand `invocation` to the runtime's waiting poll, or keep it for its next one."""
         if self._closed:
             invocation.resolve(RuntimeReply(ReplyKind.CLOSED))
             return
         if self.busy:
             raise EndpointBusyError("an invocation is already in flight")
         self._pending = invocation
-        self._wake()
+        poller = self._poller
+        if poller is not None:
+            self._poller = None
+            poller.answer_parked(self._deliver(invocation))
 
     def abort(self, reply: RuntimeReply) -> None:
         """Resolve everything waiting on this environment with `reply` (the runtime is gone)."""
@@ -179,61 +330,62 @@ class RuntimeEndpoint:
             return
         self._closed = True
         self.abort(RuntimeReply(ReplyKind.CLOSED))
-        self._wake()
-        if self._listener is not None and self._server is not None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.answer_parked(_CLOSING)
+        if self._listener is not None:
             self._listener.close()
-            self._server.pre_shutdown()
-            await self._server.shutdown(1.0)
-            await self._listener.wait_closed()
-            self._listener = self._server = None
+            self._listener = None
+        for conn in list(self.connections):
+            conn.fail(b"")  # flush what is written and close
+        self.connections.clear()
 
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+    def connection_gone(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        if self._poller is conn:
+            self._poller = None
 
     # ---- runtime side ----------------------------------------------------------------------
 
-    async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        """The Runtime API: `/next`, `/{id}/response`, `/{id}/error` and `/init/error`."""
-        path = request.raw_path.partition("?")[0]  # the raw target: no URL object is built
-        post = request.method == "POST"
+    def dispatch(
+        self, conn: _Connection, message: RawRequestMessage, body: bytes | None
+    ) -> bytes | None:
+        """The answer to one request (`body` is None when over the limit), or None for a
+        `/next` poll that must wait for an invocation."""
+        path = message.path.partition("?")[0]
+        post = message.method == "POST"
         if path == _NEXT:
-            return await self._next(request) if request.method == "GET" else _not_allowed()
+            return self._next(conn) if message.method == "GET" else _NOT_ALLOWED
         if path == _INIT_ERROR:
-            return await self._init_error(request) if post else _not_allowed()
+            return self._init_error(message, body) if post else _NOT_ALLOWED
         if path.startswith(_INVOCATION):
             request_id, _, action = path[len(_INVOCATION) :].rpartition("/")
             if request_id and "/" not in request_id and action in ("response", "error"):
                 if not post:
-                    return _not_allowed()
-                if action == "response":
-                    return await self._response(request, request_id)
-                return await self._error(request, request_id)
-        return _error_json(404, "NotFound", "no such path " + path)
+                    return _NOT_ALLOWED
+                return self._answer(message, request_id, body, action == "error")
+        return _error_reply(404, "NotFound", "no such path " + path)
 
-    async def _next(self, request: BaseRequest) -> web.StreamResponse:
-        if self._polling or self._current is not None:
-            return _error_json(403, "InvalidStateTransition", "an invocation is in flight")
+    def _next(self, conn: _Connection) -> bytes | None:
+        if self._poller is not None or self._current is not None:
+            return _IN_FLIGHT
         if not self.ready.done():
             self.ready.set_result(None)
-        self._polling = True
-        try:
-            while self._pending is None and not self._closed:
-                self._wakeup = asyncio.get_running_loop().create_future()
-                await self._wakeup
-        finally:
-            self._polling = False
-            self._wakeup = None
+        if self._closed:
+            return _CLOSING
         inv = self._pending
-        if inv is None:  # closed
-            return _error_json(500, "Runtime.Closed", "the execution environment is shutting down")
+        if inv is None:
+            self._poller = conn
+            return None
+        return self._deliver(inv)
+
+    def _deliver(self, inv: PendingInvocation) -> bytes:
         self._pending = None
         self._current = inv
         headers = {
             "Lambda-Runtime-Aws-Request-Id": inv.request_id,
             "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
             "Lambda-Runtime-Invoked-Function-Arn": inv.function_arn,
-            "Content-Type": "application/json",
         }
         if inv.trace_id is not None:
             headers["Lambda-Runtime-Trace-Id"] = inv.trace_id
@@ -241,67 +393,49 @@ class RuntimeEndpoint:
             headers["Lambda-Runtime-Client-Context"] = inv.client_context
         if inv.cognito_identity is not None:
             headers["Lambda-Runtime-Cognito-Identity"] = inv.cognito_identity
-        return web.Response(body=inv.payload, headers=headers)
+        return http_reply(200, inv.payload, headers)
 
-    def _claim(self, request_id: str) -> PendingInvocation | web.Response:
-        """The in-flight invocation `request_id`, or the error response for the runtime."""
+    def _claim(self, request_id: str) -> PendingInvocation | bytes:
+        """The in-flight invocation `request_id`, or the error answer for the runtime."""
         inv = self._current
         if inv is not None and inv.request_id == request_id:
             return inv
         if request_id in self._answered:
-            return _error_json(403, "InvalidStateTransition", "invocation already answered")
-        return _error_json(400, "InvalidRequestID", "unknown request id " + request_id)
+            return _error_reply(403, "InvalidStateTransition", "invocation already answered")
+        return _error_reply(400, "InvalidRequestID", "unknown request id " + request_id)
 
-    async def _read_body(self, request: BaseRequest) -> bytes | None:
-        """The request body, or None when it is over the response size limit."""
-        if request.content_length is not None and request.content_length > self._max_response:
-            return None
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return None
-        return body if len(body) <= self._max_response else None
-
-    def _settle(self, inv: PendingInvocation, reply: RuntimeReply) -> web.Response:
-        self.finish(inv)
-        inv.resolve(reply)
-        return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
-
-    async def _response(self, request: BaseRequest, request_id: str) -> web.StreamResponse:
+    def _answer(
+        self, message: RawRequestMessage, request_id: str, body: bytes | None, error: bool
+    ) -> bytes:
         claimed = self._claim(request_id)
-        if isinstance(claimed, web.Response):
+        if isinstance(claimed, bytes):
             return claimed
-        body = await self._read_body(request)
+        self.finish(claimed)
+        if error:
+            error_type = message.headers.get("Lambda-Runtime-Function-Error-Type")
+            raw = error_body(body if body is not None else b"", error_type)
+            claimed.resolve(RuntimeReply(ReplyKind.ERROR, raw, error_type))
+            return _ACCEPTED
         if body is None:
-            size = request.content_length
-            self._settle(claimed, _too_large(size, self._max_response))
-            return _error_json(413, "RequestEntityTooLarge", "response payload is too large")
-        return self._settle(claimed, RuntimeReply(ReplyKind.RESPONSE, body))
+            claimed.resolve(_too_large(message.headers.get("Content-Length"), self.max_response))
+            return _TOO_LARGE
+        claimed.resolve(RuntimeReply(ReplyKind.RESPONSE, body))
+        return _ACCEPTED
 
-    async def _error(self, request: BaseRequest, request_id: str) -> web.StreamResponse:
-        claimed = self._claim(request_id)
-        if isinstance(claimed, web.Response):
-            return claimed
-        error_type = request.headers.get("Lambda-Runtime-Function-Error-Type")
-        raw = await self._read_body(request)
-        body = error_body(raw if raw is not None else b"", error_type)
-        return self._settle(claimed, RuntimeReply(ReplyKind.ERROR, body, error_type))
-
-    async def _init_error(self, request: BaseRequest) -> web.StreamResponse:
+    def _init_error(self, message: RawRequestMessage, body: bytes | None) -> bytes:
         if self.ready.done():
-            return _error_json(403, "InvalidStateTransition", "init already finished")
-        error_type = request.headers.get("Lambda-Runtime-Function-Error-Type")
-        raw = await self._read_body(request)
-        body = error_body(raw if raw is not None else b"", error_type)
+            return _error_reply(403, "InvalidStateTransition", "init already finished")
+        error_type = message.headers.get("Lambda-Runtime-Function-Error-Type")
+        raw = error_body(body if body is not None else b"", error_type)
         if error_type is None:
-            parsed = orjson.loads(body)
+            parsed = orjson.loads(raw)
             error_type = str(parsed.get("errorType", "Runtime.Unknown"))
-        self.ready.set_result(RuntimeReply(ReplyKind.INIT_ERROR, body, error_type))
-        return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
+        self.ready.set_result(RuntimeReply(ReplyKind.INIT_ERROR, raw, error_type))
+        return _ACCEPTED
 
 
-def _too_large(size: int | None, limit: int) -> RuntimeReply:
-    shown = f"({size} bytes) " if size is not None else ""
+def _too_large(size: str | None, limit: int) -> RuntimeReply:
+    shown = f"({size} bytes) " if size is not None and size.isdigit() else ""
     message = f"Response payload size {shown}exceeded maximum allowed payload size ({limit} bytes)."
     body = orjson.dumps({"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"})
     return RuntimeReply(ReplyKind.ERROR, body, "Function.ResponseSizeTooLarge")

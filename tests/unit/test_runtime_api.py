@@ -1,15 +1,17 @@
-"""The Runtime API handlers of one execution environment, driven by aiohttp's test client."""
+"""The Runtime API of one execution environment, driven over loopback by an aiohttp client
+(and by raw sockets where HTTP/1.1 framing itself is under test)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import BaseTestServer, TestClient
+from multidict import CIMultiDictProxy
 
 from triggerd.runtime_api import (
     EndpointBusyError,
@@ -27,25 +29,44 @@ ARN = "arn:aws:lambda:us-east-1:123456789012:function:f1"
 @pytest.fixture
 async def endpoint() -> AsyncIterator[RuntimeEndpoint]:
     ep = RuntimeEndpoint(max_response_bytes=1000)
+    await ep.start()
     yield ep
     await ep.close()
 
 
-class EndpointServer(BaseTestServer):
-    """aiohttp's test server around the endpoint's own low-level server."""
+@dataclass
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
 
-    def __init__(self, endpoint: RuntimeEndpoint) -> None:
-        self._endpoint = endpoint
-        super().__init__()
+    async def read(self) -> bytes:
+        return self.body
 
-    async def _make_runner(self, **kwargs: object) -> web.ServerRunner:
-        return web.ServerRunner(self._endpoint.make_server())
+    async def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class Client:
+    """An aiohttp client session bound to the endpoint's address; answers read whole."""
+
+    def __init__(self, session: aiohttp.ClientSession, address: str) -> None:
+        self._session = session
+        self._base = f"http://{address}"
+
+    async def get(self, path: str) -> Reply:
+        async with self._session.get(self._base + path) as resp:
+            return Reply(resp.status, resp.headers, await resp.read())
+
+    async def post(self, path: str, data: bytes, headers: dict[str, str] | None = None) -> Reply:
+        async with self._session.post(self._base + path, data=data, headers=headers) as resp:
+            return Reply(resp.status, resp.headers, await resp.read())
 
 
 @pytest.fixture
-async def client(endpoint: RuntimeEndpoint) -> AsyncIterator[TestClient[aiohttp.web.Request]]:
-    async with TestClient(EndpointServer(endpoint)) as c:
-        yield c
+async def client(endpoint: RuntimeEndpoint) -> AsyncIterator[Client]:
+    async with aiohttp.ClientSession() as session:
+        yield Client(session, endpoint.address)
 
 
 def invocation(request_id: str = "req-1", **kwargs: object) -> PendingInvocation:
@@ -58,9 +79,7 @@ def invocation(request_id: str = "req-1", **kwargs: object) -> PendingInvocation
     )
 
 
-async def fetch(
-    client: TestClient[aiohttp.web.Request], endpoint: RuntimeEndpoint, inv: PendingInvocation
-) -> aiohttp.ClientResponse:
+async def fetch(client: Client, endpoint: RuntimeEndpoint, inv: PendingInvocation) -> Reply:
     endpoint.submit(inv)
     return await client.get(BASE + "/invocation/next")
 
@@ -253,3 +272,173 @@ def test_error_body_keeps_json_objects_and_wraps_anything_else() -> None:
         "errorType": "Runtime.Unknown",
     }
     assert orjson.loads(error_body(b"[1]", "T")) == {"errorMessage": "[1]", "errorType": "T"}
+
+
+# ---- HTTP/1.1 framing, over a raw socket ------------------------------------------------------
+
+
+class RawConnection:
+    """A raw TCP connection to the endpoint: bytes out, whole responses in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, endpoint: RuntimeEndpoint) -> RawConnection:
+        host, port = endpoint.address.split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {
+            name.lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines if line)
+        }
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return int(status_line.split()[1]), headers, body
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(), 5) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {BASE}{path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+NEXT = f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def test_pipelined_post_and_next_are_answered_in_order(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    first = invocation("one")
+    endpoint.submit(first)
+    conn.send(NEXT)
+    assert (await conn.response())[1]["lambda-runtime-aws-request-id"] == "one"
+    # The bundled runtime posts the result and polls again in one write.
+    conn.send(post("/invocation/one/response", b'"done"') + NEXT)
+    status, _, body = await conn.response()
+    assert (status, body) == (202, b'{"status":"OK"}')
+    assert first.result.result() == RuntimeReply(ReplyKind.RESPONSE, b'"done"')
+    endpoint.submit(invocation("two"))  # the poll was parked until now
+    status, headers, _ = await conn.response()
+    assert status == 200 and headers["lambda-runtime-aws-request-id"] == "two"
+    conn.close()
+
+
+async def test_expect_100_continue_gets_an_interim_answer_before_the_body(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    inv = invocation()
+    endpoint.submit(inv)
+    conn.send(NEXT)
+    await conn.response()
+    body = b'{"big": true}'
+    head = post("/invocation/req-1/response", b"", "Expect: 100-continue")
+    conn.send(head.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode()))
+    interim = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert not inv.result.done()
+    conn.send(body)
+    assert (await conn.response())[0] == 202
+    assert inv.result.result().body == body
+    conn.close()
+
+
+async def test_chunked_response_body_is_reassembled(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    inv = invocation()
+    endpoint.submit(inv)
+    conn.send(NEXT)
+    await conn.response()
+    conn.send(
+        f"POST {BASE}/invocation/req-1/response HTTP/1.1\r\nHost: x\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.01)
+    conn.send(b"4\r\n[1, \r\n")
+    await asyncio.sleep(0.01)
+    conn.send(b"2\r\n2]\r\n0\r\n\r\n")
+    assert (await conn.response())[0] == 202
+    assert inv.result.result().body == b"[1, 2]"
+    conn.close()
+
+
+async def test_chunked_body_over_the_limit_is_413_without_holding_it(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    inv = invocation()
+    endpoint.submit(inv)
+    conn.send(NEXT)
+    await conn.response()
+    head = f"POST {BASE}/invocation/req-1/response HTTP/1.1\r\nHost: x\r\n"
+    conn.send((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+    for _ in range(3):
+        conn.send(b"258\r\n" + b"x" * 600 + b"\r\n")  # 1,800 bytes against a 1,000 limit
+    conn.send(b"0\r\n\r\n")
+    assert (await conn.response())[0] == 413
+    reply = inv.result.result()
+    assert reply.error_type == "Function.ResponseSizeTooLarge"
+    conn.send(NEXT)  # the connection is still in step
+    endpoint.submit(invocation("after"))
+    assert (await conn.response())[1]["lambda-runtime-aws-request-id"] == "after"
+    conn.close()
+
+
+async def test_malformed_request_is_400_and_the_connection_is_closed(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    conn.send(b"THIS IS NOT HTTP\r\n\r\n")
+    status, _, body = await conn.response()
+    assert status == 400
+    assert orjson.loads(body)["errorType"] == "BadRequest"
+    assert await conn.closed()
+    assert not endpoint.ready.done()
+
+
+async def test_connection_close_is_honoured_after_the_answer(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    endpoint.submit(invocation())
+    conn.send(
+        f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert (await conn.response())[0] == 200
+    assert await conn.closed()
+
+
+async def test_poll_on_a_dropped_connection_does_not_block_a_new_one(endpoint) -> None:
+    first = await RawConnection.open(endpoint)
+    first.send(NEXT)
+    await asyncio.wait_for(asyncio.shield(endpoint.ready), 5)
+    first.close()
+    await asyncio.sleep(0.05)
+    second = await RawConnection.open(endpoint)
+    second.send(NEXT)
+    await asyncio.sleep(0.05)
+    endpoint.submit(invocation("again"))
+    status, headers, _ = await second.response()
+    assert status == 200 and headers["lambda-runtime-aws-request-id"] == "again"
+    second.close()
+
+
+async def test_line_breaks_in_a_client_context_cannot_split_the_answer(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    endpoint.submit(invocation(client_context='{"custom":\r\n {"a": 1}}\r\nX-Injected: 1'))
+    conn.send(NEXT)
+    status, headers, body = await conn.response()
+    assert status == 200 and body == b'{"k": "v"}'
+    assert "x-injected" not in headers
+    assert headers["lambda-runtime-client-context"].startswith('{"custom":')
+    conn.close()
+
+
+async def test_a_flood_of_pipelined_requests_is_cut_off(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    conn.send(NEXT + post("/invocation/x/response", b"1") * 40)
+    status, _, _ = await conn.response()
+    assert status == 400
+    assert await conn.closed()
