@@ -1,59 +1,88 @@
-"""The daemon's HTTP server on the listen address: /healthz and /metrics (webhooks and the
-Invoke API mount here too)."""
+"""The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
+push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
+server (no aiohttp application or router: one table, matched most-specific first as API
+Gateway does, and one routing step per request)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from triggerd.invoke_api import INVOKE_ROUTE, invoke_handler
-from triggerd.routes import RouteMatch
-from triggerd.types import ConfigError
+from triggerd.routes import ROUTE_KEY, Routes
+from triggerd.types import ConfigError, HttpHandler
 
 if TYPE_CHECKING:
     from triggerd.daemon import Daemon
 
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-ROUTE_KEY: web.RequestKey[RouteMatch] = web.RequestKey("route", RouteMatch)
+#: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
+MAX_BODY = 6 * 1024 * 1024 + 1024
+_OWNER = "triggerd"
 
 
-async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Hand a request to the push-source route that matches it (webhooks)."""
-    raw_path = request.raw_path.split("?", 1)[0]
-    found = request.app[DAEMON_KEY].routes.match(request.method, raw_path)
-    if found is None:
-        return web.json_response({"message": "Not Found"}, status=404)
-    if found is False:
-        return web.json_response({"message": "Method Not Allowed"}, status=405)
-    assert not isinstance(found, bool)
-    handler, match = found
-    request[ROUTE_KEY] = match
-    return await handler(request)
+def make_dispatch(routes: Routes) -> HttpHandler:
+    """The server's one handler: every path is a route of the daemon's route table (its own
+    endpoints and the push sources'), matched most-specific first."""
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        raw_path = request.raw_path.partition("?")[0]
+        found = routes.match(request.method, raw_path)
+        if found is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        if found is False:
+            return web.json_response({"message": "Method Not Allowed"}, status=405)
+        assert not isinstance(found, bool)
+        handler, match = found
+        request[ROUTE_KEY] = match
+        return await handler(request)
+
+    return dispatch
 
 
-async def healthz(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    body = {
-        "status": "ok" if daemon.ready.is_set() else "starting",
-        "functions": sorted(daemon.functions),
-        "triggers": sorted(daemon.triggers),
-    }
-    return web.json_response(body, status=200 if daemon.ready.is_set() else 503)
+def healthz_handler(daemon: Daemon) -> HttpHandler:
+    async def healthz(request: web.BaseRequest) -> web.StreamResponse:
+        body = {
+            "status": "ok" if daemon.ready.is_set() else "starting",
+            "functions": sorted(daemon.functions),
+            "triggers": sorted(daemon.triggers),
+        }
+        return web.json_response(body, status=200 if daemon.ready.is_set() else 503)
+
+    return healthz
 
 
-async def metrics(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    if daemon.state is not None:
-        queues = [q.name for q in daemon.invoke_queues.values()]
-        for name in [*daemon.triggers, *queues]:
-            depth = await daemon.state.queue_depth(name)
-            daemon.metrics.queue_depth.labels(name).set(depth)
-    return web.Response(
-        body=daemon.metrics.exposition(), content_type="text/plain", charset="utf-8"
-    )
+def metrics_handler(daemon: Daemon) -> HttpHandler:
+    async def metrics(request: web.BaseRequest) -> web.StreamResponse:
+        if daemon.state is not None:
+            queues = [q.name for q in daemon.invoke_queues.values()]
+            for name in [*daemon.triggers, *queues]:
+                depth = await daemon.state.queue_depth(name)
+                daemon.metrics.queue_depth.labels(name).set(depth)
+        return web.Response(
+            body=daemon.metrics.exposition(), content_type="text/plain", charset="utf-8"
+        )
+
+    return metrics
+
+
+def add_daemon_routes(daemon: Daemon) -> None:
+    """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
+    own = [
+        ("GET", "/healthz", healthz_handler(daemon)),
+        ("GET", "/metrics", metrics_handler(daemon)),
+        ("POST", INVOKE_ROUTE, invoke_handler(daemon)),
+    ]
+    for method, template, handler in own:
+        try:
+            daemon.routes.add_route(method, template, handler, owner=_OWNER)
+        except ValueError as exc:
+            raise ConfigError(
+                [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
+            ) from None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -79,13 +108,17 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
 async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
     when `daemon.tls_cert_file` is set."""
-    app = web.Application(client_max_size=6 * 1024 * 1024 + 1024)
-    app[DAEMON_KEY] = daemon
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post(INVOKE_ROUTE, invoke_handler(daemon))  # before the catch-all
-    app.router.add_route("*", "/{tail:.*}", dispatch)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    add_daemon_routes(daemon)
+    stack.callback(daemon.routes.remove_routes, _OWNER)
+    loop = asyncio.get_running_loop()
+
+    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
+        )
+
+    server = web.Server(make_dispatch(daemon.routes), request_factory=make_request)
+    runner = web.ServerRunner(server, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = parse_listen(listen)
@@ -97,8 +130,7 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
     )
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
+    sockets = getattr(site._server, "sockets", None) or []
     if sockets:
         port = sockets[0].getsockname()[1]
     return f"{host}:{port}"

@@ -38,6 +38,7 @@ from triggerd.filters import compile_filters
 from triggerd.metrics import Metrics
 from triggerd.onfailure import OnFailure
 from triggerd.pipeline import TriggerRuntime
+from triggerd.routes import ROUTE_KEY
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -295,7 +296,7 @@ class _Invoker:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = str(uuid.uuid4())
         try:
             return await self._handle(request, rid)
@@ -306,8 +307,8 @@ class _Invoker:
             )
             return exc.response(rid)
 
-    async def _handle(self, request: web.Request, rid: str) -> web.StreamResponse:
-        fn = self._resolve(request.match_info["function"], request.query.get("Qualifier"))
+    async def _handle(self, request: web.BaseRequest, rid: str) -> web.StreamResponse:
+        fn = self._resolve(request[ROUTE_KEY].params["function"], request.query.get("Qualifier"))
         itype = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         if itype not in ("RequestResponse", "Event", "DryRun"):
             raise ApiError(
@@ -373,7 +374,7 @@ class _Invoker:
         return web.Response(status=202, headers={"x-amzn-RequestId": rid})
 
     async def _request_response(
-        self, request: web.Request, fn: Function, payload: bytes, rid: str
+        self, request: web.BaseRequest, fn: Function, payload: bytes, rid: str
     ) -> web.Response:
         client_context = request.headers.get("X-Amz-Client-Context")
         if client_context is not None and len(client_context) > MAX_CLIENT_CONTEXT:
@@ -431,7 +432,7 @@ def throttled_error(result: InvokeResult) -> ApiError:
     )
 
 
-async def read_payload(request: web.Request, limit: int, itype: str) -> bytes:
+async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> bytes:
     """The request body, capped at Lambda's limit, checked to be JSON (empty means `{}`)."""
     too_large = ApiError(
         413,
@@ -469,7 +470,7 @@ def invoke_handler(daemon: Daemon) -> HttpHandler:
     """The aiohttp handler of INVOKE_ROUTE for this daemon's functions."""
     invoker = _Invoker(daemon)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         return await invoker(request)
 
     return handle

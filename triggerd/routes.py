@@ -4,6 +4,9 @@ that push sources add while they start, matched most-specific first as API Gatew
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from aiohttp import web
 
 from triggerd.types import HttpHandler
 
@@ -16,6 +19,10 @@ class RouteMatch:
     template: str
     #: Path parameters, URL-decoded; `{proxy+}` holds the rest of the path without a leading /.
     params: dict[str, str]
+
+
+#: Where the dispatcher leaves the match on the request for the route's handler.
+ROUTE_KEY: web.RequestKey[RouteMatch] = web.RequestKey("route", RouteMatch)
 
 
 @dataclass(slots=True)
@@ -97,17 +104,17 @@ class Routes:
         """(handler, match); False when the path exists for other methods; None otherwise.
         `path` is the raw (still percent-encoded) path, so that an encoded `/` stays inside
         one segment; parameters are decoded once."""
-        from urllib.parse import unquote
-
-        parts = path.strip("/").split("/") if path.strip("/") else []
+        stripped = path.strip("/")
+        parts = stripped.split("/") if stripped else []
         path_known = False
         for r in self._routes:
             params = r.match(parts)
             if params is None:
                 continue
             if r.method in (method, "ANY"):
-                decoded = {k: unquote(v) for k, v in params.items()}
-                return r.handler, RouteMatch(r.method, r.template, decoded)
+                if params:
+                    params = {k: unquote(v) for k, v in params.items()}
+                return r.handler, RouteMatch(r.method, r.template, params)
             path_known = True
         return False if path_known else None
 

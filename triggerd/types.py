@@ -200,7 +200,7 @@ class BaseSource:
 
 
 #: An aiohttp request handler.
-HttpHandler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+HttpHandler = Callable[["web.BaseRequest"], Awaitable["web.StreamResponse"]]
 
 
 class HttpMount(Protocol):

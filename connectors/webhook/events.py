@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,13 +97,18 @@ class RequestMeta:
 # Identifiers and time
 
 
+#: Ids only have to be unique, not secret: drawn from a generator seeded by the OS once,
+#: rather than a system call per id.
+_ids = random.Random(os.urandom(32))
+
+
 def short_request_id() -> str:
     """API Gateway's 16-character id (`KxKXzGbCIAMFuJg=`): base64 of 11 random bytes."""
-    return base64.b64encode(os.urandom(11)).decode()
+    return base64.b64encode(_ids.randbytes(11)).decode()
 
 
 def trace_id(now_s: float) -> str:
-    return f"Root=1-{int(now_s):08x}-{os.urandom(12).hex()}"
+    return f"Root=1-{int(now_s):08x}-{_ids.getrandbits(96):024x}"
 
 
 def api_id(trigger: str, length: int = 10) -> str:
@@ -112,12 +118,22 @@ def api_id(trigger: str, length: int = 10) -> str:
     return "".join(alphabet[b % len(alphabet)] for b in digest[:length])
 
 
+_clf_last: tuple[int, str] = (-1, "")
+
+
 def clf_time(epoch_s: float) -> str:
-    """`09/Apr/2015:12:34:56 +0000` (the English month abbreviations, whatever the locale)."""
-    t = time.gmtime(epoch_s)
+    """`09/Apr/2015:12:34:56 +0000` (the English month abbreviations, whatever the locale).
+    The text of the last second is kept: requests arrive many to a second."""
+    global _clf_last
+    second = int(epoch_s)
+    if _clf_last[0] == second:
+        return _clf_last[1]
+    t = time.gmtime(second)
     month = _MONTHS[t.tm_mon - 1]
     clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    return f"{t.tm_mday:02d}/{month}/{t.tm_year}:{clock} +0000"
+    text = f"{t.tm_mday:02d}/{month}/{t.tm_year}:{clock} +0000"
+    _clf_last = (second, text)
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +210,8 @@ def header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 def _safe(text: str) -> str:
     """Header text re-read as Latin-1 if the server left undecodable bytes as surrogates."""
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

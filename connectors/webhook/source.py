@@ -41,7 +41,7 @@ from connectors.webhook.responses import (
     map_result,
     message,
 )
-from triggerd.http import ROUTE_KEY
+from triggerd.routes import ROUTE_KEY
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
@@ -103,7 +103,7 @@ class Pending:
         self.taken = False
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The body, or BodyTooLarge as soon as more than `limit` bytes arrive."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
@@ -159,7 +159,7 @@ def preflight(cors: CorsConfig, headers: Mapping[str, str]) -> HttpReply:
     return HttpReply(204, out, b"")
 
 
-def describe_request(request: web.Request) -> HttpRequest:
+def describe_request(request: web.BaseRequest) -> HttpRequest:
     raw_path, _, raw_query = request.raw_path.partition("?")
     raw_query = raw_query.partition("#")[0]
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
@@ -279,7 +279,7 @@ class WebhookSource(BaseSource):
 
     # ---- the HTTP side ----
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         cors = self.config.cors
         if (
@@ -312,7 +312,7 @@ class WebhookSource(BaseSource):
             self._log_request(request, reply, rid)
         return self._response(reply, rid)
 
-    def _log_request(self, request: web.Request, reply: HttpReply, rid: RequestMeta) -> None:
+    def _log_request(self, request: web.BaseRequest, reply: HttpReply, rid: RequestMeta) -> None:
         self.log.debug(
             "webhook.request",
             extra={
@@ -330,7 +330,7 @@ class WebhookSource(BaseSource):
             headers[_REQUEST_ID_HEADER[self.fmt]] = rid.request_id
         return web.Response(status=reply.status, body=reply.body, headers=headers)
 
-    def _limits(self, request: web.Request) -> HttpReply | None:
+    def _limits(self, request: web.BaseRequest) -> HttpReply | None:
         cfg = self.config
         raw = request.raw_headers
         if len(raw) > cfg.max_headers or sum(len(k) + len(v) for k, v in raw) > (
@@ -356,7 +356,7 @@ class WebhookSource(BaseSource):
             level, "webhook.refused", extra={"trigger": self.ctx.trigger, "reason": reason, **extra}
         )
 
-    async def _answer(self, request: web.Request, meta: RequestMeta) -> HttpReply:
+    async def _answer(self, request: web.BaseRequest, meta: RequestMeta) -> HttpReply:
         limited = self._limits(request)
         if limited is not None:
             return limited
@@ -366,7 +366,7 @@ class WebhookSource(BaseSource):
         finally:
             self.in_flight -= 1
 
-    async def _admitted(self, request: web.Request, meta: RequestMeta) -> HttpReply:
+    async def _admitted(self, request: web.BaseRequest, meta: RequestMeta) -> HttpReply:
         cfg = self.config
         try:
             body = await read_body(request, cfg.max_body_bytes)
@@ -387,14 +387,15 @@ class WebhookSource(BaseSource):
             return await self._enqueue(event, payload, meta)
         return await self._invoke(request, payload, meta)
 
-    def build(self, request: web.Request, body: bytes, meta: RequestMeta) -> JSONDict:
+    def build(self, request: web.BaseRequest, body: bytes, meta: RequestMeta) -> JSONDict:
         req = describe_request(request)
         req.body = body
         match: RouteMatch | None = request.get(ROUTE_KEY)
         template = self.config.path
-        params = extract_params(template, req.raw_path)
-        if params is None:
-            params = dict(match.params) if match is not None else {}
+        if match is not None:
+            params = dict(match.params)
+        else:
+            params = extract_params(template, req.raw_path) or {}
         route = RouteInfo(
             method=self.config.method,
             template=template,
@@ -408,7 +409,9 @@ class WebhookSource(BaseSource):
         )
         return build_event(self.fmt, req, route, meta)
 
-    async def _invoke(self, request: web.Request, payload: bytes, meta: RequestMeta) -> HttpReply:
+    async def _invoke(
+        self, request: web.BaseRequest, payload: bytes, meta: RequestMeta
+    ) -> HttpReply:
         assert self.ctx.invoke is not None
         try:
             async with asyncio.timeout(self.wait_s):

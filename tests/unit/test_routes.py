@@ -8,7 +8,7 @@ from aiohttp import web
 from triggerd.routes import RouteMatch, Routes
 
 
-async def _h(request: web.Request) -> web.StreamResponse:
+async def _h(request: web.BaseRequest) -> web.StreamResponse:
     return web.Response()
 
 
@@ -77,3 +77,32 @@ def test_an_encoded_slash_stays_in_one_parameter() -> None:
     found = r.match("GET", "/files/a%2Fb%2525")
     assert isinstance(found, tuple)
     assert found[1].params == {"name": "a/b%25"}
+
+
+class _Daemon:
+    """What the daemon's own routes need of a daemon to be registered."""
+
+    def __init__(self, table: Routes) -> None:
+        self.routes = table
+
+
+def test_daemon_endpoints_win_over_a_catch_all_webhook() -> None:
+    from triggerd.http import add_daemon_routes
+
+    table = routes(("ANY", "/{proxy+}"))
+    add_daemon_routes(_Daemon(table))  # type: ignore[arg-type]
+    health = table.match("GET", "/healthz")
+    assert isinstance(health, tuple) and health[1].template == "/healthz"
+    invoke = table.match("POST", "/2015-03-31/functions/f%3A1/invocations")
+    assert isinstance(invoke, tuple) and invoke[1].params == {"function": "f:1"}
+    other = table.match("GET", "/orders/1")
+    assert isinstance(other, tuple) and other[1].template == "/{proxy+}"
+
+
+def test_a_webhook_on_a_daemon_endpoint_is_a_config_error() -> None:
+    from triggerd.http import add_daemon_routes
+    from triggerd.types import ConfigError
+
+    table = routes(("GET", "/metrics"))
+    with pytest.raises(ConfigError, match="GET /metrics is the daemon's own endpoint"):
+        add_daemon_routes(_Daemon(table))  # type: ignore[arg-type]

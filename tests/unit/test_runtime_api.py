@@ -324,12 +324,24 @@ async def test_pipelined_post_and_next_are_answered_in_order(endpoint) -> None:
     assert (await conn.response())[1]["lambda-runtime-aws-request-id"] == "one"
     # The bundled runtime posts the result and polls again in one write.
     conn.send(post("/invocation/one/response", b'"done"') + NEXT)
+    reply = await asyncio.wait_for(asyncio.shield(first.result), 5)
+    assert reply == RuntimeReply(ReplyKind.RESPONSE, b'"done"')
+    endpoint.submit(invocation("two"))  # the poll waited until now
+    # The result's 202 was held back and is written with the poll's answer, in order.
     status, _, body = await conn.response()
     assert (status, body) == (202, b'{"status":"OK"}')
-    assert first.result.result() == RuntimeReply(ReplyKind.RESPONSE, b'"done"')
-    endpoint.submit(invocation("two"))  # the poll was parked until now
     status, headers, _ = await conn.response()
     assert status == 200 and headers["lambda-runtime-aws-request-id"] == "two"
+    conn.close()
+
+
+async def test_a_result_post_alone_is_answered_at_once(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    endpoint.submit(invocation("one"))
+    conn.send(NEXT)
+    await conn.response()
+    conn.send(post("/invocation/one/response", b"1"))
+    assert (await conn.response())[0] == 202
     conn.close()
 
 

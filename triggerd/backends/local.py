@@ -616,7 +616,11 @@ class LocalBackend:
             worker.max_memory_mb()
             await worker.kill()
             return None
-        if reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR:
+        if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
+            worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        ):
+            # Tag the output written before the result with this request id; with function
+            # logs off and no log tail asked for, no line is kept, and the check is skipped.
             await worker.output_done()
         return reply
 
