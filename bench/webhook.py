@@ -40,8 +40,9 @@ JSON = {"Content-Type": "application/json"}
 class Settings:
     #: Sequential requests per round for the latency percentiles.
     latency_requests: int = 400
-    #: Requests per round for the throughput figure.
-    throughput_requests: int = 3000
+    #: Seconds of each round's throughput run (the same for both servers, so that both are
+    #: exposed to the machine's noise alike).
+    throughput_s: float = 2.0
     #: Alternating rounds of each server.
     rounds: int = 5
     #: Requests in flight for the throughput figure.
@@ -51,8 +52,8 @@ class Settings:
     warmup: int = 200
 
 
-QUICK = Settings(latency_requests=200, throughput_requests=1000, rounds=3, warmup=50)
-SMOKE = Settings(latency_requests=10, throughput_requests=20, rounds=2, concurrency=4, warmup=5)
+QUICK = Settings(latency_requests=200, throughput_s=1.0, rounds=3, warmup=50)
+SMOKE = Settings(latency_requests=10, throughput_s=0.05, rounds=2, concurrency=4, warmup=5)
 
 
 def daemon_config(tmp: Path, workers: int) -> dict[str, object]:
@@ -159,6 +160,26 @@ async def rate(session: aiohttp.ClientSession, url: str, total: int, concurrency
     return per * concurrency / (time.perf_counter() - t0)
 
 
+async def rate_for(
+    session: aiohttp.ClientSession, url: str, seconds: float, concurrency: int
+) -> float:
+    """Requests/s of `concurrency` loops sending requests for `seconds`."""
+    done = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await one(session, url)
+            done += 1
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(loop())
+    return done / (time.perf_counter() - t0)
+
+
 @dataclass(slots=True)
 class Figures:
     lat: list[float]
@@ -173,7 +194,7 @@ async def round_of(
     session: aiohttp.ClientSession, url: str, settings: Settings, out: Figures
 ) -> None:
     out.lat.extend(await latencies_ms(session, url, settings.latency_requests))
-    out.rps.append(await rate(session, url, settings.throughput_requests, settings.concurrency))
+    out.rps.append(await rate_for(session, url, settings.throughput_s, settings.concurrency))
 
 
 async def measure(settings: Settings) -> list[Row]:

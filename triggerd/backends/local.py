@@ -28,6 +28,7 @@ import orjson
 
 from triggerd.backends.local_config import LocalFunctionConfig, worker_spec
 from triggerd.backends.local_worker import LogCapture, Worker, WorkerSpec
+from triggerd.backends.slots import Slots
 from triggerd.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
 from triggerd.types import (
     BackendContext,
@@ -203,7 +204,7 @@ class LocalBackend:
         self._rng = random.Random()
         self._function_arn = ctx.function_arn
         self._metrics = _FunctionMetrics(ctx.metrics, ctx.function) if ctx.metrics else None
-        self._slots = asyncio.Semaphore(max(self.limit, 1))
+        self._slots = Slots(max(self.limit, 1))
         #: Warm workers waiting for work, least recently used first.
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
@@ -276,7 +277,10 @@ class LocalBackend:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         if invocation_type == "Event":
             client_context = None  # Lambda passes it to synchronous invocations only
-        if self.limit == 0 or not await self._acquire_slot():
+        slots = self._slots
+        if self.limit == 0 or not (
+            slots.try_acquire() or await slots.acquire(self.config.timeout_s)
+        ):
             self.stats["throttles"] += 1
             if self._metrics is not None:
                 self._metrics.outcome(Outcome.THROTTLED)
@@ -295,17 +299,6 @@ class LocalBackend:
         return result
 
     # ---- slots and workers -----------------------------------------------------------------
-
-    async def _acquire_slot(self) -> bool:
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: returns without suspending
-            return True
-        try:
-            async with asyncio.timeout(self.config.timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            return False
-        return True
 
     def _throttled(self, rid: str) -> InvokeResult:
         reason = (
@@ -405,9 +398,8 @@ class LocalBackend:
             return
         async with asyncio.TaskGroup() as tg:
             for _ in range(count):
-                if self._slots.locked():
+                if not self._slots.try_acquire():
                     break
-                await self._slots.acquire()
                 tg.create_task(self._provision_one())
 
     async def _provision_one(self) -> None:
