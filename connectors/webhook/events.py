@@ -351,14 +351,29 @@ def _v2_body(req: HttpRequest) -> tuple[str | None, bool]:
 
 
 def _v2_headers(req: HttpRequest, meta: RequestMeta) -> tuple[dict[str, str], list[str]]:
+    """Lower-cased headers, repeated ones comma-joined, cookies split out, plus the headers
+    the gateway adds (as `_with_gateway_headers`, in one pass: this runs on every request)."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for name, value in _with_gateway_headers(req, meta):
-        key = name.lower()
+    forwarded: str | None = None
+    for name, value in req.headers:
+        key = _safe(name).lower()
+        if key == "x-forwarded-for":
+            forwarded = value if forwarded is None else f"{forwarded}, {value}"
+            continue
+        value = _safe(value)
         if key == "cookie":
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
         headers[key] = f"{headers[key]},{value}" if key in headers else value
+    xff = req.source_ip if forwarded is None else f"{forwarded}, {req.source_ip}"
+    headers["x-forwarded-for"] = _safe(xff)  # never among `headers`: it was set aside above
+    if "x-forwarded-proto" not in headers:
+        headers["x-forwarded-proto"] = req.scheme
+    if "x-forwarded-port" not in headers:
+        headers["x-forwarded-port"] = str(req.server_port)
+    if "x-amzn-trace-id" not in headers:
+        headers["x-amzn-trace-id"] = meta.trace_id
     return headers, cookies
 
 

@@ -107,6 +107,12 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The body, or BodyTooLarge as soon as more than `limit` bytes arrive."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers: take it in one call
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -162,7 +168,11 @@ def preflight(cors: CorsConfig, headers: Mapping[str, str]) -> HttpReply:
 def describe_request(request: web.BaseRequest) -> HttpRequest:
     raw_path, _, raw_query = request.raw_path.partition("?")
     raw_query = raw_query.partition("#")[0]
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    # The connection's address, which aiohttp looks up once per connection (the transport
+    # would make a system call for every request).
+    sockname = getattr(request.protocol, "sockname", None)
+    if sockname is None and request.transport is not None:
+        sockname = request.transport.get_extra_info("sockname")
     port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else 80
     return HttpRequest(
         method=request.method,
@@ -401,8 +411,8 @@ class WebhookSource(BaseSource):
             template=template,
             params=params,
             stage=self.config.effective_stage,
-            stage_variables=dict(self.config.stage_variables),
-            binary_media_types=list(self.config.binary_media_types),
+            stage_variables=self.config.stage_variables,  # read only: shared, not copied
+            binary_media_types=self.config.binary_media_types,
             api_id=self.api_id,
             region=self.ctx.region,
             account_id=self.ctx.account_id,

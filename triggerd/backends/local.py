@@ -563,7 +563,8 @@ class LocalBackend:
         ended = clock.monotonic()
         duration_ms = (ended - started) * 1000
         self._busy.discard(worker)
-        used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
+        sample_s = self._sample_s
+        used_mb = worker.measure_memory(ended - started >= sample_s, ended, sample_s)
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         if reusable and worker.alive:
             worker.last_used = ended
