@@ -10,7 +10,7 @@ import ssl
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from triggerd.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.routes import ROUTE_KEY, Routes
@@ -38,9 +38,26 @@ def make_dispatch(routes: Routes) -> HttpHandler:
         assert not isinstance(found, bool)
         handler, match = found
         request[ROUTE_KEY] = match
+        if "Expect" in request.headers:
+            refused = await expect_continue(request)
+            if refused is not None:
+                return refused
         return await handler(request)
 
     return dispatch
+
+
+async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None:
+    """Answer `Expect: 100-continue` before the handler reads the body (clients such as curl
+    otherwise wait a second before sending a large one); 417 for any other expectation."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return web.json_response({"message": "Expectation Failed"}, status=417)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response
+    return None
 
 
 def healthz_handler(daemon: Daemon) -> HttpHandler:
@@ -71,9 +88,12 @@ def metrics_handler(daemon: Daemon) -> HttpHandler:
 
 def add_daemon_routes(daemon: Daemon) -> None:
     """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
+    healthz, metrics = healthz_handler(daemon), metrics_handler(daemon)
     own = [
-        ("GET", "/healthz", healthz_handler(daemon)),
-        ("GET", "/metrics", metrics_handler(daemon)),
+        ("GET", "/healthz", healthz),
+        ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
+        ("GET", "/metrics", metrics),
+        ("HEAD", "/metrics", metrics),
         ("POST", INVOKE_ROUTE, invoke_handler(daemon)),
     ]
     for method, template, handler in own:

@@ -121,6 +121,7 @@ _NOT_ALLOWED = _error_reply(405, "MethodNotAllowed", "method not allowed on this
 _IN_FLIGHT = _error_reply(403, "InvalidStateTransition", "an invocation is in flight")
 _CLOSING = _error_reply(500, "Runtime.Closed", "the execution environment is shutting down")
 _TOO_LARGE = _error_reply(413, "RequestEntityTooLarge", "response payload is too large")
+_HEAD_NOT_ALLOWED = http_reply(405, b"")
 
 
 def error_body(raw: bytes, error_type: str | None) -> bytes:
@@ -202,7 +203,12 @@ class _Connection(BaseProtocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
-        return False  # the runtime stopped sending: close once the answers are written
+        # The runtime stopped sending: close once the answers are written. A poll parked
+        # here can no longer receive an invocation, so the endpoint stops offering it one.
+        self._endpoint.connection_gone(self)
+        self._closing = True
+        self._flush()  # answers held for a poll that will now never be answered
+        return False
 
     def answer_parked(self, reply: bytes) -> None:
         """Answer the parked `/next` poll and go on with what the runtime sent after it."""
@@ -264,6 +270,7 @@ class _Connection(BaseProtocol):
         self._out.append(reply)
         if close and not self._closing:
             self._closing = True
+            self._endpoint.connection_gone(self)  # before connection_lost: see eof_received
             self._flush()
             if self.transport is not None:
                 self.transport.close()  # after the buffered answers are written
@@ -370,6 +377,8 @@ class RuntimeEndpoint:
     ) -> bytes | None:
         """The answer to one request (`body` is None when over the limit), or None for a
         `/next` poll that must wait for an invocation."""
+        if message.method == "HEAD":
+            return _HEAD_NOT_ALLOWED  # an answer to HEAD carries no body
         path = message.path.partition("?")[0]
         post = message.method == "POST"
         if path == _NEXT:

@@ -422,6 +422,23 @@ async def test_log_tail_is_the_last_4_kb(backend_factory: Factory) -> None:
     assert plain.log_tail == ""
 
 
+async def test_output_left_by_an_earlier_invocation_stays_out_of_a_log_tail(
+    backend_factory: Factory,
+) -> None:
+    # Function logs are off here (the logger is below INFO), so nobody waits for the first
+    # invocation's output; the second, which asks for its tail, must not receive it.
+    assert not logging.getLogger("triggerd.function").isEnabledFor(logging.INFO)
+    backend = await backend_factory("actions", reserved_concurrency=1)
+    first = await backend.invoke(b'{"action": "partial", "text": "OUTPUT-OF-FIRST"}')
+    assert first.outcome is Outcome.OK
+    second = await backend.invoke(
+        b'{"action": "spam", "lines": 2}', want_log_tail=True, request_id="r-second"
+    )
+    assert "line 00001 " in second.log_tail
+    assert "OUTPUT-OF-FIRST" not in second.log_tail
+    assert body(first)["pid"] == body(second)["pid"]  # the same warm worker
+
+
 async def test_stop_terminates_workers_and_is_idempotent(backend_factory: Factory) -> None:
     backend = await backend_factory("actions", reserved_concurrency=2)
     results = await asyncio.gather(

@@ -533,6 +533,46 @@ async def test_unknown_path_404_and_wrong_method_405(running: Running) -> None:
     assert (await call(running, "GET", "/v1/orders/1"))[0] == 405
 
 
+async def raw_exchange(
+    r: Running, head: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = r.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    return reader, writer
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(running: Running) -> None:
+    body = b'{"big": "' + b"x" * 100_000 + b'"}'
+    head = (
+        "POST /v2/files/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    reader, writer = await raw_exchange(running, head)
+    try:
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert final.startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+
+
+async def test_an_unknown_expectation_is_417(running: Running) -> None:
+    status, _, _ = await call(
+        running, "POST", "/v2/files/x", data=b"{}", headers={"Expect": "something-else"}
+    )
+    assert status == 417
+
+
+async def test_head_on_the_daemon_endpoints_answers_without_a_body(running: Running) -> None:
+    for path in ("/healthz", "/metrics"):
+        status, headers, body = await call(running, "HEAD", path)
+        assert status == 200 and body == b""
+        assert int(headers["Content-Length"]) > 0  # type: ignore[index]
+
+
 # ---- event mode -----------------------------------------------------------------------------
 
 

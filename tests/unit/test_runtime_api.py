@@ -454,3 +454,33 @@ async def test_a_flood_of_pipelined_requests_is_cut_off(endpoint) -> None:
     status, _, _ = await conn.response()
     assert status == 400
     assert await conn.closed()
+
+
+async def test_head_is_405_without_a_body_and_the_connection_stays_in_step(endpoint) -> None:
+    conn = await RawConnection.open(endpoint)
+    conn.send(f"HEAD {BASE}/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 405 ") and b"Content-Length: 0\r\n" in head
+    endpoint.submit(invocation("after-head"))
+    conn.send(NEXT)
+    status, headers, _ = await conn.response()
+    assert status == 200 and headers["lambda-runtime-aws-request-id"] == "after-head"
+    conn.close()
+
+
+async def test_a_poll_whose_runtime_stopped_sending_is_not_handed_an_invocation(
+    endpoint,
+) -> None:
+    first = await RawConnection.open(endpoint)
+    first.send(NEXT)
+    await asyncio.wait_for(asyncio.shield(endpoint.ready), 5)
+    first.writer.write_eof()  # the runtime half-closes: it will read, never send again
+    await asyncio.sleep(0.05)
+    inv = invocation("kept")
+    endpoint.submit(inv)  # not given to the closing connection...
+    second = await RawConnection.open(endpoint)
+    second.send(NEXT)  # ...but to the runtime's next poll
+    status, headers, _ = await second.response()
+    assert status == 200 and headers["lambda-runtime-aws-request-id"] == "kept"
+    first.close()
+    second.close()

@@ -529,6 +529,14 @@ class LocalBackend:
             await self._discard(worker)
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         capture = LogCapture() if want_log_tail else None
+        if capture is not None:
+            # Output of earlier invocations that nobody waited for (function logs off) is
+            # read first, so none of it lands in this invocation's tail.
+            try:
+                await worker.output_done()
+            except asyncio.CancelledError:
+                await self._discard(worker)
+                raise
         worker.begin(rid, capture)
         self._watch(worker)
         try:
@@ -563,8 +571,7 @@ class LocalBackend:
         ended = clock.monotonic()
         duration_ms = (ended - started) * 1000
         self._busy.discard(worker)
-        sample_s = self._sample_s
-        used_mb = worker.measure_memory(ended - started >= sample_s, ended, sample_s)
+        used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         if reusable and worker.alive:
             worker.last_used = ended

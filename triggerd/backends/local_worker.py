@@ -139,8 +139,6 @@ class Worker(asyncio.SubprocessProtocol):
         self.invocations = 0
         #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
         self.peak_kb = 0
-        #: When `measure_memory` last read the resident set (monotonic seconds).
-        self._rss_read_at = -math.inf
         #: Monotonic time the worker last finished an invocation (for idle reaping).
         self.last_used = 0.0
         #: Set when the backend killed the worker for going over its memory size.
@@ -255,18 +253,12 @@ class Worker(asyncio.SubprocessProtocol):
         if kb > self.peak_kb:
             self.peak_kb = kb
 
-    def measure_memory(self, thorough: bool, now: float = 0.0, fresh_s: float = 0.0) -> int:
+    def measure_memory(self, thorough: bool) -> int:
         """Update the peak with the process's resident set now (`thorough`: the kernel's
-        high-water mark, which also catches peaks between samples); the peak in MB. A resident
-        set read less than `fresh_s` before `now` is not read again (back-to-back short
-        invocations would read /proc thousands of times a second for the same figure)."""
+        high-water mark, which also catches peaks between samples); the peak in MB."""
         probe = self.memory
         if probe is not None and self.alive:
-            if thorough:
-                self.note_memory(probe.hwm_kb())
-            elif not fresh_s or now - self._rss_read_at >= fresh_s:
-                self._rss_read_at = now
-                self.note_memory(probe.rss_kb())
+            self.note_memory(probe.hwm_kb() if thorough else probe.rss_kb())
         return math.ceil(self.peak_kb / 1024)
 
     def max_memory_mb(self) -> int:

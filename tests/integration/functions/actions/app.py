@@ -46,6 +46,10 @@ def _spam(event, context):
         print(f"line {i:05d} " + "x" * 100)
 
 
+def _partial(event, context):
+    sys.stdout.write(event["text"])  # no newline: the last line stays unterminated
+
+
 def _alloc(event, context):
     hoard = [b"x" * (1 << 20) for _ in range(event["mb"])]  # touched pages: resident
     return {"pid": os.getpid(), "action": "alloc", "held": len(hoard)}
@@ -74,6 +78,7 @@ ACTIONS = {
     "print": _print,
     "big": _big,
     "spam": _spam,
+    "partial": _partial,
     "alloc": _alloc,
     "flood": _flood,
     "tmp": _tmp,
