@@ -2,7 +2,122 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+#: prometheus_client's own `le` formatting (untyped there).
+_le: Callable[[float], str] = floatToGoString
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+INIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Buckets:
+    """A histogram's counts as plain numbers."""
+
+    __slots__ = ("bounds", "counts", "labels", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.labels = [_le(bound) for bound in bounds]
+        #: Observations per bucket (not cumulative); the last one is +Inf.
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for label, count in zip(self.labels, self.counts, strict=False):
+            running += count
+            out.append((label, running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+class FunctionTally:
+    """One function's invocation figures. Updated on every invocation from the event loop,
+    so plain numbers rather than prometheus_client's locked values: they become metric
+    families only when /metrics is scraped."""
+
+    __slots__ = ("cold_starts", "duration", "gb_seconds", "init_duration", "max_memory", "outcomes")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.duration = Buckets(DURATION_BUCKETS)
+        self.init_duration = Buckets(INIT_BUCKETS)
+        self.cold_starts = 0
+        self.gb_seconds = 0.0
+        #: Bytes, of the last invocation.
+        self.max_memory: float | None = None
+
+    def outcome(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class FunctionMetrics(Collector):
+    """The per-function metrics (`triggerd_function_*`), collected from the tallies."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, FunctionTally] = {}
+
+    def tally(self, function: str) -> FunctionTally:
+        return self._tallies.setdefault(function, FunctionTally())
+
+    def collect(self) -> Iterator[Metric]:
+        tallies = sorted(self._tallies.items())
+        invocations = CounterMetricFamily(
+            "triggerd_function_invocations",
+            "Invocations by function and outcome (ok, function_error, timeout, throttled, "
+            "invoke_error)",
+            labels=["function", "outcome"],
+        )
+        duration = HistogramMetricFamily(
+            "triggerd_function_duration_seconds",
+            "Function run time as reported in REPORT lines",
+            labels=["function"],
+        )
+        init = HistogramMetricFamily(
+            "triggerd_function_init_duration_seconds",
+            "Cold-start init duration",
+            labels=["function"],
+        )
+        cold = CounterMetricFamily(
+            "triggerd_function_cold_starts", "Execution environments started", labels=["function"]
+        )
+        billed = CounterMetricFamily(
+            "triggerd_function_billed_gb_seconds",
+            "Billed duration x memory, as Lambda would bill it",
+            labels=["function"],
+        )
+        memory = GaugeMetricFamily(
+            "triggerd_function_max_memory_bytes",
+            "Max memory used by the last invocation",
+            labels=["function"],
+        )
+        for name, t in tallies:
+            for outcome, count in sorted(t.outcomes.items()):
+                invocations.add_metric([name, outcome], count)
+            duration.add_metric([name], t.duration.cumulative(), t.duration.total)
+            init.add_metric([name], t.init_duration.cumulative(), t.init_duration.total)
+            cold.add_metric([name], t.cold_starts)
+            billed.add_metric([name], t.gb_seconds)
+            if t.max_memory is not None:
+                memory.add_metric([name], t.max_memory)
+        yield from (invocations, duration, init, cold, billed, memory)
 
 
 class Metrics:
@@ -57,45 +172,8 @@ class Metrics:
         )
 
         # per function, filled in by the backends
-        self.function_invocations = Counter(
-            "triggerd_function_invocations",
-            "Invocations by function and outcome (ok, function_error, timeout, throttled, "
-            "invoke_error)",
-            ["function", "outcome"],
-            registry=r,
-        )
-        self.function_duration = Histogram(
-            "triggerd_function_duration_seconds",
-            "Function run time as reported in REPORT lines",
-            ["function"],
-            registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
-        self.function_init_duration = Histogram(
-            "triggerd_function_init_duration_seconds",
-            "Cold-start init duration",
-            ["function"],
-            registry=r,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.function_cold_starts = Counter(
-            "triggerd_function_cold_starts",
-            "Execution environments started",
-            ["function"],
-            registry=r,
-        )
-        self.function_gb_seconds = Counter(
-            "triggerd_function_billed_gb_seconds",
-            "Billed duration x memory, as Lambda would bill it",
-            ["function"],
-            registry=r,
-        )
-        self.function_max_memory = Gauge(
-            "triggerd_function_max_memory_bytes",
-            "Max memory used by the last invocation",
-            ["function"],
-            registry=r,
-        )
+        self.functions = FunctionMetrics()
+        r.register(self.functions)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

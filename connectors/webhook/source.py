@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -101,6 +101,36 @@ class Pending:
         self.future = future
         #: Handed to the pipeline by `receive`: it can no longer be withdrawn.
         self.taken = False
+
+
+T = TypeVar("T")
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T | None:
+    """`await call`, or None once `seconds` have passed (the call is cancelled). What
+    `asyncio.timeout` does for one await, with a timer and no context manager: this wraps
+    every synchronous webhook invocation."""
+    task = asyncio.current_task()
+    assert task is not None
+    expired: list[bool] = []
+    cancelling = task.cancelling()
+    timer = asyncio.get_running_loop().call_later(seconds, _expire, task, expired)
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        if expired and task.uncancel() <= cancelling:
+            return None  # our cancellation, and nobody else's
+        raise
+    finally:
+        timer.cancel()
+    if expired:  # the call ignored the cancellation: take the request back
+        task.uncancel()
+    return result
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
@@ -423,10 +453,8 @@ class WebhookSource(BaseSource):
         self, request: web.BaseRequest, payload: bytes, meta: RequestMeta
     ) -> HttpReply:
         assert self.ctx.invoke is not None
-        try:
-            async with asyncio.timeout(self.wait_s):
-                result = await self.ctx.invoke(payload)
-        except TimeoutError:
+        result = await within(self.wait_s, self.ctx.invoke(payload))
+        if result is None:
             self._failed("route timeout", meta)
             return gateway_timeout(self.fmt)
         reply, problem = map_result(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from connectors.webhook.config import WebhookSourceConfig
-from connectors.webhook.source import Pending, TokenBucket, WebhookSource
+from connectors.webhook.source import Pending, TokenBucket, WebhookSource, within
 from triggerd.routes import Routes
 from triggerd.types import ConfigError, InvokeResult, Outcome, Record, SourceContext
 
@@ -126,3 +126,45 @@ async def test_stop_answers_waiting_requests() -> None:
     _, pending = pending_record(src, "x")
     await src.stop()
     assert pending.future.result() is False
+
+
+# ---- within: the route timeout around a synchronous invocation ----------------------------
+
+
+async def test_within_returns_the_result_in_time() -> None:
+    async def quick() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    assert await within(5, quick()) == "done"
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+
+
+async def test_within_cancels_the_call_and_gives_none_past_the_deadline() -> None:
+    cancelled = asyncio.Event()
+
+    async def hang() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    assert await within(0.01, hang()) is None
+    assert cancelled.is_set()
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0  # the task can go on awaiting
+    await asyncio.sleep(0)
+
+
+async def test_within_lets_an_outside_cancellation_through() -> None:
+    async def caller() -> str | None:
+        return await within(30, asyncio.sleep(30, "late"))
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

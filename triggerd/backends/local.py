@@ -145,29 +145,6 @@ class _Start:
 _TIMED_OUT = RuntimeReply(ReplyKind.CLOSED, error_type="timeout")
 
 
-class _FunctionMetrics:
-    """The daemon's per-function metrics, with this function's label children looked up once."""
-
-    def __init__(self, metrics: Any, function: str) -> None:
-        self._metrics = metrics
-        self._function = function
-        self.duration = metrics.function_duration.labels(function=function)
-        self.init_duration = metrics.function_init_duration.labels(function=function)
-        self.cold_starts = metrics.function_cold_starts.labels(function=function)
-        self.gb_seconds = metrics.function_gb_seconds.labels(function=function)
-        self.max_memory = metrics.function_max_memory.labels(function=function)
-        self._outcomes: dict[Outcome, Any] = {}
-
-    def outcome(self, outcome: Outcome) -> None:
-        child = self._outcomes.get(outcome)
-        if child is None:
-            child = self._metrics.function_invocations.labels(
-                function=self._function, outcome=outcome.value
-            )
-            self._outcomes[outcome] = child
-        child.inc()
-
-
 class LocalBackend:
     """Runs a function in warm local worker processes (see the module docstring)."""
 
@@ -203,7 +180,7 @@ class LocalBackend:
         #: Request ids and trace ids (seeded from os.urandom; ids need not be secret).
         self._rng = random.Random()
         self._function_arn = ctx.function_arn
-        self._metrics = _FunctionMetrics(ctx.metrics, ctx.function) if ctx.metrics else None
+        self._metrics = ctx.metrics.functions.tally(ctx.function) if ctx.metrics else None
         self._slots = Slots(max(self.limit, 1))
         #: Warm workers waiting for work, least recently used first.
         self._idle: list[Worker] = []
@@ -283,7 +260,7 @@ class LocalBackend:
         ):
             self.stats["throttles"] += 1
             if self._metrics is not None:
-                self._metrics.outcome(Outcome.THROTTLED)
+                self._metrics.outcome(Outcome.THROTTLED.value)
             return self._throttled(rid)
         try:
             result = await self._invoke_in_slot(payload, rid, client_context, want_log_tail)
@@ -295,7 +272,7 @@ class LocalBackend:
         if result.outcome is Outcome.TIMEOUT:
             self.stats["timeouts"] += 1
         if self._metrics is not None:
-            self._metrics.outcome(result.outcome)
+            self._metrics.outcome(result.outcome.value)
         return result
 
     # ---- slots and workers -----------------------------------------------------------------
@@ -384,7 +361,7 @@ class LocalBackend:
             self.stats["cold_starts"] += 1
             self.stats["last_init_duration_ms"] = round(init_ms, 2)
             if self._metrics is not None:
-                self._metrics.cold_starts.inc()
+                self._metrics.cold_starts += 1
                 self._metrics.init_duration.observe(init_ms / 1000)
         elif failure.kind is ReplyKind.INIT_ERROR:
             await worker.gone(1.0)  # it exits by itself after reporting
@@ -584,9 +561,10 @@ class LocalBackend:
         if logged:
             self._platform_end(worker, rid, reply, result, (duration_ms, used_mb), start)
         if self._metrics is not None and result.outcome is not Outcome.INVOKE_ERROR:
-            self._metrics.duration.observe(duration_ms / 1000)
-            self._metrics.gb_seconds.inc(billed_gb_seconds(duration_ms, self.config.memory_mb))
-            self._metrics.max_memory.set(worker.peak_kb * 1024)
+            tally = self._metrics
+            tally.duration.observe(duration_ms / 1000)
+            tally.gb_seconds += billed_gb_seconds(duration_ms, self.config.memory_mb)
+            tally.max_memory = worker.peak_kb * 1024
         return result
 
     async def _exchange(
