@@ -316,6 +316,18 @@ def post(path: str, body: bytes, *extra: str) -> bytes:
 NEXT = f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
 
+async def in_flight(
+    endpoint: RuntimeEndpoint, request_id: str = "req-1"
+) -> tuple[RawConnection, PendingInvocation]:
+    """A raw connection whose runtime has polled and received invocation `request_id`."""
+    conn = await RawConnection.open(endpoint)
+    inv = invocation(request_id)
+    endpoint.submit(inv)
+    conn.send(NEXT)
+    await conn.response()
+    return conn, inv
+
+
 async def test_pipelined_post_and_next_are_answered_in_order(endpoint) -> None:
     conn = await RawConnection.open(endpoint)
     first = invocation("one")
@@ -336,21 +348,14 @@ async def test_pipelined_post_and_next_are_answered_in_order(endpoint) -> None:
 
 
 async def test_a_result_post_alone_is_answered_at_once(endpoint) -> None:
-    conn = await RawConnection.open(endpoint)
-    endpoint.submit(invocation("one"))
-    conn.send(NEXT)
-    await conn.response()
+    conn, _ = await in_flight(endpoint, "one")
     conn.send(post("/invocation/one/response", b"1"))
     assert (await conn.response())[0] == 202
     conn.close()
 
 
 async def test_expect_100_continue_gets_an_interim_answer_before_the_body(endpoint) -> None:
-    conn = await RawConnection.open(endpoint)
-    inv = invocation()
-    endpoint.submit(inv)
-    conn.send(NEXT)
-    await conn.response()
+    conn, inv = await in_flight(endpoint)
     body = b'{"big": true}'
     head = post("/invocation/req-1/response", b"", "Expect: 100-continue")
     conn.send(head.replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode()))
@@ -364,11 +369,7 @@ async def test_expect_100_continue_gets_an_interim_answer_before_the_body(endpoi
 
 
 async def test_chunked_response_body_is_reassembled(endpoint) -> None:
-    conn = await RawConnection.open(endpoint)
-    inv = invocation()
-    endpoint.submit(inv)
-    conn.send(NEXT)
-    await conn.response()
+    conn, inv = await in_flight(endpoint)
     conn.send(
         f"POST {BASE}/invocation/req-1/response HTTP/1.1\r\nHost: x\r\n"
         "Transfer-Encoding: chunked\r\n\r\n".encode()
@@ -383,11 +384,7 @@ async def test_chunked_response_body_is_reassembled(endpoint) -> None:
 
 
 async def test_chunked_body_over_the_limit_is_413_without_holding_it(endpoint) -> None:
-    conn = await RawConnection.open(endpoint)
-    inv = invocation()
-    endpoint.submit(inv)
-    conn.send(NEXT)
-    await conn.response()
+    conn, inv = await in_flight(endpoint)
     head = f"POST {BASE}/invocation/req-1/response HTTP/1.1\r\nHost: x\r\n"
     conn.send((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
     for _ in range(3):
