@@ -137,8 +137,10 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
             message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
         )
 
-    server = web.Server(make_dispatch(daemon.routes), request_factory=make_request)
-    runner = web.ServerRunner(server, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    # No access log: a line per request at INFO would flood the journal under webhook load
+    # (the access_log argument of a runner reaches only an application's server).
+    server = web.Server(make_dispatch(daemon.routes), request_factory=make_request, access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = parse_listen(listen)

@@ -566,6 +566,15 @@ async def test_an_unknown_expectation_is_417(running: Running) -> None:
     assert status == 417
 
 
+async def test_requests_write_no_access_log(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.access"):
+        assert (await call(running, "GET", "/healthz"))[0] == 200
+        assert (await call(running, "POST", "/v2/files/a", data=b"{}"))[0] == 200
+    assert [r for r in caplog.records if r.name == "aiohttp.access"] == []
+
+
 async def test_head_on_the_daemon_endpoints_answers_without_a_body(running: Running) -> None:
     for path in ("/healthz", "/metrics"):
         status, headers, body = await call(running, "HEAD", path)
