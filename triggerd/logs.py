@@ -6,6 +6,7 @@ Log calls use a stable event name as the message and pass fields through `extra`
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -21,14 +22,19 @@ _STANDARD = frozenset(
 _SECRET_HINTS = ("password", "secret", "token", "authorization", "credential")
 
 
+@functools.cache
+def _is_secret(key: str) -> bool:
+    """Whether a field name hints at a secret (field names are few: decided once each)."""
+    lowered = key.lower()
+    return any(hint in lowered for hint in _SECRET_HINTS)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in vars(record).items():
         if key in _STANDARD or key.startswith("_"):
             continue
-        if any(hint in key.lower() for hint in _SECRET_HINTS):
-            value = "***"
-        out[key] = value
+        out[key] = "***" if _is_secret(key) else value
     return out
 
 
