@@ -1,14 +1,18 @@
 """Session fixtures for real servers: moto_server (S3, SQS, Kinesis, DynamoDB Streams) on a free
-loopback port, and the machine's RabbitMQ. Servers are started by PID and always stopped."""
+loopback port, and the machine's RabbitMQ. Servers are started by PID and always stopped.
+Also `store`: a fresh SQLite state store per test."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+from triggerd.state.sqlite import SQLiteStateStore
 
 
 def free_port() -> int:
@@ -60,3 +64,12 @@ def rabbitmq_url() -> str:
             )
         time.sleep(0.5)
     return f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
+    """A fresh SQLite state store in the test's temp dir."""
+    state = SQLiteStateStore(str(tmp_path / "state.db"))
+    await state.open()
+    yield state
+    await state.close()

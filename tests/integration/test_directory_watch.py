@@ -66,14 +66,6 @@ def keys(records: list[Record]) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    state = SQLiteStateStore(str(tmp_path / "state.db"))
-    await state.open()
-    yield state
-    await state.close()
-
-
-@pytest.fixture
 def watched(tmp_path: Path) -> Path:
     path = tmp_path / "watched"
     path.mkdir()

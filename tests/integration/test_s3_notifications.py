@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,14 +24,6 @@ from tests.integration.s3_support import (
 from triggerd.state.sqlite import SQLiteStateStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
-    state = SQLiteStateStore(str(tmp_path / "state.db"))
-    await state.open()
-    yield state
-    await state.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,14 +25,6 @@ from triggerd.state.sqlite import SQLiteStateStore
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 
 ODD_KEYS = ["red flower+1.jpg", "dir/ünïcødé ✓.txt", "a+b/c d~e.txt"]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
-    state = SQLiteStateStore(str(tmp_path / "state.db"))
-    await state.open()
-    yield state
-    await state.close()
 
 
 @pytest.fixture
