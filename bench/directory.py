@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import watchfiles
+from triggerd_directory import plugin as directory_plugin
 
 from bench import HELLO_DIR, BenchError, Row, run_async
 from bench.harness import trigger_runtime
-from connectors.directory import plugin as directory_plugin
-from triggerd.asyncpath import AsyncTrigger
-from triggerd.config import validate_data
-from triggerd.metrics import Metrics
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     InvocationType,
     InvokeResult,

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from triggerd.filters import compile_filters
-from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import TriggerRuntime
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.pipeline import TriggerRuntime
+from triggerd.events.filters import compile_filters
 from triggerd.state.base import StateStore
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import Backend, Clock, Source
 
 

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from bench import BenchError, Row, percentile, run_async
-from triggerd.backends.http import HttpBackend, HttpFunctionConfig, plugin
+from triggerd.functions.backends.http import HttpBackend, HttpFunctionConfig, plugin
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 NAME = "http_backend"

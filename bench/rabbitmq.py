@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import triggerd_rabbitmq as rmq
 
-import connectors.rabbitmq as rmq
 from bench import HELLO_DIR, BenchError, Row, run_async
-from triggerd.backends.local import LocalFunctionConfig
-from triggerd.backends.local import plugin as local_plugin
-from triggerd.config import validate_data
-from triggerd.filters import compile_filters
-from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.events.filters import compile_filters
+from triggerd.functions.backends.local import LocalFunctionConfig
+from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, SourceContext, SystemClock
 
 NAME = "rabbitmq"

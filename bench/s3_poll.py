@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from triggerd_s3 import S3SourceConfig
+from triggerd_s3.poll import PollSource
 
 from bench import BenchError, Row, run_async
 from bench.harness import moto_server
-from connectors.s3 import S3SourceConfig
-from connectors.s3.poll import PollSource
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock

@@ -156,7 +156,7 @@ async def triggerd_rate(
     endpoint: str, work_dir: str, settings: Settings, messages: int | None = None
 ) -> float:
     """Messages/s through the sqs source, the poll pipeline and the local backend."""
-    from triggerd.backends.local import plugin as local_plugin
+    from triggerd.functions.backends.local import plugin as local_plugin
 
     target = settings.messages if messages is None else messages
     async with client(endpoint) as c:
@@ -185,12 +185,13 @@ async def triggerd_rate(
 def build_trigger(
     endpoint: str, url: str, work_dir: str, settings: Settings, messages: int, local_plugin: Any
 ) -> tuple[Any, CountingSource, Any]:
-    import connectors.sqs as sqs_plugins
-    from triggerd.config import validate_data
-    from triggerd.metrics import Metrics
-    from triggerd.pipeline import SyncTrigger
-    from triggerd.plugins import Registry
+    import triggerd_sqs as sqs_plugins
+
+    from triggerd.config.model import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.delivery.pipeline import SyncTrigger
     from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+    from triggerd.telemetry.metrics import Metrics
     from triggerd.types import BackendContext, SourceContext, SystemClock
 
     reg = Registry()

@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from triggerd.backends.local import LocalBackend, LocalFunctionConfig, plugin
-from triggerd.logs import JsonFormatter
-from triggerd.metrics import Metrics
+from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig, plugin
+from triggerd.telemetry.logs import JsonFormatter
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 NAME = "warm_invoke"

@@ -26,9 +26,9 @@ import aiohttp
 from aiohttp import web
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from triggerd.config import validate_data
-from triggerd.daemon import Daemon
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
 
 NAME = "webhook"
 PATH = "/hello"

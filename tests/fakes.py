@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from triggerd.plugins import Registry
+from triggerd.config.plugins import Registry
 from triggerd.types import (
     BackendPlugin,
     BaseSource,
@@ -104,7 +104,7 @@ class FakeSource(BaseSource):
             self.push(*records)
 
     def filter_view(self, record: Record) -> JSONDict:
-        from triggerd.filters import view_with_data
+        from triggerd.events.filters import view_with_data
 
         return view_with_data(record.payload, "body", "json-text")
 
@@ -206,11 +206,11 @@ def trigger_runtime(
     import logging
     from pathlib import Path
 
-    from triggerd.config import validate_data
-    from triggerd.filters import compile_filters
-    from triggerd.metrics import Metrics
-    from triggerd.onfailure import OnFailure
-    from triggerd.pipeline import TriggerRuntime
+    from triggerd.config.model import validate_data
+    from triggerd.delivery.onfailure import OnFailure
+    from triggerd.delivery.pipeline import TriggerRuntime
+    from triggerd.events.filters import compile_filters
+    from triggerd.telemetry.metrics import Metrics
     from triggerd.types import SystemClock
 
     data = {

@@ -1,5 +1,5 @@
 """`python -m triggerd` is the `triggerd` command."""
 
-from triggerd.cli import main
+from triggerd.cli.main import main
 
 main()

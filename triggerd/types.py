@@ -206,7 +206,7 @@ HttpHandler = Callable[["web.BaseRequest"], Awaitable["web.StreamResponse"]]
 class HttpMount(Protocol):
     """Routes on the daemon's HTTP server (its `listen` address), for push sources such as
     webhooks. Templates use API Gateway syntax: `/orders/{id}`, `/files/{proxy+}`; the match
-    is in `request["route"]` (a `triggerd.http.RouteMatch`). Method "ANY" matches every
+    is in `request["route"]` (a `triggerd.http.routes.RouteMatch`). Method "ANY" matches every
     method. Raises ValueError when the route is already taken."""
 
     def add_route(
@@ -306,7 +306,7 @@ class BackendContext:
     account_id: str = "123456789012"
     #: Directory for the function's scratch space and runtime files.
     work_dir: str = "/tmp/triggerd"
-    #: The daemon's metrics (a triggerd.metrics.Metrics); None in tools and tests.
+    #: The daemon's metrics (a triggerd.telemetry.metrics.Metrics); None in tools and tests.
     metrics: Any = None
 
     @property

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from triggerd.backends.http import plugin as http_plugin
-from triggerd.backends.local import plugin as local_plugin
-from triggerd.config import validate_data
-from triggerd.daemon import Daemon
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.functions.backends.http import plugin as http_plugin
+from triggerd.functions.backends.local import plugin as local_plugin
 
 FUNCTION_DIR = Path(__file__).parent / "functions" / "invoke_api"
 
@@ -24,7 +24,7 @@ def registry() -> Registry:
     reg.register("backend", "local", local_plugin)
     reg.register("backend", "http", http_plugin)
     with contextlib.suppress(ImportError):
-        from triggerd.backends.aws import plugin as aws_plugin
+        from triggerd.functions.backends.aws import plugin as aws_plugin
 
         reg.register("backend", "aws", aws_plugin)
     return reg

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import triggerd_rabbitmq as rmq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-import connectors.rabbitmq as rmq
 from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config import validate_data
-from triggerd.destinations import file_plugin
-from triggerd.filters import compile_filters
-from triggerd.metrics import Metrics
-from triggerd.onfailure import OnFailure
-from triggerd.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.delivery.destinations import file_plugin
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.events.filters import compile_filters
 from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     BackendPlugin,
     DestinationContext,

@@ -11,10 +11,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
+from triggerd_s3 import S3SourceConfig, create
+from triggerd_s3.notifications import NotificationSource
+from triggerd_s3.poll import PollSource
 
-from connectors.s3 import S3SourceConfig, create
-from connectors.s3.notifications import NotificationSource
-from connectors.s3.poll import PollSource
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import Record, Source, SourceContext, SystemClock

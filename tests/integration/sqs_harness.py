@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import triggerd_sqs as sqs_plugins
 from aiobotocore.session import get_session
 
-import connectors.sqs as sqs_plugins
-from triggerd.backends.local import plugin as local_plugin
-from triggerd.config import validate_data
-from triggerd.daemon import Daemon
-from triggerd.destinations import file_plugin
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.delivery.destinations import file_plugin
+from triggerd.functions.backends.local import plugin as local_plugin
 
 FUNCTION_DIR = Path(__file__).parent / "functions" / "sqs_recorder"
 

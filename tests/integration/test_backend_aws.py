@@ -16,10 +16,10 @@ from aiohttp import web
 
 from tests.integration.invoke_daemon import daemon_config, local_fn, running_daemon, wait_until
 from tests.system.conftest import free_port
-from triggerd.backends.aws import AwsBackend, AwsFunctionConfig, plugin
-from triggerd.config import validate_data
-from triggerd.daemon import Daemon
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.functions.backends.aws import AwsBackend, AwsFunctionConfig, plugin
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from triggerd.backends.http import HttpBackend, HttpFunctionConfig, plugin
+from triggerd.functions.backends.http import HttpBackend, HttpFunctionConfig, plugin
 from triggerd.types import MAX_SYNC_PAYLOAD, BackendContext, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+from triggerd_directory.config import DirectorySourceConfig
+from triggerd_directory.source import DirectorySource
 
-from connectors.directory.config import DirectorySourceConfig
-from connectors.directory.source import DirectorySource
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import Record, SourceContext, SystemClock

@@ -23,8 +23,8 @@ from tests.integration.invoke_daemon import FUNCTION_DIR, local_fn, running_daem
 from tests.system.conftest import Daemon as DaemonProcess
 from tests.system.conftest import free_port
 from tests.system.conftest import wait_for as wait_for_sync
-from triggerd.daemon import Daemon
-from triggerd.invoke_api import parse_function_name, queue_name
+from triggerd.daemon.app import Daemon
+from triggerd.http.invoke_api import parse_function_name, queue_name
 from triggerd.types import MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from triggerd.backends.local import LocalBackend, LocalFunctionConfig
-from triggerd.runtime import bootstrap
+from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.functions.runtime import bootstrap
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration

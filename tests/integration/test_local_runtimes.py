@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from triggerd.backends.local import LocalBackend, LocalFunctionConfig
-from triggerd.metrics import Metrics
+from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from tests.integration.rabbitmq_support import (
     registry,
     unique,
 )
-from triggerd.config import validate_data
-from triggerd.destinations import read_jsonl
+from triggerd.config.model import validate_data
+from triggerd.delivery.destinations import read_jsonl
 from triggerd.types import ConfigError, SourceContext, SystemClock
 
 pytestmark = pytest.mark.integration

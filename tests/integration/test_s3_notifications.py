@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from triggerd_s3.notifications import NotificationSource
 
-from connectors.s3.notifications import NotificationSource
 from tests.integration.s3_support import (
     aws_clients,
     events_of,

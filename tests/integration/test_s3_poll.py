@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from triggerd_directory.s3shape import encode_s3_key
+from triggerd_s3.poll import PollSource
 
-from connectors.directory.s3shape import encode_s3_key
-from connectors.s3.poll import PollSource
 from tests.integration.s3_support import (
     TRIGGER,
     aws_clients,

@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import pytest
+from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
+from triggerd_sqs.destination import SqsDestination
+from triggerd_sqs.source import SqsSource
 
-from connectors.sqs.config import SqsDestinationConfig, SqsSourceConfig
-from connectors.sqs.destination import SqsDestination
-from connectors.sqs.source import SqsSource
 from tests.integration.sqs_harness import depth, drain, make_queue, queue_arn, sqs_client
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import (

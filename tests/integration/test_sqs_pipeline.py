@@ -23,7 +23,7 @@ from tests.integration.sqs_harness import (
     wait_until,
     wait_until_async,
 )
-from triggerd.destinations import read_jsonl
+from triggerd.delivery.destinations import read_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 

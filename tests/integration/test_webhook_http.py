@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from triggerd.config import validate_data
-from triggerd.daemon import Daemon
-from triggerd.logs import JsonFormatter
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.telemetry.logs import JsonFormatter
 
 pytestmark = [
     pytest.mark.integration,

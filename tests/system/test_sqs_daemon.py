@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.sqs_harness import FUNCTION_DIR, depth, make_queue, sqs_client
 from tests.system.conftest import Daemon, wait_for
-from triggerd.destinations import read_jsonl
+from triggerd.delivery.destinations import read_jsonl
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("aws_env")]
 

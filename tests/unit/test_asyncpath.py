@@ -17,7 +17,7 @@ from tests.fakes import (
     run_until,
     trigger_runtime,
 )
-from triggerd.asyncpath import AsyncTrigger
+from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import make_record
-from triggerd.batching import ENVELOPE_OVERHEAD, BatchBuffer
-from triggerd.retry import Backoff, RetryPolicy
+from triggerd.delivery.batching import ENVELOPE_OVERHEAD, BatchBuffer
+from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.types import Record
 
 

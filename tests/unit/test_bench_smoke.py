@@ -92,7 +92,7 @@ def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> Non
     assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
 
 
-# triggerd/http.py stores the route match under a str request key (aiohttp >= 3.12 warns).
+# triggerd/http/server.py stores the route match under a str request key (aiohttp >= 3.12 warns).
 def test_webhook_reports_latency_and_requests_per_second_against_a_bare_server() -> None:
     rows = webhook_bench.run(webhook_bench.SMOKE)
     assert_numbers(rows, "webhook")

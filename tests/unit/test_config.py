@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import fake_registry
-from triggerd.config import interpolate, json_schema, load_config
-from triggerd.plugins import Registry
+from triggerd.config.model import interpolate, json_schema, load_config
+from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

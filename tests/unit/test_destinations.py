@@ -13,7 +13,7 @@ import orjson
 import pydantic
 import pytest
 
-from triggerd.destinations import (
+from triggerd.delivery.destinations import (
     FileDestination,
     FileDestinationConfig,
     file_plugin,

@@ -13,12 +13,12 @@ from typing import Any, cast
 
 import pydantic
 import pytest
+from triggerd_directory import plugin, sample_event
+from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
+from triggerd_directory.paths import PathFilter
+from triggerd_directory.s3shape import iso_millis
+from triggerd_directory.source import DirectorySource
 
-from connectors.directory import plugin, sample_event
-from connectors.directory.config import DirectorySourceConfig, bucket_name_for
-from connectors.directory.paths import PathFilter
-from connectors.directory.s3shape import iso_millis
-from connectors.directory.source import DirectorySource
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 

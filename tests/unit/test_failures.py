@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from triggerd.failures import (
+from triggerd.delivery.failures import (
     async_invocation_record,
     iso_ms,
     qualified_arn,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from triggerd.filters import (
+from triggerd.events.filters import (
     MAX_FILTERS,
     MAX_PATTERN_CHARS,
     CompiledFilter,

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from triggerd.filters import compile_filters
+from triggerd.events.filters import compile_filters
 
 keys = st.text(alphabet="abcxyz$-_.", min_size=1, max_size=4).filter(lambda k: k != "$or")
 scalars = st.one_of(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from triggerd.metrics import DURATION_BUCKETS, Metrics
+from triggerd.telemetry.metrics import DURATION_BUCKETS, Metrics
 
 VALUES = (0.0004, 0.001, 0.0011, 0.003, 0.2, 0.25, 7.0, 30.0, 45.0)
 

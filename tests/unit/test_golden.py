@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from triggerd_directory.s3shape import s3_event_record
+from triggerd_schedule.source import scheduled_event
 
-from connectors.directory.s3shape import s3_event_record
-from connectors.schedule.source import scheduled_event
-from triggerd.failures import async_invocation_record, stream_failure_record
+from triggerd.delivery.failures import async_invocation_record, stream_failure_record
 from triggerd.types import InvokeResult, Outcome
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

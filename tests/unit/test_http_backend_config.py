@@ -9,15 +9,15 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from triggerd.backends.http import (
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.functions.backends.http import (
     HttpFunctionConfig,
     oversize_result,
     parse_retry_after,
     plugin,
     timeout_result,
 )
-from triggerd.config import validate_data
-from triggerd.plugins import Registry
 from triggerd.types import MAX_ASYNC_PAYLOAD, MAX_SYNC_PAYLOAD, ConfigError, Outcome
 
 RIE = "http://localhost:8080/2015-03-31/functions/function/invocations"

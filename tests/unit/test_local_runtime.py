@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from triggerd.backends import local, local_config, local_memory
-from triggerd.backends.local import LocalBackend, LocalFunctionConfig, plugin
-from triggerd.backends.local_worker import LogCapture, exit_description
-from triggerd.runtime import bootstrap
+from triggerd.functions.backends import local, local_config, local_memory
+from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig, plugin
+from triggerd.functions.backends.local_worker import LogCapture, exit_description
+from triggerd.functions.runtime import bootstrap
 from triggerd.types import BackendContext, SystemClock
 
 # --------------------------------------------------------------------------------------------

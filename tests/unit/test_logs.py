@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from triggerd.logs import JsonFormatter, TextFormatter, _iso
+from triggerd.telemetry.logs import JsonFormatter, TextFormatter, _iso
 
 
 def record(**extra: object) -> logging.LogRecord:

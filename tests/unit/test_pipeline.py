@@ -16,7 +16,7 @@ from tests.fakes import (
     run_until,
     trigger_runtime,
 )
-from triggerd.pipeline import SyncTrigger
+from triggerd.delivery.pipeline import SyncTrigger
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import InvokeResult, Outcome
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.rabbitmq.attempts import RedeliveryCounter, counter_key, delivery_count
+from triggerd_rabbitmq.attempts import RedeliveryCounter, counter_key, delivery_count
 
 
 def test_first_delivery_starts_at_zero_and_clears_a_stale_count() -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import triggerd_rabbitmq as rmq
 
-import connectors.rabbitmq as rmq
 from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config import validate_data
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
 from triggerd.types import BackendPlugin, ConfigError
 
 
@@ -124,6 +124,6 @@ def test_importing_the_package_does_not_import_aio_pika() -> None:
     import subprocess
     import sys
 
-    code = "import sys, connectors.rabbitmq; print('aio_pika' in sys.modules)"
+    code = "import sys, triggerd_rabbitmq; print('aio_pika' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,8 +7,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import connectors.rabbitmq as rmq
-from connectors.rabbitmq.source import Delivery, Link, RabbitMQSource
+import triggerd_rabbitmq as rmq
+from triggerd_rabbitmq.source import Delivery, Link, RabbitMQSource
+
 from triggerd.types import Record, SourceContext, SystemClock
 
 

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from pamqp.commands import Basic
-
-from connectors.rabbitmq.shape import (
+from triggerd_rabbitmq.shape import (
     basic_properties,
     envelope,
     java_date,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.rabbitmq.tags import Outstanding
+from triggerd_rabbitmq.tags import Outstanding
 
 
 def delivered(*tags: int) -> Outstanding:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from triggerd.results import BatchVerdict, judge, normalize_identifier
+from triggerd.delivery.results import BatchVerdict, judge, normalize_identifier
 from triggerd.types import InvokeResult, Outcome, Record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from triggerd.routes import RouteMatch, Routes
+from triggerd.http.routes import RouteMatch, Routes
 
 
 async def _h(request: web.BaseRequest) -> web.StreamResponse:
@@ -87,7 +87,7 @@ class _Daemon:
 
 
 def test_daemon_endpoints_win_over_a_catch_all_webhook() -> None:
-    from triggerd.http import add_daemon_routes
+    from triggerd.http.server import add_daemon_routes
 
     table = routes(("ANY", "/{proxy+}"))
     add_daemon_routes(_Daemon(table))  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def test_daemon_endpoints_win_over_a_catch_all_webhook() -> None:
 
 
 def test_a_webhook_on_a_daemon_endpoint_is_a_config_error() -> None:
-    from triggerd.http import add_daemon_routes
+    from triggerd.http.server import add_daemon_routes
     from triggerd.types import ConfigError
 
     table = routes(("GET", "/metrics"))

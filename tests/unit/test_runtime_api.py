@@ -13,7 +13,7 @@ import orjson
 import pytest
 from multidict import CIMultiDictProxy
 
-from triggerd.runtime_api import (
+from triggerd.functions.runtime_api import (
     EndpointBusyError,
     PendingInvocation,
     ReplyKind,

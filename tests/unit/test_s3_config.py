@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from triggerd_s3 import S3SourceConfig, plugin, sample_event
 
-from connectors.s3 import S3SourceConfig, plugin, sample_event
-from triggerd.config import validate_data
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 
 
@@ -126,7 +126,7 @@ def test_sample_event_is_an_s3_put_with_the_encoded_key() -> None:
 async def test_client_uses_path_style_and_the_configured_credentials() -> None:
     from contextlib import AsyncExitStack
 
-    from connectors.s3.client import open_client
+    from triggerd_s3.client import open_client
 
     c = cfg(
         path_style=True,
@@ -147,7 +147,7 @@ async def test_client_without_keys_takes_the_standard_chain(
 ) -> None:
     from contextlib import AsyncExitStack
 
-    from connectors.s3.client import open_client
+    from triggerd_s3.client import open_client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")

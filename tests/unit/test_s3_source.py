@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from connectors.s3 import S3SourceConfig
-from connectors.s3.notifications import (
+from triggerd_s3 import S3SourceConfig
+from triggerd_s3.notifications import (
     NotificationError,
     normalise_record,
     parse_body,
     raw_key,
 )
-from connectors.s3.poll import INITIALIZED_KEY, PollSource
+from triggerd_s3.poll import INITIALIZED_KEY, PollSource
+
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock
 

@@ -1,4 +1,4 @@
-"""S3 notification records, key encoding and sequencers (connectors/directory/s3shape.py)."""
+"""S3 notification records, key encoding and sequencers (connectors/triggerd_directory/s3shape.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import re
 from urllib.parse import unquote_plus
 
 import pytest
-
-from connectors.directory.s3shape import (
+from triggerd_directory.s3shape import (
     SEQUENCER_WIDTH,
     Sequencer,
     encode_s3_key,

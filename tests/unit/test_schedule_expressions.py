@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from connectors.schedule.expressions import (
+from triggerd_schedule.expressions import (
     CronSchedule,
     RateSchedule,
     ScheduleError,

@@ -13,9 +13,9 @@ from typing import Any, cast
 import orjson
 import pytest
 from pydantic import ValidationError
+from triggerd_schedule import ScheduleSourceConfig, plugin
+from triggerd_schedule.source import ScheduleSource, event_id
 
-from connectors.schedule import ScheduleSourceConfig, plugin
-from connectors.schedule.source import ScheduleSource, event_id
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, MissingExtraError, Record, SourceContext
 
@@ -441,7 +441,7 @@ def test_config_errors(fields: dict[str, Any], message: str) -> None:
 def test_plugin_import_and_config_do_not_load_apscheduler() -> None:
     code = (
         "import sys\n"
-        "from connectors.schedule import plugin\n"
+        "from triggerd_schedule import plugin\n"
         "plugin.config_model(type='schedule', expression='cron(0 12 ? * 6L *)')\n"
         "plugin.sample_event({})\n"
         "assert 'apscheduler' not in sys.modules, 'apscheduler imported'\n"

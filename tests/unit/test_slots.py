@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from triggerd.backends.slots import Slots
+from triggerd.functions.backends.slots import Slots
 
 
 async def test_free_slots_are_taken_without_waiting_and_given_back() -> None:

@@ -11,15 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
+import triggerd_sqs as sqs
 from pydantic import ValidationError
+from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
+from triggerd_sqs.destination import DestinationSendError, SqsDestination
+from triggerd_sqs.shape import lambda_record, queue_arn_from_url, to_record
 
-import connectors.sqs as sqs
-from connectors.sqs.config import SqsDestinationConfig, SqsSourceConfig
-from connectors.sqs.destination import DestinationSendError, SqsDestination
-from connectors.sqs.shape import lambda_record, queue_arn_from_url, to_record
-from triggerd.backends.local import plugin as local_plugin
-from triggerd.config import validate_data
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.types import ConfigError, DestinationContext, SystemClock
 
 ARN = "arn:aws:sqs:us-east-1:123456789012:q.fifo"

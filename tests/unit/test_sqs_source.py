@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 import pytest
+from triggerd_sqs.client import batch_entries
+from triggerd_sqs.config import SqsSourceConfig
+from triggerd_sqs.source import SqsSource
 
-from connectors.sqs.client import batch_entries
-from connectors.sqs.config import SqsSourceConfig
-from connectors.sqs.source import SqsSource
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import Record, SourceContext
 

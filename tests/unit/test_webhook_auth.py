@@ -8,9 +8,8 @@ import hmac
 from typing import Any
 
 import pytest
-
-from connectors.webhook import auth
-from connectors.webhook.config import BearerAuth, HmacAuth
+from triggerd_webhook import auth
+from triggerd_webhook.config import BearerAuth, HmacAuth
 
 BODY = b'{"event":"push"}'
 SECRET = "s3cret"

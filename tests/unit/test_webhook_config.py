@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from triggerd_webhook import plugin
+from triggerd_webhook.config import WebhookSourceConfig
 
-from connectors.webhook import plugin
-from connectors.webhook.config import WebhookSourceConfig
-from triggerd.config import validate_data
-from triggerd.plugins import Registry
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 
 

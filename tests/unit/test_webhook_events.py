@@ -6,8 +6,7 @@ import base64
 from typing import Any
 
 import pytest
-
-from connectors.webhook.events import (
+from triggerd_webhook.events import (
     HttpRequest,
     RequestMeta,
     RouteInfo,
@@ -20,7 +19,8 @@ from connectors.webhook.events import (
     media_matches,
     parse_query,
 )
-from connectors.webhook.source import sample_event
+from triggerd_webhook.source import sample_event
+
 from triggerd.types import ConfigError
 
 META = RequestMeta("rid-1", 1583348638.390, "KxKXzGbCIAMFuJg=", "Root=1-abc")

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from triggerd_webhook.responses import HttpReply, map_result
 
-from connectors.webhook.responses import HttpReply, map_result
 from triggerd.types import InvokeResult, Outcome
 
 

@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 import pytest
+from triggerd_webhook.config import WebhookSourceConfig
+from triggerd_webhook.source import Pending, TokenBucket, WebhookSource, within
 
-from connectors.webhook.config import WebhookSourceConfig
-from connectors.webhook.source import Pending, TokenBucket, WebhookSource, within
-from triggerd.routes import Routes
+from triggerd.http.routes import Routes
 from triggerd.types import ConfigError, InvokeResult, Outcome, Record, SourceContext
 
 

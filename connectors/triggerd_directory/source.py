@@ -1,0 +1,580 @@
+"""The `directory` source: file changes in a local directory as S3 event notifications.
+
+How it works:
+- A watcher task (watchfiles, or our own rescan every `poll_interval_s`) marks changed paths
+  dirty. A settle task stats dirty paths and promotes a path once its state (size, mtime, or
+  absence) has not changed for `stable_s`: a file still being written is delivered once,
+  complete. Settled changes become records in a bounded ready queue; when it is full, paths
+  simply stay dirty (coalesced per path, nothing lost).
+- `_known` is what consumers have been (or are being) told about each file. It is updated when a
+  record is created; the record's checkpoint carries the same state, and the pipeline commits
+  it atomically with the enqueue. At start the persisted checkpoints are diffed against a scan,
+  so changes made while the daemon was down are delivered, and delivered ones are not replayed.
+- `eventTime` (and the record's `created_at`) is when the change was seen settled, not the
+  file's mtime: tools such as `cp -p`, tar and rsync preserve old mtimes, which would make a
+  fresh event look hours old to the maximum-event-age check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from triggerd.delivery.ready import ReadyRecords
+from triggerd.types import BaseSource, ConfigError, MissingExtraError, Record, SourceContext
+
+from .config import DirectorySourceConfig, bucket_name_for
+from .paths import (
+    FileStat,
+    Hashed,
+    PathFilter,
+    PathState,
+    hash_file,
+    hash_many,
+    is_temporary,
+    scan_tree,
+    stat_many,
+)
+from .s3shape import Sequencer, new_host_id, new_request_id, s3_event_record
+
+INITIALIZED_KEY = "meta:initialized"
+SEQUENCER_KEY = "meta:sequencer"
+FILE_PREFIX = "f:"
+
+#: Paths stat-ed per settle pass.
+_STAT_BATCH = 2000
+#: Bytes hashed per thread hand-off before yielding back to the loop.
+_HASH_BUDGET_BYTES = 16 * 1024 * 1024
+#: How long stop() lets the watcher thread notice the stop event before cancelling it.
+_WATCH_STOP_GRACE_S = 2.0
+_WATCH_RETRY_MAX_S = 30.0
+
+
+def _import_watchfiles() -> ModuleType:
+    try:
+        import watchfiles
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise MissingExtraError(
+            "the directory source needs watchfiles: pip install 'triggerd[directory]'"
+        ) from exc
+    return watchfiles
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheckpoint:
+    """What consumers were told about a file (persisted as compact JSON)."""
+
+    mtime_ns: int
+    size: int
+    etag: str | None
+
+    @property
+    def stat(self) -> FileStat:
+        return (self.mtime_ns, self.size)
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"mtime_ns": self.mtime_ns, "size": self.size, "etag": self.etag},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> FileCheckpoint | None:
+        try:
+            data = json.loads(text)
+            return cls(int(data["mtime_ns"]), int(data["size"]), data.get("etag"))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass(slots=True)
+class _Observation:
+    state: PathState
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    rel: str
+    sequencer: str
+
+
+class DirectorySource(BaseSource):
+    def __init__(
+        self, config: DirectorySourceConfig, ctx: SourceContext, *, max_ready: int = 1000
+    ) -> None:
+        self._cfg = config
+        self._ctx = ctx
+        self._log = ctx.log
+        self._scope = ctx.trigger
+        self._root = os.path.abspath(config.path)
+        self._real_root = os.path.realpath(config.path)
+        self.bucket = config.bucket or bucket_name_for(config.path)
+        self._region = config.region or ctx.region
+        self._owner = config.account_id or ctx.account_id
+        self._filter = PathFilter(
+            config.include,
+            config.exclude,
+            ignore_temporary=config.ignore_temporary,
+            recursive=config.recursive,
+        )
+        self._max_ready = max(1, max_ready)
+        self._known: dict[str, FileCheckpoint] = {}
+        #: Directories holding known files (with counts), to find what a vanished one held.
+        self._known_dirs: Counter[str] = Counter()
+        self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self._observed: dict[str, _Observation] = {}
+        self._ready = ReadyRecords()
+        self._dirty_event = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._latest: dict[str, str] = {}
+        self._outstanding: dict[str, int] = {}
+        self._seq = Sequencer(ctx.clock.time)
+        self._watch_task: asyncio.Task[None] | None = None
+        self._settle_task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not await asyncio.to_thread(os.path.isdir, self._root):
+            raise ConfigError([f"trigger {self._scope}: {self._root} is not a directory"])
+        self._stop_event.clear()
+        try:
+            await self._start_watching()
+        except BaseException:
+            await self.stop()
+            raise
+        self._settle_task = asyncio.create_task(
+            self._settle_loop(), name=f"directory-settle:{self._scope}"
+        )
+        self._log.info(
+            "directory.started",
+            extra={
+                "trigger": self._scope,
+                "path": self._root,
+                "bucket": self.bucket,
+                "files": len(self._known),
+                "pending": len(self._dirty),
+            },
+        )
+
+    async def _start_watching(self) -> None:
+        """Start the watch, then load checkpoints and scan, so no change falls in between."""
+        interval = self._cfg.poll_interval_s
+        if interval is not None:
+            scan = await self._load()
+            self._watch_task = asyncio.create_task(
+                self._poll_loop(interval, scan), name=f"directory-poll:{self._scope}"
+            )
+            return
+        watchfiles = _import_watchfiles()
+        self._watch_task = asyncio.create_task(
+            self._watch_loop(watchfiles), name=f"directory-watch:{self._scope}"
+        )
+        # One loop turn lets the watcher register (awatch sets up its watches before its first
+        # await), so nothing changed between the scan below and the watch goes unseen.
+        await asyncio.sleep(0)
+        if self._watch_task.done():
+            self._watch_task.result()
+        await self._load()
+
+    async def stop(self) -> None:
+        self._stop_event.set()
+        settle, self._settle_task = self._settle_task, None
+        watch, self._watch_task = self._watch_task, None
+        if settle is not None:
+            settle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settle
+        if watch is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(watch), _WATCH_STOP_GRACE_S)
+            except TimeoutError:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            except Exception:  # already logged by the watch loop's boundary
+                pass
+        self._ready.wake()
+
+    # ---- Source protocol ------------------------------------------------------------------
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        return await self._ready.take(max_records, timeout_s)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if isinstance(record.handle, _Handle):
+                self._settled(record.handle)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        """Give records back: they are handed out again, first. A record for a file that has a
+        newer record since is re-delivered without its file checkpoint, so committing it late
+        cannot roll the file's state back."""
+        for record in reversed(records):
+            handle = record.handle
+            if not isinstance(handle, _Handle):
+                continue
+            checkpoint = record.checkpoint
+            if self._latest.get(handle.rel) != handle.sequencer:
+                checkpoint = {INITIALIZED_KEY: "1"}
+            self._ready.push_front(
+                Record(
+                    payload=record.payload,
+                    item_id=record.item_id,
+                    size=record.size,
+                    created_at=record.created_at,
+                    key=record.key,
+                    handle=handle,
+                    attempts=record.attempts,
+                    checkpoint=checkpoint,
+                )
+            )
+
+    def _settled(self, handle: _Handle) -> None:
+        left = self._outstanding.get(handle.rel, 0) - 1
+        if left > 0:
+            self._outstanding[handle.rel] = left
+        else:
+            self._outstanding.pop(handle.rel, None)
+            self._latest.pop(handle.rel, None)
+
+    # ---- start-up diff ----------------------------------------------------------------------
+
+    async def _load(self) -> dict[str, FileStat]:
+        state = self._ctx.state
+        stored = await state.list_checkpoints(self._scope, FILE_PREFIX)
+        initialized = await state.get_checkpoint(self._scope, INITIALIZED_KEY)
+        self._seq = Sequencer(
+            self._ctx.clock.time, await state.get_checkpoint(self._scope, SEQUENCER_KEY)
+        )
+        for key, value in stored.items():
+            rel = key[len(FILE_PREFIX) :]
+            checkpoint = FileCheckpoint.decode(value)
+            if checkpoint is not None and self._filter.matches(rel):
+                self._remember(rel, checkpoint)
+        scan = await asyncio.to_thread(scan_tree, self._root, self._filter)
+        if initialized is None:
+            baseline: dict[str, str | None] = {INITIALIZED_KEY: "1"}
+            if self._cfg.starting_position == "LATEST":
+                for rel, (mtime_ns, size) in scan.items():
+                    self._remember(rel, FileCheckpoint(mtime_ns, size, None))
+                    baseline[FILE_PREFIX + rel] = self._known[rel].encode()
+            await state.set_checkpoints(self._scope, baseline)
+        self._diff(scan)
+        return scan
+
+    def _diff(self, scan: dict[str, FileStat]) -> None:
+        now = self._ctx.clock.monotonic()
+        for rel, st in scan.items():
+            known = self._known.get(rel)
+            if known is None or known.stat != st:
+                self._mark(rel, _Observation(st, now))
+        for rel in self._known.keys() - scan.keys():
+            self._mark(rel, _Observation(None, now))
+
+    # ---- watching -----------------------------------------------------------------------
+
+    async def _watch_loop(self, watchfiles: ModuleType) -> None:
+        delay = 1.0
+        while not self._stop_event.is_set():
+            try:
+                async for changes in watchfiles.awatch(
+                    self._root,
+                    watch_filter=None,
+                    debounce=100,
+                    step=20,
+                    stop_event=self._stop_event,
+                    recursive=self._cfg.recursive,
+                    force_polling=False,
+                    ignore_permission_denied=True,
+                ):
+                    self._on_changes(changes)
+                    delay = 1.0
+                return
+            except Exception:  # task boundary: log, resync after a pause, watch again
+                self._log.exception(
+                    "directory.watch_failed", extra={"trigger": self._scope, "path": self._root}
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop_event.wait()
+            delay = min(delay * 2, _WATCH_RETRY_MAX_S)
+            if not self._stop_event.is_set():
+                with contextlib.suppress(OSError):
+                    self._diff(await asyncio.to_thread(scan_tree, self._root, self._filter))
+
+    async def _poll_loop(self, interval_s: float, previous: dict[str, FileStat]) -> None:
+        """Polling mode: rescan every `interval_s` and mark what differs from the last scan.
+
+        Our own scan rather than watchfiles' polling mode, whose poller compares mtimes in
+        whole seconds and misses a second change to a file within the same second."""
+        while not self._stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._stop_event.wait()
+            if self._stop_event.is_set():
+                return
+            try:
+                current = await asyncio.to_thread(scan_tree, self._root, self._filter)
+            except Exception:  # task boundary: log and poll again
+                self._log.exception(
+                    "directory.poll_failed", extra={"trigger": self._scope, "path": self._root}
+                )
+                continue
+            for rel, st in current.items():
+                if previous.get(rel) != st:
+                    self._mark(rel, None)
+            for rel in previous.keys() - current.keys():
+                self._mark(rel, None)
+            previous = current
+
+    def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
+        for _change, path in changes:
+            rel = self._relative(path)
+            if rel is None or (self._cfg.ignore_temporary and is_temporary(rel)):
+                continue
+            if not self._cfg.recursive and "/" in rel:
+                continue
+            self._mark(rel, None)
+
+    def _relative(self, path: str) -> str | None:
+        for root in (self._root, self._real_root):
+            if path.startswith(root + os.sep):
+                return path[len(root) + 1 :].replace(os.sep, "/")
+        return None
+
+    def _mark(self, rel: str, observation: _Observation | None) -> None:
+        """Mark a path dirty; a fresh change (no observation) restarts its stability timer."""
+        self._dirty[rel] = None
+        if observation is None:
+            self._observed.pop(rel, None)
+        else:
+            self._observed[rel] = observation
+        self._dirty_event.set()
+
+    def _forget(self, rel: str) -> None:
+        self._dirty.pop(rel, None)
+        self._observed.pop(rel, None)
+
+    # ---- settling -----------------------------------------------------------------------
+
+    @property
+    def _tick_s(self) -> float:
+        return min(max(self._cfg.stable_s / 4, 0.01), 0.1)
+
+    async def _settle_loop(self) -> None:
+        while True:
+            if not self._dirty:
+                self._dirty_event.clear()
+                await self._dirty_event.wait()
+                continue
+            try:
+                await self._settle_once()
+            except Exception:  # task boundary: log and keep going
+                self._log.exception("directory.settle_failed", extra={"trigger": self._scope})
+            await self._ctx.clock.sleep(self._tick_s)
+
+    async def _settle_once(self) -> None:
+        batch = list(itertools.islice(self._dirty, _STAT_BATCH))
+        states = await asyncio.to_thread(stat_many, self._root, batch)
+        now = self._ctx.clock.monotonic()
+        to_hash: list[tuple[str, FileStat, _Observation]] = []
+        for rel, st in states.items():
+            if rel not in self._dirty:
+                continue
+            obs = self._observed.get(rel)
+            if obs is None or obs.state != st:
+                obs = self._observed[rel] = _Observation(st, now)
+            if now - obs.since < self._cfg.stable_s:
+                continue
+            if len(self._ready) + len(to_hash) >= self._max_ready:
+                break
+            if isinstance(st, tuple):
+                if self._file_needs_hash(rel, st):
+                    to_hash.append((rel, st, obs))
+                continue
+            try:
+                await self._settle(rel, obs)
+            except OSError as exc:
+                self._read_failed(rel, exc)
+        if to_hash:
+            await self._settle_files(to_hash)
+
+    def _read_failed(self, rel: str, exc: OSError) -> None:
+        self._log.warning(
+            "directory.read_failed",
+            extra={"trigger": self._scope, "path": rel, "error": str(exc)},
+        )
+        self._forget(rel)
+
+    async def _settle_files(self, files: list[tuple[str, FileStat, _Observation]]) -> None:
+        """Hash stable files in one thread hand-off (bounded by bytes read), then emit."""
+        hashed = await asyncio.to_thread(
+            hash_many, self._root, [rel for rel, _, _ in files], _HASH_BUDGET_BYTES
+        )
+        for rel, st, obs in files:
+            if rel not in hashed:
+                continue  # over the budget: hashed on the next tick
+            result = hashed[rel]
+            if isinstance(result, OSError):
+                self._read_failed(rel, result)
+                continue
+            await self._finish_file(rel, st, obs, result)
+
+    async def _settle(self, rel: str, obs: _Observation) -> None:
+        st = obs.state
+        if st == "dir":
+            await self._expand(rel)
+        elif st == "other":
+            self._forget(rel)
+        elif st is None:
+            await self._settle_missing(rel)
+        else:
+            await self._settle_file(rel, st, obs)
+
+    async def _expand(self, rel: str) -> None:
+        """A directory appeared or changed: look at the files in it (a directory moved in
+        brings files no watch has seen)."""
+        self._forget(rel)
+        if not self._filter.descend(rel):
+            return
+        found = await asyncio.to_thread(scan_tree, self._root, self._filter, rel)
+        now = self._ctx.clock.monotonic()
+        for child, st in found.items():
+            known = self._known.get(child)
+            if child not in self._dirty and (known is None or known.stat != st):
+                self._mark(child, _Observation(st, now))
+        self._mark_known_under(rel, exclude=found.keys())
+
+    def _remember(self, rel: str, checkpoint: FileCheckpoint | None) -> None:
+        """Set (or with None, drop) what consumers know about a file."""
+        had = rel in self._known
+        if checkpoint is None:
+            self._known.pop(rel, None)
+        else:
+            self._known[rel] = checkpoint
+        if had == (checkpoint is not None):
+            return
+        step = 1 if checkpoint is not None else -1
+        parent = rel.rpartition("/")[0]
+        while parent:
+            self._known_dirs[parent] += step
+            if self._known_dirs[parent] <= 0:
+                del self._known_dirs[parent]
+            parent = parent.rpartition("/")[0]
+
+    def _mark_known_under(self, rel: str, exclude: Collection[str] = ()) -> None:
+        if rel not in self._known_dirs:
+            return
+        prefix = rel + "/"
+        for child in [k for k in self._known if k.startswith(prefix)]:
+            if child not in self._dirty and child not in exclude:
+                self._mark(child, None)
+
+    async def _settle_missing(self, rel: str) -> None:
+        self._forget(rel)
+        if rel not in self._known:
+            self._mark_known_under(rel)  # perhaps a directory went away
+            return
+        self._remember(rel, None)
+        if "deleted" not in self._cfg.events:
+            await self._ctx.state.set_checkpoints(self._scope, {FILE_PREFIX + rel: None})
+            return
+        now = self._ctx.clock.time()
+        self._push(self._record("ObjectRemoved:Delete", rel, None, now))
+
+    def _file_needs_hash(self, rel: str, st: FileStat) -> bool:
+        if not self._filter.matches(rel):
+            self._forget(rel)
+            return False
+        known = self._known.get(rel)
+        if known is not None and known.stat == st:
+            self._forget(rel)  # same size and mtime: nothing new
+            return False
+        return True
+
+    async def _settle_file(self, rel: str, st: FileStat, obs: _Observation) -> None:
+        if self._file_needs_hash(rel, st):
+            hashed = await asyncio.to_thread(hash_file, self._root, rel)
+            await self._finish_file(rel, st, obs, hashed)
+
+    async def _finish_file(
+        self, rel: str, st: FileStat, obs: _Observation, hashed: Hashed | None
+    ) -> None:
+        if self._observed.get(rel) is not obs:
+            return  # changed again while hashing: observe afresh
+        if hashed is None or hashed.after != st:
+            after = hashed.after if hashed else None
+            self._observed[rel] = _Observation(after, self._ctx.clock.monotonic())
+            return
+        known = self._known.get(rel)
+        self._forget(rel)
+        checkpoint = FileCheckpoint(st[0], st[1], hashed.etag)
+        self._remember(rel, checkpoint)
+        kind = "created" if known is None else "modified"
+        if kind not in self._cfg.events:
+            await self._ctx.state.set_checkpoints(
+                self._scope, {FILE_PREFIX + rel: checkpoint.encode()}
+            )
+            return
+        self._push(self._record("ObjectCreated:Put", rel, checkpoint, self._ctx.clock.time()))
+
+    # ---- records ------------------------------------------------------------------------
+
+    def _record(
+        self, event_name: str, rel: str, checkpoint: FileCheckpoint | None, event_time: float
+    ) -> Record:
+        sequencer = self._seq.next()
+        payload = s3_event_record(
+            event_name=event_name,
+            bucket=self.bucket,
+            key=rel,
+            size=checkpoint.size if checkpoint else None,
+            etag=checkpoint.etag if checkpoint else None,
+            sequencer=sequencer,
+            event_time=event_time,
+            region=self._region,
+            configuration_id=self._cfg.configuration_id,
+            owner_id=self._owner,
+            request_id=new_request_id(),
+            host_id=new_host_id(),
+        )
+        return Record(
+            payload=payload,
+            item_id=sequencer,
+            size=len(orjson.dumps(payload)),
+            created_at=event_time,
+            key=None,
+            handle=_Handle(rel, sequencer),
+            checkpoint={
+                FILE_PREFIX + rel: checkpoint.encode() if checkpoint else None,
+                INITIALIZED_KEY: "1",
+                SEQUENCER_KEY: sequencer,
+            },
+        )
+
+    def _push(self, record: Record) -> None:
+        handle: _Handle = record.handle
+        self._latest[handle.rel] = handle.sequencer
+        self._outstanding[handle.rel] = self._outstanding.get(handle.rel, 0) + 1
+        self._ready.push(record)
+        self._log.debug(
+            "directory.change",
+            extra={
+                "trigger": self._scope,
+                "path": handle.rel,
+                "event": record.payload["eventName"],
+                "sequencer": handle.sequencer,
+            },
+        )

@@ -1,0 +1,42 @@
+"""The `s3` source: an S3-compatible bucket's object events, from its event notifications
+(read from an SQS queue) or by polling its listing.
+
+Importing this package is cheap: aiobotocore is imported only when a source starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from triggerd_directory.s3shape import sample_s3_event
+
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+
+from .config import S3SourceConfig
+
+
+def create(config: Any, ctx: SourceContext) -> Source:
+    if not isinstance(config, S3SourceConfig):
+        raise TypeError(f"expected S3SourceConfig, got {type(config).__name__}")
+    from .client import require_aiobotocore
+
+    require_aiobotocore()
+    if config.mode == "notifications":
+        from .notifications import NotificationSource
+
+        return NotificationSource(config, ctx)
+    from .poll import PollSource
+
+    return PollSource(config, ctx)
+
+
+def sample_event(options: Mapping[str, str]) -> JSONDict:
+    """`triggerd generate-event s3 [-s bucket=..] [-s key=..] [-s event=created|deleted|<EventName>]
+    (also region, size, etag, configuration_id)`."""
+    return sample_s3_event(options)
+
+
+plugin = SourcePlugin(config_model=S3SourceConfig, create=create, sample_event=sample_event)
+
+__all__ = ["S3SourceConfig", "create", "plugin", "sample_event"]

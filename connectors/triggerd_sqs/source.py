@@ -1,0 +1,396 @@
+"""The `sqs` source: Lambda's SQS event source mapping on any machine.
+
+How it works:
+- Pollers (tasks of the source's own TaskGroup) long-poll ReceiveMessage for up to 10 messages
+  into a bounded buffer that `receive` drains. A poller asks only when the buffer has room for
+  a full receive (back-pressure: no poll while the pipeline is behind). One poller always runs;
+  another is added after each full receive, up to `max_pollers`, and extra pollers retire after
+  an empty one.
+- Nothing is deleted on receipt. `ack` (success, filtered out, or written to the on-failure
+  destination) deletes with DeleteMessageBatch; `nack` leaves the message to its visibility
+  timeout (or sets `nack_visibility_timeout_s`), so the queue's redrive policy keeps counting.
+- Every received, unsettled message is outstanding: a heartbeat extends its visibility
+  (ChangeMessageVisibilityBatch) before it runs out, so a slow invocation is not redelivered.
+- On stop, messages still in the buffer (never delivered) are made visible again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from triggerd.delivery.retry import Backoff
+from triggerd.events.filters import view_with_data
+from triggerd.types import BaseSource, JSONDict, Record, SourceContext
+
+from .client import batch_entries, describe, open_client, queue_attributes
+from .config import SqsSourceConfig
+from .shape import MalformedMessageError, queue_arn_from_url, to_record
+
+#: A ReceiveMessage call returns at most this many messages.
+RECEIVE_MAX = 10
+#: Smallest heartbeat period (for tiny visibility timeouts in tests).
+_MIN_TICK_S = 0.1
+
+
+class SqsSource(BaseSource):
+    def __init__(self, config: SqsSourceConfig, ctx: SourceContext, *, client: Any = None) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.log = ctx.log
+        self.region = config.region_or(ctx.region)
+        self.fifo = config.is_fifo
+        self.client: Any = client
+        self.queue_arn = ""
+        #: The visibility timeout in force for our receives (seconds).
+        self.visibility_s = config.visibility_timeout_s or 30
+        self.capacity = config.buffer_capacity
+        self.backoff = Backoff(base_s=0.5, max_s=30.0)
+        self._stack = AsyncExitStack()
+        self._buffer: deque[Record] = deque()
+        self._reserved = 0
+        self._arrived = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        #: receipt handle -> monotonic time its visibility runs out
+        self._outstanding: dict[str, float] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self.pollers = 0
+        self._stopped = False
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self.client is None:
+            self.client = await open_client(
+                self._stack,
+                cfg,
+                self.region,
+                pool=cfg.max_pollers + 10,
+                read_timeout_s=cfg.wait_time_s + 30,
+            )
+        try:
+            attrs = await queue_attributes(self.client, cfg, self.ctx.trigger, "source")
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.queue_arn = attrs.get("QueueArn") or queue_arn_from_url(
+            cfg.queue_url, self.region, self.ctx.account_id
+        )
+        if cfg.visibility_timeout_s is None:
+            self.visibility_s = _int(attrs.get("VisibilityTimeout"), 30)
+        if self.visibility_s < self.ctx.function_timeout_s and not cfg.extend_visibility:
+            self.log.warning(
+                "sqs.visibility_shorter_than_timeout",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "visibility_timeout_s": self.visibility_s,
+                    "function_timeout_s": self.ctx.function_timeout_s,
+                },
+            )
+        self._runner = asyncio.create_task(self._run(), name=f"sqs-{self.ctx.trigger}")
+        self.log.info(
+            "sqs.started",
+            extra={
+                "trigger": self.ctx.trigger,
+                "queue": cfg.queue_url,
+                "fifo": self.fifo,
+                "visibility_timeout_s": self.visibility_s,
+            },
+        )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        leftovers = list(self._buffer)
+        self._buffer.clear()
+        if leftovers and self.client is not None:
+            await self._change_visibility(leftovers, 0, "sqs.release_failed")
+        self._outstanding.clear()
+        await self._stack.aclose()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._spawn_poller(permanent=True)
+            if self.config.extend_visibility and self.visibility_s > 0:
+                tg.create_task(self._heartbeat())
+
+    def _spawn_poller(self, *, permanent: bool = False) -> None:
+        assert self._tg is not None
+        self.pollers += 1
+        self._tg.create_task(self._poll(permanent))
+        self.log.debug(
+            "sqs.poller_added", extra={"trigger": self.ctx.trigger, "pollers": self.pollers}
+        )
+
+    # ---- polling ----
+
+    def _room(self) -> int:
+        return self.capacity - len(self._buffer) - self._reserved
+
+    async def _reserve(self) -> int:
+        """Wait until a full receive fits in the buffer; reserve its room."""
+        want = min(RECEIVE_MAX, self.capacity)
+        while self._room() < want:
+            self._space.clear()
+            await self._space.wait()
+        self._reserved += want
+        return want
+
+    async def _poll(self, permanent: bool) -> None:
+        failures = 0
+        while True:
+            want = await self._reserve()
+            try:
+                messages = await self._receive_messages(want)
+            except Exception as exc:  # task boundary: log, back off, poll again
+                failures += 1
+                delay = self.backoff.delay(failures)
+                self.log.error(
+                    "sqs.receive_failed",
+                    extra={
+                        "trigger": self.ctx.trigger,
+                        "error": describe(exc),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
+                await self.ctx.clock.sleep(delay)
+                continue
+            finally:
+                self._reserved -= want
+            failures = 0
+            self._accept(messages)
+            if len(messages) >= want and self.pollers < self.config.max_pollers:
+                self._spawn_poller()
+            elif not messages and not permanent:
+                self.pollers -= 1
+                self.log.debug(
+                    "sqs.poller_retired",
+                    extra={"trigger": self.ctx.trigger, "pollers": self.pollers},
+                )
+                return
+
+    async def _receive_messages(self, want: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "QueueUrl": self.config.queue_url,
+            "MaxNumberOfMessages": want,
+            "WaitTimeSeconds": self.config.wait_time_s,
+            "MessageSystemAttributeNames": ["All"],
+            "MessageAttributeNames": ["All"],
+        }
+        if self.config.visibility_timeout_s is not None:
+            params["VisibilityTimeout"] = self.config.visibility_timeout_s
+        response = await self.client.receive_message(**params)
+        messages = response.get("Messages") or []
+        return [m for m in messages if isinstance(m, dict)]
+
+    def _accept(self, messages: list[dict[str, Any]]) -> None:
+        now = self.ctx.clock.time()
+        deadline = self.ctx.clock.monotonic() + self.visibility_s
+        for message in messages:
+            try:
+                record = to_record(message, self.queue_arn, self.region, fifo=self.fifo, now=now)
+            except MalformedMessageError as exc:
+                self.log.error(
+                    "sqs.malformed_message",
+                    extra={"trigger": self.ctx.trigger, "error": str(exc)},
+                )
+                continue
+            self._outstanding[record.handle] = deadline
+            self._buffer.append(record)
+        if self._buffer:
+            self._arrived.set()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        self._check_runner()
+        if not self._buffer:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+        out: list[Record] = []
+        while self._buffer and len(out) < max_records:
+            out.append(self._buffer.popleft())
+        if out:
+            self._space.set()
+        return out
+
+    def _check_runner(self) -> None:
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise RuntimeError(f"sqs pollers of trigger {self.ctx.trigger!r} failed") from exc
+
+    # ---- settling ----
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        """Delete the messages (DeleteMessageBatch); ones that cannot be deleted are logged
+        and will be redelivered after their visibility timeout (at least once)."""
+        if not records:
+            return
+        for rec in records:
+            self._outstanding.pop(rec.handle, None)
+        entries = [{"ReceiptHandle": rec.handle, "_record": rec} for rec in records]
+        url = self.config.queue_url
+
+        async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
+            sent = [{"Id": e["Id"], "ReceiptHandle": e["ReceiptHandle"]} for e in chunk]
+            response: dict[str, Any] = await self.client.delete_message_batch(
+                QueueUrl=url, Entries=sent
+            )
+            return response
+
+        failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep)
+        if failed:
+            self.log.error(
+                "sqs.delete_failed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "messages": [e["_record"].item_id for e, _ in failed],
+                    "codes": sorted({code for _, code in failed}),
+                },
+            )
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        """Leave failed messages to their visibility timeout (as AWS does), or set
+        `nack_visibility_timeout_s`. On FIFO queues, buffered messages of the same groups are
+        given back too, so a group is redelivered in order."""
+        records = list(records)
+        if self.fifo:
+            records += self._take_groups({r.key for r in records if r.key is not None})
+        if not records:
+            return
+        for rec in records:
+            self._outstanding.pop(rec.handle, None)
+        timeout = self.config.nack_visibility_timeout_s
+        if timeout is not None:
+            await self._change_visibility(records, timeout, "sqs.nack_failed")
+
+    def _take_groups(self, keys: set[str]) -> list[Record]:
+        if not keys:
+            return []
+        taken = [r for r in self._buffer if r.key in keys]
+        if taken:
+            self._buffer = deque(r for r in self._buffer if r.key not in keys)
+            self._space.set()
+        return taken
+
+    async def _change_visibility(
+        self, records: Sequence[Record], visibility_s: int, event: str
+    ) -> None:
+        entries = [
+            {"ReceiptHandle": r.handle, "VisibilityTimeout": visibility_s, "_record": r}
+            for r in records
+        ]
+        url = self.config.queue_url
+
+        async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
+            sent = [
+                {
+                    "Id": e["Id"],
+                    "ReceiptHandle": e["ReceiptHandle"],
+                    "VisibilityTimeout": visibility_s,
+                }
+                for e in chunk
+            ]
+            response: dict[str, Any] = await self.client.change_message_visibility_batch(
+                QueueUrl=url, Entries=sent
+            )
+            return response
+
+        failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep)
+        if failed:
+            self.log.warning(
+                event,
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "messages": [e["_record"].item_id for e, _ in failed],
+                    "codes": sorted({code for _, code in failed}),
+                },
+            )
+
+    # ---- visibility heartbeat ----
+
+    @property
+    def heartbeat_tick_s(self) -> float:
+        return max(_MIN_TICK_S, min(self.visibility_s / 4, 60.0))
+
+    async def _heartbeat(self) -> None:
+        tick = self.heartbeat_tick_s
+        while True:
+            await self.ctx.clock.sleep(tick)
+            try:
+                await self.extend_due()
+            except Exception as exc:  # task boundary: the next tick tries again
+                self.log.error(
+                    "sqs.heartbeat_failed",
+                    extra={"trigger": self.ctx.trigger, "error": describe(exc)},
+                )
+
+    async def extend_due(self) -> int:
+        """Extend the visibility of outstanding messages that would run out within 3/4 of the
+        timeout; returns how many were extended."""
+        now = self.ctx.clock.monotonic()
+        horizon = now + self.visibility_s * 0.75
+        due = [h for h, until in self._outstanding.items() if until <= horizon]
+        if not due:
+            return 0
+        entries = [{"ReceiptHandle": h, "VisibilityTimeout": self.visibility_s} for h in due]
+        url = self.config.queue_url
+
+        async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
+            sent = [{k: v for k, v in e.items()} for e in chunk]
+            response: dict[str, Any] = await self.client.change_message_visibility_batch(
+                QueueUrl=url, Entries=sent
+            )
+            return response
+
+        failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep, attempts=2)
+        lost = {e["ReceiptHandle"] for e, _ in failed}
+        until = self.ctx.clock.monotonic() + self.visibility_s
+        for handle in due:
+            if handle in lost:  # deleted meanwhile, or no longer in flight: stop extending
+                self._outstanding.pop(handle, None)
+            elif handle in self._outstanding:
+                self._outstanding[handle] = until
+        if failed:
+            self.log.warning(
+                "sqs.extend_failed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "count": len(failed),
+                    "codes": sorted({code for _, code in failed}),
+                },
+            )
+        return len(due) - len(failed)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._outstanding)
+
+    # ---- shapes ----
+
+    def filter_view(self, record: Record) -> JSONDict:
+        return view_with_data(record.payload, "body", "json-text")
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        return {}
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

@@ -1,0 +1,489 @@
+"""The config file: TOML (or YAML), `${VAR}` interpolation, and pydantic models built from the
+installed plugins, so that every source, destination and backend validates its own section.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Union, cast, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from triggerd.config.plugins import Kind, Registry
+from triggerd.events.filters import FilterPatternError, compile_filters
+from triggerd.types import (
+    ConfigError,
+    ConfigPath,
+    DestinationConfig,
+    FunctionConfig,
+    Model,
+    SourceConfig,
+    resolve_config_path,
+)
+
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class DaemonSettings(Model):
+    state: str = Field(
+        "sqlite:///triggerd-state/state.db",
+        description="State store URL: sqlite:///relative.db, sqlite:////absolute.db",
+    )
+    listen: str | None = Field(
+        "127.0.0.1:9070",
+        pattern=r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$",
+        description="host:port for webhooks, the Invoke API, /metrics and /healthz; "
+        "empty to disable",
+    )
+    tls_cert_file: ConfigPath | None = Field(
+        None, description="PEM certificate chain: serve the listen address over HTTPS"
+    )
+    tls_key_file: ConfigPath | None = Field(
+        None, description="PEM private key (if not in tls_cert_file)"
+    )
+    region: str = "us-east-1"
+    account_id: str = Field("123456789012", pattern=r"^\d{12}$")
+    shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
+    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
+    log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
+    work_dir: ConfigPath | None = Field(
+        None, description="Runtime files and function scratch space (default: next to state)"
+    )
+
+    @field_validator("state")
+    @classmethod
+    def _state_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        """`sqlite:///rel.db` is relative to the config file, like every other path in it;
+        the URL must name a store this build has."""
+        from triggerd.state.factory import create_state_store
+
+        prefix = "sqlite:///"
+        rest = value[len(prefix) :]
+        if value.startswith(prefix) and not rest.startswith("/") and rest not in ("", ":memory:"):
+            value = prefix + resolve_config_path(rest, info)
+        try:
+            create_state_store(value)  # parses only; opens nothing
+        except ConfigError as exc:
+            raise ValueError(
+                "; ".join(p.removeprefix("daemon.state: ") for p in exc.problems)
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> DaemonSettings:
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ValueError("daemon.tls_key_file: set tls_cert_file too")
+        return self
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value and not 0 <= int(value.rpartition(":")[2]) <= 65535:
+            raise ValueError("port must be 0-65535")
+        return value or None
+
+
+class TriggerBase(Model):
+    """Event-source-mapping settings, in Lambda's vocabulary. `source` and `on_failure` are
+    filled in from the installed plugins by `build_config_model`."""
+
+    name: str | None = Field(None, description="Unique name; default <function>-<index>")
+    function: str
+    enabled: bool = True
+    batch_size: int | None = Field(None, ge=1, description="Default: the source's AWS default")
+    batching_window_s: float | None = Field(None, ge=0, le=300)
+    maximum_concurrency: int = Field(4, ge=1, le=1000, description="Batches in flight at once")
+    report_batch_item_failures: bool = False
+    filters: list[dict[str, Any] | str] = Field(default_factory=list)
+    maximum_retry_attempts: int | None = Field(
+        None, description="async sources: 0-2 (default 2); streams: -1 (infinite)-10000"
+    )
+    maximum_record_age_s: float = Field(-1, description="Poll sources: -1 or 60-604800")
+    maximum_event_age_s: float = Field(21600, description="Async sources: 60-21600")
+    bisect_batch_on_function_error: bool = False
+    retry_base_delay_s: float | None = Field(
+        None, gt=0, description="First retry delay; doubles each attempt (async default 60)"
+    )
+    retry_max_delay_s: float = Field(300, gt=0)
+
+    @property
+    def source_config(self) -> SourceConfig:
+        return cast(SourceConfig, getattr(self, "source"))  # noqa: B009
+
+    @property
+    def on_failure_config(self) -> DestinationConfig | None:
+        return cast(DestinationConfig | None, getattr(self, "on_failure", None))
+
+    @property
+    def is_async(self) -> bool:
+        return self.source_config.invocation == "async"
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or self.source_config.default_batch_size
+
+    @property
+    def effective_window_s(self) -> float:
+        if self.batching_window_s is not None:
+            return self.batching_window_s
+        return self.source_config.default_batching_window_s
+
+    @property
+    def effective_retry_attempts(self) -> int:
+        if self.maximum_retry_attempts is not None:
+            return self.maximum_retry_attempts
+        return 2 if self.is_async else -1
+
+    @property
+    def effective_base_delay_s(self) -> float:
+        if self.retry_base_delay_s is not None:
+            return self.retry_base_delay_s
+        return 60.0 if self.is_async else 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> TriggerBase:
+        src = self.source_config
+        if self.batch_size is not None and self.batch_size > src.max_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is over this source's maximum {src.max_batch_size}"
+            )
+        if self.is_async:
+            _check_async_limits(self)
+        else:
+            _check_sync_limits(self)
+        try:
+            compile_filters(self.filters)
+        except FilterPatternError as exc:
+            raise ValueError(f"filters: {exc}") from exc
+        return self
+
+
+#: Poll-source settings that mean nothing to an asynchronous (push) source.
+_SYNC_ONLY = (
+    "batch_size",
+    "batching_window_s",
+    "report_batch_item_failures",
+    "maximum_record_age_s",
+    "bisect_batch_on_function_error",
+)
+
+
+def _check_async_limits(t: TriggerBase) -> None:
+    if t.maximum_retry_attempts is not None and not 0 <= t.maximum_retry_attempts <= 2:
+        raise ValueError("maximum_retry_attempts must be 0-2 for an asynchronous source")
+    if not 60 <= t.maximum_event_age_s <= 21600:
+        raise ValueError("maximum_event_age_s must be 60-21600")
+    unused = [k for k in _SYNC_ONLY if k in t.model_fields_set]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: only poll sources use this; this source is invoked "
+            "asynchronously, one event at a time"
+        )
+
+
+def _check_sync_limits(t: TriggerBase) -> None:
+    limit = t.source_config.window_required_above_batch_size
+    if limit is not None and t.effective_batch_size > limit and t.effective_window_s < 1:
+        raise ValueError(
+            f"batch_size above {limit} needs batching_window_s of at least 1 (as AWS requires)"
+        )
+    if "maximum_event_age_s" in t.model_fields_set:
+        raise ValueError(
+            "maximum_event_age_s: only asynchronous sources use this; "
+            "poll sources have maximum_record_age_s"
+        )
+    if t.maximum_retry_attempts is not None and not -1 <= t.maximum_retry_attempts <= 10000:
+        raise ValueError("maximum_retry_attempts must be -1 (infinite) to 10000")
+    age = t.maximum_record_age_s
+    if age != -1 and not 60 <= age <= 604800:
+        raise ValueError("maximum_record_age_s must be -1 (infinite) or 60-604800")
+
+
+class ConfigBase(Model):
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    functions: dict[str, Any] = Field(default_factory=dict)
+    triggers: list[Any] = Field(default_factory=list)
+
+    @property
+    def trigger_list(self) -> list[TriggerBase]:
+        return cast(list[TriggerBase], self.triggers)
+
+    @property
+    def function_map(self) -> dict[str, FunctionConfig]:
+        return cast(dict[str, FunctionConfig], self.functions)
+
+    @model_validator(mode="after")
+    def _wire(self) -> ConfigBase:
+        problems: list[str] = []
+        for name in self.functions:
+            if not FUNCTION_NAME.match(name):
+                problems.append(f"functions.{name}: name must be 1-64 of [A-Za-z0-9_-]")
+        seen: set[str] = set()
+        for i, trig in enumerate(self.trigger_list):
+            if trig.function not in self.functions:
+                hint = _did_you_mean(trig.function, list(self.functions))
+                problems.append(f"triggers.{i}.function: no function {trig.function!r}{hint}")
+            name = trig.name or f"{trig.function}-{i}"
+            if name in seen:
+                problems.append(f"triggers.{i}.name: duplicate trigger name {name!r}")
+            seen.add(name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def trigger_name(self, index: int) -> str:
+        trig = self.trigger_list[index]
+        return trig.name or f"{trig.function}-{index}"
+
+
+# --------------------------------------------------------------------------------------------
+# Building the models from the plugins
+
+
+def _union(models: Mapping[str, type[BaseModel]], key: str, default: str | None) -> Any:
+    def pick(value: Any) -> str | None:
+        if isinstance(value, dict):
+            tag = value.get(key, default)
+            return tag if isinstance(tag, str) else None
+        return cast(str | None, getattr(value, key, None))
+
+    if not models:
+        return Any
+    tagged = tuple(Annotated[m, Tag(name)] for name, m in models.items())
+    return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007
+
+
+def build_config_model(registry: Registry) -> type[ConfigBase]:
+    """The root config model for the plugins that are installed."""
+    sources = _models(registry, "source")
+    dests = _models(registry, "destination")
+    backends = _models(registry, "backend")
+    source_t = _union(sources, "type", None)
+    dest_t = _union(dests, "type", None)
+    trigger = create_model(
+        "Trigger",
+        __base__=TriggerBase,
+        source=(source_t, ...),
+        on_failure=(dest_t | None, None),
+    )
+    function_t: Any = dict[str, _union(backends, "backend", "local")]  # type: ignore[misc]
+    trigger_list_t: Any = list[trigger]
+    return create_model(
+        "TriggerdConfig",
+        __base__=ConfigBase,
+        functions=(function_t, Field(default_factory=dict)),
+        triggers=(trigger_list_t, Field(default_factory=list)),
+    )
+
+
+def _models(registry: Registry, kind: Kind) -> dict[str, type[BaseModel]]:
+    return {
+        name: cast(type[BaseModel], getattr(plugin, "config_model"))  # noqa: B009
+        for name, plugin in registry.available(kind).items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: invalid TOML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a table"])
+    return data
+
+
+def interpolate(data: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
+    """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`."""
+    problems: list[str] = []
+
+    def sub(value: str, where: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            var, default = m.group(1), m.group(2)
+            if var in env and (env[var] != "" or default is None):
+                return env[var]
+            if default is not None:
+                return default
+            problems.append(f"{where or '<root>'}: environment variable {var} is not set")
+            return ""
+
+        return _VAR.sub(one, value)
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, str):
+            return sub(node, where)
+        if isinstance(node, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{where}.{i}") for i, v in enumerate(node)]
+        return node
+
+    return walk(data, path), problems
+
+
+def load_config(
+    path: str | Path,
+    registry: Registry,
+    env: Mapping[str, str] | None = None,
+) -> ConfigBase:
+    """Read, interpolate and validate a config file; raises ConfigError with one line per
+    problem, each naming the key path."""
+    file = Path(path)
+    try:
+        raw = read_file(file)
+    except OSError as exc:
+        raise ConfigError([f"{file}: {exc.strerror or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}: invalid YAML: {exc}"]) from exc
+    data, problems = interpolate(raw, os.environ if env is None else env)
+    problems += _check_plugin_types(data, registry)
+    if problems:
+        raise ConfigError(problems)
+    return validate_data(data, registry, base_dir=file.resolve().parent)
+
+
+def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> ConfigBase:
+    model = build_config_model(registry)
+    try:
+        return model.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, model)) from None
+
+
+def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
+    """Name a missing extra or an unknown type before pydantic's generic union message."""
+    problems: list[str] = []
+
+    def check(kind: Kind, value: Any, where: str, key: str, default: str | None) -> None:
+        if not isinstance(value, dict):
+            return
+        tag = value.get(key, default)
+        if not isinstance(tag, str):
+            problems.append(f"{where}.{key}: required, one of: {', '.join(registry.names(kind))}")
+            return
+        if tag not in registry.names(kind):
+            hint = _did_you_mean(tag, registry.names(kind))
+            problems.append(f"{where}.{key}: unknown {kind} type {tag!r}{hint}")
+        elif tag not in registry.available(kind):
+            problems.append(
+                f"{where}.{key}: {kind} type {tag!r} is not installed: "
+                f"pip install 'triggerd[{tag}]'"
+            )
+
+    for name, fn in (data.get("functions") or {}).items():
+        check("backend", fn, f"functions.{name}", "backend", "local")
+    for i, trig in enumerate(data.get("triggers") or []):
+        if isinstance(trig, dict):
+            check("source", trig.get("source"), f"triggers.{i}.source", "type", None)
+            if trig.get("on_failure") is not None:
+                check("destination", trig["on_failure"], f"triggers.{i}.on_failure", "type", None)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _step(tp: Any, part: str | int) -> tuple[Any, bool]:
+    """Follow one loc element through a type; returns (next type, shown in the path)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        inner, *meta = get_args(tp)
+        if any(isinstance(m, Tag) and m.tag == part for m in meta):
+            return inner, False
+        return _step(inner, part)
+    if origin in (Union, types.UnionType):
+        for arm in get_args(tp):
+            inner = arm
+            if get_origin(arm) is Annotated:
+                inner, *meta = get_args(arm)
+                if any(isinstance(m, Tag) and m.tag == part for m in meta):
+                    return inner, False
+            if inner is type(None):
+                continue
+        non_none = [a for a in get_args(tp) if a is not type(None)]
+        if len(non_none) == 1:
+            return _step(non_none[0], part)
+        return Any, True
+    if origin is list and isinstance(part, int):
+        return get_args(tp)[0], True
+    if origin is dict:
+        return get_args(tp)[1], True
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+        field = tp.model_fields.get(part)
+        return (field.annotation if field else Any), True
+    return Any, True
+
+
+def _fields_of(tp: Any) -> list[str]:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    non_none = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) else []
+    if len(non_none) == 1:
+        return _fields_of(non_none[0])
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def format_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        tp: Any = model
+        shown: list[str] = []
+        parent: Any = model
+        for part in err["loc"]:
+            parent = tp
+            tp, visible = _step(tp, part)
+            if visible:
+                shown.append(str(part))
+        where = ".".join(shown) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden" and shown:
+            msg = "unknown key" + _did_you_mean(shown[-1], _fields_of(parent))
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if where == "<root>" or (err["type"] == "value_error" and not shown):
+            lines.extend(msg.split("; "))
+        else:
+            lines.append(f"{where}: {msg}")
+    return lines
+
+
+def json_schema(registry: Registry) -> dict[str, Any]:
+    schema = build_config_model(registry).model_json_schema()
+    schema["title"] = "triggerd configuration"
+    return schema

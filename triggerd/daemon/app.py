@@ -1,0 +1,305 @@
+"""The daemon: builds functions and triggers from the config and runs them until stopped.
+
+Shutdown order (SIGTERM): STOPPING -> triggers stop polling -> in-flight batches and
+invocations drain up to `shutdown_timeout_s` -> the rest is nacked / released -> sources,
+destinations, backends, the HTTP server and the state store close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from triggerd.config.model import ConfigBase, TriggerBase
+from triggerd.config.plugins import Registry
+from triggerd.daemon.systemd import Notifier
+from triggerd.delivery.asyncpath import AsyncTrigger
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.delivery.retry import Backoff
+from triggerd.events.filters import compile_filters
+from triggerd.http.routes import Routes
+from triggerd.state.base import StateStore
+from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import (
+    Backend,
+    BackendContext,
+    Clock,
+    DestinationContext,
+    FunctionConfig,
+    RetryableError,
+    Source,
+    SourceContext,
+    SystemClock,
+)
+
+if TYPE_CHECKING:
+    from triggerd.http.invoke_api import InvokeQueue
+
+log = logging.getLogger("triggerd.daemon")
+#: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
+PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
+#: After the drain timeout: how long cancelled work may take to give its records back.
+CANCEL_GRACE_S = 5.0
+
+
+class Runnable(Protocol):
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class Function:
+    name: str
+    config: FunctionConfig
+    backend: Backend
+    arn: str
+
+
+@dataclass
+class Daemon:
+    config: ConfigBase
+    registry: Registry
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    functions: dict[str, Function] = field(default_factory=dict)
+    triggers: dict[str, Runnable] = field(default_factory=dict)
+    state: StateStore | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    listen_address: str | None = None
+    routes: Routes = field(default_factory=Routes)
+    _unstarted: dict[str, Source] = field(default_factory=dict)
+    #: Per function: the queue of its Event invocations through the Invoke API.
+    invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
+
+    def work_dir(self) -> Path:
+        if self.config.daemon.work_dir:
+            return Path(self.config.daemon.work_dir)
+        try:
+            db = sqlite_path(self.config.daemon.state)
+        except Exception:  # non-SQLite stores keep runtime files in the temp dir
+            db = ":memory:"
+        if db == ":memory:":
+            return Path(tempfile.gettempdir()) / f"triggerd-{os.getpid()}"
+        return Path(db).parent / "run"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        notifier = Notifier.from_env()
+        async with AsyncExitStack() as stack:
+            state = create_state_store(self.config.daemon.state)
+            await state.open()
+            stack.push_async_callback(state.close)
+            self.state = state
+            recovered = await state.recover_leases()
+            if recovered:
+                log.info("queue.recovered", extra={"events": recovered})
+            await self._start_functions(stack)
+            await self._build_triggers(stack, state)
+            await self._build_invoke_queues(state)
+            if self.config.daemon.listen:
+                from triggerd.http.server import start_http
+
+                self.listen_address = await start_http(self, stack, self.config.daemon.listen)
+            notifier.notify("READY=1")
+            self.ready.set()
+            log.info(
+                "daemon.ready",
+                extra={
+                    "functions": len(self.functions),
+                    "triggers": len(self.triggers),
+                    "listen": self.listen_address,
+                },
+            )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._supervise(n, t, stop)) for n, t in self._runnables()]
+                tg.create_task(notifier.watchdog(stop))
+                await stop.wait()
+                notifier.notify("STOPPING=1")
+                log.info("daemon.stopping", extra={"in_flight_triggers": len(tasks)})
+                await self._drain(tasks)
+        log.info("daemon.stopped")
+
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        for _, runnable in self._runnables():
+            runnable.stop()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.config.daemon.shutdown_timeout_s)
+        if pending:
+            log.warning("daemon.drain_timeout", extra={"cancelled": len(pending)})
+            for task in pending:
+                task.cancel()
+            # Cancelled work gives its records back (shielded); bound that too.
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+            if stuck:
+                log.error("daemon.cancel_timeout", extra={"stuck": len(stuck)})
+
+    def _runnables(self) -> list[tuple[str, Runnable]]:
+        return [*self.triggers.items(), *((q.name, q) for q in self.invoke_queues.values())]
+
+    async def _build_invoke_queues(self, state: StateStore) -> None:
+        """An Event queue per function while the Invoke API listens, or while a queue still
+        holds events from an earlier run."""
+        from triggerd.http.invoke_api import InvokeQueue, queue_name
+
+        for fn in self.functions.values():
+            if not self.config.daemon.listen and not await state.queue_depth(queue_name(fn.name)):
+                continue
+            self.invoke_queues[fn.name] = InvokeQueue.build(
+                function=fn.name,
+                function_arn=fn.arn,
+                config=fn.config,
+                backend=fn.backend,
+                state=state,
+                clock=self.clock,
+                metrics=self.metrics,
+            )
+
+    async def _start_late(self, name: str, stop: asyncio.Event) -> bool:
+        """Start a source whose first start failed transiently; False if stopped first."""
+        source = self._unstarted[name]
+        backoff = Backoff(base_s=1.0, max_s=60.0)
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff.delay(attempt))
+            if stop.is_set():
+                break
+            try:
+                await source.start()
+            except RetryableError as exc:
+                log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
+                continue
+            del self._unstarted[name]
+            log.info("source.started", extra={"trigger": name, "attempts": attempt + 1})
+            return True
+        return False
+
+    async def _supervise(self, name: str, trigger: Runnable, stop: asyncio.Event) -> None:
+        """Run a trigger; if it crashes, log and restart it with backoff."""
+        if name in self._unstarted and not await self._start_late(name, stop):
+            return
+        backoff = Backoff(base_s=1.0, max_s=60.0)
+        failures = 0
+        while True:
+            try:
+                await trigger.run()
+                return
+            except Exception:  # task boundary: one trigger's crash must not stop the others
+                failures += 1
+                delay = backoff.delay(failures)
+                log.exception("trigger.crashed", extra={"trigger": name, "restart_in_s": delay})
+                await asyncio.sleep(delay)
+
+    async def _start_functions(self, stack: AsyncExitStack) -> None:
+        d = self.config.daemon
+        base = self.work_dir()
+        for name, fcfg in self.config.function_map.items():
+            plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
+            ctx = BackendContext(
+                function=name,
+                clock=self.clock,
+                log=logging.getLogger("triggerd.function"),
+                region=d.region,
+                account_id=d.account_id,
+                work_dir=str(base / name),
+                metrics=self.metrics,
+            )
+            backend = plugin.create(fcfg, ctx)
+            await backend.start()
+            stack.push_async_callback(backend.stop)
+            self.functions[name] = Function(name, fcfg, backend, ctx.function_arn)
+
+    async def _build_triggers(self, stack: AsyncExitStack, state: StateStore) -> None:
+        for index, tcfg in enumerate(self.config.trigger_list):
+            if not tcfg.enabled:
+                continue
+            name = self.config.trigger_name(index)
+            rt = await self._runtime(stack, state, name, tcfg)
+            fn = self.functions[tcfg.function]
+            if tcfg.is_async:
+                # A claim covers waiting for a free worker (up to the timeout) and the run.
+                lease_s = 2 * fn.config.timeout_s + 60
+                self.triggers[name] = AsyncTrigger(
+                    rt,
+                    state,
+                    lease_s=lease_s,
+                    throttles_dead_letter=fn.config.reserved_concurrency == 0,
+                )
+            else:
+                self.triggers[name] = SyncTrigger(rt)
+
+    async def _runtime(
+        self, stack: AsyncExitStack, state: StateStore, name: str, tcfg: TriggerBase
+    ) -> TriggerRuntime:
+        d = self.config.daemon
+        tlog = logging.getLogger("triggerd.trigger")
+        src_cfg = tcfg.source_config
+        plugin = self.registry.source(getattr(src_cfg, "type"))  # noqa: B009
+        fn = self.functions[tcfg.function]
+        source = plugin.create(
+            src_cfg,
+            SourceContext(
+                trigger=name,
+                state=state,
+                clock=self.clock,
+                log=tlog,
+                region=d.region,
+                account_id=d.account_id,
+                http=self.routes if d.listen else None,
+                invoke=fn.backend.invoke,
+                function=fn.name,
+                function_timeout_s=fn.config.timeout_s,
+            ),
+        )
+        dest_cfg = tcfg.on_failure_config
+        destination = None
+        dest_type = ""
+        if dest_cfg is not None:
+            dest_type = getattr(dest_cfg, "type")  # noqa: B009
+            destination = self.registry.destination(dest_type).create(
+                dest_cfg, DestinationContext(trigger=name, clock=self.clock, log=tlog)
+            )
+        on_failure = OnFailure(
+            trigger=name,
+            function=fn.name,
+            destination=destination,
+            destination_name=dest_type or "none",
+            state=state,
+            clock=self.clock,
+            metrics=self.metrics,
+            log=tlog,
+        )
+        await on_failure.start()
+        stack.push_async_callback(on_failure.stop)
+        try:
+            await source.start()
+        except RetryableError as exc:
+            # e.g. the broker is not reachable yet: the trigger keeps trying in the background.
+            log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
+            self._unstarted[name] = source
+        stack.push_async_callback(source.stop)
+        return TriggerRuntime(
+            name=name,
+            config=tcfg,
+            function=fn.name,
+            function_arn=fn.arn,
+            source=source,
+            backend=fn.backend,
+            filter=compile_filters(tcfg.filters),
+            on_failure=on_failure,
+            clock=self.clock,
+            metrics=self.metrics,
+            log=tlog,
+            include_payload=dest_type in PAYLOAD_DESTINATIONS,
+        )

@@ -1,0 +1,296 @@
+"""The asynchronous invocation path, for push sources (directory, schedule, S3, async webhooks).
+
+Accept: each record becomes one event, written to the durable queue in the state store (with
+the source's checkpoint, in one transaction) before the source is acked.
+Invoke: events are claimed with a lease, invoked, and then completed, retried (function
+errors: up to `maximum_retry_attempts`, ~1 min then ~2 min apart; throttles: backoff without
+counting), or written to the on-failure destination (RetriesExhausted / EventAgeExceeded).
+A crash leaves claimed events leased; they are claimable again when the lease expires or at the
+next start (`recover_leases`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import orjson
+
+from triggerd.delivery.failures import async_invocation_record
+from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
+from triggerd.delivery.retry import Backoff
+from triggerd.state.base import NewEvent, QueuedEvent, StateStore
+from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record
+
+_NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
+
+
+def event_request_id(trigger: str, item_id: str) -> str:
+    """Stable per (trigger, record): an event put on the queue twice is stored once."""
+    return str(uuid.uuid5(_NS, f"{trigger}\x00{item_id}"))
+
+
+class AsyncTrigger:
+    """Accepts records from a push source onto the durable queue, and invokes from it."""
+
+    def __init__(
+        self,
+        rt: TriggerRuntime,
+        state: StateStore,
+        *,
+        lease_s: float,
+        throttles_dead_letter: bool = False,
+    ) -> None:
+        self.rt = rt
+        self.state = state
+        self.lease_s = lease_s
+        #: Reserved concurrency 0: throttled events go straight to the on-failure destination
+        #: without retries, as Lambda does.
+        self.throttles_dead_letter = throttles_dead_letter
+        cfg = rt.config
+        self.retry_backoff = Backoff(
+            base_s=cfg.effective_base_delay_s, max_s=cfg.retry_max_delay_s, jitter=0.1
+        )
+        self.throttle_backoff = Backoff(base_s=1.0, max_s=300.0)
+        self.concurrency = cfg.maximum_concurrency
+        self._throttles: dict[int, int] = {}
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            accept = tg.create_task(self._accept_loop())
+            heartbeat = tg.create_task(self._lease_heartbeat())
+            await self._invoke_loop(tg)
+            heartbeat.cancel()
+            await asyncio.gather(accept, return_exceptions=True)
+
+    async def _lease_heartbeat(self) -> None:
+        """Extend the leases of events being handled, so a long invocation (or a slow
+        on-failure destination) never lets another claim invoke the same event again."""
+        interval = max(0.05, self.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._inflight:
+                try:
+                    await self.state.extend_lease(
+                        list(self._inflight), self.lease_s, self.rt.clock.time()
+                    )
+                except Exception:  # task boundary: keep trying; the lease still has time
+                    self.rt.log.exception(
+                        "queue.lease_extend_failed", extra={"trigger": self.rt.name}
+                    )
+
+    # ---- accept ----
+
+    async def _accept_loop(self) -> None:
+        rt = self.rt
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                records = await rt.source.receive(64, rt.poll_timeout_s)
+                if records:
+                    await self.accept(records)
+                failures = 0
+            except Exception:  # task boundary: a source or store error must not stop invokes
+                failures += 1
+                delay = self.throttle_backoff.delay(failures)
+                rt.log.exception(
+                    "source.accept_failed", extra={"trigger": rt.name, "retry_in_s": delay}
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def accept(self, records: list[Record]) -> None:
+        """Persist the records' events (and checkpoints) durably, then ack the source."""
+        rt = self.rt
+        kept, _dropped = apply_filter(rt, records)
+        kept_ids = {id(r) for r in kept}
+        now = rt.clock.time()
+        events: list[NewEvent] = []
+        checkpoint: dict[str, str | None] = {}
+        oversize: list[tuple[Record, bytes]] = []
+        for rec in records:
+            if rec.checkpoint:
+                checkpoint.update(rec.checkpoint)
+            if id(rec) not in kept_ids:
+                continue
+            payload = orjson.dumps(rt.source.envelope([rec]))
+            if len(payload) > MAX_ASYNC_PAYLOAD:
+                oversize.append((rec, payload))
+                continue
+            events.append(
+                NewEvent(
+                    trigger=rt.name,
+                    function=rt.function,
+                    payload=payload,
+                    request_id=event_request_id(rt.name, rec.item_id),
+                    enqueued_at=now,
+                    available_at=now,
+                )
+            )
+        try:
+            for rec, payload in oversize:
+                await self._reject_oversize(rec, payload)
+            await asyncio.shield(
+                self.state.enqueue(events, {rt.name: checkpoint} if checkpoint else None)
+            )
+        except BaseException:
+            # Not persisted: give the records back so that nothing is lost.
+            await asyncio.shield(rt.source.nack(records))
+            raise
+        await asyncio.shield(rt.source.ack(records))
+        if events:
+            rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
+            self._wake.set()
+
+    async def _reject_oversize(self, rec: Record, payload: bytes) -> None:
+        rt = self.rt
+        request_id = event_request_id(rt.name, rec.item_id)
+        rt.log.error(
+            "event.too_large",
+            extra={
+                "trigger": rt.name,
+                "function": rt.function,
+                "request_id": request_id,
+                "bytes": len(payload),
+                "limit": MAX_ASYNC_PAYLOAD,
+            },
+        )
+        error = orjson.dumps(
+            {
+                "errorType": "RequestEntityTooLargeException",
+                "errorMessage": f"Event size {len(payload)} bytes exceeds the asynchronous "
+                f"invocation limit of {MAX_ASYNC_PAYLOAD} bytes",
+            }
+        )
+        result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
+        record = async_invocation_record(
+            request_id=request_id,
+            function_arn=rt.function_arn,
+            condition="RetriesExhausted",
+            approximate_invoke_count=0,
+            request_payload=payload,
+            result=result,
+            timestamp=rt.clock.time(),
+        )
+        await rt.on_failure.deliver(record, "RetriesExhausted", request_id)
+
+    # ---- invoke ----
+
+    async def _invoke_loop(self, tg: asyncio.TaskGroup) -> None:
+        rt = self.rt
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            claimed: list[QueuedEvent] = []
+            if free > 0:
+                claimed = await self.state.claim(rt.name, free, self.lease_s, rt.clock.time())
+            for event in claimed:
+                if event.id in self._inflight:
+                    continue  # still being handled here (its lease was extended late)
+                self._inflight.add(event.id)
+                tg.create_task(self._handle(event))
+            if claimed and len(claimed) == free:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), rt.poll_timeout_s)
+
+    async def _handle(self, event: QueuedEvent) -> None:
+        try:
+            await self._invoke_one(event)
+        except asyncio.CancelledError:
+            # Shutting down mid-invoke: give it back now rather than at lease expiry.
+            await asyncio.shield(
+                self.state.release(
+                    event.id, available_at=self.rt.clock.time(), attempts=event.attempts
+                )
+            )
+            raise
+        except Exception:  # task boundary: the lease expires and the event is retried
+            self.rt.log.exception(
+                "event.crashed", extra={"trigger": self.rt.name, "request_id": event.request_id}
+            )
+        finally:
+            self._inflight.discard(event.id)
+            self._wake.set()
+
+    async def _invoke_one(self, event: QueuedEvent) -> None:
+        rt = self.rt
+        cfg = rt.config
+        now = rt.clock.time()
+        if now - event.enqueued_at > cfg.maximum_event_age_s:
+            await self._dead_letter(event, "EventAgeExceeded", None, event.attempts)
+            return
+        start = rt.clock.monotonic()
+        result = await rt.backend.invoke(
+            event.payload, request_id=event.request_id, invocation_type="Event"
+        )
+        rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
+        rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
+        now = rt.clock.time()
+        if result.outcome is Outcome.OK:
+            self._throttles.pop(event.id, None)
+            await asyncio.shield(self.state.complete(event.id))
+            rt.metrics.records_succeeded.labels(rt.name).inc()
+            return
+        if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
+            await self._dead_letter(event, "RetriesExhausted", result, event.attempts)
+            return
+        if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
+            n = self._throttles[event.id] = self._throttles.get(event.id, 0) + 1
+            delay = max(result.retry_after_s or 0.0, self.throttle_backoff.delay(n))
+            await self._retry_later(event, now + delay, event.attempts, result)
+            return
+        attempts = event.attempts + 1
+        if attempts > cfg.effective_retry_attempts:
+            await self._dead_letter(event, "RetriesExhausted", result, attempts)
+            return
+        rt.metrics.records_retried.labels(rt.name).inc()
+        await self._retry_later(event, now + self.retry_backoff.delay(attempts), attempts, result)
+
+    async def _retry_later(
+        self, event: QueuedEvent, at: float, attempts: int, result: InvokeResult
+    ) -> None:
+        rt = self.rt
+        if at - event.enqueued_at > rt.config.maximum_event_age_s:
+            await self._dead_letter(event, "EventAgeExceeded", result, attempts)
+            return
+        rt.log.info(
+            "event.retry_scheduled",
+            extra={
+                "trigger": rt.name,
+                "function": rt.function,
+                "request_id": event.request_id,
+                "attempt": attempts,
+                "outcome": result.outcome.value,
+                "retry_in_s": round(at - rt.clock.time(), 2),
+            },
+        )
+        await asyncio.shield(self.state.release(event.id, available_at=at, attempts=attempts))
+
+    async def _dead_letter(
+        self, event: QueuedEvent, condition: str, result: InvokeResult | None, attempts: int
+    ) -> None:
+        rt = self.rt
+        record = async_invocation_record(
+            request_id=event.request_id,
+            function_arn=rt.function_arn,
+            condition="EventAgeExceeded" if condition == "EventAgeExceeded" else "RetriesExhausted",
+            approximate_invoke_count=attempts,
+            request_payload=event.payload,
+            result=result,
+            timestamp=rt.clock.time(),
+        )
+        await asyncio.shield(rt.on_failure.deliver(record, condition, event.request_id))
+        await asyncio.shield(self.state.complete(event.id))
+        self._throttles.pop(event.id, None)

@@ -1,0 +1,104 @@
+"""Writing given-up records to a trigger's on-failure destination.
+
+A record is acknowledged upstream only after `OnFailure.deliver` returned, i.e. after the
+destination confirmed it. Destination failures are retried with backoff until they succeed
+or the trigger stops (then the caller nacks, and the record comes back later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+
+from triggerd.delivery.retry import Backoff
+from triggerd.state.base import StateStore
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import Clock, Destination, JSONDict
+
+
+class OnFailure:
+    def __init__(
+        self,
+        *,
+        trigger: str,
+        function: str,
+        destination: Destination | None,
+        destination_name: str,
+        state: StateStore,
+        clock: Clock,
+        metrics: Metrics,
+        log: logging.Logger,
+    ) -> None:
+        self.trigger = trigger
+        self.function = function
+        self.destination = destination
+        self.destination_name = destination_name
+        self.state = state
+        self.clock = clock
+        self.metrics = metrics
+        self.log = log
+        self.backoff = Backoff(base_s=0.5, max_s=30.0)
+
+    async def start(self) -> None:
+        if self.destination is not None:
+            await self.destination.start()
+
+    async def stop(self) -> None:
+        if self.destination is not None:
+            await self.destination.stop()
+
+    async def deliver(self, record: JSONDict, condition: str, request_id: str) -> None:
+        """Write the record to the destination (retrying its failures), index it, and return.
+        Without a destination the record is discarded, as Lambda does, and logged."""
+        if self.destination is None:
+            self.metrics.discarded.labels(self.trigger, condition).inc()
+            self.log.warning(
+                "record.discarded",
+                extra={
+                    "trigger": self.trigger,
+                    "function": self.function,
+                    "condition": condition,
+                    "request_id": request_id,
+                },
+            )
+            return
+        attempt = 0
+        while True:
+            try:
+                await self.destination.send(record)
+                break
+            except Exception as exc:  # task boundary: any destination failure is retried
+                attempt += 1
+                delay = self.backoff.delay(attempt)
+                self.log.error(
+                    "destination.failed",
+                    extra={
+                        "trigger": self.trigger,
+                        "destination": self.destination_name,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "retry_in_s": round(delay, 2),
+                        "request_id": request_id,
+                    },
+                )
+                await asyncio.sleep(delay)
+        await self.state.dlq_add(
+            trigger=self.trigger,
+            function=self.function,
+            destination=self.destination_name,
+            condition=condition,
+            created_at=self.clock.time(),
+            record=orjson.dumps(record),
+        )
+        self.metrics.dead_lettered.labels(self.trigger, condition).inc()
+        self.log.warning(
+            "record.dead_lettered",
+            extra={
+                "trigger": self.trigger,
+                "function": self.function,
+                "condition": condition,
+                "destination": self.destination_name,
+                "request_id": request_id,
+            },
+        )

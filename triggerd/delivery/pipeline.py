@@ -1,0 +1,404 @@
+"""The poll pipeline: event-source-mapping rules for sync sources.
+
+Source -> filter -> batcher -> dispatcher (bounded concurrency, per-key order) -> backend ->
+judge (success / partial batch failure / error) -> ack, retry (backoff, bisect, attempts, age),
+or on-failure destination then ack. Sources never ack by themselves; every received record is
+settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from triggerd.config.model import TriggerBase
+from triggerd.delivery.batching import BatchBuffer
+from triggerd.delivery.failures import stream_failure_record
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.results import judge
+from triggerd.delivery.retry import Backoff, RetryPolicy
+from triggerd.events.filters import CompiledFilter
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import MAX_SYNC_PAYLOAD, Backend, Clock, InvokeResult, Outcome, Record, Source
+
+
+@dataclass
+class TriggerRuntime:
+    """Everything one trigger needs at run time (built by the daemon)."""
+
+    name: str
+    config: TriggerBase
+    function: str
+    function_arn: str
+    source: Source
+    backend: Backend
+    filter: CompiledFilter
+    on_failure: OnFailure
+    clock: Clock
+    metrics: Metrics
+    log: logging.Logger
+    #: Include the full event in on-failure records (file/S3/Kafka destinations carry it).
+    include_payload: bool = True
+    poll_timeout_s: float = 1.0
+    throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, max_s=60.0))
+
+    @property
+    def source_owned(self) -> bool:
+        """Failed records go back to the source for redelivery (SQS, RabbitMQ)."""
+        return self.config.source_config.retry_owner == "source"
+
+
+def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record], list[Record]]:
+    """(kept, dropped). Filtered-out records are acked by the caller, as AWS does."""
+    rt.metrics.records_received.labels(rt.name).inc(len(records))
+    if not rt.filter:
+        return records, []
+    kept: list[Record] = []
+    dropped: list[Record] = []
+    for rec in records:
+        (kept if rt.filter.matches(rt.source.filter_view(rec)) else dropped).append(rec)
+    if dropped:
+        rt.metrics.records_filtered.labels(rt.name).inc(len(dropped))
+    return kept, dropped
+
+
+class SyncTrigger:
+    def __init__(self, rt: TriggerRuntime) -> None:
+        self.rt = rt
+        cfg = rt.config
+        self.buffer = BatchBuffer(
+            batch_size=cfg.effective_batch_size,
+            window_s=cfg.effective_window_s,
+            capacity=cfg.effective_batch_size * (cfg.maximum_concurrency + 1),
+            max_buffered_bytes=(cfg.maximum_concurrency + 1) * MAX_SYNC_PAYLOAD,
+        )
+        self.policy = RetryPolicy(
+            maximum_retry_attempts=cfg.effective_retry_attempts,
+            maximum_record_age_s=cfg.maximum_record_age_s,
+            bisect_batch_on_function_error=cfg.bisect_batch_on_function_error,
+        )
+        self.backoff = Backoff(base_s=cfg.effective_base_delay_s, max_s=cfg.retry_max_delay_s)
+        self.busy: set[str] = set()
+        #: Busy keys whose batch is waiting to be retried (backoff after a failure/throttle).
+        self.retrying: set[str] = set()
+        self.inflight = 0
+        #: Wakes the dispatcher (records arrived, a batch finished, stopping).
+        self._work = asyncio.Event()
+        #: Wakes the producer (room in the buffer, stopping).
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._producer_done = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._work.set()
+        self._room.set()
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._produce())
+                await self._dispatch(tg)
+        finally:
+            leftovers = self.buffer.take_all()
+            if leftovers:
+                await asyncio.shield(self.rt.source.nack(leftovers))
+
+    # ---- receiving ----
+
+    async def _produce(self) -> None:
+        try:
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    await self._receive_once()
+                    failures = 0
+                except Exception:  # task boundary: a source error must not cancel batches
+                    failures += 1
+                    delay = self.rt.throttle_backoff.delay(failures)
+                    self.rt.log.exception(
+                        "source.receive_failed",
+                        extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)},
+                    )
+                    await _wait(self._stopping, delay)
+        finally:
+            self._producer_done = True
+            self._work.set()
+
+    async def _receive_once(self) -> None:
+        rt = self.rt
+        room = min(self.buffer.room(), self.buffer.batch_size)
+        if room == 0:
+            self._room.clear()
+            await self._relieve_busy_keys()
+            await _wait(self._room, rt.poll_timeout_s)
+            return
+        records = await rt.source.receive(room, rt.poll_timeout_s)
+        if not records:
+            return
+        kept, dropped = apply_filter(rt, records)
+        if kept:
+            self.buffer.add(kept, rt.clock.monotonic())
+            self._work.set()
+        if dropped:
+            await asyncio.shield(rt.source.ack(dropped))
+
+    async def _relieve_busy_keys(self) -> None:
+        """The buffer is full: if nothing in it can run and some keys' batches are waiting to
+        be retried, give those keys' buffered records back (they all come after the batch in
+        flight, so order is kept) rather than stop receiving for every other key."""
+        if self.buffer.next_batch_possible(self.busy):
+            return
+        back: list[Record] = []
+        for key in sorted(self.retrying & self.busy):
+            back += self.buffer.take_key(key)
+        if back:
+            self.rt.log.info(
+                "buffer.busy_keys_returned", extra={"trigger": self.rt.name, "records": len(back)}
+            )
+            self._room.set()
+            await asyncio.shield(self.rt.source.nack(back))
+
+    # ---- dispatching ----
+
+    async def _dispatch(self, tg: asyncio.TaskGroup) -> None:
+        cfg = self.rt.config
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and self._producer_done:
+                return  # buffered records are nacked by run(); in-flight batches drain
+            self._work.clear()
+            timeout: float | None = None
+            if not stopping and self.inflight < cfg.maximum_concurrency:
+                batch = self.buffer.next_batch(self.rt.clock.monotonic(), self.busy)
+                if batch:
+                    self._launch(tg, batch)
+                    continue
+                deadline = self.buffer.deadline(self.busy)
+                if deadline is not None:
+                    timeout = max(0.0, deadline - self.rt.clock.monotonic())
+            await _wait(self._work, timeout)
+
+    def _launch(self, tg: asyncio.TaskGroup, batch: list[Record]) -> None:
+        keys = {r.key for r in batch if r.key is not None}
+        self.busy |= keys
+        self.inflight += 1
+        self.rt.metrics.inflight.labels(self.rt.name).inc()
+        self._room.set()
+        tg.create_task(self._run_batch(batch, keys))
+
+    async def _run_batch(self, batch: list[Record], keys: set[str]) -> None:
+        unsettled: dict[int, Record] = {id(r): r for r in batch}
+        try:
+            await BatchRun(self, unsettled).process(batch)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._give_back(unsettled, keys))
+            raise
+        except Exception:  # task boundary: log, give the records back in order
+            self.rt.log.exception("batch.crashed", extra={"trigger": self.rt.name})
+            await asyncio.shield(self._give_back(unsettled, keys))
+        finally:
+            self.busy -= keys
+            self.inflight -= 1
+            self.rt.metrics.inflight.labels(self.rt.name).dec()
+            self._work.set()
+            self._room.set()
+
+    async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
+        """Nack a batch's unsettled records, then the buffered records of its keys, so the
+        source redelivers one key's records in their original order."""
+        records = list(unsettled.values())
+        unsettled.clear()
+        for key in sorted(keys):
+            records += self.buffer.take_key(key)
+        if records:
+            await self.rt.source.nack(records)
+
+
+async def _wait(event: asyncio.Event, wait_s: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), wait_s)
+
+
+class BatchRun:
+    """Invokes one batch until every record in it is settled."""
+
+    def __init__(self, trigger: SyncTrigger, unsettled: dict[int, Record]) -> None:
+        self.t = trigger
+        self.rt = trigger.rt
+        self.unsettled = unsettled
+
+    async def process(self, batch: list[Record]) -> None:
+        pending: list[list[Record]] = [batch]
+        throttles = 0
+        while pending:
+            if self.t.stopping:
+                # Shutting down: give back what has not been settled instead of retrying.
+                await self.nack([r for part in pending for r in part])
+                return
+            records = await self.drop_too_old(pending.pop(0), None)
+            if not records:
+                continue
+            payload = orjson.dumps(self.rt.source.envelope(records))
+            if len(payload) > MAX_SYNC_PAYLOAD:
+                await self.give_up(records, "MaximumPayloadSizeExceeded", None)
+                continue
+            result = await self.invoke(payload)
+            if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
+                throttles += 1
+                delay = max(result.retry_after_s or 0.0, self.rt.throttle_backoff.delay(throttles))
+                pending.insert(0, records)
+                await self.backoff(records, delay)
+                continue
+            throttles = 0
+            retry, delay = await self.settle(records, result)
+            if retry:
+                pending[0:0] = retry
+                await self.backoff(retry[0], delay)
+
+    async def backoff(self, records: list[Record], delay: float) -> None:
+        """Wait before a retry (cut short by stop); meanwhile the key counts as retrying."""
+        keys = {r.key for r in records if r.key is not None}
+        self.t.retrying |= keys
+        try:
+            await _wait(self.t._stopping, delay)
+        finally:
+            self.t.retrying -= keys
+
+    async def invoke(self, payload: bytes) -> InvokeResult:
+        rt = self.rt
+        start = rt.clock.monotonic()
+        result = await rt.backend.invoke(payload)
+        rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
+        rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
+        rt.log.debug(
+            "batch.invoked",
+            extra={
+                "trigger": rt.name,
+                "function": rt.function,
+                "request_id": result.request_id,
+                "outcome": result.outcome.value,
+            },
+        )
+        return result
+
+    async def settle(
+        self, records: list[Record], result: InvokeResult
+    ) -> tuple[list[list[Record]], float]:
+        """Ack what succeeded; return the sub-batches to retry and the delay before it."""
+        verdict = judge(
+            result, records, report_batch_item_failures=self.rt.config.report_batch_item_failures
+        )
+        await self.ack(verdict.succeeded, delivered=True)
+        failed = verdict.failed
+        if not failed:
+            return [], 0.0
+        self.rt.log.warning(
+            "batch.failed",
+            extra={
+                "trigger": self.rt.name,
+                "function": self.rt.function,
+                "request_id": result.request_id,
+                "reason": verdict.reason,
+                "failed": len(failed),
+                "batch": len(records),
+            },
+        )
+        if self.rt.source_owned:
+            await self.settle_source_owned(failed, result)
+            return [], 0.0
+        policy = self.t.policy
+        whole = len(failed) == len(records) and not verdict.malformed
+        if policy.bisect_batch_on_function_error and whole and result.failed and len(failed) > 1:
+            half = len(failed) // 2
+            return [failed[:half], failed[half:]], 0.0
+        for rec in failed:
+            rec.attempts += 1
+        now = self.rt.clock.time()
+        if any(policy.exhausted(r) for r in failed):
+            await self.give_up(failed, "RetryAttemptsExhausted", result)
+            return [], 0.0
+        if any(policy.too_old(r, now) for r in failed):
+            await self.give_up(failed, "RecordAgeExceeded", result)
+            return [], 0.0
+        self.rt.metrics.records_retried.labels(self.rt.name).inc(len(failed))
+        return [failed], self.t.backoff.delay(max(r.attempts for r in failed))
+
+    async def settle_source_owned(self, failed: list[Record], result: InvokeResult) -> None:
+        """SQS/RabbitMQ-style: give failed records back to the source for redelivery, unless
+        an on-failure destination is set and they used up their attempts."""
+        limit = self.t.policy.maximum_retry_attempts
+        give_up: list[Record] = []
+        back: list[Record] = []
+        for rec in failed:
+            made = rec.attempts + 1
+            exhausted = limit >= 0 and made > limit
+            (give_up if exhausted and self.rt.on_failure.destination else back).append(rec)
+        if give_up:
+            for rec in give_up:
+                rec.attempts += 1
+            await self.give_up(give_up, "RetryAttemptsExhausted", result)
+        if back:
+            # The rest of a failed key's records wait in the buffer: give them back after
+            # the failed ones so the source redelivers the key in order.
+            followers: list[Record] = []
+            for key in sorted({r.key for r in back if r.key is not None}):
+                followers += self.t.buffer.take_key(key)
+            await self.nack(back + followers)
+
+    async def drop_too_old(
+        self, records: list[Record], result: InvokeResult | None
+    ) -> list[Record]:
+        """Records past `maximum_record_age_s` are not invoked (again): they go to the
+        on-failure destination. Queue-style sources have no record age."""
+        if self.rt.source_owned:
+            return records
+        now = self.rt.clock.time()
+        old = [r for r in records if self.t.policy.too_old(r, now)]
+        if old:
+            await self.give_up(old, "RecordAgeExceeded", result)
+        return [r for r in records if not self.t.policy.too_old(r, now)]
+
+    async def give_up(
+        self, records: list[Record], condition: str, result: InvokeResult | None
+    ) -> None:
+        rt = self.rt
+        request_id = result.request_id if result else str(uuid.uuid4())
+        record = stream_failure_record(
+            request_id=request_id,
+            function_arn=rt.function_arn,
+            condition=condition,
+            approximate_invoke_count=max((r.attempts for r in records), default=0),
+            result=result,
+            timestamp=rt.clock.time(),
+            batch_info=rt.source.batch_info(records),
+            payload=rt.source.envelope(records) if rt.include_payload else None,
+        )
+        await rt.on_failure.deliver(record, condition, request_id)
+        await self.ack(records)
+
+    async def ack(self, records: Sequence[Record], *, delivered: bool = False) -> None:
+        if not records:
+            return
+        for rec in records:  # before the await: a cancel must not nack them as well
+            self.unsettled.pop(id(rec), None)
+        await asyncio.shield(self.rt.source.ack(records))
+        if delivered:
+            self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        for rec in records:
+            self.unsettled.pop(id(rec), None)
+        await asyncio.shield(self.rt.source.nack(records))

@@ -1,0 +1,673 @@
+"""The `local` function backend: warm runtime processes fed through the Lambda Runtime API.
+
+Each execution environment is one worker process with its own Runtime API endpoint on
+loopback (see `local_worker`): the bundled Python runtime client, awslambdaric, or a custom
+runtime's `bootstrap` in any language. Workers are started on demand (a cold start) or ahead
+of time (provisioned concurrency), reused while warm, capped by the function's concurrency and
+stopped after `idle_timeout_s` without work; a timeout, a crash or going over `memory_mb` tears
+the environment down and the next invocation starts a fresh one. START / END / REPORT lines go
+to `triggerd.function`, and the figures to the daemon's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from triggerd.functions.backends.local_config import LocalFunctionConfig, worker_spec
+from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
+from triggerd.functions.backends.slots import Slots
+from triggerd.functions.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
+from triggerd.types import (
+    BackendContext,
+    BackendPlugin,
+    ConfigError,
+    InvocationType,
+    InvokeResult,
+    Outcome,
+)
+
+__all__ = ["LocalBackend", "LocalFunctionConfig", "plugin"]
+
+#: Lambda's on-demand init phase limit.
+INIT_TIMEOUT_S = 10.0
+#: After an init failure, invocations get the same error without a new worker for this long
+#: (doubling on each further failure, up to the maximum).
+INIT_BACKOFF_S = 5.0
+INIT_BACKOFF_MAX_S = 60.0
+#: How long a stopping worker gets between SIGTERM and SIGKILL.
+STOP_GRACE_S = 2.0
+#: How often the resident memory of busy workers is sampled (the OOM check).
+MEMORY_SAMPLE_S = 0.01
+#: Longest pause between idle-worker checks.
+MAINTAIN_MAX_S = 30.0
+# --------------------------------------------------------------------------------------------
+# Lambda's texts
+
+
+def iso_now(epoch_s: float) -> str:
+    whole = int(epoch_s)
+    millis = int((epoch_s - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def report_line(
+    request_id: str, duration_ms: float, memory_mb: int, used_mb: int, init_ms: float | None
+) -> str:
+    billed = max(1, math.ceil(duration_ms))
+    text = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {billed} ms\tMemory Size: {memory_mb} MB\t"
+        f"Max Memory Used: {used_mb} MB\t"
+    )
+    if init_ms is not None:
+        text += f"Init Duration: {init_ms:.2f} ms\t"
+    return text
+
+
+def exit_error(request_id: str, reason: str, error_type: str = "Runtime.ExitError") -> bytes:
+    message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+    if reason == "exit status 0":
+        message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
+    return orjson.dumps({"errorType": error_type, "errorMessage": message})
+
+
+def billed_gb_seconds(duration_ms: float, memory_mb: int) -> float:
+    """Lambda's billing unit: duration rounded up to the millisecond, times memory in GB."""
+    return max(1, math.ceil(duration_ms)) * memory_mb / 1024 / 1000
+
+
+def client_context_header(value: str | None) -> str | None:
+    """Client context as the runtime receives it: JSON (base64 as in the Invoke API accepted)."""
+    if value is None or value.lstrip().startswith("{"):
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return value
+
+
+#: The version (4) and variant (RFC 4122) bits of a random UUID (see `new_request_id`).
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_BITS = (4 << 76) | (2 << 62)
+
+
+def trace_header(epoch_s: float, rng: random.Random | None = None) -> str:
+    rand = f"{(rng or random).getrandbits(160):040x}"
+    return f"Root=1-{int(epoch_s):08x}-{rand[:24]};Parent={rand[24:40]};Sampled=0"
+
+
+def new_request_id(rng: random.Random) -> str:
+    """A random (version 4) UUID, drawn from `rng`: no system call per invocation (and
+    formatted directly: `uuid.UUID` costs more than the rest of this)."""
+    h = f"{rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class _InitFailure:
+    body: bytes
+    retry_at: float
+    #: Set when the runtime died during init: the error names each invocation's request id.
+    exit_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Start:
+    """A cold start: the new worker, how long its init took, and how init failed if it did."""
+
+    worker: Worker
+    init_ms: float
+    failure: RuntimeReply | None = None
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.timed_out
+
+
+# --------------------------------------------------------------------------------------------
+# Backend
+
+#: Stands for "the invocation ran out of time" in place of a runtime reply.
+_TIMED_OUT = RuntimeReply(ReplyKind.CLOSED, error_type="timeout")
+
+
+class LocalBackend:
+    """Runs a function in warm local worker processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: LocalFunctionConfig,
+        ctx: BackendContext,
+        *,
+        spec: WorkerSpec | None = None,
+        init_backoff_s: float = INIT_BACKOFF_S,
+        memory_sample_s: float = MEMORY_SAMPLE_S,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.code_dir = os.path.abspath(config.code)
+        #: The function's scratch space (Lambda's /tmp), the workers' TMPDIR.
+        self.tmp_dir = os.path.join(os.path.abspath(ctx.work_dir), "tmp")
+        self.spec = spec or worker_spec(config, ctx, self.code_dir, self.tmp_dir)
+        self.limit = config.max_workers
+        self.stats: dict[str, Any] = {
+            "invocations": 0,
+            "errors": 0,
+            "timeouts": 0,
+            "throttles": 0,
+            "cold_starts": 0,
+            "spawns": 0,
+            "init_errors": 0,
+            "out_of_memory": 0,
+            "reaped": 0,
+            "last_init_duration_ms": None,
+        }
+        self._flog = logging.getLogger("triggerd.function")
+        #: Request ids and trace ids (seeded from os.urandom; ids need not be secret).
+        self._rng = random.Random()
+        self._function_arn = ctx.function_arn
+        self._metrics = ctx.metrics.functions.tally(ctx.function) if ctx.metrics else None
+        self._slots = Slots(max(self.limit, 1))
+        #: Warm workers waiting for work, least recently used first.
+        self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
+        #: Workers starting or invoking: the memory sampler watches these.
+        self._busy: set[Worker] = set()
+        #: The memory sampler's next run, armed while workers are busy.
+        self._sampler: asyncio.TimerHandle | None = None
+        self._maintain_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._init_backoff_s = init_backoff_s
+        self._sample_s = memory_sample_s
+        self._memory_limit_kb = config.memory_mb * 1024
+        self._init_failure: _InitFailure | None = None
+        self._init_failures_in_row = 0
+        self._spawning = 0
+        self._stopping = False
+
+    @property
+    def workers(self) -> frozenset[Worker]:
+        return frozenset(self._workers)
+
+    async def start(self) -> None:
+        """Check the code, clean the scratch directory, start the provisioned workers."""
+        problems = await asyncio.to_thread(self._check_code)
+        if problems:
+            raise ConfigError([f"functions.{self.ctx.function}.{p}" for p in problems])
+        await asyncio.to_thread(_fresh_dir, self.tmp_dir)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{self.ctx.function}")]
+        await self._provision(self.config.provisioned_concurrency)
+
+    def _check_code(self) -> list[str]:
+        if not os.path.isdir(self.code_dir):
+            return [f"code: {self.code_dir} is not a directory"]
+        if self.config.provided:
+            path = os.path.join(self.code_dir, "bootstrap")
+            if not os.path.isfile(path):
+                return [f"code: runtime {self.config.runtime} needs an executable {path}"]
+            if not os.access(path, os.X_OK):
+                return [f"code: {path} is not executable (chmod +x)"]
+        return []
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        workers = list(self._workers)
+        self._idle.clear()
+        await asyncio.gather(*(w.terminate(STOP_GRACE_S) for w in workers))
+        self._workers.difference_update(workers)
+
+    async def invoke(
+        self,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        invocation_type: InvocationType = "RequestResponse",
+        client_context: str | None = None,
+        want_log_tail: bool = False,
+    ) -> InvokeResult:
+        rid = request_id or new_request_id(self._rng)
+        if self._stopping:
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        if invocation_type == "Event":
+            client_context = None  # Lambda passes it to synchronous invocations only
+        slots = self._slots
+        if self.limit == 0 or not (
+            slots.try_acquire() or await slots.acquire(self.config.timeout_s)
+        ):
+            self.stats["throttles"] += 1
+            if self._metrics is not None:
+                self._metrics.outcome(Outcome.THROTTLED.value)
+            return self._throttled(rid)
+        try:
+            result = await self._invoke_in_slot(payload, rid, client_context, want_log_tail)
+        finally:
+            self._slots.release()
+        self.stats["invocations"] += 1
+        if result.failed:
+            self.stats["errors"] += 1
+        if result.outcome is Outcome.TIMEOUT:
+            self.stats["timeouts"] += 1
+        if self._metrics is not None:
+            self._metrics.outcome(result.outcome.value)
+        return result
+
+    # ---- slots and workers -----------------------------------------------------------------
+
+    def _throttled(self, rid: str) -> InvokeResult:
+        reason = (
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+            if self.config.reserved_concurrency is not None
+            else "ConcurrentInvocationLimitExceeded"
+        )
+        body = orjson.dumps({"Reason": reason, "Type": "User", "message": "Rate Exceeded."})
+        return InvokeResult(Outcome.THROTTLED, body, rid, retry_after_s=1.0)
+
+    async def _take_idle(self) -> Worker | None:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            await self._discard(worker)
+        return None
+
+    async def _discard(self, worker: Worker) -> None:
+        self._busy.discard(worker)
+        await worker.kill()
+        if worker in self._workers:
+            self._workers.discard(worker)
+            if len(self._workers) < self.config.provisioned_concurrency:
+                self._maintain_event.set()  # start a replacement
+
+    def _cached_init_failure(self, rid: str) -> InvokeResult | None:
+        failure = self._init_failure
+        if failure is None or self.ctx.clock.monotonic() >= failure.retry_at:
+            return None
+        body = failure.body if failure.exit_reason is None else exit_error(rid, failure.exit_reason)
+        return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, function_error="Unhandled")
+
+    def _record_init_failure(self, body: bytes, failure: RuntimeReply) -> None:
+        self.stats["init_errors"] += 1
+        delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
+        self._init_failures_in_row += 1
+        exited = failure.kind is ReplyKind.EXITED
+        self._init_failure = _InitFailure(
+            body, self.ctx.clock.monotonic() + delay, failure.error_type if exited else None
+        )
+        self.ctx.log.warning(
+            "backend.init_failed",
+            extra={
+                "function": self.ctx.function,
+                "error_type": "Runtime.ExitError" if exited else failure.error_type,
+                "retry_in_s": delay,
+            },
+        )
+
+    async def _cold_start(self, provisioned: bool = False) -> _Start | None:
+        """Start a worker and wait until it polls for work, reports an init error or dies."""
+        self.stats["spawns"] += 1
+        clock = self.ctx.clock
+        started = clock.monotonic()
+        self._spawning += 1
+        try:
+            worker = await Worker.spawn(
+                self.spec, function=self.ctx.function, log=self._flog, provisioned=provisioned
+            )
+        except OSError as e:
+            self.ctx.log.error(
+                "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
+            )
+            return None
+        finally:
+            self._spawning -= 1
+        self._workers.add(worker)
+        worker.on_gone = self._worker_gone
+        self._watch(worker)
+        try:
+            async with asyncio.timeout(INIT_TIMEOUT_S):
+                failure = await asyncio.shield(worker.endpoint.ready)
+        except TimeoutError:
+            return _Start(worker, INIT_TIMEOUT_S * 1000, timed_out=True)
+        except asyncio.CancelledError:
+            await self._discard(worker)
+            raise
+        init_ms = (clock.monotonic() - started) * 1000
+        if failure is None:
+            self._init_failure = None
+            self._init_failures_in_row = 0
+            self.stats["cold_starts"] += 1
+            self.stats["last_init_duration_ms"] = round(init_ms, 2)
+            if self._metrics is not None:
+                self._metrics.cold_starts += 1
+                self._metrics.init_duration.observe(init_ms / 1000)
+        elif failure.kind is ReplyKind.INIT_ERROR:
+            await worker.gone(1.0)  # it exits by itself after reporting
+        return _Start(worker, init_ms, failure)
+
+    # ---- provisioned workers, idle reaping, memory ----------------------------------------
+
+    async def _provision(self, count: int) -> None:
+        """Start up to `count` workers ahead of invocations (each in a free slot)."""
+        if count <= 0 or self._stopping or self._cached_init_failure("") is not None:
+            return
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(count):
+                if not self._slots.try_acquire():
+                    break
+                tg.create_task(self._provision_one())
+
+    async def _provision_one(self) -> None:
+        try:
+            start = await self._cold_start(provisioned=True)
+            if start is None:
+                return
+            worker = start.worker
+            self._busy.discard(worker)
+            if start.ok and not self._stopping:
+                worker.last_used = self.ctx.clock.monotonic()
+                self._idle.insert(0, worker)
+                return
+            await self._discard(worker)
+            if start.failure is not None and not self._stopping:
+                body = start.failure.body or exit_error("", start.failure.error_type or "")
+                self._record_init_failure(body, start.failure)
+            elif start.timed_out:
+                self.ctx.log.warning(
+                    "backend.init_timed_out", extra={"function": self.ctx.function}
+                )
+        finally:
+            self._slots.release()
+
+    def _worker_gone(self, worker: Worker) -> None:
+        if worker in self._idle and not self._stopping:
+            self._maintain_event.set()  # an idle worker died: drop it (and replace it)
+
+    async def reap_idle(self) -> int:
+        """Stop workers idle for `idle_timeout_s`, keeping `provisioned_concurrency` workers."""
+        deadline = self.ctx.clock.monotonic() - self.config.idle_timeout_s
+        stale = [w for w in self._idle if w.last_used <= deadline]
+        spare = len(self._workers) - self.config.provisioned_concurrency
+        reaped = 0
+        for worker in stale[: max(spare, 0)]:
+            self._idle.remove(worker)
+            await self._discard(worker)
+            reaped += 1
+        if reaped:
+            self.stats["reaped"] += reaped
+            self.ctx.log.info(
+                "backend.idle_workers_stopped",
+                extra={"function": self.ctx.function, "count": reaped},
+            )
+        return reaped
+
+    async def _maintain(self) -> None:
+        """Reap idle workers and keep the provisioned ones topped up."""
+        interval = min(max(self.config.idle_timeout_s / 4, 0.05), MAINTAIN_MAX_S)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._maintain_event.wait()
+            self._maintain_event.clear()
+            try:
+                await self._maintain_once()
+            except Exception as e:  # keep maintaining; the next round may succeed
+                self.ctx.log.error(
+                    "backend.maintain_failed",
+                    extra={"function": self.ctx.function, "error": repr(e)},
+                )
+
+    async def _maintain_once(self) -> None:
+        for worker in [w for w in self._idle if not w.alive]:
+            self._idle.remove(worker)
+            await self._discard(worker)
+        await self.reap_idle()
+        missing = self.config.provisioned_concurrency - len(self._workers) - self._spawning
+        await self._provision(missing)
+
+    def _watch(self, worker: Worker) -> None:
+        self._busy.add(worker)
+        if self._sampler is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._sampler = loop.call_later(self._sample_s, self._sample_memory)
+
+    def _sample_memory(self) -> None:
+        """Every few ms while workers are busy: sample their resident memory (process and
+        children) and kill the ones over `memory_mb`, as Lambda's OOM killer would. A timer
+        callback rather than a task: it runs hundreds of times a second under load."""
+        self._sampler = None
+        if not self._busy or self._stopping:
+            return  # `_watch` arms it again
+        try:
+            for worker in list(self._busy):
+                self._check_memory(worker)
+        finally:
+            loop = asyncio.get_running_loop()
+            self._sampler = loop.call_later(self._sample_s, self._sample_memory)
+
+    def _check_memory(self, worker: Worker) -> None:
+        probe = worker.memory
+        if probe is None or not worker.alive or worker.out_of_memory:
+            return
+        used_kb = probe.tree_rss_kb()
+        worker.note_memory(used_kb)
+        if used_kb > self._memory_limit_kb:
+            worker.out_of_memory = True
+            worker.kill_now()
+            self.stats["out_of_memory"] += 1
+            self.ctx.log.warning(
+                "backend.out_of_memory",
+                extra={
+                    "function": self.ctx.function,
+                    "request_id": worker.request_id,
+                    "used_mb": math.ceil(used_kb / 1024),
+                    "memory_mb": self.config.memory_mb,
+                },
+            )
+
+    # ---- one invocation --------------------------------------------------------------------
+
+    async def _invoke_in_slot(
+        self, payload: bytes, rid: str, client_context: str | None, want_log_tail: bool
+    ) -> InvokeResult:
+        worker = await self._take_idle()
+        start: _Start | None = None
+        if worker is None:
+            cached = self._cached_init_failure(rid)
+            if cached is not None:
+                return cached
+            start = await self._cold_start()
+            if start is None:
+                return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+            worker = start.worker
+        if self._stopping:
+            await self._discard(worker)
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        capture = LogCapture() if want_log_tail else None
+        if capture is not None:
+            # Output of earlier invocations that nobody waited for (function logs off) is
+            # read first, so none of it lands in this invocation's tail.
+            try:
+                await worker.output_done()
+            except asyncio.CancelledError:
+                await self._discard(worker)
+                raise
+        worker.begin(rid, capture)
+        self._watch(worker)
+        try:
+            result = await self._run(worker, payload, rid, client_context, start)
+        except asyncio.CancelledError:
+            await self._discard(worker)  # the environment is mid-invocation: throw it away
+            raise
+        finally:
+            worker.end()
+        if capture is not None:
+            result.log_tail = capture.tail()
+        return result
+
+    async def _run(
+        self,
+        worker: Worker,
+        payload: bytes,
+        rid: str,
+        client_context: str | None,
+        start: _Start | None,
+    ) -> InvokeResult:
+        # The platform lines are only formatted when someone reads them.
+        logged = worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        if logged:
+            self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
+        clock = self.ctx.clock
+        started = clock.monotonic()
+        if start is None or start.ok:
+            reply = await self._exchange(worker, payload, rid, client_context)
+        else:
+            reply = start.failure  # None when init timed out
+        ended = clock.monotonic()
+        duration_ms = (ended - started) * 1000
+        self._busy.discard(worker)
+        used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
+        reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
+        if reusable and worker.alive:
+            worker.last_used = ended
+            self._idle.append(worker)
+        else:
+            await self._discard(worker)
+        result = self._result(rid, reply, duration_ms, worker.out_of_memory)
+        if start is not None and start.failure is not None and not self._stopping:
+            self._record_init_failure(result.payload, start.failure)
+        if logged:
+            self._platform_end(worker, rid, reply, result, (duration_ms, used_mb), start)
+        if self._metrics is not None and result.outcome is not Outcome.INVOKE_ERROR:
+            tally = self._metrics
+            tally.duration.observe(duration_ms / 1000)
+            tally.gb_seconds += billed_gb_seconds(duration_ms, self.config.memory_mb)
+            tally.max_memory = worker.peak_kb * 1024
+        return result
+
+    async def _exchange(
+        self, worker: Worker, payload: bytes, rid: str, client_context: str | None
+    ) -> RuntimeReply | None:
+        """Hand the invocation to the worker; its reply, or None on timeout (worker killed)."""
+        now = self.ctx.clock.time()
+        loop = asyncio.get_running_loop()
+        invocation = PendingInvocation(
+            request_id=rid,
+            payload=payload,
+            deadline_ms=int((now + self.config.timeout_s) * 1000),
+            function_arn=self._function_arn,
+            trace_id=trace_header(now, self._rng),
+            client_context=client_context_header(client_context),
+            result=loop.create_future(),
+        )
+        # A timer resolving the invocation is much cheaper than an asyncio.timeout block.
+        timer = loop.call_later(self.config.timeout_s, invocation.resolve, _TIMED_OUT)
+        worker.endpoint.submit(invocation)
+        try:
+            reply = await invocation.result
+        finally:
+            timer.cancel()
+        if reply is _TIMED_OUT:
+            worker.endpoint.finish(invocation)
+            worker.max_memory_mb()
+            await worker.kill()
+            return None
+        if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
+            worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        ):
+            # Tag the output written before the result with this request id; with function
+            # logs off and no log tail asked for, no line is kept, and the check is skipped.
+            await worker.output_done()
+        return reply
+
+    def _result(
+        self, rid: str, reply: RuntimeReply | None, duration_ms: float, out_of_memory: bool
+    ) -> InvokeResult:
+        version = self.config.version
+        if reply is None:
+            message = (
+                f"{iso_now(self.ctx.clock.time())} {rid} "
+                f"Task timed out after {self.config.timeout_s:.2f} seconds"
+            )
+            body = orjson.dumps({"errorMessage": message})
+            return InvokeResult(Outcome.TIMEOUT, body, rid, "Unhandled", version, duration_ms)
+        if reply.kind is ReplyKind.RESPONSE:
+            return InvokeResult(Outcome.OK, reply.body, rid, None, version, duration_ms)
+        if reply.kind is ReplyKind.CLOSED or self._stopping:
+            return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        body = reply.body
+        if reply.kind is ReplyKind.EXITED:
+            if out_of_memory:
+                body = exit_error(rid, "signal: killed", "Runtime.OutOfMemory")
+            else:
+                body = exit_error(rid, reply.error_type or "signal: killed")
+        return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, "Unhandled", version, duration_ms)
+
+    def _platform_end(
+        self,
+        worker: Worker,
+        rid: str,
+        reply: RuntimeReply | None,
+        result: InvokeResult,
+        figures: tuple[float, int],
+        start: _Start | None,
+    ) -> None:
+        duration_ms, used_mb = figures
+        if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
+            error = orjson.loads(result.payload)
+            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
+        self._platform(worker, rid, f"END RequestId: {rid}")
+        init_ms = start.init_ms if start is not None else None
+        memory_mb = self.config.memory_mb
+        report = report_line(rid, duration_ms, memory_mb, used_mb, init_ms)
+        self._platform(worker, rid, report)
+        if result.outcome is Outcome.TIMEOUT:
+            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+
+    def _platform(self, worker: Worker, rid: str, text: str) -> None:
+        log = self._flog
+        if log.isEnabledFor(logging.INFO):
+            # makeRecord + handle skips logging's caller lookup (a stack walk per line).
+            extra = {"function": self.ctx.function, "request_id": rid, "platform": True}
+            record = log.makeRecord(
+                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
+            )
+            log.handle(record)
+        if worker.capture is not None:
+            worker.capture.add(text)
+
+
+def _fresh_dir(path: str) -> None:
+    """An empty directory at `path` (what a previous run left there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def _create(config: Any, ctx: BackendContext) -> LocalBackend:
+    assert isinstance(config, LocalFunctionConfig)
+    return LocalBackend(config, ctx)
+
+
+plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create)

@@ -1,0 +1,375 @@
+"""One execution environment of the local backend: a runtime process and its Runtime API.
+
+A worker is started from a `WorkerSpec` (any command that speaks the Runtime API: the bundled
+Python client, awslambdaric, or a custom runtime's `bootstrap`). Its stdout and stderr are
+pipes the worker creates itself and reads line by line; each line goes to the
+`triggerd.function` logger tagged with the invocation in flight and, when asked, into that
+invocation's log capture.
+
+Output ordering needs no help from the runtime: a runtime writes an invocation's output before
+it posts the result, so when the result arrives the output is either already read or still in
+the pipes, which `FIONREAD` on the read ends tells (a microsecond per pipe, no extra writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import functools
+import logging
+import math
+import os
+import signal
+import termios
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from triggerd.functions.backends.local_memory import MemoryProbe
+from triggerd.functions.runtime_api import ReplyKind, RuntimeEndpoint, RuntimeReply
+
+#: Longest stdout/stderr line kept whole; longer ones are split.
+MAX_LINE_BYTES = 256 * 1024
+#: How long to wait for output still in the pipes when a result arrives.
+OUTPUT_WAIT_S = 0.5
+#: How long to wait for the rest of a dead process's output.
+DRAIN_WAIT_S = 0.5
+LOG_TAIL_BYTES = 4096
+
+_STREAMS = {1: "stdout", 2: "stderr"}
+_NO_BYTES = bytes(4)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """How to start a runtime process for one execution environment."""
+
+    argv: Sequence[str]
+    cwd: str
+    #: The environment, minus the per-worker `AWS_LAMBDA_RUNTIME_API` and log stream name.
+    env: Mapping[str, str]
+    version: str = "$LATEST"
+
+
+class LogCapture:
+    """The last few KB of one invocation's log lines (for `X-Amz-Log-Result`)."""
+
+    def __init__(self, limit: int = LOG_TAIL_BYTES) -> None:
+        self._limit = limit
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._size = 0
+
+    def add(self, line: str) -> None:
+        data = line.encode("utf-8", "replace") + b"\n"
+        self._lines.append(data)
+        self._size += len(data)
+        while self._size - len(self._lines[0]) >= self._limit:
+            self._size -= len(self._lines.popleft())
+
+    def tail(self) -> str:
+        data = b"".join(self._lines)[-self._limit :]
+        return data.decode("utf-8", "ignore")
+
+
+def exit_description(returncode: int) -> str:
+    """Go-style process state, as Lambda reports it: `exit status 3`, `signal: killed`."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.strsignal(-returncode) or f"signal {-returncode}"
+    except ValueError:
+        name = f"signal {-returncode}"
+    return "signal: " + name.lower()
+
+
+class _PipeReader(asyncio.Protocol):
+    """Feeds one of the runtime's output pipes into its worker."""
+
+    def __init__(self, worker: Worker, fd: int) -> None:
+        self._worker = worker
+        self._fd = fd
+
+    def data_received(self, data: bytes) -> None:
+        self._worker.pipe_data_received(self._fd, data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._worker.pipe_connection_lost(self._fd, exc)
+
+
+class Worker(asyncio.SubprocessProtocol):
+    """A runtime process polling its own Runtime API endpoint.
+
+    The worker is the subprocess protocol of its process, and reads its output pipes through
+    `_PipeReader`s (no reader tasks); the process's exit resolves whatever the environment was
+    doing with an `EXITED` reply once its remaining output has been read.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        endpoint: RuntimeEndpoint,
+        *,
+        function: str,
+        log: logging.Logger,
+        log_stream: str,
+        provisioned: bool = False,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.spec = spec
+        self.endpoint = endpoint
+        self.function = function
+        self.log_stream = log_stream
+        #: Started as provisioned concurrency (kept warm, never reaped for idleness).
+        self.provisioned = provisioned
+        self._log = log
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._pipes: dict[int, asyncio.ReadTransport] = {}
+        self._pipe_fds: dict[int, int] = {}
+        self.pid = 0
+        #: The invocation whose output is being read now (None between invocations).
+        self.request_id: str | None = None
+        self.capture: LogCapture | None = None
+        self.invocations = 0
+        #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
+        self.peak_kb = 0
+        #: Monotonic time the worker last finished an invocation (for idle reaping).
+        self.last_used = 0.0
+        #: Set when the backend killed the worker for going over its memory size.
+        self.out_of_memory = False
+        self.memory: MemoryProbe | None = None
+        #: Called once the process is gone (the backend drops dead idle workers with it).
+        self.on_gone: Callable[[Worker], None] | None = None
+        self._partial = {1: b"", 2: b""}
+        self._open_pipes = {1, 2}
+        #: Set whenever output arrives (`output_done` waits on it when the pipes hold some).
+        self._data_event = asyncio.Event()
+        self._exited: asyncio.Future[None] = loop.create_future()
+        #: Resolved once the process exited and its output was read (or the drain timed out).
+        self._gone: asyncio.Future[None] = loop.create_future()
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @classmethod
+    async def spawn(
+        cls,
+        spec: WorkerSpec,
+        *,
+        function: str,
+        log: logging.Logger,
+        provisioned: bool = False,
+    ) -> Worker:
+        """Start the runtime process (raises OSError when it cannot be started)."""
+        loop = asyncio.get_running_loop()
+        endpoint = RuntimeEndpoint()
+        await endpoint.start()
+        stream = "{}/[{}]{}".format(
+            time.strftime("%Y/%m/%d", time.gmtime()), spec.version, uuid.uuid4().hex
+        )
+        env = dict(spec.env)
+        env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
+        env["AWS_LAMBDA_LOG_STREAM_NAME"] = stream
+        if provisioned:
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
+        worker = cls(
+            spec, endpoint, function=function, log=log, log_stream=stream, provisioned=provisioned
+        )
+        fds = [*os.pipe(), *os.pipe()]  # out_r, out_w, err_r, err_w (not inheritable)
+        try:
+            await loop.subprocess_exec(
+                lambda: worker,
+                *spec.argv,
+                cwd=spec.cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fds[1],
+                stderr=fds[3],
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            await endpoint.close()
+            raise
+        os.close(fds[1])
+        os.close(fds[3])
+        for stream_fd, read_fd in ((1, fds[0]), (2, fds[2])):
+            pipe = os.fdopen(read_fd, "rb", buffering=0)  # the transport closes it
+            reader = functools.partial(_PipeReader, worker, stream_fd)
+            transport, _ = await loop.connect_read_pipe(reader, pipe)
+            worker._pipes[stream_fd] = transport
+            worker._pipe_fds[stream_fd] = read_fd
+        return worker
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited.done()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._transport is None else self._transport.get_returncode()
+
+    # ---- invocations -----------------------------------------------------------------------
+
+    def begin(self, request_id: str, capture: LogCapture | None) -> None:
+        self.request_id = request_id
+        self.capture = capture
+        self.invocations += 1
+
+    def end(self) -> None:
+        self.request_id = None
+        self.capture = None
+
+    def _unread_output(self) -> bool:
+        for fd in self._open_pipes:
+            try:
+                pending = fcntl.ioctl(self._pipe_fds[fd], termios.FIONREAD, _NO_BYTES)
+            except OSError:
+                continue
+            if pending != _NO_BYTES:
+                return True
+        return False
+
+    async def output_done(self) -> None:
+        """Wait until the output the runtime wrote before its result has been read."""
+        if self._unread_output():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OUTPUT_WAIT_S):
+                    while self._unread_output():
+                        self._data_event.clear()
+                        await self._data_event.wait()
+        for fd, pending in self._partial.items():
+            if pending:  # a last line without its newline belongs to this invocation
+                self._partial[fd] = b""
+                self._emit(pending, _STREAMS[fd])
+
+    def note_memory(self, kb: int) -> None:
+        if kb > self.peak_kb:
+            self.peak_kb = kb
+
+    def measure_memory(self, thorough: bool) -> int:
+        """Update the peak with the process's resident set now (`thorough`: the kernel's
+        high-water mark, which also catches peaks between samples); the peak in MB."""
+        probe = self.memory
+        if probe is not None and self.alive:
+            self.note_memory(probe.hwm_kb() if thorough else probe.rss_kb())
+        return math.ceil(self.peak_kb / 1024)
+
+    def max_memory_mb(self) -> int:
+        """Peak resident memory (VmHWM and samples), in MB; the last value once it died."""
+        return self.measure_memory(True)
+
+    # ---- subprocess protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's process transport does not derive from asyncio's class: trust the API.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = self._transport.get_pid()
+        self.memory = MemoryProbe(self.pid)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._data_event.set()
+        pending = self._partial[fd] + data
+        *lines, pending = pending.split(b"\n")
+        stream = _STREAMS[fd]
+        for line in lines:
+            self._emit(line, stream)
+        if len(pending) > MAX_LINE_BYTES:
+            self._emit(pending, stream)
+            pending = b""
+        self._partial[fd] = pending
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self._partial.get(fd):
+            self._emit(self._partial[fd], _STREAMS[fd])
+            self._partial[fd] = b""
+        self._open_pipes.discard(fd)
+        self._data_event.set()
+        if self._exited.done() and not self._open_pipes:
+            self._set_gone()
+
+    def process_exited(self) -> None:
+        self._exited.set_result(None)
+        if self._open_pipes:
+            # A child the function started may hold the pipes open: do not wait for it.
+            loop = asyncio.get_running_loop()
+            self._drain_timer = loop.call_later(DRAIN_WAIT_S, self._set_gone)
+        else:
+            self._set_gone()
+
+    def _set_gone(self) -> None:
+        if self._gone.done():
+            return
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._gone.set_result(None)
+        code = self.returncode
+        reason = exit_description(code) if code is not None else "signal: killed"
+        self.endpoint.abort(RuntimeReply(ReplyKind.EXITED, error_type=reason))
+        if self.on_gone is not None:
+            self.on_gone(self)
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def _emit(self, raw: bytes, stream: str) -> None:
+        text = raw.decode("utf-8", "replace")
+        log = self._log
+        if log.isEnabledFor(logging.INFO):
+            # makeRecord + handle skips logging's caller lookup: output lines are many.
+            extra = {"function": self.function, "request_id": self.request_id, "stream": stream}
+            record = log.makeRecord(
+                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
+            )
+            log.handle(record)
+        if self.capture is not None:
+            self.capture.add(text)
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def _signal(self, signum: int) -> None:
+        if self.alive and self.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+
+    async def gone(self, timeout_s: float | None = None) -> bool:
+        """Wait until the process exited and its output was read; False on timeout."""
+        done, _ = await asyncio.wait([self._gone], timeout=timeout_s)
+        return bool(done)
+
+    def kill_now(self) -> None:
+        """SIGKILL the process group without waiting (the exit arrives as an EXITED reply)."""
+        self._signal(signal.SIGKILL)
+
+    async def kill(self) -> None:
+        """SIGKILL the process group, reap the process and release the endpoint."""
+        self._signal(signal.SIGKILL)
+        await self.close()
+
+    async def terminate(self, grace_s: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after `grace_s`; reap the process and release the endpoint."""
+        self._signal(signal.SIGTERM)
+        await asyncio.wait([self._exited], timeout=grace_s)
+        await self.kill()
+
+    async def close(self) -> None:
+        """Release everything once the process is gone (kills it if it is not). Idempotent."""
+        self._signal(signal.SIGKILL)
+        await asyncio.shield(self._exited)
+        self._set_gone()
+        if self._closed:
+            return
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._open_pipes.clear()
+        if self.memory is not None:
+            self.memory.close()
+        await self.endpoint.close()

@@ -1,0 +1,476 @@
+"""Lambda's Invoke API on the daemon's listen address, for the configured functions.
+
+`POST /2015-03-31/functions/{FunctionName}/invocations` with the function's name, full ARN or
+partial ARN (`123456789012:function:name`), optionally qualified (`:$LATEST`, `?Qualifier=`):
+
+- `X-Amz-Invocation-Type: RequestResponse` (default): 200 with the function's answer,
+  `X-Amz-Executed-Version`, `X-Amz-Function-Error: Unhandled` when it failed, and with
+  `X-Amz-Log-Type: Tail` the last 4 KB of its log, base64, in `X-Amz-Log-Result`;
+- `Event`: 202 once the event is on the durable queue in the state store; the function's
+  `InvokeQueue` then invokes it with Lambda's asynchronous rules (2 retries ~1 and ~2 minutes
+  apart, throttles backed off without counting, 6 h maximum event age);
+- `DryRun`: 204.
+
+Errors have AWS's shape, so SDKs raise the named exception: 404 ResourceNotFoundException,
+413 RequestEntityTooLargeException (6 MB synchronous, 1 MB Event), 400
+InvalidRequestContentException (not JSON), 429 TooManyRequestsException (throttled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import Field
+
+from triggerd.config.model import TriggerBase
+from triggerd.delivery.asyncpath import AsyncTrigger
+from triggerd.delivery.failures import async_invocation_record
+from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.pipeline import TriggerRuntime
+from triggerd.events.filters import compile_filters
+from triggerd.http.routes import ROUTE_KEY
+from triggerd.state.base import NewEvent, StateStore
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import (
+    MAX_ASYNC_PAYLOAD,
+    MAX_SYNC_PAYLOAD,
+    Backend,
+    BaseSource,
+    Clock,
+    FunctionConfig,
+    HttpHandler,
+    InvokeResult,
+    Outcome,
+    Record,
+    SourceConfig,
+)
+
+if TYPE_CHECKING:
+    from triggerd.daemon.app import Daemon, Function
+
+__all__ = ["INVOKE_ROUTE", "InvokeQueue", "invoke_handler", "parse_function_name", "queue_name"]
+
+INVOKE_ROUTE = "/2015-03-31/functions/{function}/invocations"
+#: Lambda's cap on the X-Amz-Client-Context header.
+MAX_CLIENT_CONTEXT = 3583
+LOG_TAIL_BYTES = 4096
+#: Payloads larger than this are parsed off the event loop.
+_PARSE_IN_THREAD = 256 * 1024
+#: How often an idle queue looks for retries that became due (new events wake it at once).
+QUEUE_POLL_S = 2.0
+DEFAULT_QUEUE_CONCURRENCY = 4
+
+log = logging.getLogger("triggerd.invoke_api")
+
+
+def queue_name(function: str) -> str:
+    """The durable queue (trigger name) holding a function's Event invocations."""
+    return f"invoke-api:{function}"
+
+
+# --------------------------------------------------------------------------------------------
+# The per-function queue of Event invocations
+
+
+class InvokeApiSource(SourceConfig):
+    """The synthetic source of an Invoke API queue: events arrive through `enqueue` only."""
+
+    type: Literal["invoke-api"] = "invoke-api"
+    invocation: ClassVar[Literal["sync", "async"]] = "async"
+
+
+class InvokeQueueSettings(TriggerBase):
+    """Asynchronous invocation settings of a function's Invoke API queue (Lambda's defaults)."""
+
+    source: InvokeApiSource = Field(default_factory=InvokeApiSource)
+
+
+class _NoRecords(BaseSource):
+    """A source that never yields: the Invoke API puts events on the queue itself."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.closed.wait()
+        except TimeoutError:
+            pass
+        return []
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        return None
+
+
+class InvokeQueue:
+    """Invokes one function's Event invocations from the durable queue (AsyncTrigger's loop)."""
+
+    def __init__(self, trigger: AsyncTrigger, source: _NoRecords) -> None:
+        self.trigger = trigger
+        self.rt = trigger.rt
+        self._source = source
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        function: str,
+        function_arn: str,
+        config: FunctionConfig,
+        backend: Backend,
+        state: StateStore,
+        clock: Clock,
+        metrics: Metrics,
+        settings: InvokeQueueSettings | None = None,
+    ) -> InvokeQueue:
+        name = queue_name(function)
+        qlog = logging.getLogger("triggerd.trigger")
+        reserved = config.reserved_concurrency
+        concurrency = reserved if reserved else DEFAULT_QUEUE_CONCURRENCY
+        settings = settings or InvokeQueueSettings(
+            function=function, maximum_concurrency=min(concurrency, 1000)
+        )
+        source = _NoRecords()
+        on_failure = OnFailure(
+            trigger=name,
+            function=function,
+            destination=None,
+            destination_name="none",
+            state=state,
+            clock=clock,
+            metrics=metrics,
+            log=qlog,
+        )
+        rt = TriggerRuntime(
+            name=name,
+            config=settings,
+            function=function,
+            function_arn=function_arn,
+            source=source,
+            backend=backend,
+            filter=compile_filters([]),
+            on_failure=on_failure,
+            clock=clock,
+            metrics=metrics,
+            log=qlog,
+            poll_timeout_s=QUEUE_POLL_S,
+        )
+        lease_s = 2 * config.timeout_s + 60
+        trigger = AsyncTrigger(
+            rt, state, lease_s=lease_s, throttles_dead_letter=config.reserved_concurrency == 0
+        )
+        return cls(trigger, source)
+
+    @property
+    def name(self) -> str:
+        return self.rt.name
+
+    def stop(self) -> None:
+        self._source.closed.set()
+        self.trigger.stop()
+
+    async def run(self) -> None:
+        await self.trigger.run()
+
+    async def enqueue(self, payload: bytes, request_id: str) -> None:
+        """Durably queue an event; returns once it is stored."""
+        rt = self.rt
+        now = rt.clock.time()
+        event = NewEvent(
+            trigger=rt.name,
+            function=rt.function,
+            payload=payload,
+            request_id=request_id,
+            enqueued_at=now,
+            available_at=now,
+        )
+        await asyncio.shield(self.trigger.state.enqueue([event]))
+        self.trigger.wake()
+
+    async def discard_throttled(self, payload: bytes, request_id: str) -> None:
+        """Reserved concurrency 0: Lambda sends the event to the on-failure path, no retries."""
+        rt = self.rt
+        body = orjson.dumps(
+            {
+                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                "Type": "User",
+                "message": "Rate Exceeded.",
+            }
+        )
+        result = InvokeResult(Outcome.THROTTLED, body, request_id)
+        record = async_invocation_record(
+            request_id=request_id,
+            function_arn=rt.function_arn,
+            condition="RetriesExhausted",
+            approximate_invoke_count=0,
+            request_payload=payload,
+            result=result,
+            timestamp=rt.clock.time(),
+        )
+        await rt.on_failure.deliver(record, "RetriesExhausted", request_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+
+
+class ApiError(Exception):
+    """An error answer in AWS's shape (`__type`, `message`, `x-amzn-ErrorType`)."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        kind: str = "User",
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.kind = kind
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    def response(self, request_id: str) -> web.Response:
+        body = {"Type": self.kind, "message": self.message, **self.extra}
+        body["__type"] = self.error_type
+        headers = {"x-amzn-ErrorType": self.error_type, "x-amzn-RequestId": request_id}
+        headers.update(self.headers)
+        return web.Response(
+            status=self.status,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers=headers,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    name: str
+    qualifier: str | None = None
+    region: str | None = None
+    account: str | None = None
+
+
+def parse_function_name(raw: str) -> FunctionRef | None:
+    """Name, `name:qualifier`, partial ARN `acct:function:name[:q]` or full ARN; None when
+    it is none of these."""
+    parts = raw.split(":")
+    region = account = None
+    if parts[0] == "arn":
+        if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
+            return None
+        region, account, rest = parts[3], parts[4], parts[6:]
+    elif len(parts) >= 3 and parts[1] == "function":
+        if len(parts) > 4:
+            return None
+        account, rest = parts[0], parts[2:]
+    else:
+        if len(parts) > 2:
+            return None
+        rest = parts
+    name = rest[0]
+    qualifier = rest[1] if len(rest) > 1 else None
+    if not name or qualifier == "":
+        return None
+    return FunctionRef(name, qualifier, region, account)
+
+
+class _Invoker:
+    """The Invoke API handler, bound to a daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        rid = str(uuid.uuid4())
+        try:
+            return await self._handle(request, rid)
+        except ApiError as exc:
+            log.debug(
+                "invoke_api.rejected",
+                extra={"request_id": rid, "status": exc.status, "error_type": exc.error_type},
+            )
+            return exc.response(rid)
+
+    async def _handle(self, request: web.BaseRequest, rid: str) -> web.StreamResponse:
+        fn = self._resolve(request[ROUTE_KEY].params["function"], request.query.get("Qualifier"))
+        itype = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if itype not in ("RequestResponse", "Event", "DryRun"):
+            raise ApiError(
+                400,
+                "InvalidParameterValueException",
+                f"Invalid invocation type {itype!r}: RequestResponse, Event or DryRun",
+            )
+        if itype == "DryRun":
+            return web.Response(status=204, headers={"x-amzn-RequestId": rid})
+        limit = MAX_ASYNC_PAYLOAD if itype == "Event" else MAX_SYNC_PAYLOAD
+        payload = await read_payload(request, limit, itype)
+        if itype == "Event":
+            return await self._event(fn, payload, rid)
+        return await self._request_response(request, fn, payload, rid)
+
+    def _not_found(self, name: str, qualifier: str | None) -> ApiError:
+        d = self.daemon.config.daemon
+        arn = f"arn:aws:lambda:{d.region}:{d.account_id}:function:{name}"
+        if qualifier:
+            arn += ":" + qualifier
+        return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
+
+    def _resolve(self, raw: str, query_qualifier: str | None) -> Function:
+        ref = parse_function_name(raw)
+        if ref is None:
+            raise ApiError(
+                400,
+                "InvalidParameterValueException",
+                f"Invalid function name or ARN: {raw[:200]!r}",
+            )
+        qualifier = ref.qualifier
+        if query_qualifier:
+            if qualifier and qualifier != query_qualifier:
+                raise ApiError(
+                    400,
+                    "InvalidParameterValueException",
+                    "The derived qualifier from the function name does not match the "
+                    "specified qualifier.",
+                )
+            qualifier = query_qualifier
+        d = self.daemon.config.daemon
+        fn = self.daemon.functions.get(ref.name)
+        if (
+            fn is None
+            or (ref.region is not None and ref.region != d.region)
+            or (ref.account is not None and ref.account != d.account_id)
+        ):
+            raise self._not_found(ref.name, qualifier)
+        version = str(getattr(fn.config, "version", "$LATEST"))
+        if qualifier not in (None, "$LATEST", version):
+            raise self._not_found(ref.name, qualifier)
+        return fn
+
+    async def _event(self, fn: Function, payload: bytes, rid: str) -> web.Response:
+        queue = self.daemon.invoke_queues.get(fn.name)
+        if queue is None:
+            raise ApiError(500, "ServiceException", "The asynchronous queue is not running")
+        if fn.config.reserved_concurrency == 0:
+            await queue.discard_throttled(payload, rid)
+        else:
+            await queue.enqueue(payload, rid)
+        log.debug("invoke_api.event_queued", extra={"function": fn.name, "request_id": rid})
+        return web.Response(status=202, headers={"x-amzn-RequestId": rid})
+
+    async def _request_response(
+        self, request: web.BaseRequest, fn: Function, payload: bytes, rid: str
+    ) -> web.Response:
+        client_context = request.headers.get("X-Amz-Client-Context")
+        if client_context is not None and len(client_context) > MAX_CLIENT_CONTEXT:
+            raise ApiError(
+                400,
+                "InvalidParameterValueException",
+                f"Client context must be at most {MAX_CLIENT_CONTEXT} bytes",
+            )
+        tail = request.headers.get("X-Amz-Log-Type", "None") == "Tail"
+        result = await fn.backend.invoke(
+            payload,
+            request_id=rid,
+            invocation_type="RequestResponse",
+            client_context=client_context,
+            want_log_tail=tail,
+        )
+        log.debug(
+            "invoke_api.invoked",
+            extra={"function": fn.name, "request_id": rid, "outcome": result.outcome.value},
+        )
+        if result.outcome is Outcome.THROTTLED:
+            raise throttled_error(result)
+        if result.outcome is Outcome.INVOKE_ERROR:
+            raise ApiError(
+                500, "ServiceException", "The function could not be invoked", kind="Service"
+            )
+        headers = {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": result.executed_version}
+        if result.failed:
+            headers["X-Amz-Function-Error"] = result.function_error or "Unhandled"
+        if tail:
+            raw = result.log_tail.encode("utf-8")[-LOG_TAIL_BYTES:]
+            headers["X-Amz-Log-Result"] = base64.b64encode(raw).decode("ascii")
+        return web.Response(
+            status=200, body=result.payload, content_type="application/json", headers=headers
+        )
+
+
+def throttled_error(result: InvokeResult) -> ApiError:
+    reason = "ConcurrentInvocationLimitExceeded"
+    try:
+        doc = orjson.loads(result.payload) if result.payload else {}
+    except orjson.JSONDecodeError:
+        doc = {}
+    if isinstance(doc, dict) and isinstance(doc.get("Reason"), str):
+        reason = doc["Reason"]
+    headers = {}
+    if result.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(result.retry_after_s)))
+    return ApiError(
+        429,
+        "TooManyRequestsException",
+        "Rate Exceeded.",
+        extra={"Reason": reason},
+        headers=headers,
+    )
+
+
+async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> bytes:
+    """The request body, capped at Lambda's limit, checked to be JSON (empty means `{}`)."""
+    too_large = ApiError(
+        413,
+        "RequestEntityTooLargeException",
+        f"Request must be smaller than {limit} bytes for the "
+        f"{'InvokeAsync' if itype == 'Event' else 'InvokeFunction'} operation",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    payload = b"".join(chunks)
+    if not payload.strip():
+        return b"{}"
+    try:
+        if len(payload) > _PARSE_IN_THREAD:
+            await asyncio.to_thread(orjson.loads, payload)
+        else:
+            orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            "InvalidRequestContentException",
+            f"Could not parse request body into json: {exc}",
+        ) from None
+    return payload
+
+
+def invoke_handler(daemon: Daemon) -> HttpHandler:
+    """The aiohttp handler of INVOKE_ROUTE for this daemon's functions."""
+    invoker = _Invoker(daemon)
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return await invoker(request)
+
+    return handle

@@ -1,0 +1,158 @@
+"""The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
+push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
+server (no aiohttp application or router: one table, matched most-specific first as API
+Gateway does, and one routing step per request)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import HttpVersion11, web
+
+from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.routes import ROUTE_KEY, Routes
+from triggerd.types import ConfigError, HttpHandler
+
+if TYPE_CHECKING:
+    from triggerd.daemon.app import Daemon
+
+#: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
+MAX_BODY = 6 * 1024 * 1024 + 1024
+_OWNER = "triggerd"
+
+
+def make_dispatch(routes: Routes) -> HttpHandler:
+    """The server's one handler: every path is a route of the daemon's route table (its own
+    endpoints and the push sources'), matched most-specific first."""
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        raw_path = request.raw_path.partition("?")[0]
+        found = routes.match(request.method, raw_path)
+        if found is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        if found is False:
+            return web.json_response({"message": "Method Not Allowed"}, status=405)
+        assert not isinstance(found, bool)
+        handler, match = found
+        request[ROUTE_KEY] = match
+        if "Expect" in request.headers:
+            refused = await expect_continue(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    return dispatch
+
+
+async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None:
+    """Answer `Expect: 100-continue` before the handler reads the body (clients such as curl
+    otherwise wait a second before sending a large one); 417 for any other expectation."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return web.json_response({"message": "Expectation Failed"}, status=417)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response
+    return None
+
+
+def healthz_handler(daemon: Daemon) -> HttpHandler:
+    async def healthz(request: web.BaseRequest) -> web.StreamResponse:
+        body = {
+            "status": "ok" if daemon.ready.is_set() else "starting",
+            "functions": sorted(daemon.functions),
+            "triggers": sorted(daemon.triggers),
+        }
+        return web.json_response(body, status=200 if daemon.ready.is_set() else 503)
+
+    return healthz
+
+
+def metrics_handler(daemon: Daemon) -> HttpHandler:
+    async def metrics(request: web.BaseRequest) -> web.StreamResponse:
+        if daemon.state is not None:
+            queues = [q.name for q in daemon.invoke_queues.values()]
+            for name in [*daemon.triggers, *queues]:
+                depth = await daemon.state.queue_depth(name)
+                daemon.metrics.queue_depth.labels(name).set(depth)
+        return web.Response(
+            body=daemon.metrics.exposition(), content_type="text/plain", charset="utf-8"
+        )
+
+    return metrics
+
+
+def add_daemon_routes(daemon: Daemon) -> None:
+    """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
+    healthz, metrics = healthz_handler(daemon), metrics_handler(daemon)
+    own = [
+        ("GET", "/healthz", healthz),
+        ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
+        ("GET", "/metrics", metrics),
+        ("HEAD", "/metrics", metrics),
+        ("POST", INVOKE_ROUTE, invoke_handler(daemon)),
+    ]
+    for method, template, handler in own:
+        try:
+            daemon.routes.add_route(method, template, handler, owner=_OWNER)
+        except ValueError as exc:
+            raise ConfigError(
+                [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
+            ) from None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"listen must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+) from a PEM certificate chain and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"daemon.tls_cert_file: cannot load the certificate/key: {exc}"]
+        ) from None
+    return context
+
+
+async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
+    """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
+    when `daemon.tls_cert_file` is set."""
+    add_daemon_routes(daemon)
+    stack.callback(daemon.routes.remove_routes, _OWNER)
+    loop = asyncio.get_running_loop()
+
+    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
+        )
+
+    # No access log: a line per request at INFO would flood the journal under webhook load
+    # (the access_log argument of a runner reaches only an application's server).
+    server = web.Server(make_dispatch(daemon.routes), request_factory=make_request, access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    host, port = parse_listen(listen)
+    settings = daemon.config.daemon
+    context = (
+        tls_context(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file
+        else None
+    )
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    if sockets:
+        port = sockets[0].getsockname()[1]
+    return f"{host}:{port}"
