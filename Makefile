@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check triggerd connectors tests bench
 	$(BIN)/ruff format --check triggerd connectors tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest -p no:cacheprovider

@@ -11,8 +11,9 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from triggerd.events.timestamps import iso_ms
 
 JSONDict = dict[str, Any]
 
@@ -40,13 +41,6 @@ def encode_s3_key(key: str) -> str:
     'uploads/red+flower%2B1.jpg'
     """
     return "".join(_ENCODE_TABLE[b] for b in key.encode("utf-8", "surrogateescape"))
-
-
-def iso_millis(epoch_s: float) -> str:
-    """`2024-05-01T12:00:00.123Z`: ISO-8601 UTC with milliseconds, as S3's `eventTime`."""
-    millis = int(epoch_s * 1000)
-    dt = datetime.fromtimestamp(millis // 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis % 1000:03d}Z"
 
 
 def new_request_id() -> str:
@@ -97,7 +91,7 @@ def s3_event_record(
         "eventVersion": event_version,
         "eventSource": "aws:s3",
         "awsRegion": region,
-        "eventTime": iso_millis(event_time),
+        "eventTime": iso_ms(event_time),
         "eventName": event_name,
         "userIdentity": {"principalId": principal_id},
         "requestParameters": {"sourceIPAddress": source_ip},

@@ -28,9 +28,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
-from triggerd_directory.s3shape import iso_millis, new_host_id, new_request_id
+from triggerd_directory.s3shape import new_host_id, new_request_id
 
 from triggerd.delivery.ready import ReadyRecords
+from triggerd.events.timestamps import iso_ms
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
 from .client import describe_error, open_client
@@ -132,7 +133,7 @@ def normalise_record(
         "eventVersion": rec.get("eventVersion") or "2.1",
         "eventSource": "aws:s3",
         "awsRegion": rec.get("awsRegion") or region,
-        "eventTime": rec.get("eventTime") or iso_millis(now),
+        "eventTime": rec.get("eventTime") or iso_ms(now),
         "eventName": event_name,
         "userIdentity": rec.get("userIdentity") or {"principalId": owner_id},
         "requestParameters": rec.get("requestParameters") or {"sourceIPAddress": "127.0.0.1"},

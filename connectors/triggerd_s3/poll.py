@@ -35,12 +35,12 @@ from typing import Any
 import orjson
 from triggerd_directory.s3shape import (
     Sequencer,
-    iso_millis,
     new_host_id,
     new_request_id,
     s3_event_record,
 )
 
+from triggerd.events.timestamps import iso_ms
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
 from .client import describe_error, error_code, open_client
@@ -74,7 +74,7 @@ class ObjectState:
     def from_listing(cls, obj: JSONDict) -> ObjectState:
         modified = obj.get("LastModified")
         epoch = float(modified.timestamp()) if isinstance(modified, datetime) else 0.0
-        stamp = iso_millis(epoch) if epoch else ""
+        stamp = iso_ms(epoch) if epoch else ""
         return cls(str(obj.get("ETag", "")).strip('"'), int(obj.get("Size", 0)), stamp, epoch)
 
 

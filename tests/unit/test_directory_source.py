@@ -16,7 +16,7 @@ import pytest
 from triggerd_directory import plugin, sample_event
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
 from triggerd_directory.paths import PathFilter
-from triggerd_directory.s3shape import iso_millis
+from triggerd_directory.s3shape import iso_ms
 from triggerd_directory.source import DirectorySource
 
 from triggerd.state.base import StateStore
@@ -156,7 +156,7 @@ async def test_created_file_gives_put_with_size_etag_key_and_checkpoint(
     # eventTime/created_at: when the change was seen, not the mtime (which cp -p, tar or rsync
     # may set to long ago, and which would make a fresh event look hours old)
     assert st.st_mtime_ns / 1e9 - 0.01 <= record.created_at <= time.time()
-    assert payload["eventTime"] == iso_millis(record.created_at)
+    assert payload["eventTime"] == iso_ms(record.created_at)
     assert record.key is None and record.size > 0
     assert record.checkpoint is not None
     assert record.checkpoint["meta:initialized"] == "1"

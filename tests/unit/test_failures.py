@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 import pytest
 
 from triggerd.delivery.failures import (
     async_invocation_record,
-    iso_ms,
     qualified_arn,
     stream_failure_record,
 )
@@ -39,30 +38,6 @@ def failed_result(version: str = "$LATEST") -> InvokeResult:
         function_error="Unhandled",
         executed_version=version,
     )
-
-
-# -- iso_ms ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (epoch("2024-05-01T12:00:05.568Z"), "2024-05-01T12:00:05.568Z"),
-        (epoch("2024-05-01T00:38:06.021Z"), "2024-05-01T00:38:06.021Z"),
-        (0.0, "1970-01-01T00:00:00.000Z"),
-        (1714564805.0, "2024-05-01T12:00:05.000Z"),
-        (1714564805.9996, "2024-05-01T12:00:06.000Z"),
-    ],
-)
-def test_iso_ms(value: float, expected: str) -> None:
-    assert iso_ms(value) == expected
-
-
-def test_iso_ms_is_utc_with_z_suffix() -> None:
-    text = iso_ms(1714564805.568)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    assert parsed.tzinfo == UTC
-    assert text.endswith("Z")
 
 
 # -- qualified_arn -----------------------------------------------------------------------------

@@ -194,10 +194,6 @@ def test_exit_descriptions_and_messages_match_lambda() -> None:
     )
 
 
-def test_iso_time_has_milliseconds_and_z() -> None:
-    assert local.iso_now(1700000000.1234) == "2023-11-14T22:13:20.123Z"
-
-
 def test_client_context_accepts_json_or_base64_json() -> None:
     text = '{"custom": {"a": 1}}'
     assert local.client_context_header(text) == text

@@ -1,4 +1,4 @@
-"""S3 notification records, key encoding and sequencers (connectors/triggerd_directory/s3shape.py)."""
+"""S3 notification records, key encoding and sequencers (triggerd_directory/s3shape.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from triggerd_directory.s3shape import (
     SEQUENCER_WIDTH,
     Sequencer,
     encode_s3_key,
-    iso_millis,
     new_host_id,
     new_request_id,
     s3_event_record,
@@ -114,14 +113,6 @@ def test_version_id_only_when_given_and_owner_and_principal_overridable() -> Non
     assert record["s3"]["object"]["versionId"] == "v1"  # type: ignore[index]
     assert record["s3"]["bucket"]["ownerIdentity"] == {"principalId": "A3NL1KOZZKEXAMPLE"}  # type: ignore[index]
     assert record["userIdentity"] == {"principalId": "AWS:AIDA1"}
-
-
-@pytest.mark.parametrize(
-    ("epoch", "text"),
-    [(0.0, "1970-01-01T00:00:00.000Z"), (1714564800.5, "2024-05-01T12:00:00.500Z")],
-)
-def test_iso_millis_is_utc_with_milliseconds_and_z(epoch: float, text: str) -> None:
-    assert iso_millis(epoch) == text
 
 
 def test_request_and_host_ids_look_like_s3s() -> None:

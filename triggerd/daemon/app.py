@@ -12,12 +12,13 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from triggerd.config.model import ConfigBase, TriggerBase
+from triggerd.config.model import ConfigBase, DaemonSettings, TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.systemd import Notifier
 from triggerd.delivery.asyncpath import AsyncTrigger
@@ -80,6 +81,14 @@ class Daemon:
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
     invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> DaemonSettings:
+        return self.config.daemon
+
+    @property
+    def trigger_names(self) -> Collection[str]:
+        return self.triggers.keys()
 
     def work_dir(self) -> Path:
         if self.config.daemon.work_dir:

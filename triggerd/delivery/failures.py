@@ -11,18 +11,17 @@ Two formats (LAMBDA_SEMANTICS.md §5.2, §5.3, gotcha 20):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
+from triggerd.events.timestamps import iso_ms
 from triggerd.types import InvokeResult, JSONDict, Outcome
 
-__all__ = ["async_invocation_record", "iso_ms", "qualified_arn", "stream_failure_record"]
+__all__ = ["async_invocation_record", "qualified_arn", "stream_failure_record"]
 
 AsyncCondition = Literal["RetriesExhausted", "EventAgeExceeded", "Success"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: HTTP status of the Invoke call behind each outcome (200 even for function errors).
 _STATUS = {
@@ -32,13 +31,6 @@ _STATUS = {
     Outcome.THROTTLED: 429,
     Outcome.INVOKE_ERROR: 500,
 }
-
-
-def iso_ms(epoch: float) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. "2024-05-01T12:00:05.568Z"."""
-    millis = round(epoch * 1000)
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
 
 
 def qualified_arn(function_arn: str, version: str = "$LATEST") -> str:

@@ -1,0 +1,6 @@
+"""The function side: the `local`, `http` and `aws` backends (`backends/`), the Lambda Runtime
+API served to local workers (`runtime_api`) and the bundled Python runtime client
+(`runtime/bootstrap.py`, run by workers as a script, never imported by the daemon).
+
+Independent of `delivery`: backends answer `invoke` with an `InvokeResult` and know nothing of
+batches or retries. Imports `config`, `state`, `telemetry`, `events` and `triggerd.types`."""

@@ -25,7 +25,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from aiohttp import web
@@ -37,6 +37,7 @@ from triggerd.delivery.failures import async_invocation_record
 from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.events.filters import compile_filters
+from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.telemetry.metrics import Metrics
@@ -53,9 +54,6 @@ from triggerd.types import (
     Record,
     SourceConfig,
 )
-
-if TYPE_CHECKING:
-    from triggerd.daemon.app import Daemon, Function
 
 __all__ = ["INVOKE_ROUTE", "InvokeQueue", "invoke_handler", "parse_function_name", "queue_name"]
 
@@ -291,10 +289,10 @@ def parse_function_name(raw: str) -> FunctionRef | None:
 
 
 class _Invoker:
-    """The Invoke API handler, bound to a daemon."""
+    """The Invoke API handler, bound to its host's functions."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: HttpHost) -> None:
+        self.host = host
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = str(uuid.uuid4())
@@ -325,13 +323,13 @@ class _Invoker:
         return await self._request_response(request, fn, payload, rid)
 
     def _not_found(self, name: str, qualifier: str | None) -> ApiError:
-        d = self.daemon.config.daemon
+        d = self.host.settings
         arn = f"arn:aws:lambda:{d.region}:{d.account_id}:function:{name}"
         if qualifier:
             arn += ":" + qualifier
         return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
 
-    def _resolve(self, raw: str, query_qualifier: str | None) -> Function:
+    def _resolve(self, raw: str, query_qualifier: str | None) -> InvokeTarget:
         ref = parse_function_name(raw)
         if ref is None:
             raise ApiError(
@@ -349,8 +347,8 @@ class _Invoker:
                     "specified qualifier.",
                 )
             qualifier = query_qualifier
-        d = self.daemon.config.daemon
-        fn = self.daemon.functions.get(ref.name)
+        d = self.host.settings
+        fn = self.host.functions.get(ref.name)
         if (
             fn is None
             or (ref.region is not None and ref.region != d.region)
@@ -362,8 +360,8 @@ class _Invoker:
             raise self._not_found(ref.name, qualifier)
         return fn
 
-    async def _event(self, fn: Function, payload: bytes, rid: str) -> web.Response:
-        queue = self.daemon.invoke_queues.get(fn.name)
+    async def _event(self, fn: InvokeTarget, payload: bytes, rid: str) -> web.Response:
+        queue = self.host.invoke_queues.get(fn.name)
         if queue is None:
             raise ApiError(500, "ServiceException", "The asynchronous queue is not running")
         if fn.config.reserved_concurrency == 0:
@@ -374,7 +372,7 @@ class _Invoker:
         return web.Response(status=202, headers={"x-amzn-RequestId": rid})
 
     async def _request_response(
-        self, request: web.BaseRequest, fn: Function, payload: bytes, rid: str
+        self, request: web.BaseRequest, fn: InvokeTarget, payload: bytes, rid: str
     ) -> web.Response:
         client_context = request.headers.get("X-Amz-Client-Context")
         if client_context is not None and len(client_context) > MAX_CLIENT_CONTEXT:
@@ -466,9 +464,9 @@ async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> byte
     return payload
 
 
-def invoke_handler(daemon: Daemon) -> HttpHandler:
-    """The aiohttp handler of INVOKE_ROUTE for this daemon's functions."""
-    invoker = _Invoker(daemon)
+def invoke_handler(host: HttpHost) -> HttpHandler:
+    """The aiohttp handler of INVOKE_ROUTE for the host's functions."""
+    invoker = _Invoker(host)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         return await invoker(request)

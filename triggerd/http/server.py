@@ -8,16 +8,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import HttpVersion11, web
 
+from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, HttpHandler
-
-if TYPE_CHECKING:
-    from triggerd.daemon.app import Daemon
 
 #: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
 MAX_BODY = 6 * 1024 * 1024 + 1024
@@ -60,45 +58,46 @@ async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None
     return None
 
 
-def healthz_handler(daemon: Daemon) -> HttpHandler:
+def healthz_handler(host: HttpHost) -> HttpHandler:
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
         body = {
-            "status": "ok" if daemon.ready.is_set() else "starting",
-            "functions": sorted(daemon.functions),
-            "triggers": sorted(daemon.triggers),
+            "status": "ok" if host.ready.is_set() else "starting",
+            "functions": sorted(host.functions),
+            "triggers": sorted(host.trigger_names),
         }
-        return web.json_response(body, status=200 if daemon.ready.is_set() else 503)
+        return web.json_response(body, status=200 if host.ready.is_set() else 503)
 
     return healthz
 
 
-def metrics_handler(daemon: Daemon) -> HttpHandler:
+def metrics_handler(host: HttpHost) -> HttpHandler:
     async def metrics(request: web.BaseRequest) -> web.StreamResponse:
-        if daemon.state is not None:
-            queues = [q.name for q in daemon.invoke_queues.values()]
-            for name in [*daemon.triggers, *queues]:
-                depth = await daemon.state.queue_depth(name)
-                daemon.metrics.queue_depth.labels(name).set(depth)
+        state = host.state
+        if state is not None:
+            queues = [q.name for q in host.invoke_queues.values()]
+            for name in [*host.trigger_names, *queues]:
+                depth = await state.queue_depth(name)
+                host.metrics.queue_depth.labels(name).set(depth)
         return web.Response(
-            body=daemon.metrics.exposition(), content_type="text/plain", charset="utf-8"
+            body=host.metrics.exposition(), content_type="text/plain", charset="utf-8"
         )
 
     return metrics
 
 
-def add_daemon_routes(daemon: Daemon) -> None:
+def add_daemon_routes(host: HttpHost) -> None:
     """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
-    healthz, metrics = healthz_handler(daemon), metrics_handler(daemon)
+    healthz, metrics = healthz_handler(host), metrics_handler(host)
     own = [
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
         ("GET", "/metrics", metrics),
         ("HEAD", "/metrics", metrics),
-        ("POST", INVOKE_ROUTE, invoke_handler(daemon)),
+        ("POST", INVOKE_ROUTE, invoke_handler(host)),
     ]
     for method, template, handler in own:
         try:
-            daemon.routes.add_route(method, template, handler, owner=_OWNER)
+            host.routes.add_route(method, template, handler, owner=_OWNER)
         except ValueError as exc:
             raise ConfigError(
                 [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
@@ -125,11 +124,11 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
+async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
     """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
     when `daemon.tls_cert_file` is set."""
-    add_daemon_routes(daemon)
-    stack.callback(daemon.routes.remove_routes, _OWNER)
+    add_daemon_routes(host)
+    stack.callback(host.routes.remove_routes, _OWNER)
     loop = asyncio.get_running_loop()
 
     def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
@@ -139,20 +138,20 @@ async def start_http(daemon: Daemon, stack: AsyncExitStack, listen: str) -> str:
 
     # No access log: a line per request at INFO would flood the journal under webhook load
     # (the access_log argument of a runner reaches only an application's server).
-    server = web.Server(make_dispatch(daemon.routes), request_factory=make_request, access_log=None)
+    server = web.Server(make_dispatch(host.routes), request_factory=make_request, access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    host, port = parse_listen(listen)
-    settings = daemon.config.daemon
+    address, port = parse_listen(listen)
+    settings = host.settings
     context = (
         tls_context(settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_cert_file
         else None
     )
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+    site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=context)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     if sockets:
         port = sockets[0].getsockname()[1]
-    return f"{host}:{port}"
+    return f"{address}:{port}"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import time
 from typing import Any, Literal
 
 import orjson
+
+from triggerd.events.timestamps import iso_ms
 
 #: Attributes every LogRecord has; everything else on a record came from `extra`.
 _STANDARD = frozenset(
@@ -38,29 +39,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
-class _IsoClock:
-    """ISO-8601 UTC timestamps with milliseconds; the formatted second is cached, since many
-    lines share it (strftime per line showed up in profiles of busy daemons)."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, ts: float) -> str:
-        second = int(ts)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((ts - second) * 1000):03d}Z"
-
-
-_iso = _IsoClock()
-
-
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": _iso(record.created),
+            "ts": iso_ms(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -74,7 +56,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{_iso(record.created)} {record.levelname:<7} {record.getMessage()}"
+        line = f"{iso_ms(record.created)} {record.levelname:<7} {record.getMessage()}"
         if fields:
             line = f"{line}  {fields}"
         if record.exc_info:

@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
-from triggerd.delivery.failures import iso_ms
+from triggerd.events.timestamps import iso_ms
 from triggerd.functions.backends.slots import ConcurrencySlots
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,

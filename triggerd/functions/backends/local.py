@@ -20,12 +20,12 @@ import math
 import os
 import random
 import shutil
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from triggerd.events.timestamps import iso_ms
 from triggerd.functions.backends.local_config import LocalFunctionConfig, worker_spec
 from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.functions.backends.slots import Slots
@@ -55,12 +55,6 @@ MEMORY_SAMPLE_S = 0.01
 MAINTAIN_MAX_S = 30.0
 # --------------------------------------------------------------------------------------------
 # Lambda's texts
-
-
-def iso_now(epoch_s: float) -> str:
-    whole = int(epoch_s)
-    millis = int((epoch_s - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 def report_line(
@@ -608,7 +602,7 @@ class LocalBackend:
         version = self.config.version
         if reply is None:
             message = (
-                f"{iso_now(self.ctx.clock.time())} {rid} "
+                f"{iso_ms(self.ctx.clock.time())} {rid} "
                 f"Task timed out after {self.config.timeout_s:.2f} seconds"
             )
             body = orjson.dumps({"errorMessage": message})

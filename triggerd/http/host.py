@@ -1,0 +1,68 @@
+"""What the listen address needs from the process that serves it: the functions it may invoke,
+their queues of Event invocations, the route table and a few read-only facts. The daemon
+provides it; the HTTP side never sees the daemon itself, so tests and other hosts can serve it
+with anything of this shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+from triggerd.config.model import DaemonSettings
+from triggerd.http.routes import Routes
+from triggerd.state.base import StateStore
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import Backend, FunctionConfig
+
+
+class InvokeTarget(Protocol):
+    """A configured function, as the Invoke API calls it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> FunctionConfig: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+
+class EventQueue(Protocol):
+    """A function's durable queue of `Event` invocations."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def enqueue(self, payload: bytes, request_id: str) -> None:
+        """Commit the event to the state store (the 202 is sent after this returns)."""
+
+    async def discard_throttled(self, payload: bytes, request_id: str) -> None:
+        """Dead-letter an event for a function whose reserved concurrency is 0."""
+
+
+class HttpHost(Protocol):
+    @property
+    def settings(self) -> DaemonSettings: ...
+
+    @property
+    def functions(self) -> Mapping[str, InvokeTarget]: ...
+
+    @property
+    def invoke_queues(self) -> Mapping[str, EventQueue]: ...
+
+    @property
+    def trigger_names(self) -> Collection[str]: ...
+
+    @property
+    def routes(self) -> Routes: ...
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    @property
+    def state(self) -> StateStore | None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
