@@ -151,7 +151,7 @@ async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
     )
     site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=context)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    if sockets:
-        port = sockets[0].getsockname()[1]
+    addresses = runner.addresses  # each site's getsockname(): (host, port, ...)
+    if addresses:
+        port = int(addresses[0][1])
     return f"{address}:{port}"
