@@ -340,7 +340,9 @@ class RuntimeConnection(asyncio.Protocol):
             transport.resume_reading()
 
     def _held(self) -> int:
-        """Bytes of bodies received behind the parked poll."""
+        """Bytes of bodies received behind the parked poll (at the queue's head)."""
+        if len(self._queue) == 1 and self._stage != _BODY:
+            return 0  # the usual case: the poll alone, checked on every read while parked
         queued = sum(len(r.body) for r in self._queue if r.body is not None)
         receiving = self._body if self._stage == _BODY else ()
         return queued + sum(len(chunk) for chunk in receiving)
