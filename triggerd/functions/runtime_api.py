@@ -9,12 +9,13 @@ the invocation's future. `/runtime/init/error` resolves the endpoint's `ready` f
 This is the hottest path of a warm invocation (two requests per invocation), so the endpoint is
 no HTTP server: each connection is an asyncio protocol around httptools' request parser
 (`runtime_http.RuntimeConnection`), and requests are answered from the parser's callbacks,
-with no task, request or response object per request. `dispatch` turns one parsed request into
-its prebuilt answer (or parks a `/next` poll until `submit`), and the connection writes the
-answers once per read, or once per invocation when the runtime pipelined its result post ahead
-of its next poll. It serves one runtime on loopback; keep-alive, pipelining (answers in
-request order), `Expect: 100-continue`, chunked bodies and `Connection: close` behave as
-HTTP/1.1 requires, and the limits on the head and on pipelined requests are in `runtime_http`.
+with no task and no request or response object per request (a request is a tuple of the
+fields the API reads). `dispatch` turns one such tuple into its prebuilt answer (or parks a
+`/next` poll until `submit`), and the connection writes the answers once per read, or once
+per invocation when the runtime pipelined its result post ahead of its next poll. It serves
+one runtime on loopback; keep-alive, pipelining (answers in request order), `Expect:
+100-continue`, chunked bodies and `Connection: close` behave as HTTP/1.1 requires, and the
+limits on the head and on pipelined requests are in `runtime_http`.
 """
 
 from __future__ import annotations
