@@ -91,8 +91,11 @@ class PartitionState:
         self.ready = deque(merged)
 
     def clear_ready(self) -> int:
-        """Drop the records not handed out (the partition is being given up)."""
+        """Drop the records not handed out (the partition is being given up); the commit
+        point stays at the first of them, so they are fetched again by the next owner."""
         dropped = len(self.ready)
+        if self.ready:
+            self.fetched_to = self.ready[0].handle.offset
         self.ready.clear()
         self.ready_bytes = 0
         return dropped
