@@ -117,3 +117,20 @@ def test_sample_event_options() -> None:
         sample_event({"partition": "two"})
     with pytest.raises(ValueError, match="not name:value"):
         sample_event({"headers": "novalue"})
+
+
+def test_generate_event_kafka_on_the_command_line() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from triggerd.cli.main import main
+
+    result = CliRunner().invoke(
+        main, ["generate-event", "kafka", "--set", "topic=orders", "--set", "value=42"]
+    )
+    assert result.exit_code == 0, result.output
+    event = json.loads(result.output)
+    assert event["eventSource"] == "SelfManagedKafka" and list(event["records"]) == ["orders-0"]
+    bad = CliRunner().invoke(main, ["generate-event", "kafka", "--set", "partition=x"])
+    assert bad.exit_code == 2 and "partition must be a whole number" in bad.output
