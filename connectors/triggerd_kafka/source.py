@@ -271,6 +271,7 @@ class KafkaSource(BaseSource):
             self._buffered_bytes -= before - state.ready_bytes
             if len(out) >= max_records:
                 break
+        self._apply_back_pressure()  # resume at once, not after the next poll's timeout
         return out
 
     def _check_runner(self) -> None:
