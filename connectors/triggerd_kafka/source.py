@@ -7,9 +7,9 @@ How it works:
   Fetched records wait per partition (`PartitionState.ready`) until `receive` hands them out.
 - Back-pressure: a partition holding `max_buffered_records_per_partition` fetched records is
   paused (the consumer stops fetching it) and resumed at half; above `max_buffered_bytes` in
-  all, every partition pauses. One `getmany` returns at most that many records, so a
-  partition holds at most twice the limit. The pipeline's own buffer is bounded, so memory
-  stays bounded whatever the backlog.
+  all, every partition pauses. A partition holds at most the limit plus one fetch response
+  (bounded by `max_partition_fetch_bytes` / `fetch_max_bytes`). The pipeline's own buffer is
+  bounded, so memory stays bounded whatever the backlog.
 - Ordering: a record's ordering key is its `"<topic>-<partition>"`; the pipeline batches per key
   and keeps one batch per partition in flight, while partitions run in parallel.
 - Commits: `ack` (succeeded, filtered out, or written to the on-failure destination) settles
@@ -167,11 +167,9 @@ class KafkaSource(BaseSource):
         failures = 0
         while not self._stopped:
             try:
-                # At most a partition's buffer limit per call: a broker may answer a fetch
-                # with far more records than max_partition_fetch_bytes suggests.
-                data = await self.consumer.getmany(
-                    timeout_ms=POLL_MS, max_records=self.config.max_buffered_records_per_partition
-                )
+                # Everything aiokafka holds: records left in its buffer would hold back the
+                # next fetch from the same broker (its prefetch backoff).
+                data = await self.consumer.getmany(timeout_ms=POLL_MS)
             except Exception as exc:  # task boundary: log, back off, poll again
                 failures += 1
                 delay = self._backoff.delay(failures)
