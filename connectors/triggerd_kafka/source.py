@@ -78,6 +78,8 @@ class KafkaSource(BaseSource):
         self._commit_lock = asyncio.Lock()
         self._runner: asyncio.Task[None] | None = None
         self._rotation = 0
+        #: The largest `max_records` asked for (the pipeline asks for a batch at most).
+        self._batch_hint = 1
         self._buffered_bytes = 0
         self._stopped = False
         self._backoff = Backoff(base_s=0.5, max_s=30.0)
@@ -253,24 +255,34 @@ class KafkaSource(BaseSource):
     # ---- handing out ----
 
     async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to `max_records`, taken from the partitions in turn. A partition has at most two
+        batches' worth of records out (one in flight, the next waiting), so a partition that
+        is retrying in place never fills the pipeline's buffer and holds back the others."""
         self._check_runner()
-        if not any(s.ready for s in self.states.values()):
+        self._batch_hint = max(self._batch_hint, max_records)
+        states = self._eligible()
+        if not states:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout_s)
-        states = [s for s in self.states.values() if s.ready and s.active]
-        if not states:
-            return []
+            states = self._eligible()
+            if not states:
+                return []
         self._rotation = (self._rotation + 1) % len(states)
         out: list[Record] = []
+        cap = 2 * self._batch_hint
         for state in states[self._rotation :] + states[: self._rotation]:
             before = state.ready_bytes
-            out += state.take(max_records - len(out))
+            out += state.take(min(max_records - len(out), cap - state.unsettled))
             self._buffered_bytes -= before - state.ready_bytes
             if len(out) >= max_records:
                 break
         self._apply_back_pressure()  # resume at once, not after the next poll's timeout
         return out
+
+    def _eligible(self) -> list[PartitionState]:
+        cap = 2 * self._batch_hint
+        return [s for s in self.states.values() if s.ready and s.active and s.unsettled < cap]
 
     def _check_runner(self) -> None:
         runner = self._runner
@@ -288,6 +300,7 @@ class KafkaSource(BaseSource):
             if state.active:
                 state.ack(r.handle.offset for r in group)
         self._dirty.set()
+        self._arrived.set()  # a partition at its cap may hand out records again
 
     async def nack(self, records: Sequence[Record]) -> None:
         for state, group in _by_state(records):

@@ -215,6 +215,20 @@ async def test_back_pressure_pauses_a_full_partition_and_resumes_it_at_half() ->
     assert source._buffered_bytes == 0
 
 
+async def test_a_partition_has_at_most_two_batches_out() -> None:
+    source, _ = make_source()
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(50)]})
+    first = await source.receive(10, 0.1)
+    second = await source.receive(10, 0.1)
+    assert len(first) == len(second) == 10
+    assert await source.receive(10, 0.05) == [], "t-0 is at its cap: two batches out"
+    source._accept({TP("t", 1): [Msg("t", 1, 0)]})
+    assert [r.key for r in await source.receive(10, 0.1)] == ["t-1"], "others still flow"
+    await source.ack(first)
+    assert len(await source.receive(10, 0.1)) == 10
+
+
 async def test_all_partitions_pause_over_the_byte_budget() -> None:
     source, consumer = make_source(max_buffered_bytes=1024 * 1024)
     await source.on_assigned([TP("t", 0), TP("t", 1)])
