@@ -9,12 +9,15 @@ sides use fetch_max_wait_ms = 50, because tansu holds every fetch for its full w
 Latency is measured from each record's CREATE_TIME timestamp (set by the producer, ms) to the
 moment triggerd hands the batch to the function (or the bare loop gets it), so both sides
 carry the same millisecond rounding. Each rate is the best of `rounds` interleaved runs.
+Memory: the peak RSS of `triggerd run` consuming a topic that holds `backlog` records through a
+function far slower than the topic, against the same daemon on an empty topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import tempfile
 import time
 import uuid
@@ -50,6 +53,9 @@ FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300, "fetch_m
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    #: Records waiting in the topic for the memory measurement (100 B each).
+    backlog: int = 1_000_000
+    backlog_s: float = 10.0
     records: int = 30_000
     body_bytes: int = 1024
     partitions: int = 3
@@ -62,8 +68,10 @@ class Settings:
     rounds: int = 2
 
 
-QUICK = Settings(records=10_000, latency_s=4.0, rounds=1)
-SMOKE = Settings(records=300, rate=200, latency_s=1.0, timeout_s=60.0, rounds=1)
+QUICK = Settings(backlog=100_000, backlog_s=5.0, records=10_000, latency_s=4.0, rounds=1)
+SMOKE = Settings(
+    backlog=2000, backlog_s=1.0, records=300, rate=200, latency_s=1.0, timeout_s=60.0, rounds=1
+)
 
 
 async def new_topic(bootstrap: str, partitions: int) -> str:
@@ -367,6 +375,96 @@ async def _wait_assigned(source: Any) -> None:
             await asyncio.sleep(0.02)
 
 
+SLOW_HANDLER = """import time
+
+
+def handler(event, context):
+    time.sleep(0.05)
+    return None
+"""
+
+
+def _daemon_config(tmp: Path, bootstrap: str, topic: str) -> Path:
+    (tmp / "slow").mkdir()
+    (tmp / "slow" / "app.py").write_text(SLOW_HANDLER)
+    fast = "\n".join(f"{k} = {v}" for k, v in FAST_GROUP.items())
+    config = tmp / "triggerd.toml"
+    config.write_text(
+        f"""
+[daemon]
+state = "sqlite:///{tmp}/state.db"
+listen = ""
+log_level = "warning"
+
+[functions.slow]
+handler = "app.handler"
+code = "{tmp / "slow"}"
+timeout_s = 10
+
+[[triggers]]
+name = "backlog"
+function = "slow"
+batch_size = 100
+batching_window_s = 0
+
+[triggers.source]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topics = ["{topic}"]
+starting_position = "TRIM_HORIZON"
+{fast}
+"""
+    )
+    return config
+
+
+async def daemon_rss(bootstrap: str, topic: str, seconds: float) -> float:
+    """The largest RSS (MB) of `triggerd run` consuming `topic` with a slow function over
+    `seconds` after it was ready."""
+    from bench.idle_rss import rss_mb, stop, wait_ready
+
+    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
+        config = _daemon_config(Path(tmp), bootstrap, topic)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "triggerd",
+            "run",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_ready(proc, 30)
+            peak = 0.0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                peak = max(peak, rss_mb(proc.pid))
+                await asyncio.sleep(0.25)
+            return peak
+        finally:
+            await stop(proc, 20)
+
+
+async def backlog_topic(bootstrap: str, count: int) -> str:
+    topic = await new_topic(bootstrap, 3)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20, max_batch_size=262144
+    )
+    await producer.start()
+    try:
+        body = b"y" * 100
+        for start in range(0, count, 5000):
+            futures = [
+                await producer.send(topic, body, partition=i % 3)
+                for i in range(start, min(start + 5000, count))
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return topic
+
+
 async def measure(settings: Settings) -> list[Row]:
     broker = TansuBroker()
     broker.start()
@@ -380,6 +478,10 @@ async def measure(settings: Settings) -> list[Row]:
             full = max(full, await triggerd_rate(broker.bootstrap, settings, store))
         raw_lat = await raw_latency(broker.bootstrap, settings)
         our_lat = await triggerd_latency(broker.bootstrap, settings, store)
+        empty = await new_topic(broker.bootstrap, 3)
+        rss_empty = await daemon_rss(broker.bootstrap, empty, settings.backlog_s)
+        backlog = await backlog_topic(broker.bootstrap, settings.backlog)
+        rss_backlog = await daemon_rss(broker.bootstrap, backlog, settings.backlog_s)
     finally:
         await store.close()
         broker.stop()
@@ -419,6 +521,14 @@ async def measure(settings: Settings) -> list[Row]:
             percentile(raw_lat, 99),
             baseline_desc=lat_desc,
             digits=1,
+        ),
+        Row(
+            NAME,
+            f"daemon RSS (MB), {settings.backlog:,}-record backlog, slow function",
+            rss_backlog,
+            rss_empty,
+            baseline_desc="the same daemon on an empty topic",
+            digits=0,
         ),
     ]
 
