@@ -100,6 +100,9 @@ def test_kill9_mid_batch_then_restart_resumes_from_the_committed_offsets(
         before = asyncio.run(committed(bootstrap, group, topic, 2))
         d.start()
         wait_for(lambda: set(delivered(calls)) >= set(sent), 60, "every record")
+        status = _status(d)
+        assert f"{topic}-0" in status and f"{topic}-1" in status, status
+        assert "orders: " in status and "rebalance(s)" in status
         assert d.terminate() == 0
     finally:
         d.stop()
@@ -140,6 +143,22 @@ def test_two_daemons_share_six_partitions_through_a_stop_and_a_kill(
         for d in daemons:
             d.stop()
     assert asyncio.run(committed(bootstrap, group, topic, 6)) == [150] * 6
+
+
+def _status(d: Daemon) -> str:
+    """`triggerd status` against the running daemon: a line per partition with its lag."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(d.config)],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def _assigned(d: Daemon) -> bool:
