@@ -85,10 +85,36 @@ def metrics_handler(host: HttpHost) -> HttpHandler:
     return metrics
 
 
+def status_handler(host: HttpHost) -> HttpHandler:
+    """GET /statusz: per trigger, its source's partitions with lag and committed offset."""
+
+    async def status(request: web.BaseRequest) -> web.StreamResponse:
+        triggers = {
+            name: {
+                "rebalances": stats.rebalances,
+                "partitions": [
+                    {
+                        "partition": p.partition,
+                        "lag_records": p.lag_records,
+                        "lag_seconds": round(p.lag_seconds, 3),
+                        "committed_offset": p.committed_offset,
+                    }
+                    for p in stats.partitions
+                ],
+            }
+            for name, stats in host.source_stats().items()
+        }
+        return web.json_response({"triggers": triggers})
+
+    return status
+
+
 def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
+    """/healthz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
+    table."""
     healthz, metrics = healthz_handler(host), metrics_handler(host)
     own = [
+        ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
         ("GET", "/metrics", metrics),

@@ -15,6 +15,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from triggerd.types import SourceStats
+
 #: prometheus_client's own `le` formatting (untyped there).
 _le: Callable[[float], str] = floatToGoString
 
@@ -120,6 +122,49 @@ class FunctionMetrics(Collector):
         yield from (invocations, duration, init, cold, billed, memory)
 
 
+class SourceMetrics(Collector):
+    """Lag per partition, committed offsets and rebalances of the sources that report them
+    (`ReportsStats`), read from the sources when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self._providers: dict[str, Callable[[], SourceStats]] = {}
+
+    def register(self, trigger: str, stats: Callable[[], SourceStats]) -> None:
+        self._providers[trigger] = stats
+
+    def snapshot(self) -> dict[str, SourceStats]:
+        return {trigger: stats() for trigger, stats in sorted(self._providers.items())}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["trigger", "partition"]
+        lag = GaugeMetricFamily(
+            "triggerd_source_lag_records",
+            "Records between the committed position and the end of the partition",
+            labels=labels,
+        )
+        lag_s = GaugeMetricFamily(
+            "triggerd_source_lag_seconds",
+            "Age of the oldest record of the partition not processed yet",
+            labels=labels,
+        )
+        committed = GaugeMetricFamily(
+            "triggerd_source_committed_offset", "Last committed offset", labels=labels
+        )
+        rebalances = CounterMetricFamily(
+            "triggerd_source_rebalances",
+            "Partition assignments (rebalances) since the source started",
+            labels=["trigger"],
+        )
+        for trigger, stats in self.snapshot().items():
+            rebalances.add_metric([trigger], stats.rebalances)
+            for p in stats.partitions:
+                lag.add_metric([trigger, p.partition], p.lag_records)
+                lag_s.add_metric([trigger, p.partition], p.lag_seconds)
+                if p.committed_offset is not None:
+                    committed.add_metric([trigger, p.partition], p.committed_offset)
+        yield from (lag, lag_s, committed, rebalances)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -174,6 +219,9 @@ class Metrics:
         # per function, filled in by the backends
         self.functions = FunctionMetrics()
         r.register(self.functions)
+        # per source partition, reported by the sources
+        self.sources = SourceMetrics()
+        r.register(self.sources)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
