@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from triggerd.http.routes import METHODS, split_template
+from triggerd.http.routes import METHODS, RouteTemplate
 from triggerd.types import MAX_SYNC_PAYLOAD, Model, SourceConfig
 
 #: API Gateway's integration timeout caps, used as the default route timeouts.
@@ -160,7 +160,7 @@ class WebhookSourceConfig(SourceConfig):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        split_template(value)
+        RouteTemplate.parse(value)
         return value
 
     @field_validator("binary_media_types")

@@ -151,28 +151,6 @@ def parse_query(raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def extract_params(template: str, raw_path: str) -> dict[str, str] | None:
-    """Path parameters from the raw path, each percent-decoded exactly once (so `%2F` inside a
-    segment stays inside it). None when the raw path does not fit the template."""
-    segments = [s for s in template.strip("/").split("/") if s]
-    parts = raw_path.strip("/").split("/") if raw_path.strip("/") else []
-    params: dict[str, str] = {}
-    for i, seg in enumerate(segments):
-        if seg.endswith("+}"):
-            rest = parts[i:]
-            if not rest:
-                return None
-            params[seg[1:-2]] = unquote("/".join(rest))
-            return params
-        if i >= len(parts):
-            return None
-        if seg.startswith("{"):
-            params[seg[1:-1]] = unquote(parts[i])
-        elif unquote(parts[i]) != seg:
-            return None
-    return params if len(parts) == len(segments) else None
-
-
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 

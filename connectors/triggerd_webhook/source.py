@@ -17,13 +17,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from triggerd.http.routes import ROUTE_KEY
+from triggerd.http.routes import ROUTE_KEY, RouteTemplate
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
@@ -43,7 +43,6 @@ from triggerd_webhook.events import (
     RouteInfo,
     api_id,
     build_event,
-    extract_params,
 )
 from triggerd_webhook.responses import (
     HttpReply,
@@ -52,9 +51,6 @@ from triggerd_webhook.responses import (
     map_result,
     message,
 )
-
-if TYPE_CHECKING:
-    from triggerd.http.routes import RouteMatch
 
 #: The route's timeout waits this much longer than the function's own timeout, so that the
 #: backend reports the timeout (and recycles the worker) before the route gives up.
@@ -430,16 +426,11 @@ class WebhookSource(BaseSource):
     def build(self, request: web.BaseRequest, body: bytes, meta: RequestMeta) -> JSONDict:
         req = describe_request(request)
         req.body = body
-        match: RouteMatch | None = request.get(ROUTE_KEY)
-        template = self.config.path
-        if match is not None:
-            params = dict(match.params)
-        else:
-            params = extract_params(template, req.raw_path) or {}
         route = RouteInfo(
             method=self.config.method,
-            template=template,
-            params=params,
+            template=self.config.path,
+            # the route table's match, left on the request by the dispatcher
+            params=dict(request[ROUTE_KEY].params),
             stage=self.config.effective_stage,
             stage_variables=self.config.stage_variables,  # read only: shared, not copied
             binary_media_types=self.config.binary_media_types,
@@ -512,7 +503,10 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     method = options.get("method", "POST").upper()
     path = options.get("path", "/orders/42")
     template = options.get("template", path)
-    params = extract_params(template, path)
+    try:
+        params = RouteTemplate.parse(template).match(path)
+    except ValueError as exc:
+        raise ConfigError([f"template: {exc}"]) from None
     if params is None:
         raise ConfigError([f"path: {path!r} does not match template {template!r}"])
     body = options.get("body", '{"qty":1}').encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from triggerd.http.routes import RouteMatch, Routes
+from triggerd.http.routes import RouteMatch, Routes, RouteTemplate
 
 
 async def _h(request: web.BaseRequest) -> web.StreamResponse:
@@ -77,6 +77,20 @@ def test_an_encoded_slash_stays_in_one_parameter() -> None:
     found = r.match("GET", "/files/a%2Fb%2525")
     assert isinstance(found, tuple)
     assert found[1].params == {"name": "a/b%25"}
+
+
+def test_a_template_alone_decodes_once_and_keeps_encoded_slashes_in_a_segment() -> None:
+    """What the webhook's `generate-event` uses: the table's matcher for one template."""
+
+    def params(template: str, path: str) -> dict[str, str] | None:
+        return RouteTemplate.parse(template).match(path)
+
+    assert params("/a/{id}", "/a/x%2Fy") == {"id": "x/y"}
+    assert params("/a/{id}", "/a/%2541") == {"id": "%41"}
+    assert params("/f/{proxy+}", "/f/a/b%20c") == {"proxy": "a/b c"}
+    assert params("/f/{proxy+}", "/f") is None
+    assert params("/a/{id}", "/b/1") is None
+    assert params("/", "/") == {}
 
 
 class _Daemon:

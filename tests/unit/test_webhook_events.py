@@ -15,7 +15,6 @@ from triggerd_webhook.events import (
     build_v1,
     build_v2,
     clf_time,
-    extract_params,
     media_matches,
     parse_query,
 )
@@ -63,15 +62,6 @@ def test_parse_query_decodes_percent_keeps_plus_and_blank_values() -> None:
         ("y", "c+d"),
         ("z", ""),
     ]
-
-
-def test_extract_params_decodes_once_and_keeps_encoded_slashes_in_a_segment() -> None:
-    assert extract_params("/a/{id}", "/a/x%2Fy") == {"id": "x/y"}
-    assert extract_params("/a/{id}", "/a/%2541") == {"id": "%41"}
-    assert extract_params("/f/{proxy+}", "/f/a/b%20c") == {"proxy": "a/b c"}
-    assert extract_params("/f/{proxy+}", "/f") is None
-    assert extract_params("/a/{id}", "/b/1") is None
-    assert extract_params("/", "/") == {}
 
 
 def test_media_type_patterns_match_wildcards() -> None:
@@ -227,3 +217,5 @@ def test_sample_events_for_each_format_and_bad_options() -> None:
         sample_event({"format": "3.0"})
     with pytest.raises(ConfigError):
         sample_event({"path": "/a", "template": "/b/{x}"})
+    with pytest.raises(ConfigError, match="must start with /"):
+        sample_event({"path": "/a", "template": "a"})

@@ -1,5 +1,7 @@
 """The daemon's dynamic HTTP routes: API Gateway style templates (`/a/{id}`, `/b/{proxy+}`)
-that push sources add while they start, matched most-specific first as API Gateway does."""
+that push sources add while they start, matched most-specific first as API Gateway does.
+`RouteTemplate` is the one parser and matcher of such templates (the webhook's config check
+and sample events use it too)."""
 
 from __future__ import annotations
 
@@ -25,24 +27,47 @@ class RouteMatch:
 ROUTE_KEY: web.RequestKey[RouteMatch] = web.RequestKey("route", RouteMatch)
 
 
-@dataclass(slots=True)
-class _Route:
-    method: str
-    template: str
-    segments: list[str]
-    handler: HttpHandler
-    owner: str
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    """A parsed API Gateway template: its segments, matched against a raw path's segments."""
+
+    text: str
+    segments: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> RouteTemplate:
+        """ValueError for what API Gateway would refuse: no leading /, an unclosed or empty
+        segment, a greedy `{name+}` before the end."""
+        if not template.startswith("/"):
+            raise ValueError(f"route {template!r} must start with /")
+        segments = template.strip("/").split("/") if template != "/" else []
+        for i, seg in enumerate(segments):
+            if seg.startswith("{") != seg.endswith("}"):
+                raise ValueError(f"route {template!r}: bad parameter segment {seg!r}")
+            if seg.endswith("+}") and i != len(segments) - 1:
+                raise ValueError(f"route {template!r}: a greedy {seg} must be the last segment")
+            if seg == "":
+                raise ValueError(f"route {template!r}: empty segment")
+        return cls(template, tuple(segments))
 
     @property
     def greedy(self) -> bool:
         return bool(self.segments) and self.segments[-1].endswith("+}")
 
-    def specificity(self) -> tuple[int, int, int, int]:
-        static = sum(1 for s in self.segments if not s.startswith("{"))
-        # more static segments first, then longer, then non-greedy, then exact method
-        return (-static, -len(self.segments), int(self.greedy), int(self.method == "ANY"))
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The segments with every parameter's name blanked: two templates of one shape
+        match the same paths."""
+        return tuple("{}" if s.startswith("{") else s for s in self.segments)
 
-    def match(self, parts: list[str]) -> dict[str, str] | None:
+    def match(self, raw_path: str) -> dict[str, str] | None:
+        """Path parameters of a raw (still percent-encoded) path, each decoded once, so that
+        an encoded `/` stays inside one segment; None when the path does not fit."""
+        params = self.match_parts(_split_path(raw_path))
+        return _decode(params) if params else params
+
+    def match_parts(self, parts: list[str]) -> dict[str, str] | None:
+        """`match` on a path already split by `_split_path`, parameters still encoded."""
         params: dict[str, str] = {}
         for i, seg in enumerate(self.segments):
             if seg.endswith("+}"):
@@ -62,18 +87,27 @@ class _Route:
         return params if len(parts) == len(self.segments) else None
 
 
-def split_template(template: str) -> list[str]:
-    if not template.startswith("/"):
-        raise ValueError(f"route {template!r} must start with /")
-    segments = [s for s in template.strip("/").split("/")] if template != "/" else []
-    for i, seg in enumerate(segments):
-        if seg.startswith("{") != seg.endswith("}"):
-            raise ValueError(f"route {template!r}: bad parameter segment {seg!r}")
-        if seg.endswith("+}") and i != len(segments) - 1:
-            raise ValueError(f"route {template!r}: a greedy {seg} must be the last segment")
-        if seg == "" and template != "/":
-            raise ValueError(f"route {template!r}: empty segment")
-    return segments
+def _split_path(raw_path: str) -> list[str]:
+    stripped = raw_path.strip("/")
+    return stripped.split("/") if stripped else []
+
+
+def _decode(params: dict[str, str]) -> dict[str, str]:
+    return {k: unquote(v) for k, v in params.items()}
+
+
+@dataclass(slots=True)
+class _Route:
+    method: str
+    template: RouteTemplate
+    handler: HttpHandler
+    owner: str
+
+    def specificity(self) -> tuple[int, int, int, int]:
+        segments = self.template.segments
+        static = sum(1 for s in segments if not s.startswith("{"))
+        # more static segments first, then longer, then non-greedy, then exact method
+        return (-static, -len(segments), int(self.template.greedy), int(self.method == "ANY"))
 
 
 @dataclass
@@ -86,15 +120,11 @@ class Routes:
         method = method.upper()
         if method not in METHODS:
             raise ValueError(f"unsupported HTTP method {method!r}")
-        segments = split_template(template)
-        shape = [("{}" if s.startswith("{") else s) for s in segments]
+        parsed = RouteTemplate.parse(template)
         for r in self._routes:
-            if (
-                r.method == method
-                and [("{}" if s.startswith("{") else s) for s in r.segments] == shape
-            ):
+            if r.method == method and r.template.shape == parsed.shape:
                 raise ValueError(f"route {method} {template} is already served by {r.owner}")
-        self._routes.append(_Route(method, template, segments, handler, owner))
+        self._routes.append(_Route(method, parsed, handler, owner))
         self._routes.sort(key=_Route.specificity)
 
     def remove_routes(self, owner: str) -> None:
@@ -104,17 +134,16 @@ class Routes:
         """(handler, match); False when the path exists for other methods; None otherwise.
         `path` is the raw (still percent-encoded) path, so that an encoded `/` stays inside
         one segment; parameters are decoded once."""
-        stripped = path.strip("/")
-        parts = stripped.split("/") if stripped else []
+        parts = _split_path(path)
         path_known = False
         for r in self._routes:
-            params = r.match(parts)
+            params = r.template.match_parts(parts)
             if params is None:
                 continue
             if r.method in (method, "ANY"):
                 if params:
-                    params = {k: unquote(v) for k, v in params.items()}
-                return r.handler, RouteMatch(r.method, r.template, params)
+                    params = _decode(params)
+                return r.handler, RouteMatch(r.method, r.template.text, params)
             path_known = True
         return False if path_known else None
 
