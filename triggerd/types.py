@@ -13,7 +13,16 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
@@ -390,6 +399,17 @@ class DestinationContext:
 
 # --------------------------------------------------------------------------------------------
 # Plugins (entry-point objects)
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def plugin_config(config: object, model: type[_M]) -> _M:
+    """The config a plugin's `create` was given, as the plugin's own model: the registry
+    validates it with `config_model`, so anything else is a caller's mistake (TypeError)."""
+    if not isinstance(config, model):
+        raise TypeError(f"expected {model.__name__}, got {type(config).__name__}")
+    return config
 
 
 @dataclass(frozen=True, slots=True)

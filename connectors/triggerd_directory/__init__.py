@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
 from .config import DirectorySourceConfig
 from .s3shape import sample_s3_event
@@ -17,9 +17,7 @@ from .s3shape import sample_s3_event
 def create(config: Any, ctx: SourceContext) -> Source:
     from .source import DirectorySource
 
-    if not isinstance(config, DirectorySourceConfig):
-        raise TypeError(f"expected DirectorySourceConfig, got {type(config).__name__}")
-    return DirectorySource(config, ctx)
+    return DirectorySource(plugin_config(config, DirectorySourceConfig), ctx)
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

@@ -18,6 +18,7 @@ from triggerd.types import (
     Source,
     SourceContext,
     SourcePlugin,
+    plugin_config,
 )
 
 from .config import KafkaDestinationConfig, KafkaSourceConfig
@@ -30,18 +31,14 @@ def create(config: Any, ctx: SourceContext) -> Source:
     aiokafka = import_aiokafka()
     from .source import KafkaSource
 
-    if not isinstance(config, KafkaSourceConfig):
-        raise TypeError(f"expected KafkaSourceConfig, got {type(config).__name__}")
-    return KafkaSource(config, ctx, aiokafka)
+    return KafkaSource(plugin_config(config, KafkaSourceConfig), ctx, aiokafka)
 
 
 def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     from .client import import_aiokafka
     from .destination import KafkaDestination
 
-    if not isinstance(config, KafkaDestinationConfig):
-        raise TypeError(f"expected KafkaDestinationConfig, got {type(config).__name__}")
-    return KafkaDestination(config, ctx, import_aiokafka())
+    return KafkaDestination(plugin_config(config, KafkaDestinationConfig), ctx, import_aiokafka())
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

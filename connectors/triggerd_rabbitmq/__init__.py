@@ -18,6 +18,7 @@ from triggerd.types import (
     Source,
     SourceContext,
     SourcePlugin,
+    plugin_config,
 )
 
 from .config import RabbitMQDestinationConfig, RabbitMQSourceConfig
@@ -28,18 +29,16 @@ def create(config: Any, ctx: SourceContext) -> Source:
     from .connection import import_aio_pika
     from .source import RabbitMQSource
 
-    if not isinstance(config, RabbitMQSourceConfig):
-        raise TypeError(f"expected RabbitMQSourceConfig, got {type(config).__name__}")
-    return RabbitMQSource(config, ctx, import_aio_pika())
+    return RabbitMQSource(plugin_config(config, RabbitMQSourceConfig), ctx, import_aio_pika())
 
 
 def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     from .connection import import_aio_pika
     from .destination import RabbitMQDestination
 
-    if not isinstance(config, RabbitMQDestinationConfig):
-        raise TypeError(f"expected RabbitMQDestinationConfig, got {type(config).__name__}")
-    return RabbitMQDestination(config, ctx, import_aio_pika())
+    return RabbitMQDestination(
+        plugin_config(config, RabbitMQDestinationConfig), ctx, import_aio_pika()
+    )
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

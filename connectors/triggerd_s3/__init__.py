@@ -11,24 +11,23 @@ from typing import Any
 
 from triggerd_directory.s3shape import sample_s3_event
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
 from .config import S3SourceConfig
 
 
 def create(config: Any, ctx: SourceContext) -> Source:
-    if not isinstance(config, S3SourceConfig):
-        raise TypeError(f"expected S3SourceConfig, got {type(config).__name__}")
+    s3_config = plugin_config(config, S3SourceConfig)
     from .client import require_aiobotocore
 
     require_aiobotocore()
-    if config.mode == "notifications":
+    if s3_config.mode == "notifications":
         from .notifications import NotificationSource
 
-        return NotificationSource(config, ctx)
+        return NotificationSource(s3_config, ctx)
     from .poll import PollSource
 
-    return PollSource(config, ctx)
+    return PollSource(s3_config, ctx)
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

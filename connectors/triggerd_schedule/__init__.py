@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 from triggerd_schedule.config import ScheduleSourceConfig
 
 
@@ -16,10 +16,10 @@ def _create(config: Any, ctx: SourceContext) -> Source:
     from triggerd_schedule.expressions import parse_schedule, require_apscheduler
     from triggerd_schedule.source import ScheduleSource
 
-    if not isinstance(config, ScheduleSourceConfig):
-        raise TypeError(f"expected ScheduleSourceConfig, got {type(config).__name__}")
+    schedule_config = plugin_config(config, ScheduleSourceConfig)
     require_apscheduler()
-    return ScheduleSource(config, ctx, parse_schedule(config.expression, config.timezone))
+    schedule = parse_schedule(schedule_config.expression, schedule_config.timezone)
+    return ScheduleSource(schedule_config, ctx, schedule)
 
 
 def _sample_event(options: Mapping[str, str]) -> JSONDict:

@@ -17,6 +17,7 @@ from triggerd.types import (
     Source,
     SourceContext,
     SourcePlugin,
+    plugin_config,
 )
 
 from .config import SqsDestinationConfig, SqsSourceConfig
@@ -25,17 +26,13 @@ from .config import SqsDestinationConfig, SqsSourceConfig
 def create(config: Any, ctx: SourceContext) -> Source:
     from .source import SqsSource
 
-    if not isinstance(config, SqsSourceConfig):
-        raise TypeError(f"expected SqsSourceConfig, got {type(config).__name__}")
-    return SqsSource(config, ctx)
+    return SqsSource(plugin_config(config, SqsSourceConfig), ctx)
 
 
 def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     from .destination import SqsDestination
 
-    if not isinstance(config, SqsDestinationConfig):
-        raise TypeError(f"expected SqsDestinationConfig, got {type(config).__name__}")
-    return SqsDestination(config, ctx)
+    return SqsDestination(plugin_config(config, SqsDestinationConfig), ctx)
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

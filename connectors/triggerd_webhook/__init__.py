@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 from triggerd_webhook.config import WebhookSourceConfig
 
 
 def _create(config: Any, ctx: SourceContext) -> Source:
     from triggerd_webhook.source import WebhookSource
 
-    if not isinstance(config, WebhookSourceConfig):
-        raise TypeError(f"expected WebhookSourceConfig, got {type(config).__name__}")
-    return WebhookSource(config, ctx)
+    return WebhookSource(plugin_config(config, WebhookSourceConfig), ctx)
 
 
 def _sample_event(options: Mapping[str, str]) -> JSONDict:

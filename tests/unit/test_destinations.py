@@ -230,3 +230,10 @@ async def test_plugin_creates_a_working_destination(tmp_path: Path) -> None:
     await dest.send({"ok": True})
     await dest.stop()
     assert orjson.loads((tmp_path / "d.jsonl").read_bytes()) == {"ok": True}
+
+
+def test_plugin_refuses_another_plugins_config() -> None:
+    from tests.fakes import MemDestConfig
+
+    with pytest.raises(TypeError, match="expected FileDestinationConfig, got MemDestConfig"):
+        file_plugin.create(MemDestConfig(), ctx())

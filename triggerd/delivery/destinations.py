@@ -28,6 +28,7 @@ from triggerd.types import (
     DestinationContext,
     DestinationPlugin,
     JSONDict,
+    plugin_config,
 )
 
 __all__ = [
@@ -202,9 +203,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[JSONDict]:
 
 
 def _create(config: Any, ctx: DestinationContext) -> Destination:
-    if not isinstance(config, FileDestinationConfig):
-        raise TypeError(f"expected FileDestinationConfig, got {type(config).__name__}")
-    return FileDestination(config, ctx)
+    return FileDestination(plugin_config(config, FileDestinationConfig), ctx)
 
 
 file_plugin = DestinationPlugin(config_model=FileDestinationConfig, create=_create)
