@@ -23,10 +23,10 @@ import watchfiles
 from triggerd_directory import plugin as directory_plugin
 
 from bench import HELLO_DIR, BenchError, Row, run_async
-from bench.harness import trigger_runtime
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.asyncpath import AsyncTrigger
+from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
@@ -209,10 +209,11 @@ def async_trigger(root: Path, state: SQLiteStateStore, settings: Settings) -> As
     source = directory_plugin.create(
         tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
     )
-    rt = trigger_runtime(
+    rt = TriggerRuntime.assemble(
         name=TRIGGER,
         config=tcfg,
         function="hello",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
         source=source,
         backend=NoBackend(),
         state=state,

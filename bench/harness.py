@@ -1,9 +1,7 @@
-"""Pieces several benchmarks share: a moto_server process, a tansu Kafka broker, and a trigger
-runtime built the way the daemon builds one."""
+"""Pieces several benchmarks share: a moto_server process and a tansu Kafka broker."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import socket
@@ -14,15 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from bench import BenchError
-from triggerd.delivery.onfailure import OnFailure
-from triggerd.delivery.pipeline import TriggerRuntime
-from triggerd.events.filters import compile_filters
-from triggerd.state.base import StateStore
-from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, Clock, Source
 
 
 def free_port() -> int:
@@ -146,41 +137,3 @@ def tansu_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
         yield broker
     finally:
         broker.stop()
-
-
-def trigger_runtime(
-    *,
-    name: str,
-    config: Any,
-    function: str,
-    source: Source,
-    backend: Backend,
-    state: StateStore,
-    clock: Clock,
-    metrics: Metrics,
-    log: logging.Logger,
-) -> TriggerRuntime:
-    """A TriggerRuntime with no on-failure destination, as the daemon would build it."""
-    on_failure = OnFailure(
-        trigger=name,
-        function=function,
-        destination=None,
-        destination_name="none",
-        state=state,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    return TriggerRuntime(
-        name=name,
-        config=config,
-        function=function,
-        function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function}",
-        source=source,
-        backend=backend,
-        filter=compile_filters(config.filters),
-        on_failure=on_failure,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )

@@ -34,9 +34,7 @@ from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.harness import TansuBroker
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
-from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.events.filters import compile_filters
 from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
@@ -204,25 +202,14 @@ async def build_trigger(
     source = tk.plugin.create(
         tcfg.source_config, SourceContext(trigger="bench", state=store, clock=clock, log=log)
     )
-    on_failure = OnFailure(
-        trigger="bench",
-        function="hello",
-        destination=None,
-        destination_name="none",
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    rt = TriggerRuntime(
+    rt = TriggerRuntime.assemble(
         name="bench",
         config=tcfg,
         function="hello",
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
         source=source,
         backend=backend,
-        filter=compile_filters([]),
-        on_failure=on_failure,
+        state=store,
         clock=clock,
         metrics=metrics,
         log=log,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import HELLO_DIR, Row, run_async
-from bench.harness import moto_server, trigger_runtime
+from bench.harness import moto_server
 from triggerd.types import JSONDict, Record
 
 NAME = "sqs"
@@ -189,7 +189,7 @@ def build_trigger(
 
     from triggerd.config.model import validate_data
     from triggerd.config.plugins import Registry
-    from triggerd.delivery.pipeline import SyncTrigger
+    from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
     from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
     from triggerd.telemetry.metrics import Metrics
     from triggerd.types import BackendContext, SourceContext, SystemClock
@@ -237,10 +237,11 @@ def build_trigger(
         tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
     )
     source = CountingSource(inner, messages)
-    rt = trigger_runtime(
+    rt = TriggerRuntime.assemble(
         name=TRIGGER,
         config=tcfg,
         function="hello",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
         source=source,
         backend=backend,
         state=state,

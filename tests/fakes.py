@@ -221,9 +221,7 @@ def trigger_runtime(
     from pathlib import Path
 
     from triggerd.config.model import validate_data
-    from triggerd.delivery.onfailure import OnFailure
     from triggerd.delivery.pipeline import TriggerRuntime
-    from triggerd.events.filters import compile_filters
     from triggerd.telemetry.metrics import Metrics
     from triggerd.types import SystemClock
 
@@ -234,28 +232,19 @@ def trigger_runtime(
     tcfg = validate_data(data, fake_registry(), base_dir=Path(".")).trigger_list[0]
     log = logging.getLogger("test")
     metrics, clock = Metrics(), SystemClock()
-    on_failure = OnFailure(
-        trigger="t",
-        function="f",
-        destination=dest,
-        destination_name="mem",
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    return TriggerRuntime(
+    return TriggerRuntime.assemble(
         name="t",
         config=tcfg,
         function="f",
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
         source=source,
         backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=on_failure,
+        state=store,
         clock=clock,
         metrics=metrics,
         log=log,
+        destination=dest,
+        destination_name="mem",
         poll_timeout_s=0.05,
     )
 

@@ -27,7 +27,6 @@ from triggerd.config.plugins import Registry
 from triggerd.delivery.destinations import file_plugin
 from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.events.filters import compile_filters
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendPlugin, DestinationContext, Source, SourceContext, SystemClock
@@ -170,42 +169,33 @@ async def harness(
         dest = reg.destination(dest_type).create(
             tcfg.on_failure_config, DestinationContext(trigger=name, clock=clock, log=log)
         )
-    of = OnFailure(
-        trigger=name,
-        function="f",
-        destination=dest,
-        destination_name=dest_type,
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
     src = reg.source("kafka").create(
         tcfg.source_config, SourceContext(trigger=name, state=store, clock=clock, log=log)
     )
-    await of.start()
-    await src.start()
-    rt = TriggerRuntime(
+    rt = TriggerRuntime.assemble(
         name=name,
         config=tcfg,
         function="f",
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
         source=src,
         backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=of,
+        state=store,
         clock=clock,
         metrics=metrics,
         log=log,
+        destination=dest,
+        destination_name=dest_type,
         include_payload=dest_type in ("file", "kafka"),
         poll_timeout_s=0.2,
     )
-    h = Harness(SyncTrigger(rt), src, of, metrics)
+    await rt.on_failure.start()
+    await src.start()
+    h = Harness(SyncTrigger(rt), src, rt.on_failure, metrics)
     try:
         yield h
     finally:
         await src.stop()
-        await of.stop()
+        await rt.on_failure.stop()
         await store.close()
 
 

@@ -25,7 +25,6 @@ from triggerd.config.plugins import Registry
 from triggerd.delivery.destinations import file_plugin
 from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.events.filters import compile_filters
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
@@ -185,37 +184,28 @@ async def harness(
         dest = reg.destination(dest_type).create(
             tcfg.on_failure_config, DestinationContext(trigger="t", clock=clock, log=log)
         )
-    of = OnFailure(
-        trigger="t",
-        function="f",
-        destination=dest,
-        destination_name=dest_type,
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
     src = reg.source("rabbitmq").create(
         tcfg.source_config, SourceContext(trigger="t", state=store, clock=clock, log=log)
     )
-    await of.start()
-    await src.start()
-    rt = TriggerRuntime(
+    rt = TriggerRuntime.assemble(
         name="t",
         config=tcfg,
         function="f",
         function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
         source=src,
         backend=backend,
-        filter=compile_filters(tcfg.filters),
-        on_failure=of,
+        state=store,
         clock=clock,
         metrics=metrics,
         log=log,
+        destination=dest,
+        destination_name=dest_type,
         include_payload=dest_type == "file",
         poll_timeout_s=0.2,
     )
-    h = Harness(SyncTrigger(rt), src, of, log)
+    await rt.on_failure.start()
+    await src.start()
+    h = Harness(SyncTrigger(rt), src, rt.on_failure, log)
     try:
         yield h
     finally:

@@ -22,10 +22,8 @@ from triggerd.config.model import ConfigBase, DaemonSettings, TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.systemd import Notifier
 from triggerd.delivery.asyncpath import AsyncTrigger
-from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
-from triggerd.events.filters import compile_filters
 from triggerd.http.routes import Routes
 from triggerd.state.base import StateStore
 from triggerd.state.factory import create_state_store, sqlite_path
@@ -285,18 +283,23 @@ class Daemon:
             destination = self.registry.destination(dest_type).create(
                 dest_cfg, DestinationContext(trigger=name, clock=self.clock, log=tlog)
             )
-        on_failure = OnFailure(
-            trigger=name,
+        rt = TriggerRuntime.assemble(
+            name=name,
+            config=tcfg,
             function=fn.name,
-            destination=destination,
-            destination_name=dest_type or "none",
+            function_arn=fn.arn,
+            source=source,
+            backend=fn.backend,
             state=state,
             clock=self.clock,
             metrics=self.metrics,
             log=tlog,
+            destination=destination,
+            destination_name=dest_type or "none",
+            include_payload=dest_type in PAYLOAD_DESTINATIONS,
         )
-        await on_failure.start()
-        stack.push_async_callback(on_failure.stop)
+        await rt.on_failure.start()
+        stack.push_async_callback(rt.on_failure.stop)
         try:
             await source.start()
         except RetryableError as exc:
@@ -306,17 +309,4 @@ class Daemon:
         stack.push_async_callback(source.stop)
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)
-        return TriggerRuntime(
-            name=name,
-            config=tcfg,
-            function=fn.name,
-            function_arn=fn.arn,
-            source=source,
-            backend=fn.backend,
-            filter=compile_filters(tcfg.filters),
-            on_failure=on_failure,
-            clock=self.clock,
-            metrics=self.metrics,
-            log=tlog,
-            include_payload=dest_type in PAYLOAD_DESTINATIONS,
-        )
+        return rt

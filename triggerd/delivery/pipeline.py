@@ -28,13 +28,15 @@ from triggerd.delivery.failures import stream_failure_record
 from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
-from triggerd.events.filters import CompiledFilter
+from triggerd.events.filters import CompiledFilter, compile_filters
+from triggerd.state.base import StateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
     Backend,
     Clock,
     ControlledSource,
+    Destination,
     InvokeResult,
     Outcome,
     Record,
@@ -61,6 +63,54 @@ class TriggerRuntime:
     include_payload: bool = True
     poll_timeout_s: float = 1.0
     throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, max_s=60.0))
+
+    @classmethod
+    def assemble(
+        cls,
+        *,
+        name: str,
+        config: TriggerBase,
+        function: str,
+        function_arn: str,
+        source: Source,
+        backend: Backend,
+        state: StateStore,
+        clock: Clock,
+        metrics: Metrics,
+        log: logging.Logger,
+        destination: Destination | None = None,
+        destination_name: str = "none",
+        include_payload: bool = True,
+        poll_timeout_s: float = 1.0,
+    ) -> TriggerRuntime:
+        """A trigger's runtime as the daemon builds it: the filter compiled from the config and
+        an on-failure writer to `destination` (not started: `on_failure.start()` is the
+        caller's, before the trigger runs)."""
+        on_failure = OnFailure(
+            trigger=name,
+            function=function,
+            destination=destination,
+            destination_name=destination_name,
+            state=state,
+            clock=clock,
+            metrics=metrics,
+            log=log,
+        )
+        return cls(
+            name=name,
+            config=config,
+            function=function,
+            function_arn=function_arn,
+            source=source,
+            backend=backend,
+            filter=compile_filters(config.filters),
+            on_failure=on_failure,
+            clock=clock,
+            metrics=metrics,
+            log=log,
+            include_payload=include_payload,
+            poll_timeout_s=poll_timeout_s,
+        )
 
     @property
     def source_owned(self) -> bool:

@@ -34,9 +34,7 @@ from pydantic import Field
 from triggerd.config.model import TriggerBase
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.failures import async_invocation_record
-from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.pipeline import TriggerRuntime
-from triggerd.events.filters import compile_filters
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.state.base import NewEvent, StateStore
@@ -139,25 +137,14 @@ class InvokeQueue:
             function=function, maximum_concurrency=min(concurrency, 1000)
         )
         source = _NoRecords()
-        on_failure = OnFailure(
-            trigger=name,
-            function=function,
-            destination=None,
-            destination_name="none",
-            state=state,
-            clock=clock,
-            metrics=metrics,
-            log=qlog,
-        )
-        rt = TriggerRuntime(
+        rt = TriggerRuntime.assemble(
             name=name,
             config=settings,
             function=function,
             function_arn=function_arn,
             source=source,
             backend=backend,
-            filter=compile_filters([]),
-            on_failure=on_failure,
+            state=state,
             clock=clock,
             metrics=metrics,
             log=qlog,
