@@ -17,7 +17,7 @@ import uuid
 
 import orjson
 
-from triggerd.delivery.failures import async_invocation_record
+from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
@@ -174,16 +174,29 @@ class AsyncTrigger:
             }
         )
         result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
+        await self.give_up(request_id, payload, "RetriesExhausted", result, 0)
+
+    async def give_up(
+        self,
+        request_id: str,
+        payload: bytes,
+        condition: AsyncCondition,
+        result: InvokeResult | None,
+        invoke_count: int,
+    ) -> None:
+        """Send an event to the on-failure path as Lambda's asynchronous invocation record;
+        returns once the destination has it."""
+        rt = self.rt
         record = async_invocation_record(
             request_id=request_id,
             function_arn=rt.function_arn,
-            condition="RetriesExhausted",
-            approximate_invoke_count=0,
+            condition=condition,
+            approximate_invoke_count=invoke_count,
             request_payload=payload,
             result=result,
             timestamp=rt.clock.time(),
         )
-        await rt.on_failure.deliver(record, "RetriesExhausted", request_id)
+        await rt.on_failure.deliver(record, condition, request_id)
 
     # ---- invoke ----
 
@@ -279,18 +292,14 @@ class AsyncTrigger:
         await asyncio.shield(self.state.release(event.id, available_at=at, attempts=attempts))
 
     async def _dead_letter(
-        self, event: QueuedEvent, condition: str, result: InvokeResult | None, attempts: int
+        self,
+        event: QueuedEvent,
+        condition: AsyncCondition,
+        result: InvokeResult | None,
+        attempts: int,
     ) -> None:
-        rt = self.rt
-        record = async_invocation_record(
-            request_id=event.request_id,
-            function_arn=rt.function_arn,
-            condition="EventAgeExceeded" if condition == "EventAgeExceeded" else "RetriesExhausted",
-            approximate_invoke_count=attempts,
-            request_payload=event.payload,
-            result=result,
-            timestamp=rt.clock.time(),
+        await asyncio.shield(
+            self.give_up(event.request_id, event.payload, condition, result, attempts)
         )
-        await asyncio.shield(rt.on_failure.deliver(record, condition, event.request_id))
         await asyncio.shield(self.state.complete(event.id))
         self._throttles.pop(event.id, None)

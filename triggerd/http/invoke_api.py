@@ -33,7 +33,6 @@ from pydantic import Field
 
 from triggerd.config.model import TriggerBase
 from triggerd.delivery.asyncpath import AsyncTrigger
-from triggerd.delivery.failures import async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
@@ -184,7 +183,6 @@ class InvokeQueue:
 
     async def discard_throttled(self, payload: bytes, request_id: str) -> None:
         """Reserved concurrency 0: Lambda sends the event to the on-failure path, no retries."""
-        rt = self.rt
         body = orjson.dumps(
             {
                 "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
@@ -193,16 +191,7 @@ class InvokeQueue:
             }
         )
         result = InvokeResult(Outcome.THROTTLED, body, request_id)
-        record = async_invocation_record(
-            request_id=request_id,
-            function_arn=rt.function_arn,
-            condition="RetriesExhausted",
-            approximate_invoke_count=0,
-            request_payload=payload,
-            result=result,
-            timestamp=rt.clock.time(),
-        )
-        await rt.on_failure.deliver(record, "RetriesExhausted", request_id)
+        await self.trigger.give_up(request_id, payload, "RetriesExhausted", result, 0)
 
 
 # --------------------------------------------------------------------------------------------
