@@ -89,21 +89,12 @@ async def triggerd_server(settings: Settings) -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
         registry = Registry.discover()
         cfg = validate_data(daemon_config(Path(tmp), settings.workers), registry, Path(tmp))
-        daemon = Daemon(cfg, registry)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
-        ready = asyncio.create_task(daemon.ready.wait())
         try:
-            await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-            if not daemon.ready.is_set():
-                raise BenchError("the daemon did not start")
-            yield f"http://{daemon.listen_address}{PATH}"
+            async with Daemon(cfg, registry).running(
+                start_timeout_s=60, stop_timeout_s=60
+            ) as daemon:
+                yield f"http://{daemon.listen_address}{PATH}"
         finally:
-            ready.cancel()
-            stop.set()
-            await asyncio.wait_for(task, 60)
             quiet.setLevel(saved)
 
 

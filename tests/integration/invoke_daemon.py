@@ -51,20 +51,8 @@ def daemon_config(tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1
 async def running_daemon(
     tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1:0"
 ) -> AsyncIterator[Daemon]:
-    daemon = Daemon(daemon_config(tmp, functions, listen), registry())
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    ready = asyncio.create_task(daemon.ready.wait())
-    try:
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # raises the start-up error
-        assert daemon.ready.is_set(), "daemon did not become ready"
+    async with Daemon(daemon_config(tmp, functions, listen), registry()).running() as daemon:
         yield daemon
-    finally:
-        ready.cancel()
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def wait_until(cond: Any, timeout: float, what: str) -> None:

@@ -147,17 +147,5 @@ async def running_daemon(
         "triggers": [{"name": "q", "function": "recorder", "source": source, **trigger}],
     }
     config = validate_data(data, registry(), base_dir=tmp)
-    daemon = Daemon(config, registry())
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
-        ready = asyncio.create_task(daemon.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            await task  # raises the start-up error
-        assert ready in done, "daemon did not become ready"
+    async with Daemon(config, registry()).running() as daemon:
         yield daemon
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)

@@ -144,21 +144,11 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     tmp_path = tmp_path_factory.mktemp("webhook")
     registry = Registry.discover()
     cfg = validate_data(config(tmp_path), registry, base_dir=tmp_path)
-    daemon = Daemon(cfg, registry)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    ready = asyncio.create_task(daemon.ready.wait())
-    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()
-    assert daemon.ready.is_set(), "daemon did not start"
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Running(daemon, f"http://{daemon.listen_address}", http, tmp_path)
-    finally:
-        ready.cancel()
-        stop.set()
-        await asyncio.wait_for(task, 60)
+    async with (
+        Daemon(cfg, registry).running(stop_timeout_s=60) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Running(daemon, f"http://{daemon.listen_address}", http, tmp_path)
 
 
 async def call(

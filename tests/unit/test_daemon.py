@@ -40,13 +40,9 @@ async def test_a_source_that_cannot_start_yet_is_retried_in_the_background(
         "triggers": [{"function": "f", "source": {"type": "fakepush"}}],
     }
     daemon = Daemon(validate_data(data, reg, base_dir=tmp_path), reg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await asyncio.wait_for(daemon.ready.wait(), 10)  # ready although the source is not
-    async with asyncio.timeout(20):
+    # ready although the source is not
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10), asyncio.timeout(20):
         while not backend.calls:
             await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 10)
     assert source.starts == 3
     assert backend.calls[0]["Records"][0]["body"] == "hello"

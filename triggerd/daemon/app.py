@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,29 @@ class Daemon:
         if db == ":memory:":
             return Path(tempfile.gettempdir()) / f"triggerd-{os.getpid()}"
         return Path(db).parent / "run"
+
+    @contextlib.asynccontextmanager
+    async def running(
+        self, *, start_timeout_s: float = 30.0, stop_timeout_s: float = 30.0
+    ) -> AsyncIterator[Daemon]:
+        """The daemon running in this event loop for the length of a block (tests, benchmarks,
+        embedding): ready on entry, or its start-up error raised; stopped and drained on exit."""
+        stop = asyncio.Event()
+        run = asyncio.create_task(self.run(stop))
+        ready = asyncio.create_task(self.ready.wait())
+        try:
+            await asyncio.wait(
+                {run, ready}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if run.done():
+                run.result()  # raises the start-up error
+            if not self.ready.is_set():
+                raise RuntimeError(f"the daemon did not become ready within {start_timeout_s} s")
+            yield self
+        finally:
+            ready.cancel()
+            stop.set()
+            await asyncio.wait_for(run, stop_timeout_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         notifier = Notifier.from_env()
