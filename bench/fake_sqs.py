@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench import BENCH_DIR, BenchError
+from bench.harness import stop_process
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -353,12 +354,7 @@ def fake_sqs_server(*, log_requests: int = 0) -> Iterator[str]:
             raise BenchError(f"fake SQS endpoint did not start: {line!r}")
         yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -1,4 +1,5 @@
-"""Pieces several benchmarks share: a moto_server process and a tansu Kafka broker."""
+"""Pieces several benchmarks share: child processes (a moto_server, a tansu Kafka broker) and
+stopping them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench import BenchError
 
@@ -51,12 +53,17 @@ def moto_server(log_path: Path | None = None) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a child process we started, then SIGKILL it if it is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def tansu_binary() -> Path:
@@ -120,12 +127,7 @@ class TansuBroker:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @contextmanager
