@@ -1,8 +1,10 @@
-"""Fakes for unit tests of the pipeline: a scripted source, backend and destination."""
+"""Fakes shared by the tests: clocks, and for the pipeline a scripted source, backend and
+destination."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,34 @@ from triggerd.types import (
     Record,
     SourceConfig,
     SourcePlugin,
+    SystemClock,
 )
+
+
+class FakeClock:
+    """Time stands still until someone sleeps: sleeping moves both clocks on at once."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SteppedClock(SystemClock):
+    """Real time, with a monotonic clock the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 class FakeSyncConfig(SourceConfig):

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fakes import SteppedClock
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
 from triggerd.functions.runtime import bootstrap
 from triggerd.types import BackendContext, Outcome, SystemClock
@@ -26,16 +27,6 @@ pytestmark = pytest.mark.integration
 FUNCTIONS = Path(__file__).parent / "functions"
 RUNTIME_DIR = os.path.dirname(os.path.abspath(bootstrap.__file__))
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-
-
-class SteppedClock(SystemClock):
-    """Real time, with a monotonic clock the test can move forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
 
 
 Factory = Callable[..., Awaitable[LocalBackend]]

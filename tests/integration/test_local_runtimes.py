@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fakes import SteppedClock
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
@@ -28,16 +29,6 @@ NODE = shutil.which("node")
 CURL = shutil.which("curl")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
-
-
-class SteppedClock(SystemClock):
-    """Real time, with a monotonic clock the test can move forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
 
 
 class CountingHandler(logging.Handler):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeClock
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.sqlite import (
     _LIST_CHECKPOINTS_RANGE,
@@ -20,20 +21,6 @@ from triggerd.state.sqlite import (
     StateStoreError,
     prefix_upper_bound,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def event(

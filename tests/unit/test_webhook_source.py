@@ -11,22 +11,9 @@ import pytest
 from triggerd_webhook.config import WebhookSourceConfig
 from triggerd_webhook.source import Pending, TokenBucket, WebhookSource, within
 
+from tests.fakes import FakeClock
 from triggerd.http.routes import Routes
 from triggerd.types import ConfigError, InvokeResult, Outcome, Record, SourceContext
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def noop_invoke(payload: bytes) -> InvokeResult:
