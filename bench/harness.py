@@ -1,5 +1,6 @@
-"""Pieces several benchmarks share: child processes (a moto_server, a tansu Kafka broker) and
-stopping them."""
+"""Pieces several benchmarks (and the source tests) share: child processes (a moto_server, a
+tansu Kafka broker) and stopping them, and committing an async source's records as the
+daemon's accept loop does."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench import BenchError
+from triggerd.delivery.asyncpath import event_request_id
+from triggerd.state.base import NewEvent, StateStore
+from triggerd.types import Record, Source
 
 
 def free_port() -> int:
@@ -139,3 +145,25 @@ def tansu_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+async def commit(source: Source, state: StateStore, trigger: str, batch: list[Record]) -> None:
+    """What the daemon's accept loop does with a batch of an async source: its events and
+    checkpoints in one transaction, then the ack (no filters, function "fn")."""
+    now = time.time()
+    events = [
+        NewEvent(
+            trigger,
+            "fn",
+            orjson.dumps(source.envelope([r])),
+            event_request_id(trigger, r.item_id),
+            now,
+            now,
+        )
+        for r in batch
+    ]
+    checkpoint: dict[str, str | None] = {}
+    for r in batch:
+        checkpoint.update(r.checkpoint or {})
+    await state.enqueue(events, {trigger: checkpoint})
+    await source.ack(batch)

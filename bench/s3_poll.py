@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from triggerd_s3 import S3SourceConfig
 from triggerd_s3.poll import PollSource
 
 from bench import BenchError, Row, run_async
-from bench.harness import moto_server
-from triggerd.state.base import NewEvent
+from bench.harness import commit, moto_server
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock
 
@@ -99,16 +97,7 @@ async def scan_rate(source: PollSource, state: SQLiteStateStore, expected: int) 
         batch = await source.receive(64, 0.01)
         if not batch:
             continue
-        now = time.time()
-        events = [
-            NewEvent(TRIGGER, "fn", orjson.dumps(source.envelope([r])), r.item_id, now, now)
-            for r in batch
-        ]
-        checkpoint: dict[str, str | None] = {}
-        for r in batch:
-            checkpoint.update(r.checkpoint or {})
-        await state.enqueue(events, {TRIGGER: checkpoint})
-        await source.ack(batch)
+        await commit(source, state, TRIGGER, batch)
         got += len(batch)
     stats = await scan
     elapsed = time.perf_counter() - t0

@@ -1,25 +1,21 @@
 """Helpers for the s3 source's integration tests: aiobotocore clients on moto_server, unique
-bucket/queue names, sources on a SQLite store, and a pump that does what the async path does."""
+bucket/queue names and sources on a SQLite store (tests.async_source pumps them)."""
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import orjson
 from triggerd_s3 import S3SourceConfig, create
 from triggerd_s3.notifications import NotificationSource
 from triggerd_s3.poll import PollSource
 
-from triggerd.state.base import NewEvent
+from tests.async_source import TRIGGER
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import Record, Source, SourceContext, SystemClock
-
-TRIGGER = "s3t"
+from triggerd.types import SourceContext, SystemClock
 
 
 def unique(prefix: str) -> str:
@@ -94,45 +90,3 @@ def make_source(
     source = create(config, ctx)
     assert isinstance(source, PollSource | NotificationSource)
     return source
-
-
-async def pump(
-    source: Source,
-    store: SQLiteStateStore,
-    count: int,
-    timeout_s: float = 15.0,
-    *,
-    ack: bool = True,
-) -> list[Record]:
-    """Enqueue each record with its checkpoint in one transaction, then ack (the async path)."""
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < count and time.monotonic() < deadline:
-        batch = await source.receive(count - len(got), 0.2)
-        if not batch:
-            continue
-        if ack:
-            now = time.time()
-            events = [
-                NewEvent(
-                    TRIGGER,
-                    "fn",
-                    orjson.dumps(source.envelope([r])),
-                    uuid.uuid4().hex,
-                    now,
-                    now,
-                )
-                for r in batch
-            ]
-            checkpoint: dict[str, str | None] = {}
-            for r in batch:
-                checkpoint.update(r.checkpoint or {})
-            await store.enqueue(events, {TRIGGER: checkpoint})
-            await source.ack(batch)
-        got.extend(batch)
-    assert len(got) == count, f"expected {count} records, got {len(got)}"
-    return got
-
-
-def events_of(records: list[Record]) -> list[tuple[str, str]]:
-    return sorted((r.payload["eventName"], r.payload["s3"]["object"]["key"]) for r in records)

@@ -10,18 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from triggerd_directory.config import DirectorySourceConfig
 from triggerd_directory.source import DirectorySource
 
-from triggerd.state.base import NewEvent
+from tests.async_source import TRIGGER, events_of, pump
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import Record, SourceContext, SystemClock
+from triggerd.types import SourceContext, SystemClock
 
 pytestmark = pytest.mark.integration
-
-TRIGGER = "dir"
 
 
 def make_source(
@@ -34,35 +31,6 @@ def make_source(
         trigger=TRIGGER, state=store, clock=SystemClock(), log=logging.getLogger("test.dir")
     )
     return DirectorySource(config, ctx, max_ready=max_ready)
-
-
-async def pump(
-    source: DirectorySource, store: SQLiteStateStore, count: int, timeout_s: float = 10.0
-) -> list[Record]:
-    """What the pipeline does with an async source: enqueue + checkpoint atomically, then ack."""
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < count and time.monotonic() < deadline:
-        batch = await source.receive(min(10, count - len(got)), 0.1)
-        for record in batch:
-            now = time.time()
-            event = NewEvent(
-                TRIGGER,
-                "fn",
-                orjson.dumps(source.envelope([record])),
-                record.item_id,
-                now,
-                now,
-            )
-            await store.enqueue([event], {TRIGGER: record.checkpoint or {}})
-        await source.ack(batch)
-        got.extend(batch)
-    assert len(got) == count, f"expected {count} records, got {len(got)}"
-    return got
-
-
-def keys(records: list[Record]) -> list[tuple[str, str]]:
-    return sorted((r.payload["eventName"], r.payload["s3"]["object"]["key"]) for r in records)
 
 
 @pytest.fixture
@@ -108,11 +76,11 @@ async def test_directory_moved_in_and_out_gives_put_and_delete_per_file(
         assert await source.receive(10, 0.5) == []
     finally:
         await source.stop()
-    assert keys(moved_in) == [
+    assert events_of(moved_in) == [
         ("ObjectCreated:Put", "batch+1/a.txt"),
         ("ObjectCreated:Put", "batch+1/nested/b.txt"),
     ]
-    assert keys(moved_out) == [
+    assert events_of(moved_out) == [
         ("ObjectRemoved:Delete", "batch+1/a.txt"),
         ("ObjectRemoved:Delete", "batch+1/nested/b.txt"),
     ]
@@ -175,7 +143,7 @@ async def test_restart_on_sqlite_delivers_unsettled_and_offline_changes_and_repl
     finally:
         await source.stop()
     assert unsettled.payload["s3"]["object"]["key"] == "in-flight.txt"
-    assert keys(records) == [
+    assert events_of(records) == [
         ("ObjectCreated:Put", "in-flight.txt"),
         ("ObjectCreated:Put", "offline.txt"),
         ("ObjectRemoved:Delete", "delivered.txt"),

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from triggerd_s3.notifications import NotificationSource
 
+from tests.async_source import events_of, pump
 from tests.integration.s3_support import (
     aws_clients,
-    events_of,
     make_config,
     make_source,
     notifying_bucket,
-    pump,
     queue_depth,
     unique,
 )

@@ -11,13 +11,11 @@ import pytest
 from triggerd_directory.s3shape import encode_s3_key
 from triggerd_s3.poll import PollSource
 
+from tests.async_source import TRIGGER, events_of, pump
 from tests.integration.s3_support import (
-    TRIGGER,
     aws_clients,
-    events_of,
     make_config,
     make_source,
-    pump,
     unique,
 )
 from triggerd.state.sqlite import SQLiteStateStore

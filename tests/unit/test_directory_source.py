@@ -19,6 +19,7 @@ from triggerd_directory.paths import PathFilter
 from triggerd_directory.s3shape import iso_ms
 from triggerd_directory.source import DirectorySource
 
+from tests.async_source import events_of
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 
@@ -81,10 +82,6 @@ async def assert_quiet(source: DirectorySource, window_s: float = 0.5) -> None:
     assert await source.receive(10, window_s) == []
 
 
-def events(records: list[Record]) -> list[tuple[str, str]]:
-    return sorted((r.payload["eventName"], r.payload["s3"]["object"]["key"]) for r in records)
-
-
 @pytest.fixture
 def store() -> FakeCheckpoints:
     return FakeCheckpoints()
@@ -129,7 +126,10 @@ async def test_first_start_trim_horizon_emits_put_for_every_existing_file(
         await assert_quiet(source)
     finally:
         await source.stop()
-    assert events(records) == [("ObjectCreated:Put", "a.txt"), ("ObjectCreated:Put", "sub/b+c.txt")]
+    assert events_of(records) == [
+        ("ObjectCreated:Put", "a.txt"),
+        ("ObjectCreated:Put", "sub/b+c.txt"),
+    ]
 
 
 # ---- live changes -----------------------------------------------------------------------
@@ -277,7 +277,7 @@ async def test_include_exclude_and_temporary_files_are_filtered(
         await assert_quiet(source)
     finally:
         await source.stop()
-    assert events(records) == [
+    assert events_of(records) == [
         ("ObjectCreated:Put", "a.csv"),
         ("ObjectCreated:Put", "docs/deep/c.md"),
         ("ObjectCreated:Put", "hidden/b.csv"),
@@ -297,7 +297,7 @@ async def test_non_recursive_source_ignores_subdirectories(
         await assert_quiet(source)
     finally:
         await source.stop()
-    assert events(records) == [("ObjectCreated:Put", "top.txt")]
+    assert events_of(records) == [("ObjectCreated:Put", "top.txt")]
 
 
 async def test_events_option_limits_which_changes_are_emitted(
@@ -339,7 +339,7 @@ async def test_restart_delivers_exactly_the_changes_made_while_down(
         await assert_quiet(source)
     finally:
         await source.stop()
-    assert events(records) == [
+    assert events_of(records) == [
         ("ObjectCreated:Put", "change.txt"),
         ("ObjectCreated:Put", "new.txt"),
         ("ObjectRemoved:Delete", "remove.txt"),
@@ -368,7 +368,7 @@ async def test_latest_start_then_restart_delivers_files_created_while_down(
         await assert_quiet(source)
     finally:
         await source.stop()
-    assert events(records) == [("ObjectCreated:Put", "new.txt")]
+    assert events_of(records) == [("ObjectCreated:Put", "new.txt")]
 
 
 async def test_sequencers_strictly_increase_across_records_and_restarts(
