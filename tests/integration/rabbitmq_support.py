@@ -256,3 +256,10 @@ def bodies(event: dict[str, Any]) -> list[bytes]:
     return [
         base64.b64decode(m["data"]) for msgs in event["rmqMessagesByQueue"].values() for m in msgs
     ]
+
+
+def poison(event: dict[str, Any]) -> Any:
+    """A FakeBackend responder: fails any batch that carries a message with "poison" in it."""
+    if any(b"poison" in body for body in bodies(event)):
+        raise ValueError("poison message")
+    return None

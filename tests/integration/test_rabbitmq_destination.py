@@ -17,6 +17,7 @@ from tests.integration.rabbitmq_support import (
     broker,
     close_connection,
     harness,
+    poison,
     queue_counts,
     registry,
     unique,
@@ -131,12 +132,6 @@ async def test_send_reconnects_after_the_broker_closed_the_connection(
         await dest.stop()
         got = await b.drain(q)
     assert len(got) == 2
-
-
-def poison(event: dict[str, Any]) -> Any:
-    if any(b"poison" in x for x in bodies(event)):
-        raise ValueError("poison")
-    return None
 
 
 async def test_poison_message_is_acked_only_after_the_rabbitmq_destination_confirmed(

@@ -20,6 +20,7 @@ from tests.integration.rabbitmq_support import (
     bodies,
     broker,
     harness,
+    poison,
     queue_counts,
     registry,
     unique,
@@ -163,12 +164,6 @@ async def test_failed_invocation_requeues_and_redelivers_with_redelivered_true(
     assert left == []
 
 
-def poison_responder(event: dict[str, Any]) -> Any:
-    if any(b"poison" in body for body in bodies(event)):
-        raise ValueError("poison message")
-    return None
-
-
 async def test_poison_message_goes_to_the_file_destination_after_max_retries_and_is_acked(
     rabbitmq_url: str, tmp_path: Path
 ) -> None:
@@ -178,7 +173,7 @@ async def test_poison_message_goes_to_the_file_destination_after_max_retries_and
         await b.publish(q, b"good-1")
         await b.publish(q, b"poison", message_id="p-1")
         await b.publish(q, b"good-2")
-        backend = FakeBackend(poison_responder)
+        backend = FakeBackend(poison)
         async with harness(
             tmp_path,
             src(rabbitmq_url, q),
@@ -212,7 +207,7 @@ async def test_dead_letter_exchange_takes_the_poison_message_without_a_destinati
         q = await b.queue(arguments={"x-dead-letter-exchange": dlx})
         await b.publish(q, b"poison")
         await b.publish(q, b"fine")
-        backend = FakeBackend(poison_responder)
+        backend = FakeBackend(poison)
         async with harness(
             tmp_path,
             src(rabbitmq_url, q, dead_letter_after_attempts=2),
@@ -244,12 +239,12 @@ async def test_quorum_queue_counts_attempts_with_x_delivery_count_across_restart
     }
     async with broker(rabbitmq_url) as b:
         b.owns(q)
-        first = FakeBackend(poison_responder, delay_s=0.3)  # stopped during the first call
+        first = FakeBackend(poison, delay_s=0.3)  # stopped during the first call
         async with harness(tmp_path, cfg, first, **settings) as h:
             await b.publish(q, b"poison")
             await h.run_until(lambda: len(first.calls) >= 1)
         # A new source (its own redelivery memory is empty): the broker's count carries on.
-        second = FakeBackend(poison_responder)
+        second = FakeBackend(poison)
         async with harness(tmp_path, cfg, second, **settings) as h:
             await h.run_until(lambda: dlq.exists() and len(read_jsonl(dlq)) == 1)
         left = await b.drain(q)
