@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -242,26 +243,9 @@ class SqsSource(BaseSource):
             return
         for rec in records:
             self._outstanding.pop(rec.handle, None)
-        entries = [{"ReceiptHandle": rec.handle, "_record": rec} for rec in records]
-        url = self.config.queue_url
-
-        async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
-            sent = [{"Id": e["Id"], "ReceiptHandle": e["ReceiptHandle"]} for e in chunk]
-            response: dict[str, Any] = await self.client.delete_message_batch(
-                QueueUrl=url, Entries=sent
-            )
-            return response
-
-        failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep)
-        if failed:
-            self.log.error(
-                "sqs.delete_failed",
-                extra={
-                    "trigger": self.ctx.trigger,
-                    "messages": [e["_record"].item_id for e, _ in failed],
-                    "codes": sorted({code for _, code in failed}),
-                },
-            )
+        await self._settle(
+            self.client.delete_message_batch, records, {}, logging.ERROR, "sqs.delete_failed"
+        )
 
     async def nack(self, records: Sequence[Record]) -> None:
         """Leave failed messages to their visibility timeout (as AWS does), or set
@@ -290,29 +274,35 @@ class SqsSource(BaseSource):
     async def _change_visibility(
         self, records: Sequence[Record], visibility_s: int, event: str
     ) -> None:
-        entries = [
-            {"ReceiptHandle": r.handle, "VisibilityTimeout": visibility_s, "_record": r}
-            for r in records
-        ]
+        await self._settle(
+            self.client.change_message_visibility_batch,
+            records,
+            {"VisibilityTimeout": visibility_s},
+            logging.WARNING,
+            event,
+        )
+
+    async def _settle(
+        self,
+        api: Callable[..., Awaitable[dict[str, Any]]],
+        records: Sequence[Record],
+        fields: dict[str, Any],
+        level: int,
+        event: str,
+    ) -> None:
+        """One of SQS's *Batch calls on the records' receipt handles (with `fields` in every
+        entry); messages it still fails for after the retries are logged at `level`."""
+        entries = [{"ReceiptHandle": r.handle, "_record": r} for r in records]
         url = self.config.queue_url
 
         async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
-            sent = [
-                {
-                    "Id": e["Id"],
-                    "ReceiptHandle": e["ReceiptHandle"],
-                    "VisibilityTimeout": visibility_s,
-                }
-                for e in chunk
-            ]
-            response: dict[str, Any] = await self.client.change_message_visibility_batch(
-                QueueUrl=url, Entries=sent
-            )
-            return response
+            sent = [{"Id": e["Id"], "ReceiptHandle": e["ReceiptHandle"], **fields} for e in chunk]
+            return await api(QueueUrl=url, Entries=sent)
 
         failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep)
         if failed:
-            self.log.warning(
+            self.log.log(
+                level,
                 event,
                 extra={
                     "trigger": self.ctx.trigger,
