@@ -33,12 +33,6 @@ async def open_client(
     import aiobotocore.session
     from botocore.config import Config
 
-    kwargs: dict[str, Any] = {}
-    if config.aws_access_key_id is not None and config.aws_secret_access_key is not None:
-        kwargs["aws_access_key_id"] = config.aws_access_key_id.get_secret_value()
-        kwargs["aws_secret_access_key"] = config.aws_secret_access_key.get_secret_value()
-        if config.aws_session_token is not None:
-            kwargs["aws_session_token"] = config.aws_session_token.get_secret_value()
     botocore_config = Config(
         s3={"addressing_style": "path" if config.path_style else "auto"},
         retries={"mode": "standard", "max_attempts": 3},
@@ -52,7 +46,7 @@ async def open_client(
             region_name=region,
             endpoint_url=endpoint_url,
             config=botocore_config,
-            **kwargs,
+            **config.client_credentials(),
         )
     )
 

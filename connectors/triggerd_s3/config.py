@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from triggerd_directory.s3shape import is_valid_bucket_name
 
+from triggerd.config.aws import AwsCredentials
 from triggerd.types import SourceConfig
 
 #: Event types an S3 notification configuration can select (without the `s3:` prefix).
@@ -46,7 +47,7 @@ KNOWN_EVENTS = frozenset(
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
-class S3SourceConfig(SourceConfig):
+class S3SourceConfig(SourceConfig, AwsCredentials):
     """An S3-compatible bucket: its event notifications read from an SQS queue, or its
     listing polled and diffed against the state store."""
 
@@ -103,11 +104,6 @@ class S3SourceConfig(SourceConfig):
     wait_time_s: int = Field(
         default=20, ge=0, le=20, description="Notifications mode: SQS long-poll WaitTimeSeconds."
     )
-    aws_access_key_id: SecretStr | None = Field(
-        default=None, description="Static credentials (default: the standard AWS chain)."
-    )
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
 
     @field_validator("bucket")
     @classmethod
@@ -149,8 +145,6 @@ class S3SourceConfig(SourceConfig):
             )
         if self.mode == "poll" and self.queue_url:
             raise ValueError("queue_url is only used in notifications mode (set mode)")
-        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
-            raise ValueError("aws_access_key_id and aws_secret_access_key go together")
         return self
 
     # ---- rules ---------------------------------------------------------------------------

@@ -59,12 +59,6 @@ async def open_client(
 ) -> Any:
     """An SQS client registered on `stack` (closed when the stack closes)."""
     get_session, aio_config = _import_aiobotocore()
-    keys: dict[str, str] = {}
-    if conn.aws_access_key_id is not None and conn.aws_secret_access_key is not None:
-        keys["aws_access_key_id"] = conn.aws_access_key_id.get_secret_value()
-        keys["aws_secret_access_key"] = conn.aws_secret_access_key.get_secret_value()
-        if conn.aws_session_token is not None:
-            keys["aws_session_token"] = conn.aws_session_token.get_secret_value()
     config = aio_config(
         connect_timeout=10,
         read_timeout=read_timeout_s,
@@ -73,7 +67,11 @@ async def open_client(
     )
     session = get_session()
     client_cm = session.create_client(
-        "sqs", region_name=region, endpoint_url=conn.endpoint(), config=config, **keys
+        "sqs",
+        region_name=region,
+        endpoint_url=conn.endpoint(),
+        config=config,
+        **conn.client_credentials(),
     )
     return await stack.enter_async_context(client_cm)
 

@@ -6,9 +6,10 @@ import re
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from triggerd.types import DestinationConfig, Model, SourceConfig
+from triggerd.config.aws import AwsCredentials
+from triggerd.types import DestinationConfig, SourceConfig
 
 #: The largest batch AWS allows for a FIFO queue.
 FIFO_MAX_BATCH_SIZE = 10
@@ -18,7 +19,7 @@ STANDARD_MAX_BATCH_SIZE = 10_000
 _AWS_HOST = re.compile(r"^(?:sqs\.)?([a-z]{2}(?:-gov)?-[a-z]+-\d)\.(?:queue\.)?amazonaws\.com")
 
 
-class AwsConnection(Model):
+class AwsConnection(AwsCredentials):
     """Where the queue lives and how to sign requests (default: the standard credential chain:
     environment, shared config/credentials files, container and instance roles)."""
 
@@ -34,11 +35,6 @@ class AwsConnection(Model):
         description="SQS API endpoint for SQS-compatible servers (moto, ElasticMQ, LocalStack); "
         "default: the queue URL's scheme and host",
     )
-    aws_access_key_id: SecretStr | None = Field(
-        default=None, description="Static credentials (default: the standard chain)"
-    )
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
 
     @field_validator("queue_url")
     @classmethod
@@ -62,9 +58,7 @@ class AwsConnection(Model):
         return value
 
     @model_validator(mode="after")
-    def _key_pair(self) -> AwsConnection:
-        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
-            raise ValueError("aws_access_key_id and aws_secret_access_key go together")
+    def _token_needs_keys(self) -> AwsConnection:
         if self.aws_session_token is not None and self.aws_access_key_id is None:
             raise ValueError("aws_session_token needs aws_access_key_id and aws_secret_access_key")
         return self

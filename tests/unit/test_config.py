@@ -170,3 +170,21 @@ def test_big_batches_need_a_window_where_aws_requires_it(tmp_path: Path) -> None
     assert len(out) == 1 and "batching_window_s of at least 1" in out[0]
     ok = text + "batching_window_s = 1\n"
     assert load_config(write(tmp_path, ok), fake_registry(), {}).trigger_list[0].batch_size == 50
+
+
+def test_aws_credentials_are_client_keys_only_when_given_in_pairs() -> None:
+    from pydantic import ValidationError
+
+    from triggerd.config.aws import AwsCredentials
+
+    assert AwsCredentials().client_credentials() == {}
+    keys = AwsCredentials.model_validate(
+        {"aws_access_key_id": "AK", "aws_secret_access_key": "SK", "aws_session_token": "T"}
+    ).client_credentials()
+    assert keys == {
+        "aws_access_key_id": "AK",
+        "aws_secret_access_key": "SK",
+        "aws_session_token": "T",
+    }
+    with pytest.raises(ValidationError, match="go together"):
+        AwsCredentials.model_validate({"aws_secret_access_key": "SK"})
