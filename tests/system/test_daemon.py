@@ -279,24 +279,21 @@ def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
 def test_invoke_prints_the_response_and_fails_on_function_error(tmp_path: Path) -> None:
     cfg = tmp_path / "t.toml"
     cfg.write_text(config(tmp_path))
-    event = {"Records": [{"s3": {"object": {"key": "x.txt"}}}]}
-    ok = subprocess.run(
-        [sys.executable, "-m", "triggerd", "invoke", "recorder", "-c", str(cfg)],
-        input=json.dumps(event),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def invoke(key: str) -> subprocess.CompletedProcess[str]:
+        event = {"Records": [{"s3": {"object": {"key": key}}}]}
+        return subprocess.run(
+            [sys.executable, "-m", "triggerd", "invoke", "recorder", "-c", str(cfg)],
+            input=json.dumps(event),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = invoke("x.txt")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {"ok": ["x.txt"]}
-    event["Records"][0]["s3"]["object"]["key"] = "poison.txt"
-    bad = subprocess.run(
-        [sys.executable, "-m", "triggerd", "invoke", "recorder", "-c", str(cfg)],
-        input=json.dumps(event),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = invoke("poison.txt")
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["errorType"] == "ValueError"
 
