@@ -26,6 +26,16 @@ def _read(path: str) -> bytes:
         return b""
 
 
+def _pread(fd: int | None, size: int) -> bytes:
+    """The start of a /proc file kept open (b"" when it was not opened or is gone)."""
+    if fd is None:
+        return b""
+    try:
+        return os.pread(fd, size, 0)
+    except OSError:
+        return b""
+
+
 def statm_rss_kb(data: bytes) -> int:
     """Resident set in KB from the text of /proc/<pid>/statm (0 when unreadable)."""
     fields = data.split()
@@ -61,21 +71,11 @@ class MemoryProbe:
 
     def rss_kb(self) -> int:
         """The process's resident set now."""
-        if self._statm is None:
-            return 0
-        try:
-            return statm_rss_kb(os.pread(self._statm, 256, 0))
-        except OSError:
-            return 0
+        return statm_rss_kb(_pread(self._statm, 256))
 
     def hwm_kb(self) -> int:
         """The process's peak resident set so far (kept by the kernel)."""
-        if self._status is None:
-            return 0
-        try:
-            return status_hwm_kb(os.pread(self._status, 4096, 0))
-        except OSError:
-            return 0
+        return status_hwm_kb(_pread(self._status, 4096))
 
     def tree_rss_kb(self) -> int:
         """Resident set of the process plus its descendants (a shell's children, say)."""
@@ -94,10 +94,7 @@ class MemoryProbe:
         every few ms: an open and a close fewer each time)."""
         if self._children_fd is None:
             return self._children(self.pid)
-        try:
-            data = os.pread(self._children_fd, 4096, 0)
-        except OSError:
-            return []
+        data = _pread(self._children_fd, 4096)
         return [int(p) for p in data.split() if p.isdigit()]
 
     @staticmethod
