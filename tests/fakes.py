@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
 
+from triggerd.config.model import TriggerBase, validate_data
 from triggerd.config.plugins import Registry
 from triggerd.types import (
     BackendPlugin,
@@ -222,6 +224,30 @@ class MemDestination:
         self.records.append(record)
 
 
+def connector_registry(
+    sources: Mapping[str, SourcePlugin], destinations: Mapping[str, DestinationPlugin]
+) -> Registry:
+    """A registry of just these connector plugins and the fake backend (no entry points)."""
+    reg = Registry(entry_points={})
+    for name, source in sources.items():
+        reg.register("source", name, source)
+    for name, destination in destinations.items():
+        reg.register("destination", name, destination)
+    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
+    return reg
+
+
+def one_trigger(
+    registry: Registry, source: JSONDict, base_dir: Path = Path("."), **trigger: Any
+) -> TriggerBase:
+    """The validated config of one trigger of `source` for function "f" on the fake backend."""
+    data = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"function": "f", "source": source, **trigger}],
+    }
+    return validate_data(data, registry, base_dir=base_dir).trigger_list[0]
+
+
 def fake_registry() -> Registry:
     reg = Registry(entry_points={})
     reg.register("source", "fake", SourcePlugin(FakeSyncConfig, lambda c, ctx: FakeSource()))
@@ -247,18 +273,11 @@ def trigger_runtime(
 ) -> Any:
     """A TriggerRuntime named "t" for function "f", built from a validated trigger config."""
     import logging
-    from pathlib import Path
 
-    from triggerd.config.model import validate_data
     from triggerd.delivery.pipeline import TriggerRuntime
     from triggerd.telemetry.metrics import Metrics
-    from triggerd.types import SystemClock
 
-    data = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [{"function": "f", "source": {"type": source_type}, **trigger}],
-    }
-    tcfg = validate_data(data, fake_registry(), base_dir=Path(".")).trigger_list[0]
+    tcfg = one_trigger(fake_registry(), {"type": source_type}, **trigger)
     log = logging.getLogger("test")
     metrics, clock = Metrics(), SystemClock()
     return TriggerRuntime.assemble(

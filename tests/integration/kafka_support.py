@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +19,10 @@ import triggerd_kafka as tk
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config.model import validate_data
+from tests.fakes import FakeBackend, connector_registry
+from tests.integration.trigger_harness import Harness, trigger_harness
 from triggerd.config.plugins import Registry
 from triggerd.delivery.destinations import file_plugin
-from triggerd.delivery.onfailure import OnFailure
-from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.telemetry.metrics import Metrics
-from triggerd.types import BackendPlugin, DestinationContext, Source, SourceContext, SystemClock
 
 #: Consumer settings that make tansu's group joins fast (TESTING.md).
 FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300}
@@ -102,101 +95,20 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
 
 
 def registry() -> Registry:
-    reg = Registry(entry_points={})
-    reg.register("source", "kafka", tk.plugin)
-    reg.register("destination", "kafka", tk.destination_plugin)
-    reg.register("destination", "file", file_plugin)
-    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
-    return reg
-
-
-@dataclass
-class Harness:
-    trigger: SyncTrigger
-    source: Source
-    on_failure: OnFailure
-    metrics: Metrics
-
-    @property
-    def succeeded(self) -> float:
-        return float(self.metrics.records_succeeded.labels(self.trigger.rt.name)._value.get())
-
-    async def run_until(self, done: Callable[[], bool], timeout: float = 30) -> None:
-        task = asyncio.create_task(self.trigger.run())
-        try:
-            async with asyncio.timeout(timeout):
-                while not done():
-                    if task.done():
-                        task.result()
-                    await asyncio.sleep(0.02)
-        finally:
-            self.trigger.stop()
-            await asyncio.wait_for(task, 20)
-
-
-@contextlib.asynccontextmanager
-async def harness(
-    tmp_path: Path,
-    source: dict[str, Any],
-    backend: FakeBackend,
-    *,
-    on_failure: dict[str, Any] | None = None,
-    name: str = "t",
-    **trigger: Any,
-) -> AsyncIterator[Harness]:
-    data: dict[str, Any] = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [
-            {
-                "function": "f",
-                "name": name,
-                "source": {"type": "kafka", **FAST_GROUP, **source},
-                **trigger,
-            }
-        ],
-    }
-    if on_failure is not None:
-        data["triggers"][0]["on_failure"] = on_failure
-    reg = registry()
-    tcfg = validate_data(data, reg, base_dir=tmp_path).trigger_list[0]
-    log = logging.getLogger("test.kafka")
-    clock, metrics = SystemClock(), Metrics()
-    store = SQLiteStateStore(str(tmp_path / f"state-{name}.db"))
-    await store.open()
-    dest, dest_type = None, "none"
-    if tcfg.on_failure_config is not None:
-        dest_type = getattr(tcfg.on_failure_config, "type")  # noqa: B009
-        dest = reg.destination(dest_type).create(
-            tcfg.on_failure_config, DestinationContext(trigger=name, clock=clock, log=log)
-        )
-    src = reg.source("kafka").create(
-        tcfg.source_config, SourceContext(trigger=name, state=store, clock=clock, log=log)
+    return connector_registry(
+        {"kafka": tk.plugin}, {"kafka": tk.destination_plugin, "file": file_plugin}
     )
-    rt = TriggerRuntime.assemble(
-        name=name,
-        config=tcfg,
-        function="f",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-        source=src,
-        backend=backend,
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-        destination=dest,
-        destination_name=dest_type,
-        include_payload=dest_type in ("file", "kafka"),
-        poll_timeout_s=0.2,
-    )
-    await rt.on_failure.start()
-    await src.start()
-    h = Harness(SyncTrigger(rt), src, rt.on_failure, metrics)
-    try:
-        yield h
-    finally:
-        await src.stop()
-        await rt.on_failure.stop()
-        await store.close()
+
+
+def harness(
+    tmp_path: Path, source: dict[str, Any], backend: FakeBackend, **options: Any
+) -> contextlib.AbstractAsyncContextManager[Harness]:
+    """A kafka source's trigger (tests.integration.trigger_harness); group joins and
+    rebalances take their time, so the waits are longer."""
+    options.setdefault("run_timeout_s", 30.0)
+    options.setdefault("stop_timeout_s", 20.0)
+    source = {"type": "kafka", **FAST_GROUP, **source}
+    return trigger_harness(tmp_path, registry(), source, backend, **options)
 
 
 def values(event: dict[str, Any]) -> list[bytes | None]:

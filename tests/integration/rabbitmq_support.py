@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,21 +18,10 @@ import aio_pika
 import triggerd_rabbitmq as rmq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config.model import validate_data
+from tests.fakes import FakeBackend, connector_registry
+from tests.integration.trigger_harness import Harness, trigger_harness
 from triggerd.config.plugins import Registry
 from triggerd.delivery.destinations import file_plugin
-from triggerd.delivery.onfailure import OnFailure
-from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.telemetry.metrics import Metrics
-from triggerd.types import (
-    BackendPlugin,
-    DestinationContext,
-    Source,
-    SourceContext,
-    SystemClock,
-)
 
 
 def unique(prefix: str = "rmq") -> str:
@@ -122,95 +110,16 @@ async def broker(url: str) -> AsyncIterator[Broker]:
 
 
 def registry() -> Registry:
-    reg = Registry(entry_points={})
-    reg.register("source", "rabbitmq", rmq.plugin)
-    reg.register("destination", "rabbitmq", rmq.destination_plugin)
-    reg.register("destination", "file", file_plugin)
-    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
-    return reg
-
-
-@dataclass
-class Harness:
-    """One trigger: its source, pipeline and on-failure destination."""
-
-    trigger: SyncTrigger
-    source: Source
-    on_failure: OnFailure
-    log: logging.Logger
-
-    async def run_until(self, done: Callable[[], bool], timeout: float = 20) -> None:
-        task = asyncio.create_task(self.trigger.run())
-        try:
-            async with asyncio.timeout(timeout):
-                while not done():
-                    if task.done():
-                        task.result()
-                    await asyncio.sleep(0.02)
-        finally:
-            self.trigger.stop()
-            await asyncio.wait_for(task, 10)
-
-    async def close(self) -> None:
-        await self.source.stop()
-        await self.on_failure.stop()
-
-
-@contextlib.asynccontextmanager
-async def harness(
-    tmp_path: Path,
-    source: dict[str, Any],
-    backend: FakeBackend,
-    *,
-    on_failure: dict[str, Any] | None = None,
-    **trigger: Any,
-) -> AsyncIterator[Harness]:
-    data: dict[str, Any] = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [{"function": "f", "source": {"type": "rabbitmq", **source}, **trigger}],
-    }
-    if on_failure is not None:
-        data["triggers"][0]["on_failure"] = on_failure
-    reg = registry()
-    tcfg = validate_data(data, reg, base_dir=tmp_path).trigger_list[0]
-    log = logging.getLogger("test.rabbitmq")
-    clock, metrics = SystemClock(), Metrics()
-    store = SQLiteStateStore(str(tmp_path / "state.db"))
-    await store.open()
-    dest = None
-    dest_type = "none"
-    if tcfg.on_failure_config is not None:
-        dest_type = getattr(tcfg.on_failure_config, "type")  # noqa: B009
-        dest = reg.destination(dest_type).create(
-            tcfg.on_failure_config, DestinationContext(trigger="t", clock=clock, log=log)
-        )
-    src = reg.source("rabbitmq").create(
-        tcfg.source_config, SourceContext(trigger="t", state=store, clock=clock, log=log)
+    return connector_registry(
+        {"rabbitmq": rmq.plugin}, {"rabbitmq": rmq.destination_plugin, "file": file_plugin}
     )
-    rt = TriggerRuntime.assemble(
-        name="t",
-        config=tcfg,
-        function="f",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-        source=src,
-        backend=backend,
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-        destination=dest,
-        destination_name=dest_type,
-        include_payload=dest_type == "file",
-        poll_timeout_s=0.2,
-    )
-    await rt.on_failure.start()
-    await src.start()
-    h = Harness(SyncTrigger(rt), src, rt.on_failure, log)
-    try:
-        yield h
-    finally:
-        await h.close()
-        await store.close()
+
+
+def harness(
+    tmp_path: Path, source: dict[str, Any], backend: FakeBackend, **options: Any
+) -> contextlib.AbstractAsyncContextManager[Harness]:
+    """A rabbitmq source's trigger (tests.integration.trigger_harness)."""
+    return trigger_harness(tmp_path, registry(), {"type": "rabbitmq", **source}, backend, **options)
 
 
 def close_connection(name: str) -> int:

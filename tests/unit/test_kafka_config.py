@@ -9,32 +9,14 @@ from typing import Any
 import pytest
 import triggerd_kafka as tk
 
-from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config.model import validate_data
-from triggerd.config.plugins import Registry
-from triggerd.types import BackendPlugin, ConfigError
-
-
-def registry() -> Registry:
-    reg = Registry(entry_points={})
-    reg.register("source", "kafka", tk.plugin)
-    reg.register("destination", "kafka", tk.destination_plugin)
-    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
-    return reg
+from tests.fakes import connector_registry, one_trigger
+from triggerd.types import ConfigError
 
 
 def trigger(source: dict[str, Any], **extra: Any) -> Any:
-    data = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [
-            {
-                "function": "f",
-                "source": {"type": "kafka", "bootstrap_servers": "b:9092", **source},
-                **extra,
-            }
-        ],
-    }
-    return validate_data(data, registry(), base_dir=Path("/cfg")).trigger_list[0]
+    registry = connector_registry({"kafka": tk.plugin}, {"kafka": tk.destination_plugin})
+    source = {"type": "kafka", "bootstrap_servers": "b:9092", **source}
+    return one_trigger(registry, source, base_dir=Path("/cfg"), **extra)
 
 
 def problems(source: dict[str, Any], **extra: Any) -> str:

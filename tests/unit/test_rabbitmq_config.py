@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import triggerd_rabbitmq as rmq
 
-from tests.fakes import FakeBackend, FakeFunctionConfig
-from triggerd.config.model import validate_data
-from triggerd.config.plugins import Registry
-from triggerd.types import BackendPlugin, ConfigError
-
-
-def registry() -> Registry:
-    reg = Registry(entry_points={})
-    reg.register("source", "rabbitmq", rmq.plugin)
-    reg.register("destination", "rabbitmq", rmq.destination_plugin)
-    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
-    return reg
+from tests.fakes import connector_registry, one_trigger
+from triggerd.types import ConfigError
 
 
 def trigger(source: dict[str, Any], **extra: Any) -> Any:
-    data = {
-        "functions": {"f": {"backend": "fake"}},
-        "triggers": [{"function": "f", "source": {"type": "rabbitmq", **source}, **extra}],
-    }
-    return validate_data(data, registry(), base_dir=Path(".")).trigger_list[0]
+    registry = connector_registry({"rabbitmq": rmq.plugin}, {"rabbitmq": rmq.destination_plugin})
+    return one_trigger(registry, {"type": "rabbitmq", **source}, **extra)
 
 
 def source(**cfg: Any) -> rmq.RabbitMQSourceConfig:
