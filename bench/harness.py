@@ -1,9 +1,10 @@
 """Pieces several benchmarks (and the source tests) share: child processes (a moto_server, a
-tansu Kafka broker) and stopping them, and committing an async source's records as the
-daemon's accept loop does."""
+tansu Kafka broker) and stopping them, the hello function on the local backend, and committing
+an async source's records as the daemon's accept loop does."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -18,10 +19,12 @@ from typing import Any
 
 import orjson
 
-from bench import BenchError
+from bench import HELLO_DIR, BenchError
 from triggerd.delivery.asyncpath import event_request_id
+from triggerd.functions.backends.local import LocalFunctionConfig
+from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.base import NewEvent, StateStore
-from triggerd.types import Record, Source
+from triggerd.types import Backend, BackendContext, Clock, Record, Source
 
 
 def free_port() -> int:
@@ -145,6 +148,16 @@ def tansu_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+def hello_backend(concurrency: int, clock: Clock, log: logging.Logger, work_dir: str) -> Backend:
+    """The no-op hello function on the local backend, `concurrency` environments at most."""
+    config = LocalFunctionConfig(
+        handler="app.handler", code=str(HELLO_DIR), timeout_s=30, reserved_concurrency=concurrency
+    )
+    return local_plugin.create(
+        config, BackendContext(function="hello", clock=clock, log=log, work_dir=work_dir)
+    )
 
 
 async def commit(source: Source, state: StateStore, trigger: str, batch: list[Record]) -> None:

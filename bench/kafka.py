@@ -31,15 +31,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from bench.harness import TansuBroker
+from bench.harness import TansuBroker, hello_backend
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, BackendContext, InvokeResult, SourceContext, SystemClock
+from triggerd.types import Backend, InvokeResult, SourceContext, SystemClock
 
 NAME = "kafka"
 log = logging.getLogger("bench.kafka")
@@ -188,17 +187,7 @@ async def build_trigger(
     }
     tcfg = validate_data(data, _registry(), base_dir=Path(".")).trigger_list[0]
     clock, metrics = SystemClock(), Metrics()
-    backend = _Timed(
-        local_plugin.create(
-            LocalFunctionConfig(
-                handler="app.handler",
-                code=str(HELLO_DIR),
-                timeout_s=30,
-                reserved_concurrency=settings.concurrency,
-            ),
-            BackendContext(function="hello", clock=clock, log=log, work_dir=work_dir),
-        )
-    )
+    backend = _Timed(hello_backend(settings.concurrency, clock, log, work_dir))
     source = tk.plugin.create(
         tcfg.source_config, SourceContext(trigger="bench", state=store, clock=clock, log=log)
     )

@@ -27,14 +27,14 @@ import aio_pika
 import triggerd_rabbitmq as rmq
 
 from bench import HELLO_DIR, BenchError, Row, run_async
+from bench.harness import hello_backend
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
-from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import BackendContext, SourceContext, SystemClock
+from triggerd.types import SourceContext, SystemClock
 
 NAME = "rabbitmq"
 log = logging.getLogger("bench.rabbitmq")
@@ -164,15 +164,7 @@ async def triggerd_rate(settings: Settings, store: SQLiteStateStore, work_dir: s
         }
         tcfg = validate_data(data, _registry(), base_dir=Path(".")).trigger_list[0]
         clock, metrics = SystemClock(), Metrics()
-        backend = local_plugin.create(
-            LocalFunctionConfig(
-                handler="app.handler",
-                code=str(HELLO_DIR),
-                timeout_s=30,
-                reserved_concurrency=settings.concurrency,
-            ),
-            BackendContext(function="hello", clock=clock, log=log, work_dir=work_dir),
-        )
+        backend = hello_backend(settings.concurrency, clock, log, work_dir)
         source = rmq.plugin.create(
             tcfg.source_config, SourceContext(trigger="bench", state=store, clock=clock, log=log)
         )
