@@ -1,6 +1,6 @@
 """Pieces several benchmarks (and the source tests) share: child processes (a moto_server, a
-tansu Kafka broker) and stopping them, the hello function on the local backend, and committing
-an async source's records as the daemon's accept loop does."""
+tansu Kafka broker) and stopping them, the hello function on the local backend and a poll
+trigger over it, and committing an async source's records as the daemon's accept loop does."""
 
 from __future__ import annotations
 
@@ -20,11 +20,22 @@ from typing import Any
 import orjson
 
 from bench import HELLO_DIR, BenchError
+from triggerd.config.model import TriggerBase
 from triggerd.delivery.asyncpath import event_request_id
+from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.base import NewEvent, StateStore
-from triggerd.types import Backend, BackendContext, Clock, Record, Source
+from triggerd.telemetry.metrics import Metrics
+from triggerd.types import (
+    Backend,
+    BackendContext,
+    Clock,
+    Record,
+    Source,
+    SourceContext,
+    SourcePlugin,
+)
 
 
 def free_port() -> int:
@@ -158,6 +169,37 @@ def hello_backend(concurrency: int, clock: Clock, log: logging.Logger, work_dir:
     return local_plugin.create(
         config, BackendContext(function="hello", clock=clock, log=log, work_dir=work_dir)
     )
+
+
+async def started_trigger(
+    config: TriggerBase,
+    plugin: SourcePlugin,
+    backend: Backend,
+    state: StateStore,
+    clock: Clock,
+    metrics: Metrics,
+    log: logging.Logger,
+) -> SyncTrigger:
+    """Trigger "bench" of the hello function over `plugin`'s source, assembled as the daemon
+    does (no on-failure destination), with its backend and source started."""
+    source = plugin.create(
+        config.source_config, SourceContext(trigger="bench", state=state, clock=clock, log=log)
+    )
+    rt = TriggerRuntime.assemble(
+        name="bench",
+        config=config,
+        function="hello",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
+        source=source,
+        backend=backend,
+        state=state,
+        clock=clock,
+        metrics=metrics,
+        log=log,
+    )
+    await backend.start()
+    await source.start()
+    return SyncTrigger(rt)
 
 
 async def commit(source: Source, state: StateStore, trigger: str, batch: list[Record]) -> None:

@@ -31,10 +31,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from bench.harness import TansuBroker, hello_backend
+from bench.harness import TansuBroker, hello_backend, started_trigger
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
-from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
+from triggerd.delivery.pipeline import SyncTrigger
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
@@ -188,24 +188,8 @@ async def build_trigger(
     tcfg = validate_data(data, _registry(), base_dir=Path(".")).trigger_list[0]
     clock, metrics = SystemClock(), Metrics()
     backend = _Timed(hello_backend(settings.concurrency, clock, log, work_dir))
-    source = tk.plugin.create(
-        tcfg.source_config, SourceContext(trigger="bench", state=store, clock=clock, log=log)
-    )
-    rt = TriggerRuntime.assemble(
-        name="bench",
-        config=tcfg,
-        function="hello",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
-        source=source,
-        backend=backend,
-        state=store,
-        clock=clock,
-        metrics=metrics,
-        log=log,
-    )
-    await backend.start()
-    await source.start()
-    return SyncTrigger(rt), backend, metrics
+    trigger = await started_trigger(tcfg, tk.plugin, backend, store, clock, metrics, log)
+    return trigger, backend, metrics
 
 
 async def triggerd_rate(bootstrap: str, settings: Settings, store: SQLiteStateStore) -> float:

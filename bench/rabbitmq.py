@@ -27,10 +27,9 @@ import aio_pika
 import triggerd_rabbitmq as rmq
 
 from bench import HELLO_DIR, BenchError, Row, run_async
-from bench.harness import hello_backend
+from bench.harness import hello_backend, started_trigger
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
-from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
@@ -165,24 +164,7 @@ async def triggerd_rate(settings: Settings, store: SQLiteStateStore, work_dir: s
         tcfg = validate_data(data, _registry(), base_dir=Path(".")).trigger_list[0]
         clock, metrics = SystemClock(), Metrics()
         backend = hello_backend(settings.concurrency, clock, log, work_dir)
-        source = rmq.plugin.create(
-            tcfg.source_config, SourceContext(trigger="bench", state=store, clock=clock, log=log)
-        )
-        rt = TriggerRuntime.assemble(
-            name="bench",
-            config=tcfg,
-            function="hello",
-            function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
-            source=source,
-            backend=backend,
-            state=store,
-            clock=clock,
-            metrics=metrics,
-            log=log,
-        )
-        await backend.start()
-        await source.start()
-        trigger = SyncTrigger(rt)
+        trigger = await started_trigger(tcfg, rmq.plugin, backend, store, clock, metrics, log)
         succeeded = metrics.records_succeeded.labels("bench")
         try:
             t0 = time.perf_counter()
@@ -198,7 +180,7 @@ async def triggerd_rate(settings: Settings, store: SQLiteStateStore, work_dir: s
             return settings.messages / elapsed
         finally:
             trigger.stop()
-            await source.stop()
+            await trigger.rt.source.stop()
             await backend.stop()
 
 
