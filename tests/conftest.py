@@ -8,8 +8,9 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -17,6 +18,8 @@ from triggerd.state.sqlite import SQLiteStateStore
 
 if TYPE_CHECKING:
     from bench.harness import TansuBroker
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -31,32 +34,32 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _serve_or_fail(server: AbstractContextManager[T]) -> Iterator[T]:
+    """A server the benchmarks' harness runs, for as long as the fixture lives; when it cannot
+    start, the tests that need it fail with the reason."""
+    from bench import BenchError
+
+    try:
+        with server as running:
+            yield running
+    except BenchError as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a moto_server that lives for the whole test session."""
-    from bench import BenchError
     from bench.harness import moto_server as launch
 
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    try:
-        with launch(log) as url:
-            yield url
-    except BenchError as exc:
-        pytest.fail(str(exc))
+    yield from _serve_or_fail(launch(tmp_path_factory.mktemp("moto") / "moto.log"))
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     """A Kafka-compatible broker (tansu, memory storage) for the whole test session."""
-    from bench import BenchError
     from bench.harness import tansu_broker
 
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    try:
-        with tansu_broker(log) as broker:
-            yield broker
-    except BenchError as exc:
-        pytest.fail(str(exc))
+    yield from _serve_or_fail(tansu_broker(tmp_path_factory.mktemp("tansu") / "tansu.log"))
 
 
 @pytest.fixture
