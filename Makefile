@@ -8,8 +8,10 @@ CONFIG ?= examples/triggerd.toml
 
 .PHONY: run test lint unit bench clean
 
+# --clear: a new venv each time the requirements change, so a renamed or dropped dependency
+# (or the distribution's old name) does not linger in it and hide a missing install step.
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
@@ -32,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache build dist *.egg-info

@@ -395,7 +395,7 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
         elif tag not in registry.available(kind):
             problems.append(
                 f"{where}.{key}: {kind} type {tag!r} is not installed: "
-                f"pip install 'triggerd[{tag}]'"
+                f"pip install 'triggerd-daemon[{tag}]'"
             )
 
     for name, fn in (data.get("functions") or {}).items():
