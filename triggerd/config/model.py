@@ -267,6 +267,8 @@ def _union(models: Mapping[str, type[BaseModel]], key: str, default: str | None)
 
     if not models:
         return Any
+    if len(models) == 1:  # a one-member Union is that member, which takes no Discriminator
+        return next(iter(models.values()))
     tagged = tuple(Annotated[m, Tag(name)] for name, m in models.items())
     return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007
 
