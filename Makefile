@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/triggerd.toml
 
-.PHONY: run test lint unit bench clean
+.PHONY: run test lint unit wheel-check bench clean
 
 # --clear: a new venv each time the requirements change, so a renamed or dropped dependency
 # (or the distribution's old name) does not linger in it and hide a missing install step.
@@ -24,8 +24,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# Everything CI runs (.ci/run is `make test`): lint, the whole suite, then the released
+# artifact on its own (wheel-check).
 test: lint
 	$(BIN)/pytest -p no:cacheprovider
+	@$(MAKE) --no-print-directory wheel-check
+
+# Build the sdist and wheel, install the wheel with [all] into a fresh venv and run the
+# installed `triggerd` from outside the checkout (about 30 s).
+wheel-check: $(STAMP)
+	.ci/wheel-check $(BIN)/python
 
 unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
