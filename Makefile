@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= examples/triggerd.toml
 
-.PHONY: run test lint unit wheel-check bench clean
+.PHONY: run test lint unit wheel-check floors bench clean
 
 # --clear: a new venv each time the requirements change, so a renamed or dropped dependency
 # (or the distribution's old name) does not linger in it and hide a missing install step.
@@ -25,15 +25,19 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 # Everything CI runs (.ci/run is `make test`): lint, the whole suite, then the released
-# artifact on its own (wheel-check).
+# artifact on its own (wheel-check) and the unit tests at the dependency floors (floors).
 test: lint
 	$(BIN)/pytest -p no:cacheprovider
-	@$(MAKE) --no-print-directory wheel-check
+	@$(MAKE) --no-print-directory wheel-check floors
 
 # Build the sdist and wheel, install the wheel with [all] into a fresh venv and run the
 # installed `triggerd` from outside the checkout (about 30 s).
 wheel-check: $(STAMP)
 	.ci/wheel-check $(BIN)/python
+
+# The unit tests against the lowest versions pyproject.toml allows (about 70 s).
+floors: $(STAMP)
+	.ci/floors $(BIN)/python
 
 unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
