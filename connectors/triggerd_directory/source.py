@@ -65,7 +65,7 @@ def _import_watchfiles() -> ModuleType:
         import watchfiles
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingExtraError(
-            "the directory source needs watchfiles: pip install 'triggerd[directory]'"
+            "the directory source needs watchfiles: pip install 'triggerd-daemon[directory]'"
         ) from exc
     return watchfiles
 

@@ -20,7 +20,7 @@ def import_aiokafka() -> ModuleType:
         return importlib.import_module("aiokafka")
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingExtraError(
-            "the kafka source and destination need aiokafka: pip install 'triggerd[kafka]'"
+            "the kafka source and destination need aiokafka: pip install 'triggerd-daemon[kafka]'"
         ) from exc
 
 

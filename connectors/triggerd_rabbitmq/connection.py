@@ -22,7 +22,8 @@ def import_aio_pika() -> ModuleType:
         import aio_pika
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingExtraError(
-            "the rabbitmq source and destination need aio-pika: pip install 'triggerd[rabbitmq]'"
+            "the rabbitmq source and destination need aio-pika: "
+            "pip install 'triggerd-daemon[rabbitmq]'"
         ) from exc
     return aio_pika
 

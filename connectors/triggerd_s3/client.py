@@ -15,7 +15,7 @@ def require_aiobotocore() -> None:
         import aiobotocore.session  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingExtraError(
-            "the s3 source needs aiobotocore: pip install 'triggerd[s3]'"
+            "the s3 source needs aiobotocore: pip install 'triggerd-daemon[s3]'"
         ) from exc
 
 

@@ -337,7 +337,7 @@ def _cron_trigger_class() -> Any:
         from apscheduler.triggers.cron import CronTrigger
     except ImportError:
         raise MissingExtraError(
-            "the schedule source needs APScheduler: pip install 'triggerd[schedule]'"
+            "the schedule source needs APScheduler: pip install 'triggerd-daemon[schedule]'"
         ) from None
     return CronTrigger
 

@@ -35,7 +35,7 @@ def _import_aiobotocore() -> tuple[Any, Any]:
         from aiobotocore.session import get_session
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingExtraError(
-            "the sqs connector needs aiobotocore: pip install 'triggerd[sqs]'"
+            "the sqs connector needs aiobotocore: pip install 'triggerd-daemon[sqs]'"
         ) from exc
     return get_session, AioConfig
 

@@ -458,7 +458,7 @@ def test_create_without_apscheduler_names_the_extra(monkeypatch: pytest.MonkeyPa
         clock=FakeClock("2024-05-01T12:00:00+00:00"),
         log=logging.getLogger("test.schedule"),
     )
-    with pytest.raises(MissingExtraError, match=r"pip install 'triggerd\[schedule\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'triggerd-daemon\[schedule\]'"):
         plugin.create(h_config, ctx)
 
 

@@ -271,6 +271,8 @@ def _union(models: Mapping[str, type[BaseModel]], key: str, default: str | None)
 
     if not models:
         return Any
+    if len(models) == 1:  # a one-member Union is that member, which takes no Discriminator
+        return next(iter(models.values()))
     tagged = tuple(Annotated[m, Tag(name)] for name, m in models.items())
     return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007
 
@@ -399,7 +401,7 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
         elif tag not in registry.available(kind):
             problems.append(
                 f"{where}.{key}: {kind} type {tag!r} is not installed: "
-                f"pip install 'triggerd[{tag}]'"
+                f"pip install 'triggerd-daemon[{tag}]'"
             )
 
     for name, fn in (data.get("functions") or {}).items():

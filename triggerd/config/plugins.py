@@ -64,7 +64,7 @@ class Registry:
         except ImportError as exc:
             raise MissingExtraError(
                 f"{kind} type {name!r} needs an optional dependency ({exc.name or exc}): "
-                f"pip install 'triggerd[{name}]'"
+                f"pip install 'triggerd-daemon[{name}]'"
             ) from exc
         if not isinstance(plugin, _PLUGIN_TYPES[kind]):
             raise TypeError(f"entry point {ep.value} is not a {_PLUGIN_TYPES[kind].__name__}")

@@ -126,7 +126,7 @@ class AwsBackend:
             from aiobotocore.session import AioSession
         except ImportError as exc:
             raise MissingExtraError(
-                "backend type 'aws' needs aiobotocore: pip install 'triggerd[aws]'"
+                "backend type 'aws' needs aiobotocore: pip install 'triggerd-daemon[aws]'"
             ) from exc
         cfg = self.config
         session = AioSession(profile=cfg.profile)
