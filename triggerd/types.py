@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -177,6 +177,27 @@ class Source(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ShardLag:
+    """How far a stream source's reader is behind one shard (a replication slot, a stream
+    shard)."""
+
+    shard: str
+    #: Age of the oldest record read and not settled yet (0 when caught up).
+    seconds: float
+    #: Bytes of the stream not processed yet, when the system tells (WAL behind a slot).
+    bytes: int | None = None
+    #: Bytes the server keeps for this reader, when the system tells (WAL a slot retains).
+    retained_bytes: int | None = None
+
+
+@runtime_checkable
+class ReportsLag(Protocol):
+    """Optional: a source that reports its lag per shard (metrics)."""
+
+    def lag(self) -> Sequence[ShardLag]: ...
+
+
 class BaseSource:
     """Defaults for the optional parts of the Source protocol."""
 
@@ -340,11 +361,29 @@ class DestinationContext:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceCommand:
+    """`triggerd <type> <name> TRIGGER`: an operation on a trigger's source (e.g. `triggerd
+    postgres drop-slot`). `run(source_config, trigger, state)` returns what it did."""
+
+    help: str
+    run: Callable[[Any, str, StateStore], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class SourcePlugin:
     config_model: type[SourceConfig]
     create: Callable[[Any, SourceContext], Source]
     #: generate-event: sample event in AWS shape for this source type.
     sample_event: Callable[[Mapping[str, str]], JSONDict] | None = None
+    #: `triggerd status`: one line about a trigger's source read from the external system
+    #: (`(source_config, trigger)`); None when there is nothing to say. May raise
+    #: RetryableError when the system cannot be reached.
+    status: Callable[[Any, str], Awaitable[str | None]] | None = None
+    #: `triggerd validate`: problems only the external system can reveal, raised as a
+    #: ConfigError (one line each); RetryableError when it cannot be reached.
+    check: Callable[[Any, str], Awaitable[None]] | None = None
+    #: `triggerd <type> <name> TRIGGER` commands.
+    commands: Mapping[str, SourceCommand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from triggerd.types import (
     Clock,
     DestinationContext,
     FunctionConfig,
+    ReportsLag,
     RetryableError,
     Source,
     SourceContext,
@@ -298,6 +299,8 @@ class Daemon:
             log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
             self._unstarted[name] = source
         stack.push_async_callback(source.stop)
+        if isinstance(source, ReportsLag):
+            self.metrics.streams.register(name, source.lag)
         return TriggerRuntime(
             name=name,
             config=tcfg,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -14,6 +14,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from triggerd.types import ShardLag
 
 #: prometheus_client's own `le` formatting (untyped there).
 _le: Callable[[float], str] = floatToGoString
@@ -120,6 +122,43 @@ class FunctionMetrics(Collector):
         yield from (invocations, duration, init, cold, billed, memory)
 
 
+class StreamLagMetrics(Collector):
+    """Lag per shard of the stream sources that report it (`ReportsLag`), read from the
+    sources when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, Callable[[], Sequence[ShardLag]]] = {}
+
+    def register(self, trigger: str, lag: Callable[[], Sequence[ShardLag]]) -> None:
+        self._sources[trigger] = lag
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["trigger", "shard"]
+        seconds = GaugeMetricFamily(
+            "triggerd_stream_lag_seconds",
+            "Age of the oldest record read from the shard and not processed yet",
+            labels=labels,
+        )
+        behind = GaugeMetricFamily(
+            "triggerd_stream_lag_bytes",
+            "Bytes of the shard not processed yet (WAL behind a replication slot)",
+            labels=labels,
+        )
+        retained = GaugeMetricFamily(
+            "triggerd_stream_retained_bytes",
+            "Bytes the server keeps for this reader (WAL retained by a replication slot)",
+            labels=labels,
+        )
+        for trigger, lag in sorted(self._sources.items()):
+            for shard in lag():
+                seconds.add_metric([trigger, shard.shard], shard.seconds)
+                if shard.bytes is not None:
+                    behind.add_metric([trigger, shard.shard], shard.bytes)
+                if shard.retained_bytes is not None:
+                    retained.add_metric([trigger, shard.shard], shard.retained_bytes)
+        yield from (seconds, behind, retained)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -174,6 +213,9 @@ class Metrics:
         # per function, filled in by the backends
         self.functions = FunctionMetrics()
         r.register(self.functions)
+        # per stream shard, reported by the sources
+        self.streams = StreamLagMetrics()
+        r.register(self.streams)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

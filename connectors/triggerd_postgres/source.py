@@ -1,0 +1,618 @@
+"""The `postgres` source: row changes of PostgreSQL tables as DynamoDB Streams records.
+
+How it works:
+- At start: the server's preconditions are checked (wal_level, REPLICATION, replica
+  identities for the stream view type), then the publication and the logical slot are created
+  or reused after checking them. Nothing is ever dropped implicitly.
+- Reading: `pg_logical_slot_peek_binary_changes` (which does not consume) through a server-side
+  cursor, `page_rows` rows per round trip, decoded as they arrive; a peek is bounded by the WAL
+  flushed when it began and by `peek_changes` (whole transactions). Reading happens inside
+  `receive` and only while the shard log has room (`read_ahead`): memory stays bounded however
+  large a transaction is. A peek always starts at the slot's confirmed position, so changes
+  read before are skipped by position (commit LSN, place in the transaction).
+- Checkpoints: the shard log (triggerd.delivery.streams) yields the settled prefix. At the end
+  of a transaction, or at "read up to L" after a peek that found everything up to L, the slot
+  is advanced (`pg_replication_slot_advance`); inside a transaction (a large one, partly
+  acknowledged) the position goes to the state store, so a restart neither loses the rest of
+  the transaction nor delivers its acknowledged part again. Settling and checkpointing run in
+  the source's own task, one round trip at a time.
+- Waking up: an empty peek waits `poll_interval_s`, doubling up to `max_poll_interval_s`; a
+  NOTIFY on `wake_channel` ends the wait at once.
+- Lag: every `lag_interval_s`, the slot's lag (bytes behind the server's WAL, bytes of WAL it
+  retains) is measured; above `wal_retention_warning_mb` a warning is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from triggerd.delivery.failures import stream_batch_info
+from triggerd.delivery.retry import Backoff
+from triggerd.delivery.streams import ShardLog
+from triggerd.types import (
+    BaseSource,
+    ConfigError,
+    JSONDict,
+    Record,
+    RetryableError,
+    ShardLag,
+    SourceContext,
+)
+
+from . import server
+from .config import PostgresSourceConfig
+from .pgoutput import (
+    Begin,
+    Commit,
+    Decoder,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    StreamAbort,
+    StreamCommit,
+    StreamStart,
+    StreamStop,
+    Truncate,
+    Update,
+)
+from .pgtypes import Kind, PgType, builtin_type, catalog_type
+from .shape import Shaper, Table, parse_sequence_number, stream_arn
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.cursor import Cursor
+    from asyncpg.transaction import Transaction
+
+__all__ = ["PostgresSource"]
+
+#: State-store key of the position inside a partly acknowledged transaction.
+POSITION_KEY = "postgres.position"
+_END = 1 << 62  # a position after every change of a commit LSN
+
+_PEEK_SQL = (
+    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
+    "'proto_version', '1', 'publication_names', $4)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPosition:
+    """A checkpoint marker: the slot may be advanced to `lsn`."""
+
+    lsn: int
+
+
+@dataclass(slots=True)
+class _Txn:
+    commit_lsn: int
+    commit_time: float
+    ordinal: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Peek:
+    """One open peek: its transaction, cursor and decoding state."""
+
+    transaction: Transaction
+    cursor: Cursor
+    upto_lsn: int
+    rows: int = 0
+    decoder: Decoder = field(default_factory=Decoder)
+    txn: _Txn | None = None
+
+
+class PostgresSource(BaseSource):
+    def __init__(self, config: PostgresSourceConfig, ctx: SourceContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.log = ctx.log
+        self.trigger = ctx.trigger
+        self.slot = config.slot_name(ctx.trigger)
+        self.publication = config.publication_name(ctx.trigger)
+        self.database = config.database_name
+        self.shard_id = f"shardId-{self.slot}"
+        self.shaper = Shaper(
+            region=ctx.region,
+            account_id=ctx.account_id,
+            database=self.database,
+            slot=self.slot,
+            view_type=config.stream_view_type,
+            placeholder=config.unchanged_toast_placeholder,
+            parallelization_factor=config.parallelization_factor,
+        )
+        self.shard = ShardLog(
+            ctx.clock,
+            max_entries=config.read_ahead,
+            max_bytes=int(config.read_ahead_mb * 1024 * 1024),
+            redeliver_delay_s=config.max_poll_interval_s,
+        )
+        self._reader: asyncpg.Connection | None = None
+        self._control: asyncpg.Connection | None = None
+        self._control_lock = asyncio.Lock()
+        #: Held while a peek decodes on the server and while the slot is advanced (a slot
+        #: being decoded cannot be advanced).
+        self._slot_lock = asyncio.Lock()
+        self._peek: _Peek | None = None
+        #: The newest position read (or checkpointed): anything at or before it is skipped.
+        self._read_pos: tuple[int, int] = (0, -1)
+        self._advanced_lsn = 0
+        self._to_commit: Record | SlotPosition | None = None
+        self._tables: dict[int, Table] = {}
+        self._types: dict[int, PgType] = {}
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._idle_s = config.poll_interval_s
+        self._runner: asyncio.Task[None] | None = None
+        self._lag = ShardLag(shard=self.slot, seconds=0.0)
+        self._retention_warned_at: float | None = None
+        self._stopped = False
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        conn = await server.connect(self.config, self.trigger, "control")
+        try:
+            await self._prepare(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        self._control = conn
+        if self.config.wake_channel:
+            await conn.add_listener(self.config.wake_channel, self._on_notify)
+        self._runner = asyncio.create_task(self._run(), name=f"postgres-{self.trigger}")
+        self.log.info(
+            "postgres.started",
+            extra={
+                "trigger": self.trigger,
+                "server": self.config.display(),
+                "slot": self.slot,
+                "publication": self.publication,
+                "position": self._read_pos[0],
+            },
+        )
+
+    async def _prepare(self, conn: asyncpg.Connection) -> None:
+        import asyncpg
+
+        cfg = self.config
+        version = await server.check_server(conn, cfg, self.trigger)
+        await server.check_tables(conn, cfg, self.trigger)
+        try:
+            if await server.ensure_publication(conn, cfg, self.publication, self.trigger, version):
+                self.log.info(
+                    "postgres.publication_created",
+                    extra={"trigger": self.trigger, "publication": self.publication},
+                )
+            confirmed = await server.ensure_slot(conn, self.slot, self.database, self.trigger)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise ConfigError(
+                [f"trigger {self.trigger!r}: {cfg.display()}: {exc} (needed for the publication)"]
+            ) from None
+        except asyncpg.ObjectInUseError as exc:
+            raise RetryableError(f"slot {self.slot}: {exc}") from None
+        self._advanced_lsn = confirmed
+        self._read_pos = (confirmed - 1, _END) if confirmed else (0, -1)
+        saved = await self.ctx.state.get_checkpoint(self.trigger, POSITION_KEY)
+        if saved:
+            position = parse_sequence_number(saved)
+            if position > self._read_pos:
+                self._read_pos = position
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        point = self.shard.checkpoint()
+        if point is not None:
+            self._to_commit = point  # type: ignore[assignment]
+        if self._to_commit is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._commit()
+        await self._close_peek()
+        for conn in (self._reader, self._control):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+        self._reader = self._control = None
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._checkpoint_loop())
+            tg.create_task(self._lag_loop())
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    # ---- connections ----
+
+    async def _reader_conn(self) -> asyncpg.Connection:
+        if self._reader is None or self._reader.is_closed():
+            self._reader = await server.connect(self.config, self.trigger, "reader")
+        return self._reader
+
+    async def _control_conn(self) -> asyncpg.Connection:
+        if self._control is None or self._control.is_closed():
+            self._control = await server.connect(self.config, self.trigger, "control")
+            if self.config.wake_channel:
+                await self._control.add_listener(self.config.wake_channel, self._on_notify)
+        return self._control
+
+    async def _close_peek(self) -> None:
+        peek, self._peek = self._peek, None
+        if peek is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(peek.transaction.rollback(), 5)
+
+    async def _reset_reader(self) -> None:
+        self._peek = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.terminate()
+
+    # ---- receiving ----
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        self._check_runner()
+        clock = self.ctx.clock
+        deadline = clock.monotonic() + timeout_s
+        while True:
+            out = self.shard.take(max_records)
+            if out:
+                return out
+            now = clock.monotonic()
+            if now >= deadline:
+                return []
+            held = self.shard.waiting_until()
+            if held is not None or not self.shard.has_room():
+                until = min(deadline, held) if held is not None else deadline
+                self._settled.clear()
+                await _wait(self._settled, until - now)
+                continue
+            appended, exhausted = await self._read()
+            if appended:
+                self._idle_s = self.config.poll_interval_s
+                continue
+            if exhausted:
+                self._wake.clear()
+                await _wait(self._wake, min(self._idle_s, deadline - now))
+                if self._wake.is_set():
+                    self._idle_s = self.config.poll_interval_s
+                else:
+                    self._idle_s = min(self._idle_s * 2, self.config.max_poll_interval_s)
+
+    def _check_runner(self) -> None:
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise RuntimeError(f"postgres source of trigger {self.trigger!r} failed") from exc
+
+    async def _read(self) -> tuple[int, bool]:
+        """Read one page; returns (records appended, whether the peek was used up)."""
+        try:
+            return await self._read_page()
+        except Exception:
+            await self._reset_reader()
+            raise
+
+    async def _open_peek(self) -> _Peek:
+        conn = await self._reader_conn()
+        upto = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
+        transaction = conn.transaction(readonly=True)
+        await transaction.start()
+        cursor = await conn.cursor(
+            _PEEK_SQL, self.slot, upto, self.config.peek_changes, self.publication
+        )
+        return _Peek(transaction, cursor, upto)
+
+    async def _read_page(self) -> tuple[int, bool]:
+        import asyncpg
+
+        page = self.config.page_rows
+        peek = self._peek
+        try:
+            if peek is None:
+                async with self._slot_lock:
+                    peek = self._peek = await self._open_peek()
+                    rows = await peek.cursor.fetch(page)
+            else:
+                rows = await peek.cursor.fetch(page)
+        except asyncpg.ObjectInUseError as exc:
+            await self._close_peek()
+            raise RetryableError(f"slot {self.slot} is in use elsewhere: {exc}") from None
+        except asyncpg.UndefinedObjectError as exc:
+            await self._close_peek()
+            raise ConfigError([f"trigger {self.trigger!r}: {exc}"]) from None
+        appended = 0
+        for row in rows:
+            appended += await self._handle(peek, row["data"])
+        peek.rows += len(rows)
+        if len(rows) == page:
+            return appended, False
+        await self._close_peek()
+        if peek.rows < self.config.peek_changes:
+            # Everything committed before upto_lsn was read: the slot may go there.
+            self._mark(SlotPosition(peek.upto_lsn), (peek.upto_lsn - 1, _END))
+        return appended, True
+
+    def _mark(self, marker: SlotPosition, position: tuple[int, int]) -> None:
+        if position > self._read_pos:
+            self._read_pos = position
+            self.shard.mark(marker)
+            self._dirty.set()
+
+    async def _handle(self, peek: _Peek, data: bytes) -> int:
+        msg = peek.decoder.decode(data)
+        if msg is None:
+            return 0
+        if isinstance(msg, Begin):
+            peek.txn = _Txn(msg.final_lsn, msg.commit_time)
+            return 0
+        if isinstance(msg, Commit):
+            peek.txn = None
+            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
+            return 0
+        if isinstance(msg, Relation):
+            self._tables[msg.relid] = await self._table(msg)
+            return 0
+        if isinstance(msg, (StreamStart, StreamStop, StreamCommit, StreamAbort)):
+            raise RuntimeError("streamed transactions were not asked for")
+        if isinstance(msg, (Insert, Update, Delete, Truncate)):
+            if peek.txn is None:
+                raise RuntimeError("a change outside a transaction")
+            return self._change(peek.txn, msg, len(data))
+        return 0  # Type messages: types are looked up in the catalog
+
+    def _change(self, txn: _Txn, msg: Message, size: int) -> int:
+        if isinstance(msg, Truncate):
+            return self._truncate(txn, msg, size)
+        ordinal = txn.ordinal
+        txn.ordinal += 1
+        position = (txn.commit_lsn, ordinal)
+        if position <= self._read_pos:
+            return 0
+        self._read_pos = position
+        common: dict[str, Any] = {
+            "commit_lsn": txn.commit_lsn,
+            "ordinal": ordinal,
+            "commit_time": txn.commit_time,
+            "size_bytes": size,
+        }
+        if isinstance(msg, Insert):
+            table = self._tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="INSERT", table=table, new=msg.new, old=None, old_full=False, **common
+            )
+        elif isinstance(msg, Update):
+            table = self._tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="MODIFY",
+                table=table,
+                new=msg.new,
+                old=msg.old,
+                old_full=msg.old_kind == "O",
+                **common,
+            )
+        else:
+            assert isinstance(msg, Delete)
+            table = self._tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="REMOVE",
+                table=table,
+                new=None,
+                old=msg.old,
+                old_full=msg.old_kind == "O",
+                **common,
+            )
+        self.shard.append(rec)
+        return 1
+
+    def _truncate(self, txn: _Txn, msg: Truncate, size: int) -> int:
+        appended = 0
+        for relid in msg.relids:
+            ordinal = txn.ordinal
+            txn.ordinal += 1
+            position = (txn.commit_lsn, ordinal)
+            if position <= self._read_pos:
+                continue
+            self._read_pos = position
+            table = self._tables[relid]
+            if self.config.truncate == "skip":
+                self.log.warning(
+                    "postgres.truncate_skipped",
+                    extra={"trigger": self.trigger, "table": table.qualified},
+                )
+                continue
+            rec = self.shaper.truncate(
+                table=table,
+                cascade=msg.cascade,
+                restart_identity=msg.restart_identity,
+                commit_lsn=txn.commit_lsn,
+                ordinal=ordinal,
+                commit_time=txn.commit_time,
+                size_bytes=size,
+            )
+            self.shard.append(rec, barrier=True)
+            appended += 1
+        return appended
+
+    # ---- relations and types ----
+
+    async def _table(self, rel: Relation) -> Table:
+        types = await self._column_types([c.type_oid for c in rel.columns])
+        async with self._control_lock:
+            pk = await server.primary_key(await self._control_conn(), rel.relid)
+        names = [c.name for c in rel.columns]
+        if pk and all(n in names for n in pk):
+            keys = tuple(names.index(n) for n in pk)
+        else:
+            keys = tuple(i for i, c in enumerate(rel.columns) if c.key)
+        if self.config.needs_old_image and rel.replica_identity != "f":
+            self.log.warning(
+                "postgres.replica_identity_not_full",
+                extra={
+                    "trigger": self.trigger,
+                    "table": f"{rel.namespace}.{rel.name}",
+                    "stream_view_type": self.config.stream_view_type,
+                },
+            )
+        arn = stream_arn(
+            self.ctx.region, self.ctx.account_id, self.database, rel.namespace, rel.name, self.slot
+        )
+        return Table(rel, tuple(types), keys, arn)
+
+    async def _column_types(self, oids: list[int]) -> list[PgType]:
+        return [await self._type(oid) for oid in oids]
+
+    async def _type(self, oid: int, depth: int = 0) -> PgType:
+        """The mapping of a column type; user types (enums, domains, arrays of them) are
+        looked up in the catalog once."""
+        known = self._types.get(oid) or builtin_type(oid)
+        if known is not None:
+            return known
+        async with self._control_lock:
+            rows = await server.describe_types(await self._control_conn(), [oid])
+        row = rows.get(oid)
+        if row is None or depth > 8:
+            resolved = PgType(Kind.TEXT)
+        else:
+            element = await self._type(row["elem"], depth + 1) if row["elem"] else None
+            base = await self._type(row["base"], depth + 1) if row["base"] else None
+            resolved = catalog_type(
+                typtype=row["typtype"],
+                category=row["typcategory"],
+                element=element,
+                base=base,
+                delimiter=row["typdelim"],
+            )
+        self._types[oid] = resolved
+        return resolved
+
+    # ---- settling ----
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        self.shard.settle(records)
+        self._settled.set()
+        self._dirty.set()
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        self.shard.give_back(records)
+        self._settled.set()
+
+    async def _checkpoint_loop(self) -> None:
+        backoff = Backoff(base_s=0.5, max_s=30.0)
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            point = self.shard.checkpoint()
+            if point is not None:
+                self._to_commit = point  # type: ignore[assignment]
+            if self._to_commit is None:
+                continue
+            try:
+                await self._commit()
+                failures = 0
+            except Exception as exc:  # task boundary: keep the point, try again later
+                failures += 1
+                delay = backoff.delay(failures)
+                self.log.warning(
+                    "postgres.checkpoint_failed",
+                    extra={"trigger": self.trigger, "error": str(exc), "retry_in_s": delay},
+                )
+                await self.ctx.clock.sleep(delay)
+                self._dirty.set()
+
+    async def _commit(self) -> None:
+        point = self._to_commit
+        if isinstance(point, SlotPosition):
+            if point.lsn > self._advanced_lsn:
+                async with self._slot_lock, self._control_lock:
+                    await (await self._control_conn()).execute(
+                        "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, point.lsn
+                    )
+                self._advanced_lsn = point.lsn
+        elif isinstance(point, Record):
+            await self.ctx.state.set_checkpoints(self.trigger, {POSITION_KEY: point.item_id})
+        if self._to_commit is point:
+            self._to_commit = None
+
+    # ---- lag ----
+
+    def lag(self) -> Sequence[ShardLag]:
+        return (self._lag,)
+
+    async def _lag_loop(self) -> None:
+        interval = self.config.lag_interval_s
+        while True:
+            try:
+                await self.measure_lag()
+            except Exception as exc:  # task boundary: measured again next time
+                self.log.warning(
+                    "postgres.lag_failed", extra={"trigger": self.trigger, "error": str(exc)}
+                )
+            await self.ctx.clock.sleep(interval)
+
+    async def measure_lag(self) -> ShardLag:
+        async with self._control_lock:
+            measured = await server.slot_lag(await self._control_conn(), self.slot)
+        oldest = self.shard.oldest_unsettled()
+        now = self.ctx.clock.time()
+        seconds = max(0.0, now - oldest) if oldest is not None else 0.0
+        if measured is None:
+            self._lag = ShardLag(shard=self.slot, seconds=seconds)
+            return self._lag
+        self._lag = ShardLag(
+            shard=self.slot,
+            seconds=seconds,
+            bytes=measured.lag_bytes,
+            retained_bytes=measured.retained_bytes,
+        )
+        self._warn_retention(measured.retained_bytes, now)
+        return self._lag
+
+    def _warn_retention(self, retained: int, now: float) -> None:
+        limit = self.config.wal_retention_warning_mb * 1024 * 1024
+        if retained <= limit:
+            self._retention_warned_at = None
+            return
+        if self._retention_warned_at is not None and now - self._retention_warned_at < 600:
+            return
+        self._retention_warned_at = now
+        self.log.warning(
+            "postgres.wal_retention",
+            extra={
+                "trigger": self.trigger,
+                "slot": self.slot,
+                "retained_mb": round(retained / 1024 / 1024, 1),
+                "threshold_mb": self.config.wal_retention_warning_mb,
+            },
+        )
+
+    # ---- shapes ----
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        if not records:
+            return {}
+        return stream_batch_info(
+            "DDBStreamBatchInfo",
+            shard_id=self.shard_id,
+            stream_arn=str(records[0].payload.get("eventSourceARN", "")),
+            records=records,
+        )
+
+
+async def _wait(event: asyncio.Event, wait_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, wait_s))
