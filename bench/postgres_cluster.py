@@ -28,13 +28,13 @@ USER = "pgtest"
 
 
 def _bindir() -> Path:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-    if not candidates:
+    """The newest server installation (Debian keeps them under /usr/lib/postgresql), else
+    the directory of an initdb on PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    found = candidates[0] if candidates else shutil.which("initdb")
+    if not found:
         raise BenchError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    return Path(candidates[0]).parent
+    return Path(found).parent
 
 
 def _free_port() -> int:

@@ -43,7 +43,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
 
 
 async def status(config: Any, trigger: str) -> str | None:
-    """The slot's state: active or not, WAL behind its confirmed position, WAL retained."""
+    """The slot's WAL lag (behind its confirmed position) and the WAL it retains."""
     from . import server
 
     cfg = _config(config)
@@ -55,9 +55,9 @@ async def status(config: Any, trigger: str) -> str | None:
         await conn.close()
     if lag is None:
         return f"slot {slot} does not exist (it is created when the daemon starts)"
-    state = "active" if lag.active else "inactive"
     return (
-        f"slot {slot} {state}, lag {_size(lag.lag_bytes)}, WAL retained {_size(lag.retained_bytes)}"
+        f"slot {slot}: {_size(lag.lag_bytes)} of WAL behind, {_size(lag.retained_bytes)} "
+        "of WAL retained"
     )
 
 
