@@ -21,6 +21,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    postgres,
     rabbitmq,
     s3_poll,
     sqs,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Runner] = {
     s3_poll.NAME: _runner(s3_poll),
     sqs.NAME: _runner(sqs),
     rabbitmq.NAME: _runner(rabbitmq),
+    postgres.NAME: _runner(postgres),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
 }

@@ -74,6 +74,9 @@ __all__ = ["PostgresSource"]
 POSITION_KEY = "postgres.position"
 _END = 1 << 62  # a position after every change of a commit LSN
 
+#: Insert, Update, Delete: one change each (Truncate counts one per table: always decoded).
+_ROW_TAGS = frozenset(b"IUD")
+
 _PEEK_SQL = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '1', 'publication_names', $4)"
@@ -335,8 +338,22 @@ class PostgresSource(BaseSource):
             await self._close_peek()
             raise ConfigError([f"trigger {self.trigger!r}: {exc}"]) from None
         appended = 0
+        decode = peek.decoder.decode
         for row in rows:
-            appended += await self._handle(peek, row["data"])
+            data = row["data"]
+            txn = peek.txn
+            if (
+                txn is not None
+                and data[0] in _ROW_TAGS
+                and (txn.commit_lsn, txn.ordinal) <= (self._read_pos)
+            ):
+                txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
+                continue
+            msg = decode(data)
+            if isinstance(msg, Relation):
+                self._tables[msg.relid] = await self._table(msg)
+            elif msg is not None:
+                appended += self._handle(peek, msg, len(data))
         peek.rows += len(rows)
         if len(rows) == page:
             return appended, False
@@ -352,26 +369,19 @@ class PostgresSource(BaseSource):
             self.shard.mark(marker)
             self._dirty.set()
 
-    async def _handle(self, peek: _Peek, data: bytes) -> int:
-        msg = peek.decoder.decode(data)
-        if msg is None:
-            return 0
-        if isinstance(msg, Begin):
-            peek.txn = _Txn(msg.final_lsn, msg.commit_time)
-            return 0
-        if isinstance(msg, Commit):
-            peek.txn = None
-            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
-            return 0
-        if isinstance(msg, Relation):
-            self._tables[msg.relid] = await self._table(msg)
-            return 0
-        if isinstance(msg, (StreamStart, StreamStop, StreamCommit, StreamAbort)):
-            raise RuntimeError("streamed transactions were not asked for")
+    def _handle(self, peek: _Peek, msg: Message, size: int) -> int:
+        """One decoded message (not a Relation); returns the records appended."""
         if isinstance(msg, (Insert, Update, Delete, Truncate)):
             if peek.txn is None:
                 raise RuntimeError("a change outside a transaction")
-            return self._change(peek.txn, msg, len(data))
+            return self._change(peek.txn, msg, size)
+        if isinstance(msg, Begin):
+            peek.txn = _Txn(msg.final_lsn, msg.commit_time)
+        elif isinstance(msg, Commit):
+            peek.txn = None
+            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
+        elif isinstance(msg, (StreamStart, StreamStop, StreamCommit, StreamAbort)):
+            raise RuntimeError("streamed transactions were not asked for")
         return 0  # Type messages: types are looked up in the catalog
 
     def _change(self, txn: _Txn, msg: Message, size: int) -> int:

@@ -16,6 +16,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    postgres,
     rabbitmq,
     s3_poll,
     sqs,
@@ -90,6 +91,16 @@ def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> Non
     rows = rabbitmq.run(rabbitmq.SMOKE)
     assert_numbers(rows, "rabbitmq")
     assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
+
+
+def test_postgres_reports_rows_per_second_and_latency_against_the_bare_loop() -> None:
+    rows = postgres.run(postgres.SMOKE)
+    assert_numbers(rows, "postgres")
+    by_metric = {r.metric: r for r in rows}
+    rate = by_metric["rows/s through triggerd (no-op function, batch 100)"]
+    assert rate.value > 0 and rate.baseline is not None and rate.target == 20_000
+    assert by_metric["through triggerd / bare loop"].target == 0.7
+    assert by_metric["commit-to-invoke p99 (ms) at 100 rows/s"].value > 0
 
 
 # triggerd/http/server.py stores the route match under a str request key (aiohttp >= 3.12 warns).
