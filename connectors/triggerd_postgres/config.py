@@ -117,7 +117,7 @@ class PostgresSourceConfig(SourceConfig, Connection):
         "primary key, so each row's changes stay in order",
     )
     poll_interval_s: float = Field(
-        default=0.05, gt=0, le=60, description="First wait after an empty read; doubles"
+        default=0.01, gt=0, le=60, description="First wait after an empty read; doubles"
     )
     max_poll_interval_s: float = Field(
         default=1.0, gt=0, le=300, description="Longest wait between reads while idle"

@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresSource"]
 
+#: Shortest time between two checkpoints (slot advances, state-store writes).
+CHECKPOINT_INTERVAL_S = 0.1
 #: State-store key of the position inside a partly acknowledged transaction.
 POSITION_KEY = "postgres.position"
 _END = 1 << 62  # a position after every change of a commit LSN
@@ -144,7 +146,10 @@ class PostgresSource(BaseSource):
         #: The newest position read (or checkpointed): anything at or before it is skipped.
         self._read_pos: tuple[int, int] = (0, -1)
         self._advanced_lsn = 0
-        self._to_commit: Record | SlotPosition | None = None
+        #: Checkpoints not written yet: the newest slot position reached, and the newest
+        #: position inside a transaction (state store) after it.
+        self._to_advance: SlotPosition | None = None
+        self._to_save: Record | None = None
         self._tables: dict[int, Table] = {}
         self._types: dict[int, PgType] = {}
         self._wake = asyncio.Event()
@@ -215,10 +220,8 @@ class PostgresSource(BaseSource):
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        point = self.shard.checkpoint()
-        if point is not None:
-            self._to_commit = point  # type: ignore[assignment]
-        if self._to_commit is not None:
+        self._take_checkpoint()
+        if self._to_advance is not None or self._to_save is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await self._commit()
@@ -367,7 +370,7 @@ class PostgresSource(BaseSource):
         if position > self._read_pos:
             self._read_pos = position
             self.shard.mark(marker)
-            self._dirty.set()
+            self._take_checkpoint()
 
     def _handle(self, peek: _Peek, msg: Message, size: int) -> int:
         """One decoded message (not a Relation); returns the records appended."""
@@ -513,12 +516,25 @@ class PostgresSource(BaseSource):
 
     async def ack(self, records: Sequence[Record]) -> None:
         self.shard.settle(records)
+        self._take_checkpoint()
         self._settled.set()
-        self._dirty.set()
 
     async def nack(self, records: Sequence[Record]) -> None:
         self.shard.give_back(records)
         self._settled.set()
+
+    def _take_checkpoint(self) -> None:
+        """Move the settled prefix out of the shard log (making room at once) into the
+        checkpoints to write."""
+        point = self.shard.checkpoint()
+        if point is None:
+            return
+        if isinstance(point, SlotPosition):
+            self._to_advance = point
+            self._to_save = None  # the slot position is newer
+        elif isinstance(point, Record):
+            self._to_save = point
+        self._dirty.set()
 
     async def _checkpoint_loop(self) -> None:
         backoff = Backoff(base_s=0.5, max_s=30.0)
@@ -526,15 +542,15 @@ class PostgresSource(BaseSource):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            point = self.shard.checkpoint()
-            if point is not None:
-                self._to_commit = point  # type: ignore[assignment]
-            if self._to_commit is None:
+            if self._to_advance is None and self._to_save is None:
                 continue
             try:
                 await self._commit()
                 failures = 0
-            except Exception as exc:  # task boundary: keep the point, try again later
+                # At most one checkpoint per interval: an advance holds the slot, which the
+                # next peek needs; acks meanwhile are coalesced into the next one.
+                await self.ctx.clock.sleep(CHECKPOINT_INTERVAL_S)
+            except Exception as exc:  # task boundary: keep the points, try again later
                 failures += 1
                 delay = backoff.delay(failures)
                 self.log.warning(
@@ -545,18 +561,22 @@ class PostgresSource(BaseSource):
                 self._dirty.set()
 
     async def _commit(self) -> None:
-        point = self._to_commit
-        if isinstance(point, SlotPosition):
-            if point.lsn > self._advanced_lsn:
+        """Advance the slot to the newest transaction end reached, then save the position
+        inside a partly acknowledged transaction after it (if any)."""
+        advance, save = self._to_advance, self._to_save
+        if advance is not None:
+            if advance.lsn > self._advanced_lsn:
                 async with self._slot_lock, self._control_lock:
                     await (await self._control_conn()).execute(
-                        "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, point.lsn
+                        "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, advance.lsn
                     )
-                self._advanced_lsn = point.lsn
-        elif isinstance(point, Record):
-            await self.ctx.state.set_checkpoints(self.trigger, {POSITION_KEY: point.item_id})
-        if self._to_commit is point:
-            self._to_commit = None
+                self._advanced_lsn = advance.lsn
+            if self._to_advance is advance:
+                self._to_advance = None
+        if save is not None:
+            await self.ctx.state.set_checkpoints(self.trigger, {POSITION_KEY: save.item_id})
+            if self._to_save is save:
+                self._to_save = None
 
     # ---- lag ----
 

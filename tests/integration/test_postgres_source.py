@@ -6,6 +6,7 @@ acknowledgement), ALTER TABLE mid-stream, and clear errors."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -84,9 +85,7 @@ async def test_old_images_without_full_identity_is_a_clear_error(
     cfg = source_config(pg_cluster, tables=[table], stream_view_type="OLD_IMAGE")
     source = PostgresSource(
         cfg,
-        SourceContext(
-            trigger="t", state=store, clock=SystemClock(), log=__import__("logging").getLogger()
-        ),
+        SourceContext(trigger="t", state=store, clock=SystemClock(), log=logging.getLogger()),
     )
     with pytest.raises(ConfigError) as err:
         await source.start()
@@ -102,9 +101,7 @@ async def test_table_without_identity_and_missing_table_are_errors(
     cfg = source_config(pg_cluster, tables=[table, "nope"])
     source = PostgresSource(
         cfg,
-        SourceContext(
-            trigger="t", state=store, clock=SystemClock(), log=__import__("logging").getLogger()
-        ),
+        SourceContext(trigger="t", state=store, clock=SystemClock(), log=logging.getLogger()),
     )
     with pytest.raises(ConfigError) as err:
         await source.start()
@@ -344,3 +341,57 @@ async def test_unchanged_toasted_columns_come_from_the_old_row_or_are_marked(
     assert image["n"] == {"N": "1"}
     expected = value if full else "__triggerd_unchanged_toast__"
     assert image["big"] == {"S": expected}
+
+
+async def test_idle_polling_backs_off_and_notify_wakes_it_at_once(
+    pg_cluster: Any, store: Any
+) -> None:
+    table = await make_table(pg_cluster)
+    async with pg_source(
+        pg_cluster,
+        store,
+        tables=[table],
+        poll_interval_s=0.05,
+        max_poll_interval_s=2.0,
+        wake_channel="orders_changed",
+    ) as source:
+        peeks = 0
+        original = source._open_peek
+
+        async def counting() -> Any:
+            nonlocal peeks
+            peeks += 1
+            return await original()
+
+        source._open_peek = counting  # type: ignore[method-assign]
+        assert await source.receive(10, 3.0) == []
+        assert peeks <= 7, f"{peeks} peeks in 3 s idle: no busy polling (0.05 s doubling to 2 s)"
+        # Now in the 2 s wait: a NOTIFY ends it at once.
+        waiter = asyncio.create_task(source.receive(10, 5.0))
+        await asyncio.sleep(0.5)
+        async with connect(pg_cluster) as conn:
+            await conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+            started = asyncio.get_running_loop().time()
+            await conn.execute("NOTIFY orders_changed")
+        records = await waiter
+        assert len(records) == 1
+        assert asyncio.get_running_loop().time() - started < 0.5, "woken by NOTIFY"
+        await source.ack(records)
+
+
+async def test_wal_retention_above_the_threshold_is_a_warning(
+    pg_cluster: Any, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = await make_table(pg_cluster)
+    async with pg_source(
+        pg_cluster, store, tables=[table], wal_retention_warning_mb=0.001
+    ) as source:
+        async with connect(pg_cluster) as conn:
+            await conn.execute(
+                f"INSERT INTO {table} SELECT g, repeat('x', 100) FROM generate_series(1, 500) g"
+            )
+        with caplog.at_level(logging.WARNING, logger="test.postgres"):
+            lag = await source.measure_lag()
+    assert lag.shard == source.slot and lag.retained_bytes and lag.retained_bytes > 1024
+    assert lag.bytes is not None and lag.bytes > 0, "nothing acknowledged yet"
+    assert [r for r in caplog.records if r.getMessage() == "postgres.wal_retention"]

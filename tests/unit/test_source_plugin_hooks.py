@@ -91,6 +91,13 @@ def test_plugin_command_runs_on_the_named_trigger(tmp_path: Path, calls: list[An
     assert calls == [("run", "orders", "FakeSyncConfig")]
 
 
+def test_help_lists_the_source_types_with_commands(calls: list[Any]) -> None:
+    out = CliRunner().invoke(main, ["--help"])
+    assert out.exit_code == 0 and "\n  fake " in out.output
+    out = CliRunner().invoke(main, ["fake", "--help"])
+    assert "do-it" in out.output and "Does it." in out.output
+
+
 def test_plugin_command_errors(tmp_path: Path, calls: list[Any]) -> None:
     cfg = write(tmp_path)
     out = CliRunner().invoke(main, ["fake", "do-it", "nope", "-c", cfg])

@@ -80,6 +80,12 @@ class SourceCommandsGroup(click.Group):
     """The `triggerd` group: unknown subcommands are looked up as source types whose plugin
     has commands (`triggerd postgres drop-slot TRIGGER`)."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        own = super().list_commands(ctx)
+        plugins = Registry.discover().available("source")
+        extra = [n for n, p in plugins.items() if isinstance(p, SourcePlugin) and p.commands]
+        return sorted({*own, *extra})
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
