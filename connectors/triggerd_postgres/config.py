@@ -144,6 +144,12 @@ class PostgresSourceConfig(SourceConfig, Connection):
         "in flight); reading pauses beyond it",
     )
     read_ahead_mb: float = Field(default=32.0, gt=0, le=4096)
+    streaming: bool = Field(
+        default=False,
+        description="Protocol v2 streaming of large in-progress transactions (PostgreSQL "
+        "14+; ignored with a warning before): the server stops spilling them to its disk and "
+        "triggerd keeps their chunks in a temporary file until the commit",
+    )
     truncate: Literal["deliver", "skip"] = Field(
         default="deliver",
         description="TRUNCATE: deliver a record with eventName TRUNCATE, or skip it (logged "

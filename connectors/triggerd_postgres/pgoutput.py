@@ -256,8 +256,9 @@ class Decoder:
     """Decodes messages in the order the server sent them (it tracks whether a streamed
     transaction's chunk is open, since that changes the layout of the messages inside it)."""
 
-    def __init__(self) -> None:
-        self.in_stream = False
+    def __init__(self, *, in_stream: bool = False) -> None:
+        #: Inside a streamed chunk (or reading one back): changes carry a transaction id.
+        self.in_stream = in_stream
 
     def decode(self, data: bytes) -> Message | None:
         """One message; None for the ones that carry nothing to deliver (Origin, logical

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,7 @@ from .pgoutput import (
 )
 from .pgtypes import Kind, PgType, builtin_type, catalog_type
 from .shape import Shaper, Table, parse_sequence_number, stream_arn
+from .streamed import Spill, StreamedTransactions
 
 if TYPE_CHECKING:
     import asyncpg
@@ -83,6 +84,11 @@ _PEEK_SQL = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '1', 'publication_names', $4)"
 )
+_PEEK_STREAMING_SQL = (
+    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
+    "'proto_version', '2', 'publication_names', $4, 'streaming', 'on')"
+)
+_STREAM_ROW_TAGS = frozenset(b"IUDT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,17 @@ class _Txn:
 
 
 @dataclass(eq=False, slots=True)
+class _Replay:
+    """A committed streamed transaction being read back from its spill."""
+
+    spill: Spill
+    changes: Iterator[bytes]
+    txn: _Txn
+    end_lsn: int
+    decoder: Decoder = field(default_factory=lambda: Decoder(in_stream=True))
+
+
+@dataclass(eq=False, slots=True)
 class _Peek:
     """One open peek: its transaction, cursor and decoding state."""
 
@@ -109,6 +126,12 @@ class _Peek:
     rows: int = 0
     decoder: Decoder = field(default_factory=Decoder)
     txn: _Txn | None = None
+    #: The cursor returned its last row.
+    exhausted: bool = False
+    #: Rows fetched and not processed yet (after a Stream Commit being replayed).
+    pending: list[Any] = field(default_factory=list)
+    streams: StreamedTransactions = field(default_factory=StreamedTransactions)
+    replay: _Replay | None = None
 
 
 class PostgresSource(BaseSource):
@@ -157,6 +180,10 @@ class PostgresSource(BaseSource):
         self._dirty = asyncio.Event()
         self._idle_s = config.poll_interval_s
         self._runner: asyncio.Task[None] | None = None
+        #: Protocol v2 streaming asked for (config, and the server is 14 or later).
+        self.streaming = False
+        #: Streamed transactions read back at their commit (for logs and tests).
+        self.streamed_transactions = 0
         self._lag = ShardLag(shard=self.slot, seconds=0.0)
         self._retention_warned_at: float | None = None
         self._stopped = False
@@ -190,6 +217,12 @@ class PostgresSource(BaseSource):
 
         cfg = self.config
         version = await server.check_server(conn, cfg, self.trigger)
+        self.streaming = cfg.streaming and version >= 140000
+        if cfg.streaming and not self.streaming:
+            self.log.warning(
+                "postgres.streaming_unavailable",
+                extra={"trigger": self.trigger, "server_version": version},
+            )
         await server.check_tables(conn, cfg, self.trigger)
         try:
             if await server.ensure_publication(conn, cfg, self.publication, self.trigger, version):
@@ -257,10 +290,13 @@ class PostgresSource(BaseSource):
     async def _close_peek(self) -> None:
         peek, self._peek = self._peek, None
         if peek is not None:
+            _discard_streams(peek)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(peek.transaction.rollback(), 5)
 
     async def _reset_reader(self) -> None:
+        if self._peek is not None:
+            _discard_streams(self._peek)
         self._peek = None
         reader, self._reader = self._reader, None
         if reader is not None:
@@ -317,16 +353,32 @@ class PostgresSource(BaseSource):
         upto = int(await conn.fetchval("SELECT pg_current_wal_flush_lsn()"))
         transaction = conn.transaction(readonly=True)
         await transaction.start()
-        cursor = await conn.cursor(
-            _PEEK_SQL, self.slot, upto, self.config.peek_changes, self.publication
-        )
+        sql = _PEEK_STREAMING_SQL if self.streaming else _PEEK_SQL
+        cursor = await conn.cursor(sql, self.slot, upto, self.config.peek_changes, self.publication)
         return _Peek(transaction, cursor, upto)
 
     async def _read_page(self) -> tuple[int, bool]:
+        peek = self._peek
+        if peek is not None and peek.replay is not None:
+            return self._replay_some(peek, peek.replay), False
+        if peek is not None and peek.pending:
+            rows, peek.pending = peek.pending, []
+        else:
+            peek, rows = await self._fetch(peek)
+        appended = await self._process(peek, rows)
+        if peek.replay is not None or peek.pending or not peek.exhausted:
+            return appended, False
+        await self._close_peek()
+        if peek.rows < self.config.peek_changes:
+            # Everything committed before upto_lsn was read: the slot may go there.
+            self._mark(SlotPosition(peek.upto_lsn), (peek.upto_lsn - 1, _END))
+        return appended, True
+
+    async def _fetch(self, peek: _Peek | None) -> tuple[_Peek, list[Any]]:
+        """The next page of the open peek (a new peek when none is open)."""
         import asyncpg
 
         page = self.config.page_rows
-        peek = self._peek
         try:
             if peek is None:
                 async with self._slot_lock:
@@ -340,9 +392,16 @@ class PostgresSource(BaseSource):
         except asyncpg.UndefinedObjectError as exc:
             await self._close_peek()
             raise ConfigError([f"trigger {self.trigger!r}: {exc}"]) from None
+        peek.rows += len(rows)
+        peek.exhausted = len(rows) < page
+        return peek, list(rows)
+
+    async def _process(self, peek: _Peek, rows: list[Any]) -> int:
+        """Decode rows into the shard log; stops after a Stream Commit (its changes are read
+        back first), keeping the rest in `peek.pending`."""
         appended = 0
-        decode = peek.decoder.decode
-        for row in rows:
+        decoder = peek.decoder
+        for index, row in enumerate(rows):
             data = row["data"]
             txn = peek.txn
             if (
@@ -352,19 +411,48 @@ class PostgresSource(BaseSource):
             ):
                 txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
                 continue
-            msg = decode(data)
+            if decoder.in_stream and data[0] in _STREAM_ROW_TAGS:
+                peek.streams.add(data)  # an uncommitted change: kept until the commit
+                continue
+            msg = decoder.decode(data)
             if isinstance(msg, Relation):
                 self._tables[msg.relid] = await self._table(msg)
+            elif isinstance(msg, StreamCommit):
+                if self._start_replay(peek, msg):
+                    peek.pending = rows[index + 1 :]
+                    break
             elif msg is not None:
                 appended += self._handle(peek, msg, len(data))
-        peek.rows += len(rows)
-        if len(rows) == page:
-            return appended, False
-        await self._close_peek()
-        if peek.rows < self.config.peek_changes:
-            # Everything committed before upto_lsn was read: the slot may go there.
-            self._mark(SlotPosition(peek.upto_lsn), (peek.upto_lsn - 1, _END))
-        return appended, True
+        return appended
+
+    def _start_replay(self, peek: _Peek, msg: StreamCommit) -> bool:
+        spill = peek.streams.commit(msg.xid)
+        if spill is None:  # nothing of it was published
+            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
+            return False
+        txn = _Txn(msg.commit_lsn, msg.commit_time)
+        peek.replay = _Replay(spill, spill.replay(), txn, msg.end_lsn)
+        self.streamed_transactions += 1
+        return True
+
+    def _replay_some(self, peek: _Peek, replay: _Replay) -> int:
+        """Up to a page of a committed streamed transaction's changes."""
+        appended = 0
+        txn = replay.txn
+        for _ in range(self.config.page_rows):
+            data = next(replay.changes, None)
+            if data is None:
+                replay.spill.close()
+                peek.replay = None
+                self._mark(SlotPosition(replay.end_lsn), (txn.commit_lsn, _END))
+                break
+            if data[0] in _ROW_TAGS and (txn.commit_lsn, txn.ordinal) <= self._read_pos:
+                txn.ordinal += 1
+                continue
+            msg = replay.decoder.decode(data)
+            if msg is not None:
+                appended += self._change(txn, msg, len(data))
+        return appended
 
     def _mark(self, marker: SlotPosition, position: tuple[int, int]) -> None:
         if position > self._read_pos:
@@ -383,8 +471,12 @@ class PostgresSource(BaseSource):
         elif isinstance(msg, Commit):
             peek.txn = None
             self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
-        elif isinstance(msg, (StreamStart, StreamStop, StreamCommit, StreamAbort)):
-            raise RuntimeError("streamed transactions were not asked for")
+        elif isinstance(msg, StreamStart):
+            peek.streams.start(msg.xid)
+        elif isinstance(msg, StreamStop):
+            peek.streams.stop()
+        elif isinstance(msg, StreamAbort):
+            peek.streams.abort(msg.xid, msg.subxid)
         return 0  # Type messages: types are looked up in the catalog
 
     def _change(self, txn: _Txn, msg: Message, size: int) -> int:
@@ -641,6 +733,14 @@ class PostgresSource(BaseSource):
             stream_arn=str(records[0].payload.get("eventSourceARN", "")),
             records=records,
         )
+
+
+def _discard_streams(peek: _Peek) -> None:
+    """Streamed transactions of a peek that ends are sent again by the next one."""
+    peek.streams.close()
+    if peek.replay is not None:
+        peek.replay.spill.close()
+        peek.replay = None
 
 
 async def _wait(event: asyncio.Event, wait_s: float) -> None:

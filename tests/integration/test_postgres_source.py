@@ -395,3 +395,52 @@ async def test_wal_retention_above_the_threshold_is_a_warning(
     assert lag.shard == source.slot and lag.retained_bytes and lag.retained_bytes > 1024
     assert lag.bytes is not None and lag.bytes > 0, "nothing acknowledged yet"
     assert [r for r in caplog.records if r.getMessage() == "postgres.wal_retention"]
+
+
+async def test_streamed_transactions_are_delivered_at_commit_without_aborted_parts(
+    pg_cluster: Any, store: Any
+) -> None:
+    table = await make_table(pg_cluster)
+    async with connect(pg_cluster) as conn:
+        # Stream anything over 64 kB instead of spilling it on the server.
+        await conn.execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        await conn.execute("SELECT pg_reload_conf()")
+    try:
+        async with pg_source(pg_cluster, store, tables=[table], streaming=True) as source:
+            async with connect(pg_cluster) as c1, connect(pg_cluster) as c2:
+                async with c1.transaction():
+                    await c1.execute(
+                        f"INSERT INTO {table} SELECT g, repeat('a', 200) FROM "
+                        "generate_series(1, 1000) g"
+                    )
+                    await c2.execute(f"INSERT INTO {table} VALUES (5000, 'between')")
+                    await c1.execute("SAVEPOINT undone")
+                    await c1.execute(
+                        f"INSERT INTO {table} SELECT g, repeat('b', 200) FROM "
+                        "generate_series(2001, 2500) g"
+                    )
+                    await c1.execute("ROLLBACK TO SAVEPOINT undone")
+                    await c1.execute(
+                        f"INSERT INTO {table} SELECT g, repeat('c', 200) FROM "
+                        "generate_series(3001, 3500) g"
+                    )
+                tx = c2.transaction()
+                await tx.start()
+                await c2.execute(
+                    f"INSERT INTO {table} SELECT g, repeat('d', 200) FROM "
+                    "generate_series(6001, 7000) g"
+                )
+                await tx.rollback()
+                await c2.execute(f"INSERT INTO {table} VALUES (9000, 'last')")
+            records = await receive_n(source, 1502, timeout=30)
+            assert await source.receive(10, 0.5) == []
+            assert source.streamed_transactions >= 1
+    finally:
+        async with connect(pg_cluster) as conn:
+            await conn.execute("ALTER SYSTEM RESET logical_decoding_work_mem")
+            await conn.execute("SELECT pg_reload_conf()")
+    ids = [int(r.payload["dynamodb"]["Keys"]["id"]["N"]) for r in records]
+    expected = [5000, *range(1, 1001), *range(3001, 3501), 9000]
+    assert ids == expected, "commit order; the rolled-back savepoint and transaction left out"
+    seqs = [r.item_id for r in records]
+    assert seqs == sorted(seqs)

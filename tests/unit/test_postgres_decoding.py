@@ -318,3 +318,38 @@ def test_bad_config(data: dict[str, Any], message: str) -> None:
 def test_display_never_shows_the_password() -> None:
     cfg = PostgresSourceConfig(type="postgres", tables=["t"], dsn="postgresql://u:s3cret@h:5/db")  # type: ignore[arg-type]
     assert cfg.display() == "postgresql://u@h:5/db" and cfg.database_name == "db"
+
+
+# ---- streamed transactions ----
+
+
+def streamed_insert(subxid: int, ident: str) -> bytes:
+    return b"I" + struct.pack("!II", subxid, 16385) + b"N" + tup(ident, "x")
+
+
+def test_streamed_changes_are_read_back_without_aborted_subtransactions() -> None:
+    from triggerd_postgres.streamed import StreamedTransactions
+
+    streams = StreamedTransactions()
+    streams.start(9)
+    streams.add(streamed_insert(9, "1"))
+    streams.add(streamed_insert(10, "2"))  # a subtransaction, aborted below
+    streams.stop()
+    streams.start(20)
+    streams.add(streamed_insert(20, "other"))  # another transaction, aborted as a whole
+    streams.stop()
+    streams.start(9)
+    streams.add(streamed_insert(11, "3"))
+    streams.stop()
+    streams.abort(9, 10)
+    streams.abort(20, 20)
+    assert streams.commit(20) is None
+    spill = streams.commit(9)
+    assert spill is not None and len(streams) == 0
+    decoder = Decoder(in_stream=True)
+    got = [decoder.decode(data) for data in spill.replay()]
+    assert [m.new[0] for m in got] == ["1", "3"]  # type: ignore[union-attr]
+    spill.close()
+    with pytest.raises(RuntimeError, match="outside Stream Start"):
+        streams.add(streamed_insert(9, "4"))
+    streams.close()
