@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,25 +44,10 @@ from triggerd.types import (
 )
 
 from . import server
+from .catalog import Catalog
+from .changes import END, ChangeReader, Session, SlotPosition
 from .config import PostgresSourceConfig
-from .pgoutput import (
-    Begin,
-    Commit,
-    Decoder,
-    Delete,
-    Insert,
-    Message,
-    Relation,
-    StreamAbort,
-    StreamCommit,
-    StreamStart,
-    StreamStop,
-    Truncate,
-    Update,
-)
-from .pgtypes import Kind, PgType, builtin_type, catalog_type
-from .shape import Shaper, Table, parse_sequence_number, stream_arn
-from .streamed import Spill, StreamedTransactions
+from .shape import Shaper, parse_sequence_number
 
 if TYPE_CHECKING:
     import asyncpg
@@ -75,10 +60,7 @@ __all__ = ["PostgresSource"]
 CHECKPOINT_INTERVAL_S = 0.1
 #: State-store key of the position inside a partly acknowledged transaction.
 POSITION_KEY = "postgres.position"
-_END = 1 << 62  # a position after every change of a commit LSN
 
-#: Insert, Update, Delete: one change each (Truncate counts one per table: always decoded).
-_ROW_TAGS = frozenset(b"IUD")
 
 _PEEK_SQL = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
@@ -88,50 +70,19 @@ _PEEK_STREAMING_SQL = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '2', 'publication_names', $4, 'streaming', 'on')"
 )
-_STREAM_ROW_TAGS = frozenset(b"IUDT")
-
-
-@dataclass(frozen=True, slots=True)
-class SlotPosition:
-    """A checkpoint marker: the slot may be advanced to `lsn`."""
-
-    lsn: int
-
-
-@dataclass(slots=True)
-class _Txn:
-    commit_lsn: int
-    commit_time: float
-    ordinal: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Replay:
-    """A committed streamed transaction being read back from its spill."""
-
-    spill: Spill
-    changes: Iterator[bytes]
-    txn: _Txn
-    end_lsn: int
-    decoder: Decoder = field(default_factory=lambda: Decoder(in_stream=True))
 
 
 @dataclass(eq=False, slots=True)
 class _Peek:
-    """One open peek: its transaction, cursor and decoding state."""
+    """One open peek: its transaction and cursor, and the decoding state."""
 
     transaction: Transaction
     cursor: Cursor
     upto_lsn: int
     rows: int = 0
-    decoder: Decoder = field(default_factory=Decoder)
-    txn: _Txn | None = None
     #: The cursor returned its last row.
     exhausted: bool = False
-    #: Rows fetched and not processed yet (after a Stream Commit being replayed).
-    pending: list[Any] = field(default_factory=list)
-    streams: StreamedTransactions = field(default_factory=StreamedTransactions)
-    replay: _Replay | None = None
+    session: Session = field(default_factory=Session)
 
 
 class PostgresSource(BaseSource):
@@ -159,6 +110,27 @@ class PostgresSource(BaseSource):
             max_bytes=int(config.read_ahead_mb * 1024 * 1024),
             redeliver_delay_s=config.max_poll_interval_s,
         )
+        self.catalog = Catalog(
+            query=self._query,
+            region=ctx.region,
+            account_id=ctx.account_id,
+            database=self.database,
+            slot=self.slot,
+            needs_old_image=config.needs_old_image,
+            view_type=config.stream_view_type,
+            log=self.log,
+            trigger=self.trigger,
+        )
+        self.changes = ChangeReader(
+            shard=self.shard,
+            shaper=self.shaper,
+            table=self.catalog.table,
+            on_marker=self._take_checkpoint,
+            page_rows=config.page_rows,
+            truncate=config.truncate,
+            log=self.log,
+            trigger=self.trigger,
+        )
         self._reader: asyncpg.Connection | None = None
         self._control: asyncpg.Connection | None = None
         self._control_lock = asyncio.Lock()
@@ -167,14 +139,11 @@ class PostgresSource(BaseSource):
         self._slot_lock = asyncio.Lock()
         self._peek: _Peek | None = None
         #: The newest position read (or checkpointed): anything at or before it is skipped.
-        self._read_pos: tuple[int, int] = (0, -1)
         self._advanced_lsn = 0
         #: Checkpoints not written yet: the newest slot position reached, and the newest
         #: position inside a transaction (state store) after it.
         self._to_advance: SlotPosition | None = None
         self._to_save: Record | None = None
-        self._tables: dict[int, Table] = {}
-        self._types: dict[int, PgType] = {}
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -182,8 +151,6 @@ class PostgresSource(BaseSource):
         self._runner: asyncio.Task[None] | None = None
         #: Protocol v2 streaming asked for (config, and the server is 14 or later).
         self.streaming = False
-        #: Streamed transactions read back at their commit (for logs and tests).
-        self.streamed_transactions = 0
         self._lag = ShardLag(shard=self.slot, seconds=0.0)
         self._retention_warned_at: float | None = None
         self._stopped = False
@@ -208,7 +175,7 @@ class PostgresSource(BaseSource):
                 "server": self.config.display(),
                 "slot": self.slot,
                 "publication": self.publication,
-                "position": self._read_pos[0],
+                "position": self.changes.read_pos[0],
             },
         )
 
@@ -238,12 +205,12 @@ class PostgresSource(BaseSource):
         except asyncpg.ObjectInUseError as exc:
             raise RetryableError(f"slot {self.slot}: {exc}") from None
         self._advanced_lsn = confirmed
-        self._read_pos = (confirmed - 1, _END) if confirmed else (0, -1)
+        self.changes.read_pos = (confirmed - 1, END) if confirmed else (0, -1)
         saved = await self.ctx.state.get_checkpoint(self.trigger, POSITION_KEY)
         if saved:
             position = parse_sequence_number(saved)
-            if position > self._read_pos:
-                self._read_pos = position
+            if position > self.changes.read_pos:
+                self.changes.read_pos = position
 
     async def stop(self) -> None:
         if self._stopped:
@@ -287,16 +254,22 @@ class PostgresSource(BaseSource):
                 await self._control.add_listener(self.config.wake_channel, self._on_notify)
         return self._control
 
+    @contextlib.asynccontextmanager
+    async def _query(self) -> AsyncIterator[asyncpg.Connection]:
+        """The control connection for one catalog query."""
+        async with self._control_lock:
+            yield await self._control_conn()
+
     async def _close_peek(self) -> None:
         peek, self._peek = self._peek, None
         if peek is not None:
-            _discard_streams(peek)
+            peek.session.discard()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(peek.transaction.rollback(), 5)
 
     async def _reset_reader(self) -> None:
         if self._peek is not None:
-            _discard_streams(self._peek)
+            self._peek.session.discard()
         self._peek = None
         reader, self._reader = self._reader, None
         if reader is not None:
@@ -359,19 +332,20 @@ class PostgresSource(BaseSource):
 
     async def _read_page(self) -> tuple[int, bool]:
         peek = self._peek
-        if peek is not None and peek.replay is not None:
-            return self._replay_some(peek, peek.replay), False
-        if peek is not None and peek.pending:
-            rows, peek.pending = peek.pending, []
+        if peek is not None and peek.session.replay is not None:
+            return self.changes.replay_some(peek.session, peek.session.replay), False
+        if peek is not None and peek.session.pending:
+            rows, peek.session.pending = peek.session.pending, []
         else:
             peek, rows = await self._fetch(peek)
-        appended = await self._process(peek, rows)
-        if peek.replay is not None or peek.pending or not peek.exhausted:
+        session = peek.session
+        appended = await self.changes.process(session, rows)
+        if session.replay is not None or session.pending or not peek.exhausted:
             return appended, False
         await self._close_peek()
         if peek.rows < self.config.peek_changes:
             # Everything committed before upto_lsn was read: the slot may go there.
-            self._mark(SlotPosition(peek.upto_lsn), (peek.upto_lsn - 1, _END))
+            self.changes.mark(SlotPosition(peek.upto_lsn), (peek.upto_lsn - 1, END))
         return appended, True
 
     async def _fetch(self, peek: _Peek | None) -> tuple[_Peek, list[Any]]:
@@ -395,214 +369,6 @@ class PostgresSource(BaseSource):
         peek.rows += len(rows)
         peek.exhausted = len(rows) < page
         return peek, list(rows)
-
-    async def _process(self, peek: _Peek, rows: list[Any]) -> int:
-        """Decode rows into the shard log; stops after a Stream Commit (its changes are read
-        back first), keeping the rest in `peek.pending`."""
-        appended = 0
-        decoder = peek.decoder
-        for index, row in enumerate(rows):
-            data = row["data"]
-            txn = peek.txn
-            if (
-                txn is not None
-                and data[0] in _ROW_TAGS
-                and (txn.commit_lsn, txn.ordinal) <= (self._read_pos)
-            ):
-                txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
-                continue
-            if decoder.in_stream and data[0] in _STREAM_ROW_TAGS:
-                peek.streams.add(data)  # an uncommitted change: kept until the commit
-                continue
-            msg = decoder.decode(data)
-            if isinstance(msg, Relation):
-                self._tables[msg.relid] = await self._table(msg)
-            elif isinstance(msg, StreamCommit):
-                if self._start_replay(peek, msg):
-                    peek.pending = rows[index + 1 :]
-                    break
-            elif msg is not None:
-                appended += self._handle(peek, msg, len(data))
-        return appended
-
-    def _start_replay(self, peek: _Peek, msg: StreamCommit) -> bool:
-        spill = peek.streams.commit(msg.xid)
-        if spill is None:  # nothing of it was published
-            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
-            return False
-        txn = _Txn(msg.commit_lsn, msg.commit_time)
-        peek.replay = _Replay(spill, spill.replay(), txn, msg.end_lsn)
-        self.streamed_transactions += 1
-        return True
-
-    def _replay_some(self, peek: _Peek, replay: _Replay) -> int:
-        """Up to a page of a committed streamed transaction's changes."""
-        appended = 0
-        txn = replay.txn
-        for _ in range(self.config.page_rows):
-            data = next(replay.changes, None)
-            if data is None:
-                replay.spill.close()
-                peek.replay = None
-                self._mark(SlotPosition(replay.end_lsn), (txn.commit_lsn, _END))
-                break
-            if data[0] in _ROW_TAGS and (txn.commit_lsn, txn.ordinal) <= self._read_pos:
-                txn.ordinal += 1
-                continue
-            msg = replay.decoder.decode(data)
-            if msg is not None:
-                appended += self._change(txn, msg, len(data))
-        return appended
-
-    def _mark(self, marker: SlotPosition, position: tuple[int, int]) -> None:
-        if position > self._read_pos:
-            self._read_pos = position
-            self.shard.mark(marker)
-            self._take_checkpoint()
-
-    def _handle(self, peek: _Peek, msg: Message, size: int) -> int:
-        """One decoded message (not a Relation); returns the records appended."""
-        if isinstance(msg, (Insert, Update, Delete, Truncate)):
-            if peek.txn is None:
-                raise RuntimeError("a change outside a transaction")
-            return self._change(peek.txn, msg, size)
-        if isinstance(msg, Begin):
-            peek.txn = _Txn(msg.final_lsn, msg.commit_time)
-        elif isinstance(msg, Commit):
-            peek.txn = None
-            self._mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, _END))
-        elif isinstance(msg, StreamStart):
-            peek.streams.start(msg.xid)
-        elif isinstance(msg, StreamStop):
-            peek.streams.stop()
-        elif isinstance(msg, StreamAbort):
-            peek.streams.abort(msg.xid, msg.subxid)
-        return 0  # Type messages: types are looked up in the catalog
-
-    def _change(self, txn: _Txn, msg: Message, size: int) -> int:
-        if isinstance(msg, Truncate):
-            return self._truncate(txn, msg, size)
-        ordinal = txn.ordinal
-        txn.ordinal += 1
-        position = (txn.commit_lsn, ordinal)
-        if position <= self._read_pos:
-            return 0
-        self._read_pos = position
-        common: dict[str, Any] = {
-            "commit_lsn": txn.commit_lsn,
-            "ordinal": ordinal,
-            "commit_time": txn.commit_time,
-            "size_bytes": size,
-        }
-        if isinstance(msg, Insert):
-            table = self._tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="INSERT", table=table, new=msg.new, old=None, old_full=False, **common
-            )
-        elif isinstance(msg, Update):
-            table = self._tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="MODIFY",
-                table=table,
-                new=msg.new,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
-            )
-        else:
-            assert isinstance(msg, Delete)
-            table = self._tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="REMOVE",
-                table=table,
-                new=None,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
-            )
-        self.shard.append(rec)
-        return 1
-
-    def _truncate(self, txn: _Txn, msg: Truncate, size: int) -> int:
-        appended = 0
-        for relid in msg.relids:
-            ordinal = txn.ordinal
-            txn.ordinal += 1
-            position = (txn.commit_lsn, ordinal)
-            if position <= self._read_pos:
-                continue
-            self._read_pos = position
-            table = self._tables[relid]
-            if self.config.truncate == "skip":
-                self.log.warning(
-                    "postgres.truncate_skipped",
-                    extra={"trigger": self.trigger, "table": table.qualified},
-                )
-                continue
-            rec = self.shaper.truncate(
-                table=table,
-                cascade=msg.cascade,
-                restart_identity=msg.restart_identity,
-                commit_lsn=txn.commit_lsn,
-                ordinal=ordinal,
-                commit_time=txn.commit_time,
-                size_bytes=size,
-            )
-            self.shard.append(rec, barrier=True)
-            appended += 1
-        return appended
-
-    # ---- relations and types ----
-
-    async def _table(self, rel: Relation) -> Table:
-        types = await self._column_types([c.type_oid for c in rel.columns])
-        async with self._control_lock:
-            pk = await server.primary_key(await self._control_conn(), rel.relid)
-        names = [c.name for c in rel.columns]
-        if pk and all(n in names for n in pk):
-            keys = tuple(names.index(n) for n in pk)
-        else:
-            keys = tuple(i for i, c in enumerate(rel.columns) if c.key)
-        if self.config.needs_old_image and rel.replica_identity != "f":
-            self.log.warning(
-                "postgres.replica_identity_not_full",
-                extra={
-                    "trigger": self.trigger,
-                    "table": f"{rel.namespace}.{rel.name}",
-                    "stream_view_type": self.config.stream_view_type,
-                },
-            )
-        arn = stream_arn(
-            self.ctx.region, self.ctx.account_id, self.database, rel.namespace, rel.name, self.slot
-        )
-        return Table(rel, tuple(types), keys, arn)
-
-    async def _column_types(self, oids: list[int]) -> list[PgType]:
-        return [await self._type(oid) for oid in oids]
-
-    async def _type(self, oid: int, depth: int = 0) -> PgType:
-        """The mapping of a column type; user types (enums, domains, arrays of them) are
-        looked up in the catalog once."""
-        known = self._types.get(oid) or builtin_type(oid)
-        if known is not None:
-            return known
-        async with self._control_lock:
-            rows = await server.describe_types(await self._control_conn(), [oid])
-        row = rows.get(oid)
-        if row is None or depth > 8:
-            resolved = PgType(Kind.TEXT)
-        else:
-            element = await self._type(row["elem"], depth + 1) if row["elem"] else None
-            base = await self._type(row["base"], depth + 1) if row["base"] else None
-            resolved = catalog_type(
-                typtype=row["typtype"],
-                category=row["typcategory"],
-                element=element,
-                base=base,
-                delimiter=row["typdelim"],
-            )
-        self._types[oid] = resolved
-        return resolved
 
     # ---- settling ----
 
@@ -733,14 +499,6 @@ class PostgresSource(BaseSource):
             stream_arn=str(records[0].payload.get("eventSourceARN", "")),
             records=records,
         )
-
-
-def _discard_streams(peek: _Peek) -> None:
-    """Streamed transactions of a peek that ends are sent again by the next one."""
-    peek.streams.close()
-    if peek.replay is not None:
-        peek.replay.spill.close()
-        peek.replay = None
 
 
 async def _wait(event: asyncio.Event, wait_s: float) -> None:

@@ -434,7 +434,7 @@ async def test_streamed_transactions_are_delivered_at_commit_without_aborted_par
                 await c2.execute(f"INSERT INTO {table} VALUES (9000, 'last')")
             records = await receive_n(source, 1502, timeout=30)
             assert await source.receive(10, 0.5) == []
-            assert source.streamed_transactions >= 1
+            assert source.changes.streamed_transactions >= 1
     finally:
         async with connect(pg_cluster) as conn:
             await conn.execute("ALTER SYSTEM RESET logical_decoding_work_mem")
