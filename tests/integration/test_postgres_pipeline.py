@@ -216,3 +216,36 @@ async def test_server_restart_while_running_loses_nothing(pg_cluster: Any, store
             trigger.stop()
             await asyncio.wait_for(task, 10)
     assert set(delivered()) == set(range(40))
+
+
+async def test_parallelization_factor_runs_lanes_at_once_keeping_each_rows_order(
+    pg_cluster: Any, store: Any
+) -> None:
+    table = await make_table(pg_cluster)
+    backend = FakeBackend(lambda event: None, delay_s=0.2)
+    async with pg_source(pg_cluster, store, tables=[table], parallelization_factor=4) as source:
+        rt = trigger_runtime(store, source, backend, None, batch_size=5, maximum_concurrency=4)
+        trigger = SyncTrigger(rt)
+        task = asyncio.create_task(trigger.run())
+        try:
+            async with connect(pg_cluster) as conn:
+                await conn.execute(
+                    f"INSERT INTO {table} SELECT g, 'v0' FROM generate_series(1, 20) g"
+                )
+                for version in (1, 2):
+                    await conn.execute(f"UPDATE {table} SET v = 'v{version}'")
+
+            def seen() -> list[tuple[int, str]]:
+                return [
+                    (int(r["dynamodb"]["Keys"]["id"]["N"]), r["dynamodb"]["NewImage"]["v"]["S"])
+                    for e in backend.calls
+                    for r in e["Records"]
+                ]
+
+            await wait_for(lambda: len(seen()) >= 60, 30, "every change")
+        finally:
+            trigger.stop()
+            await asyncio.wait_for(task, 10)
+    assert backend.max_concurrent > 1, "lanes of one table ran at once"
+    for ident in range(1, 21):
+        assert [v for i, v in seen() if i == ident] == ["v0", "v1", "v2"], "per-row order"
