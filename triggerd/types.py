@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -98,6 +98,12 @@ class SourceConfig(Model):
     default_batching_window_s: ClassVar[float] = 0.0
     #: AWS requires `batching_window_s >= 1` when `batch_size` is above this (SQS: 10).
     window_required_above_batch_size: ClassVar[int | None] = None
+    #: Every batch holds records of one ordering key only (a Kafka partition, a stream
+    #: shard), so keys run in parallel and a failure in one never holds back another.
+    batch_per_key: ClassVar[bool] = False
+    #: With an on-failure destination, infinite retries (-1) become this many (AWS's Kafka
+    #: mappings apply 10); None keeps them infinite.
+    retry_cap_with_on_failure: ClassVar[int | None] = None
 
 
 class DestinationConfig(Model):
@@ -177,25 +183,58 @@ class Source(Protocol):
     async def stop(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ShardLag:
-    """How far a stream source's reader is behind one shard (a replication slot, a stream
-    shard)."""
+class PipelineControl(Protocol):
+    """What a source may ask of the pipeline that consumes it."""
 
-    shard: str
-    #: Age of the oldest record read and not settled yet (0 when caught up).
-    seconds: float
-    #: Bytes of the stream not processed yet, when the system tells (WAL behind a slot).
-    bytes: int | None = None
+    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        """Stop dispatching records with these ordering keys: buffered ones are nacked at once,
+        batches in flight are given back at their next retry point, and this waits up to
+        `timeout_s` for the in-flight ones to settle (ack or nack). For sources that lose
+        keys while running (a Kafka partition revoked in a rebalance, a stream shard's lease
+        taken over): settle what was done, then give the key up."""
+        ...
+
+
+@runtime_checkable
+class ControlledSource(Protocol):
+    """Optional: a source that needs the pipeline's control gets it once, before `receive`."""
+
+    def attach(self, control: PipelineControl) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStats:
+    """Progress of one partition (Kafka partition, stream shard) of a source."""
+
+    #: The ordering key, e.g. "<topic>-<partition>".
+    partition: str
+    #: Records between the committed position and the end of the partition (None when the
+    #: system does not tell, as for a replication slot).
+    lag_records: int | None
+    #: Age of the oldest record not yet processed (0 when caught up).
+    lag_seconds: float
+    #: The committed offset (the next record to process), None before the first commit; for a
+    #: replication slot, its confirmed LSN.
+    committed_offset: int | None
+    #: Bytes between the committed position and the end, when the system tells (WAL behind a
+    #: replication slot).
+    lag_bytes: int | None = None
     #: Bytes the server keeps for this reader, when the system tells (WAL a slot retains).
     retained_bytes: int | None = None
 
 
-@runtime_checkable
-class ReportsLag(Protocol):
-    """Optional: a source that reports its lag per shard (metrics)."""
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    partitions: tuple[PartitionStats, ...] = ()
+    #: Rebalances (or lease changes) seen since the source started.
+    rebalances: int = 0
 
-    def lag(self) -> Sequence[ShardLag]: ...
+
+@runtime_checkable
+class ReportsStats(Protocol):
+    """Optional: a source that reports lag per partition (metrics, `triggerd status`)."""
+
+    def stats(self) -> SourceStats: ...
 
 
 class BaseSource:

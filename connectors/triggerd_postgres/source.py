@@ -37,10 +37,11 @@ from triggerd.types import (
     BaseSource,
     ConfigError,
     JSONDict,
+    PartitionStats,
     Record,
     RetryableError,
-    ShardLag,
     SourceContext,
+    SourceStats,
 )
 
 from . import server
@@ -151,7 +152,7 @@ class PostgresSource(BaseSource):
         self._runner: asyncio.Task[None] | None = None
         #: Protocol v2 streaming asked for (config, and the server is 14 or later).
         self.streaming = False
-        self._lag = ShardLag(shard=self.slot, seconds=0.0)
+        self._lag = PartitionStats(self.slot, None, 0.0, None)
         self._retention_warned_at: float | None = None
         self._stopped = False
 
@@ -438,8 +439,10 @@ class PostgresSource(BaseSource):
 
     # ---- lag ----
 
-    def lag(self) -> Sequence[ShardLag]:
-        return (self._lag,)
+    def stats(self) -> SourceStats:
+        """ReportsStats: the slot as the source's one partition (committed offset = the
+        slot's confirmed LSN, lag in WAL bytes; the number of changes behind is not known)."""
+        return SourceStats(partitions=(self._lag,))
 
     async def _lag_loop(self) -> None:
         interval = self.config.lag_interval_s
@@ -452,19 +455,21 @@ class PostgresSource(BaseSource):
                 )
             await self.ctx.clock.sleep(interval)
 
-    async def measure_lag(self) -> ShardLag:
+    async def measure_lag(self) -> PartitionStats:
         async with self._control_lock:
             measured = await server.slot_lag(await self._control_conn(), self.slot)
         oldest = self.shard.oldest_unsettled()
         now = self.ctx.clock.time()
         seconds = max(0.0, now - oldest) if oldest is not None else 0.0
         if measured is None:
-            self._lag = ShardLag(shard=self.slot, seconds=seconds)
+            self._lag = PartitionStats(self.slot, None, seconds, None)
             return self._lag
-        self._lag = ShardLag(
-            shard=self.slot,
-            seconds=seconds,
-            bytes=measured.lag_bytes,
+        self._lag = PartitionStats(
+            self.slot,
+            None,
+            seconds,
+            measured.confirmed_lsn,
+            lag_bytes=measured.lag_bytes,
             retained_bytes=measured.retained_bytes,
         )
         self._warn_retention(measured.retained_bytes, now)

@@ -392,8 +392,9 @@ async def test_wal_retention_above_the_threshold_is_a_warning(
             )
         with caplog.at_level(logging.WARNING, logger="test.postgres"):
             lag = await source.measure_lag()
-    assert lag.shard == source.slot and lag.retained_bytes and lag.retained_bytes > 1024
-    assert lag.bytes is not None and lag.bytes > 0, "nothing acknowledged yet"
+    assert lag.partition == source.slot and lag.retained_bytes and lag.retained_bytes > 1024
+    assert lag.lag_bytes is not None and lag.lag_bytes > 0, "nothing acknowledged yet"
+    assert source.stats().partitions == (lag,)
     assert [r for r in caplog.records if r.getMessage() == "postgres.wal_retention"]
 
 

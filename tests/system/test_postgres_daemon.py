@@ -101,10 +101,14 @@ def test_kill9_mid_batch_then_restart_delivers_every_row(
         assert status.returncode == 0, status.stderr
         assert "orders: slot triggerd_orders: 0 B of WAL behind" in status.stdout
         listen = d.config.read_text().split('listen = "')[1].split('"')[0]
-        wait_for(lambda: "triggerd_stream_lag_bytes" in _metrics(listen), 10, "lag metrics")
-        assert 'triggerd_stream_lag_seconds{shard="triggerd_orders",trigger="orders"}' in (
-            _metrics(listen)
-        )
+        wait_for(lambda: "triggerd_source_lag_bytes{" in _metrics(listen), 10, "lag metrics")
+        text = _metrics(listen)
+        assert 'triggerd_source_lag_seconds{partition="triggerd_orders",trigger="orders"}' in text
+        assert 'triggerd_source_retained_bytes{partition="triggerd_orders"' in text
+        with urllib.request.urlopen(f"http://{listen}/statusz", timeout=2) as resp:
+            (slot,) = json.loads(resp.read())["triggers"]["orders"]["partitions"]
+        assert slot["partition"] == "triggerd_orders" and slot["lag_records"] is None
+        assert slot["retained_bytes"] > 0 and slot["committed_offset"] > 0
         assert d.terminate() == 0
     finally:
         d.stop()

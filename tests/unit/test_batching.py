@@ -117,3 +117,34 @@ def test_retry_attempt_limits(limit: int, attempts: int, exhausted: bool) -> Non
 def test_record_age_limit(age_limit: float, age: float, old: bool) -> None:
     rec = make_record(1, created_at=1000.0)
     assert RetryPolicy(maximum_record_age_s=age_limit).too_old(rec, 1000.0 + age) is old
+
+
+def test_per_key_batches_hold_one_key_each_in_order() -> None:
+    buf = BatchBuffer(batch_size=10, window_s=0, capacity=100, per_key=True)
+    recs = [make_record(i, key="a" if i % 2 else "b") for i in range(8)]
+    buf.add(recs, now=0.0)
+    first = buf.next_batch(0.0, set())
+    assert first is not None and {r.key for r in first} == {"b"}
+    assert [r.payload["body"] for r in first] == ["0", "2", "4", "6"]
+    second = buf.next_batch(0.0, {"b"})
+    assert second is not None and [r.payload["body"] for r in second] == ["1", "3", "5", "7"]
+
+
+def test_per_key_a_full_key_goes_before_a_waiting_one() -> None:
+    buf = BatchBuffer(batch_size=3, window_s=60, capacity=100, per_key=True)
+    buf.add([make_record(0, key="slow")], now=0.0)
+    buf.add([make_record(i, key="full") for i in range(3)], now=1.0)
+    batch = buf.next_batch(1.0, set())
+    assert batch is not None and {r.key for r in batch} == {"full"}
+    assert buf.next_batch(1.0, set()) is None  # "slow" waits for its window
+    assert buf.deadline(set()) == 60.0
+    assert buf.next_batch(60.0, set()) is not None
+
+
+def test_per_key_skips_busy_keys_and_respects_the_byte_cap() -> None:
+    buf = BatchBuffer(batch_size=100, window_s=0, capacity=100, max_bytes=10_000, per_key=True)
+    buf.add(sized(5, 4000, key="big") + sized(2, 10, key="small"), now=0.0)
+    batch = buf.next_batch(0.0, set())
+    assert batch is not None and len(batch) == 2 and batch[0].key == "big"
+    batch = buf.next_batch(0.0, {"big"})
+    assert batch is not None and [r.key for r in batch] == ["small", "small"]

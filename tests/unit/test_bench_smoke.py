@@ -16,6 +16,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    kafka,
     postgres,
     rabbitmq,
     s3_poll,
@@ -91,6 +92,16 @@ def test_rabbitmq_reports_messages_per_second_against_the_bare_consumer() -> Non
     rows = rabbitmq.run(rabbitmq.SMOKE)
     assert_numbers(rows, "rabbitmq")
     assert rows[0].value > 0 and rows[0].baseline is not None and rows[0].baseline > 0
+
+
+def test_kafka_reports_records_per_second_and_latency_against_the_bare_loop() -> None:
+    rows = kafka.run(kafka.SMOKE)
+    assert_numbers(rows, "kafka")
+    by_metric = {r.metric.split(" (")[0].split(" at ")[0]: r for r in rows}
+    assert by_metric["through triggerd / bare loop"].target == 0.7
+    rate = rows[0]
+    assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
+    assert by_metric["produce-to-invoke p50"].value > 0
 
 
 def test_postgres_reports_rows_per_second_and_latency_against_the_bare_loop() -> None:

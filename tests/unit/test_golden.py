@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from triggerd_directory.s3shape import s3_event_record
+from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
 from triggerd_schedule.source import scheduled_event
 
 from triggerd.delivery.failures import async_invocation_record, stream_failure_record
-from triggerd.types import InvokeResult, Outcome
+from triggerd.types import InvokeResult, Outcome, Record
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 T = 1714564800.123  # 2024-05-01T12:00:00.123Z
@@ -102,7 +103,60 @@ def stream_failure() -> Any:
     )
 
 
+def _kafka_records() -> list[Record]:
+    payloads = [
+        kafka_record(
+            topic="mytopic",
+            partition=0,
+            offset=15,
+            timestamp=1714564800123,
+            timestamp_type=0,
+            key=b"recordKey",
+            value=b'{"key":"value"}',
+            headers=[("headerKey", b"headerValue"), ("bin", b"\xff\x00")],
+        ),
+        kafka_record(
+            topic="mytopic",
+            partition=0,
+            offset=16,
+            timestamp=1714564800456,
+            timestamp_type=1,
+            key=None,
+            value=b"\x00\x01binary",
+            headers=[],
+        ),
+    ]
+    return [
+        Record(payload=p, item_id=f"mytopic-0:{p['offset']}", size=record_size(p),
+               created_at=p["timestamp"] / 1000, key="mytopic-0")
+        for p in payloads
+    ]  # fmt: skip
+
+
+BOOTSTRAP = "broker-1.example.com:9092,broker-2.example.com:9092"
+
+
+def kafka_event() -> Any:
+    return envelope(BOOTSTRAP, "mytopic-0", [r.payload for r in _kafka_records()])
+
+
+def kafka_failure() -> Any:
+    records = _kafka_records()
+    return stream_failure_record(
+        request_id=ERROR.request_id,
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:my-function",
+        condition="RetryAttemptsExhausted",
+        approximate_invoke_count=11,
+        result=ERROR,
+        timestamp=T,
+        batch_info=batch_info(BOOTSTRAP, records),
+        payload=envelope(BOOTSTRAP, "mytopic-0", [r.payload for r in records]),
+    )
+
+
 CASES: dict[str, Callable[[], Any]] = {
+    "kafka_self_managed_event": kafka_event,
+    "kafka_failure_record": kafka_failure,
     "s3_object_created_put": s3_put,
     "s3_object_removed_delete": s3_delete,
     "eventbridge_scheduled_event": schedule,

@@ -4,7 +4,6 @@ sources that report them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from triggerd.config.plugins import Registry
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     ConfigError,
-    ReportsLag,
+    PartitionStats,
     RetryableError,
-    ShardLag,
     SourceCommand,
     SourcePlugin,
+    SourceStats,
 )
 
 CONFIG = """
@@ -128,19 +127,20 @@ def test_validate_reports_live_problems_and_warns_when_unreachable(
     assert "warning: trigger 'down': not checked against its server" in down.output
 
 
-class LagSource(FakeSource):
-    def lag(self) -> Sequence[ShardLag]:
-        return (ShardLag("slot_a", 2.5, bytes=100, retained_bytes=4096), ShardLag("s2", 0.0))
-
-
-def test_lag_of_reporting_sources_is_exposed_as_metrics() -> None:
-    source = LagSource()
-    assert isinstance(source, ReportsLag) and not isinstance(FakeSource(), ReportsLag)
+def test_byte_lag_of_reporting_sources_is_exposed_as_metrics() -> None:
+    stats = SourceStats(
+        partitions=(
+            PartitionStats("slot_a", None, 2.5, 4242, lag_bytes=100, retained_bytes=4096),
+            PartitionStats("p1", 3, 0.0, 7),
+        )
+    )
     metrics = Metrics()
-    metrics.streams.register("orders", source.lag)
+    metrics.sources.register("orders", lambda: stats)
     text = metrics.exposition().decode()
-    assert 'triggerd_stream_lag_seconds{shard="slot_a",trigger="orders"} 2.5' in text
-    assert 'triggerd_stream_lag_bytes{shard="slot_a",trigger="orders"} 100.0' in text
-    assert 'triggerd_stream_retained_bytes{shard="slot_a",trigger="orders"} 4096.0' in text
-    assert 'triggerd_stream_lag_seconds{shard="s2",trigger="orders"} 0.0' in text
-    assert 'triggerd_stream_lag_bytes{shard="s2"' not in text
+    assert 'triggerd_source_lag_seconds{partition="slot_a",trigger="orders"} 2.5' in text
+    assert 'triggerd_source_lag_bytes{partition="slot_a",trigger="orders"} 100.0' in text
+    assert 'triggerd_source_retained_bytes{partition="slot_a",trigger="orders"} 4096.0' in text
+    assert 'triggerd_source_committed_offset{partition="slot_a",trigger="orders"} 4242.0' in text
+    assert 'triggerd_source_lag_records{partition="slot_a"' not in text
+    assert 'triggerd_source_lag_records{partition="p1",trigger="orders"} 3.0' in text
+    assert 'triggerd_source_lag_bytes{partition="p1"' not in text

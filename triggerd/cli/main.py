@@ -338,7 +338,8 @@ def dlq_replay(entry_id: int, config_path: str) -> None:
 @main.command()
 @config_option
 def status(config_path: str) -> None:
-    """Triggers with their async queue depth and dead-lettered records, and daemon health."""
+    """Triggers with their async queue depth and dead-lettered records, daemon health, and
+    the lag of partitioned sources (Kafka) per partition."""
 
     async def action(cfg: ConfigBase, store: StateStore) -> int:
         click.echo(f"{'trigger':<24} {'source':<10} {'function':<20} {'queued':>7} {'dlq':>5}")
@@ -353,9 +354,41 @@ def status(config_path: str) -> None:
             click.echo(line)
         if cfg.daemon.listen:
             click.echo(f"daemon at {cfg.daemon.listen}: {await _health(cfg.daemon.listen)}")
+            _echo_lag(await _lag(cfg.daemon.listen))
         return 0
 
     _with_store(config_path, action)
+
+
+def _echo_lag(triggers: dict[str, Any]) -> None:
+    """Per partition of each source that reports it: lag in records and seconds."""
+    rows = [(name, t, p) for name, t in triggers.items() for p in t.get("partitions", [])]
+    if not rows:
+        return
+    click.echo(f"{'trigger':<24} {'partition':<32} {'committed':>10} {'lag':>8} {'lag_s':>8}")
+    for name, _, p in rows:
+        offset = "-" if p["committed_offset"] is None else p["committed_offset"]
+        records = "-" if p.get("lag_records") is None else p["lag_records"]
+        click.echo(
+            f"{name:<24} {p['partition']:<32} {offset:>10} {records:>8} {p['lag_seconds']:>8.1f}"
+        )
+    for name, t in triggers.items():
+        click.echo(f"{name}: {t.get('rebalances', 0)} rebalance(s)")
+
+
+async def _lag(listen: str) -> dict[str, Any]:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(f"http://{listen}/statusz") as resp,
+        ):
+            body = await resp.json()
+            triggers = body.get("triggers") if isinstance(body, dict) else None
+            return triggers if isinstance(triggers, dict) else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
 
 
 async def _health(listen: str) -> str:

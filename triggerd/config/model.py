@@ -148,9 +148,13 @@ class TriggerBase(Model):
 
     @property
     def effective_retry_attempts(self) -> int:
-        if self.maximum_retry_attempts is not None:
-            return self.maximum_retry_attempts
-        return 2 if self.is_async else -1
+        attempts = self.maximum_retry_attempts
+        if attempts is None:
+            attempts = 2 if self.is_async else -1
+        cap = self.source_config.retry_cap_with_on_failure
+        if attempts == -1 and cap is not None and self.on_failure_config is not None:
+            return cap
+        return attempts
 
     @property
     def effective_base_delay_s(self) -> float:

@@ -36,10 +36,11 @@ from triggerd.types import (
     Clock,
     DestinationContext,
     FunctionConfig,
-    ReportsLag,
+    ReportsStats,
     RetryableError,
     Source,
     SourceContext,
+    SourceStats,
     SystemClock,
 )
 
@@ -90,6 +91,10 @@ class Daemon:
     @property
     def trigger_names(self) -> Collection[str]:
         return self.triggers.keys()
+
+    def source_stats(self) -> dict[str, SourceStats]:
+        """Lag per partition of the triggers whose sources report it."""
+        return self.metrics.sources.snapshot()
 
     def work_dir(self) -> Path:
         if self.config.daemon.work_dir:
@@ -299,8 +304,8 @@ class Daemon:
             log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
             self._unstarted[name] = source
         stack.push_async_callback(source.stop)
-        if isinstance(source, ReportsLag):
-            self.metrics.streams.register(name, source.lag)
+        if isinstance(source, ReportsStats):
+            self.metrics.sources.register(name, source.stats)
         return TriggerRuntime(
             name=name,
             config=tcfg,

@@ -4,6 +4,9 @@ record would push the payload over the 6 MB cap, whichever comes first.
 Ordering: a record whose key has a batch in flight (a "busy" key) is not eligible, and neither
 is any later record with that key, so one key's records are invoked in order, one batch at a
 time, while other keys proceed.
+
+With `per_key`, a batch holds the records of one key only (Kafka partitions, stream shards):
+each key fills and times its own batch, and the first key whose batch is due goes first.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class BatchBuffer:
         capacity: int,
         max_bytes: int = MAX_SYNC_PAYLOAD,
         max_buffered_bytes: int | None = None,
+        per_key: bool = False,
     ) -> None:
+        self.per_key = per_key
         self.batch_size = batch_size
         self.window_s = window_s
         self.capacity = max(capacity, batch_size)
@@ -92,15 +97,35 @@ class BatchBuffer:
                 return chosen, True
         return chosen, False
 
+    def _select_per_key(self, busy: set[str]) -> list[tuple[list[int], bool]]:
+        """Per key (in order of each key's oldest record): its next batch and whether full."""
+        groups: dict[str | None, tuple[list[int], list[int]]] = {}  # key -> (indexes, [bytes])
+        done: set[str | None] = set()
+        for i, item in enumerate(self._items):
+            key = item.record.key
+            if key in done or (key is not None and key in busy):
+                continue
+            chosen, size = groups.setdefault(key, ([], [ENVELOPE_OVERHEAD]))
+            rec_size = item.record.size + 1
+            if chosen and size[0] + rec_size > self.max_bytes:
+                done.add(key)
+                continue
+            chosen.append(i)
+            size[0] += rec_size
+            if len(chosen) >= self.batch_size or size[0] > self.max_bytes:
+                done.add(key)
+        return [(chosen, key in done) for key, (chosen, _) in groups.items()]
+
     def next_batch(self, now: float, busy: set[str], *, flush: bool = False) -> list[Record] | None:
         """The next batch if one is due (full, window elapsed, or `flush`), else None."""
-        chosen, full = self._select(busy)
-        if not chosen:
-            return None
-        first = self._items[chosen[0]].arrived
-        if not (full or flush or now - first >= self.window_s):
-            return None
-        return self._remove(set(chosen))
+        candidates = self._select_per_key(busy) if self.per_key else [self._select(busy)]
+        for chosen, full in candidates:
+            if not chosen:
+                continue
+            first = self._items[chosen[0]].arrived
+            if full or flush or now - first >= self.window_s:
+                return self._remove(set(chosen))
+        return None
 
     def deadline(self, busy: set[str]) -> float | None:
         """When the window of the oldest eligible record expires (None if nothing eligible)."""

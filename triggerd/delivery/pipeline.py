@@ -4,6 +4,11 @@ Source -> filter -> batcher -> dispatcher (bounded concurrency, per-key order) -
 judge (success / partial batch failure / error) -> ack, retry (backoff, bisect, attempts, age),
 or on-failure destination then ack. Sources never ack by themselves; every received record is
 settled exactly once.
+
+A source that loses ordering keys while running (a Kafka partition revoked in a rebalance, a
+stream shard taken over) calls `release_keys` (the `PipelineControl` it gets through `attach`):
+the keys' buffered records are nacked, their batches in flight are given back at the next
+retry point, and the call returns once those batches settled (or its timeout passed).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,7 +30,16 @@ from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.events.filters import CompiledFilter
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import MAX_SYNC_PAYLOAD, Backend, Clock, InvokeResult, Outcome, Record, Source
+from triggerd.types import (
+    MAX_SYNC_PAYLOAD,
+    Backend,
+    Clock,
+    ControlledSource,
+    InvokeResult,
+    Outcome,
+    Record,
+    Source,
+)
 
 
 @dataclass
@@ -77,6 +91,7 @@ class SyncTrigger:
             window_s=cfg.effective_window_s,
             capacity=cfg.effective_batch_size * (cfg.maximum_concurrency + 1),
             max_buffered_bytes=(cfg.maximum_concurrency + 1) * MAX_SYNC_PAYLOAD,
+            per_key=cfg.source_config.batch_per_key,
         )
         self.policy = RetryPolicy(
             maximum_retry_attempts=cfg.effective_retry_attempts,
@@ -94,6 +109,14 @@ class SyncTrigger:
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._producer_done = False
+        #: Per ordering key: how many times it was released (batches notice the change).
+        self._release_epoch: dict[str, int] = {}
+        #: Set (and replaced) on stop and on every release: wakes retry backoffs early.
+        self._wake = asyncio.Event()
+        #: Set (and replaced) whenever a batch ends: wakes `release_keys`.
+        self._batch_done = asyncio.Event()
+        if isinstance(rt.source, ControlledSource):
+            rt.source.attach(self)
 
     @property
     def stopping(self) -> bool:
@@ -103,6 +126,39 @@ class SyncTrigger:
         self._stopping.set()
         self._work.set()
         self._room.set()
+        self._wake.set()
+
+    def release_epochs(self, keys: set[str]) -> dict[str, int]:
+        return {k: self._release_epoch.get(k, 0) for k in keys}
+
+    def released_since(self, epochs: dict[str, int]) -> bool:
+        return any(self._release_epoch.get(k, 0) != n for k, n in epochs.items())
+
+    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        """PipelineControl: give up ordering keys (see the module docstring)."""
+        wanted = set(keys)
+        if not wanted:
+            return
+        for key in wanted:
+            self._release_epoch[key] = self._release_epoch.get(key, 0) + 1
+        woken, self._wake = self._wake, asyncio.Event()
+        woken.set()
+        back: list[Record] = []
+        for key in sorted(wanted):
+            back += self.buffer.take_key(key)
+        if back:
+            self._room.set()
+            await asyncio.shield(self.rt.source.nack(back))
+        deadline = self.rt.clock.monotonic() + timeout_s
+        while wanted & self.busy:
+            remaining = deadline - self.rt.clock.monotonic()
+            if remaining <= 0:
+                self.rt.log.warning(
+                    "keys.release_timeout",
+                    extra={"trigger": self.rt.name, "keys": sorted(wanted & self.busy)},
+                )
+                return
+            await _wait(self._batch_done, remaining)
 
     async def run(self) -> None:
         try:
@@ -213,6 +269,8 @@ class SyncTrigger:
             self.rt.metrics.inflight.labels(self.rt.name).dec()
             self._work.set()
             self._room.set()
+            ended, self._batch_done = self._batch_done, asyncio.Event()
+            ended.set()
 
     async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
         """Nack a batch's unsettled records, then the buffered records of its keys, so the
@@ -237,13 +295,15 @@ class BatchRun:
         self.t = trigger
         self.rt = trigger.rt
         self.unsettled = unsettled
+        self.epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
 
     async def process(self, batch: list[Record]) -> None:
         pending: list[list[Record]] = [batch]
         throttles = 0
         while pending:
-            if self.t.stopping:
-                # Shutting down: give back what has not been settled instead of retrying.
+            if self.t.stopping or self.t.released_since(self.epochs):
+                # Shutting down, or the source gave the key up: give back what has not been
+                # settled instead of retrying.
                 await self.nack([r for part in pending for r in part])
                 return
             records = await self.drop_too_old(pending.pop(0), None)
@@ -270,8 +330,14 @@ class BatchRun:
         """Wait before a retry (cut short by stop); meanwhile the key counts as retrying."""
         keys = {r.key for r in records if r.key is not None}
         self.t.retrying |= keys
+        clock = self.rt.clock
+        deadline = clock.monotonic() + delay
         try:
-            await _wait(self.t._stopping, delay)
+            while not self.t.stopping and not self.t.released_since(self.epochs):
+                remaining = deadline - clock.monotonic()
+                if remaining <= 0:
+                    break
+                await _wait(self.t._wake, remaining)
         finally:
             self.t.retrying -= keys
 

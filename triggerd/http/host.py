@@ -13,7 +13,7 @@ from triggerd.config.model import DaemonSettings
 from triggerd.http.routes import Routes
 from triggerd.state.base import StateStore
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, FunctionConfig
+from triggerd.types import Backend, FunctionConfig, SourceStats
 
 
 class InvokeTarget(Protocol):
@@ -66,3 +66,7 @@ class HttpHost(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    def source_stats(self) -> Mapping[str, SourceStats]:
+        """Per trigger: the lag of its source's partitions (sources that report it)."""
+        ...

@@ -15,7 +15,7 @@ from aiohttp import HttpVersion11, web
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.http.routes import ROUTE_KEY, Routes
-from triggerd.types import ConfigError, HttpHandler
+from triggerd.types import ConfigError, HttpHandler, PartitionStats
 
 #: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
 MAX_BODY = 6 * 1024 * 1024 + 1024
@@ -85,10 +85,42 @@ def metrics_handler(host: HttpHost) -> HttpHandler:
     return metrics
 
 
+def _partition(p: PartitionStats) -> dict[str, object]:
+    out: dict[str, object] = {
+        "partition": p.partition,
+        "lag_records": p.lag_records,
+        "lag_seconds": round(p.lag_seconds, 3),
+        "committed_offset": p.committed_offset,
+    }
+    if p.lag_bytes is not None:  # byte figures only where the system gives them (slots)
+        out["lag_bytes"] = p.lag_bytes
+    if p.retained_bytes is not None:
+        out["retained_bytes"] = p.retained_bytes
+    return out
+
+
+def status_handler(host: HttpHost) -> HttpHandler:
+    """GET /statusz: per trigger, its source's partitions with lag and committed offset."""
+
+    async def status(request: web.BaseRequest) -> web.StreamResponse:
+        triggers = {
+            name: {
+                "rebalances": stats.rebalances,
+                "partitions": [_partition(p) for p in stats.partitions],
+            }
+            for name, stats in host.source_stats().items()
+        }
+        return web.json_response({"triggers": triggers})
+
+    return status
+
+
 def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /metrics and the Invoke API, beside the webhooks in the route table."""
+    """/healthz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
+    table."""
     healthz, metrics = healthz_handler(host), metrics_handler(host)
     own = [
+        ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
         ("GET", "/metrics", metrics),
@@ -151,7 +183,7 @@ async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
     )
     site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=context)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    if sockets:
-        port = sockets[0].getsockname()[1]
+    addresses = runner.addresses  # each site's getsockname(): (host, port, ...)
+    if addresses:
+        port = int(addresses[0][1])
     return f"{address}:{port}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -15,7 +15,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from triggerd.types import ShardLag
+from triggerd.types import SourceStats
 
 #: prometheus_client's own `le` formatting (untyped there).
 _le: Callable[[float], str] = floatToGoString
@@ -122,41 +122,62 @@ class FunctionMetrics(Collector):
         yield from (invocations, duration, init, cold, billed, memory)
 
 
-class StreamLagMetrics(Collector):
-    """Lag per shard of the stream sources that report it (`ReportsLag`), read from the
-    sources when /metrics is scraped."""
+class SourceMetrics(Collector):
+    """Lag per partition, committed offsets and rebalances of the sources that report them
+    (`ReportsStats`), read from the sources when /metrics is scraped."""
 
     def __init__(self) -> None:
-        self._sources: dict[str, Callable[[], Sequence[ShardLag]]] = {}
+        self._providers: dict[str, Callable[[], SourceStats]] = {}
 
-    def register(self, trigger: str, lag: Callable[[], Sequence[ShardLag]]) -> None:
-        self._sources[trigger] = lag
+    def register(self, trigger: str, stats: Callable[[], SourceStats]) -> None:
+        self._providers[trigger] = stats
+
+    def snapshot(self) -> dict[str, SourceStats]:
+        return {trigger: stats() for trigger, stats in sorted(self._providers.items())}
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["trigger", "shard"]
-        seconds = GaugeMetricFamily(
-            "triggerd_stream_lag_seconds",
-            "Age of the oldest record read from the shard and not processed yet",
+        labels = ["trigger", "partition"]
+        lag = GaugeMetricFamily(
+            "triggerd_source_lag_records",
+            "Records between the committed position and the end of the partition",
             labels=labels,
         )
-        behind = GaugeMetricFamily(
-            "triggerd_stream_lag_bytes",
-            "Bytes of the shard not processed yet (WAL behind a replication slot)",
+        lag_s = GaugeMetricFamily(
+            "triggerd_source_lag_seconds",
+            "Age of the oldest record of the partition not processed yet",
+            labels=labels,
+        )
+        committed = GaugeMetricFamily(
+            "triggerd_source_committed_offset", "Last committed offset", labels=labels
+        )
+        lag_bytes = GaugeMetricFamily(
+            "triggerd_source_lag_bytes",
+            "Bytes between the committed position and the end (WAL behind a replication slot)",
             labels=labels,
         )
         retained = GaugeMetricFamily(
-            "triggerd_stream_retained_bytes",
+            "triggerd_source_retained_bytes",
             "Bytes the server keeps for this reader (WAL retained by a replication slot)",
             labels=labels,
         )
-        for trigger, lag in sorted(self._sources.items()):
-            for shard in lag():
-                seconds.add_metric([trigger, shard.shard], shard.seconds)
-                if shard.bytes is not None:
-                    behind.add_metric([trigger, shard.shard], shard.bytes)
-                if shard.retained_bytes is not None:
-                    retained.add_metric([trigger, shard.shard], shard.retained_bytes)
-        yield from (seconds, behind, retained)
+        rebalances = CounterMetricFamily(
+            "triggerd_source_rebalances",
+            "Partition assignments (rebalances) since the source started",
+            labels=["trigger"],
+        )
+        for trigger, stats in self.snapshot().items():
+            rebalances.add_metric([trigger], stats.rebalances)
+            for p in stats.partitions:
+                if p.lag_records is not None:
+                    lag.add_metric([trigger, p.partition], p.lag_records)
+                lag_s.add_metric([trigger, p.partition], p.lag_seconds)
+                if p.committed_offset is not None:
+                    committed.add_metric([trigger, p.partition], p.committed_offset)
+                if p.lag_bytes is not None:
+                    lag_bytes.add_metric([trigger, p.partition], p.lag_bytes)
+                if p.retained_bytes is not None:
+                    retained.add_metric([trigger, p.partition], p.retained_bytes)
+        yield from (lag, lag_s, committed, lag_bytes, retained, rebalances)
 
 
 class Metrics:
@@ -213,9 +234,9 @@ class Metrics:
         # per function, filled in by the backends
         self.functions = FunctionMetrics()
         r.register(self.functions)
-        # per stream shard, reported by the sources
-        self.streams = StreamLagMetrics()
-        r.register(self.streams)
+        # per source partition, reported by the sources
+        self.sources = SourceMetrics()
+        r.register(self.sources)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

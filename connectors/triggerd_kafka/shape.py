@@ -1,0 +1,171 @@
+"""The self-managed Apache Kafka event shape (LAMBDA_SEMANTICS.md §1.4) and the batch info of
+its on-failure record (§5.3).
+
+- `eventSource` is `"SelfManagedKafka"`, `bootstrapServers` one comma-separated string,
+  `records` keyed `"<topic>-<partition>"`;
+- each record: topic, partition, offset, timestamp (epoch ms), timestampType (`CREATE_TIME`,
+  `LOG_APPEND_TIME`, or `NO_TIMESTAMP_TYPE`), `key` base64 (left out when the key is null),
+  `value` base64 (null for a tombstone), `headers` a list of one-key objects whose value is the
+  header's bytes as an array of Java's signed bytes (-128..127); a repeated header key gives
+  repeated objects, a null header value is null.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from triggerd.events.timestamps import iso_ms
+from triggerd.types import JSONDict, Record
+
+__all__ = [
+    "EVENT_SOURCE",
+    "batch_info",
+    "envelope",
+    "kafka_record",
+    "partition_key",
+    "sample_event",
+    "signed_bytes",
+]
+
+EVENT_SOURCE = "SelfManagedKafka"
+_TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """`"<topic>-<partition>"`, the key of `records` (and the pipeline's ordering key)."""
+    return f"{topic}-{partition}"
+
+
+def signed_bytes(data: bytes) -> list[int]:
+    return [b - 256 if b > 127 else b for b in data]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def kafka_record(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int,
+    timestamp_type: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+) -> JSONDict:
+    """One element of `records["<topic>-<partition>"]`."""
+    record: JSONDict = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp": timestamp,
+        "timestampType": _TIMESTAMP_TYPES.get(
+            timestamp_type if timestamp_type is not None else -1, "NO_TIMESTAMP_TYPE"
+        ),
+    }
+    if key is not None:
+        record["key"] = _b64(key)
+    record["value"] = _b64(value) if value is not None else None
+    record["headers"] = [
+        {name: signed_bytes(data) if data is not None else None} for name, data in headers
+    ]
+    return record
+
+
+def envelope(bootstrap_servers: str, key: str, records: Sequence[JSONDict]) -> JSONDict:
+    return {
+        "eventSource": EVENT_SOURCE,
+        "bootstrapServers": bootstrap_servers,
+        "records": {key: list(records)},
+    }
+
+
+def batch_info(bootstrap_servers: str, records: Sequence[Record]) -> JSONDict:
+    """`KafkaBatchInfo` of an on-failure record: the batch's size and payload size, and per
+    topic-partition its first and last offsets and timestamps."""
+    per_partition: dict[str, list[JSONDict]] = {}
+    for rec in records:
+        per_partition.setdefault(rec.key or "", []).append(rec.payload)
+    info: dict[str, JSONDict] = {}
+    for key, payloads in per_partition.items():
+        first, last = payloads[0], payloads[-1]
+        info[key] = {
+            "firstRecordOffset": str(first["offset"]),
+            "firstRecordTimestamp": iso_ms(first["timestamp"] / 1000),
+            "lastRecordOffset": str(last["offset"]),
+            "lastRecordTimestamp": iso_ms(last["timestamp"] / 1000),
+        }
+    return {
+        "KafkaBatchInfo": {
+            "batchSize": len(records),
+            "bootstrapServers": bootstrap_servers,
+            "payloadSize": sum(rec.size for rec in records),
+            "recordsInfo": info,
+        }
+    }
+
+
+_SAMPLE_OPTIONS = frozenset(
+    {"topic", "partition", "offset", "key", "value", "headers", "bootstrap_servers", "timestamp"}
+)
+
+
+def _headers_option(text: str) -> list[tuple[str, bytes | None]]:
+    """`name:value,name2:value2` (a repeated name gives repeated headers)."""
+    out: list[tuple[str, bytes | None]] = []
+    for item in text.split(","):
+        if not item:
+            continue
+        name, sep, value = item.partition(":")
+        if not sep or not name:
+            raise ValueError(f"headers: {item!r} is not name:value")
+        out.append((name, value.encode()))
+    return out
+
+
+def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+def sample_event(options: Mapping[str, str]) -> JSONDict:
+    """`triggerd generate-event kafka [topic=..] [partition=..] [offset=..] [key=..]
+    [value=..] [headers=name:value,...] [bootstrap_servers=..] [timestamp=epoch ms]`.
+    `key=` (empty) gives a null key."""
+    unknown = sorted(set(options) - _SAMPLE_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(_SAMPLE_OPTIONS))
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {known}")
+    topic = options.get("topic", "mytopic")
+    partition = _int_option(options, "partition", 0)
+    key_text = options.get("key", "recordKey")
+    payload = kafka_record(
+        topic=topic,
+        partition=partition,
+        offset=_int_option(options, "offset", 15),
+        timestamp=_int_option(options, "timestamp", int(time.time() * 1000)),
+        timestamp_type=0,
+        key=key_text.encode() if key_text else None,
+        value=options.get("value", '{"key":"value"}').encode(),
+        headers=_headers_option(options.get("headers", "headerKey:headerValue")),
+    )
+    servers = options.get("bootstrap_servers", "broker-1.example.com:9092")
+    return envelope(servers, partition_key(topic, partition), [payload])
+
+
+def record_size(payload: JSONDict) -> int:
+    return len(orjson.dumps(payload))

@@ -1,0 +1,445 @@
+"""The `kafka` source: a consumer group member that hands records to the poll pipeline in the
+self-managed Kafka event shape and commits only what was processed.
+
+How it works:
+- One aiokafka consumer, manual commits. A poll task calls `getmany` continuously, so the group
+  never evicts the member for not polling (max_poll_interval_ms), however long batches run.
+  Fetched records wait per partition (`PartitionState.ready`) until `receive` hands them out.
+- Back-pressure: a partition holding `max_buffered_records_per_partition` fetched records is
+  paused (the consumer stops fetching it) and resumed at half; above `max_buffered_bytes` in
+  all, every partition pauses. A partition holds at most the limit plus one fetch response
+  (bounded by `max_partition_fetch_bytes` / `fetch_max_bytes`). The pipeline's own buffer is
+  bounded, so memory stays bounded whatever the backlog.
+- Ordering: a record's ordering key is its `"<topic>-<partition>"`; the pipeline batches per key
+  and keeps one batch per partition in flight, while partitions run in parallel.
+- Commits: `ack` (succeeded, filtered out, or written to the on-failure destination) settles
+  records; a commit task commits each partition's commit point, the lowest offset not yet
+  settled (partitions.py), so a commit never passes an unprocessed record. `nack` puts records
+  back to be handed out again in order (retry without refetching).
+- Rebalances: when partitions are revoked, the source stops handing them out, asks the pipeline
+  to release their keys (buffered records back, batches in flight finished or given back,
+  bounded by the rebalance timeout), commits what was settled, and only then lets the
+  rebalance go on. Records of a revoked assignment settle against an inactive state: their
+  acks commit nothing. Assigned partitions start at their committed offsets (positions.py).
+- On stop: the pipeline has drained; the final commit point of every partition is committed
+  and the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from aiokafka.abc import ConsumerRebalanceListener
+
+from triggerd.delivery.retry import Backoff
+from triggerd.events.filters import view_with_data
+from triggerd.types import (
+    BaseSource,
+    ConfigError,
+    JSONDict,
+    PartitionStats,
+    PermanentError,
+    PipelineControl,
+    Record,
+    SourceContext,
+    SourceStats,
+)
+
+from .client import classify, client_kwargs, describe
+from .config import KafkaSourceConfig
+from .partitions import Handle, PartitionState
+from .positions import auto_offset_reset, position_new_partitions
+from .shape import batch_info, envelope, kafka_record, partition_key, record_size
+
+__all__ = ["KafkaSource"]
+
+#: How long one getmany call waits for records.
+POLL_MS = 200
+
+
+class KafkaSource(BaseSource):
+    def __init__(self, config: KafkaSourceConfig, ctx: SourceContext, aiokafka: ModuleType):
+        self.config = config
+        self.ctx = ctx
+        self.log = ctx.log
+        self._aiokafka = aiokafka
+        self.group_id = config.group_id or ctx.trigger
+        self.consumer: Any = None
+        self.control: PipelineControl | None = None
+        self.states: dict[str, PartitionState] = {}
+        self.rebalances = 0
+        self._tps: dict[str, Any] = {}
+        self._arrived = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._runner: asyncio.Task[None] | None = None
+        self._rotation = 0
+        #: The largest `max_records` asked for (the pipeline asks for a batch at most).
+        self._batch_hint = 1
+        self._buffered_bytes = 0
+        self._stopped = False
+        self._backoff = Backoff(base_s=0.5, max_s=30.0)
+
+    def attach(self, control: PipelineControl) -> None:
+        self.control = control
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Join the group. Unreachable brokers raise RetryableError (the daemon retries);
+        authentication or TLS problems raise ConfigError."""
+        cfg = self.config
+        try:
+            kwargs = client_kwargs(cfg, f"triggerd-{self.ctx.trigger}")
+        except OSError as exc:
+            raise ConfigError([f"triggers.{self.ctx.trigger}.source: {exc}"]) from None
+        consumer = self._aiokafka.AIOKafkaConsumer(
+            **kwargs,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset(cfg),
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            rebalance_timeout_ms=cfg.rebalance_timeout,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            fetch_min_bytes=cfg.fetch_min_bytes,
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+        )
+        try:
+            await consumer.start()
+            missing = sorted(set(cfg.topics) - await consumer.topics())
+        except Exception as exc:  # typed below; the consumer must not leak
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            error = classify(exc, cfg)
+            if isinstance(error, PermanentError):
+                raise ConfigError([f"triggers.{self.ctx.trigger}.source: {error}"]) from None
+            raise error from None
+        if missing:
+            self.log.warning(
+                "kafka.topic_missing",
+                extra={"trigger": self.ctx.trigger, "topics": missing, "group": self.group_id},
+            )
+        consumer.subscribe(list(cfg.topics), listener=_Listener(self))
+        self.consumer = consumer
+        self._runner = asyncio.create_task(self._run(), name=f"kafka-{self.ctx.trigger}")
+        self.log.info(
+            "kafka.started",
+            extra={
+                "trigger": self.ctx.trigger,
+                "bootstrap_servers": cfg.bootstrap,
+                "topics": list(cfg.topics),
+                "group": self.group_id,
+            },
+        )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._arrived.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self.consumer is None:
+            return
+        await self._commit(list(self.states.values()), final=True)
+        for state in self.states.values():
+            state.active = False
+        self.states.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.consumer.stop(), 30)
+        self.log.info("kafka.stopped", extra={"trigger": self.ctx.trigger})
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._poll_loop())
+            tg.create_task(self._commit_loop())
+
+    # ---- fetching ----
+
+    async def _poll_loop(self) -> None:
+        failures = 0
+        while not self._stopped:
+            try:
+                # Everything aiokafka holds: records left in its buffer would hold back the
+                # next fetch from the same broker (its prefetch backoff).
+                data = await self.consumer.getmany(timeout_ms=POLL_MS)
+            except Exception as exc:  # task boundary: log, back off, poll again
+                failures += 1
+                delay = self._backoff.delay(failures)
+                self.log.error(
+                    "kafka.poll_failed",
+                    extra={
+                        "trigger": self.ctx.trigger,
+                        "error": describe(exc, self.config),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
+                await self.ctx.clock.sleep(delay)
+                continue
+            failures = 0
+            if data:
+                self._accept(data)
+            self._apply_back_pressure()
+
+    def _accept(self, data: dict[Any, list[Any]]) -> None:
+        now = self.ctx.clock.time()
+        for tp, messages in data.items():
+            state = self.states.get(partition_key(tp.topic, tp.partition))
+            if state is None or not state.active:
+                continue
+            records = [self._record(state, m, now) for m in messages]
+            before = state.ready_bytes
+            state.add_fetched(records)
+            self._buffered_bytes += state.ready_bytes - before
+        self._arrived.set()
+
+    def _record(self, state: PartitionState, m: Any, now: float) -> Record:
+        payload = kafka_record(
+            topic=m.topic,
+            partition=m.partition,
+            offset=m.offset,
+            timestamp=m.timestamp,
+            timestamp_type=m.timestamp_type,
+            key=m.key,
+            value=m.value,
+            headers=m.headers or (),
+        )
+        return Record(
+            payload=payload,
+            item_id=f"{state.key}:{m.offset}",
+            size=record_size(payload),
+            created_at=m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now,
+            key=state.key,
+            handle=Handle(state, m.offset),
+        )
+
+    def _apply_back_pressure(self) -> None:
+        cfg = self.config
+        limit = cfg.max_buffered_records_per_partition
+        over_bytes = self._buffered_bytes >= cfg.max_buffered_bytes
+        pause: list[PartitionState] = []
+        resume: list[PartitionState] = []
+        for state in self.states.values():
+            held = len(state.ready)
+            if not state.paused and (held >= limit or over_bytes):
+                pause.append(state)
+            elif state.paused and held <= limit // 2 and not over_bytes:
+                resume.append(state)
+        if pause:
+            self.consumer.pause(*(self._tps[s.key] for s in pause))
+        if resume:
+            self.consumer.resume(*(self._tps[s.key] for s in resume))
+        for state in pause:
+            state.paused = True
+        for state in resume:
+            state.paused = False
+        if pause or resume:
+            self.log.debug(
+                "kafka.back_pressure",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "paused": [s.key for s in pause],
+                    "resumed": [s.key for s in resume],
+                },
+            )
+
+    # ---- handing out ----
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to `max_records`, taken from the partitions in turn. A partition has at most two
+        batches' worth of records out (one in flight, the next waiting), so a partition that
+        is retrying in place never fills the pipeline's buffer and holds back the others."""
+        self._check_runner()
+        self._batch_hint = max(self._batch_hint, max_records)
+        states = self._eligible()
+        if not states:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+            states = self._eligible()
+            if not states:
+                return []
+        self._rotation = (self._rotation + 1) % len(states)
+        out: list[Record] = []
+        cap = 2 * self._batch_hint
+        for state in states[self._rotation :] + states[: self._rotation]:
+            before = state.ready_bytes
+            out += state.take(min(max_records - len(out), cap - state.unsettled))
+            self._buffered_bytes -= before - state.ready_bytes
+            if len(out) >= max_records:
+                break
+        self._apply_back_pressure()  # resume at once, not after the next poll's timeout
+        return out
+
+    def _eligible(self) -> list[PartitionState]:
+        cap = 2 * self._batch_hint
+        return [s for s in self.states.values() if s.ready and s.active and s.unsettled < cap]
+
+    def _check_runner(self) -> None:
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise RuntimeError(
+                    f"kafka consumer of trigger {self.ctx.trigger!r} failed"
+                ) from exc
+
+    # ---- settling ----
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        for state, group in _by_state(records):
+            if state.active:
+                state.ack(r.handle.offset for r in group)
+        self._dirty.set()
+        self._arrived.set()  # a partition at its cap may hand out records again
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        for state, group in _by_state(records):
+            if state.active:
+                before = state.ready_bytes
+                state.nack(group)
+                self._buffered_bytes += state.ready_bytes - before
+        self._arrived.set()
+
+    async def _commit_loop(self) -> None:
+        interval = self.config.commit_interval_s
+        while not self._stopped:
+            await self._dirty.wait()
+            if interval:
+                await self.ctx.clock.sleep(interval)
+            self._dirty.clear()
+            await self._commit([s for s in self.states.values() if s.active])
+
+    async def _commit(self, states: Iterable[PartitionState], *, final: bool = False) -> bool:
+        """Commit the commit points of `states` that moved; False when the commit failed."""
+        async with self._commit_lock:
+            points = {s: s.commit_point() for s in states if s.needs_commit()}
+            if not points:
+                return True
+            offsets = {self._tps[s.key]: p for s, p in points.items() if p is not None}
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # task boundary: the next settlement commits again
+                self.log.warning(
+                    "kafka.commit_failed",
+                    extra={
+                        "trigger": self.ctx.trigger,
+                        "error": describe(exc, self.config),
+                        "partitions": sorted(s.key for s in points),
+                        "final": final,
+                    },
+                )
+                return False
+            for state, point in points.items():
+                state.committed = point
+            self.log.debug(
+                "kafka.committed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "offsets": {s.key: p for s, p in points.items()},
+                },
+            )
+            return True
+
+    # ---- rebalances (called by aiokafka's coordinator) ----
+
+    async def on_revoked(self, revoked: Iterable[Any]) -> None:
+        states = []
+        for tp in revoked:
+            state = self.states.get(partition_key(tp.topic, tp.partition))
+            if state is not None:
+                states.append(state)
+                self._buffered_bytes -= state.ready_bytes
+                state.clear_ready()
+        if not states:
+            return
+        keys = [s.key for s in states]
+        if self.control is not None:
+            # Leave room in the rebalance timeout for the commit and the rejoin.
+            await self.control.release_keys(keys, self.config.rebalance_timeout / 1000 * 0.8)
+        committed = await self._commit(states, final=True)
+        for state in states:
+            state.active = False
+            self.states.pop(state.key, None)
+            self._tps.pop(state.key, None)
+        self.log.info(
+            "kafka.partitions_revoked",
+            extra={"trigger": self.ctx.trigger, "partitions": keys, "committed": committed},
+        )
+
+    async def on_assigned(self, assigned: Iterable[Any]) -> None:
+        self.rebalances += 1
+        new = [tp for tp in assigned if partition_key(tp.topic, tp.partition) not in self.states]
+        committed = await position_new_partitions(self.consumer, new, self.config)
+        for tp in new:
+            key = partition_key(tp.topic, tp.partition)
+            self._tps[key] = tp
+            self.states[key] = PartitionState(key, tp.topic, tp.partition, committed.get(tp))
+        self.log.info(
+            "kafka.partitions_assigned",
+            extra={
+                "trigger": self.ctx.trigger,
+                "partitions": sorted(self.states),
+                "committed": {partition_key(t.topic, t.partition): o for t, o in committed.items()},
+            },
+        )
+
+    # ---- shapes and stats ----
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        key = records[0].key if records else ""
+        return envelope(self.config.bootstrap, key or "", [r.payload for r in records])
+
+    def filter_view(self, record: Record) -> JSONDict:
+        return view_with_data(record.payload, "value", "base64")
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        return batch_info(self.config.bootstrap, records)
+
+    def stats(self) -> SourceStats:
+        now = self.ctx.clock.time()
+        out = []
+        for key, state in sorted(self.states.items()):
+            point = state.commit_point()
+            end = self.consumer.highwater(self._tps[key]) if self.consumer is not None else None
+            lag = max(0, end - point) if end is not None and point is not None else 0
+            oldest = state.oldest_unprocessed()
+            out.append(
+                PartitionStats(
+                    partition=key,
+                    lag_records=lag,
+                    lag_seconds=max(0.0, now - oldest) if oldest is not None else 0.0,
+                    committed_offset=state.committed,
+                )
+            )
+        return SourceStats(partitions=tuple(out), rebalances=self.rebalances)
+
+
+def _by_state(records: Sequence[Record]) -> list[tuple[PartitionState, list[Record]]]:
+    groups: dict[int, tuple[PartitionState, list[Record]]] = {}
+    for rec in records:
+        handle: Handle = rec.handle
+        groups.setdefault(id(handle.state), (handle.state, []))[1].append(rec)
+    return list(groups.values())
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Passes aiokafka's rebalance callbacks to the source."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._source.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._source.on_assigned(assigned)

@@ -1,0 +1,162 @@
+"""Config of the kafka source and destination: AWS-like defaults, ranges, SASL/TLS rules,
+secrets never shown, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import triggerd_kafka as tk
+
+from tests.fakes import FakeBackend, FakeFunctionConfig
+from triggerd.config.model import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.types import BackendPlugin, ConfigError
+
+
+def registry() -> Registry:
+    reg = Registry(entry_points={})
+    reg.register("source", "kafka", tk.plugin)
+    reg.register("destination", "kafka", tk.destination_plugin)
+    reg.register("backend", "fake", BackendPlugin(FakeFunctionConfig, lambda c, ctx: FakeBackend()))
+    return reg
+
+
+def trigger(source: dict[str, Any], **extra: Any) -> Any:
+    data = {
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [
+            {
+                "function": "f",
+                "source": {"type": "kafka", "bootstrap_servers": "b:9092", **source},
+                **extra,
+            }
+        ],
+    }
+    return validate_data(data, registry(), base_dir=Path("/cfg")).trigger_list[0]
+
+
+def problems(source: dict[str, Any], **extra: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        trigger(source, **extra)
+    return "\n".join(info.value.problems)
+
+
+def test_defaults_follow_aws_kafka_mappings() -> None:
+    t = trigger({"topics": ["orders"]})
+    cfg = t.source_config
+    assert isinstance(cfg, tk.KafkaSourceConfig)
+    assert t.effective_batch_size == 100 and t.effective_window_s == 0.5
+    assert t.effective_retry_attempts == -1
+    assert cfg.starting_position == "LATEST" and cfg.group_id is None
+    assert cfg.bootstrap_servers == ["b:9092"] and cfg.security_protocol == "PLAINTEXT"
+    assert cfg.batch_per_key and cfg.retry_owner == "pipeline"
+    assert cfg.rebalance_timeout == cfg.session_timeout_ms
+
+
+def test_infinite_retries_with_an_on_failure_destination_become_ten() -> None:
+    dest = {"type": "kafka", "bootstrap_servers": "b:9092", "topic": "dlt"}
+    assert trigger({"topics": ["t"]}, on_failure=dest).effective_retry_attempts == 10
+    t = trigger({"topics": ["t"]}, on_failure=dest, maximum_retry_attempts=3)
+    assert t.effective_retry_attempts == 3
+
+
+def test_bootstrap_servers_as_a_comma_string_or_a_list() -> None:
+    cfg = trigger({"topics": ["t"], "bootstrap_servers": "a:1, b:2"}).source_config
+    assert cfg.bootstrap_servers == ["a:1", "b:2"] and cfg.bootstrap == "a:1,b:2"
+    assert "is not host:port" in problems({"topics": ["t"], "bootstrap_servers": ["a"]})
+    assert "is not host:port" in problems({"topics": ["t"], "bootstrap_servers": "a:99999"})
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"topics": []}, "topics"),
+        ({"topics": ["bad topic"]}, "not a valid Kafka topic name"),
+        ({"topics": ["a", "a"]}, "listed twice"),
+        (
+            {"topics": ["t"], "starting_position": "AT_TIMESTAMP"},
+            "needs starting_position_timestamp",
+        ),
+        (
+            {"topics": ["t"], "starting_position_timestamp": 5},
+            "needs starting_position AT_TIMESTAMP",
+        ),
+        ({"topics": ["t"], "starting_position": "EARLIEST"}, "starting_position"),
+        ({"topics": ["t"], "session_timeout_ms": 3000, "heartbeat_interval_ms": 3000}, "a third"),
+        ({"topics": ["t"], "session_timeout_ms": 100}, "session_timeout_ms"),
+        ({"topics": ["t"], "security_protocol": "SASL_SSL"}, "needs sasl_mechanism"),
+        ({"topics": ["t"], "sasl_username": "u"}, "need security_protocol SASL"),
+        ({"topics": ["t"], "ssl_cafile": "ca.pem"}, "needs security_protocol SSL"),
+        ({"topics": ["t"], "typo": 1}, "unknown key"),
+    ],
+)
+def test_bad_source_config_names_the_problem(source: dict[str, Any], message: str) -> None:
+    assert message in problems(source)
+
+
+def test_batch_size_up_to_ten_thousand() -> None:
+    assert trigger({"topics": ["t"]}, batch_size=10_000).effective_batch_size == 10_000
+    assert "maximum 10000" in problems({"topics": ["t"]}, batch_size=10_001)
+
+
+def test_sasl_password_is_a_secret_and_tls_paths_are_relative_to_the_config() -> None:
+    cfg = trigger(
+        {
+            "topics": ["t"],
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "svc",
+            "sasl_password": "s3cr3t-pw",
+            "ssl_cafile": "certs/ca.pem",
+        }
+    ).source_config
+    assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in str(cfg.model_dump())
+    assert cfg.ssl_cafile == "/cfg/certs/ca.pem"
+    assert cfg.secrets() == ["s3cr3t-pw"]
+
+
+def test_client_settings_carry_sasl_and_tls() -> None:
+    from triggerd_kafka.client import client_kwargs
+
+    cfg = trigger(
+        {
+            "topics": ["t"],
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "svc",
+            "sasl_password": "pw1",
+            "ssl_check_hostname": False,
+        }
+    ).source_config
+    kwargs = client_kwargs(cfg, "triggerd-x")
+    assert kwargs["sasl_mechanism"] == "PLAIN" and kwargs["sasl_plain_password"] == "pw1"
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["ssl_context"].check_hostname is False
+    assert kwargs["client_id"] == "triggerd-x"
+
+
+def test_a_missing_tls_file_is_a_config_error_at_start() -> None:
+    import asyncio
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+
+    cfg = trigger(
+        {"topics": ["t"], "security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"}
+    ).source_config
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("x"))  # type: ignore[arg-type]
+    source = tk.plugin.create(cfg, ctx)
+    with pytest.raises(ConfigError, match=r"triggers\.t\.source"):
+        asyncio.run(source.start())
+
+
+def test_destination_config() -> None:
+    dest = {"type": "kafka", "bootstrap_servers": "b:9092", "topic": "dlt"}
+    cfg = trigger({"topics": ["t"]}, on_failure=dest).on_failure_config
+    assert isinstance(cfg, tk.KafkaDestinationConfig)
+    assert cfg.acks == "all" and cfg.enable_idempotence is False
+    bad = {**dest, "enable_idempotence": True, "acks": "1"}
+    assert "needs acks" in problems({"topics": ["t"]}, on_failure=bad)
+    assert "topic" in problems({"topics": ["t"]}, on_failure={**dest, "topic": "a b"})

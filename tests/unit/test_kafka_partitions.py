@@ -1,0 +1,307 @@
+"""Per-partition bookkeeping and the kafka source's logic against a fake consumer: commit
+points never pass an unprocessed record, nacked records come back in order, back-pressure
+pauses and resumes partitions, revocation settles before giving a partition up, and
+AT_TIMESTAMP positions partitions without a committed offset (the test broker cannot answer
+offsets_for_times meaningfully, so this logic is tested here)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import triggerd_kafka as tk
+from triggerd_kafka.partitions import Handle, PartitionState
+from triggerd_kafka.positions import auto_offset_reset, position_new_partitions
+from triggerd_kafka.source import KafkaSource
+
+from triggerd.types import Record, SourceContext, SystemClock
+
+
+def records(state: PartitionState, offsets: list[int], created: float = 100.0) -> list[Record]:
+    return [
+        Record(payload={"offset": o}, item_id=f"{state.key}:{o}", size=10, created_at=created + o,
+               key=state.key, handle=Handle(state, o))
+        for o in offsets
+    ]  # fmt: skip
+
+
+def test_commit_point_is_the_lowest_unsettled_offset() -> None:
+    state = PartitionState("t-0", "t", 0)
+    assert state.commit_point() is None
+    state.add_fetched(records(state, [5, 6, 7, 8]))
+    assert state.commit_point() == 5
+    taken = state.take(3)
+    assert [r.handle.offset for r in taken] == [5, 6, 7]
+    state.ack([6, 7])  # out of order: 5 is still unprocessed
+    assert state.commit_point() == 5
+    state.ack([5])
+    assert state.commit_point() == 8  # 8 is fetched, not handed out
+    state.take(10)
+    state.ack([8])
+    assert state.commit_point() == 9
+    assert state.needs_commit()
+    state.committed = 9
+    assert not state.needs_commit()
+
+
+def test_nacked_records_come_back_first_and_in_order() -> None:
+    state = PartitionState("t-0", "t", 0)
+    state.add_fetched(records(state, [0, 1, 2, 3, 4]))
+    batch = state.take(3)
+    state.nack(batch[1:])  # 1 and 2 back, 0 still out
+    assert [r.handle.offset for r in state.ready] == [1, 2, 3, 4]
+    assert state.commit_point() == 0
+    state.ack([0])
+    assert state.commit_point() == 1
+    assert state.oldest_unprocessed() == 101.0
+
+
+def test_duplicates_of_fetched_records_are_dropped() -> None:
+    state = PartitionState("t-0", "t", 0)
+    assert state.add_fetched(records(state, [0, 1])) == 2
+    assert state.add_fetched(records(state, [1, 2])) == 1
+    assert [r.handle.offset for r in state.ready] == [0, 1, 2]
+
+
+def test_giving_up_unhanded_records_keeps_the_commit_point_before_them() -> None:
+    state = PartitionState("t-0", "t", 0)
+    state.add_fetched(records(state, [0, 1, 2, 3]))
+    state.ack(r.handle.offset for r in state.take(2))
+    assert state.clear_ready() == 2
+    assert state.commit_point() == 2
+
+
+def test_settling_twice_or_unknown_offsets_changes_nothing() -> None:
+    state = PartitionState("t-0", "t", 0)
+    state.add_fetched(records(state, [0, 1]))
+    batch = state.take(2)
+    state.ack([0])
+    state.nack(batch[:1])  # already acked: ignored
+    assert list(state.ready) == []
+    assert state.commit_point() == 1
+
+
+# ---- positions ----------------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    offset: int
+
+
+@dataclass
+class PositionConsumer:
+    committed_offsets: dict[str, int | None]
+    by_time: dict[str, int | None]
+    seeks: dict[str, int] = field(default_factory=dict)
+    to_end: list[str] = field(default_factory=list)
+    asked: dict[str, int] = field(default_factory=dict)
+
+    async def committed(self, tp: str) -> int | None:
+        return self.committed_offsets[tp]
+
+    async def offsets_for_times(self, query: dict[str, int]) -> dict[str, Found | None]:
+        self.asked.update(query)
+        return {tp: (Found(o) if (o := self.by_time[tp]) is not None else None) for tp in query}
+
+    def seek(self, tp: str, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    async def seek_to_end(self, *tps: str) -> None:
+        self.to_end += tps
+
+
+def source_config(**cfg: Any) -> tk.KafkaSourceConfig:
+    return tk.KafkaSourceConfig(type="kafka", bootstrap_servers=["b:1"], topics=["t"], **cfg)
+
+
+async def test_at_timestamp_positions_only_partitions_without_a_committed_offset() -> None:
+    cfg = source_config(starting_position="AT_TIMESTAMP", starting_position_timestamp=1700000000.5)
+    consumer = PositionConsumer(
+        committed_offsets={"p0": 42, "p1": None, "p2": None}, by_time={"p1": 7, "p2": None}
+    )
+    committed = await position_new_partitions(consumer, ["p0", "p1", "p2"], cfg)
+    assert committed == {"p0": 42, "p1": None, "p2": None}
+    assert consumer.asked == {"p1": 1700000000500, "p2": 1700000000500}
+    assert consumer.seeks == {"p1": 7}
+    assert consumer.to_end == ["p2"], "no record that recent: start at the end"
+
+
+async def test_other_positions_leave_it_to_the_offset_reset() -> None:
+    consumer = PositionConsumer(committed_offsets={"p0": None}, by_time={})
+    cfg = source_config(starting_position="TRIM_HORIZON")
+    assert await position_new_partitions(consumer, ["p0"], cfg) == {"p0": None}
+    assert consumer.asked == {} and consumer.seeks == {}
+    assert auto_offset_reset(cfg) == "earliest"
+    assert auto_offset_reset(source_config()) == "latest"
+
+
+# ---- the source against a fake consumer ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes = b"{}"
+    key: bytes | None = None
+    timestamp: int = 1_700_000_000_000
+    timestamp_type: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[TP, int]] = []
+        self.paused: set[TP] = set()
+        self.ends: dict[TP, int] = {}
+
+    def pause(self, *tps: TP) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TP) -> None:
+        self.paused -= set(tps)
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    async def committed(self, tp: TP) -> int | None:
+        return None
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends.get(tp)
+
+
+class FakeControl:
+    def __init__(self, source: KafkaSource, settle: list[Record]) -> None:
+        self.source = source
+        self.settle = settle
+        self.released: list[list[str]] = []
+
+    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        self.released.append(list(keys))
+        await self.source.ack(self.settle)  # the batch in flight finishes meanwhile
+
+
+def make_source(**cfg: Any) -> tuple[KafkaSource, FakeConsumer]:
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("k"))  # type: ignore[arg-type]
+    source = KafkaSource(source_config(**cfg), ctx, aiokafka=None)  # type: ignore[arg-type]
+    consumer = FakeConsumer()
+    source.consumer = consumer
+    return source, consumer
+
+
+async def test_back_pressure_pauses_a_full_partition_and_resumes_it_at_half() -> None:
+    source, consumer = make_source(max_buffered_records_per_partition=4)
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(4)], TP("t", 1): [Msg("t", 1, 0)]})
+    source._apply_back_pressure()
+    assert consumer.paused == {TP("t", 0)}
+    got = await source.receive(10, 0.1)
+    assert len(got) == 5
+    source._apply_back_pressure()
+    assert consumer.paused == set()
+    assert source._buffered_bytes == 0
+
+
+async def test_a_partition_has_at_most_two_batches_out() -> None:
+    source, _ = make_source()
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(50)]})
+    first = await source.receive(10, 0.1)
+    second = await source.receive(10, 0.1)
+    assert len(first) == len(second) == 10
+    assert await source.receive(10, 0.05) == [], "t-0 is at its cap: two batches out"
+    source._accept({TP("t", 1): [Msg("t", 1, 0)]})
+    assert [r.key for r in await source.receive(10, 0.1)] == ["t-1"], "others still flow"
+    await source.ack(first)
+    assert len(await source.receive(10, 0.1)) == 10
+
+
+async def test_all_partitions_pause_over_the_byte_budget() -> None:
+    source, consumer = make_source(max_buffered_bytes=1024 * 1024)
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    big = b"x" * 900_000
+    source._accept({TP("t", 0): [Msg("t", 0, 0, value=big)], TP("t", 1): [Msg("t", 1, 0)]})
+    source._apply_back_pressure()
+    assert consumer.paused == {TP("t", 0), TP("t", 1)}
+
+
+async def test_commits_follow_acks_and_never_pass_an_unprocessed_record() -> None:
+    source, consumer = make_source()
+    await source.on_assigned([TP("t", 0)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(10, 15)]})
+    got = await source.receive(5, 0.1)
+    assert [r.item_id for r in got] == [f"t-0:{i}" for i in range(10, 15)]
+    await source.ack(got[1:3])  # 10 is still in flight
+    await source._commit(source.states.values())
+    assert consumer.commits == [{TP("t", 0): 10}]
+    await source.ack(got[:1])
+    await source._commit(source.states.values())
+    assert consumer.commits[-1] == {TP("t", 0): 13}
+    await source.nack(got[3:])
+    await source._commit(source.states.values())
+    assert len(consumer.commits) == 2, "nothing moved: no commit"
+    again = await source.receive(5, 0.1)
+    assert [r.item_id for r in again] == ["t-0:13", "t-0:14"]
+
+
+async def test_revocation_releases_the_keys_commits_what_settled_then_forgets() -> None:
+    source, consumer = make_source()
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(6)]})
+    in_flight = await source.receive(3, 0.1)
+    control = FakeControl(source, in_flight)
+    source.attach(control)
+    await source.on_revoked([TP("t", 0)])
+    assert control.released == [["t-0"]]
+    assert consumer.commits == [{TP("t", 0): 3}], "committed what finished during the release"
+    assert list(source.states) == ["t-1"]
+    late = await source.receive(10, 0.05)
+    assert late == [], "the revoked partition's fetched records are dropped"
+    await source.ack(in_flight)  # a late settlement of the old assignment changes nothing
+    await source._commit(source.states.values())
+    assert len(consumer.commits) == 1
+
+
+async def test_stats_report_lag_per_partition() -> None:
+    source, consumer = make_source()
+    await source.on_assigned([TP("t", 0)])
+    consumer.ends[TP("t", 0)] = 20
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(5, 8)]})
+    got = await source.receive(2, 0.1)
+    await source.ack(got)
+    await source._commit(source.states.values())
+    stats = source.stats()
+    assert stats.rebalances == 1
+    [p] = stats.partitions
+    assert p.partition == "t-0" and p.committed_offset == 7 and p.lag_records == 13
+    assert p.lag_seconds > 0
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.05])
+async def test_the_commit_loop_commits_after_settlements(interval: float) -> None:
+    source, consumer = make_source(commit_interval_s=interval)
+    await source.on_assigned([TP("t", 0)])
+    source._accept({TP("t", 0): [Msg("t", 0, 0)]})
+    loop = asyncio.create_task(source._commit_loop())
+    try:
+        await source.ack(await source.receive(1, 0.1))
+        async with asyncio.timeout(2):
+            while not consumer.commits:
+                await asyncio.sleep(0.01)
+    finally:
+        source._stopped = True
+        loop.cancel()
+    assert consumer.commits == [{TP("t", 0): 1}]

@@ -1,0 +1,136 @@
+"""The self-managed Kafka event shape, its batch info, filters on the decoded value, and the
+sample event of `triggerd generate-event kafka`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from triggerd_kafka.destination import record_key
+from triggerd_kafka.shape import (
+    batch_info,
+    envelope,
+    kafka_record,
+    partition_key,
+    record_size,
+    sample_event,
+    signed_bytes,
+)
+
+from triggerd.events.filters import compile_filters, view_with_data
+from triggerd.types import Record
+
+
+def rec(offset: int, value: bytes | None = b'{"a": 1}', **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "topic": "my-topic",
+        "partition": 3,
+        "offset": offset,
+        "timestamp": 1714564800123 + offset,
+        "timestamp_type": 0,
+        "key": b"k",
+        "value": value,
+        "headers": [],
+    }
+    args.update(kw)
+    return kafka_record(**args)
+
+
+def test_record_fields_in_aws_order_with_base64_and_signed_header_bytes() -> None:
+    r = rec(15, headers=[("h", b"\x80\x7f"), ("h", b"x"), ("n", None)])
+    assert list(r) == [
+        "topic", "partition", "offset", "timestamp", "timestampType", "key", "value", "headers"
+    ]  # fmt: skip
+    assert r["key"] == base64.b64encode(b"k").decode()
+    assert r["headers"] == [{"h": [-128, 127]}, {"h": [120]}, {"n": None}]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"), [(0, "CREATE_TIME"), (1, "LOG_APPEND_TIME"), (-1, "NO_TIMESTAMP_TYPE"),
+                       (None, "NO_TIMESTAMP_TYPE")]
+)  # fmt: skip
+def test_timestamp_types(kind: int | None, text: str) -> None:
+    assert rec(0, timestamp_type=kind)["timestampType"] == text
+
+
+def test_null_key_is_left_out_and_a_tombstone_value_is_null() -> None:
+    r = rec(0, key=None, value=None)
+    assert "key" not in r and r["value"] is None
+
+
+def test_signed_bytes() -> None:
+    assert signed_bytes(bytes([0, 127, 128, 255])) == [0, 127, -128, -1]
+
+
+def test_envelope_keys_records_by_topic_partition() -> None:
+    event = envelope("b1:9092,b2:9092", partition_key("my-topic", 3), [rec(1)])
+    assert event["eventSource"] == "SelfManagedKafka"
+    assert event["bootstrapServers"] == "b1:9092,b2:9092"
+    assert list(event["records"]) == ["my-topic-3"]
+
+
+def test_filters_see_the_value_decoded_as_json() -> None:
+    patterns = compile_filters([{"value": {"a": [1]}}])
+    assert patterns.matches(view_with_data(rec(0), "value", "base64"))
+    assert not patterns.matches(view_with_data(rec(0, value=b'{"a": 2}'), "value", "base64"))
+    assert not patterns.matches(view_with_data(rec(0, value=b"plain"), "value", "base64"))
+    assert not patterns.matches(view_with_data(rec(0, value=None), "value", "base64"))
+    by_meta = compile_filters([{"partition": [3]}])
+    assert by_meta.matches(view_with_data(rec(0), "value", "base64"))
+
+
+def test_batch_info_names_partition_offsets_and_timestamps() -> None:
+    payloads = [rec(7), rec(9)]
+    records = [
+        Record(payload=p, item_id=f"my-topic-3:{p['offset']}", size=record_size(p),
+               created_at=0, key="my-topic-3")
+        for p in payloads
+    ]  # fmt: skip
+    info = batch_info("b:9092", records)["KafkaBatchInfo"]
+    assert info["batchSize"] == 2 and info["bootstrapServers"] == "b:9092"
+    assert info["payloadSize"] == sum(r.size for r in records)
+    assert info["recordsInfo"] == {
+        "my-topic-3": {
+            "firstRecordOffset": "7",
+            "firstRecordTimestamp": "2024-05-01T12:00:00.130Z",
+            "lastRecordOffset": "9",
+            "lastRecordTimestamp": "2024-05-01T12:00:00.132Z",
+        }
+    }
+    assert record_key({"KafkaBatchInfo": info}) == b"my-topic-3"
+    assert record_key({"payload": {"records": {"x-1": []}}}) == b"x-1"
+    assert record_key({}) is None
+
+
+def test_sample_event_options() -> None:
+    event = sample_event(
+        {"topic": "orders", "partition": "2", "key": "", "value": "hi", "headers": "a:1,a:2"}
+    )
+    [(key, [r])] = event["records"].items()
+    assert key == "orders-2" and r["partition"] == 2 and "key" not in r
+    assert base64.b64decode(r["value"]) == b"hi"
+    assert r["headers"] == [{"a": [49]}, {"a": [50]}]
+    with pytest.raises(ValueError, match="unknown option"):
+        sample_event({"tpoic": "x"})
+    with pytest.raises(ValueError, match="partition must be a whole number"):
+        sample_event({"partition": "two"})
+    with pytest.raises(ValueError, match="not name:value"):
+        sample_event({"headers": "novalue"})
+
+
+def test_generate_event_kafka_on_the_command_line() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from triggerd.cli.main import main
+
+    result = CliRunner().invoke(
+        main, ["generate-event", "kafka", "--set", "topic=orders", "--set", "value=42"]
+    )
+    assert result.exit_code == 0, result.output
+    event = json.loads(result.output)
+    assert event["eventSource"] == "SelfManagedKafka" and list(event["records"]) == ["orders-0"]
+    bad = CliRunner().invoke(main, ["generate-event", "kafka", "--set", "partition=x"])
+    assert bad.exit_code == 2 and "partition must be a whole number" in bad.output
