@@ -22,6 +22,7 @@ from bench import (
     http_backend,
     idle_rss,
     kafka,
+    postgres,
     rabbitmq,
     s3_poll,
     sqs,
@@ -51,6 +52,7 @@ BENCHMARKS: dict[str, Runner] = {
     sqs.NAME: _runner(sqs),
     rabbitmq.NAME: _runner(rabbitmq),
     kafka.NAME: _runner(kafka),
+    postgres.NAME: _runner(postgres),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
 }

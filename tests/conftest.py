@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -94,3 +94,17 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
     await state.open()
     yield state
     await state.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster with wal_level = logical for the whole test session
+    (initdb as an unprivileged user, a free port, stopped by PID at the end)."""
+    from bench import BenchError
+    from bench.postgres_cluster import postgres_cluster
+
+    try:
+        with postgres_cluster() as cluster:
+            yield cluster
+    except BenchError as exc:
+        pytest.fail(str(exc))

@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -217,12 +217,19 @@ class PartitionStats:
 
     #: The ordering key, e.g. "<topic>-<partition>".
     partition: str
-    #: Records between the committed position and the end of the partition.
-    lag_records: int
+    #: Records between the committed position and the end of the partition (None when the
+    #: system does not tell, as for a replication slot).
+    lag_records: int | None
     #: Age of the oldest record not yet processed (0 when caught up).
     lag_seconds: float
-    #: The committed offset (the next record to process), None before the first commit.
+    #: The committed offset (the next record to process), None before the first commit; for a
+    #: replication slot, its confirmed LSN.
     committed_offset: int | None
+    #: Bytes between the committed position and the end, when the system tells (WAL behind a
+    #: replication slot).
+    lag_bytes: int | None = None
+    #: Bytes the server keeps for this reader, when the system tells (WAL a slot retains).
+    retained_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,11 +420,29 @@ def plugin_config(config: object, model: type[_M]) -> _M:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceCommand:
+    """`triggerd <type> <name> TRIGGER`: an operation on a trigger's source (e.g. `triggerd
+    postgres drop-slot`). `run(source_config, trigger, state)` returns what it did."""
+
+    help: str
+    run: Callable[[Any, str, StateStore], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class SourcePlugin:
     config_model: type[SourceConfig]
     create: Callable[[Any, SourceContext], Source]
     #: generate-event: sample event in AWS shape for this source type.
     sample_event: Callable[[Mapping[str, str]], JSONDict] | None = None
+    #: `triggerd status`: one line about a trigger's source read from the external system
+    #: (`(source_config, trigger)`); None when there is nothing to say. May raise
+    #: RetryableError when the system cannot be reached.
+    status: Callable[[Any, str], Awaitable[str | None]] | None = None
+    #: `triggerd validate`: problems only the external system can reveal, raised as a
+    #: ConfigError (one line each); RetryableError when it cannot be reached.
+    check: Callable[[Any, str], Awaitable[None]] | None = None
+    #: `triggerd <type> <name> TRIGGER` commands.
+    commands: Mapping[str, SourceCommand] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

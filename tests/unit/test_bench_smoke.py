@@ -17,6 +17,7 @@ from bench import (
     http_backend,
     idle_rss,
     kafka,
+    postgres,
     rabbitmq,
     s3_poll,
     sqs,
@@ -101,6 +102,16 @@ def test_kafka_reports_records_per_second_and_latency_against_the_bare_loop() ->
     rate = rows[0]
     assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
     assert by_metric["produce-to-invoke p50"].value > 0
+
+
+def test_postgres_reports_rows_per_second_and_latency_against_the_bare_loop() -> None:
+    rows = postgres.run(postgres.SMOKE)
+    assert_numbers(rows, "postgres")
+    by_metric = {r.metric: r for r in rows}
+    rate = by_metric["rows/s through triggerd (no-op function, batch 100)"]
+    assert rate.value > 0 and rate.baseline is not None and rate.target == 20_000
+    assert by_metric["through triggerd / bare loop"].target == 0.7
+    assert by_metric["commit-to-invoke p99 (ms) at 100 rows/s"].value > 0
 
 
 # triggerd/http/server.py stores the route match under a str request key (aiohttp >= 3.12 warns).

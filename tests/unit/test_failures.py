@@ -281,3 +281,29 @@ def test_stream_record_carries_payload_only_when_given() -> None:
     assert "payload" not in without
     assert with_payload["payload"] == event
     assert "responsePayload" not in with_payload
+
+
+def test_stream_batch_info_names_the_sequence_range_and_arrival_times() -> None:
+    from triggerd.delivery.failures import stream_batch_info
+    from triggerd.types import Record
+
+    records = [
+        Record(payload={}, item_id="00000000000022262072000000000001", size=1, created_at=1.5),
+        Record(payload={}, item_id="00000000000022262072000000000002", size=1, created_at=2.25),
+    ]
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/db.public.orders/stream/slot"
+    info = stream_batch_info(
+        "DDBStreamBatchInfo", shard_id="shardId-x", stream_arn=arn, records=records
+    )
+    assert info == {
+        "DDBStreamBatchInfo": {
+            "shardId": "shardId-x",
+            "startSequenceNumber": "00000000000022262072000000000001",
+            "endSequenceNumber": "00000000000022262072000000000002",
+            "approximateArrivalOfFirstRecord": "1970-01-01T00:00:01.500Z",
+            "approximateArrivalOfLastRecord": "1970-01-01T00:00:02.250Z",
+            "batchSize": 2,
+            "streamArn": arn,
+        }
+    }
+    assert stream_batch_info("KinesisBatchInfo", shard_id="s", stream_arn=arn, records=[]) == {}

@@ -1,4 +1,5 @@
-"""The `triggerd` command line: run, validate, schema, invoke, generate-event, dlq."""
+"""The `triggerd` command line: run, validate, schema, invoke, generate-event, dlq, status,
+and the commands of source plugins (`triggerd postgres drop-slot`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
 from triggerd.config.model import ConfigBase, json_schema, load_config
 from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.state.base import NewEvent, StateStore
@@ -54,7 +56,7 @@ def _load(path: str, registry: Registry) -> ConfigBase:
         sys.exit(2)
 
 
-@click.group()
+@click.group(cls=SourceCommandsGroup)
 @click.version_option(__version__, prog_name="triggerd")
 def main() -> None:
     """AWS Lambda's event sources, batching, retries and destinations for any infrastructure."""
@@ -131,8 +133,17 @@ async def _serve(cfg: ConfigBase, registry: Registry) -> int:
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 def validate(config: str) -> None:
-    """Check CONFIG; exit 0, or 2 with one line per problem."""
-    cfg = _load(config, Registry.discover())
+    """Check CONFIG; exit 0, or 2 with one line per problem. Sources that can also check
+    their live systems (e.g. a table's replica identity) do; unreachable ones are warnings."""
+    registry = Registry.discover()
+    cfg = _load(config, registry)
+    problems, warnings = asyncio.run(check_sources(cfg, registry))
+    for line in warnings:
+        click.echo(f"{config}: warning: {line}", err=True)
+    for line in problems:
+        click.echo(f"{config}: {line}", err=True)
+    if problems:
+        sys.exit(2)
     click.echo(f"{config}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers)")
 
 
@@ -339,6 +350,8 @@ def status(config_path: str) -> None:
             src = str(getattr(trig.source_config, "type", "?"))
             flag = "" if trig.enabled else " (disabled)"
             click.echo(f"{name:<24} {src:<10} {trig.function:<20} {depth:>7} {dead:>5}{flag}")
+        for line in await status_lines(cfg, Registry.discover()):
+            click.echo(line)
         if cfg.daemon.listen:
             click.echo(f"daemon at {cfg.daemon.listen}: {await _health(cfg.daemon.listen)}")
             _echo_lag(await _lag(cfg.daemon.listen))
@@ -355,9 +368,9 @@ def _echo_lag(triggers: dict[str, Any]) -> None:
     click.echo(f"{'trigger':<24} {'partition':<32} {'committed':>10} {'lag':>8} {'lag_s':>8}")
     for name, _, p in rows:
         offset = "-" if p["committed_offset"] is None else p["committed_offset"]
+        records = "-" if p.get("lag_records") is None else p["lag_records"]
         click.echo(
-            f"{name:<24} {p['partition']:<32} {offset:>10} {p['lag_records']:>8} "
-            f"{p['lag_seconds']:>8.1f}"
+            f"{name:<24} {p['partition']:<32} {offset:>10} {records:>8} {p['lag_seconds']:>8.1f}"
         )
     for name, t in triggers.items():
         click.echo(f"{name}: {t.get('rebalances', 0)} rebalance(s)")

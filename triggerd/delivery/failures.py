@@ -11,14 +11,20 @@ Two formats (LAMBDA_SEMANTICS.md §5.2, §5.3, gotcha 20):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import orjson
 
 from triggerd.events.timestamps import iso_ms
-from triggerd.types import InvokeResult, JSONDict, Outcome
+from triggerd.types import InvokeResult, JSONDict, Outcome, Record
 
-__all__ = ["async_invocation_record", "qualified_arn", "stream_failure_record"]
+__all__ = [
+    "async_invocation_record",
+    "qualified_arn",
+    "stream_batch_info",
+    "stream_failure_record",
+]
 
 AsyncCondition = Literal["RetriesExhausted", "EventAgeExceeded", "Success"]
 
@@ -123,3 +129,29 @@ def stream_failure_record(
     if payload is not None:
         record["payload"] = payload
     return record
+
+
+def stream_batch_info(
+    kind: Literal["KinesisBatchInfo", "DDBStreamBatchInfo"],
+    *,
+    shard_id: str,
+    stream_arn: str,
+    records: Sequence[Record],
+) -> JSONDict:
+    """The batch metadata of a stream on-failure record (§5.3) for `records`, a batch in
+    stream order: the sequence range is the first and last `item_id` (the records' sequence
+    numbers), the arrival times their `created_at`."""
+    if not records:
+        return {}
+    first, last = records[0], records[-1]
+    return {
+        kind: {
+            "shardId": shard_id,
+            "startSequenceNumber": first.item_id,
+            "endSequenceNumber": last.item_id,
+            "approximateArrivalOfFirstRecord": iso_ms(first.created_at),
+            "approximateArrivalOfLastRecord": iso_ms(last.created_at),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        }
+    }

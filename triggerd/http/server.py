@@ -15,7 +15,7 @@ from aiohttp import HttpVersion11, web
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.http.routes import ROUTE_KEY, Routes
-from triggerd.types import ConfigError, HttpHandler
+from triggerd.types import ConfigError, HttpHandler, PartitionStats
 
 #: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
 MAX_BODY = 6 * 1024 * 1024 + 1024
@@ -85,6 +85,20 @@ def metrics_handler(host: HttpHost) -> HttpHandler:
     return metrics
 
 
+def _partition(p: PartitionStats) -> dict[str, object]:
+    out: dict[str, object] = {
+        "partition": p.partition,
+        "lag_records": p.lag_records,
+        "lag_seconds": round(p.lag_seconds, 3),
+        "committed_offset": p.committed_offset,
+    }
+    if p.lag_bytes is not None:  # byte figures only where the system gives them (slots)
+        out["lag_bytes"] = p.lag_bytes
+    if p.retained_bytes is not None:
+        out["retained_bytes"] = p.retained_bytes
+    return out
+
+
 def status_handler(host: HttpHost) -> HttpHandler:
     """GET /statusz: per trigger, its source's partitions with lag and committed offset."""
 
@@ -92,15 +106,7 @@ def status_handler(host: HttpHost) -> HttpHandler:
         triggers = {
             name: {
                 "rebalances": stats.rebalances,
-                "partitions": [
-                    {
-                        "partition": p.partition,
-                        "lag_records": p.lag_records,
-                        "lag_seconds": round(p.lag_seconds, 3),
-                        "committed_offset": p.committed_offset,
-                    }
-                    for p in stats.partitions
-                ],
+                "partitions": [_partition(p) for p in stats.partitions],
             }
             for name, stats in host.source_stats().items()
         }

@@ -150,6 +150,16 @@ class SourceMetrics(Collector):
         committed = GaugeMetricFamily(
             "triggerd_source_committed_offset", "Last committed offset", labels=labels
         )
+        lag_bytes = GaugeMetricFamily(
+            "triggerd_source_lag_bytes",
+            "Bytes between the committed position and the end (WAL behind a replication slot)",
+            labels=labels,
+        )
+        retained = GaugeMetricFamily(
+            "triggerd_source_retained_bytes",
+            "Bytes the server keeps for this reader (WAL retained by a replication slot)",
+            labels=labels,
+        )
         rebalances = CounterMetricFamily(
             "triggerd_source_rebalances",
             "Partition assignments (rebalances) since the source started",
@@ -158,11 +168,16 @@ class SourceMetrics(Collector):
         for trigger, stats in self.snapshot().items():
             rebalances.add_metric([trigger], stats.rebalances)
             for p in stats.partitions:
-                lag.add_metric([trigger, p.partition], p.lag_records)
+                if p.lag_records is not None:
+                    lag.add_metric([trigger, p.partition], p.lag_records)
                 lag_s.add_metric([trigger, p.partition], p.lag_seconds)
                 if p.committed_offset is not None:
                     committed.add_metric([trigger, p.partition], p.committed_offset)
-        yield from (lag, lag_s, committed, rebalances)
+                if p.lag_bytes is not None:
+                    lag_bytes.add_metric([trigger, p.partition], p.lag_bytes)
+                if p.retained_bytes is not None:
+                    retained.add_metric([trigger, p.partition], p.retained_bytes)
+        yield from (lag, lag_s, committed, lag_bytes, retained, rebalances)
 
 
 class Metrics:

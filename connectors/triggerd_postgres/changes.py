@@ -1,0 +1,270 @@
+"""From pgoutput rows to records in the shard log: transactions in commit order, each change
+at its position (commit LSN, place in the transaction), changes read by an earlier peek skipped
+without decoding, streamed transactions kept until their commit and read back a page at a time,
+and checkpoint markers at the end of each transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from triggerd.delivery.streams import ShardLog
+
+from .pgoutput import (
+    Begin,
+    Commit,
+    Decoder,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    StreamAbort,
+    StreamCommit,
+    StreamStart,
+    StreamStop,
+    Truncate,
+    Update,
+)
+from .shape import Shaper, Table
+from .streamed import Spill, StreamedTransactions
+
+__all__ = ["END", "ChangeReader", "Session", "SlotPosition"]
+
+#: A position after every change of a commit LSN.
+END = 1 << 62
+#: Insert, Update, Delete: one change each (Truncate counts one per table: always decoded).
+_ROW_TAGS = frozenset(b"IUD")
+#: Changes inside a streamed chunk (kept until the commit).
+_STREAM_ROW_TAGS = frozenset(b"IUDT")
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPosition:
+    """A checkpoint marker: the slot may be advanced to `lsn`."""
+
+    lsn: int
+
+
+@dataclass(slots=True)
+class Txn:
+    commit_lsn: int
+    commit_time: float
+    ordinal: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Replay:
+    """A committed streamed transaction being read back from its spill."""
+
+    spill: Spill
+    changes: Iterator[bytes]
+    txn: Txn
+    end_lsn: int
+    decoder: Decoder = field(default_factory=lambda: Decoder(in_stream=True))
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """The decoding state of one peek."""
+
+    decoder: Decoder = field(default_factory=Decoder)
+    txn: Txn | None = None
+    #: Rows fetched and not processed yet (after a Stream Commit being read back).
+    pending: list[Any] = field(default_factory=list)
+    streams: StreamedTransactions = field(default_factory=StreamedTransactions)
+    replay: Replay | None = None
+
+    def discard(self) -> None:
+        """Streamed transactions of a peek that ends are sent again by the next one."""
+        self.streams.close()
+        if self.replay is not None:
+            self.replay.spill.close()
+            self.replay = None
+
+
+class ChangeReader:
+    def __init__(
+        self,
+        *,
+        shard: ShardLog,
+        shaper: Shaper,
+        table: Callable[[Relation], Awaitable[Table]],
+        on_marker: Callable[[], None],
+        page_rows: int,
+        truncate: Literal["deliver", "skip"],
+        log: logging.Logger,
+        trigger: str,
+    ) -> None:
+        self.shard = shard
+        self.shaper = shaper
+        #: Builds a Table from a Relation message (catalog look-ups).
+        self.table = table
+        #: Called after a marker was appended (the settled prefix may have moved).
+        self.on_marker = on_marker
+        self.page_rows = page_rows
+        self.truncate = truncate
+        self.log = log
+        self.trigger = trigger
+        self.tables: dict[int, Table] = {}
+        #: The newest position read (or checkpointed): anything at or before it is skipped.
+        self.read_pos: tuple[int, int] = (0, -1)
+        #: Streamed transactions read back at their commit (for logs and tests).
+        self.streamed_transactions = 0
+
+    async def process(self, session: Session, rows: list[Any]) -> int:
+        """Decode rows into the shard log; stops after a Stream Commit (its changes are read
+        back first), keeping the rest in `session.pending`."""
+        appended = 0
+        decoder = session.decoder
+        for index, row in enumerate(rows):
+            data = row["data"]
+            txn = session.txn
+            if (
+                txn is not None
+                and data[0] in _ROW_TAGS
+                and (txn.commit_lsn, txn.ordinal) <= (self.read_pos)
+            ):
+                txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
+                continue
+            if decoder.in_stream and data[0] in _STREAM_ROW_TAGS:
+                session.streams.add(data)  # an uncommitted change: kept until the commit
+                continue
+            msg = decoder.decode(data)
+            if isinstance(msg, Relation):
+                self.tables[msg.relid] = await self.table(msg)
+            elif isinstance(msg, StreamCommit):
+                if self._start_replay(session, msg):
+                    session.pending = rows[index + 1 :]
+                    break
+            elif msg is not None:
+                appended += self._handle(session, msg, len(data))
+        return appended
+
+    def _start_replay(self, session: Session, msg: StreamCommit) -> bool:
+        spill = session.streams.commit(msg.xid)
+        if spill is None:  # nothing of it was published
+            self.mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, END))
+            return False
+        txn = Txn(msg.commit_lsn, msg.commit_time)
+        session.replay = Replay(spill, spill.replay(), txn, msg.end_lsn)
+        self.streamed_transactions += 1
+        return True
+
+    def replay_some(self, session: Session, replay: Replay) -> int:
+        """Up to a page of a committed streamed transaction's changes."""
+        appended = 0
+        txn = replay.txn
+        for _ in range(self.page_rows):
+            data = next(replay.changes, None)
+            if data is None:
+                replay.spill.close()
+                session.replay = None
+                self.mark(SlotPosition(replay.end_lsn), (txn.commit_lsn, END))
+                break
+            if data[0] in _ROW_TAGS and (txn.commit_lsn, txn.ordinal) <= self.read_pos:
+                txn.ordinal += 1
+                continue
+            msg = replay.decoder.decode(data)
+            if msg is not None:
+                appended += self._change(txn, msg, len(data))
+        return appended
+
+    def mark(self, marker: SlotPosition, position: tuple[int, int]) -> None:
+        if position > self.read_pos:
+            self.read_pos = position
+            self.shard.mark(marker)
+            self.on_marker()
+
+    def _handle(self, session: Session, msg: Message, size: int) -> int:
+        """One decoded message (not a Relation); returns the records appended."""
+        if isinstance(msg, (Insert, Update, Delete, Truncate)):
+            if session.txn is None:
+                raise RuntimeError("a change outside a transaction")
+            return self._change(session.txn, msg, size)
+        if isinstance(msg, Begin):
+            session.txn = Txn(msg.final_lsn, msg.commit_time)
+        elif isinstance(msg, Commit):
+            session.txn = None
+            self.mark(SlotPosition(msg.end_lsn), (msg.commit_lsn, END))
+        elif isinstance(msg, StreamStart):
+            session.streams.start(msg.xid)
+        elif isinstance(msg, StreamStop):
+            session.streams.stop()
+        elif isinstance(msg, StreamAbort):
+            session.streams.abort(msg.xid, msg.subxid)
+        return 0  # Type messages: types are looked up in the catalog
+
+    def _change(self, txn: Txn, msg: Message, size: int) -> int:
+        if isinstance(msg, Truncate):
+            return self._truncate(txn, msg, size)
+        ordinal = txn.ordinal
+        txn.ordinal += 1
+        position = (txn.commit_lsn, ordinal)
+        if position <= self.read_pos:
+            return 0
+        self.read_pos = position
+        common: dict[str, Any] = {
+            "commit_lsn": txn.commit_lsn,
+            "ordinal": ordinal,
+            "commit_time": txn.commit_time,
+            "size_bytes": size,
+        }
+        if isinstance(msg, Insert):
+            table = self.tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="INSERT", table=table, new=msg.new, old=None, old_full=False, **common
+            )
+        elif isinstance(msg, Update):
+            table = self.tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="MODIFY",
+                table=table,
+                new=msg.new,
+                old=msg.old,
+                old_full=msg.old_kind == "O",
+                **common,
+            )
+        else:
+            assert isinstance(msg, Delete)
+            table = self.tables[msg.relid]
+            rec = self.shaper.change(
+                event_name="REMOVE",
+                table=table,
+                new=None,
+                old=msg.old,
+                old_full=msg.old_kind == "O",
+                **common,
+            )
+        self.shard.append(rec)
+        return 1
+
+    def _truncate(self, txn: Txn, msg: Truncate, size: int) -> int:
+        appended = 0
+        for relid in msg.relids:
+            ordinal = txn.ordinal
+            txn.ordinal += 1
+            position = (txn.commit_lsn, ordinal)
+            if position <= self.read_pos:
+                continue
+            self.read_pos = position
+            table = self.tables[relid]
+            if self.truncate == "skip":
+                self.log.warning(
+                    "postgres.truncate_skipped",
+                    extra={"trigger": self.trigger, "table": table.qualified},
+                )
+                continue
+            rec = self.shaper.truncate(
+                table=table,
+                cascade=msg.cascade,
+                restart_identity=msg.restart_identity,
+                commit_lsn=txn.commit_lsn,
+                ordinal=ordinal,
+                commit_time=txn.commit_time,
+                size_bytes=size,
+            )
+            self.shard.append(rec, barrier=True)
+            appended += 1
+        return appended

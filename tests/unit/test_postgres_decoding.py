@@ -1,0 +1,355 @@
+"""pgoutput decoding (v1 and v2 streaming layouts, built byte by byte), the type mapping, the
+record shape and the config model of the postgres source."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from triggerd_postgres.config import PostgresSourceConfig, default_name
+from triggerd_postgres.pgoutput import (
+    UNCHANGED,
+    Begin,
+    Column,
+    Commit,
+    Decoder,
+    Delete,
+    Insert,
+    ProtocolError,
+    Relation,
+    StreamAbort,
+    StreamCommit,
+    StreamStart,
+    StreamStop,
+    Truncate,
+    TypeMessage,
+    Update,
+)
+from triggerd_postgres.pgtypes import Kind, PgType, builtin_type, catalog_type, to_attribute
+from triggerd_postgres.shape import (
+    Shaper,
+    Table,
+    parse_sequence_number,
+    sample_event,
+    sequence_number,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+PG_EPOCH = 946_684_800
+
+
+def cstr(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def tup(*values: Any) -> bytes:
+    out = struct.pack("!h", len(values))
+    for v in values:
+        if v is None:
+            out += b"n"
+        elif v is UNCHANGED:
+            out += b"u"
+        else:
+            raw = v.encode()
+            out += b"t" + struct.pack("!i", len(raw)) + raw
+    return out
+
+
+def xid(stream: int | None) -> bytes:
+    return struct.pack("!I", stream) if stream is not None else b""
+
+
+def relation_msg(stream: int | None = None) -> bytes:
+    cols = (
+        b"\x01"
+        + cstr("id")
+        + struct.pack("!Ii", 23, -1)
+        + b"\x00"
+        + cstr("v")
+        + struct.pack("!Ii", 25, -1)
+    )
+    return (
+        b"R"
+        + xid(stream)
+        + struct.pack("!I", 16385)
+        + cstr("public")
+        + cstr("orders")
+        + b"d"
+        + struct.pack("!h", 2)
+        + cols
+    )
+
+
+def test_v1_messages() -> None:
+    d = Decoder()
+    begin = d.decode(b"B" + struct.pack("!QqI", 1000, 1_000_000, 7))
+    assert begin == Begin(1000, PG_EPOCH + 1.0, 7)
+    rel = d.decode(relation_msg())
+    assert rel == Relation(
+        16385, "public", "orders", "d", (Column(True, "id", 23, -1), Column(False, "v", 25, -1))
+    )
+    assert d.decode(b"I" + struct.pack("!I", 16385) + b"N" + tup("1", "a")) == Insert(
+        16385, ("1", "a")
+    )
+    assert d.decode(b"U" + struct.pack("!I", 16385) + b"N" + tup("1", UNCHANGED)) == Update(
+        16385, None, None, ("1", UNCHANGED)
+    )
+    assert d.decode(
+        b"U" + struct.pack("!I", 16385) + b"O" + tup("1", "a") + b"N" + tup("1", "b")
+    ) == Update(16385, ("1", "a"), "O", ("1", "b"))
+    assert d.decode(b"D" + struct.pack("!I", 16385) + b"K" + tup("1", None)) == Delete(
+        16385, ("1", None), "K"
+    )
+    assert d.decode(b"T" + struct.pack("!IbII", 2, 3, 16385, 16386)) == Truncate(
+        (16385, 16386), True, True
+    )
+    assert d.decode(b"Y" + struct.pack("!I", 16400) + cstr("public") + cstr("mood")) == TypeMessage(
+        16400, "public", "mood"
+    )
+    assert d.decode(b"O" + struct.pack("!Q", 5) + cstr("origin")) is None
+    commit = d.decode(b"C" + struct.pack("!bQQq", 0, 1000, 1048, 2_000_000))
+    assert commit == Commit(0, 1000, 1048, PG_EPOCH + 2.0)
+
+
+def test_v2_stream_messages_carry_the_transaction_id_inside_a_chunk() -> None:
+    d = Decoder()
+    assert d.decode(b"S" + struct.pack("!Ib", 9, 1)) == StreamStart(9, True)
+    assert d.decode(relation_msg(stream=9)).xid == 9  # type: ignore[union-attr]
+    assert d.decode(b"I" + struct.pack("!II", 10, 16385) + b"N" + tup("1", "a")) == Insert(
+        16385, ("1", "a"), 10
+    )
+    assert d.decode(b"E") == StreamStop()
+    # outside a chunk, the layout is v1 again
+    assert d.decode(b"I" + struct.pack("!I", 16385) + b"N" + tup("2", "b")).xid is None  # type: ignore[union-attr]
+    assert d.decode(b"A" + struct.pack("!II", 9, 10)) == StreamAbort(9, 10)
+    assert d.decode(b"c" + struct.pack("!IbQQq", 9, 0, 2000, 2048, 0)) == StreamCommit(
+        9, 0, 2000, 2048, float(PG_EPOCH)
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"Z", b"I" + struct.pack("!I", 1) + b"X", b"I" + struct.pack("!I", 1) + b"N\x00\x01q"],
+)
+def test_malformed_messages_raise_protocol_errors(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        Decoder().decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_never_crash_the_decoder_otherwise(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        Decoder().decode(data)
+
+
+# ---- types ----
+
+
+@pytest.mark.parametrize(
+    ("text", "oid", "expected"),
+    [
+        ("42", 23, {"N": "42"}),
+        ("1e+100", 701, {"N": "1e+100"}),
+        ("1e+200", 701, {"S": "1e+200"}),
+        ("0.000", 1700, {"N": "0.000"}),
+        ("-Infinity", 700, {"S": "-Infinity"}),
+        ("f", 16, {"BOOL": False}),
+        ("\\x", 17, {"B": ""}),
+        ("2024-01-01 00:00:00+00", 1184, {"S": "2024-01-01T00:00:00Z"}),
+        ("infinity", 1184, {"S": "infinity"}),
+        ("0044-03-15 12:00:00 BC", 1114, {"S": "0044-03-15 12:00:00 BC"}),
+        ("{}", 1007, {"L": []}),
+        ('{"{\\"a\\": 1}"}', 3807, {"L": [{"M": {"a": {"N": "1"}}}]}),
+        ("[0:1]={7,8}", 1007, {"L": [{"N": "7"}, {"N": "8"}]}),
+        ('{"\\\\x01"}', 1001, {"L": [{"B": "AQ=="}]}),
+        ("not json", 3802, {"S": "not json"}),
+        (None, 25, {"NULL": True}),
+    ],
+)
+def test_values(text: str | None, oid: int, expected: dict[str, Any]) -> None:
+    t = builtin_type(oid)
+    assert t is not None
+    assert to_attribute(text, t) == expected
+
+
+def test_user_types_are_resolved_from_the_catalog() -> None:
+    assert builtin_type(16500) is None
+    assert catalog_type(
+        typtype="e", category="E", element=None, base=None, delimiter=","
+    ) == PgType(Kind.TEXT)
+    integer = PgType(Kind.INTEGER)
+    assert (
+        catalog_type(typtype="d", category="N", element=None, base=integer, delimiter=",")
+        is integer
+    )
+    box = catalog_type(
+        typtype="b", category="A", element=PgType(Kind.TEXT), base=None, delimiter=";"
+    )
+    assert to_attribute("{(1,1),(0,0);(2,2),(1,1)}", box) == {
+        "L": [{"S": "(1,1),(0,0)"}, {"S": "(2,2),(1,1)"}]
+    }
+
+
+# ---- shape ----
+
+
+def table() -> Table:
+    rel = Relation(
+        1, "public", "orders", "f", (Column(True, "id", 23, -1), Column(False, "v", 25, -1))
+    )
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/db.public.orders/stream/slot"
+    return Table(rel, (PgType(Kind.INTEGER), PgType(Kind.TEXT)), (0,), arn)
+
+
+def shaper(view: Any = "NEW_AND_OLD_IMAGES", pf: int = 1) -> Shaper:
+    return Shaper("us-east-1", "123456789012", "db", "slot", view, "<toast>", pf)
+
+
+def change(s: Shaper, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "event_name": "MODIFY",
+        "table": table(),
+        "new": ("1", "b"),
+        "old": ("1", "a"),
+        "old_full": True,
+        "commit_lsn": 5,
+        "ordinal": 3,
+        "commit_time": 1_700_000_000.9,
+        "size_bytes": 10,
+        **kw,
+    }
+    return s.change(**args)
+
+
+def test_sequence_numbers_are_fixed_width_and_ordered_as_strings() -> None:
+    assert sequence_number(5, 3) == "00000000000000000005" + "0000000003"
+    assert parse_sequence_number(sequence_number(2**40, 17)) == (2**40, 17)
+    pairs = [(1, 9), (2, 0), (2, 10), (10, 1), (2**63, 0)]
+    assert sorted(sequence_number(*p) for p in pairs) == [sequence_number(*p) for p in pairs]
+
+
+@pytest.mark.parametrize(
+    ("view", "keys"),
+    [
+        ("KEYS_ONLY", set()),
+        ("NEW_IMAGE", {"NewImage"}),
+        ("OLD_IMAGE", {"OldImage"}),
+        ("NEW_AND_OLD_IMAGES", {"NewImage", "OldImage"}),
+    ],
+)
+def test_view_types_choose_the_images(view: Any, keys: set[str]) -> None:
+    ddb = change(shaper(view)).payload["dynamodb"]
+    assert {k for k in ddb if k.endswith("Image")} == keys
+    assert ddb["Keys"] == {"id": {"N": "1"}} and ddb["StreamViewType"] == view
+
+
+def test_record_fields_and_deterministic_event_id() -> None:
+    a, b = change(shaper()), change(shaper())
+    assert a.payload["eventID"] == b.payload["eventID"] and len(a.payload["eventID"]) == 32
+    assert a.item_id == a.payload["dynamodb"]["SequenceNumber"]
+    assert a.payload["dynamodb"]["ApproximateCreationDateTime"] == 1_700_000_000
+    assert a.created_at == 1_700_000_000.9
+    assert a.key == "public.orders"
+    assert a.size == len(json.dumps(a.payload, separators=(",", ":")))
+
+
+def test_parallelization_spreads_rows_over_lanes_by_key() -> None:
+    s = shaper(pf=4)
+    keys = {change(s, new=(str(i), "x"), old=None).key for i in range(50)}
+    assert keys == {f"public.orders#{n}" for n in range(4)}
+    assert change(s, new=("7", "x")).key == change(s, new=("7", "y")).key
+
+
+def test_unchanged_toast_from_the_old_row_else_the_placeholder() -> None:
+    full = change(shaper(), new=("1", UNCHANGED), old=("1", "kept")).payload["dynamodb"]
+    assert full["NewImage"]["v"] == {"S": "kept"}
+    bare = change(shaper(), new=("1", UNCHANGED), old=None, old_full=False).payload["dynamodb"]
+    assert bare["NewImage"]["v"] == {"S": "<toast>"}
+
+
+def test_sample_event_matches_the_golden_file() -> None:
+    text = json.dumps(sample_event({}), indent=2) + "\n"
+    path = GOLDEN / "postgres_dynamodb_stream_event.json"
+    import os
+
+    if os.environ.get("TRIGGERD_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.read_text() == text
+    with pytest.raises(ValueError, match="event must be"):
+        sample_event({"event": "UPSERT"})
+
+
+# ---- config ----
+
+
+def test_config_defaults_and_names() -> None:
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders", "sales.items"])
+    assert cfg.table_names == [("public", "orders"), ("sales", "items")]
+    assert cfg.slot_name("My-Trigger") == "triggerd_my_trigger" == default_name("My-Trigger")
+    assert cfg.stream_view_type == "NEW_IMAGE" and not cfg.needs_old_image
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, r"set tables \(or schemas\)"),
+        ({"tables": ["a.b.c"]}, "is not `table` or `schema.table`"),
+        ({"tables": ["t"], "slot": "Bad-Name"}, "must be 1-63 characters"),
+        ({"tables": ["t"], "dsn": "mysql://x"}, "dsn must start with postgresql://"),
+        ({"tables": ["t"], "dsn": "postgresql://h/db", "host": "x"}, "set either dsn or host"),
+        ({"tables": ["t"], "poll_interval_s": 2, "max_poll_interval_s": 1}, "max_poll_interval_s"),
+        ({"tables": ["t"], "stream_view_type": "ALL"}, "stream_view_type"),
+        ({"tables": ["t"], "parallelization_factor": 11}, "parallelization_factor"),
+    ],
+)
+def test_bad_config(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PostgresSourceConfig.model_validate({"type": "postgres", **data})
+
+
+def test_display_never_shows_the_password() -> None:
+    cfg = PostgresSourceConfig(type="postgres", tables=["t"], dsn="postgresql://u:s3cret@h:5/db")  # type: ignore[arg-type]
+    assert cfg.display() == "postgresql://u@h:5/db" and cfg.database_name == "db"
+
+
+# ---- streamed transactions ----
+
+
+def streamed_insert(subxid: int, ident: str) -> bytes:
+    return b"I" + struct.pack("!II", subxid, 16385) + b"N" + tup(ident, "x")
+
+
+def test_streamed_changes_are_read_back_without_aborted_subtransactions() -> None:
+    from triggerd_postgres.streamed import StreamedTransactions
+
+    streams = StreamedTransactions()
+    streams.start(9)
+    streams.add(streamed_insert(9, "1"))
+    streams.add(streamed_insert(10, "2"))  # a subtransaction, aborted below
+    streams.stop()
+    streams.start(20)
+    streams.add(streamed_insert(20, "other"))  # another transaction, aborted as a whole
+    streams.stop()
+    streams.start(9)
+    streams.add(streamed_insert(11, "3"))
+    streams.stop()
+    streams.abort(9, 10)
+    streams.abort(20, 20)
+    assert streams.commit(20) is None
+    spill = streams.commit(9)
+    assert spill is not None and len(streams) == 0
+    decoder = Decoder(in_stream=True)
+    got = [decoder.decode(data) for data in spill.replay()]
+    assert [m.new[0] for m in got] == ["1", "3"]  # type: ignore[union-attr]
+    spill.close()
+    with pytest.raises(RuntimeError, match="outside Stream Start"):
+        streams.add(streamed_insert(9, "4"))
+    streams.close()

@@ -1,0 +1,144 @@
+"""What source plugins add to the command line: `triggerd <type> <command> TRIGGER` (their
+`commands`), a line per trigger in `triggerd status` (their `status`), and checks against the
+live system in `triggerd validate` (their `check`). Plugins are loaded only when needed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from triggerd.config.model import ConfigBase
+from triggerd.config.plugins import Registry, UnknownPluginError
+from triggerd.state.base import StateStore
+from triggerd.types import (
+    ConfigError,
+    MissingExtraError,
+    RetryableError,
+    SourceCommand,
+    SourcePlugin,
+)
+
+__all__ = ["SourceCommandsGroup", "check_sources", "status_lines"]
+
+#: How long a status line or a check may take (the external system may not answer).
+PROBE_TIMEOUT_S = 15.0
+
+
+def _plugin(registry: Registry, source_type: str) -> SourcePlugin | None:
+    try:
+        return registry.source(source_type)
+    except (UnknownPluginError, MissingExtraError):
+        return None
+
+
+def _triggers(cfg: ConfigBase, registry: Registry) -> list[tuple[str, Any, SourcePlugin]]:
+    """(trigger name, source config, plugin) of every enabled trigger."""
+    out = []
+    for index, trig in enumerate(cfg.trigger_list):
+        plugin = _plugin(registry, str(getattr(trig.source_config, "type", "")))
+        if trig.enabled and plugin is not None:
+            out.append((cfg.trigger_name(index), trig.source_config, plugin))
+    return out
+
+
+async def status_lines(cfg: ConfigBase, registry: Registry) -> list[str]:
+    lines = []
+    for name, source_config, plugin in _triggers(cfg, registry):
+        if plugin.status is None:
+            continue
+        try:
+            line = await asyncio.wait_for(plugin.status(source_config, name), PROBE_TIMEOUT_S)
+        except (RetryableError, ConfigError, TimeoutError, OSError) as exc:
+            line = f"not reachable: {exc or type(exc).__name__}"
+        if line:
+            lines.append(f"{name}: {line}")
+    return lines
+
+
+async def check_sources(cfg: ConfigBase, registry: Registry) -> tuple[list[str], list[str]]:
+    """(problems, warnings) from the sources' checks against their live systems."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for name, source_config, plugin in _triggers(cfg, registry):
+        if plugin.check is None:
+            continue
+        try:
+            await asyncio.wait_for(plugin.check(source_config, name), PROBE_TIMEOUT_S)
+        except ConfigError as exc:
+            problems += exc.problems
+        except (RetryableError, TimeoutError, OSError) as exc:
+            warnings.append(
+                f"trigger {name!r}: not checked against its server: {exc or type(exc).__name__}"
+            )
+    return problems, warnings
+
+
+class SourceCommandsGroup(click.Group):
+    """The `triggerd` group: unknown subcommands are looked up as source types whose plugin
+    has commands (`triggerd postgres drop-slot TRIGGER`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        own = super().list_commands(ctx)
+        plugins = Registry.discover().available("source")
+        extra = [n for n, p in plugins.items() if isinstance(p, SourcePlugin) and p.commands]
+        return sorted({*own, *extra})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        plugin = _plugin(Registry.discover(), cmd_name)
+        if plugin is None or not plugin.commands:
+            return None
+        group = click.Group(cmd_name, help=f"Operations on `{cmd_name}` triggers' sources.")
+        for name, spec in plugin.commands.items():
+            group.add_command(_source_command(cmd_name, name, spec))
+        return group
+
+
+def _source_command(source_type: str, name: str, spec: SourceCommand) -> click.Command:
+    from triggerd.cli.main import config_option
+
+    @click.command(name, help=spec.help)
+    @click.argument("trigger")
+    @config_option
+    def command(trigger: str, config_path: str) -> None:
+        from triggerd.cli.main import _with_store
+
+        def action(cfg: ConfigBase, store: StateStore) -> Awaitable[int]:
+            return _run(cfg, store, trigger, source_type, spec.run)
+
+        _with_store(config_path, action)
+
+    return command
+
+
+async def _run(
+    cfg: ConfigBase,
+    store: StateStore,
+    trigger: str,
+    source_type: str,
+    run: Callable[[Any, str, StateStore], Awaitable[str]],
+) -> int:
+    names = [cfg.trigger_name(i) for i in range(len(cfg.trigger_list))]
+    if trigger not in names:
+        click.echo(f"triggerd: no trigger {trigger!r} (triggers: {', '.join(names)})", err=True)
+        return 2
+    source_config = cfg.trigger_list[names.index(trigger)].source_config
+    actual = getattr(source_config, "type", "?")
+    if actual != source_type:
+        click.echo(f"triggerd: trigger {trigger!r} has a {actual} source", err=True)
+        return 2
+    try:
+        click.echo(await run(source_config, trigger, store))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"triggerd: {problem}", err=True)
+        return 2
+    except RetryableError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return 1
+    return 0
