@@ -27,11 +27,10 @@ import triggerd_postgres as pg
 from triggerd_postgres.pgoutput import Decoder
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from bench.harness import trigger_runtime
 from bench.postgres_cluster import Cluster, postgres_cluster
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
-from triggerd.delivery.pipeline import SyncTrigger
+from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
@@ -195,10 +194,11 @@ class Pipeline:
             self.tcfg.source_config,
             SourceContext(trigger=self.trigger, state=store, clock=clock, log=log),
         )
-        rt = trigger_runtime(
+        rt = TriggerRuntime.assemble(
             name=self.trigger,
             config=self.tcfg,
             function="hello",
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:hello",
             source=source,
             backend=backend,
             state=store,
