@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import orjson
 import triggerd_postgres as pg
-from triggerd_postgres.pgoutput import Decoder
+from triggerd_postgres.pgoutput import Commit, Decoder, Insert
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.postgres_cluster import Cluster, postgres_cluster
@@ -98,14 +98,13 @@ async def raw_loop(
                         now = time.time()
                         for row in page:
                             msg = decoder.decode(row["data"])
-                            kind = type(msg).__name__
-                            if kind == "Insert":
+                            if isinstance(msg, Insert):
                                 seen += 1
-                                sent = msg.new[3]  # type: ignore[union-attr]
-                                if sent and sent != "0":
+                                sent = msg.new[3]
+                                if isinstance(sent, str) and sent != "0":
                                     latencies.append(now - float(sent))
-                            elif kind == "Commit":
-                                end_lsn = msg.end_lsn  # type: ignore[union-attr]
+                            elif isinstance(msg, Commit):
+                                end_lsn = msg.end_lsn
                         if len(page) < 500:
                             break
                 if end_lsn is not None:
@@ -238,7 +237,7 @@ async def source_only(
         type="postgres",
         dsn=cluster.dsn,
         tables=[table],
-        lag_interval_s=60,  # type: ignore[arg-type]
+        lag_interval_s=60,
     )
     source = pg.plugin.create(
         cfg, SourceContext(trigger=trigger, state=store, clock=SystemClock(), log=log)
