@@ -7,6 +7,10 @@ destination). A nacked record goes back to `ready`, in offset order, and is hand
 nothing is fetched twice and no seek is needed. The commit point is the lowest offset not
 settled yet: the lowest live or ready record, else the offset after the last fetched one. So
 a commit never passes a record that was not processed, whatever order acks arrive in.
+
+A partition being revoked (`revoking`) hands nothing out any more: a record nacked into it
+does not go back to `ready` (another member will own the partition), it only holds the commit
+point at its offset.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ class PartitionState:
         #: The last offset committed to the group (None before the first commit).
         self.committed: int | None = committed
         self.paused = False
+        #: True while the partition is being positioned after its assignment (not fetched).
+        self.positioning = False
+        #: True once its revocation started: nothing is handed out or accepted any more.
+        self.revoking = False
 
     # ---- moving records ----
 
@@ -86,6 +94,9 @@ class PartitionState:
         back = [r for r in records if self._live.pop(r.handle.offset, None) is not None]
         if not back:
             return
+        if self.revoking:
+            self._hold_commit_point(min(r.handle.offset for r in back))
+            return
         self.ready_bytes += sum(r.size for r in back)
         merged = sorted([*back, *self.ready], key=lambda r: r.handle.offset)
         self.ready = deque(merged)
@@ -95,10 +106,15 @@ class PartitionState:
         point stays at the first of them, so they are fetched again by the next owner."""
         dropped = len(self.ready)
         if self.ready:
-            self.fetched_to = self.ready[0].handle.offset
+            self._hold_commit_point(self.ready[0].handle.offset)
         self.ready.clear()
         self.ready_bytes = 0
         return dropped
+
+    def _hold_commit_point(self, offset: int) -> None:
+        """Records from `offset` on were given up: the commit point never passes it."""
+        if self.fetched_to is None or offset < self.fetched_to:
+            self.fetched_to = offset
 
     # ---- positions ----
 
@@ -109,13 +125,12 @@ class PartitionState:
         return heap[0] if heap else None
 
     def commit_point(self) -> int | None:
-        """The offset to commit: the lowest record not settled, else the next to fetch."""
-        candidates = [o for o in (self._first_live(),) if o is not None]
+        """The offset to commit: the lowest record not settled, else the next to fetch (which
+        is also the first record given up, after a revocation started)."""
+        candidates = [o for o in (self._first_live(), self.fetched_to) if o is not None]
         if self.ready:
             candidates.append(self.ready[0].handle.offset)
-        if candidates:
-            return min(candidates)
-        return self.fetched_to
+        return min(candidates) if candidates else None
 
     def needs_commit(self) -> bool:
         point = self.commit_point()

@@ -80,7 +80,6 @@ class KafkaSource(BaseSource):
         self._rotation = 0
         #: The largest `max_records` asked for (the pipeline asks for a batch at most).
         self._batch_hint = 1
-        self._buffered_bytes = 0
         self._stopped = False
         self._backoff = Backoff(base_s=0.5, max_s=30.0)
 
@@ -190,17 +189,38 @@ class KafkaSource(BaseSource):
                 self._accept(data)
             self._apply_back_pressure()
 
+    @property
+    def _buffered_bytes(self) -> int:
+        """Fetched bytes held by the partitions this member owns (derived, so records given
+        back to a partition being revoked or dropped with it can never leak into it)."""
+        return sum(s.ready_bytes for s in self.states.values())
+
     def _accept(self, data: dict[Any, list[Any]]) -> None:
         now = self.ctx.clock.time()
         for tp, messages in data.items():
             state = self.states.get(partition_key(tp.topic, tp.partition))
-            if state is None or not state.active:
+            if state is None or state.positioning:
+                # Fetched before the partition's state was set up (aiokafka clears its
+                # reassignment flag before calling on_partitions_assigned): fetch them again.
+                self._refetch(tp, messages)
                 continue
-            records = [self._record(state, m, now) for m in messages]
-            before = state.ready_bytes
-            state.add_fetched(records)
-            self._buffered_bytes += state.ready_bytes - before
+            if not state.active or state.revoking:
+                continue  # given up: the commit point stays before them
+            state.add_fetched(self._record(state, m, now) for m in messages)
         self._arrived.set()
+
+    def _refetch(self, tp: Any, messages: list[Any]) -> None:
+        if not messages or tp not in self.consumer.assignment():
+            return
+        self.consumer.seek(tp, messages[0].offset)
+        self.log.info(
+            "kafka.refetch",
+            extra={
+                "trigger": self.ctx.trigger,
+                "partition": partition_key(tp.topic, tp.partition),
+                "offset": messages[0].offset,
+            },
+        )
 
     def _record(self, state: PartitionState, m: Any, now: float) -> Record:
         payload = kafka_record(
@@ -229,6 +249,8 @@ class KafkaSource(BaseSource):
         pause: list[PartitionState] = []
         resume: list[PartitionState] = []
         for state in self.states.values():
+            if state.positioning or state.revoking:
+                continue
             held = len(state.ready)
             if not state.paused and (held >= limit or over_bytes):
                 pause.append(state)
@@ -272,9 +294,7 @@ class KafkaSource(BaseSource):
         out: list[Record] = []
         cap = 2 * self._batch_hint
         for state in states[self._rotation :] + states[: self._rotation]:
-            before = state.ready_bytes
             out += state.take(min(max_records - len(out), cap - state.unsettled))
-            self._buffered_bytes -= before - state.ready_bytes
             if len(out) >= max_records:
                 break
         self._apply_back_pressure()  # resume at once, not after the next poll's timeout
@@ -282,7 +302,11 @@ class KafkaSource(BaseSource):
 
     def _eligible(self) -> list[PartitionState]:
         cap = 2 * self._batch_hint
-        return [s for s in self.states.values() if s.ready and s.active and s.unsettled < cap]
+        return [
+            s
+            for s in self.states.values()
+            if s.ready and s.active and not s.revoking and s.unsettled < cap
+        ]
 
     def _check_runner(self) -> None:
         runner = self._runner
@@ -305,9 +329,7 @@ class KafkaSource(BaseSource):
     async def nack(self, records: Sequence[Record]) -> None:
         for state, group in _by_state(records):
             if state.active:
-                before = state.ready_bytes
-                state.nack(group)
-                self._buffered_bytes += state.ready_bytes - before
+                state.nack(group)  # a revoking partition only holds its commit point
         self._arrived.set()
 
     async def _commit_loop(self) -> None:
@@ -358,7 +380,7 @@ class KafkaSource(BaseSource):
             state = self.states.get(partition_key(tp.topic, tp.partition))
             if state is not None:
                 states.append(state)
-                self._buffered_bytes -= state.ready_bytes
+                state.revoking = True  # before release_keys: nothing handed out any more
                 state.clear_ready()
         if not states:
             return
@@ -377,13 +399,27 @@ class KafkaSource(BaseSource):
         )
 
     async def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """Set up the new partitions' states at once, before any await (the poll loop may
+        fetch them meanwhile), paused until they are positioned."""
         self.rebalances += 1
         new = [tp for tp in assigned if partition_key(tp.topic, tp.partition) not in self.states]
-        committed = await position_new_partitions(self.consumer, new, self.config)
+        states = []
         for tp in new:
             key = partition_key(tp.topic, tp.partition)
             self._tps[key] = tp
-            self.states[key] = PartitionState(key, tp.topic, tp.partition, committed.get(tp))
+            self.states[key] = state = PartitionState(key, tp.topic, tp.partition)
+            state.positioning = state.paused = True
+            states.append(state)
+        if new:
+            self.consumer.pause(*new)
+        try:
+            committed = await self._position(new)
+        finally:
+            for state in states:
+                state.positioning = False
+            self._apply_back_pressure()  # resumes them
+        for tp, offset in committed.items():
+            self.states[partition_key(tp.topic, tp.partition)].committed = offset
         self.log.info(
             "kafka.partitions_assigned",
             extra={
@@ -392,6 +428,23 @@ class KafkaSource(BaseSource):
                 "committed": {partition_key(t.topic, t.partition): o for t, o in committed.items()},
             },
         )
+
+    async def _position(self, new: list[Any]) -> dict[Any, int | None]:
+        """Position the new partitions; when that fails, aiokafka's own positioning applies
+        (the committed offset, else the offset reset), so the partitions never stall."""
+        try:
+            return await position_new_partitions(self.consumer, new, self.config)
+        except Exception as exc:  # task boundary: aiokafka would swallow it silently
+            self.log.error(
+                "kafka.position_failed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "partitions": sorted(partition_key(t.topic, t.partition) for t in new),
+                    "error": describe(exc, self.config),
+                    "fallback": auto_offset_reset(self.config),
+                },
+            )
+            return {}
 
     # ---- shapes and stats ----
 

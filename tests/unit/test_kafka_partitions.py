@@ -85,6 +85,20 @@ def test_settling_twice_or_unknown_offsets_changes_nothing() -> None:
     assert state.commit_point() == 1
 
 
+def test_records_nacked_into_a_revoking_partition_hold_its_commit_point() -> None:
+    state = PartitionState("t-0", "t", 0)
+    state.add_fetched(records(state, [0, 1, 2, 3, 4, 5]))
+    first, second = state.take(2), state.take(2)
+    state.revoking = True
+    state.clear_ready()
+    assert state.commit_point() == 0
+    state.nack(first)  # given back while the later batch is still out
+    assert list(state.ready) == [], "not handed out again"
+    assert state.commit_point() == 0
+    state.ack(r.handle.offset for r in second)
+    assert state.commit_point() == 0, "never past the records given back"
+
+
 # ---- positions ----------------------------------------------------------------------------
 
 
@@ -166,6 +180,14 @@ class FakeConsumer:
         self.commits: list[dict[TP, int]] = []
         self.paused: set[TP] = set()
         self.ends: dict[TP, int] = {}
+        self.assigned: set[TP] = set()
+        self.seeks: list[tuple[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
 
     def pause(self, *tps: TP) -> None:
         self.paused |= set(tps)
@@ -305,3 +327,122 @@ async def test_the_commit_loop_commits_after_settlements(interval: float) -> Non
         source._stopped = True
         loop.cancel()
     assert consumer.commits == [{TP("t", 0): 1}]
+
+
+# ---- rebalance races ----------------------------------------------------------------------
+
+
+class SlowPositionConsumer(FakeConsumer):
+    """committed() waits until released (a slow coordinator), or fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    async def committed(self, tp: TP) -> int | None:
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("coordinator not available")
+        return 3
+
+
+def slow_source(fail: bool = False) -> tuple[KafkaSource, SlowPositionConsumer]:
+    source, _ = make_source()
+    consumer = SlowPositionConsumer(fail)
+    source.consumer = consumer
+    return source, consumer
+
+
+async def test_records_fetched_while_an_assignment_is_set_up_are_fetched_again() -> None:
+    source, consumer = slow_source()
+    tp = TP("t", 0)
+    consumer.assigned = {tp}
+    # aiokafka may return records before on_partitions_assigned ran at all ...
+    source._accept({tp: [Msg("t", 0, i) for i in range(3, 6)]})
+    assert consumer.seeks == [(tp, 3)], "not dropped: the consumer goes back to the first"
+    assigning = asyncio.create_task(source.on_assigned([tp]))
+    await asyncio.sleep(0)
+    # ... or while it awaits the committed offsets: the state exists, the partition is paused
+    assert "t-0" in source.states and consumer.paused == {tp}
+    source._accept({tp: [Msg("t", 0, i) for i in range(3, 6)]})
+    assert consumer.seeks == [(tp, 3), (tp, 3)]
+    assert await source.receive(10, 0.01) == []
+    source._apply_back_pressure()
+    assert consumer.paused == {tp}, "stays paused until positioned"
+    consumer.gate.set()
+    await assigning
+    assert consumer.paused == set() and source.states["t-0"].committed == 3
+    source._accept({tp: [Msg("t", 0, i) for i in range(3, 6)]})
+    got = await source.receive(10, 0.1)
+    assert [r.handle.offset for r in got] == [3, 4, 5]
+    await source.ack(got)
+    await source._commit(source.states.values())
+    assert consumer.commits == [{tp: 6}]
+
+
+async def test_a_failing_assignment_callback_never_leaves_a_partition_without_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, consumer = slow_source(fail=True)
+    tp = TP("t", 0)
+    consumer.gate.set()
+    await source.on_assigned([tp])  # aiokafka would swallow an exception silently
+    state = source.states["t-0"]
+    assert not state.positioning and consumer.paused == set()
+    assert "kafka.position_failed" in caplog.text
+    source._accept({tp: [Msg("t", 0, 0)]})
+    assert [r.handle.offset for r in await source.receive(10, 0.1)] == [0]
+
+
+class NackingControl:
+    """The pipeline's release: buffered records are nacked back, then the batch in flight is
+    given back too (it reached a retry point), as release_keys does."""
+
+    def __init__(
+        self,
+        source: KafkaSource,
+        buffered: list[Record],
+        in_flight: list[Record],
+        peek: bool = True,
+    ) -> None:
+        self.source = source
+        self.peek = peek
+        self.buffered = buffered
+        self.in_flight = in_flight
+        self.handed_out_meanwhile: list[Record] = []
+
+    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        for records in (self.buffered, self.in_flight):
+            await self.source.nack(records)
+            if self.peek:  # the pipeline keeps receiving meanwhile
+                self.handed_out_meanwhile += await self.source.receive(10, 0.01)
+
+
+async def test_a_revoked_partition_hands_nothing_out_and_commits_before_what_came_back() -> None:
+    source, consumer = make_source()
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(10)]})
+    in_flight = await source.receive(3, 0.1)
+    buffered = await source.receive(3, 0.1)
+    control = NackingControl(source, buffered, in_flight)
+    source.attach(control)
+    await source.on_revoked([TP("t", 0)])
+    assert control.handed_out_meanwhile == [], "another member owns it: nothing handed out"
+    assert consumer.commits == [{TP("t", 0): 0}], "nothing settled: committed before them all"
+    assert source._buffered_bytes == 0
+
+
+async def test_records_given_back_during_a_revocation_do_not_leak_into_the_byte_budget() -> None:
+    source, consumer = make_source(max_buffered_bytes=1024 * 1024)
+    await source.on_assigned([TP("t", 0), TP("t", 1)])
+    big = b"x" * 600_000
+    source._accept({TP("t", 0): [Msg("t", 0, i, value=big) for i in range(2)]})
+    in_flight = await source.receive(1, 0.1)
+    buffered = await source.receive(1, 0.1)
+    source.attach(NackingControl(source, buffered, in_flight, peek=False))
+    await source.on_revoked([TP("t", 0)])
+    assert source._buffered_bytes == 0
+    source._accept({TP("t", 1): [Msg("t", 1, 0)]})
+    source._apply_back_pressure()
+    assert consumer.paused == set(), "the remaining partition keeps flowing"
