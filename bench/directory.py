@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import watchfiles
-from triggerd_directory import plugin as directory_plugin
 
 from bench import HELLO_DIR, BenchError, Row, run_async
 from triggerd.config.model import validate_data
@@ -38,6 +37,7 @@ from triggerd.types import (
     SourceContext,
     SystemClock,
 )
+from triggerd_directory import plugin as directory_plugin
 
 NAME = "directory"
 TRIGGER = "bench"

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import triggerd_kafka as tk
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+import triggerd_kafka as tk
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.harness import TansuBroker, hello_backend, started_trigger
 from triggerd.config.model import validate_data

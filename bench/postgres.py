@@ -23,9 +23,8 @@ from typing import Any
 
 import asyncpg
 import orjson
-import triggerd_postgres as pg
-from triggerd_postgres.pgoutput import Commit, Decoder, Insert
 
+import triggerd_postgres as pg
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.postgres_cluster import Cluster, postgres_cluster
 from triggerd.config.model import validate_data
@@ -36,6 +35,7 @@ from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import Backend, BackendContext, InvokeResult, SourceContext, SystemClock
+from triggerd_postgres.pgoutput import Commit, Decoder, Insert
 
 NAME = "postgres"
 log = logging.getLogger("bench.postgres")

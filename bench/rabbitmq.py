@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import triggerd_rabbitmq as rmq
 
+import triggerd_rabbitmq as rmq
 from bench import HELLO_DIR, BenchError, Row, run_async
 from bench.harness import hello_backend, started_trigger
 from triggerd.config.model import validate_data

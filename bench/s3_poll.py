@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from triggerd_s3 import S3SourceConfig
-from triggerd_s3.poll import PollSource
-
 from bench import BenchError, Row, run_async
 from bench.harness import commit, moto_server
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock
+from triggerd_s3 import S3SourceConfig
+from triggerd_s3.poll import PollSource
 
 NAME = "s3_poll"
 TRIGGER = "bench"

@@ -33,15 +33,15 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+
+from triggerd.events.timestamps import iso_ms
+from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 from triggerd_directory.s3shape import (
     Sequencer,
     new_host_id,
     new_request_id,
     s3_event_record,
 )
-
-from triggerd.events.timestamps import iso_ms
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
 from .client import describe_error, error_code, open_client
 from .config import S3SourceConfig

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import triggerd_kafka as tk
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+import triggerd_kafka as tk
 from tests.fakes import FakeBackend, connector_registry
 from tests.integration.trigger_harness import Harness, trigger_harness
 from triggerd.config.plugins import Registry

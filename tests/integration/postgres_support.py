@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from triggerd_postgres.config import PostgresSourceConfig
-from triggerd_postgres.source import PostgresSource
 
 from triggerd.state.base import StateStore
 from triggerd.types import Record, SourceContext, SystemClock
+from triggerd_postgres.config import PostgresSourceConfig
+from triggerd_postgres.source import PostgresSource
 
 log = logging.getLogger("test.postgres")
 

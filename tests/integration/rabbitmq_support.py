@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import triggerd_rabbitmq as rmq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+import triggerd_rabbitmq as rmq
 from tests.fakes import FakeBackend, connector_registry
 from tests.integration.trigger_harness import Harness, trigger_harness
 from triggerd.config.plugins import Registry

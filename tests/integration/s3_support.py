@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from triggerd_s3 import S3SourceConfig, create
-from triggerd_s3.notifications import NotificationSource
-from triggerd_s3.poll import PollSource
-
 from tests.async_source import TRIGGER
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock
+from triggerd_s3 import S3SourceConfig, create
+from triggerd_s3.notifications import NotificationSource
+from triggerd_s3.poll import PollSource
 
 
 def unique(prefix: str) -> str:

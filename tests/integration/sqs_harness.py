@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import triggerd_sqs as sqs_plugins
 from aiobotocore.session import get_session
 
+import triggerd_sqs as sqs_plugins
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from triggerd_directory.config import DirectorySourceConfig
-from triggerd_directory.source import DirectorySource
 
 from tests.async_source import TRIGGER, events_of, pump
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import SourceContext, SystemClock
+from triggerd_directory.config import DirectorySourceConfig
+from triggerd_directory.source import DirectorySource
 
 pytestmark = pytest.mark.integration
 

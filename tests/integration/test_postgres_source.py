@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import pytest
-from triggerd_postgres.source import PostgresSource
 
 from tests.integration.postgres_support import (
     connect,
@@ -22,6 +21,7 @@ from tests.integration.postgres_support import (
     unique,
 )
 from triggerd.types import ConfigError, SourceContext, SystemClock
+from triggerd_postgres.source import PostgresSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from triggerd_s3.notifications import NotificationSource
 
 from tests.async_source import events_of, pump
 from tests.integration.s3_support import (
@@ -21,6 +20,7 @@ from tests.integration.s3_support import (
     unique,
 )
 from triggerd.state.sqlite import SQLiteStateStore
+from triggerd_s3.notifications import NotificationSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 

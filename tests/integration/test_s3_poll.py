@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from triggerd_directory.s3shape import encode_s3_key
-from triggerd_s3.poll import PollSource
 
 from tests.async_source import TRIGGER, events_of, pump
 from tests.integration.s3_support import (
@@ -19,6 +17,8 @@ from tests.integration.s3_support import (
     unique,
 )
 from triggerd.state.sqlite import SQLiteStateStore
+from triggerd_directory.s3shape import encode_s3_key
+from triggerd_s3.poll import PollSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 

@@ -11,9 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
-from triggerd_sqs.destination import SqsDestination
-from triggerd_sqs.source import SqsSource
 
 from tests.integration.sqs_harness import depth, drain, make_queue, queue_arn, sqs_client
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
@@ -25,6 +22,9 @@ from triggerd.types import (
     SourceContext,
     SystemClock,
 )
+from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
+from triggerd_sqs.destination import SqsDestination
+from triggerd_sqs.source import SqsSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 

@@ -13,15 +13,15 @@ from typing import Any, cast
 
 import pydantic
 import pytest
+
+from tests.async_source import events_of
+from triggerd.state.base import StateStore
+from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
 from triggerd_directory.paths import PathFilter
 from triggerd_directory.s3shape import iso_ms
 from triggerd_directory.source import DirectorySource
-
-from tests.async_source import events_of
-from triggerd.state.base import StateStore
-from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 
 TRIGGER = "files"
 

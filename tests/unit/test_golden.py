@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from triggerd_directory.s3shape import s3_event_record
-from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
-from triggerd_schedule.source import scheduled_event
 
 from triggerd.delivery.failures import async_invocation_record, stream_failure_record
 from triggerd.types import InvokeResult, Outcome, Record
+from triggerd_directory.s3shape import s3_event_record
+from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
+from triggerd_schedule.source import scheduled_event
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 T = 1714564800.123  # 2024-05-01T12:00:00.123Z

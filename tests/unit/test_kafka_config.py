@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import triggerd_kafka as tk
 
+import triggerd_kafka as tk
 from tests.fakes import connector_registry, one_trigger
 from triggerd.types import ConfigError
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 import triggerd_kafka as tk
+from triggerd.types import Record, SourceContext, SystemClock
 from triggerd_kafka.partitions import Handle, PartitionState
 from triggerd_kafka.positions import auto_offset_reset, position_new_partitions
 from triggerd_kafka.source import KafkaSource
-
-from triggerd.types import Record, SourceContext, SystemClock
 
 
 def records(state: PartitionState, offsets: list[int], created: float = 100.0) -> list[Record]:

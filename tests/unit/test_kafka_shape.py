@@ -7,6 +7,9 @@ import base64
 from typing import Any
 
 import pytest
+
+from triggerd.events.filters import compile_filters, view_with_data
+from triggerd.types import Record
 from triggerd_kafka.destination import record_key
 from triggerd_kafka.shape import (
     batch_info,
@@ -17,9 +20,6 @@ from triggerd_kafka.shape import (
     sample_event,
     signed_bytes,
 )
-
-from triggerd.events.filters import compile_filters, view_with_data
-from triggerd.types import Record
 
 
 def rec(offset: int, value: bytes | None = b'{"a": 1}', **kw: Any) -> dict[str, Any]:

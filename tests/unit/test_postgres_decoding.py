@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from triggerd_postgres.config import PostgresSourceConfig, default_name
 from triggerd_postgres.pgoutput import (
     UNCHANGED,

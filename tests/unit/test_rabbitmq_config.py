@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import triggerd_rabbitmq as rmq
 
+import triggerd_rabbitmq as rmq
 from tests.fakes import connector_registry, one_trigger
 from triggerd.types import ConfigError
 

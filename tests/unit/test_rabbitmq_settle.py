@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import triggerd_rabbitmq as rmq
-from triggerd_rabbitmq.source import Delivery, Link, RabbitMQSource
-
 from triggerd.types import Record, SourceContext, SystemClock
+from triggerd_rabbitmq.source import Delivery, Link, RabbitMQSource
 
 
 @dataclass

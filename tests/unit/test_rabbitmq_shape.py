@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from pamqp.commands import Basic
+
 from triggerd_rabbitmq.shape import (
     basic_properties,
     envelope,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from triggerd_s3 import S3SourceConfig, plugin, sample_event
 
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
+from triggerd_s3 import S3SourceConfig, plugin, sample_event
 
 
 def cfg(**options: Any) -> S3SourceConfig:

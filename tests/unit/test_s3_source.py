@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.types import SourceContext, SystemClock
 from triggerd_s3 import S3SourceConfig
 from triggerd_s3.notifications import (
     NotificationError,
@@ -19,9 +22,6 @@ from triggerd_s3.notifications import (
     raw_key,
 )
 from triggerd_s3.poll import INITIALIZED_KEY, PollSource
-
-from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
-from triggerd.types import SourceContext, SystemClock
 
 # ---- notifications --------------------------------------------------------------------------
 

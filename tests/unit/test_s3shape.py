@@ -6,6 +6,7 @@ import re
 from urllib.parse import unquote_plus
 
 import pytest
+
 from triggerd_directory.s3shape import (
     SEQUENCER_WIDTH,
     Sequencer,

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from triggerd_schedule.expressions import (
     CronSchedule,
     RateSchedule,

@@ -13,11 +13,11 @@ from typing import Any, cast
 import orjson
 import pytest
 from pydantic import ValidationError
-from triggerd_schedule import ScheduleSourceConfig, plugin
-from triggerd_schedule.source import ScheduleSource, event_id
 
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, MissingExtraError, Record, SourceContext
+from triggerd_schedule import ScheduleSourceConfig, plugin
+from triggerd_schedule.source import ScheduleSource, event_id
 
 TRIGGER = "nightly-report"
 

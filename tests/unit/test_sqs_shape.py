@@ -11,16 +11,16 @@ from typing import Any
 
 import orjson
 import pytest
-import triggerd_sqs as sqs
 from pydantic import ValidationError
-from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
-from triggerd_sqs.destination import DestinationSendError, SqsDestination
-from triggerd_sqs.shape import lambda_record, queue_arn_from_url, to_record
 
+import triggerd_sqs as sqs
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.types import ConfigError, DestinationContext, SystemClock
+from triggerd_sqs.config import SqsDestinationConfig, SqsSourceConfig
+from triggerd_sqs.destination import DestinationSendError, SqsDestination
+from triggerd_sqs.shape import lambda_record, queue_arn_from_url, to_record
 
 ARN = "arn:aws:sqs:us-east-1:123456789012:q.fifo"
 

@@ -8,12 +8,12 @@ import logging
 from typing import Any
 
 import pytest
-from triggerd_sqs.client import batch_entries
-from triggerd_sqs.config import SqsSourceConfig
-from triggerd_sqs.source import SqsSource
 
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import Record, SourceContext
+from triggerd_sqs.client import batch_entries
+from triggerd_sqs.config import SqsSourceConfig
+from triggerd_sqs.source import SqsSource
 
 URL = "http://sqs.local/123456789012/q"
 

@@ -8,6 +8,7 @@ import hmac
 from typing import Any
 
 import pytest
+
 from triggerd_webhook import auth
 from triggerd_webhook.config import BearerAuth, HmacAuth
 

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from triggerd_webhook import plugin
-from triggerd_webhook.config import WebhookSourceConfig
 
 from triggerd.config.model import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
+from triggerd_webhook import plugin
+from triggerd_webhook.config import WebhookSourceConfig
 
 
 def cfg(**kw: Any) -> WebhookSourceConfig:

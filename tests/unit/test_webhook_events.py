@@ -6,6 +6,8 @@ import base64
 from typing import Any
 
 import pytest
+
+from triggerd.types import ConfigError
 from triggerd_webhook.events import (
     HttpRequest,
     RequestMeta,
@@ -19,8 +21,6 @@ from triggerd_webhook.events import (
     parse_query,
 )
 from triggerd_webhook.source import sample_event
-
-from triggerd.types import ConfigError
 
 META = RequestMeta("rid-1", 1583348638.390, "KxKXzGbCIAMFuJg=", "Root=1-abc")
 

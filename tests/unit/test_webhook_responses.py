@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
-from triggerd_webhook.responses import HttpReply, map_result
 
 from triggerd.types import InvokeResult, Outcome
+from triggerd_webhook.responses import HttpReply, map_result
 
 
 def ok(value: Any) -> InvokeResult:

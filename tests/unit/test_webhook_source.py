@@ -8,12 +8,12 @@ import logging
 from typing import Any
 
 import pytest
-from triggerd_webhook.config import WebhookSourceConfig
-from triggerd_webhook.source import Pending, TokenBucket, WebhookSource, within
 
 from tests.fakes import FakeClock
 from triggerd.http.routes import Routes
 from triggerd.types import ConfigError, InvokeResult, Outcome, Record, SourceContext
+from triggerd_webhook.config import WebhookSourceConfig
+from triggerd_webhook.source import Pending, TokenBucket, WebhookSource, within
 
 
 async def noop_invoke(payload: bytes) -> InvokeResult:

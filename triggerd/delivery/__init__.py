@@ -7,6 +7,8 @@
 - `batching`, `results`, `retry`: batch building, judging a result against its batch, backoff;
 - `failures`, `onfailure`, `destinations`: the records AWS writes on failure, routing them to a
   trigger's destination, and the built-in `file` destination;
+- `streams`: the shard log stream sources share (read-ahead, settlement in any order,
+  checkpoints at the settled prefix);
 - `ready`: a helper for push sources that hand out records as they become ready.
 
 Invokes functions only through the `Backend` protocol of `triggerd.types`; never imports

@@ -1,7 +1,7 @@
 """The function side: the `local`, `http` and `aws` backends (`backends/`), the Lambda Runtime
 API served to local workers (`runtime_api`, its HTTP framing in `runtime_http`) and the bundled
-Python runtime client (`runtime/bootstrap.py`, run by workers as a script, never imported by
-the daemon).
+Python runtime client (`runtime/bootstrap.py`, run by workers as a script; the local backend
+imports it only to find its path).
 
 Independent of `delivery`: backends answer `invoke` with an `InvokeResult` and know nothing of
-batches or retries. Imports `config`, `state`, `telemetry`, `events` and `triggerd.types`."""
+batches or retries. Imports only `events` and `triggerd.types`."""
