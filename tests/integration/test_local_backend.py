@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes import SteppedClock
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
-from triggerd.functions.runtime import bootstrap
+from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration

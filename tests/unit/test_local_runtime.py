@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from triggerd.functions.backends import local, local_config, local_memory
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig, plugin
 from triggerd.functions.backends.local_worker import LogCapture, exit_description
-from triggerd.functions.runtime import bootstrap
+from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import BackendContext, SystemClock
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from triggerd.functions.backends.local_worker import WorkerSpec
-from triggerd.functions.runtime import bootstrap
+from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import BackendContext, ConfigPath, FunctionConfig
 
 #: Workers per function when `reserved_concurrency` is not set.
