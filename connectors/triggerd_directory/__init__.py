@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from triggerd.events.s3 import sample_s3_event
 from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
 from .config import DirectorySourceConfig
-from .s3shape import sample_s3_event
 
 
 def create(config: Any, ctx: SourceContext) -> Source:

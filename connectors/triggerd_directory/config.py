@@ -8,9 +8,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from triggerd.events.s3 import is_valid_bucket_name
 from triggerd.types import ConfigPath, SourceConfig
-
-from .s3shape import is_valid_bucket_name
 
 EventKind = Literal["created", "modified", "deleted"]
 

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from triggerd.delivery.ready import ReadyRecords
+from triggerd.events.s3 import Sequencer, new_host_id, new_request_id, s3_event_record
 from triggerd.types import BaseSource, ConfigError, MissingExtraError, Record, SourceContext
 
 from .config import DirectorySourceConfig, bucket_name_for
@@ -45,7 +46,6 @@ from .paths import (
     scan_tree,
     stat_many,
 )
-from .s3shape import Sequencer, new_host_id, new_request_id, s3_event_record
 
 INITIALIZED_KEY = "meta:initialized"
 SEQUENCER_KEY = "meta:sequencer"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from triggerd.events.s3 import sample_s3_event
 from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
-from triggerd_directory.s3shape import sample_s3_event
 
 from .config import S3SourceConfig
 

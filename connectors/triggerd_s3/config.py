@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from triggerd.config.aws import AwsCredentials
+from triggerd.events.s3 import is_valid_bucket_name
 from triggerd.types import SourceConfig
-from triggerd_directory.s3shape import is_valid_bucket_name
 
 #: Event types an S3 notification configuration can select (without the `s3:` prefix).
 KNOWN_EVENTS = frozenset(

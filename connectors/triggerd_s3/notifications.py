@@ -30,9 +30,9 @@ from urllib.parse import unquote_plus
 import orjson
 
 from triggerd.delivery.ready import ReadyRecords
+from triggerd.events.s3 import new_host_id, new_request_id
 from triggerd.events.timestamps import iso_ms
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
-from triggerd_directory.s3shape import new_host_id, new_request_id
 
 from .client import describe_error, open_client
 from .config import S3SourceConfig

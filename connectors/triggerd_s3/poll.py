@@ -34,14 +34,14 @@ from typing import Any
 
 import orjson
 
-from triggerd.events.timestamps import iso_ms
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext
-from triggerd_directory.s3shape import (
+from triggerd.events.s3 import (
     Sequencer,
     new_host_id,
     new_request_id,
     s3_event_record,
 )
+from triggerd.events.timestamps import iso_ms
+from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
 from .client import describe_error, error_code, open_client
 from .config import S3SourceConfig

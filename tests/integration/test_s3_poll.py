@@ -16,8 +16,8 @@ from tests.integration.s3_support import (
     make_source,
     unique,
 )
+from triggerd.events.s3 import encode_s3_key
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd_directory.s3shape import encode_s3_key
 from triggerd_s3.poll import PollSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]

@@ -15,12 +15,12 @@ import pydantic
 import pytest
 
 from tests.async_source import events_of
+from triggerd.events.timestamps import iso_ms
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
 from triggerd_directory.paths import PathFilter
-from triggerd_directory.s3shape import iso_ms
 from triggerd_directory.source import DirectorySource
 
 TRIGGER = "files"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from triggerd.delivery.failures import async_invocation_record, stream_failure_record
+from triggerd.events.s3 import s3_event_record
 from triggerd.types import InvokeResult, Outcome, Record
-from triggerd_directory.s3shape import s3_event_record
 from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
 from triggerd_schedule.source import scheduled_event
 

@@ -1,7 +1,8 @@
 """S3 event notification records (`aws:s3`), key encoding and sequencers.
 
-Independent of where the objects live: the directory source uses it today, an S3 bucket source
-will use it too. Standard library only.
+Independent of where the objects live: the `directory` source (files on this machine) and the
+`s3` source (a bucket) both emit these records, so the shape lives in the core. Standard library
+and `triggerd.events.timestamps` only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S3 notification records, key encoding and sequencers (triggerd_directory/s3shape.py)."""
+"""S3 notification records, key encoding and sequencers (triggerd/events/s3.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from triggerd_directory.s3shape import (
+from triggerd.events.s3 import (
     SEQUENCER_WIDTH,
     Sequencer,
     encode_s3_key,
