@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.routes import ROUTE_KEY, RouteTemplate
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -55,7 +56,6 @@ from triggerd_webhook.responses import (
 #: The route's timeout waits this much longer than the function's own timeout, so that the
 #: backend reports the timeout (and recycles the worker) before the route gives up.
 TIMEOUT_GRACE_S = 2.0
-_READ_CHUNK = 64 * 1024
 _REQUEST_ID_HEADER: dict[PayloadFormat, str] = {
     "1.0": "x-amzn-RequestId",
     "2.0": "Apigw-Requestid",
@@ -82,10 +82,6 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class Pending:
@@ -127,29 +123,6 @@ async def within(seconds: float, call: Awaitable[T]) -> T | None:
     if expired:  # the call ignored the cancellation: take the request back
         task.uncancel()
     return result
-
-
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The body, or BodyTooLarge as soon as more than `limit` bytes arrive."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge
-    content = request.content
-    if content.is_eof():  # the whole body came with the headers: take it in one call
-        body = content.read_nowait()
-        if len(body) > limit:
-            raise BodyTooLarge
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(_READ_CHUNK)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def cors_headers(cors: CorsConfig, origin: str | None) -> list[tuple[str, str]]:

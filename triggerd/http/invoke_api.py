@@ -34,6 +34,7 @@ from pydantic import Field
 from triggerd.config.model import TriggerBase
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import TriggerRuntime
+from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.state.base import NewEvent, StateStore
@@ -414,16 +415,10 @@ async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> byte
         f"Request must be smaller than {limit} bytes for the "
         f"{'InvokeAsync' if itype == 'Event' else 'InvokeFunction'} operation",
     )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    payload = b"".join(chunks)
+    try:
+        payload = await read_body(request, limit)
+    except BodyTooLarge:
+        raise too_large from None
     if not payload.strip():
         return b"{}"
     try:

@@ -5,10 +5,8 @@ Gateway does, and one routing step per request)."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from contextlib import AsyncExitStack
-from typing import Any
 
 from aiohttp import HttpVersion11, web
 
@@ -17,8 +15,6 @@ from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
 from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, HttpHandler, PartitionStats
 
-#: The largest request body the server reads (the Invoke API's 6 MB payload plus slack).
-MAX_BODY = 6 * 1024 * 1024 + 1024
 _OWNER = "triggerd"
 
 
@@ -161,16 +157,9 @@ async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
     when `daemon.tls_cert_file` is set."""
     add_daemon_routes(host)
     stack.callback(host.routes.remove_routes, _OWNER)
-    loop = asyncio.get_running_loop()
-
-    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY
-        )
-
     # No access log: a line per request at INFO would flood the journal under webhook load
     # (the access_log argument of a runner reaches only an application's server).
-    server = web.Server(make_dispatch(host.routes), request_factory=make_request, access_log=None)
+    server = web.Server(make_dispatch(host.routes), access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
