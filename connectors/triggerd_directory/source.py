@@ -30,9 +30,10 @@ from typing import Any
 
 import orjson
 
+from triggerd.config.plugins import import_extra
 from triggerd.delivery.ready import ReadyRecords
 from triggerd.events.s3 import Sequencer, new_host_id, new_request_id, s3_event_record
-from triggerd.types import BaseSource, ConfigError, MissingExtraError, Record, SourceContext
+from triggerd.types import BaseSource, ConfigError, Record, SourceContext
 
 from .config import DirectorySourceConfig, bucket_name_for
 from .paths import (
@@ -61,13 +62,7 @@ _WATCH_RETRY_MAX_S = 30.0
 
 
 def _import_watchfiles() -> ModuleType:
-    try:
-        import watchfiles
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingExtraError(
-            "the directory source needs watchfiles: pip install 'triggerd-daemon[directory]'"
-        ) from exc
-    return watchfiles
+    return import_extra("watchfiles", "directory", "the directory source")
 
 
 @dataclass(frozen=True, slots=True)

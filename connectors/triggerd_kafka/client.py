@@ -4,11 +4,11 @@ messages that name the cluster and never contain a password."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 from types import ModuleType
 from typing import Any
 
-from triggerd.types import MissingExtraError, PermanentError, RetryableError
+from triggerd.config.plugins import import_extra
+from triggerd.types import PermanentError, RetryableError
 
 from .config import KafkaConnection
 
@@ -16,12 +16,7 @@ __all__ = ["classify", "client_kwargs", "describe", "import_aiokafka"]
 
 
 def import_aiokafka() -> ModuleType:
-    try:
-        return importlib.import_module("aiokafka")
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingExtraError(
-            "the kafka source and destination need aiokafka: pip install 'triggerd-daemon[kafka]'"
-        ) from exc
+    return import_extra("aiokafka", "kafka", "the kafka source and destination")
 
 
 def client_kwargs(cfg: KafkaConnection, client_id: str) -> dict[str, Any]:

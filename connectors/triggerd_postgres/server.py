@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from triggerd.types import ConfigError, MissingExtraError, RetryableError
+from triggerd.config.plugins import import_extra
+from triggerd.types import ConfigError, RetryableError
 
 from .config import Connection, PostgresSourceConfig
 
@@ -53,12 +54,8 @@ def _qualified(schema: str, table: str) -> str:
 async def connect(cfg: Connection, trigger: str, purpose: str) -> asyncpg.Connection:
     """A connection with the session settings above; errors become ConfigError (credentials,
     database) or RetryableError (server unreachable)."""
-    try:
-        import asyncpg
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingExtraError(
-            "the postgres source needs asyncpg: pip install 'triggerd-daemon[postgres]'"
-        ) from exc
+    import_extra("asyncpg", "postgres", "the postgres source")
+    import asyncpg
 
     kwargs: dict[str, Any] = {
         "timeout": cfg.connect_timeout_s,

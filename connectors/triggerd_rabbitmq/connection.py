@@ -7,7 +7,8 @@ import asyncio
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from triggerd.types import MissingExtraError, PermanentError, RetryableError, TriggerdError
+from triggerd.config.plugins import import_extra
+from triggerd.types import PermanentError, RetryableError, TriggerdError
 
 from .config import AmqpSettings
 
@@ -18,14 +19,7 @@ __all__ = ["classify", "import_aio_pika", "open_connection", "scrub"]
 
 
 def import_aio_pika() -> ModuleType:
-    try:
-        import aio_pika
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingExtraError(
-            "the rabbitmq source and destination need aio-pika: "
-            "pip install 'triggerd-daemon[rabbitmq]'"
-        ) from exc
-    return aio_pika
+    return import_extra("aio_pika", "rabbitmq", "the rabbitmq source and destination")
 
 
 def scrub(text: str, settings: AmqpSettings) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.config.aws import error_code
 from triggerd.events.s3 import (
     Sequencer,
     new_host_id,
@@ -43,7 +44,7 @@ from triggerd.events.s3 import (
 from triggerd.events.timestamps import iso_ms
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
-from .client import describe_error, error_code, open_client
+from .client import describe_error, open_client
 from .config import S3SourceConfig
 
 OBJECT_PREFIX = "o:"
@@ -206,7 +207,7 @@ class PollSource(BaseSource):
                         "trigger": self._scope,
                         "bucket": self._cfg.bucket,
                         "error": describe_error(exc, self._secrets),
-                        "code": error_code(exc),
+                        "code": error_code(exc) or "",
                         "retry_in_s": delay,
                     },
                 )

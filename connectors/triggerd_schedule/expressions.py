@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triggerd.types import MissingExtraError
+from triggerd.config.plugins import import_extra
 
 MIN_YEAR = 1970
 MAX_YEAR = 2199
@@ -333,13 +333,7 @@ def _join(values: Iterable[int]) -> str:
 
 
 def _cron_trigger_class() -> Any:
-    try:
-        from apscheduler.triggers.cron import CronTrigger
-    except ImportError:
-        raise MissingExtraError(
-            "the schedule source needs APScheduler: pip install 'triggerd-daemon[schedule]'"
-        ) from None
-    return CronTrigger
+    return import_extra("apscheduler.triggers.cron", "schedule", "the schedule source").CronTrigger
 
 
 def require_apscheduler() -> None:

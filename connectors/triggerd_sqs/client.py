@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from triggerd.types import ConfigError, MissingExtraError, RetryableError
+from triggerd.config import aws
+from triggerd.config.aws import error_code, error_message
+from triggerd.types import ConfigError, RetryableError
 
 from .config import AwsConnection
 
@@ -29,26 +31,6 @@ _QUEUE_ERRORS = frozenset(
 )
 
 
-def _import_aiobotocore() -> tuple[Any, Any]:
-    try:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingExtraError(
-            "the sqs connector needs aiobotocore: pip install 'triggerd-daemon[sqs]'"
-        ) from exc
-    return get_session, AioConfig
-
-
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ClientError, else None."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return code if isinstance(code, str) else None
-    return None
-
-
 def describe(exc: BaseException) -> str:
     """A one-line description of an error for logs (botocore messages carry no secrets)."""
     return f"{type(exc).__name__}: {exc}"
@@ -58,22 +40,19 @@ async def open_client(
     stack: AsyncExitStack, conn: AwsConnection, region: str, *, pool: int, read_timeout_s: float
 ) -> Any:
     """An SQS client registered on `stack` (closed when the stack closes)."""
-    get_session, aio_config = _import_aiobotocore()
-    config = aio_config(
+    return await aws.open_client(
+        stack,
+        "sqs",
+        extra="sqs",
+        needed_by="the sqs connector",
+        region=region,
+        endpoint_url=conn.endpoint(),
+        credentials=conn.client_credentials(),
         connect_timeout=10,
         read_timeout=read_timeout_s,
         max_pool_connections=pool,
         retries={"mode": "standard", "max_attempts": 3},
     )
-    session = get_session()
-    client_cm = session.create_client(
-        "sqs",
-        region_name=region,
-        endpoint_url=conn.endpoint(),
-        config=config,
-        **conn.client_credentials(),
-    )
-    return await stack.enter_async_context(client_cm)
 
 
 async def queue_attributes(
@@ -94,21 +73,12 @@ async def queue_attributes(
             ) from None
         else:
             hint = "" if code in _QUEUE_ERRORS else " (unexpected error)"
-            reason = f"{code}: {_message(exc)}{hint}"
+            reason = f"{code}: {error_message(exc)}{hint}"
         raise ConfigError(
             [f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}: {reason}"]
         ) from None
     attributes = response.get("Attributes") or {}
     return {str(k): str(v) for k, v in attributes.items()}
-
-
-def _message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        message = response.get("Error", {}).get("Message")
-        if isinstance(message, str) and message:
-            return message
-    return str(exc)
 
 
 #: One batch API call (DeleteMessageBatch, ChangeMessageVisibilityBatch) on up to 10 entries.

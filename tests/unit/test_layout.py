@@ -121,3 +121,21 @@ def test_importing_every_module_is_quiet() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_dist_is_the_distribution_name() -> None:
+    from triggerd.config.plugins import DIST
+
+    assert PYPROJECT["project"]["name"] == DIST
+
+
+def test_a_missing_extra_names_the_pip_install_that_fixes_it() -> None:
+    from triggerd.config.plugins import import_extra
+    from triggerd.types import MissingExtraError
+
+    with pytest.raises(MissingExtraError) as info:
+        import_extra("triggerd_no_such_client.sub", "kafka", "the kafka source")
+    assert str(info.value) == (
+        "the kafka source needs triggerd_no_such_client: pip install 'triggerd-daemon[kafka]'"
+    )
+    assert import_extra("json", "none", "nothing").dumps([]) == "[]"

@@ -1,9 +1,15 @@
-"""Config pieces for connectors of AWS services (or services speaking their APIs)."""
+"""Config pieces for connectors of AWS services (or services speaking their APIs), and the
+one place that opens their aiobotocore clients and reads a ClientError's code."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
 from pydantic import Field, SecretStr, model_validator
 
+from triggerd.config.plugins import import_extra
 from triggerd.types import Model
 
 
@@ -33,3 +39,55 @@ class AwsCredentials(Model):
             if self.aws_session_token is not None:
                 keys["aws_session_token"] = self.aws_session_token.get_secret_value()
         return keys
+
+
+async def open_client(
+    stack: AsyncExitStack,
+    service: str,
+    *,
+    extra: str,
+    needed_by: str,
+    region: str,
+    endpoint_url: str | None,
+    credentials: Mapping[str, str] | None = None,
+    profile: str | None = None,
+    **config: Any,
+) -> Any:
+    """An aiobotocore client for `service` that lives until `stack` closes. `config` goes to
+    `AioConfig` (timeouts, retries, pool size...); without `credentials` the standard chain (or
+    `profile`) signs. MissingExtraError names `extra` when aiobotocore is not installed."""
+    session_module = import_extra("aiobotocore.session", extra, needed_by)
+    from aiobotocore.config import AioConfig
+
+    session = session_module.AioSession(profile=profile)
+    return await stack.enter_async_context(
+        session.create_client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=AioConfig(**config),
+            **dict(credentials or {}),
+        )
+    )
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError (None for other errors)."""
+    code = _error_field(exc, "Code")
+    return code or None
+
+
+def error_message(exc: BaseException) -> str:
+    """The AWS error message of a botocore ClientError, else the exception's text."""
+    return _error_field(exc, "Message") or str(exc)
+
+
+def _error_field(exc: BaseException, key: str) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error")
+        if isinstance(error, dict):
+            value = error.get(key)
+            if isinstance(value, str):
+                return value
+    return ""

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from triggerd.config.plugins import Kind, Registry
+from triggerd.config.plugins import Kind, Registry, install_hint
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
     ConfigError,
@@ -400,8 +400,7 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
             problems.append(f"{where}.{key}: unknown {kind} type {tag!r}{hint}")
         elif tag not in registry.available(kind):
             problems.append(
-                f"{where}.{key}: {kind} type {tag!r} is not installed: "
-                f"pip install 'triggerd-daemon[{tag}]'"
+                f"{where}.{key}: {kind} type {tag!r} is not installed: {install_hint(tag)}"
             )
 
     for name, fn in (data.get("functions") or {}).items():

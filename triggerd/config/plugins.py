@@ -7,11 +7,32 @@ which extra to install.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Literal, TypeVar, cast
 
 from triggerd.types import BackendPlugin, DestinationPlugin, MissingExtraError, SourcePlugin
+
+#: The distribution users install (`triggerd` on PyPI is an unrelated project).
+DIST = "triggerd-daemon"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an extra, for error messages."""
+    return f"pip install '{DIST}[{extra}]'"
+
+
+def import_extra(module: str, extra: str, needed_by: str) -> ModuleType:
+    """Import an optional dependency's `module`, or raise MissingExtraError saying that
+    `needed_by` needs it and which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        raise MissingExtraError(f"{needed_by} needs {top}: {install_hint(extra)}") from exc
+
 
 Kind = Literal["source", "destination", "backend"]
 GROUPS: dict[Kind, str] = {
@@ -64,7 +85,7 @@ class Registry:
         except ImportError as exc:
             raise MissingExtraError(
                 f"{kind} type {name!r} needs an optional dependency ({exc.name or exc}): "
-                f"pip install 'triggerd-daemon[{name}]'"
+                f"{install_hint(name)}"
             ) from exc
         if not isinstance(plugin, _PLUGIN_TYPES[kind]):
             raise TypeError(f"entry point {ep.value} is not a {_PLUGIN_TYPES[kind].__name__}")

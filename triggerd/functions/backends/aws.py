@@ -23,6 +23,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator
 
+from triggerd.config.aws import error_code, error_message, open_client
 from triggerd.functions.backends.http import decode_log_result, oversize_result, timeout_result
 from triggerd.functions.backends.slots import ConcurrencySlots
 from triggerd.types import (
@@ -31,7 +32,6 @@ from triggerd.types import (
     FunctionConfig,
     InvocationType,
     InvokeResult,
-    MissingExtraError,
     Outcome,
 )
 
@@ -121,29 +121,20 @@ class AwsBackend:
     async def start(self) -> None:
         if self._client is not None:
             return
-        try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import AioSession
-        except ImportError as exc:
-            raise MissingExtraError(
-                "backend type 'aws' needs aiobotocore: pip install 'triggerd-daemon[aws]'"
-            ) from exc
         cfg = self.config
-        session = AioSession(profile=cfg.profile)
-        client_config = AioConfig(
+        stack = AsyncExitStack()
+        self._client = await open_client(
+            stack,
+            "lambda",
+            extra="aws",
+            needed_by="backend type 'aws'",
+            region=self.region,
+            endpoint_url=cfg.endpoint_url,
+            profile=cfg.profile,
             retries={"total_max_attempts": 1},
             connect_timeout=10,
             read_timeout=cfg.timeout_s + self.response_margin_s,
             max_pool_connections=cfg.max_connections,
-        )
-        stack = AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            session.create_client(
-                "lambda",
-                region_name=self.region,
-                endpoint_url=cfg.endpoint_url,
-                config=client_config,
-            )
         )
         self._stack = stack
 
@@ -214,10 +205,9 @@ class AwsBackend:
         return InvokeResult(Outcome.OK, body, rid, None, executed, duration_ms, log_tail)
 
     def _client_error(self, exc: Any, rid: str, version: str) -> InvokeResult:
-        error = exc.response.get("Error", {})
         meta = exc.response.get("ResponseMetadata", {})
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or "")
+        code = error_code(exc) or "Unknown"
+        message = error_message(exc)
         status = int(meta.get("HTTPStatusCode") or 0)
         if status == 429 or code in THROTTLE_CODES:
             headers = meta.get("HTTPHeaders") or {}
