@@ -1,0 +1,191 @@
+"""What the dependency floors in pyproject.toml are for, checked offline so that the floors run
+(.ci/floors: the unit tests at the lowest allowed versions) proves each one.
+
+aio-pika >= 10.1: before 10.1, `aio_pika.connect(url, client_properties=...)` dropped the client
+properties when given a URL, so the connection name never reached the broker. The fake broker
+below speaks just enough AMQP 0-9-1 (frames encoded by pamqp, aiormq's own codec) to read the
+Connection.StartOk the client sends, which carries those properties."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from triggerd.types import RetryableError
+
+pytest.importorskip("aio_pika")
+
+from pamqp import commands, frame
+from pamqp.exceptions import UnmarshalingException
+
+from triggerd_rabbitmq.config import AmqpSettings
+from triggerd_rabbitmq.connection import import_aio_pika, open_connection
+
+
+class FakeBroker:
+    """Accepts one AMQP handshake, records the client's StartOk, then hangs up."""
+
+    def __init__(self) -> None:
+        self.start_ok: asyncio.Future[commands.Connection.StartOk] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readexactly(8)  # the protocol header, AMQP\x00\x00\x09\x01
+            start = commands.Connection.Start(
+                server_properties={"product": "fake"}, mechanisms="PLAIN", locales="en_US"
+            )
+            writer.write(frame.marshal(start, 0))
+            await writer.drain()
+            data = b""
+            while not self.start_ok.done():
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+                try:
+                    _, _, value = frame.unmarshal(data)
+                except UnmarshalingException:
+                    continue  # a partial frame: wait for the rest
+                if isinstance(value, commands.Connection.StartOk):
+                    self.start_ok.set_result(value)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[tuple[FakeBroker, int]]:
+    fake = FakeBroker()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield fake, port
+
+
+async def test_aio_pika_passes_the_connection_name_to_the_broker_with_a_url(
+    broker: tuple[FakeBroker, int],
+) -> None:
+    fake, port = broker
+    settings = AmqpSettings(url=f"amqp://guest:guest@127.0.0.1:{port}/", connect_timeout_s=5)
+    with pytest.raises(RetryableError):  # the fake hangs up after the StartOk
+        await open_connection(import_aio_pika(), settings, "triggerd:orders")
+    start_ok = await asyncio.wait_for(fake.start_ok, 5)
+    assert start_ok.client_properties["connection_name"] == "triggerd:orders"
+
+
+# The other floors: each test calls the client library the way triggerd does, offline, so the
+# floors run fails when a floor is below the release that API needs.
+
+
+async def test_aiobotocore_client_as_the_aws_helper_opens_it() -> None:
+    # aiobotocore >= 2.13: AioSession(profile=...), AioConfig with retry modes and pool size.
+    from contextlib import AsyncExitStack
+
+    from triggerd.config.aws import error_code, error_message, open_client
+
+    async with AsyncExitStack() as stack:
+        client = await open_client(
+            stack,
+            "lambda",
+            extra="aws",
+            needed_by="test",
+            region="eu-west-1",
+            endpoint_url="http://127.0.0.1:1",
+            credentials={"aws_access_key_id": "AKID", "aws_secret_access_key": "x"},
+            retries={"total_max_attempts": 1},
+            connect_timeout=10,
+            read_timeout=33,
+            max_pool_connections=7,
+        )
+        assert client.meta.region_name == "eu-west-1"
+        assert (client.meta.config.read_timeout, client.meta.config.max_pool_connections) == (
+            33,
+            7,
+        )
+    from botocore.exceptions import ClientError
+
+    exc = ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "Invoke")
+    assert (error_code(exc), error_message(exc)) == ("Throttling", "slow down")
+
+
+async def test_aiokafka_consumer_takes_the_connection_settings_and_errors_classify() -> None:
+    # aiokafka >= 0.11: the consumer's keyword arguments and the error classes classify() names.
+    from triggerd_kafka.client import classify, client_kwargs, import_aiokafka
+    from triggerd_kafka.config import KafkaConnection
+
+    aiokafka = import_aiokafka()
+    cfg = KafkaConnection(bootstrap_servers=["127.0.0.1:1"])
+    consumer = aiokafka.AIOKafkaConsumer(
+        **client_kwargs(cfg, "triggerd:t"), enable_auto_commit=False, group_id="g"
+    )
+    await consumer.stop()  # never started: nothing to close, but the call must exist
+    assert isinstance(classify(aiokafka.errors.SaslAuthenticationFailed(), cfg), Exception)
+    assert type(classify(aiokafka.errors.KafkaConnectionError(), cfg)).__name__ == (
+        "RetryableError"
+    )
+
+
+async def test_asyncpg_connect_with_the_postgres_sources_settings() -> None:
+    # asyncpg >= 0.29: connect() with server_settings, statement_cache_size and timeout; an
+    # unreachable server is a RetryableError, not an asyncpg exception.
+    from triggerd_postgres.config import Connection
+    from triggerd_postgres.server import connect
+
+    with pytest.raises(RetryableError):
+        await connect(Connection(host="127.0.0.1", port=1), "t", "test")
+
+
+async def test_watchfiles_awatch_with_the_directory_sources_arguments(tmp_path: object) -> None:
+    # watchfiles >= 0.21: awatch with stop_event, step, recursive, ignore_permission_denied.
+    from pathlib import Path
+
+    import watchfiles
+
+    root = Path(str(tmp_path))
+    stop = asyncio.Event()
+
+    async def first_change() -> set[tuple[object, str]]:
+        async for changes in watchfiles.awatch(
+            root,
+            watch_filter=None,
+            debounce=100,
+            step=20,
+            stop_event=stop,
+            recursive=True,
+            force_polling=False,
+            ignore_permission_denied=True,
+        ):
+            return set(changes)
+        return set()
+
+    task = asyncio.create_task(first_change())
+    for _ in range(100):  # until the watcher sees a file written after it started
+        (root / "a.txt").write_text("x")
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            break
+    stop.set()
+    assert any(path.endswith("a.txt") for _, path in await task)
+
+
+def test_uvloop_run_as_the_cli_uses_it() -> None:
+    # uvloop >= 0.19 (0.18 added uvloop.run, which `triggerd run` calls).
+    uvloop = pytest.importorskip("uvloop")
+
+    async def answer() -> int:
+        return 42
+
+    assert uvloop.run(answer()) == 42
+
+
+def test_awslambdaric_runs_as_a_module() -> None:
+    # awslambdaric >= 2.2: workers start `python -m awslambdaric HANDLER`.
+    import importlib.util
+
+    pytest.importorskip("awslambdaric")
+    assert importlib.util.find_spec("awslambdaric.__main__") is not None
