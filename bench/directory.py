@@ -22,7 +22,7 @@ from typing import Any
 import watchfiles
 
 from bench import HELLO_DIR, BenchError, Row, run_async
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import TriggerRuntime

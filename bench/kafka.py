@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 import triggerd_kafka as tk
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.harness import TansuBroker, hello_backend, started_trigger
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.pipeline import SyncTrigger
 from triggerd.functions.backends.local import plugin as local_plugin

@@ -27,7 +27,7 @@ import orjson
 import triggerd_postgres as pg
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
 from bench.postgres_cluster import Cluster, postgres_cluster
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.functions.backends.local import LocalFunctionConfig

@@ -28,7 +28,7 @@ import aio_pika
 import triggerd_rabbitmq as rmq
 from bench import HELLO_DIR, BenchError, Row, run_async
 from bench.harness import hello_backend, started_trigger
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore

@@ -186,7 +186,7 @@ def build_trigger(
     endpoint: str, url: str, work_dir: str, settings: Settings, messages: int, local_plugin: Any
 ) -> tuple[Any, CountingSource, Any]:
     import triggerd_sqs as sqs_plugins
-    from triggerd.config.model import validate_data
+    from triggerd.config.load import validate_data
     from triggerd.config.plugins import Registry
     from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
     from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore

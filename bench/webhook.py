@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
 

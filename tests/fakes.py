@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from triggerd.config.model import TriggerBase, validate_data
+from triggerd.config.load import validate_data
+from triggerd.config.model import TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.types import (
     BackendPlugin,

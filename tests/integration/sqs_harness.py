@@ -16,7 +16,7 @@ from typing import Any
 from aiobotocore.session import get_session
 
 import triggerd_sqs as sqs_plugins
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
 from triggerd.delivery.destinations import file_plugin

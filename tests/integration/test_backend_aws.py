@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tests.integration.invoke_daemon import daemon_config, local_fn, running_daemon, wait_until
 from tests.system.conftest import free_port
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
 from triggerd.functions.backends.aws import AwsBackend, AwsFunctionConfig, plugin

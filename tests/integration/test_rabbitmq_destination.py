@@ -22,7 +22,7 @@ from tests.integration.rabbitmq_support import (
     registry,
     unique,
 )
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.types import ConfigError, DestinationContext, RetryableError, SystemClock
 
 pytestmark = pytest.mark.integration

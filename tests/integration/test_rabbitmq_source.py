@@ -25,7 +25,7 @@ from tests.integration.rabbitmq_support import (
     registry,
     unique,
 )
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.delivery.destinations import read_jsonl
 from triggerd.types import ConfigError, SourceContext, SystemClock
 

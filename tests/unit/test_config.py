@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import fake_registry
-from triggerd.config.model import interpolate, json_schema, load_config
+from triggerd.config.load import interpolate, json_schema, load_config
 from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 

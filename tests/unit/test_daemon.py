@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from tests.fakes import FakeAsyncConfig, FakeBackend, FakeSource, fake_registry, make_record
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.daemon.app import Daemon
 from triggerd.types import RetryableError, SourcePlugin
 

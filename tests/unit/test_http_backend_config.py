@@ -9,7 +9,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.functions.backends.http import (
     HttpFunctionConfig,

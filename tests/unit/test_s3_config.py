@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 from triggerd_s3 import S3SourceConfig, plugin, sample_event

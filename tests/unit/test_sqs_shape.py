@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 import triggerd_sqs as sqs
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.types import ConfigError, DestinationContext, SystemClock

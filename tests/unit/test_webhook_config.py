@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from triggerd.config.model import validate_data
+from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.types import ConfigError
 from triggerd_webhook import plugin

@@ -19,7 +19,8 @@ import orjson
 
 from triggerd import __version__
 from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
-from triggerd.config.model import ConfigBase, json_schema, load_config
+from triggerd.config.load import json_schema, load_config
+from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.factory import create_state_store

@@ -1,32 +1,26 @@
-"""The config file: TOML (or YAML), `${VAR}` interpolation, and pydantic models built from the
-installed plugins, so that every source, destination and backend validates its own section.
-"""
+"""The config file's pydantic models, built from the installed plugins so that every source,
+destination and backend validates its own section. Reading, interpolating and validating a
+file is `load`."""
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tomllib
-import types
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Union, cast
 
-import yaml
 from pydantic import (
     BaseModel,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
-from triggerd.config.plugins import Kind, Registry, install_hint
+from triggerd.config.plugins import Kind, Registry
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
     ConfigError,
@@ -39,7 +33,6 @@ from triggerd.types import (
 )
 
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class DaemonSettings(Model):
@@ -307,188 +300,6 @@ def _models(registry: Registry, kind: Kind) -> dict[str, type[BaseModel]]:
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-def read_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text)
-    else:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{path}: invalid TOML: {exc}"]) from exc
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a table"])
-    return data
-
-
-def interpolate(data: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
-    """Replace ${VAR} and ${VAR:-default} in every string; `$$` is a literal `$`."""
-    problems: list[str] = []
-
-    def sub(value: str, where: str) -> str:
-        def one(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            var, default = m.group(1), m.group(2)
-            if var in env and (env[var] != "" or default is None):
-                return env[var]
-            if default is not None:
-                return default
-            problems.append(f"{where or '<root>'}: environment variable {var} is not set")
-            return ""
-
-        return _VAR.sub(one, value)
-
-    def walk(node: Any, where: str) -> Any:
-        if isinstance(node, str):
-            return sub(node, where)
-        if isinstance(node, dict):
-            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, f"{where}.{i}") for i, v in enumerate(node)]
-        return node
-
-    return walk(data, path), problems
-
-
-def load_config(
-    path: str | Path,
-    registry: Registry,
-    env: Mapping[str, str] | None = None,
-) -> ConfigBase:
-    """Read, interpolate and validate a config file; raises ConfigError with one line per
-    problem, each naming the key path."""
-    file = Path(path)
-    try:
-        raw = read_file(file)
-    except OSError as exc:
-        raise ConfigError([f"{file}: {exc.strerror or exc}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{file}: invalid YAML: {exc}"]) from exc
-    data, problems = interpolate(raw, os.environ if env is None else env)
-    problems += _check_plugin_types(data, registry)
-    if problems:
-        raise ConfigError(problems)
-    return validate_data(data, registry, base_dir=file.resolve().parent)
-
-
-def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> ConfigBase:
-    model = build_config_model(registry)
-    try:
-        return model.model_validate(data, context={"base_dir": str(base_dir)})
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, model)) from None
-
-
-def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
-    """Name a missing extra or an unknown type before pydantic's generic union message."""
-    problems: list[str] = []
-
-    def check(kind: Kind, value: Any, where: str, key: str, default: str | None) -> None:
-        if not isinstance(value, dict):
-            return
-        tag = value.get(key, default)
-        if not isinstance(tag, str):
-            problems.append(f"{where}.{key}: required, one of: {', '.join(registry.names(kind))}")
-            return
-        if tag not in registry.names(kind):
-            hint = _did_you_mean(tag, registry.names(kind))
-            problems.append(f"{where}.{key}: unknown {kind} type {tag!r}{hint}")
-        elif tag not in registry.available(kind):
-            problems.append(
-                f"{where}.{key}: {kind} type {tag!r} is not installed: {install_hint(tag)}"
-            )
-
-    for name, fn in (data.get("functions") or {}).items():
-        check("backend", fn, f"functions.{name}", "backend", "local")
-    for i, trig in enumerate(data.get("triggers") or []):
-        if isinstance(trig, dict):
-            check("source", trig.get("source"), f"triggers.{i}.source", "type", None)
-            if trig.get("on_failure") is not None:
-                check("destination", trig["on_failure"], f"triggers.{i}.on_failure", "type", None)
-    return problems
-
-
-# --------------------------------------------------------------------------------------------
-# Error messages
-
-
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _step(tp: Any, part: str | int) -> tuple[Any, bool]:
-    """Follow one loc element through a type; returns (next type, shown in the path)."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        inner, *meta = get_args(tp)
-        if any(isinstance(m, Tag) and m.tag == part for m in meta):
-            return inner, False
-        return _step(inner, part)
-    if origin in (Union, types.UnionType):
-        for arm in get_args(tp):
-            inner = arm
-            if get_origin(arm) is Annotated:
-                inner, *meta = get_args(arm)
-                if any(isinstance(m, Tag) and m.tag == part for m in meta):
-                    return inner, False
-            if inner is type(None):
-                continue
-        non_none = [a for a in get_args(tp) if a is not type(None)]
-        if len(non_none) == 1:
-            return _step(non_none[0], part)
-        return Any, True
-    if origin is list and isinstance(part, int):
-        return get_args(tp)[0], True
-    if origin is dict:
-        return get_args(tp)[1], True
-    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
-        field = tp.model_fields.get(part)
-        return (field.annotation if field else Any), True
-    return Any, True
-
-
-def _fields_of(tp: Any) -> list[str]:
-    while get_origin(tp) is Annotated:
-        tp = get_args(tp)[0]
-    non_none = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) else []
-    if len(non_none) == 1:
-        return _fields_of(non_none[0])
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
-    return []
-
-
-def format_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    lines: list[str] = []
-    for err in exc.errors(include_url=False):
-        tp: Any = model
-        shown: list[str] = []
-        parent: Any = model
-        for part in err["loc"]:
-            parent = tp
-            tp, visible = _step(tp, part)
-            if visible:
-                shown.append(str(part))
-        where = ".".join(shown) or "<root>"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden" and shown:
-            msg = "unknown key" + _did_you_mean(shown[-1], _fields_of(parent))
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if where == "<root>" or (err["type"] == "value_error" and not shown):
-            lines.extend(msg.split("; "))
-        else:
-            lines.append(f"{where}: {msg}")
-    return lines
-
-
-def json_schema(registry: Registry) -> dict[str, Any]:
-    schema = build_config_model(registry).model_json_schema()
-    schema["title"] = "triggerd configuration"
-    return schema
