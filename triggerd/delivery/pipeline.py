@@ -39,6 +39,7 @@ from triggerd.types import (
     Destination,
     InvokeResult,
     Outcome,
+    PermanentError,
     Record,
     Source,
 )
@@ -159,6 +160,8 @@ class SyncTrigger:
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._producer_done = False
+        #: A source failure that receiving again cannot fix: the trigger drains and ends.
+        self._failure: PermanentError | None = None
         #: Per ordering key: how many times it was released (batches notice the change).
         self._release_epoch: dict[str, int] = {}
         #: Set (and replaced) on stop and on every release: wakes retry backoffs early.
@@ -219,6 +222,8 @@ class SyncTrigger:
             leftovers = self.buffer.take_all()
             if leftovers:
                 await asyncio.shield(self.rt.source.nack(leftovers))
+        if self._failure is not None:
+            raise self._failure
 
     # ---- receiving ----
 
@@ -229,6 +234,11 @@ class SyncTrigger:
                 try:
                     await self._receive_once()
                     failures = 0
+                except PermanentError as exc:
+                    # e.g. the consumer group's authorisation was withdrawn: stop receiving,
+                    # let the batches in flight finish, and end the trigger with the error.
+                    self._failure = exc
+                    self.stop()
                 except Exception:  # task boundary: a source error must not cancel batches
                     failures += 1
                     delay = self.rt.throttle_backoff.delay(failures)
