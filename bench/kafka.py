@@ -50,7 +50,7 @@ FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300, "fetch_m
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: Records waiting in the topic for the memory measurement (100 B each).
+    #: Records waiting in the topic for the memory measurement (body_bytes each).
     backlog: int = 1_000_000
     backlog_s: float = 10.0
     records: int = 30_000
@@ -406,14 +406,14 @@ async def daemon_rss(bootstrap: str, topic: str, seconds: float) -> float:
             await stop(proc, 20)
 
 
-async def backlog_topic(bootstrap: str, count: int) -> str:
+async def backlog_topic(bootstrap: str, count: int, body_bytes: int) -> str:
     topic = await new_topic(bootstrap, 3)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20, max_batch_size=262144
     )
     await producer.start()
     try:
-        body = b"y" * 100
+        body = b"y" * body_bytes
         for start in range(0, count, 5000):
             futures = [
                 await producer.send(topic, body, partition=i % 3)
@@ -440,7 +440,7 @@ async def measure(settings: Settings) -> list[Row]:
         our_lat = await triggerd_latency(broker.bootstrap, settings, store)
         empty = await new_topic(broker.bootstrap, 3)
         rss_empty = await daemon_rss(broker.bootstrap, empty, settings.backlog_s)
-        backlog = await backlog_topic(broker.bootstrap, settings.backlog)
+        backlog = await backlog_topic(broker.bootstrap, settings.backlog, settings.body_bytes)
         rss_backlog = await daemon_rss(broker.bootstrap, backlog, settings.backlog_s)
     finally:
         await store.close()
@@ -484,7 +484,8 @@ async def measure(settings: Settings) -> list[Row]:
         ),
         Row(
             NAME,
-            f"daemon RSS (MB), {settings.backlog:,}-record backlog, slow function",
+            f"daemon RSS (MB), {settings.backlog:,}-record backlog of {settings.body_bytes:,} B "
+            "records, slow function",
             rss_backlog,
             rss_empty,
             baseline_desc="the same daemon on an empty topic",

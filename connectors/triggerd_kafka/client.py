@@ -12,7 +12,7 @@ from triggerd.types import PermanentError, RetryableError
 
 from .config import KafkaConnection
 
-__all__ = ["classify", "client_kwargs", "describe", "import_aiokafka"]
+__all__ = ["classify", "client_kwargs", "describe", "fatal_for_consumer", "import_aiokafka"]
 
 
 def import_aiokafka() -> ModuleType:
@@ -78,3 +78,28 @@ def classify(exc: BaseException, cfg: KafkaConnection) -> PermanentError | Retry
     if isinstance(exc, permanent) and not isinstance(exc, ConnectionError):
         return PermanentError(f"{where}: {describe(exc, cfg)}")
     return RetryableError(f"{where}: {describe(exc, cfg)}")
+
+
+def fatal_for_consumer(exc: BaseException) -> bool:
+    """Whether a consumer error is one that polling again cannot fix: authentication,
+    authorisation (ACLs), a session timeout or group id the brokers refuse, a protocol or
+    mechanism they do not support. Everything else (connections, rebalances, aiokafka's
+    IllegalStateError while an assignment changes) is retried."""
+    from aiokafka import errors
+
+    fatal = (
+        errors.AuthenticationFailedError,
+        errors.AuthenticationMethodNotSupported,
+        errors.SaslAuthenticationFailed,
+        errors.UnsupportedSaslMechanismError,
+        errors.IllegalSaslStateError,
+        errors.TopicAuthorizationFailedError,
+        errors.GroupAuthorizationFailedError,
+        errors.ClusterAuthorizationFailedError,
+        errors.InvalidSessionTimeoutError,
+        errors.InvalidGroupIdError,
+        errors.InconsistentGroupProtocolError,
+        errors.UnsupportedVersionError,
+        errors.InvalidConfigurationError,
+    )
+    return isinstance(exc, fatal)

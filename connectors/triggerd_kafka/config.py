@@ -217,6 +217,19 @@ class KafkaSourceConfig(SourceConfig, KafkaConnection):
         return self.rebalance_timeout_ms or self.session_timeout_ms
 
 
+def codec_available(codec: str) -> bool:
+    """Whether aiokafka can compress with `codec`: the same check its producer makes when it
+    is created (aiokafka.codec.has_*), so that a missing library is a config error instead of
+    a producer that can never start. Without aiokafka the missing extra is reported when the
+    destination is created."""
+    try:
+        from aiokafka import codec as codecs
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        return True
+    check = getattr(codecs, f"has_{codec}", None)
+    return check is None or bool(check())
+
+
 class KafkaDestinationConfig(DestinationConfig, KafkaConnection):
     """Produce each on-failure record (JSON) to a topic, keyed by the source topic-partition."""
 
@@ -230,12 +243,17 @@ class KafkaDestinationConfig(DestinationConfig, KafkaConnection):
         description="Idempotent producer (needs broker support; off by default so it works "
         "with brokers that lack InitProducerId)",
     )
-    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
+        default=None,
+        description="Compress produced batches; snappy, lz4 and zstd need aiokafka's codec "
+        "library (pip install 'aiokafka[zstd]', ...)",
+    )
     max_request_size: int = Field(
-        default=8 * 1024 * 1024,
+        default=1_048_576,
         ge=1024,
         le=1_073_741_824,
-        description="Largest record produced; bigger ones are sent without their payload",
+        description="Largest request produced (Kafka's default, 1 MiB); a record bigger than "
+        "this, or refused by the broker as too large, is sent without its payload",
     )
     send_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
@@ -243,6 +261,16 @@ class KafkaDestinationConfig(DestinationConfig, KafkaConnection):
     @classmethod
     def _topic(cls, value: str) -> str:
         return _check_topic(value)
+
+    @field_validator("compression_type")
+    @classmethod
+    def _codec_installed(cls, value: str | None) -> str | None:
+        if value is not None and not codec_available(value):
+            raise ValueError(
+                f"compression_type {value!r} needs a codec library that is not installed: "
+                f"pip install 'aiokafka[{value}]'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _idempotence_needs_all(self) -> KafkaDestinationConfig:

@@ -5,8 +5,10 @@ batch's event under `payload`) is produced as JSON to a topic, keyed by the sour
 pipeline retries and commits the source only after the record is stored.
 
 Idempotence is off by default: brokers without InitProducerId (some Kafka-compatible ones)
-refuse idempotent producers. A record too large for `max_request_size` is sent without its
-payload, as AWS trims records for its destinations.
+refuse idempotent producers. A record too large for `max_request_size` (1 MiB, Kafka's
+default), or one the broker or topic refuses as too large (its `message.max.bytes` /
+`max.message.bytes` can be lower), is sent again without its payload, as AWS drops the payload
+of a record that does not fit its destination, instead of failing forever.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def record_key(record: JSONDict) -> bytes | None:
     ):
         return str(next(iter(payload["records"]))).encode()
     return None
+
+
+def _without_payload(record: JSONDict) -> JSONDict:
+    return {k: v for k, v in record.items() if k != "payload"}
 
 
 class KafkaDestination:
@@ -99,30 +105,53 @@ class KafkaDestination:
     async def send(self, record: JSONDict) -> None:
         producer = await self._ready()
         try:
-            await asyncio.wait_for(
-                producer.send_and_wait(
-                    self.config.topic,
-                    value=self.encode(record),
-                    key=record_key(record),
-                    headers=self._headers(record),
-                ),
-                self.config.send_timeout_s,
-            )
+            try:
+                await self._produce(producer, record, self.encode(record))
+            except self._too_large() as exc:
+                if "payload" not in record:
+                    raise
+                self._payload_dropped(describe(exc, self.config))
+                await self._produce(producer, record, orjson.dumps(_without_payload(record)))
         except Exception as exc:  # reported to OnFailure, which retries with backoff
             raise RuntimeError(
                 f"Kafka at {self.config.bootstrap}: producing to {self.config.topic!r} failed: "
                 + describe(exc, self.config)
             ) from None
 
+    async def _produce(self, producer: Any, record: JSONDict, value: bytes) -> None:
+        await asyncio.wait_for(
+            producer.send_and_wait(
+                self.config.topic,
+                value=value,
+                key=record_key(record),
+                headers=self._headers(record),
+            ),
+            self.config.send_timeout_s,
+        )
+
+    def _too_large(self) -> tuple[type[BaseException], ...]:
+        """What the producer (over max_request_size) or the broker (over its or the topic's
+        message size limit) answer for a record that does not fit."""
+        errors = self._aiokafka.errors
+        return (
+            errors.MessageSizeTooLargeError,
+            errors.RecordTooLargeError,
+            errors.RecordListTooLargeError,
+        )
+
     def encode(self, record: JSONDict) -> bytes:
         body = orjson.dumps(record)
-        if len(body) > self.config.max_request_size - _FRAMING and "payload" in record:
-            body = orjson.dumps({k: v for k, v in record.items() if k != "payload"})
-            self.ctx.log.warning(
-                "destination.kafka.payload_dropped",
-                extra={"trigger": self.ctx.trigger, "bytes": len(body)},
-            )
+        size = len(body)
+        if size > self.config.max_request_size - _FRAMING and "payload" in record:
+            body = orjson.dumps(_without_payload(record))
+            self._payload_dropped(f"{size} bytes: over max_request_size")
         return body
+
+    def _payload_dropped(self, reason: str) -> None:
+        self.ctx.log.warning(
+            "destination.kafka.payload_dropped",
+            extra={"trigger": self.ctx.trigger, "reason": reason},
+        )
 
     def _headers(self, record: JSONDict) -> list[tuple[str, bytes]]:
         headers = [("x-triggerd-trigger", self.ctx.trigger.encode())]

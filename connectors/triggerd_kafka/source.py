@@ -49,7 +49,7 @@ from triggerd.types import (
     SourceStats,
 )
 
-from .client import classify, client_kwargs, describe
+from .client import classify, client_kwargs, describe, fatal_for_consumer
 from .config import KafkaSourceConfig
 from .partitions import Handle, PartitionState
 from .positions import auto_offset_reset, position_new_partitions
@@ -59,6 +59,9 @@ __all__ = ["KafkaSource"]
 
 #: How long one getmany call waits for records.
 POLL_MS = 200
+#: How often the log-end offsets of paused partitions are read (a paused partition is not
+#: fetched, so aiokafka's highwater of it stands still while its lag grows).
+LAG_REFRESH_S = 5.0
 
 
 class KafkaSource(BaseSource):
@@ -82,6 +85,11 @@ class KafkaSource(BaseSource):
         self._batch_hint = 1
         self._stopped = False
         self._backoff = Backoff(base_s=0.5, max_s=30.0)
+        #: Log-end offsets read for paused partitions (see LAG_REFRESH_S).
+        self._ends: dict[str, int] = {}
+        self.lag_refresh_s = LAG_REFRESH_S
+        #: Set when the consumer failed in a way polling again cannot fix: `receive` raises it.
+        self.failure: PermanentError | None = None
 
     def attach(self, control: PipelineControl) -> None:
         self.control = control
@@ -161,17 +169,27 @@ class KafkaSource(BaseSource):
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._poll_loop())
             tg.create_task(self._commit_loop())
+            tg.create_task(self._lag_loop())
 
     # ---- fetching ----
 
     async def _poll_loop(self) -> None:
+        """Fetch until stopped. A failing iteration (brokers away, aiokafka's IllegalStateError
+        while an assignment changes, ...) is logged and polled again after a backoff; one that
+        polling cannot fix (authorisation, a session timeout the group refuses) ends the
+        polling and `receive` raises it, which stops the trigger. Commits go on meanwhile."""
         failures = 0
         while not self._stopped:
             try:
-                # Everything aiokafka holds: records left in its buffer would hold back the
-                # next fetch from the same broker (its prefetch backoff).
-                data = await self.consumer.getmany(timeout_ms=POLL_MS)
+                await self._poll_once()
             except Exception as exc:  # task boundary: log, back off, poll again
+                if fatal_for_consumer(exc):
+                    self.failure = PermanentError(
+                        f"Kafka at {self.config.bootstrap}, group {self.group_id!r}: "
+                        f"{describe(exc, self.config)}"
+                    )
+                    self._arrived.set()
+                    return
                 failures += 1
                 delay = self._backoff.delay(failures)
                 self.log.error(
@@ -185,9 +203,14 @@ class KafkaSource(BaseSource):
                 await self.ctx.clock.sleep(delay)
                 continue
             failures = 0
-            if data:
-                self._accept(data)
-            self._apply_back_pressure()
+
+    async def _poll_once(self) -> None:
+        # Everything aiokafka holds: records left in its buffer would hold back the next
+        # fetch from the same broker (its prefetch backoff).
+        data = await self.consumer.getmany(timeout_ms=POLL_MS)
+        if data:
+            self._accept(data)
+        self._apply_back_pressure()
 
     @property
     def _buffered_bytes(self) -> int:
@@ -212,7 +235,18 @@ class KafkaSource(BaseSource):
     def _refetch(self, tp: Any, messages: list[Any]) -> None:
         if not messages or tp not in self.consumer.assignment():
             return
-        self.consumer.seek(tp, messages[0].offset)
+        try:
+            self.consumer.seek(tp, messages[0].offset)
+        except Exception as exc:  # given up meanwhile: its next owner starts at the commit
+            self.log.warning(
+                "kafka.refetch_failed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "partition": partition_key(tp.topic, tp.partition),
+                    "error": describe(exc, self.config),
+                },
+            )
+            return
         self.log.info(
             "kafka.refetch",
             extra={
@@ -257,13 +291,9 @@ class KafkaSource(BaseSource):
             elif state.paused and held <= limit // 2 and not over_bytes:
                 resume.append(state)
         if pause:
-            self.consumer.pause(*(self._tps[s.key] for s in pause))
+            self._set_paused(pause, True)
         if resume:
-            self.consumer.resume(*(self._tps[s.key] for s in resume))
-        for state in pause:
-            state.paused = True
-        for state in resume:
-            state.paused = False
+            self._set_paused(resume, False)
         if pause or resume:
             self.log.debug(
                 "kafka.back_pressure",
@@ -273,6 +303,24 @@ class KafkaSource(BaseSource):
                     "resumed": [s.key for s in resume],
                 },
             )
+
+    def _set_paused(self, states: list[PartitionState], paused: bool) -> None:
+        try:
+            tps = [self._tps[s.key] for s in states]
+            (self.consumer.pause if paused else self.consumer.resume)(*tps)
+        except Exception as exc:  # e.g. given up meanwhile (IllegalStateError): next round
+            self.log.warning(
+                "kafka.pause_failed",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "partitions": [s.key for s in states],
+                    "pause": paused,
+                    "error": describe(exc, self.config),
+                },
+            )
+            return
+        for state in states:
+            state.paused = paused
 
     # ---- handing out ----
 
@@ -309,6 +357,8 @@ class KafkaSource(BaseSource):
         ]
 
     def _check_runner(self) -> None:
+        if self.failure is not None:
+            raise self.failure
         runner = self._runner
         if runner is not None and runner.done() and not runner.cancelled():
             exc = runner.exception()
@@ -333,13 +383,21 @@ class KafkaSource(BaseSource):
         self._arrived.set()
 
     async def _commit_loop(self) -> None:
+        """Commit after settlements; a failed commit is tried again after a backoff (from the
+        commit points of that moment, so never past an unprocessed record)."""
         interval = self.config.commit_interval_s
+        failures = 0
         while not self._stopped:
             await self._dirty.wait()
             if interval:
                 await self.ctx.clock.sleep(interval)
             self._dirty.clear()
-            await self._commit([s for s in self.states.values() if s.active])
+            if await self._commit([s for s in self.states.values() if s.active]):
+                failures = 0
+                continue
+            failures += 1
+            await self.ctx.clock.sleep(self._backoff.delay(failures))
+            self._dirty.set()
 
     async def _commit(self, states: Iterable[PartitionState], *, final: bool = False) -> bool:
         """Commit the commit points of `states` that moved; False when the commit failed."""
@@ -347,10 +405,10 @@ class KafkaSource(BaseSource):
             points = {s: s.commit_point() for s in states if s.needs_commit()}
             if not points:
                 return True
-            offsets = {self._tps[s.key]: p for s, p in points.items() if p is not None}
             try:
+                offsets = {self._tps[s.key]: p for s, p in points.items() if p is not None}
                 await self.consumer.commit(offsets)
-            except Exception as exc:  # task boundary: the next settlement commits again
+            except Exception as exc:  # task boundary: the commit loop tries again
                 self.log.warning(
                     "kafka.commit_failed",
                     extra={
@@ -393,6 +451,7 @@ class KafkaSource(BaseSource):
             state.active = False
             self.states.pop(state.key, None)
             self._tps.pop(state.key, None)
+            self._ends.pop(state.key, None)
         self.log.info(
             "kafka.partitions_revoked",
             extra={"trigger": self.ctx.trigger, "partitions": keys, "committed": committed},
@@ -446,6 +505,31 @@ class KafkaSource(BaseSource):
             )
             return {}
 
+    # ---- lag of paused partitions ----
+
+    async def _lag_loop(self) -> None:
+        while not self._stopped:
+            await self.ctx.clock.sleep(self.lag_refresh_s)
+            try:
+                await self._read_paused_ends()
+            except Exception as exc:  # task boundary: the lag figure waits for the next read
+                self.log.debug(
+                    "kafka.end_offsets_failed",
+                    extra={"trigger": self.ctx.trigger, "error": describe(exc, self.config)},
+                )
+
+    async def _read_paused_ends(self) -> None:
+        """Read the log-end offsets of the paused partitions: they are not fetched, so the
+        consumer's highwater of them stands still while producers go on."""
+        paused = {self._tps[k]: k for k, s in self.states.items() if s.paused and k in self._tps}
+        if not paused:
+            return
+        ends = await self.consumer.end_offsets(list(paused))
+        for tp, offset in ends.items():
+            key = paused.get(tp)
+            if key is not None and key in self.states and offset is not None:
+                self._ends[key] = offset
+
     # ---- shapes and stats ----
 
     def envelope(self, records: Sequence[Record]) -> JSONDict:
@@ -464,6 +548,9 @@ class KafkaSource(BaseSource):
         for key, state in sorted(self.states.items()):
             point = state.commit_point()
             end = self.consumer.highwater(self._tps[key]) if self.consumer is not None else None
+            read = self._ends.get(key)
+            if read is not None and (end is None or read > end):
+                end = read
             lag = max(0, end - point) if end is not None and point is not None else 0
             oldest = state.oldest_unprocessed()
             out.append(

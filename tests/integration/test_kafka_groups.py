@@ -130,7 +130,9 @@ async def test_back_pressure_pauses_partitions_and_keeps_memory_bounded(
     assert paused_seen, "partitions were paused"
     # Per partition: the limit plus one fetch response (about 256 records of 1 KB).
     assert max(held) <= 2 * (500 + 600), held
-    assert rss_growth < 60 * 1024 * 1024, rss_growth  # 40 MB of backlog was not pulled in
+    # 40 MB of backlog waits in the topic: growth under half of it shows it was not pulled in
+    # (measured: about 5 MB, the two partitions' limits plus a fetch response each).
+    assert rss_growth < 20 * 1024 * 1024, rss_growth
     assert h.succeeded < 40_000 / 4, "the function really was slower than the topic"
 
 

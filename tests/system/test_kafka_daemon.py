@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,19 @@ def delivered(*files: Path) -> list[str]:
     return out
 
 
+def offsets_by_partition(path: Path, skip_lines: int) -> dict[int, list[int]]:
+    """The offsets delivered per partition, in delivery order, after the first `skip_lines`
+    lines of the record file."""
+    out: dict[int, list[int]] = {}
+    for line in path.read_text().splitlines()[skip_lines:]:
+        if not line.endswith("}"):
+            continue
+        for records in json.loads(line)["event"]["records"].values():
+            for r in records:
+                out.setdefault(r["partition"], []).append(r["offset"])
+    return out
+
+
 def send(bootstrap: str, topic: str, start: int, count: int, partitions: int) -> list[str]:
     values = [f"m{i:04}" for i in range(start, start + count)]
 
@@ -95,11 +109,22 @@ def test_kill9_mid_batch_then_restart_resumes_from_the_committed_offsets(
         d.start()
         wait_for(lambda: len(delivered(calls)) >= 15, 40, "some batches")
         d.kill9()
+        time.sleep(1.0)  # a worker busy at the kill may still finish its invocation
         first_run = delivered(calls)
+        first_lines = len(calls.read_text().splitlines())
         assert len(set(first_run)) < len(sent), "killed while work was pending"
         before = asyncio.run(committed(bootstrap, group, topic, 2))
         d.start()
         wait_for(lambda: set(delivered(calls)) >= set(sent), 60, "every record")
+        resumed = offsets_by_partition(calls, first_lines)
+        for partition, offset in enumerate(before):
+            start = offset or 0
+            if start == 30:
+                assert partition not in resumed, (partition, resumed)
+                continue
+            # The restart starts at the committed offset: nothing skipped, nothing before it.
+            assert resumed[partition][0] == start, (partition, before, resumed)
+            assert set(resumed[partition]) == set(range(start, 30)), (partition, resumed)
         status = _status(d)
         assert f"{topic}-0" in status and f"{topic}-1" in status, status
         assert "orders: " in status and "rebalance(s)" in status

@@ -119,6 +119,42 @@ def test_client_settings_carry_sasl_and_tls() -> None:
     assert kwargs["client_id"] == "triggerd-x"
 
 
+@pytest.mark.parametrize(
+    ("protocol", "mechanism"),
+    [
+        ("SASL_PLAINTEXT", "PLAIN"),
+        ("SASL_SSL", "PLAIN"),
+        ("SASL_SSL", "SCRAM-SHA-256"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
+        ("SSL", None),
+    ],
+)
+async def test_aiokafkas_clients_accept_the_sasl_and_tls_settings(
+    protocol: str, mechanism: str | None
+) -> None:
+    """The test broker (tansu 0.6) serves neither SASL nor TLS (docs/kafka.md), so the exact
+    arguments are checked here: aiokafka's consumer and producer are built with them, which
+    validates the protocol, mechanism, credentials and SSL context together."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from triggerd_kafka.client import client_kwargs
+
+    source: dict[str, Any] = {"topics": ["t"], "security_protocol": protocol}
+    if mechanism:
+        source |= {"sasl_mechanism": mechanism, "sasl_username": "svc", "sasl_password": "pw1"}
+    kwargs = client_kwargs(trigger(source).source_config, "triggerd-x")
+    assert kwargs["security_protocol"] == protocol
+    assert ("ssl_context" in kwargs) == protocol.endswith("SSL")
+    if mechanism:
+        assert kwargs["sasl_mechanism"] == mechanism
+        assert (kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("svc", "pw1")
+    # aiokafka refuses a TLS protocol without an SSL context and unknown mechanisms here.
+    consumer = AIOKafkaConsumer(**kwargs, group_id="g", enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kwargs, enable_idempotence=False)
+    await consumer.stop()
+    await producer.stop()
+
+
 def test_a_missing_tls_file_is_a_config_error_at_start() -> None:
     import asyncio
     import logging

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,17 +205,6 @@ class FakeConsumer:
         return self.ends.get(tp)
 
 
-class FakeControl:
-    def __init__(self, source: KafkaSource, settle: list[Record]) -> None:
-        self.source = source
-        self.settle = settle
-        self.released: list[list[str]] = []
-
-    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
-        self.released.append(list(keys))
-        await self.source.ack(self.settle)  # the batch in flight finishes meanwhile
-
-
 def make_source(**cfg: Any) -> tuple[KafkaSource, FakeConsumer]:
     ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("k"))  # type: ignore[arg-type]
     source = KafkaSource(source_config(**cfg), ctx, aiokafka=None)  # type: ignore[arg-type]
@@ -284,7 +273,7 @@ async def test_revocation_releases_the_keys_commits_what_settled_then_forgets() 
     await source.on_assigned([TP("t", 0), TP("t", 1)])
     source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(6)]})
     in_flight = await source.receive(3, 0.1)
-    control = FakeControl(source, in_flight)
+    control = ReleasingControl(source, finished=in_flight)
     source.attach(control)
     await source.on_revoked([TP("t", 0)])
     assert control.released == [["t-0"]]
@@ -395,28 +384,36 @@ async def test_a_failing_assignment_callback_never_leaves_a_partition_without_st
     assert [r.handle.offset for r in await source.receive(10, 0.1)] == [0]
 
 
-class NackingControl:
-    """The pipeline's release: buffered records are nacked back, then the batch in flight is
-    given back too (it reached a retry point), as release_keys does."""
+class ReleasingControl:
+    """The pipeline's release_keys: its buffered records are nacked back, then the batch in
+    flight either finishes (acked: `finished`) or is given back at its next retry point
+    (nacked: `in_flight`); the pipeline keeps receiving meanwhile (`peek`)."""
 
     def __init__(
         self,
         source: KafkaSource,
-        buffered: list[Record],
-        in_flight: list[Record],
+        buffered: Sequence[Record] = (),
+        in_flight: Sequence[Record] = (),
+        finished: Sequence[Record] = (),
         peek: bool = True,
     ) -> None:
         self.source = source
         self.peek = peek
-        self.buffered = buffered
-        self.in_flight = in_flight
+        self.buffered = list(buffered)
+        self.in_flight = list(in_flight)
+        self.finished = list(finished)
+        self.released: list[list[str]] = []
         self.handed_out_meanwhile: list[Record] = []
 
     async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        self.released.append(list(keys))
         for records in (self.buffered, self.in_flight):
-            await self.source.nack(records)
-            if self.peek:  # the pipeline keeps receiving meanwhile
-                self.handed_out_meanwhile += await self.source.receive(10, 0.01)
+            if records:
+                await self.source.nack(records)
+                if self.peek:
+                    self.handed_out_meanwhile += await self.source.receive(10, 0.01)
+        if self.finished:
+            await self.source.ack(self.finished)
 
 
 async def test_a_revoked_partition_hands_nothing_out_and_commits_before_what_came_back() -> None:
@@ -425,7 +422,7 @@ async def test_a_revoked_partition_hands_nothing_out_and_commits_before_what_cam
     source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(10)]})
     in_flight = await source.receive(3, 0.1)
     buffered = await source.receive(3, 0.1)
-    control = NackingControl(source, buffered, in_flight)
+    control = ReleasingControl(source, buffered, in_flight)
     source.attach(control)
     await source.on_revoked([TP("t", 0)])
     assert control.handed_out_meanwhile == [], "another member owns it: nothing handed out"
@@ -440,7 +437,7 @@ async def test_records_given_back_during_a_revocation_do_not_leak_into_the_byte_
     source._accept({TP("t", 0): [Msg("t", 0, i, value=big) for i in range(2)]})
     in_flight = await source.receive(1, 0.1)
     buffered = await source.receive(1, 0.1)
-    source.attach(NackingControl(source, buffered, in_flight, peek=False))
+    source.attach(ReleasingControl(source, buffered, in_flight, peek=False))
     await source.on_revoked([TP("t", 0)])
     assert source._buffered_bytes == 0
     source._accept({TP("t", 1): [Msg("t", 1, 0)]})

@@ -309,6 +309,51 @@ async def test_a_retrying_key_does_not_starve_other_keys(store: SQLiteStateStore
     assert all(call == a_calls[0] for call in a_calls), "key A kept its order: same head batch"
 
 
+async def test_keys_in_retry_backoff_leave_their_concurrency_slots_to_healthy_keys(
+    store: SQLiteStateStore,
+) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if any(str(b)[0] in "AB" for b in bodies(event)):
+            raise ValueError("poison")
+        return None
+
+    recs = [make_record("A0", key="A"), make_record("B0", key="B")]
+    recs += [make_record(f"C{i}", key="C") for i in range(6)]
+    src = FakeSource(recs)
+    be = FakeBackend(respond)
+    # Both slots are taken by failing keys first; their backoff lasts far longer than the test.
+    t = build(
+        store, src, be, None, "fakestream", batch_size=2, maximum_concurrency=2,
+        retry_base_delay_s=60,
+    )  # fmt: skip
+    c_done = lambda: sum(str(r.payload["body"]).startswith("C") for r in src.acked) == 6  # noqa: E731
+    await run_until(t, c_done, timeout=10)
+    heads = [str(bodies(c)[0])[0] for c in be.calls]
+    assert heads[:2] == ["A", "B"] and heads.count("A") == heads.count("B") == 1, heads
+    assert sorted(r.payload["body"] for r in src.nacked) == ["A0", "B0"], "given back on stop"
+    assert t.inflight == 0 and t._reclaiming == 0
+
+
+async def test_a_batch_back_from_its_backoff_waits_for_a_slot_before_new_batches(
+    store: SQLiteStateStore,
+) -> None:
+    failed: list[str] = []
+
+    def respond(event: dict[str, Any]) -> Any:
+        if bodies(event) == ["A0"] and not failed:
+            failed.append("A0")
+            raise ValueError("once")
+        return None
+
+    recs = [make_record("A0", key="A")] + [make_record(f"C{i}", key=f"C{i}") for i in range(8)]
+    src = FakeSource(recs)
+    be = FakeBackend(respond, delay_s=0.02)
+    t = build(store, src, be, batch_size=1, maximum_concurrency=1, retry_base_delay_s=0.05)
+    await run_until(t, lambda: len(src.acked) == 9)
+    assert be.max_concurrent == 1, "never more than maximum_concurrency invocations at once"
+    assert [b for c in be.calls for b in bodies(c)].count("A0") == 2
+
+
 async def test_a_crashed_batch_gives_its_key_back_in_order(store: SQLiteStateStore) -> None:
     crashed: list[bool] = []
 

@@ -32,8 +32,10 @@ from triggerd.types import (
     Backend,
     BackendContext,
     Clock,
+    ConfigError,
     DestinationContext,
     FunctionConfig,
+    PermanentError,
     ReportsStats,
     RetryableError,
     Source,
@@ -81,6 +83,9 @@ class Daemon:
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
     invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
+    #: A config error found after the start (a deferred source's first contact): the daemon
+    #: stops as it does on SIGTERM, then `run` raises it (exit status 2).
+    _fatal: ConfigError | None = None
 
     @property
     def settings(self) -> DaemonSettings:
@@ -163,6 +168,8 @@ class Daemon:
                 log.info("daemon.stopping", extra={"in_flight_triggers": len(tasks)})
                 await self._drain(tasks)
         log.info("daemon.stopped")
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         for _, runnable in self._runnables():
@@ -216,6 +223,15 @@ class Daemon:
             except RetryableError as exc:
                 log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
                 continue
+            except ConfigError as exc:
+                # e.g. the brokers, reachable at last, refuse the credentials: as at start,
+                # the daemon stops and exits with the error (status 2).
+                self._fatal = exc
+                stop.set()
+                return False
+            except Exception as exc:  # task boundary: not typed, so keep trying
+                log.warning("source.start_deferred", extra={"trigger": name, "error": repr(exc)})
+                continue
             del self._unstarted[name]
             log.info("source.started", extra={"trigger": name, "attempts": attempt + 1})
             return True
@@ -230,6 +246,11 @@ class Daemon:
         while True:
             try:
                 await trigger.run()
+                return
+            except PermanentError as exc:
+                # Restarting cannot fix it (e.g. the group's authorisation was withdrawn): the
+                # trigger stays stopped; the other triggers go on.
+                log.error("trigger.failed", extra={"trigger": name, "error": str(exc)})
                 return
             except Exception:  # task boundary: one trigger's crash must not stop the others
                 failures += 1

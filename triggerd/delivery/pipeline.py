@@ -39,6 +39,7 @@ from triggerd.types import (
     Destination,
     InvokeResult,
     Outcome,
+    PermanentError,
     Record,
     Source,
 )
@@ -152,13 +153,21 @@ class SyncTrigger:
         self.busy: set[str] = set()
         #: Busy keys whose batch is waiting to be retried (backoff after a failure/throttle).
         self.retrying: set[str] = set()
+        #: Batches holding a `maximum_concurrency` slot. A batch waiting out a retry backoff
+        #: gives its slot up (so failing keys cannot starve healthy ones) and takes one again,
+        #: before any new batch, when the backoff is over.
         self.inflight = 0
+        self._reclaiming = 0
+        #: Set (and replaced) whenever a slot is given up or the trigger stops.
+        self._slot_freed = asyncio.Event()
         #: Wakes the dispatcher (records arrived, a batch finished, stopping).
         self._work = asyncio.Event()
         #: Wakes the producer (room in the buffer, stopping).
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._producer_done = False
+        #: A source failure that receiving again cannot fix: the trigger drains and ends.
+        self._failure: PermanentError | None = None
         #: Per ordering key: how many times it was released (batches notice the change).
         self._release_epoch: dict[str, int] = {}
         #: Set (and replaced) on stop and on every release: wakes retry backoffs early.
@@ -177,6 +186,7 @@ class SyncTrigger:
         self._work.set()
         self._room.set()
         self._wake.set()
+        self._slot_freed.set()
 
     def release_epochs(self, keys: set[str]) -> dict[str, int]:
         return {k: self._release_epoch.get(k, 0) for k in keys}
@@ -193,6 +203,7 @@ class SyncTrigger:
             self._release_epoch[key] = self._release_epoch.get(key, 0) + 1
         woken, self._wake = self._wake, asyncio.Event()
         woken.set()
+        self._slots_changed()
         back: list[Record] = []
         for key in sorted(wanted):
             back += self.buffer.take_key(key)
@@ -219,6 +230,8 @@ class SyncTrigger:
             leftovers = self.buffer.take_all()
             if leftovers:
                 await asyncio.shield(self.rt.source.nack(leftovers))
+        if self._failure is not None:
+            raise self._failure
 
     # ---- receiving ----
 
@@ -229,6 +242,11 @@ class SyncTrigger:
                 try:
                     await self._receive_once()
                     failures = 0
+                except PermanentError as exc:
+                    # e.g. the consumer group's authorisation was withdrawn: stop receiving,
+                    # let the batches in flight finish, and end the trigger with the error.
+                    self._failure = exc
+                    self.stop()
                 except Exception:  # task boundary: a source error must not cancel batches
                     failures += 1
                     delay = self.rt.throttle_backoff.delay(failures)
@@ -285,7 +303,7 @@ class SyncTrigger:
                 return  # buffered records are nacked by run(); in-flight batches drain
             self._work.clear()
             timeout: float | None = None
-            if not stopping and self.inflight < cfg.maximum_concurrency:
+            if not stopping and self.inflight + self._reclaiming < cfg.maximum_concurrency:
                 batch = self.buffer.next_batch(self.rt.clock.monotonic(), self.busy)
                 if batch:
                     self._launch(tg, batch)
@@ -319,8 +337,31 @@ class SyncTrigger:
             self.rt.metrics.inflight.labels(self.rt.name).dec()
             self._work.set()
             self._room.set()
+            self._slots_changed()
             ended, self._batch_done = self._batch_done, asyncio.Event()
             ended.set()
+
+    def _slots_changed(self) -> None:
+        freed, self._slot_freed = self._slot_freed, asyncio.Event()
+        freed.set()
+
+    def release_slot(self) -> None:
+        """A batch starts a retry backoff: its slot goes to other keys meanwhile."""
+        self.inflight -= 1
+        self._work.set()
+        self._slots_changed()
+
+    async def reclaim_slot(self, epochs: dict[str, int]) -> None:
+        """A batch's backoff is over: wait for a slot (ahead of new batches); at once when
+        stopping or when its keys were released, as the batch then only gives records back."""
+        self._reclaiming += 1
+        try:
+            limit = self.rt.config.maximum_concurrency
+            while self.inflight >= limit and not self.stopping and not self.released_since(epochs):
+                await self._slot_freed.wait()
+        finally:
+            self._reclaiming -= 1
+            self.inflight += 1
 
     async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
         """Nack a batch's unsettled records, then the buffered records of its keys, so the
@@ -382,14 +423,19 @@ class BatchRun:
         self.t.retrying |= keys
         clock = self.rt.clock
         deadline = clock.monotonic() + delay
+        self.t.release_slot()
         try:
             while not self.t.stopping and not self.t.released_since(self.epochs):
                 remaining = deadline - clock.monotonic()
                 if remaining <= 0:
                     break
                 await _wait(self.t._wake, remaining)
+        except BaseException:
+            self.t.inflight += 1  # cancelled: the batch ends now, and its end frees the slot
+            raise
         finally:
             self.t.retrying -= keys
+        await self.t.reclaim_slot(self.epochs)
 
     async def invoke(self, payload: bytes) -> InvokeResult:
         rt = self.rt
