@@ -487,3 +487,36 @@ class PermanentError(TriggerdError):
 
 class MissingExtraError(TriggerdError):
     """A plugin needs an optional dependency that is not installed."""
+
+
+class ExitCode(enum.IntEnum):
+    """The daemon's exit statuses (README, "Exit codes"). The systemd unit does not restart
+    on those an operator has to fix (RestartPreventExitStatus)."""
+
+    OK = 0
+    #: An unexpected failure, or a second signal forced the exit.
+    FAILURE = 1
+    CONFIG_INVALID = 2
+    #: The state store is missing or empty although triggerd ran with one before.
+    STATE_MISSING = 3
+    STATE_CORRUPT = 4
+    #: The state store (or its directory, or the work directory) cannot be written.
+    STATE_UNWRITABLE = 5
+    #: Another process holds the state store.
+    STATE_LOCKED = 6
+    #: The listen address cannot be bound (in use, not an address of this host, no permission).
+    LISTEN_FAILED = 7
+    #: The config file cannot be read (missing, a directory, no permission).
+    CONFIG_UNREADABLE = 8
+
+
+class OperatorError(TriggerdError):
+    """A problem the operator has to fix before the daemon can start: reported as one line
+    (no traceback) and exit status `exit_code`."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code

@@ -188,3 +188,26 @@ def test_aws_credentials_are_client_keys_only_when_given_in_pairs() -> None:
     }
     with pytest.raises(ValidationError, match="go together"):
         AwsCredentials.model_validate({"aws_secret_access_key": "SK"})
+
+
+@pytest.mark.parametrize(
+    ("state_directory", "expected"),
+    [
+        ("/var/lib/triggerd", "sqlite:////var/lib/triggerd/state.db"),
+        ("/var/lib/triggerd/orders:/var/lib/other", "sqlite:////var/lib/triggerd/orders/state.db"),
+        (None, "sqlite:///triggerd-state/state.db"),
+    ],
+)
+def test_the_default_state_store_is_in_systemds_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_directory: str | None, expected: str
+) -> None:
+    if state_directory is None:
+        monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    else:
+        monkeypatch.setenv("STATE_DIRECTORY", state_directory)
+    cfg = load_config(write(tmp_path, GOOD), fake_registry(), {})
+    assert cfg.daemon.state == expected
+    explicit = load_config(
+        write(tmp_path, '[daemon]\nstate = "sqlite:////x/s.db"\n' + GOOD), fake_registry(), {}
+    )
+    assert explicit.daemon.state == "sqlite:////x/s.db"

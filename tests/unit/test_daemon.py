@@ -131,3 +131,33 @@ async def test_a_source_error_restarting_cannot_fix_ends_only_its_trigger(
     assert len(failed) == 1 and failed[0].exc_info is None, "one line, no traceback"
     assert failed[0].__dict__["error"] == "Kafka at b:1, group 'g': GroupAuthorizationFailedError"
     assert "trigger.crashed" not in caplog.text and "source.receive_failed" not in caplog.text
+
+
+async def test_readiness_names_a_trigger_whose_source_has_not_started(tmp_path: Path) -> None:
+    reg = fake_registry()
+    source = LateSource()
+    backend = FakeBackend()
+    reg.register("source", "fakepush", SourcePlugin(FakeAsyncConfig, lambda c, ctx: source))
+    reg.loaded["backend"]["fake"] = type(reg.backend("fake"))(
+        reg.backend("fake").config_model, lambda c, ctx: backend
+    )
+    data = {
+        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": ""},
+        "functions": {"f": {"backend": "fake"}},
+        "triggers": [{"name": "late", "function": "f", "source": {"type": "fakepush"}}],
+    }
+    daemon = Daemon(validate_data(data, reg, base_dir=tmp_path), reg)
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10), asyncio.timeout(20):
+        doc = daemon.readiness()
+        assert doc["status"] == "degraded" and doc["state_store"] == {"status": "ok"}
+        assert doc["triggers"]["late"] == {
+            "status": "degraded",
+            "reasons": ["source not started: broker not reachable yet"],
+        }
+        while not backend.calls:
+            await asyncio.sleep(0.05)
+        assert daemon.readiness() == {
+            "status": "ready",
+            "state_store": {"status": "ok"},
+            "triggers": {"late": {"status": "running", "reasons": []}},
+        }

@@ -237,3 +237,22 @@ def test_plugin_refuses_another_plugins_config() -> None:
 
     with pytest.raises(TypeError, match="expected FileDestinationConfig, got MemDestConfig"):
         file_plugin.create(MemDestConfig(), ctx())
+
+
+async def test_files_are_created_for_the_owner_only_or_with_the_configured_mode(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0o022)
+    try:
+        await make(tmp_path / "default.jsonl").send({"n": 1})
+        await make(tmp_path / "shared.jsonl", file_mode="0640").send({"n": 1})
+        await make(tmp_path / "rotating.jsonl", max_bytes=10).send({"n": 1})
+        await make(tmp_path / "rotating.jsonl", max_bytes=10).send({"n": 2})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "default.jsonl").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "shared.jsonl").stat().st_mode & 0o777 == 0o640
+    for name in ("rotating.jsonl", "rotating.jsonl.1"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o600, name
+    with pytest.raises(pydantic.ValidationError):
+        FileDestinationConfig.model_validate({"path": "x", "file_mode": "rw-"})

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
 
-from triggerd.telemetry.logs import JsonFormatter, TextFormatter
+import pytest
+
+from triggerd.telemetry.logs import (
+    JsonFormatter,
+    TextFormatter,
+    indent_lines,
+    setup_logging,
+    syslog_priority,
+)
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -34,3 +46,87 @@ def test_secret_looking_fields_are_masked_in_both_formats() -> None:
     for formatter in (JsonFormatter(), TextFormatter()):
         out = formatter.format(rec)
         assert "hunter2" not in out and "abc" not in out and "=k" not in out
+
+
+TRACEBACK = (
+    "[ERROR] ValueError: bad value\rTraceback (most recent call last):\r"
+    '  File "/var/task/app.py", line 3, in handler\r    raise ValueError("bad value")'
+)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root, fn = logging.getLogger(), logging.getLogger("triggerd.function")
+    saved = (list(root.handlers), root.level, list(fn.handlers), fn.propagate)
+    yield
+    for logger in (root, fn):
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    root.handlers[:], root.level, fn.handlers[:], fn.propagate = saved
+
+
+def log_through_setup(
+    path: Path, fmt: Literal["json", "text"], journal: str | None, mp: pytest.MonkeyPatch
+) -> list[str]:
+    """Configure logging onto the file `path` (with JOURNAL_STREAM as given), log an error,
+    an info line and a function's traceback, and return the lines written."""
+    with path.open("w") as stream:
+        st = os.fstat(stream.fileno())
+        if journal == "match":
+            mp.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        elif journal == "other":
+            mp.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        else:
+            mp.delenv("JOURNAL_STREAM", raising=False)
+        setup_logging("INFO", fmt, stream=stream)
+        logging.getLogger("triggerd.daemon").error("state.write_failed", extra={"n": 1})
+        logging.getLogger("triggerd.daemon").info("daemon.ready")
+        logging.getLogger("triggerd.function").warning(TRACEBACK, extra={"function": "f"})
+    return path.read_text().split("\n")[:-1]
+
+
+def test_each_json_line_carries_its_syslog_priority_when_stderr_is_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    lines = log_through_setup(tmp_path / "out", "json", "match", monkeypatch)
+    assert [line[:3] for line in lines] == ["<3>", "<6>", "<4>"]
+    docs = [json.loads(line[3:]) for line in lines]
+    assert docs[0]["event"] == "state.write_failed"
+    # The function's traceback is one JSON field, its \r separators kept.
+    assert docs[2]["event"] == TRACEBACK
+
+
+def test_every_text_line_is_prefixed_on_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    lines = log_through_setup(tmp_path / "out", "text", "match", monkeypatch)
+    assert len(lines) == 2 + 4  # the traceback's four lines are four journal entries
+    assert lines[0].startswith("<3>") and lines[1].startswith("<6>")
+    assert all(line.startswith("<4>") for line in lines[2:])
+
+
+@pytest.mark.parametrize("journal", [None, "other"])
+def test_no_prefix_unless_stderr_is_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None, journal: str | None
+) -> None:
+    lines = log_through_setup(tmp_path / "out", "json", journal, monkeypatch)
+    assert len(lines) == 3 and all(line.startswith("{") for line in lines)
+
+
+def test_a_functions_traceback_is_shown_as_indented_lines_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    lines = log_through_setup(tmp_path / "out", "text", None, monkeypatch)
+    assert "\r" not in "".join(lines)
+    assert lines[2:] == [
+        "f: [ERROR] ValueError: bad value",
+        "    Traceback (most recent call last):",
+        '      File "/var/task/app.py", line 3, in handler',
+        '        raise ValueError("bad value")',
+    ]
+
+
+def test_text_formatter_indents_carriage_return_lines() -> None:
+    assert indent_lines("a\rb\r\nc\r") == "a\n    b\n    c"
+    assert indent_lines("plain") == "plain"
+    assert [syslog_priority(n) for n in (50, 40, 30, 20, 10)] == [2, 3, 4, 6, 7]

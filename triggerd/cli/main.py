@@ -25,7 +25,15 @@ from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.factory import create_state_store
 from triggerd.telemetry.logs import setup_logging
-from triggerd.types import BackendContext, ConfigError, MissingExtraError, Outcome, SystemClock
+from triggerd.types import (
+    BackendContext,
+    ConfigError,
+    ExitCode,
+    MissingExtraError,
+    OperatorError,
+    Outcome,
+    SystemClock,
+)
 
 CONFIG_ENV = "TRIGGERD_CONFIG"
 config_option = click.option(
@@ -50,6 +58,13 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 def _load(path: str, registry: Registry) -> ConfigBase:
     try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        click.echo(f"triggerd: cannot read the config file {path}: {reason}", err=True)
+        sys.exit(ExitCode.CONFIG_UNREADABLE)
+    try:
         return load_config(path, registry)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -64,13 +79,19 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-def run(config: str) -> None:
+@click.argument("config", type=click.Path())
+@click.option(
+    "--accept-fresh-state",
+    is_flag=True,
+    help="Start with a new, empty state store although triggerd ran with another one before "
+    "(its queued events and checkpoints are not carried over)",
+)
+def run(config: str, accept_fresh_state: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT."""
     registry = Registry.discover()
     cfg = _load(config, registry)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
-    sys.exit(_run_async(_serve(cfg, registry)))
+    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
 
 
 def _summary(cfg: ConfigBase, listen: str | None) -> str:
@@ -91,7 +112,7 @@ def _summary(cfg: ConfigBase, listen: str | None) -> str:
     return "\n".join(lines)
 
 
-async def _serve(cfg: ConfigBase, registry: Registry) -> int:
+async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: bool = False) -> int:
     from triggerd.daemon.app import Daemon
 
     loop = asyncio.get_running_loop()
@@ -109,7 +130,7 @@ async def _serve(cfg: ConfigBase, registry: Registry) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    daemon = Daemon(cfg, registry)
+    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state)
 
     async def announce() -> None:
         await daemon.ready.wait()
@@ -122,7 +143,10 @@ async def _serve(cfg: ConfigBase, registry: Registry) -> int:
         return 1
     except (MissingExtraError, UnknownPluginError, ConfigError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
-        return 2
+        return int(ExitCode.CONFIG_INVALID)
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
@@ -252,7 +276,11 @@ def _with_store(
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
-        await store.open()
+        try:
+            await store.open()
+        except OperatorError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            return int(exc.exit_code)
         try:
             return await action(cfg, store)
         finally:

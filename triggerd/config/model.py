@@ -5,6 +5,7 @@ file is `load`."""
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Union, cast
@@ -35,10 +36,20 @@ from triggerd.types import (
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def default_state_url(environ: Mapping[str, str]) -> str:
+    """The store in systemd's StateDirectory (`$STATE_DIRECTORY`, the first one if several)
+    when the daemon runs under a unit that has one, else `triggerd-state/state.db`."""
+    directory = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if directory.startswith("/"):
+        return f"sqlite:///{directory}/state.db"
+    return "sqlite:///triggerd-state/state.db"
+
+
 class DaemonSettings(Model):
     state: str = Field(
-        "sqlite:///triggerd-state/state.db",
-        description="State store URL: sqlite:///relative.db, sqlite:////absolute.db",
+        default_factory=lambda: default_state_url(os.environ),
+        description="State store URL: sqlite:///relative.db, sqlite:////absolute.db; default "
+        "state.db in systemd's $STATE_DIRECTORY when set, else triggerd-state/state.db",
     )
     listen: str | None = Field(
         "127.0.0.1:9070",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from triggerd.config.model import ConfigBase, DaemonSettings, TriggerBase
 from triggerd.config.plugins import Registry
@@ -25,8 +26,10 @@ from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.routes import Routes
-from triggerd.state.base import StateStore
-from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.state.base import ReportsWriteHealth, StateStore
+from triggerd.state.factory import sqlite_path
+from triggerd.state.guard import open_state_store
+from triggerd.state.sqlite import WriteHook
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     Backend,
@@ -34,7 +37,9 @@ from triggerd.types import (
     Clock,
     ConfigError,
     DestinationContext,
+    ExitCode,
     FunctionConfig,
+    OperatorError,
     PermanentError,
     ReportsStats,
     RetryableError,
@@ -86,6 +91,12 @@ class Daemon:
     #: A config error found after the start (a deferred source's first contact): the daemon
     #: stops as it does on SIGTERM, then `run` raises it (exit status 2).
     _fatal: ConfigError | None = None
+    #: Start with a new, empty state store where one existed before (`--accept-fresh-state`).
+    accept_fresh_state: bool = False
+    #: Runs before every state-store write (tests inject failing writes with it).
+    state_write_hook: WriteHook | None = None
+    #: Per trigger: why it is not running normally (a source not started, a crash).
+    trigger_problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def settings(self) -> DaemonSettings:
@@ -136,9 +147,14 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         notifier = Notifier.from_env()
         async with AsyncExitStack() as stack:
-            state = create_state_store(self.config.daemon.state)
-            await state.open()
-            stack.push_async_callback(state.close)
+            state = await open_state_store(
+                self.config.daemon.state,
+                self.work_dir(),
+                stack,
+                accept_fresh=self.accept_fresh_state,
+                clock=self.clock,
+                before_write=self.state_write_hook,
+            )
             self.state = state
             recovered = await state.recover_leases()
             if recovered:
@@ -147,9 +163,7 @@ class Daemon:
             await self._build_triggers(stack, state)
             await self._build_invoke_queues(state)
             if self.config.daemon.listen:
-                from triggerd.http.server import start_http
-
-                self.listen_address = await start_http(self, stack, self.config.daemon.listen)
+                self.listen_address = await self._listen(stack, self.config.daemon.listen)
             notifier.notify("READY=1")
             self.ready.set()
             log.info(
@@ -170,6 +184,41 @@ class Daemon:
         log.info("daemon.stopped")
         if self._fatal is not None:
             raise self._fatal
+
+    async def _listen(self, stack: AsyncExitStack, listen: str) -> str:
+        from triggerd.http.server import start_http
+
+        try:
+            return await start_http(self, stack, listen)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                reason = "the address is already in use (another triggerd, or another program)"
+            raise OperatorError(
+                f"cannot listen on {listen}: {reason}; change [daemon] listen",
+                ExitCode.LISTEN_FAILED,
+            ) from None
+
+    def readiness(self) -> dict[str, Any]:
+        """/readyz: each trigger running, or degraded with its reasons; the state store."""
+        write_error = self.state.write_error if isinstance(self.state, ReportsWriteHealth) else None
+        triggers: dict[str, Any] = {}
+        for name in self.trigger_names:
+            reasons = []
+            if name in self.trigger_problems:
+                reasons.append(self.trigger_problems[name])
+            if write_error is not None:
+                reasons.append(f"state store writes failing: {write_error}")
+            status = "degraded" if reasons else "running"
+            triggers[name] = {"status": status, "reasons": reasons}
+        if not self.ready.is_set():
+            status = "starting"
+        elif write_error is not None or any(t["reasons"] for t in triggers.values()):
+            status = "degraded"
+        else:
+            status = "ready"
+        store = {"status": "failing", "error": write_error} if write_error else {"status": "ok"}
+        return {"status": status, "state_store": store, "triggers": triggers}
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         for _, runnable in self._runnables():
@@ -222,6 +271,7 @@ class Daemon:
                 await source.start()
             except RetryableError as exc:
                 log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
+                self.trigger_problems[name] = f"source not started: {exc}"
                 continue
             except ConfigError as exc:
                 # e.g. the brokers, reachable at last, refuse the credentials: as at start,
@@ -233,6 +283,7 @@ class Daemon:
                 log.warning("source.start_deferred", extra={"trigger": name, "error": repr(exc)})
                 continue
             del self._unstarted[name]
+            self.trigger_problems.pop(name, None)
             log.info("source.started", extra={"trigger": name, "attempts": attempt + 1})
             return True
         return False
@@ -251,12 +302,18 @@ class Daemon:
                 # Restarting cannot fix it (e.g. the group's authorisation was withdrawn): the
                 # trigger stays stopped; the other triggers go on.
                 log.error("trigger.failed", extra={"trigger": name, "error": str(exc)})
+                self.trigger_problems[name] = f"failed, not restarted: {exc}"
                 return
-            except Exception:  # task boundary: one trigger's crash must not stop the others
+            except Exception as exc:  # task boundary: one crash must not stop the others
                 failures += 1
                 delay = backoff.delay(failures)
                 log.exception("trigger.crashed", extra={"trigger": name, "restart_in_s": delay})
+                self.trigger_problems[name] = (
+                    f"crashed {failures} time(s), restarting: {type(exc).__name__}: {exc}"
+                )
                 await asyncio.sleep(delay)
+                # Running again: a trigger that keeps crashing is degraded while it waits.
+                self.trigger_problems.pop(name, None)
 
     async def _start_functions(self, stack: AsyncExitStack) -> None:
         d = self.config.daemon
@@ -350,6 +407,7 @@ class Daemon:
             # e.g. the broker is not reachable yet: the trigger keeps trying in the background.
             log.warning("source.start_deferred", extra={"trigger": name, "error": str(exc)})
             self._unstarted[name] = source
+            self.trigger_problems[name] = f"source not started: {exc}"
         stack.push_async_callback(source.stop)
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)

@@ -51,6 +51,11 @@ class FileDestinationConfig(DestinationConfig):
     max_bytes: int | None = Field(
         default=None, gt=0, description="rotate to <path>.<n> when the file would exceed this"
     )
+    file_mode: str = Field(
+        default="0600",
+        pattern=r"^0?[0-7]{3}$",
+        description="permissions (octal) of the files it creates; records carry whole events",
+    )
 
 
 class FileDestination:
@@ -85,8 +90,11 @@ class FileDestination:
             if self._config.max_bytes is not None:
                 self._maybe_rotate(len(line), self._config.max_bytes)
             created = not self._path.exists()
-            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            mode = int(self._config.file_mode, 8)
+            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
             try:
+                if created:
+                    os.fchmod(fd, mode)  # exactly the configured mode, whatever the umask
                 self._cut_partial_line(fd)
                 _write_all(fd, line)
                 if self._config.fsync:

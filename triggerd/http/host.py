@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from triggerd.config.model import DaemonSettings
 from triggerd.http.routes import Routes
@@ -66,6 +66,11 @@ class HttpHost(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    def readiness(self) -> dict[str, Any]:
+        """`/readyz`: "status" (ready, degraded, starting), "state_store" and, per trigger,
+        its "status" (running, degraded) and "reasons"."""
+        ...
 
     def source_stats(self) -> Mapping[str, SourceStats]:
         """Per trigger: the lag of its source's partitions (sources that report it)."""

@@ -38,6 +38,7 @@ from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.state.base import NewEvent, StateStore
+from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -341,10 +342,21 @@ class _Invoker:
         queue = self.host.invoke_queues.get(fn.name)
         if queue is None:
             raise ApiError(500, "ServiceException", "The asynchronous queue is not running")
-        if fn.config.reserved_concurrency == 0:
-            await queue.discard_throttled(payload, rid)
-        else:
-            await queue.enqueue(payload, rid)
+        try:
+            if fn.config.reserved_concurrency == 0:
+                await queue.discard_throttled(payload, rid)
+            else:
+                await queue.enqueue(payload, rid)
+        except StateStoreError as exc:
+            # Not queued (a full disk, a read-only store): AWS's answer when Lambda's own
+            # queue fails; SDKs retry a ServiceException.
+            log.error(
+                "invoke_api.not_queued",
+                extra={"function": fn.name, "request_id": rid, "error": str(exc)},
+            )
+            raise ApiError(
+                500, "ServiceException", "The event could not be queued", kind="Service"
+            ) from None
         log.debug("invoke_api.event_queued", extra={"function": fn.name, "request_id": rid})
         return web.Response(status=202, headers={"x-amzn-RequestId": rid})
 

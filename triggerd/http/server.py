@@ -55,15 +55,32 @@ async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None
 
 
 def healthz_handler(host: HttpHost) -> HttpHandler:
+    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason)."""
+
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
-        body = {
+        store = host.readiness()["state_store"]
+        body: dict[str, object] = {
             "status": "ok" if host.ready.is_set() else "starting",
             "functions": sorted(host.functions),
             "triggers": sorted(host.trigger_names),
         }
-        return web.json_response(body, status=200 if host.ready.is_set() else 503)
+        if store["status"] != "ok":
+            body["status"] = "state_store_failing"
+            body["state_store"] = store
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     return healthz
+
+
+def readyz_handler(host: HttpHost) -> HttpHandler:
+    """/readyz: 200 when every trigger runs and the state store takes writes, else 503; the
+    JSON body names each trigger's status and reasons."""
+
+    async def readyz(request: web.BaseRequest) -> web.StreamResponse:
+        body = host.readiness()
+        return web.json_response(body, status=200 if body["status"] == "ready" else 503)
+
+    return readyz
 
 
 def metrics_handler(host: HttpHost) -> HttpHandler:
@@ -112,13 +129,15 @@ def status_handler(host: HttpHost) -> HttpHandler:
 
 
 def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
+    """/healthz, /readyz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
     table."""
-    healthz, metrics = healthz_handler(host), metrics_handler(host)
+    healthz, metrics, readyz = healthz_handler(host), metrics_handler(host), readyz_handler(host)
     own = [
         ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
+        ("GET", "/readyz", readyz),
+        ("HEAD", "/readyz", readyz),
         ("GET", "/metrics", metrics),
         ("HEAD", "/metrics", metrics),
         ("POST", INVOKE_ROUTE, invoke_handler(host)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,3 +127,13 @@ class StateStore(Protocol):
     async def dlq_get(self, entry_id: int) -> DlqEntry | None: ...
 
     async def dlq_delete(self, entry_id: int) -> None: ...
+
+
+@runtime_checkable
+class ReportsWriteHealth(Protocol):
+    """A store that tells whether its writes currently fail (a full disk, a read-only file)."""
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed; None once a write succeeds again."""
+        ...

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import sqlite3
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
-from triggerd.types import Clock, SystemClock, TriggerdError
+from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,19 @@ class StateStoreClosedError(StateStoreError):
     """A method was called on a state store that is closed (or was never opened)."""
 
 
+class StateStoreOpenError(StateStoreError, OperatorError):
+    """The store cannot be used at start: missing, corrupt, unwritable or locked
+    (`exit_code` says which); the message is one line naming the file and the way out."""
+
+
+#: Called on the store's thread at the start of every write transaction; raising an
+#: sqlite3.Error there fails the write as SQLite would (tests inject a full disk this way).
+WriteHook = Callable[[sqlite3.Connection], None]
+#: Mode of a database file the store creates (SQLite gives its -wal and -shm files the same).
+DEFAULT_FILE_MODE = 0o600
+FRESH_START_HINT = "start with --accept-fresh-state to begin with an empty one"
+
+
 def prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every string that starts with `prefix`.
 
@@ -119,18 +136,43 @@ def prefix_upper_bound(prefix: str) -> str | None:
 class SQLiteStateStore:
     """The `StateStore` on an SQLite file (or ":memory:")."""
 
-    def __init__(self, path: str, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Clock | None = None,
+        create: bool = True,
+        check_integrity: bool = False,
+        before_write: WriteHook | None = None,
+        file_mode: int = DEFAULT_FILE_MODE,
+    ) -> None:
+        """`create=False` refuses a missing or empty database instead of starting one;
+        `check_integrity` runs `PRAGMA integrity_check` on open (after an unclean stop)."""
         self._path = path
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._options = _OpenOptions(create, check_integrity, file_mode)
+        self._before_write = before_write
         self._executor: ThreadPoolExecutor | None = None
         #: Created, used and closed on the worker thread only.
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._open_lock = asyncio.Lock()
+        self._store_id = ""
+        self._write_error: str | None = None
 
     @property
     def path(self) -> str:
         return self._path
+
+    @property
+    def store_id(self) -> str:
+        """The identity written into the database when it was created ("" until open)."""
+        return self._store_id
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed (a full disk, a read-only file), None once one succeeds."""
+        return self._write_error
 
     # ---- lifecycle ----
 
@@ -143,11 +185,16 @@ class SQLiteStateStore:
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triggerd-sqlite")
             loop = asyncio.get_running_loop()
             try:
-                conn, version = await loop.run_in_executor(executor, _connect, self._path)
+                conn, version, store_id = await loop.run_in_executor(
+                    executor, _connect, self._path, self._options
+                )
+            except (sqlite3.Error, OSError) as exc:
+                executor.shutdown(wait=False)
+                raise open_error(self._path, exc) from exc
             except BaseException:
                 executor.shutdown(wait=False)
                 raise
-            self._executor, self._conn = executor, conn
+            self._executor, self._conn, self._store_id = executor, conn, store_id
         log.info("state.opened", extra={"path": self._path, "schema_version": version})
 
     async def close(self) -> None:
@@ -354,28 +401,172 @@ class SQLiteStateStore:
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` in one write transaction, committed (durably) before this returns."""
-        return await self._run(lambda conn: _in_transaction(conn, op))
+        hook = self._before_write
+
+        def body(conn: sqlite3.Connection) -> T:
+            if hook is not None:
+                hook(conn)
+            return op(conn)
+
+        try:
+            result = await self._run(lambda conn: _in_transaction(conn, body))
+        except StateStoreClosedError:
+            raise
+        except StateStoreError as exc:
+            self._write_error = str(exc.__cause__ or exc)
+            raise
+        self._write_error = None
+        return result
 
 
-def _connect(path: str) -> tuple[sqlite3.Connection, int]:
+class _OpenOptions:
+    __slots__ = ("check_integrity", "create", "file_mode")
+
+    def __init__(self, create: bool, check_integrity: bool, file_mode: int) -> None:
+        self.create = create
+        self.check_integrity = check_integrity
+        self.file_mode = file_mode
+
+
+def _connect(path: str, options: _OpenOptions) -> tuple[sqlite3.Connection, int, str]:
     """Open the connection and bring the schema up to date (runs on the worker thread)."""
     if path != MEMORY_PATH:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _prepare_file(path, options)
     # isolation_level=None: no implicit transactions; we BEGIN and COMMIT explicitly.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # The first read: "file is not a database" for anything that is not SQLite.
+        empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if empty and not options.create and path != MEMORY_PATH:
+            raise StateStoreOpenError(
+                f"the state store {path} is empty, but triggerd ran with a state store "
+                f"before: restore it, or {FRESH_START_HINT}",
+                ExitCode.STATE_MISSING,
+            )
+        if options.check_integrity and not empty:
+            _check_integrity(conn, path)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        version = _in_transaction(conn, _migrate)
+        version, store_id = _in_transaction(conn, _migrate)
     except BaseException:
         conn.close()
         raise
-    return conn, version
+    return conn, version, store_id
 
 
-def _migrate(conn: sqlite3.Connection) -> int:
+def _prepare_file(path: str, options: _OpenOptions) -> None:
+    """Refuse a missing file unless creating is allowed; create it with the store's mode
+    (SQLite would use the umask's); refuse a file shorter than its own header says."""
+    if not os.path.exists(path):
+        if not options.create:
+            raise StateStoreOpenError(
+                f"the state store {path} does not exist, but triggerd ran with a state store "
+                f"before: restore it, or {FRESH_START_HINT}",
+                ExitCode.STATE_MISSING,
+            )
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, options.file_mode))
+        return
+    if not os.path.exists(path + "-wal"):
+        _check_length(path)
+
+
+#: SQLite's file header (https://www.sqlite.org/fileformat.html#the_database_header).
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_length(path: str) -> None:
+    """A database cut short (a partial copy, a truncated restore) fails only when the missing
+    pages are read, maybe days later: compare the size the header records with the file's.
+    Only without a WAL file: with one, the header may predate pages still in the WAL."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+        size = os.fstat(f.fileno()).st_size
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        return  # empty, or not SQLite at all: the first read reports it
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The recorded size is valid only when the change counter matches version-valid-for.
+    if pages and header[24:28] == header[92:96] and pages * page_size > size:
+        raise StateStoreOpenError(
+            f"the state store {path} is truncated ({size} of {pages * page_size} bytes): "
+            f"restore it from a backup, or move it aside and {FRESH_START_HINT}",
+            ExitCode.STATE_CORRUPT,
+        )
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    started = time.monotonic()
+    try:
+        rows = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(5)")]
+    except sqlite3.DatabaseError as exc:  # damage bad enough to stop the check itself
+        rows = [str(exc)]
+    log.info(
+        "state.integrity_checked",
+        extra={"path": path, "ok": rows == ["ok"], "duration_s": time.monotonic() - started},
+    )
+    if rows != ["ok"]:
+        raise StateStoreOpenError(
+            f"the state store {path} failed its integrity check ({'; '.join(rows[:2])}): "
+            f"restore it from a backup, or move it aside and {FRESH_START_HINT}",
+            ExitCode.STATE_CORRUPT,
+        )
+
+
+_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_UNWRITABLE = frozenset(
+    {
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+
+def open_error(path: str, exc: BaseException) -> StateStoreOpenError:
+    """The one-line reason a store could not be opened, with the exit status that says why."""
+    if isinstance(exc, StateStoreOpenError):
+        return exc
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            return _unwritable(path, reason)
+        return StateStoreOpenError(f"the state store {path} cannot be opened: {reason}")
+    code = int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+    if code in _CORRUPT:
+        return StateStoreOpenError(
+            f"the state store {path} is corrupt ({exc}): restore it from a backup, or move it "
+            f"aside and {FRESH_START_HINT}",
+            ExitCode.STATE_CORRUPT,
+        )
+    if code in _LOCKED:
+        return StateStoreOpenError(
+            f"the state store {path} is locked by another process ({exc})",
+            ExitCode.STATE_LOCKED,
+        )
+    if code in _UNWRITABLE:
+        return _unwritable(path, str(exc))
+    if isinstance(exc, StateStoreError):
+        return StateStoreOpenError(str(exc))
+    return StateStoreOpenError(f"the state store {path} cannot be opened: {exc}")
+
+
+def _unwritable(path: str, reason: str) -> StateStoreOpenError:
+    return StateStoreOpenError(
+        f"the state store {path} cannot be written ({reason}): check the permissions and free "
+        "space of the file and its directory (and ReadWritePaths= under systemd)",
+        ExitCode.STATE_UNWRITABLE,
+    )
+
+
+def _migrate(conn: sqlite3.Connection) -> tuple[int, str]:
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     current = 0 if row is None else int(row[0])
@@ -393,7 +584,13 @@ def _migrate(conn: sqlite3.Connection) -> int:
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
     )
-    return SCHEMA_VERSION
+    # The store's identity: the daemon keeps it beside the store to notice a replaced one.
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING",
+        (str(uuid.uuid4()),),
+    )
+    row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    return SCHEMA_VERSION, str(row[0])
 
 
 def _in_transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], T]) -> T:
