@@ -16,6 +16,7 @@ owner whenever that may have changed.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -114,6 +115,8 @@ class ExtensionsAPI:
         self.failure: InitFailure | None = None
         self._shutting_down = False
         self.on_change: Callable[[], None] = lambda: None
+        #: Set on every change of an extension's state (who waits clears it first).
+        self.changed = asyncio.Event()
 
     # ---- owner side ------------------------------------------------------------------------
 
@@ -126,6 +129,10 @@ class ExtensionsAPI:
             return False
         registered = {e.name for e in self.by_id.values() if e.external}
         return registered >= self.external
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.on_change()
 
     def close_registration(self) -> None:
         self._registration_open = False
@@ -250,7 +257,7 @@ class ExtensionsAPI:
         features = {f.strip() for f in headers.get(_FEATURES, "").split(",")}
         if "accountId" in features and self._account_id:
             answer = {"accountId": self._account_id, **answer}
-        self.on_change()
+        self._changed()
         return http_reply(200, orjson.dumps(answer), {"Lambda-Extension-Identifier": ext.id})
 
     def _next(self, conn: RuntimeConnection, request: Request) -> bytes | None:
@@ -260,18 +267,20 @@ class ExtensionsAPI:
         if ext.state not in ("Registered", "Running"):
             return _transition(ext.state, "Ready", ext.id)
         ext.state = "Ready"
+        if ext.queued is None and not self._shutting_down:
+            if not self.telemetry.init_done and not ext.extra.get("announced"):
+                ext.extra["announced"] = True
+                record = {"name": ext.name, "state": "Ready", "events": sorted(ext.events)}
+                self.telemetry.emit("platform", "platform.extension", record)
+            # The owner may hand out an invocation now: its INVOKE event, sent while this poll
+            # is not parked yet, is queued and answered right here.
+            self._changed()
         if ext.queued is not None:
             data, ext.queued = ext.queued, None
             ext.state = "Running"
             headers = {"Lambda-Extension-Event-Identifier": str(uuid.uuid4())}
             return http_reply(200, data, headers)
         ext.poll = conn
-        if not self._shutting_down:
-            record = {"name": ext.name, "state": "Ready", "events": sorted(ext.events)}
-            if not self.telemetry.init_done and not ext.extra.get("announced"):
-                ext.extra["announced"] = True
-                self.telemetry.emit("platform", "platform.extension", record)
-            self.on_change()
         return None
 
     def _error(self, request: Request, init: bool) -> bytes:
@@ -297,7 +306,7 @@ class ExtensionsAPI:
                 return _transition(ext.state, "Exited", ext.id)
             ext.state = "ExitError"
         ext.extra["error_type"] = error_type
-        self.on_change()
+        self._changed()
         return _ACCEPTED
 
     def crashed(self, name: str, reason: str) -> None:
@@ -309,7 +318,7 @@ class ExtensionsAPI:
         for ext in self.by_id.values():
             if ext.name == name:
                 ext.state = "Exited"
-        self.on_change()
+        self._changed()
 
 
 def _requested_events(raw: bytes | None, external: bool) -> frozenset[str] | bytes:
