@@ -167,3 +167,13 @@ def test_missing_node_is_a_config_error_naming_the_runtime(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ValidationError, match=r"runtime nodejs22\.x needs the `node` command"):
         LocalFunctionConfig(runtime="nodejs22.x", handler="index.handler", code=str(tmp_path))
+
+
+async def test_an_error_thrown_outside_the_handler_fails_the_invocation(
+    make_backend: Factory,
+) -> None:
+    backend = await make_backend("node_cjs", handler="index.stray")
+    result = await backend.invoke(b"{}")
+    assert result.outcome is Outcome.FUNCTION_ERROR
+    error = body(result)
+    assert (error["errorType"], error["errorMessage"]) == ("RangeError", "thrown in a timer")

@@ -35,3 +35,11 @@ exports.callback = (event, context, callback) => {
     else callback(null, { via: "callback", n: event.n });
   }, 5);
 };
+
+exports.stray = async (event) => {
+  setTimeout(() => {
+    throw new RangeError("thrown in a timer");
+  }, 1);
+  await new Promise((r) => setTimeout(r, 1000));
+  return "not reached";
+};

@@ -180,8 +180,20 @@ function run(handler, event, context) {
   });
 }
 
+// An error thrown outside the handler's promise (in a timer, say) or a promise rejection
+// nobody handled ends the invocation in flight with that error, and the process, as on Lambda.
+function fatal(error) {
+  const path = currentRequestId === undefined ? "/init/error" : `/invocation/${currentRequestId}/error`;
+  postError(path, error, currentRequestId === undefined ? "Init Error" : "Invoke Error").finally(() => process.exit(129));
+}
+
 async function main() {
   patchConsole();
+  process.on("uncaughtException", (err) => fatal(errorObject(err)));
+  process.on("unhandledRejection", (reason) => {
+    const error = errorObject(reason);
+    fatal({ ...error, errorType: "Runtime.UnhandledPromiseRejection", errorMessage: `${error.errorType}: ${error.errorMessage}` });
+  });
   let handler;
   try {
     handler = await loadHandler();
