@@ -16,6 +16,12 @@ per invocation when the runtime pipelined its result post ahead of its next poll
 one runtime on loopback; keep-alive, pipelining (answers in request order), `Expect:
 100-continue`, chunked bodies and `Connection: close` behave as HTTP/1.1 requires, and the
 limits on the head and on pipelined requests are in `runtime_http`.
+
+Answers follow the AWS Runtime Interface Emulator's handlers (status codes, error types and
+messages, a wrong method 405 with `Allow`, an unknown path Go's plain-text 404). The same
+endpoint serves the environment's Extensions and Telemetry APIs (`extensions`,
+`telemetry_api`): init is done once the runtime and every extension poll for events, and an
+invocation is handed out only while every extension waits for its next event.
 """
 
 from __future__ import annotations
