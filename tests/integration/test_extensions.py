@@ -156,6 +156,10 @@ async def test_extension_gets_timeout_shutdown_when_the_function_times_out(
     backend.config = backend.config.model_copy(update={"timeout_s": 1.0})
     result = await backend.invoke(b'{"sleep": 3}')
     assert result.outcome is Outcome.TIMEOUT
-    events = [d["event"] for d in recorded(tmp_path) if "event" in d]
+    docs = recorded(tmp_path)
+    events = [d["event"] for d in docs if "event" in d]
     assert events[-1]["eventType"] == "SHUTDOWN"
     assert events[-1]["shutdownReason"] == "timeout"
+    # The platform events of the timed-out invocation reached the listener before SHUTDOWN.
+    assert [d["record"]["status"] for d in telemetry(docs, "platform.runtimeDone")] == ["timeout"]
+    assert [d["record"]["status"] for d in telemetry(docs, "platform.report")] == ["timeout"]

@@ -236,6 +236,13 @@ class RuntimeEndpoint:
         if self._current is invocation:
             self._current = None
             self._answered.append(invocation.request_id)
+            phase = self._phase
+            if phase is not None and invocation.result.done():
+                # Given up on by its owner (a timeout): the phase ends here.
+                self._phase = None
+                elapsed_ms = (self._loop.time() - phase[1]) * 1000
+                self.telemetry.runtime_done(phase[0], "timeout", elapsed_ms, None)
+                self.telemetry.report(phase[0], "timeout", elapsed_ms)
 
     async def close(self) -> None:
         if self._closed:
