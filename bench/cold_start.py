@@ -1,7 +1,8 @@
 """Cold start of the `local` backend: invoke to response on a fresh backend (a new worker
 process), against starting and reaping the bare interpreter the same way. Measured for the
-bundled Python runtime client, awslambdaric, and a custom runtime (`provided`, a Node.js
-`bootstrap`; skipped when node is not installed)."""
+bundled Python runtime client, awslambdaric, a custom runtime (`provided`, a Node.js
+`bootstrap`) and the nodejs20.x runtime with the bundled Node.js client (both skipped when
+node is not installed)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from triggerd.types import Outcome
 NAME = "cold_start"
 
 NODE_DIR = BENCH_DIR / "functions" / "hello_node"
+NODEJS_DIR = BENCH_DIR / "functions" / "hello_nodejs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,14 @@ def variants() -> list[Variant]:
             Variant(
                 "first invoke, provided (Node.js bootstrap) (ms, median)",
                 {"runtime": "provided", "handler": "", "code": str(NODE_DIR)},
+                (node, "-e", "0"),
+                "`node -e 0` started and reaped as a subprocess",
+            )
+        )
+        out.append(
+            Variant(
+                "first invoke, nodejs20.x (bundled Node.js client) (ms, median)",
+                {"runtime": "nodejs20.x", "handler": "index.handler", "code": str(NODEJS_DIR)},
                 (node, "-e", "0"),
                 "`node -e 0` started and reaped as a subprocess",
             )

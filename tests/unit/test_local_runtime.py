@@ -42,7 +42,9 @@ def test_config_defaults_follow_lambda() -> None:
 def test_config_accepts_python3_runtimes_and_rejects_others() -> None:
     assert config(runtime="python3.12").runtime == "python3.12"
     with pytest.raises(ValidationError, match="not supported by the local backend"):
-        config(runtime="nodejs20.x")
+        config(runtime="nodejs16.x")
+    with pytest.raises(ValidationError, match="not supported by the local backend"):
+        config(runtime="java21")
 
 
 @pytest.mark.parametrize("handler", ["app.handler", "pkg.mod.func", "dir/app.handler"])

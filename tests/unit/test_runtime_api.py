@@ -481,3 +481,91 @@ async def test_a_poll_whose_runtime_stopped_sending_is_not_handed_an_invocation(
     assert status == 200 and headers["lambda-runtime-aws-request-id"] == "kept"
     first.close()
     second.close()
+
+
+# ---- the answers the AWS Runtime Interface Emulator gives --------------------------------------
+
+
+async def test_unknown_request_id_is_answered_as_the_rie_does(client, endpoint) -> None:
+    await fetch(client, endpoint, invocation())
+    resp = await client.post(BASE + "/invocation/other-id/response", data=b"1")
+    assert resp.status == 400
+    assert resp.headers["Content-Type"] == "application/json"
+    assert await resp.json() == {
+        "errorMessage": "Invalid request ID",
+        "errorType": "InvalidRequestID",
+    }
+
+
+async def test_double_response_is_an_invalid_state_transition(client, endpoint) -> None:
+    await fetch(client, endpoint, invocation())
+    assert (await client.post(BASE + "/invocation/req-1/response", data=b"1")).status == 202
+    for action, target in (
+        ("response", "InvocationResponse"),
+        ("error", "InvocationErrorResponse"),
+    ):
+        again = await client.post(f"{BASE}/invocation/req-1/{action}", data=b"{}")
+        assert again.status == 403
+        assert await again.json() == {
+            "errorMessage": f"State transition from RuntimeResponseSentState to {target} failed "
+            "for runtime. Error: State transition is not allowed",
+            "errorType": "InvalidStateTransition",
+        }
+
+
+async def test_next_while_running_and_late_init_error_quote_the_runtime_state(
+    client, endpoint
+) -> None:
+    await fetch(client, endpoint, invocation())
+    resp = await client.get(BASE + "/invocation/next")
+    assert (await resp.json())["errorMessage"].startswith(
+        "State transition from Running to Ready failed for runtime."
+    )
+    late = await client.post(BASE + "/init/error", data=b"{}")
+    assert late.status == 403
+    assert (await late.json())["errorType"] == "InvalidStateTransition"
+
+
+async def test_oversized_response_answer_names_the_limit(client, endpoint) -> None:
+    await fetch(client, endpoint, invocation())
+    resp = await client.post(BASE + "/invocation/req-1/response", data=b"x" * 5000)
+    assert resp.status == 413
+    assert await resp.json() == {
+        "errorMessage": "Exceeded maximum allowed payload size (1000 bytes).",
+        "errorType": "RequestEntityTooLarge",
+    }
+
+
+async def test_wrong_method_is_405_with_allow_and_no_body(client, endpoint) -> None:
+    for path, allow in (
+        (BASE + "/invocation/next", "GET"),
+        (BASE + "/init/error", "POST"),
+        (BASE + "/invocation/r1/response", "POST"),
+        ("/2020-01-01/extension/register", "POST"),
+        ("/2020-01-01/extension/event/next", "GET"),
+        ("/2022-07-01/telemetry", "PUT"),
+    ):
+        method = "POST" if allow == "GET" else "GET"
+        resp = await (client.post(path, data=b"") if method == "POST" else client.get(path))
+        assert (resp.status, resp.headers.get("Allow"), resp.body) == (405, allow, b""), path
+
+
+async def test_unknown_path_is_gos_plain_text_404(client, endpoint) -> None:
+    resp = await client.get("/2018-06-01/runtime/nope")
+    assert resp.status == 404
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert resp.body == b"404 page not found\n"
+
+
+async def test_ping_answers_pong(client, endpoint) -> None:
+    resp = await client.get("/2018-06-01/ping")
+    assert (resp.status, resp.body) == (200, b"pong")
+
+
+async def test_next_carries_cognito_identity_and_client_context(client, endpoint) -> None:
+    identity = '{"cognitoIdentityId":"id-1","cognitoIdentityPoolId":"pool-1"}'
+    inv = invocation(client_context='{"client":{"app_title":"t"}}', cognito_identity=identity)
+    resp = await fetch(client, endpoint, inv)
+    assert resp.headers["Lambda-Runtime-Cognito-Identity"] == identity
+    assert resp.headers["Lambda-Runtime-Client-Context"] == '{"client":{"app_title":"t"}}'
+    assert resp.headers["Content-Type"] == "application/json"

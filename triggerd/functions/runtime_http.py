@@ -57,9 +57,17 @@ def _header_value(value: str) -> str:
     return value
 
 
-def http_reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    """One whole HTTP/1.1 response: status line, JSON content type, length and `headers`."""
-    lines = [f"HTTP/1.1 {status} {_REASONS[status]}", "Content-Type: application/json"]
+def http_reply(
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    content_type: str | None = "application/json",
+) -> bytes:
+    """One whole HTTP/1.1 response: status line, content type (JSON unless told), length and
+    `headers`."""
+    lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
+    if content_type is not None:
+        lines.append("Content-Type: " + content_type)
     if headers:
         lines.extend(f"{name}: {_header_value(value)}" for name, value in headers.items())
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
@@ -68,6 +76,20 @@ def http_reply(status: int, body: bytes, headers: dict[str, str] | None = None) 
 
 def error_reply(status: int, error_type: str, message: str) -> bytes:
     return http_reply(status, orjson.dumps({"errorMessage": message, "errorType": error_type}))
+
+
+#: An unknown path, answered as the RIE's router (Go's `http.NotFound`) answers it.
+NOT_FOUND = http_reply(
+    404,
+    b"404 page not found\n",
+    {"X-Content-Type-Options": "nosniff"},
+    content_type="text/plain; charset=utf-8",
+)
+
+
+def method_not_allowed(allow: str) -> bytes:
+    """A wrong method on a known path: 405 with `Allow` and no body (the RIE's router)."""
+    return http_reply(405, b"", {"Allow": allow}, content_type=None)
 
 
 class Request(NamedTuple):
@@ -84,6 +106,9 @@ class Request(NamedTuple):
     body: bytes | None
     #: The connection ends after this request's answer (`Connection: close`, HTTP/1.0).
     close: bool
+    #: The `Lambda-Extension-*` header fields (names lower-cased), when the request has any:
+    #: the Extensions and Telemetry APIs read them.
+    extension: dict[str, str] | None = None
 
 
 class RequestHandler(Protocol):
@@ -133,6 +158,7 @@ class RuntimeConnection(asyncio.Protocol):
         self._target = b""
         self._error_type: bytes | None = None
         self._length: bytes | None = None
+        self._extension: dict[str, str] | None = None
         self._expect = False
         self._continued = False
         self._body: list[bytes] = []
@@ -208,6 +234,7 @@ class RuntimeConnection(asyncio.Protocol):
         self._head = self._spill = self._fields = self._size = 0
         self._target = b""
         self._error_type = self._length = None
+        self._extension = None
         self._expect = self._continued = False
         self._body = []
 
@@ -234,6 +261,10 @@ class RuntimeConnection(asyncio.Protocol):
                 self._error_type = value
         elif name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name.startswith(b"lambda-extension-"):
+            if self._extension is None:
+                self._extension = {}
+            self._extension.setdefault(name.decode("latin-1"), value.decode("utf-8", "replace"))
 
     def on_headers_complete(self) -> None:
         self._stage = _BODY
@@ -260,6 +291,7 @@ class RuntimeConnection(asyncio.Protocol):
                 None if length is None else length.decode("latin-1"),
                 b"".join(self._body) if self._size <= self._limit else None,
                 close,
+                self._extension,
             )
         )
         if len(self._queue) > MAX_QUEUED:

@@ -586,6 +586,7 @@ class LocalBackend:
         if reply is _TIMED_OUT:
             worker.endpoint.finish(invocation)
             worker.max_memory_mb()
+            worker.shutdown_reason = "timeout"
             await worker.kill()
             return None
         if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (

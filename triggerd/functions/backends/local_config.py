@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from typing import Literal, Self
 
@@ -45,6 +46,9 @@ RESERVED_ENV = frozenset(
 _CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _ENV_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]+")
 _PYTHON_RUNTIME = re.compile(r"python3\.\d+")
+#: Lambda's Node.js runtimes, run with the bundled Node.js runtime client and `node` on PATH.
+NODE_RUNTIMES = frozenset({"nodejs18.x", "nodejs20.x", "nodejs22.x"})
+_NODE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(bootstrap.__file__)), "node")
 #: Lambda's OS-only runtimes: the code directory holds a `bootstrap` executable.
 PROVIDED_RUNTIMES = frozenset({"provided", "provided.al2", "provided.al2023"})
 #: Idle workers (beyond the provisioned ones) are stopped after this long, by default.
@@ -59,8 +63,9 @@ class LocalFunctionConfig(FunctionConfig):
     backend: Literal["local"] = "local"
     runtime: str = Field(
         "python3.11",
-        description="Lambda runtime identifier: python3.x, or provided / provided.al2 / "
-        "provided.al2023 (a `bootstrap` executable in the code directory).",
+        description="Lambda runtime identifier: python3.x; nodejs18.x / nodejs20.x / "
+        "nodejs22.x (the bundled Node.js runtime client, `node` from PATH); or provided / "
+        "provided.al2 / provided.al2023 (a `bootstrap` executable in the code directory).",
     )
     runtime_client: Literal["bundled", "awslambdaric"] = Field(
         "bundled",
@@ -70,6 +75,7 @@ class LocalFunctionConfig(FunctionConfig):
     handler: str = Field(
         "",
         description="python3.x: module.function (packages dotted: pkg.mod.handler), required. "
+        "nodejs: file.export (index.handler; the file .js, .mjs or .cjs), required. "
         "provided: passed to the bootstrap as _HANDLER.",
     )
     code: ConfigPath = Field(
@@ -107,6 +113,10 @@ class LocalFunctionConfig(FunctionConfig):
         return self.runtime in PROVIDED_RUNTIMES
 
     @property
+    def node(self) -> bool:
+        return self.runtime in NODE_RUNTIMES
+
+    @property
     def max_workers(self) -> int:
         if self.reserved_concurrency is None:
             return max(DEFAULT_CONCURRENCY, self.provisioned_concurrency)
@@ -115,17 +125,23 @@ class LocalFunctionConfig(FunctionConfig):
     @field_validator("runtime")
     @classmethod
     def _runtime(cls, value: str) -> str:
-        if not (_PYTHON_RUNTIME.fullmatch(value) or value in PROVIDED_RUNTIMES):
+        node = value in NODE_RUNTIMES
+        if not (_PYTHON_RUNTIME.fullmatch(value) or value in PROVIDED_RUNTIMES or node):
             raise ValueError(
                 f"runtime {value!r} is not supported by the local backend "
-                "(supported: python3.x, e.g. python3.11; provided, provided.al2, "
-                "provided.al2023)"
+                "(supported: python3.x, e.g. python3.11; nodejs18.x, nodejs20.x, nodejs22.x; "
+                "provided, provided.al2, provided.al2023)"
+            )
+        if node and shutil.which("node") is None:
+            raise ValueError(
+                f"runtime {value} needs the `node` command on PATH: install Node.js "
+                "(e.g. apt-get install nodejs) or add its bin directory to PATH"
             )
         return value
 
     @model_validator(mode="after")
     def _combination(self) -> Self:
-        if self.provided and self.runtime_client != "bundled":
+        if (self.provided or self.node) and self.runtime_client != "bundled":
             raise ValueError("runtime_client applies to python3.x runtimes only")
         if not self.provided and not _HANDLER.fullmatch(self.handler):
             raise ValueError(
@@ -183,6 +199,14 @@ def worker_spec(
         # OS-only runtimes: no AWS_EXECUTION_ENV; the bootstrap lives with the code.
         env["LAMBDA_RUNTIME_DIR"] = code_dir
         argv: tuple[str, ...] = (os.path.join(code_dir, "bootstrap"),)
+    elif config.node:
+        # Lambda's NODE_PATH, minus the layer directories: runtime modules, then the code.
+        env["AWS_EXECUTION_ENV"] = "AWS_Lambda_" + config.runtime
+        env["LAMBDA_RUNTIME_DIR"] = _NODE_CLIENT
+        env["NODE_PATH"] = os.pathsep.join(
+            [os.path.join(_NODE_CLIENT, "node_modules"), _NODE_CLIENT, code_dir]
+        )
+        argv = ("node", os.path.join(_NODE_CLIENT, "index.mjs"))
     else:
         env["AWS_EXECUTION_ENV"] = "AWS_Lambda_" + config.runtime
         if config.runtime_client == "awslambdaric":

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from typing import cast
 
 from triggerd.functions.backends.local_memory import MemoryProbe
+from triggerd.functions.extension_processes import ExternalExtensions, discover
+from triggerd.functions.extensions import ExtensionsAPI
 from triggerd.functions.runtime_api import ReplyKind, RuntimeEndpoint, RuntimeReply
+from triggerd.functions.telemetry_api import TelemetryAPI
 
 #: Longest stdout/stderr line kept whole; longer ones are split.
 MAX_LINE_BYTES = 256 * 1024
@@ -39,6 +42,10 @@ OUTPUT_WAIT_S = 0.5
 #: How long to wait for the rest of a dead process's output.
 DRAIN_WAIT_S = 0.5
 LOG_TAIL_BYTES = 4096
+
+#: Lambda's shutdown phase with external extensions: 2 s in all, the runtime's part first.
+RUNTIME_SHUTDOWN_S = 0.5
+EXTENSIONS_SHUTDOWN_S = 1.5
 
 _STREAMS = {1: "stdout", 2: "stderr"}
 _NO_BYTES = bytes(4)
@@ -53,6 +60,26 @@ class WorkerSpec:
     #: The environment, minus the per-worker `AWS_LAMBDA_RUNTIME_API` and log stream name.
     env: Mapping[str, str]
     version: str = "$LATEST"
+    #: The `<opt>/extensions` directory: its executables run as external extensions.
+    extensions_dir: str | None = None
+
+
+def environment_apis(env: Mapping[str, str], version: str) -> ExtensionsAPI:
+    """The Extensions and Telemetry APIs of one environment, told about its function."""
+    name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
+    telemetry = TelemetryAPI(
+        function_name=name,
+        version=version,
+        memory_mb=int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
+        initialization_type=env.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+        runtime=env.get("AWS_EXECUTION_ENV", "").removeprefix("AWS_Lambda_"),
+    )
+    return ExtensionsAPI(
+        function_name=name,
+        function_version=version,
+        handler=env.get("_HANDLER", ""),
+        telemetry=telemetry,
+    )
 
 
 class LogCapture:
@@ -155,6 +182,10 @@ class Worker(asyncio.SubprocessProtocol):
         self._gone: asyncio.Future[None] = loop.create_future()
         self._drain_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        #: The external extensions of this environment, if it has any.
+        self.extensions: ExternalExtensions | None = None
+        #: What extensions are told when the environment stops (`timeout`, `failure`).
+        self.shutdown_reason = "spindown"
 
     @classmethod
     async def spawn(
@@ -167,19 +198,32 @@ class Worker(asyncio.SubprocessProtocol):
     ) -> Worker:
         """Start the runtime process (raises OSError when it cannot be started)."""
         loop = asyncio.get_running_loop()
-        endpoint = RuntimeEndpoint()
+        env = dict(spec.env)
+        if provisioned:
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
+        endpoint = RuntimeEndpoint(extensions=environment_apis(env, spec.version))
         await endpoint.start()
         stream = "{}/[{}]{}".format(
             time.strftime("%Y/%m/%d", time.gmtime()), spec.version, uuid.uuid4().hex
         )
-        env = dict(spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = stream
-        if provisioned:
-            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
         worker = cls(
             spec, endpoint, function=function, log=log, log_stream=stream, provisioned=provisioned
         )
+        paths = discover(spec.extensions_dir) if spec.extensions_dir else []
+        if paths:
+            extensions = ExternalExtensions(
+                paths, endpoint.extensions, log=log, function=function, on_crash=worker._reset
+            )
+            worker.extensions = extensions
+            endpoint.telemetry.max_memory_mb = worker.max_memory_mb
+            try:
+                await extensions.start(env, spec.cwd)
+            except BaseException:
+                await extensions.close()
+                await endpoint.close()
+                raise
         fds = [*os.pipe(), *os.pipe()]  # out_r, out_w, err_r, err_w (not inheritable)
         try:
             await loop.subprocess_exec(
@@ -195,6 +239,8 @@ class Worker(asyncio.SubprocessProtocol):
         except BaseException:
             for fd in fds:
                 os.close(fd)
+            if worker.extensions is not None:
+                await worker.extensions.close()
             await endpoint.close()
             raise
         os.close(fds[1])
@@ -329,6 +375,9 @@ class Worker(asyncio.SubprocessProtocol):
             log.handle(record)
         if self.capture is not None:
             self.capture.add(text)
+        telemetry = self.endpoint.telemetry
+        if "function" in telemetry.wanted or not telemetry.init_done:
+            telemetry.emit("function", "function", text)
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -352,16 +401,28 @@ class Worker(asyncio.SubprocessProtocol):
         await self.close()
 
     async def terminate(self, grace_s: float = 2.0) -> None:
-        """SIGTERM, then SIGKILL after `grace_s`; reap the process and release the endpoint."""
+        """SIGTERM, then SIGKILL after `grace_s`; reap the process and release the endpoint.
+        With external extensions, Lambda's shutdown phase instead: the runtime gets SIGTERM
+        and `RUNTIME_SHUTDOWN_S`, then the extensions get SHUTDOWN and the rest of
+        `EXTENSIONS_SHUTDOWN_S`."""
         self._signal(signal.SIGTERM)
-        await asyncio.wait([self._exited], timeout=grace_s)
+        wait_s = grace_s if self.extensions is None else min(grace_s, RUNTIME_SHUTDOWN_S)
+        await asyncio.wait([self._exited], timeout=wait_s)
         await self.kill()
+
+    def _reset(self, name: str, reason: str) -> None:
+        """An extension exited while the environment was in use: the environment is reset."""
+        self.shutdown_reason = "failure"
+        self.kill_now()
 
     async def close(self) -> None:
         """Release everything once the process is gone (kills it if it is not). Idempotent."""
         self._signal(signal.SIGKILL)
         await asyncio.shield(self._exited)
         self._set_gone()
+        if self.extensions is not None:
+            extensions, self.extensions = self.extensions, None
+            await extensions.shutdown(self.shutdown_reason, EXTENSIONS_SHUTDOWN_S)
         if self._closed:
             return
         self._closed = True

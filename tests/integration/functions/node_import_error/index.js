@@ -1,0 +1,3 @@
+"use strict";
+require("a-module-that-does-not-exist");
+exports.handler = async () => "never";
