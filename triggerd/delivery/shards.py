@@ -1,0 +1,443 @@
+"""Reading a sharded log (Kinesis Data Streams, DynamoDB Streams) through its polling API:
+one implementation of shard discovery, resharding order, iterators, throttling and checkpoints
+for every such source; a connector supplies the API calls (`ShardApi`) and the record shape.
+
+- Discovery: the shard list is read at start and every `refresh_s`. A shard is read only
+  after all its parents are finished (checkpointed at their end) or gone from the list (trimmed
+  away), so a key's records stay in order across splits and merges.
+- Starting point of a shard without a checkpoint: the configured `starting_position` for the
+  shards found at the first start (with LATEST, shards already closed then have nothing new
+  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
+  as AWS does.
+- Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
+  only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
+  shard about once a second), and marks the shard's end when the API says it is closed and
+  read to the end.
+- Errors: throttling (`Throttled`) backs off exponentially and retries the same iterator; an
+  expired iterator (`IteratorExpired`) is replaced by one just after the last record read (or
+  from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
+  are logged and retried the same way after a backoff.
+- Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
+  newest sequence number that may be checkpointed; it goes to the state store under
+  `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from triggerd.config.streams import StartingPosition
+from triggerd.delivery.retry import Backoff
+from triggerd.delivery.streams import ShardLog
+from triggerd.state.base import StateStore
+from triggerd.types import Clock, PartitionStats, Record, SourceStats
+
+__all__ = [
+    "SHARD_END",
+    "IteratorExpired",
+    "Page",
+    "ShardApi",
+    "ShardInfo",
+    "ShardReader",
+    "StartingPosition",
+    "Throttled",
+]
+
+#: Checkpoint value of a shard read to its end.
+SHARD_END = "SHARD_END"
+_KEY_PREFIX = "shard:"
+
+
+class Throttled(Exception):
+    """The API refused the call for now (ProvisionedThroughputExceeded, LimitExceeded)."""
+
+
+class IteratorExpired(Exception):
+    """The shard iterator is no longer valid (ExpiredIteratorException)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    #: Set when the shard is closed (split or merged away): its last sequence number.
+    ending_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    records: list[Any]
+    #: None when the shard is closed and read to its end.
+    next_iterator: str | None
+    millis_behind: int | None = None
+
+
+class ShardApi(Protocol):
+    """The polling calls of a Kinesis-like API, errors mapped to `Throttled` and
+    `IteratorExpired`."""
+
+    async def list_shards(self) -> list[ShardInfo]: ...
+
+    async def iterator(
+        self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
+    ) -> str:
+        """A shard iterator of `kind` (TRIM_HORIZON, LATEST, AT_TIMESTAMP,
+        AFTER_SEQUENCE_NUMBER)."""
+        ...
+
+    async def get_records(self, iterator: str, limit: int) -> Page: ...
+
+
+#: Turns one raw API record of a shard into a Record (item_id = its sequence number).
+Shape = Callable[[Any, str], Record]
+
+
+@dataclass(eq=False)
+class _Shard:
+    info: ShardInfo
+    log: ShardLog
+    #: Sequence number checkpointed (or SHARD_END); None before the first checkpoint.
+    checkpoint: str | None
+    #: Sequence number of the last record read (None when nothing was read yet).
+    last_read: str | None = None
+    #: The first iterator's kind when there is no checkpoint.
+    start_kind: str = "TRIM_HORIZON"
+    millis_behind: int | None = None
+    task: asyncio.Task[None] | None = None
+    #: An iterator taken before the shard's task started (LATEST at start).
+    iterator: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+
+@dataclass(eq=False)
+class ShardReader:
+    api: ShardApi
+    shape: Shape
+    state: StateStore
+    clock: Clock
+    log: logging.Logger
+    trigger: str
+    starting_position: StartingPosition = "TRIM_HORIZON"
+    starting_timestamp: float | None = None
+    #: Records asked for per GetRecords call.
+    page_limit: int = 1000
+    poll_interval_s: float = 1.0
+    refresh_s: float = 60.0
+    #: Records held in memory per shard (read, not checkpointed yet).
+    read_ahead: int = 10_000
+    redeliver_delay_s: float = 1.0
+    kind: str = "stream"
+    shards: dict[str, _Shard] = field(default_factory=dict)
+    #: Shards seen finished (checkpointed at their end, or gone from the list).
+    _done: set[str] = field(default_factory=set)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _tg: asyncio.TaskGroup | None = None
+    _runner: asyncio.Task[None] | None = None
+    _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _first_listing: bool = True
+    _order: list[str] = field(default_factory=list)
+    _saved: dict[str, str] = field(default_factory=dict)
+    _gone: set[str] = field(default_factory=set)
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """List the shards once (errors go to the caller), then run in the background."""
+        listing = await self.api.list_shards()
+        saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
+        self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
+        self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
+        self._discover(listing)
+        for shard in self.shards.values():
+            # LATEST means "from now on": take the iterator now, not when the task runs.
+            if shard.start_kind == "LATEST" and shard.checkpoint is None:
+                shard.iterator = await self.api.iterator(
+                    shard.info.shard_id, "LATEST", sequence=None, timestamp=None
+                )
+        self._runner = asyncio.create_task(self._run(), name=f"shards-{self.trigger}")
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    def check(self) -> None:
+        """Raise when the background task failed."""
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise RuntimeError(
+                    f"{self.kind} reader of trigger {self.trigger!r} failed"
+                ) from exc
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._start_ready()
+            self._started.set()
+            while True:
+                await self.clock.sleep(self.refresh_s)
+                try:
+                    self._discover(await self.api.list_shards())
+                except Exception as exc:  # task boundary: listed again next time
+                    self.log.warning(
+                        "stream.list_shards_failed",
+                        extra={"trigger": self.trigger, "error": _describe(exc)},
+                    )
+
+    # ---- discovery and order ----
+
+    def _discover(self, listing: Sequence[ShardInfo]) -> None:
+        listed = {s.shard_id for s in listing}
+        first = self._first_listing
+        self._first_listing = False
+        for info in listing:
+            sid = info.shard_id
+            if sid in self.shards or sid in self._done:
+                continue
+            checkpoint = self._saved.get(sid)
+            kind = "TRIM_HORIZON"
+            if first:
+                kind = self.starting_position
+                if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
+                    self._done.add(sid)  # closed before we started: nothing new will come
+                    continue
+            log = ShardLog(
+                self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
+            )
+            self.shards[sid] = _Shard(info, log, checkpoint, start_kind=kind)
+            self._order.append(sid)
+        # Parents that are no longer listed were trimmed away: nothing left to wait for.
+        self._gone = {p for s in self.shards.values() for p in s.info.parents if p not in listed}
+        self._start_ready()
+
+    def _parents_done(self, shard: _Shard) -> bool:
+        return all(
+            p in self._done or (p not in self.shards and p in self._gone)
+            for p in shard.info.parents
+        )
+
+    def _start_ready(self) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        for shard in self.shards.values():
+            if shard.task is None and not shard.finished and self._parents_done(shard):
+                shard.task = tg.create_task(self._read_shard(shard))
+
+    # ---- reading ----
+
+    async def _first_iterator(self, shard: _Shard) -> str:
+        sid = shard.info.shard_id
+        after = shard.last_read or shard.checkpoint
+        if after is not None:
+            return await self.api.iterator(
+                sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
+            )
+        timestamp = self.starting_timestamp if shard.start_kind == "AT_TIMESTAMP" else None
+        return await self.api.iterator(sid, shard.start_kind, sequence=None, timestamp=timestamp)
+
+    async def _read_shard(self, shard: _Shard) -> None:
+        sid = shard.info.shard_id
+        backoff = Backoff(base_s=0.2, max_s=10.0)
+        failures = 0
+        iterator, shard.iterator = shard.iterator, None
+        while True:
+            if not shard.log.has_room():
+                self._ready.set()
+                await self.clock.sleep(min(self.poll_interval_s, 0.05))
+                continue
+            try:
+                if iterator is None:
+                    iterator = await self._first_iterator(shard)
+                page = await self.api.get_records(iterator, self.page_limit)
+            except Throttled:
+                failures += 1
+                self.log.info(
+                    "stream.throttled",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                await self.clock.sleep(backoff.delay(failures))
+                continue
+            except IteratorExpired:
+                self.log.info(
+                    "stream.iterator_expired",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                iterator = None
+                continue
+            except Exception as exc:  # task boundary: a fresh iterator after a backoff
+                failures += 1
+                delay = backoff.delay(failures)
+                self.log.warning(
+                    "stream.read_failed",
+                    extra={
+                        "trigger": self.trigger,
+                        "shard": sid,
+                        "error": _describe(exc),
+                        "retry_in_s": delay,
+                    },
+                )
+                iterator = None
+                await self.clock.sleep(delay)
+                continue
+            failures = 0
+            shard.millis_behind = page.millis_behind
+            for raw in page.records:
+                record = self.shape(raw, sid)
+                record.handle = sid
+                shard.log.append(record)
+                shard.last_read = record.item_id
+            if page.records:
+                self._ready.set()
+            if self._at_end(shard, page):
+                shard.log.mark(SHARD_END)
+                self._ready.set()
+                self.log.info(
+                    "stream.shard_read",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                await self._checkpoint({sid})
+                return
+            iterator = page.next_iterator
+            if not page.records:
+                await self.clock.sleep(self.poll_interval_s)
+
+    @staticmethod
+    def _at_end(shard: _Shard, page: Page) -> bool:
+        if page.next_iterator is None:
+            return True
+        # A closed shard read up to its ending sequence number (some servers keep returning
+        # an iterator at the end of a closed shard instead of none).
+        ending = shard.info.ending_sequence
+        if ending is None or page.records:
+            return False
+        last = shard.last_read or shard.checkpoint or "0"
+        return _seq(last) >= _seq(ending)
+
+    # ---- handing out and settling ----
+
+    def take(self, limit: int) -> list[Record]:
+        """Up to `limit` records ready to hand out, from the shards in turn."""
+        out: list[Record] = []
+        order = self._order
+        for i in range(len(order)):
+            shard = self.shards.get(order[i])
+            if shard is None:
+                continue
+            out += shard.log.take(limit - len(out))
+            if len(out) >= limit:
+                # Start with the next shard next time, so no shard starves the others.
+                self._order = order[i + 1 :] + order[: i + 1]
+                break
+        return out
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until a shard read something (or a record given back may be handed out)."""
+        held = [s.log.waiting_until() for s in self.shards.values()]
+        until = [h for h in held if h is not None]
+        wait = timeout_s
+        if until:
+            wait = min(wait, max(0.0, min(until) - self.clock.monotonic()))
+        self._ready.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        touched: set[str] = set()
+        for sid, group in _by_shard(records).items():
+            shard = self.shards.get(sid)
+            if shard is not None:
+                shard.log.settle(group)
+                touched.add(sid)
+        await self._checkpoint(touched)
+
+    def nack(self, records: Sequence[Record]) -> None:
+        for sid, group in _by_shard(records).items():
+            shard = self.shards.get(sid)
+            if shard is not None:
+                shard.log.give_back(group)
+        self._ready.set()
+
+    async def _checkpoint(self, shard_ids: set[str]) -> None:
+        items: dict[str, str | None] = {}
+        ended: list[_Shard] = []
+        for sid in shard_ids:
+            shard = self.shards.get(sid)
+            if shard is None:
+                continue
+            point = shard.log.checkpoint()
+            if isinstance(point, Record):
+                items[_KEY_PREFIX + sid] = point.item_id
+                shard.checkpoint = point.item_id
+            elif point == SHARD_END:
+                items[_KEY_PREFIX + sid] = SHARD_END
+                ended.append(shard)
+        if items:
+            await self.state.set_checkpoints(self.trigger, items)
+        for shard in ended:
+            shard.checkpoint = SHARD_END
+            self._done.add(shard.info.shard_id)
+            del self.shards[shard.info.shard_id]
+            self._order.remove(shard.info.shard_id)
+            self.log.info(
+                "stream.shard_finished",
+                extra={"trigger": self.trigger, "shard": shard.info.shard_id},
+            )
+        if ended:
+            self._start_ready()
+
+    # ---- metrics ----
+
+    def stats(self) -> SourceStats:
+        """Per shard: the iterator age (AWS's IteratorAge: age of the oldest record not
+        processed yet, or how far the last read was behind the shard's tip) and the
+        checkpointed sequence number."""
+        now = self.clock.time()
+        parts: list[PartitionStats] = []
+        for sid, shard in sorted(self.shards.items()):
+            oldest = shard.log.oldest_unsettled()
+            if oldest is not None:
+                age = max(0.0, now - oldest)
+            else:
+                age = (shard.millis_behind or 0) / 1000
+            committed = _seq(shard.checkpoint) if shard.checkpoint else None
+            parts.append(PartitionStats(sid, None, age, committed))
+        return SourceStats(partitions=tuple(parts))
+
+    def shard_state(self) -> dict[str, str]:
+        """Shard id -> reading / waiting for parents (for status lines and tests)."""
+        return {
+            sid: "reading" if s.task is not None else "waiting for parents"
+            for sid, s in self.shards.items()
+        }
+
+
+def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.handle), []).append(rec)
+    return groups
+
+
+def _seq(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
