@@ -28,14 +28,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from triggerd.config.streams import StartingPosition
+from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.streams import ShardLog
 from triggerd.state.base import StateStore
-from triggerd.types import Clock, PartitionStats, Record, SourceStats
+from triggerd.types import (
+    BaseSource,
+    Clock,
+    JSONDict,
+    PartitionStats,
+    Record,
+    SourceContext,
+    SourceStats,
+)
 
 __all__ = [
     "SHARD_END",
@@ -44,6 +54,7 @@ __all__ = [
     "ShardApi",
     "ShardInfo",
     "ShardReader",
+    "ShardedSource",
     "StartingPosition",
     "Throttled",
 ]
@@ -441,3 +452,80 @@ def _seq(value: str) -> int:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class ShardedSource(BaseSource):
+    """The Source side of a shard-based stream (Kinesis, DynamoDB Streams): receive, settle,
+    stats and on-failure batch info over a ShardReader. A connector implements `open`, which
+    connects and returns the reader (and sets `stream_arn`)."""
+
+    #: `KinesisBatchInfo` or `DDBStreamBatchInfo`.
+    batch_info_kind: Literal["KinesisBatchInfo", "DDBStreamBatchInfo"]
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.stack = AsyncExitStack()
+        self.reader: ShardReader | None = None
+        self.stream_arn = ""
+
+    async def open(self) -> ShardReader:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        try:
+            self.reader = await self.open()
+            await self.reader.start()
+        except BaseException:
+            await self.stack.aclose()
+            raise
+        self.ctx.log.info(
+            "stream.started",
+            extra={
+                "trigger": self.ctx.trigger,
+                "source": self.reader.kind,
+                "stream": self.stream_arn,
+                "shards": len(self.reader.shards),
+            },
+        )
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+        await self.stack.aclose()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        reader = self.reader
+        assert reader is not None, "start() first"
+        clock = self.ctx.clock
+        deadline = clock.monotonic() + timeout_s
+        while True:
+            reader.check()
+            out = reader.take(max_records)
+            if out:
+                return out
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return []
+            await reader.wait_ready(remaining)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if self.reader is not None:
+            await self.reader.ack(records)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        if self.reader is not None:
+            self.reader.nack(records)
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        if not records:
+            return {}
+        return stream_batch_info(
+            self.batch_info_kind,
+            shard_id=str(records[0].handle),
+            stream_arn=self.stream_arn,
+            records=records,
+        )
+
+    def stats(self) -> SourceStats:
+        """ReportsStats: iterator age and checkpoint per shard."""
+        return self.reader.stats() if self.reader is not None else SourceStats()
