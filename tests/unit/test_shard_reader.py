@@ -268,3 +268,46 @@ async def test_iterator_age_per_shard_is_the_oldest_unprocessed_record(store: An
         await r.stop()
     assert part.partition == "s"
     assert part.lag_seconds >= 30  # record created at 0: far older than now
+
+
+class _ThrottlingClient:
+    """A Kinesis client whose GetRecords raises AWS's errors before it answers."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+
+    async def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        if self.errors:
+            code = self.errors.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "GetRecords")
+        return {"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("ProvisionedThroughputExceededException", Throttled),
+        ("LimitExceededException", Throttled),
+        ("ExpiredIteratorException", IteratorExpired),
+    ],
+)
+async def test_kinesis_api_maps_aws_errors_to_the_readers_policy(
+    code: str, expected: type[Exception]
+) -> None:
+    from triggerd_kinesis.client import KinesisApi
+
+    api = KinesisApi(_ThrottlingClient([code]), "arn:aws:kinesis:us-east-1:1:stream/s")
+    with pytest.raises(expected):
+        await api.get_records("it", 10)
+    page = await api.get_records("it", 10)
+    assert page.next_iterator == "next"
+
+
+async def test_dynamodb_streams_api_maps_throttling_too() -> None:
+    from triggerd_dynamodb_streams.client import StreamsApi
+
+    api = StreamsApi(_ThrottlingClient(["ProvisionedThroughputExceededException"]), "arn")
+    with pytest.raises(Throttled):
+        await api.get_records("it", 10)
