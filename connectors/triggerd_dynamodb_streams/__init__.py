@@ -12,7 +12,7 @@ from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin
 
 from .config import DynamoDBStreamsSourceConfig
 
-__all__ = ["DynamoDBStreamsSourceConfig", "create", "plugin", "sample_event"]
+__all__ = ["DynamoDBStreamsSourceConfig", "check", "create", "plugin", "sample_event"]
 
 
 def create(config: Any, ctx: SourceContext) -> Source:
@@ -27,6 +27,22 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate`: the table has a stream (or the stream ARN exists) and these
+    credentials may describe it (ConfigError; RetryableError when DynamoDB cannot be
+    reached)."""
+    from contextlib import AsyncExitStack
+
+    from .client import resolve_stream
+
+    cfg = plugin_config(config, DynamoDBStreamsSourceConfig)
+    async with AsyncExitStack() as stack:
+        await resolve_stream(stack, cfg, cfg.region_or("us-east-1"), trigger)
+
+
 plugin = SourcePlugin(
-    config_model=DynamoDBStreamsSourceConfig, create=create, sample_event=sample_event
+    config_model=DynamoDBStreamsSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    check=check,
 )

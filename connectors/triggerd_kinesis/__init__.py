@@ -12,7 +12,7 @@ from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin
 
 from .config import KinesisSourceConfig
 
-__all__ = ["KinesisSourceConfig", "create", "plugin", "sample_event"]
+__all__ = ["KinesisSourceConfig", "check", "create", "plugin", "sample_event"]
 
 
 def create(config: Any, ctx: SourceContext) -> Source:
@@ -27,4 +27,19 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
-plugin = SourcePlugin(config_model=KinesisSourceConfig, create=create, sample_event=sample_event)
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate`: the stream exists and these credentials may describe it
+    (ConfigError naming the stream; RetryableError when Kinesis cannot be reached)."""
+    from contextlib import AsyncExitStack
+
+    from .client import open_client, stream_arn
+
+    cfg = plugin_config(config, KinesisSourceConfig)
+    async with AsyncExitStack() as stack:
+        client = await open_client(stack, cfg, cfg.region_or("us-east-1"))
+        await stream_arn(client, cfg, trigger)
+
+
+plugin = SourcePlugin(
+    config_model=KinesisSourceConfig, create=create, sample_event=sample_event, check=check
+)

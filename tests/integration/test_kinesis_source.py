@@ -193,3 +193,44 @@ async def test_latest_skips_what_was_there_before_start(moto_server: str, tmp_pa
             await put_json(client, stream, [("p", {"i": 1})])
             await h.run_until(lambda: len(delivered(backend)) >= 1)
     assert delivered(backend) == [{"i": 1}]
+
+
+async def test_at_timestamp_starts_at_records_arrived_from_then_on(
+    moto_server: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import time
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("p", {"i": 0})])
+        await asyncio.sleep(1.1)
+        since = time.time()
+        await put_json(client, stream, [("p", {"i": 1}), ("p", {"i": 2})])
+        backend = FakeBackend()
+        cfg = source(
+            moto_server,
+            stream,
+            starting_position="AT_TIMESTAMP",
+            starting_position_timestamp=since - 0.5,
+        )
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 2)
+    assert delivered(backend) == [{"i": 1}, {"i": 2}]
+
+
+async def test_validate_check_names_a_missing_stream_in_one_line(moto_server: str) -> None:
+    import triggerd_kinesis
+    from triggerd.types import ConfigError
+
+    config = triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, "nope-none"))
+    with pytest.raises(ConfigError) as info:
+        await triggerd_kinesis.check(config, "clicks")
+    assert info.value.problems == [
+        "trigger 'clicks': source.stream nope-none: ResourceNotFoundException"
+    ]
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+    await triggerd_kinesis.check(
+        triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, stream)), "clicks"
+    )

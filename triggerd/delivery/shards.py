@@ -341,7 +341,10 @@ class ShardReader:
     # ---- handing out and settling ----
 
     def take(self, limit: int) -> list[Record]:
-        """Up to `limit` records ready to hand out, from the shards in turn."""
+        """Up to `limit` records ready to hand out, from the shards in turn. Resets the
+        "something is ready" signal first, so a read that lands after this call wakes
+        `wait_ready`."""
+        self._ready.clear()
         out: list[Record] = []
         order = self._order
         for i in range(len(order)):
@@ -362,7 +365,6 @@ class ShardReader:
         wait = timeout_s
         if until:
             wait = min(wait, max(0.0, min(until) - self.clock.monotonic()))
-        self._ready.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), wait)
 
