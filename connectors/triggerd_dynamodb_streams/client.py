@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
-from triggerd.delivery.shards import IteratorExpired, Page, ShardInfo, Throttled
+from triggerd.delivery.shards import IteratorExpired, Page, ShardInfo, Throttled, Trimmed
 from triggerd.types import ConfigError, MissingExtraError, RetryableError
 
 from .config import DynamoDBStreamsSourceConfig
@@ -135,4 +135,6 @@ async def _call(method: Any, **kwargs: Any) -> Any:
             raise Throttled(code) from exc
         if code in _EXPIRED:
             raise IteratorExpired(code) from exc
+        if code == "TrimmedDataAccessException":
+            raise Trimmed(code) from exc
         raise

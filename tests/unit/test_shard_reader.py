@@ -20,6 +20,7 @@ from triggerd.delivery.shards import (
     ShardInfo,
     ShardReader,
     Throttled,
+    Trimmed,
 )
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import Record
@@ -53,6 +54,8 @@ class FakeApi:
     closed: set[str] = field(default_factory=set)
     throttle: int = 0
     expire_after_first_page: bool = False
+    #: Sequence numbers up to this one are gone (AFTER_SEQUENCE_NUMBER before it: Trimmed).
+    trimmed_upto: int = 0
     calls: list[str] = field(default_factory=list)
     _pages: int = 0
 
@@ -76,6 +79,8 @@ class FakeApi:
         if kind == "LATEST":
             return f"{shard_id}:{len(recs)}"
         assert kind == "AFTER_SEQUENCE_NUMBER" and sequence is not None
+        if int(sequence) < self.trimmed_upto:
+            raise Trimmed("TrimmedDataAccessException")
         return f"{shard_id}:{sum(1 for r in recs if r <= int(sequence))}"
 
     async def get_records(self, iterator: str, limit: int) -> Page:
@@ -311,3 +316,50 @@ async def test_dynamodb_streams_api_maps_throttling_too() -> None:
     api = StreamsApi(_ThrottlingClient(["ProvisionedThroughputExceededException"]), "arn")
     with pytest.raises(Throttled):
         await api.get_records("it", 10)
+
+
+class FlakyStore:
+    """A state store whose checkpoint writes fail `failures` times first."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def set_checkpoints(self, scope: str, items: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        await self.inner.set_checkpoints(scope, items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_failed_checkpoint_write_is_retried_and_never_fails_the_ack(store: Any) -> None:
+    api = FakeApi(records={"p": [1, 2], "c": [3]}, parents={"c": ("p",)}, closed={"p"})
+    flaky = FlakyStore(store, failures=2)
+    r = reader(api, flaky, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 3)
+    finally:
+        await r.stop()
+    # The parent's end was written after the failures, then its child was read.
+    assert [x.payload["n"] for x in got] == [1, 2, 3]
+    saved = await store.list_checkpoints("t", "shard:")
+    assert saved == {"shard:p": SHARD_END, "shard:c": "3"}
+
+
+async def test_a_checkpoint_older_than_the_retention_goes_on_from_the_oldest_record(
+    store: Any,
+) -> None:
+    await store.set_checkpoints("t", {"shard:s": "2"})
+    api = FakeApi(records={"s": [5, 6]}, trimmed_upto=5)
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [5, 6]
+    assert "iterator s TRIM_HORIZON None" in api.calls

@@ -57,6 +57,7 @@ __all__ = [
     "ShardedSource",
     "StartingPosition",
     "Throttled",
+    "Trimmed",
 ]
 
 #: Checkpoint value of a shard read to its end.
@@ -66,6 +67,11 @@ _KEY_PREFIX = "shard:"
 
 class Throttled(Exception):
     """The API refused the call for now (ProvisionedThroughputExceeded, LimitExceeded)."""
+
+
+class Trimmed(Exception):
+    """The position asked for is older than the stream keeps (TrimmedDataAccessException):
+    the records there are gone upstream."""
 
 
 class IteratorExpired(Exception):
@@ -157,6 +163,10 @@ class ShardReader:
     _order: list[str] = field(default_factory=list)
     _saved: dict[str, str] = field(default_factory=dict)
     _gone: set[str] = field(default_factory=set)
+    #: Checkpoints (state-store key -> value) not written yet.
+    _unsaved: dict[str, str | None] = field(default_factory=dict)
+    #: Shards read and settled to their end whose SHARD_END is not written yet.
+    _ending: set[str] = field(default_factory=set)
 
     # ---- lifecycle ----
 
@@ -182,6 +192,10 @@ class ShardReader:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
+        if self._unsaved:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._checkpoint(set())
 
     def check(self) -> None:
         """Raise when the background task failed."""
@@ -200,6 +214,7 @@ class ShardReader:
             self._started.set()
             while True:
                 await self.clock.sleep(self.refresh_s)
+                await self._checkpoint(set())  # anything a failed write left behind
                 try:
                     self._discover(await self.api.list_shards())
                 except Exception as exc:  # task boundary: listed again next time
@@ -254,9 +269,23 @@ class ShardReader:
         sid = shard.info.shard_id
         after = shard.last_read or shard.checkpoint
         if after is not None:
-            return await self.api.iterator(
-                sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
-            )
+            try:
+                return await self.api.iterator(
+                    sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
+                )
+            except Trimmed:
+                # The stream no longer keeps the records after our position (the daemon was
+                # stopped for longer than the retention): go on from the oldest one kept.
+                self.log.error(
+                    "stream.records_trimmed",
+                    extra={
+                        "trigger": self.trigger,
+                        "source": self.kind,
+                        "shard": sid,
+                        "after": after,
+                    },
+                )
+                return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
         timestamp = self.starting_timestamp if shard.start_kind == "AT_TIMESTAMP" else None
         return await self.api.iterator(sid, shard.start_kind, sequence=None, timestamp=timestamp)
 
@@ -282,7 +311,7 @@ class ShardReader:
                 )
                 await self.clock.sleep(backoff.delay(failures))
                 continue
-            except IteratorExpired:
+            except (IteratorExpired, Trimmed):
                 self.log.info(
                     "stream.iterator_expired",
                     extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
@@ -385,30 +414,44 @@ class ShardReader:
         self._ready.set()
 
     async def _checkpoint(self, shard_ids: set[str]) -> None:
-        items: dict[str, str | None] = {}
-        ended: list[_Shard] = []
+        """Move the settled prefix of these shards into the checkpoints to write, and write
+        everything not written yet. A failed write is logged and tried again with the next
+        acknowledgement or shard refresh (the pipeline's settlement never fails on it); a
+        finished shard lets its children start only once its end is written."""
         for sid in shard_ids:
             shard = self.shards.get(sid)
             if shard is None:
                 continue
             point = shard.log.checkpoint()
             if isinstance(point, Record):
-                items[_KEY_PREFIX + sid] = point.item_id
+                self._unsaved[_KEY_PREFIX + sid] = point.item_id
                 shard.checkpoint = point.item_id
             elif point == SHARD_END:
-                items[_KEY_PREFIX + sid] = SHARD_END
-                ended.append(shard)
-        if items:
+                self._unsaved[_KEY_PREFIX + sid] = SHARD_END
+                self._ending.add(sid)
+        if not self._unsaved:
+            return
+        items = dict(self._unsaved)
+        try:
             await self.state.set_checkpoints(self.trigger, items)
-        for shard in ended:
-            shard.checkpoint = SHARD_END
-            self._done.add(shard.info.shard_id)
-            del self.shards[shard.info.shard_id]
-            self._order.remove(shard.info.shard_id)
-            self.log.info(
-                "stream.shard_finished",
-                extra={"trigger": self.trigger, "shard": shard.info.shard_id},
+        except Exception as exc:  # kept in _unsaved: written with the next checkpoint
+            self.log.warning(
+                "stream.checkpoint_failed",
+                extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
             )
+            return
+        for key, value in items.items():
+            if self._unsaved.get(key) == value:
+                del self._unsaved[key]
+        ended = [self.shards[sid] for sid in self._ending if sid in self.shards]
+        self._ending.clear()
+        for shard in ended:
+            sid = shard.info.shard_id
+            shard.checkpoint = SHARD_END
+            self._done.add(sid)
+            del self.shards[sid]
+            self._order.remove(sid)
+            self.log.info("stream.shard_finished", extra={"trigger": self.trigger, "shard": sid})
         if ended:
             self._start_ready()
 
