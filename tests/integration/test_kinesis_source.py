@@ -70,7 +70,15 @@ async def test_several_shards_each_in_order_then_resume_from_checkpoints(
         cfg = source(moto_server, stream)
         async with trigger_harness(tmp_path, registry(), cfg, backend, batch_size=7) as h:
             await h.run_until(lambda: len(delivered(backend)) >= 60)
+            stats = h.source.stats()  # type: ignore[attr-defined]
         got = delivered(backend)
+        # One partition per shard, each checkpointed at its last record, caught up.
+        last = {}
+        for event in backend.calls:
+            for r in event["Records"]:
+                last[r["eventID"].split(":")[0]] = int(r["kinesis"]["sequenceNumber"])
+        assert {p.partition: p.committed_offset for p in stats.partitions} == last
+        assert all(p.lag_seconds == 0 for p in stats.partitions)
         assert sorted(v["i"] for v in got) == list(range(60))
         shards_seen = {e["Records"][0]["eventID"].split(":")[0] for e in backend.calls}
         assert len(shards_seen) == 3
