@@ -18,8 +18,10 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
   are logged and retried the same way after a backoff.
 - Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
-  newest sequence number that may be checkpointed; it goes to the state store under
-  `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children start).
+  newest sequence number that may be checkpointed; a writer task puts it in the state store
+  under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
+  start), coalescing what was acknowledged meanwhile, so a shard's next batch never waits for
+  the disk. A crash before a write only means those records are delivered again.
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ class ShardReader:
     _unsaved: dict[str, str | None] = field(default_factory=dict)
     #: Shards read and settled to their end whose SHARD_END is not written yet.
     _ending: set[str] = field(default_factory=set)
+    _dirty: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---- lifecycle ----
 
@@ -193,9 +196,14 @@ class ShardReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         if self._unsaved:
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(5):
-                    await self._checkpoint(set())
+                    await self._write()
+            except Exception as exc:  # the records after it are delivered again
+                self.log.warning(
+                    "stream.checkpoint_failed",
+                    extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
+                )
 
     def check(self) -> None:
         """Raise when the background task failed."""
@@ -210,11 +218,11 @@ class ShardReader:
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            tg.create_task(self._writer())
             self._start_ready()
             self._started.set()
             while True:
                 await self.clock.sleep(self.refresh_s)
-                await self._checkpoint(set())  # anything a failed write left behind
                 try:
                     self._discover(await self.api.list_shards())
                 except Exception as exc:  # task boundary: listed again next time
@@ -349,7 +357,7 @@ class ShardReader:
                     "stream.shard_read",
                     extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
                 )
-                await self._checkpoint({sid})
+                self._collect({sid})
                 return
             iterator = page.next_iterator
             if not page.records:
@@ -404,7 +412,7 @@ class ShardReader:
             if shard is not None:
                 shard.log.settle(group)
                 touched.add(sid)
-        await self._checkpoint(touched)
+        self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
         for sid, group in _by_shard(records).items():
@@ -413,11 +421,9 @@ class ShardReader:
                 shard.log.give_back(group)
         self._ready.set()
 
-    async def _checkpoint(self, shard_ids: set[str]) -> None:
-        """Move the settled prefix of these shards into the checkpoints to write, and write
-        everything not written yet. A failed write is logged and tried again with the next
-        acknowledgement or shard refresh (the pipeline's settlement never fails on it); a
-        finished shard lets its children start only once its end is written."""
+    def _collect(self, shard_ids: set[str]) -> None:
+        """Move the settled prefix of these shards into the checkpoints to write (written by
+        the writer task, coalesced: a shard's next batch does not wait for the disk)."""
         for sid in shard_ids:
             shard = self.shards.get(sid)
             if shard is None:
@@ -429,24 +435,53 @@ class ShardReader:
             elif point == SHARD_END:
                 self._unsaved[_KEY_PREFIX + sid] = SHARD_END
                 self._ending.add(sid)
+        if self._unsaved:
+            self._dirty.set()
+
+    async def _writer(self) -> None:
+        """Write collected checkpoints; a failed write is logged and tried again after a
+        backoff (the pipeline's settlement never fails on it)."""
+        backoff = Backoff(base_s=0.5, max_s=30.0)
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._write()
+                failures = 0
+            except Exception as exc:  # task boundary: kept in _unsaved, written later
+                failures += 1
+                delay = backoff.delay(failures)
+                self.log.warning(
+                    "stream.checkpoint_failed",
+                    extra={
+                        "trigger": self.trigger,
+                        "source": self.kind,
+                        "error": _describe(exc),
+                        "retry_in_s": delay,
+                    },
+                )
+                await self.clock.sleep(delay)
+                self._dirty.set()
+
+    async def _write(self) -> None:
+        """Write everything collected; a finished shard lets its children start only once
+        its end is written."""
         if not self._unsaved:
             return
         items = dict(self._unsaved)
-        try:
-            await self.state.set_checkpoints(self.trigger, items)
-        except Exception as exc:  # kept in _unsaved: written with the next checkpoint
-            self.log.warning(
-                "stream.checkpoint_failed",
-                extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
-            )
-            return
+        await self.state.set_checkpoints(self.trigger, items)
         for key, value in items.items():
             if self._unsaved.get(key) == value:
                 del self._unsaved[key]
-        ended = [self.shards[sid] for sid in self._ending if sid in self.shards]
-        self._ending.clear()
+        ended = [
+            self.shards[sid]
+            for sid in self._ending
+            if sid in self.shards and items.get(_KEY_PREFIX + sid) == SHARD_END
+        ]
         for shard in ended:
             sid = shard.info.shard_id
+            self._ending.discard(sid)
             shard.checkpoint = SHARD_END
             self._done.add(sid)
             del self.shards[sid]
