@@ -56,6 +56,8 @@ class FakeApi:
     expire_after_first_page: bool = False
     #: Sequence numbers up to this one are gone (AFTER_SEQUENCE_NUMBER before it: Trimmed).
     trimmed_upto: int = 0
+    #: Behave like servers that never return a null iterator for a closed shard.
+    keep_iterator_at_end: bool = False
     calls: list[str] = field(default_factory=list)
     _pages: int = 0
 
@@ -95,7 +97,7 @@ class FakeApi:
         recs = self.records[sid]
         page = recs[start : start + limit]
         end = start + len(page)
-        done = sid in self.closed and end >= len(recs)
+        done = sid in self.closed and end >= len(recs) and not self.keep_iterator_at_end
         return Page(list(page), None if done else f"{sid}:{end}", 0)
 
 
@@ -363,3 +365,23 @@ async def test_a_checkpoint_older_than_the_retention_goes_on_from_the_oldest_rec
         await r.stop()
     assert [x.payload["n"] for x in got] == [5, 6]
     assert "iterator s TRIM_HORIZON None" in api.calls
+
+
+async def test_a_shard_closed_after_start_lets_its_children_run_after_a_refresh(
+    store: Any,
+) -> None:
+    # A server that keeps returning an iterator at the end of a closed shard: the reader
+    # learns from the next shard listing that it closed, and ends it there.
+    api = FakeApi(records={"p": [1, 2]})
+    r = reader(api, store, Clock(), refresh_s=5.0)
+    await r.start()
+    try:
+        await consume(r, 2)
+        api.records["c"] = [3]
+        api.parents["c"] = ("p",)
+        api.closed.add("p")
+        api.keep_iterator_at_end = True
+        got = await consume(r, 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [3]

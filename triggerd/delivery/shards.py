@@ -239,7 +239,10 @@ class ShardReader:
         self._first_listing = False
         for info in listing:
             sid = info.shard_id
-            if sid in self.shards or sid in self._done:
+            if sid in self.shards:
+                self.shards[sid].info = info  # it may have closed since (ending sequence)
+                continue
+            if sid in self._done:
                 continue
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
