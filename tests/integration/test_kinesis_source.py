@@ -242,3 +242,26 @@ async def test_validate_check_names_a_missing_stream_in_one_line(moto_server: st
     await triggerd_kinesis.check(
         triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, stream)), "clicks"
     )
+
+
+async def test_filtered_out_records_are_dropped_and_checkpointed(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("p", {"kind": k, "i": i}) for i, k in enumerate("abab")])
+        backend = FakeBackend()
+        cfg = source(moto_server, stream)
+        async with trigger_harness(
+            tmp_path, registry(), cfg, backend, filters=[{"data": {"kind": ["a"]}}]
+        ) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 2)
+        assert delivered(backend) == [{"kind": "a", "i": 0}, {"kind": "a", "i": 2}]
+        # Everything was checkpointed, the dropped records too: a new run gets only news.
+        await put_json(client, stream, [("p", {"kind": "a", "i": 4})])
+        again = FakeBackend()
+        async with trigger_harness(
+            tmp_path, registry(), cfg, again, filters=[{"data": {"kind": ["a"]}}]
+        ) as h:
+            await h.run_until(lambda: len(delivered(again)) >= 1)
+        assert delivered(again) == [{"kind": "a", "i": 4}]
