@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import base64
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.delivery.streams import lane_key
 from triggerd.types import JSONDict, Record
 
 __all__ = ["Shaper", "attribute_json", "sample_event"]
@@ -76,10 +76,13 @@ class Shaper:
         if "userIdentity" in raw:  # TTL deletions
             payload["userIdentity"] = raw["userIdentity"]
         sequence = str(ddb["SequenceNumber"])
-        key = shard_id
-        if self.parallelization_factor > 1:
-            keys = orjson.dumps(image.get("Keys") or {}, option=orjson.OPT_SORT_KEYS)
-            key = f"{shard_id}#{zlib.crc32(keys) % self.parallelization_factor}"
+        factor = self.parallelization_factor
+        item = (
+            orjson.dumps(image.get("Keys") or {}, option=orjson.OPT_SORT_KEYS)
+            if factor > 1
+            else b""
+        )
+        key = lane_key(shard_id, item, factor)
         return Record(
             payload=payload,
             item_id=sequence,

@@ -5,7 +5,6 @@ milliseconds, `eventID` `<shard id>:<sequence number>`, `eventSourceARN` with a 
 from __future__ import annotations
 
 import base64
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.delivery.streams import lane_key
 from triggerd.types import JSONDict, Record
 
 __all__ = ["Shaper", "sample_event"]
@@ -52,10 +52,7 @@ class Shaper:
             "awsRegion": self.region,
             "eventSourceARN": self.stream_arn,
         }
-        key = shard_id
-        if self.parallelization_factor > 1:
-            lane = zlib.crc32(partition_key.encode()) % self.parallelization_factor
-            key = f"{shard_id}#{lane}"
+        key = lane_key(shard_id, partition_key.encode(), self.parallelization_factor)
         return Record(
             payload=payload,
             item_id=sequence,
