@@ -22,6 +22,7 @@ from bench import (
     http_backend,
     idle_rss,
     kafka,
+    kinesis,
     postgres,
     rabbitmq,
     s3_poll,
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, Runner] = {
     rabbitmq.NAME: _runner(rabbitmq),
     kafka.NAME: _runner(kafka),
     postgres.NAME: _runner(postgres),
+    kinesis.NAME: _runner(kinesis),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
 }

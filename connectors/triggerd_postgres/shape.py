@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from triggerd.delivery.streams import lane_key
 from triggerd.types import JSONDict, Record
 
 from .config import StreamViewType
@@ -112,8 +112,8 @@ class Shaper:
     def _ordering_key(self, table: Table, keys: JSONDict) -> str:
         if self.parallelization_factor == 1:
             return table.qualified
-        lane = zlib.crc32(orjson.dumps(keys, option=orjson.OPT_SORT_KEYS))
-        return f"{table.qualified}#{lane % self.parallelization_factor}"
+        item = orjson.dumps(keys, option=orjson.OPT_SORT_KEYS)
+        return lane_key(table.qualified, item, self.parallelization_factor)
 
     def change(
         self,

@@ -17,6 +17,7 @@ from bench import (
     http_backend,
     idle_rss,
     kafka,
+    kinesis,
     postgres,
     rabbitmq,
     s3_poll,
@@ -102,6 +103,16 @@ def test_kafka_reports_records_per_second_and_latency_against_the_bare_loop() ->
     rate = rows[0]
     assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
     assert by_metric["produce-to-invoke p50"].value > 0
+
+
+def test_kinesis_reports_rates_against_the_raw_loop_on_moto_and_the_fast_endpoint() -> None:
+    rows = kinesis.run(kinesis.SMOKE)
+    assert_numbers(rows, "kinesis")
+    by_metric = {r.metric: r for r in rows}
+    for server in ("moto", "fast endpoint"):
+        rate = by_metric[f"records/s, 2 shards, batch 10 ({server})"]
+        assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
+    assert "RSS growth over 1 fast rounds (MB)" in by_metric
 
 
 def test_postgres_reports_rows_per_second_and_latency_against_the_bare_loop() -> None:

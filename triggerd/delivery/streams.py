@@ -24,13 +24,24 @@ not yet checkpointed (ready, live, and settled ones behind an unsettled one).
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from triggerd.types import Clock, Record
 
-__all__ = ["ShardLog"]
+__all__ = ["ShardLog", "lane_key"]
+
+
+def lane_key(base: str, item_key: bytes, parallelization_factor: int) -> str:
+    """The ordering key of a record of stream `base` (a shard, a table) with
+    `parallelization_factor` batches in flight per stream: records with the same `item_key`
+    (a partition key, an item's primary key) always get the same lane, so they stay in order.
+    """
+    if parallelization_factor <= 1:
+        return base
+    return f"{base}#{zlib.crc32(item_key) % parallelization_factor}"
 
 
 @dataclass(eq=False, slots=True)

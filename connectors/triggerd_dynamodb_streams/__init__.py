@@ -1,0 +1,48 @@
+"""The `dynamodb_streams` source (Lambda's DynamoDB Streams event source mapping).
+
+Importing this package is cheap: aiobotocore is imported only when the source starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
+
+from .config import DynamoDBStreamsSourceConfig
+
+__all__ = ["DynamoDBStreamsSourceConfig", "check", "create", "plugin", "sample_event"]
+
+
+def create(config: Any, ctx: SourceContext) -> Source:
+    from .source import DynamoDBStreamsSource
+
+    return DynamoDBStreamsSource(plugin_config(config, DynamoDBStreamsSourceConfig), ctx)
+
+
+def sample_event(options: Mapping[str, str]) -> JSONDict:
+    from .shape import sample_event as sample
+
+    return sample(options)
+
+
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate`: the table has a stream (or the stream ARN exists) and these
+    credentials may describe it (ConfigError; RetryableError when DynamoDB cannot be
+    reached)."""
+    from contextlib import AsyncExitStack
+
+    from .client import resolve_stream
+
+    cfg = plugin_config(config, DynamoDBStreamsSourceConfig)
+    async with AsyncExitStack() as stack:
+        await resolve_stream(stack, cfg, cfg.region_or("us-east-1"), trigger)
+
+
+plugin = SourcePlugin(
+    config_model=DynamoDBStreamsSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    check=check,
+)

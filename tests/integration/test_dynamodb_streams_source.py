@@ -1,0 +1,216 @@
+"""The dynamodb_streams source against moto_server (a table with a stream) through the real
+poll pipeline (scripted function): INSERT / MODIFY / REMOVE records in Lambda's shape, the
+table name resolved to its stream, partial batch responses, a poison record to the on-failure
+destination with DDBStreamBatchInfo, and resume from the checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+import triggerd_dynamodb_streams
+from tests.fakes import FakeBackend
+from tests.integration.kinesis_support import failure_records
+from tests.integration.trigger_harness import trigger_harness
+from triggerd.config.plugins import Registry
+from triggerd.delivery.destinations import file_plugin
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@contextlib.asynccontextmanager
+async def dynamodb(endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ) as client:
+        yield client
+
+
+async def make_table(client: Any, view: str = "NEW_AND_OLD_IMAGES") -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    await client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
+    )
+    return name
+
+
+async def put(client: Any, table: str, item_id: str, value: str) -> None:
+    await client.put_item(TableName=table, Item={"id": {"S": item_id}, "v": {"S": value}})
+
+
+def registry() -> Registry:
+    reg = Registry()
+    reg.register("source", "dynamodb_streams", triggerd_dynamodb_streams.plugin)
+    reg.register("destination", "file", file_plugin)
+    return reg
+
+
+def source(endpoint: str, table: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "dynamodb_streams",
+        "stream": table,
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "poll_interval_s": 0.05,
+        **extra,
+    }
+
+
+def records(backend: FakeBackend) -> list[dict[str, Any]]:
+    return [r for event in backend.calls for r in event["Records"]]
+
+
+def values(event: dict[str, Any]) -> list[str]:
+    out = []
+    for r in event["Records"]:
+        image = r["dynamodb"].get("NewImage") or r["dynamodb"].get("OldImage")
+        out.append(image["v"]["S"])
+    return out
+
+
+async def test_insert_modify_remove_in_lambdas_shape_then_resume(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client)
+        await put(client, table, "a", "one")
+        await put(client, table, "a", "two")
+        await client.delete_item(TableName=table, Key={"id": {"S": "a"}})
+        backend = FakeBackend()
+        cfg = source(moto_server, table)
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(records(backend)) >= 3)
+        got = records(backend)
+        assert [r["eventName"] for r in got] == ["INSERT", "MODIFY", "REMOVE"]
+        insert, modify, remove = got
+        assert list(insert) == [
+            "eventID",
+            "eventName",
+            "eventVersion",
+            "eventSource",
+            "awsRegion",
+            "dynamodb",
+            "eventSourceARN",
+        ]
+        assert insert["eventSource"] == "aws:dynamodb"
+        assert insert["eventSourceARN"].startswith(
+            f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/"
+        )
+        assert insert["dynamodb"]["Keys"] == {"id": {"S": "a"}}
+        assert insert["dynamodb"]["NewImage"] == {"id": {"S": "a"}, "v": {"S": "one"}}
+        assert "OldImage" not in insert["dynamodb"]
+        assert modify["dynamodb"]["OldImage"]["v"] == {"S": "one"}
+        assert modify["dynamodb"]["NewImage"]["v"] == {"S": "two"}
+        assert remove["dynamodb"]["OldImage"]["v"] == {"S": "two"}
+        assert "NewImage" not in remove["dynamodb"]
+        assert isinstance(insert["dynamodb"]["ApproximateCreationDateTime"], int)
+        assert insert["dynamodb"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        # A new run resumes after the checkpoint: only the new change.
+        await put(client, table, "b", "three")
+        again = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, again) as h:
+            await h.run_until(lambda: len(records(again)) >= 1)
+        assert [r["eventName"] for r in records(again)] == ["INSERT"]
+        assert records(again)[0]["dynamodb"]["Keys"] == {"id": {"S": "b"}}
+
+
+async def test_partial_failure_retries_from_the_lowest_failed_sequence_number(
+    moto_server: str, tmp_path: Path
+) -> None:
+    failed: set[str] = set()
+
+    def respond(event: dict[str, Any]) -> Any:
+        for rec, value in zip(event["Records"], values(event), strict=True):
+            if value == "v2" and "v2" not in failed:
+                failed.add("v2")
+                return {
+                    "batchItemFailures": [{"itemIdentifier": rec["dynamodb"]["SequenceNumber"]}]
+                }
+        return None
+
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client)
+        for i in range(5):
+            await put(client, table, f"k{i}", f"v{i}")
+        backend = FakeBackend(respond)
+        async with trigger_harness(
+            tmp_path,
+            registry(),
+            source(moto_server, table),
+            backend,
+            report_batch_item_failures=True,
+            retry_base_delay_s=0.05,
+        ) as h:
+            await h.run_until(lambda: h.succeeded >= 5)
+    assert [values(e) for e in backend.calls] == [
+        ["v0", "v1", "v2", "v3", "v4"],
+        ["v2", "v3", "v4"],
+    ]
+
+
+async def test_poison_record_goes_to_the_destination_with_ddb_stream_batch_info(
+    moto_server: str, tmp_path: Path
+) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if "poison" in values(event):
+            raise ValueError("poison")
+        return None
+
+    dlq = tmp_path / "dlq.jsonl"
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client, view="NEW_IMAGE")
+        for v in ("ok1", "ok2", "poison", "ok3"):
+            await put(client, table, v, v)
+        backend = FakeBackend(respond)
+        async with trigger_harness(
+            tmp_path,
+            registry(),
+            source(moto_server, table),
+            backend,
+            bisect_batch_on_function_error=True,
+            maximum_retry_attempts=0,
+            on_failure={"type": "file", "path": str(dlq)},
+        ) as h:
+            await h.run_until(lambda: h.succeeded >= 3 and bool(failure_records(dlq)))
+    [failure] = failure_records(dlq)
+    info = failure["DDBStreamBatchInfo"]
+    assert info["batchSize"] == 1
+    assert info["startSequenceNumber"] == info["endSequenceNumber"]
+    assert info["streamArn"].startswith(f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/")
+    assert info["shardId"].startswith("shardId-")
+    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert failure["payload"]["Records"][0]["dynamodb"]["NewImage"]["v"] == {"S": "poison"}
+
+
+async def test_a_table_without_a_stream_is_a_one_line_config_error(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with dynamodb(moto_server) as client:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        await client.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    from triggerd.types import ConfigError
+
+    with pytest.raises(ConfigError, match="has no stream enabled"):
+        async with trigger_harness(tmp_path, registry(), source(moto_server, name), FakeBackend()):
+            pass

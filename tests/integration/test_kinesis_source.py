@@ -1,0 +1,271 @@
+"""The kinesis source against moto_server through the real poll pipeline (scripted function):
+Lambda's record shape, several shards in order per shard, checkpoints after success and resume
+from them, partial batch responses, bisect, a poison record to the on-failure destination with
+KinesisBatchInfo, parallelization by partition key and LATEST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeBackend
+from tests.integration.kinesis_support import (
+    data_of,
+    failure_records,
+    kinesis_client,
+    make_stream,
+    put_json,
+    registry,
+    source,
+)
+from tests.integration.trigger_harness import trigger_harness
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def delivered(backend: FakeBackend) -> list[Any]:
+    return [v for event in backend.calls for v in data_of(event)]
+
+
+async def test_records_arrive_in_lambdas_kinesis_shape(moto_server: str, tmp_path: Path) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        seqs = await put_json(client, stream, [("user-1", {"n": 1})])
+        backend = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), source(moto_server, stream), backend) as h:
+            await h.run_until(lambda: len(backend.calls) >= 1)
+    rec = backend.calls[0]["Records"][0]
+    arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    assert list(rec) == [
+        "kinesis",
+        "eventSource",
+        "eventVersion",
+        "eventID",
+        "eventName",
+        "invokeIdentityArn",
+        "awsRegion",
+        "eventSourceARN",
+    ]
+    assert rec["kinesis"]["partitionKey"] == "user-1"
+    assert rec["kinesis"]["sequenceNumber"] == seqs[0]
+    assert rec["kinesis"]["kinesisSchemaVersion"] == "1.0"
+    assert isinstance(rec["kinesis"]["approximateArrivalTimestamp"], float)
+    assert rec["eventID"] == f"shardId-000000000000:{seqs[0]}"
+    assert rec["eventSourceARN"] == arn
+    assert rec["eventName"] == "aws:kinesis:record"
+    assert rec["invokeIdentityArn"] == "arn:aws:iam::123456789012:role/triggerd"
+    assert data_of(backend.calls[0]) == [{"n": 1}]
+
+
+async def test_several_shards_each_in_order_then_resume_from_checkpoints(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client, shards=3)
+        items = [(f"k{i % 7}", {"k": f"k{i % 7}", "i": i}) for i in range(60)]
+        await put_json(client, stream, items)
+        backend = FakeBackend()
+        cfg = source(moto_server, stream)
+        async with trigger_harness(tmp_path, registry(), cfg, backend, batch_size=7) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 60)
+            stats = h.source.stats()  # type: ignore[attr-defined]
+        got = delivered(backend)
+        # One partition per shard, each checkpointed at its last record, caught up.
+        last = {}
+        for event in backend.calls:
+            for r in event["Records"]:
+                last[r["eventID"].split(":")[0]] = int(r["kinesis"]["sequenceNumber"])
+        assert {p.partition: p.committed_offset for p in stats.partitions} == last
+        assert all(p.lag_seconds == 0 for p in stats.partitions)
+        assert sorted(v["i"] for v in got) == list(range(60))
+        shards_seen = {e["Records"][0]["eventID"].split(":")[0] for e in backend.calls}
+        assert len(shards_seen) == 3
+        for event in backend.calls:  # a batch holds one shard's records
+            assert len({r["eventID"].split(":")[0] for r in event["Records"]}) == 1
+        for key in {k for k, _ in items}:  # per partition key (one shard each): in order
+            order = [v["i"] for v in got if v["k"] == key]
+            assert order == sorted(order)
+        # A new run of the trigger resumes after the checkpoints: only the new records.
+        await put_json(client, stream, [("k1", {"k": "k1", "i": 60}), ("k2", {"k": "k2", "i": 61})])
+        again = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, again) as h:
+            await h.run_until(lambda: len(delivered(again)) >= 2)
+        assert sorted(v["i"] for v in delivered(again)) == [60, 61]
+
+
+async def test_partial_batch_failure_retries_from_the_lowest_failed_record(
+    moto_server: str, tmp_path: Path
+) -> None:
+    failed_once: set[int] = set()
+
+    def respond(event: dict[str, Any]) -> Any:
+        for rec, value in zip(event["Records"], data_of(event), strict=True):
+            if value["i"] == 3 and 3 not in failed_once:
+                failed_once.add(3)
+                return {"batchItemFailures": [{"itemIdentifier": rec["kinesis"]["sequenceNumber"]}]}
+        return {"batchItemFailures": []}
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("p", {"i": i}) for i in range(6)])
+        backend = FakeBackend(respond)
+        async with trigger_harness(
+            tmp_path,
+            registry(),
+            source(moto_server, stream),
+            backend,
+            batch_size=10,
+            report_batch_item_failures=True,
+            retry_base_delay_s=0.05,
+        ) as h:
+            await h.run_until(lambda: h.succeeded >= 6)
+    batches = [[v["i"] for v in data_of(e)] for e in backend.calls]
+    assert batches[0] == [0, 1, 2, 3, 4, 5]
+    assert batches[1] == [3, 4, 5]  # from the failed record on, nothing before it again
+    assert len(batches) == 2
+
+
+async def test_poison_record_bisected_to_the_destination_with_kinesis_batch_info(
+    moto_server: str, tmp_path: Path
+) -> None:
+    def respond(event: dict[str, Any]) -> Any:
+        if {"i": 4} in data_of(event):
+            raise ValueError("poison")
+        return None
+
+    dlq = tmp_path / "dlq.jsonl"
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        seqs = await put_json(client, stream, [("p", {"i": i}) for i in range(8)])
+        backend = FakeBackend(respond)
+        async with trigger_harness(
+            tmp_path,
+            registry(),
+            source(moto_server, stream),
+            backend,
+            batch_size=8,
+            bisect_batch_on_function_error=True,
+            maximum_retry_attempts=1,
+            retry_base_delay_s=0.05,
+            on_failure={"type": "file", "path": str(dlq)},
+        ) as h:
+            await h.run_until(lambda: h.succeeded >= 7 and bool(failure_records(dlq)))
+    succeeded = sorted(
+        v["i"] for e in backend.calls for v in data_of(e) if {"i": 4} not in data_of(e)
+    )
+    assert set(succeeded) == {0, 1, 2, 3, 5, 6, 7}
+    [failure] = failure_records(dlq)
+    info = failure["KinesisBatchInfo"]
+    assert info["shardId"] == "shardId-000000000000"
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == seqs[4]
+    assert info["batchSize"] == 1
+    assert info["streamArn"] == f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    assert info["approximateArrivalOfFirstRecord"].endswith("Z")
+    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
+
+
+async def test_parallelization_factor_keeps_each_partition_key_in_order(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        items = [(f"key-{i % 5}", {"k": i % 5, "i": i}) for i in range(50)]
+        await put_json(client, stream, items)
+        backend = FakeBackend(delay_s=0.02)
+        async with trigger_harness(
+            tmp_path,
+            registry(),
+            source(moto_server, stream, parallelization_factor=4),
+            backend,
+            batch_size=5,
+        ) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 50)
+    got = delivered(backend)
+    assert sorted(v["i"] for v in got) == list(range(50))
+    for k in range(5):
+        order = [v["i"] for v in got if v["k"] == k]
+        assert order == sorted(order)
+    assert backend.max_concurrent > 1  # batches of one shard ran side by side
+
+
+async def test_latest_skips_what_was_there_before_start(moto_server: str, tmp_path: Path) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("p", {"i": 0})])
+        backend = FakeBackend()
+        async with trigger_harness(
+            tmp_path, registry(), source(moto_server, stream, starting_position="LATEST"), backend
+        ) as h:
+            await put_json(client, stream, [("p", {"i": 1})])
+            await h.run_until(lambda: len(delivered(backend)) >= 1)
+    assert delivered(backend) == [{"i": 1}]
+
+
+async def test_at_timestamp_starts_at_records_arrived_from_then_on(
+    moto_server: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import time
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("p", {"i": 0})])
+        await asyncio.sleep(1.1)
+        since = time.time()
+        await put_json(client, stream, [("p", {"i": 1}), ("p", {"i": 2})])
+        backend = FakeBackend()
+        cfg = source(
+            moto_server,
+            stream,
+            starting_position="AT_TIMESTAMP",
+            starting_position_timestamp=since - 0.5,
+        )
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 2)
+    assert delivered(backend) == [{"i": 1}, {"i": 2}]
+
+
+async def test_validate_check_names_a_missing_stream_in_one_line(moto_server: str) -> None:
+    import triggerd_kinesis
+    from triggerd.types import ConfigError
+
+    config = triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, "nope-none"))
+    with pytest.raises(ConfigError) as info:
+        await triggerd_kinesis.check(config, "clicks")
+    assert info.value.problems == [
+        "trigger 'clicks': source.stream nope-none: ResourceNotFoundException"
+    ]
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+    await triggerd_kinesis.check(
+        triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, stream)), "clicks"
+    )
+
+
+async def test_filtered_out_records_are_dropped_and_checkpointed(
+    moto_server: str, tmp_path: Path
+) -> None:
+    from triggerd.state.sqlite import SQLiteStateStore
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        seqs = await put_json(
+            client, stream, [("p", {"kind": k, "i": i}) for i, k in enumerate("abab")]
+        )
+        backend = FakeBackend()
+        cfg = source(moto_server, stream)
+        async with trigger_harness(
+            tmp_path, registry(), cfg, backend, filters=[{"data": {"kind": ["a"]}}]
+        ) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 2)
+    assert delivered(backend) == [{"kind": "a", "i": 0}, {"kind": "a", "i": 2}]
+    # The checkpoint is past the last record, a dropped one: it is not read again.
+    state = SQLiteStateStore(str(tmp_path / "state-t.db"))
+    await state.open()
+    try:
+        saved = await state.list_checkpoints("t", "shard:")
+    finally:
+        await state.close()
+    assert saved == {"shard:shardId-000000000000": seqs[3]}

@@ -1,0 +1,387 @@
+"""The shard reader shared by the Kinesis and DynamoDB Streams sources, against a scripted
+Kinesis-like API: children of a split or merge start only after their parents are finished
+(checkpointed at their end), throttling backs off without losing or repeating a record, an
+expired iterator is replaced just after the last record read, and a new reader resumes after
+the checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from triggerd.delivery.shards import (
+    SHARD_END,
+    IteratorExpired,
+    Page,
+    ShardInfo,
+    ShardReader,
+    Throttled,
+    Trimmed,
+)
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import Record
+
+
+class Clock:
+    """Fake time that moves on when someone sleeps; sleeping still yields to the loop."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+        await asyncio.sleep(0.001)
+
+
+@dataclass
+class FakeApi:
+    """Shards of integer sequence numbers; an iterator is `shard:index`."""
+
+    records: dict[str, list[int]]
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+    throttle: int = 0
+    expire_after_first_page: bool = False
+    #: Sequence numbers up to this one are gone (AFTER_SEQUENCE_NUMBER before it: Trimmed).
+    trimmed_upto: int = 0
+    #: Behave like servers that never return a null iterator for a closed shard.
+    keep_iterator_at_end: bool = False
+    calls: list[str] = field(default_factory=list)
+    _pages: int = 0
+
+    async def list_shards(self) -> list[ShardInfo]:
+        return [
+            ShardInfo(
+                sid,
+                self.parents.get(sid, ()),
+                str(max(recs, default=0)) if sid in self.closed else None,
+            )
+            for sid, recs in self.records.items()
+        ]
+
+    async def iterator(
+        self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
+    ) -> str:
+        recs = self.records[shard_id]
+        self.calls.append(f"iterator {shard_id} {kind} {sequence}")
+        if kind == "TRIM_HORIZON":
+            return f"{shard_id}:0"
+        if kind == "LATEST":
+            return f"{shard_id}:{len(recs)}"
+        assert kind == "AFTER_SEQUENCE_NUMBER" and sequence is not None
+        if int(sequence) < self.trimmed_upto:
+            raise Trimmed("TrimmedDataAccessException")
+        return f"{shard_id}:{sum(1 for r in recs if r <= int(sequence))}"
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        if self.throttle:
+            self.throttle -= 1
+            raise Throttled("ProvisionedThroughputExceededException")
+        self._pages += 1
+        if self.expire_after_first_page and self._pages == 2:
+            raise IteratorExpired("ExpiredIteratorException")
+        sid, _, index = iterator.partition(":")
+        start = int(index)
+        recs = self.records[sid]
+        page = recs[start : start + limit]
+        end = start + len(page)
+        done = sid in self.closed and end >= len(recs) and not self.keep_iterator_at_end
+        return Page(list(page), None if done else f"{sid}:{end}", 0)
+
+
+def shape(raw: Any, shard_id: str) -> Record:
+    return Record(payload={"n": raw, "shard": shard_id}, item_id=str(raw), size=10, created_at=0.0)
+
+
+@pytest.fixture
+async def store(tmp_path: Any) -> Any:
+    state = SQLiteStateStore(str(tmp_path / "state.db"))
+    await state.open()
+    yield state
+    await state.close()
+
+
+def reader(api: FakeApi, store: Any, clock: Clock, **kw: Any) -> ShardReader:
+    return ShardReader(
+        api=api,
+        shape=shape,
+        state=store,
+        clock=clock,
+        log=logging.getLogger("test.shards"),
+        trigger="t",
+        page_limit=2,
+        poll_interval_s=1.0,
+        **kw,
+    )
+
+
+async def consume(r: ShardReader, count: int) -> list[Record]:
+    """Take and acknowledge records until `count` came (or a bounded number of rounds)."""
+    got: list[Record] = []
+    for _ in range(2000):
+        r.check()
+        batch = r.take(100)
+        if batch:
+            got += batch
+            await r.ack(batch)
+        if len(got) >= count:
+            return got
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"only {len(got)} of {count} records came")
+
+
+async def test_children_start_only_after_their_parents_finished(store: Any) -> None:
+    # shard-0 split into shard-1 and shard-2, which were merged into shard-3.
+    api = FakeApi(
+        records={
+            "shard-0": [1, 2, 3, 4, 5],
+            "shard-1": [10, 11],
+            "shard-2": [20, 21, 22],
+            "shard-3": [30],
+        },
+        parents={
+            "shard-1": ("shard-0",),
+            "shard-2": ("shard-0",),
+            "shard-3": ("shard-1", "shard-2"),
+        },
+        closed={"shard-0", "shard-1", "shard-2"},
+    )
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        assert r.shard_state() == {
+            "shard-0": "reading",
+            "shard-1": "waiting for parents",
+            "shard-2": "waiting for parents",
+            "shard-3": "waiting for parents",
+        }
+        got = await consume(r, 11)
+    finally:
+        await r.stop()
+    order = [rec.payload["n"] for rec in got]
+    assert sorted(order) == [1, 2, 3, 4, 5, 10, 11, 20, 21, 22, 30]
+    pos = {n: i for i, n in enumerate(order)}
+    assert max(pos[n] for n in (1, 2, 3, 4, 5)) < min(pos[n] for n in (10, 11, 20, 21, 22))
+    assert max(pos[n] for n in (10, 11, 20, 21, 22)) < pos[30]
+    saved = await store.list_checkpoints("t", "shard:")
+    assert saved["shard:shard-0"] == saved["shard:shard-1"] == saved["shard:shard-2"] == SHARD_END
+
+
+async def test_a_child_waits_while_its_parents_last_record_is_unacknowledged(store: Any) -> None:
+    api = FakeApi(records={"p": [1], "c": [2]}, parents={"c": ("p",)}, closed={"p"})
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        first: list[Record] = []
+        for _ in range(200):
+            first += r.take(10)
+            if first:
+                break
+            await asyncio.sleep(0.001)
+        for _ in range(50):  # the parent's record is out, not acknowledged: c must not start
+            await asyncio.sleep(0.001)
+            assert r.take(10) == []
+        assert r.shard_state()["c"] == "waiting for parents"
+        await r.ack(first)
+        got = await consume(r, 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in first + got] == [1, 2]
+
+
+async def test_throttling_backs_off_and_loses_nothing(store: Any) -> None:
+    api = FakeApi(records={"s": [1, 2, 3, 4, 5]}, throttle=4)
+    clock = Clock()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        got = await consume(r, 5)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [1, 2, 3, 4, 5]
+    assert api.throttle == 0
+    assert clock.slept >= 0.2 + 0.4 + 0.8  # exponential backoff before reading again
+
+
+async def test_an_expired_iterator_is_renewed_after_the_last_record_read(store: Any) -> None:
+    api = FakeApi(records={"s": [1, 2, 3, 4, 5]}, expire_after_first_page=True)
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 5)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [1, 2, 3, 4, 5]  # no gap, no repeat
+    assert "iterator s AFTER_SEQUENCE_NUMBER 2" in api.calls
+
+
+async def test_a_new_reader_resumes_after_the_checkpoint(store: Any) -> None:
+    api = FakeApi(records={"s": [1, 2, 3]})
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        await consume(r, 3)
+    finally:
+        await r.stop()
+    api.records["s"] += [4, 5]
+    again = reader(api, store, Clock())
+    await again.start()
+    try:
+        got = await consume(again, 2)
+    finally:
+        await again.stop()
+    assert [x.payload["n"] for x in got] == [4, 5]
+    assert api.calls[-1] == "iterator s AFTER_SEQUENCE_NUMBER 3"
+
+
+async def test_latest_at_the_first_start_skips_closed_shards_and_old_records(store: Any) -> None:
+    api = FakeApi(records={"old": [1, 2], "new": [3, 4]}, parents={"new": ("old",)}, closed={"old"})
+    r = reader(api, store, Clock(), starting_position="LATEST")
+    await r.start()
+    try:
+        api.records["new"].append(5)
+        got = await consume(r, 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [5]
+    assert "old" not in r.shard_state()
+
+
+async def test_iterator_age_per_shard_is_the_oldest_unprocessed_record(store: Any) -> None:
+    api = FakeApi(records={"s": [1, 2]})
+    clock = Clock()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        for _ in range(200):
+            if r.take(1):
+                break
+            await asyncio.sleep(0.001)
+        clock.now += 30
+        [part] = r.stats().partitions
+    finally:
+        await r.stop()
+    assert part.partition == "s"
+    assert part.lag_seconds >= 30  # record created at 0: far older than now
+
+
+class _ThrottlingClient:
+    """A Kinesis client whose GetRecords raises AWS's errors before it answers."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+
+    async def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        if self.errors:
+            code = self.errors.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "GetRecords")
+        return {"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("ProvisionedThroughputExceededException", Throttled),
+        ("LimitExceededException", Throttled),
+        ("ExpiredIteratorException", IteratorExpired),
+    ],
+)
+async def test_kinesis_api_maps_aws_errors_to_the_readers_policy(
+    code: str, expected: type[Exception]
+) -> None:
+    from triggerd_kinesis.client import KinesisApi
+
+    api = KinesisApi(_ThrottlingClient([code]), "arn:aws:kinesis:us-east-1:1:stream/s")
+    with pytest.raises(expected):
+        await api.get_records("it", 10)
+    page = await api.get_records("it", 10)
+    assert page.next_iterator == "next"
+
+
+async def test_dynamodb_streams_api_maps_throttling_too() -> None:
+    from triggerd_dynamodb_streams.client import StreamsApi
+
+    api = StreamsApi(_ThrottlingClient(["ProvisionedThroughputExceededException"]), "arn")
+    with pytest.raises(Throttled):
+        await api.get_records("it", 10)
+
+
+class FlakyStore:
+    """A state store whose checkpoint writes fail `failures` times first."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def set_checkpoints(self, scope: str, items: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        await self.inner.set_checkpoints(scope, items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_failed_checkpoint_write_is_retried_and_never_fails_the_ack(store: Any) -> None:
+    api = FakeApi(records={"p": [1, 2], "c": [3]}, parents={"c": ("p",)}, closed={"p"})
+    flaky = FlakyStore(store, failures=2)
+    r = reader(api, flaky, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 3)
+    finally:
+        await r.stop()
+    # The parent's end was written after the failures, then its child was read.
+    assert [x.payload["n"] for x in got] == [1, 2, 3]
+    saved = await store.list_checkpoints("t", "shard:")
+    assert saved == {"shard:p": SHARD_END, "shard:c": "3"}
+
+
+async def test_a_checkpoint_older_than_the_retention_goes_on_from_the_oldest_record(
+    store: Any,
+) -> None:
+    await store.set_checkpoints("t", {"shard:s": "2"})
+    api = FakeApi(records={"s": [5, 6]}, trimmed_upto=5)
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [5, 6]
+    assert "iterator s TRIM_HORIZON None" in api.calls
+
+
+async def test_a_shard_closed_after_start_lets_its_children_run_after_a_refresh(
+    store: Any,
+) -> None:
+    # A server that keeps returning an iterator at the end of a closed shard: the reader
+    # learns from the next shard listing that it closed, and ends it there.
+    api = FakeApi(records={"p": [1, 2]})
+    r = reader(api, store, Clock(), refresh_s=5.0)
+    await r.start()
+    try:
+        await consume(r, 2)
+        api.records["c"] = [3]
+        api.parents["c"] = ("p",)
+        api.closed.add("p")
+        api.keep_iterator_at_end = True
+        got = await consume(r, 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [3]

@@ -1,0 +1,614 @@
+"""Reading a sharded log (Kinesis Data Streams, DynamoDB Streams) through its polling API:
+one implementation of shard discovery, resharding order, iterators, throttling and checkpoints
+for every such source; a connector supplies the API calls (`ShardApi`) and the record shape.
+
+- Discovery: the shard list is read at start and every `refresh_s`. A shard is read only
+  after all its parents are finished (checkpointed at their end) or gone from the list (trimmed
+  away), so a key's records stay in order across splits and merges.
+- Starting point of a shard without a checkpoint: the configured `starting_position` for the
+  shards found at the first start (with LATEST, shards already closed then have nothing new
+  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
+  as AWS does.
+- Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
+  only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
+  shard about once a second), and marks the shard's end when the API says it is closed and
+  read to the end.
+- Errors: throttling (`Throttled`) backs off exponentially and retries the same iterator; an
+  expired iterator (`IteratorExpired`) is replaced by one just after the last record read (or
+  from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
+  are logged and retried the same way after a backoff.
+- Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
+  newest sequence number that may be checkpointed; a writer task puts it in the state store
+  under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
+  start), coalescing what was acknowledged meanwhile, so a shard's next batch never waits for
+  the disk. A crash before a write only means those records are delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from triggerd.config.streams import StartingPosition
+from triggerd.delivery.failures import stream_batch_info
+from triggerd.delivery.retry import Backoff
+from triggerd.delivery.streams import ShardLog
+from triggerd.state.base import StateStore
+from triggerd.types import (
+    BaseSource,
+    Clock,
+    JSONDict,
+    PartitionStats,
+    Record,
+    SourceContext,
+    SourceStats,
+)
+
+__all__ = [
+    "SHARD_END",
+    "IteratorExpired",
+    "Page",
+    "ShardApi",
+    "ShardInfo",
+    "ShardReader",
+    "ShardedSource",
+    "StartingPosition",
+    "Throttled",
+    "Trimmed",
+]
+
+#: Checkpoint value of a shard read to its end.
+SHARD_END = "SHARD_END"
+_KEY_PREFIX = "shard:"
+
+
+class Throttled(Exception):
+    """The API refused the call for now (ProvisionedThroughputExceeded, LimitExceeded)."""
+
+
+class Trimmed(Exception):
+    """The position asked for is older than the stream keeps (TrimmedDataAccessException):
+    the records there are gone upstream."""
+
+
+class IteratorExpired(Exception):
+    """The shard iterator is no longer valid (ExpiredIteratorException)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    #: Set when the shard is closed (split or merged away): its last sequence number.
+    ending_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    records: list[Any]
+    #: None when the shard is closed and read to its end.
+    next_iterator: str | None
+    millis_behind: int | None = None
+
+
+class ShardApi(Protocol):
+    """The polling calls of a Kinesis-like API, errors mapped to `Throttled` and
+    `IteratorExpired`."""
+
+    async def list_shards(self) -> list[ShardInfo]: ...
+
+    async def iterator(
+        self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
+    ) -> str:
+        """A shard iterator of `kind` (TRIM_HORIZON, LATEST, AT_TIMESTAMP,
+        AFTER_SEQUENCE_NUMBER)."""
+        ...
+
+    async def get_records(self, iterator: str, limit: int) -> Page: ...
+
+
+#: Turns one raw API record of a shard into a Record (item_id = its sequence number).
+Shape = Callable[[Any, str], Record]
+
+
+@dataclass(eq=False)
+class _Shard:
+    info: ShardInfo
+    log: ShardLog
+    #: Sequence number checkpointed (or SHARD_END); None before the first checkpoint.
+    checkpoint: str | None
+    #: Sequence number of the last record read (None when nothing was read yet).
+    last_read: str | None = None
+    #: The first iterator's kind when there is no checkpoint.
+    start_kind: str = "TRIM_HORIZON"
+    millis_behind: int | None = None
+    task: asyncio.Task[None] | None = None
+    #: An iterator taken before the shard's task started (LATEST at start).
+    iterator: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+
+@dataclass(eq=False)
+class ShardReader:
+    api: ShardApi
+    shape: Shape
+    state: StateStore
+    clock: Clock
+    log: logging.Logger
+    trigger: str
+    starting_position: StartingPosition = "TRIM_HORIZON"
+    starting_timestamp: float | None = None
+    #: Records asked for per GetRecords call.
+    page_limit: int = 1000
+    poll_interval_s: float = 1.0
+    refresh_s: float = 60.0
+    #: Records held in memory per shard (read, not checkpointed yet).
+    read_ahead: int = 10_000
+    redeliver_delay_s: float = 1.0
+    kind: str = "stream"
+    shards: dict[str, _Shard] = field(default_factory=dict)
+    #: Shards seen finished (checkpointed at their end, or gone from the list).
+    _done: set[str] = field(default_factory=set)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _tg: asyncio.TaskGroup | None = None
+    _runner: asyncio.Task[None] | None = None
+    _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _first_listing: bool = True
+    _order: list[str] = field(default_factory=list)
+    _saved: dict[str, str] = field(default_factory=dict)
+    _gone: set[str] = field(default_factory=set)
+    #: Checkpoints (state-store key -> value) not written yet.
+    _unsaved: dict[str, str | None] = field(default_factory=dict)
+    #: Shards read and settled to their end whose SHARD_END is not written yet.
+    _ending: set[str] = field(default_factory=set)
+    _dirty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """List the shards once (errors go to the caller), then run in the background."""
+        listing = await self.api.list_shards()
+        saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
+        self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
+        self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
+        self._discover(listing)
+        for shard in self.shards.values():
+            # LATEST means "from now on": take the iterator now, not when the task runs.
+            if shard.start_kind == "LATEST" and shard.checkpoint is None:
+                shard.iterator = await self.api.iterator(
+                    shard.info.shard_id, "LATEST", sequence=None, timestamp=None
+                )
+        self._runner = asyncio.create_task(self._run(), name=f"shards-{self.trigger}")
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if self._unsaved:
+            try:
+                async with asyncio.timeout(5):
+                    await self._write()
+            except Exception as exc:  # the records after it are delivered again
+                self.log.warning(
+                    "stream.checkpoint_failed",
+                    extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
+                )
+
+    def check(self) -> None:
+        """Raise when the background task failed."""
+        runner = self._runner
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise RuntimeError(
+                    f"{self.kind} reader of trigger {self.trigger!r} failed"
+                ) from exc
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            tg.create_task(self._writer())
+            self._start_ready()
+            self._started.set()
+            while True:
+                await self.clock.sleep(self.refresh_s)
+                try:
+                    self._discover(await self.api.list_shards())
+                except Exception as exc:  # task boundary: listed again next time
+                    self.log.warning(
+                        "stream.list_shards_failed",
+                        extra={"trigger": self.trigger, "error": _describe(exc)},
+                    )
+
+    # ---- discovery and order ----
+
+    def _discover(self, listing: Sequence[ShardInfo]) -> None:
+        listed = {s.shard_id for s in listing}
+        first = self._first_listing
+        self._first_listing = False
+        for info in listing:
+            sid = info.shard_id
+            if sid in self.shards:
+                self.shards[sid].info = info  # it may have closed since (ending sequence)
+                continue
+            if sid in self._done:
+                continue
+            checkpoint = self._saved.get(sid)
+            kind = "TRIM_HORIZON"
+            if first:
+                kind = self.starting_position
+                if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
+                    self._done.add(sid)  # closed before we started: nothing new will come
+                    continue
+            log = ShardLog(
+                self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
+            )
+            self.shards[sid] = _Shard(info, log, checkpoint, start_kind=kind)
+            self._order.append(sid)
+        # Parents that are no longer listed were trimmed away: nothing left to wait for.
+        self._gone = {p for s in self.shards.values() for p in s.info.parents if p not in listed}
+        self._start_ready()
+
+    def _parents_done(self, shard: _Shard) -> bool:
+        return all(
+            p in self._done or (p not in self.shards and p in self._gone)
+            for p in shard.info.parents
+        )
+
+    def _start_ready(self) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        for shard in self.shards.values():
+            if shard.task is None and not shard.finished and self._parents_done(shard):
+                shard.task = tg.create_task(self._read_shard(shard))
+
+    # ---- reading ----
+
+    async def _first_iterator(self, shard: _Shard) -> str:
+        sid = shard.info.shard_id
+        after = shard.last_read or shard.checkpoint
+        if after is not None:
+            try:
+                return await self.api.iterator(
+                    sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
+                )
+            except Trimmed:
+                # The stream no longer keeps the records after our position (the daemon was
+                # stopped for longer than the retention): go on from the oldest one kept.
+                self.log.error(
+                    "stream.records_trimmed",
+                    extra={
+                        "trigger": self.trigger,
+                        "source": self.kind,
+                        "shard": sid,
+                        "after": after,
+                    },
+                )
+                return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
+        timestamp = self.starting_timestamp if shard.start_kind == "AT_TIMESTAMP" else None
+        return await self.api.iterator(sid, shard.start_kind, sequence=None, timestamp=timestamp)
+
+    async def _read_shard(self, shard: _Shard) -> None:
+        sid = shard.info.shard_id
+        backoff = Backoff(base_s=0.2, max_s=10.0)
+        failures = 0
+        iterator, shard.iterator = shard.iterator, None
+        while True:
+            if not shard.log.has_room():
+                self._ready.set()
+                await self.clock.sleep(min(self.poll_interval_s, 0.05))
+                continue
+            try:
+                if iterator is None:
+                    iterator = await self._first_iterator(shard)
+                page = await self.api.get_records(iterator, self.page_limit)
+            except Throttled:
+                failures += 1
+                self.log.info(
+                    "stream.throttled",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                await self.clock.sleep(backoff.delay(failures))
+                continue
+            except (IteratorExpired, Trimmed):
+                self.log.info(
+                    "stream.iterator_expired",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                iterator = None
+                continue
+            except Exception as exc:  # task boundary: a fresh iterator after a backoff
+                failures += 1
+                delay = backoff.delay(failures)
+                self.log.warning(
+                    "stream.read_failed",
+                    extra={
+                        "trigger": self.trigger,
+                        "shard": sid,
+                        "error": _describe(exc),
+                        "retry_in_s": delay,
+                    },
+                )
+                iterator = None
+                await self.clock.sleep(delay)
+                continue
+            failures = 0
+            shard.millis_behind = page.millis_behind
+            for raw in page.records:
+                record = self.shape(raw, sid)
+                record.handle = sid
+                shard.log.append(record)
+                shard.last_read = record.item_id
+            if page.records:
+                self._ready.set()
+            if self._at_end(shard, page):
+                shard.log.mark(SHARD_END)
+                self._ready.set()
+                self.log.info(
+                    "stream.shard_read",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                self._collect({sid})
+                return
+            iterator = page.next_iterator
+            if not page.records:
+                await self.clock.sleep(self.poll_interval_s)
+
+    @staticmethod
+    def _at_end(shard: _Shard, page: Page) -> bool:
+        if page.next_iterator is None:
+            return True
+        # A closed shard read up to its ending sequence number (some servers keep returning
+        # an iterator at the end of a closed shard instead of none).
+        ending = shard.info.ending_sequence
+        if ending is None or page.records:
+            return False
+        last = shard.last_read or shard.checkpoint or "0"
+        return _seq(last) >= _seq(ending)
+
+    # ---- handing out and settling ----
+
+    def take(self, limit: int) -> list[Record]:
+        """Up to `limit` records ready to hand out, from the shards in turn. Resets the
+        "something is ready" signal first, so a read that lands after this call wakes
+        `wait_ready`."""
+        self._ready.clear()
+        out: list[Record] = []
+        order = self._order
+        for i in range(len(order)):
+            shard = self.shards.get(order[i])
+            if shard is None:
+                continue
+            out += shard.log.take(limit - len(out))
+            if len(out) >= limit:
+                # Start with the next shard next time, so no shard starves the others.
+                self._order = order[i + 1 :] + order[: i + 1]
+                break
+        return out
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until a shard read something (or a record given back may be handed out)."""
+        held = [s.log.waiting_until() for s in self.shards.values()]
+        until = [h for h in held if h is not None]
+        wait = timeout_s
+        if until:
+            wait = min(wait, max(0.0, min(until) - self.clock.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        touched: set[str] = set()
+        for sid, group in _by_shard(records).items():
+            shard = self.shards.get(sid)
+            if shard is not None:
+                shard.log.settle(group)
+                touched.add(sid)
+        self._collect(touched)
+
+    def nack(self, records: Sequence[Record]) -> None:
+        for sid, group in _by_shard(records).items():
+            shard = self.shards.get(sid)
+            if shard is not None:
+                shard.log.give_back(group)
+        self._ready.set()
+
+    def _collect(self, shard_ids: set[str]) -> None:
+        """Move the settled prefix of these shards into the checkpoints to write (written by
+        the writer task, coalesced: a shard's next batch does not wait for the disk)."""
+        for sid in shard_ids:
+            shard = self.shards.get(sid)
+            if shard is None:
+                continue
+            point = shard.log.checkpoint()
+            if isinstance(point, Record):
+                self._unsaved[_KEY_PREFIX + sid] = point.item_id
+                shard.checkpoint = point.item_id
+            elif point == SHARD_END:
+                self._unsaved[_KEY_PREFIX + sid] = SHARD_END
+                self._ending.add(sid)
+        if self._unsaved:
+            self._dirty.set()
+
+    async def _writer(self) -> None:
+        """Write collected checkpoints; a failed write is logged and tried again after a
+        backoff (the pipeline's settlement never fails on it)."""
+        backoff = Backoff(base_s=0.5, max_s=30.0)
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._write()
+                failures = 0
+            except Exception as exc:  # task boundary: kept in _unsaved, written later
+                failures += 1
+                delay = backoff.delay(failures)
+                self.log.warning(
+                    "stream.checkpoint_failed",
+                    extra={
+                        "trigger": self.trigger,
+                        "source": self.kind,
+                        "error": _describe(exc),
+                        "retry_in_s": delay,
+                    },
+                )
+                await self.clock.sleep(delay)
+                self._dirty.set()
+
+    async def _write(self) -> None:
+        """Write everything collected; a finished shard lets its children start only once
+        its end is written."""
+        if not self._unsaved:
+            return
+        items = dict(self._unsaved)
+        await self.state.set_checkpoints(self.trigger, items)
+        for key, value in items.items():
+            if self._unsaved.get(key) == value:
+                del self._unsaved[key]
+        ended = [
+            self.shards[sid]
+            for sid in self._ending
+            if sid in self.shards and items.get(_KEY_PREFIX + sid) == SHARD_END
+        ]
+        for shard in ended:
+            sid = shard.info.shard_id
+            self._ending.discard(sid)
+            shard.checkpoint = SHARD_END
+            self._done.add(sid)
+            del self.shards[sid]
+            self._order.remove(sid)
+            self.log.info("stream.shard_finished", extra={"trigger": self.trigger, "shard": sid})
+        if ended:
+            self._start_ready()
+
+    # ---- metrics ----
+
+    def stats(self) -> SourceStats:
+        """Per shard: the iterator age (AWS's IteratorAge: age of the oldest record not
+        processed yet, or how far the last read was behind the shard's tip) and the
+        checkpointed sequence number."""
+        now = self.clock.time()
+        parts: list[PartitionStats] = []
+        for sid, shard in sorted(self.shards.items()):
+            oldest = shard.log.oldest_unsettled()
+            if oldest is not None:
+                age = max(0.0, now - oldest)
+            else:
+                age = (shard.millis_behind or 0) / 1000
+            committed = _seq(shard.checkpoint) if shard.checkpoint else None
+            parts.append(PartitionStats(sid, None, age, committed))
+        return SourceStats(partitions=tuple(parts))
+
+    def shard_state(self) -> dict[str, str]:
+        """Shard id -> reading / waiting for parents (for status lines and tests)."""
+        return {
+            sid: "reading" if s.task is not None else "waiting for parents"
+            for sid, s in self.shards.items()
+        }
+
+
+def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.handle), []).append(rec)
+    return groups
+
+
+def _seq(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ShardedSource(BaseSource):
+    """The Source side of a shard-based stream (Kinesis, DynamoDB Streams): receive, settle,
+    stats and on-failure batch info over a ShardReader. A connector implements `open`, which
+    connects and returns the reader (and sets `stream_arn`)."""
+
+    #: `KinesisBatchInfo` or `DDBStreamBatchInfo`.
+    batch_info_kind: Literal["KinesisBatchInfo", "DDBStreamBatchInfo"]
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.stack = AsyncExitStack()
+        self.reader: ShardReader | None = None
+        self.stream_arn = ""
+
+    async def open(self) -> ShardReader:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        try:
+            self.reader = await self.open()
+            await self.reader.start()
+        except BaseException:
+            await self.stack.aclose()
+            raise
+        self.ctx.log.info(
+            "stream.started",
+            extra={
+                "trigger": self.ctx.trigger,
+                "source": self.reader.kind,
+                "stream": self.stream_arn,
+                "shards": len(self.reader.shards),
+            },
+        )
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+        await self.stack.aclose()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        reader = self.reader
+        assert reader is not None, "start() first"
+        clock = self.ctx.clock
+        deadline = clock.monotonic() + timeout_s
+        while True:
+            reader.check()
+            out = reader.take(max_records)
+            if out:
+                return out
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                return []
+            await reader.wait_ready(remaining)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if self.reader is not None:
+            await self.reader.ack(records)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        if self.reader is not None:
+            self.reader.nack(records)
+
+    def batch_info(self, records: Sequence[Record]) -> JSONDict:
+        if not records:
+            return {}
+        return stream_batch_info(
+            self.batch_info_kind,
+            shard_id=str(records[0].handle),
+            stream_arn=self.stream_arn,
+            records=records,
+        )
+
+    def stats(self) -> SourceStats:
+        """ReportsStats: iterator age and checkpoint per shard."""
+        return self.reader.stats() if self.reader is not None else SourceStats()
