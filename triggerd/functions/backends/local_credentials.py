@@ -94,6 +94,7 @@ class CredentialSource:
         self._role_expires = 0.0
         self._checked = -CHECK_INTERVAL_S
         self._failing = False
+        self._error = ""
         #: Incremented whenever the keys change: workers of an older generation are retired.
         self.generation = 0
 
@@ -130,6 +131,8 @@ class CredentialSource:
         with role_arn and no credentials yet, RetryableError."""
         now = self._clock.monotonic()
         if not force and now - self._checked < CHECK_INTERVAL_S:
+            if self._keys is None and self._role_arn is not None and self._failing:
+                raise RetryableError(f"assuming {self._role_arn} failed: {self._error}")
             return
         self._checked = now
         if self._session is None:
@@ -137,7 +140,7 @@ class CredentialSource:
         try:
             keys = await self._resolve()
         except Exception as e:  # botocore raises many kinds; the message holds no secret
-            message = _describe(e)
+            message = self._error = _describe(e)
             if not self._failing:
                 self._failing = True
                 self._log.warning(
