@@ -542,7 +542,8 @@ class LocalBackend:
         self, payload: bytes, rid: str, client_context: str | None, want_log_tail: bool
     ) -> InvokeResult:
         try:
-            await self.credentials.refresh()
+            if self.credentials.due():
+                await self.credentials.refresh()
         except RetryableError as e:
             body = orjson.dumps({"errorType": "AccessDeniedException", "errorMessage": str(e)})
             return InvokeResult(Outcome.INVOKE_ERROR, body, rid, retry_after_s=5.0)
@@ -726,7 +727,7 @@ def _create(config: Any, ctx: BackendContext) -> LocalBackend:
 
 async def _check(config: Any, name: str) -> None:
     assert isinstance(config, LocalFunctionConfig)
-    await check(config, name)
+    await check(config, name, files=False)
     try:
         needs_aiobotocore(config.role_arn)
     except MissingExtraError as e:

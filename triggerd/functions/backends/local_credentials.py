@@ -125,6 +125,12 @@ class CredentialSource:
         """The variables for a new worker (empty when there are no credentials)."""
         return self._keys.env() if self._keys is not None else {}
 
+    def due(self) -> bool:
+        """Whether `refresh` has anything to do (a clock read: the warm path calls it)."""
+        return self._clock.monotonic() - self._checked >= CHECK_INTERVAL_S or (
+            self._keys is None and self._failing
+        )
+
     async def refresh(self, force: bool = False) -> None:
         """Renew the credentials when they are due (checked at most every second). When
         renewal fails, the last good credentials stay and the failure is logged once;

@@ -58,12 +58,19 @@ def _check_files(config: LocalFunctionConfig, where: str) -> None:
 
 
 async def check(
-    config: LocalFunctionConfig, name: str, finder: InterpreterFinder | None = None
+    config: LocalFunctionConfig,
+    name: str,
+    finder: InterpreterFinder | None = None,
+    *,
+    files: bool = True,
 ) -> Interpreter | None:
-    """What `triggerd validate` checks without installing anything: the interpreter runs and
-    the files exist (ConfigError naming each problem). Returns the interpreter."""
+    """What is checked before building: the interpreter runs and (`files`) the code, layers
+    and requirements exist (ConfigError naming each problem). Returns the interpreter.
+    `triggerd validate` checks the interpreter only: a config is often validated on another
+    machine than the one holding the code."""
     where = f"functions.{name}."
-    await asyncio.to_thread(_check_files, config, where)
+    if files:
+        await asyncio.to_thread(_check_files, config, where)
     if config.provided:
         return None
     return await (finder or InterpreterFinder()).find(config.runtime, config.interpreter, where)
