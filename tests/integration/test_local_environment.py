@@ -22,6 +22,7 @@ import pytest
 
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
 from triggerd.functions.backends.local_python import InterpreterFinder
+from triggerd.telemetry.logs import AWS_SDK_LOGGERS, cap_aws_sdk_logs
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration
@@ -362,6 +363,9 @@ async def test_role_arn_hands_the_function_the_role_s_temporary_credentials(
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", "base-secret-do-not-log")
     aws_env.setenv("AWS_ENDPOINT_URL_STS", moto_server)
     caplog.set_level(logging.DEBUG)
+    for name in AWS_SDK_LOGGERS:  # restored after the test
+        aws_env.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    cap_aws_sdk_logs()  # as the daemon's logging setup does, at every log level
     role = "arn:aws:iam::123456789012:role/least-privilege"
     backend = await make_backend(
         write_function(tmp_path / "fn", CREDS), role_arn=role, role_duration_s=900

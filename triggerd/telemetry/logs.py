@@ -72,6 +72,18 @@ class FunctionLogFormatter(logging.Formatter):
         return f"{fn}: {record.getMessage()}" if fn else record.getMessage()
 
 
+#: Loggers of the AWS SDK, whose DEBUG records hold whole request and response bodies.
+AWS_SDK_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
+
+
+def cap_aws_sdk_logs() -> None:
+    """Keep the AWS SDK's loggers at INFO or above, whatever the daemon's level: their DEBUG
+    records include response bodies, and STS AssumeRole answers hold credentials."""
+    floor = max(logging.INFO, logging.getLogger().getEffectiveLevel())
+    for name in AWS_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
+
+
 def setup_logging(level: str = "INFO", fmt: Literal["auto", "json", "text"] = "auto") -> None:
     """Configure the root logger once, for the daemon and the CLI."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -82,6 +94,7 @@ def setup_logging(level: str = "INFO", fmt: Literal["auto", "json", "text"] = "a
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    cap_aws_sdk_logs()
     fn_logger = logging.getLogger("triggerd.function")
     for old in list(fn_logger.handlers):
         fn_logger.removeHandler(old)
