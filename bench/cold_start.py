@@ -17,6 +17,8 @@ from typing import Any
 
 from bench import BENCH_DIR, BenchError, Row, median, run_async
 from bench.warm_invoke import PAYLOAD, new_backend
+from triggerd.functions.backends.local import LocalFunctionConfig
+from triggerd.functions.backends.local_python import InterpreterFinder
 from triggerd.types import Outcome
 
 NAME = "cold_start"
@@ -45,21 +47,23 @@ class Variant:
     target: float | None = None
 
 
-def variants() -> list[Variant]:
-    python_bare = (sys.executable, "-c", "pass")
+def variants(python: str = sys.executable) -> list[Variant]:
+    """`python`: the interpreter the function runs (its runtime's, isolated), which the
+    baseline starts too."""
+    python_bare = (python, "-c", "pass")
     out = [
         Variant(
             "first invoke, fresh worker (ms, median)",
             {},
             python_bare,
-            "`python -c pass` started and reaped as a subprocess",
+            "`python -c pass` (the runtime's interpreter) started and reaped as a subprocess",
             target=150,
         ),
         Variant(
             "first invoke, awslambdaric (ms, median)",
             {"runtime_client": "awslambdaric"},
             python_bare,
-            "`python -c pass` started and reaped as a subprocess",
+            "`python -c pass` (the runtime's interpreter) started and reaped as a subprocess",
         ),
     ]
     node = shutil.which("node")
@@ -129,8 +133,11 @@ async def measure_variant(work_dir: str, variant: Variant, samples: int) -> Row:
 
 
 async def measure(settings: Settings) -> list[Row]:
+    python = (
+        await InterpreterFinder().find(LocalFunctionConfig.model_fields["runtime"].default)
+    ).path
     with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as work_dir:
-        return [await measure_variant(work_dir, v, settings.samples) for v in variants()]
+        return [await measure_variant(work_dir, v, settings.samples) for v in variants(python)]
 
 
 def run(settings: Settings) -> list[Row]:

@@ -46,6 +46,17 @@ def _serve_or_fail(server: AbstractContextManager[T]) -> Iterator[T]:
         pytest.fail(str(exc))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtimes_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One directory for the packages Python runtimes provide (boto3, awslambdaric), for the
+    whole session (and the daemons it starts): each is installed from the registry once.
+    A TRIGGERD_RUNTIMES_DIR already set is kept (a cache across sessions)."""
+    path = os.environ.get("TRIGGERD_RUNTIMES_DIR") or str(tmp_path_factory.mktemp("runtimes"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRIGGERD_RUNTIMES_DIR", path)
+        yield path
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a moto_server that lives for the whole test session."""

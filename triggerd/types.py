@@ -377,6 +377,9 @@ class BackendContext:
     work_dir: str = "/tmp/triggerd"
     #: The daemon's metrics (a triggerd.telemetry.metrics.Metrics); None in tools and tests.
     metrics: Any = None
+    #: Directory shared by the daemon's functions for runtime-provided packages (the local
+    #: backend's boto3 per Python version); None: the backend's default.
+    runtimes_dir: str | None = None
 
     @property
     def function_arn(self) -> str:
@@ -445,10 +448,20 @@ class SourcePlugin:
     commands: Mapping[str, SourceCommand] = field(default_factory=dict)
 
 
+#: Where a backend reports what it is building (one line at a time).
+ProgressFn = Callable[[str], None]
+
+
 @dataclass(frozen=True, slots=True)
 class BackendPlugin:
     config_model: type[FunctionConfig]
     create: Callable[[Any, BackendContext], Backend]
+    #: `triggerd validate`: problems found without building anything (a missing
+    #: interpreter), raised as a ConfigError; `(function_config, function_name)`.
+    check: Callable[[Any, str], Awaitable[None]] | None = None
+    #: `triggerd build`: prepare a function ahead of `run` (install its dependencies),
+    #: reporting progress; raises ConfigError or PermanentError with the reason.
+    build: Callable[[Any, BackendContext, ProgressFn], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ records what it receives in a file the tests read."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -16,7 +15,6 @@ import orjson
 import pytest
 
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
-from triggerd.functions.backends.local_config import worker_spec
 from triggerd.types import BackendContext, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration
@@ -37,13 +35,12 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Factory]:
             code=str(FUNCTIONS / "extension_probe"),
             timeout_s=5,
             environment={"RECORD_FILE": str(tmp_path / "record.jsonl"), **env},
+            layers=[str(opt)],
         )
         ctx = BackendContext(
             "fn-ext", SystemClock(), logging.getLogger("test"), work_dir=str(tmp_path / "work")
         )
-        spec = worker_spec(config, ctx, config.code, str(tmp_path / "work" / "tmp"))
-        spec = dataclasses.replace(spec, extensions_dir=str(opt / "extensions"))
-        backend = LocalBackend(config, ctx, spec=spec)
+        backend = LocalBackend(config, ctx)
         created.append(backend)
         await backend.start()
         return backend

@@ -120,7 +120,7 @@ async def test_echo_gets_event_context_and_lambda_environment(
         "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
-        "PATH": os.environ["PATH"],
+        "PATH": os.environ["PATH"] + ":" + os.path.join(str(backend.opt_dir), "bin"),
         "GREETING": "hello",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "secret-example",

@@ -9,7 +9,7 @@ import decimal
 import logging
 import os
 import re
-import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from triggerd.functions.backends import local, local_config, local_memory
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig, plugin
+from triggerd.functions.backends.local_config import Prepared
+from triggerd.functions.backends.local_python import Interpreter
 from triggerd.functions.backends.local_worker import LogCapture, exit_description
 from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import BackendContext, SystemClock
@@ -41,6 +43,10 @@ def test_config_defaults_follow_lambda() -> None:
 
 def test_config_accepts_python3_runtimes_and_rejects_others() -> None:
     assert config(runtime="python3.12").runtime == "python3.12"
+    assert config(runtime="python3.9").runtime == "python3.9"
+    for unsupported in ("python3.8", "python3.99", "python3"):
+        with pytest.raises(ValidationError, match="not supported"):
+            config(runtime=unsupported)
     with pytest.raises(ValidationError, match="not supported by the local backend"):
         config(runtime="nodejs16.x")
     with pytest.raises(ValidationError, match="not supported by the local backend"):
@@ -96,6 +102,20 @@ def test_config_accepts_provided_runtimes_with_any_handler(runtime: str) -> None
     assert config(runtime=runtime, handler="whatever-it-is").handler == "whatever-it-is"
 
 
+def test_config_checks_versions_role_arns_and_layer_count() -> None:
+    with pytest.raises(ValidationError, match="not a version"):
+        config(boto3_version="1.0; rm -rf /")
+    with pytest.raises(ValidationError, match="IAM role ARN"):
+        config(role_arn="arn:aws:iam::12:user/x")
+    assert config(role_arn="arn:aws:iam::123456789012:role/app").role_duration_s == 3600
+    with pytest.raises(ValidationError):
+        config(role_duration_s=60)
+    with pytest.raises(ValidationError):
+        config(layers=[f"l{i}" for i in range(6)])  # Lambda allows 5
+    with pytest.raises(ValidationError, match=r"python3\.x runtimes only"):
+        config(runtime="provided", handler="h", requirements="r.txt")
+
+
 def test_config_runtime_client_is_for_python_runtimes_only() -> None:
     assert config(runtime_client="awslambdaric").runtime_client == "awslambdaric"
     with pytest.raises(ValidationError, match=r"python3\.x runtimes only"):
@@ -118,20 +138,54 @@ def ctx(work_dir: str = "/w/f") -> BackendContext:
     return BackendContext("f", SystemClock(), logging.getLogger("t"), work_dir=work_dir)
 
 
+PY = Interpreter("/py/bin/python3.12", "3.12")
+PREPARED = Prepared("/code", "/w/f/opt-1", PY, "/w/f/deps-1", ("/rt/python3.12/boto3-1.0",))
+
+
 def test_worker_spec_per_runtime() -> None:
-    bundled = local_config.worker_spec(config(), ctx(), "/code", "/w/f/tmp")
-    assert bundled.argv == (sys.executable, os.path.abspath(bootstrap.__file__))
+    bundled = local_config.worker_spec(config(runtime="python3.12"), ctx(), PREPARED, "/w/f/tmp")
+    script = os.path.abspath(bootstrap.__file__)
+    assert bundled.argv == ("/py/bin/python3.12", "-S", script)
     assert bundled.env["TMPDIR"] == "/w/f/tmp"
-    assert bundled.env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.11"
-    ric = local_config.worker_spec(config(runtime_client="awslambdaric"), ctx(), "/code")
-    assert ric.argv == (sys.executable, "-m", "awslambdaric", "app.handler")
+    assert bundled.env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.12"
+    ric = local_config.worker_spec(
+        config(runtime_client="awslambdaric", runtime="python3.12"),
+        ctx(),
+        replace(PREPARED, runtime_paths=(*PREPARED.runtime_paths, "/rt/python3.12/ric")),
+    )
+    assert ric.argv == ("/py/bin/python3.12", "-S", "-m", "awslambdaric", "app.handler")
+    assert ric.env["LAMBDA_RUNTIME_DIR"] == "/rt/python3.12/ric"
     assert "TMPDIR" not in ric.env
     provided = local_config.worker_spec(
-        config(runtime="provided.al2", handler="h"), ctx(), "/code", "/t"
+        config(runtime="provided.al2", handler="h"), ctx(), replace(PREPARED, interpreter=None)
     )
     assert provided.argv == ("/code/bootstrap",) and provided.cwd == "/code"
-    assert "AWS_EXECUTION_ENV" not in provided.env
+    assert "AWS_EXECUTION_ENV" not in provided.env and "PYTHONPATH" not in provided.env
     assert provided.env["_HANDLER"] == "h" and provided.env["LAMBDA_TASK_ROOT"] == "/code"
+
+
+def test_worker_paths_follow_lambda_order() -> None:
+    """PYTHONPATH: code, dependencies, layers (site-packages, then python/), the runtime's
+    packages, the runtime; /opt/bin last on PATH; LD_LIBRARY_PATH ends with /opt/lib."""
+    spec = local_config.worker_spec(config(runtime="python3.12"), ctx(), PREPARED)
+    runtime_dir = os.path.dirname(os.path.abspath(bootstrap.__file__))
+    assert spec.env["PYTHONPATH"].split(":") == [
+        "/code",
+        "/w/f/deps-1",
+        "/w/f/opt-1/python/lib/python3.12/site-packages",
+        "/w/f/opt-1/python",
+        "/rt/python3.12/boto3-1.0",
+        runtime_dir,
+    ]
+    assert spec.env["PATH"].endswith(":/w/f/opt-1/bin")
+    assert spec.env["LD_LIBRARY_PATH"].split(":")[-5:] == [
+        runtime_dir,
+        runtime_dir + "/lib",
+        "/code",
+        "/code/lib",
+        "/w/f/opt-1/lib",
+    ]
+    assert not any(k.startswith("AWS_ACCESS") or k.startswith("AWS_SECRET") for k in spec.env)
 
 
 def test_backend_scratch_dir_is_under_the_work_dir() -> None:

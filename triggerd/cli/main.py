@@ -4,6 +4,7 @@ and the commands of source plugins (`triggerd postgres drop-slot`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -18,6 +19,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli.functions import build_functions, check_functions
 from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
 from triggerd.config.load import json_schema, load_config
 from triggerd.config.model import ConfigBase
@@ -26,13 +28,11 @@ from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.factory import create_state_store
 from triggerd.telemetry.logs import setup_logging
 from triggerd.types import (
-    BackendContext,
     ConfigError,
     ExitCode,
     MissingExtraError,
     OperatorError,
     Outcome,
-    SystemClock,
 )
 
 CONFIG_ENV = "TRIGGERD_CONFIG"
@@ -163,6 +163,7 @@ def validate(config: str) -> None:
     registry = Registry.discover()
     cfg = _load(config, registry)
     problems, warnings = asyncio.run(check_sources(cfg, registry))
+    problems += asyncio.run(check_functions(cfg, registry))
     for line in warnings:
         click.echo(f"{config}: warning: {line}", err=True)
     for line in problems:
@@ -170,6 +171,22 @@ def validate(config: str) -> None:
     if problems:
         sys.exit(2)
     click.echo(f"{config}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers)")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--function", "-f", "functions", multiple=True, help="Only this function")
+def build(config: str, functions: tuple[str, ...]) -> None:
+    """Prepare CONFIG's functions ahead of `run`: extract .zip code, merge layers, install
+    the runtimes' packages and each function's requirements (unchanged ones cost nothing).
+    Exit 0, or 1 naming each function that failed and why."""
+    registry = Registry.discover()
+    cfg = _load(config, registry)
+    unknown = [f for f in functions if f not in cfg.function_map]
+    if unknown:
+        click.echo(f"triggerd: no function {unknown[0]!r} in {config}", err=True)
+        sys.exit(2)
+    sys.exit(_run_async(build_functions(cfg, registry, set(functions) or None)))
 
 
 @main.command()
@@ -207,18 +224,22 @@ def invoke(function: str, event: str, config_path: str) -> None:
 
 
 async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: bytes) -> int:
+    from triggerd.daemon.app import Daemon
+
     fcfg = cfg.function_map[function]
     plugin = registry.backend(getattr(fcfg, "backend", "local"))
-    ctx = BackendContext(
-        function=function,
-        clock=SystemClock(),
-        log=logging.getLogger("triggerd.function"),
-        region=cfg.daemon.region,
-        account_id=cfg.daemon.account_id,
+    ctx = dataclasses.replace(
+        Daemon(cfg, registry).context(function),
         work_dir=str(Path(cfg.daemon.work_dir or ".triggerd-invoke") / function),
+        metrics=None,
     )
     backend = plugin.create(fcfg, ctx)
-    await backend.start()
+    try:
+        await backend.start()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"triggerd: {problem}", err=True)
+        return 2
     try:
         result = await backend.invoke(payload)
     finally:

@@ -71,6 +71,11 @@ class DaemonSettings(Model):
     work_dir: ConfigPath | None = Field(
         None, description="Runtime files and function scratch space (default: next to state)"
     )
+    runtimes_dir: ConfigPath | None = Field(
+        None,
+        description="Packages the runtimes provide (boto3 per Python version), shared by the "
+        "functions (default: $TRIGGERD_RUNTIMES_DIR, else <work_dir>/runtimes)",
+    )
 
     @field_validator("state")
     @classmethod

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("triggerd.daemon")
 #: Destinations whose on-failure records carry the whole event, as AWS's S3 and Kafka do.
 PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
+#: Overrides the default runtimes directory (see `Daemon.runtimes_dir`).
+RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
 #: After the drain timeout: how long cancelled work may take to give its records back.
 CANCEL_GRACE_S = 5.0
 
@@ -109,6 +111,25 @@ class Daemon:
     def source_stats(self) -> dict[str, SourceStats]:
         """Lag per partition of the triggers whose sources report it."""
         return self.metrics.sources.snapshot()
+
+    def runtimes_dir(self) -> str:
+        """Where backends keep the packages runtimes provide, shared by the functions."""
+        configured = self.config.daemon.runtimes_dir or os.environ.get(RUNTIMES_DIR_ENV)
+        return configured or str(self.work_dir() / "runtimes")
+
+    def context(self, name: str) -> BackendContext:
+        """The context a function's backend gets (the daemon's, `triggerd build`'s)."""
+        d = self.config.daemon
+        return BackendContext(
+            function=name,
+            clock=self.clock,
+            log=logging.getLogger("triggerd.function"),
+            region=d.region,
+            account_id=d.account_id,
+            work_dir=str(self.work_dir() / name),
+            metrics=self.metrics,
+            runtimes_dir=self.runtimes_dir(),
+        )
 
     def work_dir(self) -> Path:
         if self.config.daemon.work_dir:
@@ -316,19 +337,9 @@ class Daemon:
                 self.trigger_problems.pop(name, None)
 
     async def _start_functions(self, stack: AsyncExitStack) -> None:
-        d = self.config.daemon
-        base = self.work_dir()
         for name, fcfg in self.config.function_map.items():
             plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
-            ctx = BackendContext(
-                function=name,
-                clock=self.clock,
-                log=logging.getLogger("triggerd.function"),
-                region=d.region,
-                account_id=d.account_id,
-                work_dir=str(base / name),
-                metrics=self.metrics,
-            )
+            ctx = self.context(name)
             backend = plugin.create(fcfg, ctx)
             await backend.start()
             stack.push_async_callback(backend.stop)

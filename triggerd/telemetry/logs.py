@@ -130,6 +130,18 @@ class FunctionLogFormatter(logging.Formatter):
         return f"{fn}: {message}" if fn else message
 
 
+#: Loggers of the AWS SDK, whose DEBUG records hold whole request and response bodies.
+AWS_SDK_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
+
+
+def cap_aws_sdk_logs() -> None:
+    """Keep the AWS SDK's loggers at INFO or above, whatever the daemon's level: their DEBUG
+    records include response bodies, and STS AssumeRole answers hold credentials."""
+    floor = max(logging.INFO, logging.getLogger().getEffectiveLevel())
+    for name in AWS_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: Literal["auto", "json", "text"] = "auto",
@@ -150,6 +162,7 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    cap_aws_sdk_logs()
     fn_logger = logging.getLogger("triggerd.function")
     for old in list(fn_logger.handlers):
         fn_logger.removeHandler(old)

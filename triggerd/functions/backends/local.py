@@ -26,7 +26,11 @@ from typing import Any
 import orjson
 
 from triggerd.events.timestamps import iso_ms
-from triggerd.functions.backends.local_config import LocalFunctionConfig, worker_spec
+from triggerd.functions.backends.local_build import BuildError
+from triggerd.functions.backends.local_config import LocalFunctionConfig, Prepared, worker_spec
+from triggerd.functions.backends.local_credentials import CredentialSource, needs_aiobotocore
+from triggerd.functions.backends.local_package import PackageError
+from triggerd.functions.backends.local_prepare import check, prepare
 from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.functions.backends.slots import Slots
 from triggerd.functions.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
@@ -36,7 +40,11 @@ from triggerd.types import (
     ConfigError,
     InvocationType,
     InvokeResult,
+    MissingExtraError,
     Outcome,
+    PermanentError,
+    ProgressFn,
+    RetryableError,
 )
 
 __all__ = ["LocalBackend", "LocalFunctionConfig", "plugin"]
@@ -153,10 +161,24 @@ class LocalBackend:
     ) -> None:
         self.config = config
         self.ctx = ctx
-        self.code_dir = os.path.abspath(config.code)
         #: The function's scratch space (Lambda's /tmp), the workers' TMPDIR.
         self.tmp_dir = os.path.join(os.path.abspath(ctx.work_dir), "tmp")
-        self.spec = spec or worker_spec(config, ctx, self.code_dir, self.tmp_dir)
+        #: Set by `start`: the function's files, interpreter and dependencies.
+        self.prepared: Prepared | None = None
+        #: How workers are started (set by `start` unless given).
+        self.spec: WorkerSpec | None = spec
+        #: Why the function cannot run (its build failed), once `start` found out.
+        self.unavailable: str | None = None
+        self.credentials = CredentialSource(
+            function=ctx.function,
+            region=ctx.region,
+            clock=ctx.clock,
+            log=ctx.log,
+            timeout_s=config.timeout_s,
+            role_arn=config.role_arn,
+            session_name=config.role_session_name,
+            duration_s=config.role_duration_s,
+        )
         self.limit = config.max_workers
         self.stats: dict[str, Any] = {
             "invocations": 0,
@@ -197,26 +219,48 @@ class LocalBackend:
     def workers(self) -> frozenset[Worker]:
         return frozenset(self._workers)
 
+    @property
+    def code_dir(self) -> str | None:
+        """LAMBDA_TASK_ROOT (None before `start`)."""
+        return self.prepared.code_dir if self.prepared is not None else None
+
+    @property
+    def opt_dir(self) -> str | None:
+        """The function's `/opt`-equivalent: its layers merged (None before `start`)."""
+        return self.prepared.opt_dir if self.prepared is not None else None
+
     async def start(self) -> None:
-        """Check the code, clean the scratch directory, start the provisioned workers."""
-        problems = await asyncio.to_thread(self._check_code)
-        if problems:
-            raise ConfigError([f"functions.{self.ctx.function}.{p}" for p in problems])
+        """Prepare the function (code, layers, dependencies: installed on first use), clean
+        the scratch directory, start the provisioned workers. Operator mistakes (a missing
+        interpreter, code or layer) are a ConfigError; a failed install leaves the function
+        unavailable with the reason (`unavailable`), logged, and the daemon running."""
+        name = self.ctx.function
+        try:
+            self.prepared = await prepare(self.config, self.ctx, self._progress)
+        except (PackageError, BuildError) as e:
+            self.unavailable = str(e)
+            self.ctx.log.error("backend.build_failed", extra={"function": name, "error": str(e)})
+            return
+        try:
+            await self.credentials.start()
+        except MissingExtraError as e:
+            raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
+        except RetryableError:
+            pass  # logged; invocations retry
+        if self.spec is None:
+            self.spec = worker_spec(self.config, self.ctx, self.prepared, self.tmp_dir)
         await asyncio.to_thread(_fresh_dir, self.tmp_dir)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{self.ctx.function}")]
+        self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{name}")]
         await self._provision(self.config.provisioned_concurrency)
 
-    def _check_code(self) -> list[str]:
-        if not os.path.isdir(self.code_dir):
-            return [f"code: {self.code_dir} is not a directory"]
-        if self.config.provided:
-            path = os.path.join(self.code_dir, "bootstrap")
-            if not os.path.isfile(path):
-                return [f"code: runtime {self.config.runtime} needs an executable {path}"]
-            if not os.access(path, os.X_OK):
-                return [f"code: {path} is not executable (chmod +x)"]
-        return []
+    def _progress(self, line: str) -> None:
+        self.ctx.log.info("backend.build", extra={"function": self.ctx.function, "step": line})
+
+    def _unavailable(self, rid: str) -> InvokeResult:
+        message = f"The function {self.ctx.function} is not available: {self.unavailable}"
+        body = orjson.dumps({"errorType": "ResourceNotReadyException", "errorMessage": message})
+        return InvokeResult(Outcome.INVOKE_ERROR, body, rid, retry_after_s=60.0)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -246,6 +290,8 @@ class LocalBackend:
         rid = request_id or new_request_id(self._rng)
         if self._stopping:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
+        if self.spec is None:
+            return self._unavailable(rid)
         if invocation_type == "Event":
             client_context = None  # Lambda passes it to synchronous invocations only
         slots = self._slots
@@ -281,9 +327,12 @@ class LocalBackend:
         return InvokeResult(Outcome.THROTTLED, body, rid, retry_after_s=1.0)
 
     async def _take_idle(self) -> Worker | None:
+        """A warm worker, unless its credentials are older than the current ones (it is
+        retired: a new one starts with the fresh credentials)."""
+        generation = self.credentials.generation
         while self._idle:
             worker = self._idle.pop()
-            if worker.alive:
+            if worker.alive and worker.credentials_generation == generation:
                 return worker
             await self._discard(worker)
         return None
@@ -326,10 +375,16 @@ class LocalBackend:
         clock = self.ctx.clock
         started = clock.monotonic()
         self._spawning += 1
+        assert self.spec is not None
         try:
             worker = await Worker.spawn(
-                self.spec, function=self.ctx.function, log=self._flog, provisioned=provisioned
+                self.spec,
+                function=self.ctx.function,
+                log=self._flog,
+                provisioned=provisioned,
+                extra_env=self.credentials.env(),
             )
+            worker.credentials_generation = self.credentials.generation
         except OSError as e:
             self.ctx.log.error(
                 "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
@@ -486,6 +541,12 @@ class LocalBackend:
     async def _invoke_in_slot(
         self, payload: bytes, rid: str, client_context: str | None, want_log_tail: bool
     ) -> InvokeResult:
+        try:
+            if self.credentials.due():
+                await self.credentials.refresh()
+        except RetryableError as e:
+            body = orjson.dumps({"errorType": "AccessDeniedException", "errorMessage": str(e)})
+            return InvokeResult(Outcome.INVOKE_ERROR, body, rid, retry_after_s=5.0)
         worker = await self._take_idle()
         start: _Start | None = None
         if worker is None:
@@ -665,4 +726,21 @@ def _create(config: Any, ctx: BackendContext) -> LocalBackend:
     return LocalBackend(config, ctx)
 
 
-plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create)
+async def _check(config: Any, name: str) -> None:
+    assert isinstance(config, LocalFunctionConfig)
+    await check(config, name, files=False)
+    try:
+        needs_aiobotocore(config.role_arn)
+    except MissingExtraError as e:
+        raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
+
+
+async def _build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None:
+    assert isinstance(config, LocalFunctionConfig)
+    try:
+        await prepare(config, ctx, progress)
+    except (PackageError, BuildError) as e:
+        raise PermanentError(str(e)) from None
+
+
+plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create, check=_check, build=_build)

@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
+from dataclasses import dataclass
 from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from triggerd.functions.backends.local_package import MAX_LAYERS
+from triggerd.functions.backends.local_python import (
+    SUPPORTED_VERSIONS,
+    Interpreter,
+    runtime_version,
+)
 from triggerd.functions.backends.local_worker import WorkerSpec
 from triggerd.functions.runtime_client import bootstrap
-from triggerd.types import BackendContext, ConfigPath, FunctionConfig
+from triggerd.types import BackendContext, ConfigPath, FunctionConfig, resolve_config_path
 
 #: Workers per function when `reserved_concurrency` is not set.
 DEFAULT_CONCURRENCY = 4
@@ -43,9 +49,14 @@ RESERVED_ENV = frozenset(
         "TZ",
     }
 )
-_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _ENV_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]+")
-_PYTHON_RUNTIME = re.compile(r"python3\.\d+")
+PYTHON_RUNTIMES = frozenset("python" + v for v in SUPPORTED_VERSIONS)
+#: The boto3 the runtime provides when `boto3_version` is not set (like Lambda's base image,
+#: one pinned version).
+DEFAULT_BOTO3_VERSION = "1.43.117"
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]*")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
 #: Lambda's Node.js runtimes, run with the bundled Node.js runtime client and `node` on PATH.
 NODE_RUNTIMES = frozenset({"nodejs18.x", "nodejs20.x", "nodejs22.x"})
 _NODE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(bootstrap.__file__)), "node")
@@ -63,14 +74,20 @@ class LocalFunctionConfig(FunctionConfig):
     backend: Literal["local"] = "local"
     runtime: str = Field(
         "python3.11",
-        description="Lambda runtime identifier: python3.x; nodejs18.x / nodejs20.x / "
-        "nodejs22.x (the bundled Node.js runtime client, `node` from PATH); or provided / "
-        "provided.al2 / provided.al2023 (a `bootstrap` executable in the code directory).",
+        description="Lambda runtime identifier: python3.9 ... python3.14 (that interpreter, "
+        "found on PATH or in the usual install places); nodejs18.x / nodejs20.x / nodejs22.x "
+        "(the bundled Node.js runtime client, `node` from PATH); or provided / provided.al2 / "
+        "provided.al2023 (a `bootstrap` executable in the code directory).",
+    )
+    interpreter: ConfigPath | None = Field(
+        None,
+        description="python3.x only: the Python interpreter to run (must be the runtime's "
+        "version); default: found on PATH, then pyenv, uv, asdf and system directories.",
     )
     runtime_client: Literal["bundled", "awslambdaric"] = Field(
         "bundled",
         description="python3.x only: the bundled runtime client, or `python -m awslambdaric` "
-        "(needs awslambdaric installed for this interpreter).",
+        "(installed with the runtime's own packages on first use).",
     )
     handler: str = Field(
         "",
@@ -79,8 +96,36 @@ class LocalFunctionConfig(FunctionConfig):
         "provided: passed to the bootstrap as _HANDLER.",
     )
     code: ConfigPath = Field(
-        description="Directory holding the function's code (LAMBDA_TASK_ROOT); relative to the "
-        "config file."
+        description="The function's code (LAMBDA_TASK_ROOT): a directory, or a Lambda "
+        "deployment .zip (extracted into the work dir); relative to the config file."
+    )
+    requirements: str | None = Field(
+        None,
+        description="python3.x only: a requirements file installed for the function (by "
+        "`triggerd build`, or `run` on first use); default: the code directory's "
+        'requirements.txt when there is one; "" for none.',
+    )
+    layers: list[ConfigPath] = Field(
+        default_factory=list,
+        max_length=MAX_LAYERS,
+        description="Layers (directories or .zip files), merged in order into the function's "
+        "/opt-equivalent directory.",
+    )
+    boto3_version: str = Field(
+        DEFAULT_BOTO3_VERSION,
+        description="python3.x only: the boto3 the runtime provides (installed once per "
+        "Python version into the runtimes directory).",
+    )
+    role_arn: str | None = Field(
+        None,
+        description="Execution role: the function gets this role's temporary credentials "
+        "(STS AssumeRole with the daemon's credentials), refreshed before they expire.",
+    )
+    role_session_name: str | None = Field(
+        None, description="Session name for role_arn (default: the function's name)."
+    )
+    role_duration_s: int = Field(
+        3600, ge=900, le=43200, description="Lifetime of role_arn's credentials, seconds."
     )
     environment: dict[str, str] = Field(
         default_factory=dict, description="Environment variables (at most 4 KB in total)."
@@ -126,11 +171,11 @@ class LocalFunctionConfig(FunctionConfig):
     @classmethod
     def _runtime(cls, value: str) -> str:
         node = value in NODE_RUNTIMES
-        if not (_PYTHON_RUNTIME.fullmatch(value) or value in PROVIDED_RUNTIMES or node):
+        if not (value in PYTHON_RUNTIMES or value in PROVIDED_RUNTIMES or node):
             raise ValueError(
                 f"runtime {value!r} is not supported by the local backend "
-                "(supported: python3.x, e.g. python3.11; nodejs18.x, nodejs20.x, nodejs22.x; "
-                "provided, provided.al2, provided.al2023)"
+                f"(supported: {', '.join(sorted(PYTHON_RUNTIMES, key=len))}; nodejs18.x, "
+                "nodejs20.x, nodejs22.x; provided, provided.al2, provided.al2023)"
             )
         if node and shutil.which("node") is None:
             raise ValueError(
@@ -139,10 +184,38 @@ class LocalFunctionConfig(FunctionConfig):
             )
         return value
 
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return resolve_config_path(value, info) if value else value
+
+    @field_validator("boto3_version")
+    @classmethod
+    def _boto3_version(cls, value: str) -> str:
+        if not _VERSION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a version number (e.g. {DEFAULT_BOTO3_VERSION})")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.fullmatch(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        return value
+
+    @field_validator("role_session_name")
+    @classmethod
+    def _session_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SESSION_NAME.fullmatch(value):
+            raise ValueError("2-64 characters of letters, digits and +=,.@_-")
+        return value
+
     @model_validator(mode="after")
     def _combination(self) -> Self:
         if (self.provided or self.node) and self.runtime_client != "bundled":
             raise ValueError("runtime_client applies to python3.x runtimes only")
+        if (self.provided or self.node) and (self.interpreter is not None or self.requirements):
+            raise ValueError("interpreter and requirements apply to python3.x runtimes only")
         if not self.provided and not _HANDLER.fullmatch(self.handler):
             raise ValueError(
                 f"handler {self.handler!r} must look like module.function (packages dotted: "
@@ -168,19 +241,60 @@ class LocalFunctionConfig(FunctionConfig):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A function's files and interpreter, ready to start workers from."""
+
+    #: LAMBDA_TASK_ROOT: the code directory, or where the deployment .zip was extracted.
+    code_dir: str
+    #: The `/opt`-equivalent: the function's layers merged (`python/`, `bin/`, `lib/`,
+    #: `extensions/`).
+    opt_dir: str
+    #: python3.x: the interpreter workers run.
+    interpreter: Interpreter | None = None
+    #: The function's installed `requirements` (None without).
+    deps_dir: str | None = None
+    #: The runtime's own packages (boto3, awslambdaric when chosen), after the function's.
+    runtime_paths: tuple[str, ...] = ()
+
+
+def _joined(*parts: str) -> str:
+    return os.pathsep.join(p for p in parts if p)
+
+
+def python_path(prepared: Prepared, version: str, runtime_dir: str) -> str:
+    """PYTHONPATH in Lambda's order: the code, the function's dependencies (on Lambda they
+    are in the code package), the layers, the runtime's packages, the runtime itself."""
+    opt = prepared.opt_dir
+    return _joined(
+        prepared.code_dir,
+        prepared.deps_dir or "",
+        os.path.join(opt, "python", "lib", f"python{version}", "site-packages"),
+        os.path.join(opt, "python"),
+        *prepared.runtime_paths,
+        runtime_dir,
+    )
+
+
 def worker_spec(
-    config: LocalFunctionConfig, ctx: BackendContext, code_dir: str, tmp_dir: str | None = None
+    config: LocalFunctionConfig,
+    ctx: BackendContext,
+    prepared: Prepared,
+    tmp_dir: str | None = None,
 ) -> WorkerSpec:
-    """The command for the configured runtime, with the environment Lambda gives it."""
-    script = os.path.abspath(bootstrap.__file__)
+    """The command for the configured runtime, with the environment Lambda gives it. Only
+    what Lambda would set is passed: nothing of the daemon's environment but PATH (with the
+    layers' bin/ appended, as Lambda's /opt/bin) and LD_LIBRARY_PATH."""
+    code_dir, opt = prepared.code_dir, prepared.opt_dir
     env: dict[str, str] = {
         "LANG": "en_US.UTF-8",
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "PATH": _joined(
+            os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), os.path.join(opt, "bin")
+        ),
     }
     if tmp_dir is not None:
         env["TMPDIR"] = tmp_dir
     env.update(config.environment)
-    env.update({k: os.environ[k] for k in _CREDENTIAL_ENV if k in os.environ})
     env.update(
         {
             "_HANDLER": config.handler,
@@ -195,24 +309,53 @@ def worker_spec(
             "TZ": ":UTC",
         }
     )
-    if config.provided:
-        # OS-only runtimes: no AWS_EXECUTION_ENV; the bootstrap lives with the code.
-        env["LAMBDA_RUNTIME_DIR"] = code_dir
-        argv: tuple[str, ...] = (os.path.join(code_dir, "bootstrap"),)
-    elif config.node:
-        # Lambda's NODE_PATH, minus the layer directories: runtime modules, then the code.
+    interpreter = prepared.interpreter
+    if config.node:
+        # Lambda's NODE_PATH: the layers' nodejs/ directories, the runtime's modules, the code.
         env["AWS_EXECUTION_ENV"] = "AWS_Lambda_" + config.runtime
-        env["LAMBDA_RUNTIME_DIR"] = _NODE_CLIENT
+        runtime_dir = _NODE_CLIENT
+        major = config.runtime.removeprefix("nodejs").removesuffix(".x")
         env["NODE_PATH"] = os.pathsep.join(
-            [os.path.join(_NODE_CLIENT, "node_modules"), _NODE_CLIENT, code_dir]
+            [
+                os.path.join(opt, "nodejs", f"node{major}", "node_modules"),
+                os.path.join(opt, "nodejs", "node_modules"),
+                os.path.join(_NODE_CLIENT, "node_modules"),
+                _NODE_CLIENT,
+                code_dir,
+            ]
         )
-        argv = ("node", os.path.join(_NODE_CLIENT, "index.mjs"))
+        argv: tuple[str, ...] = ("node", os.path.join(_NODE_CLIENT, "index.mjs"))
+    elif config.provided or interpreter is None:
+        # OS-only runtimes: no AWS_EXECUTION_ENV; the bootstrap lives with the code.
+        runtime_dir = code_dir
+        argv = (os.path.join(code_dir, "bootstrap"),)
     else:
         env["AWS_EXECUTION_ENV"] = "AWS_Lambda_" + config.runtime
+        # -S: no site-packages of the interpreter (nor the daemon's virtualenv); the function
+        # sees PYTHONPATH and the standard library, as on Lambda.
         if config.runtime_client == "awslambdaric":
-            env["LAMBDA_RUNTIME_DIR"] = code_dir
-            argv = (sys.executable, "-m", "awslambdaric", config.handler)
+            runtime_dir = prepared.runtime_paths[-1] if prepared.runtime_paths else code_dir
+            argv = (interpreter.path, "-S", "-m", "awslambdaric", config.handler)
         else:
-            env["LAMBDA_RUNTIME_DIR"] = os.path.dirname(script)
-            argv = (sys.executable, script)
-    return WorkerSpec(argv=argv, cwd=code_dir, env=env, version=config.version)
+            script = os.path.abspath(bootstrap.__file__)
+            runtime_dir = os.path.dirname(script)
+            argv = (interpreter.path, "-S", script)
+        env["PYTHONPATH"] = python_path(prepared, runtime_version(config.runtime), runtime_dir)
+    env["LAMBDA_RUNTIME_DIR"] = runtime_dir
+    env["LD_LIBRARY_PATH"] = _joined(
+        os.environ.get("LD_LIBRARY_PATH", ""),
+        runtime_dir,
+        os.path.join(runtime_dir, "lib"),
+        code_dir,
+        os.path.join(code_dir, "lib"),
+        os.path.join(opt, "lib"),
+    )
+    # External extensions: every executable in the layers' extensions/ (Lambda's /opt/extensions).
+    extensions = os.path.join(opt, "extensions")
+    return WorkerSpec(
+        argv=argv,
+        cwd=code_dir,
+        env=env,
+        version=config.version,
+        extensions_dir=extensions if os.path.isdir(extensions) else None,
+    )

@@ -168,6 +168,8 @@ class Worker(asyncio.SubprocessProtocol):
         self.peak_kb = 0
         #: Monotonic time the worker last finished an invocation (for idle reaping).
         self.last_used = 0.0
+        #: The generation of the credentials it was started with (see local_credentials).
+        self.credentials_generation = 0
         #: Set when the backend killed the worker for going over its memory size.
         self.out_of_memory = False
         self.memory: MemoryProbe | None = None
@@ -195,10 +197,14 @@ class Worker(asyncio.SubprocessProtocol):
         function: str,
         log: logging.Logger,
         provisioned: bool = False,
+        extra_env: Mapping[str, str] | None = None,
     ) -> Worker:
-        """Start the runtime process (raises OSError when it cannot be started)."""
+        """Start the runtime process (raises OSError when it cannot be started); `extra_env`
+        is added to the spec's environment (credentials, kept out of the spec)."""
         loop = asyncio.get_running_loop()
         env = dict(spec.env)
+        if extra_env:
+            env.update(extra_env)
         if provisioned:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "provisioned-concurrency"
         endpoint = RuntimeEndpoint(extensions=environment_apis(env, spec.version))

@@ -519,6 +519,9 @@ def main() -> None:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     task_root = env.get("LAMBDA_TASK_ROOT", os.getcwd())
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and sys.path[0] == here and here in sys.path[1:]:
+        del sys.path[0]  # run as a script: the runtime dir is at the end of PYTHONPATH already
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
     client = RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
