@@ -69,6 +69,9 @@ def run(config: str) -> None:
     registry = Registry.discover()
     cfg = _load(config, registry)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
+    from triggerd.daemon.gctune import tune_gc
+
+    tune_gc()
     sys.exit(_run_async(_serve(cfg, registry)))
 
 
