@@ -86,7 +86,11 @@ def median(values: Sequence[float]) -> float:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a benchmark coroutine on the event loop the daemon uses (uvloop when installed)."""
+    """Run a benchmark coroutine on the event loop the daemon uses (uvloop when installed),
+    with the garbage collector set as `triggerd run` sets it."""
+    from triggerd.daemon.gctune import tune_gc
+
+    tune_gc()
     try:
         import uvloop
     except ImportError:

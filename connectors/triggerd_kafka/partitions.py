@@ -48,6 +48,8 @@ class PartitionState:
         #: offset -> created_at of records handed out and not settled.
         self._live: dict[int, float] = {}
         self._heap: list[int] = []
+        #: At least the largest offset in `_heap` (appending above it keeps the heap order).
+        self._heap_top = -1
         #: The offset after the last record fetched (None before the first fetch).
         self.fetched_to: int | None = None
         #: The last offset committed to the group (None before the first commit).
@@ -75,14 +77,23 @@ class PartitionState:
         return added
 
     def take(self, limit: int) -> list[Record]:
-        out: list[Record] = []
-        while self.ready and len(out) < limit:
-            rec = self.ready.popleft()
-            self.ready_bytes -= rec.size
-            offset = rec.handle.offset
-            self._live[offset] = rec.created_at
-            heapq.heappush(self._heap, offset)
-            out.append(rec)
+        count = min(limit, len(self.ready))
+        if count <= 0:
+            return []
+        ready, live, heap = self.ready, self._live, self._heap
+        out = [ready.popleft() for _ in range(count)]
+        self.ready_bytes -= sum(rec.size for rec in out)
+        offsets = [rec.handle.offset for rec in out]
+        for rec, offset in zip(out, offsets, strict=True):
+            live[offset] = rec.created_at
+        if not heap or offsets[0] >= self._heap_top:
+            # Ascending offsets above everything in the heap keep it a heap as they are
+            # appended (the usual case: records handed out in order).
+            heap.extend(offsets)
+        else:
+            for offset in offsets:
+                heapq.heappush(heap, offset)
+        self._heap_top = max(self._heap_top, offsets[-1])
         return out
 
     def ack(self, offsets: Iterable[int]) -> None:

@@ -565,6 +565,11 @@ class KafkaSource(BaseSource):
 
 
 def _by_state(records: Sequence[Record]) -> list[tuple[PartitionState, list[Record]]]:
+    if not records:
+        return []
+    first: PartitionState = records[0].handle.state
+    if all(rec.handle.state is first for rec in records):
+        return [(first, list(records))]  # the usual case: a batch is one partition's
     groups: dict[int, tuple[PartitionState, list[Record]]] = {}
     for rec in records:
         handle: Handle = rec.handle

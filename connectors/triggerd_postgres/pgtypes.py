@@ -22,6 +22,7 @@ import base64
 import decimal
 import enum
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -134,8 +135,15 @@ _MAX_EXP = 125
 _MIN_EXP = -130
 
 
+#: A number written without exponent: with at most 38 characters it has at most 38
+#: significant digits and an exponent well inside DynamoDB's range, so it is always `N`.
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
 def _number(text: str) -> JSONDict:
     """`N` when DynamoDB (and boto3's deserializer) can hold the number, else `S`."""
+    if len(text) <= _MAX_DIGITS and _PLAIN_NUMBER.fullmatch(text):
+        return {"N": text}  # the common case, without building a Decimal
     try:
         value = _CONTEXT.create_decimal(text)
     except decimal.InvalidOperation:

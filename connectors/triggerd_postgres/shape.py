@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -89,6 +90,12 @@ class Shaper:
     view_type: StreamViewType
     placeholder: str
     parallelization_factor: int = 1
+    #: MD5 state after `<database>/<slot>/`, copied for each eventID.
+    _id_prefix: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefix = hashlib.md5(f"{self.database}/{self.slot}/".encode(), usedforsecurity=False)
+        object.__setattr__(self, "_id_prefix", prefix)
 
     def _image(
         self,
@@ -98,15 +105,16 @@ class Shaper:
         only: Sequence[int] | None = None,
     ) -> JSONDict:
         image: JSONDict = {}
-        columns = table.relation.columns
+        columns, types = table.relation.columns, table.types
         for i in only if only is not None else range(len(values)):
             value = values[i]
-            if value is UNCHANGED and fallback is not None and i < len(fallback):
-                value = fallback[i]
-            if isinstance(value, _Unchanged):
-                image[columns[i].name] = {"S": self.placeholder}
-            else:
-                image[columns[i].name] = to_attribute(value, table.types[i])
+            if value is UNCHANGED:  # UNCHANGED is the one _Unchanged
+                if fallback is not None and i < len(fallback):
+                    value = fallback[i]
+                if isinstance(value, _Unchanged):
+                    image[columns[i].name] = {"S": self.placeholder}
+                    continue
+            image[columns[i].name] = to_attribute(value, types[i])  # type: ignore[arg-type]
         return image
 
     def _ordering_key(self, table: Table, keys: JSONDict) -> str:
@@ -183,9 +191,9 @@ class Shaper:
         ddb["SequenceNumber"] = seq
         ddb["SizeBytes"] = size_bytes
         ddb["StreamViewType"] = self.view_type
-        event_id = hashlib.md5(
-            f"{self.database}/{self.slot}/{seq}".encode(), usedforsecurity=False
-        ).hexdigest()
+        digest = self._id_prefix.copy()
+        digest.update(seq.encode())
+        event_id = digest.hexdigest()
         payload: JSONDict = {
             "eventID": event_id,
             "eventName": event_name,

@@ -4,6 +4,7 @@ record shape and the config model of the postgres source."""
 from __future__ import annotations
 
 import contextlib
+import decimal
 import json
 import struct
 from pathlib import Path
@@ -179,6 +180,15 @@ def test_values(text: str | None, oid: int, expected: dict[str, Any]) -> None:
     t = builtin_type(oid)
     assert t is not None
     assert to_attribute(text, t) == expected
+
+
+@given(st.from_regex(r"-?[0-9]{1,45}(\.[0-9]{1,45})?", fullmatch=True))
+def test_plain_numbers_are_n_exactly_when_dynamodb_can_hold_them(text: str) -> None:
+    value = decimal.Decimal(text)
+    digits = value.normalize(decimal.Context(prec=100)).as_tuple().digits
+    holdable = value.is_zero() or (len(digits) <= 38 and -130 <= value.adjusted() <= 125)
+    expected = {"N": text} if holdable else {"S": text}
+    assert to_attribute(text, PgType(Kind.NUMBER)) == expected
 
 
 def test_user_types_are_resolved_from_the_catalog() -> None:

@@ -91,6 +91,9 @@ def run(config: str, accept_fresh_state: bool) -> None:
     registry = Registry.discover()
     cfg = _load(config, registry)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
+    from triggerd.daemon.gctune import tune_gc
+
+    tune_gc()
     sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
 
 

@@ -59,24 +59,35 @@ class BatchBuffer:
         self._bytes += sum(r.size for r in records)
 
     def _remove(self, picked: set[int]) -> list[Record]:
-        out = [it.record for i, it in enumerate(self._items) if i in picked]
-        self._items = [it for i, it in enumerate(self._items) if i not in picked]
+        items = self._items
+        count = len(picked)
+        if count == len(items) or (count and max(picked) == count - 1):
+            # The oldest records (or all of them): a slice, not a pass over every index.
+            out = [it.record for it in items[:count]]
+            del items[:count]
+        else:
+            out = []
+            keep: list[_Pending] = []
+            for i, it in enumerate(items):
+                if i in picked:
+                    out.append(it.record)
+                else:
+                    keep.append(it)
+            self._items = keep
         self._bytes -= sum(r.size for r in out)
         return out
 
     def next_batch_possible(self, busy: set[str]) -> bool:
         """Whether any waiting record is eligible now (its key is not busy)."""
-        return bool(self._eligible(busy))
+        return self._first_eligible(busy) is not None
 
-    def _eligible(self, busy: set[str]) -> list[int]:
-        blocked = set(busy)
-        out: list[int] = []
-        for i, item in enumerate(self._items):
+    def _first_eligible(self, busy: set[str]) -> _Pending | None:
+        """The oldest waiting record whose key is not busy."""
+        for item in self._items:
             key = item.record.key
-            if key is not None and key in blocked:
-                continue
-            out.append(i)
-        return out
+            if key is None or key not in busy:
+                return item
+        return None
 
     def _select(self, busy: set[str]) -> tuple[list[int], bool]:
         """Indexes of the next batch in order, and whether it is full (size or bytes)."""
@@ -105,15 +116,20 @@ class BatchBuffer:
             key = item.record.key
             if key in done or (key is not None and key in busy):
                 continue
-            chosen, size = groups.setdefault(key, ([], [ENVELOPE_OVERHEAD]))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [ENVELOPE_OVERHEAD])
+            chosen, size = group
             rec_size = item.record.size + 1
             if chosen and size[0] + rec_size > self.max_bytes:
                 done.add(key)
-                continue
-            chosen.append(i)
-            size[0] += rec_size
-            if len(chosen) >= self.batch_size or size[0] > self.max_bytes:
-                done.add(key)
+            else:
+                chosen.append(i)
+                size[0] += rec_size
+                if len(chosen) >= self.batch_size or size[0] > self.max_bytes:
+                    done.add(key)
+            if key in done and key == next(iter(groups)):
+                break  # the oldest key's batch is full: it goes first, look no further
         return [(chosen, key in done) for key, (chosen, _) in groups.items()]
 
     def next_batch(self, now: float, busy: set[str], *, flush: bool = False) -> list[Record] | None:
@@ -129,10 +145,10 @@ class BatchBuffer:
 
     def deadline(self, busy: set[str]) -> float | None:
         """When the window of the oldest eligible record expires (None if nothing eligible)."""
-        eligible = self._eligible(busy)
-        if not eligible:
+        first = self._first_eligible(busy)
+        if first is None:
             return None
-        return self._items[eligible[0]].arrived + self.window_s
+        return first.arrived + self.window_s
 
     def take_key(self, key: str) -> list[Record]:
         """Remove and return every waiting record with `key` (to give them back in order)."""
