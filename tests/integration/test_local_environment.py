@@ -258,6 +258,24 @@ async def test_zip_code_layers_in_order_and_requirements_from_a_local_wheel(
     assert orjson.loads((await changed.invoke(b"{}")).payload) == "v2"
 
 
+async def test_a_zip_s_own_requirements_txt_is_installed_by_default(
+    make_backend: Factory, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "ziplib", "2.0", "VERSION = '2.0'\n")
+    code = make_zip(
+        tmp_path / "code.zip",
+        {
+            "app.py": "import ziplib\n\ndef handler(e, c):\n    return ziplib.VERSION\n",
+            "requirements.txt": f"--no-index\n--find-links {wheels}\nziplib==2.0\n",
+        },
+    )
+    backend = await make_backend(code)
+    assert backend.unavailable is None
+    assert orjson.loads((await backend.invoke(b"{}")).payload) == "2.0"
+
+
 async def test_a_failed_install_leaves_the_function_unavailable_with_pip_s_reason(
     make_backend: Factory, tmp_path: Path
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
-from triggerd.types import BackendContext, Outcome, SystemClock
+from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
 
 pytestmark = [
     pytest.mark.integration,
@@ -177,3 +177,29 @@ async def test_an_error_thrown_outside_the_handler_fails_the_invocation(
     assert result.outcome is Outcome.FUNCTION_ERROR
     error = body(result)
     assert (error["errorType"], error["errorMessage"]) == ("RangeError", "thrown in a timer")
+
+
+async def test_interpreter_names_the_node_to_run_and_another_major_is_a_warning(
+    make_backend: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = shutil.which("node")
+    assert node is not None
+    link = tmp_path / "bin" / "my-node"
+    link.parent.mkdir()
+    link.symlink_to(node)
+    # The machine's node is 20: nodejs20.x through `interpreter` runs it without a warning.
+    backend = await make_backend("node_cjs", interpreter=str(link))
+    assert backend.spec is not None and backend.spec.argv[0] == str(link)
+    assert (await backend.invoke(b"{}")).outcome is Outcome.OK
+    assert "backend.node_version_mismatch" not in caplog.text
+    other = await make_backend("node_cjs", runtime="nodejs18.x")
+    assert (await other.invoke(b"{}")).outcome is Outcome.OK
+    warned = [r for r in caplog.records if r.getMessage() == "backend.node_version_mismatch"]
+    assert len(warned) == 1 and warned[0].__dict__["runtime"] == "nodejs18.x"
+
+
+async def test_a_node_interpreter_that_does_not_run_is_a_config_error(
+    make_backend: Factory, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"functions\.fn-node_cjs\.interpreter: .*no-node"):
+        await make_backend("node_cjs", interpreter=str(tmp_path / "no-node"))

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from triggerd.functions.backends import local, local_config, local_memory
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig, plugin
-from triggerd.functions.backends.local_config import Prepared
+from triggerd.functions.backends.local_config import DEFAULT_BOTO3_VERSION, Prepared
 from triggerd.functions.backends.local_python import Interpreter
 from triggerd.functions.backends.local_worker import LogCapture, exit_description
 from triggerd.functions.runtime_client import bootstrap
@@ -433,3 +433,10 @@ async def test_runtime_client_reads_chunked_and_closed_connections() -> None:
             assert body == b'{"a": 1}'
         finally:
             client.close()
+
+
+def test_the_runtime_boto3_is_one_the_runtime_s_python_can_install() -> None:
+    # boto3 1.43 needs Python 3.10: python3.9 gets the last release that supports it.
+    assert config(runtime="python3.9").runtime_boto3 == "1.42.97"
+    assert config(runtime="python3.12").runtime_boto3 == DEFAULT_BOTO3_VERSION
+    assert config(runtime="python3.9", boto3_version="1.40.0").runtime_boto3 == "1.40.0"

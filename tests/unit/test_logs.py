@@ -12,6 +12,7 @@ from typing import Literal
 import pytest
 
 from triggerd.telemetry.logs import (
+    FunctionLogFormatter,
     JsonFormatter,
     TextFormatter,
     indent_lines,
@@ -130,3 +131,13 @@ def test_text_formatter_indents_carriage_return_lines() -> None:
     assert indent_lines("a\rb\r\nc\r") == "a\n    b\n    c"
     assert indent_lines("plain") == "plain"
     assert [syslog_priority(n) for n in (50, 40, 30, 20, 10)] == [2, 3, 4, 6, 7]
+
+
+def test_function_logger_text_keeps_the_backends_event_fields_but_labels_output_plainly() -> None:
+    fmt = FunctionLogFormatter()
+    step = record(function="f", step="Collecting reqpkg==1.0")
+    step.msg = "backend.build"
+    assert fmt.format(step) == "f: backend.build  step=Collecting reqpkg==1.0"
+    output = record(function="f", request_id="r1", stream="stdout")
+    output.msg = "hello from the handler"
+    assert fmt.format(output) == "f: hello from the handler"

@@ -78,6 +78,9 @@ class _Subscription:
     dropped: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: One delivery at a time: `flush` (before SHUTDOWN) waits for a POST already under way,
+    #: so the listener has every event before the extension hears SHUTDOWN.
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _bounded(value: Any, key: str, bounds: tuple[int, int, int]) -> int:
@@ -166,12 +169,14 @@ class TelemetryAPI:
         self.wanted = frozenset().union(*(s.types for s in self._subs))
         loop = asyncio.get_running_loop()
         sub.task = loop.create_task(self._deliver(sub), name=f"telemetry:{name}")
-        record = {"name": name, "state": "Subscribed", "types": sorted(sub.types)}
-        self.emit("platform", "platform.telemetrySubscription", record)
+        # The init phase's earlier events first, then this subscription's own event (which
+        # `emit` sends to the new subscriber too: replaying it from the backlog would repeat it).
         if not self.init_done:
             for kind, data in self._backlog:
                 if kind in sub.types:
                     self._hold(sub, data)
+        record = {"name": name, "state": "Subscribed", "types": sorted(sub.types)}
+        self.emit("platform", "platform.telemetrySubscription", record)
         return _OK
 
     @staticmethod
@@ -251,8 +256,9 @@ class TelemetryAPI:
             await self._flush(sub)
 
     async def _flush(self, sub: _Subscription) -> None:
-        while sub.held or sub.dropped:
-            await self._post(sub, self._batch(sub))
+        async with sub.sending:
+            while sub.held or sub.dropped:
+                await self._post(sub, self._batch(sub))
 
     async def _post(self, sub: _Subscription, batch: bytes) -> None:
         if self._session is None:

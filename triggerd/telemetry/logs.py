@@ -127,7 +127,16 @@ class FunctionLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fn = getattr(record, "function", "")
         message = indent_lines(record.getMessage())
-        return f"{fn}: {message}" if fn else message
+        # The backend's own events on this logger (backend.build with its pip line, a worker
+        # that crashed...) keep their fields; the function's output lines carry none beyond
+        # those it is labelled with.
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if k not in _OUTPUT_LABELS)
+        line = f"{fn}: {message}" if fn else message
+        return f"{line}  {fields}" if fields else line
+
+
+#: The fields function output lines are labelled with (FunctionLogFormatter leaves them out).
+_OUTPUT_LABELS = frozenset({"function", "request_id", "stream", "platform"})
 
 
 #: Loggers of the AWS SDK, whose DEBUG records hold whole request and response bodies.

@@ -54,6 +54,8 @@ PYTHON_RUNTIMES = frozenset("python" + v for v in SUPPORTED_VERSIONS)
 #: The boto3 the runtime provides when `boto3_version` is not set (like Lambda's base image,
 #: one pinned version).
 DEFAULT_BOTO3_VERSION = "1.43.117"
+#: Runtimes whose Python the default boto3 no longer supports: the last release that does.
+LAST_BOTO3_FOR = {"python3.9": "1.42.97"}
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]*")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
@@ -81,8 +83,10 @@ class LocalFunctionConfig(FunctionConfig):
     )
     interpreter: ConfigPath | None = Field(
         None,
-        description="python3.x only: the Python interpreter to run (must be the runtime's "
-        "version); default: found on PATH, then pyenv, uv, asdf and system directories.",
+        description="python3.x: the Python interpreter to run (must be the runtime's "
+        "version); default: found on PATH, then pyenv, uv, asdf and system directories. "
+        "nodejs*.x: the `node` executable to run (default: `node` on PATH; a major version "
+        "other than the runtime's is logged as a warning at start).",
     )
     runtime_client: Literal["bundled", "awslambdaric"] = Field(
         "bundled",
@@ -111,10 +115,11 @@ class LocalFunctionConfig(FunctionConfig):
         description="Layers (directories or .zip files), merged in order into the function's "
         "/opt-equivalent directory.",
     )
-    boto3_version: str = Field(
-        DEFAULT_BOTO3_VERSION,
+    boto3_version: str | None = Field(
+        None,
         description="python3.x only: the boto3 the runtime provides (installed once per "
-        "Python version into the runtimes directory).",
+        f"Python version into the runtimes directory); default {DEFAULT_BOTO3_VERSION} "
+        f"({LAST_BOTO3_FOR['python3.9']} on python3.9, the last release supporting it).",
     )
     role_arn: str | None = Field(
         None,
@@ -158,6 +163,13 @@ class LocalFunctionConfig(FunctionConfig):
         return self.runtime in PROVIDED_RUNTIMES
 
     @property
+    def runtime_boto3(self) -> str:
+        """The boto3 version the runtime provides."""
+        if self.boto3_version is not None:
+            return self.boto3_version
+        return LAST_BOTO3_FOR.get(self.runtime, DEFAULT_BOTO3_VERSION)
+
+    @property
     def node(self) -> bool:
         return self.runtime in NODE_RUNTIMES
 
@@ -177,11 +189,6 @@ class LocalFunctionConfig(FunctionConfig):
                 f"(supported: {', '.join(sorted(PYTHON_RUNTIMES, key=len))}; nodejs18.x, "
                 "nodejs20.x, nodejs22.x; provided, provided.al2, provided.al2023)"
             )
-        if node and shutil.which("node") is None:
-            raise ValueError(
-                f"runtime {value} needs the `node` command on PATH: install Node.js "
-                "(e.g. apt-get install nodejs) or add its bin directory to PATH"
-            )
         return value
 
     @field_validator("requirements")
@@ -191,8 +198,8 @@ class LocalFunctionConfig(FunctionConfig):
 
     @field_validator("boto3_version")
     @classmethod
-    def _boto3_version(cls, value: str) -> str:
-        if not _VERSION.fullmatch(value):
+    def _boto3_version(cls, value: str | None) -> str | None:
+        if value is not None and not _VERSION.fullmatch(value):
             raise ValueError(f"{value!r} is not a version number (e.g. {DEFAULT_BOTO3_VERSION})")
         return value
 
@@ -214,8 +221,16 @@ class LocalFunctionConfig(FunctionConfig):
     def _combination(self) -> Self:
         if (self.provided or self.node) and self.runtime_client != "bundled":
             raise ValueError("runtime_client applies to python3.x runtimes only")
-        if (self.provided or self.node) and (self.interpreter is not None or self.requirements):
+        if self.provided and (self.interpreter is not None or self.requirements):
             raise ValueError("interpreter and requirements apply to python3.x runtimes only")
+        if self.node and self.requirements:
+            raise ValueError("requirements apply to python3.x runtimes only (ship node_modules)")
+        if self.node and self.interpreter is None and shutil.which("node") is None:
+            raise ValueError(
+                f"runtime {self.runtime} needs the `node` command on PATH: install Node.js "
+                "(e.g. apt-get install nodejs), add its bin directory to PATH, or set "
+                'interpreter = "/path/to/node"'
+            )
         if not self.provided and not _HANDLER.fullmatch(self.handler):
             raise ValueError(
                 f"handler {self.handler!r} must look like module.function (packages dotted: "
@@ -324,7 +339,8 @@ def worker_spec(
                 code_dir,
             ]
         )
-        argv: tuple[str, ...] = ("node", os.path.join(_NODE_CLIENT, "index.mjs"))
+        node = config.interpreter or "node"
+        argv: tuple[str, ...] = (node, os.path.join(_NODE_CLIENT, "index.mjs"))
     elif config.provided or interpreter is None:
         # OS-only runtimes: no AWS_EXECUTION_ENV; the bootstrap lives with the code.
         runtime_dir = code_dir

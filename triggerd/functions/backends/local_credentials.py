@@ -33,6 +33,15 @@ CHECK_INTERVAL_S = 1.0
 RENEW_MARGIN_S = 300.0
 
 
+#: Variables that name credentials only the SDK's chain can resolve (not plain keys).
+_CHAIN_ONLY_ENV = (
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     access_key: str
@@ -103,7 +112,19 @@ class CredentialSource:
         if self._session is None:
             if self._role_arn is not None:
                 needs_aiobotocore(self._role_arn)
-            self._set(self._static())
+            keys = self._static()
+            if keys is None and any(k in self._environ for k in _CHAIN_ONLY_ENV):
+                # A profile, SSO or container role is named but only aiobotocore resolves it:
+                # say so instead of starting the function without credentials silently.
+                self._log.warning(
+                    "backend.credentials_unresolved",
+                    extra={
+                        "function": self._function,
+                        "reason": "AWS_PROFILE / container credentials need aiobotocore: "
+                        "pip install 'triggerd-daemon[aws]'",
+                    },
+                )
+            self._set(keys)
             return
         self._chain = await self._session.get_credentials()
         await self.refresh(force=True)

@@ -6,7 +6,9 @@ installed). An unchanged function costs a few file scans."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shutil
 
 from triggerd.functions.backends.local_build import (
     Progress,
@@ -17,12 +19,13 @@ from triggerd.functions.backends.local_config import LocalFunctionConfig, Prepar
 from triggerd.functions.backends.local_package import (
     check_layers,
     check_source,
-    is_zip,
     prepare_code,
     prepare_opt,
 )
 from triggerd.functions.backends.local_python import Interpreter, InterpreterFinder
 from triggerd.types import BackendContext, ConfigError
+
+log = logging.getLogger("triggerd.backend")
 
 #: Overrides the default runtimes directory of tools and tests that do not set one.
 RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
@@ -37,15 +40,16 @@ def runtimes_dir(ctx: BackendContext) -> str:
     )
 
 
-def requirements_file(config: LocalFunctionConfig) -> str | None:
-    """The requirements to install: the configured file, or the code directory's
-    requirements.txt when there is one (`requirements = ""`: none)."""
+def requirements_file(config: LocalFunctionConfig, code_dir: str) -> str | None:
+    """The requirements to install: the configured file, or the requirements.txt at the top
+    of the code (`code_dir`: the directory, or where the .zip was extracted) when there is
+    one (`requirements = ""`: none)."""
     if config.provided or config.node or config.requirements == "":
         return None
     if config.requirements is not None:
         return os.path.abspath(config.requirements)
-    default = os.path.abspath(os.path.join(config.code, "requirements.txt"))
-    return default if not is_zip(config.code) and os.path.isfile(default) else None
+    default = os.path.abspath(os.path.join(code_dir, "requirements.txt"))
+    return default if os.path.isfile(default) else None
 
 
 def _check_files(config: LocalFunctionConfig, where: str) -> None:
@@ -71,9 +75,37 @@ async def check(
     where = f"functions.{name}."
     if files:
         await asyncio.to_thread(_check_files, config, where)
-    if config.provided or config.node:
+    if config.node:
+        await check_node(config, where)
+        return None
+    if config.provided:
         return None
     return await (finder or InterpreterFinder()).find(config.runtime, config.interpreter, where)
+
+
+async def check_node(config: LocalFunctionConfig, where: str) -> None:
+    """The `node` to run answers `--version` (ConfigError otherwise); a major version other
+    than the runtime's is a warning: Lambda's nodejsNN.x runs Node.js NN."""
+    node = config.interpreter or shutil.which("node") or "node"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            node,
+            "--version",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    except (OSError, TimeoutError) as e:
+        raise ConfigError([f"{where}interpreter: {node} does not run: {e}"]) from None
+    version = out.decode(errors="replace").strip()
+    if proc.returncode != 0 or not version.startswith("v"):
+        raise ConfigError([f"{where}interpreter: {node} --version failed"])
+    wanted = config.runtime.removeprefix("nodejs").removesuffix(".x")
+    if version[1:].split(".")[0] != wanted:
+        log.warning(
+            "backend.node_version_mismatch",
+            extra={"runtime": config.runtime, "node": node, "version": version},
+        )
 
 
 def _check_bootstrap(code_dir: str, runtime: str, where: str) -> None:
@@ -103,14 +135,14 @@ async def prepare(
         return Prepared(code_dir, opt_dir)
     shared = runtimes_dir(ctx)
     paths = [
-        await install_runtime_package(interpreter, shared, "boto3", config.boto3_version, progress)
+        await install_runtime_package(interpreter, shared, "boto3", config.runtime_boto3, progress)
     ]
     if config.runtime_client == "awslambdaric":
         paths.append(
             await install_runtime_package(interpreter, shared, "awslambdaric", None, progress)
         )
     deps = None
-    requirements = await asyncio.to_thread(requirements_file, config)
+    requirements = await asyncio.to_thread(requirements_file, config, code_dir)
     if requirements is not None:
         deps = await install_requirements(interpreter, requirements, work_dir, progress)
     return Prepared(code_dir, opt_dir, interpreter, deps, tuple(paths))
