@@ -40,8 +40,10 @@ PROBE = textwrap.dedent(
             except ImportError:
                 found[name] = False
         env = {k: os.environ.get(k) for k in event.get("env", [])}
+        import builtins as b
+        builtins = [n for n in ("exit", "quit", "help") if callable(getattr(b, n, None))]
         return {"version": list(sys.version_info[:2]), "imports": found, "env": env,
-                "executable": sys.executable, "path": sys.path}
+                "executable": sys.executable, "path": sys.path, "builtins": builtins}
     """
 )
 
@@ -118,6 +120,7 @@ async def test_runtime_runs_its_own_interpreter_isolated_with_boto3(
     }
     assert out["path"][0] == str(tmp_path / "fn")  # LAMBDA_TASK_ROOT first, as on Lambda
     assert not any(sys.prefix in p for p in out["path"])  # nothing of the daemon's venv
+    assert out["builtins"] == ["exit", "quit", "help"]  # what `site` adds, as on Lambda
 
 
 async def test_interpreter_setting_is_used_and_checked(

@@ -514,8 +514,24 @@ def end_of_output() -> None:
             stream.flush()  # fails when the function closed or replaced the stream
 
 
+def _site_builtins() -> None:
+    """The builtins `site` adds (exit, quit, help...): workers run with -S so that no
+    site-packages reach the function, but Lambda's Python has these."""
+    if "site" in sys.modules:
+        return
+    import _sitebuiltins
+    import builtins
+
+    if not hasattr(builtins, "exit"):
+        builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+        builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+    if not hasattr(builtins, "help"):
+        builtins.help = _sitebuiltins._Helper()
+
+
 def main() -> None:
     env = os.environ
+    _site_builtins()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     task_root = env.get("LAMBDA_TASK_ROOT", os.getcwd())
