@@ -37,6 +37,7 @@ from triggerd.types import (
     Clock,
     ControlledSource,
     Destination,
+    InspectsResults,
     InvokeResult,
     Outcome,
     PermanentError,
@@ -127,7 +128,8 @@ def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record
     kept: list[Record] = []
     dropped: list[Record] = []
     for rec in records:
-        (kept if rt.filter.matches(rt.source.filter_view(rec)) else dropped).append(rec)
+        view = rt.source.filter_view(rec)
+        (kept if view is None or rt.filter.matches(view) else dropped).append(rec)
     if dropped:
         rt.metrics.records_filtered.labels(rt.name).inc(len(dropped))
     return kept, dropped
@@ -412,6 +414,8 @@ class BatchRun:
                 await self.backoff(records, delay)
                 continue
             throttles = 0
+            if isinstance(self.rt.source, InspectsResults):
+                result = self.rt.source.on_result(records, result)
             retry, delay = await self.settle(records, result)
             if retry:
                 pending[0:0] = retry
