@@ -191,3 +191,48 @@ def test_tumbling_windows_refuse_a_parallelization_factor_above_one() -> None:
     with pytest.raises(ValidationError):
         KinesisSourceConfig(type="kinesis", stream="s", tumbling_window_s=901)
     assert KinesisSourceConfig(type="kinesis", stream="s", tumbling_window_s=900)
+
+
+async def test_a_state_over_1_mb_ends_the_window_early_and_the_window_goes_on_from_empty(
+    store: Any,
+) -> None:
+    api = FakeApi(records={"shard-0": [1001, 1002]})
+    r = windowed(api, store, Clock(), 900)
+    await r.start()
+    big = {"blob": "x" * (1024 * 1024)}
+
+    async def next_batch() -> list[Record]:
+        for _ in range(3000):
+            batch = r.take(1)
+            if batch:
+                return batch
+            await asyncio.sleep(0.001)
+        raise AssertionError("nothing came")
+
+    def answer(batch: list[Record], state: dict[str, Any]) -> None:
+        result = InvokeResult(Outcome.OK, orjson.dumps({"state": state}), "rid")
+        assert r.on_result(batch, result).outcome is Outcome.OK
+
+    try:
+        first = await next_batch()
+        first_fields = r.window_fields(first)
+        answer(first, big)
+        await r.ack(first)
+        early = await next_batch()
+        # Given back (the pipeline stopping), the early end comes again before anything else.
+        r.nack(early)
+        assert await next_batch() == early
+        early_fields = r.window_fields(early)
+        answer(early, {})
+        await r.ack(early)
+        after = await next_batch()
+        after_fields = r.window_fields(after)
+    finally:
+        await r.stop()
+    assert [rec.item_id for rec in first] == ["1001"] and first_fields["state"] == {}
+    assert isinstance(early[0], WindowEnd)
+    assert early_fields["isWindowTerminatedEarly"] and early_fields["isFinalInvokeForWindow"]
+    assert early_fields["state"] == big and early_fields["window"] == first_fields["window"]
+    assert [rec.item_id for rec in after] == ["1002"]
+    assert not after_fields["isWindowTerminatedEarly"] and after_fields["state"] == {}
+    assert after_fields["window"] == first_fields["window"]

@@ -29,7 +29,8 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   out alone after the window's records, the window's final invocation (no records). The
   `state` the function returns travels to the next invocation of the same window and shard,
   and is written under `window:<shard id>` with the checkpoint that covers the records it
-  saw; the final invocation's success deletes it.
+  saw; the final invocation's success deletes it. A state above 1 MB ends the window early
+  (an invocation flagged `isWindowTerminatedEarly`), after which it goes on from `{}`.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ class WindowEnd(Record):
     """The end of a shard's tumbling window: the window's final invocation (no records)."""
 
     window_start: float = 0.0
+    #: Ends the window early (the state grew past MAX_WINDOW_STATE); the window goes on
+    #: with a fresh state. Not in the shard's log: the reader hands it out itself.
+    early: bool = False
 
 
 def _window_start(at: float, size_s: int) -> float:
@@ -171,6 +175,10 @@ class _Shard:
     state: JSONDict = field(default_factory=dict)
     #: The state to write with the next checkpoint (a JSON document).
     unsaved_state: str | None = None
+    #: An early end of the window to hand out once the shard has nothing in flight, and
+    #: whether it is out (nothing else of the shard is handed out meanwhile).
+    early_end: WindowEnd | None = None
+    early_out: bool = False
 
     @property
     def finished(self) -> bool:
@@ -479,7 +487,7 @@ class ShardReader:
             "state": state,
             "shardId": sid,
             "isFinalInvokeForWindow": final,
-            "isWindowTerminatedEarly": False,
+            "isWindowTerminatedEarly": isinstance(last, WindowEnd) and last.early,
         }
 
     def on_result(self, records: Sequence[Record], result: InvokeResult) -> InvokeResult:
@@ -514,12 +522,21 @@ class ShardReader:
             return result
         start = max(_window_start(r.created_at, self.tumbling_window_s) for r in records)
         doc = orjson.dumps({"start": start, "state": state}).decode()
-        if len(doc) > MAX_WINDOW_STATE:
-            self.log.warning(
-                "stream.window_state_too_large",
-                extra={"trigger": self.trigger, "shard": shard.info.shard_id, "bytes": len(doc)},
-            )
         shard.window, shard.state, shard.unsaved_state = start, state, doc
+        if len(doc) > MAX_WINDOW_STATE:
+            # As Lambda does: the window ends early with this state, then goes on from {}.
+            sid = shard.info.shard_id
+            shard.early_end = WindowEnd(
+                payload={},
+                item_id=records[-1].item_id,
+                size=0,
+                created_at=self.clock.time(),
+                key=sid,
+                handle=sid,
+                window_start=start,
+                early=True,
+            )
+            self._ready.set()
         return result
 
     def _append(self, shard: _Shard, page: Page) -> None:
@@ -559,7 +576,12 @@ class ShardReader:
             shard = self.shards.get(order[i])
             if shard is None:
                 continue
-            out += shard.log.take(limit - len(out))
+            if shard.early_end is not None or shard.early_out:
+                if shard.early_end is not None and not shard.log.live:
+                    out.append(shard.early_end)
+                    shard.early_end, shard.early_out = None, True
+            else:
+                out += shard.log.take(limit - len(out))
             if len(out) >= limit:
                 # Start with the next shard next time, so no shard starves the others.
                 self._order = order[i + 1 :] + order[: i + 1]
@@ -577,6 +599,14 @@ class ShardReader:
             await asyncio.wait_for(self._ready.wait(), wait)
 
     async def ack(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            shard = self.shards.get(str(rec.handle))
+            if isinstance(rec, WindowEnd) and rec.early and shard is not None:
+                shard.early_out = False
+                shard.window, shard.state, shard.unsaved_state = None, {}, None
+                self._unsaved[_WINDOW_PREFIX + shard.info.shard_id] = None
+                self._dirty.set()
+                self._ready.set()
         touched: set[str] = set()
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
@@ -586,6 +616,10 @@ class ShardReader:
         self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            shard = self.shards.get(str(rec.handle))
+            if isinstance(rec, WindowEnd) and rec.early and shard is not None:
+                shard.early_end, shard.early_out = rec, False
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
             if shard is not None:
