@@ -318,3 +318,29 @@ async def test_tumbling_window_state_sums_over_invocations_to_a_final_invocation
     assert sorted(v["v"] for e in backend.calls for v in data_of(e)) == list(range(1, 8))
     assert final_sums() == 28
     assert len(backend.calls) >= 5  # batches of 2: several invocations carried the state
+
+
+async def test_filters_never_drop_a_tumbling_windows_final_invocation(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"v": v}) for v in range(1, 7)])
+
+        def summing(event: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "state": {"sum": event["state"].get("sum", 0) + sum(d["v"] for d in data_of(event))}
+            }
+
+        def final_sums() -> int:
+            return sum(
+                e["state"].get("sum", 0) for e in backend.calls if e["isFinalInvokeForWindow"]
+            )
+
+        backend = FakeBackend(respond=summing)
+        cfg = source(moto_server, stream, tumbling_window_s=2)
+        filters = [{"data": {"v": [{"numeric": [">", 3]}]}}]
+        async with trigger_harness(tmp_path, registry(), cfg, backend, filters=filters) as h:
+            await h.run_until(lambda: final_sums() >= 15)
+    assert sorted(v["v"] for e in backend.calls for v in data_of(e)) == [4, 5, 6]
+    assert final_sums() == 15
