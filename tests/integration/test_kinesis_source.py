@@ -344,3 +344,27 @@ async def test_filters_never_drop_a_tumbling_windows_final_invocation(
             await h.run_until(lambda: final_sums() >= 15)
     assert sorted(v["v"] for e in backend.calls for v in data_of(e)) == [4, 5, 6]
     assert final_sums() == 15
+
+
+async def test_a_response_without_state_is_retried_as_a_function_error(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"v": 1})])
+
+        def stateless_once(event: dict[str, Any]) -> dict[str, Any]:
+            if len(backend.calls) == 1:
+                return {"batchItemFailures": []}
+            return {"state": {"seen": event["state"].get("seen", 0) + len(event["Records"])}}
+
+        backend = FakeBackend(respond=stateless_once)
+        cfg = source(moto_server, stream, tumbling_window_s=2)
+        async with trigger_harness(
+            tmp_path, registry(), cfg, backend, retry_base_delay_s=0.01
+        ) as h:
+            await h.run_until(lambda: any(e["isFinalInvokeForWindow"] for e in backend.calls))
+    first, again = backend.calls[0], backend.calls[1]
+    assert data_of(first) == data_of(again) == [{"v": 1}]
+    assert again["state"] == {}  # the refused response's state was not kept
+    assert backend.calls[-1]["state"] == {"seen": 1}
