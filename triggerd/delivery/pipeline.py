@@ -65,6 +65,12 @@ class TriggerRuntime:
     include_payload: bool = True
     poll_timeout_s: float = 1.0
     throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, max_s=60.0))
+    #: The source reads each invocation's result (checked once, not per batch).
+    result_hook: InspectsResults | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, InspectsResults):
+            self.result_hook = self.source
 
     @classmethod
     def assemble(
@@ -414,8 +420,8 @@ class BatchRun:
                 await self.backoff(records, delay)
                 continue
             throttles = 0
-            if isinstance(self.rt.source, InspectsResults):
-                result = self.rt.source.on_result(records, result)
+            if self.rt.result_hook is not None:
+                result = self.rt.result_hook.on_result(records, result)
             retry, delay = await self.settle(records, result)
             if retry:
                 pending[0:0] = retry

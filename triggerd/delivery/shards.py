@@ -599,7 +599,7 @@ class ShardReader:
             await asyncio.wait_for(self._ready.wait(), wait)
 
     async def ack(self, records: Sequence[Record]) -> None:
-        for rec in records:
+        for rec in records if self.tumbling_window_s else ():
             shard = self.shards.get(str(rec.handle))
             if isinstance(rec, WindowEnd) and rec.early and shard is not None:
                 shard.early_out = False
@@ -616,7 +616,7 @@ class ShardReader:
         self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
-        for rec in records:
+        for rec in records if self.tumbling_window_s else ():
             shard = self.shards.get(str(rec.handle))
             if isinstance(rec, WindowEnd) and rec.early and shard is not None:
                 shard.early_end, shard.early_out = rec, False
