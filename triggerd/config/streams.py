@@ -99,7 +99,8 @@ class StreamReading(SourceConfig, AwsCredentials):
         if not at and self.starting_position_timestamp is not None:
             raise ValueError("starting_position_timestamp needs starting_position AT_TIMESTAMP")
         if self.tumbling_window_s and self.parallelization_factor > 1:
-            # A window's state is one per shard, carried from one batch to the next.
+            # triggerd keeps one state per shard and window, carried from one batch to the
+            # next (AWS documents no such limit: a documented difference).
             raise ValueError("tumbling_window_s needs parallelization_factor 1")
         return self
 
