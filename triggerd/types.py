@@ -181,8 +181,9 @@ class Source(Protocol):
         """Build the invocation event for a batch (for async sources: for one record)."""
         ...
 
-    def filter_view(self, record: Record) -> JSONDict:
-        """The record as filter patterns see it (data key parsed as JSON when it is JSON)."""
+    def filter_view(self, record: Record) -> JSONDict | None:
+        """The record as filter patterns see it (data key parsed as JSON when it is JSON);
+        None for a source's control record, which filters never drop."""
         ...
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
@@ -190,6 +191,17 @@ class Source(Protocol):
         ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class InspectsResults(Protocol):
+    """A source that reads its function's responses (stream tumbling windows carry the
+    function's `state` from one invocation to the next)."""
+
+    def on_result(self, records: Sequence[Record], result: InvokeResult) -> InvokeResult:
+        """Called with each invocation's result before it is judged; returns the result to
+        judge (a response the source refuses becomes a function error)."""
+        ...
 
 
 class PipelineControl(Protocol):
@@ -261,7 +273,7 @@ class BaseSource:
     def envelope(self, records: Sequence[Record]) -> JSONDict:
         return {"Records": [r.payload for r in records]}
 
-    def filter_view(self, record: Record) -> JSONDict:
+    def filter_view(self, record: Record) -> JSONDict | None:
         return record.payload
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:

@@ -5,7 +5,7 @@ core's (triggerd.delivery.shards); this module finds the stream and shapes recor
 
 from __future__ import annotations
 
-from triggerd.delivery.shards import ShardedSource, ShardReader
+from triggerd.delivery.shards import ShardedSource, ShardReader, WindowEnd
 from triggerd.types import JSONDict, Record, SourceContext
 
 from .client import StreamsApi, open_client, resolve_stream
@@ -43,9 +43,12 @@ class DynamoDBStreamsSource(ShardedSource):
             poll_interval_s=cfg.poll_interval_s,
             refresh_s=cfg.shard_refresh_s,
             read_ahead=cfg.read_ahead,
+            tumbling_window_s=cfg.tumbling_window_s,
             kind="dynamodb_streams",
         )
 
-    def filter_view(self, record: Record) -> JSONDict:
+    def filter_view(self, record: Record) -> JSONDict | None:
         """DynamoDB filter patterns see the record as delivered (`dynamodb` is JSON)."""
+        if isinstance(record, WindowEnd):
+            return None  # a tumbling window's end: never filtered out
         return record.payload

@@ -5,7 +5,7 @@ client, finds the stream's ARN and shapes records."""
 
 from __future__ import annotations
 
-from triggerd.delivery.shards import ShardedSource, ShardReader
+from triggerd.delivery.shards import ShardedSource, ShardReader, WindowEnd
 from triggerd.events.filters import view_with_data
 from triggerd.types import JSONDict, Record, SourceContext
 
@@ -48,9 +48,12 @@ class KinesisSource(ShardedSource):
             poll_interval_s=cfg.poll_interval_s,
             refresh_s=cfg.shard_refresh_s,
             read_ahead=cfg.read_ahead,
+            tumbling_window_s=cfg.tumbling_window_s,
             kind="kinesis",
         )
 
-    def filter_view(self, record: Record) -> JSONDict:
+    def filter_view(self, record: Record) -> JSONDict | None:
         """Kinesis filter patterns see the `kinesis` fields, `data` decoded and parsed."""
+        if isinstance(record, WindowEnd):
+            return None  # a tumbling window's end: never filtered out
         return view_with_data(record.payload["kinesis"], "data", "base64")

@@ -214,3 +214,31 @@ async def test_a_table_without_a_stream_is_a_one_line_config_error(
     with pytest.raises(ConfigError, match="has no stream enabled"):
         async with trigger_harness(tmp_path, registry(), source(moto_server, name), FakeBackend()):
             pass
+
+
+async def test_tumbling_window_state_goes_from_invocation_to_invocation_to_the_final_one(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client)
+        for i in range(1, 6):
+            await put(client, table, f"id-{i}", str(i))
+
+        def summing(event: dict[str, Any]) -> dict[str, Any]:
+            total = event["state"].get("sum", 0) + sum(int(v) for v in values(event))
+            return {"state": {"sum": total}}
+
+        def final_sums() -> int:
+            return sum(
+                e["state"].get("sum", 0) for e in backend.calls if e["isFinalInvokeForWindow"]
+            )
+
+        backend = FakeBackend(respond=summing)
+        cfg = source(moto_server, table, tumbling_window_s=2)
+        async with trigger_harness(tmp_path, registry(), cfg, backend, batch_size=2) as h:
+            await h.run_until(lambda: final_sums() >= 15)
+    assert final_sums() == 15
+    assert sorted(int(v) for e in backend.calls for v in values(e)) == [1, 2, 3, 4, 5]
+    assert all(e["eventSourceARN"].startswith("arn:aws:dynamodb:") for e in backend.calls)
+    assert all(e["Records"] == [] for e in backend.calls if e["isFinalInvokeForWindow"])
+    assert backend.calls[0]["state"] == {} and len(backend.calls) >= 4

@@ -269,3 +269,102 @@ async def test_filtered_out_records_are_dropped_and_checkpointed(
     finally:
         await state.close()
     assert saved == {"shard:shardId-000000000000": seqs[3]}
+
+
+async def test_tumbling_window_state_sums_over_invocations_to_a_final_invocation(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"v": v}) for v in range(1, 8)])
+
+        def summing(event: dict[str, Any]) -> dict[str, Any]:
+            total = event["state"].get("sum", 0) + sum(d["v"] for d in data_of(event))
+            return {"state": {"sum": total}, "batchItemFailures": []}
+
+        def final_sums() -> int:
+            return sum(e["state"]["sum"] for e in backend.calls if e["isFinalInvokeForWindow"])
+
+        backend = FakeBackend(respond=summing)
+        cfg = source(moto_server, stream, tumbling_window_s=2)
+        async with trigger_harness(tmp_path, registry(), cfg, backend, batch_size=2) as h:
+            await h.run_until(lambda: final_sums() >= 28)
+    arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    first = backend.calls[0]
+    assert list(first) == [
+        "Records",
+        "window",
+        "state",
+        "shardId",
+        "eventSourceARN",
+        "isFinalInvokeForWindow",
+        "isWindowTerminatedEarly",
+    ]
+    assert first["shardId"] == "shardId-000000000000" and first["eventSourceARN"] == arn
+    assert first["state"] == {}
+    # Per window: each invocation gets the state the previous one returned, the last one is
+    # the final invocation without records, with the window's whole sum.
+    by_window: dict[str, list[dict[str, Any]]] = {}
+    for event in backend.calls:
+        by_window.setdefault(event["window"]["start"], []).append(event)
+    for events in by_window.values():
+        running = 0
+        for event in events:
+            assert event["state"] == ({"sum": running} if running else {})
+            assert not event["isWindowTerminatedEarly"]
+            running += sum(d["v"] for d in data_of(event))
+        assert [e["isFinalInvokeForWindow"] for e in events] == [False] * (len(events) - 1) + [True]
+        assert events[-1]["Records"] == [] and events[-1]["state"] == {"sum": running}
+    assert sorted(v["v"] for e in backend.calls for v in data_of(e)) == list(range(1, 8))
+    assert final_sums() == 28
+    assert len(backend.calls) >= 5  # batches of 2: several invocations carried the state
+
+
+async def test_filters_never_drop_a_tumbling_windows_final_invocation(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"v": v}) for v in range(1, 7)])
+
+        def summing(event: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "state": {"sum": event["state"].get("sum", 0) + sum(d["v"] for d in data_of(event))}
+            }
+
+        def final_sums() -> int:
+            return sum(
+                e["state"].get("sum", 0) for e in backend.calls if e["isFinalInvokeForWindow"]
+            )
+
+        backend = FakeBackend(respond=summing)
+        cfg = source(moto_server, stream, tumbling_window_s=2)
+        filters = [{"data": {"v": [{"numeric": [">", 3]}]}}]
+        async with trigger_harness(tmp_path, registry(), cfg, backend, filters=filters) as h:
+            await h.run_until(lambda: final_sums() >= 15)
+    assert sorted(v["v"] for e in backend.calls for v in data_of(e)) == [4, 5, 6]
+    assert final_sums() == 15
+
+
+async def test_a_response_without_state_is_retried_as_a_function_error(
+    moto_server: str, tmp_path: Path
+) -> None:
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"v": 1})])
+
+        def stateless_once(event: dict[str, Any]) -> dict[str, Any]:
+            if len(backend.calls) == 1:
+                return {"batchItemFailures": []}
+            return {"state": {"seen": event["state"].get("seen", 0) + len(event["Records"])}}
+
+        backend = FakeBackend(respond=stateless_once)
+        cfg = source(moto_server, stream, tumbling_window_s=2)
+        async with trigger_harness(
+            tmp_path, registry(), cfg, backend, retry_base_delay_s=0.01
+        ) as h:
+            await h.run_until(lambda: any(e["isFinalInvokeForWindow"] for e in backend.calls))
+    first, again = backend.calls[0], backend.calls[1]
+    assert data_of(first) == data_of(again) == [{"v": 1}]
+    assert again["state"] == {}  # the refused response's state was not kept
+    assert backend.calls[-1]["state"] == {"seen": 1}

@@ -51,6 +51,14 @@ class StreamReading(SourceConfig, AwsCredentials):
         description="Batches of one shard in flight at once; records are spread over them by "
         "partition key (DynamoDB: item key), so each key stays in order",
     )
+    tumbling_window_s: int = Field(
+        default=0,
+        ge=0,
+        le=900,
+        description="Tumbling windows of this many seconds (0: none): each event carries "
+        "`window`, the `state` the function returned for the window, `shardId`, "
+        '`isFinalInvokeForWindow`; the function must return `{"state": {...}}`',
+    )
     poll_interval_s: float = Field(
         default=1.0,
         gt=0,
@@ -90,6 +98,10 @@ class StreamReading(SourceConfig, AwsCredentials):
             raise ValueError("starting_position AT_TIMESTAMP needs starting_position_timestamp")
         if not at and self.starting_position_timestamp is not None:
             raise ValueError("starting_position_timestamp needs starting_position AT_TIMESTAMP")
+        if self.tumbling_window_s and self.parallelization_factor > 1:
+            # triggerd keeps one state per shard and window, carried from one batch to the
+            # next (AWS documents no such limit: a documented difference).
+            raise ValueError("tumbling_window_s needs parallelization_factor 1")
         return self
 
     @property

@@ -37,6 +37,7 @@ from triggerd.types import (
     Clock,
     ControlledSource,
     Destination,
+    InspectsResults,
     InvokeResult,
     Outcome,
     PermanentError,
@@ -64,6 +65,12 @@ class TriggerRuntime:
     include_payload: bool = True
     poll_timeout_s: float = 1.0
     throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, max_s=60.0))
+    #: The source reads each invocation's result (checked once, not per batch).
+    result_hook: InspectsResults | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, InspectsResults):
+            self.result_hook = self.source
 
     @classmethod
     def assemble(
@@ -127,7 +134,8 @@ def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record
     kept: list[Record] = []
     dropped: list[Record] = []
     for rec in records:
-        (kept if rt.filter.matches(rt.source.filter_view(rec)) else dropped).append(rec)
+        view = rt.source.filter_view(rec)
+        (kept if view is None or rt.filter.matches(view) else dropped).append(rec)
     if dropped:
         rt.metrics.records_filtered.labels(rt.name).inc(len(dropped))
     return kept, dropped
@@ -412,6 +420,8 @@ class BatchRun:
                 await self.backoff(records, delay)
                 continue
             throttles = 0
+            if self.rt.result_hook is not None:
+                result = self.rt.result_hook.on_result(records, result)
             retry, delay = await self.settle(records, result)
             if retry:
                 pending[0:0] = retry

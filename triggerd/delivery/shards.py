@@ -22,6 +22,15 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
   start), coalescing what was acknowledged meanwhile, so a shard's next batch never waits for
   the disk. A crash before a write only means those records are delivered again.
+- Tumbling windows (`tumbling_window_s` > 0, Lambda's TumblingWindowInSeconds): each record
+  belongs to the window of its arrival time (windows aligned to the epoch, per shard). When a
+  record of a later window is read, when the shard is read up to now and the clock is past the
+  window's end, or at the shard's end, a `WindowEnd` record is appended: a barrier handed
+  out alone after the window's records, the window's final invocation (no records). The
+  `state` the function returns travels to the next invocation of the same window and shard,
+  and is written under `window:<shard id>` with the checkpoint that covers the records it
+  saw; the final invocation's success deletes it. A state above 1 MB ends the window early
+  (an invocation flagged `isWindowTerminatedEarly`), after which it goes on from `{}`.
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+import orjson
 
 from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
@@ -42,7 +55,9 @@ from triggerd.state.base import StateStore
 from triggerd.types import (
     BaseSource,
     Clock,
+    InvokeResult,
     JSONDict,
+    Outcome,
     PartitionStats,
     Record,
     SourceContext,
@@ -60,11 +75,15 @@ __all__ = [
     "StartingPosition",
     "Throttled",
     "Trimmed",
+    "WindowEnd",
 ]
 
 #: Checkpoint value of a shard read to its end.
 SHARD_END = "SHARD_END"
 _KEY_PREFIX = "shard:"
+_WINDOW_PREFIX = "window:"
+#: Lambda ends a tumbling window early when its state grows past this (JSON bytes).
+MAX_WINDOW_STATE = 1024 * 1024
 
 
 class Throttled(Exception):
@@ -112,6 +131,24 @@ class ShardApi(Protocol):
     async def get_records(self, iterator: str, limit: int) -> Page: ...
 
 
+@dataclass(slots=True, eq=False)
+class WindowEnd(Record):
+    """The end of a shard's tumbling window: the window's final invocation (no records)."""
+
+    window_start: float = 0.0
+    #: Ends the window early (the state grew past MAX_WINDOW_STATE); the window goes on
+    #: with a fresh state. Not in the shard's log: the reader hands it out itself.
+    early: bool = False
+
+
+def _window_start(at: float, size_s: int) -> float:
+    return math.floor(at / size_s) * size_s
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 #: Turns one raw API record of a shard into a Record (item_id = its sequence number).
 Shape = Callable[[Any, str], Record]
 
@@ -130,6 +167,18 @@ class _Shard:
     task: asyncio.Task[None] | None = None
     #: An iterator taken before the shard's task started (LATEST at start).
     iterator: str | None = None
+    #: Tumbling windows, reading side: start of the window whose records were read and
+    #: whose end was not appended yet.
+    open_window: float | None = None
+    #: Invoking side: the window whose `state` the function returned last, and that state.
+    window: float | None = None
+    state: JSONDict = field(default_factory=dict)
+    #: The state to write with the next checkpoint (a JSON document).
+    unsaved_state: str | None = None
+    #: An early end of the window to hand out once the shard has nothing in flight, and
+    #: whether it is out (nothing else of the shard is handed out meanwhile).
+    early_end: WindowEnd | None = None
+    early_out: bool = False
 
     @property
     def finished(self) -> bool:
@@ -153,6 +202,8 @@ class ShardReader:
     #: Records held in memory per shard (read, not checkpointed yet).
     read_ahead: int = 10_000
     redeliver_delay_s: float = 1.0
+    #: Lambda's TumblingWindowInSeconds (0: no windows).
+    tumbling_window_s: int = 0
     kind: str = "stream"
     shards: dict[str, _Shard] = field(default_factory=dict)
     #: Shards seen finished (checkpointed at their end, or gone from the list).
@@ -170,6 +221,8 @@ class ShardReader:
     #: Shards read and settled to their end whose SHARD_END is not written yet.
     _ending: set[str] = field(default_factory=set)
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Tumbling-window states found in the state store at start (shard id -> JSON).
+    _windows: dict[str, str] = field(default_factory=dict)
 
     # ---- lifecycle ----
 
@@ -178,6 +231,9 @@ class ShardReader:
         listing = await self.api.list_shards()
         saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
         self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
+        if self.tumbling_window_s:
+            windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
+            self._windows = {k[len(_WINDOW_PREFIX) :]: v for k, v in windows.items()}
         self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
         self._discover(listing)
         for shard in self.shards.values():
@@ -254,7 +310,9 @@ class ShardReader:
             log = ShardLog(
                 self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
             )
-            self.shards[sid] = _Shard(info, log, checkpoint, start_kind=kind)
+            shard = _Shard(info, log, checkpoint, start_kind=kind)
+            self._restore_window(shard)
+            self.shards[sid] = shard
             self._order.append(sid)
         # Parents that are no longer listed were trimmed away: nothing left to wait for.
         self._gone = {p for s in self.shards.values() for p in s.info.parents if p not in listed}
@@ -346,14 +404,10 @@ class ShardReader:
                 continue
             failures = 0
             shard.millis_behind = page.millis_behind
-            for raw in page.records:
-                record = self.shape(raw, sid)
-                record.handle = sid
-                shard.log.append(record)
-                shard.last_read = record.item_id
-            if page.records:
-                self._ready.set()
+            self._append(shard, page)
             if self._at_end(shard, page):
+                if shard.open_window is not None:
+                    self._end_window(shard)
                 shard.log.mark(SHARD_END)
                 self._ready.set()
                 self.log.info(
@@ -364,7 +418,138 @@ class ShardReader:
                 return
             iterator = page.next_iterator
             if not page.records:
+                self._window_due(shard)
                 await self.clock.sleep(self.poll_interval_s)
+
+    # ---- tumbling windows ----
+
+    def _restore_window(self, shard: _Shard) -> None:
+        """A window state saved before a restart: its invocations go on from it."""
+        saved = self._windows.pop(shard.info.shard_id, None)
+        if saved is None:
+            return
+        try:
+            doc = orjson.loads(saved)
+            start, state = float(doc["start"]), doc["state"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        if isinstance(state, dict):
+            shard.window = shard.open_window = start
+            shard.state = state
+
+    def _enter_window(self, shard: _Shard, record: Record) -> None:
+        """Before appending `record`: end the open window when the record is of a later one."""
+        start = _window_start(record.created_at, self.tumbling_window_s)
+        if shard.open_window is not None and start <= shard.open_window:
+            return
+        if shard.open_window is not None:
+            self._end_window(shard)
+        shard.open_window = start
+
+    def _window_due(self, shard: _Shard) -> None:
+        """After an empty page (the shard is read up to now, so every record that arrived
+        before now was read): end the open window once the clock is past its end. A reader
+        catching up ends windows only as it reads records of later ones."""
+        start = shard.open_window
+        if start is not None and self.clock.time() >= start + self.tumbling_window_s:
+            self._end_window(shard)
+
+    def _end_window(self, shard: _Shard) -> None:
+        start, shard.open_window = shard.open_window, None
+        assert start is not None
+        sid = shard.info.shard_id
+        end = WindowEnd(
+            payload={},
+            item_id=shard.last_read or shard.checkpoint or "",
+            size=0,
+            created_at=self.clock.time(),
+            key=sid,
+            handle=sid,
+            window_start=start,
+        )
+        shard.log.append(end, barrier=True)
+        self._ready.set()
+
+    def window_fields(self, records: Sequence[Record]) -> JSONDict:
+        """The tumbling-window fields of the event of a batch (all of one shard and window),
+        in AWS's order; `eventSourceARN` is the caller's."""
+        sid = str(records[0].handle)
+        last = records[-1]
+        final = isinstance(last, WindowEnd)
+        if isinstance(last, WindowEnd):
+            start = last.window_start
+        else:
+            start = max(_window_start(r.created_at, self.tumbling_window_s) for r in records)
+        shard = self.shards.get(sid)
+        state = shard.state if shard is not None and shard.window == start else {}
+        return {
+            "window": {"start": _iso(start), "end": _iso(start + self.tumbling_window_s)},
+            "state": state,
+            "shardId": sid,
+            "isFinalInvokeForWindow": final,
+            "isWindowTerminatedEarly": isinstance(last, WindowEnd) and last.early,
+        }
+
+    def on_result(self, records: Sequence[Record], result: InvokeResult) -> InvokeResult:
+        """Keep the `state` the function returned for the batch's window; a response without
+        a `state` object fails the invocation, as in Lambda."""
+        if result.outcome is not Outcome.OK:
+            return result
+        try:
+            response = orjson.loads(result.payload) if result.payload.strip() else None
+        except orjson.JSONDecodeError:
+            response = None
+        state = response.get("state") if isinstance(response, dict) else None
+        if not isinstance(state, dict):
+            return replace(
+                result,
+                outcome=Outcome.FUNCTION_ERROR,
+                function_error="Unhandled",
+                payload=orjson.dumps(
+                    {
+                        "errorType": "InvalidStateResponse",
+                        "errorMessage": "with tumbling windows the response must contain "
+                        "a 'state' object",
+                    }
+                ),
+            )
+        shard = self.shards.get(str(records[0].handle))
+        if shard is None:
+            return result
+        last = records[-1]
+        if isinstance(last, WindowEnd):
+            shard.window, shard.state, shard.unsaved_state = None, {}, None
+            return result
+        start = max(_window_start(r.created_at, self.tumbling_window_s) for r in records)
+        doc = orjson.dumps({"start": start, "state": state}).decode()
+        shard.window, shard.state, shard.unsaved_state = start, state, doc
+        if len(doc) > MAX_WINDOW_STATE:
+            # As Lambda does: the window ends early with this state, then goes on from {}.
+            sid = shard.info.shard_id
+            shard.early_end = WindowEnd(
+                payload={},
+                item_id=records[-1].item_id,
+                size=0,
+                created_at=self.clock.time(),
+                key=sid,
+                handle=sid,
+                window_start=start,
+                early=True,
+            )
+            self._ready.set()
+        return result
+
+    def _append(self, shard: _Shard, page: Page) -> None:
+        sid = shard.info.shard_id
+        for raw in page.records:
+            record = self.shape(raw, sid)
+            record.handle = sid
+            if self.tumbling_window_s:
+                self._enter_window(shard, record)
+            shard.log.append(record)
+            shard.last_read = record.item_id
+        if page.records:
+            self._ready.set()
 
     @staticmethod
     def _at_end(shard: _Shard, page: Page) -> bool:
@@ -391,7 +576,12 @@ class ShardReader:
             shard = self.shards.get(order[i])
             if shard is None:
                 continue
-            out += shard.log.take(limit - len(out))
+            if shard.early_end is not None or shard.early_out:
+                if shard.early_end is not None and not shard.log.live:
+                    out.append(shard.early_end)
+                    shard.early_end, shard.early_out = None, True
+            else:
+                out += shard.log.take(limit - len(out))
             if len(out) >= limit:
                 # Start with the next shard next time, so no shard starves the others.
                 self._order = order[i + 1 :] + order[: i + 1]
@@ -409,6 +599,14 @@ class ShardReader:
             await asyncio.wait_for(self._ready.wait(), wait)
 
     async def ack(self, records: Sequence[Record]) -> None:
+        for rec in records if self.tumbling_window_s else ():
+            shard = self.shards.get(str(rec.handle))
+            if isinstance(rec, WindowEnd) and rec.early and shard is not None:
+                shard.early_out = False
+                shard.window, shard.state, shard.unsaved_state = None, {}, None
+                self._unsaved[_WINDOW_PREFIX + shard.info.shard_id] = None
+                self._dirty.set()
+                self._ready.set()
         touched: set[str] = set()
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
@@ -418,6 +616,10 @@ class ShardReader:
         self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
+        for rec in records if self.tumbling_window_s else ():
+            shard = self.shards.get(str(rec.handle))
+            if isinstance(rec, WindowEnd) and rec.early and shard is not None:
+                shard.early_end, shard.early_out = rec, False
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
             if shard is not None:
@@ -432,11 +634,19 @@ class ShardReader:
             if shard is None:
                 continue
             point = shard.log.checkpoint()
-            if isinstance(point, Record):
+            if isinstance(point, WindowEnd):
+                self._unsaved[_WINDOW_PREFIX + sid] = None
+                shard.unsaved_state = None
+            elif isinstance(point, Record) and shard.unsaved_state is not None:
+                self._unsaved[_WINDOW_PREFIX + sid] = shard.unsaved_state
+                shard.unsaved_state = None
+            if isinstance(point, Record) and point.item_id:
                 self._unsaved[_KEY_PREFIX + sid] = point.item_id
                 shard.checkpoint = point.item_id
             elif point == SHARD_END:
                 self._unsaved[_KEY_PREFIX + sid] = SHARD_END
+                if self.tumbling_window_s:
+                    self._unsaved[_WINDOW_PREFIX + sid] = None
                 self._ending.add(sid)
         if self._unsaved:
             self._dirty.set()
@@ -598,6 +808,27 @@ class ShardedSource(BaseSource):
     async def nack(self, records: Sequence[Record]) -> None:
         if self.reader is not None:
             self.reader.nack(records)
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        reader = self.reader
+        if reader is None or not reader.tumbling_window_s or not records:
+            return {"Records": [r.payload for r in records]}
+        event: JSONDict = {"Records": [r.payload for r in records if not isinstance(r, WindowEnd)]}
+        fields = reader.window_fields(records)
+        event["window"] = fields["window"]
+        event["state"] = fields["state"]
+        event["shardId"] = fields["shardId"]
+        event["eventSourceARN"] = self.stream_arn
+        event["isFinalInvokeForWindow"] = fields["isFinalInvokeForWindow"]
+        event["isWindowTerminatedEarly"] = fields["isWindowTerminatedEarly"]
+        return event
+
+    def on_result(self, records: Sequence[Record], result: InvokeResult) -> InvokeResult:
+        """InspectsResults: with tumbling windows, the function's `state` goes to the shard."""
+        reader = self.reader
+        if reader is None or not reader.tumbling_window_s or not records:
+            return result
+        return reader.on_result(records, result)
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
         if not records:
