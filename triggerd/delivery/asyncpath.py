@@ -136,6 +136,7 @@ class AsyncTrigger:
                     request_id=event_request_id(rt.name, rec.item_id),
                     enqueued_at=now,
                     available_at=now,
+                    trace_id=rec.trace_id,
                 )
             )
         try:
@@ -246,7 +247,10 @@ class AsyncTrigger:
             return
         start = rt.clock.monotonic()
         result = await rt.backend.invoke(
-            event.payload, request_id=event.request_id, invocation_type="Event"
+            event.payload,
+            request_id=event.request_id,
+            invocation_type="Event",
+            trace_id=event.trace_id,
         )
         rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
         rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
