@@ -20,7 +20,7 @@ _ROOT = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
 _PARENT = re.compile(r"[0-9a-f]{16}")
 #: Keys and values of the other fields (`Sampled`, `Lineage`, `Self`, vendor data).
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=-]{0,128}")
+_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=|-]{0,128}")
 
 #: Ids need only be unique, not secret: one generator seeded by the OS, no system call per id.
 _ids = random.Random(os.urandom(32))
