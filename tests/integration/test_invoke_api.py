@@ -243,10 +243,15 @@ async def test_event_is_on_the_durable_queue_when_202_is_answered(
     assert [r["id"] for r in records(out)] == ["first", "second"]
 
 
-async def test_failed_event_is_scheduled_for_retry(
-    invoke: Call, caplog: pytest.LogCaptureFixture
+async def test_failed_event_is_scheduled_for_retry_with_its_trace(
+    lam: Any, invoke: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triggerd.trigger")
+
+    def add_trace(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = TRACE
+
+    lam.meta.events.register("before-sign.lambda.Invoke", add_trace)
     resp = await invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"action": "raise"}')
     rid = resp["ResponseMetadata"]["RequestId"]
 
@@ -255,6 +260,7 @@ async def test_failed_event_is_scheduled_for_retry(
             r.getMessage() == "event.retry_scheduled"
             and getattr(r, "request_id", None) == rid
             and getattr(r, "attempt", None) == 1
+            and getattr(r, "trace_id", None) == TRACE
             for r in caplog.records
         )
 

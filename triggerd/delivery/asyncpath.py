@@ -232,7 +232,12 @@ class AsyncTrigger:
             raise
         except Exception:  # task boundary: the lease expires and the event is retried
             self.rt.log.exception(
-                "event.crashed", extra={"trigger": self.rt.name, "request_id": event.request_id}
+                "event.crashed",
+                extra={
+                    "trigger": self.rt.name,
+                    "request_id": event.request_id,
+                    "trace_id": event.trace_id,
+                },
             )
         finally:
             self._inflight.discard(event.id)
@@ -288,6 +293,7 @@ class AsyncTrigger:
                 "trigger": rt.name,
                 "function": rt.function,
                 "request_id": event.request_id,
+                "trace_id": event.trace_id,
                 "attempt": attempts,
                 "outcome": result.outcome.value,
                 "retry_in_s": round(at - rt.clock.time(), 2),
