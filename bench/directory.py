@@ -189,6 +189,7 @@ class NoBackend:
         invocation_type: InvocationType = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
+        trace_id: str | None = None,
     ) -> InvokeResult:
         return InvokeResult(Outcome.INVOKE_ERROR, b"", request_id or "", retry_after_s=1.0)
 

@@ -165,6 +165,7 @@ class FakeBackend:
 
     respond: Responder = field(default=lambda event: None)
     calls: list[JSONDict] = field(default_factory=list)
+    trace_ids: list[str | None] = field(default_factory=list)
     delay_s: float = 0.0
     concurrent: int = 0
     max_concurrent: int = 0
@@ -183,9 +184,11 @@ class FakeBackend:
         invocation_type: str = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
+        trace_id: str | None = None,
     ) -> InvokeResult:
         event = orjson.loads(payload)
         self.calls.append(event)
+        self.trace_ids.append(trace_id)
         rid = request_id or str(uuid.uuid4())
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)

@@ -155,6 +155,9 @@ class Record:
     #: that the pipeline commits atomically with putting the record on the durable queue, so
     #: a restart neither loses nor replays it.
     checkpoint: dict[str, str | None] | None = None
+    #: The X-Ray trace header the record came with (validated), for the invocation that
+    #: carries it (a batch's: its first record's); None: a fresh one per invocation.
+    trace_id: str | None = None
 
 
 @runtime_checkable
@@ -297,8 +300,12 @@ class HttpMount(Protocol):
     def remove_routes(self, owner: str) -> None: ...
 
 
-#: Invoke the trigger's function synchronously (RequestResponse) with a payload.
-InvokeFn = Callable[[bytes], Awaitable["InvokeResult"]]
+class InvokeFn(Protocol):
+    """Invoke the trigger's function synchronously (RequestResponse) with a payload."""
+
+    def __call__(
+        self, payload: bytes, *, trace_id: str | None = None
+    ) -> Awaitable[InvokeResult]: ...
 
 
 @dataclass(slots=True)
@@ -373,7 +380,11 @@ class Backend(Protocol):
         invocation_type: InvocationType = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
-    ) -> InvokeResult: ...
+        trace_id: str | None = None,
+    ) -> InvokeResult:
+        """`trace_id`: the invocation's X-Ray trace header (validated by the caller); None
+        means the backend makes a fresh one where its function can see it."""
+        ...
 
     async def stop(self) -> None: ...
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.events.tracing import parse_trace_header
 from triggerd.types import JSONDict, Record
 
 __all__ = [
@@ -137,6 +138,8 @@ def to_record(
         key=attrs.get("MessageGroupId") if fifo else None,
         handle=payload["receiptHandle"],
         attempts=max(0, _int_attr(attrs, "ApproximateReceiveCount", 1) - 1),
+        # The message's trace continues in the function (a batch's: its first message's).
+        trace_id=parse_trace_header(attrs.get("AWSTraceHeader")),
     )
 
 

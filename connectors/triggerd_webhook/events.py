@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
+from triggerd.events.tracing import trace_id_for
 from triggerd.types import JSONDict
 
 PayloadFormat = Literal["1.0", "2.0", "url"]
@@ -87,10 +88,11 @@ class RequestMeta:
     trace_id: str
 
     @classmethod
-    def new(cls, fmt: PayloadFormat, now_s: float) -> RequestMeta:
+    def new(cls, fmt: PayloadFormat, now_s: float, trace_header: str | None = None) -> RequestMeta:
+        """`trace_header`: the request's `X-Amzn-Trace-Id`, kept when well formed."""
         short = short_request_id()
         rid = short if fmt == "2.0" else str(uuid.uuid4())
-        return cls(rid, now_s, short, trace_id(now_s))
+        return cls(rid, now_s, short, trace_id_for(trace_header, now_s))
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,10 +107,6 @@ _ids = random.Random(os.urandom(32))
 def short_request_id() -> str:
     """API Gateway's 16-character id (`KxKXzGbCIAMFuJg=`): base64 of 11 random bytes."""
     return base64.b64encode(_ids.randbytes(11)).decode()
-
-
-def trace_id(now_s: float) -> str:
-    return f"Root=1-{int(now_s):08x}-{_ids.getrandbits(96):024x}"
 
 
 def api_id(trigger: str, length: int = 10) -> str:

@@ -298,7 +298,9 @@ class WebhookSource(BaseSource):
             and "Access-Control-Request-Method" in request.headers
         ):
             return self._response(preflight(cors, request.headers), None)
-        rid = RequestMeta.new(self.fmt, self.ctx.clock.time())
+        rid = RequestMeta.new(
+            self.fmt, self.ctx.clock.time(), request.headers.get("X-Amzn-Trace-Id")
+        )
         try:
             reply = await self._answer(request, rid)
         except BodyTooLarge:
@@ -417,7 +419,7 @@ class WebhookSource(BaseSource):
         self, request: web.BaseRequest, payload: bytes, meta: RequestMeta
     ) -> HttpReply:
         assert self.ctx.invoke is not None
-        result = await within(self.wait_s, self.ctx.invoke(payload))
+        result = await within(self.wait_s, self.ctx.invoke(payload, trace_id=meta.trace_id))
         if result is None:
             self._failed("route timeout", meta)
             return gateway_timeout(self.fmt)
@@ -454,6 +456,7 @@ class WebhookSource(BaseSource):
             size=len(payload),
             created_at=meta.time_s,
             handle=pending,
+            trace_id=meta.trace_id,
         )
         self._pending.append(record)
         self._arrived.set()

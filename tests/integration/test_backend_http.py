@@ -151,6 +151,17 @@ async def test_plain_2xx_is_ok_with_the_body_as_result(
     assert result.payload == b'{"a":1}'
     assert result.request_id == "rid-1"
     assert server.seen_headers[0]["X-Request-Id"] == "rid-1"
+    assert "X-Amzn-Trace-Id" not in server.seen_headers[0]
+
+
+async def test_the_invocations_trace_header_is_forwarded(
+    server: FunctionServer, backend_factory: Factory
+) -> None:
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    backend = await started(backend_factory(server.base + "/echo"))
+    result = await backend.invoke(b"{}", request_id="rid-1", trace_id=trace)
+    assert result.outcome is Outcome.OK
+    assert server.seen_headers[0]["X-Amzn-Trace-Id"] == trace
 
 
 async def test_headers_and_auth_token_are_sent(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -240,10 +243,15 @@ async def test_event_is_on_the_durable_queue_when_202_is_answered(
     assert [r["id"] for r in records(out)] == ["first", "second"]
 
 
-async def test_failed_event_is_scheduled_for_retry(
-    invoke: Call, caplog: pytest.LogCaptureFixture
+async def test_failed_event_is_scheduled_for_retry_with_its_trace(
+    lam: Any, invoke: Call, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triggerd.trigger")
+
+    def add_trace(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = TRACE
+
+    lam.meta.events.register("before-sign.lambda.Invoke", add_trace)
     resp = await invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"action": "raise"}')
     rid = resp["ResponseMetadata"]["RequestId"]
 
@@ -252,6 +260,7 @@ async def test_failed_event_is_scheduled_for_retry(
             r.getMessage() == "event.retry_scheduled"
             and getattr(r, "request_id", None) == rid
             and getattr(r, "attempt", None) == 1
+            and getattr(r, "trace_id", None) == TRACE
             for r in caplog.records
         )
 
@@ -393,3 +402,69 @@ def test_queued_events_survive_kill_9(tmp_path: Path) -> None:
         wait_for_sync(lambda: {r["id"] for r in records(out)} >= set(ids), 60, "every event")
     finally:
         proc.stop()
+
+
+# ---- tracing ----
+
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+FRESH_TRACE = re.compile(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0")
+
+
+async def test_callers_trace_header_reaches_the_function_and_the_log(
+    lam: Any, invoke: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="triggerd.invoke_api")
+
+    def add_trace(request: Any, **_: Any) -> None:
+        request.headers["X-Amzn-Trace-Id"] = TRACE
+
+    lam.meta.events.register("before-sign.lambda.Invoke", add_trace)
+    resp = await invoke(FunctionName="echo", Payload=b'{"action": "trace"}')
+    assert json.loads(resp["Body"]) == {"trace": TRACE}
+    rid = resp["ResponseMetadata"]["RequestId"]
+    [line] = [r for r in caplog.records if r.getMessage() == "invoke_api.invoked"]
+    assert (getattr(line, "request_id", None), getattr(line, "trace_id", None)) == (rid, TRACE)
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Root=1-5759e988-XYZ;Sampled=1", "Root=" + "1" * 300, "Root=1-a-b;;=x"]
+)
+async def test_absent_or_malformed_trace_header_gets_a_fresh_id(
+    daemon: Daemon, header: str | None
+) -> None:
+    url = f"{endpoint(daemon)}/2015-03-31/functions/echo/invocations"
+    headers = {} if header is None else {"X-Amzn-Trace-Id": header}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=b'{"action": "trace"}', headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        assert FRESH_TRACE.fullmatch(orjson.loads(await resp.read())["trace"])
+
+
+async def test_event_keeps_its_trace_on_the_durable_queue(
+    daemon: Daemon, invoke: Call, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.jsonl"
+    # The first event holds the function while the traced one waits on the queue.
+    first = {"record": str(out), "id": "first", "sleep": 2}
+    await invoke(FunctionName="single", InvocationType="Event", Payload=json.dumps(first))
+    await wait_until(
+        lambda: daemon.functions["single"].backend.workers,  # type: ignore[attr-defined]
+        20,
+        "the first event to start",
+    )
+    url = f"{endpoint(daemon)}/2015-03-31/functions/single/invocations"
+    traced = {"record": str(out), "id": "traced", "with_trace": True}
+    headers = {"X-Amz-Invocation-Type": "Event", "X-Amzn-Trace-Id": TRACE}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=json.dumps(traced), headers=headers) as resp,
+    ):
+        assert resp.status == 202
+        rid = resp.headers["x-amzn-RequestId"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        row = db.execute("SELECT trace_id FROM queue WHERE request_id = ?", (rid,)).fetchone()
+    assert row == (TRACE,)
+    await wait_until(lambda: len(records(out)) == 2, 30, "both events")
+    assert records(out)[1] == {"request_id": rid, "id": "traced", "trace": TRACE}

@@ -5,6 +5,8 @@ filters, the queue's redrive policy, poison messages to the on-failure destinati
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +266,47 @@ async def test_batches_over_6mb_are_cut_and_every_large_message_delivered(
         assert sorted(ids(delivered(tmp_path / "calls.jsonl"))) == [f"big{i}" for i in range(8)]
         assert len(invocations) >= 2
         assert all(len(json.dumps(i["event"])) <= 6 * 1024 * 1024 for i in invocations)
+
+
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+async def test_aws_trace_header_is_in_the_record_and_is_the_functions_trace_id(
+    tmp_path: Path, moto_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="triggerd.trigger")
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c)
+        await c.send_message(
+            QueueUrl=url,
+            MessageBody='{"id": "m1"}',
+            MessageSystemAttributes={
+                "AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}
+            },
+        )
+        async with running_daemon(tmp_path, src(url, moto_server)):
+            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 15, "the call")
+            await wait_until_async(lambda: _empty(c, url), 10, "the delete")
+    [call] = calls(tmp_path / "calls.jsonl")
+    [record] = call["event"]["Records"]
+    assert record["attributes"]["AWSTraceHeader"] == TRACE
+    assert call["trace"] == TRACE
+    logged = [r for r in caplog.records if r.getMessage() == "batch.invoked"]
+    assert [(getattr(r, "request_id", None), getattr(r, "trace_id", None)) for r in logged] == [
+        (call["request_id"], TRACE)
+    ]
+
+
+async def test_a_message_without_trace_header_gets_a_fresh_trace_id(
+    tmp_path: Path, moto_server: str
+) -> None:
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c)
+        await send_json(c, url, [{"id": "m1"}])
+        async with running_daemon(tmp_path, src(url, moto_server)):
+            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 15, "the call")
+    [call] = calls(tmp_path / "calls.jsonl")
+    assert "AWSTraceHeader" not in call["event"]["Records"][0]["attributes"]
+    assert re.fullmatch(
+        r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0", call["trace"]
+    )

@@ -11,6 +11,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -634,3 +635,65 @@ async def test_a_bug_in_the_handler_still_answers_like_a_gateway(
     monkeypatch.setattr(running.source("v1-orders"), "build", broken)
     status, _, body = await call(running, "POST", "/v1/orders/1")
     assert status == 502 and json.loads(body) == {"message": "Internal server error"}
+
+
+# ---- tracing --------------------------------------------------------------------------------
+
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+FRESH_TRACE = re.compile(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0")
+
+
+async def test_incoming_trace_header_is_the_functions_trace_id(running: Running) -> None:
+    status, _, body = await call(
+        running, "GET", "/v2/orders/1?action=trace", headers={"X-Amzn-Trace-Id": TRACE}
+    )
+    assert status == 200 and body.decode() == TRACE
+
+
+async def test_trace_header_without_parent_gets_one(running: Running) -> None:
+    root = "Root=1-5759e988-bd862e3fe1be46a994272793"
+    _, _, body = await call(
+        running, "GET", "/v2/orders/1?action=trace", headers={"X-Amzn-Trace-Id": root}
+    )
+    assert re.fullmatch(root + r";Parent=[0-9a-f]{16}", body.decode())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Evil=<script>",
+        "Root=1-zzzz;Sampled=1",
+        "Sampled=1",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Pad=" + "a" * 300,
+    ],
+)
+async def test_malformed_trace_header_is_replaced_by_a_fresh_id(
+    running: Running, header: str
+) -> None:
+    _, _, body = await call(
+        running, "GET", "/v2/orders/1?action=trace", headers={"X-Amzn-Trace-Id": header}
+    )
+    assert FRESH_TRACE.fullmatch(body.decode()), body
+
+
+async def test_without_trace_header_each_request_gets_a_fresh_id(running: Running) -> None:
+    ids = [(await call(running, "GET", "/v2/orders/1?action=trace"))[2].decode() for _ in "ab"]
+    assert all(FRESH_TRACE.fullmatch(i) for i in ids) and ids[0] != ids[1]
+
+
+async def test_event_mode_keeps_the_incoming_trace_across_the_queue(running: Running) -> None:
+    status, _, _ = await call(
+        running,
+        "POST",
+        "/events",
+        data=b"traced",
+        headers={"X-Amzn-Trace-Id": TRACE, "Content-Type": "text/plain"},
+    )
+    assert status == 202
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        traced = [c for c in running.recorded() if c["event"].get("body") == "traced"]
+        if traced:
+            break
+        await asyncio.sleep(0.05)
+    assert [c["trace"] for c in traced] == [TRACE]

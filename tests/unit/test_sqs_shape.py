@@ -71,6 +71,27 @@ def test_record_fields_for_the_pipeline() -> None:
     assert to_record(fifo_message(), ARN, "us-east-1", fifo=False, now=0).key is None
 
 
+@pytest.mark.parametrize(
+    ("header", "trace_id"),
+    [
+        (
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        ),
+        ("Root=not-a-root;Sampled=1", None),
+    ],
+)
+def test_aws_trace_header_stays_in_the_attributes_and_a_valid_one_is_the_trace_id(
+    header: str, trace_id: str | None
+) -> None:
+    message = fifo_message()
+    message["Attributes"]["AWSTraceHeader"] = header
+    record = to_record(message, ARN, "us-east-1", fifo=True, now=0)
+    assert record.payload["attributes"]["AWSTraceHeader"] == header
+    assert record.trace_id == trace_id
+    assert to_record(fifo_message(), ARN, "us-east-1", fifo=True, now=0).trace_id is None
+
+
 def test_message_attributes_get_camel_case_and_the_empty_list_fields() -> None:
     msg = fifo_message(
         MessageAttributes={

@@ -15,6 +15,7 @@ from tests.fakes import FakeClock
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.sqlite import (
     _LIST_CHECKPOINTS_RANGE,
+    _MIGRATIONS,
     SCHEMA_VERSION,
     SQLiteStateStore,
     StateStoreClosedError,
@@ -457,3 +458,41 @@ async def test_reopen_persists_checkpoints_queue_leases_and_dlq(db_path: Path) -
         assert entry.record == b"rec"
     finally:
         await s2.close()
+
+
+# ---- trace ids ----
+
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+async def test_trace_id_is_kept_across_claim_and_release(store: SQLiteStateStore) -> None:
+    traced = NewEvent("t1", "f1", b"{}", "r1", 100.0, 100.0, trace_id=TRACE)
+    await store.enqueue([traced, event("r2")])
+    first = await store.claim("t1", 10, 300, now=200)
+    assert [(e.request_id, e.trace_id) for e in first] == [("r1", TRACE), ("r2", None)]
+    await store.release(first[0].id, available_at=260, attempts=1)
+    (again,) = await store.claim("t1", 1, 30, now=260)
+    assert (again.request_id, again.attempts, again.trace_id) == ("r1", 1, TRACE)
+
+
+async def test_a_version_1_store_gains_the_trace_column_and_keeps_its_events(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        for statement in _MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO queue (trigger, function, payload, request_id, enqueued_at, "
+            "available_at) VALUES ('t1', 'f1', x'7b7d', 'old', 100, 100)"
+        )
+    conn.close()
+    s = await reopen(db_path)
+    try:
+        await s.enqueue([NewEvent("t1", "f1", b"{}", "new", 101.0, 101.0, trace_id=TRACE)])
+        claimed = await s.claim("t1", 10, 30, now=200)
+        assert [(e.request_id, e.trace_id) for e in claimed] == [("old", None), ("new", TRACE)]
+    finally:
+        await s.close()

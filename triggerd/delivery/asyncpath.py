@@ -136,6 +136,7 @@ class AsyncTrigger:
                     request_id=event_request_id(rt.name, rec.item_id),
                     enqueued_at=now,
                     available_at=now,
+                    trace_id=rec.trace_id,
                 )
             )
         try:
@@ -231,7 +232,12 @@ class AsyncTrigger:
             raise
         except Exception:  # task boundary: the lease expires and the event is retried
             self.rt.log.exception(
-                "event.crashed", extra={"trigger": self.rt.name, "request_id": event.request_id}
+                "event.crashed",
+                extra={
+                    "trigger": self.rt.name,
+                    "request_id": event.request_id,
+                    "trace_id": event.trace_id,
+                },
             )
         finally:
             self._inflight.discard(event.id)
@@ -246,7 +252,10 @@ class AsyncTrigger:
             return
         start = rt.clock.monotonic()
         result = await rt.backend.invoke(
-            event.payload, request_id=event.request_id, invocation_type="Event"
+            event.payload,
+            request_id=event.request_id,
+            invocation_type="Event",
+            trace_id=event.trace_id,
         )
         rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
         rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
@@ -284,6 +293,7 @@ class AsyncTrigger:
                 "trigger": rt.name,
                 "function": rt.function,
                 "request_id": event.request_id,
+                "trace_id": event.trace_id,
                 "attempt": attempts,
                 "outcome": result.outcome.value,
                 "retry_in_s": round(at - rt.clock.time(), 2),

@@ -412,7 +412,7 @@ class BatchRun:
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
                 continue
-            result = await self.invoke(payload)
+            result = await self.invoke(payload, records[0].trace_id)
             if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
                 throttles += 1
                 delay = max(result.retry_after_s or 0.0, self.rt.throttle_backoff.delay(throttles))
@@ -447,10 +447,11 @@ class BatchRun:
             self.t.retrying -= keys
         await self.t.reclaim_slot(self.epochs)
 
-    async def invoke(self, payload: bytes) -> InvokeResult:
+    async def invoke(self, payload: bytes, trace_id: str | None) -> InvokeResult:
+        """`trace_id`: the batch's first record's trace header, as Lambda does for SQS."""
         rt = self.rt
         start = rt.clock.monotonic()
-        result = await rt.backend.invoke(payload)
+        result = await rt.backend.invoke(payload, trace_id=trace_id)
         rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
         rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
         rt.log.debug(
@@ -459,6 +460,7 @@ class BatchRun:
                 "trigger": rt.name,
                 "function": rt.function,
                 "request_id": result.request_id,
+                "trace_id": trace_id,
                 "outcome": result.outcome.value,
             },
         )

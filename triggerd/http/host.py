@@ -35,7 +35,7 @@ class EventQueue(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def enqueue(self, payload: bytes, request_id: str) -> None:
+    async def enqueue(self, payload: bytes, request_id: str, trace_id: str | None = None) -> None:
         """Commit the event to the state store (the 202 is sent after this returns)."""
 
     async def discard_throttled(self, payload: bytes, request_id: str) -> None:

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import logging
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pydantic import Field
 from triggerd.config.model import TriggerBase
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import TriggerRuntime
+from triggerd.events.tracing import trace_id_for
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
@@ -168,7 +170,7 @@ class InvokeQueue:
     async def run(self) -> None:
         await self.trigger.run()
 
-    async def enqueue(self, payload: bytes, request_id: str) -> None:
+    async def enqueue(self, payload: bytes, request_id: str, trace_id: str | None = None) -> None:
         """Durably queue an event; returns once it is stored."""
         rt = self.rt
         now = rt.clock.time()
@@ -179,6 +181,7 @@ class InvokeQueue:
             request_id=request_id,
             enqueued_at=now,
             available_at=now,
+            trace_id=trace_id,
         )
         await asyncio.shield(self.trigger.state.enqueue([event]))
         self.trigger.wake()
@@ -296,9 +299,11 @@ class _Invoker:
             return web.Response(status=204, headers={"x-amzn-RequestId": rid})
         limit = MAX_ASYNC_PAYLOAD if itype == "Event" else MAX_SYNC_PAYLOAD
         payload = await read_payload(request, limit, itype)
+        # A caller's trace continues in the function; a malformed header starts a new one.
+        trace_id = trace_id_for(request.headers.get("X-Amzn-Trace-Id"), time.time())
         if itype == "Event":
-            return await self._event(fn, payload, rid)
-        return await self._request_response(request, fn, payload, rid)
+            return await self._event(fn, payload, rid, trace_id)
+        return await self._request_response(request, fn, payload, rid, trace_id)
 
     def _not_found(self, name: str, qualifier: str | None) -> ApiError:
         d = self.host.settings
@@ -338,7 +343,9 @@ class _Invoker:
             raise self._not_found(ref.name, qualifier)
         return fn
 
-    async def _event(self, fn: InvokeTarget, payload: bytes, rid: str) -> web.Response:
+    async def _event(
+        self, fn: InvokeTarget, payload: bytes, rid: str, trace_id: str
+    ) -> web.Response:
         queue = self.host.invoke_queues.get(fn.name)
         if queue is None:
             raise ApiError(500, "ServiceException", "The asynchronous queue is not running")
@@ -346,7 +353,7 @@ class _Invoker:
             if fn.config.reserved_concurrency == 0:
                 await queue.discard_throttled(payload, rid)
             else:
-                await queue.enqueue(payload, rid)
+                await queue.enqueue(payload, rid, trace_id)
         except StateStoreError as exc:
             # Not queued (a full disk, a read-only store): AWS's answer when Lambda's own
             # queue fails; SDKs retry a ServiceException.
@@ -357,11 +364,14 @@ class _Invoker:
             raise ApiError(
                 500, "ServiceException", "The event could not be queued", kind="Service"
             ) from None
-        log.debug("invoke_api.event_queued", extra={"function": fn.name, "request_id": rid})
+        log.debug(
+            "invoke_api.event_queued",
+            extra={"function": fn.name, "request_id": rid, "trace_id": trace_id},
+        )
         return web.Response(status=202, headers={"x-amzn-RequestId": rid})
 
     async def _request_response(
-        self, request: web.BaseRequest, fn: InvokeTarget, payload: bytes, rid: str
+        self, request: web.BaseRequest, fn: InvokeTarget, payload: bytes, rid: str, trace_id: str
     ) -> web.Response:
         client_context = request.headers.get("X-Amz-Client-Context")
         if client_context is not None and len(client_context) > MAX_CLIENT_CONTEXT:
@@ -377,10 +387,16 @@ class _Invoker:
             invocation_type="RequestResponse",
             client_context=client_context,
             want_log_tail=tail,
+            trace_id=trace_id,
         )
         log.debug(
             "invoke_api.invoked",
-            extra={"function": fn.name, "request_id": rid, "outcome": result.outcome.value},
+            extra={
+                "function": fn.name,
+                "request_id": rid,
+                "trace_id": trace_id,
+                "outcome": result.outcome.value,
+            },
         )
         if result.outcome is Outcome.THROTTLED:
             raise throttled_error(result)

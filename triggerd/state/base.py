@@ -23,6 +23,8 @@ class NewEvent:
     enqueued_at: float
     #: Earliest epoch seconds it may be claimed (normally = enqueued_at).
     available_at: float
+    #: The X-Ray trace header the event came with, kept for every retry.
+    trace_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,6 +39,7 @@ class QueuedEvent:
     enqueued_at: float
     #: Function-error attempts already made (throttles are not counted).
     attempts: int
+    trace_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -64,6 +64,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX dlq_trigger ON dlq (trigger, created_at)",
     ),
+    ("ALTER TABLE queue ADD COLUMN trace_id TEXT",),
 )
 
 #: The schema version this code writes.
@@ -82,11 +83,12 @@ _LIST_CHECKPOINTS_FROM = (
     "SELECT key, value FROM checkpoints WHERE scope = ? AND key >= ? ORDER BY key"
 )
 _INSERT_EVENT = (
-    "INSERT INTO queue (trigger, function, payload, request_id, enqueued_at, available_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
+    "INSERT INTO queue (trigger, function, payload, request_id, enqueued_at, available_at, "
+    "trace_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
 )
 _SELECT_CLAIMABLE = (
-    "SELECT id, trigger, function, payload, request_id, enqueued_at, attempts FROM queue "
+    "SELECT id, trigger, function, payload, request_id, enqueued_at, attempts, trace_id "
+    "FROM queue "
     "WHERE trigger = ? AND available_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
     "ORDER BY available_at, id LIMIT ?"
 )
@@ -252,7 +254,15 @@ class SQLiteStateStore:
         checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
         rows = [
-            (e.trigger, e.function, e.payload, e.request_id, e.enqueued_at, e.available_at)
+            (
+                e.trigger,
+                e.function,
+                e.payload,
+                e.request_id,
+                e.enqueued_at,
+                e.available_at,
+                e.trace_id,
+            )
             for e in events
         ]
         scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
@@ -626,6 +636,7 @@ def _queued_event(row: Sequence[Any]) -> QueuedEvent:
         request_id=str(row[4]),
         enqueued_at=float(row[5]),
         attempts=int(row[6]),
+        trace_id=None if row[7] is None else str(row[7]),
     )
 
 

@@ -151,7 +151,11 @@ class AwsBackend:
         invocation_type: InvocationType = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
+        trace_id: str | None = None,
     ) -> InvokeResult:
+        # `trace_id` is not passed on: Lambda's Invoke API has no trace parameter (Lambda
+        # starts the function's trace itself), so the function sees a trace id of AWS's.
+        del trace_id
         rid = request_id or str(uuid.uuid4())
         cfg = self.config
         # Poll sources need the function's answer; only async events may go to Lambda's queue.

@@ -237,6 +237,7 @@ class HttpBackend:
         invocation_type: InvocationType = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
+        trace_id: str | None = None,
     ) -> InvokeResult:
         rid = request_id or str(uuid.uuid4())
         cfg = self.config
@@ -246,6 +247,8 @@ class HttpBackend:
         if self._session is None:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         headers = {"X-Request-Id": rid}
+        if trace_id is not None:
+            headers["X-Amzn-Trace-Id"] = trace_id  # the trace continues at the endpoint
         if cfg.invoke_api:
             if want_log_tail:
                 headers["X-Amz-Log-Type"] = "Tail"

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from triggerd.events.timestamps import iso_ms
+from triggerd.events.tracing import new_trace_id
 from triggerd.functions.backends.local_build import BuildError
 from triggerd.functions.backends.local_config import LocalFunctionConfig, Prepared, worker_spec
 from triggerd.functions.backends.local_credentials import CredentialSource, needs_aiobotocore
@@ -106,9 +107,8 @@ _UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _UUID4_BITS = (4 << 76) | (2 << 62)
 
 
-def trace_header(epoch_s: float, rng: random.Random | None = None) -> str:
-    rand = f"{(rng or random).getrandbits(160):040x}"
-    return f"Root=1-{int(epoch_s):08x}-{rand[:24]};Parent={rand[24:40]};Sampled=0"
+#: An invocation's client context and trace header, as the caller gave them.
+_Headers = tuple[str | None, str | None]
 
 
 def new_request_id(rng: random.Random) -> str:
@@ -286,6 +286,7 @@ class LocalBackend:
         invocation_type: InvocationType = "RequestResponse",
         client_context: str | None = None,
         want_log_tail: bool = False,
+        trace_id: str | None = None,
     ) -> InvokeResult:
         rid = request_id or new_request_id(self._rng)
         if self._stopping:
@@ -303,7 +304,9 @@ class LocalBackend:
                 self._metrics.outcome(Outcome.THROTTLED.value)
             return self._throttled(rid)
         try:
-            result = await self._invoke_in_slot(payload, rid, client_context, want_log_tail)
+            result = await self._invoke_in_slot(
+                payload, rid, (client_context, trace_id), want_log_tail
+            )
         finally:
             self._slots.release()
         self.stats["invocations"] += 1
@@ -539,7 +542,7 @@ class LocalBackend:
     # ---- one invocation --------------------------------------------------------------------
 
     async def _invoke_in_slot(
-        self, payload: bytes, rid: str, client_context: str | None, want_log_tail: bool
+        self, payload: bytes, rid: str, headers: _Headers, want_log_tail: bool
     ) -> InvokeResult:
         try:
             if self.credentials.due():
@@ -572,7 +575,7 @@ class LocalBackend:
         worker.begin(rid, capture)
         self._watch(worker)
         try:
-            result = await self._run(worker, payload, rid, client_context, start)
+            result = await self._run(worker, payload, rid, headers, start)
         except asyncio.CancelledError:
             await self._discard(worker)  # the environment is mid-invocation: throw it away
             raise
@@ -587,7 +590,7 @@ class LocalBackend:
         worker: Worker,
         payload: bytes,
         rid: str,
-        client_context: str | None,
+        headers: _Headers,
         start: _Start | None,
     ) -> InvokeResult:
         # The platform lines are only formatted when someone reads them.
@@ -597,7 +600,7 @@ class LocalBackend:
         clock = self.ctx.clock
         started = clock.monotonic()
         if start is None or start.ok:
-            reply = await self._exchange(worker, payload, rid, client_context)
+            reply = await self._exchange(worker, payload, rid, headers)
         else:
             reply = start.failure  # None when init timed out
         ended = clock.monotonic()
@@ -623,7 +626,7 @@ class LocalBackend:
         return result
 
     async def _exchange(
-        self, worker: Worker, payload: bytes, rid: str, client_context: str | None
+        self, worker: Worker, payload: bytes, rid: str, headers: _Headers
     ) -> RuntimeReply | None:
         """Hand the invocation to the worker; its reply, or None on timeout (worker killed)."""
         now = self.ctx.clock.time()
@@ -633,8 +636,8 @@ class LocalBackend:
             payload=payload,
             deadline_ms=int((now + self.config.timeout_s) * 1000),
             function_arn=self._function_arn,
-            trace_id=trace_header(now, self._rng),
-            client_context=client_context_header(client_context),
+            trace_id=headers[1] or new_trace_id(now, self._rng),
+            client_context=client_context_header(headers[0]),
             result=loop.create_future(),
         )
         # A timer resolving the invocation is much cheaper than an asyncio.timeout block.

@@ -18,12 +18,17 @@ def handler(event, context):
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if event.get("record"):
-        _record(event["record"], {"request_id": context.aws_request_id, "id": event.get("id")})
+        doc = {"request_id": context.aws_request_id, "id": event.get("id")}
+        if event.get("with_trace"):
+            doc["trace"] = os.environ.get("_X_AMZN_TRACE_ID")
+        _record(event["record"], doc)
     action = event.get("action")
     if action == "raise":
         raise ValueError("bad value: " + str(event.get("value")))
     if action == "print":
         print("printed by", context.aws_request_id)
+    if action == "trace":
+        return {"trace": os.environ.get("_X_AMZN_TRACE_ID")}
     if action == "context":
         cc = context.client_context
         return {"custom": cc.custom if cc else None, "arn": context.invoked_function_arn}

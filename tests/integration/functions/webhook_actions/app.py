@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import time
 
 CANNED = {
@@ -42,6 +43,8 @@ def handler(event, context):
         time.sleep(float(query.get("s", "5")))
     if action in CANNED:
         return CANNED[action]
+    if action == "trace":
+        return {"statusCode": 200, "body": os.environ.get("_X_AMZN_TRACE_ID", "")}
     return {
         "statusCode": 200,
         "headers": {"Content-Type": "application/json"},

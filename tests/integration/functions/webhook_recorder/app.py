@@ -14,7 +14,16 @@ def handler(event, context):
     if "poison" in (event.get("body") or ""):
         raise ValueError("poison event")
     with open(OUT, "a") as f:
-        f.write(json.dumps({"request_id": context.aws_request_id, "event": event}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "request_id": context.aws_request_id,
+                    "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+                    "event": event,
+                }
+            )
+            + "\n"
+        )
         f.flush()
         os.fsync(f.fileno())
     return {"ok": True}
