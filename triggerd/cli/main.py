@@ -23,7 +23,7 @@ from triggerd.cli.functions import build_functions, check_functions
 from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
 from triggerd.config.load import json_schema, load_config
 from triggerd.config.model import ConfigBase
-from triggerd.config.plugins import Registry, UnknownPluginError
+from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.factory import create_state_store
 from triggerd.telemetry.logs import setup_logging
@@ -165,7 +165,9 @@ def validate(config: str) -> None:
     their live systems (e.g. a table's replica identity) do; unreachable ones are warnings."""
     registry = Registry.discover()
     cfg = _load(config, registry)
-    problems, warnings = asyncio.run(check_sources(cfg, registry))
+    problems = missing_extras(cfg)
+    found, warnings = asyncio.run(check_sources(cfg, registry))
+    problems += found
     problems += asyncio.run(check_functions(cfg, registry))
     for line in warnings:
         click.echo(f"{config}: warning: {line}", err=True)
@@ -174,6 +176,30 @@ def validate(config: str) -> None:
     if problems:
         sys.exit(2)
     click.echo(f"{config}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers)")
+
+
+def missing_extras(cfg: ConfigBase) -> list[str]:
+    """One line per connector the config uses whose extra is not installed (the client
+    library would be missing only at `run`, after the functions were built)."""
+    used: dict[str, str] = {}
+    for name, fn in cfg.functions.items():
+        used.setdefault(f"{fn.backend} backend", f"functions.{name}.backend")
+    for trigger in cfg.trigger_list:
+        used.setdefault(
+            f"{getattr(trigger.source_config, 'type', '')} source",
+            f"triggers.{trigger.name}.source",
+        )
+        dest = trigger.on_failure_config
+        if dest is not None:
+            used.setdefault(
+                f"{getattr(dest, 'type', '')} destination", f"triggers.{trigger.name}.on_failure"
+            )
+    problems = []
+    for what, where in used.items():
+        hint = missing_extra(what.split(" ")[0])
+        if hint is not None:
+            problems.append(f"{where}: the {what} is not installed: {hint}")
+    return problems
 
 
 @main.command()

@@ -8,10 +8,13 @@ which extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Literal, TypeVar, cast
+
+from packaging.requirements import Requirement
 
 from triggerd.types import BackendPlugin, DestinationPlugin, MissingExtraError, SourcePlugin
 
@@ -32,6 +35,29 @@ def import_extra(module: str, extra: str, needed_by: str) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         raise MissingExtraError(f"{needed_by} needs {top}: {install_hint(extra)}") from exc
+
+
+def missing_extra(extra: str) -> str | None:
+    """The install hint when a package that `DIST[extra]` requires is not installed (None
+    when all are, when the extra does not exist, or when triggerd runs from a source tree
+    without installed metadata)."""
+    try:
+        requires = importlib.metadata.requires(DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is None or not req.marker.evaluate({"extra": extra}):
+            continue
+        if req.marker.evaluate({"extra": ""}):
+            continue  # a requirement of every install, not of this extra
+        if req.name == DIST:
+            continue  # an extra made of extras (`all`)
+        try:
+            importlib.metadata.version(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            return install_hint(extra)
+    return None
 
 
 Kind = Literal["source", "destination", "backend"]

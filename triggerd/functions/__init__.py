@@ -4,4 +4,5 @@ Python runtime client (`runtime_client/bootstrap.py`, run by workers as a script
 imports it only to find its path).
 
 Independent of `delivery`: backends answer `invoke` with an `InvokeResult` and know nothing of
-batches or retries. Imports only `events` and `triggerd.types`."""
+batches or retries. Imports only `events`, `triggerd.types` and, for the AWS clients and
+credentials, `config.aws`."""

@@ -31,9 +31,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from triggerd.events.timestamps import iso_ms
 from triggerd.functions.runtime_http import error_reply, http_reply
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSIONS", "TelemetryAPI", "event_time"]
+__all__ = ["EVENT_TYPES", "SCHEMA_VERSIONS", "TelemetryAPI"]
 
 #: The subscription types: platform events, function output, extension output.
 EVENT_TYPES = frozenset({"platform", "function", "extension"})
@@ -52,13 +53,6 @@ MAX_HELD = 10000
 POST_TIMEOUT_S = 5.0
 POST_ATTEMPTS = 3
 _OK = http_reply(200, b"OK", content_type="text/plain; charset=utf-8")
-
-
-def event_time(epoch_s: float | None = None) -> str:
-    """Lambda's event timestamp: ISO 8601 with milliseconds and `Z`."""
-    now = time.time() if epoch_s is None else epoch_s
-    ms = int(now * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{ms:03d}Z"
 
 
 def _validation(message: str) -> bytes:
@@ -205,7 +199,13 @@ class TelemetryAPI:
         """Send one event of `kind` (platform / function / extension) to its subscribers."""
         if self.init_done and kind not in self.wanted:
             return
-        data = orjson.dumps({"time": event_time(epoch_s), "type": event_type, "record": record})
+        data = orjson.dumps(
+            {
+                "time": iso_ms(time.time() if epoch_s is None else epoch_s),
+                "type": event_type,
+                "record": record,
+            }
+        )
         if not self.init_done:
             self._backlog.append((kind, data))
         for sub in self._subs:
@@ -234,7 +234,7 @@ class TelemetryAPI:
             record = {"reason": "the listener did not keep up", "droppedRecords": sub.dropped}
             items.append(
                 orjson.dumps(
-                    {"time": event_time(), "type": "platform.logsDropped", "record": record}
+                    {"time": iso_ms(time.time()), "type": "platform.logsDropped", "record": record}
                 )
             )
             sub.dropped = 0

@@ -1,0 +1,66 @@
+"""`triggerd validate` names the extra a used connector needs when its client library is
+missing, from the installed distribution's metadata."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from triggerd.cli.main import main
+from triggerd.config import plugins
+from triggerd.config.plugins import missing_extra
+
+REAL_VERSION = importlib.metadata.version
+
+
+def without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
+    def version(name: str) -> str:
+        if name.lower() in missing:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return REAL_VERSION(name)
+
+    monkeypatch.setattr(plugins.importlib.metadata, "version", version)
+
+
+def test_an_extra_whose_packages_are_installed_is_not_missing() -> None:
+    assert missing_extra("sqs") is None
+    assert missing_extra("all") is None  # an extra of extras is not checked for itself
+    assert missing_extra("local") is None  # no such extra: the core has it
+
+
+def test_a_missing_package_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    without(monkeypatch, "aiobotocore")
+    assert missing_extra("sqs") == "pip install 'triggerd-daemon[sqs]'"
+    assert missing_extra("kafka") is None
+
+
+def test_validate_reports_each_used_connector_whose_extra_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "fn").mkdir()
+    config = tmp_path / "t.toml"
+    config.write_text(
+        """
+[functions.f]
+handler = "app.handler"
+code = "fn"
+
+[[triggers]]
+name = "q"
+function = "f"
+source = { type = "sqs", queue_url = "http://localhost:1/123456789012/q", region = "us-east-1" }
+on_failure = { type = "kafka", bootstrap_servers = "localhost:1", topic = "dlq" }
+"""
+    )
+    without(monkeypatch, "aiobotocore", "aiokafka")
+    result = CliRunner().invoke(main, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "triggers.q.source: the sqs source is not installed: pip install " in result.output
+    assert "'triggerd-daemon[sqs]'" in result.output
+    assert "triggers.q.on_failure: the kafka destination is not installed" in result.output
+    assert "Traceback" not in result.output
