@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     create_model,
@@ -108,6 +109,26 @@ class DaemonSettings(Model):
         if value and not 0 <= int(value.rpartition(":")[2]) <= 65535:
             raise ValueError("port must be 0-65535")
         return value or None
+
+
+class OtelSettings(Model):
+    """`[telemetry.otel]`: spans per batch and per invocation, exported over OTLP/HTTP
+    (needs the `otel` extra)."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HTTP headers sent with every export (e.g. an Authorization token); "
+        "secret, never logged",
+    )
+    service_name: str = Field("triggerd", min_length=1, description="The spans' service.name")
+
+
+class TelemetrySettings(Model):
+    otel: OtelSettings | None = Field(None, description="OpenTelemetry tracing; off when absent")
 
 
 class TriggerBase(Model):
@@ -232,6 +253,7 @@ def _check_sync_limits(t: TriggerBase) -> None:
 
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
 
