@@ -216,7 +216,7 @@ async def test_opentelemetry_exports_spans_as_the_tracer_makes_them() -> None:
     await site.start()
     try:
         port = runner.addresses[0][1]
-        tracer = OtelTracer(
+        tracer = OtelTracer.otlp(
             endpoint=f"http://127.0.0.1:{port}/v1/traces",
             headers={"X-Token": "t"},
             service_name="floors",

@@ -208,3 +208,12 @@ async def test_a_configured_tracer_without_the_extra_is_one_config_error(
     [problem] = info.value.problems
     assert problem.startswith("telemetry.otel: [telemetry.otel] needs opentelemetry")
     assert "pip install 'triggerd-daemon[otel]'" in problem
+
+
+def test_a_webhook_request_with_only_a_traceparent_joins_that_trace() -> None:
+    from triggerd_webhook.events import RequestMeta
+
+    meta = RequestMeta.new("2.0", 1_700_000_000.0, None, f"00-{TRACE_ID}-{SPAN_ID}-01")
+    assert meta.trace_id == from_traceparent(f"00-{TRACE_ID}-{SPAN_ID}-01")
+    fresh = RequestMeta.new("2.0", 1_700_000_000.0, None, "not a traceparent")
+    assert xray_ids(fresh.trace_id) is not None and not fresh.trace_id.endswith("Sampled=1")

@@ -355,7 +355,7 @@ class Daemon:
             raise ConfigError([f"telemetry.otel: {exc}"]) from None
         from triggerd.telemetry.otel import OtelTracer
 
-        tracer = OtelTracer(
+        tracer = OtelTracer.otlp(
             endpoint=settings.endpoint,
             headers={k: v.get_secret_value() for k, v in settings.headers.items()},
             service_name=settings.service_name,

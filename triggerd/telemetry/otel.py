@@ -93,14 +93,20 @@ class _Span:
 
 
 class OtelTracer:
-    def __init__(self, *, endpoint: str, headers: Mapping[str, str], service_name: str) -> None:
+    def __init__(self, provider: TracerProvider) -> None:
+        self._provider = provider
+        self._tracer = provider.get_tracer("triggerd", __version__)
+
+    @classmethod
+    def otlp(cls, *, endpoint: str, headers: Mapping[str, str], service_name: str) -> OtelTracer:
+        """Spans batched and exported over OTLP/HTTP (protobuf) to `endpoint`."""
         resource = Resource.create({"service.name": service_name, "service.version": __version__})
-        self._provider = TracerProvider(resource=resource)
+        provider = TracerProvider(resource=resource)
         exporter = OTLPSpanExporter(
             endpoint=endpoint, headers=dict(headers), timeout=int(EXPORT_TIMEOUT_S)
         )
-        self._provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._tracer = self._provider.get_tracer("triggerd", __version__)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider)
 
     def batch(
         self, *, trigger: str, function: str, source_type: str, records: int, trace: str | None
