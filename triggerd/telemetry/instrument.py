@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, Clock, InvocationType, InvokeResult
+from triggerd.types import Backend, Clock, InvocationType, InvokeResult, Outcome
 
 
 class InstrumentedBackend:
@@ -22,6 +22,8 @@ class InstrumentedBackend:
         self._clock = clock
         self._concurrent = metrics.concurrent.labels(function)
         self._seconds = metrics.invoke_seconds.labels(function)
+        #: Per outcome, the counter's child (`labels()` costs more than the increment).
+        self._outcomes: dict[Outcome, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -60,6 +62,11 @@ class InstrumentedBackend:
             finally:
                 self._concurrent.dec()
             self._seconds.observe(self._clock.monotonic() - start)
-            metrics.invocations.labels(self.function, result.outcome.value).inc()
+            counter = self._outcomes.get(result.outcome)
+            if counter is None:
+                counter = self._outcomes[result.outcome] = metrics.invocations.labels(
+                    self.function, result.outcome.value
+                )
+            counter.inc()
             span.finish(result.outcome.value, result.request_id)
         return result
