@@ -180,6 +180,10 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
         "queue's x-dead-letter-exchange (or drops it when the queue has none)",
     )
 
+    @property
+    def limits_attempts(self) -> bool:
+        return self.dead_letter_after_attempts is not None
+
     @model_validator(mode="after")
     def _check_queue(self) -> RabbitMQSourceConfig:
         if self.queue_arguments and not self.declare:

@@ -181,6 +181,22 @@ class WebhookSourceConfig(SourceConfig):
             raise ValueError("burst needs rate_limit_per_s")
         return self
 
+    def ignored_trigger_settings(self) -> dict[str, str]:
+        """A sync-mode webhook invokes the function in the request and answers with its
+        response, as API Gateway does: no queue, so no filter, retry or destination."""
+        if self.invocation_mode != "sync":
+            return {}
+        queued = 'only invocation = "event" queues events; sync mode answers with the response'
+        return {
+            "filters": f"{queued} of every request (filters apply in event mode)",
+            "maximum_concurrency": f"{queued}; limit requests with the source's max_concurrency",
+            "maximum_retry_attempts": f"{queued} and never retries",
+            "maximum_event_age_s": f"{queued} and never retries",
+            "retry_base_delay_s": f"{queued} and never retries",
+            "retry_max_delay_s": f"{queued} and never retries",
+            "on_failure": f"{queued}; the caller sees the function's error",
+        }
+
     @property
     def effective_stage(self) -> str:
         if self.stage is not None:
