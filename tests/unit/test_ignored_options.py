@@ -119,3 +119,50 @@ retry_base_delay_s = 5
     assert len(lines) == 1 and "queue sources retry by redelivery" in lines[0], result.output
     assert "nack_visibility_timeout_s" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_rabbitmq_durable_without_declare_is_refused() -> None:
+    problem = refusal({**SOURCES["rabbitmq"], "durable": False})
+    assert "durable needs declare = true" in problem
+    one_trigger(registry(), {**SOURCES["rabbitmq"], "durable": False, "declare": True})
+
+
+def connector_refusal(name: str, source: dict[str, Any]) -> str:
+    import importlib
+
+    module = importlib.import_module(f"triggerd_{name}")
+    reg = connector_registry({name: module.plugin}, {})
+    with pytest.raises(ConfigError) as info:
+        one_trigger(reg, {"type": name, **source})
+    [problem] = info.value.problems
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ({"bucket": "b-1", "wait_time_s": 5}, "wait_time_s: only used in notifications mode"),
+        ({"bucket": "b-1", "sqs_endpoint_url": "http://h:1"}, "only used in notifications mode"),
+        (
+            {"bucket": "b-1", "mode": "notifications", "queue_url": QUEUE, "page_size": 10},
+            "page_size: only used in poll mode",
+        ),
+        (
+            {"bucket": "b-1", "mode": "notifications", "queue_url": QUEUE, "poll_interval_s": 5},
+            "poll_interval_s: only used in poll mode",
+        ),
+    ],
+)
+def test_s3_keys_of_the_other_mode_are_refused(source: dict[str, Any], fragment: str) -> None:
+    assert fragment in connector_refusal("s3", source)
+
+
+def test_schedule_max_catch_up_needs_catch_up_all() -> None:
+    source = {"expression": "rate(1 minute)", "max_catch_up": 5}
+    assert 'max_catch_up: only used with catch_up = "all"' in connector_refusal("schedule", source)
+
+
+def test_kafka_tls_settings_need_a_tls_protocol() -> None:
+    source = {"topics": ["t"], "bootstrap_servers": "h:9092", "ssl_check_hostname": False}
+    problem = connector_refusal("kafka", source)
+    assert "ssl_check_hostname: needs security_protocol SSL or SASL_SSL" in problem
