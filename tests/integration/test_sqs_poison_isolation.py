@@ -90,3 +90,38 @@ async def test_switched_off_the_good_messages_fail_with_the_poison(
     assert sent == sorted([*GOOD, "poison"]), "the whole batch reached the destination"
     invocations = [call_ids(c) for c in calls(tmp_path / "calls.jsonl")]
     assert all("poison" in ids for ids in invocations), "no good message ever succeeded"
+
+
+async def test_fifo_group_keeps_its_order_around_the_isolated_poison(
+    tmp_path: Path, moto_server: str
+) -> None:
+    dlq = tmp_path / "dlq.jsonl"
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c, fifo=True, VisibilityTimeout="1")
+        for body in [{"id": "a1"}, {"id": "poison", "fail": "always"}, {"id": "a2"}, {"id": "a3"}]:
+            await send_json(c, url, [body], MessageGroupId="A")
+        for body in [{"id": "b1"}, {"id": "b2"}]:
+            await send_json(c, url, [body], MessageGroupId="B")
+        async with running_daemon(
+            tmp_path,
+            {**src(url, moto_server), "nack_visibility_timeout_s": 0},
+            batch_size=10,
+            maximum_concurrency=1,
+            maximum_retry_attempts=1,
+            on_failure={"type": "file", "path": str(dlq)},
+        ):
+
+            async def empty() -> bool:
+                return await depth(c, url) == 0
+
+            await wait_until_async(empty, 45, "every message deleted")
+    [record] = read_jsonl(dlq)
+    assert payload_ids(record) == ["poison"]
+    invocations = [call_ids(c) for c in calls(tmp_path / "calls.jsonl")]
+    ok = [i for ids in invocations if "poison" not in ids for i in ids]
+    assert sorted(ok) == ["a1", "a2", "a3", "b1", "b2"], invocations
+    group_a = [i for i in ok if i.startswith("a")]
+    assert group_a == ["a1", "a2", "a3"], invocations
+    last_poison = max(n for n, ids in enumerate(invocations) if "poison" in ids)
+    first_a2 = min(n for n, ids in enumerate(invocations) if "a2" in ids and "poison" not in ids)
+    assert first_a2 > last_poison, "a2 ran only after the poison had left group A"
