@@ -166,3 +166,20 @@ def test_kafka_tls_settings_need_a_tls_protocol() -> None:
     source = {"topics": ["t"], "bootstrap_servers": "h:9092", "ssl_check_hostname": False}
     problem = connector_refusal("kafka", source)
     assert "ssl_check_hostname: needs security_protocol SSL or SASL_SSL" in problem
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        {"backend": "http", "url": "http://127.0.0.1:1/invoke", "memory_mb": 512},
+        {"backend": "aws", "function": "billing", "memory_mb": 512},
+    ],
+)
+def test_remote_backends_refuse_memory_mb(function: dict[str, Any]) -> None:
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+
+    with pytest.raises(ConfigError) as info:
+        validate_data({"functions": {"f": function}}, Registry.discover(), base_dir=Path("."))
+    [problem] = info.value.problems
+    assert "memory_mb: this backend does not run the function" in problem
