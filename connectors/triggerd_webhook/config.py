@@ -186,15 +186,19 @@ class WebhookSourceConfig(SourceConfig):
         response, as API Gateway does: no queue, so no filter, retry or destination."""
         if self.invocation_mode != "sync":
             return {}
-        queued = 'only invocation = "event" queues events; sync mode answers with the response'
+        sync = "a sync-mode webhook"
+        event = 'applies with invocation = "event"'
+        no_retry = f"{sync} never retries (the caller gets the error); this {event}"
         return {
-            "filters": f"{queued} of every request (filters apply in event mode)",
-            "maximum_concurrency": f"{queued}; limit requests with the source's max_concurrency",
-            "maximum_retry_attempts": f"{queued} and never retries",
-            "maximum_event_age_s": f"{queued} and never retries",
-            "retry_base_delay_s": f"{queued} and never retries",
-            "retry_max_delay_s": f"{queued} and never retries",
-            "on_failure": f"{queued}; the caller sees the function's error",
+            "filters": f"{sync} invokes the function on every request; filtering {event}",
+            "maximum_concurrency": f"{sync} has no queue to drain; limit requests with the "
+            "source's max_concurrency",
+            "maximum_retry_attempts": no_retry,
+            "maximum_event_age_s": no_retry,
+            "retry_base_delay_s": no_retry,
+            "retry_max_delay_s": no_retry,
+            "on_failure": f"{sync} has no failed events to send (the caller gets the error); "
+            f"on_failure {event}",
         }
 
     @property

@@ -93,7 +93,7 @@ def test_rabbitmq_dead_lettering_turns_isolation_on() -> None:
 def test_a_sync_webhook_refuses_what_only_event_mode_uses(trigger: dict[str, Any]) -> None:
     source = {"type": "webhook", "path": "/hook"}
     [key] = trigger
-    assert refusal(source, **trigger).startswith(f"triggers.0: {key}: only invocation = ")
+    assert refusal(source, **trigger).startswith(f"triggers.0: {key}: a sync-mode webhook ")
     one_trigger(registry(), {**source, "invocation": "event"}, **trigger)  # accepted there
 
 
