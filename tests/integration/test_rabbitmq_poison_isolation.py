@@ -89,3 +89,39 @@ async def test_switched_off_the_good_messages_fail_with_the_poison(
     assert sent == sorted([*GOOD, b"poison"]), "the whole batch reached the destination"
     assert all(b"poison" in bodies(c) for c in backend.calls), "no good message succeeded"
     assert left == 0
+
+
+async def test_dead_lettering_by_the_broker_takes_only_the_poison_message(
+    rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """`dead_letter_after_attempts` without a destination: the failed batch is bisected too, so
+    only the poison message is rejected into the queue's dead-letter exchange."""
+    async with broker(rabbitmq_url) as b:
+        dlx = await b.exchange("dlx")
+        parked = await b.queue("parked")
+        await (await b.channel.get_queue(parked)).bind(dlx)
+        q = await b.queue(arguments={"x-dead-letter-exchange": dlx})
+        for i, body in enumerate(GOOD[:4] + [b"poison"] + GOOD[4:]):
+            await b.publish(q, body, message_id=f"m{i}")
+        backend = FakeBackend(poison)
+        async with harness(
+            tmp_path,
+            {"url": rabbitmq_url, "queue": q, "dead_letter_after_attempts": 2},
+            backend,
+            batch_size=10,
+            batching_window_s=1,
+            maximum_concurrency=1,
+        ) as h:
+            await h.run_until(lambda: h.succeeded == 9 and failed_alone(backend) == 2)
+            dead = await b.wait_drain(parked, 1)
+            dead += await b.drain(parked)
+        left = await b.drain(q)
+    assert [m.body for m in dead] == [b"poison"]
+    succeeded = [x for c in backend.calls if b"poison" not in bodies(c) for x in bodies(c)]
+    assert sorted(succeeded) == GOOD
+    assert left == []
+
+
+def failed_alone(backend: FakeBackend) -> int:
+    """Invocations of the poison message on its own."""
+    return sum(1 for c in backend.calls if bodies(c) == [b"poison"])
