@@ -1,7 +1,8 @@
 """Poison isolation on a RabbitMQ trigger (the machine's broker, the real pipeline): a batch of
 ten with one poison message, `maximum_retry_attempts = 1` and a rabbitmq on-failure destination
 queue: exactly the poison message is published there, once; the nine good messages each succeed
-once and are acked. Switched off, all ten reach the destination without ever succeeding."""
+once and are acked. Switched off, all ten reach the destination without ever succeeding. With
+`dead_letter_after_attempts` instead, only the poison message is dead-lettered by the broker."""
 
 from __future__ import annotations
 
