@@ -183,3 +183,9 @@ def test_remote_backends_refuse_memory_mb(function: dict[str, Any]) -> None:
         validate_data({"functions": {"f": function}}, Registry.discover(), base_dir=Path("."))
     [problem] = info.value.problems
     assert "memory_mb: this backend does not run the function" in problem
+
+
+def test_dynamodb_streams_refuses_more_records_per_call_than_getrecords_returns() -> None:
+    source = {"stream": "orders", "records_per_call": 5000}
+    problem = connector_refusal("dynamodb_streams", source)
+    assert "records_per_call: DynamoDB Streams' GetRecords returns at most 1000" in problem
