@@ -3,8 +3,8 @@
 The store (`state/sqlite.py`) creates a missing database and migrates an old one when it
 opens: right for the daemon, wrong for a status command run by another user (under `sudo` it
 would leave root-owned files the daemon cannot write) or while the daemon is down. This
-opens the file with SQLite's read-only URI (`mode=ro`), which creates nothing, and runs a few
-SELECTs on a worker thread."""
+opens the file with SQLite's read-only URI (`mode=ro`, plus `immutable=1` when the daemon is
+not running), which writes nothing, and runs a few SELECTs on a worker thread."""
 
 from __future__ import annotations
 
@@ -56,7 +56,11 @@ def _read(path: str) -> StoreSnapshot:
             "or daemon.state names another file)",
             ExitCode.STATE_MISSING,
         )
-    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    # Read-only, a WAL database still gets -wal and -shm files when they are missing (SQLite
+    # creates them to read): without a -wal file no writer has unsaved pages, so the file
+    # alone is the whole store and `immutable` reads it without creating anything.
+    options = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
+    uri = "file:" + urllib.parse.quote(path) + "?" + options
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
     except sqlite3.Error as exc:
