@@ -481,8 +481,10 @@ class SourcePlugin:
     #: (`(source_config, trigger)`); None when there is nothing to say. May raise
     #: RetryableError when the system cannot be reached.
     status: Callable[[Any, str], Awaitable[str | None]] | None = None
-    #: `triggerd validate`: problems only the external system can reveal, raised as a
-    #: ConfigError (one line each); RetryableError when it cannot be reached.
+    #: `triggerd validate --connect` (`(source_config, trigger)`): the server answers and
+    #: accepts the credentials; problems only it can reveal (a missing queue, a refused
+    #: login) raised as a ConfigError (one line each); RetryableError (or PermanentError)
+    #: when it cannot be reached. Bounded by the caller's timeout.
     check: Callable[[Any, str], Awaitable[None]] | None = None
     #: `triggerd <type> <name> TRIGGER` commands.
     commands: Mapping[str, SourceCommand] = field(default_factory=dict)
