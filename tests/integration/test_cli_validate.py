@@ -171,3 +171,35 @@ def _create_sqs_queue(endpoint: str, name: str) -> str:
         aws_secret_access_key="testing",
     )
     return str(client.create_queue(QueueName=name)["QueueUrl"])
+
+
+def test_run_names_every_missing_path_at_once_and_creates_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        """
+[daemon]
+state = "sqlite:///state/state.db"
+listen = ""
+
+[functions.f]
+handler = "app.handler"
+code = "missing-code"
+
+[[triggers]]
+function = "f"
+source = { type = "directory", path = "missing-dir" }
+"""
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "run", str(cfg)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == ExitCode.CONFIG_INVALID
+    assert out.stderr.splitlines() == [
+        f"{cfg}: functions.f.code: {tmp_path}/missing-code is not a directory or a .zip file",
+        f"{cfg}: triggers.0.source.path: {tmp_path}/missing-dir does not exist",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.toml"], "no state store created"

@@ -120,7 +120,15 @@ def main() -> None:
 def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT."""
     registry = Registry.discover()
-    cfg = _load(resolve_config(config, config_path), registry)
+    path = resolve_config(config, config_path)
+    cfg = _load(path, registry)
+    # Every missing path at once, before anything is created (the daemon would stop at the
+    # first one it meets).
+    problems = path_problems(cfg, state=False)
+    for line in problems:
+        click.echo(f"{path}: {line}", err=True)
+    if problems:
+        sys.exit(ExitCode.CONFIG_INVALID)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
     from triggerd.daemon.gctune import tune_gc
 

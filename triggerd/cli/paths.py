@@ -20,21 +20,24 @@ from triggerd.types import ConfigError, PathCheck
 __all__ = ["path_problems"]
 
 
-def path_problems(cfg: ConfigBase) -> list[str]:
+def path_problems(cfg: ConfigBase, *, state: bool = True) -> list[str]:
     """One line per path that is missing, of the wrong kind, or not writable (blocking file
-    system calls: run it off the event loop)."""
+    system calls: run it off the event loop). `state=False` leaves out the state store,
+    which `run` opens itself (with its own exit statuses)."""
     problems: list[str] = []
     _walk(cfg.daemon, "daemon", problems)
     for name, fn in cfg.functions.items():
         _walk(fn, f"functions.{name}", problems)
     for i, trig in enumerate(cfg.trigger_list):
         _walk(trig, f"triggers.{i}", problems)
+    if not state:
+        return problems
     try:
-        state = sqlite_path(cfg.daemon.state)
+        db = sqlite_path(cfg.daemon.state)
     except ConfigError:
-        state = MEMORY_PATH  # reported by the model already
-    if state != MEMORY_PATH:
-        problems += _check("writable", state, "daemon.state")
+        db = MEMORY_PATH  # reported by the model already
+    if db != MEMORY_PATH:
+        problems += _check("writable", db, "daemon.state")
     return problems
 
 
