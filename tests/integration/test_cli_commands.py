@@ -366,3 +366,36 @@ def test_invoke_on_a_terminal_uses_an_empty_event_and_says_so(workdir: Path) -> 
         missing.stderr
         == "triggerd: cannot read the event file nope.json: No such file or directory\n"
     )
+
+
+def test_a_read_only_store_is_one_line_for_dlq_and_no_obstacle_for_status(workdir: Path) -> None:
+    from tests.system.test_operator_errors import read_only_mount
+
+    asyncio.run(seed(db_path(workdir), [("inbox", time.time(), async_record("a"))]))
+    prefix = read_only_mount(workdir / "state")
+
+    def under_mount(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "triggerd", *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    replay = under_mount("dlq", "replay", "--all")
+    assert replay.returncode == ExitCode.STATE_UNWRITABLE
+    [line] = replay.stderr.splitlines()
+    assert line.startswith("triggerd: the state store ") and "cannot be written" in line
+    status = under_mount("status", "-o", "json")
+    assert status.returncode == ExitCode.DAEMON_UNREACHABLE, status.stderr
+    [row] = [r for r in json.loads(status.stdout)["triggers"] if r["trigger"] == "inbox"]
+    assert row["dlq"] == 1
+
+
+def test_dlq_replay_shows_a_progress_bar_on_a_terminal(workdir: Path) -> None:
+    asyncio.run(seed(db_path(workdir), [("inbox", time.time(), async_record("a"))]))
+    code, out = on_terminal(workdir, "dlq", "replay", "--all")
+    assert code == 0, out
+    assert "replaying" in out and "1/1" in out

@@ -38,6 +38,7 @@ from triggerd.types import (
     MissingExtraError,
     OperatorError,
     Outcome,
+    PermanentError,
 )
 
 CONFIG_ENV = "TRIGGERD_CONFIG"
@@ -365,6 +366,13 @@ async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: b
         for problem in exc.problems:
             click.echo(f"triggerd: {problem}", err=True)
         return 2
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
+    except PermanentError as exc:
+        click.echo(f"triggerd: function {function} cannot start: {exc}", err=True)
+        await backend.stop()
+        return 1
     try:
         result = await backend.invoke(payload)
     finally:
