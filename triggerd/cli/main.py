@@ -44,16 +44,28 @@ from triggerd.types import (
 CONFIG_ENV = "TRIGGERD_CONFIG"
 #: Used when no config is named and the current directory has one.
 DEFAULT_CONFIG = "triggerd.toml"
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    envvar=CONFIG_ENV,
-    default=None,
-    type=click.Path(dir_okay=True),
-    help=f"Config file (TOML or YAML); default ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}",
-)
-#: The config as the main argument of run, validate and build (or -c, or the variable).
+
+
+def _config_option(*, resolve: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        envvar=CONFIG_ENV,
+        default=None,
+        type=click.Path(dir_okay=True),
+        # Resolved at parse time, so a command gets a path (or the one-line error) without
+        # doing anything itself; run, validate and build resolve it with their argument.
+        callback=(lambda ctx, param, value: resolve_config(None, value)) if resolve else None,
+        help=f"Config file (TOML or YAML); default ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}",
+    )
+
+
+#: `-c/--config FILE` (or $TRIGGERD_CONFIG, else ./triggerd.toml): the command gets a str.
+config_option = _config_option(resolve=True)
+#: The same option beside a CONFIG argument (run, validate, build): resolve_config(arg, opt).
+config_option_beside_argument = _config_option(resolve=False)
+#: The config as the main argument of run, validate and build.
 config_argument = click.argument("config", required=False, type=click.Path(dir_okay=True))
 
 
@@ -111,7 +123,7 @@ def main() -> None:
 
 @main.command()
 @config_argument
-@config_option
+@config_option_beside_argument
 @click.option(
     "--accept-fresh-state",
     is_flag=True,
@@ -200,7 +212,7 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
 @main.command()
 @config_argument
-@config_option
+@config_option_beside_argument
 @click.option(
     "--connect",
     is_flag=True,
@@ -283,7 +295,7 @@ def missing_extras(cfg: ConfigBase) -> list[str]:
 
 @main.command()
 @config_argument
-@config_option
+@config_option_beside_argument
 @click.option("--function", "-f", "functions", multiple=True, help="Only this function")
 def build(config: str | None, config_path: str | None, functions: tuple[str, ...]) -> None:
     """Prepare CONFIG's functions ahead of `run`: extract .zip code, merge layers, install
