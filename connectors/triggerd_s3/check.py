@@ -41,5 +41,14 @@ async def _call(call: Any, cfg: S3SourceConfig, trigger: str, what: str) -> None
                 f"trigger {trigger!r}: {what}: cannot reach the endpoint "
                 f"({describe_error(exc, secrets)})"
             ) from None
-        message = error_message(exc) or ("not found" if code in ("404", "NoSuchBucket") else "")
+        # HeadBucket answers with a bare status code and no message.
+        message = _HEAD_STATUS.get(code) or error_message(exc)
         raise ConfigError([f"trigger {trigger!r}: source.{what}: {code}: {message}"]) from None
+
+
+_HEAD_STATUS = {
+    "404": "the bucket does not exist",
+    "403": "access denied (check the credentials and the bucket's policy)",
+    "301": "the bucket is in another region (set region)",
+    "400": "bad request (check region and endpoint_url)",
+}

@@ -155,7 +155,11 @@ def test_connect_names_what_the_servers_refuse(
     for name in ("no-queue", "no-bucket", "no-rabbit-queue", "no-topic"):
         assert any(line.startswith(f"trigger {name!r} ") and "problem" in line for line in lines)
     assert any("no-queue" in line and "NonExistentQueue" in line for line in lines), lines
-    assert any("no-bucket" in line and "source.bucket" in line for line in lines), lines
+    assert any(
+        line.startswith("trigger 'no-bucket': source.bucket nope-")
+        and line.endswith(": 404: the bucket does not exist")
+        for line in lines
+    ), lines
     assert any("queue 'nope-q' does not exist" in line for line in lines), lines
     assert "trigger 'no-topic': source.topics: topic 'nope-t' does not exist" in lines
 
