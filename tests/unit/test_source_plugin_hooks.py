@@ -61,6 +61,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             raise ConfigError(["trigger 'bad': wal_level is 'replica'"])
         if trigger == "down":
             raise RetryableError("connection refused")
+        if trigger == "boom":
+            raise RuntimeError("amqp://user:secret@host")
 
     reg = fake_registry()
     reg.register(
@@ -135,6 +137,15 @@ def test_validate_connect_reports_live_problems_and_unreachable_servers(
     down = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path, "down")])
     assert down.exit_code == 11
     assert "trigger 'down' (fake): not reachable: connection refused" in down.output
+
+
+def test_an_unexpected_check_error_is_one_line_without_its_text(
+    tmp_path: Path, calls: list[Any]
+) -> None:
+    out = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path, "boom")])
+    assert out.exit_code == 11, out.output
+    assert "trigger 'boom' (fake): not reachable: the check failed: RuntimeError" in out.output
+    assert "secret" not in out.output
 
 
 def test_validate_without_connect_contacts_no_server(tmp_path: Path, calls: list[Any]) -> None:

@@ -64,6 +64,8 @@ async def status_lines(cfg: ConfigBase, registry: Registry) -> list[str]:
             line = await asyncio.wait_for(plugin.status(source_config, name), PROBE_TIMEOUT_S)
         except (RetryableError, ConfigError, TimeoutError, OSError) as exc:
             line = f"not reachable: {exc or type(exc).__name__}"
+        except Exception as exc:  # a plugin's unexpected error: one line, not a traceback
+            line = f"status failed: {type(exc).__name__}"
         if line:
             lines.append(f"{name}: {line}")
     return lines
@@ -96,6 +98,8 @@ async def connect_sources(
             return "unreachable", f"no answer within {timeout_s:g}s"
         except (RetryableError, PermanentError, OSError) as exc:
             return "unreachable", str(exc) or type(exc).__name__
+        except Exception as exc:  # a plugin's unexpected error: one line, not a traceback
+            return "unreachable", f"the check failed: {type(exc).__name__}"
         return "ok", None
 
     results = await asyncio.gather(*(one(*t) for t in triggers))
