@@ -52,8 +52,9 @@ def table(
         pad_edge=False,
         box=None if plain else box.HEAVY_HEAD,
     )
-    for name in columns:
-        t.add_column(name, overflow="fold", no_wrap=False)
+    for i, name in enumerate(columns):
+        numeric = bool(rows) and all(isinstance(row[i], int | float) for row in rows)
+        t.add_column(name, overflow="fold", no_wrap=False, justify="right" if numeric else "left")
     for row in rows:
         t.add_row(*(_text(v) for v in row))
     return t
