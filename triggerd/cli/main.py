@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,14 @@ import click
 import orjson
 
 from triggerd import __version__
-from triggerd.cli.dlq import Selection, list_entries, parse_since, purge, replay
+from triggerd.cli.dlq_commands import dlq
 from triggerd.cli.functions import build_functions, check_functions
+from triggerd.cli.options import (
+    config_argument,
+    config_option,
+    config_option_beside_argument,
+    resolve_config,
+)
 from triggerd.cli.output import emit, output_option
 from triggerd.cli.paths import path_problems
 from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
@@ -41,51 +46,8 @@ from triggerd.types import (
     PermanentError,
 )
 
-CONFIG_ENV = "TRIGGERD_CONFIG"
-#: Used when no config is named and the current directory has one.
-DEFAULT_CONFIG = "triggerd.toml"
-
-
-def _config_option(*, resolve: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--config",
-        "-c",
-        "config_path",
-        envvar=CONFIG_ENV,
-        default=None,
-        type=click.Path(dir_okay=True),
-        # Resolved at parse time, so a command gets a path (or the one-line error) without
-        # doing anything itself; run, validate and build resolve it with their argument.
-        callback=(lambda ctx, param, value: resolve_config(None, value)) if resolve else None,
-        help=f"Config file (TOML or YAML); default ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}",
-    )
-
-
-#: `-c/--config FILE` (or $TRIGGERD_CONFIG, else ./triggerd.toml): the command gets a str.
-config_option = _config_option(resolve=True)
-#: The same option beside a CONFIG argument (run, validate, build): resolve_config(arg, opt).
-config_option_beside_argument = _config_option(resolve=False)
-#: The config as the main argument of run, validate and build.
-config_argument = click.argument("config", required=False, type=click.Path(dir_okay=True))
-
-
-def resolve_config(positional: str | None, option: str | None) -> str:
-    """The one config file a command uses: CONFIG, -c/--config (or $TRIGGERD_CONFIG, which
-    click reads into the option), else ./triggerd.toml; a one-line error otherwise."""
-    if positional and option and positional != option:
-        click.echo(f"triggerd: two configs named ({positional} and {option}): give one", err=True)
-        sys.exit(ExitCode.CONFIG_UNREADABLE)
-    path = positional or option
-    if path:
-        return path
-    if Path(DEFAULT_CONFIG).exists():
-        return DEFAULT_CONFIG
-    click.echo(
-        f"triggerd: no config file: name it (CONFIG or -c/--config) or set {CONFIG_ENV} "
-        f"(there is no ./{DEFAULT_CONFIG} here)",
-        err=True,
-    )
-    sys.exit(ExitCode.CONFIG_UNREADABLE)
+#: `config_option` and `resolve_config` live in `options`; importable from here as before.
+__all__ = ["config_option", "main", "resolve_config"]
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
@@ -456,11 +418,6 @@ def functions(config_path: str | None, output: str) -> None:
     emit(output, columns=columns, rows=rows, empty="no functions", records=records)
 
 
-@main.group()
-def dlq() -> None:
-    """Inspect, replay and purge records written to on-failure destinations."""
-
-
 def _with_store(
     config_path: str | None,
     action: Callable[[ConfigBase, StateStore], Awaitable[int]],
@@ -505,117 +462,7 @@ def _with_store(
     sys.exit(_run_async(go()))
 
 
-def _selection(
-    ids: tuple[int, ...], all_: bool, trigger: str | None, since: str | None
-) -> Selection:
-    cutoff = None if since is None else parse_since(since, time.time())
-    return Selection(ids, all_, trigger, cutoff)
-
-
-selection_options = [
-    click.argument("entry_ids", nargs=-1, type=int),
-    click.option("--all", "all_", is_flag=True, help="Every entry (narrowed by the filters)"),
-    click.option("--trigger", "-t", default=None, help="Only this trigger's entries"),
-    click.option(
-        "--since", default=None, help="Only entries since an ISO time or for a duration (1h)"
-    ),
-]
-
-
-def _selected(f: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(selection_options):
-        f = option(f)
-    return f
-
-
-def _require(sel: Selection, verb: str) -> None:
-    if sel.empty:
-        raise click.UsageError(f"name the entries to {verb}: ID..., --all, --trigger or --since")
-
-
-@dlq.command("list")
-@click.option("--trigger", "-t", default=None, help="Only this trigger's entries")
-@click.option("--since", default=None, help="Only entries since an ISO time or a duration (1h)")
-@click.option("--limit", "-n", default=50, show_default=True)
-@config_option
-@output_option
-def dlq_list(
-    trigger: str | None, since: str | None, limit: int, config_path: str | None, output: str
-) -> None:
-    """List dead-lettered records, newest first (replayed ones say when)."""
-    sel = _selection((), True, trigger, since)
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        return await list_entries(store, sel, limit, output)
-
-    _with_store(config_path, action)
-
-
-@dlq.command("show")
-@click.argument("entry_id", type=int)
-@config_option
-def dlq_show(entry_id: int, config_path: str | None) -> None:
-    """Print one dead-lettered record."""
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        entry = await store.dlq_get(entry_id)
-        if entry is None:
-            click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
-            return 1
-        click.echo(json.dumps(orjson.loads(entry.record), indent=2))
-        return 0
-
-    _with_store(config_path, action)
-
-
-@dlq.command("replay")
-@_selected
-@click.option("--dry-run", is_flag=True, help="Say what would be replayed; change nothing")
-@click.option(
-    "--again", "--force", "again", is_flag=True, help="Replay entries replayed before too"
-)
-@config_option
-def dlq_replay(
-    entry_ids: tuple[int, ...],
-    all_: bool,
-    trigger: str | None,
-    since: str | None,
-    dry_run: bool,
-    again: bool,
-    config_path: str | None,
-) -> None:
-    """Put asynchronous invocations' events back on their trigger's queue; each entry once
-    (--again to replay it once more)."""
-    sel = _selection(entry_ids, all_, trigger, since)
-    _require(sel, "replay")
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        return await replay(cfg, store, sel, dry_run=dry_run, again=again)
-
-    _with_store(config_path, action)
-
-
-@dlq.command("purge")
-@_selected
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation")
-@config_option
-def dlq_purge(
-    entry_ids: tuple[int, ...],
-    all_: bool,
-    trigger: str | None,
-    since: str | None,
-    yes: bool,
-    config_path: str | None,
-) -> None:
-    """Delete entries from the state store's DLQ index (the records in the destinations
-    stay). Asks first on a terminal; elsewhere --yes is required."""
-    sel = _selection(entry_ids, all_, trigger, since)
-    _require(sel, "purge")
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        return await purge(store, sel, yes=yes)
-
-    _with_store(config_path, action)
+main.add_command(dlq)
 
 
 @main.command()

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from triggerd.cli.options import config_option
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.state.base import StateStore
@@ -143,8 +144,6 @@ class SourceCommandsGroup(click.Group):
 
 
 def _source_command(source_type: str, name: str, spec: SourceCommand) -> click.Command:
-    from triggerd.cli.main import config_option
-
     @click.command(name, help=spec.help)
     @click.argument("trigger")
     @config_option

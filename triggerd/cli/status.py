@@ -163,6 +163,34 @@ def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) ->
     return 0
 
 
+def lag_rows(lag: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """/statusz's triggers as rows (one per partition) and rebalances per trigger."""
+    partitions = [
+        {"trigger": name, **p}
+        for name, t in lag.items()
+        if isinstance(t, dict)
+        for p in t.get("partitions", [])
+        if isinstance(p, dict)
+    ]
+    rebalances = {
+        name: int(t.get("rebalances", 0)) for name, t in lag.items() if isinstance(t, dict)
+    }
+    return partitions, rebalances
+
+
+LAG_COLUMNS = ["trigger", "partition", "committed_offset", "lag_records", "lag_seconds"]
+
+
+def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> None:
+    """A table row per partition, then each trigger's rebalances (nothing when none)."""
+    if not partitions:
+        return
+    rows = [[p.get(c) for c in LAG_COLUMNS] for p in partitions]
+    emit("table", columns=LAG_COLUMNS, rows=rows, empty="")
+    for name, count in rebalances.items():
+        click.echo(f"{name}: {count} rebalance(s)")
+
+
 async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     try:
         snap = await read_snapshot(cfg.daemon.state)
@@ -172,15 +200,7 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     view = await ask_daemon(cfg)
     rows = _rows(cfg, snap, view)
     sources = await status_lines(cfg, registry)
-    partitions = [
-        {"trigger": name, **p}
-        for name, t in view.lag.items()
-        if isinstance(t, dict)
-        for p in t.get("partitions", [])
-    ]
-    rebalances = {
-        name: int(t.get("rebalances", 0)) for name, t in view.lag.items() if isinstance(t, dict)
-    }
+    partitions, rebalances = lag_rows(view.lag)
     code = _exit_code(cfg, view, rows)
     if output == "json":
         emit(
@@ -208,11 +228,7 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     )
     for line in sources:
         click.echo(line)
-    if partitions:
-        cols = ["trigger", "partition", "committed_offset", "lag_records", "lag_seconds"]
-        emit("table", columns=cols, rows=[[p.get(c) for c in cols] for p in partitions], empty="")
-        for name, count in rebalances.items():
-            click.echo(f"{name}: {count} rebalance(s)")
+    print_lag(partitions, rebalances)
     where = view.url or "daemon"
     detail = f" ({view.error})" if view.error else ""
     click.echo(f"daemon at {where}: {view.status}{detail}")
