@@ -19,11 +19,9 @@ from typing import Any
 
 import click
 import orjson
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from triggerd.cli.output import console, emit
 from triggerd.config.model import ConfigBase
-from triggerd.http.invoke_api import queue_name
 from triggerd.state.base import DlqEntry, NewEvent, StateStore
 
 __all__ = ["REPLAYED_SCOPE", "Selection", "parse_since"]
@@ -126,6 +124,8 @@ def _replayed_at(marker: str | None) -> str | None:
 
 
 def _queues(cfg: ConfigBase) -> set[str]:
+    from triggerd.http.invoke_api import queue_name  # aiohttp: only when replaying
+
     names = {cfg.trigger_name(i) for i in range(len(cfg.trigger_list))}
     return names | {queue_name(fn) for fn in cfg.functions}
 
@@ -170,6 +170,8 @@ async def replay(
             click.echo(f"would replay DLQ entry {entry.id} onto {entry.trigger}")
         click.echo(f"dry run: {len(plan.todo)} to replay, {len(plan.skipped)} skipped")
         return 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     with Progress(
         TextColumn("replaying"),
         BarColumn(),

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["OUTPUT_FORMATS", "console", "emit", "output_option"]
 
@@ -31,6 +32,8 @@ output_option = click.option(
 def console(*, stderr: bool = False) -> Console:
     """A console on stdout (or stderr). Not a terminal: no colours and no width limit, so a
     piped table keeps every character of every cell (rich would wrap it at 80 columns)."""
+    from rich.console import Console  # imported by the commands that print tables
+
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(file=stream, stderr=stderr)
@@ -45,6 +48,9 @@ def table(
     title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, plain: bool
 ) -> Table:
     """`plain` (not a terminal): no box characters, columns separated by spaces."""
+    from rich import box
+    from rich.table import Table
+
     t = Table(
         title=title,
         title_justify="left",

@@ -13,7 +13,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import click
 
 from triggerd.cli.output import emit
@@ -21,7 +20,6 @@ from triggerd.cli.readstate import StoreSnapshot, read_snapshot
 from triggerd.cli.sources import status_lines
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
-from triggerd.http.invoke_api import queue_name
 from triggerd.types import ExitCode, OperatorError
 
 __all__ = ["daemon_url", "run_status"]
@@ -74,6 +72,8 @@ class DaemonView:
 
 
 async def ask_daemon(cfg: ConfigBase) -> DaemonView:
+    import aiohttp  # imported by the command that needs it: most of the CLI's start-up
+
     url = daemon_url(cfg)
     view = DaemonView(url)
     if url is None:
@@ -120,6 +120,8 @@ def _trigger_state(name: str, enabled: bool, view: DaemonView) -> tuple[str, str
 
 
 def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[str, Any]]:
+    from triggerd.http.invoke_api import queue_name
+
     rows = []
     for i, trig in enumerate(cfg.trigger_list):
         name = cfg.trigger_name(i)
