@@ -314,6 +314,8 @@ def test_dlq_replay_puts_each_entry_back_once_unless_asked_again(workdir: Path) 
     assert mixed.returncode == 1, "an entry that cannot be replayed is a failure"
     nothing = cli(workdir, "dlq", "replay")
     assert nothing.returncode == 2 and "name the entries to replay" in nothing.stderr
+    both = cli(workdir, "dlq", "replay", str(old), "--all")
+    assert both.returncode == 2 and "give entry IDs or --all, not both" in both.stderr
 
 
 def test_dlq_purge_asks_on_a_terminal_and_needs_yes_elsewhere(workdir: Path) -> None:

@@ -119,6 +119,8 @@ def test_connect_reports_each_trigger_and_exits_11_when_one_is_unreachable(
     assert "guest:guest" not in out.stderr, "no password in the output"
     offline = validate(tmp_path, str(cfg))
     assert offline.returncode == 0, "without --connect no server is contacted"
+    useless = validate(tmp_path, str(cfg), "--timeout", "5")
+    assert useless.returncode == 2 and "--timeout applies to --connect only" in useless.stderr
 
 
 def test_connect_names_what_the_servers_refuse(

@@ -57,6 +57,8 @@ def _selected(f: Callable[..., None]) -> Callable[..., None]:
 def _require(sel: Selection, verb: str) -> None:
     if sel.empty:
         raise click.UsageError(f"name the entries to {verb}: ID..., --all, --trigger or --since")
+    if sel.ids and sel.all:
+        raise click.UsageError("give entry IDs or --all, not both")
 
 
 @dlq.command("list")

@@ -184,9 +184,8 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
     "--timeout",
     "timeout_s",
     type=click.FloatRange(0.1, 300),
-    default=CONNECT_TIMEOUT_S,
-    show_default=True,
-    help="With --connect: seconds each source may take to answer",
+    default=None,
+    help=f"With --connect: seconds each source may take to answer [default: {CONNECT_TIMEOUT_S:g}]",
 )
 @click.option(
     "--skip-paths",
@@ -198,13 +197,15 @@ def validate(
     config: str | None,
     config_path: str | None,
     connect: bool,
-    timeout_s: float,
+    timeout_s: float | None,
     skip_paths: bool,
 ) -> None:
     """Check CONFIG as `run` would: the fields and their references, the installed extras,
     the functions' interpreters and the paths the config names; with --connect, each
     source's server too. Exit 0; 2 with one line per problem; 11 when a source's server
     cannot be reached."""
+    if timeout_s is not None and not connect:
+        raise click.UsageError("--timeout applies to --connect only")
     registry = Registry.discover()
     path = resolve_config(config, config_path)
     cfg = _load(path, registry)
@@ -214,7 +215,8 @@ def validate(
     problems += asyncio.run(check_functions(cfg, registry))
     unreachable: list[str] = []
     if connect:
-        report = asyncio.run(connect_sources(cfg, registry, timeout_s))
+        timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+        report = asyncio.run(connect_sources(cfg, registry, timeout))
         for line in report.lines:
             click.echo(f"{path}: {line}", err=True)
         problems += report.problems
