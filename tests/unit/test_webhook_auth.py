@@ -103,7 +103,7 @@ def test_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    auth.check(github(), headers(x_hub_signature_256="sha256=00"), BODY, 0)
+    auth.check(github(), headers(x_hub_signature_256="sha256=" + "00" * 32), BODY, 0)
     cfg = BearerAuth(type="bearer", token="tok-1")  # type: ignore[arg-type]
     auth.check(cfg, headers(authorization="Bearer nope"), b"", 0)
     auth.check(github(style="stripe"), headers(stripe_signature=stripe_header(5)), BODY, 5)

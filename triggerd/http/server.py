@@ -5,24 +5,84 @@ Gateway does, and one routing step per request)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
 
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.limits import (
+    LINGER_S,
+    ConnectionGuard,
+    Listener,
+    ListenerLimits,
+    ensure_descriptors,
+    guard_of,
+)
+from triggerd.http.refusals import REFUSAL_KEY, Refusals, ServerLog, mark_refused
 from triggerd.http.routes import ROUTE_KEY, Routes
-from triggerd.types import ConfigError, HttpHandler, PartitionStats
+from triggerd.types import ConfigError, ExitCode, HttpHandler, OperatorError, PartitionStats
 
 _OWNER = "triggerd"
+log = logging.getLogger("triggerd.http")
+
+#: Set by the request factory on a request that came as HTTP/0.9 (answered as HTTP/1.0).
+_HTTP_0_9: web.RequestKey[bool] = web.RequestKey("http_0_9", bool)
+
+
+RequestFactory = Callable[
+    [
+        RawRequestMessage,
+        StreamReader,
+        web.RequestHandler,
+        AbstractStreamWriter,
+        "asyncio.Task[None]",
+    ],
+    web.BaseRequest,
+]
+
+
+def _refusal(request: web.BaseRequest, status: int, text: str, reason: str) -> web.Response:
+    mark_refused(request, reason)
+    response = web.json_response({"message": text}, status=status)
+    response.force_close()
+    return response
+
+
+def protocol_refusal(request: web.BaseRequest) -> web.Response | None:
+    """What no route may see: HTTP/0.9 (no headers, so no Host, auth or length), chunked
+    bodies on HTTP/1.0 (which has no chunked encoding: RFC 9112 section 6.1), and
+    expectations other than 100-continue (417)."""
+    if _HTTP_0_9 in request:
+        return _refusal(request, 400, "Bad Request", "http_0_9")
+    headers = request.headers
+    encoding = headers.get("Transfer-Encoding", "").lower()
+    if request.version == HttpVersion10 and "chunked" in encoding:
+        return _refusal(request, 400, "Bad Request", "chunked_http_1_0")
+    expect = headers.get("Expect")
+    if expect is not None and request.version == HttpVersion11 and expect.lower() != "100-continue":
+        return _refusal(request, 417, "Expectation Failed", "expectation")
+    return None
 
 
 def make_dispatch(routes: Routes) -> HttpHandler:
     """The server's one handler: every path is a route of the daemon's route table (its own
-    endpoints and the push sources'), matched most-specific first."""
+    endpoints and the push sources'), matched most-specific first. It tells the connection's
+    guard when a request starts and ends, and reports the request's refusal, if any.
+    `Expect: 100-continue` is answered by `body.read_body`, once the handler has checked the
+    headers."""
 
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+    async def route(request: web.BaseRequest) -> web.StreamResponse:
+        refused = protocol_refusal(request)
+        if refused is not None:
+            return refused
         raw_path = request.raw_path.partition("?")[0]
         found = routes.match(request.method, raw_path)
         if found is None:
@@ -32,26 +92,42 @@ def make_dispatch(routes: Routes) -> HttpHandler:
         assert not isinstance(found, bool)
         handler, match = found
         request[ROUTE_KEY] = match
-        if "Expect" in request.headers:
-            refused = await expect_continue(request)
-            if refused is not None:
-                return refused
         return await handler(request)
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        guard = guard_of(request)
+        if guard is not None:
+            guard.request_started()
+        response: web.StreamResponse | None = None
+        try:
+            response = await route(request)
+            return response
+        except web.HTTPException as exc:
+            response = exc
+            raise
+        finally:
+            _finished(request, guard, response)
 
     return dispatch
 
 
-async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None:
-    """Answer `Expect: 100-continue` before the handler reads the body (clients such as curl
-    otherwise wait a second before sending a large one); 417 for any other expectation."""
-    expect = request.headers.get("Expect", "")
-    if request.version != HttpVersion11:
-        return None
-    if expect.lower() != "100-continue":
-        return web.json_response({"message": "Expectation Failed"}, status=417)
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the interim answer is not part of the response
-    return None
+def _finished(
+    request: web.BaseRequest, guard: ConnectionGuard | None, response: web.StreamResponse | None
+) -> None:
+    """After the handler: a connection whose request body was left unread is not kept alive
+    (aiohttp drops the rest for a few seconds, then closes); the refusal is reported."""
+    body_read = request.content.is_eof()
+    if response is not None and not body_read:
+        response.force_close()
+    if guard is None:
+        return
+    guard.request_finished(body_read)
+    reason = request.get(REFUSAL_KEY)
+    if reason is not None:
+        route = request.get(ROUTE_KEY)
+        guard.refusals.refuse(
+            reason, remote=request.remote or "", route=route.template if route else ""
+        )
 
 
 def healthz_handler(host: HttpHost) -> HttpHandler:
@@ -171,17 +247,49 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
+def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
+    """aiohttp's request factory, except that an HTTP/0.9 request becomes an HTTP/1.0 one
+    marked for refusal, so the 400 goes out with a real status line."""
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        state: dict[web.RequestKey[Any] | str, Any] | None = None
+        if message.version < HttpVersion10:
+            message = message._replace(version=HttpVersion10, should_close=True)
+            state = {_HTTP_0_9: True}
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, state=state)
+
+    return make
+
+
+async def start_http(
+    host: HttpHost, stack: AsyncExitStack, listen: str, name: str = "public"
+) -> str:
     """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
-    when `daemon.tls_cert_file` is set."""
+    when `daemon.tls_cert_file` is set. Every connection is guarded by the [daemon] http_*
+    limits (`limits.ConnectionGuard`); refusals are counted and logged as `name`'s."""
     add_daemon_routes(host)
     stack.callback(host.routes.remove_routes, _OWNER)
-    # No access log: a line per request at INFO would flood the journal under webhook load
-    # (the access_log argument of a runner reaches only an application's server).
-    server = web.Server(make_dispatch(host.routes), access_log=None)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
+    limits = ListenerLimits.from_settings(host.settings)
+    problem = ensure_descriptors(limits.max_connections)
+    if problem is not None:
+        raise OperatorError(problem, ExitCode.LISTEN_FAILED)
+    refusals = Refusals(host.metrics.http_refused, log, name)
+    loop = asyncio.get_running_loop()
+    # No access log: a line per request at INFO would flood the journal under webhook load.
+    server = web.Server(
+        make_dispatch(host.routes),
+        request_factory=request_factory(loop),
+        access_log=None,
+        logger=ServerLog(logging.getLogger("triggerd.http.server"), refusals),
+        lingering_time=LINGER_S,
+    )
+    listener = Listener(server, limits, refusals)
     address, port = parse_listen(listen)
     settings = host.settings
     context = (
@@ -189,9 +297,25 @@ async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
         if settings.tls_cert_file
         else None
     )
-    site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=context)
-    await site.start()
-    addresses = runner.addresses  # each site's getsockname(): (host, port, ...)
-    if addresses:
-        port = int(addresses[0][1])
+    sockets = await loop.create_server(
+        listener.guard,
+        address,
+        port,
+        ssl=context,
+        ssl_handshake_timeout=limits.header_timeout_s if context else None,
+        reuse_address=True,
+        backlog=511,
+    )
+    stack.push_async_callback(_stop, sockets, server)
+    bound = sockets.sockets
+    if bound:
+        port = int(bound[0].getsockname()[1])
     return f"{address}:{port}"
+
+
+async def _stop(sockets: asyncio.Server, server: web.Server) -> None:
+    """Stop accepting, let requests in progress finish (up to 5 s), close every connection."""
+    sockets.close()
+    await asyncio.sleep(0)  # requests that arrived with the last connections start first
+    server.pre_shutdown()
+    await server.shutdown(5.0)
