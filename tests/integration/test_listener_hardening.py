@@ -401,6 +401,18 @@ async def test_http_0_9_is_refused_and_never_runs_the_function(running: Running)
     assert running.recorded_paths() == ["/recorded/control"]
 
 
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [(b"HTTP/2.0", b"HTTP/1.1 505 "), (b"HTTP/1.2", b"HTTP/1.0 400 ")],  # 1.2: aiohttp's parser
+)
+async def test_other_http_versions_are_refused_and_never_run_the_function(
+    running: Running, version: bytes, status: bytes
+) -> None:
+    response = await exchange(running, b"GET /recorded/v " + version + b"\r\nHost: x\r\n\r\n")
+    assert response.startswith(status)
+    assert "/recorded/v" not in running.recorded_paths()
+
+
 async def test_chunked_http_1_0_is_refused_and_never_runs_the_function(running: Running) -> None:
     response = await exchange(
         running,

@@ -33,8 +33,9 @@ from triggerd.types import ConfigError, ExitCode, HttpHandler, OperatorError, Pa
 _OWNER = "triggerd"
 log = logging.getLogger("triggerd.http")
 
-#: Set by the request factory on a request that came as HTTP/0.9 (answered as HTTP/1.0).
-_HTTP_0_9: web.RequestKey[bool] = web.RequestKey("http_0_9", bool)
+#: Set by the request factory on a request in an HTTP version other than 1.0 and 1.1 (the
+#: version it came with: "0.9", "2.0", ...).
+_UNSUPPORTED_VERSION: web.RequestKey[str] = web.RequestKey("unsupported_version", str)
 
 
 RequestFactory = Callable[
@@ -57,11 +58,14 @@ def _refusal(request: web.BaseRequest, status: int, text: str, reason: str) -> w
 
 
 def protocol_refusal(request: web.BaseRequest) -> web.Response | None:
-    """What no route may see: HTTP/0.9 (no headers, so no Host, auth or length), chunked
-    bodies on HTTP/1.0 (which has no chunked encoding: RFC 9112 section 6.1), and
-    expectations other than 100-continue (417)."""
-    if _HTTP_0_9 in request:
+    """What no route may see: HTTP/0.9 (no headers, so no Host, auth or length: 400) and
+    versions other than 1.0 and 1.1 (505), chunked bodies on HTTP/1.0 (which has no chunked
+    encoding: RFC 9112 section 6.1; 400), and expectations other than 100-continue (417)."""
+    version = request.get(_UNSUPPORTED_VERSION)
+    if version == "0.9":
         return _refusal(request, 400, "Bad Request", "http_0_9")
+    if version is not None:
+        return _refusal(request, 505, "HTTP Version Not Supported", "http_version")
     headers = request.headers
     encoding = headers.get("Transfer-Encoding", "").lower()
     if request.version == HttpVersion10 and "chunked" in encoding:
@@ -248,8 +252,10 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
 
 
 def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
-    """aiohttp's request factory, except that an HTTP/0.9 request becomes an HTTP/1.0 one
-    marked for refusal, so the 400 goes out with a real status line."""
+    """aiohttp's request factory, except for the HTTP versions triggerd does not speak: an
+    HTTP/0.9 request becomes an HTTP/1.0 one and any other version but 1.0 and 1.1 (2.0 in
+    HTTP/1 syntax, 1.2) an HTTP/1.1 one, marked for refusal (400, 505), so the refusal goes
+    out with a status line the client can read."""
 
     def make(
         message: RawRequestMessage,
@@ -259,9 +265,11 @@ def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         state: dict[web.RequestKey[Any] | str, Any] | None = None
-        if message.version < HttpVersion10:
-            message = message._replace(version=HttpVersion10, should_close=True)
-            state = {_HTTP_0_9: True}
+        version = message.version
+        if version not in (HttpVersion10, HttpVersion11):
+            answered_as = HttpVersion10 if version < HttpVersion10 else HttpVersion11
+            message = message._replace(version=answered_as, should_close=True)
+            state = {_UNSUPPORTED_VERSION: f"{version.major}.{version.minor}"}
         return web.BaseRequest(message, payload, protocol, writer, task, loop, state=state)
 
     return make
