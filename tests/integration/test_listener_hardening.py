@@ -101,12 +101,15 @@ class Running:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def recorded_paths(self) -> list[str]:
+    def recorded(self) -> list[dict[str, Any]]:
         path = self.tmp / "calls.jsonl"
         if not path.exists():
             return []
         lines = path.read_text().splitlines()
-        return [json.loads(line)["event"]["rawPath"] for line in lines if line.endswith("}")]
+        return [json.loads(line)["event"] for line in lines if line.endswith("}")]
+
+    def recorded_paths(self) -> list[str]:
+        return [event["rawPath"] for event in self.recorded()]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -421,6 +424,21 @@ async def test_chunked_http_1_0_is_refused_and_never_runs_the_function(running: 
     )
     assert status_of(response) == 400
     assert "/recorded/chunked" not in running.recorded_paths()
+
+
+@pytest.mark.parametrize(
+    "path", [b"/recorded/..%2F..%2Fetc%2Fpasswd", b"/recorded/../../etc/passwd"]
+)
+async def test_route_parameters_reach_the_function_decoded_as_api_gateway_sends_them(
+    running: Running, path: bytes
+) -> None:
+    response = await exchange(
+        running, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status_of(response) == 200
+    event = running.recorded()[-1]  # the function answered, so it recorded this request last
+    assert event["rawPath"] == "/recorded/../../etc/passwd"
+    assert event["pathParameters"] == {"proxy": "../../etc/passwd"}
 
 
 async def test_expect_100_continue_gets_413_first_when_the_declared_body_is_too_large(
