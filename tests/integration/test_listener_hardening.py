@@ -487,6 +487,17 @@ async def test_a_declared_body_that_never_comes_after_100_continue_is_408(
         assert status_of(await until_closed(reader)) == 408
 
 
+async def test_the_invoke_api_gets_413_before_100_continue_for_an_oversized_payload(
+    running: Running,
+) -> None:
+    async with connection(running) as (reader, writer):
+        writer.write(
+            b"POST /2015-03-31/functions/actions/invocations HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 7000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert status_of(await head(reader)) == 413
+
+
 async def test_a_broken_chunk_is_400(running: Running) -> None:
     async with connection(running) as (reader, writer):
         writer.write(b"POST /limited HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")

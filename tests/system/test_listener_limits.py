@@ -5,6 +5,7 @@ connections close; a cap that cannot fit under the limit refuses to start with o
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from tests.system.conftest import Daemon, free_port, wait_for
 
 pytestmark = pytest.mark.system
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "integration" / "functions"
 
 CAP = 50
 #: Descriptors the daemon gets: room for the cap, not for every connection the test opens.
@@ -94,3 +97,41 @@ def test_a_cap_that_cannot_fit_under_the_descriptor_limit_refuses_to_start(
     [line] = [line for line in err.splitlines() if "http_max_connections" in line]
     assert line.startswith("triggerd: daemon.http_max_connections = 1000 needs about ")
     assert "the limit is 128" in line
+
+
+def test_a_client_that_stops_reading_its_response_is_cut_off(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    port = free_port()
+    d: Daemon = daemon_factory(
+        config(port).replace("http_header_timeout_s = 60", "http_idle_timeout_s = 1")
+        + f"""
+[functions.actions]
+handler = "app.handler"
+code = "{FUNCTIONS / "webhook_actions"}"
+timeout_s = 10
+
+[[triggers]]
+name = "echo"
+function = "actions"
+source = {{ type = "webhook", path = "/echo" }}
+"""
+    )
+    d.start(ready_timeout=60)
+    body = b"x" * (5 * 1024 * 1024)  # echoed back: more than the socket buffers hold
+    with connect(port) as sock:
+        sock.sendall(
+            b"POST /echo?action=echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+        def cut_off() -> bool:
+            return any(e.get("reason") == "send_timeout" for e in d.events())
+
+        wait_for(cut_off, HANG_S, "the daemon to stop sending to a reader that stopped")
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+        assert received < len(body)
+    assert d.terminate() == 0
