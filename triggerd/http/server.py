@@ -1,7 +1,14 @@
 """The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
 push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
 server (no aiohttp application or router: one table, matched most-specific first as API
-Gateway does, and one routing step per request)."""
+Gateway does, and one routing step per request).
+
+`serve` opens one listener with the limits of `limits` (connection cap, header, body and idle
+timeouts, every connection guarded) and the refusal counting of `refusals`; `start_http` is
+the public listener, and any other listener opened with `serve` (another address, another
+route table) gets the same. The
+dispatcher refuses what no route may see (HTTP/0.9 and other versions, chunked HTTP/1.0,
+unknown expectations) before routing."""
 
 from __future__ import annotations
 
@@ -279,11 +286,20 @@ async def start_http(
     host: HttpHost, stack: AsyncExitStack, listen: str, name: str = "public"
 ) -> str:
     """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
-    when `daemon.tls_cert_file` is set. Every connection is guarded by the [daemon] http_*
-    limits (`limits.ConnectionGuard`); refusals are counted and logged as `name`'s."""
+    when `daemon.tls_cert_file` is set."""
     add_daemon_routes(host)
     stack.callback(host.routes.remove_routes, _OWNER)
-    limits = ListenerLimits.from_settings(host.settings)
+    return await serve(make_dispatch(host.routes), host, stack, listen, name)
+
+
+async def serve(
+    handler: HttpHandler, host: HttpHost, stack: AsyncExitStack, listen: str, name: str
+) -> str:
+    """One listener on `listen` for `handler` (a `make_dispatch` of some route table): every
+    connection guarded by the [daemon] http_* limits (`limits.ConnectionGuard`), refusals
+    counted and logged as `name`'s; stopped when `stack` closes. Returns the bound address."""
+    settings = host.settings
+    limits = ListenerLimits.from_settings(settings)
     problem = ensure_descriptors(limits.max_connections)
     if problem is not None:
         raise OperatorError(problem, ExitCode.LISTEN_FAILED)
@@ -291,7 +307,7 @@ async def start_http(
     loop = asyncio.get_running_loop()
     # No access log: a line per request at INFO would flood the journal under webhook load.
     server = web.Server(
-        make_dispatch(host.routes),
+        handler,
         request_factory=request_factory(loop),
         access_log=None,
         logger=ServerLog(logging.getLogger("triggerd.http.server"), refusals),
@@ -299,7 +315,6 @@ async def start_http(
     )
     listener = Listener(server, limits, refusals)
     address, port = parse_listen(listen)
-    settings = host.settings
     context = (
         tls_context(settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_cert_file
