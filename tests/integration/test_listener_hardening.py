@@ -378,6 +378,24 @@ async def test_non_utf8_request_lines_are_400_with_one_log_line_and_no_traceback
     assert [rec for rec in caplog.records if rec.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"No colon here", "bad_request"),
+        (b"X-Long: " + b"a" * 9000, "line_too_long"),
+    ],  # llhttp: a generic bad message
+)
+async def test_a_malformed_header_is_400_counted_by_reason_without_a_traceback(
+    running: Running, caplog: pytest.LogCaptureFixture, header: bytes, reason: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = await refused_count(running, reason)
+    response = await exchange(running, b"GET /open HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+    assert status_of(response) == 400
+    assert await refused_count(running, reason) == before + 1
+    assert [rec for rec in caplog.records if rec.exc_info] == []
+
+
 async def test_refused_authentication_is_counted_and_logged_rate_limited(
     running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
