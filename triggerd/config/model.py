@@ -79,6 +79,36 @@ class DaemonSettings(Model):
         "functions (default: $TRIGGERD_RUNTIMES_DIR, else <work_dir>/runtimes)",
     )
 
+    # Every listener the daemon opens (docs/listener.md, "Limits and timeouts").
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request's headers must arrive within this long of the connection "
+        "opening, or of the first byte of a kept-alive connection's next request (else 408)",
+    )
+    http_body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="Time to receive a request body, extended by 1 s for every "
+        "http_body_min_bytes_per_s bytes received (else 408)",
+    )
+    http_body_min_bytes_per_s: int = Field(
+        500,
+        ge=1,
+        description="The body rate each extra second of http_body_timeout_s is granted for",
+    )
+    http_idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Close a kept-alive connection idle this long"
+    )
+    http_max_connections: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per listener; more are answered 503 and closed",
+    )
+
     @field_validator("state")
     @classmethod
     def _state_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
