@@ -97,7 +97,7 @@ def run(config: str, accept_fresh_state: bool) -> None:
     sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
 
 
-def _summary(cfg: ConfigBase, listen: str | None) -> str:
+def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
         f"{len(cfg.trigger_list)} trigger(s); state {cfg.daemon.state}"
@@ -111,7 +111,10 @@ def _summary(cfg: ConfigBase, listen: str | None) -> str:
         src = getattr(trig.source_config, "type", "?")
         state = "" if trig.enabled else " (disabled)"
         lines.append(f"  trigger {cfg.trigger_name(i)}: {src} -> {trig.function}{state}")
-    lines.append(f"  listening on http://{listen}" if listen else "  HTTP server disabled")
+    lines.append(f"  listening on http://{listen}" if listen else "  public listener disabled")
+    lines.append(
+        f"  control endpoints on http://{control}" if control else "  control listener disabled"
+    )
     return "\n".join(lines)
 
 
@@ -137,7 +140,7 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
     async def announce() -> None:
         await daemon.ready.wait()
-        click.echo(_summary(cfg, daemon.listen_address))
+        click.echo(_summary(cfg, daemon.listen_address, daemon.control_address))
 
     announcer = asyncio.create_task(announce())
     try:
@@ -431,9 +434,10 @@ def status(config_path: str) -> None:
             click.echo(f"{name:<24} {src:<10} {trig.function:<20} {depth:>7} {dead:>5}{flag}")
         for line in await status_lines(cfg, Registry.discover()):
             click.echo(line)
-        if cfg.daemon.listen:
-            click.echo(f"daemon at {cfg.daemon.listen}: {await _health(cfg.daemon.listen)}")
-            _echo_lag(await _lag(cfg.daemon.listen))
+        control = cfg.daemon.control_addresses  # /statusz lives on the control surface
+        if control:
+            click.echo(f"daemon at {control[0]}: {await _health(control[0])}")
+            _echo_lag(await _lag(control[0]))
         return 0
 
     _with_store(config_path, action)

@@ -1,7 +1,8 @@
-"""The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
-push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
-server (no aiohttp application or router: one table, matched most-specific first as API
-Gateway does, and one routing step per request)."""
+"""The daemon's HTTP listeners: the public one (`listen`: the push sources' routes, such as
+webhooks, and /healthz) and the control one (`control_listen`: the Invoke API, /metrics,
+/readyz, /statusz and /healthz), each a route table behind aiohttp's low-level server (no
+aiohttp application or router: one table, matched most-specific first as API Gateway does,
+and one routing step per request)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiohttp import HttpVersion11, web
 
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.list_functions import LIST_ROUTE, list_functions_handler
 from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, HttpHandler, PartitionStats
 
@@ -128,23 +130,31 @@ def status_handler(host: HttpHost) -> HttpHandler:
     return status
 
 
-def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /readyz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
-    table."""
-    healthz, metrics, readyz = healthz_handler(host), metrics_handler(host), readyz_handler(host)
+def add_daemon_routes(
+    host: HttpHost, routes: Routes | None = None, *, control: bool = True
+) -> None:
+    """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
+    Invoke API), in a route table (default: the host's, beside the webhooks)."""
+    table = host.routes if routes is None else routes
+    healthz = healthz_handler(host)
     own = [
-        ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
-        ("GET", "/readyz", readyz),
-        ("HEAD", "/readyz", readyz),
-        ("GET", "/metrics", metrics),
-        ("HEAD", "/metrics", metrics),
-        ("POST", INVOKE_ROUTE, invoke_handler(host)),
     ]
+    if control:
+        metrics, readyz = metrics_handler(host), readyz_handler(host)
+        own += [
+            ("GET", "/statusz", status_handler(host)),
+            ("GET", "/readyz", readyz),
+            ("HEAD", "/readyz", readyz),
+            ("GET", "/metrics", metrics),
+            ("HEAD", "/metrics", metrics),
+            ("POST", INVOKE_ROUTE, invoke_handler(host)),
+            ("GET", LIST_ROUTE, list_functions_handler(host)),
+        ]
     for method, template, handler in own:
         try:
-            host.routes.add_route(method, template, handler, owner=_OWNER)
+            table.add_route(method, template, handler, owner=_OWNER)
         except ValueError as exc:
             raise ConfigError(
                 [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
@@ -171,14 +181,24 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
-    """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
-    when `daemon.tls_cert_file` is set."""
-    add_daemon_routes(host)
-    stack.callback(host.routes.remove_routes, _OWNER)
+async def start_http(
+    host: HttpHost,
+    stack: AsyncExitStack,
+    listen: str,
+    *,
+    routes: Routes | None = None,
+    control: bool = True,
+) -> str:
+    """Start a listener on a route table (default: the host's, with the webhooks) and the
+    daemon's own endpoints (`control`: the control endpoints too); returns the bound address
+    (port 0 picks a free port). Serves HTTPS when `daemon.tls_cert_file` is set. The public
+    and the control listener are both started here, so both get the same server limits."""
+    table = host.routes if routes is None else routes
+    add_daemon_routes(host, table, control=control)
+    stack.callback(table.remove_routes, _OWNER)
     # No access log: a line per request at INFO would flood the journal under webhook load
     # (the access_log argument of a runner reaches only an application's server).
-    server = web.Server(make_dispatch(host.routes), access_log=None)
+    server = web.Server(make_dispatch(table), access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
