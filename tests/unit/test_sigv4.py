@@ -14,6 +14,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from triggerd.config.access import AccessKey
@@ -353,3 +355,41 @@ def test_list_functions_needs_a_policy_on_every_resource_as_iam_does() -> None:
     v = verifier(actions=["lambda:ListFunctions"], resources=["orders-*"])
     with pytest.raises(AuthError, match="not authorized"):
         v.authorize(v.verify(request(), b""), "lambda:ListFunctions", "*")
+
+
+# ---- hostile input -------------------------------------------------------------------------
+
+#: Any text, with the lone surrogates aiohttp uses for bytes that are not UTF-8.
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(["\udcff", "/", "=", ",", " "]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    authorization=st.one_of(
+        _TEXT,
+        st.builds(
+            lambda c, h, sig: (
+                f"AWS4-HMAC-SHA256 Credential={c}, SignedHeaders={h}, Signature={sig}"
+            ),
+            st.one_of(_TEXT, st.just(f"{KEY_ID}/{SCOPE}")),
+            st.one_of(_TEXT, st.just("host;x-amz-date")),
+            _TEXT,
+        ),
+    ),
+    date=st.one_of(
+        _TEXT,
+        st.just(AMZ_DATE),
+        st.just("\u0662\u0660\u0661\u0665\u0660\u0668\u0663\u0660T123600Z"),
+    ),
+    path=_TEXT,
+    query=_TEXT,
+    body=st.binary(max_size=64),
+)
+def test_any_request_is_verified_or_refused_never_an_exception(
+    authorization: str, date: str, path: str, query: str, body: bytes
+) -> None:
+    headers = [("Host", "h"), ("X-Amz-Date", date), ("Authorization", authorization)]
+    try:
+        verifier().verify(SignedRequest("POST", "/" + path, query, headers), body)
+    except AuthError as exc:
+        assert exc.status == 403 and exc.code.endswith("Exception")

@@ -127,7 +127,7 @@ def canonical_uri(raw_path: str) -> str:
     path = "/" + "/".join(segments)
     if raw_path.endswith("/") and segments:
         path += "/"
-    return quote(path, safe="/~")
+    return quote(path, safe="/~", errors="surrogateescape")
 
 
 def canonical_query(raw_query: str) -> str:
@@ -138,10 +138,15 @@ def canonical_query(raw_query: str) -> str:
         if not part:
             continue
         name, _, value = part.partition("=")
-        pairs.append(
-            (quote(unquote(name), safe=_UNRESERVED), quote(unquote(value), safe=_UNRESERVED))
-        )
+        pairs.append((_encode(name), _encode(value)))
     return "&".join(f"{n}={v}" for n, v in sorted(pairs))
+
+
+def _encode(text: str) -> str:
+    """Decoded once, then percent-encoded as RFC 3986 wants (bytes that are not UTF-8, as a
+    hostile client may send, kept as the bytes they were)."""
+    raw = unquote(text, errors="surrogateescape")
+    return quote(raw, safe=_UNRESERVED, errors="surrogateescape")
 
 
 def canonical_headers(request: SignedRequest, signed: Iterable[str]) -> str:
@@ -166,7 +171,7 @@ def canonical_request(request: SignedRequest, signed: Sequence[str], payload_has
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
@@ -224,7 +229,7 @@ def _request_time(request: SignedRequest) -> tuple[str, datetime]:
         parsed: datetime | None
         try:
             parsed = parsedate_to_datetime(date[0]).astimezone(UTC)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             parsed = None
         if parsed is not None:
             return parsed.strftime(_AMZ_DATE), parsed
@@ -306,7 +311,8 @@ class SigV4Verifier:
         to_sign = string_to_sign(cred.amz_date, cred.scope, canonical)
         key = self._signing_key(cred.key, cred.scope.split("/")[0])
         expected = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, cred.signature):
+        given = cred.signature.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(expected.encode("ascii"), given):
             raise AuthError("InvalidSignatureException", _MISMATCH)
         arn = f"arn:aws:iam::{self.account_id}:user/{cred.key.user}"
         return Principal(cred.key, arn)
