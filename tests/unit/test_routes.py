@@ -125,9 +125,7 @@ def test_a_webhook_on_a_daemon_endpoint_is_a_config_error() -> None:
         add_daemon_routes(_Daemon(table))  # type: ignore[arg-type]
 
 
-def test_the_public_listener_serves_only_healthz_unless_told_to_serve_the_control_endpoints() -> (
-    None
-):
+def test_without_control_a_listener_serves_healthz_and_no_control_endpoint() -> None:
     from triggerd.http.server import add_daemon_routes
 
     table = routes(("GET", "/metrics"))  # a webhook may take it: /metrics is on the control side
