@@ -5,9 +5,10 @@ signed headers (a signature stays valid for 15 minutes), so the client's work is
 the difference is the server's verification.
 
 The two are measured in alternating rounds (signed, unsigned, unsigned, signed, ...: which
-goes first alternates too) because these machines are noisy. Latency: sequential RequestResponse invocations, pooled over the rounds,
-p50 / p99. Also the verifier alone per request (in a loop, no HTTP) against a bare SHA-256 of
-the body plus one HMAC, the least any signature check does.
+goes first alternates too) because these machines are noisy. Latency: sequential
+RequestResponse invocations, pooled over the rounds, p50 / p99. Also the verifier alone per
+request (in a loop, no HTTP) against a bare SHA-256 of the body plus one HMAC, the least any
+signature check does.
 """
 
 from __future__ import annotations
