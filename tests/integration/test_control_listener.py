@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from tests.integration.invoke_daemon import local_fn
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
+from triggerd.types import ExitCode, OperatorError
 
 pytestmark = [
     pytest.mark.integration,
@@ -344,3 +346,23 @@ async def test_control_on_public_serves_the_invoke_api_there_still_signed(
         SigV4Auth(Credentials(*INVOKER), "lambda", "us-east-1").add_auth(request)
         status, _, body = await fetch(r, "POST", url, data=b"{}", headers=dict(request.headers))
         assert status == 200 and json.loads(body)["event"] == {}
+
+
+async def test_a_control_port_in_use_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = config(tmp_path)
+        data["daemon"].update(control_listen=f"127.0.0.1:{port}", access_keys=[])
+        data["triggers"] = []
+        registry = Registry.discover()
+        daemon = Daemon(validate_data(data, registry, base_dir=tmp_path), registry)
+        with pytest.raises(OperatorError) as info:
+            async with daemon.running():
+                pass
+    assert str(info.value) == (
+        f"cannot listen on 127.0.0.1:{port}: the address is already in use (another "
+        "triggerd, or another program); change [daemon] control_listen"
+    )
+    assert info.value.exit_code == ExitCode.LISTEN_FAILED
