@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     create_model,
@@ -177,6 +178,26 @@ class DaemonSettings(Model):
         return self
 
 
+class OtelSettings(Model):
+    """`[telemetry.otel]`: spans per batch and per invocation, exported over OTLP/HTTP
+    (needs the `otel` extra)."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HTTP headers sent with every export (e.g. an Authorization token); "
+        "secret, never logged",
+    )
+    service_name: str = Field("triggerd", min_length=1, description="The spans' service.name")
+
+
+class TelemetrySettings(Model):
+    otel: OtelSettings | None = Field(None, description="OpenTelemetry tracing; off when absent")
+
+
 class TriggerBase(Model):
     """Event-source-mapping settings, in Lambda's vocabulary. `source` and `on_failure` are
     filled in from the installed plugins by `build_config_model`."""
@@ -299,6 +320,7 @@ def _check_sync_limits(t: TriggerBase) -> None:
 
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
 

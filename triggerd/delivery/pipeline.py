@@ -31,6 +31,7 @@ from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.telemetry.metrics import Metrics
+from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
     Backend,
@@ -119,6 +120,10 @@ class TriggerRuntime:
             include_payload=include_payload,
             poll_timeout_s=poll_timeout_s,
         )
+
+    @property
+    def source_type(self) -> str:
+        return str(getattr(self.config.source_config, "type", "other"))
 
     @property
     def source_owned(self) -> bool:
@@ -331,8 +336,16 @@ class SyncTrigger:
 
     async def _run_batch(self, batch: list[Record], keys: set[str]) -> None:
         unsettled: dict[int, Record] = {id(r): r for r in batch}
+        rt = self.rt
         try:
-            await BatchRun(self, unsettled).process(batch)
+            with rt.metrics.tracer.batch(
+                trigger=rt.name,
+                function=rt.function,
+                source_type=rt.source_type,
+                records=len(batch),
+                trace=batch[0].trace_id,
+            ):
+                await BatchRun(self, unsettled).process(batch)
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(unsettled, keys))
             raise
@@ -412,7 +425,8 @@ class BatchRun:
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
                 continue
-            result = await self.invoke(payload, records[0].trace_id)
+            attempt = 1 + max(r.attempts for r in records)
+            result = await self.invoke(payload, records[0].trace_id, attempt)
             if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
                 throttles += 1
                 delay = max(result.retry_after_s or 0.0, self.rt.throttle_backoff.delay(throttles))
@@ -447,13 +461,12 @@ class BatchRun:
             self.t.retrying -= keys
         await self.t.reclaim_slot(self.epochs)
 
-    async def invoke(self, payload: bytes, trace_id: str | None) -> InvokeResult:
-        """`trace_id`: the batch's first record's trace header, as Lambda does for SQS."""
+    async def invoke(self, payload: bytes, trace_id: str | None, attempt: int) -> InvokeResult:
+        """`trace_id`: the batch's first record's trace header, as Lambda does for SQS.
+        (Invocations are counted and timed by the backend's instrumentation.)"""
         rt = self.rt
-        start = rt.clock.monotonic()
-        result = await rt.backend.invoke(payload, trace_id=trace_id)
-        rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
-        rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
+        with invocation_scope(rt.name, attempt):
+            result = await rt.backend.invoke(payload, trace_id=trace_id)
         rt.log.debug(
             "batch.invoked",
             extra={
