@@ -366,3 +366,19 @@ async def test_a_control_port_in_use_is_one_line_naming_the_key(tmp_path: Path) 
         "triggerd, or another program); change [daemon] control_listen"
     )
     assert info.value.exit_code == ExitCode.LISTEN_FAILED
+
+
+async def test_list_functions_pages_with_max_items_and_marker(r: Running) -> None:
+    client = lam(r, LISTER)
+    first = await call(client.list_functions, MaxItems=1)
+    assert [f["FunctionName"] for f in first["Functions"]] == ["echo"]
+    assert first["NextMarker"] == "echo"
+    echo = first["Functions"][0]
+    assert echo["FunctionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:echo"
+    assert (echo["Handler"], echo["Timeout"], echo["Version"]) == ("app.handler", 5, "$LATEST")
+    second = await call(client.list_functions, MaxItems=1, Marker=first["NextMarker"])
+    assert [f["FunctionName"] for f in second["Functions"]] == ["payroll"]
+    assert "NextMarker" not in second
+    pages = client.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 1})
+    names = await asyncio.to_thread(lambda: [f["FunctionName"] for f in pages.search("Functions")])
+    assert names == ["echo", "payroll"]
