@@ -167,8 +167,11 @@ async def test_an_unsigned_call_to_the_exposed_control_listener_is_refused(r: Ru
 async def test_health_is_on_both_listeners_and_metrics_only_on_the_control_one(
     r: Running,
 ) -> None:
-    assert (await fetch(r, "GET", r.public + "/healthz"))[0] == 200
-    assert (await fetch(r, "GET", r.control + "/healthz"))[0] == 200
+    # the public one says how it is, not what runs
+    status, _, body = await fetch(r, "GET", r.public + "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    status, _, body = await fetch(r, "GET", r.control + "/healthz")
+    assert status == 200 and json.loads(body)["functions"] == ["echo", "payroll"]
     status, _, body = await fetch(r, "GET", r.control + "/metrics")
     assert status == 200 and b"triggerd_" in body
     assert (await fetch(r, "GET", r.control + "/readyz"))[0] == 200

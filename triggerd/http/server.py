@@ -56,19 +56,21 @@ async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None
     return None
 
 
-def healthz_handler(host: HttpHost) -> HttpHandler:
-    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason)."""
+def healthz_handler(host: HttpHost, *, detail: bool = True) -> HttpHandler:
+    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason).
+    With `detail` (the control surface) also the functions, triggers and the store's error;
+    the public listener tells the world the status only."""
 
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
         store = host.readiness()["state_store"]
-        body: dict[str, object] = {
-            "status": "ok" if host.ready.is_set() else "starting",
-            "functions": sorted(host.functions),
-            "triggers": sorted(host.trigger_names),
-        }
+        body: dict[str, object] = {"status": "ok" if host.ready.is_set() else "starting"}
+        if detail:
+            body["functions"] = sorted(host.functions)
+            body["triggers"] = sorted(host.trigger_names)
         if store["status"] != "ok":
             body["status"] = "state_store_failing"
-            body["state_store"] = store
+            if detail:
+                body["state_store"] = store
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     return healthz
@@ -136,7 +138,7 @@ def add_daemon_routes(
     """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
     Invoke API), in a route table (default: the host's, beside the webhooks)."""
     table = host.routes if routes is None else routes
-    healthz = healthz_handler(host)
+    healthz = healthz_handler(host, detail=control)
     own = [
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
