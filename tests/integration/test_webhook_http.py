@@ -657,12 +657,13 @@ async def test_incoming_trace_header_is_the_functions_trace_id(running: Running)
     assert status == 200 and body.decode() == TRACE
 
 
-async def test_trace_header_without_parent_gets_one(running: Running) -> None:
+async def test_trace_header_without_parent_gets_one_and_a_decision(running: Running) -> None:
     root = "Root=1-5759e988-bd862e3fe1be46a994272793"
     _, _, body = await call(
         running, "GET", "/v2/orders/1?action=trace", headers={"X-Amzn-Trace-Id": root}
     )
-    assert re.fullmatch(root + r";Parent=[0-9a-f]{16}", body.decode())
+    # Without tracing triggerd samples nothing: the decision it hands on is Sampled=0.
+    assert re.fullmatch(root + r";Parent=[0-9a-f]{16};Sampled=0", body.decode())
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
 from triggerd.state.sqlite import WriteHook
-from triggerd.telemetry.instrument import InstrumentedBackend
+from triggerd.telemetry.instrument import InstrumentedBackend, trigger_invoke
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     Backend,
@@ -430,7 +430,7 @@ class Daemon:
                 region=d.region,
                 account_id=d.account_id,
                 http=self.routes if d.listen else None,
-                invoke=fn.backend.invoke,
+                invoke=trigger_invoke(fn.backend, name),
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
             ),

@@ -18,9 +18,10 @@ MAX_TRACE_HEADER = 256
 
 _ROOT = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
 _PARENT = re.compile(r"[0-9a-f]{16}")
-#: Keys and values of the other fields (`Sampled`, `Lineage`, `Self`, vendor data).
+#: Keys and values of the other fields (`Sampled`, `Lineage`, `Self`, vendor data); `?` is
+#: X-Ray's `Sampled=?` (the caller asks the receiver to decide).
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=|-]{0,128}")
+_VALUE = re.compile(r"[A-Za-z0-9_.:@/+=|?-]{0,128}")
 
 #: Ids need only be unique, not secret: one generator seeded by the OS, no system call per id.
 _ids = random.Random(os.urandom(32))
@@ -32,11 +33,19 @@ def new_trace_id(epoch_s: float, rng: random.Random | None = None) -> str:
     return f"Root=1-{int(epoch_s) & 0xFFFFFFFF:08x}-{rand[:24]};Parent={rand[24:40]};Sampled=0"
 
 
+def new_root(epoch_s: float, rng: random.Random | None = None) -> str:
+    """A fresh trace with no parent and no sampling decision yet (`Root=...` alone, as API
+    Gateway writes it): the trace a request without a trace header starts."""
+    rand = f"{(rng or _ids).getrandbits(96):024x}"
+    return f"Root=1-{int(epoch_s) & 0xFFFFFFFF:08x}-{rand}"
+
+
 def parse_trace_header(value: str | None) -> str | None:
     """The header normalised (`Root=...;Parent=...;...`), or None when absent or malformed.
 
-    A header without `Parent` (a trace's first hop) gets one, as the function's segment
-    needs a parent id; the other fields are kept in their order."""
+    A header without `Parent` (a trace's first hop, e.g. SQS's `Root=...;Sampled=1`) stays
+    without one here, so that a span joining it knows there is no parent span: the function
+    gets a parent id when it is invoked (`for_function`). The other fields keep their order."""
     if not value or len(value) > MAX_TRACE_HEADER:
         return None
     root: str | None = None
@@ -64,9 +73,22 @@ def parse_trace_header(value: str | None) -> str | None:
             rest.append(f"{key}={val}")
     if root is None:
         return None
-    if parent is None:
-        parent = f"{_ids.getrandbits(64):016x}"
-    return ";".join([f"Root={root}", f"Parent={parent}", *rest])
+    return ";".join([f"Root={root}", *([f"Parent={parent}"] if parent else []), *rest])
+
+
+def for_function(header: str | None) -> str | None:
+    """The header a function gets when no span of triggerd's stands between it and the
+    caller: the caller's, with a `Parent` when it had none (the function's segment needs a
+    parent id) and `Sampled=0` when no decision was made (triggerd recorded nothing)."""
+    if header is None:
+        return None
+    fields = header.split(";")
+    keys = [part.partition("=")[0] for part in fields]
+    if "Parent" not in keys:
+        fields.insert(1, f"Parent={_ids.getrandbits(64):016x}")
+    if "Sampled" not in keys:
+        fields.insert(2, "Sampled=0")
+    return ";".join(fields)
 
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -90,18 +112,21 @@ def from_traceparent(value: str | None) -> str | None:
     return f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_id};Sampled={sampled}"
 
 
-def xray_ids(header: str | None) -> tuple[int, int, bool] | None:
-    """(trace id, parent span id, sampled) of a normalised X-Ray header, as W3C/OpenTelemetry
-    numbers; None when the header has none."""
+def xray_ids(header: str | None) -> tuple[int, int | None, bool | None] | None:
+    """(trace id, parent span id, sampled) of an X-Ray header, as W3C/OpenTelemetry numbers;
+    None when the header has none. The parent is None when the header names none; sampled is
+    None when the caller left the decision open (no `Sampled`, or X-Ray's `Sampled=?`)."""
     parsed = parse_trace_header(header)
     if parsed is None:
         return None
     fields = dict(part.partition("=")[::2] for part in parsed.split(";"))
     root = fields["Root"]
-    return int(root[2:10] + root[11:], 16), int(fields["Parent"], 16), fields.get("Sampled") == "1"
+    parent = int(fields["Parent"], 16) if "Parent" in fields else None
+    sampled = {"1": True, "0": False}.get(fields.get("Sampled", "?"))
+    return int(root[2:10] + root[11:], 16), parent, sampled
 
 
 def trace_id_for(value: str | None, epoch_s: float, traceparent: str | None = None) -> str:
     """The incoming X-Ray header when well formed, else the incoming W3C `traceparent`
-    (OpenTelemetry clients send only that), else a fresh id."""
-    return parse_trace_header(value) or from_traceparent(traceparent) or new_trace_id(epoch_s)
+    (OpenTelemetry clients send only that), else a fresh trace (`new_root`)."""
+    return parse_trace_header(value) or from_traceparent(traceparent) or new_root(epoch_s)

@@ -5,10 +5,23 @@ wrapped in an invocation span."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, Clock, InvocationType, InvokeResult, Outcome
+from triggerd.telemetry.spans import invocation_scope
+from triggerd.types import Backend, Clock, InvocationType, InvokeFn, InvokeResult, Outcome
+
+
+def trigger_invoke(backend: Backend, trigger: str) -> InvokeFn:
+    """A source's synchronous invocation (a webhook in sync mode) made on behalf of
+    `trigger`, so that its invocation span names the trigger and its single attempt."""
+
+    async def invoke(payload: bytes, *, trace_id: str | None = None) -> InvokeResult:
+        with invocation_scope(trigger, 1):
+            return await backend.invoke(payload, trace_id=trace_id)
+
+    return invoke
 
 
 class InstrumentedBackend:
@@ -59,14 +72,23 @@ class InstrumentedBackend:
                     want_log_tail=want_log_tail,
                     trace_id=span.trace_header(trace_id),
                 )
+            except asyncio.CancelledError:
+                # The caller stopped waiting (a webhook route's timeout answered 504, or the
+                # daemon is stopping): the invocation still happened, cut off as a timeout.
+                self._record(Outcome.TIMEOUT, start)
+                span.finish(Outcome.TIMEOUT.value, request_id or "")
+                raise
             finally:
                 self._concurrent.dec()
-            self._seconds.observe(self._clock.monotonic() - start)
-            counter = self._outcomes.get(result.outcome)
-            if counter is None:
-                counter = self._outcomes[result.outcome] = metrics.invocations.labels(
-                    self.function, result.outcome.value
-                )
-            counter.inc()
+            self._record(result.outcome, start)
             span.finish(result.outcome.value, result.request_id)
         return result
+
+    def _record(self, outcome: Outcome, start: float) -> None:
+        self._seconds.observe(self._clock.monotonic() - start)
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._metrics.invocations.labels(
+                self.function, outcome.value
+            )
+        counter.inc()

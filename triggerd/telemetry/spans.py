@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+from triggerd.events.tracing import for_function
+
 #: OpenTelemetry's `faas.trigger` per source type (FaaS semantic conventions: datasource,
 #: http, pubsub, timer, other).
 FAAS_TRIGGER = {
@@ -65,7 +67,8 @@ class SpanHandle(Protocol):
         """Record the invocation's outcome and request id (the span ends with its block)."""
 
     def trace_header(self, incoming: str | None) -> str | None:
-        """The X-Ray header the function gets: `incoming`, or with this span as its parent."""
+        """The X-Ray header the function gets: `incoming` (completed by `for_function`), or
+        with this span as its parent when the span is sampled."""
 
 
 class Tracer(Protocol):
@@ -92,7 +95,7 @@ class _NoSpan:
         return None
 
     def trace_header(self, incoming: str | None) -> str | None:
-        return incoming
+        return for_function(incoming)
 
 
 class NoTracer:
