@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +65,8 @@ CANCEL_GRACE_S = 5.0
 
 
 class Runnable(Protocol):
+    rt: TriggerRuntime
+
     def stop(self) -> None: ...
 
     async def run(self) -> None: ...
@@ -111,6 +114,10 @@ class Daemon:
     @property
     def trigger_names(self) -> Collection[str]:
         return self.triggers.keys()
+
+    @property
+    def async_trigger_names(self) -> Collection[str]:
+        return [name for name, t in self.triggers.items() if isinstance(t, AsyncTrigger)]
 
     def source_stats(self) -> dict[str, SourceStats]:
         """Lag per partition of the triggers whose sources report it."""
@@ -249,6 +256,10 @@ class Daemon:
             reasons = []
             if name in self.trigger_problems:
                 reasons.append(self.trigger_problems[name])
+            failing = self.triggers[name].rt.on_failure.failing
+            if failing is not None:
+                since = datetime.fromtimestamp(failing[0], UTC).isoformat(timespec="seconds")
+                reasons.append(f"on-failure destination failing since {since}: {failing[1]}")
             if write_error is not None:
                 reasons.append(f"state store writes failing: {write_error}")
             status = "degraded" if reasons else "running"

@@ -40,6 +40,9 @@ class OnFailure:
         self.metrics = metrics
         self.log = log
         self.backoff = Backoff(base_s=0.5, max_s=30.0)
+        #: While deliveries keep failing: since when (epoch seconds) and the last error, for
+        #: /readyz; None once a delivery succeeds.
+        self.failing: tuple[float, str] | None = None
 
     async def start(self) -> None:
         if self.destination is not None:
@@ -68,9 +71,12 @@ class OnFailure:
         while True:
             try:
                 await self.destination.send(record)
+                self.failing = None
                 break
             except Exception as exc:  # task boundary: any destination failure is retried
                 attempt += 1
+                since = self.failing[0] if self.failing else self.clock.time()
+                self.failing = (since, f"{type(exc).__name__}: {exc}")
                 delay = self.backoff.delay(attempt)
                 self.metrics.destination_failures.labels(self.trigger, self.destination_name).inc()
                 self.log.error(

@@ -56,6 +56,11 @@ class HttpHost(Protocol):
     def trigger_names(self) -> Collection[str]: ...
 
     @property
+    def async_trigger_names(self) -> Collection[str]:
+        """The triggers with a durable async queue (push sources, webhooks in event mode)."""
+        ...
+
+    @property
     def routes(self) -> Routes: ...
 
     @property

@@ -177,8 +177,9 @@ def metrics_handler(host: HttpHost) -> HttpHandler:
     async def metrics(request: web.BaseRequest) -> web.StreamResponse:
         state = host.state
         if state is not None:
+            # Only what has an async queue: a poll trigger or a webhook in sync mode has none.
             queues = [q.name for q in host.invoke_queues.values()]
-            for name in [*host.trigger_names, *queues]:
+            for name in [*host.async_trigger_names, *queues]:
                 depth = await state.queue_depth(name)
                 host.metrics.queue_depth.labels(name).set(depth)
         return web.Response(
