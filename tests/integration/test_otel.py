@@ -1,6 +1,8 @@
 """OpenTelemetry spans over OTLP/HTTP, received by a real OTLP/HTTP receiver (an aiohttp server
 decoding ExportTraceServiceRequest with opentelemetry-proto): a span per invocation, a span per
-batch as its parent, both joined to the caller's W3C `traceparent`."""
+batch as its parent, both joined to the caller's W3C `traceparent`; the caller's sampling
+decision followed; an X-Ray header with no parent making a root span of its trace; a sync
+webhook's span naming its trigger; an endpoint given without a path."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from tests.integration.invoke_daemon import local_fn, registry, wait_until
 from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
 
 trace_service_pb2 = pytest.importorskip(
@@ -77,11 +80,13 @@ async def receiver() -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-def config(tmp: Path, endpoint: str) -> Any:
-    data = {
+def config(
+    tmp: Path, endpoint: str, reg: Registry | None = None, listen: str = "", **extra: Any
+) -> Any:
+    data: dict[str, Any] = {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "",
+            "listen": listen,
             "control_listen": "127.0.0.1:0",
             "work_dir": str(tmp / "run"),
             "shutdown_timeout_s": 5,
@@ -94,8 +99,9 @@ def config(tmp: Path, endpoint: str) -> Any:
             }
         },
         "functions": {"echo": local_fn()},
+        **extra,
     }
-    return validate_data(data, registry(), tmp)
+    return validate_data(data, reg or registry(), tmp)
 
 
 async def invoke(daemon: Daemon, payload: bytes, **headers: str) -> aiohttp.ClientResponse:
@@ -169,3 +175,58 @@ async def test_without_an_incoming_trace_the_invocation_span_is_a_root(
         assert resp.status == 200
     [span] = receiver.named("echo invoke")
     assert span.parent_span_id == b""  # a root span: nothing came in to join
+
+
+async def test_an_unsampled_caller_keeps_its_trace_and_nothing_is_exported(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    other = "0af7651916cd43dd8448eb211c80319c"
+    async with Daemon(config(tmp_path, receiver.url), registry()).running() as daemon:
+        resp = await invoke(
+            daemon, b'{"action": "trace"}', traceparent=f"00-{TRACE_ID}-{PARENT_ID}-00"
+        )
+        unsampled = (await resp.json())["trace"]
+        # A sampled call in the same run: the exporter works, it just had nothing to send.
+        await invoke(daemon, b'{"action": "trace"}', traceparent=f"00-{other}-{PARENT_ID}-01")
+    # Without tracing the function gets this very header: the caller's trace, unsampled.
+    assert unsampled == f"Root=1-{TRACE_ID[:8]}-{TRACE_ID[8:]};Parent={PARENT_ID};Sampled=0"
+    assert [s.trace_id.hex() for s in receiver.spans] == [other]
+
+
+async def test_an_x_ray_root_without_parent_is_the_root_span_of_that_trace(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    root = f"Root=1-{TRACE_ID[:8]}-{TRACE_ID[8:]}"
+    async with Daemon(config(tmp_path, receiver.url), registry()).running() as daemon:
+        resp = await invoke(daemon, b'{"action": "trace"}', **{"X-Amzn-Trace-Id": root})
+        body = await resp.json()
+    [span] = receiver.named("echo invoke")
+    assert span.trace_id.hex() == TRACE_ID
+    assert span.parent_span_id == b""  # no invented parent
+    assert body["trace"] == f"{root};Parent={span.span_id.hex()};Sampled=1"
+
+
+async def test_an_endpoint_without_a_path_exports_to_v1_traces(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    base = receiver.url.removesuffix("/v1/traces")
+    async with Daemon(config(tmp_path, base), registry()).running() as daemon:
+        await invoke(daemon, b"{}")
+    assert len(receiver.named("echo invoke")) == 1
+
+
+async def test_a_sync_webhook_invocation_span_names_its_trigger(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    reg = Registry.discover()
+    hook = {"name": "hook", "function": "echo", "source": {"type": "webhook", "path": "/h"}}
+    cfg = config(tmp_path, receiver.url, reg, listen="127.0.0.1:0", triggers=[hook])
+    async with (
+        Daemon(cfg, reg).running() as daemon,
+        aiohttp.ClientSession() as http,
+        http.post(f"http://{daemon.listen_address}/h", data=b"{}") as resp,
+    ):
+        assert resp.status == 200
+    [span] = receiver.named("echo invoke")
+    assert attrs(span)["triggerd.trigger"] == "hook"
+    assert attrs(span)["triggerd.attempt"] == 1

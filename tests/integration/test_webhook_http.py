@@ -360,8 +360,17 @@ async def test_function_error_and_malformed_response_are_internal_errors(
 
 
 async def test_route_timeout_and_function_timeout_are_504(running: Running) -> None:
+    def timeouts() -> float:
+        labels = {"function": "actions", "outcome": "timeout"}
+        value = running.daemon.metrics.registry.get_sample_value(
+            "triggerd_invocations_total", labels
+        )
+        return value or 0.0
+
+    before = timeouts()
     status, _, _ = await call(running, "GET", "/timeout?action=sleep&s=3")
     assert status == 504
+    assert timeouts() == before + 1  # the invocation cut off by the route is counted
     status, _, _ = await call(running, "GET", "/fn-timeout?action=sleep&s=3")
     assert status == 504
 

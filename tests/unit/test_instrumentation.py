@@ -217,3 +217,20 @@ def test_a_webhook_request_with_only_a_traceparent_joins_that_trace() -> None:
     assert meta.trace_id == from_traceparent(f"00-{TRACE_ID}-{SPAN_ID}-01")
     fresh = RequestMeta.new("2.0", 1_700_000_000.0, None, "not a traceparent")
     assert xray_ids(fresh.trace_id) is not None and not fresh.trace_id.endswith("Sampled=1")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "used"),
+    [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/traces"),
+        ("https://otel.example/v1/traces", "https://otel.example/v1/traces"),
+        ("https://otel.example/custom/path", "https://otel.example/custom/path"),
+    ],
+)
+def test_an_otel_endpoint_without_a_path_gets_v1_traces(
+    tmp_path: Path, endpoint: str, used: str
+) -> None:
+    data = {"telemetry": {"otel": {"endpoint": endpoint}}}
+    otel = validate_data(data, fake_registry(), base_dir=tmp_path).telemetry.otel
+    assert otel is not None and otel.endpoint == used

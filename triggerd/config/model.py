@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Union, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -215,7 +216,8 @@ class OtelSettings(Model):
 
     endpoint: str = Field(
         pattern=r"^https?://[^\s/?#]+[^\s]*$",
-        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces; a URL with "
+        "no path (http://127.0.0.1:4318) gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does",
     )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -223,6 +225,15 @@ class OtelSettings(Model):
         "secret, never logged",
     )
     service_name: str = Field("triggerd", min_length=1, description="The spans' service.name")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _traces_path(cls, value: str) -> str:
+        # A collector's base URL alone would be posted to "/" and answered 404.
+        url = urlsplit(value)
+        if url.path in ("", "/"):
+            return urlunsplit(url._replace(path="/v1/traces"))
+        return value
 
 
 class TelemetrySettings(Model):
