@@ -1,6 +1,7 @@
 """The metrics the daemon exposes, their one table in docs/metrics.md and the Grafana dashboard
-agree: every metric is documented with its type, every documented one exists, and the dashboard
-queries only metrics that exist. Also: no `_created` series, the build info, and the per-trigger
+agree: every metric is documented once with its type and labels, every documented one exists,
+and the dashboard queries only metrics that exist (its error rate over invocations CloudWatch
+counts). Also: no `_created` series, the build info, and the per-trigger
 iterator age / offset lag with bounded per-partition series."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from triggerd import __version__
@@ -34,10 +36,76 @@ def exposed() -> dict[str, str]:
     return out
 
 
+def rows() -> list[tuple[str, str, str]]:
+    """(name, type, labels column) of each of the table's rows: the name and each label in
+    backquotes, `—` for no labels."""
+    found: list[tuple[str, str, str]] = re.findall(
+        r"^\| `([a-z_*]+)` \| ([a-z, ]+) \| ([^|]*) \|", DOC.read_text(), re.MULTILINE
+    )
+    return found
+
+
 def documented() -> dict[str, str]:
-    """Name -> type from the table's rows (`| \\`name\\` | type | ...`)."""
-    rows = re.findall(r"^\| `([a-z_*]+)` \| ([a-z, ]+) \|", DOC.read_text(), re.MULTILINE)
-    return dict(rows)
+    """Name -> type from the table's rows."""
+    return {name: kind for name, kind, _ in rows()}
+
+
+def documented_labels() -> dict[str, set[str]]:
+    """Name -> the label names of its row (`—` for none)."""
+    return {name: set(re.findall(r"`([a-z_]+)`", labels)) for name, _, labels in rows()}
+
+
+def test_no_metric_is_documented_twice() -> None:
+    names = [name for name, _, _ in rows()]
+    assert len(names) > 20, "the table was not found"
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def populated() -> Metrics:
+    """Metrics with a series of every metric: each labelled metric used with the labels its
+    row names (prometheus_client refuses label names that are not the metric's own)."""
+    metrics = Metrics()
+    labels = documented_labels()
+    for attribute in vars(metrics).values():
+        if not isinstance(attribute, MetricWrapperBase):
+            continue
+        [family] = attribute.describe()
+        name = family.name + "_total" if family.type == "counter" else family.name
+        assert name in labels, f"{name} is not documented"
+        child = attribute.labels(**dict.fromkeys(labels[name], "x")) if labels[name] else attribute
+        if family.type == "counter":
+            child.inc()
+        elif family.type == "gauge":
+            child.set(1)
+        else:
+            child.observe(1)
+    metrics.functions.tally("f").max_memory = 1
+    stats = SourceStats(
+        partitions=(
+            PartitionStats(
+                "p",
+                lag_records=1,
+                lag_seconds=1.0,
+                committed_offset=1,
+                lag_bytes=1,
+                retained_bytes=1,
+            ),
+        )
+    )
+    metrics.sources.register("t", lambda: stats)
+    return metrics
+
+
+def test_every_metric_has_the_labels_its_row_names() -> None:
+    text = populated().exposition().decode()
+    seen: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        name = group(family.name + "_total" if family.type == "counter" else family.name)
+        for sample in family.samples:
+            seen.setdefault(name, set()).update(set(sample.labels) - {"le"})
+    for name, labels in documented_labels().items():
+        assert name in seen, f"{name}: no series"
+        assert seen[name] == labels, name
 
 
 def group(name: str) -> str:
@@ -92,6 +160,15 @@ def test_dashboard_parses_and_queries_only_metrics_that_exist() -> None:
         "triggerd_source_iterator_age_seconds",
     ):
         assert needed in referenced, needed
+
+
+def test_dashboard_error_rate_is_over_the_invocations_cloudwatch_counts() -> None:
+    # CloudWatch's Errors / Invocations: throttled requests are in neither.
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    [rate] = [e for e in exprs if 'outcome=~"function_error|timeout"' in e and " / " in e]
+    _, denominator = rate.split(" / ")
+    assert 'outcome!="throttled"' in denominator
 
 
 def test_no_created_series_and_build_info_is_one() -> None:
