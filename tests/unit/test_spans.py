@@ -18,6 +18,7 @@ from triggerd.events.tracing import from_traceparent, trace_id_for, xray_ids
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.telemetry.instrument import InstrumentedBackend, trigger_invoke
 from triggerd.telemetry.metrics import Metrics
+from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import SystemClock
 
 pytest.importorskip("opentelemetry.sdk.trace")
@@ -197,3 +198,18 @@ async def test_an_invocation_its_caller_stops_waiting_for_is_a_timeout() -> None
     assert span.attributes["triggerd.outcome"] == "timeout"
     assert span.attributes["faas.invocation_id"] == "rid"
     assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_each_attempt_of_a_stored_event_joins_its_trace() -> None:
+    # An async event keeps the header it was stored with; a fresh trace has a Root alone.
+    tracer, exporter = recorded()
+    stored = trace_id_for(None, 1_700_000_000.0)
+    for attempt in (1, 2, 3):
+        with (
+            tracer.batch(trigger="t", function="f", source_type="s3", records=1, trace=stored),
+            invocation_scope("t", attempt),
+        ):
+            pass
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    assert {s.context.trace_id for s in spans} == {xray_ids(stored)[0]}  # type: ignore[index]
