@@ -19,6 +19,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli import control
 from triggerd.cli.functions import build_functions, check_functions
 from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
 from triggerd.config.load import json_schema, load_config
@@ -94,7 +95,7 @@ def run(config: str, accept_fresh_state: bool) -> None:
     from triggerd.daemon.gctune import tune_gc
 
     tune_gc()
-    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
+    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=config)))
 
 
 def _summary(cfg: ConfigBase, listen: str | None) -> str:
@@ -115,7 +116,13 @@ def _summary(cfg: ConfigBase, listen: str | None) -> str:
     return "\n".join(lines)
 
 
-async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: bool = False) -> int:
+async def _serve(
+    cfg: ConfigBase,
+    registry: Registry,
+    *,
+    accept_fresh_state: bool = False,
+    path: str | None = None,
+) -> int:
     from triggerd.daemon.app import Daemon
 
     loop = asyncio.get_running_loop()
@@ -133,7 +140,8 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state)
+    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
 
     async def announce() -> None:
         await daemon.ready.wait()
@@ -153,9 +161,14 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+main.add_command(control.reload)
+main.add_command(control.pause)
+main.add_command(control.resume)
 
 
 @main.command()
@@ -422,12 +435,14 @@ def status(config_path: str) -> None:
 
     async def action(cfg: ConfigBase, store: StateStore) -> int:
         click.echo(f"{'trigger':<24} {'source':<10} {'function':<20} {'queued':>7} {'dlq':>5}")
+        paused = await store.paused_triggers()
         for i, trig in enumerate(cfg.trigger_list):
             name = cfg.trigger_name(i)
             depth = await store.queue_depth(name)
             dead = len(await store.dlq_list(name, 10_000))
             src = str(getattr(trig.source_config, "type", "?"))
             flag = "" if trig.enabled else " (disabled)"
+            flag = " (paused)" if trig.enabled and name in paused else flag
             click.echo(f"{name:<24} {src:<10} {trig.function:<20} {depth:>7} {dead:>5}{flag}")
         for line in await status_lines(cfg, Registry.discover()):
             click.echo(line)

@@ -12,6 +12,7 @@ from aiohttp import HttpVersion11, web
 
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.pausing import pause_routes
 from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, HttpHandler, PartitionStats
 
@@ -141,6 +142,7 @@ def add_daemon_routes(host: HttpHost) -> None:
         ("GET", "/metrics", metrics),
         ("HEAD", "/metrics", metrics),
         ("POST", INVOKE_ROUTE, invoke_handler(host)),
+        *pause_routes(host),
     ]
     for method, template, handler in own:
         try:

@@ -1,0 +1,211 @@
+"""`triggerd reload`, `triggerd pause TRIGGER` and `triggerd resume TRIGGER`.
+
+The running daemon is found through its state store's lock file (`<store>.lock`, which the
+daemon holds while it runs and in which it writes its pid):
+
+- reload validates the config file here first (a broken file: one line per problem, exit 2,
+  the daemon is not disturbed), then sends the daemon SIGHUP;
+- pause and resume call the daemon's `POST /control/triggers/{name}/pause|resume` on its
+  listen address and return once the trigger drained (or started); with no daemon running
+  they record the state in the store, applied when the daemon starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import signal
+import ssl
+import sys
+from urllib.parse import quote
+
+import click
+
+from triggerd.config.model import ConfigBase
+from triggerd.daemon.changes import enabled_triggers
+from triggerd.state.factory import sqlite_path
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreError
+from triggerd.types import OperatorError
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="TRIGGERD_CONFIG",
+    default="triggerd.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Config file (TOML or YAML)",
+)
+
+
+def _fail(message: str, status: int = 1) -> None:
+    click.echo(f"triggerd: {message}", err=True)
+    sys.exit(status)
+
+
+def _load(config_path: str) -> ConfigBase:
+    from triggerd.cli.main import _load as load
+    from triggerd.config.plugins import Registry
+
+    return load(config_path, Registry.discover())
+
+
+def store_path(cfg: ConfigBase) -> str:
+    path = sqlite_path(cfg.daemon.state)
+    if path == MEMORY_PATH:
+        _fail("the daemon's state store is in memory: there is no lock file to find it by")
+    return path
+
+
+def running_pid(db_path: str) -> int | None:
+    """The pid of the daemon holding the store's lock; None when no daemon holds it."""
+    lock = db_path + ".lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _fail(f"cannot read the state store's lock file {lock}: {exc.strerror or exc}")
+        raise  # not reached
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@click.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@config_option
+def reload(config: str | None, config_path: str) -> None:
+    """Validate the config file, then make the running daemon reload it (SIGHUP): only the
+    triggers, functions and routes that changed restart. Exit 2 if the file is invalid."""
+    path = config or config_path
+    cfg = _load(path)
+    db = store_path(cfg)
+    pid = running_pid(db)
+    if not pid:
+        _fail(f"no triggerd is running on the state store {db} (nothing holds {db}.lock)")
+        return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        _fail(f"cannot signal triggerd (pid {pid}): {exc.strerror or exc}")
+    click.echo(
+        f"{path}: valid; triggerd (pid {pid}) is reloading it "
+        "(its log says daemon.reloaded, or daemon.reload_rejected and why)"
+    )
+
+
+@click.command()
+@click.argument("trigger")
+@config_option
+def pause(trigger: str, config_path: str) -> None:
+    """Stop TRIGGER fetching: its in-flight batches finish and are acknowledged, and it stays
+    paused (across restarts too) until `triggerd resume`."""
+    _pause_or_resume(trigger, config_path, pause=True)
+
+
+@click.command()
+@click.argument("trigger")
+@config_option
+def resume(trigger: str, config_path: str) -> None:
+    """Start a paused TRIGGER again, from where it left off."""
+    _pause_or_resume(trigger, config_path, pause=False)
+
+
+def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
+    cfg = _load(config_path)
+    if trigger not in enabled_triggers(cfg):
+        names = ", ".join(enabled_triggers(cfg)) or "none"
+        _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
+    db = store_path(cfg)
+    pid = running_pid(db)
+    verb = "paused" if pause else "resumed"
+    if pid is None:
+        if not os.path.exists(db):
+            _fail(
+                f"the state store {db} does not exist (triggerd never ran): set enabled = "
+                "false on the trigger instead"
+            )
+        problem = asyncio.run(_record(db, trigger, pause))
+        if problem:
+            _fail(problem)
+        click.echo(f"trigger {trigger} {verb} (triggerd is not running: applies when it starts)")
+        return
+    listen = cfg.daemon.listen
+    if not listen:
+        _fail(
+            f"triggerd (pid {pid}) runs without a listen address: cannot reach it to "
+            f"{'pause' if pause else 'resume'} {trigger}"
+        )
+        return
+    status, message = asyncio.run(_call(cfg, listen, trigger, pause))
+    if status != 200:
+        _fail(message)
+    click.echo(f"trigger {trigger} {message}")
+
+
+async def _record(db: str, trigger: str, pause: bool) -> str | None:
+    """Record the state in the store; the problem in one line if that fails."""
+    store = SQLiteStateStore(db, create=False)
+    try:
+        await store.open()
+        await store.set_paused(trigger, pause)
+    except (OperatorError, StateStoreError) as exc:
+        return str(exc)
+    finally:
+        await store.close()
+    return None
+
+
+def base_url(cfg: ConfigBase, listen: str) -> tuple[str, ssl.SSLContext | None]:
+    """The daemon's URL from its listen address (a wildcard address is reached on loopback)
+    and, with TLS, a context that trusts the daemon's own certificate."""
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    cert = cfg.daemon.tls_cert_file
+    if not cert:
+        return f"http://{host}:{port}", None
+    context = ssl.create_default_context(cafile=cert)
+    # The certificate is the one this config gives the daemon; the address it is reached on
+    # (often loopback) need not be a name in it.
+    context.check_hostname = False
+    return f"https://{host}:{port}", context
+
+
+async def _call(cfg: ConfigBase, listen: str, trigger: str, pause: bool) -> tuple[int, str]:
+    import aiohttp
+
+    url, context = base_url(cfg, listen)
+    action = "pause" if pause else "resume"
+    target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
+    timeout = aiohttp.ClientTimeout(total=cfg.daemon.shutdown_timeout_s + 30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(target, ssl=context if context is not None else True) as resp,
+        ):
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return 0, f"cannot reach triggerd at {url}: {exc or type(exc).__name__}"
+    if not isinstance(body, dict):
+        return 0, f"triggerd at {url} answered {resp.status} without a JSON object"
+    if resp.status != 200:
+        return resp.status, str(body.get("message", f"HTTP {resp.status}"))
+    if body.get("changed"):
+        return 200, "paused (in-flight batches finished)" if pause else "resumed"
+    return 200, "was already paused" if pause else "was not paused"
