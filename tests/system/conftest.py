@@ -50,9 +50,9 @@ class Daemon:
     def stderr_path(self) -> Path:
         return self.workdir / f"stderr.{self.runs}.log"
 
-    def start(self, ready_timeout: float = 20) -> None:
+    def start(self, ready_timeout: float = 20, env: dict[str, str] | None = None) -> None:
         self.runs += 1
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "triggerd", "run", str(self.config)],
             cwd=self.workdir,
