@@ -25,7 +25,9 @@ from tests.system.conftest import FUNCTIONS, Daemon, free_port, wait_for
 pytestmark = pytest.mark.system
 
 
-def config(tmp: Path, port: int, triggers: str, *, sleep_s: float = 0) -> str:
+def config(
+    tmp: Path, port: int, triggers: str, *, sleep_s: float = 0, record: str = "calls.jsonl"
+) -> str:
     return f"""
 [daemon]
 state = "sqlite:///state/state.db"
@@ -37,7 +39,7 @@ log_format = "json"
 handler = "app.handler"
 code = "{FUNCTIONS / "recorder"}"
 timeout_s = 10
-environment = {{ RECORD_FILE = "{tmp / "calls.jsonl"}", SLEEP_S = "{sleep_s}" }}
+environment = {{ RECORD_FILE = "{tmp / record}", SLEEP_S = "{sleep_s}" }}
 {triggers}
 """
 
@@ -234,6 +236,36 @@ def test_reload_needs_restart_settings_keep_their_values(
     assert line["settings"] == ["daemon.listen"]
     assert "needs a restart" in line["error"]
     assert readyz(port)["status"] == "ready", "still on the old address"
+    assert d.terminate() == 0
+
+
+def test_a_changed_function_gets_new_workers_after_its_invocation_in_flight(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    port = free_port()
+    hook = webhook("hook", "/hook")
+    d = daemon_factory(config(tmp_path, port, hook, sleep_s=1))
+    d.start()
+    url = f"http://127.0.0.1:{port}/hook"
+    statuses: list[int] = []
+    in_flight = threading.Thread(target=lambda: statuses.append(post(url, b"{}")))
+    in_flight.start()
+    wait_for(
+        lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
+        20,
+        "the invocation in flight",
+    )
+    d.config.write_text(config(tmp_path, port, hook, sleep_s=1, record="calls-v2.jsonl"))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    in_flight.join(30)
+    assert statuses == [200], "the old worker finished its invocation"
+    wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+    [reloaded] = [e for e in d.events() if e.get("event") == "daemon.reloaded"]
+    assert reloaded["functions_changed"] == ["recorder"]
+    assert post(url, b"{}") == 200
+    assert len((tmp_path / "calls.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "calls-v2.jsonl").read_text().splitlines()) == 1, "a new worker"
     assert d.terminate() == 0
 
 

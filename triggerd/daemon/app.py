@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from triggerd.config.model import ConfigBase, DaemonSettings, TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.changes import diff_configs, enabled_triggers
+from triggerd.daemon.inflight import CountedBackend
 from triggerd.daemon.systemd import Notifier
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
@@ -527,7 +528,7 @@ class Daemon:
     async def start_function(self, name: str, fcfg: FunctionConfig) -> Function:
         plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
         ctx = self.context(name)
-        backend = plugin.create(fcfg, ctx)
+        backend = CountedBackend(plugin.create(fcfg, ctx))
         await backend.start()
         return Function(name, fcfg, backend, ctx.function_arn)
 

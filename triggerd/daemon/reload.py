@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from triggerd.config.load import load_config
 from triggerd.config.model import ConfigBase
 from triggerd.daemon.changes import ConfigChanges, enabled_triggers
+from triggerd.daemon.inflight import CountedBackend
 from triggerd.http.pausing import TriggerNotFoundError
 from triggerd.types import TriggerdError
 
@@ -90,8 +91,8 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         *(daemon.stop_trigger(n) for n in changes.triggers_removed),
         *(daemon.stop_trigger(n, keep_routes=True) for n in restart),
     )
-    for fn in old_functions.values():
-        await _stop_backend(fn)
+    timeout_s = new.daemon.shutdown_timeout_s
+    await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
     started, failed = 0, []
     for name, tcfg in new_triggers.items():
         wanted = name in restart or name in changes.triggers_added
@@ -142,6 +143,17 @@ async def _start_functions(daemon: Daemon, changes: ConfigChanges) -> dict[str, 
                 await _stop_backend(fn)
             return None
     return fresh
+
+
+async def _retire_backend(fn: Function, timeout_s: float) -> None:
+    """Stop a replaced backend once its invocations in flight (Invoke API, synchronous
+    webhooks) finished, or after `timeout_s`."""
+    if isinstance(fn.backend, CountedBackend) and not await fn.backend.wait_idle(timeout_s):
+        log.warning(
+            "function.drain_timeout",
+            extra={"function": fn.name, "in_flight": fn.backend.in_flight},
+        )
+    await _stop_backend(fn)
 
 
 async def _stop_backend(fn: Function) -> None:
