@@ -150,7 +150,7 @@ def test_reload_restarts_only_what_changed_while_events_flow(
     port = free_port()
     before = directory("steady") + directory("changed", "changed-v1") + directory("removed")
     d = daemon_factory(config(tmp_path, port, before + webhook("hook", "/hook")))
-    d.start()
+    d.start(ready_timeout=90)
     write(tmp_path / "steady", *(f"s{i:02}" for i in range(20)))
     write(tmp_path / "changed", "c0")
     write(tmp_path / "removed", "r0")
@@ -227,7 +227,7 @@ def test_reload_needs_restart_settings_keep_their_values(
     (tmp_path / "steady").mkdir()
     port = free_port()
     d = daemon_factory(config(tmp_path, port, directory("steady")))
-    d.start()
+    d.start(ready_timeout=90)
     d.config.write_text(config(tmp_path, free_port(), directory("steady")))
     assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
@@ -245,7 +245,7 @@ def test_a_changed_function_gets_new_workers_after_its_invocation_in_flight(
     port = free_port()
     hook = webhook("hook", "/hook")
     d = daemon_factory(config(tmp_path, port, hook, sleep_s=1))
-    d.start()
+    d.start(ready_timeout=90)
     url = f"http://127.0.0.1:{port}/hook"
     statuses: list[int] = []
     in_flight = threading.Thread(target=lambda: statuses.append(post(url, b"{}")))
@@ -277,7 +277,7 @@ def test_pause_and_resume_survive_a_restart(
     other.mkdir()
     port = free_port()
     d = daemon_factory(config(tmp_path, port, directory("inbox") + directory("other"), sleep_s=0.5))
-    d.start()
+    d.start(ready_timeout=90)
     write(inbox, "busy")
     wait_for(
         lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
@@ -303,7 +303,7 @@ def test_pause_and_resume_survive_a_restart(
     assert "(paused)" in row
 
     assert d.terminate() == 0
-    d.start()
+    d.start(ready_timeout=90)
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     write(other, "o1")
     wait_for(lambda: "o1" in keys(tmp_path, "other"), 20, "the other trigger after a restart")
@@ -323,7 +323,7 @@ def test_pause_and_resume_survive_a_restart(
     offline = cli(d, "pause", "inbox")
     assert offline.returncode == 0, offline.stderr
     assert "not running" in offline.stdout
-    d.start()
+    d.start(ready_timeout=90)
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     assert d.terminate() == 0
 
