@@ -44,6 +44,8 @@ class Notifier:
             target = "\0" + target[1:]
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never block the event loop: a full socket loses this message instead.
+                sock.setblocking(False)
                 sock.connect(target)
                 sock.sendall(message.encode())
         except OSError:
