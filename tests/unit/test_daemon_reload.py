@@ -171,3 +171,17 @@ async def test_pause_and_resume_rebuild_the_trigger_and_persist_across_a_restart
         assert not await again.resume_trigger("hold"), "not paused"
         assert world.sources["hold"][1].started
         assert again.status_line() == "2 triggers running, 0 paused, 0 failing"
+
+
+async def test_a_file_that_is_not_text_is_rejected_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World()
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": ""}))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        (tmp_path / "triggerd.toml").write_bytes(b"\xff\xfe\x00garbage")
+        assert not await daemon.reload()
+        [record] = [r for r in caplog.records if r.getMessage() == "daemon.reload_rejected"]
+        assert "keeping the running config" in record.error  # type: ignore[attr-defined]
+        assert record.exc_info is None
+        assert set(daemon.triggers) == {"keep"}

@@ -286,6 +286,9 @@ class Daemon:
             async with self._lifecycle:
                 changes = diff_configs(self.config, new)
                 return await apply_changes(self, changes)
+        except Exception:  # boundary: a failed reload must not stop the running daemon
+            log.exception("daemon.reload_failed")
+            return False
         finally:
             self.notifier.ready(self.status_line())
 

@@ -46,7 +46,7 @@ async def read_config(daemon: Daemon) -> ConfigBase | None:
         return None
     try:
         return await asyncio.to_thread(load_config, path, daemon.registry)
-    except TriggerdError as exc:
+    except (TriggerdError, ValueError, OSError) as exc:  # ValueError: e.g. not UTF-8
         problems = getattr(exc, "problems", None) or [str(exc)]
         log.error(
             "daemon.reload_rejected",
