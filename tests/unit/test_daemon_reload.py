@@ -14,7 +14,7 @@ from triggerd.config.load import load_config
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
 from triggerd.http.pausing import TriggerNotFoundError
-from triggerd.types import SourcePlugin
+from triggerd.types import ConfigError, SourcePlugin
 
 
 class TrackedSource(FakeSource):
@@ -185,3 +185,37 @@ async def test_a_file_that_is_not_text_is_rejected_in_one_line(
         assert "keeping the running config" in record.error  # type: ignore[attr-defined]
         assert record.exc_info is None
         assert set(daemon.triggers) == {"keep"}
+
+
+async def test_a_trigger_that_failed_to_start_is_tried_again_at_the_next_reload(
+    tmp_path: Path,
+) -> None:
+    world = World()
+    failures = {"flaky": 1}
+
+    class FailOnce(TrackedSource):
+        async def start(self) -> None:
+            if failures["flaky"]:
+                failures["flaky"] -= 1
+                raise ConfigError(["trigger flaky: /missing is not a directory"])
+            await super().start()
+
+    def source(config: object, ctx: object) -> TrackedSource:
+        made = FailOnce() if ctx.trigger == "flaky" else TrackedSource()  # type: ignore[attr-defined]
+        world.sources[ctx.trigger].append(made)  # type: ignore[attr-defined]
+        return made
+
+    world.registry.register("source", "fake", SourcePlugin(FakeSyncConfig, source))
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": ""}))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        (tmp_path / "triggerd.toml").write_text(config_text(tmp_path, {"keep": "", "flaky": ""}))
+        assert not await daemon.reload(), "the added trigger could not start"
+        ready = daemon.readiness()
+        assert ready["status"] == "degraded"
+        assert ready["triggers"]["flaky"]["reasons"] == [
+            "failed to start: trigger flaky: /missing is not a directory"
+        ]
+        assert daemon.status_line() == "1 trigger running, 0 paused, 1 failing"
+        assert await daemon.reload(), "the same file again: the failed trigger is retried"
+        assert "flaky" in daemon.triggers
+        assert daemon.readiness()["status"] == "ready"

@@ -415,6 +415,7 @@ class Daemon:
     async def start_trigger(self, name: str, tcfg: TriggerBase, *, replacing: bool) -> None:
         """Build and launch one trigger; `replacing`: its webhook routes take the place of
         the stopped trigger's in one step."""
+        self.trigger_problems.pop(name, None)  # an earlier failure to start
         slot = await self._build_slot(name, tcfg, staged=replacing)
         self._launch(slot)
         log.info("trigger.started", extra={"trigger": name})

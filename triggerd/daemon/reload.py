@@ -86,6 +86,12 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
     restart = changes.triggers_changed | {
         n for n, t in old_triggers.items() if n in new_triggers and t.function in old_functions
     }
+    # Unchanged triggers that failed to start at an earlier reload or resume: try again.
+    retry = {
+        n
+        for n in new_triggers.keys() - daemon.slots.keys() - daemon.paused
+        if n not in changes.triggers_added and n not in restart
+    }
     await asyncio.gather(
         *(daemon.stop_invoke_queue(n) for n in old_functions),
         *(daemon.stop_trigger(n) for n in changes.triggers_removed),
@@ -95,7 +101,7 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
     await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
     started, failed = 0, []
     for name, tcfg in new_triggers.items():
-        wanted = name in restart or name in changes.triggers_added
+        wanted = name in restart or name in changes.triggers_added or name in retry
         if not wanted or name in daemon.paused:
             continue
         try:
@@ -116,7 +122,7 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             "functions_changed": sorted(changes.functions_changed),
             "triggers_added": sorted(changes.triggers_added),
             "triggers_removed": sorted(changes.triggers_removed),
-            "triggers_restarted": sorted(restart),
+            "triggers_restarted": sorted(restart | retry),
             "triggers_failed": failed,
         },
     )
