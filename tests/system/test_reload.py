@@ -292,6 +292,8 @@ def test_pause_and_resume_survive_a_restart(
     ready = readyz(port)
     assert ready["triggers"]["inbox"]["status"] == "paused"
     assert ready["status"] == "ready", "a paused trigger is not a failure"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/statusz", timeout=5) as resp:
+        assert json.load(resp)["paused"] == ["inbox"]
 
     write(inbox, "p0")
     write(other, "o0")

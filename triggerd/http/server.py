@@ -114,7 +114,8 @@ def _partition(p: PartitionStats) -> dict[str, object]:
 
 
 def status_handler(host: HttpHost) -> HttpHandler:
-    """GET /statusz: per trigger, its source's partitions with lag and committed offset."""
+    """GET /statusz: per trigger, its source's partitions with lag and committed offset;
+    the triggers paused by `triggerd pause`."""
 
     async def status(request: web.BaseRequest) -> web.StreamResponse:
         triggers = {
@@ -124,7 +125,9 @@ def status_handler(host: HttpHost) -> HttpHandler:
             }
             for name, stats in host.source_stats().items()
         }
-        return web.json_response({"triggers": triggers})
+        states = host.readiness()["triggers"]
+        paused = sorted(name for name, t in states.items() if t["status"] == "paused")
+        return web.json_response({"triggers": triggers, "paused": paused})
 
     return status
 
