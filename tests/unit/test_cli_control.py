@@ -75,5 +75,28 @@ def test_pause_before_the_first_run_does_not_create_a_store(tmp_path: Path) -> N
     path = setup(tmp_path)
     result = CliRunner().invoke(main, ["pause", "inbox", "-c", str(path)])
     assert result.exit_code == 1
-    assert "does not exist (triggerd never ran)" in result.output
+    assert "does not exist (triggerd never ran" in result.output
     assert not (tmp_path / "state").exists()
+
+
+def test_pause_of_a_running_daemon_that_does_not_answer_says_so(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = setup(tmp_path)
+    path.write_text(CONFIG.replace('listen = ""', f'listen = "127.0.0.1:{port}"'))
+    (tmp_path / "state").mkdir()
+    fd = os.open(tmp_path / "state" / "state.db.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"4242\n")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(main, ["resume", "inbox", "-c", str(path)])
+    finally:
+        os.close(fd)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"triggerd: triggerd (pid 4242) is running, but cannot be reached at http://127.0.0.1:{port}"
+    )
+    assert not (tmp_path / "state" / "state.db").exists(), "the store was left alone"

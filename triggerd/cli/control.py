@@ -6,8 +6,9 @@ daemon holds while it runs and in which it writes its pid):
 - reload validates the config file here first (a broken file: one line per problem, exit 2,
   the daemon is not disturbed), then sends the daemon SIGHUP;
 - pause and resume call the daemon's `POST /control/triggers/{name}/pause|resume` on its
-  listen address and return once the trigger drained (or started); with no daemon running
-  they record the state in the store, applied when the daemon starts.
+  listen address and return once the trigger drained (or started); when nothing answers
+  there and no daemon holds the lock, they record the state in the store, applied when the
+  daemon starts.
 """
 
 from __future__ import annotations
@@ -125,35 +126,37 @@ def resume(trigger: str, config_path: str) -> None:
 
 
 def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
+    """The daemon's endpoint first; if nothing answers on its listen address and no daemon
+    holds the store's lock, the store."""
     cfg = _load(config_path)
     if trigger not in enabled_triggers(cfg):
         names = ", ".join(enabled_triggers(cfg)) or "none"
         _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
+    listen = cfg.daemon.listen
+    unreachable = "it runs without a listen address"
+    if listen:
+        status, message = asyncio.run(_call(cfg, listen, trigger, pause))
+        if status == 200:
+            click.echo(f"trigger {trigger} {message}")
+            return
+        if status:
+            _fail(message)  # the daemon answered, and refused
+        unreachable = message
     db = store_path(cfg)
     pid = running_pid(db)
-    verb = "paused" if pause else "resumed"
-    if pid is None:
-        if not os.path.exists(db):
-            _fail(
-                f"the state store {db} does not exist (triggerd never ran): set enabled = "
-                "false on the trigger instead"
-            )
-        problem = asyncio.run(_record(db, trigger, pause))
-        if problem:
-            _fail(problem)
-        click.echo(f"trigger {trigger} {verb} (triggerd is not running: applies when it starts)")
-        return
-    listen = cfg.daemon.listen
-    if not listen:
+    if pid is not None:
+        _fail(f"triggerd (pid {pid}) is running, but {unreachable}")
+    if not os.path.exists(db):
         _fail(
-            f"triggerd (pid {pid}) runs without a listen address: cannot reach it to "
-            f"{'pause' if pause else 'resume'} {trigger}"
+            f"the state store {db} does not exist (triggerd never ran, or it keeps its state "
+            "elsewhere: under systemd, set STATE_DIRECTORY as the unit does): set "
+            "enabled = false on the trigger instead"
         )
-        return
-    status, message = asyncio.run(_call(cfg, listen, trigger, pause))
-    if status != 200:
-        _fail(message)
-    click.echo(f"trigger {trigger} {message}")
+    problem = asyncio.run(_record(db, trigger, pause))
+    if problem:
+        _fail(problem)
+    verb = "paused" if pause else "resumed"
+    click.echo(f"trigger {trigger} {verb} (triggerd is not running: applies when it starts)")
 
 
 async def _record(db: str, trigger: str, pause: bool) -> str | None:
@@ -201,7 +204,7 @@ async def _call(cfg: ConfigBase, listen: str, trigger: str, pause: bool) -> tupl
         ):
             body = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return 0, f"cannot reach triggerd at {url}: {exc or type(exc).__name__}"
+        return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
     if not isinstance(body, dict):
         return 0, f"triggerd at {url} answered {resp.status} without a JSON object"
     if resp.status != 200:
