@@ -3,6 +3,9 @@
 Shutdown order (SIGTERM): STOPPING -> triggers stop polling -> in-flight batches and
 invocations drain up to `shutdown_timeout_s` -> the rest is nacked / released -> sources,
 destinations, backends, the HTTP server and the state store close.
+
+Each trigger owns its source, destination and routes (`TriggerSlot`), so a reload (SIGHUP)
+or a pause can drain and stop one trigger alone (`reload`).
 """
 
 from __future__ import annotations
