@@ -95,3 +95,10 @@ def test_daemon_settings_that_need_a_restart_keep_their_values(tmp_path: Path) -
 def test_enabled_triggers_are_named_in_config_order(tmp_path: Path) -> None:
     cfg = load(tmp_path, BASE.replace('name = "tuned"', 'name = "tuned"\nenabled = false'), "a")
     assert list(enabled_triggers(cfg)) == ["steady", "on-g"]
+
+
+def test_a_changed_telemetry_section_needs_a_restart(tmp_path: Path) -> None:
+    new = BASE + '\n[telemetry.otel]\nendpoint = "http://127.0.0.1:4318/v1/traces"\n'
+    changes = diff_configs(load(tmp_path, BASE, "a.toml"), load(tmp_path, new, "b.toml"))
+    assert changes.needs_restart == ("telemetry",)
+    assert changes.config.telemetry.otel is None, "the running value is kept"

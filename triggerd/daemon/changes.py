@@ -10,6 +10,8 @@ from triggerd.config.model import ConfigBase, TriggerBase
 
 #: Daemon settings a reload applies; every other one needs a restart (it keeps its old value).
 LIVE_DAEMON_SETTINGS = frozenset({"shutdown_timeout_s", "log_level"})
+#: Top-level sections compared piece by piece (`daemon` key by key).
+_LIVE_SECTIONS = frozenset({"daemon", "functions", "triggers"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,14 @@ def diff_configs(old: ConfigBase, new: ConfigBase) -> ConfigChanges:
         else:
             needs_restart.append(f"daemon.{key}")
     daemon = old.daemon.model_copy(update=live)
+    # Other sections (telemetry, ...) are set up once at start: they need a restart too.
+    kept: dict[str, Any] = {"daemon": daemon}
+    for key in sorted(type(new).model_fields.keys() - _LIVE_SECTIONS):
+        if _dump(getattr(old, key)) != _dump(getattr(new, key)):
+            needs_restart.append(key)
+        kept[key] = getattr(old, key)
     return ConfigChanges(
-        config=new.model_copy(update={"daemon": daemon}),
+        config=new.model_copy(update=kept),
         functions_added=frozenset(new_fns.keys() - old_fns.keys()),
         functions_removed=frozenset(old_fns.keys() - new_fns.keys()),
         functions_changed=fn_changed,
