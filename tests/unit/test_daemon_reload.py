@@ -219,3 +219,35 @@ async def test_a_trigger_that_failed_to_start_is_tried_again_at_the_next_reload(
         assert await daemon.reload(), "the same file again: the failed trigger is retried"
         assert "flaky" in daemon.triggers
         assert daemon.readiness()["status"] == "ready"
+
+
+async def test_a_trigger_being_restarted_is_restarting_not_degraded(tmp_path: Path) -> None:
+    world = World()
+    release = asyncio.Event()
+    closing = asyncio.Event()
+
+    class SlowStop(TrackedSource):
+        async def stop(self) -> None:
+            closing.set()
+            await release.wait()
+            await super().stop()
+
+    def source(config: object, ctx: object) -> TrackedSource:
+        made = SlowStop() if ctx.trigger == "tune" else TrackedSource()  # type: ignore[attr-defined]
+        world.sources[ctx.trigger].append(made)  # type: ignore[attr-defined]
+        return made
+
+    world.registry.register("source", "fake", SourcePlugin(FakeSyncConfig, source))
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": "", "tune": "batch_size = 5"}))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        after = config_text(tmp_path, {"keep": "", "tune": "batch_size = 6"})
+        (tmp_path / "triggerd.toml").write_text(after)
+        reload = asyncio.create_task(daemon.reload())
+        await asyncio.wait_for(closing.wait(), 10)
+        ready = daemon.readiness()
+        assert ready["triggers"]["tune"] == {"status": "restarting", "reasons": []}
+        assert ready["status"] == "ready"
+        assert daemon.status_line() == "1 trigger running, 0 paused, 0 failing"
+        release.set()
+        assert await reload
+        assert daemon.status_line() == "2 triggers running, 0 paused, 0 failing"

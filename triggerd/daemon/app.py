@@ -312,8 +312,9 @@ class Daemon:
         """systemd's STATUS=: "3 triggers running, 1 paused, 0 failing"."""
         paused = self.paused_triggers()
         names = [n for n in self.trigger_names if n not in paused]
-        failing = sum(1 for n in names if n in self.trigger_problems or n not in self.triggers)
-        running = len(names) - failing
+        # A trigger between its stop and its start in a reload counts as neither.
+        failing = sum(1 for n in names if n in self.trigger_problems)
+        running = sum(1 for n in names if n in self.triggers and n not in self.trigger_problems)
         noun = "trigger" if running == 1 else "triggers"
         return f"{running} {noun} running, {len(paused)} paused, {failing} failing"
 
@@ -332,8 +333,9 @@ class Daemon:
             ) from None
 
     def readiness(self) -> dict[str, Any]:
-        """/readyz: each trigger running, paused, or degraded with its reasons; the state
-        store. Paused triggers do not make the daemon degraded: an operator paused them."""
+        """/readyz: each trigger running, paused, restarting (in a reload) or degraded with
+        its reasons; the state store. Paused triggers do not make the daemon degraded: an
+        operator paused them."""
         write_error = self.state.write_error if isinstance(self.state, ReportsWriteHealth) else None
         triggers: dict[str, Any] = {}
         paused = self.paused_triggers()
@@ -341,11 +343,13 @@ class Daemon:
             if name in paused and name not in self.triggers:
                 triggers[name] = {"status": "paused", "reasons": []}
                 continue
+            if name not in self.triggers and name not in self.trigger_problems:
+                # Being restarted by a reload (its start failing would be a problem).
+                triggers[name] = {"status": "restarting", "reasons": []}
+                continue
             reasons = []
             if name in self.trigger_problems:
                 reasons.append(self.trigger_problems[name])
-            elif name not in self.triggers and self.ready.is_set():
-                reasons.append("not running")
             if write_error is not None:
                 reasons.append(f"state store writes failing: {write_error}")
             status = "degraded" if reasons else "running"
@@ -402,6 +406,7 @@ class Daemon:
         slot = self.slots.pop(name, None)
         if slot is None:
             return
+        self.triggers.pop(name, None)  # draining: no longer counted as running
         slot.stop.set()
         slot.runnable.stop()
         if keep_routes and slot.mount is not None:
@@ -412,7 +417,6 @@ class Daemon:
             await slot.stack.aclose()
         except Exception:  # a source failing to close must not stop the reload
             log.exception("trigger.close_failed", extra={"trigger": name})
-        self.triggers.pop(name, None)
         self._unstarted.pop(name, None)
         self.trigger_problems.pop(name, None)
         self.metrics.sources.unregister(name)
