@@ -401,3 +401,31 @@ def test_sd_notify_ready_reloading_status_watchdog_stopping(
         assert notify.texts()[-1] == "STOPPING=1"
     finally:
         notify.close()
+
+
+def test_pause_and_resume_reach_a_daemon_that_serves_https(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=triggerd.example", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    (tmp_path / "inbox").mkdir()
+    port = free_port()
+    text = config(tmp_path, port, directory("inbox")).replace(
+        'log_format = "json"',
+        f'log_format = "json"\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"',
+    )
+    d = daemon_factory(text)
+    d.start(ready_timeout=90)
+    paused = cli(d, "pause", "inbox")
+    assert paused.returncode == 0, paused.stderr
+    assert "paused (in-flight batches finished)" in paused.stdout
+    resumed = cli(d, "resume", "inbox")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "trigger inbox resumed"
+    assert d.terminate() == 0

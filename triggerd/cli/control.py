@@ -183,9 +183,12 @@ def base_url(cfg: ConfigBase, listen: str) -> tuple[str, ssl.SSLContext | None]:
     cert = cfg.daemon.tls_cert_file
     if not cert:
         return f"http://{host}:{port}", None
-    context = ssl.create_default_context(cafile=cert)
-    # The certificate is the one this config gives the daemon; the address it is reached on
-    # (often loopback) need not be a name in it.
+    # The system's CAs and the daemon's own certificate, trusted as it is (self-signed, or
+    # the leaf of a chain); the address it is reached on (often loopback) need not be a
+    # name in it: the certificate is the one this config gives the daemon.
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=cert)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.check_hostname = False
     return f"https://{host}:{port}", context
 
