@@ -24,22 +24,17 @@ from urllib.parse import quote
 
 import click
 
+from triggerd.cli.options import (
+    config_argument,
+    config_option,
+    config_option_beside_argument,
+    resolve_config,
+)
 from triggerd.config.model import ConfigBase
 from triggerd.daemon.changes import enabled_triggers
 from triggerd.state.factory import sqlite_path
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreError
 from triggerd.types import OperatorError
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    envvar="TRIGGERD_CONFIG",
-    default="triggerd.toml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Config file (TOML or YAML)",
-)
 
 
 def _fail(message: str, status: int = 1) -> None:
@@ -86,12 +81,12 @@ def running_pid(db_path: str) -> int | None:
 
 
 @click.command()
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
-@config_option
-def reload(config: str | None, config_path: str) -> None:
+@config_argument
+@config_option_beside_argument
+def reload(config: str | None, config_path: str | None) -> None:
     """Validate the config file, then make the running daemon reload it (SIGHUP): only the
     triggers, functions and routes that changed restart. Exit 2 if the file is invalid."""
-    path = config or config_path
+    path = resolve_config(config, config_path)
     cfg = _load(path)
     db = store_path(cfg)
     pid = running_pid(db)

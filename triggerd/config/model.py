@@ -29,6 +29,7 @@ from triggerd.types import (
     ConfigPath,
     DestinationConfig,
     FunctionConfig,
+    InputFile,
     Model,
     SourceConfig,
     resolve_config_path,
@@ -58,10 +59,10 @@ class DaemonSettings(Model):
         description="host:port for webhooks, the Invoke API, /metrics and /healthz; "
         "empty to disable",
     )
-    tls_cert_file: ConfigPath | None = Field(
+    tls_cert_file: InputFile | None = Field(
         None, description="PEM certificate chain: serve the listen address over HTTPS"
     )
-    tls_key_file: ConfigPath | None = Field(
+    tls_key_file: InputFile | None = Field(
         None, description="PEM private key (if not in tls_cert_file)"
     )
     region: str = "us-east-1"
@@ -76,6 +77,36 @@ class DaemonSettings(Model):
         None,
         description="Packages the runtimes provide (boto3 per Python version), shared by the "
         "functions (default: $TRIGGERD_RUNTIMES_DIR, else <work_dir>/runtimes)",
+    )
+
+    # Every listener the daemon opens (docs/listener.md, "Limits and timeouts").
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request's headers must arrive within this long of the connection "
+        "opening, or of the first byte of a kept-alive connection's next request (else 408)",
+    )
+    http_body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="Time to receive a request body, extended by 1 s for every "
+        "http_body_min_bytes_per_s bytes received (else 408)",
+    )
+    http_body_min_bytes_per_s: int = Field(
+        500,
+        ge=1,
+        description="The body rate each extra second of http_body_timeout_s is granted for",
+    )
+    http_idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Close a kept-alive connection idle this long"
+    )
+    http_max_connections: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per listener; more are answered 503 and closed",
     )
 
     @field_validator("state")
@@ -301,6 +332,28 @@ def _check_queue_settings(t: TriggerBase) -> None:
         )
 
 
+def wire_problems(functions: list[str], triggers: list[tuple[Any, Any]]) -> list[str]:
+    """Cross-references: function names, each trigger's function, unique trigger names.
+    `triggers` is (function, name) per trigger; values that are not strings (a config whose
+    fields are invalid too) are skipped, so these lines can join the field errors."""
+    problems: list[str] = []
+    for name in functions:
+        if not FUNCTION_NAME.match(name):
+            problems.append(f"functions.{name}: name must be 1-64 of [A-Za-z0-9_-]")
+    seen: set[str] = set()
+    for i, (function, trigger_name) in enumerate(triggers):
+        if not isinstance(function, str):
+            continue
+        if function not in functions:
+            hint = _did_you_mean(function, functions)
+            problems.append(f"triggers.{i}.function: no function {function!r}{hint}")
+        name = trigger_name if isinstance(trigger_name, str) else f"{function}-{i}"
+        if name in seen:
+            problems.append(f"triggers.{i}.name: duplicate trigger name {name!r}")
+        seen.add(name)
+    return problems
+
+
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
@@ -317,19 +370,9 @@ class ConfigBase(Model):
 
     @model_validator(mode="after")
     def _wire(self) -> ConfigBase:
-        problems: list[str] = []
-        for name in self.functions:
-            if not FUNCTION_NAME.match(name):
-                problems.append(f"functions.{name}: name must be 1-64 of [A-Za-z0-9_-]")
-        seen: set[str] = set()
-        for i, trig in enumerate(self.trigger_list):
-            if trig.function not in self.functions:
-                hint = _did_you_mean(trig.function, list(self.functions))
-                problems.append(f"triggers.{i}.function: no function {trig.function!r}{hint}")
-            name = trig.name or f"{trig.function}-{i}"
-            if name in seen:
-                problems.append(f"triggers.{i}.name: duplicate trigger name {name!r}")
-            seen.add(name)
+        problems = wire_problems(
+            list(self.functions), [(t.function, t.name) for t in self.trigger_list]
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
