@@ -51,7 +51,7 @@ def test_running_pid_is_the_lock_holders_and_none_when_nobody_holds_it(tmp_path:
 def test_reload_without_a_daemon_says_so_in_one_line(tmp_path: Path) -> None:
     path = setup(tmp_path)
     result = CliRunner().invoke(main, ["reload", "-c", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 9
     assert result.output.strip().startswith("triggerd: no triggerd is running on the state store")
     assert len(result.output.strip().splitlines()) == 1
 
@@ -95,7 +95,7 @@ def test_pause_of_a_running_daemon_that_does_not_answer_says_so(tmp_path: Path) 
         result = CliRunner().invoke(main, ["resume", "inbox", "-c", str(path)])
     finally:
         os.close(fd)
-    assert result.exit_code == 1
+    assert result.exit_code == 9
     assert result.output.startswith(
         f"triggerd: triggerd (pid 4242) is running, but cannot be reached at http://127.0.0.1:{port}"
     )

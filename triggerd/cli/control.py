@@ -34,7 +34,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.daemon.changes import enabled_triggers
 from triggerd.state.factory import sqlite_path
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreError
-from triggerd.types import OperatorError
+from triggerd.types import ExitCode, OperatorError
 
 
 def _fail(message: str, status: int = 1) -> None:
@@ -91,7 +91,10 @@ def reload(config: str | None, config_path: str | None) -> None:
     db = store_path(cfg)
     pid = running_pid(db)
     if not pid:
-        _fail(f"no triggerd is running on the state store {db} (nothing holds {db}.lock)")
+        _fail(
+            f"no triggerd is running on the state store {db} (nothing holds {db}.lock)",
+            ExitCode.DAEMON_UNREACHABLE,
+        )
         return
     try:
         os.kill(pid, signal.SIGHUP)
@@ -140,7 +143,7 @@ def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
     db = store_path(cfg)
     pid = running_pid(db)
     if pid is not None:
-        _fail(f"triggerd (pid {pid}) is running, but {unreachable}")
+        _fail(f"triggerd (pid {pid}) is running, but {unreachable}", ExitCode.DAEMON_UNREACHABLE)
     if not os.path.exists(db):
         _fail(
             f"the state store {db} does not exist (triggerd never ran, or it keeps its state "
