@@ -11,8 +11,9 @@ reported in one log line. Otherwise only what changed is restarted:
   webhook's routes are swapped in one step, so its path never answers 404 in between;
 - old backends of changed and removed functions stop after their triggers drained;
 - added triggers start;
-- daemon settings other than `shutdown_timeout_s` and `log_level` need a restart: one log
-  line names them, and they keep their running values.
+- daemon settings other than `shutdown_timeout_s` and `log_level`, and `[telemetry]`, need a
+  restart: one log line names them, and they keep their running values;
+- a trigger that failed to start at an earlier reload or resume is tried again.
 """
 
 from __future__ import annotations
