@@ -27,6 +27,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    sigv4,
     sqs,
     warm_invoke,
     webhook,
@@ -58,6 +59,7 @@ BENCHMARKS: dict[str, Runner] = {
     kinesis.NAME: _runner(kinesis),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
+    sigv4.NAME: _runner(sigv4),
 }
 
 

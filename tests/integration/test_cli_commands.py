@@ -30,6 +30,8 @@ def config_text(tmp: Path, port: int | None = None) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port or free_port()}"
+control_listen = ""
+control_on_public = true
 
 [functions.recorder]
 handler = "app.handler"

@@ -28,6 +28,8 @@ def config(port: int) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
+control_on_public = true
 log_format = "json"
 shutdown_timeout_s = 5
 http_header_timeout_s = 0.5

@@ -56,6 +56,8 @@ def config(tmp: Path) -> dict[str, Any]:
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
             "listen": "127.0.0.1:0",
+            "control_listen": "",
+            "control_on_public": True,
             "http_header_timeout_s": 1,
             "http_body_timeout_s": 1,
             "http_body_min_bytes_per_s": 1_000_000,

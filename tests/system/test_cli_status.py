@@ -23,6 +23,8 @@ def config(tmp: Path, port: int, daemon_extra: str = "", trigger_extra: str = ""
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 {daemon_extra}

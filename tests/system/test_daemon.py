@@ -32,6 +32,8 @@ def config(
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port or free_port()}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -29,6 +29,7 @@ def config(port: int, max_connections: int = CAP) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
 log_format = "json"
 shutdown_timeout_s = 5
 http_max_connections = {max_connections}

@@ -30,6 +30,8 @@ def config(tmp: Path, dsn: str, table: str, *, sleep_s: float = 0.0, batch: int 
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -34,6 +34,8 @@ state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
 shutdown_timeout_s = 10
 log_format = "json"
+control_listen = ""
+control_on_public = true
 
 [functions.recorder]
 handler = "app.handler"

@@ -38,6 +38,8 @@ state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
 shutdown_timeout_s = 10
 log_format = "json"
+control_listen = ""
+control_on_public = true
 
 [functions.recorder]
 handler = "app.handler"

@@ -15,6 +15,7 @@ CONFIG = """
 [daemon]
 state = "sqlite:///state/state.db"
 listen = ""
+control_listen = ""
 
 [functions.f]
 handler = "app.handler"
@@ -86,7 +87,7 @@ def test_pause_of_a_running_daemon_that_does_not_answer_says_so(tmp_path: Path) 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = setup(tmp_path)
-    path.write_text(CONFIG.replace('listen = ""', f'listen = "127.0.0.1:{port}"'))
+    path.write_text(CONFIG.replace('control_listen = ""', f'control_listen = "127.0.0.1:{port}"'))
     (tmp_path / "state").mkdir()
     fd = os.open(tmp_path / "state" / "state.db.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -70,7 +70,8 @@ def test_since_refuses_anything_else(bad: str) -> None:
 CONFIG = """
 [daemon]
 state = "sqlite:///state/state.db"
-listen = "{listen}"
+listen = ""
+control_listen = "{listen}"
 {tls}
 
 [functions.f]
@@ -164,8 +165,8 @@ source = { type = "fake" }
     ("listen", "tls", "url"),
     [
         ("127.0.0.1:9070", "", "http://127.0.0.1:9070"),
-        ("0.0.0.0:9071", "", "http://127.0.0.1:9071"),
-        ("[::]:9072", "", "http://[::1]:9072"),
+        ("0.0.0.0:9071", "allow_unauthenticated = true", "http://127.0.0.1:9071"),
+        ("[::]:9072", "allow_unauthenticated = true", "http://[::1]:9072"),
         ("localhost:9073", 'tls_cert_file = "c.pem"', "https://localhost:9073"),
         ("", "", None),
     ],

@@ -67,6 +67,7 @@ def config_text(tmp_path: Path, triggers: dict[str, str], *, timeout_s: int = 3)
 [daemon]
 state = "sqlite:///{tmp_path}/s.db"
 listen = ""
+control_listen = ""
 shutdown_timeout_s = 5
 
 [functions.f]

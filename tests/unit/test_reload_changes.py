@@ -81,7 +81,7 @@ def test_functions_added_and_removed(tmp_path: Path) -> None:
 
 
 def test_daemon_settings_that_need_a_restart_keep_their_values(tmp_path: Path) -> None:
-    new = BASE.replace("127.0.0.1:9070", "127.0.0.1:9071").replace(
+    new = BASE.replace("127.0.0.1:9070", "127.0.0.1:9072").replace(
         "shutdown_timeout_s = 30", 'shutdown_timeout_s = 5\nlog_level = "DEBUG"'
     )
     changes = diff_configs(load(tmp_path, BASE, "a.toml"), load(tmp_path, new, "b.toml"))

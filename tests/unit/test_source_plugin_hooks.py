@@ -29,6 +29,7 @@ CONFIG = """
 [daemon]
 state = "sqlite:///state.db"
 listen = ""
+control_listen = ""
 
 [functions.f]
 backend = "fake"

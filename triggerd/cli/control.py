@@ -6,7 +6,7 @@ daemon holds while it runs and in which it writes its pid):
 - reload validates the config file here first (a broken file: one line per problem, exit 2,
   the daemon is not disturbed), then sends the daemon SIGHUP;
 - pause and resume call the daemon's `POST /control/triggers/{name}/pause|resume` on its
-  listen address and return once the trigger drained (or started); when nothing answers
+  control listener and return once the trigger drained (or started); when nothing answers
   there and no daemon holds the lock, they record the state in the store, applied when the
   daemon starts.
 """
@@ -124,16 +124,18 @@ def resume(trigger: str, config_path: str) -> None:
 
 
 def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
-    """The daemon's endpoint first; if nothing answers on its listen address and no daemon
-    holds the store's lock, the store."""
+    """The daemon's endpoint first; if nothing answers on its control listener and no
+    daemon holds the store's lock, the store."""
+    from triggerd.cli.status import daemon_url
+
     cfg = _load(config_path)
     if trigger not in enabled_triggers(cfg):
         names = ", ".join(enabled_triggers(cfg)) or "none"
         _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
-    listen = cfg.daemon.listen
-    unreachable = "it runs without a listen address"
-    if listen:
-        status, message = asyncio.run(_call(cfg, listen, trigger, pause))
+    url = daemon_url(cfg)
+    unreachable = "it serves no control endpoints (control_listen is empty)"
+    if url is not None:
+        status, message = asyncio.run(_call(cfg, url, trigger, pause))
         if status == 200:
             click.echo(f"trigger {trigger} {message}")
             return
@@ -170,31 +172,25 @@ async def _record(db: str, trigger: str, pause: bool) -> str | None:
     return None
 
 
-def base_url(cfg: ConfigBase, listen: str) -> tuple[str, ssl.SSLContext | None]:
-    """The daemon's URL from its listen address (a wildcard address is reached on loopback)
-    and, with TLS, a context that trusts the daemon's own certificate."""
-    host, _, port = listen.rpartition(":")
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
+def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
+    """With TLS, a context that trusts the system's CAs and the daemon's own certificate as
+    it is (self-signed, or the leaf of a chain); the address it is reached on (often
+    loopback) need not be a name in it: the certificate is the one this config gives the
+    daemon."""
     cert = cfg.daemon.tls_cert_file
     if not cert:
-        return f"http://{host}:{port}", None
-    # The system's CAs and the daemon's own certificate, trusted as it is (self-signed, or
-    # the leaf of a chain); the address it is reached on (often loopback) need not be a
-    # name in it: the certificate is the one this config gives the daemon.
+        return None
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=cert)
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.check_hostname = False
-    return f"https://{host}:{port}", context
+    return context
 
 
-async def _call(cfg: ConfigBase, listen: str, trigger: str, pause: bool) -> tuple[int, str]:
+async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[int, str]:
     import aiohttp
 
-    url, context = base_url(cfg, listen)
+    context = tls_context(cfg)
     action = "pause" if pause else "resume"
     target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
     timeout = aiohttp.ClientTimeout(total=cfg.daemon.shutdown_timeout_s + 30)

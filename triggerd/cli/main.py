@@ -112,7 +112,7 @@ def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -
     sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path)))
 
 
-def _summary(cfg: ConfigBase, listen: str | None) -> str:
+def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
         f"{len(cfg.trigger_list)} trigger(s); state {cfg.daemon.state}"
@@ -126,7 +126,10 @@ def _summary(cfg: ConfigBase, listen: str | None) -> str:
         src = getattr(trig.source_config, "type", "?")
         state = "" if trig.enabled else " (disabled)"
         lines.append(f"  trigger {cfg.trigger_name(i)}: {src} -> {trig.function}{state}")
-    lines.append(f"  listening on http://{listen}" if listen else "  HTTP server disabled")
+    lines.append(f"  listening on http://{listen}" if listen else "  public listener disabled")
+    lines.append(
+        f"  control endpoints on http://{control}" if control else "  control listener disabled"
+    )
     return "\n".join(lines)
 
 
@@ -159,7 +162,7 @@ async def _serve(
 
     async def announce() -> None:
         await daemon.ready.wait()
-        click.echo(_summary(cfg, daemon.listen_address))
+        click.echo(_summary(cfg, daemon.listen_address, daemon.control_address))
 
     announcer = asyncio.create_task(announce())
     try:

@@ -31,11 +31,13 @@ DAEMON_TIMEOUT_S = 3.0
 def daemon_url(cfg: ConfigBase) -> str | None:
     """Where the daemon serves /readyz and /statusz, or None when it serves no HTTP.
 
-    The one place that knows: when these move to the control listener, only this changes.
-    A wildcard listen address is reached on loopback."""
-    listen = cfg.daemon.listen
-    if not listen:
+    The one place that knows: the first listener serving the control endpoints
+    (`control_listen`, or `listen` with `control_on_public`). A wildcard listen address is
+    reached on loopback."""
+    control = cfg.daemon.control_addresses
+    if not control:
         return None
+    listen = control[0]
     host, _, port = listen.rpartition(":")
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"

@@ -203,8 +203,11 @@ def format_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
             msg = "unknown key" + _did_you_mean(shown[-1], _fields_of(parent))
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        parts = msg.split("; ")
         if where == "<root>" or (err["type"] == "value_error" and not shown):
-            lines.extend(msg.split("; "))
+            lines.extend(parts)
+        elif err["type"] == "value_error" and all(p.startswith(f"{where}.") for p in parts):
+            lines.extend(parts)  # a model's own check naming its keys, one line per problem
         else:
             lines.append(f"{where}: {msg}")
     return lines

@@ -110,6 +110,8 @@ class Daemon:
     state: StateStore | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
+    #: The control listener's bound address (the Invoke API, /metrics, /readyz, /statusz).
+    control_address: str | None = None
     routes: Routes = field(default_factory=Routes)
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
@@ -229,8 +231,15 @@ class Daemon:
             stack.push_async_callback(self._close_slots)
             await self._build_triggers()
             await self._build_invoke_queues(state)
-            if self.config.daemon.listen:
-                self.listen_address = await self._listen(stack, self.config.daemon.listen)
+            d = self.config.daemon
+            if d.listen:
+                self.listen_address = await self._listen(
+                    stack, d.listen, "listen", control=d.control_on_public
+                )
+            if d.control_listen:
+                self.control_address = await self._listen(
+                    stack, d.control_listen, "control_listen", routes=Routes(), control=True
+                )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 for slot in self.slots.values():
@@ -246,6 +255,7 @@ class Daemon:
                         "triggers": len(self.triggers),
                         "paused": sorted(self.paused_triggers()),
                         "listen": self.listen_address,
+                        "control_listen": self.control_address,
                     },
                 )
                 tg.create_task(notifier.watchdog(stop))
@@ -318,17 +328,25 @@ class Daemon:
         noun = "trigger" if running == 1 else "triggers"
         return f"{running} {noun} running, {len(paused)} paused, {failing} failing"
 
-    async def _listen(self, stack: AsyncExitStack, listen: str) -> str:
+    async def _listen(
+        self,
+        stack: AsyncExitStack,
+        listen: str,
+        key: str,
+        *,
+        control: bool,
+        routes: Routes | None = None,
+    ) -> str:
         from triggerd.http.server import start_http
 
         try:
-            return await start_http(self, stack, listen)
+            return await start_http(self, stack, listen, routes=routes, control=control)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
                 reason = "the address is already in use (another triggerd, or another program)"
             raise OperatorError(
-                f"cannot listen on {listen}: {reason}; change [daemon] listen",
+                f"cannot listen on {listen}: {reason}; change [daemon] {key}",
                 ExitCode.LISTEN_FAILED,
             ) from None
 
@@ -446,7 +464,9 @@ class Daemon:
         for fn in self.functions.values():
             if only and fn.name not in only:
                 continue
-            if not self.config.daemon.listen and not await state.queue_depth(queue_name(fn.name)):
+            if not self.config.daemon.control_addresses and not await state.queue_depth(
+                queue_name(fn.name)
+            ):
                 continue
             self.invoke_queues[fn.name] = InvokeQueue.build(
                 function=fn.name,

@@ -1,14 +1,14 @@
-"""The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
-push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
-server (no aiohttp application or router: one table, matched most-specific first as API
-Gateway does, and one routing step per request).
+"""The daemon's HTTP listeners: the public one (`listen`: the push sources' routes, such as
+webhooks, and /healthz) and the control one (`control_listen`: the Invoke API, /metrics,
+/readyz, /statusz and /healthz), each a route table behind aiohttp's low-level server (no
+aiohttp application or router: one table, matched most-specific first as API Gateway does,
+and one routing step per request).
 
 `serve` opens one listener with the limits of `limits` (connection cap, header, body and idle
-timeouts, every connection guarded) and the refusal counting of `refusals`; `start_http` is
-the public listener, and any other listener opened with `serve` (another address, another
-route table) gets the same. The
-dispatcher refuses what no route may see (HTTP/0.9 and other versions, chunked HTTP/1.0,
-unknown expectations) before routing."""
+timeouts, every connection guarded) and the refusal counting of `refusals`; `start_http` opens
+the public and the control listener with it, so both get the same. The dispatcher refuses what
+no route may see (HTTP/0.9 and other versions, chunked HTTP/1.0, unknown expectations) before
+routing."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from triggerd.http.limits import (
     ensure_descriptors,
     guard_of,
 )
+from triggerd.http.list_functions import LIST_ROUTE, list_functions_handler
 from triggerd.http.pausing import pause_routes
 from triggerd.http.refusals import REFUSAL_KEY, Refusals, ServerLog, mark_refused
 from triggerd.http.routes import ROUTE_KEY, Routes
@@ -142,19 +143,21 @@ def _finished(
         )
 
 
-def healthz_handler(host: HttpHost) -> HttpHandler:
-    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason)."""
+def healthz_handler(host: HttpHost, *, detail: bool = True) -> HttpHandler:
+    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason).
+    With `detail` (the control surface) also the functions, triggers and the store's error;
+    the public listener tells the world the status only."""
 
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
         store = host.readiness()["state_store"]
-        body: dict[str, object] = {
-            "status": "ok" if host.ready.is_set() else "starting",
-            "functions": sorted(host.functions),
-            "triggers": sorted(host.trigger_names),
-        }
+        body: dict[str, object] = {"status": "ok" if host.ready.is_set() else "starting"}
+        if detail:
+            body["functions"] = sorted(host.functions)
+            body["triggers"] = sorted(host.trigger_names)
         if store["status"] != "ok":
             body["status"] = "state_store_failing"
-            body["state_store"] = store
+            if detail:
+                body["state_store"] = store
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     return healthz
@@ -219,24 +222,32 @@ def status_handler(host: HttpHost) -> HttpHandler:
     return status
 
 
-def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /readyz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
-    table."""
-    healthz, metrics, readyz = healthz_handler(host), metrics_handler(host), readyz_handler(host)
+def add_daemon_routes(
+    host: HttpHost, routes: Routes | None = None, *, control: bool = True
+) -> None:
+    """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
+    Invoke API), in a route table (default: the host's, beside the webhooks)."""
+    table = host.routes if routes is None else routes
+    healthz = healthz_handler(host, detail=control)
     own = [
-        ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
-        ("GET", "/readyz", readyz),
-        ("HEAD", "/readyz", readyz),
-        ("GET", "/metrics", metrics),
-        ("HEAD", "/metrics", metrics),
-        ("POST", INVOKE_ROUTE, invoke_handler(host)),
-        *pause_routes(host),
     ]
+    if control:
+        metrics, readyz = metrics_handler(host), readyz_handler(host)
+        own += [
+            ("GET", "/statusz", status_handler(host)),
+            ("GET", "/readyz", readyz),
+            ("HEAD", "/readyz", readyz),
+            ("GET", "/metrics", metrics),
+            ("HEAD", "/metrics", metrics),
+            ("POST", INVOKE_ROUTE, invoke_handler(host)),
+            ("GET", LIST_ROUTE, list_functions_handler(host)),
+            *pause_routes(host),
+        ]
     for method, template, handler in own:
         try:
-            host.routes.add_route(method, template, handler, owner=_OWNER)
+            table.add_route(method, template, handler, owner=_OWNER)
         except ValueError as exc:
             raise ConfigError(
                 [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
@@ -288,13 +299,23 @@ def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
 
 
 async def start_http(
-    host: HttpHost, stack: AsyncExitStack, listen: str, name: str = "public"
+    host: HttpHost,
+    stack: AsyncExitStack,
+    listen: str,
+    *,
+    routes: Routes | None = None,
+    control: bool = True,
+    name: str = "public",
 ) -> str:
-    """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
-    when `daemon.tls_cert_file` is set."""
-    add_daemon_routes(host)
-    stack.callback(host.routes.remove_routes, _OWNER)
-    return await serve(make_dispatch(host.routes), host, stack, listen, name)
+    """Start a listener on a route table (default: the host's, with the webhooks) and the
+    daemon's own endpoints (`control`: the control endpoints too); returns the bound address
+    (port 0 picks a free port). Serves HTTPS when `daemon.tls_cert_file` is set. The public
+    and the control listener are both started here, through `serve`, so both get the same
+    limits."""
+    table = host.routes if routes is None else routes
+    add_daemon_routes(host, table, control=control)
+    stack.callback(table.remove_routes, _OWNER)
+    return await serve(make_dispatch(table), host, stack, listen, name)
 
 
 async def serve(
