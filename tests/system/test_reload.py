@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -87,7 +88,9 @@ def has_event(d: Daemon, name: str) -> bool:
     return any(e.get("event") == name for e in d.events())
 
 
-def cli(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    d: Daemon, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "triggerd", *args, "-c", str(d.config)],
         capture_output=True,
@@ -95,6 +98,7 @@ def cli(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=d.workdir,
         timeout=60,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -433,4 +437,56 @@ def test_pause_and_resume_reach_a_daemon_that_serves_https(
     resumed = cli(d, "resume", "inbox")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "trigger inbox resumed"
+    assert d.terminate() == 0
+
+
+KEYS = """
+[[daemon.access_keys]]
+access_key_id = "OPERATOR"
+secret_access_key = "operator-secret-0123456789"
+actions = ["triggerd:*"]
+
+[[daemon.access_keys]]
+access_key_id = "READER"
+secret_access_key = "reader-secret-0123456789"
+actions = ["lambda:InvokeFunction"]
+
+[functions.recorder]"""
+
+
+def aws_env(key_id: str | None, secret: str | None) -> dict[str, str]:
+    """Only these credentials (none: no credentials at all) for the AWS credential chain."""
+    env = {
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": key_id or "",
+        "AWS_SECRET_ACCESS_KEY": secret or "",
+    }
+    return env
+
+
+def test_with_access_keys_pause_needs_a_signed_request_from_an_allowed_key(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    port = free_port()
+    text = config(tmp_path, port, directory("inbox")).replace("[functions.recorder]", KEYS, 1)
+    d = daemon_factory(text)
+    d.start(ready_timeout=90)
+    unsigned = post(f"http://127.0.0.1:{port}/control/triggers/inbox/pause", b"")
+    assert unsigned == 403
+    nobody = cli(d, "pause", "inbox", env=aws_env(None, None))
+    assert nobody.returncode == 1
+    assert "requires AWS Signature Version 4" in nobody.stderr
+    reader = cli(d, "pause", "inbox", env=aws_env("READER", "reader-secret-0123456789"))
+    assert reader.returncode == 1
+    assert "is not authorized to perform: triggerd:PauseTrigger" in reader.stderr
+    wrong = cli(d, "pause", "inbox", env=aws_env("OPERATOR", "not-the-secret"))
+    assert wrong.returncode == 1 and "signature" in wrong.stderr.lower()
+    assert readyz(port)["triggers"]["inbox"]["status"] == "running"
+    operator = cli(d, "pause", "inbox", env=aws_env("OPERATOR", "operator-secret-0123456789"))
+    assert operator.returncode == 0, operator.stderr
+    assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
+    assert "operator-secret-0123456789" not in d.stderr() + operator.stdout + operator.stderr
     assert d.terminate() == 0

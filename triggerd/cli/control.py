@@ -193,11 +193,23 @@ async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[i
     context = tls_context(cfg)
     action = "pause" if pause else "resume"
     target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
+    headers: dict[str, str] = {}
+    if cfg.daemon.access_keys:
+        signed = sign(target, cfg.daemon.region)
+        if signed is None:
+            return 1, (
+                "the daemon requires AWS Signature Version 4 (daemon.access_keys): give this "
+                "command a key allowed triggerd:PauseTrigger / triggerd:ResumeTrigger "
+                "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile)"
+            )
+        headers = signed
     timeout = aiohttp.ClientTimeout(total=cfg.daemon.shutdown_timeout_s + 30)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(target, ssl=context if context is not None else True) as resp,
+            session.post(
+                target, headers=headers, ssl=context if context is not None else True
+            ) as resp,
         ):
             body = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -209,3 +221,18 @@ async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[i
     if body.get("changed"):
         return 200, "paused (in-flight batches finished)" if pause else "resumed"
     return 200, "was already paused" if pause else "was not paused"
+
+
+def sign(url: str, region: str) -> dict[str, str] | None:
+    """SigV4 headers for an empty POST to `url` with the standard AWS credential chain
+    (environment, profile, ...), as the AWS CLI would sign it; None without credentials."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.session import get_session
+
+    credentials = get_session().get_credentials()
+    if credentials is None:
+        return None
+    request = AWSRequest(method="POST", url=url, data=b"")
+    SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
+    return {k: str(v) for k, v in request.headers.items()}
