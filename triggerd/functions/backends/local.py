@@ -35,6 +35,7 @@ from triggerd.functions.backends.local_prepare import check, prepare
 from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.functions.backends.slots import Slots
 from triggerd.functions.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
+from triggerd.telemetry.logs import LineLogger
 from triggerd.types import (
     BackendContext,
     BackendPlugin,
@@ -193,6 +194,7 @@ class LocalBackend:
             "last_init_duration_ms": None,
         }
         self._flog = logging.getLogger("triggerd.function")
+        self._lines = LineLogger(self._flog, {"function": ctx.function}, ("request_id", "platform"))
         #: Request ids and trace ids (seeded from os.urandom; ids need not be secret).
         self._rng = random.Random()
         self._function_arn = ctx.function_arn
@@ -594,7 +596,7 @@ class LocalBackend:
         start: _Start | None,
     ) -> InvokeResult:
         # The platform lines are only formatted when someone reads them.
-        logged = worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        logged = worker.capture is not None or self._lines.enabled()
         if logged:
             self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
@@ -654,7 +656,7 @@ class LocalBackend:
             await worker.kill()
             return None
         if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
-            worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+            worker.capture is not None or self._lines.enabled()
         ):
             # Tag the output written before the result with this request id; with function
             # logs off and no log tail asked for, no line is kept, and the check is skipped.
@@ -706,14 +708,9 @@ class LocalBackend:
             self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
-        log = self._flog
-        if log.isEnabledFor(logging.INFO):
-            # makeRecord + handle skips logging's caller lookup (a stack walk per line).
-            extra = {"function": self.ctx.function, "request_id": rid, "platform": True}
-            record = log.makeRecord(
-                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
-            )
-            log.handle(record)
+        lines = self._lines
+        if lines.enabled():
+            lines.info(text, rid, True)
         if worker.capture is not None:
             worker.capture.add(text)
 
