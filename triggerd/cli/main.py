@@ -455,30 +455,37 @@ def _echo_lag(triggers: dict[str, Any]) -> None:
         click.echo(f"{name}: {t.get('rebalances', 0)} rebalance(s)")
 
 
-async def _lag(listen: str) -> dict[str, Any]:
-    import aiohttp
+def _daemon_json(listen: str, path: str) -> Any:
+    """GET `path` from the daemon's listener and parse its JSON body (OSError, ValueError).
+    The standard library's client, in a thread: one local request does not need aiohttp,
+    whose import would be most of the command's start-up."""
+    import http.client
 
+    host, _, port = listen.rpartition(":")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=2)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"http://{listen}/statusz") as resp,
-        ):
-            body = await resp.json()
-            triggers = body.get("triggers") if isinstance(body, dict) else None
-            return triggers if isinstance(triggers, dict) else {}
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        conn.close()
+    return resp.status, orjson.loads(body)
+
+
+async def _lag(listen: str) -> dict[str, Any]:
+    try:
+        _, body = await asyncio.to_thread(_daemon_json, listen, "/statusz")
+    except (OSError, ValueError):
         return {}
+    triggers = body.get("triggers") if isinstance(body, dict) else None
+    return triggers if isinstance(triggers, dict) else {}
 
 
 async def _health(listen: str) -> str:
-    import aiohttp
-
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"http://{listen}/healthz") as resp,
-        ):
-            body = await resp.json()
-            return str(body.get("status", resp.status))
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        status, body = await asyncio.to_thread(_daemon_json, listen, "/healthz")
+    except (OSError, ValueError):
         return "not reachable"
+    return str(body.get("status", status) if isinstance(body, dict) else status)

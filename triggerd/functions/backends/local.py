@@ -29,16 +29,15 @@ from triggerd.events.timestamps import iso_ms
 from triggerd.events.tracing import new_trace_id
 from triggerd.functions.backends.local_build import BuildError
 from triggerd.functions.backends.local_config import LocalFunctionConfig, Prepared, worker_spec
-from triggerd.functions.backends.local_credentials import CredentialSource, needs_aiobotocore
+from triggerd.functions.backends.local_credentials import CredentialSource
 from triggerd.functions.backends.local_package import PackageError
-from triggerd.functions.backends.local_prepare import check, prepare
+from triggerd.functions.backends.local_prepare import prepare
 from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.functions.backends.slots import Slots
 from triggerd.functions.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
 from triggerd.telemetry.logs import LineLogger
 from triggerd.types import (
     BackendContext,
-    BackendPlugin,
     ConfigError,
     InvocationType,
     InvokeResult,
@@ -721,21 +720,8 @@ def _fresh_dir(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _create(config: Any, ctx: BackendContext) -> LocalBackend:
-    assert isinstance(config, LocalFunctionConfig)
-    return LocalBackend(config, ctx)
-
-
-async def _check(config: Any, name: str) -> None:
-    assert isinstance(config, LocalFunctionConfig)
-    await check(config, name, files=False)
-    try:
-        needs_aiobotocore(config.role_arn)
-    except MissingExtraError as e:
-        raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
-
-
-async def _build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None:
+async def build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None:
+    """The plugin's `build`: prepare the function's files, interpreter and dependencies."""
     assert isinstance(config, LocalFunctionConfig)
     try:
         await prepare(config, ctx, progress)
@@ -743,4 +729,6 @@ async def _build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None
         raise PermanentError(str(e)) from None
 
 
-plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create, check=_check, build=_build)
+# The plugin object lives in `local_plugin`, which imports this module only when a function is
+# created or built; it is re-exported here for the code that registers it by hand.
+from triggerd.functions.backends.local_plugin import plugin  # noqa: E402

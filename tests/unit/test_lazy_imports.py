@@ -1,0 +1,100 @@
+"""Commands that only read the config import no connector, backend or HTTP library: each
+costs start-up time (aiohttp alone about 80 ms) that `validate`, `status` and
+`generate-event` do not need. Checked in a fresh interpreter, where sys.modules tells."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "triggerd.toml"
+
+#: Client libraries of connectors and backends, the HTTP stack, the worker machinery.
+HEAVY = (
+    "aiohttp",
+    "aiobotocore",
+    "botocore",
+    "aiokafka",
+    "asyncpg",
+    "aio_pika",
+    "aiormq",
+    "watchfiles",
+    "httptools",
+    "yarl",
+    "prometheus_client",
+    "triggerd.functions.backends.local",
+    "triggerd.functions.backends.local_worker",
+    "triggerd.functions.runtime_api",
+    "triggerd.daemon.app",
+)
+
+
+def imported_after(code: str) -> list[str]:
+    """The HEAVY modules in sys.modules after running `code` in a new interpreter."""
+    script = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import json, sys
+        print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> None:
+    assert imported_after("import triggerd.cli.main") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", str(EXAMPLE)],
+        ["generate-event", "directory"],
+        # The example's listen address has no daemon behind it in the tests: "not reachable".
+        ["status", "-c", str(EXAMPLE)],
+    ],
+    ids=["validate", "generate-event", "status"],
+)
+def test_config_reading_commands_import_only_what_the_config_uses(args: list[str]) -> None:
+    code = f"""
+        import contextlib, io
+        from triggerd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main({args!r}, standalone_mode=False)
+    """
+    assert imported_after(code) == []
+
+
+def test_a_config_that_uses_a_connector_loads_it() -> None:
+    """The other side of the same mechanism: the webhook's plugin (and its HTTP routes) is
+    imported when a config has a webhook trigger."""
+    loaded = imported_after(
+        """
+        from pathlib import Path
+        from triggerd.config.load import validate_data
+        from triggerd.config.plugins import Registry
+        validate_data(
+            {
+                "functions": {"f": {"handler": "app.handler", "code": "."}},
+                "triggers": [
+                    {"function": "f", "source": {"type": "webhook", "path": "/hook"}}
+                ],
+            },
+            Registry.discover(),
+            Path("."),
+        )
+        import sys
+        assert "triggerd_webhook" in sys.modules and "triggerd_kafka" not in sys.modules
+        """
+    )
+    assert "aiohttp" in loaded  # the webhook's route table is aiohttp's
