@@ -28,8 +28,10 @@ from bench import (
     rabbitmq,
     s3_poll,
     sqs,
+    startup,
     warm_invoke,
     webhook,
+    webhook_wrk,
 )
 
 Runner = Callable[[str], list[Row]]
@@ -57,6 +59,8 @@ BENCHMARKS: dict[str, Runner] = {
     postgres.NAME: _runner(postgres),
     kinesis.NAME: _runner(kinesis),
     webhook.NAME: _runner(webhook),
+    webhook_wrk.NAME: _runner(webhook_wrk),
+    startup.NAME: _runner(startup),
     http_backend.NAME: _runner(http_backend),
 }
 

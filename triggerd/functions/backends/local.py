@@ -208,6 +208,8 @@ class LocalBackend:
         self._sampler: asyncio.TimerHandle | None = None
         self._maintain_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The credentials chain being resolved in the background (see `start`).
+        self._credentials: asyncio.Task[None] | None = None
         self._init_backoff_s = init_backoff_s
         self._sample_s = memory_sample_s
         self._memory_limit_kb = config.memory_mb * 1024
@@ -242,18 +244,35 @@ class LocalBackend:
             self.unavailable = str(e)
             self.ctx.log.error("backend.build_failed", extra={"function": name, "error": str(e)})
             return
-        try:
-            await self.credentials.start()
-        except MissingExtraError as e:
-            raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
-        except RetryableError:
-            pass  # logged; invocations retry
+        loop = asyncio.get_running_loop()
+        if self.config.role_arn is not None:
+            await self._start_credentials()  # a missing aiobotocore is an operator error here
+        else:
+            # The credentials chain (aiobotocore's import, a profile, the instance metadata
+            # service) takes up to a second: resolved while the daemon gets ready, and awaited
+            # by the first worker start, the first moment they are needed.
+            self._credentials = loop.create_task(self._start_credentials())
         if self.spec is None:
             self.spec = worker_spec(self.config, self.ctx, self.prepared, self.tmp_dir)
         await asyncio.to_thread(_fresh_dir, self.tmp_dir)
-        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{name}")]
         await self._provision(self.config.provisioned_concurrency)
+
+    async def _start_credentials(self) -> None:
+        try:
+            await self.credentials.start()
+        except MissingExtraError as e:
+            raise ConfigError([f"functions.{self.ctx.function}.role_arn: {e}"]) from None
+        except RetryableError:
+            pass  # logged; invocations retry
+
+    async def _credentials_started(self) -> None:
+        """Wait for the credentials chain `start` began resolving (every cold start until it
+        is done: several may wait for it together)."""
+        task = self._credentials
+        if task is not None:
+            await asyncio.shield(task)  # one waiter cancelled does not cancel the resolution
+            self._credentials = None
 
     def _progress(self, line: str) -> None:
         self.ctx.log.info("backend.build", extra={"function": self.ctx.function, "step": line})
@@ -268,9 +287,11 @@ class LocalBackend:
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._credentials] if self._credentials else [])]
+        self._credentials = None
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -375,6 +396,7 @@ class LocalBackend:
 
     async def _cold_start(self, provisioned: bool = False) -> _Start | None:
         """Start a worker and wait until it polls for work, reports an init error or dies."""
+        await self._credentials_started()
         self.stats["spawns"] += 1
         clock = self.ctx.clock
         started = clock.monotonic()
