@@ -27,6 +27,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    sigv4,
     sqs,
     startup,
     warm_invoke,
@@ -62,6 +63,7 @@ BENCHMARKS: dict[str, Runner] = {
     webhook_wrk.NAME: _runner(webhook_wrk),
     startup.NAME: _runner(startup),
     http_backend.NAME: _runner(http_backend),
+    sigv4.NAME: _runner(sigv4),
 }
 
 

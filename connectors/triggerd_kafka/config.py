@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from triggerd.types import ConfigPath, DestinationConfig, Model, SourceConfig
+from triggerd.types import DestinationConfig, InputFile, Model, SourceConfig
 
 __all__ = ["KafkaConnection", "KafkaDestinationConfig", "KafkaSourceConfig"]
 
@@ -52,13 +52,13 @@ class KafkaConnection(Model):
     )
     sasl_username: str | None = Field(default=None, min_length=1)
     sasl_password: SecretStr | None = Field(default=None, description="Never logged")
-    ssl_cafile: ConfigPath | None = Field(
+    ssl_cafile: InputFile | None = Field(
         default=None, description="PEM CA bundle to verify the brokers (default: the system's)"
     )
-    ssl_certfile: ConfigPath | None = Field(
+    ssl_certfile: InputFile | None = Field(
         default=None, description="PEM client certificate (mutual TLS)"
     )
-    ssl_keyfile: ConfigPath | None = Field(default=None, description="PEM client key")
+    ssl_keyfile: InputFile | None = Field(default=None, description="PEM client key")
     ssl_key_password: SecretStr | None = Field(default=None, description="Password of the key")
     ssl_check_hostname: bool = Field(
         default=True, description="Verify that the broker's certificate names its host"
@@ -96,6 +96,9 @@ class KafkaConnection(Model):
             raise ValueError("sasl_* settings need security_protocol SASL_PLAINTEXT or SASL_SSL")
         tls = self.security_protocol in ("SSL", "SASL_SSL")
         tls_keys = [k for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, k)]
+        tls_keys += [
+            k for k in ("ssl_key_password", "ssl_check_hostname") if k in self.model_fields_set
+        ]
         if tls_keys and not tls:
             raise ValueError(f"{', '.join(tls_keys)}: needs security_protocol SSL or SASL_SSL")
         if self.ssl_keyfile and not self.ssl_certfile:

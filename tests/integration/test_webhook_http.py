@@ -40,12 +40,14 @@ BEARER_TOKEN = "bearer-t0ken-789"
 
 
 def route(name: str, path: str, function: str = "actions", **source: Any) -> dict[str, Any]:
-    return {
+    trigger = {
         "name": name,
         "function": function,
         "source": {"type": "webhook", "path": path, **source},
-        "retry_base_delay_s": 0.2,
     }
+    if source.get("invocation") == "event":  # sync mode never retries: no delay to set
+        trigger["retry_base_delay_s"] = 0.2
+    return trigger
 
 
 def triggers(tmp: Path) -> list[dict[str, Any]]:
@@ -126,7 +128,12 @@ class Running:
 def config(tmp: Path) -> dict[str, Any]:
     actions = {"handler": "app.handler", "code": str(FUNCTIONS / "webhook_actions")}
     return {
-        "daemon": {"state": f"sqlite:///{tmp / 'state.db'}", "listen": "127.0.0.1:0"},
+        "daemon": {
+            "state": f"sqlite:///{tmp / 'state.db'}",
+            "listen": "127.0.0.1:0",
+            "control_listen": "",
+            "control_on_public": True,
+        },
         "functions": {
             "actions": {**actions, "timeout_s": 10},
             "short": {**actions, "timeout_s": 1},

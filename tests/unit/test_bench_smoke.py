@@ -27,6 +27,7 @@ from bench import (
     warm_invoke,
     webhook_wrk,
 )
+from bench import sigv4 as sigv4_bench
 from bench import webhook as webhook_bench
 from bench.__main__ import BENCHMARKS, main
 
@@ -186,6 +187,17 @@ def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> N
 def test_http_backend_reports_latency_and_rate_against_a_bare_client() -> None:
     rows = http_backend.run(http_backend.SMOKE)
     assert_numbers(rows, "http_backend")
+    assert all(r.value > 0 and r.baseline is not None for r in rows)
+
+
+def test_sigv4_reports_signed_invokes_and_the_verifier_against_unsigned_ones() -> None:
+    rows = sigv4_bench.run(sigv4_bench.SMOKE)
+    assert_numbers(rows, "sigv4")
+    assert [r.metric for r in rows] == [
+        "signed invoke p50 (ms)",
+        "signed invoke p99 (ms)",
+        "verification of a 1 KB request (us)",
+    ]
     assert all(r.value > 0 and r.baseline is not None for r in rows)
 
 

@@ -30,6 +30,7 @@ from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
 from triggerd.state.sqlite import WriteHook
+from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     Backend,
@@ -39,6 +40,7 @@ from triggerd.types import (
     DestinationContext,
     ExitCode,
     FunctionConfig,
+    MissingExtraError,
     OperatorError,
     PermanentError,
     ReportsStats,
@@ -86,6 +88,8 @@ class Daemon:
     state: StateStore | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
+    #: The control listener's bound address (the Invoke API, /metrics, /readyz, /statusz).
+    control_address: str | None = None
     routes: Routes = field(default_factory=Routes)
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
@@ -177,14 +181,22 @@ class Daemon:
                 before_write=self.state_write_hook,
             )
             self.state = state
+            await self._start_tracing(stack)
             recovered = await state.recover_leases()
             if recovered:
                 log.info("queue.recovered", extra={"events": recovered})
             await self._start_functions(stack)
             await self._build_triggers(stack, state)
             await self._build_invoke_queues(state)
-            if self.config.daemon.listen:
-                self.listen_address = await self._listen(stack, self.config.daemon.listen)
+            d = self.config.daemon
+            if d.listen:
+                self.listen_address = await self._listen(
+                    stack, d.listen, "listen", control=d.control_on_public
+                )
+            if d.control_listen:
+                self.control_address = await self._listen(
+                    stack, d.control_listen, "control_listen", routes=Routes(), control=True
+                )
             notifier.notify("READY=1")
             self.ready.set()
             log.info(
@@ -193,6 +205,7 @@ class Daemon:
                     "functions": len(self.functions),
                     "triggers": len(self.triggers),
                     "listen": self.listen_address,
+                    "control_listen": self.control_address,
                 },
             )
             async with asyncio.TaskGroup() as tg:
@@ -206,17 +219,25 @@ class Daemon:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _listen(self, stack: AsyncExitStack, listen: str) -> str:
+    async def _listen(
+        self,
+        stack: AsyncExitStack,
+        listen: str,
+        key: str,
+        *,
+        control: bool,
+        routes: Routes | None = None,
+    ) -> str:
         from triggerd.http.server import start_http
 
         try:
-            return await start_http(self, stack, listen)
+            return await start_http(self, stack, listen, routes=routes, control=control)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
                 reason = "the address is already in use (another triggerd, or another program)"
             raise OperatorError(
-                f"cannot listen on {listen}: {reason}; change [daemon] listen",
+                f"cannot listen on {listen}: {reason}; change [daemon] {key}",
                 ExitCode.LISTEN_FAILED,
             ) from None
 
@@ -265,7 +286,9 @@ class Daemon:
         from triggerd.http.invoke_api import InvokeQueue, queue_name
 
         for fn in self.functions.values():
-            if not self.config.daemon.listen and not await state.queue_depth(queue_name(fn.name)):
+            if not self.config.daemon.control_addresses and not await state.queue_depth(
+                queue_name(fn.name)
+            ):
                 continue
             self.invoke_queues[fn.name] = InvokeQueue.build(
                 function=fn.name,
@@ -336,11 +359,36 @@ class Daemon:
                 # Running again: a trigger that keeps crashing is degraded while it waits.
                 self.trigger_problems.pop(name, None)
 
+    async def _start_tracing(self, stack: AsyncExitStack) -> None:
+        """OpenTelemetry spans when `[telemetry.otel]` is configured (the `otel` extra)."""
+        settings = self.config.telemetry.otel
+        if settings is None:
+            return
+        from triggerd.config.plugins import import_extra
+
+        try:
+            import_extra("opentelemetry.sdk.trace", "otel", "[telemetry.otel]")
+            import_extra(
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel", "[telemetry.otel]"
+            )
+        except MissingExtraError as exc:
+            raise ConfigError([f"telemetry.otel: {exc}"]) from None
+        from triggerd.telemetry.otel import OtelTracer
+
+        tracer = OtelTracer.otlp(
+            endpoint=settings.endpoint,
+            headers={k: v.get_secret_value() for k, v in settings.headers.items()},
+            service_name=settings.service_name,
+        )
+        self.metrics.tracer = tracer
+        stack.push_async_callback(tracer.shutdown)
+
     async def _start_functions(self, stack: AsyncExitStack) -> None:
         for name, fcfg in self.config.function_map.items():
             plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
             ctx = self.context(name)
-            backend = plugin.create(fcfg, ctx)
+            # Every invocation, whoever makes it, is counted and traced once, here.
+            backend = InstrumentedBackend(plugin.create(fcfg, ctx), name, self.metrics, self.clock)
             await backend.start()
             stack.push_async_callback(backend.stop)
             self.functions[name] = Function(name, fcfg, backend, ctx.function_arn)
