@@ -143,9 +143,31 @@ class SourceConfig(Model):
         the reason: config validation refuses them when they are set."""
         return {}
 
+    def trigger_problem(self, trigger: TriggerSettings) -> str | None:
+        """A combination of this source's settings and its trigger's that would be accepted
+        and then do nothing (or contradict itself): config validation refuses it with this
+        one-line reason."""
+        return None
+
 
 class DestinationConfig(Model):
     """Base for an on-failure destination's config model (`type: Literal[...]`)."""
+
+
+class TriggerSettings(Protocol):
+    """The trigger settings a source's `trigger_problem` may look at."""
+
+    @property
+    def maximum_concurrency(self) -> int: ...
+
+    @property
+    def maximum_retry_attempts(self) -> int | None: ...
+
+    @property
+    def on_failure_config(self) -> DestinationConfig | None: ...
+
+    @property
+    def model_fields_set(self) -> set[str]: ...
 
 
 class FunctionConfig(Model):
@@ -187,6 +209,12 @@ class Record:
     #: The X-Ray trace header the record came with (validated), for the invocation that
     #: carries it (a batch's: its first record's); None: a fresh one per invocation.
     trace_id: str | None = None
+    #: Set by the pipeline on the records it nacks: True when the record goes back because
+    #: its own invocation failed (a failed attempt: alone, listed in a partial batch response,
+    #: or in a whole batch that is not split); False when it is only given back (stop, a
+    #: released key, the records behind a failed one of its key, a split batch handed back),
+    #: which sources that count attempts themselves must not count.
+    failed: bool = False
 
 
 @runtime_checkable

@@ -134,9 +134,7 @@ async def test_a_failed_single_record_goes_back_to_the_queue_before_its_last_att
     assert dest.records[0]["requestContext"]["approximateInvokeCount"] == 3
 
 
-async def test_partial_batch_responses_are_trusted_without_bisecting(
-    store: SQLiteStateStore,
-) -> None:
+async def test_a_batch_the_function_answered_is_not_split(store: SQLiteStateStore) -> None:
     def respond(event: dict[str, Any]) -> Any:
         failed = [r["messageId"] for r in event["Records"] if r["body"] == "poison"]
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
@@ -155,10 +153,35 @@ async def test_partial_batch_responses_are_trusted_without_bisecting(
         on_failure=MEM,
         report_batch_item_failures=True,
     )
-    assert not t.policy.bisect_batch_on_function_error
     await run_until(t, lambda: len(src.acked) == 10)
-    assert [len(c["Records"]) for c in be.calls] == [10]
+    assert [len(c["Records"]) for c in be.calls] == [10], "its partial response is trusted"
     assert [bodies(r["payload"]) for r in dest.records] == [["poison"]]
+
+
+async def test_with_partial_responses_a_batch_that_raised_is_still_split(
+    store: SQLiteStateStore,
+) -> None:
+    """report_batch_item_failures = true, but the poison makes the function raise (no
+    response to read): the batch is bisected, and only the poison reaches the destination."""
+    src, dest, be = (
+        FakeSource(ten_with_a_poison(), redeliver=True),
+        MemDestination(),
+        FakeBackend(poison_raises),
+    )
+    t = queue_trigger(
+        store,
+        src,
+        be,
+        dest,
+        maximum_retry_attempts=1,
+        on_failure=MEM,
+        report_batch_item_failures=True,
+    )
+    await run_until(t, lambda: len(src.acked) == 10)
+    [record] = dest.records
+    assert bodies(record["payload"]) == ["poison"]
+    assert successful_bodies(be) == [i for i in range(10) if i != 6], "each good one once"
+    assert {r.item_id for r in src.nacked} == {"m6"}
 
 
 async def test_a_key_stays_in_order_when_its_poison_goes_back(store: SQLiteStateStore) -> None:
@@ -171,6 +194,9 @@ async def test_a_key_stays_in_order_when_its_poison_goes_back(store: SQLiteState
     t = queue_trigger(store, src, be, dest, maximum_retry_attempts=5, on_failure=MEM)
     await run_until(t, lambda: len(src.acked) + len(src.nacked) == 6)
     assert [r.item_id for r in src.nacked] == ["mp", "m1", "m2", "m3"]
+    assert [r.failed for r in src.nacked] == [True, False, False, False], (
+        "only the poison failed an attempt; the rest of its key is only given back"
+    )
     assert sorted(r.item_id for r in src.acked) == ["m0", "other"]
     calls = [bodies(c) for c in be.calls]
     alone = calls.index(["poison"])
@@ -199,6 +225,7 @@ async def test_stop_mid_bisect_gives_every_unsettled_record_back(
     assert sorted(settled) == sorted(f"m{i}" for i in range(10)), "each settled exactly once"
     assert dest.records == []
     assert "m6" in [r.item_id for r in src.nacked]
+    assert not any(r.failed for r in src.nacked), "giving back at stop is not a failed attempt"
 
 
 @pytest.mark.parametrize(
@@ -212,7 +239,7 @@ async def test_stop_mid_bisect_gives_every_unsettled_record_back(
         (
             "fakequeue",
             {"maximum_retry_attempts": 2, "on_failure": MEM, "report_batch_item_failures": True},
-            False,
+            True,
         ),
         ("fakestream", {"maximum_retry_attempts": 2, "on_failure": MEM}, False),
         ("fakestream", {"bisect_batch_on_function_error": True}, True),

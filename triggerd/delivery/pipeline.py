@@ -391,6 +391,8 @@ class SyncTrigger:
         unsettled.clear()
         for key in sorted(keys):
             records += self.buffer.take_key(key)
+        for rec in records:
+            rec.failed = False  # given back, not failed
         if records:
             await self.rt.source.nack(records)
 
@@ -417,8 +419,8 @@ class BatchRun:
         while pending:
             if self.t.stopping or self.t.released_since(self.epochs):
                 # Shutting down, or the source gave the key up: give back what has not been
-                # settled instead of retrying.
-                await self.nack([r for part in pending for r in part])
+                # settled instead of retrying (not a failed attempt for any of them).
+                await self.nack(given_back=[r for part in pending for r in part])
                 return
             records = await self.drop_too_old(pending.pop(0), None)
             if not records:
@@ -543,12 +545,12 @@ class BatchRun:
         if back:
             # The rest of a failed key's records wait in this batch's other halves and in the
             # buffer: give them back after the failed ones so the source redelivers the key
-            # in order.
+            # in order. They did not fail (not on their own): no attempt is counted for them.
             keys = {r.key for r in back if r.key is not None}
             followers = self.take_pending(keys)
             for key in sorted(keys):
                 followers += self.t.buffer.take_key(key)
-            await self.nack(back + followers)
+            await self.nack(failed=back, given_back=followers)
 
     def take_pending(self, keys: set[str]) -> list[Record]:
         """Remove and return the not yet invoked records of `keys`, in order."""
@@ -602,9 +604,18 @@ class BatchRun:
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
 
-    async def nack(self, records: Sequence[Record]) -> None:
+    async def nack(
+        self, *, failed: Sequence[Record] = (), given_back: Sequence[Record] = ()
+    ) -> None:
+        """Give records back to the source in one call, `failed` first: those failed an
+        attempt (`Record.failed`); `given_back` only return unsettled."""
+        records = [*failed, *given_back]
         if not records:
             return
+        for rec in failed:
+            rec.failed = True
+        for rec in given_back:
+            rec.failed = False
         for rec in records:
             self.unsettled.pop(id(rec), None)
         await asyncio.shield(self.rt.source.nack(records))
