@@ -218,6 +218,25 @@ class Record:
 
 
 @runtime_checkable
+class HoldsRecords(Protocol):
+    """A source whose system takes back a received record that stays unsettled too long (an
+    SQS visibility timeout or its 12-hour ceiling, RabbitMQ's consumer_timeout)."""
+
+    def hold_limit_s(self) -> float | None:
+        """Seconds after receipt within which a batch's records may still be invoked again
+        (room for that invocation already taken off); later the pipeline gives them back.
+        None: no limit."""
+        ...
+
+
+def hold_room_s(limit_s: float, function_timeout_s: float) -> float | None:
+    """A hold limit from the time a queue lets a record stay unsettled: room for one more
+    invocation and a margin (a tenth, at most a minute) taken off; None when none is left."""
+    room = limit_s - function_timeout_s - min(60.0, limit_s / 10)
+    return room if room > 0 else None
+
+
+@runtime_checkable
 class Source(Protocol):
     """A source of records. It never acknowledges upstream by itself.
 
@@ -383,6 +402,9 @@ class SourceContext:
     #: The function's name and timeout, for sources that need them.
     function: str = ""
     function_timeout_s: float = 3.0
+    #: The trigger splits batches that fail as a whole (bisect_batch_on_function_error), so
+    #: a batch can stay in flight for many invocations.
+    splits_batches: bool = False
 
 
 # --------------------------------------------------------------------------------------------

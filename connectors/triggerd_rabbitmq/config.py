@@ -171,6 +171,14 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
         description="One batch at a time, and a failed message requeues the rest of its batch "
         "behind it, so the function sees the queue's order (Lambda promises no order)",
     )
+    consumer_timeout_s: int = Field(
+        default=1800,
+        ge=0,
+        le=7 * 86400,
+        description="The broker's consumer_timeout (RabbitMQ's default: 30 min; 0: the broker "
+        "has none): a delivery unacked this long closes the channel. A failed batch being "
+        "split is given back (requeued, not a failed attempt) before it gets this old",
+    )
     dead_letter_after_attempts: int | None = Field(
         default=None,
         ge=1,

@@ -43,6 +43,7 @@ from triggerd.types import (
     Record,
     RetryableError,
     SourceContext,
+    hold_room_s,
 )
 
 from .attempts import RedeliveryCounter, counter_key, delivery_count
@@ -411,6 +412,12 @@ class RabbitMQSource(BaseSource):
                 await raw.basic_nack(tag, requeue=True, wait=last)
             else:
                 await raw.basic_reject(tag, requeue=False, wait=last)
+
+    def hold_limit_s(self) -> float | None:
+        """HoldsRecords: the broker closes the channel of a delivery unacked for
+        consumer_timeout_s (and requeues every unacked message of it)."""
+        limit = self._cfg.consumer_timeout_s
+        return hold_room_s(limit, self._ctx.function_timeout_s) if limit else None
 
     # ---- shapes ----
 

@@ -13,6 +13,7 @@ from tests.fakes import (
     FakeBackend,
     FakeSource,
     MemDestination,
+    SteppedClock,
     fake_registry,
     make_record,
     one_trigger,
@@ -249,3 +250,49 @@ def test_when_isolation_is_on_by_default(
     source: str, trigger: dict[str, Any], expected: bool
 ) -> None:
     assert one_trigger(fake_registry(), {"type": source}, **trigger).effective_bisect is expected
+
+
+class HoldingSource(FakeSource):
+    """A queue that takes back records left unsettled for `limit_s` (HoldsRecords)."""
+
+    def __init__(self, records: list[Record], limit_s: float) -> None:
+        super().__init__(records)
+        self.limit_s = limit_s
+
+    def hold_limit_s(self) -> float | None:
+        return self.limit_s
+
+
+async def test_a_split_nearing_the_queues_hold_limit_gives_the_batch_back_unfailed(
+    store: SQLiteStateStore,
+) -> None:
+    """Past the source's hold limit (SQS visibility ceiling, RabbitMQ consumer_timeout) a
+    split stops: the unsettled records go back to the queue as given back, not failed."""
+    clock = SteppedClock()
+    src, dest = HoldingSource(ten_with_a_poison(poison_at=2), limit_s=100), MemDestination()
+
+    def respond(event: dict[str, Any]) -> Any:
+        if len(event["Records"]) == 5:
+            clock.offset += 200  # the first half took longer than the queue holds records
+        return poison_raises(event)
+
+    be = FakeBackend(respond)
+    rt = trigger_runtime(
+        store,
+        src,
+        be,
+        dest,
+        "fakequeue",
+        batch_size=10,
+        batching_window_s=0.2,
+        maximum_concurrency=1,
+        maximum_retry_attempts=0,
+        on_failure=MEM,
+    )
+    rt.clock = clock
+    t = SyncTrigger(rt)
+    await run_until(t, lambda: len(src.nacked) == 10)
+    assert [len(c["Records"]) for c in be.calls] == [10, 5], "no invocation past the limit"
+    assert [r.item_id for r in src.nacked] == [f"m{i}" for i in range(10)], "in order"
+    assert not any(r.failed for r in src.nacked), "given back, not failed"
+    assert dest.records == [] and src.acked == []

@@ -118,3 +118,12 @@ async def test_dead_letter_after_attempts_rejects_without_requeue() -> None:
     first.failed = second.failed = True
     await source.nack([first, second])
     assert raw.frames == [("reject", 2, False), ("nack", 1, False)]
+
+
+def test_hold_limit_follows_the_brokers_consumer_timeout() -> None:
+    source, _, _ = setup(range(0))  # function timeout 3 s
+    assert source.hold_limit_s() == 1800 - 3 - 60, "RabbitMQ's default, 30 minutes"
+    source, _, _ = setup(range(0), consumer_timeout_s=60)
+    assert source.hold_limit_s() == 60 - 3 - 6
+    source, _, _ = setup(range(0), consumer_timeout_s=0)
+    assert source.hold_limit_s() is None, "the broker has no consumer_timeout"

@@ -433,6 +433,7 @@ class Daemon:
                 invoke=fn.backend.invoke,
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
+                splits_batches=tcfg.effective_bisect,
             ),
         )
         dest_cfg = tcfg.on_failure_config
