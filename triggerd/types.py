@@ -143,9 +143,31 @@ class SourceConfig(Model):
         the reason: config validation refuses them when they are set."""
         return {}
 
+    def trigger_problem(self, trigger: TriggerSettings) -> str | None:
+        """A combination of this source's settings and its trigger's that would be accepted
+        and then do nothing (or contradict itself): config validation refuses it with this
+        one-line reason."""
+        return None
+
 
 class DestinationConfig(Model):
     """Base for an on-failure destination's config model (`type: Literal[...]`)."""
+
+
+class TriggerSettings(Protocol):
+    """The trigger settings a source's `trigger_problem` may look at."""
+
+    @property
+    def maximum_concurrency(self) -> int: ...
+
+    @property
+    def maximum_retry_attempts(self) -> int | None: ...
+
+    @property
+    def on_failure_config(self) -> DestinationConfig | None: ...
+
+    @property
+    def model_fields_set(self) -> set[str]: ...
 
 
 class FunctionConfig(Model):
@@ -187,6 +209,31 @@ class Record:
     #: The X-Ray trace header the record came with (validated), for the invocation that
     #: carries it (a batch's: its first record's); None: a fresh one per invocation.
     trace_id: str | None = None
+    #: Set by the pipeline on the records it nacks: True when the record goes back because
+    #: its own invocation failed (a failed attempt: alone, listed in a partial batch response,
+    #: or in a whole batch that is not split); False when it is only given back (stop, a
+    #: released key, the records behind a failed one of its key, a split batch handed back),
+    #: which sources that count attempts themselves must not count.
+    failed: bool = False
+
+
+@runtime_checkable
+class HoldsRecords(Protocol):
+    """A source whose system takes back a received record that stays unsettled too long (an
+    SQS visibility timeout or its 12-hour ceiling, RabbitMQ's consumer_timeout)."""
+
+    def hold_limit_s(self) -> float | None:
+        """Seconds after receipt within which a batch's records may still be invoked again
+        (room for that invocation already taken off); later the pipeline gives them back.
+        None: no limit."""
+        ...
+
+
+def hold_room_s(limit_s: float, function_timeout_s: float) -> float | None:
+    """A hold limit from the time a queue lets a record stay unsettled: room for one more
+    invocation and a margin (a tenth, at most a minute) taken off; None when none is left."""
+    room = limit_s - function_timeout_s - min(60.0, limit_s / 10)
+    return room if room > 0 else None
 
 
 @runtime_checkable
@@ -355,6 +402,9 @@ class SourceContext:
     #: The function's name and timeout, for sources that need them.
     function: str = ""
     function_timeout_s: float = 3.0
+    #: The trigger splits batches that fail as a whole (bisect_batch_on_function_error), so
+    #: a batch can stay in flight for many invocations.
+    splits_batches: bool = False
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from triggerd.types import DestinationConfig, Model, SourceConfig
+from triggerd.types import DestinationConfig, Model, SourceConfig, TriggerSettings
 
 __all__ = ["AmqpSettings", "RabbitMQDestinationConfig", "RabbitMQSourceConfig"]
 
@@ -171,6 +171,14 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
         description="One batch at a time, and a failed message requeues the rest of its batch "
         "behind it, so the function sees the queue's order (Lambda promises no order)",
     )
+    consumer_timeout_s: int = Field(
+        default=1800,
+        ge=0,
+        le=7 * 86400,
+        description="The broker's consumer_timeout (RabbitMQ's default: 30 min; 0: the broker "
+        "has none): a delivery unacked this long closes the channel. A failed batch being "
+        "split is given back (requeued, not a failed attempt) before it gets this old",
+    )
     dead_letter_after_attempts: int | None = Field(
         default=None,
         ge=1,
@@ -183,6 +191,23 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
     @property
     def limits_attempts(self) -> bool:
         return self.dead_letter_after_attempts is not None
+
+    def trigger_problem(self, trigger: TriggerSettings) -> str | None:
+        limited = trigger.maximum_retry_attempts is not None
+        if self.dead_letter_after_attempts is not None and limited:
+            return (
+                "source.dead_letter_after_attempts and maximum_retry_attempts both end a failing "
+                "message's retries: use maximum_retry_attempts with on_failure, or "
+                "dead_letter_after_attempts without them, not both"
+            )
+        concurrency = trigger.maximum_concurrency
+        if self.ordered and concurrency > 1 and "maximum_concurrency" in trigger.model_fields_set:
+            return (
+                f"maximum_concurrency: {concurrency} batches at once cannot be, as "
+                "source.ordered = true invokes one batch at a time (drop maximum_concurrency, "
+                "or set ordered = false)"
+            )
+        return None
 
     @model_validator(mode="after")
     def _check_queue(self) -> RabbitMQSourceConfig:

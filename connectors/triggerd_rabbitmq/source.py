@@ -43,6 +43,7 @@ from triggerd.types import (
     Record,
     RetryableError,
     SourceContext,
+    hold_room_s,
 )
 
 from .attempts import RedeliveryCounter, counter_key, delivery_count
@@ -85,8 +86,6 @@ class Delivery:
     tag: int
     #: Key of the message in the redelivery counter.
     key: str
-    #: Put into an event (so a nack counts as a failed attempt).
-    invoked: bool = False
 
 
 Inbox = asyncio.Queue[tuple[Link, "DeliveredMessage"] | None]
@@ -315,13 +314,15 @@ class RabbitMQSource(BaseSource):
 
     async def nack(self, records: Sequence[Record]) -> None:
         """Requeue; a message that failed `dead_letter_after_attempts` times is rejected
-        without requeue instead (the broker dead-letters or drops it)."""
+        without requeue instead (the broker dead-letters or drops it). Only a record the
+        pipeline marks `failed` counts as a failed attempt: one given back unfailed (at stop,
+        behind a failed message in ordered mode, from a split batch) does not."""
         limit = self._cfg.dead_letter_after_attempts
         requeue: list[Record] = []
         reject: list[Record] = []
         for rec in records:
             handle: Delivery = rec.handle
-            if not handle.invoked:  # never reached the function: not an attempt
+            if not rec.failed:  # given back, not failed: not an attempt
                 requeue.append(rec)
                 continue
             failed = self._counter.failed(handle.key, at_least=rec.attempts + 1)
@@ -412,11 +413,15 @@ class RabbitMQSource(BaseSource):
             else:
                 await raw.basic_reject(tag, requeue=False, wait=last)
 
+    def hold_limit_s(self) -> float | None:
+        """HoldsRecords: the broker closes the channel of a delivery unacked for
+        consumer_timeout_s (and requeues every unacked message of it)."""
+        limit = self._cfg.consumer_timeout_s
+        return hold_room_s(limit, self._ctx.function_timeout_s) if limit else None
+
     # ---- shapes ----
 
     def envelope(self, records: Sequence[Record]) -> JSONDict:
-        for rec in records:
-            rec.handle.invoked = True
         return envelope(self.broker_arn, self._queue_key, [r.payload for r in records])
 
     def filter_view(self, record: Record) -> JSONDict:

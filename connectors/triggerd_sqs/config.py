@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from triggerd.config.aws import AwsCredentials
-from triggerd.types import DestinationConfig, SourceConfig
+from triggerd.types import DestinationConfig, SourceConfig, TriggerSettings
 
 #: The largest batch AWS allows for a FIFO queue.
 FIFO_MAX_BATCH_SIZE = 10
@@ -145,6 +145,20 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
     @property
     def buffer_capacity(self) -> int:
         return max(self.prefetch or 10 * self.max_pollers, 10)
+
+    def trigger_problem(self, trigger: TriggerSettings) -> str | None:
+        """An on-failure destination receives a message only once maximum_retry_attempts ran
+        out (an SQS message is never over the event size limit), so without a limit it would
+        never receive anything."""
+        attempts = trigger.maximum_retry_attempts
+        if trigger.on_failure_config is not None and (attempts is None or attempts < 0):
+            return (
+                "on_failure: an SQS trigger sends a message there only after "
+                "maximum_retry_attempts failed attempts, and none is set (or -1, infinite), so "
+                "it would never receive anything: set maximum_retry_attempts (0-10000), or "
+                "drop on_failure and use the queue's redrive policy"
+            )
+        return None
 
 
 class SqsDestinationConfig(DestinationConfig, AwsConnection):

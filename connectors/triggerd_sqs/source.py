@@ -26,7 +26,7 @@ from typing import Any
 
 from triggerd.delivery.retry import Backoff
 from triggerd.events.filters import view_with_data
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext
+from triggerd.types import BaseSource, JSONDict, Record, SourceContext, hold_room_s
 
 from .client import batch_entries, describe, open_client, queue_attributes
 from .config import SqsSourceConfig
@@ -36,6 +36,8 @@ from .shape import MalformedMessageError, queue_arn_from_url, to_record
 RECEIVE_MAX = 10
 #: Smallest heartbeat period (for tiny visibility timeouts in tests).
 _MIN_TICK_S = 0.1
+#: SQS refuses to extend a message's visibility past 12 hours from its receipt.
+VISIBILITY_CEILING_S = 43_200
 
 
 class SqsSource(BaseSource):
@@ -93,6 +95,17 @@ class SqsSource(BaseSource):
                     "trigger": self.ctx.trigger,
                     "visibility_timeout_s": self.visibility_s,
                     "function_timeout_s": self.ctx.function_timeout_s,
+                },
+            )
+        if self.ctx.splits_batches and not cfg.extend_visibility:
+            self.log.warning(
+                "sqs.split_without_extend_visibility",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "visibility_timeout_s": self.visibility_s,
+                    "hint": "a failed batch is split and its halves invoked one after another "
+                    "within the visibility timeout; later ones are given back, so set "
+                    "extend_visibility = true or a long visibility_timeout_s",
                 },
             )
         self._runner = asyncio.create_task(self._run(), name=f"sqs-{self.ctx.trigger}")
@@ -369,6 +382,13 @@ class SqsSource(BaseSource):
     @property
     def outstanding(self) -> int:
         return len(self._outstanding)
+
+    def hold_limit_s(self) -> float | None:
+        """HoldsRecords: a message is SQS's for the taking again once its visibility runs out:
+        after the 12-hour ceiling with the heartbeat, else after the visibility timeout."""
+        extended = self.config.extend_visibility and self.visibility_s > 0
+        limit = VISIBILITY_CEILING_S if extended else self.visibility_s
+        return hold_room_s(limit, self.ctx.function_timeout_s)
 
     # ---- shapes ----
 

@@ -1,8 +1,10 @@
 """Poison isolation on a RabbitMQ trigger (the machine's broker, the real pipeline): a batch of
 ten with one poison message, `maximum_retry_attempts = 1` and a rabbitmq on-failure destination
 queue: exactly the poison message is published there, once; the nine good messages each succeed
-once and are acked. Switched off, all ten reach the destination without ever succeeding. With
-`dead_letter_after_attempts` instead, only the poison message is dead-lettered by the broker."""
+once and are acked, also with partial batch responses on (the poison makes the function raise).
+Switched off, all ten reach the destination without ever succeeding. With
+`dead_letter_after_attempts` instead, only the poison message is dead-lettered by the broker, in
+ordered mode too; a stop mid-split gives every message back without dead-lettering any."""
 
 from __future__ import annotations
 
@@ -126,3 +128,85 @@ async def test_dead_lettering_by_the_broker_takes_only_the_poison_message(
 def failed_alone(backend: FakeBackend) -> int:
     """Invocations of the poison message on its own."""
     return sum(1 for c in backend.calls if bodies(c) == [b"poison"])
+
+
+async def test_with_partial_responses_a_batch_that_raised_is_still_split(
+    rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """report_batch_item_failures = true and a function that raises on the poison (no partial
+    response to read): only the poison message reaches the destination."""
+    backend, records, left = await run_batch_of_ten(
+        rabbitmq_url, tmp_path, succeeding=9, report_batch_item_failures=True
+    )
+    assert [payload_bodies(r) for r in records] == [[b"poison"]]
+    succeeded = [b for c in backend.calls if b"poison" not in bodies(c) for b in bodies(c)]
+    assert sorted(succeeded) == GOOD
+    assert left == 0
+
+
+async def dead_letter_queue(b: Any) -> tuple[str, str]:
+    """A queue whose dead-letter exchange routes into a second queue: (queue, parked)."""
+    dlx = await b.exchange("dlx")
+    parked = await b.queue("parked")
+    await (await b.channel.get_queue(parked)).bind(dlx)
+    return await b.queue(arguments={"x-dead-letter-exchange": dlx}), parked
+
+
+async def test_ordered_dead_lettering_takes_only_the_poison_message(
+    rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """ordered = true: when the poison fails on its own, the rest of the batch is requeued
+    behind it; those messages were only given back, so they are not counted as failed
+    attempts and never dead-lettered with it. The function sees the good ones in order."""
+    async with broker(rabbitmq_url) as b:
+        q, parked = await dead_letter_queue(b)
+        for i, body in enumerate(GOOD[:4] + [b"poison"] + GOOD[4:]):
+            await b.publish(q, body, message_id=f"m{i}")
+        backend = FakeBackend(poison)
+        async with harness(
+            tmp_path,
+            {"url": rabbitmq_url, "queue": q, "dead_letter_after_attempts": 2, "ordered": True},
+            backend,
+            batch_size=10,
+            batching_window_s=1,
+        ) as h:
+            await h.run_until(lambda: h.succeeded == 9 and failed_alone(backend) == 2)
+            dead = await b.wait_drain(parked, 1)
+            dead += await b.drain(parked)
+        left = await b.drain(q)
+    assert [m.body for m in dead] == [b"poison"]
+    succeeded = [x for c in backend.calls if b"poison" not in bodies(c) for x in bodies(c)]
+    assert succeeded == GOOD, "each good message once, in queue order"
+    assert left == []
+
+
+async def test_stop_mid_split_dead_letters_nothing(rabbitmq_url: str, tmp_path: Path) -> None:
+    """dead_letter_after_attempts = 1 and a stop while the failed batch is being split: every
+    message is given back to the queue (not a failed attempt), none is dead-lettered."""
+    async with broker(rabbitmq_url) as b:
+        q, parked = await dead_letter_queue(b)
+        for i, body in enumerate(GOOD[:4] + [b"poison"] + GOOD[4:]):
+            await b.publish(q, body, message_id=f"m{i}")
+        harnesses: list[Harness] = []
+
+        def respond(event: dict[str, Any]) -> Any:
+            if len(bodies(event)) < 10:
+                harnesses[0].trigger.stop()  # stopping while the halves are being tried
+            return poison(event)
+
+        backend = FakeBackend(respond)
+        async with harness(
+            tmp_path,
+            {"url": rabbitmq_url, "queue": q, "dead_letter_after_attempts": 1},
+            backend,
+            batch_size=10,
+            batching_window_s=1,
+            maximum_concurrency=1,
+        ) as h:
+            harnesses.append(h)
+            await h.run_until(lambda: h.trigger.stopping)
+        back = await b.wait_drain(q, 10)
+        dead = await b.drain(parked)
+    assert [len(bodies(c)) for c in backend.calls] == [10, 5], "stopped during the split"
+    assert sorted(m.body for m in back) == sorted([*GOOD, b"poison"]), "all ten given back"
+    assert dead == []

@@ -348,8 +348,7 @@ async def test_ordered_queue_redelivers_a_failed_batch_in_queue_order(
             src(rabbitmq_url, q, ordered=True),
             backend,
             batch_size=2,
-            batching_window_s=0,
-            maximum_concurrency=4,
+            batching_window_s=0,  # maximum_concurrency's default (4) allows four batches
         ) as h:
             await h.run_until(lambda: b"m7" in all_bodies(backend) and failed)
     calls = [[x.decode() for x in bodies(c)] for c in backend.calls]

@@ -1,6 +1,7 @@
 """`triggerd run` with a rabbitmq trigger, killed with SIGKILL while it bisects a batch that
 failed because of one poison message: after a restart every good message succeeded and was
-acked, and only the poison reached the on-failure file."""
+acked, and only the poison reached the on-failure file; and with partial batch responses on, a
+handler that raises on the poison still sends it alone to the file."""
 
 from __future__ import annotations
 
@@ -61,6 +62,52 @@ def test_kill9_mid_bisect_redelivers_and_only_the_poison_reaches_the_file(
         left = asyncio.run(leftovers())
     assert left == [], "everything was acked"
     [record] = read_jsonl(dlq)
+    bodies = [
+        base64.b64decode(m["data"])
+        for ms in record["payload"]["rmqMessagesByQueue"].values()
+        for m in ms
+    ]
+    assert bodies == [b"poison"]
+
+
+def test_with_partial_responses_only_the_poison_reaches_the_file(
+    tmp_path: Path, daemon_factory: Any, rabbitmq_url: str
+) -> None:
+    """report_batch_item_failures = true, and the handler raises on the poison message (no
+    partial response): the daemon splits the batch, so the file gets the poison alone."""
+    queue = unique("poison-rbif")
+
+    async def publish() -> None:
+        async with broker(rabbitmq_url) as b:
+            await b.channel.declare_queue(queue, durable=True)
+            for body in [*GOOD[:4], "poison", *GOOD[4:]]:
+                await b.publish(queue, body.encode())
+
+    async def leftovers() -> list[bytes]:
+        async with broker(rabbitmq_url) as b:
+            b.owns(queue)
+            return [m.body for m in await b.drain(queue)]
+
+    text = config(tmp_path, rabbitmq_url, queue)
+    text = text.replace('SLEEP_S = "0.2"', 'SLEEP_S = "0"')
+    text = text.replace("batch_size = 5", "batch_size = 10")
+    text = text.replace("batching_window_s = 0", "batching_window_s = 1")
+    text = text.replace("maximum_concurrency = 2", "maximum_concurrency = 1")
+    text += "report_batch_item_failures = true\nmaximum_retry_attempts = 1\n"
+    text += 'on_failure = { type = "file", path = "dlq.jsonl" }\n'
+    dlq = tmp_path / "dlq.jsonl"
+    asyncio.run(publish())
+    try:
+        d: Daemon = daemon_factory(text)
+        d.start()
+        wait_for(lambda: dlq.exists() and len(read_jsonl(dlq)) == 1, 60, "the poison's record")
+        wait_for(lambda: sorted(delivered(tmp_path)) == GOOD, 30, "every good message")
+        assert d.terminate() == 0
+    finally:
+        left = asyncio.run(leftovers())
+    assert left == [], "everything was acked"
+    [record] = read_jsonl(dlq)
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     bodies = [
         base64.b64decode(m["data"])
         for ms in record["payload"]["rmqMessagesByQueue"].values()

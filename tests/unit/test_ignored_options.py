@@ -73,6 +73,37 @@ def test_queue_sources_accept_the_isolation_switch_and_retry_limit(kind: str) ->
     assert t.effective_bisect is True
 
 
+@pytest.mark.parametrize("attempts", [None, -1])
+def test_sqs_refuses_a_destination_that_would_never_receive_anything(
+    attempts: int | None,
+) -> None:
+    trigger: dict[str, Any] = {"on_failure": FILE_DEST}
+    if attempts is not None:
+        trigger["maximum_retry_attempts"] = attempts
+    problem = refusal(SOURCES["sqs"], **trigger)
+    assert "on_failure: an SQS trigger sends a message there only after " in problem
+    assert "set maximum_retry_attempts" in problem
+    one_trigger(registry(), SOURCES["sqs"], maximum_retry_attempts=0, on_failure=FILE_DEST)
+
+
+def test_rabbitmq_refuses_two_attempt_limits_at_once() -> None:
+    source = {**SOURCES["rabbitmq"], "dead_letter_after_attempts": 3}
+    problem = refusal(source, maximum_retry_attempts=2, on_failure=FILE_DEST)
+    assert problem.startswith(
+        "triggers.0: source.dead_letter_after_attempts and maximum_retry_attempts both end"
+    )
+
+
+def test_rabbitmq_ordered_refuses_more_than_one_batch_at_once() -> None:
+    source = {**SOURCES["rabbitmq"], "ordered": True}
+    problem = refusal(source, maximum_concurrency=4)
+    assert "maximum_concurrency: 4 batches at once cannot be" in problem
+    assert "ordered = true invokes one batch at a time" in problem
+    one_trigger(registry(), source, maximum_concurrency=1)
+    one_trigger(registry(), source)  # the default, which ordered caps at one
+    one_trigger(registry(), SOURCES["rabbitmq"], maximum_concurrency=4)
+
+
 def test_rabbitmq_dead_lettering_turns_isolation_on() -> None:
     source = {**SOURCES["rabbitmq"], "dead_letter_after_attempts": 3}
     assert one_trigger(registry(), source).effective_bisect is True

@@ -54,6 +54,7 @@ code = "fn"
 name = "q"
 function = "f"
 source = { type = "sqs", queue_url = "http://localhost:1/123456789012/q", region = "us-east-1" }
+maximum_retry_attempts = 2
 on_failure = { type = "kafka", bootstrap_servers = "localhost:1", topic = "dlq" }
 """
     )

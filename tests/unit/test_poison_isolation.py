@@ -13,6 +13,7 @@ from tests.fakes import (
     FakeBackend,
     FakeSource,
     MemDestination,
+    SteppedClock,
     fake_registry,
     make_record,
     one_trigger,
@@ -134,9 +135,7 @@ async def test_a_failed_single_record_goes_back_to_the_queue_before_its_last_att
     assert dest.records[0]["requestContext"]["approximateInvokeCount"] == 3
 
 
-async def test_partial_batch_responses_are_trusted_without_bisecting(
-    store: SQLiteStateStore,
-) -> None:
+async def test_a_batch_the_function_answered_is_not_split(store: SQLiteStateStore) -> None:
     def respond(event: dict[str, Any]) -> Any:
         failed = [r["messageId"] for r in event["Records"] if r["body"] == "poison"]
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
@@ -155,10 +154,35 @@ async def test_partial_batch_responses_are_trusted_without_bisecting(
         on_failure=MEM,
         report_batch_item_failures=True,
     )
-    assert not t.policy.bisect_batch_on_function_error
     await run_until(t, lambda: len(src.acked) == 10)
-    assert [len(c["Records"]) for c in be.calls] == [10]
+    assert [len(c["Records"]) for c in be.calls] == [10], "its partial response is trusted"
     assert [bodies(r["payload"]) for r in dest.records] == [["poison"]]
+
+
+async def test_with_partial_responses_a_batch_that_raised_is_still_split(
+    store: SQLiteStateStore,
+) -> None:
+    """report_batch_item_failures = true, but the poison makes the function raise (no
+    response to read): the batch is bisected, and only the poison reaches the destination."""
+    src, dest, be = (
+        FakeSource(ten_with_a_poison(), redeliver=True),
+        MemDestination(),
+        FakeBackend(poison_raises),
+    )
+    t = queue_trigger(
+        store,
+        src,
+        be,
+        dest,
+        maximum_retry_attempts=1,
+        on_failure=MEM,
+        report_batch_item_failures=True,
+    )
+    await run_until(t, lambda: len(src.acked) == 10)
+    [record] = dest.records
+    assert bodies(record["payload"]) == ["poison"]
+    assert successful_bodies(be) == [i for i in range(10) if i != 6], "each good one once"
+    assert {r.item_id for r in src.nacked} == {"m6"}
 
 
 async def test_a_key_stays_in_order_when_its_poison_goes_back(store: SQLiteStateStore) -> None:
@@ -171,6 +195,9 @@ async def test_a_key_stays_in_order_when_its_poison_goes_back(store: SQLiteState
     t = queue_trigger(store, src, be, dest, maximum_retry_attempts=5, on_failure=MEM)
     await run_until(t, lambda: len(src.acked) + len(src.nacked) == 6)
     assert [r.item_id for r in src.nacked] == ["mp", "m1", "m2", "m3"]
+    assert [r.failed for r in src.nacked] == [True, False, False, False], (
+        "only the poison failed an attempt; the rest of its key is only given back"
+    )
     assert sorted(r.item_id for r in src.acked) == ["m0", "other"]
     calls = [bodies(c) for c in be.calls]
     alone = calls.index(["poison"])
@@ -199,6 +226,7 @@ async def test_stop_mid_bisect_gives_every_unsettled_record_back(
     assert sorted(settled) == sorted(f"m{i}" for i in range(10)), "each settled exactly once"
     assert dest.records == []
     assert "m6" in [r.item_id for r in src.nacked]
+    assert not any(r.failed for r in src.nacked), "giving back at stop is not a failed attempt"
 
 
 @pytest.mark.parametrize(
@@ -212,7 +240,7 @@ async def test_stop_mid_bisect_gives_every_unsettled_record_back(
         (
             "fakequeue",
             {"maximum_retry_attempts": 2, "on_failure": MEM, "report_batch_item_failures": True},
-            False,
+            True,
         ),
         ("fakestream", {"maximum_retry_attempts": 2, "on_failure": MEM}, False),
         ("fakestream", {"bisect_batch_on_function_error": True}, True),
@@ -222,3 +250,49 @@ def test_when_isolation_is_on_by_default(
     source: str, trigger: dict[str, Any], expected: bool
 ) -> None:
     assert one_trigger(fake_registry(), {"type": source}, **trigger).effective_bisect is expected
+
+
+class HoldingSource(FakeSource):
+    """A queue that takes back records left unsettled for `limit_s` (HoldsRecords)."""
+
+    def __init__(self, records: list[Record], limit_s: float) -> None:
+        super().__init__(records)
+        self.limit_s = limit_s
+
+    def hold_limit_s(self) -> float | None:
+        return self.limit_s
+
+
+async def test_a_split_nearing_the_queues_hold_limit_gives_the_batch_back_unfailed(
+    store: SQLiteStateStore,
+) -> None:
+    """Past the source's hold limit (SQS visibility ceiling, RabbitMQ consumer_timeout) a
+    split stops: the unsettled records go back to the queue as given back, not failed."""
+    clock = SteppedClock()
+    src, dest = HoldingSource(ten_with_a_poison(poison_at=2), limit_s=100), MemDestination()
+
+    def respond(event: dict[str, Any]) -> Any:
+        if len(event["Records"]) == 5:
+            clock.offset += 200  # the first half took longer than the queue holds records
+        return poison_raises(event)
+
+    be = FakeBackend(respond)
+    rt = trigger_runtime(
+        store,
+        src,
+        be,
+        dest,
+        "fakequeue",
+        batch_size=10,
+        batching_window_s=0.2,
+        maximum_concurrency=1,
+        maximum_retry_attempts=0,
+        on_failure=MEM,
+    )
+    rt.clock = clock
+    t = SyncTrigger(rt)
+    await run_until(t, lambda: len(src.nacked) == 10)
+    assert [len(c["Records"]) for c in be.calls] == [10, 5], "no invocation past the limit"
+    assert [r.item_id for r in src.nacked] == [f"m{i}" for i in range(10)], "in order"
+    assert not any(r.failed for r in src.nacked), "given back, not failed"
+    assert dest.records == [] and src.acked == []

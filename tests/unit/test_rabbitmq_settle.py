@@ -89,19 +89,41 @@ async def test_settlements_of_a_dead_link_are_skipped() -> None:
     assert raw.frames == []
 
 
-async def test_nack_requeues_and_counts_only_invoked_records() -> None:
+async def test_nack_requeues_and_counts_only_records_that_failed() -> None:
     source, link, raw = setup(range(1, 3))
     recs = records(link, 1, 2)
-    source.envelope(recs[:1])  # record 1 reached the function, record 2 did not
+    source.envelope(recs)  # both reached the function
+    recs[0].failed = True  # record 1 failed; record 2 is only given back
     await source.nack(recs)
     assert raw.frames == [("nack", 1, False), ("nack", 2, False)]
     assert source._counter.get("k1") == 1 and source._counter.get("k2") == 0
+
+
+async def test_a_record_given_back_is_never_dead_lettered() -> None:
+    """dead_letter_after_attempts = 1: a message handed back unfailed (stop mid-split, the
+    rest of an ordered batch behind a failed message) is requeued, not rejected."""
+    source, link, raw = setup(range(1, 3), dead_letter_after_attempts=1)
+    failed, given_back = records(link, 1, 2)
+    failed.failed = True
+    given_back.attempts = 5  # even one that failed before, in other deliveries
+    await source.nack([failed, given_back])
+    assert raw.frames == [("reject", 1, False), ("nack", 2, False)]
+    assert source._counter.get("k2") == 0
 
 
 async def test_dead_letter_after_attempts_rejects_without_requeue() -> None:
     source, link, raw = setup(range(1, 3), dead_letter_after_attempts=2)
     first, second = records(link, 1, 2)
     second.attempts = 1  # failed once before
-    source.envelope([first, second])
+    first.failed = second.failed = True
     await source.nack([first, second])
     assert raw.frames == [("reject", 2, False), ("nack", 1, False)]
+
+
+def test_hold_limit_follows_the_brokers_consumer_timeout() -> None:
+    source, _, _ = setup(range(0))  # function timeout 3 s
+    assert source.hold_limit_s() == 1800 - 3 - 60, "RabbitMQ's default, 30 minutes"
+    source, _, _ = setup(range(0), consumer_timeout_s=60)
+    assert source.hold_limit_s() == 60 - 3 - 6
+    source, _, _ = setup(range(0), consumer_timeout_s=0)
+    assert source.hold_limit_s() is None, "the broker has no consumer_timeout"

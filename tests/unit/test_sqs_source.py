@@ -267,3 +267,26 @@ async def test_malformed_messages_are_skipped_and_logged(
         await src.stop()
     assert [r.item_id for r in got] == ["id-1"]
     assert "sqs.malformed_message" in caplog.text
+
+
+async def test_start_warns_when_batches_are_split_without_extending_visibility(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src = make_source(FakeClient(), extend_visibility=False)
+    src.ctx.splits_batches = True
+    await src.start()
+    await src.stop()
+    [line] = [r for r in caplog.records if r.getMessage() == "sqs.split_without_extend_visibility"]
+    assert line.levelno == logging.WARNING
+    assert getattr(line, "visibility_timeout_s") == 8  # noqa: B009
+
+
+async def test_hold_limit_is_the_visibility_ceiling_or_timeout_less_one_invocation() -> None:
+    """SQS takes a message back after 12 hours even with the heartbeat, and after the
+    visibility timeout without it: a split must end with room for one more invocation."""
+    src = make_source(FakeClient())  # function timeout 3 s
+    assert src.hold_limit_s() == 43_200 - 3 - 60
+    src = make_source(FakeClient(), extend_visibility=False, visibility_timeout_s=120)
+    assert src.hold_limit_s() == 120 - 3 - 12
+    src = make_source(FakeClient(), extend_visibility=False, visibility_timeout_s=3)
+    assert src.hold_limit_s() is None, "no room for an invocation: no limit to keep"

@@ -262,8 +262,8 @@ class TriggerBase(Model):
         description="Split a batch that failed as a whole (function error or timeout) and retry "
         "the halves, down to single records, so a bad record fails alone. Streams, Kafka, CDC: "
         "default false, as on AWS. SQS, RabbitMQ: default true when triggerd ends retries "
-        "(maximum_retry_attempts with on_failure, or the source's own attempt limit) and "
-        "report_batch_item_failures is off",
+        "(maximum_retry_attempts with on_failure, or the source's own attempt limit), with or "
+        "without report_batch_item_failures (a batch the function answered is never split)",
     )
     retry_base_delay_s: float | None = Field(
         None, gt=0, description="First retry delay; doubles each attempt (async default 60)"
@@ -306,11 +306,13 @@ class TriggerBase(Model):
     def effective_bisect(self) -> bool:
         """Whether a wholly failed batch is split. Queue sources split by default wherever
         triggerd ends a message's retries, so only a message that failed on its own reaches
-        the destination (on AWS, SQS redrive counts receives per message, not per batch)."""
+        the destination (on AWS, SQS redrive counts receives per message, not per batch).
+        Partial batch responses do not change that: only a batch whose invocation raised or
+        timed out, with no response to trust, is split."""
         if self.bisect_batch_on_function_error is not None:
             return self.bisect_batch_on_function_error
         src = self.source_config
-        if src.retry_owner != "source" or self.report_batch_item_failures:
+        if src.retry_owner != "source":
             return False
         with_destination = self.on_failure_config is not None and self.effective_retry_attempts >= 0
         return with_destination or src.limits_attempts
@@ -331,6 +333,9 @@ class TriggerBase(Model):
         ignored = src.ignored_trigger_settings()
         for key in sorted(ignored.keys() & self.model_fields_set):
             raise ValueError(f"{key}: {ignored[key]}")
+        problem = src.trigger_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.is_async:
             _check_async_limits(self)
         else:

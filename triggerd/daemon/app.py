@@ -681,6 +681,7 @@ class Daemon:
                 invoke=trigger_invoke(fn.backend, name),
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
+                splits_batches=tcfg.effective_bisect,
             ),
         )
         dest_cfg = tcfg.on_failure_config

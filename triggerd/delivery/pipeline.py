@@ -38,6 +38,7 @@ from triggerd.types import (
     Clock,
     ControlledSource,
     Destination,
+    HoldsRecords,
     InspectsResults,
     InvokeResult,
     Outcome,
@@ -68,10 +69,14 @@ class TriggerRuntime:
     throttle_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, max_s=60.0))
     #: The source reads each invocation's result (checked once, not per batch).
     result_hook: InspectsResults | None = field(init=False, default=None)
+    #: The source's system takes unsettled records back after a while (checked once).
+    holder: HoldsRecords | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, InspectsResults):
             self.result_hook = self.source
+        if isinstance(self.source, HoldsRecords):
+            self.holder = self.source
 
     @classmethod
     def assemble(
@@ -391,6 +396,8 @@ class SyncTrigger:
         unsettled.clear()
         for key in sorted(keys):
             records += self.buffer.take_key(key)
+        for rec in records:
+            rec.failed = False  # given back, not failed
         if records:
             await self.rt.source.nack(records)
 
@@ -410,6 +417,14 @@ class BatchRun:
         self.epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
         #: Sub-batches still to invoke, in order (bisected halves go in front).
         self.pending: list[list[Record]] = []
+        #: Monotonic time after which the records must not be invoked again, but given back
+        #: (the source's hold limit, counted from when the oldest could have been received).
+        self.hold_until: float | None = None
+        self.invocations = 0
+        limit = self.rt.holder.hold_limit_s() if self.rt.holder is not None else None
+        if limit is not None:
+            window = self.rt.config.effective_window_s
+            self.hold_until = self.rt.clock.monotonic() - window + limit
 
     async def process(self, batch: list[Record]) -> None:
         pending = self.pending = [batch]
@@ -417,12 +432,14 @@ class BatchRun:
         while pending:
             if self.t.stopping or self.t.released_since(self.epochs):
                 # Shutting down, or the source gave the key up: give back what has not been
-                # settled instead of retrying.
-                await self.nack([r for part in pending for r in part])
+                # settled instead of retrying (not a failed attempt for any of them).
+                await self.nack(given_back=[r for part in pending for r in part])
                 return
             records = await self.drop_too_old(pending.pop(0), None)
             if not records:
                 continue
+            if await self.held_too_long(records):
+                return
             payload = orjson.dumps(self.rt.source.envelope(records))
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
@@ -442,6 +459,31 @@ class BatchRun:
             if retry:
                 pending[0:0] = retry
                 await self.backoff(retry[0], delay)
+
+    async def held_too_long(self, records: list[Record]) -> bool:
+        """Past the source's hold limit (a long split, throttles): give the records back
+        before the queue takes them back itself, not as failed attempts; in order, with the
+        buffered records of their keys."""
+        if self.hold_until is None or not self.invocations:
+            return False  # the first invocation always goes ahead
+        if self.rt.clock.monotonic() < self.hold_until:
+            return False
+        back = records + [r for part in self.pending for r in part]
+        self.pending.clear()
+        for key in sorted({r.key for r in back if r.key is not None}):
+            back += self.t.buffer.take_key(key)
+        self.rt.log.warning(
+            "batch.held_too_long",
+            extra={
+                "trigger": self.rt.name,
+                "function": self.rt.function,
+                "records": len(back),
+                "hint": "given back unfailed before the queue's own limit (SQS visibility, "
+                "RabbitMQ consumer_timeout); a smaller batch_size splits faster",
+            },
+        )
+        await self.nack(given_back=back)
+        return True
 
     async def backoff(self, records: list[Record], delay: float) -> None:
         """Wait before a retry (cut short by stop); meanwhile the key counts as retrying."""
@@ -467,6 +509,7 @@ class BatchRun:
         """`trace_id`: the batch's first record's trace header, as Lambda does for SQS.
         (Invocations are counted and timed by the backend's instrumentation.)"""
         rt = self.rt
+        self.invocations += 1
         with invocation_scope(rt.name, attempt):
             result = await rt.backend.invoke(payload, trace_id=trace_id)
         rt.log.debug(
@@ -543,12 +586,12 @@ class BatchRun:
         if back:
             # The rest of a failed key's records wait in this batch's other halves and in the
             # buffer: give them back after the failed ones so the source redelivers the key
-            # in order.
+            # in order. They did not fail (not on their own): no attempt is counted for them.
             keys = {r.key for r in back if r.key is not None}
             followers = self.take_pending(keys)
             for key in sorted(keys):
                 followers += self.t.buffer.take_key(key)
-            await self.nack(back + followers)
+            await self.nack(failed=back, given_back=followers)
 
     def take_pending(self, keys: set[str]) -> list[Record]:
         """Remove and return the not yet invoked records of `keys`, in order."""
@@ -602,9 +645,18 @@ class BatchRun:
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
 
-    async def nack(self, records: Sequence[Record]) -> None:
+    async def nack(
+        self, *, failed: Sequence[Record] = (), given_back: Sequence[Record] = ()
+    ) -> None:
+        """Give records back to the source in one call, `failed` first: those failed an
+        attempt (`Record.failed`); `given_back` only return unsettled."""
+        records = [*failed, *given_back]
         if not records:
             return
+        for rec in failed:
+            rec.failed = True
+        for rec in given_back:
+            rec.failed = False
         for rec in records:
             self.unsettled.pop(id(rec), None)
         await asyncio.shield(self.rt.source.nack(records))
