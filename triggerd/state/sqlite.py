@@ -335,14 +335,16 @@ class SQLiteStateStore:
             )
             return [_queued_event(row) for row in rows]
 
-        return await self._write(op)
+        # A lost claim only makes the event claimable again (as a crash does anyway).
+        return await self._write(op, durable=False)
 
     async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None:
         if not event_ids:
             return
         params = [(now + lease_s, event_id) for event_id in event_ids]
         await self._write(
-            lambda conn: conn.executemany("UPDATE queue SET lease_until = ? WHERE id = ?", params)
+            lambda conn: conn.executemany("UPDATE queue SET lease_until = ? WHERE id = ?", params),
+            durable=False,
         )
 
     async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
@@ -456,16 +458,22 @@ class SQLiteStateStore:
         except sqlite3.Error as exc:
             raise StateStoreError(f"state store {self._path!r}: {exc}") from exc
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T], *, frees: bool = False) -> T:
+    async def _write(
+        self, op: Callable[[sqlite3.Connection], T], *, frees: bool = False, durable: bool = True
+    ) -> T:
         """Run `op` in the next group commit; returns (or raises) once that group is committed
         durably. If the caller is cancelled, the write is still committed (or not) with its
-        group: a transaction is never cut in half. `frees`: the write deletes rows."""
+        group: a transaction is never cut in half. `frees`: the write deletes rows.
+
+        `durable=False` (leases): a group of such writes only is committed without an fsync
+        (synchronous=NORMAL); a crash may lose it, never a write committed after it, since
+        the WAL is synced in order by the next durable commit."""
         if self._closed:
             raise StateStoreClosedError(f"the state store {self._path!r} is closed")
         if self._executor is None or self._conn is None:
             raise StateStoreClosedError(f"the state store {self._path!r} is not open")
         loop = asyncio.get_running_loop()
-        write: _Write[T] = _Write(op, loop.create_future(), frees)
+        write: _Write[T] = _Write(op, loop.create_future(), frees, durable)
         self._pending.append(write)
         self._idle.clear()
         if not self._committing and not self._flush_scheduled:
@@ -556,14 +564,19 @@ _Outcomes = list["_Value | BaseException"]
 class _Write(Generic[T]):
     """One caller's write, waiting for its group commit."""
 
-    __slots__ = ("frees", "future", "op")
+    __slots__ = ("durable", "frees", "future", "op")
 
     def __init__(
-        self, op: Callable[[sqlite3.Connection], T], future: asyncio.Future[T], frees: bool
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        future: asyncio.Future[T],
+        frees: bool,
+        durable: bool,
     ) -> None:
         self.op = op
         self.future = future
         self.frees = frees
+        self.durable = durable
 
 
 def _commit_group(
@@ -571,6 +584,18 @@ def _commit_group(
 ) -> _Outcomes:
     """Commit every write of `group` in one transaction (runs on the store's thread); if that
     fails, each write alone, so that a failing write fails only its own caller."""
+    if any(write.durable for write in group):
+        return _commit_writes(conn, group, hook)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return _commit_writes(conn, group, hook)
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+
+
+def _commit_writes(
+    conn: sqlite3.Connection, group: Sequence[_Write[Any]], hook: WriteHook | None
+) -> _Outcomes:
 
     def all_of(conn: sqlite3.Connection) -> _Outcomes:
         if hook is not None:

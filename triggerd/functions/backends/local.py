@@ -61,6 +61,9 @@ INIT_BACKOFF_MAX_S = 60.0
 STOP_GRACE_S = 2.0
 #: How often the resident memory of busy workers is sampled (the OOM check).
 MEMORY_SAMPLE_S = 0.01
+#: A worker's memory growth (`worker_max_rss_growth_mb`) is checked after its first
+#: invocation and every this many after.
+RSS_CHECK_EVERY = 16
 #: Longest pause between idle-worker checks.
 MAINTAIN_MAX_S = 30.0
 # --------------------------------------------------------------------------------------------
@@ -556,7 +559,8 @@ class LocalBackend:
         limit = config.worker_max_invocations
         due = limit is not None and worker.invocations >= limit
         growth_kb = config.rss_growth_limit_kb
-        if not due and growth_kb is not None and worker.memory is not None:
+        sample = worker.invocations == 1 or worker.invocations % RSS_CHECK_EVERY == 0
+        if not due and sample and growth_kb is not None and worker.memory is not None:
             rss = worker.memory.rss_kb()
             if not worker.baseline_kb:
                 worker.baseline_kb = rss
