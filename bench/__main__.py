@@ -17,11 +17,13 @@ from typing import Any
 from bench import (
     BENCH_DIR,
     Row,
+    async_queue,
     cold_start,
     directory,
     format_table,
     http_backend,
     idle_rss,
+    invoke_event,
     kafka,
     kinesis,
     postgres,
@@ -30,6 +32,7 @@ from bench import (
     sqs,
     warm_invoke,
     webhook,
+    worker_memory,
 )
 
 Runner = Callable[[str], list[Row]]
@@ -58,6 +61,9 @@ BENCHMARKS: dict[str, Runner] = {
     kinesis.NAME: _runner(kinesis),
     webhook.NAME: _runner(webhook),
     http_backend.NAME: _runner(http_backend),
+    async_queue.NAME: _runner(async_queue),
+    invoke_event.NAME: _runner(invoke_event),
+    worker_memory.NAME: _runner(worker_memory),
 }
 
 

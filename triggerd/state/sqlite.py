@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 MEMORY_PATH = ":memory:"
 BUSY_TIMEOUT_MS = 5000
+#: The WAL file is cut back to this size at checkpoints (bytes).
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
 #: At most this many writes share one transaction.
 MAX_GROUP = 1024
 #: How long after writes that freed pages the free space is checked (and given back).
@@ -670,6 +672,8 @@ def _connect(path: str, options: _OpenOptions) -> tuple[sqlite3.Connection, int,
             conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # After a burst grew the WAL, a checkpoint cuts it back to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         version, store_id = _in_transaction(conn, _migrate)
         if path != MEMORY_PATH:
