@@ -88,8 +88,10 @@ async def triggerd_server(settings: Settings) -> AsyncIterator[tuple[str, LocalB
                 start_timeout_s=60, stop_timeout_s=60
             ) as daemon:
                 backend = daemon.functions[FUNCTION].backend
-                assert isinstance(backend, LocalBackend)
-                yield f"http://{daemon.listen_address}{PATH}", backend
+                local = getattr(backend, "inner", backend)  # under the metrics wrapper
+                if not isinstance(local, LocalBackend):
+                    raise BenchError(f"{FUNCTION} is not on the local backend")
+                yield f"http://{daemon.listen_address}{PATH}", local
         finally:
             quiet.setLevel(saved)
 

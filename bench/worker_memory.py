@@ -1,10 +1,10 @@
 """Worker resident memory over many invocations, each with a distinct trace id (as every
-invocation has): the bundled Python client, awslambdaric with recycling off (what it leaks),
+invocation has): the bundled Python client; awslambdaric with recycling off (what it leaks);
 awslambdaric with the default recycling (a quarter of memory_mb: 32 MB of growth, about
-230,000 invocations) and with recycling after 4 MB of growth (to see it within a short run). One warm worker of the no-op hello function,
-invoked back to back through the local backend; RSS sampled from /proc every tenth of the
-run. The baseline is the same worker's RSS after the warm-up (`warmup` invocations), so the
-ratio is the growth factor over the run.
+230,000 invocations); and awslambdaric recycled after 4 MB of growth (to see it within a
+short run). One warm worker of the no-op hello function, invoked through the local backend;
+RSS sampled from /proc every tenth of the run. The baseline is the same worker's RSS after
+the warm-up (`warmup` invocations), so the ratio is the growth factor over the run.
 
 `python -m bench.worker_memory --invocations 1000000 [--client bundled]` runs it at other
 counts (a run at 100,000 per client takes about a minute on 2 cores).

@@ -114,6 +114,18 @@ class SourceConfig(Model):
     #: mappings apply 10); None keeps them infinite.
     retry_cap_with_on_failure: ClassVar[int | None] = None
 
+    @property
+    def limits_attempts(self) -> bool:
+        """The source itself ends a failing message's retries after a set number of attempts
+        (RabbitMQ's `dead_letter_after_attempts`): queue triggers then split failed batches by
+        default, so that limit is reached by the failing message alone."""
+        return False
+
+    def ignored_trigger_settings(self) -> dict[str, str]:
+        """Trigger keys this source, as configured, would accept and then ignore, each with
+        the reason: config validation refuses them when they are set."""
+        return {}
+
 
 class DestinationConfig(Model):
     """Base for an on-failure destination's config model (`type: Literal[...]`)."""

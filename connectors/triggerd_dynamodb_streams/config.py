@@ -39,6 +39,8 @@ class DynamoDBStreamsSourceConfig(StreamReading):
     def _no_at_timestamp(self) -> DynamoDBStreamsSourceConfig:
         if self.starting_position == "AT_TIMESTAMP":
             raise ValueError("starting_position: DynamoDB Streams has TRIM_HORIZON and LATEST only")
+        if self.records_per_call > 1000:
+            raise ValueError("records_per_call: DynamoDB Streams' GetRecords returns at most 1000")
         return self
 
     @property

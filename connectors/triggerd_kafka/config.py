@@ -96,6 +96,9 @@ class KafkaConnection(Model):
             raise ValueError("sasl_* settings need security_protocol SASL_PLAINTEXT or SASL_SSL")
         tls = self.security_protocol in ("SSL", "SASL_SSL")
         tls_keys = [k for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, k)]
+        tls_keys += [
+            k for k in ("ssl_key_password", "ssl_check_hostname") if k in self.model_fields_set
+        ]
         if tls_keys and not tls:
             raise ValueError(f"{', '.join(tls_keys)}: needs security_protocol SSL or SASL_SSL")
         if self.ssl_keyfile and not self.ssl_certfile:

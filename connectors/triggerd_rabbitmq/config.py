@@ -180,10 +180,17 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
         "queue's x-dead-letter-exchange (or drops it when the queue has none)",
     )
 
+    @property
+    def limits_attempts(self) -> bool:
+        return self.dead_letter_after_attempts is not None
+
     @model_validator(mode="after")
     def _check_queue(self) -> RabbitMQSourceConfig:
         if self.queue_arguments and not self.declare:
             raise ValueError("queue_arguments needs declare = true")
+        if "durable" in self.model_fields_set and not self.declare:
+            # Without declare the queue is only checked (passively): durable would do nothing.
+            raise ValueError("durable needs declare = true (an existing queue keeps its own)")
         qtype = self.queue_arguments.get("x-queue-type")
         if qtype == "quorum" and not self.durable:
             raise ValueError("a quorum queue must be durable")

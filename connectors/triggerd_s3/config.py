@@ -47,6 +47,13 @@ KNOWN_EVENTS = frozenset(
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
+#: Keys that only one mode reads: set in the other mode they would do nothing.
+_MODE_ONLY = {
+    "poll": {"poll_interval_s", "page_size", "starting_position"},
+    "notifications": {"sqs_endpoint_url", "wait_time_s"},
+}
+
+
 class S3SourceConfig(SourceConfig, AwsCredentials):
     """An S3-compatible bucket: its event notifications read from an SQS queue, or its
     listing polled and diffed against the state store."""
@@ -145,6 +152,10 @@ class S3SourceConfig(SourceConfig, AwsCredentials):
             )
         if self.mode == "poll" and self.queue_url:
             raise ValueError("queue_url is only used in notifications mode (set mode)")
+        other = "notifications" if self.mode == "poll" else "poll"
+        unused = sorted(_MODE_ONLY[other] & self.model_fields_set)
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: only used in {other} mode (set mode)")
         return self
 
     # ---- rules ---------------------------------------------------------------------------

@@ -68,6 +68,12 @@ class ScheduleSourceConfig(SourceConfig):
         return value
 
     @model_validator(mode="after")
+    def _catch_up_limit(self) -> ScheduleSourceConfig:
+        if "max_catch_up" in self.model_fields_set and self.catch_up != "all":
+            raise ValueError('max_catch_up: only used with catch_up = "all"')
+        return self
+
+    @model_validator(mode="after")
     def _valid_expression(self) -> ScheduleSourceConfig:
         try:
             parse_schedule(self.expression, self.timezone)

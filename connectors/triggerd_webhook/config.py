@@ -181,6 +181,26 @@ class WebhookSourceConfig(SourceConfig):
             raise ValueError("burst needs rate_limit_per_s")
         return self
 
+    def ignored_trigger_settings(self) -> dict[str, str]:
+        """A sync-mode webhook invokes the function in the request and answers with its
+        response, as API Gateway does: no queue, so no filter, retry or destination."""
+        if self.invocation_mode != "sync":
+            return {}
+        sync = "a sync-mode webhook"
+        event = 'applies with invocation = "event"'
+        no_retry = f"{sync} never retries (the caller gets the error); this {event}"
+        return {
+            "filters": f"{sync} invokes the function on every request; filtering {event}",
+            "maximum_concurrency": f"{sync} has no queue to drain; limit requests with the "
+            "source's max_concurrency",
+            "maximum_retry_attempts": no_retry,
+            "maximum_event_age_s": no_retry,
+            "retry_base_delay_s": no_retry,
+            "retry_max_delay_s": no_retry,
+            "on_failure": f"{sync} has no failed events to send (the caller gets the error); "
+            f"on_failure {event}",
+        }
+
     @property
     def effective_stage(self) -> str:
         if self.stage is not None:

@@ -88,11 +88,18 @@ class RequestMeta:
     trace_id: str
 
     @classmethod
-    def new(cls, fmt: PayloadFormat, now_s: float, trace_header: str | None = None) -> RequestMeta:
-        """`trace_header`: the request's `X-Amzn-Trace-Id`, kept when well formed."""
+    def new(
+        cls,
+        fmt: PayloadFormat,
+        now_s: float,
+        trace_header: str | None = None,
+        traceparent: str | None = None,
+    ) -> RequestMeta:
+        """`trace_header`: the request's `X-Amzn-Trace-Id`, kept when well formed; else its
+        W3C `traceparent` as an X-Ray header."""
         short = short_request_id()
         rid = short if fmt == "2.0" else str(uuid.uuid4())
-        return cls(rid, now_s, short, trace_id_for(trace_header, now_s))
+        return cls(rid, now_s, short, trace_id_for(trace_header, now_s, traceparent))
 
 
 # --------------------------------------------------------------------------------------------

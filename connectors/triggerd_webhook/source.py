@@ -299,7 +299,10 @@ class WebhookSource(BaseSource):
         ):
             return self._response(preflight(cors, request.headers), None)
         rid = RequestMeta.new(
-            self.fmt, self.ctx.clock.time(), request.headers.get("X-Amzn-Trace-Id")
+            self.fmt,
+            self.ctx.clock.time(),
+            request.headers.get("X-Amzn-Trace-Id"),
+            request.headers.get("traceparent"),
         )
         try:
             reply = await self._answer(request, rid)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.fakes import SteppedClock
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
 
@@ -364,15 +365,17 @@ async def test_metrics_count_invocations_cold_starts_and_billed_gb_seconds(
 ) -> None:
     metrics = Metrics()
     backend = await make_backend("actions", metrics=metrics, memory_mb=512)
+    # Invocations are counted once, by the instrumentation the daemon puts around backends.
+    counted = InstrumentedBackend(backend, "fn-actions", metrics, SystemClock())
     for event in (b"{}", b"{}", b'{"action": "raise"}'):
-        await backend.invoke(event)
+        await counted.invoke(event)
 
     def value(name: str, **labels: str) -> float:
         found = metrics.registry.get_sample_value(name, {"function": "fn-actions", **labels})
         return 0.0 if found is None else found
 
-    assert value("triggerd_function_invocations_total", outcome="ok") == 2
-    assert value("triggerd_function_invocations_total", outcome="function_error") == 1
+    assert value("triggerd_invocations_total", outcome="ok") == 2
+    assert value("triggerd_invocations_total", outcome="function_error") == 1
     assert value("triggerd_function_cold_starts_total") == 1
     assert value("triggerd_function_init_duration_seconds_count") == 1
     assert value("triggerd_function_duration_seconds_count") == 3

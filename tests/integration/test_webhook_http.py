@@ -40,12 +40,14 @@ BEARER_TOKEN = "bearer-t0ken-789"
 
 
 def route(name: str, path: str, function: str = "actions", **source: Any) -> dict[str, Any]:
-    return {
+    trigger = {
         "name": name,
         "function": function,
         "source": {"type": "webhook", "path": path, **source},
-        "retry_base_delay_s": 0.2,
     }
+    if source.get("invocation") == "event":  # sync mode never retries: no delay to set
+        trigger["retry_base_delay_s"] = 0.2
+    return trigger
 
 
 def triggers(tmp: Path) -> list[dict[str, Any]]:

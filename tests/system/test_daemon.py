@@ -218,10 +218,7 @@ def test_health_and_metrics_endpoints(tmp_path: Path, daemon_factory: Any) -> No
     (tmp_path / "inbox" / "m.txt").write_text("m")
     wait_for(lambda: len(calls(tmp_path)) == 1, 15, "the invocation")
     metrics = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert (
-        'triggerd_invocations_total{function="recorder",outcome="ok",trigger="inbox"} 1.0'
-        in metrics
-    )
+    assert 'triggerd_invocations_total{function="recorder",outcome="ok"} 1.0' in metrics
     assert d.terminate() == 0
 
 

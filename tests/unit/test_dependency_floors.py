@@ -189,3 +189,45 @@ def test_awslambdaric_runs_as_a_module() -> None:
 
     pytest.importorskip("awslambdaric")
     assert importlib.util.find_spec("awslambdaric.__main__") is not None
+
+
+async def test_opentelemetry_exports_spans_as_the_tracer_makes_them() -> None:
+    """otel >= 1.20: TracerProvider, BatchSpanProcessor and OTLPSpanExporter(endpoint=,
+    headers=, timeout=) as triggerd.telemetry.otel uses them, posting to a loopback receiver."""
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from aiohttp import web
+
+    from triggerd.telemetry.otel import OtelTracer
+
+    posts: list[tuple[str | None, str | None, int]] = []
+
+    async def export(request: web.Request) -> web.Response:
+        body = await request.read()
+        posts.append(
+            (request.headers.get("Content-Type"), request.headers.get("X-Token"), len(body))
+        )
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", export)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        tracer = OtelTracer.otlp(
+            endpoint=f"http://127.0.0.1:{port}/v1/traces",
+            headers={"X-Token": "t"},
+            service_name="floors",
+        )
+        header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+        batch = tracer.batch(trigger="t", function="f", source_type="sqs", records=1, trace=header)
+        with batch, tracer.invocation(function="f", trace=header, request_id="r") as span:
+            to_function = span.trace_header(header)
+            span.finish("ok", "r")
+        assert to_function is not None and to_function.startswith("Root=1-5759e988-bd862e3f")
+        await tracer.shutdown()
+    finally:
+        await runner.cleanup()
+    assert posts and posts[0][:2] == ("application/x-protobuf", "t") and posts[0][2] > 0

@@ -64,3 +64,15 @@ on_failure = { type = "kafka", bootstrap_servers = "localhost:1", topic = "dlq" 
     assert "'triggerd-daemon[sqs]'" in result.output
     assert "triggers.q.on_failure: the kafka destination is not installed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_validate_names_the_otel_extra_when_tracing_is_configured_without_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('[telemetry.otel]\nendpoint = "http://127.0.0.1:4318/v1/traces"\n')
+    without(monkeypatch, "opentelemetry-sdk")
+    result = CliRunner().invoke(main, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "telemetry.otel: the otel tracing is not installed: pip install " in result.output
+    assert "'triggerd-daemon[otel]'" in result.output

@@ -29,7 +29,8 @@ def build(
     source_type: str = "fake",
     **trigger: Any,
 ) -> SyncTrigger:
-    trigger.setdefault("retry_base_delay_s", 0.01)
+    if source_type != "fakequeue":  # queue sources retry by redelivery: no backoff to set
+        trigger.setdefault("retry_base_delay_s", 0.01)
     rt = trigger_runtime(store, source, backend, dest, source_type, **trigger)
     return SyncTrigger(rt)
 
@@ -261,7 +262,13 @@ async def test_source_owned_retries_end_in_the_destination(store: SQLiteStateSto
 
     src, dest = FakeSource([make_record("p", "p1")], redeliver=True), MemDestination()
     t = build(
-        store, src, FakeBackend(fail), dest, source_type="fakequeue", maximum_retry_attempts=2
+        store,
+        src,
+        FakeBackend(fail),
+        dest,
+        source_type="fakequeue",
+        maximum_retry_attempts=2,
+        on_failure={"type": "mem"},
     )
     await run_until(t, lambda: len(src.acked) == 1)
     assert len(src.nacked) == 2

@@ -87,7 +87,7 @@ def test_bad_config_is_a_clear_error(source: dict[str, Any], fragment: str) -> N
 
 def test_async_trigger_limits_apply() -> None:
     with pytest.raises(ConfigError, match="0-2"):
-        load({"path": "/a"}, maximum_retry_attempts=5)
+        load({"path": "/a", "invocation": "event"}, maximum_retry_attempts=5)
 
 
 def test_secrets_are_hidden_in_repr_and_errors() -> None:

@@ -194,6 +194,8 @@ def missing_extras(cfg: ConfigBase) -> list[str]:
             used.setdefault(
                 f"{getattr(dest, 'type', '')} destination", f"triggers.{trigger.name}.on_failure"
             )
+    if cfg.telemetry.otel is not None:
+        used["otel tracing"] = "telemetry.otel"
     problems = []
     for what, where in used.items():
         hint = missing_extra(what.split(" ")[0])

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     create_model,
@@ -110,6 +111,26 @@ class DaemonSettings(Model):
         return value or None
 
 
+class OtelSettings(Model):
+    """`[telemetry.otel]`: spans per batch and per invocation, exported over OTLP/HTTP
+    (needs the `otel` extra)."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HTTP headers sent with every export (e.g. an Authorization token); "
+        "secret, never logged",
+    )
+    service_name: str = Field("triggerd", min_length=1, description="The spans' service.name")
+
+
+class TelemetrySettings(Model):
+    otel: OtelSettings | None = Field(None, description="OpenTelemetry tracing; off when absent")
+
+
 class TriggerBase(Model):
     """Event-source-mapping settings, in Lambda's vocabulary. `source` and `on_failure` are
     filled in from the installed plugins by `build_config_model`."""
@@ -127,7 +148,14 @@ class TriggerBase(Model):
     )
     maximum_record_age_s: float = Field(-1, description="Poll sources: -1 or 60-604800")
     maximum_event_age_s: float = Field(21600, description="Async sources: 60-21600")
-    bisect_batch_on_function_error: bool = False
+    bisect_batch_on_function_error: bool | None = Field(
+        None,
+        description="Split a batch that failed as a whole (function error or timeout) and retry "
+        "the halves, down to single records, so a bad record fails alone. Streams, Kafka, CDC: "
+        "default false, as on AWS. SQS, RabbitMQ: default true when triggerd ends retries "
+        "(maximum_retry_attempts with on_failure, or the source's own attempt limit) and "
+        "report_batch_item_failures is off",
+    )
     retry_base_delay_s: float | None = Field(
         None, gt=0, description="First retry delay; doubles each attempt (async default 60)"
     )
@@ -166,6 +194,19 @@ class TriggerBase(Model):
         return attempts
 
     @property
+    def effective_bisect(self) -> bool:
+        """Whether a wholly failed batch is split. Queue sources split by default wherever
+        triggerd ends a message's retries, so only a message that failed on its own reaches
+        the destination (on AWS, SQS redrive counts receives per message, not per batch)."""
+        if self.bisect_batch_on_function_error is not None:
+            return self.bisect_batch_on_function_error
+        src = self.source_config
+        if src.retry_owner != "source" or self.report_batch_item_failures:
+            return False
+        with_destination = self.on_failure_config is not None and self.effective_retry_attempts >= 0
+        return with_destination or src.limits_attempts
+
+    @property
     def effective_base_delay_s(self) -> float:
         if self.retry_base_delay_s is not None:
             return self.retry_base_delay_s
@@ -178,10 +219,15 @@ class TriggerBase(Model):
             raise ValueError(
                 f"batch_size {self.batch_size} is over this source's maximum {src.max_batch_size}"
             )
+        ignored = src.ignored_trigger_settings()
+        for key in sorted(ignored.keys() & self.model_fields_set):
+            raise ValueError(f"{key}: {ignored[key]}")
         if self.is_async:
             _check_async_limits(self)
         else:
             _check_sync_limits(self)
+            if src.retry_owner == "source":
+                _check_queue_settings(self)
         try:
             compile_filters(self.filters)
         except FilterPatternError as exc:
@@ -230,8 +276,34 @@ def _check_sync_limits(t: TriggerBase) -> None:
         raise ValueError("maximum_record_age_s must be -1 (infinite) or 60-604800")
 
 
+#: Retry settings a queue source (SQS, RabbitMQ) has no use for: failed messages go back to
+#: the queue, which redelivers them; nothing waits in triggerd or ages out of it.
+_IN_PLACE_RETRY_ONLY = {
+    "maximum_record_age_s": "queue sources have no record age (AWS offers it for streams "
+    "only); the queue's own retention or message TTL limits a message's age",
+    "retry_base_delay_s": "queue sources retry by redelivery, not by backoff (a failed message "
+    "comes back when the queue hands it out again; SQS: nack_visibility_timeout_s)",
+    "retry_max_delay_s": "queue sources retry by redelivery, not by backoff (a failed message "
+    "comes back when the queue hands it out again; SQS: nack_visibility_timeout_s)",
+}
+
+
+def _check_queue_settings(t: TriggerBase) -> None:
+    """Refuse what a queue source would accept and then ignore."""
+    for key, why in _IN_PLACE_RETRY_ONLY.items():
+        if key in t.model_fields_set:
+            raise ValueError(f"{key}: {why}")
+    if "maximum_retry_attempts" in t.model_fields_set and t.on_failure_config is None:
+        raise ValueError(
+            "maximum_retry_attempts: on a queue source it only ends retries into on_failure; "
+            "without a destination failed messages go back to the queue (use its dead-letter "
+            "settings: SQS redrive policy, RabbitMQ dead_letter_after_attempts)"
+        )
+
+
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
 

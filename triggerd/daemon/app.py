@@ -30,6 +30,7 @@ from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
 from triggerd.state.sqlite import WriteHook
+from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     Backend,
@@ -39,6 +40,7 @@ from triggerd.types import (
     DestinationContext,
     ExitCode,
     FunctionConfig,
+    MissingExtraError,
     OperatorError,
     PermanentError,
     ReportsStats,
@@ -177,6 +179,7 @@ class Daemon:
                 before_write=self.state_write_hook,
             )
             self.state = state
+            await self._start_tracing(stack)
             recovered = await state.recover_leases()
             if recovered:
                 log.info("queue.recovered", extra={"events": recovered})
@@ -336,11 +339,36 @@ class Daemon:
                 # Running again: a trigger that keeps crashing is degraded while it waits.
                 self.trigger_problems.pop(name, None)
 
+    async def _start_tracing(self, stack: AsyncExitStack) -> None:
+        """OpenTelemetry spans when `[telemetry.otel]` is configured (the `otel` extra)."""
+        settings = self.config.telemetry.otel
+        if settings is None:
+            return
+        from triggerd.config.plugins import import_extra
+
+        try:
+            import_extra("opentelemetry.sdk.trace", "otel", "[telemetry.otel]")
+            import_extra(
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel", "[telemetry.otel]"
+            )
+        except MissingExtraError as exc:
+            raise ConfigError([f"telemetry.otel: {exc}"]) from None
+        from triggerd.telemetry.otel import OtelTracer
+
+        tracer = OtelTracer.otlp(
+            endpoint=settings.endpoint,
+            headers={k: v.get_secret_value() for k, v in settings.headers.items()},
+            service_name=settings.service_name,
+        )
+        self.metrics.tracer = tracer
+        stack.push_async_callback(tracer.shutdown)
+
     async def _start_functions(self, stack: AsyncExitStack) -> None:
         for name, fcfg in self.config.function_map.items():
             plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
             ctx = self.context(name)
-            backend = plugin.create(fcfg, ctx)
+            # Every invocation, whoever makes it, is counted and traced once, here.
+            backend = InstrumentedBackend(plugin.create(fcfg, ctx), name, self.metrics, self.clock)
             await backend.start()
             stack.push_async_callback(backend.stop)
             self.functions[name] = Function(name, fcfg, backend, ctx.function_arn)

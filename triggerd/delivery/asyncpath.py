@@ -22,6 +22,7 @@ from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
+from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record
 
 _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
@@ -295,16 +296,24 @@ class AsyncTrigger:
         if now - event.enqueued_at > cfg.maximum_event_age_s:
             await self._dead_letter(event, "EventAgeExceeded", None, event.attempts)
             return
-        start = rt.clock.monotonic()
-        result = await rt.backend.invoke(
-            event.payload,
-            request_id=event.request_id,
-            invocation_type="Event",
-            trace_id=event.trace_id,
-        )
+        rt.metrics.event_age.labels(rt.name).observe(max(0.0, now - event.enqueued_at))
+        with (
+            rt.metrics.tracer.batch(
+                trigger=rt.name,
+                function=rt.function,
+                source_type=rt.source_type,
+                records=1,
+                trace=event.trace_id,
+            ),
+            invocation_scope(rt.name, event.attempts + 1),
+        ):
+            result = await rt.backend.invoke(
+                event.payload,
+                request_id=event.request_id,
+                invocation_type="Event",
+                trace_id=event.trace_id,
+            )
         self._invoked(event.id)
-        rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
-        rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
         now = rt.clock.time()
         if result.outcome is Outcome.OK:
             self._throttles.pop(event.id, None)

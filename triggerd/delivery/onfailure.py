@@ -72,6 +72,7 @@ class OnFailure:
             except Exception as exc:  # task boundary: any destination failure is retried
                 attempt += 1
                 delay = self.backoff.delay(attempt)
+                self.metrics.destination_failures.labels(self.trigger, self.destination_name).inc()
                 self.log.error(
                     "destination.failed",
                     extra={

@@ -31,6 +31,7 @@ from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.telemetry.metrics import Metrics
+from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
     Backend,
@@ -121,6 +122,10 @@ class TriggerRuntime:
         )
 
     @property
+    def source_type(self) -> str:
+        return str(getattr(self.config.source_config, "type", "other"))
+
+    @property
     def source_owned(self) -> bool:
         """Failed records go back to the source for redelivery (SQS, RabbitMQ)."""
         return self.config.source_config.retry_owner == "source"
@@ -155,7 +160,7 @@ class SyncTrigger:
         self.policy = RetryPolicy(
             maximum_retry_attempts=cfg.effective_retry_attempts,
             maximum_record_age_s=cfg.maximum_record_age_s,
-            bisect_batch_on_function_error=cfg.bisect_batch_on_function_error,
+            bisect_batch_on_function_error=cfg.effective_bisect,
         )
         self.backoff = Backoff(base_s=cfg.effective_base_delay_s, max_s=cfg.retry_max_delay_s)
         self.busy: set[str] = set()
@@ -331,8 +336,16 @@ class SyncTrigger:
 
     async def _run_batch(self, batch: list[Record], keys: set[str]) -> None:
         unsettled: dict[int, Record] = {id(r): r for r in batch}
+        rt = self.rt
         try:
-            await BatchRun(self, unsettled).process(batch)
+            with rt.metrics.tracer.batch(
+                trigger=rt.name,
+                function=rt.function,
+                source_type=rt.source_type,
+                records=len(batch),
+                trace=batch[0].trace_id,
+            ):
+                await BatchRun(self, unsettled).process(batch)
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(unsettled, keys))
             raise
@@ -395,9 +408,11 @@ class BatchRun:
         self.rt = trigger.rt
         self.unsettled = unsettled
         self.epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
+        #: Sub-batches still to invoke, in order (bisected halves go in front).
+        self.pending: list[list[Record]] = []
 
     async def process(self, batch: list[Record]) -> None:
-        pending: list[list[Record]] = [batch]
+        pending = self.pending = [batch]
         throttles = 0
         while pending:
             if self.t.stopping or self.t.released_since(self.epochs):
@@ -412,7 +427,8 @@ class BatchRun:
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
                 continue
-            result = await self.invoke(payload, records[0].trace_id)
+            attempt = 1 + max(r.attempts for r in records)
+            result = await self.invoke(payload, records[0].trace_id, attempt)
             if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
                 throttles += 1
                 delay = max(result.retry_after_s or 0.0, self.rt.throttle_backoff.delay(throttles))
@@ -447,13 +463,12 @@ class BatchRun:
             self.t.retrying -= keys
         await self.t.reclaim_slot(self.epochs)
 
-    async def invoke(self, payload: bytes, trace_id: str | None) -> InvokeResult:
-        """`trace_id`: the batch's first record's trace header, as Lambda does for SQS."""
+    async def invoke(self, payload: bytes, trace_id: str | None, attempt: int) -> InvokeResult:
+        """`trace_id`: the batch's first record's trace header, as Lambda does for SQS.
+        (Invocations are counted and timed by the backend's instrumentation.)"""
         rt = self.rt
-        start = rt.clock.monotonic()
-        result = await rt.backend.invoke(payload, trace_id=trace_id)
-        rt.metrics.invoke_seconds.labels(rt.function).observe(rt.clock.monotonic() - start)
-        rt.metrics.invocations.labels(rt.name, rt.function, result.outcome.value).inc()
+        with invocation_scope(rt.name, attempt):
+            result = await rt.backend.invoke(payload, trace_id=trace_id)
         rt.log.debug(
             "batch.invoked",
             extra={
@@ -488,14 +503,17 @@ class BatchRun:
                 "batch": len(records),
             },
         )
-        if self.rt.source_owned:
-            await self.settle_source_owned(failed, result)
-            return [], 0.0
         policy = self.t.policy
         whole = len(failed) == len(records) and not verdict.malformed
         if policy.bisect_batch_on_function_error and whole and result.failed and len(failed) > 1:
+            # Halves are invoked at once, the first first (per-key order); splitting is not an
+            # attempt. Queue sources: the messages stay unacknowledged meanwhile (SQS
+            # visibility is extended, AMQP deliveries stay unacked), so a crash redelivers.
             half = len(failed) // 2
             return [failed[:half], failed[half:]], 0.0
+        if self.rt.source_owned:
+            await self.settle_source_owned(failed, result)
+            return [], 0.0
         for rec in failed:
             rec.attempts += 1
         now = self.rt.clock.time()
@@ -523,12 +541,24 @@ class BatchRun:
                 rec.attempts += 1
             await self.give_up(give_up, "RetryAttemptsExhausted", result)
         if back:
-            # The rest of a failed key's records wait in the buffer: give them back after
-            # the failed ones so the source redelivers the key in order.
-            followers: list[Record] = []
-            for key in sorted({r.key for r in back if r.key is not None}):
+            # The rest of a failed key's records wait in this batch's other halves and in the
+            # buffer: give them back after the failed ones so the source redelivers the key
+            # in order.
+            keys = {r.key for r in back if r.key is not None}
+            followers = self.take_pending(keys)
+            for key in sorted(keys):
                 followers += self.t.buffer.take_key(key)
             await self.nack(back + followers)
+
+    def take_pending(self, keys: set[str]) -> list[Record]:
+        """Remove and return the not yet invoked records of `keys`, in order."""
+        if not keys:
+            return []
+        taken = [r for part in self.pending for r in part if r.key in keys]
+        if taken:
+            parts = ([r for r in part if r.key not in keys] for part in self.pending)
+            self.pending[:] = [part for part in parts if part]
+        return taken
 
     async def drop_too_old(
         self, records: list[Record], result: InvokeResult | None

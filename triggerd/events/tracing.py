@@ -69,6 +69,39 @@ def parse_trace_header(value: str | None) -> str | None:
     return ";".join([f"Root={root}", f"Parent={parent}", *rest])
 
 
-def trace_id_for(value: str | None, epoch_s: float) -> str:
-    """The incoming header when well formed, else a fresh id."""
-    return parse_trace_header(value) or new_trace_id(epoch_s)
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def from_traceparent(value: str | None) -> str | None:
+    """A W3C `traceparent` as an X-Ray header (the trace id split after its first 8 digits,
+    as AWS's own propagators do), or None when absent or malformed. Versions after 00 may
+    append fields: only the first four are read, as the W3C spec asks."""
+    if not value or len(value) > MAX_TRACE_HEADER:
+        return None
+    found = _TRACEPARENT.match(value.strip())
+    if found is None:
+        return None
+    version, trace_id, span_id, flags = found.groups()
+    if version == "ff" or (version == "00" and len(value.strip()) != 55):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    sampled = int(flags, 16) & 1
+    return f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_id};Sampled={sampled}"
+
+
+def xray_ids(header: str | None) -> tuple[int, int, bool] | None:
+    """(trace id, parent span id, sampled) of a normalised X-Ray header, as W3C/OpenTelemetry
+    numbers; None when the header has none."""
+    parsed = parse_trace_header(header)
+    if parsed is None:
+        return None
+    fields = dict(part.partition("=")[::2] for part in parsed.split(";"))
+    root = fields["Root"]
+    return int(root[2:10] + root[11:], 16), int(fields["Parent"], 16), fields.get("Sampled") == "1"
+
+
+def trace_id_for(value: str | None, epoch_s: float, traceparent: str | None = None) -> str:
+    """The incoming X-Ray header when well formed, else the incoming W3C `traceparent`
+    (OpenTelemetry clients send only that), else a fresh id."""
+    return parse_trace_header(value) or from_traceparent(traceparent) or new_trace_id(epoch_s)

@@ -300,7 +300,11 @@ class _Invoker:
         limit = MAX_ASYNC_PAYLOAD if itype == "Event" else MAX_SYNC_PAYLOAD
         payload = await read_payload(request, limit, itype)
         # A caller's trace continues in the function; a malformed header starts a new one.
-        trace_id = trace_id_for(request.headers.get("X-Amzn-Trace-Id"), time.time())
+        trace_id = trace_id_for(
+            request.headers.get("X-Amzn-Trace-Id"),
+            time.time(),
+            request.headers.get("traceparent"),
+        )
         if itype == "Event":
             return await self._event(fn, payload, rid, trace_id)
         return await self._request_response(request, fn, payload, rid, trace_id)

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import bisect
+import platform
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import disable_created_metrics as _disable_created
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -15,13 +26,23 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from triggerd import __version__
+from triggerd.telemetry.spans import NoTracer, Tracer
 from triggerd.types import SourceStats
 
+#: prometheus_client's switch for `_created` series (untyped there).
+disable_created_metrics: Callable[[], None] = _disable_created
 #: prometheus_client's own `le` formatting (untyped there).
 _le: Callable[[float], str] = floatToGoString
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 INIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: Async event age at invoke: from queued to invoked (seconds up to Lambda's 6 hours).
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600)
+#: Per trigger, at most this many partitions get their own lag series (the most lagging ones):
+#: a topic of thousands of partitions must not give thousands of series. The per-trigger
+#: iterator age and offset lag cover every partition.
+MAX_PARTITION_SERIES = 50
 
 
 class Buckets:
@@ -55,10 +76,9 @@ class FunctionTally:
     so plain numbers rather than prometheus_client's locked values: they become metric
     families only when /metrics is scraped."""
 
-    __slots__ = ("cold_starts", "duration", "gb_seconds", "init_duration", "max_memory", "outcomes")
+    __slots__ = ("cold_starts", "duration", "gb_seconds", "init_duration", "max_memory")
 
     def __init__(self) -> None:
-        self.outcomes: dict[str, int] = {}
         self.duration = Buckets(DURATION_BUCKETS)
         self.init_duration = Buckets(INIT_BUCKETS)
         self.cold_starts = 0
@@ -66,12 +86,10 @@ class FunctionTally:
         #: Bytes, of the last invocation.
         self.max_memory: float | None = None
 
-    def outcome(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
 
 class FunctionMetrics(Collector):
-    """The per-function metrics (`triggerd_function_*`), collected from the tallies."""
+    """The local backend's per-function metrics (`triggerd_function_*`), collected from the
+    tallies. Invocations are counted once, for every backend, by `triggerd_invocations`."""
 
     def __init__(self) -> None:
         self._tallies: dict[str, FunctionTally] = {}
@@ -81,12 +99,6 @@ class FunctionMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         tallies = sorted(self._tallies.items())
-        invocations = CounterMetricFamily(
-            "triggerd_function_invocations",
-            "Invocations by function and outcome (ok, function_error, timeout, throttled, "
-            "invoke_error)",
-            labels=["function", "outcome"],
-        )
         duration = HistogramMetricFamily(
             "triggerd_function_duration_seconds",
             "Function run time as reported in REPORT lines",
@@ -111,15 +123,13 @@ class FunctionMetrics(Collector):
             labels=["function"],
         )
         for name, t in tallies:
-            for outcome, count in sorted(t.outcomes.items()):
-                invocations.add_metric([name, outcome], count)
             duration.add_metric([name], t.duration.cumulative(), t.duration.total)
             init.add_metric([name], t.init_duration.cumulative(), t.init_duration.total)
             cold.add_metric([name], t.cold_starts)
             billed.add_metric([name], t.gb_seconds)
             if t.max_memory is not None:
                 memory.add_metric([name], t.max_memory)
-        yield from (invocations, duration, init, cold, billed, memory)
+        yield from (duration, init, cold, billed, memory)
 
 
 class SourceMetrics(Collector):
@@ -165,9 +175,26 @@ class SourceMetrics(Collector):
             "Partition assignments (rebalances) since the source started",
             labels=["trigger"],
         )
+        iterator_age = GaugeMetricFamily(
+            "triggerd_source_iterator_age_seconds",
+            "Age of the oldest record not processed yet, over all partitions (IteratorAge)",
+            labels=["trigger"],
+        )
+        offset_lag = GaugeMetricFamily(
+            "triggerd_source_offset_lag_records",
+            "Records behind, summed over the partitions that report it (OffsetLag)",
+            labels=["trigger"],
+        )
         for trigger, stats in self.snapshot().items():
             rebalances.add_metric([trigger], stats.rebalances)
-            for p in stats.partitions:
+            iterator_age.add_metric(
+                [trigger], max((p.lag_seconds for p in stats.partitions), default=0.0)
+            )
+            counted = [p.lag_records for p in stats.partitions if p.lag_records is not None]
+            if counted:
+                offset_lag.add_metric([trigger], sum(counted))
+            worst = sorted(stats.partitions, key=lambda p: p.lag_seconds, reverse=True)
+            for p in sorted(worst[:MAX_PARTITION_SERIES], key=lambda p: p.partition):
                 if p.lag_records is not None:
                     lag.add_metric([trigger, p.partition], p.lag_records)
                 lag_s.add_metric([trigger, p.partition], p.lag_seconds)
@@ -178,12 +205,31 @@ class SourceMetrics(Collector):
                 if p.retained_bytes is not None:
                     retained.add_metric([trigger, p.partition], p.retained_bytes)
         yield from (lag, lag_s, committed, lag_bytes, retained, rebalances)
+        yield from (iterator_age, offset_lag)
 
 
 class Metrics:
+    """The daemon's telemetry: its Prometheus registry (every metric is listed, with its
+    CloudWatch counterpart, in docs/metrics.md) and the tracer that makes spans (a no-op one
+    unless [telemetry.otel] is configured)."""
+
     def __init__(self) -> None:
+        # prometheus_client's switch is process-wide; a `_created` series per counter would
+        # double the series count and no dashboard reads them.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
+        self.tracer: Tracer = NoTracer()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "triggerd_build_info",
+            "1, labelled with triggerd's version and the Python it runs on",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.records_received = Counter(
             "triggerd_records_received", "Records received from sources", ["trigger"], registry=r
         )
@@ -192,8 +238,9 @@ class Metrics:
         )
         self.invocations = Counter(
             "triggerd_invocations",
-            "Function invocations by outcome",
-            ["trigger", "function", "outcome"],
+            "Function invocations by outcome (ok, function_error, timeout, throttled, "
+            "invoke_error), whatever invoked them",
+            ["function", "outcome"],
             registry=r,
         )
         self.invoke_seconds = Histogram(
@@ -201,7 +248,13 @@ class Metrics:
             "Invocation latency as seen by triggerd",
             ["function"],
             registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=DURATION_BUCKETS,
+        )
+        self.concurrent = Gauge(
+            "triggerd_concurrent_executions",
+            "Invocations in progress (including those waiting for a free worker)",
+            ["function"],
+            registry=r,
         )
         self.records_succeeded = Counter(
             "triggerd_records_succeeded", "Records delivered", ["trigger"], registry=r
@@ -216,9 +269,17 @@ class Metrics:
             registry=r,
         )
         self.discarded = Counter(
-            "triggerd_records_discarded",
-            "Records given up with no on-failure destination",
-            ["trigger", "condition"],
+            "triggerd_records_dropped",
+            "Records given up with no on-failure destination, by reason (RetriesExhausted, "
+            "EventAgeExceeded, RetryAttemptsExhausted, RecordAgeExceeded, "
+            "MaximumPayloadSizeExceeded)",
+            ["trigger", "reason"],
+            registry=r,
+        )
+        self.destination_failures = Counter(
+            "triggerd_destination_delivery_failures",
+            "Failed attempts to write a record to an on-failure destination (each is retried)",
+            ["trigger", "destination"],
             registry=r,
         )
         self.queue_depth = Gauge(
@@ -226,6 +287,13 @@ class Metrics:
             "Events waiting in the async queue",
             ["trigger"],
             registry=r,
+        )
+        self.event_age = Histogram(
+            "triggerd_async_event_age_seconds",
+            "Time from an async event's queueing to each invocation of it",
+            ["trigger"],
+            registry=r,
+            buckets=AGE_BUCKETS,
         )
         self.inflight = Gauge(
             "triggerd_inflight_batches", "Batches being invoked", ["trigger"], registry=r

@@ -21,7 +21,7 @@ from contextlib import AsyncExitStack
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from triggerd.config.aws import error_code, error_message, open_client
 from triggerd.functions.backends.http import decode_log_result, oversize_result, timeout_result
@@ -94,6 +94,15 @@ class AwsFunctionConfig(FunctionConfig):
         if any(c.isspace() for c in value) or "/" in value:
             raise ValueError("function must be a Lambda function name or ARN")
         return value
+
+    @model_validator(mode="after")
+    def _memory_is_not_ours(self) -> AwsFunctionConfig:
+        if "memory_mb" in self.model_fields_set:
+            raise ValueError(
+                "memory_mb: this backend does not run the function; its memory is set by "
+                "the Lambda function's configuration"
+            )
+        return self
 
 
 def _error_payload(code: str, message: str) -> bytes:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from triggerd.events.timestamps import iso_ms
 from triggerd.functions.backends.slots import ConcurrencySlots
@@ -108,6 +108,15 @@ class HttpFunctionConfig(FunctionConfig):
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path}"
+
+    @model_validator(mode="after")
+    def _memory_is_not_ours(self) -> HttpFunctionConfig:
+        if "memory_mb" in self.model_fields_set:
+            raise ValueError(
+                "memory_mb: this backend does not run the function; its memory is set by "
+                "the endpoint that runs it"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------

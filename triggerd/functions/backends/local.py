@@ -308,8 +308,6 @@ class LocalBackend:
             slots.try_acquire() or await slots.acquire(self.config.timeout_s)
         ):
             self.stats["throttles"] += 1
-            if self._metrics is not None:
-                self._metrics.outcome(Outcome.THROTTLED.value)
             return self._throttled(rid)
         try:
             result = await self._invoke_in_slot(
@@ -322,8 +320,6 @@ class LocalBackend:
             self.stats["errors"] += 1
         if result.outcome is Outcome.TIMEOUT:
             self.stats["timeouts"] += 1
-        if self._metrics is not None:
-            self._metrics.outcome(result.outcome.value)
         return result
 
     # ---- slots and workers -----------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Records every event it receives (one JSON line, fsynced) and fails on demand."""
+"""Records every event it handled (one JSON line, fsynced); fails, without recording, for an S3
+key or a RabbitMQ message body that contains "poison"."""
 
+import base64
 import json
 import os
 import time
@@ -21,5 +23,8 @@ def handler(event, context):
     keys = [r["s3"]["object"]["key"] for r in event.get("Records", []) if "s3" in r]
     if any("poison" in k for k in keys):
         raise ValueError("poison file " + ",".join(keys))
+    queues = event.get("rmqMessagesByQueue", {})
+    if any(b"poison" in base64.b64decode(m["data"]) for ms in queues.values() for m in ms):
+        raise ValueError("poison message")
     _append({"request_id": context.aws_request_id, "event": event})
     return {"ok": keys}
