@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.fakes import SteppedClock
-from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.functions.backends.local import RSS_CHECK_EVERY, LocalBackend, LocalFunctionConfig
 from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
@@ -435,6 +435,8 @@ async def test_a_worker_whose_memory_grows_is_replaced_between_invocations(
     old_pid = body(first)["pid"]
     for _ in range(3):  # 24 MB kept: over the 16 MB allowed
         assert (await backend.invoke(b'{"action": "keep", "mb": 8}')).outcome is Outcome.OK
+    for _ in range(RSS_CHECK_EVERY - 4):  # growth is checked every RSS_CHECK_EVERY invocations
+        assert (await backend.invoke(b'{"action": "noop"}')).outcome is Outcome.OK
     await wait_until(lambda: backend.stats["recycled"] == 1, "the replacement")
     after = await backend.invoke(b'{"action": "noop"}', want_log_tail=True)
     assert after.outcome is Outcome.OK and body(after)["pid"] != old_pid
