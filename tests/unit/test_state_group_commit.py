@@ -217,3 +217,26 @@ async def test_an_older_store_is_converted_to_incremental_auto_vacuum_keeping_it
         assert await store.get_checkpoint("t1", "k") == "v"
     finally:
         await store.close()
+
+
+async def test_lease_only_groups_skip_the_fsync_and_leave_later_writes_durable(
+    store: SQLiteStateStore,
+) -> None:
+    await store.enqueue([event(f"r{i}") for i in range(3)])
+    claimed = await store.claim("t1", 3, 30, now=10.0)
+    await store.extend_lease([e.id for e in claimed], 30, now=11.0)
+    # The connection is back to synchronous=FULL (2) for the writes that follow.
+    assert await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    await store.complete(claimed[0].id)
+    assert await store.queue_depth() == 2
+
+
+async def test_concurrent_releases_share_a_commit(
+    store: SQLiteStateStore,
+) -> None:
+    await store.enqueue([event(f"r{i}") for i in range(40)])
+    claimed = await store.claim("t1", 40, 30, now=10.0)
+    before = store.groups_committed
+    await asyncio.gather(*(store.release(e.id, available_at=10.0, attempts=0) for e in claimed))
+    assert store.groups_committed - before <= 2
+    assert len(await store.claim("t1", 40, 30, now=10.0)) == 40

@@ -261,8 +261,15 @@ class AsyncTrigger:
         now = self.rt.clock.time()
         for event in ready:
             self._inflight.discard(event.id)
-            with contextlib.suppress(Exception):  # else their leases expire
-                await self.state.release(event.id, available_at=now, attempts=event.attempts)
+        # Together: group commit puts them in one transaction. Failures only leave leases
+        # to expire (or to the next start's recovery).
+        await asyncio.gather(
+            *(
+                self.state.release(event.id, available_at=now, attempts=event.attempts)
+                for event in ready
+            ),
+            return_exceptions=True,
+        )
 
     async def _handle(self, event: QueuedEvent) -> None:
         try:
