@@ -59,7 +59,8 @@ def daemon_config(tmp: Path, settings: Settings) -> dict[str, Any]:
     return {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "127.0.0.1:0",
+            "listen": "",
+            "control_listen": "127.0.0.1:0",  # the Invoke API's listener
             "work_dir": str(tmp / "run"),
             "log_level": settings.log_level,
         },
@@ -91,7 +92,7 @@ async def triggerd_server(settings: Settings) -> AsyncIterator[tuple[str, LocalB
                 local = getattr(backend, "inner", backend)  # under the metrics wrapper
                 if not isinstance(local, LocalBackend):
                     raise BenchError(f"{FUNCTION} is not on the local backend")
-                yield f"http://{daemon.listen_address}{PATH}", local
+                yield f"http://{daemon.control_address}{PATH}", local
         finally:
             quiet.setLevel(saved)
 

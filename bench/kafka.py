@@ -356,6 +356,7 @@ def _daemon_config(tmp: Path, bootstrap: str, topic: str) -> Path:
 [daemon]
 state = "sqlite:///{tmp}/state.db"
 listen = ""
+control_listen = ""
 log_level = "warning"
 
 [functions.slow]

@@ -61,6 +61,7 @@ def daemon_config(tmp: Path, workers: int) -> dict[str, object]:
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
             "listen": "127.0.0.1:0",
+            "control_listen": "",
             "log_level": "warning",
         },
         "functions": {

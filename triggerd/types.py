@@ -89,6 +89,23 @@ def resolve_config_path(value: str, info: ValidationInfo) -> str:
 ConfigPath = Annotated[str, AfterValidator(resolve_config_path)]
 
 
+@dataclass(frozen=True, slots=True)
+class PathCheck:
+    """Metadata on a config path saying what `triggerd validate` checks on this machine:
+    "file" a readable file, "dir" a directory, "code" a directory or a .zip file, "writable"
+    a file that can be created or appended to (it, or the nearest existing directory above
+    it, is writable)."""
+
+    kind: Literal["file", "dir", "code", "writable"]
+
+
+#: Config paths that must exist when the daemon starts, or that it must be able to write.
+InputFile = Annotated[str, AfterValidator(resolve_config_path), PathCheck("file")]
+InputDir = Annotated[str, AfterValidator(resolve_config_path), PathCheck("dir")]
+CodePath = Annotated[str, AfterValidator(resolve_config_path), PathCheck("code")]
+OutputFile = Annotated[str, AfterValidator(resolve_config_path), PathCheck("writable")]
+
+
 class SourceConfig(Model):
     """Base for a source's config model. Subclasses add `type: Literal["<name>"]`.
 
@@ -476,8 +493,10 @@ class SourcePlugin:
     #: (`(source_config, trigger)`); None when there is nothing to say. May raise
     #: RetryableError when the system cannot be reached.
     status: Callable[[Any, str], Awaitable[str | None]] | None = None
-    #: `triggerd validate`: problems only the external system can reveal, raised as a
-    #: ConfigError (one line each); RetryableError when it cannot be reached.
+    #: `triggerd validate --connect` (`(source_config, trigger)`): the server answers and
+    #: accepts the credentials; problems only it can reveal (a missing queue, a refused
+    #: login) raised as a ConfigError (one line each); RetryableError (or PermanentError)
+    #: when it cannot be reached. Bounded by the caller's timeout.
     check: Callable[[Any, str], Awaitable[None]] | None = None
     #: `triggerd <type> <name> TRIGGER` commands.
     commands: Mapping[str, SourceCommand] = field(default_factory=dict)
@@ -556,6 +575,13 @@ class ExitCode(enum.IntEnum):
     LISTEN_FAILED = 7
     #: The config file cannot be read (missing, a directory, no permission).
     CONFIG_UNREADABLE = 8
+    #: `triggerd status`: the daemon does not answer (not running, or not at that address).
+    DAEMON_UNREACHABLE = 9
+    #: `triggerd status`: the daemon answers, and a trigger (or its state store) is failing.
+    TRIGGER_FAILING = 10
+    #: `triggerd validate --connect`: a source's server does not answer or refuses the
+    #: credentials.
+    SOURCE_UNREACHABLE = 11
 
 
 class OperatorError(TriggerdError):

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from triggerd.events.s3 import is_valid_bucket_name
-from triggerd.types import ConfigPath, SourceConfig
+from triggerd.types import InputDir, SourceConfig
 
 EventKind = Literal["created", "modified", "deleted"]
 
@@ -22,7 +22,7 @@ class DirectorySourceConfig(SourceConfig):
     invocation: ClassVar[Literal["sync", "async"]] = "async"
 
     type: Literal["directory"]
-    path: ConfigPath = Field(
+    path: InputDir = Field(
         description="Directory to watch. Relative paths are resolved against the config file."
     )
     bucket: str | None = Field(

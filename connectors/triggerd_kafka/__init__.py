@@ -11,16 +11,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from triggerd.types import (
+    ConfigError,
     Destination,
     DestinationContext,
     DestinationPlugin,
     JSONDict,
+    PermanentError,
     Source,
     SourceContext,
     SourcePlugin,
     plugin_config,
 )
 
+from .client import import_aiokafka
 from .config import KafkaDestinationConfig, KafkaSourceConfig
 from .shape import sample_event as _sample
 
@@ -47,7 +50,36 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return _sample(options)
 
 
-plugin = SourcePlugin(config_model=KafkaSourceConfig, create=create, sample_event=sample_event)
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate --connect`: fetch the cluster's metadata with these settings (TLS,
+    SASL) and find the topics in it. Refused credentials or a missing topic are a
+    ConfigError; brokers that do not answer a RetryableError."""
+    from .client import classify, client_kwargs
+
+    cfg = plugin_config(config, KafkaSourceConfig)
+    aiokafka = import_aiokafka()
+    try:
+        consumer = aiokafka.AIOKafkaConsumer(**client_kwargs(cfg, f"triggerd-validate-{trigger}"))
+        try:
+            await consumer.start()
+            topics = await consumer.topics()
+        finally:
+            await consumer.stop()
+    except Exception as exc:  # typed, secret-free, as the source reports it
+        error = classify(exc, cfg)
+        if isinstance(error, PermanentError):
+            raise ConfigError([f"trigger {trigger!r}: source: {error}"]) from None
+        raise error from None
+    missing = [t for t in cfg.topics if t not in topics]
+    if missing:
+        raise ConfigError(
+            [f"trigger {trigger!r}: source.topics: topic {t!r} does not exist" for t in missing]
+        )
+
+
+plugin = SourcePlugin(
+    config_model=KafkaSourceConfig, create=create, sample_event=sample_event, check=check
+)
 destination_plugin = DestinationPlugin(
     config_model=KafkaDestinationConfig, create=create_destination
 )
@@ -55,6 +87,7 @@ destination_plugin = DestinationPlugin(
 __all__ = [
     "KafkaDestinationConfig",
     "KafkaSourceConfig",
+    "check",
     "create",
     "create_destination",
     "destination_plugin",

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from triggerd.types import ConfigPath, DestinationConfig, Model, SourceConfig
+from triggerd.types import DestinationConfig, InputFile, Model, SourceConfig
 
 __all__ = ["KafkaConnection", "KafkaDestinationConfig", "KafkaSourceConfig"]
 
@@ -52,13 +52,13 @@ class KafkaConnection(Model):
     )
     sasl_username: str | None = Field(default=None, min_length=1)
     sasl_password: SecretStr | None = Field(default=None, description="Never logged")
-    ssl_cafile: ConfigPath | None = Field(
+    ssl_cafile: InputFile | None = Field(
         default=None, description="PEM CA bundle to verify the brokers (default: the system's)"
     )
-    ssl_certfile: ConfigPath | None = Field(
+    ssl_certfile: InputFile | None = Field(
         default=None, description="PEM client certificate (mutual TLS)"
     )
-    ssl_keyfile: ConfigPath | None = Field(default=None, description="PEM client key")
+    ssl_keyfile: InputFile | None = Field(default=None, description="PEM client key")
     ssl_key_password: SecretStr | None = Field(default=None, description="Password of the key")
     ssl_check_hostname: bool = Field(
         default=True, description="Verify that the broker's certificate names its host"

@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from triggerd.types import (
+    ConfigError,
     Destination,
     DestinationContext,
     DestinationPlugin,
     JSONDict,
+    PermanentError,
     Source,
     SourceContext,
     SourcePlugin,
@@ -46,7 +48,33 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return _sample(options)
 
 
-plugin = SourcePlugin(config_model=RabbitMQSourceConfig, create=create, sample_event=sample_event)
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate --connect`: log in, then declare the queue passively (it exists
+    and this user may use it). A refused login, vhost or queue is a ConfigError; a broker
+    that does not answer a RetryableError."""
+    from .connection import classify, import_aio_pika, open_connection
+
+    cfg = plugin_config(config, RabbitMQSourceConfig)
+    try:
+        conn = await open_connection(import_aio_pika(), cfg, f"triggerd validate {trigger}")
+        try:
+            channel = await conn.channel()
+            if not cfg.declare:
+                await channel.declare_queue(cfg.queue, passive=True)
+        finally:
+            await conn.close()
+    except Exception as exc:  # typed, password-free, as the source reports it
+        error = classify(exc, cfg, queue=cfg.queue)
+    else:
+        return
+    if isinstance(error, PermanentError):
+        raise ConfigError([f"trigger {trigger!r}: source: {error}"])
+    raise error
+
+
+plugin = SourcePlugin(
+    config_model=RabbitMQSourceConfig, create=create, sample_event=sample_event, check=check
+)
 destination_plugin = DestinationPlugin(
     config_model=RabbitMQDestinationConfig, create=create_destination
 )
@@ -54,6 +82,7 @@ destination_plugin = DestinationPlugin(
 __all__ = [
     "RabbitMQDestinationConfig",
     "RabbitMQSourceConfig",
+    "check",
     "create",
     "create_destination",
     "destination_plugin",

@@ -12,13 +12,12 @@ from typing import Any
 from triggerd.events.s3 import sample_s3_event
 from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
+from .client import require_aiobotocore
 from .config import S3SourceConfig
 
 
 def create(config: Any, ctx: SourceContext) -> Source:
     s3_config = plugin_config(config, S3SourceConfig)
-    from .client import require_aiobotocore
-
     require_aiobotocore()
     if s3_config.mode == "notifications":
         from .notifications import NotificationSource
@@ -35,6 +34,17 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-plugin = SourcePlugin(config_model=S3SourceConfig, create=create, sample_event=sample_event)
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate --connect`: the bucket (and the notification queue) answer with
+    these credentials (ConfigError naming it; RetryableError when unreachable)."""
+    require_aiobotocore()
+    from .check import check as check_s3
 
-__all__ = ["S3SourceConfig", "create", "plugin", "sample_event"]
+    await check_s3(plugin_config(config, S3SourceConfig), trigger)
+
+
+plugin = SourcePlugin(
+    config_model=S3SourceConfig, create=create, sample_event=sample_event, check=check
+)
+
+__all__ = ["S3SourceConfig", "check", "create", "plugin", "sample_event"]

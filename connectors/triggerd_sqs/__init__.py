@@ -42,12 +42,30 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_sqs_event(options)
 
 
-plugin = SourcePlugin(config_model=SqsSourceConfig, create=create, sample_event=sample_event)
+async def check(config: Any, trigger: str) -> None:
+    """`triggerd validate --connect`: GetQueueAttributes on the queue with these credentials
+    (ConfigError naming the queue; RetryableError when SQS cannot be reached)."""
+    from contextlib import AsyncExitStack
+
+    from .client import open_client, queue_attributes
+
+    cfg = plugin_config(config, SqsSourceConfig)
+    async with AsyncExitStack() as stack:
+        client = await open_client(
+            stack, cfg, cfg.region_or("us-east-1"), pool=1, read_timeout_s=10
+        )
+        await queue_attributes(client, cfg, trigger, "source")
+
+
+plugin = SourcePlugin(
+    config_model=SqsSourceConfig, create=create, sample_event=sample_event, check=check
+)
 destination_plugin = DestinationPlugin(config_model=SqsDestinationConfig, create=create_destination)
 
 __all__ = [
     "SqsDestinationConfig",
     "SqsSourceConfig",
+    "check",
     "create",
     "create_destination",
     "destination_plugin",

@@ -7,8 +7,10 @@ Event mode (`invocation = "event"`): the handler puts a Record on a bounded in-m
 and only then does the caller get 202. If that does not happen within `accept_timeout_s` the
 caller gets 503 (retry later); a request not yet taken by the pipeline is then withdrawn.
 
-Checks, in order: CORS preflight, header count/size (431), rate limit and concurrency (429),
-body size (413), auth (401/403), event size (413), then the invocation.
+Checks, in order: CORS preflight, header count/size (431), rate limit (429), declared body
+size (413), authentication on the headers (401/403), the body (413 over the limit, 408 when
+too slow), the HMAC of the body (403), concurrency (429), event size (413), then the
+invocation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from triggerd.http.body import BodyTooLarge, read_body
+from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY, RouteTemplate
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -345,60 +348,79 @@ class WebhookSource(BaseSource):
         return web.Response(status=reply.status, body=reply.body, headers=headers)
 
     def _limits(self, request: web.BaseRequest) -> HttpReply | None:
+        """What the headers decide before authentication: their count and size (431), the
+        rate limit (429) and a declared body size (413)."""
         cfg = self.config
         raw = request.raw_headers
         if len(raw) > cfg.max_headers or sum(len(k) + len(v) for k, v in raw) > (
             cfg.max_header_bytes
         ):
-            self._refuse("headers_too_large")
+            self._refuse(request, "headers_too_large")
             return message(431, "Request Header Fields Too Large")
         if self.bucket is not None:
             wait = self.bucket.take()
             if wait > 0:
-                self._refuse("rate_limited", level=logging.DEBUG)
+                self._refuse(request, "rate_limited")
                 retry = str(max(1, round(wait + 0.499)))
                 return message(429, "Too Many Requests", [("Retry-After", retry)])
-        if cfg.max_concurrency is not None and self.in_flight >= cfg.max_concurrency:
-            self._refuse("concurrency_limited", level=logging.DEBUG)
-            return message(429, "Too Many Requests", [("Retry-After", "1")])
+        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
+            self._refuse(request, "body_too_large", limit=cfg.max_body_bytes)
+            return message(413, "Request Too Long")
         return None
 
-    def _refuse(self, reason: str, level: int = logging.WARNING, **extra: object) -> None:
-        """Log a refused request: the reason only, never header values or secrets. Limits hit
-        under load log at DEBUG so that a flood does not flood the log too."""
-        self.log.log(
-            level, "webhook.refused", extra={"trigger": self.ctx.trigger, "reason": reason, **extra}
+    def _refuse(self, request: web.BaseRequest, reason: str, **extra: object) -> None:
+        """A refused request: marked for the listener, which counts refusals by reason and
+        logs them rate-limited; logged here at DEBUG only, with the trigger. The reason only,
+        never header values or secrets."""
+        mark_refused(request, reason)
+        self.log.debug(
+            "webhook.refused", extra={"trigger": self.ctx.trigger, "reason": reason, **extra}
         )
 
+    def _unauthorized(self, request: web.BaseRequest, failure: auth.AuthFailure) -> HttpReply:
+        self._refuse(request, "auth_failed", detail=failure.reason)
+        return message(failure.status, "Unauthorized" if failure.status == 401 else "Forbidden")
+
     async def _answer(self, request: web.BaseRequest, meta: RequestMeta) -> HttpReply:
+        """Header checks and authentication before the body is read (so a slow or large body
+        is never read for nothing; `Expect: 100-continue` is answered only once they pass),
+        the body within the listener's body timeout, the MAC of an HMAC route, and only then
+        a `max_concurrency` slot: a slow body never holds one."""
+        cfg = self.config
         limited = self._limits(request)
         if limited is not None:
             return limited
-        self.in_flight += 1
-        try:
-            return await self._admitted(request, meta)
-        finally:
-            self.in_flight -= 1
-
-    async def _admitted(self, request: web.BaseRequest, meta: RequestMeta) -> HttpReply:
-        cfg = self.config
+        failure = auth.check_headers(cfg.auth, request.headers.get, self.ctx.clock.time())
+        if failure is not None:
+            return self._unauthorized(request, failure)
         try:
             body = await read_body(request, cfg.max_body_bytes)
         except BodyTooLarge:
-            self._refuse("body_too_large", limit=cfg.max_body_bytes)
+            self._refuse(request, "body_too_large", limit=cfg.max_body_bytes)
             raise
-        failure = auth.check(cfg.auth, request.headers.get, body, self.ctx.clock.time())
+        failure = auth.check_body(cfg.auth, request.headers.get, body)
         if failure is not None:
-            self._refuse("auth_failed", detail=failure.reason)
-            text = "Unauthorized" if failure.status == 401 else "Forbidden"
-            return message(failure.status, text)
+            return self._unauthorized(request, failure)
+        if cfg.max_concurrency is not None and self.in_flight >= cfg.max_concurrency:
+            self._refuse(request, "concurrency_limited")
+            return message(429, "Too Many Requests", [("Retry-After", "1")])
+        self.in_flight += 1
+        try:
+            return await self._admitted(request, body, meta)
+        finally:
+            self.in_flight -= 1
+
+    async def _admitted(
+        self, request: web.BaseRequest, body: bytes, meta: RequestMeta
+    ) -> HttpReply:
+        cfg = self.config
         event = self.build(request, body, meta)
         payload = orjson.dumps(event)
         if len(payload) > self._event_cap:
-            self._refuse("event_too_large", bytes=len(payload), limit=self._event_cap)
+            self._refuse(request, "event_too_large", bytes=len(payload), limit=self._event_cap)
             return message(413, "Request Too Long")
         if cfg.invocation_mode == "event":
-            return await self._enqueue(event, payload, meta)
+            return await self._enqueue(request, event, payload, meta)
         return await self._invoke(request, payload, meta)
 
     def build(self, request: web.BaseRequest, body: bytes, meta: RequestMeta) -> JSONDict:
@@ -447,9 +469,11 @@ class WebhookSource(BaseSource):
             },
         )
 
-    async def _enqueue(self, event: JSONDict, payload: bytes, meta: RequestMeta) -> HttpReply:
+    async def _enqueue(
+        self, request: web.BaseRequest, event: JSONDict, payload: bytes, meta: RequestMeta
+    ) -> HttpReply:
         if self._stopping or len(self._pending) >= self.config.queue_size:
-            self._refuse("queue_full" if not self._stopping else "stopping")
+            self._refuse(request, "queue_full" if not self._stopping else "stopping")
             return message(503, "Service Unavailable", [("Retry-After", "1")])
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         pending = Pending(fut)
@@ -468,7 +492,7 @@ class WebhookSource(BaseSource):
             return HttpReply(202, [], b"")
         if not done and not pending.taken:
             fut.cancel()  # withdrawn: the pipeline skips it
-        self._refuse("not_queued_in_time", request_id=meta.request_id)
+        self._refuse(request, "not_queued_in_time", request_id=meta.request_id)
         return message(503, "Service Unavailable", [("Retry-After", "1")])
 
 

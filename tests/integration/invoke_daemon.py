@@ -34,11 +34,17 @@ def local_fn(**extra: Any) -> dict[str, Any]:
     return {"handler": "app.handler", "code": str(FUNCTION_DIR), "timeout_s": 5, **extra}
 
 
-def daemon_config(tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1:0") -> Any:
+def daemon_config(
+    tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1:0", **daemon: Any
+) -> Any:
+    """Functions on a daemon with its public listener on `listen` and its control listener
+    (the Invoke API) on a free loopback port, unless `daemon` says otherwise."""
     data = {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
             "listen": listen,
+            "control_listen": "127.0.0.1:0",
+            **daemon,
             "work_dir": str(tmp / "run"),
             "shutdown_timeout_s": 5,
         },
@@ -49,10 +55,11 @@ def daemon_config(tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1:0"
+    tmp: Path, functions: dict[str, Any], listen: str = "127.0.0.1:0", **daemon: Any
 ) -> AsyncIterator[Daemon]:
-    async with Daemon(daemon_config(tmp, functions, listen), registry()).running() as daemon:
-        yield daemon
+    cfg = daemon_config(tmp, functions, listen, **daemon)
+    async with Daemon(cfg, registry()).running() as running:
+        yield running
 
 
 async def wait_until(cond: Any, timeout: float, what: str) -> None:

@@ -135,7 +135,12 @@ async def running_daemon(
     """The daemon with one `recorder` function (RECORD_FILE = tmp/calls.jsonl) and one sqs
     trigger; stopped (drained) on exit."""
     data = {
-        "daemon": {"state": "sqlite:///state.db", "listen": None, "shutdown_timeout_s": 5},
+        "daemon": {
+            "state": "sqlite:///state.db",
+            "listen": None,
+            "control_listen": None,
+            "shutdown_timeout_s": 5,
+        },
         "functions": {
             "recorder": {
                 "handler": "app.handler",

@@ -75,7 +75,7 @@ async def make(creds: None) -> AsyncIterator[Callable[..., Any]]:
 
 
 def url(daemon: Daemon) -> str:
-    return f"http://{daemon.listen_address}"
+    return f"http://{daemon.control_address}"
 
 
 async def test_request_response_returns_the_functions_result(

@@ -49,7 +49,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
 
 
 def endpoint(daemon: Daemon) -> str:
-    return f"http://{daemon.listen_address}"
+    return f"http://{daemon.control_address}"
 
 
 @pytest.fixture
@@ -362,7 +362,8 @@ def subprocess_config(tmp: Path, port: int) -> str:
     return f"""
 [daemon]
 state = "sqlite:///state/state.db"
-listen = "127.0.0.1:{port}"
+listen = ""
+control_listen = "127.0.0.1:{port}"
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -81,7 +81,8 @@ def config(tmp: Path, endpoint: str) -> Any:
     data = {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "127.0.0.1:0",
+            "listen": "",
+            "control_listen": "127.0.0.1:0",
             "work_dir": str(tmp / "run"),
             "shutdown_timeout_s": 5,
         },
@@ -98,7 +99,7 @@ def config(tmp: Path, endpoint: str) -> Any:
 
 
 async def invoke(daemon: Daemon, payload: bytes, **headers: str) -> aiohttp.ClientResponse:
-    url = f"http://{daemon.listen_address}/2015-03-31/functions/echo/invocations"
+    url = f"http://{daemon.control_address}/2015-03-31/functions/echo/invocations"
     async with aiohttp.ClientSession() as session:
         resp = await session.post(url, data=payload, headers=headers)
         await resp.read()

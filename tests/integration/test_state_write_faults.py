@@ -49,6 +49,9 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
             "listen": "127.0.0.1:0",
+            # the webhook and the control endpoints (/readyz, Invoke API) on one address
+            "control_listen": "",
+            "control_on_public": True,
             "work_dir": str(tmp / "run"),
             "shutdown_timeout_s": 5,
         },

@@ -128,7 +128,12 @@ class Running:
 def config(tmp: Path) -> dict[str, Any]:
     actions = {"handler": "app.handler", "code": str(FUNCTIONS / "webhook_actions")}
     return {
-        "daemon": {"state": f"sqlite:///{tmp / 'state.db'}", "listen": "127.0.0.1:0"},
+        "daemon": {
+            "state": f"sqlite:///{tmp / 'state.db'}",
+            "listen": "127.0.0.1:0",
+            "control_listen": "",
+            "control_on_public": True,
+        },
         "functions": {
             "actions": {**actions, "timeout_s": 10},
             "short": {**actions, "timeout_s": 1},

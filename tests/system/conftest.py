@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -32,6 +34,10 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def _limit_nofile(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 class Daemon:
     """One `triggerd run` process with its logs under the test's temp dir."""
 
@@ -50,7 +56,8 @@ class Daemon:
     def stderr_path(self) -> Path:
         return self.workdir / f"stderr.{self.runs}.log"
 
-    def start(self, ready_timeout: float = 20) -> None:
+    def start(self, ready_timeout: float = 20, nofile: int | None = None) -> None:
+        """`nofile`: start with that RLIMIT_NOFILE (soft and hard), as a unit's LimitNOFILE."""
         self.runs += 1
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
@@ -59,6 +66,7 @@ class Daemon:
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
             env=env,
+            preexec_fn=None if nofile is None else functools.partial(_limit_nofile, nofile),
         )
         wait_for(
             lambda: "trigger(s)" in self.stdout() or self.proc.poll() is not None,

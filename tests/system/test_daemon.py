@@ -32,6 +32,8 @@ def config(
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port or free_port()}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 
@@ -181,16 +183,16 @@ def test_poison_file_lands_in_the_dlq_and_does_not_block_others(
     assert record["responsePayload"]["errorType"] == "ValueError"
     assert d.terminate() == 0
     listing = subprocess.run(
-        [sys.executable, "-m", "triggerd", "dlq", "list", "-c", str(d.config)],
+        [sys.executable, "-m", "triggerd", "dlq", "list", "-c", str(d.config), "-o", "json"],
         capture_output=True,
         text=True,
         check=True,
         cwd=tmp_path,
     ).stdout
-    assert "RetriesExhausted" in listing and "inbox" in listing
-    entry_id = listing.split("\t", 1)[0]
+    [entry] = json.loads(listing)
+    assert entry["condition"] == "RetriesExhausted" and entry["trigger"] == "inbox"
     replay = subprocess.run(
-        [sys.executable, "-m", "triggerd", "dlq", "replay", entry_id, "-c", str(d.config)],
+        [sys.executable, "-m", "triggerd", "dlq", "replay", str(entry["id"]), "-c", str(d.config)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -198,14 +200,15 @@ def test_poison_file_lands_in_the_dlq_and_does_not_block_others(
     )
     assert replay.returncode == 0, replay.stderr
     status = subprocess.run(
-        [sys.executable, "-m", "triggerd", "status", "-c", str(d.config)],
+        [sys.executable, "-m", "triggerd", "status", "-c", str(d.config), "-o", "json"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=30,
-    ).stdout
-    row = next(line for line in status.splitlines() if line.startswith("inbox"))
-    assert row.split()[-2:] == ["1", "0"], status  # replayed event queued, DLQ entry gone
+    )
+    assert status.returncode == 9, status.stderr  # the daemon is stopped: not reachable
+    [row] = [t for t in json.loads(status.stdout)["triggers"] if t["trigger"] == "inbox"]
+    assert (row["queued"], row["dlq"]) == (1, 0), row  # replayed event queued, entry replayed
 
 
 def test_health_and_metrics_endpoints(tmp_path: Path, daemon_factory: Any) -> None:

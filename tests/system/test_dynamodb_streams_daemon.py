@@ -24,6 +24,7 @@ def config(tmp: Path, table: str, endpoint: str) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = ""
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

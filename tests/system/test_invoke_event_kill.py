@@ -28,7 +28,8 @@ def config(port: int) -> str:
     return f"""
 [daemon]
 state = "sqlite:///state/state.db"
-listen = "127.0.0.1:{port}"
+listen = ""
+control_listen = "127.0.0.1:{port}"
 shutdown_timeout_s = 5
 log_format = "json"
 

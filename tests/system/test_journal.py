@@ -26,6 +26,7 @@ def test_every_line_carries_its_priority_when_stderr_is_the_journal(tmp_path: Pa
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
 
 [functions.recorder]
 handler = "app.handler"

@@ -26,6 +26,8 @@ def config(record_file: Path, bootstrap: str, topic: str, group: str, sleep_s: f
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 10
 log_format = "json"
 

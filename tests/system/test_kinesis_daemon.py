@@ -23,6 +23,7 @@ def config(tmp: Path, stream: str, endpoint: str) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = ""
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -23,6 +23,8 @@ def directory_config(tmp: Path, port: int) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -27,6 +27,7 @@ def config_text(port: int) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -30,6 +30,8 @@ def config(tmp: Path, dsn: str, table: str, *, sleep_s: float = 0.0, batch: int 
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
+control_on_public = true
 shutdown_timeout_s = 5
 log_format = "json"
 
@@ -182,5 +184,5 @@ def test_wal_level_and_missing_replication_are_one_line_errors(
     assert out.returncode == 2
     assert f"role '{role}' lacks the REPLICATION attribute" in out.stderr
     assert len([line for line in out.stderr.splitlines() if "REPLICATION" in line]) == 1
-    out = cli("validate", str(cfg), cwd=tmp_path)
+    out = cli("validate", "--connect", str(cfg), cwd=tmp_path)
     assert out.returncode == 2 and "lacks the REPLICATION attribute" in out.stderr

@@ -22,6 +22,7 @@ def config(tmp: Path, url: str, queue: str) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -23,6 +23,7 @@ def config(tmp: Path, source: str, *, sleep_s: float = 0, concurrency: int = 2) 
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{free_port()}"
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

@@ -22,6 +22,7 @@ def config(tmp: Path, url: str, endpoint: str, *, report: bool = False, extra: s
 [daemon]
 state = "sqlite:///state/state.db"
 listen = ""
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 

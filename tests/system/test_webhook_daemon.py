@@ -24,6 +24,7 @@ def config(tmp: Path, port: int, sleep_s: float) -> str:
 [daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
 shutdown_timeout_s = 5
 log_format = "json"
 log_level = "debug"

@@ -28,6 +28,7 @@ from bench import (
     warm_invoke,
     worker_memory,
 )
+from bench import sigv4 as sigv4_bench
 from bench import webhook as webhook_bench
 from bench.__main__ import BENCHMARKS, main
 
@@ -164,6 +165,17 @@ def test_worker_memory_reports_rss_after_the_warm_up_and_the_run() -> None:
     rows = worker_memory.run(worker_memory.SMOKE)
     assert_numbers(rows, "worker_memory")
     assert rows[0].value > 0 and "bundled" in rows[0].metric
+
+
+def test_sigv4_reports_signed_invokes_and_the_verifier_against_unsigned_ones() -> None:
+    rows = sigv4_bench.run(sigv4_bench.SMOKE)
+    assert_numbers(rows, "sigv4")
+    assert [r.metric for r in rows] == [
+        "signed invoke p50 (ms)",
+        "signed invoke p99 (ms)",
+        "verification of a 1 KB request (us)",
+    ]
+    assert all(r.value > 0 and r.baseline is not None for r in rows)
 
 
 def test_table_has_a_line_per_row_and_the_header() -> None:

@@ -211,3 +211,31 @@ def test_the_default_state_store_is_in_systemds_state_directory(
         write(tmp_path, '[daemon]\nstate = "sqlite:////x/s.db"\n' + GOOD), fake_registry(), {}
     )
     assert explicit.daemon.state == "sqlite:////x/s.db"
+
+
+def test_listener_limits_default_and_reach_every_listener(tmp_path: Path) -> None:
+    from triggerd.http.limits import ListenerLimits
+
+    defaults = load_config(write(tmp_path, GOOD), fake_registry(), {}).daemon
+    assert ListenerLimits.from_settings(defaults) == ListenerLimits()
+    assert (defaults.http_max_connections, defaults.http_header_timeout_s) == (1024, 10.0)
+    text = "[daemon]\nhttp_max_connections = 10\nhttp_body_min_bytes_per_s = 1\n" + GOOD
+    limits = ListenerLimits.from_settings(
+        load_config(write(tmp_path, text), fake_registry(), {}).daemon
+    )
+    assert (limits.max_connections, limits.body_min_bytes_per_s) == (10, 1)
+
+
+@pytest.mark.parametrize(
+    "daemon",
+    [
+        "http_max_connections = 0",
+        "http_header_timeout_s = 0",
+        "http_body_timeout_s = -1",
+        "http_body_min_bytes_per_s = 0",
+        "http_idle_timeout_s = 0",
+    ],
+)
+def test_listener_limits_out_of_range_are_config_errors(tmp_path: Path, daemon: str) -> None:
+    out = problems(tmp_path, f"[daemon]\n{daemon}\n" + GOOD)
+    assert len(out) == 1 and out[0].startswith("daemon." + daemon.split(" ")[0]), out

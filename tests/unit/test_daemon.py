@@ -44,7 +44,7 @@ async def test_a_source_that_cannot_start_yet_is_retried_in_the_background(
         reg.backend("fake").config_model, lambda c, ctx: backend
     )
     data = {
-        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": ""},
+        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": "", "control_listen": ""},
         "functions": {"f": {"backend": "fake"}},
         "triggers": [{"function": "f", "source": {"type": "fakepush"}}],
     }
@@ -68,7 +68,7 @@ def _daemon_with(tmp_path: Path, sources: dict[str, FakeSource]) -> tuple[Daemon
         reg.backend("fake").config_model, lambda c, ctx: backend
     )
     data = {
-        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": ""},
+        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": "", "control_listen": ""},
         "functions": {"f": {"backend": "fake"}},
         "triggers": [
             {"name": name, "function": "f", "source": {"type": "fake"}} for name in sources
@@ -142,7 +142,7 @@ async def test_readiness_names_a_trigger_whose_source_has_not_started(tmp_path: 
         reg.backend("fake").config_model, lambda c, ctx: backend
     )
     data = {
-        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": ""},
+        "daemon": {"state": f"sqlite:////{tmp_path}/s.db", "listen": "", "control_listen": ""},
         "functions": {"f": {"backend": "fake"}},
         "triggers": [{"name": "late", "function": "f", "source": {"type": "fakepush"}}],
     }

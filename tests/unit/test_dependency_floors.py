@@ -231,3 +231,24 @@ async def test_opentelemetry_exports_spans_as_the_tracer_makes_them() -> None:
     finally:
         await runner.cleanup()
     assert posts and posts[0][:2] == ("application/x-protobuf", "t") and posts[0][2] > 0
+
+
+def test_rich_table_console_and_progress_as_the_cli_uses_them() -> None:
+    # rich >= 13.7: Table(box=None), a Console of fixed width writing to a file (the plain
+    # output of a pipe), Progress with MofNCompleteColumn (dlq replay); proved.
+    import io
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    table = Table(box=None, show_edge=False, pad_edge=False)
+    table.add_column("id", overflow="fold")
+    table.add_row("x" * 300)
+    out = io.StringIO()
+    Console(file=out, width=100_000, no_color=True, soft_wrap=True).print(table)
+    assert out.getvalue().split() == ["id", "x" * 300]
+    with Progress(TextColumn("t"), BarColumn(), MofNCompleteColumn(), disable=True) as progress:
+        task = progress.add_task("t", total=2)
+        progress.advance(task)
+        assert progress.tasks[0].completed == 1

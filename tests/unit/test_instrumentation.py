@@ -197,7 +197,7 @@ async def test_a_configured_tracer_without_the_extra_is_one_config_error(
         monkeypatch.delitem(__import__("sys").modules, name)
     monkeypatch.setattr(builtins, "__import__", no_otel)
     data = {
-        "daemon": {"state": f"sqlite:///{tmp_path / 's.db'}", "listen": ""},
+        "daemon": {"state": f"sqlite:///{tmp_path / 's.db'}", "listen": "", "control_listen": ""},
         "telemetry": {"otel": {"endpoint": "http://127.0.0.1:4318/v1/traces"}},
     }
     reg = fake_registry()

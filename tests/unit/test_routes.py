@@ -97,7 +97,10 @@ class _Daemon:
     """What the daemon's own routes need of a daemon to be registered."""
 
     def __init__(self, table: Routes) -> None:
+        from triggerd.config.model import DaemonSettings
+
         self.routes = table
+        self.settings = DaemonSettings()
 
 
 def test_daemon_endpoints_win_over_a_catch_all_webhook() -> None:
@@ -120,3 +123,20 @@ def test_a_webhook_on_a_daemon_endpoint_is_a_config_error() -> None:
     table = routes(("GET", "/metrics"))
     with pytest.raises(ConfigError, match="GET /metrics is the daemon's own endpoint"):
         add_daemon_routes(_Daemon(table))  # type: ignore[arg-type]
+
+
+def test_without_control_a_listener_serves_healthz_and_no_control_endpoint() -> None:
+    from triggerd.http.server import add_daemon_routes
+
+    table = routes(("GET", "/metrics"))  # a webhook may take it: /metrics is on the control side
+    add_daemon_routes(_Daemon(table), control=False)  # type: ignore[arg-type]
+    assert isinstance(table.match("GET", "/healthz"), tuple)
+    for method, path in [
+        ("POST", "/2015-03-31/functions/f/invocations"),
+        ("GET", "/2015-03-31/functions/"),
+        ("GET", "/readyz"),
+        ("GET", "/statusz"),
+    ]:
+        assert table.match(method, path) is None, path
+    metrics = table.match("GET", "/metrics")
+    assert isinstance(metrics, tuple) and metrics[1].template == "/metrics"

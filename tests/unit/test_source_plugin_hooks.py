@@ -4,6 +4,7 @@ sources that report them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from tests.fakes import FakeSource, FakeSyncConfig, fake_registry
 from triggerd.cli.main import main
 from triggerd.config.plugins import Registry
+from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     ConfigError,
@@ -27,6 +29,7 @@ CONFIG = """
 [daemon]
 state = "sqlite:///state.db"
 listen = ""
+control_listen = ""
 
 [functions.f]
 backend = "fake"
@@ -59,6 +62,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             raise ConfigError(["trigger 'bad': wal_level is 'replica'"])
         if trigger == "down":
             raise RetryableError("connection refused")
+        if trigger == "boom":
+            raise RuntimeError("amqp://user:secret@host")
 
     reg = fake_registry()
     reg.register(
@@ -108,6 +113,7 @@ def test_plugin_command_errors(tmp_path: Path, calls: list[Any]) -> None:
 def test_status_prints_the_plugin_line_or_that_it_is_unreachable(
     tmp_path: Path, calls: list[Any]
 ) -> None:
+    asyncio.run(_create_store(tmp_path / "state.db"))
     out = CliRunner().invoke(main, ["status", "-c", write(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "orders: slot lag 1 kB" in out.output
@@ -115,16 +121,38 @@ def test_status_prints_the_plugin_line_or_that_it_is_unreachable(
     assert "down: not reachable: connection refused" in out.output
 
 
-def test_validate_reports_live_problems_and_warns_when_unreachable(
+async def _create_store(path: Path) -> None:
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    await store.close()
+
+
+def test_validate_connect_reports_live_problems_and_unreachable_servers(
     tmp_path: Path, calls: list[Any]
 ) -> None:
-    ok = CliRunner().invoke(main, ["validate", write(tmp_path)])
+    ok = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path)])
     assert ok.exit_code == 0 and ("check", "orders") in calls
-    bad = CliRunner().invoke(main, ["validate", write(tmp_path, "bad")])
+    assert "trigger 'orders' (fake): connected, ok" in ok.output
+    bad = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path, "bad")])
     assert bad.exit_code == 2 and "wal_level is 'replica'" in bad.output
-    down = CliRunner().invoke(main, ["validate", write(tmp_path, "down")])
-    assert down.exit_code == 0
-    assert "warning: trigger 'down': not checked against its server" in down.output
+    down = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path, "down")])
+    assert down.exit_code == 11
+    assert "trigger 'down' (fake): not reachable: connection refused" in down.output
+
+
+def test_an_unexpected_check_error_is_one_line_without_its_text(
+    tmp_path: Path, calls: list[Any]
+) -> None:
+    out = CliRunner().invoke(main, ["validate", "--connect", write(tmp_path, "boom")])
+    assert out.exit_code == 11, out.output
+    assert "trigger 'boom' (fake): not reachable: the check failed: RuntimeError" in out.output
+    assert "secret" not in out.output
+
+
+def test_validate_without_connect_contacts_no_server(tmp_path: Path, calls: list[Any]) -> None:
+    out = CliRunner().invoke(main, ["validate", write(tmp_path, "down")])
+    assert out.exit_code == 0, out.output
+    assert calls == []
 
 
 def test_byte_lag_of_reporting_sources_is_exposed_as_metrics() -> None:

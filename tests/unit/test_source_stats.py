@@ -54,20 +54,24 @@ async def test_statusz_answers_the_lag_as_json() -> None:
 
 
 def test_status_prints_a_line_per_partition(capsys: pytest.CaptureFixture[str]) -> None:
-    from triggerd.cli.main import _echo_lag
+    from triggerd.cli.status import lag_rows, print_lag
 
-    _echo_lag(
-        {
-            "orders": {
-                "rebalances": 2,
-                "partitions": [
-                    {"partition": "orders-0", "lag_records": 12, "lag_seconds": 3.5,
-                     "committed_offset": 40},
-                ],
+    print_lag(
+        *lag_rows(
+            {
+                "orders": {
+                    "rebalances": 2,
+                    "partitions": [
+                        {"partition": "orders-0", "lag_records": 12, "lag_seconds": 3.5,
+                         "committed_offset": 40},
+                    ],
+                }
             }
-        }
+        )
     )  # fmt: skip
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["trigger", "partition", "committed", "lag", "lag_s"]
+    assert out[0].split() == [
+        "trigger", "partition", "committed_offset", "lag_records", "lag_seconds"
+    ]  # fmt: skip
     assert out[1].split() == ["orders", "orders-0", "40", "12", "3.5"]
     assert out[2] == "orders: 2 rebalance(s)"

@@ -103,7 +103,7 @@ def test_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    auth.check(github(), headers(x_hub_signature_256="sha256=00"), BODY, 0)
+    auth.check(github(), headers(x_hub_signature_256="sha256=" + "00" * 32), BODY, 0)
     cfg = BearerAuth(type="bearer", token="tok-1")  # type: ignore[arg-type]
     auth.check(cfg, headers(authorization="Bearer nope"), b"", 0)
     auth.check(github(style="stripe"), headers(stripe_signature=stripe_header(5)), BODY, 5)
@@ -115,3 +115,48 @@ def test_failure_reasons_never_contain_secrets_or_presented_values() -> None:
     failure = auth.check(github(), headers(x_hub_signature_256=presented), BODY, 0)
     assert failure is not None
     assert SECRET not in failure.reason and "deadbeef" not in failure.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "t=²,v1=" + "0" * 64,  # str.isdigit() is true, int() fails
+        "t=" + "9" * 5000 + ",v1=" + "0" * 64,  # int() refuses more than 4300 digits
+        "t=\u0661\u0667\u0660\u0660,v1=" + "0" * 64,  # digits int() takes, but not ASCII
+        "t=\udcff,v1=" + "0" * 64,  # a non-UTF-8 byte as aiohttp decodes it
+        "t=1700000000,v1=\udcff",
+        "t=1700000000,v1=" + "g" * 64,
+        "t=1700000000",
+        "t=1=2,v1",
+    ],
+)
+def test_a_malformed_stripe_header_is_403_on_the_headers_alone(value: str) -> None:
+    cfg = github(style="stripe")
+    failure = auth.check_headers(cfg, headers(stripe_signature=value), 1_700_000_000)
+    assert failure == auth.AuthFailure(403, "malformed signature header")
+    assert auth.check(cfg, headers(stripe_signature=value), BODY, 1_700_000_000) == failure
+
+
+@pytest.mark.parametrize(
+    "value", ["sha256=zz", "sha256=", "sha256=" + "é" * 64, "md5=" + "0" * 64, "\udcff"]
+)
+def test_a_malformed_github_header_is_403_on_the_headers_alone(value: str) -> None:
+    failure = auth.check_headers(github(), headers(x_hub_signature_256=value), 0)
+    assert failure == auth.AuthFailure(403, "malformed signature header")
+
+
+def test_headers_decide_bearer_and_hmac_shape_and_the_body_decides_the_mac() -> None:
+    bearer = BearerAuth(type="bearer", token="tok-1")  # type: ignore[arg-type]
+    assert auth.check_headers(bearer, headers(authorization="Bearer tok-1"), 0) is None
+    assert auth.check_headers(bearer, headers(authorization="Bearer no"), 0) is not None
+    well_formed = headers(x_hub_signature_256=sig(secret="other"))
+    assert auth.check_headers(github(), well_formed, 0) is None  # passes: the MAC decides
+    failure = auth.check_body(github(), well_formed, BODY)
+    assert failure == auth.AuthFailure(403, "signature mismatch")
+    assert auth.check_body(github(), headers(x_hub_signature_256=sig()), BODY) is None
+
+
+def test_a_stale_stripe_timestamp_is_refused_on_the_headers_alone() -> None:
+    stale = headers(stripe_signature=stripe_header(1_700_000_000 - 301))
+    failure = auth.check_headers(github(style="stripe"), stale, 1_700_000_000)
+    assert failure is not None and failure.status == 403

@@ -7,10 +7,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,24 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli.dlq_commands import dlq
 from triggerd.cli.functions import build_functions, check_functions
-from triggerd.cli.sources import SourceCommandsGroup, check_sources, status_lines
+from triggerd.cli.options import (
+    config_argument,
+    config_option,
+    config_option_beside_argument,
+    resolve_config,
+)
+from triggerd.cli.output import emit, output_option
+from triggerd.cli.paths import path_problems
+from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
+from triggerd.cli.status import run_status
 from triggerd.config.load import json_schema, load_config
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
-from triggerd.state.base import NewEvent, StateStore
-from triggerd.state.factory import create_state_store
+from triggerd.state.base import StateStore
+from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
 from triggerd.telemetry.logs import setup_logging
 from triggerd.types import (
     ConfigError,
@@ -33,19 +43,11 @@ from triggerd.types import (
     MissingExtraError,
     OperatorError,
     Outcome,
+    PermanentError,
 )
 
-CONFIG_ENV = "TRIGGERD_CONFIG"
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    envvar=CONFIG_ENV,
-    default="triggerd.toml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Config file (TOML or YAML)",
-)
+#: `config_option` and `resolve_config` live in `options`; importable from here as before.
+__all__ = ["config_option", "main", "resolve_config"]
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
@@ -58,11 +60,14 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
 
 def _load(path: str, registry: Registry) -> ConfigBase:
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as f:
+            f.read().decode("utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
         click.echo(f"triggerd: cannot read the config file {path}: {reason}", err=True)
+        sys.exit(ExitCode.CONFIG_UNREADABLE)
+    except UnicodeDecodeError as exc:
+        click.echo(f"triggerd: the config file {path} is not UTF-8 text: {exc}", err=True)
         sys.exit(ExitCode.CONFIG_UNREADABLE)
     try:
         return load_config(path, registry)
@@ -79,17 +84,26 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path())
+@config_argument
+@config_option_beside_argument
 @click.option(
     "--accept-fresh-state",
     is_flag=True,
     help="Start with a new, empty state store although triggerd ran with another one before "
     "(its queued events and checkpoints are not carried over)",
 )
-def run(config: str, accept_fresh_state: bool) -> None:
+def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT."""
     registry = Registry.discover()
-    cfg = _load(config, registry)
+    path = resolve_config(config, config_path)
+    cfg = _load(path, registry)
+    # Every missing path at once, before anything is created (the daemon would stop at the
+    # first one it meets).
+    problems = path_problems(cfg, state=False)
+    for line in problems:
+        click.echo(f"{path}: {line}", err=True)
+    if problems:
+        sys.exit(ExitCode.CONFIG_INVALID)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
     from triggerd.daemon.gctune import tune_gc
 
@@ -97,7 +111,7 @@ def run(config: str, accept_fresh_state: bool) -> None:
     sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
 
 
-def _summary(cfg: ConfigBase, listen: str | None) -> str:
+def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
         f"{len(cfg.trigger_list)} trigger(s); state {cfg.daemon.state}"
@@ -111,7 +125,10 @@ def _summary(cfg: ConfigBase, listen: str | None) -> str:
         src = getattr(trig.source_config, "type", "?")
         state = "" if trig.enabled else " (disabled)"
         lines.append(f"  trigger {cfg.trigger_name(i)}: {src} -> {trig.function}{state}")
-    lines.append(f"  listening on http://{listen}" if listen else "  HTTP server disabled")
+    lines.append(f"  listening on http://{listen}" if listen else "  public listener disabled")
+    lines.append(
+        f"  control endpoints on http://{control}" if control else "  control listener disabled"
+    )
     return "\n".join(lines)
 
 
@@ -137,7 +154,7 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
     async def announce() -> None:
         await daemon.ready.wait()
-        click.echo(_summary(cfg, daemon.listen_address))
+        click.echo(_summary(cfg, daemon.listen_address, daemon.control_address))
 
     announcer = asyncio.create_task(announce())
     try:
@@ -159,23 +176,64 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-def validate(config: str) -> None:
-    """Check CONFIG; exit 0, or 2 with one line per problem. Sources that can also check
-    their live systems (e.g. a table's replica identity) do; unreachable ones are warnings."""
+@config_argument
+@config_option_beside_argument
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also check that each source's server answers and accepts the credentials",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1, 300),
+    default=None,
+    help=f"With --connect: seconds each source may take to answer [default: {CONNECT_TIMEOUT_S:g}]",
+)
+@click.option(
+    "--skip-paths",
+    is_flag=True,
+    help="Do not check that the files and directories the config names exist here (for a "
+    "config validated on another machine than the one it runs on)",
+)
+def validate(
+    config: str | None,
+    config_path: str | None,
+    connect: bool,
+    timeout_s: float | None,
+    skip_paths: bool,
+) -> None:
+    """Check CONFIG as `run` would: the fields and their references, the installed extras,
+    the functions' interpreters and the paths the config names; with --connect, each
+    source's server too. Exit 0; 2 with one line per problem; 11 when a source's server
+    cannot be reached."""
+    if timeout_s is not None and not connect:
+        raise click.UsageError("--timeout applies to --connect only")
     registry = Registry.discover()
-    cfg = _load(config, registry)
+    path = resolve_config(config, config_path)
+    cfg = _load(path, registry)
     problems = missing_extras(cfg)
-    found, warnings = asyncio.run(check_sources(cfg, registry))
-    problems += found
+    if not skip_paths:
+        problems += path_problems(cfg)
     problems += asyncio.run(check_functions(cfg, registry))
-    for line in warnings:
-        click.echo(f"{config}: warning: {line}", err=True)
+    unreachable: list[str] = []
+    if connect:
+        timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+        report = asyncio.run(connect_sources(cfg, registry, timeout))
+        for line in report.lines:
+            click.echo(f"{path}: {line}", err=True)
+        problems += report.problems
+        unreachable = report.unreachable
     for line in problems:
-        click.echo(f"{config}: {line}", err=True)
+        click.echo(f"{path}: {line}", err=True)
     if problems:
-        sys.exit(2)
-    click.echo(f"{config}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers)")
+        sys.exit(ExitCode.CONFIG_INVALID)
+    if unreachable:
+        sys.exit(ExitCode.SOURCE_UNREACHABLE)
+    checked = "; sources answer" if connect else ""
+    click.echo(
+        f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers{checked})"
+    )
 
 
 def missing_extras(cfg: ConfigBase) -> list[str]:
@@ -205,17 +263,19 @@ def missing_extras(cfg: ConfigBase) -> list[str]:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@config_argument
+@config_option_beside_argument
 @click.option("--function", "-f", "functions", multiple=True, help="Only this function")
-def build(config: str, functions: tuple[str, ...]) -> None:
+def build(config: str | None, config_path: str | None, functions: tuple[str, ...]) -> None:
     """Prepare CONFIG's functions ahead of `run`: extract .zip code, merge layers, install
     the runtimes' packages and each function's requirements (unchanged ones cost nothing).
     Exit 0, or 1 naming each function that failed and why."""
     registry = Registry.discover()
-    cfg = _load(config, registry)
+    path = resolve_config(config, config_path)
+    cfg = _load(path, registry)
     unknown = [f for f in functions if f not in cfg.function_map]
     if unknown:
-        click.echo(f"triggerd: no function {unknown[0]!r} in {config}", err=True)
+        click.echo(f"triggerd: no function {unknown[0]!r} in {path}", err=True)
         sys.exit(2)
     sys.exit(_run_async(build_functions(cfg, registry, set(functions) or None)))
 
@@ -232,26 +292,42 @@ def schema() -> None:
     "--event",
     "-e",
     "event",
-    default="-",
-    show_default=True,
-    help="Event JSON file, or - for standard input",
+    default=None,
+    help="Event JSON file, or - for standard input; default: standard input when it is a "
+    "pipe, else {}",
 )
 @config_option
-def invoke(function: str, event: str, config_path: str) -> None:
+def invoke(function: str, event: str | None, config_path: str | None) -> None:
     """Invoke FUNCTION once with an event; print its response (exit 1 on a function error)."""
     registry = Registry.discover()
-    cfg = _load(config_path, registry)
+    path = resolve_config(None, config_path)
+    cfg = _load(path, registry)
     setup_logging(cfg.daemon.log_level, "text")
     if function not in cfg.functions:
-        click.echo(f"triggerd: no function {function!r} in {config_path}", err=True)
+        click.echo(f"triggerd: no function {function!r} in {path}", err=True)
         sys.exit(2)
-    raw = sys.stdin.buffer.read() if event == "-" else Path(event).read_bytes()
+    raw = _event_bytes(event)
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         click.echo(f"triggerd: the event is not valid JSON: {exc}", err=True)
         sys.exit(2)
     sys.exit(_run_async(_invoke(cfg, registry, function, raw)))
+
+
+def _event_bytes(event: str | None) -> bytes:
+    """The event: a file, standard input (`-`, or a pipe), or `{}` on a terminal, said on
+    stderr, as `sam local invoke` does (reading a terminal would wait silently)."""
+    if event is None and sys.stdin.isatty():
+        click.echo("triggerd: no --event given: invoking with an empty event {}", err=True)
+        return b"{}"
+    if event is None or event == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(event).read_bytes()
+    except OSError as exc:
+        click.echo(f"triggerd: cannot read the event file {event}: {exc.strerror}", err=True)
+        sys.exit(2)
 
 
 async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: bytes) -> int:
@@ -271,6 +347,13 @@ async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: b
         for problem in exc.problems:
             click.echo(f"triggerd: {problem}", err=True)
         return 2
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
+    except PermanentError as exc:
+        click.echo(f"triggerd: function {function} cannot start: {exc}", err=True)
+        await backend.stop()
+        return 1
     try:
         result = await backend.invoke(payload)
     finally:
@@ -315,16 +398,55 @@ def generate_event(source: str, options: tuple[str, ...]) -> None:
     click.echo(json.dumps(sample, indent=2))
 
 
-@main.group()
-def dlq() -> None:
-    """Inspect and replay records written to on-failure destinations."""
+@main.command()
+@config_option
+@output_option
+def functions(config_path: str | None, output: str) -> None:
+    """The config's functions: backend, runtime, memory, timeout and their triggers."""
+    cfg = _load(resolve_config(None, config_path), Registry.discover())
+    columns = ["function", "backend", "runtime", "memory_mb", "timeout_s", "triggers"]
+    records: list[dict[str, Any]] = []
+    for name, fn in cfg.function_map.items():
+        records.append(
+            {
+                "function": name,
+                "backend": getattr(fn, "backend", "?"),
+                "runtime": getattr(fn, "runtime", None),
+                "memory_mb": fn.memory_mb,
+                "timeout_s": fn.timeout_s,
+                "triggers": [
+                    cfg.trigger_name(i)
+                    for i, t in enumerate(cfg.trigger_list)
+                    if t.function == name
+                ],
+            }
+        )
+    rows = [[*list(r.values())[:-1], ", ".join(r["triggers"])] for r in records]
+    emit(output, columns=columns, rows=rows, empty="no functions", records=records)
 
 
 def _with_store(
-    config_path: str, action: Callable[[ConfigBase, StateStore], Awaitable[int]]
+    config_path: str | None,
+    action: Callable[[ConfigBase, StateStore], Awaitable[int]],
+    *,
+    must_exist: bool = True,
 ) -> None:
-    """Run `action` against the config's state store and exit with its status."""
-    cfg = _load(config_path, Registry.discover())
+    """Run `action` against the config's state store and exit with its status. A missing
+    store is reported, never created, unless `must_exist` is False (plugin commands that
+    write a checkpoint, as the daemon would)."""
+    cfg = _load(resolve_config(None, config_path), Registry.discover())
+    try:
+        path = sqlite_path(cfg.daemon.state)
+    except ConfigError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG_INVALID)
+    if must_exist and path != MEMORY_PATH and not os.path.exists(path):
+        click.echo(
+            f"triggerd: the state store {path} does not exist (the daemon has not run with "
+            "this config, or daemon.state names another file)",
+            err=True,
+        )
+        sys.exit(ExitCode.STATE_MISSING)
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
@@ -335,152 +457,29 @@ def _with_store(
             return int(exc.exit_code)
         try:
             return await action(cfg, store)
+        except OperatorError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            return int(exc.exit_code)
+        except StateStoreError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            return int(ExitCode.STATE_UNWRITABLE)
         finally:
             await store.close()
 
     sys.exit(_run_async(go()))
 
 
-def _when(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) + "Z"
-
-
-@dlq.command("list")
-@click.option("--trigger", "-t", default=None)
-@click.option("--limit", "-n", default=50, show_default=True)
-@config_option
-def dlq_list(trigger: str | None, limit: int, config_path: str) -> None:
-    """List dead-lettered records, newest first."""
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        for e in await store.dlq_list(trigger, limit):
-            click.echo(
-                f"{e.id}\t{_when(e.created_at)}\t{e.trigger}\t{e.function}\t{e.condition}\t"
-                f"{e.destination}"
-            )
-        return 0
-
-    _with_store(config_path, action)
-
-
-@dlq.command("show")
-@click.argument("entry_id", type=int)
-@config_option
-def dlq_show(entry_id: int, config_path: str) -> None:
-    """Print one dead-lettered record."""
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        entry = await store.dlq_get(entry_id)
-        if entry is None:
-            click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
-            return 1
-        click.echo(json.dumps(orjson.loads(entry.record), indent=2))
-        return 0
-
-    _with_store(config_path, action)
-
-
-@dlq.command("replay")
-@click.argument("entry_id", type=int)
-@config_option
-def dlq_replay(entry_id: int, config_path: str) -> None:
-    """Put an asynchronous invocation's event back on its trigger's queue."""
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        entry = await store.dlq_get(entry_id)
-        if entry is None:
-            click.echo(f"triggerd: no DLQ entry {entry_id}", err=True)
-            return 1
-        record = orjson.loads(entry.record)
-        if "requestPayload" not in record:
-            click.echo(
-                "triggerd: only asynchronous invocation records can be replayed "
-                "(this one carries batch metadata, not the event)",
-                err=True,
-            )
-            return 1
-        now = time.time()
-        event = NewEvent(
-            trigger=entry.trigger,
-            function=entry.function,
-            payload=orjson.dumps(record["requestPayload"]),
-            request_id=str(uuid.uuid4()),
-            enqueued_at=now,
-            available_at=now,
-        )
-        await store.enqueue([event])
-        await store.dlq_delete(entry_id)
-        click.echo(f"replayed DLQ entry {entry_id} onto trigger {entry.trigger}")
-        return 0
-
-    _with_store(config_path, action)
+main.add_command(dlq)
 
 
 @main.command()
 @config_option
-def status(config_path: str) -> None:
-    """Triggers with their async queue depth and dead-lettered records, daemon health, and
-    the lag of partitioned sources (Kafka) per partition."""
-
-    async def action(cfg: ConfigBase, store: StateStore) -> int:
-        click.echo(f"{'trigger':<24} {'source':<10} {'function':<20} {'queued':>7} {'dlq':>5}")
-        for i, trig in enumerate(cfg.trigger_list):
-            name = cfg.trigger_name(i)
-            depth = await store.queue_depth(name)
-            dead = len(await store.dlq_list(name, 10_000))
-            src = str(getattr(trig.source_config, "type", "?"))
-            flag = "" if trig.enabled else " (disabled)"
-            click.echo(f"{name:<24} {src:<10} {trig.function:<20} {depth:>7} {dead:>5}{flag}")
-        for line in await status_lines(cfg, Registry.discover()):
-            click.echo(line)
-        if cfg.daemon.listen:
-            click.echo(f"daemon at {cfg.daemon.listen}: {await _health(cfg.daemon.listen)}")
-            _echo_lag(await _lag(cfg.daemon.listen))
-        return 0
-
-    _with_store(config_path, action)
-
-
-def _echo_lag(triggers: dict[str, Any]) -> None:
-    """Per partition of each source that reports it: lag in records and seconds."""
-    rows = [(name, t, p) for name, t in triggers.items() for p in t.get("partitions", [])]
-    if not rows:
-        return
-    click.echo(f"{'trigger':<24} {'partition':<32} {'committed':>10} {'lag':>8} {'lag_s':>8}")
-    for name, _, p in rows:
-        offset = "-" if p["committed_offset"] is None else p["committed_offset"]
-        records = "-" if p.get("lag_records") is None else p["lag_records"]
-        click.echo(
-            f"{name:<24} {p['partition']:<32} {offset:>10} {records:>8} {p['lag_seconds']:>8.1f}"
-        )
-    for name, t in triggers.items():
-        click.echo(f"{name}: {t.get('rebalances', 0)} rebalance(s)")
-
-
-async def _lag(listen: str) -> dict[str, Any]:
-    import aiohttp
-
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"http://{listen}/statusz") as resp,
-        ):
-            body = await resp.json()
-            triggers = body.get("triggers") if isinstance(body, dict) else None
-            return triggers if isinstance(triggers, dict) else {}
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return {}
-
-
-async def _health(listen: str) -> str:
-    import aiohttp
-
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"http://{listen}/healthz") as resp,
-        ):
-            body = await resp.json()
-            return str(body.get("status", resp.status))
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return "not reachable"
+@output_option
+def status(config_path: str | None, output: str) -> None:
+    """Triggers and Invoke API async queues with their queue depth and dead-lettered
+    records (the state store is only read), the daemon's readiness per trigger, and the lag
+    of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
+    is failing; 3-6 when the state store cannot be read."""
+    registry = Registry.discover()
+    cfg = _load(resolve_config(None, config_path), registry)
+    sys.exit(_run_async(run_status(cfg, registry, output)))

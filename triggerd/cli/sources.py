@@ -1,30 +1,42 @@
 """What source plugins add to the command line: `triggerd <type> <command> TRIGGER` (their
 `commands`), a line per trigger in `triggerd status` (their `status`), and checks against the
-live system in `triggerd validate` (their `check`). Plugins are loaded only when needed."""
+live system in `triggerd validate --connect` (their `check`). Plugins are loaded only when
+needed."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
+from triggerd.cli.options import config_option
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.state.base import StateStore
 from triggerd.types import (
     ConfigError,
     MissingExtraError,
+    PermanentError,
     RetryableError,
     SourceCommand,
     SourcePlugin,
 )
 
-__all__ = ["SourceCommandsGroup", "check_sources", "status_lines"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "ConnectReport",
+    "SourceCommandsGroup",
+    "connect_sources",
+    "status_lines",
+]
 
-#: How long a status line or a check may take (the external system may not answer).
+#: How long a status line may take (the external system may not answer).
 PROBE_TIMEOUT_S = 15.0
+#: How long each source may take to answer `validate --connect` (default of --timeout).
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _plugin(registry: Registry, source_type: str) -> SourcePlugin | None:
@@ -53,27 +65,59 @@ async def status_lines(cfg: ConfigBase, registry: Registry) -> list[str]:
             line = await asyncio.wait_for(plugin.status(source_config, name), PROBE_TIMEOUT_S)
         except (RetryableError, ConfigError, TimeoutError, OSError) as exc:
             line = f"not reachable: {exc or type(exc).__name__}"
+        except Exception as exc:  # a plugin's unexpected error: one line, not a traceback
+            line = f"status failed: {type(exc).__name__}"
         if line:
             lines.append(f"{name}: {line}")
     return lines
 
 
-async def check_sources(cfg: ConfigBase, registry: Registry) -> tuple[list[str], list[str]]:
-    """(problems, warnings) from the sources' checks against their live systems."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    for name, source_config, plugin in _triggers(cfg, registry):
+@dataclass
+class ConnectReport:
+    """`validate --connect`: a line per trigger saying how its check went, the problems the
+    servers revealed (config errors), and the triggers whose server did not answer."""
+
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+async def connect_sources(
+    cfg: ConfigBase, registry: Registry, timeout_s: float = CONNECT_TIMEOUT_S
+) -> ConnectReport:
+    """Each enabled trigger's source `check`, concurrently, each bounded by `timeout_s`."""
+    triggers = _triggers(cfg, registry)
+
+    async def one(name: str, source_config: Any, plugin: SourcePlugin) -> tuple[str, Any]:
         if plugin.check is None:
-            continue
+            return "none", None
         try:
-            await asyncio.wait_for(plugin.check(source_config, name), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(plugin.check(source_config, name), timeout_s)
         except ConfigError as exc:
-            problems += exc.problems
-        except (RetryableError, TimeoutError, OSError) as exc:
-            warnings.append(
-                f"trigger {name!r}: not checked against its server: {exc or type(exc).__name__}"
-            )
-    return problems, warnings
+            return "problems", exc.problems
+        except TimeoutError:
+            return "unreachable", f"no answer within {timeout_s:g}s"
+        except (RetryableError, PermanentError, OSError) as exc:
+            return "unreachable", str(exc) or type(exc).__name__
+        except Exception as exc:  # a plugin's unexpected error: one line, not a traceback
+            return "unreachable", f"the check failed: {type(exc).__name__}"
+        return "ok", None
+
+    results = await asyncio.gather(*(one(*t) for t in triggers))
+    report = ConnectReport()
+    for (name, source_config, _), (outcome, detail) in zip(triggers, results, strict=True):
+        what = f"trigger {name!r} ({getattr(source_config, 'type', '?')})"
+        if outcome == "ok":
+            report.lines.append(f"{what}: connected, ok")
+        elif outcome == "none":
+            report.lines.append(f"{what}: nothing to connect to")
+        elif outcome == "problems":
+            report.lines.append(f"{what}: connected, {len(detail)} problem(s)")
+            report.problems += detail
+        else:
+            report.lines.append(f"{what}: not reachable: {detail}")
+            report.unreachable.append(name)
+    return report
 
 
 class SourceCommandsGroup(click.Group):
@@ -100,18 +144,16 @@ class SourceCommandsGroup(click.Group):
 
 
 def _source_command(source_type: str, name: str, spec: SourceCommand) -> click.Command:
-    from triggerd.cli.main import config_option
-
     @click.command(name, help=spec.help)
     @click.argument("trigger")
     @config_option
-    def command(trigger: str, config_path: str) -> None:
+    def command(trigger: str, config_path: str | None) -> None:
         from triggerd.cli.main import _with_store
 
         def action(cfg: ConfigBase, store: StateStore) -> Awaitable[int]:
             return _run(cfg, store, trigger, source_type, spec.run)
 
-        _with_store(config_path, action)
+        _with_store(config_path, action, must_exist=False)
 
     return command
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
-from triggerd.config.model import ConfigBase, _did_you_mean, build_config_model
+from triggerd.config.model import ConfigBase, _did_you_mean, build_config_model, wire_problems
 from triggerd.config.plugins import Kind, Registry, install_hint
 from triggerd.types import ConfigError
 
@@ -92,7 +92,23 @@ def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> C
     try:
         return model.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, model)) from None
+        problems = format_errors(exc, model)
+        # The model checks cross-references only once every field is valid: name the
+        # broken ones now too, so one run reports every problem.
+        problems += [p for p in _raw_wire_problems(data) if p not in problems]
+        raise ConfigError(problems) from None
+
+
+def _raw_wire_problems(data: dict[str, Any]) -> list[str]:
+    functions = data.get("functions")
+    triggers = data.get("triggers")
+    if not isinstance(functions, dict) or not isinstance(triggers, list):
+        return []
+    pairs = [
+        (t.get("function"), t.get("name")) if isinstance(t, dict) else (None, None)
+        for t in triggers
+    ]
+    return wire_problems([str(k) for k in functions], pairs)
 
 
 def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
@@ -187,8 +203,11 @@ def format_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
             msg = "unknown key" + _did_you_mean(shown[-1], _fields_of(parent))
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        parts = msg.split("; ")
         if where == "<root>" or (err["type"] == "value_error" and not shown):
-            lines.extend(msg.split("; "))
+            lines.extend(parts)
+        elif err["type"] == "value_error" and all(p.startswith(f"{where}.") for p in parts):
+            lines.extend(parts)  # a model's own check naming its keys, one line per problem
         else:
             lines.append(f"{where}: {msg}")
     return lines

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from triggerd.config.access import AccessKey, is_loopback
 from triggerd.config.plugins import Kind, Registry
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
@@ -29,6 +30,7 @@ from triggerd.types import (
     ConfigPath,
     DestinationConfig,
     FunctionConfig,
+    InputFile,
     Model,
     SourceConfig,
     resolve_config_path,
@@ -46,6 +48,9 @@ def default_state_url(environ: Mapping[str, str]) -> str:
     return "sqlite:///triggerd-state/state.db"
 
 
+_LISTEN = r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$"
+
+
 class DaemonSettings(Model):
     state: str = Field(
         default_factory=lambda: default_state_url(os.environ),
@@ -54,14 +59,33 @@ class DaemonSettings(Model):
     )
     listen: str | None = Field(
         "127.0.0.1:9070",
-        pattern=r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$",
-        description="host:port for webhooks, the Invoke API, /metrics and /healthz; "
-        "empty to disable",
+        pattern=_LISTEN,
+        description="host:port of the public listener: webhooks and /healthz; empty to disable",
     )
-    tls_cert_file: ConfigPath | None = Field(
+    control_listen: str | None = Field(
+        "127.0.0.1:9071",
+        pattern=_LISTEN,
+        description="host:port of the control listener: the Invoke API, /metrics, /readyz, "
+        "/statusz and /healthz (same TLS settings as listen); empty to disable",
+    )
+    control_on_public: bool = Field(
+        False,
+        description="Also serve the control endpoints on the public listener (listen)",
+    )
+    access_keys: list[AccessKey] = Field(
+        default_factory=list,
+        description="Access keys for AWS Signature Version 4 on the AWS-compatible APIs; "
+        "when set, every call to them must be signed with one",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve the AWS-compatible APIs without signatures on a listener that is "
+        "not loopback (refused otherwise when no access_keys are set)",
+    )
+    tls_cert_file: InputFile | None = Field(
         None, description="PEM certificate chain: serve the listen address over HTTPS"
     )
-    tls_key_file: ConfigPath | None = Field(
+    tls_key_file: InputFile | None = Field(
         None, description="PEM private key (if not in tls_cert_file)"
     )
     region: str = "us-east-1"
@@ -76,6 +100,36 @@ class DaemonSettings(Model):
         None,
         description="Packages the runtimes provide (boto3 per Python version), shared by the "
         "functions (default: $TRIGGERD_RUNTIMES_DIR, else <work_dir>/runtimes)",
+    )
+
+    # Every listener the daemon opens (docs/listener.md, "Limits and timeouts").
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request's headers must arrive within this long of the connection "
+        "opening, or of the first byte of a kept-alive connection's next request (else 408)",
+    )
+    http_body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="Time to receive a request body, extended by 1 s for every "
+        "http_body_min_bytes_per_s bytes received (else 408)",
+    )
+    http_body_min_bytes_per_s: int = Field(
+        500,
+        ge=1,
+        description="The body rate each extra second of http_body_timeout_s is granted for",
+    )
+    http_idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Close a kept-alive connection idle this long"
+    )
+    http_max_connections: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per listener; more are answered 503 and closed",
     )
 
     @field_validator("state")
@@ -103,12 +157,56 @@ class DaemonSettings(Model):
             raise ValueError("daemon.tls_key_file: set tls_cert_file too")
         return self
 
-    @field_validator("listen")
+    @field_validator("listen", "control_listen")
     @classmethod
     def _port_in_range(cls, value: str | None) -> str | None:
         if value and not 0 <= int(value.rpartition(":")[2]) <= 65535:
             raise ValueError("port must be 0-65535")
         return value or None
+
+    @property
+    def control_addresses(self) -> list[str]:
+        """The listen addresses that serve the control endpoints."""
+        found = [self.control_listen] if self.control_listen else []
+        if self.control_on_public and self.listen:
+            found.append(self.listen)
+        return found
+
+    @model_validator(mode="after")
+    def _control_surface(self) -> DaemonSettings:
+        problems = []
+        if self.control_on_public and not self.listen:
+            problems.append("control_on_public: there is no public listener (listen is empty)")
+        if self.listen and self.listen == self.control_listen and not self.listen.endswith(":0"):
+            problems.append(
+                f"control_listen: {self.listen} is also listen: give the control listener its "
+                'own address or set control_listen = "" and control_on_public = true'
+            )
+        ids = [k.access_key_id for k in self.access_keys]
+        if len(set(ids)) != len(ids):
+            problems.append("access_keys: an access_key_id appears twice")
+        exposed = [a for a in self.control_addresses if not is_loopback(a)]
+        if self.access_keys:
+            if not self.control_addresses:
+                problems.append("access_keys: no listener serves the control endpoints")
+            if self.allow_unauthenticated:
+                problems.append(
+                    "allow_unauthenticated: access_keys are set, so every call must be signed"
+                )
+        elif exposed and not self.allow_unauthenticated:
+            problems.append(
+                f"access_keys: the Invoke API would be served on {exposed[0]}, which is not "
+                "loopback, without authentication: add [[daemon.access_keys]] (AWS Signature "
+                "Version 4) or set allow_unauthenticated = true"
+            )
+        elif self.allow_unauthenticated and not exposed:
+            problems.append(
+                "allow_unauthenticated: the control endpoints are served on loopback only, "
+                "where signatures are optional anyway"
+            )
+        if problems:
+            raise ValueError("; ".join(f"daemon.{p}" for p in problems))
+        return self
 
 
 class OtelSettings(Model):
@@ -301,6 +399,28 @@ def _check_queue_settings(t: TriggerBase) -> None:
         )
 
 
+def wire_problems(functions: list[str], triggers: list[tuple[Any, Any]]) -> list[str]:
+    """Cross-references: function names, each trigger's function, unique trigger names.
+    `triggers` is (function, name) per trigger; values that are not strings (a config whose
+    fields are invalid too) are skipped, so these lines can join the field errors."""
+    problems: list[str] = []
+    for name in functions:
+        if not FUNCTION_NAME.match(name):
+            problems.append(f"functions.{name}: name must be 1-64 of [A-Za-z0-9_-]")
+    seen: set[str] = set()
+    for i, (function, trigger_name) in enumerate(triggers):
+        if not isinstance(function, str):
+            continue
+        if function not in functions:
+            hint = _did_you_mean(function, functions)
+            problems.append(f"triggers.{i}.function: no function {function!r}{hint}")
+        name = trigger_name if isinstance(trigger_name, str) else f"{function}-{i}"
+        if name in seen:
+            problems.append(f"triggers.{i}.name: duplicate trigger name {name!r}")
+        seen.add(name)
+    return problems
+
+
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
@@ -317,19 +437,9 @@ class ConfigBase(Model):
 
     @model_validator(mode="after")
     def _wire(self) -> ConfigBase:
-        problems: list[str] = []
-        for name in self.functions:
-            if not FUNCTION_NAME.match(name):
-                problems.append(f"functions.{name}: name must be 1-64 of [A-Za-z0-9_-]")
-        seen: set[str] = set()
-        for i, trig in enumerate(self.trigger_list):
-            if trig.function not in self.functions:
-                hint = _did_you_mean(trig.function, list(self.functions))
-                problems.append(f"triggers.{i}.function: no function {trig.function!r}{hint}")
-            name = trig.name or f"{trig.function}-{i}"
-            if name in seen:
-                problems.append(f"triggers.{i}.name: duplicate trigger name {name!r}")
-            seen.add(name)
+        problems = wire_problems(
+            list(self.functions), [(t.function, t.name) for t in self.trigger_list]
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -88,6 +88,8 @@ class Daemon:
     state: StateStore | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     listen_address: str | None = None
+    #: The control listener's bound address (the Invoke API, /metrics, /readyz, /statusz).
+    control_address: str | None = None
     routes: Routes = field(default_factory=Routes)
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
@@ -186,8 +188,15 @@ class Daemon:
             await self._start_functions(stack)
             await self._build_triggers(stack, state)
             await self._build_invoke_queues(state)
-            if self.config.daemon.listen:
-                self.listen_address = await self._listen(stack, self.config.daemon.listen)
+            d = self.config.daemon
+            if d.listen:
+                self.listen_address = await self._listen(
+                    stack, d.listen, "listen", control=d.control_on_public
+                )
+            if d.control_listen:
+                self.control_address = await self._listen(
+                    stack, d.control_listen, "control_listen", routes=Routes(), control=True
+                )
             notifier.notify("READY=1")
             self.ready.set()
             log.info(
@@ -196,6 +205,7 @@ class Daemon:
                     "functions": len(self.functions),
                     "triggers": len(self.triggers),
                     "listen": self.listen_address,
+                    "control_listen": self.control_address,
                 },
             )
             async with asyncio.TaskGroup() as tg:
@@ -209,17 +219,25 @@ class Daemon:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _listen(self, stack: AsyncExitStack, listen: str) -> str:
+    async def _listen(
+        self,
+        stack: AsyncExitStack,
+        listen: str,
+        key: str,
+        *,
+        control: bool,
+        routes: Routes | None = None,
+    ) -> str:
         from triggerd.http.server import start_http
 
         try:
-            return await start_http(self, stack, listen)
+            return await start_http(self, stack, listen, routes=routes, control=control)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
                 reason = "the address is already in use (another triggerd, or another program)"
             raise OperatorError(
-                f"cannot listen on {listen}: {reason}; change [daemon] listen",
+                f"cannot listen on {listen}: {reason}; change [daemon] {key}",
                 ExitCode.LISTEN_FAILED,
             ) from None
 
@@ -268,7 +286,9 @@ class Daemon:
         from triggerd.http.invoke_api import InvokeQueue, queue_name
 
         for fn in self.functions.values():
-            if not self.config.daemon.listen and not await state.queue_depth(queue_name(fn.name)):
+            if not self.config.daemon.control_addresses and not await state.queue_depth(
+                queue_name(fn.name)
+            ):
                 continue
             self.invoke_queues[fn.name] = InvokeQueue.build(
                 function=fn.name,

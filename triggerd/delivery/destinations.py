@@ -22,12 +22,12 @@ import orjson
 from pydantic import Field
 
 from triggerd.types import (
-    ConfigPath,
     Destination,
     DestinationConfig,
     DestinationContext,
     DestinationPlugin,
     JSONDict,
+    OutputFile,
     plugin_config,
 )
 
@@ -46,7 +46,7 @@ class FileDestinationConfig(DestinationConfig):
     """Append failed records to a JSON Lines file."""
 
     type: Literal["file"] = "file"
-    path: ConfigPath = Field(description="JSON Lines file; relative to the config file")
+    path: OutputFile = Field(description="JSON Lines file; relative to the config file")
     fsync: bool = Field(default=True, description="fsync every record before acknowledging it")
     max_bytes: int | None = Field(
         default=None, gt=0, description="rotate to <path>.<n> when the file would exceed this"

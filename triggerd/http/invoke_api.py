@@ -39,6 +39,7 @@ from triggerd.events.tracing import trace_id_for
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.routes import ROUTE_KEY
+from triggerd.http.sigv4 import AuthError, SigV4Verifier, payload_sha256, signed_request
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.metrics import Metrics
@@ -274,11 +275,23 @@ class _Invoker:
 
     def __init__(self, host: HttpHost) -> None:
         self.host = host
+        d = host.settings
+        self.auth = (
+            SigV4Verifier(d.access_keys, region=d.region, service="lambda", account_id=d.account_id)
+            if d.access_keys
+            else None
+        )
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = str(uuid.uuid4())
         try:
             return await self._handle(request, rid)
+        except AuthError as exc:
+            log.debug(
+                "invoke_api.unauthorized",
+                extra={"request_id": rid, "status": exc.status, "error_type": exc.code},
+            )
+            return ApiError(exc.status, exc.code, exc.message).response(rid)
         except ApiError as exc:
             log.debug(
                 "invoke_api.rejected",
@@ -287,7 +300,10 @@ class _Invoker:
             return exc.response(rid)
 
     async def _handle(self, request: web.BaseRequest, rid: str) -> web.StreamResponse:
-        fn = self._resolve(request[ROUTE_KEY].params["function"], request.query.get("Qualifier"))
+        # With access keys, the headers are checked before the body is read, the signature
+        # once it is, and the key's policy before anything about the function is revealed.
+        signed = signed_request(request) if self.auth is not None else None
+        credential = self.auth.check_headers(signed) if self.auth and signed else None
         itype = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         if itype not in ("RequestResponse", "Event", "DryRun"):
             raise ApiError(
@@ -295,10 +311,20 @@ class _Invoker:
                 "InvalidParameterValueException",
                 f"Invalid invocation type {itype!r}: RequestResponse, Event or DryRun",
             )
-        if itype == "DryRun":
-            return web.Response(status=204, headers={"x-amzn-RequestId": rid})
         limit = MAX_ASYNC_PAYLOAD if itype == "Event" else MAX_SYNC_PAYLOAD
         payload = await read_payload(request, limit, itype)
+        principal = None
+        if self.auth is not None and signed is not None:
+            digest = await payload_sha256(payload)
+            principal = self.auth.verify_hashed(signed, digest, credential)
+        ref = self._parse(request[ROUTE_KEY].params["function"])
+        if self.auth is not None and principal is not None:
+            arn = self._arn(ref.name)
+            self.auth.authorize(principal, "lambda:InvokeFunction", arn, ref.name)
+        fn = self._resolve(ref, request.query.get("Qualifier"))
+        if itype == "DryRun":
+            return web.Response(status=204, headers={"x-amzn-RequestId": rid})
+        payload = await json_payload(payload)
         # A caller's trace continues in the function; a malformed header starts a new one.
         trace_id = trace_id_for(
             request.headers.get("X-Amzn-Trace-Id"),
@@ -309,14 +335,18 @@ class _Invoker:
             return await self._event(fn, payload, rid, trace_id)
         return await self._request_response(request, fn, payload, rid, trace_id)
 
-    def _not_found(self, name: str, qualifier: str | None) -> ApiError:
+    def _arn(self, name: str) -> str:
         d = self.host.settings
-        arn = f"arn:aws:lambda:{d.region}:{d.account_id}:function:{name}"
+        return f"arn:aws:lambda:{d.region}:{d.account_id}:function:{name}"
+
+    def _not_found(self, name: str, qualifier: str | None) -> ApiError:
+        arn = self._arn(name)
         if qualifier:
             arn += ":" + qualifier
         return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
 
-    def _resolve(self, raw: str, query_qualifier: str | None) -> InvokeTarget:
+    @staticmethod
+    def _parse(raw: str) -> FunctionRef:
         ref = parse_function_name(raw)
         if ref is None:
             raise ApiError(
@@ -324,6 +354,9 @@ class _Invoker:
                 "InvalidParameterValueException",
                 f"Invalid function name or ARN: {raw[:200]!r}",
             )
+        return ref
+
+    def _resolve(self, ref: FunctionRef, query_qualifier: str | None) -> InvokeTarget:
         qualifier = ref.qualifier
         if query_qualifier:
             if qualifier and qualifier != query_qualifier:
@@ -440,7 +473,7 @@ def throttled_error(result: InvokeResult) -> ApiError:
 
 
 async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> bytes:
-    """The request body, capped at Lambda's limit, checked to be JSON (empty means `{}`)."""
+    """The request body, capped at Lambda's limit."""
     too_large = ApiError(
         413,
         "RequestEntityTooLargeException",
@@ -448,9 +481,13 @@ async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> byte
         f"{'InvokeAsync' if itype == 'Event' else 'InvokeFunction'} operation",
     )
     try:
-        payload = await read_body(request, limit)
+        return await read_body(request, limit)
     except BodyTooLarge:
         raise too_large from None
+
+
+async def json_payload(payload: bytes) -> bytes:
+    """The payload checked to be JSON (empty means `{}`)."""
     if not payload.strip():
         return b"{}"
     try:

@@ -1,28 +1,100 @@
-"""The daemon's HTTP server on the listen address: /healthz, /metrics, the Invoke API and the
-push sources' routes (webhooks), all in the daemon's route table behind aiohttp's low-level
-server (no aiohttp application or router: one table, matched most-specific first as API
-Gateway does, and one routing step per request)."""
+"""The daemon's HTTP listeners: the public one (`listen`: the push sources' routes, such as
+webhooks, and /healthz) and the control one (`control_listen`: the Invoke API, /metrics,
+/readyz, /statusz and /healthz), each a route table behind aiohttp's low-level server (no
+aiohttp application or router: one table, matched most-specific first as API Gateway does,
+and one routing step per request).
+
+`serve` opens one listener with the limits of `limits` (connection cap, header, body and idle
+timeouts, every connection guarded) and the refusal counting of `refusals`; `start_http` opens
+the public and the control listener with it, so both get the same. The dispatcher refuses what
+no route may see (HTTP/0.9 and other versions, chunked HTTP/1.0, unknown expectations) before
+routing."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
 
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.limits import (
+    LINGER_S,
+    ConnectionGuard,
+    Listener,
+    ListenerLimits,
+    ensure_descriptors,
+    guard_of,
+)
+from triggerd.http.list_functions import LIST_ROUTE, list_functions_handler
+from triggerd.http.refusals import REFUSAL_KEY, Refusals, ServerLog, mark_refused
 from triggerd.http.routes import ROUTE_KEY, Routes
-from triggerd.types import ConfigError, HttpHandler, PartitionStats
+from triggerd.types import ConfigError, ExitCode, HttpHandler, OperatorError, PartitionStats
 
 _OWNER = "triggerd"
+log = logging.getLogger("triggerd.http")
+
+#: Set by the request factory on a request in an HTTP version other than 1.0 and 1.1 (the
+#: version it came with: "0.9", "2.0", ...).
+_UNSUPPORTED_VERSION: web.RequestKey[str] = web.RequestKey("unsupported_version", str)
+
+
+RequestFactory = Callable[
+    [
+        RawRequestMessage,
+        StreamReader,
+        web.RequestHandler,
+        AbstractStreamWriter,
+        "asyncio.Task[None]",
+    ],
+    web.BaseRequest,
+]
+
+
+def _refusal(request: web.BaseRequest, status: int, text: str, reason: str) -> web.Response:
+    mark_refused(request, reason)
+    response = web.json_response({"message": text}, status=status)
+    response.force_close()
+    return response
+
+
+def protocol_refusal(request: web.BaseRequest) -> web.Response | None:
+    """What no route may see: HTTP/0.9 (no headers, so no Host, auth or length: 400) and
+    versions other than 1.0 and 1.1 (505), chunked bodies on HTTP/1.0 (which has no chunked
+    encoding: RFC 9112 section 6.1; 400), and expectations other than 100-continue (417)."""
+    version = request.get(_UNSUPPORTED_VERSION)
+    if version == "0.9":
+        return _refusal(request, 400, "Bad Request", "http_0_9")
+    if version is not None:
+        return _refusal(request, 505, "HTTP Version Not Supported", "http_version")
+    headers = request.headers
+    encoding = headers.get("Transfer-Encoding", "").lower()
+    if request.version == HttpVersion10 and "chunked" in encoding:
+        return _refusal(request, 400, "Bad Request", "chunked_http_1_0")
+    expect = headers.get("Expect")
+    if expect is not None and request.version == HttpVersion11 and expect.lower() != "100-continue":
+        return _refusal(request, 417, "Expectation Failed", "expectation")
+    return None
 
 
 def make_dispatch(routes: Routes) -> HttpHandler:
     """The server's one handler: every path is a route of the daemon's route table (its own
-    endpoints and the push sources'), matched most-specific first."""
+    endpoints and the push sources'), matched most-specific first. It tells the connection's
+    guard when a request starts and ends, and reports the request's refusal, if any.
+    `Expect: 100-continue` is answered by `body.read_body`, once the handler has checked the
+    headers."""
 
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+    async def route(request: web.BaseRequest) -> web.StreamResponse:
+        refused = protocol_refusal(request)
+        if refused is not None:
+            return refused
         raw_path = request.raw_path.partition("?")[0]
         found = routes.match(request.method, raw_path)
         if found is None:
@@ -32,41 +104,59 @@ def make_dispatch(routes: Routes) -> HttpHandler:
         assert not isinstance(found, bool)
         handler, match = found
         request[ROUTE_KEY] = match
-        if "Expect" in request.headers:
-            refused = await expect_continue(request)
-            if refused is not None:
-                return refused
         return await handler(request)
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        guard = guard_of(request)
+        if guard is not None:
+            guard.request_started()
+        response: web.StreamResponse | None = None
+        try:
+            response = await route(request)
+            return response
+        except web.HTTPException as exc:
+            response = exc
+            raise
+        finally:
+            _finished(request, guard, response)
 
     return dispatch
 
 
-async def expect_continue(request: web.BaseRequest) -> web.StreamResponse | None:
-    """Answer `Expect: 100-continue` before the handler reads the body (clients such as curl
-    otherwise wait a second before sending a large one); 417 for any other expectation."""
-    expect = request.headers.get("Expect", "")
-    if request.version != HttpVersion11:
-        return None
-    if expect.lower() != "100-continue":
-        return web.json_response({"message": "Expectation Failed"}, status=417)
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the interim answer is not part of the response
-    return None
+def _finished(
+    request: web.BaseRequest, guard: ConnectionGuard | None, response: web.StreamResponse | None
+) -> None:
+    """After the handler: a connection whose request body was left unread is not kept alive
+    (aiohttp drops the rest for a few seconds, then closes); the refusal is reported."""
+    body_read = request.content.is_eof()
+    if response is not None and not body_read:
+        response.force_close()
+    if guard is None:
+        return
+    guard.request_finished(body_read)
+    reason = request.get(REFUSAL_KEY)
+    if reason is not None:
+        route = request.get(ROUTE_KEY)
+        guard.refusals.refuse(
+            reason, remote=request.remote or "", route=route.template if route else ""
+        )
 
 
-def healthz_handler(host: HttpHost) -> HttpHandler:
-    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason)."""
+def healthz_handler(host: HttpHost, *, detail: bool = True) -> HttpHandler:
+    """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason).
+    With `detail` (the control surface) also the functions, triggers and the store's error;
+    the public listener tells the world the status only."""
 
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
         store = host.readiness()["state_store"]
-        body: dict[str, object] = {
-            "status": "ok" if host.ready.is_set() else "starting",
-            "functions": sorted(host.functions),
-            "triggers": sorted(host.trigger_names),
-        }
+        body: dict[str, object] = {"status": "ok" if host.ready.is_set() else "starting"}
+        if detail:
+            body["functions"] = sorted(host.functions)
+            body["triggers"] = sorted(host.trigger_names)
         if store["status"] != "ok":
             body["status"] = "state_store_failing"
-            body["state_store"] = store
+            if detail:
+                body["state_store"] = store
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     return healthz
@@ -128,23 +218,31 @@ def status_handler(host: HttpHost) -> HttpHandler:
     return status
 
 
-def add_daemon_routes(host: HttpHost) -> None:
-    """/healthz, /readyz, /metrics, /statusz and the Invoke API, beside the webhooks in the route
-    table."""
-    healthz, metrics, readyz = healthz_handler(host), metrics_handler(host), readyz_handler(host)
+def add_daemon_routes(
+    host: HttpHost, routes: Routes | None = None, *, control: bool = True
+) -> None:
+    """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
+    Invoke API), in a route table (default: the host's, beside the webhooks)."""
+    table = host.routes if routes is None else routes
+    healthz = healthz_handler(host, detail=control)
     own = [
-        ("GET", "/statusz", status_handler(host)),
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
-        ("GET", "/readyz", readyz),
-        ("HEAD", "/readyz", readyz),
-        ("GET", "/metrics", metrics),
-        ("HEAD", "/metrics", metrics),
-        ("POST", INVOKE_ROUTE, invoke_handler(host)),
     ]
+    if control:
+        metrics, readyz = metrics_handler(host), readyz_handler(host)
+        own += [
+            ("GET", "/statusz", status_handler(host)),
+            ("GET", "/readyz", readyz),
+            ("HEAD", "/readyz", readyz),
+            ("GET", "/metrics", metrics),
+            ("HEAD", "/metrics", metrics),
+            ("POST", INVOKE_ROUTE, invoke_handler(host)),
+            ("GET", LIST_ROUTE, list_functions_handler(host)),
+        ]
     for method, template, handler in own:
         try:
-            host.routes.add_route(method, template, handler, owner=_OWNER)
+            table.add_route(method, template, handler, owner=_OWNER)
         except ValueError as exc:
             raise ConfigError(
                 [f"{method} {template} is the daemon's own endpoint; a webhook took it: {exc}"]
@@ -171,27 +269,97 @@ def tls_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def start_http(host: HttpHost, stack: AsyncExitStack, listen: str) -> str:
-    """Start the server; returns the bound address (port 0 picks a free port). Serves HTTPS
-    when `daemon.tls_cert_file` is set."""
-    add_daemon_routes(host)
-    stack.callback(host.routes.remove_routes, _OWNER)
-    # No access log: a line per request at INFO would flood the journal under webhook load
-    # (the access_log argument of a runner reaches only an application's server).
-    server = web.Server(make_dispatch(host.routes), access_log=None)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    address, port = parse_listen(listen)
+def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
+    """aiohttp's request factory, except for the HTTP versions triggerd does not speak: an
+    HTTP/0.9 request becomes an HTTP/1.0 one and any other version but 1.0 and 1.1 (2.0 in
+    HTTP/1 syntax, 1.2) an HTTP/1.1 one, marked for refusal (400, 505), so the refusal goes
+    out with a status line the client can read."""
+
+    def make(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        state: dict[web.RequestKey[Any] | str, Any] | None = None
+        version = message.version
+        if version not in (HttpVersion10, HttpVersion11):
+            answered_as = HttpVersion10 if version < HttpVersion10 else HttpVersion11
+            message = message._replace(version=answered_as, should_close=True)
+            state = {_UNSUPPORTED_VERSION: f"{version.major}.{version.minor}"}
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, state=state)
+
+    return make
+
+
+async def start_http(
+    host: HttpHost,
+    stack: AsyncExitStack,
+    listen: str,
+    *,
+    routes: Routes | None = None,
+    control: bool = True,
+    name: str = "public",
+) -> str:
+    """Start a listener on a route table (default: the host's, with the webhooks) and the
+    daemon's own endpoints (`control`: the control endpoints too); returns the bound address
+    (port 0 picks a free port). Serves HTTPS when `daemon.tls_cert_file` is set. The public
+    and the control listener are both started here, through `serve`, so both get the same
+    limits."""
+    table = host.routes if routes is None else routes
+    add_daemon_routes(host, table, control=control)
+    stack.callback(table.remove_routes, _OWNER)
+    return await serve(make_dispatch(table), host, stack, listen, name)
+
+
+async def serve(
+    handler: HttpHandler, host: HttpHost, stack: AsyncExitStack, listen: str, name: str
+) -> str:
+    """One listener on `listen` for `handler` (a `make_dispatch` of some route table): every
+    connection guarded by the [daemon] http_* limits (`limits.ConnectionGuard`), refusals
+    counted and logged as `name`'s; stopped when `stack` closes. Returns the bound address."""
     settings = host.settings
+    limits = ListenerLimits.from_settings(settings)
+    problem = ensure_descriptors(limits.max_connections)
+    if problem is not None:
+        raise OperatorError(problem, ExitCode.LISTEN_FAILED)
+    refusals = Refusals(host.metrics.http_refused, log, name)
+    loop = asyncio.get_running_loop()
+    # No access log: a line per request at INFO would flood the journal under webhook load.
+    server = web.Server(
+        handler,
+        request_factory=request_factory(loop),
+        access_log=None,
+        logger=ServerLog(logging.getLogger("triggerd.http.server"), refusals),
+        lingering_time=LINGER_S,
+    )
+    listener = Listener(server, limits, refusals)
+    address, port = parse_listen(listen)
     context = (
         tls_context(settings.tls_cert_file, settings.tls_key_file)
         if settings.tls_cert_file
         else None
     )
-    site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=context)
-    await site.start()
-    addresses = runner.addresses  # each site's getsockname(): (host, port, ...)
-    if addresses:
-        port = int(addresses[0][1])
+    sockets = await loop.create_server(
+        listener.guard,
+        address,
+        port,
+        ssl=context,
+        ssl_handshake_timeout=limits.header_timeout_s if context else None,
+        reuse_address=True,
+        backlog=511,
+    )
+    stack.push_async_callback(_stop, sockets, server)
+    bound = sockets.sockets
+    if bound:
+        port = int(bound[0].getsockname()[1])
     return f"{address}:{port}"
+
+
+async def _stop(sockets: asyncio.Server, server: web.Server) -> None:
+    """Stop accepting, let requests in progress finish (up to 5 s), close every connection."""
+    sockets.close()
+    await asyncio.sleep(0)  # requests that arrived with the last connections start first
+    server.pre_shutdown()
+    await server.shutdown(5.0)

@@ -298,6 +298,12 @@ class Metrics:
         self.inflight = Gauge(
             "triggerd_inflight_batches", "Batches being invoked", ["trigger"], registry=r
         )
+        self.http_refused = Counter(
+            "triggerd_http_refused",
+            "Requests and connections the listeners refused, by reason",
+            ["reason"],
+            registry=r,
+        )
 
         # per function, filled in by the backends
         self.functions = FunctionMetrics()

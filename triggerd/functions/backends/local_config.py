@@ -18,7 +18,13 @@ from triggerd.functions.backends.local_python import (
 )
 from triggerd.functions.backends.local_worker import WorkerSpec
 from triggerd.functions.runtime_client import bootstrap
-from triggerd.types import BackendContext, ConfigPath, FunctionConfig, resolve_config_path
+from triggerd.types import (
+    BackendContext,
+    CodePath,
+    FunctionConfig,
+    InputFile,
+    resolve_config_path,
+)
 
 #: Workers per function when `reserved_concurrency` is not set.
 DEFAULT_CONCURRENCY = 4
@@ -81,7 +87,7 @@ class LocalFunctionConfig(FunctionConfig):
         "(the bundled Node.js runtime client, `node` from PATH); or provided / provided.al2 / "
         "provided.al2023 (a `bootstrap` executable in the code directory).",
     )
-    interpreter: ConfigPath | None = Field(
+    interpreter: InputFile | None = Field(
         None,
         description="python3.x: the Python interpreter to run (must be the runtime's "
         "version); default: found on PATH, then pyenv, uv, asdf and system directories. "
@@ -99,7 +105,7 @@ class LocalFunctionConfig(FunctionConfig):
         "nodejs: file.export (index.handler; the file .js, .mjs or .cjs), required. "
         "provided: passed to the bootstrap as _HANDLER.",
     )
-    code: ConfigPath = Field(
+    code: CodePath = Field(
         description="The function's code (LAMBDA_TASK_ROOT): a directory, or a Lambda "
         "deployment .zip (extracted into the work dir); relative to the config file."
     )
@@ -109,7 +115,7 @@ class LocalFunctionConfig(FunctionConfig):
         "`triggerd build`, or `run` on first use); default: the code directory's "
         'requirements.txt when there is one; "" for none.',
     )
-    layers: list[ConfigPath] = Field(
+    layers: list[CodePath] = Field(
         default_factory=list,
         max_length=MAX_LAYERS,
         description="Layers (directories or .zip files), merged in order into the function's "

@@ -1,0 +1,405 @@
+"""`triggerd` commands as an operator runs them (subprocesses, real state stores, a pseudo
+terminal where a terminal matters): how the config is named, status without a daemon, dlq
+list / replay / purge, invoke on a terminal, and their exit statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from triggerd.state.base import NewEvent
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import ExitCode
+
+RECORDER = Path(__file__).parents[1] / "system" / "functions" / "recorder"
+
+
+def config_text(tmp: Path, port: int | None = None) -> str:
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = "127.0.0.1:{port or free_port()}"
+control_listen = ""
+control_on_public = true
+
+[functions.recorder]
+handler = "app.handler"
+code = "{RECORDER}"
+environment = {{ RECORD_FILE = "{tmp / "calls.jsonl"}" }}
+
+[[triggers]]
+name = "inbox"
+function = "recorder"
+source = {{ type = "directory", path = "inbox" }}
+on_failure = {{ type = "file", path = "dlq.jsonl" }}
+
+[[triggers]]
+name = "other"
+function = "recorder"
+source = {{ type = "directory", path = "inbox" }}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "triggerd.toml").write_text(config_text(tmp_path))
+    return tmp_path
+
+
+def cli(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triggerd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def on_terminal(cwd: Path, *args: str, answer: bytes = b"") -> tuple[int, str]:
+    """Run `triggerd ARGS` with a pseudo terminal as stdin, stdout and stderr."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes triggerd
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "triggerd", *args])
+    if answer:
+        os.write(fd, answer)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def async_record(key: str) -> dict[str, Any]:
+    return {
+        "version": "1.0",
+        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": {"Records": [{"s3": {"object": {"key": key}}}]},
+        "responsePayload": {"errorType": "ValueError"},
+    }
+
+
+BATCH_RECORD = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "SQSBatchInfo": {}}
+
+
+async def seed(
+    db: Path, dlq: list[tuple[str, float, dict[str, Any]]], queued: dict[str, int] | None = None
+) -> list[int]:
+    store = SQLiteStateStore(str(db))
+    await store.open()
+    try:
+        ids = [
+            await store.dlq_add(
+                trigger=trigger,
+                function="recorder",
+                destination="file",
+                condition=record["requestContext"]["condition"],
+                created_at=created_at,
+                record=json.dumps(record).encode(),
+            )
+            for trigger, created_at, record in dlq
+        ]
+        now = time.time()
+        for trigger, count in (queued or {}).items():
+            await store.enqueue(
+                [
+                    NewEvent(trigger, "recorder", b"{}", str(uuid.uuid4()), now, now)
+                    for _ in range(count)
+                ]
+            )
+        return ids
+    finally:
+        await store.close()
+
+
+async def depth(db: Path, trigger: str) -> int:
+    store = SQLiteStateStore(str(db))
+    await store.open()
+    try:
+        return await store.queue_depth(trigger)
+    finally:
+        await store.close()
+
+
+def db_path(workdir: Path) -> Path:
+    (workdir / "state").mkdir(exist_ok=True)
+    return workdir / "state" / "state.db"
+
+
+# ---- naming the config -------------------------------------------------------------------
+
+
+def test_the_config_is_named_by_argument_option_or_variable(workdir: Path) -> None:
+    cfg = str(workdir / "triggerd.toml")
+    elsewhere = workdir / "inbox"  # no triggerd.toml in this directory
+    assert cli(elsewhere, "validate", cfg).returncode == 0
+    assert cli(elsewhere, "validate", "-c", cfg).returncode == 0
+    assert cli(elsewhere, "validate", env={"TRIGGERD_CONFIG": cfg}).returncode == 0
+    functions = cli(elsewhere, "functions", "--config", cfg, "-o", "json")
+    assert [f["function"] for f in json.loads(functions.stdout)] == ["recorder"]
+    assert cli(workdir, "validate").returncode == 0, "./triggerd.toml when none is named"
+
+
+def test_no_config_or_two_configs_is_one_line_and_exit_8(workdir: Path) -> None:
+    none = cli(workdir / "inbox", "status", env={"TRIGGERD_CONFIG": ""})
+    assert none.returncode == ExitCode.CONFIG_UNREADABLE
+    assert none.stderr == (
+        "triggerd: no config file: name it (CONFIG or -c/--config) or set TRIGGERD_CONFIG "
+        "(there is no ./triggerd.toml here)\n"
+    )
+    two = cli(workdir, "validate", "a.toml", "-c", "b.toml")
+    assert two.returncode == ExitCode.CONFIG_UNREADABLE
+    assert two.stderr == "triggerd: two configs named (a.toml and b.toml): give one\n"
+    missing = cli(workdir, "dlq", "list", "-c", "nope.toml")
+    assert missing.returncode == ExitCode.CONFIG_UNREADABLE
+    assert "cannot read the config file nope.toml: No such file or directory" in missing.stderr
+    binary = workdir / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    out = cli(workdir, "run", str(binary))
+    assert out.returncode == ExitCode.CONFIG_UNREADABLE and "is not UTF-8 text" in out.stderr
+    assert "Traceback" not in none.stderr + two.stderr + missing.stderr + out.stderr
+
+
+# ---- status without a daemon --------------------------------------------------------------
+
+
+def test_status_on_a_missing_store_creates_nothing(workdir: Path) -> None:
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    out = cli(workdir, "status")
+    assert out.returncode == ExitCode.STATE_MISSING
+    assert out.stderr == (
+        f"triggerd: the state store {workdir}/state/state.db does not exist (the daemon has "
+        "not run with this config, or daemon.state names another file)\n"
+    )
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+    for command in (["dlq", "list"], ["dlq", "replay", "--all"], ["dlq", "purge", "--all"]):
+        assert cli(workdir, *command).returncode == ExitCode.STATE_MISSING, command
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_status_lists_triggers_and_invoke_queues_read_only_and_exits_9_without_daemon(
+    workdir: Path,
+) -> None:
+    db = db_path(workdir)
+    asyncio.run(
+        seed(
+            db,
+            [("inbox", time.time(), async_record("a"))],
+            {"inbox": 2, "invoke-api:recorder": 3},
+        )
+    )
+    files = {p.name: p.read_bytes() for p in db.parent.iterdir()}
+    out = cli(workdir, "status", "-o", "json")
+    assert out.returncode == ExitCode.DAEMON_UNREACHABLE, out.stderr
+    doc = json.loads(out.stdout)
+    rows = {r["trigger"]: r for r in doc["triggers"]}
+    assert (rows["inbox"]["queued"], rows["inbox"]["dlq"]) == (2, 1)
+    assert (rows["other"]["queued"], rows["other"]["dlq"]) == (0, 0)
+    assert rows["invoke-api:recorder"]["queued"] == 3
+    assert rows["invoke-api:recorder"]["source"] == "invoke (Event)"
+    assert doc["daemon"]["status"] == "not reachable" and doc["exit_code"] == 9
+    table = cli(workdir, "status")
+    assert table.returncode == ExitCode.DAEMON_UNREACHABLE
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "trigger",
+        "source",
+        "function",
+        "state",
+        "queued",
+        "dlq",
+        "reasons",
+    ]
+    assert any(line.split()[:1] == ["invoke-api:recorder"] for line in lines)
+    assert "daemon at http://127.0.0.1:" in table.stdout and "not reachable" in table.stdout
+    assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == files, "nothing written"
+
+
+# ---- dlq ---------------------------------------------------------------------------------
+
+
+def test_dlq_list_says_when_it_is_empty(workdir: Path) -> None:
+    asyncio.run(seed(db_path(workdir), []))
+    out = cli(workdir, "dlq", "list")
+    assert (out.returncode, out.stdout) == (0, "no dead-letter records\n")
+    out = cli(workdir, "dlq", "list", "-o", "json")
+    assert (out.returncode, json.loads(out.stdout)) == (0, [])
+
+
+def test_dlq_list_table_and_json(workdir: Path) -> None:
+    ids = asyncio.run(
+        seed(
+            db_path(workdir),
+            [("inbox", 1_700_000_000.0, async_record("a")), ("other", time.time(), BATCH_RECORD)],
+        )
+    )
+    out = cli(workdir, "dlq", "list", "-o", "json")
+    entries = json.loads(out.stdout)
+    assert [e["id"] for e in entries] == ids[::-1], "newest first"
+    assert entries[1]["created"] == "2023-11-14T22:13:20Z"
+    assert entries[1]["record"]["requestPayload"]["Records"][0]["s3"]["object"]["key"] == "a"
+    assert entries[1]["replayed"] is None
+    table = cli(workdir, "dlq", "list", "--trigger", "inbox").stdout.splitlines()
+    assert table[0].split() == [
+        "id", "created", "trigger", "function", "condition", "destination", "replayed"
+    ]  # fmt: skip
+    assert table[1].split() == [
+        str(ids[0]), "2023-11-14T22:13:20Z", "inbox", "recorder", "RetriesExhausted", "file", "-"
+    ]  # fmt: skip
+    assert len(table) == 2
+
+
+def test_dlq_replay_puts_each_entry_back_once_unless_asked_again(workdir: Path) -> None:
+    db = db_path(workdir)
+    now = time.time()
+    old, new, batch = asyncio.run(
+        seed(
+            db,
+            [
+                ("inbox", now - 2 * 86400, async_record("old")),
+                ("inbox", now - 60, async_record("new")),
+                ("other", now - 60, BATCH_RECORD),
+            ],
+        )
+    )
+    dry = cli(workdir, "dlq", "replay", "--since", "1h", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would replay DLQ entry {new} onto inbox" in dry.stdout
+    assert f"DLQ entry {old} " not in dry.stdout
+    assert f"skipped DLQ entry {batch}: not an asynchronous invocation record" in dry.stderr
+    assert asyncio.run(depth(db, "inbox")) == 0, "a dry run changes nothing"
+
+    first = cli(workdir, "dlq", "replay", "--trigger", "inbox")
+    assert first.returncode == 0, first.stderr
+    assert "replayed 2 DLQ entries, skipped 0" in first.stdout
+    assert asyncio.run(depth(db, "inbox")) == 2
+    second = cli(workdir, "dlq", "replay", "--trigger", "inbox")
+    assert second.returncode == 0, second.stderr
+    assert "replayed 0 DLQ entries, skipped 2" in second.stdout
+    assert f"skipped DLQ entry {old}: already replayed" in second.stderr
+    assert asyncio.run(depth(db, "inbox")) == 2, "not queued twice"
+    again = cli(workdir, "dlq", "replay", str(old), "--again")
+    assert again.returncode == 0 and "replayed 1 DLQ entries" in again.stdout
+    assert asyncio.run(depth(db, "inbox")) == 3
+
+    listed = json.loads(cli(workdir, "dlq", "list", "-o", "json").stdout)
+    assert {e["id"]: e["replayed"] is not None for e in listed} == {
+        old: True,
+        new: True,
+        batch: False,
+    }
+    mixed = cli(workdir, "dlq", "replay", "--all")
+    assert mixed.returncode == 1, "an entry that cannot be replayed is a failure"
+    nothing = cli(workdir, "dlq", "replay")
+    assert nothing.returncode == 2 and "name the entries to replay" in nothing.stderr
+    both = cli(workdir, "dlq", "replay", str(old), "--all")
+    assert both.returncode == 2 and "give entry IDs or --all, not both" in both.stderr
+
+
+def test_dlq_purge_asks_on_a_terminal_and_needs_yes_elsewhere(workdir: Path) -> None:
+    db = db_path(workdir)
+    ids = asyncio.run(seed(db, [("inbox", time.time(), async_record(str(i))) for i in range(3)]))
+
+    def count() -> int:
+        return len(json.loads(cli(workdir, "dlq", "list", "-o", "json").stdout))
+
+    piped = cli(workdir, "dlq", "purge", "--all")
+    assert piped.returncode == 2
+    assert "refusing to delete 3 DLQ entries without --yes" in piped.stderr
+    assert count() == 3
+    code, out = on_terminal(workdir, "dlq", "purge", "--all", answer=b"n\n")
+    assert code == 1 and "Delete 3 DLQ entries" in out and "nothing deleted" in out
+    assert count() == 3
+    code, out = on_terminal(workdir, "dlq", "purge", str(ids[0]), answer=b"y\n")
+    assert code == 0 and "deleted 1 DLQ entries" in out
+    assert count() == 2
+    yes = cli(workdir, "dlq", "purge", "--trigger", "inbox", "--yes")
+    assert yes.returncode == 0 and "deleted 2 DLQ entries" in yes.stdout
+    assert cli(workdir, "dlq", "list").stdout == "no dead-letter records\n"
+
+
+# ---- invoke --------------------------------------------------------------------------------
+
+
+def test_invoke_on_a_terminal_uses_an_empty_event_and_says_so(workdir: Path) -> None:
+    code, out = on_terminal(workdir, "invoke", "recorder")
+    assert code == 0, out
+    assert "no --event given: invoking with an empty event {}" in out
+    assert '{"ok":[]}' in out.replace(" ", "")
+    [call] = [json.loads(line) for line in (workdir / "calls.jsonl").read_text().splitlines()]
+    assert call["event"] == {}
+    piped = subprocess.run(
+        [sys.executable, "-m", "triggerd", "invoke", "recorder"],
+        cwd=workdir,
+        input='{"from": "pipe"}',
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0 and "empty event" not in piped.stderr, piped.stderr
+    assert json.loads((workdir / "calls.jsonl").read_text().splitlines()[1])["event"] == {
+        "from": "pipe"
+    }
+    missing = cli(workdir, "invoke", "recorder", "--event", "nope.json")
+    assert missing.returncode == 2
+    assert (
+        missing.stderr
+        == "triggerd: cannot read the event file nope.json: No such file or directory\n"
+    )
+
+
+def test_a_read_only_store_is_one_line_for_dlq_and_no_obstacle_for_status(workdir: Path) -> None:
+    from tests.system.test_operator_errors import read_only_mount
+
+    asyncio.run(seed(db_path(workdir), [("inbox", time.time(), async_record("a"))]))
+    prefix = read_only_mount(workdir / "state")
+
+    def under_mount(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "triggerd", *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    replay = under_mount("dlq", "replay", "--all")
+    assert replay.returncode == ExitCode.STATE_UNWRITABLE
+    [line] = replay.stderr.splitlines()
+    assert line.startswith("triggerd: the state store ") and "cannot be written" in line
+    status = under_mount("status", "-o", "json")
+    assert status.returncode == ExitCode.DAEMON_UNREACHABLE, status.stderr
+    [row] = [r for r in json.loads(status.stdout)["triggers"] if r["trigger"] == "inbox"]
+    assert row["dlq"] == 1
+
+
+def test_dlq_replay_shows_a_progress_bar_on_a_terminal(workdir: Path) -> None:
+    asyncio.run(seed(db_path(workdir), [("inbox", time.time(), async_record("a"))]))
+    code, out = on_terminal(workdir, "dlq", "replay", "--all")
+    assert code == 0, out
+    assert "replaying" in out and "1/1" in out

@@ -1,0 +1,113 @@
+"""`triggerd status` against a running daemon: over HTTPS when the listen address has a
+certificate (verified against it), every trigger running (exit 0), and a trigger whose
+source cannot start (exit 10, with the reason)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import FUNCTIONS, Daemon, free_port, wait_for
+from triggerd.types import ExitCode
+
+pytestmark = pytest.mark.system
+
+
+def config(tmp: Path, port: int, daemon_extra: str = "", trigger_extra: str = "") -> str:
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = "127.0.0.1:{port}"
+control_listen = ""
+control_on_public = true
+shutdown_timeout_s = 5
+log_format = "json"
+{daemon_extra}
+
+[functions.recorder]
+handler = "app.handler"
+code = "{FUNCTIONS / "recorder"}"
+environment = {{ RECORD_FILE = "{tmp / "calls.jsonl"}" }}
+
+[[triggers]]
+name = "inbox"
+function = "recorder"
+source = {{ type = "directory", path = "inbox", stable_s = 0.1 }}
+{trigger_extra}
+"""
+
+
+def status(d: Daemon) -> tuple[int, dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(d.config), "-o", "json"],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_status_follows_tls_and_exits_0_when_every_trigger_runs(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    tls = f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"'
+    d: Daemon = daemon_factory(config(tmp_path, port, daemon_extra=tls))
+    d.start()
+    code, doc = status(d)
+    assert code == 0, doc
+    assert doc["daemon"] == {"url": f"https://127.0.0.1:{port}", "status": "ready", "error": None}
+    rows = {r["trigger"]: r for r in doc["triggers"]}
+    assert rows["inbox"]["state"] == "running"
+    assert rows["invoke-api:recorder"]["queued"] == 0
+    assert d.terminate() == 0
+
+
+def test_status_exits_10_naming_a_trigger_that_cannot_start(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    broker = f"127.0.0.1:{free_port()}"  # nothing listens there
+    kafka = f"""
+[[triggers]]
+name = "orders"
+function = "recorder"
+source = {{ type = "kafka", bootstrap_servers = "{broker}", topics = ["t"], group_id = "g" }}
+"""
+    d: Daemon = daemon_factory(config(tmp_path, free_port(), trigger_extra=kafka))
+    d.start()
+    wait_for(
+        lambda: any(e.get("event") == "source.start_deferred" for e in d.events()),
+        30,
+        "the deferred start",
+    )
+    code, doc = status(d)
+    assert code == ExitCode.TRIGGER_FAILING, doc
+    rows = {r["trigger"]: r for r in doc["triggers"]}
+    assert rows["inbox"]["state"] == "running"
+    assert rows["orders"]["state"] == "degraded" and broker in rows["orders"]["reasons"]
+    assert d.terminate() == 0

@@ -1,0 +1,68 @@
+"""How every command names its config: `-c/--config FILE`, the CONFIG argument of run,
+validate and build, `$TRIGGERD_CONFIG`, else `./triggerd.toml`; one line and exit 8 when
+there is none or two."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from triggerd.types import ExitCode
+
+__all__ = [
+    "CONFIG_ENV",
+    "config_argument",
+    "config_option",
+    "config_option_beside_argument",
+    "resolve_config",
+]
+
+CONFIG_ENV = "TRIGGERD_CONFIG"
+#: Used when no config is named and the current directory has one.
+DEFAULT_CONFIG = "triggerd.toml"
+
+
+def _config_option(*, resolve: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        envvar=CONFIG_ENV,
+        default=None,
+        type=click.Path(dir_okay=True),
+        # Resolved at parse time, so a command gets a path (or the one-line error) without
+        # doing anything itself; run, validate and build resolve it with their argument.
+        callback=(lambda ctx, param, value: resolve_config(None, value)) if resolve else None,
+        help=f"Config file (TOML or YAML); default ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}",
+    )
+
+
+#: `-c/--config FILE` (or $TRIGGERD_CONFIG, else ./triggerd.toml): the command gets a str.
+config_option = _config_option(resolve=True)
+#: The same option beside a CONFIG argument (run, validate, build): resolve_config(arg, opt).
+config_option_beside_argument = _config_option(resolve=False)
+#: The config as the main argument of run, validate and build.
+config_argument = click.argument("config", required=False, type=click.Path(dir_okay=True))
+
+
+def resolve_config(positional: str | None, option: str | None) -> str:
+    """The one config file a command uses: CONFIG, -c/--config (or $TRIGGERD_CONFIG, which
+    click reads into the option), else ./triggerd.toml; a one-line error otherwise."""
+    if positional and option and positional != option:
+        click.echo(f"triggerd: two configs named ({positional} and {option}): give one", err=True)
+        sys.exit(ExitCode.CONFIG_UNREADABLE)
+    path = positional or option
+    if path:
+        return path
+    if Path(DEFAULT_CONFIG).exists():
+        return DEFAULT_CONFIG
+    click.echo(
+        f"triggerd: no config file: name it (CONFIG or -c/--config) or set {CONFIG_ENV} "
+        f"(there is no ./{DEFAULT_CONFIG} here)",
+        err=True,
+    )
+    sys.exit(ExitCode.CONFIG_UNREADABLE)

@@ -1,0 +1,98 @@
+"""Reading the state store for `triggerd status` without ever writing it.
+
+The store (`state/sqlite.py`) creates a missing database and migrates an old one when it
+opens: right for the daemon, wrong for a status command run by another user (under `sudo` it
+would leave root-owned files the daemon cannot write) or while the daemon is down. This
+opens the file with SQLite's read-only URI (`mode=ro`, plus `immutable=1` when the daemon is
+not running), which writes nothing, and runs a few SELECTs on a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass
+
+from triggerd.cli.dlq import REPLAYED_SCOPE
+from triggerd.state.factory import sqlite_path
+from triggerd.state.sqlite import MEMORY_PATH
+from triggerd.types import ExitCode, OperatorError
+
+__all__ = ["StoreSnapshot", "read_snapshot"]
+
+#: Dead-lettered records per trigger that `dlq replay` has not put back on their queue.
+_NOT_REPLAYED = (
+    "SELECT trigger, count(*) FROM dlq WHERE CAST(id AS TEXT) NOT IN "
+    "(SELECT key FROM checkpoints WHERE scope = ?) GROUP BY trigger"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What `status` shows from the store: per trigger (queue name), the async queue depth
+    and the number of dead-lettered records not replayed yet."""
+
+    path: str
+    queued: dict[str, int]
+    dead: dict[str, int]
+
+
+async def read_snapshot(state_url: str) -> StoreSnapshot:
+    """Read the store named by `[daemon] state`; OperatorError (one line, exit status) when
+    it is missing, not a triggerd store, locked or unreadable."""
+    return await asyncio.to_thread(_read, sqlite_path(state_url))
+
+
+def _read(path: str) -> StoreSnapshot:
+    if path == MEMORY_PATH:
+        raise OperatorError(
+            "the state store is in memory (daemon.state): there is nothing to read",
+            ExitCode.STATE_MISSING,
+        )
+    if not os.path.exists(path):
+        raise OperatorError(
+            f"the state store {path} does not exist (the daemon has not run with this config, "
+            "or daemon.state names another file)",
+            ExitCode.STATE_MISSING,
+        )
+    # Read-only, a WAL database still gets -wal and -shm files when they are missing (SQLite
+    # creates them to read): without a -wal file no writer has unsaved pages, so the file
+    # alone is the whole store and `immutable` reads it without creating anything.
+    options = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
+    uri = "file:" + urllib.parse.quote(path) + "?" + options
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _error(path, exc) from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"queue", "dlq", "checkpoints"} <= tables:
+            raise OperatorError(
+                f"the state store {path} holds no triggerd state (empty, or another database)",
+                ExitCode.STATE_MISSING,
+            )
+        queued = dict(conn.execute("SELECT trigger, count(*) FROM queue GROUP BY trigger"))
+        dead = dict(conn.execute(_NOT_REPLAYED, (REPLAYED_SCOPE,)))
+    except sqlite3.Error as exc:
+        raise _error(path, exc) from None
+    finally:
+        conn.close()
+    return StoreSnapshot(path, {str(k): int(v) for k, v in queued.items()}, dead)
+
+
+def _error(path: str, exc: sqlite3.Error) -> OperatorError:
+    code = int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return OperatorError(
+            f"the state store {path} is locked by another process ({exc})", ExitCode.STATE_LOCKED
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return OperatorError(f"the state store {path} is corrupt ({exc})", ExitCode.STATE_CORRUPT)
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR):
+        return OperatorError(
+            f"the state store {path} cannot be read ({exc}): check the permissions of the file "
+            "and its directory",
+            ExitCode.STATE_UNWRITABLE,
+        )
+    return OperatorError(f"the state store {path} cannot be read ({exc})")

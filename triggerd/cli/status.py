@@ -1,0 +1,239 @@
+"""`triggerd status`: each trigger and each Invoke API async queue with its depth and
+dead-lettered records (read from the state store, read-only), the daemon's readiness and the
+lag of partitioned sources (asked of the running daemon, over TLS when it serves TLS).
+
+Exit status: 0 when the daemon answers and every trigger runs; DAEMON_UNREACHABLE when it
+does not answer; TRIGGER_FAILING when it answers and a trigger (or the state store) is
+degraded; the state store's own codes when the store cannot be read."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from triggerd.cli.output import emit
+from triggerd.cli.readstate import StoreSnapshot, read_snapshot
+from triggerd.cli.sources import status_lines
+from triggerd.config.model import ConfigBase
+from triggerd.config.plugins import Registry
+from triggerd.types import ExitCode, OperatorError
+
+__all__ = ["daemon_url", "run_status"]
+
+#: How long the daemon may take to answer (it is local; it should answer at once).
+DAEMON_TIMEOUT_S = 3.0
+
+
+def daemon_url(cfg: ConfigBase) -> str | None:
+    """Where the daemon serves /readyz and /statusz, or None when it serves no HTTP.
+
+    The one place that knows: the first listener serving the control endpoints
+    (`control_listen`, or `listen` with `control_on_public`). A wildcard listen address is
+    reached on loopback."""
+    control = cfg.daemon.control_addresses
+    if not control:
+        return None
+    listen = control[0]
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    scheme = "https" if cfg.daemon.tls_cert_file else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
+    """For an https daemon: the system's trust store plus the daemon's own certificate
+    (often self-signed), so status verifies the server it talks to."""
+    cert = cfg.daemon.tls_cert_file
+    if not cert:
+        return None
+    context = ssl.create_default_context()
+    # Not readable by this user, or not a CA: the system store decides alone.
+    with contextlib.suppress(OSError, ssl.SSLError):
+        context.load_verify_locations(cafile=cert)
+    return context
+
+
+@dataclass
+class DaemonView:
+    url: str | None
+    status: str = "not checked"
+    error: str | None = None
+    triggers: dict[str, Any] = field(default_factory=dict)
+    lag: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None and self.url is not None
+
+
+async def ask_daemon(cfg: ConfigBase) -> DaemonView:
+    import aiohttp  # imported by the command that needs it: most of the CLI's start-up
+
+    url = daemon_url(cfg)
+    view = DaemonView(url)
+    if url is None:
+        view.status = "no listen address: not checked"
+        return view
+    timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(ssl=tls_context(cfg) or True)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            async with session.get(f"{url}/readyz") as resp:
+                body = await resp.json(content_type=None)
+            async with session.get(f"{url}/statusz") as resp:
+                lag = await resp.json(content_type=None) if resp.status == 200 else {}
+    except aiohttp.ClientSSLError as exc:
+        view.status, view.error = "not reachable", f"TLS: {exc.__cause__ or exc}"
+        return view
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        view.status, view.error = "not reachable", str(exc) or type(exc).__name__
+        return view
+    if not isinstance(body, dict):
+        view.status, view.error = "not reachable", f"{url}/readyz answered {body!r}"
+        return view
+    view.status = str(body.get("status", "?"))
+    triggers = body.get("triggers")
+    view.triggers = triggers if isinstance(triggers, dict) else {}
+    store = body.get("state_store")
+    if isinstance(store, dict) and store.get("status") != "ok":
+        view.triggers.setdefault(
+            "(state store)", {"status": "failing", "reasons": [str(store.get("error"))]}
+        )
+    lag_triggers = lag.get("triggers") if isinstance(lag, dict) else None
+    view.lag = lag_triggers if isinstance(lag_triggers, dict) else {}
+    return view
+
+
+def _trigger_state(name: str, enabled: bool, view: DaemonView) -> tuple[str, str]:
+    if not enabled:
+        return "disabled", ""
+    info = view.triggers.get(name)
+    if not isinstance(info, dict):
+        return ("unknown" if not view.reachable else "not running"), ""
+    reasons = info.get("reasons") or []
+    return str(info.get("status", "?")), "; ".join(str(r) for r in reasons)
+
+
+def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[str, Any]]:
+    from triggerd.http.invoke_api import queue_name
+
+    rows = []
+    for i, trig in enumerate(cfg.trigger_list):
+        name = cfg.trigger_name(i)
+        state, reasons = _trigger_state(name, trig.enabled, view)
+        rows.append(
+            {
+                "trigger": name,
+                "source": str(getattr(trig.source_config, "type", "?")),
+                "function": trig.function,
+                "state": state,
+                "queued": snap.queued.get(name, 0),
+                "dlq": snap.dead.get(name, 0),
+                "reasons": reasons,
+            }
+        )
+    queues = {queue_name(fn): fn for fn in cfg.functions}
+    for queue in sorted(q for q in snap.queued if q.startswith(queue_name(""))):
+        queues.setdefault(queue, queue.removeprefix(queue_name("")))
+    for queue, function in queues.items():
+        rows.append(
+            {
+                "trigger": queue,
+                "source": "invoke (Event)",
+                "function": function,
+                "state": "",
+                "queued": snap.queued.get(queue, 0),
+                "dlq": snap.dead.get(queue, 0),
+                "reasons": "",
+            }
+        )
+    return rows
+
+
+def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) -> int:
+    if view.url is not None and not view.reachable:
+        return int(ExitCode.DAEMON_UNREACHABLE)
+    if any(r["state"] in ("degraded", "failing") for r in rows) or "(state store)" in (
+        view.triggers
+    ):
+        return int(ExitCode.TRIGGER_FAILING)
+    return 0
+
+
+def lag_rows(lag: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """/statusz's triggers as rows (one per partition) and rebalances per trigger."""
+    partitions = [
+        {"trigger": name, **p}
+        for name, t in lag.items()
+        if isinstance(t, dict)
+        for p in t.get("partitions", [])
+        if isinstance(p, dict)
+    ]
+    rebalances = {
+        name: int(t.get("rebalances", 0)) for name, t in lag.items() if isinstance(t, dict)
+    }
+    return partitions, rebalances
+
+
+LAG_COLUMNS = ["trigger", "partition", "committed_offset", "lag_records", "lag_seconds"]
+
+
+def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> None:
+    """A table row per partition, then each trigger's rebalances (nothing when none)."""
+    if not partitions:
+        return
+    rows = [[p.get(c) for c in LAG_COLUMNS] for p in partitions]
+    emit("table", columns=LAG_COLUMNS, rows=rows, empty="")
+    for name, count in rebalances.items():
+        click.echo(f"{name}: {count} rebalance(s)")
+
+
+async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
+    try:
+        snap = await read_snapshot(cfg.daemon.state)
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
+    view = await ask_daemon(cfg)
+    rows = _rows(cfg, snap, view)
+    sources = await status_lines(cfg, registry)
+    partitions, rebalances = lag_rows(view.lag)
+    code = _exit_code(cfg, view, rows)
+    if output == "json":
+        emit(
+            "json",
+            columns=[],
+            rows=[],
+            empty="",
+            records={
+                "state_store": snap.path,
+                "daemon": {"url": view.url, "status": view.status, "error": view.error},
+                "triggers": rows,
+                "sources": sources,
+                "partitions": partitions,
+                "rebalances": rebalances,
+                "exit_code": code,
+            },
+        )
+        return code
+    columns = ["trigger", "source", "function", "state", "queued", "dlq", "reasons"]
+    emit(
+        "table",
+        columns=columns,
+        rows=[[r[c] for c in columns] for r in rows],
+        empty="no triggers and no async queues",
+    )
+    for line in sources:
+        click.echo(line)
+    print_lag(partitions, rebalances)
+    where = view.url or "daemon"
+    detail = f" ({view.error})" if view.error else ""
+    click.echo(f"daemon at {where}: {view.status}{detail}")
+    return code
