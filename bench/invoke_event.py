@@ -89,7 +89,9 @@ async def triggerd_server(settings: Settings) -> AsyncIterator[tuple[str, LocalB
                 start_timeout_s=60, stop_timeout_s=60
             ) as daemon:
                 backend = daemon.functions[FUNCTION].backend
-                local = getattr(backend, "inner", backend)  # under the metrics wrapper
+                local: Any = backend
+                while not isinstance(local, LocalBackend) and hasattr(local, "inner"):
+                    local = local.inner  # under the daemon's wrappers (metrics, in-flight)
                 if not isinstance(local, LocalBackend):
                     raise BenchError(f"{FUNCTION} is not on the local backend")
                 yield f"http://{daemon.control_address}{PATH}", local
