@@ -17,11 +17,13 @@ from typing import Any
 from bench import (
     BENCH_DIR,
     Row,
+    async_queue,
     cold_start,
     directory,
     format_table,
     http_backend,
     idle_rss,
+    invoke_event,
     kafka,
     kinesis,
     postgres,
@@ -33,6 +35,7 @@ from bench import (
     warm_invoke,
     webhook,
     webhook_wrk,
+    worker_memory,
 )
 
 Runner = Callable[[str], list[Row]]
@@ -64,6 +67,9 @@ BENCHMARKS: dict[str, Runner] = {
     startup.NAME: _runner(startup),
     http_backend.NAME: _runner(http_backend),
     sigv4.NAME: _runner(sigv4),
+    async_queue.NAME: _runner(async_queue),
+    invoke_event.NAME: _runner(invoke_event),
+    worker_memory.NAME: _runner(worker_memory),
 }
 
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.fakes import SteppedClock
-from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+from triggerd.functions.backends.local import RSS_CHECK_EVERY, LocalBackend, LocalFunctionConfig
 from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
@@ -384,3 +384,67 @@ async def test_metrics_count_invocations_cold_starts_and_billed_gb_seconds(
     assert billed >= 3 * 0.5 / 1000  # at least 1 ms each at 0.5 GB
     duration = value("triggerd_function_duration_seconds_sum")
     assert billed <= (duration * 1000 + 3) * 0.5 / 1000 + 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# recycling workers (a runtime client that leaks: awslambdaric sets os.environ per invocation)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_awslambdaric_worker_is_replaced_after_n_invocations_with_no_failure_or_cold_start(
+    make_backend: Factory,
+) -> None:
+    backend = await make_backend(
+        "actions", runtime_client="awslambdaric", timeout_s=10, worker_max_invocations=5
+    )
+    first = await backend.invoke(b'{"action": "noop"}', want_log_tail=True)
+    assert first.outcome is Outcome.OK and "Init Duration" in first.log_tail
+    old_pid = body(first)["pid"]
+    results = [await backend.invoke(b'{"action": "noop"}', want_log_tail=True) for _ in range(4)]
+    await wait_until(lambda: backend.stats["recycled"] == 1, "the replacement")
+    results += [await backend.invoke(b'{"action": "noop"}', want_log_tail=True) for _ in range(3)]
+    assert [r.outcome for r in results] == [Outcome.OK] * 7
+    assert not any("Init Duration" in r.log_tail for r in results)  # none waited for a start
+    pids = [body(r)["pid"] for r in results]
+    assert pids[:4] == [old_pid] * 4
+    assert pids[4:] == [pids[4]] * 3 and pids[4] != old_pid
+    await wait_until(lambda: not alive(old_pid), "the old worker to end")
+    assert len(backend.workers) == 1
+    assert backend.stats["errors"] == 0
+
+
+async def test_a_worker_whose_memory_grows_is_replaced_between_invocations(
+    make_backend: Factory,
+) -> None:
+    backend = await make_backend("actions", timeout_s=10, worker_max_rss_growth_mb=16)
+    first = await backend.invoke(b'{"action": "noop"}')
+    old_pid = body(first)["pid"]
+    for _ in range(3):  # 24 MB kept: over the 16 MB allowed
+        assert (await backend.invoke(b'{"action": "keep", "mb": 8}')).outcome is Outcome.OK
+    for _ in range(RSS_CHECK_EVERY - 4):  # growth is checked every RSS_CHECK_EVERY invocations
+        assert (await backend.invoke(b'{"action": "noop"}')).outcome is Outcome.OK
+    await wait_until(lambda: backend.stats["recycled"] == 1, "the replacement")
+    after = await backend.invoke(b'{"action": "noop"}', want_log_tail=True)
+    assert after.outcome is Outcome.OK and body(after)["pid"] != old_pid
+    assert "Init Duration" not in after.log_tail
+    assert backend.stats["errors"] == 0
+
+
+async def test_without_growth_or_a_limit_a_worker_is_kept(make_backend: Factory) -> None:
+    backend = await make_backend("actions", timeout_s=10)
+    pids = {body(await backend.invoke(b'{"action": "noop"}'))["pid"] for _ in range(30)}
+    assert len(pids) == 1 and backend.stats["recycled"] == 0

@@ -217,3 +217,86 @@ async def test_reserved_concurrency_zero_dead_letters_without_retries(
     await run_until(t, lambda: len(dest.records) == 1)
     assert len(be.calls) == 1
     assert dest.records[0]["requestContext"]["condition"] == "RetriesExhausted"
+
+
+class Gated(FakeBackend):
+    """Holds every invocation until released; counts how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+        self.gate = asyncio.Event()
+
+    async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.gate.wait()
+            return await super().invoke(payload, **kw)
+        finally:
+            self.running -= 1
+
+
+async def test_claimed_ahead_events_never_exceed_maximum_concurrency_in_flight(
+    store: SQLiteStateStore,
+) -> None:
+    src, be = FakeSource([make_record(i) for i in range(30)]), Gated()
+    t = build(store, src, be, maximum_concurrency=3)
+    task = asyncio.create_task(t.run())
+    try:
+        async with asyncio.timeout(10):
+            while be.running < 3:
+                await asyncio.sleep(0.01)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert be.running == 3  # the buffered ones wait for a slot
+        be.gate.set()
+        async with asyncio.timeout(10):
+            while len(be.calls) < 30:
+                await asyncio.sleep(0.01)
+        assert be.most == 3
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+    assert await store.queue_depth("t") == 0
+
+
+async def test_a_slot_is_free_while_the_previous_event_s_completion_commits(
+    tmp_path: Any,
+) -> None:
+    import sqlite3
+    import threading
+
+    held, gate = threading.Event(), threading.Event()
+    holding = [False]
+
+    def hook(conn: sqlite3.Connection) -> None:
+        if holding[0] and not held.is_set():
+            held.set()
+            gate.wait(10)  # the first completion's commit stays open
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"), before_write=hook)
+    await store.open()
+
+    class HoldFirstCompletion(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            holding[0] = True  # the next transaction: this event's completion
+            return await super().invoke(payload, **kw)
+
+    src, be = FakeSource([make_record(i) for i in range(2)]), HoldFirstCompletion()
+    t = build(store, src, be, maximum_concurrency=1)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    try:
+        async with asyncio.timeout(10):
+            # With one slot, the second invocation starts while the first is still being
+            # completed (its commit is held open).
+            while len(be.calls) < 2:
+                await asyncio.sleep(0.01)
+        assert held.is_set() and not gate.is_set()
+    finally:
+        gate.set()
+        t.stop()
+        await asyncio.wait_for(task, 5)
+        await store.close()

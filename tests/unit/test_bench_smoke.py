@@ -12,11 +12,13 @@ import pytest
 
 from bench import (
     Row,
+    async_queue,
     cold_start,
     directory,
     format_table,
     http_backend,
     idle_rss,
+    invoke_event,
     kafka,
     kinesis,
     postgres,
@@ -26,6 +28,7 @@ from bench import (
     startup,
     warm_invoke,
     webhook_wrk,
+    worker_memory,
 )
 from bench import sigv4 as sigv4_bench
 from bench import webhook as webhook_bench
@@ -188,6 +191,28 @@ def test_http_backend_reports_latency_and_rate_against_a_bare_client() -> None:
     rows = http_backend.run(http_backend.SMOKE)
     assert_numbers(rows, "http_backend")
     assert all(r.value > 0 and r.baseline is not None for r in rows)
+
+
+def test_async_queue_reports_enqueue_drain_and_file_size_against_bare_sqlite() -> None:
+    rows = async_queue.run(async_queue.SMOKE)
+    assert_numbers(rows, "async_queue")
+    metrics = [r.metric for r in rows]
+    assert sum(m.startswith("enqueue events/s") for m in metrics) == len(async_queue.SMOKE.batches)
+    assert any(m.startswith("drain events/s") for m in metrics)
+    assert any("size after" in m for m in metrics)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_invoke_event_reports_end_to_end_rate_against_a_bare_server() -> None:
+    rows = invoke_event.run(invoke_event.SMOKE)
+    assert_numbers(rows, "invoke_event")
+    assert rows[0].value > 0 and rows[0].target == 5000
+
+
+def test_worker_memory_reports_rss_after_the_warm_up_and_the_run() -> None:
+    rows = worker_memory.run(worker_memory.SMOKE)
+    assert_numbers(rows, "worker_memory")
+    assert rows[0].value > 0 and "bundled" in rows[0].metric
 
 
 def test_sigv4_reports_signed_invokes_and_the_verifier_against_unsigned_ones() -> None:

@@ -9,6 +9,7 @@ import decimal
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -373,9 +374,15 @@ class FakeClient:
         return self.invocations.pop(0)
 
     def post_and_next(
-        self, path: str, body: bytes, error_type: str | None = None
+        self,
+        path: str,
+        body: bytes,
+        error_type: str | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[dict[str, str], bytes]:
         self.posts.append((path, body, error_type))
+        if meanwhile is not None:
+            meanwhile()
         return self.invocations.pop(0) if self.invocations else ({}, b"")
 
 

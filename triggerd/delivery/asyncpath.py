@@ -12,6 +12,7 @@ next start (`recover_leases`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 
@@ -25,6 +26,9 @@ from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record
 
 _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
+#: Events whose invocation ended and whose outcome is being written, beyond the invocations
+#: in flight (a bound for when the disk is slower than the function).
+MAX_SETTLING = 1024
 
 
 def event_request_id(trigger: str, item_id: str) -> str:
@@ -56,7 +60,15 @@ class AsyncTrigger:
         self.throttle_backoff = Backoff(base_s=1.0, max_s=300.0)
         self.concurrency = cfg.maximum_concurrency
         self._throttles: dict[int, int] = {}
+        #: Events claimed here and not yet settled (their leases are extended).
         self._inflight: set[int] = set()
+        #: Of those, the ones being invoked: what `maximum_concurrency` bounds. An event whose
+        #: invocation ended waits for its completion's commit without holding a slot, so
+        #: group commit can settle many at once while the next events are invoked.
+        self._invoking: set[int] = set()
+        #: Claimed events waiting for a slot.
+        self._ready: collections.deque[QueuedEvent] = collections.deque()
+        self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -203,22 +215,61 @@ class AsyncTrigger:
     # ---- invoke ----
 
     async def _invoke_loop(self, tg: asyncio.TaskGroup) -> None:
+        """Claim events ahead into a small buffer (up to `maximum_concurrency` beyond the
+        invocations in flight) and start them as slots free up: a claim waits behind the
+        store's commit under way, and with the buffer no slot idles during that wait."""
         rt = self.rt
-        while not self._stopping.is_set():
-            self._wake.clear()
-            free = self.concurrency - len(self._inflight)
-            claimed: list[QueuedEvent] = []
-            if free > 0:
-                claimed = await self.state.claim(rt.name, free, self.lease_s, rt.clock.time())
-            for event in claimed:
-                if event.id in self._inflight:
-                    continue  # still being handled here (its lease was extended late)
-                self._inflight.add(event.id)
-                tg.create_task(self._handle(event))
-            if claimed and len(claimed) == free:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), rt.poll_timeout_s)
+        self._tg = tg
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                self._start_ready()
+                want = min(
+                    2 * self.concurrency - len(self._invoking) - len(self._ready),
+                    self.concurrency + MAX_SETTLING - len(self._inflight),
+                )
+                claimed: list[QueuedEvent] = []
+                if want > 0:
+                    claimed = await self.state.claim(rt.name, want, self.lease_s, rt.clock.time())
+                for event in claimed:
+                    if event.id in self._inflight:
+                        continue  # still being handled here (its lease was extended late)
+                    self._inflight.add(event.id)
+                    self._ready.append(event)
+                self._start_ready()
+                if claimed and len(claimed) == want:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), rt.poll_timeout_s)
+        finally:
+            self._tg = None
+            await asyncio.shield(self._release_ready())
+
+    def _start_ready(self) -> None:
+        """Start buffered events while slots are free."""
+        tg = self._tg
+        while tg is not None and self._ready and len(self._invoking) < self.concurrency:
+            if self._stopping.is_set():
+                return
+            event = self._ready.popleft()
+            self._invoking.add(event.id)
+            tg.create_task(self._handle(event))
+
+    async def _release_ready(self) -> None:
+        """Stopping: claimed events never started are claimable again at once."""
+        ready, self._ready = list(self._ready), collections.deque()
+        now = self.rt.clock.time()
+        for event in ready:
+            self._inflight.discard(event.id)
+        # Together: group commit puts them in one transaction. Failures only leave leases
+        # to expire (or to the next start's recovery).
+        await asyncio.gather(
+            *(
+                self.state.release(event.id, available_at=now, attempts=event.attempts)
+                for event in ready
+            ),
+            return_exceptions=True,
+        )
 
     async def _handle(self, event: QueuedEvent) -> None:
         try:
@@ -241,6 +292,7 @@ class AsyncTrigger:
                 },
             )
         finally:
+            self._invoking.discard(event.id)
             self._inflight.discard(event.id)
             self._wake.set()
 
@@ -268,6 +320,7 @@ class AsyncTrigger:
                 invocation_type="Event",
                 trace_id=event.trace_id,
             )
+        self._invoked(event.id)
         now = rt.clock.time()
         if result.outcome is Outcome.OK:
             self._throttles.pop(event.id, None)
@@ -288,6 +341,13 @@ class AsyncTrigger:
             return
         rt.metrics.records_retried.labels(rt.name).inc()
         await self._retry_later(event, now + self.retry_backoff.delay(attempts), attempts, result)
+
+    def _invoked(self, event_id: int) -> None:
+        """The invocation is over: its slot goes to the next buffered event while this
+        one's outcome is written."""
+        self._invoking.discard(event_id)
+        self._start_ready()
+        self._wake.set()
 
     async def _retry_later(
         self, event: QueuedEvent, at: float, attempts: int, result: InvokeResult

@@ -4,6 +4,19 @@ One connection, owned by one dedicated worker thread: every operation is a plain
 on that thread, so the event loop never blocks and writes are serialised by construction (a
 transaction never interleaves with another one). The database runs in WAL mode with
 `synchronous=FULL`, so a write is on disk when the awaiting call returns.
+
+Group commit: writes (enqueues, completions, checkpoints, leases) are not one transaction
+each. A write joins the store's pending group and its caller waits; while the thread commits
+one group, the next one gathers every write that arrives meanwhile (up to `MAX_GROUP` writes),
+and is then committed as one transaction with one fsync. Each caller is answered only after
+the commit that holds its write ("202 means durable" and "acked means checkpointed" hold as
+before); with no other write in progress a write is committed at once, so a lone caller
+waits no longer than before. When a group fails, its writes are retried one transaction each,
+so one bad write fails alone.
+
+Freed pages go back to the file system: new databases use `auto_vacuum = INCREMENTAL` (older
+ones are converted once, with a VACUUM, when opened), and a second after writes that deleted
+rows (a drained backlog), the free pages are released if they are a good part of the file.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import sqlite3
@@ -19,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
@@ -30,6 +44,15 @@ T = TypeVar("T")
 
 MEMORY_PATH = ":memory:"
 BUSY_TIMEOUT_MS = 5000
+#: The WAL file is cut back to this size at checkpoints (bytes).
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+#: At most this many writes share one transaction.
+MAX_GROUP = 1024
+#: How long after writes that freed pages the free space is checked (and given back).
+VACUUM_DELAY_S = 1.0
+#: Free pages are given back when they are at least this share of the file (and this many).
+VACUUM_FREE_SHARE = 0.25
+VACUUM_MIN_PAGES = 64
 
 #: Each entry migrates the schema from version i to i + 1.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -153,9 +176,11 @@ class SQLiteStateStore:
         check_integrity: bool = False,
         before_write: WriteHook | None = None,
         file_mode: int = DEFAULT_FILE_MODE,
+        vacuum_delay_s: float = VACUUM_DELAY_S,
     ) -> None:
         """`create=False` refuses a missing or empty database instead of starting one;
-        `check_integrity` runs `PRAGMA integrity_check` on open (after an unclean stop)."""
+        `check_integrity` runs `PRAGMA integrity_check` on open (after an unclean stop);
+        `vacuum_delay_s`: how long after writes that freed pages their release is tried."""
         self._path = path
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._options = _OpenOptions(create, check_integrity, file_mode)
@@ -167,6 +192,19 @@ class SQLiteStateStore:
         self._open_lock = asyncio.Lock()
         self._store_id = ""
         self._write_error: str | None = None
+        #: Writes waiting for the next group commit, and whether one is on the thread now.
+        self._pending: list[_Write[Any]] = []
+        self._committing = False
+        self._flush_scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._vacuum_timer: asyncio.TimerHandle | None = None
+        #: How many group commits ran, and how many writes they held (tests, benchmarks).
+        self.groups_committed = 0
+        self.writes_committed = 0
+        self._vacuum_delay_s = vacuum_delay_s
+        #: Pages given back to the file system so far.
+        self.pages_released = 0
 
     @property
     def path(self) -> str:
@@ -210,6 +248,13 @@ class SQLiteStateStore:
             if self._closed:
                 return
             self._closed = True
+            if self._vacuum_timer is not None:
+                self._vacuum_timer.cancel()
+                self._vacuum_timer = None
+            # Writes already accepted are committed and answered before the connection goes.
+            while self._pending or self._committing:
+                self._idle.clear()
+                await self._idle.wait()
             executor, conn = self._executor, self._conn
             self._executor = self._conn = None
             if executor is None or conn is None:
@@ -271,7 +316,11 @@ class SQLiteStateStore:
             )
             for e in events
         ]
-        scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
+        if not checkpoints:
+            if rows:
+                await self._write(_InsertRows(rows))
+            return
+        scopes = {scope: dict(items) for scope, items in checkpoints.items()}
         if not rows and not any(scopes.values()):
             return
         now = self._clock.time()
@@ -298,14 +347,16 @@ class SQLiteStateStore:
             )
             return [_queued_event(row) for row in rows]
 
-        return await self._write(op)
+        # A lost claim only makes the event claimable again (as a crash does anyway).
+        return await self._write(op, durable=False)
 
     async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None:
         if not event_ids:
             return
         params = [(now + lease_s, event_id) for event_id in event_ids]
         await self._write(
-            lambda conn: conn.executemany("UPDATE queue SET lease_until = ? WHERE id = ?", params)
+            lambda conn: conn.executemany("UPDATE queue SET lease_until = ? WHERE id = ?", params),
+            durable=False,
         )
 
     async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
@@ -319,7 +370,9 @@ class SQLiteStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Unknown ids are ignored."""
-        await self._write(lambda conn: conn.execute("DELETE FROM queue WHERE id = ?", (event_id,)))
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM queue WHERE id = ?", (event_id,)), frees=True
+        )
 
     async def queue_depth(self, trigger: str | None = None) -> int:
         """All queued events (claimed or not), of one trigger or of all."""
@@ -396,7 +449,9 @@ class SQLiteStateStore:
         return await self._run(op)
 
     async def dlq_delete(self, entry_id: int) -> None:
-        await self._write(lambda conn: conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,)))
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,)), frees=True
+        )
 
     # ---- paused triggers ----
 
@@ -438,24 +493,218 @@ class SQLiteStateStore:
         except sqlite3.Error as exc:
             raise StateStoreError(f"state store {self._path!r}: {exc}") from exc
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` in one write transaction, committed (durably) before this returns."""
-        hook = self._before_write
+    async def _write(
+        self, op: Callable[[sqlite3.Connection], T], *, frees: bool = False, durable: bool = True
+    ) -> T:
+        """Run `op` in the next group commit; returns (or raises) once that group is committed
+        durably. If the caller is cancelled, the write is still committed (or not) with its
+        group: a transaction is never cut in half. `frees`: the write deletes rows.
 
-        def body(conn: sqlite3.Connection) -> T:
+        `durable=False` (leases): a group of such writes only is committed without an fsync
+        (synchronous=NORMAL); a crash may lose it, never a write committed after it, since
+        the WAL is synced in order by the next durable commit."""
+        if self._closed:
+            raise StateStoreClosedError(f"the state store {self._path!r} is closed")
+        if self._executor is None or self._conn is None:
+            raise StateStoreClosedError(f"the state store {self._path!r} is not open")
+        loop = asyncio.get_running_loop()
+        write: _Write[T] = _Write(op, loop.create_future(), frees, durable)
+        self._pending.append(write)
+        self._idle.clear()
+        if not self._committing and not self._flush_scheduled:
+            # On the next turn of the loop: the writes of callers already runnable join in.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await write.future
+
+    def _flush(self) -> None:
+        """Hand the pending writes to the thread as one transaction (unless one is running:
+        its completion starts the next)."""
+        self._flush_scheduled = False
+        if self._committing:
+            return
+        executor, conn = self._executor, self._conn
+        if not self._pending or executor is None or conn is None:
+            self._idle.set()
+            return
+        group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        self._committing = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(executor, _commit_group, conn, group, self._before_write)
+        done.add_done_callback(functools.partial(self._committed, group))
+
+    def _committed(self, group: list[_Write[Any]], done: asyncio.Future[_Outcomes]) -> None:
+        self._committing = False
+        try:
+            outcomes = done.result()
+        except BaseException as exc:  # the thread pool itself failed (interpreter exit)
+            outcomes = [exc] * len(group)
+        self.groups_committed += 1
+        frees = False
+        for write, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, sqlite3.Error):
+                    self._write_error = str(outcome)
+                    error: BaseException = StateStoreError(f"state store {self._path!r}: {outcome}")
+                    error.__cause__ = outcome
+                else:
+                    error = outcome
+                if not write.future.done():
+                    write.future.set_exception(error)
+                continue
+            self._write_error = None
+            self.writes_committed += 1
+            frees = frees or write.frees
+            if not write.future.done():
+                write.future.set_result(outcome.value)
+        if frees:
+            self._schedule_vacuum()
+        self._flush()
+
+    def _schedule_vacuum(self) -> None:
+        if self._vacuum_timer is None and not self._closed and self._path != MEMORY_PATH:
+            loop = asyncio.get_running_loop()
+            self._vacuum_timer = loop.call_later(self._vacuum_delay_s, self._vacuum_due)
+
+    def _vacuum_due(self) -> None:
+        self._vacuum_timer = None
+        executor, conn = self._executor, self._conn
+        if self._closed or executor is None or conn is None:
+            return
+        # Queued on the store's thread behind the writes under way; never on the loop.
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(executor, _release_free_pages, conn, self._path)
+        done.add_done_callback(self._released)
+
+    def _released(self, done: asyncio.Future[int]) -> None:
+        exc = done.exception()
+        if exc is not None:  # only space is lost: the next drain tries again
+            log.warning("state.release_pages_failed", extra={"path": self._path, "error": str(exc)})
+            return
+        self.pages_released += done.result()
+
+
+class _Value:
+    """A write's result (a wrapper, so that a result can never be mistaken for an error)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+_Outcomes = list["_Value | BaseException"]
+_NONE = _Value(None)
+
+
+class _InsertRows:
+    """An enqueue without checkpoints: its rows join those of the enqueues next to it in
+    the group in one executemany (most of a group, under load)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(_INSERT_EVENT, self.rows)
+
+
+class _Write(Generic[T]):
+    """One caller's write, waiting for its group commit."""
+
+    __slots__ = ("durable", "frees", "future", "op")
+
+    def __init__(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        future: asyncio.Future[T],
+        frees: bool,
+        durable: bool,
+    ) -> None:
+        self.op = op
+        self.future = future
+        self.frees = frees
+        self.durable = durable
+
+
+def _commit_group(
+    conn: sqlite3.Connection, group: Sequence[_Write[Any]], hook: WriteHook | None
+) -> _Outcomes:
+    """Commit every write of `group` in one transaction (runs on the store's thread); if that
+    fails, each write alone, so that a failing write fails only its own caller."""
+    if any(write.durable for write in group):
+        return _commit_writes(conn, group, hook)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return _commit_writes(conn, group, hook)
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+
+
+def _apply(conn: sqlite3.Connection, group: Sequence[_Write[Any]]) -> _Outcomes:
+    """Run the writes in order, consecutive enqueues as one executemany."""
+    outcomes: _Outcomes = []
+    rows: list[tuple[Any, ...]] = []
+    for write in group:
+        op = write.op
+        if type(op) is _InsertRows:
+            rows.extend(op.rows)
+            outcomes.append(_NONE)
+            continue
+        if rows:
+            conn.executemany(_INSERT_EVENT, rows)
+            rows = []
+        outcomes.append(_Value(op(conn)))
+    if rows:
+        conn.executemany(_INSERT_EVENT, rows)
+    return outcomes
+
+
+def _commit_writes(
+    conn: sqlite3.Connection, group: Sequence[_Write[Any]], hook: WriteHook | None
+) -> _Outcomes:
+
+    def all_of(conn: sqlite3.Connection) -> _Outcomes:
+        if hook is not None:
+            hook(conn)
+        return _apply(conn, group)
+
+    try:
+        return _in_transaction(conn, all_of)
+    except Exception as exc:
+        if len(group) == 1:
+            return [exc]
+    outcomes: _Outcomes = []
+    for write in group:
+
+        def one(
+            conn: sqlite3.Connection, op: Callable[[sqlite3.Connection], Any] = write.op
+        ) -> Any:
             if hook is not None:
                 hook(conn)
             return op(conn)
 
         try:
-            result = await self._run(lambda conn: _in_transaction(conn, body))
-        except StateStoreClosedError:
-            raise
-        except StateStoreError as exc:
-            self._write_error = str(exc.__cause__ or exc)
-            raise
-        self._write_error = None
-        return result
+            outcomes.append(_Value(_in_transaction(conn, one)))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _release_free_pages(conn: sqlite3.Connection, path: str) -> int:
+    """Give free pages back to the file system when they are a good part of the file
+    (runs on the store's thread); how many were released."""
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    if free < VACUUM_MIN_PAGES or free < pages * VACUUM_FREE_SHARE:
+        return 0
+    # executescript steps the pragma to its end (execute() would free a single page), in
+    # its own transaction; then the WAL is emptied so the file's new size is the real one.
+    conn.executescript("PRAGMA incremental_vacuum")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info("state.pages_released", extra={"path": path, "pages": free, "of": pages})
+    return free
 
 
 class _OpenOptions:
@@ -485,14 +734,43 @@ def _connect(path: str, options: _OpenOptions) -> tuple[sqlite3.Connection, int,
             )
         if options.check_integrity and not empty:
             _check_integrity(conn, path)
+        if empty:  # takes effect when the first table is created
+            conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # After a burst grew the WAL, a checkpoint cuts it back to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         version, store_id = _in_transaction(conn, _migrate)
+        if path != MEMORY_PATH:
+            _migrate_to_incremental_vacuum(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn, version, store_id
+
+
+#: `PRAGMA auto_vacuum` values.
+_INCREMENTAL = 2
+
+
+def _migrate_to_incremental_vacuum(conn: sqlite3.Connection, path: str) -> None:
+    """A database created before triggerd used incremental auto-vacuum gets it now: once,
+    with a VACUUM (which rewrites the file; it cannot run in a transaction, hence apart from
+    the schema migrations, and keyed on the file's own setting rather than a version)."""
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == _INCREMENTAL:
+        return
+    started = time.monotonic()
+    conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+    conn.execute("VACUUM")
+    log.info(
+        "state.migrated",
+        extra={
+            "path": path,
+            "auto_vacuum": "incremental",
+            "duration_s": time.monotonic() - started,
+        },
+    )
 
 
 def _prepare_file(path: str, options: _OpenOptions) -> None:

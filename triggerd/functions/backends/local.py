@@ -20,6 +20,7 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,9 @@ INIT_BACKOFF_MAX_S = 60.0
 STOP_GRACE_S = 2.0
 #: How often the resident memory of busy workers is sampled (the OOM check).
 MEMORY_SAMPLE_S = 0.01
+#: A worker's memory growth (`worker_max_rss_growth_mb`) is checked after its first
+#: invocation and every this many after.
+RSS_CHECK_EVERY = 16
 #: Longest pause between idle-worker checks.
 MAINTAIN_MAX_S = 30.0
 # --------------------------------------------------------------------------------------------
@@ -190,6 +194,7 @@ class LocalBackend:
             "init_errors": 0,
             "out_of_memory": 0,
             "reaped": 0,
+            "recycled": 0,
             "last_init_duration_ms": None,
         }
         self._flog = logging.getLogger("triggerd.function")
@@ -208,6 +213,8 @@ class LocalBackend:
         self._sampler: asyncio.TimerHandle | None = None
         self._maintain_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Replacements being started for workers due for recycling, and workers retiring.
+        self._recycling: set[asyncio.Task[None]] = set()
         #: The credentials chain being resolved in the background (see `start`).
         self._credentials: asyncio.Task[None] | None = None
         self._init_backoff_s = init_backoff_s
@@ -287,7 +294,11 @@ class LocalBackend:
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None
-        tasks = [*self._tasks, *([self._credentials] if self._credentials else [])]
+        tasks = [
+            *self._tasks,
+            *self._recycling,
+            *([self._credentials] if self._credentials else []),
+        ]
         self._credentials = None
         for task in tasks:
             task.cancel()
@@ -558,6 +569,80 @@ class LocalBackend:
                 },
             )
 
+    # ---- recycling -------------------------------------------------------------------------
+
+    def _check_recycle(self, worker: Worker) -> None:
+        """After an invocation: is the worker due for replacement (`worker_max_invocations`,
+        `worker_max_rss_growth_mb`)? Then a replacement starts beside it, off the request
+        path; the worker serves invocations until the replacement is ready."""
+        if worker.retiring or self._stopping:
+            return
+        config = self.config
+        limit = config.worker_max_invocations
+        due = limit is not None and worker.invocations >= limit
+        growth_kb = config.rss_growth_limit_kb
+        sample = worker.invocations == 1 or worker.invocations % RSS_CHECK_EVERY == 0
+        if not due and sample and growth_kb is not None and worker.memory is not None:
+            rss = worker.memory.rss_kb()
+            if not worker.baseline_kb:
+                worker.baseline_kb = rss
+            elif rss - worker.baseline_kb > growth_kb:
+                due = True
+        if due:
+            worker.retiring = True
+            self._background(self._replace(worker))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run recycling work in a task the backend keeps (and cancels at stop)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._recycling.add(task)
+        task.add_done_callback(self._recycling.discard)
+
+    async def _replace(self, old: Worker) -> None:
+        try:
+            start = await self._cold_start(provisioned=old.provisioned)
+        except Exception as e:  # task boundary: the old worker goes on serving
+            self.ctx.log.error(
+                "backend.recycle_failed", extra={"function": self.ctx.function, "error": repr(e)}
+            )
+            return
+        if start is None:
+            return  # could not spawn (logged): the old worker goes on serving
+        new = start.worker
+        self._busy.discard(new)
+        if not start.ok or self._stopping:
+            await self._discard(new)
+            if not self._stopping:
+                error = start.failure.error_type if start.failure is not None else "init timeout"
+                self.ctx.log.warning(
+                    "backend.recycle_failed",
+                    extra={"function": self.ctx.function, "error": error},
+                )
+            return
+        self.stats["recycled"] += 1
+        grown_kb = old.memory.rss_kb() - old.baseline_kb if old.memory and old.baseline_kb else 0
+        self.ctx.log.info(
+            "backend.worker_recycled",
+            extra={
+                "function": self.ctx.function,
+                "invocations": old.invocations,
+                "rss_growth_mb": round(max(grown_kb, 0) / 1024, 1),
+            },
+        )
+        new.last_used = self.ctx.clock.monotonic()
+        self._idle.append(new)
+        if old in self._idle:
+            self._idle.remove(old)
+            await self._retire(old)
+        else:
+            old.replaced = True  # busy: retired when its invocation ends
+
+    async def _retire(self, worker: Worker) -> None:
+        """Stop a replaced worker as Lambda ends an environment (SIGTERM, then SIGKILL)."""
+        self._busy.discard(worker)
+        await worker.terminate(STOP_GRACE_S)
+        self._workers.discard(worker)
+
     # ---- one invocation --------------------------------------------------------------------
 
     async def _invoke_in_slot(
@@ -627,9 +712,12 @@ class LocalBackend:
         self._busy.discard(worker)
         used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
-        if reusable and worker.alive:
+        if reusable and worker.alive and not worker.replaced:
             worker.last_used = ended
             self._idle.append(worker)
+            self._check_recycle(worker)
+        elif reusable and worker.alive:
+            self._background(self._retire(worker))  # its replacement is already idle
         else:
             await self._discard(worker)
         result = self._result(rid, reply, duration_ms, worker.out_of_memory)

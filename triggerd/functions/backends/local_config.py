@@ -167,6 +167,20 @@ class LocalFunctionConfig(FunctionConfig):
         gt=0,
         description="Workers idle this long are stopped (provisioned ones are kept).",
     )
+    worker_max_invocations: int | None = Field(
+        None,
+        ge=1,
+        description="Replace a worker after this many invocations (default: no limit). The "
+        "replacement is started beside it and takes over between invocations: no invocation "
+        "fails or waits for a cold start.",
+    )
+    worker_max_rss_growth_mb: int | None = Field(
+        None,
+        ge=0,
+        description="Replace a worker, in the same way, once its resident memory grew this "
+        "many MB past what it used after its first invocation (a runtime client or handler "
+        "that leaks); default a quarter of memory_mb; 0 turns it off.",
+    )
 
     @property
     def provided(self) -> bool:
@@ -178,6 +192,16 @@ class LocalFunctionConfig(FunctionConfig):
         if self.boto3_version is not None:
             return self.boto3_version
         return LAST_BOTO3_FOR.get(self.runtime, DEFAULT_BOTO3_VERSION)
+
+    @property
+    def rss_growth_limit_kb(self) -> int | None:
+        """`worker_max_rss_growth_mb` in KB (its default applied), None when off."""
+        mb = (
+            self.memory_mb // 4
+            if self.worker_max_rss_growth_mb is None
+            else (self.worker_max_rss_growth_mb)
+        )
+        return mb * 1024 if mb > 0 else None
 
     @property
     def node(self) -> bool:

@@ -190,6 +190,12 @@ class Worker(asyncio.SubprocessProtocol):
         self.extensions: ExternalExtensions | None = None
         #: What extensions are told when the environment stops (`timeout`, `failure`).
         self.shutdown_reason = "spindown"
+        #: Resident memory after the first invocation (KB; 0 before): growth counts from here.
+        self.baseline_kb = 0
+        #: A replacement is being started for it (see `LocalBackend` recycling).
+        self.retiring = False
+        #: Its replacement is ready: stop it when its invocation ends instead of reusing it.
+        self.replaced = False
 
     @classmethod
     async def spawn(

@@ -55,6 +55,13 @@ def _alloc(event, context):
     return {"pid": os.getpid(), "action": "alloc", "held": len(hoard)}
 
 
+_KEPT = []
+
+
+def _keep(event, context):
+    _KEPT.append(b"k" * (event["mb"] << 20))  # a leak: resident until the worker ends
+
+
 def _flood(event, context):
     line = "f" * 99
     for _ in range(event["lines"]):
@@ -82,6 +89,7 @@ ACTIONS = {
     "alloc": _alloc,
     "flood": _flood,
     "tmp": _tmp,
+    "keep": _keep,
 }
 #: Actions whose return value is the handler's result.
 RETURNING = {"set", "big", "alloc", "tmp"}

@@ -1,0 +1,100 @@
+"""kill -9 during a burst of Invoke API `Event` calls: with group commit many 202s share one
+transaction, and each is sent only after its commit, so every event that got a 202 is
+invoked after the restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import Daemon, free_port, wait_for
+
+pytestmark = pytest.mark.system
+
+FUNCTION = Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
+BURST = 400
+CALLERS = 16
+KILL_AFTER = 120
+
+
+def config(port: int) -> str:
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = ""
+control_listen = "127.0.0.1:{port}"
+shutdown_timeout_s = 5
+log_format = "json"
+
+[functions.recorder]
+handler = "app.handler"
+code = "{FUNCTION}"
+timeout_s = 10
+reserved_concurrency = 2
+"""
+
+
+def invoke_event(port: int, doc: dict[str, Any]) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/2015-03-31/functions/recorder/invocations",
+        data=json.dumps(doc).encode(),
+        method="POST",
+        headers={"X-Amz-Invocation-Type": "Event"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # the daemon died under this request: not acknowledged
+
+
+def recorded_ids(path: Path) -> set[int]:
+    if not path.exists():
+        return set()
+    lines = path.read_text().splitlines()
+    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
+
+
+def test_kill9_during_a_burst_of_event_calls_invokes_every_202d_event(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    port = free_port()
+    record = tmp_path / "calls.jsonl"
+    d: Daemon = daemon_factory(config(port))
+    d.start()
+    accepted: list[int] = []
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def call(i: int) -> None:
+        # A small sleep per event keeps a backlog queued when the daemon dies.
+        status = invoke_event(port, {"id": i, "record": str(record), "sleep": 0.01})
+        if status == 202:
+            with lock:
+                accepted.append(i)
+                if len(accepted) >= KILL_AFTER:
+                    enough.set()
+
+    with ThreadPoolExecutor(CALLERS) as pool:
+        futures = [pool.submit(call, i) for i in range(BURST)]
+        assert enough.wait(60), "the burst did not get going"
+        d.kill9()  # callers are still sending: some requests die with the daemon
+        for f in futures:
+            f.result()
+    with lock:
+        acked = set(accepted)
+    assert KILL_AFTER <= len(acked) < BURST, "killed in the middle of the burst"
+    assert not acked <= recorded_ids(record), "killed while accepted events were still queued"
+
+    d.start()
+    wait_for(lambda: acked <= recorded_ids(record), 60, "every 202'd event to be invoked")
+    assert d.terminate() == 0

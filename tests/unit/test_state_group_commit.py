@@ -1,0 +1,242 @@
+"""Group commit in the SQLite state store: writes share transactions, every caller is answered
+only after the commit that holds its write, a failing write fails alone, and the file gives
+freed pages back after a drained backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from triggerd.state.base import NewEvent
+from triggerd.state.sqlite import SQLiteStateStore, StateStoreError
+
+
+def event(request_id: str, payload: bytes | None = None) -> NewEvent:
+    return NewEvent("t1", "f1", payload or request_id.encode(), request_id, 1.0, 1.0)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStateStore]:
+    s = SQLiteStateStore(str(tmp_path / "state.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+def committed_ids(path: Path) -> set[str]:
+    """What another connection sees: only committed rows (WAL readers never see more)."""
+    conn = sqlite3.connect(path)
+    try:
+        return {str(row[0]) for row in conn.execute("SELECT request_id FROM queue")}
+    finally:
+        conn.close()
+
+
+async def test_concurrent_enqueues_share_transactions_and_each_is_committed_when_answered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    seen_uncommitted: list[str] = []
+
+    async def one(i: int) -> None:
+        rid = f"r{i}"
+        await store.enqueue([event(rid)])
+        if rid not in committed_ids(path):
+            seen_uncommitted.append(rid)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(300)))
+        assert seen_uncommitted == []
+        assert store.writes_committed == 300
+        assert store.groups_committed < 300 / 2  # most shared a transaction with others
+    finally:
+        await store.close()
+
+
+async def test_no_caller_is_answered_while_its_transaction_is_still_open(tmp_path: Path) -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold_first_transaction(conn: sqlite3.Connection) -> None:
+        if not entered.is_set():
+            entered.set()
+            gate.wait(10)
+
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hold_first_transaction)
+    await store.open()
+    try:
+        first = asyncio.ensure_future(store.enqueue([event("first")]))
+        await asyncio.to_thread(entered.wait, 10)
+        later = [asyncio.ensure_future(store.enqueue([event(f"r{i}")])) for i in range(20)]
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the loop run every callback it has
+        assert not first.done() and not any(t.done() for t in later)
+        gate.set()
+        await asyncio.gather(first, *later)
+        assert committed_ids(tmp_path / "state.db") == {"first"} | {f"r{i}" for i in range(20)}
+        # The twenty waited behind the open transaction and went into the next one together.
+        assert store.groups_committed == 2
+    finally:
+        gate.set()
+        await store.close()
+
+
+async def test_a_failing_write_fails_alone_and_the_rest_of_its_group_commits(
+    store: SQLiteStateStore,
+) -> None:
+    bad = NewEvent("t1", "f1", None, "bad", 1.0, 1.0)  # type: ignore[arg-type]  # NOT NULL
+    results = await asyncio.gather(
+        *(store.enqueue([event(f"r{i}")]) for i in range(10)),
+        store.enqueue([bad]),
+        *(store.enqueue([event(f"s{i}")]) for i in range(10)),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], StateStoreError)
+    assert "NOT NULL" in str(errors[0])
+    assert await store.queue_depth() == 20
+    assert store.write_error is None  # writes after the failing one succeeded
+
+
+async def test_write_failures_of_a_whole_group_are_reported_until_a_write_succeeds(
+    tmp_path: Path,
+) -> None:
+    full = [False]
+
+    def disk(conn: sqlite3.Connection) -> None:
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=disk)
+    await store.open()
+    try:
+        full[0] = True
+        results = await asyncio.gather(
+            *(store.enqueue([event(f"r{i}")]) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, StateStoreError) for r in results)
+        assert store.write_error == "database or disk is full"
+        assert await store.queue_depth() == 0
+        full[0] = False
+        await store.enqueue([event("ok")])
+        assert store.write_error is None
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_caller_s_write_is_still_committed(store: SQLiteStateStore) -> None:
+    task = asyncio.ensure_future(store.enqueue([event("cancelled")]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.set_checkpoints("t1", {"k": "v"})  # committed after the cancelled write
+    assert await store.queue_depth() == 1
+
+
+async def test_close_commits_and_answers_the_writes_already_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    writes = [asyncio.ensure_future(store.enqueue([event(f"r{i}")])) for i in range(50)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(w.done() and w.exception() is None for w in writes)
+    assert len(committed_ids(path)) == 50
+
+
+async def test_claims_releases_and_completions_of_many_callers_share_transactions(
+    store: SQLiteStateStore,
+) -> None:
+    await store.enqueue([event(f"r{i}") for i in range(200)])
+    claimed = await store.claim("t1", 200, 30, now=10.0)
+    before = store.groups_committed
+    await asyncio.gather(*(store.complete(e.id) for e in claimed))
+    assert await store.queue_depth() == 0
+    assert store.groups_committed - before < 200 / 2
+
+
+def file_bytes(path: Path) -> int:
+    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))
+
+
+async def test_the_file_shrinks_back_after_a_drained_backlog(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path), vacuum_delay_s=0.0)
+    await store.open()
+    try:
+        empty = file_bytes(path)
+        payload = b"x" * 1000
+        for chunk in range(20):
+            await store.enqueue([event(f"r{chunk}-{i}", payload) for i in range(1000)])
+        full = file_bytes(path)
+        assert full > 20_000_000
+        claimed = await store.claim("t1", 20_000, 30, now=10.0)
+        await asyncio.gather(*(store.complete(e.id) for e in claimed))
+        assert await store.queue_depth() == 0
+        async with asyncio.timeout(10):  # the release runs right after the completions
+            while store.pages_released == 0:
+                await asyncio.sleep(0.01)
+        assert file_bytes(path) < max(empty * 4, 1_000_000)
+    finally:
+        await store.close()
+
+
+async def test_new_stores_use_incremental_auto_vacuum(store: SQLiteStateStore) -> None:
+    mode = await store._run(lambda c: c.execute("PRAGMA auto_vacuum").fetchone()[0])
+    assert mode == 2
+
+
+async def test_an_older_store_is_converted_to_incremental_auto_vacuum_keeping_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    await store.enqueue([event("kept")])
+    await store.set_checkpoints("t1", {"k": "v"})
+    await store.close()
+    conn = sqlite3.connect(path, isolation_level=None)  # as triggerd before incremental vacuum
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    conn.close()
+
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    try:
+        assert await store._run(lambda c: c.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+        assert [e.request_id for e in await store.claim("t1", 10, 30, now=10.0)] == ["kept"]
+        assert await store.get_checkpoint("t1", "k") == "v"
+    finally:
+        await store.close()
+
+
+async def test_lease_only_groups_skip_the_fsync_and_leave_later_writes_durable(
+    store: SQLiteStateStore,
+) -> None:
+    await store.enqueue([event(f"r{i}") for i in range(3)])
+    claimed = await store.claim("t1", 3, 30, now=10.0)
+    await store.extend_lease([e.id for e in claimed], 30, now=11.0)
+    # The connection is back to synchronous=FULL (2) for the writes that follow.
+    assert await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    await store.complete(claimed[0].id)
+    assert await store.queue_depth() == 2
+
+
+async def test_concurrent_releases_share_a_commit(
+    store: SQLiteStateStore,
+) -> None:
+    await store.enqueue([event(f"r{i}") for i in range(40)])
+    claimed = await store.claim("t1", 40, 30, now=10.0)
+    before = store.groups_committed
+    await asyncio.gather(*(store.release(e.id, available_at=10.0, attempts=0) for e in claimed))
+    assert store.groups_committed - before <= 2
+    assert len(await store.claim("t1", 40, 30, now=10.0)) == 40
