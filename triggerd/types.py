@@ -143,6 +143,11 @@ class SourceConfig(Model):
         the reason: config validation refuses them when they are set."""
         return {}
 
+    def http_routes(self) -> list[tuple[str, str]]:
+        """The (method, route template) pairs this source serves on the public listener
+        (a webhook's), so that config validation refuses the ones another route took."""
+        return []
+
 
 class DestinationConfig(Model):
     """Base for an on-failure destination's config model (`type: Literal[...]`)."""
