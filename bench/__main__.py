@@ -29,8 +29,10 @@ from bench import (
     s3_poll,
     sigv4,
     sqs,
+    startup,
     warm_invoke,
     webhook,
+    webhook_wrk,
 )
 
 Runner = Callable[[str], list[Row]]
@@ -58,6 +60,8 @@ BENCHMARKS: dict[str, Runner] = {
     postgres.NAME: _runner(postgres),
     kinesis.NAME: _runner(kinesis),
     webhook.NAME: _runner(webhook),
+    webhook_wrk.NAME: _runner(webhook_wrk),
+    startup.NAME: _runner(startup),
     http_backend.NAME: _runner(http_backend),
     sigv4.NAME: _runner(sigv4),
 }

@@ -56,10 +56,16 @@ class Daemon:
     def stderr_path(self) -> Path:
         return self.workdir / f"stderr.{self.runs}.log"
 
-    def start(self, ready_timeout: float = 20, nofile: int | None = None) -> None:
-        """`nofile`: start with that RLIMIT_NOFILE (soft and hard), as a unit's LimitNOFILE."""
+    def start(
+        self,
+        ready_timeout: float = 20,
+        nofile: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`nofile`: start with that RLIMIT_NOFILE (soft and hard), as a unit's LimitNOFILE;
+        `env`: variables added to the daemon's environment."""
         self.runs += 1
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "triggerd", "run", str(self.config)],
             cwd=self.workdir,

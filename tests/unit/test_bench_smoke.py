@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from bench import (
     rabbitmq,
     s3_poll,
     sqs,
+    startup,
     warm_invoke,
+    webhook_wrk,
 )
 from bench import sigv4 as sigv4_bench
 from bench import webhook as webhook_bench
@@ -133,6 +136,52 @@ def test_webhook_reports_latency_and_requests_per_second_against_a_bare_server()
     by_metric = {r.metric: r for r in rows}
     assert by_metric["latency p50 (ms)"].value > 0
     assert by_metric["requests/s as a share of the bare server's"].target == 0.4
+
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:9/hello
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     7.43ms    3.01ms  30.66ms   80.00%
+  Latency Distribution
+     50%    7.43ms
+     75%    9.01ms
+     90%   12.00ms
+     99%  930.66us
+  2479 requests in 1.00s, 475.31KB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   2479.59
+Transfer/sec:    475.31KB
+"""
+
+
+def test_wrk_output_gives_rate_p99_in_ms_and_every_error() -> None:
+    result = webhook_wrk.parse_wrk(WRK_OUTPUT)
+    assert (result.rps, result.p99_ms, result.errors) == (2479.59, 0.93066, 7)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_webhook_wrk_reports_the_daemon_against_a_bare_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(webhook_wrk.SLS_ENV, raising=False)  # serverless-offline: skipped
+    rows = webhook_wrk.run(webhook_wrk.SMOKE)
+    assert_numbers(rows, "webhook_wrk")
+    share = next(r for r in rows if r.metric.startswith("requests/s as a share"))
+    assert share.target == 0.3 and share.value > 0
+
+
+def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
+    rows = startup.run(startup.SMOKE)
+    assert_numbers(rows, "startup")
+    ready = rows[-1]
+    assert "spawn to ready" in ready.metric and ready.value > ready.baseline > 0  # type: ignore[operator]
+    if shutil.which("hyperfine") is not None:
+        assert {r.metric.split(" on ")[0] for r in rows[:-1]} == {
+            "triggerd validate",
+            "triggerd status",
+            "triggerd generate-event",
+        }
 
 
 def test_http_backend_reports_latency_and_rate_against_a_bare_client() -> None:

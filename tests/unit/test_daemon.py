@@ -17,7 +17,15 @@ from tests.fakes import (
 )
 from triggerd.config.load import validate_data
 from triggerd.daemon.app import Daemon
-from triggerd.types import ConfigError, PermanentError, Record, RetryableError, SourcePlugin
+from triggerd.types import (
+    ConfigError,
+    InvokeResult,
+    Outcome,
+    PermanentError,
+    Record,
+    RetryableError,
+    SourcePlugin,
+)
 
 
 class LateSource(FakeSource):
@@ -161,3 +169,39 @@ async def test_readiness_names_a_trigger_whose_source_has_not_started(tmp_path: 
             "state_store": {"status": "ok"},
             "triggers": {"late": {"status": "running", "reasons": []}},
         }
+
+
+# ---- a backend's invocations in flight, counted for a reload ----
+
+
+class _SlowBackend:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.workers = ["w1"]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def invoke(self, payload: bytes, **kwargs: object) -> InvokeResult:
+        await self.release.wait()
+        return InvokeResult(Outcome.OK, payload, "r1")
+
+
+async def test_a_counted_backend_is_idle_only_when_no_invocation_is_in_flight() -> None:
+    from triggerd.daemon.inflight import CountedBackend
+
+    inner = _SlowBackend()
+    backend = CountedBackend(inner)  # type: ignore[arg-type]
+    assert await backend.wait_idle(0)
+    call = asyncio.create_task(backend.invoke(b"{}", request_id="r1"))
+    await asyncio.sleep(0)
+    assert backend.in_flight == 1
+    assert not await backend.wait_idle(0)
+    inner.release.set()
+    result = await call
+    assert result.payload == b"{}"
+    assert await backend.wait_idle(0)
+    assert backend.workers == ["w1"], "other attributes are the inner backend's"

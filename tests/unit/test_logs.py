@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import os
@@ -13,7 +15,10 @@ import pytest
 
 from triggerd.telemetry.logs import (
     FunctionLogFormatter,
+    JournalFormatter,
     JsonFormatter,
+    LineFormatter,
+    LineLogger,
     TextFormatter,
     indent_lines,
     setup_logging,
@@ -141,3 +146,140 @@ def test_function_logger_text_keeps_the_backends_event_fields_but_labels_output_
     output = record(function="f", request_id="r1", stream="stdout")
     output.msg = "hello from the handler"
     assert fmt.format(output) == "f: hello from the handler"
+
+
+# --------------------------------------------------------------------------------------------
+# The function log's fast path: LineLogger, renderers, batched writes
+
+
+RID = "9dec4ade-8b8c-4ab1-88bd-192952ebd655"
+LINES = [
+    f"START RequestId: {RID} Version: $LATEST",
+    'printed "quoted" \\ text\twith a tab',
+    TRACEBACK,
+    f"REPORT RequestId: {RID}\tDuration: 0.41 ms\tBilled Duration: 1 ms\t",
+]
+
+
+def function_record(text: str, created: float, **fields: object) -> logging.LogRecord:
+    rec = logging.LogRecord("triggerd.function", logging.INFO, __file__, 1, text, None, None)
+    rec.created = created
+    for key, value in fields.items():
+        setattr(rec, key, value)
+    return rec
+
+
+@pytest.mark.parametrize(
+    "formatter",
+    [
+        JsonFormatter(),
+        TextFormatter(),
+        FunctionLogFormatter(),
+        JournalFormatter(JsonFormatter()),
+        JournalFormatter(FunctionLogFormatter()),
+    ],
+    ids=["json", "text", "function", "journal-json", "journal-function"],
+)
+@pytest.mark.parametrize("created", [1714564800.5, 1714564800.9996, 1714564801.0004])
+def test_a_renderer_writes_what_the_formatter_makes_of_the_record(
+    formatter: LineFormatter, created: float
+) -> None:
+    render = formatter.renderer("triggerd.function", {"function": "f"}, ("request_id", "platform"))
+    for text in LINES:
+        expected = formatter.format(
+            function_record(text, created, function="f", request_id=RID, platform=True)
+        )
+        assert render(created, text, (RID, True)) == expected
+
+
+def test_a_renderer_masks_secret_looking_fields_and_keeps_replaced_keys_as_a_dict_does() -> None:
+    fmt = JsonFormatter()
+    line = fmt.renderer("x", {"api_token": "abc"}, ("password",))(1.0, "m", ("hunter2",))
+    assert json.loads(line) == {
+        "ts": "1970-01-01T00:00:01.000Z",
+        "level": "info",
+        "logger": "x",
+        "event": "m",
+        "api_token": "***",
+        "password": "***",
+    }
+    # A field named like a fixed key replaces its value, in the fixed key's place.
+    line = fmt.renderer("x", {"event": "e"}, ("level",))(1.0, "m", ("warn",))
+    assert json.loads(line)["event"] == "e" and json.loads(line)["level"] == "warn"
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+async def test_lines_of_one_loop_iteration_are_written_with_one_write(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+    for text in LINES:
+        lines.info(text, RID)
+    logging.getLogger("triggerd.daemon").info("daemon.ready")
+    assert stream.writes == 0  # held until the loop iteration ends
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    docs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [d["event"] for d in docs] == [*LINES, "daemon.ready"]
+    assert all(d["request_id"] == RID and d["function"] == "f" for d in docs[:4])
+
+
+async def test_a_warning_is_written_at_once_after_the_lines_held_before_it(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "text", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+    lines.info("first", RID)
+    logging.getLogger("triggerd.daemon").warning("state.slow")
+    assert stream.writes == 1
+    out = stream.getvalue().splitlines()
+    assert out[0] == "f: first" and "state.slow" in out[1]
+
+
+def test_without_a_running_loop_each_line_is_written_at_once(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "text", stream=stream)
+    LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",)).info(
+        "hello", RID
+    )
+    assert stream.getvalue() == "f: hello\n"
+
+
+async def test_another_handler_gets_records_with_the_fields(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger = logging.getLogger("triggerd.function")
+    logger.addHandler(Capture())
+    lines = LineLogger(logger, {"function": "f"}, ("request_id", "platform"))
+    lines.info("100% done %s", RID, True)  # verbatim: no %-formatting
+    await asyncio.sleep(0)
+    assert [(r.getMessage(), r.function, r.request_id, r.platform) for r in seen] == [  # type: ignore[attr-defined]
+        ("100% done %s", "f", RID, True)
+    ]
+    assert json.loads(stream.getvalue())["event"] == "100% done %s"

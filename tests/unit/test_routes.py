@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from triggerd.http.routes import RouteMatch, Routes, RouteTemplate
+from triggerd.http.routes import RouteMatch, Routes, RouteTemplate, TriggerMount
 
 
 async def _h(request: web.BaseRequest) -> web.StreamResponse:
@@ -140,3 +140,51 @@ def test_without_control_a_listener_serves_healthz_and_no_control_endpoint() -> 
         assert table.match(method, path) is None, path
     metrics = table.match("GET", "/metrics")
     assert isinstance(metrics, tuple) and metrics[1].template == "/metrics"
+
+
+# ---- one trigger's routes, swapped in one step on a restart ----
+
+
+async def _old(request: web.BaseRequest) -> web.StreamResponse:
+    return web.Response(text="old")
+
+
+async def _new(request: web.BaseRequest) -> web.StreamResponse:
+    return web.Response(text="new")
+
+
+def test_a_staged_mount_swaps_the_owners_routes_at_commit() -> None:
+    routes = Routes()
+    old = TriggerMount(routes, "hook")
+    old.add_route("POST", "/hook", _old, owner="hook")
+    old.detach()
+    old.remove_routes("hook")  # the old source stops: its route stays until the swap
+    found = routes.match("POST", "/hook")
+    assert isinstance(found, tuple) and found[0] is _old
+    new = TriggerMount(routes, "hook", staged=True)
+    new.add_route("POST", "/hook", _new, owner="hook")  # same path: no conflict with itself
+    found = routes.match("POST", "/hook")
+    assert isinstance(found, tuple) and found[0] is _old, "not served before the commit"
+    new.commit()
+    found = routes.match("POST", "/hook")
+    assert isinstance(found, tuple) and found[0] is _new
+    assert len(routes) == 1
+
+
+def test_a_staged_mount_still_refuses_another_owners_route() -> None:
+    routes = Routes()
+    routes.add_route("POST", "/taken", _old, owner="other")
+    staged = TriggerMount(routes, "hook", staged=True)
+    with pytest.raises(ValueError, match="already served by other"):
+        staged.add_route("POST", "/taken", _new, owner="hook")
+
+
+def test_committing_no_routes_removes_the_old_ones_and_an_attached_mount_removes_its_own() -> None:
+    routes = Routes()
+    TriggerMount(routes, "hook").add_route("POST", "/hook", _old, owner="hook")
+    TriggerMount(routes, "hook", staged=True).commit()
+    assert routes.match("POST", "/hook") is None
+    mount = TriggerMount(routes, "gone")
+    mount.add_route("GET", "/gone", _old, owner="gone")
+    mount.remove_routes("gone")
+    assert routes.match("GET", "/gone") is None

@@ -37,6 +37,10 @@ class _Host:
     def source_stats(self) -> Mapping[str, SourceStats]:
         return {"orders": STATS}
 
+    def readiness(self) -> dict[str, Any]:
+        running = {"status": "running", "reasons": []}
+        return {"triggers": {"orders": running, "held": {"status": "paused", "reasons": []}}}
+
 
 async def test_statusz_answers_the_lag_as_json() -> None:
     import json
@@ -51,6 +55,7 @@ async def test_statusz_answers_the_lag_as_json() -> None:
         "lag_seconds": 3.5,
         "committed_offset": 40,
     }
+    assert body["paused"] == ["held"]
 
 
 def test_status_prints_a_line_per_partition(capsys: pytest.CaptureFixture[str]) -> None:

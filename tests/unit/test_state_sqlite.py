@@ -496,3 +496,43 @@ async def test_a_version_1_store_gains_the_trace_column_and_keeps_its_events(
         assert [(e.request_id, e.trace_id) for e in claimed] == [("old", None), ("new", TRACE)]
     finally:
         await s.close()
+
+
+# ---- paused triggers ----
+
+
+async def test_paused_triggers_are_recorded_idempotently_and_kept_across_reopen(
+    store: SQLiteStateStore, db_path: Path
+) -> None:
+    assert await store.paused_triggers() == set()
+    await store.set_paused("orders", True)
+    await store.set_paused("orders", True)
+    await store.set_paused("thumbs", True)
+    await store.set_paused("thumbs", False)
+    await store.set_paused("never-paused", False)
+    assert await store.paused_triggers() == {"orders"}
+    again = await reopen(db_path)
+    try:
+        assert await again.paused_triggers() == {"orders"}
+    finally:
+        await again.close()
+
+
+async def test_a_version_2_store_gains_the_paused_table_and_keeps_its_checkpoints(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        for statement in (*_MIGRATIONS[0], *_MIGRATIONS[1]):
+            conn.execute(statement)
+        conn.execute("INSERT INTO checkpoints VALUES ('t1', 'k', 'v', 1.0)")
+    conn.close()
+    s = await reopen(db_path)
+    try:
+        assert await s.get_checkpoint("t1", "k") == "v"
+        await s.set_paused("t1", True)
+        assert await s.paused_triggers() == {"t1"}
+    finally:
+        await s.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import click
@@ -15,19 +16,22 @@ __all__ = ["build_functions", "check_functions"]
 
 
 async def check_functions(cfg: ConfigBase, registry: Registry) -> list[str]:
-    """Problems the backends find in their functions without building anything."""
-    problems: list[str] = []
+    """Problems the backends find in their functions without building anything (the checks
+    run side by side: each may start an interpreter to ask its version)."""
+    checks = []
     for name, fcfg in cfg.function_map.items():
         try:
             plugin = registry.backend(getattr(fcfg, "backend", "local"))
         except (UnknownPluginError, MissingExtraError):
             continue  # the config model already said so
-        if plugin.check is None:
-            continue
-        try:
-            await plugin.check(fcfg, name)
-        except ConfigError as exc:
-            problems += exc.problems
+        if plugin.check is not None:
+            checks.append(plugin.check(fcfg, name))
+    problems: list[str] = []
+    for outcome in await asyncio.gather(*checks, return_exceptions=True):
+        if isinstance(outcome, ConfigError):
+            problems += outcome.problems
+        elif isinstance(outcome, BaseException):
+            raise outcome
     return problems
 
 

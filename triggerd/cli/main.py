@@ -18,6 +18,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli import control
 from triggerd.cli.dlq_commands import dlq
 from triggerd.cli.functions import build_functions, check_functions
 from triggerd.cli.options import (
@@ -93,7 +94,7 @@ def main() -> None:
     "(its queued events and checkpoints are not carried over)",
 )
 def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
-    """Run the daemon on CONFIG until SIGTERM or SIGINT."""
+    """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG."""
     registry = Registry.discover()
     path = resolve_config(config, config_path)
     cfg = _load(path, registry)
@@ -108,7 +109,7 @@ def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -
     from triggerd.daemon.gctune import tune_gc
 
     tune_gc()
-    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state)))
+    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path)))
 
 
 def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
@@ -132,7 +133,13 @@ def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) ->
     return "\n".join(lines)
 
 
-async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: bool = False) -> int:
+async def _serve(
+    cfg: ConfigBase,
+    registry: Registry,
+    *,
+    accept_fresh_state: bool = False,
+    path: str | None = None,
+) -> int:
     from triggerd.daemon.app import Daemon
 
     loop = asyncio.get_running_loop()
@@ -150,7 +157,8 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state)
+    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
 
     async def announce() -> None:
         await daemon.ready.wait()
@@ -170,9 +178,14 @@ async def _serve(cfg: ConfigBase, registry: Registry, *, accept_fresh_state: boo
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+main.add_command(control.reload)
+main.add_command(control.pause)
+main.add_command(control.resume)
 
 
 @main.command()

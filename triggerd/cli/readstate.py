@@ -36,6 +36,8 @@ class StoreSnapshot:
     path: str
     queued: dict[str, int]
     dead: dict[str, int]
+    #: Triggers recorded as paused (`triggerd pause`), shown while the daemon is down.
+    paused: frozenset[str] = frozenset()
 
 
 async def read_snapshot(state_url: str) -> StoreSnapshot:
@@ -74,11 +76,16 @@ def _read(path: str) -> StoreSnapshot:
             )
         queued = dict(conn.execute("SELECT trigger, count(*) FROM queue GROUP BY trigger"))
         dead = dict(conn.execute(_NOT_REPLAYED, (REPLAYED_SCOPE,)))
+        paused = (
+            frozenset(str(r[0]) for r in conn.execute("SELECT trigger FROM paused_triggers"))
+            if "paused_triggers" in tables
+            else frozenset()
+        )
     except sqlite3.Error as exc:
         raise _error(path, exc) from None
     finally:
         conn.close()
-    return StoreSnapshot(path, {str(k): int(v) for k, v in queued.items()}, dead)
+    return StoreSnapshot(path, {str(k): int(v) for k, v in queued.items()}, dead, paused)
 
 
 def _error(path: str, exc: sqlite3.Error) -> OperatorError:

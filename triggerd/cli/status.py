@@ -117,10 +117,14 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     return view
 
 
-def _trigger_state(name: str, enabled: bool, view: DaemonView) -> tuple[str, str]:
+def _trigger_state(
+    name: str, enabled: bool, view: DaemonView, paused: frozenset[str] = frozenset()
+) -> tuple[str, str]:
     if not enabled:
         return "disabled", ""
     info = view.triggers.get(name)
+    if not isinstance(info, dict) and name in paused:
+        return "paused", ""  # the daemon is down: the store says so
     if not isinstance(info, dict):
         return ("unknown" if not view.reachable else "not running"), ""
     reasons = info.get("reasons") or []
@@ -133,7 +137,7 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[s
     rows = []
     for i, trig in enumerate(cfg.trigger_list):
         name = cfg.trigger_name(i)
-        state, reasons = _trigger_state(name, trig.enabled, view)
+        state, reasons = _trigger_state(name, trig.enabled, view, snap.paused)
         rows.append(
             {
                 "trigger": name,

@@ -16,7 +16,15 @@ from triggerd.types import Model
 
 #: The actions triggerd's APIs perform, by service prefix. A policy naming an action that
 #: none of them performs would grant nothing, so it is a config error (a typo, usually).
-KNOWN_ACTIONS = frozenset({"lambda:InvokeFunction", "lambda:ListFunctions"})
+KNOWN_ACTIONS = frozenset(
+    {
+        "lambda:InvokeFunction",
+        "lambda:ListFunctions",
+        # `triggerd pause|resume` (triggerd.http.pausing)
+        "triggerd:PauseTrigger",
+        "triggerd:ResumeTrigger",
+    }
+)
 
 _ACTION = re.compile(r"^(\*|[a-z0-9-]+:[A-Za-z0-9*]+)$")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")

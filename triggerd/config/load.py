@@ -88,7 +88,7 @@ def load_config(
 
 
 def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> ConfigBase:
-    model = build_config_model(registry)
+    model = build_config_model(registry, used_plugins(data, registry))
     try:
         return model.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
@@ -111,6 +111,35 @@ def _raw_wire_problems(data: dict[str, Any]) -> list[str]:
     return wire_problems([str(k) for k in functions], pairs)
 
 
+def _plugin_tags(data: dict[str, Any]) -> list[tuple[Kind, Any]]:
+    """The (kind, type) of every function, source and on-failure destination in `data`."""
+    tags: list[tuple[Kind, Any]] = []
+    for fn in (data.get("functions") or {}).values():
+        if isinstance(fn, dict):
+            tags.append(("backend", fn.get("backend", "local")))
+    for trig in data.get("triggers") or []:
+        if not isinstance(trig, dict):
+            continue
+        if isinstance(trig.get("source"), dict):
+            tags.append(("source", trig["source"].get("type")))
+        if isinstance(trig.get("on_failure"), dict):
+            tags.append(("destination", trig["on_failure"].get("type")))
+    return tags
+
+
+def used_plugins(data: dict[str, Any], registry: Registry) -> dict[Kind, set[str]] | None:
+    """The plugins `data` uses, by kind, when each is installed and loads: the config model
+    needs only those (loading every connector to build it costs most of a command's start-up).
+    None when one is missing, unknown or not a name: the model of every available plugin then
+    gives the error its usual text."""
+    used: dict[Kind, set[str]] = {"source": set(), "destination": set(), "backend": set()}
+    for kind, tag in _plugin_tags(data):
+        if not isinstance(tag, str) or not registry.is_available(kind, tag):
+            return None
+        used[kind].add(tag)
+    return used
+
+
 def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
     """Name a missing extra or an unknown type before pydantic's generic union message."""
     problems: list[str] = []
@@ -125,7 +154,7 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
         if tag not in registry.names(kind):
             hint = _did_you_mean(tag, registry.names(kind))
             problems.append(f"{where}.{key}: unknown {kind} type {tag!r}{hint}")
-        elif tag not in registry.available(kind):
+        elif not registry.is_available(kind, tag):
             problems.append(
                 f"{where}.{key}: {kind} type {tag!r} is not installed: {install_hint(tag)}"
             )

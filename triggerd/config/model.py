@@ -539,11 +539,14 @@ def _union(models: Mapping[str, type[BaseModel]], key: str, default: str | None)
     return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007
 
 
-def build_config_model(registry: Registry) -> type[ConfigBase]:
-    """The root config model for the plugins that are installed."""
-    sources = _models(registry, "source")
-    dests = _models(registry, "destination")
-    backends = _models(registry, "backend")
+def build_config_model(
+    registry: Registry, only: Mapping[Kind, set[str]] | None = None
+) -> type[ConfigBase]:
+    """The root config model for the plugins that are installed, or for those named in `only`
+    (the ones a config uses, all of them installed: `load.used_plugins`)."""
+    sources = _models(registry, "source", only)
+    dests = _models(registry, "destination", only)
+    backends = _models(registry, "backend", only)
     source_t = _union(sources, "type", None)
     dest_t = _union(dests, "type", None)
     trigger = create_model(
@@ -562,10 +565,16 @@ def build_config_model(registry: Registry) -> type[ConfigBase]:
     )
 
 
-def _models(registry: Registry, kind: Kind) -> dict[str, type[BaseModel]]:
+def _models(
+    registry: Registry, kind: Kind, only: Mapping[Kind, set[str]] | None
+) -> dict[str, type[BaseModel]]:
+    if only is None:
+        plugins = registry.available(kind)
+    else:
+        plugins = {name: registry.load(kind, name) for name in sorted(only.get(kind, ()))}
     return {
         name: cast(type[BaseModel], getattr(plugin, "config_model"))  # noqa: B009
-        for name, plugin in registry.available(kind).items()
+        for name, plugin in plugins.items()
     }
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Literal, TypeVar, cast
-
-from packaging.requirements import Requirement
 
 from triggerd.types import BackendPlugin, DestinationPlugin, MissingExtraError, SourcePlugin
 
@@ -37,6 +36,11 @@ def import_extra(module: str, extra: str, needed_by: str) -> ModuleType:
         raise MissingExtraError(f"{needed_by} needs {top}: {install_hint(extra)}") from exc
 
 
+def _normal(text: str) -> str:
+    """Names as packaging compares extras: runs of `-`, `_` and `.` alike, any case."""
+    return re.sub(r"[-_.]+", "-", text).lower()
+
+
 def missing_extra(extra: str) -> str | None:
     """The install hint when a package that `DIST[extra]` requires is not installed (None
     when all are, when the extra does not exist, or when triggerd runs from a source tree
@@ -45,7 +49,15 @@ def missing_extra(extra: str) -> str | None:
         requires = importlib.metadata.requires(DIST) or []
     except importlib.metadata.PackageNotFoundError:
         return None
-    for line in requires:
+    # Only lines that name the extra can belong to it: parsing every requirement (and
+    # importing `packaging` at all) is most of what this costs a command that reads a config.
+    key = _normal(extra)
+    lines = [line for line in requires if key in _normal(line)]
+    if not lines:
+        return None
+    from packaging.requirements import Requirement
+
+    for line in lines:
         req = Requirement(line)
         if req.marker is None or not req.marker.evaluate({"extra": extra}):
             continue
@@ -126,6 +138,19 @@ class Registry:
 
     def backend(self, name: str) -> BackendPlugin:
         return cast(BackendPlugin, self._load("backend", name))
+
+    def load(self, kind: Kind, name: str) -> object:
+        """The plugin of a kind by name (UnknownPluginError, or MissingExtraError naming the
+        extra to install)."""
+        return self._load(kind, name)
+
+    def is_available(self, kind: Kind, name: str) -> bool:
+        """Whether the plugin exists and loads (its extra is installed)."""
+        try:
+            self._load(kind, name)
+        except (UnknownPluginError, MissingExtraError):
+            return False
+        return True
 
     def available(self, kind: Kind) -> dict[str, object]:
         """Every plugin of a kind that loads; ones whose extra is missing are left out."""

@@ -3,6 +3,9 @@
 Shutdown order (SIGTERM): STOPPING -> triggers stop polling -> in-flight batches and
 invocations drain up to `shutdown_timeout_s` -> the rest is nacked / released -> sources,
 destinations, backends, the HTTP server and the state store close.
+
+Each trigger owns its source, destination and routes (`TriggerSlot`), so a reload (SIGHUP)
+or a pause can drain and stop one trigger alone (`reload`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from triggerd.config.model import ConfigBase, DaemonSettings, TriggerBase
 from triggerd.config.plugins import Registry
+from triggerd.daemon.changes import diff_configs, enabled_triggers
+from triggerd.daemon.inflight import CountedBackend
 from triggerd.daemon.systemd import Notifier
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
-from triggerd.http.routes import Routes
+from triggerd.http.routes import Routes, TriggerMount
 from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
@@ -78,6 +83,23 @@ class Function:
 
 
 @dataclass
+class TriggerSlot:
+    """One running trigger: what it was built from and what it holds, so a reload or a pause
+    can drain and close it alone."""
+
+    name: str
+    config: TriggerBase
+    runnable: Runnable
+    #: Its source and on-failure destination, closed when the trigger stops.
+    stack: AsyncExitStack
+    #: Its routes on the listen address (webhooks), None without one.
+    mount: TriggerMount | None
+    #: Set when the trigger is to stop (deferred source starts give up).
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
 class Daemon:
     config: ConfigBase
     registry: Registry
@@ -103,6 +125,18 @@ class Daemon:
     state_write_hook: WriteHook | None = None
     #: Per trigger: why it is not running normally (a source not started, a crash).
     trigger_problems: dict[str, str] = field(default_factory=dict)
+    #: The file a reload (SIGHUP, `triggerd reload`) reads again; None: reload is refused.
+    config_path: str | None = None
+    #: Triggers paused by `triggerd pause` (kept in the state store): built only on resume.
+    paused: set[str] = field(default_factory=set)
+    slots: dict[str, TriggerSlot] = field(default_factory=dict)
+    notifier: Notifier = field(default_factory=Notifier.from_env)
+    _queue_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _tg: asyncio.TaskGroup | None = None
+    _stop: asyncio.Event | None = None
+    _reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Reloads, pauses and resumes one at a time.
+    _lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def settings(self) -> DaemonSettings:
@@ -110,7 +144,12 @@ class Daemon:
 
     @property
     def trigger_names(self) -> Collection[str]:
-        return self.triggers.keys()
+        """Every enabled trigger of the config: running, starting, failing or paused."""
+        return list(enabled_triggers(self.config))
+
+    def paused_triggers(self) -> set[str]:
+        """The paused triggers the running config has."""
+        return self.paused & enabled_triggers(self.config).keys()
 
     def source_stats(self) -> dict[str, SourceStats]:
         """Lag per partition of the triggers whose sources report it."""
@@ -170,7 +209,8 @@ class Daemon:
             await asyncio.wait_for(run, stop_timeout_s)
 
     async def run(self, stop: asyncio.Event) -> None:
-        notifier = Notifier.from_env()
+        notifier = self.notifier
+        self._stop = stop
         async with AsyncExitStack() as stack:
             state = await open_state_store(
                 self.config.daemon.state,
@@ -185,8 +225,11 @@ class Daemon:
             recovered = await state.recover_leases()
             if recovered:
                 log.info("queue.recovered", extra={"events": recovered})
-            await self._start_functions(stack)
-            await self._build_triggers(stack, state)
+            self.paused = await state.paused_triggers()
+            stack.push_async_callback(self._stop_functions)
+            await self._start_functions()
+            stack.push_async_callback(self._close_slots)
+            await self._build_triggers()
             await self._build_invoke_queues(state)
             d = self.config.daemon
             if d.listen:
@@ -197,27 +240,93 @@ class Daemon:
                 self.control_address = await self._listen(
                     stack, d.control_listen, "control_listen", routes=Routes(), control=True
                 )
-            notifier.notify("READY=1")
-            self.ready.set()
-            log.info(
-                "daemon.ready",
-                extra={
-                    "functions": len(self.functions),
-                    "triggers": len(self.triggers),
-                    "listen": self.listen_address,
-                    "control_listen": self.control_address,
-                },
-            )
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._supervise(n, t, stop)) for n, t in self._runnables()]
+                self._tg = tg
+                for slot in self.slots.values():
+                    self._launch(slot)
+                for queue in self.invoke_queues.values():
+                    self._launch_queue(queue)
+                notifier.ready(self.status_line())
+                self.ready.set()
+                log.info(
+                    "daemon.ready",
+                    extra={
+                        "functions": len(self.functions),
+                        "triggers": len(self.triggers),
+                        "paused": sorted(self.paused_triggers()),
+                        "listen": self.listen_address,
+                        "control_listen": self.control_address,
+                    },
+                )
                 tg.create_task(notifier.watchdog(stop))
-                await stop.wait()
-                notifier.notify("STOPPING=1")
-                log.info("daemon.stopping", extra={"in_flight_triggers": len(tasks)})
-                await self._drain(tasks)
+                tg.create_task(notifier.follow_status(self.status_line, stop))
+                await self._serve(stop)
+                notifier.stopping()
+                log.info("daemon.stopping", extra={"in_flight_triggers": len(self.slots)})
+                await self._drain()
         log.info("daemon.stopped")
         if self._fatal is not None:
             raise self._fatal
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        """Until stopped: reload when asked (one reload at a time; asks during one are
+        served by one more)."""
+        while not stop.is_set():
+            stopped = asyncio.ensure_future(stop.wait())
+            asked = asyncio.ensure_future(self._reload_requested.wait())
+            try:
+                await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                asked.cancel()
+            if stop.is_set():
+                return
+            self._reload_requested.clear()
+            await self.reload()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what changed (see `reload`)."""
+        log.info("daemon.signal", extra={"signal": "SIGHUP"})
+        self._reload_requested.set()
+
+    async def reload(self) -> bool:
+        """Re-read and validate the config file; if valid, restart only the functions,
+        triggers and routes that changed. False (the running config kept) if it is not."""
+        from triggerd.daemon.reload import apply_changes, read_config
+
+        self.notifier.reloading()
+        try:
+            new = await read_config(self)
+            if new is None:
+                return False
+            async with self._lifecycle:
+                changes = diff_configs(self.config, new)
+                return await apply_changes(self, changes)
+        except Exception:  # boundary: a failed reload must not stop the running daemon
+            log.exception("daemon.reload_failed")
+            return False
+        finally:
+            self.notifier.ready(self.status_line())
+
+    async def pause_trigger(self, name: str) -> bool:
+        from triggerd.daemon.reload import pause
+
+        return await pause(self, name)
+
+    async def resume_trigger(self, name: str) -> bool:
+        from triggerd.daemon.reload import resume
+
+        return await resume(self, name)
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: "3 triggers running, 1 paused, 0 failing"."""
+        paused = self.paused_triggers()
+        names = [n for n in self.trigger_names if n not in paused]
+        # A trigger between its stop and its start in a reload counts as neither.
+        failing = sum(1 for n in names if n in self.trigger_problems)
+        running = sum(1 for n in names if n in self.triggers and n not in self.trigger_problems)
+        noun = "trigger" if running == 1 else "triggers"
+        return f"{running} {noun} running, {len(paused)} paused, {failing} failing"
 
     async def _listen(
         self,
@@ -243,10 +352,20 @@ class Daemon:
             ) from None
 
     def readiness(self) -> dict[str, Any]:
-        """/readyz: each trigger running, or degraded with its reasons; the state store."""
+        """/readyz: each trigger running, paused, restarting (in a reload) or degraded with
+        its reasons; the state store. Paused triggers do not make the daemon degraded: an
+        operator paused them."""
         write_error = self.state.write_error if isinstance(self.state, ReportsWriteHealth) else None
         triggers: dict[str, Any] = {}
+        paused = self.paused_triggers()
         for name in self.trigger_names:
+            if name in paused and name not in self.triggers:
+                triggers[name] = {"status": "paused", "reasons": []}
+                continue
+            if name not in self.triggers and name not in self.trigger_problems:
+                # Being restarted by a reload (its start failing would be a problem).
+                triggers[name] = {"status": "restarting", "reasons": []}
+                continue
             reasons = []
             if name in self.trigger_problems:
                 reasons.append(self.trigger_problems[name])
@@ -263,9 +382,30 @@ class Daemon:
         store = {"status": "failing", "error": write_error} if write_error else {"status": "ok"}
         return {"status": status, "state_store": store, "triggers": triggers}
 
-    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+    # ---- triggers: built, launched, drained one by one ----
+
+    def _launch(self, slot: TriggerSlot) -> None:
+        assert self._tg is not None
+        self.triggers[slot.name] = slot.runnable
+        slot.task = self._tg.create_task(self._supervise(slot.name, slot.runnable, slot.stop))
+
+    def _launch_queue(self, queue: InvokeQueue) -> None:
+        assert self._tg is not None
+        self._queue_tasks[queue.name] = self._tg.create_task(
+            self._supervise(queue.name, queue, asyncio.Event())
+        )
+
+    async def _drain(self) -> None:
+        """Stop every trigger and queue: in-flight work finishes up to the shutdown timeout;
+        what does not is cancelled (and gives its records back)."""
+        for slot in self.slots.values():
+            slot.stop.set()
         for _, runnable in self._runnables():
             runnable.stop()
+        tasks = [s.task for s in self.slots.values() if s.task is not None]
+        await self._wait_drained([*tasks, *self._queue_tasks.values()])
+
+    async def _wait_drained(self, tasks: list[asyncio.Task[None]]) -> None:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.config.daemon.shutdown_timeout_s)
@@ -278,15 +418,53 @@ class Daemon:
             if stuck:
                 log.error("daemon.cancel_timeout", extra={"stuck": len(stuck)})
 
+    async def stop_trigger(self, name: str, *, keep_routes: bool = False) -> None:
+        """Drain one trigger (its in-flight batches finish and are settled), then close its
+        source and destination. `keep_routes`: its webhook routes stay until the trigger
+        that replaces it commits its own."""
+        slot = self.slots.pop(name, None)
+        if slot is None:
+            return
+        self.triggers.pop(name, None)  # draining: no longer counted as running
+        slot.stop.set()
+        slot.runnable.stop()
+        if keep_routes and slot.mount is not None:
+            slot.mount.detach()
+        if slot.task is not None:
+            await self._wait_drained([slot.task])
+        try:
+            await slot.stack.aclose()
+        except Exception:  # a source failing to close must not stop the reload
+            log.exception("trigger.close_failed", extra={"trigger": name})
+        self._unstarted.pop(name, None)
+        self.trigger_problems.pop(name, None)
+        self.metrics.sources.unregister(name)
+        log.info("trigger.stopped", extra={"trigger": name})
+
+    async def start_trigger(self, name: str, tcfg: TriggerBase, *, replacing: bool) -> None:
+        """Build and launch one trigger; `replacing`: its webhook routes take the place of
+        the stopped trigger's in one step."""
+        self.trigger_problems.pop(name, None)  # an earlier failure to start
+        slot = await self._build_slot(name, tcfg, staged=replacing)
+        self._launch(slot)
+        log.info("trigger.started", extra={"trigger": name})
+
+    async def _close_slots(self) -> None:
+        for name in reversed(list(self.slots)):
+            slot = self.slots.pop(name)
+            await slot.stack.aclose()
+
     def _runnables(self) -> list[tuple[str, Runnable]]:
         return [*self.triggers.items(), *((q.name, q) for q in self.invoke_queues.values())]
 
-    async def _build_invoke_queues(self, state: StateStore) -> None:
+    async def _build_invoke_queues(self, state: StateStore, only: Collection[str] = ()) -> None:
         """An Event queue per function while the Invoke API listens, or while a queue still
-        holds events from an earlier run."""
+        holds events from an earlier run (`only`: for these functions alone)."""
         from triggerd.http.invoke_api import InvokeQueue, queue_name
 
         for fn in self.functions.values():
+            if only and fn.name not in only:
+                continue
             if not self.config.daemon.control_addresses and not await state.queue_depth(
                 queue_name(fn.name)
             ):
@@ -300,6 +478,22 @@ class Daemon:
                 clock=self.clock,
                 metrics=self.metrics,
             )
+
+    async def stop_invoke_queue(self, function: str) -> None:
+        queue = self.invoke_queues.pop(function, None)
+        if queue is None:
+            return
+        queue.stop()
+        task = self._queue_tasks.pop(queue.name, None)
+        if task is not None:
+            await self._wait_drained([task])
+
+    async def start_invoke_queue(self, function: str) -> None:
+        assert self.state is not None
+        await self._build_invoke_queues(self.state, only=(function,))
+        queue = self.invoke_queues.get(function)
+        if queue is not None:
+            self._launch_queue(queue)
 
     async def _start_late(self, name: str, stop: asyncio.Event) -> bool:
         """Start a source whose first start failed transiently; False if stopped first."""
@@ -322,7 +516,8 @@ class Daemon:
                 # e.g. the brokers, reachable at last, refuse the credentials: as at start,
                 # the daemon stops and exits with the error (status 2).
                 self._fatal = exc
-                stop.set()
+                if self._stop is not None:
+                    self._stop.set()
                 return False
             except Exception as exc:  # task boundary: not typed, so keep trying
                 log.warning("source.start_deferred", extra={"trigger": name, "error": repr(exc)})
@@ -356,7 +551,10 @@ class Daemon:
                 self.trigger_problems[name] = (
                     f"crashed {failures} time(s), restarting: {type(exc).__name__}: {exc}"
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
                 # Running again: a trigger that keeps crashing is degraded while it waits.
                 self.trigger_problems.pop(name, None)
 
@@ -384,37 +582,74 @@ class Daemon:
         self.metrics.tracer = tracer
         stack.push_async_callback(tracer.shutdown)
 
-    async def _start_functions(self, stack: AsyncExitStack) -> None:
-        for name, fcfg in self.config.function_map.items():
-            plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
-            ctx = self.context(name)
-            # Every invocation, whoever makes it, is counted and traced once, here.
-            backend = InstrumentedBackend(plugin.create(fcfg, ctx), name, self.metrics, self.clock)
-            await backend.start()
-            stack.push_async_callback(backend.stop)
-            self.functions[name] = Function(name, fcfg, backend, ctx.function_arn)
+    # ---- functions ----
 
-    async def _build_triggers(self, stack: AsyncExitStack, state: StateStore) -> None:
-        for index, tcfg in enumerate(self.config.trigger_list):
-            if not tcfg.enabled:
+    async def start_function(self, name: str, fcfg: FunctionConfig) -> Function:
+        plugin = self.registry.backend(getattr(fcfg, "backend", "local"))
+        ctx = self.context(name)
+        # Every invocation, whoever makes it, is counted and traced once, here; and counted
+        # in flight, so a reload stops a replaced backend only once they finished.
+        backend = CountedBackend(
+            InstrumentedBackend(plugin.create(fcfg, ctx), name, self.metrics, self.clock)
+        )
+        await backend.start()
+        return Function(name, fcfg, backend, ctx.function_arn)
+
+    async def _start_functions(self) -> None:
+        for name, fcfg in self.config.function_map.items():
+            self.functions[name] = await self.start_function(name, fcfg)
+
+    async def _stop_functions(self) -> None:
+        for name in reversed(list(self.functions)):
+            await self.functions.pop(name).backend.stop()
+
+    async def _build_triggers(self) -> None:
+        for name, tcfg in enabled_triggers(self.config).items():
+            if name in self.paused:
+                log.info("trigger.paused", extra={"trigger": name})
                 continue
-            name = self.config.trigger_name(index)
-            rt = await self._runtime(stack, state, name, tcfg)
-            fn = self.functions[tcfg.function]
-            if tcfg.is_async:
-                # A claim covers waiting for a free worker (up to the timeout) and the run.
-                lease_s = 2 * fn.config.timeout_s + 60
-                self.triggers[name] = AsyncTrigger(
-                    rt,
-                    state,
-                    lease_s=lease_s,
-                    throttles_dead_letter=fn.config.reserved_concurrency == 0,
-                )
-            else:
-                self.triggers[name] = SyncTrigger(rt)
+            await self._build_slot(name, tcfg)
+
+    async def _build_slot(
+        self, name: str, tcfg: TriggerBase, *, staged: bool = False
+    ) -> TriggerSlot:
+        """The trigger built and its source started (or deferred), registered in `slots`;
+        on an error its stack is closed and the error raised."""
+        assert self.state is not None
+        stack = AsyncExitStack()
+        mount = TriggerMount(self.routes, name, staged=staged) if self.settings.listen else None
+        try:
+            rt = await self._runtime(stack, self.state, name, tcfg, mount)
+        except BaseException:
+            if mount is not None and staged:
+                self.routes.remove_routes(name)  # the old trigger's routes, kept for the swap
+            await stack.aclose()
+            raise
+        fn = self.functions[tcfg.function]
+        runnable: Runnable
+        if tcfg.is_async:
+            # A claim covers waiting for a free worker (up to the timeout) and the run.
+            lease_s = 2 * fn.config.timeout_s + 60
+            runnable = AsyncTrigger(
+                rt,
+                self.state,
+                lease_s=lease_s,
+                throttles_dead_letter=fn.config.reserved_concurrency == 0,
+            )
+        else:
+            runnable = SyncTrigger(rt)
+        slot = TriggerSlot(name, tcfg, runnable, stack, mount)
+        self.slots[name] = slot
+        self.triggers[name] = runnable
+        return slot
 
     async def _runtime(
-        self, stack: AsyncExitStack, state: StateStore, name: str, tcfg: TriggerBase
+        self,
+        stack: AsyncExitStack,
+        state: StateStore,
+        name: str,
+        tcfg: TriggerBase,
+        mount: TriggerMount | None,
     ) -> TriggerRuntime:
         d = self.config.daemon
         tlog = logging.getLogger("triggerd.trigger")
@@ -430,7 +665,7 @@ class Daemon:
                 log=tlog,
                 region=d.region,
                 account_id=d.account_id,
-                http=self.routes if d.listen else None,
+                http=mount,
                 invoke=fn.backend.invoke,
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
@@ -469,6 +704,8 @@ class Daemon:
             self._unstarted[name] = source
             self.trigger_problems[name] = f"source not started: {exc}"
         stack.push_async_callback(source.stop)
+        if mount is not None:
+            mount.commit()
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)
         return rt

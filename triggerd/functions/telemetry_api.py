@@ -25,14 +25,16 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from triggerd.events.timestamps import iso_ms
 from triggerd.functions.runtime_http import error_reply, http_reply
+
+if TYPE_CHECKING:  # imported when an extension subscribes: workers without one never need it
+    import aiohttp
 
 __all__ = ["EVENT_TYPES", "SCHEMA_VERSIONS", "TelemetryAPI"]
 
@@ -261,6 +263,8 @@ class TelemetryAPI:
                 await self._post(sub, self._batch(sub))
 
     async def _post(self, sub: _Subscription, batch: bytes) -> None:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S)

@@ -72,6 +72,15 @@ class HttpHost(Protocol):
         its "status" (running, degraded) and "reasons"."""
         ...
 
+    async def pause_trigger(self, name: str) -> bool:
+        """Drain and stop a trigger, kept paused across restarts; False if it was paused
+        already. `triggerd.http.pausing.TriggerNotFoundError` for an unknown trigger."""
+        ...
+
+    async def resume_trigger(self, name: str) -> bool:
+        """Start a paused trigger again; False if it was not paused."""
+        ...
+
     def source_stats(self) -> Mapping[str, SourceStats]:
         """Per trigger: the lag of its source's partitions (sources that report it)."""
         ...

@@ -117,18 +117,34 @@ class Routes:
     _routes: list[_Route] = field(default_factory=list)
 
     def add_route(self, method: str, template: str, handler: HttpHandler, *, owner: str) -> None:
+        self._routes.append(self._checked(method, template, handler, owner, None))
+        self._routes.sort(key=_Route.specificity)
+
+    def _checked(
+        self, method: str, template: str, handler: HttpHandler, owner: str, replacing: str | None
+    ) -> _Route:
+        """The route, or ValueError when it is malformed or taken (by an owner other than
+        `replacing`, whose routes are about to go)."""
         method = method.upper()
         if method not in METHODS:
             raise ValueError(f"unsupported HTTP method {method!r}")
         parsed = RouteTemplate.parse(template)
         for r in self._routes:
-            if r.method == method and r.template.shape == parsed.shape:
+            if r.owner != replacing and r.method == method and r.template.shape == parsed.shape:
                 raise ValueError(f"route {method} {template} is already served by {r.owner}")
-        self._routes.append(_Route(method, parsed, handler, owner))
-        self._routes.sort(key=_Route.specificity)
+        return _Route(method, parsed, handler, owner)
 
     def remove_routes(self, owner: str) -> None:
         self._routes = [r for r in self._routes if r.owner != owner]
+
+    def replace_routes(self, owner: str, routes: list[_Route]) -> None:
+        """Swap an owner's routes for `routes` in one step (a reloaded webhook trigger): no
+        request sees the path missing in between."""
+        kept = [r for r in self._routes if r.owner != owner]
+        self._routes = sorted([*kept, *routes], key=_Route.specificity)
+
+    def owners(self) -> set[str]:
+        return {r.owner for r in self._routes}
 
     def match(self, method: str, path: str) -> tuple[HttpHandler, RouteMatch] | bool | None:
         """(handler, match); False when the path exists for other methods; None otherwise.
@@ -149,3 +165,43 @@ class Routes:
 
     def __len__(self) -> int:
         return len(self._routes)
+
+
+class TriggerMount:
+    """One trigger's view of the route table (implements triggerd.types.HttpMount), so the
+    daemon can restart the trigger without the path answering 404 in between.
+
+    `staged`: routes added are checked but held back until `commit()` puts them in the table
+    in place of the owner's current ones. `detach()`: the source's `remove_routes` at its
+    stop leaves the routes in the table (its replacement's `commit()` swaps them)."""
+
+    def __init__(self, routes: Routes, owner: str, *, staged: bool = False) -> None:
+        self.routes = routes
+        self.owner = owner
+        self._staged: list[_Route] | None = [] if staged else None
+        self._detached = False
+
+    def add_route(self, method: str, template: str, handler: HttpHandler, *, owner: str) -> None:
+        if self._staged is None:
+            self.routes.add_route(method, template, handler, owner=self.owner)
+            return
+        route = self.routes._checked(method, template, handler, self.owner, self.owner)
+        for r in self._staged:
+            if r.method == route.method and r.template.shape == route.template.shape:
+                raise ValueError(f"route {route.method} {template} is already served by {owner}")
+        self._staged.append(route)
+
+    def remove_routes(self, owner: str) -> None:
+        if self._staged is not None:
+            self._staged.clear()
+        elif not self._detached:
+            self.routes.remove_routes(self.owner)
+
+    def detach(self) -> None:
+        self._detached = True
+
+    def commit(self) -> None:
+        """Put the staged routes in the table in place of the owner's (none: remove them)."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self.routes.replace_routes(self.owner, staged)

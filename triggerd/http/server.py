@@ -37,6 +37,7 @@ from triggerd.http.limits import (
     guard_of,
 )
 from triggerd.http.list_functions import LIST_ROUTE, list_functions_handler
+from triggerd.http.pausing import pause_routes
 from triggerd.http.refusals import REFUSAL_KEY, Refusals, ServerLog, mark_refused
 from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, ExitCode, HttpHandler, OperatorError, PartitionStats
@@ -225,7 +226,8 @@ def _partition(p: PartitionStats) -> dict[str, object]:
 
 
 def status_handler(host: HttpHost) -> HttpHandler:
-    """GET /statusz: per trigger, its source's partitions with lag and committed offset."""
+    """GET /statusz: per trigger, its source's partitions with lag and committed offset;
+    the triggers paused by `triggerd pause`."""
 
     async def status(request: web.BaseRequest) -> web.StreamResponse:
         triggers = {
@@ -235,7 +237,9 @@ def status_handler(host: HttpHost) -> HttpHandler:
             }
             for name, stats in host.source_stats().items()
         }
-        return web.json_response({"triggers": triggers})
+        states = host.readiness()["triggers"]
+        paused = sorted(name for name, t in states.items() if t["status"] == "paused")
+        return web.json_response({"triggers": triggers, "paused": paused})
 
     return status
 
@@ -263,6 +267,7 @@ def add_daemon_routes(
             ("HEAD", "/metrics", metrics),
             ("POST", INVOKE_ROUTE, invoke_handler(host)),
             ("GET", LIST_ROUTE, list_functions_handler(host)),
+            *pause_routes(host),
         ]
     for method, template, handler in own:
         try:

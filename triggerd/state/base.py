@@ -131,6 +131,16 @@ class StateStore(Protocol):
 
     async def dlq_delete(self, entry_id: int) -> None: ...
 
+    # ---- paused triggers (`triggerd pause`), kept across restarts ----
+
+    async def set_paused(self, trigger: str, paused: bool) -> None:
+        """Record that a trigger is paused (True) or not (False). Idempotent."""
+        ...
+
+    async def paused_triggers(self) -> set[str]:
+        """The names of the triggers recorded as paused."""
+        ...
+
 
 @runtime_checkable
 class ReportsWriteHealth(Protocol):

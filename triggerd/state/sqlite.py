@@ -65,6 +65,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX dlq_trigger ON dlq (trigger, created_at)",
     ),
     ("ALTER TABLE queue ADD COLUMN trace_id TEXT",),
+    (
+        """CREATE TABLE paused_triggers (
+            trigger TEXT PRIMARY KEY,
+            paused_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 #: The schema version this code writes.
@@ -391,6 +397,29 @@ class SQLiteStateStore:
 
     async def dlq_delete(self, entry_id: int) -> None:
         await self._write(lambda conn: conn.execute("DELETE FROM dlq WHERE id = ?", (entry_id,)))
+
+    # ---- paused triggers ----
+
+    async def set_paused(self, trigger: str, paused: bool) -> None:
+        now = self._clock.time()
+
+        def op(conn: sqlite3.Connection) -> None:
+            if paused:
+                conn.execute(
+                    "INSERT INTO paused_triggers (trigger, paused_at) VALUES (?, ?) "
+                    "ON CONFLICT (trigger) DO NOTHING",
+                    (trigger, now),
+                )
+            else:
+                conn.execute("DELETE FROM paused_triggers WHERE trigger = ?", (trigger,))
+
+        await self._write(op)
+
+    async def paused_triggers(self) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            return {str(row[0]) for row in conn.execute("SELECT trigger FROM paused_triggers")}
+
+        return await self._run(op)
 
     # ---- plumbing ----
 

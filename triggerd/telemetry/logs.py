@@ -8,15 +8,24 @@ in JSON it stays one field.
 
 Log calls use a stable event name as the message and pass fields through `extra`:
 `log.info("batch.invoked", extra={"trigger": t, "function": f, "request_id": r})`.
+
+Function logs are the busiest lines (START, END and REPORT for every invocation, and each line
+the function prints), so they stay cheap: `LineLogger` builds their records from a template
+instead of `Logger.makeRecord`, and the handlers `setup_logging` installs write the lines of one
+event-loop iteration with one write (`LineBatch`); warnings and errors are written at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import sys
-from typing import Any, Literal, TextIO
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal, TextIO, cast
 
 import orjson
 
@@ -46,18 +55,110 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
-class JsonFormatter(logging.Formatter):
+def _masked(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: "***" if _is_secret(k) else v for k, v in fields.items()}
+
+
+#: Renders one INFO line from its time, message and field values (see `LineFormatter`).
+Renderer = Callable[[float, str, tuple[Any, ...]], str]
+
+
+class LineFormatter(logging.Formatter):
+    """A formatter that also writes an INFO line from its parts, without a record: the line
+    `format` gives for an INFO record of that logger, time, message and extra fields (what
+    `LineLogger` writes for the function log's lines)."""
+
+    def info_line(self, logger: str, created: float, text: str, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def renderer(self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]) -> Renderer:
+        """`info_line` for lines with these fixed fields and field names, taking the values;
+        formatters do the work that is the same for every such line here, once."""
+
+        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
+            fields = {**fixed, **dict(zip(names, values, strict=True))}
+            return self.info_line(logger, created, text, fields)
+
+        return render
+
+
+class JsonFormatter(LineFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": iso_ms(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        doc.update(_fields(record))
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        level = record.levelname.lower()
+        return _json_line(
+            level, record.name, record.created, record.getMessage(), _fields(record), exc
+        )
+
+    def info_line(self, logger: str, created: float, text: str, fields: dict[str, Any]) -> str:
+        return _json_line("info", logger, created, text, _masked(fields), None)
+
+    def renderer(self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]) -> Renderer:
+        reserved = {"ts", "level", "logger", "event", "exc"}
+        if (
+            len(set(names)) < len(names)
+            or reserved & (set(fixed) | set(names))
+            or set(fixed) & set(names)
+        ):
+            return super().renderer(
+                logger, fixed, names
+            )  # keys that replace others: as a dict does
+        # The JSON object `info_line` makes, with its constant parts rendered once: the level,
+        # the logger, the fixed fields and each field's key.
+        dumps = orjson.dumps
+        head = '{"ts":"'
+        middle = '","level":"info","logger":' + dumps(logger).decode() + ',"event":'
+        constant = dumps(_masked(fixed), default=str).decode()[1:-1]
+        keys = tuple(
+            ("," if constant or i else "") + dumps(name).decode() + ":"
+            for i, name in enumerate(names)
+        )
+        secret = tuple(_is_secret(name) for name in names)
+        tail = "," + constant if constant else ""
+
+        clock = _Stamps()
+
+        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
+            parts = [head, clock.iso_ms(created), middle, dumps(text).decode(), tail]
+            for key, hidden, value in zip(keys, secret, values, strict=True):
+                parts.append(key)
+                parts.append('"***"' if hidden else dumps(value, default=str).decode())
+            parts.append("}")
+            return "".join(parts)
+
+        return render
+
+
+#: ".000Z" to ".999Z": the milliseconds part of a timestamp.
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
+class _Stamps:
+    """`iso_ms` for one renderer's lines, which mostly share their second: the second's text
+    is kept, and only the milliseconds are looked up per line."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def iso_ms(self, epoch: float) -> str:
+        whole, millis = divmod(round(epoch * 1000), 1000)
+        if whole != self._second:
+            self._second = whole
+            self._text = iso_ms(whole)[:-5]
+        return self._text + _MILLIS[millis]
+
+
+def _json_line(
+    level: str, logger: str, created: float, text: str, fields: dict[str, Any], exc: str | None
+) -> str:
+    doc: dict[str, Any] = {"ts": iso_ms(created), "level": level, "logger": logger, "event": text}
+    doc.update(fields)
+    if exc:
+        doc["exc"] = exc
+    return orjson.dumps(doc, default=str).decode()
 
 
 def indent_lines(text: str) -> str:
@@ -82,7 +183,7 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(LineFormatter):
     """Prefixes every line of another formatter's output with the record's `<priority>`,
     which journald strips and stores as PRIORITY (each line is its own journal entry)."""
 
@@ -91,8 +192,28 @@ class JournalFormatter(logging.Formatter):
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{syslog_priority(record.levelno)}>"
-        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+        return _prefixed(f"<{syslog_priority(record.levelno)}>", self.inner.format(record))
+
+    def info_line(self, logger: str, created: float, text: str, fields: dict[str, Any]) -> str:
+        if not isinstance(self.inner, LineFormatter):
+            raise NotImplementedError
+        return _prefixed("<6>", self.inner.info_line(logger, created, text, fields))
+
+    def renderer(self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]) -> Renderer:
+        if not isinstance(self.inner, LineFormatter):
+            raise NotImplementedError
+        inner = self.inner.renderer(logger, fixed, names)
+
+        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
+            return _prefixed("<6>", inner(created, text, values))
+
+        return render
+
+
+def _prefixed(prefix: str, text: str) -> str:
+    if "\n" not in text:
+        return prefix + text
+    return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def stderr_is_journal(stream: TextIO, environ: Any = None) -> bool:
@@ -109,30 +230,43 @@ def stderr_is_journal(stream: TextIO, environ: Any = None) -> bool:
     return st.st_dev == int(device) and st.st_ino == int(inode)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        message = indent_lines(record.getMessage())
-        line = f"{iso_ms(record.created)} {record.levelname:<7} {message}"
-        if fields:
-            line = f"{line}  {fields}"
+        line = _text_line(record.levelname, record.created, record.getMessage(), _fields(record))
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
 
+    def info_line(self, logger: str, created: float, text: str, fields: dict[str, Any]) -> str:
+        return _text_line("INFO", created, text, _masked(fields))
 
-class FunctionLogFormatter(logging.Formatter):
+
+def _text_line(levelname: str, created: float, text: str, fields: dict[str, Any]) -> str:
+    line = f"{iso_ms(created)} {levelname:<7} {indent_lines(text)}"
+    if fields:
+        line = f"{line}  {' '.join(f'{k}={v}' for k, v in fields.items())}"
+    return line
+
+
+class FunctionLogFormatter(LineFormatter):
     """Function output (START/END/REPORT and the handler's own lines) stays verbatim on a TTY."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fn = getattr(record, "function", "")
-        message = indent_lines(record.getMessage())
-        # The backend's own events on this logger (backend.build with its pip line, a worker
-        # that crashed...) keep their fields; the function's output lines carry none beyond
-        # those it is labelled with.
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if k not in _OUTPUT_LABELS)
-        line = f"{fn}: {message}" if fn else message
-        return f"{line}  {fields}" if fields else line
+        return _function_line(record.getMessage(), _fields(record))
+
+    def info_line(self, logger: str, created: float, text: str, fields: dict[str, Any]) -> str:
+        return _function_line(text, _masked(fields))
+
+
+def _function_line(text: str, fields: dict[str, Any]) -> str:
+    fn = fields.get("function", "")
+    message = indent_lines(text)
+    # The backend's own events on this logger (backend.build with its pip line, a worker that
+    # crashed...) keep their fields; the function's output lines carry none beyond those it
+    # is labelled with.
+    shown = " ".join(f"{k}={v}" for k, v in fields.items() if k not in _OUTPUT_LABELS)
+    line = f"{fn}: {message}" if fn else message
+    return f"{line}  {shown}" if shown else line
 
 
 #: The fields function output lines are labelled with (FunctionLogFormatter leaves them out).
@@ -151,6 +285,158 @@ def cap_aws_sdk_logs() -> None:
         logging.getLogger(name).setLevel(floor)
 
 
+#: Lines held for the end of an event-loop iteration at most (a burst writes earlier).
+BATCH_MAX_LINES = 512
+
+
+class LineBatch:
+    """Formatted lines for one stream, written together: the lines logged on the event loop's
+    thread during one loop iteration go out with one write (and one flush) at its end, instead
+    of one system call per line. Lines logged with no running loop or from another thread, and
+    warnings and errors, are written at once (after the lines held, keeping the order). The
+    handlers of one stream share one batch, so their lines keep their order too."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, line: str, urgent: bool) -> None:
+        try:
+            loop = None if urgent else asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            lines = self._lines
+            lines.append(line)
+            if loop is None or len(lines) >= BATCH_MAX_LINES:
+                self._write(lines)
+            elif len(lines) == 1:
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._lines:
+                self._write(self._lines)
+
+    def _write(self, lines: list[str]) -> None:
+        text = "\n".join(lines) + "\n"
+        lines.clear()
+        self.stream.write(text)
+        self.stream.flush()
+
+
+class BatchedStreamHandler(logging.Handler):
+    """A stream handler whose lines go through a `LineBatch` (one write per loop iteration);
+    `stream` is the stream, as on `logging.StreamHandler`."""
+
+    def __init__(self, batch: LineBatch) -> None:
+        super().__init__()
+        self.batch = batch
+        self.stream = batch.stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # logging's contract: report through handleError, never raise
+            self.handleError(record)
+            return
+        self.batch.add(line, record.levelno >= logging.WARNING)
+
+    def flush(self) -> None:
+        self.batch.flush()
+
+
+class LineLogger:
+    """Cheap INFO lines with fixed fields on one logger, for lines logged by the thousand (a
+    function's output and its START/END/REPORT lines), declared once: the fixed fields and the
+    names of the fields each line gives (`info(text, *values)`).
+
+    When the logger's lines reach only the handler `setup_logging` installed, each line is
+    rendered straight into that handler's batch by a renderer its formatter made once for
+    these fields (the same text `format` makes of a record, without a record). Otherwise (a
+    test's capture handler, a filter, another thread) a record is built, from a template rather
+    than by `Logger.makeRecord`, which looks up the caller's file, thread and process for every
+    record, and goes through the logger's handlers and filters as any record does."""
+
+    __slots__ = ("_fixed", "_names", "_render", "_template", "_thread", "logger")
+
+    def __init__(self, logger: logging.Logger, fixed: dict[str, Any], names: tuple[str, ...]):
+        self.logger = logger
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "", (), None)
+        self._template = vars(record)
+        self._fixed = fixed
+        self._names = names
+        self._thread = record.thread
+        self._render: tuple[LineFormatter, Renderer] | None = None
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def info(self, text: str, *values: Any) -> None:
+        """Log `text` verbatim (no %-formatting) at INFO with the fixed fields and `values`
+        for the declared names (the caller checked `enabled`)."""
+        logger = self.logger
+        on_thread = threading.get_ident() == self._thread
+        handler = _sole_handler(logger) if on_thread else None
+        if handler is not None:
+            formatter = cast(LineFormatter, handler.formatter)
+            render = self._render
+            if render is None or render[0] is not formatter:
+                made = formatter.renderer(logger.name, self._fixed, self._names)
+                render = self._render = (formatter, made)
+            handler.batch.add(render[1](time.time(), text, values), False)
+            return
+        extra = {**self._fixed, **dict(zip(self._names, values, strict=True))}
+        if not on_thread:
+            name = logger.name
+            logger.handle(
+                logger.makeRecord(name, logging.INFO, __file__, 0, text, (), None, None, extra)
+            )
+            return
+        template = self._template
+        now = time.time()
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        attrs = dict(template)
+        attrs["msg"] = text
+        attrs["created"] = now
+        attrs["msecs"] = int((now - int(now)) * 1000) + 0.0
+        attrs["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+        attrs.update(extra)
+        record.__dict__ = attrs
+        logger.handle(record)
+
+
+def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:
+    """The handler an INFO record of `logger` would reach, when it is the only one, a
+    `BatchedStreamHandler` with a `LineFormatter`, and nothing filters on the way (no logger
+    or handler filters, levels that let INFO through); else None."""
+    if logger.filters or logger.disabled:
+        return None
+    found: BatchedStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not BatchedStreamHandler
+                or handler.filters
+                or handler.level > logging.INFO
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or not isinstance(found.formatter, LineFormatter):
+        return None
+    if isinstance(found.formatter, JournalFormatter) and not isinstance(
+        found.formatter.inner, LineFormatter
+    ):
+        return None
+    return found
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: Literal["auto", "json", "text"] = "auto",
@@ -164,19 +450,22 @@ def setup_logging(
     def formatter(inner: logging.Formatter) -> logging.Formatter:
         return JournalFormatter(inner) if journal else inner
 
-    handler = logging.StreamHandler(out)
+    batch = LineBatch(out)
+    handler = BatchedStreamHandler(batch)
     handler.setFormatter(formatter(JsonFormatter() if use_json else TextFormatter()))
     root = logging.getLogger()
     for old in list(root.handlers):
+        old.flush()
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     cap_aws_sdk_logs()
     fn_logger = logging.getLogger("triggerd.function")
     for old in list(fn_logger.handlers):
+        old.flush()
         fn_logger.removeHandler(old)
     if not use_json:
-        fn_handler = logging.StreamHandler(out)
+        fn_handler = BatchedStreamHandler(batch)
         fn_handler.setFormatter(formatter(FunctionLogFormatter()))
         fn_logger.addHandler(fn_handler)
         fn_logger.propagate = False

@@ -142,6 +142,10 @@ class SourceMetrics(Collector):
     def register(self, trigger: str, stats: Callable[[], SourceStats]) -> None:
         self._providers[trigger] = stats
 
+    def unregister(self, trigger: str) -> None:
+        """A trigger stopped (removed or paused by a reload)."""
+        self._providers.pop(trigger, None)
+
     def snapshot(self) -> dict[str, SourceStats]:
         return {trigger: stats() for trigger, stats in sorted(self._providers.items())}
 

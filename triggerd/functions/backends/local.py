@@ -29,15 +29,15 @@ from triggerd.events.timestamps import iso_ms
 from triggerd.events.tracing import new_trace_id
 from triggerd.functions.backends.local_build import BuildError
 from triggerd.functions.backends.local_config import LocalFunctionConfig, Prepared, worker_spec
-from triggerd.functions.backends.local_credentials import CredentialSource, needs_aiobotocore
+from triggerd.functions.backends.local_credentials import CredentialSource
 from triggerd.functions.backends.local_package import PackageError
-from triggerd.functions.backends.local_prepare import check, prepare
+from triggerd.functions.backends.local_prepare import prepare
 from triggerd.functions.backends.local_worker import LogCapture, Worker, WorkerSpec
 from triggerd.functions.backends.slots import Slots
 from triggerd.functions.runtime_api import PendingInvocation, ReplyKind, RuntimeReply
+from triggerd.telemetry.logs import LineLogger
 from triggerd.types import (
     BackendContext,
-    BackendPlugin,
     ConfigError,
     InvocationType,
     InvokeResult,
@@ -193,6 +193,7 @@ class LocalBackend:
             "last_init_duration_ms": None,
         }
         self._flog = logging.getLogger("triggerd.function")
+        self._lines = LineLogger(self._flog, {"function": ctx.function}, ("request_id", "platform"))
         #: Request ids and trace ids (seeded from os.urandom; ids need not be secret).
         self._rng = random.Random()
         self._function_arn = ctx.function_arn
@@ -207,6 +208,8 @@ class LocalBackend:
         self._sampler: asyncio.TimerHandle | None = None
         self._maintain_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The credentials chain being resolved in the background (see `start`).
+        self._credentials: asyncio.Task[None] | None = None
         self._init_backoff_s = init_backoff_s
         self._sample_s = memory_sample_s
         self._memory_limit_kb = config.memory_mb * 1024
@@ -241,18 +244,35 @@ class LocalBackend:
             self.unavailable = str(e)
             self.ctx.log.error("backend.build_failed", extra={"function": name, "error": str(e)})
             return
-        try:
-            await self.credentials.start()
-        except MissingExtraError as e:
-            raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
-        except RetryableError:
-            pass  # logged; invocations retry
+        loop = asyncio.get_running_loop()
+        if self.config.role_arn is not None:
+            await self._start_credentials()  # a missing aiobotocore is an operator error here
+        else:
+            # The credentials chain (aiobotocore's import, a profile, the instance metadata
+            # service) takes up to a second: resolved while the daemon gets ready, and awaited
+            # by the first worker start, the first moment they are needed.
+            self._credentials = loop.create_task(self._start_credentials())
         if self.spec is None:
             self.spec = worker_spec(self.config, self.ctx, self.prepared, self.tmp_dir)
         await asyncio.to_thread(_fresh_dir, self.tmp_dir)
-        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{name}")]
         await self._provision(self.config.provisioned_concurrency)
+
+    async def _start_credentials(self) -> None:
+        try:
+            await self.credentials.start()
+        except MissingExtraError as e:
+            raise ConfigError([f"functions.{self.ctx.function}.role_arn: {e}"]) from None
+        except RetryableError:
+            pass  # logged; invocations retry
+
+    async def _credentials_started(self) -> None:
+        """Wait for the credentials chain `start` began resolving (every cold start until it
+        is done: several may wait for it together)."""
+        task = self._credentials
+        if task is not None:
+            await asyncio.shield(task)  # one waiter cancelled does not cancel the resolution
+            self._credentials = None
 
     def _progress(self, line: str) -> None:
         self.ctx.log.info("backend.build", extra={"function": self.ctx.function, "step": line})
@@ -267,9 +287,11 @@ class LocalBackend:
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._credentials] if self._credentials else [])]
+        self._credentials = None
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -370,6 +392,7 @@ class LocalBackend:
 
     async def _cold_start(self, provisioned: bool = False) -> _Start | None:
         """Start a worker and wait until it polls for work, reports an init error or dies."""
+        await self._credentials_started()
         self.stats["spawns"] += 1
         clock = self.ctx.clock
         started = clock.monotonic()
@@ -590,7 +613,7 @@ class LocalBackend:
         start: _Start | None,
     ) -> InvokeResult:
         # The platform lines are only formatted when someone reads them.
-        logged = worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+        logged = worker.capture is not None or self._lines.enabled()
         if logged:
             self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
@@ -650,7 +673,7 @@ class LocalBackend:
             await worker.kill()
             return None
         if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
-            worker.capture is not None or self._flog.isEnabledFor(logging.INFO)
+            worker.capture is not None or self._lines.enabled()
         ):
             # Tag the output written before the result with this request id; with function
             # logs off and no log tail asked for, no line is kept, and the check is skipped.
@@ -702,14 +725,9 @@ class LocalBackend:
             self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
-        log = self._flog
-        if log.isEnabledFor(logging.INFO):
-            # makeRecord + handle skips logging's caller lookup (a stack walk per line).
-            extra = {"function": self.ctx.function, "request_id": rid, "platform": True}
-            record = log.makeRecord(
-                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
-            )
-            log.handle(record)
+        lines = self._lines
+        if lines.enabled():
+            lines.info(text, rid, True)
         if worker.capture is not None:
             worker.capture.add(text)
 
@@ -720,21 +738,8 @@ def _fresh_dir(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _create(config: Any, ctx: BackendContext) -> LocalBackend:
-    assert isinstance(config, LocalFunctionConfig)
-    return LocalBackend(config, ctx)
-
-
-async def _check(config: Any, name: str) -> None:
-    assert isinstance(config, LocalFunctionConfig)
-    await check(config, name, files=False)
-    try:
-        needs_aiobotocore(config.role_arn)
-    except MissingExtraError as e:
-        raise ConfigError([f"functions.{name}.role_arn: {e}"]) from None
-
-
-async def _build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None:
+async def build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None:
+    """The plugin's `build`: prepare the function's files, interpreter and dependencies."""
     assert isinstance(config, LocalFunctionConfig)
     try:
         await prepare(config, ctx, progress)
@@ -742,4 +747,6 @@ async def _build(config: Any, ctx: BackendContext, progress: ProgressFn) -> None
         raise PermanentError(str(e)) from None
 
 
-plugin = BackendPlugin(config_model=LocalFunctionConfig, create=_create, check=_check, build=_build)
+# The plugin object lives in `local_plugin`, which imports this module only when a function is
+# created or built; it is re-exported here for the code that registers it by hand.
+from triggerd.functions.backends.local_plugin import plugin  # noqa: E402

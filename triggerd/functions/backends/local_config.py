@@ -6,18 +6,17 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from triggerd.functions import runtime_client
 from triggerd.functions.backends.local_package import MAX_LAYERS
 from triggerd.functions.backends.local_python import (
     SUPPORTED_VERSIONS,
     Interpreter,
     runtime_version,
 )
-from triggerd.functions.backends.local_worker import WorkerSpec
-from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import (
     BackendContext,
     CodePath,
@@ -25,6 +24,9 @@ from triggerd.types import (
     InputFile,
     resolve_config_path,
 )
+
+if TYPE_CHECKING:  # the worker machinery is imported when a worker is started, not to validate
+    from triggerd.functions.backends.local_worker import WorkerSpec
 
 #: Workers per function when `reserved_concurrency` is not set.
 DEFAULT_CONCURRENCY = 4
@@ -67,7 +69,9 @@ _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
 #: Lambda's Node.js runtimes, run with the bundled Node.js runtime client and `node` on PATH.
 NODE_RUNTIMES = frozenset({"nodejs18.x", "nodejs20.x", "nodejs22.x"})
-_NODE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(bootstrap.__file__)), "node")
+#: The bundled runtime clients' directory (the Python client's bootstrap.py, node/).
+_CLIENT_DIR = os.path.dirname(os.path.abspath(runtime_client.__file__))
+_NODE_CLIENT = os.path.join(_CLIENT_DIR, "node")
 #: Lambda's OS-only runtimes: the code directory holds a `bootstrap` executable.
 PROVIDED_RUNTIMES = frozenset({"provided", "provided.al2", "provided.al2023"})
 #: Idle workers (beyond the provisioned ones) are stopped after this long, by default.
@@ -359,7 +363,7 @@ def worker_spec(
             runtime_dir = prepared.runtime_paths[-1] if prepared.runtime_paths else code_dir
             argv = (interpreter.path, "-S", "-m", "awslambdaric", config.handler)
         else:
-            script = os.path.abspath(bootstrap.__file__)
+            script = os.path.join(_CLIENT_DIR, "bootstrap.py")
             runtime_dir = os.path.dirname(script)
             argv = (interpreter.path, "-S", script)
         env["PYTHONPATH"] = python_path(prepared, runtime_version(config.runtime), runtime_dir)
@@ -374,6 +378,8 @@ def worker_spec(
     )
     # External extensions: every executable in the layers' extensions/ (Lambda's /opt/extensions).
     extensions = os.path.join(opt, "extensions")
+    from triggerd.functions.backends.local_worker import WorkerSpec
+
     return WorkerSpec(
         argv=argv,
         cwd=code_dir,

@@ -34,6 +34,7 @@ from triggerd.functions.extension_processes import ExternalExtensions, discover
 from triggerd.functions.extensions import ExtensionsAPI
 from triggerd.functions.runtime_api import ReplyKind, RuntimeEndpoint, RuntimeReply
 from triggerd.functions.telemetry_api import TelemetryAPI
+from triggerd.telemetry.logs import LineLogger
 
 #: Longest stdout/stderr line kept whole; longer ones are split.
 MAX_LINE_BYTES = 256 * 1024
@@ -156,6 +157,7 @@ class Worker(asyncio.SubprocessProtocol):
         #: Started as provisioned concurrency (kept warm, never reaped for idleness).
         self.provisioned = provisioned
         self._log = log
+        self._lines = LineLogger(log, {"function": function}, ("request_id", "stream"))
         self._transport: asyncio.SubprocessTransport | None = None
         self._pipes: dict[int, asyncio.ReadTransport] = {}
         self._pipe_fds: dict[int, int] = {}
@@ -371,14 +373,9 @@ class Worker(asyncio.SubprocessProtocol):
 
     def _emit(self, raw: bytes, stream: str) -> None:
         text = raw.decode("utf-8", "replace")
-        log = self._log
-        if log.isEnabledFor(logging.INFO):
-            # makeRecord + handle skips logging's caller lookup: output lines are many.
-            extra = {"function": self.function, "request_id": self.request_id, "stream": stream}
-            record = log.makeRecord(
-                log.name, logging.INFO, __file__, 0, "%s", (text,), None, None, extra
-            )
-            log.handle(record)
+        lines = self._lines
+        if lines.enabled():
+            lines.info(text, self.request_id, stream)
         if self.capture is not None:
             self.capture.add(text)
         telemetry = self.endpoint.telemetry

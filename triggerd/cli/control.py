@@ -1,0 +1,238 @@
+"""`triggerd reload`, `triggerd pause TRIGGER` and `triggerd resume TRIGGER`.
+
+The running daemon is found through its state store's lock file (`<store>.lock`, which the
+daemon holds while it runs and in which it writes its pid):
+
+- reload validates the config file here first (a broken file: one line per problem, exit 2,
+  the daemon is not disturbed), then sends the daemon SIGHUP;
+- pause and resume call the daemon's `POST /control/triggers/{name}/pause|resume` on its
+  control listener and return once the trigger drained (or started); when nothing answers
+  there and no daemon holds the lock, they record the state in the store, applied when the
+  daemon starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import signal
+import ssl
+import sys
+from urllib.parse import quote
+
+import click
+
+from triggerd.cli.options import (
+    config_argument,
+    config_option,
+    config_option_beside_argument,
+    resolve_config,
+)
+from triggerd.config.model import ConfigBase
+from triggerd.daemon.changes import enabled_triggers
+from triggerd.state.factory import sqlite_path
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreError
+from triggerd.types import ExitCode, OperatorError
+
+
+def _fail(message: str, status: int = 1) -> None:
+    click.echo(f"triggerd: {message}", err=True)
+    sys.exit(status)
+
+
+def _load(config_path: str) -> ConfigBase:
+    from triggerd.cli.main import _load as load
+    from triggerd.config.plugins import Registry
+
+    return load(config_path, Registry.discover())
+
+
+def store_path(cfg: ConfigBase) -> str:
+    path = sqlite_path(cfg.daemon.state)
+    if path == MEMORY_PATH:
+        _fail("the daemon's state store is in memory: there is no lock file to find it by")
+    return path
+
+
+def running_pid(db_path: str) -> int | None:
+    """The pid of the daemon holding the store's lock; None when no daemon holds it."""
+    lock = db_path + ".lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _fail(f"cannot read the state store's lock file {lock}: {exc.strerror or exc}")
+        raise  # not reached
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@click.command()
+@config_argument
+@config_option_beside_argument
+def reload(config: str | None, config_path: str | None) -> None:
+    """Validate the config file, then make the running daemon reload it (SIGHUP): only the
+    triggers, functions and routes that changed restart. Exit 2 if the file is invalid."""
+    path = resolve_config(config, config_path)
+    cfg = _load(path)
+    db = store_path(cfg)
+    pid = running_pid(db)
+    if not pid:
+        _fail(
+            f"no triggerd is running on the state store {db} (nothing holds {db}.lock)",
+            ExitCode.DAEMON_UNREACHABLE,
+        )
+        return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        _fail(f"cannot signal triggerd (pid {pid}): {exc.strerror or exc}")
+    click.echo(
+        f"{path}: valid; triggerd (pid {pid}) is reloading it "
+        "(its log says daemon.reloaded, or daemon.reload_rejected and why)"
+    )
+
+
+@click.command()
+@click.argument("trigger")
+@config_option
+def pause(trigger: str, config_path: str) -> None:
+    """Stop TRIGGER fetching: its in-flight batches finish and are acknowledged, and it stays
+    paused (across restarts too) until `triggerd resume`."""
+    _pause_or_resume(trigger, config_path, pause=True)
+
+
+@click.command()
+@click.argument("trigger")
+@config_option
+def resume(trigger: str, config_path: str) -> None:
+    """Start a paused TRIGGER again, from where it left off."""
+    _pause_or_resume(trigger, config_path, pause=False)
+
+
+def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
+    """The daemon's endpoint first; if nothing answers on its control listener and no
+    daemon holds the store's lock, the store."""
+    from triggerd.cli.status import daemon_url
+
+    cfg = _load(config_path)
+    if trigger not in enabled_triggers(cfg):
+        names = ", ".join(enabled_triggers(cfg)) or "none"
+        _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
+    url = daemon_url(cfg)
+    unreachable = "it serves no control endpoints (control_listen is empty)"
+    if url is not None:
+        status, message = asyncio.run(_call(cfg, url, trigger, pause))
+        if status == 200:
+            click.echo(f"trigger {trigger} {message}")
+            return
+        if status:
+            _fail(message)  # the daemon answered, and refused
+        unreachable = message
+    db = store_path(cfg)
+    pid = running_pid(db)
+    if pid is not None:
+        _fail(f"triggerd (pid {pid}) is running, but {unreachable}", ExitCode.DAEMON_UNREACHABLE)
+    if not os.path.exists(db):
+        _fail(
+            f"the state store {db} does not exist (triggerd never ran, or it keeps its state "
+            "elsewhere: under systemd, set STATE_DIRECTORY as the unit does): set "
+            "enabled = false on the trigger instead"
+        )
+    problem = asyncio.run(_record(db, trigger, pause))
+    if problem:
+        _fail(problem)
+    verb = "paused" if pause else "resumed"
+    click.echo(f"trigger {trigger} {verb} (triggerd is not running: applies when it starts)")
+
+
+async def _record(db: str, trigger: str, pause: bool) -> str | None:
+    """Record the state in the store; the problem in one line if that fails."""
+    store = SQLiteStateStore(db, create=False)
+    try:
+        await store.open()
+        await store.set_paused(trigger, pause)
+    except (OperatorError, StateStoreError) as exc:
+        return str(exc)
+    finally:
+        await store.close()
+    return None
+
+
+def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
+    """With TLS, a context that trusts the system's CAs and the daemon's own certificate as
+    it is (self-signed, or the leaf of a chain); the address it is reached on (often
+    loopback) need not be a name in it: the certificate is the one this config gives the
+    daemon."""
+    cert = cfg.daemon.tls_cert_file
+    if not cert:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=cert)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.check_hostname = False
+    return context
+
+
+async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[int, str]:
+    import aiohttp
+
+    context = tls_context(cfg)
+    action = "pause" if pause else "resume"
+    target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
+    headers: dict[str, str] = {}
+    if cfg.daemon.access_keys:
+        signed = sign(target, cfg.daemon.region)
+        if signed is None:
+            return 1, (
+                "the daemon requires AWS Signature Version 4 (daemon.access_keys): give this "
+                "command a key allowed triggerd:PauseTrigger / triggerd:ResumeTrigger "
+                "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile)"
+            )
+        headers = signed
+    timeout = aiohttp.ClientTimeout(total=cfg.daemon.shutdown_timeout_s + 30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(
+                target, headers=headers, ssl=context if context is not None else True
+            ) as resp,
+        ):
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
+    if not isinstance(body, dict):
+        return 0, f"triggerd at {url} answered {resp.status} without a JSON object"
+    if resp.status != 200:
+        return resp.status, str(body.get("message", f"HTTP {resp.status}"))
+    if body.get("changed"):
+        return 200, "paused (in-flight batches finished)" if pause else "resumed"
+    return 200, "was already paused" if pause else "was not paused"
+
+
+def sign(url: str, region: str) -> dict[str, str] | None:
+    """SigV4 headers for an empty POST to `url` with the standard AWS credential chain
+    (environment, profile, ...), as the AWS CLI would sign it; None without credentials."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.session import get_session
+
+    credentials = get_session().get_credentials()
+    if credentials is None:
+        return None
+    request = AWSRequest(method="POST", url=url, data=b"")
+    SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
+    return {k: str(v) for k, v in request.headers.items()}
