@@ -135,6 +135,7 @@ def test_a_resource_arn_no_function_here_can_match_is_refused(pattern: str) -> N
     assert out[0].startswith("daemon.access_keys.0.resources")
     assert f"{pattern!r} can never match" in out[0]
     assert "arn:aws:lambda:us-east-1:123456789012:function:<name>" in out[0]
+    assert "arn:aws:triggerd:us-east-1:123456789012:trigger/<name>" in out[0]
 
 
 @pytest.mark.parametrize(
@@ -143,6 +144,7 @@ def test_a_resource_arn_no_function_here_can_match_is_refused(pattern: str) -> N
         "arn:aws:lambda:*:*:function:orders-eu:*",
         "arn:aws:lambda:us-east-1:123456789012:function:orders",
         "arn:aws:lambda:us-*:1234*:function:*",
+        "arn:aws:triggerd:*:*:trigger/orders-*",
         "arn:*",
         "arn:aws:lambda:??-east-?:*",
         "*",

@@ -36,9 +36,9 @@ def matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
-def can_match_function_arn(pattern: str, prefix: str) -> bool:
-    """Whether the wildcard `pattern` matches some function ARN `prefix` + `name[:qualifier]`
-    (a name and a qualifier hold no `:`).
+def can_match_arn(pattern: str, prefix: str) -> bool:
+    """Whether the wildcard `pattern` matches some ARN `prefix` + `name[:qualifier]` (a
+    function's name and qualifier, a trigger's name: at most one `:` in all).
 
     Written by hand: fnmatch answers whether one value matches, not whether any value of a
     given form can. The pattern is run as the small automaton it is (a position per
@@ -77,6 +77,11 @@ def _closure(pattern: str, positions: set[int]) -> set[int]:
 def function_arn_prefix(region: str, account_id: str) -> str:
     """What every function ARN of this daemon starts with."""
     return f"arn:aws:lambda:{region}:{account_id}:function:"
+
+
+def trigger_arn_prefix(region: str, account_id: str) -> str:
+    """What every trigger ARN of this daemon starts with (`triggerd pause|resume`)."""
+    return f"arn:aws:triggerd:{region}:{account_id}:trigger/"
 
 
 class AccessKey(Model):
@@ -133,13 +138,17 @@ class AccessKey(Model):
         return value
 
     def resource_problems(self, region: str, account_id: str) -> list[str]:
-        """Resource ARN patterns that no function of this daemon (its region and account)
-        can ever match: they would grant nothing, so they are config errors."""
-        prefix = function_arn_prefix(region, account_id)
+        """Resource ARN patterns that no function or trigger of this daemon (its region and
+        account) can ever match: they would grant nothing, so they are config errors."""
+        function = function_arn_prefix(region, account_id)
+        trigger = trigger_arn_prefix(region, account_id)
         return [
-            f"{pattern!r} can never match: this daemon's functions are {prefix}<name>"
+            f"{pattern!r} can never match: this daemon's functions are {function}<name> "
+            f"and its triggers {trigger}<name>"
             for pattern in self.resources
-            if pattern.startswith("arn:") and not can_match_function_arn(pattern, prefix)
+            if pattern.startswith("arn:")
+            and not can_match_arn(pattern, function)
+            and not can_match_arn(pattern, trigger)
         ]
 
     @property

@@ -60,6 +60,8 @@ CONTROL_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("HEAD", "/metrics"),
     ("POST", "/2015-03-31/functions/{function}/invocations"),
     ("GET", "/2015-03-31/functions/"),
+    ("POST", "/control/triggers/{name}/pause"),
+    ("POST", "/control/triggers/{name}/resume"),
 )
 
 
