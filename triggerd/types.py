@@ -138,6 +138,11 @@ class SourceConfig(Model):
         default, so that limit is reached by the failing message alone."""
         return False
 
+    def http_routes(self) -> list[tuple[str, str]]:
+        """The (method, route template) pairs this source serves on the public listener
+        (a webhook's), so that config validation refuses the ones another route took."""
+        return []
+
     def ignored_trigger_settings(self) -> dict[str, str]:
         """Trigger keys this source, as configured, would accept and then ignore, each with
         the reason: config validation refuses them when they are set."""

@@ -201,6 +201,9 @@ class WebhookSourceConfig(SourceConfig):
             f"on_failure {event}",
         }
 
+    def http_routes(self) -> list[tuple[str, str]]:
+        return [(self.method, self.path)]
+
     @property
     def effective_stage(self) -> str:
         if self.stage is not None:

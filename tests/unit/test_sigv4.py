@@ -5,6 +5,7 @@ independent reference, and each refusal with AWS's error code and message."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
@@ -393,3 +394,48 @@ def test_any_request_is_verified_or_refused_never_an_exception(
         verifier().verify(SignedRequest("POST", "/" + path, query, headers), body)
     except AuthError as exc:
         assert exc.status == 403 and exc.code.endswith("Exception")
+
+
+# ---- refusal reasons, payload modes, session tokens ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("MissingAuthenticationTokenException", "sigv4_missing_authentication_token"),
+        ("IncompleteSignatureException", "sigv4_incomplete_signature"),
+        ("UnrecognizedClientException", "sigv4_unrecognized_client"),
+        ("InvalidSignatureException", "sigv4_invalid_signature"),
+        ("AccessDeniedException", "sigv4_access_denied"),
+    ],
+)
+def test_each_refusal_has_its_metric_reason(code: str, reason: str) -> None:
+    assert AuthError(code, "m").reason == reason
+
+
+def test_an_unsigned_payload_signs_the_literal_and_leaves_the_body_unchecked() -> None:
+    url = "https://lambda.example/2015-03-31/functions/f/invocations"
+    headers = {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
+    signed = botocore_signed("POST", url, b'{"a": 1}', headers, service="lambda")
+    v = SigV4Verifier(
+        [key()], region="us-east-1", service="lambda", account_id="1" * 12, now=lambda: SIGNED_AT
+    )
+    assert v.verify(signed, b'{"a": 1}').access_key_id == KEY_ID
+    assert v.verify(signed, b"any other body").access_key_id == KEY_ID
+    with pytest.raises(AuthError) as info:  # the headers are still covered
+        v.verify(dataclasses.replace(signed, raw_query="Qualifier=x"), b"")
+    assert info.value.code == "InvalidSignatureException"
+
+
+def test_chunked_payload_signing_is_refused_by_name() -> None:
+    req = request(headers=[("X-Amz-Content-SHA256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")])
+    err = refusal(req)
+    assert err.code == "InvalidSignatureException"
+    assert "chunked (aws-chunked) payload signing is not supported" in err.message
+
+
+def test_a_session_token_with_a_long_term_key_is_an_unrecognized_client() -> None:
+    req = request(headers=[("X-Amz-Security-Token", "FwoGZXIvYXdzEXAMPLE")])
+    err = refusal(req)
+    assert err.code == "UnrecognizedClientException"
+    assert err.message == "The security token included in the request is invalid."

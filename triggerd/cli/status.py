@@ -83,10 +83,16 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
         return view
     timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
     connector = aiohttp.TCPConnector(ssl=tls_context(cfg) or True)
+    # From loopback the daemon answers anyway; from an interface address it wants the token.
+    token = cfg.daemon.metrics_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers=headers
+        ) as session:
             async with session.get(f"{url}/readyz") as resp:
                 body = await resp.json(content_type=None)
+                refused = resp.status in (401, 403)
             async with session.get(f"{url}/statusz") as resp:
                 lag = await resp.json(content_type=None) if resp.status == 200 else {}
     except aiohttp.ClientSSLError as exc:
@@ -95,7 +101,7 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         view.status, view.error = "not reachable", str(exc) or type(exc).__name__
         return view
-    if not isinstance(body, dict):
+    if refused or not isinstance(body, dict):
         view.status, view.error = "not reachable", f"{url}/readyz answered {body!r}"
         return view
     view.status = str(body.get("status", "?"))

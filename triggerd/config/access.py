@@ -36,6 +36,54 @@ def matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
+def can_match_arn(pattern: str, prefix: str) -> bool:
+    """Whether the wildcard `pattern` matches some ARN `prefix` + `name[:qualifier]` (a
+    function's name and qualifier, a trigger's name: at most one `:` in all).
+
+    Written by hand: fnmatch answers whether one value matches, not whether any value of a
+    given form can. The pattern is run as the small automaton it is (a position per
+    character; a `*` may stay where it is) over the prefix; a position still alive at the end
+    can finish the match with a name (and qualifier) if what is left of the pattern holds at
+    most one literal `:` (wildcards can always be given values without one)."""
+    alive = _closure(pattern, {0})
+    for char in prefix:
+        step: set[int] = set()
+        for pos in alive:
+            if pos == len(pattern):
+                continue
+            token = pattern[pos]
+            if token == "*":
+                step.add(pos)
+            elif token in ("?", char):
+                step.add(pos + 1)
+        alive = _closure(pattern, step)
+        if not alive:
+            return False
+    return any(pattern[pos:].count(":") <= 1 for pos in alive)
+
+
+def _closure(pattern: str, positions: set[int]) -> set[int]:
+    """The positions plus those reached by letting each `*` match nothing."""
+    out = set(positions)
+    todo = list(positions)
+    while todo:
+        pos = todo.pop()
+        if pos < len(pattern) and pattern[pos] == "*" and pos + 1 not in out:
+            out.add(pos + 1)
+            todo.append(pos + 1)
+    return out
+
+
+def function_arn_prefix(region: str, account_id: str) -> str:
+    """What every function ARN of this daemon starts with."""
+    return f"arn:aws:lambda:{region}:{account_id}:function:"
+
+
+def trigger_arn_prefix(region: str, account_id: str) -> str:
+    """What every trigger ARN of this daemon starts with (`triggerd pause|resume`)."""
+    return f"arn:aws:triggerd:{region}:{account_id}:trigger/"
+
+
 class AccessKey(Model):
     """One access key pair and what it may do, as a minimal IAM identity policy."""
 
@@ -58,8 +106,9 @@ class AccessKey(Model):
     resources: list[str] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
-        description="Resources allowed: function names or ARNs, wildcards such as "
-        "`orders-*` or `*` (the default)",
+        description="Resources allowed: function names or ARNs as called (`orders` for "
+        "unqualified calls, `orders:*` for qualified ones), wildcards such as `orders-*` or "
+        "`*` (the default)",
     )
 
     @field_validator("access_key_id")
@@ -87,6 +136,20 @@ class AccessKey(Model):
                 known = ", ".join(sorted(KNOWN_ACTIONS))
                 raise ValueError(f"{action!r} matches no action triggerd serves ({known})")
         return value
+
+    def resource_problems(self, region: str, account_id: str) -> list[str]:
+        """Resource ARN patterns that no function or trigger of this daemon (its region and
+        account) can ever match: they would grant nothing, so they are config errors."""
+        function = function_arn_prefix(region, account_id)
+        trigger = trigger_arn_prefix(region, account_id)
+        return [
+            f"{pattern!r} can never match: this daemon's functions are {function}<name> "
+            f"and its triggers {trigger}<name>"
+            for pattern in self.resources
+            if pattern.startswith("arn:")
+            and not can_match_arn(pattern, function)
+            and not can_match_arn(pattern, trigger)
+        ]
 
     @property
     def user(self) -> str:

@@ -49,6 +49,30 @@ def default_state_url(environ: Mapping[str, str]) -> str:
     return "sqlite:///triggerd-state/state.db"
 
 
+#: The daemon's own endpoints, as (method, route template): on every listener, and on the
+#: listeners that serve the control endpoints (`triggerd.http.server.add_daemon_routes`
+#: registers exactly these; a test holds them together).
+PUBLIC_ENDPOINTS: tuple[tuple[str, str], ...] = (("GET", "/healthz"), ("HEAD", "/healthz"))
+CONTROL_ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("GET", "/statusz"),
+    ("GET", "/readyz"),
+    ("HEAD", "/readyz"),
+    ("GET", "/metrics"),
+    ("HEAD", "/metrics"),
+    ("POST", "/2015-03-31/functions/{function}/invocations"),
+    ("GET", "/2015-03-31/functions/"),
+    ("POST", "/control/triggers/{name}/pause"),
+    ("POST", "/control/triggers/{name}/resume"),
+)
+
+
+def _route_shape(template: str) -> tuple[str, ...]:
+    """A route template's segments with every parameter blanked, as the route table compares
+    them (`triggerd.http.routes.RouteTemplate.shape`, which config may not import)."""
+    stripped = template.strip("/")
+    return tuple("{}" if s.startswith("{") else s for s in stripped.split("/") if stripped)
+
+
 _LISTEN = r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$"
 
 
@@ -82,6 +106,13 @@ class DaemonSettings(Model):
         False,
         description="Serve the AWS-compatible APIs without signatures on a listener that is "
         "not loopback (refused otherwise when no access_keys are set)",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token that lets peers not on loopback read /metrics, /readyz, "
+        "/statusz and /healthz's detail on the control listener (Prometheus's "
+        "authorization/bearer_token); never logged",
     )
     tls_cert_file: InputFile | None = Field(
         None, description="PEM certificate chain: serve the listen address over HTTPS"
@@ -186,6 +217,11 @@ class DaemonSettings(Model):
         ids = [k.access_key_id for k in self.access_keys]
         if len(set(ids)) != len(ids):
             problems.append("access_keys: an access_key_id appears twice")
+        for i, key in enumerate(self.access_keys):
+            problems += [
+                f"access_keys.{i}.resources: {p}"
+                for p in key.resource_problems(self.region, self.account_id)
+            ]
         exposed = [a for a in self.control_addresses if not is_loopback(a)]
         if self.access_keys:
             if not self.control_addresses:
@@ -204,6 +240,11 @@ class DaemonSettings(Model):
             problems.append(
                 "allow_unauthenticated: the control endpoints are served on loopback only, "
                 "where signatures are optional anyway"
+            )
+        if self.metrics_token is not None and not exposed:
+            problems.append(
+                "metrics_token: the control endpoints are served on loopback only, where every "
+                "peer is served without it"
             )
         if problems:
             raise ValueError("; ".join(f"daemon.{p}" for p in problems))
@@ -456,6 +497,7 @@ class ConfigBase(Model):
         problems = wire_problems(
             list(self.functions), [(t.function, t.name) for t in self.trigger_list]
         )
+        problems += self._route_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -463,6 +505,37 @@ class ConfigBase(Model):
     def trigger_name(self, index: int) -> str:
         trig = self.trigger_list[index]
         return trig.name or f"{trig.function}-{index}"
+
+    def _route_problems(self) -> list[str]:
+        """Routes the daemon would refuse when it starts (exit status 2): a push source's
+        route on a method and path the daemon's own endpoints, or another trigger, took on
+        the public listener (the route table's rule: one method, one shape of path)."""
+        d = self.daemon
+        if not d.listen:
+            return []
+        control = " (control_on_public = true serves the control endpoints on listen)"
+        taken = {(m, _route_shape(t)): f"the daemon's own {m} {t}" for m, t in PUBLIC_ENDPOINTS}
+        if d.control_on_public:
+            taken.update(
+                {
+                    (m, _route_shape(t)): f"the daemon's own {m} {t}{control}"
+                    for m, t in CONTROL_ENDPOINTS
+                }
+            )
+        problems = []
+        for i, trig in enumerate(self.trigger_list):
+            if not trig.enabled:
+                continue
+            for method, template in trig.source_config.http_routes():
+                key = (method, _route_shape(template))
+                if key in taken:
+                    problems.append(
+                        f"triggers.{i}.source: {method} {template} is already taken by "
+                        f"{taken[key]}: give it another path"
+                    )
+                else:
+                    taken[key] = f"trigger {self.trigger_name(i)!r}"
+        return problems
 
 
 # --------------------------------------------------------------------------------------------

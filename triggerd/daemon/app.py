@@ -348,7 +348,8 @@ class Daemon:
         from triggerd.http.server import start_http
 
         try:
-            return await start_http(self, stack, listen, routes=routes, control=control)
+            name = "control" if key == "control_listen" else "public"
+            return await start_http(self, stack, listen, routes=routes, control=control, name=name)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.events.tracing import trace_id_for
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
+from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.http.sigv4 import AuthError, SigV4Verifier, payload_sha256, signed_request
 from triggerd.state.base import NewEvent, StateStore
@@ -63,6 +65,8 @@ INVOKE_ROUTE = "/2015-03-31/functions/{function}/invocations"
 #: Lambda's cap on the X-Amz-Client-Context header.
 MAX_CLIENT_CONTEXT = 3583
 LOG_TAIL_BYTES = 4096
+#: A version or alias name, as Lambda's API constrains `Qualifier`.
+_QUALIFIER = re.compile(r"^[a-zA-Z0-9$_-]{1,128}$")
 #: Payloads larger than this are parsed off the event loop.
 _PARSE_IN_THREAD = 256 * 1024
 #: How often an idle queue looks for retries that became due (new events wake it at once).
@@ -287,10 +291,8 @@ class _Invoker:
         try:
             return await self._handle(request, rid)
         except AuthError as exc:
-            log.debug(
-                "invoke_api.unauthorized",
-                extra={"request_id": rid, "status": exc.status, "error_type": exc.code},
-            )
+            # Counted and logged (rate-limited, with the remote address) by the dispatcher.
+            mark_refused(request, exc.reason)
             return ApiError(exc.status, exc.code, exc.message).response(rid)
         except ApiError as exc:
             log.debug(
@@ -301,27 +303,33 @@ class _Invoker:
 
     async def _handle(self, request: web.BaseRequest, rid: str) -> web.StreamResponse:
         # With access keys, the headers are checked before the body is read, the signature
-        # once it is, and the key's policy before anything about the function is revealed.
+        # once it is (before any parameter: a wrongly signed request is refused as such
+        # whatever else is wrong with it), and the key's policy before anything about the
+        # function is revealed.
         signed = signed_request(request) if self.auth is not None else None
         credential = self.auth.check_headers(signed) if self.auth and signed else None
         itype = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-        if itype not in ("RequestResponse", "Event", "DryRun"):
-            raise ApiError(
-                400,
-                "InvalidParameterValueException",
-                f"Invalid invocation type {itype!r}: RequestResponse, Event or DryRun",
-            )
         limit = MAX_ASYNC_PAYLOAD if itype == "Event" else MAX_SYNC_PAYLOAD
         payload = await read_payload(request, limit, itype)
         principal = None
         if self.auth is not None and signed is not None:
             digest = await payload_sha256(payload)
             principal = self.auth.verify_hashed(signed, digest, credential)
+        if itype not in ("RequestResponse", "Event", "DryRun"):
+            raise ApiError(
+                400,
+                "InvalidParameterValueException",
+                f"Invalid invocation type {itype[:40]!r}: RequestResponse, Event or DryRun",
+            )
         ref = self._parse(request[ROUTE_KEY].params["function"])
+        qualifier = self._qualifier(ref, request.query.get("Qualifier"))
         if self.auth is not None and principal is not None:
-            arn = self._arn(ref.name)
-            self.auth.authorize(principal, "lambda:InvokeFunction", arn, ref.name)
-        fn = self._resolve(ref, request.query.get("Qualifier"))
+            # The resource is the function as called, as IAM sees it: the qualified ARN for
+            # a qualified call (from the name or ?Qualifier=), so a policy on `orders` allows
+            # unqualified calls only and `orders:*` qualified ones, as in AWS.
+            short = f"{ref.name}:{qualifier}" if qualifier else ref.name
+            self.auth.authorize(principal, "lambda:InvokeFunction", self._arn(short), short)
+        fn = self._resolve(ref, qualifier)
         if itype == "DryRun":
             return web.Response(status=204, headers={"x-amzn-RequestId": rid})
         payload = await json_payload(payload)
@@ -336,6 +344,7 @@ class _Invoker:
         return await self._request_response(request, fn, payload, rid, trace_id)
 
     def _arn(self, name: str) -> str:
+        """The ARN of `name` (`name:qualifier` gives the qualified ARN)."""
         d = self.host.settings
         return f"arn:aws:lambda:{d.region}:{d.account_id}:function:{name}"
 
@@ -356,7 +365,9 @@ class _Invoker:
             )
         return ref
 
-    def _resolve(self, ref: FunctionRef, query_qualifier: str | None) -> InvokeTarget:
+    @staticmethod
+    def _qualifier(ref: FunctionRef, query_qualifier: str | None) -> str | None:
+        """The call's qualifier, from the name or `?Qualifier=` (which must then agree)."""
         qualifier = ref.qualifier
         if query_qualifier:
             if qualifier and qualifier != query_qualifier:
@@ -367,6 +378,17 @@ class _Invoker:
                     "specified qualifier.",
                 )
             qualifier = query_qualifier
+        if qualifier is not None and not _QUALIFIER.match(qualifier):
+            raise ApiError(
+                400,
+                "ValidationException",
+                "1 validation error detected: Value at 'qualifier' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: "
+                "(|[a-zA-Z0-9$_-]+) and have length less than or equal to 128",
+            )
+        return qualifier
+
+    def _resolve(self, ref: FunctionRef, qualifier: str | None) -> InvokeTarget:
         d = self.host.settings
         fn = self.host.functions.get(ref.name)
         if (

@@ -17,6 +17,7 @@ from aiohttp import web
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
 from triggerd.http.invoke_api import ApiError
+from triggerd.http.refusals import mark_refused
 from triggerd.http.sigv4 import AuthError, SigV4Verifier, signed_request
 from triggerd.types import HttpHandler
 
@@ -80,6 +81,7 @@ def list_functions_handler(host: HttpHost) -> HttpHandler:
                 auth.authorize(principal, "lambda:ListFunctions", "*")
             return _page(host, request, rid)
         except AuthError as exc:
+            mark_refused(request, exc.reason)  # counted and logged by the dispatcher
             return ApiError(exc.status, exc.code, exc.message).response(rid)
         except ApiError as exc:
             return exc.response(rid)

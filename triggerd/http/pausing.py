@@ -12,6 +12,7 @@ from aiohttp import web
 
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost
+from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.http.sigv4 import AuthError, SigV4Verifier, signed_request
 from triggerd.types import HttpHandler, TriggerdError
@@ -50,6 +51,7 @@ def _handler(host: HttpHost, pause: bool) -> HttpHandler:
             except BodyTooLarge:
                 return web.json_response({"message": "Body not expected"}, status=413)
             except AuthError as exc:
+                mark_refused(request, exc.reason)  # counted and logged by the dispatcher
                 return web.json_response(
                     {"__type": exc.code, "message": exc.message},
                     status=exc.status,

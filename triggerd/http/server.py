@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
+import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -23,8 +25,9 @@ from aiohttp import HttpVersion10, HttpVersion11, StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import RawRequestMessage
 
+from triggerd.http.control_access import ControlAccess
 from triggerd.http.host import HttpHost
-from triggerd.http.invoke_api import INVOKE_ROUTE, invoke_handler
+from triggerd.http.invoke_api import INVOKE_ROUTE, ApiError, invoke_handler
 from triggerd.http.limits import (
     LINGER_S,
     ConnectionGuard,
@@ -40,6 +43,8 @@ from triggerd.http.routes import ROUTE_KEY, Routes
 from triggerd.types import ConfigError, ExitCode, HttpHandler, OperatorError, PartitionStats
 
 _OWNER = "triggerd"
+#: Lambda's REST API paths start with the API version's date (/2015-03-31/functions/...).
+_LAMBDA_API_PATH = re.compile(r"^/\d{4}-\d{2}-\d{2}/")
 log = logging.getLogger("triggerd.http")
 
 #: Set by the request factory on a request in an HTTP version other than 1.0 and 1.1 (the
@@ -85,12 +90,23 @@ def protocol_refusal(request: web.BaseRequest) -> web.Response | None:
     return None
 
 
-def make_dispatch(routes: Routes) -> HttpHandler:
+def unknown_operation() -> web.Response:
+    """A Lambda API path (method and path) that triggerd does not serve, answered as AWS
+    answers an operation it does not know, so SDKs raise a named error."""
+    return ApiError(
+        400,
+        "UnknownOperationException",
+        "Unknown operation: this endpoint serves Lambda's Invoke and ListFunctions only",
+    ).response(str(uuid.uuid4()))
+
+
+def make_dispatch(routes: Routes, *, aws_api: bool = False) -> HttpHandler:
     """The server's one handler: every path is a route of the daemon's route table (its own
     endpoints and the push sources'), matched most-specific first. It tells the connection's
     guard when a request starts and ends, and reports the request's refusal, if any.
     `Expect: 100-continue` is answered by `body.read_body`, once the handler has checked the
-    headers."""
+    headers. With `aws_api` (a listener serving the Invoke API), an unmatched Lambda API path
+    gets AWS's UnknownOperationException instead of a plain 404 or 405."""
 
     async def route(request: web.BaseRequest) -> web.StreamResponse:
         refused = protocol_refusal(request)
@@ -98,6 +114,9 @@ def make_dispatch(routes: Routes) -> HttpHandler:
             return refused
         raw_path = request.raw_path.partition("?")[0]
         found = routes.match(request.method, raw_path)
+        unmatched = found is None or found is False
+        if unmatched and aws_api and _LAMBDA_API_PATH.match(raw_path):
+            return unknown_operation()
         if found is None:
             return web.json_response({"message": "Not Found"}, status=404)
         if found is False:
@@ -143,20 +162,23 @@ def _finished(
         )
 
 
-def healthz_handler(host: HttpHost, *, detail: bool = True) -> HttpHandler:
+def healthz_handler(
+    host: HttpHost, *, detail: bool = True, access: ControlAccess | None = None
+) -> HttpHandler:
     """/healthz: "ok" (200); "starting" or "state_store_failing" (503, with the reason).
-    With `detail` (the control surface) also the functions, triggers and the store's error;
-    the public listener tells the world the status only."""
+    With `detail` (the control surface) also the functions, triggers and the store's error,
+    to the peers `access` allows; the public listener tells the world the status only."""
 
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
         store = host.readiness()["state_store"]
         body: dict[str, object] = {"status": "ok" if host.ready.is_set() else "starting"}
-        if detail:
+        shown = detail and (access is None or access.allowed(request))
+        if shown:
             body["functions"] = sorted(host.functions)
             body["triggers"] = sorted(host.trigger_names)
         if store["status"] != "ok":
             body["status"] = "state_store_failing"
-            if detail:
+            if shown:
                 body["state_store"] = store
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
@@ -229,15 +251,17 @@ def add_daemon_routes(
     """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
     Invoke API), in a route table (default: the host's, beside the webhooks)."""
     table = host.routes if routes is None else routes
-    healthz = healthz_handler(host, detail=control)
+    access = ControlAccess(host.settings)
+    healthz = healthz_handler(host, detail=control, access=access)
     own = [
         ("GET", "/healthz", healthz),
         ("HEAD", "/healthz", healthz),  # aiohttp leaves the body out of a HEAD answer
     ]
     if control:
-        metrics, readyz = metrics_handler(host), readyz_handler(host)
+        metrics = access.guard(metrics_handler(host))
+        readyz = access.guard(readyz_handler(host))
         own += [
-            ("GET", "/statusz", status_handler(host)),
+            ("GET", "/statusz", access.guard(status_handler(host))),
             ("GET", "/readyz", readyz),
             ("HEAD", "/readyz", readyz),
             ("GET", "/metrics", metrics),
@@ -316,7 +340,7 @@ async def start_http(
     table = host.routes if routes is None else routes
     add_daemon_routes(host, table, control=control)
     stack.callback(table.remove_routes, _OWNER)
-    return await serve(make_dispatch(table), host, stack, listen, name)
+    return await serve(make_dispatch(table, aws_api=control), host, stack, listen, name)
 
 
 async def serve(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from triggerd.config.access import AccessKey
 
 __all__ = [
     "ALGORITHM",
+    "UNSIGNED_PAYLOAD",
     "AuthError",
     "Credential",
     "Principal",
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+#: The x-amz-content-sha256 value of a request whose body the signature does not cover.
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 #: How far X-Amz-Date may be from the server's clock, either way (AWS's 15 minutes).
 MAX_SKEW = timedelta(minutes=15)
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -68,6 +72,13 @@ class AuthError(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+    @property
+    def reason(self) -> str:
+        """The refusal's reason in `triggerd_http_refused_total{reason}`: `sigv4_` and the
+        code in snake_case without `Exception` (`sigv4_invalid_signature`)."""
+        words = re.findall(r"[A-Z][a-z0-9]*", self.code.removesuffix("Exception"))
+        return "sigv4_" + "_".join(w.lower() for w in words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +285,9 @@ class SigV4Verifier:
             )
         key_id, scope_date, region, service, terminator = parts
         key = self._keys.get(key_id)
-        if key is None:
+        # Only long-term keys exist here: a session token (temporary credentials from STS)
+        # belongs to no key, and AWS refuses a long-term key sent with one the same way.
+        if key is None or request.header("x-amz-security-token"):
             raise AuthError(
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
@@ -302,12 +315,26 @@ class SigV4Verifier:
         for a large body); `credential` from an earlier `check_headers` of this request."""
         cred = credential or self.check_headers(request)
         declared = request.header("x-amz-content-sha256")
-        if declared and declared[0].strip().lower() != payload_hash:
-            raise AuthError(
-                "InvalidSignatureException",
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            )
-        canonical = canonical_request(request, cred.signed_headers, payload_hash)
+        signed_hash = payload_hash
+        if declared:
+            value = declared[0].strip()
+            if value == UNSIGNED_PAYLOAD:
+                # SigV4's unsigned payload: the literal is what was signed, and the body
+                # is not covered by the signature.
+                signed_hash = UNSIGNED_PAYLOAD
+            elif value.startswith("STREAMING-"):
+                raise AuthError(
+                    "InvalidSignatureException",
+                    f"x-amz-content-sha256 {value[:60]!r}: chunked (aws-chunked) payload "
+                    "signing is not supported; sign the whole payload or send "
+                    f"{UNSIGNED_PAYLOAD}",
+                )
+            elif value.lower() != payload_hash:
+                raise AuthError(
+                    "InvalidSignatureException",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                )
+        canonical = canonical_request(request, cred.signed_headers, signed_hash)
         to_sign = string_to_sign(cred.amz_date, cred.scope, canonical)
         key = self._signing_key(cred.key, cred.scope.split("/")[0])
         expected = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
