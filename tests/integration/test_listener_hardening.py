@@ -178,9 +178,10 @@ def status_of(response: bytes) -> int:
     return int(match.group(1))
 
 
-async def refused_count(r: Running, reason: str) -> float:
+async def refused_count(r: Running, reason: str, listener: str = "public") -> float:
     _, body = await request(r, "GET", "/metrics")
-    pattern = rb'triggerd_http_refused_total\{reason="' + reason.encode() + rb'"\} (\S+)'
+    labels = f'listener="{listener}",reason="{reason}"'.encode()
+    pattern = rb"triggerd_http_refused_total\{" + re.escape(labels) + rb"\} (\S+)"
     match = re.search(pattern, body)
     return float(match.group(1)) if match else 0.0
 
