@@ -399,20 +399,8 @@ async def test_a_malformed_header_is_400_counted_by_reason_without_a_traceback(
     assert [rec for rec in caplog.records if rec.exc_info] == []
 
 
-async def test_refused_authentication_is_counted_and_logged_rate_limited(
-    running: Running, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, logger="triggerd.http")
-    before = await refused_count(running, "auth_failed")
-    for _ in range(30):
-        status, _ = await request(
-            running, "POST", "/bearer", data=b"{}", headers={"Authorization": "Bearer no"}
-        )
-        assert status == 403
-    assert await refused_count(running, "auth_failed") == before + 30
-    lines = refusal_lines(caplog, "auth_failed")
-    assert len(lines) <= 1
-    assert all(rec.levelno < logging.WARNING for rec in lines)
+# Refused authentication counted and logged once per burst: test_listener_control.py, whose
+# daemon has logged no auth_failed before (here, earlier tests' lines are within the interval).
 
 
 # ---- protocol ----------------------------------------------------------------------------------
