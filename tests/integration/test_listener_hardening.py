@@ -399,6 +399,37 @@ async def test_a_malformed_header_is_400_counted_by_reason_without_a_traceback(
     assert [rec for rec in caplog.records if rec.exc_info] == []
 
 
+#: What aiohttp's C parser (llhttp) refuses, and the reason each is counted under: the table
+#: of reasons in docs/listener.md.
+PARSER_REFUSALS = [
+    (b"G\xffT /open HTTP/1.1\r\nHost: x\r\n\r\n", "bad_method"),
+    (b"G(T /open HTTP/1.1\r\nHost: x\r\n\r\n", "bad_method"),
+    (b"\x00\x01\r\n\r\n", "bad_method"),
+    (b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", "bad_url"),
+    (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", "bad_request_line"),
+    (b"GET /open HTTP/1.x\r\nHost: x\r\n\r\n", "bad_request_line"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "line_too_long"),
+    (b"GET /open HTTP/1.1\r\nHost: x\r\nX(y: 1\r\n\r\n", "bad_request"),
+    (b"POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "bad_request"),
+    (
+        b"POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "bad_request",
+    ),
+    (b"POST /open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "bad_request"),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), PARSER_REFUSALS)
+async def test_parser_refusals_are_400_counted_under_the_documented_reason(
+    running: Running, data: bytes, reason: str
+) -> None:
+    before = await refused_count(running, reason)
+    assert status_of(await exchange(running, data)) == 400
+    assert await refused_count(running, reason) == before + 1
+    documented = (Path(__file__).parents[2] / "docs" / "listener.md").read_text()
+    assert f"`{reason}`" in documented
+
+
 # Refused authentication counted and logged once per burst: test_listener_control.py, whose
 # daemon has logged no auth_failed before (here, earlier tests' lines are within the interval).
 
