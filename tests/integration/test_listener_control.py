@@ -1,7 +1,8 @@
 """Refusals on the control listener are its own: with `control_listen` beside `listen`, a
 half-sent head and a trickled Invoke API body on the control listener are counted and logged
-as `control`, not as the public listener's. And a fresh daemon's authentication refusals
-are logged exactly once for a burst (rate-limited, not silent)."""
+as `control`, not as the public listener's, and answered in AWS's error shape (the public
+listener keeps its plain one). And a fresh daemon's authentication refusals are logged
+exactly once for a burst (rate-limited, not silent)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,8 @@ async def test_a_half_sent_head_on_the_control_listener_is_the_control_listeners
         control, b"POST /2015-03-31/functions/remote/invocations HTTP/1.1\r\n"
     )
     assert status_of(response) == 408
+    assert b"x-amzn-ErrorType: RequestTimeoutException\r\n" in response
+    assert response.endswith(b'{"Type":"User","message":"Request Timeout"}')
     assert await counts(control, "header_timeout") == (public_before, control_before + 1)
     [line] = refusal_lines(caplog, "header_timeout")
     assert line.__dict__["listener"] == "control"
@@ -113,9 +116,18 @@ async def test_a_trickled_invoke_body_on_the_control_listener_is_the_control_lis
     async with trickling(control, [invoke]) as [reader]:
         response = await until_closed(reader)
     assert status_of(response) == 408
+    assert b"x-amzn-ErrorType: RequestTimeoutException\r\n" in response
+    assert response.endswith(b'{"Type":"User","message":"Request Timeout"}')
     assert await counts(control, "body_timeout") == (public_before, control_before + 1)
     [line] = refusal_lines(caplog, "body_timeout")
     assert line.__dict__["listener"] == "control"
+
+
+async def test_the_public_listener_keeps_its_plain_408(listeners: dict[str, Running]) -> None:
+    response = await exchange(listeners["public"], b"POST /bearer HTTP/1.1\r\n")
+    assert status_of(response) == 408
+    assert b"x-amzn-ErrorType" not in response
+    assert response.endswith(b'{"message":"Request Timeout"}')
 
 
 async def test_refused_authentication_is_counted_and_logged_once_for_a_burst(

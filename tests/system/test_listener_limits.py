@@ -122,7 +122,9 @@ def test_two_listeners_get_descriptors_for_both_caps_and_answer_503_when_full(
         # Both caps full: a legitimate request is refused with 503, on either listener,
         # never reset for want of a descriptor.
         assert healthz(port).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
-        assert healthz(control).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        busy = healthz(control)
+        assert busy.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"x-amzn-ErrorType: ServiceUnavailableException\r\n" in busy, "AWS's shape"
         for sock in held[:3] + held[CAP2 : CAP2 + 3]:  # a few on each listener go away
             sock.close()
         wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 10, "a public slot")

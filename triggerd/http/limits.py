@@ -87,6 +87,23 @@ REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
 )
+# The control listener's (the AWS-compatible APIs'): AWS's error shape, so boto3 and the AWS
+# CLI name the error (and retry both: a 503, and RequestTimeoutException, are retryable).
+_AWS_BUSY_BODY = b'{"Type":"Service","message":"Service Unavailable"}'
+AWS_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"x-amzn-ErrorType: ServiceUnavailableException\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+    % (len(_AWS_BUSY_BODY), _AWS_BUSY_BODY)
+)
+#: The 408's error type and body on the control listener (here and for a late body).
+AWS_TIMEOUT_TYPE = "RequestTimeoutException"
+AWS_TIMEOUT_BODY = b'{"Type":"User","message":"Request Timeout"}'
+AWS_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+    b"x-amzn-ErrorType: RequestTimeoutException\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(AWS_TIMEOUT_BODY), AWS_TIMEOUT_BODY)
+)
 
 _NEW, _HEADERS, _REQUEST, _IDLE, _DRAINING = range(5)
 
@@ -117,10 +134,21 @@ class Listener:
     limits, the refusals and the count of open connections. `guard` is the protocol factory
     to give `loop.create_server`."""
 
-    def __init__(self, server: web.Server, limits: ListenerLimits, refusals: Refusals) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        limits: ListenerLimits,
+        refusals: Refusals,
+        *,
+        aws_errors: bool = False,
+    ) -> None:
         self.server = server
         self.limits = limits
         self.refusals = refusals
+        #: Answer the guard's own 503 and 408s in AWS's error shape (the control listener).
+        self.aws_errors = aws_errors
+        self.busy = AWS_BUSY if aws_errors else BUSY
+        self.request_timeout = AWS_REQUEST_TIMEOUT if aws_errors else REQUEST_TIMEOUT
         #: Connections admitted and not closed yet.
         self.open = 0
         #: Connections over the cap answered 503 and not closed yet (`BUSY_LINGERING`).
@@ -166,7 +194,7 @@ class ConnectionGuard(asyncio.Protocol):
         self._transport = transport
         listener = self._listener
         if listener.open >= listener.limits.max_connections:
-            transport.write(BUSY)
+            transport.write(listener.busy)
             listener.refusals.refuse(
                 "connection_limit", max_connections=listener.limits.max_connections
             )
@@ -228,6 +256,10 @@ class ConnectionGuard(asyncio.Protocol):
         return self._listener.limits
 
     @property
+    def aws_errors(self) -> bool:
+        return self._listener.aws_errors
+
+    @property
     def refusals(self) -> Refusals:
         return self._listener.refusals
 
@@ -264,7 +296,7 @@ class ConnectionGuard(asyncio.Protocol):
         if self._phase in (_NEW, _HEADERS):
             self._listener.refusals.refuse("header_timeout")
             if self._phase == _HEADERS:
-                transport.write(REQUEST_TIMEOUT)
+                transport.write(self._listener.request_timeout)
             transport.close()
             return
         unsent = transport.get_write_buffer_size()

@@ -352,7 +352,8 @@ async def serve(
         logger=ServerLog(logging.getLogger("triggerd.http.server"), refusals),
         lingering_time=LINGER_S,
     )
-    listener = Listener(server, limits, refusals)
+    # The control listener answers its own 503 and 408s in AWS's error shape.
+    listener = Listener(server, limits, refusals, aws_errors=name == "control")
     address, port = parse_listen(listen)
     context = (
         tls_context(settings.tls_cert_file, settings.tls_key_file)
