@@ -70,7 +70,8 @@ source = {{ type = "webhook", path = "/signed/bearer", auth = {{ type = "bearer"
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     daemon = Daemon(tmp_path_factory.mktemp("fuzz"), config(port))
-    daemon.start()
+    # The session's first daemon may build the Python runtimes' directory (boto3) first.
+    daemon.start(ready_timeout=60)
     try:
         yield port
         assert daemon.proc is not None and daemon.proc.poll() is None, daemon.stderr()

@@ -34,8 +34,9 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _limit_nofile(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+def _limit_nofile(limit: int | tuple[int, int]) -> None:
+    soft, hard = limit if isinstance(limit, tuple) else (limit, limit)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Daemon:
@@ -59,10 +60,11 @@ class Daemon:
     def start(
         self,
         ready_timeout: float = 20,
-        nofile: int | None = None,
+        nofile: int | tuple[int, int] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        """`nofile`: start with that RLIMIT_NOFILE (soft and hard), as a unit's LimitNOFILE;
+        """`nofile`: start with that RLIMIT_NOFILE (soft and hard, or a (soft, hard) pair), as
+        a unit's LimitNOFILE (LimitNOFILE=soft:hard);
         `env`: variables added to the daemon's environment."""
         self.runs += 1
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

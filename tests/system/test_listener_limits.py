@@ -87,6 +87,80 @@ def test_connections_over_the_cap_get_503_and_the_daemon_serves_once_others_clos
     assert "out of system resource" not in d.stderr()
 
 
+#: Each listener's cap when both run: 2 x 40 connections with the daemon's own descriptors
+#: exceed what one listener's reservation (open + one cap + headroom) raises a soft limit of
+#: 64 to.
+CAP2 = 40
+
+
+def two_listeners(port: int, control: int) -> str:
+    return config(port, CAP2).replace(
+        'control_listen = ""', f'control_listen = "127.0.0.1:{control}"'
+    )
+
+
+def half_sent(port: int) -> socket.socket:
+    sock = connect(port)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+    return sock
+
+
+def test_two_listeners_get_descriptors_for_both_caps_and_answer_503_when_full(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    port, control = free_port(), free_port()
+    d: Daemon = daemon_factory(two_listeners(port, control))
+    d.start(nofile=(64, 4096))  # LimitNOFILE=64:4096: the daemon raises the soft limit
+    assert d.proc is not None
+    limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+    [soft] = [int(line.split()[3]) for line in limits.splitlines() if "open files" in line]
+    assert soft >= 2 * CAP2 + 64, "room for both listeners' caps at once"
+    held: list[socket.socket] = []
+    try:
+        for address in (port, control):
+            held += [half_sent(address) for _ in range(CAP2)]
+        # Both caps full: a legitimate request is refused with 503, on either listener,
+        # never reset for want of a descriptor.
+        assert healthz(port).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        busy = healthz(control)
+        assert busy.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"x-amzn-ErrorType: ServiceUnavailableException\r\n" in busy, "AWS's shape"
+        for sock in held[:3] + held[CAP2 : CAP2 + 3]:  # a few on each listener go away
+            sock.close()
+        wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 10, "a public slot")
+        wait_for(lambda: healthz(control).startswith(b"HTTP/1.1 200 "), 10, "a control slot")
+    finally:
+        for sock in held:
+            sock.close()
+    assert d.terminate() == 0
+    refused = [e for e in d.events() if e.get("event") == "http.refused"]
+    assert {(e["listener"], e["reason"]) for e in refused} == {
+        ("public", "connection_limit"),
+        ("control", "connection_limit"),
+    }
+    assert not [e for e in d.events() if e.get("event") == "http.accept_failed"]
+    assert "Too many open files" not in d.stderr()
+
+
+def test_two_caps_that_cannot_fit_under_the_descriptor_limit_refuse_to_start(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    # One cap of 50 fits under 128 (the test above this one starts with it); two do not.
+    d: Daemon = daemon_factory(
+        two_listeners(free_port(), free_port()).replace(
+            f"http_max_connections = {CAP2}", f"http_max_connections = {CAP}"
+        )
+    )
+    with pytest.raises(AssertionError, match="daemon exited 7"):
+        d.start(nofile=NOFILE)
+    err = d.stderr()
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if "http_max_connections" in line]
+    assert line.startswith(
+        f"triggerd: daemon.http_max_connections = {CAP} on each of 2 listeners needs about "
+    )
+
+
 def test_a_cap_that_cannot_fit_under_the_descriptor_limit_refuses_to_start(
     tmp_path: Path, daemon_factory: Any
 ) -> None:

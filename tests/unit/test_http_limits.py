@@ -8,9 +8,11 @@ import asyncio
 import logging
 from typing import Any
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from triggerd.http import limits
 from triggerd.http.limits import BUSY, REQUEST_TIMEOUT, ConnectionGuard, Listener, ListenerLimits
 from triggerd.http.refusals import Refusals
 
@@ -20,9 +22,12 @@ LIMITS = ListenerLimits(header_timeout_s=0.05, idle_timeout_s=0.05, max_connecti
 class FakeTransport:
     """What the guard and aiohttp's protocol use of a stream transport."""
 
-    def __init__(self) -> None:
+    def __init__(self, half_close: bool = False) -> None:
         self.written = b""
         self.unsent = 0
+        #: Whether it can send a FIN (TCP; a TLS transport cannot).
+        self.half_close = half_close
+        self.eof_written = False
         self.closed = asyncio.get_running_loop().create_future()
         self.protocol: Any = None
 
@@ -39,6 +44,13 @@ class FakeTransport:
     def abort(self) -> None:
         if not self.closed.done():
             self.closed.set_result("abort")
+
+    def can_write_eof(self) -> bool:
+        return self.half_close
+
+    def write_eof(self) -> None:
+        assert self.half_close
+        self.eof_written = True
 
     def is_closing(self) -> bool:
         return self.closed.done()
@@ -60,13 +72,16 @@ async def _never(request: web.BaseRequest) -> web.StreamResponse:
 
 def listener() -> tuple[Listener, CollectorRegistry]:
     registry = CollectorRegistry()
-    counter = Counter("t_refused", "t", ["reason"], registry=registry)
+    counter = Counter("t_refused", "t", ["listener", "reason"], registry=registry)
     refusals = Refusals(counter, logging.getLogger("tests.limits"), "public")
     return Listener(web.Server(_never), LIMITS, refusals), registry
 
 
 def refused(registry: CollectorRegistry, reason: str) -> float:
-    return registry.get_sample_value("t_refused_total", {"reason": reason}) or 0.0
+    return (
+        registry.get_sample_value("t_refused_total", {"listener": "public", "reason": reason})
+        or 0.0
+    )
 
 
 def open_connection(lst: Listener) -> tuple[ConnectionGuard, FakeTransport]:
@@ -91,6 +106,33 @@ async def test_a_connection_over_the_cap_is_answered_503_and_closed_at_once() ->
     assert lst.open == 0
     _, third = open_connection(lst)
     assert not third.closed.done(), "a freed slot admits the next connection"
+
+
+async def test_a_503_over_the_cap_lingers_half_closed_so_the_client_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits, "BUSY_LINGER_S", 0.01)
+    lst, _ = listener()
+    open_connection(lst)
+    busy = [FakeTransport(half_close=True) for _ in range(limits.BUSY_LINGERING + 1)]
+    guards = []
+    for transport in busy:
+        guard = lst.guard()
+        transport.protocol = guard
+        guard.connection_made(transport)  # type: ignore[arg-type]
+        guards.append(guard)
+    lingering, last = busy[:-1], busy[-1]
+    assert all(t.written == BUSY and t.eof_written for t in lingering)
+    assert not any(t.closed.done() for t in lingering), "the request is read and dropped"
+    guards[0].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert lst.lingering == limits.BUSY_LINGERING
+    assert last.written == BUSY and not last.eof_written and last.closed.done(), (
+        "over the bound: closed at once"
+    )
+    assert await lingering[0].closed == "close"  # after BUSY_LINGER_S
+    for guard in guards:
+        guard.connection_lost(None)
+    assert lst.lingering == 0 and lst.open == 1
 
 
 async def test_a_late_head_gets_408_and_a_silent_connection_nothing() -> None:

@@ -23,13 +23,16 @@ class Clock:
 
 def make(clock: Clock) -> tuple[Refusals, CollectorRegistry, logging.Logger]:
     registry = CollectorRegistry()
-    counter = Counter("t_refused", "t", ["reason"], registry=registry)
+    counter = Counter("t_refused", "t", ["listener", "reason"], registry=registry)
     log = logging.getLogger("tests.refusals")
     return Refusals(counter, log, "public", interval_s=10, clock=clock), registry, log
 
 
 def count(registry: CollectorRegistry, reason: str) -> float:
-    return registry.get_sample_value("t_refused_total", {"reason": reason}) or 0.0
+    return (
+        registry.get_sample_value("t_refused_total", {"listener": "public", "reason": reason})
+        or 0.0
+    )
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

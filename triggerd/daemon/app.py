@@ -240,6 +240,7 @@ class Daemon:
             await self._build_triggers()
             await self._build_invoke_queues(state)
             d = self.config.daemon
+            self._reserve_descriptors(stack)
             if d.listen:
                 self.listen_address = await self._listen(
                     stack, d.listen, "listen", control=d.control_on_public
@@ -335,6 +336,21 @@ class Daemon:
         running = sum(1 for n in names if n in self.triggers and n not in self.trigger_problems)
         noun = "trigger" if running == 1 else "triggers"
         return f"{running} {noun} running, {len(paused)} paused, {failing} failing"
+
+    def _reserve_descriptors(self, stack: AsyncExitStack) -> None:
+        """One descriptor reservation for both listeners' connection caps, the local workers
+        that may still start (`max_workers` of each local function) and the outbound
+        connection pools (`max_connections` of each http or aws function)."""
+        from triggerd.http.server import reserve_descriptors
+
+        d = self.config.daemon
+        listeners = sum(1 for address in (d.listen, d.control_listen) if address)
+        if not listeners:
+            return
+        functions = list(self.config.function_map.values())
+        workers = sum(_int_attr(f, "max_workers") for f in functions)
+        outbound = sum(_int_attr(f, "max_connections") for f in functions)
+        reserve_descriptors(self, stack, listeners, workers, outbound)
 
     async def _listen(
         self,
@@ -723,3 +739,9 @@ class Daemon:
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)
         return rt
+
+
+def _int_attr(config: object, name: str) -> int:
+    """A backend config's size (`max_workers`, `max_connections`), 0 when it has none."""
+    value = getattr(config, name, 0)
+    return value if isinstance(value, int) else 0

@@ -19,7 +19,7 @@ import asyncio
 
 from aiohttp import HttpVersion11, web
 
-from triggerd.http.limits import ListenerLimits, guard_of
+from triggerd.http.limits import AWS_TIMEOUT_BODY, AWS_TIMEOUT_TYPE, ListenerLimits, guard_of
 from triggerd.http.refusals import mark_refused
 
 __all__ = ["MAX_BODY", "BadBody", "BodyTimeout", "BodyTooLarge", "read_body"]
@@ -37,8 +37,15 @@ class BodyTooLarge(Exception):
 class BodyTimeout(web.HTTPRequestTimeout):
     """408: the body did not arrive in time. aiohttp sends it; the connection is closed."""
 
-    def __init__(self) -> None:
-        super().__init__(text='{"message":"Request Timeout"}', content_type="application/json")
+    def __init__(self, *, aws: bool = False) -> None:
+        if aws:  # the control listener: AWS's error shape
+            super().__init__(
+                text=AWS_TIMEOUT_BODY.decode(),
+                content_type="application/json",
+                headers={"x-amzn-ErrorType": AWS_TIMEOUT_TYPE},
+            )
+        else:
+            super().__init__(text='{"message":"Request Timeout"}', content_type="application/json")
         self.force_close()
 
 
@@ -79,7 +86,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
                 deadline.reschedule(start + size / limits.body_min_bytes_per_s)
     except TimeoutError:
         mark_refused(request, "body_timeout")
-        raise BodyTimeout from None
+        raise BodyTimeout(aws=guard is not None and guard.aws_errors) from None
     except web.RequestPayloadError:
         mark_refused(request, "bad_body")
         raise BadBody from None

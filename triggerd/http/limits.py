@@ -26,9 +26,13 @@ Phases of a connection, each with its deadline:
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import math
 import os
 import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -39,6 +43,7 @@ from triggerd.http.refusals import Refusals
 
 __all__ = [
     "LINGER_S",
+    "AcceptErrors",
     "ConnectionGuard",
     "Listener",
     "ListenerLimits",
@@ -50,9 +55,24 @@ __all__ = [
 #: How long aiohttp keeps reading (and dropping) a body after the handler answered without
 #: reading it, so that closing does not reset the connection under the client's answer.
 LINGER_S = 5.0
-#: Descriptors the daemon needs beyond the ones open when a listener starts and its
-#: connections (workers' pipes, broker connections opened later, the state store's journal).
+#: Descriptors the daemon needs beyond the ones open when the listeners start, their
+#: connections and the workers it may still start: broker and AWS connections opened later,
+#: the state store's journal and WAL, destination files, the Runtime API's listening sockets
+#: of functions started later, an epoll or pidfd here and there.
 DESCRIPTOR_HEADROOM = 32
+#: Descriptors one local worker holds in the daemon: its Runtime API listening socket and the
+#: worker's connection to it, its stdout/stderr pipes, and a spare (an extension's pipe, a
+#: Telemetry API connection).
+WORKER_DESCRIPTORS = 6
+#: Connections over the cap that each listener keeps, at most, for `BUSY_LINGER_S` after its
+#: 503: the answer goes out, then a FIN, and what the client sent meanwhile is read and
+#: dropped, so that a client that sent its request before reading sees the 503 rather than a
+#: reset (closing with unread data resets the connection). Over that, closed at once.
+BUSY_LINGERING = 16
+BUSY_LINGER_S = 1.0
+#: Seconds between two log lines about accept() failing for want of descriptors.
+ACCEPT_LOG_INTERVAL_S = 10.0
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Written straight to the transport: these answers go out before aiohttp has a request to
 # answer (over the cap, aiohttp never sees the connection; a late head was never parsed).
@@ -66,6 +86,23 @@ _TIMEOUT_BODY = b'{"message":"Request Timeout"}'
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+# The control listener's (the AWS-compatible APIs'): AWS's error shape, so boto3 and the AWS
+# CLI name the error (and retry both: a 503, and RequestTimeoutException, are retryable).
+_AWS_BUSY_BODY = b'{"Type":"Service","message":"Service Unavailable"}'
+AWS_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"x-amzn-ErrorType: ServiceUnavailableException\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+    % (len(_AWS_BUSY_BODY), _AWS_BUSY_BODY)
+)
+#: The 408's error type and body on the control listener (here and for a late body).
+AWS_TIMEOUT_TYPE = "RequestTimeoutException"
+AWS_TIMEOUT_BODY = b'{"Type":"User","message":"Request Timeout"}'
+AWS_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+    b"x-amzn-ErrorType: RequestTimeoutException\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(AWS_TIMEOUT_BODY), AWS_TIMEOUT_BODY)
 )
 
 _NEW, _HEADERS, _REQUEST, _IDLE, _DRAINING = range(5)
@@ -97,12 +134,25 @@ class Listener:
     limits, the refusals and the count of open connections. `guard` is the protocol factory
     to give `loop.create_server`."""
 
-    def __init__(self, server: web.Server, limits: ListenerLimits, refusals: Refusals) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        limits: ListenerLimits,
+        refusals: Refusals,
+        *,
+        aws_errors: bool = False,
+    ) -> None:
         self.server = server
         self.limits = limits
         self.refusals = refusals
+        #: Answer the guard's own 503 and 408s in AWS's error shape (the control listener).
+        self.aws_errors = aws_errors
+        self.busy = AWS_BUSY if aws_errors else BUSY
+        self.request_timeout = AWS_REQUEST_TIMEOUT if aws_errors else REQUEST_TIMEOUT
         #: Connections admitted and not closed yet.
         self.open = 0
+        #: Connections over the cap answered 503 and not closed yet (`BUSY_LINGERING`).
+        self.lingering = 0
 
     def guard(self) -> ConnectionGuard:
         return ConnectionGuard(self)
@@ -115,6 +165,7 @@ class ConnectionGuard(asyncio.Protocol):
     __slots__ = (
         "_deadline",
         "_inner",
+        "_lingering",
         "_listener",
         "_loop",
         "_phase",
@@ -131,6 +182,7 @@ class ConnectionGuard(asyncio.Protocol):
         self._phase = _NEW
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._lingering = False
         #: Bytes of the last response still unsent when the idle deadline was last checked.
         self._unsent = math.inf
 
@@ -142,11 +194,17 @@ class ConnectionGuard(asyncio.Protocol):
         self._transport = transport
         listener = self._listener
         if listener.open >= listener.limits.max_connections:
-            transport.write(BUSY)
-            transport.close()
+            transport.write(listener.busy)
             listener.refusals.refuse(
                 "connection_limit", max_connections=listener.limits.max_connections
             )
+            if listener.lingering < BUSY_LINGERING and transport.can_write_eof():
+                listener.lingering += 1
+                self._lingering = True
+                transport.write_eof()  # data_received drops what comes until then
+                self._timer = self._loop.call_later(BUSY_LINGER_S, transport.close)
+            else:
+                transport.close()
             return
         listener.open += 1
         self._inner = inner = listener.server()
@@ -183,6 +241,9 @@ class ConnectionGuard(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._lingering:
+            self._lingering = False
+            self._listener.lingering -= 1
         inner, self._inner = self._inner, None
         if inner is not None:
             self._listener.open -= 1
@@ -193,6 +254,10 @@ class ConnectionGuard(asyncio.Protocol):
     @property
     def limits(self) -> ListenerLimits:
         return self._listener.limits
+
+    @property
+    def aws_errors(self) -> bool:
+        return self._listener.aws_errors
 
     @property
     def refusals(self) -> Refusals:
@@ -231,7 +296,7 @@ class ConnectionGuard(asyncio.Protocol):
         if self._phase in (_NEW, _HEADERS):
             self._listener.refusals.refuse("header_timeout")
             if self._phase == _HEADERS:
-                transport.write(REQUEST_TIMEOUT)
+                transport.write(self._listener.request_timeout)
             transport.close()
             return
         unsent = transport.get_write_buffer_size()
@@ -253,28 +318,101 @@ def guard_of(request: web.BaseRequest) -> ConnectionGuard | None:
     return protocol if isinstance(protocol, ConnectionGuard) else None
 
 
-def descriptors_needed(connections: int) -> int:
-    """File descriptors the process needs for `connections` more connections: those open
-    now, the connections, and some headroom."""
+def descriptors_needed(connections: int, workers: int = 0, outbound: int = 0) -> int:
+    """File descriptors the process needs for `connections` more connections (the sum of
+    every listener's cap), `workers` more local workers and `outbound` connections (the
+    http and aws backends' pools): those open now, all these, and some headroom."""
     try:
         open_now = len(os.listdir("/proc/self/fd"))
     except OSError:  # no procfs: assume a small daemon
         open_now = 64
-    return open_now + connections + DESCRIPTOR_HEADROOM
+    needed = open_now + connections + outbound + workers * WORKER_DESCRIPTORS
+    return needed + DESCRIPTOR_HEADROOM
 
 
-def ensure_descriptors(connections: int) -> str | None:
-    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so that `connections` more fit;
-    the problem, in one line, when the hard limit is too low."""
-    needed = descriptors_needed(connections)
+def listener_descriptors(max_connections: int) -> int:
+    """Descriptors one listener may hold: its cap and the 503s over it still lingering."""
+    return max_connections + BUSY_LINGERING
+
+
+def ensure_descriptors(
+    connections: int, listeners: int = 1, workers: int = 0, outbound: int = 0
+) -> str | None:
+    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so that `listeners` listeners of
+    `connections` each, `workers` more workers and `outbound` connections fit at once; the
+    problem, in one line, when the hard limit is too low. Called once for all the
+    listeners: each listener's own call would count the same free descriptors again."""
+    incoming = listener_descriptors(connections) * listeners
+    needed = descriptors_needed(incoming, workers, outbound)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or needed <= soft:
         return None
     if hard != resource.RLIM_INFINITY and needed > hard:
+        on = f" on each of {listeners} listeners" if listeners > 1 else ""
         return (
-            f"daemon.http_max_connections = {connections} needs about {needed} open files, "
+            f"daemon.http_max_connections = {connections}{on} needs about {needed} open files, "
             f"but the limit is {hard} (LimitNOFILE= in the unit, ulimit -n): raise the limit "
             "or lower http_max_connections"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     return None
+
+
+class AcceptErrors:
+    """The event loop's exception handler while the listeners run. If the process runs out
+    of descriptors anyway (something else took them), asyncio reports each failed accept()
+    through the loop's exception handler ("socket.accept() out of system resource", with a
+    traceback, many times a second): that becomes one ERROR line, `http.accept_failed`, at
+    most once per interval, with how many were left out. Every other error goes on to the
+    handler that was there before."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        interval_s: float = ACCEPT_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Put the handler on `loop`; returns the call that restores the previous one."""
+        previous = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            if self.handled(context):
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+        return lambda: loop.set_exception_handler(previous)
+
+    def handled(self, context: dict[str, object]) -> bool:
+        exc = context.get("exception")
+        if not isinstance(exc, OSError) or exc.errno not in _OUT_OF_DESCRIPTORS:
+            return False
+        if "accept" not in str(context.get("message", "")):
+            return False
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self._interval_s:
+            self._unlogged += 1
+            return True
+        self._logged_at = now
+        unlogged, self._unlogged = self._unlogged, 0
+        self._log.error(
+            "http.accept_failed",
+            extra={
+                "error": exc.strerror or str(exc),
+                "not_logged": unlogged,
+                "hint": "out of file descriptors: raise LimitNOFILE or lower "
+                "daemon.http_max_connections",
+            },
+        )
+        return True

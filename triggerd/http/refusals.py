@@ -1,5 +1,5 @@
 """Refused requests and connections on a listener: counted by reason in
-`triggerd_http_refused_total{reason}`, and logged as one structured line (`http.refused`)
+`triggerd_http_refused_total{listener,reason}`, and logged as one structured line (`http.refused`)
 at most once per interval and reason, with how many were not logged since the previous line.
 A flood of bad requests therefore costs a few lines a minute, never a line (or a traceback)
 per request.
@@ -80,7 +80,7 @@ class Refusals:
     def refuse(self, reason: str, **fields: object) -> None:
         """Count one refusal; log it unless this reason was logged less than an interval ago
         (then the next line says how many were left out)."""
-        self._counter.labels(reason).inc()
+        self._counter.labels(self._listener, reason).inc()
         now = self._clock()
         last = self._logged_at.get(reason)
         if last is not None and now - last < self._interval_s:

@@ -30,6 +30,7 @@ from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, ApiError, invoke_handler
 from triggerd.http.limits import (
     LINGER_S,
+    AcceptErrors,
     ConnectionGuard,
     Listener,
     ListenerLimits,
@@ -343,17 +344,29 @@ async def start_http(
     return await serve(make_dispatch(table, aws_api=control), host, stack, listen, name)
 
 
+def reserve_descriptors(
+    host: HttpHost, stack: AsyncExitStack, listeners: int, workers: int = 0, outbound: int = 0
+) -> None:
+    """Before the listeners start, once for all of them: raise the descriptor limit so that
+    every listener's connection cap, `workers` more local workers and `outbound` connections
+    of the backends' pools fit at once (refuse to start when they cannot), and turn
+    accept() failures for want of descriptors into one rate-limited line until `stack`
+    closes."""
+    problem = ensure_descriptors(host.settings.http_max_connections, listeners, workers, outbound)
+    if problem is not None:
+        raise OperatorError(problem, ExitCode.LISTEN_FAILED)
+    stack.callback(AcceptErrors(log).install(asyncio.get_running_loop()))
+
+
 async def serve(
     handler: HttpHandler, host: HttpHost, stack: AsyncExitStack, listen: str, name: str
 ) -> str:
     """One listener on `listen` for `handler` (a `make_dispatch` of some route table): every
     connection guarded by the [daemon] http_* limits (`limits.ConnectionGuard`), refusals
-    counted and logged as `name`'s; stopped when `stack` closes. Returns the bound address."""
+    counted and logged as `name`'s; stopped when `stack` closes. Returns the bound address.
+    The descriptors its connections need are `reserve_descriptors`'s, for all listeners."""
     settings = host.settings
     limits = ListenerLimits.from_settings(settings)
-    problem = ensure_descriptors(limits.max_connections)
-    if problem is not None:
-        raise OperatorError(problem, ExitCode.LISTEN_FAILED)
     refusals = Refusals(host.metrics.http_refused, log, name)
     loop = asyncio.get_running_loop()
     # No access log: a line per request at INFO would flood the journal under webhook load.
@@ -364,7 +377,8 @@ async def serve(
         logger=ServerLog(logging.getLogger("triggerd.http.server"), refusals),
         lingering_time=LINGER_S,
     )
-    listener = Listener(server, limits, refusals)
+    # The control listener answers its own 503 and 408s in AWS's error shape.
+    listener = Listener(server, limits, refusals, aws_errors=name == "control")
     address, port = parse_listen(listen)
     context = (
         tls_context(settings.tls_cert_file, settings.tls_key_file)

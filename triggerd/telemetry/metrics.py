@@ -304,8 +304,8 @@ class Metrics:
         )
         self.http_refused = Counter(
             "triggerd_http_refused",
-            "Requests and connections the listeners refused, by reason",
-            ["reason"],
+            "Requests and connections the listeners refused, by listener and reason",
+            ["listener", "reason"],
             registry=r,
         )
 
