@@ -410,7 +410,11 @@ async def test_list_functions_pages_with_max_items_and_marker(r: Running) -> Non
 
 async def refused_count(r: Running, reason: str) -> float:
     _, _, body = await fetch(r, "GET", r.control + "/metrics")
-    pattern = rb'triggerd_http_refused_total\{reason="' + reason.encode() + rb'"\} (\S+)'
+    pattern = (
+        rb'triggerd_http_refused_total\{listener="control",reason="'
+        + reason.encode()
+        + rb'"\} (\S+)'
+    )
     match = re.search(pattern, body)
     return float(match.group(1)) if match else 0.0
 

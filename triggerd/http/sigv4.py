@@ -75,7 +75,7 @@ class AuthError(Exception):
 
     @property
     def reason(self) -> str:
-        """The refusal's reason in `triggerd_http_refused_total{reason}`: `sigv4_` and the
+        """The refusal's reason in `triggerd_http_refused_total{listener,reason}`: `sigv4_` and the
         code in snake_case without `Exception` (`sigv4_invalid_signature`)."""
         words = re.findall(r"[A-Z][a-z0-9]*", self.code.removesuffix("Exception"))
         return "sigv4_" + "_".join(w.lower() for w in words)
