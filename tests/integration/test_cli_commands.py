@@ -403,3 +403,36 @@ def test_dlq_replay_shows_a_progress_bar_on_a_terminal(workdir: Path) -> None:
     code, out = on_terminal(workdir, "dlq", "replay", "--all")
     assert code == 0, out
     assert "replaying" in out and "1/1" in out
+
+
+def test_two_concurrent_replays_queue_each_entry_once(workdir: Path) -> None:
+    """Both replays plan before either writes (the window two `dlq replay --all` started
+    together share): the marker is checked again where the event is queued, so the second
+    one queues nothing."""
+    from triggerd.cli.dlq import Selection, carry_out, plan_replay
+    from triggerd.config.load import load_config
+    from triggerd.config.plugins import Registry
+
+    db = db_path(workdir)
+    asyncio.run(seed(db, [("inbox", time.time(), async_record(str(i))) for i in range(5)]))
+    cfg = load_config(workdir / "triggerd.toml", Registry.discover())
+    everything = Selection((), True, None, None)
+
+    async def both() -> tuple[int, int]:
+        first, second = SQLiteStateStore(str(db)), SQLiteStateStore(str(db))
+        await first.open()
+        await second.open()
+        try:
+            plans = [await plan_replay(cfg, s, everything, again=False) for s in (first, second)]
+            assert [len(p.todo) for p in plans] == [5, 5], "neither saw a marker when planning"
+            codes = await asyncio.gather(
+                carry_out(first, plans[0], again=False), carry_out(second, plans[1], again=False)
+            )
+            assert sum(len(p.skipped) for p in plans) == 5, "each entry skipped by one"
+            return codes[0], codes[1]
+        finally:
+            await first.close()
+            await second.close()
+
+    assert asyncio.run(both()) == (0, 0), "already replayed is not a failure"
+    assert asyncio.run(depth(db, "inbox")) == 5, "each entry queued once"
