@@ -8,7 +8,7 @@ degraded; the state store's own codes when the store cannot be read."""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
 from triggerd.types import ExitCode, OperatorError
 
-__all__ = ["daemon_url", "run_status"]
+__all__ = ["NOT_OUR_CERTIFICATE", "daemon_tls", "daemon_url", "run_status"]
 
 #: How long the daemon may take to answer (it is local; it should answer at once).
 DAEMON_TIMEOUT_S = 3.0
@@ -47,17 +47,45 @@ def daemon_url(cfg: ConfigBase) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
-    """For an https daemon: the system's trust store plus the daemon's own certificate
-    (often self-signed), so status verifies the server it talks to."""
+def daemon_tls(cfg: ConfigBase) -> Any:
+    """What aiohttp's `ssl=` gets to reach the daemon: True (plain http: unused), or the
+    daemon's own certificate pinned by its SHA-256 fingerprint.
+
+    The daemon is reached on an address (often loopback) that a production certificate
+    does not name (DNS:triggerd.example.com), so verifying the name would fail; the
+    certificate this config gives the daemon identifies it exactly instead. Raises
+    OperatorError when that file cannot be read."""
+    import aiohttp
+
     cert = cfg.daemon.tls_cert_file
     if not cert:
-        return None
-    context = ssl.create_default_context()
-    # Not readable by this user, or not a CA: the system store decides alone.
-    with contextlib.suppress(OSError, ssl.SSLError):
-        context.load_verify_locations(cafile=cert)
-    return context
+        return True
+    try:
+        with open(cert, encoding="ascii", errors="replace") as f:
+            pem = f.read()
+        end = pem.index(_PEM_END) + len(_PEM_END)
+        der = ssl.PEM_cert_to_DER_cert(pem[pem.index(_PEM_BEGIN) : end])
+    except OSError as exc:
+        raise OperatorError(
+            f"cannot read daemon.tls_cert_file {cert} to verify the daemon: {exc.strerror or exc}",
+            ExitCode.DAEMON_UNREACHABLE,
+        ) from None
+    except ValueError:
+        raise OperatorError(
+            f"daemon.tls_cert_file {cert} holds no PEM certificate",
+            ExitCode.CONFIG_INVALID,
+        ) from None
+    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
+
+
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+NOT_OUR_CERTIFICATE = (
+    "TLS: the server's certificate is not the one in daemon.tls_cert_file (another server "
+    "on that port, or a daemon not yet reloaded after the certificate changed)"
+)
 
 
 @dataclass
@@ -82,13 +110,20 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
         view.status = "no listen address: not checked"
         return view
     timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
-    connector = aiohttp.TCPConnector(ssl=tls_context(cfg) or True)
+    try:
+        connector = aiohttp.TCPConnector(ssl=daemon_tls(cfg))
+    except OperatorError as exc:
+        view.status, view.error = "not checked", str(exc)
+        return view
     try:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             async with session.get(f"{url}/readyz") as resp:
                 body = await resp.json(content_type=None)
             async with session.get(f"{url}/statusz") as resp:
                 lag = await resp.json(content_type=None) if resp.status == 200 else {}
+    except aiohttp.ServerFingerprintMismatch:
+        view.status, view.error = "not reachable", NOT_OUR_CERTIFICATE
+        return view
     except aiohttp.ClientSSLError as exc:
         view.status, view.error = "not reachable", f"TLS: {exc.__cause__ or exc}"
         return view
