@@ -184,6 +184,17 @@ def test_no_config_or_two_configs_is_one_line_and_exit_8(workdir: Path) -> None:
     assert "Traceback" not in none.stderr + two.stderr + missing.stderr + out.stderr
 
 
+def test_the_variable_is_only_a_default_below_the_named_config(workdir: Path) -> None:
+    elsewhere = workdir / "inbox"
+    cfg = str(workdir / "triggerd.toml")
+    broken = {"TRIGGERD_CONFIG": str(workdir / "missing.toml")}
+    for args in (["validate", cfg], ["validate", "-c", cfg], ["functions", "-c", cfg]):
+        out = cli(elsewhere, *args, env=broken)
+        assert out.returncode == 0, (args, out.stderr)
+    same = cli(workdir, "validate", "triggerd.toml", "-c", cfg)
+    assert same.returncode == 0, "two spellings of one file are one config"
+
+
 # ---- status without a daemon --------------------------------------------------------------
 
 
@@ -436,3 +447,35 @@ def test_two_concurrent_replays_queue_each_entry_once(workdir: Path) -> None:
 
     assert asyncio.run(both()) == (0, 0), "already replayed is not a failure"
     assert asyncio.run(depth(db, "inbox")) == 5, "each entry queued once"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as another user")
+def test_an_unreadable_config_is_one_line_and_exit_8() -> None:
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    # Under /tmp itself: pytest's tmp_path is in a directory only root may enter.
+    here = Path(tempfile.mkdtemp(prefix="triggerd-unreadable-"))
+    try:
+        here.chmod(0o755)
+        cfg = here / "triggerd.toml"
+        cfg.write_text('[daemon]\nlisten = ""\n')
+        cfg.chmod(0o600)
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        for args in (["validate", str(cfg)], ["status", "-c", str(cfg)], ["run", str(cfg)]):
+            out = subprocess.run(
+                [*as_nobody, sys.executable, "-m", "triggerd", *args],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            assert out.returncode == ExitCode.CONFIG_UNREADABLE, (args, out.stderr)
+            assert out.stderr == (
+                f"triggerd: cannot read the config file {cfg}: Permission denied\n"
+            ), args
+    finally:
+        shutil.rmtree(here)
