@@ -76,6 +76,39 @@ source = { type = "directory", path = "missing-dir" }
     assert skipped.returncode == 0, skipped.stderr
 
 
+def test_validate_refuses_what_run_cannot_use_a_bad_certificate_and_work_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "not-a-cert.pem").write_text("hello\n")
+    (tmp_path / "a-file").write_text("")
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        """
+[daemon]
+listen = ""
+tls_cert_file = "not-a-cert.pem"
+work_dir = "a-file"
+
+[functions.f]
+handler = "app.handler"
+code = "fn"
+"""
+    )
+    out = validate(tmp_path, str(cfg))
+    assert out.returncode == ExitCode.CONFIG_INVALID, out.stderr
+    lines = out.stderr.splitlines()
+    assert f"{cfg}: daemon.work_dir: {tmp_path}/a-file is not a directory" in lines, lines
+    assert any(
+        line.startswith(
+            f"{cfg}: daemon.tls_cert_file: {tmp_path}/not-a-cert.pem cannot be loaded as a PEM "
+            "certificate and key: "
+        )
+        for line in lines
+    ), lines
+    assert len(lines) == 2, lines
+
+
 def connect_config(tmp_path: Path, *sources: tuple[str, str]) -> Path:
     (tmp_path / "fn").mkdir(exist_ok=True)
     text = '[daemon]\nlisten = ""\n\n[functions.f]\nhandler = "app.handler"\ncode = "fn"\n'

@@ -6,6 +6,8 @@ fields (types.py), so a plugin's paths are checked without the CLI knowing the p
 from __future__ import annotations
 
 import os
+import re
+import ssl
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -30,6 +32,7 @@ def path_problems(cfg: ConfigBase, *, state: bool = True) -> list[str]:
         _walk(fn, f"functions.{name}", problems)
     for i, trig in enumerate(cfg.trigger_list):
         _walk(trig, f"triggers.{i}", problems)
+    problems += tls_problems(cfg)
     if not state:
         return problems
     try:
@@ -104,6 +107,37 @@ def _check(kind: str, path: str, where: str) -> list[str]:
             return [f"{where}: {path} is not a directory or a .zip file"]
     elif kind == "writable":
         return _writable(p, where)
+    elif kind == "writable_dir":
+        return _writable_dir(p, where)
+    return []
+
+
+def _writable_dir(p: Path, where: str) -> list[str]:
+    if p.exists():
+        if not p.is_dir():
+            return [f"{where}: {p} is not a directory"]
+        if not os.access(p, os.W_OK | os.X_OK):
+            return [f"{where}: {p} cannot be written (permissions)"]
+        return []
+    return _writable(p, where)
+
+
+def tls_problems(cfg: ConfigBase) -> list[str]:
+    """The certificate and key load as the listeners will load them (a file that exists
+    but holds no certificate, a key that does not match, a passphrase-protected key)."""
+    cert, key = cfg.daemon.tls_cert_file, cfg.daemon.tls_key_file
+    if not cert or not os.access(cert, os.R_OK) or (key and not os.access(key, os.R_OK)):
+        return []  # missing or unreadable: the path checks said so
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password callback that gives none: an encrypted key fails here instead of
+        # prompting on the terminal.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        where = "daemon.tls_cert_file" if key is None else "daemon.tls_cert_file/tls_key_file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", reason)  # where in CPython: not for people
+        return [f"{where}: {cert} cannot be loaded as a PEM certificate and key: {reason}"]
     return []
 
 
