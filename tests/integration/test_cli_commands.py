@@ -253,6 +253,18 @@ def test_status_lists_triggers_and_invoke_queues_read_only_and_exits_9_without_d
 # ---- dlq ---------------------------------------------------------------------------------
 
 
+def test_dlq_refuses_an_empty_store_file_and_leaves_it_empty(workdir: Path) -> None:
+    db = db_path(workdir)
+    db.touch()
+    for command in (["dlq", "list"], ["dlq", "replay", "--all"], ["dlq", "purge", "--all"]):
+        out = cli(workdir, *command)
+        assert out.returncode == ExitCode.STATE_MISSING, (command, out.stderr)
+        assert out.stderr == (
+            f"triggerd: the state store {db} holds no triggerd state (empty, or another database)\n"
+        ), command
+    assert db.stat().st_size == 0, "no schema created"
+
+
 def test_dlq_list_says_when_it_is_empty(workdir: Path) -> None:
     asyncio.run(seed(db_path(workdir), []))
     out = cli(workdir, "dlq", "list")

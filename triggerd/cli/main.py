@@ -460,6 +460,14 @@ def _with_store(
             err=True,
         )
         sys.exit(ExitCode.STATE_MISSING)
+    if must_exist and path != MEMORY_PATH:
+        from triggerd.cli.readstate import require_store
+
+        try:
+            require_store(path)  # before the store's open() would create the schema
+        except OperatorError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            sys.exit(exc.exit_code)
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
