@@ -198,14 +198,21 @@ def test_the_variable_is_only_a_default_below_the_named_config(workdir: Path) ->
 # ---- status without a daemon --------------------------------------------------------------
 
 
-def test_status_on_a_missing_store_creates_nothing(workdir: Path) -> None:
+def test_status_on_a_missing_store_creates_nothing_and_still_asks_the_daemon(
+    workdir: Path,
+) -> None:
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
-    out = cli(workdir, "status")
-    assert out.returncode == ExitCode.STATE_MISSING
+    out = cli(workdir, "status", "-o", "json")
+    assert out.returncode == ExitCode.DAEMON_UNREACHABLE, "the daemon's state comes first"
     assert out.stderr == (
         f"triggerd: the state store {workdir}/state/state.db does not exist (the daemon has "
-        "not run with this config, or daemon.state names another file)\n"
+        "not run with this config, or daemon.state names another file) (queued and dlq "
+        "unknown)\n"
     )
+    doc = json.loads(out.stdout)
+    assert doc["daemon"]["status"] == "not reachable"
+    assert doc["state_store_error"] is not None
+    assert {(r["queued"], r["dlq"]) for r in doc["triggers"]} == {(None, None)}
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
     for command in (["dlq", "list"], ["dlq", "replay", "--all"], ["dlq", "purge", "--all"]):
         assert cli(workdir, *command).returncode == ExitCode.STATE_MISSING, command
@@ -248,6 +255,17 @@ def test_status_lists_triggers_and_invoke_queues_read_only_and_exits_9_without_d
     assert any(line.split()[:1] == ["invoke-api:recorder"] for line in lines)
     assert "daemon at http://127.0.0.1:" in table.stdout and "not reachable" in table.stdout
     assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == files, "nothing written"
+
+
+def test_status_without_a_control_listener_says_so(workdir: Path) -> None:
+    cfg = workdir / "triggerd.toml"
+    cfg.write_text(cfg.read_text().replace("control_on_public = true", ""))
+    asyncio.run(seed(db_path(workdir), []))
+    out = cli(workdir, "status")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == (
+        "daemon: no control listener configured (control_listen is empty): not asked"
+    )
 
 
 # ---- dlq ---------------------------------------------------------------------------------

@@ -84,6 +84,28 @@ def test_status_follows_tls_and_exits_0_when_every_trigger_runs(
     rows = {r["trigger"]: r for r in doc["triggers"]}
     assert rows["inbox"]["state"] == "running"
     assert rows["invoke-api:recorder"]["queued"] == 0
+
+    # A store status cannot read: the daemon is still asked; queued and dlq are unknown.
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text(
+        d.config.read_text().replace("sqlite:///state/state.db", "sqlite:///gone/state.db")
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(elsewhere), "-o", "json"],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == ExitCode.STATE_MISSING, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["daemon"]["status"] == "ready"
+    rows = {r["trigger"]: r for r in doc["triggers"]}
+    assert (rows["inbox"]["state"], rows["inbox"]["queued"], rows["inbox"]["dlq"]) == (
+        "running",
+        None,
+        None,
+    )
     assert d.terminate() == 0
 
 

@@ -500,7 +500,7 @@ def status(config_path: str | None, output: str) -> None:
     """Triggers and Invoke API async queues with their queue depth and dead-lettered
     records (the state store is only read), the daemon's readiness per trigger, and the lag
     of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
-    is failing; 3-6 when the state store cannot be read."""
+    is failing; else 3-6 when the state store cannot be read (the daemon is asked anyway)."""
     registry = Registry.discover()
     cfg = _load(resolve_config(None, config_path), registry)
     sys.exit(_run_async(run_status(cfg, registry, output)))

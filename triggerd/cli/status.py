@@ -4,7 +4,8 @@ lag of partitioned sources (asked of the running daemon, over TLS when it serves
 
 Exit status: 0 when the daemon answers and every trigger runs; DAEMON_UNREACHABLE when it
 does not answer; TRIGGER_FAILING when it answers and a trigger (or the state store) is
-degraded; the state store's own codes when the store cannot be read."""
+degraded; else the state store's own codes when the store cannot be read (the daemon is
+asked all the same, and queued/dlq show as unknown)."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     url = daemon_url(cfg)
     view = DaemonView(url)
     if url is None:
-        view.status = "no listen address: not checked"
+        view.status = "no control listener configured (control_listen is empty): not asked"
         return view
     timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
     try:
@@ -160,9 +161,16 @@ def _trigger_state(
     return str(info.get("status", "?")), "; ".join(str(r) for r in reasons)
 
 
-def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[str, Any]]:
+def _rows(cfg: ConfigBase, snap: StoreSnapshot | None, view: DaemonView) -> list[dict[str, Any]]:
+    """One row per trigger and async queue; queued and dlq are None (unknown) when the
+    store could not be read."""
     from triggerd.http.invoke_api import queue_name
 
+    if snap is None:
+        snap = StoreSnapshot("", {}, {})
+        unknown = True
+    else:
+        unknown = False
     rows = []
     for i, trig in enumerate(cfg.trigger_list):
         name = cfg.trigger_name(i)
@@ -173,8 +181,8 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[s
                 "source": str(getattr(trig.source_config, "type", "?")),
                 "function": trig.function,
                 "state": state,
-                "queued": snap.queued.get(name, 0),
-                "dlq": snap.dead.get(name, 0),
+                "queued": None if unknown else snap.queued.get(name, 0),
+                "dlq": None if unknown else snap.dead.get(name, 0),
                 "reasons": reasons,
             }
         )
@@ -188,8 +196,8 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[s
                 "source": "invoke (Event)",
                 "function": function,
                 "state": "",
-                "queued": snap.queued.get(queue, 0),
-                "dlq": snap.dead.get(queue, 0),
+                "queued": None if unknown else snap.queued.get(queue, 0),
+                "dlq": None if unknown else snap.dead.get(queue, 0),
                 "reasons": "",
             }
         )
@@ -204,6 +212,12 @@ def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) ->
     ):
         return int(ExitCode.TRIGGER_FAILING)
     return 0
+
+
+def _store_path(cfg: ConfigBase) -> str:
+    from triggerd.state.factory import sqlite_path
+
+    return sqlite_path(cfg.daemon.state)
 
 
 def lag_rows(lag: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -235,16 +249,22 @@ def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> N
 
 
 async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
+    """Exit status: the daemon's first (unreachable 9, a trigger failing 10), then the
+    store's (3-6) when it could not be read; the daemon is asked either way."""
+    snap: StoreSnapshot | None = None
+    store_error: OperatorError | None = None
     try:
         snap = await read_snapshot(cfg.daemon.state)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        click.echo(f"triggerd: {exc} (queued and dlq unknown)", err=True)
+        store_error = exc
     view = await ask_daemon(cfg)
     rows = _rows(cfg, snap, view)
     sources = await status_lines(cfg, registry)
     partitions, rebalances = lag_rows(view.lag)
     code = _exit_code(cfg, view, rows)
+    if code == 0 and store_error is not None:
+        code = int(store_error.exit_code)
     if output == "json":
         emit(
             "json",
@@ -252,7 +272,8 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
             rows=[],
             empty="",
             records={
-                "state_store": snap.path,
+                "state_store": snap.path if snap is not None else _store_path(cfg),
+                "state_store_error": None if store_error is None else str(store_error),
                 "daemon": {"url": view.url, "status": view.status, "error": view.error},
                 "triggers": rows,
                 "sources": sources,
@@ -272,7 +293,7 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     for line in sources:
         click.echo(line)
     print_lag(partitions, rebalances)
-    where = view.url or "daemon"
+    where = f"daemon at {view.url}" if view.url else "daemon"
     detail = f" ({view.error})" if view.error else ""
-    click.echo(f"daemon at {where}: {view.status}{detail}")
+    click.echo(f"{where}: {view.status}{detail}")
     return code
