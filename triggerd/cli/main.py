@@ -28,7 +28,7 @@ from triggerd.cli.options import (
     resolve_config,
 )
 from triggerd.cli.output import emit, output_option
-from triggerd.cli.paths import path_problems
+from triggerd.cli.paths import path_problems, raw_path_problems
 from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
 from triggerd.cli.status import run_status
 from triggerd.config.load import json_schema, load_config
@@ -59,7 +59,9 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(coro))
 
 
-def _load(path: str, registry: Registry) -> ConfigBase:
+def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = None) -> ConfigBase:
+    """The config, or exit 2 with one line per problem (and those `also` finds in the
+    invalid file: validate's paths) or exit 8 when the file cannot be read."""
     try:
         with open(path, "rb") as f:
             f.read().decode("utf-8")
@@ -73,7 +75,10 @@ def _load(path: str, registry: Registry) -> ConfigBase:
     try:
         return load_config(path, registry)
     except ConfigError as exc:
-        for problem in exc.problems:
+        problems = list(exc.problems)
+        if also is not None:
+            problems += [p for p in also() if p not in problems]
+        for problem in problems:
             click.echo(f"{path}: {problem}", err=True)
         sys.exit(2)
 
@@ -224,7 +229,8 @@ def validate(
         raise click.UsageError("--timeout applies to --connect only")
     registry = Registry.discover()
     path = resolve_config(config, config_path)
-    cfg = _load(path, registry)
+    # Invalid fields hide no path problem: the file's paths are checked all the same.
+    cfg = _load(path, registry, None if skip_paths else lambda: raw_path_problems(path, registry))
     problems = missing_extras(cfg)
     if not skip_paths:
         problems += path_problems(cfg)
