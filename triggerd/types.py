@@ -581,8 +581,8 @@ class ExitCode(enum.IntEnum):
     DAEMON_UNREACHABLE = 9
     #: `triggerd status`: the daemon answers, and a trigger (or its state store) is failing.
     TRIGGER_FAILING = 10
-    #: `triggerd validate --connect`: a source's server does not answer or refuses the
-    #: credentials.
+    #: `triggerd validate --connect`: a source's server does not answer or cannot be reached
+    #: (a refused login or a missing queue is a config problem: CONFIG_INVALID).
     SOURCE_UNREACHABLE = 11
 
 

@@ -312,6 +312,12 @@ def test_dlq_list_table_and_json(workdir: Path) -> None:
         str(ids[0]), "2023-11-14T22:13:20Z", "inbox", "recorder", "RetriesExhausted", "file", "-"
     ]  # fmt: skip
     assert len(table) == 2
+    newest = cli(workdir, "dlq", "list", "-n", "1", "-o", "json")
+    assert [e["id"] for e in json.loads(newest.stdout)] == [ids[1]]
+    assert newest.stderr == "triggerd: showing the newest 1 of 2 entries (-n to see more)\n"
+    for bad in ("0", "-1"):
+        out = cli(workdir, "dlq", "list", "-n", bad)
+        assert out.returncode == 2 and "Invalid value for '--limit' / '-n'" in out.stderr, bad
 
 
 def test_dlq_replay_puts_each_entry_back_once_unless_asked_again(workdir: Path) -> None:
@@ -378,6 +384,10 @@ def test_dlq_purge_asks_on_a_terminal_and_needs_yes_elsewhere(workdir: Path) -> 
     code, out = on_terminal(workdir, "dlq", "purge", str(ids[0]), answer=b"y\n")
     assert code == 0 and "deleted 1 DLQ entries" in out
     assert count() == 2
+    unknown = cli(workdir, "dlq", "purge", "999", "--yes")
+    assert unknown.returncode == 1, "as replay of an entry that does not exist"
+    assert unknown.stderr == "triggerd: skipped DLQ entry 999: no such entry\n"
+    assert count() == 2
     yes = cli(workdir, "dlq", "purge", "--trigger", "inbox", "--yes")
     assert yes.returncode == 0 and "deleted 2 DLQ entries" in yes.stdout
     assert cli(workdir, "dlq", "list").stdout == "no dead-letter records\n"
@@ -405,6 +415,7 @@ def test_invoke_on_a_terminal_uses_an_empty_event_and_says_so(workdir: Path) -> 
     assert json.loads((workdir / "calls.jsonl").read_text().splitlines()[1])["event"] == {
         "from": "pipe"
     }
+    assert not (workdir / ".triggerd-invoke").exists(), "nothing left in the current directory"
     missing = cli(workdir, "invoke", "recorder", "--event", "nope.json")
     assert missing.returncode == 2
     assert (

@@ -81,6 +81,7 @@ def test_status_follows_tls_and_exits_0_when_every_trigger_runs(
     code, doc = status(d)
     assert code == 0, doc
     assert doc["daemon"] == {"url": f"https://127.0.0.1:{port}", "status": "ready", "error": None}
+    assert f"listening on https://127.0.0.1:{port}" in d.stdout_path.read_text()
     rows = {r["trigger"]: r for r in doc["triggers"]}
     assert rows["inbox"]["state"] == "running"
     assert rows["invoke-api:recorder"]["queued"] == 0

@@ -92,7 +92,13 @@ async def replayed_markers(store: StateStore) -> dict[int, str]:
 
 
 async def list_entries(store: StateStore, sel: Selection, limit: int, output: str) -> int:
-    entries = (await sel.entries(store))[::-1][:limit]  # newest first
+    found = (await sel.entries(store))[::-1]  # newest first
+    entries = found[:limit]
+    if len(found) > limit:
+        click.echo(
+            f"triggerd: showing the newest {limit} of {len(found)} entries (-n to see more)",
+            err=True,
+        )
     marks = await replayed_markers(store)
     columns = ["id", "created", "trigger", "function", "condition", "destination", "replayed"]
     rows = [
@@ -225,10 +231,16 @@ async def _replay_one(store: StateStore, entry: DlqEntry, payload: bytes, *, aga
 
 
 async def purge(store: StateStore, sel: Selection, *, yes: bool) -> int:
+    """Exit 0; 1 when an entry ID named does not exist (as replay) or the prompt is
+    declined; 2 without --yes off a terminal."""
     entries = await sel.entries(store)
+    missing = sorted(set(sel.ids) - {e.id for e in entries})
+    for entry_id in missing:
+        click.echo(f"triggerd: skipped DLQ entry {entry_id}: no such entry", err=True)
     if not entries:
-        click.echo("no dead-letter records")
-        return 0
+        if not missing:
+            click.echo("no dead-letter records")
+        return 1 if missing else 0
     if not yes:
         if not sys.stdin.isatty():
             click.echo(
@@ -247,7 +259,7 @@ async def purge(store: StateStore, sel: Selection, *, yes: bool) -> int:
             return 1
     await _delete(store, [e.id for e in entries])
     click.echo(f"deleted {len(entries)} DLQ entries")
-    return 0
+    return 1 if missing else 0
 
 
 async def _delete(store: StateStore, ids: Sequence[int]) -> None:

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -131,9 +133,10 @@ def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) ->
         src = getattr(trig.source_config, "type", "?")
         state = "" if trig.enabled else " (disabled)"
         lines.append(f"  trigger {cfg.trigger_name(i)}: {src} -> {trig.function}{state}")
-    lines.append(f"  listening on http://{listen}" if listen else "  public listener disabled")
+    scheme = "https" if cfg.daemon.tls_cert_file else "http"
+    lines.append(f"  listening on {scheme}://{listen}" if listen else "  public listener disabled")
     lines.append(
-        f"  control endpoints on http://{control}" if control else "  control listener disabled"
+        f"  control endpoints on {scheme}://{control}" if control else "  control listener disabled"
     )
     return "\n".join(lines)
 
@@ -237,6 +240,9 @@ def validate(
     problems += asyncio.run(check_functions(cfg, registry))
     unreachable: list[str] = []
     if connect:
+        # The clients' own log lines (aiormq's "error when creating transport") would reach
+        # stderr through logging's last-resort handler; each trigger's line says it instead.
+        logging.getLogger().addHandler(logging.NullHandler())
         timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
         report = asyncio.run(connect_sources(cfg, registry, timeout))
         for line in report.lines:
@@ -350,14 +356,25 @@ def _event_bytes(event: str | None) -> bytes:
 
 
 async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: bytes) -> int:
+    if cfg.daemon.work_dir:
+        return await _invoke_in(cfg, registry, function, payload, Path(cfg.daemon.work_dir))
+    # No work_dir: a scratch directory of our own, removed afterwards (never the cwd).
+    scratch = await asyncio.to_thread(tempfile.mkdtemp, prefix="triggerd-invoke-")
+    try:
+        return await _invoke_in(cfg, registry, function, payload, Path(scratch))
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+
+
+async def _invoke_in(
+    cfg: ConfigBase, registry: Registry, function: str, payload: bytes, work_dir: Path
+) -> int:
     from triggerd.daemon.app import Daemon
 
     fcfg = cfg.function_map[function]
     plugin = registry.backend(getattr(fcfg, "backend", "local"))
     ctx = dataclasses.replace(
-        Daemon(cfg, registry).context(function),
-        work_dir=str(Path(cfg.daemon.work_dir or ".triggerd-invoke") / function),
-        metrics=None,
+        Daemon(cfg, registry).context(function), work_dir=str(work_dir / function), metrics=None
     )
     backend = plugin.create(fcfg, ctx)
     try:
