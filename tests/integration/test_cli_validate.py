@@ -158,6 +158,21 @@ def test_connect_reports_each_trigger_and_exits_11_when_one_is_unreachable(
     assert useless.returncode == 2 and "--timeout applies to --connect only" in useless.stderr
 
 
+def test_connect_prints_only_its_own_lines_when_a_broker_refuses(tmp_path: Path) -> None:
+    closed = free_port()
+    cfg = connect_config(
+        tmp_path,
+        (
+            "rabbit",
+            f'{{ type = "rabbitmq", url = "amqp://guest:guest@127.0.0.1:{closed}/", queue = "q" }}',
+        ),
+    )
+    out = validate(tmp_path, str(cfg), "--connect", "--timeout", "5")
+    assert out.returncode == ExitCode.SOURCE_UNREACHABLE, out.stderr
+    [line] = out.stderr.splitlines()  # no client library's log line beside it
+    assert line.startswith(f"{cfg}: trigger 'rabbit' (rabbitmq): not reachable: "), line
+
+
 def test_connect_names_what_the_servers_refuse(
     tmp_path: Path, rabbitmq_url: str, moto_server: str, kafka_broker: object
 ) -> None:
