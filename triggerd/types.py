@@ -94,9 +94,10 @@ class PathCheck:
     """Metadata on a config path saying what `triggerd validate` checks on this machine:
     "file" a readable file, "dir" a directory, "code" a directory or a .zip file, "writable"
     a file that can be created or appended to (it, or the nearest existing directory above
-    it, is writable)."""
+    it, is writable), "writable_dir" a directory the daemon creates or writes in (it, or
+    the nearest existing directory above it, is a writable directory)."""
 
-    kind: Literal["file", "dir", "code", "writable"]
+    kind: Literal["file", "dir", "code", "writable", "writable_dir"]
 
 
 #: Config paths that must exist when the daemon starts, or that it must be able to write.
@@ -104,6 +105,7 @@ InputFile = Annotated[str, AfterValidator(resolve_config_path), PathCheck("file"
 InputDir = Annotated[str, AfterValidator(resolve_config_path), PathCheck("dir")]
 CodePath = Annotated[str, AfterValidator(resolve_config_path), PathCheck("code")]
 OutputFile = Annotated[str, AfterValidator(resolve_config_path), PathCheck("writable")]
+OutputDir = Annotated[str, AfterValidator(resolve_config_path), PathCheck("writable_dir")]
 
 
 class SourceConfig(Model):
@@ -634,8 +636,8 @@ class ExitCode(enum.IntEnum):
     DAEMON_UNREACHABLE = 9
     #: `triggerd status`: the daemon answers, and a trigger (or its state store) is failing.
     TRIGGER_FAILING = 10
-    #: `triggerd validate --connect`: a source's server does not answer or refuses the
-    #: credentials.
+    #: `triggerd validate --connect`: a source's server does not answer or cannot be reached
+    #: (a refused login or a missing queue is a config problem: CONFIG_INVALID).
     SOURCE_UNREACHABLE = 11
 
 

@@ -184,17 +184,35 @@ def test_no_config_or_two_configs_is_one_line_and_exit_8(workdir: Path) -> None:
     assert "Traceback" not in none.stderr + two.stderr + missing.stderr + out.stderr
 
 
+def test_the_variable_is_only_a_default_below_the_named_config(workdir: Path) -> None:
+    elsewhere = workdir / "inbox"
+    cfg = str(workdir / "triggerd.toml")
+    broken = {"TRIGGERD_CONFIG": str(workdir / "missing.toml")}
+    for args in (["validate", cfg], ["validate", "-c", cfg], ["functions", "-c", cfg]):
+        out = cli(elsewhere, *args, env=broken)
+        assert out.returncode == 0, (args, out.stderr)
+    same = cli(workdir, "validate", "triggerd.toml", "-c", cfg)
+    assert same.returncode == 0, "two spellings of one file are one config"
+
+
 # ---- status without a daemon --------------------------------------------------------------
 
 
-def test_status_on_a_missing_store_creates_nothing(workdir: Path) -> None:
+def test_status_on_a_missing_store_creates_nothing_and_still_asks_the_daemon(
+    workdir: Path,
+) -> None:
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
-    out = cli(workdir, "status")
-    assert out.returncode == ExitCode.STATE_MISSING
+    out = cli(workdir, "status", "-o", "json")
+    assert out.returncode == ExitCode.DAEMON_UNREACHABLE, "the daemon's state comes first"
     assert out.stderr == (
         f"triggerd: the state store {workdir}/state/state.db does not exist (the daemon has "
-        "not run with this config, or daemon.state names another file)\n"
+        "not run with this config, or daemon.state names another file) (queued and dlq "
+        "unknown)\n"
     )
+    doc = json.loads(out.stdout)
+    assert doc["daemon"]["status"] == "not reachable"
+    assert doc["state_store_error"] is not None
+    assert {(r["queued"], r["dlq"]) for r in doc["triggers"]} == {(None, None)}
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
     for command in (["dlq", "list"], ["dlq", "replay", "--all"], ["dlq", "purge", "--all"]):
         assert cli(workdir, *command).returncode == ExitCode.STATE_MISSING, command
@@ -239,7 +257,30 @@ def test_status_lists_triggers_and_invoke_queues_read_only_and_exits_9_without_d
     assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == files, "nothing written"
 
 
+def test_status_without_a_control_listener_says_so(workdir: Path) -> None:
+    cfg = workdir / "triggerd.toml"
+    cfg.write_text(cfg.read_text().replace("control_on_public = true", ""))
+    asyncio.run(seed(db_path(workdir), []))
+    out = cli(workdir, "status")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == (
+        "daemon: no control listener configured (control_listen is empty): not asked"
+    )
+
+
 # ---- dlq ---------------------------------------------------------------------------------
+
+
+def test_dlq_refuses_an_empty_store_file_and_leaves_it_empty(workdir: Path) -> None:
+    db = db_path(workdir)
+    db.touch()
+    for command in (["dlq", "list"], ["dlq", "replay", "--all"], ["dlq", "purge", "--all"]):
+        out = cli(workdir, *command)
+        assert out.returncode == ExitCode.STATE_MISSING, (command, out.stderr)
+        assert out.stderr == (
+            f"triggerd: the state store {db} holds no triggerd state (empty, or another database)\n"
+        ), command
+    assert db.stat().st_size == 0, "no schema created"
 
 
 def test_dlq_list_says_when_it_is_empty(workdir: Path) -> None:
@@ -271,6 +312,12 @@ def test_dlq_list_table_and_json(workdir: Path) -> None:
         str(ids[0]), "2023-11-14T22:13:20Z", "inbox", "recorder", "RetriesExhausted", "file", "-"
     ]  # fmt: skip
     assert len(table) == 2
+    newest = cli(workdir, "dlq", "list", "-n", "1", "-o", "json")
+    assert [e["id"] for e in json.loads(newest.stdout)] == [ids[1]]
+    assert newest.stderr == "triggerd: showing the newest 1 of 2 entries (-n to see more)\n"
+    for bad in ("0", "-1"):
+        out = cli(workdir, "dlq", "list", "-n", bad)
+        assert out.returncode == 2 and "Invalid value for '--limit' / '-n'" in out.stderr, bad
 
 
 def test_dlq_replay_puts_each_entry_back_once_unless_asked_again(workdir: Path) -> None:
@@ -337,6 +384,10 @@ def test_dlq_purge_asks_on_a_terminal_and_needs_yes_elsewhere(workdir: Path) -> 
     code, out = on_terminal(workdir, "dlq", "purge", str(ids[0]), answer=b"y\n")
     assert code == 0 and "deleted 1 DLQ entries" in out
     assert count() == 2
+    unknown = cli(workdir, "dlq", "purge", "999", "--yes")
+    assert unknown.returncode == 1, "as replay of an entry that does not exist"
+    assert unknown.stderr == "triggerd: skipped DLQ entry 999: no such entry\n"
+    assert count() == 2
     yes = cli(workdir, "dlq", "purge", "--trigger", "inbox", "--yes")
     assert yes.returncode == 0 and "deleted 2 DLQ entries" in yes.stdout
     assert cli(workdir, "dlq", "list").stdout == "no dead-letter records\n"
@@ -364,6 +415,7 @@ def test_invoke_on_a_terminal_uses_an_empty_event_and_says_so(workdir: Path) -> 
     assert json.loads((workdir / "calls.jsonl").read_text().splitlines()[1])["event"] == {
         "from": "pipe"
     }
+    assert not (workdir / ".triggerd-invoke").exists(), "nothing left in the current directory"
     missing = cli(workdir, "invoke", "recorder", "--event", "nope.json")
     assert missing.returncode == 2
     assert (
@@ -403,3 +455,68 @@ def test_dlq_replay_shows_a_progress_bar_on_a_terminal(workdir: Path) -> None:
     code, out = on_terminal(workdir, "dlq", "replay", "--all")
     assert code == 0, out
     assert "replaying" in out and "1/1" in out
+
+
+def test_two_concurrent_replays_queue_each_entry_once(workdir: Path) -> None:
+    """Both replays plan before either writes (the window two `dlq replay --all` started
+    together share): the marker is checked again where the event is queued, so the second
+    one queues nothing."""
+    from triggerd.cli.dlq import Selection, carry_out, plan_replay
+    from triggerd.config.load import load_config
+    from triggerd.config.plugins import Registry
+
+    db = db_path(workdir)
+    asyncio.run(seed(db, [("inbox", time.time(), async_record(str(i))) for i in range(5)]))
+    cfg = load_config(workdir / "triggerd.toml", Registry.discover())
+    everything = Selection((), True, None, None)
+
+    async def both() -> tuple[int, int]:
+        first, second = SQLiteStateStore(str(db)), SQLiteStateStore(str(db))
+        await first.open()
+        await second.open()
+        try:
+            plans = [await plan_replay(cfg, s, everything, again=False) for s in (first, second)]
+            assert [len(p.todo) for p in plans] == [5, 5], "neither saw a marker when planning"
+            codes = await asyncio.gather(
+                carry_out(first, plans[0], again=False), carry_out(second, plans[1], again=False)
+            )
+            assert sum(len(p.skipped) for p in plans) == 5, "each entry skipped by one"
+            return codes[0], codes[1]
+        finally:
+            await first.close()
+            await second.close()
+
+    assert asyncio.run(both()) == (0, 0), "already replayed is not a failure"
+    assert asyncio.run(depth(db, "inbox")) == 5, "each entry queued once"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as another user")
+def test_an_unreadable_config_is_one_line_and_exit_8() -> None:
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    # Under /tmp itself: pytest's tmp_path is in a directory only root may enter.
+    here = Path(tempfile.mkdtemp(prefix="triggerd-unreadable-"))
+    try:
+        here.chmod(0o755)
+        cfg = here / "triggerd.toml"
+        cfg.write_text('[daemon]\nlisten = ""\n')
+        cfg.chmod(0o600)
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        for args in (["validate", str(cfg)], ["status", "-c", str(cfg)], ["run", str(cfg)]):
+            out = subprocess.run(
+                [*as_nobody, sys.executable, "-m", "triggerd", *args],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            assert out.returncode == ExitCode.CONFIG_UNREADABLE, (args, out.stderr)
+            assert out.stderr == (
+                f"triggerd: cannot read the config file {cfg}: Permission denied\n"
+            ), args
+    finally:
+        shutil.rmtree(here)

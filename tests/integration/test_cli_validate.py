@@ -64,16 +64,51 @@ source = { type = "directory", path = "missing-dir" }
     lines = out.stderr.splitlines()
     assert any(line.startswith(f"{cfg}: functions.f.timeout_s: ") for line in lines), lines
     assert f"{cfg}: triggers.0.function: no function 'nope'" in lines
+    assert (
+        f"{cfg}: functions.f.code: {tmp_path}/missing-code is not a directory or a .zip file"
+        in lines
+    )
+    assert f"{cfg}: triggers.0.source.path: {tmp_path}/missing-dir does not exist" in lines
+    assert len(lines) == 4, lines
     assert "Traceback" not in out.stderr
-    cfg.write_text(cfg.read_text().replace("timeout_s = 0", "").replace('"nope"', '"f"'))
-    out = validate(tmp_path, str(cfg))
-    assert out.returncode == ExitCode.CONFIG_INVALID
-    assert out.stderr.splitlines() == [
-        f"{cfg}: functions.f.code: {tmp_path}/missing-code is not a directory or a .zip file",
-        f"{cfg}: triggers.0.source.path: {tmp_path}/missing-dir does not exist",
-    ]
     skipped = validate(tmp_path, str(cfg), "--skip-paths")
-    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.returncode == ExitCode.CONFIG_INVALID
+    assert len(skipped.stderr.splitlines()) == 2, "the paths left out"
+    cfg.write_text(cfg.read_text().replace("timeout_s = 0", "").replace('"nope"', '"f"'))
+    assert validate(tmp_path, str(cfg), "--skip-paths").returncode == 0
+
+
+def test_validate_refuses_what_run_cannot_use_a_bad_certificate_and_work_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "not-a-cert.pem").write_text("hello\n")
+    (tmp_path / "a-file").write_text("")
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        """
+[daemon]
+listen = ""
+tls_cert_file = "not-a-cert.pem"
+work_dir = "a-file"
+
+[functions.f]
+handler = "app.handler"
+code = "fn"
+"""
+    )
+    out = validate(tmp_path, str(cfg))
+    assert out.returncode == ExitCode.CONFIG_INVALID, out.stderr
+    lines = out.stderr.splitlines()
+    assert f"{cfg}: daemon.work_dir: {tmp_path}/a-file is not a directory" in lines, lines
+    assert any(
+        line.startswith(
+            f"{cfg}: daemon.tls_cert_file: {tmp_path}/not-a-cert.pem cannot be loaded as a PEM "
+            "certificate and key: "
+        )
+        for line in lines
+    ), lines
+    assert len(lines) == 2, lines
 
 
 def connect_config(tmp_path: Path, *sources: tuple[str, str]) -> Path:
@@ -121,6 +156,21 @@ def test_connect_reports_each_trigger_and_exits_11_when_one_is_unreachable(
     assert offline.returncode == 0, "without --connect no server is contacted"
     useless = validate(tmp_path, str(cfg), "--timeout", "5")
     assert useless.returncode == 2 and "--timeout applies to --connect only" in useless.stderr
+
+
+def test_connect_prints_only_its_own_lines_when_a_broker_refuses(tmp_path: Path) -> None:
+    closed = free_port()
+    cfg = connect_config(
+        tmp_path,
+        (
+            "rabbit",
+            f'{{ type = "rabbitmq", url = "amqp://guest:guest@127.0.0.1:{closed}/", queue = "q" }}',
+        ),
+    )
+    out = validate(tmp_path, str(cfg), "--connect", "--timeout", "5")
+    assert out.returncode == ExitCode.SOURCE_UNREACHABLE, out.stderr
+    [line] = out.stderr.splitlines()  # no client library's log line beside it
+    assert line.startswith(f"{cfg}: trigger 'rabbit' (rabbitmq): not reachable: "), line
 
 
 def test_connect_names_what_the_servers_refuse(

@@ -54,12 +54,12 @@ def status(d: Daemon) -> tuple[int, dict[str, Any]]:
     return out.returncode, json.loads(out.stdout)
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
+def self_signed(tmp: Path, san: str = "IP:127.0.0.1", stem: str = "cert") -> tuple[Path, Path]:
+    cert, key = tmp / f"{stem}.pem", tmp / f"{stem}-key.pem"
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-subj", "/CN=" + san.partition(":")[2], "-addext", f"subjectAltName={san}",
             "-keyout", str(key), "-out", str(cert),
         ],
         check=True,
@@ -81,9 +81,32 @@ def test_status_follows_tls_and_exits_0_when_every_trigger_runs(
     code, doc = status(d)
     assert code == 0, doc
     assert doc["daemon"] == {"url": f"https://127.0.0.1:{port}", "status": "ready", "error": None}
+    assert f"listening on https://127.0.0.1:{port}" in d.stdout_path.read_text()
     rows = {r["trigger"]: r for r in doc["triggers"]}
     assert rows["inbox"]["state"] == "running"
     assert rows["invoke-api:recorder"]["queued"] == 0
+
+    # A store status cannot read: the daemon is still asked; queued and dlq are unknown.
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text(
+        d.config.read_text().replace("sqlite:///state/state.db", "sqlite:///gone/state.db")
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(elsewhere), "-o", "json"],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == ExitCode.STATE_MISSING, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["daemon"]["status"] == "ready"
+    rows = {r["trigger"]: r for r in doc["triggers"]}
+    assert (rows["inbox"]["state"], rows["inbox"]["queued"], rows["inbox"]["dlq"]) == (
+        "running",
+        None,
+        None,
+    )
     assert d.terminate() == 0
 
 
@@ -110,4 +133,46 @@ source = {{ type = "kafka", bootstrap_servers = "{broker}", topics = ["t"], grou
     rows = {r["trigger"]: r for r in doc["triggers"]}
     assert rows["inbox"]["state"] == "running"
     assert rows["orders"]["state"] == "degraded" and broker in rows["orders"]["reasons"]
+    assert d.terminate() == 0
+
+
+def test_status_and_pause_reach_a_control_listener_whose_certificate_names_a_host_only(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """A production certificate names the host (DNS:triggerd.example.test), not 127.0.0.1
+    where the CLI reaches the daemon: the configured certificate identifies it; another
+    certificate on that port does not."""
+    (tmp_path / "inbox").mkdir()
+    cert, key = self_signed(tmp_path, "DNS:triggerd.example.test")
+    control = free_port()
+    tls = f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"'
+    text = config(tmp_path, free_port(), daemon_extra=tls).replace(
+        'control_listen = ""\ncontrol_on_public = true', f'control_listen = "127.0.0.1:{control}"'
+    )
+    d: Daemon = daemon_factory(text)
+    d.start()
+    code, doc = status(d)
+    assert code == 0, doc
+    assert doc["daemon"]["url"] == f"https://127.0.0.1:{control}"
+    paused = subprocess.run(
+        [sys.executable, "-m", "triggerd", "pause", "inbox", "-c", str(d.config)],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert paused.returncode == 0, paused.stderr
+
+    other, _ = self_signed(tmp_path, "DNS:triggerd.example.test", stem="other")
+    impostor = tmp_path / "impostor.toml"
+    impostor.write_text(d.config.read_text().replace(str(cert), str(other)))
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(impostor), "-o", "json"],
+        cwd=d.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == ExitCode.DAEMON_UNREACHABLE, out.stderr
+    assert "is not the one in daemon.tls_cert_file" in json.loads(out.stdout)["daemon"]["error"]
     assert d.terminate() == 0

@@ -173,3 +173,14 @@ async def test_a_failing_write_is_reported_until_one_succeeds(tmp_path: Path) ->
         assert store.write_error is None
     finally:
         await store.close()
+
+
+async def test_a_work_dir_that_cannot_be_created_is_named_as_the_work_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StateStoreOpenError) as info:
+        async with AsyncExitStack() as stack:
+            await open_state_store(url(tmp_path), blocker / "run", stack)
+    assert info.value.exit_code == ExitCode.STATE_UNWRITABLE
+    assert str(info.value).startswith(f"the work directory {blocker / 'run'} (daemon.work_dir) ")
+    assert "state.db" not in str(info.value)

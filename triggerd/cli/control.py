@@ -18,7 +18,6 @@ import errno
 import fcntl
 import os
 import signal
-import ssl
 import sys
 from urllib.parse import quote
 
@@ -172,25 +171,15 @@ async def _record(db: str, trigger: str, pause: bool) -> str | None:
     return None
 
 
-def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
-    """With TLS, a context that trusts the system's CAs and the daemon's own certificate as
-    it is (self-signed, or the leaf of a chain); the address it is reached on (often
-    loopback) need not be a name in it: the certificate is the one this config gives the
-    daemon."""
-    cert = cfg.daemon.tls_cert_file
-    if not cert:
-        return None
-    context = ssl.create_default_context()
-    context.load_verify_locations(cafile=cert)
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    context.check_hostname = False
-    return context
-
-
 async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[int, str]:
     import aiohttp
 
-    context = tls_context(cfg)
+    from triggerd.cli.status import NOT_OUR_CERTIFICATE, daemon_tls
+
+    try:
+        pinned = daemon_tls(cfg)
+    except OperatorError as exc:
+        return 0, str(exc)
     action = "pause" if pause else "resume"
     target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
     headers: dict[str, str] = {}
@@ -207,11 +196,11 @@ async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[i
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(
-                target, headers=headers, ssl=context if context is not None else True
-            ) as resp,
+            session.post(target, headers=headers, ssl=pinned) as resp,
         ):
             body = await resp.json(content_type=None)
+    except aiohttp.ServerFingerprintMismatch:
+        return 0, f"cannot be reached at {url}: {NOT_OUR_CERTIFICATE}"
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
     if not isinstance(body, dict):

@@ -28,6 +28,7 @@ __all__ = ["REPLAYED_SCOPE", "Selection", "parse_since"]
 
 #: Checkpoint scope of the replay markers: key = DLQ entry id, value = JSON of the replay.
 REPLAYED_SCOPE = "triggerd:dlq-replayed"
+ALREADY_REPLAYED = "already replayed (--again replays it once more)"
 #: More entries than any DLQ index holds in practice: "all of them" for the store's list.
 _ALL = 10_000_000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -91,7 +92,13 @@ async def replayed_markers(store: StateStore) -> dict[int, str]:
 
 
 async def list_entries(store: StateStore, sel: Selection, limit: int, output: str) -> int:
-    entries = (await sel.entries(store))[::-1][:limit]  # newest first
+    found = (await sel.entries(store))[::-1]  # newest first
+    entries = found[:limit]
+    if len(found) > limit:
+        click.echo(
+            f"triggerd: showing the newest {limit} of {len(found)} entries (-n to see more)",
+            err=True,
+        )
     marks = await replayed_markers(store)
     columns = ["id", "created", "trigger", "function", "condition", "destination", "replayed"]
     rows = [
@@ -151,7 +158,7 @@ async def plan_replay(
                 (entry.id, "not an asynchronous invocation record (it names a batch, not events)")
             )
         elif entry.id in marks and not again:
-            plan.skipped.append((entry.id, "already replayed (--again replays it once more)"))
+            plan.skipped.append((entry.id, ALREADY_REPLAYED))
         elif entry.trigger not in queues:
             plan.skipped.append((entry.id, f"trigger {entry.trigger!r} is not in the config"))
         else:
@@ -170,8 +177,15 @@ async def replay(
             click.echo(f"would replay DLQ entry {entry.id} onto {entry.trigger}")
         click.echo(f"dry run: {len(plan.todo)} to replay, {len(plan.skipped)} skipped")
         return 0
+    return await carry_out(store, plan, again=again)
+
+
+async def carry_out(store: StateStore, plan: ReplayPlan, *, again: bool) -> int:
+    """Queue the plan's events. Without `again`, each entry's marker is checked again in the
+    transaction that queues it: another replay may have taken it since the plan was made."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    replayed = 0
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -181,14 +195,24 @@ async def replay(
     ) as progress:
         task = progress.add_task("replay", total=len(plan.todo))
         for entry, payload in plan.todo:
-            await _replay_one(store, entry, payload)
+            if await _replay_one(store, entry, payload, again=again):
+                replayed += 1
+            else:
+                plan.skipped.append((entry.id, ALREADY_REPLAYED))
+                progress.console.print(
+                    f"triggerd: skipped DLQ entry {entry.id}: {ALREADY_REPLAYED}",
+                    markup=False,
+                    highlight=False,
+                )
             progress.advance(task)
-    click.echo(f"replayed {len(plan.todo)} DLQ entries, skipped {len(plan.skipped)}")
+    click.echo(f"replayed {replayed} DLQ entries, skipped {len(plan.skipped)}")
     # Already replayed is the idempotent outcome; an entry that cannot be replayed is not.
     return 1 if any(not r.startswith("already replayed") for _, r in plan.skipped) else 0
 
 
-async def _replay_one(store: StateStore, entry: DlqEntry, payload: bytes) -> None:
+async def _replay_one(store: StateStore, entry: DlqEntry, payload: bytes, *, again: bool) -> bool:
+    """Queue the entry's event and mark it replayed, in one transaction; False (nothing
+    queued) when it is marked already and `again` was not asked for."""
     now = time.time()
     request_id = str(uuid.uuid4())
     event = NewEvent(
@@ -200,15 +224,23 @@ async def _replay_one(store: StateStore, entry: DlqEntry, payload: bytes) -> Non
         available_at=now,
     )
     marker = orjson.dumps({"at": now, "request_id": request_id}).decode()
-    # One transaction: the event is queued if and only if the entry is marked replayed.
-    await store.enqueue([event], checkpoints={REPLAYED_SCOPE: {str(entry.id): marker}})
+    if again:
+        await store.enqueue([event], checkpoints={REPLAYED_SCOPE: {str(entry.id): marker}})
+        return True
+    return await store.enqueue_unless_checkpoint([event], REPLAYED_SCOPE, str(entry.id), marker)
 
 
 async def purge(store: StateStore, sel: Selection, *, yes: bool) -> int:
+    """Exit 0; 1 when an entry ID named does not exist (as replay) or the prompt is
+    declined; 2 without --yes off a terminal."""
     entries = await sel.entries(store)
+    missing = sorted(set(sel.ids) - {e.id for e in entries})
+    for entry_id in missing:
+        click.echo(f"triggerd: skipped DLQ entry {entry_id}: no such entry", err=True)
     if not entries:
-        click.echo("no dead-letter records")
-        return 0
+        if not missing:
+            click.echo("no dead-letter records")
+        return 1 if missing else 0
     if not yes:
         if not sys.stdin.isatty():
             click.echo(
@@ -227,7 +259,7 @@ async def purge(store: StateStore, sel: Selection, *, yes: bool) -> int:
             return 1
     await _delete(store, [e.id for e in entries])
     click.echo(f"deleted {len(entries)} DLQ entries")
-    return 0
+    return 1 if missing else 0
 
 
 async def _delete(store: StateStore, ids: Sequence[int]) -> None:

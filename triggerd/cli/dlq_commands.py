@@ -64,7 +64,14 @@ def _require(sel: Selection, verb: str) -> None:
 @dlq.command("list")
 @click.option("--trigger", "-t", default=None, help="Only this trigger's entries")
 @click.option("--since", default=None, help="Only entries since an ISO time or a duration (1h)")
-@click.option("--limit", "-n", default=50, show_default=True)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many entries (the newest)",
+)
 @config_option
 @output_option
 def dlq_list(

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from triggerd.cli.options import (
     resolve_config,
 )
 from triggerd.cli.output import emit, output_option
-from triggerd.cli.paths import path_problems
+from triggerd.cli.paths import path_problems, raw_path_problems
 from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
 from triggerd.cli.status import run_status
 from triggerd.config.load import json_schema, load_config
@@ -59,7 +61,9 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(coro))
 
 
-def _load(path: str, registry: Registry) -> ConfigBase:
+def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = None) -> ConfigBase:
+    """The config, or exit 2 with one line per problem (and those `also` finds in the
+    invalid file: validate's paths) or exit 8 when the file cannot be read."""
     try:
         with open(path, "rb") as f:
             f.read().decode("utf-8")
@@ -73,7 +77,10 @@ def _load(path: str, registry: Registry) -> ConfigBase:
     try:
         return load_config(path, registry)
     except ConfigError as exc:
-        for problem in exc.problems:
+        problems = list(exc.problems)
+        if also is not None:
+            problems += [p for p in also() if p not in problems]
+        for problem in problems:
             click.echo(f"{path}: {problem}", err=True)
         sys.exit(2)
 
@@ -126,9 +133,10 @@ def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) ->
         src = getattr(trig.source_config, "type", "?")
         state = "" if trig.enabled else " (disabled)"
         lines.append(f"  trigger {cfg.trigger_name(i)}: {src} -> {trig.function}{state}")
-    lines.append(f"  listening on http://{listen}" if listen else "  public listener disabled")
+    scheme = "https" if cfg.daemon.tls_cert_file else "http"
+    lines.append(f"  listening on {scheme}://{listen}" if listen else "  public listener disabled")
     lines.append(
-        f"  control endpoints on http://{control}" if control else "  control listener disabled"
+        f"  control endpoints on {scheme}://{control}" if control else "  control listener disabled"
     )
     return "\n".join(lines)
 
@@ -224,13 +232,17 @@ def validate(
         raise click.UsageError("--timeout applies to --connect only")
     registry = Registry.discover()
     path = resolve_config(config, config_path)
-    cfg = _load(path, registry)
+    # Invalid fields hide no path problem: the file's paths are checked all the same.
+    cfg = _load(path, registry, None if skip_paths else lambda: raw_path_problems(path, registry))
     problems = missing_extras(cfg)
     if not skip_paths:
         problems += path_problems(cfg)
     problems += asyncio.run(check_functions(cfg, registry))
     unreachable: list[str] = []
     if connect:
+        # The clients' own log lines (aiormq's "error when creating transport") would reach
+        # stderr through logging's last-resort handler; each trigger's line says it instead.
+        logging.getLogger().addHandler(logging.NullHandler())
         timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
         report = asyncio.run(connect_sources(cfg, registry, timeout))
         for line in report.lines:
@@ -344,14 +356,25 @@ def _event_bytes(event: str | None) -> bytes:
 
 
 async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: bytes) -> int:
+    if cfg.daemon.work_dir:
+        return await _invoke_in(cfg, registry, function, payload, Path(cfg.daemon.work_dir))
+    # No work_dir: a scratch directory of our own, removed afterwards (never the cwd).
+    scratch = await asyncio.to_thread(tempfile.mkdtemp, prefix="triggerd-invoke-")
+    try:
+        return await _invoke_in(cfg, registry, function, payload, Path(scratch))
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+
+
+async def _invoke_in(
+    cfg: ConfigBase, registry: Registry, function: str, payload: bytes, work_dir: Path
+) -> int:
     from triggerd.daemon.app import Daemon
 
     fcfg = cfg.function_map[function]
     plugin = registry.backend(getattr(fcfg, "backend", "local"))
     ctx = dataclasses.replace(
-        Daemon(cfg, registry).context(function),
-        work_dir=str(Path(cfg.daemon.work_dir or ".triggerd-invoke") / function),
-        metrics=None,
+        Daemon(cfg, registry).context(function), work_dir=str(work_dir / function), metrics=None
     )
     backend = plugin.create(fcfg, ctx)
     try:
@@ -460,6 +483,14 @@ def _with_store(
             err=True,
         )
         sys.exit(ExitCode.STATE_MISSING)
+    if must_exist and path != MEMORY_PATH:
+        from triggerd.cli.readstate import require_store
+
+        try:
+            require_store(path)  # before the store's open() would create the schema
+        except OperatorError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            sys.exit(exc.exit_code)
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
@@ -492,7 +523,7 @@ def status(config_path: str | None, output: str) -> None:
     """Triggers and Invoke API async queues with their queue depth and dead-lettered
     records (the state store is only read), the daemon's readiness per trigger, and the lag
     of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
-    is failing; 3-6 when the state store cannot be read."""
+    is failing; else 3-6 when the state store cannot be read (the daemon is asked anyway)."""
     registry = Registry.discover()
     cfg = _load(resolve_config(None, config_path), registry)
     sys.exit(_run_async(run_status(cfg, registry, output)))

@@ -4,6 +4,7 @@ there is none or two."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +32,10 @@ def _config_option(*, resolve: bool) -> Callable[[Callable[..., Any]], Callable[
         "--config",
         "-c",
         "config_path",
-        envvar=CONFIG_ENV,
         default=None,
-        type=click.Path(dir_okay=True),
+        # readable=False: an unreadable file is _load's one line and exit 8, not click's
+        # three-line usage error and exit 2.
+        type=click.Path(dir_okay=True, readable=False),
         # Resolved at parse time, so a command gets a path (or the one-line error) without
         # doing anything itself; run, validate and build resolve it with their argument.
         callback=(lambda ctx, param, value: resolve_config(None, value)) if resolve else None,
@@ -46,16 +48,19 @@ config_option = _config_option(resolve=True)
 #: The same option beside a CONFIG argument (run, validate, build): resolve_config(arg, opt).
 config_option_beside_argument = _config_option(resolve=False)
 #: The config as the main argument of run, validate and build.
-config_argument = click.argument("config", required=False, type=click.Path(dir_okay=True))
+config_argument = click.argument(
+    "config", required=False, type=click.Path(dir_okay=True, readable=False)
+)
 
 
 def resolve_config(positional: str | None, option: str | None) -> str:
-    """The one config file a command uses: CONFIG, -c/--config (or $TRIGGERD_CONFIG, which
-    click reads into the option), else ./triggerd.toml; a one-line error otherwise."""
-    if positional and option and positional != option:
+    """The one config file a command uses: CONFIG or -c/--config (both only when they name
+    the same file), else $TRIGGERD_CONFIG, else ./triggerd.toml; a one-line error otherwise.
+    The variable is a default only: a config named on the command line wins over it."""
+    if positional and option and not _same_file(positional, option):
         click.echo(f"triggerd: two configs named ({positional} and {option}): give one", err=True)
         sys.exit(ExitCode.CONFIG_UNREADABLE)
-    path = positional or option
+    path = positional or option or os.environ.get(CONFIG_ENV)
     if path:
         return path
     if Path(DEFAULT_CONFIG).exists():
@@ -66,3 +71,8 @@ def resolve_config(positional: str | None, option: str | None) -> str:
         err=True,
     )
     sys.exit(ExitCode.CONFIG_UNREADABLE)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two spellings name one file (`t.toml` and `./t.toml`, a symlink)."""
+    return Path(a).resolve() == Path(b).resolve()

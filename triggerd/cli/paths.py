@@ -6,18 +6,22 @@ fields (types.py), so a plugin's paths are checked without the CLI knowing the p
 from __future__ import annotations
 
 import os
+import re
+import ssl
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel, Tag
 
 from triggerd.config.model import ConfigBase
+from triggerd.config.plugins import Registry
 from triggerd.state.factory import sqlite_path
 from triggerd.state.sqlite import MEMORY_PATH
 from triggerd.types import ConfigError, PathCheck
 
-__all__ = ["path_problems"]
+__all__ = ["path_problems", "raw_path_problems", "tls_problems"]
 
 
 def path_problems(cfg: ConfigBase, *, state: bool = True) -> list[str]:
@@ -30,6 +34,7 @@ def path_problems(cfg: ConfigBase, *, state: bool = True) -> list[str]:
         _walk(fn, f"functions.{name}", problems)
     for i, trig in enumerate(cfg.trigger_list):
         _walk(trig, f"triggers.{i}", problems)
+    problems += tls_problems(cfg)
     if not state:
         return problems
     try:
@@ -39,6 +44,78 @@ def path_problems(cfg: ConfigBase, *, state: bool = True) -> list[str]:
     if db != MEMORY_PATH:
         problems += _check("writable", db, "daemon.state")
     return problems
+
+
+def raw_path_problems(path: str, registry: Registry) -> list[str]:
+    """The path problems of a config that does not validate: its values are walked beside
+    the model's types, so a missing code directory is named in the same run as a field
+    error elsewhere (fields that are not valid strings are left to the field errors)."""
+    from triggerd.config.load import interpolate, read_file, used_plugins
+    from triggerd.config.model import build_config_model
+
+    file = Path(path)
+    try:
+        raw = read_file(file)
+    except (OSError, ValueError, ConfigError, yaml.YAMLError):
+        return []
+    data, _ = interpolate(raw, os.environ)
+    model = build_config_model(registry, used_plugins(data, registry))
+    problems: list[str] = []
+    _walk_raw(model, data, "", file.resolve().parent, problems)
+    return problems
+
+
+def _walk_raw(tp: Any, value: Any, where: str, base: Path, problems: list[str]) -> None:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        inner, *meta = get_args(tp)
+        kind = next((m.kind for m in meta if isinstance(m, PathCheck)), None)
+        if kind is not None and isinstance(value, str):
+            problems.extend(_check(kind, str(base / Path(value).expanduser()), where))
+            return
+        _walk_raw(inner, value, where, base, problems)
+    elif origin in (Union, types.UnionType):
+        arms = [a for a in get_args(tp) if a is not type(None)]
+        arm = arms[0] if len(arms) == 1 else _tagged_arm(arms, value)
+        if arm is not None:
+            _walk_raw(arm, value, where, base, problems)
+    elif origin is list and isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk_raw(get_args(tp)[0], item, f"{where}.{i}", base, problems)
+    elif origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            _walk_raw(get_args(tp)[1], item, f"{where}.{key}", base, problems)
+    elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(value, dict):
+        _walk_raw_model(tp, value, where, base, problems)
+
+
+def _walk_raw_model(
+    tp: type[BaseModel], value: dict[str, Any], where: str, base: Path, problems: list[str]
+) -> None:
+    for name, info in tp.model_fields.items():
+        if name not in value:
+            continue
+        here = f"{where}.{name}" if where else name
+        kind = next((m.kind for m in info.metadata if isinstance(m, PathCheck)), None)
+        if kind is not None and isinstance(value[name], str):
+            problems.extend(_check(kind, str(base / Path(value[name]).expanduser()), here))
+        else:
+            _walk_raw(info.annotation, value[name], here, base, problems)
+
+
+def _tagged_arm(arms: list[Any], value: Any) -> Any:
+    """The plugin model a dict names by its `type` (sources, destinations) or `backend`
+    (functions, "local" when absent)."""
+    if not isinstance(value, dict):
+        return None
+    for arm in arms:
+        if get_origin(arm) is Annotated:
+            inner, *meta = get_args(arm)
+            for m in meta:
+                tags = (value.get("type"), value.get("backend", "local"))
+                if isinstance(m, Tag) and m.tag in tags:
+                    return inner
+    return None
 
 
 def _walk(model: Any, where: str, problems: list[str]) -> None:
@@ -104,6 +181,37 @@ def _check(kind: str, path: str, where: str) -> list[str]:
             return [f"{where}: {path} is not a directory or a .zip file"]
     elif kind == "writable":
         return _writable(p, where)
+    elif kind == "writable_dir":
+        return _writable_dir(p, where)
+    return []
+
+
+def _writable_dir(p: Path, where: str) -> list[str]:
+    if p.exists():
+        if not p.is_dir():
+            return [f"{where}: {p} is not a directory"]
+        if not os.access(p, os.W_OK | os.X_OK):
+            return [f"{where}: {p} cannot be written (permissions)"]
+        return []
+    return _writable(p, where)
+
+
+def tls_problems(cfg: ConfigBase) -> list[str]:
+    """The certificate and key load as the listeners will load them (a file that exists
+    but holds no certificate, a key that does not match, a passphrase-protected key)."""
+    cert, key = cfg.daemon.tls_cert_file, cfg.daemon.tls_key_file
+    if not cert or not os.access(cert, os.R_OK) or (key and not os.access(key, os.R_OK)):
+        return []  # missing or unreadable: the path checks said so
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password callback that gives none: an encrypted key fails here instead of
+        # prompting on the terminal.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        where = "daemon.tls_cert_file" if key is None else "daemon.tls_cert_file/tls_key_file"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", reason)  # where in CPython: not for people
+        return [f"{where}: {cert} cannot be loaded as a PEM certificate and key: {reason}"]
     return []
 
 

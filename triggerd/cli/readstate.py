@@ -19,7 +19,7 @@ from triggerd.state.factory import sqlite_path
 from triggerd.state.sqlite import MEMORY_PATH
 from triggerd.types import ExitCode, OperatorError
 
-__all__ = ["StoreSnapshot", "read_snapshot"]
+__all__ = ["StoreSnapshot", "read_snapshot", "require_store"]
 
 #: Dead-lettered records per trigger that `dlq replay` has not put back on their queue.
 _NOT_REPLAYED = (
@@ -58,22 +58,9 @@ def _read(path: str) -> StoreSnapshot:
             "or daemon.state names another file)",
             ExitCode.STATE_MISSING,
         )
-    # Read-only, a WAL database still gets -wal and -shm files when they are missing (SQLite
-    # creates them to read): without a -wal file no writer has unsaved pages, so the file
-    # alone is the whole store and `immutable` reads it without creating anything.
-    options = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
-    uri = "file:" + urllib.parse.quote(path) + "?" + options
+    conn = _connect_read_only(path)
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise _error(path, exc) from None
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"queue", "dlq", "checkpoints"} <= tables:
-            raise OperatorError(
-                f"the state store {path} holds no triggerd state (empty, or another database)",
-                ExitCode.STATE_MISSING,
-            )
+        tables = _tables(conn, path)
         queued = dict(conn.execute("SELECT trigger, count(*) FROM queue GROUP BY trigger"))
         dead = dict(conn.execute(_NOT_REPLAYED, (REPLAYED_SCOPE,)))
         paused = (
@@ -86,6 +73,41 @@ def _read(path: str) -> StoreSnapshot:
     finally:
         conn.close()
     return StoreSnapshot(path, {str(k): int(v) for k, v in queued.items()}, dead, paused)
+
+
+def require_store(path: str) -> None:
+    """OperatorError unless `path` holds triggerd's tables (a 0-byte file or another
+    database is refused, before a command that opens the store to write would create the
+    schema in it); reads only."""
+    conn = _connect_read_only(path)
+    try:
+        _tables(conn, path)
+    except sqlite3.Error as exc:
+        raise _error(path, exc) from None
+    finally:
+        conn.close()
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    # Read-only, a WAL database still gets -wal and -shm files when they are missing (SQLite
+    # creates them to read): without a -wal file no writer has unsaved pages, so the file
+    # alone is the whole store and `immutable` reads it without creating anything.
+    options = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
+    uri = "file:" + urllib.parse.quote(path) + "?" + options
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _error(path, exc) from None
+
+
+def _tables(conn: sqlite3.Connection, path: str) -> set[str]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"queue", "dlq", "checkpoints"} <= tables:
+        raise OperatorError(
+            f"the state store {path} holds no triggerd state (empty, or another database)",
+            ExitCode.STATE_MISSING,
+        )
+    return tables
 
 
 def _error(path: str, exc: sqlite3.Error) -> OperatorError:

@@ -4,11 +4,12 @@ lag of partitioned sources (asked of the running daemon, over TLS when it serves
 
 Exit status: 0 when the daemon answers and every trigger runs; DAEMON_UNREACHABLE when it
 does not answer; TRIGGER_FAILING when it answers and a trigger (or the state store) is
-degraded; the state store's own codes when the store cannot be read."""
+degraded; else the state store's own codes when the store cannot be read (the daemon is
+asked all the same, and queued/dlq show as unknown)."""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
 from triggerd.types import ExitCode, OperatorError
 
-__all__ = ["daemon_url", "run_status"]
+__all__ = ["NOT_OUR_CERTIFICATE", "daemon_tls", "daemon_url", "run_status"]
 
 #: How long the daemon may take to answer (it is local; it should answer at once).
 DAEMON_TIMEOUT_S = 3.0
@@ -47,17 +48,45 @@ def daemon_url(cfg: ConfigBase) -> str | None:
     return f"{scheme}://{host}:{port}"
 
 
-def tls_context(cfg: ConfigBase) -> ssl.SSLContext | None:
-    """For an https daemon: the system's trust store plus the daemon's own certificate
-    (often self-signed), so status verifies the server it talks to."""
+def daemon_tls(cfg: ConfigBase) -> Any:
+    """What aiohttp's `ssl=` gets to reach the daemon: True (plain http: unused), or the
+    daemon's own certificate pinned by its SHA-256 fingerprint.
+
+    The daemon is reached on an address (often loopback) that a production certificate
+    does not name (DNS:triggerd.example.com), so verifying the name would fail; the
+    certificate this config gives the daemon identifies it exactly instead. Raises
+    OperatorError when that file cannot be read."""
+    import aiohttp
+
     cert = cfg.daemon.tls_cert_file
     if not cert:
-        return None
-    context = ssl.create_default_context()
-    # Not readable by this user, or not a CA: the system store decides alone.
-    with contextlib.suppress(OSError, ssl.SSLError):
-        context.load_verify_locations(cafile=cert)
-    return context
+        return True
+    try:
+        with open(cert, encoding="ascii", errors="replace") as f:
+            pem = f.read()
+        end = pem.index(_PEM_END) + len(_PEM_END)
+        der = ssl.PEM_cert_to_DER_cert(pem[pem.index(_PEM_BEGIN) : end])
+    except OSError as exc:
+        raise OperatorError(
+            f"cannot read daemon.tls_cert_file {cert} to verify the daemon: {exc.strerror or exc}",
+            ExitCode.DAEMON_UNREACHABLE,
+        ) from None
+    except ValueError:
+        raise OperatorError(
+            f"daemon.tls_cert_file {cert} holds no PEM certificate",
+            ExitCode.CONFIG_INVALID,
+        ) from None
+    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
+
+
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+NOT_OUR_CERTIFICATE = (
+    "TLS: the server's certificate is not the one in daemon.tls_cert_file (another server "
+    "on that port, or a daemon not yet reloaded after the certificate changed)"
+)
 
 
 @dataclass
@@ -79,10 +108,14 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     url = daemon_url(cfg)
     view = DaemonView(url)
     if url is None:
-        view.status = "no listen address: not checked"
+        view.status = "no control listener configured (control_listen is empty): not asked"
         return view
     timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
-    connector = aiohttp.TCPConnector(ssl=tls_context(cfg) or True)
+    try:
+        connector = aiohttp.TCPConnector(ssl=daemon_tls(cfg))
+    except OperatorError as exc:
+        view.status, view.error = "not checked", str(exc)
+        return view
     # From loopback the daemon answers anyway; from an interface address it wants the token.
     token = cfg.daemon.metrics_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
@@ -95,6 +128,9 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
                 refused = resp.status in (401, 403)
             async with session.get(f"{url}/statusz") as resp:
                 lag = await resp.json(content_type=None) if resp.status == 200 else {}
+    except aiohttp.ServerFingerprintMismatch:
+        view.status, view.error = "not reachable", NOT_OUR_CERTIFICATE
+        return view
     except aiohttp.ClientSSLError as exc:
         view.status, view.error = "not reachable", f"TLS: {exc.__cause__ or exc}"
         return view
@@ -131,9 +167,16 @@ def _trigger_state(
     return str(info.get("status", "?")), "; ".join(str(r) for r in reasons)
 
 
-def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[str, Any]]:
+def _rows(cfg: ConfigBase, snap: StoreSnapshot | None, view: DaemonView) -> list[dict[str, Any]]:
+    """One row per trigger and async queue; queued and dlq are None (unknown) when the
+    store could not be read."""
     from triggerd.http.invoke_api import queue_name
 
+    if snap is None:
+        snap = StoreSnapshot("", {}, {})
+        unknown = True
+    else:
+        unknown = False
     rows = []
     for i, trig in enumerate(cfg.trigger_list):
         name = cfg.trigger_name(i)
@@ -144,8 +187,8 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[s
                 "source": str(getattr(trig.source_config, "type", "?")),
                 "function": trig.function,
                 "state": state,
-                "queued": snap.queued.get(name, 0),
-                "dlq": snap.dead.get(name, 0),
+                "queued": None if unknown else snap.queued.get(name, 0),
+                "dlq": None if unknown else snap.dead.get(name, 0),
                 "reasons": reasons,
             }
         )
@@ -159,8 +202,8 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot, view: DaemonView) -> list[dict[s
                 "source": "invoke (Event)",
                 "function": function,
                 "state": "",
-                "queued": snap.queued.get(queue, 0),
-                "dlq": snap.dead.get(queue, 0),
+                "queued": None if unknown else snap.queued.get(queue, 0),
+                "dlq": None if unknown else snap.dead.get(queue, 0),
                 "reasons": "",
             }
         )
@@ -175,6 +218,12 @@ def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) ->
     ):
         return int(ExitCode.TRIGGER_FAILING)
     return 0
+
+
+def _store_path(cfg: ConfigBase) -> str:
+    from triggerd.state.factory import sqlite_path
+
+    return sqlite_path(cfg.daemon.state)
 
 
 def lag_rows(lag: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -206,16 +255,22 @@ def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> N
 
 
 async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
+    """Exit status: the daemon's first (unreachable 9, a trigger failing 10), then the
+    store's (3-6) when it could not be read; the daemon is asked either way."""
+    snap: StoreSnapshot | None = None
+    store_error: OperatorError | None = None
     try:
         snap = await read_snapshot(cfg.daemon.state)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        click.echo(f"triggerd: {exc} (queued and dlq unknown)", err=True)
+        store_error = exc
     view = await ask_daemon(cfg)
     rows = _rows(cfg, snap, view)
     sources = await status_lines(cfg, registry)
     partitions, rebalances = lag_rows(view.lag)
     code = _exit_code(cfg, view, rows)
+    if code == 0 and store_error is not None:
+        code = int(store_error.exit_code)
     if output == "json":
         emit(
             "json",
@@ -223,7 +278,8 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
             rows=[],
             empty="",
             records={
-                "state_store": snap.path,
+                "state_store": snap.path if snap is not None else _store_path(cfg),
+                "state_store_error": None if store_error is None else str(store_error),
                 "daemon": {"url": view.url, "status": view.status, "error": view.error},
                 "triggers": rows,
                 "sources": sources,
@@ -243,7 +299,7 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     for line in sources:
         click.echo(line)
     print_lag(partitions, rebalances)
-    where = view.url or "daemon"
+    where = f"daemon at {view.url}" if view.url else "daemon"
     detail = f" ({view.error})" if view.error else ""
-    click.echo(f"daemon at {where}: {view.status}{detail}")
+    click.echo(f"{where}: {view.status}{detail}")
     return code

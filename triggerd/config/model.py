@@ -33,6 +33,7 @@ from triggerd.types import (
     FunctionConfig,
     InputFile,
     Model,
+    OutputDir,
     SourceConfig,
     resolve_config_path,
 )
@@ -125,7 +126,7 @@ class DaemonSettings(Model):
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
-    work_dir: ConfigPath | None = Field(
+    work_dir: OutputDir | None = Field(
         None, description="Runtime files and function scratch space (default: next to state)"
     )
     runtimes_dir: ConfigPath | None = Field(

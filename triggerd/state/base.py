@@ -86,6 +86,14 @@ class StateStore(Protocol):
         in one transaction; durable when this returns."""
         ...
 
+    async def enqueue_unless_checkpoint(
+        self, events: Sequence[NewEvent], scope: str, key: str, value: str
+    ) -> bool:
+        """In one write transaction: if the checkpoint (scope, key) exists, change nothing
+        and return False; else persist the events and set it to `value`, and return True.
+        A check-and-mark that two writers cannot both pass (`dlq replay`'s markers)."""
+        ...
+
     async def claim(
         self, trigger: str, limit: int, lease_s: float, now: float
     ) -> list[QueuedEvent]:

@@ -45,6 +45,17 @@ RUNNING_FILE = "state-running"
 _MODE = 0o600
 
 
+def _work_dir_error(work_dir: Path, exc: OSError) -> StateStoreOpenError:
+    """The work directory (daemon.work_dir, or the default beside the store) named as what
+    cannot be created or written, not the state store."""
+    return StateStoreOpenError(
+        f"the work directory {work_dir} (daemon.work_dir) cannot be created or written "
+        f"({exc.strerror or exc}): check its permissions and free space (and ReadWritePaths= "
+        "under systemd)",
+        ExitCode.STATE_UNWRITABLE,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Previous:
     """What the work directory says about earlier runs."""
@@ -67,8 +78,11 @@ class StoreGuard:
     def acquire(self) -> Previous:
         """Take the lock and read the marker; StateStoreOpenError if either is impossible."""
         try:
-            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
             self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise _work_dir_error(self.work_dir, exc) from None
+        try:
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, _MODE)
         except OSError as exc:
             raise open_error(self.db_path, exc) from None
@@ -110,11 +124,7 @@ class StoreGuard:
             _write_atomic(self.work_dir / IDENTITY_FILE, json.dumps(doc).encode() + b"\n")
             _write_atomic(self.work_dir / RUNNING_FILE, f"{os.getpid()}\n".encode())
         except OSError as exc:
-            raise StateStoreOpenError(
-                f"the work directory {self.work_dir} cannot be written ({exc.strerror or exc}): "
-                "check its permissions and free space (and ReadWritePaths= under systemd)",
-                ExitCode.STATE_UNWRITABLE,
-            ) from None
+            raise _work_dir_error(self.work_dir, exc) from None
 
     def stopped_cleanly(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -332,6 +332,36 @@ class SQLiteStateStore:
 
         await self._write(op)
 
+    async def enqueue_unless_checkpoint(
+        self, events: Sequence[NewEvent], scope: str, key: str, value: str
+    ) -> bool:
+        rows = [
+            (
+                e.trigger,
+                e.function,
+                e.payload,
+                e.request_id,
+                e.enqueued_at,
+                e.available_at,
+                e.trace_id,
+            )
+            for e in events
+        ]
+        now = self._clock.time()
+
+        def op(conn: sqlite3.Connection) -> bool:
+            # Inside BEGIN IMMEDIATE: no other writer runs between the check and the mark.
+            found = conn.execute(
+                "SELECT 1 FROM checkpoints WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            if found is not None:
+                return False
+            conn.executemany(_INSERT_EVENT, rows)
+            _write_checkpoints(conn, scope, {key: value}, now)
+            return True
+
+        return await self._write(op)
+
     async def claim(
         self, trigger: str, limit: int, lease_s: float, now: float
     ) -> list[QueuedEvent]:
