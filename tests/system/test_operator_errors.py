@@ -75,11 +75,14 @@ def read_only_mount(directory: Path) -> list[str]:
 
 
 class Running:
-    def __init__(self, workdir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.out = workdir / "stdout.log"
         self.proc = subprocess.Popen(
             command(workdir, *args),
             cwd=workdir,
+            env={**os.environ, **(env or {})},
             stdout=self.out.open("wb"),
             stderr=subprocess.DEVNULL,
         )
@@ -147,6 +150,17 @@ def test_a_deleted_store_needs_a_fresh_start_to_be_accepted(workdir: Path) -> No
     assert code == ExitCode.STATE_MISSING
     one_line(err, "does not exist", "--accept-fresh-state")
     running = Running(workdir, ["--accept-fresh-state"])
+    assert running.stop() == 0
+    start_and_stop(workdir)  # the new store is the one remembered
+
+
+def test_a_fresh_start_is_accepted_from_the_environment_too(workdir: Path) -> None:
+    # The shipped unit's ExecStart is fixed: the operator sets the variable in the unit's
+    # EnvironmentFile for one start instead of adding the flag.
+    start_and_stop(workdir)
+    store(workdir).write_bytes(b"")
+    assert run_to_exit(workdir)[0] == ExitCode.STATE_MISSING
+    running = Running(workdir, env={"TRIGGERD_ACCEPT_FRESH_STATE": "1"})
     assert running.stop() == 0
     start_and_stop(workdir)  # the new store is the one remembered
 

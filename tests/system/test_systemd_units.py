@@ -77,3 +77,15 @@ def test_the_exposure_is_at_most_2(unit: str) -> None:
 def test_both_units_share_one_hardening_drop_in() -> None:
     plain = (UNITS / "triggerd.service.d" / "hardening.conf").read_text()
     assert (UNITS / "triggerd@.service.d" / "hardening.conf").read_text() == plain
+
+
+@pytest.mark.parametrize("unit", ["triggerd.service", "triggerd@.service"])
+def test_nothing_before_the_daemon_can_fail_the_start(unit: str) -> None:
+    # RestartPreventExitStatus= applies to the main process only: an ExecStartPre= that
+    # failed (a config error, an unwritable store) would be restarted in a loop whatever its
+    # status, so every ExecStartPre= has its failures ignored ("-") and `run` validates.
+    lines = (UNITS / unit).read_text().splitlines()
+    pre = [line for line in lines if line.startswith("ExecStartPre=")]
+    assert pre, "the build step runs before the daemon"
+    assert all(line.startswith("ExecStartPre=-") for line in pre), pre
+    assert any(line.startswith("RestartPreventExitStatus=2 3 4 5 6 7 8") for line in lines)

@@ -97,8 +97,10 @@ def main() -> None:
 @click.option(
     "--accept-fresh-state",
     is_flag=True,
+    envvar="TRIGGERD_ACCEPT_FRESH_STATE",
     help="Start with a new, empty state store although triggerd ran with another one before "
-    "(its queued events and checkpoints are not carried over)",
+    "(its queued events and checkpoints are not carried over); also "
+    "TRIGGERD_ACCEPT_FRESH_STATE=1",
 )
 def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG."""
