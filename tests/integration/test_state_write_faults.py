@@ -110,7 +110,7 @@ async def test_ready_and_healthy_while_writes_succeed(running: Running) -> None:
 
 
 async def test_a_full_disk_is_reported_refused_in_aws_shape_and_recovers(
-    running: Running,
+    running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
     path, kw = invoke_event(running, 1)
     running.disk.full = True
@@ -136,6 +136,13 @@ async def test_a_full_disk_is_reported_refused_in_aws_shape_and_recovers(
 
         status, _, body = await request(running, "GET", "/healthz")
         assert status == 503 and json.loads(body)["status"] == "state_store_failing"
+
+        # The push source's accept loop reports the failing store in one line per retry, with
+        # its reason, not a traceback each time.
+        failed = [r for r in caplog.records if r.getMessage() == "source.accept_failed"]
+        assert failed, [r.getMessage() for r in caplog.records]
+        assert all(r.exc_info is None for r in failed)
+        assert "database or disk is full" in str(getattr(failed[0], "error", ""))
     finally:
         running.disk.full = False
 

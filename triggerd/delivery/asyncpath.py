@@ -23,7 +23,7 @@ from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
 from triggerd.telemetry.spans import invocation_scope
-from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record
+from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record, TriggerdError
 
 _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
 #: Events whose invocation ended and whose outcome is being written, beyond the invocations
@@ -114,12 +114,16 @@ class AsyncTrigger:
                 if records:
                     await self.accept(records)
                 failures = 0
-            except Exception:  # task boundary: a source or store error must not stop invokes
+            except Exception as exc:  # task boundary: a source or store error must not stop invokes
                 failures += 1
                 delay = self.throttle_backoff.delay(failures)
-                rt.log.exception(
-                    "source.accept_failed", extra={"trigger": rt.name, "retry_in_s": delay}
-                )
+                extra = {"trigger": rt.name, "retry_in_s": delay}
+                if isinstance(exc, TriggerdError):
+                    # A known failure (the state store cannot write: a full disk) is one line
+                    # with its reason, not a traceback per retry.
+                    rt.log.error("source.accept_failed", extra={**extra, "error": str(exc)})
+                else:
+                    rt.log.exception("source.accept_failed", extra=extra)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
 
