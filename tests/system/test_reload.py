@@ -261,18 +261,102 @@ def test_a_changed_function_gets_new_workers_after_its_invocation_in_flight(
         20,
         "the invocation in flight",
     )
-    d.config.write_text(config(tmp_path, port, hook, sleep_s=1, record="calls-v2.jsonl"))
-    assert d.proc is not None
-    d.proc.send_signal(signal.SIGHUP)
-    in_flight.join(30)
-    assert statuses == [200], "the old worker finished its invocation"
-    wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+    # Requests keep arriving through the reload: the route kept for the swap must not call
+    # the old backend once it is stopped.
+    with Poster(url) as poster:
+        d.config.write_text(config(tmp_path, port, hook, sleep_s=1, record="calls-v2.jsonl"))
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        in_flight.join(30)
+        assert statuses == [200], "the old worker finished its invocation"
+        wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+        served = len(poster.statuses)
+        wait_for(lambda: len(poster.statuses) >= served + 2, 30, "requests after the reload")
+    assert Counter(poster.statuses) == {200: len(poster.statuses)}, "no request failed"
     [reloaded] = [e for e in d.events() if e.get("event") == "daemon.reloaded"]
     assert reloaded["functions_changed"] == ["recorder"]
+    v2 = tmp_path / "calls-v2.jsonl"
+    before = len(v2.read_text().splitlines())
+    assert before >= 1, "the new workers serve the requests after the reload"
     assert post(url, b"{}") == 200
-    assert len((tmp_path / "calls.jsonl").read_text().splitlines()) == 1
-    assert len((tmp_path / "calls-v2.jsonl").read_text().splitlines()) == 1, "a new worker"
+    assert len(v2.read_text().splitlines()) == before + 1
+    assert (tmp_path / "calls.jsonl").read_text().splitlines(), "the old worker's invocation"
     assert d.terminate() == 0
+
+
+def test_a_resume_while_the_daemon_stops_is_refused_and_the_daemon_exits(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    for name in ("inbox", "hold"):
+        (tmp_path / name).mkdir()
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, directory("inbox") + directory("hold"), sleep_s=8))
+    d.start(ready_timeout=90)
+    assert cli(d, "pause", "hold").returncode == 0
+    write(tmp_path / "inbox", "busy")
+    wait_for(
+        lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
+        20,
+        "an invocation in flight",
+    )
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: has_event(d, "daemon.stopping"), 20, "the drain")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: has_event(d, "daemon.reload_ignored"), 20, "the SIGHUP ignored")
+    resumed = cli(d, "resume", "hold")
+    assert resumed.returncode != 0
+    assert "the daemon is stopping" in resumed.stderr
+    # The drain waits for the invocation in flight (8 s) and never for the refused resume:
+    # without the fix the daemon never exits.
+    assert d.proc.wait(10 + 20) == 0
+    assert not has_event(d, "trigger.resumed")
+    assert not has_event(d, "daemon.reloaded")
+    assert keys(tmp_path, "inbox") == ["busy"]
+
+
+def _ignores_sighup(pid: int) -> bool:
+    """Whether the process ignores SIGHUP (bit 0 of SigIgn in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    [line] = [x for x in status.splitlines() if x.startswith("SigIgn:")]
+    return bool(int(line.split()[1], 16) & 1)
+
+
+def test_a_sighup_before_the_reload_handler_is_installed_does_not_kill_the_daemon(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, directory("inbox")))
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "triggerd", "run", str(d.config)],
+        cwd=d.workdir,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # SIGHUP's default action (exit 129), whatever this test process inherited.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
+    # `run` ignores SIGHUP first thing; the event loop's handler (a reload) replaces that
+    # once the daemon starts. A SIGHUP in between (systemd's ExecReload right after the
+    # start) must not end it.
+    proc = d.proc
+    wait_for(lambda: _ignores_sighup(proc.pid) or proc.poll() is not None, 60, "`run` entered")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.poll() is None, "`run` never ignored SIGHUP"
+    wait_for(lambda: _answers(port) or proc.poll() is not None, 90, "the daemon listening")
+    assert proc.poll() is None, "the SIGHUP did not end the daemon"
+    assert readyz(port)["status"] == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_pause_and_resume_survive_a_restart(

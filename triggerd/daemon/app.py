@@ -55,6 +55,7 @@ from triggerd.types import (
     SourceContext,
     SourceStats,
     SystemClock,
+    TriggerdError,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +68,13 @@ PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
 RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
 #: After the drain timeout: how long cancelled work may take to give its records back.
 CANCEL_GRACE_S = 5.0
+
+
+class DaemonStoppingError(TriggerdError):
+    """A reload, pause or resume asked for once the daemon is stopping (answered 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the daemon is stopping")
 
 
 class Runnable(Protocol):
@@ -144,6 +152,12 @@ class Daemon:
     @property
     def settings(self) -> DaemonSettings:
         return self.config.daemon
+
+    @property
+    def stopping(self) -> bool:
+        """Set from SIGTERM on: nothing starts any more (a trigger started after `_drain`
+        collected the tasks it stops would keep the daemon from ever exiting)."""
+        return self._stop is not None and self._stop.is_set()
 
     @property
     def trigger_names(self) -> Collection[str]:
@@ -271,7 +285,10 @@ class Daemon:
                 await self._serve(stop)
                 notifier.stopping()
                 log.info("daemon.stopping", extra={"in_flight_triggers": len(self.slots)})
-                await self._drain()
+                # A pause or resume under way finishes first (one arriving now is refused:
+                # `stopping`), so every trigger it started is among those drained.
+                async with self._lifecycle:
+                    await self._drain()
         log.info("daemon.stopped")
         if self._fatal is not None:
             raise self._fatal
@@ -294,6 +311,12 @@ class Daemon:
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file and apply what changed (see `reload`)."""
+        if self.stopping:
+            log.warning(
+                "daemon.reload_ignored",
+                extra={"signal": "SIGHUP", "error": "the daemon is stopping"},
+            )
+            return
         log.info("daemon.signal", extra={"signal": "SIGHUP"})
         self._reload_requested.set()
 
@@ -308,6 +331,9 @@ class Daemon:
             if new is None:
                 return False
             async with self._lifecycle:
+                if self.stopping:
+                    log.warning("daemon.reload_ignored", extra={"error": "the daemon is stopping"})
+                    return False
                 changes = diff_configs(self.config, new)
                 return await apply_changes(self, changes)
         except Exception:  # boundary: a failed reload must not stop the running daemon
@@ -456,8 +482,17 @@ class Daemon:
     async def start_trigger(self, name: str, tcfg: TriggerBase, *, replacing: bool) -> None:
         """Build and launch one trigger; `replacing`: its webhook routes take the place of
         the stopped trigger's in one step."""
+        if self.stopping:
+            raise DaemonStoppingError()
         self.trigger_problems.pop(name, None)  # an earlier failure to start
         slot = await self._build_slot(name, tcfg, staged=replacing)
+        if self.stopping:  # stopped while its source started: never launched
+            self.slots.pop(name, None)
+            self.triggers.pop(name, None)
+            self._unstarted.pop(name, None)
+            self.routes.remove_routes(name)
+            await slot.stack.aclose()
+            raise DaemonStoppingError()
         self._launch(slot)
         log.info("trigger.started", extra={"trigger": name})
 
@@ -502,6 +537,8 @@ class Daemon:
 
     async def start_invoke_queue(self, function: str) -> None:
         assert self.state is not None
+        if self.stopping:
+            return
         await self._build_invoke_queues(self.state, only=(function,))
         queue = self.invoke_queues.get(function)
         if queue is not None:

@@ -9,8 +9,10 @@ reported in one log line. Otherwise only what changed is restarted:
 - removed triggers drain (in-flight batches finish and are settled), then stop; changed
   ones, and those whose function changed, drain and start again with the new settings; a
   webhook's routes are swapped in one step, so its path never answers 404 in between;
-- old backends of changed and removed functions stop after their triggers drained;
 - added triggers start;
+- old backends of changed and removed functions stop last, once the triggers that replace
+  theirs serve (a webhook's routes call the old backend until then) and their invocations
+  in flight finished;
 - daemon settings other than `shutdown_timeout_s` and `log_level`, and `[telemetry]`, need a
   restart: one log line names them, and they keep their running values;
 - a trigger that failed to start at an earlier reload or resume is tried again.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from triggerd.config.load import load_config
 from triggerd.config.model import ConfigBase
+from triggerd.daemon.app import DaemonStoppingError
 from triggerd.daemon.changes import ConfigChanges, enabled_triggers
 from triggerd.daemon.inflight import CountedBackend
 from triggerd.http.pausing import TriggerNotFoundError
@@ -98,8 +101,6 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         *(daemon.stop_trigger(n) for n in changes.triggers_removed),
         *(daemon.stop_trigger(n, keep_routes=True) for n in restart),
     )
-    timeout_s = new.daemon.shutdown_timeout_s
-    await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
     started, failed = 0, []
     for name, tcfg in new_triggers.items():
         wanted = name in restart or name in changes.triggers_added or name in retry
@@ -115,6 +116,10 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             failed.append(name)
     for name in fresh:
         await daemon.start_invoke_queue(name)
+    # Only now: the restarted triggers' routes (kept until their replacements committed
+    # theirs) called the old backends up to here; what they started there finishes first.
+    timeout_s = new.daemon.shutdown_timeout_s
+    await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
     log.info(
         "daemon.reloaded",
         extra={
@@ -176,6 +181,8 @@ async def pause(daemon: Daemon, name: str) -> bool:
         raise TriggerNotFoundError(f"no enabled trigger {name!r} in the running config")
     assert daemon.state is not None
     async with daemon._lifecycle:
+        if daemon.stopping:
+            raise DaemonStoppingError()
         if name in daemon.paused:
             return False
         await daemon.state.set_paused(name, True)
@@ -193,6 +200,8 @@ async def resume(daemon: Daemon, name: str) -> bool:
         raise TriggerNotFoundError(f"no enabled trigger {name!r} in the running config")
     assert daemon.state is not None
     async with daemon._lifecycle:
+        if daemon.stopping:
+            raise DaemonStoppingError()
         if name not in daemon.paused:
             return False
         await daemon.state.set_paused(name, False)
