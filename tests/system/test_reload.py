@@ -574,3 +574,30 @@ def test_with_access_keys_pause_needs_a_signed_request_from_an_allowed_key(
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     assert "operator-secret-0123456789" not in d.stderr() + operator.stdout + operator.stderr
     assert d.terminate() == 0
+
+
+def test_a_webhook_added_while_the_public_listener_is_off_is_failing_not_running(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    control = free_port()
+
+    def text(triggers: str, listen: str) -> str:
+        return (
+            config(tmp_path, control, triggers)
+            .replace(f'listen = "127.0.0.1:{control}"\n', f'listen = "{listen}"\n')
+            .replace('control_listen = ""', f'control_listen = "127.0.0.1:{control}"')
+            .replace("control_on_public = true", "control_on_public = false")
+        )
+
+    d = daemon_factory(text(directory("inbox"), ""))
+    d.start(ready_timeout=90)
+    public = free_port()
+    d.config.write_text(text(directory("inbox") + webhook("hook", "/hook"), f"127.0.0.1:{public}"))
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+    hook = readyz(control)["triggers"]["hook"]
+    assert hook["status"] == "degraded"
+    assert any("needs a restart" in r and "listen" in r for r in hook["reasons"]), hook
+    assert d.terminate() == 0

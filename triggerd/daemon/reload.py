@@ -111,6 +111,9 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             started += 1
         except Exception as exc:  # one trigger's start failure must not stop the others
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
+            if daemon.listen_address is None and "daemon.listen" in reason:
+                # The file gives a listen address, but the listener opens only at start.
+                reason = f"{reason}: needs a restart: no listen address"
             log.error("trigger.start_failed", extra={"trigger": name, "error": reason})
             daemon.trigger_problems[name] = f"failed to start: {reason}"
             failed.append(name)
