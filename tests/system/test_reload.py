@@ -601,3 +601,32 @@ def test_a_webhook_added_while_the_public_listener_is_off_is_failing_not_running
     assert hook["status"] == "degraded"
     assert any("needs a restart" in r and "listen" in r for r in hook["reasons"]), hook
     assert d.terminate() == 0
+
+
+def _answer(url: str) -> tuple[int, str | None, dict[str, Any]]:
+    """Status, Retry-After and JSON body of a POST."""
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return int(resp.status), resp.headers.get("Retry-After"), {}
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.headers.get("Retry-After"), json.load(exc)
+
+
+def test_a_paused_webhook_answers_503_with_retry_after_not_404(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, webhook("hook", "/hook")))
+    d.start(ready_timeout=90)
+    url = f"http://127.0.0.1:{port}/hook"
+    assert post(url, b"{}") == 200
+    assert cli(d, "pause", "hook").returncode == 0
+    paused = (503, "1", {"message": "trigger hook is paused"})
+    assert _answer(url) == paused, "senders retry a 503; a 404 is permanent"
+    assert d.terminate() == 0
+    d.start(ready_timeout=90)
+    assert _answer(url) == paused, "paused since the start"
+    assert cli(d, "resume", "hook").returncode == 0
+    assert post(url, b"{}") == 200
+    assert d.terminate() == 0

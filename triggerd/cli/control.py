@@ -132,6 +132,10 @@ def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
     if trigger not in enabled_triggers(cfg):
         names = ", ".join(enabled_triggers(cfg)) or "none"
         _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
+    if pause and enabled_triggers(cfg)[trigger].name is None:
+        from triggerd.daemon.reload import unnamed_message
+
+        _fail(unnamed_message(trigger), 2)
     url = daemon_url(cfg)
     unreachable = "it serves no control endpoints (control_listen is empty)"
     if url is not None:

@@ -462,6 +462,8 @@ class Daemon:
         that replaces it commits its own."""
         slot = self.slots.pop(name, None)
         if slot is None:
+            if not keep_routes:
+                self.routes.remove_routes(name)  # a paused trigger's placeholders
             return
         self.triggers.pop(name, None)  # draining: no longer counted as running
         slot.stop.set()
@@ -495,6 +497,28 @@ class Daemon:
             raise DaemonStoppingError()
         self._launch(slot)
         log.info("trigger.started", extra={"trigger": name})
+
+    def hold_routes(self, name: str, tcfg: TriggerBase | None = None) -> None:
+        """A paused trigger's webhook paths answer 503 with Retry-After, as a draining
+        webhook does, never 404 (a sender drops the event on a 4xx). `tcfg`: a trigger paused
+        since the start, whose routes were never added (a webhook's method and path)."""
+        if not self.settings.listen:
+            return
+        from aiohttp import web
+
+        async def paused(request: Any) -> Any:
+            return web.json_response(
+                {"message": f"trigger {name} is paused"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+
+        src = tcfg.source_config if tcfg is not None else None
+        if src is not None and getattr(src, "type", None) == "webhook":
+            method, path = getattr(src, "method", "ANY"), getattr(src, "path", "")
+            with contextlib.suppress(ValueError):  # a path taken: the trigger never served it
+                self.routes.add_route(method, path, paused, owner=name)
+        self.routes.hold(name, paused)
 
     async def _close_slots(self) -> None:
         for name in reversed(list(self.slots)):
@@ -656,6 +680,7 @@ class Daemon:
         for name, tcfg in enabled_triggers(self.config).items():
             if name in self.paused:
                 log.info("trigger.paused", extra={"trigger": name})
+                self.hold_routes(name, tcfg)
                 continue
             await self._build_slot(name, tcfg)
 

@@ -29,7 +29,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.daemon.app import DaemonStoppingError
 from triggerd.daemon.changes import ConfigChanges, enabled_triggers
 from triggerd.daemon.inflight import CountedBackend
-from triggerd.http.pausing import TriggerNotFoundError
+from triggerd.http.pausing import TriggerNotFoundError, TriggerUnnamedError
 from triggerd.types import TriggerdError
 
 if TYPE_CHECKING:
@@ -117,6 +117,10 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             log.error("trigger.start_failed", extra={"trigger": name, "error": reason})
             daemon.trigger_problems[name] = f"failed to start: {reason}"
             failed.append(name)
+    for name, tcfg in new_triggers.items():
+        if name in daemon.paused and (name in restart or name in changes.triggers_added):
+            daemon.routes.remove_routes(name)  # its placeholders, for its new path
+            daemon.hold_routes(name, tcfg)
     for name in fresh:
         await daemon.start_invoke_queue(name)
     # Only now: the restarted triggers' routes (kept until their replacements committed
@@ -180,8 +184,11 @@ async def _stop_backend(fn: Function) -> None:
 
 async def pause(daemon: Daemon, name: str) -> bool:
     """Record the pause, then drain and stop the trigger. False when it was paused already."""
-    if name not in enabled_triggers(daemon.config):
+    triggers = enabled_triggers(daemon.config)
+    if name not in triggers:
         raise TriggerNotFoundError(f"no enabled trigger {name!r} in the running config")
+    if triggers[name].name is None:
+        raise TriggerUnnamedError(unnamed_message(name))
     assert daemon.state is not None
     async with daemon._lifecycle:
         if daemon.stopping:
@@ -190,10 +197,19 @@ async def pause(daemon: Daemon, name: str) -> bool:
             return False
         await daemon.state.set_paused(name, True)
         daemon.paused.add(name)
-        await daemon.stop_trigger(name)
+        await daemon.stop_trigger(name, keep_routes=True)
+        daemon.hold_routes(name)
     log.info("trigger.paused", extra={"trigger": name})
     daemon.notifier.status(daemon.status_line())
     return True
+
+
+def unnamed_message(name: str) -> str:
+    return (
+        f"trigger {name} has no name: give it a `name` in the config to pause it (a pause is "
+        "kept by name, and a default name <function>-<index> moves to another trigger when "
+        "triggers are reordered)"
+    )
 
 
 async def resume(daemon: Daemon, name: str) -> bool:
@@ -210,7 +226,9 @@ async def resume(daemon: Daemon, name: str) -> bool:
         await daemon.state.set_paused(name, False)
         daemon.paused.discard(name)
         try:
-            await daemon.start_trigger(name, triggers[name], replacing=False)
+            # Its placeholder routes (503 while paused) give way in one step.
+            held = name in daemon.routes.owners()
+            await daemon.start_trigger(name, triggers[name], replacing=held)
         except Exception as exc:  # boundary: reported to the caller and in /readyz
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
             daemon.trigger_problems[name] = f"failed to start: {reason}"

@@ -24,6 +24,11 @@ class TriggerNotFoundError(TriggerdError):
     """The trigger named is not an enabled trigger of the running config."""
 
 
+class TriggerUnnamedError(TriggerdError):
+    """A pause asked for a trigger without a `name`: its default name shifts when triggers
+    are reordered, and the pause is kept by name."""
+
+
 #: Largest body accepted (the endpoints take none; a signed request may carry an empty one).
 _MAX_BODY = 1024
 
@@ -61,6 +66,8 @@ def _handler(host: HttpHost, pause: bool) -> HttpHandler:
             changed = await (host.pause_trigger(name) if pause else host.resume_trigger(name))
         except TriggerNotFoundError as exc:
             return web.json_response({"message": str(exc)}, status=404)
+        except TriggerUnnamedError as exc:
+            return web.json_response({"message": str(exc)}, status=400)
         except TriggerdError as exc:
             return web.json_response({"message": str(exc)}, status=503)
         status = "paused" if pause else "running"
