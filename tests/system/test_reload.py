@@ -175,9 +175,12 @@ def test_reload_restarts_only_what_changed_while_events_flow(
             assert d.proc is not None
             d.proc.send_signal(signal.SIGHUP)
         else:
+            # Through the control listener: the command returns the daemon's verdict.
             result = cli(d, "reload")
             assert result.returncode == 0, result.stderr
-            assert "reloading" in result.stdout
+            assert f"{d.config}: reloaded; " in result.stdout
+            assert "triggers added: added" in result.stdout
+            assert "triggers removed: removed" in result.stdout
         wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
         write(tmp_path / "steady", *(f"s{i:02}" for i in range(20, 40)))
         write(tmp_path / "removed", "r1")
@@ -573,10 +576,18 @@ def test_with_access_keys_pause_needs_a_signed_request_from_an_allowed_key(
     assert operator.returncode == 0, operator.stderr
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     assert "operator-secret-0123456789" not in d.stderr() + operator.stdout + operator.stderr
+    # `triggerd reload` signs its request (its JSON body too) with the same keys.
+    assert post(f"http://127.0.0.1:{port}/control/reload", b"") == 403
+    denied = cli(d, "reload", env=aws_env("READER", "reader-secret-0123456789"))
+    assert denied.returncode == 1
+    assert "is not authorized to perform: triggerd:Reload" in denied.stderr
+    reloaded = cli(d, "reload", env=aws_env("OPERATOR", "operator-secret-0123456789"))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "reloaded; nothing changed" in reloaded.stdout
     assert d.terminate() == 0
 
 
-def test_a_webhook_added_while_the_public_listener_is_off_is_failing_not_running(
+def test_reload_command_refuses_another_file_and_reports_a_webhook_needing_a_restart(
     tmp_path: Path, daemon_factory: Callable[[str], Daemon]
 ) -> None:
     (tmp_path / "inbox").mkdir()
@@ -593,10 +604,30 @@ def test_a_webhook_added_while_the_public_listener_is_off_is_failing_not_running
     d = daemon_factory(text(directory("inbox"), ""))
     d.start(ready_timeout=90)
     public = free_port()
-    d.config.write_text(text(directory("inbox") + webhook("hook", "/hook"), f"127.0.0.1:{public}"))
-    assert d.proc is not None
-    d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+    edited = text(directory("inbox") + webhook("hook", "/hook"), f"127.0.0.1:{public}")
+    # `triggerd reload` naming a file the daemon does not run is refused, and changes nothing.
+    other = tmp_path / "other.toml"
+    other.write_text(edited)
+    refused = subprocess.run(
+        [sys.executable, "-m", "triggerd", "reload", str(other)],
+        capture_output=True,
+        text=True,
+        cwd=d.workdir,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"triggerd runs {d.config}, not {other}" in refused.stderr
+    assert not has_event(d, "daemon.reloaded")
+    # The daemon's own file: the reload runs, and the command reports the trigger it could
+    # not start (exit 1) and the setting that needs a restart.
+    d.config.write_text(edited)
+    result = cli(d, "reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "triggers added: hook" in result.stdout
+    assert "needs a restart (running values kept): daemon.listen" in result.stdout
+    assert "trigger hook failed to start" in result.stderr and "no listen address" in result.stderr
+    assert has_event(d, "daemon.reloaded")
     hook = readyz(control)["triggers"]["hook"]
     assert hook["status"] == "degraded"
     assert any("needs a restart" in r and "listen" in r for r in hook["reasons"]), hook

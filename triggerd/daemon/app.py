@@ -77,6 +77,10 @@ class DaemonStoppingError(TriggerdError):
         super().__init__("the daemon is stopping")
 
 
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
+
+
 class Runnable(Protocol):
     rt: TriggerRuntime
 
@@ -146,6 +150,8 @@ class Daemon:
     _tg: asyncio.TaskGroup | None = None
     _stop: asyncio.Event | None = None
     _reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What the last reload did (POST /control/reload answers it): see `reload_config`.
+    last_reload: dict[str, Any] = field(default_factory=dict)
     #: Reloads, pauses and resumes one at a time.
     _lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -336,11 +342,31 @@ class Daemon:
                     return False
                 changes = diff_configs(self.config, new)
                 return await apply_changes(self, changes)
-        except Exception:  # boundary: a failed reload must not stop the running daemon
+        except Exception as exc:  # boundary: a failed reload must not stop the running daemon
             log.exception("daemon.reload_failed")
+            self.last_reload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             return False
         finally:
             self.notifier.ready(self.status_line())
+
+    async def reload_config(self, path: str | None) -> dict[str, Any]:
+        from triggerd.http.pausing import ConfigMismatchError
+
+        if self.stopping:
+            raise DaemonStoppingError()
+        own = self.config_path
+        if path is not None and own is not None:
+            theirs, ours = await asyncio.to_thread(lambda: (_resolved(path), _resolved(own)))
+            if theirs != ours:
+                raise ConfigMismatchError(
+                    f"triggerd runs {ours}, not {theirs}: a reload re-reads the daemon's "
+                    "own file (name it, or restart triggerd on the other one)"
+                )
+        self.last_reload = {}
+        await self.reload()
+        if self.stopping and not self.last_reload:
+            raise DaemonStoppingError()
+        return {"config": own, **(self.last_reload or {"status": "failed"})}
 
     async def pause_trigger(self, name: str) -> bool:
         from triggerd.daemon.reload import pause

@@ -47,11 +47,13 @@ async def read_config(daemon: Daemon) -> ConfigBase | None:
     path = daemon.config_path
     if path is None:
         log.error("daemon.reload_refused", extra={"error": "the daemon has no config file"})
+        daemon.last_reload = {"status": "rejected", "error": "the daemon has no config file"}
         return None
     try:
         return await asyncio.to_thread(load_config, path, daemon.registry)
     except (TriggerdError, ValueError, OSError) as exc:  # ValueError: e.g. not UTF-8
         problems = getattr(exc, "problems", None) or [str(exc)]
+        daemon.last_reload = {"status": "rejected", "error": f"{path}: {'; '.join(problems)}"}
         log.error(
             "daemon.reload_rejected",
             extra={
@@ -127,18 +129,22 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
     # theirs) called the old backends up to here; what they started there finishes first.
     timeout_s = new.daemon.shutdown_timeout_s
     await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
-    log.info(
-        "daemon.reloaded",
-        extra={
-            "functions_added": sorted(changes.functions_added),
-            "functions_removed": sorted(changes.functions_removed),
-            "functions_changed": sorted(changes.functions_changed),
-            "triggers_added": sorted(changes.triggers_added),
-            "triggers_removed": sorted(changes.triggers_removed),
-            "triggers_restarted": sorted(restart | retry),
-            "triggers_failed": failed,
-        },
-    )
+    summary = {
+        "functions_added": sorted(changes.functions_added),
+        "functions_removed": sorted(changes.functions_removed),
+        "functions_changed": sorted(changes.functions_changed),
+        "triggers_added": sorted(changes.triggers_added),
+        "triggers_removed": sorted(changes.triggers_removed),
+        "triggers_restarted": sorted(restart | retry),
+        "triggers_failed": failed,
+    }
+    log.info("daemon.reloaded", extra=summary)
+    daemon.last_reload = {
+        "status": "failed" if failed else "reloaded",
+        **summary,
+        "needs_restart": list(changes.needs_restart),
+        "failures": {n: daemon.trigger_problems.get(n, "") for n in failed},
+    }
     return not failed
 
 
@@ -151,6 +157,10 @@ async def _start_functions(daemon: Daemon, changes: ConfigChanges) -> dict[str, 
             fresh[name] = await daemon.start_function(name, changes.config.function_map[name])
         except Exception as exc:  # boundary: the running config stays
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
+            daemon.last_reload = {
+                "status": "rejected",
+                "error": f"function {name} cannot start: {reason}",
+            }
             log.error(
                 "daemon.reload_rejected",
                 extra={
