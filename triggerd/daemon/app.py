@@ -356,7 +356,10 @@ class Daemon:
             raise DaemonStoppingError()
         own = self.config_path
         if path is not None and own is not None:
-            theirs, ours = await asyncio.to_thread(lambda: (_resolved(path), _resolved(own)))
+            try:
+                theirs, ours = await asyncio.to_thread(lambda: (_resolved(path), _resolved(own)))
+            except (ValueError, OSError, RuntimeError):  # a NUL byte, a symlink loop
+                raise ConfigMismatchError(f"{path!r} is not a path triggerd can resolve") from None
             if theirs != ours:
                 raise ConfigMismatchError(
                     f"triggerd runs {ours}, not {theirs}: a reload re-reads the daemon's "
