@@ -366,7 +366,8 @@ class Daemon:
                     "own file (name it, or restart triggerd on the other one)"
                 )
         self.last_reload = {}
-        await self.reload()
+        # A caller gone (its request cancelled) must not cut a reload short half-way.
+        await asyncio.shield(self.reload())
         if self.stopping and not self.last_reload:
             raise DaemonStoppingError()
         return {"config": own, **(self.last_reload or {"status": "failed"})}
