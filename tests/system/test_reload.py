@@ -175,9 +175,12 @@ def test_reload_restarts_only_what_changed_while_events_flow(
             assert d.proc is not None
             d.proc.send_signal(signal.SIGHUP)
         else:
+            # Through the control listener: the command returns the daemon's verdict.
             result = cli(d, "reload")
             assert result.returncode == 0, result.stderr
-            assert "reloading" in result.stdout
+            assert f"{d.config}: reloaded; " in result.stdout
+            assert "triggers added: added" in result.stdout
+            assert "triggers removed: removed" in result.stdout
         wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
         write(tmp_path / "steady", *(f"s{i:02}" for i in range(20, 40)))
         write(tmp_path / "removed", "r1")
@@ -261,18 +264,102 @@ def test_a_changed_function_gets_new_workers_after_its_invocation_in_flight(
         20,
         "the invocation in flight",
     )
-    d.config.write_text(config(tmp_path, port, hook, sleep_s=1, record="calls-v2.jsonl"))
-    assert d.proc is not None
-    d.proc.send_signal(signal.SIGHUP)
-    in_flight.join(30)
-    assert statuses == [200], "the old worker finished its invocation"
-    wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+    # Requests keep arriving through the reload: the route kept for the swap must not call
+    # the old backend once it is stopped.
+    with Poster(url) as poster:
+        d.config.write_text(config(tmp_path, port, hook, sleep_s=1, record="calls-v2.jsonl"))
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        in_flight.join(30)
+        assert statuses == [200], "the old worker finished its invocation"
+        wait_for(lambda: has_event(d, "daemon.reloaded"), 30, "the reload")
+        served = len(poster.statuses)
+        wait_for(lambda: len(poster.statuses) >= served + 2, 30, "requests after the reload")
+    assert Counter(poster.statuses) == {200: len(poster.statuses)}, "no request failed"
     [reloaded] = [e for e in d.events() if e.get("event") == "daemon.reloaded"]
     assert reloaded["functions_changed"] == ["recorder"]
+    v2 = tmp_path / "calls-v2.jsonl"
+    before = len(v2.read_text().splitlines())
+    assert before >= 1, "the new workers serve the requests after the reload"
     assert post(url, b"{}") == 200
-    assert len((tmp_path / "calls.jsonl").read_text().splitlines()) == 1
-    assert len((tmp_path / "calls-v2.jsonl").read_text().splitlines()) == 1, "a new worker"
+    assert len(v2.read_text().splitlines()) == before + 1
+    assert (tmp_path / "calls.jsonl").read_text().splitlines(), "the old worker's invocation"
     assert d.terminate() == 0
+
+
+def test_a_resume_while_the_daemon_stops_is_refused_and_the_daemon_exits(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    for name in ("inbox", "hold"):
+        (tmp_path / name).mkdir()
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, directory("inbox") + directory("hold"), sleep_s=8))
+    d.start(ready_timeout=90)
+    assert cli(d, "pause", "hold").returncode == 0
+    write(tmp_path / "inbox", "busy")
+    wait_for(
+        lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
+        20,
+        "an invocation in flight",
+    )
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: has_event(d, "daemon.stopping"), 20, "the drain")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: has_event(d, "daemon.reload_ignored"), 20, "the SIGHUP ignored")
+    resumed = cli(d, "resume", "hold")
+    assert resumed.returncode != 0
+    assert "the daemon is stopping" in resumed.stderr
+    # The drain waits for the invocation in flight (8 s) and never for the refused resume:
+    # without the fix the daemon never exits.
+    assert d.proc.wait(10 + 20) == 0
+    assert not has_event(d, "trigger.resumed")
+    assert not has_event(d, "daemon.reloaded")
+    assert keys(tmp_path, "inbox") == ["busy"]
+
+
+def _ignores_sighup(pid: int) -> bool:
+    """Whether the process ignores SIGHUP (bit 0 of SigIgn in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    [line] = [x for x in status.splitlines() if x.startswith("SigIgn:")]
+    return bool(int(line.split()[1], 16) & 1)
+
+
+def test_a_sighup_before_the_reload_handler_is_installed_does_not_kill_the_daemon(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, directory("inbox")))
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "triggerd", "run", str(d.config)],
+        cwd=d.workdir,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # SIGHUP's default action (exit 129), whatever this test process inherited.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
+    # `run` ignores SIGHUP first thing; the event loop's handler (a reload) replaces that
+    # once the daemon starts. A SIGHUP in between (systemd's ExecReload right after the
+    # start) must not end it.
+    proc = d.proc
+    wait_for(lambda: _ignores_sighup(proc.pid) or proc.poll() is not None, 60, "`run` entered")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.poll() is None, "`run` never ignored SIGHUP"
+    wait_for(lambda: _answers(port) or proc.poll() is not None, 90, "the daemon listening")
+    assert proc.poll() is None, "the SIGHUP did not end the daemon"
+    assert readyz(port)["status"] == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_pause_and_resume_survive_a_restart(
@@ -489,4 +576,88 @@ def test_with_access_keys_pause_needs_a_signed_request_from_an_allowed_key(
     assert operator.returncode == 0, operator.stderr
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     assert "operator-secret-0123456789" not in d.stderr() + operator.stdout + operator.stderr
+    # `triggerd reload` signs its request (its JSON body too) with the same keys.
+    assert post(f"http://127.0.0.1:{port}/control/reload", b"") == 403
+    denied = cli(d, "reload", env=aws_env("READER", "reader-secret-0123456789"))
+    assert denied.returncode == 1
+    assert "is not authorized to perform: triggerd:Reload" in denied.stderr
+    reloaded = cli(d, "reload", env=aws_env("OPERATOR", "operator-secret-0123456789"))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "reloaded; nothing changed" in reloaded.stdout
+    assert d.terminate() == 0
+
+
+def test_reload_command_refuses_another_file_and_reports_a_webhook_needing_a_restart(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    control = free_port()
+
+    def text(triggers: str, listen: str) -> str:
+        return (
+            config(tmp_path, control, triggers)
+            .replace(f'listen = "127.0.0.1:{control}"\n', f'listen = "{listen}"\n')
+            .replace('control_listen = ""', f'control_listen = "127.0.0.1:{control}"')
+            .replace("control_on_public = true", "control_on_public = false")
+        )
+
+    d = daemon_factory(text(directory("inbox"), ""))
+    d.start(ready_timeout=90)
+    public = free_port()
+    edited = text(directory("inbox") + webhook("hook", "/hook"), f"127.0.0.1:{public}")
+    # `triggerd reload` naming a file the daemon does not run is refused, and changes nothing.
+    other = tmp_path / "other.toml"
+    other.write_text(edited)
+    refused = subprocess.run(
+        [sys.executable, "-m", "triggerd", "reload", str(other)],
+        capture_output=True,
+        text=True,
+        cwd=d.workdir,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"triggerd runs {d.config}, not {other}" in refused.stderr
+    assert not has_event(d, "daemon.reloaded")
+    # The daemon's own file: the reload runs, and the command reports the trigger it could
+    # not start (exit 1) and the setting that needs a restart.
+    d.config.write_text(edited)
+    result = cli(d, "reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "triggers added: hook" in result.stdout
+    assert "needs a restart (running values kept): daemon.listen" in result.stdout
+    assert "trigger hook failed to start" in result.stderr and "no listen address" in result.stderr
+    assert has_event(d, "daemon.reloaded")
+    hook = readyz(control)["triggers"]["hook"]
+    assert hook["status"] == "degraded"
+    assert any("needs a restart" in r and "listen" in r for r in hook["reasons"]), hook
+    assert d.terminate() == 0
+
+
+def _answer(url: str) -> tuple[int, str | None, dict[str, Any]]:
+    """Status, Retry-After and JSON body of a POST."""
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return int(resp.status), resp.headers.get("Retry-After"), {}
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.headers.get("Retry-After"), json.load(exc)
+
+
+def test_a_paused_webhook_answers_503_with_retry_after_not_404(
+    tmp_path: Path, daemon_factory: Callable[[str], Daemon]
+) -> None:
+    port = free_port()
+    d = daemon_factory(config(tmp_path, port, webhook("hook", "/hook")))
+    d.start(ready_timeout=90)
+    url = f"http://127.0.0.1:{port}/hook"
+    assert post(url, b"{}") == 200
+    assert cli(d, "pause", "hook").returncode == 0
+    paused = (503, "1", {"message": "trigger hook is paused"})
+    assert _answer(url) == paused, "senders retry a 503; a 404 is permanent"
+    assert d.terminate() == 0
+    d.start(ready_timeout=90)
+    assert _answer(url) == paused, "paused since the start"
+    assert cli(d, "resume", "hook").returncode == 0
+    assert post(url, b"{}") == 200
     assert d.terminate() == 0

@@ -101,3 +101,13 @@ def test_pause_of_a_running_daemon_that_does_not_answer_says_so(tmp_path: Path) 
         f"triggerd: triggerd (pid 4242) is running, but cannot be reached at http://127.0.0.1:{port}"
     )
     assert not (tmp_path / "state" / "state.db").exists(), "the store was left alone"
+
+
+def test_pause_of_an_unnamed_trigger_exits_2_asking_for_a_name(tmp_path: Path) -> None:
+    path = setup(tmp_path)
+    path.write_text(CONFIG.replace('name = "inbox"\n', ""))
+    result = CliRunner().invoke(main, ["pause", "f-0", "-c", str(path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "trigger f-0 has no name: give it a `name`" in lines[0]
+    assert not (tmp_path / "state").exists(), "nothing recorded"

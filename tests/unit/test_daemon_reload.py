@@ -12,8 +12,8 @@ import pytest
 from tests.fakes import FakeBackend, FakeSource, FakeSyncConfig, fake_registry, make_record
 from triggerd.config.load import load_config
 from triggerd.config.plugins import Registry
-from triggerd.daemon.app import Daemon
-from triggerd.http.pausing import TriggerNotFoundError
+from triggerd.daemon.app import Daemon, DaemonStoppingError
+from triggerd.http.pausing import ConfigMismatchError, TriggerNotFoundError, TriggerUnnamedError
 from triggerd.types import ConfigError, SourcePlugin
 
 
@@ -252,3 +252,49 @@ async def test_a_trigger_being_restarted_is_restarting_not_degraded(tmp_path: Pa
         release.set()
         assert await reload
         assert daemon.status_line() == "2 triggers running, 0 paused, 0 failing"
+
+
+async def test_an_unnamed_trigger_cannot_be_paused(tmp_path: Path) -> None:
+    world = World()
+    text = config_text(tmp_path, {"keep": ""}) + '\n[[triggers]]\nfunction = "f"\n'
+    text += 'source = { type = "fake" }\n'
+    daemon = make(tmp_path, world, text)
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        with pytest.raises(TriggerUnnamedError, match="give it a `name`"):
+            await daemon.pause_trigger("f-1")
+        assert "f-1" in daemon.triggers and not daemon.paused
+
+
+async def test_nothing_starts_once_the_daemon_is_stopping(tmp_path: Path) -> None:
+    world = World()
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": "", "hold": ""}))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        assert await daemon.pause_trigger("hold")
+        assert daemon._stop is not None
+        daemon._stop.set()
+        with pytest.raises(DaemonStoppingError):
+            await daemon.resume_trigger("hold")
+        with pytest.raises(DaemonStoppingError):
+            await daemon.pause_trigger("keep")
+        assert not await daemon.reload()
+    assert len(world.sources["hold"]) == 1, "not built again"
+
+
+async def test_reload_config_refuses_another_file_and_answers_the_summary(
+    tmp_path: Path,
+) -> None:
+    world = World()
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": "", "drop": ""}))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        for other in (str(tmp_path / "other.toml"), "bad\0path"):
+            with pytest.raises(ConfigMismatchError):
+                await daemon.reload_config(other)
+        assert set(daemon.triggers) == {"keep", "drop"}, "nothing reloaded"
+        (tmp_path / "triggerd.toml").write_text(config_text(tmp_path, {"keep": ""}))
+        summary = await daemon.reload_config(str(tmp_path / "." / "triggerd.toml"))
+        assert summary["status"] == "reloaded"
+        assert summary["triggers_removed"] == ["drop"]
+        assert summary["config"] == str(tmp_path / "triggerd.toml")
+        (tmp_path / "triggerd.toml").write_text("[[triggers]]\nfunction = 'nope'\n")
+        rejected = await daemon.reload_config(None)
+        assert rejected["status"] == "rejected" and "source: Field required" in rejected["error"]

@@ -188,3 +188,23 @@ def test_committing_no_routes_removes_the_old_ones_and_an_attached_mount_removes
     mount.add_route("GET", "/gone", _old, owner="gone")
     mount.remove_routes("gone")
     assert routes.match("GET", "/gone") is None
+
+
+def test_hold_keeps_an_owners_paths_with_another_handler() -> None:
+    from triggerd.http.routes import Routes
+
+    async def serve(request: object) -> object:
+        return "served"
+
+    async def paused(request: object) -> object:
+        return "paused"
+
+    routes = Routes()
+    routes.add_route("POST", "/hook", serve, owner="hook")
+    routes.add_route("POST", "/other", serve, owner="other")
+    routes.hold("hook", paused)
+    held = routes.match("POST", "/hook")
+    other = routes.match("POST", "/other")
+    assert isinstance(held, tuple) and held[0] is paused
+    assert isinstance(other, tuple) and other[0] is serve
+    assert routes.match("GET", "/hook") is False, "still its path, for POST only"

@@ -4,7 +4,8 @@ The running daemon is found through its state store's lock file (`<store>.lock`,
 daemon holds while it runs and in which it writes its pid):
 
 - reload validates the config file here first (a broken file: one line per problem, exit 2,
-  the daemon is not disturbed), then sends the daemon SIGHUP;
+  the daemon is not disturbed), then calls the daemon's `POST /control/reload` and reports
+  its verdict; without a control listener it sends the daemon SIGHUP;
 - pause and resume call the daemon's `POST /control/triggers/{name}/pause|resume` on its
   control listener and return once the trigger drained (or started); when nothing answers
   there and no daemon holds the lock, they record the state in the store, applied when the
@@ -83,10 +84,26 @@ def running_pid(db_path: str) -> int | None:
 @config_argument
 @config_option_beside_argument
 def reload(config: str | None, config_path: str | None) -> None:
-    """Validate the config file, then make the running daemon reload it (SIGHUP): only the
-    triggers, functions and routes that changed restart. Exit 2 if the file is invalid."""
+    """Validate the config file, then make the running daemon reload it: only the triggers,
+    functions and routes that changed restart. Exit 2 if the file is invalid or is not the
+    daemon's own, 1 if the daemon rejected it or a trigger failed to start."""
+    from triggerd.cli.status import daemon_url
+
     path = resolve_config(config, config_path)
     cfg = _load(path)
+    url = daemon_url(cfg)
+    unreachable = "it serves no control endpoints (control_listen is empty)"
+    if url is not None:
+        status, answer = asyncio.run(
+            _post(cfg, url, "/control/reload", {"config": os.path.abspath(path)}, RELOAD_KEY)
+        )
+        if status == 200 and isinstance(answer, dict):
+            _report_reload(answer)
+            return
+        if status:
+            _fail(str(answer), 2 if status == 409 else 1)  # the daemon answered, and refused
+        unreachable = str(answer)
+    # No control listener to ask: SIGHUP, as systemd's ExecReload (no verdict to report).
     db = store_path(cfg)
     pid = running_pid(db)
     if not pid:
@@ -100,9 +117,38 @@ def reload(config: str | None, config_path: str | None) -> None:
     except OSError as exc:
         _fail(f"cannot signal triggerd (pid {pid}): {exc.strerror or exc}")
     click.echo(
-        f"{path}: valid; triggerd (pid {pid}) is reloading it "
-        "(its log says daemon.reloaded, or daemon.reload_rejected and why)"
+        f"{path}: valid; triggerd (pid {pid}) is reloading it, signalled with SIGHUP since "
+        f"{unreachable} (its log says daemon.reloaded, or daemon.reload_rejected and why)"
     )
+
+
+def _report_reload(answer: dict[str, object]) -> None:
+    """The daemon's verdict: what changed, or why not; exit 1 unless it reloaded."""
+    status = answer.get("status")
+    if status == "rejected":
+        _fail(f"reload rejected, the running config kept: {answer.get('error')}")
+    parts = []
+    for key in (
+        "functions_added",
+        "functions_removed",
+        "functions_changed",
+        "triggers_added",
+        "triggers_removed",
+        "triggers_restarted",
+    ):
+        names = answer.get(key)
+        if isinstance(names, list) and names:
+            parts.append(f"{key.replace('_', ' ')}: {', '.join(map(str, names))}")
+    click.echo(f"{answer.get('config')}: reloaded; " + ("; ".join(parts) or "nothing changed"))
+    needs = answer.get("needs_restart")
+    if isinstance(needs, list) and needs:
+        click.echo(f"needs a restart (running values kept): {', '.join(map(str, needs))}")
+    if status != "reloaded":
+        failures = answer.get("failures")
+        lines = failures.items() if isinstance(failures, dict) else []
+        for name, why in lines:
+            click.echo(f"triggerd: trigger {name} {why}", err=True)
+        sys.exit(1)
 
 
 @click.command()
@@ -131,6 +177,10 @@ def _pause_or_resume(trigger: str, config_path: str, *, pause: bool) -> None:
     if trigger not in enabled_triggers(cfg):
         names = ", ".join(enabled_triggers(cfg)) or "none"
         _fail(f"no enabled trigger {trigger!r} in {config_path} (triggers: {names})", 2)
+    if pause and enabled_triggers(cfg)[trigger].name is None:
+        from triggerd.daemon.reload import unnamed_message
+
+        _fail(unnamed_message(trigger), 2)
     url = daemon_url(cfg)
     unreachable = "it serves no control endpoints (control_listen is empty)"
     if url is not None:
@@ -212,7 +262,50 @@ async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[i
     return 200, "was already paused" if pause else "was not paused"
 
 
-def sign(url: str, region: str) -> dict[str, str] | None:
+RELOAD_KEY = (
+    "the daemon requires AWS Signature Version 4 (daemon.access_keys): give this command a "
+    "key allowed triggerd:Reload (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS "
+    "profile)"
+)
+
+
+async def _post(
+    cfg: ConfigBase, url: str, route: str, body: dict[str, object], no_key: str
+) -> tuple[int, dict[str, object] | str]:
+    """POST a JSON body to a control endpoint: (status, its JSON object) for a 200, (status,
+    message) otherwise, (0, why) when it cannot be reached."""
+    import json
+
+    import aiohttp
+
+    context = tls_context(cfg)
+    target = f"{url}{route}"
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if cfg.daemon.access_keys:
+        signed = sign(target, cfg.daemon.region, data)
+        if signed is None:
+            return 1, no_key
+        headers |= signed
+    timeout = aiohttp.ClientTimeout(total=2 * cfg.daemon.shutdown_timeout_s + 60)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(
+                target, data=data, headers=headers, ssl=context if context is not None else True
+            ) as resp,
+        ):
+            answer = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
+    if not isinstance(answer, dict):
+        return 0, f"triggerd at {url} answered {resp.status} without a JSON object"
+    if resp.status != 200:
+        return resp.status, str(answer.get("message", f"HTTP {resp.status}"))
+    return 200, answer
+
+
+def sign(url: str, region: str, data: bytes = b"") -> dict[str, str] | None:
     """SigV4 headers for an empty POST to `url` with the standard AWS credential chain
     (environment, profile, ...), as the AWS CLI would sign it; None without credentials."""
     from botocore.auth import SigV4Auth
@@ -222,6 +315,6 @@ def sign(url: str, region: str) -> dict[str, str] | None:
     credentials = get_session().get_credentials()
     if credentials is None:
         return None
-    request = AWSRequest(method="POST", url=url, data=b"")
+    request = AWSRequest(method="POST", url=url, data=data)
     SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
     return {k: str(v) for k, v in request.headers.items()}

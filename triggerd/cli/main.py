@@ -104,6 +104,9 @@ def main() -> None:
 )
 def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG."""
+    # SIGHUP's default action kills the process: until the loop's handler (a reload) is
+    # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = Registry.discover()
     path = resolve_config(config, config_path)
     cfg = _load(path, registry)
@@ -190,6 +193,7 @@ async def _serve(
         await asyncio.gather(announcer, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the default (exit 129) until exit
     return 0
 
 

@@ -23,6 +23,8 @@ KNOWN_ACTIONS = frozenset(
         # `triggerd pause|resume` (triggerd.http.pausing)
         "triggerd:PauseTrigger",
         "triggerd:ResumeTrigger",
+        # `triggerd reload` (POST /control/reload)
+        "triggerd:Reload",
     }
 )
 

@@ -55,6 +55,7 @@ from triggerd.types import (
     SourceContext,
     SourceStats,
     SystemClock,
+    TriggerdError,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
 RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
 #: After the drain timeout: how long cancelled work may take to give its records back.
 CANCEL_GRACE_S = 5.0
+
+
+class DaemonStoppingError(TriggerdError):
+    """A reload, pause or resume asked for once the daemon is stopping (answered 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the daemon is stopping")
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 class Runnable(Protocol):
@@ -138,12 +150,20 @@ class Daemon:
     _tg: asyncio.TaskGroup | None = None
     _stop: asyncio.Event | None = None
     _reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What the last reload did (POST /control/reload answers it): see `reload_config`.
+    last_reload: dict[str, Any] = field(default_factory=dict)
     #: Reloads, pauses and resumes one at a time.
     _lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def settings(self) -> DaemonSettings:
         return self.config.daemon
+
+    @property
+    def stopping(self) -> bool:
+        """Set from SIGTERM on: nothing starts any more (a trigger started after `_drain`
+        collected the tasks it stops would keep the daemon from ever exiting)."""
+        return self._stop is not None and self._stop.is_set()
 
     @property
     def trigger_names(self) -> Collection[str]:
@@ -272,7 +292,10 @@ class Daemon:
                 await self._serve(stop)
                 notifier.stopping()
                 log.info("daemon.stopping", extra={"in_flight_triggers": len(self.slots)})
-                await self._drain()
+                # A pause or resume under way finishes first (one arriving now is refused:
+                # `stopping`), so every trigger it started is among those drained.
+                async with self._lifecycle:
+                    await self._drain()
         log.info("daemon.stopped")
         if self._fatal is not None:
             raise self._fatal
@@ -295,6 +318,12 @@ class Daemon:
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file and apply what changed (see `reload`)."""
+        if self.stopping:
+            log.warning(
+                "daemon.reload_ignored",
+                extra={"signal": "SIGHUP", "error": "the daemon is stopping"},
+            )
+            return
         log.info("daemon.signal", extra={"signal": "SIGHUP"})
         self._reload_requested.set()
 
@@ -309,13 +338,40 @@ class Daemon:
             if new is None:
                 return False
             async with self._lifecycle:
+                if self.stopping:
+                    log.warning("daemon.reload_ignored", extra={"error": "the daemon is stopping"})
+                    return False
                 changes = diff_configs(self.config, new)
                 return await apply_changes(self, changes)
-        except Exception:  # boundary: a failed reload must not stop the running daemon
+        except Exception as exc:  # boundary: a failed reload must not stop the running daemon
             log.exception("daemon.reload_failed")
+            self.last_reload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             return False
         finally:
             self.notifier.ready(self.status_line())
+
+    async def reload_config(self, path: str | None) -> dict[str, Any]:
+        from triggerd.http.pausing import ConfigMismatchError
+
+        if self.stopping:
+            raise DaemonStoppingError()
+        own = self.config_path
+        if path is not None and own is not None:
+            try:
+                theirs, ours = await asyncio.to_thread(lambda: (_resolved(path), _resolved(own)))
+            except (ValueError, OSError, RuntimeError):  # a NUL byte, a symlink loop
+                raise ConfigMismatchError(f"{path!r} is not a path triggerd can resolve") from None
+            if theirs != ours:
+                raise ConfigMismatchError(
+                    f"triggerd runs {ours}, not {theirs}: a reload re-reads the daemon's "
+                    "own file (name it, or restart triggerd on the other one)"
+                )
+        self.last_reload = {}
+        # A caller gone (its request cancelled) must not cut a reload short half-way.
+        await asyncio.shield(self.reload())
+        if self.stopping and not self.last_reload:
+            raise DaemonStoppingError()
+        return {"config": own, **(self.last_reload or {"status": "failed"})}
 
     async def pause_trigger(self, name: str) -> bool:
         from triggerd.daemon.reload import pause
@@ -453,6 +509,8 @@ class Daemon:
         that replaces it commits its own."""
         slot = self.slots.pop(name, None)
         if slot is None:
+            if not keep_routes:
+                self.routes.remove_routes(name)  # a paused trigger's placeholders
             return
         self.triggers.pop(name, None)  # draining: no longer counted as running
         slot.stop.set()
@@ -473,10 +531,41 @@ class Daemon:
     async def start_trigger(self, name: str, tcfg: TriggerBase, *, replacing: bool) -> None:
         """Build and launch one trigger; `replacing`: its webhook routes take the place of
         the stopped trigger's in one step."""
+        if self.stopping:
+            raise DaemonStoppingError()
         self.trigger_problems.pop(name, None)  # an earlier failure to start
         slot = await self._build_slot(name, tcfg, staged=replacing)
+        if self.stopping:  # stopped while its source started: never launched
+            self.slots.pop(name, None)
+            self.triggers.pop(name, None)
+            self._unstarted.pop(name, None)
+            self.routes.remove_routes(name)
+            await slot.stack.aclose()
+            raise DaemonStoppingError()
         self._launch(slot)
         log.info("trigger.started", extra={"trigger": name})
+
+    def hold_routes(self, name: str, tcfg: TriggerBase | None = None) -> None:
+        """A paused trigger's webhook paths answer 503 with Retry-After, as a draining
+        webhook does, never 404 (a sender drops the event on a 4xx). `tcfg`: a trigger paused
+        since the start, whose routes were never added (a webhook's method and path)."""
+        if not self.settings.listen:
+            return
+        from aiohttp import web
+
+        async def paused(request: Any) -> Any:
+            return web.json_response(
+                {"message": f"trigger {name} is paused"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+
+        src = tcfg.source_config if tcfg is not None else None
+        if src is not None and getattr(src, "type", None) == "webhook":
+            method, path = getattr(src, "method", "ANY"), getattr(src, "path", "")
+            with contextlib.suppress(ValueError):  # a path taken: the trigger never served it
+                self.routes.add_route(method, path, paused, owner=name)
+        self.routes.hold(name, paused)
 
     async def _close_slots(self) -> None:
         for name in reversed(list(self.slots)):
@@ -519,6 +608,8 @@ class Daemon:
 
     async def start_invoke_queue(self, function: str) -> None:
         assert self.state is not None
+        if self.stopping:
+            return
         await self._build_invoke_queues(self.state, only=(function,))
         queue = self.invoke_queues.get(function)
         if queue is not None:
@@ -636,6 +727,7 @@ class Daemon:
         for name, tcfg in enabled_triggers(self.config).items():
             if name in self.paused:
                 log.info("trigger.paused", extra={"trigger": name})
+                self.hold_routes(name, tcfg)
                 continue
             await self._build_slot(name, tcfg)
 

@@ -9,8 +9,10 @@ reported in one log line. Otherwise only what changed is restarted:
 - removed triggers drain (in-flight batches finish and are settled), then stop; changed
   ones, and those whose function changed, drain and start again with the new settings; a
   webhook's routes are swapped in one step, so its path never answers 404 in between;
-- old backends of changed and removed functions stop after their triggers drained;
 - added triggers start;
+- old backends of changed and removed functions stop last, once the triggers that replace
+  theirs serve (a webhook's routes call the old backend until then) and their invocations
+  in flight finished;
 - daemon settings other than `shutdown_timeout_s` and `log_level`, and `[telemetry]`, need a
   restart: one log line names them, and they keep their running values;
 - a trigger that failed to start at an earlier reload or resume is tried again.
@@ -24,9 +26,10 @@ from typing import TYPE_CHECKING
 
 from triggerd.config.load import load_config
 from triggerd.config.model import ConfigBase
+from triggerd.daemon.app import DaemonStoppingError
 from triggerd.daemon.changes import ConfigChanges, enabled_triggers
 from triggerd.daemon.inflight import CountedBackend
-from triggerd.http.pausing import TriggerNotFoundError
+from triggerd.http.pausing import TriggerNotFoundError, TriggerUnnamedError
 from triggerd.types import TriggerdError
 
 if TYPE_CHECKING:
@@ -44,11 +47,13 @@ async def read_config(daemon: Daemon) -> ConfigBase | None:
     path = daemon.config_path
     if path is None:
         log.error("daemon.reload_refused", extra={"error": "the daemon has no config file"})
+        daemon.last_reload = {"status": "rejected", "error": "the daemon has no config file"}
         return None
     try:
         return await asyncio.to_thread(load_config, path, daemon.registry)
     except (TriggerdError, ValueError, OSError) as exc:  # ValueError: e.g. not UTF-8
         problems = getattr(exc, "problems", None) or [str(exc)]
+        daemon.last_reload = {"status": "rejected", "error": f"{path}: {'; '.join(problems)}"}
         log.error(
             "daemon.reload_rejected",
             extra={
@@ -98,8 +103,6 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         *(daemon.stop_trigger(n) for n in changes.triggers_removed),
         *(daemon.stop_trigger(n, keep_routes=True) for n in restart),
     )
-    timeout_s = new.daemon.shutdown_timeout_s
-    await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
     started, failed = 0, []
     for name, tcfg in new_triggers.items():
         wanted = name in restart or name in changes.triggers_added or name in retry
@@ -110,23 +113,38 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             started += 1
         except Exception as exc:  # one trigger's start failure must not stop the others
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
+            if daemon.listen_address is None and "daemon.listen" in reason:
+                # The file gives a listen address, but the listener opens only at start.
+                reason = f"{reason}: needs a restart: no listen address"
             log.error("trigger.start_failed", extra={"trigger": name, "error": reason})
             daemon.trigger_problems[name] = f"failed to start: {reason}"
             failed.append(name)
+    for name, tcfg in new_triggers.items():
+        if name in daemon.paused and (name in restart or name in changes.triggers_added):
+            daemon.routes.remove_routes(name)  # its placeholders, for its new path
+            daemon.hold_routes(name, tcfg)
     for name in fresh:
         await daemon.start_invoke_queue(name)
-    log.info(
-        "daemon.reloaded",
-        extra={
-            "functions_added": sorted(changes.functions_added),
-            "functions_removed": sorted(changes.functions_removed),
-            "functions_changed": sorted(changes.functions_changed),
-            "triggers_added": sorted(changes.triggers_added),
-            "triggers_removed": sorted(changes.triggers_removed),
-            "triggers_restarted": sorted(restart | retry),
-            "triggers_failed": failed,
-        },
-    )
+    # Only now: the restarted triggers' routes (kept until their replacements committed
+    # theirs) called the old backends up to here; what they started there finishes first.
+    timeout_s = new.daemon.shutdown_timeout_s
+    await asyncio.gather(*(_retire_backend(fn, timeout_s) for fn in old_functions.values()))
+    summary = {
+        "functions_added": sorted(changes.functions_added),
+        "functions_removed": sorted(changes.functions_removed),
+        "functions_changed": sorted(changes.functions_changed),
+        "triggers_added": sorted(changes.triggers_added),
+        "triggers_removed": sorted(changes.triggers_removed),
+        "triggers_restarted": sorted(restart | retry),
+        "triggers_failed": failed,
+    }
+    log.info("daemon.reloaded", extra=summary)
+    daemon.last_reload = {
+        "status": "failed" if failed else "reloaded",
+        **summary,
+        "needs_restart": list(changes.needs_restart),
+        "failures": {n: daemon.trigger_problems.get(n, "") for n in failed},
+    }
     return not failed
 
 
@@ -139,6 +157,10 @@ async def _start_functions(daemon: Daemon, changes: ConfigChanges) -> dict[str, 
             fresh[name] = await daemon.start_function(name, changes.config.function_map[name])
         except Exception as exc:  # boundary: the running config stays
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
+            daemon.last_reload = {
+                "status": "rejected",
+                "error": f"function {name} cannot start: {reason}",
+            }
             log.error(
                 "daemon.reload_rejected",
                 extra={
@@ -172,18 +194,32 @@ async def _stop_backend(fn: Function) -> None:
 
 async def pause(daemon: Daemon, name: str) -> bool:
     """Record the pause, then drain and stop the trigger. False when it was paused already."""
-    if name not in enabled_triggers(daemon.config):
+    triggers = enabled_triggers(daemon.config)
+    if name not in triggers:
         raise TriggerNotFoundError(f"no enabled trigger {name!r} in the running config")
+    if triggers[name].name is None:
+        raise TriggerUnnamedError(unnamed_message(name))
     assert daemon.state is not None
     async with daemon._lifecycle:
+        if daemon.stopping:
+            raise DaemonStoppingError()
         if name in daemon.paused:
             return False
         await daemon.state.set_paused(name, True)
         daemon.paused.add(name)
-        await daemon.stop_trigger(name)
+        await daemon.stop_trigger(name, keep_routes=True)
+        daemon.hold_routes(name)
     log.info("trigger.paused", extra={"trigger": name})
     daemon.notifier.status(daemon.status_line())
     return True
+
+
+def unnamed_message(name: str) -> str:
+    return (
+        f"trigger {name} has no name: give it a `name` in the config to pause it (a pause is "
+        "kept by name, and a default name <function>-<index> moves to another trigger when "
+        "triggers are reordered)"
+    )
 
 
 async def resume(daemon: Daemon, name: str) -> bool:
@@ -193,12 +229,16 @@ async def resume(daemon: Daemon, name: str) -> bool:
         raise TriggerNotFoundError(f"no enabled trigger {name!r} in the running config")
     assert daemon.state is not None
     async with daemon._lifecycle:
+        if daemon.stopping:
+            raise DaemonStoppingError()
         if name not in daemon.paused:
             return False
         await daemon.state.set_paused(name, False)
         daemon.paused.discard(name)
         try:
-            await daemon.start_trigger(name, triggers[name], replacing=False)
+            # Its placeholder routes (503 while paused) give way in one step.
+            held = name in daemon.routes.owners()
+            await daemon.start_trigger(name, triggers[name], replacing=held)
         except Exception as exc:  # boundary: reported to the caller and in /readyz
             reason = "; ".join(getattr(exc, "problems", None) or [str(exc)])
             daemon.trigger_problems[name] = f"failed to start: {reason}"

@@ -86,6 +86,12 @@ class HttpHost(Protocol):
         """Start a paused trigger again; False if it was not paused."""
         ...
 
+    async def reload_config(self, path: str | None) -> dict[str, Any]:
+        """Reload the config file (as SIGHUP) and return the summary: "status" (reloaded,
+        failed, rejected), "config" (the daemon's file) and what changed. `path`: the file
+        the caller means; `triggerd.http.pausing.ConfigMismatchError` if it is another."""
+        ...
+
     def source_stats(self) -> Mapping[str, SourceStats]:
         """Per trigger: the lag of its source's partitions (sources that report it)."""
         ...

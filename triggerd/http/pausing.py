@@ -4,9 +4,13 @@ state in its store, so a paused trigger stays paused across restarts. They are c
 endpoints, beside /readyz. With `[[daemon.access_keys]]` they require AWS Signature Version 4
 (service `lambda`, as the Invoke API) and a policy allowing `triggerd:PauseTrigger` /
 `triggerd:ResumeTrigger` on the trigger (its name, or
-`arn:aws:triggerd:<region>:<account>:trigger/<name>`)."""
+`arn:aws:triggerd:<region>:<account>:trigger/<name>`). `POST /control/reload` (`triggerd
+reload`) reloads the config file and answers what changed (`triggerd:Reload`, resource
+`daemon`)."""
 
 from __future__ import annotations
+
+import json
 
 from aiohttp import web
 
@@ -19,14 +23,25 @@ from triggerd.types import HttpHandler, TriggerdError
 
 PAUSE_ROUTE = "/control/triggers/{name}/pause"
 RESUME_ROUTE = "/control/triggers/{name}/resume"
+#: `triggerd reload`: the reload's summary, or why the daemon refused the file.
+RELOAD_ROUTE = "/control/reload"
 
 
 class TriggerNotFoundError(TriggerdError):
     """The trigger named is not an enabled trigger of the running config."""
 
 
-#: Largest body accepted (the endpoints take none; a signed request may carry an empty one).
-_MAX_BODY = 1024
+class TriggerUnnamedError(TriggerdError):
+    """A pause asked for a trigger without a `name`: its default name shifts when triggers
+    are reordered, and the pause is kept by name."""
+
+
+class ConfigMismatchError(TriggerdError):
+    """`triggerd reload` named a config file other than the one the daemon runs."""
+
+
+#: Largest body accepted (pause/resume take none; reload an optional `{"config": path}`).
+_MAX_BODY = 8192
 
 
 def _handler(host: HttpHost, pause: bool) -> HttpHandler:
@@ -63,6 +78,8 @@ def _handler(host: HttpHost, pause: bool) -> HttpHandler:
             changed = await (host.pause_trigger(name) if pause else host.resume_trigger(name))
         except TriggerNotFoundError as exc:
             return web.json_response({"message": str(exc)}, status=404)
+        except TriggerUnnamedError as exc:
+            return web.json_response({"message": str(exc)}, status=400)
         except TriggerdError as exc:
             return web.json_response({"message": str(exc)}, status=503)
         status = "paused" if pause else "running"
@@ -71,8 +88,64 @@ def _handler(host: HttpHost, pause: bool) -> HttpHandler:
     return handle
 
 
+def _reload_handler(host: HttpHost) -> HttpHandler:
+    """`POST /control/reload`, body `{"config": path}` (optional: the file the caller means,
+    refused with 409 when the daemon runs another): the reload's summary, as `daemon.reloaded`
+    logs it, with "status" reloaded, failed (a trigger did not start) or rejected (the file
+    is invalid, or a function cannot start: the running config is kept) and "config"."""
+    d = host.settings
+    auth = (
+        SigV4Verifier(d.access_keys, region=d.region, service="lambda", account_id=d.account_id)
+        if d.access_keys
+        else None
+    )
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            if auth is not None:
+                signed = signed_request(request)
+                auth.check_headers(signed)  # refused before the body is read
+                body = await read_body(request, _MAX_BODY)
+                principal = auth.verify(signed, body)
+                arn = f"arn:aws:triggerd:{d.region}:{d.account_id}:daemon"
+                auth.authorize(principal, "triggerd:Reload", arn, "daemon")
+            else:
+                body = await read_body(request, _MAX_BODY)
+        except BodyTooLarge:
+            return web.json_response({"message": "Body too large"}, status=413)
+        except AuthError as exc:
+            return web.json_response(
+                {"__type": exc.code, "message": exc.message},
+                status=exc.status,
+                headers={"x-amzn-ErrorType": exc.code},
+            )
+        path: str | None = None
+        if body.strip():
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("config"), str | None):
+                return web.json_response(
+                    {"message": 'the body is {"config": "<path>"} or empty'}, status=400
+                )
+            path = parsed.get("config")
+        if not host.ready.is_set():
+            return web.json_response({"message": "the daemon is starting"}, status=503)
+        try:
+            summary = await host.reload_config(path)
+        except ConfigMismatchError as exc:
+            return web.json_response({"message": str(exc)}, status=409)
+        except TriggerdError as exc:
+            return web.json_response({"message": str(exc)}, status=503)
+        return web.json_response(summary)
+
+    return handle
+
+
 def pause_routes(host: HttpHost) -> list[tuple[str, str, HttpHandler]]:
     return [
         ("POST", PAUSE_ROUTE, _handler(host, True)),
         ("POST", RESUME_ROUTE, _handler(host, False)),
+        ("POST", RELOAD_ROUTE, _reload_handler(host)),
     ]

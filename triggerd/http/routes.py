@@ -143,6 +143,14 @@ class Routes:
         kept = [r for r in self._routes if r.owner != owner]
         self._routes = sorted([*kept, *routes], key=_Route.specificity)
 
+    def hold(self, owner: str, handler: HttpHandler) -> None:
+        """Keep an owner's paths with `handler` answering them (a paused trigger's 503), so
+        they never answer 404, which senders take as permanent."""
+        self._routes = [
+            r if r.owner != owner else _Route(r.method, r.template, handler, owner)
+            for r in self._routes
+        ]
+
     def owners(self) -> set[str]:
         return {r.owner for r in self._routes}
 
