@@ -278,7 +278,12 @@ async def _post(
 
     import aiohttp
 
-    context = tls_context(cfg)
+    from triggerd.cli.status import NOT_OUR_CERTIFICATE, daemon_tls
+
+    try:
+        pinned = daemon_tls(cfg)
+    except OperatorError as exc:
+        return 0, str(exc)
     target = f"{url}{route}"
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
@@ -291,11 +296,11 @@ async def _post(
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(
-                target, data=data, headers=headers, ssl=context if context is not None else True
-            ) as resp,
+            session.post(target, data=data, headers=headers, ssl=pinned) as resp,
         ):
             answer = await resp.json(content_type=None)
+    except aiohttp.ServerFingerprintMismatch:
+        return 0, f"cannot be reached at {url}: {NOT_OUR_CERTIFICATE}"
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
     if not isinstance(answer, dict):
