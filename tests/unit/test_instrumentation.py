@@ -170,13 +170,19 @@ async def test_dropped_records_are_counted_by_reason() -> None:
 def test_otel_settings_keep_headers_secret(tmp_path: Path) -> None:
     data = {
         "telemetry": {
-            "otel": {"endpoint": "https://otel.example/v1/traces", "headers": {"A": "tok"}}
+            "otel": {
+                "endpoint": "https://otel.example/v1/traces",
+                "headers": {"A": "otel-s3cret-value"},
+            }
         }
     }
     cfg = validate_data(data, fake_registry(), base_dir=tmp_path)
     otel = cfg.telemetry.otel
     assert otel is not None and otel.service_name == "triggerd"
-    assert "tok" not in repr(cfg) and otel.headers["A"].get_secret_value() == "tok"
+    assert (
+        "otel-s3cret-value" not in repr(cfg)
+        and otel.headers["A"].get_secret_value() == "otel-s3cret-value"
+    )
     with pytest.raises(ConfigError, match=r"telemetry\.otel\.endpoint"):
         validate_data(
             {"telemetry": {"otel": {"endpoint": "localhost:4318"}}}, fake_registry(), tmp_path

@@ -64,6 +64,7 @@ CONTROL_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("GET", "/2015-03-31/functions/"),
     ("POST", "/control/triggers/{name}/pause"),
     ("POST", "/control/triggers/{name}/resume"),
+    ("POST", "/control/reload"),
 )
 
 
