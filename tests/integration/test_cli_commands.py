@@ -520,3 +520,36 @@ def test_an_unreadable_config_is_one_line_and_exit_8() -> None:
             ), args
     finally:
         shutil.rmtree(here)
+
+
+def test_dlq_show_prints_the_record_and_names_a_missing_entry(workdir: Path) -> None:
+    ids = asyncio.run(seed(db_path(workdir), [("inbox", 1_700_000_000.0, async_record("a"))]))
+    out = cli(workdir, "dlq", "show", str(ids[0]))
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["requestPayload"]["Records"][0]["s3"]["object"]["key"] == "a"
+    missing = cli(workdir, "dlq", "show", str(ids[0] + 1000))
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert len(missing.stderr.splitlines()) == 1 and str(ids[0] + 1000) in missing.stderr
+
+
+def test_dlq_on_a_store_another_process_holds_is_one_line_and_exit_6(workdir: Path) -> None:
+    import sqlite3
+
+    asyncio.run(seed(db_path(workdir), [("inbox", 1_700_000_000.0, async_record("a"))]))
+    holder = sqlite3.connect(db_path(workdir), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        out = cli(workdir, "dlq", "list")
+    finally:
+        holder.close()
+    assert out.returncode == ExitCode.STATE_LOCKED, out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "locked" in out.stderr
+
+
+def test_schema_prints_the_config_files_json_schema(workdir: Path) -> None:
+    out = cli(workdir, "schema")
+    assert out.returncode == 0, out.stderr
+    schema = json.loads(out.stdout)
+    assert {"daemon", "functions", "triggers"} <= set(schema["properties"])

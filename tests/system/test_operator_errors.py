@@ -201,15 +201,20 @@ def test_a_store_in_use_by_another_daemon(workdir: Path) -> None:
         assert first.stop() == 0
 
 
-def test_the_listen_address_in_use(workdir: Path) -> None:
+@pytest.mark.parametrize("key", ["listen", "control_listen"])
+def test_the_listen_address_in_use(workdir: Path, key: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (workdir / "triggerd.toml").write_text(config_text(port))
+        text = config_text(port)
+        if key == "control_listen":  # the public listener free, the control one taken
+            text = text.replace(f'listen = "127.0.0.1:{port}"', 'listen = "127.0.0.1:0"', 1)
+            text = text.replace('control_listen = ""', f'control_listen = "127.0.0.1:{port}"')
+        (workdir / "triggerd.toml").write_text(text)
         code, err = run_to_exit(workdir)
     assert code == ExitCode.LISTEN_FAILED
-    one_line(err, f"127.0.0.1:{port}", "already in use")
+    one_line(err, f"127.0.0.1:{port}", "already in use", f"[daemon] {key}")
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory"])
