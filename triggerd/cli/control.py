@@ -221,43 +221,20 @@ async def _record(db: str, trigger: str, pause: bool) -> str | None:
     return None
 
 
+PAUSE_KEY = (
+    "the daemon requires AWS Signature Version 4 (daemon.access_keys): give this command a "
+    "key allowed triggerd:PauseTrigger / triggerd:ResumeTrigger (AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or an AWS profile)"
+)
+
+
 async def _call(cfg: ConfigBase, url: str, trigger: str, pause: bool) -> tuple[int, str]:
-    import aiohttp
-
-    from triggerd.cli.status import NOT_OUR_CERTIFICATE, daemon_tls
-
-    try:
-        pinned = daemon_tls(cfg)
-    except OperatorError as exc:
-        return 0, str(exc)
     action = "pause" if pause else "resume"
-    target = f"{url}/control/triggers/{quote(trigger, safe='')}/{action}"
-    headers: dict[str, str] = {}
-    if cfg.daemon.access_keys:
-        signed = sign(target, cfg.daemon.region)
-        if signed is None:
-            return 1, (
-                "the daemon requires AWS Signature Version 4 (daemon.access_keys): give this "
-                "command a key allowed triggerd:PauseTrigger / triggerd:ResumeTrigger "
-                "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile)"
-            )
-        headers = signed
-    timeout = aiohttp.ClientTimeout(total=cfg.daemon.shutdown_timeout_s + 30)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(target, headers=headers, ssl=pinned) as resp,
-        ):
-            body = await resp.json(content_type=None)
-    except aiohttp.ServerFingerprintMismatch:
-        return 0, f"cannot be reached at {url}: {NOT_OUR_CERTIFICATE}"
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return 0, f"cannot be reached at {url}: {exc or type(exc).__name__}"
-    if not isinstance(body, dict):
-        return 0, f"triggerd at {url} answered {resp.status} without a JSON object"
-    if resp.status != 200:
-        return resp.status, str(body.get("message", f"HTTP {resp.status}"))
-    if body.get("changed"):
+    route = f"/control/triggers/{quote(trigger, safe='')}/{action}"
+    status, answer = await _post(cfg, url, route, {}, PAUSE_KEY)
+    if isinstance(answer, str):
+        return status, answer
+    if answer.get("changed"):
         return 200, "paused (in-flight batches finished)" if pause else "resumed"
     return 200, "was already paused" if pause else "was not paused"
 
