@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,50 @@ def test_nothing_before_the_daemon_can_fail_the_start(unit: str) -> None:
     assert pre, "the build step runs before the daemon"
     assert all(line.startswith("ExecStartPre=-") for line in pre), pre
     assert any(line.startswith("RestartPreventExitStatus=2 3 4 5 6 7 8") for line in lines)
+
+
+def test_sysusers_and_tmpfiles_create_the_user_and_the_config_directory(tmp_path: Path) -> None:
+    # As the package's install step would apply them, into a scratch root (--root): the
+    # service user and group exist, and /etc/triggerd is 0750 root:triggerd.
+    for tool in ("systemd-sysusers", "systemd-tmpfiles"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: apt-get install systemd)")
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        (tmp_path / "etc" / name).write_text(
+            "root:x:0:0:root:/root:/bin/sh\n" if name == "passwd" else "root:x:0:\n"
+        )
+    sysusers = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(UNITS / "triggerd.sysusers.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sysusers.returncode == 0, sysusers.stderr
+    users = {
+        line.split(":")[0]: line.split(":")
+        for line in (tmp_path / "etc" / "passwd").read_text().splitlines()
+    }
+    groups = {
+        line.split(":")[0]: line.split(":")
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
+    }
+    assert "triggerd" in users and "triggerd" in groups
+    assert users["triggerd"][5] == "/var/lib/triggerd"
+    tmpfiles = subprocess.run(
+        [
+            "systemd-tmpfiles",
+            f"--root={tmp_path}",
+            "--create",
+            str(UNITS / "triggerd.tmpfiles.conf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert tmpfiles.returncode == 0, tmpfiles.stderr
+    config_dir = (tmp_path / "etc" / "triggerd").stat()
+    assert stat.S_IMODE(config_dir.st_mode) == 0o750
+    assert config_dir.st_uid == 0 and str(config_dir.st_gid) == groups["triggerd"][2]
