@@ -5,8 +5,10 @@ independent reference, and each refusal with AWS's error code and message."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
@@ -47,6 +49,23 @@ VANILLA_STRING_TO_SIGN = (
     "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
 )
 VANILLA_SIGNATURE = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+
+
+@contextlib.contextmanager
+def botocore_clock(when: datetime) -> Iterator[None]:
+    """botocore's signer at a fixed instant: botocore >= 1.35 asks
+    `botocore.auth.get_current_datetime`, older releases (the aiobotocore floor's)
+    `datetime.datetime.utcnow` through the module `botocore.auth` imported."""
+    import botocore.auth
+
+    if hasattr(botocore.auth, "get_current_datetime"):
+        with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+            yield
+        return
+    clock = mock.MagicMock(wraps=botocore.auth.datetime)
+    clock.datetime.utcnow.return_value = when
+    with mock.patch("botocore.auth.datetime", clock):
+        yield
 
 
 def key(**extra: Any) -> AccessKey:
@@ -155,7 +174,7 @@ def botocore_signed(
     """A request signed by botocore at the test suite's instant, as a server receives it."""
     aws = AWSRequest(method=method, url=url, data=body, headers=headers)
     when = datetime(2015, 8, 30, 12, 36)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+    with botocore_clock(when):
         SigV4Auth(Credentials(KEY_ID, SECRET), service, "us-east-1").add_auth(aws)
     prepared = aws.prepare()
     host = url.split("/")[2]
