@@ -546,6 +546,9 @@ class SourcePlugin:
     create: Callable[[Any, SourceContext], Source]
     #: generate-event: sample event in AWS shape for this source type.
     sample_event: Callable[[Mapping[str, str]], JSONDict] | None = None
+    #: generate-event: the options `sample_event` accepts (name -> one-line help), listed by
+    #: `generate-event SOURCE --help`; any other option is refused.
+    sample_options: Mapping[str, str] = field(default_factory=dict)
     #: `triggerd status`: one line about a trigger's source read from the external system
     #: (`(source_config, trigger)`); None when there is nothing to say. May raise
     #: RetryableError when the system cannot be reached.

@@ -65,6 +65,7 @@ CONTROL_ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("POST", "/control/triggers/{name}/pause"),
     ("POST", "/control/triggers/{name}/resume"),
     ("POST", "/control/reload"),
+    ("POST", "/"),
 )
 
 

@@ -31,6 +31,7 @@ from triggerd.daemon.systemd import Notifier
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
+from triggerd.http.aws_root import RootApis
 from triggerd.http.routes import Routes, TriggerMount
 from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
@@ -128,6 +129,8 @@ class Daemon:
     #: The control listener's bound address (the Invoke API, /metrics, /readyz, /statusz).
     control_address: str | None = None
     routes: Routes = field(default_factory=Routes)
+    #: The AWS APIs on POST / of the control endpoints (SNS, EventBridge), as configured.
+    root_apis: RootApis = field(default_factory=RootApis)
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
     invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
@@ -421,7 +424,15 @@ class Daemon:
 
         try:
             name = "control" if key == "control_listen" else "public"
-            return await start_http(self, stack, listen, routes=routes, control=control, name=name)
+            return await start_http(
+                self,
+                stack,
+                listen,
+                routes=routes,
+                control=control,
+                name=name,
+                root_apis=self.root_apis,
+            )
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:

@@ -25,6 +25,7 @@ from aiohttp import HttpVersion10, HttpVersion11, StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import RawRequestMessage
 
+from triggerd.http.aws_root import ROOT_ROUTE, RootApis
 from triggerd.http.control_access import ControlAccess
 from triggerd.http.host import HttpHost
 from triggerd.http.invoke_api import INVOKE_ROUTE, ApiError, invoke_handler
@@ -247,10 +248,15 @@ def status_handler(host: HttpHost) -> HttpHandler:
 
 
 def add_daemon_routes(
-    host: HttpHost, routes: Routes | None = None, *, control: bool = True
+    host: HttpHost,
+    routes: Routes | None = None,
+    *,
+    control: bool = True,
+    root_apis: RootApis | None = None,
 ) -> None:
     """/healthz, and with `control` the control endpoints (/readyz, /metrics, /statusz, the
-    Invoke API), in a route table (default: the host's, beside the webhooks)."""
+    Invoke API, and POST / for the AWS APIs of `root_apis`, answering UnknownOperation when
+    none is served), in a route table (default: the host's, beside the webhooks)."""
     table = host.routes if routes is None else routes
     access = ControlAccess(host.settings)
     healthz = healthz_handler(host, detail=control, access=access)
@@ -270,6 +276,7 @@ def add_daemon_routes(
             ("POST", INVOKE_ROUTE, invoke_handler(host)),
             ("GET", LIST_ROUTE, list_functions_handler(host)),
             *pause_routes(host),
+            ("POST", ROOT_ROUTE, (root_apis or RootApis()).dispatch),
         ]
     for method, template, handler in own:
         try:
@@ -332,6 +339,7 @@ async def start_http(
     routes: Routes | None = None,
     control: bool = True,
     name: str = "public",
+    root_apis: RootApis | None = None,
 ) -> str:
     """Start a listener on a route table (default: the host's, with the webhooks) and the
     daemon's own endpoints (`control`: the control endpoints too); returns the bound address
@@ -339,7 +347,7 @@ async def start_http(
     and the control listener are both started here, through `serve`, so both get the same
     limits."""
     table = host.routes if routes is None else routes
-    add_daemon_routes(host, table, control=control)
+    add_daemon_routes(host, table, control=control, root_apis=root_apis)
     stack.callback(table.remove_routes, _OWNER)
     return await serve(make_dispatch(table, aws_api=control), host, stack, listen, name)
 
