@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triggerd.events.s3 import sample_s3_event
+from triggerd.events.s3 import S3_SAMPLE_OPTIONS, sample_s3_event
 from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
 from .config import DirectorySourceConfig
@@ -25,6 +25,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-plugin = SourcePlugin(config_model=DirectorySourceConfig, create=create, sample_event=sample_event)
+plugin = SourcePlugin(
+    config_model=DirectorySourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=S3_SAMPLE_OPTIONS,
+)
 
 __all__ = ["DirectorySourceConfig", "create", "plugin", "sample_event"]

@@ -21,6 +21,16 @@ def create(config: Any, ctx: SourceContext) -> Source:
     return DynamoDBStreamsSource(plugin_config(config, DynamoDBStreamsSourceConfig), ctx)
 
 
+SAMPLE_OPTIONS = {
+    "event_name": "INSERT, MODIFY (default) or REMOVE",
+    "table": "table name in eventSourceARN (default orders)",
+    "view": "StreamViewType: KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES (default)",
+    "sequence": "SequenceNumber",
+    "region": "awsRegion (default us-east-1)",
+    "account": "account id in the ARNs (default 123456789012)",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     from .shape import sample_event as sample
 
@@ -44,5 +54,6 @@ plugin = SourcePlugin(
     config_model=DynamoDBStreamsSourceConfig,
     create=create,
     sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
     check=check,
 )

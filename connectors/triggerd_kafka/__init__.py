@@ -44,6 +44,18 @@ def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     return KafkaDestination(plugin_config(config, KafkaDestinationConfig), ctx, import_aiokafka())
 
 
+SAMPLE_OPTIONS = {
+    "topic": "topic (default mytopic)",
+    "partition": "partition number (default 0)",
+    "offset": "offset (default 15)",
+    "key": "record key, base64-encoded in the event (default recordKey; empty: a null key)",
+    "value": "record value, base64-encoded in the event",
+    "headers": "name:value,... (default headerKey:headerValue)",
+    "bootstrap_servers": "bootstrapServers (default broker-1.example.com:9092)",
+    "timestamp": "record timestamp, epoch milliseconds (default now)",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event kafka [topic=..] [partition=..] [key=..] [value=..]
     [headers=name:value,...] ...`."""
@@ -78,7 +90,11 @@ async def check(config: Any, trigger: str) -> None:
 
 
 plugin = SourcePlugin(
-    config_model=KafkaSourceConfig, create=create, sample_event=sample_event, check=check
+    config_model=KafkaSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
+    check=check,
 )
 destination_plugin = DestinationPlugin(
     config_model=KafkaDestinationConfig, create=create_destination

@@ -21,6 +21,18 @@ def create(config: Any, ctx: SourceContext) -> Source:
     return KinesisSource(plugin_config(config, KinesisSourceConfig), ctx)
 
 
+SAMPLE_OPTIONS = {
+    "data": "the record's data, base64-encoded in the event (default a sentence)",
+    "partition_key": "partitionKey (default user-1)",
+    "stream": "stream name in eventSourceARN (default my-stream)",
+    "shard": "shard id in eventID (default shardId-000000000006)",
+    "sequence": "sequenceNumber",
+    "region": "awsRegion (default us-east-1)",
+    "account": "account id in the ARNs (default 123456789012)",
+    "timestamp": "approximateArrivalTimestamp, epoch seconds (default 1545084650.987)",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     from .shape import sample_event as sample
 
@@ -41,5 +53,9 @@ async def check(config: Any, trigger: str) -> None:
 
 
 plugin = SourcePlugin(
-    config_model=KinesisSourceConfig, create=create, sample_event=sample_event, check=check
+    config_model=KinesisSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
+    check=check,
 )

@@ -36,6 +36,18 @@ def create(config: Any, ctx: SourceContext) -> Source:
     return PostgresSource(_config(config), ctx)
 
 
+SAMPLE_OPTIONS = {
+    "table": "schema.table (default public.orders)",
+    "event": "INSERT (default), MODIFY or REMOVE",
+    "id": "the row's key (default 101)",
+    "view": "stream view: KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES (default)",
+    "database": "database name in eventSourceARN (default postgres)",
+    "slot": "replication slot name in eventSourceARN (default triggerd_orders)",
+    "region": "awsRegion (default us-east-1)",
+    "account": "account id in the ARNs (default 123456789012)",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     from .shape import sample_event as sample
 
@@ -105,6 +117,7 @@ plugin = SourcePlugin(
     config_model=PostgresSourceConfig,
     create=create,
     sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
     status=status,
     check=check,
     commands={

@@ -43,6 +43,18 @@ def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     )
 
 
+SAMPLE_OPTIONS = {
+    "queue": "queue name (default test)",
+    "vhost": "virtual host (default /)",
+    "body": "message body, base64-encoded in the event",
+    "host": "broker host in the synthesised eventSourceArn (default localhost)",
+    "port": "broker port in the synthesised eventSourceArn (default 5672)",
+    "broker_arn": "eventSourceArn as given (instead of a synthesised one)",
+    "region": "awsRegion (default us-east-1)",
+    "account": "account id in the ARNs (default 123456789012)",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event rabbitmq [queue=..] [vhost=..] [body=..] ...`."""
     return _sample(options)
@@ -73,7 +85,11 @@ async def check(config: Any, trigger: str) -> None:
 
 
 plugin = SourcePlugin(
-    config_model=RabbitMQSourceConfig, create=create, sample_event=sample_event, check=check
+    config_model=RabbitMQSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
+    check=check,
 )
 destination_plugin = DestinationPlugin(
     config_model=RabbitMQDestinationConfig, create=create_destination

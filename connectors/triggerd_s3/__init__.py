@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from triggerd.events.s3 import sample_s3_event
+from triggerd.events.s3 import S3_SAMPLE_OPTIONS, sample_s3_event
 from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
 
 from .client import require_aiobotocore
@@ -44,7 +44,11 @@ async def check(config: Any, trigger: str) -> None:
 
 
 plugin = SourcePlugin(
-    config_model=S3SourceConfig, create=create, sample_event=sample_event, check=check
+    config_model=S3SourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=S3_SAMPLE_OPTIONS,
+    check=check,
 )
 
 __all__ = ["S3SourceConfig", "check", "create", "plugin", "sample_event"]

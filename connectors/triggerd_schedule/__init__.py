@@ -22,12 +22,26 @@ def _create(config: Any, ctx: SourceContext) -> Source:
     return ScheduleSource(schedule_config, ctx, schedule)
 
 
+SAMPLE_OPTIONS = {
+    "rule": "the rule's (or schedule's) name in resources",
+    "time": "the fire time, ISO-8601 (default 2024-05-01T12:00:00Z)",
+    "region": "region (default us-east-1)",
+    "account": "account id (default 123456789012)",
+    "source": "aws.events (an EventBridge rule, default) or aws.scheduler",
+}
+
+
 def _sample_event(options: Mapping[str, str]) -> JSONDict:
     from triggerd_schedule.source import sample_event
 
     return sample_event(options)
 
 
-plugin = SourcePlugin(config_model=ScheduleSourceConfig, create=_create, sample_event=_sample_event)
+plugin = SourcePlugin(
+    config_model=ScheduleSourceConfig,
+    create=_create,
+    sample_event=_sample_event,
+    sample_options=SAMPLE_OPTIONS,
+)
 
 __all__ = ["ScheduleSourceConfig", "plugin"]

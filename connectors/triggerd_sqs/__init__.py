@@ -35,6 +35,15 @@ def create_destination(config: Any, ctx: DestinationContext) -> Destination:
     return SqsDestination(plugin_config(config, SqsDestinationConfig), ctx)
 
 
+SAMPLE_OPTIONS = {
+    "body": 'message body (default {"hello": "world"})',
+    "queue": "queue name in the ARN (default my-queue; .fifo is added with group)",
+    "region": "awsRegion (default us-east-1)",
+    "account": "account id in the ARN (default 123456789012)",
+    "group": "MessageGroupId: makes it a FIFO queue's message",
+}
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event sqs [body=..] [queue=..] [region=..] [account=..] [group=..]`."""
     from .shape import sample_sqs_event
@@ -58,7 +67,11 @@ async def check(config: Any, trigger: str) -> None:
 
 
 plugin = SourcePlugin(
-    config_model=SqsSourceConfig, create=create, sample_event=sample_event, check=check
+    config_model=SqsSourceConfig,
+    create=create,
+    sample_event=sample_event,
+    sample_options=SAMPLE_OPTIONS,
+    check=check,
 )
 destination_plugin = DestinationPlugin(config_model=SqsDestinationConfig, create=create_destination)
 

@@ -20,12 +20,28 @@ def _create(config: Any, ctx: SourceContext) -> Source:
     return WebhookSource(plugin_config(config, WebhookSourceConfig), ctx)
 
 
+SAMPLE_OPTIONS = {
+    "format": "payload format: 1.0 (REST API), 2.0 (HTTP API, default) or url (function URL)",
+    "method": "HTTP method (default POST)",
+    "path": "request path (default /orders/42)",
+    "template": "route template the path matches, (default /orders/{id}; with path: the path)",
+    "query": "raw query string, e.g. a=1&b=2 (default none)",
+    "body": 'request body (default {"qty":1})',
+    "stage": "stage name (default prod for 1.0, $default otherwise)",
+}
+
+
 def _sample_event(options: Mapping[str, str]) -> JSONDict:
     from triggerd_webhook.source import sample_event
 
     return sample_event(options)
 
 
-plugin = SourcePlugin(config_model=WebhookSourceConfig, create=_create, sample_event=_sample_event)
+plugin = SourcePlugin(
+    config_model=WebhookSourceConfig,
+    create=_create,
+    sample_event=_sample_event,
+    sample_options=SAMPLE_OPTIONS,
+)
 
 __all__ = ["WebhookSourceConfig", "plugin"]

@@ -505,7 +505,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
         raise ConfigError([f"format: {options['format']!r} is not 1.0, 2.0 or url"])
     method = options.get("method", "POST").upper()
     path = options.get("path", "/orders/42")
-    template = options.get("template", path)
+    template = options.get("template", "/orders/{id}" if "path" not in options else path)
     try:
         params = RouteTemplate.parse(template).match(path)
     except ValueError as exc:

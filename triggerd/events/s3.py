@@ -143,7 +143,17 @@ _SAMPLE_EVENTS = {
     "deleted": "ObjectRemoved:Delete",
     "delete": "ObjectRemoved:Delete",
 }
-_SAMPLE_OPTIONS = ("bucket", "key", "event", "region", "size", "etag", "configuration_id")
+#: generate-event's options for the S3-shaped sources (s3, directory): name -> help.
+S3_SAMPLE_OPTIONS: dict[str, str] = {
+    "event": "created (default), modified, deleted, or an S3 event name (ObjectRemoved:Delete)",
+    "bucket": "bucket name (default example-bucket)",
+    "key": 'object key (default "uploads/example file.txt")',
+    "size": "object size in bytes (default 1024)",
+    "etag": "object ETag (default the empty object's)",
+    "region": "awsRegion (default us-east-1)",
+    "configuration_id": "s3.configurationId (default triggerd)",
+}
+_SAMPLE_OPTIONS = tuple(S3_SAMPLE_OPTIONS)
 _EVENT_NAME_RE = re.compile(
     r"^(ObjectCreated|ObjectRemoved|ObjectRestore|ObjectTagging|"
     r"ObjectAcl|LifecycleExpiration|LifecycleTransition):[A-Za-z]+$"
