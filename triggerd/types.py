@@ -140,6 +140,21 @@ class SourceConfig(Model):
         default, so that limit is reached by the failing message alone."""
         return False
 
+    #: `triggerd record`: acknowledging this source's records changes nothing at the source
+    #: (a webhook only answers its caller), so a recording passes acks through; otherwise
+    #: received records are held unsettled and given back (nack) when the recording ends.
+    record_passes_acks: ClassVar[bool] = False
+
+    def record_refusal(self) -> str | None:
+        """`triggerd record`: why recording this source, as configured, would change it (one
+        line); None when its records can be held and given back untouched."""
+        return None
+
+    def for_recording(self, trigger: str) -> SourceConfig:
+        """`triggerd record`: this config as a recording reads the source, leaving what the
+        trigger itself uses untouched (Kafka: a consumer group of its own)."""
+        return self
+
     def http_routes(self) -> list[tuple[str, str]]:
         """The (method, route template) pairs this source serves on the public listener
         (a webhook's), so that config validation refuses the ones another route took."""

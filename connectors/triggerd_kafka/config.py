@@ -138,6 +138,13 @@ class KafkaSourceConfig(SourceConfig, KafkaConnection):
         max_length=255,
         description="Consumer group (default: the trigger's name)",
     )
+
+    def for_recording(self, trigger: str) -> SourceConfig:
+        """A consumer group of its own (`<group>-triggerd-record`), which never commits: the
+        trigger's group keeps its offsets and its members."""
+        group = f"{self.group_id or trigger}-triggerd-record"[:255]
+        return self.model_copy(update={"group_id": group})
+
     starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = Field(
         default="LATEST",
         description="Where a partition starts when the group has no committed offset for it: "

@@ -119,6 +119,12 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
         description="Extend the visibility of messages still being processed "
         "(ChangeMessageVisibility heartbeat), so a slow invocation is not redelivered",
     )
+    def for_recording(self, trigger: str) -> SourceConfig:
+        """Messages a recording held (invisible, their visibility extended while it runs) are
+        made visible again at once when it ends; a recording killed before that leaves them
+        to the visibility timeout."""
+        return self.model_copy(update={"nack_visibility_timeout_s": 0})
+
     nack_visibility_timeout_s: int | None = Field(
         default=None,
         ge=0,

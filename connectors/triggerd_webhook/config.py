@@ -93,6 +93,8 @@ class WebhookSourceConfig(SourceConfig):
     """An HTTP route on the daemon's listen address that invokes the trigger's function."""
 
     invocation: ClassVar[Literal["sync", "async"]] = "async"
+    #: An ack only answers the caller (202): nothing upstream to leave untouched.
+    record_passes_acks: ClassVar[bool] = True
 
     type: Literal["webhook"]
     method: str = Field("ANY", description="HTTP method, or ANY.")

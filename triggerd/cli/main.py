@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,14 @@ def main() -> None:
     "(its queued events and checkpoints are not carried over); also "
     "TRIGGERD_ACCEPT_FRESH_STATE=1",
 )
-def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Hot reload: a change to a local function's code, requirements or layers recycles "
+    "its workers (idle ones at once, busy ones after their invocation); needs the "
+    "directory extra",
+)
+def run(config: str | None, config_path: str | None, accept_fresh_state: bool, watch: bool) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG."""
     # SIGHUP's default action kills the process: until the loop's handler (a reload) is
     # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
@@ -121,7 +128,11 @@ def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -
     from triggerd.daemon.gctune import tune_gc
 
     tune_gc()
-    sys.exit(_run_async(_serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path)))
+    sys.exit(
+        _run_async(
+            _serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path, watch=watch)
+        )
+    )
 
 
 def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
@@ -152,7 +163,10 @@ async def _serve(
     *,
     accept_fresh_state: bool = False,
     path: str | None = None,
+    watch: bool = False,
 ) -> int:
+    """Run the daemon until a signal; its exit status. `watch`: hot reload of the local
+    functions' code (`run --watch`; `run --sam/--serverless` turn it on by default)."""
     from triggerd.daemon.app import Daemon
 
     loop = asyncio.get_running_loop()
@@ -170,7 +184,9 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    daemon = Daemon(cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path)
+    daemon = Daemon(
+        cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path, watch=watch
+    )
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
 
     async def announce() -> None:
@@ -327,8 +343,18 @@ def schema() -> None:
     help="Event JSON file, or - for standard input; default: standard input when it is a "
     "pipe, else {}",
 )
+@click.option(
+    "--env-vars",
+    "-n",
+    "env_vars",
+    default=None,
+    type=click.Path(dir_okay=False, readable=False),
+    help="JSON file overriding the function's environment, in SAM's format: "
+    '{"FUNCTION": {"VAR": "value"}, "Parameters": {"VAR": "value"}} (Parameters: every '
+    "function; the function's own entry wins)",
+)
 @config_option
-def invoke(function: str, event: str | None, config_path: str | None) -> None:
+def invoke(function: str, event: str | None, env_vars: str | None, config_path: str | None) -> None:
     """Invoke FUNCTION once with an event; print its response (exit 1 on a function error)."""
     registry = Registry.discover()
     path = resolve_config(None, config_path)
@@ -337,6 +363,14 @@ def invoke(function: str, event: str | None, config_path: str | None) -> None:
     if function not in cfg.functions:
         click.echo(f"triggerd: no function {function!r} in {path}", err=True)
         sys.exit(2)
+    if env_vars is not None:
+        from triggerd.cli.envvars import EnvVarsError, with_env_vars
+
+        try:
+            cfg = with_env_vars(cfg, function, Path(env_vars))
+        except EnvVarsError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            sys.exit(2)
     raw = _event_bytes(event)
     try:
         orjson.loads(raw)
@@ -405,24 +439,101 @@ async def _invoke_in(
     return 0 if result.outcome is Outcome.OK else 1
 
 
-@main.command("generate-event")
-@click.argument("source")
+@main.command()
+@click.argument("trigger")
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the fixtures (created): <trigger>-0001.json, ...",
+)
+@click.option(
+    "--count",
+    "-n",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Stop after this many invocation payloads",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1, 86_400),
+    default=60.0,
+    show_default=True,
+    help="Stop after this many seconds, with fewer payloads",
+)
+@config_option
+def record(
+    trigger: str, out_dir: str, count: int, timeout_s: float, config_path: str | None
+) -> None:
+    """Capture the events TRIGGER would deliver as JSON fixtures, one file per invocation
+    payload, without invoking its function and without acknowledging anything at its source
+    (docs/cli.md#record says what each source sees). Replay one with `triggerd invoke
+    FUNCTION --event FILE`."""
+    registry = Registry.discover()
+    path = resolve_config(None, config_path)
+    cfg = _load(path, registry)
+    setup_logging(cfg.daemon.log_level, "text")
+    from triggerd.daemon.record import record as record_trigger
+
+    async def go() -> int:
+        try:
+            files = await record_trigger(
+                cfg, registry, trigger, Path(out_dir), count=count, timeout_s=timeout_s
+            )
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(f"triggerd: {problem}", err=True)
+            return int(ExitCode.CONFIG_INVALID)
+        except (MissingExtraError, UnknownPluginError) as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            return int(ExitCode.CONFIG_INVALID)
+        except OperatorError as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            return int(exc.exit_code)
+        for file in files:
+            click.echo(str(file))
+        click.echo(
+            f"triggerd: recorded {len(files)} event(s) of {trigger} into {out_dir}", err=True
+        )
+        return 0
+
+    sys.exit(_run_async(go()))
+
+
+@main.command("generate-event", add_help_option=False)
+@click.argument("source", required=False)
 @click.option(
     "--set",
     "-s",
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Sample option, e.g. --set key=photos/a.jpg",
+    help="Sample option, e.g. --set key=photos/a.jpg (`generate-event SOURCE --help` lists them)",
 )
-def generate_event(source: str, options: tuple[str, ...]) -> None:
-    """Print a sample event in AWS's shape for a SOURCE type."""
+@click.option("--help", "-h", "show_help", is_flag=True, help="Show SOURCE's options and exit")
+@click.pass_context
+def generate_event(
+    ctx: click.Context, source: str | None, options: tuple[str, ...], show_help: bool
+) -> None:
+    """Print a sample event in AWS's shape for a SOURCE type (the shape the source itself
+    builds); `generate-event SOURCE --help` lists SOURCE's options."""
     registry = Registry.discover()
+    if source is None:
+        click.echo(ctx.get_help())
+        click.echo(f"\nSources: {', '.join(registry.names('source'))}")
+        sys.exit(0 if show_help else 2)
     try:
         plugin = registry.source(source)
     except (UnknownPluginError, MissingExtraError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
+    if show_help:
+        click.echo(sample_help(ctx, source, plugin.sample_options))
+        return
     if plugin.sample_event is None:
         click.echo(f"triggerd: source {source!r} has no sample event", err=True)
         sys.exit(2)
@@ -432,12 +543,34 @@ def generate_event(source: str, options: tuple[str, ...]) -> None:
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
+    unknown = sorted(set(opts) - set(plugin.sample_options))
+    if unknown:
+        known = ", ".join(plugin.sample_options) or "none"
+        click.echo(
+            f"triggerd: unknown option(s) for {source}: {', '.join(unknown)}; known: {known}",
+            err=True,
+        )
+        sys.exit(2)
     try:
         sample = plugin.sample_event(opts)
     except (ConfigError, ValueError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
     click.echo(json.dumps(sample, indent=2))
+
+
+def sample_help(ctx: click.Context, source: str, options: Mapping[str, str]) -> str:
+    """`generate-event SOURCE --help`: the usage and SOURCE's options with their help."""
+    lines = [
+        f"Usage: {ctx.command_path} {source} [--set KEY=VALUE]...",
+        "",
+        f"  Print a sample {source} event in AWS's shape.",
+        "",
+        f"Options of {source} (--set KEY=VALUE):" if options else f"{source} takes no options.",
+    ]
+    width = max((len(name) for name in options), default=0)
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in options.items()]
+    return "\n".join(lines)
 
 
 @main.command()

@@ -28,6 +28,7 @@ from triggerd.config.plugins import Registry
 from triggerd.daemon.changes import diff_configs, enabled_triggers
 from triggerd.daemon.inflight import CountedBackend
 from triggerd.daemon.systemd import Notifier
+from triggerd.daemon.watch import require_watchfiles, watch_functions
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
@@ -157,6 +158,9 @@ class Daemon:
     last_reload: dict[str, Any] = field(default_factory=dict)
     #: Reloads, pauses and resumes one at a time.
     _lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Hot reload (`run --watch`): a change to a local function's code, requirements or
+    #: layers recycles its workers (triggerd.daemon.watch); needs watchfiles.
+    watch: bool = False
 
     @property
     def settings(self) -> DaemonSettings:
@@ -185,6 +189,10 @@ class Daemon:
     def source_stats(self) -> dict[str, SourceStats]:
         """Lag per partition of the triggers whose sources report it."""
         return self.metrics.sources.snapshot()
+
+    def backends(self) -> dict[str, Backend]:
+        """The running functions' backends by name."""
+        return {name: fn.backend for name, fn in self.functions.items()}
 
     def runtimes_dir(self) -> str:
         """Where backends keep the packages runtimes provide, shared by the functions."""
@@ -242,6 +250,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         notifier = self.notifier
         self._stop = stop
+        if self.watch:
+            require_watchfiles()  # before anything starts: one line naming the extra
         async with AsyncExitStack() as stack:
             state = await open_state_store(
                 self.config.daemon.state,
@@ -290,6 +300,8 @@ class Daemon:
                         "control_listen": self.control_address,
                     },
                 )
+                if self.watch:
+                    tg.create_task(watch_functions(self.backends, stop))
                 tg.create_task(notifier.watchdog(stop))
                 tg.create_task(notifier.follow_status(self.status_line, stop))
                 await self._serve(stop)

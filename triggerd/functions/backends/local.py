@@ -171,6 +171,7 @@ class LocalBackend:
         self.prepared: Prepared | None = None
         #: How workers are started (set by `start` unless given).
         self.spec: WorkerSpec | None = spec
+        self._spec_given = spec is not None
         #: Why the function cannot run (its build failed), once `start` found out.
         self.unavailable: str | None = None
         self.credentials = CredentialSource(
@@ -568,6 +569,46 @@ class LocalBackend:
                     "memory_mb": self.config.memory_mb,
                 },
             )
+
+    # ---- hot reload (`triggerd run --watch`) ----------------------------------------------
+
+    def watched_paths(self) -> list[str]:
+        """What the function is built from: its code (a directory or a .zip), its
+        requirements file when it is outside the code, its layers."""
+        config = self.config
+        paths = [os.path.abspath(config.code), *(os.path.abspath(p) for p in config.layers)]
+        if config.requirements:
+            paths.append(os.path.abspath(config.requirements))
+        return paths
+
+    async def reload_code(self) -> int:
+        """The function's files changed: prepare them again (a .zip extracted, layers merged,
+        changed requirements installed), then retire the idle workers at once and the busy
+        ones when their invocation ends; the next invocation starts a worker on the new
+        code. Returns how many idle workers were retired. A failed build keeps the old ones
+        (logged)."""
+        if self._stopping or self.prepared is None:
+            return 0
+        try:
+            prepared = await prepare(self.config, self.ctx, self._progress)
+        except (PackageError, BuildError, ConfigError) as e:
+            self.ctx.log.error(
+                "backend.reload_failed", extra={"function": self.ctx.function, "error": str(e)}
+            )
+            return 0
+        self.prepared = prepared
+        self.unavailable = None
+        if not self._spec_given:
+            self.spec = worker_spec(self.config, self.ctx, prepared, self.tmp_dir)
+        self._init_failure = None  # the new code may start where the old one failed
+        self._init_failures_in_row = 0
+        idle, self._idle = self._idle, []
+        for worker in self._workers.difference(idle):
+            worker.replaced = True  # busy: retired when its invocation ends
+        for worker in idle:
+            self._background(self._retire(worker))
+        self._maintain_event.set()  # provisioned workers started again on the new code
+        return len(idle)
 
     # ---- recycling -------------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""`triggerd record`: the events a trigger would deliver become fixtures, nothing is invoked and
+nothing is acknowledged at the source, and `triggerd invoke --event FIXTURE` replays one
+unchanged. Directory (the CLI as users run it, then replay), a webhook (the caller is told),
+SQS on moto_server (the messages are still there afterwards, visible at once), and a trigger
+that cannot be found."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port
+from tests.integration.sqs_harness import make_queue, send_json, sqs_client
+from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.record import record
+from triggerd.types import ConfigError
+
+pytestmark = pytest.mark.integration
+
+RECORDER = Path(__file__).parents[1] / "system" / "functions" / "recorder"
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triggerd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TRIGGERD_CONFIG": str(cwd / "triggerd.toml")},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_directory_record_then_replay(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "inbox" / name).write_text(name)
+    (tmp_path / "triggerd.toml").write_text(
+        f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = ""
+control_listen = ""
+
+[functions.recorder]
+handler = "app.handler"
+code = "{RECORDER}"
+environment = {{ RECORD_FILE = "{tmp_path / "calls.jsonl"}" }}
+
+[[triggers]]
+name = "inbox"
+function = "recorder"
+source = {{ type = "directory", path = "inbox", starting_position = "TRIM_HORIZON" }}
+"""
+    )
+    done = cli(tmp_path, "record", "inbox", "--out", "fixtures", "--count", "2", "--timeout", "20")
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "fixtures").iterdir())
+    assert [f.name for f in files] == ["inbox-0001.json", "inbox-0002.json"]
+    assert done.stdout.split() == [str(Path("fixtures") / f.name) for f in files]
+    events = [json.loads(f.read_text()) for f in files]
+    keys = sorted(e["Records"][0]["s3"]["object"]["key"] for e in events)
+    assert keys == ["a.txt", "b.txt"]
+    assert all(e["Records"][0]["eventName"] == "ObjectCreated:Put" for e in events)
+    # Nothing invoked, no state written: the trigger delivers both files when it runs.
+    assert not (tmp_path / "calls.jsonl").exists()
+    assert not (tmp_path / "state").exists()
+
+    replay = cli(tmp_path, "invoke", "recorder", "--event", str(files[0]))
+    assert replay.returncode == 0, replay.stderr
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [c["event"] for c in calls] == [events[0]]
+
+
+def base_config(tmp: Path, trigger: dict[str, Any], listen: str = "") -> dict[str, Any]:
+    return {
+        "daemon": {"state": "sqlite:///state/state.db", "listen": listen, "control_listen": ""},
+        "functions": {
+            "recorder": {
+                "handler": "app.handler",
+                "code": str(RECORDER),
+                "environment": {"RECORD_FILE": str(tmp / "calls.jsonl")},
+            }
+        },
+        "triggers": [{"function": "recorder", **trigger}],
+    }
+
+
+async def test_webhook_caller_is_told_it_was_recorded(tmp_path: Path) -> None:
+    registry = Registry.discover()
+    port = free_port()
+    trigger = {
+        "name": "hook",
+        "source": {"type": "webhook", "path": "/orders/{id}", "invocation_mode": "sync"},
+    }
+    cfg = validate_data(base_config(tmp_path, trigger, f"127.0.0.1:{port}"), registry, tmp_path)
+    out = tmp_path / "fixtures"
+    task = asyncio.create_task(record(cfg, registry, "hook", out, count=1, timeout_s=20))
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # until the listener is up
+            try:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/orders/7?x=1", json={"qty": 2}
+                ) as resp:
+                    status, body = resp.status, await resp.text()
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    files = await asyncio.wait_for(task, 20)
+    assert status == 202
+    assert "recorded" in body
+    event = json.loads(files[0].read_text())
+    assert event["rawPath"] == "/orders/7"
+    assert event["pathParameters"] == {"id": "7"}
+    assert json.loads(event["body"]) == {"qty": 2}
+    assert not (tmp_path / "calls.jsonl").exists()
+
+
+async def test_sqs_messages_stay_on_the_queue(
+    tmp_path: Path, moto_server: str, aws_env: None
+) -> None:
+    registry = Registry.discover()
+    async with sqs_client(moto_server) as client:
+        url = await make_queue(client, "record", VisibilityTimeout="60")
+        await send_json(client, url, [{"n": i} for i in range(3)])
+        trigger = {
+            "name": "orders",
+            "batch_size": 10,
+            "source": {"type": "sqs", "queue_url": url, "endpoint_url": moto_server},
+        }
+        cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+        files = await record(cfg, registry, "orders", tmp_path / "fx", count=5, timeout_s=3)
+        bodies = sorted(
+            json.loads(r["body"])["n"]
+            for f in files
+            for r in json.loads(f.read_text())["Records"]
+        )
+        assert bodies == [0, 1, 2]
+        # Given back at once (not left to the 60 s visibility timeout), none deleted.
+        got = await client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2
+        )
+        assert sorted(json.loads(m["Body"])["n"] for m in got["Messages"]) == [0, 1, 2]
+    assert not (tmp_path / "calls.jsonl").exists()
+
+
+async def test_unknown_trigger_names_the_known_ones(tmp_path: Path) -> None:
+    registry = Registry.discover()
+    trigger = {"name": "inbox", "source": {"type": "directory", "path": str(tmp_path)}}
+    cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+    with pytest.raises(ConfigError, match="no trigger 'nope' in the config \\(triggers: inbox\\)"):
+        await record(cfg, registry, "nope", tmp_path / "fx", count=1, timeout_s=1)
