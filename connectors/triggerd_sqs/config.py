@@ -119,6 +119,7 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
         description="Extend the visibility of messages still being processed "
         "(ChangeMessageVisibility heartbeat), so a slow invocation is not redelivered",
     )
+
     def for_recording(self, trigger: str) -> SourceConfig:
         """Messages a recording held (invisible, their visibility extended while it runs) are
         made visible again at once when it ends; a recording killed before that leaves them

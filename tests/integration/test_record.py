@@ -141,15 +141,11 @@ async def test_sqs_messages_stay_on_the_queue(
         cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
         files = await record(cfg, registry, "orders", tmp_path / "fx", count=5, timeout_s=3)
         bodies = sorted(
-            json.loads(r["body"])["n"]
-            for f in files
-            for r in json.loads(f.read_text())["Records"]
+            json.loads(r["body"])["n"] for f in files for r in json.loads(f.read_text())["Records"]
         )
         assert bodies == [0, 1, 2]
         # Given back at once (not left to the 60 s visibility timeout), none deleted.
-        got = await client.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2
-        )
+        got = await client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
         assert sorted(json.loads(m["Body"])["n"] for m in got["Messages"]) == [0, 1, 2]
     assert not (tmp_path / "calls.jsonl").exists()
 
