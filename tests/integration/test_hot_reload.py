@@ -1,0 +1,133 @@
+"""Hot reload (`triggerd run --watch`): saving a local function's handler recycles its idle
+workers within a second and the next invocation runs the new code; a busy worker finishes its
+invocation on the old code first; `__pycache__`/`.pyc` and editor temp files are ignored; a
+file outside the function's code changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.daemon.watch import functions_changed
+
+pytestmark = pytest.mark.integration
+
+HANDLER = """
+import os
+import time
+
+VERSION = {version!r}
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {{"version": VERSION, "pid": os.getpid()}}
+"""
+
+
+def write_handler(code: Path, version: str) -> None:
+    (code / "app.py").write_text(HANDLER.format(version=version))
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, Path]]:
+    code = tmp_path / "fn"
+    code.mkdir()
+    write_handler(code, "v1")
+    data: dict[str, Any] = {
+        "daemon": {"state": "sqlite:///state.db", "listen": "", "control_listen": ""},
+        "functions": {
+            "fn": {"handler": "app.handler", "code": str(code), "timeout_s": 10},
+            "other": {"handler": "app.handler", "code": str(tmp_path / "other")},
+        },
+    }
+    (tmp_path / "other").mkdir()
+    write_handler(tmp_path / "other", "other")
+    registry = Registry.discover()
+    cfg = validate_data(data, registry, base_dir=tmp_path)
+    async with Daemon(cfg, registry, watch=True).running() as running:
+        await asyncio.sleep(0.3)  # the watcher's first scan
+        yield running, code
+
+
+async def call(daemon: Daemon, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    result = await daemon.functions["fn"].backend.invoke(json.dumps(event or {}).encode())
+    out: dict[str, Any] = json.loads(result.payload)
+    return out
+
+
+async def until_version(daemon: Daemon, version: str, within_s: float) -> float:
+    started = time.monotonic()
+    while (await call(daemon))["version"] != version:
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"still not {version} after {within_s} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_edit_is_picked_up_within_a_second(
+    daemon: tuple[Daemon, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    running, code = daemon
+    caplog.set_level(logging.INFO, logger="triggerd.watch")
+    first = await call(running)
+    assert first["version"] == "v1"
+    write_handler(code, "v2-edited")
+    took = await until_version(running, "v2-edited", within_s=1.0)
+    second = await call(running)
+    assert second["pid"] != first["pid"]
+    reloads = [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
+    assert len(reloads) == 1, reloads
+    assert reloads[0].function == "fn"  # type: ignore[attr-defined]
+    assert took < 1.0
+
+
+async def test_busy_worker_finishes_on_the_old_code_first(
+    daemon: tuple[Daemon, Path],
+) -> None:
+    running, code = daemon
+    warm = await call(running)
+    slow = asyncio.create_task(call(running, {"sleep": 1.0}))
+    await asyncio.sleep(0.2)  # the warm worker is busy with it
+    write_handler(code, "v3")
+    fresh = await asyncio.wait_for(until_version(running, "v3", within_s=1.0), 5)
+    assert fresh < 1.0
+    done = await slow
+    assert done == {"version": "v1", "pid": warm["pid"]}  # finished where it started
+    await asyncio.sleep(0.3)
+    pids = {w.pid for w in running.functions["fn"].backend.workers}  # type: ignore[attr-defined]
+    assert warm["pid"] not in pids  # then retired
+
+
+async def test_caches_and_temp_files_are_ignored(
+    daemon: tuple[Daemon, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    running, code = daemon
+    caplog.set_level(logging.INFO, logger="triggerd.watch")
+    warm = await call(running)
+    (code / "__pycache__").mkdir(exist_ok=True)
+    (code / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"x")
+    (code / "mod.pyc").write_bytes(b"x")
+    (code / ".app.py.swp").write_bytes(b"x")
+    (code / "app.py~").write_bytes(b"x")
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
+    assert (await call(running))["pid"] == warm["pid"]
+
+
+def test_changes_map_to_the_functions_that_own_them(tmp_path: Path) -> None:
+    roots = {"a": [str(tmp_path / "a")], "b": [str(tmp_path / "ab"), str(tmp_path / "l.zip")]}
+    assert functions_changed(roots, [str(tmp_path / "a" / "x.py")]) == {"a"}
+    assert functions_changed(roots, [str(tmp_path / "ab" / "x.py")]) == {"b"}
+    assert functions_changed(roots, [str(tmp_path / "l.zip")]) == {"b"}
+    assert functions_changed(roots, [str(tmp_path / "c.py")]) == set()
