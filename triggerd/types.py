@@ -305,6 +305,16 @@ class InspectsResults(Protocol):
         ...
 
 
+@runtime_checkable
+class PausesReceiving(Protocol):
+    """Optional: a source that can stop fetching while settling still works (`triggerd
+    record` gives its held records back only once nothing can fetch them again)."""
+
+    async def pause_receiving(self) -> None:
+        """Start no more fetches; return once the ones under way finished."""
+        ...
+
+
 class PipelineControl(Protocol):
     """What a source may ask of the pipeline that consumes it."""
 

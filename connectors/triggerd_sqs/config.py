@@ -123,8 +123,9 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
     def for_recording(self, trigger: str) -> SourceConfig:
         """Messages a recording held (invisible, their visibility extended while it runs) are
         made visible again at once when it ends; a recording killed before that leaves them
-        to the visibility timeout."""
-        return self.model_copy(update={"nack_visibility_timeout_s": 0})
+        to the visibility timeout. Short polls (1 s), so that the receives under way when
+        it ends finish quickly (`pause_receiving`)."""
+        return self.model_copy(update={"nack_visibility_timeout_s": 0, "wait_time_s": 1})
 
     nack_visibility_timeout_s: int | None = Field(
         default=None,

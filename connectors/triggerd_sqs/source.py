@@ -65,6 +65,12 @@ class SqsSource(BaseSource):
         self._tg: asyncio.TaskGroup | None = None
         self.pollers = 0
         self._stopped = False
+        #: `pause_receiving` was called: no receive starts any more.
+        self._paused = False
+        #: Receives under way, and set when there are none.
+        self._receiving = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
 
     # ---- lifecycle ----
 
@@ -157,7 +163,7 @@ class SqsSource(BaseSource):
     async def _reserve(self) -> int:
         """Wait until a full receive fits in the buffer; reserve its room."""
         want = min(RECEIVE_MAX, self.capacity)
-        while self._room() < want:
+        while self._paused or self._room() < want:
             self._space.clear()
             await self._space.wait()
         self._reserved += want
@@ -167,6 +173,8 @@ class SqsSource(BaseSource):
         failures = 0
         while True:
             want = await self._reserve()
+            self._receiving += 1
+            self._quiet.clear()
             try:
                 messages = await self._receive_messages(want)
             except Exception as exc:  # task boundary: log, back off, poll again
@@ -184,6 +192,9 @@ class SqsSource(BaseSource):
                 continue
             finally:
                 self._reserved -= want
+                self._receiving -= 1
+                if not self._receiving:
+                    self._quiet.set()
             failures = 0
             self._accept(messages)
             if len(messages) >= want and self.pollers < self.config.max_pollers:
@@ -195,6 +206,13 @@ class SqsSource(BaseSource):
                     extra={"trigger": self.ctx.trigger, "pollers": self.pollers},
                 )
                 return
+
+    async def pause_receiving(self) -> None:
+        """Start no more receives and let the ones under way finish (within `wait_time_s`):
+        what they return is buffered, and released by `stop` (visible again at once)
+        instead of being lost to its visibility timeout in a cancelled request."""
+        self._paused = True
+        await self._quiet.wait()
 
     async def _receive_messages(self, want: int) -> list[dict[str, Any]]:
         params: dict[str, Any] = {

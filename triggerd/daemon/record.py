@@ -43,6 +43,7 @@ from triggerd.types import (
     InvocationType,
     InvokeResult,
     Outcome,
+    PausesReceiving,
     Record,
     Source,
     SourceContext,
@@ -85,8 +86,8 @@ class Recorder:
         self._taken += 1
         path = self.out_dir / fixture_name(self.trigger, self._taken)
         text = orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2) + b"\n"
+        self.files.append(path)  # in sequence order, whichever write ends first
         await asyncio.to_thread(path.write_bytes, text)
-        self.files.append(path)
         log.info("record.captured", extra={"trigger": self.trigger, "file": str(path)})
         if self._taken >= self.count:
             self.done.set()
@@ -138,6 +139,7 @@ class HeldSettlement:
 
     def __init__(self, source: Source, passes_acks: bool) -> None:
         self.held: list[Record] = []
+        self._source = source
         self._ack = source.ack
         self._nack = source.nack
         self._stop = source.stop
@@ -160,6 +162,8 @@ class HeldSettlement:
 
     async def stop(self) -> None:
         try:
+            if self.held and isinstance(self._source, PausesReceiving):
+                await self._source.pause_receiving()  # or it may fetch them again
             await self.give_back()
         finally:
             await self._stop()
