@@ -33,7 +33,7 @@ class ReloadsCode(Protocol):
 
     def watched_paths(self) -> list[str]: ...
 
-    async def reload_code(self) -> int: ...
+    async def reload_code(self, changed: Collection[str] = ()) -> int: ...
 
 
 def require_watchfiles() -> None:
@@ -94,12 +94,12 @@ async def watch_functions(backends: Callable[[], Mapping[str, Any]], stop: async
             backend = current.get(name)
             if backend is None:
                 continue
+            files = sorted(p for p in changed if any(_under(p, r) for r in roots[name]))
             try:
-                retired = await backend.reload_code()
+                retired = await backend.reload_code(files)
             except Exception as e:  # task boundary: keep watching
                 log.error("function.reload_failed", extra={"function": name, "error": repr(e)})
                 continue
-            files = sorted(p for p in changed if any(_under(p, r) for r in roots[name]))
             log.info(
                 "function.code_reloaded",
                 extra={

@@ -15,13 +15,15 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import glob
 import logging
 import math
 import os
 import random
 import shutil
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -581,14 +583,15 @@ class LocalBackend:
             paths.append(os.path.abspath(config.requirements))
         return paths
 
-    async def reload_code(self) -> int:
+    async def reload_code(self, changed: Collection[str] = ()) -> int:
         """The function's files changed: prepare them again (a .zip extracted, layers merged,
         changed requirements installed), then retire the idle workers at once and the busy
         ones when their invocation ends; the next invocation starts a worker on the new
         code. Returns how many idle workers were retired. A failed build keeps the old ones
-        (logged)."""
+        (logged). `changed`: the files that changed; their cached bytecode is dropped."""
         if self._stopping or self.prepared is None:
             return 0
+        await asyncio.to_thread(drop_bytecode, changed)
         try:
             prepared = await prepare(self.config, self.ctx, self._progress)
         except (PackageError, BuildError, ConfigError) as e:
@@ -859,6 +862,19 @@ class LocalBackend:
             lines.info(text, rid, True)
         if worker.capture is not None:
             worker.capture.add(text)
+
+
+def drop_bytecode(sources: Collection[str]) -> None:
+    """Remove the `__pycache__` entries of changed `.py` files (any interpreter's): Python
+    trusts a `.pyc` whose source has the same size and mtime in whole seconds, which a
+    same-size edit within the second of the last import has, and would run the old code."""
+    for source in sources:
+        path = Path(source)
+        if path.suffix != ".py":
+            continue
+        for cached in (path.parent / "__pycache__").glob(f"{glob.escape(path.stem)}.*.pyc"):
+            with contextlib.suppress(OSError):
+                cached.unlink()
 
 
 def _fresh_dir(path: str) -> None:
