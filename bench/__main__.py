@@ -23,6 +23,7 @@ from bench import (
     format_table,
     http_backend,
     idle_rss,
+    inner_loop,
     invoke_event,
     kafka,
     kinesis,
@@ -70,6 +71,7 @@ BENCHMARKS: dict[str, Runner] = {
     async_queue.NAME: _runner(async_queue),
     invoke_event.NAME: _runner(invoke_event),
     worker_memory.NAME: _runner(worker_memory),
+    inner_loop.NAME: _runner(inner_loop),
 }
 
 

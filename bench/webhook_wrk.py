@@ -229,7 +229,12 @@ def serverless_missing() -> str | None:
 
 
 @contextmanager
-def serverless_server(tmp: Path) -> Iterator[str]:
+def serverless_server(
+    tmp: Path, *, handler: Path = HELLO_DIR / "app.py", options: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """serverless-offline serving `handler` (copied to `tmp/serverless/app.py`) as
+    `app.handler` on POST /hello, with extra `serverless offline start` options (e.g.
+    --reloadHandler); yields the URL once it answered 200."""
     sls = Path(os.environ[SLS_ENV]).resolve()
     app = tmp / "serverless"
     app.mkdir()
@@ -237,10 +242,10 @@ def serverless_server(tmp: Path) -> Iterator[str]:
     (app / "serverless.yml").write_text(
         _SERVERLESS_YML.format(http=http_port, lambda_port=lambda_port)
     )
-    shutil.copy(HELLO_DIR / "app.py", app / "app.py")
+    shutil.copy(handler, app / "app.py")
     (app / "node_modules").symlink_to(sls / "node_modules")
     env = {**os.environ, "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off"}
-    argv = [str(sls / "node_modules" / ".bin" / "serverless"), "offline", "start"]
+    argv = [str(sls / "node_modules" / ".bin" / "serverless"), "offline", "start", *options]
     url = f"http://127.0.0.1:{http_port}{PATH}"
     with _process(argv, tmp / "serverless.log", url, app, env):
         yield url

@@ -592,13 +592,17 @@ class LocalBackend:
         if self._stopping or self.prepared is None:
             return 0
         await asyncio.to_thread(drop_bytecode, changed)
-        try:
-            prepared = await prepare(self.config, self.ctx, self._progress)
-        except (PackageError, BuildError, ConfigError) as e:
-            self.ctx.log.error(
-                "backend.reload_failed", extra={"function": self.ctx.function, "error": str(e)}
-            )
-            return 0
+        if self._needs_build(changed):
+            try:
+                prepared = await prepare(self.config, self.ctx, self._progress)
+            except (PackageError, BuildError, ConfigError) as e:
+                self.ctx.log.error(
+                    "backend.reload_failed",
+                    extra={"function": self.ctx.function, "error": str(e)},
+                )
+                return 0
+        else:
+            prepared = self.prepared
         self.prepared = prepared
         self.unavailable = None
         if not self._spec_given:
@@ -612,6 +616,23 @@ class LocalBackend:
             self._background(self._retire(worker))
         self._maintain_event.set()  # provisioned workers started again on the new code
         return len(idle)
+
+    def _needs_build(self, changed: Collection[str]) -> bool:
+        """Whether `prepare` must run again: a change to a .zip, a layer or the requirements
+        (or none named); files of a code directory are read by the next worker as they are."""
+        if not changed or self.prepared is None:
+            return True
+        code = os.path.abspath(self.config.code)
+        if os.path.abspath(self.prepared.code_dir) != code:
+            return True  # extracted from a .zip
+        requirements = os.path.join(code, "requirements.txt")
+        if self.config.requirements:
+            requirements = os.path.abspath(self.config.requirements)
+        inside = code.rstrip(os.sep) + os.sep
+        return any(
+            not os.path.abspath(p).startswith(inside) or os.path.abspath(p) == requirements
+            for p in changed
+        )
 
     # ---- recycling -------------------------------------------------------------------------
 
