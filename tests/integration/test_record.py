@@ -1,12 +1,13 @@
 """`triggerd record`: the events a trigger would deliver become fixtures, nothing is invoked and
 nothing is acknowledged at the source, and `triggerd invoke --event FIXTURE` replays one
 unchanged. Directory (the CLI as users run it, then replay), a webhook (the caller is told),
-SQS on moto_server (the messages are still there afterwards, visible at once), and a trigger
-that cannot be found."""
+SQS on moto_server (the messages are still there afterwards, visible at once), RabbitMQ (the
+messages are requeued), and a trigger that cannot be found."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.rabbitmq_support import broker
 from tests.integration.sqs_harness import make_queue, send_json, sqs_client
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
@@ -156,3 +158,29 @@ async def test_unknown_trigger_names_the_known_ones(tmp_path: Path) -> None:
     cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
     with pytest.raises(ConfigError, match="no trigger 'nope' in the config \\(triggers: inbox\\)"):
         await record(cfg, registry, "nope", tmp_path / "fx", count=1, timeout_s=1)
+
+
+async def test_rabbitmq_messages_are_requeued(tmp_path: Path, rabbitmq_url: str) -> None:
+    registry = Registry.discover()
+    async with broker(rabbitmq_url) as rmq:
+        queue = await rmq.queue("record")
+        for i in range(3):
+            await rmq.publish(queue, json.dumps({"n": i}).encode())
+        trigger = {
+            "name": "jobs",
+            "batch_size": 10,
+            "source": {"type": "rabbitmq", "url": rabbitmq_url, "queue": queue},
+        }
+        cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+        files = await record(cfg, registry, "jobs", tmp_path / "fx", count=5, timeout_s=2)
+        recorded = [
+            json.loads(base64.b64decode(m["data"]))["n"]
+            for f in files
+            for ms in json.loads(f.read_text())["rmqMessagesByQueue"].values()
+            for m in ms
+        ]
+        assert sorted(recorded) == [0, 1, 2]
+        # Requeued, not acked: all three are still on the queue.
+        again = await rmq.wait_drain(queue, 3, timeout=5)
+        assert sorted(json.loads(m.body)["n"] for m in again) == [0, 1, 2]
+        assert all(m.redelivered for m in again)
