@@ -2,7 +2,8 @@
 nothing is acknowledged at the source, and `triggerd invoke --event FIXTURE` replays one
 unchanged. Directory (the CLI as users run it, then replay), a webhook (the caller is told),
 SQS on moto_server (the messages are still there afterwards, visible at once), RabbitMQ (the
-messages are requeued), and a trigger that cannot be found."""
+messages are requeued), Kafka (a group of its own, nothing committed), and a trigger that
+cannot be found."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.harness import TansuBroker
 from tests.conftest import free_port
+from tests.integration.kafka_support import FAST_GROUP, create_topic, produce
 from tests.integration.rabbitmq_support import broker
 from tests.integration.sqs_harness import make_queue, send_json, sqs_client
 from triggerd.config.load import validate_data
@@ -184,3 +187,39 @@ async def test_rabbitmq_messages_are_requeued(tmp_path: Path, rabbitmq_url: str)
         again = await rmq.wait_drain(queue, 3, timeout=5)
         assert sorted(json.loads(m.body)["n"] for m in again) == [0, 1, 2]
         assert all(m.redelivered for m in again)
+
+
+async def test_kafka_reads_with_a_group_of_its_own(
+    tmp_path: Path, kafka_broker: TansuBroker
+) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    registry = Registry.discover()
+    bootstrap = kafka_broker.bootstrap
+    topic = await create_topic(bootstrap, prefix="record")
+    await produce(bootstrap, topic, [b'{"n": 0}', b'{"n": 1}'])
+    trigger = {
+        "name": "events",
+        "source": {
+            "type": "kafka",
+            "bootstrap_servers": bootstrap,
+            "topics": [topic],
+            "group_id": f"{topic}-real",
+            "starting_position": "TRIM_HORIZON",
+            **FAST_GROUP,
+        },
+    }
+    cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+    files = await record(cfg, registry, "events", tmp_path / "fx", count=1, timeout_s=15)
+    (records,) = json.loads(files[0].read_text())["records"].values()
+    assert [json.loads(base64.b64decode(r["value"]))["n"] for r in records] == [0, 1]
+    # The trigger's group is untouched; the recording's never passed where it started.
+    committed = {}
+    for group in (f"{topic}-real", f"{topic}-real-triggerd-record"):
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+        await consumer.start()
+        try:
+            committed[group] = await consumer.committed(TopicPartition(topic, 0))
+        finally:
+            await consumer.stop()
+    assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": 0}
