@@ -18,7 +18,6 @@ import pytest
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
-from triggerd.daemon.watch import functions_changed
 
 pytestmark = pytest.mark.integration
 
@@ -126,11 +125,3 @@ async def test_caches_and_temp_files_are_ignored(
     await asyncio.sleep(0.5)
     assert not [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
     assert (await call(running))["pid"] == warm["pid"]
-
-
-def test_changes_map_to_the_functions_that_own_them(tmp_path: Path) -> None:
-    roots = {"a": [str(tmp_path / "a")], "b": [str(tmp_path / "ab"), str(tmp_path / "l.zip")]}
-    assert functions_changed(roots, [str(tmp_path / "a" / "x.py")]) == {"a"}
-    assert functions_changed(roots, [str(tmp_path / "ab" / "x.py")]) == {"b"}
-    assert functions_changed(roots, [str(tmp_path / "l.zip")]) == {"b"}
-    assert functions_changed(roots, [str(tmp_path / "c.py")]) == set()

@@ -1,0 +1,48 @@
+"""Hot reload's pure parts: which function a changed path belongs to, the backends that can
+reload under the daemon's wrappers, and the one line naming the extra when watchfiles is
+missing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection
+from pathlib import Path
+
+import pytest
+
+from triggerd.daemon.watch import functions_changed, reloadable, require_watchfiles
+from triggerd.types import MissingExtraError
+
+
+def test_changes_map_to_the_functions_that_own_them(tmp_path: Path) -> None:
+    roots = {"a": [str(tmp_path / "a")], "b": [str(tmp_path / "ab"), str(tmp_path / "l.zip")]}
+    assert functions_changed(roots, [str(tmp_path / "a" / "x.py")]) == {"a"}
+    assert functions_changed(roots, [str(tmp_path / "ab" / "x.py")]) == {"b"}
+    assert functions_changed(roots, [str(tmp_path / "l.zip")]) == {"b"}
+    assert functions_changed(roots, [str(tmp_path / "c.py")]) == set()
+
+
+class Reloads:
+    def watched_paths(self) -> list[str]:
+        return ["/code"]
+
+    async def reload_code(self, changed: Collection[str] = ()) -> int:
+        return 0
+
+
+class Wrapper:
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+
+def test_backends_are_found_under_their_wrappers() -> None:
+    inner = Reloads()
+    found = reloadable({"f": Wrapper(Wrapper(inner)), "remote": Wrapper(object())})
+    assert found == {"f": inner}
+
+
+def test_missing_watchfiles_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)
+    with pytest.raises(MissingExtraError, match=r"--watch needs watchfiles: pip install "
+                       r"'triggerd-daemon\[directory\]'"):  # fmt: skip
+        require_watchfiles()
