@@ -443,7 +443,6 @@ async def _invoke_in(
 @click.argument("trigger")
 @click.option(
     "--out",
-    "-o",
     "out_dir",
     required=True,
     type=click.Path(file_okay=False),
