@@ -1,0 +1,134 @@
+"""`triggerd run --sam` as a subprocess: a SAM template's Api (payload 1.0) and HttpApi
+(payload 2.0) events answered by its Python handler over real HTTP, with the ports and the
+state store given by the overrides file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.system
+pytest.importorskip("cfnlint")
+
+HANDLER = Path(__file__).resolve().parents[1] / "data" / "sam" / "src" / "api"
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Greeting:
+    Type: String
+    Default: hello
+Globals:
+  Function:
+    Runtime: python3.11
+    Timeout: 10
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: dev
+  Hello:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: api/
+      Handler: app.handler
+      Environment:
+        Variables:
+          GREETING: !Sub "${Greeting} from ${AWS::Region}"
+      Events:
+        Rest:
+          Type: Api
+          Properties:
+            RestApiId: !Ref Api
+            Path: /orders/{id}
+            Method: GET
+        Http:
+          Type: HttpApi
+          Properties:
+            Path: /items
+            Method: POST
+"""
+
+
+def get(url: str, data: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return response.status, json.loads(response.read())
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    shutil.copytree(HANDLER, tmp_path / "api")
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
+    port = free_port()
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: ""\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+        'parameters:\n  Greeting: "hi"\n'
+    )
+    out = tmp_path / "stdout.log"
+    err = tmp_path / "stderr.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "triggerd",
+            "run",
+            "--sam",
+            "template.yaml",
+            "--overrides",
+            "overrides.yaml",
+            "--parameter-overrides",
+            "AWS::Region=eu-west-3",
+        ],
+        cwd=tmp_path,
+        stdout=out.open("wb"),
+        stderr=err.open("wb"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        wait_for(
+            lambda: "trigger(s)" in out.read_text() or proc.poll() is not None,
+            60,
+            "the daemon to report ready",
+        )
+        assert proc.poll() is None, err.read_text()
+        yield proc, port, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_run_sam_answers_api_and_http_api_events(
+    daemon: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    proc, port, tmp_path = daemon
+    status, body = get(f"http://127.0.0.1:{port}/orders/42")
+    assert status == 200
+    assert body == {"path": "/orders/42", "stage": "dev", "greeting": "hi from eu-west-3"}
+    status, body = get(f"http://127.0.0.1:{port}/items", data=b"{}")
+    assert status == 200
+    assert body == {"path": "/items", "stage": "$default", "greeting": "hi from eu-west-3"}
+    summary = (tmp_path / "stdout.log").read_text()
+    assert "trigger Hello-Rest: webhook -> Hello" in summary
+    assert "trigger Hello-Http: webhook -> Hello" in summary
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
