@@ -93,8 +93,9 @@ def _warn(file: str, translation: Translation) -> None:
 
 
 def rebase(config: dict[str, Any], source_dir: Path, target_dir: Path) -> dict[str, Any]:
-    """`config` with the relative paths of its functions (code, requirements, layers) and
-    directory sources, which are relative to `source_dir`, made relative to `target_dir`."""
+    """`config` with the relative paths of its functions (code, requirements, layers),
+    directory sources and file destinations, which are relative to `source_dir`, made
+    relative to `target_dir`."""
 
     def move(value: Any) -> Any:
         if not isinstance(value, str) or os.path.isabs(value):
@@ -112,9 +113,10 @@ def rebase(config: dict[str, Any], source_dir: Path, target_dir: Path) -> dict[s
         functions[name] = fn
     triggers = []
     for trigger in config.get("triggers") or []:
-        source = trigger.get("source") or {}
-        if source.get("type") == "directory" and "path" in source:
-            trigger = {**trigger, "source": {**source, "path": move(source["path"])}}
+        for key in ("source", "on_failure"):
+            table = trigger.get(key) or {}
+            if table.get("type") in ("directory", "file") and "path" in table:
+                trigger = {**trigger, key: {**table, "path": move(table["path"])}}
         triggers.append(trigger)
     return {**config, "functions": functions, "triggers": triggers}
 

@@ -224,5 +224,5 @@ class Resources:
 
     def _file(self, where: str, trigger: str, why: str) -> dict[str, Any]:
         path = f"{DLQ_DIR}/{trigger}.jsonl"
-        self.out.warn(where, f"{why}: failed events are written to {path} (relative to the config)")
+        self.out.warn(where, f"{why}: failed events are written to {path} (beside the template)")
         return {"type": "file", "path": path}
