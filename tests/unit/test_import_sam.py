@@ -231,9 +231,13 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
                 },
                 "Jobs": {"type": "rabbitmq", "host": "127.0.0.1"},
                 "Cluster": {"bootstrap_servers": ["127.0.0.1:19092"]},
+                "Typo": {"type": "sqs"},
             },
             "functions": {"ApiFunction": {"environment": {"GREETING": "hi"}}},
-            "triggers": {"WorkerFunction-Kinesis": {"enabled": True, "batch_size": 7}},
+            "triggers": {
+                "WorkerFunction-Kinesis": {"enabled": True, "batch_size": 7},
+                "Nobody-Event": {"enabled": False},
+            },
         }
     )
     result = translate_sam(TEMPLATE, overrides=overrides, parameters={})
@@ -265,6 +269,10 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
     }
     assert result.config["functions"]["ApiFunction"]["environment"]["GREETING"] == "hi"
     assert result.config["daemon"]["control_listen"] == ""
+    found_warnings = warnings(result)
+    assert "names it" in found_warnings["overrides.resources.Typo"]
+    assert "no such trigger" in found_warnings["overrides.triggers.Nobody-Event"]
+    assert "overrides.resources.Jobs" not in found_warnings
     validated(result)
 
 
@@ -310,6 +318,8 @@ def test_unresolvable_values_are_warnings(tmp_path: Path) -> None:
           B: !GetAtt Fn.Nope
           C: !Ref Missing
       SomethingNew: 1
+    Metadata:
+      BuildMethod: esbuild
 """
     result = translate_sam(
         template(tmp_path, FUNCTION.format(extra=extra)), overrides=None, parameters={}
@@ -320,6 +330,7 @@ def test_unresolvable_values_are_warnings(tmp_path: Path) -> None:
     assert "not known locally" in found[f"{env}.B"]
     assert "no such parameter or resource" in found[f"{env}.C"]
     assert "no local equivalent" in found["Resources.Fn.Properties.SomethingNew"]
+    assert "sam build" in found["Resources.Fn.Metadata.BuildMethod"]
     assert "environment" not in result.config["functions"]["Fn"]
     inline = FUNCTION.format(extra='      InlineCode: "def handler(e, c): pass"')
     result = translate_sam(template(tmp_path, inline), overrides=None, parameters={})

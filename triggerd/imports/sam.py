@@ -76,6 +76,8 @@ def translate_sam(
     _apply_trigger_overrides(triggers, overrides)
     for name in sorted(set(overrides.functions) - set(functions)):
         out.warn(f"overrides.functions.{name}", "no such function in the template")
+    for name in sorted(set(overrides.triggers) - {t["name"] for t in triggers}):
+        out.warn(f"overrides.triggers.{name}", "no such trigger (<Function>-<Event>)")
     out.config = {"daemon": daemon, "functions": functions, "triggers": triggers}
     return out
 
@@ -86,7 +88,8 @@ def _translate_functions(
     functions: dict[str, Any] = {}
     triggers: list[dict[str, Any]] = []
     fn_translator = FunctionTranslator(tpl, out, overrides)
-    events = EventTranslator(tpl, out, Resources(tpl, out, overrides), _source_fields())
+    resources = Resources(tpl, out, overrides)
+    events = EventTranslator(tpl, out, resources, _source_fields())
     globals_ = dict((tpl.data.get("Globals") or {}).get("Function") or {})
     for logical_id, res in tpl.resources.items():
         kind = res.get("Type") if isinstance(res, dict) else None
@@ -97,6 +100,13 @@ def _translate_functions(
             continue
         if not _included(tpl, res, where, out):
             continue
+        build = (res.get("Metadata") or {}).get("BuildMethod")
+        if build is not None:
+            out.warn(
+                f"{where}.Metadata.BuildMethod",
+                f"the code is built by `sam build` ({build}): CodeUri is run as it is, so "
+                "point it (or the overrides' settings.code) at the built code",
+            )
         props = merge_globals(globals_, dict(res.get("Properties") or {}))
         info = fn_translator.translate(logical_id, props)
         if info is None:
@@ -109,6 +119,7 @@ def _translate_functions(
                 fn_triggers.append(trigger)
         _async_settings(tpl, out, info.where, props, fn_triggers, events)
         triggers.extend(fn_triggers)
+    resources.warn_unused()
     return functions, triggers
 
 

@@ -285,8 +285,6 @@ class EventTranslator:
     def _schedule(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:
         source: dict[str, Any] = {"type": "schedule", "expression": str(props.take("Schedule"))}
         self._schedule_common(props, trigger, source, "Enabled")
-        if "Description" in props:
-            props.take("Description")
         return source
 
     def _schedule_v2(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:

@@ -194,6 +194,8 @@ class FunctionTranslator:
             return False
         if runtime is not None:
             table["runtime"] = str(runtime)
+        elif "Runtime" not in props:
+            self.out.warn(f"{where}.Runtime", "none given: python3.11, the local backend's default")
         if handler is not None:
             table["handler"] = str(handler)
         if "code" in settings:

@@ -68,9 +68,22 @@ class Resources:
         self.tpl = tpl
         self.out = out
         self.overrides = overrides
+        #: Every name a resource was looked up by: the overrides' keys not among them name
+        #: nothing (`unused`).
+        self.seen: set[str] = set()
 
     def override(self, res: Resource) -> ResourceOverride | None:
-        return self.overrides.resource(*res.keys())
+        return self.lookup(res.keys())
+
+    def lookup(self, keys: tuple[str | None, ...]) -> ResourceOverride | None:
+        self.seen.update(k for k in keys if k)
+        return self.overrides.resource(*keys)
+
+    def warn_unused(self) -> None:
+        for key in sorted(set(self.overrides.resources) - self.seen):
+            self.out.warn(
+                f"overrides.resources.{key}", "no event or destination of the template names it"
+            )
 
     def aws_defaults(self) -> dict[str, Any]:
         if self.overrides.endpoint_url is None:
@@ -182,7 +195,7 @@ class Resources:
     def kafka_servers(
         self, keys: tuple[str | None, ...], given: list[str] | None, where: str
     ) -> dict[str, Any]:
-        found = self.overrides.resource(*keys)
+        found = self.lookup(keys)
         if found is not None:
             return found.options
         if given:
