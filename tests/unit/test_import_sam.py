@@ -372,3 +372,45 @@ def test_intrinsics() -> None:
         tpl.resolve({"Ref": "Free"})
     with pytest.raises(Unresolved, match=r"no M\.prod\.Other"):
         tpl.resolve({"Fn::FindInMap": ["M", "prod", "Other"]})
+
+
+def test_malformed_values_are_warnings_not_tracebacks(tmp_path: Path) -> None:
+    text = """
+Globals: [not, a, mapping]
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: app.handler
+      CodeUri: src
+      Events:
+        Queue:
+          Type: SQS
+          Properties:
+            Queue: arn:aws:sqs:us-east-1:123456789012:q
+            BatchSize: lots
+        Api:
+          Type: HttpApi
+  Other:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: app.handler
+      CodeUri: src
+      Events: [a, b]
+  Broken:
+    Type: AWS::Serverless::Function
+    Properties: [1, 2]
+"""
+    overrides = Overrides.model_validate({"functions": {"Fn": {"environment": {"PORT": 8080}}}})
+    result = translate_sam(template(tmp_path, text), overrides=overrides, parameters={})
+    found = warnings(result)
+    assert "not a mapping" in found["Globals"]
+    assert "expected kind" in found["Resources.Fn.Properties.Events.Queue"]
+    assert "not a mapping" in found["Resources.Other.Properties.Events"]
+    assert "not translated" in found["Resources.Broken.Properties"]
+    assert [t["name"] for t in result.config["triggers"]] == ["Fn-Api"]
+    assert result.config["functions"]["Fn"]["environment"] == {"PORT": "8080"}
+    validated_here = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
+    assert sorted(validated_here.functions) == ["Fn", "Other"]

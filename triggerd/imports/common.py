@@ -16,10 +16,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from triggerd.config.load import format_errors, interpolate, read_file
 from triggerd.types import ConfigError
@@ -62,6 +62,20 @@ class Translation:
 # The overrides file
 
 
+def _scalar_text(value: Any) -> Any:
+    """Numbers and booleans as the text a template or environment would hold (`PORT: 8080`
+    in YAML is meant as "8080"); anything else is left for the str check to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+#: A string value in the overrides file; numbers and booleans are taken as their text.
+Text = Annotated[str, BeforeValidator(_scalar_text)]
+
+
 class ResourceOverride(BaseModel):
     """What to read instead of one AWS resource: a partial triggerd `source` table merged
     over the one the translator made. `type` changes the kind of source (a queue read from
@@ -89,7 +103,7 @@ class FunctionOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    environment: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, Text] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Keys of the triggerd function table, set over the translated ones",
@@ -124,7 +138,7 @@ class Overrides(BaseModel):
         description="By trigger name (<function>-<event>): keys of the [[triggers]] table set "
         "over the translated ones (enabled, batch_size, on_failure...)",
     )
-    parameters: dict[str, str] = Field(
+    parameters: dict[str, Text] = Field(
         default_factory=dict,
         description="Template parameter values (SAM: as --parameter-overrides; the command "
         "line wins)",

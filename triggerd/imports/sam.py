@@ -90,7 +90,9 @@ def _translate_functions(
     fn_translator = FunctionTranslator(tpl, out, overrides)
     resources = Resources(tpl, out, overrides)
     events = EventTranslator(tpl, out, resources, _source_fields())
-    globals_ = dict((tpl.data.get("Globals") or {}).get("Function") or {})
+    globals_ = _mapping(
+        _mapping(tpl.data.get("Globals"), "Globals", out).get("Function"), "Globals.Function", out
+    )
     for logical_id, res in tpl.resources.items():
         kind = res.get("Type") if isinstance(res, dict) else None
         where = f"Resources.{logical_id}"
@@ -107,20 +109,37 @@ def _translate_functions(
                 f"the code is built by `sam build` ({build}): CodeUri is run as it is, so "
                 "point it (or the overrides' settings.code) at the built code",
             )
-        props = merge_globals(globals_, dict(res.get("Properties") or {}))
-        info = fn_translator.translate(logical_id, props)
-        if info is None:
+        if not isinstance(res.get("Properties") or {}, dict):
+            out.warn(f"{where}.Properties", "not a mapping: the function is not translated")
+            continue
+        try:
+            props = merge_globals(globals_, dict(res.get("Properties") or {}))
+            info = fn_translator.translate(logical_id, props)
+            if info is None:
+                continue
+            fn_triggers = []
+            for name, spec in _mapping(props.get("Events"), f"{info.where}.Events", out).items():
+                trigger = events.translate(info, str(name), spec)
+                if trigger is not None:
+                    fn_triggers.append(trigger)
+            _async_settings(tpl, out, info.where, props, fn_triggers, events)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            out.warn(where, f"not translated: a value is not of the expected kind ({exc!r})")
             continue
         functions[logical_id] = info.table
-        fn_triggers = []
-        for name, spec in (props.get("Events") or {}).items():
-            trigger = events.translate(info, str(name), spec)
-            if trigger is not None:
-                fn_triggers.append(trigger)
-        _async_settings(tpl, out, info.where, props, fn_triggers, events)
         triggers.extend(fn_triggers)
     resources.warn_unused()
     return functions, triggers
+
+
+def _mapping(node: Any, where: str, out: Translation) -> dict[str, Any]:
+    """`node` as a mapping: {} when absent, and with a warning when it is something else."""
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        out.warn(where, "not a mapping: not carried over")
+        return {}
+    return dict(node)
 
 
 def _apply_trigger_overrides(triggers: list[dict[str, Any]], overrides: Overrides) -> None:
@@ -134,7 +153,8 @@ def _apply_trigger_overrides(triggers: list[dict[str, Any]], overrides: Override
 
 
 def _check_globals(data: dict[str, Any], out: Translation) -> None:
-    for section in data.get("Globals") or {}:
+    found = data.get("Globals")
+    for section in found if isinstance(found, dict) else {}:
         if section not in ("Function", "Api", "HttpApi", "SimpleTable"):
             out.warn(f"Globals.{section}", "not carried over")
 

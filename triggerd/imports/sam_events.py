@@ -132,6 +132,9 @@ class EventTranslator:
         except Unresolved as exc:
             self.out.warn(where, f"not translated: {exc}")
             return None
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            self.out.warn(where, f"not translated: a value is not of the expected kind ({exc!r})")
+            return None
         props.finish()
         if source is None:
             return None
@@ -403,8 +406,9 @@ class EventTranslator:
     def _api_resource(self, node: Any, kind: str, where: str) -> dict[str, Any]:
         """The API's properties (Globals for that API type merged in), {} for the implicit
         API."""
-        globals_ = (self.tpl.data.get("Globals") or {}).get(kind.split("::")[-1]) or {}
-        props: dict[str, Any] = dict(globals_)
+        globals_ = self.tpl.data.get("Globals")
+        section = globals_.get(kind.split("::")[-1]) if isinstance(globals_, dict) else None
+        props: dict[str, Any] = dict(section) if isinstance(section, dict) else {}
         if node is not None:
             ref = node.get("Ref") if isinstance(node, dict) else None
             if not (isinstance(ref, str) and self.tpl.resource_type(ref) == kind):
