@@ -414,3 +414,120 @@ Resources:
     assert result.config["functions"]["Fn"]["environment"] == {"PORT": "8080"}
     validated_here = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
     assert sorted(validated_here.functions) == ["Fn", "Other"]
+
+
+EDGES = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Active:
+    Type: AWS::AmazonMQ::Broker
+    Properties: {EngineType: ACTIVEMQ}
+  Dead:
+    Type: AWS::SQS::Queue
+  Bucket:
+    Type: AWS::S3::Bucket
+  Http:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      CorsConfiguration:
+        AllowOrigins: [https://example.com]
+        AllowMethods: [GET]
+        MaxAge: 60
+  Rest:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: v2
+      Cors:
+        AllowOrigin: "'https://example.com'"
+        AllowMethods: "'GET,POST'"
+        MaxAge: "'30'"
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: nodejs20.x
+      Handler: index.handler
+      CodeUri: src
+      Architectures: [ARCH]
+      Layers: [arn:aws:lambda:us-east-1:123456789012:layer:shared:3]
+      DeadLetterQueue: {Type: SQS, TargetArn: !GetAtt Dead.Arn}
+      Events:
+        Mq:
+          Type: MQ
+          Properties: {Broker: !GetAtt Active.Arn, Queues: [q]}
+        Kafka:
+          Type: SelfManagedKafka
+          Properties:
+            KafkaBootstrapServers: [kafka.internal:9092]
+            Topics: [t]
+            SelfManagedKafkaEventSourceConfig: {ConsumerGroupId: g}
+        Tick:
+          Type: Schedule
+          Properties:
+            Schedule: rate(5 minutes)
+            RetryPolicy: {MaximumRetryAttempts: 5, MaximumEventAgeInSeconds: 30}
+            DeadLetterConfig: {Arn: !GetAtt Dead.Arn}
+        Upload:
+          Type: S3
+          Properties: {Bucket: !Ref Bucket, Events: [s3:ObjectRemoved:*]}
+        Default:
+          Type: HttpApi
+          Properties: {ApiId: !Ref Http}
+        Page:
+          Type: Api
+          Properties: {RestApiId: !Ref Rest, Path: /page, Method: get}
+"""
+
+
+def test_less_common_properties(tmp_path: Path) -> None:
+    import platform
+
+    other = "x86_64" if platform.machine().lower() in ("aarch64", "arm64") else "arm64"
+    overrides = Overrides.model_validate(
+        {
+            "endpoint_url": "http://127.0.0.1:5000",
+            "resources": {
+                "kafka.internal:9092": {"bootstrap_servers": ["127.0.0.1:9092"]},
+                "Bucket": {"type": "directory", "path": str(tmp_path)},
+            },
+        }
+    )
+    path = template(tmp_path, EDGES.replace("ARCH", other))
+    result = translate_sam(path, overrides=overrides, parameters={})
+    found = triggers(result)
+    notes = warnings(result)
+    events = "Resources.Fn.Properties.Events"
+    assert "Fn-Mq" not in found and "ACTIVEMQ" in notes[f"{events}.Mq.Properties.Broker"]
+    kafka = found["Fn-Kafka"]["source"]
+    assert (kafka["bootstrap_servers"], kafka["group_id"]) == (["127.0.0.1:9092"], "g")
+    tick = found["Fn-Tick"]
+    assert (tick["maximum_retry_attempts"], tick["maximum_event_age_s"]) == (2, 60.0)
+    assert tick["on_failure"] == {
+        "type": "sqs",
+        "queue_url": "http://127.0.0.1:5000/123456789012/Dead",
+        "endpoint_url": "http://127.0.0.1:5000",
+    }
+    assert (
+        "over the 2 retries" in notes[f"{events}.Tick.Properties.RetryPolicy.MaximumRetryAttempts"]
+    )
+    upload = found["Fn-Upload"]
+    assert upload["source"]["events"] == ["deleted"]
+    assert upload["on_failure"]["queue_url"].endswith("/Dead")  # DeadLetterQueue
+    default_route = found["Fn-Default"]["source"]
+    assert (default_route["path"], default_route["method"]) == ("/{proxy+}", "ANY")
+    assert default_route["cors"] == {
+        "allow_origins": ["https://example.com"],
+        "allow_methods": ["GET"],
+        "max_age_s": 60,
+    }
+    page = found["Fn-Page"]["source"]
+    assert page["stage"] == "v2"
+    assert page["cors"] == {
+        "allow_origins": ["https://example.com"],
+        "allow_methods": ["GET", "POST"],
+        "max_age_s": 30,
+    }
+    assert "not fetched" in notes["Resources.Fn.Properties.Layers.0"]
+    assert other in notes["Resources.Fn.Properties.Architectures"]
+    assert result.config["functions"]["Fn"]["runtime"] == "nodejs20.x"
+    validated_here = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
+    assert len(validated_here.trigger_list) == 5
