@@ -531,3 +531,23 @@ def test_less_common_properties(tmp_path: Path) -> None:
     assert result.config["functions"]["Fn"]["runtime"] == "nodejs20.x"
     validated_here = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
     assert len(validated_here.trigger_list) == 5
+
+
+def test_enabled_never_reads_an_unmapped_aws_queue(tmp_path: Path) -> None:
+    extra = """      Events:
+        Q:
+          Type: SQS
+          Properties:
+            Queue: arn:aws:sqs:us-east-1:123456789012:real-queue
+            Enabled: true
+"""
+    path = template(tmp_path, FUNCTION.format(extra=extra))
+    result = translate_sam(path, overrides=None, parameters={})
+    assert triggers(result)["Fn-Q"]["enabled"] is False
+    mapped = Overrides.model_validate(
+        {"resources": {"real-queue": {"queue_url": "http://127.0.0.1:1/1/q", "queue_ur": "x"}}}
+    )
+    result = translate_sam(path, overrides=mapped, parameters={})
+    assert triggers(result)["Fn-Q"]["enabled"] is True
+    with pytest.raises(ConfigError, match=r"triggers\.0\.source\.queue_ur: unknown key"):
+        validate_data(result.config, Registry.discover(), base_dir=tmp_path)

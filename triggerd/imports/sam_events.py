@@ -39,6 +39,16 @@ ESM_IGNORED = {
     "DynamicPolicyName": "IAM is not used locally",
     "LoggingConfig": "not simulated locally",
 }
+#: Source options the translation sets when the event has them, whatever the source type.
+OPTIONAL = {target for target, _ in SOURCE_KEYS.values()} | {
+    "broker_arn",
+    "group_id",
+    "events",
+    "prefix",
+    "suffix",
+    "include",
+    "path_style",
+}
 FANOUT = {
     "SNS": "SNS events need the sns service (not in this version)",
     "EventBridgeRule": "EventBridge events need the event bus service (not in this version)",
@@ -147,12 +157,15 @@ class EventTranslator:
         self.out.warn(f"{where}.Type", FANOUT[kind])
 
     def _keep_known(self, source: dict[str, Any], where: str) -> dict[str, Any]:
+        """`source` without the options the translation adds that its type does not have
+        (the overrides may have changed the type); other keys are left for the loader to
+        check, so a mistake in the overrides file is an error naming it."""
         fields = self.source_fields(str(source.get("type")))
         if fields is None:
             return source
         kept = {}
         for key, value in source.items():
-            if key == "type" or key in fields:
+            if key not in OPTIONAL or key in fields:
                 kept[key] = value
             else:
                 self.out.warn(where, f"the {source['type']} source has no {key}: left out")
@@ -210,21 +223,24 @@ class EventTranslator:
     def _sqs(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:
         res = resource(self.tpl, props.node("Queue"))
         source, enabled = self.res.sqs_source(res, f"{props.where}.Queue")
-        if not enabled:
-            trigger["enabled"] = False
         self._esm(props, trigger, source)
-        if "on_failure" in trigger:
-            # SQS mappings have no destination on AWS: the queue's redrive policy is it.
-            self.out.warn(f"{props.where}.DestinationConfig", "kept, though AWS ignores it for SQS")
+        if not enabled:  # after Enabled: a queue with no local equivalent is never read
+            trigger["enabled"] = False
+        if trigger.pop("on_failure", None) is not None:
+            self.out.warn(
+                f"{props.where}.DestinationConfig",
+                "SQS mappings have no on-failure destination (the queue's redrive policy is "
+                "it): left out",
+            )
         return source
 
     def _stream(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:
         res = resource(self.tpl, props.node("Stream"))
         target = "kinesis" if kind == "Kinesis" else "dynamodb_streams"
         source, enabled = self.res.stream_source(target, res, f"{props.where}.Stream")
-        if not enabled:
-            trigger["enabled"] = False
         self._esm(props, trigger, source)
+        if not enabled:  # after Enabled: a stream with no local equivalent is never read
+            trigger["enabled"] = False
         return source
 
     def _mq(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any] | None:
