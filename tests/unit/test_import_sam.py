@@ -368,6 +368,15 @@ def test_intrinsics() -> None:
     assert tpl.resolve({"k": {"Ref": "AWS::NoValue"}, "j": [1, {"Ref": "AWS::NoValue"}]}) == {
         "j": [1]
     }
+    looped = Template.create(
+        {
+            "Resources": {
+                "L": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": {"Ref": "L"}}}
+            }
+        },
+        {},
+    )
+    assert looped.resolve({"Fn::GetAtt": ["L", "QueueName"]}).endswith("/L")  # no endless loop
     with pytest.raises(Unresolved, match="--parameter-overrides Free=VALUE"):
         tpl.resolve({"Ref": "Free"})
     with pytest.raises(Unresolved, match=r"no M\.prod\.Other"):

@@ -84,6 +84,7 @@ class Template:
     problems: list[tuple[str, str]] = field(default_factory=list)
     _conditions: dict[str, bool] = field(default_factory=dict)
     _evaluating: set[str] = field(default_factory=set)
+    _naming: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, data: dict[str, Any], overrides: Mapping[str, str]) -> Template:
@@ -267,12 +268,17 @@ class Template:
         raise Unresolved(f"Fn::GetAtt {logical_id}.{attribute} ({kind}) is not known locally")
 
     def name_of(self, logical_id: str, key: str, default: str | None = None) -> str:
+        """The resource's name property (`QueueName`...) when it resolves, else `default`
+        (the logical id); a name that refers to itself falls back the same way."""
         props = self.resources[logical_id].get("Properties") or {}
-        if key in props:
+        if key in props and logical_id not in self._naming:
+            self._naming.add(logical_id)
             try:
                 return _text(self.resolve(props[key]))
             except Unresolved:
                 pass
+            finally:
+                self._naming.discard(logical_id)
         return default if default is not None else logical_id
 
     def _get_att(self, arg: Any) -> Any:
