@@ -3,7 +3,7 @@ loader with the installed plugins: functions, every event type, overrides, warni
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +18,33 @@ from triggerd.imports.serverless import translate_serverless
 DATA = Path(__file__).resolve().parents[1] / "data" / "serverless"
 
 
+@dataclass(frozen=True)
+class FakeResource:
+    """An entry of the overrides file's `resources` (`common.ResourceOverride`)."""
+
+    type: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FakeFunction:
+    environment: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class FakeOverrides:
-    """The overrides file's lookups (`common.Overrides`), from plain dicts."""
+    """The overrides file (`common.Overrides`) as the translator reads it."""
 
-    def __init__(self, **tables: dict[str, Any]) -> None:
-        self.tables = tables
+    resources: dict[str, FakeResource] = field(default_factory=dict)
+    daemon: dict[str, Any] = field(default_factory=dict)
+    endpoint_url: str | None = None
+    region: str | None = None
+    functions: dict[str, FakeFunction] = field(default_factory=dict)
+    triggers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def _get(self, kind: str, key: str) -> Mapping[str, Any] | None:
-        return self.tables.get(kind, {}).get(key)
-
-    def queue(self, ref: str) -> Mapping[str, Any] | None:
-        return self._get("queue", ref)
-
-    def bucket(self, name: str) -> Mapping[str, Any] | None:
-        return self._get("bucket", name)
-
-    def stream(self, ref: str) -> Mapping[str, Any] | None:
-        return self._get("stream", ref)
-
-    def kafka(self, ref: str) -> Mapping[str, Any] | None:
-        return self._get("kafka", ref)
-
-    def broker(self, ref: str) -> Mapping[str, Any] | None:
-        return self._get("broker", ref)
-
-    def destination(self, ref: str) -> Mapping[str, Any] | None:
-        return self._get("destination", ref)
-
-    def function_environment(self, name: str) -> Mapping[str, str]:
-        return self.tables.get("environment", {}).get(name, {})
+    def resource(self, *keys: str | None) -> FakeResource | None:
+        return next((self.resources[k] for k in keys if k and k in self.resources), None)
 
 
 @pytest.fixture(scope="module")
@@ -225,17 +223,27 @@ def test_v4_with_overrides(registry: Registry, tmp_path: Path) -> None:
     inbox = tmp_path / "receipts"
     inbox.mkdir()
     overrides = FakeOverrides(
-        queue={"CheckoutQueue": {"type": "sqs", "queue_url": "http://127.0.0.1:4566/q/checkout"}},
-        bucket={"Receipts": {"type": "directory", "path": str(inbox)}},
-        stream={"CartTable": {"type": "postgres", "tables": ["public.cart"]}},
-        environment={"checkout": {"OVERRIDDEN": "local", "EXTRA": "1"}},
+        resources={
+            "CheckoutQueue": FakeResource(
+                options={"queue_url": "http://127.0.0.1:4566/q/checkout"}
+            ),
+            "Receipts": FakeResource("directory", {"path": str(inbox)}),
+            "CartTable": FakeResource("postgres", {"tables": ["public.cart"]}),
+        },
+        endpoint_url="http://127.0.0.1:4566",
+        functions={
+            "checkout": FakeFunction({"OVERRIDDEN": "local", "EXTRA": "1"}, {"timeout_s": 20})
+        },
+        triggers={"checkout-schedule-4": {"enabled": False}, "nothing-0": {}},
+        daemon={"control_listen": ""},
     )
     t = translate_serverless(
         DATA / "v4" / "serverless.yml", overrides=overrides, options={}, environ={}
     )
     cfg = validated(t, DATA / "v4", registry)
     fn = cfg.function_map["checkout"]
-    assert (fn.runtime, fn.memory_mb, fn.timeout_s) == ("python3.11", 1024, 15)
+    assert (fn.runtime, fn.memory_mb, fn.timeout_s) == ("python3.11", 1024, 20)
+    assert cfg.daemon.control_listen is None
     assert fn.environment == {
         "SHARED": "from-provider",
         "OVERRIDDEN": "local",
@@ -250,6 +258,7 @@ def test_v4_with_overrides(registry: Registry, tmp_path: Path) -> None:
     assert (web.cors.allow_headers, web.cors.max_age_s) == (["Content-Type"], 600)
     queue = trig["checkout-sqs-1"]
     assert queue.source_config.queue_url == "http://127.0.0.1:4566/q/checkout"
+    assert queue.source_config.endpoint_url is None  # the entry says all there is
     assert queue.batch_size == 5
     files = trig["checkout-s3-2"].source_config
     assert (files.type, files.events, files.include) == ("directory", ["deleted"], ["*.pdf"])
@@ -257,12 +266,14 @@ def test_v4_with_overrides(registry: Registry, tmp_path: Path) -> None:
     assert (pg.type, pg.parallelization_factor) == ("postgres", 3)
     sched = trig["checkout-schedule-4"].source_config
     assert (sched.source_name, sched.timezone) == ("aws.scheduler", "Europe/Paris")
+    assert not trig["checkout-schedule-4"].enabled
     w = warned(t)
     assert (
         "no postgres" not in w
         and "tumbling_window_s" in w["functions.checkout.events[3].stream.tumblingWindowInSeconds"]
     )
     assert "msk events" in w["functions.checkout.events[5].msk"]
+    assert "no trigger of that name" in w["overrides.triggers.nothing-0"]
 
 
 def test_v4_without_overrides_names_what_needs_one(registry: Registry) -> None:
@@ -276,3 +287,16 @@ def test_v4_without_overrides_names_what_needs_one(registry: Registry) -> None:
         "checkout-httpapi-0",
         "checkout-schedule-4",
     ]
+
+
+def test_endpoint_and_region_of_the_resources_without_an_entry(registry: Registry) -> None:
+    overrides = FakeOverrides(endpoint_url="http://127.0.0.1:5000", region="us-east-2")
+    t = translate_serverless(
+        DATA / "v3" / "serverless.yml", overrides=overrides, options={}, environ={}
+    )
+    trig = triggers(validated(t, DATA / "v3", registry))
+    for name in ("worker-sqs-0", "worker-stream-2", "worker-stream-3", "reports-s3-3"):
+        src = trig[name].source_config
+        assert (src.endpoint_url, src.region) == ("http://127.0.0.1:5000", "us-east-2"), name
+    assert trig["worker-stream-2"].on_failure_config.endpoint_url == "http://127.0.0.1:5000"
+    assert trig["worker-kafka-5"].source_config.type == "kafka"

@@ -87,7 +87,31 @@ def translate_serverless(
             continue
         out.config["functions"][name] = plan.table
         out.config["triggers"].extend(translate_events(ctx, plan, fn.get("events")))
+    if overrides is not None:
+        _apply_overrides(ctx, overrides)
     return out
+
+
+def _apply_overrides(ctx: SlsContext, overrides: OverridesLike) -> None:
+    """The overrides file's keys set over the daemon table, functions (`settings`) and
+    triggers (by name); a name that matches nothing is a warning."""
+    config = ctx.out.config
+    config["daemon"].update(overrides.daemon)
+    for name, entry in overrides.functions.items():
+        table = config["functions"].get(name)
+        if table is None:
+            ctx.warn(f"overrides.functions.{name}", "no function of that name was translated")
+        else:
+            table.update(entry.settings)
+    by_name = {t["name"]: t for t in config["triggers"]}
+    for name, keys in overrides.triggers.items():
+        if name in by_name:
+            by_name[name].update(keys)
+        else:
+            ctx.warn(
+                f"overrides.triggers.{name}",
+                f"no trigger of that name (the translated ones: {', '.join(by_name) or 'none'})",
+            )
 
 
 def _version(data: dict[str, Any], out: Translation) -> str:

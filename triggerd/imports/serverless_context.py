@@ -11,13 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.imports.common import Translation
-from triggerd.imports.serverless_refs import OverridesLike, Ref, RefContext, reference
+from triggerd.imports.serverless_refs import (
+    OverridesLike,
+    Ref,
+    RefContext,
+    ResourceOverrideLike,
+    reference,
+)
 from triggerd.imports.serverless_vars import Unresolved
 from triggerd.types import ConfigError
 
 __all__ = ["SlsContext"]
 
 _NOT_LOCAL = "has no local equivalent and is not carried over"
+#: Source and destination types that talk to AWS (or an emulator at `endpoint_url`).
+_AWS_TYPES = frozenset({"sqs", "s3", "kinesis", "dynamodb_streams"})
 
 
 @dataclass
@@ -55,6 +63,38 @@ class SlsContext:
 
     def reference(self, value: Any, kind: str, where: str) -> Ref | None:
         return reference(value, kind, where, self.refs)
+
+    # ---- overrides -----------------------------------------------------------------------
+
+    def override(self, *keys: str | None) -> ResourceOverrideLike | None:
+        return self.overrides.resource(*keys) if self.overrides is not None else None
+
+    def local_source(
+        self, ref: Ref | None, default: dict[str, Any] | None, kind_type: str
+    ) -> dict[str, Any] | None:
+        """The source table for the resource `ref` names: its override's options set over
+        `default` (or replacing it when the override changes the type); without one,
+        `default` with the overrides' AWS endpoint and region (which are for the resources
+        without an entry). None when neither exists."""
+        entry = self.override(*ref.keys()) if ref is not None else None
+        if entry is None:
+            return None if default is None else self.aws_defaults(default)
+        given = entry.type or kind_type
+        if default is None or given != default.get("type"):
+            return {"type": given, **entry.options}
+        return {**default, **entry.options}
+
+    def aws_defaults(self, table: dict[str, Any]) -> dict[str, Any]:
+        """An AWS source or destination with the overrides' `endpoint_url` and `region`
+        where it sets none (moto, LocalStack)."""
+        if self.overrides is None or table.get("type") not in _AWS_TYPES:
+            return table
+        out = dict(table)
+        if self.overrides.endpoint_url and "endpoint_url" not in out:
+            out["endpoint_url"] = self.overrides.endpoint_url
+        if self.overrides.region and "region" not in out:
+            out["region"] = self.overrides.region
+        return out
 
     def rest(self, mapping: Mapping[str, Any], handled: Iterable[str], where: str) -> None:
         """A warning for every key of `mapping` not in `handled`."""

@@ -83,17 +83,15 @@ def _sqs(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[di
     ref = ctx.reference(body["arn"], "queue", arn_where)
     if ref is None:
         return []
-    source = ref.lookup(ctx.overrides.queue if ctx.overrides else None)
+    url = sqs_url(ref.arn)
+    source = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
     if source is None:
-        url = sqs_url(ref.arn)
-        if url is None:
-            ctx.warn(
-                arn_where,
-                f"{ref.text}: no queue URL is known for it: map it in the overrides file "
-                "(queues): not carried over",
-            )
-            return []
-        source = {"type": "sqs", "queue_url": url}
+        ctx.warn(
+            arn_where,
+            f"{ref.text}: no queue URL is known for it: map it in the overrides file "
+            "(resources): not carried over",
+        )
+        return []
     trig: dict[str, Any] = {"function": plan.name, "source": dict(source)}
     if body is value:
         batch_settings(ctx, body, where, trig, window_key="maximumBatchingWindow")
@@ -122,13 +120,13 @@ def _s3(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[dic
     ref = ctx.reference(body.get("bucket"), "bucket", f"{where}.bucket" if body is value else where)
     if ref is None:
         return []
-    found = ref.lookup(ctx.overrides.bucket if ctx.overrides else None)
-    if found is None and ref.name is None:
+    default = {"type": "s3", "bucket": ref.name} if ref.name else None
+    source = ctx.local_source(ref, default, "s3")
+    if source is None:
         ctx.warn(where, f"{ref.text}: no bucket name is known: map it in the overrides file")
         return []
     event = ctx.text(body.get("event"), f"{where}.event") or "s3:ObjectCreated:*"
     prefix, suffix = _rules(ctx, body.get("rules"), f"{where}.rules")
-    source: dict[str, Any] = dict(found) if found else {"type": "s3", "bucket": ref.name}
     if source.get("type") == "directory":
         source.update(_directory_selection(event, prefix, suffix))
     else:

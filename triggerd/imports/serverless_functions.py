@@ -130,7 +130,8 @@ def _sizes(ctx: SlsContext, fn: dict[str, Any], where: str, table: dict[str, Any
 
 def _environment(ctx: SlsContext, name: str, fn: dict[str, Any], where: str) -> dict[str, str]:
     """provider.environment, then the function's, then the overrides' for this function."""
-    override = dict(ctx.overrides.function_environment(name)) if ctx.overrides else {}
+    entry = ctx.overrides.functions.get(name) if ctx.overrides is not None else None
+    override = dict(entry.environment) if entry is not None else {}
     merged: dict[str, str] = {}
     for scope, values in (
         ("provider.environment", ctx.provider.get("environment")),
@@ -257,12 +258,10 @@ def on_failure(ctx: SlsContext, value: Any, where: str) -> dict[str, Any] | None
     ref = ctx.reference(value, "queue", where)
     if ref is None:
         return None
-    found = ref.lookup(ctx.overrides.destination if ctx.overrides else None)
-    if found is not None:
-        return dict(found)
     url = sqs_url(ref.arn)
-    if url is not None:
-        return {"type": "sqs", "queue_url": url}
+    table = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
+    if table is not None:
+        return table
     ctx.warn(
         where,
         f"{ref.text}: only SQS queues are on-failure destinations without an override (map it "

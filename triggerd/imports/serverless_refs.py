@@ -16,41 +16,61 @@ from typing import Any, Protocol
 from triggerd.imports.serverless_vars import Unresolved
 from triggerd.imports.serverless_yaml import Intrinsic, as_intrinsic
 
-__all__ = ["KINDS", "OverridesLike", "Ref", "reference"]
+__all__ = [
+    "KINDS",
+    "FunctionOverrideLike",
+    "OverridesLike",
+    "Ref",
+    "ResourceOverrideLike",
+    "reference",
+]
+
+
+class ResourceOverrideLike(Protocol):
+    """One entry of the overrides file's `resources` (`common.ResourceOverride`)."""
+
+    @property
+    def type(self) -> str | None:
+        """The triggerd source type to read instead (None: the translator's)."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """That source's options, set over the translator's."""
+
+
+class FunctionOverrideLike(Protocol):
+    """One entry of the overrides file's `functions` (`common.FunctionOverride`)."""
+
+    @property
+    def environment(self) -> Mapping[str, str]: ...
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
 
 
 class OverridesLike(Protocol):
-    """What the translator reads from the overrides file (`common.Overrides`). Each lookup
-    takes one key (an ARN, a resource name or a CloudFormation logical id) and returns the
-    local replacement as triggerd config data, or None when the file has none for it."""
+    """What the translator reads of the overrides file (`common.Overrides`): resources by
+    logical id, name or ARN; the AWS endpoint and region of the sources without an entry;
+    per-function environment and settings; keys set over the daemon table and over triggers
+    by name."""
 
-    def queue(self, ref: str) -> Mapping[str, Any] | None:
-        """An SQS queue: a source table (`{"type": "sqs", "queue_url": ..., "endpoint_url":
-        ...}` or `{"type": "rabbitmq", "queue": ..., ...}`)."""
+    @property
+    def daemon(self) -> Mapping[str, Any]: ...
 
-    def bucket(self, name: str) -> Mapping[str, Any] | None:
-        """An S3 bucket: a source table (`{"type": "directory", "path": ...}` or
-        `{"type": "s3", "bucket": ..., "endpoint_url": ...}`)."""
+    @property
+    def endpoint_url(self) -> str | None: ...
 
-    def stream(self, ref: str) -> Mapping[str, Any] | None:
-        """A Kinesis stream or a DynamoDB table's stream: a source table (`kinesis`,
-        `dynamodb_streams` with `endpoint_url`, or `postgres` with `tables`)."""
+    @property
+    def region(self) -> str | None: ...
 
-    def kafka(self, ref: str) -> Mapping[str, Any] | None:
-        """A Kafka cluster (its bootstrap servers joined by commas, or an MSK cluster ARN):
-        the connection keys of a `kafka` source (`bootstrap_servers`, `security_protocol`,
-        `sasl_*`, ...)."""
+    @property
+    def functions(self) -> Mapping[str, FunctionOverrideLike]: ...
 
-    def broker(self, ref: str) -> Mapping[str, Any] | None:
-        """An Amazon MQ (RabbitMQ) broker ARN: the connection keys of a `rabbitmq` source
-        (`url`, or `host`, `port`, `username`, `password`, `virtual_host`, `tls`)."""
+    @property
+    def triggers(self) -> Mapping[str, Mapping[str, Any]]: ...
 
-    def destination(self, ref: str) -> Mapping[str, Any] | None:
-        """An on-failure destination ARN (queue, topic, bus, function): an `on_failure`
-        table (`{"type": "file", "path": ...}`, `sqs`, `rabbitmq`, `kafka`)."""
-
-    def function_environment(self, name: str) -> Mapping[str, str]:
-        """Environment variables to set on function `name` (over the file's)."""
+    def resource(self, *keys: str | None) -> ResourceOverrideLike | None:
+        """The entry of the first of `keys` that has one."""
 
 
 #: Resource kinds: the CloudFormation type that declares one, the property holding its name,
@@ -84,17 +104,6 @@ class Ref:
     def keys(self) -> list[str]:
         """The keys to look the resource up by in the overrides, most specific first."""
         return [k for k in (self.logical_id, self.arn, self.name) if k]
-
-    def lookup(
-        self, find: Callable[[str], Mapping[str, Any] | None] | None
-    ) -> Mapping[str, Any] | None:
-        if find is None:
-            return None
-        for key in self.keys():
-            found = find(key)
-            if found is not None:
-                return found
-        return None
 
 
 def arn_parts(arn: str) -> tuple[str, str, str, str] | None:

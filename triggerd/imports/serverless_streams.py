@@ -87,13 +87,10 @@ def stream_trigger(
     if kind is None:
         ctx.warn(where, f"{ref.text}: set type (dynamodb or kinesis): not carried over")
         return []
-    found = ref.lookup(ctx.overrides.stream if ctx.overrides else None)
-    if found is not None:
-        source = dict(found)
-    elif ref.arn or ref.name:
-        stype = "kinesis" if kind == "kinesis" else "dynamodb_streams"
-        source = {"type": stype, "stream": ref.arn or ref.name}
-    else:
+    stype = "kinesis" if kind == "kinesis" else "dynamodb_streams"
+    named = ref.arn or ref.name
+    source = ctx.local_source(ref, {"type": stype, "stream": named} if named else None, stype)
+    if source is None:
         ctx.warn(arn_where, f"{ref.text}: its name is not known: map it in the overrides file")
         return []
     trig: dict[str, Any] = {"function": plan.name, "source": source}
@@ -183,12 +180,10 @@ def kafka_trigger(
         else [ctx.text(servers, f"{where}.bootstrapServers")]
     )
     bootstrap = [s for s in listed if s]
-    found = None
-    if ctx.overrides is not None and bootstrap:
-        found = ctx.overrides.kafka(",".join(bootstrap))
+    found = ctx.override(",".join(bootstrap), *bootstrap) if bootstrap else None
     source: dict[str, Any] = {"type": "kafka", "topics": [topic]}
     if found is not None:
-        source.update(found)
+        source.update(found.options)
     elif bootstrap:
         source["bootstrap_servers"] = bootstrap
     else:
@@ -242,9 +237,9 @@ def rabbitmq_trigger(
     if ref is None:
         return []
     source: dict[str, Any] = {"type": "rabbitmq", "queue": queue}
-    found = ref.lookup(ctx.overrides.broker if ctx.overrides else None)
+    found = ctx.override(*ref.keys())
     if found is not None:
-        source.update(found)
+        source.update(found.options)
     else:
         host = _broker_host(ref.arn)
         if host is None:
