@@ -300,3 +300,91 @@ def test_endpoint_and_region_of_the_resources_without_an_entry(registry: Registr
         assert (src.endpoint_url, src.region) == ("http://127.0.0.1:5000", "us-east-2"), name
     assert trig["worker-stream-2"].on_failure_config.endpoint_url == "http://127.0.0.1:5000"
     assert trig["worker-kafka-5"].source_config.type == "kafka"
+
+
+EDGES = """
+service: edges
+frameworkVersion: '3'
+provider:
+  name: aws
+  runtime: python3.11
+  tracing: {lambda: true}
+unknownTopLevel: 1
+functions:
+  packaged:
+    handler: app.handler
+    package:
+      artifact: build/packaged.zip
+      patterns: ['!tests/**']
+    events:
+      - eventBridge:
+          schedule: rate(10 minutes)
+          input: {from: bridge}
+      - http:
+          path: legacy
+          method: post
+          integration: lambda
+          cors:
+            origins: [https://a.example]
+            headers: [X-Token]
+            allowCredentials: true
+      - kafka:
+          topic: t1
+          bootstrapServers: [broker-a:9092]
+          accessConfigurations:
+            vpcSubnet: subnet-1
+      - rabbitmq:
+          arn: arn:aws:mq:eu-west-1:123456789012:broker:shop:b-0000
+          queue: jobs
+      - sqs:
+          arn: !ImportValue shared-queue-arn
+      - stream:
+          arn: arn:aws:dynamodb:eu-west-1:123456789012:table/carts/stream/2024-01-01T00:00:00.000
+          startingPosition: ${env:POSITION}
+  container:
+    image: 123.dkr.ecr.eu-west-1.amazonaws.com/app:latest
+"""
+
+
+def test_edges(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "packaged.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    (tmp_path / "serverless.yml").write_text(EDGES)
+    overrides = FakeOverrides(
+        resources={
+            "broker-a:9092": FakeResource(options={"bootstrap_servers": ["127.0.0.1:19092"]}),
+            "arn:aws:mq:eu-west-1:123456789012:broker:shop:b-0000": FakeResource(
+                options={"url": "amqp://guest:guest@127.0.0.1:5672/"}
+            ),
+        }
+    )
+    t = translate_serverless(
+        tmp_path / "serverless.yml", overrides=overrides, options={}, environ={}
+    )
+    cfg = validated(t, tmp_path, registry)
+    assert cfg.function_map["packaged"].code == str(tmp_path / "build" / "packaged.zip")
+    assert "container" not in cfg.function_map
+    trig = triggers(cfg)
+    bridge = trig["packaged-eventbridge-0"].source_config
+    assert (bridge.expression, bridge.input) == ("rate(10 minutes)", {"from": "bridge"})
+    rest = trig["packaged-http-1"].source_config
+    assert rest.cors.allow_origins == ["https://a.example"] and rest.cors.allow_credentials
+    assert rest.cors.allow_headers == ["X-Token"]
+    assert trig["packaged-kafka-2"].source_config.bootstrap_servers == ["127.0.0.1:19092"]
+    mq = trig["packaged-rabbitmq-3"].source_config
+    assert (mq.endpoint, mq.queue, mq.broker_arn) == (
+        "127.0.0.1:5672",
+        "jobs",
+        "arn:aws:mq:eu-west-1:123456789012:broker:shop:b-0000",
+    )
+    stream = trig["packaged-stream-5"].source_config
+    assert (stream.type, stream.table_name) == ("dynamodb_streams", "carts")
+    assert "packaged-sqs-4" not in trig
+    w = warned(t)
+    assert "noted" in w["functions.packaged.package.patterns"]
+    assert "proxy integration" in w["functions.packaged.events[1].http.integration"]
+    assert "VPC" in w["functions.packaged.events[2].kafka.accessConfigurations.vpcSubnet"]
+    assert "ImportValue" in w["functions.packaged.events[4].sqs.arn"]
+    assert "env:POSITION" in w["functions.packaged.events[5].stream.startingPosition"]
+    assert "cannot run locally" in w["functions.container.image"]
+    assert "provider.tracing" in w and "unknownTopLevel" in w
