@@ -165,6 +165,15 @@ def test_deeply_nested_variables_are_one_error(tmp_path: Path) -> None:
         resolve(tmp_path, f"custom:\n{chain}\n  v40: end\n")
 
 
+def test_variables_inside_variables_too_deep_is_one_error(tmp_path: Path) -> None:
+    deep = "${env:X, " * 2000 + "'end'" + "}" * 2000
+    with pytest.raises(ConfigError, match=r"custom\.x: variables nested more than 32 deep"):
+        resolve(tmp_path, f'custom:\n  x: "{deep}"\n')
+    shallow = "${env:X, " * 5 + "'end'" + "}" * 5
+    data, _ = resolve(tmp_path, f'custom:\n  x: "{shallow}"\n')
+    assert data["custom"]["x"] == "end"
+
+
 def test_alias_bomb_is_one_error(tmp_path: Path) -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [

@@ -35,9 +35,7 @@ _TOP_KEYS = frozenset(
         "resources",
         "package",
         "plugins",
-        "org",
-        "app",
-        "configValidationMode",
+        "useDotenv",
     }
 )
 
@@ -138,6 +136,12 @@ def _notes(ctx: SlsContext, data: dict[str, Any]) -> None:
             "resources",
             "CloudFormation resources are not created; events that name them are mapped "
             "through the overrides file (or their declared names)",
+        )
+    if "useDotenv" in data:
+        ctx.warn(
+            "useDotenv",
+            ".env files are not read: export their variables in the environment of the "
+            "command (they feed ${env:...}), or set them in the overrides file",
         )
     if "plugins" in data:
         ctx.warn("plugins", "plugins are not run (serverless-offline's job is triggerd's here)")

@@ -70,9 +70,15 @@ class _Var:
     text: str = ""
 
 
-def _parse(text: str, start: int, inside: bool) -> tuple[list[str | _Var], int]:
+class _TooDeep(Exception):
+    """Variables inside variables beyond MAX_NESTING."""
+
+
+def _parse(text: str, start: int, inside: bool, depth: int = 0) -> tuple[list[str | _Var], int]:
     """Parts of `text` from `start` up to the end, or (inside a variable) up to the `,` or
     `}` that ends the parameter. Quotes inside a variable protect `,` and `}`."""
+    if depth > MAX_NESTING:
+        raise _TooDeep
     parts: list[str | _Var] = []
     buf: list[str] = []
     i = start
@@ -87,7 +93,7 @@ def _parse(text: str, start: int, inside: bool) -> tuple[list[str | _Var], int]:
             if buf:
                 parts.append("".join(buf))
                 buf = []
-            var, i = _parse_var(text, i)
+            var, i = _parse_var(text, i, depth)
             parts.append(var)
         elif inside and ch in ",}":
             break
@@ -101,12 +107,12 @@ def _parse(text: str, start: int, inside: bool) -> tuple[list[str | _Var], int]:
     return parts, i
 
 
-def _parse_var(text: str, start: int) -> tuple[_Var | str, int]:
+def _parse_var(text: str, start: int, depth: int) -> tuple[_Var | str, int]:
     """The variable opening at `start` (`${`); an unclosed one is kept as text."""
     var = _Var()
     i = start + 2
     while True:
-        param, i = _parse(text, i, inside=True)
+        param, i = _parse(text, i, inside=True, depth=depth + 1)
         var.params.append(param)
         if i >= len(text):
             return text[start:], len(text)
@@ -157,7 +163,14 @@ class Resolver:
         """The whole file with every variable resolved (or replaced by an Unresolved)."""
         if not isinstance(self.raw, dict):
             raise ConfigError(["serverless.yml: the top level must be a mapping"])
-        return {str(key): self.path(str(key)) for key in self.raw}
+        try:
+            return {str(key): self.path(str(key)) for key in self.raw}
+        except RecursionError:
+            # Each limit holds alone (nesting, references, files); together they could
+            # still recurse past Python's stack: the same error, not a traceback.
+            raise ConfigError(
+                ["serverless.yml: values and variables nested too deeply to resolve"]
+            ) from None
 
     def path(self, address: str) -> Any:
         """The resolved value at a dotted path of the main file (`custom.queue`), or
@@ -224,7 +237,12 @@ class Resolver:
     # ---- strings -------------------------------------------------------------------------
 
     def string(self, text: str, where: str) -> Any:
-        parts, _ = _parse(text, 0, inside=False)
+        try:
+            parts, _ = _parse(text, 0, inside=False)
+        except _TooDeep:
+            raise ConfigError(
+                [f"{where}: variables nested more than {MAX_NESTING} deep inside one another"]
+            ) from None
         if len(parts) == 1 and isinstance(parts[0], _Var):
             return self._var(parts[0], where)
         out: list[str] = []
