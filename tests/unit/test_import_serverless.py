@@ -343,6 +343,9 @@ functions:
           startingPosition: ${env:POSITION}
   container:
     image: 123.dkr.ecr.eu-west-1.amazonaws.com/app:latest
+  old:
+    handler: app.handler
+    runtime: python3.8
 """
 
 
@@ -387,4 +390,6 @@ def test_edges(registry: Registry, tmp_path: Path) -> None:
     assert "ImportValue" in w["functions.packaged.events[4].sqs.arn"]
     assert "env:POSITION" in w["functions.packaged.events[5].stream.startingPosition"]
     assert "cannot run locally" in w["functions.container.image"]
+    assert "python3.8 has no local runtime" in w["functions.old.runtime"]
+    assert set(cfg.function_map) == {"packaged"}
     assert "provider.tracing" in w and "unknownTopLevel" in w

@@ -7,10 +7,14 @@ base directory the translated config is validated and run with."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from triggerd.functions.backends.local_config import (
+    NODE_RUNTIMES,
+    PROVIDED_RUNTIMES,
+    PYTHON_RUNTIMES,
+)
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_vars import Unresolved
 from triggerd.imports.serverless_yaml import as_intrinsic
@@ -22,7 +26,8 @@ DEFAULT_MEMORY_MB = 1024
 DEFAULT_TIMEOUT_S = 6
 #: The runtime the framework deploys when none is set (v3 / v4).
 DEFAULT_RUNTIME = {"3": "nodejs18.x", "4": "nodejs20.x"}
-_LOCAL_RUNTIME = re.compile(r"^(python3\.\d+|nodejs\d+\.x|provided(\.al2(023)?)?)$")
+#: The runtimes the local backend runs; a function on another is skipped with a warning.
+LOCAL_RUNTIMES = PYTHON_RUNTIMES | NODE_RUNTIMES | PROVIDED_RUNTIMES
 
 #: Provider keys read here or by the events (the rest are deployment settings: warnings).
 PROVIDER_KEYS = frozenset(
@@ -89,7 +94,7 @@ def translate_function(
     if runtime is None:
         runtime = DEFAULT_RUNTIME.get(version, DEFAULT_RUNTIME["4"])
         ctx.warn(f"{where}.runtime", f"not set: the framework's default {runtime} is used")
-    if not _LOCAL_RUNTIME.match(runtime):
+    if runtime not in LOCAL_RUNTIMES:
         ctx.warn(f"{where}.runtime", f"{runtime} has no local runtime in triggerd: skipped")
         return None
     table: dict[str, Any] = {
