@@ -136,3 +136,35 @@ def test_overrides_file_interpolates_the_environment(tmp_path: Path) -> None:
 def test_render_toml_keeps_values_literal() -> None:
     text = render_toml({"daemon": {"a": "x${HOME}", "b": None}, "triggers": [{"n": 1}]})
     assert tomllib.loads(text) == {"daemon": {"a": "x$${HOME}"}, "triggers": [{"n": 1}]}
+
+
+def test_import_serverless_round_trips_through_validate(tmp_path: Path) -> None:
+    service = Path(__file__).resolve().parents[1] / "data" / "serverless" / "http"
+    out = tmp_path / "triggerd.toml"
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "import",
+            "serverless",
+            str(service / "serverless.yml"),
+            "--opt",
+            "stage=dev",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = tomllib.loads(out.read_text())
+    assert data["functions"]["greet"]["environment"]["STAGE"] == "dev"  # ${sls:stage} from --opt
+    assert (out.parent / data["functions"]["greet"]["code"]).resolve() == service
+    valid = runner.invoke(main, ["validate", str(out)])
+    assert valid.exit_code == 0, valid.output
+    wrong = runner.invoke(
+        main,
+        ["import", "serverless", str(service / "serverless.yml"), "--parameter-overrides", "A=1"],
+    )
+    assert wrong.exit_code == 2  # no such option for serverless
+    sam_opt = runner.invoke(main, ["run", "--sam", str(DATA / "template.yaml"), "--opt", "a=1"])
+    assert sam_opt.exit_code == 2
+    assert sam_opt.stderr.strip() == "triggerd: --opt a: serverless files only"
