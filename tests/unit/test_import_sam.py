@@ -346,6 +346,11 @@ def test_template_errors_are_one_line_each(tmp_path: Path) -> None:
         translate_sam(template(tmp_path, "Description: x\n"), overrides=None, parameters={})
     with pytest.raises(ConfigError, match="cannot read the template"):
         translate_sam(tmp_path / "absent.yaml", overrides=None, parameters={})
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"Resources": {"A": ' + "[" * 5000 + "]" * 5000 + "}}")
+    with pytest.raises(ConfigError) as nested:
+        translate_sam(deep, overrides=None, parameters={})
+    assert len(nested.value.problems) == 1
 
 
 def test_intrinsics() -> None:

@@ -75,16 +75,9 @@ def _translate(
         return translate_sam(path, overrides=overrides, parameters=parameters)
     if parameters:
         raise ConfigError([f"--parameter-overrides {next(iter(parameters))}: SAM templates only"])
-    try:
-        from triggerd.imports.serverless import (  # type: ignore[import-not-found,unused-ignore]
-            translate_serverless,
-        )
-    except ImportError:
-        raise ConfigError(["serverless files cannot be translated by this version"]) from None
-    result: Translation = translate_serverless(
-        path, overrides=overrides, options=options, environ=os.environ
-    )
-    return result
+    from triggerd.imports.serverless import translate_serverless
+
+    return translate_serverless(path, overrides=overrides, options=options, environ=os.environ)
 
 
 def _warn(file: str, translation: Translation) -> None:

@@ -15,6 +15,7 @@ from triggerd.imports.sam_events import EventTranslator
 from triggerd.imports.sam_functions import FUNCTION_TYPE, FunctionTranslator, merge_globals
 from triggerd.imports.sam_resources import Resources
 from triggerd.imports.sam_template import Template, Unresolved, load_template
+from triggerd.types import ConfigError
 
 __all__ = ["translate_sam"]
 
@@ -72,7 +73,10 @@ def translate_sam(
     _check_globals(data, out)
     daemon: dict[str, Any] = {"region": tpl.region, "account_id": tpl.account}
     daemon.update(overrides.daemon)
-    functions, triggers = _translate_functions(tpl, out, overrides)
+    try:
+        functions, triggers = _translate_functions(tpl, out, overrides)
+    except RecursionError:
+        raise ConfigError([f"{path}: values nested too deeply to resolve"]) from None
     _apply_trigger_overrides(triggers, overrides)
     for name in sorted(set(overrides.functions) - set(functions)):
         out.warn(f"overrides.functions.{name}", "no such function in the template")

@@ -31,6 +31,10 @@ PSEUDO_DEFAULTS = {
 }
 
 
+#: Larger templates are refused (CloudFormation itself takes at most 1 MB).
+MAX_TEMPLATE_BYTES = 5 * 1024 * 1024
+
+
 class Unresolved(Exception):
     """A value that cannot be known locally (an import, an attribute only AWS knows)."""
 
@@ -48,6 +52,11 @@ NO_VALUE = _NoValue()
 def load_template(path: Path) -> dict[str, Any]:
     """The decoded template, or ConfigError with one line per problem (file:line: what)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_TEMPLATE_BYTES:
+            raise ConfigError(
+                [f"{path}: {size} bytes, over the {MAX_TEMPLATE_BYTES} bytes a template may have"]
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the template: {exc.strerror}"]) from None
@@ -59,7 +68,10 @@ def load_template(path: Path) -> dict[str, Any]:
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
         logger.addHandler(logging.NullHandler())
     logger.propagate = False
-    template, matches = decode.decode_str(text)
+    try:
+        template, matches = decode.decode_str(text)
+    except RecursionError:
+        raise ConfigError([f"{path}: the template is nested too deeply"]) from None
     if matches:
         raise ConfigError(
             [f"{path}:{getattr(m, 'linenumber', '?')}: {getattr(m, 'message', m)}" for m in matches]
