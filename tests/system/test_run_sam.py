@@ -1,5 +1,6 @@
 """`triggerd run --sam` as a subprocess: a SAM template's Api (payload 1.0) and HttpApi
-(payload 2.0) events answered by its Python handler over real HTTP, and its SQS event read from
+(payload 2.0) events answered by its Python handlers (one of them InlineCode) over real HTTP,
+and its SQS event read from
 moto_server (the overrides file's endpoint_url), with the ports and the state store given by
 the overrides file."""
 
@@ -48,6 +49,20 @@ Resources:
     Type: AWS::Serverless::Api
     Properties:
       StageName: dev
+  Inline:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: index.handler
+      InlineCode: |
+        import json
+        def handler(event, context):
+            return {"statusCode": 200, "body": json.dumps({"inline": event["rawPath"]})}
+      Events:
+        Get:
+          Type: HttpApi
+          Properties:
+            Path: /inline
+            Method: GET
   Jobs:
     Type: AWS::SQS::Queue
     Properties:
@@ -166,6 +181,9 @@ def test_run_sam_answers_api_http_api_and_sqs_events(
     status, body = get(f"http://127.0.0.1:{port}/items", data=b"{}")
     assert status == 200
     assert body == {"path": "/items", "stage": "$default", "greeting": "hi from eu-west-3"}
+    status, body = get(f"http://127.0.0.1:{port}/inline")
+    assert (status, body) == (200, {"inline": "/inline"})  # InlineCode, written beside it
+    assert (tmp_path / ".triggerd-inline" / "Inline" / "index.py").is_file()
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=moto_server, region_name=REGION)

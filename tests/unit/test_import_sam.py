@@ -334,7 +334,15 @@ def test_unresolvable_values_are_warnings(tmp_path: Path) -> None:
     assert "environment" not in result.config["functions"]["Fn"]
     inline = FUNCTION.format(extra='      InlineCode: "def handler(e, c): pass"')
     result = translate_sam(template(tmp_path, inline), overrides=None, parameters={})
-    assert "not translated" in warnings(result)["Resources.Fn.Properties.InlineCode"]
+    assert (
+        "written to .triggerd-inline/Fn/app.py"
+        in warnings(result)["Resources.Fn.Properties.InlineCode"]
+    )
+    assert result.files == {".triggerd-inline/Fn/app.py": "def handler(e, c): pass"}
+    assert result.config["functions"]["Fn"]["code"] == ".triggerd-inline/Fn"
+    odd = inline.replace("python3.11", "provided.al2023")
+    result = translate_sam(template(tmp_path, odd), overrides=None, parameters={})
+    assert "not written out" in warnings(result)["Resources.Fn.Properties.InlineCode"]
     assert result.config["functions"] == {}
 
 

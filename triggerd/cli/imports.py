@@ -51,7 +51,9 @@ def translate(
     """The translation of `file`, or one line per problem and exit 2."""
     try:
         overrides = load_overrides(overrides_path) if overrides_path else None
-        return _translate(kind, Path(file), overrides, parameters, options)
+        translation = _translate(kind, Path(file), overrides, parameters, options)
+        write_files(Path(file).resolve().parent, translation.files)
+        return translation
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"triggerd: {problem}", err=True)
@@ -78,6 +80,21 @@ def _translate(
     from triggerd.imports.serverless import translate_serverless
 
     return translate_serverless(path, overrides=overrides, options=options, environ=os.environ)
+
+
+def write_files(base: Path, files: Mapping[str, str]) -> None:
+    """Write the files a translation holds inline (under `base`; unchanged ones are left
+    alone); ConfigError naming the one that cannot be written."""
+    for relative, text in files.items():
+        target = base / relative
+        try:
+            if target.is_file() and target.read_text(encoding="utf-8") == text:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError([f"cannot write {target}: {reason}"]) from None
 
 
 def _warn(file: str, translation: Translation) -> None:

@@ -53,6 +53,9 @@ class Translation:
 
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[TranslationWarning] = field(default_factory=list)
+    #: Files the config needs that the definition holds inline (SAM's InlineCode), by path
+    #: relative to the definition's directory: `triggerd import` and `run` write them.
+    files: dict[str, str] = field(default_factory=dict)
 
     def warn(self, where: str, message: str) -> None:
         self.warnings.append(TranslationWarning(where, message))

@@ -4,6 +4,7 @@ have a local equivalent, layers defined in the template, and a warning for every
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ from triggerd.imports.common import Overrides, Translation
 from triggerd.imports.sam_template import NO_VALUE, Template, Unresolved
 
 FUNCTION_TYPE = "AWS::Serverless::Function"
+#: Where InlineCode is written, relative to the template.
+INLINE_DIR = ".triggerd-inline"
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
 
 #: Properties with no local meaning: a warning names each one present, with this reason.
@@ -201,13 +205,7 @@ class FunctionTranslator:
         if "code" in settings:
             return True
         if "InlineCode" in props:
-            self.out.warn(
-                f"{where}.InlineCode",
-                "inline code is not written out: function not translated (put the code in a "
-                "directory and name it in the overrides file's "
-                f"functions.{logical_id}.settings.code)",
-            )
-            return False
+            return self._inline(logical_id, props, table)
         code = self.value(props.get("CodeUri", "."), f"{where}.CodeUri")
         if isinstance(code, str) and not code.startswith("s3://"):
             table["code"] = code
@@ -218,6 +216,27 @@ class FunctionTranslator:
             f"directory in the overrides file's functions.{logical_id}.settings.code)",
         )
         return False
+
+    def _inline(self, logical_id: str, props: dict[str, Any], table: dict[str, Any]) -> bool:
+        """InlineCode: written to INLINE_DIR/<function>/<handler module>.py (or .js for
+        Node.js), which becomes the function's code directory."""
+        where = f"Resources.{logical_id}.Properties.InlineCode"
+        code = self.value(props["InlineCode"], where)
+        module = str(table.get("handler", "index.handler")).rsplit(".", 1)[0]
+        runtime = str(table.get("runtime", "python3.11"))
+        suffix = {"python": ".py", "nodejs": ".js"}.get(runtime.rstrip("0123456789.x"))
+        if not isinstance(code, str) or suffix is None or not _MODULE.fullmatch(module):
+            self.out.warn(
+                where,
+                "not written out (a Python or Node.js handler module.function is needed): "
+                "function not translated",
+            )
+            return False
+        directory = f"{INLINE_DIR}/{logical_id}"
+        self.out.files[f"{directory}/{module}{suffix}"] = code
+        table["code"] = directory
+        self.out.warn(where, f"written to {directory}/{module}{suffix} beside the template")
+        return True
 
     def _scalars(self, where: str, props: dict[str, Any], table: dict[str, Any]) -> None:
         for key, target, cast in (
