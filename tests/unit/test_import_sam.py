@@ -378,6 +378,11 @@ def test_intrinsics() -> None:
     assert tpl.resolve({"Fn::FindInMap": ["M", "prod", "Size", {"DefaultValue": 9}]}) == 9
     assert tpl.resolve({"Fn::Join": ["", ["a", {"Ref": "AWS::StackName"}]]}) == "alocal"
     assert tpl.resolve({"Fn::GetAZs": ""})[0] == "eu-west-1a"
+    secret = Template.create(
+        {"Parameters": {"Key": {"Type": "String", "NoEcho": True, "AllowedValues": ["a"]}}},
+        {"Key": "hunter2"},
+    )
+    assert secret.problems == [("Parameters.Key", "the value is not one of AllowedValues ['a']")]
     assert tpl.resolve({"k": {"Ref": "AWS::NoValue"}, "j": [1, {"Ref": "AWS::NoValue"}]}) == {
         "j": [1]
     }

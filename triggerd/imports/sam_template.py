@@ -123,8 +123,10 @@ class Template:
             value = "" if value is None else str(value)
             allowed = spec.get("AllowedValues")
             if isinstance(allowed, list) and value not in [str(a) for a in allowed]:
+                # A NoEcho parameter is a secret: its value is never repeated.
+                shown = "the value" if _true(spec.get("NoEcho")) else repr(value)
                 tpl.problems.append(
-                    (f"Parameters.{name}", f"{value!r} is not one of AllowedValues {allowed}")
+                    (f"Parameters.{name}", f"{shown} is not one of AllowedValues {allowed}")
                 )
             kind = str(spec.get("Type", "String"))
             if kind.startswith("AWS::SSM::Parameter::Value"):
@@ -364,6 +366,10 @@ class Template:
             if default is not None:
                 return self.resolve(default)
             raise Unresolved(f"Fn::FindInMap: no {name}.{top}.{second} in Mappings") from None
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
 
 
 def _raise(message: str) -> Any:
