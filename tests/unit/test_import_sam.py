@@ -464,6 +464,7 @@ Resources:
     Type: AWS::Serverless::Api
     Properties:
       StageName: v2
+      EndpointConfiguration: REGIONAL
       Cors:
         AllowOrigin: "'https://example.com'"
         AllowMethods: "'GET,POST'"
@@ -502,6 +503,9 @@ Resources:
         Page:
           Type: Api
           Properties: {RestApiId: !Ref Rest, Path: /page, Method: get}
+        NoPath:
+          Type: Api
+          Properties: {RestApiId: !Ref Rest, Method: get}
 """
 
 
@@ -553,6 +557,8 @@ def test_less_common_properties(tmp_path: Path) -> None:
         "allow_methods": ["GET", "POST"],
         "max_age_s": 30,
     }
+    assert "webhook routes" in notes["Resources.Rest.Properties.EndpointConfiguration"]
+    assert "needs a Path" in notes[f"{events}.NoPath"]
     assert "not fetched" in notes["Resources.Fn.Properties.Layers.0"]
     assert other in notes["Resources.Fn.Properties.Architectures"]
     assert result.config["functions"]["Fn"]["runtime"] == "nodejs20.x"

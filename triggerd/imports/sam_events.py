@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from triggerd.imports.common import Translation
+from triggerd.imports.sam_api import api_source, http_api_source
 from triggerd.imports.sam_functions import FunctionInfo
+from triggerd.imports.sam_props import Props, as_bool
 from triggerd.imports.sam_resources import Resources, resource
 from triggerd.imports.sam_template import Template, Unresolved
 
@@ -29,16 +31,6 @@ SOURCE_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ParallelizationFactor": ("parallelization_factor", int),
     "TumblingWindowInSeconds": ("tumbling_window_s", int),
 }
-#: Properties of AWS's that need no local counterpart, with the reason.
-ESM_IGNORED = {
-    "KmsKeyArn": "filter criteria are not encrypted locally",
-    "MetricsConfig": "triggerd's metrics are always on (/metrics)",
-    "ProvisionedPollerConfig": "pollers are not provisioned locally",
-    "SourceAccessConfigurations": "credentials come from the overrides file",
-    "SecretsManagerKmsKeyId": "credentials come from the overrides file",
-    "DynamicPolicyName": "IAM is not used locally",
-    "LoggingConfig": "not simulated locally",
-}
 #: Source options the translation sets when the event has them, whatever the source type.
 OPTIONAL = {target for target, _ in SOURCE_KEYS.values()} | {
     "broker_arn",
@@ -54,44 +46,6 @@ FANOUT = {
     "EventBridgeRule": "EventBridge events need the event bus service (not in this version)",
     "CloudWatchEvent": "EventBridge events need the event bus service (not in this version)",
 }
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return bool(value)
-
-
-class Props:
-    """An event's Properties: values taken are resolved; the rest are warned about."""
-
-    def __init__(self, tpl: Template, out: Translation, where: str, props: Any) -> None:
-        self.tpl, self.out, self.where = tpl, out, where
-        self.raw: dict[str, Any] = dict(props) if isinstance(props, dict) else {}
-        self.used: set[str] = set()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.raw
-
-    def take(self, key: str, default: Any = None) -> Any:
-        """The resolved value of `key` (None with a warning when it cannot be resolved)."""
-        self.used.add(key)
-        if key not in self.raw:
-            return default
-        try:
-            return self.tpl.resolve(self.raw[key])
-        except Unresolved as exc:
-            self.out.warn(f"{self.where}.{key}", f"not carried over: {exc}")
-            return None
-
-    def node(self, key: str) -> Any:
-        self.used.add(key)
-        return self.raw.get(key)
-
-    def finish(self) -> None:
-        for key in sorted(set(self.raw) - self.used):
-            why = ESM_IGNORED.get(key, "not carried over (no triggerd equivalent)")
-            self.out.warn(f"{self.where}.{key}", f"ignored: {why}" if key in ESM_IGNORED else why)
 
 
 class EventTranslator:
@@ -122,8 +76,8 @@ class EventTranslator:
             "S3": self._s3,
             "Schedule": self._schedule,
             "ScheduleV2": self._schedule_v2,
-            "Api": self._api,
-            "HttpApi": self._http_api,
+            "Api": lambda kind, props, trigger: api_source(props),
+            "HttpApi": lambda kind, props, trigger: http_api_source(props),
             "Kinesis": self._stream,
             "DynamoDB": self._stream,
             "MQ": self._mq,
@@ -177,7 +131,7 @@ class EventTranslator:
         for sam, (key, cast) in TRIGGER_KEYS.items():
             value = props.take(sam)
             if value is not None:
-                trigger[key] = _bool(value) if cast is bool else cast(value)
+                trigger[key] = as_bool(value) if cast is bool else cast(value)
         for sam, (key, cast) in SOURCE_KEYS.items():
             value = props.take(sam)
             if value is not None:
@@ -322,7 +276,7 @@ class EventTranslator:
         self, props: Props, trigger: dict[str, Any], source: dict[str, Any], enabled_key: str | None
     ) -> None:
         if enabled_key is not None and "Enabled" in props:
-            trigger["enabled"] = _bool(props.take("Enabled"))
+            trigger["enabled"] = as_bool(props.take("Enabled"))
         if "State" in props:
             trigger["enabled"] = str(props.take("State")).upper() == "ENABLED"
         name = props.take("Name")
@@ -365,78 +319,6 @@ class EventTranslator:
                 )
             trigger["maximum_event_age_s"] = clamped
 
-    def _api(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:
-        source: dict[str, Any] = {
-            "type": "webhook",
-            "path": str(props.take("Path")),
-            "method": _method(props.take("Method")),
-            "payload_format": "1.0",
-        }
-        self._timeout(props, source)
-        api = self._api_resource(props.node("RestApiId"), "AWS::Serverless::Api", props.where)
-        source["stage"] = str(api.get("StageName", "Prod"))
-        variables = api.get("Variables")
-        if isinstance(variables, dict) and variables:
-            source["stage_variables"] = {str(k): str(v) for k, v in variables.items()}
-        binary = api.get("BinaryMediaTypes")
-        if isinstance(binary, list) and binary:
-            source["binary_media_types"] = [str(b).replace("~1", "/") for b in binary]
-        cors = _rest_cors(api.get("Cors"))
-        if cors:
-            source["cors"] = cors
-        for key in ("Auth", "RequestModel", "RequestParameters"):
-            if key in props:
-                props.take(key)
-                self.out.warn(f"{props.where}.{key}", "not enforced locally")
-        return source
-
-    def _http_api(self, kind: str, props: Props, trigger: dict[str, Any]) -> dict[str, Any]:
-        path = props.take("Path")
-        source: dict[str, Any] = {
-            "type": "webhook",
-            "path": str(path) if path else "/{proxy+}",
-            "method": _method(props.take("Method")),
-            "payload_format": str(props.take("PayloadFormatVersion", "2.0")),
-        }
-        self._timeout(props, source)
-        api = self._api_resource(props.node("ApiId"), "AWS::Serverless::HttpApi", props.where)
-        stage = str(api.get("StageName", "$default"))
-        source["stage"] = stage
-        variables = api.get("StageVariables")
-        if isinstance(variables, dict) and variables:
-            source["stage_variables"] = {str(k): str(v) for k, v in variables.items()}
-        cors = _http_cors(api.get("CorsConfiguration"))
-        if cors:
-            source["cors"] = cors
-        for key in ("Auth", "RouteSettings"):
-            if key in props:
-                props.take(key)
-                self.out.warn(f"{props.where}.{key}", "not enforced locally")
-        return source
-
-    def _timeout(self, props: Props, source: dict[str, Any]) -> None:
-        millis = props.take("TimeoutInMillis")
-        if millis is not None:
-            source["timeout_s"] = int(millis) / 1000
-
-    def _api_resource(self, node: Any, kind: str, where: str) -> dict[str, Any]:
-        """The API's properties (Globals for that API type merged in), {} for the implicit
-        API."""
-        globals_ = self.tpl.data.get("Globals")
-        section = globals_.get(kind.split("::")[-1]) if isinstance(globals_, dict) else None
-        props: dict[str, Any] = dict(section) if isinstance(section, dict) else {}
-        if node is not None:
-            ref = node.get("Ref") if isinstance(node, dict) else None
-            if not (isinstance(ref, str) and self.tpl.resource_type(ref) == kind):
-                raise Unresolved(f"{node!r} is not a {kind} of the template")
-            props.update(self.tpl.resources[ref].get("Properties") or {})
-        try:
-            resolved = self.tpl.resolve(props)
-        except Unresolved as exc:
-            self.out.warn(where, f"the API's settings are not carried over: {exc}")
-            return {}
-        return resolved if isinstance(resolved, dict) else {}
-
 
 def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suffix: str) -> None:
     """S3 event types and key filter rules as a directory source's change kinds and globs."""
@@ -454,53 +336,3 @@ def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suf
         # Files directly under the prefix's directory, and in its subdirectories.
         globs = [f"{head}{rest}*{suffix}", f"{head}{rest}*/**/*{suffix}"]
         source.setdefault("include", globs)
-
-
-def _method(value: Any) -> str:
-    text = str(value or "ANY").upper()
-    return "ANY" if text in ("X-AMAZON-APIGATEWAY-ANY-METHOD", "*") else text
-
-
-def _unquote(value: Any) -> str:
-    return str(value).strip().strip("'")
-
-
-def _rest_cors(cors: Any) -> dict[str, Any] | None:
-    """A REST API's Cors (a quoted origin, or AllowOrigin/AllowMethods/... each quoted)."""
-    if cors is None:
-        return None
-    if isinstance(cors, str):
-        return {"allow_origins": [_unquote(cors)]}
-    if not isinstance(cors, dict) or "AllowOrigin" not in cors:
-        return None
-    out: dict[str, Any] = {"allow_origins": [_unquote(cors["AllowOrigin"])]}
-    if "AllowMethods" in cors:
-        out["allow_methods"] = [m.strip() for m in _unquote(cors["AllowMethods"]).split(",")]
-    if "AllowHeaders" in cors:
-        out["allow_headers"] = [h.strip() for h in _unquote(cors["AllowHeaders"]).split(",")]
-    if "MaxAge" in cors:
-        out["max_age_s"] = int(_unquote(cors["MaxAge"]))
-    if "AllowCredentials" in cors:
-        out["allow_credentials"] = _bool(cors["AllowCredentials"])
-    return out
-
-
-def _http_cors(cors: Any) -> dict[str, Any] | None:
-    """An HTTP API's CorsConfiguration (true, or AllowOrigins/AllowMethods/... lists)."""
-    if cors is True:
-        return {"allow_origins": ["*"]}
-    if not isinstance(cors, dict) or not cors.get("AllowOrigins"):
-        return None
-    out: dict[str, Any] = {"allow_origins": [str(o) for o in cors["AllowOrigins"]]}
-    for sam, key in (
-        ("AllowMethods", "allow_methods"),
-        ("AllowHeaders", "allow_headers"),
-        ("ExposeHeaders", "expose_headers"),
-    ):
-        if cors.get(sam):
-            out[key] = [str(v) for v in cors[sam]]
-    if "MaxAge" in cors:
-        out["max_age_s"] = int(cors["MaxAge"])
-    if "AllowCredentials" in cors:
-        out["allow_credentials"] = _bool(cors["AllowCredentials"])
-    return out
