@@ -509,6 +509,24 @@ Resources:
 """
 
 
+def test_a_function_given_another_backend(tmp_path: Path) -> None:
+    overrides = Overrides.model_validate(
+        {"functions": {"Fn": {"settings": {"backend": "http", "url": "http://127.0.0.1:9/x"}}}}
+    )
+    extra = """      Environment: {Variables: {A: b}}
+      Timeout: 7
+"""
+    path = template(tmp_path, FUNCTION.format(extra=extra).replace("python3.11", "java21"))
+    result = translate_sam(path, overrides=overrides, parameters={})
+    assert result.config["functions"]["Fn"] == {
+        "backend": "http",
+        "url": "http://127.0.0.1:9/x",
+        "timeout_s": 7.0,
+    }
+    assert "environment: the http backend has no such setting" in str(result.warnings)
+    validate_data(result.config, Registry.discover(), base_dir=tmp_path)
+
+
 def test_less_common_properties(tmp_path: Path) -> None:
     import platform
 

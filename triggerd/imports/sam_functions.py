@@ -17,6 +17,8 @@ from triggerd.imports.common import Overrides, Translation
 from triggerd.imports.sam_template import NO_VALUE, Template, Unresolved
 
 FUNCTION_TYPE = "AWS::Serverless::Function"
+#: Function settings every backend has.
+SHARED = {"backend", "timeout_s", "memory_mb", "reserved_concurrency", "description"}
 #: Where InlineCode is written, relative to the template.
 INLINE_DIR = ".triggerd-inline"
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -158,8 +160,19 @@ class FunctionTranslator:
                 "(native dependencies must be built for this machine)",
             )
         table.update(settings)
+        if table.get("backend", "local") != "local":
+            self._other_backend(where, table, settings)
         info.table = table
         return info
+
+    def _other_backend(self, where: str, table: dict[str, Any], settings: dict[str, Any]) -> None:
+        """A function the overrides give another backend (http, aws) keeps the settings all
+        backends share; the local backend's ones are left out with a warning."""
+        for key in sorted(set(table) - SHARED - set(settings)):
+            del table[key]
+            self.out.warn(
+                where, f"{key}: the {table['backend']} backend has no such setting: left out"
+            )
 
     def _override(self, logical_id: str) -> Any:
         from triggerd.imports.common import FunctionOverride
