@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from triggerd import __version__
 from triggerd.cli import control
 from triggerd.cli.dlq_commands import dlq
 from triggerd.cli.functions import build_functions, check_functions
+from triggerd.cli.imports import import_group, load_translated
 from triggerd.cli.options import (
     config_argument,
     config_option,
@@ -103,34 +105,94 @@ def main() -> None:
     "TRIGGERD_ACCEPT_FRESH_STATE=1",
 )
 @click.option(
-    "--watch",
-    is_flag=True,
-    help="Hot reload: a change to a local function's code, requirements or layers recycles "
-    "its workers (idle ones at once, busy ones after their invocation); needs the "
-    "directory extra",
+    "--sam",
+    "sam_file",
+    type=click.Path(dir_okay=False),
+    help="Run an AWS SAM template instead of CONFIG (as `triggerd import sam` translates it)",
 )
-def run(config: str | None, config_path: str | None, accept_fresh_state: bool, watch: bool) -> None:
-    """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG."""
+@click.option(
+    "--serverless",
+    "serverless_file",
+    type=click.Path(dir_okay=False),
+    help="Run a Serverless Framework file (serverless.yml) instead of CONFIG",
+)
+@click.option(
+    "--overrides",
+    "overrides_path",
+    type=click.Path(dir_okay=False),
+    help="With --sam/--serverless: the file mapping AWS resources to local ones",
+)
+@click.option(
+    "--parameter-overrides",
+    "parameters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --sam: template parameter values",
+)
+@click.option(
+    "--opt", "options", multiple=True, metavar="KEY=VALUE", help="With --serverless: ${opt:KEY}"
+)
+@click.option(
+    "--watch/--no-watch",
+    default=None,
+    help="Hot reload: a change to a local function's code, requirements or layers recycles "
+    "its workers (idle ones at once, busy ones after their invocation); needs the directory "
+    "extra. Default: on with --sam/--serverless, off otherwise",
+)
+def run(
+    config: str | None,
+    config_path: str | None,
+    accept_fresh_state: bool,
+    sam_file: str | None,
+    serverless_file: str | None,
+    overrides_path: str | None,
+    parameters: tuple[str, ...],
+    options: tuple[str, ...],
+    watch: bool | None,
+) -> None:
+    """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG. With --sam
+    or --serverless, on the translation of that file (no reload)."""
     # SIGHUP's default action kills the process: until the loop's handler (a reload) is
     # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = Registry.discover()
-    path = resolve_config(config, config_path)
-    cfg = _load(path, registry)
+    imported = [(k, f) for k, f in (("sam", sam_file), ("serverless", serverless_file)) if f]
+    path: str | None
+    if imported:
+        if len(imported) > 1 or config or config_path:
+            raise click.UsageError("give one of CONFIG, --sam FILE and --serverless FILE")
+        kind, label = imported[0]
+        cfg = load_translated(kind, label, overrides_path, parameters, options, registry)
+        path = None
+    else:
+        if overrides_path or parameters or options:
+            raise click.UsageError(
+                "--overrides, --parameter-overrides and --opt need --sam or --serverless"
+            )
+        label = path = resolve_config(config, config_path)
+        cfg = _load(path, registry)
     # Every missing path at once, before anything is created (the daemon would stop at the
     # first one it meets).
     problems = path_problems(cfg, state=False)
     for line in problems:
-        click.echo(f"{path}: {line}", err=True)
+        click.echo(f"{label}: {line}", err=True)
     if problems:
         sys.exit(ExitCode.CONFIG_INVALID)
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
     from triggerd.daemon.gctune import tune_gc
 
     tune_gc()
+    watching = bool(imported) if watch is None else watch
+    if watch is None and watching and importlib.util.find_spec("watchfiles") is None:
+        click.echo(
+            "triggerd: hot reload is off: it needs watchfiles "
+            "(pip install 'triggerd-daemon[directory]')",
+            err=True,
+        )
+        watching = False
     sys.exit(
         _run_async(
-            _serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path, watch=watch)
+            _serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path, watch=watching)
         )
     )
 
@@ -652,6 +714,7 @@ def _with_store(
 
 
 main.add_command(dlq)
+main.add_command(import_group)
 
 
 @main.command()

@@ -3,14 +3,36 @@
 A `Translation` holds the triggerd config as plain data (what `tomllib.load` would return for
 the equivalent TOML file: `daemon`, `functions`, `triggers`, ...) so that it goes through the
 same validation as a hand-written file, and `Warning`s naming each property of the source
-definition that has no triggerd equivalent or was not understood."""
+definition that has no triggerd equivalent or was not understood.
+
+Every string in a translation is a literal value: `render_toml` writes each `$` as `$$`, so
+the loader's `${VAR}` interpolation gives back exactly the translated value. `${VAR}` in the
+overrides file is replaced with the environment when the file is loaded (`load_overrides`).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-__all__ = ["Translation", "TranslationWarning"]
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from triggerd.config.load import format_errors, interpolate, read_file
+from triggerd.types import ConfigError
+
+__all__ = [
+    "FunctionOverride",
+    "Overrides",
+    "ResourceOverride",
+    "Translation",
+    "TranslationWarning",
+    "load_overrides",
+    "render_toml",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,156 @@ class Translation:
 
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[TranslationWarning] = field(default_factory=list)
+    #: Files the config needs that the definition holds inline (SAM's InlineCode), by path
+    #: relative to the definition's directory: `triggerd import` and `run` write them.
+    files: dict[str, str] = field(default_factory=dict)
 
     def warn(self, where: str, message: str) -> None:
         self.warnings.append(TranslationWarning(where, message))
+
+
+# --------------------------------------------------------------------------------------------
+# The overrides file
+
+
+def _scalar_text(value: Any) -> Any:
+    """Numbers and booleans as the text a template or environment would hold (`PORT: 8080`
+    in YAML is meant as "8080"); anything else is left for the str check to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+#: A string value in the overrides file; numbers and booleans are taken as their text.
+Text = Annotated[str, BeforeValidator(_scalar_text)]
+
+
+class ResourceOverride(BaseModel):
+    """What to read instead of one AWS resource: a partial triggerd `source` table merged
+    over the one the translator made. `type` changes the kind of source (a queue read from
+    RabbitMQ, a bucket from a directory, a table's stream from PostgreSQL); the other keys are
+    that source type's options (`queue_url`, `endpoint_url`, `path`, `bootstrap_servers`...),
+    checked by the config loader like any source table."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str | None = Field(
+        None,
+        description="The triggerd source type to use for this resource (default: the one "
+        "matching the AWS service: sqs, s3, kinesis, dynamodb_streams, kafka, rabbitmq)",
+    )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The source options (every key but `type`)."""
+        return dict(self.model_extra or {})
+
+
+class FunctionOverride(BaseModel):
+    """Per-function changes: environment variables merged over the definition's, and any
+    other keys of a triggerd `[functions.NAME]` table (interpreter, code, backend, ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    environment: dict[str, Text] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keys of the triggerd function table, set over the translated ones",
+    )
+
+
+class Overrides(BaseModel):
+    """The overrides file (YAML or TOML): maps the AWS resources a definition names to local
+    ones, and adjusts the daemon, functions and triggers of the translation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daemon: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keys of the triggerd [daemon] table (listen, control_listen, state...)",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="AWS endpoint (moto, LocalStack) for every AWS source whose resource has "
+        "no entry in `resources`",
+    )
+    region: str | None = Field(None, description="Region of the AWS sources without an entry")
+    resources: dict[str, ResourceOverride] = Field(
+        default_factory=dict,
+        description="By logical id, name or ARN of the AWS resource: what to read instead",
+    )
+    functions: dict[str, FunctionOverride] = Field(
+        default_factory=dict, description="By function name (SAM: logical id)"
+    )
+    triggers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="By trigger name (<function>-<event>): keys of the [[triggers]] table set "
+        "over the translated ones (enabled, batch_size, on_failure...)",
+    )
+    parameters: dict[str, Text] = Field(
+        default_factory=dict,
+        description="Template parameter values (SAM: as --parameter-overrides; the command "
+        "line wins)",
+    )
+
+    def resource(self, *keys: str | None) -> ResourceOverride | None:
+        """The override of the first of `keys` (logical id, name, ARN) that has one."""
+        for key in keys:
+            if key and key in self.resources:
+                return self.resources[key]
+        return None
+
+
+def load_overrides(path: str | Path, environ: Mapping[str, str] | None = None) -> Overrides:
+    """Read and check an overrides file (YAML for .yaml/.yml, else TOML), `${VAR}` replaced
+    from `environ` (default: the process's). Raises ConfigError, one line per problem naming
+    the file and the key."""
+    file = Path(path)
+    try:
+        raw = read_file(file)
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read the overrides file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{file}: not UTF-8 text: {exc.reason}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        why = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError([f"{file}: invalid YAML{line}: {why}"]) from None
+    except ConfigError as exc:
+        lines = [p if p.startswith(str(file)) else f"{file}: {p}" for p in exc.problems]
+        raise ConfigError(lines) from None
+    data, problems = interpolate(raw, os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError([f"{file}: {p}" for p in problems])
+    try:
+        return Overrides.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{file}: {p}" for p in format_errors(exc, Overrides)]) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the config
+
+
+def _literal(node: Any) -> Any:
+    """`node` with `$` written `$$` in every string (the loader reads `$$` as one `$`, so a
+    translated value is never taken for a `${VAR}` reference), and None values left out
+    (TOML has no null)."""
+    if isinstance(node, str):
+        return node.replace("$", "$$")
+    if isinstance(node, dict):
+        return {str(k): _literal(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list | tuple):
+        return [_literal(v) for v in node if v is not None]
+    return node
+
+
+def render_toml(config: dict[str, Any]) -> str:
+    """The TOML text of a translated config, which `triggerd validate` and `run` read back
+    as exactly `config`."""
+    import tomli_w
+
+    return tomli_w.dumps(_literal(config))

@@ -1,0 +1,1 @@
+# a layer's files

@@ -1,0 +1,207 @@
+"""`triggerd run --sam` as a subprocess: a SAM template's Api (payload 1.0) and HttpApi
+(payload 2.0) events answered by its Python handlers (one of them InlineCode) over real HTTP,
+and its SQS event read from
+moto_server (the overrides file's endpoint_url), with the ports and the state store given by
+the overrides file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import free_port, wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("aws_env")]
+pytest.importorskip("cfnlint")
+
+HANDLER = Path(__file__).resolve().parents[1] / "data" / "sam" / "src" / "api"
+RECORDER = Path(__file__).resolve().parents[1] / "integration" / "functions" / "sqs_recorder"
+REGION = "eu-west-3"
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Greeting:
+    Type: String
+    Default: hello
+  RecordDir:
+    Type: String
+  QueueName:
+    Type: String
+Globals:
+  Function:
+    Runtime: python3.11
+    Timeout: 10
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: dev
+  Inline:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: index.handler
+      InlineCode: |
+        import json
+        def handler(event, context):
+            return {"statusCode": 200, "body": json.dumps({"inline": event["rawPath"]})}
+      Events:
+        Get:
+          Type: HttpApi
+          Properties:
+            Path: /inline
+            Method: GET
+  Jobs:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Ref QueueName
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: worker/
+      Handler: app.handler
+      Environment:
+        Variables:
+          RECORD_FILE: !Sub "${RecordDir}/batches.jsonl"
+      Events:
+        Queue:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Jobs.Arn
+            BatchSize: 5
+  Hello:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: api/
+      Handler: app.handler
+      Environment:
+        Variables:
+          GREETING: !Sub "${Greeting} from ${AWS::Region}"
+      Events:
+        Rest:
+          Type: Api
+          Properties:
+            RestApiId: !Ref Api
+            Path: /orders/{id}
+            Method: GET
+        Http:
+          Type: HttpApi
+          Properties:
+            Path: /items
+            Method: POST
+"""
+
+
+def get(url: str, data: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return response.status, json.loads(response.read())
+
+
+@pytest.fixture
+def queue_url(moto_server: str) -> str:
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name=REGION)
+    return str(sqs.create_queue(QueueName=f"sam-{uuid.uuid4().hex[:12]}")["QueueUrl"])
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, moto_server: str, queue_url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    shutil.copytree(HANDLER, tmp_path / "api")
+    shutil.copytree(RECORDER, tmp_path / "worker")
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
+    port = free_port()
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: ""\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+        f"endpoint_url: {moto_server}\n"
+        f'parameters:\n  Greeting: "hi"\n  RecordDir: "{tmp_path}"\n'
+        f"  QueueName: {queue_url.rsplit('/', 1)[1]}\n"
+    )
+    out = tmp_path / "stdout.log"
+    err = tmp_path / "stderr.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "triggerd",
+            "run",
+            "--sam",
+            "template.yaml",
+            "--overrides",
+            "overrides.yaml",
+            "--parameter-overrides",
+            f"AWS::Region={REGION}",
+        ],
+        cwd=tmp_path,
+        stdout=out.open("wb"),
+        stderr=err.open("wb"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        wait_for(
+            lambda: "trigger(s)" in out.read_text() or proc.poll() is not None,
+            60,
+            "the daemon to report ready",
+        )
+        assert proc.poll() is None, err.read_text()
+        yield proc, port, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_run_sam_answers_api_http_api_and_sqs_events(
+    daemon: tuple[subprocess.Popen[bytes], int, Path], moto_server: str, queue_url: str
+) -> None:
+    proc, port, tmp_path = daemon
+    status, body = get(f"http://127.0.0.1:{port}/orders/42")
+    assert status == 200
+    assert body == {"path": "/orders/42", "stage": "dev", "greeting": "hi from eu-west-3"}
+    status, body = get(f"http://127.0.0.1:{port}/items", data=b"{}")
+    assert status == 200
+    assert body == {"path": "/items", "stage": "$default", "greeting": "hi from eu-west-3"}
+    status, body = get(f"http://127.0.0.1:{port}/inline")
+    assert (status, body) == (200, {"inline": "/inline"})  # InlineCode, written beside it
+    assert (tmp_path / ".triggerd-inline" / "Inline" / "index.py").is_file()
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name=REGION)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"id": "m1"}))
+    batches = tmp_path / "batches.jsonl"
+    wait_for(lambda: batches.exists() and batches.read_text().strip() != "", 30, "the batch")
+    records = [
+        r for line in batches.read_text().splitlines() for r in json.loads(line)["event"]["Records"]
+    ]
+    assert [json.loads(r["body"]) for r in records] == [{"id": "m1"}]
+    assert (
+        records[0]["eventSourceARN"]
+        == f"arn:aws:sqs:{REGION}:123456789012:" + (queue_url.rsplit("/", 1)[1])
+    )
+    summary = (tmp_path / "stdout.log").read_text()
+    assert "trigger Hello-Rest: webhook -> Hello" in summary
+    assert "trigger Hello-Http: webhook -> Hello" in summary
+    assert "trigger Worker-Queue: sqs -> Worker" in summary
+    assert "watch.started" in (tmp_path / "stderr.log").read_text()  # hot reload on by default
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
