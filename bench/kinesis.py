@@ -159,7 +159,16 @@ def build_trigger(
     reg.register("source", "kinesis", triggerd_kinesis.plugin)
     reg.register("backend", "local", local_plugin)
     data: dict[str, Any] = {
-        "functions": {"hello": {"handler": "app.handler", "code": str(HELLO_DIR), "timeout_s": 30}},
+        "functions": {
+            "hello": {
+                "handler": "app.handler",
+                "code": str(HELLO_DIR),
+                "timeout_s": 30,
+                # One warm worker per shard before the clock starts, as a running daemon has
+                # them: a round measures throughput, not the workers' cold starts.
+                "provisioned_concurrency": settings.shards,
+            }
+        },
         "triggers": [
             {
                 "name": TRIGGER,
