@@ -56,7 +56,8 @@ class Shaper:
             "awsRegion": self.region,
             "eventSourceARN": self.stream_arn,
         }
-        key = lane_key(shard_id, partition_key.encode(), self.parallelization_factor)
+        factor = self.parallelization_factor
+        key = shard_id if factor <= 1 else lane_key(shard_id, partition_key.encode(), factor)
         return Record(
             payload=payload,
             item_id=sequence,
