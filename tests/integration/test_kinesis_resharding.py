@@ -96,7 +96,7 @@ async def test_split_then_merge_while_records_flow(
             violations.append(f"{shard} invoked before {sorted(missing)} finished")
         return {}
 
-    backend = FakeBackend(respond, delay_s=0.03)
+    backend = FakeBackend(respond, delay_s=0.05)
     cfg = source(url, "", shard_refresh_s=0.2)
     try:
         async with kinesis_client(url) as client:
