@@ -8,9 +8,15 @@ the measured event loop or its GIL.
 
 It speaks Kinesis's JSON 1.1 protocol as aiobotocore sends it (POST `/`, `X-Amz-Target:
 Kinesis_20131202.<Operation>`) and implements only what the benchmark's clients call:
-CreateStream, DescribeStreamSummary, ListShards, PutRecords, GetShardIterator (TRIM_HORIZON,
-LATEST, AT/AFTER_SEQUENCE_NUMBER) and GetRecords. Shards are lists; a record goes to shard
-`md5(partition key) mod shards`; iterators are `<stream>|<shard>|<index>` and never expire.
+CreateStream, DescribeStreamSummary, ListShards, PutRecord(s), GetShardIterator (TRIM_HORIZON,
+LATEST, AT/AFTER_SEQUENCE_NUMBER), GetRecords, SplitShard and MergeShards. Shards are lists
+over ranges of the 128-bit hash key space; a record goes to the open shard whose range holds
+`md5(partition key)`; sequence numbers grow across the stream; iterators are
+`<stream>|<shard>|<index>` and never expire. Resharding behaves as Kinesis documents it (and
+as moto 5.2.5 does not: it keeps routing records to the closed parent): a split or merge
+closes its parents (ListShards shows their `EndingSequenceNumber`), new records go to the
+children, and GetRecords on a closed shard read to its end returns no `NextShardIterator`.
+The integration tests of resharding use it for that.
 """
 
 from __future__ import annotations
@@ -47,16 +53,45 @@ class KinesisError(Exception):
         self.code = code
 
 
+MAX_HASH = 2**128 - 1
+
+
+@dataclass(slots=True)
+class Shard:
+    #: Hash key range, both ends included.
+    first_hash: int
+    last_hash: int
+    parents: tuple[int, ...] = ()
+    #: Set when a split or merge closed the shard.
+    ending: int | None = None
+    #: (sequence number, partition key, base64 data, arrival epoch seconds).
+    records: list[tuple[str, str, str, float]] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class Stream:
     name: str
-    #: Per shard: (sequence number, partition key, base64 data, arrival epoch seconds).
-    shards: list[list[tuple[str, str, str, float]]] = field(default_factory=list)
+    shards: list[Shard] = field(default_factory=list)
     next_seq: int = 49_000_000_000_000_000_000
 
     @property
     def arn(self) -> str:
         return f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{self.name}"
+
+    def shard(self, shard_id: str) -> Shard:
+        try:
+            return self.shards[int(shard_id.rpartition("-")[2])]
+        except (ValueError, IndexError):
+            raise KinesisError("ResourceNotFoundException", f"no shard {shard_id}") from None
+
+    def route(self, hash_key: int) -> int:
+        for i, shard in enumerate(self.shards):
+            if shard.ending is None and shard.first_hash <= hash_key <= shard.last_hash:
+                return i
+        raise KinesisError("InternalFailure", "no open shard holds the hash key")
+
+    def close(self, shard: Shard) -> None:
+        shard.ending = self.next_seq
 
 
 def _shard_id(i: int) -> str:
@@ -76,7 +111,35 @@ class FakeKinesis:
 
     async def create_stream(self, p: Params) -> Params:
         name = p["StreamName"]
-        self.streams[name] = Stream(name, [[] for _ in range(int(p.get("ShardCount", 1)))])
+        count = int(p.get("ShardCount", 1))
+        step = (MAX_HASH + 1) // count
+        shards = [
+            Shard(i * step, MAX_HASH if i == count - 1 else (i + 1) * step - 1)
+            for i in range(count)
+        ]
+        self.streams[name] = Stream(name, shards)
+        return {}
+
+    async def split_shard(self, p: Params) -> Params:
+        s = self.stream(p)
+        parent = s.shard(p["ShardToSplit"])
+        at = int(p["NewStartingHashKey"])
+        if parent.ending is not None or not parent.first_hash < at <= parent.last_hash:
+            raise KinesisError("InvalidArgumentException", "cannot split there")
+        index = s.shards.index(parent)
+        s.close(parent)
+        s.shards.append(Shard(parent.first_hash, at - 1, (index,)))
+        s.shards.append(Shard(at, parent.last_hash, (index,)))
+        return {}
+
+    async def merge_shards(self, p: Params) -> Params:
+        s = self.stream(p)
+        a, b = s.shard(p["ShardToMerge"]), s.shard(p["AdjacentShardToMerge"])
+        if a.ending is not None or b.ending is not None or a.last_hash + 1 != b.first_hash:
+            raise KinesisError("InvalidArgumentException", "shards are not open and adjacent")
+        s.close(a)
+        s.close(b)
+        s.shards.append(Shard(a.first_hash, b.last_hash, (s.shards.index(a), s.shards.index(b))))
         return {}
 
     async def describe_stream_summary(self, p: Params) -> Params:
@@ -92,16 +155,7 @@ class FakeKinesis:
 
     async def list_shards(self, p: Params) -> Params:
         s = self.stream(p)
-        return {
-            "Shards": [
-                {
-                    "ShardId": _shard_id(i),
-                    "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "1"},
-                    "SequenceNumberRange": {"StartingSequenceNumber": "0"},
-                }
-                for i in range(len(s.shards))
-            ]
-        }
+        return {"Shards": [_shard_json(i, shard) for i, shard in enumerate(s.shards)]}
 
     async def put_records(self, p: Params) -> Params:
         s = self.stream(p)
@@ -109,17 +163,24 @@ class FakeKinesis:
         now = time.time()
         for entry in p["Records"]:
             key = entry["PartitionKey"]
-            shard = int(hashlib.md5(key.encode()).hexdigest(), 16) % len(s.shards)
+            explicit = entry.get("ExplicitHashKey")
+            hash_key = int(explicit) if explicit else int(hashlib.md5(key.encode()).hexdigest(), 16)
+            shard = s.route(hash_key)
             s.next_seq += 1
             seq = str(s.next_seq)
-            s.shards[shard].append((seq, key, entry["Data"], now))
+            s.shards[shard].records.append((seq, key, entry["Data"], now))
             out.append({"SequenceNumber": seq, "ShardId": _shard_id(shard)})
         return {"FailedRecordCount": 0, "Records": out}
+
+    async def put_record(self, p: Params) -> Params:
+        entry = {k: p[k] for k in ("PartitionKey", "Data", "ExplicitHashKey") if k in p}
+        reply = await self.put_records({**p, "Records": [entry]})
+        return dict(reply["Records"][0])
 
     async def get_shard_iterator(self, p: Params) -> Params:
         s = self.stream(p)
         shard = int(p["ShardId"].rpartition("-")[2])
-        records = s.shards[shard]
+        records = s.shard(p["ShardId"]).records
         kind = p["ShardIteratorType"]
         if kind == "TRIM_HORIZON":
             index = 0
@@ -134,10 +195,12 @@ class FakeKinesis:
     async def get_records(self, p: Params) -> Params:
         name, shard_s, index_s = p["ShardIterator"].split("|")
         s = self.stream({"StreamName": name})
-        records = s.shards[int(shard_s)]
+        shard = s.shards[int(shard_s)]
+        records = shard.records
         start = int(index_s)
         page = records[start : start + int(p.get("Limit", 10_000))]
-        return {
+        end = start + len(page)
+        reply: Params = {
             "Records": [
                 {
                     "SequenceNumber": seq,
@@ -147,18 +210,40 @@ class FakeKinesis:
                 }
                 for seq, key, data, arrival in page
             ],
-            "NextShardIterator": f"{name}|{shard_s}|{start + len(page)}",
             "MillisBehindLatest": 0,
         }
+        if shard.ending is None or end < len(records):
+            reply["NextShardIterator"] = f"{name}|{shard_s}|{end}"
+        return reply
+
+
+def _shard_json(index: int, shard: Shard) -> Params:
+    out: Params = {"ShardId": _shard_id(index)}
+    if shard.parents:
+        out["ParentShardId"] = _shard_id(shard.parents[0])
+    if len(shard.parents) > 1:
+        out["AdjacentParentShardId"] = _shard_id(shard.parents[1])
+    out["HashKeyRange"] = {
+        "StartingHashKey": str(shard.first_hash),
+        "EndingHashKey": str(shard.last_hash),
+    }
+    seq_range = {"StartingSequenceNumber": "0"}
+    if shard.ending is not None:
+        seq_range["EndingSequenceNumber"] = str(shard.ending)
+    out["SequenceNumberRange"] = seq_range
+    return out
 
 
 OPERATIONS: dict[str, Callable[[FakeKinesis, Params], Any]] = {
     "CreateStream": FakeKinesis.create_stream,
     "DescribeStreamSummary": FakeKinesis.describe_stream_summary,
     "ListShards": FakeKinesis.list_shards,
+    "PutRecord": FakeKinesis.put_record,
     "PutRecords": FakeKinesis.put_records,
     "GetShardIterator": FakeKinesis.get_shard_iterator,
     "GetRecords": FakeKinesis.get_records,
+    "SplitShard": FakeKinesis.split_shard,
+    "MergeShards": FakeKinesis.merge_shards,
 }
 
 

@@ -19,6 +19,8 @@ __all__ = ["Shaper", "sample_event"]
 
 
 def _epoch(value: Any) -> float:
+    """Epoch seconds with milliseconds, from a number (the client's wire values) or a
+    datetime (botocore's default parsing)."""
     if isinstance(value, datetime):
         return round(value.timestamp(), 3)
     return round(float(value), 3)
@@ -35,13 +37,15 @@ class Shaper:
         sequence = str(raw["SequenceNumber"])
         partition_key = str(raw["PartitionKey"])
         data = raw["Data"]
+        if not isinstance(data, str):  # bytes from a client with botocore's default parsing
+            data = base64.b64encode(data).decode("ascii")
         arrival = _epoch(raw["ApproximateArrivalTimestamp"])
         payload: JSONDict = {
             "kinesis": {
                 "kinesisSchemaVersion": "1.0",
                 "partitionKey": partition_key,
                 "sequenceNumber": sequence,
-                "data": base64.b64encode(data).decode("ascii"),
+                "data": data,
                 "approximateArrivalTimestamp": arrival,
             },
             "eventSource": "aws:kinesis",
@@ -52,7 +56,8 @@ class Shaper:
             "awsRegion": self.region,
             "eventSourceARN": self.stream_arn,
         }
-        key = lane_key(shard_id, partition_key.encode(), self.parallelization_factor)
+        factor = self.parallelization_factor
+        key = shard_id if factor <= 1 else lane_key(shard_id, partition_key.encode(), factor)
         return Record(
             payload=payload,
             item_id=sequence,

@@ -5,6 +5,7 @@ KinesisBatchInfo, parallelization by partition key and LATEST."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,45 @@ async def test_records_arrive_in_lambdas_kinesis_shape(moto_server: str, tmp_pat
     assert rec["eventName"] == "aws:kinesis:record"
     assert rec["invokeIdentityArn"] == "arn:aws:iam::123456789012:role/triggerd"
     assert data_of(backend.calls[0]) == [{"n": 1}]
+
+
+async def test_wire_values_client_gets_base64_text_and_epoch_seconds_only_for_itself(
+    moto_server: str,
+) -> None:
+    """The source's client (`wire_values`) skips botocore's datetime and base64 decoding; a
+    client of another session in the same process keeps botocore's defaults."""
+    from contextlib import AsyncExitStack
+
+    from triggerd.config.aws import open_client
+
+    async with kinesis_client(moto_server) as plain, AsyncExitStack() as stack:
+        stream = await make_stream(plain)
+        await put_json(plain, stream, [("k", {"n": 1})])
+        wire = await open_client(
+            stack,
+            "kinesis",
+            extra="kinesis",
+            needed_by="this test",
+            region="us-east-1",
+            endpoint_url=moto_server,
+            credentials={"aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+            wire_values=True,
+        )
+        got = []
+        for client in (wire, plain):
+            shard = (await client.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
+            it = await client.get_shard_iterator(
+                StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+            )
+            page = await client.get_records(ShardIterator=it["ShardIterator"])
+            got.append(page["Records"][0])
+    wire_rec, plain_rec = got
+    assert wire_rec["Data"] == base64.b64encode(plain_rec["Data"]).decode()
+    assert isinstance(wire_rec["ApproximateArrivalTimestamp"], float)
+    assert (
+        wire_rec["ApproximateArrivalTimestamp"]
+        == plain_rec["ApproximateArrivalTimestamp"].timestamp()
+    )
 
 
 async def test_several_shards_each_in_order_then_resume_from_checkpoints(

@@ -119,6 +119,10 @@ def test_kinesis_reports_rates_against_the_raw_loop_on_moto_and_the_fast_endpoin
     for server in ("moto", "fast endpoint"):
         rate = by_metric[f"records/s, 2 shards, batch 10 ({server})"]
         assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
+    strict = by_metric[
+        "records/s, 2 shards, batch 10 (fast endpoint, raw loop parsing as triggerd does)"
+    ]
+    assert strict.baseline is not None and strict.baseline > 0
     assert "RSS growth over 1 fast rounds (MB)" in by_metric
 
 

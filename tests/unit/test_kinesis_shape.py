@@ -67,3 +67,23 @@ def test_filters_match_the_decoded_data_and_the_kinesis_metadata() -> None:
     assert compile_filters([{"data": {"kind": ["order"]}}]).matches(view)
     assert compile_filters([{"partitionKey": ["p1"]}]).matches(view)
     assert not compile_filters([{"data": {"kind": ["refund"]}}]).matches(view)
+
+
+def test_wire_values_give_the_same_record_as_botocores_default_parsing() -> None:
+    """The source's client hands over `Data` as base64 text and the arrival time as epoch
+    seconds (`wire_values`): the record is the one bytes and a datetime give."""
+    shaper = Shaper("arn", "us-east-1", "role")
+    parsed = {
+        "SequenceNumber": "7",
+        "PartitionKey": "pk",
+        "Data": b'{"a": 1}',
+        "ApproximateArrivalTimestamp": datetime(2024, 5, 1, 0, 38, 4, 835000, tzinfo=UTC),
+    }
+    wire = {
+        **parsed,
+        "Data": base64.b64encode(b'{"a": 1}').decode(),
+        "ApproximateArrivalTimestamp": 1714523884.835,
+    }
+    a, b = shaper.record(parsed, "shardId-1"), shaper.record(wire, "shardId-1")
+    assert a.payload == b.payload
+    assert (a.size, a.created_at, a.key) == (b.size, b.created_at, b.key)
