@@ -210,7 +210,7 @@ class Daemon:
             return Path(self.config.daemon.work_dir)
         try:
             db = sqlite_path(self.config.daemon.state)
-        except Exception:  # non-SQLite stores keep runtime files in the temp dir
+        except Exception:  # a PostgreSQL store: runtime files go to the temp dir
             db = ":memory:"
         if db == ":memory:":
             return Path(tempfile.gettempdir()) / f"triggerd-{os.getpid()}"
@@ -761,7 +761,7 @@ class Daemon:
         runnable: Runnable
         if tcfg.is_async:
             # A claim covers waiting for a free worker (up to the timeout) and the run.
-            lease_s = 2 * fn.config.timeout_s + 60
+            lease_s = self.config.daemon.lease_timeout_s or 2 * fn.config.timeout_s + 60
             runnable = AsyncTrigger(
                 rt,
                 self.state,

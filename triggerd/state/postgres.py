@@ -1,0 +1,767 @@
+"""The PostgreSQL state store: the `StateStore` shared by several daemons.
+
+Connections come from one bounded asyncpg pool per daemon (`pool_size` in the URL).
+
+The async queue is shared: a claim takes free events with `FOR UPDATE SKIP LOCKED` (two
+daemons never take the same row, and neither waits for the other's locks) and marks them
+`claimed_by` this store's member id until `claimed_until` (the lease). A daemon that dies
+leaves its claims, which any daemon takes again once the lease has run out. Extending a
+lease, releasing and completing an event are done only by the claim's holder: an event
+whose lease ran out and that another daemon claimed since is not deleted by a late
+completion (it is invoked again: at least once).
+
+Group commit, as in the SQLite store: writes join the pending group while one group is
+being committed, and each caller is answered only after the COMMIT that holds its write
+(consecutive enqueues become one INSERT ... unnest, consecutive completions one DELETE).
+When the connection is lost (PostgreSQL restarted, a network cut, `pg_terminate_backend`),
+the group is committed again on a new connection until `write_retry_s` has passed; every
+write is idempotent (events by request id, DLQ entries by a token), so a COMMIT whose answer
+was lost is harmless to repeat. After that the callers get `StateStoreUnavailableError`
+and `write_error` says why until a write succeeds again. Nothing is answered as stored
+before PostgreSQL said COMMIT.
+
+Time in the queue is the callers' clock (`now`), as in the SQLite store: the daemons
+sharing a store must keep their clocks in step (NTP), or leases run out early or late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
+from triggerd.state.pgschema import SCHEMA, PgUrl, migrate, parse_url
+from triggerd.state.sqlite import (
+    StateStoreClosedError,
+    StateStoreError,
+    StateStoreOpenError,
+    prefix_upper_bound,
+)
+from triggerd.types import Clock, ExitCode, SystemClock
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Conn = Any  # an asyncpg connection proxy from the pool
+
+#: At most this many writes share one transaction.
+MAX_GROUP = 1024
+#: Events are inserted in statements of at most this much payload, or this many rows.
+CHUNK_BYTES = 1 << 20
+CHUNK_ROWS = 5000
+#: How long a write (or read) is retried over lost connections before its caller is failed.
+WRITE_RETRY_S = 10.0
+#: Waiting for a free pooled connection, and for a new one to connect.
+ACQUIRE_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+#: Backoff between retries over a lost connection.
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
+
+Q = SCHEMA
+_INSERT_EVENTS = (
+    f"INSERT INTO {Q}.queue (trigger, function, payload, request_id, enqueued_at, "
+    "available_at, trace_id) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], "
+    "$4::text[], $5::float8[], $6::float8[], $7::text[]) ON CONFLICT (request_id) DO NOTHING"
+)
+_UPSERT_CHECKPOINTS = (
+    f"INSERT INTO {Q}.checkpoints (scope, key, value, updated_at) "
+    "SELECT $1, k, v, $4 FROM unnest($2::text[], $3::text[]) AS t(k, v) "
+    "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, "
+    "updated_at = excluded.updated_at"
+)
+_DELETE_CHECKPOINTS = f"DELETE FROM {Q}.checkpoints WHERE scope = $1 AND key = ANY($2::text[])"
+_CLAIM = (
+    f"WITH free AS (SELECT id FROM {Q}.queue WHERE trigger = $1 AND available_at <= $2 "
+    "AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY available_at, id LIMIT $3 "
+    f"FOR UPDATE SKIP LOCKED) UPDATE {Q}.queue q SET claimed_by = $4, claimed_until = $5 "
+    "FROM free WHERE q.id = free.id RETURNING q.id, q.trigger, q.function, q.payload, "
+    "q.request_id, q.enqueued_at, q.attempts, q.trace_id, q.available_at"
+)
+_COMPLETE = f"DELETE FROM {Q}.queue WHERE id = ANY($1::bigint[]) AND claimed_by = $2"
+_DLQ_COLUMNS = "id, trigger, function, destination, condition, created_at, record"
+
+
+class StateStoreUnavailableError(StateStoreError):
+    """PostgreSQL could not be reached (or the connection kept breaking) for longer than the
+    store retries: nothing of the call was acknowledged."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Errors after which the same work may succeed on a new connection."""
+    import asyncpg
+
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.InternalClientError  # a protocol state broken by a cut
+        | asyncpg.exceptions.OperatorInterventionError  # admin shutdown, terminated backend
+        | asyncpg.exceptions.InsufficientResourcesError  # too many connections
+        | asyncpg.exceptions.SerializationError
+        | asyncpg.exceptions.DeadlockDetectedError,
+    )
+
+
+def default_member_id() -> str:
+    """Who holds a claim: the host, the process and a random part (unique per open)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class PostgresStateStore:
+    """The `StateStore` on a PostgreSQL database (tables in its `triggerd` schema)."""
+
+    def __init__(
+        self,
+        url: str | PgUrl,
+        *,
+        clock: Clock | None = None,
+        member_id: str | None = None,
+        write_retry_s: float = WRITE_RETRY_S,
+    ) -> None:
+        self._url = url if isinstance(url, PgUrl) else parse_url(url)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self.member_id = member_id or default_member_id()
+        self._write_retry_s = write_retry_s
+        self._pool: asyncpg.Pool | None = None
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+        self._store_id = ""
+        self._write_error: str | None = None
+        self._pending: list[_Write[Any]] = []
+        self._committer: asyncio.Task[None] | None = None
+        #: How many group commits ran, and how many writes they held (tests, benchmarks).
+        self.groups_committed = 0
+        self.writes_committed = 0
+
+    @property
+    def display(self) -> str:
+        """The URL without its password (for logs and errors)."""
+        return self._url.display
+
+    @property
+    def store_id(self) -> str:
+        return self._store_id
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed (PostgreSQL unreachable), None once one succeeds."""
+        return self._write_error
+
+    def __repr__(self) -> str:
+        return f"PostgresStateStore({self.display!r})"
+
+    # ---- lifecycle ----
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                raise StateStoreClosedError("the state store is closed; create a new one")
+            if self._pool is not None:
+                return
+            try:
+                import asyncpg
+            except ImportError:
+                raise StateStoreOpenError(
+                    "the postgresql:// state store needs asyncpg: install "
+                    "triggerd-daemon[postgres]",
+                    ExitCode.CONFIG_INVALID,
+                ) from None
+            try:
+                pool = await asyncpg.create_pool(
+                    self._url.dsn,
+                    min_size=1,
+                    max_size=self._url.pool_size,
+                    timeout=CONNECT_TIMEOUT_S,
+                    command_timeout=max(30.0, self._write_retry_s),
+                    server_settings={"application_name": "triggerd"},
+                )
+            except Exception as exc:
+                raise self._open_error(exc) from None
+            try:
+                async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                    version, self._store_id = await migrate(conn, self.display)
+            except BaseException as exc:
+                await pool.close()
+                if isinstance(exc, StateStoreOpenError) or not isinstance(exc, Exception):
+                    raise
+                raise self._open_error(exc) from None
+            self._pool = pool
+        log.info(
+            "state.opened",
+            extra={"store": self.display, "schema_version": version, "member": self.member_id},
+        )
+
+    def _open_error(self, exc: BaseException) -> StateStoreOpenError:
+        """One line naming the store (never its password) and the reason."""
+        import asyncpg
+
+        reason = _reason(exc, self._url)
+        refused = (
+            asyncpg.InvalidAuthorizationSpecificationError
+            | asyncpg.InvalidCatalogNameError
+            | asyncpg.InsufficientPrivilegeError
+        )
+        if isinstance(exc, refused):
+            return StateStoreOpenError(
+                f"the state store {self.display} refused triggerd ({reason}): check the user, "
+                "password, database and the user's privileges (see docs/cluster.md)",
+                ExitCode.STATE_UNWRITABLE,
+            )
+        return StateStoreOpenError(
+            f"the state store {self.display} cannot be reached ({reason})", ExitCode.FAILURE
+        )
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            # Writes already accepted are committed (or failed) and answered first.
+            while self._committer is not None:
+                await asyncio.shield(self._committer)
+            pool, self._pool = self._pool, None
+            if pool is None:
+                return
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, OSError):
+                pool.terminate()
+        log.info("state.closed", extra={"store": self.display})
+
+    # ---- checkpoints ----
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        value = await self._read(
+            lambda c: c.fetchval(
+                f"SELECT value FROM {Q}.checkpoints WHERE scope = $1 AND key = $2", scope, key
+            )
+        )
+        return None if value is None else str(value)
+
+    async def set_checkpoints(self, scope: str, items: Mapping[str, str | None]) -> None:
+        if not items:
+            return
+        now = self._clock.time()
+        entries = dict(items)
+        await self._write(lambda c: _write_checkpoints(c, scope, entries, now))
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        upper = prefix_upper_bound(prefix)
+        sql = f"SELECT key, value FROM {Q}.checkpoints WHERE scope = $1 AND key >= $2"
+        args: tuple[Any, ...] = (scope, prefix)
+        if upper is not None:
+            sql += " AND key < $3"
+            args += (upper,)
+        rows = await self._read(lambda c: c.fetch(sql + " ORDER BY key", *args))
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    # ---- the durable async queue ----
+
+    async def enqueue(
+        self,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        rows = _Rows.of(events)
+        scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
+        if not any(scopes.values()):
+            if events:
+                await self._write(rows)
+            return
+        now = self._clock.time()
+
+        async def op(conn: Conn) -> None:
+            await rows(conn)
+            for scope, items in scopes.items():
+                await _write_checkpoints(conn, scope, items, now)
+
+        await self._write(op)
+
+    async def enqueue_unless_checkpoint(
+        self, events: Sequence[NewEvent], scope: str, key: str, value: str
+    ) -> bool:
+        rows = _Rows.of(events)
+        now = self._clock.time()
+
+        async def op(conn: Conn) -> bool:
+            # The row lock of the inserted checkpoint (or the conflict with a concurrent
+            # one) makes this a check-and-mark that two daemons cannot both pass.
+            inserted = await conn.fetchval(
+                f"INSERT INTO {Q}.checkpoints (scope, key, value, updated_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (scope, key) DO NOTHING RETURNING 1",
+                scope,
+                key,
+                value,
+                now,
+            )
+            if inserted is None:
+                return False
+            await rows(conn)
+            return True
+
+        return await self._write(op)
+
+    async def claim(
+        self, trigger: str, limit: int, lease_s: float, now: float
+    ) -> list[QueuedEvent]:
+        if limit <= 0:
+            return []
+        # One statement, its own transaction, outside the group: a claim lost with a
+        # connection only leaves the events claimable after the lease (as a crash would).
+        rows = await self._read(
+            lambda c: c.fetch(_CLAIM, trigger, now, limit, self.member_id, now + lease_s)
+        )
+        rows = sorted(rows, key=lambda r: (r[8], r[0]))
+        return [_queued_event(r) for r in rows]
+
+    async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None:
+        if not event_ids:
+            return
+        ids = list(event_ids)
+        until = now + lease_s
+        await self._write(
+            lambda c: c.execute(
+                f"UPDATE {Q}.queue SET claimed_until = $1 WHERE id = ANY($2::bigint[]) "
+                "AND claimed_by = $3",
+                until,
+                ids,
+                self.member_id,
+            )
+        )
+
+    async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
+        """Only the claim's holder releases; unknown ids (completed) are ignored."""
+        await self._write(
+            lambda c: c.execute(
+                f"UPDATE {Q}.queue SET claimed_by = NULL, claimed_until = NULL, "
+                "available_at = $1, attempts = $2 WHERE id = $3 AND claimed_by = $4",
+                available_at,
+                attempts,
+                event_id,
+                self.member_id,
+            )
+        )
+
+    async def complete(self, event_id: int) -> None:
+        """Only the claim's holder completes; unknown ids are ignored."""
+        await self._write(_Complete(event_id, self.member_id))
+
+    async def queue_depth(self, trigger: str | None = None) -> int:
+        """All queued events (claimed or not), of one trigger or of all."""
+        if trigger is None:
+            count = await self._read(lambda c: c.fetchval(f"SELECT count(*) FROM {Q}.queue"))
+        else:
+            count = await self._read(
+                lambda c: c.fetchval(f"SELECT count(*) FROM {Q}.queue WHERE trigger = $1", trigger)
+            )
+        return int(count)
+
+    async def recover_leases(self) -> int:
+        """Free the claims this store's member holds. Other daemons' claims are theirs: a
+        dead daemon's come back when their lease runs out."""
+
+        async def op(conn: Conn) -> int:
+            status = await conn.execute(
+                f"UPDATE {Q}.queue SET claimed_by = NULL, claimed_until = NULL "
+                "WHERE claimed_by = $1",
+                self.member_id,
+            )
+            return int(status.rsplit(" ", 1)[-1])
+
+        count = await self._write(op)
+        if count:
+            log.info("state.leases_recovered", extra={"store": self.display, "count": count})
+        return count
+
+    # ---- the DLQ index ----
+
+    async def dlq_add(
+        self,
+        *,
+        trigger: str,
+        function: str,
+        destination: str,
+        condition: str,
+        created_at: float,
+        record: bytes,
+    ) -> int:
+        # The token makes a retried INSERT (its COMMIT's answer lost) find the first one.
+        token = uuid.uuid4().hex
+        params = (token, trigger, function, destination, condition, created_at, record)
+
+        async def op(conn: Conn) -> int:
+            entry_id = await conn.fetchval(
+                f"INSERT INTO {Q}.dlq (token, trigger, function, destination, condition, "
+                "created_at, record) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (token) DO UPDATE SET token = excluded.token RETURNING id",
+                *params,
+            )
+            return int(entry_id)
+
+        return await self._write(op)
+
+    async def dlq_list(self, trigger: str | None = None, limit: int = 100) -> list[DlqEntry]:
+        """Newest first (by created_at, then by insertion order)."""
+        order = "ORDER BY created_at DESC, id DESC"
+        if trigger is None:
+            rows = await self._read(
+                lambda c: c.fetch(f"SELECT {_DLQ_COLUMNS} FROM {Q}.dlq {order} LIMIT $1", limit)
+            )
+        else:
+            rows = await self._read(
+                lambda c: c.fetch(
+                    f"SELECT {_DLQ_COLUMNS} FROM {Q}.dlq WHERE trigger = $1 {order} LIMIT $2",
+                    trigger,
+                    limit,
+                )
+            )
+        return [_dlq_entry(r) for r in rows]
+
+    async def dlq_get(self, entry_id: int) -> DlqEntry | None:
+        row = await self._read(
+            lambda c: c.fetchrow(f"SELECT {_DLQ_COLUMNS} FROM {Q}.dlq WHERE id = $1", entry_id)
+        )
+        return None if row is None else _dlq_entry(row)
+
+    async def dlq_delete(self, entry_id: int) -> None:
+        await self._write(lambda c: c.execute(f"DELETE FROM {Q}.dlq WHERE id = $1", entry_id))
+
+    # ---- paused triggers ----
+
+    async def set_paused(self, trigger: str, paused: bool) -> None:
+        now = self._clock.time()
+        if paused:
+            await self._write(
+                lambda c: c.execute(
+                    f"INSERT INTO {Q}.paused_triggers (trigger, paused_at) VALUES ($1, $2) "
+                    "ON CONFLICT (trigger) DO NOTHING",
+                    trigger,
+                    now,
+                )
+            )
+        else:
+            await self._write(
+                lambda c: c.execute(f"DELETE FROM {Q}.paused_triggers WHERE trigger = $1", trigger)
+            )
+
+    async def paused_triggers(self) -> set[str]:
+        rows = await self._read(lambda c: c.fetch(f"SELECT trigger FROM {Q}.paused_triggers"))
+        return {str(r[0]) for r in rows}
+
+    # ---- plumbing ----
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise StateStoreClosedError(f"the state store {self.display} is closed")
+        if self._pool is None:
+            raise StateStoreClosedError(f"the state store {self.display} is not open")
+        return self._pool
+
+    async def _read(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` on a pooled connection, again on a new one if the connection is lost
+        (until `write_retry_s`)."""
+        pool = self._require_pool()
+        deadline = time.monotonic() + self._write_retry_s
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                return await _on_connection(pool, op)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise StateStoreError(
+                        f"state store {self.display}: {_reason(exc, self._url)}"
+                    ) from None
+                if time.monotonic() + delay >= deadline or self._closed:
+                    raise self._unavailable(exc) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _unavailable(self, exc: BaseException) -> StateStoreUnavailableError:
+        return StateStoreUnavailableError(
+            f"the state store {self.display} is unavailable ({_reason(exc, self._url)})"
+        )
+
+    async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` in the next group commit; returns (or raises) once that group is
+        committed. If the caller is cancelled, the write is still committed (or not) with its
+        group."""
+        self._require_pool()
+        loop = asyncio.get_running_loop()
+        write: _Write[T] = _Write(op, loop.create_future())
+        self._pending.append(write)
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_pending())
+        return await write.future
+
+    async def _commit_pending(self) -> None:
+        """Commit the pending writes group by group until none is left. The writes of callers
+        already runnable join the first group (one turn of the loop first)."""
+        try:
+            await asyncio.sleep(0)
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                outcomes = await self._commit_group(group)
+                self._answer(group, outcomes)
+        finally:
+            self._committer = None
+
+    async def _commit_group(self, group: list[_Write[Any]]) -> list[_Value | BaseException]:
+        pool = self._pool
+        deadline = time.monotonic() + self._write_retry_s
+        delay = _RETRY_FIRST_S
+        while True:
+            if pool is None:
+                return [StateStoreClosedError(f"the state store {self.display} is closed")] * len(
+                    group
+                )
+            try:
+                return await _on_connection(pool, lambda conn: _commit_writes(conn, group))
+            except Exception as exc:
+                if not connection_lost(exc):
+                    return [exc] * len(group)
+                self._write_error = f"PostgreSQL unavailable: {_reason(exc, self._url)}"
+                log.warning(
+                    "state.write_retry",
+                    extra={"store": self.display, "error": _reason(exc, self._url)},
+                )
+                if time.monotonic() + delay >= deadline:
+                    return [self._unavailable(exc)] * len(group)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _answer(self, group: list[_Write[Any]], outcomes: list[_Value | BaseException]) -> None:
+        self.groups_committed += 1
+        for write, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, _Value):
+                self._write_error = None
+                self.writes_committed += 1
+                if not write.future.done():
+                    write.future.set_result(outcome.value)
+                continue
+            if isinstance(outcome, StateStoreUnavailableError):
+                error: BaseException = outcome
+            elif isinstance(outcome, StateStoreError):
+                error = outcome
+            else:
+                reason = _reason(outcome, self._url)
+                self._write_error = reason
+                error = StateStoreError(f"state store {self.display}: {reason}")
+            if isinstance(outcome, StateStoreUnavailableError):
+                self._write_error = str(outcome)
+            if not write.future.done():
+                write.future.set_exception(error)
+
+
+async def _on_connection(pool: asyncpg.Pool, op: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run `op` on a pooled connection; a connection that broke under it is terminated, so
+    the pool never hands it out again."""
+    conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+    try:
+        return await op(conn)
+    except Exception as exc:
+        if connection_lost(exc):
+            conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
+
+
+def _reason(exc: BaseException, url: PgUrl) -> str:
+    """The error's text, one line, with nothing of the DSN's password in it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    password = _password(url.dsn)
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _password(dsn: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.unquote(parts.password or "")
+
+
+class _Value:
+    """A write's result (a wrapper, so that a result can never be mistaken for an error)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+_NONE = _Value(None)
+
+
+class _Write(Generic[T]):
+    __slots__ = ("future", "op")
+
+    def __init__(self, op: Callable[[Conn], Awaitable[T]], future: asyncio.Future[T]) -> None:
+        self.op = op
+        self.future = future
+
+
+class _Rows:
+    """Events to insert; consecutive enqueues of a group become one INSERT ... unnest."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: tuple[list[Any], ...]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def of(cls, events: Sequence[NewEvent]) -> _Rows:
+        return cls(
+            (
+                [e.trigger for e in events],
+                [e.function for e in events],
+                [e.payload for e in events],
+                [e.request_id for e in events],
+                [e.enqueued_at for e in events],
+                [e.available_at for e in events],
+                [e.trace_id for e in events],
+            )
+        )
+
+    def extend(self, other: _Rows) -> None:
+        for mine, theirs in zip(self.columns, other.columns, strict=True):
+            mine.extend(theirs)
+
+    async def __call__(self, conn: Conn) -> None:
+        # In statements of at most CHUNK_BYTES of payload: asyncpg encodes the arguments on
+        # the event loop, and a 30 MB statement would hold the loop for a third of a second.
+        payloads = self.columns[2]
+        start, size = 0, 0
+        for i, payload in enumerate(payloads):
+            size += len(payload) if isinstance(payload, bytes | bytearray) else 0
+            if size >= CHUNK_BYTES or i + 1 - start >= CHUNK_ROWS:
+                await conn.execute(_INSERT_EVENTS, *(c[start : i + 1] for c in self.columns))
+                start, size = i + 1, 0
+        if start < len(payloads):
+            await conn.execute(_INSERT_EVENTS, *(c[start:] for c in self.columns))
+
+
+class _Complete:
+    """A completion by the claim's holder; consecutive completions of a group become one
+    DELETE."""
+
+    __slots__ = ("ids", "member")
+
+    def __init__(self, event_id: int, member: str) -> None:
+        self.ids = [event_id]
+        self.member = member
+
+    async def __call__(self, conn: Conn) -> None:
+        await conn.execute(_COMPLETE, self.ids, self.member)
+
+
+async def _commit_writes(conn: Conn, group: Sequence[_Write[Any]]) -> list[_Value | BaseException]:
+    """Commit every write of `group` in one transaction; if a write fails (not the
+    connection), each write alone, so that it fails only its own caller. A lost connection
+    propagates: the caller commits the group again on a new one."""
+    try:
+        async with conn.transaction():
+            return list(await _apply(conn, group))
+    except Exception as exc:
+        if connection_lost(exc):
+            raise
+        if len(group) == 1:
+            return [exc]
+    outcomes: list[_Value | BaseException] = []
+    for write in group:
+        try:
+            async with conn.transaction():
+                outcomes.append(_Value(await write.op(conn)))
+        except Exception as exc:
+            if connection_lost(exc):
+                raise
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _apply(conn: Conn, group: Sequence[_Write[Any]]) -> list[_Value]:
+    """Run the writes in order: runs of enqueues as one INSERT, of completions as one
+    DELETE."""
+    outcomes: list[_Value] = []
+    rows: _Rows | None = None
+    done: _Complete | None = None
+    for write in group:
+        op = write.op
+        if type(op) is _Rows:
+            if done is not None:
+                await done(conn)
+                done = None
+            if rows is None:
+                rows = _Rows(tuple([] for _ in op.columns))
+            rows.extend(op)
+            outcomes.append(_NONE)
+            continue
+        if rows is not None:
+            await rows(conn)
+            rows = None
+        if type(op) is _Complete:
+            if done is None:
+                done = _Complete(0, op.member)
+                done.ids = []
+            done.ids.extend(op.ids)
+            outcomes.append(_NONE)
+            continue
+        if done is not None:
+            await done(conn)
+            done = None
+        outcomes.append(_Value(await op(conn)))
+    if rows is not None:
+        await rows(conn)
+    if done is not None:
+        await done(conn)
+    return outcomes
+
+
+async def _write_checkpoints(
+    conn: Conn, scope: str, items: Mapping[str, str | None], now: float
+) -> None:
+    keys = [k for k, v in items.items() if v is not None]
+    values = [v for v in items.values() if v is not None]
+    deletes = [k for k, v in items.items() if v is None]
+    if keys:
+        await conn.execute(_UPSERT_CHECKPOINTS, scope, keys, values, now)
+    if deletes:
+        await conn.execute(_DELETE_CHECKPOINTS, scope, deletes)
+
+
+def _queued_event(row: Sequence[Any]) -> QueuedEvent:
+    return QueuedEvent(
+        id=int(row[0]),
+        trigger=str(row[1]),
+        function=str(row[2]),
+        payload=bytes(row[3]),
+        request_id=str(row[4]),
+        enqueued_at=float(row[5]),
+        attempts=int(row[6]),
+        trace_id=None if row[7] is None else str(row[7]),
+    )
+
+
+def _dlq_entry(row: Sequence[Any]) -> DlqEntry:
+    return DlqEntry(
+        id=int(row[0]),
+        trigger=str(row[1]),
+        function=str(row[2]),
+        destination=str(row[3]),
+        condition=str(row[4]),
+        created_at=float(row[5]),
+        record=bytes(row[6]),
+    )
