@@ -606,6 +606,7 @@ class Daemon:
                 state=state,
                 clock=self.clock,
                 metrics=self.metrics,
+                lease_s=self.config.daemon.lease_timeout_s,
             )
 
     async def stop_invoke_queue(self, function: str) -> None:

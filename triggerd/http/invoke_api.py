@@ -136,7 +136,10 @@ class InvokeQueue:
         clock: Clock,
         metrics: Metrics,
         settings: InvokeQueueSettings | None = None,
+        lease_s: float | None = None,
     ) -> InvokeQueue:
+        """`lease_s`: how long a claim lasts unless extended ([daemon] lease_timeout_s);
+        default twice the function's timeout plus 60 s."""
         name = queue_name(function)
         qlog = logging.getLogger("triggerd.trigger")
         reserved = config.reserved_concurrency
@@ -158,7 +161,7 @@ class InvokeQueue:
             log=qlog,
             poll_timeout_s=QUEUE_POLL_S,
         )
-        lease_s = 2 * config.timeout_s + 60
+        lease_s = lease_s or 2 * config.timeout_s + 60
         trigger = AsyncTrigger(
             rt, state, lease_s=lease_s, throttles_dead_letter=config.reserved_concurrency == 0
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from triggerd.state.sqlite import StateStoreOpenError
-from triggerd.types import ConfigError
+from triggerd.types import ConfigError, ExitCode
 
 if TYPE_CHECKING:
     import asyncpg
@@ -176,3 +176,26 @@ async def migrate(conn: asyncpg.Connection, display: str) -> tuple[int, str]:
         )
         store_id = await conn.fetchval(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'store_id'")
     return SCHEMA_VERSION, str(store_id)
+
+
+async def existing_schema(conn: asyncpg.Connection, display: str) -> tuple[int, str]:
+    """The version and identity of a store triggerd created, without changing anything;
+    StateStoreOpenError (STATE_MISSING) for a database without it, or one of another
+    version."""
+    exists = await conn.fetchval(f"SELECT to_regclass('{SCHEMA}.schema_version') IS NOT NULL")
+    if not exists:
+        raise StateStoreOpenError(
+            f"the state store {display} holds no triggerd state (the daemon has not run "
+            "with it yet)",
+            ExitCode.STATE_MISSING,
+        )
+    current = int(
+        await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_version")
+    )
+    if current != SCHEMA_VERSION:
+        raise StateStoreOpenError(
+            f"the state store {display} has schema version {current}, this triggerd "
+            f"uses {SCHEMA_VERSION}: run the daemon of the matching version"
+        )
+    store_id = await conn.fetchval(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'store_id'")
+    return current, str(store_id)

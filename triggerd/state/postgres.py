@@ -36,14 +36,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
-from triggerd.state.pgschema import SCHEMA, PgUrl, migrate, parse_url
+from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.sqlite import (
     StateStoreClosedError,
     StateStoreError,
     StateStoreOpenError,
     prefix_upper_bound,
 )
-from triggerd.types import Clock, ExitCode, SystemClock
+from triggerd.types import Clock, ExitCode, OperatorError, SystemClock
 
 if TYPE_CHECKING:
     import asyncpg
@@ -165,6 +165,14 @@ class PostgresStateStore:
     # ---- lifecycle ----
 
     async def open(self) -> None:
+        await self._open(migrate_schema=True)
+
+    async def open_without_migrating(self) -> None:
+        """Open for commands that only read or change rows (`status`, `dlq`): a database
+        without triggerd's schema is refused (STATE_MISSING), never given one."""
+        await self._open(migrate_schema=False)
+
+    async def _open(self, *, migrate_schema: bool) -> None:
         async with self._open_lock:
             if self._closed:
                 raise StateStoreClosedError("the state store is closed; create a new one")
@@ -191,7 +199,10 @@ class PostgresStateStore:
                 raise self._open_error(exc) from None
             try:
                 async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                    version, self._store_id = await migrate(conn, self.display)
+                    if migrate_schema:
+                        version, self._store_id = await migrate(conn, self.display)
+                    else:
+                        version, self._store_id = await existing_schema(conn, self.display)
             except BaseException as exc:
                 await pool.close()
                 if isinstance(exc, StateStoreOpenError) or not isinstance(exc, Exception):
@@ -459,6 +470,25 @@ class PostgresStateStore:
     async def paused_triggers(self) -> set[str]:
         rows = await self._read(lambda c: c.fetch(f"SELECT trigger FROM {Q}.paused_triggers"))
         return {str(r[0]) for r in rows}
+
+    # ---- administration (`triggerd state migrate`, `status`) ----
+
+    async def run_on_connection(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` on one pooled connection, once (its own transactions are its business);
+        a database error becomes a StateStoreError without the password."""
+        pool = self._require_pool()
+        try:
+            return await _on_connection(pool, op)
+        except StateStoreError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, OperatorError):
+                raise
+            if connection_lost(exc):
+                raise self._unavailable(exc) from None
+            raise StateStoreError(
+                f"state store {self.display}: {_reason(exc, self._url)}"
+            ) from None
 
     # ---- plumbing ----
 
