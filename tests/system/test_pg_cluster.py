@@ -1,21 +1,26 @@
 """Two daemons (subprocesses) sharing one PostgreSQL state store (a fresh database on the
 machine's server): Invoke API `Event` calls posted to both are each invoked once, by one
 daemon or the other; after kill -9 of one daemon, the events it had claimed are invoked by
-the other once their lease (`lease_timeout_s`, short here) has run out."""
+the other once their lease (`lease_timeout_s`, short here) has run out. And two daemons as
+competing consumers of one RabbitMQ queue, one killed mid-batch. (Two daemons in one Kafka
+consumer group: tests/system/test_kafka_daemon.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.integration.rabbitmq_support import broker, unique
 from tests.pg_state import fresh_database
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import FUNCTIONS, Daemon, free_port, wait_for
 from tests.system.test_invoke_event_kill import invoke_event
 
 pytestmark = pytest.mark.system
@@ -44,13 +49,19 @@ environment = {{ DAEMON = "{name}" }}
 """
 
 
+def start_all(daemons: Iterable[Daemon]) -> None:
+    """Start the daemons side by side (each start waits for its daemon to be ready)."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda d: d.start(ready_timeout=40), daemons))
+
+
 def records(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     with fresh_database("triggerd_cluster") as url:
         yield url
@@ -67,8 +78,7 @@ def test_two_daemons_share_the_async_queue_and_take_over_a_killed_one_s_claims(
             tmp_path / name, config(pg_url, name, port, tmp_path / name / "work")
         )
     try:
-        for d in daemons.values():
-            d.start(ready_timeout=30)
+        start_all(daemons.values())
 
         # 1. Events posted to both daemons: each invoked exactly once, by either.
         shared = tmp_path / "shared.jsonl"
@@ -113,3 +123,103 @@ def test_two_daemons_share_the_async_queue_and_take_over_a_killed_one_s_claims(
     finally:
         for d in daemons.values():
             d.stop()
+
+
+def rabbit_config(url: str, work: Path, amqp: str, queue: str, record: Path) -> str:
+    return f"""
+[daemon]
+state = "{url}"
+listen = ""
+control_listen = ""
+work_dir = "{work}"
+shutdown_timeout_s = 5
+log_format = "json"
+
+[functions.recorder]
+handler = "app.handler"
+code = "{FUNCTIONS / "recorder"}"
+timeout_s = 10
+reserved_concurrency = 2
+environment = {{ RECORD_FILE = "{record}", SLEEP_S = "0.2" }}
+
+[[triggers]]
+name = "orders"
+function = "recorder"
+batch_size = 5
+batching_window_s = 0
+maximum_concurrency = 2
+
+[triggers.source]
+type = "rabbitmq"
+url = "{amqp}"
+queue = "{queue}"
+prefetch_count = 10
+reconnect_base_delay_s = 0.2
+"""
+
+
+def rabbit_delivered(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.endswith("}"):
+            for msgs in json.loads(line)["event"]["rmqMessagesByQueue"].values():
+                out += [base64.b64decode(m["data"]).decode() for m in msgs]
+    return out
+
+
+def test_two_daemons_compete_for_one_rabbitmq_queue_and_one_killed_loses_nothing(
+    tmp_path: Path, pg_url: str, rabbitmq_url: str
+) -> None:
+    queue = unique("cluster")
+    sent = [f"msg-{i:03}" for i in range(80)]
+
+    async def declare() -> None:
+        async with broker(rabbitmq_url) as b:
+            await b.channel.declare_queue(queue, durable=True)
+
+    async def publish() -> None:
+        async with broker(rabbitmq_url) as b:
+            for body in sent:
+                await b.publish(queue, body.encode())
+
+    async def leftovers() -> list[bytes]:
+        async with broker(rabbitmq_url) as b:
+            b.owns(queue)
+            return [m.body for m in await b.drain(queue)]
+
+    asyncio.run(declare())
+    daemons = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        text = rabbit_config(
+            pg_url, tmp_path / name / "work", rabbitmq_url, queue, tmp_path / f"{name}.jsonl"
+        )
+        daemons[name] = Daemon(tmp_path / name, text)
+    try:
+        start_all(daemons.values())
+        asyncio.run(publish())
+        wait_for(
+            lambda: all(rabbit_delivered(tmp_path / f"{n}.jsonl") for n in "ab"),
+            30,
+            "both daemons to consume",
+        )
+        daemons["a"].kill9()
+        by_a = rabbit_delivered(tmp_path / "a.jsonl")
+        assert len(set(by_a)) < len(sent), "killed while work was pending"
+        wait_for(
+            lambda: set(by_a + rabbit_delivered(tmp_path / "b.jsonl")) >= set(sent),
+            60,
+            "every message, by one daemon or the other",
+        )
+        by_b = rabbit_delivered(tmp_path / "b.jsonl")
+        assert by_b and by_a
+        # Only what a had taken and not acked when it died is delivered twice.
+        assert len(by_a) + len(by_b) - len(sent) <= 10  # a's prefetch
+        assert daemons["b"].terminate() == 0
+    finally:
+        for d in daemons.values():
+            d.stop()
+        left = asyncio.run(leftovers())
+    assert left == [], "everything was acked"
