@@ -26,6 +26,7 @@ from bench import (
     invoke_event,
     kafka,
     kinesis,
+    pg_state,
     postgres,
     rabbitmq,
     s3_poll,
@@ -68,6 +69,7 @@ BENCHMARKS: dict[str, Runner] = {
     http_backend.NAME: _runner(http_backend),
     sigv4.NAME: _runner(sigv4),
     async_queue.NAME: _runner(async_queue),
+    pg_state.NAME: _runner(pg_state),
     invoke_event.NAME: _runner(invoke_event),
     worker_memory.NAME: _runner(worker_memory),
 }

@@ -27,6 +27,7 @@ sharing a store must keep their clocks in step (NTP), or leases run out early or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -141,6 +142,9 @@ class PostgresStateStore:
         self._write_error: str | None = None
         self._pending: list[_Write[Any]] = []
         self._committer: asyncio.Task[None] | None = None
+        #: The group commits' connection, kept from the pool between groups (acquiring one
+        #: per group costs a reset round trip each time).
+        self._writer: Any = None
         #: How many group commits ran, and how many writes they held (tests, benchmarks).
         self.groups_committed = 0
         self.writes_committed = 0
@@ -242,9 +246,14 @@ class PostgresStateStore:
             # Writes already accepted are committed (or failed) and answered first.
             while self._committer is not None:
                 await asyncio.shield(self._committer)
-            pool, self._pool = self._pool, None
+            pool = self._pool
             if pool is None:
                 return
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                with contextlib.suppress(Exception):
+                    await pool.release(writer)
+            self._pool = None
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except (TimeoutError, OSError):
@@ -542,7 +551,14 @@ class PostgresStateStore:
             await asyncio.sleep(0)
             while self._pending:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-                outcomes = await self._commit_group(group)
+                try:
+                    outcomes = await self._commit_group(group)
+                except Exception as exc:  # task boundary: no caller is left waiting
+                    log.exception("state.commit_failed", extra={"store": self.display})
+                    outcomes = [exc] * len(group)
+                except BaseException as exc:
+                    self._answer(group, [exc] * len(group))
+                    raise
                 self._answer(group, outcomes)
         finally:
             self._committer = None
@@ -557,10 +573,13 @@ class PostgresStateStore:
                     group
                 )
             try:
-                return await _on_connection(pool, lambda conn: _commit_writes(conn, group))
+                if self._writer is None:
+                    self._writer = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+                return await _commit_writes(self._writer, group)
             except Exception as exc:
                 if not connection_lost(exc):
                     return [exc] * len(group)
+                await self._drop_writer()
                 self._write_error = f"PostgreSQL unavailable: {_reason(exc, self._url)}"
                 log.warning(
                     "state.write_retry",
@@ -570,6 +589,17 @@ class PostgresStateStore:
                     return [self._unavailable(exc)] * len(group)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _drop_writer(self) -> None:
+        """Give the writer's connection back, terminated (it broke): the next group takes a
+        new one from the pool."""
+        writer, self._writer = self._writer, None
+        if writer is not None and self._pool is not None:
+            # The pool may have taken a connection that closed back already (both raise).
+            with contextlib.suppress(Exception):
+                writer.terminate()
+            with contextlib.suppress(Exception):
+                await self._pool.release(writer)
 
     def _answer(self, group: list[_Write[Any]], outcomes: list[_Value | BaseException]) -> None:
         self.groups_committed += 1
