@@ -156,9 +156,9 @@ async def _insert_all(conn: Any, snap: _Snapshot) -> None:
     await conn.executemany(
         f"INSERT INTO {SCHEMA}.dlq (id, token, trigger, function, destination, condition, "
         "created_at, record) OVERRIDING SYSTEM VALUE "
-        "VALUES ($1, 'sqlite-' || $1::text, $2, $3, $4, $5, $6, $7)",
+        "VALUES ($1, $8, $2, $3, $4, $5, $6, $7)",
         [
-            (int(i), str(t), str(f), str(d), str(c), float(at), bytes(rec))
+            (int(i), str(t), str(f), str(d), str(c), float(at), bytes(rec), f"sqlite-{i}")
             for i, t, f, d, c, at, rec in snap.dlq
         ],
     )
