@@ -42,6 +42,7 @@ from triggerd.state.sqlite import (
     StateStoreClosedError,
     StateStoreError,
     StateStoreOpenError,
+    StateStoreUnavailableError,
     prefix_upper_bound,
 )
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock
@@ -90,11 +91,6 @@ _CLAIM = (
 )
 _COMPLETE = f"DELETE FROM {Q}.queue WHERE id = ANY($1::bigint[]) AND claimed_by = $2"
 _DLQ_COLUMNS = "id, trigger, function, destination, condition, created_at, record"
-
-
-class StateStoreUnavailableError(StateStoreError):
-    """PostgreSQL could not be reached (or the connection kept breaking) for longer than the
-    store retries: nothing of the call was acknowledged."""
 
 
 def connection_lost(exc: BaseException) -> bool:
