@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from triggerd.state.factory import create_state_store, sqlite_path
-from triggerd.state.pgschema import DEFAULT_POOL_SIZE, parse_url
+from triggerd.state.pgschema import DEFAULT_POOL_SIZE, parse_url, redact_state_url
 from triggerd.state.postgres import PostgresStateStore
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ConfigError
@@ -118,3 +118,11 @@ def test_unknown_scheme_names_the_supported_ones_and_hides_the_password() -> Non
 def test_malformed_urls_raise_config_error(url: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         create_state_store(url)
+
+
+def test_a_state_url_is_shown_without_its_password() -> None:
+    assert redact_state_url("postgresql://u:s3cr3t-pw@h:5432/d?sslpassword=x") == (
+        "postgresql://u@h:5432/d"
+    )
+    assert "s3cr3t-pw" not in redact_state_url("postgres://u:s3cr3t-pw@h/d?pool_size=0")
+    assert redact_state_url("sqlite:///state.db") == "sqlite:///state.db"

@@ -39,7 +39,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
 from triggerd.state.base import StateStore
 from triggerd.state.factory import create_state_store, postgres_store, sqlite_path
-from triggerd.state.pgschema import is_postgres_url
+from triggerd.state.pgschema import is_postgres_url, redact_state_url
 from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
 from triggerd.telemetry.logs import setup_logging
 from triggerd.types import (
@@ -129,7 +129,7 @@ def run(config: str | None, config_path: str | None, accept_fresh_state: bool) -
 def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
-        f"{len(cfg.trigger_list)} trigger(s); state {cfg.daemon.state}"
+        f"{len(cfg.trigger_list)} trigger(s); state {redact_state_url(cfg.daemon.state)}"
     ]
     for name, fn in cfg.function_map.items():
         lines.append(

@@ -137,6 +137,17 @@ def parse_url(url: str) -> PgUrl:
     return PgUrl(dsn=dsn, display=display, pool_size=pool_size)
 
 
+def redact_state_url(url: str) -> str:
+    """The state URL as it may be shown: a postgresql:// URL without its password (and
+    without query parameters, which may hold key passphrases); anything else as it is."""
+    if not is_postgres_url(url):
+        return url
+    try:
+        return parse_url(url).display
+    except ConfigError:
+        return "postgresql://..."
+
+
 def _error(reason: str) -> ConfigError:
     return ConfigError([f"daemon.state: {reason}"])
 
