@@ -38,7 +38,8 @@ from bench.async_queue import (
     triggerd_enqueue,
 )
 from triggerd.state.base import StateStore
-from triggerd.state.postgres import _INSERT_EVENTS, PostgresStateStore
+from triggerd.state.pgwrites import INSERT_EVENTS
+from triggerd.state.postgres import PostgresStateStore
 
 NAME = "pg_state"
 ADMIN_DSN = os.environ.get("TRIGGERD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -99,7 +100,7 @@ async def raw_enqueue(url: str, batch: int, events: int) -> float:
             ids = [f"raw-{n + i}" for i in range(batch)]
             async with conn.transaction():
                 await conn.execute(
-                    _INSERT_EVENTS,
+                    INSERT_EVENTS,
                     [TRIGGER] * batch,
                     ["hello"] * batch,
                     [PAYLOAD] * batch,

@@ -34,10 +34,23 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
+from triggerd.state.pgwrites import (
+    ACQUIRE_TIMEOUT_S,
+    Complete,
+    Conn,
+    Rows,
+    Value,
+    Write,
+    commit_writes,
+    connection_lost,
+    error_text,
+    on_connection,
+    write_checkpoints,
+)
 from triggerd.state.sqlite import (
     StateStoreClosedError,
     StateStoreError,
@@ -53,35 +66,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Conn = Any  # an asyncpg connection proxy from the pool
 
 #: At most this many writes share one transaction.
 MAX_GROUP = 1024
-#: Events are inserted in statements of at most this much payload, or this many rows.
-CHUNK_BYTES = 1 << 20
-CHUNK_ROWS = 5000
 #: How long a write (or read) is retried over lost connections before its caller is failed.
 WRITE_RETRY_S = 10.0
-#: Waiting for a free pooled connection, and for a new one to connect.
-ACQUIRE_TIMEOUT_S = 10.0
+#: Waiting for a new connection to connect.
 CONNECT_TIMEOUT_S = 5.0
 #: Backoff between retries over a lost connection.
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 
 Q = SCHEMA
-_INSERT_EVENTS = (
-    f"INSERT INTO {Q}.queue (trigger, function, payload, request_id, enqueued_at, "
-    "available_at, trace_id) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], "
-    "$4::text[], $5::float8[], $6::float8[], $7::text[]) ON CONFLICT (request_id) DO NOTHING"
-)
-_UPSERT_CHECKPOINTS = (
-    f"INSERT INTO {Q}.checkpoints (scope, key, value, updated_at) "
-    "SELECT $1, k, v, $4 FROM unnest($2::text[], $3::text[]) AS t(k, v) "
-    "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, "
-    "updated_at = excluded.updated_at"
-)
-_DELETE_CHECKPOINTS = f"DELETE FROM {Q}.checkpoints WHERE scope = $1 AND key = ANY($2::text[])"
 _CLAIM = (
     f"WITH free AS (SELECT id FROM {Q}.queue WHERE trigger = $1 AND available_at <= $2 "
     "AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY available_at, id LIMIT $3 "
@@ -89,26 +85,7 @@ _CLAIM = (
     "FROM free WHERE q.id = free.id RETURNING q.id, q.trigger, q.function, q.payload, "
     "q.request_id, q.enqueued_at, q.attempts, q.trace_id, q.available_at"
 )
-_COMPLETE = f"DELETE FROM {Q}.queue WHERE id = ANY($1::bigint[]) AND claimed_by = $2"
 _DLQ_COLUMNS = "id, trigger, function, destination, condition, created_at, record"
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """Errors after which the same work may succeed on a new connection."""
-    import asyncpg
-
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.InternalClientError  # a protocol state broken by a cut
-        | asyncpg.exceptions.OperatorInterventionError  # admin shutdown, terminated backend
-        | asyncpg.exceptions.InsufficientResourcesError  # too many connections
-        | asyncpg.exceptions.SerializationError
-        | asyncpg.exceptions.DeadlockDetectedError,
-    )
 
 
 def default_member_id() -> str:
@@ -136,7 +113,7 @@ class PostgresStateStore:
         self._open_lock = asyncio.Lock()
         self._store_id = ""
         self._write_error: str | None = None
-        self._pending: list[_Write[Any]] = []
+        self._pending: list[Write[Any]] = []
         self._committer: asyncio.Task[None] | None = None
         #: The group commits' connection, kept from the pool between groups (acquiring one
         #: per group costs a reset round trip each time).
@@ -218,7 +195,7 @@ class PostgresStateStore:
         """One line naming the store (never its password) and the reason."""
         import asyncpg
 
-        reason = _reason(exc, self._url)
+        reason = error_text(exc, self._url)
         refused = (
             asyncpg.InvalidAuthorizationSpecificationError
             | asyncpg.InvalidCatalogNameError
@@ -271,7 +248,7 @@ class PostgresStateStore:
             return
         now = self._clock.time()
         entries = dict(items)
-        await self._write(lambda c: _write_checkpoints(c, scope, entries, now))
+        await self._write(lambda c: write_checkpoints(c, scope, entries, now))
 
     async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
         upper = prefix_upper_bound(prefix)
@@ -290,7 +267,7 @@ class PostgresStateStore:
         events: Sequence[NewEvent],
         checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
-        rows = _Rows.of(events)
+        rows = Rows.of(events)
         scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
         if not any(scopes.values()):
             if events:
@@ -301,14 +278,14 @@ class PostgresStateStore:
         async def op(conn: Conn) -> None:
             await rows(conn)
             for scope, items in scopes.items():
-                await _write_checkpoints(conn, scope, items, now)
+                await write_checkpoints(conn, scope, items, now)
 
         await self._write(op)
 
     async def enqueue_unless_checkpoint(
         self, events: Sequence[NewEvent], scope: str, key: str, value: str
     ) -> bool:
-        rows = _Rows.of(events)
+        rows = Rows.of(events)
         now = self._clock.time()
 
         async def op(conn: Conn) -> bool:
@@ -372,7 +349,7 @@ class PostgresStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Only the claim's holder completes; unknown ids are ignored."""
-        await self._write(_Complete(event_id, self.member_id))
+        await self._write(Complete(event_id, self.member_id))
 
     async def queue_depth(self, trigger: str | None = None) -> int:
         """All queued events (claimed or not), of one trigger or of all."""
@@ -483,7 +460,7 @@ class PostgresStateStore:
         a database error becomes a StateStoreError without the password."""
         pool = self._require_pool()
         try:
-            return await _on_connection(pool, op)
+            return await on_connection(pool, op)
         except StateStoreError:
             raise
         except Exception as exc:
@@ -492,7 +469,7 @@ class PostgresStateStore:
             if connection_lost(exc):
                 raise self._unavailable(exc) from None
             raise StateStoreError(
-                f"state store {self.display}: {_reason(exc, self._url)}"
+                f"state store {self.display}: {error_text(exc, self._url)}"
             ) from None
 
     # ---- plumbing ----
@@ -512,11 +489,11 @@ class PostgresStateStore:
         delay = _RETRY_FIRST_S
         while True:
             try:
-                return await _on_connection(pool, op)
+                return await on_connection(pool, op)
             except Exception as exc:
                 if not connection_lost(exc):
                     raise StateStoreError(
-                        f"state store {self.display}: {_reason(exc, self._url)}"
+                        f"state store {self.display}: {error_text(exc, self._url)}"
                     ) from None
                 if time.monotonic() + delay >= deadline or self._closed:
                     raise self._unavailable(exc) from None
@@ -525,7 +502,7 @@ class PostgresStateStore:
 
     def _unavailable(self, exc: BaseException) -> StateStoreUnavailableError:
         return StateStoreUnavailableError(
-            f"the state store {self.display} is unavailable ({_reason(exc, self._url)})"
+            f"the state store {self.display} is unavailable ({error_text(exc, self._url)})"
         )
 
     async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
@@ -534,7 +511,7 @@ class PostgresStateStore:
         group."""
         self._require_pool()
         loop = asyncio.get_running_loop()
-        write: _Write[T] = _Write(op, loop.create_future())
+        write: Write[T] = Write(op, loop.create_future())
         self._pending.append(write)
         if self._committer is None:
             self._committer = loop.create_task(self._commit_pending())
@@ -559,7 +536,7 @@ class PostgresStateStore:
         finally:
             self._committer = None
 
-    async def _commit_group(self, group: list[_Write[Any]]) -> list[_Value | BaseException]:
+    async def _commit_group(self, group: list[Write[Any]]) -> list[Value | BaseException]:
         pool = self._pool
         deadline = time.monotonic() + self._write_retry_s
         delay = _RETRY_FIRST_S
@@ -571,15 +548,15 @@ class PostgresStateStore:
             try:
                 if self._writer is None:
                     self._writer = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-                return await _commit_writes(self._writer, group)
+                return await commit_writes(self._writer, group)
             except Exception as exc:
                 if not connection_lost(exc):
                     return [exc] * len(group)
                 await self._drop_writer()
-                self._write_error = f"PostgreSQL unavailable: {_reason(exc, self._url)}"
+                self._write_error = f"PostgreSQL unavailable: {error_text(exc, self._url)}"
                 log.warning(
                     "state.write_retry",
-                    extra={"store": self.display, "error": _reason(exc, self._url)},
+                    extra={"store": self.display, "error": error_text(exc, self._url)},
                 )
                 if time.monotonic() + delay >= deadline:
                     return [self._unavailable(exc)] * len(group)
@@ -597,10 +574,10 @@ class PostgresStateStore:
             with contextlib.suppress(Exception):
                 await self._pool.release(writer)
 
-    def _answer(self, group: list[_Write[Any]], outcomes: list[_Value | BaseException]) -> None:
+    def _answer(self, group: list[Write[Any]], outcomes: list[Value | BaseException]) -> None:
         self.groups_committed += 1
         for write, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, _Value):
+            if isinstance(outcome, Value):
                 self._write_error = None
                 self.writes_committed += 1
                 if not write.future.done():
@@ -611,191 +588,13 @@ class PostgresStateStore:
             elif isinstance(outcome, StateStoreError):
                 error = outcome
             else:
-                reason = _reason(outcome, self._url)
+                reason = error_text(outcome, self._url)
                 self._write_error = reason
                 error = StateStoreError(f"state store {self.display}: {reason}")
             if isinstance(outcome, StateStoreUnavailableError):
                 self._write_error = str(outcome)
             if not write.future.done():
                 write.future.set_exception(error)
-
-
-async def _on_connection(pool: asyncpg.Pool, op: Callable[[Conn], Awaitable[T]]) -> T:
-    """Run `op` on a pooled connection; a connection that broke under it is terminated, so
-    the pool never hands it out again."""
-    conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-    try:
-        return await op(conn)
-    except Exception as exc:
-        if connection_lost(exc):
-            conn.terminate()
-        raise
-    finally:
-        await pool.release(conn)
-
-
-def _reason(exc: BaseException, url: PgUrl) -> str:
-    """The error's text, one line, with nothing of the DSN's password in it."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    password = _password(url.dsn)
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
-def _password(dsn: str) -> str:
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(dsn)
-    return urllib.parse.unquote(parts.password or "")
-
-
-class _Value:
-    """A write's result (a wrapper, so that a result can never be mistaken for an error)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-
-_NONE = _Value(None)
-
-
-class _Write(Generic[T]):
-    __slots__ = ("future", "op")
-
-    def __init__(self, op: Callable[[Conn], Awaitable[T]], future: asyncio.Future[T]) -> None:
-        self.op = op
-        self.future = future
-
-
-class _Rows:
-    """Events to insert; consecutive enqueues of a group become one INSERT ... unnest."""
-
-    __slots__ = ("columns",)
-
-    def __init__(self, columns: tuple[list[Any], ...]) -> None:
-        self.columns = columns
-
-    @classmethod
-    def of(cls, events: Sequence[NewEvent]) -> _Rows:
-        return cls(
-            (
-                [e.trigger for e in events],
-                [e.function for e in events],
-                [e.payload for e in events],
-                [e.request_id for e in events],
-                [e.enqueued_at for e in events],
-                [e.available_at for e in events],
-                [e.trace_id for e in events],
-            )
-        )
-
-    def extend(self, other: _Rows) -> None:
-        for mine, theirs in zip(self.columns, other.columns, strict=True):
-            mine.extend(theirs)
-
-    async def __call__(self, conn: Conn) -> None:
-        # In statements of at most CHUNK_BYTES of payload: asyncpg encodes the arguments on
-        # the event loop, and a 30 MB statement would hold the loop for a third of a second.
-        payloads = self.columns[2]
-        start, size = 0, 0
-        for i, payload in enumerate(payloads):
-            size += len(payload) if isinstance(payload, bytes | bytearray) else 0
-            if size >= CHUNK_BYTES or i + 1 - start >= CHUNK_ROWS:
-                await conn.execute(_INSERT_EVENTS, *(c[start : i + 1] for c in self.columns))
-                start, size = i + 1, 0
-        if start < len(payloads):
-            await conn.execute(_INSERT_EVENTS, *(c[start:] for c in self.columns))
-
-
-class _Complete:
-    """A completion by the claim's holder; consecutive completions of a group become one
-    DELETE."""
-
-    __slots__ = ("ids", "member")
-
-    def __init__(self, event_id: int, member: str) -> None:
-        self.ids = [event_id]
-        self.member = member
-
-    async def __call__(self, conn: Conn) -> None:
-        await conn.execute(_COMPLETE, self.ids, self.member)
-
-
-async def _commit_writes(conn: Conn, group: Sequence[_Write[Any]]) -> list[_Value | BaseException]:
-    """Commit every write of `group` in one transaction; if a write fails (not the
-    connection), each write alone, so that it fails only its own caller. A lost connection
-    propagates: the caller commits the group again on a new one."""
-    try:
-        async with conn.transaction():
-            return list(await _apply(conn, group))
-    except Exception as exc:
-        if connection_lost(exc):
-            raise
-        if len(group) == 1:
-            return [exc]
-    outcomes: list[_Value | BaseException] = []
-    for write in group:
-        try:
-            async with conn.transaction():
-                outcomes.append(_Value(await write.op(conn)))
-        except Exception as exc:
-            if connection_lost(exc):
-                raise
-            outcomes.append(exc)
-    return outcomes
-
-
-async def _apply(conn: Conn, group: Sequence[_Write[Any]]) -> list[_Value]:
-    """Run the writes in order: runs of enqueues as one INSERT, of completions as one
-    DELETE."""
-    outcomes: list[_Value] = []
-    rows: _Rows | None = None
-    done: _Complete | None = None
-    for write in group:
-        op = write.op
-        if type(op) is _Rows:
-            if done is not None:
-                await done(conn)
-                done = None
-            if rows is None:
-                rows = _Rows(tuple([] for _ in op.columns))
-            rows.extend(op)
-            outcomes.append(_NONE)
-            continue
-        if rows is not None:
-            await rows(conn)
-            rows = None
-        if type(op) is _Complete:
-            if done is None:
-                done = _Complete(0, op.member)
-                done.ids = []
-            done.ids.extend(op.ids)
-            outcomes.append(_NONE)
-            continue
-        if done is not None:
-            await done(conn)
-            done = None
-        outcomes.append(_Value(await op(conn)))
-    if rows is not None:
-        await rows(conn)
-    if done is not None:
-        await done(conn)
-    return outcomes
-
-
-async def _write_checkpoints(
-    conn: Conn, scope: str, items: Mapping[str, str | None], now: float
-) -> None:
-    keys = [k for k, v in items.items() if v is not None]
-    values = [v for v in items.values() if v is not None]
-    deletes = [k for k, v in items.items() if v is None]
-    if keys:
-        await conn.execute(_UPSERT_CHECKPOINTS, scope, keys, values, now)
-    if deletes:
-        await conn.execute(_DELETE_CHECKPOINTS, scope, deletes)
 
 
 def _queued_event(row: Sequence[Any]) -> QueuedEvent:
