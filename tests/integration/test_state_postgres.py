@@ -9,12 +9,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
 from tests.conftest import free_port
 from tests.pg_state import PORT, empty_store, fresh_database
+from triggerd.state import postgres as postgres_module
 from triggerd.state.base import NewEvent
 from triggerd.state.pgschema import SCHEMA_VERSION
 from triggerd.state.postgres import PostgresStateStore, StateStoreUnavailableError
@@ -248,3 +251,38 @@ async def test_a_cut_off_store_refuses_writes_reports_why_and_recovers(pg_url: s
         await s.close()
         if proxy.server is not None:
             await proxy.cut()
+
+
+async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recovers(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.integration.invoke_daemon import local_fn, running_daemon
+
+    monkeypatch.setattr(postgres_module, "WRITE_RETRY_S", 1.0)
+    await empty_store(pg_url)
+    proxy = Proxy(free_port())
+    await proxy.start()
+    url = pg_url.replace(f":{PORT}/", f":{proxy.port}/").replace("postgres@", "postgres:pw9@")
+    invoke = "/2015-03-31/functions/echo/invocations"
+    headers = {"X-Amz-Invocation-Type": "Event"}
+    try:
+        async with (
+            running_daemon(tmp_path, {"echo": local_fn()}, listen="", state=url) as daemon,
+            aiohttp.ClientSession(f"http://{daemon.control_address}") as http,
+        ):
+            async with http.post(invoke, json={"n": 1}, headers=headers) as resp:
+                assert resp.status == 202
+            await proxy.cut()
+            async with http.post(invoke, json={"n": 2}, headers=headers) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["Type"] == "Service"
+            ready = daemon.readiness()
+            assert ready["status"] == "degraded"
+            await proxy.start()
+            async with http.post(invoke, json={"n": 3}, headers=headers) as resp:
+                assert resp.status == 202
+            assert daemon.readiness()["status"] != "degraded"
+    finally:
+        if proxy.server is not None:
+            await proxy.cut()
+    assert "pw9" not in caplog.text

@@ -102,12 +102,12 @@ class PostgresStateStore:
         *,
         clock: Clock | None = None,
         member_id: str | None = None,
-        write_retry_s: float = WRITE_RETRY_S,
+        write_retry_s: float | None = None,
     ) -> None:
         self._url = url if isinstance(url, PgUrl) else parse_url(url)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self.member_id = member_id or default_member_id()
-        self._write_retry_s = write_retry_s
+        self._write_retry_s = WRITE_RETRY_S if write_retry_s is None else write_retry_s
         self._pool: asyncpg.Pool | None = None
         self._closed = False
         self._open_lock = asyncio.Lock()
