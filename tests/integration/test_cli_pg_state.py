@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.conftest import free_port
 from tests.integration.test_cli_commands import RECORDER, cli
 from tests.pg_state import fresh_database
 from triggerd.state.base import NewEvent
@@ -215,6 +216,12 @@ def test_status_and_dlq_read_a_postgresql_store_and_never_create_one(
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 1
     assert "s3cr3t-pw" not in status.stdout + status.stderr + listed.stdout + listed.stderr
+
+    down = f"postgresql://postgres:s3cr3t-pw@127.0.0.1:{free_port()}/x"
+    (tmp_path / "triggerd.toml").write_text(config(tmp_path, down))
+    unreachable = cli(tmp_path, "status")
+    assert unreachable.returncode == ExitCode.STATE_UNWRITABLE
+    assert "cannot be reached" in unreachable.stderr and "s3cr3t-pw" not in unreachable.stderr
 
 
 def test_validate_warns_about_singleton_sources_on_a_postgresql_store(tmp_path: Path) -> None:

@@ -54,7 +54,12 @@ async def read_snapshot(state_url: str) -> StoreSnapshot:
 async def _read_postgres(state_url: str) -> StoreSnapshot:
     """The same from a PostgreSQL store, with SELECTs only (the schema is never created)."""
     store = postgres_store(state_url)
-    await store.open_without_migrating()
+    try:
+        await store.open_without_migrating()
+    except OperatorError as exc:
+        if exc.exit_code == ExitCode.FAILURE:  # unreachable: for status, "cannot be read"
+            raise OperatorError(str(exc), ExitCode.STATE_UNWRITABLE) from None
+        raise
     try:
         return await store.run_on_connection(_pg_snapshot(store.display))
     except StateStoreError as exc:
