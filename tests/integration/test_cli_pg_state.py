@@ -224,7 +224,9 @@ def test_status_and_dlq_read_a_postgresql_store_and_never_create_one(
     assert "cannot be reached" in unreachable.stderr and "s3cr3t-pw" not in unreachable.stderr
 
 
-def test_validate_warns_about_singleton_sources_on_a_postgresql_store(tmp_path: Path) -> None:
+def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_listener(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "inbox").mkdir()
     (tmp_path / "triggerd.toml").write_text(
         config(tmp_path, "postgresql://triggerd:s3cr3t-pw@db.example/triggerd", schedule=True)
@@ -235,6 +237,12 @@ def test_validate_warns_about_singleton_sources_on_a_postgresql_store(tmp_path: 
     assert len(warnings) == 1
     assert "triggers.1 (nightly, source schedule) is not coordinated" in warnings[0]
     assert "s3cr3t-pw" not in out.stdout + out.stderr
+    # Without a control listener, no daemon can be found through a shared store.
+    for args in (("reload",), ("pause", "inbox")):
+        found = cli(tmp_path, *args)
+        assert found.returncode == ExitCode.DAEMON_UNREACHABLE, found.stderr
+        assert "PostgreSQL database, which has no lock file" in found.stderr
+        assert len(found.stderr.strip().splitlines()) == 1
     (tmp_path / "triggerd.toml").write_text(
         config(tmp_path, "sqlite:///state/state.db", schedule=True)
     )
