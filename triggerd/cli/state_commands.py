@@ -42,12 +42,17 @@ def migrate(target: str, force: bool, config_path: str | None) -> None:
     cfg = _load(resolve_config(None, config_path), Registry.discover())
     try:
         if not is_postgres_url(target):
-            raise ConfigError(["--to: give a postgresql://user@host:port/database URL"])
+            raise ConfigError(["daemon.state: give a postgresql://user@host:port/database URL"])
         store = postgres_store(target)
-        source = sqlite_path(cfg.daemon.state)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"triggerd: {problem.replace('daemon.state: ', '--to: ', 1)}", err=True)
+        sys.exit(ExitCode.CONFIG_INVALID)
+    try:
+        source = sqlite_path(cfg.daemon.state)
+    except ConfigError as exc:  # already a PostgreSQL store: nothing to migrate from
+        for problem in exc.problems:
+            click.echo(f"triggerd: {problem}: migrate copies an SQLite store", err=True)
         sys.exit(ExitCode.CONFIG_INVALID)
     work_dir = Path(cfg.daemon.work_dir) if cfg.daemon.work_dir else Path(source).parent / "run"
 
