@@ -256,7 +256,7 @@ async def test_a_cut_off_store_refuses_writes_reports_why_and_recovers(pg_url: s
 async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recovers(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.integration.invoke_daemon import local_fn, running_daemon
+    from tests.integration.invoke_daemon import running_daemon
 
     monkeypatch.setattr(postgres_module, "WRITE_RETRY_S", 1.0)
     await empty_store(pg_url)
@@ -264,10 +264,13 @@ async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recov
     await proxy.start()
     url = pg_url.replace(f":{PORT}/", f":{proxy.port}/").replace("postgres@", "postgres:pw9@")
     invoke = "/2015-03-31/functions/echo/invocations"
+    echo = {"backend": "http", "url": f"http://127.0.0.1:{free_port()}/", "timeout_s": 5}
     headers = {"X-Amz-Invocation-Type": "Event"}
     try:
         async with (
-            running_daemon(tmp_path, {"echo": local_fn()}, listen="", state=url) as daemon,
+            # An http function (nothing listens there): no worker to start, and the events
+            # only have to be queued.
+            running_daemon(tmp_path, {"echo": echo}, listen="", state=url) as daemon,
             aiohttp.ClientSession(f"http://{daemon.control_address}") as http,
         ):
             async with http.post(invoke, json={"n": 1}, headers=headers) as resp:
