@@ -289,3 +289,14 @@ async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recov
         if proxy.server is not None:
             await proxy.cut()
     assert "pw9" not in caplog.text
+
+
+async def test_a_repeated_check_and_mark_with_its_own_value_passes_again(
+    stores: list[PostgresStateStore],
+) -> None:
+    """What a group committed again after its COMMIT's answer was lost sees: its own mark."""
+    a, b = stores
+    assert await a.enqueue_unless_checkpoint([event("r1")], "replayed", "7", "mark-1")
+    assert await a.enqueue_unless_checkpoint([event("r1")], "replayed", "7", "mark-1")
+    assert not await b.enqueue_unless_checkpoint([event("r2")], "replayed", "7", "mark-2")
+    assert await a.queue_depth() == 1

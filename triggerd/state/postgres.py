@@ -300,7 +300,13 @@ class PostgresStateStore:
                 now,
             )
             if inserted is None:
-                return False
+                # Our own mark, from an attempt whose COMMIT's answer was lost (the group
+                # is committed again on a new connection): that attempt passed.
+                existing = await conn.fetchval(
+                    f"SELECT value FROM {Q}.checkpoints WHERE scope = $1 AND key = $2", scope, key
+                )
+                if existing != value:
+                    return False
             await rows(conn)
             return True
 
