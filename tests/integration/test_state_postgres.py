@@ -300,3 +300,35 @@ async def test_a_repeated_check_and_mark_with_its_own_value_passes_again(
     assert await a.enqueue_unless_checkpoint([event("r1")], "replayed", "7", "mark-1")
     assert not await b.enqueue_unless_checkpoint([event("r2")], "replayed", "7", "mark-2")
     assert await a.queue_depth() == 1
+
+
+async def test_enqueues_wake_every_daemon_and_the_listener_comes_back_after_a_cut(
+    stores: list[PostgresStateStore], pg_url: str
+) -> None:
+    a, b = stores
+    woken: list[str] = []
+    b.on_enqueued(woken.append)
+
+    async def woken_with(trigger: str) -> None:
+        async with asyncio.timeout(5):
+            while trigger not in woken:
+                await asyncio.sleep(0.01)
+
+    await a.enqueue([event("r1"), NewEvent("t2", "f1", b"{}", "r2", 1.0, 1.0)])
+    await woken_with("t1")
+    await woken_with("t2")
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'triggerd' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    woken.clear()
+    await b.set_checkpoints("s", {"k": "v"})  # b's first write after the cut: it listens again
+    async with asyncio.timeout(5):
+        while b._listener is None:
+            await asyncio.sleep(0.01)
+    await a.enqueue([NewEvent("t3", "f1", b"{}", "r3", 1.0, 1.0)])
+    await woken_with("t3")

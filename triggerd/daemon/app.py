@@ -33,7 +33,7 @@ from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.aws_root import RootApis
 from triggerd.http.routes import Routes, TriggerMount
-from triggerd.state.base import ReportsWriteHealth, StateStore
+from triggerd.state.base import NotifiesEnqueues, ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
 from triggerd.state.sqlite import WriteHook
@@ -262,6 +262,8 @@ class Daemon:
             stack.push_async_callback(self._close_slots)
             await self._build_triggers()
             await self._build_invoke_queues(state)
+            if isinstance(state, NotifiesEnqueues):
+                state.on_enqueued(self._enqueued)
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:
@@ -441,6 +443,16 @@ class Daemon:
                 f"cannot listen on {listen}: {reason}; change [daemon] {key}",
                 ExitCode.LISTEN_FAILED,
             ) from None
+
+    def _enqueued(self, trigger: str) -> None:
+        """A shared store's hint that events of `trigger` were enqueued (maybe by another
+        daemon): wake that queue instead of leaving them to its next poll."""
+        wake = getattr(self.triggers.get(trigger), "wake", None)
+        if callable(wake):
+            wake()
+        for queue in self.invoke_queues.values():
+            if queue.name == trigger:
+                queue.trigger.wake()
 
     def readiness(self) -> dict[str, Any]:
         """/readyz: each trigger running, paused, restarting (in a reload) or degraded with

@@ -26,6 +26,9 @@ CHUNK_BYTES = 1 << 20
 CHUNK_ROWS = 5000
 
 Q = SCHEMA
+#: NOTIFY channel of enqueues (payload: the trigger); the queue's rows stay the truth.
+ENQUEUED_CHANNEL = "triggerd_enqueued"
+NOTIFY_ENQUEUED = "SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t"
 INSERT_EVENTS = (
     f"INSERT INTO {Q}.queue (trigger, function, payload, request_id, enqueued_at, "
     "available_at, trace_id) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], "
@@ -145,6 +148,9 @@ class Rows:
                 start, size = i + 1, 0
         if start < len(payloads):
             await conn.execute(INSERT_EVENTS, *(c[start:] for c in self.columns))
+        if payloads:
+            # Delivered at COMMIT to every daemon listening: a wake-up hint, nothing more.
+            await conn.execute(NOTIFY_ENQUEUED, ENQUEUED_CHANNEL, sorted(set(self.columns[0])))
 
 
 class Complete:

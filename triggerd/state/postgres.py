@@ -20,6 +20,10 @@ was lost is harmless to repeat. After that the callers get `StateStoreUnavailabl
 and `write_error` says why until a write succeeds again. Nothing is answered as stored
 before PostgreSQL said COMMIT.
 
+Every enqueue sends a NOTIFY at its COMMIT; `on_enqueued` callbacks hear them (from every
+daemon) on a LISTEN connection of the store's own, so queues wake without waiting for their
+next poll.
+
 Time in the queue is the callers' clock (`now`), as in the SQLite store: the daemons
 sharing a store must keep their clocks in step (NTP), or leases run out early or late.
 """
@@ -40,6 +44,7 @@ from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.pgwrites import (
     ACQUIRE_TIMEOUT_S,
+    ENQUEUED_CHANNEL,
     Complete,
     Conn,
     Rows,
@@ -118,6 +123,11 @@ class PostgresStateStore:
         #: The group commits' connection, kept from the pool between groups (acquiring one
         #: per group costs a reset round trip each time).
         self._writer: Any = None
+        #: `on_enqueued` callbacks, the connection that LISTENs for them (outside the pool:
+        #: pooled connections are reset between uses, which UNLISTENs), and its reconnection.
+        self._enqueued_callbacks: list[Callable[[str], None]] = []
+        self._listener: Any = None
+        self._relisten: asyncio.Task[None] | None = None
         #: How many group commits ran, and how many writes they held (tests, benchmarks).
         self.groups_committed = 0
         self.writes_committed = 0
@@ -186,6 +196,8 @@ class PostgresStateStore:
                     raise
                 raise self._open_error(exc) from None
             self._pool = pool
+            if migrate_schema:  # a daemon (commands that only read need no wake-ups)
+                await self._listen()
         log.info(
             "state.opened",
             extra={"store": self.display, "schema_version": version, "member": self.member_id},
@@ -219,6 +231,14 @@ class PostgresStateStore:
             # Writes already accepted are committed (or failed) and answered first.
             while self._committer is not None:
                 await asyncio.shield(self._committer)
+            if self._relisten is not None:
+                await asyncio.shield(self._relisten)
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                try:
+                    await asyncio.wait_for(listener.close(), 5)
+                except (TimeoutError, OSError):
+                    listener.terminate()
             pool = self._pool
             if pool is None:
                 return
@@ -459,6 +479,64 @@ class PostgresStateStore:
         rows = await self._read(lambda c: c.fetch(f"SELECT trigger FROM {Q}.paused_triggers"))
         return {str(r[0]) for r in rows}
 
+    # ---- wake-ups across daemons ----
+
+    def on_enqueued(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(trigger)` when events of `trigger` were enqueued, by this daemon or
+        another one (a NOTIFY sent at the enqueue's COMMIT): a hint that wakes a queue
+        waiting for its next poll. Lost hints (a reconnection) only cost that wait."""
+        self._enqueued_callbacks.append(callback)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own; a failure costs only the wake-ups."""
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(
+                self._url.dsn,
+                timeout=CONNECT_TIMEOUT_S,
+                server_settings={"application_name": "triggerd"},
+            )
+        except Exception as exc:
+            log.warning(
+                "state.listen_failed",
+                extra={"store": self.display, "error": error_text(exc, self._url)},
+            )
+            return
+        try:
+            await conn.add_listener(ENQUEUED_CHANNEL, self._notified)
+        except Exception as exc:
+            conn.terminate()
+            log.warning(
+                "state.listen_failed",
+                extra={"store": self.display, "error": error_text(exc, self._url)},
+            )
+            return
+        if self._closed:
+            conn.terminate()
+            return
+        conn.add_termination_listener(self._listener_lost)
+        self._listener = conn
+
+    async def _listen_again(self) -> None:
+        try:
+            await self._listen()
+        finally:
+            self._relisten = None
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for callback in list(self._enqueued_callbacks):
+            try:
+                callback(payload)
+            except Exception:  # a callback's bug must not stop the others
+                log.exception("state.enqueued_callback_failed", extra={"trigger": payload})
+
+    def _listener_lost(self, conn: Any) -> None:
+        """The LISTEN connection closed (a restart, a cut): listen again after the next
+        write that succeeds (PostgreSQL is back then)."""
+        if self._listener is conn:
+            self._listener = None
+
     # ---- administration (`triggerd state migrate`, `status`) ----
 
     async def run_on_connection(self, op: Callable[[Conn], Awaitable[T]]) -> T:
@@ -580,11 +658,16 @@ class PostgresStateStore:
             with contextlib.suppress(Exception):
                 await self._pool.release(writer)
 
+    def _ensure_listening(self) -> None:
+        if self._listener is None and self._relisten is None and not self._closed:
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
     def _answer(self, group: list[Write[Any]], outcomes: list[Value | BaseException]) -> None:
         self.groups_committed += 1
         for write, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, Value):
                 self._write_error = None
+                self._ensure_listening()
                 self.writes_committed += 1
                 if not write.future.done():
                     write.future.set_result(outcome.value)
