@@ -28,7 +28,6 @@ CHUNK_ROWS = 5000
 Q = SCHEMA
 #: NOTIFY channel of enqueues (payload: the trigger); the queue's rows stay the truth.
 ENQUEUED_CHANNEL = "triggerd_enqueued"
-NOTIFY_ENQUEUED = "SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t"
 INSERT_EVENTS = (
     f"INSERT INTO {Q}.queue (trigger, function, payload, request_id, enqueued_at, "
     "available_at, trace_id) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], "
@@ -41,6 +40,11 @@ _UPSERT_CHECKPOINTS = (
     "updated_at = excluded.updated_at"
 )
 _DELETE_CHECKPOINTS = f"DELETE FROM {Q}.checkpoints WHERE scope = $1 AND key = ANY($2::text[])"
+#: The insert and its notifications in one statement (one round trip): a data-modifying
+#: WITH runs whether or not the query reads it.
+INSERT_AND_NOTIFY = (
+    f"WITH inserted AS ({INSERT_EVENTS}) SELECT pg_notify($8, t) FROM unnest($9::text[]) AS t"
+)
 COMPLETE = f"DELETE FROM {Q}.queue WHERE id = ANY($1::bigint[]) AND claimed_by = $2"
 
 
@@ -141,16 +145,18 @@ class Rows:
         # the event loop, and a 30 MB statement would hold the loop for a third of a second.
         payloads = self.columns[2]
         start, size = 0, 0
+        # Each statement also NOTIFYs (delivered at COMMIT to every daemon listening, once
+        # per trigger and transaction: PostgreSQL folds repeats): a wake-up hint, no more.
+        triggers = sorted(set(self.columns[0]))
         for i, payload in enumerate(payloads):
             size += len(payload) if isinstance(payload, bytes | bytearray) else 0
             if size >= CHUNK_BYTES or i + 1 - start >= CHUNK_ROWS:
-                await conn.execute(INSERT_EVENTS, *(c[start : i + 1] for c in self.columns))
+                chunk = (c[start : i + 1] for c in self.columns)
+                await conn.execute(INSERT_AND_NOTIFY, *chunk, ENQUEUED_CHANNEL, triggers)
                 start, size = i + 1, 0
         if start < len(payloads):
-            await conn.execute(INSERT_EVENTS, *(c[start:] for c in self.columns))
-        if payloads:
-            # Delivered at COMMIT to every daemon listening: a wake-up hint, nothing more.
-            await conn.execute(NOTIFY_ENQUEUED, ENQUEUED_CHANNEL, sorted(set(self.columns[0])))
+            chunk = (c[start:] for c in self.columns)
+            await conn.execute(INSERT_AND_NOTIFY, *chunk, ENQUEUED_CHANNEL, triggers)
 
 
 class Complete:
