@@ -33,7 +33,7 @@ from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import TriggerRuntime
-from triggerd.state.base import NewEvent
+from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.sqlite import _INSERT_EVENT, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import InvocationType, InvokeResult, Outcome, SystemClock
@@ -105,7 +105,7 @@ def raw_enqueue(path: Path, batch: int, events: int) -> float:
         conn.close()
 
 
-async def triggerd_enqueue(store: SQLiteStateStore, callers: int, events: int) -> float:
+async def triggerd_enqueue(store: StateStore, callers: int, events: int) -> float:
     """Events/s with `callers` concurrent callers each enqueueing one event at a time."""
     now = time.time()
     per_caller = events // callers

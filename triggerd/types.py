@@ -667,6 +667,8 @@ class ExitCode(enum.IntEnum):
     #: `triggerd validate --connect`: a source's server does not answer or cannot be reached
     #: (a refused login or a missing queue is a config problem: CONFIG_INVALID).
     SOURCE_UNREACHABLE = 11
+    #: `state migrate`: the PostgreSQL store already holds state (`--force` empties it).
+    STATE_NOT_EMPTY = 12
 
 
 class OperatorError(TriggerdError):

@@ -21,6 +21,7 @@ from bench import (
     invoke_event,
     kafka,
     kinesis,
+    pg_state,
     postgres,
     rabbitmq,
     s3_poll,
@@ -266,3 +267,12 @@ def test_main_runs_only_the_named_benchmark_and_writes_json(
     data = json.loads(out.read_text())
     assert data["rows"][0]["ratio"] == 2.0 and data["rows"][0]["ok"] is True
     assert "thing/s" in capsys.readouterr().out
+
+
+def test_pg_state_reports_enqueue_and_drain_against_bare_asyncpg_and_sqlite() -> None:
+    rows = pg_state.run(pg_state.SMOKE)
+    assert_numbers(rows, "pg_state")
+    metrics = [r.metric for r in rows]
+    assert sum(m.startswith("enqueue events/s") for m in metrics) == 2 * len(pg_state.SMOKE.batches)
+    assert sum(m.startswith("drain events/s") for m in metrics) == 2
+    assert all(r.value > 0 for r in rows if "events/s" in r.metric)

@@ -146,7 +146,7 @@ def test_shipped_configs_validate(path: Path) -> None:
     [
         ('listen = "localhost"', "daemon.listen:"),
         ('listen = "127.0.0.1:99999"', "port must be 0-65535"),
-        ('state = "postgresql://u:hunter2@db/x"', "PostgreSQL state store is not available"),
+        ('state = "postgresql://u:hunter2@db/x?pool_size=1"', "pool_size in the postgresql URL"),
         ('state = "redis://x"', "daemon.state:"),
     ],
 )

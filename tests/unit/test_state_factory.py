@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.state.pgschema import DEFAULT_POOL_SIZE, parse_url, redact_state_url
+from triggerd.state.postgres import PostgresStateStore
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ConfigError
 
@@ -50,13 +53,47 @@ def test_create_state_store_returns_an_unopened_sqlite_store(tmp_path: Path) -> 
     [
         "postgresql://admin:s3cr3t-pw@db.example:5432/triggerd",
         "postgres://u:s3cr3t-pw@h/d",
-        "postgresql+asyncpg://u:s3cr3t-pw@h/d",
+        "postgresql+asyncpg://u:s3cr3t-pw@h/d?sslmode=require&pool_size=8",
     ],
 )
-def test_postgresql_is_not_available_yet_and_hides_the_password(url: str) -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL state store is not available yet") as info:
-        create_state_store(url)
+def test_postgresql_urls_give_a_postgres_store_that_never_shows_the_password(url: str) -> None:
+    store = create_state_store(url)
+    assert isinstance(store, PostgresStateStore)
+    assert "s3cr3t-pw" not in store.display
+    assert "s3cr3t-pw" not in repr(store)
+    assert store.display.startswith("postgresql://u") or "admin@db.example:5432" in store.display
+
+
+def test_the_pool_size_is_parsed_out_of_the_url_and_the_rest_goes_to_asyncpg() -> None:
+    url = parse_url("postgres://u:pw@h:5433/d?pool_size=8&sslmode=require")
+    assert url.pool_size == 8
+    assert url.dsn == "postgresql://u:pw@h:5433/d?sslmode=require"
+    assert url.display == "postgresql://u@h:5433/d"
+    assert parse_url("postgresql://h/d").pool_size == DEFAULT_POOL_SIZE
+
+
+@pytest.mark.parametrize("value", ["1", "101", "x", ""])
+def test_a_bad_pool_size_is_a_config_error_without_the_password(value: str) -> None:
+    with pytest.raises(ConfigError, match="pool_size") as info:
+        create_state_store(f"postgresql://u:s3cr3t-pw@h/d?pool_size={value}")
     assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_a_postgresql_url_without_asyncpg_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "asyncpg" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"install triggerd-daemon\[postgres\]") as info:
+        create_state_store("postgresql://u:s3cr3t-pw@h/d")
+    assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_sqlite_path_refuses_a_postgresql_url() -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL store, not an SQLite file"):
+        sqlite_path("postgresql://u:s3cr3t-pw@h/d")
 
 
 def test_unknown_scheme_names_the_supported_ones_and_hides_the_password() -> None:
@@ -81,3 +118,11 @@ def test_unknown_scheme_names_the_supported_ones_and_hides_the_password() -> Non
 def test_malformed_urls_raise_config_error(url: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         create_state_store(url)
+
+
+def test_a_state_url_is_shown_without_its_password() -> None:
+    assert redact_state_url("postgresql://u:s3cr3t-pw@h:5432/d?sslpassword=x") == (
+        "postgresql://u@h:5432/d"
+    )
+    assert "s3cr3t-pw" not in redact_state_url("postgres://u:s3cr3t-pw@h/d?pool_size=0")
+    assert redact_state_url("sqlite:///state.db") == "sqlite:///state.db"

@@ -33,6 +33,7 @@ from triggerd.cli.options import (
 from triggerd.config.model import ConfigBase
 from triggerd.daemon.changes import enabled_triggers
 from triggerd.state.factory import sqlite_path
+from triggerd.state.pgschema import is_postgres_url
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreError
 from triggerd.types import ExitCode, OperatorError
 
@@ -50,6 +51,13 @@ def _load(config_path: str) -> ConfigBase:
 
 
 def store_path(cfg: ConfigBase) -> str:
+    if is_postgres_url(cfg.daemon.state):
+        # Several daemons may share it: none is found through it.
+        _fail(
+            "the daemon's state store is a PostgreSQL database, which has no lock file to find "
+            "the daemon by: ask it on its control listener (set control_listen)",
+            ExitCode.DAEMON_UNREACHABLE,
+        )
     path = sqlite_path(cfg.daemon.state)
     if path == MEMORY_PATH:
         _fail("the daemon's state store is in memory: there is no lock file to find it by")

@@ -34,12 +34,14 @@ from triggerd.cli.options import (
 from triggerd.cli.output import emit, output_option
 from triggerd.cli.paths import path_problems, raw_path_problems
 from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
+from triggerd.cli.state_commands import state
 from triggerd.cli.status import run_status
 from triggerd.config.load import json_schema, load_config
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
 from triggerd.state.base import StateStore
-from triggerd.state.factory import create_state_store, sqlite_path
+from triggerd.state.factory import create_state_store, postgres_store, sqlite_path
+from triggerd.state.pgschema import is_postgres_url, redact_state_url
 from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
 from triggerd.telemetry.logs import setup_logging
 from triggerd.types import (
@@ -200,7 +202,7 @@ def run(
 def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
-        f"{len(cfg.trigger_list)} trigger(s); state {cfg.daemon.state}"
+        f"{len(cfg.trigger_list)} trigger(s); state {redact_state_url(cfg.daemon.state)}"
     ]
     for name, fn in cfg.function_map.items():
         lines.append(
@@ -339,10 +341,36 @@ def validate(
         sys.exit(ExitCode.CONFIG_INVALID)
     if unreachable:
         sys.exit(ExitCode.SOURCE_UNREACHABLE)
+    for line in cluster_warnings(cfg):
+        click.echo(f"{path}: warning: {line}", err=True)
     checked = "; sources answer" if connect else ""
     click.echo(
         f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers{checked})"
     )
+
+
+#: Sources that must run on one daemon at a time: several daemons sharing a PostgreSQL store
+#: do not coordinate them yet (each would fire every tick, list every bucket, read the slot).
+SINGLETON_SOURCES = frozenset({"schedule", "postgres", "kinesis", "dynamodb_streams"})
+
+
+def cluster_warnings(cfg: ConfigBase) -> list[str]:
+    """With a postgresql:// store (several daemons, usually), one line per trigger whose
+    source is not coordinated across daemons: a warning, since the config may well be run by
+    one daemon only (docs/cluster.md)."""
+    if not is_postgres_url(cfg.daemon.state):
+        return []
+    lines = []
+    for i, trig in enumerate(cfg.trigger_list):
+        kind = str(getattr(getattr(trig, "source", None), "type", ""))
+        mode = str(getattr(getattr(trig, "source", None), "mode", ""))
+        if kind in SINGLETON_SOURCES or (kind == "s3" and mode == "poll"):
+            lines.append(
+                f"triggers.{i} ({cfg.trigger_name(i)}, source {kind}) is not coordinated "
+                "between daemons sharing the PostgreSQL store: run it on one daemon only "
+                "(docs/cluster.md)"
+            )
+    return lines
 
 
 def missing_extras(cfg: ConfigBase) -> list[str]:
@@ -671,6 +699,8 @@ def _with_store(
     store is reported, never created, unless `must_exist` is False (plugin commands that
     write a checkpoint, as the daemon would)."""
     cfg = _load(resolve_config(None, config_path), Registry.discover())
+    if is_postgres_url(cfg.daemon.state):
+        sys.exit(_run_async(_with_postgres_store(cfg, action, must_exist=must_exist)))
     try:
         path = sqlite_path(cfg.daemon.state)
     except ConfigError as exc:
@@ -713,8 +743,32 @@ def _with_store(
     sys.exit(_run_async(go()))
 
 
+async def _with_postgres_store(
+    cfg: ConfigBase, action: Callable[[ConfigBase, StateStore], Awaitable[int]], *, must_exist: bool
+) -> int:
+    """`_with_store` on a PostgreSQL store: with `must_exist`, a database without triggerd's
+    schema is refused rather than given one."""
+    store = postgres_store(cfg.daemon.state)
+    try:
+        await (store.open_without_migrating() if must_exist else store.open())
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
+    try:
+        return await action(cfg, store)
+    except OperatorError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(exc.exit_code)
+    except StateStoreError as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        return int(ExitCode.STATE_UNWRITABLE)
+    finally:
+        await store.close()
+
+
 main.add_command(dlq)
 main.add_command(import_group)
+main.add_command(state)
 
 
 @main.command()

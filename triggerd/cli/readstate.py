@@ -12,14 +12,17 @@ import asyncio
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from triggerd.cli.dlq import REPLAYED_SCOPE
-from triggerd.state.factory import sqlite_path
-from triggerd.state.sqlite import MEMORY_PATH
+from triggerd.state.factory import postgres_store, sqlite_path
+from triggerd.state.pgschema import SCHEMA, is_postgres_url
+from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
 from triggerd.types import ExitCode, OperatorError
 
-__all__ = ["StoreSnapshot", "read_snapshot", "require_store"]
+__all__ = ["StoreSnapshot", "connect_read_only", "read_snapshot", "require_store"]
 
 #: Dead-lettered records per trigger that `dlq replay` has not put back on their queue.
 _NOT_REPLAYED = (
@@ -43,7 +46,45 @@ class StoreSnapshot:
 async def read_snapshot(state_url: str) -> StoreSnapshot:
     """Read the store named by `[daemon] state`; OperatorError (one line, exit status) when
     it is missing, not a triggerd store, locked or unreadable."""
+    if is_postgres_url(state_url):
+        return await _read_postgres(state_url)
     return await asyncio.to_thread(_read, sqlite_path(state_url))
+
+
+async def _read_postgres(state_url: str) -> StoreSnapshot:
+    """The same from a PostgreSQL store, with SELECTs only (the schema is never created)."""
+    store = postgres_store(state_url)
+    try:
+        await store.open_without_migrating()
+    except OperatorError as exc:
+        if exc.exit_code == ExitCode.FAILURE:  # unreachable: for status, "cannot be read"
+            raise OperatorError(str(exc), ExitCode.STATE_UNWRITABLE) from None
+        raise
+    try:
+        return await store.run_on_connection(_pg_snapshot(store.display))
+    except StateStoreError as exc:
+        raise OperatorError(str(exc), ExitCode.STATE_UNWRITABLE) from None
+    finally:
+        await store.close()
+
+
+def _pg_snapshot(display: str) -> Callable[[Any], Awaitable[StoreSnapshot]]:
+    async def op(conn: Any) -> StoreSnapshot:
+        queued = await conn.fetch(f"SELECT trigger, count(*) FROM {SCHEMA}.queue GROUP BY 1")
+        dead = await conn.fetch(
+            f"SELECT trigger, count(*) FROM {SCHEMA}.dlq WHERE id::text NOT IN "
+            f"(SELECT key FROM {SCHEMA}.checkpoints WHERE scope = $1) GROUP BY 1",
+            REPLAYED_SCOPE,
+        )
+        paused = await conn.fetch(f"SELECT trigger FROM {SCHEMA}.paused_triggers")
+        return StoreSnapshot(
+            display,
+            {str(r[0]): int(r[1]) for r in queued},
+            {str(r[0]): int(r[1]) for r in dead},
+            frozenset(str(r[0]) for r in paused),
+        )
+
+    return op
 
 
 def _read(path: str) -> StoreSnapshot:
@@ -58,7 +99,7 @@ def _read(path: str) -> StoreSnapshot:
             "or daemon.state names another file)",
             ExitCode.STATE_MISSING,
         )
-    conn = _connect_read_only(path)
+    conn = connect_read_only(path)
     try:
         tables = _tables(conn, path)
         queued = dict(conn.execute("SELECT trigger, count(*) FROM queue GROUP BY trigger"))
@@ -79,7 +120,7 @@ def require_store(path: str) -> None:
     """OperatorError unless `path` holds triggerd's tables (a 0-byte file or another
     database is refused, before a command that opens the store to write would create the
     schema in it); reads only."""
-    conn = _connect_read_only(path)
+    conn = connect_read_only(path)
     try:
         _tables(conn, path)
     except sqlite3.Error as exc:
@@ -88,7 +129,7 @@ def require_store(path: str) -> None:
         conn.close()
 
 
-def _connect_read_only(path: str) -> sqlite3.Connection:
+def connect_read_only(path: str) -> sqlite3.Connection:
     # Read-only, a WAL database still gets -wal and -shm files when they are missing (SQLite
     # creates them to read): without a -wal file no writer has unsaved pages, so the file
     # alone is the whole store and `immutable` reads it without creating anything.

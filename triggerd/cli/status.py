@@ -222,7 +222,10 @@ def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) ->
 
 def _store_path(cfg: ConfigBase) -> str:
     from triggerd.state.factory import sqlite_path
+    from triggerd.state.pgschema import is_postgres_url, redact_state_url
 
+    if is_postgres_url(cfg.daemon.state):
+        return redact_state_url(cfg.daemon.state)
     return sqlite_path(cfg.daemon.state)
 
 

@@ -82,7 +82,8 @@ _LISTEN = r"^(|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s\[\]]+:\d{1,5})$"
 class DaemonSettings(Model):
     state: str = Field(
         default_factory=lambda: default_state_url(os.environ),
-        description="State store URL: sqlite:///relative.db, sqlite:////absolute.db; default "
+        description="State store URL: sqlite:///relative.db, sqlite:////absolute.db, or "
+        "postgresql://user:password@host:port/database (shared by several daemons); default "
         "state.db in systemd's $STATE_DIRECTORY when set, else triggerd-state/state.db",
     )
     listen: str | None = Field(
@@ -126,6 +127,15 @@ class DaemonSettings(Model):
     region: str = "us-east-1"
     account_id: str = Field("123456789012", pattern=r"^\d{12}$")
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
+    lease_timeout_s: float | None = Field(
+        None,
+        ge=1,
+        le=86_400,
+        description="How long a claim on an async-queue event lasts without being extended "
+        "(the daemon extends it every third of it while it runs): a dead daemon's claimed "
+        "events are invoked by another one after at most this long (PostgreSQL store). "
+        "Default: twice the function's timeout_s plus 60",
+    )
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
     work_dir: OutputDir | None = Field(

@@ -34,7 +34,7 @@ from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.aws_root import RootApis
 from triggerd.http.routes import Routes, TriggerMount
-from triggerd.state.base import ReportsWriteHealth, StateStore
+from triggerd.state.base import NotifiesEnqueues, ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
 from triggerd.state.guard import open_state_store
 from triggerd.state.sqlite import WriteHook
@@ -218,7 +218,7 @@ class Daemon:
             return Path(self.config.daemon.work_dir)
         try:
             db = sqlite_path(self.config.daemon.state)
-        except Exception:  # non-SQLite stores keep runtime files in the temp dir
+        except Exception:  # a PostgreSQL store: runtime files go to the temp dir
             db = ":memory:"
         if db == ":memory:":
             return Path(tempfile.gettempdir()) / f"triggerd-{os.getpid()}"
@@ -272,6 +272,8 @@ class Daemon:
             stack.push_async_callback(self._close_slots)
             await self._build_triggers()
             await self._build_invoke_queues(state)
+            if isinstance(state, NotifiesEnqueues):
+                state.on_enqueued(self._enqueued)
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:
@@ -454,6 +456,16 @@ class Daemon:
                 ExitCode.LISTEN_FAILED,
             ) from None
 
+    def _enqueued(self, trigger: str) -> None:
+        """A shared store's hint that events of `trigger` were enqueued (maybe by another
+        daemon): wake that queue instead of leaving them to its next poll."""
+        wake = getattr(self.triggers.get(trigger), "wake", None)
+        if callable(wake):
+            wake()
+        for queue in self.invoke_queues.values():
+            if queue.name == trigger:
+                queue.trigger.wake()
+
     def readiness(self) -> dict[str, Any]:
         """/readyz: each trigger running, paused, restarting (in a reload) or degraded with
         its reasons; the state store. Paused triggers do not make the daemon degraded: an
@@ -618,6 +630,7 @@ class Daemon:
                 state=state,
                 clock=self.clock,
                 metrics=self.metrics,
+                lease_s=self.config.daemon.lease_timeout_s,
             )
 
     async def stop_invoke_queue(self, function: str) -> None:
@@ -773,7 +786,7 @@ class Daemon:
         runnable: Runnable
         if tcfg.is_async:
             # A claim covers waiting for a free worker (up to the timeout) and the run.
-            lease_s = 2 * fn.config.timeout_s + 60
+            lease_s = self.config.daemon.lease_timeout_s or 2 * fn.config.timeout_s + 60
             runnable = AsyncTrigger(
                 rt,
                 self.state,

@@ -22,6 +22,7 @@ from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
+from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record, TriggerdError
 
@@ -97,6 +98,11 @@ class AsyncTrigger:
                 try:
                     await self.state.extend_lease(
                         list(self._inflight), self.lease_s, self.rt.clock.time()
+                    )
+                except StateStoreError as exc:  # unreachable store: one line, keep trying
+                    self.rt.log.warning(
+                        "queue.lease_extend_failed",
+                        extra={"trigger": self.rt.name, "error": str(exc)},
                     )
                 except Exception:  # task boundary: keep trying; the lease still has time
                     self.rt.log.exception(
@@ -234,7 +240,7 @@ class AsyncTrigger:
                 )
                 claimed: list[QueuedEvent] = []
                 if want > 0:
-                    claimed = await self.state.claim(rt.name, want, self.lease_s, rt.clock.time())
+                    claimed = await self._claim(want)
                 for event in claimed:
                     if event.id in self._inflight:
                         continue  # still being handled here (its lease was extended late)
@@ -248,6 +254,16 @@ class AsyncTrigger:
         finally:
             self._tg = None
             await asyncio.shield(self._release_ready())
+
+    async def _claim(self, want: int) -> list[QueuedEvent]:
+        """Claim events; when the store cannot be reached (a PostgreSQL store), say so and
+        try again at the next poll: the events wait in the store."""
+        rt = self.rt
+        try:
+            return await self.state.claim(rt.name, want, self.lease_s, rt.clock.time())
+        except StateStoreError as exc:
+            rt.log.warning("queue.claim_failed", extra={"trigger": rt.name, "error": str(exc)})
+            return []
 
     def _start_ready(self) -> None:
         """Start buffered events while slots are free."""

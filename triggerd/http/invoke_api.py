@@ -43,7 +43,7 @@ from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.http.sigv4 import AuthError, SigV4Verifier, payload_sha256, signed_request
 from triggerd.state.base import NewEvent, StateStore
-from triggerd.state.sqlite import StateStoreError
+from triggerd.state.sqlite import StateStoreError, StateStoreUnavailableError
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
@@ -136,7 +136,10 @@ class InvokeQueue:
         clock: Clock,
         metrics: Metrics,
         settings: InvokeQueueSettings | None = None,
+        lease_s: float | None = None,
     ) -> InvokeQueue:
+        """`lease_s`: how long a claim lasts unless extended ([daemon] lease_timeout_s);
+        default twice the function's timeout plus 60 s."""
         name = queue_name(function)
         qlog = logging.getLogger("triggerd.trigger")
         reserved = config.reserved_concurrency
@@ -158,7 +161,7 @@ class InvokeQueue:
             log=qlog,
             poll_timeout_s=QUEUE_POLL_S,
         )
-        lease_s = 2 * config.timeout_s + 60
+        lease_s = lease_s or 2 * config.timeout_s + 60
         trigger = AsyncTrigger(
             rt, state, lease_s=lease_s, throttles_dead_letter=config.reserved_concurrency == 0
         )
@@ -420,8 +423,10 @@ class _Invoker:
                 "invoke_api.not_queued",
                 extra={"function": fn.name, "request_id": rid, "error": str(exc)},
             )
+            # 503 when the store's server is unreachable (a PostgreSQL outage): try later.
+            status = 503 if isinstance(exc, StateStoreUnavailableError) else 500
             raise ApiError(
-                500, "ServiceException", "The event could not be queued", kind="Service"
+                status, "ServiceException", "The event could not be queued", kind="Service"
             ) from None
         log.debug(
             "invoke_api.event_queued",

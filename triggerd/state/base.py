@@ -6,7 +6,7 @@ interface. Every method that writes returns only once the write is durable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -157,4 +157,15 @@ class ReportsWriteHealth(Protocol):
     @property
     def write_error(self) -> str | None:
         """Why the last write failed; None once a write succeeds again."""
+        ...
+
+
+@runtime_checkable
+class NotifiesEnqueues(Protocol):
+    """A store shared by several daemons that tells when events were enqueued (by any of
+    them), so that a queue waiting for its next poll wakes at once. Only a hint: claims
+    remain the truth, and polling goes on."""
+
+    def on_enqueued(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(trigger)` (on the event loop) for each trigger enqueued to."""
         ...

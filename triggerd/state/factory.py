@@ -7,27 +7,51 @@ Accepted forms (as SQLAlchemy spells SQLite URLs):
 - `sqlite://` or `sqlite:///:memory:`  an in-memory database (tests only: nothing persists)
 - `/some/path.db`, `state.db`, `~/state.db`  a plain filesystem path
 
-`postgresql://...` is reserved for the PostgreSQL store, which does not exist yet.
+- `postgresql://user:password@host:port/database[?pool_size=N&sslmode=...]` (also
+  `postgres://`, `postgresql+asyncpg://`): the PostgreSQL store shared by several daemons
+  (`state/postgres.py`; needs the `postgres` extra)
+
 Error messages never repeat the URL, which may hold a password.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+from typing import TYPE_CHECKING
 
 from triggerd.state.base import StateStore
+from triggerd.state.pgschema import is_postgres_url, parse_url
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
-from triggerd.types import ConfigError
+from triggerd.types import Clock, ConfigError
+
+if TYPE_CHECKING:
+    from triggerd.state.postgres import PostgresStateStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
-SUPPORTED_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain file path"
+SUPPORTED_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, a plain file path or "
+    "postgresql://user@host:port/database"
+)
 
 
-def create_state_store(url: str) -> StateStore:
+def create_state_store(url: str, *, clock: Clock | None = None) -> StateStore:
     """Return an unopened store for `url`; raises ConfigError for a URL it cannot serve."""
-    return SQLiteStateStore(sqlite_path(url))
+    if is_postgres_url(url):
+        return postgres_store(url, clock=clock)
+    return SQLiteStateStore(sqlite_path(url), clock=clock)
+
+
+def postgres_store(url: str, *, clock: Clock | None = None) -> PostgresStateStore:
+    """An unopened PostgreSQL store; ConfigError when asyncpg is missing or the URL is
+    unusable (without the URL in the message)."""
+    if importlib.util.find_spec("asyncpg") is None:
+        raise _error("a postgresql:// state store needs asyncpg: install triggerd-daemon[postgres]")
+    from triggerd.state.postgres import PostgresStateStore
+
+    return PostgresStateStore(parse_url(url), clock=clock)
 
 
 def sqlite_path(url: str) -> str:
@@ -41,7 +65,7 @@ def sqlite_path(url: str) -> str:
     scheme = match.group(1).lower()
     base_scheme = scheme.split("+", 1)[0]  # "postgresql+asyncpg" -> "postgresql"
     if base_scheme in _POSTGRES_SCHEMES:
-        raise _error("the PostgreSQL state store is not available yet; use " + SUPPORTED_FORMS)
+        raise _error("this is a PostgreSQL store, not an SQLite file")
     if scheme != "sqlite":
         raise _error(f"the scheme {scheme!r} is not supported; use " + SUPPORTED_FORMS)
     rest = url[match.end() :]

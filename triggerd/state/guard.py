@@ -1,4 +1,5 @@
-"""Opening the daemon's SQLite state store safely: what the daemon keeps beside it.
+"""Opening the daemon's state store safely: what the daemon keeps beside an SQLite store
+(a PostgreSQL store is opened as it is: it is shared by several daemons on purpose).
 
 - `<store>.lock`, held (flock) while a daemon runs: a second daemon on the same store is
   refused instead of sharing its queue and checkpoints.
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from triggerd.state.base import StateStore
-from triggerd.state.factory import sqlite_path
+from triggerd.state.factory import postgres_store, sqlite_path
+from triggerd.state.pgschema import is_postgres_url
 from triggerd.state.sqlite import (
     FRESH_START_HINT,
     MEMORY_PATH,
@@ -159,6 +161,13 @@ async def open_state_store(
     """Open the daemon's store (closed by `stack`): refuse a second daemon, a missing, empty
     or replaced store (unless `accept_fresh`), and a corrupt one; check integrity after an
     unclean stop."""
+    if is_postgres_url(url):
+        # Shared by several daemons by design: no lock file, and no identity marker (the
+        # database is the one the URL names; it outlives every daemon's host).
+        pg = postgres_store(url, clock=clock)
+        await pg.open()
+        stack.push_async_callback(pg.close)
+        return pg
     path = sqlite_path(url)
     if path == MEMORY_PATH:
         store = SQLiteStateStore(path, clock=clock, before_write=before_write)

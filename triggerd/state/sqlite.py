@@ -128,6 +128,11 @@ class StateStoreError(TriggerdError):
     """The state store failed, or was used while not open."""
 
 
+class StateStoreUnavailableError(StateStoreError):
+    """The store's server (PostgreSQL) could not be reached, or the connection kept breaking,
+    for longer than the store retries: nothing of the call was acknowledged."""
+
+
 class StateStoreClosedError(StateStoreError):
     """A method was called on a state store that is closed (or was never opened)."""
 

@@ -19,6 +19,8 @@ def handler(event, context):
         time.sleep(event["sleep"])
     if event.get("record"):
         doc = {"request_id": context.aws_request_id, "id": event.get("id")}
+        if os.environ.get("DAEMON"):
+            doc["daemon"] = os.environ["DAEMON"]
         if event.get("with_trace"):
             doc["trace"] = os.environ.get("_X_AMZN_TRACE_ID")
         _record(event["record"], doc)
