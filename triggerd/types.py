@@ -6,7 +6,6 @@ holds global state.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -63,6 +62,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # not at the top: commands that only print (generate-event) skip it
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -73,7 +74,7 @@ class SystemClock:
 class Model(BaseModel):
     """Base for every config model: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def resolve_config_path(value: str, info: ValidationInfo) -> str:
