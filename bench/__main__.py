@@ -29,6 +29,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    scale,
     sigv4,
     sqs,
     startup,
@@ -70,6 +71,7 @@ BENCHMARKS: dict[str, Runner] = {
     async_queue.NAME: _runner(async_queue),
     invoke_event.NAME: _runner(invoke_event),
     worker_memory.NAME: _runner(worker_memory),
+    scale.NAME: _runner(scale),
 }
 
 

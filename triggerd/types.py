@@ -26,6 +26,8 @@ from typing import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiohttp import web
 
     from triggerd.state.base import StateStore
@@ -490,6 +492,10 @@ class BackendContext:
     #: Directory shared by the daemon's functions for runtime-provided packages (the local
     #: backend's boto3 per Python version); None: the backend's default.
     runtimes_dir: str | None = None
+    #: Set once the daemon is ready: work a backend does in the background that nothing
+    #: needs before then (the local backend's credentials chain) waits for it, so that it
+    #: does not delay the start. None: no such wait (tools, tests).
+    daemon_ready: asyncio.Event | None = None
 
     @property
     def function_arn(self) -> str:
