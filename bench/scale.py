@@ -400,7 +400,7 @@ def idle_rows(root: Path, settings: Settings) -> list[Row]:
             f"idle: {settings.idle_functions} functions, {triggers} triggers (webhooks, "
             f"schedules, directories): CPU, % of one core ({window})",
             m.cpu_share * 100,
-            b.cpu_share * 100,
+            b.cpu_share * 100 or None,  # a bare sleeping process often uses no tick
             baseline_desc=base,
             digits=2,
         ),
@@ -417,7 +417,7 @@ def idle_rows(root: Path, settings: Settings) -> list[Row]:
             f"idle: {settings.idle_schedules} `rate(1 day)` schedules: CPU, % of one core "
             f"({window})",
             s.cpu_share * 100,
-            b.cpu_share * 100,
+            b.cpu_share * 100 or None,  # a bare sleeping process often uses no tick
             target=0.5,
             baseline_desc=base,
             digits=2,
