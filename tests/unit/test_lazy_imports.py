@@ -72,7 +72,7 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.telemetry.logs",
         "rich",
     ),
-    "validate": ("packaging", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
+    "validate": ("packaging", "yaml", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
     "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api"),
 }
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import re
 
-from triggerd.state.base import StateStore
-from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.state.base import MEMORY_PATH, StateStore
 from triggerd.types import ConfigError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -27,6 +26,8 @@ SUPPORTED_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or a 
 
 def create_state_store(url: str) -> StateStore:
     """Return an unopened store for `url`; raises ConfigError for a URL it cannot serve."""
+    from triggerd.state.sqlite import SQLiteStateStore  # sqlite3: not for reading a config
+
     return SQLiteStateStore(sqlite_path(url))
 
 
