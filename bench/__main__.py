@@ -31,6 +31,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    scale,
     sigv4,
     sqs,
     startup,
@@ -74,6 +75,7 @@ BENCHMARKS: dict[str, Runner] = {
     invoke_event.NAME: _runner(invoke_event),
     worker_memory.NAME: _runner(worker_memory),
     inner_loop.NAME: _runner(inner_loop),
+    scale.NAME: _runner(scale),
 }
 
 

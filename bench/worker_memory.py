@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ class Settings:
     clients: tuple[str, ...] = tuple(CLIENTS)
     #: Invocations in flight (one worker: they queue for it, which keeps it always busy).
     callers: int = 2
+    #: Print each tenth's sample on stderr as it is taken.
+    progress: bool = False
 
 
 QUICK = Settings(invocations=30_000)
@@ -107,6 +110,15 @@ async def one_client(tmp: Path, label: str, settings: Settings) -> Trace:
             await run(step)
             done += step
             samples.append((done, worker_rss()))
+            if settings.progress:  # a long run (1,000,000) shows its curve as it goes
+                print(
+                    f"{label}: {done:,} invocations, worker RSS {samples[-1][1] / 1024:.1f} MB "
+                    f"(after warm-up {baseline / 1024:.1f}), recycled "
+                    f"{int(backend.stats['recycled'])}x, {failed} failed, "
+                    f"{time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         seconds = time.perf_counter() - started
     finally:
         await backend.stop()
@@ -158,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--client", action="append", choices=list(CLIENTS), help="repeatable; default all"
     )
     args = parser.parse_args(argv)
-    settings: Any = replace(Settings(), invocations=args.invocations)
+    settings: Any = replace(Settings(), invocations=args.invocations, progress=True)
     if args.client:
         settings = replace(settings, clients=tuple(args.client))
     print(format_table(run(settings)))

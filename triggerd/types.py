@@ -6,7 +6,6 @@ holds global state.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -27,6 +26,8 @@ from typing import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiohttp import web
 
     from triggerd.state.base import StateStore
@@ -63,6 +64,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # not at the top: commands that only print (generate-event) skip it
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -73,7 +76,7 @@ class SystemClock:
 class Model(BaseModel):
     """Base for every config model: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def resolve_config_path(value: str, info: ValidationInfo) -> str:
@@ -514,6 +517,10 @@ class BackendContext:
     #: Directory shared by the daemon's functions for runtime-provided packages (the local
     #: backend's boto3 per Python version); None: the backend's default.
     runtimes_dir: str | None = None
+    #: Set once the daemon is ready: work a backend does in the background that nothing
+    #: needs before then (the local backend's credentials chain) waits for it, so that it
+    #: does not delay the start. None: no such wait (tools, tests).
+    daemon_ready: asyncio.Event | None = None
 
     @property
     def function_arn(self) -> str:

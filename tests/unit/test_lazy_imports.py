@@ -56,26 +56,90 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
     assert imported_after("import triggerd.cli.main") == []
 
 
-# `status` is not here: it asks the daemon's control listener with aiohttp (TLS included).
-@pytest.mark.parametrize("command", ["validate", "generate-event"])
+#: What each command must not import beyond HEAVY, each a measured part of its start-up:
+#: `generate-event` prints a sample (no event loop, config model, YAML or state store);
+#: `validate` reads a config whose extras are installed (no `packaging`: requirements are
+#: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
+#: asks the daemon with the standard library's client (aiohttp is in HEAVY).
+ALSO_NOT: dict[str, tuple[str, ...]] = {
+    "generate-event": (
+        "asyncio",
+        "yaml",
+        "sqlite3",
+        "triggerd.config.model",
+        "triggerd.config.load",
+        "triggerd.state.sqlite",
+        "triggerd.telemetry.logs",
+        "rich",
+    ),
+    "validate": ("packaging", "yaml", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
+    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api"),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "generate-event", "status"])
 def test_config_reading_commands_import_only_what_the_config_uses(
     command: str, tmp_path: Path
 ) -> None:
     # A copy of the example, listening where no daemon is.
     shutil.copytree(EXAMPLE.parent / "functions", tmp_path / "functions")
     config = tmp_path / "triggerd.toml"
-    config.write_text(EXAMPLE.read_text().replace("127.0.0.1:9070", "127.0.0.1:9"))
+    text = EXAMPLE.read_text().replace("127.0.0.1:9070", "127.0.0.1:7")
+    config.write_text(text.replace("127.0.0.1:9071", "127.0.0.1:9"))
     args = {
         "validate": ["validate", str(config)],
         "generate-event": ["generate-event", "directory"],
+        "status": ["status", "-c", str(config)],
     }[command]
+    also = ALSO_NOT[command]
     code = f"""
-        import contextlib, io
+        import contextlib, io, sys
         from triggerd.cli.main import main
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+            io.StringIO()
+        ), contextlib.suppress(SystemExit):
             main({args!r}, standalone_mode=False)
+        print(sorted(m for m in {also!r} if m in sys.modules))
     """
-    assert imported_after(code) == []
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code) + _REPORT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    *_, extra, heavy = out.stdout.strip().splitlines()
+    assert (json.loads(heavy), extra) == ([], "[]")
+
+
+_REPORT = textwrap.dedent(
+    f"""
+    import json, sys
+    print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+    """
+)
+
+
+def test_status_reports_an_unreachable_daemon_without_aiohttp(tmp_path: Path) -> None:
+    """The standard library's client says where and why in one line, as aiohttp's did."""
+    config = tmp_path / "triggerd.toml"
+    config.write_text(
+        EXAMPLE.read_text()
+        .replace("127.0.0.1:9070", "127.0.0.1:7")
+        .replace("127.0.0.1:9071", "127.0.0.1:9")
+        .replace('state = "sqlite:///state/triggerd.db"', f'state = "sqlite:///{tmp_path}/s.db"')
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "triggerd", "status", "-c", str(config), "-o", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    doc = json.loads(out.stdout)
+    assert out.returncode == 9 and doc["daemon"]["status"] == "not reachable", out.stderr
+    assert doc["daemon"]["error"] == "cannot connect to http://127.0.0.1:9: Connection refused"
 
 
 def test_a_config_that_uses_a_connector_loads_it() -> None:

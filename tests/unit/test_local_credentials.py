@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 from triggerd.functions.backends import local_credentials
 from triggerd.functions.backends.local_credentials import CredentialSource
-from triggerd.types import SystemClock
+from triggerd.types import BackendContext, SystemClock
 
 
 def source(environ: dict[str, str]) -> CredentialSource:
@@ -39,3 +41,54 @@ async def test_without_aiobotocore_plain_keys_pass_on_without_a_warning(
     await creds.start()
     assert "backend.credentials_unresolved" not in caplog.text
     assert creds.env()["AWS_ACCESS_KEY_ID"] == "AKIA1"
+
+
+class _CountingChain:
+    """Stands in for the credentials chain: counts its starts."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+
+def _backend(ready: asyncio.Event | None) -> tuple[Any, _CountingChain]:
+    from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
+
+    ctx = BackendContext("f", SystemClock(), logging.getLogger("triggerd.test"), daemon_ready=ready)
+    backend = LocalBackend(LocalFunctionConfig(handler="app.handler", code="."), ctx)
+    chain = _CountingChain()
+    backend.credentials = chain  # type: ignore[assignment]
+    return backend, chain
+
+
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_the_chain_is_resolved_once_the_daemon_is_ready_not_during_its_start() -> None:
+    ready = asyncio.Event()
+    backend, chain = _backend(ready)
+    task = asyncio.create_task(backend._start_credentials(later=True))
+    await _turns()
+    assert chain.started == 0  # aiobotocore's import would delay the start
+    ready.set()
+    await asyncio.wait_for(task, 5)
+    assert chain.started == 1
+
+
+async def test_a_worker_starting_before_the_daemon_is_ready_gets_the_chain_at_once() -> None:
+    backend, chain = _backend(asyncio.Event())  # never set: a provisioned worker at start
+    backend._credentials = asyncio.create_task(backend._start_credentials(later=True))
+    await _turns()
+    assert chain.started == 0
+    await asyncio.wait_for(backend._credentials_started(), 5)
+    assert chain.started == 1 and backend._credentials is None
+
+
+async def test_without_a_daemon_the_chain_starts_at_once() -> None:
+    backend, chain = _backend(None)  # `triggerd invoke`, tests
+    await asyncio.wait_for(backend._start_credentials(later=True), 5)
+    assert chain.started == 1

@@ -447,3 +447,24 @@ def test_the_runtime_boto3_is_one_the_runtime_s_python_can_install() -> None:
     assert config(runtime="python3.9").runtime_boto3 == "1.42.97"
     assert config(runtime="python3.12").runtime_boto3 == DEFAULT_BOTO3_VERSION
     assert config(runtime="python3.9", boto3_version="1.40.0").runtime_boto3 == "1.40.0"
+
+
+async def test_the_runtime_of_triggerds_own_python_is_found_without_starting_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No probe (a pyenv shim on PATH is some 60 processes of bash): the interpreter
+    triggerd runs on, its real executable rather than a virtualenv's link to it."""
+    import asyncio
+    import os
+    import sys
+
+    from triggerd.functions.backends import local_python
+
+    async def no_probe(path: str) -> None:
+        raise AssertionError(f"probed {path}")
+
+    monkeypatch.setattr(local_python, "probe", no_probe)
+    own = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = await local_python.InterpreterFinder().find(own)
+    assert found.path == await asyncio.to_thread(os.path.realpath, sys.executable)
+    assert found.version == own.removeprefix("python")

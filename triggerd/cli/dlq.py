@@ -131,7 +131,7 @@ def _replayed_at(marker: str | None) -> str | None:
 
 
 def _queues(cfg: ConfigBase) -> set[str]:
-    from triggerd.http.invoke_api import queue_name  # aiohttp: only when replaying
+    from triggerd.http.queues import queue_name
 
     names = {cfg.trigger_name(i) for i in range(len(cfg.trigger_list))}
     return names | {queue_name(fn) for fn in cfg.functions}

@@ -3,8 +3,8 @@ and the commands of source plugins (`triggerd postgres drop-slot`)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import importlib
 import importlib.util
 import json
 import logging
@@ -15,35 +15,21 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from triggerd import __version__
-from triggerd.cli import control
-from triggerd.cli.dlq_commands import dlq
-from triggerd.cli.functions import build_functions, check_functions
-from triggerd.cli.imports import import_group, load_translated
 from triggerd.cli.options import (
     config_argument,
     config_option,
     config_option_beside_argument,
     resolve_config,
 )
-from triggerd.cli.output import emit, output_option
-from triggerd.cli.paths import path_problems, raw_path_problems
-from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup, connect_sources
-from triggerd.cli.state_commands import state
-from triggerd.cli.status import run_status
-from triggerd.config.load import json_schema, load_config
-from triggerd.config.model import ConfigBase
-from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
-from triggerd.state.base import StateStore
-from triggerd.state.factory import create_state_store, postgres_store, sqlite_path
-from triggerd.state.pgschema import is_postgres_url, redact_state_url
-from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
-from triggerd.telemetry.logs import setup_logging
+from triggerd.cli.output import output_option
+from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup
+from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.types import (
     ConfigError,
     ExitCode,
@@ -53,11 +39,19 @@ from triggerd.types import (
     PermanentError,
 )
 
+# Each command imports what it uses when it runs: `generate-event` needs no config model,
+# `validate` no state store, HTTP client or log handler (tests/unit/test_lazy_imports.py).
+if TYPE_CHECKING:
+    from triggerd.config.model import ConfigBase
+    from triggerd.state.base import StateStore
+
 #: `config_option` and `resolve_config` live in `options`; importable from here as before.
 __all__ = ["config_option", "main", "resolve_config"]
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+    import asyncio  # by the commands that run a loop: generate-event and --help do not
+
     try:
         import uvloop
     except ImportError:
@@ -68,6 +62,8 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
 def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = None) -> ConfigBase:
     """The config, or exit 2 with one line per problem (and those `also` finds in the
     invalid file: validate's paths) or exit 8 when the file cannot be read."""
+    from triggerd.config.load import load_config
+
     try:
         with open(path, "rb") as f:
             f.read().decode("utf-8")
@@ -89,7 +85,32 @@ def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = 
         sys.exit(2)
 
 
-@click.group(cls=SourceCommandsGroup)
+#: Commands defined in their own modules, imported only when one of them runs (or `--help`
+#: lists them): their modules need the state store, the HTTP client and the config model.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "reload": ("triggerd.cli.control", "reload"),
+    "pause": ("triggerd.cli.control", "pause"),
+    "resume": ("triggerd.cli.control", "resume"),
+    "dlq": ("triggerd.cli.dlq_commands", "dlq"),
+    "import": ("triggerd.cli.imports", "import_group"),
+    "state": ("triggerd.cli.state_commands", "state"),
+}
+
+
+class _Commands(SourceCommandsGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, name = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="triggerd")
 def main() -> None:
     """AWS Lambda's event sources, batching, retries and destinations for any infrastructure."""
@@ -157,6 +178,8 @@ def run(
     # SIGHUP's default action kills the process: until the loop's handler (a reload) is
     # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from triggerd.cli.paths import path_problems
+
     registry = Registry.discover()
     imported = [(k, f) for k, f in (("sam", sam_file), ("serverless", serverless_file)) if f]
     path: str | None
@@ -164,6 +187,8 @@ def run(
         if len(imported) > 1 or config or config_path:
             raise click.UsageError("give one of CONFIG, --sam FILE and --serverless FILE")
         kind, label = imported[0]
+        from triggerd.cli.imports import load_translated
+
         cfg = load_translated(kind, label, overrides_path, parameters, options, registry)
         path = None
     else:
@@ -180,6 +205,8 @@ def run(
         click.echo(f"{label}: {line}", err=True)
     if problems:
         sys.exit(ExitCode.CONFIG_INVALID)
+    from triggerd.telemetry.logs import setup_logging
+
     setup_logging(cfg.daemon.log_level, cfg.daemon.log_format)  # type: ignore[arg-type]
     from triggerd.daemon.gctune import tune_gc
 
@@ -200,6 +227,8 @@ def run(
 
 
 def _summary(cfg: ConfigBase, listen: str | None, control: str | None = None) -> str:
+    from triggerd.state.pgschema import redact_state_url
+
     lines = [
         f"triggerd {__version__}: {len(cfg.functions)} function(s), "
         f"{len(cfg.trigger_list)} trigger(s); state {redact_state_url(cfg.daemon.state)}"
@@ -231,6 +260,8 @@ async def _serve(
 ) -> int:
     """Run the daemon until a signal; its exit status. `watch`: hot reload of the local
     functions' code (`run --watch`; `run --sam/--serverless` turn it on by default)."""
+    import asyncio
+
     from triggerd.daemon.app import Daemon
 
     loop = asyncio.get_running_loop()
@@ -277,11 +308,6 @@ async def _serve(
     return 0
 
 
-main.add_command(control.reload)
-main.add_command(control.pause)
-main.add_command(control.resume)
-
-
 @main.command()
 @config_argument
 @config_option_beside_argument
@@ -316,6 +342,11 @@ def validate(
     cannot be reached."""
     if timeout_s is not None and not connect:
         raise click.UsageError("--timeout applies to --connect only")
+    import asyncio
+
+    from triggerd.cli.functions import check_functions
+    from triggerd.cli.paths import path_problems, raw_path_problems
+
     registry = Registry.discover()
     path = resolve_config(config, config_path)
     # Invalid fields hide no path problem: the file's paths are checked all the same.
@@ -329,6 +360,8 @@ def validate(
         # The clients' own log lines (aiormq's "error when creating transport") would reach
         # stderr through logging's last-resort handler; each trigger's line says it instead.
         logging.getLogger().addHandler(logging.NullHandler())
+        from triggerd.cli.sources import connect_sources
+
         timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
         report = asyncio.run(connect_sources(cfg, registry, timeout))
         for line in report.lines:
@@ -358,6 +391,8 @@ def cluster_warnings(cfg: ConfigBase) -> list[str]:
     """With a postgresql:// store (several daemons, usually), one line per trigger whose
     source is not coordinated across daemons: a warning, since the config may well be run by
     one daemon only (docs/cluster.md)."""
+    from triggerd.state.pgschema import is_postgres_url
+
     if not is_postgres_url(cfg.daemon.state):
         return []
     lines = []
@@ -376,6 +411,8 @@ def cluster_warnings(cfg: ConfigBase) -> list[str]:
 def missing_extras(cfg: ConfigBase) -> list[str]:
     """One line per connector the config uses whose extra is not installed (the client
     library would be missing only at `run`, after the functions were built)."""
+    from triggerd.config.plugins import missing_extra
+
     used: dict[str, str] = {}
     for name, fn in cfg.functions.items():
         used.setdefault(f"{fn.backend} backend", f"functions.{name}.backend")
@@ -407,6 +444,8 @@ def build(config: str | None, config_path: str | None, functions: tuple[str, ...
     """Prepare CONFIG's functions ahead of `run`: extract .zip code, merge layers, install
     the runtimes' packages and each function's requirements (unchanged ones cost nothing).
     Exit 0, or 1 naming each function that failed and why."""
+    from triggerd.cli.functions import build_functions
+
     registry = Registry.discover()
     path = resolve_config(config, config_path)
     cfg = _load(path, registry)
@@ -420,6 +459,8 @@ def build(config: str | None, config_path: str | None, functions: tuple[str, ...
 @main.command()
 def schema() -> None:
     """Print the config file's JSON Schema."""
+    from triggerd.config.load import json_schema
+
     click.echo(json.dumps(json_schema(Registry.discover()), indent=2))
 
 
@@ -446,6 +487,8 @@ def schema() -> None:
 @config_option
 def invoke(function: str, event: str | None, env_vars: str | None, config_path: str | None) -> None:
     """Invoke FUNCTION once with an event; print its response (exit 1 on a function error)."""
+    from triggerd.telemetry.logs import setup_logging
+
     registry = Registry.discover()
     path = resolve_config(None, config_path)
     cfg = _load(path, registry)
@@ -486,6 +529,8 @@ def _event_bytes(event: str | None) -> bytes:
 
 
 async def _invoke(cfg: ConfigBase, registry: Registry, function: str, payload: bytes) -> int:
+    import asyncio
+
     if cfg.daemon.work_dir:
         return await _invoke_in(cfg, registry, function, payload, Path(cfg.daemon.work_dir))
     # No work_dir: a scratch directory of our own, removed afterwards (never the cwd).
@@ -565,8 +610,10 @@ def record(
     registry = Registry.discover()
     path = resolve_config(None, config_path)
     cfg = _load(path, registry)
-    setup_logging(cfg.daemon.log_level, "text")
     from triggerd.daemon.record import record as record_trigger
+    from triggerd.telemetry.logs import setup_logging
+
+    setup_logging(cfg.daemon.log_level, "text")
 
     async def go() -> int:
         try:
@@ -667,6 +714,8 @@ def sample_help(ctx: click.Context, source: str, options: Mapping[str, str]) -> 
 @output_option
 def functions(config_path: str | None, output: str) -> None:
     """The config's functions: backend, runtime, memory, timeout and their triggers."""
+    from triggerd.cli.output import emit
+
     cfg = _load(resolve_config(None, config_path), Registry.discover())
     columns = ["function", "backend", "runtime", "memory_mb", "timeout_s", "triggers"]
     records: list[dict[str, Any]] = []
@@ -698,6 +747,10 @@ def _with_store(
     """Run `action` against the config's state store and exit with its status. A missing
     store is reported, never created, unless `must_exist` is False (plugin commands that
     write a checkpoint, as the daemon would)."""
+    from triggerd.state.factory import create_state_store, sqlite_path
+    from triggerd.state.pgschema import is_postgres_url
+    from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
+
     cfg = _load(resolve_config(None, config_path), Registry.discover())
     if is_postgres_url(cfg.daemon.state):
         sys.exit(_run_async(_with_postgres_store(cfg, action, must_exist=must_exist)))
@@ -748,6 +801,9 @@ async def _with_postgres_store(
 ) -> int:
     """`_with_store` on a PostgreSQL store: with `must_exist`, a database without triggerd's
     schema is refused rather than given one."""
+    from triggerd.state.factory import postgres_store
+    from triggerd.state.sqlite import StateStoreError
+
     store = postgres_store(cfg.daemon.state)
     try:
         await (store.open_without_migrating() if must_exist else store.open())
@@ -766,11 +822,6 @@ async def _with_postgres_store(
         await store.close()
 
 
-main.add_command(dlq)
-main.add_command(import_group)
-main.add_command(state)
-
-
 @main.command()
 @config_option
 @output_option
@@ -779,6 +830,8 @@ def status(config_path: str | None, output: str) -> None:
     records (the state store is only read), the daemon's readiness per trigger, and the lag
     of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
     is failing; else 3-6 when the state store cannot be read (the daemon is asked anyway)."""
+    from triggerd.cli.status import run_status
+
     registry = Registry.discover()
     cfg = _load(resolve_config(None, config_path), registry)
     sys.exit(_run_async(run_status(cfg, registry, output)))

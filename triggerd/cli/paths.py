@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import types
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, Tag
 
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
+from triggerd.state.base import MEMORY_PATH
 from triggerd.state.factory import sqlite_path
-from triggerd.state.sqlite import MEMORY_PATH
 from triggerd.types import ConfigError, PathCheck
 
 __all__ = ["path_problems", "raw_path_problems", "tls_problems"]
@@ -56,7 +54,7 @@ def raw_path_problems(path: str, registry: Registry) -> list[str]:
     file = Path(path)
     try:
         raw = read_file(file)
-    except (OSError, ValueError, ConfigError, yaml.YAMLError):
+    except (OSError, ValueError, ConfigError):
         return []
     data, _ = interpolate(raw, os.environ)
     model = build_config_model(registry, used_plugins(data, registry))
@@ -202,6 +200,8 @@ def tls_problems(cfg: ConfigBase) -> list[str]:
     cert, key = cfg.daemon.tls_cert_file, cfg.daemon.tls_key_file
     if not cert or not os.access(cert, os.R_OK) or (key and not os.access(key, os.R_OK)):
         return []  # missing or unreadable: the path checks said so
+    import ssl  # for a config that serves TLS only
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         # A password callback that gives none: an encrypted key fails here instead of

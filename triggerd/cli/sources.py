@@ -5,17 +5,14 @@ needed."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from triggerd.cli.options import config_option
-from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError
-from triggerd.state.base import StateStore
 from triggerd.types import (
     ConfigError,
     MissingExtraError,
@@ -24,6 +21,10 @@ from triggerd.types import (
     SourceCommand,
     SourcePlugin,
 )
+
+if TYPE_CHECKING:  # imported by the commands that read a config: the CLI's start-up
+    from triggerd.config.model import ConfigBase
+    from triggerd.state.base import StateStore
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -57,6 +58,8 @@ def _triggers(cfg: ConfigBase, registry: Registry) -> list[tuple[str, Any, Sourc
 
 
 async def status_lines(cfg: ConfigBase, registry: Registry) -> list[str]:
+    import asyncio  # here, not at the top: the CLI's start-up (generate-event) skips it
+
     lines = []
     for name, source_config, plugin in _triggers(cfg, registry):
         if plugin.status is None:
@@ -86,6 +89,8 @@ async def connect_sources(
     cfg: ConfigBase, registry: Registry, timeout_s: float = CONNECT_TIMEOUT_S
 ) -> ConnectReport:
     """Each enabled trigger's source `check`, concurrently, each bounded by `timeout_s`."""
+    import asyncio
+
     triggers = _triggers(cfg, registry)
 
     async def one(name: str, source_config: Any, plugin: SourcePlugin) -> tuple[str, Any]:

@@ -10,7 +10,11 @@ asked all the same, and queued/dlq show as unknown)."""
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import ssl
+import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,8 @@ __all__ = ["NOT_OUR_CERTIFICATE", "daemon_tls", "daemon_url", "run_status"]
 
 #: How long the daemon may take to answer (it is local; it should answer at once).
 DAEMON_TIMEOUT_S = 3.0
+#: The most of an answer read: /readyz and /statusz are a few KB per trigger.
+ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 def daemon_url(cfg: ConfigBase) -> str | None:
@@ -50,17 +56,23 @@ def daemon_url(cfg: ConfigBase) -> str | None:
 
 def daemon_tls(cfg: ConfigBase) -> Any:
     """What aiohttp's `ssl=` gets to reach the daemon: True (plain http: unused), or the
-    daemon's own certificate pinned by its SHA-256 fingerprint.
+    daemon's own certificate pinned by its SHA-256 fingerprint (`daemon_certificate`)."""
+    import aiohttp
+
+    pin = daemon_certificate(cfg)
+    return True if pin is None else aiohttp.Fingerprint(pin)
+
+
+def daemon_certificate(cfg: ConfigBase) -> bytes | None:
+    """The SHA-256 of the daemon's own certificate (DER), or None when it serves plain http.
 
     The daemon is reached on an address (often loopback) that a production certificate
     does not name (DNS:triggerd.example.com), so verifying the name would fail; the
     certificate this config gives the daemon identifies it exactly instead. Raises
     OperatorError when that file cannot be read."""
-    import aiohttp
-
     cert = cfg.daemon.tls_cert_file
     if not cert:
-        return True
+        return None
     try:
         with open(cert, encoding="ascii", errors="replace") as f:
             pem = f.read()
@@ -76,7 +88,7 @@ def daemon_tls(cfg: ConfigBase) -> Any:
             f"daemon.tls_cert_file {cert} holds no PEM certificate",
             ExitCode.CONFIG_INVALID,
         ) from None
-    return aiohttp.Fingerprint(hashlib.sha256(der).digest())
+    return hashlib.sha256(der).digest()
 
 
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -102,17 +114,63 @@ class DaemonView:
         return self.error is None and self.url is not None
 
 
+class _NotOurCertificate(Exception):
+    pass
+
+
+def _get_json(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> Any:
+    """(status, parsed JSON body) of a GET on an open connection (ValueError: not JSON)."""
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read(ANSWER_LIMIT_BYTES + 1)
+    if len(raw) > ANSWER_LIMIT_BYTES:
+        raise ValueError(f"{path} answered more than {ANSWER_LIMIT_BYTES} bytes")
+    return resp.status, json.loads(raw) if raw else None
+
+
+def _ask(url: str, pin: bytes | None, headers: dict[str, str]) -> tuple[int, Any, Any]:
+    """(/readyz status, /readyz body, /statusz body or {}) over one connection, blocking.
+
+    The standard library's client, in a thread: one command's two requests do not need
+    aiohttp, whose import would be most of `triggerd status`'s start-up. With TLS, the
+    certificate is compared with the pinned one before anything (the token) is sent."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    deadline = time.monotonic() + DAEMON_TIMEOUT_S
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the pinned certificate is checked instead
+        conn = http.client.HTTPSConnection(host, port, timeout=DAEMON_TIMEOUT_S, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=DAEMON_TIMEOUT_S)
+    try:
+        conn.connect()
+        if pin is not None:
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            der = conn.sock.getpeercert(binary_form=True)
+            if der is None or hashlib.sha256(der).digest() != pin:
+                raise _NotOurCertificate
+        conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        status, body = _get_json(conn, "/readyz", headers)
+        conn.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        lag_status, lag = _get_json(conn, "/statusz", headers)
+        return status, body, lag if lag_status == 200 else {}
+    finally:
+        conn.close()
+
+
 async def ask_daemon(cfg: ConfigBase) -> DaemonView:
-    import aiohttp  # imported by the command that needs it: most of the CLI's start-up
+    import asyncio
 
     url = daemon_url(cfg)
     view = DaemonView(url)
     if url is None:
         view.status = "no control listener configured (control_listen is empty): not asked"
         return view
-    timeout = aiohttp.ClientTimeout(total=DAEMON_TIMEOUT_S)
     try:
-        connector = aiohttp.TCPConnector(ssl=daemon_tls(cfg))
+        pin = daemon_certificate(cfg)
     except OperatorError as exc:
         view.status, view.error = "not checked", str(exc)
         return view
@@ -120,22 +178,16 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     token = cfg.daemon.metrics_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=connector, headers=headers
-        ) as session:
-            async with session.get(f"{url}/readyz") as resp:
-                body = await resp.json(content_type=None)
-                refused = resp.status in (401, 403)
-            async with session.get(f"{url}/statusz") as resp:
-                lag = await resp.json(content_type=None) if resp.status == 200 else {}
-    except aiohttp.ServerFingerprintMismatch:
+        status, body, lag = await asyncio.to_thread(_ask, url, pin, headers)
+        refused = status in (401, 403)
+    except _NotOurCertificate:
         view.status, view.error = "not reachable", NOT_OUR_CERTIFICATE
         return view
-    except aiohttp.ClientSSLError as exc:
-        view.status, view.error = "not reachable", f"TLS: {exc.__cause__ or exc}"
+    except ssl.SSLError as exc:
+        view.status, view.error = "not reachable", f"TLS: {exc}"
         return view
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        view.status, view.error = "not reachable", str(exc) or type(exc).__name__
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        view.status, view.error = "not reachable", _reason(url, exc)
         return view
     if refused or not isinstance(body, dict):
         view.status, view.error = "not reachable", f"{url}/readyz answered {body!r}"
@@ -151,6 +203,14 @@ async def ask_daemon(cfg: ConfigBase) -> DaemonView:
     lag_triggers = lag.get("triggers") if isinstance(lag, dict) else None
     view.lag = lag_triggers if isinstance(lag_triggers, dict) else {}
     return view
+
+
+def _reason(url: str, exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {url} within {DAEMON_TIMEOUT_S:g}s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot connect to {url}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 def _trigger_state(
@@ -170,7 +230,7 @@ def _trigger_state(
 def _rows(cfg: ConfigBase, snap: StoreSnapshot | None, view: DaemonView) -> list[dict[str, Any]]:
     """One row per trigger and async queue; queued and dlq are None (unknown) when the
     store could not be read."""
-    from triggerd.http.invoke_api import queue_name
+    from triggerd.http.queues import queue_name
 
     if snap is None:
         snap = StoreSnapshot("", {}, {})

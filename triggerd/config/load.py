@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from triggerd.config.model import ConfigBase, _did_you_mean, build_config_model, wire_problems
@@ -25,7 +24,12 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def read_file(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text)
+        import yaml  # for YAML configs only: a TOML config's start-up need not import it
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: invalid YAML: {exc}"]) from exc
     else:
         try:
             data = tomllib.loads(text)
@@ -78,8 +82,6 @@ def load_config(
         raw = read_file(file)
     except OSError as exc:
         raise ConfigError([f"{file}: {exc.strerror or exc}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{file}: invalid YAML: {exc}"]) from exc
     data, problems = interpolate(raw, os.environ if env is None else env)
     problems += _check_plugin_types(data, registry)
     if problems:

@@ -211,6 +211,7 @@ class Daemon:
             work_dir=str(self.work_dir() / name),
             metrics=self.metrics,
             runtimes_dir=self.runtimes_dir(),
+            daemon_ready=self.ready,
         )
 
     def work_dir(self) -> Path:

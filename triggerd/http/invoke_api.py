@@ -39,6 +39,7 @@ from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.events.tracing import trace_id_for
 from triggerd.http.body import BodyTooLarge, read_body
 from triggerd.http.host import HttpHost, InvokeTarget
+from triggerd.http.queues import queue_name
 from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY
 from triggerd.http.sigv4 import AuthError, SigV4Verifier, payload_sha256, signed_request
@@ -74,11 +75,6 @@ QUEUE_POLL_S = 2.0
 DEFAULT_QUEUE_CONCURRENCY = 4
 
 log = logging.getLogger("triggerd.invoke_api")
-
-
-def queue_name(function: str) -> str:
-    """The durable queue (trigger name) holding a function's Event invocations."""
-    return f"invoke-api:{function}"
 
 
 # --------------------------------------------------------------------------------------------

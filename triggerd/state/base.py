@@ -10,6 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+#: The SQLite path of a store kept in memory (`sqlite://:memory:`).
+MEMORY_PATH = ":memory:"
+
 
 @dataclass(slots=True, frozen=True)
 class NewEvent:

@@ -21,9 +21,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from triggerd.state.base import StateStore
-from triggerd.state.pgschema import is_postgres_url, parse_url
-from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.state.base import MEMORY_PATH, StateStore
 from triggerd.types import Clock, ConfigError
 
 if TYPE_CHECKING:
@@ -39,8 +37,12 @@ SUPPORTED_FORMS = (
 
 def create_state_store(url: str, *, clock: Clock | None = None) -> StateStore:
     """Return an unopened store for `url`; raises ConfigError for a URL it cannot serve."""
+    from triggerd.state.pgschema import is_postgres_url  # imports the SQLite store's errors
+
     if is_postgres_url(url):
         return postgres_store(url, clock=clock)
+    from triggerd.state.sqlite import SQLiteStateStore  # sqlite3: not for reading a config
+
     return SQLiteStateStore(sqlite_path(url), clock=clock)
 
 
@@ -49,6 +51,7 @@ def postgres_store(url: str, *, clock: Clock | None = None) -> PostgresStateStor
     unusable (without the URL in the message)."""
     if importlib.util.find_spec("asyncpg") is None:
         raise _error("a postgresql:// state store needs asyncpg: install triggerd-daemon[postgres]")
+    from triggerd.state.pgschema import parse_url
     from triggerd.state.postgres import PostgresStateStore
 
     return PostgresStateStore(parse_url(url), clock=clock)

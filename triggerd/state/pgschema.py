@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from triggerd.state.sqlite import StateStoreOpenError
 from triggerd.types import ConfigError, ExitCode
 
 if TYPE_CHECKING:
@@ -156,6 +155,8 @@ async def migrate(conn: asyncpg.Connection, display: str) -> tuple[int, str]:
     """Create or migrate the schema; two daemons starting at once are serialised by a
     transaction-level advisory lock, so the second finds the work done. Returns the schema
     version and the store's identity."""
+    from triggerd.state.sqlite import StateStoreOpenError  # not for reading a config
+
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
@@ -193,6 +194,8 @@ async def existing_schema(conn: asyncpg.Connection, display: str) -> tuple[int, 
     """The version and identity of a store triggerd created, without changing anything;
     StateStoreOpenError (STATE_MISSING) for a database without it, or one of another
     version."""
+    from triggerd.state.sqlite import StateStoreOpenError  # not for reading a config
+
     exists = await conn.fetchval(f"SELECT to_regclass('{SCHEMA}.schema_version') IS NOT NULL")
     if not exists:
         raise StateStoreOpenError(

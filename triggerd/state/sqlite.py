@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from triggerd.state.base import MEMORY_PATH as MEMORY_PATH  # re-exported: its old home
 from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
 
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MEMORY_PATH = ":memory:"
 BUSY_TIMEOUT_MS = 5000
 #: The WAL file is cut back to this size at checkpoints (bytes).
 WAL_SIZE_LIMIT = 8 * 1024 * 1024

@@ -220,6 +220,8 @@ class LocalBackend:
         self._recycling: set[asyncio.Task[None]] = set()
         #: The credentials chain being resolved in the background (see `start`).
         self._credentials: asyncio.Task[None] | None = None
+        #: Set by the first worker start: the credentials are wanted now (see `start`).
+        self._credentials_wanted = asyncio.Event()
         self._init_backoff_s = init_backoff_s
         self._sample_s = memory_sample_s
         self._memory_limit_kb = config.memory_mb * 1024
@@ -259,16 +261,25 @@ class LocalBackend:
             await self._start_credentials()  # a missing aiobotocore is an operator error here
         else:
             # The credentials chain (aiobotocore's import, a profile, the instance metadata
-            # service) takes up to a second: resolved while the daemon gets ready, and awaited
-            # by the first worker start, the first moment they are needed.
-            self._credentials = loop.create_task(self._start_credentials())
+            # service) takes up to a second: resolved in the background once the daemon is
+            # ready (its CPU would delay the start), or as soon as a worker starts (the first
+            # moment they are needed), which awaits it.
+            self._credentials = loop.create_task(self._start_credentials(later=True))
         if self.spec is None:
             self.spec = worker_spec(self.config, self.ctx, self.prepared, self.tmp_dir)
         await asyncio.to_thread(_fresh_dir, self.tmp_dir)
         self._tasks = [loop.create_task(self._maintain(), name=f"maintain:{name}")]
         await self._provision(self.config.provisioned_concurrency)
 
-    async def _start_credentials(self) -> None:
+    async def _start_credentials(self, *, later: bool = False) -> None:
+        ready = self.ctx.daemon_ready
+        if later and ready is not None and not ready.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (ready, self._credentials_wanted)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
         try:
             await self.credentials.start()
         except MissingExtraError as e:
@@ -281,6 +292,7 @@ class LocalBackend:
         is done: several may wait for it together)."""
         task = self._credentials
         if task is not None:
+            self._credentials_wanted.set()
             await asyncio.shield(task)  # one waiter cancelled does not cancel the resolution
             self._credentials = None
 

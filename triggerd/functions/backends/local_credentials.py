@@ -16,6 +16,7 @@ Nothing here logs or formats a secret: errors carry the AWS error code and messa
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import importlib
 import logging
@@ -108,7 +109,9 @@ class CredentialSource:
         self.generation = 0
 
     async def start(self) -> None:
-        self._session = _aiobotocore_session()
+        # aiobotocore's import is about 150 ms of CPU: in a thread, so that the event loop
+        # (a daemon getting ready, a Runtime API answering) is not held up by it.
+        self._session = await asyncio.to_thread(_aiobotocore_session)
         if self._session is None:
             if self._role_arn is not None:
                 needs_aiobotocore(self._role_arn)

@@ -1,10 +1,11 @@
 """Finding the interpreter a `pythonX.Y` runtime names.
 
-Candidates named `pythonX.Y` are looked for on PATH first, then in the places version managers
-install interpreters (`SEARCH_DIRS`), and each is *run* to ask its version: a pyenv shim on
-PATH exists for every version but only works for the selected one, so finding a file is not
-enough. The interpreter's own `sys.executable` is kept, so workers start the real binary, not a
-shim that execs it.
+The runtime of triggerd's own Python version is the interpreter triggerd runs on (nothing to
+search or run). For other versions, candidates named `pythonX.Y` are looked for on PATH
+first, then in the places version managers install interpreters (`SEARCH_DIRS`), and each is
+*run* to ask its version: a pyenv shim on PATH exists for every version but only works for
+the selected one, so finding a file is not enough. The interpreter's own `sys.executable` is
+kept, so workers start the real binary, not a shim that execs it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import sys
 from dataclasses import dataclass, field
 
 from triggerd.types import ConfigError
@@ -29,6 +31,7 @@ SEARCH_DIRS = (
     "/opt/python/*/bin",
 )
 PROBE_TIMEOUT_S = 10.0
+_OWN_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"
 
 
@@ -89,6 +92,14 @@ async def probe(path: str) -> Interpreter | None:
     return Interpreter(path=lines[1].strip() or path, version=lines[0].strip())
 
 
+def own_interpreter() -> Interpreter:
+    """The interpreter triggerd runs on: its version is known without starting anything
+    (a probe costs a process start, and through a pyenv shim some 60 processes of bash). The
+    binary itself, not a virtualenv's link to it: workers start with `-S` and Lambda's own
+    paths, so nothing of the daemon's environment reaches them either way."""
+    return Interpreter(path=os.path.realpath(sys.executable), version=_OWN_VERSION)
+
+
 def _missing(runtime: str, where: str) -> ConfigError:
     dirs = ", ".join(SEARCH_DIRS)
     return ConfigError(
@@ -124,6 +135,8 @@ class InterpreterFinder:
                         f"runtime {runtime} needs {version}"
                     ]
                 )
+        elif sys.executable and version == _OWN_VERSION:
+            found = own_interpreter()
         else:
             found = await self._search(version, runtime, where)
         self._found[key] = found
