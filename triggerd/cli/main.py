@@ -36,6 +36,7 @@ from triggerd.cli.status import run_status
 from triggerd.config.load import json_schema, load_config
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry, UnknownPluginError, missing_extra
+from triggerd.fanout.events.sample import sample_event as eventbridge_sample
 from triggerd.state.base import StateStore
 from triggerd.state.factory import create_state_store, sqlite_path
 from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
@@ -416,24 +417,30 @@ async def _invoke_in(
     help="Sample option, e.g. --set key=photos/a.jpg",
 )
 def generate_event(source: str, options: tuple[str, ...]) -> None:
-    """Print a sample event in AWS's shape for a SOURCE type."""
-    registry = Registry.discover()
-    try:
-        plugin = registry.source(source)
-    except (UnknownPluginError, MissingExtraError) as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        sys.exit(2)
-    if plugin.sample_event is None:
-        click.echo(f"triggerd: source {source!r} has no sample event", err=True)
-        sys.exit(2)
+    """Print a sample event in AWS's shape for a SOURCE type (or `eventbridge`: an event as
+    an event bus delivers it, --set source=, detail-type=, detail=, resources=)."""
     opts: dict[str, str] = {}
     for item in options:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
+    make: Callable[[dict[str, str]], Any]
+    if source == "eventbridge":
+        make = eventbridge_sample
+    else:
+        registry = Registry.discover()
+        try:
+            plugin = registry.source(source)
+        except (UnknownPluginError, MissingExtraError) as exc:
+            click.echo(f"triggerd: {exc}", err=True)
+            sys.exit(2)
+        if plugin.sample_event is None:
+            click.echo(f"triggerd: source {source!r} has no sample event", err=True)
+            sys.exit(2)
+        make = plugin.sample_event
     try:
-        sample = plugin.sample_event(opts)
+        sample = make(opts)
     except (ConfigError, ValueError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)

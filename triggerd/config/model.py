@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from triggerd.config.access import AccessKey, is_loopback
+from triggerd.config.buses import EventBusConfig, bus_problems
 from triggerd.config.plugins import Kind, Registry
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
@@ -486,6 +487,11 @@ class ConfigBase(Model):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
+    event_buses: list[EventBusConfig] = Field(
+        default_factory=list,
+        description="EventBridge-compatible event buses served on the control listener "
+        "(PutEvents), with their rules and targets (docs/eventbridge.md)",
+    )
 
     @property
     def trigger_list(self) -> list[TriggerBase]:
@@ -501,6 +507,12 @@ class ConfigBase(Model):
             list(self.functions), [(t.function, t.name) for t in self.trigger_list]
         )
         problems += self._route_problems()
+        problems += bus_problems(self.event_buses, self.functions)
+        if self.event_buses and not self.daemon.control_addresses:
+            problems.append(
+                "event_buses: PutEvents is served on the control listener: set "
+                "daemon.control_listen (or control_on_public = true)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -32,6 +32,7 @@ from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.aws_root import RootApis
+from triggerd.http.events_api import serve_event_buses
 from triggerd.http.routes import Routes, TriggerMount
 from triggerd.state.base import ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
@@ -262,6 +263,7 @@ class Daemon:
             stack.push_async_callback(self._close_slots)
             await self._build_triggers()
             await self._build_invoke_queues(state)
+            serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:

@@ -191,6 +191,10 @@ class InvokeQueue:
         await asyncio.shield(self.trigger.state.enqueue([event]))
         self.trigger.wake()
 
+    def wake(self) -> None:
+        """Look for new events at once (committed by another writer: an event bus)."""
+        self.trigger.wake()
+
     async def discard_throttled(self, payload: bytes, request_id: str) -> None:
         """Reserved concurrency 0: Lambda sends the event to the on-failure path, no retries."""
         body = orjson.dumps(
