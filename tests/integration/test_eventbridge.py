@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 
 from tests.integration.invoke_daemon import registry, wait_until
+from triggerd.cli.main import main
 from triggerd.config.load import validate_data
 from triggerd.daemon.app import Daemon
 
@@ -41,10 +44,12 @@ FUNCTION_DIR = Path(__file__).parent / "functions" / "eventbridge"
 PUTTER = ("AKIAPUTTER", "putter-secret-0123456789abcdef")
 READER = ("AKIAREADER", "reader-secret-0123456789abcdef")
 INVOKER = ("AKIAINVOKER", "invoker-secret-0123456789abcdef")
+REPLAYER = ("AKIAREPLAYER", "replayer-secret-0123456789abcdef")
 NO_RETRIES = Config(retries={"max_attempts": 0, "mode": "standard"}, read_timeout=30)
 ACCOUNT = "123456789012"
 BUS_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/"
 RULE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/"
+ARCHIVE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:archive/shop-archive"
 
 TEMPLATE = (
     '{"order": <id>, "text": "<customer> paid <amount>", "items": <skus>, '
@@ -80,6 +85,12 @@ def config(tmp: Path) -> dict[str, Any]:
                     "access_key_id": READER[0],
                     "secret_access_key": READER[1],
                     "actions": ["events:List*", "events:DescribeRule"],
+                },
+                {
+                    "access_key_id": REPLAYER[0],
+                    "secret_access_key": REPLAYER[1],
+                    "actions": ["events:StartReplay"],
+                    "resources": [ARCHIVE_ARN],
                 },
                 {
                     "access_key_id": INVOKER[0],
@@ -134,6 +145,7 @@ def config(tmp: Path) -> dict[str, Any]:
             },
             {
                 "name": "shop",
+                "archive": {"retention_days": 1},
                 "rules": [
                     {
                         "name": "internal-logins",
@@ -465,3 +477,59 @@ async def test_the_aws_cli_puts_events(r: Running) -> None:
     assert out["FailedEntryCount"] == 0 and "EventId" in out["Entries"][0]
     await wait_until(lambda: len(r.calls()) >= 3, 30, "three deliveries")
     assert {c["event"].get("order") for c in r.calls() if c["label"] == "orders"} == {30}
+
+
+async def test_archived_events_are_replayed_with_their_replay_name(r: Running) -> None:
+    r.reset()
+    since = time.time()
+    login = {
+        "Source": "corp.auth",
+        "DetailType": "Login",
+        "Detail": json.dumps({"ip": "10.0.0.8", "user": "Admin"}),
+        "EventBusName": "shop",
+    }
+    put = await call(events(r).put_events, Entries=[login])
+    await wait_until(lambda: len(r.calls()) >= 1, 30, "the first delivery")
+    r.reset()
+    replayer = events(r, REPLAYER)
+    resp = await call(
+        replayer.start_replay,
+        ReplayName="again-1",
+        EventSourceArn=ARCHIVE_ARN,
+        EventStartTime=since,
+        EventEndTime=time.time() + 1,
+        Destination={"Arn": BUS_ARN + "shop"},
+    )
+    assert resp["State"] == "COMPLETED"
+    assert resp["StateReason"] == "1 events replayed, 1 invocations queued"
+    await wait_until(lambda: len(r.calls()) >= 1, 30, "the replayed delivery")
+    (replayed,) = [c["event"] for c in r.calls()]
+    assert replayed["id"] == put["Entries"][0]["EventId"]
+    assert replayed["replay-name"] == "again-1"
+    assert replayed["detail"] == {"ip": "10.0.0.8", "user": "Admin"}
+
+    # The command line asks the daemon the same, signed with the environment's key.
+    r.reset()
+    config_file = r.tmp / "cli.yaml"
+    data = config(r.tmp)
+    data["daemon"]["control_listen"] = r.daemon.control_address
+    config_file.write_text(json.dumps(data))  # JSON is YAML: the loader reads it
+    env = {"AWS_ACCESS_KEY_ID": REPLAYER[0], "AWS_SECRET_ACCESS_KEY": REPLAYER[1]}
+    args = ["events", "replay", "shop", "--since", "10m", "--rule", "internal-logins"]
+    done = await asyncio.to_thread(
+        CliRunner().invoke, main, [*args, "-c", str(config_file)], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert "events replayed" in done.output
+    await wait_until(lambda: len(r.calls()) >= 1, 30, "the CLI's replayed delivery")
+    assert all(c["event"]["replay-name"].startswith("replay-") for c in r.calls())
+    with pytest.raises(ClientError) as denied:
+        await call(
+            events(r).start_replay,
+            ReplayName="x",
+            EventSourceArn=ARCHIVE_ARN,
+            EventStartTime=since,
+            EventEndTime=time.time(),
+            Destination={"Arn": BUS_ARN + "shop"},
+        )
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"

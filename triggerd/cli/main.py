@@ -22,6 +22,7 @@ import orjson
 from triggerd import __version__
 from triggerd.cli import control
 from triggerd.cli.dlq_commands import dlq
+from triggerd.cli.events import events
 from triggerd.cli.functions import build_functions, check_functions
 from triggerd.cli.options import (
     config_argument,
@@ -527,6 +528,7 @@ def _with_store(
 
 
 main.add_command(dlq)
+main.add_command(events)
 
 
 @main.command()

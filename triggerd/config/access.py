@@ -32,6 +32,8 @@ KNOWN_ACTIONS = frozenset(
         "events:ListRules",
         "events:DescribeRule",
         "events:ListTargetsByRule",
+        # `triggerd events replay`: the archive's ARN (archive/<bus>-archive)
+        "events:StartReplay",
     }
 )
 
@@ -167,6 +169,7 @@ class AccessKey(Model):
             and not can_match_arn(pattern, trigger)
             and not can_match_arn(pattern, events + "event-bus/")
             and not can_match_arn(pattern, events + "rule/")
+            and not can_match_arn(pattern, events + "archive/")
         ]
 
     @property

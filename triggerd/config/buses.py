@@ -20,6 +20,7 @@ from triggerd.types import Model
 
 __all__ = [
     "DEFAULT_BUS",
+    "ArchiveConfig",
     "EventBusConfig",
     "InputTransformer",
     "RuleConfig",
@@ -107,10 +108,7 @@ class RuleConfig(Model):
     @field_validator("event_pattern")
     @classmethod
     def _pattern_compiles(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
-        try:
-            compile_filters([value], max_filters=1)
-        except FilterPatternError as exc:
-            raise ValueError(f"invalid event pattern{str(exc).removeprefix('filter[0]')}") from None
+        _compile_pattern(value)
         return value
 
     @property
@@ -132,6 +130,35 @@ class RuleConfig(Model):
         return self
 
 
+class ArchiveConfig(Model):
+    """Keep the bus's events in the state store, for `triggerd events replay`."""
+
+    retention_days: int = Field(
+        0, ge=0, le=36500, description="Days an archived event is kept; 0 keeps it forever"
+    )
+    event_pattern: dict[str, Any] | str | None = Field(
+        None, description="Archive only the events that match this pattern (default: all)"
+    )
+
+    @field_validator("event_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
+        if value is not None:
+            _compile_pattern(value)
+        return value
+
+    def compiled_pattern(self) -> CompiledFilter:
+        """Matches every event when no pattern is set."""
+        return compile_filters([] if self.event_pattern is None else [self.event_pattern])
+
+
+def _compile_pattern(value: dict[str, Any] | str) -> CompiledFilter:
+    try:
+        return compile_filters([value], max_filters=1)
+    except FilterPatternError as exc:
+        raise ValueError(f"invalid event pattern{str(exc).removeprefix('filter[0]')}") from None
+
+
 class EventBusConfig(Model):
     name: str = Field(
         DEFAULT_BUS,
@@ -140,6 +167,14 @@ class EventBusConfig(Model):
     )
     description: str | None = Field(None, max_length=512)
     rules: list[RuleConfig] = Field(default_factory=list)
+    archive: ArchiveConfig | None = Field(
+        None, description="Archive the bus's events in the state store for replays"
+    )
+
+    @property
+    def archive_name(self) -> str:
+        """The archive's name, as its ARN (`archive/NAME`) and replays name it."""
+        return self.name.replace("/", "-") + "-archive"
 
     @model_validator(mode="after")
     def _unique_rules(self) -> EventBusConfig:

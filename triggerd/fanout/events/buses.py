@@ -31,17 +31,24 @@ from triggerd.events.filters import CompiledFilter
 from triggerd.events.tracing import trace_id_for
 from triggerd.fanout.events.entries import Accepted, Refused, bus_name_of, check_entries
 from triggerd.fanout.events.errors import EventsError
-from triggerd.state.base import NewEvent, StateStore
+from triggerd.state.base import ArchivedEvent, EventArchive, NewEvent, StateStore
 from triggerd.state.sqlite import StateStoreError
 from triggerd.types import MAX_ASYNC_PAYLOAD
 
-__all__ = ["Authorize", "EventsApi", "TargetQueue"]
+__all__ = ["Authorize", "Bus", "EventsApi", "Rule", "TargetQueue"]
 
 log = logging.getLogger("triggerd.events")
 
 #: `authorize(action, resource_arn)`: raises when the caller may not.
 Authorize = Callable[[str, str], None]
 _MAX_LIMIT: Final = 100
+_PRUNE_EVERY_S: Final = 3600.0
+
+
+def _archive_of(state: StateStore) -> EventArchive:
+    if not isinstance(state, EventArchive):
+        raise StateStoreError("this state store keeps no event archives")
+    return state
 
 
 class TargetQueue(Protocol):
@@ -61,7 +68,7 @@ class _Target:
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
+class Rule:
     config: RuleConfig
     arn: str
     pattern: CompiledFilter
@@ -69,10 +76,22 @@ class _Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class _Bus:
+class Bus:
     config: EventBusConfig
     arn: str
-    rules: tuple[_Rule, ...]
+    rules: tuple[Rule, ...]
+    #: Which events the archive keeps; None without an archive.
+    archive: CompiledFilter | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What one accepted entry commits: its invocations and its archived copy."""
+
+    index: int
+    bus: str
+    deliveries: list[NewEvent]
+    archived: ArchivedEvent | None
 
 
 class EventsApi:
@@ -96,7 +115,9 @@ class EventsApi:
         self._queues = queues
         self._clock = clock
         self._compiled_from: Sequence[EventBusConfig] | None = None
-        self._buses: dict[str, _Bus] = {}
+        self._buses: dict[str, Bus] = {}
+        #: Per bus: when its archive was last pruned of events past their retention.
+        self._pruned_at: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------
     # Names
@@ -108,19 +129,22 @@ class EventsApi:
         prefix = f"arn:aws:events:{self.region}:{self.account_id}:rule/"
         return prefix + (rule if bus == DEFAULT_BUS else f"{bus}/{rule}")
 
+    def archive_arn(self, name: str) -> str:
+        return f"arn:aws:events:{self.region}:{self.account_id}:archive/{name}"
+
     def function_arn(self, function: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{function}"
 
-    def buses(self) -> dict[str, _Bus]:
+    def buses(self) -> dict[str, Bus]:
         configs = self._source()
         if configs is not self._compiled_from:
             self._buses = {b.name: self._compile(b) for b in configs}
             self._compiled_from = configs
         return self._buses
 
-    def _compile(self, bus: EventBusConfig) -> _Bus:
+    def _compile(self, bus: EventBusConfig) -> Bus:
         rules = tuple(
-            _Rule(
+            Rule(
                 rule,
                 self.rule_arn(bus.name, rule.name),
                 rule.compiled_pattern(),
@@ -128,7 +152,8 @@ class EventsApi:
             )
             for rule in bus.rules
         )
-        return _Bus(bus, self.bus_arn(bus.name), rules)
+        archive = bus.archive.compiled_pattern() if bus.archive is not None else None
+        return Bus(bus, self.bus_arn(bus.name), rules, archive)
 
     # ----------------------------------------------------------------------------------------
     # Dispatch
@@ -140,6 +165,10 @@ class EventsApi:
             raise EventsError("SerializationException", "The request body must be a JSON object")
         if operation == "PutEvents":
             return await self.put_events(params, authorize, trace_header)
+        if operation == "StartReplay":
+            from triggerd.fanout.events.replay import start_replay
+
+            return await start_replay(self, params, authorize)
         handler = self._READS.get(operation)
         if handler is None:
             raise EventsError(
@@ -169,7 +198,7 @@ class EventsApi:
         buses = self.buses()
         ingestion = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         results: list[dict[str, str]] = []
-        pending: list[tuple[int, list[NewEvent]]] = []
+        pending: list[_Pending] = []
         for index, entry in enumerate(checked):
             if isinstance(entry, Refused):
                 results.append(entry.result())
@@ -180,41 +209,46 @@ class EventsApi:
                 results.append(Refused("ResourceNotFoundException", missing).result())
                 continue
             event_id = str(uuid.uuid4())
+            event = event_envelope(
+                event_id=event_id,
+                detail_type=entry.detail_type,
+                source=entry.source,
+                account=self.account_id,
+                time=entry.time,
+                region=self.region,
+                resources=entry.resources,
+                detail=entry.detail,
+            )
+            event_bytes = orjson.dumps(event)
+            trace_id = trace_id_for(entry.trace_header or trace_header, now)
             try:
-                deliveries = self._deliveries(bus, entry, event_id, now, ingestion, trace_header)
+                deliveries = self.route(bus.rules, event, event_bytes, now, ingestion, trace_id)
             except EventsError as exc:
                 results.append(Refused(exc.code, exc.message).result())
                 continue
             results.append({"EventId": event_id})
-            if deliveries:
-                pending.append((index, deliveries))
+            archived = None
+            if bus.archive is not None and bus.archive.matches(event):
+                archived = ArchivedEvent(event_id, now, event_bytes)
+            if deliveries or archived is not None:
+                pending.append(_Pending(index, bus.config.name, deliveries, archived))
         await self._commit(pending, results)
+        await self._prune(buses, now)
         failed = sum(1 for r in results if "ErrorCode" in r)
         return {"FailedEntryCount": failed, "Entries": results}
 
-    def _deliveries(
+    def route(
         self,
-        bus: _Bus,
-        entry: Accepted,
-        event_id: str,
+        rules: Sequence[Rule],
+        event: dict[str, Any],
+        event_bytes: bytes,
         now: float,
         ingestion: str,
-        trace_header: str | None,
+        trace_id: str,
     ) -> list[NewEvent]:
-        event = event_envelope(
-            event_id=event_id,
-            detail_type=entry.detail_type,
-            source=entry.source,
-            account=self.account_id,
-            time=entry.time,
-            region=self.region,
-            resources=entry.resources,
-            detail=entry.detail,
-        )
-        event_bytes = orjson.dumps(event)
-        trace_id = trace_id_for(entry.trace_header or trace_header, now)
+        """The invocations of the event's matching rules' targets."""
         out: list[NewEvent] = []
-        for rule in bus.rules:
+        for rule in rules:
             if rule.config.state != "ENABLED" or not rule.pattern.matches(event):
                 continue
             ctx = RuleContext(rule.config.name, rule.arn, ingestion)
@@ -247,21 +281,22 @@ class EventsApi:
                 )
         return out
 
-    async def _commit(
-        self, pending: list[tuple[int, list[NewEvent]]], results: list[dict[str, str]]
-    ) -> None:
+    async def _commit(self, pending: list[_Pending], results: list[dict[str, str]]) -> None:
+        """Store the invocations and archived copies of one call together (the writes join
+        one group commit); on failure the entries concerned fail with InternalFailure."""
         if not pending:
             return
-        events = [e for _, batch in pending for e in batch]
-        state = self._state()
+        events = [e for p in pending for e in p.deliveries]
+        archives: dict[str, list[ArchivedEvent]] = {}
+        for p in pending:
+            if p.archived is not None:
+                archives.setdefault(p.bus, []).append(p.archived)
         try:
-            if state is None:
-                raise StateStoreError("the state store is not open")
-            await asyncio.shield(state.enqueue(events))
+            await asyncio.shield(self._store(events, archives))
         except StateStoreError as exc:
             log.error("events.not_queued", extra={"events": len(events), "error": str(exc)})
-            for index, _ in pending:
-                results[index] = Refused(
+            for p in pending:
+                results[p.index] = Refused(
                     "InternalFailure", "The event could not be stored; retry it."
                 ).result()
             return
@@ -271,10 +306,60 @@ class EventsApi:
                 queue.wake()
         log.debug("events.queued", extra={"events": len(events)})
 
+    async def queue(self, events: list[NewEvent]) -> None:
+        """Commit invocations (a replay's) and wake their queues; StateStoreError if the
+        store refuses them."""
+        if events:
+            await asyncio.shield(self._store(events, {}))
+            for name in {e.function for e in events}:
+                queue = self._queues.get(name)
+                if queue is not None:
+                    queue.wake()
+
+    def archive_store(self) -> EventArchive:
+        """The store's archive capability; StateStoreError when it has none or is closed."""
+        state = self._state()
+        if state is None:
+            raise StateStoreError("the state store is not open")
+        return _archive_of(state)
+
+    async def _store(
+        self, events: list[NewEvent], archives: Mapping[str, list[ArchivedEvent]]
+    ) -> None:
+        state = self._state()
+        if state is None:
+            raise StateStoreError("the state store is not open")
+        writes: list[Any] = [state.enqueue(events)] if events else []
+        if archives:
+            archive = _archive_of(state)
+            writes += [archive.archive_events(bus, rows) for bus, rows in archives.items()]
+        await asyncio.gather(*writes)
+
+    async def _prune(self, buses: Mapping[str, Bus], now: float) -> None:
+        """At most hourly per bus: drop archived events past the archive's retention."""
+        for name, bus in buses.items():
+            archive = bus.config.archive
+            if archive is None or not archive.retention_days:
+                continue
+            if now - self._pruned_at.get(name, 0.0) < _PRUNE_EVERY_S:
+                continue
+            self._pruned_at[name] = now
+            state = self._state()
+            try:
+                if state is None:
+                    raise StateStoreError("the state store is not open")
+                before = now - archive.retention_days * 86400
+                gone = await asyncio.shield(_archive_of(state).prune_archive(name, before))
+            except StateStoreError as exc:
+                log.warning("events.archive_not_pruned", extra={"bus": name, "error": str(exc)})
+                continue
+            if gone:
+                log.info("events.archive_pruned", extra={"bus": name, "events": gone})
+
     # ----------------------------------------------------------------------------------------
     # Reads
 
-    def _bus(self, params: dict[str, Any]) -> _Bus:
+    def _bus(self, params: dict[str, Any]) -> Bus:
         raw = params.get("EventBusName", DEFAULT_BUS)
         name = bus_name_of(raw, self.region, self.account_id) if isinstance(raw, str) else None
         if name is None:
@@ -284,7 +369,7 @@ class EventsApi:
             raise EventsError("ResourceNotFoundException", f"Event bus {name} does not exist.")
         return bus
 
-    def _rule(self, bus: _Bus, name: Any) -> _Rule:
+    def _rule(self, bus: Bus, name: Any) -> Rule:
         if not isinstance(name, str) or not name:
             raise EventsError("ValidationException", "The rule name is required")
         for rule in bus.rules:
@@ -328,7 +413,7 @@ class EventsApi:
         return _page(items, "Targets", params)
 
     @staticmethod
-    def _describe(bus: _Bus, rule: _Rule) -> dict[str, Any]:
+    def _describe(bus: Bus, rule: Rule) -> dict[str, Any]:
         return _without_none(
             {
                 "Name": rule.config.name,
