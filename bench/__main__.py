@@ -20,6 +20,7 @@ from bench import (
     async_queue,
     cold_start,
     directory,
+    eventbridge,
     format_table,
     http_backend,
     idle_rss,
@@ -69,6 +70,7 @@ BENCHMARKS: dict[str, Runner] = {
     sigv4.NAME: _runner(sigv4),
     async_queue.NAME: _runner(async_queue),
     invoke_event.NAME: _runner(invoke_event),
+    eventbridge.NAME: _runner(eventbridge),
     worker_memory.NAME: _runner(worker_memory),
 }
 
