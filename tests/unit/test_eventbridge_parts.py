@@ -32,6 +32,7 @@ from triggerd.fanout.events.entries import (
 from triggerd.fanout.events.errors import EventsError
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import StateStoreError
+from triggerd.telemetry.metrics import Metrics
 
 EVENT: dict[str, Any] = {
     "version": "0",
@@ -322,7 +323,9 @@ class FakeQueue:
         self.woken += 1
 
 
-def api(store: FakeStore, queues: dict[str, FakeQueue]) -> EventsApi:
+def api(
+    store: FakeStore, queues: dict[str, FakeQueue], metrics: Metrics | None = None
+) -> EventsApi:
     config = [
         EventBusConfig.model_validate(
             {
@@ -343,6 +346,7 @@ def api(store: FakeStore, queues: dict[str, FakeQueue]) -> EventsApi:
         state=lambda: store,  # type: ignore[arg-type, return-value]
         queues=queues,
         clock=lambda: 1714564800.0,
+        metrics=metrics,
     )
 
 
@@ -411,3 +415,20 @@ async def test_bad_calls_are_aws_errors(operation: str, params: Any, code: str) 
     with pytest.raises(EventsError) as err:
         await api(FakeStore(), {}).call(operation, params, allow)
     assert err.value.code == code and err.value.status == 400
+
+
+async def test_entries_and_matches_are_counted_without_a_series_per_unknown_bus() -> None:
+    metrics = Metrics()
+    queues = {"f": FakeQueue("f"), "g": FakeQueue("g")}
+    entries = [entry(), entry(Detail="[]"), entry(EventBusName="nope-1"), entry(EventBusName="x")]
+    await api(FakeStore(), queues, metrics).call("PutEvents", {"Entries": entries}, allow)
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    entries_total = "triggerd_eventbridge_entries_total"
+    assert value(entries_total, bus="default", outcome="accepted") == 1
+    assert value(entries_total, bus="default", outcome="MalformedDetail") == 1
+    assert value(entries_total, bus="unknown", outcome="ResourceNotFoundException") == 2
+    matched = "triggerd_eventbridge_matched_events_total"
+    assert value(matched, bus="default", rule="all") == 1

@@ -146,6 +146,7 @@ def serve_event_buses(
         account_id=d.account_id,
         state=lambda: host.state,
         queues=host.invoke_queues,
+        metrics=host.metrics,
     )
     root_apis.add_target(TARGET_PREFIX, events_handler(host, api))
     return api

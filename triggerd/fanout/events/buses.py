@@ -33,6 +33,7 @@ from triggerd.fanout.events.entries import Accepted, Refused, bus_name_of, check
 from triggerd.fanout.events.errors import EventsError
 from triggerd.state.base import ArchivedEvent, EventArchive, NewEvent, StateStore
 from triggerd.state.sqlite import StateStoreError
+from triggerd.telemetry.metrics import Metrics
 from triggerd.types import MAX_ASYNC_PAYLOAD
 
 __all__ = ["Authorize", "Bus", "EventsApi", "Rule", "TargetQueue"]
@@ -69,6 +70,7 @@ class _Target:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    bus: str
     config: RuleConfig
     arn: str
     pattern: CompiledFilter
@@ -107,8 +109,10 @@ class EventsApi:
         state: Callable[[], StateStore | None],
         queues: Mapping[str, TargetQueue],
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._source = buses
+        self._metrics = metrics
         self.region = region
         self.account_id = account_id
         self._state = state
@@ -145,6 +149,7 @@ class EventsApi:
     def _compile(self, bus: EventBusConfig) -> Bus:
         rules = tuple(
             Rule(
+                bus.name,
                 rule,
                 self.rule_arn(bus.name, rule.name),
                 rule.compiled_pattern(),
@@ -234,8 +239,25 @@ class EventsApi:
                 pending.append(_Pending(index, bus.config.name, deliveries, archived))
         await self._commit(pending, results)
         await self._prune(buses, now)
+        self._count(params["Entries"], results, buses)
         failed = sum(1 for r in results if "ErrorCode" in r)
         return {"FailedEntryCount": failed, "Entries": results}
+
+    def _count(
+        self,
+        entries: list[dict[str, Any]],
+        results: Sequence[dict[str, str]],
+        buses: Mapping[str, Bus],
+    ) -> None:
+        if self._metrics is None:
+            return
+        counter = self._metrics.eventbridge_entries
+        for entry, result in zip(entries, results, strict=True):
+            raw = entry.get("EventBusName", DEFAULT_BUS)
+            name = bus_name_of(raw, self.region, self.account_id) if isinstance(raw, str) else None
+            # A hostile caller may name any bus: only declared ones get their own series.
+            bus = name if name is not None and name in buses else "unknown"
+            counter.labels(bus, result.get("ErrorCode", "accepted")).inc()
 
     def route(
         self,
@@ -251,6 +273,8 @@ class EventsApi:
         for rule in rules:
             if rule.config.state != "ENABLED" or not rule.pattern.matches(event):
                 continue
+            if self._metrics is not None:
+                self._metrics.eventbridge_matched.labels(rule.bus, rule.config.name).inc()
             ctx = RuleContext(rule.config.name, rule.arn, ingestion)
             for target in rule.targets:
                 function = target.config.function
