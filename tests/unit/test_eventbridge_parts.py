@@ -432,3 +432,28 @@ async def test_entries_and_matches_are_counted_without_a_series_per_unknown_bus(
     assert value(entries_total, bus="unknown", outcome="ResourceNotFoundException") == 2
     matched = "triggerd_eventbridge_matched_events_total"
     assert value(matched, bus="default", rule="all") == 1
+
+
+# ---- Patterns over the event envelope ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        ({"detail-type": ["Order Placed"]}, True),
+        ({"resources": ["arn:x"]}, True),
+        ({"resources": [{"prefix": "arn:y"}]}, False),
+        ({"detail": {"items": {"sku": ["b"]}}}, True),
+        ({"detail": {"items": {"sku": ["b"], "n": [1]}}}, False),  # both in one element
+        ({"detail": {"id": [{"numeric": [">=", 7, "<", 8]}]}}, True),
+        ({"detail": {"id": ["7"]}}, False),  # a string never equals a number
+        ({"detail": {"absent": [{"exists": False}]}}, True),
+        ({"detail": {"name": [{"wildcard": "Ann*B"}]}}, True),
+        ({"source": [{"anything-but": {"prefix": ["com.", "org."]}}]}, False),
+        ({"$or": [{"source": ["x"]}, {"detail": {"nested": {"deep": {"x": [20]}}}}]}, True),
+        ({"account": [{"equals-ignore-case": "123456789012"}], "region": ["eu-west-1"]}, False),
+    ],
+)
+def test_rule_patterns_match_the_event_envelope(pattern: dict[str, Any], matches: bool) -> None:
+    rule = EventBusConfig.model_validate(bus(event_pattern=pattern)).rules[0]
+    assert rule.compiled_pattern().matches(EVENT) is matches

@@ -265,7 +265,8 @@ def validate(
         sys.exit(ExitCode.SOURCE_UNREACHABLE)
     checked = "; sources answer" if connect else ""
     click.echo(
-        f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers{checked})"
+        f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers"
+        f"{f', {len(cfg.event_buses)} event buses' if cfg.event_buses else ''}{checked})"
     )
 
 

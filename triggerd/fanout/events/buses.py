@@ -29,7 +29,7 @@ from triggerd.config.buses import DEFAULT_BUS, EventBusConfig, RuleConfig, RuleT
 from triggerd.events.eventbridge import RuleContext, TargetInput, event_envelope
 from triggerd.events.filters import CompiledFilter
 from triggerd.events.tracing import trace_id_for
-from triggerd.fanout.events.entries import Accepted, Refused, bus_name_of, check_entries
+from triggerd.fanout.events.entries import Refused, bus_name_of, check_entries
 from triggerd.fanout.events.errors import EventsError
 from triggerd.state.base import ArchivedEvent, EventArchive, NewEvent, StateStore
 from triggerd.state.sqlite import StateStoreError
@@ -198,7 +198,9 @@ class EventsApi:
         checked = check_entries(
             params.get("Entries"), region=self.region, account_id=self.account_id, now=now
         )
-        for bus_name in sorted({c.bus for c in checked if isinstance(c, Accepted)}):
+        # IAM's check comes first, for every bus the entries name (also those refused for
+        # something else): a key without PutEvents learns nothing about the entries.
+        for bus_name in sorted(self._named_buses(params["Entries"])):
             authorize("events:PutEvents", self.bus_arn(bus_name))
         buses = self.buses()
         ingestion = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -243,6 +245,15 @@ class EventsApi:
         failed = sum(1 for r in results if "ErrorCode" in r)
         return {"FailedEntryCount": failed, "Entries": results}
 
+    def _named_buses(self, entries: list[dict[str, Any]]) -> set[str]:
+        names = set()
+        for entry in entries:
+            raw = entry.get("EventBusName", DEFAULT_BUS)
+            name = bus_name_of(raw, self.region, self.account_id) if isinstance(raw, str) else None
+            if name is not None:
+                names.add(name)
+        return names or {DEFAULT_BUS}
+
     def _count(
         self,
         entries: list[dict[str, Any]],
@@ -253,10 +264,9 @@ class EventsApi:
             return
         counter = self._metrics.eventbridge_entries
         for entry, result in zip(entries, results, strict=True):
-            raw = entry.get("EventBusName", DEFAULT_BUS)
-            name = bus_name_of(raw, self.region, self.account_id) if isinstance(raw, str) else None
+            named = self._named_buses([entry])
             # A hostile caller may name any bus: only declared ones get their own series.
-            bus = name if name is not None and name in buses else "unknown"
+            bus = next(iter(named)) if named <= buses.keys() else "unknown"
             counter.labels(bus, result.get("ErrorCode", "accepted")).inc()
 
     def route(
