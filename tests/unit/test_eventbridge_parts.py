@@ -457,3 +457,58 @@ async def test_entries_and_matches_are_counted_without_a_series_per_unknown_bus(
 def test_rule_patterns_match_the_event_envelope(pattern: dict[str, Any], matches: bool) -> None:
     rule = EventBusConfig.model_validate(bus(event_pattern=pattern)).rules[0]
     assert rule.compiled_pattern().matches(EVENT) is matches
+
+
+# ---- Any request: an answer or a 4xx, never an exception of another kind --------------------
+
+any_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=12),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+entry_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "Source": st.one_of(st.text(max_size=10), any_json),
+        "DetailType": st.one_of(st.text(max_size=10), any_json),
+        "Detail": st.one_of(st.just('{"a": 1}'), st.text(max_size=10), any_json),
+        "Resources": any_json,
+        "Time": any_json,
+        "EventBusName": st.one_of(st.just("default"), any_json),
+        "TraceHeader": any_json,
+    },
+)
+
+
+@given(
+    operation=st.sampled_from(
+        ["PutEvents", "ListRules", "DescribeRule", "ListTargetsByRule", "ListEventBuses", "X"]
+    ),
+    params=st.one_of(
+        any_json,
+        st.fixed_dictionaries({"Entries": st.lists(entry_like, max_size=11)}),
+        st.dictionaries(
+            st.sampled_from(["Name", "Rule", "EventBusName", "Limit", "NextToken", "NamePrefix"]),
+            any_json,
+            max_size=4,
+        ),
+    ),
+)
+async def test_any_request_gets_an_answer_or_a_client_error(operation: str, params: Any) -> None:
+    queues = {"f": FakeQueue("f"), "g": FakeQueue("g")}
+    try:
+        out = await api(FakeStore(), queues).call(operation, params, allow)
+    except EventsError as exc:
+        assert 400 <= exc.status < 500
+        return
+    if operation == "PutEvents":
+        assert len(out["Entries"]) == len(params["Entries"])
+        assert out["FailedEntryCount"] == sum("ErrorCode" in e for e in out["Entries"])
