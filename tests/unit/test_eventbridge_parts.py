@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -488,6 +489,7 @@ entry_like = st.fixed_dictionaries(
 )
 
 
+@hypothesis_settings(max_examples=60)
 @given(
     operation=st.sampled_from(
         ["PutEvents", "ListRules", "DescribeRule", "ListTargetsByRule", "ListEventBuses", "X"]
