@@ -32,7 +32,9 @@ from click.testing import CliRunner
 from tests.integration.invoke_daemon import registry, wait_until
 from triggerd.cli.main import main
 from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
+from triggerd.delivery.destinations import file_plugin
 
 pytestmark = [
     pytest.mark.integration,
@@ -99,7 +101,17 @@ def config(tmp: Path) -> dict[str, Any]:
                 },
             ],
         },
-        "functions": {"orders": function(tmp, "orders"), "audit": function(tmp, "audit")},
+        "functions": {
+            "orders": function(tmp, "orders"),
+            "audit": function(tmp, "audit"),
+            "fragile": function(tmp, "fragile"),
+        },
+        "async_invocation": {
+            "fragile": {
+                "maximum_retry_attempts": 0,
+                "on_failure": {"type": "file", "path": str(tmp / "failed.jsonl")},
+            }
+        },
         "event_buses": [
             {
                 "rules": [
@@ -136,6 +148,11 @@ def config(tmp: Path) -> dict[str, Any]:
                         ],
                     },
                     {
+                        "name": "fragile-jobs",
+                        "event_pattern": {"source": ["jobs"]},
+                        "targets": [{"function": "fragile"}],
+                    },
+                    {
                         "name": "switched-off",
                         "state": "DISABLED",
                         "event_pattern": {"source": [{"prefix": "com"}]},
@@ -167,6 +184,12 @@ def config(tmp: Path) -> dict[str, Any]:
     }
 
 
+def with_file_destination() -> Registry:
+    reg = registry()
+    reg.register("destination", "file", file_plugin)
+    return reg
+
+
 @dataclass
 class Running:
     daemon: Daemon
@@ -187,8 +210,9 @@ class Running:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def r(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     tmp = tmp_path_factory.mktemp("eventbridge")
-    cfg = validate_data(config(tmp), registry(), base_dir=tmp)
-    async with Daemon(cfg, registry()).running() as daemon, aiohttp.ClientSession() as http:
+    cfg = validate_data(config(tmp), with_file_destination(), base_dir=tmp)
+    server = Daemon(cfg, with_file_destination())
+    async with server.running() as daemon, aiohttp.ClientSession() as http:
         assert daemon.control_address is not None
         yield Running(daemon, f"http://{daemon.control_address}", tmp, http)
 
@@ -386,8 +410,8 @@ async def test_buses_rules_and_targets_can_be_read(r: Running) -> None:
     rules = await call(client.list_rules, Limit=2)
     assert [x["Name"] for x in rules["Rules"]] == ["big-orders", "all-shop"]
     more = await call(client.list_rules, Limit=2, NextToken=rules["NextToken"])
-    assert [x["Name"] for x in more["Rules"]] == ["switched-off"]
-    assert more["Rules"][0]["State"] == "DISABLED"
+    assert [x["Name"] for x in more["Rules"]] == ["fragile-jobs", "switched-off"]
+    assert more["Rules"][1]["State"] == "DISABLED"
     rule = await call(client.describe_rule, Name="internal-logins", EventBusName="shop")
     assert rule["Arn"] == RULE_ARN + "shop/internal-logins"
     assert json.loads(rule["EventPattern"])["detail"]["ip"] == [{"cidr": "10.0.0.0/24"}]
@@ -533,3 +557,21 @@ async def test_archived_events_are_replayed_with_their_replay_name(r: Running) -
             Destination={"Arn": BUS_ARN + "shop"},
         )
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+async def test_an_event_the_function_fails_goes_to_its_on_failure_destination(
+    r: Running,
+) -> None:
+    resp = await call(
+        events(r).put_events,
+        Entries=[{"Source": "jobs", "DetailType": "Job", "Detail": json.dumps({"fail": 1})}],
+    )
+    failed = r.tmp / "failed.jsonl"
+    await wait_until(failed.exists, 30, "the on-failure record")
+    await wait_until(lambda: failed.read_text().endswith("\n"), 5, "a whole line")
+    record = json.loads(failed.read_text().splitlines()[0])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestContext"]["functionArn"].endswith(":function:fragile:$LATEST")
+    assert record["requestPayload"]["id"] == resp["Entries"][0]["EventId"]
+    assert record["responsePayload"]["errorMessage"] == "asked to fail"

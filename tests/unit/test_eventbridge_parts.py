@@ -5,6 +5,7 @@ state store (one transaction per call, InternalFailure when the store refuses)."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -514,3 +515,48 @@ async def test_any_request_gets_an_answer_or_a_client_error(operation: str, para
     if operation == "PutEvents":
         assert len(out["Entries"]) == len(params["Entries"])
         assert out["FailedEntryCount"] == sum("ErrorCode" in e for e in out["Entries"])
+
+
+# ---- A function's async_invocation settings -------------------------------------------------
+
+
+def async_config(settings: dict[str, Any], functions: tuple[str, ...] = ("f",)) -> list[str]:
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.delivery.destinations import file_plugin
+    from triggerd.functions.backends.http import plugin as http_plugin
+    from triggerd.types import ConfigError
+
+    reg = Registry()
+    reg.register("backend", "http", http_plugin)
+    reg.register("destination", "file", file_plugin)
+    data = {
+        "daemon": {"listen": "", "control_listen": "127.0.0.1:0"},
+        "functions": {f: {"backend": "http", "url": "http://127.0.0.1:1/"} for f in functions},
+        "async_invocation": settings,
+    }
+    try:
+        validate_data(data, reg, Path("."))
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"g": {}}, "async_invocation.g: no function 'g'"),
+        ({"f": {"maximum_retry_attempts": 3}}, "async_invocation.f.maximum_retry_attempts"),
+        ({"f": {"maximum_event_age_s": 30}}, "async_invocation.f.maximum_event_age_s"),
+        ({"f": {"on_failure": {"type": "nope"}}}, "async_invocation.f.on_failure.type"),
+        ({"f": {"retries": 1}}, "async_invocation.f.retries"),
+    ],
+)
+def test_bad_async_invocation_settings_name_the_key(settings: Any, problem: str) -> None:
+    problems = async_config(settings)
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_async_invocation_settings_are_accepted() -> None:
+    settings = {"f": {"maximum_retry_attempts": 0, "on_failure": {"type": "file", "path": "x"}}}
+    assert async_config(settings) == []

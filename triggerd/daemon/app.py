@@ -600,6 +600,20 @@ class Daemon:
                 queue_name(fn.name)
             ):
                 continue
+            settings = self.config.async_invocation_map.get(fn.name)
+            dest_cfg = settings.on_failure_config if settings is not None else None
+            destination = None
+            dest_type = ""
+            if dest_cfg is not None:
+                dest_type = getattr(dest_cfg, "type")  # noqa: B009
+                destination = self.registry.destination(dest_type).create(
+                    dest_cfg,
+                    DestinationContext(
+                        trigger=queue_name(fn.name),
+                        clock=self.clock,
+                        log=logging.getLogger("triggerd.trigger"),
+                    ),
+                )
             self.invoke_queues[fn.name] = InvokeQueue.build(
                 function=fn.name,
                 function_arn=fn.arn,
@@ -608,6 +622,11 @@ class Daemon:
                 state=state,
                 clock=self.clock,
                 metrics=self.metrics,
+                retry_attempts=settings.maximum_retry_attempts if settings else None,
+                maximum_event_age_s=settings.maximum_event_age_s if settings else None,
+                destination=destination,
+                destination_name=dest_type or "none",
+                include_payload=dest_type in PAYLOAD_DESTINATIONS,
             )
 
     async def stop_invoke_queue(self, function: str) -> None:

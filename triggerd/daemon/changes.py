@@ -50,6 +50,8 @@ def _dump(model: Any) -> Any:
     # The config model classes are built anew by every load: compare the values, not the models.
     if isinstance(model, list):  # a section that is a list of models (event_buses)
         return [_dump(item) for item in model]
+    if isinstance(model, dict):  # models by name (async_invocation)
+        return {key: _dump(item) for key, item in model.items()}
     return model.model_dump(mode="python")
 
 

@@ -51,6 +51,7 @@ from triggerd.types import (
     Backend,
     BaseSource,
     Clock,
+    Destination,
     FunctionConfig,
     HttpHandler,
     InvokeResult,
@@ -136,13 +137,25 @@ class InvokeQueue:
         clock: Clock,
         metrics: Metrics,
         settings: InvokeQueueSettings | None = None,
+        retry_attempts: int | None = None,
+        maximum_event_age_s: float | None = None,
+        destination: Destination | None = None,
+        destination_name: str = "none",
+        include_payload: bool = False,
     ) -> InvokeQueue:
+        """`retry_attempts`, `maximum_event_age_s` and `destination`: the function's
+        `async_invocation` settings (Lambda's defaults, and no destination, without them)."""
         name = queue_name(function)
         qlog = logging.getLogger("triggerd.trigger")
         reserved = config.reserved_concurrency
         concurrency = reserved if reserved else DEFAULT_QUEUE_CONCURRENCY
+        limits: dict[str, Any] = {}
+        if retry_attempts is not None:
+            limits["maximum_retry_attempts"] = retry_attempts
+        if maximum_event_age_s is not None:
+            limits["maximum_event_age_s"] = maximum_event_age_s
         settings = settings or InvokeQueueSettings(
-            function=function, maximum_concurrency=min(concurrency, 1000)
+            function=function, maximum_concurrency=min(concurrency, 1000), **limits
         )
         source = _NoRecords()
         rt = TriggerRuntime.assemble(
@@ -157,6 +170,9 @@ class InvokeQueue:
             metrics=metrics,
             log=qlog,
             poll_timeout_s=QUEUE_POLL_S,
+            destination=destination,
+            destination_name=destination_name,
+            include_payload=include_payload,
         )
         lease_s = 2 * config.timeout_s + 60
         trigger = AsyncTrigger(
@@ -173,7 +189,13 @@ class InvokeQueue:
         self.trigger.stop()
 
     async def run(self) -> None:
-        await self.trigger.run()
+        # The on-failure destination lives as long as the queue runs (a trigger's is started
+        # with the trigger): records given up meanwhile are written to it.
+        await self.rt.on_failure.start()
+        try:
+            await self.trigger.run()
+        finally:
+            await self.rt.on_failure.stop()
 
     async def enqueue(self, payload: bytes, request_id: str, trace_id: str | None = None) -> None:
         """Durably queue an event; returns once it is stored."""
