@@ -15,6 +15,7 @@ from bench import (
     async_queue,
     cold_start,
     directory,
+    eventbridge,
     format_table,
     http_backend,
     idle_rss,
@@ -207,6 +208,12 @@ def test_async_queue_reports_enqueue_drain_and_file_size_against_bare_sqlite() -
     assert sum(m.startswith("enqueue events/s") for m in metrics) == len(async_queue.SMOKE.batches)
     assert any(m.startswith("drain events/s") for m in metrics)
     assert any("size after" in m for m in metrics)
+
+
+def test_eventbridge_reports_rates_and_latencies_against_invoke_event() -> None:
+    rows = eventbridge.run(eventbridge.SMOKE)
+    assert_numbers(rows, "eventbridge")
+    assert len(rows) == 5 and all(r.baseline for r in rows[:4])
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")

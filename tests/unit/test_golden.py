@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from triggerd.delivery.failures import async_invocation_record, stream_failure_record
+from triggerd.events.eventbridge import event_envelope
 from triggerd.events.s3 import s3_event_record
+from triggerd.fanout.events.entries import Accepted, check_entries
 from triggerd.types import InvokeResult, Outcome, Record
 from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
 from triggerd_schedule.source import scheduled_event
@@ -154,7 +156,45 @@ def kafka_failure() -> Any:
     )
 
 
+def _bus_event(replay_name: str | None = None) -> dict[str, Any]:
+    (entry,) = check_entries(
+        [
+            {
+                "Source": "com.example.orders",
+                "DetailType": "Order Placed",
+                "Detail": '{"orderId": "1234", "amount": 250, "customer": {"name": "Ann"}}',
+                "Resources": ["arn:aws:dynamodb:us-east-1:123456789012:table/orders"],
+            }
+        ],
+        region="us-east-1",
+        account_id="123456789012",
+        now=T,
+    )
+    assert isinstance(entry, Accepted)
+    return event_envelope(
+        event_id="c4a5a3b7-9d6a-4f1e-8a57-2f7f3b0d6c11",
+        detail_type=entry.detail_type,
+        source=entry.source,
+        account="123456789012",
+        time=entry.time,
+        region="us-east-1",
+        resources=entry.resources,
+        detail=entry.detail,
+        replay_name=replay_name,
+    )
+
+
+def bus_event() -> Any:
+    return _bus_event()
+
+
+def replayed_bus_event() -> Any:
+    return _bus_event("replay-20240501T120000-1a2b3c")
+
+
 CASES: dict[str, Callable[[], Any]] = {
+    "eventbridge_bus_event": bus_event,
+    "eventbridge_replayed_bus_event": replayed_bus_event,
     "kafka_self_managed_event": kafka_event,
     "kafka_failure_record": kafka_failure,
     "s3_object_created_put": s3_put,

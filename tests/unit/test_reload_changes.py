@@ -102,3 +102,26 @@ def test_a_changed_telemetry_section_needs_a_restart(tmp_path: Path) -> None:
     changes = diff_configs(load(tmp_path, BASE, "a.toml"), load(tmp_path, new, "b.toml"))
     assert changes.needs_restart == ("telemetry",)
     assert changes.config.telemetry.otel is None, "the running value is kept"
+
+
+BUS = """
+[[event_buses]]
+[[event_buses.rules]]
+name = "r"
+event_pattern = { source = ["%s"] }
+targets = [{ function = "f" }]
+"""
+
+
+def test_changed_event_buses_apply_and_adding_the_first_needs_a_restart(tmp_path: Path) -> None:
+    control = BASE.replace(
+        "shutdown_timeout_s = 30",
+        'shutdown_timeout_s = 30\ncontrol_listen = ""\ncontrol_on_public = true',
+    )
+    old = load(tmp_path, control + BUS % "a", "a.toml")
+    changes = diff_configs(old, load(tmp_path, control + BUS % "b", "b.toml"))
+    assert changes.needs_restart == ()
+    assert changes.config.event_buses[0].rules[0].pattern_json == '{"source":["b"]}'
+    first = diff_configs(load(tmp_path, control, "c.toml"), old)
+    assert first.needs_restart == ("event_buses",)
+    assert first.config.event_buses == []

@@ -255,10 +255,18 @@ RELOAD_KEY = (
 
 
 async def _post(
-    cfg: ConfigBase, url: str, route: str, body: dict[str, object], no_key: str
+    cfg: ConfigBase,
+    url: str,
+    route: str,
+    body: dict[str, object],
+    no_key: str,
+    *,
+    service: str = "lambda",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, object] | str]:
     """POST a JSON body to a control endpoint: (status, its JSON object) for a 200, (status,
-    message) otherwise, (0, why) when it cannot be reached."""
+    message) otherwise, (0, why) when it cannot be reached. `service`: the SigV4 scope's
+    service (the AWS APIs on POST / sign as theirs); `headers`: added to the request."""
     import json
 
     import aiohttp
@@ -271,9 +279,9 @@ async def _post(
         return 0, str(exc)
     target = f"{url}{route}"
     data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if cfg.daemon.access_keys:
-        signed = sign(target, cfg.daemon.region, data)
+        signed = sign(target, cfg.daemon.region, data, service, headers)
         if signed is None:
             return 1, no_key
         headers |= signed
@@ -295,9 +303,16 @@ async def _post(
     return 200, answer
 
 
-def sign(url: str, region: str, data: bytes = b"") -> dict[str, str] | None:
-    """SigV4 headers for an empty POST to `url` with the standard AWS credential chain
-    (environment, profile, ...), as the AWS CLI would sign it; None without credentials."""
+def sign(
+    url: str,
+    region: str,
+    data: bytes = b"",
+    service: str = "lambda",
+    headers: dict[str, str] | None = None,
+) -> dict[str, str] | None:
+    """SigV4 headers for a POST of `data` (with `headers`) to `url` with the standard AWS
+    credential chain (environment, profile, ...), as the AWS CLI would sign it; None without
+    credentials."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.session import get_session
@@ -305,6 +320,6 @@ def sign(url: str, region: str, data: bytes = b"") -> dict[str, str] | None:
     credentials = get_session().get_credentials()
     if credentials is None:
         return None
-    request = AWSRequest(method="POST", url=url, data=data)
-    SigV4Auth(credentials.get_frozen_credentials(), "lambda", region).add_auth(request)
+    request = AWSRequest(method="POST", url=url, data=data, headers=dict(headers or {}))
+    SigV4Auth(credentials.get_frozen_credentials(), service, region).add_auth(request)
     return {k: str(v) for k, v in request.headers.items()}

@@ -94,6 +94,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "dlq": ("triggerd.cli.dlq_commands", "dlq"),
     "import": ("triggerd.cli.imports", "import_group"),
     "state": ("triggerd.cli.state_commands", "state"),
+    "events": ("triggerd.cli.events", "events"),
 }
 
 
@@ -378,7 +379,8 @@ def validate(
         click.echo(f"{path}: warning: {line}", err=True)
     checked = "; sources answer" if connect else ""
     click.echo(
-        f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers{checked})"
+        f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers"
+        f"{f', {len(cfg.event_buses)} event buses' if cfg.event_buses else ''}{checked})"
     )
 
 
@@ -656,43 +658,62 @@ def generate_event(
     ctx: click.Context, source: str | None, options: tuple[str, ...], show_help: bool
 ) -> None:
     """Print a sample event in AWS's shape for a SOURCE type (the shape the source itself
-    builds); `generate-event SOURCE --help` lists SOURCE's options."""
+    builds), or for a service triggerd serves (`eventbridge`: an event as a bus delivers it);
+    `generate-event SOURCE --help` lists SOURCE's options."""
     registry = Registry.discover()
     if source is None:
         click.echo(ctx.get_help())
-        click.echo(f"\nSources: {', '.join(registry.names('source'))}")
+        names = sorted({*registry.names("source"), *SERVICE_SAMPLES})
+        click.echo(f"\nSources: {', '.join(names)}")
         sys.exit(0 if show_help else 2)
-    try:
-        plugin = registry.source(source)
-    except (UnknownPluginError, MissingExtraError) as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        sys.exit(2)
+    make, known_options = _sample_maker(registry, source)
     if show_help:
-        click.echo(sample_help(ctx, source, plugin.sample_options))
+        click.echo(sample_help(ctx, source, known_options))
         return
-    if plugin.sample_event is None:
-        click.echo(f"triggerd: source {source!r} has no sample event", err=True)
-        sys.exit(2)
     opts: dict[str, str] = {}
     for item in options:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
-    unknown = sorted(set(opts) - set(plugin.sample_options))
+    unknown = sorted(set(opts) - set(known_options))
     if unknown:
-        known = ", ".join(plugin.sample_options) or "none"
+        known = ", ".join(known_options) or "none"
         click.echo(
             f"triggerd: unknown option(s) for {source}: {', '.join(unknown)}; known: {known}",
             err=True,
         )
         sys.exit(2)
     try:
-        sample = plugin.sample_event(opts)
+        sample = make(opts)
     except (ConfigError, ValueError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
     click.echo(json.dumps(sample, indent=2))
+
+
+#: generate-event for the services triggerd serves itself (not source plugins): the module
+#: with their `sample_event` and `SAMPLE_OPTIONS`.
+SERVICE_SAMPLES: dict[str, str] = {"eventbridge": "triggerd.fanout.events.sample"}
+
+
+def _sample_maker(
+    registry: Registry, source: str
+) -> tuple[Callable[[Mapping[str, str]], Any], Mapping[str, str]]:
+    """The sample builder for `source` and the options it takes; exit 2 with one line for
+    a source without one."""
+    if source in SERVICE_SAMPLES:
+        module = importlib.import_module(SERVICE_SAMPLES[source])
+        return module.sample_event, module.SAMPLE_OPTIONS
+    try:
+        plugin = registry.source(source)
+    except (UnknownPluginError, MissingExtraError) as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        sys.exit(2)
+    if plugin.sample_event is None:
+        click.echo(f"triggerd: source {source!r} has no sample event", err=True)
+        sys.exit(2)
+    return plugin.sample_event, plugin.sample_options
 
 
 def sample_help(ctx: click.Context, source: str, options: Mapping[str, str]) -> str:

@@ -25,6 +25,15 @@ KNOWN_ACTIONS = frozenset(
         "triggerd:ResumeTrigger",
         # `triggerd reload` (POST /control/reload)
         "triggerd:Reload",
+        # EventBridge-compatible buses (triggerd.fanout.events); resources are bus ARNs
+        # (PutEvents, ListRules) and rule ARNs (DescribeRule, ListTargetsByRule)
+        "events:PutEvents",
+        "events:ListEventBuses",
+        "events:ListRules",
+        "events:DescribeRule",
+        "events:ListTargetsByRule",
+        # `triggerd events replay`: the archive's ARN (archive/<bus>-archive)
+        "events:StartReplay",
     }
 )
 
@@ -86,6 +95,12 @@ def trigger_arn_prefix(region: str, account_id: str) -> str:
     return f"arn:aws:triggerd:{region}:{account_id}:trigger/"
 
 
+def events_arn_prefix(region: str, account_id: str) -> str:
+    """What every event bus and rule ARN of this daemon starts with (`event-bus/NAME`,
+    `rule/NAME`, `rule/BUS/NAME`)."""
+    return f"arn:aws:events:{region}:{account_id}:"
+
+
 class AccessKey(Model):
     """One access key pair and what it may do, as a minimal IAM identity policy."""
 
@@ -144,13 +159,17 @@ class AccessKey(Model):
         account) can ever match: they would grant nothing, so they are config errors."""
         function = function_arn_prefix(region, account_id)
         trigger = trigger_arn_prefix(region, account_id)
+        events = events_arn_prefix(region, account_id)
         return [
-            f"{pattern!r} can never match: this daemon's functions are {function}<name> "
-            f"and its triggers {trigger}<name>"
+            f"{pattern!r} can never match: this daemon's functions are {function}<name>, "
+            f"its triggers {trigger}<name> and its event buses {events}event-bus/<name>"
             for pattern in self.resources
             if pattern.startswith("arn:")
             and not can_match_arn(pattern, function)
             and not can_match_arn(pattern, trigger)
+            and not can_match_arn(pattern, events + "event-bus/")
+            and not can_match_arn(pattern, events + "rule/")
+            and not can_match_arn(pattern, events + "archive/")
         ]
 
     @property

@@ -126,6 +126,9 @@ def _plugin_tags(data: dict[str, Any]) -> list[tuple[Kind, Any]]:
             tags.append(("source", trig["source"].get("type")))
         if isinstance(trig.get("on_failure"), dict):
             tags.append(("destination", trig["on_failure"].get("type")))
+    for settings in (data.get("async_invocation") or {}).values():
+        if isinstance(settings, dict) and isinstance(settings.get("on_failure"), dict):
+            tags.append(("destination", settings["on_failure"].get("type")))
     return tags
 
 
@@ -168,6 +171,10 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
             check("source", trig.get("source"), f"triggers.{i}.source", "type", None)
             if trig.get("on_failure") is not None:
                 check("destination", trig["on_failure"], f"triggers.{i}.on_failure", "type", None)
+    for name, settings in (data.get("async_invocation") or {}).items():
+        if isinstance(settings, dict) and settings.get("on_failure") is not None:
+            where = f"async_invocation.{name}.on_failure"
+            check("destination", settings["on_failure"], where, "type", None)
     return problems
 
 

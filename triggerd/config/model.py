@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from triggerd.config.access import AccessKey, is_loopback
+from triggerd.config.buses import EventBusConfig, bus_problems
 from triggerd.config.plugins import Kind, Registry
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
@@ -491,11 +492,39 @@ def wire_problems(functions: list[str], triggers: list[tuple[Any, Any]]) -> list
     return problems
 
 
+class AsyncInvocationBase(Model):
+    """A function's asynchronous invocation settings (Lambda's PutFunctionEventInvokeConfig)
+    for its own queue of Event invocations: the Invoke API's `Event` calls and what event
+    buses deliver. `on_failure` is filled in from the installed destinations by
+    `build_config_model`."""
+
+    maximum_retry_attempts: int = Field(
+        2, ge=0, le=2, description="Retries after a function error (0-2, Lambda's default 2)"
+    )
+    maximum_event_age_s: float = Field(
+        21600, ge=60, le=21600, description="How long an event is retried (60-21600 s)"
+    )
+
+    @property
+    def on_failure_config(self) -> DestinationConfig | None:
+        return cast(DestinationConfig | None, getattr(self, "on_failure", None))
+
+
 class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
+    async_invocation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per function: retries, maximum event age and on-failure destination of "
+        "its asynchronous invocations (Invoke API Event calls, event bus deliveries)",
+    )
+    event_buses: list[EventBusConfig] = Field(
+        default_factory=list,
+        description="EventBridge-compatible event buses served on the control listener "
+        "(PutEvents), with their rules and targets (docs/eventbridge.md)",
+    )
 
     @property
     def trigger_list(self) -> list[TriggerBase]:
@@ -505,12 +534,28 @@ class ConfigBase(Model):
     def function_map(self) -> dict[str, FunctionConfig]:
         return cast(dict[str, FunctionConfig], self.functions)
 
+    @property
+    def async_invocation_map(self) -> dict[str, AsyncInvocationBase]:
+        return cast(dict[str, AsyncInvocationBase], self.async_invocation)
+
     @model_validator(mode="after")
     def _wire(self) -> ConfigBase:
         problems = wire_problems(
             list(self.functions), [(t.function, t.name) for t in self.trigger_list]
         )
         problems += self._route_problems()
+        problems += bus_problems(self.event_buses, self.functions)
+        names = list(self.functions)
+        problems += [
+            f"async_invocation.{name}: no function {name!r}{_did_you_mean(name, names)}"
+            for name in self.async_invocation
+            if name not in self.functions
+        ]
+        if self.event_buses and not self.daemon.control_addresses:
+            problems.append(
+                "event_buses: PutEvents is served on the control listener: set "
+                "daemon.control_listen (or control_on_public = true)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -586,13 +631,18 @@ def build_config_model(
         source=(source_t, ...),
         on_failure=(dest_t | None, None),
     )
+    async_invocation = create_model(
+        "AsyncInvocation", __base__=AsyncInvocationBase, on_failure=(dest_t | None, None)
+    )
     function_t: Any = dict[str, _union(backends, "backend", "local")]  # type: ignore[misc]
     trigger_list_t: Any = list[trigger]
+    async_t: Any = dict[str, async_invocation]
     return create_model(
         "TriggerdConfig",
         __base__=ConfigBase,
         functions=(function_t, Field(default_factory=dict)),
         triggers=(trigger_list_t, Field(default_factory=list)),
+        async_invocation=(async_t, Field(default_factory=dict)),
     )
 
 

@@ -33,6 +33,7 @@ from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.aws_root import RootApis
+from triggerd.http.events_api import serve_event_buses
 from triggerd.http.routes import Routes, TriggerMount
 from triggerd.state.base import NotifiesEnqueues, ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
@@ -275,6 +276,7 @@ class Daemon:
             await self._build_invoke_queues(state)
             if isinstance(state, NotifiesEnqueues):
                 state.on_enqueued(self._enqueued)
+            serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:
@@ -623,6 +625,20 @@ class Daemon:
                 queue_name(fn.name)
             ):
                 continue
+            settings = self.config.async_invocation_map.get(fn.name)
+            dest_cfg = settings.on_failure_config if settings is not None else None
+            destination = None
+            dest_type = ""
+            if dest_cfg is not None:
+                dest_type = getattr(dest_cfg, "type")  # noqa: B009
+                destination = self.registry.destination(dest_type).create(
+                    dest_cfg,
+                    DestinationContext(
+                        trigger=queue_name(fn.name),
+                        clock=self.clock,
+                        log=logging.getLogger("triggerd.trigger"),
+                    ),
+                )
             self.invoke_queues[fn.name] = InvokeQueue.build(
                 function=fn.name,
                 function_arn=fn.arn,
@@ -632,6 +648,11 @@ class Daemon:
                 clock=self.clock,
                 metrics=self.metrics,
                 lease_s=self.config.daemon.lease_timeout_s,
+                retry_attempts=settings.maximum_retry_attempts if settings else None,
+                maximum_event_age_s=settings.maximum_event_age_s if settings else None,
+                destination=destination,
+                destination_name=dest_type or "none",
+                include_payload=dest_type in PAYLOAD_DESTINATIONS,
             )
 
     async def stop_invoke_queue(self, function: str) -> None:

@@ -48,6 +48,10 @@ def enabled_triggers(config: ConfigBase) -> dict[str, TriggerBase]:
 
 def _dump(model: Any) -> Any:
     # The config model classes are built anew by every load: compare the values, not the models.
+    if isinstance(model, list):  # a section that is a list of models (event_buses)
+        return [_dump(item) for item in model]
+    if isinstance(model, dict):  # models by name (async_invocation)
+        return {key: _dump(item) for key, item in model.items()}
     return model.model_dump(mode="python")
 
 
@@ -76,6 +80,10 @@ def diff_configs(old: ConfigBase, new: ConfigBase) -> ConfigChanges:
     # Other sections (telemetry, ...) are set up once at start: they need a restart too.
     kept: dict[str, Any] = {"daemon": daemon}
     for key in sorted(type(new).model_fields.keys() - _LIVE_SECTIONS):
+        if key == "event_buses" and old.event_buses and new.event_buses:
+            # Read by the EventBridge API on every call: the new buses apply with the new
+            # config (only serving them at all, or no longer, needs a restart).
+            continue
         if _dump(getattr(old, key)) != _dump(getattr(new, key)):
             needs_restart.append(key)
         kept[key] = getattr(old, key)

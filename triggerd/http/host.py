@@ -38,6 +38,9 @@ class EventQueue(Protocol):
     async def enqueue(self, payload: bytes, request_id: str, trace_id: str | None = None) -> None:
         """Commit the event to the state store (the 202 is sent after this returns)."""
 
+    def wake(self) -> None:
+        """Look for new events at once (an event bus committed them)."""
+
     async def discard_throttled(self, payload: bytes, request_id: str) -> None:
         """Dead-letter an event for a function whose reserved concurrency is 0."""
 

@@ -52,6 +52,7 @@ from triggerd.types import (
     Backend,
     BaseSource,
     Clock,
+    Destination,
     FunctionConfig,
     HttpHandler,
     InvokeResult,
@@ -133,15 +134,27 @@ class InvokeQueue:
         metrics: Metrics,
         settings: InvokeQueueSettings | None = None,
         lease_s: float | None = None,
+        retry_attempts: int | None = None,
+        maximum_event_age_s: float | None = None,
+        destination: Destination | None = None,
+        destination_name: str = "none",
+        include_payload: bool = False,
     ) -> InvokeQueue:
         """`lease_s`: how long a claim lasts unless extended ([daemon] lease_timeout_s);
-        default twice the function's timeout plus 60 s."""
+        default twice the function's timeout plus 60 s. `retry_attempts`,
+        `maximum_event_age_s` and `destination`: the function's `async_invocation` settings
+        (Lambda's defaults, and no destination, without them)."""
         name = queue_name(function)
         qlog = logging.getLogger("triggerd.trigger")
         reserved = config.reserved_concurrency
         concurrency = reserved if reserved else DEFAULT_QUEUE_CONCURRENCY
+        limits: dict[str, Any] = {}
+        if retry_attempts is not None:
+            limits["maximum_retry_attempts"] = retry_attempts
+        if maximum_event_age_s is not None:
+            limits["maximum_event_age_s"] = maximum_event_age_s
         settings = settings or InvokeQueueSettings(
-            function=function, maximum_concurrency=min(concurrency, 1000)
+            function=function, maximum_concurrency=min(concurrency, 1000), **limits
         )
         source = _NoRecords()
         rt = TriggerRuntime.assemble(
@@ -156,6 +169,9 @@ class InvokeQueue:
             metrics=metrics,
             log=qlog,
             poll_timeout_s=QUEUE_POLL_S,
+            destination=destination,
+            destination_name=destination_name,
+            include_payload=include_payload,
         )
         lease_s = lease_s or 2 * config.timeout_s + 60
         trigger = AsyncTrigger(
@@ -172,7 +188,13 @@ class InvokeQueue:
         self.trigger.stop()
 
     async def run(self) -> None:
-        await self.trigger.run()
+        # The on-failure destination lives as long as the queue runs (a trigger's is started
+        # with the trigger): records given up meanwhile are written to it.
+        await self.rt.on_failure.start()
+        try:
+            await self.trigger.run()
+        finally:
+            await self.rt.on_failure.stop()
 
     async def enqueue(self, payload: bytes, request_id: str, trace_id: str | None = None) -> None:
         """Durably queue an event; returns once it is stored."""
@@ -188,6 +210,10 @@ class InvokeQueue:
             trace_id=trace_id,
         )
         await asyncio.shield(self.trigger.state.enqueue([event]))
+        self.trigger.wake()
+
+    def wake(self) -> None:
+        """Look for new events at once (committed by another writer: an event bus)."""
         self.trigger.wake()
 
     async def discard_throttled(self, payload: bytes, request_id: str) -> None:

@@ -153,6 +153,39 @@ class StateStore(Protocol):
         ...
 
 
+@dataclass(slots=True, frozen=True)
+class ArchivedEvent:
+    """An event of an event bus's archive: the EventBridge event as it was put on the bus."""
+
+    event_id: str
+    #: Epoch seconds when the bus accepted it (replays select by this).
+    ingested_at: float
+    event: bytes
+    #: The store's row id (0 before it is stored); replays page by it.
+    id: int = 0
+
+
+@runtime_checkable
+class EventArchive(Protocol):
+    """A store that keeps event bus archives (an optional capability: a bus with an
+    `archive` needs it)."""
+
+    async def archive_events(self, bus: str, events: Sequence[ArchivedEvent]) -> None:
+        """Persist events in the bus's archive; durable when this returns."""
+        ...
+
+    async def archived_events(
+        self, bus: str, *, since: float, until: float, after_id: int = 0, limit: int = 500
+    ) -> list[ArchivedEvent]:
+        """The bus's events ingested in [since, until) with an id above `after_id`, oldest
+        first."""
+        ...
+
+    async def prune_archive(self, bus: str, before: float) -> int:
+        """Delete the bus's events ingested before `before`; how many went."""
+        ...
+
+
 @runtime_checkable
 class ReportsWriteHealth(Protocol):
     """A store that tells whether its writes currently fail (a full disk, a read-only file)."""

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from triggerd.state.base import MEMORY_PATH as MEMORY_PATH  # re-exported: its old home
-from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
+from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             trigger TEXT PRIMARY KEY,
             paused_at REAL NOT NULL
         ) WITHOUT ROWID""",
+    ),
+    (
+        # An event bus's archive (`[event_buses.archive]`), replayed by `triggerd events
+        # replay`: each event as it was put on the bus, by ingestion time.
+        """CREATE TABLE event_archive (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            bus TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            ingested_at REAL NOT NULL,
+            event BLOB NOT NULL
+        )""",
+        "CREATE INDEX event_archive_time ON event_archive (bus, ingested_at)",
     ),
 )
 
@@ -513,6 +525,36 @@ class SQLiteStateStore:
 
     # ---- plumbing ----
 
+    # ---- event bus archives ----
+
+    async def archive_events(self, bus: str, events: Sequence[ArchivedEvent]) -> None:
+        rows = [(bus, e.event_id, e.ingested_at, e.event) for e in events]
+        if rows:
+            await self._write(_ArchiveRows(rows))
+
+    async def archived_events(
+        self, bus: str, *, since: float, until: float, after_id: int = 0, limit: int = 500
+    ) -> list[ArchivedEvent]:
+        def op(conn: sqlite3.Connection) -> list[ArchivedEvent]:
+            rows = conn.execute(
+                "SELECT id, event_id, ingested_at, event FROM event_archive "
+                "WHERE bus = ? AND ingested_at >= ? AND ingested_at < ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (bus, since, until, after_id, limit),
+            ).fetchall()
+            return [ArchivedEvent(str(r[1]), float(r[2]), bytes(r[3]), int(r[0])) for r in rows]
+
+        return await self._run(op)
+
+    async def prune_archive(self, bus: str, before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM event_archive WHERE bus = ? AND ingested_at < ?", (bus, before)
+            )
+            return int(cur.rowcount)
+
+        return await self._write(op, frees=True)
+
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` on the worker thread (reads; writes go through `_write`)."""
         if self._closed:
@@ -643,6 +685,21 @@ class _InsertRows:
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         conn.executemany(_INSERT_EVENT, self.rows)
+
+
+class _ArchiveRows:
+    """The archive's insert, as a named operation (like `_InsertRows`)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO event_archive (bus, event_id, ingested_at, event) VALUES (?, ?, ?, ?)",
+            self.rows,
+        )
 
 
 class _Write(Generic[T]):

@@ -234,6 +234,19 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.eventbridge_entries = Counter(
+            "triggerd_eventbridge_entries",
+            "PutEvents entries by bus (unknown for a bus not declared) and outcome (accepted, "
+            "or the entry's ErrorCode)",
+            ["bus", "outcome"],
+            registry=r,
+        )
+        self.eventbridge_matched = Counter(
+            "triggerd_eventbridge_matched_events",
+            "Events a rule matched (new and replayed), each queued for every target",
+            ["bus", "rule"],
+            registry=r,
+        )
         self.records_received = Counter(
             "triggerd_records_received", "Records received from sources", ["trigger"], registry=r
         )
