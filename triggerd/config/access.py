@@ -25,6 +25,15 @@ KNOWN_ACTIONS = frozenset(
         "triggerd:ResumeTrigger",
         # `triggerd reload` (POST /control/reload)
         "triggerd:Reload",
+        # The SNS Query API (triggerd.fanout.sns); resources are topic ARNs (PublishBatch is
+        # authorized as sns:Publish, ListTopics on arn:aws:sns:<region>:<account>:*, as IAM).
+        "sns:CreateTopic",
+        "sns:GetTopicAttributes",
+        "sns:ListSubscriptionsByTopic",
+        "sns:ListTopics",
+        "sns:Publish",
+        "sns:Subscribe",
+        "sns:Unsubscribe",
     }
 )
 
@@ -79,6 +88,11 @@ def _closure(pattern: str, positions: set[int]) -> set[int]:
 def function_arn_prefix(region: str, account_id: str) -> str:
     """What every function ARN of this daemon starts with."""
     return f"arn:aws:lambda:{region}:{account_id}:function:"
+
+
+def topic_arn_prefix(region: str, account_id: str) -> str:
+    """What every SNS topic ARN of this daemon starts with."""
+    return f"arn:aws:sns:{region}:{account_id}:"
 
 
 def trigger_arn_prefix(region: str, account_id: str) -> str:
@@ -144,13 +158,15 @@ class AccessKey(Model):
         account) can ever match: they would grant nothing, so they are config errors."""
         function = function_arn_prefix(region, account_id)
         trigger = trigger_arn_prefix(region, account_id)
+        topic = topic_arn_prefix(region, account_id)
         return [
-            f"{pattern!r} can never match: this daemon's functions are {function}<name> "
-            f"and its triggers {trigger}<name>"
+            f"{pattern!r} can never match: this daemon's functions are {function}<name>, "
+            f"its triggers {trigger}<name> and its topics {topic}<name>"
             for pattern in self.resources
             if pattern.startswith("arn:")
             and not can_match_arn(pattern, function)
             and not can_match_arn(pattern, trigger)
+            and not can_match_arn(pattern, topic)
         ]
 
     @property

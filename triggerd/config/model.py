@@ -25,6 +25,7 @@ from pydantic import (
 
 from triggerd.config.access import AccessKey, is_loopback
 from triggerd.config.plugins import Kind, Registry
+from triggerd.config.sns import LambdaSubscription, SnsSettings
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
     ConfigError,
@@ -486,6 +487,9 @@ class ConfigBase(Model):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Any] = Field(default_factory=list)
+    sns: SnsSettings | None = Field(
+        None, description="SNS-compatible topics on the control listener (docs/sns.md)"
+    )
 
     @property
     def trigger_list(self) -> list[TriggerBase]:
@@ -501,6 +505,7 @@ class ConfigBase(Model):
             list(self.functions), [(t.function, t.name) for t in self.trigger_list]
         )
         problems += self._route_problems()
+        problems += self._sns_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -508,6 +513,25 @@ class ConfigBase(Model):
     def trigger_name(self, index: int) -> str:
         trig = self.trigger_list[index]
         return trig.name or f"{trig.function}-{index}"
+
+    def _sns_problems(self) -> list[str]:
+        """SNS subscriptions to functions this config does not have; topics without the
+        control listener that serves them."""
+        if self.sns is None:
+            return []
+        problems = [
+            f"sns.topics.{i}.subscriptions.{j}.function: {sub.function!r} is not a function "
+            f"of this config{_did_you_mean(sub.function, list(self.functions))}"
+            for i, topic in enumerate(self.sns.topics)
+            for j, sub in enumerate(topic.subscriptions)
+            if isinstance(sub, LambdaSubscription) and sub.function not in self.functions
+        ]
+        if not self.daemon.control_addresses:
+            problems.append(
+                "sns: the SNS API is served on the control listener: set daemon.control_listen "
+                "(or daemon.control_on_public)"
+            )
+        return problems
 
     def _route_problems(self) -> list[str]:
         """Routes the daemon would refuse when it starts (exit status 2): a push source's

@@ -149,6 +149,20 @@ class StateStore(Protocol):
         """The names of the triggers recorded as paused."""
         ...
 
+    # ---- SNS topics and subscriptions created through the API (triggerd.fanout.sns) ----
+
+    async def sns_put(self, arn: str, kind: str, doc: bytes) -> None:
+        """Store (or replace) a topic's or subscription's document under its ARN."""
+        ...
+
+    async def sns_delete(self, arn: str) -> None:
+        """Forget a topic or subscription. Idempotent."""
+        ...
+
+    async def sns_list(self) -> list[tuple[str, str, bytes]]:
+        """Every stored (arn, kind, doc), oldest first."""
+        ...
+
 
 @runtime_checkable
 class ReportsWriteHealth(Protocol):

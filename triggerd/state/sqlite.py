@@ -94,6 +94,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             paused_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # Topics and subscriptions created through the SNS API (triggerd.fanout.sns).
+        """CREATE TABLE sns_resources (
+            arn TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            doc BLOB NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 #: The schema version this code writes.
@@ -503,6 +512,33 @@ class SQLiteStateStore:
     async def paused_triggers(self) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
             return {str(row[0]) for row in conn.execute("SELECT trigger FROM paused_triggers")}
+
+        return await self._run(op)
+
+    # ---- SNS topics and subscriptions created through the API ----
+
+    async def sns_put(self, arn: str, kind: str, doc: bytes) -> None:
+        now = self._clock.time()
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sns_resources (arn, kind, doc, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (arn) DO UPDATE SET kind = excluded.kind, doc = excluded.doc",
+                (arn, kind, doc, now),
+            )
+
+        await self._write(op)
+
+    async def sns_delete(self, arn: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sns_resources WHERE arn = ?", (arn,))
+
+        await self._write(op)
+
+    async def sns_list(self) -> list[tuple[str, str, bytes]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+            rows = conn.execute("SELECT arn, kind, doc FROM sns_resources ORDER BY created_at, arn")
+            return [(str(a), str(k), bytes(d)) for a, k, d in rows]
 
         return await self._run(op)
 

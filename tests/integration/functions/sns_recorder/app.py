@@ -1,0 +1,18 @@
+"""Records every `aws:sns` event it gets (one JSON line with the function's name, fsynced);
+fails, without recording, for a message that contains "fail"."""
+
+import json
+import os
+
+OUT = os.environ["RECORD_FILE"]
+
+
+def handler(event, context):
+    message = event["Records"][0]["Sns"]["Message"]
+    if "fail" in message:
+        raise ValueError("asked to fail")
+    with open(OUT, "a") as f:
+        f.write(json.dumps({"function": context.function_name, "event": event}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return {"ok": True}
