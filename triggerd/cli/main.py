@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from triggerd.telemetry.logs import setup_logging
 from triggerd.types import (
     ConfigError,
     ExitCode,
+    JSONDict,
     MissingExtraError,
     OperatorError,
     Outcome,
@@ -416,16 +417,9 @@ async def _invoke_in(
     help="Sample option, e.g. --set key=photos/a.jpg",
 )
 def generate_event(source: str, options: tuple[str, ...]) -> None:
-    """Print a sample event in AWS's shape for a SOURCE type."""
-    registry = Registry.discover()
-    try:
-        plugin = registry.source(source)
-    except (UnknownPluginError, MissingExtraError) as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        sys.exit(2)
-    if plugin.sample_event is None:
-        click.echo(f"triggerd: source {source!r} has no sample event", err=True)
-        sys.exit(2)
+    """Print a sample event in AWS's shape for a SOURCE type (or `sns`: what a topic's
+    subscribers get)."""
+    sampler = _sampler(source)
     opts: dict[str, str] = {}
     for item in options:
         key, sep, value = item.partition("=")
@@ -433,11 +427,27 @@ def generate_event(source: str, options: tuple[str, ...]) -> None:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
     try:
-        sample = plugin.sample_event(opts)
+        sample = sampler(opts)
     except (ConfigError, ValueError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
     click.echo(json.dumps(sample, indent=2))
+
+
+def _sampler(source: str) -> Callable[[Mapping[str, str]], JSONDict]:
+    if source == "sns":
+        from triggerd.fanout.sns.sample import sample_event
+
+        return sample_event
+    try:
+        plugin = Registry.discover().source(source)
+    except (UnknownPluginError, MissingExtraError) as exc:
+        click.echo(f"triggerd: {exc}", err=True)
+        sys.exit(2)
+    if plugin.sample_event is None:
+        click.echo(f"triggerd: source {source!r} has no sample event", err=True)
+        sys.exit(2)
+    return plugin.sample_event
 
 
 @main.command()
