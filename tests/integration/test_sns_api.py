@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ class Running:
     url: str
     tmp: Path
     http: aiohttp.ClientSession
+    moto: str
+    queues: dict[str, str]
 
     def records(self) -> list[dict[str, Any]]:
         path = self.tmp / "calls.jsonl"
@@ -61,6 +64,16 @@ class Running:
         )
 
 
+def sqs_client(moto: str) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=moto,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def _fn(tmp: Path, **extra: Any) -> dict[str, Any]:
     return {
         "handler": "app.handler",
@@ -71,7 +84,7 @@ def _fn(tmp: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-def config(tmp: Path) -> dict[str, Any]:
+def config(tmp: Path, moto: str, queues: dict[str, str]) -> dict[str, Any]:
     return {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
@@ -100,6 +113,7 @@ def config(tmp: Path) -> dict[str, Any]:
                     "name": "orders",
                     "subscriptions": [
                         {"function": "alpha"},
+                        {"protocol": "sqs", "queue": queues["std"]},
                         {
                             "function": "beta",
                             "filter_policy": {
@@ -122,24 +136,44 @@ def config(tmp: Path) -> dict[str, Any]:
                 {
                     "name": "events.fifo",
                     "fifo": True,
-                    "subscriptions": [{"function": "ordered"}],
+                    "subscriptions": [
+                        {"function": "ordered"},
+                        {"protocol": "sqs", "queue": queues["fifo"], "raw_message_delivery": True},
+                    ],
                 },
-            ]
+            ],
+            "sqs_endpoints": [
+                {
+                    "name": name,
+                    "queue_url": f"{moto}/123456789012/{name}",
+                    "endpoint_url": moto,
+                    "aws_access_key_id": "testing",
+                    "aws_secret_access_key": "testing",
+                }
+                for name in queues.values()
+            ],
         },
     }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+async def running(
+    tmp_path_factory: pytest.TempPathFactory, moto_server: str
+) -> AsyncIterator[Running]:
     tmp = tmp_path_factory.mktemp("sns")
+    suffix = uuid.uuid4().hex[:8]
+    queues = {"std": f"sns-std-{suffix}", "fifo": f"sns-fifo-{suffix}.fifo"}
+    sqs = sqs_client(moto_server)
+    sqs.create_queue(QueueName=queues["std"])
+    sqs.create_queue(QueueName=queues["fifo"], Attributes={"FifoQueue": "true"})
     registry = Registry()
     registry.register("backend", "local", local_plugin)
-    cfg = validate_data(config(tmp), registry, base_dir=tmp)
+    cfg = validate_data(config(tmp, moto_server, queues), registry, base_dir=tmp)
     async with (
         Daemon(cfg, registry).running() as daemon,
         aiohttp.ClientSession() as http,
     ):
-        yield Running(daemon, f"http://{daemon.control_address}", tmp, http)
+        yield Running(daemon, f"http://{daemon.control_address}", tmp, http, moto_server, queues)
 
 
 async def call(fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -500,3 +534,53 @@ async def test_aws_cli_publishes(running: Running) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["MessageId"]
     await wait_for(lambda: of(running, "cli-message", "alpha"), "the CLI's message")
+
+
+async def test_sqs_subscriptions_get_the_envelope_or_the_raw_message(running: Running) -> None:
+    sns = running.client()
+    sqs = sqs_client(running.moto)
+    sent = await call(
+        sns.publish,
+        TopicArn=ARN + "orders",
+        Message="to-sqs",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "small"}},
+    )
+    for i in range(3):
+        await call(
+            sns.publish,
+            TopicArn=ARN + "events.fifo",
+            Message=f"raw-{i}",
+            MessageGroupId="q",
+            MessageDeduplicationId=f"raw-{i}",
+            MessageAttributes={"n": {"DataType": "Number", "StringValue": str(i)}},
+        )
+
+    def receive(name: str, want: int, body: str = "") -> list[dict[str, Any]]:
+        url = f"{running.moto}/123456789012/{name}"
+        got: list[dict[str, Any]] = []
+        for _ in range(40):
+            resp = sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageAttributeNames=["All"],
+            )
+            for m in resp.get("Messages", []):
+                got.append(m)
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            if len([m for m in got if body in m["Body"]]) >= want:
+                return [m for m in got if body in m["Body"]]
+        raise AssertionError(f"{name}: {len(got)} of {want} messages")
+
+    std = [
+        json.loads(m["Body"])
+        for m in await call(receive, name=running.queues["std"], want=1, body="to-sqs")
+    ]
+    doc = next(d for d in std if d["Message"] == "to-sqs")
+    assert doc["Type"] == "Notification" and doc["MessageId"] == sent["MessageId"]
+    assert doc["TopicArn"] == ARN + "orders" and "Subject" not in doc
+    assert doc["MessageAttributes"] == {"kind": {"Type": "String", "Value": "small"}}
+    assert {"SigningCertURL", "UnsubscribeURL", "Signature", "Timestamp"} <= set(doc)
+    raw = await call(receive, name=running.queues["fifo"], want=3, body="raw-")
+    assert [m["Body"] for m in raw] == ["raw-0", "raw-1", "raw-2"]
+    assert raw[2]["MessageAttributes"]["n"] == {"DataType": "Number", "StringValue": "2"}
