@@ -30,6 +30,7 @@ from bench import (
     rabbitmq,
     s3_poll,
     sigv4,
+    sns,
     sqs,
     startup,
     warm_invoke,
@@ -69,6 +70,7 @@ BENCHMARKS: dict[str, Runner] = {
     sigv4.NAME: _runner(sigv4),
     async_queue.NAME: _runner(async_queue),
     invoke_event.NAME: _runner(invoke_event),
+    sns.NAME: _runner(sns),
     worker_memory.NAME: _runner(worker_memory),
 }
 

@@ -24,6 +24,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    sns,
     sqs,
     startup,
     warm_invoke,
@@ -262,3 +263,9 @@ def test_main_runs_only_the_named_benchmark_and_writes_json(
     data = json.loads(out.read_text())
     assert data["rows"][0]["ratio"] == 2.0 and data["rows"][0]["ok"] is True
     assert "thing/s" in capsys.readouterr().out
+
+
+def test_sns_reports_publish_against_event_mode() -> None:
+    rows = sns.run(sns.SMOKE)
+    assert_numbers(rows, "sns")
+    assert len(rows) == 4
