@@ -309,3 +309,14 @@ async def test_sns_resources_are_kept_across_reopen(tmp_path: Path) -> None:
     assert await again.sns_list() == [("arn:t", "topic", b'{"a":2}')]
     await again.close()
     assert json.loads(b'{"a":2}') == {"a": 2}
+
+
+def test_a_reload_reports_sns_changes_as_needing_a_restart(tmp_path: Path) -> None:
+    from triggerd.daemon.changes import diff_configs
+
+    old = _config(tmp_path, {"topics": [{"name": "t"}]})
+    new = _config(tmp_path, {"topics": [{"name": "t"}, {"name": "u"}]})
+    changes = diff_configs(old, new)
+    assert "sns" in changes.needs_restart
+    assert [t.name for t in changes.config.sns.topics] == ["t"]  # kept until the restart
+    assert diff_configs(old, old).needs_restart == ()

@@ -48,7 +48,8 @@ def enabled_triggers(config: ConfigBase) -> dict[str, TriggerBase]:
 
 def _dump(model: Any) -> Any:
     # The config model classes are built anew by every load: compare the values, not the models.
-    return model.model_dump(mode="python")
+    # Optional sections ([sns]) are None when absent.
+    return None if model is None else model.model_dump(mode="python")
 
 
 def diff_configs(old: ConfigBase, new: ConfigBase) -> ConfigChanges:
