@@ -41,6 +41,11 @@ _CONFIRMATION_KEYS = (
 TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 MAX_CERT_BYTES = 16 * 1024
 CACHED_CERTS = 32
+#: A URL whose fetch failed is not fetched again for this long (a flood of messages naming
+#: missing certificates on a pinned host must not become a flood of fetches).
+FAILED_FETCH_S = 60.0
+#: Fetches under way at once, for all URLs.
+MAX_FETCHES = 4
 
 
 class VerificationError(Exception):
@@ -138,6 +143,8 @@ class CertificateCache:
         self.ssl_context = ssl_context
         self._certs: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._fetching: dict[str, asyncio.Task[bytes]] = {}
+        self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._slots = asyncio.Semaphore(MAX_FETCHES)
         self._session: aiohttp.ClientSession | None = None
         self.fetches = 0
 
@@ -164,19 +171,37 @@ class CertificateCache:
         if found is not None and now - found[0] < self.ttl_s:
             self._certs.move_to_end(url)
             return found[1]
+        failed = self._failed.get(url)
+        if failed is not None and now - failed[0] < FAILED_FETCH_S:
+            raise VerificationError(failed[1])
         task = self._fetching.get(url)
         if task is None:
             task = asyncio.ensure_future(self._fetch(url))
             self._fetching[url] = task
-            task.add_done_callback(lambda _t: self._fetching.pop(url, None))
-        pem = await asyncio.shield(task)
+            task.add_done_callback(lambda t: self._fetched(url, t))
+        try:
+            pem = await asyncio.shield(task)
+        except VerificationError as exc:
+            self._failed[url] = (time.monotonic(), str(exc))
+            while len(self._failed) > CACHED_CERTS:
+                self._failed.popitem(last=False)
+            raise
         self._certs[url] = (time.monotonic(), pem)
         self._certs.move_to_end(url)
         while len(self._certs) > CACHED_CERTS:
             self._certs.popitem(last=False)
         return pem
 
+    def _fetched(self, url: str, task: asyncio.Task[bytes]) -> None:
+        self._fetching.pop(url, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have been cancelled
+
     async def _fetch(self, url: str) -> bytes:
+        async with self._slots:
+            return await self._fetch_now(url)
+
+    async def _fetch_now(self, url: str) -> bytes:
         self.fetches += 1
         try:
             async with self.session().get(url, allow_redirects=False) as resp:

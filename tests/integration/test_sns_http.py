@@ -178,8 +178,13 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         hits.append("confirm:" + request.query.get("Token", ""))
         return web.Response(text="<ConfirmSubscriptionResponse/>")
 
+    async def missing(request: web.Request) -> web.Response:
+        hits.append("missing")
+        return web.Response(status=404)
+
     app = web.Application()
     app.router.add_get("/SimpleNotificationService-test.pem", cert)
+    app.router.add_get("/missing.pem", missing)
     app.router.add_get("/confirm", confirm)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -307,3 +312,13 @@ async def test_subscription_confirmation_gets_the_subscribe_url(running: Running
     assert status == 403
     unsub = running.sign(running.message("UnsubscribeConfirmation"))
     assert (await running.post(unsub))[0] == 200
+
+
+async def test_a_certificate_that_cannot_be_fetched_is_not_fetched_again_at_once(
+    running: Running,
+) -> None:
+    for _ in range(3):
+        doc = running.sign(running.message(SigningCertURL=running.cert_base + "/missing.pem"))
+        status, _ = await running.post(doc)
+        assert status == 403
+    assert running.hits.count("missing") == 1
