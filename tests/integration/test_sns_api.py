@@ -584,3 +584,56 @@ async def test_sqs_subscriptions_get_the_envelope_or_the_raw_message(running: Ru
     raw = await call(receive, name=running.queues["fifo"], want=3, body="raw-")
     assert [m["Body"] for m in raw] == ["raw-0", "raw-1", "raw-2"]
     assert raw[2]["MessageAttributes"]["n"] == {"DataType": "Number", "StringValue": "2"}
+
+
+async def test_topics_made_through_the_api_survive_a_restart(tmp_path: Path) -> None:
+    registry = Registry()
+    registry.register("backend", "local", local_plugin)
+    data = {
+        "daemon": {
+            "state": f"sqlite:///{tmp_path / 'state.db'}",
+            "listen": "",
+            "control_listen": "127.0.0.1:0",
+            "work_dir": str(tmp_path / "run"),
+            "shutdown_timeout_s": 5,
+        },
+        "functions": {"alpha": _fn(tmp_path)},
+        "sns": {},
+    }
+
+    def client(d: Daemon) -> Any:
+        return boto3.client(
+            "sns",
+            endpoint_url=f"http://{d.control_address}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+            config=NO_RETRIES,
+        )
+
+    cfg = validate_data(data, registry, base_dir=tmp_path)
+    async with Daemon(cfg, registry).running() as d:
+        sns = client(d)
+        arn = (await call(sns.create_topic, Name="kept"))["TopicArn"]
+        sub = await call(
+            sns.subscribe,
+            TopicArn=arn,
+            Protocol="lambda",
+            Endpoint=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:alpha",
+            Attributes={"FilterPolicy": '{"x": ["1"]}'},
+        )
+    async with Daemon(cfg, registry).running() as d:
+        sns = client(d)
+        assert [t["TopicArn"] for t in (await call(sns.list_topics))["Topics"]] == [arn]
+        subs = (await call(sns.list_subscriptions_by_topic, TopicArn=arn))["Subscriptions"]
+        assert [s["SubscriptionArn"] for s in subs] == [sub["SubscriptionArn"]]
+        for x in ("0", "1"):
+            await call(
+                sns.publish,
+                TopicArn=arn,
+                Message=f"kept-{x}",
+                MessageAttributes={"x": {"DataType": "String", "StringValue": x}},
+            )
+        path = tmp_path / "calls.jsonl"
+        await wait_for(lambda: path.exists() and "kept-1" in path.read_text(), "the delivery")
+        assert "kept-0" not in path.read_text()
