@@ -105,7 +105,8 @@ def config(tmp: Path, moto: str, queues: dict[str, str]) -> dict[str, Any]:
         "functions": {
             "alpha": _fn(tmp),
             "beta": _fn(tmp),
-            "ordered": _fn(tmp, reserved_concurrency=1),
+            # Four at a time: only the relay keeps a group in order.
+            "ordered": _fn(tmp, reserved_concurrency=4),
         },
         "sns": {
             "topics": [
@@ -349,12 +350,14 @@ async def test_list_topics_pages_with_next_token(running: Running) -> None:
 async def test_fifo_topic_keeps_order_per_group_and_deduplicates(running: Running) -> None:
     sns = running.client()
     ids = []
-    for i in range(6):
+    for i in range(15):
         resp = await call(
             sns.publish,
             TopicArn=ARN + "events.fifo",
-            Message=f"fifo-{i % 2}-{i}",
-            MessageGroupId=f"g{i % 2}",
+            # The first of each group is slow: with four invocations at once, the ones
+            # behind it would overtake it if the group were not held back.
+            Message=f"fifo-{i % 3}-{i}" + ("-slow" if i < 3 else ""),
+            MessageGroupId=f"g{i % 3}",
             MessageDeduplicationId=f"d{i}",
         )
         ids.append(resp["MessageId"])
@@ -368,15 +371,16 @@ async def test_fifo_topic_keeps_order_per_group_and_deduplicates(running: Runnin
     )
     assert again["MessageId"] == ids[0]
     got = await wait_for(
-        lambda: len(of(running, "fifo-")) == 6 and of(running, "fifo-"), "six FIFO deliveries"
+        lambda: len(of(running, "fifo-")) == 15 and of(running, "fifo-"), "15 FIFO deliveries"
     )
-    for group in ("0", "1"):
+    for group in ("0", "1", "2"):
         seen = [
             g["event"]["Records"][0]["Sns"]["Message"]
             for g in got
             if g["event"]["Records"][0]["Sns"]["Message"].startswith(f"fifo-{group}-")
         ]
-        assert seen == sorted(seen, key=lambda m: int(m.rsplit("-", 1)[1]))
+        assert seen == sorted(seen, key=lambda m: int(m.split("-")[2]))
+        assert seen[0].endswith("-slow") and len(seen) == 5
     assert not of(running, "fifo-dup")
     with pytest.raises(ClientError) as exc:
         await call(sns.publish, TopicArn=ARN + "events.fifo", Message="no group")

@@ -320,3 +320,55 @@ def test_a_reload_reports_sns_changes_as_needing_a_restart(tmp_path: Path) -> No
     assert "sns" in changes.needs_restart
     assert [t.name for t in changes.config.sns.topics] == ["t"]  # kept until the restart
     assert diff_configs(old, old).needs_restart == ()
+
+
+class _FakeQueues:
+    def queue_of(self, function: str) -> str | None:
+        return f"invoke-api:{function}"
+
+    def wake(self, function: str) -> None:
+        return None
+
+
+async def test_the_fifo_relay_releases_one_message_per_group_at_a_time(tmp_path: Path) -> None:
+    from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
+    from triggerd.state.base import NewEvent
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"))
+    await store.open()
+    held = [
+        NewEvent(holding_queue("f"), "f", held_payload(key, f'{{"n":"{n}"}}'.encode()), n, t, t)
+        for t, (key, n) in enumerate([("A", "a1"), ("B", "b1"), ("A", "a2"), ("A", "a3")], 1)
+    ]
+    await store.enqueue(held)
+    relay = FifoRelay(["f"], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+
+    async def invoke_queue() -> list[Any]:
+        return await store.claim("invoke-api:f", 10, 30, 100.0)
+
+    await relay._step("f")
+    first = await invoke_queue()
+    assert sorted(json.loads(e.payload)["n"] for e in first) == ["a1", "b1"]
+    await relay._step("f")  # a1 still queued: a2 waits
+    assert await invoke_queue() == []
+    for event in first:  # both invoked
+        await store.complete(event.id)
+    await relay._step("f")
+    second = await invoke_queue()
+    assert [json.loads(e.payload)["n"] for e in second] == ["a2"]
+    # A crash now (nothing given back): the next run finds a2 in flight and holds a3.
+    await store.release(second[0].id, available_at=0, attempts=0)
+    assert await store.recover_leases() >= 1
+    again = FifoRelay(["f"], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+    await again._recover()
+    await again._step("f")
+    assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a2"]
+    assert await store.queue_depth(holding_queue("f")) == 2  # a2 (in flight) and a3
+    await store.release(
+        (await store.claim("invoke-api:f", 1, 30, 200.0))[0].id, available_at=0, attempts=0
+    )
+    await store.complete((await store.claim("invoke-api:f", 1, 30, 200.0))[0].id)
+    await again._step("f")  # a2 done: a3 goes
+    assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a3"]
+    assert await store.queue_depth(holding_queue("f")) == 1
+    await store.close()

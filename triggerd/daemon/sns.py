@@ -3,11 +3,11 @@ wired to the daemon's functions and their Event queues."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from typing import TYPE_CHECKING
 
 from triggerd.config.plugins import import_extra
-from triggerd.config.sns import LambdaSubscription
+from triggerd.fanout.sns.fifo import FifoRelay
 from triggerd.fanout.sns.service import SnsService
 from triggerd.fanout.sns.sqs import SqsOutbox
 from triggerd.http.sns_query import sns_query_handler
@@ -16,8 +16,6 @@ from triggerd.types import ConfigError, MissingExtraError
 
 if TYPE_CHECKING:
     from triggerd.daemon.app import Daemon
-
-log = logging.getLogger("triggerd.sns")
 
 __all__ = ["start_sns"]
 
@@ -39,9 +37,26 @@ class _Queues:
             queue.trigger.wake()
 
 
-async def start_sns(daemon: Daemon, state: StateStore) -> SqsOutbox | None:
-    """Serve the SNS API when the config declares `[sns]`; the SQS outbox to run (None
-    without `[sns]`)."""
+class SnsWorkers:
+    """What runs beside the API: the SQS outbox's senders and the FIFO relay."""
+
+    def __init__(self, outbox: SqsOutbox, relay: FifoRelay) -> None:
+        self.outbox = outbox
+        self.relay = relay
+
+    def stop(self) -> None:
+        self.outbox.stop()
+        self.relay.stop()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.outbox.run())
+            tg.create_task(self.relay.run())
+
+
+async def start_sns(daemon: Daemon, state: StateStore) -> SnsWorkers | None:
+    """Serve the SNS API when the config declares `[sns]`; its workers to run (None without
+    `[sns]`)."""
     settings = daemon.config.sns
     if settings is None:
         return None
@@ -51,43 +66,22 @@ async def start_sns(daemon: Daemon, state: StateStore) -> SqsOutbox | None:
             import_extra("aiobotocore.session", "sqs", "sns.sqs_endpoints")
         except MissingExtraError as exc:
             raise ConfigError([str(exc)]) from None
-    _warn_unordered(daemon)
     outbox = SqsOutbox(
         settings, region=d.region, account_id=d.account_id, state=state, clock=daemon.clock.time
     )
+    queues = _Queues(daemon)
+    relay = FifoRelay(list(daemon.functions), state=state, queues=queues, clock=daemon.clock.time)
     service = SnsService(
         settings,
         region=d.region,
         account_id=d.account_id,
         functions={name: fn.arn for name, fn in daemon.functions.items()},
-        queues=_Queues(daemon),
+        queues=queues,
         state=state,
         outbox=outbox,
+        relay=relay,
         clock=daemon.clock.time,
     )
     await service.load()
     daemon.root_apis.set_query(sns_query_handler(service, d))
-    return outbox
-
-
-def _warn_unordered(daemon: Daemon) -> None:
-    """A function subscribed to a FIFO topic keeps each group's order only when its Event
-    queue invokes one event at a time (reserved_concurrency = 1, docs/sns.md)."""
-    assert daemon.config.sns is not None
-    for topic in daemon.config.sns.topics:
-        if not topic.fifo:
-            continue
-        for sub in topic.subscriptions:
-            if not isinstance(sub, LambdaSubscription):
-                continue
-            fn = daemon.functions.get(sub.function)
-            if fn is not None and fn.config.reserved_concurrency != 1:
-                log.warning(
-                    "sns.fifo_order_not_kept",
-                    extra={
-                        "topic": topic.name,
-                        "function": sub.function,
-                        "error": "set reserved_concurrency = 1 on the function to invoke "
-                        "the topic's messages one at a time, in order",
-                    },
-                )
+    return SnsWorkers(outbox, relay)

@@ -113,6 +113,10 @@ class StateStore(Protocol):
 
     async def queue_depth(self, trigger: str | None = None) -> int: ...
 
+    async def queued(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of these request ids are still on the queue (not yet completed)."""
+        ...
+
     async def recover_leases(self) -> int:
         """Make every claimed event claimable again (start-up of the single owner).
         Returns how many were recovered."""

@@ -426,6 +426,22 @@ class SQLiteStateStore:
 
         return await self._run(op)
 
+    async def queued(self, request_ids: Sequence[str]) -> set[str]:
+        ids = list(request_ids)
+
+        def op(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT request_id FROM queue WHERE request_id IN ({marks})", chunk
+                )
+                found.update(str(r[0]) for r in rows)
+            return found
+
+        return await self._run(op) if ids else set()
+
     async def recover_leases(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(

@@ -3,8 +3,9 @@
 
 A publish is answered only once every delivery it causes is committed to the state store in
 one transaction: one `aws:sns` event per matching `lambda` subscription on that function's
-Event queue (the Invoke API's: retries, maximum event age, on-failure destination) and one
-SQS send per matching `sqs` subscription on the SQS outbox (`triggerd.fanout.sns.sqs`)."""
+Event queue (the Invoke API's: retries, maximum event age, on-failure destination; for FIFO
+topics through the per-group holding queue of `triggerd.fanout.sns.fifo`) and one SQS send
+per matching `sqs` subscription on the SQS outbox (`triggerd.fanout.sns.sqs`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from triggerd.config.sns import SnsSettings, topic_name_problem
+from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
 from triggerd.fanout.sns.message import MAX_MESSAGE_BYTES, MAX_SUBJECT, Message, parse_attributes
 from triggerd.fanout.sns.policy import compile_policy
 from triggerd.fanout.sns.sqs import SqsOutbox
@@ -68,6 +70,7 @@ class SnsService:
         queues: EventQueues,
         state: StateStore,
         outbox: SqsOutbox,
+        relay: FifoRelay | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -78,6 +81,7 @@ class SnsService:
         self.queues = queues
         self.state = state
         self.outbox = outbox
+        self.relay = relay or FifoRelay([], state=state, queues=queues, clock=clock)
         self.clock = clock
         self.topics: dict[str, Topic] = config_topics(
             settings, region=region, account_id=account_id, queue_arns=outbox.queue_arns
@@ -479,17 +483,23 @@ class SnsService:
                         "InternalError", "A subscriber's queue is not running", 500, sender=False
                     )
                 payload = message.lambda_event(region=self.region, subscription_arn=sub.arn)
+                if topic.fifo:
+                    # Held, and released one per group at a time (triggerd.fanout.sns.fifo).
+                    queue = holding_queue(sub.target)
+                    payload = held_payload(f"{sub.arn}\x00{message.group_id}", payload)
                 events.append(NewEvent(queue, sub.target, payload, rid, now, now))
             else:
                 events.append(self.outbox.event(sub, message, self.region, rid, now))
         return events
 
     def _wake(self, events: list[NewEvent]) -> None:
-        for function in {e.function for e in events}:
-            if function:
+        for trigger, function in {(e.trigger, e.function) for e in events}:
+            if not function:
+                self.outbox.wake()
+            elif trigger == holding_queue(function):
+                self.relay.wake(function)
+            else:
                 self.queues.wake(function)
-        if any(not e.function for e in events):
-            self.outbox.wake()
 
 
 def _check_structure(body: str) -> None:
