@@ -556,7 +556,10 @@ async def test_sqs_subscriptions_get_the_envelope_or_the_raw_message(running: Ru
             Message=f"raw-{i}",
             MessageGroupId="q",
             MessageDeduplicationId=f"raw-{i}",
-            MessageAttributes={"n": {"DataType": "Number", "StringValue": str(i)}},
+            MessageAttributes={
+                "n": {"DataType": "Number", "StringValue": str(i)},
+                "b": {"DataType": "Binary", "BinaryValue": b"\x01\x02"},
+            },
         )
 
     def receive(name: str, want: int, body: str = "") -> list[dict[str, Any]]:
@@ -588,6 +591,7 @@ async def test_sqs_subscriptions_get_the_envelope_or_the_raw_message(running: Ru
     raw = await call(receive, name=running.queues["fifo"], want=3, body="raw-")
     assert [m["Body"] for m in raw] == ["raw-0", "raw-1", "raw-2"]
     assert raw[2]["MessageAttributes"]["n"] == {"DataType": "Number", "StringValue": "2"}
+    assert raw[2]["MessageAttributes"]["b"]["BinaryValue"] == b"\x01\x02"
 
 
 async def test_topics_made_through_the_api_survive_a_restart(tmp_path: Path) -> None:

@@ -134,13 +134,23 @@ class SnsService:
     # ---- actions ----
 
     async def call(self, action: str, form: Mapping[str, str]) -> dict[str, Any] | None:
-        handler = getattr(self, "_" + action, None)
-        if action not in ACTIONS or handler is None:
+        handlers = {
+            "CreateTopic": self.create_topic,
+            "GetTopicAttributes": self.get_topic_attributes,
+            "ListSubscriptionsByTopic": self.list_subscriptions_by_topic,
+            "ListTopics": self.list_topics,
+            "Publish": self.publish,
+            "PublishBatch": self.publish_batch,
+            "Subscribe": self.subscribe,
+            "Unsubscribe": self.unsubscribe,
+        }
+        handler = handlers.get(action)
+        if handler is None:
             raise SnsError("InvalidAction", f"Could not find operation {action[:60]}")
-        result: dict[str, Any] | None = await handler(form)
+        result = await handler(form)
         return result
 
-    async def _CreateTopic(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def create_topic(self, form: Mapping[str, str]) -> dict[str, Any]:
         name = form.get("Name", "")
         attrs = {k: v.get("value", "") for k, v in entries(form, "Attributes").items()}
         unknown = set(attrs) - {"FifoTopic", "ContentBasedDeduplication", "DisplayName"}
@@ -180,7 +190,7 @@ class SnsService:
         log.info("sns.topic_created", extra={"topic": arn})
         return {"TopicArn": arn}
 
-    async def _ListTopics(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def list_topics(self, form: Mapping[str, str]) -> dict[str, Any]:
         arns = sorted(self.topics)
         token = form.get("NextToken")
         start = 0
@@ -195,11 +205,11 @@ class SnsService:
             "NextToken": page[-1] if more else None,
         }
 
-    async def _GetTopicAttributes(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def get_topic_attributes(self, form: Mapping[str, str]) -> dict[str, Any]:
         topic = self._topic(form.get("TopicArn"))
         return {"Attributes": ("entries", topic.attributes(self.account_id))}
 
-    async def _ListSubscriptionsByTopic(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def list_subscriptions_by_topic(self, form: Mapping[str, str]) -> dict[str, Any]:
         topic = self._topic(form.get("TopicArn"))
         subs = sorted(topic.subscriptions)
         token = form.get("NextToken")
@@ -220,7 +230,7 @@ class SnsService:
             "NextToken": page[-1] if more else None,
         }
 
-    async def _Subscribe(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def subscribe(self, form: Mapping[str, str]) -> dict[str, Any]:
         topic = self._topic(form.get("TopicArn"))
         protocol, endpoint = form.get("Protocol", ""), form.get("Endpoint", "")
         attrs = {k: v.get("value", "") for k, v in entries(form, "Attributes").items()}
@@ -283,7 +293,7 @@ class SnsService:
             f"Invalid parameter: Protocol: {protocol[:40]!r} is not served here (lambda, sqs)"
         )
 
-    async def _Unsubscribe(self, form: Mapping[str, str]) -> None:
+    async def unsubscribe(self, form: Mapping[str, str]) -> None:
         arn = form.get("SubscriptionArn", "")
         topic = self.topics.get(arn.rpartition(":")[0])
         sub = topic.subscriptions.get(arn) if topic is not None else None
@@ -300,7 +310,7 @@ class SnsService:
 
     # ---- publishing ----
 
-    async def _Publish(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def publish(self, form: Mapping[str, str]) -> dict[str, Any]:
         if "PhoneNumber" in form:
             raise invalid("Invalid parameter: PhoneNumber: SMS is not served here")
         topic = self._topic(form.get("TopicArn") or form.get("TargetArn"))
@@ -308,7 +318,7 @@ class SnsService:
         stored = await self._fan_out(topic, [message])
         return {"MessageId": stored[0].message_id, "SequenceNumber": stored[0].sequence_number}
 
-    async def _PublishBatch(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def publish_batch(self, form: Mapping[str, str]) -> dict[str, Any]:
         topic = self._topic(form.get("TopicArn"))
         items = members(form, "PublishBatchRequestEntries")
         if not items:

@@ -10,6 +10,7 @@ gives up on it: an error log line and an entry in the DLQ index (`triggerd dlq l
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -128,7 +129,14 @@ class SqsOutbox:
         doc = orjson.loads(event.payload)
         kwargs: dict[str, Any] = {"QueueUrl": endpoint.queue_url, "MessageBody": doc["body"]}
         if doc["attributes"]:
-            kwargs["MessageAttributes"] = doc["attributes"]
+            kwargs["MessageAttributes"] = {
+                name: (
+                    {**attr, "BinaryValue": base64.b64decode(attr["BinaryValue"])}
+                    if "BinaryValue" in attr
+                    else attr
+                )
+                for name, attr in doc["attributes"].items()
+            }
         if doc["group"]:
             kwargs["MessageGroupId"] = doc["group"]
         if doc["dedup"] and endpoint.name.endswith(".fifo"):
@@ -188,10 +196,9 @@ class SqsOutbox:
         await self.state.complete(event.id)
 
 
-def _sqs_attribute(data_type: str, value: str) -> dict[str, str]:
-    """An SNS message attribute as the SQS message attribute raw delivery gives it."""
+def _sqs_attribute(data_type: str, value: str) -> dict[str, Any]:
+    """An SNS message attribute as the SQS message attribute raw delivery gives it (the
+    outbox keeps Binary values as base64 text; `_deliver` decodes them)."""
     if data_type.startswith("Binary"):
-        import base64
-
-        return {"DataType": data_type, "BinaryValue": base64.b64decode(value)}  # type: ignore[dict-item]
+        return {"DataType": data_type, "BinaryValue": value}
     return {"DataType": data_type, "StringValue": value}
