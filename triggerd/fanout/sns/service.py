@@ -96,11 +96,23 @@ class SnsService:
         rows = await self.state.sns_list()
         for arn, kind, raw in rows:
             if kind == "topic" and arn not in self.topics:
-                self.topics[arn] = Topic.from_doc(arn, orjson.loads(raw))
+                try:
+                    self.topics[arn] = Topic.from_doc(arn, orjson.loads(raw))
+                except (KeyError, ValueError) as exc:
+                    log.error("sns.topic_unreadable", extra={"topic": arn, "error": str(exc)})
         for arn, kind, raw in rows:
             if kind != "subscription":
                 continue
-            sub = Subscription.from_doc(arn, orjson.loads(raw))
+            try:
+                sub = Subscription.from_doc(arn, orjson.loads(raw))
+            except (SnsError, KeyError, ValueError) as exc:
+                # Stored by another version, or its policy no longer compiles: kept in the
+                # store, not served.
+                log.error(
+                    "sns.subscription_unreadable",
+                    extra={"subscription": arn, "error": str(exc)[:300]},
+                )
+                continue
             topic = self.topics.get(sub.topic_arn)
             if topic is None or not self._endpoint_known(sub):
                 log.warning("sns.subscription_dropped", extra={"subscription": arn})
