@@ -151,7 +151,7 @@ class Running:
         doc["Signature"] = base64.b64encode(signature).decode()
         return doc
 
-    async def post(self, doc: dict[str, Any] | bytes) -> tuple[int, bytes]:
+    async def post(self, doc: dict[str, Any] | bytes, path: str = "/sns/in") -> tuple[int, bytes]:
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
@@ -160,7 +160,7 @@ class Running:
         if isinstance(doc, dict):
             headers["x-amz-sns-message-type"] = str(doc.get("Type"))
         data = io.BytesIO(body) if len(body) > 1024 * 1024 else body
-        async with self.http.post(self.url + "/sns/in", data=data, headers=headers) as resp:
+        async with self.http.post(self.url + path, data=data, headers=headers) as resp:
             return resp.status, await resp.read()
 
 
@@ -220,7 +220,19 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
                     "cert_hosts": [f"127.0.0.1:{port}"],
                     "ca_file": str(pki.ca_file),
                 },
-            }
+            },
+            {
+                "name": "unconfirmed",
+                "function": "receiver",
+                "source": {
+                    "type": "sns_http",
+                    "path": "/sns/manual",
+                    "topics": [TOPIC],
+                    "cert_hosts": [f"127.0.0.1:{port}"],
+                    "ca_file": str(pki.ca_file),
+                    "confirm_subscriptions": False,
+                },
+            },
         ],
     }
     cfg = validate_data(data, registry, base_dir=tmp)
@@ -322,3 +334,12 @@ async def test_a_certificate_that_cannot_be_fetched_is_not_fetched_again_at_once
         status, _ = await running.post(doc)
         assert status == 403
     assert running.hits.count("missing") == 1
+
+
+async def test_confirmation_can_be_left_to_the_operator(running: Running) -> None:
+    doc = running.sign(running.message("SubscriptionConfirmation"))
+    status, _ = await running.post(doc, "/sns/manual")
+    assert status == 200
+    assert "confirm:" + doc["Token"] not in running.hits
+    forged = {**doc, "Token": "other"}
+    assert (await running.post(forged, "/sns/manual"))[0] == 403
