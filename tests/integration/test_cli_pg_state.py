@@ -123,7 +123,7 @@ def test_state_migrate_copies_everything_once_and_refuses_a_store_with_state(
 
     out = cli(tmp_path, "state", "migrate", "--to", target)
     assert out.returncode == 0, out.stderr
-    assert "copied 1 checkpoints, 6 queued events, 2 DLQ entries and 1 paused triggers" in (
+    assert "copied 1 checkpoints, 6 queued events, 2 DLQ entries, 1 paused triggers, " in (
         out.stdout
     )
     assert "s3cr3t-pw" not in out.stdout + out.stderr

@@ -26,6 +26,7 @@ from bench import (
     postgres,
     rabbitmq,
     s3_poll,
+    sns,
     sqs,
     startup,
     warm_invoke,
@@ -294,3 +295,9 @@ def test_scale_reports_the_directory_backlog_and_idle_figures() -> None:
     assert {"directory", "async backlog", "idle"} <= parts
     schedules = next(r for r in rows if "rate(1 day)` schedules: CPU" in r.metric)
     assert schedules.target == 0.5 and schedules.value >= 0
+
+
+def test_sns_reports_publish_against_event_mode() -> None:
+    rows = sns.run(sns.SMOKE)
+    assert_numbers(rows, "sns")
+    assert len(rows) == 4

@@ -252,3 +252,48 @@ def test_rich_table_console_and_progress_as_the_cli_uses_them() -> None:
         task = progress.add_task("t", total=2)
         progress.advance(task)
         assert progress.tasks[0].completed == 1
+
+
+def test_cryptography_verifies_sns_signatures_as_the_sns_http_source_does() -> None:
+    """cryptography >= 42: `not_valid_before_utc` / `not_valid_after_utc`, PKCS#1 v1.5 with
+    SHA-1 (SignatureVersion 1) and SHA-256 (2)."""
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509.oid import NameOID
+
+    from triggerd_sns_http.signature import VerificationError, string_to_sign, verify
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    for version, algorithm in (("1", hashes.SHA1()), ("2", hashes.SHA256())):
+        doc = {
+            "Type": "Notification",
+            "MessageId": "m",
+            "TopicArn": "t",
+            "Message": "x",
+            "Timestamp": "ts",
+            "SignatureVersion": version,
+        }
+        sig = key.sign(string_to_sign(doc), padding.PKCS1v15(), algorithm)
+        doc["Signature"] = base64.b64encode(sig).decode()
+        verify(doc, pem)
+        with pytest.raises(VerificationError):
+            verify({**doc, "Message": "y"}, pem)
+        with pytest.raises(VerificationError):
+            verify(doc, pem, now=(now + datetime.timedelta(days=1)).timestamp())

@@ -103,6 +103,26 @@ def webhook_reference() -> Any:
     return build_event("2.0", req, route, meta)
 
 
+def sns_http_reference() -> Any:
+    """What the sns_http source builds from a real SNS HTTP notification (no Subject, no
+    attributes: the sample's defaults)."""
+    from triggerd_sns_http.source import lambda_event
+
+    topic = "arn:aws:sns:us-east-1:123456789012:sns-lambda"
+    message = {
+        "Type": "Notification",
+        "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+        "TopicArn": topic,
+        "Message": "Hello from SNS!",
+        "Timestamp": "2019-01-02T12:45:07.000Z",
+        "SignatureVersion": "1",
+        "Signature": "tcc6faL2yUC6dgZdmrwh1Y4cGa/ebXEkAi6RibDsvpi+tE/1+82j...65r==",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+    }
+    return lambda_event(message, f"{topic}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55")
+
+
 REFERENCES: dict[str, Callable[[], Any]] = {
     "directory": golden("s3_object_created_put.json"),
     "s3": golden("s3_object_created_put.json"),
@@ -114,6 +134,7 @@ REFERENCES: dict[str, Callable[[], Any]] = {
     "sqs": sqs_reference,
     "rabbitmq": rabbitmq_reference,
     "webhook": webhook_reference,
+    "sns_http": sns_http_reference,
 }
 SOURCES = Registry.discover().names("source")
 
@@ -192,5 +213,5 @@ def test_options_change_the_sample() -> None:
 def test_no_source_lists_the_sources() -> None:
     result = generate("--help")
     assert result.exit_code == 0
-    # The source plugins and the services triggerd serves itself (eventbridge).
-    assert "Sources: " + ", ".join(sorted({*SOURCES, "eventbridge"})) in result.output
+    # The source plugins and the services triggerd serves itself (eventbridge, sns).
+    assert "Sources: " + ", ".join(sorted({*SOURCES, "eventbridge", "sns"})) in result.output

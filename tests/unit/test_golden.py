@@ -16,6 +16,7 @@ from triggerd.delivery.failures import async_invocation_record, stream_failure_r
 from triggerd.events.eventbridge import event_envelope
 from triggerd.events.s3 import s3_event_record
 from triggerd.fanout.events.entries import Accepted, check_entries
+from triggerd.fanout.sns.sample import sample_event as sns_sample
 from triggerd.types import InvokeResult, Outcome, Record
 from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
 from triggerd_schedule.source import scheduled_event
@@ -192,9 +193,25 @@ def replayed_bus_event() -> Any:
     return _bus_event("replay-20240501T120000-1a2b3c")
 
 
+def sns_notification() -> Any:
+    """The fan-out's `aws:sns` event (a topic's subscriber), with a Subject and attributes."""
+    return sns_sample(
+        {
+            "message": '{"order": 42}',
+            "subject": "New order",
+            "topic": "orders",
+            "time": str(T),
+            "attr.kind": "big",
+            "attr.price": "Number:12.5",
+            "attr.tags": 'String.Array:["a","b"]',
+        }
+    )
+
+
 CASES: dict[str, Callable[[], Any]] = {
     "eventbridge_bus_event": bus_event,
     "eventbridge_replayed_bus_event": replayed_bus_event,
+    "sns_notification": sns_notification,
     "kafka_self_managed_event": kafka_event,
     "kafka_failure_record": kafka_failure,
     "s3_object_created_put": s3_put,

@@ -658,8 +658,9 @@ def generate_event(
     ctx: click.Context, source: str | None, options: tuple[str, ...], show_help: bool
 ) -> None:
     """Print a sample event in AWS's shape for a SOURCE type (the shape the source itself
-    builds), or for a service triggerd serves (`eventbridge`: an event as a bus delivers it);
-    `generate-event SOURCE --help` lists SOURCE's options."""
+    builds), or for a service triggerd serves (`eventbridge`: an event as a bus delivers it;
+    `sns`: what a topic's subscribers get); `generate-event SOURCE --help` lists SOURCE's
+    options."""
     registry = Registry.discover()
     if source is None:
         click.echo(ctx.get_help())
@@ -676,7 +677,9 @@ def generate_event(
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
-    unknown = sorted(set(opts) - set(known_options))
+    # An option named `PREFIX.NAME` in the list stands for any `PREFIX.<name>` (sns: attr.NAME).
+    prefixes = tuple(o.removesuffix("NAME") for o in known_options if o.endswith(".NAME"))
+    unknown = sorted(k for k in opts if k not in known_options and not k.startswith(prefixes))
     if unknown:
         known = ", ".join(known_options) or "none"
         click.echo(
@@ -694,7 +697,10 @@ def generate_event(
 
 #: generate-event for the services triggerd serves itself (not source plugins): the module
 #: with their `sample_event` and `SAMPLE_OPTIONS`.
-SERVICE_SAMPLES: dict[str, str] = {"eventbridge": "triggerd.fanout.events.sample"}
+SERVICE_SAMPLES: dict[str, str] = {
+    "eventbridge": "triggerd.fanout.events.sample",
+    "sns": "triggerd.fanout.sns.sample",
+}
 
 
 def _sample_maker(

@@ -66,7 +66,9 @@ def migrate(target: str, force: bool, config_path: str | None) -> None:
             return int(exc.exit_code)
         click.echo(
             f"copied {counts.checkpoints} checkpoints, {counts.events} queued events, "
-            f"{counts.dlq_entries} DLQ entries and {counts.paused} paused triggers from "
+            f"{counts.dlq_entries} DLQ entries, {counts.paused} paused triggers, "
+            f"{counts.sns_resources} SNS topics/subscriptions and {counts.archived_events} "
+            f"archived bus events from "
             f"{source} to {store.display}; now set [daemon] state to the PostgreSQL URL"
         )
         return 0

@@ -25,7 +25,7 @@ from triggerd.types import ExitCode, OperatorError
 
 __all__ = ["MigrationCounts", "migrate_sqlite_to_postgres"]
 
-_TABLES = ("queue", "checkpoints", "dlq", "paused_triggers")
+_TABLES = ("queue", "checkpoints", "dlq", "paused_triggers", "sns_resources", "event_archive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,8 @@ class MigrationCounts:
     events: int
     dlq_entries: int
     paused: int
+    sns_resources: int = 0
+    archived_events: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class _Snapshot:
     events: list[tuple[Any, ...]]
     dlq: list[tuple[Any, ...]]
     paused: list[tuple[Any, ...]]
+    sns: list[tuple[Any, ...]]
+    archive: list[tuple[Any, ...]]
 
 
 def _read_sqlite(path: str) -> _Snapshot:
@@ -66,6 +70,18 @@ def _read_sqlite(path: str) -> _Snapshot:
             paused=(
                 conn.execute("SELECT trigger, paused_at FROM paused_triggers").fetchall()
                 if "paused_triggers" in tables
+                else []
+            ),
+            sns=(
+                conn.execute("SELECT arn, kind, doc, created_at FROM sns_resources").fetchall()
+                if "sns_resources" in tables
+                else []
+            ),
+            archive=(
+                conn.execute(
+                    "SELECT id, bus, event_id, ingested_at, event FROM event_archive ORDER BY id"
+                ).fetchall()
+                if "event_archive" in tables
                 else []
             ),
         )
@@ -112,6 +128,8 @@ async def migrate_sqlite_to_postgres(
         events=len(snapshot.events),
         dlq_entries=len(snapshot.dlq),
         paused=len(snapshot.paused),
+        sns_resources=len(snapshot.sns),
+        archived_events=len(snapshot.archive),
     )
 
 
@@ -166,8 +184,17 @@ async def _insert_all(conn: Any, snap: _Snapshot) -> None:
         f"INSERT INTO {SCHEMA}.paused_triggers (trigger, paused_at) VALUES ($1, $2)",
         [(str(t), float(at)) for t, at in snap.paused],
     )
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.sns_resources (arn, kind, doc, created_at) VALUES ($1, $2, $3, $4)",
+        [(str(a), str(k), bytes(d), float(at)) for a, k, d, at in snap.sns],
+    )
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.event_archive (id, bus, event_id, ingested_at, event) "
+        "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5)",
+        [(int(i), str(b), str(e), float(at), bytes(ev)) for i, b, e, at, ev in snap.archive],
+    )
     # New rows continue after the copied ids.
-    for table in ("queue", "dlq"):
+    for table in ("queue", "dlq", "event_archive"):
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{SCHEMA}.{table}', 'id'), "
             f"coalesce((SELECT max(id) FROM {SCHEMA}.{table}), 0) + 1, false)"

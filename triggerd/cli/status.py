@@ -267,6 +267,20 @@ def _rows(cfg: ConfigBase, snap: StoreSnapshot | None, view: DaemonView) -> list
                 "reasons": "",
             }
         )
+    # SNS's queues (triggerd.fanout.sns): FIFO deliveries held per function, SQS sends.
+    for queue in sorted(q for q in snap.queued if q.startswith(("sns-fifo:", "sns-sqs:"))):
+        fifo = queue.startswith("sns-fifo:")
+        rows.append(
+            {
+                "trigger": queue,
+                "source": "sns (FIFO, held)" if fifo else "sns (to SQS)",
+                "function": queue.removeprefix("sns-fifo:") if fifo else "",
+                "state": "",
+                "queued": None if unknown else snap.queued.get(queue, 0),
+                "dlq": None if unknown else snap.dead.get(queue, 0),
+                "reasons": "",
+            }
+        )
     return rows
 
 

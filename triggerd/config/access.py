@@ -34,6 +34,15 @@ KNOWN_ACTIONS = frozenset(
         "events:ListTargetsByRule",
         # `triggerd events replay`: the archive's ARN (archive/<bus>-archive)
         "events:StartReplay",
+        # The SNS Query API (triggerd.fanout.sns); resources are topic ARNs (PublishBatch is
+        # authorized as sns:Publish, ListTopics on arn:aws:sns:<region>:<account>:*, as IAM).
+        "sns:CreateTopic",
+        "sns:GetTopicAttributes",
+        "sns:ListSubscriptionsByTopic",
+        "sns:ListTopics",
+        "sns:Publish",
+        "sns:Subscribe",
+        "sns:Unsubscribe",
     }
 )
 
@@ -88,6 +97,11 @@ def _closure(pattern: str, positions: set[int]) -> set[int]:
 def function_arn_prefix(region: str, account_id: str) -> str:
     """What every function ARN of this daemon starts with."""
     return f"arn:aws:lambda:{region}:{account_id}:function:"
+
+
+def topic_arn_prefix(region: str, account_id: str) -> str:
+    """What every SNS topic ARN of this daemon starts with."""
+    return f"arn:aws:sns:{region}:{account_id}:"
 
 
 def trigger_arn_prefix(region: str, account_id: str) -> str:
@@ -160,9 +174,11 @@ class AccessKey(Model):
         function = function_arn_prefix(region, account_id)
         trigger = trigger_arn_prefix(region, account_id)
         events = events_arn_prefix(region, account_id)
+        topic = topic_arn_prefix(region, account_id)
         return [
             f"{pattern!r} can never match: this daemon's functions are {function}<name>, "
-            f"its triggers {trigger}<name> and its event buses {events}event-bus/<name>"
+            f"its triggers {trigger}<name>, its event buses {events}event-bus/<name> and its "
+            f"topics {topic}<name>"
             for pattern in self.resources
             if pattern.startswith("arn:")
             and not can_match_arn(pattern, function)
@@ -170,6 +186,7 @@ class AccessKey(Model):
             and not can_match_arn(pattern, events + "event-bus/")
             and not can_match_arn(pattern, events + "rule/")
             and not can_match_arn(pattern, events + "archive/")
+            and not can_match_arn(pattern, topic)
         ]
 
     @property

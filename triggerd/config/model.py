@@ -26,6 +26,7 @@ from pydantic import (
 from triggerd.config.access import AccessKey, is_loopback
 from triggerd.config.buses import EventBusConfig, bus_problems
 from triggerd.config.plugins import Kind, Registry
+from triggerd.config.sns import LambdaSubscription, SnsSettings
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
     ConfigError,
@@ -525,6 +526,9 @@ class ConfigBase(Model):
         description="EventBridge-compatible event buses served on the control listener "
         "(PutEvents), with their rules and targets (docs/eventbridge.md)",
     )
+    sns: SnsSettings | None = Field(
+        None, description="SNS-compatible topics on the control listener (docs/sns.md)"
+    )
 
     @property
     def trigger_list(self) -> list[TriggerBase]:
@@ -556,6 +560,7 @@ class ConfigBase(Model):
                 "event_buses: PutEvents is served on the control listener: set "
                 "daemon.control_listen (or control_on_public = true)"
             )
+        problems += self._sns_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -563,6 +568,25 @@ class ConfigBase(Model):
     def trigger_name(self, index: int) -> str:
         trig = self.trigger_list[index]
         return trig.name or f"{trig.function}-{index}"
+
+    def _sns_problems(self) -> list[str]:
+        """SNS subscriptions to functions this config does not have; topics without the
+        control listener that serves them."""
+        if self.sns is None:
+            return []
+        problems = [
+            f"sns.topics.{i}.subscriptions.{j}.function: {sub.function!r} is not a function "
+            f"of this config{_did_you_mean(sub.function, list(self.functions))}"
+            for i, topic in enumerate(self.sns.topics)
+            for j, sub in enumerate(topic.subscriptions)
+            if isinstance(sub, LambdaSubscription) and sub.function not in self.functions
+        ]
+        if not self.daemon.control_addresses:
+            problems.append(
+                "sns: the SNS API is served on the control listener: set daemon.control_listen "
+                "(or daemon.control_on_public)"
+            )
+        return problems
 
     def _route_problems(self) -> list[str]:
         """Routes the daemon would refuse when it starts (exit status 2): a push source's

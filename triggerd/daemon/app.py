@@ -84,6 +84,12 @@ def _resolved(path: str) -> str:
     return str(Path(path).resolve())
 
 
+class Worker(Protocol):
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 class Runnable(Protocol):
     rt: TriggerRuntime
 
@@ -136,6 +142,8 @@ class Daemon:
     _unstarted: dict[str, Source] = field(default_factory=dict)
     #: Per function: the queue of its Event invocations through the Invoke API.
     invoke_queues: dict[str, InvokeQueue] = field(default_factory=dict)
+    #: Workers of the AWS-compatible services (the SNS topics' SQS outbox), by name.
+    service_workers: dict[str, Worker] = field(default_factory=dict)
     #: A config error found after the start (a deferred source's first contact): the daemon
     #: stops as it does on SIGTERM, then `run` raises it (exit status 2).
     _fatal: ConfigError | None = None
@@ -277,6 +285,10 @@ class Daemon:
             if isinstance(state, NotifiesEnqueues):
                 state.on_enqueued(self._enqueued)
             serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
+            from triggerd.daemon.sns import start_sns  # aiohttp: imported once it serves
+
+            if (sns_outbox := await start_sns(self, state)) is not None:
+                self.service_workers["sns-sqs-outbox"] = sns_outbox
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:
@@ -293,6 +305,10 @@ class Daemon:
                     self._launch(slot)
                 for queue in self.invoke_queues.values():
                     self._launch_queue(queue)
+                for name, worker in self.service_workers.items():
+                    self._queue_tasks[name] = tg.create_task(
+                        self._supervise(name, worker, asyncio.Event())
+                    )
                 notifier.ready(self.status_line())
                 self.ready.set()
                 log.info(
@@ -525,6 +541,8 @@ class Daemon:
             slot.stop.set()
         for _, runnable in self._runnables():
             runnable.stop()
+        for worker in self.service_workers.values():
+            worker.stop()
         tasks = [s.task for s in self.slots.values() if s.task is not None]
         await self._wait_drained([*tasks, *self._queue_tasks.values()])
 
@@ -706,7 +724,7 @@ class Daemon:
             return True
         return False
 
-    async def _supervise(self, name: str, trigger: Runnable, stop: asyncio.Event) -> None:
+    async def _supervise(self, name: str, trigger: Worker, stop: asyncio.Event) -> None:
         """Run a trigger; if it crashes, log and restart it with backoff."""
         if name in self._unstarted and not await self._start_late(name, stop):
             return

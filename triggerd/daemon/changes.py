@@ -48,6 +48,8 @@ def enabled_triggers(config: ConfigBase) -> dict[str, TriggerBase]:
 
 def _dump(model: Any) -> Any:
     # The config model classes are built anew by every load: compare the values, not the models.
+    if model is None:  # an optional section ([sns]) that is absent
+        return None
     if isinstance(model, list):  # a section that is a list of models (event_buses)
         return [_dump(item) for item in model]
     if isinstance(model, dict):  # models by name (async_invocation)

@@ -116,6 +116,10 @@ class StateStore(Protocol):
 
     async def queue_depth(self, trigger: str | None = None) -> int: ...
 
+    async def queued(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of these request ids are still on the queue (not yet completed)."""
+        ...
+
     async def recover_leases(self) -> int:
         """Make every claimed event claimable again (start-up of the single owner).
         Returns how many were recovered."""
@@ -150,6 +154,20 @@ class StateStore(Protocol):
 
     async def paused_triggers(self) -> set[str]:
         """The names of the triggers recorded as paused."""
+        ...
+
+    # ---- SNS topics and subscriptions created through the API (triggerd.fanout.sns) ----
+
+    async def sns_put(self, arn: str, kind: str, doc: bytes) -> None:
+        """Store (or replace) a topic's or subscription's document under its ARN."""
+        ...
+
+    async def sns_delete(self, arn: str) -> None:
+        """Forget a topic or subscription. Idempotent."""
+        ...
+
+    async def sns_list(self) -> list[tuple[str, str, bytes]]:
+        """Every stored (arn, kind, doc), oldest first."""
         ...
 
 

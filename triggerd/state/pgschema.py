@@ -75,6 +75,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             paused_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    (
+        # An event bus's archive (`[event_buses.archive]`), replayed by `triggerd events
+        # replay`: each event as it was put on the bus, by ingestion time.
+        f"""CREATE TABLE {SCHEMA}.event_archive (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            bus TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            ingested_at DOUBLE PRECISION NOT NULL,
+            event BYTEA NOT NULL
+        )""",
+        f"CREATE INDEX event_archive_time ON {SCHEMA}.event_archive (bus, ingested_at)",
+        # Topics and subscriptions created through the SNS API (triggerd.fanout.sns).
+        f"""CREATE TABLE {SCHEMA}.sns_resources (
+            arn TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            doc BYTEA NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 )
 
 #: The schema version this code writes.

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from triggerd.state.base import DlqEntry, NewEvent, QueuedEvent
+from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.pgwrites import (
     ACQUIRE_TIMEOUT_S,
@@ -478,6 +478,83 @@ class PostgresStateStore:
     async def paused_triggers(self) -> set[str]:
         rows = await self._read(lambda c: c.fetch(f"SELECT trigger FROM {Q}.paused_triggers"))
         return {str(r[0]) for r in rows}
+
+    # ---- SNS topics and subscriptions created through the API ----
+
+    async def sns_put(self, arn: str, kind: str, doc: bytes) -> None:
+        now = self._clock.time()
+        await self._write(
+            lambda c: c.execute(
+                f"INSERT INTO {Q}.sns_resources (arn, kind, doc, created_at) "
+                "VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (arn) DO UPDATE SET kind = excluded.kind, doc = excluded.doc",
+                arn,
+                kind,
+                doc,
+                now,
+            )
+        )
+
+    async def sns_delete(self, arn: str) -> None:
+        await self._write(lambda c: c.execute(f"DELETE FROM {Q}.sns_resources WHERE arn = $1", arn))
+
+    async def sns_list(self) -> list[tuple[str, str, bytes]]:
+        rows = await self._read(
+            lambda c: c.fetch(
+                f"SELECT arn, kind, doc FROM {Q}.sns_resources ORDER BY created_at, arn"
+            )
+        )
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def queued(self, request_ids: Sequence[str]) -> set[str]:
+        ids = list(request_ids)
+        if not ids:
+            return set()
+        rows = await self._read(
+            lambda c: c.fetch(
+                f"SELECT request_id FROM {Q}.queue WHERE request_id = ANY($1::text[])", ids
+            )
+        )
+        return {str(r[0]) for r in rows}
+
+    # ---- event bus archives ----
+
+    async def archive_events(self, bus: str, events: Sequence[ArchivedEvent]) -> None:
+        rows = [(bus, e.event_id, e.ingested_at, e.event) for e in events]
+        if rows:
+            await self._write(
+                lambda c: c.executemany(
+                    f"INSERT INTO {Q}.event_archive (bus, event_id, ingested_at, event) "
+                    "VALUES ($1, $2, $3, $4)",
+                    rows,
+                )
+            )
+
+    async def archived_events(
+        self, bus: str, *, since: float, until: float, after_id: int = 0, limit: int = 500
+    ) -> list[ArchivedEvent]:
+        rows = await self._read(
+            lambda c: c.fetch(
+                f"SELECT id, event_id, ingested_at, event FROM {Q}.event_archive "
+                "WHERE bus = $1 AND ingested_at >= $2 AND ingested_at < $3 AND id > $4 "
+                "ORDER BY id LIMIT $5",
+                bus,
+                since,
+                until,
+                after_id,
+                limit,
+            )
+        )
+        return [ArchivedEvent(str(r[1]), float(r[2]), bytes(r[3]), int(r[0])) for r in rows]
+
+    async def prune_archive(self, bus: str, before: float) -> int:
+        async def op(conn: Conn) -> int:
+            status = await conn.execute(
+                f"DELETE FROM {Q}.event_archive WHERE bus = $1 AND ingested_at < $2", bus, before
+            )
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._write(op)
 
     # ---- wake-ups across daemons ----
 

@@ -106,6 +106,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX event_archive_time ON event_archive (bus, ingested_at)",
     ),
+    (
+        # Topics and subscriptions created through the SNS API (triggerd.fanout.sns).
+        """CREATE TABLE sns_resources (
+            arn TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            doc BLOB NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 #: The schema version this code writes.
@@ -434,6 +443,22 @@ class SQLiteStateStore:
 
         return await self._run(op)
 
+    async def queued(self, request_ids: Sequence[str]) -> set[str]:
+        ids = list(request_ids)
+
+        def op(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT request_id FROM queue WHERE request_id IN ({marks})", chunk
+                )
+                found.update(str(r[0]) for r in rows)
+            return found
+
+        return await self._run(op) if ids else set()
+
     async def recover_leases(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
@@ -520,6 +545,33 @@ class SQLiteStateStore:
     async def paused_triggers(self) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
             return {str(row[0]) for row in conn.execute("SELECT trigger FROM paused_triggers")}
+
+        return await self._run(op)
+
+    # ---- SNS topics and subscriptions created through the API ----
+
+    async def sns_put(self, arn: str, kind: str, doc: bytes) -> None:
+        now = self._clock.time()
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sns_resources (arn, kind, doc, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (arn) DO UPDATE SET kind = excluded.kind, doc = excluded.doc",
+                (arn, kind, doc, now),
+            )
+
+        await self._write(op)
+
+    async def sns_delete(self, arn: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sns_resources WHERE arn = ?", (arn,))
+
+        await self._write(op)
+
+    async def sns_list(self) -> list[tuple[str, str, bytes]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+            rows = conn.execute("SELECT arn, kind, doc FROM sns_resources ORDER BY created_at, arn")
+            return [(str(a), str(k), bytes(d)) for a, k, d in rows]
 
         return await self._run(op)
 

@@ -1,0 +1,345 @@
+"""The `sns_http` source receiving real-format SNS HTTP deliveries: messages signed as SNS signs
+them (SignatureVersion 1 and 2) with a certificate from a CA generated here, the certificate
+and the SubscribeURL served over HTTPS by a local server on a pinned host; forged and
+unverifiable messages refused. One daemon and one HTTPS server for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import io
+import ipaddress
+import json
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.daemon.app import Daemon
+from triggerd.functions.backends.local import plugin as local_plugin
+from triggerd_sns_http import plugin as sns_http_plugin
+from triggerd_sns_http.signature import string_to_sign
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+FUNCTIONS = Path(__file__).parent / "functions"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:real-topic"
+SUB = TOPIC + ":8a21d249-4329-4871-acc6-7be709c6ea7f"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str,
+    key: rsa.RSAPrivateKey,
+    issuer: str,
+    issuer_key: rsa.RSAPrivateKey,
+    *,
+    ca: bool = False,
+    ip: str | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ip:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class Pki:
+    ca_file: Path
+    server_ctx: ssl.SSLContext
+    signing_key: rsa.RSAPrivateKey
+    signing_pem: bytes
+    other_key: rsa.RSAPrivateKey
+
+
+def make_pki(tmp: Path) -> Pki:
+    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)]
+    ca_key, server_key, signing_key, other_key = keys
+    ca = _cert("test SNS CA", ca_key, "test SNS CA", ca_key, ca=True)
+    server = _cert("127.0.0.1", server_key, "test SNS CA", ca_key, ip="127.0.0.1")
+    signing = _cert("sns.amazonaws.com", signing_key, "test SNS CA", ca_key)
+    (tmp / "ca.pem").write_bytes(_pem(ca))
+    (tmp / "server.pem").write_bytes(
+        _pem(server)
+        + server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp / "server.pem")
+    return Pki(tmp / "ca.pem", ctx, signing_key, _pem(signing), other_key)
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    url: str
+    cert_base: str
+    tmp: Path
+    pki: Pki
+    http: aiohttp.ClientSession
+    hits: list[str] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        path = self.tmp / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def message(
+        self, kind: str = "Notification", version: str = "1", **fields: Any
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "Type": kind,
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": TOPIC,
+            "Message": "hello",
+            "Timestamp": "2026-12-06T04:00:00.123Z",
+            "SignatureVersion": version,
+            "SigningCertURL": self.cert_base + "/SimpleNotificationService-test.pem",
+        }
+        if kind == "Notification":
+            doc["Subject"] = "Subj"
+            doc["UnsubscribeURL"] = self.cert_base + "/?Action=Unsubscribe&SubscriptionArn=" + SUB
+            doc["MessageAttributes"] = {"kind": {"Type": "String", "Value": "big"}}
+        else:
+            doc["Token"] = "tok-" + doc["MessageId"]
+            doc["SubscribeURL"] = self.cert_base + "/confirm?Token=" + doc["Token"]
+        doc.update(fields)
+        return doc
+
+    def sign(self, doc: dict[str, Any], key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
+        algorithm = hashes.SHA1() if doc["SignatureVersion"] == "1" else hashes.SHA256()
+        signature = (key or self.pki.signing_key).sign(
+            string_to_sign(doc), padding.PKCS1v15(), algorithm
+        )
+        doc["Signature"] = base64.b64encode(signature).decode()
+        return doc
+
+    async def post(self, doc: dict[str, Any] | bytes, path: str = "/sns/in") -> tuple[int, bytes]:
+        body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "x-amz-sns-subscription-arn": SUB,
+        }
+        if isinstance(doc, dict):
+            headers["x-amz-sns-message-type"] = str(doc.get("Type"))
+        data = io.BytesIO(body) if len(body) > 1024 * 1024 else body
+        async with self.http.post(self.url + path, data=data, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    tmp = tmp_path_factory.mktemp("sns_http")
+    pki = await asyncio.to_thread(make_pki, tmp)
+    hits: list[str] = []
+
+    async def cert(request: web.Request) -> web.Response:
+        hits.append("cert")
+        return web.Response(body=pki.signing_pem)
+
+    async def confirm(request: web.Request) -> web.Response:
+        hits.append("confirm:" + request.query.get("Token", ""))
+        return web.Response(text="<ConfirmSubscriptionResponse/>")
+
+    async def missing(request: web.Request) -> web.Response:
+        hits.append("missing")
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/SimpleNotificationService-test.pem", cert)
+    app.router.add_get("/missing.pem", missing)
+    app.router.add_get("/confirm", confirm)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    registry = Registry()
+    registry.register("backend", "local", local_plugin)
+    registry.register("source", "sns_http", sns_http_plugin)
+    data = {
+        "daemon": {
+            "state": f"sqlite:///{tmp / 'state.db'}",
+            "listen": "127.0.0.1:0",
+            "control_listen": "",
+            "work_dir": str(tmp / "run"),
+            "shutdown_timeout_s": 5,
+        },
+        "functions": {
+            "receiver": {
+                "handler": "app.handler",
+                "code": str(FUNCTIONS / "sns_recorder"),
+                "timeout_s": 5,
+                "environment": {"RECORD_FILE": str(tmp / "calls.jsonl")},
+            }
+        },
+        "triggers": [
+            {
+                "function": "receiver",
+                "source": {
+                    "type": "sns_http",
+                    "path": "/sns/in",
+                    "topics": [TOPIC],
+                    "cert_hosts": [f"127.0.0.1:{port}"],
+                    "ca_file": str(pki.ca_file),
+                },
+            },
+            {
+                "name": "unconfirmed",
+                "function": "receiver",
+                "source": {
+                    "type": "sns_http",
+                    "path": "/sns/manual",
+                    "topics": [TOPIC],
+                    "cert_hosts": [f"127.0.0.1:{port}"],
+                    "ca_file": str(pki.ca_file),
+                    "confirm_subscriptions": False,
+                },
+            },
+        ],
+    }
+    cfg = validate_data(data, registry, base_dir=tmp)
+    try:
+        async with Daemon(cfg, registry).running() as daemon, aiohttp.ClientSession() as http:
+            yield Running(
+                daemon,
+                f"http://{daemon.listen_address}",
+                f"https://127.0.0.1:{port}",
+                tmp,
+                pki,
+                http,
+                hits,
+            )
+    finally:
+        await runner.cleanup()
+
+
+async def wait_for_record(r: Running, message_id: str) -> dict[str, Any]:
+    for _ in range(300):
+        for rec in r.records():
+            if rec["event"]["Records"][0]["Sns"]["MessageId"] == message_id:
+                return rec
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{message_id} was not delivered")
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_a_signed_notification_is_verified_and_invoked(
+    running: Running, version: str
+) -> None:
+    doc = running.sign(running.message(version=version))
+    status, body = await running.post(doc)
+    assert status == 200, body
+    rec = await wait_for_record(running, doc["MessageId"])
+    record = rec["event"]["Records"][0]
+    assert record["EventSource"] == "aws:sns" and record["EventVersion"] == "1.0"
+    assert record["EventSubscriptionArn"] == SUB
+    assert record["Sns"] == {
+        "Type": "Notification",
+        "MessageId": doc["MessageId"],
+        "TopicArn": TOPIC,
+        "Subject": "Subj",
+        "Message": "hello",
+        "Timestamp": doc["Timestamp"],
+        "SignatureVersion": version,
+        "Signature": doc["Signature"],
+        "SigningCertUrl": doc["SigningCertURL"],
+        "UnsubscribeUrl": doc["UnsubscribeURL"],
+        "MessageAttributes": {"kind": {"Type": "String", "Value": "big"}},
+    }
+    assert running.hits.count("cert") == 1  # fetched once, then cached
+
+
+async def test_forged_and_unverifiable_messages_are_refused(running: Running) -> None:
+    good = running.sign(running.message())
+    tampered = {**good, "Message": "transfer everything"}
+    other_key = running.sign(running.message(), running.pki.other_key)
+    wrong_host = running.sign(
+        running.message(SigningCertURL="https://sns.us-east-1.amazonaws.com.evil.test/c.pem")
+    )
+    plain_http = running.sign(
+        running.message(SigningCertURL=running.cert_base.replace("https", "http") + "/x.pem")
+    )
+    other_topic = running.sign(running.message(TopicArn=TOPIC + "-other"))
+    bad_version = {**running.message(version="3"), "Signature": good["Signature"]}
+    for doc in (tampered, other_key, wrong_host, plain_http, other_topic, bad_version):
+        status, _ = await running.post(doc)
+        assert status == 403, doc
+    for raw, want in ((b"not json", 400), (b'{"Type": "Other"}', 400), (b"[1]", 400)):
+        status, _ = await running.post(raw)
+        assert status == want
+    status, _ = await running.post(b"x" * (2 * 1024 * 1024))
+    assert status == 413
+    await asyncio.sleep(0.3)
+    delivered = {r["event"]["Records"][0]["Sns"]["MessageId"] for r in running.records()}
+    assert tampered["MessageId"] not in delivered and other_key["MessageId"] not in delivered
+
+
+async def test_subscription_confirmation_gets_the_subscribe_url(running: Running) -> None:
+    doc = running.sign(running.message("SubscriptionConfirmation"))
+    status, _ = await running.post(doc)
+    assert status == 200
+    assert "confirm:" + doc["Token"] in running.hits
+    off_host = running.sign(
+        running.message("SubscriptionConfirmation", SubscribeURL="https://example.com/c")
+    )
+    status, _ = await running.post(off_host)
+    assert status == 403
+    unsub = running.sign(running.message("UnsubscribeConfirmation"))
+    assert (await running.post(unsub))[0] == 200
+
+
+async def test_a_certificate_that_cannot_be_fetched_is_not_fetched_again_at_once(
+    running: Running,
+) -> None:
+    for _ in range(3):
+        doc = running.sign(running.message(SigningCertURL=running.cert_base + "/missing.pem"))
+        status, _ = await running.post(doc)
+        assert status == 403
+    assert running.hits.count("missing") == 1
+
+
+async def test_confirmation_can_be_left_to_the_operator(running: Running) -> None:
+    doc = running.sign(running.message("SubscriptionConfirmation"))
+    status, _ = await running.post(doc, "/sns/manual")
+    assert status == 200
+    assert "confirm:" + doc["Token"] not in running.hits
+    forged = {**doc, "Token": "other"}
+    assert (await running.post(forged, "/sns/manual"))[0] == 403

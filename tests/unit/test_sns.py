@@ -1,0 +1,374 @@
+"""SNS's pieces without a server: the Query protocol's form and XML, message attributes, filter
+policies of both scopes, the signature's string to sign and host pinning, the [sns] config's
+checks and the state store's sns_resources table."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+from botocore.loaders import Loader
+from botocore.model import ServiceModel
+from botocore.parsers import QueryParser
+
+from triggerd.config.load import validate_data
+from triggerd.config.plugins import Registry
+from triggerd.fanout.sns.message import Message, parse_attributes
+from triggerd.fanout.sns.policy import compile_policy
+from triggerd.fanout.sns.sample import sample_event
+from triggerd.fanout.sns.wire import (
+    SnsError,
+    entries,
+    error_document,
+    members,
+    parse_form,
+    response_document,
+)
+from triggerd.functions.backends.local import plugin as local_plugin
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import ConfigError
+from triggerd_sns_http.signature import string_to_sign, url_allowed
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:t"
+
+
+def _model() -> ServiceModel:
+    return ServiceModel(Loader().load_service_model("sns", "service-2"), "sns")
+
+
+def _parse(operation: str, body: bytes, status: int = 200) -> dict[str, Any]:
+    shape = _model().operation_model(operation).output_shape
+    response = {"body": body, "headers": {}, "status_code": status}
+    parsed: dict[str, Any] = QueryParser().parse(response, shape)
+    return parsed
+
+
+def message(body: str = "{}", **attrs: tuple[str, str]) -> Message:
+    fields = {
+        name: {
+            "Value.DataType": t,
+            ("Value.BinaryValue" if t == "Binary" else "Value.StringValue"): v,
+        }
+        for name, (t, v) in attrs.items()
+    }
+    return Message("id", TOPIC, body, None, parse_attributes(fields), 0.0)
+
+
+# ---- the wire format ----
+
+
+def test_form_lists_and_maps_are_read_as_the_query_protocol_numbers_them() -> None:
+    form = parse_form(
+        b"Action=PublishBatch&PublishBatchRequestEntries.member.2.Id=b"
+        b"&PublishBatchRequestEntries.member.1.Id=a"
+        b"&PublishBatchRequestEntries.member.1.MessageAttributes.entry.1.Name=k"
+        b"&Attributes.entry.1.key=FifoTopic&Attributes.entry.1.value=true"
+    )
+    items = members(form, "PublishBatchRequestEntries")
+    assert [i["Id"] for i in items] == ["a", "b"]
+    assert entries(items[0], "MessageAttributes", key="Name") == {"k": {}}
+    assert entries(form, "Attributes") == {"FifoTopic": {"value": "true"}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"a=b&&c", b"\xff=1", b"&".join([b"a=b"] * 1001), b"X.member.0.Id=a"],
+)
+def test_malformed_forms_are_invalid_parameters(body: bytes) -> None:
+    with pytest.raises(SnsError) as exc:
+        form = parse_form(body)
+        members(form, "X")
+    assert exc.value.code == "InvalidParameter" and exc.value.status == 400
+
+
+def test_a_gap_in_member_numbers_is_refused() -> None:
+    with pytest.raises(SnsError):
+        members(parse_form(b"X.member.1.Id=a&X.member.3.Id=c"), "X")
+
+
+def test_responses_parse_with_botocores_own_model() -> None:
+    doc = response_document(
+        "PublishBatch",
+        {
+            "Successful": [{"Id": "a", "MessageId": "m1", "SequenceNumber": None}],
+            "Failed": [
+                {"Id": "b", "Code": "InvalidParameter", "Message": "<&>", "SenderFault": True}
+            ],
+        },
+        "rid",
+    )
+    parsed = _parse("PublishBatch", doc)
+    assert parsed["Successful"] == [{"Id": "a", "MessageId": "m1"}]
+    assert parsed["Failed"] == [
+        {"Id": "b", "Code": "InvalidParameter", "Message": "<&>", "SenderFault": True}
+    ]
+    attrs = _parse(
+        "GetTopicAttributes",
+        response_document("GetTopicAttributes", {"Attributes": ("entries", {"A": "1"})}, "r"),
+    )
+    assert attrs["Attributes"] == {"A": "1"}
+
+
+def test_errors_are_the_xml_botocore_reads_codes_from() -> None:
+    doc = error_document(SnsError("NotFound", "Topic does not exist", 404), "rid-1")
+    root = ET.fromstring(doc)
+    ns = {"s": "http://sns.amazonaws.com/doc/2010-03-31/"}
+    assert root.findtext("s:Error/s:Code", namespaces=ns) == "NotFound"
+    assert root.findtext("s:Error/s:Type", namespaces=ns) == "Sender"
+    parsed = _parse("Publish", doc, 404)
+    assert parsed["Error"]["Code"] == "NotFound"
+
+
+# ---- attributes and filter policies ----
+
+
+@pytest.mark.parametrize(
+    ("attrs", "code"),
+    [
+        ({"n": {"Value.DataType": "Number", "Value.StringValue": "abc"}}, "ParameterValueInvalid"),
+        ({"n": {"Value.DataType": "Number", "Value.StringValue": "1e10"}}, "ParameterValueInvalid"),
+        (
+            {"a": {"Value.DataType": "String.Array", "Value.StringValue": "[{}]"}},
+            "ParameterValueInvalid",
+        ),
+        ({"b": {"Value.DataType": "Binary", "Value.BinaryValue": "!!"}}, "InvalidParameter"),
+        ({"s": {"Value.DataType": "Text", "Value.StringValue": "x"}}, "InvalidParameter"),
+        ({"aws.x": {"Value.DataType": "String", "Value.StringValue": "x"}}, "InvalidParameter"),
+        ({"s": {"Value.DataType": "String", "Value.StringValue": ""}}, "InvalidParameter"),
+        (
+            {f"k{i}": {"Value.DataType": "String", "Value.StringValue": "v"} for i in range(11)},
+            "InvalidParameter",
+        ),
+    ],
+)
+def test_bad_attributes_get_snss_error_codes(attrs: dict[str, Any], code: str) -> None:
+    with pytest.raises(SnsError) as exc:
+        parse_attributes(attrs)
+    assert exc.value.code == code
+
+
+def test_attribute_scope_sees_numbers_arrays_and_no_binary() -> None:
+    m = message(
+        price=("Number", "12.5"),
+        count=("Number.int", "3"),
+        tags=("String.Array", '["a","b"]'),
+        blob=("Binary", base64.b64encode(b"x").decode()),
+        kind=("String", "Big"),
+    )
+    assert m.attribute_view() == {"price": 12.5, "count": 3, "tags": ["a", "b"], "kind": "Big"}
+    policy = compile_policy(
+        {
+            "price": [{"numeric": [">=", 10, "<", 20]}],
+            "tags": ["b"],
+            "kind": [{"equals-ignore-case": "big"}],
+            "blob": [{"exists": False}],
+        },
+        "MessageAttributes",
+    )
+    assert policy.matches(m)
+    assert not compile_policy({"price": [{"numeric": ["<", 10]}]}, "MessageAttributes").matches(m)
+    either = compile_policy(
+        {"$or": [{"kind": ["x"]}, {"count": [{"numeric": ["=", 3]}]}]}, "MessageAttributes"
+    )
+    assert either.matches(m)
+
+
+def test_body_scope_matches_json_objects_only() -> None:
+    policy = compile_policy('{"order": {"state": [{"prefix": "ship"}]}}', "MessageBody")
+    assert policy.matches(message('{"order": {"state": "shipped"}}'))
+    assert not policy.matches(message('{"order": {"state": "new"}}'))
+    assert not policy.matches(message("shipped"))
+    assert not policy.matches(message('["shipped"]'))
+
+
+@pytest.mark.parametrize(
+    ("policy", "scope"),
+    [
+        ("{not json", "MessageAttributes"),
+        ("[1]", "MessageAttributes"),
+        ({"a": [{"numeric": [">", "x"]}]}, "MessageAttributes"),
+        ({"a": ["x"]}, "Body"),
+    ],
+)
+def test_bad_policies_are_invalid_parameters(policy: Any, scope: str) -> None:
+    with pytest.raises(SnsError) as exc:
+        compile_policy(policy, scope)
+    assert exc.value.code == "InvalidParameter"
+
+
+def test_sample_event_is_the_fan_out_shape() -> None:
+    event = sample_event({"message": "hi", "attr.k": "Number:4", "topic": "orders"})
+    sns = event["Records"][0]["Sns"]
+    assert sns["Message"] == "hi" and sns["Subject"] is None
+    assert sns["TopicArn"] == "arn:aws:sns:us-east-1:123456789012:orders"
+    assert sns["MessageAttributes"] == {"k": {"Type": "Number", "Value": "4"}}
+    with pytest.raises(ConfigError):
+        sample_event({"bogus": "1"})
+
+
+# ---- receiving real SNS ----
+
+
+def test_string_to_sign_follows_awss_field_order() -> None:
+    note = {
+        "Type": "Notification",
+        "MessageId": "i",
+        "TopicArn": "t",
+        "Message": "m",
+        "Timestamp": "ts",
+        "Subject": "s",
+        "Other": "x",
+    }
+    assert string_to_sign(note) == (
+        b"Message\nm\nMessageId\ni\nSubject\ns\nTimestamp\nts\nTopicArn\nt\nType\nNotification\n"
+    )
+    del note["Subject"]
+    assert b"Subject" not in string_to_sign(note)
+    confirm = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "i",
+        "TopicArn": "t",
+        "Message": "m",
+        "Timestamp": "ts",
+        "Token": "k",
+        "SubscribeURL": "u",
+    }
+    assert string_to_sign(confirm) == (
+        b"Message\nm\nMessageId\ni\nSubscribeURL\nu\nTimestamp\nts\nToken\nk\nTopicArn\nt\n"
+        b"Type\nSubscriptionConfirmation\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://sns.us-east-1.amazonaws.com/Cert.pem", True),
+        ("http://sns.us-east-1.amazonaws.com/Cert.pem", False),
+        ("https://sns.us-east-1.amazonaws.com.evil.test/Cert.pem", False),
+        ("https://user@sns.us-east-1.amazonaws.com/Cert.pem", False),
+        ("https://sns.us-east-1.amazonaws.com:8443/Cert.pem", False),
+        ("https://[::1/x", False),
+    ],
+)
+def test_certificate_urls_are_https_on_a_pinned_host(url: str, ok: bool) -> None:
+    assert url_allowed(url, ["sns.us-east-1.amazonaws.com"]) is ok
+
+
+# ---- config and state ----
+
+
+def _config(tmp: Path, sns: dict[str, Any]) -> Any:
+    registry = Registry()
+    registry.register("backend", "local", local_plugin)
+    data = {
+        "daemon": {
+            "state": f"sqlite:///{tmp / 's.db'}",
+            "listen": "",
+            "control_listen": "127.0.0.1:0",
+        },
+        "functions": {"fn": {"handler": "app.handler", "code": str(tmp)}},
+        "sns": sns,
+    }
+    return validate_data(data, registry, tmp)
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _config(tmp_path, {"topics": [{"name": "t", "subscriptions": [{"function": "fnx"}]}]})
+    assert "sns.topics.0.subscriptions.0.function: 'fnx' is not a function" in str(exc.value)
+    assert "did you mean 'fn'" in str(exc.value)
+    for bad, where in [
+        ({"name": "t.fifo"}, "Fifo Topic names must end with .fifo"),
+        ({"name": "bad name"}, "Topic names must be made up"),
+        ({"name": "t", "subscriptions": [{"protocol": "sqs", "queue": "q"}]}, "sns.sqs_endpoints"),
+        ({"name": "t", "subscriptions": [{"function": "fn", "filter_policy": "{x"}]}, "not JSON"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            _config(tmp_path, {"topics": [bad]})
+        assert where in str(exc.value), str(exc.value)
+    cfg = _config(tmp_path, {"topics": [{"name": "t", "subscriptions": [{"function": "fn"}]}]})
+    assert cfg.sns.topics[0].subscriptions[0].protocol == "lambda"
+
+
+async def test_sns_resources_are_kept_across_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SQLiteStateStore(path)
+    await store.open()
+    await store.sns_put("arn:t", "topic", b'{"a":1}')
+    await store.sns_put("arn:t:s", "subscription", b"{}")
+    await store.sns_put("arn:t", "topic", b'{"a":2}')
+    await store.sns_delete("arn:t:s")
+    await store.sns_delete("arn:none")
+    await store.close()
+    again = SQLiteStateStore(path)
+    await again.open()
+    assert await again.sns_list() == [("arn:t", "topic", b'{"a":2}')]
+    await again.close()
+    assert json.loads(b'{"a":2}') == {"a": 2}
+
+
+def test_a_reload_reports_sns_changes_as_needing_a_restart(tmp_path: Path) -> None:
+    from triggerd.daemon.changes import diff_configs
+
+    old = _config(tmp_path, {"topics": [{"name": "t"}]})
+    new = _config(tmp_path, {"topics": [{"name": "t"}, {"name": "u"}]})
+    changes = diff_configs(old, new)
+    assert "sns" in changes.needs_restart
+    assert [t.name for t in changes.config.sns.topics] == ["t"]  # kept until the restart
+    assert diff_configs(old, old).needs_restart == ()
+
+
+class _FakeQueues:
+    def queue_of(self, function: str) -> str | None:
+        return f"invoke-api:{function}"
+
+    def wake(self, function: str) -> None:
+        return None
+
+
+async def test_the_fifo_relay_releases_one_message_per_group_at_a_time(tmp_path: Path) -> None:
+    from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
+    from triggerd.state.base import NewEvent
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"))
+    await store.open()
+    held = [
+        NewEvent(holding_queue("f"), "f", held_payload(key, f'{{"n":"{n}"}}'.encode()), n, t, t)
+        for t, (key, n) in enumerate([("A", "a1"), ("B", "b1"), ("A", "a2"), ("A", "a3")], 1)
+    ]
+    await store.enqueue(held)
+    relay = FifoRelay(["f"], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+
+    async def invoke_queue() -> list[Any]:
+        return await store.claim("invoke-api:f", 10, 30, 100.0)
+
+    await relay._step("f")
+    first = await invoke_queue()
+    assert sorted(json.loads(e.payload)["n"] for e in first) == ["a1", "b1"]
+    await relay._step("f")  # a1 still queued: a2 waits
+    assert await invoke_queue() == []
+    for event in first:  # both invoked
+        await store.complete(event.id)
+    await relay._step("f")
+    second = await invoke_queue()
+    assert [json.loads(e.payload)["n"] for e in second] == ["a2"]
+    # A crash now (nothing given back): the next run finds a2 in flight and holds a3.
+    await store.release(second[0].id, available_at=0, attempts=0)
+    assert await store.recover_leases() >= 1
+    again = FifoRelay(["f"], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+    await again._recover()
+    await again._step("f")
+    assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a2"]
+    assert await store.queue_depth(holding_queue("f")) == 2  # a2 (in flight) and a3
+    await store.release(
+        (await store.claim("invoke-api:f", 1, 30, 200.0))[0].id, available_at=0, attempts=0
+    )
+    await store.complete((await store.claim("invoke-api:f", 1, 30, 200.0))[0].id)
+    await again._step("f")  # a2 done: a3 goes
+    assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a3"]
+    assert await store.queue_depth(holding_queue("f")) == 1
+    await store.close()
