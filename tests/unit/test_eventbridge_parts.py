@@ -24,6 +24,7 @@ from triggerd.events.eventbridge import (
 )
 from triggerd.fanout.events.buses import EventsApi
 from triggerd.fanout.events.entries import (
+    MAX_DETAIL_DEPTH,
     MAX_TOTAL_BYTES,
     Accepted,
     Refused,
@@ -560,3 +561,17 @@ def test_bad_async_invocation_settings_name_the_key(settings: Any, problem: str)
 def test_async_invocation_settings_are_accepted() -> None:
     settings = {"f": {"maximum_retry_attempts": 0, "on_failure": {"type": "file", "path": "x"}}}
     assert async_config(settings) == []
+
+
+async def test_a_detail_nested_too_deep_is_refused_on_its_own() -> None:
+    store, queues = FakeStore(), {"f": FakeQueue("invoke-api:f"), "g": FakeQueue("invoke-api:g")}
+    deep = '{"a": ' + "[" * 300 + "1" + "]" * 300 + "}"
+    at_limit = '{"a": ' + "[" * (MAX_DETAIL_DEPTH - 1) + "1" + "]" * (MAX_DETAIL_DEPTH - 1) + "}"
+    out = await api(store, queues).call(
+        "PutEvents", {"Entries": [entry(Detail=deep), entry(Detail=at_limit)]}, allow
+    )
+    assert out["FailedEntryCount"] == 1
+    assert out["Entries"][0]["ErrorCode"] == "MalformedDetail"
+    assert "nested deeper" in out["Entries"][0]["ErrorMessage"]
+    assert "EventId" in out["Entries"][1]
+    assert len(store.batches[0]) == 2

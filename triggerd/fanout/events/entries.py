@@ -5,8 +5,8 @@ the entries' total size is over 256 KB, counted as AWS documents it: the UTF-8 b
 Source, DetailType, Detail and each Resources ARN, plus 14 bytes for a Time. Each entry is
 otherwise accepted or refused on its own, with the ErrorCode and ErrorMessage AWS uses:
 InvalidArgument for a missing or malformed Source, DetailType, Detail, Time or Resources,
-MalformedDetail when Detail is not a JSON object, NotAuthorizedForSourceException for a
-source in AWS's reserved `aws.` namespace."""
+MalformedDetail when Detail is not a JSON object (or nests deeper than `MAX_DETAIL_DEPTH`),
+NotAuthorizedForSourceException for a source in AWS's reserved `aws.` namespace."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import orjson
 from triggerd.fanout.events.errors import EventsError
 
 __all__ = [
+    "MAX_DETAIL_DEPTH",
     "MAX_ENTRIES",
     "MAX_TOTAL_BYTES",
     "Accepted",
@@ -34,6 +35,10 @@ MAX_ENTRIES: Final = 10
 #: PutEvents's cap on the entries' total size (AWS's "256 KB").
 MAX_TOTAL_BYTES: Final = 256 * 1024
 _TIME_BYTES: Final = 14
+#: How deep a Detail may nest (objects and arrays). The event, its transformed inputs and the
+#: on-failure record wrap it in a few more levels, and orjson writes at most 254; deeper
+#: data would also make the pattern matcher recurse that deep.
+MAX_DETAIL_DEPTH: Final = 100
 _MAX_SOURCE: Final = 256
 _MAX_DETAIL_TYPE: Final = 128
 _MAX_RESOURCE: Final = 2048
@@ -180,7 +185,24 @@ def _detail(raw: Any) -> dict[str, Any] | Refused:
         return Refused("MalformedDetail", "Detail is malformed.")
     if not isinstance(detail, dict):
         return Refused("MalformedDetail", "Detail is malformed.")
+    if _nests_deeper(detail, MAX_DETAIL_DEPTH):
+        return Refused(
+            "MalformedDetail", f"Detail is nested deeper than {MAX_DETAIL_DEPTH} levels."
+        )
     return detail
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` holds objects or arrays more than `limit` levels deep (iterative: the
+    value may be as deep as the JSON parser allows)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 _ENTRY_KEYS: Final = frozenset(
