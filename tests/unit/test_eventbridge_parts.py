@@ -103,6 +103,11 @@ def test_constant_input_and_input_path() -> None:
     assert render(input_path="$.detail.absent") is None
 
 
+def test_constant_input_is_sent_as_written() -> None:
+    text = '{"id": 123456789012345678901234567890, "price": 1.10}'
+    assert compile_target_input(input_json=text).render(EVENT, EVENT_BYTES, CTX) == text.encode()
+
+
 def test_template_quoting_follows_aws_rules() -> None:
     template = (
         '{"id": <id>, "text": "<name> has <id> and <items>", "items": <items>, '

@@ -309,9 +309,12 @@ def _constant(text: str) -> bytes:
     if len(text) > MAX_INPUT_CHARS:
         raise InputError(f"input: {len(text)} characters (at most {MAX_INPUT_CHARS})")
     try:
-        return orjson.dumps(orjson.loads(text))
+        orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"input: not valid JSON: {exc}") from None
+    # Sent as written, as AWS sends Input: parsing and writing it again would turn integers
+    # beyond 64 bits into floats.
+    return text.encode("utf-8")
 
 
 def _compile_paths(paths_map: Mapping[str, str]) -> dict[str, Callable[[Any], Any]]:
