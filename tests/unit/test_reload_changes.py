@@ -125,3 +125,15 @@ def test_changed_event_buses_apply_and_adding_the_first_needs_a_restart(tmp_path
     first = diff_configs(load(tmp_path, control, "c.toml"), old)
     assert first.needs_restart == ("event_buses",)
     assert first.config.event_buses == []
+
+
+def test_changed_async_invocation_settings_apply_to_their_function(tmp_path: Path) -> None:
+    old = BASE + "\n[async_invocation.f]\nmaximum_retry_attempts = 1\n"
+    new = BASE + "\n[async_invocation.f]\nmaximum_retry_attempts = 0\n[async_invocation.g]\n"
+    changes = diff_configs(load(tmp_path, old, "a.toml"), load(tmp_path, new, "b.toml"))
+    assert changes.needs_restart == ()
+    assert changes.async_changed == {"f", "g"} and not changes.empty
+    assert changes.config.async_invocation_map["f"].maximum_retry_attempts == 0
+    assert changes.triggers_changed == set(), "the functions' triggers are not restarted"
+    same = diff_configs(load(tmp_path, new, "c.toml"), load(tmp_path, new, "d.toml"))
+    assert same.empty

@@ -140,6 +140,7 @@ def _report_reload(answer: dict[str, object]) -> None:
         "functions_added",
         "functions_removed",
         "functions_changed",
+        "async_invocation_changed",
         "triggers_added",
         "triggers_removed",
         "triggers_restarted",

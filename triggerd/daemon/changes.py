@@ -28,6 +28,10 @@ class ConfigChanges:
     triggers_changed: frozenset[str]
     #: `daemon.<key>` of each setting that changed but needs a restart.
     needs_restart: tuple[str, ...]
+    #: Functions kept and unchanged whose `[async_invocation]` settings changed: their
+    #: queues of asynchronous invocations are rebuilt (Lambda applies
+    #: PutFunctionEventInvokeConfig at once).
+    async_changed: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -38,6 +42,7 @@ class ConfigChanges:
             or self.triggers_added
             or self.triggers_removed
             or self.triggers_changed
+            or self.async_changed
         )
 
 
@@ -86,9 +91,17 @@ def diff_configs(old: ConfigBase, new: ConfigBase) -> ConfigChanges:
             # Read by the EventBridge API on every call: the new buses apply with the new
             # config (only serving them at all, or no longer, needs a restart).
             continue
+        if key == "async_invocation":
+            continue  # applied per function: async_changed
         if _dump(getattr(old, key)) != _dump(getattr(new, key)):
             needs_restart.append(key)
         kept[key] = getattr(old, key)
+    old_async, new_async = old.async_invocation_map, new.async_invocation_map
+    async_changed = frozenset(
+        n
+        for n in (old_fns.keys() & new_fns.keys()) - fn_changed
+        if _dump(old_async.get(n)) != _dump(new_async.get(n))
+    )
     return ConfigChanges(
         config=new.model_copy(update=kept),
         functions_added=frozenset(new_fns.keys() - old_fns.keys()),
@@ -98,4 +111,5 @@ def diff_configs(old: ConfigBase, new: ConfigBase) -> ConfigChanges:
         triggers_removed=frozenset(old_ts.keys() - new_ts.keys()),
         triggers_changed=t_changed,
         needs_restart=tuple(needs_restart),
+        async_changed=async_changed,
     )

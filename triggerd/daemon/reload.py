@@ -13,6 +13,8 @@ reported in one log line. Otherwise only what changed is restarted:
 - old backends of changed and removed functions stop last, once the triggers that replace
   theirs serve (a webhook's routes call the old backend until then) and their invocations
   in flight finished;
+- a function whose `[async_invocation]` settings alone changed gets its queue of
+  asynchronous invocations rebuilt with them (the events on it stay queued);
 - daemon settings other than `shutdown_timeout_s` and `log_level`, and `[telemetry]`, need a
   restart: one log line names them, and they keep their running values;
 - a trigger that failed to start at an earlier reload or resume is tried again.
@@ -99,7 +101,7 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         if n not in changes.triggers_added and n not in restart
     }
     await asyncio.gather(
-        *(daemon.stop_invoke_queue(n) for n in old_functions),
+        *(daemon.stop_invoke_queue(n) for n in old_functions.keys() | changes.async_changed),
         *(daemon.stop_trigger(n) for n in changes.triggers_removed),
         *(daemon.stop_trigger(n, keep_routes=True) for n in restart),
     )
@@ -123,7 +125,7 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         if name in daemon.paused and (name in restart or name in changes.triggers_added):
             daemon.routes.remove_routes(name)  # its placeholders, for its new path
             daemon.hold_routes(name, tcfg)
-    for name in fresh:
+    for name in sorted(fresh.keys() | changes.async_changed):
         await daemon.start_invoke_queue(name)
     # Only now: the restarted triggers' routes (kept until their replacements committed
     # theirs) called the old backends up to here; what they started there finishes first.
@@ -133,6 +135,7 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
         "functions_added": sorted(changes.functions_added),
         "functions_removed": sorted(changes.functions_removed),
         "functions_changed": sorted(changes.functions_changed),
+        "async_invocation_changed": sorted(changes.async_changed),
         "triggers_added": sorted(changes.triggers_added),
         "triggers_removed": sorted(changes.triggers_removed),
         "triggers_restarted": sorted(restart | retry),
