@@ -104,3 +104,38 @@ async def test_start_replay_checks_its_request(change: dict[str, Any], code: str
     with pytest.raises(EventsError) as err:
         await api().call("StartReplay", params, lambda action, arn: None)
     assert err.value.code == code
+
+
+async def test_a_replay_skips_events_it_cannot_route_and_says_so(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "s.db")
+    try:
+        event = b'{"source": "x", "detail-type": "t", "detail": {}}'
+        await store.archive_events("shop", [ArchivedEvent("e1", 1.5, event)])
+        bus = EventBusConfig.model_validate(
+            {
+                "name": "shop",
+                "archive": {},
+                "rules": [
+                    {
+                        "name": "r",
+                        "event_pattern": {"source": ["x"]},
+                        "targets": [{"function": "f"}],
+                    }
+                ],
+            }
+        )
+        no_queue = EventsApi(
+            lambda: [bus],
+            region="us-east-1",
+            account_id="123456789012",
+            state=lambda: store,
+            queues={},  # the target's queue is not running
+        )
+        out = await no_queue.call("StartReplay", GOOD, lambda action, arn: None)
+        assert out["State"] == "FAILED"
+        assert out["StateReason"] == (
+            "0 events replayed, 0 invocations queued; 1 events not delivered "
+            "(The target's queue is not running.)"
+        )
+    finally:
+        await store.close()

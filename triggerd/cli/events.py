@@ -96,4 +96,4 @@ def replay(
         _fail(str(answer), ExitCode.DAEMON_UNREACHABLE if status == 0 else 1)
         return
     click.echo(f"{answer.get('ReplayArn')}: {answer.get('StateReason')}")
-    sys.exit(0)
+    sys.exit(0 if answer.get("State") == "COMPLETED" else 1)

@@ -11,13 +11,18 @@ events are not archived again.
 Unlike AWS's (asynchronous, followed with DescribeReplay), this replay runs while the call
 waits: pages of archived events are matched and committed on the targets' queues one page
 at a time, and the answer (`State: COMPLETED`) says how many events and invocations it
-queued. A replay cut short (the client gave up, the daemon stopped) has queued whole pages
-only; running it again delivers those events again (at-least-once, as replays are)."""
+queued. An event that cannot be routed (a target's queue not running, a transformed input
+over the size limit) is skipped and counted: the replay goes on, and answers `State: FAILED`
+with how many were not delivered and why. A replay cut short (the client gave up, the daemon
+stopped) has queued whole pages only; running it again delivers those events again
+(at-least-once, as replays are)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from triggerd.fanout.events.buses import Authorize, Bus, EventsApi, Rule
 
 __all__ = ["PAGE", "start_replay"]
+
+log = logging.getLogger("triggerd.events")
 
 #: Archived events read, matched and committed at a time.
 PAGE: Final = 500
@@ -64,13 +71,16 @@ async def start_replay(
         raise EventsError("ValidationException", "EventEndTime must be after EventStartTime")
     rules = _rules(bus, params.get("Destination"))
     try:
-        events, invocations = await _replay(api, bus, rules, name, since, until)
+        done = await _replay(api, bus, rules, name, since, until)
     except StateStoreError as exc:
         raise EventsError("InternalException", f"The replay stopped: {exc}", 500) from None
+    reason = f"{done.events} events replayed, {done.invocations} invocations queued"
+    if done.failed:
+        reason += f"; {done.failed} events not delivered ({done.first_error})"
     return {
         "ReplayArn": f"arn:aws:events:{api.region}:{api.account_id}:replay/{name}",
-        "State": "COMPLETED",
-        "StateReason": f"{events} events replayed, {invocations} invocations queued",
+        "State": "FAILED" if done.failed else "COMPLETED",
+        "StateReason": reason,
         "ReplayStartTime": time.time(),
     }
 
@@ -115,26 +125,43 @@ def _rules(bus: Bus, destination: Any) -> list[Rule]:
     return [r for r in enabled if r.arn in set(wanted)]
 
 
+@dataclass(slots=True)
+class _Done:
+    events: int = 0
+    invocations: int = 0
+    failed: int = 0
+    first_error: str = ""
+
+
 async def _replay(
     api: EventsApi, bus: Bus, rules: list[Rule], name: str, since: float, until: float
-) -> tuple[int, int]:
+) -> _Done:
     archive = api.archive_store()
-    after, events, invocations = 0, 0, 0
+    after, done = 0, _Done()
     while True:
         page = await archive.archived_events(
             bus.config.name, since=since, until=until, after_id=after, limit=PAGE
         )
         if not page:
-            return events, invocations
+            return done
         queued = []
         now = time.time()
+        failed_before = done.failed
         for archived in page:
             event = orjson.loads(archived.event)
             event["replay-name"] = name
             ingestion = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(archived.ingested_at))
             trace = trace_id_for(None, now)
-            queued += api.route(rules, event, orjson.dumps(event), now, ingestion, trace)
+            try:
+                queued += api.route(rules, event, orjson.dumps(event), now, ingestion, trace)
+            except EventsError as exc:
+                done.failed += 1
+                done.first_error = done.first_error or exc.message
+                log.warning(
+                    "events.replay_skipped",
+                    extra={"replay": name, "event_id": archived.event_id, "error": exc.message},
+                )
         await api.queue(queued)
-        events += len(page)
-        invocations += len(queued)
+        done.events += len(page) - (done.failed - failed_before)
+        done.invocations += len(queued)
         after = page[-1].id
