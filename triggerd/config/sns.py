@@ -31,6 +31,9 @@ __all__ = [
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,251}(\.fifo)?$")
 #: AWS's limit on a filter policy's JSON text.
 MAX_FILTER_POLICY_CHARS = 256 * 1024
+#: SNS's limits on a filter policy's keys and combinations of values.
+MAX_FILTER_POLICY_KEYS = 5
+MAX_FILTER_POLICY_COMBINATIONS = 150
 
 
 def topic_name_problem(name: str, fifo: bool) -> str | None:
@@ -57,11 +60,50 @@ def check_filter_policy(policy: Any) -> dict[str, Any]:
             raise ValueError(f"the filter policy is not JSON: {exc}") from None
     if not isinstance(policy, dict):
         raise ValueError("a filter policy is a JSON object")
+    _check_policy_limits(policy)
     try:
         compile_filters([policy], max_filters=1)
     except FilterPatternError as exc:
         raise ValueError(str(exc).removeprefix("filter[0]").lstrip(": ")) from None
     return policy
+
+
+def _check_policy_limits(policy: dict[str, Any]) -> None:
+    """SNS's own rules on top of the pattern language (the engine also serves EventBridge,
+    which allows more): at most 5 keys, at most 150 combinations (the product of the number of
+    values of each key, summed over `$or` branches), no `wildcard` operator."""
+    keys: set[str] = set()
+
+    def walk(node: dict[str, Any], path: str) -> int:
+        combinations = 1
+        for key, value in node.items():
+            if key == "$or" and isinstance(value, list):
+                branches = [walk(b, path) for b in value if isinstance(b, dict)]
+                combinations *= max(1, sum(branches))
+            elif isinstance(value, dict):
+                combinations *= walk(value, f"{path}{key}.")
+            else:
+                keys.add(path + key)
+                values = value if isinstance(value, list) else [value]
+                if any(_has_wildcard(v) for v in values):
+                    raise ValueError(f"{path}{key}: Unrecognized match type wildcard")
+                combinations *= max(1, len(values))
+        return combinations
+
+    combinations = walk(policy, "")
+    if len(keys) > MAX_FILTER_POLICY_KEYS:
+        raise ValueError(f"Filter policy can not have more than {MAX_FILTER_POLICY_KEYS} keys")
+    if combinations > MAX_FILTER_POLICY_COMBINATIONS:
+        raise ValueError(
+            f"Filter policy is too complex: {combinations} combinations of values, at most "
+            f"{MAX_FILTER_POLICY_COMBINATIONS}"
+        )
+
+
+def _has_wildcard(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "wildcard" in value or any(_has_wildcard(v) for v in value.values())
+    return False
 
 
 class _SubscriptionBase(Model):

@@ -4,8 +4,9 @@ the EventBridge pattern language that SNS's policy syntax is a subset of).
 Scope `MessageAttributes` matches `Message.attribute_view()` (String as strings, Number as
 numbers, String.Array as arrays, Binary ignored); scope `MessageBody` matches the body parsed
 as a JSON object, and a body that is not one matches no policy. Where the engine is stricter
-or wider than SNS (docs/sns.md lists it): literal numbers in a policy compare by their JSON
-text (use `numeric` for values), and the engine also accepts EventBridge's `wildcard`."""
+or wider than SNS: literal numbers in a policy compare by their JSON text (use `numeric` for
+values; docs/sns.md says so); SNS's limits (5 keys, 150 combinations, no `wildcard`) are
+checked by `check_filter_policy`."""
 
 from __future__ import annotations
 
