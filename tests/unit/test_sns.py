@@ -4,6 +4,7 @@ checks and the state store's sns_resources table."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -192,12 +193,25 @@ def test_body_scope_matches_json_objects_only() -> None:
         ("[1]", "MessageAttributes"),
         ({"a": [{"numeric": [">", "x"]}]}, "MessageAttributes"),
         ({"a": ["x"]}, "Body"),
+        ({k: ["x"] for k in "abcdef"}, "MessageAttributes"),  # SNS: 5 keys at most
+        ({"a": list(range(11)), "b": list(range(14))}, "MessageAttributes"),  # 154 > 150
+        ({"a": [1], "$or": [{"b": list(range(100))}, {"c": list(range(51))}]}, "MessageBody"),
+        ({"a": [{"wildcard": "x*"}]}, "MessageAttributes"),  # EventBridge's, not SNS's
+        ({"a": [{"anything-but": {"wildcard": "x*"}}]}, "MessageBody"),
     ],
 )
 def test_bad_policies_are_invalid_parameters(policy: Any, scope: str) -> None:
     with pytest.raises(SnsError) as exc:
         compile_policy(policy, scope)
     assert exc.value.code == "InvalidParameter"
+
+
+def test_policies_at_snss_limits_are_accepted() -> None:
+    compile_policy({k: ["x"] for k in "abcde"}, "MessageAttributes")
+    compile_policy({"a": list(range(10)), "b": list(range(15))}, "MessageAttributes")
+    compile_policy(
+        {"a": [1], "$or": [{"b": list(range(100))}, {"c": list(range(50))}]}, "MessageBody"
+    )
 
 
 def test_sample_event_is_the_fan_out_shape() -> None:
@@ -371,4 +385,134 @@ async def test_the_fifo_relay_releases_one_message_per_group_at_a_time(tmp_path:
     await again._step("f")  # a2 done: a3 goes
     assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a3"]
     assert await store.queue_depth(holding_queue("f")) == 1
+    await store.close()
+
+
+# ---- the service against a live set of functions (reloads add and remove them) ----
+
+
+class _LiveQueues:
+    """Event queues of the functions in `running` only (the others are gone)."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.running = running
+
+    def queue_of(self, function: str) -> str | None:
+        return f"invoke-api:{function}" if function in self.running else None
+
+    def wake(self, function: str) -> None:
+        return None
+
+
+async def _service(
+    tmp_path: Path, functions: dict[str, str], running: set[str], store: Any = None
+) -> Any:
+    from triggerd.config.sns import SnsSettings
+    from triggerd.fanout.sns.service import SnsService
+    from triggerd.fanout.sns.sqs import SqsOutbox
+
+    if store is None:
+        store = SQLiteStateStore(str(tmp_path / "s.db"))
+        await store.open()
+    settings = SnsSettings.model_validate({})
+    outbox = SqsOutbox(settings, region="us-east-1", account_id="123456789012", state=store)
+    return SnsService(
+        settings,
+        region="us-east-1",
+        account_id="123456789012",
+        functions=functions,
+        queues=_LiveQueues(running),
+        state=store,
+        outbox=outbox,
+    )
+
+
+def _fn_arn(name: str) -> str:
+    return f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+
+
+async def test_functions_a_reload_adds_or_removes_are_seen_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    functions = {"a": _fn_arn("a")}
+    running = {"a"}
+    service = await _service(tmp_path, functions, running)
+    topic = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("a")})
+    functions["b"] = _fn_arn("b")  # a reload adds b
+    running.add("b")
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("b")})
+    del functions["a"]  # and removes a: its subscription outlives it
+    running.discard("a")
+    answer = await service.publish({"TopicArn": topic, "Message": "hello"})
+    assert answer["MessageId"]
+    assert await service.state.queue_depth("invoke-api:b") == 1
+    assert await service.state.queue_depth("invoke-api:a") == 0
+    with pytest.raises(SnsError) as refused:
+        await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("a")})
+    assert refused.value.status == 400
+    await service.state.close()
+
+
+async def test_a_fifo_batch_that_fails_partway_reports_what_was_stored(tmp_path: Path) -> None:
+    from triggerd.state.sqlite import StateStoreError
+
+    class Failing(SQLiteStateStore):
+        calls = 0
+
+        async def enqueue_unless_checkpoint(
+            self, events: Any, scope: str, key: str, value: str
+        ) -> bool:
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise StateStoreError("disk full")
+            return await super().enqueue_unless_checkpoint(events, scope, key, value)
+
+    store = Failing(str(tmp_path / "s.db"))
+    await store.open()
+    service = await _service(tmp_path, {"f": _fn_arn("f")}, {"f"}, store)
+    topic = (await service.create_topic({"Name": "t.fifo", **_attrs(FifoTopic="true")}))["TopicArn"]
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("f")})
+    form = {"TopicArn": topic}
+    for n in (1, 2, 3):
+        p = f"PublishBatchRequestEntries.member.{n}"
+        form |= {f"{p}.Id": f"e{n}", f"{p}.Message": f"m{n}", f"{p}.MessageGroupId": "g"}
+        form[f"{p}.MessageDeduplicationId"] = f"d{n}"
+    answer = await service.publish_batch(form)
+    assert [s["Id"] for s in answer["Successful"]] == ["e1"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in answer["Failed"]] == [
+        ("e2", "InternalError", False),
+        ("e3", "InternalError", False),
+    ]
+    assert await store.queue_depth("sns-fifo:f") == 1
+    await store.close()
+
+
+def _attrs(**attrs: str) -> dict[str, str]:
+    form: dict[str, str] = {}
+    for n, (k, v) in enumerate(attrs.items(), 1):
+        form[f"Attributes.entry.{n}.key"] = k
+        form[f"Attributes.entry.{n}.value"] = v
+    return form
+
+
+async def test_the_fifo_relay_takes_up_a_function_a_reload_added(tmp_path: Path) -> None:
+    from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
+    from triggerd.state.base import NewEvent
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"))
+    await store.open()
+    relay = FifoRelay([], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+    task = asyncio.create_task(relay.run())  # started without functions: still running
+    await store.enqueue(
+        [NewEvent(holding_queue("new"), "new", held_payload("G", b'{"n":1}'), "r1", 1.0, 1.0)]
+    )
+    relay.wake("new")
+    for _ in range(100):
+        if await store.queue_depth("invoke-api:new"):
+            break
+        await asyncio.sleep(0.02)
+    assert await store.queue_depth("invoke-api:new") == 1
+    relay.stop()
+    await asyncio.wait_for(task, 5)
     await store.close()
