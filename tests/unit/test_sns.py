@@ -131,7 +131,14 @@ def test_errors_are_the_xml_botocore_reads_codes_from() -> None:
     ("attrs", "code"),
     [
         ({"n": {"Value.DataType": "Number", "Value.StringValue": "abc"}}, "ParameterValueInvalid"),
-        ({"n": {"Value.DataType": "Number", "Value.StringValue": "1e10"}}, "ParameterValueInvalid"),
+        (
+            {"n": {"Value.DataType": "Number", "Value.StringValue": "1e127"}},
+            "ParameterValueInvalid",
+        ),
+        (
+            {"n": {"Value.DataType": "Number", "Value.StringValue": "1" * 39}},
+            "ParameterValueInvalid",
+        ),
         (
             {"a": {"Value.DataType": "String.Array", "Value.StringValue": "[{}]"}},
             "ParameterValueInvalid",
@@ -150,6 +157,12 @@ def test_bad_attributes_get_snss_error_codes(attrs: dict[str, Any], code: str) -
     with pytest.raises(SnsError) as exc:
         parse_attributes(attrs)
     assert exc.value.code == code
+
+
+def test_numbers_in_snss_range_are_accepted() -> None:
+    for value in ("1733459000123", "1e126", "-1e-128", "0", "0.000001", "1" * 38):
+        spec = {"Value.DataType": "Number", "Value.StringValue": value}
+        assert parse_attributes({"n": spec})["n"].value == value
 
 
 def test_attribute_scope_sees_numbers_arrays_and_no_binary() -> None:

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -90,10 +91,16 @@ def _attribute(name: str, spec: Mapping[str, str]) -> Attribute:
 
 
 def _number_ok(text: str) -> bool:
-    """SNS's numbers: -1e9..1e9 with at most 5 decimal places (scientific notation allowed)."""
+    """SNS's Number attributes: up to 38 significant digits, 0 or a magnitude between 10^-128
+    and 10^126 (scientific notation allowed). Filter policies compare numbers within
+    -10^9..10^9 only, but a message may carry larger ones (epoch milliseconds, say)."""
     if not _NUMBER.match(text):
         return False
-    return abs(float(text)) <= 1e9
+    value = Decimal(text)
+    digits = "".join(map(str, value.as_tuple().digits)).strip("0")
+    if len(digits) > 38:
+        return False
+    return value.is_zero() or Decimal("1e-128") <= abs(value) <= Decimal("1e126")
 
 
 def _array_ok(text: str) -> bool:
