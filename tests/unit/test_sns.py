@@ -529,3 +529,77 @@ async def test_the_fifo_relay_takes_up_a_function_a_reload_added(tmp_path: Path)
     relay.stop()
     await asyncio.wait_for(task, 5)
     await store.close()
+
+
+# ---- notifications signed with the operator's key ----
+
+
+def _key_and_cert(bits: int = 2048) -> tuple[bytes, bytes]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_notifications_signed_with_the_operators_key_verify_as_snss(version: str) -> None:
+    from triggerd.fanout.sns.signing import Signer
+    from triggerd_sns_http.signature import VerificationError, verify
+
+    key, cert = _key_and_cert()
+    signer = Signer(key, "https://certs.example/sns.pem", version)
+    for subject in (None, "hello"):
+        m = Message("id-1", TOPIC, "body", subject, {}, 1_700_000_000.5, signer=signer)
+        sns = json.loads(m.lambda_event(region="us-east-1", subscription_arn=TOPIC + ":s"))
+        sns = sns["Records"][0]["Sns"]
+        assert sns["SignatureVersion"] == version
+        assert sns["SigningCertUrl"] == "https://certs.example/sns.pem"
+        verify(sns, cert)
+        with pytest.raises(VerificationError):
+            verify({**sns, "Message": "forged"}, cert)
+    envelope = json.loads(m.sqs_envelope(region="us-east-1", subscription_arn=TOPIC + ":s"))
+    verify(envelope, cert)
+
+
+async def test_an_unusable_signing_key_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from triggerd.config.sns import SnsSettings
+    from triggerd.daemon.sns import _signer
+
+    small, _ = _key_and_cert(1024)
+    (tmp_path / "small.pem").write_bytes(small)
+    (tmp_path / "junk.pem").write_bytes(b"not a key")
+    for name, reason in [("small.pem", "1024 bits"), ("junk.pem", "PEM"), ("none.pem", "read")]:
+        settings = SnsSettings.model_validate(
+            {
+                "signing_key_file": str(tmp_path / name),
+                "signing_cert_url": "https://certs.example/sns.pem",
+            }
+        )
+        with pytest.raises(ConfigError) as refused:
+            await _signer(settings)
+        assert "sns.signing_key_file" in str(refused.value)
+        assert reason in str(refused.value)
+    with pytest.raises(ValueError, match="go together"):
+        SnsSettings.model_validate({"signing_key_file": "k.pem"})

@@ -206,6 +206,20 @@ class SnsSettings(Model):
         description="How long an SQS delivery that fails is retried before it is dropped "
         "(with an error log line)",
     )
+    signing_key_file: str | None = Field(
+        None,
+        description="An RSA private key (PEM, 2048 bits or more) that signs each notification "
+        "as SNS does, so handlers can verify it against signing_cert_url's certificate "
+        "(default: no real signature); needs the sns_http extra",
+    )
+    signing_cert_url: str | None = Field(
+        None,
+        pattern=r"^https://[^\s@/]+/\S*$",
+        description="Where the key's certificate is served (https); the events' SigningCertUrl",
+    )
+    signature_version: Literal["1", "2"] = Field(
+        "1", description="1: SHA1withRSA, 2: SHA256withRSA, as SNS's SignatureVersion"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> SnsSettings:
@@ -225,6 +239,8 @@ class SnsSettings(Model):
                         f"topics.{i}.subscriptions.{j}.queue: {sub.queue!r} is not in "
                         "sns.sqs_endpoints"
                     )
+        if (self.signing_key_file is None) != (self.signing_cert_url is None):
+            problems.append("signing_key_file and signing_cert_url go together")
         if problems:
             raise ValueError("; ".join(problems))
         return self

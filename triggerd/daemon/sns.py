@@ -8,8 +8,10 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from triggerd.config.plugins import import_extra
+from triggerd.config.sns import SnsSettings
 from triggerd.fanout.sns.fifo import FifoRelay
 from triggerd.fanout.sns.service import SnsService
+from triggerd.fanout.sns.signing import Signer, SigningKeyError
 from triggerd.fanout.sns.sqs import SqsOutbox
 from triggerd.http.queues import queue_name
 from triggerd.http.sns_query import sns_query_handler
@@ -89,6 +91,7 @@ async def start_sns(daemon: Daemon, state: StateStore) -> SnsWorkers | None:
             import_extra("aiobotocore.session", "sqs", "sns.sqs_endpoints")
         except MissingExtraError as exc:
             raise ConfigError([str(exc)]) from None
+    signer = await _signer(settings)
     outbox = SqsOutbox(
         settings, region=d.region, account_id=d.account_id, state=state, clock=daemon.clock.time
     )
@@ -103,8 +106,25 @@ async def start_sns(daemon: Daemon, state: StateStore) -> SnsWorkers | None:
         state=state,
         outbox=outbox,
         relay=relay,
+        signer=signer,
         clock=daemon.clock.time,
     )
     await service.load()
     daemon.root_apis.set_query(sns_query_handler(service, d))
     return SnsWorkers(outbox, relay)
+
+
+async def _signer(settings: SnsSettings) -> Signer | None:
+    """The notifications' signer when `signing_key_file` is set; a config error naming the
+    key when it cannot be used."""
+    if settings.signing_key_file is None or settings.signing_cert_url is None:
+        return None
+    try:
+        import_extra("cryptography", "sns_http", "sns.signing_key_file")
+    except MissingExtraError as exc:
+        raise ConfigError([str(exc)]) from None
+    path, url = settings.signing_key_file, settings.signing_cert_url
+    try:
+        return await asyncio.to_thread(Signer.from_file, path, url, settings.signature_version)
+    except SigningKeyError as exc:
+        raise ConfigError([f"sns.signing_key_file: {exc}"]) from None

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from triggerd.events.timestamps import iso_ms
+from triggerd.fanout.sns.signing import Signer
 from triggerd.fanout.sns.wire import SnsError, invalid
 
 __all__ = ["MAX_MESSAGE_BYTES", "Attribute", "Message", "parse_attributes"]
@@ -127,6 +128,8 @@ class Message:
     sequence_number: str | None = None
     #: `json` when the body holds one message per protocol (MessageStructure).
     structure: str | None = None
+    #: The operator's signing key ([sns] signing_key_file); None: the digest below.
+    signer: Signer | None = field(default=None, compare=False)
     _body_view: list[Any] = field(default_factory=list, compare=False)
 
     def stored_as(self, message_id: str, sequence_number: str | None) -> Message:
@@ -197,6 +200,10 @@ class Message:
             f"&SubscriptionArn={subscription_arn}",
             "MessageAttributes": self.event_attributes(),
         }
+        if self.signer is not None:
+            doc["SignatureVersion"] = self.signer.version
+            doc["Signature"] = self.signer.sign(doc)
+            doc["SigningCertUrl"] = self.signer.cert_url
         if self.sequence_number is not None:
             doc["SequenceNumber"] = self.sequence_number
         return doc
@@ -224,9 +231,9 @@ class Message:
         return orjson.dumps(doc).decode()
 
     def digest(self) -> str:
-        """Not an AWS signature (triggerd holds none of AWS's signing keys): the base64 SHA-1
-        of the message's canonical fields, so the field has SNS's form and changes with the
-        message. docs/sns.md says so."""
+        """Without a signing key configured, not a signature (triggerd holds none of AWS's
+        keys): the base64 SHA-1 of the message's canonical fields, so the field has SNS's form
+        and changes with the message. docs/sns.md says so."""
         canonical = "\n".join(
             [self.message_id, self.topic_arn, self.subject or "", self.body, str(self.timestamp)]
         )

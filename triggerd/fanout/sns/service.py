@@ -22,6 +22,7 @@ from triggerd.config.sns import SnsSettings, topic_name_problem
 from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
 from triggerd.fanout.sns.message import MAX_MESSAGE_BYTES, MAX_SUBJECT, Message, parse_attributes
 from triggerd.fanout.sns.policy import compile_policy
+from triggerd.fanout.sns.signing import Signer
 from triggerd.fanout.sns.sqs import SqsOutbox
 from triggerd.fanout.sns.topics import Subscription, Topic, config_topics
 from triggerd.fanout.sns.wire import SnsError, entries, invalid, members, not_found
@@ -72,6 +73,7 @@ class SnsService:
         state: StateStore,
         outbox: SqsOutbox,
         relay: FifoRelay | None = None,
+        signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -85,6 +87,7 @@ class SnsService:
         self.outbox = outbox
         self.relay = relay or FifoRelay([], state=state, queues=queues, clock=clock)
         self.clock = clock
+        self.signer = signer
         self.topics: dict[str, Topic] = config_topics(
             settings, region=region, account_id=account_id, queue_arns=outbox.queue_arns
         )
@@ -478,6 +481,7 @@ class SnsService:
             group_id=group,
             dedup_id=dedup,
             structure=structure,
+            signer=self.signer,
         )
         if message.size() > MAX_MESSAGE_BYTES:
             raise invalid("Invalid parameter: Message too long")
