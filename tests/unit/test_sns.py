@@ -464,6 +464,16 @@ async def test_functions_a_reload_adds_or_removes_are_seen_without_a_restart(
     with pytest.raises(SnsError) as refused:
         await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("a")})
     assert refused.value.status == 400
+    # After a restart the subscription is still there (listed, removable), and a reload that
+    # brings the function back has it delivered to again.
+    again = await _service(tmp_path, functions, running, service.state)
+    await again.load()
+    listed = await again.list_subscriptions_by_topic({"TopicArn": topic})
+    assert sorted(s["Endpoint"] for s in listed["Subscriptions"]) == [_fn_arn("a"), _fn_arn("b")]
+    functions["a"] = _fn_arn("a")
+    running.add("a")
+    await again.publish({"TopicArn": topic, "Message": "again"})
+    assert await again.state.queue_depth("invoke-api:a") == 1
     await service.state.close()
 
 

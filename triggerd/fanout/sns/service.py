@@ -119,9 +119,15 @@ class SnsService:
                 )
                 continue
             topic = self.topics.get(sub.topic_arn)
-            if topic is None or not self._endpoint_known(sub):
+            if topic is None or (sub.protocol != "lambda" and not self._endpoint_known(sub)):
                 log.warning("sns.subscription_dropped", extra={"subscription": arn})
                 continue
+            if not self._endpoint_known(sub):
+                # Kept, as SNS keeps a subscription whose function was deleted: listed and
+                # removable, its deliveries skipped until a reload brings the function back.
+                log.warning(
+                    "sns.subscriber_missing", extra={"subscription": arn, "function": sub.target}
+                )
             topic.subscriptions[arn] = sub
 
     def _endpoint_known(self, sub: Subscription) -> bool:
