@@ -211,6 +211,8 @@ def test_body_scope_matches_json_objects_only() -> None:
         ({"a": [1], "$or": [{"b": list(range(100))}, {"c": list(range(51))}]}, "MessageBody"),
         ({"a": [{"wildcard": "x*"}]}, "MessageAttributes"),  # EventBridge's, not SNS's
         ({"a": [{"anything-but": {"wildcard": "x*"}}]}, "MessageBody"),
+        ({"a": {"b": ["x"]}}, "MessageAttributes"),  # nested: MessageBody only
+        ({"$or": [{"a": ["x"]}, {"b": {"c": ["x"]}}]}, "MessageAttributes"),
     ],
 )
 def test_bad_policies_are_invalid_parameters(policy: Any, scope: str) -> None:
@@ -313,6 +315,17 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         ({"name": "bad name"}, "Topic names must be made up"),
         ({"name": "t", "subscriptions": [{"protocol": "sqs", "queue": "q"}]}, "sns.sqs_endpoints"),
         ({"name": "t", "subscriptions": [{"function": "fn", "filter_policy": "{x"}]}, "not JSON"),
+        (
+            {
+                "name": "t",
+                "subscriptions": [{"function": "fn", "filter_policy": {"a": {"b": [1]}}}],
+            },
+            "subscriptions.0: filter_policy: Filter policy scope MessageAttributes",
+        ),
+        (
+            {"name": "t", "subscriptions": [{"function": "fn", "filter_policy": {"a": [1] * 151}}]},
+            "too complex",
+        ),
     ]:
         with pytest.raises(ConfigError) as exc:
             _config(tmp_path, {"topics": [bad]})

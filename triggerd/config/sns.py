@@ -24,6 +24,7 @@ __all__ = [
     "SqsSubscription",
     "TopicConfig",
     "check_filter_policy",
+    "nested_policy",
     "topic_name_problem",
 ]
 
@@ -100,6 +101,22 @@ def _check_policy_limits(policy: dict[str, Any]) -> None:
         )
 
 
+def nested_policy(policy: dict[str, Any]) -> bool:
+    """Whether the policy has nested keys (only scope MessageBody may, as in SNS)."""
+    for key, value in policy.items():
+        if key == "$or" and isinstance(value, list):
+            if any(isinstance(b, dict) and nested_policy(b) for b in value):
+                return True
+        elif isinstance(value, dict):
+            return True
+    return False
+
+
+NESTED_ATTRIBUTE_POLICY = (
+    "Filter policy scope MessageAttributes does not support nested filter policy"
+)
+
+
 def _has_wildcard(value: Any) -> bool:
     if isinstance(value, dict):
         return "wildcard" in value or any(_has_wildcard(v) for v in value.values())
@@ -122,6 +139,16 @@ class _SubscriptionBase(Model):
     @classmethod
     def _policy(cls, value: Any) -> Any:
         return None if value is None else check_filter_policy(value)
+
+    @model_validator(mode="after")
+    def _scope(self) -> _SubscriptionBase:
+        if (
+            self.filter_policy is not None
+            and self.filter_policy_scope == "MessageAttributes"
+            and nested_policy(self.filter_policy)
+        ):
+            raise ValueError(f"filter_policy: {NESTED_ATTRIBUTE_POLICY}")
+        return self
 
 
 class LambdaSubscription(_SubscriptionBase):

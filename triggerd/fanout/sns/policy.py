@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from triggerd.config.sns import check_filter_policy
+from triggerd.config.sns import NESTED_ATTRIBUTE_POLICY, check_filter_policy, nested_policy
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.fanout.sns.message import Message
 from triggerd.fanout.sns.wire import SnsError
@@ -49,4 +49,8 @@ def compile_policy(policy: Any, scope: str) -> FilterPolicy:
         checked = check_filter_policy(policy)
     except ValueError as exc:
         raise SnsError("InvalidParameter", f"Invalid parameter: FilterPolicy: {exc}") from None
+    if scope == "MessageAttributes" and nested_policy(checked):
+        raise SnsError(
+            "InvalidParameter", f"Invalid parameter: FilterPolicy: {NESTED_ATTRIBUTE_POLICY}"
+        )
     return FilterPolicy(checked, scope, compile_filters([checked], max_filters=1))  # type: ignore[arg-type]
