@@ -4,6 +4,7 @@ checks and the state store's sns_resources table."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -130,7 +131,14 @@ def test_errors_are_the_xml_botocore_reads_codes_from() -> None:
     ("attrs", "code"),
     [
         ({"n": {"Value.DataType": "Number", "Value.StringValue": "abc"}}, "ParameterValueInvalid"),
-        ({"n": {"Value.DataType": "Number", "Value.StringValue": "1e10"}}, "ParameterValueInvalid"),
+        (
+            {"n": {"Value.DataType": "Number", "Value.StringValue": "1e127"}},
+            "ParameterValueInvalid",
+        ),
+        (
+            {"n": {"Value.DataType": "Number", "Value.StringValue": "1" * 39}},
+            "ParameterValueInvalid",
+        ),
         (
             {"a": {"Value.DataType": "String.Array", "Value.StringValue": "[{}]"}},
             "ParameterValueInvalid",
@@ -149,6 +157,12 @@ def test_bad_attributes_get_snss_error_codes(attrs: dict[str, Any], code: str) -
     with pytest.raises(SnsError) as exc:
         parse_attributes(attrs)
     assert exc.value.code == code
+
+
+def test_numbers_in_snss_range_are_accepted() -> None:
+    for value in ("1733459000123", "1e126", "-1e-128", "0", "0.000001", "1" * 38):
+        spec = {"Value.DataType": "Number", "Value.StringValue": value}
+        assert parse_attributes({"n": spec})["n"].value == value
 
 
 def test_attribute_scope_sees_numbers_arrays_and_no_binary() -> None:
@@ -192,12 +206,27 @@ def test_body_scope_matches_json_objects_only() -> None:
         ("[1]", "MessageAttributes"),
         ({"a": [{"numeric": [">", "x"]}]}, "MessageAttributes"),
         ({"a": ["x"]}, "Body"),
+        ({k: ["x"] for k in "abcdef"}, "MessageAttributes"),  # SNS: 5 keys at most
+        ({"a": list(range(11)), "b": list(range(14))}, "MessageAttributes"),  # 154 > 150
+        ({"a": [1], "$or": [{"b": list(range(100))}, {"c": list(range(51))}]}, "MessageBody"),
+        ({"a": [{"wildcard": "x*"}]}, "MessageAttributes"),  # EventBridge's, not SNS's
+        ({"a": [{"anything-but": {"wildcard": "x*"}}]}, "MessageBody"),
+        ({"a": {"b": ["x"]}}, "MessageAttributes"),  # nested: MessageBody only
+        ({"$or": [{"a": ["x"]}, {"b": {"c": ["x"]}}]}, "MessageAttributes"),
     ],
 )
 def test_bad_policies_are_invalid_parameters(policy: Any, scope: str) -> None:
     with pytest.raises(SnsError) as exc:
         compile_policy(policy, scope)
     assert exc.value.code == "InvalidParameter"
+
+
+def test_policies_at_snss_limits_are_accepted() -> None:
+    compile_policy({k: ["x"] for k in "abcde"}, "MessageAttributes")
+    compile_policy({"a": list(range(10)), "b": list(range(15))}, "MessageAttributes")
+    compile_policy(
+        {"a": [1], "$or": [{"b": list(range(100))}, {"c": list(range(50))}]}, "MessageBody"
+    )
 
 
 def test_sample_event_is_the_fan_out_shape() -> None:
@@ -286,6 +315,17 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         ({"name": "bad name"}, "Topic names must be made up"),
         ({"name": "t", "subscriptions": [{"protocol": "sqs", "queue": "q"}]}, "sns.sqs_endpoints"),
         ({"name": "t", "subscriptions": [{"function": "fn", "filter_policy": "{x"}]}, "not JSON"),
+        (
+            {
+                "name": "t",
+                "subscriptions": [{"function": "fn", "filter_policy": {"a": {"b": [1]}}}],
+            },
+            "subscriptions.0: filter_policy: Filter policy scope MessageAttributes",
+        ),
+        (
+            {"name": "t", "subscriptions": [{"function": "fn", "filter_policy": {"a": [1] * 151}}]},
+            "too complex",
+        ),
     ]:
         with pytest.raises(ConfigError) as exc:
             _config(tmp_path, {"topics": [bad]})
@@ -372,3 +412,217 @@ async def test_the_fifo_relay_releases_one_message_per_group_at_a_time(tmp_path:
     assert [json.loads(e.payload)["n"] for e in await invoke_queue()] == ["a3"]
     assert await store.queue_depth(holding_queue("f")) == 1
     await store.close()
+
+
+# ---- the service against a live set of functions (reloads add and remove them) ----
+
+
+class _LiveQueues:
+    """Event queues of the functions in `running` only (the others are gone)."""
+
+    def __init__(self, running: set[str]) -> None:
+        self.running = running
+
+    def queue_of(self, function: str) -> str | None:
+        return f"invoke-api:{function}" if function in self.running else None
+
+    def wake(self, function: str) -> None:
+        return None
+
+
+async def _service(
+    tmp_path: Path, functions: dict[str, str], running: set[str], store: Any = None
+) -> Any:
+    from triggerd.config.sns import SnsSettings
+    from triggerd.fanout.sns.service import SnsService
+    from triggerd.fanout.sns.sqs import SqsOutbox
+
+    if store is None:
+        store = SQLiteStateStore(str(tmp_path / "s.db"))
+        await store.open()
+    settings = SnsSettings.model_validate({})
+    outbox = SqsOutbox(settings, region="us-east-1", account_id="123456789012", state=store)
+    return SnsService(
+        settings,
+        region="us-east-1",
+        account_id="123456789012",
+        functions=functions,
+        queues=_LiveQueues(running),
+        state=store,
+        outbox=outbox,
+    )
+
+
+def _fn_arn(name: str) -> str:
+    return f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+
+
+async def test_functions_a_reload_adds_or_removes_are_seen_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    functions = {"a": _fn_arn("a")}
+    running = {"a"}
+    service = await _service(tmp_path, functions, running)
+    topic = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("a")})
+    functions["b"] = _fn_arn("b")  # a reload adds b
+    running.add("b")
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("b")})
+    del functions["a"]  # and removes a: its subscription outlives it
+    running.discard("a")
+    answer = await service.publish({"TopicArn": topic, "Message": "hello"})
+    assert answer["MessageId"]
+    assert await service.state.queue_depth("invoke-api:b") == 1
+    assert await service.state.queue_depth("invoke-api:a") == 0
+    with pytest.raises(SnsError) as refused:
+        await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("a")})
+    assert refused.value.status == 400
+    # After a restart the subscription is still there (listed, removable), and a reload that
+    # brings the function back has it delivered to again.
+    again = await _service(tmp_path, functions, running, service.state)
+    await again.load()
+    listed = await again.list_subscriptions_by_topic({"TopicArn": topic})
+    assert sorted(s["Endpoint"] for s in listed["Subscriptions"]) == [_fn_arn("a"), _fn_arn("b")]
+    functions["a"] = _fn_arn("a")
+    running.add("a")
+    await again.publish({"TopicArn": topic, "Message": "again"})
+    assert await again.state.queue_depth("invoke-api:a") == 1
+    await service.state.close()
+
+
+async def test_a_fifo_batch_that_fails_partway_reports_what_was_stored(tmp_path: Path) -> None:
+    from triggerd.state.sqlite import StateStoreError
+
+    class Failing(SQLiteStateStore):
+        calls = 0
+
+        async def enqueue_unless_checkpoint(
+            self, events: Any, scope: str, key: str, value: str
+        ) -> bool:
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise StateStoreError("disk full")
+            return await super().enqueue_unless_checkpoint(events, scope, key, value)
+
+    store = Failing(str(tmp_path / "s.db"))
+    await store.open()
+    service = await _service(tmp_path, {"f": _fn_arn("f")}, {"f"}, store)
+    topic = (await service.create_topic({"Name": "t.fifo", **_attrs(FifoTopic="true")}))["TopicArn"]
+    await service.subscribe({"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("f")})
+    form = {"TopicArn": topic}
+    for n in (1, 2, 3):
+        p = f"PublishBatchRequestEntries.member.{n}"
+        form |= {f"{p}.Id": f"e{n}", f"{p}.Message": f"m{n}", f"{p}.MessageGroupId": "g"}
+        form[f"{p}.MessageDeduplicationId"] = f"d{n}"
+    answer = await service.publish_batch(form)
+    assert [s["Id"] for s in answer["Successful"]] == ["e1"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in answer["Failed"]] == [
+        ("e2", "InternalError", False),
+        ("e3", "InternalError", False),
+    ]
+    assert await store.queue_depth("sns-fifo:f") == 1
+    await store.close()
+
+
+def _attrs(**attrs: str) -> dict[str, str]:
+    form: dict[str, str] = {}
+    for n, (k, v) in enumerate(attrs.items(), 1):
+        form[f"Attributes.entry.{n}.key"] = k
+        form[f"Attributes.entry.{n}.value"] = v
+    return form
+
+
+async def test_the_fifo_relay_takes_up_a_function_a_reload_added(tmp_path: Path) -> None:
+    from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
+    from triggerd.state.base import NewEvent
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"))
+    await store.open()
+    relay = FifoRelay([], state=store, queues=_FakeQueues(), clock=lambda: 100.0)
+    task = asyncio.create_task(relay.run())  # started without functions: still running
+    await store.enqueue(
+        [NewEvent(holding_queue("new"), "new", held_payload("G", b'{"n":1}'), "r1", 1.0, 1.0)]
+    )
+    relay.wake("new")
+    for _ in range(100):
+        if await store.queue_depth("invoke-api:new"):
+            break
+        await asyncio.sleep(0.02)
+    assert await store.queue_depth("invoke-api:new") == 1
+    relay.stop()
+    await asyncio.wait_for(task, 5)
+    await store.close()
+
+
+# ---- notifications signed with the operator's key ----
+
+
+def _key_and_cert(bits: int = 2048) -> tuple[bytes, bytes]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_notifications_signed_with_the_operators_key_verify_as_snss(version: str) -> None:
+    from triggerd.fanout.sns.signing import Signer
+    from triggerd_sns_http.signature import VerificationError, verify
+
+    key, cert = _key_and_cert()
+    signer = Signer(key, "https://certs.example/sns.pem", version)
+    for subject in (None, "hello"):
+        m = Message("id-1", TOPIC, "body", subject, {}, 1_700_000_000.5, signer=signer)
+        sns = json.loads(m.lambda_event(region="us-east-1", subscription_arn=TOPIC + ":s"))
+        sns = sns["Records"][0]["Sns"]
+        assert sns["SignatureVersion"] == version
+        assert sns["SigningCertUrl"] == "https://certs.example/sns.pem"
+        verify(sns, cert)
+        with pytest.raises(VerificationError):
+            verify({**sns, "Message": "forged"}, cert)
+    envelope = json.loads(m.sqs_envelope(region="us-east-1", subscription_arn=TOPIC + ":s"))
+    verify(envelope, cert)
+
+
+async def test_an_unusable_signing_key_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from triggerd.config.sns import SnsSettings
+    from triggerd.daemon.sns import _signer
+
+    small, _ = _key_and_cert(1024)
+    (tmp_path / "small.pem").write_bytes(small)
+    (tmp_path / "junk.pem").write_bytes(b"not a key")
+    for name, reason in [("small.pem", "1024 bits"), ("junk.pem", "PEM"), ("none.pem", "read")]:
+        settings = SnsSettings.model_validate(
+            {
+                "signing_key_file": str(tmp_path / name),
+                "signing_cert_url": "https://certs.example/sns.pem",
+            }
+        )
+        with pytest.raises(ConfigError) as refused:
+            await _signer(settings)
+        assert "sns.signing_key_file" in str(refused.value)
+        assert reason in str(refused.value)
+    with pytest.raises(ValueError, match="go together"):
+        SnsSettings.model_validate({"signing_key_file": "k.pem"})

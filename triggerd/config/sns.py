@@ -24,6 +24,7 @@ __all__ = [
     "SqsSubscription",
     "TopicConfig",
     "check_filter_policy",
+    "nested_policy",
     "topic_name_problem",
 ]
 
@@ -31,6 +32,9 @@ __all__ = [
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,251}(\.fifo)?$")
 #: AWS's limit on a filter policy's JSON text.
 MAX_FILTER_POLICY_CHARS = 256 * 1024
+#: SNS's limits on a filter policy's keys and combinations of values.
+MAX_FILTER_POLICY_KEYS = 5
+MAX_FILTER_POLICY_COMBINATIONS = 150
 
 
 def topic_name_problem(name: str, fifo: bool) -> str | None:
@@ -57,11 +61,66 @@ def check_filter_policy(policy: Any) -> dict[str, Any]:
             raise ValueError(f"the filter policy is not JSON: {exc}") from None
     if not isinstance(policy, dict):
         raise ValueError("a filter policy is a JSON object")
+    _check_policy_limits(policy)
     try:
         compile_filters([policy], max_filters=1)
     except FilterPatternError as exc:
         raise ValueError(str(exc).removeprefix("filter[0]").lstrip(": ")) from None
     return policy
+
+
+def _check_policy_limits(policy: dict[str, Any]) -> None:
+    """SNS's own rules on top of the pattern language (the engine also serves EventBridge,
+    which allows more): at most 5 keys, at most 150 combinations (the product of the number of
+    values of each key, summed over `$or` branches), no `wildcard` operator."""
+    keys: set[str] = set()
+
+    def walk(node: dict[str, Any], path: str) -> int:
+        combinations = 1
+        for key, value in node.items():
+            if key == "$or" and isinstance(value, list):
+                branches = [walk(b, path) for b in value if isinstance(b, dict)]
+                combinations *= max(1, sum(branches))
+            elif isinstance(value, dict):
+                combinations *= walk(value, f"{path}{key}.")
+            else:
+                keys.add(path + key)
+                values = value if isinstance(value, list) else [value]
+                if any(_has_wildcard(v) for v in values):
+                    raise ValueError(f"{path}{key}: Unrecognized match type wildcard")
+                combinations *= max(1, len(values))
+        return combinations
+
+    combinations = walk(policy, "")
+    if len(keys) > MAX_FILTER_POLICY_KEYS:
+        raise ValueError(f"Filter policy can not have more than {MAX_FILTER_POLICY_KEYS} keys")
+    if combinations > MAX_FILTER_POLICY_COMBINATIONS:
+        raise ValueError(
+            f"Filter policy is too complex: {combinations} combinations of values, at most "
+            f"{MAX_FILTER_POLICY_COMBINATIONS}"
+        )
+
+
+def nested_policy(policy: dict[str, Any]) -> bool:
+    """Whether the policy has nested keys (only scope MessageBody may, as in SNS)."""
+    for key, value in policy.items():
+        if key == "$or" and isinstance(value, list):
+            if any(isinstance(b, dict) and nested_policy(b) for b in value):
+                return True
+        elif isinstance(value, dict):
+            return True
+    return False
+
+
+NESTED_ATTRIBUTE_POLICY = (
+    "Filter policy scope MessageAttributes does not support nested filter policy"
+)
+
+
+def _has_wildcard(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "wildcard" in value or any(_has_wildcard(v) for v in value.values())
+    return False
 
 
 class _SubscriptionBase(Model):
@@ -80,6 +139,16 @@ class _SubscriptionBase(Model):
     @classmethod
     def _policy(cls, value: Any) -> Any:
         return None if value is None else check_filter_policy(value)
+
+    @model_validator(mode="after")
+    def _scope(self) -> _SubscriptionBase:
+        if (
+            self.filter_policy is not None
+            and self.filter_policy_scope == "MessageAttributes"
+            and nested_policy(self.filter_policy)
+        ):
+            raise ValueError(f"filter_policy: {NESTED_ATTRIBUTE_POLICY}")
+        return self
 
 
 class LambdaSubscription(_SubscriptionBase):
@@ -164,6 +233,20 @@ class SnsSettings(Model):
         description="How long an SQS delivery that fails is retried before it is dropped "
         "(with an error log line)",
     )
+    signing_key_file: str | None = Field(
+        None,
+        description="An RSA private key (PEM, 2048 bits or more) that signs each notification "
+        "as SNS does, so handlers can verify it against signing_cert_url's certificate "
+        "(default: no real signature); needs the sns_http extra",
+    )
+    signing_cert_url: str | None = Field(
+        None,
+        pattern=r"^https://[^\s@/]+/\S*$",
+        description="Where the key's certificate is served (https); the events' SigningCertUrl",
+    )
+    signature_version: Literal["1", "2"] = Field(
+        "1", description="1: SHA1withRSA, 2: SHA256withRSA, as SNS's SignatureVersion"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> SnsSettings:
@@ -183,6 +266,8 @@ class SnsSettings(Model):
                         f"topics.{i}.subscriptions.{j}.queue: {sub.queue!r} is not in "
                         "sns.sqs_endpoints"
                     )
+        if (self.signing_key_file is None) != (self.signing_cert_url is None):
+            problems.append("signing_key_file and signing_cert_url go together")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -85,7 +85,11 @@ class FifoRelay:
         self._active: set[str] = set()
 
     def wake(self, function: str) -> None:
-        """New held events for `function`."""
+        """New held events for `function` (a function a reload added is taken up here)."""
+        if function not in self._held:
+            self.functions = sorted({*self.functions, function})
+            self._released[function] = {}
+            self._held[function] = {}
         self._active.add(function)
         self._wake.set()
 
@@ -94,8 +98,7 @@ class FifoRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        if not self.functions:
-            return
+        # Runs even without functions: a reload may add one that a FIFO topic delivers to.
         await self._recover()
         last_extend = last_all = time.monotonic()
         while not self._stopping.is_set():

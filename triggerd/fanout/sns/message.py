@@ -11,11 +11,13 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from triggerd.events.timestamps import iso_ms
+from triggerd.fanout.sns.signing import Signer
 from triggerd.fanout.sns.wire import SnsError, invalid
 
 __all__ = ["MAX_MESSAGE_BYTES", "Attribute", "Message", "parse_attributes"]
@@ -90,10 +92,16 @@ def _attribute(name: str, spec: Mapping[str, str]) -> Attribute:
 
 
 def _number_ok(text: str) -> bool:
-    """SNS's numbers: -1e9..1e9 with at most 5 decimal places (scientific notation allowed)."""
+    """SNS's Number attributes: up to 38 significant digits, 0 or a magnitude between 10^-128
+    and 10^126 (scientific notation allowed). Filter policies compare numbers within
+    -10^9..10^9 only, but a message may carry larger ones (epoch milliseconds, say)."""
     if not _NUMBER.match(text):
         return False
-    return abs(float(text)) <= 1e9
+    value = Decimal(text)
+    digits = "".join(map(str, value.as_tuple().digits)).strip("0")
+    if len(digits) > 38:
+        return False
+    return value.is_zero() or Decimal("1e-128") <= abs(value) <= Decimal("1e126")
 
 
 def _array_ok(text: str) -> bool:
@@ -120,6 +128,8 @@ class Message:
     sequence_number: str | None = None
     #: `json` when the body holds one message per protocol (MessageStructure).
     structure: str | None = None
+    #: The operator's signing key ([sns] signing_key_file); None: the digest below.
+    signer: Signer | None = field(default=None, compare=False)
     _body_view: list[Any] = field(default_factory=list, compare=False)
 
     def stored_as(self, message_id: str, sequence_number: str | None) -> Message:
@@ -190,6 +200,10 @@ class Message:
             f"&SubscriptionArn={subscription_arn}",
             "MessageAttributes": self.event_attributes(),
         }
+        if self.signer is not None:
+            doc["SignatureVersion"] = self.signer.version
+            doc["Signature"] = self.signer.sign(doc)
+            doc["SigningCertUrl"] = self.signer.cert_url
         if self.sequence_number is not None:
             doc["SequenceNumber"] = self.sequence_number
         return doc
@@ -217,9 +231,9 @@ class Message:
         return orjson.dumps(doc).decode()
 
     def digest(self) -> str:
-        """Not an AWS signature (triggerd holds none of AWS's signing keys): the base64 SHA-1
-        of the message's canonical fields, so the field has SNS's form and changes with the
-        message. docs/sns.md says so."""
+        """Without a signing key configured, not a signature (triggerd holds none of AWS's
+        keys): the base64 SHA-1 of the message's canonical fields, so the field has SNS's form
+        and changes with the message. docs/sns.md says so."""
         canonical = "\n".join(
             [self.message_id, self.topic_arn, self.subject or "", self.body, str(self.timestamp)]
         )

@@ -22,10 +22,12 @@ from triggerd.config.sns import SnsSettings, topic_name_problem
 from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
 from triggerd.fanout.sns.message import MAX_MESSAGE_BYTES, MAX_SUBJECT, Message, parse_attributes
 from triggerd.fanout.sns.policy import compile_policy
+from triggerd.fanout.sns.signing import Signer
 from triggerd.fanout.sns.sqs import SqsOutbox
 from triggerd.fanout.sns.topics import Subscription, Topic, config_topics
 from triggerd.fanout.sns.wire import SnsError, entries, invalid, members, not_found
 from triggerd.state.base import NewEvent, StateStore
+from triggerd.state.sqlite import StateStoreError
 
 __all__ = ["ACTIONS", "EventQueues", "SnsService"]
 
@@ -71,18 +73,21 @@ class SnsService:
         state: StateStore,
         outbox: SqsOutbox,
         relay: FifoRelay | None = None,
+        signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.region = region
         self.account_id = account_id
-        #: Function name -> ARN.
-        self.functions = dict(functions)
+        #: Function name -> ARN; looked up at each Subscribe (the daemon's is live: a reload
+        #: adds and removes functions).
+        self.functions = functions
         self.queues = queues
         self.state = state
         self.outbox = outbox
         self.relay = relay or FifoRelay([], state=state, queues=queues, clock=clock)
         self.clock = clock
+        self.signer = signer
         self.topics: dict[str, Topic] = config_topics(
             settings, region=region, account_id=account_id, queue_arns=outbox.queue_arns
         )
@@ -114,9 +119,15 @@ class SnsService:
                 )
                 continue
             topic = self.topics.get(sub.topic_arn)
-            if topic is None or not self._endpoint_known(sub):
+            if topic is None or (sub.protocol != "lambda" and not self._endpoint_known(sub)):
                 log.warning("sns.subscription_dropped", extra={"subscription": arn})
                 continue
+            if not self._endpoint_known(sub):
+                # Kept, as SNS keeps a subscription whose function was deleted: listed and
+                # removable, its deliveries skipped until a reload brings the function back.
+                log.warning(
+                    "sns.subscriber_missing", extra={"subscription": arn, "function": sub.target}
+                )
             topic.subscriptions[arn] = sub
 
     def _endpoint_known(self, sub: Subscription) -> bool:
@@ -379,14 +390,49 @@ class SnsService:
                 f"The length of all the batch messages put together is more than the limit "
                 f"({MAX_MESSAGE_BYTES} bytes).",
             )
-        stored = await self._fan_out(topic, messages) if messages else []
+        if topic.fifo:
+            stored = await self._fan_out_fifo_batch(topic, messages, good_ids, failed)
+        else:
+            stored = await self._fan_out(topic, messages) if messages else []
         return {
             "Successful": [
                 {"Id": i, "MessageId": m.message_id, "SequenceNumber": m.sequence_number}
-                for i, m in zip(good_ids, stored, strict=True)
+                for i, m in zip(good_ids, stored, strict=False)
             ],
             "Failed": failed,
         }
+
+    async def _fan_out_fifo_batch(
+        self,
+        topic: Topic,
+        messages: list[Message],
+        ids: list[str],
+        failed: list[dict[str, Any]],
+    ) -> list[Message]:
+        """A FIFO batch is committed entry by entry (each its own deduplication check); when
+        the store fails partway, the entries already committed stay Successful (they will be
+        delivered) and this one and the rest are Failed, so the answer says exactly what was
+        stored rather than a 500 for a batch that was half stored."""
+        stored: list[Message] = []
+        for n, message in enumerate(messages):
+            try:
+                stored.append(await self._fan_out_fifo(topic, message))
+            except StateStoreError as exc:
+                log.error(
+                    "sns.not_stored",
+                    extra={"topic": topic.arn, "entries": len(messages) - n, "error": str(exc)},
+                )
+                failed.extend(
+                    {
+                        "Id": entry_id,
+                        "Code": "InternalError",
+                        "Message": "The entry could not be stored",
+                        "SenderFault": False,
+                    }
+                    for entry_id in ids[n:]
+                )
+                break
+        return stored
 
     def _message(self, topic: Topic, form: Mapping[str, str]) -> Message:
         body = form.get("Message")
@@ -441,6 +487,7 @@ class SnsService:
             group_id=group,
             dedup_id=dedup,
             structure=structure,
+            signer=self.signer,
         )
         if message.size() > MAX_MESSAGE_BYTES:
             raise invalid("Invalid parameter: Message too long")
@@ -501,9 +548,18 @@ class SnsService:
             if sub.protocol == "lambda":
                 queue = self.queues.queue_of(sub.target)
                 if queue is None:
-                    raise SnsError(
-                        "InternalError", "A subscriber's queue is not running", 500, sender=False
+                    # The function is gone (a reload removed it; a subscription made through
+                    # the API outlives it): as in SNS, the publish stands for the others and
+                    # this delivery fails on the service's side.
+                    log.warning(
+                        "sns.subscriber_missing",
+                        extra={
+                            "subscription": sub.arn,
+                            "function": sub.target,
+                            "message_id": message.message_id,
+                        },
                     )
+                    continue
                 payload = message.lambda_event(region=self.region, subscription_arn=sub.arn)
                 if topic.fifo:
                     # Held, and released one per group at a time (triggerd.fanout.sns.fifo).
