@@ -5,7 +5,9 @@ config (docs/sam.md)."""
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,15 @@ _FUNCTION_PATHS = ("code", "requirements")
 
 def pairs(items: Iterable[str], option: str) -> dict[str, str]:
     """KEY=VALUE items, several to an item when separated by spaces, and SAM's
-    `ParameterKey=K,ParameterValue=V` form."""
+    `ParameterKey=K,ParameterValue=V` form; quotes are shell quotes (`Env="a b"`), split
+    with shlex as SAM CLI does."""
     found: dict[str, str] = {}
     for item in items:
-        for word in item.split():
+        try:
+            words = shlex.split(item)
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r}: {exc}", param_hint=option) from None
+        for word in words:
             if word.startswith("ParameterKey="):
                 key, _, value = word.partition(",ParameterValue=")
                 found[key.removeprefix("ParameterKey=")] = value
@@ -97,9 +104,21 @@ def write_files(base: Path, files: Mapping[str, str]) -> None:
             raise ConfigError([f"cannot write {target}: {reason}"]) from None
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters (newlines, escapes, line separators) written as
+    Python escapes: warnings quote the definition's keys, which must neither end a TOML
+    comment (and inject config) nor drive the terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
 def _warn(file: str, translation: Translation) -> None:
     for warning in translation.warnings:
-        click.echo(f"triggerd: {file}: warning: {warning}", err=True)
+        click.echo(printable(f"triggerd: {file}: warning: {warning}"), err=True)
 
 
 def rebase(config: dict[str, Any], source_dir: Path, target_dir: Path) -> dict[str, Any]:
@@ -169,12 +188,12 @@ def translation_options(kind: str) -> list[Any]:
 def _print_config(kind: str, file: str, translation: Translation, output: str | None) -> None:
     target = Path(output).resolve().parent if output else Path.cwd()
     config = rebase(translation.config, Path(file).resolve().parent, target)
-    header = [f"# Translated by `triggerd import {kind} {file}`."]
+    header = [printable(f"# Translated by `triggerd import {kind} {file}`.")]
     if translation.warnings:
         header.append(
             f"# {len(translation.warnings)} warning(s): what was not carried over as it is:"
         )
-        header += [f"#   {w}" for w in translation.warnings]
+        header += [f"#   {printable(str(w))}" for w in translation.warnings]
     text = "\n".join(header) + "\n\n" + render_toml(config)
     if output is None:
         click.echo(text, nl=False)

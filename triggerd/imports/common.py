@@ -13,7 +13,7 @@ overrides file is replaced with the environment when the file is loaded (`load_o
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -206,3 +206,55 @@ def render_toml(config: dict[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(_literal(config))
+
+
+def apply_trigger_overrides(
+    triggers: list[dict[str, Any]], overrides: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The overrides file's `triggers.NAME` keys over the translated triggers, their
+    `source` and `on_failure` tables merged key by key (an override names the keys it
+    changes); the names that match no trigger are returned."""
+    by_name = {str(t["name"]): t for t in triggers}
+    for name, extra in overrides.items():
+        trigger = by_name.get(name)
+        if trigger is None:
+            continue
+        merged = dict(extra)
+        if isinstance(trigger.get("source"), dict) and isinstance(extra.get("source"), dict):
+            merged["source"] = {**trigger["source"], **extra["source"]}
+        trigger.update(merged)
+    return [name for name in overrides if name not in by_name]
+
+
+#: Where failed events go when an on-failure destination has no local equivalent.
+DLQ_DIR = "triggerd-dlq"
+
+
+def warn_disabled(warn: Callable[[str, str], None], where: str, what: str, key: str) -> None:
+    """The warning of a trigger written disabled: an AWS resource with no local one (no
+    override, no endpoint_url), which must not be read on AWS by surprise."""
+    warn(
+        where,
+        f"no local {what} for {key}: the trigger is disabled (map it in the overrides "
+        f"file's resources.{key}, or set endpoint_url there for moto or LocalStack)",
+    )
+
+
+def file_destination(
+    out: Translation, where: str, trigger: str, why: str, beside: str = "the template"
+) -> dict[str, Any]:
+    """A JSON Lines file for an on-failure destination with no local equivalent, so that no
+    failed event is lost."""
+    path = f"{DLQ_DIR}/{trigger}.jsonl"
+    out.warn(where, f"{why}: failed events are written to {path} (beside {beside})")
+    return {"type": "file", "path": path}
+
+
+def warn_local_broker(warn: Callable[[str, str], None], where: str, key: str, queue: str) -> None:
+    """The warning of an Amazon MQ broker with no override: its queue is read from the
+    RabbitMQ on localhost:5672, never from the broker on AWS."""
+    warn(
+        where,
+        f"no override for {key}: reading queue {queue!r} from the RabbitMQ on "
+        f"localhost:5672 (map it in the overrides file's resources.{key})",
+    )

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from triggerd.imports.common import Overrides, Translation
+from triggerd.imports.common import Overrides, Translation, apply_trigger_overrides
+from triggerd.imports.sam_api import CARRIED
 from triggerd.imports.sam_events import EventTranslator
 from triggerd.imports.sam_functions import FUNCTION_TYPE, FunctionTranslator, merge_globals
 from triggerd.imports.sam_resources import Resources
@@ -147,20 +148,21 @@ def _mapping(node: Any, where: str, out: Translation) -> dict[str, Any]:
 
 
 def _apply_trigger_overrides(triggers: list[dict[str, Any]], overrides: Overrides) -> None:
-    """The overrides file's `triggers.NAME` keys over the translated ones (`source` merged)."""
-    for trigger in triggers:
-        extra = overrides.triggers.get(str(trigger["name"]))
-        if extra:
-            source = {**trigger["source"], **extra.get("source", {})}
-            trigger.update(extra)
-            trigger["source"] = source
+    apply_trigger_overrides(triggers, overrides.triggers)
 
 
 def _check_globals(data: dict[str, Any], out: Translation) -> None:
     found = data.get("Globals")
-    for section in found if isinstance(found, dict) else {}:
+    sections: dict[str, Any] = found if isinstance(found, dict) else {}
+    for section, keys in sections.items():
         if section not in ("Function", "Api", "HttpApi", "SimpleTable"):
             out.warn(f"Globals.{section}", "not carried over")
+            continue
+        if section not in ("Api", "HttpApi") or not isinstance(keys, dict):
+            continue
+        carried = CARRIED[f"AWS::Serverless::{section}"]
+        for key in sorted(set(keys) - carried):
+            out.warn(f"Globals.{section}.{key}", "not carried over to the webhook routes")
 
 
 def _included(tpl: Template, res: dict[str, Any], where: str, out: Translation) -> bool:

@@ -292,14 +292,20 @@ class EventTranslator:
                 source["input"] = value
             else:
                 self.out.warn(f"{props.where}.Input", "not a JSON object: left out")
-        policy = props.take("RetryPolicy") or {}
-        self.retry_policy(policy, f"{props.where}.RetryPolicy", trigger)
-        dead = props.take("DeadLetterConfig") or {}
-        if dead:
-            # No Arn: SAM would create a queue; failed events go to a file instead.
-            trigger["on_failure"] = self.res.destination(
-                dead.get("Arn"), f"{props.where}.DeadLetterConfig", trigger["name"]
-            )
+        self.delivery_retries(props)
+
+    def delivery_retries(self, props: Props) -> None:
+        """RetryPolicy and DeadLetterConfig of a rule's target are EventBridge's retries
+        of delivering to Lambda, not the function's asynchronous retries (those come from
+        EventInvokeConfig / DeadLetterQueue): delivery does not fail locally."""
+        for key in ("RetryPolicy", "DeadLetterConfig"):
+            if key in props:
+                props.node(key)
+                self.out.warn(
+                    f"{props.where}.{key}",
+                    "EventBridge's delivery retries are not simulated (the function's retries "
+                    "and on-failure destination come from EventInvokeConfig / DeadLetterQueue)",
+                )
 
     def retry_policy(self, policy: dict[str, Any], where: str, trigger: dict[str, Any]) -> None:
         if "MaximumRetryAttempts" in policy:

@@ -48,9 +48,13 @@ def translate_events(ctx: SlsContext, plan: FunctionPlan, events: Any) -> list[d
         if handler is None:
             ctx.warn(f"{at}.{kind}", f"{kind} events have no triggerd source: not carried over")
             continue
+        ctx.unmapped.clear()
         for n, trig in enumerate(handler(ctx, plan, value, f"{at}.{kind}")):
             suffix = f"-{n}" if n else ""
-            triggers.append({"name": f"{plan.name}-{kind.lower()}-{i}{suffix}", **trig})
+            named = {"name": f"{plan.name}-{kind.lower()}-{i}{suffix}", **trig}
+            ctx.settle(named, f"{at}.{kind}")
+            triggers.append(named)
+        ctx.unmapped.clear()
     if plan.async_settings.keys and not plan.async_settings.used:
         ctx.warn(
             f"functions.{plan.name}",
@@ -170,7 +174,8 @@ def _directory_selection(event: str, prefix: str, suffix: str) -> dict[str, Any]
     if prefix:
         out["include"] = [f"{prefix}*{suffix}", f"{prefix}*/**/*{suffix}"]
     elif suffix:
-        out["include"] = [f"*{suffix}"]
+        # S3 key suffixes match at any depth, as SAM's side gives them.
+        out["include"] = [f"*{suffix}", f"*/**/*{suffix}"]
     return out
 
 

@@ -264,15 +264,11 @@ def on_failure(ctx: SlsContext, value: Any, where: str) -> dict[str, Any] | None
     if ref is None:
         return None
     url = sqs_url(ref.arn)
-    table = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
-    if table is not None:
-        return table
-    ctx.warn(
-        where,
-        f"{ref.text}: only SQS queues are on-failure destinations without an override (map it "
-        "in the overrides file: file, sqs, rabbitmq or kafka): not carried over",
-    )
-    return None
+    default = {"type": "sqs", "queue_url": url} if url else None
+    if ctx.override(*ref.keys()) is None and (default is None or not ctx.reaches_local(default)):
+        # As SAM's side: no local queue, so a file, and no failed event is lost.
+        return ctx.pending_file(where, f"no local destination for {ref.text}")
+    return ctx.local_source(ref, default, "sqs")
 
 
 def sqs_url(arn: str | None) -> str | None:
