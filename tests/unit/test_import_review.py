@@ -244,3 +244,50 @@ def test_serverless_never_reads_unmapped_aws_resources(tmp_path: Path) -> None:
     assert queue["batch_size"] == 2
     assert found["worker-stream-1"]["on_failure"]["type"] == "sqs"
     assert found["worker-s3-2"]["source"]["include"] == ["*.jpg", "*/**/*.jpg"]
+
+
+def test_a_tumbling_window_keeps_one_reader_per_shard(tmp_path: Path) -> None:
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.imports.common import Overrides
+    from triggerd.imports.serverless import translate_serverless
+
+    extra = """      Events:
+        Clicks:
+          Type: Kinesis
+          Properties:
+            Stream: arn:aws:kinesis:us-east-1:123456789012:stream/clicks
+            StartingPosition: LATEST
+            TumblingWindowInSeconds: 60
+            ParallelizationFactor: 4
+"""
+    sam = translate(tmp_path, extra)
+    source = triggers(sam)["Fn-Clicks"]["source"]
+    assert (source["tumbling_window_s"], source["parallelization_factor"]) == (60, 1)
+    where = "Resources.Fn.Properties.Events.Clicks.Properties.ParallelizationFactor"
+    assert "4 with a tumbling window" in warnings(sam)[where]
+    validate_data(sam.config, Registry.discover(), base_dir=tmp_path)
+    path = tmp_path / "serverless.yml"
+    path.write_text(
+        """
+service: w
+provider: {name: aws, runtime: python3.11}
+functions:
+  f:
+    handler: app.handler
+    events:
+      - stream:
+          arn: arn:aws:kinesis:us-east-1:123456789012:stream/clicks
+          tumblingWindowInSeconds: 60
+          parallelizationFactor: 4
+"""
+    )
+    overrides = Overrides.model_validate({"endpoint_url": "http://127.0.0.1:5000"})
+    sls_ = translate_serverless(path, overrides=overrides, options={}, environ={})
+    source = triggers(sls_)["f-stream-0"]["source"]
+    assert (source["tumbling_window_s"], source["parallelization_factor"]) == (60, 1)
+    assert (
+        "4 with a tumbling window"
+        in warnings(sls_)["functions.f.events[0].stream.parallelizationFactor"]
+    )
+    validate_data(sls_.config, Registry.discover(), base_dir=tmp_path)

@@ -258,3 +258,19 @@ def warn_local_broker(warn: Callable[[str, str], None], where: str, key: str, qu
         f"no override for {key}: reading queue {queue!r} from the RabbitMQ on "
         f"localhost:5672 (map it in the overrides file's resources.{key})",
     )
+
+
+def one_shard_reader_per_window(
+    source: dict[str, Any], warn: Callable[[str, str], None], where: str
+) -> None:
+    """A tumbling window with a ParallelizationFactor over 1 (valid on AWS, whose window
+    state is kept per shard and partition key): triggerd keeps a window's state per shard,
+    so the window is kept and the factor set to 1."""
+    factor = source.get("parallelization_factor")
+    if source.get("tumbling_window_s") and isinstance(factor, int) and factor > 1:
+        source["parallelization_factor"] = 1
+        warn(
+            where,
+            f"{factor} with a tumbling window: 1 here (a window's state is kept per shard, "
+            "read by one batch at a time)",
+        )

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from triggerd.imports.common import Translation
+from triggerd.imports.common import Translation, one_shard_reader_per_window
 from triggerd.imports.sam_api import api_source, http_api_source
 from triggerd.imports.sam_functions import FunctionInfo
 from triggerd.imports.sam_props import Props, as_bool
@@ -136,6 +136,7 @@ class EventTranslator:
             value = props.take(sam)
             if value is not None:
                 source[key] = cast(value)
+        one_shard_reader_per_window(source, self.out.warn, f"{props.where}.ParallelizationFactor")
         types = props.take("FunctionResponseTypes") or []
         if "ReportBatchItemFailures" in types:
             trigger["report_batch_item_failures"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from triggerd.imports.common import warn_local_broker
+from triggerd.imports.common import one_shard_reader_per_window, warn_local_broker
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import on_failure
 from triggerd.imports.serverless_refs import arn_parts
@@ -161,6 +161,7 @@ def _stream_source_keys(
             source[target] = given
         else:
             ctx.warn(f"{where}.{key}", f"a {source.get('type')} source has no {target}")
+    one_shard_reader_per_window(source, ctx.warn, f"{where}.parallelizationFactor")
 
 
 # --------------------------------------------------------------------------------------------
