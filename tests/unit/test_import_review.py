@@ -291,3 +291,42 @@ functions:
         in warnings(sls_)["functions.f.events[0].stream.parallelizationFactor"]
     )
     validate_data(sls_.config, Registry.discover(), base_dir=tmp_path)
+
+
+def test_serverless_functions_given_another_backend(tmp_path: Path) -> None:
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.imports.common import Overrides
+    from triggerd.imports.serverless import translate_serverless
+
+    path = tmp_path / "serverless.yml"
+    path.write_text(
+        """
+service: b
+provider: {name: aws, runtime: python3.11}
+functions:
+  container:
+    image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:latest
+    timeout: 9
+  java:
+    handler: com.example.Handler
+    runtime: java21
+    environment: {A: b}
+  skipped:
+    image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:latest
+"""
+    )
+    http = {"backend": "http", "url": "http://127.0.0.1:9/x"}
+    overrides = Overrides.model_validate(
+        {"functions": {"container": {"settings": http}, "java": {"settings": http}}}
+    )
+    result = translate_serverless(path, overrides=overrides, options={}, environ={})
+    functions = result.config["functions"]
+    assert functions["container"] == {**http, "timeout_s": 9.0}
+    assert functions["java"]["backend"] == "http"
+    assert not {"runtime", "handler", "code", "environment"} & set(functions["java"])
+    assert "skipped" not in functions
+    notes = warnings(result)
+    assert "environment: the http backend has no such setting" in str(result.warnings)
+    assert "give it a backend" in notes["functions.skipped.image"]
+    validate_data(result.config, Registry.discover(), base_dir=tmp_path)
