@@ -206,8 +206,7 @@ def test_brokers(default: Translation) -> None:
 def test_warnings_name_what_is_not_carried_over(default: Translation) -> None:
     found = warnings(default)
     events = "Resources.WorkerFunction.Properties.Events"
-    assert found[f"{events}.Notify.Type"] == "SNS events need the sns service (not in this version)"
-    assert "event bus" in found[f"{events}.Bus.Type"]
+    assert "served on the control listener (127.0.0.1:9071)" in found["daemon.control_listen"]
     assert "no triggerd source" in found[f"{events}.Logs.Type"]
     assert "ignored" in found["Resources.ApiFunction.Properties.AutoPublishAlias"]
     assert "ignored" in found["Resources.ApiFunction.Properties.Tracing"]
@@ -221,7 +220,7 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
     (tmp_path / "uploads").mkdir()
     overrides = Overrides.model_validate(
         {
-            "daemon": {"listen": "127.0.0.1:0", "control_listen": ""},
+            "daemon": {"listen": "127.0.0.1:0", "control_listen": "127.0.0.1:0"},
             "endpoint_url": "http://127.0.0.1:5000",
             "resources": {
                 "Uploads": {"type": "directory", "path": str(tmp_path / "uploads")},
@@ -268,7 +267,7 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
         "endpoint_url": "http://127.0.0.1:5000",
     }
     assert result.config["functions"]["ApiFunction"]["environment"]["GREETING"] == "hi"
-    assert result.config["daemon"]["control_listen"] == ""
+    assert result.config["daemon"]["control_listen"] == "127.0.0.1:0"
     found_warnings = warnings(result)
     assert "names it" in found_warnings["overrides.resources.Typo"]
     assert "no such trigger" in found_warnings["overrides.triggers.Nobody-Event"]

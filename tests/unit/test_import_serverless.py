@@ -199,8 +199,7 @@ def test_v3_warnings_name_each_property_not_carried_over(v3: tuple[Translation, 
         "Secrets Manager"
         in w["functions.worker.events[5].kafka.accessConfigurations.saslScram512Auth"]
     )
-    assert "needs the sns service" in w["functions.worker.events[7].sns"]
-    assert "EventBridge service" in w["functions.worker.events[8].eventBridge"]
+    assert "SNS topics and event buses" in w["daemon.control_listen"]
     assert "no triggerd source" in w["functions.worker.events[9].websocket"]
     assert "onSuccess" in " ".join(w) and "functions.api.url" in w
     assert "functions.api.events[0].http.authorizer" in w

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from triggerd.config.load import format_errors, interpolate, read_file
+from triggerd.imports.fanout import FanOut
 from triggerd.types import ConfigError
 
 __all__ = [
@@ -56,6 +57,8 @@ class Translation:
     #: Files the config needs that the definition holds inline (SAM's InlineCode), by path
     #: relative to the definition's directory: `triggerd import` and `run` write them.
     files: dict[str, str] = field(default_factory=dict)
+    #: The SNS topics and EventBridge rules the events subscribe functions to.
+    fanout: FanOut = field(default_factory=FanOut)
 
     def warn(self, where: str, message: str) -> None:
         self.warnings.append(TranslationWarning(where, message))

@@ -84,6 +84,7 @@ def translate_sam(
     for name in sorted(set(overrides.triggers) - {t["name"] for t in triggers}):
         out.warn(f"overrides.triggers.{name}", "no such trigger (<Function>-<Event>)")
     out.config = {"daemon": daemon, "functions": functions, "triggers": triggers}
+    out.fanout.apply(out.config, out.warn)
     return out
 
 

@@ -87,6 +87,7 @@ def translate_serverless(
         out.config["triggers"].extend(translate_events(ctx, plan, fn.get("events")))
     if overrides is not None:
         _apply_overrides(ctx, overrides)
+    out.fanout.apply(out.config, out.warn)
     return out
 
 
