@@ -4,11 +4,12 @@ config (docs/sam.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from triggerd.imports.common import Overrides, Translation, load_overrides, rend
 from triggerd.types import ConfigError, ExitCode, MissingExtraError
 
 __all__ = ["import_group", "load_translated", "translation_options"]
+
+log = logging.getLogger("triggerd.daemon")
 
 #: Keys of a translated config that hold paths relative to the definition's directory.
 _FUNCTION_PATHS = ("code", "requirements")
@@ -250,20 +253,30 @@ def load_translated(
     parameters: Iterable[str],
     options: Iterable[str],
     registry: Registry,
-) -> ConfigBase:
+) -> tuple[ConfigBase, Callable[[], ConfigBase]]:
     """For `run --sam|--serverless`: the validated config of `file` (its paths relative to
-    it), its warnings printed; one line per problem and exit 2 when it is not valid."""
-    translation = translate(
-        kind,
-        file,
-        overrides_path,
-        pairs(parameters, "--parameter-overrides"),
-        pairs(options, "--opt"),
-    )
+    it), its warnings printed; one line per problem and exit 2 when it is not valid. With
+    it, the reload's loader: the same translation again (the definition and the overrides
+    file read anew), ConfigError when it is not valid, its warnings logged."""
+    params = pairs(parameters, "--parameter-overrides")
+    opts = pairs(options, "--opt")
+    translation = translate(kind, file, overrides_path, params, opts)
     _warn(file, translation)
+    source = Path(file).resolve()
+    overrides_file = str(Path(overrides_path).resolve()) if overrides_path else None
+
+    def reload() -> ConfigBase:
+        overrides = load_overrides(overrides_file) if overrides_file else None
+        again = _translate(kind, source, overrides, params, opts)
+        write_files(source.parent, again.files)
+        for warning in again.warnings:
+            log.info("import.warning", extra={"path": str(source), "warning": str(warning)})
+        return validate_data(again.config, registry, base_dir=source.parent)
+
     try:
-        return validate_data(translation.config, registry, base_dir=Path(file).resolve().parent)
+        cfg = validate_data(translation.config, registry, base_dir=source.parent)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"triggerd: {file} (translated): {problem}", err=True)
         sys.exit(ExitCode.CONFIG_INVALID)
+    return cfg, reload
