@@ -162,22 +162,28 @@ def daemon(
         f"  QueueName: {queue_url.rsplit('/', 1)[1]}\n"
     )
     (tmp_path / "overrides.yaml").write_text(overrides)
-    out = tmp_path / "stdout.log"
-    err = tmp_path / "stderr.log"
+    proc = start_run(
+        tmp_path,
+        "--sam",
+        "template.yaml",
+        "--overrides",
+        "overrides.yaml",
+        "--parameter-overrides",
+        f"AWS::Region={REGION}",
+    )
+    try:
+        yield proc, port, control, tmp_path
+    finally:
+        stop(proc)
+
+
+def start_run(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`triggerd run ARGS` in `cwd` (stdout.log, stderr.log there), once it reports ready."""
+    out = cwd / "stdout.log"
+    err = cwd / "stderr.log"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "triggerd",
-            "run",
-            "--sam",
-            "template.yaml",
-            "--overrides",
-            "overrides.yaml",
-            "--parameter-overrides",
-            f"AWS::Region={REGION}",
-        ],
-        cwd=tmp_path,
+        [sys.executable, "-m", "triggerd", "run", *args],
+        cwd=cwd,
         stdout=out.open("wb"),
         stderr=err.open("wb"),
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -189,15 +195,21 @@ def daemon(
             "the daemon to report ready",
         )
         assert proc.poll() is None, err.read_text()
-        yield proc, port, control, tmp_path
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (then SIGKILL) to a daemon this test started, by its PID."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_run_sam_answers_api_http_api_sqs_and_sns_events(
