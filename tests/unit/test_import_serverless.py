@@ -141,6 +141,7 @@ def test_v3_queue_and_stream_events(v3: tuple[Translation, Any]) -> None:
         5672,
     )
     assert "localhost:5672" in warned(v3[0])["functions.worker.events[6].rabbitmq.arn"]
+    assert "guest/guest" in warned(v3[0])["functions.worker.events[6].rabbitmq.basicAuthArn"]
 
 
 def test_v3_async_events_carry_the_function_async_settings(v3: tuple[Translation, Any]) -> None:

@@ -245,6 +245,12 @@ def rabbitmq_trigger(
     else:
         # As SAM's side: never the broker on AWS without an override.
         warn_local_broker(ctx.warn, f"{where}.arn", ref.logical_id or ref.text, queue)
+        if "basicAuthArn" in value:
+            ctx.warn(
+                f"{where}.basicAuthArn",
+                "the broker's credentials are a Secrets Manager secret, not read by triggerd: "
+                "give username and password in the overrides file (guest/guest until then)",
+            )
     if ref.arn:
         source["broker_arn"] = ref.arn
     vhost = ctx.text(value.get("virtualHost"), f"{where}.virtualHost")
