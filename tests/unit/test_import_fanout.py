@@ -36,6 +36,7 @@ Resources:
       Runtime: python3.11
       Handler: app.handler
       CodeUri: src
+      EventInvokeConfig: {MaximumRetryAttempts: 1, MaximumEventAgeInSeconds: 120}
       Events:
         Big:
           Type: SNS
@@ -132,9 +133,14 @@ def test_sam_sns_and_eventbridge_events(tmp_path: Path) -> None:
     assert "without the SQS queue" in notes[f"{events}.Big.Properties.SqsSubscription"]
     assert "not simulated" in notes[f"{events}.Placed.Properties.RetryPolicy"]
     assert "127.0.0.1:9071" in notes["daemon.control_listen"]
+    # What the topics and buses deliver is retried as EventInvokeConfig says.
+    assert result.config["async_invocation"] == {
+        "Fn": {"maximum_retry_attempts": 1, "maximum_event_age_s": 120.0}
+    }
     cfg = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
     assert cfg.sns is not None and len(cfg.sns.topics) == 2
     assert [b.name for b in cfg.event_buses] == ["shop", "default"]
+    assert cfg.async_invocation_map["Fn"].maximum_retry_attempts == 1
 
 
 def test_sam_fanout_without_a_control_listener_is_named(tmp_path: Path) -> None:

@@ -38,6 +38,11 @@ class FanOut:
 
     topics: dict[str, dict[str, Any]] = field(default_factory=dict)
     buses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The functions topics and rules deliver to.
+    targets: set[str] = field(default_factory=set)
+    #: Per function: `[async_invocation.NAME]` (retries, event age, on-failure) of what
+    #: topics and buses deliver to it, from the definition's async settings.
+    async_invocation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def subscribe(self, topic: str, subscription: dict[str, Any], **settings: Any) -> None:
         """`subscription` (`function`, filter policy...) on `topic`, declared once with the
@@ -48,6 +53,7 @@ class FanOut:
         for key, value in settings.items():
             table.setdefault(key, value)
         table.setdefault("subscriptions", []).append(subscription)
+        self.targets.add(str(subscription["function"]))
 
     def rule(self, bus: str, rule: dict[str, Any]) -> str:
         """`rule` on `bus` under a name no other rule of that bus has; that name."""
@@ -59,6 +65,7 @@ class FanOut:
             n += 1
             name = f"{base[:60]}-{n}"
         rules.append({**rule, "name": name})
+        self.targets.update(str(t["function"]) for t in rule["targets"])
         return name
 
     def apply(self, config: dict[str, Any], warn: Callable[[str, str], None]) -> None:
@@ -69,6 +76,8 @@ class FanOut:
             config["event_buses"] = [
                 {"name": name, "rules": rules} for name, rules in self.buses.items()
             ]
+        if self.async_invocation:
+            config["async_invocation"] = self.async_invocation
         if not (self.topics or self.buses):
             return
         daemon = config.setdefault("daemon", {})

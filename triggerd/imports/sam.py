@@ -214,6 +214,11 @@ def _async_settings(
     """EventInvokeConfig and DeadLetterQueue: the retries, event age and on-failure
     destination of the function's asynchronous triggers."""
     pushed = [t for t in triggers if t["source"].get("type") in ASYNC_SOURCES]
+    function = where.split(".")[1]
+    delivered: dict[str, Any] = {"name": function, "source": {}}
+    if function in out.fanout.targets:
+        # What SNS topics and event buses deliver: the function's own async queue.
+        pushed.append(delivered)
     config = props.get("EventInvokeConfig") or {}
     dead = props.get("DeadLetterQueue") or {}
     if (config or dead) and not pushed:
@@ -239,3 +244,6 @@ def _async_settings(
             trigger["on_failure"] = events.res.destination(
                 dead.get("TargetArn"), f"{where}.DeadLetterQueue", trigger["name"]
             )
+    settings = {k: v for k, v in delivered.items() if k not in ("name", "source")}
+    if settings:
+        out.fanout.async_invocation[function] = settings
