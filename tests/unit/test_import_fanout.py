@@ -156,6 +156,8 @@ provider: {name: aws, runtime: python3.11, region: eu-west-1}
 functions:
   worker:
     handler: app.handler
+    maximumRetryAttempts: 0
+    destinations: {onFailure: arn:aws:sqs:eu-west-1:123456789012:failed}
     events:
       - sns: arn:aws:sns:eu-west-1:123456789012:orders
       - sns:
@@ -209,5 +211,12 @@ def test_serverless_sns_and_eventbridge_events(tmp_path: Path) -> None:
     (schedule,) = result.config["triggers"]  # a rule with a schedule stays a schedule
     assert schedule["source"]["type"] == "schedule"
     assert schedule["source"]["input"] == {"from": "bridge"}
+    # Deliveries take the function's async settings; no local queue: failures to a file.
+    assert result.config["async_invocation"] == {
+        "worker": {
+            "maximum_retry_attempts": 0,
+            "on_failure": {"type": "file", "path": "triggerd-dlq/worker.jsonl"},
+        }
+    }
     cfg = validate_data(result.config, Registry.discover(), base_dir=tmp_path)
     assert cfg.sns is not None and len(cfg.sns.topics) == 2

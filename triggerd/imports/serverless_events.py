@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from triggerd.imports.common import file_destination
 from triggerd.imports.fanout import bus_name, topic_name
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import FunctionPlan, sqs_url
@@ -384,6 +385,7 @@ def _sns(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[di
         where,
     )
     ctx.out.fanout.subscribe(topic_name(name), subscription)
+    _delivered(ctx, plan)
     return []
 
 
@@ -435,6 +437,7 @@ def _event_bridge(
         where,
     )  # fmt: skip
     ctx.out.fanout.rule(bus_text, rule)
+    _delivered(ctx, plan)
     return []
 
 
@@ -454,6 +457,19 @@ def _bus_target(
             "input_template": str(transformer.get("inputTemplate", "")),
         }
     return target
+
+
+def _delivered(ctx: SlsContext, plan: FunctionPlan) -> None:
+    """The function's async settings (maximumRetryAttempts, maximumEventAge,
+    destinations.onFailure) as `[async_invocation.NAME]`: what topics and buses deliver."""
+    if not plan.async_settings.keys or plan.name in ctx.out.fanout.async_invocation:
+        return
+    plan.async_settings.used = True
+    keys = dict(plan.async_settings.keys)
+    for pending, at, why in ctx.pending_files:
+        if pending is keys.get("on_failure"):
+            keys["on_failure"] = file_destination(ctx.out, at, plan.name, why, "serverless.yml")
+    ctx.out.fanout.async_invocation[plan.name] = keys
 
 
 def _rule_name(function: str, where: str) -> str:
