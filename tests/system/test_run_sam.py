@@ -1,8 +1,9 @@
 """`triggerd run --sam` as a subprocess: a SAM template's Api (payload 1.0) and HttpApi
 (payload 2.0) events answered by its Python handlers (one of them InlineCode) over real HTTP,
-and its SQS event read from
-moto_server (the overrides file's endpoint_url), with the ports and the state store given by
-the overrides file."""
+its SQS event read from moto_server (the overrides file's endpoint_url), its SNS event a
+topic on the control listener that boto3 publishes to (signed with the overrides file's
+key), with the ports and the state store given by the overrides file; SIGHUP translates the
+template and the overrides file again."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ pytest.importorskip("cfnlint")
 HANDLER = Path(__file__).resolve().parents[1] / "data" / "sam" / "src" / "api"
 RECORDER = Path(__file__).resolve().parents[1] / "integration" / "functions" / "sqs_recorder"
 REGION = "eu-west-3"
+KEY_ID = "SAMTESTKEY"
+SECRET = "sam-test-secret-0123456789"
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
@@ -63,6 +66,28 @@ Resources:
           Properties:
             Path: /inline
             Method: GET
+  Notices:
+    Type: AWS::SNS::Topic
+    Properties:
+      TopicName: notices
+  Notified:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: index.handler
+      Environment:
+        Variables:
+          RECORD_FILE: !Sub "${RecordDir}/sns.jsonl"
+      InlineCode: |
+        import json, os
+        def handler(event, context):
+            with open(os.environ["RECORD_FILE"], "a") as f:
+                f.write(json.dumps(event) + "\\n")
+      Events:
+        Notice:
+          Type: SNS
+          Properties:
+            Topic: !Ref Notices
+            FilterPolicy: {kind: [order]}
   Jobs:
     Type: AWS::SQS::Queue
     Properties:
@@ -121,34 +146,44 @@ def queue_url(moto_server: str) -> str:
 @pytest.fixture
 def daemon(
     tmp_path: Path, moto_server: str, queue_url: str
-) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
     shutil.copytree(HANDLER, tmp_path / "api")
     shutil.copytree(RECORDER, tmp_path / "worker")
     (tmp_path / "template.yaml").write_text(TEMPLATE)
-    port = free_port()
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: ""\n'
+    port, control = free_port(), free_port()
+    overrides = (
+        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: "127.0.0.1:{control}"\n'
+        "  access_keys:\n"
+        f"    - {{access_key_id: {KEY_ID}, secret_access_key: {SECRET}, "
+        'actions: ["sns:Publish"]}\n'
         f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
         f"endpoint_url: {moto_server}\n"
         f'parameters:\n  Greeting: "hi"\n  RecordDir: "{tmp_path}"\n'
         f"  QueueName: {queue_url.rsplit('/', 1)[1]}\n"
     )
-    out = tmp_path / "stdout.log"
-    err = tmp_path / "stderr.log"
+    (tmp_path / "overrides.yaml").write_text(overrides)
+    proc = start_run(
+        tmp_path,
+        "--sam",
+        "template.yaml",
+        "--overrides",
+        "overrides.yaml",
+        "--parameter-overrides",
+        f"AWS::Region={REGION}",
+    )
+    try:
+        yield proc, port, control, tmp_path
+    finally:
+        stop(proc)
+
+
+def start_run(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`triggerd run ARGS` in `cwd` (stdout.log, stderr.log there), once it reports ready."""
+    out = cwd / "stdout.log"
+    err = cwd / "stderr.log"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "triggerd",
-            "run",
-            "--sam",
-            "template.yaml",
-            "--overrides",
-            "overrides.yaml",
-            "--parameter-overrides",
-            f"AWS::Region={REGION}",
-        ],
-        cwd=tmp_path,
+        [sys.executable, "-m", "triggerd", "run", *args],
+        cwd=cwd,
         stdout=out.open("wb"),
         stderr=err.open("wb"),
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -160,21 +195,27 @@ def daemon(
             "the daemon to report ready",
         )
         assert proc.poll() is None, err.read_text()
-        yield proc, port, tmp_path
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
-def test_run_sam_answers_api_http_api_and_sqs_events(
-    daemon: tuple[subprocess.Popen[bytes], int, Path], moto_server: str, queue_url: str
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (then SIGKILL) to a daemon this test started, by its PID."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_run_sam_answers_api_http_api_sqs_and_sns_events(
+    daemon: tuple[subprocess.Popen[bytes], int, int, Path], moto_server: str, queue_url: str
 ) -> None:
-    proc, port, tmp_path = daemon
+    proc, port, control, tmp_path = daemon
     status, body = get(f"http://127.0.0.1:{port}/orders/42")
     assert status == 200
     assert body == {"path": "/orders/42", "stage": "dev", "greeting": "hi from eu-west-3"}
@@ -197,6 +238,35 @@ def test_run_sam_answers_api_http_api_and_sqs_events(
     assert (
         records[0]["eventSourceARN"]
         == f"arn:aws:sqs:{REGION}:123456789012:" + (queue_url.rsplit("/", 1)[1])
+    )
+    sns = boto3.client(
+        "sns",
+        endpoint_url=f"http://127.0.0.1:{control}",
+        region_name=REGION,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
+    topic = f"arn:aws:sns:{REGION}:123456789012:notices"
+    for kind in ("other", "order"):  # the filter policy lets the second one through
+        sns.publish(
+            TopicArn=topic,
+            Message=json.dumps({"kind": kind}),
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
+        )
+    notices = tmp_path / "sns.jsonl"
+    wait_for(lambda: notices.exists() and notices.read_text().strip() != "", 30, "the SNS event")
+    (event,) = [json.loads(line) for line in notices.read_text().splitlines()]
+    (record,) = event["Records"]
+    assert record["EventSource"] == "aws:sns" and record["Sns"]["TopicArn"] == topic
+    assert json.loads(record["Sns"]["Message"]) == {"kind": "order"}
+    # SIGHUP: the template and the overrides file are translated again.
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(overrides.read_text().replace('Greeting: "hi"', 'Greeting: "hey"'))
+    proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: get(f"http://127.0.0.1:{port}/orders/1")[1]["greeting"] == "hey from eu-west-3",
+        30,
+        "the reloaded translation",
     )
     summary = (tmp_path / "stdout.log").read_text()
     assert "trigger Hello-Rest: webhook -> Hello" in summary

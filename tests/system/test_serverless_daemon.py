@@ -1,95 +1,67 @@
-"""A serverless.yml with HTTP API and REST events, translated and run by `triggerd run` as a
+"""A serverless.yml with HTTP API and REST events run by `triggerd run --serverless` as a
 subprocess: its local Python handler answers over the public listener with the environment
-the file's variables gave it."""
+the file's variables (`--opt`, the environment) gave it; and `triggerd import serverless`'s
+output (render_toml) is a config file the loader reads to the same functions and routes."""
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
-import tomllib
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.system.conftest import Daemon, free_port
+from tests.system.conftest import free_port
+from tests.system.test_run_sam import get, start_run, stop
+from triggerd.config.load import load_config
+from triggerd.config.plugins import Registry
+from triggerd.imports.common import render_toml
 from triggerd.imports.serverless import translate_serverless
 
 pytestmark = pytest.mark.system
 
 SERVICE = Path(__file__).resolve().parents[1] / "data" / "serverless" / "http"
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def toml_value(value: Any) -> str:
-    """A TOML inline value; strings have `$` doubled, as the config loader reads `$$` as one
-    `$` (so a value is never taken for `${VAR}`)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value.replace("$", "$$"))  # JSON's escapes are TOML's too
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key)
-
-
-def render(config: dict[str, Any]) -> str:
-    """The translated config as a TOML file: [daemon], [functions.NAME], [[triggers]]."""
-    lines = ["[daemon]"]
-    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in config["daemon"].items()]
-    for name, table in config["functions"].items():
-        lines.append(f"\n[functions.{toml_key(name)}]")
-        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()]
-    for trig in config["triggers"]:
-        lines.append("\n[[triggers]]")
-        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in trig.items()]
-    return "\n".join(lines) + "\n"
-
-
-def test_render_round_trips_through_tomllib() -> None:
-    data = {"daemon": {"x": "a$b"}, "functions": {"f": {"e": {"K.1": 'v\n"q"'}}}, "triggers": []}
-    back = tomllib.loads(render(data))
-    assert back["daemon"]["x"] == "a$$b" and back["functions"]["f"]["e"] == {"K.1": 'v\n"q"'}
-
-
-def call(url: str, method: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, json.loads(resp.read())
-
-
-def test_translated_service_answers_over_http(tmp_path: Path) -> None:
+def test_import_output_is_the_config_run_serverless_serves(tmp_path: Path) -> None:
     shutil.copytree(SERVICE, tmp_path, dirs_exist_ok=True)
     t = translate_serverless(
         tmp_path / "serverless.yml",
         overrides=None,
         options={"stage": "e2e"},
-        environ={"GREETING": "hej"},
+        environ={"GREETING": "hej $HOME"},
     )
     assert t.warnings == []
-    port = free_port()
-    t.config["daemon"].update(
-        {
-            "listen": f"127.0.0.1:{port}",
-            "control_listen": "",
-            "state": "sqlite:///state/state.db",
-            "shutdown_timeout_s": 5,
-        }
+    (tmp_path / "triggerd.toml").write_text(render_toml(t.config))
+    cfg = load_config(str(tmp_path / "triggerd.toml"), Registry.discover())
+    greet = cfg.function_map["greet"]
+    assert greet.environment == {"GREETING": "hej $HOME", "STAGE": "e2e"}  # type: ignore[attr-defined]
+    routes = sorted(
+        (t.source_config.method, t.source_config.path)  # type: ignore[attr-defined]
+        for t in cfg.trigger_list
     )
-    daemon = Daemon(tmp_path, render(t.config))
+    assert routes == [("GET", "/greet/{name}"), ("POST", "/v1/greet/{name}")]
+
+
+def test_run_serverless_answers_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(SERVICE, tmp_path, dirs_exist_ok=True)
+    port = free_port()
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: ""\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    )
+    monkeypatch.setenv("GREETING", "hej")
+    proc = start_run(
+        tmp_path,
+        "--serverless",
+        "serverless.yml",
+        "--overrides",
+        "overrides.yaml",
+        "--opt",
+        "stage=e2e",
+        "--no-watch",
+    )
     try:
-        daemon.start(ready_timeout=120)
-        status, body = call(f"http://127.0.0.1:{port}/greet/ana", "GET")
+        status, body = get(f"http://127.0.0.1:{port}/greet/ana")
         assert status == 200
         assert body == {
             "message": "hej, ana",
@@ -98,8 +70,10 @@ def test_translated_service_answers_over_http(tmp_path: Path) -> None:
             "method": "GET",
             "function": "greet",
         }
-        status, body = call(f"http://127.0.0.1:{port}/v1/greet/bo", "POST")
+        status, body = get(f"http://127.0.0.1:{port}/v1/greet/bo", data=b"{}")
         assert (status, body["payload"], body["message"]) == (200, "1.0", "hej, bo")
-        assert daemon.terminate() == 0
+        summary = (tmp_path / "stdout.log").read_text()
+        assert "trigger greet-httpapi-0: webhook -> greet" in summary
     finally:
-        daemon.stop()
+        stop(proc)
+    assert proc.returncode == 0

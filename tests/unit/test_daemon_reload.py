@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes import FakeBackend, FakeSource, FakeSyncConfig, fake_registry, make_record
 from triggerd.config.load import load_config
+from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon, DaemonStoppingError
 from triggerd.http.pausing import ConfigMismatchError, TriggerNotFoundError, TriggerUnnamedError
@@ -298,3 +299,28 @@ async def test_reload_config_refuses_another_file_and_answers_the_summary(
         (tmp_path / "triggerd.toml").write_text("[[triggers]]\nfunction = 'nope'\n")
         rejected = await daemon.reload_config(None)
         assert rejected["status"] == "rejected" and "source: Field required" in rejected["error"]
+
+
+async def test_a_loader_replaces_the_file_for_translated_definitions(tmp_path: Path) -> None:
+    """`run --sam/--serverless`: a reload calls the loader (the translation made again);
+    a translation the loader refuses keeps the running config, naming the definition."""
+    world = World()
+    daemon = make(tmp_path, world, config_text(tmp_path, {"keep": ""}))
+    daemon.config_path = None
+    answers: list[str] = [config_text(tmp_path, {"keep": "", "added": ""})]
+
+    def loader() -> ConfigBase:
+        if not answers:
+            raise ConfigError(["functions.f.memory_mb: too small"])
+        path = tmp_path / "translated.toml"
+        path.write_text(answers.pop())
+        return load_config(path, world.registry, {})
+
+    daemon.config_loader, daemon.config_source = loader, "template.yaml"
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        assert await daemon.reload()
+        assert set(daemon.triggers) == {"keep", "added"}
+        running = daemon.config
+        assert not await daemon.reload()
+        assert daemon.config is running
+        assert daemon.last_reload["error"] == "template.yaml: functions.f.memory_mb: too small"

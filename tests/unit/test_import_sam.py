@@ -206,8 +206,7 @@ def test_brokers(default: Translation) -> None:
 def test_warnings_name_what_is_not_carried_over(default: Translation) -> None:
     found = warnings(default)
     events = "Resources.WorkerFunction.Properties.Events"
-    assert found[f"{events}.Notify.Type"] == "SNS events need the sns service (not in this version)"
-    assert "event bus" in found[f"{events}.Bus.Type"]
+    assert "served on the control listener (127.0.0.1:9071)" in found["daemon.control_listen"]
     assert "no triggerd source" in found[f"{events}.Logs.Type"]
     assert "ignored" in found["Resources.ApiFunction.Properties.AutoPublishAlias"]
     assert "ignored" in found["Resources.ApiFunction.Properties.Tracing"]
@@ -221,7 +220,7 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
     (tmp_path / "uploads").mkdir()
     overrides = Overrides.model_validate(
         {
-            "daemon": {"listen": "127.0.0.1:0", "control_listen": ""},
+            "daemon": {"listen": "127.0.0.1:0", "control_listen": "127.0.0.1:0"},
             "endpoint_url": "http://127.0.0.1:5000",
             "resources": {
                 "Uploads": {"type": "directory", "path": str(tmp_path / "uploads")},
@@ -268,7 +267,7 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
         "endpoint_url": "http://127.0.0.1:5000",
     }
     assert result.config["functions"]["ApiFunction"]["environment"]["GREETING"] == "hi"
-    assert result.config["daemon"]["control_listen"] == ""
+    assert result.config["daemon"]["control_listen"] == "127.0.0.1:0"
     found_warnings = warnings(result)
     assert "names it" in found_warnings["overrides.resources.Typo"]
     assert "no such trigger" in found_warnings["overrides.triggers.Nobody-Event"]
@@ -549,15 +548,16 @@ def test_less_common_properties(tmp_path: Path) -> None:
     kafka = found["Fn-Kafka"]["source"]
     assert (kafka["bootstrap_servers"], kafka["group_id"]) == (["127.0.0.1:9092"], "g")
     tick = found["Fn-Tick"]
-    assert (tick["maximum_retry_attempts"], tick["maximum_event_age_s"]) == (2, 60.0)
+    # The rule's RetryPolicy / DeadLetterConfig are delivery retries: the function's
+    # retries stay its own, its on-failure the DeadLetterQueue's.
+    assert "maximum_retry_attempts" not in tick and "maximum_event_age_s" not in tick
     assert tick["on_failure"] == {
         "type": "sqs",
         "queue_url": "http://127.0.0.1:5000/123456789012/Dead",
         "endpoint_url": "http://127.0.0.1:5000",
     }
-    assert (
-        "over the 2 retries" in notes[f"{events}.Tick.Properties.RetryPolicy.MaximumRetryAttempts"]
-    )
+    for key in ("RetryPolicy", "DeadLetterConfig"):
+        assert "delivery retries are not simulated" in notes[f"{events}.Tick.Properties.{key}"]
     upload = found["Fn-Upload"]
     assert upload["source"]["events"] == ["deleted"]
     assert upload["on_failure"]["queue_url"].endswith("/Dead")  # DeadLetterQueue

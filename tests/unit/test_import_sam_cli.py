@@ -32,7 +32,7 @@ def test_import_output_round_trips_through_validate(tmp_path: Path) -> None:
     assert lines and all(" warning: Resources." in line or " warning: " in line for line in lines)
     text = out.read_text()
     assert text.startswith("# Translated by `triggerd import sam ")
-    assert "#   Resources.WorkerFunction.Properties.Events.Notify.Type: SNS events" in text
+    assert "#   daemon.control_listen: the SNS topics and event buses are served" in text
     data = tomllib.loads(text)
     # paths now relative to the output file's directory
     code = data["functions"]["ApiFunction"]["code"]
@@ -45,7 +45,7 @@ def test_import_output_round_trips_through_validate(tmp_path: Path) -> None:
     assert data["functions"]["ApiFunction"]["environment"]["LITERAL"] == "$${NotAVariable}"
     valid = runner.invoke(main, ["validate", str(out)])
     assert valid.exit_code == 0, valid.output
-    assert "ok (2 functions, 12 triggers)" in valid.output
+    assert "ok (2 functions, 12 triggers, 1 event buses)" in valid.output
 
 
 def test_import_to_stdout_with_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,7 +118,9 @@ def test_v3_queue_and_stream_events(v3: tuple[Translation, Any]) -> None:
     assert (ddb.batch_size, ddb.batching_window_s, ddb.maximum_retry_attempts) == (200, 2, 5)
     assert ddb.maximum_record_age_s == 3600 and ddb.bisect_batch_on_function_error
     assert ddb.filters == [{"eventName": ["INSERT"]}]
-    assert ddb.on_failure_config.queue_url.endswith("/123456789012/orders-dlq")
+    # Unmapped AWS resources: disabled as SAM's are, the failures to a file.
+    assert not plain.enabled and not tuned.enabled and not ddb.enabled
+    assert ddb.on_failure_config.path.endswith("v3/triggerd-dlq/worker-stream-2.jsonl")
     assert trig["worker-stream-3"].source_config.stream_name == "clicks"
     assert trig["worker-stream-4"].source_config.tumbling_window_s == 60
     kafka = trig["worker-kafka-5"]
@@ -130,8 +132,16 @@ def test_v3_queue_and_stream_events(v3: tuple[Translation, Any]) -> None:
     assert kafka.source_config.group_id == "orders-workers" and kafka.batch_size == 500
     assert kafka.source_config.starting_position == "TRIM_HORIZON"
     mq = trig["worker-rabbitmq-6"].source_config
-    assert (mq.queue, mq.vhost, mq.tls, mq.port) == ("orders", "shop", True, 5671)
-    assert mq.host == "b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9.mq.eu-west-1.amazonaws.com"
+    # No override: the local RabbitMQ, as SAM's side, never the broker on AWS.
+    assert (mq.queue, mq.vhost, mq.tls, mq.host, mq.port) == (
+        "orders",
+        "shop",
+        False,
+        "localhost",
+        5672,
+    )
+    assert "localhost:5672" in warned(v3[0])["functions.worker.events[6].rabbitmq.arn"]
+    assert "guest/guest" in warned(v3[0])["functions.worker.events[6].rabbitmq.basicAuthArn"]
 
 
 def test_v3_async_events_carry_the_function_async_settings(v3: tuple[Translation, Any]) -> None:
@@ -140,7 +150,7 @@ def test_v3_async_events_carry_the_function_async_settings(v3: tuple[Translation
     every = trig["reports-schedule-0"]
     assert every.source_config.expression == "rate(5 minutes)"
     assert (every.maximum_retry_attempts, every.maximum_event_age_s) == (1, 3600)
-    assert every.on_failure_config.queue_url.endswith("/reports-dlq")
+    assert every.on_failure_config.path.endswith("v3/triggerd-dlq/reports-schedule-0.jsonl")
     daily = [trig["reports-schedule-1"], trig["reports-schedule-1-1"]]
     assert [d.source_config.expression for d in daily] == ["cron(0 8 * * ? *)", "rate(1 hour)"]
     assert all(not d.enabled and d.source_config.input == {"report": "daily"} for d in daily)
@@ -190,8 +200,7 @@ def test_v3_warnings_name_each_property_not_carried_over(v3: tuple[Translation, 
         "Secrets Manager"
         in w["functions.worker.events[5].kafka.accessConfigurations.saslScram512Auth"]
     )
-    assert "needs the sns service" in w["functions.worker.events[7].sns"]
-    assert "EventBridge service" in w["functions.worker.events[8].eventBridge"]
+    assert "SNS topics and event buses" in w["daemon.control_listen"]
     assert "no triggerd source" in w["functions.worker.events[9].websocket"]
     assert "onSuccess" in " ".join(w) and "functions.api.url" in w
     assert "functions.api.events[0].http.authorizer" in w
@@ -261,7 +270,11 @@ def test_v4_with_overrides(registry: Registry, tmp_path: Path) -> None:
     assert queue.source_config.endpoint_url is None  # the entry says all there is
     assert queue.batch_size == 5
     files = trig["checkout-s3-2"].source_config
-    assert (files.type, files.events, files.include) == ("directory", ["deleted"], ["*.pdf"])
+    assert (files.type, files.events, files.include) == (
+        "directory",
+        ["deleted"],
+        ["*.pdf", "*/**/*.pdf"],  # a suffix matches at any depth
+    )
     pg = trig["checkout-stream-3"].source_config
     assert (pg.type, pg.parallelization_factor) == ("postgres", 3)
     sched = trig["checkout-schedule-4"].source_config

@@ -4,9 +4,12 @@ config (docs/sam.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import sys
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +23,23 @@ from triggerd.types import ConfigError, ExitCode, MissingExtraError
 
 __all__ = ["import_group", "load_translated", "translation_options"]
 
+log = logging.getLogger("triggerd.daemon")
+
 #: Keys of a translated config that hold paths relative to the definition's directory.
 _FUNCTION_PATHS = ("code", "requirements")
 
 
 def pairs(items: Iterable[str], option: str) -> dict[str, str]:
     """KEY=VALUE items, several to an item when separated by spaces, and SAM's
-    `ParameterKey=K,ParameterValue=V` form."""
+    `ParameterKey=K,ParameterValue=V` form; quotes are shell quotes (`Env="a b"`), split
+    with shlex as SAM CLI does."""
     found: dict[str, str] = {}
     for item in items:
-        for word in item.split():
+        try:
+            words = shlex.split(item)
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r}: {exc}", param_hint=option) from None
+        for word in words:
             if word.startswith("ParameterKey="):
                 key, _, value = word.partition(",ParameterValue=")
                 found[key.removeprefix("ParameterKey=")] = value
@@ -97,9 +107,21 @@ def write_files(base: Path, files: Mapping[str, str]) -> None:
             raise ConfigError([f"cannot write {target}: {reason}"]) from None
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters (newlines, escapes, line separators) written as
+    Python escapes: warnings quote the definition's keys, which must neither end a TOML
+    comment (and inject config) nor drive the terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
 def _warn(file: str, translation: Translation) -> None:
     for warning in translation.warnings:
-        click.echo(f"triggerd: {file}: warning: {warning}", err=True)
+        click.echo(printable(f"triggerd: {file}: warning: {warning}"), err=True)
 
 
 def rebase(config: dict[str, Any], source_dir: Path, target_dir: Path) -> dict[str, Any]:
@@ -169,12 +191,12 @@ def translation_options(kind: str) -> list[Any]:
 def _print_config(kind: str, file: str, translation: Translation, output: str | None) -> None:
     target = Path(output).resolve().parent if output else Path.cwd()
     config = rebase(translation.config, Path(file).resolve().parent, target)
-    header = [f"# Translated by `triggerd import {kind} {file}`."]
+    header = [printable(f"# Translated by `triggerd import {kind} {file}`.")]
     if translation.warnings:
         header.append(
             f"# {len(translation.warnings)} warning(s): what was not carried over as it is:"
         )
-        header += [f"#   {w}" for w in translation.warnings]
+        header += [f"#   {printable(str(w))}" for w in translation.warnings]
     text = "\n".join(header) + "\n\n" + render_toml(config)
     if output is None:
         click.echo(text, nl=False)
@@ -231,20 +253,30 @@ def load_translated(
     parameters: Iterable[str],
     options: Iterable[str],
     registry: Registry,
-) -> ConfigBase:
+) -> tuple[ConfigBase, Callable[[], ConfigBase]]:
     """For `run --sam|--serverless`: the validated config of `file` (its paths relative to
-    it), its warnings printed; one line per problem and exit 2 when it is not valid."""
-    translation = translate(
-        kind,
-        file,
-        overrides_path,
-        pairs(parameters, "--parameter-overrides"),
-        pairs(options, "--opt"),
-    )
+    it), its warnings printed; one line per problem and exit 2 when it is not valid. With
+    it, the reload's loader: the same translation again (the definition and the overrides
+    file read anew), ConfigError when it is not valid, its warnings logged."""
+    params = pairs(parameters, "--parameter-overrides")
+    opts = pairs(options, "--opt")
+    translation = translate(kind, file, overrides_path, params, opts)
     _warn(file, translation)
+    source = Path(file).resolve()
+    overrides_file = str(Path(overrides_path).resolve()) if overrides_path else None
+
+    def reload() -> ConfigBase:
+        overrides = load_overrides(overrides_file) if overrides_file else None
+        again = _translate(kind, source, overrides, params, opts)
+        write_files(source.parent, again.files)
+        for warning in again.warnings:
+            log.info("import.warning", extra={"path": str(source), "warning": str(warning)})
+        return validate_data(again.config, registry, base_dir=source.parent)
+
     try:
-        return validate_data(translation.config, registry, base_dir=Path(file).resolve().parent)
+        cfg = validate_data(translation.config, registry, base_dir=source.parent)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"triggerd: {file} (translated): {problem}", err=True)
         sys.exit(ExitCode.CONFIG_INVALID)
+    return cfg, reload

@@ -175,7 +175,7 @@ def run(
     watch: bool | None,
 ) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG. With --sam
-    or --serverless, on the translation of that file (no reload)."""
+    or --serverless, on the translation of that file (a reload translates it again)."""
     # SIGHUP's default action kills the process: until the loop's handler (a reload) is
     # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -190,7 +190,7 @@ def run(
         kind, label = imported[0]
         from triggerd.cli.imports import load_translated
 
-        cfg = load_translated(kind, label, overrides_path, parameters, options, registry)
+        cfg, loader = load_translated(kind, label, overrides_path, parameters, options, registry)
         path = None
     else:
         if overrides_path or parameters or options:
@@ -199,6 +199,7 @@ def run(
             )
         label = path = resolve_config(config, config_path)
         cfg = _load(path, registry)
+        loader = None
     # Every missing path at once, before anything is created (the daemon would stop at the
     # first one it meets).
     problems = path_problems(cfg, state=False)
@@ -222,7 +223,14 @@ def run(
         watching = False
     sys.exit(
         _run_async(
-            _serve(cfg, registry, accept_fresh_state=accept_fresh_state, path=path, watch=watching)
+            _serve(
+                cfg,
+                registry,
+                accept_fresh_state=accept_fresh_state,
+                path=path,
+                watch=watching,
+                loader=(loader, label) if loader is not None else None,
+            )
         )
     )
 
@@ -258,9 +266,11 @@ async def _serve(
     accept_fresh_state: bool = False,
     path: str | None = None,
     watch: bool = False,
+    loader: tuple[Callable[[], ConfigBase], str] | None = None,
 ) -> int:
     """Run the daemon until a signal; its exit status. `watch`: hot reload of the local
-    functions' code (`run --watch`; `run --sam/--serverless` turn it on by default)."""
+    functions' code (`run --watch`; `run --sam/--serverless` turn it on by default).
+    `loader`: what a reload calls instead of reading `path`, and the file it reads."""
     import asyncio
 
     from triggerd.daemon.app import Daemon
@@ -283,6 +293,8 @@ async def _serve(
     daemon = Daemon(
         cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path, watch=watch
     )
+    if loader is not None:
+        daemon.config_loader, daemon.config_source = loader
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
 
     async def announce() -> None:

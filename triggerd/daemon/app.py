@@ -16,7 +16,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,6 +155,11 @@ class Daemon:
     trigger_problems: dict[str, str] = field(default_factory=dict)
     #: The file a reload (SIGHUP, `triggerd reload`) reads again; None: reload is refused.
     config_path: str | None = None
+    #: Instead of a file: what a reload calls for the new config (`run --sam/--serverless`
+    #: translates the template again), raising ConfigError when it is not valid; and the
+    #: file it reads, named in the errors.
+    config_loader: Callable[[], ConfigBase] | None = None
+    config_source: str | None = None
     #: Triggers paused by `triggerd pause` (kept in the state store): built only on resume.
     paused: set[str] = field(default_factory=set)
     slots: dict[str, TriggerSlot] = field(default_factory=dict)

@@ -45,13 +45,17 @@ class TriggerStartError(TriggerdError):
 
 
 async def read_config(daemon: Daemon) -> ConfigBase | None:
-    """The config file, validated; None (and one log line why) when it cannot be used."""
-    path = daemon.config_path
+    """The config file (or the translation `run --sam/--serverless` makes again),
+    validated; None (and one log line why) when it cannot be used."""
+    loader = daemon.config_loader
+    path = daemon.config_path if loader is None else daemon.config_source or "the definition"
     if path is None:
         log.error("daemon.reload_refused", extra={"error": "the daemon has no config file"})
         daemon.last_reload = {"status": "rejected", "error": "the daemon has no config file"}
         return None
     try:
+        if loader is not None:
+            return await asyncio.to_thread(loader)
         return await asyncio.to_thread(load_config, path, daemon.registry)
     except (TriggerdError, ValueError, OSError) as exc:  # ValueError: e.g. not UTF-8
         problems = getattr(exc, "problems", None) or [str(exc)]

@@ -13,7 +13,7 @@ overrides file is replaced with the environment when the file is loaded (`load_o
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from triggerd.config.load import format_errors, interpolate, read_file
+from triggerd.imports.fanout import FanOut
 from triggerd.types import ConfigError
 
 __all__ = [
@@ -56,6 +57,8 @@ class Translation:
     #: Files the config needs that the definition holds inline (SAM's InlineCode), by path
     #: relative to the definition's directory: `triggerd import` and `run` write them.
     files: dict[str, str] = field(default_factory=dict)
+    #: The SNS topics and EventBridge rules the events subscribe functions to.
+    fanout: FanOut = field(default_factory=FanOut)
 
     def warn(self, where: str, message: str) -> None:
         self.warnings.append(TranslationWarning(where, message))
@@ -206,3 +209,71 @@ def render_toml(config: dict[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(_literal(config))
+
+
+def apply_trigger_overrides(
+    triggers: list[dict[str, Any]], overrides: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The overrides file's `triggers.NAME` keys over the translated triggers, their
+    `source` and `on_failure` tables merged key by key (an override names the keys it
+    changes); the names that match no trigger are returned."""
+    by_name = {str(t["name"]): t for t in triggers}
+    for name, extra in overrides.items():
+        trigger = by_name.get(name)
+        if trigger is None:
+            continue
+        merged = dict(extra)
+        if isinstance(trigger.get("source"), dict) and isinstance(extra.get("source"), dict):
+            merged["source"] = {**trigger["source"], **extra["source"]}
+        trigger.update(merged)
+    return [name for name in overrides if name not in by_name]
+
+
+#: Where failed events go when an on-failure destination has no local equivalent.
+DLQ_DIR = "triggerd-dlq"
+
+
+def warn_disabled(warn: Callable[[str, str], None], where: str, what: str, key: str) -> None:
+    """The warning of a trigger written disabled: an AWS resource with no local one (no
+    override, no endpoint_url), which must not be read on AWS by surprise."""
+    warn(
+        where,
+        f"no local {what} for {key}: the trigger is disabled (map it in the overrides "
+        f"file's resources.{key}, or set endpoint_url there for moto or LocalStack)",
+    )
+
+
+def file_destination(
+    out: Translation, where: str, trigger: str, why: str, beside: str = "the template"
+) -> dict[str, Any]:
+    """A JSON Lines file for an on-failure destination with no local equivalent, so that no
+    failed event is lost."""
+    path = f"{DLQ_DIR}/{trigger}.jsonl"
+    out.warn(where, f"{why}: failed events are written to {path} (beside {beside})")
+    return {"type": "file", "path": path}
+
+
+def warn_local_broker(warn: Callable[[str, str], None], where: str, key: str, queue: str) -> None:
+    """The warning of an Amazon MQ broker with no override: its queue is read from the
+    RabbitMQ on localhost:5672, never from the broker on AWS."""
+    warn(
+        where,
+        f"no override for {key}: reading queue {queue!r} from the RabbitMQ on "
+        f"localhost:5672 (map it in the overrides file's resources.{key})",
+    )
+
+
+def one_shard_reader_per_window(
+    source: dict[str, Any], warn: Callable[[str, str], None], where: str
+) -> None:
+    """A tumbling window with a ParallelizationFactor over 1 (valid on AWS, whose window
+    state is kept per shard and partition key): triggerd keeps a window's state per shard,
+    so the window is kept and the factor set to 1."""
+    factor = source.get("parallelization_factor")
+    if source.get("tumbling_window_s") and isinstance(factor, int) and factor > 1:
+        source["parallelization_factor"] = 1
+        warn(
+            where,
+            f"{factor} with a tumbling window: 1 here (a window's state is kept per shard, "
+            "read by one batch at a time)",
+        )

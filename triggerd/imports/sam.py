@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from triggerd.imports.common import Overrides, Translation
+from triggerd.imports.common import Overrides, Translation, apply_trigger_overrides
+from triggerd.imports.sam_api import CARRIED
 from triggerd.imports.sam_events import EventTranslator
 from triggerd.imports.sam_functions import FUNCTION_TYPE, FunctionTranslator, merge_globals
 from triggerd.imports.sam_resources import Resources
@@ -83,6 +84,7 @@ def translate_sam(
     for name in sorted(set(overrides.triggers) - {t["name"] for t in triggers}):
         out.warn(f"overrides.triggers.{name}", "no such trigger (<Function>-<Event>)")
     out.config = {"daemon": daemon, "functions": functions, "triggers": triggers}
+    out.fanout.apply(out.config, out.warn)
     return out
 
 
@@ -147,20 +149,21 @@ def _mapping(node: Any, where: str, out: Translation) -> dict[str, Any]:
 
 
 def _apply_trigger_overrides(triggers: list[dict[str, Any]], overrides: Overrides) -> None:
-    """The overrides file's `triggers.NAME` keys over the translated ones (`source` merged)."""
-    for trigger in triggers:
-        extra = overrides.triggers.get(str(trigger["name"]))
-        if extra:
-            source = {**trigger["source"], **extra.get("source", {})}
-            trigger.update(extra)
-            trigger["source"] = source
+    apply_trigger_overrides(triggers, overrides.triggers)
 
 
 def _check_globals(data: dict[str, Any], out: Translation) -> None:
     found = data.get("Globals")
-    for section in found if isinstance(found, dict) else {}:
+    sections: dict[str, Any] = found if isinstance(found, dict) else {}
+    for section, keys in sections.items():
         if section not in ("Function", "Api", "HttpApi", "SimpleTable"):
             out.warn(f"Globals.{section}", "not carried over")
+            continue
+        if section not in ("Api", "HttpApi") or not isinstance(keys, dict):
+            continue
+        carried = CARRIED[f"AWS::Serverless::{section}"]
+        for key in sorted(set(keys) - carried):
+            out.warn(f"Globals.{section}.{key}", "not carried over to the webhook routes")
 
 
 def _included(tpl: Template, res: dict[str, Any], where: str, out: Translation) -> bool:
@@ -211,6 +214,11 @@ def _async_settings(
     """EventInvokeConfig and DeadLetterQueue: the retries, event age and on-failure
     destination of the function's asynchronous triggers."""
     pushed = [t for t in triggers if t["source"].get("type") in ASYNC_SOURCES]
+    function = where.split(".")[1]
+    delivered: dict[str, Any] = {"name": function, "source": {}}
+    if function in out.fanout.targets:
+        # What SNS topics and event buses deliver: the function's own async queue.
+        pushed.append(delivered)
     config = props.get("EventInvokeConfig") or {}
     dead = props.get("DeadLetterQueue") or {}
     if (config or dead) and not pushed:
@@ -236,3 +244,6 @@ def _async_settings(
             trigger["on_failure"] = events.res.destination(
                 dead.get("TargetArn"), f"{where}.DeadLetterQueue", trigger["name"]
             )
+    settings = {k: v for k, v in delivered.items() if k not in ("name", "source")}
+    if settings:
+        out.fanout.async_invocation[function] = settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from triggerd.imports.sam_functions import merge_globals
 from triggerd.imports.sam_props import Props, as_bool
 from triggerd.imports.sam_template import Unresolved
 
@@ -84,7 +85,8 @@ def _api_resource(props: Props, node: Any, kind: str) -> dict[str, Any]:
             raise Unresolved(f"{node!r} is not a {kind} of the template")
         own = tpl.resources[ref].get("Properties") or {}
         _warn_api_properties(props, ref, own, CARRIED[kind])
-        found.update(own)
+        if isinstance(own, dict):
+            found = merge_globals(found, dict(own))  # maps merged (Variables, Cors...)
     try:
         resolved = tpl.resolve(found)
     except Unresolved as exc:

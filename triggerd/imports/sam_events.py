@@ -8,7 +8,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from triggerd.imports.common import Translation
+from triggerd.config.buses import DEFAULT_BUS
+from triggerd.imports.common import Translation, one_shard_reader_per_window
+from triggerd.imports.fanout import bus_name
 from triggerd.imports.sam_api import api_source, http_api_source
 from triggerd.imports.sam_functions import FunctionInfo
 from triggerd.imports.sam_props import Props, as_bool
@@ -41,11 +43,8 @@ OPTIONAL = {target for target, _ in SOURCE_KEYS.values()} | {
     "include",
     "path_style",
 }
-FANOUT = {
-    "SNS": "SNS events need the sns service (not in this version)",
-    "EventBridgeRule": "EventBridge events need the event bus service (not in this version)",
-    "CloudWatchEvent": "EventBridge events need the event bus service (not in this version)",
-}
+#: Event types delivered by triggerd's fan-out services (an [sns] topic, an event bus).
+FANOUT = {"SNS", "EventBridgeRule", "CloudWatchEvent"}
 
 
 class EventTranslator:
@@ -69,7 +68,7 @@ class EventTranslator:
             if key not in ("Type", "Properties"):
                 self.out.warn(f"{where}.{key}", "not carried over")
         if kind in FANOUT:
-            self._fanout(kind, where)
+            self._fanout(fn, event, kind, where, spec.get("Properties"))
             return None
         handler = {
             "SQS": self._sqs,
@@ -105,10 +104,87 @@ class EventTranslator:
         trigger["source"] = self._keep_known(source, f"{where}.Properties")
         return trigger
 
-    def _fanout(self, kind: str, where: str) -> None:
-        """SNS, EventBridgeRule and CloudWatchEvent: delivered by triggerd's fan-out
-        services, which this version does not have."""
-        self.out.warn(f"{where}.Type", FANOUT[kind])
+    def _fanout(self, fn: FunctionInfo, event: str, kind: str, where: str, raw: Any) -> None:
+        """SNS, EventBridgeRule and CloudWatchEvent: a subscription of the function on an
+        `[sns]` topic, or a rule on an `[[event_buses]]` bus with the function as target."""
+        props = Props(self.tpl, self.out, f"{where}.Properties", raw)
+        try:
+            if kind == "SNS":
+                self._sns(fn, props)
+            else:
+                self._bus_rule(fn, event, props)
+        except Unresolved as exc:
+            self.out.warn(where, f"not translated: {exc}")
+            return
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            self.out.warn(where, f"not translated: a value is not of the expected kind ({exc!r})")
+            return
+        props.finish()
+
+    def _sns(self, fn: FunctionInfo, props: Props) -> None:
+        node = props.node("Topic")
+        if node is None:
+            raise Unresolved("Topic is required")
+        topic = resource(self.tpl, node)
+        subscription: dict[str, Any] = {"function": fn.name}
+        policy = props.take("FilterPolicy")
+        if policy is not None:
+            subscription["filter_policy"] = policy
+        scope = props.take("FilterPolicyScope")
+        if scope is not None:
+            subscription["filter_policy_scope"] = str(scope)
+        if props.take("SqsSubscription"):
+            self.out.warn(
+                f"{props.where}.SqsSubscription",
+                "noted: messages are delivered to the function directly, without the SQS "
+                "queue SAM puts in between",
+            )
+        for key, why in (
+            ("Region", "the topic is served by triggerd whatever its region"),
+            ("RedrivePolicy", "a delivery that fails is retried as an asynchronous invocation"),
+        ):
+            if props.take(key) is not None:
+                self.out.warn(f"{props.where}.{key}", f"noted: {why}")
+        settings: dict[str, Any] = {}
+        if topic.logical_id is not None:
+            declared = self.tpl.resources[topic.logical_id].get("Properties") or {}
+            dedup = declared.get("ContentBasedDeduplication")
+            if dedup is not None and as_bool(self.tpl.resolve(dedup)):
+                settings["content_based_deduplication"] = True
+        self.out.fanout.subscribe(topic.name, subscription, **settings)
+
+    def _bus_rule(self, fn: FunctionInfo, event: str, props: Props) -> None:
+        pattern = props.take("Pattern")
+        if not isinstance(pattern, dict):
+            raise Unresolved("Pattern is required (an event pattern)")
+        bus = bus_name(str(props.take("EventBusName") or DEFAULT_BUS))
+        target: dict[str, Any] = {"function": fn.name}
+        given = props.take("Target")
+        if isinstance(given, dict) and given.get("Id"):
+            target["id"] = str(given["Id"])
+        raw_input = props.take("Input")
+        if raw_input is not None:
+            target["input"] = raw_input
+        path = props.take("InputPath")
+        if path is not None:
+            target["input_path"] = str(path)
+        transformer = props.take("InputTransformer")
+        if isinstance(transformer, dict):
+            target["input_transformer"] = {
+                "input_paths_map": dict(transformer.get("InputPathsMap") or {}),
+                "input_template": str(transformer.get("InputTemplate", "")),
+            }
+        state = str(props.take("State") or "ENABLED").upper()
+        enabled = props.take("Enabled")
+        rule: dict[str, Any] = {
+            "name": str(props.take("RuleName") or f"{fn.name}-{event}"),
+            "event_pattern": pattern,
+            "targets": [target],
+        }
+        if state == "DISABLED" or (enabled is not None and not as_bool(enabled)):
+            rule["state"] = "DISABLED"
+        self.delivery_retries(props)
+        self.out.fanout.rule(bus, rule)
 
     def _keep_known(self, source: dict[str, Any], where: str) -> dict[str, Any]:
         """`source` without the options the translation adds that its type does not have
@@ -136,6 +212,7 @@ class EventTranslator:
             value = props.take(sam)
             if value is not None:
                 source[key] = cast(value)
+        one_shard_reader_per_window(source, self.out.warn, f"{props.where}.ParallelizationFactor")
         types = props.take("FunctionResponseTypes") or []
         if "ReportBatchItemFailures" in types:
             trigger["report_batch_item_failures"] = True
@@ -292,14 +369,20 @@ class EventTranslator:
                 source["input"] = value
             else:
                 self.out.warn(f"{props.where}.Input", "not a JSON object: left out")
-        policy = props.take("RetryPolicy") or {}
-        self.retry_policy(policy, f"{props.where}.RetryPolicy", trigger)
-        dead = props.take("DeadLetterConfig") or {}
-        if dead:
-            # No Arn: SAM would create a queue; failed events go to a file instead.
-            trigger["on_failure"] = self.res.destination(
-                dead.get("Arn"), f"{props.where}.DeadLetterConfig", trigger["name"]
-            )
+        self.delivery_retries(props)
+
+    def delivery_retries(self, props: Props) -> None:
+        """RetryPolicy and DeadLetterConfig of a rule's target are EventBridge's retries
+        of delivering to Lambda, not the function's asynchronous retries (those come from
+        EventInvokeConfig / DeadLetterQueue): delivery does not fail locally."""
+        for key in ("RetryPolicy", "DeadLetterConfig"):
+            if key in props:
+                props.node(key)
+                self.out.warn(
+                    f"{props.where}.{key}",
+                    "EventBridge's delivery retries are not simulated (the function's retries "
+                    "and on-failure destination come from EventInvokeConfig / DeadLetterQueue)",
+                )
 
     def retry_policy(self, policy: dict[str, Any], where: str, trigger: dict[str, Any]) -> None:
         if "MaximumRetryAttempts" in policy:

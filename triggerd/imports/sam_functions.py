@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ from triggerd.imports.sam_template import NO_VALUE, Template, Unresolved
 
 FUNCTION_TYPE = "AWS::Serverless::Function"
 #: Function settings every backend has.
-SHARED = {"backend", "timeout_s", "memory_mb", "reserved_concurrency", "description"}
+#: Settings every backend takes (memory_mb is the local backend's: others refuse it).
+SHARED = {"backend", "timeout_s", "reserved_concurrency", "description"}
 #: Where InlineCode is written, relative to the template.
 INLINE_DIR = ".triggerd-inline"
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -110,6 +112,24 @@ def merge_globals(globals_: dict[str, Any], props: dict[str, Any]) -> dict[str, 
     return out
 
 
+def runs_elsewhere(settings: Mapping[str, Any]) -> bool:
+    """Whether the overrides give the function a backend other than local (http, aws): it
+    then needs no local runtime, handler or code."""
+    return str(settings.get("backend", "local")) != "local"
+
+
+def other_backend(
+    warn: Callable[[str, str], None], where: str, table: dict[str, Any], settings: Mapping[str, Any]
+) -> None:
+    """A function the overrides give another backend (http, aws) keeps the settings all
+    backends share; the local backend's ones are left out with a warning."""
+    if not runs_elsewhere(table):
+        return
+    for key in sorted(set(table) - SHARED - set(settings)):
+        del table[key]
+        warn(where, f"{key}: the {table['backend']} backend has no such setting: left out")
+
+
 def _intrinsic(node: dict[str, Any]) -> bool:
     key = str(next(iter(node))) if len(node) == 1 else ""
     return key == "Ref" or key.startswith("Fn::")
@@ -160,19 +180,9 @@ class FunctionTranslator:
                 "(native dependencies must be built for this machine)",
             )
         table.update(settings)
-        if table.get("backend", "local") != "local":
-            self._other_backend(where, table, settings)
+        other_backend(self.out.warn, where, table, settings)
         info.table = table
         return info
-
-    def _other_backend(self, where: str, table: dict[str, Any], settings: dict[str, Any]) -> None:
-        """A function the overrides give another backend (http, aws) keeps the settings all
-        backends share; the local backend's ones are left out with a warning."""
-        for key in sorted(set(table) - SHARED - set(settings)):
-            del table[key]
-            self.out.warn(
-                where, f"{key}: the {table['backend']} backend has no such setting: left out"
-            )
 
     def _override(self, logical_id: str) -> Any:
         from triggerd.imports.common import FunctionOverride
@@ -189,7 +199,7 @@ class FunctionTranslator:
         """Runtime, handler and code; False (with a warning) when the function cannot run
         locally and the overrides give it no other backend or code."""
         where = f"Resources.{logical_id}.Properties"
-        if "backend" in settings and settings["backend"] != "local":
+        if runs_elsewhere(settings):
             return True
         package = self.value(props.get("PackageType", "Zip"), f"{where}.PackageType")
         if package == "Image" and "code" not in settings:

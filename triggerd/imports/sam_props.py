@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from triggerd.imports.common import Translation
-from triggerd.imports.sam_template import Template, Unresolved
+from triggerd.imports.sam_template import NO_VALUE, Template, Unresolved
 
 #: Properties of AWS's that need no local counterpart, with the reason.
 ESM_IGNORED = {
@@ -38,15 +38,17 @@ class Props:
         return key in self.raw
 
     def take(self, key: str, default: Any = None) -> Any:
-        """The resolved value of `key` (None with a warning when it cannot be resolved)."""
+        """The resolved value of `key` (None with a warning when it cannot be resolved;
+        `default` when it is absent or AWS::NoValue, as CloudFormation removes it)."""
         self.used.add(key)
         if key not in self.raw:
             return default
         try:
-            return self.tpl.resolve(self.raw[key])
+            value = self.tpl.resolve(self.raw[key])
         except Unresolved as exc:
             self.out.warn(f"{self.where}.{key}", f"not carried over: {exc}")
             return None
+        return default if value is NO_VALUE else value
 
     def node(self, key: str) -> Any:
         self.used.add(key)

@@ -14,11 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from triggerd.imports.common import Overrides, ResourceOverride, Translation
+from triggerd.imports.common import (
+    DLQ_DIR,
+    Overrides,
+    ResourceOverride,
+    Translation,
+    file_destination,
+    warn_disabled,
+    warn_local_broker,
+)
 from triggerd.imports.sam_template import Template, Unresolved
 
-#: Where failed events go when an on-failure destination has no local equivalent.
-DLQ_DIR = "triggerd-dlq"
+__all__ = ["DLQ_DIR", "Resource", "Resources", "resource"]
 
 
 @dataclass(frozen=True)
@@ -126,12 +133,7 @@ class Resources:
         return f"https://sqs.{self.tpl.region}.amazonaws.com/{self.tpl.account}/{res.name}"
 
     def _disabled(self, where: str, what: str, res: Resource) -> None:
-        key = res.logical_id or res.value
-        self.out.warn(
-            where,
-            f"no local {what} for {key}: the trigger is disabled (map it in the overrides "
-            f"file's resources.{key}, or set endpoint_url there for moto or LocalStack)",
-        )
+        warn_disabled(self.out.warn, where, what, res.logical_id or res.value)
 
     def stream_source(self, kind: str, res: Resource, where: str) -> tuple[dict[str, Any], bool]:
         """Kinesis (`kinesis`) or DynamoDB (`dynamodb_streams`) stream sources."""
@@ -185,11 +187,7 @@ class Resources:
         if found is not None:
             return {**table, "type": found.type or "rabbitmq", **found.options}
         key = res.logical_id or res.value if res is not None else "the broker"
-        self.out.warn(
-            where,
-            f"no override for {key}: reading queue {queue!r} from the RabbitMQ on "
-            f"localhost:5672 (map it in the overrides file's resources.{key})",
-        )
+        warn_local_broker(self.out.warn, where, key, queue)
         return table
 
     def kafka_servers(
@@ -236,6 +234,4 @@ class Resources:
         return self._file(where, trigger, f"no local destination for {res.logical_id or res.value}")
 
     def _file(self, where: str, trigger: str, why: str) -> dict[str, Any]:
-        path = f"{DLQ_DIR}/{trigger}.jsonl"
-        self.out.warn(where, f"{why}: failed events are written to {path} (beside the template)")
-        return {"type": "file", "path": path}
+        return file_destination(self.out, where, trigger, why)

@@ -1,6 +1,8 @@
 """Reading a SAM template and resolving what SAM CLI resolves locally: Parameters (defaults,
 `--parameter-overrides`), pseudo-parameters, Conditions, and the intrinsic functions Ref,
-Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Select, Fn::Split, Fn::If, Fn::FindInMap, Fn::Base64.
+Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Select, Fn::Split, Fn::If, Fn::FindInMap, Fn::Base64, and
+AWS::LanguageExtensions' Fn::ToJsonString and Fn::Length. Any other `Fn::` function is
+Unresolved (a warning naming where), never copied through as data.
 
 The YAML (or JSON) is decoded by cfn-lint's decoder, which reads CloudFormation's short-form
 tags (`!Ref`, `!Sub`...) as AWS's own tools do. Resolving the intrinsics is written here: no
@@ -10,6 +12,7 @@ expands SAM resources but leaves them unresolved)."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -27,8 +30,12 @@ PSEUDO_DEFAULTS = {
     "AWS::StackName": "local",
     "AWS::Partition": "aws",
     "AWS::URLSuffix": "amazonaws.com",
-    "AWS::NotificationARNs": "",
+    "AWS::NotificationARNs": [],
 }
+
+#: SAM CLI's AWS::StackId: a stack ARN built from the region, account and stack name with
+#: this fixed id.
+STACK_UUID = "51af3dc0-da77-11e4-872e-1234567db123"
 
 
 #: Larger templates are refused (CloudFormation itself takes at most 1 MB).
@@ -109,7 +116,7 @@ class Template:
             declared = {}
         values: dict[str, Any] = dict(PSEUDO_DEFAULTS)
         for name, value in overrides.items():
-            if name not in declared and name not in PSEUDO_DEFAULTS:
+            if name not in declared and name not in (*PSEUDO_DEFAULTS, "AWS::StackId"):
                 tpl.problems.append(("Parameters", f"{name}: no such parameter in the template"))
             values[name] = value
         for name, spec in declared.items():
@@ -140,6 +147,14 @@ class Template:
                 continue
             listed = kind == "CommaDelimitedList" or kind.startswith("List<")
             values[name] = value.split(",") if listed else value
+        if "AWS::StackId" not in values:
+            values["AWS::StackId"] = (
+                f"arn:{values['AWS::Partition']}:cloudformation:{values['AWS::Region']}:"
+                f"{values['AWS::AccountId']}:stack/{values['AWS::StackName']}/{STACK_UUID}"
+            )
+        notify = values["AWS::NotificationARNs"]
+        if isinstance(notify, str):
+            values["AWS::NotificationARNs"] = [a for a in notify.split(",") if a]
         tpl.parameters = values
         return tpl
 
@@ -211,6 +226,8 @@ class Template:
                 handler = self._functions().get(str(key))
                 if handler is not None:
                     return handler(arg)
+                if str(key).startswith("Fn::"):
+                    raise Unresolved(f"{key} is not an intrinsic function resolved locally")
             out = {}
             for k, v in node.items():
                 value = self.resolve(v)
@@ -237,6 +254,8 @@ class Template:
             "Fn::ImportValue": lambda arg: _raise(
                 f"Fn::ImportValue {self._safe(arg)!r}: another stack's export is not known locally"
             ),
+            "Fn::ToJsonString": self._to_json_string,
+            "Fn::Length": self._length,
             "Fn::GetAZs": lambda arg: [f"{self.region}{z}" for z in "abc"],
             "Fn::Equals": lambda arg: self._truth({"Fn::Equals": arg}),
             "Fn::Not": lambda arg: self._truth({"Fn::Not": arg}),
@@ -349,6 +368,18 @@ class Template:
         if not (isinstance(arg, list) and len(arg) == 2):
             raise Unresolved(f"Fn::Split {arg!r}: expected [delimiter, string]")
         return _text(arg[1]).split(_text(arg[0]))
+
+    def _to_json_string(self, arg: Any) -> str:
+        value = self.resolve(arg)
+        if not isinstance(value, dict | list):
+            raise Unresolved(f"Fn::ToJsonString {value!r}: expected a map or a list")
+        return json.dumps(value, separators=(",", ":"))
+
+    def _length(self, arg: Any) -> int:
+        value = self.resolve(arg)
+        if not isinstance(value, list):
+            raise Unresolved(f"Fn::Length {value!r}: expected a list")
+        return len(value)
 
     def _if(self, arg: Any) -> Any:
         if not (isinstance(arg, list) and len(arg) == 3):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from triggerd.imports.common import Translation
+from triggerd.imports.common import Translation, apply_trigger_overrides
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_events import translate_events
 from triggerd.imports.serverless_functions import PROVIDER_KEYS, translate_function
@@ -87,6 +87,7 @@ def translate_serverless(
         out.config["triggers"].extend(translate_events(ctx, plan, fn.get("events")))
     if overrides is not None:
         _apply_overrides(ctx, overrides)
+    out.fanout.apply(out.config, out.warn)
     return out
 
 
@@ -101,15 +102,12 @@ def _apply_overrides(ctx: SlsContext, overrides: OverridesLike) -> None:
             ctx.warn(f"overrides.functions.{name}", "no function of that name was translated")
         else:
             table.update(entry.settings)
-    by_name = {t["name"]: t for t in config["triggers"]}
-    for name, keys in overrides.triggers.items():
-        if name in by_name:
-            by_name[name].update(keys)
-        else:
-            ctx.warn(
-                f"overrides.triggers.{name}",
-                f"no trigger of that name (the translated ones: {', '.join(by_name) or 'none'})",
-            )
+    names = [str(t["name"]) for t in config["triggers"]]
+    for name in apply_trigger_overrides(config["triggers"], overrides.triggers):
+        ctx.warn(
+            f"overrides.triggers.{name}",
+            f"no trigger of that name (the translated ones: {', '.join(names) or 'none'})",
+        )
 
 
 def _version(data: dict[str, Any], out: Translation) -> str:

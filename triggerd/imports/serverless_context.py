@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from triggerd.imports.common import Translation
+from triggerd.imports.common import Translation, file_destination, warn_disabled
 from triggerd.imports.serverless_refs import (
     OverridesLike,
     Ref,
@@ -26,6 +26,7 @@ __all__ = ["SlsContext"]
 _NOT_LOCAL = "has no local equivalent and is not carried over"
 #: Source and destination types that talk to AWS (or an emulator at `endpoint_url`).
 _AWS_TYPES = frozenset({"sqs", "s3", "kinesis", "dynamodb_streams"})
+_WHAT = {"sqs": "queue", "s3": "bucket", "kinesis": "stream", "dynamodb_streams": "stream"}
 
 
 @dataclass
@@ -39,6 +40,12 @@ class SlsContext:
     account: str
     stage: str
     out: Translation = field(default_factory=Translation)
+    #: The AWS resources the event being translated reads with no local counterpart (no
+    #: override, no endpoint_url): its triggers are written disabled, as SAM's are.
+    unmapped: list[tuple[str, str]] = field(default_factory=list)
+    #: On-failure tables that stand for a file of the trigger they end up in, with the
+    #: (where, why) of the warning.
+    pending_files: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
 
     def warn(self, where: str, message: str) -> None:
         """A warning, once (provider settings are read for every function)."""
@@ -78,11 +85,41 @@ class SlsContext:
         without an entry). None when neither exists."""
         entry = self.override(*ref.keys()) if ref is not None else None
         if entry is None:
-            return None if default is None else self.aws_defaults(default)
+            if default is None:
+                return None
+            if not self.reaches_local(default) and ref is not None:
+                self.unmapped.append((_WHAT.get(str(default["type"]), "resource"), ref.text))
+            return self.aws_defaults(default)
         given = entry.type or kind_type
         if default is None or given != default.get("type"):
             return {"type": given, **entry.options}
         return {**default, **entry.options}
+
+    def reaches_local(self, table: dict[str, Any]) -> bool:
+        """False for an AWS source or destination with no endpoint_url, here or in the
+        overrides file: it would be read on AWS itself."""
+        if table.get("type") not in _AWS_TYPES or table.get("endpoint_url"):
+            return True
+        return self.overrides is not None and bool(self.overrides.endpoint_url)
+
+    def pending_file(self, where: str, why: str) -> dict[str, Any]:
+        """An on-failure file destination, named after its trigger once it has a name
+        (`settle`)."""
+        table: dict[str, Any] = {"type": "file", "path": ""}
+        self.pending_files.append((table, where, why))
+        return table
+
+    def settle(self, trig: dict[str, Any], where: str) -> None:
+        """A translated trigger: disabled when its event reads an AWS resource with no
+        local counterpart; its on-failure file named after it."""
+        for what, key in self.unmapped:
+            trig["enabled"] = False
+            warn_disabled(self.warn, where, what, key)
+        table = trig.get("on_failure")
+        for pending, at, why in self.pending_files:
+            if pending is table:
+                name = str(trig["name"])
+                trig["on_failure"] = file_destination(self.out, at, name, why, "serverless.yml")
 
     def aws_defaults(self, table: dict[str, Any]) -> dict[str, Any]:
         """An AWS source or destination with the overrides' `endpoint_url` and `region`

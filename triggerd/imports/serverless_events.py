@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from triggerd.imports.common import file_destination
+from triggerd.imports.fanout import bus_name, topic_name
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import FunctionPlan, sqs_url
 from triggerd.imports.serverless_streams import (
@@ -48,9 +50,13 @@ def translate_events(ctx: SlsContext, plan: FunctionPlan, events: Any) -> list[d
         if handler is None:
             ctx.warn(f"{at}.{kind}", f"{kind} events have no triggerd source: not carried over")
             continue
+        ctx.unmapped.clear()
         for n, trig in enumerate(handler(ctx, plan, value, f"{at}.{kind}")):
             suffix = f"-{n}" if n else ""
-            triggers.append({"name": f"{plan.name}-{kind.lower()}-{i}{suffix}", **trig})
+            named = {"name": f"{plan.name}-{kind.lower()}-{i}{suffix}", **trig}
+            ctx.settle(named, f"{at}.{kind}")
+            triggers.append(named)
+        ctx.unmapped.clear()
     if plan.async_settings.keys and not plan.async_settings.used:
         ctx.warn(
             f"functions.{plan.name}",
@@ -170,7 +176,8 @@ def _directory_selection(event: str, prefix: str, suffix: str) -> dict[str, Any]
     if prefix:
         out["include"] = [f"{prefix}*{suffix}", f"{prefix}*/**/*{suffix}"]
     elif suffix:
-        out["include"] = [f"*{suffix}"]
+        # S3 key suffixes match at any depth, as SAM's side gives them.
+        out["include"] = [f"*{suffix}", f"*/**/*{suffix}"]
     return out
 
 
@@ -343,29 +350,133 @@ def _cors(ctx: SlsContext, cors: Any, where: str, rest_api: bool) -> dict[str, A
 
 
 # --------------------------------------------------------------------------------------------
-# sns and eventBridge: isolated until triggerd has those services
+# sns and eventBridge: triggerd's own topics and buses (served on the control listener)
 
 
 def _sns(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[dict[str, Any]]:
-    """SNS subscriptions need triggerd's sns service (topics and fan-out), not in this
-    version: the event is listed, not guessed at."""
-    ctx.warn(where, "needs the sns service (not in this version of triggerd): not carried over")
+    """A subscription of the function on an `[sns]` topic: `topicName`, or the topic's
+    `arn` (a name alone is a topic the framework creates)."""
+    body: dict[str, Any] = value if isinstance(value, dict) else {"arn": value}
+    name = ctx.text(body.get("topicName"), f"{where}.topicName")
+    if name is None:
+        ref = ctx.reference(body.get("arn"), "topic", f"{where}.arn" if body is value else where)
+        if ref is None:
+            return []
+        name = ref.name or (topic_name(ref.arn) if ref.arn else None)
+        if name is None:
+            ctx.warn(where, f"{ref.text}: the topic's name is not known: set topicName")
+            return []
+    subscription: dict[str, Any] = {"function": plan.name}
+    policy = ctx.plain(body.get("filterPolicy"), f"{where}.filterPolicy")
+    if policy is not None:
+        subscription["filter_policy"] = policy
+    scope = ctx.text(body.get("filterPolicyScope"), f"{where}.filterPolicyScope")
+    if scope:
+        subscription["filter_policy_scope"] = scope
+    for key, why in (
+        ("displayName", "the topic's display name is not kept"),
+        ("redrivePolicy", "a delivery that fails is retried as an asynchronous invocation"),
+    ):
+        if key in body:
+            ctx.warn(f"{where}.{key}", f"noted: {why}")
+    ctx.rest(
+        body,
+        ("arn", "topicName", "filterPolicy", "filterPolicyScope", "displayName", "redrivePolicy"),
+        where,
+    )
+    ctx.out.fanout.subscribe(topic_name(name), subscription)
+    _delivered(ctx, plan)
     return []
 
 
 def _event_bridge(
     ctx: SlsContext, plan: FunctionPlan, value: Any, where: str
 ) -> list[dict[str, Any]]:
-    """EventBridge rules need triggerd's event bus service, not in this version. A rule with
-    only a `schedule` is a schedule, and becomes one."""
-    if isinstance(value, dict) and set(value) <= {"schedule", "input", "enabled", "name"}:
+    """A rule on an `[[event_buses]]` bus with the function as its target; a rule with a
+    `schedule` is a schedule, and becomes one."""
+    if not isinstance(value, dict):
+        ctx.warn(where, "must be a mapping (pattern, eventBus, schedule...): not carried over")
+        return []
+    if "schedule" in value:
         body = {"rate": value["schedule"], **{k: v for k, v in value.items() if k != "schedule"}}
         return _schedule(ctx, plan, body, where)
-    ctx.warn(
+    pattern = ctx.plain(value.get("pattern"), f"{where}.pattern")
+    if not isinstance(pattern, dict):
+        ctx.warn(f"{where}.pattern", "required (an event pattern): not carried over")
+        return []
+    bus = value.get("eventBus")
+    bus_text = "default"
+    if bus is not None:
+        ref = ctx.reference(bus, "any", f"{where}.eventBus")
+        if ref is None:
+            return []
+        bus_text = bus_name(ref.arn or ref.name or ref.text)
+    rule: dict[str, Any] = {
+        "name": ctx.text(value.get("name"), f"{where}.name") or _rule_name(plan.name, where),
+        "event_pattern": pattern,
+        "targets": [_bus_target(ctx, plan, value, where)],
+    }
+    description = ctx.text(value.get("description"), f"{where}.description")
+    if description:
+        rule["description"] = description
+    if ctx.boolean(value.get("enabled"), f"{where}.enabled") is False:
+        rule["state"] = "DISABLED"
+    for key in ("retryPolicy", "deadLetterQueueArn"):
+        if key in value:
+            ctx.warn(
+                f"{where}.{key}",
+                "EventBridge's delivery retries are not simulated (the function's retries and "
+                "on-failure destination come from its own settings)",
+            )
+    ctx.rest(
+        value,
+        (
+            "pattern", "eventBus", "input", "inputPath", "inputTransformer", "name",
+            "description", "enabled", "retryPolicy", "deadLetterQueueArn",
+        ),
         where,
-        "needs the EventBridge service (not in this version of triggerd): not carried over",
-    )
+    )  # fmt: skip
+    ctx.out.fanout.rule(bus_text, rule)
+    _delivered(ctx, plan)
     return []
+
+
+def _bus_target(
+    ctx: SlsContext, plan: FunctionPlan, value: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """The rule's target: the function, with input, inputPath or inputTransformer."""
+    target: dict[str, Any] = {"function": plan.name}
+    for key, target_key in (("input", "input"), ("inputPath", "input_path")):
+        given = ctx.plain(value.get(key), f"{where}.{key}")
+        if given is not None:
+            target[target_key] = given
+    transformer = value.get("inputTransformer")
+    if isinstance(transformer, dict):
+        target["input_transformer"] = {
+            "input_paths_map": ctx.plain(transformer.get("inputPathsMap"), where) or {},
+            "input_template": str(transformer.get("inputTemplate", "")),
+        }
+    return target
+
+
+def _delivered(ctx: SlsContext, plan: FunctionPlan) -> None:
+    """The function's async settings (maximumRetryAttempts, maximumEventAge,
+    destinations.onFailure) as `[async_invocation.NAME]`: what topics and buses deliver."""
+    if not plan.async_settings.keys or plan.name in ctx.out.fanout.async_invocation:
+        return
+    plan.async_settings.used = True
+    keys = dict(plan.async_settings.keys)
+    for pending, at, why in ctx.pending_files:
+        if pending is keys.get("on_failure"):
+            keys["on_failure"] = file_destination(ctx.out, at, plan.name, why, "serverless.yml")
+    ctx.out.fanout.async_invocation[plan.name] = keys
+
+
+def _rule_name(function: str, where: str) -> str:
+    """The framework's rule name for an unnamed rule: `<function>-rule-<n>`, n counting the
+    function's events from 1."""
+    found = re.search(r"\[(\d+)\]", where)
+    return f"{function}-rule-{int(found.group(1)) + 1 if found else 1}"
 
 
 _HANDLERS: dict[str, Handler] = {

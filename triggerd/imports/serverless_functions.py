@@ -15,6 +15,7 @@ from triggerd.functions.backends.local_config import (
     PROVIDED_RUNTIMES,
     PYTHON_RUNTIMES,
 )
+from triggerd.imports.sam_functions import other_backend, runs_elsewhere
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_vars import Unresolved
 from triggerd.imports.serverless_yaml import as_intrinsic
@@ -86,23 +87,38 @@ def translate_function(
 ) -> FunctionPlan | None:
     """The function's table, or None (with a warning) when it cannot run locally."""
     where = f"functions.{name}"
-    if "image" in fn:
-        ctx.warn(f"{where}.image", "container image functions cannot run locally: skipped")
+    entry = ctx.overrides.functions.get(name) if ctx.overrides is not None else None
+    settings = dict(entry.settings) if entry is not None else {}
+    # As SAM's side: a function the overrides give another backend (or, for an image,
+    # code) is translated whatever its package or runtime.
+    elsewhere = runs_elsewhere(settings)
+    if "image" in fn and not elsewhere and "code" not in settings:
+        ctx.warn(
+            f"{where}.image",
+            "container image functions cannot run locally: skipped (give it a backend in the "
+            f"overrides file's functions.{name}.settings)",
+        )
         return None
     provider = ctx.provider
     runtime = ctx.text(fn.get("runtime", provider.get("runtime")), f"{where}.runtime")
-    if runtime is None:
+    if runtime is None and not elsewhere:
         runtime = DEFAULT_RUNTIME.get(version, DEFAULT_RUNTIME["4"])
         ctx.warn(f"{where}.runtime", f"not set: the framework's default {runtime} is used")
-    if runtime not in LOCAL_RUNTIMES:
-        ctx.warn(f"{where}.runtime", f"{runtime} has no local runtime in triggerd: skipped")
+    if runtime not in LOCAL_RUNTIMES and not elsewhere:
+        ctx.warn(
+            f"{where}.runtime",
+            f"{runtime} has no local runtime in triggerd: skipped (give it a backend in the "
+            f"overrides file's functions.{name}.settings)",
+        )
         return None
-    table: dict[str, Any] = {
-        "backend": "local",
-        "runtime": runtime,
-        "handler": ctx.required_str(fn.get("handler"), f"{where}.handler"),
-        "code": ".",
-    }
+    table: dict[str, Any] = {"backend": "local", "code": "."}
+    if runtime is not None:
+        table["runtime"] = runtime
+    if not elsewhere:
+        table["handler"] = ctx.required_str(fn.get("handler"), f"{where}.handler")
+        ctx.rest(fn, _FUNCTION_KEYS, where)
+    else:
+        ctx.rest(fn, (*_FUNCTION_KEYS, "image"), where)
     _sizes(ctx, fn, where, table)
     environment = _environment(ctx, name, fn, where)
     if environment:
@@ -121,7 +137,9 @@ def translate_function(
         if value is not None:
             table[target] = value
     _package(ctx, fn.get("package"), f"{where}.package", table)
-    ctx.rest(fn, _FUNCTION_KEYS, where)
+    if elsewhere:
+        table["backend"] = settings["backend"]
+        other_backend(ctx.warn, where, table, settings)
     return FunctionPlan(name, table, _async(ctx, fn, where))
 
 
@@ -264,15 +282,11 @@ def on_failure(ctx: SlsContext, value: Any, where: str) -> dict[str, Any] | None
     if ref is None:
         return None
     url = sqs_url(ref.arn)
-    table = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
-    if table is not None:
-        return table
-    ctx.warn(
-        where,
-        f"{ref.text}: only SQS queues are on-failure destinations without an override (map it "
-        "in the overrides file: file, sqs, rabbitmq or kafka): not carried over",
-    )
-    return None
+    default = {"type": "sqs", "queue_url": url} if url else None
+    if ctx.override(*ref.keys()) is None and (default is None or not ctx.reaches_local(default)):
+        # As SAM's side: no local queue, so a file, and no failed event is lost.
+        return ctx.pending_file(where, f"no local destination for {ref.text}")
+    return ctx.local_source(ref, default, "sqs")
 
 
 def sqs_url(arn: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from triggerd.imports.common import one_shard_reader_per_window, warn_local_broker
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import on_failure
 from triggerd.imports.serverless_refs import arn_parts
@@ -160,6 +161,7 @@ def _stream_source_keys(
             source[target] = given
         else:
             ctx.warn(f"{where}.{key}", f"a {source.get('type')} source has no {target}")
+    one_shard_reader_per_window(source, ctx.warn, f"{where}.parallelizationFactor")
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,16 +243,14 @@ def rabbitmq_trigger(
     if found is not None:
         source.update(found.options)
     else:
-        host = _broker_host(ref.arn)
-        if host is None:
-            ctx.warn(f"{where}.arn", f"{ref.text}: map the broker in the overrides file")
-            return []
-        source.update({"host": host, "port": 5671, "tls": True})
-        ctx.warn(
-            f"{where}.basicAuthArn",
-            "the broker's credentials are a Secrets Manager secret, not read by triggerd: "
-            "give username and password in the overrides file (guest/guest until then)",
-        )
+        # As SAM's side: never the broker on AWS without an override.
+        warn_local_broker(ctx.warn, f"{where}.arn", ref.logical_id or ref.text, queue)
+        if "basicAuthArn" in value:
+            ctx.warn(
+                f"{where}.basicAuthArn",
+                "the broker's credentials are a Secrets Manager secret, not read by triggerd: "
+                "give username and password in the overrides file (guest/guest until then)",
+            )
     if ref.arn:
         source["broker_arn"] = ref.arn
     vhost = ctx.text(value.get("virtualHost"), f"{where}.virtualHost")
@@ -262,14 +262,3 @@ def rabbitmq_trigger(
     batch_settings(ctx, value, where, trig, window_key="maximumBatchingWindow")
     ctx.rest(value, _RABBITMQ_KEYS, where)
     return [trig]
-
-
-def _broker_host(arn: str | None) -> str | None:
-    """Amazon MQ's AMQPS endpoint of a broker ARN (`...:broker:<name>:<id>`)."""
-    parts = arn_parts(arn) if arn else None
-    if parts is None or parts[0] != "mq":
-        return None
-    pieces = parts[3].split(":")
-    if len(pieces) != 3 or pieces[0] != "broker":
-        return None
-    return f"{pieces[2]}.mq.{parts[1]}.amazonaws.com"
