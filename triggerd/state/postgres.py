@@ -40,7 +40,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from triggerd.state import pgleases
 from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
+from triggerd.state.leases import Fence, LeaseInfo
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.pgwrites import (
     ACQUIRE_TIMEOUT_S,
@@ -613,6 +615,49 @@ class PostgresStateStore:
         write that succeeds (PostgreSQL is back then)."""
         if self._listener is conn:
             self._listener = None
+
+    # ---- leases of singleton sources (triggerd.state.leases) ----
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        epoch = await self.run_on_connection(
+            lambda c: c.fetchval(pgleases.ACQUIRE, name, self.member_id, timeout_s)
+        )
+        return None if epoch is None else int(epoch)
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        renewed = await self.run_on_connection(
+            lambda c: c.fetchval(pgleases.RENEW, name, self.member_id, epoch, timeout_s)
+        )
+        return renewed is not None
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        await self.run_on_connection(
+            lambda c: c.execute(pgleases.RELEASE, name, self.member_id, epoch)
+        )
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        rows = Rows.of(events)
+        scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
+        now = self._clock.time()
+        member = self.member_id
+
+        async def op(conn: Conn) -> None:
+            await pgleases.check_fence(conn, fence, member)
+            if events:
+                await rows(conn)
+            for scope, items in scopes.items():
+                await write_checkpoints(conn, scope, items, now)
+
+        await self._write(op)
+
+    async def leases(self) -> list[LeaseInfo]:
+        rows = await self._read(lambda c: c.fetch(pgleases.LIST))
+        return [pgleases.lease_info(tuple(r)) for r in rows]
 
     # ---- administration (`triggerd state migrate`, `status`) ----
 
