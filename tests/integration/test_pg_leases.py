@@ -1,5 +1,5 @@
-"""Leases with fencing on the PostgreSQL store: one holder at a time, the epoch growing on
-every change of holder, a stale holder's fenced writes refused in their own transaction, and
+"""Leases with fencing on the PostgreSQL store: one holder at a time, the epoch growing at
+every acquisition, a stale holder's fenced writes refused in their own transaction, and
 a holder cut off from PostgreSQL stopping its work before its lease can expire. Against the
 machine's PostgreSQL, one fresh database for the module (emptied between tests)."""
 
@@ -42,21 +42,23 @@ async def stores(pg_url: str) -> AsyncIterator[list[PostgresStateStore]]:
         await s.close()
 
 
-async def test_one_holder_at_a_time_and_the_epoch_grows_with_each_new_holder(
+async def test_one_holder_at_a_time_and_the_epoch_grows_with_each_acquisition(
     stores: list[PostgresStateStore],
 ) -> None:
     a, b, _ = stores
     assert isinstance(a, LeaseStore)
     assert await a.acquire_lease("schedule:t1", 30) == 1
-    assert await a.acquire_lease("schedule:t1", 30) == 1  # the holder keeps its epoch
+    # Taken again by its holder: a new tenure, whose epoch fences the earlier one's writes.
+    assert await a.acquire_lease("schedule:t1", 30) == 2
     assert await b.acquire_lease("schedule:t1", 30) is None
-    assert await a.renew_lease("schedule:t1", 1, 30)
-    await a.release_lease("schedule:t1", 1)
-    assert await b.acquire_lease("schedule:t1", 30) == 2  # at once after a release
+    assert await a.renew_lease("schedule:t1", 2, 30)
     assert not await a.renew_lease("schedule:t1", 1, 30)
+    await a.release_lease("schedule:t1", 2)
+    assert await b.acquire_lease("schedule:t1", 30) == 3  # at once after a release
+    assert not await a.renew_lease("schedule:t1", 2, 30)
     assert await a.acquire_lease("schedule:t1", 30) is None
     [info] = await b.leases()
-    assert (info.name, info.holder, info.epoch) == ("schedule:t1", "daemon-b", 2)
+    assert (info.name, info.holder, info.epoch) == ("schedule:t1", "daemon-b", 3)
     assert info.expires_at - info.heartbeat == pytest.approx(30)
 
 
@@ -180,3 +182,20 @@ async def test_a_holder_cut_off_from_postgresql_stops_its_work_before_expiry(
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_daemon_is_a_member_while_its_store_is_open(pg_url: str) -> None:
+    await empty_store(pg_url)
+    store = PostgresStateStore(pg_url, member_id="daemon-m")
+    await store.open()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT heartbeat, extract(epoch FROM clock_timestamp()) FROM triggerd.members "
+            "WHERE member = 'daemon-m'"
+        )
+        assert row is not None and abs(float(row[1]) - float(row[0])) < 5
+        await store.close()
+        assert await conn.fetchval("SELECT count(*) FROM triggerd.members") == 0
+    finally:
+        await conn.close()

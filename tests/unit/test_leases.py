@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from triggerd.cli.readstate import StoreSnapshot
+from triggerd.cli.status import print_cluster
 from triggerd.state.base import NewEvent
 from triggerd.state.leases import Fence, Lease, LeaseInfo, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import SQLiteStateStore, StateStoreUnavailableError
@@ -183,3 +185,36 @@ def test_bad_timeouts_are_refused() -> None:
         Lease(FakeLeases(), "l", timeout_s=0)
     with pytest.raises(ValueError, match="margin_s"):
         Lease(FakeLeases(), "l", timeout_s=1, margin_s=1)
+
+
+def test_status_prints_the_members_and_who_holds_each_lease(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    snap = StoreSnapshot(
+        "postgresql://db/triggerd",
+        {},
+        {},
+        members=({"member": "a:1:x", "up_s": 60.0, "heartbeat_age_s": 1.5},),
+        leases=(
+            {
+                "lease": "schedule:t",
+                "holder": "a:1:x",
+                "epoch": 3,
+                "expires_in_s": 9.0,
+                "renewed_s_ago": 1.0,
+            },
+            {
+                "lease": "schedule:u",
+                "holder": None,
+                "epoch": 2,
+                "expires_in_s": None,
+                "renewed_s_ago": 99.0,
+            },
+        ),
+    )
+    print_cluster(snap)
+    assert capsys.readouterr().out.splitlines() == [
+        "member a:1:x: heartbeat 1.5 s ago, up 60.0 s",
+        "lease schedule:t: held by a:1:x at epoch 3, expires in 9.0 s unless renewed",
+        "lease schedule:u: free (epoch 2)",
+    ]

@@ -1,7 +1,8 @@
 """Leases with fencing for the sources that must run once across a cluster (schedules).
 
 A lease is a named row in the state store: its holder (a daemon's member id), an epoch that
-grows by one on every change of holder, and when it expires. A daemon works as the singleton
+grows by one on every acquisition (a change of holder, or the same holder taking it again
+after it gave it up), and when it expires. A daemon works as the singleton
 only while it holds the lease, and every checkpoint it writes for that work carries the
 epoch (a `Fence`): the store checks the epoch in the same transaction as the write and
 refuses it with `LeaseLostError` once another daemon has taken the lease, so a daemon that
@@ -68,9 +69,9 @@ class LeaseStore(Protocol):
     """A store that grants leases and checks fences (an optional capability)."""
 
     async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
-        """Take (or keep) the lease `name` for this store's member for `timeout_s`: its
-        epoch when granted (one more than before if the holder changed), None while another
-        member holds it unexpired."""
+        """Take the lease `name` for this store's member for `timeout_s`: its new epoch
+        (one more than the last) when granted, None while another member holds it
+        unexpired."""
         ...
 
     async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:

@@ -14,14 +14,15 @@ from triggerd.state.pgwrites import Conn
 Q = SCHEMA
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 
-#: Take the lease when it is free, expired or already ours; the epoch grows only when the
-#: holder changes. Concurrent acquirers serialise on the row (or on the primary key).
+#: Take the lease when it is free, expired or already ours. Every acquisition starts a new
+#: epoch, even by the same holder (one that had given the lease up locally, whose writes of
+#: that earlier tenure may still be in flight); renewals keep it. Concurrent acquirers
+#: serialise on the row (or on the primary key).
 ACQUIRE = (
     f"WITH t AS (SELECT {_NOW} AS now) "
     f"INSERT INTO {Q}.leases AS l (name, holder, epoch, expires_at, heartbeat) "
     "SELECT $1, $2, 1, t.now + $3, t.now FROM t "
-    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-    "epoch = l.epoch + CASE WHEN l.holder IS NOT DISTINCT FROM excluded.holder THEN 0 ELSE 1 END, "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1, "
     "expires_at = excluded.expires_at, heartbeat = excluded.heartbeat "
     "WHERE l.holder IS NULL OR l.holder = excluded.holder OR l.expires_at <= excluded.heartbeat "
     "RETURNING l.epoch"
@@ -40,6 +41,25 @@ RELEASE = (
 #: reads the checkpoints this write leaves (or this write sees its new epoch and is refused).
 FENCE = f"SELECT holder, epoch FROM {Q}.leases WHERE name = $1 FOR SHARE"
 LIST = f"SELECT name, holder, epoch, expires_at, heartbeat FROM {Q}.leases ORDER BY name"
+#: The same with the database's time, for ages (`triggerd status`).
+LIST_WITH_NOW = (
+    f"SELECT name, holder, epoch, expires_at, heartbeat, {_NOW} FROM {Q}.leases ORDER BY name"
+)
+#: A daemon's heartbeat; rows of daemons silent for MEMBER_FORGET_S go (killed ones).
+HEARTBEAT = (
+    f"WITH t AS (SELECT {_NOW} AS now), gone AS (DELETE FROM {Q}.members USING t "
+    "WHERE heartbeat < t.now - $2) "
+    f"INSERT INTO {Q}.members AS m (member, started_at, heartbeat) "
+    "SELECT $1, t.now, t.now FROM t "
+    "ON CONFLICT (member) DO UPDATE SET heartbeat = excluded.heartbeat"
+)
+LEAVE = f"DELETE FROM {Q}.members WHERE member = $1"
+MEMBERS = (
+    f"SELECT member, started_at, heartbeat, {_NOW} FROM {Q}.members ORDER BY started_at, member"
+)
+#: Seconds between a daemon's heartbeats, and after which a silent member is forgotten.
+MEMBER_HEARTBEAT_S = 5.0
+MEMBER_FORGET_S = 3600.0
 
 
 async def check_fence(conn: Conn, fence: Fence, member: str) -> None:

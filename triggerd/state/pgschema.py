@@ -105,6 +105,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at DOUBLE PRECISION NOT NULL,
             heartbeat DOUBLE PRECISION NOT NULL
         )""",
+        # The daemons using the store (`triggerd status`): each updates its heartbeat
+        # (database clock) while it runs and deletes its row when it stops.
+        f"""CREATE TABLE {SCHEMA}.members (
+            member TEXT PRIMARY KEY,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL
+        )""",
     ),
 )
 
