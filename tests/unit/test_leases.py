@@ -5,6 +5,7 @@ SQLite store that always grants."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -170,6 +171,11 @@ async def test_the_sqlite_store_always_grants_and_its_fences_pass() -> None:
         lease = Lease(store, "schedule:t", timeout_s=30)
         assert await lease.acquire() and lease.fence == Fence("schedule:t", 1)
         assert await lease.renew()
+        assert lease.remaining_s == math.inf  # held while the daemon runs: no renewals
+        keeper = asyncio.ensure_future(lease.keep())
+        await asyncio.sleep(0.05)
+        assert not keeper.done()
+        keeper.cancel()
         ev = NewEvent("t", "f", b"{}", "r1", 1.0, 1.0)
         await store.enqueue_fenced(lease.fence, [ev], {"t": {"last_fire": "x"}})
         assert await store.get_checkpoint("t", "last_fire") == "x"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -98,6 +99,11 @@ class LeaseStore(Protocol):
         ...
 
 
+def _grants_forever(store: LeaseStore) -> bool:
+    """A store of one daemon (SQLite) whose leases never need renewing: no timer per lease."""
+    return bool(getattr(store, "grants_forever", False))
+
+
 class Lease:
     """One named lease as its would-be holder sees it: `acquire`, `renew`, `release`, and
     `held` (false as soon as the local deadline passed, renewed or not)."""
@@ -150,7 +156,7 @@ class Lease:
         if epoch != self.epoch:
             log.info("lease.acquired", extra={"lease": self.name, "epoch": epoch})
         self.epoch = epoch
-        self._valid_until = sent + self.timeout_s - self.margin_s
+        self._valid_until = self._deadline(sent)
         return True
 
     async def renew(self) -> bool:
@@ -169,8 +175,14 @@ class Lease:
             return self.held or self._lost("unreachable")
         if not ok:
             return self._lost("taken")
-        self._valid_until = sent + self.timeout_s - self.margin_s
+        self._valid_until = self._deadline(sent)
         return True
+
+    def _deadline(self, sent: float) -> float:
+        """When the holder must have stopped, for a grant or renewal sent at `sent`."""
+        if _grants_forever(self.store):
+            return math.inf
+        return sent + self.timeout_s - self.margin_s
 
     async def release(self) -> None:
         """Give the lease up (best effort: an unreachable store lets it expire instead)."""
@@ -193,6 +205,8 @@ class Lease:
     async def keep(self) -> None:
         """Renew every third of the timeout until the lease is lost; returns then (at the
         latest at the local deadline)."""
+        if _grants_forever(self.store):  # nothing to renew: held until cancelled
+            await asyncio.Event().wait()
         interval = self.timeout_s / _RENEWALS_PER_TIMEOUT
         while self.held:
             await self._clock.sleep(min(interval, self.remaining_s))

@@ -465,6 +465,9 @@ class SQLiteStateStore:
     # ---- leases of singleton sources: one daemon owns an SQLite store (the StoreGuard
     # refuses a second), so every lease is granted, at epoch 1, and fences always pass ----
 
+    #: Leases need no renewal (triggerd.state.leases keeps no timer for them).
+    grants_forever = True
+
     async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
         self._require_open_for_leases()
         return 1
