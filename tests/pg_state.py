@@ -19,7 +19,7 @@ PORT = int(os.environ.get("TRIGGERD_TEST_PG_PORT", "5432"))
 ADMIN_DSN = f"postgresql://postgres@{HOST}:{PORT}/postgres"
 
 #: The tables a test empties between tests that share a database.
-TABLES = ("queue", "checkpoints", "dlq", "paused_triggers")
+TABLES = ("queue", "checkpoints", "dlq", "paused_triggers", "leases")
 
 
 def _wait_for_server() -> None:

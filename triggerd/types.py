@@ -372,6 +372,21 @@ class ReportsStats(Protocol):
     def stats(self) -> SourceStats: ...
 
 
+@runtime_checkable
+class RunsOnce(Protocol):
+    """Optional: a source whose work must run on one daemon of a cluster at a time (a
+    schedule). The daemon receives from it only while it holds the lease `singleton_lease`
+    (triggerd.state.leases), and its checkpoints are written fenced by the lease's epoch."""
+
+    @property
+    def singleton_lease(self) -> str: ...
+
+    async def resume(self) -> None:
+        """Forget the progress kept in memory and go on from the stored checkpoint (called
+        each time this daemon takes the lease: another daemon may have moved it)."""
+        ...
+
+
 class BaseSource:
     """Defaults for the optional parts of the Source protocol."""
 

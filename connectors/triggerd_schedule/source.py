@@ -187,6 +187,19 @@ class ScheduleSource(BaseSource):
             },
         )
 
+    @property
+    def singleton_lease(self) -> str:
+        """One daemon of a cluster fires the ticks: the holder of this lease."""
+        return f"schedule:{self._ctx.trigger}"
+
+    async def resume(self) -> None:
+        """This daemon (again) holds the lease: ticks resume from the stored watermark,
+        which another daemon may have moved (the next `receive` reloads it)."""
+        self._cursor = self._next = None
+        self._ready.clear()
+        self._redeliver.clear()
+        self._inflight.clear()
+
     async def _advance(self, now: datetime) -> None:
         """Plan every tick in (cursor, now] and move the cursor to now."""
         assert self._cursor is not None

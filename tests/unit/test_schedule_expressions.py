@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triggerd_schedule.expressions import (
+    SECOND_RATES_ENV,
     CronSchedule,
     RateSchedule,
     ScheduleError,
@@ -506,3 +507,13 @@ def test_random_cron_matches_the_oracle_around_transitions(
     expected = brute_force(schedule, after, 5)
     assert schedule.fires_between(after, expected[-1], 100) == expected
     assert schedule.count_between(after, expected[-1]) == 5
+
+
+def test_second_rates_are_for_tests_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECOND_RATES_ENV, raising=False)
+    with pytest.raises(ScheduleError, match="unknown unit 'seconds'"):
+        parse_schedule("rate(2 seconds)")
+    monkeypatch.setenv(SECOND_RATES_ENV, "1")
+    rate = parse_schedule("rate(2 seconds)")
+    after = datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
+    assert rate.next_fire(after) == datetime(2024, 1, 1, 0, 0, 2, tzinfo=UTC)

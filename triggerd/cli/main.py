@@ -396,9 +396,10 @@ def validate(
     )
 
 
-#: Sources that must run on one daemon at a time: several daemons sharing a PostgreSQL store
-#: do not coordinate them yet (each would fire every tick, list every bucket, read the slot).
-SINGLETON_SOURCES = frozenset({"schedule", "postgres", "kinesis", "dynamodb_streams"})
+#: Sources that must run on one daemon at a time and that several daemons sharing a
+#: PostgreSQL store do not coordinate yet (each would list every bucket, read the slot, read
+#: every shard). Schedules are coordinated: one daemon holds each one's lease.
+SINGLETON_SOURCES = frozenset({"postgres", "kinesis", "dynamodb_streams"})
 
 
 def cluster_warnings(cfg: ConfigBase) -> list[str]:

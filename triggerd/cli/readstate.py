@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from triggerd.cli.dlq import REPLAYED_SCOPE
+from triggerd.state import pgleases
 from triggerd.state.factory import postgres_store, sqlite_path
 from triggerd.state.pgschema import SCHEMA, is_postgres_url
 from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
@@ -41,6 +42,10 @@ class StoreSnapshot:
     dead: dict[str, int]
     #: Triggers recorded as paused (`triggerd pause`), shown while the daemon is down.
     paused: frozenset[str] = frozenset()
+    #: A PostgreSQL store's cluster: the daemons using it, seconds since their last
+    #: heartbeat, and who holds which lease (JSON-ready dicts, ages on the database's clock).
+    members: tuple[dict[str, Any], ...] = ()
+    leases: tuple[dict[str, Any], ...] = ()
 
 
 async def read_snapshot(state_url: str) -> StoreSnapshot:
@@ -77,14 +82,37 @@ def _pg_snapshot(display: str) -> Callable[[Any], Awaitable[StoreSnapshot]]:
             REPLAYED_SCOPE,
         )
         paused = await conn.fetch(f"SELECT trigger FROM {SCHEMA}.paused_triggers")
+        members = await conn.fetch(pgleases.MEMBERS)
+        leases = await conn.fetch(pgleases.LIST_WITH_NOW)
         return StoreSnapshot(
             display,
             {str(r[0]): int(r[1]) for r in queued},
             {str(r[0]): int(r[1]) for r in dead},
             frozenset(str(r[0]) for r in paused),
+            tuple(
+                {
+                    "member": str(r[0]),
+                    "up_s": round(float(r[3]) - float(r[1]), 1),
+                    "heartbeat_age_s": round(float(r[3]) - float(r[2]), 1),
+                }
+                for r in members
+            ),
+            tuple(_lease_row(tuple(r)) for r in leases),
         )
 
     return op
+
+
+def _lease_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    info, now = pgleases.lease_info(row[:5]), float(row[5])
+    held = info.holder is not None and info.expires_at > now
+    return {
+        "lease": info.name,
+        "holder": info.holder if held else None,
+        "epoch": info.epoch,
+        "expires_in_s": round(info.expires_at - now, 1) if held else None,
+        "renewed_s_ago": round(now - info.heartbeat, 1),
+    }
 
 
 def _read(path: str) -> StoreSnapshot:

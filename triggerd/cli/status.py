@@ -331,6 +331,23 @@ def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> N
         click.echo(f"{name}: {count} rebalance(s)")
 
 
+def print_cluster(snap: StoreSnapshot) -> None:
+    """A PostgreSQL store's daemons (heartbeats) and leases (who fires which schedule)."""
+    for m in snap.members:
+        click.echo(
+            f"member {m['member']}: heartbeat {m['heartbeat_age_s']} s ago, up {m['up_s']} s"
+        )
+    for lease in snap.leases:
+        if lease["holder"] is None:
+            held = f"free (epoch {lease['epoch']})"
+        else:
+            held = (
+                f"held by {lease['holder']} at epoch {lease['epoch']}, "
+                f"expires in {lease['expires_in_s']} s unless renewed"
+            )
+        click.echo(f"lease {lease['lease']}: {held}")
+
+
 async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     """Exit status: the daemon's first (unreachable 9, a trigger failing 10), then the
     store's (3-6) when it could not be read; the daemon is asked either way."""
@@ -362,6 +379,8 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
                 "sources": sources,
                 "partitions": partitions,
                 "rebalances": rebalances,
+                "members": list(snap.members) if snap is not None else [],
+                "leases": list(snap.leases) if snap is not None else [],
                 "exit_code": code,
             },
         )
@@ -376,6 +395,8 @@ async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:
     for line in sources:
         click.echo(line)
     print_lag(partitions, rebalances)
+    if snap is not None:
+        print_cluster(snap)
     where = f"daemon at {view.url}" if view.url else "daemon"
     detail = f" ({view.error})" if view.error else ""
     click.echo(f"{where}: {view.status}{detail}")

@@ -138,6 +138,15 @@ class DaemonSettings(Model):
         "events are invoked by another one after at most this long (PostgreSQL store). "
         "Default: twice the function's timeout_s plus 60",
     )
+    singleton_lease_timeout_s: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="Lease of a source that runs on one daemon at a time (schedules) on a "
+        "PostgreSQL store: the holder renews it every third of this and stops firing by "
+        "itself after three quarters of it without a renewal; a standby takes over after at "
+        "most this long once the holder is gone (see docs/cluster.md)",
+    )
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
     work_dir: OutputDir | None = Field(

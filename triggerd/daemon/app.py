@@ -837,6 +837,7 @@ class Daemon:
                 self.state,
                 lease_s=lease_s,
                 throttles_dead_letter=fn.config.reserved_concurrency == 0,
+                singleton_lease_s=self.config.daemon.singleton_lease_timeout_s,
             )
         else:
             runnable = SyncTrigger(rt)

@@ -22,9 +22,17 @@ from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
+from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.spans import invocation_scope
-from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record, TriggerdError
+from triggerd.types import (
+    MAX_ASYNC_PAYLOAD,
+    InvokeResult,
+    Outcome,
+    Record,
+    RunsOnce,
+    TriggerdError,
+)
 
 _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
 #: Events whose invocation ended and whose outcome is being written, beyond the invocations
@@ -47,10 +55,14 @@ class AsyncTrigger:
         *,
         lease_s: float,
         throttles_dead_letter: bool = False,
+        singleton_lease_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.rt = rt
         self.state = state
         self.lease_s = lease_s
+        #: A source that runs once across the cluster (a schedule) is received from only
+        #: while this daemon holds its lease, renewed every third of this.
+        self.singleton_lease_s = singleton_lease_s
         #: Reserved concurrency 0: throttled events go straight to the on-failure destination
         #: without retries, as Lambda does.
         self.throttles_dead_letter = throttles_dead_letter
@@ -82,7 +94,7 @@ class AsyncTrigger:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            accept = tg.create_task(self._accept_loop())
+            accept = tg.create_task(self._accept())
             heartbeat = tg.create_task(self._lease_heartbeat())
             await self._invoke_loop(tg)
             heartbeat.cancel()
@@ -111,15 +123,40 @@ class AsyncTrigger:
 
     # ---- accept ----
 
-    async def _accept_loop(self) -> None:
+    async def _accept(self) -> None:
+        source, state = self.rt.source, self.state
+        if not (isinstance(source, RunsOnce) and isinstance(state, LeaseStore)):
+            await self._accept_loop()
+            return
+        lease = Lease(
+            state, source.singleton_lease, timeout_s=self.singleton_lease_s, clock=self.rt.clock
+        )
+
+        async def work(fence: Fence) -> None:
+            await source.resume()
+            await self._accept_loop(fence)
+
+        # Standing by, leading, and back to standing by when the lease is lost, until stop.
+        runner = asyncio.ensure_future(lease.run(work))
+        try:
+            await self._stopping.wait()
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _accept_loop(self, fence: Fence | None = None) -> None:
+        """Receive and accept until stopped; with a fence (a singleton source's lease), a
+        write refused because the lease moved on ends the loop (LeaseLostError)."""
         rt = self.rt
         failures = 0
         while not self._stopping.is_set():
             try:
                 records = await rt.source.receive(64, rt.poll_timeout_s)
                 if records:
-                    await self.accept(records)
+                    await self.accept(records, fence)
                 failures = 0
+            except LeaseLostError:
+                raise
             except Exception as exc:  # task boundary: a source or store error must not stop invokes
                 failures += 1
                 delay = self.throttle_backoff.delay(failures)
@@ -133,8 +170,10 @@ class AsyncTrigger:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def accept(self, records: list[Record]) -> None:
-        """Persist the records' events (and checkpoints) durably, then ack the source."""
+    async def accept(self, records: list[Record], fence: Fence | None = None) -> None:
+        """Persist the records' events (and checkpoints) durably, then ack the source. With
+        a fence, the write is refused (LeaseLostError, records nacked) once the lease has
+        moved on."""
         rt = self.rt
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
@@ -165,9 +204,7 @@ class AsyncTrigger:
         try:
             for rec, payload in oversize:
                 await self._reject_oversize(rec, payload)
-            await asyncio.shield(
-                self.state.enqueue(events, {rt.name: checkpoint} if checkpoint else None)
-            )
+            await asyncio.shield(self._persist(events, checkpoint, fence))
         except BaseException:
             # Not persisted: give the records back so that nothing is lost.
             await asyncio.shield(rt.source.nack(records))
@@ -176,6 +213,15 @@ class AsyncTrigger:
         if events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
             self._wake.set()
+
+    async def _persist(
+        self, events: list[NewEvent], checkpoint: dict[str, str | None], fence: Fence | None
+    ) -> None:
+        checkpoints = {self.rt.name: checkpoint} if checkpoint else None
+        if fence is not None and isinstance(self.state, LeaseStore):
+            await self.state.enqueue_fenced(fence, events, checkpoints)
+        else:
+            await self.state.enqueue(events, checkpoints)
 
     async def _reject_oversize(self, rec: Record, payload: bytes) -> None:
         rt = self.rt

@@ -29,8 +29,7 @@ DEFAULT_POOL_SIZE = 4
 MIN_POOL_SIZE = 2
 MAX_POOL_SIZE = 100
 
-#: Each entry migrates the schema from version i to i + 1. A later part (leases with
-#: fencing for singleton sources, cluster members) adds its tables as a new entry.
+#: Each entry migrates the schema from version i to i + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         f"""CREATE TABLE {SCHEMA}.meta (
@@ -92,6 +91,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             kind TEXT NOT NULL,
             doc BYTEA NOT NULL,
             created_at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+    (
+        # Leases of the sources that run once across the cluster (triggerd.state.leases):
+        # the epoch grows on every change of holder and fences the holder's checkpoint
+        # writes; times are epoch seconds of the database's clock. A released lease keeps
+        # its row (holder NULL) so that its epoch never goes back.
+        f"""CREATE TABLE {SCHEMA}.leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT,
+            epoch BIGINT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL
+        )""",
+        # The daemons using the store (`triggerd status`): each updates its heartbeat
+        # (database clock) while it runs and deletes its row when it stops.
+        f"""CREATE TABLE {SCHEMA}.members (
+            member TEXT PRIMARY KEY,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat DOUBLE PRECISION NOT NULL
         )""",
     ),
 )

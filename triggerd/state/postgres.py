@@ -40,7 +40,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from triggerd.state import pgleases
 from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
+from triggerd.state.leases import Fence, LeaseInfo
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.pgwrites import (
     ACQUIRE_TIMEOUT_S,
@@ -128,6 +130,8 @@ class PostgresStateStore:
         self._enqueued_callbacks: list[Callable[[str], None]] = []
         self._listener: Any = None
         self._relisten: asyncio.Task[None] | None = None
+        #: A daemon's heartbeat in `members` (`triggerd status` lists the cluster).
+        self._heartbeats: asyncio.Task[None] | None = None
         #: How many group commits ran, and how many writes they held (tests, benchmarks).
         self.groups_committed = 0
         self.writes_committed = 0
@@ -188,6 +192,9 @@ class PostgresStateStore:
                 async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
                     if migrate_schema:
                         version, self._store_id = await migrate(conn, self.display)
+                        await conn.execute(
+                            pgleases.HEARTBEAT, self.member_id, pgleases.MEMBER_FORGET_S
+                        )
                     else:
                         version, self._store_id = await existing_schema(conn, self.display)
             except BaseException as exc:
@@ -198,6 +205,7 @@ class PostgresStateStore:
             self._pool = pool
             if migrate_schema:  # a daemon (commands that only read need no wake-ups)
                 await self._listen()
+                self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat())
         log.info(
             "state.opened",
             extra={"store": self.display, "schema_version": version, "member": self.member_id},
@@ -233,6 +241,7 @@ class PostgresStateStore:
                 await asyncio.shield(self._committer)
             if self._relisten is not None:
                 await asyncio.shield(self._relisten)
+            await self._leave()
             listener, self._listener = self._listener, None
             if listener is not None:
                 try:
@@ -613,6 +622,76 @@ class PostgresStateStore:
         write that succeeds (PostgreSQL is back then)."""
         if self._listener is conn:
             self._listener = None
+
+    # ---- leases of singleton sources (triggerd.state.leases) ----
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        epoch = await self.run_on_connection(
+            lambda c: c.fetchval(pgleases.ACQUIRE, name, self.member_id, timeout_s)
+        )
+        return None if epoch is None else int(epoch)
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        renewed = await self.run_on_connection(
+            lambda c: c.fetchval(pgleases.RENEW, name, self.member_id, epoch, timeout_s)
+        )
+        return renewed is not None
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        await self.run_on_connection(
+            lambda c: c.execute(pgleases.RELEASE, name, self.member_id, epoch)
+        )
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        rows = Rows.of(events)
+        scopes = {scope: dict(items) for scope, items in (checkpoints or {}).items()}
+        now = self._clock.time()
+        member = self.member_id
+
+        async def op(conn: Conn) -> None:
+            await pgleases.check_fence(conn, fence, member)
+            if events:
+                await rows(conn)
+            for scope, items in scopes.items():
+                await write_checkpoints(conn, scope, items, now)
+
+        await self._write(op)
+
+    async def leases(self) -> list[LeaseInfo]:
+        rows = await self._read(lambda c: c.fetch(pgleases.LIST))
+        return [pgleases.lease_info(tuple(r)) for r in rows]
+
+    async def _heartbeat(self) -> None:
+        """While the daemon runs: its row in `members`, renewed every few seconds."""
+        while True:
+            await asyncio.sleep(pgleases.MEMBER_HEARTBEAT_S)
+            try:
+                await self.run_on_connection(
+                    lambda c: c.execute(
+                        pgleases.HEARTBEAT, self.member_id, pgleases.MEMBER_FORGET_S
+                    )
+                )
+            except StateStoreError as exc:  # unreachable: one line, the next one may pass
+                log.warning(
+                    "state.heartbeat_failed", extra={"store": self.display, "error": str(exc)}
+                )
+
+    async def _leave(self) -> None:
+        """Stop the heartbeat and delete this daemon's row (best effort: a row left behind
+        shows its age in `status` and is forgotten after an hour)."""
+        task, self._heartbeats = self._heartbeats, None
+        if task is None or self._pool is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await on_connection(self._pool, lambda c: c.execute(pgleases.LEAVE, self.member_id))
 
     # ---- administration (`triggerd state migrate`, `status`) ----
 

@@ -33,11 +33,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from triggerd.state.base import MEMORY_PATH as MEMORY_PATH  # re-exported: its old home
 from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
+
+if TYPE_CHECKING:
+    from triggerd.state.leases import Fence, LeaseInfo
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +461,38 @@ class SQLiteStateStore:
             return found
 
         return await self._run(op) if ids else set()
+
+    # ---- leases of singleton sources: one daemon owns an SQLite store (the StoreGuard
+    # refuses a second), so every lease is granted, at epoch 1, and fences always pass ----
+
+    #: Leases need no renewal (triggerd.state.leases keeps no timer for them).
+    grants_forever = True
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        self._require_open_for_leases()
+        return 1
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        self._require_open_for_leases()
+        return epoch == 1
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        return None
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        await self.enqueue(events, checkpoints)
+
+    async def leases(self) -> list[LeaseInfo]:
+        return []
+
+    def _require_open_for_leases(self) -> None:
+        if self._closed:
+            raise StateStoreClosedError("the state store is closed")
 
     async def recover_leases(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
