@@ -213,7 +213,8 @@ async def test_kafka_reads_with_a_group_of_its_own(
     files = await record(cfg, registry, "events", tmp_path / "fx", count=1, timeout_s=15)
     (records,) = json.loads(files[0].read_text())["records"].values()
     assert [json.loads(base64.b64decode(r["value"]))["n"] for r in records] == [0, 1]
-    # The trigger's group is untouched; the recording's never passed where it started.
+    # The trigger's group is untouched; the recording's commits nothing (a later recording
+    # starts at starting_position again, and the broker keeps no offsets of it).
     committed = {}
     for group in (f"{topic}-real", f"{topic}-real-triggerd-record"):
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
@@ -222,4 +223,4 @@ async def test_kafka_reads_with_a_group_of_its_own(
             committed[group] = await consumer.committed(TopicPartition(topic, 0))
         finally:
             await consumer.stop()
-    assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": 0}
+    assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": None}

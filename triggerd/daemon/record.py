@@ -216,7 +216,7 @@ def recording_config(cfg: ConfigBase, name: str, scratch: Path) -> ConfigBase:
     a recording reads it) and its function, with a state store and work directory in
     `scratch` and no control listener."""
     trigger = recording_trigger(cfg, name)
-    source = trigger.source_config.for_recording(name)
+    source = trigger.source_config.recording_copy(name)
     trigger = trigger.model_copy(
         update={"name": name, "enabled": True, "on_failure": None, "source": source}
     )
