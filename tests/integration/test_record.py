@@ -224,3 +224,40 @@ async def test_kafka_reads_with_a_group_of_its_own(
         finally:
             await consumer.stop()
     assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": None}
+
+
+async def test_postgres_needs_an_existing_slot_and_never_moves_it(
+    tmp_path: Path, pg_cluster: Any, store: Any
+) -> None:
+    from tests.integration.postgres_support import connect, pg_source, slot_confirmed, unique
+
+    registry = Registry.discover()
+    table, name = unique("orders"), unique("trig")
+    async with connect(pg_cluster) as conn:
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    trigger = {
+        "name": name,
+        "source": {"type": "postgres", "dsn": pg_cluster.dsn, "tables": [table]},
+    }
+    cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+    # No slot yet: refused in one line, and nothing is created on the server.
+    with pytest.raises(ConfigError) as refused:
+        await record(cfg, registry, name, tmp_path / "fx", count=1, timeout_s=10)
+    assert len(refused.value.problems) == 1
+    assert "triggerd record` creates nothing" in refused.value.problems[0]
+    async with connect(pg_cluster) as conn:
+        slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
+        pubs = await conn.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", name)
+    assert pubs == 0
+    # The trigger created them (as `run` does): the recording peeks, the slot stays put.
+    async with pg_source(pg_cluster, store, name, tables=[table]) as source:
+        await source.stop()
+        slot = source.slot
+        start = await slot_confirmed(pg_cluster, slot)
+        async with connect(pg_cluster) as conn:
+            await conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')")
+            assert await conn.fetchval("SELECT count(*) FROM pg_replication_slots") == slots + 1
+        files = await record(cfg, registry, name, tmp_path / "fx", count=1, timeout_s=10)
+        (event,) = [json.loads(f.read_text()) for f in files]
+        assert [r["dynamodb"]["Keys"]["id"]["N"] for r in event["Records"]] == ["1", "2"]
+        assert await slot_confirmed(pg_cluster, slot) == start
