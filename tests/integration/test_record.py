@@ -261,3 +261,38 @@ async def test_postgres_needs_an_existing_slot_and_never_moves_it(
         (event,) = [json.loads(f.read_text()) for f in files]
         assert [r["dynamodb"]["Keys"]["id"]["N"] for r in event["Records"]] == ["1", "2"]
         assert await slot_confirmed(pg_cluster, slot) == start
+
+
+async def test_s3_notifications_are_all_given_back_none_deleted(
+    tmp_path: Path, moto_server: str, aws_env: None
+) -> None:
+    from tests.integration.s3_support import aws_clients, notifying_bucket
+
+    registry = Registry.discover()
+    async with aws_clients(moto_server) as (s3, sqs):
+        bucket, url = await notifying_bucket(s3, sqs, visibility_s=60)
+        await s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"a")
+        await s3.put_object(Bucket=bucket, Key="other/b.txt", Body=b"b")
+        trigger = {
+            "name": "uploads",
+            "source": {
+                "type": "s3",
+                "bucket": bucket,
+                "mode": "notifications",
+                "queue_url": url,
+                "endpoint_url": moto_server,
+                "prefix": "in/",
+                "wait_time_s": 1,
+            },
+        }
+        cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+        files = await record(cfg, registry, "uploads", tmp_path / "fx", count=1, timeout_s=10)
+        (event,) = [json.loads(f.read_text()) for f in files]
+        key = event["Records"][0]["s3"]["object"]["key"]
+        assert key in ("in/a.txt", "in%2Fa.txt")  # moto encodes `/` too
+        # The matching message, the other key's and s3:TestEvent: all visible again at once
+        # (not after the 60 s visibility timeout), none deleted.
+        got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+        bodies = [m["Body"] for m in got.get("Messages", [])]
+        assert len(bodies) == 3, bodies
+        assert sum("s3:TestEvent" in b for b in bodies) == 1
