@@ -118,3 +118,23 @@ def test_recording_config_keeps_one_trigger_enabled_without_listeners(tmp_path: 
     assert trigger.source_config.group_id == "f-0-triggerd-record"  # type: ignore[attr-defined]
     assert rcfg.daemon.control_listen == "" and rcfg.daemon.listen == ""
     assert rcfg.daemon.state.endswith("scratch/state.db")
+
+
+@pytest.mark.parametrize(
+    ("source", "setting", "recorded"),
+    [
+        (
+            {"type": "rabbitmq", "url": "amqp://g:g@h:5672/", "queue": "q", "declare": True},
+            "declare",
+            False,
+        ),
+        ({"type": "sns_http", "path": "/sns"}, "confirm_subscriptions", False),
+    ],
+)
+def test_a_recording_creates_and_confirms_nothing(
+    tmp_path: Path, source: dict[str, object], setting: str, recorded: object
+) -> None:
+    cfg = config(tmp_path, source)
+    (trigger,) = recording_config(cfg, "f-0", tmp_path / "s").trigger_list  # type: ignore[arg-type]
+    assert trigger.source_config.recording
+    assert getattr(trigger.source_config, setting) == recorded
