@@ -215,3 +215,15 @@ def test_no_source_lists_the_sources() -> None:
     assert result.exit_code == 0
     # The source plugins and the services triggerd serves itself (eventbridge, sns).
     assert "Sources: " + ", ".join(sorted({*SOURCES, "eventbridge", "sns"})) in result.output
+
+
+def test_the_test_harness_samples_what_generate_event_does() -> None:
+    from triggerd.testing.harness import sample_event
+
+    registry = Registry.discover()
+    bus = sample_event(registry, "eventbridge", {"source": "com.example.test"})
+    assert bus["source"] == "com.example.test" and bus["version"] == "0"
+    sns = sample_event(registry, "sns", {"attr.color": "red"})
+    assert sns["Records"][0]["Sns"]["MessageAttributes"]["color"]["Value"] == "red"
+    with pytest.raises(ValueError, match=r"unknown option.*nope"):
+        sample_event(registry, "sqs", {"nope": "1"})
