@@ -68,23 +68,33 @@ def fixture_name(trigger: str, seq: int) -> str:
     return f"{_UNSAFE.sub('_', trigger)}-{seq:04d}.json"
 
 
-class Recorder:
-    """Writes up to `count` invocation payloads into `out_dir`; `done` is set at the last."""
+def recorded_before(trigger: str, out_dir: Path) -> int:
+    """The highest sequence of `trigger`'s fixtures already in `out_dir` (0: none): a new
+    recording numbers on after it, so it never overwrites an earlier one's files."""
+    pattern = re.compile(re.escape(_UNSAFE.sub("_", trigger)) + r"-(\d{4,})\.json")
+    found = [pattern.fullmatch(p.name) for p in out_dir.iterdir()] if out_dir.is_dir() else []
+    return max((int(m.group(1)) for m in found if m), default=0)
 
-    def __init__(self, trigger: str, out_dir: Path, count: int) -> None:
+
+class Recorder:
+    """Writes up to `count` invocation payloads into `out_dir`, numbered after `first - 1`;
+    `done` is set at the last."""
+
+    def __init__(self, trigger: str, out_dir: Path, count: int, first: int = 1) -> None:
         self.trigger = trigger
         self.out_dir = out_dir
         self.count = count
         self.files: list[Path] = []
         self.done = asyncio.Event()
         self._taken = 0
+        self._first = first
 
     async def take(self, payload: bytes) -> bool:
         """Write one payload (pretty-printed, the same JSON value); False once `count` are."""
         if self._taken >= self.count:
             return False
         self._taken += 1
-        path = self.out_dir / fixture_name(self.trigger, self._taken)
+        path = self.out_dir / fixture_name(self.trigger, self._first - 1 + self._taken)
         text = orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2) + b"\n"
         self.files.append(path)  # in sequence order, whichever write ends first
         await asyncio.to_thread(path.write_bytes, text)
@@ -287,7 +297,8 @@ async def record(
         await _prepare_scratch(cfg, trigger, scratch)
         rcfg = recording_config(cfg, trigger, scratch)
         assert list(enabled_triggers(rcfg)) == [trigger]
-        recorder = Recorder(trigger, out_dir, count)
+        first = 1 + await asyncio.to_thread(recorded_before, trigger, out_dir)
+        recorder = Recorder(trigger, out_dir, count, first)
         registry = RecordingRegistry(entry_points=registry.entry_points, loaded=registry.loaded)
         daemon = RecordingDaemon(rcfg, registry, accept_fresh_state=True, recorder=recorder)
         async with daemon.running():
