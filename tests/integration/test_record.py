@@ -296,3 +296,42 @@ async def test_s3_notifications_are_all_given_back_none_deleted(
         bodies = [m["Body"] for m in got.get("Messages", [])]
         assert len(bodies) == 3, bodies
         assert sum("s3:TestEvent" in b for b in bodies) == 1
+
+
+async def test_checkpoints_come_from_a_postgresql_store_too(tmp_path: Path) -> None:
+    import asyncpg
+
+    from tests.pg_state import fresh_database
+    from triggerd.daemon.record import _prepare_scratch
+    from triggerd.state.factory import postgres_store
+    from triggerd.state.sqlite import SQLiteStateStore
+
+    registry = Registry.discover()
+    trigger = {"name": "inbox", "source": {"type": "directory", "path": str(tmp_path)}}
+    with fresh_database("triggerd_record") as url:
+        data = base_config(tmp_path, trigger)
+        data["daemon"]["state"] = url
+        cfg = validate_data(data, registry, tmp_path)
+        # A database without triggerd's schema: nothing to copy, and it is not given one.
+        await _prepare_scratch(cfg, "inbox", tmp_path / "a")  # type: ignore[arg-type]
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT to_regclass('triggerd.queue')") is None
+        finally:
+            await conn.close()
+        store = postgres_store(url)
+        await store.open()
+        try:
+            await store.set_checkpoints("inbox", {"directory.seen": "42"})
+            await store.set_checkpoints("other", {"k": "v"})
+        finally:
+            await store.close()
+        (tmp_path / "b").mkdir()
+        await _prepare_scratch(cfg, "inbox", tmp_path / "b")  # type: ignore[arg-type]
+    copy = SQLiteStateStore(str(tmp_path / "b" / "state.db"))
+    await copy.open()
+    try:
+        assert await copy.list_checkpoints("inbox") == {"directory.seen": "42"}
+        assert await copy.list_checkpoints("other") == {}
+    finally:
+        await copy.close()

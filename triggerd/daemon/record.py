@@ -35,10 +35,12 @@ from triggerd.config.model import ConfigBase, TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon, Function
 from triggerd.daemon.changes import enabled_triggers
-from triggerd.state.factory import sqlite_path
-from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.state.factory import postgres_store, sqlite_path
+from triggerd.state.pgschema import is_postgres_url
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreOpenError
 from triggerd.types import (
     ConfigError,
+    ExitCode,
     FunctionConfig,
     InvocationType,
     InvokeResult,
@@ -260,14 +262,41 @@ def _copy_store(src: str, dst: Path) -> None:
     target.close()
 
 
+async def _postgres_checkpoints(url: str, trigger: str) -> dict[str, str]:
+    """The trigger's checkpoints in a PostgreSQL store, only read (its schema is never
+    created or migrated); none when the database has no triggerd schema yet."""
+    store = postgres_store(url)
+    try:
+        await store.open_without_migrating()
+    except StateStoreOpenError as exc:
+        if exc.exit_code == ExitCode.STATE_MISSING:
+            return {}
+        raise
+    try:
+        return await store.list_checkpoints(trigger)
+    finally:
+        await store.close()
+
+
 async def _prepare_scratch(cfg: ConfigBase, name: str, scratch: Path) -> None:
     """The state store's copy in `scratch` (the trigger's checkpoints read, never written
-    back), with the trigger not paused; nothing when there is no store yet."""
+    back), with the trigger not paused; nothing when there is no store yet. From a
+    PostgreSQL store only the trigger's checkpoints are copied: the rest is not read."""
+    copy = scratch / "state.db"
+    if is_postgres_url(cfg.daemon.state):
+        checkpoints = await _postgres_checkpoints(cfg.daemon.state, name)
+        if checkpoints:
+            store = SQLiteStateStore(str(copy))
+            await store.open()
+            try:
+                await store.set_checkpoints(name, dict(checkpoints))
+            finally:
+                await store.close()
+        return
     try:
         path = sqlite_path(cfg.daemon.state)
     except ConfigError:
         path = MEMORY_PATH
-    copy = scratch / "state.db"
     if path != MEMORY_PATH and await asyncio.to_thread(Path(path).is_file):
         await asyncio.to_thread(_copy_store, path, copy)
         store = SQLiteStateStore(str(copy))
