@@ -23,7 +23,7 @@ from typing import (
     runtime_checkable,
 )
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationInfo
 
 if TYPE_CHECKING:
     import asyncio
@@ -157,6 +157,21 @@ class SourceConfig(Model):
         """`triggerd record`: this config as a recording reads the source, leaving what the
         trigger itself uses untouched (Kafka: a consumer group of its own)."""
         return self
+
+    #: Set by `recording_copy` only (not a config key): see `recording`.
+    _recording: bool = PrivateAttr(default=False)
+
+    @property
+    def recording(self) -> bool:
+        """The source runs for `triggerd record`: it must change nothing at its system
+        (no commits, no slot advances, no deletes, nothing created), whatever its acks."""
+        return self._recording
+
+    def recording_copy(self, trigger: str) -> SourceConfig:
+        """`for_recording`'s config, marked `recording` for the source to read."""
+        config = self.for_recording(trigger).model_copy()
+        config._recording = True
+        return config
 
     def http_routes(self) -> list[tuple[str, str]]:
         """The (method, route template) pairs this source serves on the public listener

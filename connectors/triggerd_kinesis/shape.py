@@ -68,6 +68,13 @@ class Shaper:
         )
 
 
+def _timestamp(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} is not epoch seconds (1545084650.987)") from None
+
+
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event kinesis [data=..] [partition_key=..] [stream=..] [shard=..]
     [sequence=..] [region=..] [account=..] [timestamp=..]`."""
@@ -92,7 +99,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     shaper = Shaper(
         stream_arn=f"arn:aws:kinesis:{region}:{account}:stream/{stream}",
         region=region,
-        invoke_identity_arn=f"arn:aws:iam::{account}:role/lambda-role",
+        invoke_identity_arn=f"arn:aws:iam::{account}:role/triggerd",  # the source's default
     )
     raw = {
         "SequenceNumber": options.get(
@@ -100,7 +107,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
         ),
         "PartitionKey": options.get("partition_key", "user-1"),
         "Data": options.get("data", "Hello, this is a test.").encode(),
-        "ApproximateArrivalTimestamp": float(options.get("timestamp", "1545084650.987")),
+        "ApproximateArrivalTimestamp": _timestamp(options.get("timestamp", "1545084650.987")),
     }
     record = shaper.record(raw, options.get("shard", "shardId-000000000006"))
     return {"Records": [record.payload]}

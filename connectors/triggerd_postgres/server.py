@@ -173,11 +173,24 @@ async def check_tables(
     return tables
 
 
+#: Why a recording refuses a trigger whose slot or publication does not exist yet.
+NOT_CREATED_BY_RECORD = (
+    "does not exist, and `triggerd record` creates nothing (a slot it left behind would keep "
+    "WAL on the server): run the trigger once (triggerd run) to create it, then record"
+)
+
+
 async def ensure_publication(
-    conn: asyncpg.Connection, cfg: PostgresSourceConfig, name: str, trigger: str, version: int
+    conn: asyncpg.Connection,
+    cfg: PostgresSourceConfig,
+    name: str,
+    trigger: str,
+    version: int,
+    *,
+    create: bool = True,
 ) -> bool:
-    """Create the publication, or check that an existing one publishes what the config asks
-    for. Returns True when it was created."""
+    """Create the publication (unless not `create`: ConfigError), or check that an existing
+    one publishes what the config asks for. Returns True when it was created."""
     where = f"trigger {trigger!r}: source.publication"
     pub = await conn.fetchrow(
         "SELECT oid, pubinsert, pubupdate, pubdelete, pubtruncate, puballtables "
@@ -186,6 +199,8 @@ async def ensure_publication(
     )
     wanted_tables = {f"{s}.{t}" for s, t in cfg.table_names}
     wanted_schemas = set(cfg.schemas)
+    if pub is None and not create:
+        raise ConfigError([f"{where}: publication {name} {NOT_CREATED_BY_RECORD}"])
     if pub is None:
         parts = []
         if cfg.tables:
@@ -232,15 +247,19 @@ async def ensure_publication(
     return False
 
 
-async def ensure_slot(conn: asyncpg.Connection, slot: str, database: str, trigger: str) -> int:
-    """Create the logical slot (pgoutput), or check an existing one; returns its confirmed
-    position (LSN)."""
+async def ensure_slot(
+    conn: asyncpg.Connection, slot: str, database: str, trigger: str, *, create: bool = True
+) -> int:
+    """Create the logical slot (pgoutput; unless not `create`: ConfigError), or check an
+    existing one; returns its confirmed position (LSN)."""
     where = f"trigger {trigger!r}: source.slot"
     row = await conn.fetchrow(
         "SELECT plugin, slot_type, database, temporary, confirmed_flush_lsn "
         "FROM pg_replication_slots WHERE slot_name = $1",
         slot,
     )
+    if row is None and not create:
+        raise ConfigError([f"{where}: slot {slot} {NOT_CREATED_BY_RECORD}"])
     if row is None:
         created = await conn.fetchrow(
             "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot

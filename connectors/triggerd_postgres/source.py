@@ -193,12 +193,18 @@ class PostgresSource(BaseSource):
             )
         await server.check_tables(conn, cfg, self.trigger)
         try:
-            if await server.ensure_publication(conn, cfg, self.publication, self.trigger, version):
+            # A recording (`triggerd record`) only reads an existing slot: it creates nothing.
+            create = not cfg.recording
+            if await server.ensure_publication(
+                conn, cfg, self.publication, self.trigger, version, create=create
+            ):
                 self.log.info(
                     "postgres.publication_created",
                     extra={"trigger": self.trigger, "publication": self.publication},
                 )
-            confirmed = await server.ensure_slot(conn, self.slot, self.database, self.trigger)
+            confirmed = await server.ensure_slot(
+                conn, self.slot, self.database, self.trigger, create=create
+            )
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(
                 [f"trigger {self.trigger!r}: {cfg.display()}: {exc} (needed for the publication)"]
@@ -423,7 +429,9 @@ class PostgresSource(BaseSource):
         """Advance the slot to the newest transaction end reached, then save the position
         inside a partly acknowledged transaction after it (if any)."""
         advance, save = self._to_advance, self._to_save
-        if advance is not None:
+        if advance is not None and self.config.recording:
+            self._to_advance = None  # a recording peeks the slot, never advances it
+        elif advance is not None:
             if advance.lsn > self._advanced_lsn:
                 async with self._slot_lock, self._control_lock:
                     await (await self._control_conn()).execute(

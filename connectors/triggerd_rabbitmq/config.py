@@ -154,6 +154,11 @@ class RabbitMQSourceConfig(SourceConfig, AmqpSettings):
         default_factory=dict,
         description='With declare: x-arguments, e.g. {"x-queue-type" = "quorum"}',
     )
+
+    def for_recording(self, trigger: str) -> SourceConfig:
+        """A recording only checks the queue (passively): it never creates one."""
+        return self.model_copy(update={"declare": False})
+
     prefetch_count: int = Field(
         default=1000,
         ge=1,

@@ -183,6 +183,9 @@ class NotificationSource(BaseSource):
         self._room = asyncio.Event()
         self._inflight = 0
         self._task: asyncio.Task[None] | None = None
+        #: A recording's messages, by id (`triggerd record`: none is deleted; all are made
+        #: visible again at stop).
+        self._recorded: dict[str, _Message] = {}
 
     async def start(self) -> None:
         if self._client is None:
@@ -211,8 +214,29 @@ class NotificationSource(BaseSource):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._recorded:
+            await self._give_back_recorded()
         await self._stack.aclose()
         self._ready.wake()
+
+    async def _give_back_recorded(self) -> None:
+        """A recording ends: every message it received becomes visible again at once
+        (ChangeMessageVisibilityBatch to 0), not after the queue's visibility timeout."""
+        messages, self._recorded = list(self._recorded.values()), {}
+        for i in range(0, len(messages), 10):
+            entries = [
+                {"Id": str(n), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                for n, m in enumerate(messages[i : i + 10])
+            ]
+            try:
+                await self._client.change_message_visibility_batch(
+                    QueueUrl=self._queue_url, Entries=entries
+                )
+            except Exception as exc:  # logged: they come back after the visibility timeout
+                self._log.warning(
+                    "s3.give_back_failed",
+                    extra={"trigger": self._scope, "error": describe_error(exc, self._secrets)},
+                )
 
     # ---- Source protocol ------------------------------------------------------------------
 
@@ -279,6 +303,8 @@ class NotificationSource(BaseSource):
     async def _on_message(self, message: JSONDict) -> None:
         message_id = str(message.get("MessageId", ""))
         msg = _Message(message_id, str(message.get("ReceiptHandle", "")), 0)
+        if self._cfg.recording:
+            self._recorded[message_id] = msg
         try:
             parsed = parse_body(str(message.get("Body", "")))
         except NotificationError as exc:
@@ -335,6 +361,8 @@ class NotificationSource(BaseSource):
         durable, so the worst outcome is that the message is delivered once more."""
         if count and messages:
             self._release(len(messages))
+        if self._cfg.recording:
+            return  # a recording deletes nothing: `stop` gives every message back
         for i in range(0, len(messages), 10):
             chunk = messages[i : i + 10]
             entries = [

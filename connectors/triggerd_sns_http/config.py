@@ -73,5 +73,10 @@ class SnsHttpSourceConfig(SourceConfig):
                 raise ValueError(f"{arn!r} is not an SNS topic ARN")
         return value
 
+    def for_recording(self, trigger: str) -> SourceConfig:
+        """A recording confirms no subscription (it logs the confirmation request): it must
+        not change the topic's subscriptions."""
+        return self.model_copy(update={"confirm_subscriptions": False})
+
     def http_routes(self) -> list[tuple[str, str]]:
         return [("POST", self.path)]

@@ -125,3 +125,28 @@ async def test_caches_and_temp_files_are_ignored(
     await asyncio.sleep(0.5)
     assert not [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
     assert (await call(running))["pid"] == warm["pid"]
+
+
+async def test_a_worker_spawning_during_the_reload_is_not_reused(
+    daemon: tuple[Daemon, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triggerd.functions.backends import local
+
+    running, _ = daemon
+    spawn, gate, spawned = local.Worker.spawn, asyncio.Event(), asyncio.Event()
+
+    async def held_spawn(*args: Any, **kwargs: Any) -> Any:
+        worker = await spawn(*args, **kwargs)
+        spawned.set()
+        await gate.wait()  # the code changes while this spawn is under way
+        return worker
+
+    monkeypatch.setattr(local.Worker, "spawn", held_spawn)
+    first = asyncio.create_task(call(running))
+    await asyncio.wait_for(spawned.wait(), 5)
+    monkeypatch.setattr(local.Worker, "spawn", spawn)
+    # The reload the watcher makes of a save (without the save: no second reload races it).
+    await running.functions["fn"].backend.reload_code()  # type: ignore[attr-defined]
+    gate.set()
+    answered = await first  # it answers, on whichever code it had loaded
+    assert (await call(running))["pid"] != answered["pid"]  # then a worker on the new code

@@ -213,7 +213,8 @@ async def test_kafka_reads_with_a_group_of_its_own(
     files = await record(cfg, registry, "events", tmp_path / "fx", count=1, timeout_s=15)
     (records,) = json.loads(files[0].read_text())["records"].values()
     assert [json.loads(base64.b64decode(r["value"]))["n"] for r in records] == [0, 1]
-    # The trigger's group is untouched; the recording's never passed where it started.
+    # The trigger's group is untouched; the recording's commits nothing (a later recording
+    # starts at starting_position again, and the broker keeps no offsets of it).
     committed = {}
     for group in (f"{topic}-real", f"{topic}-real-triggerd-record"):
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
@@ -222,4 +223,115 @@ async def test_kafka_reads_with_a_group_of_its_own(
             committed[group] = await consumer.committed(TopicPartition(topic, 0))
         finally:
             await consumer.stop()
-    assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": 0}
+    assert committed == {f"{topic}-real": None, f"{topic}-real-triggerd-record": None}
+
+
+async def test_postgres_needs_an_existing_slot_and_never_moves_it(
+    tmp_path: Path, pg_cluster: Any, store: Any
+) -> None:
+    from tests.integration.postgres_support import connect, pg_source, slot_confirmed, unique
+
+    registry = Registry.discover()
+    table, name = unique("orders"), unique("trig")
+    async with connect(pg_cluster) as conn:
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    trigger = {
+        "name": name,
+        "source": {"type": "postgres", "dsn": pg_cluster.dsn, "tables": [table]},
+    }
+    cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+    # No slot yet: refused in one line, and nothing is created on the server.
+    with pytest.raises(ConfigError) as refused:
+        await record(cfg, registry, name, tmp_path / "fx", count=1, timeout_s=10)
+    assert len(refused.value.problems) == 1
+    assert "triggerd record` creates nothing" in refused.value.problems[0]
+    async with connect(pg_cluster) as conn:
+        slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
+        pubs = await conn.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1", name)
+    assert pubs == 0
+    # The trigger created them (as `run` does): the recording peeks, the slot stays put.
+    async with pg_source(pg_cluster, store, name, tables=[table]) as source:
+        await source.stop()
+        slot = source.slot
+        start = await slot_confirmed(pg_cluster, slot)
+        async with connect(pg_cluster) as conn:
+            await conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')")
+            assert await conn.fetchval("SELECT count(*) FROM pg_replication_slots") == slots + 1
+        files = await record(cfg, registry, name, tmp_path / "fx", count=1, timeout_s=10)
+        (event,) = [json.loads(f.read_text()) for f in files]
+        assert [r["dynamodb"]["Keys"]["id"]["N"] for r in event["Records"]] == ["1", "2"]
+        assert await slot_confirmed(pg_cluster, slot) == start
+
+
+async def test_s3_notifications_are_all_given_back_none_deleted(
+    tmp_path: Path, moto_server: str, aws_env: None
+) -> None:
+    from tests.integration.s3_support import aws_clients, notifying_bucket
+
+    registry = Registry.discover()
+    async with aws_clients(moto_server) as (s3, sqs):
+        bucket, url = await notifying_bucket(s3, sqs, visibility_s=60)
+        await s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"a")
+        await s3.put_object(Bucket=bucket, Key="other/b.txt", Body=b"b")
+        trigger = {
+            "name": "uploads",
+            "source": {
+                "type": "s3",
+                "bucket": bucket,
+                "mode": "notifications",
+                "queue_url": url,
+                "endpoint_url": moto_server,
+                "prefix": "in/",
+                "wait_time_s": 1,
+            },
+        }
+        cfg = validate_data(base_config(tmp_path, trigger), registry, tmp_path)
+        files = await record(cfg, registry, "uploads", tmp_path / "fx", count=1, timeout_s=10)
+        (event,) = [json.loads(f.read_text()) for f in files]
+        key = event["Records"][0]["s3"]["object"]["key"]
+        assert key in ("in/a.txt", "in%2Fa.txt")  # moto encodes `/` too
+        # The matching message, the other key's and s3:TestEvent: all visible again at once
+        # (not after the 60 s visibility timeout), none deleted.
+        got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+        bodies = [m["Body"] for m in got.get("Messages", [])]
+        assert len(bodies) == 3, bodies
+        assert sum("s3:TestEvent" in b for b in bodies) == 1
+
+
+async def test_checkpoints_come_from_a_postgresql_store_too(tmp_path: Path) -> None:
+    import asyncpg
+
+    from tests.pg_state import fresh_database
+    from triggerd.daemon.record import _prepare_scratch
+    from triggerd.state.factory import postgres_store
+    from triggerd.state.sqlite import SQLiteStateStore
+
+    registry = Registry.discover()
+    trigger = {"name": "inbox", "source": {"type": "directory", "path": str(tmp_path)}}
+    with fresh_database("triggerd_record") as url:
+        data = base_config(tmp_path, trigger)
+        data["daemon"]["state"] = url
+        cfg = validate_data(data, registry, tmp_path)
+        # A database without triggerd's schema: nothing to copy, and it is not given one.
+        await _prepare_scratch(cfg, "inbox", tmp_path / "a")  # type: ignore[arg-type]
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT to_regclass('triggerd.queue')") is None
+        finally:
+            await conn.close()
+        store = postgres_store(url)
+        await store.open()
+        try:
+            await store.set_checkpoints("inbox", {"directory.seen": "42"})
+            await store.set_checkpoints("other", {"k": "v"})
+        finally:
+            await store.close()
+        (tmp_path / "b").mkdir()
+        await _prepare_scratch(cfg, "inbox", tmp_path / "b")  # type: ignore[arg-type]
+    copy = SQLiteStateStore(str(tmp_path / "b" / "state.db"))
+    await copy.open()
+    try:
+        assert await copy.list_checkpoints("inbox") == {"directory.seen": "42"}
+        assert await copy.list_checkpoints("other") == {}
+    finally:
+        await copy.close()

@@ -215,3 +215,23 @@ def test_no_source_lists_the_sources() -> None:
     assert result.exit_code == 0
     # The source plugins and the services triggerd serves itself (eventbridge, sns).
     assert "Sources: " + ", ".join(sorted({*SOURCES, "eventbridge", "sns"})) in result.output
+
+
+def test_the_test_harness_samples_what_generate_event_does() -> None:
+    from triggerd.testing.harness import sample_event
+
+    registry = Registry.discover()
+    bus = sample_event(registry, "eventbridge", {"source": "com.example.test"})
+    assert bus["source"] == "com.example.test" and bus["version"] == "0"
+    sns = sample_event(registry, "sns", {"attr.color": "red"})
+    assert sns["Records"][0]["Sns"]["MessageAttributes"]["color"]["Value"] == "red"
+    with pytest.raises(ValueError, match=r"unknown option.*nope"):
+        sample_event(registry, "sqs", {"nope": "1"})
+
+
+def test_kinesis_sample_values_are_the_sources() -> None:
+    result = generate("kinesis", "--set", "account=111122223333")
+    (record,) = json.loads(result.output)["Records"]
+    assert record["invokeIdentityArn"] == "arn:aws:iam::111122223333:role/triggerd"
+    bad = generate("kinesis", "--set", "timestamp=soon")
+    assert bad.exit_code == 2 and "timestamp 'soon' is not epoch seconds" in bad.output

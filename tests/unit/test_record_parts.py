@@ -17,6 +17,7 @@ from triggerd.daemon.record import (
     HeldSettlement,
     Recorder,
     fixture_name,
+    recorded_before,
     recording_config,
 )
 from triggerd.types import BaseSource, ConfigError, Outcome, Record, SourceConfig, SourcePlugin
@@ -118,3 +119,34 @@ def test_recording_config_keeps_one_trigger_enabled_without_listeners(tmp_path: 
     assert trigger.source_config.group_id == "f-0-triggerd-record"  # type: ignore[attr-defined]
     assert rcfg.daemon.control_listen == "" and rcfg.daemon.listen == ""
     assert rcfg.daemon.state.endswith("scratch/state.db")
+
+
+@pytest.mark.parametrize(
+    ("source", "setting", "recorded"),
+    [
+        (
+            {"type": "rabbitmq", "url": "amqp://g:g@h:5672/", "queue": "q", "declare": True},
+            "declare",
+            False,
+        ),
+        ({"type": "sns_http", "path": "/sns"}, "confirm_subscriptions", False),
+    ],
+)
+def test_a_recording_creates_and_confirms_nothing(
+    tmp_path: Path, source: dict[str, object], setting: str, recorded: object
+) -> None:
+    cfg = config(tmp_path, source)
+    (trigger,) = recording_config(cfg, "f-0", tmp_path / "s").trigger_list  # type: ignore[arg-type]
+    assert trigger.source_config.recording
+    assert getattr(trigger.source_config, setting) == recorded
+
+
+async def test_a_new_recording_numbers_on_after_the_files_there(tmp_path: Path) -> None:
+    for name in ("orders_eu-0001.json", "orders_eu-0003.json", "other-0009.json", "x.json"):
+        (tmp_path / name).write_text("{}")
+    assert recorded_before("orders/eu", tmp_path) == 3
+    assert recorded_before("orders/eu", tmp_path / "missing") == 0
+    recorder = Recorder("orders/eu", tmp_path, count=1, first=4)
+    await CaptureBackend(recorder).invoke(b"{}")
+    assert [p.name for p in recorder.files] == ["orders_eu-0004.json"]
+    assert (tmp_path / "orders_eu-0001.json").read_text() == "{}"

@@ -4,12 +4,14 @@ missing."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
+from triggerd.daemon import watch
 from triggerd.daemon.watch import functions_changed, reloadable, require_watchfiles
 from triggerd.types import MissingExtraError
 
@@ -46,3 +48,50 @@ def test_missing_watchfiles_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(MissingExtraError, match=r"--watch needs watchfiles: pip install "
                        r"'triggerd-daemon\[directory\]'"):  # fmt: skip
         require_watchfiles()
+
+
+class Moving:
+    """A function whose code a config reload points elsewhere."""
+
+    def __init__(self, code: Path) -> None:
+        self.code = code
+        self.reloads: list[list[str]] = []
+        self.reloaded = asyncio.Event()
+
+    def watched_paths(self) -> list[str]:
+        return [str(self.code)]
+
+    async def reload_code(self, changed: Collection[str] = ()) -> int:
+        self.reloads.append(list(changed))
+        self.reloaded.set()
+        return 0
+
+
+async def test_paths_a_reload_points_to_are_watched_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch, "REWATCH_CHECK_S", 0.1)
+    old, new, later = tmp_path / "old", tmp_path / "new", tmp_path / "later"
+    old.mkdir()
+    new.mkdir()
+    fn = Moving(old)
+    other = Moving(later)  # its code does not exist yet at start
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.watch_functions(lambda: {"f": fn, "g": other}, stop))
+    try:
+        await asyncio.sleep(0.3)
+        fn.code = new  # what a reload (SIGHUP) of the config does
+        await asyncio.sleep(0.5)
+        (new / "app.py").write_text("x = 1\n")
+        async with asyncio.timeout(5):
+            await fn.reloaded.wait()
+        assert fn.reloads == [[str(new / "app.py")]]
+        later.mkdir()
+        await asyncio.sleep(0.5)
+        (later / "app.py").write_text("x = 2\n")
+        async with asyncio.timeout(5):
+            await other.reloaded.wait()
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await task

@@ -3,7 +3,8 @@
 The file is SAM's: a JSON object whose keys are function names, each an object of variables,
 and `Parameters`, variables for every function; the function's own entry wins over
 `Parameters`, and both win over the config's `environment`. Values may be strings, numbers or
-booleans (written as JSON writes them, as SAM does). Unlike SAM, a variable the config does
+booleans (written as JSON writes them, as SAM does); null, objects and lists become "", as
+in SAM CLI. Unlike SAM, a variable the config does
 not declare is added too: there is no template to declare it in.
 """
 
@@ -33,10 +34,10 @@ def _variables(where: str, value: Any) -> dict[str, str]:
             out[key] = "true" if item else "false"
         elif isinstance(item, str | int | float):
             out[key] = str(item)
-        elif item is None:
-            out[key] = ""
         else:
-            raise EnvVarsError(f"{where}.{key} is not a string, number or boolean")
+            # null, an object or a list (an intrinsic function SAM could not resolve) is the
+            # empty string, as SAM CLI makes it: a file `sam local invoke` takes works here.
+            out[key] = ""
     return out
 
 

@@ -677,7 +677,9 @@ def generate_event(
     registry = Registry.discover()
     if source is None:
         click.echo(ctx.get_help())
-        names = sorted({*registry.names("source"), *SERVICE_SAMPLES})
+        from triggerd.config.samples import sample_names
+
+        names = sample_names(registry)
         click.echo(f"\nSources: {', '.join(names)}")
         sys.exit(0 if show_help else 2)
     make, known_options = _sample_maker(registry, source)
@@ -690,9 +692,9 @@ def generate_event(
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         opts[key] = value
-    # An option named `PREFIX.NAME` in the list stands for any `PREFIX.<name>` (sns: attr.NAME).
-    prefixes = tuple(o.removesuffix("NAME") for o in known_options if o.endswith(".NAME"))
-    unknown = sorted(k for k in opts if k not in known_options and not k.startswith(prefixes))
+    from triggerd.config.samples import unknown_options
+
+    unknown = unknown_options(opts, known_options)
     if unknown:
         known = ", ".join(known_options) or "none"
         click.echo(
@@ -708,31 +710,26 @@ def generate_event(
     click.echo(json.dumps(sample, indent=2))
 
 
-#: generate-event for the services triggerd serves itself (not source plugins): the module
-#: with their `sample_event` and `SAMPLE_OPTIONS`.
-SERVICE_SAMPLES: dict[str, str] = {
-    "eventbridge": "triggerd.fanout.events.sample",
-    "sns": "triggerd.fanout.sns.sample",
-}
-
-
 def _sample_maker(
     registry: Registry, source: str
 ) -> tuple[Callable[[Mapping[str, str]], Any], Mapping[str, str]]:
     """The sample builder for `source` and the options it takes; exit 2 with one line for
     a source without one."""
-    if source in SERVICE_SAMPLES:
-        module = importlib.import_module(SERVICE_SAMPLES[source])
-        return module.sample_event, module.SAMPLE_OPTIONS
+    from triggerd.config.samples import sample_maker, sample_names
+
     try:
-        plugin = registry.source(source)
-    except (UnknownPluginError, MissingExtraError) as exc:
+        make, options = sample_maker(registry, source)
+    except UnknownPluginError:
+        known = ", ".join(sample_names(registry))
+        click.echo(f"triggerd: unknown source type {source!r} (known: {known})", err=True)
+        sys.exit(2)
+    except MissingExtraError as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
-    if plugin.sample_event is None:
+    if make is None:
         click.echo(f"triggerd: source {source!r} has no sample event", err=True)
         sys.exit(2)
-    return plugin.sample_event, plugin.sample_options
+    return make, options
 
 
 def sample_help(ctx: click.Context, source: str, options: Mapping[str, str]) -> str:

@@ -35,10 +35,12 @@ from triggerd.config.model import ConfigBase, TriggerBase
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon, Function
 from triggerd.daemon.changes import enabled_triggers
-from triggerd.state.factory import sqlite_path
-from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.state.factory import postgres_store, sqlite_path
+from triggerd.state.pgschema import is_postgres_url
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore, StateStoreOpenError
 from triggerd.types import (
     ConfigError,
+    ExitCode,
     FunctionConfig,
     InvocationType,
     InvokeResult,
@@ -68,23 +70,33 @@ def fixture_name(trigger: str, seq: int) -> str:
     return f"{_UNSAFE.sub('_', trigger)}-{seq:04d}.json"
 
 
-class Recorder:
-    """Writes up to `count` invocation payloads into `out_dir`; `done` is set at the last."""
+def recorded_before(trigger: str, out_dir: Path) -> int:
+    """The highest sequence of `trigger`'s fixtures already in `out_dir` (0: none): a new
+    recording numbers on after it, so it never overwrites an earlier one's files."""
+    pattern = re.compile(re.escape(_UNSAFE.sub("_", trigger)) + r"-(\d{4,})\.json")
+    found = [pattern.fullmatch(p.name) for p in out_dir.iterdir()] if out_dir.is_dir() else []
+    return max((int(m.group(1)) for m in found if m), default=0)
 
-    def __init__(self, trigger: str, out_dir: Path, count: int) -> None:
+
+class Recorder:
+    """Writes up to `count` invocation payloads into `out_dir`, numbered after `first - 1`;
+    `done` is set at the last."""
+
+    def __init__(self, trigger: str, out_dir: Path, count: int, first: int = 1) -> None:
         self.trigger = trigger
         self.out_dir = out_dir
         self.count = count
         self.files: list[Path] = []
         self.done = asyncio.Event()
         self._taken = 0
+        self._first = first
 
     async def take(self, payload: bytes) -> bool:
         """Write one payload (pretty-printed, the same JSON value); False once `count` are."""
         if self._taken >= self.count:
             return False
         self._taken += 1
-        path = self.out_dir / fixture_name(self.trigger, self._taken)
+        path = self.out_dir / fixture_name(self.trigger, self._first - 1 + self._taken)
         text = orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2) + b"\n"
         self.files.append(path)  # in sequence order, whichever write ends first
         await asyncio.to_thread(path.write_bytes, text)
@@ -216,7 +228,7 @@ def recording_config(cfg: ConfigBase, name: str, scratch: Path) -> ConfigBase:
     a recording reads it) and its function, with a state store and work directory in
     `scratch` and no control listener."""
     trigger = recording_trigger(cfg, name)
-    source = trigger.source_config.for_recording(name)
+    source = trigger.source_config.recording_copy(name)
     trigger = trigger.model_copy(
         update={"name": name, "enabled": True, "on_failure": None, "source": source}
     )
@@ -250,14 +262,41 @@ def _copy_store(src: str, dst: Path) -> None:
     target.close()
 
 
+async def _postgres_checkpoints(url: str, trigger: str) -> dict[str, str]:
+    """The trigger's checkpoints in a PostgreSQL store, only read (its schema is never
+    created or migrated); none when the database has no triggerd schema yet."""
+    store = postgres_store(url)
+    try:
+        await store.open_without_migrating()
+    except StateStoreOpenError as exc:
+        if exc.exit_code == ExitCode.STATE_MISSING:
+            return {}
+        raise
+    try:
+        return await store.list_checkpoints(trigger)
+    finally:
+        await store.close()
+
+
 async def _prepare_scratch(cfg: ConfigBase, name: str, scratch: Path) -> None:
     """The state store's copy in `scratch` (the trigger's checkpoints read, never written
-    back), with the trigger not paused; nothing when there is no store yet."""
+    back), with the trigger not paused; nothing when there is no store yet. From a
+    PostgreSQL store only the trigger's checkpoints are copied: the rest is not read."""
+    copy = scratch / "state.db"
+    if is_postgres_url(cfg.daemon.state):
+        checkpoints = await _postgres_checkpoints(cfg.daemon.state, name)
+        if checkpoints:
+            store = SQLiteStateStore(str(copy))
+            await store.open()
+            try:
+                await store.set_checkpoints(name, dict(checkpoints))
+            finally:
+                await store.close()
+        return
     try:
         path = sqlite_path(cfg.daemon.state)
     except ConfigError:
         path = MEMORY_PATH
-    copy = scratch / "state.db"
     if path != MEMORY_PATH and await asyncio.to_thread(Path(path).is_file):
         await asyncio.to_thread(_copy_store, path, copy)
         store = SQLiteStateStore(str(copy))
@@ -287,7 +326,8 @@ async def record(
         await _prepare_scratch(cfg, trigger, scratch)
         rcfg = recording_config(cfg, trigger, scratch)
         assert list(enabled_triggers(rcfg)) == [trigger]
-        recorder = Recorder(trigger, out_dir, count)
+        first = 1 + await asyncio.to_thread(recorded_before, trigger, out_dir)
+        recorder = Recorder(trigger, out_dir, count, first)
         registry = RecordingRegistry(entry_points=registry.entry_points, loaded=registry.loaded)
         daemon = RecordingDaemon(rcfg, registry, accept_fresh_state=True, recorder=recorder)
         async with daemon.running():

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from triggerd.config.load import load_config
 from triggerd.config.plugins import Registry
+from triggerd.config.samples import sample_maker, unknown_options
 from triggerd.types import Backend, BackendContext, ConfigError, InvokeResult, Outcome, SystemClock
 
 T = TypeVar("T")
@@ -124,13 +125,17 @@ class FunctionUnderTest:
 
 
 def sample_event(registry: Registry, source: str, options: Mapping[str, str]) -> Any:
-    """generate-event's sample for `source` (ValueError for an unknown option or source)."""
-    plugin = registry.source(source)
-    unknown = sorted(set(options) - set(plugin.sample_options))
-    if unknown or plugin.sample_event is None:
-        known = ", ".join(plugin.sample_options) or "none"
-        raise ValueError(f"unknown option(s) for {source}: {', '.join(unknown)}; known: {known}")
-    return plugin.sample_event(dict(options))
+    """generate-event's sample for `source`, a source type or a service (`eventbridge`,
+    `sns`); ValueError for an unknown option or a source without a sample,
+    UnknownPluginError for an unknown source."""
+    make, known = sample_maker(registry, source)
+    if make is None:
+        raise ValueError(f"source {source!r} has no sample event")
+    unknown = unknown_options(options, known)
+    if unknown:
+        names = ", ".join(known) or "none"
+        raise ValueError(f"unknown option(s) for {source}: {', '.join(unknown)}; known: {names}")
+    return make(dict(options))
 
 
 @dataclass

@@ -174,6 +174,9 @@ class LocalBackend:
         #: How workers are started (set by `start` unless given).
         self.spec: WorkerSpec | None = spec
         self._spec_given = spec is not None
+        #: Bumped by every hot reload (`reload_code`); a worker of an older one (its spawn
+        #: was under way during the reload) is retired instead of reused.
+        self._code_generation = 0
         #: Why the function cannot run (its build failed), once `start` found out.
         self.unavailable: str | None = None
         self.credentials = CredentialSource(
@@ -379,7 +382,11 @@ class LocalBackend:
         generation = self.credentials.generation
         while self._idle:
             worker = self._idle.pop()
-            if worker.alive and worker.credentials_generation == generation:
+            if (
+                worker.alive
+                and worker.credentials_generation == generation
+                and worker.code_generation == self._code_generation
+            ):
                 return worker
             await self._discard(worker)
         return None
@@ -424,6 +431,7 @@ class LocalBackend:
         started = clock.monotonic()
         self._spawning += 1
         assert self.spec is not None
+        code_generation = self._code_generation
         try:
             worker = await Worker.spawn(
                 self.spec,
@@ -433,6 +441,7 @@ class LocalBackend:
                 extra_env=self.credentials.env(),
             )
             worker.credentials_generation = self.credentials.generation
+            worker.code_generation = code_generation
         except OSError as e:
             self.ctx.log.error(
                 "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
@@ -621,6 +630,7 @@ class LocalBackend:
             self.spec = worker_spec(self.config, self.ctx, prepared, self.tmp_dir)
         self._init_failure = None  # the new code may start where the old one failed
         self._init_failures_in_row = 0
+        self._code_generation += 1
         idle, self._idle = self._idle, []
         for worker in self._workers.difference(idle):
             worker.replaced = True  # busy: retired when its invocation ends
@@ -789,7 +799,8 @@ class LocalBackend:
         self._busy.discard(worker)
         used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
-        if reusable and worker.alive and not worker.replaced:
+        current = worker.code_generation == self._code_generation
+        if reusable and worker.alive and not worker.replaced and current:
             worker.last_used = ended
             self._idle.append(worker)
             self._check_recycle(worker)

@@ -196,6 +196,9 @@ class Worker(asyncio.SubprocessProtocol):
         self.retiring = False
         #: Its replacement is ready: stop it when its invocation ends instead of reusing it.
         self.replaced = False
+        #: The backend's code generation when it was spawned (hot reload): one spawned
+        #: before the latest reload is never reused.
+        self.code_generation = 0
 
     @classmethod
     async def spawn(
