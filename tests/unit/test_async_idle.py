@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.fakes import FakeBackend, FakeSource, make_record, trigger_runtime
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.state.base import NewEvent, QueuedEvent
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import Record
+from triggerd.types import InvokeResult, Record
 
 
 class CountingSource(FakeSource):
@@ -168,6 +169,51 @@ async def test_a_failed_invocation_is_retried_at_its_backoff(store: SQLiteStateS
         await wait_for(lambda: len(be.calls) == 2)
         gap = failed[1] - failed[0]
         assert gap < 1.0, f"the retry came {gap:.2f} s after the failure"
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+
+
+class SlowFirst(FakeBackend):
+    """The event `{"slow": true}` takes a second; the others are as `respond` says."""
+
+    slow_running = False
+
+    async def invoke(self, payload: bytes, **kwargs: Any) -> InvokeResult:
+        if b"slow" in payload:
+            self.slow_running = True
+            try:
+                await asyncio.sleep(1.0)
+            finally:
+                self.slow_running = False
+        return await super().invoke(payload, **kwargs)
+
+
+async def test_a_retry_is_claimed_when_due_while_another_event_is_in_flight(
+    store: SQLiteStateStore,
+) -> None:
+    """Under load the loop does not ask the store for due times on every turn; the retries it
+    schedules itself are still claimed when due, not when the slow invocation ends."""
+    attempts: list[float] = []
+
+    def fail_once(payload: Any) -> object:
+        if "slow" not in str(payload):
+            attempts.append(time.monotonic())
+            if len(attempts) == 1:
+                raise ValueError("first attempt fails")
+        return None
+
+    src = CountingSource(
+        [make_record({"slow": True}, item_id="s"), make_record({"n": 1}, item_id="r1")]
+    )
+    be = SlowFirst(fail_once)
+    t = build(store, src, be)
+    task = asyncio.create_task(t.run())
+    try:
+        await wait_for(lambda: len(attempts) == 2)
+        assert be.slow_running, "the slow invocation should still be running"
+        gap = attempts[1] - attempts[0]
+        assert gap < 0.5, f"the retry came {gap:.2f} s after the failure"
     finally:
         t.stop()
         await asyncio.wait_for(task, 5)

@@ -88,6 +88,10 @@ class AsyncTrigger:
         #: The last claim failed (the store cannot be reached): try again after the poll
         #: interval rather than waiting for a due time.
         self._claim_failed = False
+        #: The earliest time an event of this queue becomes claimable, as last known.
+        self._due: float | None = None
+        #: The time the last claim was made at.
+        self._claimed_at = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -300,11 +304,18 @@ class AsyncTrigger:
             return IDLE_POLL_S  # the buffer is full: each settled event wakes the loop
         if self._claim_failed:
             return rt.poll_timeout_s
-        try:
-            due = await self.state.next_due(rt.name)
-        except StateStoreError as exc:
-            rt.log.debug("queue.next_due_failed", extra={"trigger": rt.name, "error": str(exc)})
-            return rt.poll_timeout_s
+        if self._due is not None and self._due <= self._claimed_at:
+            self._due = None  # it was due at the claim just made: taken, here or elsewhere
+        if not self._inflight:
+            try:
+                self._due = await self.state.next_due(rt.name)
+            except StateStoreError as exc:
+                rt.log.debug("queue.next_due_failed", extra={"trigger": rt.name, "error": str(exc)})
+                return rt.poll_timeout_s
+        # With events in flight, each one settled wakes the loop, so the store is not asked
+        # on every turn under load: the due time known from the last look (lowered by this
+        # trigger's own retries) is waited for meanwhile.
+        due = self._due
         if due is None:
             return IDLE_POLL_S
         wait = min(due - rt.clock.time(), IDLE_POLL_S)
@@ -319,8 +330,9 @@ class AsyncTrigger:
         try again after the poll interval: the events wait in the store."""
         rt = self.rt
         self._claim_failed = False
+        self._claimed_at = now = rt.clock.time()
         try:
-            return await self.state.claim(rt.name, want, self.lease_s, rt.clock.time())
+            return await self.state.claim(rt.name, want, self.lease_s, now)
         except StateStoreError as exc:
             self._claim_failed = True
             rt.log.warning("queue.claim_failed", extra={"trigger": rt.name, "error": str(exc)})
@@ -450,6 +462,7 @@ class AsyncTrigger:
             },
         )
         await asyncio.shield(self.state.release(event.id, available_at=at, attempts=attempts))
+        self._due = at if self._due is None else min(self._due, at)
 
     async def _dead_letter(
         self,
