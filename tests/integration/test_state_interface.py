@@ -278,6 +278,26 @@ async def test_release_with_delay_and_attempts(store: Any) -> None:
     assert again.attempts == 1
 
 
+async def test_next_due_is_when_the_next_claim_can_succeed(store: Any) -> None:
+    """What an idle queue waits for: the earliest available_at, or a lease's end."""
+    assert await store.next_due("t1") is None
+    await store.enqueue([event("r1", at=100), event("r2", at=150), event("o", trigger="t2")])
+    assert await store.next_due("t1") == 100
+    (first,) = await store.claim("t1", 1, 80, now=100)  # leased until 180
+    assert await store.next_due("t1") == 150
+    (second,) = await store.claim("t1", 1, 10, now=150)  # leased until 160
+    assert await store.next_due("t1") == 160
+    await store.release(second.id, available_at=170, attempts=1)
+    assert await store.next_due("t1") == 170
+    (again,) = await store.claim("t1", 1, 30, now=170)
+    await store.complete(again.id)
+    assert await store.next_due("t1") == 180
+    assert [e.request_id for e in await store.claim("t1", 10, 30, now=180)] == ["r1"]
+    await store.complete(first.id)
+    assert await store.next_due("t1") is None
+    assert await store.next_due("t2") == 100
+
+
 async def test_complete_removes_the_event(store: Any) -> None:
     await store.enqueue([event("r1"), event("r2")])
     claimed = await store.claim("t1", 1, 30, now=200)

@@ -482,7 +482,7 @@ class Daemon:
 
     def _enqueued(self, trigger: str) -> None:
         """A shared store's hint that events of `trigger` were enqueued (maybe by another
-        daemon): wake that queue instead of leaving them to its next poll."""
+        daemon): wake that queue, which otherwise waits for its next due event."""
         wake = getattr(self.triggers.get(trigger), "wake", None)
         if callable(wake):
             wake()

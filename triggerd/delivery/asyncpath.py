@@ -38,6 +38,19 @@ _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
 #: Events whose invocation ended and whose outcome is being written, beyond the invocations
 #: in flight (a bound for when the disk is slower than the function).
 MAX_SETTLING = 1024
+#: Longest wait of an idle invoke loop. Enqueues here (and, with a shared store, anywhere) wake
+#: it, and it waits exactly until the next retry or lease end it knows of: this is only the
+#: fallback for events it cannot hear of (a retry released by another daemon).
+IDLE_POLL_S = 60.0
+#: Longest single `receive` of the accept loop. Sources wait for records (a schedule until its
+#: next fire time) and a stop interrupts the wait, so this only bounds one call.
+ACCEPT_WAIT_S = 300.0
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself is being cancelled (not only a task it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def event_request_id(trigger: str, item_id: str) -> str:
@@ -84,6 +97,13 @@ class AsyncTrigger:
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        #: The last claim failed (the store cannot be reached): try again after the poll
+        #: interval rather than waiting for a due time.
+        self._claim_failed = False
+        #: The earliest time an event of this queue becomes claimable, as last known.
+        self._due: float | None = None
+        #: The time the last claim was made at.
+        self._claimed_at = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -151,7 +171,7 @@ class AsyncTrigger:
         failures = 0
         while not self._stopping.is_set():
             try:
-                records = await rt.source.receive(64, rt.poll_timeout_s)
+                records = await self._receive()
                 if records:
                     await self.accept(records, fence)
                 failures = 0
@@ -169,6 +189,25 @@ class AsyncTrigger:
                     rt.log.exception("source.accept_failed", extra=extra)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _receive(self) -> list[Record]:
+        """Wait in the source until it has records or the trigger stops: an idle trigger does
+        not wake up to ask (sources take records only once their wait is over, so one whose
+        wait is cancelled has handed out nothing)."""
+        receive = asyncio.ensure_future(self.rt.source.receive(64, ACCEPT_WAIT_S))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((receive, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not receive.done():
+                receive.cancel()
+        try:
+            return await receive
+        except asyncio.CancelledError:
+            if self._stopping.is_set() and not _cancelling():
+                return []
+            raise
 
     async def accept(self, records: list[Record], fence: Fence | None = None) -> None:
         """Persist the records' events (and checkpoints) durably, then ack the source. With
@@ -274,7 +313,6 @@ class AsyncTrigger:
         """Claim events ahead into a small buffer (up to `maximum_concurrency` beyond the
         invocations in flight) and start them as slots free up: a claim waits behind the
         store's commit under way, and with the buffer no slot idles during that wait."""
-        rt = self.rt
         self._tg = tg
         try:
             while not self._stopping.is_set():
@@ -295,19 +333,54 @@ class AsyncTrigger:
                 self._start_ready()
                 if claimed and len(claimed) == want:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), rt.poll_timeout_s)
+                timeout = await self._idle_wait(want, bool(claimed))
+                if timeout > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             self._tg = None
             await asyncio.shield(self._release_ready())
 
+    async def _idle_wait(self, want: int, claimed: bool) -> float:
+        """How long to wait for a wake-up (an enqueue, a slot freed, a stop) before claiming
+        again: until the next queued event is due, at most IDLE_POLL_S; the poll interval
+        while the store cannot be reached."""
+        rt = self.rt
+        if want <= 0:
+            return IDLE_POLL_S  # the buffer is full: each settled event wakes the loop
+        if self._claim_failed:
+            return rt.poll_timeout_s
+        if self._due is not None and self._due <= self._claimed_at:
+            self._due = None  # it was due at the claim just made: taken, here or elsewhere
+        if not self._inflight:
+            try:
+                self._due = await self.state.next_due(rt.name)
+            except StateStoreError as exc:
+                rt.log.debug("queue.next_due_failed", extra={"trigger": rt.name, "error": str(exc)})
+                return rt.poll_timeout_s
+        # With events in flight, each one settled wakes the loop, so the store is not asked
+        # on every turn under load: the due time known from the last look (lowered by this
+        # trigger's own retries) is waited for meanwhile.
+        due = self._due
+        if due is None:
+            return IDLE_POLL_S
+        wait = min(due - rt.clock.time(), IDLE_POLL_S)
+        if wait <= 0 and not claimed:
+            # Due, yet not claimable just now (a row locked by another daemon's claim under
+            # way): look again shortly rather than spin.
+            return 0.05
+        return max(wait, 0.0)
+
     async def _claim(self, want: int) -> list[QueuedEvent]:
         """Claim events; when the store cannot be reached (a PostgreSQL store), say so and
-        try again at the next poll: the events wait in the store."""
+        try again after the poll interval: the events wait in the store."""
         rt = self.rt
+        self._claim_failed = False
+        self._claimed_at = now = rt.clock.time()
         try:
-            return await self.state.claim(rt.name, want, self.lease_s, rt.clock.time())
+            return await self.state.claim(rt.name, want, self.lease_s, now)
         except StateStoreError as exc:
+            self._claim_failed = True
             rt.log.warning("queue.claim_failed", extra={"trigger": rt.name, "error": str(exc)})
             return []
 
@@ -435,6 +508,7 @@ class AsyncTrigger:
             },
         )
         await asyncio.shield(self.state.release(event.id, available_at=at, attempts=attempts))
+        self._due = at if self._due is None else min(self._due, at)
 
     async def _dead_letter(
         self,

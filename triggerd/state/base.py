@@ -116,6 +116,11 @@ class StateStore(Protocol):
 
     async def queue_depth(self, trigger: str | None = None) -> int: ...
 
+    async def next_due(self, trigger: str) -> float | None:
+        """When the trigger's next event becomes claimable (its available_at, or its lease's
+        end if it is leased): the time an idle queue waits for. None with an empty queue."""
+        ...
+
     async def queued(self, request_ids: Sequence[str]) -> set[str]:
         """Which of these request ids are still on the queue (not yet completed)."""
         ...
@@ -217,8 +222,8 @@ class ReportsWriteHealth(Protocol):
 @runtime_checkable
 class NotifiesEnqueues(Protocol):
     """A store shared by several daemons that tells when events were enqueued (by any of
-    them), so that a queue waiting for its next poll wakes at once. Only a hint: claims
-    remain the truth, and polling goes on."""
+    them), so that an idle queue wakes at once. Only a hint: claims remain the truth, and
+    idle queues still look again at least once a minute."""
 
     def on_enqueued(self, callback: Callable[[str], None]) -> None:
         """Call `callback(trigger)` (on the event loop) for each trigger enqueued to."""

@@ -21,8 +21,8 @@ and `write_error` says why until a write succeeds again. Nothing is answered as 
 before PostgreSQL said COMMIT.
 
 Every enqueue sends a NOTIFY at its COMMIT; `on_enqueued` callbacks hear them (from every
-daemon) on a LISTEN connection of the store's own, so queues wake without waiting for their
-next poll.
+daemon) on a LISTEN connection of the store's own, so idle queues wake at once rather than
+at their next look at the queue.
 
 Time in the queue is the callers' clock (`now`), as in the SQLite store: the daemons
 sharing a store must keep their clocks in step (NTP), or leases run out early or late.
@@ -91,6 +91,11 @@ _CLAIM = (
     f"FOR UPDATE SKIP LOCKED) UPDATE {Q}.queue q SET claimed_by = $4, claimed_until = $5 "
     "FROM free WHERE q.id = free.id RETURNING q.id, q.trigger, q.function, q.payload, "
     "q.request_id, q.enqueued_at, q.attempts, q.trace_id, q.available_at"
+)
+#: The claim condition's threshold per row (see _CLAIM), its minimum.
+_NEXT_DUE = (
+    f"SELECT min(greatest(available_at, coalesce(claimed_until, available_at))) FROM {Q}.queue "
+    "WHERE trigger = $1"
 )
 _DLQ_COLUMNS = "id, trigger, function, destination, condition, created_at, record"
 
@@ -386,6 +391,10 @@ class PostgresStateStore:
         """Only the claim's holder completes; unknown ids are ignored."""
         await self._write(Complete(event_id, self.member_id))
 
+    async def next_due(self, trigger: str) -> float | None:
+        value = await self._read(lambda c: c.fetchval(_NEXT_DUE, trigger))
+        return None if value is None else float(value)
+
     async def queue_depth(self, trigger: str | None = None) -> int:
         """All queued events (claimed or not), of one trigger or of all."""
         if trigger is None:
@@ -569,8 +578,8 @@ class PostgresStateStore:
 
     def on_enqueued(self, callback: Callable[[str], None]) -> None:
         """Call `callback(trigger)` when events of `trigger` were enqueued, by this daemon or
-        another one (a NOTIFY sent at the enqueue's COMMIT): a hint that wakes a queue
-        waiting for its next poll. Lost hints (a reconnection) only cost that wait."""
+        another one (a NOTIFY sent at the enqueue's COMMIT): a hint that wakes an idle queue.
+        Lost hints (a reconnection) cost a wait until the queue's safety poll (a minute)."""
         self._enqueued_callbacks.append(callback)
 
     async def _listen(self) -> None:

@@ -145,6 +145,11 @@ _SELECT_CLAIMABLE = (
     "WHERE trigger = ? AND available_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
     "ORDER BY available_at, id LIMIT ?"
 )
+#: The claim condition's threshold per row (see _SELECT_CLAIMABLE), its minimum.
+_SELECT_NEXT_DUE = (
+    "SELECT MIN(MAX(available_at, COALESCE(lease_until, available_at))) FROM queue "
+    "WHERE trigger = ?"
+)
 _DLQ_COLUMNS = "id, trigger, function, destination, condition, created_at, record"
 
 
@@ -432,6 +437,13 @@ class SQLiteStateStore:
         await self._write(
             lambda conn: conn.execute("DELETE FROM queue WHERE id = ?", (event_id,)), frees=True
         )
+
+    async def next_due(self, trigger: str) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(_SELECT_NEXT_DUE, (trigger,)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._run(op)
 
     async def queue_depth(self, trigger: str | None = None) -> int:
         """All queued events (claimed or not), of one trigger or of all."""
