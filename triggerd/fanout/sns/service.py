@@ -516,8 +516,11 @@ class SnsService:
             if now - seen["at"] < DEDUP_WINDOW_S:
                 return message.stored_as(seen["id"], seen["seq"])
             await self.state.set_checkpoints(scope, {dedup_id: None})
-        self._sequence += 1
-        seq = f"{int(now * 1000):013d}{self._sequence % 10**7:07d}".rjust(20, "0")
+        # Taken here, after the awaits above and with nothing awaited until the enqueue is
+        # issued, so sequence numbers grow in the order the deliveries are queued (the time
+        # read before the awaits may be older than a concurrent publish's).
+        self._sequence = max(self._sequence + 1, int(self.clock() * 1000) * 10**7)
+        seq = f"{self._sequence:020d}"
         message = message.stored_as(message.message_id, seq)
         events = self._deliveries(topic, message)
         mark = orjson.dumps({"at": now, "id": message.message_id, "seq": seq}).decode()
