@@ -114,6 +114,8 @@ class RabbitMQSource(BaseSource):
         self._retry_at = 0.0
         self._counter = RedeliveryCounter()
         self._stopped = False
+        #: Set while ordered mode closes the link on purpose (not a lost connection).
+        self._closing_quietly = False
 
     # ---- lifecycle ----
 
@@ -190,7 +192,7 @@ class RabbitMQSource(BaseSource):
         return link
 
     def _on_close(self, sender: Any = None, exc: BaseException | None = None, *_: Any) -> None:
-        if not self._stopped:
+        if not self._stopped and not self._closing_quietly:
             self._log.info(
                 "source.rabbitmq.closed",
                 extra={
@@ -343,29 +345,27 @@ class RabbitMQSource(BaseSource):
             )
             await self._settle(reject, "reject")
         if self._cfg.ordered and requeue:
-            requeue += self._unreceived()
+            await self._requeue_everything(requeue)
+            return
         await self._settle(requeue, "nack")
 
-    def _unreceived(self) -> list[Record]:
-        """Ordered mode: the deliveries still in the inbox, as records to requeue, so the
-        broker hands the queue back in its order (classic queues requeue in place)."""
-        out: list[Record] = []
-        while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if item is not None and item[0] is self._link:
-                link, message = item
-                delivery: Any = message.delivery
-                tag = int(delivery.delivery_tag)
-                out.append(
-                    Record(
-                        payload={},
-                        item_id="",
-                        size=0,
-                        created_at=0.0,
-                        handle=Delivery(link, tag, ""),
-                    )
-                )
-        return out
+    async def _requeue_everything(self, records: Sequence[Record]) -> None:
+        """Ordered mode: hand every unacknowledged delivery back so the broker redelivers the
+        queue in its order (classic queues requeue in place). Nacking the records alone is not
+        enough: deliveries the broker already sent but this client has not read yet (on the
+        wire, in the inbox) would reach the function before the requeued ones. Closing the
+        connection requeues all of them at once; `receive` reconnects (it is the only caller
+        of `_open` once started), and drops what still arrives for the old link as stale."""
+        link = self._link
+        if link is None or not any(r.handle.link is link for r in records):
+            return  # their link is gone: the broker has requeued them already
+        self._link = None
+        self._closing_quietly = True
+        try:
+            await _close_quietly(link.connection)
+        finally:
+            self._closing_quietly = False
+        self._inbox.put_nowait(None)  # wake a waiting `receive` to reconnect
 
     async def _settle(self, records: Sequence[Record], action: str) -> None:
         """Settle on the channel the records came from; skip those of a dead link."""
