@@ -35,6 +35,11 @@ class FakeRaw:
 @dataclass
 class FakeConn:
     is_closed: bool = False
+    closes: int = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+        self.is_closed = True
 
 
 def setup(tags: range, **cfg: Any) -> tuple[RabbitMQSource, Link, FakeRaw]:
@@ -118,6 +123,38 @@ async def test_dead_letter_after_attempts_rejects_without_requeue() -> None:
     first.failed = second.failed = True
     await source.nack([first, second])
     assert raw.frames == [("reject", 2, False), ("nack", 1, False)]
+
+
+async def test_ordered_nack_closes_the_connection_so_unread_deliveries_come_back_too() -> None:
+    """ordered = true: deliveries 4-6 were sent by the broker but not read yet (not in any
+    record). Nacking 1-3 alone would requeue them behind 4-6; closing the connection requeues
+    all six in queue order. The failed record is still counted; `receive` reconnects."""
+    source, link, raw = setup(range(1, 7), ordered=True)
+    recs = records(link, 1, 2, 3)
+    recs[1].failed = True
+    await source.nack(recs)
+    assert raw.frames == [], "no per-tag nack: the close requeues everything"
+    assert link.connection.closes == 1  # type: ignore[attr-defined]
+    assert source._link is None and not source.connected
+    assert source._counter.get("k2") == 1 and source._counter.get("k1") == 0
+    assert source._inbox.get_nowait() is None, "a waiting receive is woken to reconnect"
+
+
+async def test_ordered_nack_still_dead_letters_before_closing() -> None:
+    source, link, raw = setup(range(1, 3), ordered=True, dead_letter_after_attempts=1)
+    poison, rest = records(link, 1, 2)
+    poison.failed = True
+    await source.nack([poison, rest])
+    assert raw.frames == [("reject", 1, False)]
+    assert link.connection.closes == 1  # type: ignore[attr-defined]
+
+
+async def test_ordered_nack_of_a_dead_links_records_leaves_the_new_link_alone() -> None:
+    source, old, _ = setup(range(1, 3), ordered=True)
+    new = Link(2, FakeConn(), None, FakeRaw())  # type: ignore[arg-type]
+    source._link = new
+    await source.nack(records(old, 1, 2))
+    assert source._link is new and new.connection.closes == 0  # type: ignore[attr-defined]
 
 
 def test_hold_limit_follows_the_brokers_consumer_timeout() -> None:
