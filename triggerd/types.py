@@ -402,6 +402,23 @@ class RunsOnce(Protocol):
         ...
 
 
+#: Writes some of a trigger's checkpoints (scope: the trigger) in one transaction.
+CheckpointWriter = Callable[[Mapping[str, str | None]], Awaitable[None]]
+
+
+@runtime_checkable
+class LeadsWork(Protocol):
+    """Optional, with RunsOnce: a singleton source that works on its own between receives
+    (S3 poll lists its bucket on a timer) and writes checkpoints that no record carries.
+    `lead` is called after `resume` each time this daemon takes the lease, with a writer
+    fenced by it (LeaseLostError once the lease has moved on); `stand_by` when the lease is
+    lost or given up: stop that work until the next `lead`."""
+
+    async def lead(self, write_checkpoints: CheckpointWriter) -> None: ...
+
+    async def stand_by(self) -> None: ...
+
+
 class BaseSource:
     """Defaults for the optional parts of the Source protocol."""
 

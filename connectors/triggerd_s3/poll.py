@@ -19,6 +19,13 @@ starts only after every record of the previous one is acked, so it compares agai
 state: a restart neither replays committed changes nor loses uncommitted ones (they are found
 again by the next listing). Changes that are not selected by `events` update the state
 without an event.
+
+Across a cluster (RunsOnce, lease `s3poll:<trigger>`): only the daemon holding the lease
+lists the bucket. The listing loop starts at the first `receive` after `start`; with a lease,
+`resume` + `lead` (this daemon took it) reset what is kept in memory (the sequencer is read
+again: another daemon may have moved it; every scan reads the stored objects anyway) and
+route the silent state writes through the fenced writer, and `stand_by` (lost or given up)
+stops the loop. A fenced write refused ends the loop until the lease is taken again.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +49,8 @@ from triggerd.events.s3 import (
     s3_event_record,
 )
 from triggerd.events.timestamps import iso_ms
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext
+from triggerd.state.leases import LeaseLostError
+from triggerd.types import BaseSource, CheckpointWriter, JSONDict, Record, SourceContext
 
 from .client import describe_error, open_client
 from .config import S3SourceConfig
@@ -112,6 +120,12 @@ class PollSource(BaseSource):
         self._drained.set()
         self._seq = Sequencer(ctx.clock.time)
         self._task: asyncio.Task[None] | None = None
+        #: `start` was called: the first `receive` starts the listing loop.
+        self._started = False
+        #: Another daemon holds the lease (or this one has not taken it yet since `stand_by`).
+        self._standing_by = False
+        #: Where the silent state writes go: straight to the store, or fenced by the lease.
+        self._write: CheckpointWriter = self._write_direct
         #: Completed scans (tests and benchmarks wait on it).
         self.scans = 0
         self.scan_done = asyncio.Event()
@@ -125,9 +139,8 @@ class PollSource(BaseSource):
                 region=self._region,
                 endpoint_url=self._cfg.endpoint_url,
             )
-        last = await self._ctx.state.get_checkpoint(self._scope, SEQUENCER_KEY)
-        self._seq = Sequencer(self._ctx.clock.time, last)
-        self._task = asyncio.create_task(self._poll_loop(), name=f"s3-poll:{self._scope}")
+        await self._load_sequencer()
+        self._started = True
         self._log.info(
             "s3.started",
             extra={
@@ -140,18 +153,63 @@ class PollSource(BaseSource):
         )
 
     async def stop(self) -> None:
+        await self._stop_polling()
+        await self._stack.aclose()
+
+    async def _load_sequencer(self) -> None:
+        last = await self._ctx.state.get_checkpoint(self._scope, SEQUENCER_KEY)
+        self._seq = Sequencer(self._ctx.clock.time, last)
+
+    async def _stop_polling(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._stack.aclose()
+
+    def _forget_scan(self) -> None:
+        """Drop what the stopped scan had emitted and not settled (its checkpoints are not
+        committed: the next listing finds those changes again)."""
+        self._ready = asyncio.Queue(self._ready.maxsize)
+        self._returned.clear()
+        self._outstanding = 0
+        self._drained.set()
+
+    async def _write_direct(self, checkpoints: Mapping[str, str | None]) -> None:
+        await self._ctx.state.set_checkpoints(self._scope, checkpoints)
+
+    # ---- one lister per cluster (RunsOnce, LeadsWork) -------------------------------------
+
+    @property
+    def singleton_lease(self) -> str:
+        """One daemon of a cluster lists the bucket: the holder of this lease."""
+        return f"s3poll:{self._scope}"
+
+    async def resume(self) -> None:
+        """This daemon (again) holds the lease: forget the last tenure's scan and read the
+        sequencer again (another daemon may have listed meanwhile)."""
+        await self._stop_polling()
+        self._forget_scan()
+        await self._load_sequencer()
+
+    async def lead(self, write_checkpoints: CheckpointWriter) -> None:
+        self._write = write_checkpoints
+        self._standing_by = False
+
+    async def stand_by(self) -> None:
+        """The lease is lost or given up: no more listing until the next `lead`."""
+        self._standing_by = True
+        await self._stop_polling()
+        self._forget_scan()
+        self._write = self._write_direct
 
     # ---- Source protocol ------------------------------------------------------------------
 
     async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
         if max_records <= 0:
             return []
+        if self._task is None and self._started and not self._standing_by:
+            self._task = asyncio.create_task(self._poll_loop(), name=f"s3-poll:{self._scope}")
         out: list[Record] = []
         while self._returned and len(out) < max_records:
             out.append(self._returned.popleft())
@@ -198,6 +256,12 @@ class PollSource(BaseSource):
                 delay = self._cfg.poll_interval_s
             except asyncio.CancelledError:
                 raise
+            except LeaseLostError as exc:  # another daemon lists now: until `lead` again
+                self._log.warning(
+                    "s3.poll_fenced",
+                    extra={"trigger": self._scope, "bucket": self._cfg.bucket, "error": str(exc)},
+                )
+                return
             except Exception as exc:  # task boundary: log, back off, list again
                 failures += 1
                 delay = min(self._cfg.poll_interval_s * 2 ** (failures - 1), _RETRY_MAX_S)
@@ -252,14 +316,14 @@ class PollSource(BaseSource):
         await self._flush(silent, stats, force=True)
         await self._drained.wait()
         if initialized is None:
-            await state.set_checkpoints(self._scope, {INITIALIZED_KEY: "1"})
+            await self._write({INITIALIZED_KEY: "1"})
         self.scans += 1
         self.scan_done.set()
         return stats
 
     async def _flush(self, silent: dict[str, str | None], stats: ScanStats, *, force: bool) -> None:
         if silent and (force or len(silent) >= _SILENT_CHUNK):
-            await self._ctx.state.set_checkpoints(self._scope, silent)
+            await self._write(silent)
             stats.silent += len(silent)
             silent.clear()
 

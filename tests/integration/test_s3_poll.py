@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -260,7 +259,7 @@ async def test_missing_bucket_is_logged_with_its_code_and_never_the_secret(
         for _ in range(200):
             if any(r.getMessage() == "s3.poll_failed" for r in caplog.records):
                 break
-            await asyncio.sleep(0.05)
+            assert await source.receive(10, 0.05) == []  # the first receive starts listing
     finally:
         await source.stop()
     failed = [r for r in caplog.records if r.getMessage() == "s3.poll_failed"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import uuid
+from collections.abc import Mapping
 
 import orjson
 
@@ -28,6 +30,7 @@ from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     InvokeResult,
+    LeadsWork,
     Outcome,
     Record,
     RunsOnce,
@@ -154,7 +157,15 @@ class AsyncTrigger:
 
         async def work(fence: Fence) -> None:
             await source.resume()
-            await self._accept_loop(fence)
+            if not isinstance(source, LeadsWork):
+                await self._accept_loop(fence)
+                return
+            await source.lead(functools.partial(self._write_checkpoints, fence))
+            try:
+                await self._accept_loop(fence)
+            finally:
+                # Lost, given up or stopping: the source's own work stops with the lease.
+                await asyncio.shield(source.stand_by())
 
         # Standing by, leading, and back to standing by when the lease is lost, until stop.
         runner = asyncio.ensure_future(lease.run(work))
@@ -163,6 +174,10 @@ class AsyncTrigger:
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+
+    async def _write_checkpoints(self, fence: Fence, checkpoint: Mapping[str, str | None]) -> None:
+        """A singleton source's own checkpoint writes, fenced by its lease."""
+        await self._persist([], dict(checkpoint), fence)
 
     async def _accept_loop(self, fence: Fence | None = None) -> None:
         """Receive and accept until stopped; with a fence (a singleton source's lease), a

@@ -1,0 +1,217 @@
+"""S3 poll mode across a cluster: two daemons' poll sources on one lease table, only the
+holder of `s3poll:<trigger>` lists the bucket, and the other takes over when it stops.
+A shared in-memory SQLite store stands for the shared database; the leases are a fake
+table with one view per daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.fakes import FakeBackend, trigger_runtime
+from triggerd.delivery.asyncpath import AsyncTrigger
+from triggerd.state.base import NewEvent
+from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseStore
+from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
+from triggerd.types import LeadsWork, RunsOnce, SourceContext, SystemClock
+from triggerd_s3 import S3SourceConfig
+from triggerd_s3.poll import PollSource
+
+
+class LeaseTable:
+    """name -> (holder, epoch, expiry on the monotonic clock)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str | None, int, float]] = {}
+
+
+class Member:
+    """One daemon's store: the shared SQLite store, with its leases in the shared table."""
+
+    grants_forever = False
+
+    def __init__(self, store: SQLiteStateStore, table: LeaseTable, member: str) -> None:
+        self._store = store
+        self._table = table
+        self.member = member
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        holder, epoch, expires = self._table.rows.get(name, (None, 0, 0.0))
+        now = time.monotonic()
+        if holder not in (None, self.member) and expires > now:
+            return None
+        self._table.rows[name] = (self.member, epoch + 1, now + timeout_s)
+        return epoch + 1
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        holder, held, expires = self._table.rows.get(name, (None, 0, 0.0))
+        now = time.monotonic()
+        if holder != self.member or held != epoch or expires <= now:
+            return False
+        self._table.rows[name] = (holder, epoch, now + timeout_s)
+        return True
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        holder, held, _ = self._table.rows.get(name, (None, 0, 0.0))
+        if holder == self.member and held == epoch:
+            self._table.rows[name] = (None, epoch, 0.0)
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        holder, epoch, _ = self._table.rows.get(fence.lease, (None, 0, 0.0))
+        if holder != self.member or epoch != fence.epoch:
+            raise LeaseLostError("moved on")
+        await self._store.enqueue(events, checkpoints)
+
+    async def leases(self) -> list[LeaseInfo]:
+        return []
+
+
+class Bucket:
+    """Objects as a dict, listed in one page; counts the listings made by each daemon."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.listings: Counter[str] = Counter()
+
+
+class Client:
+    def __init__(self, bucket: Bucket, member: str) -> None:
+        self.bucket = bucket
+        self.member = member
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_objects_v2"
+        return self
+
+    async def paginate(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        self.bucket.listings[self.member] += 1
+        stamp = datetime(2024, 5, 1, tzinfo=UTC)
+        objects = self.bucket.objects
+        yield {
+            "Contents": [
+                {"Key": k, "ETag": f'"{objects[k]!r}"', "Size": len(v), "LastModified": stamp}
+                for k, v in sorted(objects.items())
+            ]
+        }
+
+    async def get_bucket_versioning(self, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+
+async def daemon(
+    store: SQLiteStateStore, table: LeaseTable, bucket: Bucket, member: str
+) -> tuple[AsyncTrigger, FakeBackend]:
+    state = Member(store, table, member)
+    config = S3SourceConfig.model_validate(
+        {
+            "type": "s3",
+            "bucket": "bkt",
+            "mode": "poll",
+            "poll_interval_s": 0.05,
+            "starting_position": "TRIM_HORIZON",
+        }
+    )
+    ctx = SourceContext(
+        trigger="t", state=state, clock=SystemClock(), log=logging.getLogger(f"test.{member}")
+    )  # type: ignore[arg-type]
+    source = PollSource(config, ctx, Client(bucket, member))
+    await source.start()
+    backend = FakeBackend()
+    rt = trigger_runtime(state, source, backend, None, "fakepush")
+    return AsyncTrigger(rt, state, lease_s=30, singleton_lease_s=1.0), backend  # type: ignore[arg-type]
+
+
+def keys(backend: FakeBackend) -> list[str]:
+    return [str(call["Records"][0]["s3"]["object"]["key"]) for call in backend.calls]
+
+
+async def until(done: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_poll_source_is_a_singleton_with_its_own_fenced_work() -> None:
+    store = SQLiteStateStore(MEMORY_PATH)
+    await store.open()
+    try:
+        trigger, _ = await daemon(store, LeaseTable(), Bucket(), "a")
+        source = trigger.rt.source
+        assert isinstance(source, RunsOnce) and isinstance(source, LeadsWork)
+        assert source.singleton_lease == "s3poll:t"
+        assert isinstance(trigger.state, LeaseStore)
+    finally:
+        await store.close()
+
+
+async def test_two_poll_sources_on_one_lease_store_list_one_at_a_time() -> None:
+    store = SQLiteStateStore(MEMORY_PATH)
+    await store.open()
+    table, bucket = LeaseTable(), Bucket()
+    bucket.objects.update({"a": b"1", "b": b"22"})
+    (one, be_one), (two, be_two) = [await daemon(store, table, bucket, m) for m in ("a", "b")]
+    tasks = {"a": asyncio.create_task(one.run()), "b": asyncio.create_task(two.run())}
+    try:
+        # Both run for many poll intervals: one lists, the other never does.
+        await until(lambda: sum(bucket.listings.values()) >= 10)
+        assert len(bucket.listings) == 1, bucket.listings
+        [holder] = bucket.listings
+        assert sorted(keys(be_one) + keys(be_two)) == ["a", "b"]
+        # The holder stops (gives the lease up): the other takes over, lists, and delivers
+        # only what is new since the holder's last committed listing.
+        (one if holder == "a" else two).stop()
+        await asyncio.wait_for(tasks.pop(holder), 5)
+        standby = "b" if holder == "a" else "a"
+        bucket.objects["c"] = b"333"
+        await until(lambda: sorted(keys(be_one) + keys(be_two)) == ["a", "b", "c"])
+        assert bucket.listings[standby] > 0
+        assert keys(be_two if standby == "b" else be_one)[-1] == "c"
+    finally:
+        for name, task in tasks.items():
+            (one if name == "a" else two).stop()
+            await asyncio.wait_for(task, 5)
+        await store.close()
+
+
+async def test_a_refused_fenced_write_stops_the_listing_until_led_again(
+    caplog: Any,
+) -> None:
+    store = SQLiteStateStore(MEMORY_PATH)
+    await store.open()
+    bucket = Bucket()
+    try:
+        trigger, _ = await daemon(store, LeaseTable(), bucket, "a")
+        source = trigger.rt.source
+        assert isinstance(source, PollSource)
+
+        async def refuse(checkpoints: Mapping[str, str | None]) -> None:
+            raise LeaseLostError("moved on")
+
+        await source.resume()
+        await source.lead(refuse)
+        caplog.set_level(logging.WARNING)
+        # The first scan's only write (the listing is initialised) is refused: no more scans,
+        # where a poll interval of 0.05 s would have made several.
+        assert await source.receive(10, 0.5) == []
+        assert bucket.listings["a"] == 1
+        assert [r.getMessage() for r in caplog.records] == ["s3.poll_fenced"]
+        assert await store.get_checkpoint("t", "meta:initialized") is None
+        await source.stand_by()
+        assert await source.receive(10, 0.2) == []
+        assert bucket.listings["a"] == 1  # standing by: receive does not start it either
+        await source.stop()
+    finally:
+        await store.close()
