@@ -249,8 +249,9 @@ class PollSource(BaseSource):
                         "trigger": self._scope,
                         "bucket": self._cfg.bucket,
                         "listed": stats.listed,
-                        "created": stats.created,
-                        "deleted": stats.deleted,
+                        # Not "created": a LogRecord attribute (the call would raise).
+                        "puts": stats.created,
+                        "deletes": stats.deleted,
                     },
                 )
                 delay = self._cfg.poll_interval_s

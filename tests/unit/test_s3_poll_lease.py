@@ -215,3 +215,27 @@ async def test_a_refused_fenced_write_stops_the_listing_until_led_again(
         await source.stop()
     finally:
         await store.close()
+
+
+async def test_each_scan_is_logged_at_debug_level_with_its_counts(caplog: Any) -> None:
+    store = SQLiteStateStore(MEMORY_PATH)
+    await store.open()
+    bucket = Bucket()
+    bucket.objects.update({"a": b"1", "b": b"22"})
+    try:
+        trigger, _ = await daemon(store, LeaseTable(), bucket, "a")
+        source = trigger.rt.source
+        assert isinstance(source, PollSource)
+        caplog.set_level(logging.DEBUG, logger="test.a")
+        records = await source.receive(10, 5)
+        await store.set_checkpoints(
+            "t", {k: v for r in records for k, v in (r.checkpoint or {}).items()}
+        )
+        await source.ack(records)
+        await until(lambda: source.scans >= 2)
+        await source.stop()
+    finally:
+        await store.close()
+    scanned = [r.__dict__ for r in caplog.records if r.getMessage() == "s3.scanned"]
+    assert [(s["listed"], s["puts"], s["deletes"]) for s in scanned[:2]] == [(2, 2, 0), (2, 0, 0)]
+    assert not [r for r in caplog.records if r.getMessage() == "s3.poll_failed"]
