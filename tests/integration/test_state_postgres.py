@@ -165,7 +165,8 @@ async def test_terminated_connections_are_retried_and_nothing_acknowledged_is_lo
             await asyncio.sleep(0.1)
             kills += await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'triggerd' AND pid <> pg_backend_pid()"
+                "WHERE application_name LIKE 'triggerd %' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
             )
         return kills
 
@@ -321,7 +322,8 @@ async def test_enqueues_wake_every_daemon_and_the_listener_comes_back_after_a_cu
     try:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'triggerd' AND pid <> pg_backend_pid()"
+            "WHERE application_name LIKE 'triggerd %' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()"
         )
     finally:
         await admin.close()

@@ -283,3 +283,22 @@ async def test_another_handler_gets_records_with_the_fields(
         ("100% done %s", "f", RID, True)
     ]
     assert json.loads(stream.getvalue())["event"] == "100% done %s"
+
+
+def test_asyncpg_pool_reconnect_failures_are_one_line_without_a_traceback(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's pool logs each failed reconnection with exc_info: the daemon keeps the
+    error's text, not the traceback."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    try:
+        raise ConnectionRefusedError("role x is not permitted to log in")
+    except ConnectionRefusedError:
+        logging.getLogger("asyncpg.pool").warning("Failed to restore", exc_info=True)
+    logging.getLogger().handlers[0].flush()
+    [doc] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert doc["event"] == "Failed to restore"
+    assert doc["error"] == "ConnectionRefusedError: role x is not permitted to log in"
+    assert "exc" not in doc and "Traceback" not in stream.getvalue()

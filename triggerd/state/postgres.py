@@ -160,6 +160,12 @@ class PostgresStateStore:
 
     # ---- lifecycle ----
 
+    @property
+    def application_name(self) -> str:
+        """What its connections show in `pg_stat_activity`: which daemon holds them (an
+        operator ends one daemon's sessions with `pg_terminate_backend`)."""
+        return f"triggerd {self.member_id}"[:63]
+
     async def open(self) -> None:
         await self._open(migrate_schema=True)
 
@@ -189,7 +195,7 @@ class PostgresStateStore:
                     max_size=self._url.pool_size,
                     timeout=CONNECT_TIMEOUT_S,
                     command_timeout=max(30.0, self._write_retry_s),
-                    server_settings={"application_name": "triggerd"},
+                    server_settings={"application_name": self.application_name},
                 )
             except Exception as exc:
                 raise self._open_error(exc) from None
@@ -590,7 +596,7 @@ class PostgresStateStore:
             conn = await asyncpg.connect(
                 self._url.dsn,
                 timeout=CONNECT_TIMEOUT_S,
-                server_settings={"application_name": "triggerd"},
+                server_settings={"application_name": self.application_name},
             )
         except Exception as exc:
             log.warning(

@@ -285,6 +285,32 @@ def cap_aws_sdk_logs() -> None:
         logging.getLogger(name).setLevel(floor)
 
 
+#: Loggers of libraries that log an expected failure with its traceback (asyncpg's pool,
+#: reconnecting while PostgreSQL refuses or cannot be reached): one line with the error.
+ONE_LINE_LOGGERS = ("asyncpg.pool",)
+
+
+class OneLineErrors(logging.Filter):
+    """Replaces a record's traceback by its exception's text, in an `error` field."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None and not hasattr(record, "error"):
+                record.error = f"{type(exc).__name__}: {exc}"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def one_line_library_errors() -> None:
+    """Install `OneLineErrors` on ONE_LINE_LOGGERS (once)."""
+    for name in ONE_LINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineErrors) for f in logger.filters):
+            logger.addFilter(OneLineErrors())
+
+
 #: Lines held for the end of an event-loop iteration at most (a burst writes earlier).
 BATCH_MAX_LINES = 512
 
@@ -460,6 +486,7 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     cap_aws_sdk_logs()
+    one_line_library_errors()
     fn_logger = logging.getLogger("triggerd.function")
     for old in list(fn_logger.handlers):
         old.flush()
