@@ -397,8 +397,8 @@ def validate(
 
 
 #: Sources that must run on one daemon at a time and that several daemons sharing a
-#: PostgreSQL store do not coordinate yet (each would list every bucket, read the slot, read
-#: every shard). Schedules are coordinated: one daemon holds each one's lease.
+#: PostgreSQL store do not coordinate yet (each would read the slot, read every shard).
+#: Schedules and S3 polls are coordinated: one daemon holds each one's lease.
 SINGLETON_SOURCES = frozenset({"postgres", "kinesis", "dynamodb_streams"})
 
 
@@ -413,8 +413,7 @@ def cluster_warnings(cfg: ConfigBase) -> list[str]:
     lines = []
     for i, trig in enumerate(cfg.trigger_list):
         kind = str(getattr(getattr(trig, "source", None), "type", ""))
-        mode = str(getattr(getattr(trig, "source", None), "mode", ""))
-        if kind in SINGLETON_SOURCES or (kind == "s3" and mode == "poll"):
+        if kind in SINGLETON_SOURCES:
             lines.append(
                 f"triggers.{i} ({cfg.trigger_name(i)}, source {kind}) is not coordinated "
                 "between daemons sharing the PostgreSQL store: run it on one daemon only "
