@@ -207,7 +207,13 @@ async def ensure_publication(
             parts.append("TABLE " + ", ".join(_qualified(s, t) for s, t in cfg.table_names))
         if cfg.schemas:
             parts.append("TABLES IN SCHEMA " + ", ".join(quote_ident(s) for s in cfg.schemas))
-        await conn.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR {', '.join(parts)}")
+        import asyncpg
+
+        try:
+            await conn.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR {', '.join(parts)}")
+        except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            # Another daemon of the cluster created it at the same moment: check theirs.
+            return await ensure_publication(conn, cfg, name, trigger, version, create=False)
         return True
     missing = [op for op in ("insert", "update", "delete", "truncate") if not pub[f"pub{op}"]]
     problems = []
@@ -261,9 +267,15 @@ async def ensure_slot(
     if row is None and not create:
         raise ConfigError([f"{where}: slot {slot} {NOT_CREATED_BY_RECORD}"])
     if row is None:
-        created = await conn.fetchrow(
-            "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot
-        )
+        import asyncpg
+
+        try:
+            created = await conn.fetchrow(
+                "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot
+            )
+        except asyncpg.DuplicateObjectError:
+            # Another daemon of the cluster created it at the same moment: check theirs.
+            return await ensure_slot(conn, slot, database, trigger, create=False)
         assert created is not None
         return int(created["lsn"])
     if row["slot_type"] != "logical" or row["plugin"] != "pgoutput":

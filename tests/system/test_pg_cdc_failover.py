@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,12 @@ def all_delivered(tmp: Path) -> set[int]:
 
 
 def insert(cluster: Any, table: str, first: int, last: int, per_txn: int = 10) -> None:
+    """Rows first..last, `per_txn` a transaction (one `psql -c` is one transaction unless
+    it says BEGIN/COMMIT)."""
     cluster.psql(
         "".join(
-            f"INSERT INTO {table} SELECT g, 'x' FROM generate_series({lo}, "
-            f"{min(lo + per_txn - 1, last)}) g;"
+            f"BEGIN; INSERT INTO {table} SELECT g, 'x' FROM generate_series({lo}, "
+            f"{min(lo + per_txn - 1, last)}) g; COMMIT;"
             for lo in range(first, last + 1, per_txn)
         )
     )
@@ -125,8 +128,8 @@ def test_one_reader_per_slot_and_the_standby_takes_over_from_a_killed_leader(
         for n in "ab"
     }
     try:
-        for m in members.values():  # one after the other: the first creates the slot
-            m.start_run()
+        with ThreadPoolExecutor(2) as pool:  # at once, as a cluster's hosts boot
+            list(pool.map(lambda m: m.start_run(), members.values()))
         wait_for(lambda: any(m.leads() for m in members.values()), 30, "a leader")
         leader = next(m for m in members.values() if m.leads())
         standby = next(m for m in members.values() if m is not leader)
