@@ -53,6 +53,11 @@ source = { type = "schedule", expression = "rate(1 minute)" }
 name = "clicks"
 function = "recorder"
 source = { type = "kinesis", stream = "clicks" }
+
+[[triggers]]
+name = "orders"
+function = "recorder"
+source = { type = "postgres", dsn = "postgresql://postgres@db.example/shop", tables = ["orders"] }
 """
     return text
 
@@ -239,7 +244,8 @@ def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_liste
     out = cli(tmp_path, "validate")
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "warning:" in line]
-    # A schedule is coordinated (one daemon holds its lease); Kinesis is not yet.
+    # A schedule and PostgreSQL CDC are coordinated (one daemon holds each one's lease);
+    # Kinesis is not yet.
     assert len(warnings) == 1
     assert "triggers.2 (clicks, source kinesis) is not coordinated" in warnings[0]
     assert "s3cr3t-pw" not in out.stdout + out.stderr
