@@ -9,6 +9,7 @@ the fix; a server that cannot be reached is a `RetryableError`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ __all__ = [
     "quote_ident",
     "slot_lag",
 ]
+
+#: How long a daemon waits for a slot another daemon is creating (the server waits out the
+#: transactions running when a slot is created) before its start is retried.
+SLOT_CREATION_WAIT_S = 30.0
 
 #: Session settings under which pgoutput's text values have the forms pgtypes.py expects.
 SESSION_SETTINGS = {
@@ -289,7 +294,22 @@ async def ensure_slot(
         raise ConfigError(
             [f"{where}: slot {slot} belongs to database {row['database']!r}, not {database!r}"]
         )
+    if row["confirmed_flush_lsn"] is None:
+        return await _created_position(conn, slot)
     return int(row["confirmed_flush_lsn"])
+
+
+async def _created_position(conn: asyncpg.Connection, slot: str) -> int:
+    """The confirmed position of a slot that another daemon is creating right now (it has
+    none until the server has waited out the transactions running at its creation)."""
+    for _ in range(round(SLOT_CREATION_WAIT_S / 0.1)):
+        await asyncio.sleep(0.1)
+        confirmed = await conn.fetchval(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot
+        )
+        if confirmed is not None:
+            return int(confirmed)
+    raise RetryableError(f"slot {slot} is still being created elsewhere")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.postgres_support import (
     connect,
     ddb,
+    drop,
     pg_source,
     receive_n,
     slot_confirmed,
@@ -485,3 +486,21 @@ async def test_resume_rereads_the_slot_and_a_stale_readers_late_ack_moves_nothin
             await conn.execute(f"INSERT INTO {table} VALUES (99, 'y')")
         [new] = await receive_n(stale, 1)
     assert new.payload["dynamodb"]["Keys"] == {"id": {"N": "99"}}
+
+
+async def test_two_daemons_starting_at_once_share_one_new_slot_and_publication(
+    pg_cluster: Any, store: Any
+) -> None:
+    """Both look for the slot and the publication, find neither, and create them at the same
+    moment: the one that loses each race checks and reuses the winner's."""
+    table = await make_table(pg_cluster)
+    cfg = source_config(pg_cluster, tables=[table])
+    log = logging.getLogger("test.postgres")
+    ctx = SourceContext(trigger=unique("trig"), state=store, clock=SystemClock(), log=log)
+    first, second = PostgresSource(cfg, ctx), PostgresSource(cfg, ctx)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        assert first.slot == second.slot and first._advanced_lsn == second._advanced_lsn
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
+        await drop(pg_cluster, first.slot, first.publication)
