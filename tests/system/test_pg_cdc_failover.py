@@ -139,6 +139,13 @@ def test_one_reader_per_slot_and_the_standby_takes_over_from_a_killed_leader(
         assert not standby.leads() and "postgres.resumed" not in standby.event_names()
         assert standby.delivered() == []
         assert slot_fights(leader) == [] and slot_fights(standby) == []
+        # Two daemons connected to the cluster, and one connection that reads the slot.
+        apps = pg_cluster.psql(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE "
+            "'triggerd:orders:%' ORDER BY 1"
+        ).split()
+        assert apps.count("triggerd:orders:control") == 2, apps
+        assert apps.count("triggerd:orders:reader") == 1, apps
         leader.daemon.kill9()
         assert len(set(leader.delivered())) < ROWS_BEFORE, "killed mid-stream"
         insert(pg_cluster, table, ROWS_BEFORE + 1, ROWS_BEFORE + ROWS_AFTER)
