@@ -17,7 +17,7 @@ from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import InvokeResult, Outcome, Record, RunsOnce
 
-LEASE_S = 0.6
+LEASE_S = 1.0
 
 
 class TakeableLeases:
