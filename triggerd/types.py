@@ -390,8 +390,12 @@ class ReportsStats(Protocol):
 @runtime_checkable
 class RunsOnce(Protocol):
     """Optional: a source whose work must run on one daemon of a cluster at a time (a
-    schedule). The daemon receives from it only while it holds the lease `singleton_lease`
-    (triggerd.state.leases), and its checkpoints are written fenced by the lease's epoch."""
+    schedule, a PostgreSQL replication slot). The daemon receives from it only while it
+    holds the lease `singleton_lease` (triggerd.state.leases). On the async path its
+    checkpoints are written fenced by the lease's epoch. On the pipeline (sync) path, when
+    the lease is lost the batches in flight still end and settle (their acks reach the
+    source after the loss), so such a source must only ever move its checkpoint over records
+    that were delivered: a successor then skips nothing undelivered."""
 
     @property
     def singleton_lease(self) -> str: ...

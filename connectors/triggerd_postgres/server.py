@@ -9,6 +9,7 @@ the fix; a server that cannot be reached is a `RetryableError`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ __all__ = [
     "quote_ident",
     "slot_lag",
 ]
+
+#: How long a daemon waits for a slot another daemon is creating (the server waits out the
+#: transactions running when a slot is created) before its start is retried.
+SLOT_CREATION_WAIT_S = 30.0
 
 #: Session settings under which pgoutput's text values have the forms pgtypes.py expects.
 SESSION_SETTINGS = {
@@ -207,7 +212,13 @@ async def ensure_publication(
             parts.append("TABLE " + ", ".join(_qualified(s, t) for s, t in cfg.table_names))
         if cfg.schemas:
             parts.append("TABLES IN SCHEMA " + ", ".join(quote_ident(s) for s in cfg.schemas))
-        await conn.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR {', '.join(parts)}")
+        import asyncpg
+
+        try:
+            await conn.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR {', '.join(parts)}")
+        except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            # Another daemon of the cluster created it at the same moment: check theirs.
+            return await ensure_publication(conn, cfg, name, trigger, version, create=False)
         return True
     missing = [op for op in ("insert", "update", "delete", "truncate") if not pub[f"pub{op}"]]
     problems = []
@@ -261,9 +272,15 @@ async def ensure_slot(
     if row is None and not create:
         raise ConfigError([f"{where}: slot {slot} {NOT_CREATED_BY_RECORD}"])
     if row is None:
-        created = await conn.fetchrow(
-            "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot
-        )
+        import asyncpg
+
+        try:
+            created = await conn.fetchrow(
+                "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", slot
+            )
+        except asyncpg.DuplicateObjectError:
+            # Another daemon of the cluster created it at the same moment: check theirs.
+            return await ensure_slot(conn, slot, database, trigger, create=False)
         assert created is not None
         return int(created["lsn"])
     if row["slot_type"] != "logical" or row["plugin"] != "pgoutput":
@@ -277,7 +294,22 @@ async def ensure_slot(
         raise ConfigError(
             [f"{where}: slot {slot} belongs to database {row['database']!r}, not {database!r}"]
         )
+    if row["confirmed_flush_lsn"] is None:
+        return await _created_position(conn, slot)
     return int(row["confirmed_flush_lsn"])
+
+
+async def _created_position(conn: asyncpg.Connection, slot: str) -> int:
+    """The confirmed position of a slot that another daemon is creating right now (it has
+    none until the server has waited out the transactions running at its creation)."""
+    for _ in range(round(SLOT_CREATION_WAIT_S / 0.1)):
+        await asyncio.sleep(0.1)
+        confirmed = await conn.fetchval(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot
+        )
+        if confirmed is not None:
+            return int(confirmed)
+    raise RetryableError(f"slot {slot} is still being created elsewhere")
 
 
 @dataclass(frozen=True, slots=True)

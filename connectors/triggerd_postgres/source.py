@@ -20,6 +20,22 @@ How it works:
   NOTIFY on `wake_channel` ends the wait at once.
 - Lag: every `lag_interval_s`, the slot's lag (bytes behind the server's WAL, bytes of WAL it
   retains) is measured; above `wal_retention_warning_mb` a warning is logged.
+- Several daemons (a PostgreSQL state store): the source is `RunsOnce` under the lease
+  `pgslot:<database>/<slot>`, so only the holder peeks the slot; a standby only checks the
+  slot at start and measures its lag. Taking the lease calls `resume`, which forgets what was
+  read and re-reads the slot's confirmed position (and the saved position inside a partly
+  acknowledged transaction) from the servers: a previous holder may have moved them.
+
+  What fences a stale holder (one that kept reading after its lease ran out: a process
+  paused longer than the lease's margin)? PostgreSQL lets one backend use a slot at a time, so
+  two peeks or advances never run at once (the loser gets "replication slot ... is active",
+  retried). Nothing else does, and nothing else needs to: the stale reader only ever advances
+  the slot (or saves a position) to the end of the settled prefix of what it read itself, so
+  over changes that were delivered (or sent to the on-failure destination). A successor then
+  skips only changes already delivered, and re-reads everything after; the worst case is a
+  change delivered twice, never one lost. An advance never moves the slot backwards (it goes
+  to the greater of the target and the slot's confirmed position), so a stale advance behind
+  a successor's is a no-op, not an error.
 """
 
 from __future__ import annotations
@@ -70,6 +86,13 @@ _PEEK_SQL = (
 _PEEK_STREAMING_SQL = (
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, $3, "
     "'proto_version', '2', 'publication_names', $4, 'streaming', 'on')"
+)
+
+#: Never backwards: a stale holder's advance behind its successor's is a no-op, not an error
+#: ("cannot advance replication slot to X, minimum is Y").
+_ADVANCE_SQL = (
+    "SELECT pg_replication_slot_advance(slot_name, GREATEST($2::pg_lsn, confirmed_flush_lsn)) "
+    "FROM pg_replication_slots WHERE slot_name = $1"
 )
 
 
@@ -211,6 +234,11 @@ class PostgresSource(BaseSource):
             ) from None
         except asyncpg.ObjectInUseError as exc:
             raise RetryableError(f"slot {self.slot}: {exc}") from None
+        await self._go_on_from(confirmed)
+
+    async def _go_on_from(self, confirmed: int) -> None:
+        """Read from the slot's confirmed position, or from the saved position inside a
+        partly acknowledged transaction when that is further."""
         self._advanced_lsn = confirmed
         self.changes.read_pos = (confirmed - 1, END) if confirmed else (0, -1)
         saved = await self.ctx.state.get_checkpoint(self.trigger, POSITION_KEY)
@@ -218,6 +246,37 @@ class PostgresSource(BaseSource):
             position = parse_sequence_number(saved)
             if position > self.changes.read_pos:
                 self.changes.read_pos = position
+
+    @property
+    def singleton_lease(self) -> str:
+        """RunsOnce: one daemon of a cluster reads a slot, the holder of this lease."""
+        return f"pgslot:{self.database}/{self.slot}"
+
+    async def resume(self) -> None:
+        """RunsOnce: this daemon (again) holds the slot's lease. What was read before is
+        forgotten (the pipeline settled or gave back all of it when the last term ended) and
+        reading goes on from the positions on the servers, which another daemon may have
+        moved."""
+        async with self._slot_lock:
+            await self._close_peek()
+            await self._reset_reader()
+            self._to_advance = self._to_save = None
+            self.shard = self.changes.shard = ShardLog(
+                self.ctx.clock,
+                max_entries=self.shard.max_entries,
+                max_bytes=self.shard.max_bytes,
+                redeliver_delay_s=self.shard.redeliver_delay_s,
+            )
+            self.changes.tables.clear()  # relations are sent again to each new peek session
+            async with self._control_lock:
+                lag = await server.slot_lag(await self._control_conn(), self.slot)
+            if lag is None:
+                raise RetryableError(f"slot {self.slot} does not exist (dropped?)")
+            await self._go_on_from(lag.confirmed_lsn)
+        self.log.info(
+            "postgres.resumed",
+            extra={"trigger": self.trigger, "slot": self.slot, "position": lag.confirmed_lsn},
+        )
 
     async def stop(self) -> None:
         if self._stopped:
@@ -434,9 +493,7 @@ class PostgresSource(BaseSource):
         elif advance is not None:
             if advance.lsn > self._advanced_lsn:
                 async with self._slot_lock, self._control_lock:
-                    await (await self._control_conn()).execute(
-                        "SELECT pg_replication_slot_advance($1, $2::pg_lsn)", self.slot, advance.lsn
-                    )
+                    await (await self._control_conn()).execute(_ADVANCE_SQL, self.slot, advance.lsn)
                 self._advanced_lsn = advance.lsn
             if self._to_advance is advance:
                 self._to_advance = None

@@ -58,6 +58,11 @@ source = { type = "kinesis", stream = "clicks" }
 name = "photos"
 function = "recorder"
 source = { type = "s3", mode = "poll", bucket = "photos-bucket" }
+
+[[triggers]]
+name = "orders"
+function = "recorder"
+source = { type = "postgres", dsn = "postgresql://postgres@db.example/shop", tables = ["orders"] }
 """
     return text
 
@@ -244,7 +249,7 @@ def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_liste
     out = cli(tmp_path, "validate")
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "warning:" in line]
-    # A schedule and an S3 poll are coordinated (one daemon holds each one's lease);
+    # A schedule, an S3 poll and PostgreSQL CDC are coordinated (one daemon holds each one's lease);
     # Kinesis is not yet.
     assert len(warnings) == 1
     assert "triggers.2 (clicks, source kinesis) is not coordinated" in warnings[0]

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.postgres_support import (
     connect,
     ddb,
+    drop,
     pg_source,
     receive_n,
     slot_confirmed,
@@ -445,3 +446,61 @@ async def test_streamed_transactions_are_delivered_at_commit_without_aborted_par
     assert ids == expected, "commit order; the rolled-back savepoint and transaction left out"
     seqs = [r.item_id for r in records]
     assert seqs == sorted(seqs)
+
+
+async def test_resume_rereads_the_slot_and_a_stale_readers_late_ack_moves_nothing_back(
+    pg_cluster: Any, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two daemons' sources on one slot, as around a failover: the successor resumes and
+    acknowledges everything; the stale reader's late acknowledgement of older changes is a
+    no-op (never an error, never backwards); when the stale one leads again, `resume` makes
+    it go on from the slot's position, not from what it had read."""
+    table = await make_table(pg_cluster)
+    trigger = unique("trig")
+    async with pg_source(pg_cluster, store, trigger, tables=[table]) as stale:
+        assert stale.singleton_lease == f"pgslot:{stale.database}/{stale.slot}"
+        start = await slot_confirmed(pg_cluster, stale.slot)
+        async with connect(pg_cluster) as conn:
+            for i in range(5):
+                await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'x')")
+        old = await receive_n(stale, 5, ack=False)
+        successor = PostgresSource(stale.config, stale.ctx)
+        await successor.start()
+        try:
+            await successor.resume()
+            again = await receive_n(successor, 5)
+            assert [r.item_id for r in again] == [r.item_id for r in old]
+            await _until(lambda: _moved(pg_cluster, stale.slot, start))
+            moved = await slot_confirmed(pg_cluster, stale.slot)
+        finally:
+            await successor.stop()
+        with caplog.at_level(logging.WARNING):
+            await stale.ack(old[:2])
+            async with asyncio.timeout(10):
+                while stale._to_advance is not None:
+                    await asyncio.sleep(0.05)
+        assert "postgres.checkpoint_failed" not in caplog.text
+        assert await slot_confirmed(pg_cluster, stale.slot) == moved
+        await stale.resume()
+        async with connect(pg_cluster) as conn:
+            await conn.execute(f"INSERT INTO {table} VALUES (99, 'y')")
+        [new] = await receive_n(stale, 1)
+    assert new.payload["dynamodb"]["Keys"] == {"id": {"N": "99"}}
+
+
+async def test_two_daemons_starting_at_once_share_one_new_slot_and_publication(
+    pg_cluster: Any, store: Any
+) -> None:
+    """Both look for the slot and the publication, find neither, and create them at the same
+    moment: the one that loses each race checks and reuses the winner's."""
+    table = await make_table(pg_cluster)
+    cfg = source_config(pg_cluster, tables=[table])
+    log = logging.getLogger("test.postgres")
+    ctx = SourceContext(trigger=unique("trig"), state=store, clock=SystemClock(), log=log)
+    first, second = PostgresSource(cfg, ctx), PostgresSource(cfg, ctx)
+    try:
+        await asyncio.gather(first.start(), second.start())
+        assert first.slot == second.slot and first._advanced_lsn == second._advanced_lsn
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
+        await drop(pg_cluster, first.slot, first.publication)

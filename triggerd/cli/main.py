@@ -397,9 +397,9 @@ def validate(
 
 
 #: Sources that must run on one daemon at a time and that several daemons sharing a
-#: PostgreSQL store do not coordinate yet (each would read the slot, read every shard).
-#: Schedules and S3 polls are coordinated: one daemon holds each one's lease.
-SINGLETON_SOURCES = frozenset({"postgres", "kinesis", "dynamodb_streams"})
+#: PostgreSQL store do not coordinate yet (each would read every shard).
+#: Schedules, S3 polls and PostgreSQL CDC are coordinated: one daemon holds each one's lease.
+SINGLETON_SOURCES = frozenset({"kinesis", "dynamodb_streams"})
 
 
 def cluster_warnings(cfg: ConfigBase) -> list[str]:

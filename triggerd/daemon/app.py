@@ -840,7 +840,9 @@ class Daemon:
                 singleton_lease_s=self.config.daemon.singleton_lease_timeout_s,
             )
         else:
-            runnable = SyncTrigger(rt)
+            runnable = SyncTrigger(
+                rt, self.state, singleton_lease_s=self.config.daemon.singleton_lease_timeout_s
+            )
         slot = TriggerSlot(name, tcfg, runnable, stack, mount)
         self.slots[name] = slot
         self.triggers[name] = runnable

@@ -9,6 +9,14 @@ A source that loses ordering keys while running (a Kafka partition revoked in a 
 stream shard taken over) calls `release_keys` (the `PipelineControl` it gets through `attach`):
 the keys' buffered records are nacked, their batches in flight are given back at the next
 retry point, and the call returns once those batches settled (or its timeout passed).
+
+A source that runs once across a cluster (`RunsOnce`, e.g. a PostgreSQL replication slot) on a
+store that grants leases is received from only while this daemon holds its lease: taking the
+lease calls `resume()`; losing it (the `Lease` stops the work before the store's expiry) or
+stopping ends the term: receiving stops, buffered records are nacked, batches in flight are
+given back at their next retry point (an invocation under way finishes and is settled), and
+only once every batch of the term has ended does the daemon stand by again, so a later term's
+`resume()` never meets a settlement of the old one.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
+from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
@@ -44,8 +53,13 @@ from triggerd.types import (
     Outcome,
     PermanentError,
     Record,
+    RunsOnce,
     Source,
 )
+
+#: The release epoch that every batch also watches: moved when a lease term ends, so every
+#: batch in flight (keyed or not) gives its records back at its next retry point.
+_ALL_KEYS = "\x00all"
 
 
 @dataclass
@@ -152,8 +166,17 @@ def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record
 
 
 class SyncTrigger:
-    def __init__(self, rt: TriggerRuntime) -> None:
+    def __init__(
+        self,
+        rt: TriggerRuntime,
+        state: StateStore | None = None,
+        *,
+        singleton_lease_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         self.rt = rt
+        #: The store that grants a `RunsOnce` source's lease (none: always received from).
+        self.state = state
+        self.singleton_lease_s = singleton_lease_s
         cfg = rt.config
         self.buffer = BatchBuffer(
             batch_size=cfg.effective_batch_size,
@@ -192,6 +215,8 @@ class SyncTrigger:
         self._wake = asyncio.Event()
         #: Set (and replaced) whenever a batch ends: wakes `release_keys`.
         self._batch_done = asyncio.Event()
+        #: Batch tasks started and not ended (whether holding a slot or backing off).
+        self._batches = 0
         if isinstance(rt.source, ControlledSource):
             rt.source.attach(self)
 
@@ -207,7 +232,9 @@ class SyncTrigger:
         self._slot_freed.set()
 
     def release_epochs(self, keys: set[str]) -> dict[str, int]:
-        return {k: self._release_epoch.get(k, 0) for k in keys}
+        epochs = {k: self._release_epoch.get(k, 0) for k in keys}
+        epochs[_ALL_KEYS] = self._release_epoch.get(_ALL_KEYS, 0)
+        return epochs
 
     def released_since(self, epochs: dict[str, int]) -> bool:
         return any(self._release_epoch.get(k, 0) != n for k, n in epochs.items())
@@ -242,7 +269,7 @@ class SyncTrigger:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._produce())
+                tg.create_task(self._receive_side())
                 await self._dispatch(tg)
         finally:
             leftovers = self.buffer.take_all()
@@ -253,29 +280,76 @@ class SyncTrigger:
 
     # ---- receiving ----
 
-    async def _produce(self) -> None:
+    async def _receive_side(self) -> None:
+        source, state = self.rt.source, self.state
         try:
-            failures = 0
-            while not self._stopping.is_set():
-                try:
-                    await self._receive_once()
-                    failures = 0
-                except PermanentError as exc:
-                    # e.g. the consumer group's authorisation was withdrawn: stop receiving,
-                    # let the batches in flight finish, and end the trigger with the error.
-                    self._failure = exc
-                    self.stop()
-                except Exception:  # task boundary: a source error must not cancel batches
-                    failures += 1
-                    delay = self.rt.throttle_backoff.delay(failures)
-                    self.rt.log.exception(
-                        "source.receive_failed",
-                        extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)},
-                    )
-                    await _wait(self._stopping, delay)
+            if isinstance(source, RunsOnce) and isinstance(state, LeaseStore):
+                await self._lead_or_stand_by(source, state)
+            else:
+                await self._produce()
         finally:
             self._producer_done = True
             self._work.set()
+
+    async def _lead_or_stand_by(self, source: RunsOnce, state: LeaseStore) -> None:
+        """Receive only while holding the source's lease; stand by otherwise, until stop."""
+        lease = Lease(
+            state, source.singleton_lease, timeout_s=self.singleton_lease_s, clock=self.rt.clock
+        )
+
+        async def term(fence: Fence) -> None:
+            await source.resume()
+            self.rt.log.info(
+                "source.leading",
+                extra={"trigger": self.rt.name, "lease": fence.lease, "epoch": fence.epoch},
+            )
+            try:
+                await self._produce()
+            finally:
+                await asyncio.shield(self._end_term())
+
+        runner = asyncio.ensure_future(lease.run(term))
+        try:
+            await self._stopping.wait()
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _end_term(self) -> None:
+        """The lease is lost (or the trigger stops): nothing more is received; buffered
+        records go back, batches in flight give theirs back at their next retry point; this
+        returns once every batch of the term has ended (settled or given back)."""
+        self._release_epoch[_ALL_KEYS] = self._release_epoch.get(_ALL_KEYS, 0) + 1
+        woken, self._wake = self._wake, asyncio.Event()
+        woken.set()
+        self._slots_changed()
+        back = self.buffer.take_all()
+        if back:
+            self._room.set()
+            await self.rt.source.nack(back)
+        while self._batches:
+            await _wait(self._batch_done, None)
+        self.rt.log.info("source.standing_by", extra={"trigger": self.rt.name})
+
+    async def _produce(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._receive_once()
+                failures = 0
+            except PermanentError as exc:
+                # e.g. the consumer group's authorisation was withdrawn: stop receiving,
+                # let the batches in flight finish, and end the trigger with the error.
+                self._failure = exc
+                self.stop()
+            except Exception:  # task boundary: a source error must not cancel batches
+                failures += 1
+                delay = self.rt.throttle_backoff.delay(failures)
+                self.rt.log.exception(
+                    "source.receive_failed",
+                    extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)},
+                )
+                await _wait(self._stopping, delay)
 
     async def _receive_once(self) -> None:
         rt = self.rt
@@ -335,11 +409,14 @@ class SyncTrigger:
         keys = {r.key for r in batch if r.key is not None}
         self.busy |= keys
         self.inflight += 1
+        self._batches += 1
         self.rt.metrics.inflight.labels(self.rt.name).inc()
         self._room.set()
-        tg.create_task(self._run_batch(batch, keys))
+        # Release epochs as of now: a release (or a lease term's end) before the task first
+        # runs still gives this batch back.
+        tg.create_task(self._run_batch(batch, keys, self.release_epochs(keys)))
 
-    async def _run_batch(self, batch: list[Record], keys: set[str]) -> None:
+    async def _run_batch(self, batch: list[Record], keys: set[str], epochs: dict[str, int]) -> None:
         unsettled: dict[int, Record] = {id(r): r for r in batch}
         rt = self.rt
         try:
@@ -350,7 +427,7 @@ class SyncTrigger:
                 records=len(batch),
                 trace=batch[0].trace_id,
             ):
-                await BatchRun(self, unsettled).process(batch)
+                await BatchRun(self, unsettled, epochs).process(batch)
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(unsettled, keys))
             raise
@@ -360,6 +437,7 @@ class SyncTrigger:
         finally:
             self.busy -= keys
             self.inflight -= 1
+            self._batches -= 1
             self.rt.metrics.inflight.labels(self.rt.name).dec()
             self._work.set()
             self._room.set()
@@ -410,11 +488,18 @@ async def _wait(event: asyncio.Event, wait_s: float | None) -> None:
 class BatchRun:
     """Invokes one batch until every record in it is settled."""
 
-    def __init__(self, trigger: SyncTrigger, unsettled: dict[int, Record]) -> None:
+    def __init__(
+        self,
+        trigger: SyncTrigger,
+        unsettled: dict[int, Record],
+        epochs: dict[str, int] | None = None,
+    ) -> None:
         self.t = trigger
         self.rt = trigger.rt
         self.unsettled = unsettled
-        self.epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
+        if epochs is None:
+            epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
+        self.epochs = epochs
         #: Sub-batches still to invoke, in order (bisected halves go in front).
         self.pending: list[list[Record]] = []
         #: Monotonic time after which the records must not be invoked again, but given back

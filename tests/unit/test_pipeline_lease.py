@@ -1,0 +1,227 @@
+"""A sync (pipeline) source that runs once across a cluster (`RunsOnce`): received from only
+while this daemon holds its lease; losing the lease stops receiving, gives back what is
+buffered, lets the batch in flight end, and only then stands by (fake lease store that another
+"daemon" can take the lease from)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tests.fakes import FakeBackend, FakeSource, make_record, trigger_runtime
+from triggerd.delivery.pipeline import SyncTrigger
+from triggerd.state.base import NewEvent
+from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseStore
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import InvokeResult, Outcome, Record, RunsOnce
+
+LEASE_S = 1.0
+
+
+class TakeableLeases:
+    """One lease in memory (real clock) that another member can take or give back."""
+
+    def __init__(self, holder: str | None = None) -> None:
+        self.holder = holder
+        self.epoch = 0 if holder is None else 1
+        self.expires = time.monotonic() + 3600 if holder else 0.0
+
+    def take(self, member: str = "other") -> None:
+        self.holder, self.epoch, self.expires = member, self.epoch + 1, time.monotonic() + 3600
+
+    def give_up(self) -> None:
+        self.holder = None
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        now = time.monotonic()
+        if self.holder not in (None, "me") and self.expires > now:
+            return None
+        if self.holder != "me":
+            self.epoch += 1
+        self.holder, self.expires = "me", now + timeout_s
+        return self.epoch
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        if self.holder != "me" or self.epoch != epoch:
+            return False
+        self.expires = time.monotonic() + timeout_s
+        return True
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        if self.holder == "me" and self.epoch == epoch:
+            self.holder = None
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        if fence.epoch != self.epoch or self.holder != "me":
+            raise LeaseLostError("moved on")
+
+    async def leases(self) -> list[LeaseInfo]:
+        return []
+
+
+class SlotSource(FakeSource):
+    """A FakeSource (redelivering what it is given back) that runs once per cluster; logs
+    every call in order."""
+
+    def __init__(self, records: Sequence[Record] = ()) -> None:
+        super().__init__(records, redeliver=True)
+        self.log: list[str] = []
+
+    @property
+    def singleton_lease(self) -> str:
+        return "pgslot:db/slot"
+
+    async def resume(self) -> None:
+        self.log.append("resume")
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        self.log.append("receive")
+        return await super().receive(max_records, timeout_s)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        self.log.append("ack " + ",".join(r.item_id for r in records))
+        await super().ack(records)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        self.log.append("nack " + ",".join(r.item_id for r in records))
+        await super().nack(records)
+
+
+def build(
+    store: SQLiteStateStore, src: FakeSource, be: FakeBackend, leases: Any, **kw: Any
+) -> SyncTrigger:
+    rt = trigger_runtime(store, src, be, None, "fake", **kw)
+    return SyncTrigger(rt, leases, singleton_lease_s=LEASE_S)
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):  # "did not hang"
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def invoked(be: FakeBackend) -> list[str]:
+    return [r["messageId"] for call in be.calls for r in call["Records"]]
+
+
+def test_the_fakes_are_what_the_pipeline_checks_for() -> None:
+    assert isinstance(TakeableLeases(), LeaseStore)
+    assert isinstance(SlotSource(), RunsOnce)
+    assert not isinstance(FakeSource(), RunsOnce)
+
+
+async def test_a_standby_never_receives_and_the_new_holder_resumes_then_delivers(
+    store: SQLiteStateStore,
+) -> None:
+    leases = TakeableLeases(holder="other")
+    src, be = SlotSource([make_record(i, item_id=f"r{i}") for i in range(3)]), FakeBackend()
+    t = build(store, src, be, leases, batch_size=10)
+    task = asyncio.create_task(t.run())
+    try:
+        await asyncio.sleep(LEASE_S)  # several standby attempts to take the lease
+        assert src.log == [] and be.calls == []
+        leases.give_up()
+        await wait_for(lambda: len(src.acked) == 3)
+        assert src.log[0] == "resume" and src.log.count("resume") == 1
+        assert invoked(be) == ["r0", "r1", "r2"]
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+    assert leases.holder is None  # stopping gave the lease up
+
+
+async def test_losing_the_lease_gives_back_the_buffer_lets_the_batch_in_flight_end_then_stands_by(
+    store: SQLiteStateStore,
+) -> None:
+    leases = TakeableLeases()
+    src = SlotSource([make_record(i, item_id=f"r{i}") for i in range(3)])
+    be = FakeBackend(delay_s=0.5)
+    t = build(store, src, be, leases, batch_size=1, maximum_concurrency=1)
+    task = asyncio.create_task(t.run())
+    try:
+        await wait_for(lambda: len(be.calls) == 1)  # r0 in flight, r1 and r2 buffered
+        leases.take()
+        await wait_for(lambda: "ack r0" in src.log and len(src.nacked) == 2)
+        assert invoked(be) == ["r0"]  # nothing more was invoked in the lost term
+        # The buffered records went back before the batch in flight ended (receiving had
+        # stopped), and the batch in flight ended with its invocation, acknowledged.
+        assert src.log.index("nack r1,r2") < src.log.index("ack r0")
+        ended = len(src.log)
+        await asyncio.sleep(LEASE_S)  # standing by while another daemon holds the lease
+        assert src.log[ended:] == []
+        leases.give_up()
+        await wait_for(lambda: len(src.acked) == 3)
+        # Taken again only after the old term's batch had ended; the rest delivered then.
+        assert src.log[ended] == "resume" and src.log.count("resume") == 2
+        assert invoked(be) == ["r0", "r1", "r2"]
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_batch_waiting_to_retry_gives_its_records_back_when_the_lease_is_lost(
+    store: SQLiteStateStore,
+) -> None:
+    leases = TakeableLeases()
+    src, calls = SlotSource([make_record("x", item_id="r0")]), 0
+
+    def fail_first(event: Any) -> InvokeResult | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return InvokeResult(Outcome.FUNCTION_ERROR, b'{"errorMessage": "no"}', "", "Unhandled")
+        return None
+
+    be = FakeBackend(respond=fail_first)
+    # The retry would wait 30 s: the term ends long before that.
+    t = build(store, src, be, leases, batch_size=1, retry_base_delay_s=30, maximum_retry_attempts=5)
+    task = asyncio.create_task(t.run())
+    try:
+        await wait_for(lambda: len(be.calls) == 1)
+        leases.take()
+        await wait_for(lambda: len(src.nacked) == 1)
+        assert src.acked == [] and len(be.calls) == 1
+        assert not src.nacked[0].failed  # given back, not counted as a failed attempt
+        leases.give_up()
+        await wait_for(lambda: len(src.acked) == 1)
+        assert invoked(be) == ["r0", "r0"]
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_source_that_does_not_run_once_receives_without_any_lease(
+    store: SQLiteStateStore,
+) -> None:
+    leases = TakeableLeases(holder="other")
+    src, be = FakeSource([make_record(i) for i in range(2)]), FakeBackend()
+    t = build(store, src, be, leases)
+    task = asyncio.create_task(t.run())
+    try:
+        await wait_for(lambda: len(src.acked) == 2)
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+    assert leases.holder == "other"
+
+
+async def test_on_the_sqlite_store_a_runs_once_source_is_resumed_once_and_delivers(
+    store: SQLiteStateStore,
+) -> None:
+    assert isinstance(store, LeaseStore)  # one daemon: the lease is always granted
+    src, be = SlotSource([make_record(i) for i in range(2)]), FakeBackend()
+    t = build(store, src, be, store)
+    task = asyncio.create_task(t.run())
+    try:
+        await wait_for(lambda: len(src.acked) == 2)
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+    assert src.log.count("resume") == 1
