@@ -239,9 +239,9 @@ def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_liste
     out = cli(tmp_path, "validate")
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "warning:" in line]
-    # A schedule is coordinated (one daemon holds its lease); Kinesis is not yet.
-    assert len(warnings) == 1
-    assert "triggers.2 (clicks, source kinesis) is not coordinated" in warnings[0]
+    # A schedule is coordinated (one daemon holds its lease), and so are Kinesis shards
+    # (leases balanced across daemons); a directory is host-local.
+    assert warnings == []
     assert "s3cr3t-pw" not in out.stdout + out.stderr
     # Without a control listener, no daemon can be found through a shared store.
     for args in (("reload",), ("pause", "inbox")):

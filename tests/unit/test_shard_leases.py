@@ -9,10 +9,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from tests.unit.test_shard_reader import FakeApi, shape
+from triggerd.cli.readstate import StoreSnapshot
+from triggerd.cli.status import print_cluster
 from triggerd.delivery.shardleases import Plan, ShardLeases, coordinated, plan, share
 from triggerd.delivery.shards import ShardReader
 from triggerd.state.base import NewEvent
@@ -295,3 +298,36 @@ async def test_a_reader_that_lost_a_shards_lease_stops_and_gives_its_keys_back()
     finally:
         await reader.stop()
     assert table.rows["shard:t/s0"].holder is None  # released at stop
+
+
+def test_status_lists_shard_leases_and_their_spread_per_trigger(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def lease(name: str, holder: str | None) -> dict[str, Any]:
+        expires = None if holder is None else 1.5
+        return {
+            "lease": name,
+            "holder": holder,
+            "epoch": 4,
+            "expires_in_s": expires,
+            "renewed_s_ago": 0.5,
+        }
+
+    leases = (
+        lease("schedule:nightly", "a:1:x"),
+        lease("shard:clicks/shardId-0", "a:1:x"),
+        lease("shard:clicks/shardId-1", "b:2:y"),
+        lease("shard:clicks/shardId-2", "a:1:x"),
+        lease("shard:clicks/shardId-3", None),
+        lease("shard:orders/shardId-0", "b:2:y"),
+    )
+    print_cluster(StoreSnapshot("postgresql://db/triggerd", {}, {}, leases=leases))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "lease shard:clicks/shardId-0: held by a:1:x at epoch 4, expires in 1.5 s unless renewed"
+    )
+    assert lines[4] == "lease shard:clicks/shardId-3: free (epoch 4)"
+    assert lines[-2:] == [
+        "shards of clicks: 2 read by a:1:x, 1 read by b:2:y, 1 free",
+        "shards of orders: 1 read by b:2:y",
+    ]

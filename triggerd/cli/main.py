@@ -397,9 +397,10 @@ def validate(
 
 
 #: Sources that must run on one daemon at a time and that several daemons sharing a
-#: PostgreSQL store do not coordinate yet (each would list every bucket, read the slot, read
-#: every shard). Schedules are coordinated: one daemon holds each one's lease.
-SINGLETON_SOURCES = frozenset({"postgres", "kinesis", "dynamodb_streams"})
+#: PostgreSQL store do not coordinate yet (each would list every bucket, read the slot).
+#: Schedules are coordinated (one daemon holds each one's lease), and so are Kinesis and
+#: DynamoDB Streams shards (their leases are balanced across the daemons).
+SINGLETON_SOURCES = frozenset({"postgres"})
 
 
 def cluster_warnings(cfg: ConfigBase) -> list[str]:
