@@ -262,7 +262,9 @@ async def _until(cond: Callable[[], bool]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_a_reader_that_lost_a_shards_lease_stops_and_gives_its_keys_back() -> None:
+async def test_a_reader_whose_checkpoint_is_fenced_stops_the_shard_and_gives_its_keys_back() -> (
+    None
+):
     clock = SystemClock()
     table = Table(clock)
     store = Member(table, "a")
@@ -276,7 +278,7 @@ async def test_a_reader_that_lost_a_shards_lease_stops_and_gives_its_keys_back()
         logging.getLogger("test"),
         "t",
         poll_interval_s=0.05,
-        lease_timeout_s=0.9,
+        lease_timeout_s=30,  # renewed at the start only, within the test: the write notices
     )
     reader.control = control
     await reader.start()
@@ -292,7 +294,9 @@ async def test_a_reader_that_lost_a_shards_lease_stops_and_gives_its_keys_back()
         await _until(lambda: reader.shard_state().get("s1") == "leased elsewhere")
         await _until(lambda: control.released == [["s1"]])
         await _until(lambda: table.checkpoints.get("shard:s0") == "3")
-        assert "shard:s1" not in table.checkpoints  # never checkpointed past the new holder
+        # Refused by the fence (the epoch a held), never checkpointed past the new holder.
+        assert table.refused == [Fence("shard:t/s1", 1)]
+        assert "shard:s1" not in table.checkpoints
         assert reader.take(10) == []
         assert table.rows["shard:t/s1"].holder == "b"
     finally:
@@ -331,3 +335,36 @@ def test_status_lists_shard_leases_and_their_spread_per_trigger(
         "shards of clicks: 2 read by a:1:x, 1 read by b:2:y, 1 free",
         "shards of orders: 1 read by b:2:y",
     ]
+
+
+async def test_a_child_shard_starts_once_another_daemon_wrote_its_parents_end() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    Member(table, "x")  # another daemon, reading the parent
+    table.rows["shard:t/p"] = LeaseInfo("shard:t/p", "x", 1, clock.time() + 3600, 0)
+    api = FakeApi({"p": [1, 2], "c": [3, 4]}, parents={"c": ("p",)}, closed={"p"})
+    reader = ShardReader(
+        api,
+        shape,
+        Member(table, "a"),  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.3,
+    )
+    await reader.start()
+    try:
+        await asyncio.sleep(0.5)  # a few balancing rounds
+        assert reader.shard_state() == {"p": "leased elsewhere", "c": "waiting for parents"}
+        assert reader.take(10) == []
+        # x reads p to its end and releases it.
+        table.checkpoints["shard:p"] = "SHARD_END"
+        table.rows["shard:t/p"] = LeaseInfo("shard:t/p", None, 1, clock.time(), 0)
+        out: list[Record] = []
+        await _until(lambda: bool(out.extend(reader.take(10))) or len(out) == 2)
+        assert [(r.handle, r.item_id) for r in out] == [("c", "3"), ("c", "4")]
+        assert table.rows["shard:t/c"].holder == "a"
+        assert "shard:t/p" not in {n for n in table.rows if table.rows[n].holder == "a"}
+    finally:
+        await reader.stop()

@@ -303,22 +303,28 @@ class ShardReader:
                 ) from exc
 
     async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            tg.create_task(self._writer())
-            if self.leases is not None:
-                tg.create_task(self._balancer(self.leases))
-            self._start_ready()
-            self._started.set()
-            while True:
-                await self.clock.sleep(self.refresh_s)
-                try:
-                    self._discover(await self.api.list_shards())
-                except Exception as exc:  # task boundary: listed again next time
-                    self.log.warning(
-                        "stream.list_shards_failed",
-                        extra={"trigger": self.trigger, "error": _describe(exc)},
-                    )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._writer())
+                if self.leases is not None:
+                    tg.create_task(self._balancer(self.leases))
+                self._start_ready()
+                self._started.set()
+                await self._refresh()
+        finally:
+            self._tg = None
+
+    async def _refresh(self) -> None:
+        while True:
+            await self.clock.sleep(self.refresh_s)
+            try:
+                self._discover(await self.api.list_shards())
+            except Exception as exc:  # task boundary: listed again next time
+                self.log.warning(
+                    "stream.list_shards_failed",
+                    extra={"trigger": self.trigger, "error": _describe(exc)},
+                )
 
     # ---- discovery and order ----
 
