@@ -20,7 +20,7 @@ from triggerd.delivery.shardleases import Plan, ShardLeases, coordinated, plan, 
 from triggerd.delivery.shards import ShardReader
 from triggerd.state.base import NewEvent
 from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseTable
-from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.state.sqlite import SQLiteStateStore, StateStoreUnavailableError
 from triggerd.types import Record, SystemClock
 
 LIVE_S = 15.0
@@ -57,6 +57,8 @@ class Member:
     def __init__(self, table: Table, member: str) -> None:
         self.t = table
         self.member = member
+        #: PostgreSQL cannot be reached: lease calls fail.
+        self.down = False
         table.heartbeats[member] = table.clock.time()
 
     def _grant(self, name: str, epoch: int, timeout_s: float) -> int:
@@ -72,6 +74,8 @@ class Member:
         return self._grant(name, (row.epoch if row else 0) + 1, timeout_s)
 
     async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        if self.down:
+            raise StateStoreUnavailableError("the state store is unavailable")
         row = self.t.rows.get(name)
         now = self.t.clock.time()
         if row is None or (row.holder, row.epoch) != (self.member, epoch) or row.expires_at <= now:
@@ -91,6 +95,8 @@ class Member:
         return self._grant(name, epoch + 1, timeout_s)
 
     async def lease_table(self, prefix: str) -> LeaseTable:
+        if self.down:
+            raise StateStoreUnavailableError("the state store is unavailable")
         now = self.t.clock.time()
         self.t.heartbeats[self.member] = now
         live = tuple(sorted(m for m, at in self.t.heartbeats.items() if at >= now - LIVE_S))
@@ -366,5 +372,31 @@ async def test_a_child_shard_starts_once_another_daemon_wrote_its_parents_end() 
         assert [(r.handle, r.item_id) for r in out] == [("c", "3"), ("c", "4")]
         assert table.rows["shard:t/c"].holder == "a"
         assert "shard:t/p" not in {n for n in table.rows if table.rows[n].holder == "a"}
+    finally:
+        await reader.stop()
+
+
+async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_deadline() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    store = Member(table, "a")
+    reader = ShardReader(
+        FakeApi({"s0": [1, 2, 3]}),
+        shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.4,  # stops 0.3 s after the last renewal sent
+    )
+    await reader.start()
+    try:
+        await _until(lambda: reader.shard_state() == {"s0": "reading"})
+        await _until(lambda: reader.shards["s0"].log.ready == 3)
+        store.down = True
+        await asyncio.sleep(0.45)
+        assert reader.take(10) == []  # read, never handed out: another daemon may read it
+        assert reader.shard_state() == {"s0": "leased elsewhere"}
     finally:
         await reader.stop()

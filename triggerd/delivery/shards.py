@@ -622,6 +622,8 @@ class ShardReader:
             shard = self.shards.get(order[i])
             if shard is None or shard.lost or shard.task is None:
                 continue
+            if self.leases is not None and not self.leases.held(order[i]):
+                continue  # past the lease's local deadline: the balancer gives it up
             if shard.early_end is not None or shard.early_out:
                 if shard.early_end is not None and not shard.log.live:
                     out.append(shard.early_end)
