@@ -1,4 +1,5 @@
-"""Leases with fencing for the sources that must run once across a cluster (schedules).
+"""Leases with fencing for the sources that must run once across a cluster (schedules, and
+each stream shard: triggerd.delivery.shardleases balances those with `BalancesLeases`).
 
 A lease is a named row in the state store: its holder (a daemon's member id), an epoch that
 grows by one on every acquisition (a change of holder, or the same holder taking it again
