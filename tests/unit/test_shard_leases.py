@@ -246,9 +246,17 @@ async def test_a_dead_members_leases_are_taken_after_they_expire() -> None:
     assert b.held_shards() == set(SHARDS)
 
 
-def test_only_a_shared_store_is_coordinated() -> None:
+async def test_only_a_shared_store_is_coordinated() -> None:
     assert coordinated(Member(Table(FakeClock()), "a"))
-    assert not coordinated(SQLiteStateStore(":memory:"))
+    sqlite = SQLiteStateStore(":memory:")
+    assert not coordinated(sqlite)  # one daemon: every lease granted, no balancing
+    await sqlite.open()
+    try:
+        table = await sqlite.lease_table("shard:t/")
+        assert (table.members, table.leases) == (("local",), ())
+        assert await sqlite.steal_lease("shard:t/s0", 1, 10) == 1
+    finally:
+        await sqlite.close()
 
 
 # ---- a reader losing a shard ----
