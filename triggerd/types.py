@@ -491,6 +491,9 @@ class SourceContext:
     #: The trigger splits batches that fail as a whole (bisect_batch_on_function_error), so
     #: a batch can stay in flight for many invocations.
     splits_batches: bool = False
+    #: Lease duration of the work a source shares with other daemons (stream shards) on a
+    #: store shared by several daemons (`singleton_lease_timeout_s`).
+    singleton_lease_s: float = 15.0
 
 
 # --------------------------------------------------------------------------------------------

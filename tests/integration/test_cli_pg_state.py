@@ -249,10 +249,9 @@ def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_liste
     out = cli(tmp_path, "validate")
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "warning:" in line]
-    # A schedule, an S3 poll and PostgreSQL CDC are coordinated (one daemon holds each one's lease);
-    # Kinesis is not yet.
-    assert len(warnings) == 1
-    assert "triggers.2 (clicks, source kinesis) is not coordinated" in warnings[0]
+    # Schedules, S3 polls and CDC slots are coordinated (one daemon holds each one's lease),
+    # Kinesis shards too (leases balanced across daemons); a directory is host-local.
+    assert warnings == []
     assert "s3cr3t-pw" not in out.stdout + out.stderr
     # Without a control listener, no daemon can be found through a shared store.
     for args in (("reload",), ("pause", "inbox")):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.pg_state import empty_store, fresh_database
 from triggerd.state.base import NewEvent
-from triggerd.state.leases import Fence, Lease, LeaseLostError, LeaseStore
+from triggerd.state.leases import BalancesLeases, Fence, Lease, LeaseLostError, LeaseStore
 from triggerd.state.postgres import PostgresStateStore
 
 pytestmark = pytest.mark.integration
@@ -199,3 +199,30 @@ async def test_a_daemon_is_a_member_while_its_store_is_open(pg_url: str) -> None
         assert await conn.fetchval("SELECT count(*) FROM triggerd.members") == 0
     finally:
         await conn.close()
+
+
+async def test_lease_table_and_steal_for_balancing_shard_leases(
+    stores: list[PostgresStateStore],
+) -> None:
+    """BalancesLeases: the live members and a prefix's leases in one read; a steal takes a
+    held lease only at the epoch seen, and fences the holder it took it from."""
+    a, b, c = stores
+    assert isinstance(a, BalancesLeases)
+    assert await a.acquire_lease("shard:t1/s0", 30) == 1
+    assert await a.acquire_lease("shard:t1/s1", 30) == 1
+    assert await a.acquire_lease("shard:t10/s0", 30) == 1  # another trigger's prefix
+    table = await c.lease_table("shard:t1/")
+    assert table.member == "daemon-c"
+    assert table.members == ("daemon-a", "daemon-b", "daemon-c")
+    assert [(i.name, i.holder, i.epoch) for i in table.leases] == [
+        ("shard:t1/s0", "daemon-a", 1),
+        ("shard:t1/s1", "daemon-a", 1),
+    ]
+    assert table.leases[0].expires_at - table.now == pytest.approx(30, abs=5)
+    assert await c.steal_lease("shard:t1/s1", 1, 30) == 2
+    assert await b.steal_lease("shard:t1/s1", 1, 30) is None  # it moved on meanwhile
+    assert not await a.renew_lease("shard:t1/s1", 1, 30)
+    with pytest.raises(LeaseLostError):
+        await a.enqueue_fenced(Fence("shard:t1/s1", 1), [], {"t1": {"shard:s1": "9"}})
+    await c.enqueue_fenced(Fence("shard:t1/s1", 2), [], {"t1": {"shard:s1": "5"}})
+    assert await a.get_checkpoint("t1", "shard:s1") == "5"

@@ -387,39 +387,11 @@ def validate(
         sys.exit(ExitCode.CONFIG_INVALID)
     if unreachable:
         sys.exit(ExitCode.SOURCE_UNREACHABLE)
-    for line in cluster_warnings(cfg):
-        click.echo(f"{path}: warning: {line}", err=True)
     checked = "; sources answer" if connect else ""
     click.echo(
         f"{path}: ok ({len(cfg.functions)} functions, {len(cfg.trigger_list)} triggers"
         f"{f', {len(cfg.event_buses)} event buses' if cfg.event_buses else ''}{checked})"
     )
-
-
-#: Sources that must run on one daemon at a time and that several daemons sharing a
-#: PostgreSQL store do not coordinate yet (each would read every shard).
-#: Schedules, S3 polls and PostgreSQL CDC are coordinated: one daemon holds each one's lease.
-SINGLETON_SOURCES = frozenset({"kinesis", "dynamodb_streams"})
-
-
-def cluster_warnings(cfg: ConfigBase) -> list[str]:
-    """With a postgresql:// store (several daemons, usually), one line per trigger whose
-    source is not coordinated across daemons: a warning, since the config may well be run by
-    one daemon only (docs/cluster.md)."""
-    from triggerd.state.pgschema import is_postgres_url
-
-    if not is_postgres_url(cfg.daemon.state):
-        return []
-    lines = []
-    for i, trig in enumerate(cfg.trigger_list):
-        kind = str(getattr(getattr(trig, "source", None), "type", ""))
-        if kind in SINGLETON_SOURCES:
-            lines.append(
-                f"triggers.{i} ({cfg.trigger_name(i)}, source {kind}) is not coordinated "
-                "between daemons sharing the PostgreSQL store: run it on one daemon only "
-                "(docs/cluster.md)"
-            )
-    return lines
 
 
 def missing_extras(cfg: ConfigBase) -> list[str]:

@@ -15,6 +15,8 @@ import json
 import ssl
 import time
 import urllib.parse
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,7 +334,8 @@ def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> N
 
 
 def print_cluster(snap: StoreSnapshot) -> None:
-    """A PostgreSQL store's daemons (heartbeats) and leases (who fires which schedule)."""
+    """A PostgreSQL store's daemons (heartbeats) and leases (who fires which schedule, who
+    reads which stream shard), then per stream trigger how its shards are spread."""
     for m in snap.members:
         click.echo(
             f"member {m['member']}: heartbeat {m['heartbeat_age_s']} s ago, up {m['up_s']} s"
@@ -346,6 +349,28 @@ def print_cluster(snap: StoreSnapshot) -> None:
                 f"expires in {lease['expires_in_s']} s unless renewed"
             )
         click.echo(f"lease {lease['lease']}: {held}")
+    for trigger, line in shard_spread(snap.leases).items():
+        click.echo(f"shards of {trigger}: {line}")
+
+
+def shard_spread(leases: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Per trigger with stream shard leases (`shard:<trigger>/<shard id>`): how many shards
+    each daemon reads, and how many nobody holds."""
+    counts: dict[str, Counter[str]] = {}
+    for lease in leases:
+        name = str(lease["lease"])
+        if not name.startswith("shard:") or "/" not in name:
+            continue
+        trigger = name[len("shard:") :].rsplit("/", 1)[0]
+        holder = lease["holder"]
+        counts.setdefault(trigger, Counter())[str(holder) if holder else "free"] += 1
+    return {
+        trigger: ", ".join(
+            f"{n} {'free' if who == 'free' else 'read by ' + who}"
+            for who, n in sorted(c.items(), key=lambda kv: (kv[0] == "free", kv[0]))
+        )
+        for trigger, c in sorted(counts.items())
+    }
 
 
 async def run_status(cfg: ConfigBase, registry: Registry, output: str) -> int:

@@ -142,10 +142,11 @@ class DaemonSettings(Model):
         15.0,
         ge=1,
         le=3600,
-        description="Lease of a source that runs on one daemon at a time (schedules) on a "
-        "PostgreSQL store: the holder renews it every third of this and stops firing by "
-        "itself after three quarters of it without a renewal; a standby takes over after at "
-        "most this long once the holder is gone (see docs/cluster.md)",
+        description="Lease of a source that runs on one daemon at a time (schedules, each "
+        "Kinesis / DynamoDB Streams shard) on a PostgreSQL store: the holder renews it every "
+        "third of this and stops by itself after three quarters of it without a renewal; "
+        "another daemon takes over after at most this long once the holder is gone (see "
+        "docs/cluster.md)",
     )
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")

@@ -875,6 +875,7 @@ class Daemon:
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
                 splits_batches=tcfg.effective_bisect,
+                singleton_lease_s=d.singleton_lease_timeout_s,
             ),
         )
         dest_cfg = tcfg.on_failure_config

@@ -31,6 +31,13 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   and is written under `window:<shard id>` with the checkpoint that covers the records it
   saw; the final invocation's success deletes it. A state above 1 MB ends the window early
   (an invocation flagged `isWindowTerminatedEarly`), after which it goes on from `{}`.
+- Several daemons (a store shared by them, triggerd.delivery.shardleases): a shard is read
+  only while this daemon holds its lease, balanced across the live daemons. Its checkpoints
+  are written fenced by the lease's epoch, and the shards finished by other daemons are
+  seen in the store (their children start then). Taking a lease starts from the stored
+  checkpoint; losing one stops reading the shard, gives its buffered records back and waits
+  for its batches in flight (the pipeline's `release_keys`): their checkpoints are refused,
+  so the new holder delivers them again (at least once). Leases are released at stop.
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ import orjson
 from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
+from triggerd.delivery.shardleases import ShardLeases, coordinated
 from triggerd.delivery.streams import ShardLog
 from triggerd.state.base import StateStore
+from triggerd.state.leases import LeaseLostError
 from triggerd.types import (
     BaseSource,
     Clock,
@@ -59,6 +68,7 @@ from triggerd.types import (
     JSONDict,
     Outcome,
     PartitionStats,
+    PipelineControl,
     Record,
     SourceContext,
     SourceStats,
@@ -179,6 +189,10 @@ class _Shard:
     #: whether it is out (nothing else of the shard is handed out meanwhile).
     early_end: WindowEnd | None = None
     early_out: bool = False
+    #: The ordering keys its records were handed out with (released when its lease is lost).
+    keys: set[str] = field(default_factory=set)
+    #: Its lease was lost: nothing is handed out or checkpointed any more.
+    lost: bool = False
 
     @property
     def finished(self) -> bool:
@@ -223,6 +237,14 @@ class ShardReader:
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     #: Tumbling-window states found in the state store at start (shard id -> JSON).
     _windows: dict[str, str] = field(default_factory=dict)
+    #: Lease duration of the shard leases on a store shared by several daemons.
+    lease_timeout_s: float = 15.0
+    #: The pipeline's control (gives a lost shard's keys back); set by the source.
+    control: PipelineControl | None = None
+    #: The shard leases (None: one daemon reads every shard, no leases).
+    leases: ShardLeases | None = None
+    #: Shard leases taken and lost since the start.
+    lease_changes: int = 0
 
     # ---- lifecycle ----
 
@@ -235,8 +257,15 @@ class ShardReader:
             windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
             self._windows = {k[len(_WINDOW_PREFIX) :]: v for k, v in windows.items()}
         self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
+        if coordinated(self.state):
+            self.leases = ShardLeases(
+                self.state,
+                self.trigger,
+                timeout_s=self.lease_timeout_s,
+                clock=self.clock,
+            )
         self._discover(listing)
-        for shard in self.shards.values():
+        for shard in self.shards.values() if self.leases is None else ():
             # LATEST means "from now on": take the iterator now, not when the task runs.
             if shard.start_kind == "LATEST" and shard.checkpoint is None:
                 shard.iterator = await self.api.iterator(
@@ -260,6 +289,8 @@ class ShardReader:
                     "stream.checkpoint_failed",
                     extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
                 )
+        if self.leases is not None:
+            await asyncio.shield(self.leases.release_all())
 
     def check(self) -> None:
         """Raise when the background task failed."""
@@ -272,20 +303,28 @@ class ShardReader:
                 ) from exc
 
     async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            tg.create_task(self._writer())
-            self._start_ready()
-            self._started.set()
-            while True:
-                await self.clock.sleep(self.refresh_s)
-                try:
-                    self._discover(await self.api.list_shards())
-                except Exception as exc:  # task boundary: listed again next time
-                    self.log.warning(
-                        "stream.list_shards_failed",
-                        extra={"trigger": self.trigger, "error": _describe(exc)},
-                    )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._writer())
+                if self.leases is not None:
+                    tg.create_task(self._balancer(self.leases))
+                self._start_ready()
+                self._started.set()
+                await self._refresh()
+        finally:
+            self._tg = None
+
+    async def _refresh(self) -> None:
+        while True:
+            await self.clock.sleep(self.refresh_s)
+            try:
+                self._discover(await self.api.list_shards())
+            except Exception as exc:  # task boundary: listed again next time
+                self.log.warning(
+                    "stream.list_shards_failed",
+                    extra={"trigger": self.trigger, "error": _describe(exc)},
+                )
 
     # ---- discovery and order ----
 
@@ -328,9 +367,13 @@ class ShardReader:
         tg = self._tg
         if tg is None:
             return
-        for shard in self.shards.values():
-            if shard.task is None and not shard.finished and self._parents_done(shard):
+        for sid, shard in self.shards.items():
+            if shard.task is None and not shard.finished and self._may_read(sid, shard):
                 shard.task = tg.create_task(self._read_shard(shard))
+
+    def _may_read(self, sid: str, shard: _Shard) -> bool:
+        """Its parents are finished, and its lease is held (several daemons)."""
+        return self._parents_done(shard) and (self.leases is None or self.leases.held(sid))
 
     # ---- reading ----
 
@@ -364,6 +407,8 @@ class ShardReader:
         failures = 0
         iterator, shard.iterator = shard.iterator, None
         while True:
+            if self.leases is not None and not self.leases.held(sid):
+                return  # the lease is lost (the balancer gives the shard up)
             if not shard.log.has_room():
                 self._ready.set()
                 await self.clock.sleep(min(self.poll_interval_s, 0.05))
@@ -544,6 +589,7 @@ class ShardReader:
         for raw in page.records:
             record = self.shape(raw, sid)
             record.handle = sid
+            shard.keys.add(record.key or sid)
             if self.tumbling_window_s:
                 self._enter_window(shard, record)
             shard.log.append(record)
@@ -574,8 +620,10 @@ class ShardReader:
         order = self._order
         for i in range(len(order)):
             shard = self.shards.get(order[i])
-            if shard is None:
+            if shard is None or shard.lost or shard.task is None:
                 continue
+            if self.leases is not None and not self.leases.held(order[i]):
+                continue  # past the lease's local deadline: the balancer gives it up
             if shard.early_end is not None or shard.early_out:
                 if shard.early_end is not None and not shard.log.live:
                     out.append(shard.early_end)
@@ -631,7 +679,7 @@ class ShardReader:
         the writer task, coalesced: a shard's next batch does not wait for the disk)."""
         for sid in shard_ids:
             shard = self.shards.get(sid)
-            if shard is None:
+            if shard is None or shard.lost:
                 continue
             point = shard.log.checkpoint()
             if isinstance(point, WindowEnd):
@@ -683,7 +731,10 @@ class ShardReader:
         if not self._unsaved:
             return
         items = dict(self._unsaved)
-        await self.state.set_checkpoints(self.trigger, items)
+        if self.leases is None:
+            await self.state.set_checkpoints(self.trigger, items)
+        else:
+            items = await self._write_fenced(self.leases, items)
         for key, value in items.items():
             if self._unsaved.get(key) == value:
                 del self._unsaved[key]
@@ -700,8 +751,135 @@ class ShardReader:
             del self.shards[sid]
             self._order.remove(sid)
             self.log.info("stream.shard_finished", extra={"trigger": self.trigger, "shard": sid})
+            if self.leases is not None:
+                await self.leases.release(sid)
         if ended:
             self._start_ready()
+
+    async def _write_fenced(
+        self, leases: ShardLeases, items: dict[str, str | None]
+    ) -> dict[str, str | None]:
+        """Write each shard's checkpoints fenced by its lease's epoch; the items written (a
+        shard whose lease moved on loses them, and the shard)."""
+        by_shard: dict[str, dict[str, str | None]] = {}
+        for key, value in items.items():
+            sid = key.split(":", 1)[1]
+            by_shard.setdefault(sid, {})[key] = value
+        written: dict[str, str | None] = {}
+        for sid, group in by_shard.items():
+            try:
+                await leases.store.enqueue_fenced(leases.fence(sid), [], {self.trigger: group})
+            except LeaseLostError:
+                self.log.warning(
+                    "stream.checkpoint_fenced",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                for key in group:
+                    self._unsaved.pop(key, None)
+                self._ending.discard(sid)
+                self._lose_later(sid)
+                continue
+            written |= group
+        return written
+
+    # ---- shard leases (several daemons) ----
+
+    async def _balancer(self, leases: ShardLeases) -> None:
+        """Every third of the lease timeout: renew the leases held, see the shards other
+        daemons finished, take or steal leases (triggerd.delivery.shardleases)."""
+        while True:
+            for sid in await leases.renew():
+                self._lose_later(sid)
+            try:
+                await self._see_finished(leases)
+                wanted = [
+                    sid
+                    for sid, shard in self.shards.items()
+                    if not shard.finished and sid not in self._ending and self._parents_done(shard)
+                ]
+                for sid in await leases.balance(wanted):
+                    await self._gain(leases, sid)
+            except Exception as exc:  # task boundary: the next round tries again
+                self.log.warning(
+                    "stream.lease_balance_failed",
+                    extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
+                )
+            self._start_ready()
+            await self.clock.sleep(self.lease_timeout_s / 3)
+
+    async def _see_finished(self, leases: ShardLeases) -> None:
+        """Shards other daemons read to their end (SHARD_END in the store): done here too,
+        so their children may start."""
+        saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
+        for key, value in saved.items():
+            sid = key[len(_KEY_PREFIX) :]
+            if value != SHARD_END or sid in self._done or leases.held(sid):
+                continue
+            self._done.add(sid)
+            if self.shards.pop(sid, None) is not None:
+                self._order.remove(sid)
+
+    async def _gain(self, leases: ShardLeases, sid: str) -> None:
+        """The shard's lease was taken: read it from the stored checkpoint (another daemon
+        may have moved it); the lease goes back when that read fails."""
+        old = self.shards.get(sid)
+        if old is None:
+            await leases.release(sid)
+            return
+        try:
+            await self._take_over(old)
+        except BaseException:
+            await asyncio.shield(leases.release(sid))
+            raise
+        self.lease_changes += 1
+        self.log.info(
+            "stream.shard_leased",
+            extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+        )
+
+    async def _take_over(self, old: _Shard) -> None:
+        sid = old.info.shard_id
+        checkpoint = await self.state.get_checkpoint(self.trigger, _KEY_PREFIX + sid)
+        if self.tumbling_window_s:
+            window = await self.state.get_checkpoint(self.trigger, _WINDOW_PREFIX + sid)
+            if window is not None:
+                self._windows[sid] = window
+        shard = self._fresh(old, checkpoint)
+        self._restore_window(shard)
+        self.shards[sid] = shard
+
+    def _fresh(self, old: _Shard, checkpoint: str | None) -> _Shard:
+        log = ShardLog(
+            self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
+        )
+        return _Shard(old.info, log, checkpoint, start_kind=old.start_kind)
+
+    def _lose_later(self, sid: str) -> None:
+        shard = self.shards.get(sid)
+        tg = self._tg
+        if shard is None or shard.lost:
+            return
+        shard.lost = True
+        self.lease_changes += 1
+        if shard.task is not None:
+            shard.task.cancel()
+        for key in [k for k in self._unsaved if k.split(":", 1)[1] == sid]:
+            del self._unsaved[key]
+        self._ending.discard(sid)
+        if tg is not None:
+            tg.create_task(self._give_up(sid, shard))
+
+    async def _give_up(self, sid: str, shard: _Shard) -> None:
+        """The shard's lease is lost: its buffered records go back, its batches in flight
+        settle (their checkpoints are refused), then it waits for a lease again."""
+        self.log.warning(
+            "stream.shard_lost",
+            extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+        )
+        if self.control is not None and shard.keys:
+            await self.control.release_keys(sorted(shard.keys), self.lease_timeout_s)
+        if self.shards.get(sid) is shard:
+            self.shards[sid] = self._fresh(shard, None)
 
     # ---- metrics ----
 
@@ -712,6 +890,8 @@ class ShardReader:
         now = self.clock.time()
         parts: list[PartitionStats] = []
         for sid, shard in sorted(self.shards.items()):
+            if self.leases is not None and not self.leases.held(sid):
+                continue  # read by another daemon
             oldest = shard.log.oldest_unsettled()
             if oldest is not None:
                 age = max(0.0, now - oldest)
@@ -719,14 +899,19 @@ class ShardReader:
                 age = (shard.millis_behind or 0) / 1000
             committed = _seq(shard.checkpoint) if shard.checkpoint else None
             parts.append(PartitionStats(sid, None, age, committed))
-        return SourceStats(partitions=tuple(parts))
+        return SourceStats(partitions=tuple(parts), rebalances=self.lease_changes)
 
     def shard_state(self) -> dict[str, str]:
-        """Shard id -> reading / waiting for parents (for status lines and tests)."""
-        return {
-            sid: "reading" if s.task is not None else "waiting for parents"
-            for sid, s in self.shards.items()
-        }
+        """Shard id -> reading / waiting for parents / leased elsewhere (for status lines
+        and tests)."""
+        return {sid: self._shard_state(sid, s) for sid, s in self.shards.items()}
+
+    def _shard_state(self, sid: str, shard: _Shard) -> str:
+        if shard.task is not None and not shard.lost:
+            return "reading"
+        if self.leases is None or not self._parents_done(shard):
+            return "waiting for parents"
+        return "leased elsewhere"
 
 
 def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
@@ -760,13 +945,22 @@ class ShardedSource(BaseSource):
         self.stack = AsyncExitStack()
         self.reader: ShardReader | None = None
         self.stream_arn = ""
+        self.control: PipelineControl | None = None
 
     async def open(self) -> ShardReader:
         raise NotImplementedError
 
+    def attach(self, control: PipelineControl) -> None:
+        """ControlledSource: a shard whose lease is lost gives its keys back through it."""
+        self.control = control
+        if self.reader is not None:
+            self.reader.control = control
+
     async def start(self) -> None:
         try:
             self.reader = await self.open()
+            self.reader.lease_timeout_s = self.ctx.singleton_lease_s
+            self.reader.control = self.control
             await self.reader.start()
         except BaseException:
             await self.stack.aclose()

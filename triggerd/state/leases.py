@@ -1,4 +1,5 @@
-"""Leases with fencing for the sources that must run once across a cluster (schedules).
+"""Leases with fencing for the sources that must run once across a cluster (schedules, and
+each stream shard: triggerd.delivery.shardleases balances those with `BalancesLeases`).
 
 A lease is a named row in the state store: its holder (a daemon's member id), an epoch that
 grows by one on every acquisition (a change of holder, or the same holder taking it again
@@ -99,6 +100,34 @@ class LeaseStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseTable:
+    """What a daemon balancing many leases (stream shards) sees of the store in one read."""
+
+    #: This store's member id (the holder its leases carry).
+    member: str
+    #: The members whose heartbeat is recent (this one included).
+    members: tuple[str, ...]
+    #: The leases whose name starts with the prefix asked for.
+    leases: tuple[LeaseInfo, ...]
+    #: The store's clock (epoch seconds), to tell expired leases.
+    now: float
+
+
+@runtime_checkable
+class BalancesLeases(Protocol):
+    """A lease store that several daemons balance leases on (an optional capability):
+    one read of the live members and a prefix's leases, and taking a lease over from its
+    holder (the Kinesis Client Library's "steal")."""
+
+    async def lease_table(self, prefix: str) -> LeaseTable: ...
+
+    async def steal_lease(self, name: str, epoch: int, timeout_s: float) -> int | None:
+        """Take the lease `name` from whoever holds it at `epoch`: its new epoch, or None
+        when it moved on meanwhile (another daemon renewed nothing, but stole or took it)."""
+        ...
+
+
 def _grants_forever(store: LeaseStore) -> bool:
     """A store of one daemon (SQLite) whose leases never need renewing: no timer per lease."""
     return bool(getattr(store, "grants_forever", False))
@@ -156,6 +185,19 @@ class Lease:
         if epoch != self.epoch:
             log.info("lease.acquired", extra={"lease": self.name, "epoch": epoch})
         self.epoch = epoch
+        self._valid_until = self._deadline(sent)
+        return True
+
+    async def steal(self, epoch: int) -> bool:
+        """Take the lease over from its holder at `epoch` (`BalancesLeases`); True when
+        held."""
+        assert isinstance(self.store, BalancesLeases), "the store cannot steal leases"
+        sent = self._clock.monotonic()
+        new = await self.store.steal_lease(self.name, epoch, self.timeout_s)
+        if new is None:
+            return False
+        log.info("lease.stolen", extra={"lease": self.name, "epoch": new, "from_epoch": epoch})
+        self.epoch = new
         self._valid_until = self._deadline(sent)
         return True
 

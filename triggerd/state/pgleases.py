@@ -33,6 +33,12 @@ RENEW = (
     "WHERE l.name = $1 AND l.holder = $2 AND l.epoch = $3 AND l.expires_at > t.now "
     "RETURNING l.epoch"
 )
+#: Take the lease from its holder at the epoch given (a steal, for balancing).
+STEAL = (
+    f"WITH t AS (SELECT {_NOW} AS now) UPDATE {Q}.leases AS l "
+    "SET holder = $2, epoch = l.epoch + 1, expires_at = t.now + $4, heartbeat = t.now FROM t "
+    "WHERE l.name = $1 AND l.epoch = $3 RETURNING l.epoch"
+)
 RELEASE = (
     f"UPDATE {Q}.leases SET holder = NULL, expires_at = {_NOW} "
     "WHERE name = $1 AND holder = $2 AND epoch = $3"
@@ -57,9 +63,21 @@ LEAVE = f"DELETE FROM {Q}.members WHERE member = $1"
 MEMBERS = (
     f"SELECT member, started_at, heartbeat, {_NOW} FROM {Q}.members ORDER BY started_at, member"
 )
+#: The leases of a prefix, and the members heard from within MEMBER_LIVE_S, with the time.
+PREFIX_LEASES = (
+    f"SELECT name, holder, epoch, expires_at, heartbeat FROM {Q}.leases "
+    "WHERE starts_with(name, $1) ORDER BY name"
+)
+LIVE_MEMBERS = (
+    f"SELECT {_NOW}, coalesce(array_agg(member ORDER BY member) "
+    f"FILTER (WHERE heartbeat >= {_NOW} - $1), '{{}}') FROM {Q}.members"
+)
 #: Seconds between a daemon's heartbeats, and after which a silent member is forgotten.
 MEMBER_HEARTBEAT_S = 5.0
 MEMBER_FORGET_S = 3600.0
+#: A member heard from within this long counts as alive (shard leases are balanced over
+#: the live members).
+MEMBER_LIVE_S = 3 * MEMBER_HEARTBEAT_S
 
 
 async def check_fence(conn: Conn, fence: Fence, member: str) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from triggerd.state import pgleases
 from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
-from triggerd.state.leases import Fence, LeaseInfo
+from triggerd.state.leases import Fence, LeaseInfo, LeaseTable
 from triggerd.state.pgschema import SCHEMA, PgUrl, existing_schema, migrate, parse_url
 from triggerd.state.pgwrites import (
     ACQUIRE_TIMEOUT_S,
@@ -680,6 +680,29 @@ class PostgresStateStore:
     async def leases(self) -> list[LeaseInfo]:
         rows = await self._read(lambda c: c.fetch(pgleases.LIST))
         return [pgleases.lease_info(tuple(r)) for r in rows]
+
+    async def lease_table(self, prefix: str) -> LeaseTable:
+        """BalancesLeases: the live members and the leases named `prefix...`, read once."""
+
+        async def op(conn: Conn) -> tuple[Any, Any]:
+            rows = await conn.fetch(pgleases.PREFIX_LEASES, prefix)
+            live = await conn.fetchrow(pgleases.LIVE_MEMBERS, pgleases.MEMBER_LIVE_S)
+            return rows, live
+
+        rows, live = await self.run_on_connection(op)
+        members = {str(m) for m in live[1]} | {self.member_id}
+        return LeaseTable(
+            member=self.member_id,
+            members=tuple(sorted(members)),
+            leases=tuple(pgleases.lease_info(tuple(r)) for r in rows),
+            now=float(live[0]),
+        )
+
+    async def steal_lease(self, name: str, epoch: int, timeout_s: float) -> int | None:
+        new = await self.run_on_connection(
+            lambda c: c.fetchval(pgleases.STEAL, name, self.member_id, epoch, timeout_s)
+        )
+        return None if new is None else int(new)
 
     async def _heartbeat(self) -> None:
         """While the daemon runs: its row in `members`, renewed every few seconds."""

@@ -40,7 +40,7 @@ from triggerd.state.base import ArchivedEvent, DlqEntry, NewEvent, QueuedEvent
 from triggerd.types import Clock, ExitCode, OperatorError, SystemClock, TriggerdError
 
 if TYPE_CHECKING:
-    from triggerd.state.leases import Fence, LeaseInfo
+    from triggerd.state.leases import Fence, LeaseInfo, LeaseTable
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +501,17 @@ class SQLiteStateStore:
 
     async def leases(self) -> list[LeaseInfo]:
         return []
+
+    async def lease_table(self, prefix: str) -> LeaseTable:
+        """One daemon and no lease rows: nothing to balance."""
+        from triggerd.state.leases import LeaseTable
+
+        self._require_open_for_leases()
+        return LeaseTable(member="local", members=("local",), leases=(), now=self._clock.time())
+
+    async def steal_lease(self, name: str, epoch: int, timeout_s: float) -> int | None:
+        self._require_open_for_leases()
+        return 1
 
     def _require_open_for_leases(self) -> None:
         if self._closed:

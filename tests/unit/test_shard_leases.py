@@ -1,0 +1,410 @@
+"""Stream shard leases balanced across daemons (triggerd.delivery.shardleases), against an
+in-memory lease table shared by several members: the share arithmetic, the steal policy,
+convergence to an even spread, a dead member's leases taken once expired, and a reader
+that loses a shard's lease (its checkpoint refused, its keys given back, reading stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.unit.test_shard_reader import FakeApi, shape
+from triggerd.cli.readstate import StoreSnapshot
+from triggerd.cli.status import print_cluster
+from triggerd.delivery.shardleases import Plan, ShardLeases, coordinated, plan, share
+from triggerd.delivery.shards import ShardReader
+from triggerd.state.base import NewEvent
+from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseTable
+from triggerd.state.sqlite import SQLiteStateStore, StateStoreUnavailableError
+from triggerd.types import Record, SystemClock
+
+LIVE_S = 15.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Table:
+    """The shared lease table, checkpoints and heartbeats of a cluster."""
+
+    clock: FakeClock | SystemClock
+    rows: dict[str, LeaseInfo] = field(default_factory=dict)
+    heartbeats: dict[str, float] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    refused: list[Fence] = field(default_factory=list)
+
+
+class Member:
+    """One daemon's view of the table: a LeaseStore that balances, with checkpoints."""
+
+    def __init__(self, table: Table, member: str) -> None:
+        self.t = table
+        self.member = member
+        #: PostgreSQL cannot be reached: lease calls fail.
+        self.down = False
+        table.heartbeats[member] = table.clock.time()
+
+    def _grant(self, name: str, epoch: int, timeout_s: float) -> int:
+        now = self.t.clock.time()
+        self.t.rows[name] = LeaseInfo(name, self.member, epoch, now + timeout_s, now)
+        return epoch
+
+    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
+        row = self.t.rows.get(name)
+        now = self.t.clock.time()
+        if row is not None and row.holder not in (None, self.member) and row.expires_at > now:
+            return None
+        return self._grant(name, (row.epoch if row else 0) + 1, timeout_s)
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        if self.down:
+            raise StateStoreUnavailableError("the state store is unavailable")
+        row = self.t.rows.get(name)
+        now = self.t.clock.time()
+        if row is None or (row.holder, row.epoch) != (self.member, epoch) or row.expires_at <= now:
+            return False
+        self._grant(name, epoch, timeout_s)
+        return True
+
+    async def release_lease(self, name: str, epoch: int) -> None:
+        row = self.t.rows.get(name)
+        if row is not None and (row.holder, row.epoch) == (self.member, epoch):
+            self.t.rows[name] = LeaseInfo(name, None, epoch, self.t.clock.time(), row.heartbeat)
+
+    async def steal_lease(self, name: str, epoch: int, timeout_s: float) -> int | None:
+        row = self.t.rows.get(name)
+        if row is None or row.epoch != epoch:
+            return None
+        return self._grant(name, epoch + 1, timeout_s)
+
+    async def lease_table(self, prefix: str) -> LeaseTable:
+        if self.down:
+            raise StateStoreUnavailableError("the state store is unavailable")
+        now = self.t.clock.time()
+        self.t.heartbeats[self.member] = now
+        live = tuple(sorted(m for m, at in self.t.heartbeats.items() if at >= now - LIVE_S))
+        rows = tuple(r for n, r in sorted(self.t.rows.items()) if n.startswith(prefix))
+        return LeaseTable(self.member, live, rows, now)
+
+    async def enqueue_fenced(
+        self,
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        row = self.t.rows.get(fence.lease)
+        if row is None or (row.holder, row.epoch) != (self.member, fence.epoch):
+            self.t.refused.append(fence)
+            raise LeaseLostError("moved on")
+        for items in (checkpoints or {}).values():
+            for key, value in items.items():
+                if value is None:
+                    self.t.checkpoints.pop(key, None)
+                else:
+                    self.t.checkpoints[key] = value
+
+    async def leases(self) -> list[LeaseInfo]:
+        return list(self.t.rows.values())
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        return {k: v for k, v in self.t.checkpoints.items() if k.startswith(prefix)}
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        return self.t.checkpoints.get(key)
+
+
+def holders(table: Table) -> dict[str, int]:
+    now = table.clock.time()
+    counts: dict[str, int] = {}
+    for row in table.rows.values():
+        if row.holder is not None and row.expires_at > now:
+            counts[row.holder] = counts.get(row.holder, 0) + 1
+    return counts
+
+
+def lease_table(held: Mapping[str, Collection[str]], members: Sequence[str], me: str) -> LeaseTable:
+    rows = tuple(
+        LeaseInfo(name, holder, 1, 2000.0, 1000.0)
+        for holder, names in held.items()
+        for name in names
+    )
+    return LeaseTable(me, tuple(members), rows, 1000.0)
+
+
+SHARDS = [f"s{i}" for i in range(4)]
+
+
+# ---- the arithmetic and the policy ----
+
+
+@pytest.mark.parametrize(
+    ("shards", "members", "expected"), [(4, 2, 2), (4, 3, 2), (5, 2, 3), (3, 4, 1), (0, 2, 0)]
+)
+def test_share_is_the_ceiling_of_shards_over_live_members(
+    shards: int, members: int, expected: int
+) -> None:
+    assert share(shards, members) == expected
+
+
+def test_free_leases_first_up_to_the_share() -> None:
+    moves = plan(SHARDS, lease_table({"b": ["s0"]}, ["a", "b"], "a"))
+    assert moves.steal is None
+    assert len(moves.take) == 2 and set(moves.take) <= {"s1", "s2", "s3"}
+
+
+def test_one_free_lease_more_when_the_share_is_held() -> None:
+    """A dead member still counted as live: its expired shard is taken all the same."""
+    moves = plan(SHARDS, lease_table({"a": ["s0", "s1"], "b": ["s2"]}, ["a", "b"], "a"))
+    assert moves == Plan(take=("s3",))
+
+
+def test_steals_one_lease_from_the_most_loaded_holder() -> None:
+    table = lease_table({"a": ["s0", "s1", "s2"], "b": ["s3"]}, ["a", "b", "c"], "c")
+    moves = plan(SHARDS, table)
+    assert moves.take == ()
+    assert moves.steal is not None and moves.steal.holder == "a"
+
+
+def test_no_steal_when_the_spread_is_as_even_as_it_gets() -> None:
+    """4 shards over 3 members (share 2): 2/1/1 is stable, nobody takes back and forth."""
+    held = {"a": ["s0"], "b": ["s1", "s2"], "c": ["s3"]}
+    for me in ("a", "b", "c"):
+        assert plan(SHARDS, lease_table(held, ["a", "b", "c"], me)) == Plan()
+
+
+def test_a_member_that_needs_two_steals_from_a_holder_at_the_share() -> None:
+    held = {"a": ["s0", "s1"], "b": ["s2", "s3"]}
+    moves = plan(SHARDS, lease_table(held, ["a", "b", "c"], "c"))
+    assert moves.steal is not None and moves.steal.name == "s0"
+
+
+# ---- several members over one table ----
+
+
+async def _round(leases: ShardLeases, wanted: Sequence[str]) -> None:
+    await leases.renew()
+    await leases.balance(wanted)
+
+
+async def test_members_converge_to_an_even_spread_one_steal_at_a_time() -> None:
+    clock = FakeClock()
+    table = Table(clock)
+    wanted = [f"s{i}" for i in range(8)]
+    first = ShardLeases(Member(table, "a"), "t", timeout_s=3, clock=clock)
+    await _round(first, wanted)
+    assert holders(table) == {"a": 8}  # alone: every free shard, nobody to share with
+    members = [first] + [
+        ShardLeases(Member(table, m), "t", timeout_s=3, clock=clock) for m in "bcd"
+    ]
+    steals = 0
+    for _ in range(12):
+        for m in members:
+            before = set(m.held_shards())
+            await _round(m, wanted)
+            steals += len(m.held_shards() - before)
+        clock.now += 1
+    assert holders(table) == {"a": 2, "b": 2, "c": 2, "d": 2}
+    assert steals == 6  # each of b, c, d took exactly its 2, one per round; none went back
+
+
+async def test_a_dead_members_leases_are_taken_after_they_expire() -> None:
+    clock = FakeClock()
+    table = Table(clock)
+    a = ShardLeases(Member(table, "a"), "t", timeout_s=3, clock=clock)
+    b = ShardLeases(Member(table, "b"), "t", timeout_s=3, clock=clock)
+    for _ in range(4):
+        await _round(a, SHARDS)
+        await _round(b, SHARDS)
+        clock.now += 1
+    assert holders(table) == {"a": 2, "b": 2}
+    # a dies (no more rounds): b keeps its rounds, one a second.
+    expiry = max(r.expires_at for r in table.rows.values() if r.holder == "a")
+    for _ in range(7):
+        await _round(b, SHARDS)
+        if clock.now < expiry:
+            assert holders(table) == {"a": 2, "b": 2}  # nothing taken before they expire
+        clock.now += 1
+    # a still counts as live (its heartbeat is recent): one free lease a round, all taken.
+    assert holders(table) == {"b": 4}
+    assert b.held_shards() == set(SHARDS)
+
+
+async def test_only_a_shared_store_is_coordinated() -> None:
+    assert coordinated(Member(Table(FakeClock()), "a"))
+    sqlite = SQLiteStateStore(":memory:")
+    assert not coordinated(sqlite)  # one daemon: every lease granted, no balancing
+    await sqlite.open()
+    try:
+        table = await sqlite.lease_table("shard:t/")
+        assert (table.members, table.leases) == (("local",), ())
+        assert await sqlite.steal_lease("shard:t/s0", 1, 10) == 1
+    finally:
+        await sqlite.close()
+
+
+# ---- a reader losing a shard ----
+
+
+@dataclass
+class Control:
+    released: list[list[str]] = field(default_factory=list)
+
+    async def release_keys(self, keys: Collection[str], timeout_s: float) -> None:
+        self.released.append(sorted(keys))
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):  # did not hang
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_reader_whose_checkpoint_is_fenced_stops_the_shard_and_gives_its_keys_back() -> (
+    None
+):
+    clock = SystemClock()
+    table = Table(clock)
+    store = Member(table, "a")
+    api = FakeApi({"s0": [1, 2, 3], "s1": [1, 2, 3]})
+    control = Control()
+    reader = ShardReader(
+        api,
+        shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=30,  # renewed at the start only, within the test: the write notices
+    )
+    reader.control = control
+    await reader.start()
+    try:
+        await _until(lambda: reader.shard_state() == {"s0": "reading", "s1": "reading"})
+        out: list[Record] = []
+        await _until(lambda: bool(out.extend(reader.take(10))) or len(out) == 6)
+        # Another daemon (alive, its lease far from expiry) takes s1 over before the acks.
+        Member(table, "b")
+        row = table.rows["shard:t/s1"]
+        table.rows[row.name] = LeaseInfo(row.name, "b", row.epoch + 1, clock.time() + 3600, 0)
+        await reader.ack(out)
+        await _until(lambda: reader.shard_state().get("s1") == "leased elsewhere")
+        await _until(lambda: control.released == [["s1"]])
+        await _until(lambda: table.checkpoints.get("shard:s0") == "3")
+        # Refused by the fence (the epoch a held), never checkpointed past the new holder.
+        assert table.refused == [Fence("shard:t/s1", 1)]
+        assert "shard:s1" not in table.checkpoints
+        assert reader.take(10) == []
+        assert table.rows["shard:t/s1"].holder == "b"
+    finally:
+        await reader.stop()
+    assert table.rows["shard:t/s0"].holder is None  # released at stop
+
+
+def test_status_lists_shard_leases_and_their_spread_per_trigger(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def lease(name: str, holder: str | None) -> dict[str, Any]:
+        expires = None if holder is None else 1.5
+        return {
+            "lease": name,
+            "holder": holder,
+            "epoch": 4,
+            "expires_in_s": expires,
+            "renewed_s_ago": 0.5,
+        }
+
+    leases = (
+        lease("schedule:nightly", "a:1:x"),
+        lease("shard:clicks/shardId-0", "a:1:x"),
+        lease("shard:clicks/shardId-1", "b:2:y"),
+        lease("shard:clicks/shardId-2", "a:1:x"),
+        lease("shard:clicks/shardId-3", None),
+        lease("shard:orders/shardId-0", "b:2:y"),
+    )
+    print_cluster(StoreSnapshot("postgresql://db/triggerd", {}, {}, leases=leases))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "lease shard:clicks/shardId-0: held by a:1:x at epoch 4, expires in 1.5 s unless renewed"
+    )
+    assert lines[4] == "lease shard:clicks/shardId-3: free (epoch 4)"
+    assert lines[-2:] == [
+        "shards of clicks: 2 read by a:1:x, 1 read by b:2:y, 1 free",
+        "shards of orders: 1 read by b:2:y",
+    ]
+
+
+async def test_a_child_shard_starts_once_another_daemon_wrote_its_parents_end() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    Member(table, "x")  # another daemon, reading the parent
+    table.rows["shard:t/p"] = LeaseInfo("shard:t/p", "x", 1, clock.time() + 3600, 0)
+    api = FakeApi({"p": [1, 2], "c": [3, 4]}, parents={"c": ("p",)}, closed={"p"})
+    reader = ShardReader(
+        api,
+        shape,
+        Member(table, "a"),  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.3,
+    )
+    await reader.start()
+    try:
+        await asyncio.sleep(0.5)  # a few balancing rounds
+        assert reader.shard_state() == {"p": "leased elsewhere", "c": "waiting for parents"}
+        assert reader.take(10) == []
+        # x reads p to its end and releases it.
+        table.checkpoints["shard:p"] = "SHARD_END"
+        table.rows["shard:t/p"] = LeaseInfo("shard:t/p", None, 1, clock.time(), 0)
+        out: list[Record] = []
+        await _until(lambda: bool(out.extend(reader.take(10))) or len(out) == 2)
+        assert [(r.handle, r.item_id) for r in out] == [("c", "3"), ("c", "4")]
+        assert table.rows["shard:t/c"].holder == "a"
+        assert "shard:t/p" not in {n for n in table.rows if table.rows[n].holder == "a"}
+    finally:
+        await reader.stop()
+
+
+async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_deadline() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    store = Member(table, "a")
+    reader = ShardReader(
+        FakeApi({"s0": [1, 2, 3]}),
+        shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.4,  # stops 0.3 s after the last renewal sent
+    )
+    await reader.start()
+    try:
+        await _until(lambda: reader.shard_state() == {"s0": "reading"})
+        await _until(lambda: reader.shards["s0"].log.ready == 3)
+        store.down = True
+        await asyncio.sleep(0.45)
+        assert reader.take(10) == []  # read, never handed out: another daemon may read it
+        assert reader.shard_state() == {"s0": "leased elsewhere"}
+    finally:
+        await reader.stop()
