@@ -1,6 +1,6 @@
 """The commands on a PostgreSQL state store, run as an operator runs them (subprocesses, the
 machine's PostgreSQL, a fresh database per test): `state migrate` from SQLite, `status` and
-`dlq` reading it, and `validate` warning about sources not coordinated across daemons."""
+`dlq` reading it, and `validate` accepting every singleton source on a shared store (each is coordinated)."""
 
 from __future__ import annotations
 
@@ -239,7 +239,7 @@ def test_status_and_dlq_read_a_postgresql_store_and_never_create_one(
     assert "cannot be reached" in unreachable.stderr and "s3cr3t-pw" not in unreachable.stderr
 
 
-def test_validate_warns_about_singleton_sources_and_reload_needs_a_control_listener(
+def test_validate_accepts_singleton_sources_and_reload_needs_a_control_listener(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "inbox").mkdir()
