@@ -365,3 +365,128 @@ def test_mq_event_delivers_rmq_batches_of_batch_size_with_the_filter_applied(
     first = messages()[0]
     assert first["redelivered"] is False
     assert first["basicProperties"]["contentType"] == "application/json"
+
+
+SERVERLESS = """\
+service: sources
+frameworkVersion: '3'
+provider:
+  name: aws
+  runtime: python3.11
+  region: eu-west-3
+  environment:
+    RECORD_DIR: ${env:RECORD_DIR}
+functions:
+  thumbnails:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${self:provider.environment.RECORD_DIR}/s3.jsonl
+    events:
+      - s3:
+          bucket: ${env:BUCKET}
+          event: s3:ObjectCreated:*
+          existing: true
+          rules:
+            - prefix: in/
+  ticker:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${self:provider.environment.RECORD_DIR}/schedule.jsonl
+    events:
+      - schedule:
+          rate: rate(1 second)
+          input: {job: sls}
+  orders:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${self:provider.environment.RECORD_DIR}/bus.jsonl
+    events:
+      - eventBridge:
+          eventBus: orders
+          pattern:
+            source: [com.shop]
+  consumer:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${self:provider.environment.RECORD_DIR}/mq.jsonl
+    events:
+      - rabbitmq:
+          arn: arn:aws:mq:eu-west-3:123456789012:broker:shop:b-0a1b2c3d-0000-1111-2222-333344445555
+          queue: ${env:QUEUE}
+          batchSize: 5
+"""
+
+
+def test_run_serverless_delivers_s3_schedule_event_bridge_and_rabbitmq_events(
+    tmp_path: Path, moto_server: str, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serverless.yml's s3, schedule, eventBridge and rabbitmq events, one each, through
+    `triggerd run --serverless`."""
+    shutil.copy(FUNCTIONS / "recorder" / "app.py", tmp_path / "app.py")
+    (tmp_path / "serverless.yml").write_text(SERVERLESS)
+    suffix = uuid.uuid4().hex[:10]
+    bucket, queue = f"sls-src-{suffix}", f"sls-src-{suffix}"
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    declare_and_publish(rabbitmq_url, queue, [])
+    control = free_port()
+    broker = "arn:aws:mq:eu-west-3:123456789012:broker:shop:b-0a1b2c3d-0000-1111-2222-333344445555"
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: "127.0.0.1:{control}"\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+        f"endpoint_url: {moto_server}\nregion: us-east-1\n"
+        f'resources:\n  "{broker}":\n    url: {rabbitmq_url}\n'
+        "triggers:\n  thumbnails-s3-0:\n"
+        "    source: {poll_interval_s: 0.2, starting_position: TRIM_HORIZON}\n"
+    )
+    for name, value in (
+        ("RECORD_DIR", str(tmp_path)),
+        ("BUCKET", bucket),
+        ("QUEUE", queue),
+        ("TRIGGERD_TEST_SECOND_RATES", "1"),
+    ):
+        monkeypatch.setenv(name, value)
+    proc = start_run(
+        tmp_path, "--serverless", "serverless.yml", "--overrides", "overrides.yaml", "--no-watch"
+    )
+    try:
+        s3.put_object(Bucket=bucket, Key="out/skipped.txt", Body=b"x")
+        s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"abc")
+        declare_and_publish(rabbitmq_url, queue, [b'{"n": 1}'])
+        events = boto3.client(
+            "events", endpoint_url=f"http://127.0.0.1:{control}", region_name="eu-west-3"
+        )
+        resp = events.put_events(
+            Entries=[
+                {
+                    "Source": "com.other",
+                    "DetailType": "X",
+                    "Detail": "{}",
+                    "EventBusName": "orders",
+                },
+                {"Source": "com.shop", "DetailType": "Y", "Detail": "{}", "EventBusName": "orders"},
+            ]
+        )
+        assert resp["FailedEntryCount"] == 0
+        files = ("s3", "schedule", "bus", "mq")
+        wait_for(lambda: all(recorded(tmp_path / f"{f}.jsonl") for f in files), 30, "every event")
+        (s3_event,) = recorded(tmp_path / "s3.jsonl")
+        (record,) = s3_event["Records"]
+        assert record["eventSource"] == "aws:s3" and record["eventName"].startswith(
+            "ObjectCreated:"
+        )
+        assert (record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]) == (
+            bucket,
+            "in/a.txt",
+        )
+        assert recorded(tmp_path / "schedule.jsonl")[0] == {"job": "sls"}
+        (bus_event,) = recorded(tmp_path / "bus.jsonl")
+        assert (bus_event["source"], bus_event["detail-type"]) == ("com.shop", "Y")
+        (mq_event,) = recorded(tmp_path / "mq.jsonl")
+        assert (mq_event["eventSource"], mq_event["eventSourceArn"]) == ("aws:rmq", broker)
+        (messages,) = mq_event["rmqMessagesByQueue"].values()
+        assert [json.loads(base64.b64decode(m["data"])) for m in messages] == [{"n": 1}]
+    finally:
+        stop(proc)
+        delete_queue(rabbitmq_url, queue)
+    assert proc.returncode == 0
