@@ -1,10 +1,12 @@
 """`triggerd run --sam` as a subprocess, one event end to end per asynchronous and broker
 source of a SAM template, all served by ONE daemon: an S3 bucket on moto_server (poll mode,
-its key filter rules), a Schedule and a ScheduleV2 firing every second with their `Input`,
-an EventBridgeRule on a custom bus and a CloudWatchEvent on the default bus (boto3's
-`put_events` against the control listener), and an MQ (RabbitMQ) queue on the machine's
-broker with its BatchSize and FilterCriteria. Each function is the system tests' recorder,
-which writes every event it gets to its own file; the tests assert the delivered shapes."""
+its key filter rules) and one the overrides map to a local directory, Schedule events (one
+with an `Input`) and a ScheduleV2 firing every second, an EventBridgeRule on a custom bus and
+a CloudWatchEvent on the default bus (boto3's `put_events` against the control listener),
+and an MQ (RabbitMQ) queue on the machine's broker with its BatchSize and FilterCriteria.
+Each function is the system tests' recorder, which writes every event it gets to its own
+file; the tests assert the delivered shapes. The last test does the same for a
+serverless.yml's s3, schedule, eventBridge and rabbitmq events with `run --serverless`."""
 
 from __future__ import annotations
 
@@ -71,6 +73,26 @@ Resources:
                 Rules:
                   - {Name: prefix, Value: in/}
                   - {Name: suffix, Value: .txt}
+  Drops:
+    Type: AWS::S3::Bucket
+    Properties:
+      BucketName: drops
+  Gallery:
+    Type: AWS::Serverless::Function
+    Properties:
+      Environment:
+        Variables:
+          RECORD_FILE: !Sub "${RecordDir}/directory.jsonl"
+      Events:
+        Dropped:
+          Type: S3
+          Properties:
+            Bucket: !Ref Drops
+            Events: [s3:ObjectCreated:*]
+            Filter:
+              S3Key:
+                Rules:
+                  - {Name: suffix, Value: .jpg}
   Ticker:
     Type: AWS::Serverless::Function
     Properties:
@@ -197,6 +219,7 @@ def run(
     tmp = tmp_path_factory.mktemp("sam-sources")
     shutil.copytree(FUNCTIONS / "recorder", tmp / "recorder")
     (tmp / "template.yaml").write_text(TEMPLATE)
+    (tmp / "drops").mkdir()
     suffix = uuid.uuid4().hex[:10]
     bucket, queue = f"sam-src-{suffix}", f"sam-src-{suffix}"
     s3 = boto3.client(
@@ -218,6 +241,8 @@ def run(
         f"endpoint_url: {moto_server}\n"
         f"region: us-east-1\n"
         f"resources:\n  Broker:\n    url: {rabbitmq_url}\n"
+        # A bucket as a local directory (files present at start-up delivered too).
+        "  Drops: {type: directory, path: drops, starting_position: TRIM_HORIZON}\n"
         # Poll the bucket often, and deliver what is put right after start-up too.
         "triggers:\n  Thumbnails-Upload:\n"
         "    source: {poll_interval_s: 0.2, starting_position: TRIM_HORIZON}\n"
@@ -271,6 +296,31 @@ def test_s3_event_delivers_the_object_created_record_of_a_key_its_rules_match(
     assert record["s3"]["bucket"]["name"] == run.bucket
     assert record["s3"]["bucket"]["arn"] == f"arn:aws:s3:::{run.bucket}"
     assert record["s3"]["object"]["key"] == "in/photo+1.txt"  # URL-encoded, as AWS sends it
+    assert record["s3"]["object"]["size"] == 5
+
+
+def test_s3_event_of_a_bucket_mapped_to_a_directory_delivers_the_files_its_rules_match(
+    run: Run,
+) -> None:
+    drops = run.dir / "drops"
+    (drops / "notes.txt").write_text("skipped: the suffix rule is .jpg")
+    (drops / "cat.jpg").write_bytes(b"jpeg!")
+    path = run.dir / "directory.jsonl"
+
+    def keys() -> list[str]:
+        return [r["s3"]["object"]["key"] for e in recorded(path) for r in e["Records"]]
+
+    wait_for(lambda: keys() != [], 30, "the directory's S3 event")
+    # A later file: the one the rule refuses was seen before it.
+    (drops / "later.jpg").write_bytes(b"later")
+    wait_for(lambda: "later.jpg" in keys(), 30, "the later file's event")
+    assert sorted(keys()) == ["cat.jpg", "later.jpg"]
+    record = next(
+        r for e in recorded(path) for r in e["Records"] if r["s3"]["object"]["key"] == "cat.jpg"
+    )
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventName"].startswith("ObjectCreated:")
+    assert record["s3"]["bucket"]["name"] == "drops"
     assert record["s3"]["object"]["size"] == 5
 
 
