@@ -5,6 +5,7 @@ a warning for each property not carried over."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +186,14 @@ def test_streams(default: Translation) -> None:
 
 def test_brokers(default: Translation) -> None:
     found = triggers(default)
-    assert found["WorkerFunction-Rabbit"]["source"] == {
-        "type": "rabbitmq",
-        "queue": "orders",
-        "broker_arn": "arn:aws:mq:us-east-1:123456789012:cluster/Broker",
-    }
+    rabbit = found["WorkerFunction-Rabbit"]["source"]
+    assert (rabbit["type"], rabbit["queue"]) == ("rabbitmq", "orders")
+    # GetAtt Broker.Arn: an Amazon MQ broker ARN (broker:NAME:ID), as eventSourceArn has it.
+    assert re.fullmatch(
+        r"arn:aws:mq:us-east-1:123456789012:broker:Broker:b-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}",
+        rabbit["broker_arn"],
+    )
+    assert set(rabbit) == {"type", "queue", "broker_arn"}
     kafka = found["WorkerFunction-SelfKafka"]["source"]
     assert kafka["bootstrap_servers"] == ["broker-1:9092", "broker-2:9092"]  # a list parameter
     assert (kafka["topics"], kafka["group_id"]) == (["payments"], "payments-group")

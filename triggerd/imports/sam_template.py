@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -449,8 +450,19 @@ def _attributes(tpl: Template, kind: str, logical_id: str, props: dict[str, Any]
         name = tpl.name_of(logical_id, "Name")
         arn = _arn("events", region, account, f"event-bus/{name}", part)
         return {"Ref": name, "Name": name, "Arn": arn}
-    if kind in ("AWS::MSK::Cluster", "AWS::MSK::ServerlessCluster", "AWS::AmazonMQ::Broker"):
-        service = "kafka" if "MSK" in kind else "mq"
-        arn = _arn(service, region, account, f"cluster/{logical_id}", part)
+    if kind == "AWS::AmazonMQ::Broker":
+        return _broker(tpl, logical_id)
+    if kind in ("AWS::MSK::Cluster", "AWS::MSK::ServerlessCluster"):
+        arn = _arn("kafka", region, account, f"cluster/{logical_id}", part)
         return {"Ref": arn, "Arn": arn}
     return {}
+
+
+def _broker(tpl: Template, logical_id: str) -> dict[str, Any]:
+    """An Amazon MQ broker as AWS names it: `Ref` and `Id` its id (`b-` and a UUID, stable
+    per region, account and name here), `Arn` `arn:aws:mq:REGION:ACCOUNT:broker:NAME:ID`,
+    the ARN an `aws:rmq` event's `eventSourceArn` carries."""
+    name = tpl.name_of(logical_id, "BrokerName")
+    broker_id = "b-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tpl.region}:{tpl.account}:{name}"))
+    arn = _arn("mq", tpl.region, tpl.account, f"broker:{name}:{broker_id}", tpl.partition)
+    return {"Ref": broker_id, "Id": broker_id, "Arn": arn}
