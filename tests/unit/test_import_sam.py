@@ -196,6 +196,8 @@ def test_brokers(default: Translation) -> None:
     msk = found["WorkerFunction-Msk"]["source"]
     assert msk["bootstrap_servers"] == ["localhost:9092"]
     assert msk["starting_position"] == "TRIM_HORIZON"
+    assert msk["cluster_arn"] == "arn:aws:kafka:us-east-1:123456789012:cluster/Cluster"
+    assert "cluster_arn" not in kafka  # self-managed: SelfManagedKafka events
     found_warnings = warnings(default)
     assert (
         "localhost:5672"
