@@ -1,11 +1,11 @@
 """`triggerd run --sam` and `--serverless` as subprocesses on the stream and Kafka event types:
 one SAM template whose Kinesis event reads a moto_server stream, whose DynamoDB event reads a
 PostgreSQL table (the overrides map the table's stream to the session's logical-decoding
-cluster) and whose SelfManagedKafka event reads the session's Kafka-compatible broker (the
-overrides map the template's bootstrap servers to it); and a serverless.yml whose `stream`
-event reads a Kinesis stream. Each handler records the events it got: the records have the
-shape AWS sends for that type, and a translated property (BatchSize, FilterCriteria,
-ConsumerGroupId, batchSize, filterPatterns) is seen at work."""
+cluster), and whose SelfManagedKafka and MSK events read the session's Kafka-compatible broker
+(the overrides map the template's bootstrap servers, and the cluster, to it); and a
+serverless.yml whose `stream` event reads a Kinesis stream. Each handler records the events it
+got: they have the shape AWS sends for that type, and a translated property (BatchSize,
+FilterCriteria, ConsumerGroupId, StreamViewType, batchSize, filterPatterns) is seen at work."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ Parameters:
   TableName:
     Type: String
   Topic:
+    Type: String
+  AuditTopic:
     Type: String
 Globals:
   Function:
@@ -116,6 +118,24 @@ Resources:
             StartingPosition: TRIM_HORIZON
             BatchSize: 2
             ConsumerGroupId: !Sub "${Topic}-group"
+  Audit:
+    Type: AWS::MSK::Cluster
+  AuditFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Environment:
+        Variables:
+          RECORD_FILE: !Sub "${RecordDir}/msk.jsonl"
+      Events:
+        Audit:
+          Type: MSK
+          Properties:
+            Stream: !GetAtt Audit.Arn
+            Topics: [!Ref AuditTopic]
+            StartingPosition: TRIM_HORIZON
+            FilterCriteria:
+              Filters:
+                - Pattern: '{"value": {"kind": ["audit"]}}'
 """
 
 
@@ -127,6 +147,7 @@ class SamRun:
     stream: str
     table: str
     topic: str
+    msk_topic: str
     bootstrap: str
 
 
@@ -158,6 +179,7 @@ def sam_run(
         f"ALTER TABLE {table} REPLICA IDENTITY FULL"  # for NEW_AND_OLD_IMAGES
     )
     topic = asyncio.run(create_topic(kafka_broker.bootstrap, prefix="sam"))
+    msk_topic = asyncio.run(create_topic(kafka_broker.bootstrap, prefix="msk"))
     shutil.copytree(FUNCTIONS / "recorder", tmp / "recorder")
     (tmp / "template.yaml").write_text(TEMPLATE)
     (tmp / "overrides.yaml").write_text(
@@ -165,12 +187,14 @@ def sam_run(
         f"  state: sqlite:///{tmp}/state/state.db\n  shutdown_timeout_s: 5\n"
         f"endpoint_url: {moto_server}\nregion: {REGION}\n"
         f'parameters:\n  RecordDir: "{tmp}"\n  StreamName: {stream}\n'
-        f"  TableName: {table}\n  Topic: {topic}\n"
+        f"  TableName: {table}\n  Topic: {topic}\n  AuditTopic: {msk_topic}\n"
         "resources:\n"
         f"  Clicks: {{poll_interval_s: 0.1}}\n"
         f"  Orders: {{type: postgres, dsn: '{pg_cluster.dsn}', slot: {slot}, "
         f"publication: {slot}, poll_interval_s: 0.05, max_poll_interval_s: 0.2}}\n"
         f'  "kafka.internal:9092": {{bootstrap_servers: ["{kafka_broker.bootstrap}"], '
+        "session_timeout_ms: 1000, heartbeat_interval_ms: 300}\n"
+        f'  Audit: {{bootstrap_servers: ["{kafka_broker.bootstrap}"], '
         "session_timeout_ms: 1000, heartbeat_interval_ms: 300}\n"
     )
     with pytest.MonkeyPatch.context() as mp:
@@ -180,7 +204,7 @@ def sam_run(
             tmp, "--sam", "template.yaml", "--overrides", "overrides.yaml", "--no-watch"
         )
     try:
-        yield SamRun(tmp, stream, table, topic, kafka_broker.bootstrap)
+        yield SamRun(tmp, stream, table, topic, msk_topic, kafka_broker.bootstrap)
     finally:
         stop(proc)
         pg_cluster.psql(
@@ -287,6 +311,27 @@ def test_sam_self_managed_kafka_event_delivers_the_records_in_its_consumer_group
     )
 
 
+def test_sam_msk_event_delivers_filtered_aws_kafka_events_with_the_cluster_arn(
+    sam_run: SamRun,
+) -> None:
+    values = [json.dumps({"kind": k, "n": i}).encode() for i, k in enumerate(["audit", "x"] * 2)]
+    asyncio.run(produce(sam_run.bootstrap, sam_run.msk_topic, values))
+    path = sam_run.dir / "msk.jsonl"
+
+    def records() -> list[dict[str, Any]]:
+        return [r for e in recorded(path) for rs in e["records"].values() for r in rs]
+
+    wait_for(lambda: len(records()) >= 2, 30, "the records")
+    # FilterCriteria on the JSON value: the "x" records are left out.
+    assert [json.loads(base64.b64decode(r["value"]))["n"] for r in records()] == [0, 2]
+    assert [r["offset"] for r in records()] == [0, 2]
+    event = recorded(path)[0]
+    assert event["eventSource"] == "aws:kafka"
+    assert event["eventSourceArn"] == "arn:aws:kafka:us-east-1:123456789012:cluster/Audit"
+    assert event["bootstrapServers"] == sam_run.bootstrap
+    assert list(event["records"]) == [f"{sam_run.msk_topic}-0"]
+
+
 SERVERLESS = """\
 service: clicks
 frameworkVersion: "3"
@@ -353,7 +398,7 @@ def test_run_serverless_kinesis_stream_event_delivers_filtered_batches(
         assert records[0]["eventSourceARN"].endswith(f":stream/{stream}")
         assert records[0]["kinesis"]["partitionKey"] == "q"
         summary = (tmp_path / "stdout.log").read_text()
-        assert "-> clicks" in summary
+        assert "trigger clicks-stream-0: kinesis -> clicks" in summary
     finally:
         stop(proc)
     assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
