@@ -3,9 +3,10 @@ one SAM template whose Kinesis event reads a moto_server stream, whose DynamoDB 
 PostgreSQL table (the overrides map the table's stream to the session's logical-decoding
 cluster), and whose SelfManagedKafka and MSK events read the session's Kafka-compatible broker
 (the overrides map the template's bootstrap servers, and the cluster, to it); and a
-serverless.yml whose `stream` event reads a Kinesis stream. Each handler records the events it
-got: they have the shape AWS sends for that type, and a translated property (BatchSize,
-FilterCriteria, ConsumerGroupId, StreamViewType, batchSize, filterPatterns) is seen at work."""
+serverless.yml whose `stream` events read a Kinesis stream and a table mapped to PostgreSQL.
+Each handler records the events it got: they have the shape AWS sends for that type, and a
+translated property (BatchSize, FilterCriteria, ConsumerGroupId, StreamViewType, batchSize,
+filterPatterns) is seen at work."""
 
 from __future__ import annotations
 
@@ -353,19 +354,43 @@ functions:
           filterPatterns:
             - data:
                 kind: [click]
+  orders:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${{env:RECORD_DIR}}/serverless-orders.jsonl
+    events:
+      - stream:
+          type: dynamodb
+          arn: !GetAtt Orders.StreamArn
+          batchSize: 10
+resources:
+  Resources:
+    Orders:
+      Type: AWS::DynamoDB::Table
+      Properties:
+        TableName: ${{opt:table}}
+        StreamSpecification:
+          StreamViewType: KEYS_ONLY
 """
 
 
-def test_run_serverless_kinesis_stream_event_delivers_filtered_batches(
-    tmp_path: Path, moto_server: str, monkeypatch: pytest.MonkeyPatch
+def test_run_serverless_kinesis_and_dynamodb_stream_events_deliver_aws_records(
+    tmp_path: Path, moto_server: str, pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = asyncio.run(_kinesis_stream(moto_server))
+    suffix = uuid.uuid4().hex[:8]
+    table, slot = f"sls_orders_{suffix}", f"triggerd_sls_{suffix}"
+    pg_cluster.psql(f"CREATE TABLE {table} (id int PRIMARY KEY, status text)")
     shutil.copytree(FUNCTIONS / "recorder", tmp_path, dirs_exist_ok=True)
     (tmp_path / "serverless.yml").write_text(SERVERLESS.format(region=REGION))
     (tmp_path / "overrides.yaml").write_text(
         f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: ""\n'
         f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
         f"endpoint_url: {moto_server}\nregion: {REGION}\n"
+        "resources:\n"
+        f"  {stream}: {{poll_interval_s: 0.1}}\n"  # tunes the stream, still read from moto
+        f"  Orders: {{type: postgres, dsn: '{pg_cluster.dsn}', slot: {slot}, "
+        f"publication: {slot}, poll_interval_s: 0.05, max_poll_interval_s: 0.2}}\n"
     )
     for key, value in {**AWS_ENV, "RECORD_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
@@ -377,6 +402,8 @@ def test_run_serverless_kinesis_stream_event_delivers_filtered_batches(
         "overrides.yaml",
         "--opt",
         f"stream={stream}",
+        "--opt",
+        f"table={table}",
         "--no-watch",
     )
     try:
@@ -387,6 +414,7 @@ def test_run_serverless_kinesis_stream_event_delivers_filtered_batches(
                 await put_json(client, stream, items)
 
         asyncio.run(put())
+        pg_cluster.psql(f"INSERT INTO {table} VALUES (7, 'new')")
         path = tmp_path / "serverless.jsonl"
         wait_for(lambda: sum(len(e["Records"]) for e in recorded(path)) >= 4, 30, "the records")
         events = recorded(path)
@@ -397,8 +425,22 @@ def test_run_serverless_kinesis_stream_event_delivers_filtered_batches(
         assert {r["eventSource"] for r in records} == {"aws:kinesis"}
         assert records[0]["eventSourceARN"].endswith(f":stream/{stream}")
         assert records[0]["kinesis"]["partitionKey"] == "q"
+        # The table's stream, read from PostgreSQL: that table's row, KEYS_ONLY as declared.
+        rows = tmp_path / "serverless-orders.jsonl"
+        wait_for(lambda: bool(recorded(rows)), 30, "the row change")
+        ((change,),) = [e["Records"] for e in recorded(rows)]
+        assert (change["eventSource"], change["eventName"]) == ("aws:dynamodb", "INSERT")
+        assert f".{table}/stream/{slot}" in change["eventSourceARN"]
+        assert change["dynamodb"]["Keys"] == {"id": {"N": "7"}}
+        assert change["dynamodb"]["StreamViewType"] == "KEYS_ONLY"
+        assert "NewImage" not in change["dynamodb"]
         summary = (tmp_path / "stdout.log").read_text()
         assert "trigger clicks-stream-0: kinesis -> clicks" in summary
+        assert "trigger orders-stream-0: postgres -> orders" in summary
     finally:
         stop(proc)
+        pg_cluster.psql(
+            f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots "
+            f"WHERE slot_name = '{slot}'; DROP PUBLICATION IF EXISTS {slot}; DROP TABLE {table}"
+        )
     assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
