@@ -142,8 +142,11 @@ def batch_info(
 
 
 _SAMPLE_OPTIONS = frozenset(
-    {"topic", "partition", "offset", "key", "value", "headers", "bootstrap_servers", "timestamp"}
-)
+    {
+        "topic", "partition", "offset", "key", "value", "headers", "bootstrap_servers",
+        "timestamp", "cluster_arn",
+    }
+)  # fmt: skip
 
 
 def _headers_option(text: str) -> list[tuple[str, bytes | None]]:
@@ -174,8 +177,8 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event kafka [topic=..] [partition=..] [offset=..] [key=..]
-    [value=..] [headers=name:value,...] [bootstrap_servers=..] [timestamp=epoch ms]`.
-    `key=` (empty) gives a null key."""
+    [value=..] [headers=name:value,...] [bootstrap_servers=..] [timestamp=epoch ms]
+    [cluster_arn=..]`. `key=` (empty) gives a null key; `cluster_arn` an Amazon MSK event."""
     unknown = sorted(set(options) - _SAMPLE_OPTIONS)
     if unknown:
         known = ", ".join(sorted(_SAMPLE_OPTIONS))
@@ -194,7 +197,8 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
         headers=_headers_option(options.get("headers", "headerKey:headerValue")),
     )
     servers = options.get("bootstrap_servers", "broker-1.example.com:9092")
-    return envelope(servers, partition_key(topic, partition), [payload])
+    cluster = options.get("cluster_arn") or None
+    return envelope(servers, partition_key(topic, partition), [payload], cluster)
 
 
 def record_size(payload: JSONDict) -> int:

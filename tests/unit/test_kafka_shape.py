@@ -114,6 +114,8 @@ def test_an_msk_cluster_arn_gives_msk_events_and_batch_info() -> None:
                       key="my-topic-3")]  # fmt: skip
     assert batch_info("b:9092", records, arn)["KafkaBatchInfo"]["eventSourceArn"] == arn
     assert "eventSourceArn" not in batch_info("b:9092", records)["KafkaBatchInfo"]
+    sample = sample_event({"cluster_arn": arn})  # triggerd generate-event kafka
+    assert (sample["eventSource"], sample["eventSourceArn"]) == ("aws:kafka", arn)
 
 
 def test_sample_event_options() -> None:
