@@ -171,7 +171,11 @@ class Resources:
         spec = declared.get("StreamSpecification")
         if not isinstance(spec, dict) or "StreamViewType" not in spec:
             return {}
-        return {"stream_view_type": str(self.tpl.resolve(spec["StreamViewType"]))}
+        try:
+            view = self.tpl.resolve(spec["StreamViewType"])
+        except Unresolved:  # the source's default (NEW_IMAGE) then
+            return {}
+        return {"stream_view_type": str(view)} if isinstance(view, str) else {}
 
     def bucket_source(self, res: Resource, where: str) -> tuple[dict[str, Any], bool]:
         found = self.override(res)
