@@ -53,6 +53,7 @@ SAMPLE_OPTIONS = {
     "headers": "name:value,... (default headerKey:headerValue)",
     "bootstrap_servers": "bootstrapServers (default broker-1.example.com:9092)",
     "timestamp": "record timestamp, epoch milliseconds (default now)",
+    "cluster_arn": "an Amazon MSK cluster's ARN: an MSK event (aws:kafka, eventSourceArn)",
 }
 
 

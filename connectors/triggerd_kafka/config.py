@@ -138,6 +138,12 @@ class KafkaSourceConfig(SourceConfig, KafkaConnection):
         max_length=255,
         description="Consumer group (default: the trigger's name)",
     )
+    cluster_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:[^:]+:kafka:",
+        description="An Amazon MSK cluster's ARN: the events are MSK's (eventSource aws:kafka "
+        "and this eventSourceArn) instead of SelfManagedKafka's",
+    )
 
     def for_recording(self, trigger: str) -> SourceConfig:
         """A consumer group of its own (`<group>-triggerd-record`), which never commits: the

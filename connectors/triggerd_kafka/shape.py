@@ -1,7 +1,8 @@
 """The self-managed Apache Kafka event shape (LAMBDA_SEMANTICS.md §1.4) and the batch info of
 its on-failure record (§5.3).
 
-- `eventSource` is `"SelfManagedKafka"`, `bootstrapServers` one comma-separated string,
+- `eventSource` is `"SelfManagedKafka"` (Amazon MSK's, with a `cluster_arn`: `"aws:kafka"`
+  and that `eventSourceArn`), `bootstrapServers` one comma-separated string,
   `records` keyed `"<topic>-<partition>"`;
 - each record: topic, partition, offset, timestamp (epoch ms), timestampType (`CREATE_TIME`,
   `LOG_APPEND_TIME`, or `NO_TIMESTAMP_TYPE`), `key` base64 (left out when the key is null),
@@ -23,6 +24,7 @@ from triggerd.types import JSONDict, Record
 
 __all__ = [
     "EVENT_SOURCE",
+    "MSK_EVENT_SOURCE",
     "batch_info",
     "envelope",
     "kafka_record",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 EVENT_SOURCE = "SelfManagedKafka"
+#: Amazon MSK's events: this eventSource and the cluster's `eventSourceArn`.
+MSK_EVENT_SOURCE = "aws:kafka"
 _TIMESTAMP_TYPES: dict[int | None, str] = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
 
 
@@ -91,7 +95,17 @@ def kafka_record(
     }
 
 
-def envelope(bootstrap_servers: str, key: str, records: Sequence[JSONDict]) -> JSONDict:
+def envelope(
+    bootstrap_servers: str, key: str, records: Sequence[JSONDict], cluster_arn: str | None = None
+) -> JSONDict:
+    """The event of one batch: self-managed Kafka's, or MSK's when `cluster_arn` is given."""
+    if cluster_arn is not None:
+        return {
+            "eventSource": MSK_EVENT_SOURCE,
+            "eventSourceArn": cluster_arn,
+            "bootstrapServers": bootstrap_servers,
+            "records": {key: list(records)},
+        }
     return {
         "eventSource": EVENT_SOURCE,
         "bootstrapServers": bootstrap_servers,
@@ -99,7 +113,9 @@ def envelope(bootstrap_servers: str, key: str, records: Sequence[JSONDict]) -> J
     }
 
 
-def batch_info(bootstrap_servers: str, records: Sequence[Record]) -> JSONDict:
+def batch_info(
+    bootstrap_servers: str, records: Sequence[Record], cluster_arn: str | None = None
+) -> JSONDict:
     """`KafkaBatchInfo` of an on-failure record: the batch's size and payload size, and per
     topic-partition its first and last offsets and timestamps."""
     per_partition: dict[str, list[JSONDict]] = {}
@@ -114,19 +130,23 @@ def batch_info(bootstrap_servers: str, records: Sequence[Record]) -> JSONDict:
             "lastRecordOffset": str(last["offset"]),
             "lastRecordTimestamp": iso_ms(last["timestamp"] / 1000),
         }
-    return {
-        "KafkaBatchInfo": {
-            "batchSize": len(records),
-            "bootstrapServers": bootstrap_servers,
-            "payloadSize": sum(rec.size for rec in records),
-            "recordsInfo": info,
-        }
+    found: JSONDict = {
+        "batchSize": len(records),
+        "bootstrapServers": bootstrap_servers,
+        "payloadSize": sum(rec.size for rec in records),
+        "recordsInfo": info,
     }
+    if cluster_arn is not None:
+        found["eventSourceArn"] = cluster_arn
+    return {"KafkaBatchInfo": found}
 
 
 _SAMPLE_OPTIONS = frozenset(
-    {"topic", "partition", "offset", "key", "value", "headers", "bootstrap_servers", "timestamp"}
-)
+    {
+        "topic", "partition", "offset", "key", "value", "headers", "bootstrap_servers",
+        "timestamp", "cluster_arn",
+    }
+)  # fmt: skip
 
 
 def _headers_option(text: str) -> list[tuple[str, bytes | None]]:
@@ -157,8 +177,8 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event kafka [topic=..] [partition=..] [offset=..] [key=..]
-    [value=..] [headers=name:value,...] [bootstrap_servers=..] [timestamp=epoch ms]`.
-    `key=` (empty) gives a null key."""
+    [value=..] [headers=name:value,...] [bootstrap_servers=..] [timestamp=epoch ms]
+    [cluster_arn=..]`. `key=` (empty) gives a null key; `cluster_arn` an Amazon MSK event."""
     unknown = sorted(set(options) - _SAMPLE_OPTIONS)
     if unknown:
         known = ", ".join(sorted(_SAMPLE_OPTIONS))
@@ -177,7 +197,8 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
         headers=_headers_option(options.get("headers", "headerKey:headerValue")),
     )
     servers = options.get("bootstrap_servers", "broker-1.example.com:9092")
-    return envelope(servers, partition_key(topic, partition), [payload])
+    cluster = options.get("cluster_arn") or None
+    return envelope(servers, partition_key(topic, partition), [payload], cluster)
 
 
 def record_size(payload: JSONDict) -> int:

@@ -538,13 +538,14 @@ class KafkaSource(BaseSource):
 
     def envelope(self, records: Sequence[Record]) -> JSONDict:
         key = records[0].key if records else ""
-        return envelope(self.config.bootstrap, key or "", [r.payload for r in records])
+        payloads = [r.payload for r in records]
+        return envelope(self.config.bootstrap, key or "", payloads, self.config.cluster_arn)
 
     def filter_view(self, record: Record) -> JSONDict:
         return view_with_data(record.payload, "value", "base64")
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
-        return batch_info(self.config.bootstrap, records)
+        return batch_info(self.config.bootstrap, records, self.config.cluster_arn)
 
     def stats(self) -> SourceStats:
         now = self.ctx.clock.time()

@@ -200,6 +200,8 @@ def test_brokers(default: Translation) -> None:
     msk = found["WorkerFunction-Msk"]["source"]
     assert msk["bootstrap_servers"] == ["localhost:9092"]
     assert msk["starting_position"] == "TRIM_HORIZON"
+    assert msk["cluster_arn"] == "arn:aws:kafka:us-east-1:123456789012:cluster/Cluster"
+    assert "cluster_arn" not in kafka  # self-managed: SelfManagedKafka events
     found_warnings = warnings(default)
     assert (
         "localhost:5672"
@@ -218,6 +220,25 @@ def test_warnings_name_what_is_not_carried_over(default: Translation) -> None:
     assert "credentials" in found[f"{events}.Rabbit.Properties.SourceAccessConfigurations"]
     assert "condition IsProd is false" in found["Resources.ProdOnly"]
     assert "java21" in found["Resources.JavaFunction.Properties.Runtime"]
+
+
+def test_a_stream_override_without_an_endpoint_reads_the_files_endpoint() -> None:
+    overrides = Overrides.model_validate(
+        {
+            "endpoint_url": "http://127.0.0.1:5000",
+            "region": "eu-west-1",
+            "resources": {
+                "Clicks": {"poll_interval_s": 0.1},
+                "Orders": {"type": "postgres", "stream_view_type": "KEYS_ONLY"},
+            },
+        }
+    )
+    found = triggers(translate_sam(TEMPLATE, overrides=overrides, parameters={}))
+    kinesis = found["WorkerFunction-Kinesis"]["source"]
+    assert (kinesis["endpoint_url"], kinesis["region"]) == ("http://127.0.0.1:5000", "eu-west-1")
+    assert (kinesis["stream"], kinesis["poll_interval_s"]) == ("clicks", 0.1)
+    # the override's own stream_view_type wins over the table's
+    assert found["WorkerFunction-Stream"]["source"]["stream_view_type"] == "KEYS_ONLY"
 
 
 def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
@@ -257,6 +278,7 @@ def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
     assert upload["include"] == ["incoming/*.jpg", "incoming/*/**/*.jpg"]
     stream = found["WorkerFunction-Stream"]["source"]
     assert stream["type"] == "postgres" and stream["tables"] == ["orders"]
+    assert stream["stream_view_type"] == "NEW_AND_OLD_IMAGES"  # the table's StreamSpecification
     # options the postgres source does not have are left out with a warning
     assert "starting_position" not in stream
     kinesis = found["WorkerFunction-Kinesis"]

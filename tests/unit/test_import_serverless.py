@@ -406,3 +406,47 @@ def test_edges(registry: Registry, tmp_path: Path) -> None:
     assert "python3.8 has no local runtime" in w["functions.old.runtime"]
     assert set(cfg.function_map) == {"packaged"}
     assert "provider.tracing" in w and "unknownTopLevel" in w
+
+
+STREAMS_YML = """\
+service: streams
+provider: {name: aws, runtime: python3.11}
+functions:
+  f:
+    handler: app.handler
+    events:
+      - stream: {type: dynamodb, arn: !GetAtt Orders.StreamArn}
+      - stream: {type: kinesis, arn: "arn:aws:kinesis:us-east-1:123456789012:stream/clicks"}
+resources:
+  Resources:
+    Orders:
+      Type: AWS::DynamoDB::Table
+      Properties:
+        TableName: orders
+        StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}
+"""
+
+
+def test_stream_overrides_read_the_named_table_and_the_files_endpoint(tmp_path: Path) -> None:
+    from triggerd.imports.common import Overrides
+
+    (tmp_path / "serverless.yml").write_text(STREAMS_YML)
+    overrides = Overrides.model_validate(
+        {
+            "endpoint_url": "http://127.0.0.1:5000",
+            "resources": {
+                "Orders": {"type": "postgres", "dsn": "postgresql://u@127.0.0.1/db"},
+                "clicks": {"poll_interval_s": 0.1},
+            },
+        }
+    )
+    t = translate_serverless(
+        tmp_path / "serverless.yml", overrides=overrides, options={}, environ={}
+    )
+    table, kinesis = (trig["source"] for trig in t.config["triggers"])
+    # the table's stream mapped to PostgreSQL: that table, with its StreamViewType
+    assert (table["type"], table["tables"]) == ("postgres", ["orders"])
+    assert table["stream_view_type"] == "NEW_AND_OLD_IMAGES"
+    # an entry that only tunes the stream: still read from the file's endpoint
+    assert kinesis["endpoint_url"] == "http://127.0.0.1:5000"
+    assert kinesis["poll_interval_s"] == 0.1

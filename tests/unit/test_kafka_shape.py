@@ -103,6 +103,21 @@ def test_batch_info_names_partition_offsets_and_timestamps() -> None:
     assert record_key({}) is None
 
 
+def test_an_msk_cluster_arn_gives_msk_events_and_batch_info() -> None:
+    arn = "arn:aws:kafka:us-east-1:123456789012:cluster/orders/abc-1"
+    event = envelope("b:9092", "my-topic-3", [rec(0)], arn)
+    assert list(event) == ["eventSource", "eventSourceArn", "bootstrapServers", "records"]
+    assert (event["eventSource"], event["eventSourceArn"]) == ("aws:kafka", arn)
+    assert envelope("b:9092", "my-topic-3", [rec(0)])["eventSource"] == "SelfManagedKafka"
+    payload = rec(4)
+    records = [Record(payload=payload, item_id="my-topic-3:4", size=1, created_at=0,
+                      key="my-topic-3")]  # fmt: skip
+    assert batch_info("b:9092", records, arn)["KafkaBatchInfo"]["eventSourceArn"] == arn
+    assert "eventSourceArn" not in batch_info("b:9092", records)["KafkaBatchInfo"]
+    sample = sample_event({"cluster_arn": arn})  # triggerd generate-event kafka
+    assert (sample["eventSource"], sample["eventSourceArn"]) == ("aws:kafka", arn)
+
+
 def test_sample_event_options() -> None:
     event = sample_event(
         {"topic": "orders", "partition": "2", "key": "", "value": "hi", "headers": "a:1,a:2"}

@@ -36,6 +36,7 @@ SOURCE_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 #: Source options the translation sets when the event has them, whatever the source type.
 OPTIONAL = {target for target, _ in SOURCE_KEYS.values()} | {
     "broker_arn",
+    "cluster_arn",
     "group_id",
     "events",
     "prefix",
@@ -296,6 +297,8 @@ class EventTranslator:
         source: dict[str, Any] = {"type": "kafka", "topics": topics}
         if kind == "MSK":
             res = resource(self.tpl, props.node("Stream"))
+            if res.value.startswith("arn:"):  # MSK's events: aws:kafka and the cluster's ARN
+                source["cluster_arn"] = res.value
             source.update(self.res.kafka_servers(res.keys(), None, f"{props.where}.Stream"))
         else:
             servers = [str(s) for s in props.take("KafkaBootstrapServers") or []]

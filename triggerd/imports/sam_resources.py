@@ -149,15 +149,33 @@ class Resources:
             target = found.type or kind
             opts = found.options
             if target == "postgres":
-                opts = {"tables": [res.name], **opts}
+                opts = {"tables": [res.name], **self._view_type(res), **opts}
             elif target in ("kinesis", "dynamodb_streams"):
-                opts = {"stream": stream, **opts}
+                # An entry that only tunes the source (poll_interval_s...) is still read from
+                # the file's endpoint, never from AWS by surprise.
+                defaults = {} if "endpoint_url" in opts else self.aws_defaults()
+                opts = {"stream": stream, **defaults, **opts}
             return {"type": target, **opts}, True
         defaults = self.aws_defaults()
         if defaults:
             return {"type": kind, "stream": stream, **defaults}, True
         self._disabled(where, "stream", res)
         return {"type": kind, "stream": res.value}, False
+
+    def _view_type(self, res: Resource) -> dict[str, Any]:
+        """The template table's `StreamSpecification.StreamViewType`, as the `postgres`
+        source's `stream_view_type` (what each record carries)."""
+        if res.logical_id is None:
+            return {}
+        declared = self.tpl.resources[res.logical_id].get("Properties") or {}
+        spec = declared.get("StreamSpecification")
+        if not isinstance(spec, dict) or "StreamViewType" not in spec:
+            return {}
+        try:
+            view = self.tpl.resolve(spec["StreamViewType"])
+        except Unresolved:  # the source's default (NEW_IMAGE) then
+            return {}
+        return {"stream_view_type": str(view)} if isinstance(view, str) else {}
 
     def bucket_source(self, res: Resource, where: str) -> tuple[dict[str, Any], bool]:
         found = self.override(res)

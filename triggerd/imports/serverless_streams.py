@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from triggerd.imports.common import one_shard_reader_per_window, warn_local_broker
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import on_failure
-from triggerd.imports.serverless_refs import arn_parts
+from triggerd.imports.serverless_refs import Ref, arn_parts
 
 if TYPE_CHECKING:
     from triggerd.imports.serverless_functions import FunctionPlan
@@ -94,6 +94,7 @@ def stream_trigger(
     if source is None:
         ctx.warn(arn_where, f"{ref.text}: its name is not known: map it in the overrides file")
         return []
+    source = _local_stream(ctx, ref, source, stype)
     trig: dict[str, Any] = {"function": plan.name, "source": source}
     if body is not value:
         return [trig]
@@ -110,6 +111,26 @@ def stream_trigger(
     _stream_destinations(ctx, body.get("destinations"), f"{where}.destinations", trig)
     ctx.rest(body, _STREAM_KEYS, where)
     return [trig]
+
+
+def _local_stream(ctx: SlsContext, ref: Ref, source: dict[str, Any], stype: str) -> dict[str, Any]:
+    """An override that keeps the stream's AWS type but names no endpoint is read from the
+    overrides' endpoint_url (never from AWS by surprise); one that maps a table's stream to
+    PostgreSQL reads the table of that name, with the table's StreamViewType."""
+    if source.get("type") == stype:
+        return ctx.aws_defaults(source)
+    if source.get("type") != "postgres":
+        return source
+    out = dict(source)
+    if ref.name and "tables" not in out and "schemas" not in out:
+        out["tables"] = [ref.name]
+    declared = ctx.refs.resources.get(ref.logical_id or "")
+    props = declared.get("Properties") if isinstance(declared, dict) else None
+    spec = props.get("StreamSpecification") if isinstance(props, dict) else None
+    view = spec.get("StreamViewType") if isinstance(spec, dict) else None
+    if isinstance(view, str):
+        out.setdefault("stream_view_type", view)
+    return out
 
 
 def _stream_destinations(
