@@ -1,6 +1,7 @@
 """The commands on a PostgreSQL state store, run as an operator runs them (subprocesses, the
 machine's PostgreSQL, a fresh database per test): `state migrate` from SQLite, `status` and
-`dlq` reading it, and `validate` accepting every singleton source on a shared store (each is coordinated)."""
+`dlq` reading it, and `validate` accepting every singleton source on a shared store (each
+is coordinated)."""
 
 from __future__ import annotations
 
