@@ -11,6 +11,8 @@ postgres; created and dropped here), against one daemon on the SQLite store, in 
   the last invocation (each daemon's /metrics). The baseline is one daemon on the SQLite store
   draining the same backlog the same way. Each row names the load average when it started (the
   machine is shared) and how the invocations spread over the daemons.
+- CPU: the daemons' own CPU time (user + system, /proc; their workers not included) per event
+  over the drain, against the SQLite daemon's.
 - Memory: each daemon's RSS (its own process, not its workers) after the drain, against its
   RSS when it was ready.
 - Failover: two daemons with a `rate(1 second)` schedule (`TRIGGERD_TEST_SECOND_RATES=1`) and
@@ -43,7 +45,7 @@ from bench import BENCH_DIR, HELLO_DIR, BenchError, Row, median, run_async
 from bench.harness import free_port
 from bench.idle_rss import rss_mb
 from bench.pg_state import fresh_database
-from bench.scale import invocations_ok
+from bench.scale import cpu_s, invocations_ok
 from triggerd.state.base import NewEvent
 from triggerd.state.factory import create_state_store, sqlite_path
 
@@ -245,6 +247,8 @@ class Drain:
     per_daemon: list[int]
     rss_ready_mb: list[float]
     rss_after_mb: list[float]
+    #: The daemons' own CPU time (user + system, not their workers') per event invoked.
+    cpu_per_event_us: float
     load: str
 
 
@@ -263,6 +267,7 @@ async def drain(root: Path, state: str, count: int, settings: Settings) -> Drain
     async with running(daemons, settings.ready_timeout_s):
         rss_ready = [rss_mb(d.pid) for d in daemons]
         await make_due(state)
+        cpu_before = sum(cpu_s(d.pid) for d in daemons)
         started = time.time()
         await asyncio.gather(*(asyncio.to_thread(invoke_event, c) for c in controls))
         total = settings.backlog + count  # and the waking calls
@@ -276,7 +281,8 @@ async def drain(root: Path, state: str, count: int, settings: Settings) -> Drain
                 raise BenchError(f"only {sum(counts)} of {total} events were invoked")
             await asyncio.sleep(0.05)
         rss_after = [rss_mb(d.pid) for d in daemons]
-    return Drain(total / elapsed, list(counts), rss_ready, rss_after, load)
+        cpu_us = (sum(cpu_s(d.pid) for d in daemons) - cpu_before) / total * 1e6
+    return Drain(total / elapsed, list(counts), rss_ready, rss_after, cpu_us, load)
 
 
 def drain_rows(sqlite: Drain, pg: dict[int, Drain], settings: Settings) -> list[Row]:
@@ -300,6 +306,18 @@ def drain_rows(sqlite: Drain, pg: dict[int, Drain], settings: Settings) -> list[
                 d.rate,
                 sqlite.rate,
                 baseline_desc="one daemon on the SQLite store draining the same backlog, same run",
+                digits=0,
+            )
+        )
+    for n, d in pg.items():
+        rows.append(
+            Row(
+                NAME,
+                f"daemon CPU per event (us, the daemons' own, not their workers'): {n} daemon(s) "
+                "on PostgreSQL",
+                d.cpu_per_event_us,
+                sqlite.cpu_per_event_us,
+                baseline_desc="CPU per event of the one daemon on the SQLite store, same run",
                 digits=0,
             )
         )

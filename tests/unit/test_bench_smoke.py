@@ -314,5 +314,7 @@ def test_cluster_reports_drains_on_both_stores_rss_and_a_failover_against_the_le
     assert all(r.value > 0 for r in drains)
     assert drains[1].baseline == drains[0].value  # the ratio is to the SQLite daemon
     assert sum("RSS after the drain" in r.metric for r in rows) == 1 + len(cluster.SMOKE.daemons)
+    cpu = [r for r in rows if r.metric.startswith("daemon CPU per event")]
+    assert len(cpu) == len(cluster.SMOKE.daemons) and all(r.value > 0 for r in cpu)
     [failover] = [r for r in rows if r.metric.startswith("failover")]
     assert failover.baseline == 2.0 and failover.value > 0
