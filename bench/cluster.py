@@ -327,7 +327,9 @@ def drain_rows(sqlite: Drain, pg: dict[int, Drain], settings: Settings) -> list[
         rows.append(
             Row(
                 NAME,
-                f"daemon RSS after the drain, largest of {label} (MB)",
+                f"daemon RSS after the drain, largest of {label} (MB; each: "
+                + "/".join(f"{mb:.1f}" for mb in d.rss_after_mb)
+                + ")",
                 max(d.rss_after_mb),
                 max(d.rss_ready_mb),
                 baseline_desc="the same daemon's RSS when it was ready (before the drain)",
