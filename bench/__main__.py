@@ -18,6 +18,7 @@ from bench import (
     BENCH_DIR,
     Row,
     async_queue,
+    cluster,
     cold_start,
     directory,
     eventbridge,
@@ -80,6 +81,7 @@ BENCHMARKS: dict[str, Runner] = {
     worker_memory.NAME: _runner(worker_memory),
     inner_loop.NAME: _runner(inner_loop),
     scale.NAME: _runner(scale),
+    cluster.NAME: _runner(cluster),
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from bench import (
     Row,
     async_queue,
+    cluster,
     cold_start,
     directory,
     eventbridge,
@@ -301,3 +302,19 @@ def test_sns_reports_publish_against_event_mode() -> None:
     rows = sns.run(sns.SMOKE)
     assert_numbers(rows, "sns")
     assert len(rows) == 4
+
+
+def test_cluster_reports_drains_on_both_stores_rss_and_a_failover_against_the_lease() -> None:
+    rows = cluster.run(cluster.SMOKE)
+    assert_numbers(rows, "cluster")
+    drains = [r for r in rows if r.metric.startswith("drain events/s")]
+    assert ["SQLite" in drains[0].metric, *("PostgreSQL" in r.metric for r in drains[1:])] == [
+        True
+    ] * (1 + len(cluster.SMOKE.daemons))
+    assert all(r.value > 0 for r in drains)
+    assert drains[1].baseline == drains[0].value  # the ratio is to the SQLite daemon
+    assert sum("RSS after the drain" in r.metric for r in rows) == 1 + len(cluster.SMOKE.daemons)
+    cpu = [r for r in rows if r.metric.startswith("daemon CPU per event")]
+    assert len(cpu) == len(cluster.SMOKE.daemons) and all(r.value > 0 for r in cpu)
+    [failover] = [r for r in rows if r.metric.startswith("failover")]
+    assert failover.baseline == 2.0 and failover.value > 0
