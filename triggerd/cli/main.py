@@ -85,6 +85,12 @@ def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = 
         sys.exit(2)
 
 
+def _say_operator_error(exc: OperatorError) -> int:
+    """Report an operator's error on stderr as every command does; its exit status."""
+    click.echo(f"triggerd: {exc}", err=True)
+    return int(exc.exit_code)
+
+
 #: Commands defined in their own modules, imported only when one of them runs (or `--help`
 #: lists them): their modules need the state store, the HTTP client and the config model.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -310,8 +316,7 @@ async def _serve(
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.CONFIG_INVALID)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return _say_operator_error(exc)
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
@@ -574,8 +579,7 @@ async def _invoke_in(
             click.echo(f"triggerd: {problem}", err=True)
         return 2
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return _say_operator_error(exc)
     except PermanentError as exc:
         click.echo(f"triggerd: function {function} cannot start: {exc}", err=True)
         await backend.stop()
@@ -643,8 +647,7 @@ def record(
             click.echo(f"triggerd: {exc}", err=True)
             return int(ExitCode.CONFIG_INVALID)
         except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
+            return _say_operator_error(exc)
         for file in files:
             click.echo(str(file))
         click.echo(
@@ -786,7 +789,7 @@ def _with_store(
     write a checkpoint, as the daemon would)."""
     from triggerd.state.factory import create_state_store, sqlite_path
     from triggerd.state.pgschema import is_postgres_url
-    from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
+    from triggerd.state.sqlite import MEMORY_PATH
 
     cfg = _load(resolve_config(None, config_path), Registry.discover())
     if is_postgres_url(cfg.daemon.state):
@@ -809,26 +812,11 @@ def _with_store(
         try:
             require_store(path)  # before the store's open() would create the schema
         except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            sys.exit(_say_operator_error(exc))
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
-        try:
-            await store.open()
-        except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
-        try:
-            return await action(cfg, store)
-        except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
-        except StateStoreError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(ExitCode.STATE_UNWRITABLE)
-        finally:
-            await store.close()
+        return await _open_and_act(cfg, store, store.open, action)
 
     sys.exit(_run_async(go()))
 
@@ -839,19 +827,30 @@ async def _with_postgres_store(
     """`_with_store` on a PostgreSQL store: with `must_exist`, a database without triggerd's
     schema is refused rather than given one."""
     from triggerd.state.factory import postgres_store
-    from triggerd.state.sqlite import StateStoreError
 
     store = postgres_store(cfg.daemon.state)
+    open_store = store.open_without_migrating if must_exist else store.open
+    return await _open_and_act(cfg, store, open_store, action)
+
+
+async def _open_and_act(
+    cfg: ConfigBase,
+    store: StateStore,
+    open_store: Callable[[], Awaitable[None]],
+    action: Callable[[ConfigBase, StateStore], Awaitable[int]],
+) -> int:
+    """Open `store` with `open_store`, run `action` on it and close it: the exit status of
+    `action`, or of the operator error or unwritable store it met (reported on stderr)."""
+    from triggerd.state.sqlite import StateStoreError
+
     try:
-        await (store.open_without_migrating() if must_exist else store.open())
+        await open_store()
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return _say_operator_error(exc)
     try:
         return await action(cfg, store)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return _say_operator_error(exc)
     except StateStoreError as exc:
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.STATE_UNWRITABLE)
