@@ -17,6 +17,32 @@ from pathlib import Path
 import pytest
 
 FUNCTIONS = Path(__file__).parent / "functions"
+#: Appends each event's "id" to the file its "record" names (after sleeping its "sleep" s).
+INVOKE_API_FUNCTION = (
+    Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
+)
+
+
+def control_daemon_table(port: int) -> str:
+    """The [daemon] table of a daemon killed and restarted in its directory: SQLite state
+    there, no data listener, the control listener (Invoke API, SNS, EventBridge) on `port`,
+    JSON logs."""
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = ""
+control_listen = "127.0.0.1:{port}"
+shutdown_timeout_s = 5
+log_format = "json"
+"""
+
+
+def recorded_ids(path: Path) -> set[int]:
+    """The ids INVOKE_API_FUNCTION recorded in `path` (a line cut short by kill -9 skipped)."""
+    if not path.exists():
+        return set()
+    lines = path.read_text().splitlines()
+    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
 
 
 def free_port() -> int:

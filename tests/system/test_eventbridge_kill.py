@@ -11,23 +11,25 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import (
+    INVOKE_API_FUNCTION,
+    Daemon,
+    control_daemon_table,
+    free_port,
+    recorded_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
-FUNCTION = Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
+FUNCTION = INVOKE_API_FUNCTION
 EVENTS = 10
 
 
 def config(port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        control_daemon_table(port)
+        + f"""
 [functions.recorder]
 handler = "app.handler"
 code = "{FUNCTION}"
@@ -42,13 +44,7 @@ name = "jobs"
 event_pattern = {{ source = ["jobs"] }}
 targets = [{{ function = "recorder", input_path = "$.detail" }}]
 """
-
-
-def recorded_ids(path: Path) -> set[int]:
-    if not path.exists():
-        return set()
-    lines = path.read_text().splitlines()
-    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
+    )
 
 
 def test_kill9_right_after_put_events_answered_still_delivers_every_event(

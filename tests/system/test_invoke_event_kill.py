@@ -14,31 +14,34 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import (
+    INVOKE_API_FUNCTION,
+    Daemon,
+    control_daemon_table,
+    free_port,
+    recorded_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
-FUNCTION = Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
+FUNCTION = INVOKE_API_FUNCTION
 BURST = 400
 CALLERS = 16
 KILL_AFTER = 120
 
 
 def config(port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        control_daemon_table(port)
+        + f"""
 [functions.recorder]
 handler = "app.handler"
 code = "{FUNCTION}"
 timeout_s = 10
 reserved_concurrency = 2
 """
+    )
 
 
 def invoke_event(port: int, doc: dict[str, Any]) -> int:
@@ -55,13 +58,6 @@ def invoke_event(port: int, doc: dict[str, Any]) -> int:
         return exc.code
     except OSError:
         return 0  # the daemon died under this request: not acknowledged
-
-
-def recorded_ids(path: Path) -> set[int]:
-    if not path.exists():
-        return set()
-    lines = path.read_text().splitlines()
-    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
 
 
 def test_kill9_during_a_burst_of_event_calls_invokes_every_202d_event(

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import Daemon, control_daemon_table, free_port, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -30,14 +30,9 @@ timeout_s = 10
 reserved_concurrency = 1
 environment = {{ RECORD_FILE = "{record}", SLEEP_S = "0.01" }}
 """
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        control_daemon_table(port)
+        + f"""
 [functions.one]
 {fn}
 [functions.two]
@@ -52,6 +47,7 @@ fifo = true
 content_based_deduplication = true
 subscriptions = [{{ function = "one" }}]
 """
+    )
 
 
 def messages(path: Path) -> list[tuple[str, str]]:
