@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -24,9 +23,9 @@ import orjson
 from aiohttp import web
 
 from triggerd.http.body import BodyTooLarge, read_body
-from triggerd.http.pushed import Pending, PushedRecords
+from triggerd.http.pushed import Pending, PushedSource
 from triggerd.http.refusals import mark_refused
-from triggerd.types import BaseSource, ConfigError, JSONDict, Record, SourceContext
+from triggerd.types import ConfigError, JSONDict, Record, SourceContext
 from triggerd_sns_http.config import SnsHttpSourceConfig
 from triggerd_sns_http.signature import (
     TYPES,
@@ -72,12 +71,14 @@ class _Refused(Exception):
         self.detail = detail
 
 
-class SnsHttpSource(BaseSource):
+class SnsHttpSource(PushedSource):
+    """Its pipeline side is PushedSource's: a notification SNS got 503 for is skipped."""
+
     def __init__(self, config: SnsHttpSourceConfig, ctx: SourceContext) -> None:
+        super().__init__()
         self.config = config
         self.ctx = ctx
         self.log = ctx.log
-        self._pending = PushedRecords()
         self._stopping = False
         self.certs: CertificateCache | None = None
         self.topics = frozenset(config.topics)
@@ -112,20 +113,6 @@ class SnsHttpSource(BaseSource):
         self._pending.refuse_all()
         if self.certs is not None:
             await self.certs.close()
-
-    # ---- the pipeline side ----
-
-    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        return await self._pending.take(max_records, timeout_s)  # skips those SNS got 503 for
-
-    async def ack(self, records: Sequence[Record]) -> None:
-        self._pending.settle(records, True)
-
-    async def nack(self, records: Sequence[Record]) -> None:
-        self._pending.settle(records, False)
-
-    def envelope(self, records: Sequence[Record]) -> JSONDict:
-        return records[0].payload
 
     # ---- the HTTP side ----
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -25,13 +25,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from triggerd.http.body import BodyTooLarge, read_body
-from triggerd.http.pushed import Pending, PushedRecords
+from triggerd.http.pushed import Pending, PushedSource
 from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY, RouteTemplate
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
-    BaseSource,
     Clock,
     ConfigError,
     JSONDict,
@@ -178,8 +177,11 @@ def describe_request(request: web.BaseRequest) -> HttpRequest:
     )
 
 
-class WebhookSource(BaseSource):
+class WebhookSource(PushedSource):
+    """Its pipeline side (event mode) is PushedSource's."""
+
     def __init__(self, config: WebhookSourceConfig, ctx: SourceContext) -> None:
+        super().__init__()
         self.config = config
         self.ctx = ctx
         self.log = ctx.log
@@ -196,7 +198,6 @@ class WebhookSource(BaseSource):
             else None
         )
         self.in_flight = 0
-        self._pending = PushedRecords()
         self._stopping = False
         event_mode = config.invocation_mode == "event"
         self._event_cap = MAX_ASYNC_PAYLOAD if event_mode else MAX_SYNC_PAYLOAD
@@ -239,20 +240,6 @@ class WebhookSource(BaseSource):
         if self.ctx.http is not None:
             self.ctx.http.remove_routes(self.ctx.trigger)
         self._pending.refuse_all()
-
-    # ---- the pipeline side (event mode) ----
-
-    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        return await self._pending.take(max_records, timeout_s)
-
-    async def ack(self, records: Sequence[Record]) -> None:
-        self._pending.settle(records, True)
-
-    async def nack(self, records: Sequence[Record]) -> None:
-        self._pending.settle(records, False)
-
-    def envelope(self, records: Sequence[Record]) -> JSONDict:
-        return records[0].payload
 
     # ---- the HTTP side ----
 

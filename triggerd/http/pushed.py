@@ -10,7 +10,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from triggerd.types import Record
+from triggerd.types import BaseSource, JSONDict, Record
 
 
 class Pending:
@@ -71,3 +71,23 @@ class PushedRecords:
         """Settle every record not yet taken as not stored, and forget them (on stop)."""
         self.settle(list(self._records), False)
         self._records.clear()
+
+
+class PushedSource(BaseSource):
+    """The pipeline side of a source its HTTP handlers feed through `self._pending`: one
+    pushed request's event per invocation, acked once stored."""
+
+    def __init__(self) -> None:
+        self._pending = PushedRecords()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        return await self._pending.take(max_records, timeout_s)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        self._pending.settle(records, True)
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        self._pending.settle(records, False)
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        return records[0].payload
