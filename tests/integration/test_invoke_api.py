@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from tests.integration.invoke_daemon import FUNCTION_DIR, local_fn, running_daemon, wait_until
 from tests.system.conftest import Daemon as DaemonProcess
-from tests.system.conftest import control_daemon_table, free_port
+from tests.system.conftest import aws_client, control_daemon_table, free_port
 from tests.system.conftest import wait_for as wait_for_sync
 from triggerd.daemon.app import Daemon
 from triggerd.http.invoke_api import parse_function_name, queue_name
@@ -375,14 +375,7 @@ def test_queued_events_survive_kill_9(tmp_path: Path) -> None:
     port = free_port()
     proc = DaemonProcess(tmp_path, subprocess_config(tmp_path, port))
     out = tmp_path / "calls.jsonl"
-    lam = boto3.client(
-        "lambda",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=NO_RETRIES,
-    )
+    lam = aws_client("lambda", port, NO_RETRIES)
     try:
         proc.start()
         ids = ["slow", "a", "b", "c"]

@@ -10,11 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+
+T = TypeVar("T", bound=Hashable)
 
 FUNCTIONS = Path(__file__).parent / "functions"
 #: Appends each event's "id" to the file its "record" names (after sleeping its "sleep" s).
@@ -35,6 +43,20 @@ control_listen = "127.0.0.1:{port}"
 shutdown_timeout_s = 5
 log_format = "json"
 """
+
+
+def aws_client(service: str, port: int, config: Config) -> Any:
+    """A boto3 client of `service` for the daemon's control listener on `port` (any keys)."""
+    import boto3  # only the tests that use it pay for the import
+
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=config,
+    )
 
 
 def recorded_ids(path: Path) -> set[int]:
@@ -160,3 +182,37 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
     yield make
     for d in made:
         d.stop()
+
+
+def kill9_during_burst(
+    d: Daemon, send: Callable[[int], T | None], *, burst: int, callers: int, kill_after: int
+) -> set[T]:
+    """Calls `send(0)` .. `send(burst - 1)` from `callers` threads and kills the daemon with
+    SIGKILL once `kill_after` of them were acknowledged, while others are still under way
+    (calls not begun by then are not made). `send` returns what was acknowledged, or None
+    when nothing was (the daemon died under it); the acknowledged values."""
+    accepted: set[T] = set()
+    lock = threading.Lock()
+    enough = threading.Event()
+    killed = threading.Event()
+
+    def call(i: int) -> None:
+        if killed.is_set():
+            return
+        acked = send(i)
+        if acked is None:
+            return
+        with lock:
+            accepted.add(acked)
+            if len(accepted) >= kill_after:
+                enough.set()
+
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(call, i) for i in range(burst)]
+        assert enough.wait(60), "the burst did not get going"
+        d.kill9()
+        killed.set()
+        for f in futures:
+            f.result()
+    with lock:
+        return set(accepted)

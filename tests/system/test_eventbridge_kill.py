@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 
 from tests.system.conftest import (
     INVOKE_API_FUNCTION,
     Daemon,
+    aws_client,
     control_daemon_table,
     free_port,
     recorded_ids,
@@ -54,14 +54,7 @@ def test_kill9_right_after_put_events_answered_still_delivers_every_event(
     record = tmp_path / "calls.jsonl"
     d: Daemon = daemon_factory(config(port))
     d.start()
-    client = boto3.client(
-        "events",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(retries={"max_attempts": 0, "mode": "standard"}),
-    )
+    client = aws_client("events", port, Config(retries={"max_attempts": 0, "mode": "standard"}))
     entries = [
         {
             "Source": "jobs",
