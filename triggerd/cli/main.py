@@ -21,6 +21,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli.errors import say_config_error, say_operator_error
 from triggerd.cli.options import (
     config_argument,
     config_option,
@@ -83,12 +84,6 @@ def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = 
         for problem in problems:
             click.echo(f"{path}: {problem}", err=True)
         sys.exit(2)
-
-
-def _say_operator_error(exc: OperatorError) -> int:
-    """Report an operator's error on stderr as every command does; its exit status."""
-    click.echo(f"triggerd: {exc}", err=True)
-    return int(exc.exit_code)
 
 
 #: Commands defined in their own modules, imported only when one of them runs (or `--help`
@@ -316,7 +311,7 @@ async def _serve(
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.CONFIG_INVALID)
     except OperatorError as exc:
-        return _say_operator_error(exc)
+        return say_operator_error(exc)
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
@@ -575,11 +570,9 @@ async def _invoke_in(
     try:
         await backend.start()
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"triggerd: {problem}", err=True)
-        return 2
+        return say_config_error(exc)
     except OperatorError as exc:
-        return _say_operator_error(exc)
+        return say_operator_error(exc)
     except PermanentError as exc:
         click.echo(f"triggerd: function {function} cannot start: {exc}", err=True)
         await backend.stop()
@@ -640,14 +633,12 @@ def record(
                 cfg, registry, trigger, Path(out_dir), count=count, timeout_s=timeout_s
             )
         except ConfigError as exc:
-            for problem in exc.problems:
-                click.echo(f"triggerd: {problem}", err=True)
-            return int(ExitCode.CONFIG_INVALID)
+            return say_config_error(exc)
         except (MissingExtraError, UnknownPluginError) as exc:
             click.echo(f"triggerd: {exc}", err=True)
             return int(ExitCode.CONFIG_INVALID)
         except OperatorError as exc:
-            return _say_operator_error(exc)
+            return say_operator_error(exc)
         for file in files:
             click.echo(str(file))
         click.echo(
@@ -812,7 +803,7 @@ def _with_store(
         try:
             require_store(path)  # before the store's open() would create the schema
         except OperatorError as exc:
-            sys.exit(_say_operator_error(exc))
+            sys.exit(say_operator_error(exc))
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
@@ -846,11 +837,11 @@ async def _open_and_act(
     try:
         await open_store()
     except OperatorError as exc:
-        return _say_operator_error(exc)
+        return say_operator_error(exc)
     try:
         return await action(cfg, store)
     except OperatorError as exc:
-        return _say_operator_error(exc)
+        return say_operator_error(exc)
     except StateStoreError as exc:
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.STATE_UNWRITABLE)
