@@ -45,6 +45,17 @@ log_format = "json"
 """
 
 
+def invoke_api_function_table(name: str, reserved_concurrency: int) -> str:
+    """A [functions.NAME] table running INVOKE_API_FUNCTION, 10 s a call at most."""
+    return f"""
+[functions.{name}]
+handler = "app.handler"
+code = "{INVOKE_API_FUNCTION}"
+timeout_s = 10
+reserved_concurrency = {reserved_concurrency}
+"""
+
+
 def aws_client(service: str, port: int, config: Config) -> Any:
     """A boto3 client of `service` for the daemon's control listener on `port` (any keys)."""
     import boto3  # only the tests that use it pay for the import

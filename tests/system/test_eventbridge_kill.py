@@ -11,38 +11,32 @@ import pytest
 from botocore.config import Config
 
 from tests.system.conftest import (
-    INVOKE_API_FUNCTION,
     Daemon,
     aws_client,
     control_daemon_table,
     free_port,
+    invoke_api_function_table,
     recorded_ids,
     wait_for,
 )
 
 pytestmark = pytest.mark.system
 
-FUNCTION = INVOKE_API_FUNCTION
 EVENTS = 10
 
 
 def config(port: int) -> str:
+    tables = control_daemon_table(port) + invoke_api_function_table("recorder", 1)
     return (
-        control_daemon_table(port)
-        + f"""
-[functions.recorder]
-handler = "app.handler"
-code = "{FUNCTION}"
-timeout_s = 10
-reserved_concurrency = 1
-
+        tables
+        + """
 [[event_buses]]
 name = "default"
 
 [[event_buses.rules]]
 name = "jobs"
-event_pattern = {{ source = ["jobs"] }}
-targets = [{{ function = "recorder", input_path = "$.detail" }}]
+event_pattern = { source = ["jobs"] }
+targets = [{ function = "recorder", input_path = "$.detail" }]
 """
     )
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tests.system.conftest import (
-    INVOKE_API_FUNCTION,
     Daemon,
     control_daemon_table,
     free_port,
+    invoke_api_function_table,
     kill9_during_burst,
     recorded_ids,
     wait_for,
@@ -24,23 +24,13 @@ from tests.system.conftest import (
 
 pytestmark = pytest.mark.system
 
-FUNCTION = INVOKE_API_FUNCTION
 BURST = 400
 CALLERS = 16
 KILL_AFTER = 120
 
 
 def config(port: int) -> str:
-    return (
-        control_daemon_table(port)
-        + f"""
-[functions.recorder]
-handler = "app.handler"
-code = "{FUNCTION}"
-timeout_s = 10
-reserved_concurrency = 2
-"""
-    )
+    return control_daemon_table(port) + invoke_api_function_table("recorder", 2)
 
 
 def invoke_event(port: int, doc: dict[str, Any]) -> int:
