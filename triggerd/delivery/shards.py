@@ -7,8 +7,8 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   away), so a key's records stay in order across splits and merges.
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
-  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
-  as AWS does.
+  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard,
+  also when first listed at a restart: descendants of a checkpointed shard), as AWS does.
 - Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
   only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
   shard about once a second), and marks the shard's end when the API says it is closed and
@@ -16,7 +16,8 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 - Errors: throttling (`Throttled`) backs off exponentially and retries the same iterator; an
   expired iterator (`IteratorExpired`) is replaced by one just after the last record read (or
   from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
-  are logged and retried the same way after a backoff.
+  are logged and retried the same way after a backoff (with the same iterator when there is
+  no position to renew it from: LATEST before the first record).
 - Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
   newest sequence number that may be checkpointed; a writer task puts it in the state store
   under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
@@ -332,6 +333,7 @@ class ShardReader:
         listed = {s.shard_id for s in listing}
         first = self._first_listing
         self._first_listing = False
+        later = _descendants(listing, set(self._saved)) if first else set()
         for info in listing:
             sid = info.shard_id
             if sid in self.shards:
@@ -341,7 +343,7 @@ class ShardReader:
                 continue
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
-            if first:
+            if first and sid not in later:
                 kind = self.starting_position
                 if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
                     self._done.add(sid)  # closed before we started: nothing new will come
@@ -444,7 +446,10 @@ class ShardReader:
                         "retry_in_s": delay,
                     },
                 )
-                iterator = None
+                if shard.last_read is not None or shard.checkpoint is not None:
+                    # A fresh one from the position read. Without one (LATEST, nothing read
+                    # yet), a fresh LATEST would skip what came meanwhile: keep this one.
+                    iterator = None
                 await self.clock.sleep(delay)
                 continue
             failures = 0
@@ -912,6 +917,22 @@ class ShardReader:
         if self.leases is None or not self._parents_done(shard):
             return "waiting for parents"
         return "leased elsewhere"
+
+
+def _descendants(listing: Sequence[ShardInfo], checkpointed: set[str]) -> set[str]:
+    """The listed shards descended from a checkpointed one: they appeared after the trigger
+    first started (a reshard seen before a restart), so they are read from their start, not
+    from `starting_position`, as AWS reads every child shard."""
+    later: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for info in listing:
+            sid = info.shard_id
+            if sid not in later and any(p in checkpointed or p in later for p in info.parents):
+                later.add(sid)
+                grew = True
+    return later
 
 
 def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
