@@ -432,3 +432,26 @@ async def test_latest_keeps_its_iterator_across_a_transient_read_error(store: An
     finally:
         await r.stop()
     assert [x.payload["n"] for x in got] == [3]
+
+
+class SlowClock(Clock):
+    """A clock whose sleeps move it on by 10 ms only (everything happens within a second)."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(min(seconds, 0.01))
+
+
+async def test_stats_count_the_records_acknowledged_per_second_per_shard(store: Any) -> None:
+    api = FakeApi(records={"a": [1, 2, 3, 4, 5], "b": [6]})
+    clock = SlowClock()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        await consume(r, 6)
+        elapsed = clock.now - 1000.0  # since the shards started: under the minute
+        rates = {p.partition: p.records_per_s for p in r.stats().partitions}
+    finally:
+        await r.stop()
+    assert rates == {"a": round(5 / elapsed, 1), "b": round(1 / elapsed, 1)}
+    assert 0 < elapsed < 60
+    assert rates["a"] > rates["b"] > 0

@@ -59,7 +59,7 @@ from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.shardleases import ShardLeases, coordinated
-from triggerd.delivery.streams import ShardLog
+from triggerd.delivery.streams import RecordRate, ShardLog
 from triggerd.state.base import StateStore
 from triggerd.state.leases import LeaseLostError
 from triggerd.types import (
@@ -246,6 +246,8 @@ class ShardReader:
     leases: ShardLeases | None = None
     #: Shard leases taken and lost since the start.
     lease_changes: int = 0
+    #: Records acknowledged per second, per shard (`triggerd status`).
+    _rates: dict[str, RecordRate] = field(default_factory=dict)
 
     # ---- lifecycle ----
 
@@ -372,6 +374,7 @@ class ShardReader:
         for sid, shard in self.shards.items():
             if shard.task is None and not shard.finished and self._may_read(sid, shard):
                 shard.task = tg.create_task(self._read_shard(shard))
+                self._rates.setdefault(sid, RecordRate(self.clock.monotonic()))
 
     def _may_read(self, sid: str, shard: _Shard) -> bool:
         """Its parents are finished, and its lease is held (several daemons)."""
@@ -661,11 +664,14 @@ class ShardReader:
                 self._dirty.set()
                 self._ready.set()
         touched: set[str] = set()
+        now = self.clock.monotonic()
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
             if shard is not None:
                 shard.log.settle(group)
                 touched.add(sid)
+            if (rate := self._rates.get(sid)) is not None:
+                rate.add(sum(not isinstance(r, WindowEnd) for r in group), now)
         self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
@@ -754,6 +760,7 @@ class ShardReader:
             shard.checkpoint = SHARD_END
             self._done.add(sid)
             del self.shards[sid]
+            self._rates.pop(sid, None)
             self._order.remove(sid)
             self.log.info("stream.shard_finished", extra={"trigger": self.trigger, "shard": sid})
             if self.leases is not None:
@@ -890,8 +897,9 @@ class ShardReader:
 
     def stats(self) -> SourceStats:
         """Per shard: the iterator age (AWS's IteratorAge: age of the oldest record not
-        processed yet, or how far the last read was behind the shard's tip) and the
-        checkpointed sequence number."""
+        processed yet, or how far the last read was behind the shard's tip), the
+        checkpointed sequence number and the records acknowledged per second over the last
+        minute."""
         now = self.clock.time()
         parts: list[PartitionStats] = []
         for sid, shard in sorted(self.shards.items()):
@@ -903,7 +911,9 @@ class ShardReader:
             else:
                 age = (shard.millis_behind or 0) / 1000
             committed = _seq(shard.checkpoint) if shard.checkpoint else None
-            parts.append(PartitionStats(sid, None, age, committed))
+            rate = self._rates.get(sid)
+            per_s = round(rate.per_second(self.clock.monotonic()), 1) if rate else 0.0
+            parts.append(PartitionStats(sid, None, age, committed, records_per_s=per_s))
         return SourceStats(partitions=tuple(parts), rebalances=self.lease_changes)
 
     def shard_state(self) -> dict[str, str]:
