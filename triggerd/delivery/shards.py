@@ -4,11 +4,13 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 
 - Discovery: the shard list is read at start and every `refresh_s`. A shard is read only
   after all its parents are finished (checkpointed at their end) or gone from the list (trimmed
-  away), so a key's records stay in order across splits and merges.
+  away), so a key's records stay in order across splits and merges. A shard descended from
+  one with a stored checkpoint appeared after the first start, also when a restart lists it
+  first: it counts as one that appears later (below).
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
-  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard,
-  also when first listed at a restart: descendants of a checkpointed shard), as AWS does.
+  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
+  as AWS does.
 - Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
   only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
   shard about once a second), and marks the shard's end when the API says it is closed and
@@ -929,6 +931,20 @@ class ShardReader:
         return "leased elsewhere"
 
 
+def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.handle), []).append(rec)
+    return groups
+
+
+def _seq(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
 def _descendants(listing: Sequence[ShardInfo], checkpointed: set[str]) -> set[str]:
     """The listed shards descended from a checkpointed one: they appeared after the trigger
     first started (a reshard seen before a restart), so they are read from their start, not
@@ -943,20 +959,6 @@ def _descendants(listing: Sequence[ShardInfo], checkpointed: set[str]) -> set[st
                 later.add(sid)
                 grew = True
     return later
-
-
-def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
-    groups: dict[str, list[Record]] = {}
-    for rec in records:
-        groups.setdefault(str(rec.handle), []).append(rec)
-    return groups
-
-
-def _seq(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
 
 
 def _describe(exc: BaseException) -> str:
