@@ -371,6 +371,9 @@ class PartitionStats:
     lag_bytes: int | None = None
     #: Bytes the server keeps for this reader, when the system tells (WAL a slot retains).
     retained_bytes: int | None = None
+    #: Records processed per second over the last minute, when the source counts them
+    #: (stream shards).
+    records_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
