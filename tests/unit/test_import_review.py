@@ -246,6 +246,41 @@ def test_serverless_never_reads_unmapped_aws_resources(tmp_path: Path) -> None:
     assert found["worker-s3-2"]["source"]["include"] == ["*.jpg", "*/**/*.jpg"]
 
 
+def test_serverless_entries_that_name_no_endpoint_never_point_a_trigger_at_aws(
+    tmp_path: Path,
+) -> None:
+    """Entries that only tune an AWS source in a file with no endpoint_url: the triggers are
+    disabled (they would read AWS) and the on-failure queue is a file; a queue_url on a local
+    host names its endpoint; the file's endpoint_url is used when it has one."""
+    from triggerd.imports.common import Overrides
+
+    entries: dict[str, Any] = {
+        "jobs": {"visibility_timeout_s": 60},
+        "clicks": {"poll_interval_s": 0.1},
+        "photos": {"poll_interval_s": 1},
+        "dlq": {"type": "sqs"},
+    }
+    found = triggers(sls(tmp_path, Overrides.model_validate({"resources": entries})))
+    for name in ("worker-sqs-0", "worker-stream-1", "worker-s3-2"):
+        assert found[name]["enabled"] is False, name
+        assert "endpoint_url" not in found[name]["source"], name
+    assert found["worker-stream-1"]["on_failure"]["type"] == "file"
+    local = {**entries, "jobs": {"queue_url": "http://127.0.0.1:9324/000000000000/jobs"}}
+    found = triggers(sls(tmp_path, Overrides.model_validate({"resources": local})))
+    assert "enabled" not in found["worker-sqs-0"]
+    assert found["worker-sqs-0"]["source"]["queue_url"].startswith("http://127.0.0.1:9324/")
+    emulated = Overrides.model_validate(
+        {"endpoint_url": "http://127.0.0.1:5000", "region": "eu-west-1", "resources": entries}
+    )
+    found = triggers(sls(tmp_path, emulated))
+    for name in ("worker-sqs-0", "worker-stream-1", "worker-s3-2"):
+        assert "enabled" not in found[name], name
+        source = found[name]["source"]
+        assert (source["endpoint_url"], source["region"]) == ("http://127.0.0.1:5000", "eu-west-1")
+    assert found["worker-s3-2"]["source"]["poll_interval_s"] == 1
+    assert found["worker-stream-1"]["on_failure"]["endpoint_url"] == "http://127.0.0.1:5000"
+
+
 def test_a_tumbling_window_keeps_one_reader_per_shard(tmp_path: Path) -> None:
     from triggerd.config.load import validate_data
     from triggerd.config.plugins import Registry
