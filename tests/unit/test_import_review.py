@@ -66,6 +66,33 @@ def test_no_value_in_an_event_property_is_the_default(tmp_path: Path) -> None:
     assert not [w for w in result.warnings if "BatchSize" in w.where]
 
 
+def test_unsupported_values_of_esm_properties_are_warnings(tmp_path: Path) -> None:
+    """A FunctionResponseTypes value other than ReportBatchItemFailures, a ScalingConfig key
+    other than MaximumConcurrency, a FilterCriteria key other than Filters and a filter with
+    no Pattern are each a warning (they were dropped without one); the rest is kept."""
+    extra = """      Events:
+        Q:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Work.Arn
+            FunctionResponseTypes: [ReportBatchItemFailures, Bogus]
+            ScalingConfig: {MaximumConcurrency: 3, MinimumPollers: 2}
+            FilterCriteria:
+              Filters: [{Pattern: '{"body": {"a": [1]}}'}, {Other: x}]
+              Extra: 1
+"""
+    result = translate(tmp_path, extra)
+    trigger = triggers(result)["Fn-Q"]
+    assert trigger["report_batch_item_failures"] is True
+    assert (trigger["maximum_concurrency"], trigger["filters"]) == (3, [{"body": {"a": [1]}}])
+    notes = warnings(result)
+    at = "Resources.Fn.Properties.Events.Q.Properties"
+    assert "'Bogus': only ReportBatchItemFailures" in notes[f"{at}.FunctionResponseTypes"]
+    assert "not carried over" in notes[f"{at}.ScalingConfig.MinimumPollers"]
+    assert "not carried over" in notes[f"{at}.FilterCriteria.Extra"]
+    assert "no Pattern" in notes[f"{at}.FilterCriteria.Filters.1"]
+
+
 def test_language_extensions_and_unknown_intrinsics() -> None:
     tpl = Template.create({"Resources": {}}, {})
     assert tpl.resolve({"Fn::ToJsonString": {"a": [1, {"Ref": "AWS::Region"}]}}) == (

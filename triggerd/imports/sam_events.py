@@ -215,11 +215,18 @@ class EventTranslator:
                 source[key] = cast(value)
         one_shard_reader_per_window(source, self.out.warn, f"{props.where}.ParallelizationFactor")
         types = props.take("FunctionResponseTypes") or []
-        if "ReportBatchItemFailures" in types:
-            trigger["report_batch_item_failures"] = True
+        for value in [types] if isinstance(types, str) else types:
+            if value == "ReportBatchItemFailures":
+                trigger["report_batch_item_failures"] = True
+            else:
+                where = f"{props.where}.FunctionResponseTypes"
+                self.out.warn(where, f"{value!r}: only ReportBatchItemFailures: left out")
         scaling = props.take("ScalingConfig") or {}
-        if "MaximumConcurrency" in scaling:
-            trigger["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+        for key in scaling:
+            if key == "MaximumConcurrency":
+                trigger["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+            else:
+                self.out.warn(f"{props.where}.ScalingConfig.{key}", "not carried over")
         self._filters(props, trigger)
         node = props.node("DestinationConfig")
         if isinstance(node, dict):
@@ -227,6 +234,10 @@ class EventTranslator:
 
     def _filters(self, props: Props, trigger: dict[str, Any]) -> None:
         criteria = props.take("FilterCriteria") or {}
+        where = f"{props.where}.FilterCriteria"
+        for key in criteria:
+            if key != "Filters":
+                self.out.warn(f"{where}.{key}", "not carried over")
         filters: list[Any] = []
         for i, item in enumerate(criteria.get("Filters") or []):
             pattern = item.get("Pattern") if isinstance(item, dict) else None
@@ -234,9 +245,11 @@ class EventTranslator:
                 try:
                     filters.append(json.loads(pattern))
                 except json.JSONDecodeError:
-                    self.out.warn(f"{props.where}.FilterCriteria.Filters.{i}", "not JSON: left out")
+                    self.out.warn(f"{where}.Filters.{i}", "not JSON: left out")
             elif isinstance(pattern, dict):
                 filters.append(pattern)
+            else:
+                self.out.warn(f"{where}.Filters.{i}", "no Pattern (a JSON object): left out")
         if filters:
             trigger["filters"] = filters
 
