@@ -308,6 +308,23 @@ def test_serverless_entries_that_name_no_endpoint_never_point_a_trigger_at_aws(
     assert found["worker-stream-1"]["on_failure"]["endpoint_url"] == "http://127.0.0.1:5000"
 
 
+def test_serverless_queue_mapped_to_rabbitmq_reads_the_queue_of_its_name(tmp_path: Path) -> None:
+    """An sqs event's queue and an on-failure queue mapped to RabbitMQ with only a connection
+    read (and send to) the queue of the same name, as SAM's side does; they had no queue."""
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.imports.common import Overrides
+
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    entries = {"jobs": {"type": "rabbitmq", "url": url}, "dlq": {"type": "rabbitmq", "url": url}}
+    result = sls(tmp_path, Overrides.model_validate({"resources": entries}))
+    found = triggers(result)
+    assert found["worker-sqs-0"]["source"] == {"type": "rabbitmq", "queue": "jobs", "url": url}
+    on_failure = found["worker-stream-1"]["on_failure"]
+    assert on_failure == {"type": "rabbitmq", "routing_key": "dlq", "url": url}
+    validate_data(result.config, Registry.discover(), base_dir=tmp_path)
+
+
 def test_a_tumbling_window_keeps_one_reader_per_shard(tmp_path: Path) -> None:
     from triggerd.config.load import validate_data
     from triggerd.config.plugins import Registry

@@ -91,6 +91,8 @@ def _sqs(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[di
         return []
     url = sqs_url(ref.arn)
     source = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
+    if source is not None and source.get("type") == "rabbitmq" and ref.name:
+        source = {"queue": ref.name, **source}  # the queue of the same name, as SAM's side
     if source is None:
         ctx.warn(
             arn_where,
