@@ -93,6 +93,46 @@ def test_unsupported_values_of_esm_properties_are_warnings(tmp_path: Path) -> No
     assert "no Pattern" in notes[f"{at}.FilterCriteria.Filters.1"]
 
 
+def test_a_self_managed_kafka_off_this_machine_is_a_warning(tmp_path: Path) -> None:
+    """SelfManagedKafka (and serverless kafka) events read the servers they name when no
+    override maps them: a warning says so when one is not on this machine (its consumer
+    group would commit offsets there), none when all are local."""
+    extra = """      Events:
+        Remote:
+          Type: SelfManagedKafka
+          Properties:
+            KafkaBootstrapServers: [kafka-1.internal:9092, localhost:9092]
+            Topics: [orders]
+        Local:
+          Type: SelfManagedKafka
+          Properties:
+            KafkaBootstrapServers: [localhost:9092, 127.0.0.1:9093]
+            Topics: [orders]
+"""
+    result = translate(tmp_path, extra)
+    found = triggers(result)
+    assert found["Fn-Remote"]["source"]["bootstrap_servers"] == [
+        "kafka-1.internal:9092",
+        "localhost:9092",
+    ]
+    notes = warnings(result)
+    remote = notes["Resources.Fn.Properties.Events.Remote.Properties"]
+    assert "reading the Kafka at kafka-1.internal:9092 named here" in remote  # not localhost
+    assert "Resources.Fn.Properties.Events.Local.Properties" not in notes
+    from triggerd.imports.serverless import translate_serverless
+
+    path = tmp_path / "serverless.yml"
+    path.write_text(
+        "service: k\nprovider: {name: aws, runtime: python3.11}\nfunctions:\n"
+        "  f:\n    handler: app.handler\n    events:\n"
+        "      - kafka: {topic: t, bootstrapServers: [b-1.prod:9092]}\n"
+        "      - kafka: {topic: t, bootstrapServers: [localhost:9092]}\n"
+    )
+    sls_notes = warnings(translate_serverless(path, overrides=None, options={}, environ={}))
+    assert "b-1.prod:9092" in sls_notes["functions.f.events[0].kafka.bootstrapServers"]
+    assert "functions.f.events[1].kafka.bootstrapServers" not in sls_notes
+
+
 def test_language_extensions_and_unknown_intrinsics() -> None:
     tpl = Template.create({"Resources": {}}, {})
     assert tpl.resolve({"Fn::ToJsonString": {"a": [1, {"Ref": "AWS::Region"}]}}) == (

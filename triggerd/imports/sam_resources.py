@@ -22,6 +22,7 @@ from triggerd.imports.common import (
     file_destination,
     warn_disabled,
     warn_local_broker,
+    warn_remote_kafka,
 )
 from triggerd.imports.sam_template import Template, Unresolved
 
@@ -241,6 +242,7 @@ class Resources:
         if found is not None:
             return found.options
         if given:
+            warn_remote_kafka(self.out.warn, where, given, str(keys[0]))
             return {"bootstrap_servers": given}
         name = next((k for k in keys if k), "the cluster")
         self.out.warn(
