@@ -133,6 +133,61 @@ def test_a_self_managed_kafka_off_this_machine_is_a_warning(tmp_path: Path) -> N
     assert "functions.f.events[1].kafka.bootstrapServers" not in sls_notes
 
 
+def test_s3_event_types_a_directory_never_has_are_warnings(tmp_path: Path) -> None:
+    """A bucket mapped to a directory: an S3 event type with no directory change (tagging,
+    restore) is a warning, and a trigger left with none is disabled; they were dropped, and
+    the trigger then delivered every file change to a function that asked for tagging."""
+    from triggerd.imports.common import Overrides
+    from triggerd.imports.serverless import translate_serverless
+
+    (tmp_path / "template.yaml").write_text(
+        FUNCTION.format(
+            extra="""  Bucket:
+    Type: AWS::S3::Bucket
+  Fn2:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: app.handler
+      CodeUri: src
+      Events:
+        Tag: {Type: S3, Properties: {Bucket: !Ref Bucket, Events: "s3:ObjectTagging:*"}}
+        Mixed:
+          Type: S3
+          Properties:
+            Bucket: !Ref Bucket
+            Events: ["s3:ObjectCreated:Put", "s3:ObjectRestore:*"]
+"""
+        )
+    )
+    (tmp_path / "src").mkdir()
+    overrides = Overrides.model_validate(
+        {
+            "resources": {
+                "Bucket": {"type": "directory", "path": "in"},
+                "photos": {"type": "directory", "path": "in"},
+            }
+        }
+    )
+    result = translate_sam(tmp_path / "template.yaml", overrides=overrides, parameters={})
+    found = triggers(result)
+    assert found["Fn2-Tag"]["enabled"] is False
+    assert "enabled" not in found["Fn2-Mixed"]
+    assert found["Fn2-Mixed"]["source"]["events"] == ["created", "modified"]
+    notes = [str(w) for w in result.warnings]
+    assert any("s3:ObjectTagging:*: a directory has no such change" in n for n in notes)
+    assert any("s3:ObjectRestore:*: a directory has no such change" in n for n in notes)
+    path = tmp_path / "serverless.yml"
+    path.write_text(SLS.replace('event: "s3:ObjectCreated:*"', 'event: "s3:ObjectTagging:*"'))
+    sls_result = translate_serverless(path, overrides=overrides, options={}, environ={})
+    s3 = triggers(sls_result)["worker-s3-2"]
+    assert s3["enabled"] is False
+    assert (
+        "a directory has no such change"
+        in warnings(sls_result)["functions.worker.events[2].s3.event"]
+    )
+
+
 def test_language_extensions_and_unknown_intrinsics() -> None:
     tpl = Template.create({"Resources": {}}, {})
     assert tpl.resolve({"Fn::ToJsonString": {"a": [1, {"Ref": "AWS::Region"}]}}) == (

@@ -341,7 +341,16 @@ class EventTranslator:
             elif name == "suffix":
                 suffix = str(rule.get("Value", ""))
         if source["type"] == "directory":
-            _directory_rules(source, events, prefix, suffix)
+            unmatched = _directory_rules(source, events, prefix, suffix)
+            for event in unmatched:
+                self.out.warn(
+                    f"{props.where}.Events", f"{event}: a directory has no such change: left out"
+                )
+            if unmatched and "events" not in source:  # none left: nothing would match
+                trigger["enabled"] = False
+                self.out.warn(
+                    f"{props.where}.Events", "no event type left: the trigger is disabled"
+                )
         else:
             for key, value in (("events", events), ("prefix", prefix), ("suffix", suffix)):
                 if value:
@@ -419,14 +428,20 @@ class EventTranslator:
             trigger["maximum_event_age_s"] = clamped
 
 
-def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suffix: str) -> None:
-    """S3 event types and key filter rules as a directory source's change kinds and globs."""
+def _directory_rules(
+    source: dict[str, Any], events: list[str], prefix: str, suffix: str
+) -> list[str]:
+    """S3 event types and key filter rules as a directory source's change kinds and globs;
+    returns the event types a directory has no change for (tagging, restore...)."""
     kinds: set[str] = set()
+    unmatched: list[str] = []
     for event in events:
         if "ObjectCreated" in event:
             kinds.update(("created", "modified"))
-        if "ObjectRemoved" in event:
+        elif "ObjectRemoved" in event:
             kinds.add("deleted")
+        else:
+            unmatched.append(event)
     if kinds:
         source.setdefault("events", sorted(kinds))
     if prefix or suffix:
@@ -435,3 +450,4 @@ def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suf
         # Files directly under the prefix's directory, and in its subdirectories.
         globs = [f"{head}{rest}*{suffix}", f"{head}{rest}*/**/*{suffix}"]
         source.setdefault("include", globs)
+    return unmatched
