@@ -225,3 +225,27 @@ def test_pydantic_keeps_its_own_plugin_scan_when_one_may_be_installed() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
+    """Config models' list fields default through a Python function, not `list`: pydantic
+    reads each factory's signature, and a builtin's makes `inspect` compile tokenize's
+    regular expressions (a few ms of every command that loads a config)."""
+    config = _example_copy(tmp_path)
+    code = f"""
+        import contextlib, io, tokenize
+        from triggerd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            main(["validate", {str(config)!r}], standalone_mode=False)
+        assert "ok (2 functions, 2 triggers)" in out.getvalue(), out.getvalue()
+        print(tokenize._compile.cache_info().currsize)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0"
