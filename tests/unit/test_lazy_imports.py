@@ -60,7 +60,8 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: `generate-event` prints a sample (no event loop, config model, YAML or state store);
 #: `validate` reads a config whose extras are installed (no `packaging`: requirements are
 #: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
-#: asks the daemon with the standard library's client (aiohttp is in HEAVY).
+#: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
+#: table, piped, without rich (`output.plain_table`).
 ALSO_NOT: dict[str, tuple[str, ...]] = {
     "generate-event": (
         "asyncio",
@@ -73,7 +74,7 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "rich",
     ),
     "validate": ("packaging", "yaml", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
-    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api"),
+    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api", "rich"),
 }
 
 
