@@ -250,3 +250,27 @@ def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_a_pydantic_without_the_plugin_cache_keeps_its_own_scan() -> None:
+    """The cache is pydantic's private attribute: a version that renames it, or moves its
+    module, changes nothing."""
+    code = """
+        import sys
+        from pydantic.plugin import _loader
+        from triggerd.config.plugins import Registry
+        del _loader._plugins
+        Registry(pydantic_plugins=False).share_scan_with_pydantic()
+        assert not hasattr(_loader, "_plugins")
+        sys.modules["pydantic.plugin._loader"] = None  # the module gone: ImportError
+        del sys.modules["pydantic.plugin"]._loader
+        Registry(pydantic_plugins=False).share_scan_with_pydantic()
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr

@@ -149,8 +149,10 @@ class Registry:
         With a plugin installed, or once pydantic has looked, nothing changes."""
         if self.pydantic_plugins:
             return
-        from pydantic.plugin import _loader  # private: its cache of loaded plugins
-
+        try:
+            from pydantic.plugin import _loader  # private: its cache of loaded plugins
+        except ImportError:  # a pydantic that keeps it elsewhere scans as it always did
+            return
         if getattr(_loader, "_plugins", ()) is None:
             _loader._plugins = {}
 
