@@ -199,6 +199,9 @@ def run(
                 "--overrides, --parameter-overrides and --opt need --sam or --serverless"
             )
         label = path = resolve_config(config, config_path)
+        from triggerd.daemon.gctune import defer_gc
+
+        defer_gc()
         cfg = _load(path, registry)
         loader = None
     # Every missing path at once, before anything is created (the daemon would stop at the

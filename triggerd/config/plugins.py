@@ -7,6 +7,7 @@ which extra to install.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import re
@@ -49,19 +50,30 @@ def _installed(name: re.Match[str] | None) -> bool:
     if name is None:
         return False
     try:
-        importlib.metadata.version(name.group(1))
+        # Found, not read: a distribution's metadata is parsed (email's parser, about a
+        # millisecond each) only to read a field, and none is needed here.
+        importlib.metadata.distribution(name.group(1))
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+@functools.cache
+def _requirements(dist: str) -> tuple[str, ...] | None:
+    """`dist`'s requirement lines (None when it has no installed metadata): read once per
+    process, as `validate` asks for every extra a config uses."""
+    try:
+        return tuple(importlib.metadata.requires(dist) or ())
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def missing_extra(extra: str) -> str | None:
     """The install hint when a package that `DIST[extra]` requires is not installed (None
     when all are, when the extra does not exist, or when triggerd runs from a source tree
     without installed metadata)."""
-    try:
-        requires = importlib.metadata.requires(DIST) or []
-    except importlib.metadata.PackageNotFoundError:
+    requires = _requirements(DIST)
+    if requires is None:
         return None
     # Only lines that name the extra can belong to it: parsing every requirement (and
     # importing `packaging` at all) is most of what this costs a command that reads a config.
@@ -108,12 +120,19 @@ class UnknownPluginError(LookupError):
         super().__init__(f"unknown {kind} type {name!r} (known: {', '.join(known) or 'none'})")
 
 
+#: The entry-point group of pydantic's own plugins.
+PYDANTIC_PLUGINS = "pydantic"
+
+
 @dataclass
 class Registry:
     """Plugins by kind and name; built from entry points or by hand in tests."""
 
     entry_points: dict[Kind, dict[str, EntryPoint]] = field(default_factory=dict)
     loaded: dict[Kind, dict[str, object]] = field(default_factory=dict)
+    #: Whether an installed distribution declares a pydantic plugin (unknown, so True, for a
+    #: registry made by hand).
+    pydantic_plugins: bool = True
 
     @classmethod
     def discover(cls) -> Registry:
@@ -121,7 +140,21 @@ class Registry:
         every = entry_points()  # one pass over the installed distributions, not one per group
         for kind, group in GROUPS.items():
             eps[kind] = {ep.name: ep for ep in every.select(group=group)}
-        return cls(entry_points=eps)
+        return cls(entry_points=eps, pydantic_plugins=bool(every.select(group=PYDANTIC_PLUGINS)))
+
+    def share_scan_with_pydantic(self) -> None:
+        """Spare pydantic its own pass over every installed distribution's entry points (on
+        the first model it builds; about 5 ms of each command that reads a config) when the
+        pass made by `discover` found no pydantic plugin: pydantic's would find none either.
+        With a plugin installed, or once pydantic has looked, nothing changes."""
+        if self.pydantic_plugins:
+            return
+        try:
+            from pydantic.plugin import _loader  # private: its cache of loaded plugins
+        except ImportError:  # a pydantic that keeps it elsewhere scans as it always did
+            return
+        if getattr(_loader, "_plugins", ()) is None:
+            _loader._plugins = {}
 
     def register(self, kind: Kind, name: str, plugin: object) -> None:
         self.loaded.setdefault(kind, {})[name] = plugin
