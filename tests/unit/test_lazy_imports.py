@@ -178,56 +178,6 @@ def _example_copy(tmp_path: Path) -> Path:
     return config
 
 
-def test_validate_scans_the_installed_entry_points_once(tmp_path: Path) -> None:
-    """The registry's pass over every distribution's entry points is the only one: pydantic
-    (which looks for its own plugins on the first model it builds) is told it found none."""
-    config = _example_copy(tmp_path)
-    code = f"""
-        import contextlib, io, importlib.metadata
-        scans = []
-        real = importlib.metadata.entry_points
-        def counted(**kw):
-            scans.append(kw)
-            return real(**kw)
-        importlib.metadata.entry_points = counted
-        from triggerd.cli.main import main
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            main(["validate", {str(config)!r}], standalone_mode=False)
-        assert "ok (2 functions, 2 triggers)" in out.getvalue(), out.getvalue()
-        print(len(scans))
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "1"
-
-
-def test_pydantic_keeps_its_own_plugin_scan_when_one_may_be_installed() -> None:
-    """Only a registry that looked and found no pydantic plugin answers for pydantic."""
-    code = """
-        from pydantic.plugin import _loader
-        from triggerd.config.plugins import Registry
-        Registry().share_scan_with_pydantic()  # made by hand: nothing known
-        Registry(pydantic_plugins=True).share_scan_with_pydantic()
-        assert _loader._plugins is None, _loader._plugins
-        Registry(pydantic_plugins=False).share_scan_with_pydantic()
-        assert _loader._plugins == {}, _loader._plugins
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-
-
 def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
     """Config models' list fields default through a Python function, not `list`: pydantic
     reads each factory's signature, and a builtin's makes `inspect` compile tokenize's
@@ -250,27 +200,3 @@ def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0"
-
-
-def test_a_pydantic_without_the_plugin_cache_keeps_its_own_scan() -> None:
-    """The cache is pydantic's private attribute: a version that renames it, or moves its
-    module, changes nothing."""
-    code = """
-        import sys
-        from pydantic.plugin import _loader
-        from triggerd.config.plugins import Registry
-        del _loader._plugins
-        Registry(pydantic_plugins=False).share_scan_with_pydantic()
-        assert not hasattr(_loader, "_plugins")
-        sys.modules["pydantic.plugin._loader"] = None  # the module gone: ImportError
-        del sys.modules["pydantic.plugin"]._loader
-        Registry(pydantic_plugins=False).share_scan_with_pydantic()
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr

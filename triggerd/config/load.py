@@ -90,7 +90,6 @@ def load_config(
 
 
 def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> ConfigBase:
-    registry.share_scan_with_pydantic()
     model = build_config_model(registry, used_plugins(data, registry))
     try:
         return model.model_validate(data, context={"base_dir": str(base_dir)})
@@ -253,7 +252,6 @@ def format_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
 
 
 def json_schema(registry: Registry) -> dict[str, Any]:
-    registry.share_scan_with_pydantic()
     schema = build_config_model(registry).model_json_schema()
     schema["title"] = "triggerd configuration"
     return schema

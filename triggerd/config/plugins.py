@@ -120,19 +120,12 @@ class UnknownPluginError(LookupError):
         super().__init__(f"unknown {kind} type {name!r} (known: {', '.join(known) or 'none'})")
 
 
-#: The entry-point group of pydantic's own plugins.
-PYDANTIC_PLUGINS = "pydantic"
-
-
 @dataclass
 class Registry:
     """Plugins by kind and name; built from entry points or by hand in tests."""
 
     entry_points: dict[Kind, dict[str, EntryPoint]] = field(default_factory=dict)
     loaded: dict[Kind, dict[str, object]] = field(default_factory=dict)
-    #: Whether an installed distribution declares a pydantic plugin (unknown, so True, for a
-    #: registry made by hand).
-    pydantic_plugins: bool = True
 
     @classmethod
     def discover(cls) -> Registry:
@@ -140,21 +133,7 @@ class Registry:
         every = entry_points()  # one pass over the installed distributions, not one per group
         for kind, group in GROUPS.items():
             eps[kind] = {ep.name: ep for ep in every.select(group=group)}
-        return cls(entry_points=eps, pydantic_plugins=bool(every.select(group=PYDANTIC_PLUGINS)))
-
-    def share_scan_with_pydantic(self) -> None:
-        """Spare pydantic its own pass over every installed distribution's entry points (on
-        the first model it builds; about 5 ms of each command that reads a config) when the
-        pass made by `discover` found no pydantic plugin: pydantic's would find none either.
-        With a plugin installed, or once pydantic has looked, nothing changes."""
-        if self.pydantic_plugins:
-            return
-        try:
-            from pydantic.plugin import _loader  # private: its cache of loaded plugins
-        except ImportError:  # a pydantic that keeps it elsewhere scans as it always did
-            return
-        if getattr(_loader, "_plugins", ()) is None:
-            _loader._plugins = {}
+        return cls(entry_points=eps)
 
     def register(self, kind: Kind, name: str, plugin: object) -> None:
         self.loaded.setdefault(kind, {})[name] = plugin
