@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -78,15 +77,16 @@ class FileCheckpoint:
         return (self.mtime_ns, self.size)
 
     def encode(self) -> str:
-        return json.dumps(
-            {"mtime_ns": self.mtime_ns, "size": self.size, "etag": self.etag},
-            separators=(",", ":"),
-        )
+        # orjson writes the same compact text as json.dumps(separators=(",", ":")) at a
+        # tenth of the cost: one checkpoint is encoded per event.
+        return orjson.dumps(
+            {"mtime_ns": self.mtime_ns, "size": self.size, "etag": self.etag}
+        ).decode()
 
     @classmethod
     def decode(cls, text: str) -> FileCheckpoint | None:
         try:
-            data = json.loads(text)
+            data = orjson.loads(text)
             return cls(int(data["mtime_ns"]), int(data["size"]), data.get("etag"))
         except (ValueError, TypeError, KeyError):
             return None
