@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
 from triggerd_directory.paths import PathFilter
-from triggerd_directory.source import DirectorySource
+from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
 
@@ -568,3 +569,13 @@ def test_plugin_declares_config_model_factory_and_sample_event(
     assert plugin.sample_event is sample_event
     event = sample_event({"bucket": "photos", "key": "a b.jpg"})
     assert event["Records"][0]["s3"]["object"]["key"] == "a+b.jpg"
+
+
+def test_response_ids_keep_s3s_formats_and_differ_across_buffer_refills() -> None:
+    ids = ResponseIds(batch=4)
+    pairs = [ids.next() for _ in range(10)]  # three urandom reads
+    for request_id, host_id in pairs:
+        assert re.fullmatch(r"[0-9A-F]{16}", request_id)
+        assert re.fullmatch(r"[A-Za-z0-9+/]{64}", host_id)
+    assert len({r for r, _ in pairs}) == 10
+    assert len({h for _, h in pairs}) == 10
