@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import os
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -407,8 +406,26 @@ class DirectorySource(BaseSource):
                 self._log.exception("directory.settle_failed", extra={"trigger": self._scope})
             await self._ctx.clock.sleep(self._tick_s)
 
+    def _due(self) -> list[str]:
+        """Dirty paths to stat now (at most `_STAT_BATCH`): those not observed yet, and those
+        whose observation is `stable_s` old. One observed more recently cannot settle yet,
+        and a change to it before then re-marks it (the watcher or the poll drops its
+        observation), so stat-ing it on every tick only cost a stat per path per tick."""
+        due: list[str] = []
+        horizon = self._ctx.clock.monotonic() - self._cfg.stable_s
+        observed = self._observed
+        for rel in self._dirty:
+            obs = observed.get(rel)
+            if obs is None or obs.since <= horizon:
+                due.append(rel)
+                if len(due) >= _STAT_BATCH:
+                    break
+        return due
+
     async def _settle_once(self) -> None:
-        batch = list(itertools.islice(self._dirty, _STAT_BATCH))
+        batch = self._due()
+        if not batch:
+            return
         states = await asyncio.to_thread(stat_many, self._root, batch)
         now = self._ctx.clock.monotonic()
         to_hash: list[tuple[str, FileStat, _Observation]] = []
