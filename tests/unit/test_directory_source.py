@@ -21,7 +21,7 @@ from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
-from triggerd_directory.paths import PathFilter
+from triggerd_directory.paths import Hashed, PathFilter, hash_many
 from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
@@ -579,3 +579,21 @@ def test_response_ids_keep_s3s_formats_and_differ_across_buffer_refills() -> Non
         assert re.fullmatch(r"[A-Za-z0-9+/]{64}", host_id)
     assert len({r for r, _ in pairs}) == 10
     assert len({h for _, h in pairs}) == 10
+
+
+def test_hash_many_reuses_one_buffer_and_gives_each_files_md5(tmp_path: Path) -> None:
+    big = os.urandom(2 * 1024 * 1024 + 17)  # three reads into the 1 MiB buffer
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(b"abc")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    got = hash_many(str(tmp_path), ["big", "small", "empty", "sub", "gone"], 1 << 30)
+    digests = {rel: h.etag for rel, h in got.items() if isinstance(h, Hashed)}
+    assert digests == {
+        "big": hashlib.md5(big).hexdigest(),
+        "small": hashlib.md5(b"abc").hexdigest(),
+        "empty": hashlib.md5(b"").hexdigest(),
+    }
+    assert got["sub"] is None and got["gone"] is None
+    assert got["small"] is not None and not isinstance(got["small"], OSError)
+    assert got["small"].after == (os.stat(tmp_path / "small").st_mtime_ns, 3)
