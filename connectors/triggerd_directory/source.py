@@ -53,6 +53,8 @@ FILE_PREFIX = "f:"
 
 #: Paths stat-ed per settle pass.
 _STAT_BATCH = 2000
+#: Files hashed per thread hand-off: their records are handed out before the next ones.
+_HASH_FILES = 128
 #: Bytes hashed per thread hand-off before yielding back to the loop.
 _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
@@ -458,18 +460,22 @@ class DirectorySource(BaseSource):
         self._forget(rel)
 
     async def _settle_files(self, files: list[tuple[str, FileStat, _Observation]]) -> None:
-        """Hash stable files in one thread hand-off (bounded by bytes read), then emit."""
-        hashed = await asyncio.to_thread(
-            hash_many, self._root, [rel for rel, _, _ in files], _HASH_BUDGET_BYTES
-        )
-        for rel, st, obs in files:
-            if rel not in hashed:
-                continue  # over the budget: hashed on the next tick
-            result = hashed[rel]
-            if isinstance(result, OSError):
-                self._read_failed(rel, result)
-                continue
-            await self._finish_file(rel, st, obs, result)
+        """Hash stable files, `_HASH_FILES` a thread hand-off (bounded by bytes read), and
+        emit each hand-off's records before the next: consumers commit them while the rest
+        are hashed. Files past the byte budget are hashed on the next tick."""
+        for start in range(0, len(files), _HASH_FILES):
+            chunk = files[start : start + _HASH_FILES]
+            hashed = await asyncio.to_thread(
+                hash_many, self._root, [rel for rel, _, _ in chunk], _HASH_BUDGET_BYTES
+            )
+            for rel, st, obs in chunk:
+                if rel not in hashed:
+                    return  # over the budget: hashed on the next tick
+                result = hashed[rel]
+                if isinstance(result, OSError):
+                    self._read_failed(rel, result)
+                    continue
+                await self._finish_file(rel, st, obs, result)
 
     async def _settle(self, rel: str, obs: _Observation) -> None:
         st = obs.state

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from triggerd.events.timestamps import iso_ms
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
+from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
 from triggerd_directory.paths import Hashed, PathFilter, hash_many
 from triggerd_directory.source import DirectorySource, ResponseIds
@@ -597,3 +599,37 @@ def test_hash_many_reuses_one_buffer_and_gives_each_files_md5(tmp_path: Path) ->
     assert got["sub"] is None and got["gone"] is None
     assert got["small"] is not None and not isinstance(got["small"], OSError)
     assert got["small"].after == (os.stat(tmp_path / "small").st_mtime_ns, 3)
+
+
+async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hashed(
+    tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(300):
+        (tmp_path / f"{i:03d}.txt").write_text(str(i))
+    calls: list[int] = []
+    release = threading.Event()
+    real_hash_many = source_module.hash_many
+
+    def gated_hash_many(root: str, rels: list[str], budget: int) -> Any:
+        calls.append(len(rels))
+        if len(calls) == 2:
+            release.wait(10)
+        return real_hash_many(root, rels, budget)
+
+    monkeypatch.setattr(source_module, "hash_many", gated_hash_many)
+    source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
+    await source.start()
+    try:
+        first = await source.receive(1000, 5.0)  # the second hand-off is held
+        assert len(first) == 128
+        release.set()
+        for record in first:
+            await store.set_checkpoints(TRIGGER, record.checkpoint or {})
+        await source.ack(first)
+        rest = await deliver(source, store, 300 - 128)
+    finally:
+        release.set()
+        await source.stop()
+    assert calls == [128, 128, 44]
+    keys = {r.payload["s3"]["object"]["key"] for r in first + rest}
+    assert keys == {f"{i:03d}.txt" for i in range(300)}
