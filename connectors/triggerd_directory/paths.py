@@ -179,11 +179,12 @@ def hash_many(root: str, rels: list[str], budget_bytes: int) -> dict[str, Hashed
     the rest for long). Files not reached are absent from the result."""
     out: dict[str, Hashed | OSError | None] = {}
     read = 0
+    buf = bytearray(_CHUNK)
     for rel in rels:
         if out and read >= budget_bytes:
             break
         try:
-            hashed = hash_file(root, rel)
+            hashed = hash_file(root, rel, buf)
         except OSError as exc:
             out[rel] = exc
             continue
@@ -193,13 +194,25 @@ def hash_many(root: str, rels: list[str], budget_bytes: int) -> dict[str, Hashed
     return out
 
 
-def hash_file(root: str, rel: str) -> Hashed | None:
-    """MD5 hex of the file's content, read in chunks; None if the file vanished."""
+def hash_file(root: str, rel: str, buf: bytearray | None = None) -> Hashed | None:
+    """MD5 hex of the file's content, read in chunks into `buf` (reused across the files of
+    a `hash_many`); None if the file vanished or is a directory.
+
+    Plain `os.open`/`os.readv`: a buffered `open()` and `read(1 MiB)` allocated a 1 MiB
+    result per read and cost twice as much per small file."""
+    if buf is None:
+        buf = bytearray(_CHUNK)
+    view = memoryview(buf)
     digest = hashlib.md5(usedforsecurity=False)
     try:
-        with open(os.path.join(root, rel), "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
+        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    try:
+        while count := os.readv(fd, [buf]):
+            digest.update(view[:count])
+    except IsADirectoryError:  # opening a directory read-only succeeds; reading it fails
+        return None
+    finally:
+        os.close(fd)
     return Hashed(digest.hexdigest(), stat_path(root, rel))

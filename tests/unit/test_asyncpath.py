@@ -4,6 +4,7 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from tests.fakes import (
     run_until,
     trigger_runtime,
 )
-from triggerd.delivery.asyncpath import AsyncTrigger
+from triggerd.delivery.asyncpath import AsyncTrigger, event_request_id
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome
@@ -300,3 +301,38 @@ async def test_a_slot_is_free_while_the_previous_event_s_completion_commits(
         t.stop()
         await asyncio.wait_for(task, 5)
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "item_id"),
+    [
+        ("files", "0006290F1B2A3C4D"),
+        ("", ""),
+        ("webhook-async", "a" * 300),
+        ("trigger ünïcode", "キー/\x00/🙂"),
+        *[(f"t{i}", str(i * 7919)) for i in range(50)],
+    ],
+)
+def test_event_request_id_is_the_uuid5_of_trigger_and_item(trigger: str, item_id: str) -> None:
+    # Queued events keep their request ids across versions: the fast path must not drift.
+    ns = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
+    assert event_request_id(trigger, item_id) == str(uuid.uuid5(ns, f"{trigger}\x00{item_id}"))
+
+
+async def test_accept_loop_commits_a_backlog_of_200_records_in_one_enqueue(
+    store: SQLiteStateStore,
+) -> None:
+    # 64 records a receive made a 200-record backlog four sequential commits (fsyncs).
+    src = FakeSource([make_record(i) for i in range(200)])
+    t = build(store, src, FakeBackend())
+    writes_before = store.writes_committed
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        async with asyncio.timeout(10):
+            while len(src.acked) < 200:
+                await asyncio.sleep(0.01)
+    finally:
+        t.stop()
+        await loop_task
+    assert store.writes_committed - writes_before == 1
+    assert await store.queue_depth("t") == 200

@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,9 +21,10 @@ from triggerd.events.timestamps import iso_ms
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
+from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
-from triggerd_directory.paths import PathFilter
-from triggerd_directory.source import DirectorySource
+from triggerd_directory.paths import Hashed, PathFilter, hash_many
+from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
 
@@ -568,3 +571,65 @@ def test_plugin_declares_config_model_factory_and_sample_event(
     assert plugin.sample_event is sample_event
     event = sample_event({"bucket": "photos", "key": "a b.jpg"})
     assert event["Records"][0]["s3"]["object"]["key"] == "a+b.jpg"
+
+
+def test_response_ids_keep_s3s_formats_and_differ_across_buffer_refills() -> None:
+    ids = ResponseIds(batch=4)
+    pairs = [ids.next() for _ in range(10)]  # three urandom reads
+    for request_id, host_id in pairs:
+        assert re.fullmatch(r"[0-9A-F]{16}", request_id)
+        assert re.fullmatch(r"[A-Za-z0-9+/]{64}", host_id)
+    assert len({r for r, _ in pairs}) == 10
+    assert len({h for _, h in pairs}) == 10
+
+
+def test_hash_many_reuses_one_buffer_and_gives_each_files_md5(tmp_path: Path) -> None:
+    big = os.urandom(2 * 1024 * 1024 + 17)  # three reads into the 1 MiB buffer
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(b"abc")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    got = hash_many(str(tmp_path), ["big", "small", "empty", "sub", "gone"], 1 << 30)
+    digests = {rel: h.etag for rel, h in got.items() if isinstance(h, Hashed)}
+    assert digests == {
+        "big": hashlib.md5(big).hexdigest(),
+        "small": hashlib.md5(b"abc").hexdigest(),
+        "empty": hashlib.md5(b"").hexdigest(),
+    }
+    assert got["sub"] is None and got["gone"] is None
+    assert got["small"] is not None and not isinstance(got["small"], OSError)
+    assert got["small"].after == (os.stat(tmp_path / "small").st_mtime_ns, 3)
+
+
+async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hashed(
+    tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(300):
+        (tmp_path / f"{i:03d}.txt").write_text(str(i))
+    calls: list[int] = []
+    release = threading.Event()
+    real_hash_many = source_module.hash_many
+
+    def gated_hash_many(root: str, rels: list[str], budget: int) -> Any:
+        calls.append(len(rels))
+        if len(calls) == 2:
+            release.wait(10)
+        return real_hash_many(root, rels, budget)
+
+    monkeypatch.setattr(source_module, "hash_many", gated_hash_many)
+    source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
+    await source.start()
+    try:
+        first = await source.receive(1000, 5.0)  # the second hand-off is held
+        assert len(first) == 128
+        release.set()
+        for record in first:
+            await store.set_checkpoints(TRIGGER, record.checkpoint or {})
+        await source.ack(first)
+        rest = await deliver(source, store, 300 - 128)
+    finally:
+        release.set()
+        await source.stop()
+    assert calls == [128, 128, 44]
+    keys = {r.payload["s3"]["object"]["key"] for r in first + rest}
+    assert keys == {f"{i:03d}.txt" for i in range(300)}

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import hashlib
 import uuid
 from collections.abc import Mapping
 
@@ -38,6 +39,8 @@ from triggerd.types import (
 )
 
 _NS = uuid.UUID("6f1d9a52-3c1e-4c39-9d1f-2b7b8f6a0c11")
+#: SHA-1 state after the namespace's bytes: `event_request_id` copies it per event.
+_NS_SHA1 = hashlib.sha1(_NS.bytes, usedforsecurity=False)
 #: Events whose invocation ended and whose outcome is being written, beyond the invocations
 #: in flight (a bound for when the disk is slower than the function).
 MAX_SETTLING = 1024
@@ -48,6 +51,11 @@ IDLE_POLL_S = 60.0
 #: Longest single `receive` of the accept loop. Sources wait for records (a schedule until its
 #: next fire time) and a stop interrupts the wait, so this only bounds one call.
 ACCEPT_WAIT_S = 300.0
+#: Most records one `receive` of the accept loop takes: they are committed in one enqueue
+#: (one transaction and fsync, however many are ready). A source that has more ready than
+#: one commit takes is not held to 64 records a commit: the directory benchmark committed
+#: 2,000 files in 32 sequential fsyncs before.
+ACCEPT_BATCH = 256
 
 
 def _cancelling() -> bool:
@@ -57,8 +65,19 @@ def _cancelling() -> bool:
 
 
 def event_request_id(trigger: str, item_id: str) -> str:
-    """Stable per (trigger, record): an event put on the queue twice is stored once."""
-    return str(uuid.uuid5(_NS, f"{trigger}\x00{item_id}"))
+    """Stable per (trigger, record): an event put on the queue twice is stored once.
+
+    `str(uuid.uuid5(_NS, f"{trigger}\\x00{item_id}"))`, computed without building UUID
+    objects (uuid5 was 8% of the loop's time in a profile of the directory benchmark): the
+    namespace's hash state is reused, then the version (5) and variant (RFC 4122) bits are
+    set as uuid5 sets them."""
+    sha = _NS_SHA1.copy()
+    sha.update(f"{trigger}\x00{item_id}".encode())
+    raw = bytearray(sha.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class AsyncTrigger:
@@ -209,7 +228,7 @@ class AsyncTrigger:
         """Wait in the source until it has records or the trigger stops: an idle trigger does
         not wake up to ask (sources take records only once their wait is over, so one whose
         wait is cancelled has handed out nothing)."""
-        receive = asyncio.ensure_future(self.rt.source.receive(64, ACCEPT_WAIT_S))
+        receive = asyncio.ensure_future(self.rt.source.receive(ACCEPT_BATCH, ACCEPT_WAIT_S))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait((receive, stopping), return_when=asyncio.FIRST_COMPLETED)
