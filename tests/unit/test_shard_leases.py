@@ -408,3 +408,146 @@ async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_de
         assert reader.shard_state() == {"s0": "leased elsewhere"}
     finally:
         await reader.stop()
+
+
+# ---- LATEST: the starting point is pinned before the first read ----
+
+
+@dataclass
+class TimedApi(FakeApi):
+    """FakeApi whose records carry arrival times (epoch seconds); AT_TIMESTAMP as Kinesis
+    gives it, or, with `no_timestamp`, from TRIM_HORIZON as the DynamoDB Streams client
+    does."""
+
+    arrivals: dict[int, float] = field(default_factory=dict)
+    no_timestamp: bool = False
+
+    def put(self, shard_id: str, seq: int, at: float) -> None:
+        self.records[shard_id].append(seq)
+        self.arrivals[seq] = at
+
+    async def iterator(
+        self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
+    ) -> str:
+        if kind != "AT_TIMESTAMP":
+            return await super().iterator(shard_id, kind, sequence=sequence, timestamp=timestamp)
+        self.calls.append(f"iterator {shard_id} {kind} {timestamp}")
+        assert timestamp is not None
+        recs = self.records[shard_id]
+        if self.no_timestamp:
+            return f"{shard_id}:0"
+        return f"{shard_id}:{sum(1 for r in recs if self.arrivals[r] < timestamp)}"
+
+    def shape(self, raw: Any, shard_id: str) -> Record:
+        return Record(payload={"n": raw}, item_id=str(raw), size=10, created_at=self.arrivals[raw])
+
+
+def _latest_reader(api: TimedApi, store: object, clock: SystemClock) -> ShardReader:
+    return ShardReader(
+        api,
+        api.shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        starting_position="LATEST",
+        poll_interval_s=0.05,
+        lease_timeout_s=30,
+    )
+
+
+async def _take(reader: ShardReader, count: int) -> list[int]:
+    out: list[Record] = []
+    await _until(lambda: bool(out.extend(reader.take(10))) or len(out) >= count)
+    return [int(r.item_id) for r in out]
+
+
+@pytest.mark.parametrize("no_timestamp", [False, True], ids=["kinesis", "dynamodb"])
+async def test_latest_shard_changing_hands_before_its_first_checkpoint_loses_nothing(
+    no_timestamp: bool,
+) -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    api = TimedApi({"s0": []}, no_timestamp=no_timestamp)
+    now = clock.time()
+    api.put("s0", 1, now - 60)  # before the start: LATEST leaves them out
+    api.put("s0", 2, now - 30)
+    a = _latest_reader(api, Member(table, "a"), clock)
+    await a.start()
+    try:
+        await _until(lambda: a.shard_state() == {"s0": "reading"})
+        await _until(lambda: "shard:s0" in table.checkpoints)
+        pin = table.checkpoints["shard:s0"]
+        assert pin.startswith("AT_TIMESTAMP:") and now - 3 <= float(pin.split(":")[1]) <= now
+        api.put("s0", 3, clock.time())
+        api.put("s0", 4, clock.time())
+        assert await _take(a, 2) == [3, 4]  # handed out, never acknowledged
+    finally:
+        await a.stop()  # a's lease goes to b before any checkpoint of a's
+    assert table.checkpoints["shard:s0"] == pin
+    api.put("s0", 5, clock.time())
+    b = _latest_reader(api, Member(table, "b"), clock)
+    await b.start()
+    try:
+        assert await _take(b, 3) == [3, 4, 5]  # from a's pin: 3 and 4 again, 5 not skipped
+        await asyncio.sleep(0.2)
+        assert b.take(10) == []  # 1 and 2 stay left out
+        assert table.rows["shard:t/s0"].holder == "b"
+    finally:
+        await b.stop()
+
+
+async def test_latest_restart_of_a_lone_daemon_before_its_first_checkpoint_loses_nothing(
+    tmp_path: Any,
+) -> None:
+    clock = SystemClock()
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        api = TimedApi({"s0": []})
+        api.put("s0", 1, clock.time() - 60)
+        first = _latest_reader(api, store, clock)
+        await first.start()
+        try:
+            api.put("s0", 2, clock.time())
+            assert await _take(first, 1) == [2]
+        finally:
+            await first.stop()
+        api.put("s0", 3, clock.time())  # while the daemon is down
+        again = _latest_reader(api, store, clock)
+        await again.start()
+        try:
+            assert await _take(again, 2) == [2, 3]
+        finally:
+            await again.stop()
+    finally:
+        await store.close()
+
+
+async def test_a_pin_refused_by_the_fence_leaves_the_shard_unread() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    api = TimedApi({"s0": []})
+    store = Member(table, "a")
+    real = store.enqueue_fenced
+
+    async def taken_over_first(
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        # Another daemon steals the lease between a's acquisition and a's pin.
+        row = table.rows[fence.lease]
+        table.rows[row.name] = LeaseInfo(row.name, "b", row.epoch + 1, clock.time() + 3600, 0)
+        await real(fence, events, checkpoints)
+
+    store.enqueue_fenced = taken_over_first  # type: ignore[method-assign]
+    reader = _latest_reader(api, store, clock)
+    await reader.start()
+    try:
+        await _until(lambda: table.refused == [Fence("shard:t/s0", 1)])
+        await _until(lambda: reader.shard_state() == {"s0": "leased elsewhere"})
+        assert "shard:s0" not in table.checkpoints
+        assert not [c for c in api.calls if "LATEST" in c]  # never read past the fence
+    finally:
+        await reader.stop()

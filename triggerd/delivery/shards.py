@@ -8,7 +8,13 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
   and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
-  as AWS does.
+  as AWS does. Before a shard is first read from LATEST, its starting point is pinned: the
+  checkpoint `AT_TIMESTAMP:<epoch seconds>` (a second before the iterator is taken, fenced
+  like the other checkpoint writes) is stored first, so a restart or another daemon taking
+  the shard over before its first checkpoint goes on from there instead of from a later
+  LATEST (nothing put in between is skipped; at least once). An API without AT_TIMESTAMP
+  (DynamoDB Streams) reads from TRIM_HORIZON instead, and the records created before the
+  pin are skipped.
 - Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
   only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
   shard about once a second), and marks the shard's end when the API says it is closed and
@@ -92,6 +98,12 @@ __all__ = [
 SHARD_END = "SHARD_END"
 _KEY_PREFIX = "shard:"
 _WINDOW_PREFIX = "window:"
+#: Checkpoint value of a shard pinned at the time it was first read from LATEST.
+PIN_PREFIX = "AT_TIMESTAMP:"
+#: A pin is this many seconds before the LATEST iterator is taken (and rounded down to the
+#: second): clock skew between the daemon and the stream's servers, and DynamoDB's creation
+#: times rounded down to the second, never put a record read after the pin before it.
+PIN_MARGIN_S = 1.0
 #: Lambda ends a tumbling window early when its state grows past this (JSON bytes).
 MAX_WINDOW_STATE = 1024 * 1024
 
@@ -193,6 +205,12 @@ class _Shard:
     keys: set[str] = field(default_factory=set)
     #: Its lease was lost: nothing is handed out or checkpointed any more.
     lost: bool = False
+    #: The pinned start (epoch seconds) of a shard first read from LATEST and not
+    #: checkpointed since: it is read again from there.
+    pinned_at: float | None = None
+    #: Records created before this are skipped (reading from a pin on an API without
+    #: AT_TIMESTAMP); None once a record at or after it was read.
+    skip_before: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -265,9 +283,21 @@ class ShardReader:
                 clock=self.clock,
             )
         self._discover(listing)
-        for shard in self.shards.values() if self.leases is None else ():
-            # LATEST means "from now on": take the iterator now, not when the task runs.
-            if shard.start_kind == "LATEST" and shard.checkpoint is None:
+        latest = [
+            s
+            for s in (self.shards.values() if self.leases is None else ())
+            if s.start_kind == "LATEST" and s.checkpoint is None and s.pinned_at is None
+        ]
+        if latest:
+            # LATEST means "from now on": take the iterators now, not when the tasks run,
+            # once their starting point is pinned (a restart before the first checkpoint goes
+            # on from there).
+            pin = self._pin_time()
+            await self.state.set_checkpoints(
+                self.trigger, {_KEY_PREFIX + s.info.shard_id: _pin_value(pin) for s in latest}
+            )
+            for shard in latest:
+                shard.pinned_at = pin
                 shard.iterator = await self.api.iterator(
                     shard.info.shard_id, "LATEST", sequence=None, timestamp=None
                 )
@@ -349,7 +379,7 @@ class ShardReader:
             log = ShardLog(
                 self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
             )
-            shard = _Shard(info, log, checkpoint, start_kind=kind)
+            shard = _new_shard(info, log, checkpoint, kind)
             self._restore_window(shard)
             self.shards[sid] = shard
             self._order.append(sid)
@@ -398,8 +428,31 @@ class ShardReader:
                     },
                 )
                 return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
+        if shard.pinned_at is None and shard.start_kind == "LATEST":
+            await self._pin(shard)
+            return await self.api.iterator(sid, "LATEST", sequence=None, timestamp=None)
+        if shard.pinned_at is not None:
+            shard.skip_before = shard.pinned_at
+            return await self.api.iterator(
+                sid, "AT_TIMESTAMP", sequence=None, timestamp=shard.pinned_at
+            )
         timestamp = self.starting_timestamp if shard.start_kind == "AT_TIMESTAMP" else None
         return await self.api.iterator(sid, shard.start_kind, sequence=None, timestamp=timestamp)
+
+    def _pin_time(self) -> float:
+        return float(math.floor(self.clock.time() - PIN_MARGIN_S))
+
+    async def _pin(self, shard: _Shard) -> None:
+        """Store the shard's starting point before it is first read from LATEST, fenced by
+        its lease (LeaseLostError when the lease moved on)."""
+        pin = self._pin_time()
+        items: dict[str, str | None] = {_KEY_PREFIX + shard.info.shard_id: _pin_value(pin)}
+        if self.leases is None:
+            await self.state.set_checkpoints(self.trigger, items)
+        else:
+            fence = self.leases.fence(shard.info.shard_id)
+            await self.leases.store.enqueue_fenced(fence, [], {self.trigger: items})
+        shard.pinned_at = pin
 
     async def _read_shard(self, shard: _Shard) -> None:
         sid = shard.info.shard_id
@@ -425,6 +478,13 @@ class ShardReader:
                 )
                 await self.clock.sleep(backoff.delay(failures))
                 continue
+            except LeaseLostError:
+                self.log.warning(
+                    "stream.checkpoint_fenced",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                self._lose_later(sid)
+                return
             except (IteratorExpired, Trimmed):
                 self.log.info(
                     "stream.iterator_expired",
@@ -588,6 +648,11 @@ class ShardReader:
         sid = shard.info.shard_id
         for raw in page.records:
             record = self.shape(raw, sid)
+            if shard.skip_before is not None:
+                if 0 < record.created_at < shard.skip_before:
+                    shard.last_read = record.item_id  # before the pinned start: not ours
+                    continue
+                shard.skip_before = None
             record.handle = sid
             shard.keys.add(record.key or sid)
             if self.tumbling_window_s:
@@ -852,7 +917,7 @@ class ShardReader:
         log = ShardLog(
             self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
         )
-        return _Shard(old.info, log, checkpoint, start_kind=old.start_kind)
+        return _new_shard(old.info, log, checkpoint, old.start_kind)
 
     def _lose_later(self, sid: str) -> None:
         shard = self.shards.get(sid)
@@ -912,6 +977,21 @@ class ShardReader:
         if self.leases is None or not self._parents_done(shard):
             return "waiting for parents"
         return "leased elsewhere"
+
+
+def _pin_value(pin: float) -> str:
+    return f"{PIN_PREFIX}{pin:.0f}"
+
+
+def _new_shard(info: ShardInfo, log: ShardLog, saved: str | None, kind: str) -> _Shard:
+    """A shard read from its stored checkpoint: a sequence number, SHARD_END or a pin."""
+    if saved is None or not saved.startswith(PIN_PREFIX):
+        return _Shard(info, log, saved, start_kind=kind)
+    try:
+        pinned_at: float | None = float(saved[len(PIN_PREFIX) :])
+    except ValueError:  # not written by us: as if there were no checkpoint
+        pinned_at = None
+    return _Shard(info, log, None, start_kind=kind, pinned_at=pinned_at)
 
 
 def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
