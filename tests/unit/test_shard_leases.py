@@ -551,3 +551,91 @@ async def test_a_pin_refused_by_the_fence_leaves_the_shard_unread() -> None:
         assert not [c for c in api.calls if "LATEST" in c]  # never read past the fence
     finally:
         await reader.stop()
+
+
+class SlowCheckpoints(Member):
+    """A member whose reads of one shard's checkpoint wait for `gate`, or fail while
+    `failing` holds that key."""
+
+    def __init__(self, table: Table, member: str, key: str) -> None:
+        super().__init__(table, member)
+        self.key = key
+        self.gate = asyncio.Event()
+        self.failing = False
+        self.listings = 0
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        """The first listing (the reader's start) predates every stored checkpoint: they
+        were written by another daemon since."""
+        self.listings += 1
+        return {} if self.listings == 1 else await super().list_checkpoints(scope, prefix)
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        if key == self.key:
+            if self.failing:
+                raise StateStoreUnavailableError("the state store is unavailable")
+            await self.gate.wait()
+        return await super().get_checkpoint(scope, key)
+
+
+def _taking_reader(api: FakeApi, store: Member, clock: SystemClock) -> ShardReader:
+    return ShardReader(
+        api,
+        shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.6,
+    )
+
+
+async def test_a_leased_shard_is_read_only_once_its_stored_checkpoint_was_read() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s1"] = "2"  # left by the previous holder
+    store = SlowCheckpoints(table, "a", "shard:s1")
+    api = FakeApi({"s0": [1, 2], "s1": [1, 2, 3, 4]})
+    reader = _taking_reader(api, store, clock)
+    await reader.start()
+    try:
+        await _until(lambda: table.rows.get("shard:t/s1", None) is not None)
+        await asyncio.sleep(0.1)
+        reader._start_ready()  # e.g. a shard listing meanwhile: s1 must still wait
+        await asyncio.sleep(0.1)
+        assert reader.shard_state()["s1"] == "leased elsewhere"
+        assert not [c for c in api.calls if c.startswith("iterator s1")]
+        store.gate.set()
+        assert sorted(await _take(reader, 4)) == [1, 2, 3, 4]  # s0 from its start, s1 after 2
+        assert "iterator s1 AFTER_SEQUENCE_NUMBER 2" in api.calls
+        assert not [c for c in api.calls if c.startswith("iterator s1 TRIM_HORIZON")]
+    finally:
+        await reader.stop()
+
+
+async def test_a_shard_whose_checkpoint_cannot_be_read_goes_back_and_the_others_are_read() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s1"] = "2"
+    table.checkpoints["shard:s2"] = "5"
+    store = SlowCheckpoints(table, "a", "shard:s1")
+    store.gate.set()
+    store.failing = True
+    api = FakeApi({"s0": [1, 2], "s1": [1, 2, 3, 4], "s2": [5, 6]})
+    reader = _taking_reader(api, store, clock)
+    await reader.start()
+    try:
+        got = await _take(reader, 3)
+        # s0 and s2 (after its stored checkpoint), taken in the same round as s1 (the
+        # shards are taken in the order s0, s1, s2 by member "a").
+        assert sorted(got) == [1, 2, 6]
+        assert "iterator s2 AFTER_SEQUENCE_NUMBER 5" in api.calls, api.calls
+        assert reader.shard_state()["s1"] == "leased elsewhere"
+        assert table.rows["shard:t/s1"].holder is None  # given back
+        assert not [c for c in api.calls if c.startswith("iterator s1")]
+        store.failing = False  # a later round takes it, from its checkpoint
+        assert await _take(reader, 2) == [3, 4]
+        assert "iterator s1 AFTER_SEQUENCE_NUMBER 2" in api.calls
+    finally:
+        await reader.stop()

@@ -211,6 +211,9 @@ class _Shard:
     #: Records created before this are skipped (reading from a pin on an API without
     #: AT_TIMESTAMP); None once a record at or after it was read.
     skip_before: float | None = None
+    #: Several daemons: its lease was taken and its position read from the store since
+    #: (only then may it be read).
+    taken_over: bool = False
 
     @property
     def finished(self) -> bool:
@@ -402,8 +405,11 @@ class ShardReader:
                 shard.task = tg.create_task(self._read_shard(shard))
 
     def _may_read(self, sid: str, shard: _Shard) -> bool:
-        """Its parents are finished, and its lease is held (several daemons)."""
-        return self._parents_done(shard) and (self.leases is None or self.leases.held(sid))
+        """Its parents are finished, and its lease is held and its position read from the
+        store since (several daemons)."""
+        return self._parents_done(shard) and (
+            self.leases is None or (shard.taken_over and self.leases.held(sid))
+        )
 
     # ---- reading ----
 
@@ -863,7 +869,7 @@ class ShardReader:
                     if not shard.finished and sid not in self._ending and self._parents_done(shard)
                 ]
                 for sid in await leases.balance(wanted):
-                    await self._gain(leases, sid)
+                    await self._gain_one(leases, sid)
             except Exception as exc:  # task boundary: the next round tries again
                 self.log.warning(
                     "stream.lease_balance_failed",
@@ -883,6 +889,21 @@ class ShardReader:
             self._done.add(sid)
             if self.shards.pop(sid, None) is not None:
                 self._order.remove(sid)
+
+    async def _gain_one(self, leases: ShardLeases, sid: str) -> None:
+        """`_gain`, one shard's failure (its lease given back) not stopping the others'."""
+        try:
+            await self._gain(leases, sid)
+        except Exception as exc:  # the lease went back: this or another daemon takes it later
+            self.log.warning(
+                "stream.shard_take_failed",
+                extra={
+                    "trigger": self.trigger,
+                    "source": self.kind,
+                    "shard": sid,
+                    "error": _describe(exc),
+                },
+            )
 
     async def _gain(self, leases: ShardLeases, sid: str) -> None:
         """The shard's lease was taken: read it from the stored checkpoint (another daemon
@@ -910,6 +931,7 @@ class ShardReader:
             if window is not None:
                 self._windows[sid] = window
         shard = self._fresh(old, checkpoint)
+        shard.taken_over = True
         self._restore_window(shard)
         self.shards[sid] = shard
 
