@@ -639,3 +639,29 @@ async def test_a_shard_whose_checkpoint_cannot_be_read_goes_back_and_the_others_
         assert "iterator s1 AFTER_SEQUENCE_NUMBER 2" in api.calls
     finally:
         await reader.stop()
+
+
+async def test_latest_closed_shards_stay_finished_at_the_next_start(tmp_path: Any) -> None:
+    clock = SystemClock()
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        api = TimedApi({"old": [], "new": []}, parents={"new": ("old",)}, closed={"old"})
+        api.put("old", 1, clock.time() - 60)
+        api.put("new", 2, clock.time() - 60)
+        first = _latest_reader(api, store, clock)
+        await first.start()
+        await first.stop()
+        assert await store.get_checkpoint("t", "shard:old") == "SHARD_END"
+        api.put("new", 3, clock.time())
+        again = _latest_reader(api, store, clock)
+        await again.start()
+        try:
+            assert await _take(again, 1) == [3]  # from the pinned start
+            await asyncio.sleep(0.2)
+            assert again.take(10) == []
+        finally:
+            await again.stop()
+        assert not [c for c in api.calls if c.startswith("iterator old")]
+    finally:
+        await store.close()

@@ -7,14 +7,17 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   away), so a key's records stay in order across splits and merges.
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
-  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
-  as AWS does. Before a shard is first read from LATEST, its starting point is pinned: the
-  checkpoint `AT_TIMESTAMP:<epoch seconds>` (a second before the iterator is taken, fenced
-  like the other checkpoint writes) is stored first, so a restart or another daemon taking
-  the shard over before its first checkpoint goes on from there instead of from a later
-  LATEST (nothing put in between is skipped; at least once). An API without AT_TIMESTAMP
-  (DynamoDB Streams) reads from TRIM_HORIZON instead, and the records created before the
-  pin are skipped.
+  and count as finished: SHARD_END is stored for them); TRIM_HORIZON for shards that appear
+  later (children of a reshard), as AWS does. With LATEST, the first start is the trigger's
+  (no shard checkpoint stored yet), not the process's: a daemon restarted, or one joining a
+  cluster, after a reshard reads the children nobody checkpointed yet from TRIM_HORIZON.
+  Before a shard is first read from LATEST, its starting point is pinned: the checkpoint
+  `AT_TIMESTAMP:<epoch seconds>` (a second before the iterator is taken, fenced like the
+  other checkpoint writes) is stored first, so a restart or another daemon taking the shard
+  over before its first checkpoint goes on from there instead of from a later LATEST
+  (nothing put in between is skipped; at least once). An API without AT_TIMESTAMP (DynamoDB
+  Streams) reads from TRIM_HORIZON instead, and the records created before the pin are
+  skipped.
 - Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
   only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
   shard about once a second), and marks the shard's end when the API says it is closed and
@@ -248,6 +251,11 @@ class ShardReader:
     _runner: asyncio.Task[None] | None = None
     _started: asyncio.Event = field(default_factory=asyncio.Event)
     _first_listing: bool = True
+    #: No shard checkpoint of the trigger was stored at start: its very first start (where
+    #: LATEST applies; afterwards a shard without a checkpoint appeared since, as a child).
+    _first_start: bool = True
+    #: Shards found closed at the first start with LATEST: SHARD_END is stored for them.
+    _closed_at_start: list[str] = field(default_factory=list)
     _order: list[str] = field(default_factory=list)
     _saved: dict[str, str] = field(default_factory=dict)
     _gone: set[str] = field(default_factory=set)
@@ -278,6 +286,7 @@ class ShardReader:
             windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
             self._windows = {k[len(_WINDOW_PREFIX) :]: v for k, v in windows.items()}
         self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
+        self._first_start = not self._saved
         if coordinated(self.state):
             self.leases = ShardLeases(
                 self.state,
@@ -286,6 +295,12 @@ class ShardReader:
                 clock=self.clock,
             )
         self._discover(listing)
+        if self._closed_at_start:
+            # Done for every later start too (read by none; written before any pin, so a
+            # daemon that sees a pin sees these).
+            await self.state.set_checkpoints(
+                self.trigger, {_KEY_PREFIX + sid: SHARD_END for sid in self._closed_at_start}
+            )
         latest = [
             s
             for s in (self.shards.values() if self.leases is None else ())
@@ -374,10 +389,11 @@ class ShardReader:
                 continue
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
-            if first:
+            if first and (self.starting_position != "LATEST" or self._first_start):
                 kind = self.starting_position
                 if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
                     self._done.add(sid)  # closed before we started: nothing new will come
+                    self._closed_at_start.append(sid)
                     continue
             log = ShardLog(
                 self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
