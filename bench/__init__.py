@@ -11,9 +11,11 @@ full run, `QUICK` and `SMOKE` instances with smaller counts, and `run(settings) 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import statistics
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -83,6 +85,20 @@ def median(values: Sequence[float]) -> float:
     if not values:
         raise BenchError("no samples")
     return statistics.median(values)
+
+
+@contextmanager
+def triggerd_logs_at(level: int) -> Iterator[None]:
+    """triggerd's loggers at `level` (WARNING hides the function's START/END/REPORT lines)
+    until the block ends, then as they were: the harness and its smoke test run other work
+    afterwards."""
+    logger = logging.getLogger("triggerd")
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

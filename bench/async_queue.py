@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import HELLO_DIR, BenchError, Row, run_async
+from bench import HELLO_DIR, BenchError, Row, run_async, triggerd_logs_at
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.delivery.asyncpath import AsyncTrigger
@@ -313,16 +313,13 @@ async def drain_rows(root: Path, settings: Settings) -> list[Row]:
 
 
 async def measure(settings: Settings) -> list[Row]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:
-        with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-            root = Path(tmp)
-            rows = await enqueue_rows(root, settings)
-            rows += await drain_rows(root, settings)
-    finally:
-        quiet.setLevel(saved)  # the harness (and its smoke test) run other work afterwards
+    with (
+        triggerd_logs_at(logging.WARNING),
+        tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp,
+    ):
+        root = Path(tmp)
+        rows = await enqueue_rows(root, settings)
+        rows += await drain_rows(root, settings)
     return rows
 
 

@@ -13,9 +13,8 @@ clients) over the rounds is the memory figure."""
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import statistics
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,18 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
-from bench import HELLO_DIR, BenchError, Row, percentile, run_async
-from triggerd.config.load import validate_data
-from triggerd.config.plugins import Registry
-from triggerd.daemon.app import Daemon
-from triggerd.functions.backends.local import LocalBackend
+from bench import BenchError, Row, percentile, run_async
+from bench.hello_daemon import FUNCTION, INVOKE_PATH, hello_config, hello_target
+from bench.hello_daemon import Target as HelloTarget
 
 NAME = "eventbridge"
-FUNCTION = "hello"
-INVOKE_PATH = f"/2015-03-31/functions/{FUNCTION}/invocations"
 TEMPLATE = '{"n": <n>, "rule": "<aws.events.rule-name>"}'
 
 
@@ -54,22 +48,7 @@ SMOKE = Settings(callers=2, calls=3, latency_samples=3, rounds=1, workers=1)
 
 def daemon_config(tmp: Path, settings: Settings) -> dict[str, Any]:
     return {
-        "daemon": {
-            "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "",
-            "control_listen": "127.0.0.1:0",
-            "work_dir": str(tmp / "run"),
-            "log_level": settings.log_level,
-        },
-        "functions": {
-            FUNCTION: {
-                "handler": "app.handler",
-                "code": str(HELLO_DIR),
-                "timeout_s": 30,
-                "reserved_concurrency": settings.workers,
-                "provisioned_concurrency": settings.workers,
-            }
-        },
+        **hello_config(tmp, workers=settings.workers, log_level=settings.log_level),
         "event_buses": [
             {
                 "rules": [
@@ -92,12 +71,7 @@ def daemon_config(tmp: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Target:
-    base: str
-    backend: LocalBackend
-    http: aiohttp.ClientSession
-
+class Target(HelloTarget):
     async def put_events(self, entries: int) -> int:
         body = orjson.dumps(
             {
@@ -125,43 +99,20 @@ class Target:
                 raise BenchError(f"Invoke Event answered {resp.status}")
         return 1
 
-    async def wait_invoked(self, count: int) -> None:
-        async with asyncio.timeout(300):
-            while self.backend.stats["invocations"] < count:
-                await asyncio.sleep(0.0002)
-
 
 Send = Callable[[int], Awaitable[int]]
 
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Target]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(getattr(logging, settings.log_level.upper()))
-    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-        registry = Registry.discover()
-        cfg = validate_data(daemon_config(Path(tmp), settings), registry, Path(tmp))
-        try:
-            async with (
-                Daemon(cfg, registry).running(start_timeout_s=60, stop_timeout_s=60) as daemon,
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=settings.callers)
-                ) as http,
-            ):
-                local: Any = daemon.functions[FUNCTION].backend
-                while not isinstance(local, LocalBackend) and hasattr(local, "inner"):
-                    local = local.inner
-                if not isinstance(local, LocalBackend):
-                    raise BenchError(f"{FUNCTION} is not on the local backend")
-                yield Target(f"http://{daemon.control_address}", local, http)
-        finally:
-            quiet.setLevel(saved)
+    config = functools.partial(daemon_config, settings=settings)
+    async with hello_target(Target, config, settings.log_level, settings.callers) as target:
+        yield target
 
 
 async def throughput(target: Target, send: Send, entries: int, settings: Settings) -> float:
     """Events invoked per second with `callers` concurrent senders."""
-    before = target.backend.stats["invocations"]
+    before = target.invoked
     started = time.perf_counter()
 
     async def caller() -> int:
@@ -176,7 +127,7 @@ async def latencies(target: Target, send: Send, settings: Settings) -> list[floa
     """Milliseconds from the request to the invocation, one event at a time."""
     out = []
     for _ in range(settings.latency_samples):
-        before = target.backend.stats["invocations"]
+        before = target.invoked
         started = time.perf_counter()
         await send(1)
         await target.wait_invoked(before + 1)

@@ -10,7 +10,7 @@ alternating rounds; medians.
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import re
 import shutil
 import statistics
@@ -24,15 +24,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bench import HELLO_DIR, BenchError, Row, run_async
-from triggerd.config.load import validate_data
-from triggerd.config.plugins import Registry
-from triggerd.daemon.app import Daemon
+from bench import BenchError, Row, run_async
+from bench.hello_daemon import INVOKE_PATH as PATH
+from bench.hello_daemon import hello_config, hello_daemon
 from triggerd.functions.backends.local import LocalBackend
 
 NAME = "invoke_event"
-FUNCTION = "hello"
-PATH = f"/2015-03-31/functions/{FUNCTION}/invocations"
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{"n": 1}'
@@ -56,47 +53,15 @@ SMOKE = Settings(seconds=0.3, rounds=1, connections=4, workers=1)
 
 
 def daemon_config(tmp: Path, settings: Settings) -> dict[str, Any]:
-    return {
-        "daemon": {
-            "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "",
-            "control_listen": "127.0.0.1:0",  # the Invoke API's listener
-            "work_dir": str(tmp / "run"),
-            "log_level": settings.log_level,
-        },
-        "functions": {
-            FUNCTION: {
-                "handler": "app.handler",
-                "code": str(HELLO_DIR),
-                "timeout_s": 30,
-                "reserved_concurrency": settings.workers,
-                "provisioned_concurrency": settings.workers,
-            }
-        },
-    }
+    # The control listener serves the Invoke API.
+    return hello_config(tmp, workers=settings.workers, log_level=settings.log_level)
 
 
 @asynccontextmanager
 async def triggerd_server(settings: Settings) -> AsyncIterator[tuple[str, LocalBackend]]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(getattr(logging, settings.log_level.upper()))
-    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-        registry = Registry.discover()
-        cfg = validate_data(daemon_config(Path(tmp), settings), registry, Path(tmp))
-        try:
-            async with Daemon(cfg, registry).running(
-                start_timeout_s=60, stop_timeout_s=60
-            ) as daemon:
-                backend = daemon.functions[FUNCTION].backend
-                local: Any = backend
-                while not isinstance(local, LocalBackend) and hasattr(local, "inner"):
-                    local = local.inner  # under the daemon's wrappers (metrics, in-flight)
-                if not isinstance(local, LocalBackend):
-                    raise BenchError(f"{FUNCTION} is not on the local backend")
-                yield f"http://{daemon.control_address}{PATH}", local
-        finally:
-            quiet.setLevel(saved)
+    config = functools.partial(daemon_config, settings=settings)
+    async with hello_daemon(config, settings.log_level) as (daemon, local):
+        yield f"http://{daemon.control_address}{PATH}", local
 
 
 @asynccontextmanager

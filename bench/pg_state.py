@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import BenchError, Row, run_async
+from bench import BenchError, Row, run_async, triggerd_logs_at
 from bench.async_queue import (
     PAYLOAD,
     TRIGGER,
@@ -253,17 +253,14 @@ async def drain_rows(url: str, root: Path, settings: Settings) -> list[Row]:
 
 
 async def measure(settings: Settings) -> list[Row]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:
-        with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-            async with fresh_database() as url:
-                await (await pg_store(url)).close()  # the schema, for the bare loops too
-                rows = await enqueue_rows(url, Path(tmp), settings)
-                rows += await drain_rows(url, Path(tmp), settings)
-    finally:
-        quiet.setLevel(saved)
+    with (
+        triggerd_logs_at(logging.WARNING),
+        tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp,
+    ):
+        async with fresh_database() as url:
+            await (await pg_store(url)).close()  # the schema, for the bare loops too
+            rows = await enqueue_rows(url, Path(tmp), settings)
+            rows += await drain_rows(url, Path(tmp), settings)
     return rows
 
 

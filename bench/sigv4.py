@@ -29,7 +29,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from pydantic import SecretStr
 
-from bench import HELLO_DIR, BenchError, Row, percentile, run_async
+from bench import HELLO_DIR, BenchError, Row, percentile, run_async, triggerd_logs_at
 from triggerd.config.access import AccessKey
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
@@ -74,11 +74,9 @@ def daemon_config(tmp: Path, signed: bool) -> dict[str, object]:
 @asynccontextmanager
 async def daemons() -> AsyncIterator[dict[str, str]]:
     """The two daemons' Invoke URLs, by kind ("signed", "unsigned")."""
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(logging.WARNING)  # the function's START/END/REPORT lines are INFO
     registry = Registry.discover()
-    try:
+    # The function's START/END/REPORT lines are INFO.
+    with triggerd_logs_at(logging.WARNING):
         async with AsyncExitStack() as stack:
             urls = {}
             for kind in ("unsigned", "signed"):
@@ -89,8 +87,6 @@ async def daemons() -> AsyncIterator[dict[str, str]]:
                 )
                 urls[kind] = f"http://{daemon.control_address}{PATH}"
             yield urls
-    finally:
-        quiet.setLevel(saved)
 
 
 def signed_headers(url: str) -> dict[str, str]:

@@ -14,9 +14,8 @@ run: a daemon started in-process with a topic whose one subscriber is the no-op 
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import statistics
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,19 +24,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import psutil
 
-from bench import HELLO_DIR, BenchError, Row, run_async
-from triggerd.config.load import validate_data
-from triggerd.config.plugins import Registry
-from triggerd.daemon.app import Daemon
-from triggerd.functions.backends.local import LocalBackend
+from bench import BenchError, Row, run_async
+from bench.hello_daemon import FUNCTION, INVOKE_PATH, hello_config, hello_target
+from bench.hello_daemon import Target as HelloTarget
 
 NAME = "sns"
-FUNCTION = "hello"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:bench"
-INVOKE_PATH = f"/2015-03-31/functions/{FUNCTION}/invocations"
 FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 EVENT = {"Content-Type": "application/json", "X-Amz-Invocation-Type": "Event"}
 
@@ -58,32 +52,12 @@ SMOKE = Settings(seconds=0.3, rounds=1, connections=4, workers=1, samples=10)
 
 def daemon_config(tmp: Path, settings: Settings) -> dict[str, Any]:
     return {
-        "daemon": {
-            "state": f"sqlite:///{tmp / 'state.db'}",
-            "listen": "",
-            "control_listen": "127.0.0.1:0",
-            "work_dir": str(tmp / "run"),
-            "log_level": settings.log_level,
-        },
-        "functions": {
-            FUNCTION: {
-                "handler": "app.handler",
-                "code": str(HELLO_DIR),
-                "timeout_s": 30,
-                "reserved_concurrency": settings.workers,
-                "provisioned_concurrency": settings.workers,
-            }
-        },
+        **hello_config(tmp, workers=settings.workers, log_level=settings.log_level),
         "sns": {"topics": [{"name": "bench", "subscriptions": [{"function": FUNCTION}]}]},
     }
 
 
-@dataclass
-class Target:
-    base: str
-    backend: LocalBackend
-    http: aiohttp.ClientSession
-
+class Target(HelloTarget):
     async def publish(self, n: int) -> bool:
         body = urlencode(
             {
@@ -104,34 +78,12 @@ class Target:
             await resp.read()
             return resp.status == 202
 
-    @property
-    def invoked(self) -> int:
-        return int(self.backend.stats["invocations"])
-
 
 @asynccontextmanager
 async def daemon(settings: Settings) -> AsyncIterator[Target]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(getattr(logging, settings.log_level.upper()))
-    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-        registry = Registry.discover()
-        cfg = validate_data(daemon_config(Path(tmp), settings), registry, Path(tmp))
-        try:
-            async with (
-                Daemon(cfg, registry).running(start_timeout_s=60, stop_timeout_s=60) as d,
-                aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=settings.connections)
-                ) as http,
-            ):
-                local: Any = d.functions[FUNCTION].backend
-                while not isinstance(local, LocalBackend) and hasattr(local, "inner"):
-                    local = local.inner
-                if not isinstance(local, LocalBackend):
-                    raise BenchError(f"{FUNCTION} is not on the local backend")
-                yield Target(f"http://{d.control_address}", local, http)
-        finally:
-            quiet.setLevel(saved)
+    config = functools.partial(daemon_config, settings=settings)
+    async with hello_target(Target, config, settings.log_level, settings.connections) as target:
+        yield target
 
 
 async def throughput_round(target: Target, settings: Settings, publish: bool) -> float:
@@ -153,9 +105,7 @@ async def throughput_round(target: Target, settings: Settings, publish: bool) ->
     async with asyncio.TaskGroup() as tg:
         for k in range(settings.connections):
             tg.create_task(client(k))
-    async with asyncio.timeout(300):
-        while target.invoked - before < accepted:
-            await asyncio.sleep(0.002)
+    await target.wait_invoked(before + accepted, poll_s=0.002)
     return accepted / (time.perf_counter() - started)
 
 
@@ -168,8 +118,7 @@ async def latencies(target: Target, settings: Settings, publish: bool) -> list[f
         started = time.perf_counter()
         if not await call(n):
             raise BenchError("a request was refused")
-        while target.invoked == before:
-            await asyncio.sleep(0.0002)
+        await target.wait_invoked(before + 1)
         out.append((time.perf_counter() - started) * 1000)
     return out
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench import HELLO_DIR, BenchError, Row, percentile, run_async
+from bench import HELLO_DIR, BenchError, Row, percentile, run_async, triggerd_logs_at
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
@@ -84,19 +84,14 @@ def daemon_config(tmp: Path, workers: int) -> dict[str, object]:
 
 @asynccontextmanager
 async def triggerd_server(settings: Settings) -> AsyncIterator[str]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(logging.WARNING)  # the function's START/END/REPORT lines are INFO
-    with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
+    with (
+        triggerd_logs_at(logging.WARNING),  # the function's START/END/REPORT lines are INFO
+        tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp,
+    ):
         registry = Registry.discover()
         cfg = validate_data(daemon_config(Path(tmp), settings.workers), registry, Path(tmp))
-        try:
-            async with Daemon(cfg, registry).running(
-                start_timeout_s=60, stop_timeout_s=60
-            ) as daemon:
-                yield f"http://{daemon.listen_address}{PATH}"
-        finally:
-            quiet.setLevel(saved)
+        async with Daemon(cfg, registry).running(start_timeout_s=60, stop_timeout_s=60) as daemon:
+            yield f"http://{daemon.listen_address}{PATH}"
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bench import HELLO_DIR, BenchError, Row, format_table, run_async
+from bench import HELLO_DIR, BenchError, Row, format_table, run_async, triggerd_logs_at
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
 from triggerd.types import BackendContext, Outcome, SystemClock
 
@@ -128,16 +128,14 @@ async def one_client(tmp: Path, label: str, settings: Settings) -> Trace:
 
 
 async def measure(settings: Settings) -> list[Row]:
-    quiet = logging.getLogger("triggerd")
-    saved = quiet.level
-    quiet.setLevel(logging.WARNING)  # START/END/REPORT per invocation are not measured here
     traces: list[Trace] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp:
-            for label in settings.clients:
-                traces.append(await one_client(Path(tmp) / str(len(traces)), label, settings))
-    finally:
-        quiet.setLevel(saved)
+    # START/END/REPORT per invocation are not measured here.
+    with (
+        triggerd_logs_at(logging.WARNING),
+        tempfile.TemporaryDirectory(prefix="triggerd-bench-") as tmp,
+    ):
+        for label in settings.clients:
+            traces.append(await one_client(Path(tmp) / str(len(traces)), label, settings))
     rows: list[Row] = []
     for t in traces:
         final_kb = t.samples[-1][1]

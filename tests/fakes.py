@@ -16,6 +16,7 @@ import orjson
 from triggerd.config.load import validate_data
 from triggerd.config.model import TriggerBase
 from triggerd.config.plugins import Registry
+from triggerd.state.base import NewEvent
 from triggerd.types import (
     BackendPlugin,
     BaseSource,
@@ -30,6 +31,26 @@ from triggerd.types import (
     SourcePlugin,
     SystemClock,
 )
+
+
+def new_event(
+    request_id: str,
+    *,
+    trigger: str = "t1",
+    function: str = "f1",
+    at: float = 100.0,
+    payload: bytes | None = None,
+) -> NewEvent:
+    """An event for a state store's queue, enqueued and available at `at`; its payload is
+    its request id unless given."""
+    return NewEvent(
+        trigger=trigger,
+        function=function,
+        payload=payload if payload is not None else request_id.encode(),
+        request_id=request_id,
+        enqueued_at=at,
+        available_at=at,
+    )
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ _STREAM_ARN = re.compile(
 
 class DynamoDBStreamsSourceConfig(StreamReading):
     """A DynamoDB table's stream, read shard by shard like Lambda's DynamoDB Streams event
-    source mapping (one daemon per stream: shards are not shared between daemons)."""
+    source mapping (daemons sharing a PostgreSQL state store split its shards by leases)."""
 
     type: Literal["dynamodb_streams"]
     stream: str = Field(description="The stream's ARN, or a table name (its latest stream is read)")

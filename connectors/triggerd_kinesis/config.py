@@ -19,7 +19,7 @@ _STREAM_ARN = re.compile(
 
 class KinesisSourceConfig(StreamReading):
     """A Kinesis data stream, read shard by shard like Lambda's Kinesis event source mapping
-    (one daemon per stream: shards are not shared between daemons)."""
+    (daemons sharing a PostgreSQL state store split its shards by leases)."""
 
     type: Literal["kinesis"]
     stream: str = Field(description="The stream's name or ARN")

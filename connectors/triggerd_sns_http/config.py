@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from triggerd.types import InputFile, SourceConfig
+from triggerd.types import InputFile, SourceConfig, empty_list
 
 
 class SnsHttpSourceConfig(SourceConfig):
@@ -18,12 +18,12 @@ class SnsHttpSourceConfig(SourceConfig):
     type: Literal["sns_http"]
     path: str = Field(description="The route's path on the public listener, e.g. /sns/orders")
     topics: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Topic ARNs whose messages are accepted (default: any topic; anyone can "
         "subscribe your endpoint to a topic of theirs, so list yours)",
     )
     cert_hosts: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Hosts (host or host:port) SigningCertURL and SubscribeURL may name, https "
         "only; default: sns.<region>.amazonaws.com of the message's topic",
     )

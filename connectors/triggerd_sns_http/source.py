@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -25,8 +23,9 @@ import orjson
 from aiohttp import web
 
 from triggerd.http.body import BodyTooLarge, read_body
+from triggerd.http.pushed import Pending, PushedSource
 from triggerd.http.refusals import mark_refused
-from triggerd.types import BaseSource, ConfigError, JSONDict, Record, SourceContext
+from triggerd.types import ConfigError, JSONDict, Record, SourceContext
 from triggerd_sns_http.config import SnsHttpSourceConfig
 from triggerd_sns_http.signature import (
     TYPES,
@@ -72,13 +71,14 @@ class _Refused(Exception):
         self.detail = detail
 
 
-class SnsHttpSource(BaseSource):
+class SnsHttpSource(PushedSource):
+    """Its pipeline side is PushedSource's: a notification SNS got 503 for is skipped."""
+
     def __init__(self, config: SnsHttpSourceConfig, ctx: SourceContext) -> None:
+        super().__init__()
         self.config = config
         self.ctx = ctx
         self.log = ctx.log
-        self._pending: deque[Record] = deque()
-        self._arrived = asyncio.Event()
         self._stopping = False
         self.certs: CertificateCache | None = None
         self.topics = frozenset(config.topics)
@@ -110,43 +110,9 @@ class SnsHttpSource(BaseSource):
         self._stopping = True
         if self.ctx.http is not None:
             self.ctx.http.remove_routes(self.ctx.trigger)
-        self._settle(list(self._pending), False)
-        self._pending.clear()
+        self._pending.refuse_all()
         if self.certs is not None:
             await self.certs.close()
-
-    # ---- the pipeline side ----
-
-    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        if not self._pending:
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._arrived.wait()
-            except TimeoutError:
-                return []
-        out: list[Record] = []
-        while self._pending and len(out) < max_records:
-            rec = self._pending.popleft()
-            if rec.handle.done():  # withdrawn: SNS already got 503
-                continue
-            out.append(rec)
-        return out
-
-    async def ack(self, records: Sequence[Record]) -> None:
-        self._settle(records, True)
-
-    async def nack(self, records: Sequence[Record]) -> None:
-        self._settle(records, False)
-
-    @staticmethod
-    def _settle(records: Sequence[Record], ok: bool) -> None:
-        for rec in records:
-            if not rec.handle.done():
-                rec.handle.set_result(ok)
-
-    def envelope(self, records: Sequence[Record]) -> JSONDict:
-        return records[0].payload
 
     # ---- the HTTP side ----
 
@@ -231,16 +197,15 @@ class SnsHttpSource(BaseSource):
         sub = request.headers.get("x-amz-sns-subscription-arn", "")
         event = lambda_event(message, sub)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(
+        self._pending.push(
             Record(
                 payload=event,
                 item_id=str(message["MessageId"]),
                 size=len(orjson.dumps(event)),
                 created_at=self.ctx.clock.time(),
-                handle=future,
+                handle=Pending(future),
             )
         )
-        self._arrived.set()
         done, _ = await asyncio.wait({future}, timeout=cfg.accept_timeout_s)
         if done and future.result():
             return web.Response(status=200)

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from triggerd.http.routes import METHODS, RouteTemplate
-from triggerd.types import MAX_SYNC_PAYLOAD, Model, SourceConfig
+from triggerd.types import MAX_SYNC_PAYLOAD, Model, SourceConfig, empty_list
 
 #: API Gateway's integration timeout caps, used as the default route timeouts.
 REST_TIMEOUT_S = 29.0
@@ -78,7 +78,7 @@ class CorsConfig(Model):
     allow_headers: list[str] = Field(
         default_factory=lambda: ["*"], description="Request headers allowed, or ['*']."
     )
-    expose_headers: list[str] = Field(default_factory=list)
+    expose_headers: list[str] = Field(default_factory=empty_list)
     allow_credentials: bool = False
     max_age_s: int = Field(0, ge=0, le=86400, description="Access-Control-Max-Age (0: not sent).")
 
@@ -117,7 +117,7 @@ class WebhookSourceConfig(SourceConfig):
     )
     stage_variables: dict[str, str] = Field(default_factory=dict)
     binary_media_types: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="1.0: request Content-Types delivered base64 (image/png, image/*, */*); also "
         "where a base64 response body is decoded (request Accept or response Content-Type).",
     )

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -26,12 +25,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from triggerd.http.body import BodyTooLarge, read_body
+from triggerd.http.pushed import Pending, PushedSource
 from triggerd.http.refusals import mark_refused
 from triggerd.http.routes import ROUTE_KEY, RouteTemplate
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
-    BaseSource,
     Clock,
     ConfigError,
     JSONDict,
@@ -85,17 +84,6 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
-
-
-class Pending:
-    """An event-mode request waiting for the pipeline (the handle of its Record)."""
-
-    __slots__ = ("future", "taken")
-
-    def __init__(self, future: asyncio.Future[bool]) -> None:
-        self.future = future
-        #: Handed to the pipeline by `receive`: it can no longer be withdrawn.
-        self.taken = False
 
 
 T = TypeVar("T")
@@ -189,8 +177,11 @@ def describe_request(request: web.BaseRequest) -> HttpRequest:
     )
 
 
-class WebhookSource(BaseSource):
+class WebhookSource(PushedSource):
+    """Its pipeline side (event mode) is PushedSource's."""
+
     def __init__(self, config: WebhookSourceConfig, ctx: SourceContext) -> None:
+        super().__init__()
         self.config = config
         self.ctx = ctx
         self.log = ctx.log
@@ -207,8 +198,6 @@ class WebhookSource(BaseSource):
             else None
         )
         self.in_flight = 0
-        self._pending: deque[Record] = deque()
-        self._arrived = asyncio.Event()
         self._stopping = False
         event_mode = config.invocation_mode == "event"
         self._event_cap = MAX_ASYNC_PAYLOAD if event_mode else MAX_SYNC_PAYLOAD
@@ -250,44 +239,7 @@ class WebhookSource(BaseSource):
         self._stopping = True
         if self.ctx.http is not None:
             self.ctx.http.remove_routes(self.ctx.trigger)
-        self._settle(list(self._pending), False)
-        self._pending.clear()
-
-    # ---- the pipeline side (event mode) ----
-
-    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
-        if not self._pending:
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._arrived.wait()
-            except TimeoutError:
-                return []
-        out: list[Record] = []
-        while self._pending and len(out) < max_records:
-            rec = self._pending.popleft()
-            pending: Pending = rec.handle
-            if pending.future.done():  # withdrawn: the caller already got 503
-                continue
-            pending.taken = True
-            out.append(rec)
-        return out
-
-    async def ack(self, records: Sequence[Record]) -> None:
-        self._settle(records, True)
-
-    async def nack(self, records: Sequence[Record]) -> None:
-        self._settle(records, False)
-
-    @staticmethod
-    def _settle(records: Sequence[Record], ok: bool) -> None:
-        for rec in records:
-            pending = rec.handle
-            if isinstance(pending, Pending) and not pending.future.done():
-                pending.future.set_result(ok)
-
-    def envelope(self, records: Sequence[Record]) -> JSONDict:
-        return records[0].payload
+        self._pending.refuse_all()
 
     # ---- the HTTP side ----
 
@@ -485,8 +437,7 @@ class WebhookSource(BaseSource):
             handle=pending,
             trace_id=meta.trace_id,
         )
-        self._pending.append(record)
-        self._arrived.set()
+        self._pending.push(record)
         done, _ = await asyncio.wait({fut}, timeout=self.config.accept_timeout_s)
         if done and fut.result():
             return HttpReply(202, [], b"")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from tests.triggerd_cli import triggerd_cli as cli
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ExitCode
@@ -56,20 +57,6 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "inbox").mkdir()
     (tmp_path / "triggerd.toml").write_text(config_text(tmp_path))
     return tmp_path
-
-
-def cli(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def on_terminal(cwd: Path, *args: str, answer: bytes = b"") -> tuple[int, str]:

@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.test_cli_commands import RECORDER, cli
+from tests.integration.test_cli_commands import RECORDER
 from tests.pg_state import fresh_database
+from tests.triggerd_cli import triggerd_cli as cli
 from triggerd.state.base import NewEvent
 from triggerd.state.guard import StoreGuard
 from triggerd.state.postgres import PostgresStateStore

@@ -5,7 +5,6 @@ Kafka-compatible broker) and against one that is not there."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.triggerd_cli import triggerd_cli
 from triggerd.types import ExitCode
 
 ROOT = Path(__file__).parents[2]
@@ -21,18 +21,8 @@ SHIPPED = sorted([*ROOT.glob("config/*.toml"), *ROOT.glob("examples/*.toml")])
 
 
 def validate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", "validate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        },
-    )
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return triggerd_cli(cwd, "validate", *args, env=keys, timeout=120)
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))

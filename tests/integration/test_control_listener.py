@@ -12,10 +12,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from tests.integration.aws_cli import cli_env, run_aws_cli
 from tests.integration.invoke_daemon import local_fn
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
@@ -281,33 +280,10 @@ async def test_a_tampered_body_fails_the_signature(r: Running) -> None:
 # ---- the AWS CLI ---------------------------------------------------------------------------
 
 
-def aws_cli() -> str:
-    found = Path(sys.executable).with_name("aws")
-    if found.exists():
-        return str(found)
-    path = shutil.which("aws")
-    if path is None:
-        pytest.skip("the AWS CLI is not installed (pip install awscli, in the dev extra)")
-    return path
-
-
 async def run_cli(
     r: Running, keys: tuple[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": keys[0],
-        "AWS_SECRET_ACCESS_KEY": keys[1],
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(r.tmp / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(r.tmp / "no-credentials"),
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-    env.pop("AWS_PROFILE", None)
-    argv = [aws_cli(), "--endpoint-url", r.control, "lambda", *args]
-    return await asyncio.to_thread(
-        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60
-    )
+    return await run_aws_cli(r.control, keys, r.tmp, "lambda", *args)
 
 
 async def test_the_aws_cli_with_a_right_key_invokes_and_lists(r: Running) -> None:
@@ -595,14 +571,7 @@ async def test_the_aws_cli_signing_20_minutes_ago_gets_signature_expired(r: Runn
     from awscli.clidriver import create_clidriver
 
     signed_at = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=20)
-    env = {
-        "AWS_ACCESS_KEY_ID": INVOKER[0],
-        "AWS_SECRET_ACCESS_KEY": INVOKER[1],
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(r.tmp / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(r.tmp / "no-credentials"),
-        "AWS_MAX_ATTEMPTS": "1",
-    }
+    env = cli_env(INVOKER, r.tmp)
     argv = ["--endpoint-url", r.control, "lambda", "invoke", "--function-name", "echo"]
     argv.append(str(r.tmp / "expired.json"))
     errors = io.StringIO()

@@ -6,6 +6,7 @@ destination with DDBStreamBatchInfo, and resume from the checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.integration.trigger_harness import trigger_harness
 from triggerd.config.plugins import Registry
 from triggerd.delivery.destinations import file_plugin
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
@@ -121,6 +123,15 @@ async def test_insert_modify_remove_in_lambdas_shape_then_resume(
         assert "NewImage" not in remove["dynamodb"]
         assert isinstance(insert["dynamodb"]["ApproximateCreationDateTime"], int)
         assert insert["dynamodb"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        # The golden file's layout (a MODIFY): the same keys in the same order, the same JSON
+        # types (the images' attribute names are the table's).
+        golden = json.loads((GOLDEN / "dynamodb_stream_event.json").read_text())["Records"][0]
+        assert [(k, type(v).__name__) for k, v in modify.items()] == [
+            (k, type(v).__name__) for k, v in golden.items()
+        ]
+        assert [(k, type(v).__name__) for k, v in modify["dynamodb"].items()] == [
+            (k, type(v).__name__) for k, v in golden["dynamodb"].items()
+        ]
         # A new run resumes after the checkpoint: only the new change.
         await put(client, table, "b", "three")
         again = FakeBackend()

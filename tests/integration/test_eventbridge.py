@@ -8,10 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +25,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
+from tests.integration.aws_cli import run_aws_cli
 from tests.integration.invoke_daemon import registry, wait_until
 from triggerd.cli.main import main
 from triggerd.config.load import validate_data
@@ -469,33 +466,10 @@ async def test_hostile_requests_get_4xx_in_aws_shape(r: Running) -> None:
         ] == "MissingAuthenticationTokenException"
 
 
-def aws_cli() -> str:
-    found = Path(sys.executable).with_name("aws")
-    if found.exists():
-        return str(found)
-    path = shutil.which("aws")
-    if path is None:
-        pytest.skip("the AWS CLI is not installed (pip install awscli, in the dev extra)")
-    return path
-
-
 async def test_the_aws_cli_puts_events(r: Running) -> None:
     r.reset()
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": PUTTER[0],
-        "AWS_SECRET_ACCESS_KEY": PUTTER[1],
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(r.tmp / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(r.tmp / "no-credentials"),
-        "AWS_MAX_ATTEMPTS": "1",
-    }
-    env.pop("AWS_PROFILE", None)
     entries = json.dumps([order(30, 101)])
-    argv = [aws_cli(), "--endpoint-url", r.control, "events", "put-events", "--entries", entries]
-    done = await asyncio.to_thread(
-        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60
-    )
+    done = await run_aws_cli(r.control, PUTTER, r.tmp, "events", "put-events", "--entries", entries)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["FailedEntryCount"] == 0 and "EventId" in out["Entries"][0]

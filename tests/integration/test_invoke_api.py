@@ -22,9 +22,14 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.integration.invoke_daemon import FUNCTION_DIR, local_fn, running_daemon, wait_until
+from tests.integration.invoke_daemon import local_fn, running_daemon, wait_until
 from tests.system.conftest import Daemon as DaemonProcess
-from tests.system.conftest import free_port
+from tests.system.conftest import (
+    aws_client,
+    control_daemon_table,
+    free_port,
+    invoke_api_function_table,
+)
 from tests.system.conftest import wait_for as wait_for_sync
 from triggerd.daemon.app import Daemon
 from triggerd.http.invoke_api import parse_function_name, queue_name
@@ -359,34 +364,14 @@ def test_function_name_parsing() -> None:
 
 
 def subprocess_config(tmp: Path, port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
-[functions.single]
-handler = "app.handler"
-code = "{FUNCTION_DIR}"
-timeout_s = 10
-reserved_concurrency = 1
-"""
+    return control_daemon_table(port) + invoke_api_function_table("single", 1)
 
 
 def test_queued_events_survive_kill_9(tmp_path: Path) -> None:
     port = free_port()
     proc = DaemonProcess(tmp_path, subprocess_config(tmp_path, port))
     out = tmp_path / "calls.jsonl"
-    lam = boto3.client(
-        "lambda",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=NO_RETRIES,
-    )
+    lam = aws_client("lambda", port, NO_RETRIES)
     try:
         proc.start()
         ids = ["slow", "a", "b", "c"]

@@ -5,13 +5,12 @@ and exit 2."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.triggerd_cli import triggerd_cli
 from triggerd.cli.envvars import EnvVarsError, read_env_vars, with_env_vars
 from triggerd.config.load import load_config
 from triggerd.config.plugins import Registry
@@ -43,25 +42,7 @@ url = "http://127.0.0.1:9/"
 
 
 def invoke(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "triggerd",
-            "invoke",
-            *args,
-            "-e",
-            "event.json",
-            "-c",
-            "triggerd.toml",
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-        stdin=subprocess.DEVNULL,
-    )
+    return triggerd_cli(cwd, "invoke", *args, "-e", "event.json", "-c", "triggerd.toml")
 
 
 @pytest.mark.integration

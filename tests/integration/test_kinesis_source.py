@@ -6,6 +6,7 @@ KinesisBatchInfo, parallelization by partition key and LATEST."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,16 @@ from tests.integration.kinesis_support import (
 from tests.integration.trigger_harness import trigger_harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def layout(value: Any) -> Any:
+    """The keys of a JSON value, in order, with the JSON types of the leaves."""
+    if isinstance(value, dict):
+        return [(k, layout(v)) for k, v in value.items()]
+    return type(value).__name__
 
 
 def delivered(backend: FakeBackend) -> list[Any]:
@@ -58,6 +69,9 @@ async def test_records_arrive_in_lambdas_kinesis_shape(moto_server: str, tmp_pat
     assert rec["eventName"] == "aws:kinesis:record"
     assert rec["invokeIdentityArn"] == "arn:aws:iam::123456789012:role/triggerd"
     assert data_of(backend.calls[0]) == [{"n": 1}]
+    # The golden file's layout: the same keys in the same order, with the same JSON types.
+    golden = json.loads((GOLDEN / "kinesis_event.json").read_text())["Records"][0]
+    assert layout(rec) == layout(golden)
 
 
 async def test_wire_values_client_gets_base64_text_and_epoch_seconds_only_for_itself(

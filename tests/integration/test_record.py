@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.conftest import free_port
 from tests.integration.kafka_support import FAST_GROUP, create_topic, produce
 from tests.integration.rabbitmq_support import broker
 from tests.integration.sqs_harness import make_queue, send_json, sqs_client
+from tests.triggerd_cli import triggerd_cli
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.record import record
@@ -35,15 +34,7 @@ RECORDER = Path(__file__).parents[1] / "system" / "functions" / "recorder"
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "TRIGGERD_CONFIG": str(cwd / "triggerd.toml")},
-        stdin=subprocess.DEVNULL,
-    )
+    return triggerd_cli(cwd, *args, env={"TRIGGERD_CONFIG": str(cwd / "triggerd.toml")})
 
 
 def test_directory_record_then_replay(tmp_path: Path) -> None:

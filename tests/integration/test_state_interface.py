@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeClock
+from tests.fakes import new_event as event
 from tests.pg_state import empty_store, fresh_database
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.postgres import PostgresStateStore
@@ -23,24 +24,6 @@ pytestmark = pytest.mark.integration
 
 #: Opens a new store on the same database; `same_owner` reopens as the same daemon would.
 Opener = Callable[..., Awaitable[Any]]
-
-
-def event(
-    request_id: str,
-    *,
-    trigger: str = "t1",
-    function: str = "f1",
-    at: float = 100.0,
-    payload: bytes | None = None,
-) -> NewEvent:
-    return NewEvent(
-        trigger=trigger,
-        function=function,
-        payload=payload if payload is not None else request_id.encode(),
-        request_id=request_id,
-        enqueued_at=at,
-        available_at=at,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,72 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+if TYPE_CHECKING:
+    from botocore.config import Config
+
+T = TypeVar("T", bound=Hashable)
+
 FUNCTIONS = Path(__file__).parent / "functions"
+#: Appends each event's "id" to the file its "record" names (after sleeping its "sleep" s).
+INVOKE_API_FUNCTION = (
+    Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
+)
+
+
+def control_daemon_table(port: int) -> str:
+    """The [daemon] table of a daemon killed and restarted in its directory: SQLite state
+    there, no data listener, the control listener (Invoke API, SNS, EventBridge) on `port`,
+    JSON logs."""
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = ""
+control_listen = "127.0.0.1:{port}"
+shutdown_timeout_s = 5
+log_format = "json"
+"""
+
+
+def invoke_api_function_table(name: str, reserved_concurrency: int) -> str:
+    """A [functions.NAME] table running INVOKE_API_FUNCTION, 10 s a call at most."""
+    return f"""
+[functions.{name}]
+handler = "app.handler"
+code = "{INVOKE_API_FUNCTION}"
+timeout_s = 10
+reserved_concurrency = {reserved_concurrency}
+"""
+
+
+def aws_client(service: str, port: int, config: Config) -> Any:
+    """A boto3 client of `service` for the daemon's control listener on `port` (any keys)."""
+    import boto3  # only the tests that use it pay for the import
+
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=config,
+    )
+
+
+def recorded_ids(path: Path) -> set[int]:
+    """The ids INVOKE_API_FUNCTION recorded in `path` (a line cut short by kill -9 skipped)."""
+    if not path.exists():
+        return set()
+    lines = path.read_text().splitlines()
+    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
 
 
 def free_port() -> int:
@@ -134,3 +193,37 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
     yield make
     for d in made:
         d.stop()
+
+
+def kill9_during_burst(
+    d: Daemon, send: Callable[[int], T | None], *, burst: int, callers: int, kill_after: int
+) -> set[T]:
+    """Calls `send(0)` .. `send(burst - 1)` from `callers` threads and kills the daemon with
+    SIGKILL once `kill_after` of them were acknowledged, while others are still under way
+    (calls not begun by then are not made). `send` returns what was acknowledged, or None
+    when nothing was (the daemon died under it); the acknowledged values."""
+    accepted: set[T] = set()
+    lock = threading.Lock()
+    enough = threading.Event()
+    killed = threading.Event()
+
+    def call(i: int) -> None:
+        if killed.is_set():
+            return
+        acked = send(i)
+        if acked is None:
+            return
+        with lock:
+            accepted.add(acked)
+            if len(accepted) >= kill_after:
+                enough.set()
+
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(call, i) for i in range(burst)]
+        assert enough.wait(60), "the burst did not get going"
+        d.kill9()
+        killed.set()
+        for f in futures:
+            f.result()
+    with lock:
+        return set(accepted)

@@ -7,48 +7,38 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import (
+    Daemon,
+    aws_client,
+    control_daemon_table,
+    free_port,
+    invoke_api_function_table,
+    recorded_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
-FUNCTION = Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
 EVENTS = 10
 
 
 def config(port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
-[functions.recorder]
-handler = "app.handler"
-code = "{FUNCTION}"
-timeout_s = 10
-reserved_concurrency = 1
-
+    tables = control_daemon_table(port) + invoke_api_function_table("recorder", 1)
+    return (
+        tables
+        + """
 [[event_buses]]
 name = "default"
 
 [[event_buses.rules]]
 name = "jobs"
-event_pattern = {{ source = ["jobs"] }}
-targets = [{{ function = "recorder", input_path = "$.detail" }}]
+event_pattern = { source = ["jobs"] }
+targets = [{ function = "recorder", input_path = "$.detail" }]
 """
-
-
-def recorded_ids(path: Path) -> set[int]:
-    if not path.exists():
-        return set()
-    lines = path.read_text().splitlines()
-    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
+    )
 
 
 def test_kill9_right_after_put_events_answered_still_delivers_every_event(
@@ -58,14 +48,7 @@ def test_kill9_right_after_put_events_answered_still_delivers_every_event(
     record = tmp_path / "calls.jsonl"
     d: Daemon = daemon_factory(config(port))
     d.start()
-    client = boto3.client(
-        "events",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(retries={"max_attempts": 0, "mode": "standard"}),
-    )
+    client = aws_client("events", port, Config(retries={"max_attempts": 0, "mode": "standard"}))
     entries = [
         {
             "Source": "jobs",

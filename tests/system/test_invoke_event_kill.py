@@ -5,40 +5,32 @@ invoked after the restart."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import (
+    Daemon,
+    control_daemon_table,
+    free_port,
+    invoke_api_function_table,
+    kill9_during_burst,
+    recorded_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
-FUNCTION = Path(__file__).resolve().parents[1] / "integration" / "functions" / "invoke_api"
 BURST = 400
 CALLERS = 16
 KILL_AFTER = 120
 
 
 def config(port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
-[functions.recorder]
-handler = "app.handler"
-code = "{FUNCTION}"
-timeout_s = 10
-reserved_concurrency = 2
-"""
+    return control_daemon_table(port) + invoke_api_function_table("recorder", 2)
 
 
 def invoke_event(port: int, doc: dict[str, Any]) -> int:
@@ -57,13 +49,6 @@ def invoke_event(port: int, doc: dict[str, Any]) -> int:
         return 0  # the daemon died under this request: not acknowledged
 
 
-def recorded_ids(path: Path) -> set[int]:
-    if not path.exists():
-        return set()
-    lines = path.read_text().splitlines()
-    return {int(json.loads(line)["id"]) for line in lines if line.endswith("}")}
-
-
 def test_kill9_during_a_burst_of_event_calls_invokes_every_202d_event(
     tmp_path: Path, daemon_factory: Any
 ) -> None:
@@ -71,27 +56,14 @@ def test_kill9_during_a_burst_of_event_calls_invokes_every_202d_event(
     record = tmp_path / "calls.jsonl"
     d: Daemon = daemon_factory(config(port))
     d.start()
-    accepted: list[int] = []
-    lock = threading.Lock()
-    enough = threading.Event()
 
-    def call(i: int) -> None:
+    def call(i: int) -> int | None:
         # A small sleep per event keeps a backlog queued when the daemon dies.
         status = invoke_event(port, {"id": i, "record": str(record), "sleep": 0.01})
-        if status == 202:
-            with lock:
-                accepted.append(i)
-                if len(accepted) >= KILL_AFTER:
-                    enough.set()
+        return i if status == 202 else None
 
-    with ThreadPoolExecutor(CALLERS) as pool:
-        futures = [pool.submit(call, i) for i in range(BURST)]
-        assert enough.wait(60), "the burst did not get going"
-        d.kill9()  # callers are still sending: some requests die with the daemon
-        for f in futures:
-            f.result()
-    with lock:
-        acked = set(accepted)
+    # Callers are still sending when it dies: some requests die with the daemon.
+    acked = kill9_during_burst(d, call, burst=BURST, callers=CALLERS, kill_after=KILL_AFTER)
     assert KILL_AFTER <= len(acked) < BURST, "killed in the middle of the burst"
     assert not acked <= recorded_ids(record), "killed while accepted events were still queued"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from tests.integration.postgres_support import unique
 from tests.system.conftest import Daemon, free_port, wait_for
+from tests.triggerd_cli import triggerd_cli
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 
@@ -63,13 +63,7 @@ def delivered(tmp: Path) -> list[int]:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return triggerd_cli(cwd, *args)
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 its SQS event read from moto_server (the overrides file's endpoint_url), its SNS event a
 topic on the control listener that boto3 publishes to (signed with the overrides file's
 key), with the ports and the state store given by the overrides file; SIGHUP translates the
-template and the overrides file again."""
+template and the overrides file again. A second template's SQS event with
+FunctionResponseTypes: [ReportBatchItemFailures] redelivers only the message its handler
+names in batchItemFailures."""
 
 from __future__ import annotations
 
@@ -275,3 +277,92 @@ def test_run_sam_answers_api_http_api_sqs_and_sns_events(
     assert "watch.started" in (tmp_path / "stderr.log").read_text()  # hot reload on by default
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
+
+
+PARTIAL = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  RecordDir:
+    Type: String
+  QueueName:
+    Type: String
+Resources:
+  Jobs:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Ref QueueName
+  Partial:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: index.handler
+      Timeout: 10
+      Environment:
+        Variables:
+          RECORD_FILE: !Sub "${RecordDir}/partial.jsonl"
+      InlineCode: |
+        import json, os
+        def handler(event, context):
+            bodies = [json.loads(r["body"]) for r in event["Records"]]
+            with open(os.environ["RECORD_FILE"], "a") as f:
+                f.write(json.dumps(bodies) + "\\n")
+            failed = [r for r, b in zip(event["Records"], bodies) if b.get("fail")]
+            return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in failed]}
+      Events:
+        Queue:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Jobs.Arn
+            BatchSize: 10
+            MaximumBatchingWindowInSeconds: 1
+            FunctionResponseTypes: [ReportBatchItemFailures]
+"""
+
+
+def test_run_sam_report_batch_item_failures_redelivers_only_the_failed_message(
+    tmp_path: Path, moto_server: str, queue_url: str
+) -> None:
+    """FunctionResponseTypes: [ReportBatchItemFailures] at work: the handler returns the
+    failed message's id in batchItemFailures and does not raise; only that message comes
+    back (without the translation the whole batch would count as a success and be deleted)."""
+    (tmp_path / "template.yaml").write_text(PARTIAL)
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: ""\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+        f"endpoint_url: {moto_server}\n"
+        f'parameters:\n  RecordDir: "{tmp_path}"\n  QueueName: {queue_url.rsplit("/", 1)[1]}\n'
+        # A failed message is visible again after 1 s, not the queue's 30 s.
+        "triggers:\n  Partial-Queue:\n    source: {nack_visibility_timeout_s: 1}\n"
+    )
+    proc = start_run(
+        tmp_path,
+        "--sam",
+        "template.yaml",
+        "--overrides",
+        "overrides.yaml",
+        "--parameter-overrides",
+        f"AWS::Region={REGION}",
+        "--no-watch",
+    )
+    import boto3
+
+    record = tmp_path / "partial.jsonl"
+
+    def deliveries(key: str) -> int:
+        lines = record.read_text().splitlines() if record.exists() else []
+        return sum(b["id"] == key for line in lines for b in json.loads(line))
+
+    try:
+        sqs = boto3.client("sqs", endpoint_url=moto_server, region_name=REGION)
+        sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": "ok", "MessageBody": json.dumps({"id": "ok"})},
+                {"Id": "bad", "MessageBody": json.dumps({"id": "bad", "fail": True})},
+            ],
+        )
+        wait_for(lambda: deliveries("bad") >= 2, 30, "the failed message delivered again")
+        assert deliveries("ok") == 1
+    finally:
+        stop(proc)

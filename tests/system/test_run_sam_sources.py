@@ -5,8 +5,9 @@ with an `Input`) and a ScheduleV2 firing every second, an EventBridgeRule on a c
 a CloudWatchEvent on the default bus (boto3's `put_events` against the control listener),
 and an MQ (RabbitMQ) queue on the machine's broker with its BatchSize and FilterCriteria.
 Each function is the system tests' recorder, which writes every event it gets to its own
-file; the tests assert the delivered shapes. The last test does the same for a
-serverless.yml's s3, schedule, eventBridge and rabbitmq events with `run --serverless`."""
+file; the tests assert the delivered shapes. The last two do the same for a serverless.yml's
+s3, schedule, eventBridge and rabbitmq events, then its sqs and sns events, with
+`run --serverless`."""
 
 from __future__ import annotations
 
@@ -539,4 +540,91 @@ def test_run_serverless_delivers_s3_schedule_event_bridge_and_rabbitmq_events(
     finally:
         stop(proc)
         delete_queue(rabbitmq_url, queue)
+    assert proc.returncode == 0
+
+
+QUEUES = """\
+service: queues
+frameworkVersion: '3'
+provider:
+  name: aws
+  runtime: python3.11
+  region: eu-west-3
+functions:
+  worker:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${env:RECORD_DIR}/sqs.jsonl
+    events:
+      - sqs:
+          arn: arn:aws:sqs:us-east-1:123456789012:${env:QUEUE}
+          batchSize: 2
+          maximumBatchingWindow: 1
+  notified:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${env:RECORD_DIR}/sns.jsonl
+    events:
+      - sns:
+          topicName: notices
+          filterPolicy: {kind: [order]}
+"""
+
+
+def test_run_serverless_delivers_sqs_and_sns_events(
+    tmp_path: Path, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serverless.yml's sqs event (a moto_server queue at the overrides' endpoint_url, its
+    batchSize) and sns event (a topic on the control listener, its filterPolicy) through
+    `triggerd run --serverless`."""
+    shutil.copy(FUNCTIONS / "recorder" / "app.py", tmp_path / "app.py")
+    (tmp_path / "serverless.yml").write_text(QUEUES)
+    queue = f"sls-q-{uuid.uuid4().hex[:10]}"
+    sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    control = free_port()
+    (tmp_path / "overrides.yaml").write_text(
+        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: "127.0.0.1:{control}"\n'
+        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+        f"endpoint_url: {moto_server}\nregion: us-east-1\n"
+    )
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path))
+    monkeypatch.setenv("QUEUE", queue)
+    proc = start_run(
+        tmp_path, "--serverless", "serverless.yml", "--overrides", "overrides.yaml", "--no-watch"
+    )
+    try:
+        sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(n), "MessageBody": json.dumps({"n": n})} for n in range(3)],
+        )
+        sns = boto3.client("sns", endpoint_url=f"http://127.0.0.1:{control}", region_name=REGION)
+        topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:notices"
+        for kind in ("other", "order"):  # the filter policy lets the second one through
+            sns.publish(
+                TopicArn=topic,
+                Message=json.dumps({"kind": kind}),
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
+            )
+
+        def bodies() -> list[Any]:
+            events = recorded(tmp_path / "sqs.jsonl")
+            return [json.loads(r["body"]) for e in events for r in e["Records"]]
+
+        wait_for(lambda: len(bodies()) == 3, 30, "the three messages")
+        wait_for(lambda: recorded(tmp_path / "sns.jsonl") != [], 30, "the SNS event")
+        batches = recorded(tmp_path / "sqs.jsonl")
+        assert all(len(e["Records"]) <= 2 for e in batches)  # batchSize 2
+        assert sorted(b["n"] for b in bodies()) == [0, 1, 2]
+        record = batches[0]["Records"][0]
+        assert (record["eventSource"], record["eventSourceARN"]) == (
+            "aws:sqs",
+            f"arn:aws:sqs:us-east-1:{ACCOUNT}:{queue}",
+        )
+        (sns_event,) = recorded(tmp_path / "sns.jsonl")
+        (note,) = sns_event["Records"]
+        assert note["EventSource"] == "aws:sns" and note["Sns"]["TopicArn"] == topic
+        assert json.loads(note["Sns"]["Message"]) == {"kind": "order"}
+    finally:
+        stop(proc)
     assert proc.returncode == 0

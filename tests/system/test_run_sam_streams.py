@@ -3,7 +3,8 @@ one SAM template whose Kinesis event reads a moto_server stream, whose DynamoDB 
 PostgreSQL table (the overrides map the table's stream to the session's logical-decoding
 cluster), and whose SelfManagedKafka and MSK events read the session's Kafka-compatible broker
 (the overrides map the template's bootstrap servers, and the cluster, to it); and a
-serverless.yml whose `stream` events read a Kinesis stream and a table mapped to PostgreSQL.
+serverless.yml whose `stream` events read a Kinesis stream and a table mapped to PostgreSQL,
+and whose `kafka` event reads the broker the overrides map its bootstrap servers to.
 Each handler records the events it got: they have the shape AWS sends for that type, and a
 translated property (BatchSize, FilterCriteria, ConsumerGroupId, StreamViewType, batchSize,
 filterPatterns) is seen at work."""
@@ -363,6 +364,17 @@ functions:
           type: dynamodb
           arn: !GetAtt Orders.StreamArn
           batchSize: 10
+  audit:
+    handler: app.handler
+    environment:
+      RECORD_FILE: ${{env:RECORD_DIR}}/serverless-kafka.jsonl
+    events:
+      - kafka:
+          topic: ${{opt:topic}}
+          bootstrapServers: [kafka.internal:9092]
+          startingPosition: TRIM_HORIZON
+          batchSize: 2
+          consumerGroupId: ${{opt:topic}}-sls
 resources:
   Resources:
     Orders:
@@ -374,10 +386,15 @@ resources:
 """
 
 
-def test_run_serverless_kinesis_and_dynamodb_stream_events_deliver_aws_records(
-    tmp_path: Path, moto_server: str, pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
+def test_run_serverless_kinesis_dynamodb_and_kafka_events_deliver_aws_records(
+    tmp_path: Path,
+    moto_server: str,
+    pg_cluster: Any,
+    kafka_broker: TansuBroker,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream = asyncio.run(_kinesis_stream(moto_server))
+    topic = asyncio.run(create_topic(kafka_broker.bootstrap, prefix="sls"))
     suffix = uuid.uuid4().hex[:8]
     table, slot = f"sls_orders_{suffix}", f"triggerd_sls_{suffix}"
     pg_cluster.psql(f"CREATE TABLE {table} (id int PRIMARY KEY, status text)")
@@ -391,6 +408,8 @@ def test_run_serverless_kinesis_and_dynamodb_stream_events_deliver_aws_records(
         f"  {stream}: {{poll_interval_s: 0.1}}\n"  # tunes the stream, still read from moto
         f"  Orders: {{type: postgres, dsn: '{pg_cluster.dsn}', slot: {slot}, "
         f"publication: {slot}, poll_interval_s: 0.05, max_poll_interval_s: 0.2}}\n"
+        f'  "kafka.internal:9092": {{bootstrap_servers: ["{kafka_broker.bootstrap}"], '
+        "session_timeout_ms: 1000, heartbeat_interval_ms: 300}\n"
     )
     for key, value in {**AWS_ENV, "RECORD_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
@@ -404,6 +423,8 @@ def test_run_serverless_kinesis_and_dynamodb_stream_events_deliver_aws_records(
         f"stream={stream}",
         "--opt",
         f"table={table}",
+        "--opt",
+        f"topic={topic}",
         "--no-watch",
     )
     try:
@@ -437,6 +458,23 @@ def test_run_serverless_kinesis_and_dynamodb_stream_events_deliver_aws_records(
         summary = (tmp_path / "stdout.log").read_text()
         assert "trigger clicks-stream-0: kinesis -> clicks" in summary
         assert "trigger orders-stream-0: postgres -> orders" in summary
+        # The kafka event: the overrides' broker, its batchSize and consumerGroupId.
+        values = [b"a0", b"a1", b"a2"]
+        asyncio.run(produce(kafka_broker.bootstrap, topic, values))
+        kafka = tmp_path / "serverless-kafka.jsonl"
+
+        def kafka_records() -> list[dict[str, Any]]:
+            return [r for e in recorded(kafka) for rs in e["records"].values() for r in rs]
+
+        wait_for(lambda: len(kafka_records()) >= 3, 30, "the Kafka records")
+        assert [base64.b64decode(r["value"]) for r in kafka_records()] == values
+        assert all(sum(len(rs) for rs in e["records"].values()) <= 2 for e in recorded(kafka))
+        assert recorded(kafka)[0]["eventSource"] == "SelfManagedKafka"
+        wait_for(
+            lambda: asyncio.run(committed(kafka_broker.bootstrap, f"{topic}-sls", topic, 1)) == [3],
+            30,
+            "the offsets committed in the file's group",
+        )
     finally:
         stop(proc)
         pg_cluster.psql(

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import (
+    Daemon,
+    aws_client,
+    control_daemon_table,
+    free_port,
+    kill9_during_burst,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
@@ -30,14 +35,9 @@ timeout_s = 10
 reserved_concurrency = 1
 environment = {{ RECORD_FILE = "{record}", SLEEP_S = "0.01" }}
 """
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        control_daemon_table(port)
+        + f"""
 [functions.one]
 {fn}
 [functions.two]
@@ -52,6 +52,7 @@ fifo = true
 content_based_deduplication = true
 subscriptions = [{{ function = "one" }}]
 """
+    )
 
 
 def messages(path: Path) -> list[tuple[str, str]]:
@@ -79,24 +80,14 @@ def test_kill9_after_publish_answers_delivers_every_published_message(
     record = tmp_path / "calls.jsonl"
     d: Daemon = daemon_factory(config(port, record))
     d.start()
-    sns = boto3.client(
-        "sns",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(retries={"max_attempts": 1}, read_timeout=15, connect_timeout=2),
+    sns = aws_client(
+        "sns", port, Config(retries={"max_attempts": 1}, read_timeout=15, connect_timeout=2)
     )
     topic = "arn:aws:sns:us-east-1:123456789012:burst"
-    accepted: list[str] = []
     sequence: dict[str, int] = {}
     lock = threading.Lock()
-    enough = threading.Event()
-    killed = threading.Event()
 
-    def publish(i: int) -> None:
-        if killed.is_set():
-            return  # not sent: only calls under way when it died matter
+    def publish(i: int) -> str | None:
         fifo = i % 2 == 1
         message = f"fifo-{i % 3}-{i}" if fifo else f"msg-{i}"
         try:
@@ -109,20 +100,10 @@ def test_kill9_after_publish_answers_delivers_every_published_message(
             else:
                 sns.publish(TopicArn=topic, Message=message)
         except Exception:
-            return  # the daemon died under this request: not acknowledged
-        with lock:
-            accepted.append(message)
-            if len(accepted) >= KILL_AFTER:
-                enough.set()
+            return None  # the daemon died under this request: not acknowledged
+        return message
 
-    with ThreadPoolExecutor(CALLERS) as pool:
-        futures = [pool.submit(publish, i) for i in range(BURST)]
-        assert enough.wait(60), "the burst did not get going"
-        d.kill9()
-        killed.set()
-        for f in futures:
-            f.result()
-    acked = set(accepted)
+    acked = kill9_during_burst(d, publish, burst=BURST, callers=CALLERS, kill_after=KILL_AFTER)
     assert KILL_AFTER <= len(acked) < BURST, "killed in the middle of the burst"
     before = delivered(record)
     assert not (acked <= before["one"] and acked <= before["two"]), "nothing was left queued"

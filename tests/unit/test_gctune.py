@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
-from triggerd.daemon.gctune import YOUNG_THRESHOLD, tune_gc
+from click.testing import CliRunner
+
+from triggerd.cli.main import main
+from triggerd.daemon.gctune import YOUNG_THRESHOLD, defer_gc, tune_gc
 
 
 def test_tune_gc_collects_young_objects_less_often_and_freezes_start_up_objects() -> None:
@@ -18,3 +22,33 @@ def test_tune_gc_collects_young_objects_less_often_and_freezes_start_up_objects(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_defer_gc_freezes_what_exists_and_collects_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        defer_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (max(YOUNG_THRESHOLD, before[0]), *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_run_defers_collections_before_it_loads_the_config(tmp_path: Path) -> None:
+    """`run` on a config that does not validate stops after loading it: by then the
+    imports are frozen."""
+    config = tmp_path / "t.toml"
+    config.write_text("[daemon]\nno_such_key = 1\n")
+    before = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        result = CliRunner().invoke(main, ["run", str(config)])
+        frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert result.exit_code == 2, result.output
+    assert "daemon.no_such_key: unknown key" in result.output
+    assert frozen > 0 and threshold[0] >= YOUNG_THRESHOLD

@@ -213,8 +213,10 @@ def test_options_change_the_sample() -> None:
 def test_no_source_lists_the_sources() -> None:
     result = generate("--help")
     assert result.exit_code == 0
-    # The source plugins and the services triggerd serves itself (eventbridge, sns).
-    assert "Sources: " + ", ".join(sorted({*SOURCES, "eventbridge", "sns"})) in result.output
+    # The source plugins, AWS's name of one (dynamodb) and the services triggerd serves
+    # itself (eventbridge, sns).
+    names = sorted({*SOURCES, "dynamodb", "eventbridge", "sns"})
+    assert "Sources: " + ", ".join(names) in result.output
 
 
 def test_the_test_harness_samples_what_generate_event_does() -> None:
@@ -235,3 +237,11 @@ def test_kinesis_sample_values_are_the_sources() -> None:
     assert record["invokeIdentityArn"] == "arn:aws:iam::111122223333:role/triggerd"
     bad = generate("kinesis", "--set", "timestamp=soon")
     assert bad.exit_code == 2 and "timestamp 'soon' is not epoch seconds" in bad.output
+
+
+def test_dynamodb_is_the_dynamodb_streams_sample_as_aws_names_it() -> None:
+    alias = generate("dynamodb", "--set", "event_name=INSERT", "--set", "table=items")
+    source = generate("dynamodb_streams", "--set", "event_name=INSERT", "--set", "table=items")
+    assert alias.exit_code == 0, alias.output
+    assert json.loads(alias.output) == json.loads(source.output)
+    assert json.loads(alias.output)["Records"][0]["eventName"] == "INSERT"

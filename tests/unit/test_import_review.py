@@ -66,6 +66,128 @@ def test_no_value_in_an_event_property_is_the_default(tmp_path: Path) -> None:
     assert not [w for w in result.warnings if "BatchSize" in w.where]
 
 
+def test_unsupported_values_of_esm_properties_are_warnings(tmp_path: Path) -> None:
+    """A FunctionResponseTypes value other than ReportBatchItemFailures, a ScalingConfig key
+    other than MaximumConcurrency, a FilterCriteria key other than Filters and a filter with
+    no Pattern are each a warning (they were dropped without one); the rest is kept."""
+    extra = """      Events:
+        Q:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Work.Arn
+            FunctionResponseTypes: [ReportBatchItemFailures, Bogus]
+            ScalingConfig: {MaximumConcurrency: 3, MinimumPollers: 2}
+            FilterCriteria:
+              Filters: [{Pattern: '{"body": {"a": [1]}}'}, {Other: x}]
+              Extra: 1
+"""
+    result = translate(tmp_path, extra)
+    trigger = triggers(result)["Fn-Q"]
+    assert trigger["report_batch_item_failures"] is True
+    assert (trigger["maximum_concurrency"], trigger["filters"]) == (3, [{"body": {"a": [1]}}])
+    notes = warnings(result)
+    at = "Resources.Fn.Properties.Events.Q.Properties"
+    assert "'Bogus': only ReportBatchItemFailures" in notes[f"{at}.FunctionResponseTypes"]
+    assert "not carried over" in notes[f"{at}.ScalingConfig.MinimumPollers"]
+    assert "not carried over" in notes[f"{at}.FilterCriteria.Extra"]
+    assert "no Pattern" in notes[f"{at}.FilterCriteria.Filters.1"]
+
+
+def test_a_self_managed_kafka_off_this_machine_is_a_warning(tmp_path: Path) -> None:
+    """SelfManagedKafka (and serverless kafka) events read the servers they name when no
+    override maps them: a warning says so when one is not on this machine (its consumer
+    group would commit offsets there), none when all are local."""
+    extra = """      Events:
+        Remote:
+          Type: SelfManagedKafka
+          Properties:
+            KafkaBootstrapServers: [kafka-1.internal:9092, localhost:9092]
+            Topics: [orders]
+        Local:
+          Type: SelfManagedKafka
+          Properties:
+            KafkaBootstrapServers: [localhost:9092, 127.0.0.1:9093]
+            Topics: [orders]
+"""
+    result = translate(tmp_path, extra)
+    found = triggers(result)
+    assert found["Fn-Remote"]["source"]["bootstrap_servers"] == [
+        "kafka-1.internal:9092",
+        "localhost:9092",
+    ]
+    notes = warnings(result)
+    remote = notes["Resources.Fn.Properties.Events.Remote.Properties"]
+    assert "reading the Kafka at kafka-1.internal:9092 named here" in remote  # not localhost
+    assert "Resources.Fn.Properties.Events.Local.Properties" not in notes
+    from triggerd.imports.serverless import translate_serverless
+
+    path = tmp_path / "serverless.yml"
+    path.write_text(
+        "service: k\nprovider: {name: aws, runtime: python3.11}\nfunctions:\n"
+        "  f:\n    handler: app.handler\n    events:\n"
+        "      - kafka: {topic: t, bootstrapServers: [b-1.prod:9092]}\n"
+        "      - kafka: {topic: t, bootstrapServers: [localhost:9092]}\n"
+    )
+    sls_notes = warnings(translate_serverless(path, overrides=None, options={}, environ={}))
+    assert "b-1.prod:9092" in sls_notes["functions.f.events[0].kafka.bootstrapServers"]
+    assert "functions.f.events[1].kafka.bootstrapServers" not in sls_notes
+
+
+def test_s3_event_types_a_directory_never_has_are_warnings(tmp_path: Path) -> None:
+    """A bucket mapped to a directory: an S3 event type with no directory change (tagging,
+    restore) is a warning, and a trigger left with none is disabled; they were dropped, and
+    the trigger then delivered every file change to a function that asked for tagging."""
+    from triggerd.imports.common import Overrides
+    from triggerd.imports.serverless import translate_serverless
+
+    (tmp_path / "template.yaml").write_text(
+        FUNCTION.format(
+            extra="""  Bucket:
+    Type: AWS::S3::Bucket
+  Fn2:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: app.handler
+      CodeUri: src
+      Events:
+        Tag: {Type: S3, Properties: {Bucket: !Ref Bucket, Events: "s3:ObjectTagging:*"}}
+        Mixed:
+          Type: S3
+          Properties:
+            Bucket: !Ref Bucket
+            Events: ["s3:ObjectCreated:Put", "s3:ObjectRestore:*"]
+"""
+        )
+    )
+    (tmp_path / "src").mkdir()
+    overrides = Overrides.model_validate(
+        {
+            "resources": {
+                "Bucket": {"type": "directory", "path": "in"},
+                "photos": {"type": "directory", "path": "in"},
+            }
+        }
+    )
+    result = translate_sam(tmp_path / "template.yaml", overrides=overrides, parameters={})
+    found = triggers(result)
+    assert found["Fn2-Tag"]["enabled"] is False
+    assert "enabled" not in found["Fn2-Mixed"]
+    assert found["Fn2-Mixed"]["source"]["events"] == ["created", "modified"]
+    notes = [str(w) for w in result.warnings]
+    assert any("s3:ObjectTagging:*: a directory has no such change" in n for n in notes)
+    assert any("s3:ObjectRestore:*: a directory has no such change" in n for n in notes)
+    path = tmp_path / "serverless.yml"
+    path.write_text(SLS.replace('event: "s3:ObjectCreated:*"', 'event: "s3:ObjectTagging:*"'))
+    sls_result = translate_serverless(path, overrides=overrides, options={}, environ={})
+    s3 = triggers(sls_result)["worker-s3-2"]
+    assert s3["enabled"] is False
+    assert (
+        "a directory has no such change"
+        in warnings(sls_result)["functions.worker.events[2].s3.event"]
+    )
+
+
 def test_language_extensions_and_unknown_intrinsics() -> None:
     tpl = Template.create({"Resources": {}}, {})
     assert tpl.resolve({"Fn::ToJsonString": {"a": [1, {"Ref": "AWS::Region"}]}}) == (
@@ -244,6 +366,58 @@ def test_serverless_never_reads_unmapped_aws_resources(tmp_path: Path) -> None:
     assert queue["batch_size"] == 2
     assert found["worker-stream-1"]["on_failure"]["type"] == "sqs"
     assert found["worker-s3-2"]["source"]["include"] == ["*.jpg", "*/**/*.jpg"]
+
+
+def test_serverless_entries_that_name_no_endpoint_never_point_a_trigger_at_aws(
+    tmp_path: Path,
+) -> None:
+    """Entries that only tune an AWS source in a file with no endpoint_url: the triggers are
+    disabled (they would read AWS) and the on-failure queue is a file; a queue_url on a local
+    host names its endpoint; the file's endpoint_url is used when it has one."""
+    from triggerd.imports.common import Overrides
+
+    entries: dict[str, Any] = {
+        "jobs": {"visibility_timeout_s": 60},
+        "clicks": {"poll_interval_s": 0.1},
+        "photos": {"poll_interval_s": 1},
+        "dlq": {"type": "sqs"},
+    }
+    found = triggers(sls(tmp_path, Overrides.model_validate({"resources": entries})))
+    for name in ("worker-sqs-0", "worker-stream-1", "worker-s3-2"):
+        assert found[name]["enabled"] is False, name
+        assert "endpoint_url" not in found[name]["source"], name
+    assert found["worker-stream-1"]["on_failure"]["type"] == "file"
+    local = {**entries, "jobs": {"queue_url": "http://127.0.0.1:9324/000000000000/jobs"}}
+    found = triggers(sls(tmp_path, Overrides.model_validate({"resources": local})))
+    assert "enabled" not in found["worker-sqs-0"]
+    assert found["worker-sqs-0"]["source"]["queue_url"].startswith("http://127.0.0.1:9324/")
+    emulated = Overrides.model_validate(
+        {"endpoint_url": "http://127.0.0.1:5000", "region": "eu-west-1", "resources": entries}
+    )
+    found = triggers(sls(tmp_path, emulated))
+    for name in ("worker-sqs-0", "worker-stream-1", "worker-s3-2"):
+        assert "enabled" not in found[name], name
+        source = found[name]["source"]
+        assert (source["endpoint_url"], source["region"]) == ("http://127.0.0.1:5000", "eu-west-1")
+    assert found["worker-s3-2"]["source"]["poll_interval_s"] == 1
+    assert found["worker-stream-1"]["on_failure"]["endpoint_url"] == "http://127.0.0.1:5000"
+
+
+def test_serverless_queue_mapped_to_rabbitmq_reads_the_queue_of_its_name(tmp_path: Path) -> None:
+    """An sqs event's queue and an on-failure queue mapped to RabbitMQ with only a connection
+    read (and send to) the queue of the same name, as SAM's side does; they had no queue."""
+    from triggerd.config.load import validate_data
+    from triggerd.config.plugins import Registry
+    from triggerd.imports.common import Overrides
+
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    entries = {"jobs": {"type": "rabbitmq", "url": url}, "dlq": {"type": "rabbitmq", "url": url}}
+    result = sls(tmp_path, Overrides.model_validate({"resources": entries}))
+    found = triggers(result)
+    assert found["worker-sqs-0"]["source"] == {"type": "rabbitmq", "queue": "jobs", "url": url}
+    on_failure = found["worker-stream-1"]["on_failure"]
+    assert on_failure == {"type": "rabbitmq", "routing_key": "dlq", "url": url}
+    validate_data(result.config, Registry.discover(), base_dir=tmp_path)
 
 
 def test_a_tumbling_window_keeps_one_reader_per_shard(tmp_path: Path) -> None:

@@ -241,6 +241,55 @@ def test_a_stream_override_without_an_endpoint_reads_the_files_endpoint() -> Non
     assert found["WorkerFunction-Stream"]["source"]["stream_view_type"] == "KEYS_ONLY"
 
 
+def test_entries_that_name_no_endpoint_never_point_a_trigger_at_aws() -> None:
+    """Entries that only tune an AWS source (no endpoint_url, no queue_url) in a file with no
+    endpoint_url: the bucket's, queue's and stream's triggers are disabled with a warning,
+    and the on-failure queue becomes a file; with the file's endpoint_url they read it."""
+    entries = {
+        "Uploads": {"poll_interval_s": 1},
+        "Jobs": {"visibility_timeout_s": 60},
+        "Clicks": {"poll_interval_s": 0.1},
+        "Failures": {"type": "sqs"},
+    }
+    bare = translate_sam(
+        TEMPLATE, overrides=Overrides.model_validate({"resources": entries}), parameters={}
+    )
+    found = triggers(bare)
+    for name in ("WorkerFunction-Upload", "WorkerFunction-Queue", "WorkerFunction-Kinesis"):
+        assert found[name]["enabled"] is False, name
+        assert "endpoint_url" not in found[name]["source"], name
+    assert found["WorkerFunction-Upload"]["source"]["poll_interval_s"] == 1  # kept, for later
+    assert found["WorkerFunction-Stream"]["on_failure"]["type"] == "file"
+    notes = " ".join(warnings(bare).values())
+    for key in ("Uploads", "Clicks"):
+        assert f"the override of {key} names no endpoint_url" in notes
+    assert "the override of Jobs names no queue_url or endpoint_url" in notes
+    assert "the override of Failures names no queue_url or endpoint_url" in notes
+    emulated = Overrides.model_validate(
+        {"endpoint_url": "http://127.0.0.1:5000", "region": "eu-west-1", "resources": entries}
+    )
+    found = triggers(translate_sam(TEMPLATE, overrides=emulated, parameters={}))
+    upload = found["WorkerFunction-Upload"]
+    assert "enabled" not in upload
+    assert {
+        k: v for k, v in upload["source"].items() if k not in ("events", "prefix", "suffix")
+    } == {
+        "type": "s3",
+        "bucket": "uploads-dev",
+        "path_style": True,
+        "endpoint_url": "http://127.0.0.1:5000",
+        "region": "eu-west-1",
+        "poll_interval_s": 1,
+    }
+    queue = found["WorkerFunction-Queue"]
+    assert "enabled" not in queue
+    assert queue["source"]["queue_url"] == "http://127.0.0.1:5000/123456789012/local-jobs"
+    assert (queue["source"]["region"], queue["source"]["visibility_timeout_s"]) == ("eu-west-1", 60)
+    assert found["WorkerFunction-Kinesis"]["source"]["endpoint_url"] == "http://127.0.0.1:5000"
+    failures = found["WorkerFunction-Stream"]["on_failure"]
+    assert failures["queue_url"] == "http://127.0.0.1:5000/123456789012/Failures"
+
+
 def test_overrides_map_resources_to_local_ones(tmp_path: Path) -> None:
     (tmp_path / "uploads").mkdir()
     overrides = Overrides.model_validate(

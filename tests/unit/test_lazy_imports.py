@@ -60,7 +60,8 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: `generate-event` prints a sample (no event loop, config model, YAML or state store);
 #: `validate` reads a config whose extras are installed (no `packaging`: requirements are
 #: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
-#: asks the daemon with the standard library's client (aiohttp is in HEAVY).
+#: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
+#: table, piped, without rich (`output.plain_table`).
 ALSO_NOT: dict[str, tuple[str, ...]] = {
     "generate-event": (
         "asyncio",
@@ -73,7 +74,7 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "rich",
     ),
     "validate": ("packaging", "yaml", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
-    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api"),
+    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api", "rich"),
 }
 
 
@@ -165,3 +166,37 @@ def test_a_config_that_uses_a_connector_loads_it() -> None:
         """
     )
     assert "aiohttp" in loaded  # the webhook's route table is aiohttp's
+
+
+def _example_copy(tmp_path: Path) -> Path:
+    """The example in `tmp_path`, listening where no daemon is."""
+    shutil.copytree(EXAMPLE.parent / "functions", tmp_path / "functions")
+    (tmp_path / "inbox").mkdir()
+    config = tmp_path / "triggerd.toml"
+    text = EXAMPLE.read_text().replace("127.0.0.1:9070", "127.0.0.1:7")
+    config.write_text(text.replace("127.0.0.1:9071", "127.0.0.1:9"))
+    return config
+
+
+def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
+    """Config models' list fields default through a Python function, not `list`: pydantic
+    reads each factory's signature, and a builtin's makes `inspect` compile tokenize's
+    regular expressions (a few ms of every command that loads a config)."""
+    config = _example_copy(tmp_path)
+    code = f"""
+        import contextlib, io, tokenize
+        from triggerd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            main(["validate", {str(config)!r}], standalone_mode=False)
+        assert "ok (2 functions, 2 triggers)" in out.getvalue(), out.getvalue()
+        print(tokenize._compile.cache_info().currsize)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0"

@@ -14,15 +14,24 @@ from triggerd.config import plugins
 from triggerd.config.plugins import missing_extra
 
 REAL_VERSION = importlib.metadata.version
+REAL_DISTRIBUTION = importlib.metadata.distribution
 
 
 def without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
+    """Both ways of asking: whether a distribution is there, and its version."""
+
     def version(name: str) -> str:
         if name.lower() in missing:
             raise importlib.metadata.PackageNotFoundError(name)
         return REAL_VERSION(name)
 
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name.lower() in missing:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return REAL_DISTRIBUTION(name)
+
     monkeypatch.setattr(plugins.importlib.metadata, "version", version)
+    monkeypatch.setattr(plugins.importlib.metadata, "distribution", distribution)
 
 
 def test_an_extra_whose_packages_are_installed_is_not_missing() -> None:
@@ -77,3 +86,28 @@ def test_validate_names_the_otel_extra_when_tracing_is_configured_without_it(
     assert result.exit_code == 2, result.output
     assert "telemetry.otel: the otel tracing is not installed: pip install " in result.output
     assert "'triggerd-daemon[otel]'" in result.output
+
+
+def test_extras_are_checked_from_one_read_of_the_metadata_and_no_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`validate` asks for each extra a config uses: triggerd's requirement lines are read
+    once, and an installed distribution is found, not parsed for its version."""
+    reads: list[str] = []
+    real_requires = importlib.metadata.requires
+
+    def requires(name: str) -> list[str] | None:
+        reads.append(name)
+        return real_requires(name)
+
+    def version(name: str) -> str:
+        raise AssertionError(f"version({name!r}) read")
+
+    plugins._requirements.cache_clear()
+    monkeypatch.setattr(plugins.importlib.metadata, "requires", requires)
+    monkeypatch.setattr(plugins.importlib.metadata, "version", version)
+    try:
+        assert [missing_extra(e) for e in ("sqs", "kafka", "directory")] == [None] * 3
+    finally:
+        plugins._requirements.cache_clear()
+    assert reads == [plugins.DIST]

@@ -402,3 +402,73 @@ async def test_a_shard_closed_after_start_lets_its_children_run_after_a_refresh(
     finally:
         await r.stop()
     assert [x.payload["n"] for x in got] == [3]
+
+
+async def test_latest_after_a_restart_reads_a_child_shard_from_its_start(store: Any) -> None:
+    # The mapping ran before (the parent has a checkpoint): its children appeared after the
+    # first start, so a restart reads them from TRIM_HORIZON, not from LATEST. The closed
+    # child (split again since) was never read either: it is not skipped as "closed before
+    # the first start".
+    await store.set_checkpoints("t", {"shard:p": "1"})
+    api = FakeApi(
+        records={"p": [1, 2], "c": [3, 4], "g": [5]},
+        parents={"c": ("p",), "g": ("c",)},
+        closed={"p", "c"},
+    )
+    r = reader(api, store, Clock(), starting_position="LATEST")
+    await r.start()
+    try:
+        got = await consume(r, 4)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [2, 3, 4, 5]
+
+
+@dataclass
+class FlakyApi(FakeApi):
+    """GetRecords fails once with a transient error, while a record is put meanwhile."""
+
+    fail_once: bool = True
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        if self.fail_once:
+            self.fail_once = False
+            self.records["s"].append(3)
+            raise OSError("connection reset")
+        return await super().get_records(iterator, limit)
+
+
+async def test_latest_keeps_its_iterator_across_a_transient_read_error(store: Any) -> None:
+    # Nothing was read yet, so a fresh LATEST iterator would start after the record put
+    # while the call failed: the reader goes on with the iterator it has instead.
+    api = FlakyApi(records={"s": [1, 2]})
+    r = reader(api, store, Clock(), starting_position="LATEST")
+    await r.start()
+    try:
+        got = await consume(r, 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [3]
+
+
+class SlowClock(Clock):
+    """A clock whose sleeps move it on by 10 ms only (everything happens within a second)."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(min(seconds, 0.01))
+
+
+async def test_stats_count_the_records_acknowledged_per_second_per_shard(store: Any) -> None:
+    api = FakeApi(records={"a": [1, 2, 3, 4, 5], "b": [6]})
+    clock = SlowClock()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        await consume(r, 6)
+        elapsed = clock.now - 1000.0  # since the shards started: under the minute
+        rates = {p.partition: p.records_per_s for p in r.stats().partitions}
+    finally:
+        await r.stop()
+    assert rates == {"a": round(5 / elapsed, 1), "b": round(1 / elapsed, 1)}
+    assert 0 < elapsed < 60
+    assert rates["a"] > rates["b"] > 0

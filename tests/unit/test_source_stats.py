@@ -80,3 +80,18 @@ def test_status_prints_a_line_per_partition(capsys: pytest.CaptureFixture[str]) 
     ]  # fmt: skip
     assert out[1].split() == ["orders", "orders-0", "40", "12", "3.5"]
     assert out[2] == "orders: 2 rebalance(s)"
+
+
+def test_status_prints_the_records_per_second_of_stream_shards(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from triggerd.cli.status import lag_rows, print_lag
+    from triggerd.http.server import _partition
+
+    shard = PartitionStats("shardId-0", None, 0.5, 7, records_per_s=12.5)
+    assert _partition(shard)["records_per_s"] == 12.5
+    assert "records_per_s" not in _partition(STATS.partitions[0])
+    print_lag(*lag_rows({"clicks": {"rebalances": 0, "partitions": [_partition(shard)]}}))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "records_per_s"
+    assert out[1].split() == ["clicks", "shardId-0", "7", "-", "0.5", "12.5"]

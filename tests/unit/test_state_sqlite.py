@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeClock
+from tests.fakes import new_event as event
 from triggerd.state.base import NewEvent, StateStore
 from triggerd.state.sqlite import (
     _LIST_CHECKPOINTS_RANGE,
@@ -22,24 +23,6 @@ from triggerd.state.sqlite import (
     StateStoreError,
     prefix_upper_bound,
 )
-
-
-def event(
-    request_id: str,
-    *,
-    trigger: str = "t1",
-    function: str = "f1",
-    at: float = 100.0,
-    payload: bytes | None = None,
-) -> NewEvent:
-    return NewEvent(
-        trigger=trigger,
-        function=function,
-        payload=payload if payload is not None else request_id.encode(),
-        request_id=request_id,
-        enqueued_at=at,
-        available_at=at,
-    )
 
 
 @pytest.fixture

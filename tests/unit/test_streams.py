@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggerd.delivery.streams import ShardLog
+from triggerd.delivery.streams import RecordRate, ShardLog
 from triggerd.types import Record
 
 
@@ -199,3 +199,12 @@ def test_the_checkpoint_never_passes_an_unsettled_record(ops: list[tuple[str, in
     assert settled == set(range(12))
     last = log.checkpoint()
     assert last is records[-1] or checkpoint == 11
+
+
+def test_record_rate_counts_the_last_minute_or_since_the_start() -> None:
+    rate = RecordRate(started=100.0)
+    rate.add(30, 100.5)
+    rate.add(30, 110.0)
+    assert rate.per_second(120.0) == 60 / 20  # younger than the window: since the start
+    assert rate.per_second(165.0) == 30 / 60  # the first second's records left the window
+    assert rate.per_second(200.0) == 0.0

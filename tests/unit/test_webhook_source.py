@@ -79,8 +79,7 @@ def pending_record(src: WebhookSource, rid: str) -> tuple[Record, Pending]:
     fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     pending = Pending(fut)
     rec = Record(payload={"id": rid}, item_id=rid, size=10, created_at=0.0, handle=pending)
-    src._pending.append(rec)
-    src._arrived.set()
+    src._pending.push(rec)
     return rec, pending
 
 

@@ -21,6 +21,7 @@ import click
 import orjson
 
 from triggerd import __version__
+from triggerd.cli.errors import say_config_error, say_operator_error
 from triggerd.cli.options import (
     config_argument,
     config_option,
@@ -198,6 +199,9 @@ def run(
                 "--overrides, --parameter-overrides and --opt need --sam or --serverless"
             )
         label = path = resolve_config(config, config_path)
+        from triggerd.daemon.gctune import defer_gc
+
+        defer_gc()
         cfg = _load(path, registry)
         loader = None
     # Every missing path at once, before anything is created (the daemon would stop at the
@@ -310,8 +314,7 @@ async def _serve(
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.CONFIG_INVALID)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return say_operator_error(exc)
     finally:
         announcer.cancel()
         await asyncio.gather(announcer, return_exceptions=True)
@@ -541,12 +544,9 @@ async def _invoke_in(
     try:
         await backend.start()
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"triggerd: {problem}", err=True)
-        return 2
+        return say_config_error(exc)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return say_operator_error(exc)
     except PermanentError as exc:
         click.echo(f"triggerd: function {function} cannot start: {exc}", err=True)
         await backend.stop()
@@ -607,15 +607,12 @@ def record(
                 cfg, registry, trigger, Path(out_dir), count=count, timeout_s=timeout_s
             )
         except ConfigError as exc:
-            for problem in exc.problems:
-                click.echo(f"triggerd: {problem}", err=True)
-            return int(ExitCode.CONFIG_INVALID)
+            return say_config_error(exc)
         except (MissingExtraError, UnknownPluginError) as exc:
             click.echo(f"triggerd: {exc}", err=True)
             return int(ExitCode.CONFIG_INVALID)
         except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
+            return say_operator_error(exc)
         for file in files:
             click.echo(str(file))
         click.echo(
@@ -757,7 +754,7 @@ def _with_store(
     write a checkpoint, as the daemon would)."""
     from triggerd.state.factory import create_state_store, sqlite_path
     from triggerd.state.pgschema import is_postgres_url
-    from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
+    from triggerd.state.sqlite import MEMORY_PATH
 
     cfg = _load(resolve_config(None, config_path), Registry.discover())
     if is_postgres_url(cfg.daemon.state):
@@ -780,26 +777,11 @@ def _with_store(
         try:
             require_store(path)  # before the store's open() would create the schema
         except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            sys.exit(say_operator_error(exc))
 
     async def go() -> int:
         store = create_state_store(cfg.daemon.state)
-        try:
-            await store.open()
-        except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
-        try:
-            return await action(cfg, store)
-        except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
-        except StateStoreError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(ExitCode.STATE_UNWRITABLE)
-        finally:
-            await store.close()
+        return await _open_and_act(cfg, store, store.open, action)
 
     sys.exit(_run_async(go()))
 
@@ -810,19 +792,30 @@ async def _with_postgres_store(
     """`_with_store` on a PostgreSQL store: with `must_exist`, a database without triggerd's
     schema is refused rather than given one."""
     from triggerd.state.factory import postgres_store
-    from triggerd.state.sqlite import StateStoreError
 
     store = postgres_store(cfg.daemon.state)
+    open_store = store.open_without_migrating if must_exist else store.open
+    return await _open_and_act(cfg, store, open_store, action)
+
+
+async def _open_and_act(
+    cfg: ConfigBase,
+    store: StateStore,
+    open_store: Callable[[], Awaitable[None]],
+    action: Callable[[ConfigBase, StateStore], Awaitable[int]],
+) -> int:
+    """Open `store` with `open_store`, run `action` on it and close it: the exit status of
+    `action`, or of the operator error or unwritable store it met (reported on stderr)."""
+    from triggerd.state.sqlite import StateStoreError
+
     try:
-        await (store.open_without_migrating() if must_exist else store.open())
+        await open_store()
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return say_operator_error(exc)
     try:
         return await action(cfg, store)
     except OperatorError as exc:
-        click.echo(f"triggerd: {exc}", err=True)
-        return int(exc.exit_code)
+        return say_operator_error(exc)
     except StateStoreError as exc:
         click.echo(f"triggerd: {exc}", err=True)
         return int(ExitCode.STATE_UNWRITABLE)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from triggerd.cli.errors import say_config_error
 from triggerd.cli.options import config_option
 from triggerd.config.plugins import Registry, UnknownPluginError
 from triggerd.types import (
@@ -182,9 +183,7 @@ async def _run(
     try:
         click.echo(await run(source_config, trigger, store))
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"triggerd: {problem}", err=True)
-        return 2
+        return say_config_error(exc)
     except RetryableError as exc:
         click.echo(f"triggerd: {exc}", err=True)
         return 1

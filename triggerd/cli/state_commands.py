@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from triggerd.cli.errors import say_operator_error
 from triggerd.cli.options import config_option, resolve_config
 from triggerd.types import ConfigError, ExitCode, OperatorError
 
@@ -62,8 +63,7 @@ def migrate(target: str, force: bool, config_path: str | None) -> None:
         try:
             counts = await migrate_sqlite_to_postgres(source, work_dir, store, force=force)
         except OperatorError as exc:
-            click.echo(f"triggerd: {exc}", err=True)
-            return int(exc.exit_code)
+            return say_operator_error(exc)
         click.echo(
             f"copied {counts.checkpoints} checkpoints, {counts.events} queued events, "
             f"{counts.dlq_entries} DLQ entries, {counts.paused} paused triggers, "

@@ -327,8 +327,11 @@ def print_lag(partitions: list[dict[str, Any]], rebalances: dict[str, int]) -> N
     """A table row per partition, then each trigger's rebalances (nothing when none)."""
     if not partitions:
         return
-    rows = [[p.get(c) for c in LAG_COLUMNS] for p in partitions]
-    emit("table", columns=LAG_COLUMNS, rows=rows, empty="")
+    columns = list(LAG_COLUMNS)
+    if any("records_per_s" in p for p in partitions):  # stream shards count their rate
+        columns.append("records_per_s")
+    rows = [[p.get(c) for c in columns] for p in partitions]
+    emit("table", columns=columns, rows=rows, empty="")
     for name, count in rebalances.items():
         click.echo(f"{name}: {count} rebalance(s)")
 

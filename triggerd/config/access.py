@@ -126,7 +126,10 @@ class AccessKey(Model):
     )
     name: str | None = Field(
         None,
-        pattern=r"^[\w+=,.@-]{1,64}$",
+        # The length apart: `\w{1,64}` makes pydantic-core's regex (Unicode classes) about
+        # 5 ms to compile, in every command that loads a config; this one 0.1 ms.
+        pattern=r"^[\w+=,.@-]+$",
+        max_length=64,
         description="The user name in error messages (arn:aws:iam::<account>:user/<name>); "
         "default: the key id",
     )

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from triggerd.events.eventbridge import InputError, TargetInput, compile_target_input
 from triggerd.events.filters import CompiledFilter, FilterPatternError, compile_filters
-from triggerd.types import Model
+from triggerd.types import Model, empty_list
 
 __all__ = [
     "DEFAULT_BUS",
@@ -166,7 +166,7 @@ class EventBusConfig(Model):
         description='The bus name PutEvents names in EventBusName (default: "default")',
     )
     description: str | None = Field(None, max_length=512)
-    rules: list[RuleConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=empty_list)
     archive: ArchiveConfig | None = Field(
         None, description="Archive the bus's events in the state store for replays"
     )

@@ -37,6 +37,7 @@ from triggerd.types import (
     Model,
     OutputDir,
     SourceConfig,
+    empty_list,
     resolve_config_path,
 )
 
@@ -104,7 +105,7 @@ class DaemonSettings(Model):
         description="Also serve the control endpoints on the public listener (listen)",
     )
     access_keys: list[AccessKey] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Access keys for AWS Signature Version 4 on the AWS-compatible APIs; "
         "when set, every call to them must be signed with one",
     )
@@ -317,7 +318,7 @@ class TriggerBase(Model):
     batching_window_s: float | None = Field(None, ge=0, le=300)
     maximum_concurrency: int = Field(4, ge=1, le=1000, description="Batches in flight at once")
     report_batch_item_failures: bool = False
-    filters: list[dict[str, Any] | str] = Field(default_factory=list)
+    filters: list[dict[str, Any] | str] = Field(default_factory=empty_list)
     maximum_retry_attempts: int | None = Field(
         None, description="async sources: 0-2 (default 2); streams: -1 (infinite)-10000"
     )
@@ -525,14 +526,14 @@ class ConfigBase(Model):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     functions: dict[str, Any] = Field(default_factory=dict)
-    triggers: list[Any] = Field(default_factory=list)
+    triggers: list[Any] = Field(default_factory=empty_list)
     async_invocation: dict[str, Any] = Field(
         default_factory=dict,
         description="Per function: retries, maximum event age and on-failure destination of "
         "its asynchronous invocations (Invoke API Event calls, event bus deliveries)",
     )
     event_buses: list[EventBusConfig] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="EventBridge-compatible event buses served on the control listener "
         "(PutEvents), with their rules and targets (docs/eventbridge.md)",
     )
@@ -675,7 +676,7 @@ def build_config_model(
         "TriggerdConfig",
         __base__=ConfigBase,
         functions=(function_t, Field(default_factory=dict)),
-        triggers=(trigger_list_t, Field(default_factory=list)),
+        triggers=(trigger_list_t, Field(default_factory=empty_list)),
         async_invocation=(async_t, Field(default_factory=dict)),
     )
 

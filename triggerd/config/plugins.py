@@ -7,6 +7,7 @@ which extra to install.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import re
@@ -49,19 +50,30 @@ def _installed(name: re.Match[str] | None) -> bool:
     if name is None:
         return False
     try:
-        importlib.metadata.version(name.group(1))
+        # Found, not read: a distribution's metadata is parsed (email's parser, about a
+        # millisecond each) only to read a field, and none is needed here.
+        importlib.metadata.distribution(name.group(1))
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
+
+
+@functools.cache
+def _requirements(dist: str) -> tuple[str, ...] | None:
+    """`dist`'s requirement lines (None when it has no installed metadata): read once per
+    process, as `validate` asks for every extra a config uses."""
+    try:
+        return tuple(importlib.metadata.requires(dist) or ())
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def missing_extra(extra: str) -> str | None:
     """The install hint when a package that `DIST[extra]` requires is not installed (None
     when all are, when the extra does not exist, or when triggerd runs from a source tree
     without installed metadata)."""
-    try:
-        requires = importlib.metadata.requires(DIST) or []
-    except importlib.metadata.PackageNotFoundError:
+    requires = _requirements(DIST)
+    if requires is None:
         return None
     # Only lines that name the extra can belong to it: parsing every requirement (and
     # importing `packaging` at all) is most of what this costs a command that reads a config.

@@ -18,17 +18,25 @@ SERVICE_SAMPLES: dict[str, str] = {
     "sns": "triggerd.fanout.sns.sample",
 }
 
+#: Other names generate-event takes for a source type: AWS's (`sam local generate-event
+#: dynamodb`).
+SAMPLE_ALIASES: dict[str, str] = {"dynamodb": "dynamodb_streams"}
+
 SampleMaker = Callable[[Mapping[str, str]], Any]
 
 
 def sample_names(registry: Registry) -> list[str]:
-    """Every name generate-event takes: the source types and the services."""
-    return sorted({*registry.names("source"), *SERVICE_SAMPLES})
+    """Every name generate-event takes: the source types, their aliases and the
+    services."""
+    sources = registry.names("source")
+    aliases = {a for a, source in SAMPLE_ALIASES.items() if source in sources}
+    return sorted({*sources, *aliases, *SERVICE_SAMPLES})
 
 
 def sample_maker(registry: Registry, source: str) -> tuple[SampleMaker | None, Mapping[str, str]]:
     """The sample builder for `source` (None: the source has none) and the options it takes;
     UnknownPluginError / MissingExtraError as the registry raises them."""
+    source = SAMPLE_ALIASES.get(source, source)
     if source in SERVICE_SAMPLES:
         module = importlib.import_module(SERVICE_SAMPLES[source])
         return module.sample_event, module.SAMPLE_OPTIONS

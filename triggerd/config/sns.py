@@ -14,7 +14,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from triggerd.config.aws import AwsCredentials
 from triggerd.events.filters import FilterPatternError, compile_filters
-from triggerd.types import Model
+from triggerd.types import Model, empty_list
 
 __all__ = [
     "TOPIC_NAME",
@@ -191,7 +191,7 @@ class TopicConfig(Model):
         description="FIFO: deduplicate by the SHA-256 of the message when no "
         "MessageDeduplicationId is given",
     )
-    subscriptions: list[Subscription] = Field(default_factory=list)
+    subscriptions: list[Subscription] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
     def _name(self) -> TopicConfig:
@@ -218,9 +218,9 @@ class SqsEndpoint(AwsCredentials):
 
 
 class SnsSettings(Model):
-    topics: list[TopicConfig] = Field(default_factory=list)
+    topics: list[TopicConfig] = Field(default_factory=empty_list)
     sqs_endpoints: list[SqsEndpoint] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="SQS queues that subscriptions (configured or Subscribe) may deliver to",
     )
     max_topics: int = Field(

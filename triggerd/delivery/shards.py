@@ -4,7 +4,9 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 
 - Discovery: the shard list is read at start and every `refresh_s`. A shard is read only
   after all its parents are finished (checkpointed at their end) or gone from the list (trimmed
-  away), so a key's records stay in order across splits and merges.
+  away), so a key's records stay in order across splits and merges. A shard descended from
+  one with a stored checkpoint appeared after the first start, also when a restart lists it
+  first: it counts as one that appears later (below).
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
   and count as finished: SHARD_END is stored for them); TRIM_HORIZON for shards that appear
@@ -25,7 +27,8 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 - Errors: throttling (`Throttled`) backs off exponentially and retries the same iterator; an
   expired iterator (`IteratorExpired`) is replaced by one just after the last record read (or
   from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
-  are logged and retried the same way after a backoff.
+  are logged and retried the same way after a backoff (with the same iterator when there is
+  no position to renew it from: LATEST before the first record).
 - Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
   newest sequence number that may be checkpointed; a writer task puts it in the state store
   under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
@@ -67,7 +70,7 @@ from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.shardleases import ShardLeases, coordinated
-from triggerd.delivery.streams import ShardLog
+from triggerd.delivery.streams import RecordRate, ShardLog
 from triggerd.state.base import StateStore
 from triggerd.state.leases import LeaseLostError
 from triggerd.types import (
@@ -274,6 +277,8 @@ class ShardReader:
     leases: ShardLeases | None = None
     #: Shard leases taken and lost since the start.
     lease_changes: int = 0
+    #: Records acknowledged per second, per shard (`triggerd status`).
+    _rates: dict[str, RecordRate] = field(default_factory=dict)
 
     # ---- lifecycle ----
 
@@ -380,6 +385,7 @@ class ShardReader:
         listed = {s.shard_id for s in listing}
         first = self._first_listing
         self._first_listing = False
+        later = _descendants(listing, set(self._saved)) if first else set()
         for info in listing:
             sid = info.shard_id
             if sid in self.shards:
@@ -389,7 +395,8 @@ class ShardReader:
                 continue
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
-            if first and (self.starting_position != "LATEST" or self._first_start):
+            latest_ok = self.starting_position != "LATEST" or self._first_start
+            if first and sid not in later and latest_ok:
                 kind = self.starting_position
                 if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
                     self._done.add(sid)  # closed before we started: nothing new will come
@@ -419,6 +426,7 @@ class ShardReader:
         for sid, shard in self.shards.items():
             if shard.task is None and not shard.finished and self._may_read(sid, shard):
                 shard.task = tg.create_task(self._read_shard(shard))
+                self._rates.setdefault(sid, RecordRate(self.clock.monotonic()))
 
     def _may_read(self, sid: str, shard: _Shard) -> bool:
         """Its parents are finished, and its lease is held and its position read from the
@@ -526,27 +534,34 @@ class ShardReader:
                         "retry_in_s": delay,
                     },
                 )
-                iterator = None
+                if shard.last_read is not None or shard.checkpoint is not None:
+                    # A fresh one from the position read. Without one (LATEST, nothing read
+                    # yet), a fresh LATEST would skip what came meanwhile: keep this one.
+                    iterator = None
                 await self.clock.sleep(delay)
                 continue
             failures = 0
             shard.millis_behind = page.millis_behind
             self._append(shard, page)
             if self._at_end(shard, page):
-                if shard.open_window is not None:
-                    self._end_window(shard)
-                shard.log.mark(SHARD_END)
-                self._ready.set()
-                self.log.info(
-                    "stream.shard_read",
-                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
-                )
-                self._collect({sid})
+                self._read_to_end(shard)
                 return
             iterator = page.next_iterator
             if not page.records:
                 self._window_due(shard)
                 await self.clock.sleep(self.poll_interval_s)
+
+    def _read_to_end(self, shard: _Shard) -> None:
+        """The shard is closed and read to its end: SHARD_END once everything is settled."""
+        if shard.open_window is not None:
+            self._end_window(shard)
+        shard.log.mark(SHARD_END)
+        self._ready.set()
+        self.log.info(
+            "stream.shard_read",
+            extra={"trigger": self.trigger, "source": self.kind, "shard": shard.info.shard_id},
+        )
+        self._collect({shard.info.shard_id})
 
     # ---- tumbling windows ----
 
@@ -743,11 +758,14 @@ class ShardReader:
                 self._dirty.set()
                 self._ready.set()
         touched: set[str] = set()
+        now = self.clock.monotonic()
         for sid, group in _by_shard(records).items():
             shard = self.shards.get(sid)
             if shard is not None:
                 shard.log.settle(group)
                 touched.add(sid)
+            if (rate := self._rates.get(sid)) is not None:
+                rate.add(sum(not isinstance(r, WindowEnd) for r in group), now)
         self._collect(touched)
 
     def nack(self, records: Sequence[Record]) -> None:
@@ -836,6 +854,7 @@ class ShardReader:
             shard.checkpoint = SHARD_END
             self._done.add(sid)
             del self.shards[sid]
+            self._rates.pop(sid, None)
             self._order.remove(sid)
             self.log.info("stream.shard_finished", extra={"trigger": self.trigger, "shard": sid})
             if self.leases is not None:
@@ -988,8 +1007,9 @@ class ShardReader:
 
     def stats(self) -> SourceStats:
         """Per shard: the iterator age (AWS's IteratorAge: age of the oldest record not
-        processed yet, or how far the last read was behind the shard's tip) and the
-        checkpointed sequence number."""
+        processed yet, or how far the last read was behind the shard's tip), the
+        checkpointed sequence number and the records acknowledged per second over the last
+        minute."""
         now = self.clock.time()
         parts: list[PartitionStats] = []
         for sid, shard in sorted(self.shards.items()):
@@ -1001,7 +1021,9 @@ class ShardReader:
             else:
                 age = (shard.millis_behind or 0) / 1000
             committed = _seq(shard.checkpoint) if shard.checkpoint else None
-            parts.append(PartitionStats(sid, None, age, committed))
+            rate = self._rates.get(sid)
+            per_s = round(rate.per_second(self.clock.monotonic()), 1) if rate else 0.0
+            parts.append(PartitionStats(sid, None, age, committed, records_per_s=per_s))
         return SourceStats(partitions=tuple(parts), rebalances=self.lease_changes)
 
     def shard_state(self) -> dict[str, str]:
@@ -1044,6 +1066,22 @@ def _seq(value: str) -> int:
         return int(value)
     except ValueError:
         return 0
+
+
+def _descendants(listing: Sequence[ShardInfo], checkpointed: set[str]) -> set[str]:
+    """The listed shards descended from a checkpointed one: they appeared after the trigger
+    first started (a reshard seen before a restart), so they are read from their start, not
+    from `starting_position`, as AWS reads every child shard."""
+    later: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for info in listing:
+            sid = info.shard_id
+            if sid not in later and any(p in checkpointed or p in later for p in info.parents):
+                later.add(sid)
+                grew = True
+    return later
 
 
 def _describe(exc: BaseException) -> str:

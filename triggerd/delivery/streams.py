@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from triggerd.types import Clock, Record
 
-__all__ = ["ShardLog", "lane_key"]
+__all__ = ["RecordRate", "ShardLog", "lane_key"]
 
 
 def lane_key(base: str, item_key: bytes, parallelization_factor: int) -> str:
@@ -42,6 +42,36 @@ def lane_key(base: str, item_key: bytes, parallelization_factor: int) -> str:
     if parallelization_factor <= 1:
         return base
     return f"{base}#{zlib.crc32(item_key) % parallelization_factor}"
+
+
+@dataclass(eq=False)
+class RecordRate:
+    """Records processed per second over the last `window_s` (or since `started`, when
+    that is more recent), counted per second of the monotonic clock."""
+
+    started: float
+    window_s: float = 60.0
+    _counts: deque[tuple[int, int]] = field(default_factory=deque)
+
+    def add(self, count: int, now: float) -> None:
+        second = int(now)
+        counts = self._counts
+        if counts and counts[-1][0] == second:
+            counts[-1] = (second, counts[-1][1] + count)
+        else:
+            counts.append((second, count))
+        self._prune(now)
+
+    def per_second(self, now: float) -> float:
+        self._prune(now)
+        span = min(self.window_s, now - self.started)
+        total = sum(n for _, n in self._counts)
+        return total / span if span > 0 else 0.0
+
+    def _prune(self, now: float) -> None:
+        counts = self._counts
+        while counts and counts[0][0] <= now - self.window_s:
+            counts.popleft()
 
 
 @dataclass(eq=False, slots=True)

@@ -225,6 +225,8 @@ def _partition(p: PartitionStats) -> dict[str, object]:
         out["lag_bytes"] = p.lag_bytes
     if p.retained_bytes is not None:
         out["retained_bytes"] = p.retained_bytes
+    if p.records_per_s is not None:
+        out["records_per_s"] = p.records_per_s
     return out
 
 

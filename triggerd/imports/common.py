@@ -263,6 +263,27 @@ def warn_local_broker(warn: Callable[[str, str], None], where: str, key: str, qu
     )
 
 
+def _loopback(server: str) -> bool:
+    host = server.rsplit(":", 1)[0].strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def warn_remote_kafka(
+    warn: Callable[[str, str], None], where: str, servers: list[str], key: str
+) -> None:
+    """The warning of a self-managed Kafka read at the servers the definition names (no
+    override) when one is not on this machine: the trigger's consumer group reads and
+    commits offsets on that cluster, beside (or instead of) the deployed function's."""
+    remote = [s for s in servers if not _loopback(s)]
+    if remote:
+        warn(
+            where,
+            f"no override for {key}: reading the Kafka at {', '.join(remote)} named here, "
+            "whose consumer group then commits offsets on that cluster (map it in the "
+            f"overrides file's resources.{key} with bootstrap_servers to read a local broker)",
+        )
+
+
 def one_shard_reader_per_window(
     source: dict[str, Any], warn: Callable[[str, str], None], where: str
 ) -> None:

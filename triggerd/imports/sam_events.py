@@ -215,11 +215,18 @@ class EventTranslator:
                 source[key] = cast(value)
         one_shard_reader_per_window(source, self.out.warn, f"{props.where}.ParallelizationFactor")
         types = props.take("FunctionResponseTypes") or []
-        if "ReportBatchItemFailures" in types:
-            trigger["report_batch_item_failures"] = True
+        for value in [types] if isinstance(types, str) else types:
+            if value == "ReportBatchItemFailures":
+                trigger["report_batch_item_failures"] = True
+            else:
+                where = f"{props.where}.FunctionResponseTypes"
+                self.out.warn(where, f"{value!r}: only ReportBatchItemFailures: left out")
         scaling = props.take("ScalingConfig") or {}
-        if "MaximumConcurrency" in scaling:
-            trigger["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+        for key in scaling:
+            if key == "MaximumConcurrency":
+                trigger["maximum_concurrency"] = int(scaling["MaximumConcurrency"])
+            else:
+                self.out.warn(f"{props.where}.ScalingConfig.{key}", "not carried over")
         self._filters(props, trigger)
         node = props.node("DestinationConfig")
         if isinstance(node, dict):
@@ -227,6 +234,10 @@ class EventTranslator:
 
     def _filters(self, props: Props, trigger: dict[str, Any]) -> None:
         criteria = props.take("FilterCriteria") or {}
+        where = f"{props.where}.FilterCriteria"
+        for key in criteria:
+            if key != "Filters":
+                self.out.warn(f"{where}.{key}", "not carried over")
         filters: list[Any] = []
         for i, item in enumerate(criteria.get("Filters") or []):
             pattern = item.get("Pattern") if isinstance(item, dict) else None
@@ -234,9 +245,11 @@ class EventTranslator:
                 try:
                     filters.append(json.loads(pattern))
                 except json.JSONDecodeError:
-                    self.out.warn(f"{props.where}.FilterCriteria.Filters.{i}", "not JSON: left out")
+                    self.out.warn(f"{where}.Filters.{i}", "not JSON: left out")
             elif isinstance(pattern, dict):
                 filters.append(pattern)
+            else:
+                self.out.warn(f"{where}.Filters.{i}", "no Pattern (a JSON object): left out")
         if filters:
             trigger["filters"] = filters
 
@@ -328,7 +341,16 @@ class EventTranslator:
             elif name == "suffix":
                 suffix = str(rule.get("Value", ""))
         if source["type"] == "directory":
-            _directory_rules(source, events, prefix, suffix)
+            unmatched = _directory_rules(source, events, prefix, suffix)
+            for event in unmatched:
+                self.out.warn(
+                    f"{props.where}.Events", f"{event}: a directory has no such change: left out"
+                )
+            if unmatched and "events" not in source:  # none left: nothing would match
+                trigger["enabled"] = False
+                self.out.warn(
+                    f"{props.where}.Events", "no event type left: the trigger is disabled"
+                )
         else:
             for key, value in (("events", events), ("prefix", prefix), ("suffix", suffix)):
                 if value:
@@ -406,14 +428,20 @@ class EventTranslator:
             trigger["maximum_event_age_s"] = clamped
 
 
-def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suffix: str) -> None:
-    """S3 event types and key filter rules as a directory source's change kinds and globs."""
+def _directory_rules(
+    source: dict[str, Any], events: list[str], prefix: str, suffix: str
+) -> list[str]:
+    """S3 event types and key filter rules as a directory source's change kinds and globs;
+    returns the event types a directory has no change for (tagging, restore...)."""
     kinds: set[str] = set()
+    unmatched: list[str] = []
     for event in events:
         if "ObjectCreated" in event:
             kinds.update(("created", "modified"))
-        if "ObjectRemoved" in event:
+        elif "ObjectRemoved" in event:
             kinds.add("deleted")
+        else:
+            unmatched.append(event)
     if kinds:
         source.setdefault("events", sorted(kinds))
     if prefix or suffix:
@@ -422,3 +450,4 @@ def _directory_rules(source: dict[str, Any], events: list[str], prefix: str, suf
         # Files directly under the prefix's directory, and in its subdirectories.
         globs = [f"{head}{rest}*{suffix}", f"{head}{rest}*/**/*{suffix}"]
         source.setdefault("include", globs)
+    return unmatched

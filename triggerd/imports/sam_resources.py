@@ -22,6 +22,7 @@ from triggerd.imports.common import (
     file_destination,
     warn_disabled,
     warn_local_broker,
+    warn_remote_kafka,
 )
 from triggerd.imports.sam_template import Template, Unresolved
 
@@ -100,6 +101,22 @@ class Resources:
             found["region"] = self.overrides.region
         return found
 
+    def local_aws(self, opts: dict[str, Any]) -> dict[str, Any] | None:
+        """An override's options for an AWS API source (S3, Kinesis, DynamoDB Streams) with
+        the file's `endpoint_url` and `region` where the entry sets no endpoint; None when
+        neither does, as the source would then read AWS itself."""
+        if "endpoint_url" in opts:
+            return opts
+        defaults = self.aws_defaults()
+        return {**defaults, **opts} if defaults else None
+
+    def _no_endpoint(self, where: str, res: Resource) -> None:
+        self.out.warn(
+            where,
+            f"the override of {res.logical_id or res.name} names no endpoint_url and the "
+            "overrides file sets none: the trigger is disabled (it would read AWS)",
+        )
+
     def queue_url(self, name: str, endpoint: str) -> str:
         return f"{endpoint.rstrip('/')}/{self.tpl.account}/{name}"
 
@@ -113,10 +130,14 @@ class Resources:
                 endpoint = opts.get("endpoint_url") or self.overrides.endpoint_url
                 if endpoint is None:
                     self.out.warn(
-                        where, f"the override of {res.name} names no queue_url or endpoint_url"
+                        where,
+                        f"the override of {res.logical_id or res.name} names no queue_url or "
+                        "endpoint_url: the trigger is disabled (it would read AWS)",
                     )
                     return {"type": "sqs", "queue_url": self._aws_url(res), **opts}, False
-                opts = {"queue_url": self.queue_url(res.name, endpoint), **opts}
+                region = {} if "endpoint_url" in opts else self.aws_defaults()
+                region.pop("endpoint_url", None)  # the queue URL's host is the endpoint
+                opts = {"queue_url": self.queue_url(res.name, endpoint), **region, **opts}
             if kind == "rabbitmq":
                 opts = {"queue": res.name, **opts}
             return {"type": kind, **opts}, True
@@ -153,8 +174,11 @@ class Resources:
             elif target in ("kinesis", "dynamodb_streams"):
                 # An entry that only tunes the source (poll_interval_s...) is still read from
                 # the file's endpoint, never from AWS by surprise.
-                defaults = {} if "endpoint_url" in opts else self.aws_defaults()
-                opts = {"stream": stream, **defaults, **opts}
+                local = self.local_aws(opts)
+                if local is None:
+                    self._no_endpoint(where, res)
+                    return {"type": target, "stream": stream, **opts}, False
+                opts = {"stream": stream, **local}
             return {"type": target, **opts}, True
         defaults = self.aws_defaults()
         if defaults:
@@ -183,9 +207,12 @@ class Resources:
             target = found.type or "s3"
             opts = found.options
             if target == "s3":
-                opts = {"bucket": res.name, **opts}
-                if "endpoint_url" in opts:
-                    opts.setdefault("path_style", True)
+                # As streams: an entry without endpoint_url reads the file's, never AWS.
+                local = self.local_aws(opts)
+                if local is None:
+                    self._no_endpoint(where, res)
+                    return {"type": "s3", "bucket": res.name, **opts}, False
+                opts = {"bucket": res.name, "path_style": True, **local}
             elif target == "directory":
                 opts = {"bucket": res.name, **opts}
             return {"type": target, **opts}, True
@@ -215,6 +242,7 @@ class Resources:
         if found is not None:
             return found.options
         if given:
+            warn_remote_kafka(self.out.warn, where, given, str(keys[0]))
             return {"bootstrap_servers": given}
         name = next((k for k in keys if k), "the cluster")
         self.out.warn(
@@ -237,8 +265,10 @@ class Resources:
             opts = found.options
             if kind == "sqs" and "queue_url" not in opts:
                 endpoint = opts.get("endpoint_url") or self.overrides.endpoint_url
-                if endpoint is not None:
-                    opts = {"queue_url": self.queue_url(res.name, endpoint), **opts}
+                if endpoint is None:  # no queue to send to but AWS's: a file, nothing lost
+                    why = f"the override of {res.logical_id or res.name} names no queue_url or "
+                    return self._file(where, trigger, why + "endpoint_url")
+                opts = {"queue_url": self.queue_url(res.name, endpoint), **opts}
             if kind == "rabbitmq":
                 opts = {"routing_key": res.name, **opts}
             return {"type": kind, **opts}

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from triggerd.imports.common import Translation, file_destination, warn_disabled
 from triggerd.imports.serverless_refs import (
@@ -90,17 +91,42 @@ class SlsContext:
             if not self.reaches_local(default) and ref is not None:
                 self.unmapped.append((_WHAT.get(str(default["type"]), "resource"), ref.text))
             return self.aws_defaults(default)
+        table = self.entry_table(entry, default, kind_type)
+        if not self.reaches_local(table) and ref is not None:
+            # An entry that only tunes an AWS source (poll_interval_s...) and a file with no
+            # endpoint_url: it would read AWS itself.
+            self.unmapped.append((_WHAT.get(str(table["type"]), "resource"), ref.text))
+        return table
+
+    def entry_table(
+        self, entry: ResourceOverrideLike, default: dict[str, Any] | None, kind_type: str
+    ) -> dict[str, Any]:
+        """An override's options over `default` (or replacing it for another type); an AWS
+        source that names no local endpoint of its own gets the overrides' one."""
         given = entry.type or kind_type
         if default is None or given != default.get("type"):
-            return {"type": given, **entry.options}
-        return {**default, **entry.options}
+            table = {"type": given, **entry.options}
+        else:
+            table = {**default, **entry.options}
+        return table if self.names_endpoint(table) else self.aws_defaults(table)
 
     def reaches_local(self, table: dict[str, Any]) -> bool:
         """False for an AWS source or destination with no endpoint_url, here or in the
         overrides file: it would be read on AWS itself."""
-        if table.get("type") not in _AWS_TYPES or table.get("endpoint_url"):
+        if self.names_endpoint(table):
             return True
         return self.overrides is not None and bool(self.overrides.endpoint_url)
+
+    @staticmethod
+    def names_endpoint(table: dict[str, Any]) -> bool:
+        """True for a table that is no AWS source, or that names its endpoint: endpoint_url,
+        or an SQS queue_url whose host is not AWS's (the SQS source's endpoint then)."""
+        if table.get("type") not in _AWS_TYPES or table.get("endpoint_url"):
+            return True
+        url = table.get("queue_url") if table.get("type") == "sqs" else None
+        if not isinstance(url, str):
+            return False
+        return not (urlsplit(url).hostname or "").endswith(".amazonaws.com")
 
     def pending_file(self, where: str, why: str) -> dict[str, Any]:
         """An on-failure file destination, named after its trigger once it has a name

@@ -91,6 +91,8 @@ def _sqs(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[di
         return []
     url = sqs_url(ref.arn)
     source = ctx.local_source(ref, {"type": "sqs", "queue_url": url} if url else None, "sqs")
+    if source is not None and source.get("type") == "rabbitmq" and ref.name:
+        source = {"queue": ref.name, **source}  # the queue of the same name, as SAM's side
     if source is None:
         ctx.warn(
             arn_where,
@@ -133,8 +135,16 @@ def _s3(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[dic
         return []
     event = ctx.text(body.get("event"), f"{where}.event") or "s3:ObjectCreated:*"
     prefix, suffix = _rules(ctx, body.get("rules"), f"{where}.rules")
+    trig: dict[str, Any] = {"function": plan.name, "source": source}
     if source.get("type") == "directory":
         source.update(_directory_selection(event, prefix, suffix))
+        if not source["events"]:  # tagging, restore...: a directory never changes so
+            trig["enabled"] = False
+            ctx.warn(
+                f"{where}.event",
+                f"{event}: a directory has no such change: the trigger is disabled",
+            )
+            source["events"] = ["created"]  # a valid table, for the disabled trigger
     else:
         source["events"] = [event]
         if prefix:
@@ -145,7 +155,7 @@ def _s3(ctx: SlsContext, plan: FunctionPlan, value: Any, where: str) -> list[dic
         if key in body:
             ctx.warn(f"{where}.{key}", "noted: triggerd reads the bucket, it never creates one")
     ctx.rest(body, ("bucket", "event", "rules", "existing", "forceDeploy"), where)
-    return [_async(plan, {"function": plan.name, "source": source})]
+    return [_async(plan, trig)]
 
 
 def _rules(ctx: SlsContext, rules: Any, where: str) -> tuple[str, str]:
@@ -172,7 +182,7 @@ def _directory_selection(event: str, prefix: str, suffix: str) -> dict[str, Any]
         kinds = ["created", "modified"]
     elif name.startswith("ObjectRemoved:"):
         kinds = ["deleted"]
-    out: dict[str, Any] = {"events": kinds or ["created", "modified", "deleted"]}
+    out: dict[str, Any] = {"events": kinds}
     if prefix:
         out["include"] = [f"{prefix}*{suffix}", f"{prefix}*/**/*{suffix}"]
     elif suffix:

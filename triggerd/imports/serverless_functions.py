@@ -283,10 +283,15 @@ def on_failure(ctx: SlsContext, value: Any, where: str) -> dict[str, Any] | None
         return None
     url = sqs_url(ref.arn)
     default = {"type": "sqs", "queue_url": url} if url else None
-    if ctx.override(*ref.keys()) is None and (default is None or not ctx.reaches_local(default)):
+    entry = ctx.override(*ref.keys())
+    table = default if entry is None else ctx.entry_table(entry, default, "sqs")
+    if table is None or not ctx.reaches_local(table):
         # As SAM's side: no local queue, so a file, and no failed event is lost.
         return ctx.pending_file(where, f"no local destination for {ref.text}")
-    return ctx.local_source(ref, default, "sqs")
+    table = ctx.local_source(ref, default, "sqs")
+    if table is not None and table.get("type") == "rabbitmq" and ref.name:
+        table = {"routing_key": ref.name, **table}  # the queue of the same name, as SAM's side
+    return table
 
 
 def sqs_url(arn: str | None) -> str | None:

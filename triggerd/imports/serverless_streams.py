@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from triggerd.imports.common import one_shard_reader_per_window, warn_local_broker
+from triggerd.imports.common import (
+    one_shard_reader_per_window,
+    warn_local_broker,
+    warn_remote_kafka,
+)
 from triggerd.imports.serverless_context import SlsContext
 from triggerd.imports.serverless_functions import on_failure
 from triggerd.imports.serverless_refs import Ref, arn_parts
@@ -209,6 +213,7 @@ def kafka_trigger(
         source.update(found.options)
     elif bootstrap:
         source["bootstrap_servers"] = bootstrap
+        warn_remote_kafka(ctx.warn, f"{where}.bootstrapServers", bootstrap, ",".join(bootstrap))
     else:
         ctx.warn(f"{where}.bootstrapServers", "required: not carried over")
         return []

@@ -22,6 +22,7 @@ from triggerd.types import (
     CodePath,
     FunctionConfig,
     InputFile,
+    empty_list,
     resolve_config_path,
 )
 
@@ -120,7 +121,7 @@ class LocalFunctionConfig(FunctionConfig):
         'requirements.txt when there is one; "" for none.',
     )
     layers: list[CodePath] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         max_length=MAX_LAYERS,
         description="Layers (directories or .zip files), merged in order into the function's "
         "/opt-equivalent directory.",
