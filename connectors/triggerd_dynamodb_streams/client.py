@@ -98,6 +98,10 @@ class StreamsApi:
     async def iterator(
         self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
     ) -> str:
+        if kind == "AT_TIMESTAMP":
+            # DynamoDB Streams has no AT_TIMESTAMP: from the oldest record kept (24 hours at
+            # most); the reader skips the records created before `timestamp`.
+            kind = "TRIM_HORIZON"
         args: dict[str, Any] = {
             "StreamArn": self.arn,
             "ShardId": shard_id,

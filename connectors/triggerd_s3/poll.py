@@ -2,7 +2,15 @@
 
 State (scope = the trigger's name): `o:<key>` -> `{"etag":..,"size":..,"last_modified":..}`
 (compact JSON) for every object consumers have been told about, `meta:sequencer` (the last
-sequencer issued) and `meta:initialized` (set once the first listing is complete).
+sequencer issued), `meta:initialized` (set once the first listing is complete) and, with
+`starting_position = LATEST`, `meta:latest_from` (epoch seconds, stored before the first
+listing starts: the daemon's clock rounded down to the second, minus one second).
+
+With LATEST the first listing records the objects it finds silently. One that is
+interrupted (a failover, a crash) is done again by the next lister from the same
+`meta:latest_from`: the objects modified at or after it were put after the first start and
+get their event (rather than being taken for old ones), and the objects the interrupted
+listing recorded that are gone since get their Delete.
 
 A scan reads the stored entries under `o:<prefix>` once, then walks ListObjectsV2 pages
 (`page_size` keys each) and, per object, pops its stored entry and compares: new or changed
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -57,6 +66,7 @@ from .config import S3SourceConfig
 
 OBJECT_PREFIX = "o:"
 INITIALIZED_KEY = "meta:initialized"
+LATEST_FROM_KEY = "meta:latest_from"
 SEQUENCER_KEY = "meta:sequencer"
 
 _PUT = "ObjectCreated:Put"
@@ -283,7 +293,10 @@ class PollSource(BaseSource):
         state = self._ctx.state
         initialized = await state.get_checkpoint(self._scope, INITIALIZED_KEY)
         emit = initialized is not None or self._cfg.starting_position == "TRIM_HORIZON"
-        versioned = await self._versioned() if emit else False
+        # LATEST's first listing done again: objects modified since the first start (of the
+        # interrupted one) still get events.
+        since = None if emit else await self._latest_from()
+        versioned = await self._versioned()
         stored = await state.list_checkpoints(self._scope, OBJECT_PREFIX + self._cfg.prefix)
         stats = ScanStats()
         silent: dict[str, str | None] = {}
@@ -297,7 +310,8 @@ class PollSource(BaseSource):
                 encoded = new.encode()
                 if stored.pop(OBJECT_PREFIX + key, None) == encoded:
                     continue
-                if emit and self._cfg.event_selected(_PUT):
+                new_since = since is not None and new.epoch >= since
+                if (emit or new_since) and self._cfg.event_selected(_PUT):
                     version = await self._version_id(key, new) if versioned else None
                     await self._emit(_PUT, key, new, version)
                     stats.created += 1
@@ -308,7 +322,8 @@ class PollSource(BaseSource):
             key = ckey[len(OBJECT_PREFIX) :]
             if not self._cfg.key_matches(key):
                 continue  # outside the rules (they changed): not ours to delete
-            if emit and self._cfg.event_selected(_DELETE):
+            # Not emitting: stored by an interrupted first listing, so gone since the start.
+            if self._cfg.event_selected(_DELETE):
                 await self._emit(_DELETE, key, None, None)
                 stats.deleted += 1
             else:
@@ -338,6 +353,17 @@ class PollSource(BaseSource):
             kwargs["Prefix"] = self._cfg.prefix
         async for page in paginator.paginate(**kwargs):
             yield list(page.get("Contents", []))
+
+    async def _latest_from(self) -> float | None:
+        """When an interrupted first listing (LATEST) started; None for the very first one,
+        which stores when it starts (fenced when leading) for the one that may redo it."""
+        saved = await self._ctx.state.get_checkpoint(self._scope, LATEST_FROM_KEY)
+        if saved is not None:
+            with contextlib.suppress(ValueError):
+                return float(saved)
+        since = float(math.floor(self._ctx.clock.time() - 1.0))
+        await self._write({LATEST_FROM_KEY: f"{since:.0f}"})
+        return None
 
     async def _versioned(self) -> bool:
         try:

@@ -270,3 +270,25 @@ async def test_tumbling_window_state_goes_from_invocation_to_invocation_to_the_f
     assert all(e["eventSourceARN"].startswith("arn:aws:dynamodb:") for e in backend.calls)
     assert all(e["Records"] == [] for e in backend.calls if e["isFinalInvokeForWindow"])
     assert backend.calls[0]["state"] == {} and len(backend.calls) >= 4
+
+
+async def test_latest_pins_its_start_so_a_restart_misses_nothing_put_while_down(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """No AT_TIMESTAMP on DynamoDB Streams: the restart reads from TRIM_HORIZON and skips
+    what was created before the pinned start."""
+    import asyncio
+
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client)
+        await put(client, table, "old", "before the first start")
+        await asyncio.sleep(2.1)  # past the pin's margin
+        cfg = source(moto_server, table, starting_position="LATEST")
+        async with trigger_harness(tmp_path, registry(), cfg, FakeBackend()):
+            pass  # stopped before any record: only the pin is stored
+        await put(client, table, "new", "while the daemon was down")
+        backend = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(records(backend)) >= 1)
+            await asyncio.sleep(0.3)
+        assert [r["dynamodb"]["Keys"] for r in records(backend)] == [{"id": {"S": "new"}}]

@@ -422,3 +422,21 @@ async def test_a_response_without_state_is_retried_as_a_function_error(
     assert data_of(first) == data_of(again) == [{"v": 1}]
     assert again["state"] == {}  # the refused response's state was not kept
     assert backend.calls[-1]["state"] == {"seen": 1}
+
+
+async def test_latest_pins_its_start_so_a_restart_misses_nothing_put_while_down(
+    moto_server: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        cfg = source(moto_server, stream, starting_position="LATEST")
+        async with trigger_harness(tmp_path, registry(), cfg, FakeBackend()):
+            pass  # stopped before any record: only the pin is stored
+        await put_json(client, stream, [("p", {"i": 1})])
+        backend = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 1)
+            await asyncio.sleep(0.3)
+    assert delivered(backend) == [{"i": 1}]

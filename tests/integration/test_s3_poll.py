@@ -114,6 +114,41 @@ async def test_latest_baselines_then_reports_put_overwrite_and_delete(
     assert sorted(stored) == ["o:change.txt", "o:keep.txt", "o:new one.txt"]
 
 
+async def test_latest_first_listing_done_again_after_an_interruption_misses_nothing(
+    moto_server: str, s3: Any, store: SQLiteStateStore
+) -> None:
+    """A first listing (LATEST) was interrupted (its lister died): it had stored when it
+    started and recorded gone.txt. The next lister's first listing gives the objects put
+    since that start and the deletions since their events; the older objects stay silent."""
+    import asyncio
+    import math
+    import time
+
+    bucket = await new_bucket(s3, ["old.txt", "gone.txt"])
+    await asyncio.sleep(2.1)  # old.txt's LastModified (whole seconds) before the start
+    started = math.floor(time.time() - 1.0)
+    await store.set_checkpoints(
+        TRIGGER,
+        {"meta:latest_from": str(started), "o:gone.txt": '{"etag":"e","size":1}'},
+    )
+    await s3.delete_object(Bucket=bucket, Key="gone.txt")
+    await s3.put_object(Bucket=bucket, Key="new.txt", Body=b"n")
+    source = poller(moto_server, bucket, store)
+    await source.start()
+    try:
+        records = await pump(source, store, 2)
+        await quiet(source, store)
+    finally:
+        await source.stop()
+    assert events_of(records) == [
+        ("ObjectCreated:Put", "new.txt"),
+        ("ObjectRemoved:Delete", "gone.txt"),
+    ]
+    stored = await store.list_checkpoints(TRIGGER, "o:")
+    assert sorted(stored) == ["o:new.txt", "o:old.txt"]
+    assert await store.get_checkpoint(TRIGGER, "meta:latest_from") == str(started)
+
+
 async def test_pagination_with_five_keys_a_page_delivers_23_objects_once(
     moto_server: str, s3: Any, store: SQLiteStateStore
 ) -> None:

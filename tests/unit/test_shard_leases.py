@@ -408,3 +408,260 @@ async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_de
         assert reader.shard_state() == {"s0": "leased elsewhere"}
     finally:
         await reader.stop()
+
+
+# ---- LATEST: the starting point is pinned before the first read ----
+
+
+@dataclass
+class TimedApi(FakeApi):
+    """FakeApi whose records carry arrival times (epoch seconds); AT_TIMESTAMP as Kinesis
+    gives it, or, with `no_timestamp`, from TRIM_HORIZON as the DynamoDB Streams client
+    does."""
+
+    arrivals: dict[int, float] = field(default_factory=dict)
+    no_timestamp: bool = False
+
+    def put(self, shard_id: str, seq: int, at: float) -> None:
+        self.records[shard_id].append(seq)
+        self.arrivals[seq] = at
+
+    async def iterator(
+        self, shard_id: str, kind: str, *, sequence: str | None, timestamp: float | None
+    ) -> str:
+        if kind != "AT_TIMESTAMP":
+            return await super().iterator(shard_id, kind, sequence=sequence, timestamp=timestamp)
+        self.calls.append(f"iterator {shard_id} {kind} {timestamp}")
+        assert timestamp is not None
+        recs = self.records[shard_id]
+        if self.no_timestamp:
+            return f"{shard_id}:0"
+        return f"{shard_id}:{sum(1 for r in recs if self.arrivals[r] < timestamp)}"
+
+    def shape(self, raw: Any, shard_id: str) -> Record:
+        return Record(payload={"n": raw}, item_id=str(raw), size=10, created_at=self.arrivals[raw])
+
+
+def _latest_reader(api: TimedApi, store: object, clock: SystemClock) -> ShardReader:
+    return ShardReader(
+        api,
+        api.shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        starting_position="LATEST",
+        poll_interval_s=0.05,
+        lease_timeout_s=30,
+    )
+
+
+async def _take(reader: ShardReader, count: int) -> list[int]:
+    out: list[Record] = []
+    await _until(lambda: bool(out.extend(reader.take(10))) or len(out) >= count)
+    return [int(r.item_id) for r in out]
+
+
+@pytest.mark.parametrize("no_timestamp", [False, True], ids=["kinesis", "dynamodb"])
+async def test_latest_shard_changing_hands_before_its_first_checkpoint_loses_nothing(
+    no_timestamp: bool,
+) -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    api = TimedApi({"s0": []}, no_timestamp=no_timestamp)
+    now = clock.time()
+    api.put("s0", 1, now - 60)  # before the start: LATEST leaves them out
+    api.put("s0", 2, now - 30)
+    a = _latest_reader(api, Member(table, "a"), clock)
+    await a.start()
+    try:
+        await _until(lambda: a.shard_state() == {"s0": "reading"})
+        await _until(lambda: "shard:s0" in table.checkpoints)
+        pin = table.checkpoints["shard:s0"]
+        assert pin.startswith("AT_TIMESTAMP:") and now - 3 <= float(pin.split(":")[1]) <= now
+        api.put("s0", 3, clock.time())
+        api.put("s0", 4, clock.time())
+        assert await _take(a, 2) == [3, 4]  # handed out, never acknowledged
+    finally:
+        await a.stop()  # a's lease goes to b before any checkpoint of a's
+    assert table.checkpoints["shard:s0"] == pin
+    api.put("s0", 5, clock.time())
+    b = _latest_reader(api, Member(table, "b"), clock)
+    await b.start()
+    try:
+        assert await _take(b, 3) == [3, 4, 5]  # from a's pin: 3 and 4 again, 5 not skipped
+        await asyncio.sleep(0.2)
+        assert b.take(10) == []  # 1 and 2 stay left out
+        assert table.rows["shard:t/s0"].holder == "b"
+    finally:
+        await b.stop()
+
+
+async def test_latest_restart_of_a_lone_daemon_before_its_first_checkpoint_loses_nothing(
+    tmp_path: Any,
+) -> None:
+    clock = SystemClock()
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        api = TimedApi({"s0": []})
+        api.put("s0", 1, clock.time() - 60)
+        first = _latest_reader(api, store, clock)
+        await first.start()
+        try:
+            api.put("s0", 2, clock.time())
+            assert await _take(first, 1) == [2]
+        finally:
+            await first.stop()
+        api.put("s0", 3, clock.time())  # while the daemon is down
+        again = _latest_reader(api, store, clock)
+        await again.start()
+        try:
+            assert await _take(again, 2) == [2, 3]
+        finally:
+            await again.stop()
+    finally:
+        await store.close()
+
+
+async def test_a_pin_refused_by_the_fence_leaves_the_shard_unread() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    api = TimedApi({"s0": []})
+    store = Member(table, "a")
+    real = store.enqueue_fenced
+
+    async def taken_over_first(
+        fence: Fence,
+        events: Sequence[NewEvent],
+        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    ) -> None:
+        # Another daemon steals the lease between a's acquisition and a's pin.
+        row = table.rows[fence.lease]
+        table.rows[row.name] = LeaseInfo(row.name, "b", row.epoch + 1, clock.time() + 3600, 0)
+        await real(fence, events, checkpoints)
+
+    store.enqueue_fenced = taken_over_first  # type: ignore[method-assign]
+    reader = _latest_reader(api, store, clock)
+    await reader.start()
+    try:
+        await _until(lambda: table.refused == [Fence("shard:t/s0", 1)])
+        await _until(lambda: reader.shard_state() == {"s0": "leased elsewhere"})
+        assert "shard:s0" not in table.checkpoints
+        assert not [c for c in api.calls if "LATEST" in c]  # never read past the fence
+    finally:
+        await reader.stop()
+
+
+class SlowCheckpoints(Member):
+    """A member whose reads of one shard's checkpoint wait for `gate`, or fail while
+    `failing` holds that key."""
+
+    def __init__(self, table: Table, member: str, key: str) -> None:
+        super().__init__(table, member)
+        self.key = key
+        self.gate = asyncio.Event()
+        self.failing = False
+        self.listings = 0
+
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        """The first listing (the reader's start) predates every stored checkpoint: they
+        were written by another daemon since."""
+        self.listings += 1
+        return {} if self.listings == 1 else await super().list_checkpoints(scope, prefix)
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        if key == self.key:
+            if self.failing:
+                raise StateStoreUnavailableError("the state store is unavailable")
+            await self.gate.wait()
+        return await super().get_checkpoint(scope, key)
+
+
+def _taking_reader(api: FakeApi, store: Member, clock: SystemClock) -> ShardReader:
+    return ShardReader(
+        api,
+        shape,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=0.6,
+    )
+
+
+async def test_a_leased_shard_is_read_only_once_its_stored_checkpoint_was_read() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s1"] = "2"  # left by the previous holder
+    store = SlowCheckpoints(table, "a", "shard:s1")
+    api = FakeApi({"s0": [1, 2], "s1": [1, 2, 3, 4]})
+    reader = _taking_reader(api, store, clock)
+    await reader.start()
+    try:
+        await _until(lambda: table.rows.get("shard:t/s1", None) is not None)
+        await asyncio.sleep(0.1)
+        reader._start_ready()  # e.g. a shard listing meanwhile: s1 must still wait
+        await asyncio.sleep(0.1)
+        assert reader.shard_state()["s1"] == "leased elsewhere"
+        assert not [c for c in api.calls if c.startswith("iterator s1")]
+        store.gate.set()
+        assert sorted(await _take(reader, 4)) == [1, 2, 3, 4]  # s0 from its start, s1 after 2
+        assert "iterator s1 AFTER_SEQUENCE_NUMBER 2" in api.calls
+        assert not [c for c in api.calls if c.startswith("iterator s1 TRIM_HORIZON")]
+    finally:
+        await reader.stop()
+
+
+async def test_a_shard_whose_checkpoint_cannot_be_read_goes_back_and_the_others_are_read() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s1"] = "2"
+    table.checkpoints["shard:s2"] = "5"
+    store = SlowCheckpoints(table, "a", "shard:s1")
+    store.gate.set()
+    store.failing = True
+    api = FakeApi({"s0": [1, 2], "s1": [1, 2, 3, 4], "s2": [5, 6]})
+    reader = _taking_reader(api, store, clock)
+    await reader.start()
+    try:
+        got = await _take(reader, 3)
+        # s0 and s2 (after its stored checkpoint), taken in the same round as s1 (the
+        # shards are taken in the order s0, s1, s2 by member "a").
+        assert sorted(got) == [1, 2, 6]
+        assert "iterator s2 AFTER_SEQUENCE_NUMBER 5" in api.calls, api.calls
+        assert reader.shard_state()["s1"] == "leased elsewhere"
+        assert table.rows["shard:t/s1"].holder is None  # given back
+        assert not [c for c in api.calls if c.startswith("iterator s1")]
+        store.failing = False  # a later round takes it, from its checkpoint
+        assert await _take(reader, 2) == [3, 4]
+        assert "iterator s1 AFTER_SEQUENCE_NUMBER 2" in api.calls
+    finally:
+        await reader.stop()
+
+
+async def test_latest_closed_shards_stay_finished_at_the_next_start(tmp_path: Any) -> None:
+    clock = SystemClock()
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        api = TimedApi({"old": [], "new": []}, parents={"new": ("old",)}, closed={"old"})
+        api.put("old", 1, clock.time() - 60)
+        api.put("new", 2, clock.time() - 60)
+        first = _latest_reader(api, store, clock)
+        await first.start()
+        await first.stop()
+        assert await store.get_checkpoint("t", "shard:old") == "SHARD_END"
+        api.put("new", 3, clock.time())
+        again = _latest_reader(api, store, clock)
+        await again.start()
+        try:
+            assert await _take(again, 1) == [3]  # from the pinned start
+            await asyncio.sleep(0.2)
+            assert again.take(10) == []
+        finally:
+            await again.stop()
+        assert not [c for c in api.calls if c.startswith("iterator old")]
+    finally:
+        await store.close()

@@ -259,6 +259,23 @@ async def test_latest_at_the_first_start_skips_closed_shards_and_old_records(sto
     assert "old" not in r.shard_state()
 
 
+async def test_latest_applies_at_the_triggers_first_start_not_at_a_restart_after_a_reshard(
+    store: Any,
+) -> None:
+    """The parent was checkpointed part way, its child never: after a restart the child is
+    read from its beginning once the parent is finished, not from LATEST."""
+    await store.set_checkpoints("t", {"shard:p": "2"})
+    api = FakeApi(records={"p": [1, 2, 3], "c": [4, 5]}, parents={"c": ("p",)}, closed={"p"})
+    r = reader(api, store, Clock(), starting_position="LATEST")
+    await r.start()
+    try:
+        got = await consume(r, 3)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [3, 4, 5]
+    assert "iterator c TRIM_HORIZON None" in api.calls
+
+
 async def test_iterator_age_per_shard_is_the_oldest_unprocessed_record(store: Any) -> None:
     api = FakeApi(records={"s": [1, 2]})
     clock = Clock()

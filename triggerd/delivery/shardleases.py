@@ -144,18 +144,19 @@ class ShardLeases:
                 del self._held[sid]
         return lost
 
-    async def balance(self, wanted: Collection[str]) -> set[str]:
-        """One round over the shards `wanted` (see `plan`): the shards gained."""
+    async def balance(self, wanted: Collection[str]) -> list[str]:
+        """One round over the shards `wanted` (see `plan`): the shards gained, in the order
+        they were taken."""
         table = await self.balancer.lease_table(self.prefix)
         moves = plan([self.name(sid) for sid in wanted], table)
-        gained: set[str] = set()
+        gained: list[str] = []
         for name in moves.take:
             sid = name[len(self.prefix) :]
             lease = self._lease(sid)
             try:
                 if await lease.acquire():
                     self._held[sid] = lease
-                    gained.add(sid)
+                    gained.append(sid)
             except StateStoreError as exc:  # the next round tries again
                 log.warning("lease.acquire_failed", extra={"lease": name, "error": str(exc)})
         if moves.steal is not None:
@@ -167,7 +168,7 @@ class ShardLeases:
                     extra={"trigger": self.trigger, "shard": sid, "from": moves.steal.holder},
                 )
                 self._held[sid] = lease
-                gained.add(sid)
+                gained.append(sid)
         return gained
 
     async def release(self, shard_id: str) -> None:

@@ -9,8 +9,17 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   first: it counts as one that appears later (below).
 - Starting point of a shard without a checkpoint: the configured `starting_position` for the
   shards found at the first start (with LATEST, shards already closed then have nothing new
-  and count as finished); TRIM_HORIZON for shards that appear later (children of a reshard),
-  as AWS does.
+  and count as finished: SHARD_END is stored for them); TRIM_HORIZON for shards that appear
+  later (children of a reshard), as AWS does. With LATEST, the first start is the trigger's
+  (no shard checkpoint stored yet), not the process's: a daemon restarted, or one joining a
+  cluster, after a reshard reads the children nobody checkpointed yet from TRIM_HORIZON.
+  Before a shard is first read from LATEST, its starting point is pinned: the checkpoint
+  `AT_TIMESTAMP:<epoch seconds>` (a second before the iterator is taken, fenced like the
+  other checkpoint writes) is stored first, so a restart or another daemon taking the shard
+  over before its first checkpoint goes on from there instead of from a later LATEST
+  (nothing put in between is skipped; at least once). An API without AT_TIMESTAMP (DynamoDB
+  Streams) reads from TRIM_HORIZON instead, and the records created before the pin are
+  skipped.
 - Reading: each shard has its own task and `ShardLog` (triggerd.delivery.streams); it reads
   only while the log has room, waits `poll_interval_s` after an empty page (AWS polls an idle
   shard about once a second), and marks the shard's end when the API says it is closed and
@@ -95,6 +104,12 @@ __all__ = [
 SHARD_END = "SHARD_END"
 _KEY_PREFIX = "shard:"
 _WINDOW_PREFIX = "window:"
+#: Checkpoint value of a shard pinned at the time it was first read from LATEST.
+PIN_PREFIX = "AT_TIMESTAMP:"
+#: A pin is this many seconds before the LATEST iterator is taken (and rounded down to the
+#: second): clock skew between the daemon and the stream's servers, and DynamoDB's creation
+#: times rounded down to the second, never put a record read after the pin before it.
+PIN_MARGIN_S = 1.0
 #: Lambda ends a tumbling window early when its state grows past this (JSON bytes).
 MAX_WINDOW_STATE = 1024 * 1024
 
@@ -196,6 +211,15 @@ class _Shard:
     keys: set[str] = field(default_factory=set)
     #: Its lease was lost: nothing is handed out or checkpointed any more.
     lost: bool = False
+    #: The pinned start (epoch seconds) of a shard first read from LATEST and not
+    #: checkpointed since: it is read again from there.
+    pinned_at: float | None = None
+    #: Records created before this are skipped (reading from a pin on an API without
+    #: AT_TIMESTAMP); None once a record at or after it was read.
+    skip_before: float | None = None
+    #: Several daemons: its lease was taken and its position read from the store since
+    #: (only then may it be read).
+    taken_over: bool = False
 
     @property
     def finished(self) -> bool:
@@ -230,6 +254,11 @@ class ShardReader:
     _runner: asyncio.Task[None] | None = None
     _started: asyncio.Event = field(default_factory=asyncio.Event)
     _first_listing: bool = True
+    #: No shard checkpoint of the trigger was stored at start: its very first start (where
+    #: LATEST applies; afterwards a shard without a checkpoint appeared since, as a child).
+    _first_start: bool = True
+    #: Shards found closed at the first start with LATEST: SHARD_END is stored for them.
+    _closed_at_start: list[str] = field(default_factory=list)
     _order: list[str] = field(default_factory=list)
     _saved: dict[str, str] = field(default_factory=dict)
     _gone: set[str] = field(default_factory=set)
@@ -262,6 +291,7 @@ class ShardReader:
             windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
             self._windows = {k[len(_WINDOW_PREFIX) :]: v for k, v in windows.items()}
         self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
+        self._first_start = not self._saved
         if coordinated(self.state):
             self.leases = ShardLeases(
                 self.state,
@@ -270,9 +300,27 @@ class ShardReader:
                 clock=self.clock,
             )
         self._discover(listing)
-        for shard in self.shards.values() if self.leases is None else ():
-            # LATEST means "from now on": take the iterator now, not when the task runs.
-            if shard.start_kind == "LATEST" and shard.checkpoint is None:
+        if self._closed_at_start:
+            # Done for every later start too (read by none; written before any pin, so a
+            # daemon that sees a pin sees these).
+            await self.state.set_checkpoints(
+                self.trigger, {_KEY_PREFIX + sid: SHARD_END for sid in self._closed_at_start}
+            )
+        latest = [
+            s
+            for s in (self.shards.values() if self.leases is None else ())
+            if s.start_kind == "LATEST" and s.checkpoint is None and s.pinned_at is None
+        ]
+        if latest:
+            # LATEST means "from now on": take the iterators now, not when the tasks run,
+            # once their starting point is pinned (a restart before the first checkpoint goes
+            # on from there).
+            pin = self._pin_time()
+            await self.state.set_checkpoints(
+                self.trigger, {_KEY_PREFIX + s.info.shard_id: _pin_value(pin) for s in latest}
+            )
+            for shard in latest:
+                shard.pinned_at = pin
                 shard.iterator = await self.api.iterator(
                     shard.info.shard_id, "LATEST", sequence=None, timestamp=None
                 )
@@ -347,15 +395,17 @@ class ShardReader:
                 continue
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
-            if first and sid not in later:
+            latest_ok = self.starting_position != "LATEST" or self._first_start
+            if first and sid not in later and latest_ok:
                 kind = self.starting_position
                 if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
                     self._done.add(sid)  # closed before we started: nothing new will come
+                    self._closed_at_start.append(sid)
                     continue
             log = ShardLog(
                 self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
             )
-            shard = _Shard(info, log, checkpoint, start_kind=kind)
+            shard = _new_shard(info, log, checkpoint, kind)
             self._restore_window(shard)
             self.shards[sid] = shard
             self._order.append(sid)
@@ -379,8 +429,11 @@ class ShardReader:
                 self._rates.setdefault(sid, RecordRate(self.clock.monotonic()))
 
     def _may_read(self, sid: str, shard: _Shard) -> bool:
-        """Its parents are finished, and its lease is held (several daemons)."""
-        return self._parents_done(shard) and (self.leases is None or self.leases.held(sid))
+        """Its parents are finished, and its lease is held and its position read from the
+        store since (several daemons)."""
+        return self._parents_done(shard) and (
+            self.leases is None or (shard.taken_over and self.leases.held(sid))
+        )
 
     # ---- reading ----
 
@@ -405,8 +458,31 @@ class ShardReader:
                     },
                 )
                 return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
+        if shard.pinned_at is None and shard.start_kind == "LATEST":
+            await self._pin(shard)
+            return await self.api.iterator(sid, "LATEST", sequence=None, timestamp=None)
+        if shard.pinned_at is not None:
+            shard.skip_before = shard.pinned_at
+            return await self.api.iterator(
+                sid, "AT_TIMESTAMP", sequence=None, timestamp=shard.pinned_at
+            )
         timestamp = self.starting_timestamp if shard.start_kind == "AT_TIMESTAMP" else None
         return await self.api.iterator(sid, shard.start_kind, sequence=None, timestamp=timestamp)
+
+    def _pin_time(self) -> float:
+        return float(math.floor(self.clock.time() - PIN_MARGIN_S))
+
+    async def _pin(self, shard: _Shard) -> None:
+        """Store the shard's starting point before it is first read from LATEST, fenced by
+        its lease (LeaseLostError when the lease moved on)."""
+        pin = self._pin_time()
+        items: dict[str, str | None] = {_KEY_PREFIX + shard.info.shard_id: _pin_value(pin)}
+        if self.leases is None:
+            await self.state.set_checkpoints(self.trigger, items)
+        else:
+            fence = self.leases.fence(shard.info.shard_id)
+            await self.leases.store.enqueue_fenced(fence, [], {self.trigger: items})
+        shard.pinned_at = pin
 
     async def _read_shard(self, shard: _Shard) -> None:
         sid = shard.info.shard_id
@@ -432,6 +508,13 @@ class ShardReader:
                 )
                 await self.clock.sleep(backoff.delay(failures))
                 continue
+            except LeaseLostError:
+                self.log.warning(
+                    "stream.checkpoint_fenced",
+                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
+                )
+                self._lose_later(sid)
+                return
             except (IteratorExpired, Trimmed):
                 self.log.info(
                     "stream.iterator_expired",
@@ -461,20 +544,24 @@ class ShardReader:
             shard.millis_behind = page.millis_behind
             self._append(shard, page)
             if self._at_end(shard, page):
-                if shard.open_window is not None:
-                    self._end_window(shard)
-                shard.log.mark(SHARD_END)
-                self._ready.set()
-                self.log.info(
-                    "stream.shard_read",
-                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
-                )
-                self._collect({sid})
+                self._read_to_end(shard)
                 return
             iterator = page.next_iterator
             if not page.records:
                 self._window_due(shard)
                 await self.clock.sleep(self.poll_interval_s)
+
+    def _read_to_end(self, shard: _Shard) -> None:
+        """The shard is closed and read to its end: SHARD_END once everything is settled."""
+        if shard.open_window is not None:
+            self._end_window(shard)
+        shard.log.mark(SHARD_END)
+        self._ready.set()
+        self.log.info(
+            "stream.shard_read",
+            extra={"trigger": self.trigger, "source": self.kind, "shard": shard.info.shard_id},
+        )
+        self._collect({shard.info.shard_id})
 
     # ---- tumbling windows ----
 
@@ -598,6 +685,11 @@ class ShardReader:
         sid = shard.info.shard_id
         for raw in page.records:
             record = self.shape(raw, sid)
+            if shard.skip_before is not None:
+                if 0 < record.created_at < shard.skip_before:
+                    shard.last_read = record.item_id  # before the pinned start: not ours
+                    continue
+                shard.skip_before = None
             record.handle = sid
             shard.keys.add(record.key or sid)
             if self.tumbling_window_s:
@@ -812,7 +904,7 @@ class ShardReader:
                     if not shard.finished and sid not in self._ending and self._parents_done(shard)
                 ]
                 for sid in await leases.balance(wanted):
-                    await self._gain(leases, sid)
+                    await self._gain_one(leases, sid)
             except Exception as exc:  # task boundary: the next round tries again
                 self.log.warning(
                     "stream.lease_balance_failed",
@@ -832,6 +924,21 @@ class ShardReader:
             self._done.add(sid)
             if self.shards.pop(sid, None) is not None:
                 self._order.remove(sid)
+
+    async def _gain_one(self, leases: ShardLeases, sid: str) -> None:
+        """`_gain`, one shard's failure (its lease given back) not stopping the others'."""
+        try:
+            await self._gain(leases, sid)
+        except Exception as exc:  # the lease went back: this or another daemon takes it later
+            self.log.warning(
+                "stream.shard_take_failed",
+                extra={
+                    "trigger": self.trigger,
+                    "source": self.kind,
+                    "shard": sid,
+                    "error": _describe(exc),
+                },
+            )
 
     async def _gain(self, leases: ShardLeases, sid: str) -> None:
         """The shard's lease was taken: read it from the stored checkpoint (another daemon
@@ -859,6 +966,7 @@ class ShardReader:
             if window is not None:
                 self._windows[sid] = window
         shard = self._fresh(old, checkpoint)
+        shard.taken_over = True
         self._restore_window(shard)
         self.shards[sid] = shard
 
@@ -866,7 +974,7 @@ class ShardReader:
         log = ShardLog(
             self.clock, max_entries=self.read_ahead, redeliver_delay_s=self.redeliver_delay_s
         )
-        return _Shard(old.info, log, checkpoint, start_kind=old.start_kind)
+        return _new_shard(old.info, log, checkpoint, old.start_kind)
 
     def _lose_later(self, sid: str) -> None:
         shard = self.shards.get(sid)
@@ -929,6 +1037,21 @@ class ShardReader:
         if self.leases is None or not self._parents_done(shard):
             return "waiting for parents"
         return "leased elsewhere"
+
+
+def _pin_value(pin: float) -> str:
+    return f"{PIN_PREFIX}{pin:.0f}"
+
+
+def _new_shard(info: ShardInfo, log: ShardLog, saved: str | None, kind: str) -> _Shard:
+    """A shard read from its stored checkpoint: a sequence number, SHARD_END or a pin."""
+    if saved is None or not saved.startswith(PIN_PREFIX):
+        return _Shard(info, log, saved, start_kind=kind)
+    try:
+        pinned_at: float | None = float(saved[len(PIN_PREFIX) :])
+    except ValueError:  # not written by us: as if there were no checkpoint
+        pinned_at = None
+    return _Shard(info, log, None, start_kind=kind, pinned_at=pinned_at)
 
 
 def _by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
