@@ -25,6 +25,7 @@ from triggerd.types import JSONDict, Record
 __all__ = [
     "EVENT_SOURCE",
     "MSK_EVENT_SOURCE",
+    "PartitionShaper",
     "batch_info",
     "envelope",
     "kafka_record",
@@ -53,6 +54,78 @@ def _b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
+class PartitionShaper:
+    """Builds the records of one topic-partition with their JSON sizes (the batcher's 6 MB
+    accounting). Records are built for every record fetched, so what all records of the
+    partition share is worked out once, and the size is counted from the parts instead of
+    serialising each record: it equals `len(orjson.dumps(record))` (a unit test holds it).
+    """
+
+    __slots__ = ("_fixed", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        template = {
+            "topic": topic,
+            "partition": partition,
+            "offset": 0,
+            "timestamp": 0,
+            "timestampType": "",
+            "value": "",
+            "headers": [],
+        }
+        # Without the variable parts: the two zeros, the value's quotes, the headers' [].
+        self._fixed = len(orjson.dumps(template)) - 6
+
+    def record(
+        self,
+        offset: int,
+        timestamp: int,
+        timestamp_type: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> tuple[JSONDict, int]:
+        """One element of `records["<topic>-<partition>"]` and its JSON size in bytes, kept to
+        one dict literal per key layout."""
+        stamp_type = _TIMESTAMP_TYPES.get(timestamp_type, "NO_TIMESTAMP_TYPE")
+        size = self._fixed + len(str(offset)) + len(str(timestamp)) + len(stamp_type)
+        if value is None:
+            data = None
+            size += 4  # null
+        else:
+            data = _b64(value)
+            size += len(data) + 2
+        if headers:
+            listed = [{name: signed_bytes(v) if v is not None else None} for name, v in headers]
+            size += len(orjson.dumps(listed))
+        else:
+            listed = []
+            size += 2
+        if key is None:
+            return {
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": offset,
+                "timestamp": timestamp,
+                "timestampType": stamp_type,
+                "value": data,
+                "headers": listed,
+            }, size
+        encoded = _b64(key)
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": offset,
+            "timestamp": timestamp,
+            "timestampType": stamp_type,
+            "key": encoded,
+            "value": data,
+            "headers": listed,
+        }, size + len(encoded) + 9  # ,"key":"..."
+
+
 def kafka_record(
     *,
     topic: str,
@@ -64,35 +137,10 @@ def kafka_record(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]],
 ) -> JSONDict:
-    """One element of `records["<topic>-<partition>"]`. Built for every record fetched, so
-    it is kept to one dict literal per key layout."""
-    stamp_type = _TIMESTAMP_TYPES.get(timestamp_type, "NO_TIMESTAMP_TYPE")
-    data = _b64(value) if value is not None else None
-    listed = (
-        [{name: signed_bytes(v) if v is not None else None} for name, v in headers]
-        if headers
-        else []
-    )
-    if key is None:
-        return {
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "timestamp": timestamp,
-            "timestampType": stamp_type,
-            "value": data,
-            "headers": listed,
-        }
-    return {
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "timestamp": timestamp,
-        "timestampType": stamp_type,
-        "key": _b64(key),
-        "value": data,
-        "headers": listed,
-    }
+    """One element of `records["<topic>-<partition>"]` (the source builds them per partition
+    with `PartitionShaper`)."""
+    shaper = PartitionShaper(topic, partition)
+    return shaper.record(offset, timestamp, timestamp_type, key, value, headers)[0]
 
 
 def envelope(

@@ -53,7 +53,7 @@ from .client import classify, client_kwargs, describe, fatal_for_consumer
 from .config import KafkaSourceConfig
 from .partitions import Handle, PartitionState
 from .positions import auto_offset_reset, position_new_partitions
-from .shape import batch_info, envelope, kafka_record, partition_key, record_size
+from .shape import PartitionShaper, batch_info, envelope, partition_key
 
 __all__ = ["KafkaSource"]
 
@@ -229,7 +229,7 @@ class KafkaSource(BaseSource):
                 continue
             if not state.active or state.revoking:
                 continue  # given up: the commit point stays before them
-            state.add_fetched(self._record(state, m, now) for m in messages)
+            state.add_fetched(self._records(state, messages, now))
         self._arrived.set()
 
     def _refetch(self, tp: Any, messages: list[Any]) -> None:
@@ -256,25 +256,27 @@ class KafkaSource(BaseSource):
             },
         )
 
-    def _record(self, state: PartitionState, m: Any, now: float) -> Record:
-        payload = kafka_record(
-            topic=m.topic,
-            partition=m.partition,
-            offset=m.offset,
-            timestamp=m.timestamp,
-            timestamp_type=m.timestamp_type,
-            key=m.key,
-            value=m.value,
-            headers=m.headers or (),
-        )
-        return Record(
-            payload=payload,
-            item_id=f"{state.key}:{m.offset}",
-            size=record_size(payload),
-            created_at=m.timestamp / 1000 if m.timestamp and m.timestamp > 0 else now,
-            key=state.key,
-            handle=Handle(state, m.offset),
-        )
+    def _records(self, state: PartitionState, messages: list[Any], now: float) -> list[Record]:
+        """The records of one partition's fetched messages, built in one loop: what they share
+        (the partition's shaper, its key) is looked up once per fetch, not per record."""
+        shape = PartitionShaper(state.topic, state.partition).record
+        key = state.key
+        out: list[Record] = []
+        append = out.append
+        for m in messages:
+            offset, stamp = m.offset, m.timestamp
+            payload, size = shape(offset, stamp, m.timestamp_type, m.key, m.value, m.headers)
+            append(
+                Record(
+                    payload=payload,
+                    item_id=f"{key}:{offset}",
+                    size=size,
+                    created_at=stamp / 1000 if stamp and stamp > 0 else now,
+                    key=key,
+                    handle=Handle(state, offset),
+                )
+            )
+        return out
 
     def _apply_back_pressure(self) -> None:
         cfg = self.config

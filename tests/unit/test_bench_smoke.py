@@ -115,6 +115,8 @@ def test_kafka_reports_records_per_second_and_latency_against_the_bare_loop() ->
     rate = rows[0]
     assert rate.value > 0 and rate.baseline is not None and rate.baseline > 0
     assert by_metric["produce-to-invoke p50"].value > 0
+    cpu = by_metric["CPU us per record of the daemon's process"]
+    assert cpu.value > 0 and cpu.baseline is not None and cpu.baseline > 0
 
 
 def test_kinesis_reports_rates_against_the_raw_loop_on_moto_and_the_fast_endpoint() -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import orjson
 import pytest
 
 from triggerd.events.filters import compile_filters, view_with_data
 from triggerd.types import Record
 from triggerd_kafka.destination import record_key
 from triggerd_kafka.shape import (
+    PartitionShaper,
     batch_info,
     envelope,
     kafka_record,
@@ -57,6 +59,37 @@ def test_timestamp_types(kind: int | None, text: str) -> None:
 def test_null_key_is_left_out_and_a_tombstone_value_is_null() -> None:
     r = rec(0, key=None, value=None)
     assert "key" not in r and r["value"] is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "partition", "offset", "timestamp", "stamp_type", "key", "value", "headers"),
+    [
+        ("t", 0, 0, 0, 0, None, b"", None),
+        ("orders.v2_eu-west", 12, 9_876_543_210, 1714564800123, 1, b"k\x00\xff", b"x" * 1024, ()),
+        ("t", 3, 7, -1, None, None, None, [("h", b"\x80\x7f"), ("h", None), ('\u00e9"q', b"")]),
+        ("my-topic", 100, 1, 5, 0, b"", b'{"a": "\\u00e9"}', [("n", b"v")]),
+    ],
+)
+def test_shaper_counts_each_record_at_its_json_size(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int,
+    stamp_type: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]] | None,
+) -> None:
+    """The size comes from the parts, not from serialising: it must equal the JSON's size
+    (the batcher's 6 MB cap counts it) and the record must be the one kafka_record builds."""
+    payload, size = PartitionShaper(topic, partition).record(
+        offset, timestamp, stamp_type, key, value, headers
+    )
+    assert size == len(orjson.dumps(payload))
+    assert payload == kafka_record(
+        topic=topic, partition=partition, offset=offset, timestamp=timestamp,
+        timestamp_type=stamp_type, key=key, value=value, headers=headers or (),
+    )  # fmt: skip
 
 
 def test_signed_bytes() -> None:

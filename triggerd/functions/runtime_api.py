@@ -44,6 +44,7 @@ from triggerd.functions.runtime_http import (
     Request,
     RuntimeConnection,
     error_reply,
+    http_head,
     http_reply,
     method_not_allowed,
 )
@@ -218,7 +219,7 @@ class RuntimeEndpoint:
         inv = self._pending
         if poller is not None and inv is not None and self.extensions.ready:
             self._poller = None
-            poller.answer_parked(self._deliver(inv))
+            poller.answer_parked(*self._deliver(inv))
 
     def abort(self, reply: RuntimeReply) -> None:
         """Resolve everything waiting on this environment with `reply` (the runtime is gone)."""
@@ -337,9 +338,11 @@ class RuntimeEndpoint:
         if inv is None or not self.extensions.ready:
             self._poller = conn
             return None
-        return self._deliver(inv)
+        head, body = self._deliver(inv)
+        return head + body
 
-    def _deliver(self, inv: PendingInvocation) -> bytes:
+    def _deliver(self, inv: PendingInvocation) -> tuple[bytes, bytes]:
+        """The head of the `/next` answer handing out `inv`, and its body (the event)."""
         self._pending = None
         self._current = inv
         self._state = "Running"
@@ -360,7 +363,7 @@ class RuntimeEndpoint:
         if self.telemetry.wanted:
             self.telemetry.start(inv.request_id, inv.trace_id)
             self._phase = (inv.request_id, self._loop.time(), "success")
-        return http_reply(200, inv.payload, headers)
+        return http_head(200, len(inv.payload), headers), inv.payload
 
     def _claim(self, request_id: str, action: str) -> PendingInvocation | bytes:
         """The in-flight invocation `request_id`, or the error answer for the runtime."""

@@ -57,21 +57,31 @@ def _header_value(value: str) -> str:
     return value
 
 
+def http_head(
+    status: int,
+    length: int,
+    headers: dict[str, str] | None = None,
+    content_type: str | None = "application/json",
+) -> bytes:
+    """The head of an HTTP/1.1 response with a body of `length` bytes: status line, content
+    type (JSON unless told), length and `headers`."""
+    lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
+    if content_type is not None:
+        lines.append("Content-Type: " + content_type)
+    if headers:
+        lines.extend(f"{name}: {_header_value(value)}" for name, value in headers.items())
+    lines.append(f"Content-Length: {length}\r\n\r\n")
+    return "\r\n".join(lines).encode()
+
+
 def http_reply(
     status: int,
     body: bytes,
     headers: dict[str, str] | None = None,
     content_type: str | None = "application/json",
 ) -> bytes:
-    """One whole HTTP/1.1 response: status line, content type (JSON unless told), length and
-    `headers`."""
-    lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
-    if content_type is not None:
-        lines.append("Content-Type: " + content_type)
-    if headers:
-        lines.extend(f"{name}: {_header_value(value)}" for name, value in headers.items())
-    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-    return "\r\n".join(lines).encode() + body
+    """One whole HTTP/1.1 response: `http_head` and `body`."""
+    return http_head(status, len(body), headers, content_type) + body
 
 
 def error_reply(status: int, error_type: str, message: str) -> bytes:
@@ -300,12 +310,17 @@ class RuntimeConnection(asyncio.Protocol):
 
     # ---- answers ---------------------------------------------------------------------------
 
-    def answer_parked(self, reply: bytes) -> None:
-        """Answer the parked `/next` poll and go on with what the runtime sent after it."""
+    def answer_parked(self, reply: bytes, body: bytes = b"") -> None:
+        """Answer the parked `/next` poll and go on with what the runtime sent after it.
+        `body`, when given, follows `reply` (then a head) as a buffer of its own: an event of
+        hundreds of KB is handed to the transport as it is, never copied into one reply."""
         if not self._parked:
             return
         self._parked = False
         request = self._queue.popleft()
+        if body:
+            self._out.append(reply)
+            reply = body
         self._send(reply, request.close)
         self._answer_queued()
         self._process()
@@ -352,13 +367,19 @@ class RuntimeConnection(asyncio.Protocol):
                 self._transport.close()  # after the buffered answers are written
 
     def _flush(self) -> None:
+        """Write what is waiting in one transport call; several answers (or a head and its
+        body) go as a list, which uvloop sends with one writev instead of joining copies."""
         out = self._out
         if not out:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._out = []
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
 
     def _update_reading(self) -> None:
         pause = self._write_paused or (self._parked and self._held() > self._limit)
