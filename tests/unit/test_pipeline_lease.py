@@ -6,64 +6,29 @@ buffered, lets the batch in flight end, and only then stands by (fake lease stor
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tests.fakes import FakeBackend, FakeSource, make_record, trigger_runtime
+from tests.lease_fakes import FakeLeaseMember, FakeLeaseTable
 from triggerd.delivery.pipeline import SyncTrigger
-from triggerd.state.base import NewEvent
-from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseStore
+from triggerd.state.leases import LeaseStore
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import InvokeResult, Outcome, Record, RunsOnce
 
 LEASE_S = 1.0
 
 
-class TakeableLeases:
-    """One lease in memory (real clock) that another member can take or give back."""
+#: The lease of the one source here that runs once per cluster.
+SLOT = "pgslot:db/slot"
 
-    def __init__(self, holder: str | None = None) -> None:
-        self.holder = holder
-        self.epoch = 0 if holder is None else 1
-        self.expires = time.monotonic() + 3600 if holder else 0.0
 
-    def take(self, member: str = "other") -> None:
-        self.holder, self.epoch, self.expires = member, self.epoch + 1, time.monotonic() + 3600
-
-    def give_up(self) -> None:
-        self.holder = None
-
-    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
-        now = time.monotonic()
-        if self.holder not in (None, "me") and self.expires > now:
-            return None
-        if self.holder != "me":
-            self.epoch += 1
-        self.holder, self.expires = "me", now + timeout_s
-        return self.epoch
-
-    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
-        if self.holder != "me" or self.epoch != epoch:
-            return False
-        self.expires = time.monotonic() + timeout_s
-        return True
-
-    async def release_lease(self, name: str, epoch: int) -> None:
-        if self.holder == "me" and self.epoch == epoch:
-            self.holder = None
-
-    async def enqueue_fenced(
-        self,
-        fence: Fence,
-        events: Sequence[NewEvent],
-        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
-    ) -> None:
-        if fence.epoch != self.epoch or self.holder != "me":
-            raise LeaseLostError("moved on")
-
-    async def leases(self) -> list[LeaseInfo]:
-        return []
+def cluster(holder: str | None = None) -> tuple[FakeLeaseTable, FakeLeaseMember]:
+    """A lease table and this daemon ("me") in it; `holder`, if any, holds the slot first."""
+    table = FakeLeaseTable()
+    if holder is not None:
+        table.take(SLOT, holder)
+    return table, FakeLeaseMember(table, "me")
 
 
 class SlotSource(FakeSource):
@@ -76,7 +41,7 @@ class SlotSource(FakeSource):
 
     @property
     def singleton_lease(self) -> str:
-        return "pgslot:db/slot"
+        return SLOT
 
     async def resume(self) -> None:
         self.log.append("resume")
@@ -112,7 +77,7 @@ def invoked(be: FakeBackend) -> list[str]:
 
 
 def test_the_fakes_are_what_the_pipeline_checks_for() -> None:
-    assert isinstance(TakeableLeases(), LeaseStore)
+    assert isinstance(cluster()[1], LeaseStore)
     assert isinstance(SlotSource(), RunsOnce)
     assert not isinstance(FakeSource(), RunsOnce)
 
@@ -120,34 +85,34 @@ def test_the_fakes_are_what_the_pipeline_checks_for() -> None:
 async def test_a_standby_never_receives_and_the_new_holder_resumes_then_delivers(
     store: SQLiteStateStore,
 ) -> None:
-    leases = TakeableLeases(holder="other")
+    table, leases = cluster(holder="other")
     src, be = SlotSource([make_record(i, item_id=f"r{i}") for i in range(3)]), FakeBackend()
     t = build(store, src, be, leases, batch_size=10)
     task = asyncio.create_task(t.run())
     try:
         await asyncio.sleep(LEASE_S)  # several standby attempts to take the lease
         assert src.log == [] and be.calls == []
-        leases.give_up()
+        table.give_up(SLOT)
         await wait_for(lambda: len(src.acked) == 3)
         assert src.log[0] == "resume" and src.log.count("resume") == 1
         assert invoked(be) == ["r0", "r1", "r2"]
     finally:
         t.stop()
         await asyncio.wait_for(task, 5)
-    assert leases.holder is None  # stopping gave the lease up
+    assert table.holder(SLOT) is None  # stopping gave the lease up
 
 
 async def test_losing_the_lease_gives_back_the_buffer_lets_the_batch_in_flight_end_then_stands_by(
     store: SQLiteStateStore,
 ) -> None:
-    leases = TakeableLeases()
+    table, leases = cluster()
     src = SlotSource([make_record(i, item_id=f"r{i}") for i in range(3)])
     be = FakeBackend(delay_s=0.5)
     t = build(store, src, be, leases, batch_size=1, maximum_concurrency=1)
     task = asyncio.create_task(t.run())
     try:
         await wait_for(lambda: len(be.calls) == 1)  # r0 in flight, r1 and r2 buffered
-        leases.take()
+        table.take(SLOT, "other")
         await wait_for(lambda: "ack r0" in src.log and len(src.nacked) == 2)
         assert invoked(be) == ["r0"]  # nothing more was invoked in the lost term
         # The buffered records went back before the batch in flight ended (receiving had
@@ -156,7 +121,7 @@ async def test_losing_the_lease_gives_back_the_buffer_lets_the_batch_in_flight_e
         ended = len(src.log)
         await asyncio.sleep(LEASE_S)  # standing by while another daemon holds the lease
         assert src.log[ended:] == []
-        leases.give_up()
+        table.give_up(SLOT)
         await wait_for(lambda: len(src.acked) == 3)
         # Taken again only after the old term's batch had ended; the rest delivered then.
         assert src.log[ended] == "resume" and src.log.count("resume") == 2
@@ -169,7 +134,7 @@ async def test_losing_the_lease_gives_back_the_buffer_lets_the_batch_in_flight_e
 async def test_a_batch_waiting_to_retry_gives_its_records_back_when_the_lease_is_lost(
     store: SQLiteStateStore,
 ) -> None:
-    leases = TakeableLeases()
+    table, leases = cluster()
     src, calls = SlotSource([make_record("x", item_id="r0")]), 0
 
     def fail_first(event: Any) -> InvokeResult | None:
@@ -185,11 +150,11 @@ async def test_a_batch_waiting_to_retry_gives_its_records_back_when_the_lease_is
     task = asyncio.create_task(t.run())
     try:
         await wait_for(lambda: len(be.calls) == 1)
-        leases.take()
+        table.take(SLOT, "other")
         await wait_for(lambda: len(src.nacked) == 1)
         assert src.acked == [] and len(be.calls) == 1
         assert not src.nacked[0].failed  # given back, not counted as a failed attempt
-        leases.give_up()
+        table.give_up(SLOT)
         await wait_for(lambda: len(src.acked) == 1)
         assert invoked(be) == ["r0", "r0"]
     finally:
@@ -200,7 +165,7 @@ async def test_a_batch_waiting_to_retry_gives_its_records_back_when_the_lease_is
 async def test_a_source_that_does_not_run_once_receives_without_any_lease(
     store: SQLiteStateStore,
 ) -> None:
-    leases = TakeableLeases(holder="other")
+    table, leases = cluster(holder="other")
     src, be = FakeSource([make_record(i) for i in range(2)]), FakeBackend()
     t = build(store, src, be, leases)
     task = asyncio.create_task(t.run())
@@ -209,7 +174,7 @@ async def test_a_source_that_does_not_run_once_receives_without_any_lease(
     finally:
         t.stop()
         await asyncio.wait_for(task, 5)
-    assert leases.holder == "other"
+    assert table.holder(SLOT) == "other"
 
 
 async def test_on_the_sqlite_store_a_runs_once_source_is_resumed_once_and_delivers(

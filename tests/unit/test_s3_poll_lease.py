@@ -7,62 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from tests.fakes import FakeBackend, trigger_runtime
+from tests.lease_fakes import FakeLeaseMember
+from tests.lease_fakes import FakeLeaseTable as LeaseTable
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.state.base import NewEvent
-from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseStore
+from triggerd.state.leases import Fence, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import LeadsWork, RunsOnce, SourceContext, SystemClock
 from triggerd_s3 import S3SourceConfig
 from triggerd_s3.poll import PollSource
 
 
-class LeaseTable:
-    """name -> (holder, epoch, expiry on the monotonic clock)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[str | None, int, float]] = {}
-
-
-class Member:
+class Member(FakeLeaseMember):
     """One daemon's store: the shared SQLite store, with its leases in the shared table."""
 
     grants_forever = False
 
     def __init__(self, store: SQLiteStateStore, table: LeaseTable, member: str) -> None:
+        super().__init__(table, member)
         self._store = store
-        self._table = table
-        self.member = member
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
-
-    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
-        holder, epoch, expires = self._table.rows.get(name, (None, 0, 0.0))
-        now = time.monotonic()
-        if holder not in (None, self.member) and expires > now:
-            return None
-        self._table.rows[name] = (self.member, epoch + 1, now + timeout_s)
-        return epoch + 1
-
-    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
-        holder, held, expires = self._table.rows.get(name, (None, 0, 0.0))
-        now = time.monotonic()
-        if holder != self.member or held != epoch or expires <= now:
-            return False
-        self._table.rows[name] = (holder, epoch, now + timeout_s)
-        return True
-
-    async def release_lease(self, name: str, epoch: int) -> None:
-        holder, held, _ = self._table.rows.get(name, (None, 0, 0.0))
-        if holder == self.member and held == epoch:
-            self._table.rows[name] = (None, epoch, 0.0)
 
     async def enqueue_fenced(
         self,
@@ -70,13 +42,14 @@ class Member:
         events: Sequence[NewEvent],
         checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
-        holder, epoch, _ = self._table.rows.get(fence.lease, (None, 0, 0.0))
-        if holder != self.member or epoch != fence.epoch:
-            raise LeaseLostError("moved on")
+        self.check_fence(fence)
         await self._store.enqueue(events, checkpoints)
 
-    async def leases(self) -> list[LeaseInfo]:
-        return []
+    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
+        return await self._store.list_checkpoints(scope, prefix)
+
+    async def get_checkpoint(self, scope: str, key: str) -> str | None:
+        return await self._store.get_checkpoint(scope, key)
 
 
 class Bucket:
@@ -126,12 +99,12 @@ async def daemon(
     )
     ctx = SourceContext(
         trigger="t", state=state, clock=SystemClock(), log=logging.getLogger(f"test.{member}")
-    )  # type: ignore[arg-type]
+    )
     source = PollSource(config, ctx, Client(bucket, member))
     await source.start()
     backend = FakeBackend()
     rt = trigger_runtime(state, source, backend, None, "fakepush")
-    return AsyncTrigger(rt, state, lease_s=30, singleton_lease_s=1.0), backend  # type: ignore[arg-type]
+    return AsyncTrigger(rt, state, lease_s=30, singleton_lease_s=1.0), backend
 
 
 def keys(backend: FakeBackend) -> list[str]:

@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
+from tests.lease_fakes import FakeLeaseMember as Member
+from tests.lease_fakes import FakeLeaseTable as Table
 from tests.unit.test_shard_reader import FakeApi, shape
 from triggerd.cli.readstate import StoreSnapshot
 from triggerd.cli.status import print_cluster
 from triggerd.delivery.shardleases import Plan, ShardLeases, coordinated, plan, share
 from triggerd.delivery.shards import ShardReader
 from triggerd.state.base import NewEvent
-from triggerd.state.leases import Fence, LeaseInfo, LeaseLostError, LeaseTable
+from triggerd.state.leases import Fence, LeaseInfo, LeaseTable
 from triggerd.state.sqlite import SQLiteStateStore, StateStoreUnavailableError
 from triggerd.types import Record, SystemClock
-
-LIVE_S = 15.0
 
 
 class FakeClock:
@@ -38,96 +38,6 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(0)
-
-
-@dataclass
-class Table:
-    """The shared lease table, checkpoints and heartbeats of a cluster."""
-
-    clock: FakeClock | SystemClock
-    rows: dict[str, LeaseInfo] = field(default_factory=dict)
-    heartbeats: dict[str, float] = field(default_factory=dict)
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    refused: list[Fence] = field(default_factory=list)
-
-
-class Member:
-    """One daemon's view of the table: a LeaseStore that balances, with checkpoints."""
-
-    def __init__(self, table: Table, member: str) -> None:
-        self.t = table
-        self.member = member
-        #: PostgreSQL cannot be reached: lease calls fail.
-        self.down = False
-        table.heartbeats[member] = table.clock.time()
-
-    def _grant(self, name: str, epoch: int, timeout_s: float) -> int:
-        now = self.t.clock.time()
-        self.t.rows[name] = LeaseInfo(name, self.member, epoch, now + timeout_s, now)
-        return epoch
-
-    async def acquire_lease(self, name: str, timeout_s: float) -> int | None:
-        row = self.t.rows.get(name)
-        now = self.t.clock.time()
-        if row is not None and row.holder not in (None, self.member) and row.expires_at > now:
-            return None
-        return self._grant(name, (row.epoch if row else 0) + 1, timeout_s)
-
-    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
-        if self.down:
-            raise StateStoreUnavailableError("the state store is unavailable")
-        row = self.t.rows.get(name)
-        now = self.t.clock.time()
-        if row is None or (row.holder, row.epoch) != (self.member, epoch) or row.expires_at <= now:
-            return False
-        self._grant(name, epoch, timeout_s)
-        return True
-
-    async def release_lease(self, name: str, epoch: int) -> None:
-        row = self.t.rows.get(name)
-        if row is not None and (row.holder, row.epoch) == (self.member, epoch):
-            self.t.rows[name] = LeaseInfo(name, None, epoch, self.t.clock.time(), row.heartbeat)
-
-    async def steal_lease(self, name: str, epoch: int, timeout_s: float) -> int | None:
-        row = self.t.rows.get(name)
-        if row is None or row.epoch != epoch:
-            return None
-        return self._grant(name, epoch + 1, timeout_s)
-
-    async def lease_table(self, prefix: str) -> LeaseTable:
-        if self.down:
-            raise StateStoreUnavailableError("the state store is unavailable")
-        now = self.t.clock.time()
-        self.t.heartbeats[self.member] = now
-        live = tuple(sorted(m for m, at in self.t.heartbeats.items() if at >= now - LIVE_S))
-        rows = tuple(r for n, r in sorted(self.t.rows.items()) if n.startswith(prefix))
-        return LeaseTable(self.member, live, rows, now)
-
-    async def enqueue_fenced(
-        self,
-        fence: Fence,
-        events: Sequence[NewEvent],
-        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
-    ) -> None:
-        row = self.t.rows.get(fence.lease)
-        if row is None or (row.holder, row.epoch) != (self.member, fence.epoch):
-            self.t.refused.append(fence)
-            raise LeaseLostError("moved on")
-        for items in (checkpoints or {}).values():
-            for key, value in items.items():
-                if value is None:
-                    self.t.checkpoints.pop(key, None)
-                else:
-                    self.t.checkpoints[key] = value
-
-    async def leases(self) -> list[LeaseInfo]:
-        return list(self.t.rows.values())
-
-    async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:
-        return {k: v for k, v in self.t.checkpoints.items() if k.startswith(prefix)}
-
-    async def get_checkpoint(self, scope: str, key: str) -> str | None:
-        return self.t.checkpoints.get(key)
 
 
 def holders(table: Table) -> dict[str, int]:
