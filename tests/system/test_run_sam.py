@@ -10,20 +10,17 @@ names in batchItemFailures."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.system.conftest import free_port, wait_for
+from tests.system.sam_support import daemon_overrides, get, start_with_overrides, stop
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("aws_env")]
 pytest.importorskip("cfnlint")
@@ -131,12 +128,6 @@ Resources:
 """
 
 
-def get(url: str, data: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    with urllib.request.urlopen(request, timeout=20) as response:
-        return response.status, json.loads(response.read())
-
-
 @pytest.fixture
 def queue_url(moto_server: str) -> str:
     import boto3
@@ -153,65 +144,23 @@ def daemon(
     shutil.copytree(RECORDER, tmp_path / "worker")
     (tmp_path / "template.yaml").write_text(TEMPLATE)
     port, control = free_port(), free_port()
-    overrides = (
-        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: "127.0.0.1:{control}"\n'
-        "  access_keys:\n"
-        f"    - {{access_key_id: {KEY_ID}, secret_access_key: {SECRET}, "
+    access_key = (
+        f"  access_keys:\n    - {{access_key_id: {KEY_ID}, secret_access_key: {SECRET}, "
         'actions: ["sns:Publish"]}\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    )
+    overrides = daemon_overrides(tmp_path, port, control, access_key) + (
         f"endpoint_url: {moto_server}\n"
         f'parameters:\n  Greeting: "hi"\n  RecordDir: "{tmp_path}"\n'
         f"  QueueName: {queue_url.rsplit('/', 1)[1]}\n"
     )
-    (tmp_path / "overrides.yaml").write_text(overrides)
-    proc = start_run(
-        tmp_path,
-        "--sam",
-        "template.yaml",
-        "--overrides",
-        "overrides.yaml",
-        "--parameter-overrides",
-        f"AWS::Region={REGION}",
+    parameters = f"AWS::Region={REGION}"
+    proc = start_with_overrides(
+        tmp_path, overrides, "sam", "template.yaml", "--parameter-overrides", parameters
     )
     try:
         yield proc, port, control, tmp_path
     finally:
         stop(proc)
-
-
-def start_run(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`triggerd run ARGS` in `cwd` (stdout.log, stderr.log there), once it reports ready."""
-    out = cwd / "stdout.log"
-    err = cwd / "stderr.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "triggerd", "run", *args],
-        cwd=cwd,
-        stdout=out.open("wb"),
-        stderr=err.open("wb"),
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    try:
-        wait_for(
-            lambda: "trigger(s)" in out.read_text() or proc.poll() is not None,
-            60,
-            "the daemon to report ready",
-        )
-        assert proc.poll() is None, err.read_text()
-    except BaseException:
-        stop(proc)
-        raise
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (then SIGKILL) to a daemon this test started, by its PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_run_sam_answers_api_http_api_sqs_and_sns_events(
@@ -327,22 +276,20 @@ def test_run_sam_report_batch_item_failures_redelivers_only_the_failed_message(
     failed message's id in batchItemFailures and does not raise; only that message comes
     back (without the translation the whole batch would count as a success and be deleted)."""
     (tmp_path / "template.yaml").write_text(PARTIAL)
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: ""\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    overrides = daemon_overrides(tmp_path, free_port()) + (
         f"endpoint_url: {moto_server}\n"
         f'parameters:\n  RecordDir: "{tmp_path}"\n  QueueName: {queue_url.rsplit("/", 1)[1]}\n'
         # A failed message is visible again after 1 s, not the queue's 30 s.
         "triggers:\n  Partial-Queue:\n    source: {nack_visibility_timeout_s: 1}\n"
     )
-    proc = start_run(
+    parameters = f"AWS::Region={REGION}"
+    proc = start_with_overrides(
         tmp_path,
-        "--sam",
+        overrides,
+        "sam",
         "template.yaml",
-        "--overrides",
-        "overrides.yaml",
         "--parameter-overrides",
-        f"AWS::Region={REGION}",
+        parameters,
         "--no-watch",
     )
     import boto3

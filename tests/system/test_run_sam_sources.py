@@ -26,7 +26,7 @@ import boto3
 import pytest
 
 from tests.system.conftest import FUNCTIONS, free_port, wait_for
-from tests.system.test_run_sam import start_run, stop
+from tests.system.sam_support import daemon_overrides, recorded, start_with_overrides, stop
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("aws_env")]
 pytest.importorskip("cfnlint")
@@ -176,13 +176,6 @@ class Run:
     queue: str
 
 
-def recorded(path: Path) -> list[dict[str, Any]]:
-    """The events the recorder wrote to `path` (complete lines only)."""
-    if not path.exists():
-        return []
-    return [json.loads(x)["event"] for x in path.read_text().splitlines() if x.endswith("}")]
-
-
 def declare_and_publish(url: str, queue: str, bodies: list[bytes]) -> None:
     async def go() -> None:
         import aio_pika
@@ -233,12 +226,11 @@ def run(
     s3.create_bucket(Bucket=bucket)
     declare_and_publish(rabbitmq_url, queue, [])  # the source checks that it exists
     control = free_port()
-    (tmp / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: "127.0.0.1:{control}"\n'
-        "  access_keys:\n"
-        f"    - {{access_key_id: {KEY_ID}, secret_access_key: {SECRET}, "
+    access_key = (
+        f"  access_keys:\n    - {{access_key_id: {KEY_ID}, secret_access_key: {SECRET}, "
         'actions: ["events:PutEvents"]}\n'
-        f"  state: sqlite:///{tmp}/state/state.db\n  shutdown_timeout_s: 5\n"
+    )
+    overrides = daemon_overrides(tmp, free_port(), control, access_key) + (
         f"endpoint_url: {moto_server}\n"
         f"region: us-east-1\n"
         f"resources:\n  Broker:\n    url: {rabbitmq_url}\n"
@@ -255,16 +247,8 @@ def run(
         for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
             mp.setenv(name, value)
         mp.delenv("AWS_PROFILE", raising=False)
-        proc = start_run(
-            tmp,
-            "--sam",
-            "template.yaml",
-            "--overrides",
-            "overrides.yaml",
-            "--parameter-overrides",
-            f"AWS::Region={REGION}",
-            "--no-watch",
-        )
+        args = ("--parameter-overrides", f"AWS::Region={REGION}", "--no-watch")
+        proc = start_with_overrides(tmp, overrides, "sam", "template.yaml", *args)
     try:
         yield Run(proc, control, tmp, bucket, queue)
     finally:
@@ -482,9 +466,7 @@ def test_run_serverless_delivers_s3_schedule_event_bridge_and_rabbitmq_events(
     declare_and_publish(rabbitmq_url, queue, [])
     control = free_port()
     broker = "arn:aws:mq:eu-west-3:123456789012:broker:shop:b-0a1b2c3d-0000-1111-2222-333344445555"
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: "127.0.0.1:{control}"\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    overrides = daemon_overrides(tmp_path, free_port(), control) + (
         f"endpoint_url: {moto_server}\nregion: us-east-1\n"
         f'resources:\n  "{broker}":\n    url: {rabbitmq_url}\n'
         "triggers:\n  thumbnails-s3-0:\n"
@@ -497,9 +479,7 @@ def test_run_serverless_delivers_s3_schedule_event_bridge_and_rabbitmq_events(
         ("TRIGGERD_TEST_SECOND_RATES", "1"),
     ):
         monkeypatch.setenv(name, value)
-    proc = start_run(
-        tmp_path, "--serverless", "serverless.yml", "--overrides", "overrides.yaml", "--no-watch"
-    )
+    proc = start_with_overrides(tmp_path, overrides, "serverless", "serverless.yml", "--no-watch")
     try:
         s3.put_object(Bucket=bucket, Key="out/skipped.txt", Body=b"x")
         s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"abc")
@@ -583,16 +563,12 @@ def test_run_serverless_delivers_sqs_and_sns_events(
     sqs = boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1")
     queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
     control = free_port()
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: "127.0.0.1:{control}"\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    overrides = daemon_overrides(tmp_path, free_port(), control) + (
         f"endpoint_url: {moto_server}\nregion: us-east-1\n"
     )
     monkeypatch.setenv("RECORD_DIR", str(tmp_path))
     monkeypatch.setenv("QUEUE", queue)
-    proc = start_run(
-        tmp_path, "--serverless", "serverless.yml", "--overrides", "overrides.yaml", "--no-watch"
-    )
+    proc = start_with_overrides(tmp_path, overrides, "serverless", "serverless.yml", "--no-watch")
     try:
         sqs.send_message_batch(
             QueueUrl=queue_url,

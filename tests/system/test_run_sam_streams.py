@@ -27,7 +27,7 @@ from bench.harness import TansuBroker
 from tests.integration.kafka_support import committed, create_topic, produce
 from tests.integration.kinesis_support import kinesis_client, make_stream, put_json
 from tests.system.conftest import FUNCTIONS, free_port, wait_for
-from tests.system.test_run_sam import start_run, stop
+from tests.system.sam_support import daemon_overrides, recorded, start_with_overrides, stop
 
 pytestmark = [pytest.mark.system, pytest.mark.integration, pytest.mark.timeout(120)]
 pytest.importorskip("cfnlint")
@@ -153,13 +153,6 @@ class SamRun:
     bootstrap: str
 
 
-def recorded(path: Path) -> list[dict[str, Any]]:
-    """The events the recorder handler wrote to `path`, in order."""
-    if not path.exists():
-        return []
-    return [json.loads(line)["event"] for line in path.read_text().splitlines() if line]
-
-
 async def _kinesis_stream(endpoint: str) -> str:
     async with kinesis_client(endpoint) as client:
         return await make_stream(client)
@@ -184,9 +177,7 @@ def sam_run(
     msk_topic = asyncio.run(create_topic(kafka_broker.bootstrap, prefix="msk"))
     shutil.copytree(FUNCTIONS / "recorder", tmp / "recorder")
     (tmp / "template.yaml").write_text(TEMPLATE)
-    (tmp / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: ""\n'
-        f"  state: sqlite:///{tmp}/state/state.db\n  shutdown_timeout_s: 5\n"
+    overrides = daemon_overrides(tmp, free_port()) + (
         f"endpoint_url: {moto_server}\nregion: {REGION}\n"
         f'parameters:\n  RecordDir: "{tmp}"\n  StreamName: {stream}\n'
         f"  TableName: {table}\n  Topic: {topic}\n  AuditTopic: {msk_topic}\n"
@@ -202,9 +193,7 @@ def sam_run(
     with pytest.MonkeyPatch.context() as mp:
         for key, value in AWS_ENV.items():
             mp.setenv(key, value)
-        proc = start_run(
-            tmp, "--sam", "template.yaml", "--overrides", "overrides.yaml", "--no-watch"
-        )
+        proc = start_with_overrides(tmp, overrides, "sam", "template.yaml", "--no-watch")
     try:
         yield SamRun(tmp, stream, table, topic, msk_topic, kafka_broker.bootstrap)
     finally:
@@ -400,9 +389,7 @@ def test_run_serverless_kinesis_dynamodb_and_kafka_events_deliver_aws_records(
     pg_cluster.psql(f"CREATE TABLE {table} (id int PRIMARY KEY, status text)")
     shutil.copytree(FUNCTIONS / "recorder", tmp_path, dirs_exist_ok=True)
     (tmp_path / "serverless.yml").write_text(SERVERLESS.format(region=REGION))
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{free_port()}"\n  control_listen: ""\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
+    overrides = daemon_overrides(tmp_path, free_port()) + (
         f"endpoint_url: {moto_server}\nregion: {REGION}\n"
         "resources:\n"
         f"  {stream}: {{poll_interval_s: 0.1}}\n"  # tunes the stream, still read from moto
@@ -413,12 +400,11 @@ def test_run_serverless_kinesis_dynamodb_and_kafka_events_deliver_aws_records(
     )
     for key, value in {**AWS_ENV, "RECORD_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
-    proc = start_run(
+    proc = start_with_overrides(
         tmp_path,
-        "--serverless",
+        overrides,
+        "serverless",
         "serverless.yml",
-        "--overrides",
-        "overrides.yaml",
         "--opt",
         f"stream={stream}",
         "--opt",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import free_port
-from tests.system.test_run_sam import get, start_run, stop
+from tests.system.sam_support import daemon_overrides, get, start_with_overrides, stop
 from triggerd.config.load import load_config
 from triggerd.config.plugins import Registry
 from triggerd.imports.common import render_toml
@@ -45,17 +45,12 @@ def test_import_output_is_the_config_run_serverless_serves(tmp_path: Path) -> No
 def test_run_serverless_answers_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(SERVICE, tmp_path, dirs_exist_ok=True)
     port = free_port()
-    (tmp_path / "overrides.yaml").write_text(
-        f'daemon:\n  listen: "127.0.0.1:{port}"\n  control_listen: ""\n'
-        f"  state: sqlite:///{tmp_path}/state/state.db\n  shutdown_timeout_s: 5\n"
-    )
     monkeypatch.setenv("GREETING", "hej")
-    proc = start_run(
+    proc = start_with_overrides(
         tmp_path,
-        "--serverless",
+        daemon_overrides(tmp_path, port),
+        "serverless",
         "serverless.yml",
-        "--overrides",
-        "overrides.yaml",
         "--opt",
         "stage=e2e",
         "--no-watch",
