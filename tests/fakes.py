@@ -69,6 +69,13 @@ class FakeClock:
         self.now += seconds
 
 
+class StillClock(FakeClock):
+    """Time stands still even while someone sleeps (sleeping only yields): the test moves it."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
 class SteppedClock(SystemClock):
     """Real time, with a monotonic clock the test can move forward."""
 

@@ -120,7 +120,13 @@ class FakeLeaseMember:
         checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
         self.check_fence(fence)
-        for items in (checkpoints or {}).values():
+        await self.write(events, checkpoints or {})
+
+    async def write(
+        self, events: Sequence[NewEvent], checkpoints: Mapping[str, Mapping[str, str | None]]
+    ) -> None:
+        """What an enqueue writes once its fence held: here the checkpoints, into the table."""
+        for items in checkpoints.values():
             for key, value in items.items():
                 if value is None:
                     self.t.checkpoints.pop(key, None)

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.fakes import FakeBackend, FakeSource, make_record, trigger_runtime
+from tests.fakes import FakeBackend, FakeSource, make_record, run_until, trigger_runtime
 from tests.lease_fakes import FakeLeaseMember, FakeLeaseTable
 from triggerd.delivery.pipeline import SyncTrigger
 from triggerd.state.leases import LeaseStore
@@ -168,12 +168,7 @@ async def test_a_source_that_does_not_run_once_receives_without_any_lease(
     table, leases = cluster(holder="other")
     src, be = FakeSource([make_record(i) for i in range(2)]), FakeBackend()
     t = build(store, src, be, leases)
-    task = asyncio.create_task(t.run())
-    try:
-        await wait_for(lambda: len(src.acked) == 2)
-    finally:
-        t.stop()
-        await asyncio.wait_for(task, 5)
+    await run_until(t, lambda: len(src.acked) == 2)
     assert table.holder(SLOT) == "other"
 
 
@@ -183,10 +178,5 @@ async def test_on_the_sqlite_store_a_runs_once_source_is_resumed_once_and_delive
     assert isinstance(store, LeaseStore)  # one daemon: the lease is always granted
     src, be = SlotSource([make_record(i) for i in range(2)]), FakeBackend()
     t = build(store, src, be, store)
-    task = asyncio.create_task(t.run())
-    try:
-        await wait_for(lambda: len(src.acked) == 2)
-    finally:
-        t.stop()
-        await asyncio.wait_for(task, 5)
+    await run_until(t, lambda: len(src.acked) == 2)
     assert src.log.count("resume") == 1

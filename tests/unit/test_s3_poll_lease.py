@@ -17,7 +17,7 @@ from tests.lease_fakes import FakeLeaseMember
 from tests.lease_fakes import FakeLeaseTable as LeaseTable
 from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.state.base import NewEvent
-from triggerd.state.leases import Fence, LeaseLostError, LeaseStore
+from triggerd.state.leases import LeaseLostError, LeaseStore
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import LeadsWork, RunsOnce, SourceContext, SystemClock
 from triggerd_s3 import S3SourceConfig
@@ -36,13 +36,9 @@ class Member(FakeLeaseMember):
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def enqueue_fenced(
-        self,
-        fence: Fence,
-        events: Sequence[NewEvent],
-        checkpoints: Mapping[str, Mapping[str, str | None]] | None = None,
+    async def write(
+        self, events: Sequence[NewEvent], checkpoints: Mapping[str, Mapping[str, str | None]]
     ) -> None:
-        self.check_fence(fence)
         await self._store.enqueue(events, checkpoints)
 
     async def list_checkpoints(self, scope: str, prefix: str = "") -> dict[str, str]:

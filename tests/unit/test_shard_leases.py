@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import StillClock
 from tests.lease_fakes import FakeLeaseMember as Member
 from tests.lease_fakes import FakeLeaseTable as Table
 from tests.unit.test_shard_reader import FakeApi, shape
@@ -26,18 +27,26 @@ from triggerd.state.sqlite import SQLiteStateStore, StateStoreUnavailableError
 from triggerd.types import Record, SystemClock
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
+def reader_for(
+    api: Any,
+    store: object,
+    clock: SystemClock,
+    lease_timeout_s: float,
+    shape_of: Any = shape,
+    **options: Any,
+) -> ShardReader:
+    """A reader of trigger "t", polling every 50 ms, on `store`'s leases and checkpoints."""
+    return ShardReader(
+        api,
+        shape_of,
+        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
+        clock,
+        logging.getLogger("test"),
+        "t",
+        poll_interval_s=0.05,
+        lease_timeout_s=lease_timeout_s,
+        **options,
+    )
 
 
 def holders(table: Table) -> dict[str, int]:
@@ -114,7 +123,7 @@ async def _round(leases: ShardLeases, wanted: Sequence[str]) -> None:
 
 
 async def test_members_converge_to_an_even_spread_one_steal_at_a_time() -> None:
-    clock = FakeClock()
+    clock = StillClock()
     table = Table(clock)
     wanted = [f"s{i}" for i in range(8)]
     first = ShardLeases(Member(table, "a"), "t", timeout_s=3, clock=clock)
@@ -135,7 +144,7 @@ async def test_members_converge_to_an_even_spread_one_steal_at_a_time() -> None:
 
 
 async def test_a_dead_members_leases_are_taken_after_they_expire() -> None:
-    clock = FakeClock()
+    clock = StillClock()
     table = Table(clock)
     a = ShardLeases(Member(table, "a"), "t", timeout_s=3, clock=clock)
     b = ShardLeases(Member(table, "b"), "t", timeout_s=3, clock=clock)
@@ -157,7 +166,7 @@ async def test_a_dead_members_leases_are_taken_after_they_expire() -> None:
 
 
 async def test_only_a_shared_store_is_coordinated() -> None:
-    assert coordinated(Member(Table(FakeClock()), "a"))
+    assert coordinated(Member(Table(StillClock()), "a"))
     sqlite = SQLiteStateStore(":memory:")
     assert not coordinated(sqlite)  # one daemon: every lease granted, no balancing
     await sqlite.open()
@@ -194,16 +203,8 @@ async def test_a_reader_whose_checkpoint_is_fenced_stops_the_shard_and_gives_its
     store = Member(table, "a")
     api = FakeApi({"s0": [1, 2, 3], "s1": [1, 2, 3]})
     control = Control()
-    reader = ShardReader(
-        api,
-        shape,
-        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
-        clock,
-        logging.getLogger("test"),
-        "t",
-        poll_interval_s=0.05,
-        lease_timeout_s=30,  # renewed at the start only, within the test: the write notices
-    )
+    # Renewed at the start only, within the test: the write notices.
+    reader = reader_for(api, store, clock, lease_timeout_s=30)
     reader.control = control
     await reader.start()
     try:
@@ -267,16 +268,7 @@ async def test_a_child_shard_starts_once_another_daemon_wrote_its_parents_end() 
     Member(table, "x")  # another daemon, reading the parent
     table.rows["shard:t/p"] = LeaseInfo("shard:t/p", "x", 1, clock.time() + 3600, 0)
     api = FakeApi({"p": [1, 2], "c": [3, 4]}, parents={"c": ("p",)}, closed={"p"})
-    reader = ShardReader(
-        api,
-        shape,
-        Member(table, "a"),  # type: ignore[arg-type]  # the checkpoint calls the reader makes
-        clock,
-        logging.getLogger("test"),
-        "t",
-        poll_interval_s=0.05,
-        lease_timeout_s=0.3,
-    )
+    reader = reader_for(api, Member(table, "a"), clock, lease_timeout_s=0.3)
     await reader.start()
     try:
         await asyncio.sleep(0.5)  # a few balancing rounds
@@ -298,16 +290,8 @@ async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_de
     clock = SystemClock()
     table = Table(clock)
     store = Member(table, "a")
-    reader = ShardReader(
-        FakeApi({"s0": [1, 2, 3]}),
-        shape,
-        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
-        clock,
-        logging.getLogger("test"),
-        "t",
-        poll_interval_s=0.05,
-        lease_timeout_s=0.4,  # stops 0.3 s after the last renewal sent
-    )
+    # Stops 0.3 s after the last renewal sent.
+    reader = reader_for(FakeApi({"s0": [1, 2, 3]}), store, clock, lease_timeout_s=0.4)
     await reader.start()
     try:
         await _until(lambda: reader.shard_state() == {"s0": "reading"})
@@ -353,16 +337,8 @@ class TimedApi(FakeApi):
 
 
 def _latest_reader(api: TimedApi, store: object, clock: SystemClock) -> ShardReader:
-    return ShardReader(
-        api,
-        api.shape,
-        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
-        clock,
-        logging.getLogger("test"),
-        "t",
-        starting_position="LATEST",
-        poll_interval_s=0.05,
-        lease_timeout_s=30,
+    return reader_for(
+        api, store, clock, lease_timeout_s=30, shape_of=api.shape, starting_position="LATEST"
     )
 
 
@@ -489,16 +465,7 @@ class SlowCheckpoints(Member):
 
 
 def _taking_reader(api: FakeApi, store: Member, clock: SystemClock) -> ShardReader:
-    return ShardReader(
-        api,
-        shape,
-        store,  # type: ignore[arg-type]  # the checkpoint calls the reader makes
-        clock,
-        logging.getLogger("test"),
-        "t",
-        poll_interval_s=0.05,
-        lease_timeout_s=0.6,
-    )
+    return reader_for(api, store, clock, lease_timeout_s=0.6)
 
 
 async def test_a_leased_shard_is_read_only_once_its_stored_checkpoint_was_read() -> None:

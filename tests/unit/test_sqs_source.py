@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import StillClock
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import Record, SourceContext
 from triggerd_sqs.client import batch_entries
@@ -16,20 +17,6 @@ from triggerd_sqs.config import SqsSourceConfig
 from triggerd_sqs.source import SqsSource
 
 URL = "http://sqs.local/123456789012/q"
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
 
 
 def message(i: int, group: str | None = None) -> dict[str, Any]:
@@ -99,12 +86,12 @@ class FakeClient:
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
 
-def make_source(client: FakeClient, clock: ManualClock | None = None, **extra: Any) -> SqsSource:
+def make_source(client: FakeClient, clock: StillClock | None = None, **extra: Any) -> SqsSource:
     config = SqsSourceConfig.model_validate({"type": "sqs", "queue_url": URL, **extra})
     ctx = SourceContext(
         trigger="t",
         state=SQLiteStateStore(MEMORY_PATH),
-        clock=clock or ManualClock(),
+        clock=clock or StillClock(),
         log=logging.getLogger("test.sqs"),
     )
     return SqsSource(config, ctx, client=client)
@@ -184,7 +171,7 @@ async def test_fifo_nack_gives_back_the_buffered_rest_of_the_group() -> None:
 
 
 async def test_heartbeat_extends_only_messages_about_to_time_out() -> None:
-    clock = ManualClock()
+    clock = StillClock()
     client = FakeClient([message(0), message(1)])
     src = make_source(client, clock, visibility_timeout_s=8, extend_visibility=False)
     await src.start()
