@@ -7,10 +7,6 @@ the kill is delivered at least once."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +17,7 @@ import pytest
 from tests.integration.kinesis_support import kinesis_client, make_stream, put_json
 from tests.pg_state import fresh_database
 from tests.system.conftest import Daemon, wait_for
+from tests.system.pg_cluster import daemon_table, json_lines, member_id, status
 
 pytestmark = [pytest.mark.system, pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 
@@ -29,15 +26,9 @@ PREFIX = "shard:clicks/"
 
 
 def config(url: str, tmp: Path, name: str, stream: str, endpoint: str) -> str:
+    daemon = daemon_table(url, tmp / name / "work", singleton_lease_timeout_s=2)
     return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = ""
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-singleton_lease_timeout_s = 2
-log_format = "json"
+{daemon}
 
 [functions.ids]
 handler = "app.handler"
@@ -66,31 +57,17 @@ def pg_url() -> Iterator[str]:
 def delivered(tmp: Path) -> Counter[int]:
     seen: Counter[int] = Counter()
     for path in tmp.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            if line.endswith("]"):
-                seen.update(json.loads(line))
+        for batch in json_lines(path, "]"):
+            seen.update(batch)
     return seen
 
 
 def shard_leases(d: Daemon) -> dict[str, str | None]:
     """Shard lease -> holder (None: free or expired), from `triggerd status -o json`."""
-    out = subprocess.run(
-        [sys.executable, "-m", "triggerd", "status", "-o", "json"],
-        cwd=d.workdir,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    leases: list[dict[str, Any]] = json.loads(out.stdout)["leases"]
+    leases: list[dict[str, Any]] = status(d)["leases"]
     return {
         lease["lease"]: lease["holder"] for lease in leases if lease["lease"].startswith(PREFIX)
     }
-
-
-def member_id(d: Daemon) -> str:
-    return next(str(e["member"]) for e in d.events() if e.get("event") == "state.opened")
 
 
 async def _put(endpoint: str, stream: str, ids: range) -> None:

@@ -7,7 +7,6 @@ least once. A 2 s lease keeps it short."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +16,9 @@ import pytest
 
 from tests.integration.postgres_support import unique
 from tests.pg_state import fresh_database
-from tests.system.conftest import FUNCTIONS, Daemon, wait_for
+from tests.system.conftest import FUNCTIONS, wait_for
+from tests.system.pg_cluster import Member as ClusterMember
+from tests.system.pg_cluster import daemon_table, json_lines
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 
@@ -26,15 +27,9 @@ ROWS_BEFORE, ROWS_AFTER = 200, 100
 
 
 def config(state: str, name: str, tmp: Path, dsn: str, table: str, slot: str) -> str:
+    daemon = daemon_table(state, tmp / name / "work", singleton_lease_timeout_s=LEASE_S)
     return f"""
-[daemon]
-state = "{state}"
-listen = ""
-control_listen = ""
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-singleton_lease_timeout_s = {LEASE_S}
-log_format = "json"
+{daemon}
 
 [functions.rows]
 handler = "app.handler"
@@ -58,42 +53,21 @@ def state_url() -> Iterator[str]:
         yield url
 
 
-class Member:
+class Member(ClusterMember):
     """One daemon of the cluster; each run records the row ids it delivered in its own file."""
 
     def __init__(self, name: str, tmp: Path, text: str) -> None:
-        (tmp / name).mkdir()
-        self.name = name
-        self.tmp = tmp
-        self.daemon = Daemon(tmp / name, text)
-
-    @property
-    def rows_file(self) -> Path:
-        return self.tmp / f"{self.name}.{self.daemon.runs}.jsonl"
-
-    def start_run(self) -> None:
-        runs = self.daemon.runs + 1
-        env = {"ROWS_FILE": str(self.tmp / f"{self.name}.{runs}.jsonl")}
-        self.daemon.start(ready_timeout=120, env=env)
-
-    def event_names(self) -> list[str]:
-        return [str(e.get("event")) for e in self.daemon.events()]
+        super().__init__(name, tmp, text, "ROWS_FILE")
 
     def leads(self) -> bool:
         return "source.leading" in self.event_names()
 
     def delivered(self) -> list[int]:
-        return ids_in(self.rows_file)
+        return ids_in(self.current_file)
 
 
 def ids_in(path: Path) -> list[int]:
-    if not path.exists():
-        return []
-    out: list[int] = []
-    for line in path.read_text().splitlines():
-        if line.endswith("]"):
-            out += json.loads(line)
-    return out
+    return [i for batch in json_lines(path, "]") for i in batch]
 
 
 def all_delivered(tmp: Path) -> set[int]:
@@ -129,7 +103,7 @@ def test_one_reader_per_slot_and_the_standby_takes_over_from_a_killed_leader(
     }
     try:
         with ThreadPoolExecutor(2) as pool:  # at once, as a cluster's hosts boot
-            list(pool.map(lambda m: m.start_run(), members.values()))
+            list(pool.map(lambda m: m.start(), members.values()))
         wait_for(lambda: any(m.leads() for m in members.values()), 30, "a leader")
         leader = next(m for m in members.values() if m.leads())
         standby = next(m for m in members.values() if m is not leader)

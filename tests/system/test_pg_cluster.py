@@ -12,7 +12,7 @@ import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pytest
 from tests.integration.rabbitmq_support import broker, unique
 from tests.pg_state import fresh_database
 from tests.system.conftest import FUNCTIONS, Daemon, free_port, wait_for
+from tests.system.pg_cluster import daemon_table, start_all
 from tests.system.test_invoke_event_kill import invoke_event
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
@@ -31,15 +32,9 @@ MESSAGES = [f"msg-{i:03}" for i in range(80)]
 
 
 def config(url: str, name: str, port: int, tmp: Path, amqp: str, queue: str) -> str:
+    daemon = daemon_table(url, tmp / name / "work", port, lease_timeout_s=LEASE_S)
     return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-lease_timeout_s = {LEASE_S}
-log_format = "json"
+{daemon}
 
 [functions.recorder]
 handler = "app.handler"
@@ -69,13 +64,6 @@ queue = "{queue}"
 prefetch_count = 10
 reconnect_base_delay_s = 0.2
 """
-
-
-def start_all(daemons: Iterable[Daemon]) -> None:
-    """Start the daemons side by side (each start waits for its daemon to be ready; the
-    first daemons of a test session install the runtimes' boto3, slow on a loaded machine)."""
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda d: d.start(ready_timeout=120), daemons))
 
 
 def records(path: Path) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ daemon, restarted, stands by without listing. A 2 s lease keeps it short."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,9 @@ import boto3
 import pytest
 
 from tests.pg_state import fresh_database
-from tests.system.conftest import FUNCTIONS, Daemon, wait_for
+from tests.system.conftest import FUNCTIONS, wait_for
+from tests.system.pg_cluster import Member as ClusterMember
+from tests.system.pg_cluster import daemon_table, json_lines
 
 pytestmark = [pytest.mark.system, pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 
@@ -25,17 +26,11 @@ LEASE = "s3poll:bucket"
 
 
 def config(url: str, name: str, tmp: Path, endpoint: str, bucket: str) -> str:
+    daemon = daemon_table(
+        url, tmp / name / "work", lease_timeout_s=2, singleton_lease_timeout_s=2, log_level="debug"
+    )
     return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = ""
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-lease_timeout_s = 2
-singleton_lease_timeout_s = 2
-log_format = "json"
-log_level = "debug"
+{daemon}
 
 [functions.recorder]
 handler = "app.handler"
@@ -63,22 +58,12 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-class Member:
+class Member(ClusterMember):
     def __init__(self, name: str, url: str, tmp: Path, endpoint: str, bucket: str) -> None:
-        (tmp / name).mkdir()
-        self.name = name
-        self.tmp = tmp
-        self.daemon = Daemon(tmp / name, config(url, name, tmp, endpoint, bucket))
-
-    def start(self) -> None:
-        calls = self.tmp / f"{self.name}.{self.daemon.runs + 1}.jsonl"
-        self.daemon.start(ready_timeout=120, env={"CALLS_FILE": str(calls)})
+        super().__init__(name, tmp, config(url, name, tmp, endpoint, bucket), "CALLS_FILE")
 
     def leads(self) -> bool:
-        return any(
-            e.get("event") == "lease.acquired" and e.get("lease") == LEASE
-            for e in self.daemon.events()
-        )
+        return self.logged("lease.acquired", lease=LEASE)
 
     def scans(self) -> int:
         return sum(e.get("event") == "s3.scanned" for e in self.daemon.events())
@@ -87,9 +72,8 @@ class Member:
 def delivered(tmp: Path) -> list[str]:
     keys: list[str] = []
     for path in sorted(tmp.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.endswith("}"):
-                keys += [r["s3"]["object"]["key"] for r in json.loads(line)["event"]["Records"]]
+        for call in json_lines(path):
+            keys += [r["s3"]["object"]["key"] for r in call["event"]["Records"]]
     return keys
 
 

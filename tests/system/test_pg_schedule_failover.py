@@ -8,22 +8,19 @@ short."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.pg_state import fresh_database
-from tests.system.conftest import FUNCTIONS, Daemon, wait_for
+from tests.system.conftest import FUNCTIONS, wait_for
+from tests.system.pg_cluster import Member as ClusterMember
+from tests.system.pg_cluster import daemon_table, json_lines
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 
@@ -34,16 +31,11 @@ ENV = {"TRIGGERD_TEST_SECOND_RATES": "1"}
 
 
 def config(url: str, name: str, tmp: Path) -> str:
+    leases = daemon_table(
+        url, tmp / name / "work", lease_timeout_s=2, singleton_lease_timeout_s=LEASE_S
+    )
     return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = ""
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-lease_timeout_s = 2
-singleton_lease_timeout_s = {LEASE_S}
-log_format = "json"
+{leases}
 
 [functions.ticker]
 handler = "app.handler"
@@ -67,52 +59,22 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-class Member:
+class Member(ClusterMember):
     """One daemon of the cluster; each run records its invocations in a file of its own."""
 
     def __init__(self, name: str, url: str, tmp: Path) -> None:
-        (tmp / name).mkdir()
-        self.name = name
-        self.tmp = tmp
-        self.daemon = Daemon(tmp / name, config(url, name, tmp))
-
-    def tick_file(self, run: int) -> Path:
-        return self.tmp / f"{self.name}.{run}.jsonl"
-
-    def start(self) -> None:
-        env = dict(ENV, TICK_FILE=str(self.tick_file(self.daemon.runs + 1)))
-        self.daemon.start(ready_timeout=120, env=env)
+        super().__init__(name, tmp, config(url, name, tmp), "TICK_FILE", ENV)
 
     def leads(self) -> bool:
-        return any(e.get("event") == "lease.acquired" for e in self.daemon.events())
-
-    def member_id(self) -> str:
-        return next(
-            str(e["member"]) for e in self.daemon.events() if e.get("event") == "state.opened"
-        )
-
-    def status(self) -> dict[str, Any]:
-        """`triggerd status -o json` with this daemon's config."""
-        out = subprocess.run(
-            [sys.executable, "-m", "triggerd", "status", "-o", "json"],
-            cwd=self.daemon.workdir,
-            env=dict(os.environ, **ENV, TICK_FILE="unused"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        doc: dict[str, Any] = json.loads(out.stdout)
-        return doc
+        return self.logged("lease.acquired")
 
 
 def ticks(tmp: Path) -> dict[str, list[str]]:
     """Each invocation's tick time -> the runs that invoked it ("a.1", ...)."""
     seen: dict[str, list[str]] = {}
     for path in sorted(tmp.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.endswith("}"):
-                seen.setdefault(json.loads(line)["event"]["time"], []).append(path.stem)
+        for call in json_lines(path):
+            seen.setdefault(call["event"]["time"], []).append(path.stem)
     return seen
 
 

@@ -19,7 +19,7 @@ import pytest
 from tests.integration.sqs_harness import FUNCTION_DIR, depth, make_queue, sqs_client
 from tests.pg_state import fresh_database
 from tests.system.conftest import Daemon, free_port, wait_for
-from tests.system.test_pg_cluster import start_all
+from tests.system.pg_cluster import daemon_table, json_lines, start_all
 
 pytestmark = [pytest.mark.system, pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
 
@@ -30,13 +30,7 @@ CONCURRENCY = 2
 
 def config(url: str, name: str, port: int, tmp: Path, queue: str, endpoint: str) -> str:
     return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = "127.0.0.1:{port}"
-work_dir = "{tmp / name / "work"}"
-shutdown_timeout_s = 5
-log_format = "json"
+{daemon_table(url, tmp / name / "work", port)}
 
 [functions.recorder]
 handler = "app.handler"
@@ -63,13 +57,7 @@ prefetch = {BATCH}
 
 
 def ids(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.endswith("}"):
-            out += [json.loads(r["body"])["id"] for r in json.loads(line)["event"]["Records"]]
-    return out
+    return [json.loads(r["body"])["id"] for c in json_lines(path) for r in c["event"]["Records"]]
 
 
 async def _setup(endpoint: str) -> str:
