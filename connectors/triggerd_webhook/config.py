@@ -89,6 +89,17 @@ class CorsConfig(Model):
         return self
 
 
+#: Keys that one invocation mode reads and the other never does: key -> (mode, why).
+_MODE_ONLY = {
+    "timeout_s": (
+        "sync",
+        "event mode answers 202 once the event is queued, waiting for no function",
+    ),
+    "accept_timeout_s": ("event", "sync mode queues nothing"),
+    "queue_size": ("event", "sync mode queues nothing"),
+}
+
+
 class WebhookSourceConfig(SourceConfig):
     """An HTTP route on the daemon's listen address that invokes the trigger's function."""
 
@@ -181,7 +192,24 @@ class WebhookSourceConfig(SourceConfig):
             raise ValueError("a function URL has no stage variables")
         if self.burst is not None and self.rate_limit_per_s is None:
             raise ValueError("burst needs rate_limit_per_s")
+        unused = self._unused_keys()
+        if unused:
+            raise ValueError("; ".join(unused))
         return self
+
+    def _unused_keys(self) -> list[str]:
+        """Keys set where this route, as configured, would never read them."""
+        found = [
+            f'{key}: only used with invocation = "{mode}" ({why})'
+            for key, (mode, why) in _MODE_ONLY.items()
+            if key in self.model_fields_set and mode != self.invocation_mode
+        ]
+        if self.binary_media_types and self.payload_format != "1.0":
+            found.append(
+                'binary_media_types: only payload_format = "1.0" (a REST API) has binary media '
+                "types; 2.0 and url events carry non-text bodies base64 by themselves"
+            )
+        return found
 
     def ignored_trigger_settings(self) -> dict[str, str]:
         """A sync-mode webhook invokes the function in the request and answers with its
