@@ -152,7 +152,9 @@ class DaemonSettings(Model):
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
     work_dir: OutputDir | None = Field(
-        None, description="Runtime files and function scratch space (default: next to state)"
+        None,
+        description="Runtime files and function scratch space (default: run/ beside the SQLite "
+        "state file; with a PostgreSQL store, triggerd-<pid> in the temp directory)",
     )
     runtimes_dir: ConfigPath | None = Field(
         None,
