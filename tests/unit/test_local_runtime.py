@@ -125,6 +125,13 @@ def test_config_runtime_client_is_for_python_runtimes_only() -> None:
         config(runtime_client="other")
 
 
+@pytest.mark.parametrize("runtime", ["provided.al2023", "nodejs20.x"])
+def test_config_boto3_version_is_for_python_runtimes_only(runtime: str) -> None:
+    assert config(runtime="python3.12", boto3_version="1.40.0").runtime_boto3 == "1.40.0"
+    with pytest.raises(ValidationError, match=r"boto3_version applies to python3\.x runtimes"):
+        config(runtime=runtime, boto3_version="1.40.0")
+
+
 def test_config_provisioned_concurrency_fits_under_the_maximum() -> None:
     assert config(provisioned_concurrency=6).max_workers == 6  # raises the default of 4
     assert config(provisioned_concurrency=2, reserved_concurrency=2).max_workers == 2
