@@ -15,6 +15,10 @@ REST_TIMEOUT_S = 29.0
 HTTP_API_TIMEOUT_S = 30.0
 
 
+#: HMAC keys that one signature style reads and the other never does.
+_STYLE_ONLY = {"github": {"prefix", "encoding"}, "stripe": {"tolerance_s"}}
+
+
 class HmacAuth(Model):
     """A signature of the raw body with a shared secret (HMAC-SHA256), GitHub or Stripe style."""
 
@@ -35,6 +39,14 @@ class HmacAuth(Model):
     tolerance_s: float = Field(
         300.0, gt=0, description="stripe style: largest accepted age of the signed timestamp."
     )
+
+    @model_validator(mode="after")
+    def _style_keys(self) -> HmacAuth:
+        other = "stripe" if self.style == "github" else "github"
+        unused = sorted(_STYLE_ONLY[other] & self.model_fields_set)
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: only used with style = {other!r}")
+        return self
 
     @property
     def header_name(self) -> str:
