@@ -611,6 +611,8 @@ class DestinationContext:
     trigger: str
     clock: Clock
     log: logging.Logger
+    #: The daemon's region: the default of a destination whose config names none.
+    region: str = "us-east-1"
 
 
 # --------------------------------------------------------------------------------------------

@@ -243,3 +243,15 @@ class RabbitMQDestinationConfig(DestinationConfig, AmqpSettings):
         description="An unroutable record is an error (retried), not silently dropped",
     )
     confirm_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _no_reconnect_backoff(self) -> RabbitMQDestinationConfig:
+        """The destination has no reconnect loop: a lost connection is reopened by the next
+        send, and failed sends are retried on the pipeline's on-failure backoff."""
+        unused = sorted({"reconnect_base_delay_s", "reconnect_max_delay_s"} & self.model_fields_set)
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)}: only the rabbitmq source uses this; the destination "
+                "reconnects on its next send, retried on the pipeline's on-failure backoff"
+            )
+        return self

@@ -142,6 +142,16 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
         "(default: 10 per poller)",
     )
 
+    @field_validator("prefetch")
+    @classmethod
+    def _prefetch_holds_a_receive(cls, value: int) -> int:
+        if 0 < value < 10:
+            raise ValueError(
+                "at least 10 (one ReceiveMessage returns up to 10 messages), or 0 for the "
+                "default of 10 per poller"
+            )
+        return value
+
     window_required_above_batch_size: ClassVar[int | None] = 10
 
     # AWS allows 10 000 for a standard queue but 10 for FIFO. The trigger checks

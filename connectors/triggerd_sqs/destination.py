@@ -36,7 +36,7 @@ class SqsDestination:
 
     async def start(self) -> None:
         if self.client is None:
-            region = self.config.region_or("us-east-1")
+            region = self.config.region_or(self.ctx.region)
             self.client = await open_client(
                 self._stack, self.config, region, pool=10, read_timeout_s=30
             )

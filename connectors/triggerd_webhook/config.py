@@ -15,6 +15,10 @@ REST_TIMEOUT_S = 29.0
 HTTP_API_TIMEOUT_S = 30.0
 
 
+#: HMAC keys that one signature style reads and the other never does.
+_STYLE_ONLY = {"github": {"prefix", "encoding"}, "stripe": {"tolerance_s"}}
+
+
 class HmacAuth(Model):
     """A signature of the raw body with a shared secret (HMAC-SHA256), GitHub or Stripe style."""
 
@@ -35,6 +39,14 @@ class HmacAuth(Model):
     tolerance_s: float = Field(
         300.0, gt=0, description="stripe style: largest accepted age of the signed timestamp."
     )
+
+    @model_validator(mode="after")
+    def _style_keys(self) -> HmacAuth:
+        other = "stripe" if self.style == "github" else "github"
+        unused = sorted(_STYLE_ONLY[other] & self.model_fields_set)
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: only used with style = {other!r}")
+        return self
 
     @property
     def header_name(self) -> str:
@@ -87,6 +99,17 @@ class CorsConfig(Model):
         if self.allow_credentials and "*" in self.allow_origins:
             raise ValueError("allow_credentials needs explicit allow_origins, not '*'")
         return self
+
+
+#: Keys that one invocation mode reads and the other never does: key -> (mode, why).
+_MODE_ONLY = {
+    "timeout_s": (
+        "sync",
+        "event mode answers 202 once the event is queued, waiting for no function",
+    ),
+    "accept_timeout_s": ("event", "sync mode queues nothing"),
+    "queue_size": ("event", "sync mode queues nothing"),
+}
 
 
 class WebhookSourceConfig(SourceConfig):
@@ -181,7 +204,24 @@ class WebhookSourceConfig(SourceConfig):
             raise ValueError("a function URL has no stage variables")
         if self.burst is not None and self.rate_limit_per_s is None:
             raise ValueError("burst needs rate_limit_per_s")
+        unused = self._unused_keys()
+        if unused:
+            raise ValueError("; ".join(unused))
         return self
+
+    def _unused_keys(self) -> list[str]:
+        """Keys set where this route, as configured, would never read them."""
+        found = [
+            f'{key}: only used with invocation = "{mode}" ({why})'
+            for key, (mode, why) in _MODE_ONLY.items()
+            if key in self.model_fields_set and mode != self.invocation_mode
+        ]
+        if self.binary_media_types and self.payload_format != "1.0":
+            found.append(
+                'binary_media_types: only payload_format = "1.0" (a REST API) has binary media '
+                "types; 2.0 and url events carry non-text bodies base64 by themselves"
+            )
+        return found
 
     def ignored_trigger_settings(self) -> dict[str, str]:
         """A sync-mode webhook invokes the function in the request and answers with its

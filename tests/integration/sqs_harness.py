@@ -26,11 +26,11 @@ FUNCTION_DIR = Path(__file__).parent / "functions" / "sqs_recorder"
 
 
 @contextlib.asynccontextmanager
-async def sqs_client(endpoint: str) -> AsyncIterator[Any]:
+async def sqs_client(endpoint: str, region: str = "us-east-1") -> AsyncIterator[Any]:
     session = get_session()
     async with session.create_client(
         "sqs",
-        region_name="us-east-1",
+        region_name=region,
         endpoint_url=endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",

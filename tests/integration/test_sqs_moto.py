@@ -240,6 +240,24 @@ async def test_sqs_destination_sends_the_record_as_the_json_body(moto_server: st
         assert json.loads(message["Body"]) == record
 
 
+async def test_sqs_destination_without_a_region_uses_the_daemons(moto_server: str) -> None:
+    async with sqs_client(moto_server, region="eu-west-1") as c:
+        url = await make_queue(c, "dest-eu")
+        config = SqsDestinationConfig.model_validate(
+            {"type": "sqs", "queue_url": url, "endpoint_url": moto_server}
+        )
+        log = logging.getLogger("t")
+        ctx = DestinationContext(trigger="t", clock=SystemClock(), log=log, region="eu-west-1")
+        dest = SqsDestination(config, ctx)
+        await dest.start()  # GetQueueAttributes: moto keeps queues per region
+        try:
+            await dest.send({"version": "1.0"})
+        finally:
+            await dest.stop()
+        [message] = await drain(c, url)
+        assert json.loads(message["Body"]) == {"version": "1.0"}
+
+
 async def test_sqs_destination_send_raises_when_the_queue_is_gone(moto_server: str) -> None:
     async with sqs_client(moto_server) as c:
         url = await make_queue(c, "dest")

@@ -117,12 +117,29 @@ def test_config_checks_versions_role_arns_and_layer_count() -> None:
         config(runtime="provided", handler="h", requirements="r.txt")
 
 
+def test_config_role_settings_need_a_role_arn() -> None:
+    role = "arn:aws:iam::123456789012:role/app"
+    cfg = config(role_arn=role, role_session_name="s1", role_duration_s=900)
+    assert (cfg.role_session_name, cfg.role_duration_s) == ("s1", 900)
+    with pytest.raises(ValidationError, match="role_session_name: only used with role_arn"):
+        config(role_session_name="s1")
+    with pytest.raises(ValidationError, match="role_duration_s: only used with role_arn"):
+        config(role_duration_s=900)
+
+
 def test_config_runtime_client_is_for_python_runtimes_only() -> None:
     assert config(runtime_client="awslambdaric").runtime_client == "awslambdaric"
     with pytest.raises(ValidationError, match=r"python3\.x runtimes only"):
         config(runtime="provided", runtime_client="awslambdaric")
     with pytest.raises(ValidationError):
         config(runtime_client="other")
+
+
+@pytest.mark.parametrize("runtime", ["provided.al2023", "nodejs20.x"])
+def test_config_boto3_version_is_for_python_runtimes_only(runtime: str) -> None:
+    assert config(runtime="python3.12", boto3_version="1.40.0").runtime_boto3 == "1.40.0"
+    with pytest.raises(ValidationError, match=r"boto3_version applies to python3\.x runtimes"):
+        config(runtime=runtime, boto3_version="1.40.0")
 
 
 def test_config_provisioned_concurrency_fits_under_the_maximum() -> None:

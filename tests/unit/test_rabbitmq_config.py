@@ -106,6 +106,14 @@ def test_destination_needs_a_routing_key_and_defaults_to_persistent_mandatory() 
         trigger({"queue": "q"}, on_failure={"type": "rabbitmq"})
 
 
+def test_destination_refuses_the_source_only_reconnect_backoff() -> None:
+    assert source(reconnect_base_delay_s=0.1).reconnect_base_delay_s == 0.1
+    for key in ("reconnect_base_delay_s", "reconnect_max_delay_s"):
+        dest = {"type": "rabbitmq", "routing_key": "dlq", key: 1.0}
+        with pytest.raises(ConfigError, match=f"{key}: only the rabbitmq source uses this"):
+            trigger({"queue": "q"}, maximum_retry_attempts=1, on_failure=dest)
+
+
 def test_importing_the_package_does_not_import_aio_pika() -> None:
     import subprocess
     import sys

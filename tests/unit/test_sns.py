@@ -334,6 +334,15 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     assert cfg.sns.topics[0].subscriptions[0].protocol == "lambda"
 
 
+def test_signature_version_without_a_signing_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _config(tmp_path, {"signature_version": "2"})
+    assert "sns: signature_version: only notifications signed with signing_key_file" in str(
+        exc.value
+    )
+    assert _config(tmp_path, {}).sns.signature_version == "1"
+
+
 async def test_sns_resources_are_kept_across_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     store = SQLiteStateStore(path)

@@ -191,6 +191,16 @@ async def test_heartbeat_extends_only_messages_about_to_time_out() -> None:
         await src.stop()
 
 
+def test_prefetch_below_one_receive_is_refused() -> None:
+    def buffer(**extra: Any) -> int:
+        config = {"type": "sqs", "queue_url": URL, **extra}
+        return SqsSourceConfig.model_validate(config).buffer_capacity
+
+    assert (buffer(), buffer(max_pollers=2), buffer(prefetch=10)) == (50, 20, 10)
+    with pytest.raises(ValueError, match=r"prefetch\n.*at least 10 \(one ReceiveMessage"):
+        buffer(prefetch=5)
+
+
 def test_heartbeat_period_is_a_quarter_of_the_visibility_timeout() -> None:
     src = make_source(FakeClient(), visibility_timeout_s=40)
     assert src.heartbeat_tick_s == 10.0

@@ -77,12 +77,59 @@ def test_invocation_key_selects_event_mode_in_a_trigger() -> None:
         ),
         ({"path": "/a", "binary_media_types": ["png"]}, "type/subtype"),
         ({"path": "/a", "invocation": "later"}, "invocation"),
+        (
+            {"path": "/a", "auth": {"type": "hmac", "secret": "s", "tolerance_s": 60}},
+            "tolerance_s: only used with style = 'stripe'",
+        ),
+        (
+            {
+                "path": "/a",
+                "auth": {"type": "hmac", "secret": "s", "style": "stripe", "prefix": "v1="},
+            },
+            "prefix: only used with style = 'github'",
+        ),
+        (
+            {
+                "path": "/a",
+                "auth": {"type": "hmac", "secret": "s", "style": "stripe", "encoding": "base64"},
+            },
+            "encoding: only used with style = 'github'",
+        ),
+        (
+            {"path": "/a", "invocation": "event", "timeout_s": 5},
+            'timeout_s: only used with invocation = "sync"',
+        ),
+        (
+            {"path": "/a", "accept_timeout_s": 5},
+            'accept_timeout_s: only used with invocation = "event"',
+        ),
+        ({"path": "/a", "queue_size": 10}, 'queue_size: only used with invocation = "event"'),
+        (
+            {"path": "/a", "binary_media_types": ["image/png"]},
+            'binary_media_types: only payload_format = "1.0"',
+        ),
+        (
+            {"path": "/a", "payload_format": "url", "binary_media_types": ["*/*"]},
+            'binary_media_types: only payload_format = "1.0"',
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(source: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         load(source)
     assert fragment in str(info.value)
+
+
+def test_mode_specific_keys_load_in_their_mode() -> None:
+    assert cfg(invocation="event", accept_timeout_s=5, queue_size=10).queue_size == 10
+    assert cfg(timeout_s=5).timeout_s == 5
+    stripe = cfg(auth={"type": "hmac", "secret": "s", "style": "stripe", "tolerance_s": 60})
+    github = cfg(auth={"type": "hmac", "secret": "s", "prefix": "", "encoding": "base64"})
+    assert stripe.auth is not None and stripe.auth.type == "hmac" and stripe.auth.tolerance_s == 60
+    assert github.auth is not None and github.auth.type == "hmac" and github.auth.prefix == ""
+    assert cfg(payload_format="1.0", binary_media_types=["image/*"]).binary_media_types == [
+        "image/*"
+    ]
 
 
 def test_async_trigger_limits_apply() -> None:

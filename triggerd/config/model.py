@@ -143,16 +143,19 @@ class DaemonSettings(Model):
         15.0,
         ge=1,
         le=3600,
-        description="Lease of a source that runs on one daemon at a time (schedules, each "
-        "Kinesis / DynamoDB Streams shard) on a PostgreSQL store: the holder renews it every "
-        "third of this and stops by itself after three quarters of it without a renewal; "
+        description="Lease of a source that runs on one daemon at a time (schedules, S3 poll "
+        "mode, PostgreSQL CDC, each Kinesis / DynamoDB Streams shard) on a PostgreSQL store: "
+        "the holder renews it every third of this and stops by itself after three quarters of "
+        "it without a renewal; "
         "another daemon takes over after at most this long once the holder is gone (see "
         "docs/cluster.md)",
     )
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error)$")
     log_format: str = Field("auto", pattern=r"^(auto|json|text)$")
     work_dir: OutputDir | None = Field(
-        None, description="Runtime files and function scratch space (default: next to state)"
+        None,
+        description="Runtime files and function scratch space (default: run/ beside the SQLite "
+        "state file; with a PostgreSQL store, triggerd-<pid> in the temp directory)",
     )
     runtimes_dir: ConfigPath | None = Field(
         None,

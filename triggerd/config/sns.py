@@ -268,6 +268,11 @@ class SnsSettings(Model):
                     )
         if (self.signing_key_file is None) != (self.signing_cert_url is None):
             problems.append("signing_key_file and signing_cert_url go together")
+        if "signature_version" in self.model_fields_set and self.signing_key_file is None:
+            problems.append(
+                "signature_version: only notifications signed with signing_key_file have one "
+                "(without it Signature is a digest and SignatureVersion is always 1)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -660,6 +660,7 @@ class Daemon:
                         trigger=queue_name(fn.name),
                         clock=self.clock,
                         log=logging.getLogger("triggerd.trigger"),
+                        region=self.config.daemon.region,
                     ),
                 )
             self.invoke_queues[fn.name] = InvokeQueue.build(
@@ -884,7 +885,10 @@ class Daemon:
         if dest_cfg is not None:
             dest_type = getattr(dest_cfg, "type")  # noqa: B009
             destination = self.registry.destination(dest_type).create(
-                dest_cfg, DestinationContext(trigger=name, clock=self.clock, log=tlog)
+                dest_cfg,
+                DestinationContext(
+                    trigger=name, clock=self.clock, log=tlog, region=self.config.daemon.region
+                ),
             )
         rt = TriggerRuntime.assemble(
             name=name,

@@ -256,6 +256,14 @@ class LocalFunctionConfig(FunctionConfig):
     def _combination(self) -> Self:
         if (self.provided or self.node) and self.runtime_client != "bundled":
             raise ValueError("runtime_client applies to python3.x runtimes only")
+        unused_role = sorted({"role_session_name", "role_duration_s"} & self.model_fields_set)
+        if unused_role and self.role_arn is None:
+            raise ValueError(f"{', '.join(unused_role)}: only used with role_arn")
+        if (self.provided or self.node) and self.boto3_version is not None:
+            raise ValueError(
+                "boto3_version applies to python3.x runtimes only (other runtimes are given "
+                "no boto3: ship the SDK the code needs)"
+            )
         if self.provided and (self.interpreter is not None or self.requirements):
             raise ValueError("interpreter and requirements apply to python3.x runtimes only")
         if self.node and self.requirements:
