@@ -46,10 +46,12 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 - Several daemons (a store shared by them, triggerd.delivery.shardleases): a shard is read
   only while this daemon holds its lease, balanced across the live daemons. Its checkpoints
   are written fenced by the lease's epoch, and the shards finished by other daemons are
-  seen in the store (their children start then). Taking a lease starts from the stored
-  checkpoint; losing one stops reading the shard, gives its buffered records back and waits
-  for its batches in flight (the pipeline's `release_keys`): their checkpoints are refused,
-  so the new holder delivers them again (at least once). Leases are released at stop.
+  seen in the store (their children start then). Leases are renewed by a task of their own,
+  never behind a balancing round. Taking a lease starts from the stored checkpoint (read
+  within the lease's safety margin, else the lease goes back); losing one stops reading the
+  shard, gives its buffered records back and waits for its batches in flight (the
+  pipeline's `release_keys`): their checkpoints are refused, so the new holder delivers
+  them again (at least once). Leases are released at stop.
 """
 
 from __future__ import annotations
@@ -361,6 +363,7 @@ class ShardReader:
                 self._tg = tg
                 tg.create_task(self._writer())
                 if self.leases is not None:
+                    tg.create_task(self._renewer(self.leases))
                     tg.create_task(self._balancer(self.leases))
                 self._start_ready()
                 self._started.set()
@@ -890,12 +893,19 @@ class ShardReader:
 
     # ---- shard leases (several daemons) ----
 
-    async def _balancer(self, leases: ShardLeases) -> None:
-        """Every third of the lease timeout: renew the leases held, see the shards other
-        daemons finished, take or steal leases (triggerd.delivery.shardleases)."""
+    async def _renewer(self, leases: ShardLeases) -> None:
+        """Every third of the lease timeout: renew the leases held. A task of its own, so a
+        slow balancing round (a store slow to answer, a checkpoint read hanging during a
+        take-over) never delays a renewal."""
         while True:
             for sid in await leases.renew():
                 self._lose_later(sid)
+            await self.clock.sleep(self.lease_timeout_s / 3)
+
+    async def _balancer(self, leases: ShardLeases) -> None:
+        """Every third of the lease timeout: see the shards other daemons finished, take or
+        steal leases (triggerd.delivery.shardleases)."""
+        while True:
             try:
                 await self._see_finished(leases)
                 wanted = [
@@ -948,10 +958,14 @@ class ShardReader:
             await leases.release(sid)
             return
         try:
-            await self._take_over(old)
+            # Within the lease's safety margin: a read that hangs gives the lease back
+            # instead of holding a shard nobody reads.
+            async with asyncio.timeout(self.lease_timeout_s / 4):
+                await self._take_over(old)
         except BaseException:
             await asyncio.shield(leases.release(sid))
             raise
+        self._start_ready()  # read now, not after the round's other take-overs
         self.lease_changes += 1
         self.log.info(
             "stream.shard_leased",
