@@ -9,7 +9,14 @@ from typing import Any
 
 from triggerd.config import aws
 from triggerd.config.aws import error_code
-from triggerd.delivery.shards import IteratorExpired, Page, ShardInfo, Throttled, Trimmed
+from triggerd.delivery.shards import (
+    IteratorExpired,
+    Page,
+    ShardGone,
+    ShardInfo,
+    Throttled,
+    Trimmed,
+)
 from triggerd.types import ConfigError, RetryableError
 
 from .config import DynamoDBStreamsSourceConfig
@@ -109,11 +116,11 @@ class StreamsApi:
         }
         if sequence is not None:
             args["SequenceNumber"] = sequence
-        response = await _call(self.client.get_shard_iterator, **args)
+        response = await _shard_call(self.client.get_shard_iterator, **args)
         return str(response["ShardIterator"])
 
     async def get_records(self, iterator: str, limit: int) -> Page:
-        response = await _call(self.client.get_records, ShardIterator=iterator, Limit=limit)
+        response = await _shard_call(self.client.get_records, ShardIterator=iterator, Limit=limit)
         return Page(list(response.get("Records") or []), response.get("NextShardIterator"))
 
 
@@ -128,4 +135,15 @@ async def _call(method: Any, **kwargs: Any) -> Any:
             raise IteratorExpired(code) from exc
         if code == "TrimmedDataAccessException":
             raise Trimmed(code) from exc
+        raise
+
+
+async def _shard_call(method: Any, **kwargs: Any) -> Any:
+    """`_call` of a call about one shard: a shard not found was trimmed away (or its
+    stream is gone: the reader's shard listing tells)."""
+    try:
+        return await _call(method, **kwargs)
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise ShardGone("ResourceNotFoundException") from exc
         raise

@@ -9,7 +9,14 @@ from typing import Any
 
 from triggerd.config import aws
 from triggerd.config.aws import error_code
-from triggerd.delivery.shards import IteratorExpired, Page, ShardInfo, Throttled, Trimmed
+from triggerd.delivery.shards import (
+    IteratorExpired,
+    Page,
+    ShardGone,
+    ShardInfo,
+    Throttled,
+    Trimmed,
+)
 from triggerd.types import ConfigError, RetryableError
 
 from .config import KinesisSourceConfig
@@ -98,11 +105,17 @@ class KinesisApi:
             args["StartingSequenceNumber"] = sequence
         if timestamp is not None:
             args["Timestamp"] = timestamp
-        response = await _call(self.client.get_shard_iterator, **args)
+        try:
+            response = await _shard_call(self.client.get_shard_iterator, **args)
+        except Exception as exc:
+            if sequence is not None and error_code(exc) == "InvalidArgumentException":
+                # Kinesis refuses a starting sequence number past the shard's retention.
+                raise Trimmed("InvalidArgumentException") from exc
+            raise
         return str(response["ShardIterator"])
 
     async def get_records(self, iterator: str, limit: int) -> Page:
-        response = await _call(
+        response = await _shard_call(
             self.client.get_records, ShardIterator=iterator, Limit=limit, StreamARN=self.arn
         )
         return Page(
@@ -123,4 +136,15 @@ async def _call(method: Any, **kwargs: Any) -> Any:
             raise IteratorExpired(code) from exc
         if code == "TrimmedDataAccessException":
             raise Trimmed(code) from exc
+        raise
+
+
+async def _shard_call(method: Any, **kwargs: Any) -> Any:
+    """`_call` of a call about one shard: a shard not found was trimmed away (or its
+    stream is gone: the reader's shard listing tells)."""
+    try:
+        return await _call(method, **kwargs)
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise ShardGone("ResourceNotFoundException") from exc
         raise

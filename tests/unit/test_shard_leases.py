@@ -542,3 +542,39 @@ async def test_latest_closed_shards_stay_finished_at_the_next_start(tmp_path: An
         assert not [c for c in api.calls if c.startswith("iterator old")]
     finally:
         await store.close()
+
+
+class CountedRenewals(SlowCheckpoints):
+    """SlowCheckpoints that notes each lease renewed (name), as the store granted it."""
+
+    def __init__(self, table: Table, member: str, key: str) -> None:
+        super().__init__(table, member, key)
+        self.renewed: list[str] = []
+
+    async def renew_lease(self, name: str, epoch: int, timeout_s: float) -> bool:
+        ok = await super().renew_lease(name, epoch, timeout_s)
+        if ok:
+            self.renewed.append(name)
+        return ok
+
+
+async def test_held_leases_are_renewed_while_a_take_over_read_hangs() -> None:
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s1"] = "1"
+    store = CountedRenewals(table, "a", "shard:s1")  # reading s1's checkpoint never ends
+    api = FakeApi({"s0": [1, 2], "s1": [1, 2, 3]})
+    reader = reader_for(api, store, clock, lease_timeout_s=0.6)  # renewed every 0.2 s
+    await reader.start()
+    try:
+        assert sorted(await _take(reader, 2)) == [1, 2]  # s0, taken in the same round as s1
+        await _until(lambda: store.renewed.count("shard:t/s0") >= 8)
+        row = table.rows["shard:t/s0"]
+        # Renewed in time all along: never expired and taken again (a new epoch).
+        assert (row.holder, row.epoch) == ("a", 1)
+        assert row.expires_at > clock.time()
+        assert reader.shard_state()["s0"] == "reading"
+        assert reader.shard_state()["s1"] == "leased elsewhere"
+        assert not [c for c in api.calls if c.startswith("iterator s1")]
+    finally:
+        await reader.stop()

@@ -17,6 +17,7 @@ from triggerd.delivery.shards import (
     SHARD_END,
     IteratorExpired,
     Page,
+    ShardGone,
     ShardInfo,
     ShardReader,
     Throttled,
@@ -56,6 +57,11 @@ class FakeApi:
     expire_after_first_page: bool = False
     #: Sequence numbers up to this one are gone (AFTER_SEQUENCE_NUMBER before it: Trimmed).
     trimmed_upto: int = 0
+    #: AFTER_SEQUENCE_NUMBER before `trimmed_upto` gives an iterator all the same, and
+    #: GetRecords with it raises Trimmed.
+    lenient_iterators: bool = False
+    #: Shards trimmed away: not listed, ShardGone for their iterators and records.
+    gone: set[str] = field(default_factory=set)
     #: Behave like servers that never return a null iterator for a closed shard.
     keep_iterator_at_end: bool = False
     calls: list[str] = field(default_factory=list)
@@ -69,6 +75,7 @@ class FakeApi:
                 str(max(recs, default=0)) if sid in self.closed else None,
             )
             for sid, recs in self.records.items()
+            if sid not in self.gone
         ]
 
     async def iterator(
@@ -76,12 +83,14 @@ class FakeApi:
     ) -> str:
         recs = self.records[shard_id]
         self.calls.append(f"iterator {shard_id} {kind} {sequence}")
+        if shard_id in self.gone:
+            raise ShardGone("ResourceNotFoundException")
         if kind == "TRIM_HORIZON":
-            return f"{shard_id}:0"
+            return f"{shard_id}:{sum(1 for r in recs if r < self.trimmed_upto)}"
         if kind == "LATEST":
             return f"{shard_id}:{len(recs)}"
         assert kind == "AFTER_SEQUENCE_NUMBER" and sequence is not None
-        if int(sequence) < self.trimmed_upto:
+        if int(sequence) < self.trimmed_upto and not self.lenient_iterators:
             raise Trimmed("TrimmedDataAccessException")
         return f"{shard_id}:{sum(1 for r in recs if r <= int(sequence))}"
 
@@ -95,6 +104,10 @@ class FakeApi:
         sid, _, index = iterator.partition(":")
         start = int(index)
         recs = self.records[sid]
+        if sid in self.gone or (start < len(recs) and recs[start] < self.trimmed_upto):
+            self.calls.append(f"get_records {sid} refused")
+            await asyncio.sleep(0)  # a real call yields: a reader retrying it cannot starve us
+            raise ShardGone("ResourceNotFoundException") if sid in self.gone else Trimmed("")
         page = recs[start : start + limit]
         end = start + len(page)
         done = sid in self.closed and end >= len(recs) and not self.keep_iterator_at_end
@@ -315,6 +328,7 @@ class _ThrottlingClient:
         ("ProvisionedThroughputExceededException", Throttled),
         ("LimitExceededException", Throttled),
         ("ExpiredIteratorException", IteratorExpired),
+        ("ResourceNotFoundException", ShardGone),
     ],
 )
 async def test_kinesis_api_maps_aws_errors_to_the_readers_policy(
@@ -335,6 +349,42 @@ async def test_dynamodb_streams_api_maps_throttling_too() -> None:
     api = StreamsApi(_ThrottlingClient(["ProvisionedThroughputExceededException"]), "arn")
     with pytest.raises(Throttled):
         await api.get_records("it", 10)
+
+
+class _RefusingIterators:
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    async def get_shard_iterator(self, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "GetShardIterator")
+
+
+async def test_kinesis_api_maps_a_refused_starting_sequence_to_trimmed() -> None:
+    from botocore.exceptions import ClientError
+
+    from triggerd_kinesis.client import KinesisApi
+
+    api = KinesisApi(_RefusingIterators("InvalidArgumentException"), "arn")
+    with pytest.raises(Trimmed):
+        await api.iterator("s", "AFTER_SEQUENCE_NUMBER", sequence="5", timestamp=None)
+    with pytest.raises(ClientError):  # no sequence: a real argument error
+        await api.iterator("s", "TRIM_HORIZON", sequence=None, timestamp=None)
+    gone = KinesisApi(_RefusingIterators("ResourceNotFoundException"), "arn")
+    with pytest.raises(ShardGone):
+        await gone.iterator("s", "TRIM_HORIZON", sequence=None, timestamp=None)
+
+
+async def test_dynamodb_streams_api_maps_a_shard_not_found_to_shard_gone() -> None:
+    from triggerd_dynamodb_streams.client import StreamsApi
+
+    api = StreamsApi(_ThrottlingClient(["ResourceNotFoundException"]), "arn")
+    with pytest.raises(ShardGone):
+        await api.get_records("it", 10)
+    trimmed = StreamsApi(_RefusingIterators("TrimmedDataAccessException"), "arn")
+    with pytest.raises(Trimmed):
+        await trimmed.iterator("s", "AFTER_SEQUENCE_NUMBER", sequence="5", timestamp=None)
 
 
 class FlakyStore:
@@ -382,6 +432,80 @@ async def test_a_checkpoint_older_than_the_retention_goes_on_from_the_oldest_rec
         await r.stop()
     assert [x.payload["n"] for x in got] == [5, 6]
     assert "iterator s TRIM_HORIZON None" in api.calls
+
+
+def _trim_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any, str]]:
+    return [
+        (r.shard, r.after, r.skipped)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "stream.records_trimmed"
+    ]
+
+
+async def test_records_trimmed_after_the_position_are_skipped_once_from_the_trim_horizon(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kinesis-like: the iterator after the checkpoint is given, its GetRecords is refused."""
+    await store.set_checkpoints("t", {"shard:s": "2"})
+    api = FakeApi(records={"s": [1, 2, 3, 4, 5, 6]}, trimmed_upto=5, lenient_iterators=True)
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [5, 6]  # 3 and 4 are lost upstream
+    assert api.calls.count("get_records s refused") == 1
+    assert api.calls.count("iterator s TRIM_HORIZON None") == 1
+    assert _trim_warnings(caplog) == [("s", "2", "up_to_trim_horizon")]
+    assert await store.get_checkpoint("t", "shard:s") == "6"
+
+
+async def test_a_shard_trimmed_away_while_read_is_finished_and_its_children_start(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi(records={"p": [1, 2]})
+    r = reader(api, store, Clock(), refresh_s=1e9)  # no refresh: the reader lists itself
+    await r.start()
+    try:
+        got = await consume(r, 2)
+        # Resharded, then the parent went past the retention before it was read to its end.
+        api.records["c"] = [3]
+        api.parents["c"] = ("p",)
+        api.gone.add("p")
+        got += await consume(r, 1)
+        assert "p" not in r.shards  # finished: its task ended, not retrying
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [1, 2, 3]
+    assert await store.list_checkpoints("t", "shard:") == {"shard:p": SHARD_END, "shard:c": "3"}
+    assert _trim_warnings(caplog) == [("p", "2", "rest_of_shard")]
+    assert api.calls.count("get_records p refused") == 1
+
+
+async def test_a_shard_not_found_but_still_listed_is_retried_from_its_position(
+    store: Any,
+) -> None:
+    """ResourceNotFoundException while the listing still has the shard (e.g. a listing
+    that lags): no records skipped, the same position tried again after a backoff."""
+    api = FakeApi(records={"s": [1, 2, 3]})
+    api.gone.add("s")
+    listed = FakeApi(records={"s": [1, 2, 3]})
+    api.list_shards = listed.list_shards  # type: ignore[method-assign]
+    await store.set_checkpoints("t", {"shard:s": "1"})
+    clock = Clock()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        while api.calls.count("iterator s AFTER_SEQUENCE_NUMBER 1") < 2:
+            await asyncio.sleep(0.001)
+        api.gone.clear()
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [2, 3]
+    assert not [c for c in api.calls if "TRIM_HORIZON" in c]
+    assert clock.slept > 0  # backed off between the tries
 
 
 async def test_a_shard_closed_after_start_lets_its_children_run_after_a_refresh(

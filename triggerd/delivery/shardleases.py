@@ -4,8 +4,9 @@ it holds the shard's lease).
 
 Each shard that may be read now (not finished, its parents finished) has a lease named
 `shard:<trigger>/<shard id>` (triggerd.state.leases: an epoch per acquisition, fenced
-checkpoint writes). Every third of the lease timeout a daemon renews the leases it holds,
-reads the lease table and the live members (heartbeats), and plans (`plan`):
+checkpoint writes). Every third of the lease timeout a daemon renews the leases it holds
+(`renew`, on its own: a slow round never delays it) and, in a round of its own, reads the
+lease table and the live members (heartbeats) and plans (`plan`):
 
 - its share is ceil(shards / live members); a member counts as live while its heartbeat is
   recent or while it holds an unexpired lease;
@@ -136,10 +137,11 @@ class ShardLeases:
         return Lease(self.store, self.name(shard_id), timeout_s=self.timeout_s, clock=self.clock)
 
     async def renew(self) -> set[str]:
-        """Renew every lease held; the shards whose lease was lost."""
+        """Renew every lease held; the shards whose lease was lost. Runs beside `balance`
+        and `release`: a lease replaced or released meanwhile is not reported."""
         lost: set[str] = set()
         for sid, lease in list(self._held.items()):
-            if not await lease.renew():
+            if not await lease.renew() and self._held.get(sid) is lease:
                 lost.add(sid)
                 del self._held[sid]
         return lost

@@ -28,7 +28,10 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
   expired iterator (`IteratorExpired`) is replaced by one just after the last record read (or
   from the checkpoint when nothing was read), so nothing is lost or read twice; other errors
   are logged and retried the same way after a backoff (with the same iterator when there is
-  no position to renew it from: LATEST before the first record).
+  no position to renew it from: LATEST before the first record). Records trimmed past the
+  stream's retention (`Trimmed`) are lost upstream: one warning, then reading goes on from
+  the shard's TRIM_HORIZON; a shard not found (`ShardGone`) and gone from the listing is
+  finished (its children start), as AWS's event source mappings do.
 - Checkpoints: after each acknowledgement the settled prefix of the shard's log gives the
   newest sequence number that may be checkpointed; a writer task puts it in the state store
   under `shard:<shard id>` (`SHARD_END` once the shard is finished, which lets its children
@@ -46,10 +49,12 @@ for every such source; a connector supplies the API calls (`ShardApi`) and the r
 - Several daemons (a store shared by them, triggerd.delivery.shardleases): a shard is read
   only while this daemon holds its lease, balanced across the live daemons. Its checkpoints
   are written fenced by the lease's epoch, and the shards finished by other daemons are
-  seen in the store (their children start then). Taking a lease starts from the stored
-  checkpoint; losing one stops reading the shard, gives its buffered records back and waits
-  for its batches in flight (the pipeline's `release_keys`): their checkpoints are refused,
-  so the new holder delivers them again (at least once). Leases are released at stop.
+  seen in the store (their children start then). Leases are renewed by a task of their own,
+  never behind a balancing round. Taking a lease starts from the stored checkpoint (read
+  within the lease's safety margin, else the lease goes back); losing one stops reading the
+  shard, gives its buffered records back and waits for its batches in flight (the
+  pipeline's `release_keys`): their checkpoints are refused, so the new holder delivers
+  them again (at least once). Leases are released at stop.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ __all__ = [
     "IteratorExpired",
     "Page",
     "ShardApi",
+    "ShardGone",
     "ShardInfo",
     "ShardReader",
     "ShardedSource",
@@ -123,6 +129,11 @@ class Trimmed(Exception):
     the records there are gone upstream."""
 
 
+class ShardGone(Exception):
+    """The shard was not found (ResourceNotFoundException): trimmed away past the stream's
+    retention, or the stream itself is gone (the shard listing tells which)."""
+
+
 class IteratorExpired(Exception):
     """The shard iterator is no longer valid (ExpiredIteratorException)."""
 
@@ -144,8 +155,8 @@ class Page:
 
 
 class ShardApi(Protocol):
-    """The polling calls of a Kinesis-like API, errors mapped to `Throttled` and
-    `IteratorExpired`."""
+    """The polling calls of a Kinesis-like API, errors mapped to `Throttled`,
+    `IteratorExpired`, `Trimmed` and `ShardGone`."""
 
     async def list_shards(self) -> list[ShardInfo]: ...
 
@@ -224,6 +235,26 @@ class _Shard:
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
+
+
+@dataclass(eq=False)
+class _Cursor:
+    """Where a shard's reading task is: its iterator, failures in a row, and whether the
+    next iterator starts at the trim horizon (the records after the position were
+    trimmed)."""
+
+    iterator: str | None
+    failures: int = 0
+    horizon: bool = False
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.2, max_s=10.0))
+
+    def next_delay(self) -> float:
+        """One failure more: the delay before trying again."""
+        self.failures += 1
+        return self.backoff.delay(self.failures)
+
+    async def back_off(self, clock: Clock) -> None:
+        await clock.sleep(self.next_delay())
 
 
 @dataclass(eq=False)
@@ -361,6 +392,7 @@ class ShardReader:
                 self._tg = tg
                 tg.create_task(self._writer())
                 if self.leases is not None:
+                    tg.create_task(self._renewer(self.leases))
                     tg.create_task(self._balancer(self.leases))
                 self._start_ready()
                 self._started.set()
@@ -437,27 +469,17 @@ class ShardReader:
 
     # ---- reading ----
 
-    async def _first_iterator(self, shard: _Shard) -> str:
+    async def _first_iterator(self, shard: _Shard, horizon: bool) -> str:
+        """An iterator at the shard's position; at its TRIM_HORIZON when `horizon` (the
+        records after the position were trimmed)."""
         sid = shard.info.shard_id
+        if horizon:
+            return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
         after = shard.last_read or shard.checkpoint
         if after is not None:
-            try:
-                return await self.api.iterator(
-                    sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
-                )
-            except Trimmed:
-                # The stream no longer keeps the records after our position (the daemon was
-                # stopped for longer than the retention): go on from the oldest one kept.
-                self.log.error(
-                    "stream.records_trimmed",
-                    extra={
-                        "trigger": self.trigger,
-                        "source": self.kind,
-                        "shard": sid,
-                        "after": after,
-                    },
-                )
-                return await self.api.iterator(sid, "TRIM_HORIZON", sequence=None, timestamp=None)
+            return await self.api.iterator(
+                sid, "AFTER_SEQUENCE_NUMBER", sequence=after, timestamp=None
+            )
         if shard.pinned_at is None and shard.start_kind == "LATEST":
             await self._pin(shard)
             return await self.api.iterator(sid, "LATEST", sequence=None, timestamp=None)
@@ -486,9 +508,8 @@ class ShardReader:
 
     async def _read_shard(self, shard: _Shard) -> None:
         sid = shard.info.shard_id
-        backoff = Backoff(base_s=0.2, max_s=10.0)
-        failures = 0
-        iterator, shard.iterator = shard.iterator, None
+        cursor = _Cursor(shard.iterator)
+        shard.iterator = None
         while True:
             if self.leases is not None and not self.leases.held(sid):
                 return  # the lease is lost (the balancer gives the shard up)
@@ -497,59 +518,107 @@ class ShardReader:
                 await self.clock.sleep(min(self.poll_interval_s, 0.05))
                 continue
             try:
-                if iterator is None:
-                    iterator = await self._first_iterator(shard)
-                page = await self.api.get_records(iterator, self.page_limit)
-            except Throttled:
-                failures += 1
-                self.log.info(
-                    "stream.throttled",
-                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
-                )
-                await self.clock.sleep(backoff.delay(failures))
+                if cursor.iterator is None:
+                    cursor.iterator = await self._first_iterator(shard, cursor.horizon)
+                page = await self.api.get_records(cursor.iterator, self.page_limit)
+            except Exception as exc:  # task boundary: `_read_failed` decides
+                if await self._read_failed(shard, cursor, exc):
+                    return
                 continue
-            except LeaseLostError:
-                self.log.warning(
-                    "stream.checkpoint_fenced",
-                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
-                )
-                self._lose_later(sid)
-                return
-            except (IteratorExpired, Trimmed):
-                self.log.info(
-                    "stream.iterator_expired",
-                    extra={"trigger": self.trigger, "source": self.kind, "shard": sid},
-                )
-                iterator = None
-                continue
-            except Exception as exc:  # task boundary: a fresh iterator after a backoff
-                failures += 1
-                delay = backoff.delay(failures)
-                self.log.warning(
-                    "stream.read_failed",
-                    extra={
-                        "trigger": self.trigger,
-                        "shard": sid,
-                        "error": _describe(exc),
-                        "retry_in_s": delay,
-                    },
-                )
-                if shard.last_read is not None or shard.checkpoint is not None:
-                    # A fresh one from the position read. Without one (LATEST, nothing read
-                    # yet), a fresh LATEST would skip what came meanwhile: keep this one.
-                    iterator = None
-                await self.clock.sleep(delay)
-                continue
-            failures = 0
+            cursor.failures, cursor.horizon = 0, False
             shard.millis_behind = page.millis_behind
             self._append(shard, page)
             if self._at_end(shard, page):
                 self._read_to_end(shard)
                 return
-            iterator = page.next_iterator
+            cursor.iterator = page.next_iterator
             if not page.records:
                 self._window_due(shard)
                 await self.clock.sleep(self.poll_interval_s)
+
+    async def _read_failed(self, shard: _Shard, cursor: _Cursor, exc: Exception) -> bool:
+        """After a failed read: back off or renew the iterator as the error says; True when
+        the shard is not read any more (its lease lost, or trimmed away)."""
+        sid = shard.info.shard_id
+        where = {"trigger": self.trigger, "source": self.kind, "shard": sid}
+        if isinstance(exc, Throttled):
+            self.log.info("stream.throttled", extra=where)
+            await cursor.back_off(self.clock)
+        elif isinstance(exc, LeaseLostError):
+            self.log.warning("stream.checkpoint_fenced", extra=where)
+            self._lose_later(sid)
+            return True
+        elif isinstance(exc, Trimmed | ShardGone):
+            step = await self._trimmed_away(shard, exc)
+            if step == "finished":
+                return True
+            if cursor.horizon or step == "retry":  # again at the horizon, or cannot tell
+                await cursor.back_off(self.clock)
+            cursor.horizon = cursor.horizon or step == "horizon"
+            cursor.iterator = None
+        elif isinstance(exc, IteratorExpired):
+            self.log.info("stream.iterator_expired", extra=where)
+            cursor.iterator = None
+        else:
+            delay = cursor.next_delay()
+            self.log.warning(
+                "stream.read_failed",
+                extra={
+                    "trigger": self.trigger,
+                    "shard": sid,
+                    "error": _describe(exc),
+                    "retry_in_s": delay,
+                },
+            )
+            if shard.last_read is not None or shard.checkpoint is not None:
+                # A fresh one from the position read. Without one (LATEST, nothing read
+                # yet), a fresh LATEST would skip what came meanwhile: keep this one.
+                cursor.iterator = None
+            await self.clock.sleep(delay)
+        return False
+
+    async def _trimmed_away(
+        self, shard: _Shard, exc: Trimmed | ShardGone
+    ) -> Literal["finished", "horizon", "retry"]:
+        """The stream no longer keeps the records after the shard's position (past its
+        retention, e.g. the daemon was stopped longer than that): they are lost upstream, as
+        in AWS's event source mappings. A shard gone from the listing is finished (its
+        children start); a trimmed one is read on from its TRIM_HORIZON; a shard not found
+        yet still listed (or a listing that failed) is tried again from its position. One
+        warning each time records are skipped."""
+        sid = shard.info.shard_id
+        try:
+            listing = await self.api.list_shards()
+        except Exception as list_exc:  # cannot tell: read from the horizon (retried there)
+            self.log.warning(
+                "stream.list_shards_failed",
+                extra={"trigger": self.trigger, "error": _describe(list_exc)},
+            )
+            listing = None
+        gone = listing is not None and all(s.shard_id != sid for s in listing)
+        if gone or not isinstance(exc, ShardGone):
+            self.log.warning(
+                "stream.records_trimmed",
+                extra={
+                    "trigger": self.trigger,
+                    "source": self.kind,
+                    "shard": sid,
+                    "after": shard.last_read or shard.checkpoint,
+                    "skipped": "rest_of_shard" if gone else "up_to_trim_horizon",
+                    "error": _describe(exc),
+                },
+            )
+        elif listing is not None:  # listed, yet not found: retried like other errors
+            self.log.warning(
+                "stream.read_failed",
+                extra={"trigger": self.trigger, "shard": sid, "error": _describe(exc)},
+            )
+        if not gone:
+            return "retry" if isinstance(exc, ShardGone) else "horizon"
+        self._read_to_end(shard)
+        assert listing is not None
+        self._discover(listing)  # its children, listed since
+        return "finished"
 
     def _read_to_end(self, shard: _Shard) -> None:
         """The shard is closed and read to its end: SHARD_END once everything is settled."""
@@ -890,12 +959,19 @@ class ShardReader:
 
     # ---- shard leases (several daemons) ----
 
-    async def _balancer(self, leases: ShardLeases) -> None:
-        """Every third of the lease timeout: renew the leases held, see the shards other
-        daemons finished, take or steal leases (triggerd.delivery.shardleases)."""
+    async def _renewer(self, leases: ShardLeases) -> None:
+        """Every third of the lease timeout: renew the leases held. A task of its own, so a
+        slow balancing round (a store slow to answer, a checkpoint read hanging during a
+        take-over) never delays a renewal."""
         while True:
             for sid in await leases.renew():
                 self._lose_later(sid)
+            await self.clock.sleep(self.lease_timeout_s / 3)
+
+    async def _balancer(self, leases: ShardLeases) -> None:
+        """Every third of the lease timeout: see the shards other daemons finished, take or
+        steal leases (triggerd.delivery.shardleases)."""
+        while True:
             try:
                 await self._see_finished(leases)
                 wanted = [
@@ -948,10 +1024,14 @@ class ShardReader:
             await leases.release(sid)
             return
         try:
-            await self._take_over(old)
+            # Within the lease's safety margin: a read that hangs gives the lease back
+            # instead of holding a shard nobody reads.
+            async with asyncio.timeout(self.lease_timeout_s / 4):
+                await self._take_over(old)
         except BaseException:
             await asyncio.shield(leases.release(sid))
             raise
+        self._start_ready()  # read now, not after the round's other take-overs
         self.lease_changes += 1
         self.log.info(
             "stream.shard_leased",
