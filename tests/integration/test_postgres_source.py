@@ -192,7 +192,7 @@ async def _moved(cluster: Any, slot: str, start: int) -> bool:
     return await slot_confirmed(cluster, slot) > start
 
 
-async def _until(cond: Any, timeout: float = 10) -> None:
+async def _until(cond: Any, timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not await cond():
             await asyncio.sleep(0.05)
