@@ -80,7 +80,7 @@ async def pg_source(
 
 
 async def receive_n(
-    source: PostgresSource, count: int, timeout: float = 10.0, *, ack: bool = True
+    source: PostgresSource, count: int, timeout: float = 30.0, *, ack: bool = True
 ) -> list[Record]:
     """Receive until `count` records arrived (acking them), or fail after `timeout`."""
     got: list[Record] = []

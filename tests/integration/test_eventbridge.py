@@ -542,7 +542,7 @@ async def test_an_event_the_function_fails_goes_to_its_on_failure_destination(
     )
     failed = r.tmp / "failed.jsonl"
     await wait_until(failed.exists, 30, "the on-failure record")
-    await wait_until(lambda: failed.read_text().endswith("\n"), 5, "a whole line")
+    await wait_until(lambda: failed.read_text().endswith("\n"), 60, "a whole line")
     record = json.loads(failed.read_text().splitlines()[0])
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 1

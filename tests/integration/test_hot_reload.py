@@ -38,8 +38,29 @@ def write_handler(code: Path, version: str) -> None:
     (code / "app.py").write_text(HANDLER.format(version=version))
 
 
+def reloaded(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
+
+
+async def watcher_up(code: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Wait until the watcher sees changes: once it logged its start, save a probe file
+    (again every 2 s: a save made before the watcher is up is never reported) until a
+    reload of it is logged."""
+    async with asyncio.timeout(60):
+        while not [r for r in caplog.records if r.getMessage() == "watch.started"]:
+            await asyncio.sleep(0.01)
+        while True:
+            (code / "probe.txt").write_text(str(time.monotonic()))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if reloaded(caplog):
+                    return
+
+
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, Path]]:
+async def daemon(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[tuple[Daemon, Path]]:
     code = tmp_path / "fn"
     code.mkdir()
     write_handler(code, "v1")
@@ -54,8 +75,9 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, Path]]:
     write_handler(tmp_path / "other", "other")
     registry = Registry.discover()
     cfg = validate_data(data, registry, base_dir=tmp_path)
+    caplog.set_level(logging.INFO, logger="triggerd.watch")
     async with Daemon(cfg, registry, watch=True).running() as running:
-        await asyncio.sleep(0.3)  # the watcher's first scan
+        await watcher_up(code, caplog)  # its reload is a setup record, not the test's
         yield running, code
 
 
@@ -91,7 +113,8 @@ async def test_edit_is_picked_up_by_a_fresh_worker(
     await until_version(running, "v2-edited", within_s=WAIT_S)
     second = await call(running)
     assert second["pid"] != first["pid"]
-    reloads = [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
+    # (A late reload of the watcher probe may show too: only the edit's counts here.)
+    reloads = [r for r in reloaded(caplog) if str(code / "app.py") in r.changed]  # type: ignore[attr-defined]
     assert len(reloads) == 1, reloads
     assert reloads[0].function == "fn"  # type: ignore[attr-defined]
     # A same-size edit within the same second: no stale bytecode answers.
@@ -105,30 +128,37 @@ async def test_busy_worker_finishes_on_the_old_code_first(
     running, code = daemon
     warm = await call(running)
     slow = asyncio.create_task(call(running, {"sleep": 1.0}))
-    await asyncio.sleep(0.2)  # the warm worker is busy with it
+    (worker,) = running.functions["fn"].backend.workers  # type: ignore[attr-defined]
+    async with asyncio.timeout(20):  # the warm worker is busy with it
+        while not worker.endpoint.busy:
+            await asyncio.sleep(0.005)
     write_handler(code, "v3")
     await until_version(running, "v3", within_s=WAIT_S)
     done = await slow
     assert done == {"version": "v1", "pid": warm["pid"]}  # finished where it started
-    await asyncio.sleep(0.3)
-    pids = {w.pid for w in running.functions["fn"].backend.workers}  # type: ignore[attr-defined]
-    assert warm["pid"] not in pids  # then retired
+    backend = running.functions["fn"].backend
+    async with asyncio.timeout(20):  # then retired
+        while warm["pid"] in {w.pid for w in backend.workers}:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
 
 
 async def test_caches_and_temp_files_are_ignored(
     daemon: tuple[Daemon, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     running, code = daemon
-    caplog.set_level(logging.INFO, logger="triggerd.watch")
-    warm = await call(running)
+    await call(running)  # a warm worker, that a reload would recycle
     (code / "__pycache__").mkdir(exist_ok=True)
     (code / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"x")
     (code / "mod.pyc").write_bytes(b"x")
     (code / ".app.py.swp").write_bytes(b"x")
     (code / "app.py~").write_bytes(b"x")
-    await asyncio.sleep(0.5)
-    assert not [r for r in caplog.records if r.getMessage() == "function.code_reloaded"]
-    assert (await call(running))["pid"] == warm["pid"]
+    # A sentinel after them: once the watcher reported it, it has seen the files above.
+    write_handler(code, "v2")
+    await until_version(running, "v2", within_s=WAIT_S)
+    ignored = ("__pycache__", ".pyc", ".swp", "~")
+    changed = [f for r in reloaded(caplog) for f in r.changed]  # type: ignore[attr-defined]
+    assert str(code / "app.py") in changed
+    assert not [f for f in changed if any(part in f for part in ignored)], changed
 
 
 async def test_a_worker_spawning_during_the_reload_is_not_reused(

@@ -102,7 +102,7 @@ def body(result: Any) -> Any:
     return orjson.loads(result.payload)
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -77,7 +77,7 @@ async def test_poison_row_bisected_to_the_destination_the_rest_delivered_in_orde
             def delivered() -> list[str]:
                 return [v for e in backend.calls for v in values(e)]
 
-            await wait_for(lambda: bool(dest.records), 20, "the poison row in the destination")
+            await wait_for(lambda: bool(dest.records), 60, "the poison row in the destination")
             await wait_for(
                 lambda: {f"row{i}" for i in range(8) if i != 5} <= set(delivered()),
                 20,
@@ -141,7 +141,7 @@ async def test_partial_batch_response_retries_from_the_first_failed_sequence_num
             async with connect(pg_cluster) as conn, conn.transaction():
                 for i in range(5):
                     await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'r{i}')")
-            await wait_for(lambda: len(backend.calls) >= 2, 20, "the retry")
+            await wait_for(lambda: len(backend.calls) >= 2, 60, "the retry")
         finally:
             trigger.stop()
             await asyncio.wait_for(task, 10)
@@ -179,9 +179,9 @@ async def test_function_errors_retry_the_batch_in_place_and_hold_the_slot(
             async with connect(pg_cluster) as conn, conn.transaction():
                 for i in range(3):
                     await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'r{i}')")
-            await wait_for(lambda: len(attempts) == 2, 20, "a retry")
+            await wait_for(lambda: len(attempts) == 2, 60, "a retry")
             assert await slot_confirmed(pg_cluster, source.slot) == start, "held while failing"
-            await wait_for(lambda: len(attempts) == 3, 20, "the success")
+            await wait_for(lambda: len(attempts) == 3, 60, "the success")
             end = await current_lsn(pg_cluster)
             await wait_for_async(lambda: _advanced(pg_cluster, source.slot, end - 1), 10)
         finally:
@@ -206,7 +206,7 @@ async def test_server_restart_while_running_loses_nothing(pg_cluster: Any, store
             async with connect(pg_cluster) as conn:
                 for i in range(20):
                     await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'r{i}')")
-            await wait_for(lambda: len(delivered()) >= 20, 20, "the first rows")
+            await wait_for(lambda: len(delivered()) >= 20, 60, "the first rows")
             await asyncio.to_thread(pg_cluster.restart)
             async with connect(pg_cluster) as conn:
                 for i in range(20, 40):

@@ -192,7 +192,7 @@ async def _moved(cluster: Any, slot: str, start: int) -> bool:
     return await slot_confirmed(cluster, slot) > start
 
 
-async def _until(cond: Any, timeout: float = 10) -> None:
+async def _until(cond: Any, timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not await cond():
             await asyncio.sleep(0.05)
@@ -372,11 +372,12 @@ async def test_idle_polling_backs_off_and_notify_wakes_it_at_once(
         await asyncio.sleep(0.5)
         async with connect(pg_cluster) as conn:
             await conn.execute(f"INSERT INTO {table} VALUES (1, 'a')")
-            started = asyncio.get_running_loop().time()
             await conn.execute("NOTIFY orders_changed")
         records = await waiter
         assert len(records) == 1
-        assert asyncio.get_running_loop().time() - started < 0.5, "woken by NOTIFY"
+        # Woken by the NOTIFY (its wake event set), not by the poll timer: no time bound,
+        # which a loaded machine can exceed whatever woke it.
+        assert source._wake.is_set(), "woken by NOTIFY"
         await source.ack(records)
 
 

@@ -42,7 +42,7 @@ def listener(
     return source
 
 
-async def wait_depth(sqs: Any, queue_url: str, depth: int, timeout_s: float = 10) -> None:
+async def wait_depth(sqs: Any, queue_url: str, depth: int, timeout_s: float = 30) -> None:
     async with asyncio.timeout(timeout_s):
         while await queue_depth(sqs, queue_url) != depth:
             await asyncio.sleep(0.05)

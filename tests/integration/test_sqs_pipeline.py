@@ -50,7 +50,7 @@ async def test_messages_are_deleted_only_after_the_function_succeeded(
             )
             assert not delivered(tmp_path / "calls.jsonl"), "still invoking"
             assert await depth(c, url) == 1, "not deleted while the function runs"
-            await wait_until(lambda: bool(delivered(tmp_path / "calls.jsonl")), 15, "the call")
+            await wait_until(lambda: bool(delivered(tmp_path / "calls.jsonl")), 60, "the call")
             await wait_until_async(lambda: _empty(c, url), 10, "the delete")
         assert ids(delivered(tmp_path / "calls.jsonl")) == ["m1"]
 
@@ -159,7 +159,7 @@ async def test_visibility_is_extended_while_the_function_is_slow(
         url = await make_queue(c, VisibilityTimeout="2")
         await send_json(c, url, [{"id": "slow", "sleep": 5}])
         async with running_daemon(tmp_path, src(url, moto_server), maximum_concurrency=4):
-            await wait_until(lambda: bool(delivered(tmp_path / "calls.jsonl")), 20, "the call")
+            await wait_until(lambda: bool(delivered(tmp_path / "calls.jsonl")), 60, "the call")
             await wait_until_async(lambda: _empty(c, url), 10, "the delete")
         assert ids(delivered(tmp_path / "calls.jsonl")) == ["slow"], "never received twice"
 
@@ -285,7 +285,7 @@ async def test_aws_trace_header_is_in_the_record_and_is_the_functions_trace_id(
             },
         )
         async with running_daemon(tmp_path, src(url, moto_server)):
-            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 15, "the call")
+            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 60, "the call")
             await wait_until_async(lambda: _empty(c, url), 10, "the delete")
     [call] = calls(tmp_path / "calls.jsonl")
     [record] = call["event"]["Records"]
@@ -304,7 +304,7 @@ async def test_a_message_without_trace_header_gets_a_fresh_trace_id(
         url = await make_queue(c)
         await send_json(c, url, [{"id": "m1"}])
         async with running_daemon(tmp_path, src(url, moto_server)):
-            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 15, "the call")
+            await wait_until(lambda: bool(calls(tmp_path / "calls.jsonl")), 60, "the call")
     [call] = calls(tmp_path / "calls.jsonl")
     assert "AWSTraceHeader" not in call["event"]["Records"][0]["attributes"]
     assert re.fullmatch(

@@ -369,10 +369,15 @@ async def test_large_enqueue_does_not_block_the_event_loop(store: Any) -> None:
             last = now
             ticks += 1
 
+    took = 0.0
+
     async def write() -> None:
+        nonlocal took
+        began = time.monotonic()
         try:
             await store.enqueue(events)
         finally:
+            took = time.monotonic() - began
             done.set()
 
     async with asyncio.TaskGroup() as tg:
@@ -380,7 +385,9 @@ async def test_large_enqueue_does_not_block_the_event_loop(store: Any) -> None:
         tg.create_task(write())
     assert await store.queue_depth() == 2000
     assert ticks > 0
-    assert max_gap < 0.1
+    # A write on the loop would stop the ticker for (nearly) all of it; the bound is
+    # relative, as a loaded machine stretches both the write and the ticker's gaps.
+    assert max_gap < took / 2, f"the loop stood still {max_gap:.3f} s of a {took:.3f} s write"
 
 
 # ---- the DLQ index ----

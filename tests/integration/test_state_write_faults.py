@@ -150,7 +150,7 @@ async def test_a_full_disk_is_reported_refused_in_aws_shape_and_recovers(
     path, kw = invoke_event(running, 2)
     status, _, _ = await request(running, "POST", path, **kw)
     assert status == 202
-    await wait_until(lambda: recorded_ids(running) == [2], 10, "the event after recovery")
+    await wait_until(lambda: recorded_ids(running) == [2], 60, "the event after recovery")
     status, _, body = await request(running, "GET", "/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready"
     status, _, _ = await request(running, "POST", "/hook", data=b'{"n":2}')

@@ -32,7 +32,7 @@ class Harness:
     metrics: Metrics
     log: logging.Logger
     #: How long `run_until` waits for its condition, and then for the trigger to stop.
-    run_timeout_s: float = 20.0
+    run_timeout_s: float = 60.0
     stop_timeout_s: float = 10.0
 
     @property
@@ -65,7 +65,7 @@ async def trigger_harness(
     *,
     on_failure: JSONDict | None = None,
     name: str = "t",
-    run_timeout_s: float = 20.0,
+    run_timeout_s: float = 60.0,
     stop_timeout_s: float = 10.0,
     **trigger: Any,
 ) -> AsyncIterator[Harness]:

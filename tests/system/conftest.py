@@ -118,13 +118,16 @@ class Daemon:
 
     def start(
         self,
-        ready_timeout: float = 20,
+        ready_timeout: float = 90,
         nofile: int | tuple[int, int] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         """`nofile`: start with that RLIMIT_NOFILE (soft and hard, or a (soft, hard) pair), as
         a unit's LimitNOFILE (LimitNOFILE=soft:hard);
-        `env`: variables added to the daemon's environment."""
+        `env`: variables added to the daemon's environment;
+        `ready_timeout`: a wide "did not hang" bound: under load, a first start that builds a
+        function's runtime (pip installing into the runtime cache) takes far longer than the
+        usual second or two."""
         self.runs += 1
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(

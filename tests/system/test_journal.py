@@ -45,7 +45,7 @@ code = "{FUNCTIONS / "recorder"}"
             env=env,
         )
         try:
-            wait_for(lambda: "daemon.ready" in err.read_text(), 30, "the daemon to start")
+            wait_for(lambda: "daemon.ready" in err.read_text(), 90, "the daemon to start")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:

@@ -74,7 +74,7 @@ def test_connections_over_the_cap_get_503_and_the_daemon_serves_once_others_clos
             assert answer(late).startswith(b"HTTP/1.1 503 ")
         for sock in idle[:5]:
             sock.close()
-        wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 10, "a freed slot")
+        wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 60, "a freed slot")
     finally:
         for sock in idle + over:
             sock.close()
@@ -127,8 +127,8 @@ def test_two_listeners_get_descriptors_for_both_caps_and_answer_503_when_full(
         assert b"x-amzn-ErrorType: ServiceUnavailableException\r\n" in busy, "AWS's shape"
         for sock in held[:3] + held[CAP2 : CAP2 + 3]:  # a few on each listener go away
             sock.close()
-        wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 10, "a public slot")
-        wait_for(lambda: healthz(control).startswith(b"HTTP/1.1 200 "), 10, "a control slot")
+        wait_for(lambda: healthz(port).startswith(b"HTTP/1.1 200 "), 60, "a public slot")
+        wait_for(lambda: healthz(control).startswith(b"HTTP/1.1 200 "), 60, "a control slot")
     finally:
         for sock in held:
             sock.close()

@@ -71,10 +71,10 @@ def test_scraped_metrics_have_their_types_and_labels_and_count_an_invocation_onc
     d.start()
     before = Scrape(port)
     (tmp_path / "inbox" / "one.txt").write_text("1")
-    wait_for(lambda: calls(tmp_path) == 1, 15, "the invocation")
+    wait_for(lambda: calls(tmp_path) == 1, 60, "the invocation")
     wait_for(
         lambda: Scrape(port).value("triggerd_records_succeeded_total", trigger="inbox") == 1,
-        10,
+        60,
         "the event's completion",
     )
     after = Scrape(port)
@@ -161,7 +161,7 @@ def test_kafka_consumer_lag_is_published_per_trigger_and_partition(
         wait_for(lambda: set(delivered(calls_file)) >= set(sent), 60, "every record")
         wait_for(
             lambda: Scrape(port).value("triggerd_source_offset_lag_records", trigger="orders") == 0,
-            20,
+            60,
             "the lag to reach 0",
         )
         assert d.terminate() == 0

@@ -88,7 +88,7 @@ class Running:
         )
         wait_for(
             lambda: "trigger(s)" in self.out.read_text() or self.proc.poll() is not None,
-            30,
+            90,
             "the daemon to start",
         )
         assert self.proc.poll() is None, "the daemon exited"

@@ -162,7 +162,7 @@ def test_reload_restarts_only_what_changed_while_events_flow(
     write(tmp_path / "removed", "r0")
     wait_for(
         lambda: "c0" in keys(tmp_path, "changed-v1") and "r0" in keys(tmp_path, "removed"),
-        20,
+        60,
         "the first files of the changed and removed triggers",
     )
     after = directory("steady") + directory("changed", "changed-v2") + directory("added")
@@ -187,8 +187,8 @@ def test_reload_restarts_only_what_changed_while_events_flow(
         write(tmp_path / "changed", "c1")
         write(tmp_path / "added", "a0")
         wait_for(lambda: len(set(keys(tmp_path, "steady"))) == 40, 30, "every steady file")
-        wait_for(lambda: "c1" in keys(tmp_path, "changed-v2"), 20, "the changed trigger")
-        wait_for(lambda: "a0" in keys(tmp_path, "added"), 20, "the added trigger")
+        wait_for(lambda: "c1" in keys(tmp_path, "changed-v2"), 60, "the changed trigger")
+        wait_for(lambda: "a0" in keys(tmp_path, "added"), 60, "the added trigger")
 
     # The unchanged trigger: every file once, through the reload.
     assert Counter(keys(tmp_path, "steady")) == {f"s{i:02}": 1 for i in range(40)}
@@ -225,7 +225,7 @@ def test_reload_restarts_only_what_changed_while_events_flow(
         assert result.returncode == 2
         assert "stabel_s" in result.stderr and "Traceback" not in result.stderr
     write(tmp_path / "steady", "s40")
-    wait_for(lambda: "s40" in keys(tmp_path, "steady"), 20, "a file after the broken reload")
+    wait_for(lambda: "s40" in keys(tmp_path, "steady"), 60, "a file after the broken reload")
     assert readyz(port)["status"] == "ready"
     assert d.terminate() == 0
 
@@ -261,7 +261,7 @@ def test_a_changed_function_gets_new_workers_after_its_invocation_in_flight(
     in_flight.start()
     wait_for(
         lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
-        20,
+        60,
         "the invocation in flight",
     )
     # Requests keep arriving through the reload: the route kept for the swap must not call
@@ -299,14 +299,14 @@ def test_a_resume_while_the_daemon_stops_is_refused_and_the_daemon_exits(
     write(tmp_path / "inbox", "busy")
     wait_for(
         lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
-        20,
+        60,
         "an invocation in flight",
     )
     assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: has_event(d, "daemon.stopping"), 20, "the drain")
+    wait_for(lambda: has_event(d, "daemon.stopping"), 60, "the drain")
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: has_event(d, "daemon.reload_ignored"), 20, "the SIGHUP ignored")
+    wait_for(lambda: has_event(d, "daemon.reload_ignored"), 60, "the SIGHUP ignored")
     resumed = cli(d, "resume", "hold")
     assert resumed.returncode != 0
     assert "the daemon is stopping" in resumed.stderr
@@ -374,7 +374,7 @@ def test_pause_and_resume_survive_a_restart(
     write(inbox, "busy")
     wait_for(
         lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
-        20,
+        60,
         "an invocation in flight",
     )
     paused = cli(d, "pause", "inbox")
@@ -390,7 +390,7 @@ def test_pause_and_resume_survive_a_restart(
 
     write(inbox, "p0")
     write(other, "o0")
-    wait_for(lambda: "o0" in keys(tmp_path, "other"), 20, "the other trigger")
+    wait_for(lambda: "o0" in keys(tmp_path, "other"), 60, "the other trigger")
     assert keys(tmp_path, "inbox") == ["busy"], "nothing delivered while paused"
     status = cli(d, "status")
     assert status.returncode == 0, status.stderr
@@ -401,12 +401,12 @@ def test_pause_and_resume_survive_a_restart(
     d.start(ready_timeout=90)
     assert readyz(port)["triggers"]["inbox"]["status"] == "paused"
     write(other, "o1")
-    wait_for(lambda: "o1" in keys(tmp_path, "other"), 20, "the other trigger after a restart")
+    wait_for(lambda: "o1" in keys(tmp_path, "other"), 60, "the other trigger after a restart")
     assert keys(tmp_path, "inbox") == ["busy"], "still paused after the restart"
 
     resumed = cli(d, "resume", "inbox")
     assert resumed.returncode == 0, resumed.stderr
-    wait_for(lambda: "p0" in keys(tmp_path, "inbox"), 20, "the file written while paused")
+    wait_for(lambda: "p0" in keys(tmp_path, "inbox"), 60, "the file written while paused")
     assert Counter(keys(tmp_path, "inbox")) == {"busy": 1, "p0": 1}
     assert readyz(port)["triggers"]["inbox"]["status"] == "running"
     assert cli(d, "resume", "inbox").stdout.strip().endswith("was not paused")
@@ -462,14 +462,16 @@ def test_sd_notify_ready_reloading_status_watchdog_stopping(
         (tmp_path / name).mkdir()
     port = free_port()
     notify = NotifySocket(tmp_path / "notify.sock")
-    watchdog_usec = 400_000
+    # Pings every 0.5 s: a loaded machine's scheduling delays are absolute, and 0.5 s of slack
+    # below the interval absorbs them where 0.2 s did not always.
+    watchdog_usec = 1_000_000
     try:
         d = daemon_factory(config(tmp_path, port, directory("inbox")))
         d.start(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(watchdog_usec)})
-        notify.collect_until(lambda: bool(notify.texts()), 20, "READY")
+        notify.collect_until(lambda: bool(notify.texts()), 90, "READY")
         assert notify.texts()[0] == "READY=1\nSTATUS=1 trigger running, 0 paused, 0 failing"
         notify.collect_until(
-            lambda: sum(m == "WATCHDOG=1" for m, _ in notify.messages) >= 6, 20, "watchdog pings"
+            lambda: sum(m == "WATCHDOG=1" for m, _ in notify.messages) >= 6, 60, "watchdog pings"
         )
         pings = [t for m, t in notify.messages if m == "WATCHDOG=1"]
         gaps = sorted(b - a for a, b in itertools.pairwise(pings))

@@ -108,7 +108,7 @@ def test_poison_object_goes_to_the_file_destination_and_others_are_delivered(
     d: Daemon = daemon_factory(config(tmp_path, poll_source(moto_server, bucket)))
     d.start()
     wait_for(lambda: len(dead_letters(tmp_path)) == 1, 40, "the poison object's dead letter")
-    wait_for(lambda: set(delivered(tmp_path)) == {"ok-1", "ok-2"}, 20, "the good objects")
+    wait_for(lambda: set(delivered(tmp_path)) == {"ok-1", "ok-2"}, 60, "the good objects")
     [letter] = dead_letters(tmp_path)
     assert letter["requestContext"]["condition"] == "RetriesExhausted"
     assert letter["requestContext"]["approximateInvokeCount"] == 3
@@ -142,7 +142,7 @@ def test_notifications_mode_end_to_end(
     d: Daemon = daemon_factory(config(tmp_path, source))
     d.start()
     s3.put_object(Bucket=bucket, Key="hello world.txt", Body=b"hi")
-    wait_for(lambda: len(delivered(tmp_path)) == 1, 20, "the notification's invocation")
+    wait_for(lambda: len(delivered(tmp_path)) == 1, 60, "the notification's invocation")
     assert delivered(tmp_path)[0].replace("%2F", "/") == "hello+world.txt"
     assert d.terminate() == 0
     assert_secret_not_logged(d)

@@ -86,7 +86,7 @@ def test_kill9_mid_batch_loses_no_message(
     d.start()
     expected = {f"m{i:02}" for i in range(30)}
     wait_for(lambda: set(bodies(tmp_path)) == expected, 60, "every message")
-    wait_for(lambda: run(_depth(moto_server, url)) == 0, 20, "every message deleted")
+    wait_for(lambda: run(_depth(moto_server, url)) == 0, 60, "every message deleted")
     assert d.terminate() == 0
 
 
@@ -102,7 +102,7 @@ def test_poison_message_goes_to_the_file_destination_and_does_not_block(
     d.start()
     dlq = tmp_path / "dlq.jsonl"
     wait_for(lambda: dlq.exists() and len(read_jsonl(dlq)) == 1, 40, "the poison in the DLQ file")
-    wait_for(lambda: run(_depth(moto_server, url)) == 0, 20, "every message deleted")
+    wait_for(lambda: run(_depth(moto_server, url)) == 0, 60, "every message deleted")
     assert d.terminate() == 0
     [record] = read_jsonl(dlq)
     assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"

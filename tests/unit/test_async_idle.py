@@ -90,6 +90,9 @@ async def test_an_idle_trigger_neither_claims_nor_asks_its_source(
     counted = t.state
     assert isinstance(counted, Counting)
     task = asyncio.create_task(t.run())
+    # Both loops' first look (a loaded machine may take a while to get there), then an idle
+    # spell in which they must not look again.
+    await wait_for(lambda: counted.claims and counted.lookups and src.receives, 20)
     await asyncio.sleep(0.6)
     claims, lookups, receives = counted.claims, counted.lookups, src.receives
     t.stop()

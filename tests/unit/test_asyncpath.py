@@ -200,9 +200,11 @@ async def test_records_are_given_back_when_the_queue_cannot_persist(
 
 async def test_lease_is_extended_while_an_event_is_handled(store: SQLiteStateStore) -> None:
     src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
-    dest = MemDestination(fail_times=3)  # the destination is down for ~2 s of backoff
+    dest = MemDestination(fail_times=3)  # the destination is down for ~3 s of backoff
     rt = trigger_runtime(store, src, be, dest, "fakepush", maximum_retry_attempts=0)
-    t = AsyncTrigger(rt, store, lease_s=0.6)
+    # A lease well under the handling's ~3 s, extended every 0.4 s: a loaded loop's stall
+    # up to 0.8 s does not let it lapse (0.6 s left only 0.4 s).
+    t = AsyncTrigger(rt, store, lease_s=1.2)
     await run_until(t, lambda: len(dest.records) == 1, timeout=20)
     assert len(be.calls) == 1, "nobody claimed the event again while it was dead-lettered"
     assert len(dest.records) == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -67,15 +67,22 @@ class FakeLeases:
         return []
 
 
+async def until(cond: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Wait for `cond` (a wide "did not hang" bound), not for a fixed moment."""
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
 def test_the_fake_is_a_lease_store() -> None:
     assert isinstance(FakeLeases(), LeaseStore)
 
 
 async def test_held_only_until_timeout_minus_margin_without_renewal() -> None:
-    lease = Lease(FakeLeases(), "l", timeout_s=0.4, margin_s=0.1)
+    lease = Lease(FakeLeases(), "l", timeout_s=1.6, margin_s=0.4)
     assert await lease.acquire()
     assert lease.held and lease.fence == Fence("l", 1)
-    await asyncio.sleep(0.32)
+    await asyncio.sleep(1.25)
     assert not lease.held
     with pytest.raises(LeaseLostError):
         _ = lease.fence
@@ -84,7 +91,9 @@ async def test_held_only_until_timeout_minus_margin_without_renewal() -> None:
 @pytest.mark.parametrize("mode", ["hang", "down"])
 async def test_work_stops_at_the_local_deadline_when_renewals_hang_or_fail(mode: str) -> None:
     store = FakeLeases()
-    lease = Lease(store, "l", timeout_s=0.6, margin_s=0.15)
+    # The margin is what lets a slow event loop still stop in time: wide enough for a loaded
+    # machine (the local deadline is at 1.5 s, the store's expiry at 3 s).
+    lease = Lease(store, "l", timeout_s=3.0, margin_s=1.5)
     started = asyncio.Event()
     stopped: list[float] = []
 
@@ -99,10 +108,10 @@ async def test_work_stops_at_the_local_deadline_when_renewals_hang_or_fail(mode:
     began = time.monotonic()
     runner = asyncio.ensure_future(lease.run(work))
     await started.wait()
-    await asyncio.sleep(0.6)
     try:
+        await until(lambda: bool(stopped) or time.monotonic() > store.expires, "the work to stop")
         assert stopped, "the work outlived its lease"
-        assert stopped[0] - began <= 0.6 - 0.15 + 0.05
+        assert stopped[0] - began >= 3.0 - 1.5, "stopped at the local deadline, not before"
         assert stopped[0] < store.expires
     finally:
         runner.cancel()
@@ -111,16 +120,20 @@ async def test_work_stops_at_the_local_deadline_when_renewals_hang_or_fail(mode:
 
 async def test_renewals_keep_the_work_running_past_the_timeout() -> None:
     store = FakeLeases()
-    lease = Lease(store, "l", timeout_s=0.3)
+    lease = Lease(store, "l", timeout_s=1.2)
     ran: list[Fence] = []
+    began = time.monotonic()
 
     async def work(fence: Fence) -> None:
         ran.append(fence)
-        await asyncio.sleep(0.8)
+        await asyncio.Event().wait()
 
     runner = asyncio.ensure_future(lease.run(work))
-    await asyncio.sleep(0.6)
-    assert lease.held and store.renewals >= 3 and ran == [Fence("l", 1)]
+    await until(lambda: store.renewals >= 4, "four renewals")
+    assert time.monotonic() - began > 1.2, "past the timeout"
+    # One run of the work, never stopped and started again (a lost lease would have).
+    assert not runner.done() and ran == [Fence("l", 1)]
+    assert (store.holder, store.epoch) == ("me", 1)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
     assert store.holder is None  # cancellation released it
@@ -139,7 +152,8 @@ async def test_a_standby_takes_over_when_the_holder_is_gone_and_stands_by_when_f
         raise LeaseLostError("moved on")
 
     runner = asyncio.ensure_future(lease.run(work))
-    await asyncio.sleep(0.6)
+    await until(lambda: bool(fences) and not lease.held, "the takeover, then standing by")
+    await asyncio.sleep(0.3)  # standby attempts (every 0.1 s) find the third's lease
     assert not lease.held
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
@@ -157,8 +171,7 @@ async def test_work_that_ends_gives_the_lease_up() -> None:
 
     runner = asyncio.ensure_future(lease.run(work))
     await done.wait()
-    await asyncio.sleep(0.05)
-    assert store.holder is None
+    await until(lambda: store.holder is None, "the lease to be given up")
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
 

@@ -98,10 +98,15 @@ async def test_release_nacks_buffered_records_and_waits_for_the_batch_in_flight(
     t = build(store, src, be, None, "fakestream", batch_size=2, batching_window_s=0)
     task = asyncio.create_task(t.run())
     await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.1)  # A2, A3 now wait in the buffer behind the batch in flight
+    async with asyncio.timeout(20):  # A2, A3 now wait in the buffer behind the batch in flight
+        while src.queue:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the receive that took them put them in the buffer
     assert src.control is not None
-    release = asyncio.create_task(src.control.release_keys(["A"], 5))
-    await asyncio.sleep(0.1)
+    release = asyncio.create_task(src.control.release_keys(["A"], 30))
+    async with asyncio.timeout(20):
+        while not src.nacked:
+            await asyncio.sleep(0.01)
     assert [r.payload["body"] for r in src.nacked] == ["A2", "A3"]
     assert not release.done(), "waits for the batch in flight"
     gate.set()
@@ -123,7 +128,7 @@ async def test_release_gives_back_a_batch_waiting_to_be_retried(store: SQLiteSta
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)  # in the 30 s backoff
     assert src.control is not None
-    await asyncio.wait_for(src.control.release_keys(["A"], 10), 2)
+    await asyncio.wait_for(src.control.release_keys(["A"], 10), 15)  # not the 30 s backoff
     assert [r.payload["body"] for r in src.nacked] == ["A0"] and src.acked == []
     t.stop()
     await asyncio.wait_for(task, 5)
@@ -132,18 +137,25 @@ async def test_release_gives_back_a_batch_waiting_to_be_retried(store: SQLiteSta
 async def test_release_times_out_on_a_batch_that_does_not_finish(
     store: SQLiteStateStore,
 ) -> None:
-    src, be = ControlledFakeSource([make_record("A0", key="A")]), FakeBackend(delay_s=2)
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    class Held(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> Any:
+            started.set()
+            await gate.wait()  # the batch does not finish until the test lets it
+            return await super().invoke(payload, **kw)
+
+    src, be = ControlledFakeSource([make_record("A0", key="A")]), Held()
     t = build(store, src, be, None, "fakestream")
     task = asyncio.create_task(t.run())
-    while not be.calls:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), 20)
     assert src.control is not None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await src.control.release_keys(["A"], 0.2)
-    assert loop.time() - started < 1
+    await asyncio.wait_for(src.control.release_keys(["A"], 0.2), 20)  # 20 s: did not hang
+    assert src.acked == [] and src.nacked == [], "returned with the batch still in flight"
+    gate.set()
     t.stop()
     await asyncio.wait_for(task, 5)
+    assert [r.payload["body"] for r in src.acked] == ["A0"]
 
 
 async def test_a_released_key_flows_again_when_its_records_come_back(

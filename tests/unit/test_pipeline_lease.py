@@ -6,6 +6,7 @@ buffered, lets the batch in flight end, and only then stands by (fake lease stor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -107,11 +108,27 @@ async def test_losing_the_lease_gives_back_the_buffer_lets_the_batch_in_flight_e
 ) -> None:
     table, leases = cluster()
     src = SlotSource([make_record(i, item_id=f"r{i}") for i in range(3)])
-    be = FakeBackend(delay_s=0.5)
+    entered = asyncio.Event()
+
+    class HoldsTheFirst(FakeBackend):
+        """r0 stays in flight until the buffered records went back (at most 20 s, then the
+        assertions below fail): no fixed delay for the lease loss to race."""
+
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            if not entered.is_set():
+                entered.set()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(20):
+                        while len(src.nacked) < 2:
+                            await asyncio.sleep(0.01)
+            return await super().invoke(payload, **kw)
+
+    be = HoldsTheFirst()
     t = build(store, src, be, leases, batch_size=1, maximum_concurrency=1)
     task = asyncio.create_task(t.run())
     try:
-        await wait_for(lambda: len(be.calls) == 1)  # r0 in flight, r1 and r2 buffered
+        await asyncio.wait_for(entered.wait(), 20)  # r0 in flight, r1 and r2 buffered
+        await wait_for(lambda: not src.queue)
         table.take(SLOT, "other")
         await wait_for(lambda: "ack r0" in src.log and len(src.nacked) == 2)
         assert invoked(be) == ["r0"]  # nothing more was invoked in the lost term

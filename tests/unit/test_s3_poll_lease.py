@@ -100,7 +100,9 @@ async def daemon(
     await source.start()
     backend = FakeBackend()
     rt = trigger_runtime(state, source, backend, None, "fakepush")
-    return AsyncTrigger(rt, state, lease_s=30, singleton_lease_s=1.0), backend
+    # A 3 s singleton lease: the holder keeps it through a loaded machine's stalls (with 1 s,
+    # a 0.7 s stall let the standby take it and list too).
+    return AsyncTrigger(rt, state, lease_s=30, singleton_lease_s=3.0), backend
 
 
 def keys(backend: FakeBackend) -> list[str]:

@@ -124,7 +124,10 @@ async def test_pollers_stop_asking_when_the_buffer_is_full() -> None:
     src = make_source(client, max_pollers=2, prefetch=20, extend_visibility=False)
     await src.start()
     try:
-        for _ in range(20):
+        async with asyncio.timeout(20):  # the buffer fills (a loaded machine is slower)
+            while src.outstanding < 20:
+                await asyncio.sleep(0.01)
+        for _ in range(20):  # then the pollers would have asked for more by now
             await asyncio.sleep(0.02)
         assert src.outstanding == 20, "exactly the prefetch, nothing more"
         assert len(client.messages) == 80
