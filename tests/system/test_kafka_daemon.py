@@ -111,7 +111,9 @@ def test_kill9_mid_batch_then_restart_resumes_from_the_committed_offsets(
         d.start()
         wait_for(lambda: len(delivered(calls)) >= 15, 40, "some batches")
         d.kill9()
-        time.sleep(1.0)  # a worker busy at the kill may still finish its invocation
+        # A worker busy at the kill may still finish its invocation: wait until the calls
+        # file has not grown for a second (not a fixed pause a loaded machine may outrun).
+        wait_for(lambda: _settled(calls), 30, "the killed daemon's workers to finish")
         first_run = delivered(calls)
         first_lines = len(calls.read_text().splitlines())
         assert len(set(first_run)) < len(sent), "killed while work was pending"
@@ -170,6 +172,20 @@ def test_two_daemons_share_six_partitions_through_a_stop_and_a_kill(
         for d in daemons:
             d.stop()
     assert asyncio.run(committed(bootstrap, group, topic, 6)) == [150] * 6
+
+
+_last_size: dict[Path, tuple[int, float]] = {}
+
+
+def _settled(path: Path, quiet_s: float = 1.0) -> bool:
+    """True once `path` kept its size for `quiet_s` (polled by wait_for)."""
+    size = path.stat().st_size if path.exists() else 0
+    now = time.monotonic()
+    seen, since = _last_size.get(path, (-1, now))
+    if size != seen:
+        _last_size[path] = (size, now)
+        return False
+    return now - since >= quiet_s
 
 
 def _status(d: Daemon) -> str:
