@@ -9,24 +9,16 @@ from typing import Any
 
 from triggerd.config import aws
 from triggerd.config.aws import error_code
+from triggerd.delivery.shardcalls import call, shard_call
 from triggerd.delivery.shards import (
-    IteratorExpired,
     Page,
-    ShardGone,
     ShardInfo,
-    Throttled,
-    Trimmed,
 )
 from triggerd.types import ConfigError, RetryableError
 
 from .config import DynamoDBStreamsSourceConfig
 
 __all__ = ["StreamsApi", "error_code", "open_client", "resolve_stream"]
-
-_THROTTLED = frozenset(
-    {"ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"}
-)
-_EXPIRED = frozenset({"ExpiredIteratorException"})
 
 
 async def open_client(
@@ -91,7 +83,7 @@ class StreamsApi:
         shards: list[ShardInfo] = []
         args: dict[str, Any] = {"StreamArn": self.arn}
         while True:
-            response = await _call(self.client.describe_stream, **args)
+            response = await call(self.client.describe_stream, **args)
             description = response["StreamDescription"]
             for shard in description.get("Shards") or []:
                 parent = shard.get("ParentShardId")
@@ -116,34 +108,9 @@ class StreamsApi:
         }
         if sequence is not None:
             args["SequenceNumber"] = sequence
-        response = await _shard_call(self.client.get_shard_iterator, **args)
+        response = await shard_call(self.client.get_shard_iterator, **args)
         return str(response["ShardIterator"])
 
     async def get_records(self, iterator: str, limit: int) -> Page:
-        response = await _shard_call(self.client.get_records, ShardIterator=iterator, Limit=limit)
+        response = await shard_call(self.client.get_records, ShardIterator=iterator, Limit=limit)
         return Page(list(response.get("Records") or []), response.get("NextShardIterator"))
-
-
-async def _call(method: Any, **kwargs: Any) -> Any:
-    try:
-        return await method(**kwargs)
-    except Exception as exc:
-        code = error_code(exc)
-        if code in _THROTTLED:
-            raise Throttled(code) from exc
-        if code in _EXPIRED:
-            raise IteratorExpired(code) from exc
-        if code == "TrimmedDataAccessException":
-            raise Trimmed(code) from exc
-        raise
-
-
-async def _shard_call(method: Any, **kwargs: Any) -> Any:
-    """`_call` of a call about one shard: a shard not found was trimmed away (or its
-    stream is gone: the reader's shard listing tells)."""
-    try:
-        return await _call(method, **kwargs)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            raise ShardGone("ResourceNotFoundException") from exc
-        raise

@@ -9,12 +9,10 @@ from typing import Any
 
 from triggerd.config import aws
 from triggerd.config.aws import error_code
+from triggerd.delivery.shardcalls import call, shard_call
 from triggerd.delivery.shards import (
-    IteratorExpired,
     Page,
-    ShardGone,
     ShardInfo,
-    Throttled,
     Trimmed,
 )
 from triggerd.types import ConfigError, RetryableError
@@ -22,11 +20,6 @@ from triggerd.types import ConfigError, RetryableError
 from .config import KinesisSourceConfig
 
 __all__ = ["KinesisApi", "error_code", "open_client", "stream_arn"]
-
-_THROTTLED = frozenset(
-    {"ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"}
-)
-_EXPIRED = frozenset({"ExpiredIteratorException"})
 
 
 async def open_client(stack: AsyncExitStack, config: KinesisSourceConfig, region: str) -> Any:
@@ -81,7 +74,7 @@ class KinesisApi:
         shards: list[ShardInfo] = []
         args: dict[str, Any] = {"StreamARN": self.arn}
         while True:
-            response = await _call(self.client.list_shards, **args)
+            response = await call(self.client.list_shards, **args)
             for shard in response.get("Shards") or []:
                 parents = tuple(
                     p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p
@@ -106,7 +99,7 @@ class KinesisApi:
         if timestamp is not None:
             args["Timestamp"] = timestamp
         try:
-            response = await _shard_call(self.client.get_shard_iterator, **args)
+            response = await shard_call(self.client.get_shard_iterator, **args)
         except Exception as exc:
             if sequence is not None and error_code(exc) == "InvalidArgumentException":
                 # Kinesis refuses a starting sequence number past the shard's retention.
@@ -115,7 +108,7 @@ class KinesisApi:
         return str(response["ShardIterator"])
 
     async def get_records(self, iterator: str, limit: int) -> Page:
-        response = await _shard_call(
+        response = await shard_call(
             self.client.get_records, ShardIterator=iterator, Limit=limit, StreamARN=self.arn
         )
         return Page(
@@ -123,28 +116,3 @@ class KinesisApi:
             response.get("NextShardIterator"),
             response.get("MillisBehindLatest"),
         )
-
-
-async def _call(method: Any, **kwargs: Any) -> Any:
-    try:
-        return await method(**kwargs)
-    except Exception as exc:
-        code = error_code(exc)
-        if code in _THROTTLED:
-            raise Throttled(code) from exc
-        if code in _EXPIRED:
-            raise IteratorExpired(code) from exc
-        if code == "TrimmedDataAccessException":
-            raise Trimmed(code) from exc
-        raise
-
-
-async def _shard_call(method: Any, **kwargs: Any) -> Any:
-    """`_call` of a call about one shard: a shard not found was trimmed away (or its
-    stream is gone: the reader's shard listing tells)."""
-    try:
-        return await _call(method, **kwargs)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            raise ShardGone("ResourceNotFoundException") from exc
-        raise
