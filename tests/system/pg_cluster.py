@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.system.conftest import Daemon
+from tests.system.conftest import FUNCTIONS, Daemon
 
 
 def daemon_table(
@@ -34,6 +34,35 @@ def daemon_table(
         *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+#: The test-only `rate(N seconds)` schedules (triggerd.connectors' schedule source).
+SECOND_RATES = {"TRIGGERD_TEST_SECOND_RATES": "1"}
+
+
+def every_second_config(state: str, work_dir: Path, lease_s: int) -> str:
+    """A member with one `rate(1 second)` schedule (`every-second`) whose function records
+    each tick in `${TICK_FILE}`; claims and the schedule's lease both last `lease_s`."""
+    leases = daemon_table(
+        state, work_dir, lease_timeout_s=lease_s, singleton_lease_timeout_s=lease_s
+    )
+    return f"""
+{leases}
+
+[functions.ticker]
+handler = "app.handler"
+code = "{FUNCTIONS / "recorder"}"
+timeout_s = 10
+environment = {{ RECORD_FILE = "${{TICK_FILE}}" }}
+
+[[triggers]]
+name = "every-second"
+function = "ticker"
+
+[triggers.source]
+type = "schedule"
+expression = "rate(1 second)"
+"""
 
 
 def start_all(daemons: Iterable[Daemon]) -> None:

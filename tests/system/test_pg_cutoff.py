@@ -22,41 +22,18 @@ import asyncpg
 import pytest
 
 from tests.pg_state import HOST, PORT, _admin, fresh_database
-from tests.system.conftest import FUNCTIONS, Daemon, wait_for
+from tests.system.conftest import Daemon, wait_for
+from tests.system.pg_cluster import SECOND_RATES, every_second_config
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 
 LEASE_S = 2
 LEASE = "schedule:every-second"
-ENV = {"TRIGGERD_TEST_SECOND_RATES": "1"}
+ENV = SECOND_RATES
 
 
 def config(url: str, tmp: Path) -> str:
-    return f"""
-[daemon]
-state = "{url}"
-listen = ""
-control_listen = ""
-work_dir = "{tmp / "work"}"
-shutdown_timeout_s = 5
-lease_timeout_s = 2
-singleton_lease_timeout_s = {LEASE_S}
-log_format = "json"
-
-[functions.ticker]
-handler = "app.handler"
-code = "{FUNCTIONS / "recorder"}"
-timeout_s = 10
-environment = {{ RECORD_FILE = "${{TICK_FILE}}" }}
-
-[[triggers]]
-name = "every-second"
-function = "ticker"
-
-[triggers.source]
-type = "schedule"
-expression = "rate(1 second)"
-"""
+    return every_second_config(url, tmp / "work", LEASE_S)
 
 
 @contextlib.contextmanager

@@ -18,39 +18,20 @@ from pathlib import Path
 import pytest
 
 from tests.pg_state import fresh_database
-from tests.system.conftest import FUNCTIONS, wait_for
+from tests.system.conftest import wait_for
+from tests.system.pg_cluster import SECOND_RATES, every_second_config, json_lines
 from tests.system.pg_cluster import Member as ClusterMember
-from tests.system.pg_cluster import daemon_table, json_lines
 
 pytestmark = [pytest.mark.system, pytest.mark.integration]
 
 LEASE_S = 2
 #: How long the three-daemon case runs (two kills, then the last daemon alone).
 WINDOW_S = 60
-ENV = {"TRIGGERD_TEST_SECOND_RATES": "1"}
+ENV = SECOND_RATES
 
 
 def config(url: str, name: str, tmp: Path) -> str:
-    leases = daemon_table(
-        url, tmp / name / "work", lease_timeout_s=2, singleton_lease_timeout_s=LEASE_S
-    )
-    return f"""
-{leases}
-
-[functions.ticker]
-handler = "app.handler"
-code = "{FUNCTIONS / "recorder"}"
-timeout_s = 10
-environment = {{ RECORD_FILE = "${{TICK_FILE}}" }}
-
-[[triggers]]
-name = "every-second"
-function = "ticker"
-
-[triggers.source]
-type = "schedule"
-expression = "rate(1 second)"
-"""
+    return every_second_config(url, tmp / name / "work", LEASE_S)
 
 
 @pytest.fixture
