@@ -657,6 +657,11 @@ class SourcePlugin:
     #: login) raised as a ConfigError (one line each); RetryableError (or PermanentError)
     #: when it cannot be reached. Bounded by the caller's timeout.
     check: Callable[[Any, str], Awaitable[None]] | None = None
+    #: The same check for a source whose server is keyed by region (AWS), used instead of
+    #: `check`: `(source_config, trigger, region)`, `region` being the daemon's (`[daemon]
+    #: region`, the `SourceContext.region` the running source gets), for a source that
+    #: names none, so the check looks where the source will.
+    check_in_region: Callable[[Any, str, str], Awaitable[None]] | None = None
     #: `triggerd <type> <name> TRIGGER` commands.
     commands: Mapping[str, SourceCommand] = field(default_factory=dict)
 

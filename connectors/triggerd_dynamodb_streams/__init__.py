@@ -37,7 +37,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
-async def check(config: Any, trigger: str) -> None:
+async def check(config: Any, trigger: str, region: str) -> None:
     """`triggerd validate`: the table has a stream (or the stream ARN exists) and these
     credentials may describe it (ConfigError; RetryableError when DynamoDB cannot be
     reached)."""
@@ -47,7 +47,7 @@ async def check(config: Any, trigger: str) -> None:
 
     cfg = plugin_config(config, DynamoDBStreamsSourceConfig)
     async with AsyncExitStack() as stack:
-        await resolve_stream(stack, cfg, cfg.region_or("us-east-1"), trigger)
+        await resolve_stream(stack, cfg, cfg.region_or(region), trigger)
 
 
 plugin = SourcePlugin(
@@ -55,5 +55,5 @@ plugin = SourcePlugin(
     create=create,
     sample_event=sample_event,
     sample_options=SAMPLE_OPTIONS,
-    check=check,
+    check_in_region=check,
 )

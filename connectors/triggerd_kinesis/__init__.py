@@ -39,7 +39,7 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
-async def check(config: Any, trigger: str) -> None:
+async def check(config: Any, trigger: str, region: str) -> None:
     """`triggerd validate`: the stream exists and these credentials may describe it
     (ConfigError naming the stream; RetryableError when Kinesis cannot be reached)."""
     from contextlib import AsyncExitStack
@@ -48,7 +48,7 @@ async def check(config: Any, trigger: str) -> None:
 
     cfg = plugin_config(config, KinesisSourceConfig)
     async with AsyncExitStack() as stack:
-        client = await open_client(stack, cfg, cfg.region_or("us-east-1"))
+        client = await open_client(stack, cfg, cfg.region_or(region))
         await stream_arn(client, cfg, trigger)
 
 
@@ -57,5 +57,5 @@ plugin = SourcePlugin(
     create=create,
     sample_event=sample_event,
     sample_options=SAMPLE_OPTIONS,
-    check=check,
+    check_in_region=check,
 )

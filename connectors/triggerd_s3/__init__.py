@@ -34,13 +34,14 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-async def check(config: Any, trigger: str) -> None:
+async def check(config: Any, trigger: str, region: str) -> None:
     """`triggerd validate --connect`: the bucket (and the notification queue) answer with
-    these credentials (ConfigError naming it; RetryableError when unreachable)."""
+    these credentials, in the source's region else the daemon's `region` (ConfigError naming
+    it; RetryableError when unreachable)."""
     require_aiobotocore()
     from .check import check as check_s3
 
-    await check_s3(plugin_config(config, S3SourceConfig), trigger)
+    await check_s3(plugin_config(config, S3SourceConfig), trigger, region)
 
 
 plugin = SourcePlugin(
@@ -48,7 +49,7 @@ plugin = SourcePlugin(
     create=create,
     sample_event=sample_event,
     sample_options=S3_SAMPLE_OPTIONS,
-    check=check,
+    check_in_region=check,
 )
 
 __all__ = ["S3SourceConfig", "check", "create", "plugin", "sample_event"]

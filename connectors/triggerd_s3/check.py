@@ -13,8 +13,8 @@ from .client import describe_error, open_client
 from .config import S3SourceConfig
 
 
-async def check(cfg: S3SourceConfig, trigger: str) -> None:
-    region = cfg.region or "us-east-1"
+async def check(cfg: S3SourceConfig, trigger: str, daemon_region: str) -> None:
+    region = cfg.region or daemon_region
     async with AsyncExitStack() as stack:
         s3 = await open_client(stack, "s3", cfg, region=region, endpoint_url=cfg.endpoint_url)
         await _call(s3.head_bucket(Bucket=cfg.bucket), cfg, trigger, f"bucket {cfg.bucket}")

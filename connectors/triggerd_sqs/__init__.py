@@ -51,18 +51,17 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_sqs_event(options)
 
 
-async def check(config: Any, trigger: str) -> None:
+async def check(config: Any, trigger: str, region: str) -> None:
     """`triggerd validate --connect`: GetQueueAttributes on the queue with these credentials
-    (ConfigError naming the queue; RetryableError when SQS cannot be reached)."""
+    (ConfigError naming the queue; RetryableError when SQS cannot be reached), signed for the
+    region the source would use (`region` is the daemon's)."""
     from contextlib import AsyncExitStack
 
     from .client import open_client, queue_attributes
 
     cfg = plugin_config(config, SqsSourceConfig)
     async with AsyncExitStack() as stack:
-        client = await open_client(
-            stack, cfg, cfg.region_or("us-east-1"), pool=1, read_timeout_s=10
-        )
+        client = await open_client(stack, cfg, cfg.region_or(region), pool=1, read_timeout_s=10)
         await queue_attributes(client, cfg, trigger, "source")
 
 
@@ -71,7 +70,7 @@ plugin = SourcePlugin(
     create=create,
     sample_event=sample_event,
     sample_options=SAMPLE_OPTIONS,
-    check=check,
+    check_in_region=check,
 )
 destination_plugin = DestinationPlugin(config_model=SqsDestinationConfig, create=create_destination)
 

@@ -206,13 +206,26 @@ def test_connect_names_what_the_servers_refuse(
     assert "trigger 'no-topic': source.topics: topic 'nope-t' does not exist" in lines
 
 
-def _create_sqs_queue(endpoint: str, name: str) -> str:
+def test_connect_checks_in_the_daemons_region_when_the_source_names_none(
+    tmp_path: Path, moto_server: str
+) -> None:
+    # moto keys queues by the signing region, as AWS does: a check signed for us-east-1
+    # would not find this queue.
+    queue_url = _create_sqs_queue(moto_server, f"validate-{uuid.uuid4().hex[:8]}", "eu-west-3")
+    cfg = connect_config(tmp_path, ("paris", f'{{ type = "sqs", queue_url = "{queue_url}" }}'))
+    cfg.write_text(cfg.read_text().replace("[daemon]\n", '[daemon]\nregion = "eu-west-3"\n'))
+    out = validate(tmp_path, str(cfg), "--connect", "--timeout", "20")
+    assert out.returncode == 0, out.stderr
+    assert f"{cfg}: trigger 'paris' (sqs): connected, ok" in out.stderr.splitlines()
+
+
+def _create_sqs_queue(endpoint: str, name: str, region: str = "us-east-1") -> str:
     import boto3
 
     client = boto3.client(
         "sqs",
         endpoint_url=endpoint,
-        region_name="us-east-1",
+        region_name=region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )

@@ -287,14 +287,16 @@ async def test_validate_check_names_a_missing_stream_in_one_line(moto_server: st
 
     config = triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, "nope-none"))
     with pytest.raises(ConfigError) as info:
-        await triggerd_kinesis.check(config, "clicks")
+        await triggerd_kinesis.check(config, "clicks", "us-east-1")
     assert info.value.problems == [
         "trigger 'clicks': source.stream nope-none: ResourceNotFoundException"
     ]
     async with kinesis_client(moto_server) as client:
         stream = await make_stream(client)
     await triggerd_kinesis.check(
-        triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, stream)), "clicks"
+        triggerd_kinesis.KinesisSourceConfig.model_validate(source(moto_server, stream)),
+        "clicks",
+        "us-east-1",
     )
 
 

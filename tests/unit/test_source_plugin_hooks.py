@@ -172,3 +172,29 @@ def test_byte_lag_of_reporting_sources_is_exposed_as_metrics() -> None:
     assert 'triggerd_source_lag_records{partition="slot_a"' not in text
     assert 'triggerd_source_lag_records{partition="p1",trigger="orders"} 3.0' in text
     assert 'triggerd_source_lag_bytes{partition="p1"' not in text
+
+
+def test_validate_connect_gives_a_regional_check_the_daemons_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def regional(cfg: Any, trigger: str, region: str) -> None:
+        seen.append((trigger, region))
+
+    async def unused(cfg: Any, trigger: str) -> None:
+        raise AssertionError("check_in_region is preferred")
+
+    reg = fake_registry()
+    plugin = SourcePlugin(
+        FakeSyncConfig, lambda c, ctx: FakeSource(), check=unused, check_in_region=regional
+    )
+    reg.register("source", "fake", plugin)
+    monkeypatch.setattr(Registry, "discover", classmethod(lambda cls: reg))
+    path = tmp_path / "triggerd.toml"
+    text = CONFIG.format(name="orders").replace("[daemon]", '[daemon]\nregion = "eu-west-3"')
+    path.write_text(text)
+    out = CliRunner().invoke(main, ["validate", "--connect", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "trigger 'orders' (fake): connected, ok" in out.output
+    assert seen == [("orders", "eu-west-3")]

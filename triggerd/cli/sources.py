@@ -95,10 +95,14 @@ async def connect_sources(
     triggers = _triggers(cfg, registry)
 
     async def one(name: str, source_config: Any, plugin: SourcePlugin) -> tuple[str, Any]:
-        if plugin.check is None:
+        if plugin.check_in_region is not None:
+            check = plugin.check_in_region(source_config, name, cfg.daemon.region)
+        elif plugin.check is not None:
+            check = plugin.check(source_config, name)
+        else:
             return "none", None
         try:
-            await asyncio.wait_for(plugin.check(source_config, name), timeout_s)
+            await asyncio.wait_for(check, timeout_s)
         except ConfigError as exc:
             return "problems", exc.problems
         except TimeoutError:
