@@ -74,7 +74,9 @@ def with_env_vars(cfg: ConfigBase, function: str, path: Path) -> ConfigBase:
             f"--env-vars: function {function} runs on the {backend} backend, whose "
             "environment triggerd does not set (local functions only)"
         )
-    fields = dict(fcfg)
+    # Only the fields the config set: validating defaults as if set would trip the checks of
+    # options that need another one (role_session_name without role_arn).
+    fields = {name: getattr(fcfg, name) for name in fcfg.model_fields_set}
     fields["environment"] = {**getattr(fcfg, "environment", {}), **overrides}
     try:
         updated = type(fcfg).model_validate(fields)

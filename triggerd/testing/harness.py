@@ -177,7 +177,10 @@ class LocalFunctions:
             cfg = load_config(Path(config), self.registry)
             if name not in cfg.function_map:
                 raise ConfigError([f"no function {name!r} in {config}"])
-            fields = dict(cfg.function_map[name])
+            # Only the fields the file set (defaults validated as set would trip the checks
+            # of options that need another one, e.g. role_session_name without role_arn).
+            loaded = cfg.function_map[name]
+            fields = {field: getattr(loaded, field) for field in loaded.model_fields_set}
         else:
             if handler is None or code is None:
                 raise ValueError("give a config file, or handler and code")
