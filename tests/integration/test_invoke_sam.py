@@ -2,7 +2,8 @@
 one command, as `sam local invoke -t template.yaml FUNCTION -e event.json`, translating the
 definition in memory (its warnings on stderr, as `run --sam` prints them) and answering the
 handler's result; the overrides file and `--opt` apply as they do to `run`. A config named
-beside `--sam`/`--serverless` is a usage error (exit 2), for invoke and record alike."""
+beside `--sam`/`--serverless` is a usage error (exit 2), for invoke and record alike; `record
+--sam` captures a template's trigger as fixtures that `invoke --sam` replays."""
 
 from __future__ import annotations
 
@@ -19,25 +20,44 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("cfnlint")
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+RECORDER = Path(__file__).resolve().parents[1] / "system" / "functions" / "recorder"
+
+#: A bucket whose S3 event the overrides file maps to a local directory.
+RECORD_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Uploads:
+    Type: AWS::S3::Bucket
+  Recorder:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.11
+      Handler: app.handler
+      CodeUri: recorder
+      Environment:
+        Variables:
+          RECORD_FILE: {record_file}
+      Events:
+        Upload:
+          Type: S3
+          Properties:
+            Bucket: !Ref Uploads
+            Events: s3:ObjectCreated:*
+"""
 
 
-@pytest.fixture(scope="module")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One work directory for the module: the runtime's boto3 is installed into it once."""
-    return tmp_path_factory.mktemp("invoke-sam-work")
-
-
-def overrides(cwd: Path, work_dir: Path) -> str:
-    """An overrides file in `cwd` with the module's work directory and the listeners (which
-    invoke does not open; the template's SNS topic needs a control listener to be valid)."""
+def overrides(cwd: Path) -> str:
+    """An overrides file in `cwd` naming the listeners (which invoke and record do not open;
+    the template's SNS topic needs a control listener to be valid). The runtime's boto3 is
+    installed once a session, into tests/conftest.py's runtimes_dir."""
     (cwd / "local.yaml").write_text(
-        f'daemon:\n  work_dir: "{work_dir}"\n  listen: ""\n'
-        f'  control_listen: "127.0.0.1:{free_port()}"\n'
+        f'daemon:\n  listen: ""\n  control_listen: "127.0.0.1:{free_port()}"\n'
     )
     return "local.yaml"
 
 
-def test_invoke_sam_answers_the_handlers_result(tmp_path: Path, work_dir: Path) -> None:
+def test_invoke_sam_answers_the_handlers_result(tmp_path: Path) -> None:
     shutil.copytree(DATA / "sam", tmp_path / "app")
     cwd = tmp_path / "app"
     (cwd / "e.json").write_text(json.dumps({"rawPath": "/hi", "requestContext": {"stage": "v"}}))
@@ -50,7 +70,7 @@ def test_invoke_sam_answers_the_handlers_result(tmp_path: Path, work_dir: Path) 
         "--event",
         "e.json",
         "--overrides",
-        overrides(cwd, work_dir),
+        overrides(cwd),
         "--parameter-overrides",
         "Greeting=hey",
     )
@@ -65,7 +85,7 @@ def test_invoke_sam_answers_the_handlers_result(tmp_path: Path, work_dir: Path) 
     )
 
 
-def test_invoke_serverless_answers_the_handlers_result(tmp_path: Path, work_dir: Path) -> None:
+def test_invoke_serverless_answers_the_handlers_result(tmp_path: Path) -> None:
     shutil.copytree(DATA / "serverless" / "http", tmp_path / "svc")
     cwd = tmp_path / "svc"
     event = {
@@ -85,7 +105,7 @@ def test_invoke_serverless_answers_the_handlers_result(tmp_path: Path, work_dir:
         "--opt",
         "stage=test",
         "--overrides",
-        f"svc/{overrides(cwd, work_dir)}",
+        f"svc/{overrides(cwd)}",
         env={"GREETING": "hi"},
     )
     assert done.returncode == 0, done.stderr
@@ -99,13 +119,31 @@ def test_invoke_serverless_answers_the_handlers_result(tmp_path: Path, work_dir:
     }
 
 
-def test_invoke_sam_names_functions_by_logical_id(tmp_path: Path) -> None:
-    shutil.copytree(DATA / "sam", tmp_path / "app")
-    done = triggerd_cli(
-        tmp_path / "app", "invoke", "--sam", "template.yaml", "api", "-e", "template.yaml"
-    )
-    assert done.returncode == 2
-    assert "no function 'api' in template.yaml" in done.stderr
+def test_record_sam_then_invoke_sam_replays_the_fixture(tmp_path: Path) -> None:
+    shutil.copytree(RECORDER, tmp_path / "recorder", ignore=shutil.ignore_patterns("__pycache__"))
+    calls = tmp_path / "calls.jsonl"
+    (tmp_path / "template.yaml").write_text(RECORD_TEMPLATE.format(record_file=calls))
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "a.txt").write_text("a")
+    local = overrides(tmp_path)
+    with (tmp_path / local).open("a") as f:
+        f.write(
+            "resources:\n  Uploads:\n    type: directory\n    path: inbox\n"
+            "    starting_position: TRIM_HORIZON\n"
+        )
+    sam = ("--sam", "template.yaml", "--overrides", local)
+    done = triggerd_cli(tmp_path, "record", "Recorder-Upload", "--out", "fixtures", "-n", "1", *sam)
+    assert done.returncode == 0, done.stderr
+    fixture = tmp_path / "fixtures" / "Recorder-Upload-0001.json"
+    event = json.loads(fixture.read_text())
+    assert event["Records"][0]["s3"]["object"]["key"] == "a.txt"
+    # Recording invoked nothing: the handler's file appears only with the replay.
+    assert not calls.exists()
+
+    replay = triggerd_cli(tmp_path, "invoke", "Recorder", "-e", str(fixture), *sam)
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(replay.stdout) == {"ok": ["a.txt"]}
+    assert [json.loads(line)["event"] for line in calls.read_text().splitlines()] == [event]
 
 
 @pytest.mark.parametrize(
