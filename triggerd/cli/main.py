@@ -27,6 +27,7 @@ from triggerd.cli.options import (
     config_option,
     config_option_beside_argument,
     resolve_config,
+    translation_source_options,
 )
 from triggerd.cli.output import output_option
 from triggerd.cli.sources import CONNECT_TIMEOUT_S, SourceCommandsGroup
@@ -86,6 +87,55 @@ def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = 
         sys.exit(2)
 
 
+def _imported_source(
+    config_name: str,
+    config: str | None,
+    sam_file: str | None,
+    serverless_file: str | None,
+    overrides_path: str | None,
+    parameters: tuple[str, ...],
+    options: tuple[str, ...],
+) -> tuple[str, str] | None:
+    """("sam" | "serverless", FILE) when the command is to use a translated definition, None
+    when it uses a config; a usage error (exit 2) when both or neither fit together.
+    `config_name` is how the command names its config (CONFIG, -c/--config)."""
+    imported = [(k, f) for k, f in (("sam", sam_file), ("serverless", serverless_file)) if f]
+    if imported:
+        if len(imported) > 1 or config:
+            raise click.UsageError(f"give one of {config_name}, --sam FILE and --serverless FILE")
+        return imported[0]
+    if overrides_path or parameters or options:
+        raise click.UsageError(
+            "--overrides, --parameter-overrides and --opt need --sam or --serverless"
+        )
+    return None
+
+
+def _config_or_translation(
+    config_path: str | None,
+    sam_file: str | None,
+    serverless_file: str | None,
+    overrides_path: str | None,
+    parameters: tuple[str, ...],
+    options: tuple[str, ...],
+    registry: Registry,
+) -> tuple[ConfigBase, str]:
+    """For invoke and record: the config named by -c/--config (or its defaults), or the
+    in-memory translation of --sam/--serverless FILE as run makes it (its warnings printed);
+    with the name to quote in messages."""
+    imported = _imported_source(
+        "-c/--config", config_path, sam_file, serverless_file, overrides_path, parameters, options
+    )
+    if imported is None:
+        path = resolve_config(None, config_path)
+        return _load(path, registry), path
+    kind, label = imported
+    from triggerd.cli.imports import load_translated
+
+    cfg, _reload = load_translated(kind, label, overrides_path, parameters, options, registry)
+    return cfg, label
+
+
 #: Commands defined in their own modules, imported only when one of them runs (or `--help`
 #: lists them): their modules need the state store, the HTTP client and the config model.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -129,34 +179,7 @@ def main() -> None:
     "(its queued events and checkpoints are not carried over); also "
     "TRIGGERD_ACCEPT_FRESH_STATE=1",
 )
-@click.option(
-    "--sam",
-    "sam_file",
-    type=click.Path(dir_okay=False),
-    help="Run an AWS SAM template instead of CONFIG (as `triggerd import sam` translates it)",
-)
-@click.option(
-    "--serverless",
-    "serverless_file",
-    type=click.Path(dir_okay=False),
-    help="Run a Serverless Framework file (serverless.yml) instead of CONFIG",
-)
-@click.option(
-    "--overrides",
-    "overrides_path",
-    type=click.Path(dir_okay=False),
-    help="With --sam/--serverless: the file mapping AWS resources to local ones",
-)
-@click.option(
-    "--parameter-overrides",
-    "parameters",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="With --sam: template parameter values",
-)
-@click.option(
-    "--opt", "options", multiple=True, metavar="KEY=VALUE", help="With --serverless: ${opt:KEY}"
-)
+@translation_source_options
 @click.option(
     "--watch/--no-watch",
     default=None,
@@ -183,21 +206,23 @@ def run(
     from triggerd.cli.paths import path_problems
 
     registry = Registry.discover()
-    imported = [(k, f) for k, f in (("sam", sam_file), ("serverless", serverless_file)) if f]
+    imported = _imported_source(
+        "CONFIG",
+        config or config_path,
+        sam_file,
+        serverless_file,
+        overrides_path,
+        parameters,
+        options,
+    )
     path: str | None
-    if imported:
-        if len(imported) > 1 or config or config_path:
-            raise click.UsageError("give one of CONFIG, --sam FILE and --serverless FILE")
-        kind, label = imported[0]
+    if imported is not None:
+        kind, label = imported
         from triggerd.cli.imports import load_translated
 
         cfg, loader = load_translated(kind, label, overrides_path, parameters, options, registry)
         path = None
     else:
-        if overrides_path or parameters or options:
-            raise click.UsageError(
-                "--overrides, --parameter-overrides and --opt need --sam or --serverless"
-            )
         label = path = resolve_config(config, config_path)
         from triggerd.daemon.gctune import defer_gc
 
@@ -473,14 +498,27 @@ def schema() -> None:
     '{"FUNCTION": {"VAR": "value"}, "Parameters": {"VAR": "value"}} (Parameters: every '
     "function; the function's own entry wins)",
 )
-@config_option
-def invoke(function: str, event: str | None, env_vars: str | None, config_path: str | None) -> None:
-    """Invoke FUNCTION once with an event; print its response (exit 1 on a function error)."""
+@config_option_beside_argument
+@translation_source_options
+def invoke(
+    function: str,
+    event: str | None,
+    env_vars: str | None,
+    config_path: str | None,
+    sam_file: str | None,
+    serverless_file: str | None,
+    overrides_path: str | None,
+    parameters: tuple[str, ...],
+    options: tuple[str, ...],
+) -> None:
+    """Invoke FUNCTION once with an event; print its response (exit 1 on a function error).
+    With --sam or --serverless, FUNCTION of that file's translation (a SAM logical id)."""
     from triggerd.telemetry.logs import setup_logging
 
     registry = Registry.discover()
-    path = resolve_config(None, config_path)
-    cfg = _load(path, registry)
+    cfg, path = _config_or_translation(
+        config_path, sam_file, serverless_file, overrides_path, parameters, options, registry
+    )
     setup_logging(cfg.daemon.log_level, "text")
     if function not in cfg.functions:
         click.echo(f"triggerd: no function {function!r} in {path}", err=True)
@@ -585,17 +623,28 @@ async def _invoke_in(
     show_default=True,
     help="Stop after this many seconds, with fewer payloads",
 )
-@config_option
+@config_option_beside_argument
+@translation_source_options
 def record(
-    trigger: str, out_dir: str, count: int, timeout_s: float, config_path: str | None
+    trigger: str,
+    out_dir: str,
+    count: int,
+    timeout_s: float,
+    config_path: str | None,
+    sam_file: str | None,
+    serverless_file: str | None,
+    overrides_path: str | None,
+    parameters: tuple[str, ...],
+    options: tuple[str, ...],
 ) -> None:
     """Capture the events TRIGGER would deliver as JSON fixtures, one file per invocation
     payload, without invoking its function and without acknowledging anything at its source
     (docs/cli.md#record says what each source sees). Replay one with `triggerd invoke
-    FUNCTION --event FILE`."""
+    FUNCTION --event FILE`. With --sam or --serverless, TRIGGER of that file's translation."""
     registry = Registry.discover()
-    path = resolve_config(None, config_path)
-    cfg = _load(path, registry)
+    cfg, _label = _config_or_translation(
+        config_path, sam_file, serverless_file, overrides_path, parameters, options, registry
+    )
     from triggerd.daemon.record import record as record_trigger
     from triggerd.telemetry.logs import setup_logging
 

@@ -20,6 +20,7 @@ __all__ = [
     "config_option",
     "config_option_beside_argument",
     "resolve_config",
+    "translation_source_options",
 ]
 
 CONFIG_ENV = "TRIGGERD_CONFIG"
@@ -51,6 +52,50 @@ config_option_beside_argument = _config_option(resolve=False)
 config_argument = click.argument(
     "config", required=False, type=click.Path(dir_okay=True, readable=False)
 )
+
+
+def translation_source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--sam FILE / --serverless FILE instead of a config, with --overrides,
+    --parameter-overrides and --opt: the options run, invoke and record share (the command
+    gets sam_file, serverless_file, overrides_path, parameters and options)."""
+    options = (
+        click.option(
+            "--sam",
+            "sam_file",
+            type=click.Path(dir_okay=False),
+            help="Use an AWS SAM template instead of a config (as `triggerd import sam` "
+            "translates it); functions are named by their logical ids",
+        ),
+        click.option(
+            "--serverless",
+            "serverless_file",
+            type=click.Path(dir_okay=False),
+            help="Use a Serverless Framework file (serverless.yml) instead of a config",
+        ),
+        click.option(
+            "--overrides",
+            "overrides_path",
+            type=click.Path(dir_okay=False),
+            help="With --sam/--serverless: the file mapping AWS resources to local ones",
+        ),
+        click.option(
+            "--parameter-overrides",
+            "parameters",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="With --sam: template parameter values",
+        ),
+        click.option(
+            "--opt",
+            "options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="With --serverless: ${opt:KEY}",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def resolve_config(positional: str | None, option: str | None) -> str:
