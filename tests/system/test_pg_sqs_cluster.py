@@ -52,7 +52,7 @@ endpoint_url = "{endpoint}"
 wait_time_s = 1
 # A modest read-ahead, so that the first daemon to poll does not take the whole backlog.
 max_pollers = 1
-prefetch = {BATCH}
+prefetch = 10  # the least: one ReceiveMessage's worth
 """
 
 
