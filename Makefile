@@ -38,7 +38,7 @@ test: lint
 wheel-check: $(STAMP)
 	.ci/wheel-check $(BIN)/python
 
-# The unit tests against the lowest versions pyproject.toml allows (about 70 s).
+# The unit tests against the lowest versions pyproject.toml allows (about 2.5 minutes).
 floors: $(STAMP)
 	.ci/floors $(BIN)/python
 
