@@ -230,6 +230,20 @@ async def call(method: Any, **kw: Any) -> Any:
     return await asyncio.to_thread(method, **kw)
 
 
+async def drained(r: Running, *functions: str) -> None:
+    """A positive barrier: PutEvents commits every invocation before it answers, so once
+    these functions' Event queues are empty every event routed to them has been invoked and
+    recorded; what is not in calls.jsonl by then was never routed."""
+    state = r.daemon.state
+    assert state is not None
+    queues = [r.daemon.invoke_queues[f].name for f in functions]
+
+    async def empty() -> bool:
+        return all([await state.queue_depth(q) == 0 for q in queues])
+
+    await wait_until(empty, 30, f"the queues of {functions} to drain")
+
+
 def order(i: int, amount: float, source: str = "com.shop") -> dict[str, Any]:
     detail = {
         "id": i,
@@ -260,7 +274,7 @@ async def test_rules_route_matching_events_to_two_functions_with_their_inputs(
     # order 1: big-orders (orders + audit) and all-shop (audit); order 2: all-shop only;
     # order 3: all-shop only (source com.shopping is not com.shop); order 4: nothing.
     await wait_until(lambda: len(r.calls()) >= 5, 30, "five deliveries")
-    await asyncio.sleep(0.3)
+    await drained(r, "orders", "audit")
     got = r.calls()
     assert len(got) == 5, got
     orders = [c["event"] for c in got if c["label"] == "orders"]
@@ -317,7 +331,7 @@ async def test_a_target_without_input_gets_the_eventbridge_event(r: Running) -> 
     )
     assert resp["FailedEntryCount"] == 0
     await wait_until(lambda: len(r.calls()) >= 2, 30, "two deliveries")
-    await asyncio.sleep(0.3)
+    await drained(r, "orders", "audit")
     got = sorted((c["event"] for c in r.calls()), key=lambda e: e["detail"]["ip"])
     assert len(got) == 2
     first = got[0]

@@ -200,6 +200,23 @@ def of(r: Running, marker: str, function: str | None = None) -> list[dict[str, A
     ]
 
 
+async def settled(r: Running, marker: str, function: str) -> None:
+    """A positive barrier: publish `marker` last (it must reach `function`), wait for it, then
+    for `function`'s Event queue to be empty, so every delivery queued before the marker has
+    been invoked and recorded; what has not arrived by then was never queued."""
+    await wait_for(lambda: of(r, marker, function), f"the marker {marker}")
+    state, queue = r.daemon.state, r.daemon.invoke_queues[function].name
+    assert state is not None
+
+    async def depth() -> int:
+        return await state.queue_depth(queue)
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while await depth():
+        assert asyncio.get_running_loop().time() < deadline, f"{function}'s queue never drained"
+        await asyncio.sleep(0.05)
+
+
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
 
@@ -266,7 +283,8 @@ async def test_attribute_filter_policy_decides_who_gets_a_message(running: Runni
     await publish("p-cheap", kind=("String", "big"), price=("Number", "5"))
     await publish("p-none")
     await publish("p-huge", kind=("String", "huge-one"), price=("Number", "100"))
-    await wait_for(lambda: of(running, "p-huge", "beta"), "the matching message")
+    await publish("q-last", kind=("String", "big"), price=("Number", "11"))
+    await settled(running, "q-last", "beta")
     await wait_for(lambda: len(of(running, "p-", "alpha")) == 4, "alpha gets everything")
     assert [g["event"]["Records"][0]["Sns"]["Message"] for g in of(running, "p-", "beta")] == [
         "p-huge"
@@ -283,8 +301,8 @@ async def test_body_filter_policy_matches_the_json_body(running: Running) -> Non
         '{"b": "b-nostatus"}',
     ):
         await call(sns.publish, TopicArn=ARN + "bodies", Message=body)
-    await wait_for(lambda: of(running, "b-ok"), "the matching body")
-    await asyncio.sleep(0.5)
+    await call(sns.publish, TopicArn=ARN + "bodies", Message='{"status": "ok", "m": "z-last"}')
+    await settled(running, "z-last", "beta")
     assert [
         json.loads(g["event"]["Records"][0]["Sns"]["Message"])["b"] for g in of(running, '"b-')
     ] == ["b-ok"]

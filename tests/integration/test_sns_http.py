@@ -307,7 +307,19 @@ async def test_forged_and_unverifiable_messages_are_refused(running: Running) ->
         assert status == want
     status, _ = await running.post(b"x" * (2 * 1024 * 1024))
     assert status == 413
-    await asyncio.sleep(0.3)
+    # A positive barrier: the genuine message, sent last, is delivered, and then nothing is
+    # left queued, so a refused message that had been queued would have been recorded too.
+    last = running.sign(running.message())
+    assert (await running.post(last))[0] == 200
+    await wait_for_record(running, last["MessageId"])
+    state = running.daemon.state
+    assert state is not None
+    for _ in range(300):
+        if await state.queue_depth() == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the queue never drained")
     delivered = {r["event"]["Records"][0]["Sns"]["MessageId"] for r in running.records()}
     assert tampered["MessageId"] not in delivered and other_key["MessageId"] not in delivered
 
