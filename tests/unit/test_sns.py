@@ -440,7 +440,11 @@ class _LiveQueues:
 
 
 async def _service(
-    tmp_path: Path, functions: dict[str, str], running: set[str], store: Any = None
+    tmp_path: Path,
+    functions: dict[str, str],
+    running: set[str],
+    store: Any = None,
+    sns: dict[str, Any] | None = None,
 ) -> Any:
     from triggerd.config.sns import SnsSettings
     from triggerd.fanout.sns.service import SnsService
@@ -449,7 +453,7 @@ async def _service(
     if store is None:
         store = SQLiteStateStore(str(tmp_path / "s.db"))
         await store.open()
-    settings = SnsSettings.model_validate({})
+    settings = SnsSettings.model_validate(sns or {})
     outbox = SqsOutbox(settings, region="us-east-1", account_id="123456789012", state=store)
     return SnsService(
         settings,
@@ -635,3 +639,101 @@ async def test_an_unusable_signing_key_is_a_config_error_naming_it(tmp_path: Pat
         assert reason in str(refused.value)
     with pytest.raises(ValueError, match="go together"):
         SnsSettings.model_validate({"signing_key_file": "k.pem"})
+
+
+async def test_subscribing_again_with_other_attributes_is_refused_not_ignored(
+    tmp_path: Path,
+) -> None:
+    service = await _service(tmp_path, {"f": _fn_arn("f")}, {"f"})
+    topic = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    base = {"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("f")}
+    big = _attrs(FilterPolicy='{"kind": ["big"]}')
+    arn = (await service.subscribe({**base, **big}))["SubscriptionArn"]
+    assert (await service.subscribe({**base, **big}))["SubscriptionArn"] == arn  # idempotent
+    for other in (
+        _attrs(FilterPolicy='{"kind": ["small"]}'),
+        _attrs(FilterPolicy='{"kind": ["big"]}', FilterPolicyScope="MessageBody"),
+        {},
+    ):
+        with pytest.raises(SnsError) as refused:
+            await service.subscribe({**base, **other})
+        assert refused.value.code == "InvalidParameter"
+        assert "already exists with different attributes" in refused.value.message
+    # The first policy still decides.
+    small = "MessageAttributes.entry.1"
+    await service.publish(
+        {
+            "TopicArn": topic,
+            "Message": "m",
+            f"{small}.Name": "kind",
+            f"{small}.Value.DataType": "String",
+            f"{small}.Value.StringValue": "small",
+        }
+    )
+    assert await service.state.queue_depth("invoke-api:f") == 0
+    await service.state.close()
+
+
+def _queue(name: str, url: str, **extra: str) -> dict[str, Any]:
+    return {"name": name, "queue_url": url, "endpoint_url": "http://127.0.0.1:1", **extra}
+
+
+async def test_a_fifo_queue_cannot_subscribe_to_a_standard_topic(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1/123456789012/q.fifo"
+    service = await _service(tmp_path, {}, set(), sns={"sqs_endpoints": [_queue("q.fifo", url)]})
+    queue = "arn:aws:sqs:us-east-1:123456789012:q.fifo"
+    standard = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    with pytest.raises(SnsError) as refused:
+        await service.subscribe({"TopicArn": standard, "Protocol": "sqs", "Endpoint": queue})
+    assert refused.value.code == "InvalidParameter"
+    assert "FIFO SQS Queues can not be subscribed to standard SNS topics" in str(refused.value)
+    fifo = await service.create_topic({"Name": "t.fifo", **_attrs(FifoTopic="true")})
+    sub = {"TopicArn": fifo["TopicArn"], "Protocol": "sqs", "Endpoint": queue}
+    assert (await service.subscribe(sub))["SubscriptionArn"]
+    await service.state.close()
+    data = {
+        "daemon": {"state": "sqlite:///x.db", "control_listen": "127.0.0.1:0"},
+        "sns": {
+            "topics": [{"name": "t", "subscriptions": [{"protocol": "sqs", "queue": "q.fifo"}]}],
+            "sqs_endpoints": [_queue("q.fifo", url)],
+        },
+    }
+    with pytest.raises(ConfigError) as bad:
+        validate_data(data, Registry(), base_dir=tmp_path)
+    assert "topics.0.subscriptions.0.queue: FIFO SQS Queues can not" in str(bad.value)
+
+
+async def test_a_queue_arn_names_the_account_of_its_url(tmp_path: Path) -> None:
+    from triggerd.config.sns import SqsEndpoint
+
+    def arn(url: str, **extra: str) -> str:
+        return SqsEndpoint.model_validate(_queue("q", url, **extra)).arn("eu-west-1", "1" * 12)
+
+    assert arn("http://localhost:4566/000000000000/q") == "arn:aws:sqs:eu-west-1:000000000000:q"
+    assert arn("https://sqs.eu-west-1.amazonaws.com/222233334444/q") == (
+        "arn:aws:sqs:eu-west-1:222233334444:q"
+    )
+    assert arn(
+        "http://localhost/000000000000/q", account_id="555566667777", region="us-west-2"
+    ) == ("arn:aws:sqs:us-west-2:555566667777:q")
+    assert arn("http://localhost/q") == "arn:aws:sqs:eu-west-1:111111111111:q"
+    # Subscribe takes the ARN the queue's own SQS reports.
+    sns = {"sqs_endpoints": [_queue("q", "http://localhost:4566/000000000000/q")]}
+    service = await _service(tmp_path, {}, set(), sns=sns)
+    topic = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    sub = {"TopicArn": topic, "Protocol": "sqs", "Endpoint": "arn:aws:sqs:us-east-1:000000000000:q"}
+    assert (await service.subscribe(sub))["SubscriptionArn"]
+    await service.state.close()
+
+
+async def test_a_topics_display_name_is_kept(tmp_path: Path) -> None:
+    service = await _service(tmp_path, {}, set())
+    form = {"Name": "t", **_attrs(DisplayName="Orders")}
+    topic = (await service.create_topic(form))["TopicArn"]
+    attrs = (await service.get_topic_attributes({"TopicArn": topic}))["Attributes"][1]
+    assert attrs["DisplayName"] == "Orders"
+    again = await _service(tmp_path, {}, set(), service.state)
+    await again.load()
+    attrs = (await again.get_topic_attributes({"TopicArn": topic}))["Attributes"][1]
+    assert attrs["DisplayName"] == "Orders"
+    await service.state.close()

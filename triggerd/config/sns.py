@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
@@ -17,6 +18,7 @@ from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import Model, empty_list
 
 __all__ = [
+    "FIFO_QUEUE_ON_STANDARD_TOPIC",
     "TOPIC_NAME",
     "LambdaSubscription",
     "SnsSettings",
@@ -30,6 +32,8 @@ __all__ = [
 
 #: AWS's rule for topic names (a FIFO topic's name ends in `.fifo`, counted in the 256).
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,251}(\.fifo)?$")
+#: SNS refuses this subscription (and SQS would refuse every send: no MessageGroupId).
+FIFO_QUEUE_ON_STANDARD_TOPIC = "FIFO SQS Queues can not be subscribed to standard SNS topics"
 #: AWS's limit on a filter policy's JSON text.
 MAX_FILTER_POLICY_CHARS = 256 * 1024
 #: SNS's limits on a filter policy's keys and combinations of values.
@@ -213,8 +217,26 @@ class SqsEndpoint(AwsCredentials):
     account_id: str | None = Field(
         None,
         pattern=r"^\d{12}$",
-        description="The account in the queue's ARN (default: the daemon's)",
+        description="The account in the queue's ARN (default: the one in queue_url's path, "
+        "as SQS's queue URLs name it, else the daemon's)",
     )
+
+    def _url_parts(self) -> list[str]:
+        return [p for p in urlsplit(self.queue_url).path.split("/") if p]
+
+    @property
+    def fifo(self) -> bool:
+        """A FIFO queue (its name, the URL's last part, ends in `.fifo`)."""
+        parts = self._url_parts()
+        return bool(parts) and parts[-1].endswith(".fifo")
+
+    def arn(self, region: str, account_id: str) -> str:
+        """The queue's ARN: `account_id` (and `region`) only when the config and the URL name
+        none (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`; moto and LocalStack the same)."""
+        parts = self._url_parts()
+        url_account = parts[-2] if len(parts) >= 2 and re.fullmatch(r"\d{12}", parts[-2]) else None
+        account = self.account_id or url_account or account_id
+        return f"arn:aws:sqs:{self.region or region}:{account}:{self.name}"
 
 
 class SnsSettings(Model):
@@ -256,16 +278,19 @@ class SnsSettings(Model):
             if topic.name in seen:
                 problems.append(f"topics.{i}.name: topic {topic.name!r} is declared twice")
             seen.add(topic.name)
-        queues = {q.name for q in self.sqs_endpoints}
+        queues = {q.name: q for q in self.sqs_endpoints}
         if len(queues) != len(self.sqs_endpoints):
             problems.append("sqs_endpoints: two queues have the same name")
         for i, topic in enumerate(self.topics):
             for j, sub in enumerate(topic.subscriptions):
-                if isinstance(sub, SqsSubscription) and sub.queue.rsplit(":", 1)[-1] not in queues:
-                    problems.append(
-                        f"topics.{i}.subscriptions.{j}.queue: {sub.queue!r} is not in "
-                        "sns.sqs_endpoints"
-                    )
+                if not isinstance(sub, SqsSubscription):
+                    continue
+                queue = queues.get(sub.queue.rsplit(":", 1)[-1])
+                where = f"topics.{i}.subscriptions.{j}.queue"
+                if queue is None:
+                    problems.append(f"{where}: {sub.queue!r} is not in sns.sqs_endpoints")
+                elif queue.fifo and not topic.fifo:
+                    problems.append(f"{where}: {FIFO_QUEUE_ON_STANDARD_TOPIC}")
         if (self.signing_key_file is None) != (self.signing_cert_url is None):
             problems.append("signing_key_file and signing_cert_url go together")
         if "signature_version" in self.model_fields_set and self.signing_key_file is None:

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from triggerd.config.sns import SnsSettings, topic_name_problem
+from triggerd.config.sns import FIFO_QUEUE_ON_STANDARD_TOPIC, SnsSettings, topic_name_problem
 from triggerd.fanout.sns.fifo import FifoRelay, held_payload, holding_queue
 from triggerd.fanout.sns.message import MAX_MESSAGE_BYTES, MAX_SUBJECT, Message, parse_attributes
-from triggerd.fanout.sns.policy import compile_policy
+from triggerd.fanout.sns.policy import FilterPolicy, compile_policy
 from triggerd.fanout.sns.signing import Signer
 from triggerd.fanout.sns.sqs import SqsOutbox
 from triggerd.fanout.sns.topics import Subscription, Topic, config_topics
@@ -207,7 +207,10 @@ class SnsService:
             return {"TopicArn": arn}
         if len(self.topics) >= self.settings.max_topics:
             raise SnsError("TopicLimitExceeded", "Topic limit exceeded", 403)
-        topic = Topic(name, arn, fifo, cbd)
+        display_name = attrs.get("DisplayName", "")
+        if len(display_name) > 100:
+            raise invalid("Invalid parameter: DisplayName: at most 100 characters")
+        topic = Topic(name, arn, fifo, cbd, display_name=display_name)
         await self.state.sns_put(arn, "topic", topic.doc())
         self.topics[arn] = topic
         log.info("sns.topic_created", extra={"topic": arn})
@@ -274,9 +277,21 @@ class SnsService:
             policy = compile_policy(
                 attrs["FilterPolicy"], attrs.get("FilterPolicyScope", "MessageAttributes")
             )
+        if protocol == "sqs" and self.outbox.endpoints[target].fifo and not topic.fifo:
+            raise invalid(
+                "Invalid parameter: Invalid parameter: Endpoint Reason: "
+                + FIFO_QUEUE_ON_STANDARD_TOPIC
+            )
         for sub in topic.subscriptions.values():
             if sub.protocol == protocol and sub.endpoint == endpoint:
-                return {"SubscriptionArn": sub.arn}  # idempotent, as in SNS
+                # Idempotent for the same attributes, as in SNS; not a silent no-op for
+                # others (the caller would think a new filter policy applied).
+                if sub.raw != raw or _policy_of(sub.policy) != _policy_of(policy):
+                    raise invalid(
+                        "Invalid parameter: Attributes Reason: Subscription already exists "
+                        "with different attributes"
+                    )
+                return {"SubscriptionArn": sub.arn}
         if len(topic.subscriptions) >= self.settings.max_subscriptions_per_topic:
             raise SnsError("SubscriptionLimitExceeded", "Subscription limit exceeded", 403)
         sub = Subscription(
@@ -581,6 +596,10 @@ class SnsService:
                 self.relay.wake(function)
             else:
                 self.queues.wake(function)
+
+
+def _policy_of(policy: FilterPolicy | None) -> tuple[Any, str] | None:
+    return None if policy is None else (policy.policy, policy.scope)
 
 
 def _check_structure(body: str) -> None:

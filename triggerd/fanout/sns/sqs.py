@@ -53,10 +53,7 @@ class SqsOutbox:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoints = {e.name: e for e in settings.sqs_endpoints}
-        self.queue_arns = {
-            e.name: f"arn:aws:sqs:{e.region or region}:{e.account_id or account_id}:{e.name}"
-            for e in settings.sqs_endpoints
-        }
+        self.queue_arns = {e.name: e.arn(region, account_id) for e in settings.sqs_endpoints}
         self.region = region
         self.state = state
         self.clock = clock
@@ -139,7 +136,7 @@ class SqsOutbox:
             }
         if doc["group"]:
             kwargs["MessageGroupId"] = doc["group"]
-        if doc["dedup"] and endpoint.name.endswith(".fifo"):
+        if doc["dedup"] and endpoint.fifo:
             kwargs["MessageDeduplicationId"] = doc["dedup"]
         attempt = 0
         while True:

@@ -82,13 +82,15 @@ class Topic:
     content_based_deduplication: bool = False
     configured: bool = False
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: CreateTopic's DisplayName attribute (shown by GetTopicAttributes).
+    display_name: str = ""
 
     def attributes(self, owner: str) -> dict[str, str]:
         subs = len(self.subscriptions)
         attrs = {
             "TopicArn": self.arn,
             "Owner": owner,
-            "DisplayName": "",
+            "DisplayName": self.display_name,
             "SubscriptionsConfirmed": str(subs),
             "SubscriptionsPending": "0",
             "SubscriptionsDeleted": "0",
@@ -119,12 +121,23 @@ class Topic:
 
     def doc(self) -> bytes:
         return orjson.dumps(
-            {"name": self.name, "fifo": self.fifo, "cbd": self.content_based_deduplication}
+            {
+                "name": self.name,
+                "fifo": self.fifo,
+                "cbd": self.content_based_deduplication,
+                "display_name": self.display_name,
+            }
         )
 
     @classmethod
     def from_doc(cls, arn: str, doc: dict[str, Any]) -> Topic:
-        return cls(doc["name"], arn, bool(doc["fifo"]), bool(doc["cbd"]))
+        return cls(
+            doc["name"],
+            arn,
+            bool(doc["fifo"]),
+            bool(doc["cbd"]),
+            display_name=str(doc.get("display_name", "")),
+        )
 
 
 def config_topics(
