@@ -205,7 +205,13 @@ async def settled(r: Running, marker: str, function: str) -> None:
     for `function`'s Event queue to be empty, so every delivery queued before the marker has
     been invoked and recorded; what has not arrived by then was never queued."""
     await wait_for(lambda: of(r, marker, function), f"the marker {marker}")
-    state, queue = r.daemon.state, r.daemon.invoke_queues[function].name
+    await drained(r.daemon, function)
+
+
+async def drained(daemon: Daemon, function: str) -> None:
+    """Wait for `function`'s Event queue to be empty: every delivery queued so far has been
+    invoked (and recorded, before its completion)."""
+    state, queue = daemon.state, daemon.invoke_queues[function].name
     assert state is not None
 
     async def depth() -> int:
@@ -335,7 +341,7 @@ async def test_topics_and_subscriptions_through_the_api(running: Running) -> Non
         Message="api-yes",
         MessageAttributes={"go": {"DataType": "String", "StringValue": "yes"}},
     )
-    await wait_for(lambda: of(running, "api-yes"), "the API subscription's delivery")
+    await settled(running, "api-yes", "alpha")
     assert not of(running, "api-no")
     stored = dict((a, k) for a, k, _ in await running.daemon.state.sns_list())  # type: ignore[union-attr]
     assert stored == {arn: "topic", sub["SubscriptionArn"]: "subscription"}
@@ -388,6 +394,16 @@ async def test_fifo_topic_keeps_order_per_group_and_deduplicates(running: Runnin
         MessageDeduplicationId="d0",
     )
     assert again["MessageId"] == ids[0]
+    # A barrier: g0's last message, delivered after anything queued before it in its group
+    # (the duplicate, had it been queued).
+    await call(
+        sns.publish,
+        TopicArn=ARN + "events.fifo",
+        Message="end-g0",
+        MessageGroupId="g0",
+        MessageDeduplicationId="end-g0",
+    )
+    await wait_for(lambda: of(running, "end-g0"), "the group's last message")
     got = await wait_for(
         lambda: len(of(running, "fifo-")) == 15 and of(running, "fifo-"), "15 FIFO deliveries"
     )
@@ -612,6 +628,48 @@ async def test_sqs_subscriptions_get_the_envelope_or_the_raw_message(running: Ru
     assert raw[2]["MessageAttributes"]["b"]["BinaryValue"] == b"\x01\x02"
 
 
+async def test_an_sqs_queue_subscribed_through_the_api_gets_its_filtered_raw_messages(
+    running: Running,
+) -> None:
+    sns = running.client()
+    topic = (await call(sns.create_topic, Name="api-sqs"))["TopicArn"]
+    queue = running.queues["std"]
+    sub = await call(
+        sns.subscribe,
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=f"arn:aws:sqs:us-east-1:{ACCOUNT}:{queue}",
+        Attributes={"RawMessageDelivery": "true", "FilterPolicy": '{"go": ["yes"]}'},
+        ReturnSubscriptionArn=True,
+    )
+    listed = (await call(sns.list_subscriptions_by_topic, TopicArn=topic))["Subscriptions"]
+    assert [(s["SubscriptionArn"], s["Protocol"]) for s in listed] == [
+        (sub["SubscriptionArn"], "sqs")
+    ]
+    for go in ("no", "yes"):
+        await call(
+            sns.publish,
+            TopicArn=topic,
+            Message=f"api-sqs-{go}",
+            MessageAttributes={"go": {"DataType": "String", "StringValue": go}},
+        )
+    sqs = sqs_client(running.moto)
+    url = f"{running.moto}/{ACCOUNT}/{queue}"
+    bodies: list[str] = []
+    # The queue's sends go out in publish order: once the second message is there, the
+    # first would be too had the filter let it through.
+    for _ in range(40):
+        resp = await call(
+            sqs.receive_message, QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for m in resp.get("Messages", []):
+            bodies.append(m["Body"])
+            await call(sqs.delete_message, QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if "api-sqs-yes" in bodies:
+            break
+    assert [b for b in bodies if "api-sqs" in b] == ["api-sqs-yes"]  # raw: the message itself
+
+
 async def test_topics_made_through_the_api_survive_a_restart(tmp_path: Path) -> None:
     registry = Registry()
     registry.register("backend", "local", local_plugin)
@@ -662,4 +720,5 @@ async def test_topics_made_through_the_api_survive_a_restart(tmp_path: Path) -> 
             )
         path = tmp_path / "calls.jsonl"
         await wait_for(lambda: path.exists() and "kept-1" in path.read_text(), "the delivery")
+        await drained(d, "alpha")
         assert "kept-0" not in path.read_text()
