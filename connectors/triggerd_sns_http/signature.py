@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import ssl
 import time
 from collections import OrderedDict
@@ -87,12 +88,21 @@ def url_allowed(url: str, hosts: Sequence[str]) -> bool:
     return netloc in {h.lower() for h in hosts}
 
 
+#: A region's name: letters and digits between dashes, never a dot, so the host made from it
+#: stays `sns.<region>.amazonaws.com` (a "region" like `s3` or `s3.us-east-1` would name an
+#: S3 bucket's virtual host, `sns.s3.amazonaws.com`, whose content its owner controls).
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+
+
 def default_hosts(topic_arn: str) -> list[str]:
-    """SNS's own host for the region of the topic the message names."""
+    """SNS's own host for the region of the topic the message names (none when that is not
+    a region's name)."""
     parts = topic_arn.split(":")
-    if len(parts) < 6 or parts[0] != "arn" or parts[2] != "sns" or not parts[3]:
+    if len(parts) < 6 or parts[0] != "arn" or parts[2] != "sns" or not _REGION.match(parts[3]):
         return []
-    return [f"sns.{parts[3]}.amazonaws.com"]
+    region = parts[3]
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return [f"sns.{region}.{suffix}"]
 
 
 def verify(message: Mapping[str, Any], pem: bytes, now: float | None = None) -> None:

@@ -32,7 +32,7 @@ from triggerd.fanout.sns.wire import (
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ConfigError
-from triggerd_sns_http.signature import string_to_sign, url_allowed
+from triggerd_sns_http.signature import default_hosts, string_to_sign, url_allowed
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:t"
 
@@ -285,6 +285,25 @@ def test_string_to_sign_follows_awss_field_order() -> None:
 )
 def test_certificate_urls_are_https_on_a_pinned_host(url: str, ok: bool) -> None:
     assert url_allowed(url, ["sns.us-east-1.amazonaws.com"]) is ok
+
+
+@pytest.mark.parametrize(
+    ("region", "hosts"),
+    [
+        ("us-east-1", ["sns.us-east-1.amazonaws.com"]),
+        ("us-gov-west-1", ["sns.us-gov-west-1.amazonaws.com"]),
+        ("cn-north-1", ["sns.cn-north-1.amazonaws.com.cn"]),
+        # Dots would reach other AWS hosts: sns.s3.amazonaws.com is the S3 bucket "sns".
+        ("s3", []),
+        ("s3.us-east-1", []),
+        ("us-east-1.s3", []),
+        ("", []),
+    ],
+)
+def test_the_default_certificate_host_is_snss_own_for_a_real_region(
+    region: str, hosts: list[str]
+) -> None:
+    assert default_hosts(f"arn:aws:sns:{region}:123456789012:t") == hosts
 
 
 # ---- config and state ----
