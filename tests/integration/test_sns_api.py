@@ -498,10 +498,16 @@ async def test_errors_are_aws_xml_that_boto3_parses(running: Running) -> None:
     with pytest.raises(ClientError) as exc:
         await call(publisher.create_topic, Name="denied")
     assert code(exc) == "AuthorizationError"
+    # SNS's own codes for these (the Query protocol's, not the JSON APIs' ...Exception).
     forged = running.client(KEY_ID, "not-the-secret-at-all")
     with pytest.raises(ClientError) as exc:
         await call(forged.list_topics)
-    assert code(exc) == "InvalidSignatureException"
+    assert code(exc) == "SignatureDoesNotMatch"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    stranger = running.client("AKIANOBODYKNOWS", "not-the-secret-at-all")
+    with pytest.raises(ClientError) as exc:
+        await call(stranger.list_topics)
+    assert code(exc) == "InvalidClientTokenId"
 
 
 async def test_hostile_requests_get_4xx(running: Running) -> None:
@@ -511,7 +517,7 @@ async def test_hostile_requests_get_4xx(running: Running) -> None:
         running.url + "/", data=b"Action=ListTopics", headers=form
     ) as resp:
         assert resp.status == 403
-        assert b"<ErrorResponse" in await resp.read()
+        assert b"<Code>MissingAuthenticationToken</Code>" in await resp.read()
     signer = Signer()
     for body, status in [
         (b"Action=Nope", 400),

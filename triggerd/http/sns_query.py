@@ -47,8 +47,7 @@ def sns_query_handler(service: SnsService, settings: DaemonSettings) -> HttpHand
             action, result = await _handle(request, service, auth)
         except AuthError as exc:
             mark_refused(request, exc.reason)
-            code = "AuthorizationError" if exc.code == "AccessDeniedException" else exc.code
-            return _error(SnsError(code, exc.message, exc.status), rid)
+            return _error(SnsError(_query_auth_code(exc.code), exc.message, exc.status), rid)
         except SnsError as exc:
             if exc.status >= 500:
                 log.error("sns.failed", extra={"request_id": rid, "error": exc.message})
@@ -99,6 +98,21 @@ async def _handle(
         resource = topic or f"arn:aws:sns:{service.region}:{service.account_id}:*"
         auth.authorize(principal, ACTIONS[action], resource)
     return action, await service.call(action, form)
+
+
+#: The JSON protocol's authentication codes (the Invoke API's, EventBridge's) as SNS's Query
+#: protocol names them: botocore raises the ClientError with this code.
+_QUERY_AUTH_CODES = {
+    "AccessDeniedException": "AuthorizationError",
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "UnrecognizedClientException": "InvalidClientTokenId",
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+    "IncompleteSignatureException": "IncompleteSignature",
+}
+
+
+def _query_auth_code(code: str) -> str:
+    return _QUERY_AUTH_CODES.get(code, code)
 
 
 def _error(error: SnsError, rid: str) -> web.Response:
