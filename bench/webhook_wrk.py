@@ -175,6 +175,7 @@ def triggerd_config(port: int) -> str:
     return f"""[daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
+control_listen = ""
 
 [functions.hello]
 handler = "app.handler"
