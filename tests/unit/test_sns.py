@@ -756,3 +756,75 @@ async def test_a_topics_display_name_is_kept(tmp_path: Path) -> None:
     attrs = (await again.get_topic_attributes({"TopicArn": topic}))["Attributes"][1]
     assert attrs["DisplayName"] == "Orders"
     await service.state.close()
+
+
+class _GatedStore(SQLiteStateStore):
+    """Counts claims per queue, and can hold one queue's next claim after its query ran."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.claims: dict[str, int] = {}
+        self.hold: str | None = None
+        self.held = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def claim(self, trigger: str, limit: int, lease_s: float, now: float) -> Any:
+        found = await super().claim(trigger, limit, lease_s, now)
+        self.claims[trigger] = self.claims.get(trigger, 0) + 1
+        if trigger == self.hold:
+            self.hold = None
+            self.held.set()
+            await self.gate.wait()
+        return found
+
+
+async def test_one_sqs_sender_does_not_swallow_a_wake_up_meant_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triggerd.config.sns import SnsSettings
+    from triggerd.fanout.sns import sqs as sqs_module
+    from triggerd.fanout.sns.sqs import SqsOutbox, outbox_name
+    from triggerd.state.base import NewEvent
+
+    # Only a wake-up gets an idle sender going (no poll would rescue a lost one).
+    monkeypatch.setattr(sqs_module, "_POLL_S", 3600.0)
+    store = _GatedStore(str(tmp_path / "s.db"))
+    await store.open()
+    urls = {n: f"http://127.0.0.1:1/123456789012/{n}" for n in ("a", "b")}
+    settings = SnsSettings.model_validate(
+        {"sqs_endpoints": [_queue(n, u) for n, u in urls.items()]}
+    )
+    outbox = SqsOutbox(settings, region="us-east-1", account_id="123456789012", state=store)
+    sent: list[str] = []
+
+    class Client:
+        async def send_message(self, **kwargs: Any) -> dict[str, Any]:
+            sent.append(kwargs["MessageBody"])
+            return {}
+
+    # b's first claim finds nothing and is held there, as if its query ran just before a
+    # publish committed.
+    store.hold = outbox_name("b")
+    async with asyncio.TaskGroup() as tg:
+        for endpoint in settings.sqs_endpoints:
+            tg.create_task(outbox._sender(endpoint, Client()))
+        await store.held.wait()
+        doc = {"body": "for-b", "attributes": {}, "group": None, "dedup": None}
+        await store.enqueue(
+            [NewEvent(outbox_name("b"), "", json.dumps(doc).encode(), "r1", 1.0, 1.0)]
+        )
+        outbox.wake()
+        # a wakes, clears and looks again (its clear comes before its claim) ...
+        async with asyncio.timeout(10):
+            while store.claims.get(outbox_name("a"), 0) < 2:
+                await asyncio.sleep(0.01)
+        # ... and only then does b's empty claim return: b must still see the wake-up.
+        store.gate.set()
+        try:
+            async with asyncio.timeout(10):
+                while not sent:
+                    await asyncio.sleep(0.01)
+        finally:
+            outbox.stop()
+    assert sent == ["for-b"]
+    await store.close()

@@ -58,7 +58,9 @@ class SqsOutbox:
         self.state = state
         self.clock = clock
         self.max_age_s = settings.sqs_retry_max_age_s
-        self._wake = asyncio.Event()
+        #: One per sender: a sender clearing its own cannot swallow a wake-up another one
+        #: has not seen yet (it would wait a whole poll interval with a message to send).
+        self._wakes = {e.name: asyncio.Event() for e in settings.sqs_endpoints}
         self._stopping = asyncio.Event()
         self.backoff = Backoff(base_s=1.0, max_s=60.0, jitter=0.1)
 
@@ -81,11 +83,12 @@ class SqsOutbox:
         return NewEvent(outbox_name(sub.target), "", orjson.dumps(doc), rid, now, now)
 
     def wake(self) -> None:
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.wake()
 
     async def run(self) -> None:
         """Send until stopped (nothing to do without endpoints)."""
@@ -109,8 +112,9 @@ class SqsOutbox:
 
     async def _sender(self, endpoint: SqsEndpoint, client: Any) -> None:
         name = outbox_name(endpoint.name)
+        wake = self._wakes[endpoint.name]
         while not self._stopping.is_set():
-            self._wake.clear()
+            wake.clear()
             claimed = await self.state.claim(name, 10, _LEASE_S, self.clock())
             for index, event in enumerate(claimed):
                 if self._stopping.is_set():
@@ -120,7 +124,7 @@ class SqsOutbox:
                 await self._deliver(endpoint, client, event)
             if len(claimed) < 10:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _POLL_S)
+                    await asyncio.wait_for(wake.wait(), _POLL_S)
 
     async def _deliver(self, endpoint: SqsEndpoint, client: Any, event: QueuedEvent) -> None:
         doc = orjson.loads(event.payload)
