@@ -103,3 +103,9 @@ def test_replay_names_what_the_config_lacks(tmp_path: Path) -> None:
 def test_replay_without_a_daemon_is_exit_9(tmp_path: Path) -> None:
     code, out = replay(tmp_path, "kept", "--since", "1h")
     assert code == 9 and "cannot be reached" in out
+
+
+def test_replay_with_an_empty_window_is_exit_2_before_asking_the_daemon(tmp_path: Path) -> None:
+    # control_listen points at a closed port: exit 2 (not 9) shows the daemon was not asked.
+    code, out = replay(tmp_path, "kept", "--since", "1h", "--until", "2h")
+    assert code == 2 and "--until must be later than --since" in out

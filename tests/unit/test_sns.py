@@ -828,3 +828,34 @@ async def test_one_sqs_sender_does_not_swallow_a_wake_up_meant_for_another(
             outbox.stop()
     assert sent == ["for-b"]
     await store.close()
+
+
+async def test_true_false_attributes_refuse_other_values_instead_of_reading_false(
+    tmp_path: Path,
+) -> None:
+    service = await _service(tmp_path, {"f": _fn_arn("f")}, {"f"})
+    for attrs in (_attrs(FifoTopic="yes"), _attrs(ContentBasedDeduplication="1")):
+        with pytest.raises(SnsError) as refused:
+            await service.create_topic({"Name": "t.fifo", **attrs})
+        assert refused.value.code == "InvalidParameter"
+        assert "Must be true or false" in refused.value.message
+    # Case does not matter, as in SNS.
+    fifo = (await service.create_topic({"Name": "t.fifo", **_attrs(FifoTopic="TRUE")}))["TopicArn"]
+    assert fifo.endswith(":t.fifo")
+    topic = (await service.create_topic({"Name": "t"}))["TopicArn"]
+    base = {"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("f")}
+    with pytest.raises(SnsError) as refused:
+        await service.subscribe({**base, **_attrs(RawMessageDelivery="ture")})
+    assert "RawMessageDelivery: Invalid value [ture]" in refused.value.message
+    await service.state.close()
+
+
+async def test_topic_tags_are_refused_not_silently_dropped(tmp_path: Path) -> None:
+    service = await _service(tmp_path, {}, set())
+    form = {"Name": "t", "Tags.member.1.Key": "team", "Tags.member.1.Value": "a"}
+    with pytest.raises(SnsError) as refused:
+        await service.create_topic(form)
+    assert refused.value.code == "InvalidParameter"
+    assert "tags are not supported" in refused.value.message
+    assert (await service.list_topics({}))["Topics"] == []
+    await service.state.close()

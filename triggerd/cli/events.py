@@ -66,6 +66,9 @@ def replay(
     now = time.time()
     start = parse_since(since, now)
     end = now if until is None else parse_since(until, now)
+    if end <= start:
+        _fail("--until must be later than --since (an empty replay window)", 2)
+        return
     d = cfg.daemon
     prefix = f"arn:aws:events:{d.region}:{d.account_id}:"
     bus_arn = f"{prefix}event-bus/{bus}"

@@ -181,8 +181,11 @@ class SnsService:
             raise invalid(
                 f"Invalid parameter: Attributes Reason: Unknown attribute {min(unknown)!r}"
             )
-        fifo = attrs.get("FifoTopic", "false").lower() == "true"
-        cbd = attrs.get("ContentBasedDeduplication", "false").lower() == "true"
+        if any(k.startswith("Tags.member.") for k in form):
+            # Tags have no API here to read or act on them: refused, never kept unseen.
+            raise invalid("Invalid parameter: Tags: topic tags are not supported by triggerd")
+        fifo = _bool_attr(attrs, "FifoTopic")
+        cbd = _bool_attr(attrs, "ContentBasedDeduplication")
         problem = topic_name_problem(name, fifo)
         if problem is not None:
             raise invalid(
@@ -266,7 +269,7 @@ class SnsService:
                 f"Invalid parameter: Attributes Reason: Unknown attribute {min(unknown)!r}"
             )
         target = self._target(protocol, endpoint)
-        raw = attrs.get("RawMessageDelivery", "false").lower() == "true"
+        raw = _bool_attr(attrs, "RawMessageDelivery")
         if raw and protocol != "sqs":
             raise invalid(
                 "Invalid parameter: Attributes Reason: RawMessageDelivery: Invalid value "
@@ -614,3 +617,15 @@ def _check_structure(body: str) -> None:
         raise invalid(
             "Invalid parameter: Message Structure - No default entry in JSON message body"
         )
+
+
+def _bool_attr(attrs: Mapping[str, str], name: str) -> bool:
+    """A true/false attribute (case-insensitive, as SNS reads it); anything else is refused
+    rather than read as false."""
+    value = attrs.get(name, "false")
+    if value.lower() not in ("true", "false"):
+        raise invalid(
+            f"Invalid parameter: Attributes Reason: {name}: Invalid value [{value[:40]}]. "
+            "Must be true or false."
+        )
+    return value.lower() == "true"
