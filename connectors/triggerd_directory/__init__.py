@@ -1,23 +1,31 @@
 """The `directory` source: a local directory's file changes as S3 event notifications.
 
 Importing this package is cheap: watchfiles is imported only when a source starts.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggerd.events.s3 import S3_SAMPLE_OPTIONS, sample_s3_event
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import JSONDict
 
-from .config import DirectorySourceConfig
+if TYPE_CHECKING:
+    from ._plugin import DirectorySourceConfig as DirectorySourceConfig
+    from ._plugin import create as create
+    from ._plugin import plugin as plugin
+
+__all__ = ["DirectorySourceConfig", "create", "plugin", "sample_event"]
+
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["DirectorySourceConfig", "create", "plugin"])
 
 
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .source import DirectorySource
-
-    return DirectorySource(plugin_config(config, DirectorySourceConfig), ctx)
+SAMPLE_OPTIONS = S3_SAMPLE_OPTIONS
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
@@ -25,11 +33,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-plugin = SourcePlugin(
-    config_model=DirectorySourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=S3_SAMPLE_OPTIONS,
-)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-__all__ = ["DirectorySourceConfig", "create", "plugin", "sample_event"]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

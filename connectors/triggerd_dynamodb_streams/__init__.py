@@ -1,24 +1,35 @@
 """The `dynamodb_streams` source (Lambda's DynamoDB Streams event source mapping).
 
 Importing this package is cheap: aiobotocore is imported only when the source starts.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import JSONDict
 
-from .config import DynamoDBStreamsSourceConfig
+if TYPE_CHECKING:
+    from ._plugin import DynamoDBStreamsSourceConfig as DynamoDBStreamsSourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import plugin as plugin
 
-__all__ = ["DynamoDBStreamsSourceConfig", "check", "create", "plugin", "sample_event"]
+__all__ = [
+    "SAMPLE_OPTIONS",
+    "DynamoDBStreamsSourceConfig",
+    "check",
+    "create",
+    "plugin",
+    "sample_event",
+]
 
-
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .source import DynamoDBStreamsSource
-
-    return DynamoDBStreamsSource(plugin_config(config, DynamoDBStreamsSourceConfig), ctx)
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["DynamoDBStreamsSourceConfig", "check", "create", "plugin"])
 
 
 SAMPLE_OPTIONS = {
@@ -37,23 +48,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
-async def check(config: Any, trigger: str, region: str) -> None:
-    """`triggerd validate`: the table has a stream (or the stream ARN exists) and these
-    credentials may describe it (ConfigError; RetryableError when DynamoDB cannot be
-    reached)."""
-    from contextlib import AsyncExitStack
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    from .client import resolve_stream
-
-    cfg = plugin_config(config, DynamoDBStreamsSourceConfig)
-    async with AsyncExitStack() as stack:
-        await resolve_stream(stack, cfg, cfg.region_or(region), trigger)
-
-
-plugin = SourcePlugin(
-    config_model=DynamoDBStreamsSourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=SAMPLE_OPTIONS,
-    check_in_region=check,
-)
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,45 +3,51 @@ on-failure destination.
 
 Importing this package is cheap: aiokafka is imported only when a source or destination is
 created.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import (
-    ConfigError,
-    Destination,
-    DestinationContext,
-    DestinationPlugin,
-    JSONDict,
-    PermanentError,
-    Source,
-    SourceContext,
-    SourcePlugin,
-    plugin_config,
+from triggerd.types import JSONDict
+
+if TYPE_CHECKING:
+    from ._plugin import KafkaDestinationConfig as KafkaDestinationConfig
+    from ._plugin import KafkaSourceConfig as KafkaSourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import create_destination as create_destination
+    from ._plugin import destination_plugin as destination_plugin
+    from ._plugin import plugin as plugin
+
+__all__ = [
+    "SAMPLE_OPTIONS",
+    "KafkaDestinationConfig",
+    "KafkaSourceConfig",
+    "check",
+    "create",
+    "create_destination",
+    "destination_plugin",
+    "plugin",
+    "sample_event",
+]
+
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(
+    [
+        "KafkaDestinationConfig",
+        "KafkaSourceConfig",
+        "check",
+        "create",
+        "create_destination",
+        "destination_plugin",
+        "plugin",
+    ]
 )
-
-from .client import import_aiokafka
-from .config import KafkaDestinationConfig, KafkaSourceConfig
-from .shape import sample_event as _sample
-
-
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .client import import_aiokafka
-
-    aiokafka = import_aiokafka()
-    from .source import KafkaSource
-
-    return KafkaSource(plugin_config(config, KafkaSourceConfig), ctx, aiokafka)
-
-
-def create_destination(config: Any, ctx: DestinationContext) -> Destination:
-    from .client import import_aiokafka
-    from .destination import KafkaDestination
-
-    return KafkaDestination(plugin_config(config, KafkaDestinationConfig), ctx, import_aiokafka())
 
 
 SAMPLE_OPTIONS = {
@@ -60,54 +66,16 @@ SAMPLE_OPTIONS = {
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event kafka [topic=..] [partition=..] [key=..] [value=..]
     [headers=name:value,...] ...`."""
-    return _sample(options)
+    from .shape import sample_event as sample
+
+    return sample(options)
 
 
-async def check(config: Any, trigger: str) -> None:
-    """`triggerd validate --connect`: fetch the cluster's metadata with these settings (TLS,
-    SASL) and find the topics in it. Refused credentials or a missing topic are a
-    ConfigError; brokers that do not answer a RetryableError."""
-    from .client import classify, client_kwargs
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    cfg = plugin_config(config, KafkaSourceConfig)
-    aiokafka = import_aiokafka()
-    try:
-        consumer = aiokafka.AIOKafkaConsumer(**client_kwargs(cfg, f"triggerd-validate-{trigger}"))
-        try:
-            await consumer.start()
-            topics = await consumer.topics()
-        finally:
-            await consumer.stop()
-    except Exception as exc:  # typed, secret-free, as the source reports it
-        error = classify(exc, cfg)
-        if isinstance(error, PermanentError):
-            raise ConfigError([f"trigger {trigger!r}: source: {error}"]) from None
-        raise error from None
-    missing = [t for t in cfg.topics if t not in topics]
-    if missing:
-        raise ConfigError(
-            [f"trigger {trigger!r}: source.topics: topic {t!r} does not exist" for t in missing]
-        )
-
-
-plugin = SourcePlugin(
-    config_model=KafkaSourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=SAMPLE_OPTIONS,
-    check=check,
-)
-destination_plugin = DestinationPlugin(
-    config_model=KafkaDestinationConfig, create=create_destination
-)
-
-__all__ = [
-    "KafkaDestinationConfig",
-    "KafkaSourceConfig",
-    "check",
-    "create",
-    "create_destination",
-    "destination_plugin",
-    "plugin",
-    "sample_event",
-]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

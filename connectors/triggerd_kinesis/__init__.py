@@ -1,24 +1,28 @@
 """The `kinesis` source (Lambda's Kinesis event source mapping).
 
 Importing this package is cheap: aiobotocore is imported only when the source starts.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import JSONDict
 
-from .config import KinesisSourceConfig
+if TYPE_CHECKING:
+    from ._plugin import KinesisSourceConfig as KinesisSourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import plugin as plugin
 
-__all__ = ["KinesisSourceConfig", "check", "create", "plugin", "sample_event"]
+__all__ = ["SAMPLE_OPTIONS", "KinesisSourceConfig", "check", "create", "plugin", "sample_event"]
 
-
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .source import KinesisSource
-
-    return KinesisSource(plugin_config(config, KinesisSourceConfig), ctx)
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["KinesisSourceConfig", "check", "create", "plugin"])
 
 
 SAMPLE_OPTIONS = {
@@ -39,23 +43,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample(options)
 
 
-async def check(config: Any, trigger: str, region: str) -> None:
-    """`triggerd validate`: the stream exists and these credentials may describe it
-    (ConfigError naming the stream; RetryableError when Kinesis cannot be reached)."""
-    from contextlib import AsyncExitStack
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    from .client import open_client, stream_arn
-
-    cfg = plugin_config(config, KinesisSourceConfig)
-    async with AsyncExitStack() as stack:
-        client = await open_client(stack, cfg, cfg.region_or(region))
-        await stream_arn(client, cfg, trigger)
-
-
-plugin = SourcePlugin(
-    config_model=KinesisSourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=SAMPLE_OPTIONS,
-    check_in_region=check,
-)
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

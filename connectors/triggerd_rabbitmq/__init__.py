@@ -3,44 +3,51 @@ on-failure destination.
 
 Importing this package is cheap: aio-pika is imported only when a source or destination is
 created.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import (
-    ConfigError,
-    Destination,
-    DestinationContext,
-    DestinationPlugin,
-    JSONDict,
-    PermanentError,
-    Source,
-    SourceContext,
-    SourcePlugin,
-    plugin_config,
+from triggerd.types import JSONDict
+
+if TYPE_CHECKING:
+    from ._plugin import RabbitMQDestinationConfig as RabbitMQDestinationConfig
+    from ._plugin import RabbitMQSourceConfig as RabbitMQSourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import create_destination as create_destination
+    from ._plugin import destination_plugin as destination_plugin
+    from ._plugin import plugin as plugin
+
+__all__ = [
+    "SAMPLE_OPTIONS",
+    "RabbitMQDestinationConfig",
+    "RabbitMQSourceConfig",
+    "check",
+    "create",
+    "create_destination",
+    "destination_plugin",
+    "plugin",
+    "sample_event",
+]
+
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(
+    [
+        "RabbitMQDestinationConfig",
+        "RabbitMQSourceConfig",
+        "check",
+        "create",
+        "create_destination",
+        "destination_plugin",
+        "plugin",
+    ]
 )
-
-from .config import RabbitMQDestinationConfig, RabbitMQSourceConfig
-from .shape import sample_event as _sample
-
-
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .connection import import_aio_pika
-    from .source import RabbitMQSource
-
-    return RabbitMQSource(plugin_config(config, RabbitMQSourceConfig), ctx, import_aio_pika())
-
-
-def create_destination(config: Any, ctx: DestinationContext) -> Destination:
-    from .connection import import_aio_pika
-    from .destination import RabbitMQDestination
-
-    return RabbitMQDestination(
-        plugin_config(config, RabbitMQDestinationConfig), ctx, import_aio_pika()
-    )
 
 
 SAMPLE_OPTIONS = {
@@ -57,51 +64,16 @@ SAMPLE_OPTIONS = {
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
     """`triggerd generate-event rabbitmq [queue=..] [vhost=..] [body=..] ...`."""
-    return _sample(options)
+    from .shape import sample_event as sample
+
+    return sample(options)
 
 
-async def check(config: Any, trigger: str) -> None:
-    """`triggerd validate --connect`: log in, then declare the queue passively (it exists
-    and this user may use it). A refused login, vhost or queue is a ConfigError; a broker
-    that does not answer a RetryableError."""
-    from .connection import classify, import_aio_pika, open_connection
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    cfg = plugin_config(config, RabbitMQSourceConfig)
-    try:
-        conn = await open_connection(import_aio_pika(), cfg, f"triggerd validate {trigger}")
-        try:
-            channel = await conn.channel()
-            if not cfg.declare:
-                await channel.declare_queue(cfg.queue, passive=True)
-        finally:
-            await conn.close()
-    except Exception as exc:  # typed, password-free, as the source reports it
-        error = classify(exc, cfg, queue=cfg.queue)
-    else:
-        return
-    if isinstance(error, PermanentError):
-        raise ConfigError([f"trigger {trigger!r}: source: {error}"])
-    raise error
-
-
-plugin = SourcePlugin(
-    config_model=RabbitMQSourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=SAMPLE_OPTIONS,
-    check=check,
-)
-destination_plugin = DestinationPlugin(
-    config_model=RabbitMQDestinationConfig, create=create_destination
-)
-
-__all__ = [
-    "RabbitMQDestinationConfig",
-    "RabbitMQSourceConfig",
-    "check",
-    "create",
-    "create_destination",
-    "destination_plugin",
-    "plugin",
-    "sample_event",
-]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,30 +2,32 @@
 (read from an SQS queue) or by polling its listing.
 
 Importing this package is cheap: aiobotocore is imported only when a source starts.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggerd.events.s3 import S3_SAMPLE_OPTIONS, sample_s3_event
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import JSONDict
 
-from .client import require_aiobotocore
-from .config import S3SourceConfig
+if TYPE_CHECKING:
+    from ._plugin import S3SourceConfig as S3SourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import plugin as plugin
+
+__all__ = ["S3SourceConfig", "check", "create", "plugin", "sample_event"]
+
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["S3SourceConfig", "check", "create", "plugin"])
 
 
-def create(config: Any, ctx: SourceContext) -> Source:
-    s3_config = plugin_config(config, S3SourceConfig)
-    require_aiobotocore()
-    if s3_config.mode == "notifications":
-        from .notifications import NotificationSource
-
-        return NotificationSource(s3_config, ctx)
-    from .poll import PollSource
-
-    return PollSource(s3_config, ctx)
+SAMPLE_OPTIONS = S3_SAMPLE_OPTIONS
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
@@ -34,22 +36,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-async def check(config: Any, trigger: str, region: str) -> None:
-    """`triggerd validate --connect`: the bucket (and the notification queue) answer with
-    these credentials, in the source's region else the daemon's `region` (ConfigError naming
-    it; RetryableError when unreachable)."""
-    require_aiobotocore()
-    from .check import check as check_s3
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    await check_s3(plugin_config(config, S3SourceConfig), trigger, region)
-
-
-plugin = SourcePlugin(
-    config_model=S3SourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=S3_SAMPLE_OPTIONS,
-    check_in_region=check,
-)
-
-__all__ = ["S3SourceConfig", "check", "create", "plugin", "sample_event"]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,25 +1,26 @@
 """The `schedule` source: EventBridge rules and EventBridge Scheduler on any machine.
 
 Importing this package is cheap: APScheduler is imported only when a source is created.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
-from triggerd_schedule.config import ScheduleSourceConfig
+from triggerd.types import JSONDict
 
+if TYPE_CHECKING:
+    from ._plugin import ScheduleSourceConfig as ScheduleSourceConfig
+    from ._plugin import plugin as plugin
 
-def _create(config: Any, ctx: SourceContext) -> Source:
-    from triggerd_schedule.expressions import parse_schedule, require_apscheduler
-    from triggerd_schedule.source import ScheduleSource
+__all__ = ["SAMPLE_OPTIONS", "ScheduleSourceConfig", "plugin", "sample_event"]
 
-    schedule_config = plugin_config(config, ScheduleSourceConfig)
-    require_apscheduler()
-    schedule = parse_schedule(schedule_config.expression, schedule_config.timezone)
-    return ScheduleSource(schedule_config, ctx, schedule)
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["ScheduleSourceConfig", "plugin"])
 
 
 SAMPLE_OPTIONS = {
@@ -31,17 +32,17 @@ SAMPLE_OPTIONS = {
 }
 
 
-def _sample_event(options: Mapping[str, str]) -> JSONDict:
+def sample_event(options: Mapping[str, str]) -> JSONDict:
     from triggerd_schedule.source import sample_event
 
     return sample_event(options)
 
 
-plugin = SourcePlugin(
-    config_model=ScheduleSourceConfig,
-    create=_create,
-    sample_event=_sample_event,
-    sample_options=SAMPLE_OPTIONS,
-)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-__all__ = ["ScheduleSourceConfig", "plugin"]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

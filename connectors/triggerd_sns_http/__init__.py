@@ -3,40 +3,39 @@ topic over HTTP(S). Messages are verified (signature, certificate host), subscri
 confirmed, and notifications invoked with the `aws:sns` event.
 
 Importing this package is cheap: aiohttp and cryptography are imported when a source is
-created."""
+created.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
-from triggerd_sns_http.config import SnsHttpSourceConfig
+from triggerd.types import JSONDict
 
+if TYPE_CHECKING:
+    from ._plugin import SnsHttpSourceConfig as SnsHttpSourceConfig
+    from ._plugin import plugin as plugin
 
-def _create(config: Any, ctx: SourceContext) -> Source:
-    from triggerd_sns_http.source import SnsHttpSource
+__all__ = ["SnsHttpSourceConfig", "plugin", "sample_event"]
 
-    return SnsHttpSource(plugin_config(config, SnsHttpSourceConfig), ctx)
-
-
-def _sample_event(options: Mapping[str, str]) -> JSONDict:
-    from triggerd.fanout.sns.sample import sample_event
-
-    return sample_event(options)
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["SnsHttpSourceConfig", "plugin"])
 
 
-def _sample_options() -> dict[str, str]:
-    from triggerd.fanout.sns.sample import SAMPLE_OPTIONS
+def sample_event(options: Mapping[str, str]) -> JSONDict:
+    from triggerd.fanout.sns.sample import sample_event as sample
 
-    return dict(SAMPLE_OPTIONS)
+    return sample(options)
 
 
-plugin = SourcePlugin(
-    config_model=SnsHttpSourceConfig,
-    create=_create,
-    sample_event=_sample_event,
-    sample_options=_sample_options(),
-)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-__all__ = ["SnsHttpSourceConfig", "plugin"]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

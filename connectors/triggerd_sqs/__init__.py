@@ -2,37 +2,51 @@
 
 Importing this package is cheap: aiobotocore is imported only when a source or destination
 starts.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import (
-    Destination,
-    DestinationContext,
-    DestinationPlugin,
-    JSONDict,
-    Source,
-    SourceContext,
-    SourcePlugin,
-    plugin_config,
+from triggerd.types import JSONDict
+
+if TYPE_CHECKING:
+    from ._plugin import SqsDestinationConfig as SqsDestinationConfig
+    from ._plugin import SqsSourceConfig as SqsSourceConfig
+    from ._plugin import check as check
+    from ._plugin import create as create
+    from ._plugin import create_destination as create_destination
+    from ._plugin import destination_plugin as destination_plugin
+    from ._plugin import plugin as plugin
+
+__all__ = [
+    "SAMPLE_OPTIONS",
+    "SqsDestinationConfig",
+    "SqsSourceConfig",
+    "check",
+    "create",
+    "create_destination",
+    "destination_plugin",
+    "plugin",
+    "sample_event",
+]
+
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(
+    [
+        "SqsDestinationConfig",
+        "SqsSourceConfig",
+        "check",
+        "create",
+        "create_destination",
+        "destination_plugin",
+        "plugin",
+    ]
 )
-
-from .config import SqsDestinationConfig, SqsSourceConfig
-
-
-def create(config: Any, ctx: SourceContext) -> Source:
-    from .source import SqsSource
-
-    return SqsSource(plugin_config(config, SqsSourceConfig), ctx)
-
-
-def create_destination(config: Any, ctx: DestinationContext) -> Destination:
-    from .destination import SqsDestination
-
-    return SqsDestination(plugin_config(config, SqsDestinationConfig), ctx)
 
 
 SAMPLE_OPTIONS = {
@@ -51,36 +65,11 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_sqs_event(options)
 
 
-async def check(config: Any, trigger: str, region: str) -> None:
-    """`triggerd validate --connect`: GetQueueAttributes on the queue with these credentials
-    (ConfigError naming the queue; RetryableError when SQS cannot be reached), signed for the
-    region the source would use (`region` is the daemon's)."""
-    from contextlib import AsyncExitStack
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-    from .client import open_client, queue_attributes
-
-    cfg = plugin_config(config, SqsSourceConfig)
-    async with AsyncExitStack() as stack:
-        client = await open_client(stack, cfg, cfg.region_or(region), pool=1, read_timeout_s=10)
-        await queue_attributes(client, cfg, trigger, "source")
-
-
-plugin = SourcePlugin(
-    config_model=SqsSourceConfig,
-    create=create,
-    sample_event=sample_event,
-    sample_options=SAMPLE_OPTIONS,
-    check_in_region=check,
-)
-destination_plugin = DestinationPlugin(config_model=SqsDestinationConfig, create=create_destination)
-
-__all__ = [
-    "SqsDestinationConfig",
-    "SqsSourceConfig",
-    "check",
-    "create",
-    "create_destination",
-    "destination_plugin",
-    "plugin",
-    "sample_event",
-]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,21 +3,26 @@ REST (payload 1.0), HTTP API (payload 2.0) or Lambda function URL events.
 
 Importing this package is cheap: the aiohttp handler code is imported only when a source is
 created.
+
+The plugin (its config model: pydantic) is loaded on first use of `plugin`;
+`sample_event` and `SAMPLE_OPTIONS` need neither (`triggerd generate-event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import JSONDict, Source, SourceContext, SourcePlugin, plugin_config
-from triggerd_webhook.config import WebhookSourceConfig
+from triggerd.types import JSONDict
 
+if TYPE_CHECKING:
+    from ._plugin import WebhookSourceConfig as WebhookSourceConfig
+    from ._plugin import plugin as plugin
 
-def _create(config: Any, ctx: SourceContext) -> Source:
-    from triggerd_webhook.source import WebhookSource
+__all__ = ["SAMPLE_OPTIONS", "WebhookSourceConfig", "plugin", "sample_event"]
 
-    return WebhookSource(plugin_config(config, WebhookSourceConfig), ctx)
+#: What `_plugin` defines, imported from it on first use (PEP 562).
+_LAZY = frozenset(["WebhookSourceConfig", "plugin"])
 
 
 SAMPLE_OPTIONS = {
@@ -31,17 +36,17 @@ SAMPLE_OPTIONS = {
 }
 
 
-def _sample_event(options: Mapping[str, str]) -> JSONDict:
+def sample_event(options: Mapping[str, str]) -> JSONDict:
     from triggerd_webhook.source import sample_event
 
     return sample_event(options)
 
 
-plugin = SourcePlugin(
-    config_model=WebhookSourceConfig,
-    create=_create,
-    sample_event=_sample_event,
-    sample_options=SAMPLE_OPTIONS,
-)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _plugin
 
-__all__ = ["WebhookSourceConfig", "plugin"]
+        value = getattr(_plugin, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

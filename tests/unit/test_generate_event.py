@@ -245,3 +245,17 @@ def test_dynamodb_is_the_dynamodb_streams_sample_as_aws_names_it() -> None:
     assert alias.exit_code == 0, alias.output
     assert json.loads(alias.output) == json.loads(source.output)
     assert json.loads(alias.output)["Records"][0]["eventName"] == "INSERT"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_generate_event_takes_the_plugins_own_sample(source: str) -> None:
+    """generate-event takes a source package's top-level `sample_event` and `SAMPLE_OPTIONS`
+    (without loading its plugin) when the package has them: they must be the very ones its
+    plugin declares; otherwise the plugin's."""
+    from triggerd.config.samples import sample_maker
+
+    registry = Registry.discover()
+    make, options = sample_maker(registry, source)
+    plugin = registry.source(source)
+    assert make is plugin.sample_event
+    assert options == plugin.sample_options

@@ -198,14 +198,14 @@ class DaemonSettings(Model):
     def _state_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
         """`sqlite:///rel.db` is relative to the config file, like every other path in it;
         the URL must name a store this build has."""
-        from triggerd.state.factory import create_state_store
+        from triggerd.state.factory import check_state_url
 
         prefix = "sqlite:///"
         rest = value[len(prefix) :]
         if value.startswith(prefix) and not rest.startswith("/") and rest not in ("", ":memory:"):
             value = prefix + resolve_config_path(rest, info)
         try:
-            create_state_store(value)  # parses only; opens nothing
+            check_state_url(value)  # parses only; opens nothing
         except ConfigError as exc:
             raise ValueError(
                 "; ".join(p.removeprefix("daemon.state: ") for p in exc.problems)

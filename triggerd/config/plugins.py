@@ -160,6 +160,24 @@ class Registry:
         cache[name] = plugin
         return plugin
 
+    def entry_module(self, kind: Kind, name: str) -> ModuleType | None:
+        """The module a plugin's entry point names, imported without loading the plugin
+        (None for a plugin registered by hand): what a module offers beside its plugin (a
+        source's `sample_event`) may cost less than the plugin and its config model.
+        UnknownPluginError, or MissingExtraError as loading the plugin would raise it."""
+        if name in self.loaded.get(kind, {}):
+            return None
+        ep = self.entry_points.get(kind, {}).get(name)
+        if ep is None:
+            raise UnknownPluginError(kind, name, self.names(kind))
+        try:
+            return importlib.import_module(ep.module)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"{kind} type {name!r} needs an optional dependency ({exc.name or exc}): "
+                f"{install_hint(name)}"
+            ) from exc
+
     def source(self, name: str) -> SourcePlugin:
         return cast(SourcePlugin, self._load("source", name))
 

@@ -1,6 +1,10 @@
 """generate-event's samples, shared by the CLI (`triggerd generate-event`) and the test
 harness (`FunctionUnderTest.invoke_sample`): a source plugin's `sample_event`, or a service
-triggerd serves itself (`eventbridge`, `sns`), with the options each takes."""
+triggerd serves itself (`eventbridge`, `sns`), with the options each takes.
+
+A source package may offer `sample_event` and `SAMPLE_OPTIONS` at its top level, beside the
+plugin its entry point names: they are used without loading the plugin (the built-in
+connectors build their plugin, with its pydantic config model, on first use)."""
 
 from __future__ import annotations
 
@@ -40,6 +44,12 @@ def sample_maker(registry: Registry, source: str) -> tuple[SampleMaker | None, M
     if source in SERVICE_SAMPLES:
         module = importlib.import_module(SERVICE_SAMPLES[source])
         return module.sample_event, module.SAMPLE_OPTIONS
+    # A source package's own `sample_event` and `SAMPLE_OPTIONS`, when it has them, are the
+    # plugin's without its config model (and pydantic): most of generate-event's start-up.
+    package = registry.entry_module("source", source)
+    make, options = getattr(package, "sample_event", None), getattr(package, "SAMPLE_OPTIONS", None)
+    if callable(make) and isinstance(options, Mapping):
+        return make, options
     plugin = registry.source(source)
     return plugin.sample_event, plugin.sample_options
 

@@ -262,6 +262,16 @@ class Daemon:
             stop.set()
             await asyncio.wait_for(run, stop_timeout_s)
 
+    async def _start_sns(self, state: StateStore) -> None:
+        """Serve `[sns]` when the config has it. Its module (the XML wire format, the fan-out)
+        is imported only then: most daemons serve no topics."""
+        if self.config.sns is None:
+            return
+        from triggerd.daemon.sns import start_sns
+
+        if (sns_outbox := await start_sns(self, state)) is not None:
+            self.service_workers["sns-sqs-outbox"] = sns_outbox
+
     async def run(self, stop: asyncio.Event) -> None:
         notifier = self.notifier
         self._stop = stop
@@ -290,10 +300,7 @@ class Daemon:
             if isinstance(state, NotifiesEnqueues):
                 state.on_enqueued(self._enqueued)
             serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
-            from triggerd.daemon.sns import start_sns  # aiohttp: imported once it serves
-
-            if (sns_outbox := await start_sns(self, state)) is not None:
-                self.service_workers["sns-sqs-outbox"] = sns_outbox
+            await self._start_sns(state)
             d = self.config.daemon
             self._reserve_descriptors(stack)
             if d.listen:

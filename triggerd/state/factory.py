@@ -46,6 +46,18 @@ def create_state_store(url: str, *, clock: Clock | None = None) -> StateStore:
     return SQLiteStateStore(sqlite_path(url), clock=clock)
 
 
+def check_state_url(url: str) -> None:
+    """Raise ConfigError when `url` names no store this build can open (what
+    `create_state_store` refuses), without building one: a config is read by commands that
+    never open the store, and the SQLite store's module costs them sqlite3 and its thread."""
+    from triggerd.state.pgschema import is_postgres_url
+
+    if is_postgres_url(url):
+        postgres_store(url)
+    else:
+        sqlite_path(url)
+
+
 def postgres_store(url: str, *, clock: Clock | None = None) -> PostgresStateStore:
     """An unopened PostgreSQL store; ConfigError when asyncpg is missing or the URL is
     unusable (without the URL in the message)."""
