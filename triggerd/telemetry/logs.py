@@ -24,7 +24,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import is_
 from typing import Any, Literal, TextIO, cast
 
 import orjson
@@ -61,6 +62,9 @@ def _masked(fields: dict[str, Any]) -> dict[str, Any]:
 
 #: Renders one INFO line from its time, message and field values (see `LineFormatter`).
 Renderer = Callable[[float, str, tuple[Any, ...]], str]
+#: Renders INFO lines with one time and the same field values, one per message, joined by
+#: newlines (see `LineFormatter.lines_renderer`).
+LinesRenderer = Callable[[float, Sequence[str], tuple[Any, ...]], str]
 
 
 class LineFormatter(logging.Formatter):
@@ -81,6 +85,19 @@ class LineFormatter(logging.Formatter):
 
         return render
 
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        """`renderer`'s lines for several messages logged together (an invocation's END and
+        REPORT): the same time and field values, the lines joined by newlines. Formatters
+        render the part the lines share once."""
+        render = self.renderer(logger, fixed, names)
+
+        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
+            return "\n".join([render(created, text, values) for text in texts])
+
+        return render_lines
+
 
 class JsonFormatter(LineFormatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -94,19 +111,49 @@ class JsonFormatter(LineFormatter):
         return _json_line("info", logger, created, text, _masked(fields), None)
 
     def renderer(self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]) -> Renderer:
+        parts = self._parts(logger, fixed, names)
+        if parts is None:
+            return super().renderer(logger, fixed, names)  # keys that replace others
+        head, fields = parts
+        dumps = orjson.dumps
+
+        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
+            return head(created) + dumps(text).decode() + fields(values)
+
+        return render
+
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        parts = self._parts(logger, fixed, names)
+        if parts is None:
+            return super().lines_renderer(logger, fixed, names)
+        head, fields = parts
+        dumps = orjson.dumps
+
+        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
+            start, tail = head(created), fields(values)
+            return "\n".join([start + dumps(text).decode() + tail for text in texts])
+
+        return render_lines
+
+    @staticmethod
+    def _parts(
+        logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> tuple[Callable[[float], str], Callable[[tuple[Any, ...]], str]] | None:
+        """The JSON object `info_line` makes, in two parts rendered from their constant text
+        (the level, the logger, the fixed fields and each field's key, made once here): the
+        start of the line up to the event's value, from the time; and the rest after it, from
+        the field values. None when a field replaces another key (then only a dict gives the
+        order `info_line` has)."""
         reserved = {"ts", "level", "logger", "event", "exc"}
         if (
             len(set(names)) < len(names)
             or reserved & (set(fixed) | set(names))
             or set(fixed) & set(names)
         ):
-            return super().renderer(
-                logger, fixed, names
-            )  # keys that replace others: as a dict does
-        # The JSON object `info_line` makes, with its constant parts rendered once: the level,
-        # the logger, the fixed fields and each field's key.
+            return None
         dumps = orjson.dumps
-        head = '{"ts":"'
         middle = '","level":"info","logger":' + dumps(logger).decode() + ',"event":'
         constant = dumps(_masked(fixed), default=str).decode()[1:-1]
         keys = tuple(
@@ -115,18 +162,30 @@ class JsonFormatter(LineFormatter):
         )
         secret = tuple(_is_secret(name) for name in names)
         tail = "," + constant if constant else ""
-
         clock = _Stamps()
 
-        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
-            parts = [head, clock.iso_ms(created), middle, dumps(text).decode(), tail]
-            for key, hidden, value in zip(keys, secret, values, strict=True):
-                parts.append(key)
-                parts.append('"***"' if hidden else dumps(value, default=str).decode())
-            parts.append("}")
-            return "".join(parts)
+        stamp = clock.iso_ms
+        # The lines of one invocation give the same values (the same objects): the last ones
+        # are kept rendered.
+        last: list[Any] = [None, ""]
 
-        return render
+        def head(created: float) -> str:
+            return '{"ts":"' + stamp(created) + middle
+
+        def fields(values: tuple[Any, ...]) -> str:
+            prev = last[0]
+            if prev is not None and len(prev) == len(values) and all(map(is_, prev, values)):
+                return cast(str, last[1])
+            out = [tail]
+            for key, hidden, value in zip(keys, secret, values, strict=True):
+                out.append(key)
+                out.append('"***"' if hidden else dumps(value, default=str).decode())
+            out.append("}")
+            text = last[1] = "".join(out)
+            last[0] = values
+            return text
+
+        return head, fields
 
 
 #: ".000Z" to ".999Z": the milliseconds part of a timestamp.
@@ -208,6 +267,18 @@ class JournalFormatter(LineFormatter):
             return _prefixed("<6>", inner(created, text, values))
 
         return render
+
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        if not isinstance(self.inner, LineFormatter):
+            raise NotImplementedError
+        inner = self.inner.lines_renderer(logger, fixed, names)
+
+        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
+            return _prefixed("<6>", inner(created, texts, values))
+
+        return render_lines
 
 
 def _prefixed(prefix: str, text: str) -> str:
@@ -385,7 +456,7 @@ class LineLogger:
     than by `Logger.makeRecord`, which looks up the caller's file, thread and process for every
     record, and goes through the logger's handlers and filters as any record does."""
 
-    __slots__ = ("_fixed", "_names", "_render", "_template", "_thread", "logger")
+    __slots__ = ("_fixed", "_names", "_render", "_render_lines", "_template", "_thread", "logger")
 
     def __init__(self, logger: logging.Logger, fixed: dict[str, Any], names: tuple[str, ...]):
         self.logger = logger
@@ -395,6 +466,7 @@ class LineLogger:
         self._names = names
         self._thread = record.thread
         self._render: tuple[LineFormatter, Renderer] | None = None
+        self._render_lines: tuple[LineFormatter, LinesRenderer] | None = None
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
@@ -431,6 +503,23 @@ class LineLogger:
         attrs.update(extra)
         record.__dict__ = attrs
         logger.handle(record)
+
+    def info_lines(self, texts: Sequence[str], *values: Any) -> None:
+        """`info` for each of `texts` in order, logged together (an invocation's END and
+        REPORT): on the fast path with one time, what the lines share rendered once and one
+        addition to the batch; otherwise one record each."""
+        logger = self.logger
+        handler = _sole_handler(logger) if threading.get_ident() == self._thread else None
+        if handler is None:
+            for text in texts:
+                self.info(text, *values)
+            return
+        formatter = cast(LineFormatter, handler.formatter)
+        render = self._render_lines
+        if render is None or render[0] is not formatter:
+            made = formatter.lines_renderer(logger.name, self._fixed, self._names)
+            render = self._render_lines = (formatter, made)
+        handler.batch.add(render[1](time.time(), texts, values), False)
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:

@@ -848,8 +848,10 @@ class LocalBackend:
             worker.shutdown_reason = "timeout"
             await worker.kill()
             return None
-        if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
-            worker.capture is not None or self._lines.enabled()
+        if (
+            (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR)
+            and (worker.capture is not None or self._lines.enabled())
+            and not worker.output_read()
         ):
             # Tag the output written before the result with this request id; with function
             # logs off and no log tail asked for, no line is kept, and the check is skipped.
@@ -889,16 +891,24 @@ class LocalBackend:
         start: _Start | None,
     ) -> None:
         duration_ms, used_mb = figures
+        texts: list[str] = []
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
             error = orjson.loads(result.payload)
-            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
-        self._platform(worker, rid, f"END RequestId: {rid}")
+            texts.append(f"{error['errorMessage']}\n{error['errorType']}")
+        texts.append(f"END RequestId: {rid}")
         init_ms = start.init_ms if start is not None else None
         memory_mb = self.config.memory_mb
-        report = report_line(rid, duration_ms, memory_mb, used_mb, init_ms)
-        self._platform(worker, rid, report)
+        texts.append(report_line(rid, duration_ms, memory_mb, used_mb, init_ms))
         if result.outcome is Outcome.TIMEOUT:
-            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+            texts.append(orjson.loads(result.payload)["errorMessage"])
+        # One call for the lines that end an invocation: they share their time and fields.
+        lines = self._lines
+        if lines.enabled():
+            lines.info_lines(texts, rid, True)
+        capture = worker.capture
+        if capture is not None:
+            for text in texts:
+                capture.add(text)
 
     def _platform(self, worker: Worker, rid: str, text: str) -> None:
         lines = self._lines

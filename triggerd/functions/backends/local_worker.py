@@ -299,6 +299,15 @@ class Worker(asyncio.SubprocessProtocol):
                 return True
         return False
 
+    def output_read(self) -> bool:
+        """Whether the output the runtime wrote before its result has all been read (then
+        its last line, if it has no newline, is logged now); when not, `output_done` waits
+        for it. The usual case needs no coroutine: the pipes are empty."""
+        if self._unread_output():
+            return False
+        self._emit_partial()
+        return True
+
     async def output_done(self) -> None:
         """Wait until the output the runtime wrote before its result has been read."""
         if self._unread_output():
@@ -307,10 +316,15 @@ class Worker(asyncio.SubprocessProtocol):
                     while self._unread_output():
                         self._data_event.clear()
                         await self._data_event.wait()
-        for fd, pending in self._partial.items():
-            if pending:  # a last line without its newline belongs to this invocation
-                self._partial[fd] = b""
-                self._emit(pending, _STREAMS[fd])
+        self._emit_partial()
+
+    def _emit_partial(self) -> None:
+        partial = self._partial
+        if partial[1] or partial[2]:
+            for fd, pending in partial.items():
+                if pending:  # a last line without its newline belongs to this invocation
+                    partial[fd] = b""
+                    self._emit(pending, _STREAMS[fd])
 
     def note_memory(self, kb: int) -> None:
         if kb > self.peak_kb:
