@@ -214,12 +214,12 @@ def test_a_lines_renderer_writes_each_line_as_the_formatter_makes_its_record(
         formatter.format(function_record(t, created, function="f", request_id=RID, platform=True))
         for t in LINES
     ]
-    assert render(created, LINES, (RID, True)) == "\n".join(expected)
+    assert render([(created, t) for t in LINES], (RID, True)) == "\n".join(expected)
     # Other values after the same ones: rendered anew, not the last line's fields.
     other = formatter.format(
         function_record("x", created, function="f", request_id="r2", platform=1)
     )
-    assert render(created, ["x"], ("r2", 1)) == other
+    assert render([(created, "x")], ("r2", 1)) == other
 
 
 def test_a_renderer_masks_secret_looking_fields_and_keeps_replaced_keys_as_a_dict_does() -> None:
@@ -324,7 +324,7 @@ async def test_lines_logged_together_keep_their_order_on_both_paths(
     logger = logging.getLogger("triggerd.function")
     lines = LineLogger(logger, {"function": "f"}, ("request_id", "platform"))
     lines.info(LINES[0], RID, True)
-    lines.info_lines(LINES[1:], RID, True)
+    lines.info_lines([(None, t) for t in LINES[1:]], RID, True)
     await asyncio.sleep(0)
     assert stream.writes == 1
     assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == LINES
@@ -336,8 +336,9 @@ async def test_lines_logged_together_keep_their_order_on_both_paths(
             seen.append(record)
 
     logger.addHandler(Capture())  # no longer the sole handler: one record per line
-    lines.info_lines(LINES[1:], RID, True)
-    assert [(r.getMessage(), r.request_id) for r in seen] == [(t, RID) for t in LINES[1:]]  # type: ignore[attr-defined]
+    lines.info_lines([(1.5, LINES[0]), *((None, t) for t in LINES[1:])], RID, True)
+    assert [(r.getMessage(), r.request_id) for r in seen] == [(t, RID) for t in LINES]  # type: ignore[attr-defined]
+    assert seen[0].created == 1.5 and seen[1].created > 1.5
 
 
 def test_asyncpg_pool_reconnect_failures_are_one_line_without_a_traceback(

@@ -62,9 +62,9 @@ def _masked(fields: dict[str, Any]) -> dict[str, Any]:
 
 #: Renders one INFO line from its time, message and field values (see `LineFormatter`).
 Renderer = Callable[[float, str, tuple[Any, ...]], str]
-#: Renders INFO lines with one time and the same field values, one per message, joined by
-#: newlines (see `LineFormatter.lines_renderer`).
-LinesRenderer = Callable[[float, Sequence[str], tuple[Any, ...]], str]
+#: Renders INFO lines with the same field values, one per (time, message), joined by newlines
+#: (see `LineFormatter.lines_renderer`).
+LinesRenderer = Callable[[Sequence[tuple[float, str]], tuple[Any, ...]], str]
 
 
 class LineFormatter(logging.Formatter):
@@ -88,13 +88,13 @@ class LineFormatter(logging.Formatter):
     def lines_renderer(
         self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
     ) -> LinesRenderer:
-        """`renderer`'s lines for several messages logged together (an invocation's END and
-        REPORT): the same time and field values, the lines joined by newlines. Formatters
+        """`renderer`'s lines for several (time, message) pairs logged together with the same
+        field values (an invocation's START, END and REPORT), joined by newlines. Formatters
         render the part the lines share once."""
         render = self.renderer(logger, fixed, names)
 
-        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
-            return "\n".join([render(created, text, values) for text in texts])
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            return "\n".join([render(created, text, values) for created, text in lines])
 
         return render_lines
 
@@ -131,9 +131,11 @@ class JsonFormatter(LineFormatter):
         head, fields = parts
         dumps = orjson.dumps
 
-        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
-            start, tail = head(created), fields(values)
-            return "\n".join([start + dumps(text).decode() + tail for text in texts])
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            tail = fields(values)
+            return "\n".join(
+                [head(created) + dumps(text).decode() + tail for created, text in lines]
+            )
 
         return render_lines
 
@@ -275,8 +277,8 @@ class JournalFormatter(LineFormatter):
             raise NotImplementedError
         inner = self.inner.lines_renderer(logger, fixed, names)
 
-        def render_lines(created: float, texts: Sequence[str], values: tuple[Any, ...]) -> str:
-            return _prefixed("<6>", inner(created, texts, values))
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            return _prefixed("<6>", inner(lines, values))
 
         return render_lines
 
@@ -485,41 +487,50 @@ class LineLogger:
                 render = self._render = (formatter, made)
             handler.batch.add(render[1](time.time(), text, values), False)
             return
+        self._record(time.time(), text, values)
+
+    def _record(self, created: float, text: str, values: tuple[Any, ...]) -> None:
+        """A record of the line, through the logger's handlers and filters."""
+        logger = self.logger
         extra = {**self._fixed, **dict(zip(self._names, values, strict=True))}
-        if not on_thread:
+        if threading.get_ident() != self._thread:
             name = logger.name
-            logger.handle(
-                logger.makeRecord(name, logging.INFO, __file__, 0, text, (), None, None, extra)
-            )
+            record = logger.makeRecord(name, logging.INFO, __file__, 0, text, (), None, None, extra)
+            record.created = created
+            record.msecs = int((created - int(created)) * 1000) + 0.0
+            logger.handle(record)
             return
         template = self._template
-        now = time.time()
         record = logging.LogRecord.__new__(logging.LogRecord)
         attrs = dict(template)
         attrs["msg"] = text
-        attrs["created"] = now
-        attrs["msecs"] = int((now - int(now)) * 1000) + 0.0
-        attrs["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+        attrs["created"] = created
+        attrs["msecs"] = int((created - int(created)) * 1000) + 0.0
+        relative = template["relativeCreated"] + (created - template["created"]) * 1000
+        attrs["relativeCreated"] = relative
         attrs.update(extra)
         record.__dict__ = attrs
         logger.handle(record)
 
-    def info_lines(self, texts: Sequence[str], *values: Any) -> None:
-        """`info` for each of `texts` in order, logged together (an invocation's END and
-        REPORT): on the fast path with one time, what the lines share rendered once and one
-        addition to the batch; otherwise one record each."""
+    def info_lines(self, lines: Sequence[tuple[float | None, str]], *values: Any) -> None:
+        """`info` for each (time, text) of `lines` in order, logged together (an invocation's
+        START, END and REPORT): a line logged earlier gives its time, the others None (now).
+        On the fast path what the lines share is rendered once and they join the batch with
+        one call; otherwise each is a record."""
+        now = time.time()
+        timed = [(now if created is None else created, text) for created, text in lines]
         logger = self.logger
         handler = _sole_handler(logger) if threading.get_ident() == self._thread else None
         if handler is None:
-            for text in texts:
-                self.info(text, *values)
+            for created, text in timed:
+                self._record(created, text, values)
             return
         formatter = cast(LineFormatter, handler.formatter)
         render = self._render_lines
         if render is None or render[0] is not formatter:
             made = formatter.lines_renderer(logger.name, self._fixed, self._names)
             render = self._render_lines = (formatter, made)
-        handler.batch.add(render[1](time.time(), texts, values), False)
+        handler.batch.add(render[1](timed, values), False)
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import shutil
+import time
 from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -787,7 +788,7 @@ class LocalBackend:
         # The platform lines are only formatted when someone reads them.
         logged = worker.capture is not None or self._lines.enabled()
         if logged:
-            self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
+            self._start_line(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
         started = clock.monotonic()
         if start is None or start.ok:
@@ -901,21 +902,32 @@ class LocalBackend:
         texts.append(report_line(rid, duration_ms, memory_mb, used_mb, init_ms))
         if result.outcome is Outcome.TIMEOUT:
             texts.append(orjson.loads(result.payload)["errorMessage"])
-        # One call for the lines that end an invocation: they share their time and fields.
+        # One call for the invocation's lines (START too, unless output logged it already):
+        # they share their fields, and END and REPORT their time.
         lines = self._lines
         if lines.enabled():
-            lines.info_lines(texts, rid, True)
+            held, worker.held_start = worker.held_start, None
+            now: list[tuple[float | None, str]] = [(None, text) for text in texts]
+            lines.info_lines([held, *now] if held is not None else now, rid, True)
         capture = worker.capture
         if capture is not None:
             for text in texts:
                 capture.add(text)
 
-    def _platform(self, worker: Worker, rid: str, text: str) -> None:
-        lines = self._lines
-        if lines.enabled():
-            lines.info(text, rid, True)
+    def _start_line(self, worker: Worker, rid: str, text: str) -> None:
+        """START: held on the worker, to be logged with END and REPORT (or before the
+        invocation's first output line); in the log tail at once."""
+        if self._lines.enabled():
+            if worker.log_held is None:
+                worker.log_held = self._log_held
+            worker.held_start = (time.time(), text)
         if worker.capture is not None:
             worker.capture.add(text)
+
+    def _log_held(self, worker: Worker) -> None:
+        held = worker.held_start
+        if held is not None and worker.request_id is not None:
+            self._lines.info_lines([held], worker.request_id, True)
 
 
 def drop_bytecode(sources: Collection[str]) -> None:
