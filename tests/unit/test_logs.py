@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -324,7 +325,7 @@ async def test_lines_logged_together_keep_their_order_on_both_paths(
     logger = logging.getLogger("triggerd.function")
     lines = LineLogger(logger, {"function": "f"}, ("request_id", "platform"))
     lines.info(LINES[0], RID, True)
-    lines.info_lines([(None, t) for t in LINES[1:]], RID, True)
+    lines.info_lines([(time.time(), t) for t in LINES[1:]], RID, True)
     await asyncio.sleep(0)
     assert stream.writes == 1
     assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == LINES
@@ -336,7 +337,7 @@ async def test_lines_logged_together_keep_their_order_on_both_paths(
             seen.append(record)
 
     logger.addHandler(Capture())  # no longer the sole handler: one record per line
-    lines.info_lines([(1.5, LINES[0]), *((None, t) for t in LINES[1:])], RID, True)
+    lines.info_lines([(1.5, LINES[0]), *((time.time(), t) for t in LINES[1:])], RID, True)
     assert [(r.getMessage(), r.request_id) for r in seen] == [(t, RID) for t in LINES]  # type: ignore[attr-defined]
     assert seen[0].created == 1.5 and seen[1].created > 1.5
 

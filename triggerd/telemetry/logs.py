@@ -133,9 +133,7 @@ class JsonFormatter(LineFormatter):
 
         def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
             tail = fields(values)
-            return "\n".join(
-                [head(created) + dumps(text).decode() + tail for created, text in lines]
-            )
+            return "\n".join([head(t) + dumps(text).decode() + tail for t, text in lines])
 
         return render_lines
 
@@ -512,17 +510,15 @@ class LineLogger:
         record.__dict__ = attrs
         logger.handle(record)
 
-    def info_lines(self, lines: Sequence[tuple[float | None, str]], *values: Any) -> None:
+    def info_lines(self, lines: Sequence[tuple[float, str]], *values: Any) -> None:
         """`info` for each (time, text) of `lines` in order, logged together (an invocation's
-        START, END and REPORT): a line logged earlier gives its time, the others None (now).
-        On the fast path what the lines share is rendered once and they join the batch with
-        one call; otherwise each is a record."""
-        now = time.time()
-        timed = [(now if created is None else created, text) for created, text in lines]
+        START, END and REPORT), each with its own time (`time.time()`'s: a line held back
+        keeps the time it was logged at). On the fast path what the lines share is rendered
+        once and they join the batch with one call; otherwise each is a record."""
         logger = self.logger
         handler = _sole_handler(logger) if threading.get_ident() == self._thread else None
         if handler is None:
-            for created, text in timed:
+            for created, text in lines:
                 self._record(created, text, values)
             return
         formatter = cast(LineFormatter, handler.formatter)
@@ -530,7 +526,7 @@ class LineLogger:
         if render is None or render[0] is not formatter:
             made = formatter.lines_renderer(logger.name, self._fixed, self._names)
             render = self._render_lines = (formatter, made)
-        handler.batch.add(render[1](timed, values), False)
+        handler.batch.add(render[1](lines, values), False)
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:

@@ -892,26 +892,25 @@ class LocalBackend:
         start: _Start | None,
     ) -> None:
         duration_ms, used_mb = figures
-        texts: list[str] = []
+        now = time.time()
+        # The invocation's lines, logged with one call (START too, unless output logged it
+        # already): they share their fields, and END and REPORT their time.
+        held, worker.held_start = worker.held_start, None
+        lines = [held] if held is not None else []
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
             error = orjson.loads(result.payload)
-            texts.append(f"{error['errorMessage']}\n{error['errorType']}")
-        texts.append(f"END RequestId: {rid}")
+            lines.append((now, f"{error['errorMessage']}\n{error['errorType']}"))
+        lines.append((now, f"END RequestId: {rid}"))
         init_ms = start.init_ms if start is not None else None
         memory_mb = self.config.memory_mb
-        texts.append(report_line(rid, duration_ms, memory_mb, used_mb, init_ms))
+        lines.append((now, report_line(rid, duration_ms, memory_mb, used_mb, init_ms)))
         if result.outcome is Outcome.TIMEOUT:
-            texts.append(orjson.loads(result.payload)["errorMessage"])
-        # One call for the invocation's lines (START too, unless output logged it already):
-        # they share their fields, and END and REPORT their time.
-        lines = self._lines
-        if lines.enabled():
-            held, worker.held_start = worker.held_start, None
-            now: list[tuple[float | None, str]] = [(None, text) for text in texts]
-            lines.info_lines([held, *now] if held is not None else now, rid, True)
+            lines.append((now, orjson.loads(result.payload)["errorMessage"]))
+        if self._lines.enabled():
+            self._lines.info_lines(lines, rid, True)
         capture = worker.capture
         if capture is not None:
-            for text in texts:
+            for _, text in lines[held is not None :]:
                 capture.add(text)
 
     def _start_line(self, worker: Worker, rid: str, text: str) -> None:
