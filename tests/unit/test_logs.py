@@ -223,6 +223,15 @@ def test_a_lines_renderer_writes_each_line_as_the_formatter_makes_its_record(
     assert render([(created, "x")], ("r2", 1)) == other
 
 
+def test_a_json_renderer_renders_a_value_changed_in_place_anew() -> None:
+    render = JsonFormatter().renderer("x", {}, ("tags",))
+    tags = ["a"]
+    first = render(1.0, "m", (tags,))
+    tags.append("b")
+    assert json.loads(first)["tags"] == ["a"]
+    assert json.loads(render(1.0, "m", (tags,)))["tags"] == ["a", "b"]
+
+
 def test_a_renderer_masks_secret_looking_fields_and_keeps_replaced_keys_as_a_dict_does() -> None:
     fmt = JsonFormatter()
     line = fmt.renderer("x", {"api_token": "abc"}, ("password",))(1.0, "m", ("hunter2",))

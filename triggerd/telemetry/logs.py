@@ -166,7 +166,7 @@ class JsonFormatter(LineFormatter):
 
         stamp = clock.iso_ms
         # The lines of one invocation give the same values (the same objects): the last ones
-        # are kept rendered.
+        # are kept rendered, when none of them could change in place.
         last: list[Any] = [None, ""]
 
         def head(created: float) -> str:
@@ -181,12 +181,16 @@ class JsonFormatter(LineFormatter):
                 out.append(key)
                 out.append('"***"' if hidden else dumps(value, default=str).decode())
             out.append("}")
-            text = last[1] = "".join(out)
-            last[0] = values
+            text = "".join(out)
+            if all(type(value) in _IMMUTABLE for value in values):
+                last[0], last[1] = values, text
             return text
 
         return head, fields
 
+
+#: Field value types a renderer may keep the rendering of (see `JsonFormatter._parts`).
+_IMMUTABLE = frozenset({str, bool, int, float, type(None)})
 
 #: ".000Z" to ".999Z": the milliseconds part of a timestamp.
 _MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
