@@ -156,10 +156,7 @@ class JsonFormatter(LineFormatter):
         dumps = orjson.dumps
         middle = '","level":"info","logger":' + dumps(logger).decode() + ',"event":'
         constant = dumps(_masked(fixed), default=str).decode()[1:-1]
-        keys = tuple(
-            ("," if constant or i else "") + dumps(name).decode() + ":"
-            for i, name in enumerate(names)
-        )
+        keys = tuple("," + dumps(name).decode() + ":" for name in names)  # after "event"
         secret = tuple(_is_secret(name) for name in names)
         tail = "," + constant if constant else ""
         clock = _Stamps()
