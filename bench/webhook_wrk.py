@@ -171,11 +171,14 @@ def _process(
         stop_process(proc)
 
 
-def triggerd_config(port: int) -> str:
+def triggerd_config(port: int, control_port: int | None = None) -> str:
+    """The daemon's config: the webhook on `port`, the control listener on `control_port`
+    (a free one by default: never the default 9071, which another daemon may hold)."""
+    control = free_port() if control_port is None else control_port
     return f"""[daemon]
 state = "sqlite:///state/state.db"
 listen = "127.0.0.1:{port}"
-control_listen = ""
+control_listen = "127.0.0.1:{control}"
 
 [functions.hello]
 handler = "app.handler"

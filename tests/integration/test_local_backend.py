@@ -385,6 +385,21 @@ async def test_start_end_report_lines(
         ), lines[-1]
 
 
+async def test_output_lines_come_between_start_and_end(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = await backend_factory("actions")
+    rid = str(uuid.uuid4())
+    await backend.invoke(b'{"action": "print"}', request_id=rid)
+    mine = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
+    texts = [r.getMessage() for r in mine]
+    assert texts[0] == f"START RequestId: {rid} Version: $LATEST"
+    assert f"hello from {rid}" in texts[1:-2] and texts[-2] == f"END RequestId: {rid}"
+    # START keeps the time it was logged at, before the output's.
+    assert mine[0].created <= mine[1].created <= mine[-2].created
+
+
 async def test_function_output_is_logged_with_its_request_id(
     backend_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -192,6 +193,45 @@ def test_a_renderer_writes_what_the_formatter_makes_of_the_record(
         assert render(created, text, (RID, True)) == expected
 
 
+@pytest.mark.parametrize(
+    "formatter",
+    [
+        JsonFormatter(),
+        TextFormatter(),
+        FunctionLogFormatter(),
+        JournalFormatter(JsonFormatter()),
+        JournalFormatter(FunctionLogFormatter()),
+    ],
+    ids=["json", "text", "function", "journal-json", "journal-function"],
+)
+def test_a_lines_renderer_writes_each_line_as_the_formatter_makes_its_record(
+    formatter: LineFormatter,
+) -> None:
+    created = 1714564800.9996
+    render = formatter.lines_renderer(
+        "triggerd.function", {"function": "f"}, ("request_id", "platform")
+    )
+    expected = [
+        formatter.format(function_record(t, created, function="f", request_id=RID, platform=True))
+        for t in LINES
+    ]
+    assert render([(created, t) for t in LINES], (RID, True)) == "\n".join(expected)
+    # Other values after the same ones: rendered anew, not the last line's fields.
+    other = formatter.format(
+        function_record("x", created, function="f", request_id="r2", platform=1)
+    )
+    assert render([(created, "x")], ("r2", 1)) == other
+
+
+def test_a_json_renderer_renders_a_value_changed_in_place_anew() -> None:
+    render = JsonFormatter().renderer("x", {}, ("tags",))
+    tags = ["a"]
+    first = render(1.0, "m", (tags,))
+    tags.append("b")
+    assert json.loads(first)["tags"] == ["a"]
+    assert json.loads(render(1.0, "m", (tags,)))["tags"] == ["a", "b"]
+
+
 def test_a_renderer_masks_secret_looking_fields_and_keeps_replaced_keys_as_a_dict_does() -> None:
     fmt = JsonFormatter()
     line = fmt.renderer("x", {"api_token": "abc"}, ("password",))(1.0, "m", ("hunter2",))
@@ -283,6 +323,32 @@ async def test_another_handler_gets_records_with_the_fields(
         ("100% done %s", "f", RID, True)
     ]
     assert json.loads(stream.getvalue())["event"] == "100% done %s"
+
+
+async def test_lines_logged_together_keep_their_order_on_both_paths(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    logger = logging.getLogger("triggerd.function")
+    lines = LineLogger(logger, {"function": "f"}, ("request_id", "platform"))
+    lines.info(LINES[0], RID, True)
+    lines.info_lines([(time.time(), t) for t in LINES[1:]], RID, True)
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == LINES
+
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger.addHandler(Capture())  # no longer the sole handler: one record per line
+    lines.info_lines([(1.5, LINES[0]), *((time.time(), t) for t in LINES[1:])], RID, True)
+    assert [(r.getMessage(), r.request_id) for r in seen] == [(t, RID) for t in LINES]  # type: ignore[attr-defined]
+    assert seen[0].created == 1.5 and seen[1].created > 1.5
 
 
 def test_asyncpg_pool_reconnect_failures_are_one_line_without_a_traceback(

@@ -24,7 +24,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import is_
 from typing import Any, Literal, TextIO, cast
 
 import orjson
@@ -61,6 +62,9 @@ def _masked(fields: dict[str, Any]) -> dict[str, Any]:
 
 #: Renders one INFO line from its time, message and field values (see `LineFormatter`).
 Renderer = Callable[[float, str, tuple[Any, ...]], str]
+#: Renders INFO lines with the same field values, one per (time, message), joined by newlines
+#: (see `LineFormatter.lines_renderer`).
+LinesRenderer = Callable[[Sequence[tuple[float, str]], tuple[Any, ...]], str]
 
 
 class LineFormatter(logging.Formatter):
@@ -81,6 +85,19 @@ class LineFormatter(logging.Formatter):
 
         return render
 
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        """`renderer`'s lines for several (time, message) pairs logged together with the same
+        field values (an invocation's START, END and REPORT), joined by newlines. Formatters
+        render the part the lines share once."""
+        render = self.renderer(logger, fixed, names)
+
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            return "\n".join([render(created, text, values) for created, text in lines])
+
+        return render_lines
+
 
 class JsonFormatter(LineFormatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -94,40 +111,83 @@ class JsonFormatter(LineFormatter):
         return _json_line("info", logger, created, text, _masked(fields), None)
 
     def renderer(self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]) -> Renderer:
+        parts = self._parts(logger, fixed, names)
+        if parts is None:
+            return super().renderer(logger, fixed, names)  # keys that replace others
+        head, fields = parts
+        dumps = orjson.dumps
+
+        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
+            return head(created) + dumps(text).decode() + fields(values)
+
+        return render
+
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        parts = self._parts(logger, fixed, names)
+        if parts is None:
+            return super().lines_renderer(logger, fixed, names)
+        head, fields = parts
+        dumps = orjson.dumps
+
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            tail = fields(values)
+            return "\n".join([head(t) + dumps(text).decode() + tail for t, text in lines])
+
+        return render_lines
+
+    @staticmethod
+    def _parts(
+        logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> tuple[Callable[[float], str], Callable[[tuple[Any, ...]], str]] | None:
+        """The JSON object `info_line` makes, in two parts rendered from their constant text
+        (the level, the logger, the fixed fields and each field's key, made once here): the
+        start of the line up to the event's value, from the time; and the rest after it, from
+        the field values. None when a field replaces another key (then only a dict gives the
+        order `info_line` has)."""
         reserved = {"ts", "level", "logger", "event", "exc"}
         if (
             len(set(names)) < len(names)
             or reserved & (set(fixed) | set(names))
             or set(fixed) & set(names)
         ):
-            return super().renderer(
-                logger, fixed, names
-            )  # keys that replace others: as a dict does
-        # The JSON object `info_line` makes, with its constant parts rendered once: the level,
-        # the logger, the fixed fields and each field's key.
+            return None
         dumps = orjson.dumps
-        head = '{"ts":"'
         middle = '","level":"info","logger":' + dumps(logger).decode() + ',"event":'
         constant = dumps(_masked(fixed), default=str).decode()[1:-1]
-        keys = tuple(
-            ("," if constant or i else "") + dumps(name).decode() + ":"
-            for i, name in enumerate(names)
-        )
+        keys = tuple("," + dumps(name).decode() + ":" for name in names)  # after "event"
         secret = tuple(_is_secret(name) for name in names)
         tail = "," + constant if constant else ""
-
         clock = _Stamps()
 
-        def render(created: float, text: str, values: tuple[Any, ...]) -> str:
-            parts = [head, clock.iso_ms(created), middle, dumps(text).decode(), tail]
+        stamp = clock.iso_ms
+        # The lines of one invocation give the same values (the same objects): the last ones
+        # are kept rendered, when none of them could change in place.
+        last: list[Any] = [None, ""]
+
+        def head(created: float) -> str:
+            return '{"ts":"' + stamp(created) + middle
+
+        def fields(values: tuple[Any, ...]) -> str:
+            prev = last[0]
+            if prev is not None and len(prev) == len(values) and all(map(is_, prev, values)):
+                return cast(str, last[1])
+            out = [tail]
             for key, hidden, value in zip(keys, secret, values, strict=True):
-                parts.append(key)
-                parts.append('"***"' if hidden else dumps(value, default=str).decode())
-            parts.append("}")
-            return "".join(parts)
+                out.append(key)
+                out.append('"***"' if hidden else dumps(value, default=str).decode())
+            out.append("}")
+            text = "".join(out)
+            if all(type(value) in _IMMUTABLE for value in values):
+                last[0], last[1] = values, text
+            return text
 
-        return render
+        return head, fields
 
+
+#: Field value types a renderer may keep the rendering of (see `JsonFormatter._parts`).
+_IMMUTABLE = frozenset({str, bool, int, float, type(None)})
 
 #: ".000Z" to ".999Z": the milliseconds part of a timestamp.
 _MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
@@ -208,6 +268,18 @@ class JournalFormatter(LineFormatter):
             return _prefixed("<6>", inner(created, text, values))
 
         return render
+
+    def lines_renderer(
+        self, logger: str, fixed: dict[str, Any], names: tuple[str, ...]
+    ) -> LinesRenderer:
+        if not isinstance(self.inner, LineFormatter):
+            raise NotImplementedError
+        inner = self.inner.lines_renderer(logger, fixed, names)
+
+        def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
+            return _prefixed("<6>", inner(lines, values))
+
+        return render_lines
 
 
 def _prefixed(prefix: str, text: str) -> str:
@@ -385,7 +457,7 @@ class LineLogger:
     than by `Logger.makeRecord`, which looks up the caller's file, thread and process for every
     record, and goes through the logger's handlers and filters as any record does."""
 
-    __slots__ = ("_fixed", "_names", "_render", "_template", "_thread", "logger")
+    __slots__ = ("_fixed", "_names", "_render", "_render_lines", "_template", "_thread", "logger")
 
     def __init__(self, logger: logging.Logger, fixed: dict[str, Any], names: tuple[str, ...]):
         self.logger = logger
@@ -395,6 +467,7 @@ class LineLogger:
         self._names = names
         self._thread = record.thread
         self._render: tuple[LineFormatter, Renderer] | None = None
+        self._render_lines: tuple[LineFormatter, LinesRenderer] | None = None
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
@@ -413,24 +486,48 @@ class LineLogger:
                 render = self._render = (formatter, made)
             handler.batch.add(render[1](time.time(), text, values), False)
             return
+        self._record(time.time(), text, values)
+
+    def _record(self, created: float, text: str, values: tuple[Any, ...]) -> None:
+        """A record of the line, through the logger's handlers and filters."""
+        logger = self.logger
         extra = {**self._fixed, **dict(zip(self._names, values, strict=True))}
-        if not on_thread:
+        if threading.get_ident() != self._thread:
             name = logger.name
-            logger.handle(
-                logger.makeRecord(name, logging.INFO, __file__, 0, text, (), None, None, extra)
-            )
+            record = logger.makeRecord(name, logging.INFO, __file__, 0, text, (), None, None, extra)
+            record.created = created
+            record.msecs = int((created - int(created)) * 1000) + 0.0
+            logger.handle(record)
             return
         template = self._template
-        now = time.time()
         record = logging.LogRecord.__new__(logging.LogRecord)
         attrs = dict(template)
         attrs["msg"] = text
-        attrs["created"] = now
-        attrs["msecs"] = int((now - int(now)) * 1000) + 0.0
-        attrs["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+        attrs["created"] = created
+        attrs["msecs"] = int((created - int(created)) * 1000) + 0.0
+        relative = template["relativeCreated"] + (created - template["created"]) * 1000
+        attrs["relativeCreated"] = relative
         attrs.update(extra)
         record.__dict__ = attrs
         logger.handle(record)
+
+    def info_lines(self, lines: Sequence[tuple[float, str]], *values: Any) -> None:
+        """`info` for each (time, text) of `lines` in order, logged together (an invocation's
+        START, END and REPORT), each with its own time (`time.time()`'s: a line held back
+        keeps the time it was logged at). On the fast path what the lines share is rendered
+        once and they join the batch with one call; otherwise each is a record."""
+        logger = self.logger
+        handler = _sole_handler(logger) if threading.get_ident() == self._thread else None
+        if handler is None:
+            for created, text in lines:
+                self._record(created, text, values)
+            return
+        formatter = cast(LineFormatter, handler.formatter)
+        render = self._render_lines
+        if render is None or render[0] is not formatter:
+            made = formatter.lines_renderer(logger.name, self._fixed, self._names)
+            render = self._render_lines = (formatter, made)
+        handler.batch.add(render[1](lines, values), False)
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:

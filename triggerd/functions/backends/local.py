@@ -21,6 +21,7 @@ import math
 import os
 import random
 import shutil
+import time
 from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -787,7 +788,7 @@ class LocalBackend:
         # The platform lines are only formatted when someone reads them.
         logged = worker.capture is not None or self._lines.enabled()
         if logged:
-            self._platform(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
+            self._start_line(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
         started = clock.monotonic()
         if start is None or start.ok:
@@ -848,8 +849,10 @@ class LocalBackend:
             worker.shutdown_reason = "timeout"
             await worker.kill()
             return None
-        if (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR) and (
-            worker.capture is not None or self._lines.enabled()
+        if (
+            (reply.kind is ReplyKind.RESPONSE or reply.kind is ReplyKind.ERROR)
+            and (worker.capture is not None or self._lines.enabled())
+            and not worker.output_read()
         ):
             # Tag the output written before the result with this request id; with function
             # logs off and no log tail asked for, no line is kept, and the check is skipped.
@@ -889,23 +892,41 @@ class LocalBackend:
         start: _Start | None,
     ) -> None:
         duration_ms, used_mb = figures
+        now = time.time()
+        # The invocation's lines, logged with one call (START too, unless output logged it
+        # already): they share their fields, and END and REPORT their time.
+        held, worker.held_start = worker.held_start, None
+        lines = [held] if held is not None else []
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
             error = orjson.loads(result.payload)
-            self._platform(worker, rid, f"{error['errorMessage']}\n{error['errorType']}")
-        self._platform(worker, rid, f"END RequestId: {rid}")
+            lines.append((now, f"{error['errorMessage']}\n{error['errorType']}"))
+        lines.append((now, f"END RequestId: {rid}"))
         init_ms = start.init_ms if start is not None else None
         memory_mb = self.config.memory_mb
-        report = report_line(rid, duration_ms, memory_mb, used_mb, init_ms)
-        self._platform(worker, rid, report)
+        lines.append((now, report_line(rid, duration_ms, memory_mb, used_mb, init_ms)))
         if result.outcome is Outcome.TIMEOUT:
-            self._platform(worker, rid, orjson.loads(result.payload)["errorMessage"])
+            lines.append((now, orjson.loads(result.payload)["errorMessage"]))
+        if self._lines.enabled():
+            self._lines.info_lines(lines, rid, True)
+        capture = worker.capture
+        if capture is not None:
+            for _, text in lines[held is not None :]:
+                capture.add(text)
 
-    def _platform(self, worker: Worker, rid: str, text: str) -> None:
-        lines = self._lines
-        if lines.enabled():
-            lines.info(text, rid, True)
+    def _start_line(self, worker: Worker, rid: str, text: str) -> None:
+        """START: held on the worker, to be logged with END and REPORT (or before the
+        invocation's first output line); in the log tail at once."""
+        if self._lines.enabled():
+            if worker.log_held is None:
+                worker.log_held = self._log_held
+            worker.held_start = (time.time(), text)
         if worker.capture is not None:
             worker.capture.add(text)
+
+    def _log_held(self, worker: Worker) -> None:
+        held = worker.held_start
+        if held is not None and worker.request_id is not None:
+            self._lines.info_lines([held], worker.request_id, True)
 
 
 def drop_bytecode(sources: Collection[str]) -> None:

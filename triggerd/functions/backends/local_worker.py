@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fcntl
 import functools
 import logging
 import math
 import os
+import select
 import signal
-import termios
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +48,6 @@ RUNTIME_SHUTDOWN_S = 0.5
 EXTENSIONS_SHUTDOWN_S = 1.5
 
 _STREAMS = {1: "stdout", 2: "stderr"}
-_NO_BYTES = bytes(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +163,11 @@ class Worker(asyncio.SubprocessProtocol):
         #: The invocation whose output is being read now (None between invocations).
         self.request_id: str | None = None
         self.capture: LogCapture | None = None
+        #: The START line of the invocation in flight (its time and text) while it waits to
+        #: be logged with the invocation's END and REPORT (one rendering, one write); any
+        #: output of the invocation logs it first, through `log_held` (set by the backend).
+        self.held_start: tuple[float, str] | None = None
+        self.log_held: Callable[[Worker], None] | None = None
         self.invocations = 0
         #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
         self.peak_kb = 0
@@ -179,6 +182,8 @@ class Worker(asyncio.SubprocessProtocol):
         self.on_gone: Callable[[Worker], None] | None = None
         self._partial = {1: b"", 2: b""}
         self._open_pipes = {1, 2}
+        #: The read ends of the open output pipes, for `_unread_output`.
+        self._poll = select.poll()
         #: Set whenever output arrives (`output_done` waits on it when the pipes hold some).
         self._data_event = asyncio.Event()
         self._exited: asyncio.Future[None] = loop.create_future()
@@ -268,6 +273,7 @@ class Worker(asyncio.SubprocessProtocol):
             transport, _ = await loop.connect_read_pipe(reader, pipe)
             worker._pipes[stream_fd] = transport
             worker._pipe_fds[stream_fd] = read_fd
+            worker._poll.register(read_fd, select.POLLIN)
         return worker
 
     @property
@@ -286,18 +292,37 @@ class Worker(asyncio.SubprocessProtocol):
         self.invocations += 1
 
     def end(self) -> None:
+        if self.held_start is not None:
+            self._log_held()  # the invocation ended without its END line (cancelled)
         self.request_id = None
         self.capture = None
 
+    def _log_held(self) -> None:
+        if self.log_held is not None:
+            self.log_held(self)
+        self.held_start = None
+
     def _unread_output(self) -> bool:
-        for fd in self._open_pipes:
-            try:
-                pending = fcntl.ioctl(self._pipe_fds[fd], termios.FIONREAD, _NO_BYTES)
-            except OSError:
-                continue
-            if pending != _NO_BYTES:
-                return True
-        return False
+        """Whether the output pipes still hold bytes: one poll(2) of both, which answers
+        without waiting (a pipe whose writer is gone and that holds nothing is only hung
+        up, not readable)."""
+        ready = self._poll.poll(0)
+        return bool(ready) and any(events & select.POLLIN for _, events in ready)
+
+    def _forget_pipe(self, fd: int) -> None:
+        read_fd = self._pipe_fds.get(fd)
+        if read_fd is not None:
+            with contextlib.suppress(KeyError):
+                self._poll.unregister(read_fd)
+
+    def output_read(self) -> bool:
+        """Whether the output the runtime wrote before its result has all been read (then
+        its last line, if it has no newline, is logged now); when not, `output_done` waits
+        for it. The usual case needs no coroutine: the pipes are empty."""
+        if self._unread_output():
+            return False
+        self._emit_partial()
+        return True
 
     async def output_done(self) -> None:
         """Wait until the output the runtime wrote before its result has been read."""
@@ -307,10 +332,15 @@ class Worker(asyncio.SubprocessProtocol):
                     while self._unread_output():
                         self._data_event.clear()
                         await self._data_event.wait()
-        for fd, pending in self._partial.items():
-            if pending:  # a last line without its newline belongs to this invocation
-                self._partial[fd] = b""
-                self._emit(pending, _STREAMS[fd])
+        self._emit_partial()
+
+    def _emit_partial(self) -> None:
+        partial = self._partial
+        if partial[1] or partial[2]:
+            for fd, pending in partial.items():
+                if pending:  # a last line without its newline belongs to this invocation
+                    partial[fd] = b""
+                    self._emit(pending, _STREAMS[fd])
 
     def note_memory(self, kb: int) -> None:
         if kb > self.peak_kb:
@@ -353,6 +383,7 @@ class Worker(asyncio.SubprocessProtocol):
             self._emit(self._partial[fd], _STREAMS[fd])
             self._partial[fd] = b""
         self._open_pipes.discard(fd)
+        self._forget_pipe(fd)
         self._data_event.set()
         if self._exited.done() and not self._open_pipes:
             self._set_gone()
@@ -382,6 +413,8 @@ class Worker(asyncio.SubprocessProtocol):
 
     def _emit(self, raw: bytes, stream: str) -> None:
         text = raw.decode("utf-8", "replace")
+        if self.held_start is not None:
+            self._log_held()
         lines = self._lines
         if lines.enabled():
             lines.info(text, self.request_id, stream)
@@ -442,6 +475,8 @@ class Worker(asyncio.SubprocessProtocol):
             self._transport.close()
         for pipe in self._pipes.values():
             pipe.close()
+        for fd in self._open_pipes:
+            self._forget_pipe(fd)
         self._open_pipes.clear()
         if self.memory is not None:
             self.memory.close()
