@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -56,7 +56,7 @@ FILE_PREFIX = "f:"
 _STAT_BATCH = 2000
 #: Settled paths confirmed (and files hashed) per thread hand-off: their records are handed
 #: out before the next ones.
-_SETTLE_FILES = 128
+_SETTLE_FILES = 512
 #: Bytes hashed per thread hand-off before yielding back to the loop.
 _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
@@ -100,25 +100,29 @@ class ResponseIds:
     """Random `x-amz-request-id` and `x-amz-id-2` values for records, in the formats of
     `new_request_id` and `new_host_id` (16 upper-case hex digits; 64 base64 characters), cut
     from one `os.urandom` read per `batch` records: a read per id was a seventh of the event
-    loop's time per event."""
+    loop's time per event. The read is encoded once per batch and sliced: 8 random bytes are
+    16 hex digits, and 48 (a multiple of 3) are exactly 64 base64 characters, so a slice of
+    the whole encoding is the encoding of its bytes."""
 
-    _BYTES = 8 + 48
+    _REQUEST_BYTES = 8
+    _HOST_BYTES = 48
 
     def __init__(self, batch: int = 64) -> None:
         self._batch = max(1, batch)
-        self._buf = b""
-        self._pos = 0
+        self._request_ids = ""
+        self._host_ids = ""
+        self._left = 0
 
     def next(self) -> tuple[str, str]:
-        pos = self._pos
-        if pos + self._BYTES > len(self._buf):
-            self._buf, pos = os.urandom(self._BYTES * self._batch), 0
-        self._pos = pos + self._BYTES
-        buf = self._buf
-        return (
-            buf[pos : pos + 8].hex().upper(),
-            base64.b64encode(buf[pos + 8 : pos + self._BYTES]).decode("ascii"),
-        )
+        if self._left == 0:
+            raw = os.urandom((self._REQUEST_BYTES + self._HOST_BYTES) * self._batch)
+            split = self._REQUEST_BYTES * self._batch
+            self._request_ids = raw[:split].hex().upper()
+            self._host_ids = base64.b64encode(raw[split:]).decode("ascii")
+            self._left = self._batch
+        self._left -= 1
+        i = self._left
+        return self._request_ids[16 * i : 16 * i + 16], self._host_ids[64 * i : 64 * i + 64]
 
 
 @dataclass(slots=True)
@@ -127,8 +131,10 @@ class _Observation:
     since: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Handle:
+class _Handle(NamedTuple):
+    """A record's ack handle (a tuple: built once per record, cheaper than a frozen
+    dataclass)."""
+
     rel: str
     sequencer: str
 
@@ -502,6 +508,7 @@ class DirectorySource(BaseSource):
                 if obs is not None and rel in self._dirty:
                     items.append((rel, obs, self._wants_hash(rel, obs.state)))
             found = await self._examine(items)
+            seen_at = self._ctx.clock.time()  # when this hand-off's changes were seen settled
             quiet: dict[str, str | None] = {}
             try:
                 for rel, obs, want in items:
@@ -511,7 +518,7 @@ class DirectorySource(BaseSource):
                         continue  # changed again meanwhile: observed afresh
                     state, hashed = found[rel]
                     if isinstance(state, tuple) or state != obs.state:
-                        self._settle_examined(rel, obs, want, state, hashed, quiet)
+                        self._settle_examined(rel, obs, want, (state, hashed), seen_at, quiet)
                         continue
                     try:
                         await self._settle(rel, obs)
@@ -529,18 +536,19 @@ class DirectorySource(BaseSource):
         rel: str,
         obs: _Observation,
         want: bool,
-        state: PathState,
-        hashed: Hashed | OSError | None,
+        found: Examined,
+        seen_at: float,
         quiet: dict[str, str | None],
     ) -> None:
         """Settle what `examine_many` found for a path, unless it changed: a file's record
         is handed out, or with events it does not emit, its checkpoint goes to `quiet`."""
+        state, hashed = found
         if state != obs.state or (want and hashed is None):
             self._observe(rel, state, self._ctx.clock.monotonic())
         elif isinstance(hashed, OSError):
             self._read_failed(rel, hashed)
         elif isinstance(hashed, Hashed) and isinstance(state, tuple):
-            self._finish_file(rel, state, hashed, quiet)
+            self._finish_file(rel, state, hashed, seen_at, quiet)
         else:
             self._forget(rel)  # same as what consumers know, or not selected
 
@@ -620,7 +628,12 @@ class DirectorySource(BaseSource):
         return known is None or known.stat != st
 
     def _finish_file(
-        self, rel: str, st: FileStat, hashed: Hashed, quiet: dict[str, str | None]
+        self,
+        rel: str,
+        st: FileStat,
+        hashed: Hashed,
+        seen_at: float,
+        quiet: dict[str, str | None],
     ) -> None:
         if hashed.after != st:
             self._observe(rel, hashed.after, self._ctx.clock.monotonic())
@@ -633,7 +646,7 @@ class DirectorySource(BaseSource):
         if kind not in self._cfg.events:
             quiet[FILE_PREFIX + rel] = checkpoint.encode()
             return
-        self._push(self._record("ObjectCreated:Put", rel, checkpoint, self._ctx.clock.time()))
+        self._push(self._record("ObjectCreated:Put", rel, checkpoint, seen_at))
 
     # ---- records ------------------------------------------------------------------------
 

@@ -636,6 +636,7 @@ async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hash
         return real_examine_many(root, items, budget)
 
     monkeypatch.setattr(source_module, "examine_many", gated_examine_many)
+    monkeypatch.setattr(source_module, "_SETTLE_FILES", 128)
     source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
     await source.start()
     try:
