@@ -57,6 +57,8 @@ _STAT_BATCH = 2000
 #: Settled paths confirmed (and files hashed) per thread hand-off: their records are handed
 #: out before the next ones.
 _SETTLE_FILES = 512
+#: Records made between two turns of the event loop while a hand-off's records are made.
+_YIELD_EVERY = 128
 #: Bytes hashed per thread hand-off before yielding back to the loop.
 _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
@@ -507,28 +509,37 @@ class DirectorySource(BaseSource):
                 obs = self._observed.get(rel)
                 if obs is not None and rel in self._dirty:
                     items.append((rel, obs, self._wants_hash(rel, obs.state)))
-            found = await self._examine(items)
-            seen_at = self._ctx.clock.time()  # when this hand-off's changes were seen settled
-            quiet: dict[str, str | None] = {}
-            try:
-                for rel, obs, want in items:
-                    if rel not in found:
-                        return True  # over the byte budget: the rest in the next pass
-                    if self._observed.get(rel) is not obs:
-                        continue  # changed again meanwhile: observed afresh
-                    state, hashed = found[rel]
-                    if isinstance(state, tuple) or state != obs.state:
-                        self._settle_examined(rel, obs, want, (state, hashed), seen_at, quiet)
-                        continue
+            if not await self._settle_found(items, await self._examine(items)):
+                return True  # over the byte budget: the rest in the next pass
+            if room < _SETTLE_FILES and start + room < len(paths):
+                return False
+        return True
+
+    async def _settle_found(
+        self, items: list[tuple[str, _Observation, bool]], found: dict[str, Examined]
+    ) -> bool:
+        """Settle one hand-off's paths; False if some were not reached (the byte budget)."""
+        seen_at = self._ctx.clock.time()  # when these changes were seen settled
+        quiet: dict[str, str | None] = {}
+        try:
+            for i, (rel, obs, want) in enumerate(items, 1):
+                if rel not in found:
+                    return False
+                if self._observed.get(rel) is not obs:
+                    continue  # changed again meanwhile: observed afresh
+                state, hashed = found[rel]
+                if isinstance(state, tuple) or state != obs.state:
+                    self._settle_examined(rel, obs, want, (state, hashed), seen_at, quiet)
+                else:
                     try:
                         await self._settle(rel, obs)
                     except OSError as exc:
                         self._read_failed(rel, exc)
-            finally:
-                if quiet:
-                    await self._ctx.state.set_checkpoints(self._scope, quiet)
-            if room < _SETTLE_FILES and start + room < len(paths):
-                return False
+                if i % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # consumers start committing the first ones
+        finally:
+            if quiet:
+                await self._ctx.state.set_checkpoints(self._scope, quiet)
         return True
 
     def _settle_examined(
