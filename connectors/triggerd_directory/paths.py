@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,10 +73,9 @@ class _Glob:
 
 def is_temporary(rel: str) -> bool:
     """Hidden (any segment starting with `.`) or an editor/download temporary file."""
-    parts = rel.split("/")
-    name = parts[-1]
-    if any(p.startswith(".") for p in parts):
+    if rel.startswith(".") or "/." in rel:
         return True
+    name = rel.rpartition("/")[2]
     return name.endswith(_TEMP_SUFFIXES) or (len(name) > 1 and name[0] == name[-1] == "#")
 
 
@@ -92,6 +91,8 @@ class PathFilter:
         recursive: bool = True,
     ) -> None:
         self._include = [_Glob(p) for p in include]
+        #: `**` selects every path: no pattern to match then.
+        self._include_all = any(p.strip("/") == "**" for p in include)
         self._exclude = [_Glob(p) for p in exclude]
         self._ignore_temporary = ignore_temporary
         self.recursive = recursive
@@ -101,7 +102,7 @@ class PathFilter:
             return False
         if self._ignore_temporary and is_temporary(rel):
             return False
-        if not any(g.matches(rel) for g in self._include):
+        if not self._include_all and not any(g.matches(rel) for g in self._include):
             return False
         return not any(g.matches(rel) for g in self._exclude)
 
@@ -162,10 +163,6 @@ def stat_path(root: str, rel: str) -> PathState:
     return "other"
 
 
-def stat_many(root: str, rels: Iterable[str]) -> dict[str, PathState]:
-    return {rel: stat_path(root, rel) for rel in rels}
-
-
 @dataclass(frozen=True, slots=True)
 class Hashed:
     etag: str
@@ -173,30 +170,47 @@ class Hashed:
     after: PathState
 
 
-def hash_many(root: str, rels: list[str], budget_bytes: int) -> dict[str, Hashed | OSError | None]:
-    """Hash files one after another in the calling thread, stopping once `budget_bytes` have
-    been read (so a thread hand-off serves many small files but a huge one does not hold up
-    the rest for long). Files not reached are absent from the result."""
-    out: dict[str, Hashed | OSError | None] = {}
+#: What `examine_many` found for one path: its state now, and the file's hash when asked for
+#: and the state was the expected one (an OSError when reading it failed), else None.
+Examined = tuple[PathState, Hashed | OSError | None]
+
+
+def examine_many(
+    root: str, items: Sequence[tuple[str, PathState, bool]], budget_bytes: int
+) -> dict[str, Examined]:
+    """Stat each `(rel, expected, want_hash)` and, when `want_hash` and the path still has
+    the `expected` state, hash it in the same pass: one thread hand-off confirms a batch of
+    settled paths and hashes them, rather than one to stat them and others to hash.
+
+    Stops once `budget_bytes` have been hashed (so a hand-off serves many small files but a
+    huge one does not hold up the rest for long): paths not reached are absent from the
+    result. A file that vanished while being hashed is given its state after."""
+    out: dict[str, Examined] = {}
     read = 0
     buf = bytearray(_CHUNK)
-    for rel in rels:
+    for rel, expected, want_hash in items:
         if out and read >= budget_bytes:
             break
+        state = stat_path(root, rel)
+        if not (want_hash and isinstance(state, tuple) and state == expected):
+            out[rel] = (state, None)
+            continue
         try:
             hashed = hash_file(root, rel, buf)
         except OSError as exc:
-            out[rel] = exc
+            out[rel] = (state, exc)
             continue
-        out[rel] = hashed
-        if hashed is not None and isinstance(hashed.after, tuple):
-            read += int(hashed.after[1])
+        if hashed is None:
+            out[rel] = (stat_path(root, rel), None)
+            continue
+        out[rel] = (state, hashed)
+        read += state[1]
     return out
 
 
 def hash_file(root: str, rel: str, buf: bytearray | None = None) -> Hashed | None:
     """MD5 hex of the file's content, read in chunks into `buf` (reused across the files of
-    a `hash_many`); None if the file vanished or is a directory.
+    an `examine_many`); None if the file vanished or is a directory.
 
     Plain `os.open`/`os.readv`: a buffered `open()` and `read(1 MiB)` allocated a 1 MiB
     result per read and cost twice as much per small file."""

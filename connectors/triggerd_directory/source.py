@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
+import logging
 import os
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,15 +38,14 @@ from triggerd.types import BaseSource, ConfigError, Record, SourceContext
 
 from .config import DirectorySourceConfig, bucket_name_for
 from .paths import (
+    Examined,
     FileStat,
     Hashed,
     PathFilter,
     PathState,
-    hash_file,
-    hash_many,
+    examine_many,
     is_temporary,
     scan_tree,
-    stat_many,
 )
 
 INITIALIZED_KEY = "meta:initialized"
@@ -53,8 +54,11 @@ FILE_PREFIX = "f:"
 
 #: Paths stat-ed per settle pass.
 _STAT_BATCH = 2000
-#: Files hashed per thread hand-off: their records are handed out before the next ones.
-_HASH_FILES = 128
+#: Settled paths confirmed (and files hashed) per thread hand-off: their records are handed
+#: out before the next ones.
+_SETTLE_FILES = 512
+#: Records made between two turns of the event loop while a hand-off's records are made.
+_YIELD_EVERY = 128
 #: Bytes hashed per thread hand-off before yielding back to the loop.
 _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
@@ -98,25 +102,29 @@ class ResponseIds:
     """Random `x-amz-request-id` and `x-amz-id-2` values for records, in the formats of
     `new_request_id` and `new_host_id` (16 upper-case hex digits; 64 base64 characters), cut
     from one `os.urandom` read per `batch` records: a read per id was a seventh of the event
-    loop's time per event."""
+    loop's time per event. The read is encoded once per batch and sliced: 8 random bytes are
+    16 hex digits, and 48 (a multiple of 3) are exactly 64 base64 characters, so a slice of
+    the whole encoding is the encoding of its bytes."""
 
-    _BYTES = 8 + 48
+    _REQUEST_BYTES = 8
+    _HOST_BYTES = 48
 
     def __init__(self, batch: int = 64) -> None:
         self._batch = max(1, batch)
-        self._buf = b""
-        self._pos = 0
+        self._request_ids = ""
+        self._host_ids = ""
+        self._left = 0
 
     def next(self) -> tuple[str, str]:
-        pos = self._pos
-        if pos + self._BYTES > len(self._buf):
-            self._buf, pos = os.urandom(self._BYTES * self._batch), 0
-        self._pos = pos + self._BYTES
-        buf = self._buf
-        return (
-            buf[pos : pos + 8].hex().upper(),
-            base64.b64encode(buf[pos + 8 : pos + self._BYTES]).decode("ascii"),
-        )
+        if self._left == 0:
+            raw = os.urandom((self._REQUEST_BYTES + self._HOST_BYTES) * self._batch)
+            split = self._REQUEST_BYTES * self._batch
+            self._request_ids = raw[:split].hex().upper()
+            self._host_ids = base64.b64encode(raw[split:]).decode("ascii")
+            self._left = self._batch
+        self._left -= 1
+        i = self._left
+        return self._request_ids[16 * i : 16 * i + 16], self._host_ids[64 * i : 64 * i + 64]
 
 
 @dataclass(slots=True)
@@ -125,8 +133,10 @@ class _Observation:
     since: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Handle:
+class _Handle(NamedTuple):
+    """A record's ack handle (a tuple: built once per record, cheaper than a frozen
+    dataclass)."""
+
     rel: str
     sequencer: str
 
@@ -141,6 +151,7 @@ class DirectorySource(BaseSource):
         self._scope = ctx.trigger
         self._root = os.path.abspath(config.path)
         self._real_root = os.path.realpath(config.path)
+        self._root_prefixes = (self._root + os.sep, self._real_root + os.sep)
         self.bucket = config.bucket or bucket_name_for(config.path)
         self._region = config.region or ctx.region
         self._owner = config.account_id or ctx.account_id
@@ -156,6 +167,8 @@ class DirectorySource(BaseSource):
         self._known_dirs: Counter[str] = Counter()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._observed: dict[str, _Observation] = {}
+        #: The dirty paths not observed (stat-ed) since they were marked.
+        self._fresh: dict[str, None] = {}
         self._ready = ReadyRecords()
         self._dirty_event = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -363,18 +376,21 @@ class DirectorySource(BaseSource):
             previous = current
 
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
+        ignore_temporary, recursive = self._cfg.ignore_temporary, self._cfg.recursive
+        relative, mark = self._relative, self._mark
         for _change, path in changes:
-            rel = self._relative(path)
-            if rel is None or (self._cfg.ignore_temporary and is_temporary(rel)):
+            rel = relative(path)
+            if rel is None or (ignore_temporary and is_temporary(rel)):
                 continue
-            if not self._cfg.recursive and "/" in rel:
+            if not recursive and "/" in rel:
                 continue
-            self._mark(rel, None)
+            mark(rel, None)
 
     def _relative(self, path: str) -> str | None:
-        for root in (self._root, self._real_root):
-            if path.startswith(root + os.sep):
-                return path[len(root) + 1 :].replace(os.sep, "/")
+        for prefix in self._root_prefixes:
+            if path.startswith(prefix):
+                rel = path[len(prefix) :]
+                return rel if os.sep == "/" else rel.replace(os.sep, "/")
         return None
 
     def _mark(self, rel: str, observation: _Observation | None) -> None:
@@ -382,13 +398,20 @@ class DirectorySource(BaseSource):
         self._dirty[rel] = None
         if observation is None:
             self._observed.pop(rel, None)
+            self._fresh[rel] = None
         else:
             self._observed[rel] = observation
+            self._fresh.pop(rel, None)
         self._dirty_event.set()
+
+    def _observe(self, rel: str, state: PathState, now: float) -> None:
+        self._observed[rel] = _Observation(state, now)
+        self._fresh.pop(rel, None)
 
     def _forget(self, rel: str) -> None:
         self._dirty.pop(rel, None)
         self._observed.pop(rel, None)
+        self._fresh.pop(rel, None)
 
     # ---- settling -----------------------------------------------------------------------
 
@@ -402,55 +425,143 @@ class DirectorySource(BaseSource):
                 self._dirty_event.clear()
                 await self._dirty_event.wait()
                 continue
+            self._dirty_event.clear()  # a change marked from here on wakes the next pass
             try:
-                await self._settle_once()
+                delay = await self._settle_once()
             except Exception:  # task boundary: log and keep going
                 self._log.exception("directory.settle_failed", extra={"trigger": self._scope})
-            await self._ctx.clock.sleep(self._tick_s)
+                delay = self._tick_s
+            await self._pause(delay)
 
-    def _due(self) -> list[str]:
-        """Dirty paths to stat now (at most `_STAT_BATCH`): those not observed yet, and those
-        whose observation is `stable_s` old. One observed more recently cannot settle yet,
-        and a change to it before then re-marks it (the watcher or the poll drops its
-        observation), so stat-ing it on every tick only cost a stat per path per tick."""
+    async def _pause(self, delay_s: float) -> None:
+        """Wait until the next pass is due, or less when a fresh change is marked: a fixed
+        tick made each change wait up to a tick to be stat-ed and again to settle."""
+        if self._dirty_event.is_set():
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay_s, 0.001)):
+                await self._dirty_event.wait()
+
+    def _stable_due(self) -> list[str]:
+        """Observed dirty paths whose observation is `stable_s` old (at most `_STAT_BATCH`).
+        One observed more recently cannot settle yet, and a change to it before then
+        re-marks it (the watcher or the poll drops its observation), so stat-ing it early
+        only cost a stat per path."""
         due: list[str] = []
         horizon = self._ctx.clock.monotonic() - self._cfg.stable_s
         observed = self._observed
         for rel in self._dirty:
             obs = observed.get(rel)
-            if obs is None or obs.since <= horizon:
+            if obs is not None and obs.since <= horizon:
                 due.append(rel)
                 if len(due) >= _STAT_BATCH:
                     break
         return due
 
-    async def _settle_once(self) -> None:
-        batch = self._due()
-        if not batch:
-            return
-        states = await asyncio.to_thread(stat_many, self._root, batch)
+    def _next_due_in(self) -> float:
+        """Seconds until a dirty path is due to be stat-ed (0 for one not observed yet)."""
+        if self._fresh:
+            return 0.0
+        earliest: float | None = None
+        for obs in map(self._observed.get, self._dirty):
+            if obs is not None and (earliest is None or obs.since < earliest):
+                earliest = obs.since
+        if earliest is None:
+            return self._tick_s
+        return earliest + self._cfg.stable_s - self._ctx.clock.monotonic()
+
+    async def _settle_once(self) -> float:
+        """Settle the paths due, observe fresh ones; returns the seconds to the next pass."""
+        stable = self._stable_due()
+        room_left = await self._settle_stable(stable) if stable else True
+        if self._fresh:
+            await self._examine([])
+        if not room_left:
+            return self._tick_s  # the ready queue is full: look again in a tick
+        return self._next_due_in()
+
+    async def _examine(self, settle: list[tuple[str, _Observation, bool]]) -> dict[str, Examined]:
+        """One thread hand-off: confirm (and hash) the paths to settle, and stat the fresh
+        paths marked so far, so a burst of changes seen while earlier ones are being
+        settled starts its stability timer at once rather than after them."""
+        fresh = list(itertools.islice(self._fresh, _STAT_BATCH))
+        items = [(rel, obs.state, want) for rel, obs, want in settle]
+        items += [(rel, None, False) for rel in fresh]
+        found = await asyncio.to_thread(examine_many, self._root, items, _HASH_BUDGET_BYTES)
         now = self._ctx.clock.monotonic()
-        to_hash: list[tuple[str, FileStat, _Observation]] = []
-        for rel, st in states.items():
-            if rel not in self._dirty:
-                continue
-            obs = self._observed.get(rel)
-            if obs is None or obs.state != st:
-                obs = self._observed[rel] = _Observation(st, now)
-            if now - obs.since < self._cfg.stable_s:
-                continue
-            if len(self._ready) + len(to_hash) >= self._max_ready:
-                break
-            if isinstance(st, tuple):
-                if self._file_needs_hash(rel, st):
-                    to_hash.append((rel, st, obs))
-                continue
-            try:
-                await self._settle(rel, obs)
-            except OSError as exc:
-                self._read_failed(rel, exc)
-        if to_hash:
-            await self._settle_files(to_hash)
+        for rel in fresh:
+            if rel in self._fresh and rel in found:
+                self._observe(rel, found[rel][0], now)
+        return found
+
+    async def _settle_stable(self, paths: list[str]) -> bool:
+        """Confirm each path still has its observed state and hash the files among them,
+        `_SETTLE_FILES` a thread hand-off (bounded by bytes read), and hand out each
+        hand-off's records before the next: consumers commit them while the rest are
+        hashed. False when the ready queue had no room for all of them."""
+        for start in range(0, len(paths), _SETTLE_FILES):
+            room = self._max_ready - len(self._ready)
+            if room <= 0:
+                return False
+            items: list[tuple[str, _Observation, bool]] = []
+            for rel in paths[start : start + min(room, _SETTLE_FILES)]:
+                obs = self._observed.get(rel)
+                if obs is not None and rel in self._dirty:
+                    items.append((rel, obs, self._wants_hash(rel, obs.state)))
+            if not await self._settle_found(items, await self._examine(items)):
+                return True  # over the byte budget: the rest in the next pass
+            if room < _SETTLE_FILES and start + room < len(paths):
+                return False
+        return True
+
+    async def _settle_found(
+        self, items: list[tuple[str, _Observation, bool]], found: dict[str, Examined]
+    ) -> bool:
+        """Settle one hand-off's paths; False if some were not reached (the byte budget)."""
+        seen_at = self._ctx.clock.time()  # when these changes were seen settled
+        quiet: dict[str, str | None] = {}
+        try:
+            for i, (rel, obs, want) in enumerate(items, 1):
+                if rel not in found:
+                    return False
+                if self._observed.get(rel) is not obs:
+                    continue  # changed again meanwhile: observed afresh
+                state, hashed = found[rel]
+                if isinstance(state, tuple) or state != obs.state:
+                    self._settle_examined(rel, obs, want, (state, hashed), seen_at, quiet)
+                else:
+                    try:
+                        await self._settle(rel, obs)
+                    except OSError as exc:
+                        self._read_failed(rel, exc)
+                if i % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # consumers start committing the first ones
+        finally:
+            if quiet:
+                await self._ctx.state.set_checkpoints(self._scope, quiet)
+        return True
+
+    def _settle_examined(
+        self,
+        rel: str,
+        obs: _Observation,
+        want: bool,
+        found: Examined,
+        seen_at: float,
+        quiet: dict[str, str | None],
+    ) -> None:
+        """Settle what `examine_many` found for a path, unless it changed: a file's record
+        is handed out, or with events it does not emit, its checkpoint goes to `quiet`."""
+        state, hashed = found
+        if state != obs.state or (want and hashed is None):
+            self._observe(rel, state, self._ctx.clock.monotonic())
+        elif isinstance(hashed, OSError):
+            self._read_failed(rel, hashed)
+        elif isinstance(hashed, Hashed) and isinstance(state, tuple):
+            self._finish_file(rel, state, hashed, seen_at, quiet)
+        else:
+            self._forget(rel)  # same as what consumers know, or not selected
 
     def _read_failed(self, rel: str, exc: OSError) -> None:
         self._log.warning(
@@ -459,34 +570,15 @@ class DirectorySource(BaseSource):
         )
         self._forget(rel)
 
-    async def _settle_files(self, files: list[tuple[str, FileStat, _Observation]]) -> None:
-        """Hash stable files, `_HASH_FILES` a thread hand-off (bounded by bytes read), and
-        emit each hand-off's records before the next: consumers commit them while the rest
-        are hashed. Files past the byte budget are hashed on the next tick."""
-        for start in range(0, len(files), _HASH_FILES):
-            chunk = files[start : start + _HASH_FILES]
-            hashed = await asyncio.to_thread(
-                hash_many, self._root, [rel for rel, _, _ in chunk], _HASH_BUDGET_BYTES
-            )
-            for rel, st, obs in chunk:
-                if rel not in hashed:
-                    return  # over the budget: hashed on the next tick
-                result = hashed[rel]
-                if isinstance(result, OSError):
-                    self._read_failed(rel, result)
-                    continue
-                await self._finish_file(rel, st, obs, result)
-
     async def _settle(self, rel: str, obs: _Observation) -> None:
+        """Settle a path that is not a regular file (any more)."""
         st = obs.state
         if st == "dir":
             await self._expand(rel)
-        elif st == "other":
-            self._forget(rel)
         elif st is None:
             await self._settle_missing(rel)
         else:
-            await self._settle_file(rel, st, obs)
+            self._forget(rel)
 
     async def _expand(self, rel: str) -> None:
         """A directory appeared or changed: look at the files in it (a directory moved in
@@ -539,29 +631,23 @@ class DirectorySource(BaseSource):
         now = self._ctx.clock.time()
         self._push(self._record("ObjectRemoved:Delete", rel, None, now))
 
-    def _file_needs_hash(self, rel: str, st: FileStat) -> bool:
-        if not self._filter.matches(rel):
-            self._forget(rel)
+    def _wants_hash(self, rel: str, st: PathState) -> bool:
+        """Whether a file in state `st` would be news: selected, and not what consumers know."""
+        if not isinstance(st, tuple) or not self._filter.matches(rel):
             return False
         known = self._known.get(rel)
-        if known is not None and known.stat == st:
-            self._forget(rel)  # same size and mtime: nothing new
-            return False
-        return True
+        return known is None or known.stat != st
 
-    async def _settle_file(self, rel: str, st: FileStat, obs: _Observation) -> None:
-        if self._file_needs_hash(rel, st):
-            hashed = await asyncio.to_thread(hash_file, self._root, rel)
-            await self._finish_file(rel, st, obs, hashed)
-
-    async def _finish_file(
-        self, rel: str, st: FileStat, obs: _Observation, hashed: Hashed | None
+    def _finish_file(
+        self,
+        rel: str,
+        st: FileStat,
+        hashed: Hashed,
+        seen_at: float,
+        quiet: dict[str, str | None],
     ) -> None:
-        if self._observed.get(rel) is not obs:
-            return  # changed again while hashing: observe afresh
-        if hashed is None or hashed.after != st:
-            after = hashed.after if hashed else None
-            self._observed[rel] = _Observation(after, self._ctx.clock.monotonic())
+        if hashed.after != st:
+            self._observe(rel, hashed.after, self._ctx.clock.monotonic())
             return
         known = self._known.get(rel)
         self._forget(rel)
@@ -569,11 +655,9 @@ class DirectorySource(BaseSource):
         self._remember(rel, checkpoint)
         kind = "created" if known is None else "modified"
         if kind not in self._cfg.events:
-            await self._ctx.state.set_checkpoints(
-                self._scope, {FILE_PREFIX + rel: checkpoint.encode()}
-            )
+            quiet[FILE_PREFIX + rel] = checkpoint.encode()
             return
-        self._push(self._record("ObjectCreated:Put", rel, checkpoint, self._ctx.clock.time()))
+        self._push(self._record("ObjectCreated:Put", rel, checkpoint, seen_at))
 
     # ---- records ------------------------------------------------------------------------
 
@@ -615,6 +699,8 @@ class DirectorySource(BaseSource):
         self._latest[handle.rel] = handle.sequencer
         self._outstanding[handle.rel] = self._outstanding.get(handle.rel, 0) + 1
         self._ready.push(record)
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return
         self._log.debug(
             "directory.change",
             extra={

@@ -23,7 +23,7 @@ from triggerd.types import ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
-from triggerd_directory.paths import Hashed, PathFilter, hash_many
+from triggerd_directory.paths import Hashed, PathFilter, examine_many
 from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
@@ -583,22 +583,41 @@ def test_response_ids_keep_s3s_formats_and_differ_across_buffer_refills() -> Non
     assert len({h for _, h in pairs}) == 10
 
 
-def test_hash_many_reuses_one_buffer_and_gives_each_files_md5(tmp_path: Path) -> None:
+def test_examine_many_hashes_files_still_in_their_expected_state(tmp_path: Path) -> None:
     big = os.urandom(2 * 1024 * 1024 + 17)  # three reads into the 1 MiB buffer
     (tmp_path / "big").write_bytes(big)
     (tmp_path / "small").write_bytes(b"abc")
     (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "changed").write_bytes(b"now longer")
     (tmp_path / "sub").mkdir()
-    got = hash_many(str(tmp_path), ["big", "small", "empty", "sub", "gone"], 1 << 30)
-    digests = {rel: h.etag for rel, h in got.items() if isinstance(h, Hashed)}
+
+    def state(name: str) -> tuple[int, int]:
+        st = os.stat(tmp_path / name)
+        return (st.st_mtime_ns, st.st_size)
+
+    items = [(name, state(name), True) for name in ("big", "small", "empty")]
+    items += [("changed", (state("changed")[0], 3), True), ("unwanted", None, False)]
+    items += [("sub", "dir", False), ("gone", None, True)]
+    (tmp_path / "unwanted").write_bytes(b"x")
+    got = examine_many(str(tmp_path), items, 1 << 30)
+    digests = {rel: h.etag for rel, (_, h) in got.items() if isinstance(h, Hashed)}
     assert digests == {
         "big": hashlib.md5(big).hexdigest(),
         "small": hashlib.md5(b"abc").hexdigest(),
         "empty": hashlib.md5(b"").hexdigest(),
     }
-    assert got["sub"] is None and got["gone"] is None
-    assert got["small"] is not None and not isinstance(got["small"], OSError)
-    assert got["small"].after == (os.stat(tmp_path / "small").st_mtime_ns, 3)
+    assert got["changed"] == (state("changed"), None), "a changed file is not hashed"
+    assert got["unwanted"] == (state("unwanted"), None)
+    assert got["sub"] == ("dir", None) and got["gone"] == (None, None)
+    small = got["small"][1]
+    assert isinstance(small, Hashed) and small.after == state("small")
+
+
+def test_examine_many_stops_after_its_byte_budget(tmp_path: Path) -> None:
+    for name in "abc":
+        (tmp_path / name).write_bytes(b"12345")
+    items = [(name, (os.stat(tmp_path / name).st_mtime_ns, 5), True) for name in "abc"]
+    assert list(examine_many(str(tmp_path), items, 6)) == ["a", "b"]
 
 
 async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hashed(
@@ -608,20 +627,24 @@ async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hash
         (tmp_path / f"{i:03d}.txt").write_text(str(i))
     calls: list[int] = []
     release = threading.Event()
-    real_hash_many = source_module.hash_many
+    real_examine_many = source_module.examine_many
 
-    def gated_hash_many(root: str, rels: list[str], budget: int) -> Any:
-        calls.append(len(rels))
+    def gated_examine_many(root: str, items: list[Any], budget: int) -> Any:
+        calls.append(len(items))
         if len(calls) == 2:
             release.wait(10)
-        return real_hash_many(root, rels, budget)
+        return real_examine_many(root, items, budget)
 
-    monkeypatch.setattr(source_module, "hash_many", gated_hash_many)
+    monkeypatch.setattr(source_module, "examine_many", gated_examine_many)
+    monkeypatch.setattr(source_module, "_SETTLE_FILES", 128)
     source = make_source(tmp_path, store, starting_position="TRIM_HORIZON")
     await source.start()
     try:
-        first = await source.receive(1000, 5.0)  # the second hand-off is held
-        assert len(first) == 128
+        first: list[Record] = []  # the second hand-off is held meanwhile
+        deadline = time.monotonic() + 5.0
+        while len(first) < 128 and time.monotonic() < deadline:
+            first += await source.receive(128 - len(first), 0.5)
+        assert len(first) == 128  # before the second hand-off could finish
         release.set()
         for record in first:
             await store.set_checkpoints(TRIGGER, record.checkpoint or {})
