@@ -7,7 +7,9 @@ holds global state.
 from __future__ import annotations
 
 import enum
+import importlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,15 +106,24 @@ _MODEL_NAMES = frozenset(
 )
 
 
-def __getattr__(name: str) -> Any:
-    """The config model bases, from `triggerd.models` on first use (PEP 562)."""
-    if name in _MODEL_NAMES:
-        from triggerd import models
+def lazy_attributes(owner: str, source: str, names: Collection[str]) -> Callable[[str], Any]:
+    """A module `__getattr__` (PEP 562) for the module `owner`: the first use of one of
+    `names` imports the module `source` and keeps the value in `owner`'s namespace, so a
+    cheap import of `owner` pays for `source` only when something needs it."""
+    lazy = frozenset(names)
 
-        value = getattr(models, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def module_getattr(name: str) -> Any:
+        if name in lazy:
+            value = getattr(importlib.import_module(source), name)
+            setattr(sys.modules[owner], name, value)
+            return value
+        raise AttributeError(f"module {owner!r} has no attribute {name!r}")
+
+    return module_getattr
+
+
+#: The config model bases, from `triggerd.models` on first use.
+__getattr__ = lazy_attributes(__name__, "triggerd.models", _MODEL_NAMES)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ The plugin (its config model: pydantic) is loaded on first use of `plugin`;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from triggerd.events.s3 import S3_SAMPLE_OPTIONS, sample_s3_event
-from triggerd.types import JSONDict
+from triggerd.types import JSONDict, lazy_attributes
 
 if TYPE_CHECKING:
     from ._plugin import DirectorySourceConfig as DirectorySourceConfig
@@ -33,11 +33,4 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_s3_event(options)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import _plugin
-
-        value = getattr(_plugin, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, f"{__name__}._plugin", _LAZY)

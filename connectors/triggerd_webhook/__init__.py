@@ -11,9 +11,9 @@ The plugin (its config model: pydantic) is loaded on first use of `plugin`;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from triggerd.types import JSONDict
+from triggerd.types import JSONDict, lazy_attributes
 
 if TYPE_CHECKING:
     from ._plugin import WebhookSourceConfig as WebhookSourceConfig
@@ -42,11 +42,4 @@ def sample_event(options: Mapping[str, str]) -> JSONDict:
     return sample_event(options)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import _plugin
-
-        value = getattr(_plugin, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, f"{__name__}._plugin", _LAZY)
