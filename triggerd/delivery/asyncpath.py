@@ -56,6 +56,11 @@ ACCEPT_WAIT_S = 300.0
 #: one commit takes is not held to 64 records a commit: the directory benchmark committed
 #: 2,000 files in 32 sequential fsyncs before.
 ACCEPT_BATCH = 256
+#: Events claimed ahead of the free invocation slots when this daemon is the store's only
+#: owner (SQLite): claimed in batches of at least half this, so a drain makes one claim per
+#: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
+#: stay one slot's worth ahead, leaving the rest to the other daemons.
+CLAIM_AHEAD = 64
 
 
 def _cancelling() -> bool:
@@ -107,6 +112,10 @@ class AsyncTrigger:
         )
         self.throttle_backoff = Backoff(base_s=1.0, max_s=300.0)
         self.concurrency = cfg.maximum_concurrency
+        owner = bool(getattr(state, "grants_forever", False))
+        #: Events claimed beyond the invocations in flight, and the least a claim asks for.
+        self._ahead = max(self.concurrency, CLAIM_AHEAD) if owner else self.concurrency
+        self._claim_min = self._ahead // 2 if owner else 1
         self._throttles: dict[int, int] = {}
         #: Events claimed here and not yet settled (their leases are extended).
         self._inflight: set[int] = set()
@@ -353,9 +362,11 @@ class AsyncTrigger:
                 self._wake.clear()
                 self._start_ready()
                 want = min(
-                    2 * self.concurrency - len(self._invoking) - len(self._ready),
+                    self.concurrency + self._ahead - len(self._invoking) - len(self._ready),
                     self.concurrency + MAX_SETTLING - len(self._inflight),
                 )
+                if want < self._claim_min and self._ready:
+                    want = 0  # enough buffered: claim a batch once the buffer runs lower
                 claimed: list[QueuedEvent] = []
                 if want > 0:
                     claimed = await self._claim(want)
