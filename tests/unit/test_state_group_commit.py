@@ -240,3 +240,50 @@ async def test_concurrent_releases_share_a_commit(
     await asyncio.gather(*(store.release(e.id, available_at=10.0, attempts=0) for e in claimed))
     assert store.groups_committed - before <= 2
     assert len(await store.claim("t1", 40, 30, now=10.0)) == 40
+
+
+async def test_completions_made_one_after_another_share_a_commit(tmp_path: Path) -> None:
+    """A drain settles events one at a time, each as its invocation ends: completions wait a
+    moment for one another instead of taking a commit each."""
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    try:
+        await store.enqueue([event(f"r{i}") for i in range(20)])
+        claimed = await store.claim("t1", 20, 60.0, 2.0)
+        groups = store.groups_committed
+        completions = []
+        for e in claimed:  # one per turn of the loop, as settled invocations arrive
+            completions.append(asyncio.ensure_future(store.complete(e.id)))
+            await asyncio.sleep(0)
+        await asyncio.gather(*completions)
+        assert committed_ids(path) == set()
+        assert store.groups_committed - groups < len(claimed) / 2
+    finally:
+        await store.close()
+
+
+async def test_a_lone_completion_is_committed_without_another_write(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    try:
+        await store.enqueue([event("r1")])
+        (claimed,) = await store.claim("t1", 1, 60.0, 2.0)
+        await asyncio.wait_for(store.complete(claimed.id), 10)
+        assert committed_ids(path) == set()
+    finally:
+        await store.close()
+
+
+async def test_close_commits_a_waiting_completion(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path))
+    await store.open()
+    await store.enqueue([event("r1")])
+    (claimed,) = await store.claim("t1", 1, 60.0, 2.0)
+    completion = asyncio.ensure_future(store.complete(claimed.id))
+    await asyncio.sleep(0)  # the completion waits for company
+    await store.close()
+    assert completion.done() and completion.exception() is None
+    assert committed_ids(path) == set()

@@ -13,6 +13,9 @@ the commit that holds its write ("202 means durable" and "acked means checkpoint
 before); with no other write in progress a write is committed at once, so a lone caller
 waits no longer than before. When a group fails, its writes are retried one transaction each,
 so one bad write fails alone.
+Completions are lazy: one waits up to LAZY_DELAY_S for other writes before its commit starts
+(nobody waits on a completion but the event's own settling, which holds no invocation slot),
+so a drain commits tens of them at once rather than one or two per fsync.
 
 Freed pages go back to the file system: new databases use `auto_vacuum = INCREMENTAL` (older
 ones are converted once, with a VACUUM, when opened), and a second after writes that deleted
@@ -51,6 +54,8 @@ BUSY_TIMEOUT_MS = 5000
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 #: At most this many writes share one transaction.
 MAX_GROUP = 1024
+#: How long a completion may wait for other writes to share its commit (see `_write`).
+LAZY_DELAY_S = 0.005
 #: How long after writes that freed pages the free space is checked (and given back).
 VACUUM_DELAY_S = 1.0
 #: Free pages are given back when they are at least this share of the file (and this many).
@@ -145,6 +150,7 @@ _SELECT_CLAIMABLE = (
     "WHERE trigger = ? AND available_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
     "ORDER BY available_at, id LIMIT ?"
 )
+_DELETE_EVENT = "DELETE FROM queue WHERE id = ?"
 #: The claim condition's threshold per row (see _SELECT_CLAIMABLE), its minimum.
 _SELECT_NEXT_DUE = (
     "SELECT MIN(MAX(available_at, COALESCE(lease_until, available_at))) FROM queue "
@@ -230,6 +236,9 @@ class SQLiteStateStore:
         self._pending: list[_Write[Any]] = []
         self._committing = False
         self._flush_scheduled = False
+        #: Pending writes that start a commit at once (the others are lazy, see `_write`).
+        self._eager = 0
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._vacuum_timer: asyncio.TimerHandle | None = None
@@ -285,7 +294,12 @@ class SQLiteStateStore:
             if self._vacuum_timer is not None:
                 self._vacuum_timer.cancel()
                 self._vacuum_timer = None
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
             # Writes already accepted are committed and answered before the connection goes.
+            if self._pending and not self._committing:
+                self._flush()
             while self._pending or self._committing:
                 self._idle.clear()
                 await self._idle.wait()
@@ -434,9 +448,7 @@ class SQLiteStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Unknown ids are ignored."""
-        await self._write(
-            lambda conn: conn.execute("DELETE FROM queue WHERE id = ?", (event_id,)), frees=True
-        )
+        await self._write(_DeleteEvent(event_id), frees=True, lazy=True)
 
     async def next_due(self, trigger: str) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
@@ -681,7 +693,12 @@ class SQLiteStateStore:
             raise StateStoreError(f"state store {self._path!r}: {exc}") from exc
 
     async def _write(
-        self, op: Callable[[sqlite3.Connection], T], *, frees: bool = False, durable: bool = True
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        frees: bool = False,
+        durable: bool = True,
+        lazy: bool = False,
     ) -> T:
         """Run `op` in the next group commit; returns (or raises) once that group is committed
         durably. If the caller is cancelled, the write is still committed (or not) with its
@@ -689,7 +706,10 @@ class SQLiteStateStore:
 
         `durable=False` (leases): a group of such writes only is committed without an fsync
         (synchronous=NORMAL); a crash may lose it, never a write committed after it, since
-        the WAL is synced in order by the next durable commit."""
+        the WAL is synced in order by the next durable commit.
+
+        `lazy=True` (completions): the write does not start a commit by itself until it has
+        waited LAZY_DELAY_S; any other write's commit takes it along before that."""
         if self._closed:
             raise StateStoreClosedError(f"the state store {self._path!r} is closed")
         if self._executor is None or self._conn is None:
@@ -698,11 +718,22 @@ class SQLiteStateStore:
         write: _Write[T] = _Write(op, loop.create_future(), frees, durable)
         self._pending.append(write)
         self._idle.clear()
-        if not self._committing and not self._flush_scheduled:
-            # On the next turn of the loop: the writes of callers already runnable join in.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        if lazy:
+            if self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(LAZY_DELAY_S, self._lazy_due)
+        else:
+            self._eager += 1
+            if not self._committing and not self._flush_scheduled:
+                # On the next turn of the loop: the writes of callers already runnable join in.
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
         return await write.future
+
+    def _lazy_due(self) -> None:
+        """The oldest lazy write has waited long enough: commit (after the one under way)."""
+        self._lazy_timer = None
+        self._eager += 1  # counted as eager from now on, until the next group takes it
+        self._flush()
 
     def _flush(self) -> None:
         """Hand the pending writes to the thread as one transaction (unless one is running:
@@ -712,9 +743,18 @@ class SQLiteStateStore:
             return
         executor, conn = self._executor, self._conn
         if not self._pending or executor is None or conn is None:
+            if not self._pending:
+                self._eager = 0
             self._idle.set()
             return
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        if self._pending:
+            self._eager = 1  # the rest go with the next group, as soon as this one is done
+        else:
+            self._eager = 0
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
         self._committing = True
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(executor, _commit_group, conn, group, self._before_write)
@@ -746,7 +786,9 @@ class SQLiteStateStore:
                 write.future.set_result(outcome.value)
         if frees:
             self._schedule_vacuum()
-        self._flush()
+        if self._eager or self._closed or not self._pending:
+            self._flush()
+        # else: lazy writes only, which wait for their timer (or for the next eager write)
 
     def _schedule_vacuum(self) -> None:
         if self._vacuum_timer is None and not self._closed and self._path != MEMORY_PATH:
@@ -797,6 +839,18 @@ class _InsertRows:
         conn.executemany(_INSERT_EVENT, self.rows)
 
 
+class _DeleteEvent:
+    """A completion (unknown ids are ignored), as a named operation."""
+
+    __slots__ = ("event_id",)
+
+    def __init__(self, event_id: int) -> None:
+        self.event_id = event_id
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_DELETE_EVENT, (self.event_id,))
+
+
 class _ArchiveRows:
     """The archive's insert, as a named operation (like `_InsertRows`)."""
 
@@ -845,21 +899,35 @@ def _commit_group(
 
 
 def _apply(conn: sqlite3.Connection, group: Sequence[_Write[Any]]) -> _Outcomes:
-    """Run the writes in order, consecutive enqueues as one executemany."""
+    """Run the writes in order, consecutive enqueues (and consecutive completions) as one
+    executemany."""
     outcomes: _Outcomes = []
     rows: list[tuple[Any, ...]] = []
+    deletes: list[tuple[int]] = []
     for write in group:
         op = write.op
         if type(op) is _InsertRows:
+            if deletes:
+                conn.executemany(_DELETE_EVENT, deletes)
+                deletes = []
             rows.extend(op.rows)
             outcomes.append(_NONE)
             continue
         if rows:
             conn.executemany(_INSERT_EVENT, rows)
             rows = []
+        if type(op) is _DeleteEvent:
+            deletes.append((op.event_id,))
+            outcomes.append(_NONE)
+            continue
+        if deletes:
+            conn.executemany(_DELETE_EVENT, deletes)
+            deletes = []
         outcomes.append(_Value(op(conn)))
     if rows:
         conn.executemany(_INSERT_EVENT, rows)
+    if deletes:
+        conn.executemany(_DELETE_EVENT, deletes)
     return outcomes
 
 
