@@ -201,11 +201,12 @@ class KafkaSourceConfig(SourceConfig, KafkaConnection):
         description="Fetched bytes all partitions may hold before every partition is paused",
     )
     commit_interval_s: float = Field(
-        default=0.0,
+        default=0.1,
         ge=0,
         le=60,
-        description="0: commit as soon as a batch is settled (commits coalesce under load); "
-        "otherwise at most this often. Always on revocation and shutdown",
+        description="Commit settled offsets at most this often (the first settlement after a "
+        "quiet spell at once, later ones together); 0: after every settlement. Always on "
+        "revocation and shutdown",
     )
 
     @field_validator("topics")

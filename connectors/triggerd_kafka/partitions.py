@@ -65,6 +65,14 @@ class PartitionState:
     def add_fetched(self, records: Iterable[Record]) -> int:
         """Append fetched records (in offset order); duplicates of records already fetched
         are dropped. Returns how many were added."""
+        if isinstance(records, list) and records:
+            first = records[0].handle.offset
+            if self.fetched_to is None or first >= self.fetched_to:
+                # The usual case, a fetch that follows the last one: appended as a whole.
+                self.ready.extend(records)
+                self.ready_bytes += sum(rec.size for rec in records)
+                self.fetched_to = records[-1].handle.offset + 1
+                return len(records)
         added = 0
         for rec in records:
             offset = rec.handle.offset

@@ -297,3 +297,14 @@ def test_cryptography_verifies_sns_signatures_as_the_sns_http_source_does() -> N
             verify({**doc, "Message": "y"}, pem)
         with pytest.raises(VerificationError):
             verify(doc, pem, now=(now + datetime.timedelta(days=1)).timestamp())
+
+
+def test_pybase64_encodes_kafka_values_straight_to_a_str() -> None:
+    # pybase64 >= 1.2.3: b64encode_as_string, which the kafka shape uses when installed.
+    pytest.importorskip("pybase64")
+    from pybase64 import b64encode_as_string
+
+    from triggerd_kafka.shape import _b64
+
+    assert _b64 is b64encode_as_string
+    assert b64encode_as_string(b"\x00\xff\x10") == "AP8Q"

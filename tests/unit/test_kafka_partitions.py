@@ -318,6 +318,56 @@ async def test_the_commit_loop_commits_after_settlements(interval: float) -> Non
     assert consumer.commits == [{TP("t", 0): 1}]
 
 
+class GateClock(SystemClock):
+    """A monotonic clock the test sets; `sleep` notes how long was asked and waits for the
+    test to let it go."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+        self.go = asyncio.Event()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await self.go.wait()
+        self.go.clear()
+
+
+async def test_commits_go_at_once_after_a_quiet_spell_then_together_within_the_interval() -> None:
+    source, consumer = make_source(commit_interval_s=0.1)
+    clock = GateClock()
+    source.ctx = SourceContext(trigger="t", state=None, clock=clock, log=source.log)  # type: ignore[arg-type]
+    await source.on_assigned([TP("t", 0)])
+    source._accept({TP("t", 0): [Msg("t", 0, i) for i in range(3)]})
+    first, second, third = await source.receive(3, 0.1)
+    loop = asyncio.create_task(source._commit_loop())
+    try:
+        await source.ack([first])
+        async with asyncio.timeout(2):
+            while not consumer.commits:
+                await asyncio.sleep(0.001)
+        assert consumer.commits == [{TP("t", 0): 1}] and clock.slept == []
+        clock.now += 0.04  # within the interval: the next commit waits for the rest of it
+        await source.ack([second])
+        async with asyncio.timeout(2):
+            while not clock.slept:
+                await asyncio.sleep(0.001)
+        assert clock.slept == [pytest.approx(0.06)]
+        await source.ack([third])  # settled while waiting: goes in the same commit
+        clock.now += 0.06
+        clock.go.set()
+        async with asyncio.timeout(2):
+            while len(consumer.commits) < 2:
+                await asyncio.sleep(0.001)
+        assert consumer.commits == [{TP("t", 0): 1}, {TP("t", 0): 3}]
+    finally:
+        source._stopped = True
+        loop.cancel()
+
+
 # ---- rebalance races ----------------------------------------------------------------------
 
 

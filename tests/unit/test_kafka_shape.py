@@ -14,6 +14,9 @@ from triggerd.types import Record
 from triggerd_kafka.destination import record_key
 from triggerd_kafka.shape import (
     PartitionShaper,
+    _b64,
+    _b64_binascii,
+    _Message,
     batch_info,
     envelope,
     kafka_record,
@@ -90,6 +93,26 @@ def test_shaper_counts_each_record_at_its_json_size(
         topic=topic, partition=partition, offset=offset, timestamp=timestamp,
         timestamp_type=stamp_type, key=key, value=value, headers=headers or (),
     )  # fmt: skip
+
+
+def test_one_fetch_of_mixed_widths_is_counted_record_by_record() -> None:
+    """The shaper carries the width of one offset and timestamp over to the next record of a
+    fetch: every record must still be counted at its own JSON size, whatever the widths."""
+    numbers = [0, 9, 10, 99, 100, 7, 999_999, 1_000_000, 5, 1714564800123, 99_999_999_999_999]
+    stamps = [*reversed(numbers[1:]), -1]
+    messages = [
+        _Message(o, t, i % 3 or None, None if i % 2 else b"k",
+                 None if i == 4 else bytes(range(i)), [("h", b"\x01")] if i % 4 else ())
+        for i, (o, t) in enumerate(zip(numbers, stamps, strict=True))
+    ]  # fmt: skip
+    payloads, sizes = PartitionShaper("t", 2).records(messages)
+    assert [p["offset"] for p in payloads] == numbers
+    assert sizes == [len(orjson.dumps(p)) for p in payloads]
+
+
+def test_values_encode_the_same_without_pybase64() -> None:
+    for data in (b"", b"a", b"ab", b"abc", bytes(range(256)) * 5):
+        assert _b64(data) == _b64_binascii(data) == base64.b64encode(data).decode()
 
 
 def test_signed_bytes() -> None:
