@@ -123,8 +123,9 @@ class ChangeReader:
             txn = session.txn
             if (
                 txn is not None
+                and txn.commit_lsn <= self.read_pos[0]
                 and data[0] in _ROW_TAGS
-                and (txn.commit_lsn, txn.ordinal) <= (self.read_pos)
+                and (txn.commit_lsn, txn.ordinal) <= self.read_pos
             ):
                 txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
                 continue
@@ -132,7 +133,11 @@ class ChangeReader:
                 session.streams.add(data)  # an uncommitted change: kept until the commit
                 continue
             msg = decoder.decode(data)
-            if isinstance(msg, Relation):
+            if isinstance(msg, (Insert, Update, Delete)):  # most messages: the short way
+                if txn is None:
+                    raise RuntimeError("a change outside a transaction")
+                appended += self._change(txn, msg, len(data))
+            elif isinstance(msg, Relation):
                 self.tables[msg.relid] = await self.table(msg)
             elif isinstance(msg, StreamCommit):
                 if self._start_replay(session, msg):
@@ -200,42 +205,48 @@ class ChangeReader:
         if isinstance(msg, Truncate):
             return self._truncate(txn, msg, size)
         ordinal = txn.ordinal
-        txn.ordinal += 1
+        txn.ordinal = ordinal + 1
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
         self.read_pos = position
-        common: dict[str, Any] = {
-            "commit_lsn": txn.commit_lsn,
-            "ordinal": ordinal,
-            "commit_time": txn.commit_time,
-            "size_bytes": size,
-        }
+        row = self.shaper.row
         if isinstance(msg, Insert):
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="INSERT", table=table, new=msg.new, old=None, old_full=False, **common
+            rec = row(
+                "INSERT",
+                self.tables[msg.relid],
+                msg.new,
+                None,
+                False,
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         elif isinstance(msg, Update):
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="MODIFY",
-                table=table,
-                new=msg.new,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
+            rec = row(
+                "MODIFY",
+                self.tables[msg.relid],
+                msg.new,
+                msg.old,
+                msg.old_kind == "O",
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         else:
             assert isinstance(msg, Delete)
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="REMOVE",
-                table=table,
-                new=None,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
+            rec = row(
+                "REMOVE",
+                self.tables[msg.relid],
+                None,
+                msg.old,
+                msg.old_kind == "O",
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         self.shard.append(rec)
         return 1

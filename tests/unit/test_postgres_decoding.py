@@ -286,6 +286,38 @@ def test_unchanged_toast_from_the_old_row_else_the_placeholder() -> None:
     assert bare["NewImage"]["v"] == {"S": "<toast>"}
 
 
+def test_null_keys_and_unchanged_values_take_the_long_way_to_the_same_images() -> None:
+    s = shaper()
+    ddb = change(s, new=(None, None), old=None, old_full=False).payload["dynamodb"]
+    assert ddb["Keys"] == {"id": {"NULL": True}}
+    assert ddb["NewImage"] == {"id": {"NULL": True}, "v": {"NULL": True}}
+    # the key itself unchanged (TOASTed) in the new row: Keys from the old row
+    ddb = change(s, new=(UNCHANGED, "b"), old=("7", "a")).payload["dynamodb"]
+    assert ddb["Keys"] == {"id": {"N": "7"}} and ddb["NewImage"]["id"] == {"N": "7"}
+    # a REPLICA IDENTITY DEFAULT delete: the old row has its key columns only
+    removed = change(s, event_name="REMOVE", new=None, old=("3", None), old_full=False)
+    assert removed.payload["dynamodb"]["OldImage"] == {"id": {"N": "3"}}
+
+
+def test_the_batch_event_is_the_envelope_serialised() -> None:
+    import logging
+
+    import orjson
+
+    from triggerd.types import EncodesEvents, SourceContext, SystemClock
+    from triggerd_postgres.source import PostgresSource
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = PostgresSource(cfg, ctx)
+    assert isinstance(source, EncodesEvents)
+    s = shaper()
+    records = [change(s, ordinal=i, new=(str(i), f'caf\u00e9 "{i}"\n')) for i in range(3)]
+    assert source.encode_event(records) == orjson.dumps(source.envelope(records))
+    assert [len(orjson.dumps(r.payload)) for r in records] == [r.size for r in records]
+    assert source.encode_event([]) == orjson.dumps({"Records": []})
+
+
 def test_sample_event_matches_the_golden_file() -> None:
     text = json.dumps(sample_event({}), indent=2) + "\n"
     path = GOLDEN / "postgres_dynamodb_stream_event.json"
