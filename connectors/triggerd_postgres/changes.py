@@ -5,6 +5,7 @@ and checkpoint markers at the end of each transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ __all__ = ["END", "ChangeReader", "Session", "SlotPosition"]
 
 #: A position after every change of a commit LSN.
 END = 1 << 62
+#: Rows decoded between two turns of the event loop: a page takes milliseconds to turn into
+#: records, and meanwhile the batch in flight may have come back (reading and invoking
+#: overlap only if its result is settled and the next batch sent without waiting for the
+#: page's end).
+YIELD_EVERY = 50
 #: Insert, Update, Delete: one change each (Truncate counts one per table: always decoded).
 _ROW_TAGS = frozenset(b"IUD")
 #: Changes inside a streamed chunk (kept until the commit).
@@ -119,6 +125,8 @@ class ChangeReader:
         appended = 0
         decoder = session.decoder
         for index, row in enumerate(rows):
+            if index and not index % YIELD_EVERY:
+                await asyncio.sleep(0)  # let a finished invocation be settled and the next start
             data = row["data"]
             txn = session.txn
             if (

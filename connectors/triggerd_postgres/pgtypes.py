@@ -147,7 +147,9 @@ _PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 def _number(text: str) -> JSONDict:
     """`N` when DynamoDB (and boto3's deserializer) can hold the number, else `S`."""
-    if len(text) <= _MAX_DIGITS and _PLAIN_NUMBER.fullmatch(text):
+    if len(text) <= _MAX_DIGITS and (
+        (text.isascii() and text.isdigit()) or _PLAIN_NUMBER.fullmatch(text)
+    ):
         return {"N": text}  # the common case, without building a Decimal
     try:
         value = _CONTEXT.create_decimal(text)

@@ -295,14 +295,8 @@ class Shaper:
         }
         key = table.qualified if keys is None else self._ordering_key(table, keys)
         data = orjson.dumps(payload)
-        return Record(
-            payload=payload,
-            item_id=seq,
-            size=len(data),
-            created_at=commit_time,
-            key=key,
-            handle=Change(commit_lsn, ordinal, data),
-        )
+        # Record(payload, item_id, size, created_at, key, handle), positional: once per row
+        return Record(payload, seq, len(data), commit_time, key, Change(commit_lsn, ordinal, data))
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
