@@ -38,7 +38,16 @@ from triggerd.functions.backends.local import LocalFunctionConfig
 from triggerd.functions.backends.local import plugin as local_plugin
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import Backend, BackendContext, InvokeResult, SourceContext, SystemClock
+from triggerd.types import (
+    Backend,
+    BackendContext,
+    EncodesEvents,
+    InvokeResult,
+    Record,
+    Source,
+    SourceContext,
+    SystemClock,
+)
 from triggerd_postgres.pgoutput import Commit, Decoder, Insert
 
 NAME = "postgres"
@@ -236,8 +245,8 @@ async def source_only(
     cluster: Cluster, table: str, trigger: str, store: SQLiteStateStore, settings: Settings
 ) -> float:
     """Seconds for the postgres source alone to hand out and settle `rows` records (receive,
-    envelope, ack; no function), on its own slot. Called once before the rows are written (to
-    create the slot) with `rows` 0."""
+    the batch's event as the pipeline builds it, ack; no function), on its own slot. Called
+    once before the rows are written (to create the slot) with `rows` 0."""
     cfg = pg.PostgresSourceConfig(
         type="postgres",
         dsn=cluster.dsn,
@@ -254,12 +263,19 @@ async def source_only(
         async with asyncio.timeout(settings.timeout_s):
             while got < settings.rows:
                 records = await source.receive(settings.batch_size, 1.0)
-                orjson.dumps(source.envelope(records))
+                _event(source, records)
                 await source.ack(records)
                 got += len(records)
         return time.perf_counter() - t0
     finally:
         await source.stop()
+
+
+def _event(source: Source, records: list[Record]) -> bytes:
+    """The batch's event as the pipeline builds it (`TriggerRuntime.event`)."""
+    if isinstance(source, EncodesEvents):
+        return source.encode_event(records)
+    return orjson.dumps(source.envelope(records))
 
 
 async def _steady(dsn: str, table: str, rate: int, seconds: float, first_id: int) -> int:

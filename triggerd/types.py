@@ -231,6 +231,16 @@ class InspectsResults(Protocol):
 
 
 @runtime_checkable
+class EncodesEvents(Protocol):
+    """Optional: a source that keeps each record's JSON from when it built the record, so a
+    batch's invocation event is joined from those bytes instead of serialised again."""
+
+    def encode_event(self, records: Sequence[Record]) -> bytes:
+        """Exactly `orjson.dumps(self.envelope(records))`."""
+        ...
+
+
+@runtime_checkable
 class PausesReceiving(Protocol):
     """Optional: a source that can stop fetching while settling still works (`triggerd
     record` gives its held records back only once nothing can fetch them again)."""

@@ -5,6 +5,7 @@ and checkpoint markers at the end of each transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ __all__ = ["END", "ChangeReader", "Session", "SlotPosition"]
 
 #: A position after every change of a commit LSN.
 END = 1 << 62
+#: Rows decoded between two turns of the event loop: a page takes milliseconds to turn into
+#: records, and meanwhile the batch in flight may have come back (reading and invoking
+#: overlap only if its result is settled and the next batch sent without waiting for the
+#: page's end).
+YIELD_EVERY = 50
 #: Insert, Update, Delete: one change each (Truncate counts one per table: always decoded).
 _ROW_TAGS = frozenset(b"IUD")
 #: Changes inside a streamed chunk (kept until the commit).
@@ -119,12 +125,15 @@ class ChangeReader:
         appended = 0
         decoder = session.decoder
         for index, row in enumerate(rows):
+            if index and not index % YIELD_EVERY:
+                await asyncio.sleep(0)  # let a finished invocation be settled and the next start
             data = row["data"]
             txn = session.txn
             if (
                 txn is not None
+                and txn.commit_lsn <= self.read_pos[0]
                 and data[0] in _ROW_TAGS
-                and (txn.commit_lsn, txn.ordinal) <= (self.read_pos)
+                and (txn.commit_lsn, txn.ordinal) <= self.read_pos
             ):
                 txn.ordinal += 1  # read before (an earlier peek): skipped without decoding
                 continue
@@ -132,7 +141,11 @@ class ChangeReader:
                 session.streams.add(data)  # an uncommitted change: kept until the commit
                 continue
             msg = decoder.decode(data)
-            if isinstance(msg, Relation):
+            if isinstance(msg, (Insert, Update, Delete)):  # most messages: the short way
+                if txn is None:
+                    raise RuntimeError("a change outside a transaction")
+                appended += self._change(txn, msg, len(data))
+            elif isinstance(msg, Relation):
                 self.tables[msg.relid] = await self.table(msg)
             elif isinstance(msg, StreamCommit):
                 if self._start_replay(session, msg):
@@ -200,42 +213,48 @@ class ChangeReader:
         if isinstance(msg, Truncate):
             return self._truncate(txn, msg, size)
         ordinal = txn.ordinal
-        txn.ordinal += 1
+        txn.ordinal = ordinal + 1
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
         self.read_pos = position
-        common: dict[str, Any] = {
-            "commit_lsn": txn.commit_lsn,
-            "ordinal": ordinal,
-            "commit_time": txn.commit_time,
-            "size_bytes": size,
-        }
+        row = self.shaper.row
         if isinstance(msg, Insert):
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="INSERT", table=table, new=msg.new, old=None, old_full=False, **common
+            rec = row(
+                "INSERT",
+                self.tables[msg.relid],
+                msg.new,
+                None,
+                False,
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         elif isinstance(msg, Update):
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="MODIFY",
-                table=table,
-                new=msg.new,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
+            rec = row(
+                "MODIFY",
+                self.tables[msg.relid],
+                msg.new,
+                msg.old,
+                msg.old_kind == "O",
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         else:
             assert isinstance(msg, Delete)
-            table = self.tables[msg.relid]
-            rec = self.shaper.change(
-                event_name="REMOVE",
-                table=table,
-                new=None,
-                old=msg.old,
-                old_full=msg.old_kind == "O",
-                **common,
+            rec = row(
+                "REMOVE",
+                self.tables[msg.relid],
+                None,
+                msg.old,
+                msg.old_kind == "O",
+                txn.commit_lsn,
+                ordinal,
+                txn.commit_time,
+                size,
             )
         self.shard.append(rec)
         return 1

@@ -21,14 +21,19 @@ from __future__ import annotations
 import base64
 import decimal
 import enum
+import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from triggerd.types import JSONDict
 
-__all__ = ["Kind", "PgType", "builtin_type", "to_attribute"]
+__all__ = ["Converter", "Kind", "PgType", "builtin_type", "converter", "to_attribute"]
+
+#: A column's text value -> its AttributeValue.
+Converter = Callable[[str], JSONDict]
 
 
 class Kind(enum.Enum):
@@ -142,7 +147,9 @@ _PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 def _number(text: str) -> JSONDict:
     """`N` when DynamoDB (and boto3's deserializer) can hold the number, else `S`."""
-    if len(text) <= _MAX_DIGITS and _PLAIN_NUMBER.fullmatch(text):
+    if len(text) <= _MAX_DIGITS and (
+        (text.isascii() and text.isdigit()) or _PLAIN_NUMBER.fullmatch(text)
+    ):
         return {"N": text}  # the common case, without building a Decimal
     try:
         value = _CONTEXT.create_decimal(text)
@@ -211,50 +218,66 @@ def _timestamptz(text: str) -> JSONDict:
     return {"S": text}
 
 
+def _text(text: str) -> JSONDict:
+    return {"S": text}
+
+
+def _integer(text: str) -> JSONDict:
+    return {"N": text}
+
+
+def _bool(text: str) -> JSONDict:
+    return {"BOOL": text == "t"}
+
+
+#: A column's text value (never NULL) -> its AttributeValue, per kind (arrays: `converter`).
+_CONVERTERS: Final[dict[Kind, Converter]] = {
+    Kind.TEXT: _text,
+    Kind.INTEGER: _integer,
+    Kind.NUMBER: _number,
+    Kind.BOOL: _bool,
+    Kind.TIMESTAMPTZ: _timestamptz,
+    Kind.TIMESTAMP: _timestamp,
+    Kind.JSON: _json,
+    Kind.BYTES: _bytes,
+}
+
+
+def converter(t: PgType) -> Converter:
+    """The function that turns a column's text value (not NULL) into its AttributeValue:
+    chosen once per column of a Relation message, not per value."""
+    if t.kind is Kind.ARRAY:
+        return functools.partial(_array, t=t)
+    return _CONVERTERS.get(t.kind, _text)
+
+
 def to_attribute(text: str | None, t: PgType) -> JSONDict:
     """One column's text value as an AttributeValue."""
     if text is None:
         return {"NULL": True}
-    kind = t.kind
-    if kind is Kind.TEXT:
-        return {"S": text}
-    if kind is Kind.INTEGER:
-        return {"N": text}
-    if kind is Kind.NUMBER:
-        return _number(text)
-    if kind is Kind.BOOL:
-        return {"BOOL": text == "t"}
-    if kind is Kind.TIMESTAMPTZ:
-        return _timestamptz(text)
-    if kind is Kind.TIMESTAMP:
-        return _timestamp(text)
-    if kind is Kind.JSON:
-        return _json(text)
-    if kind is Kind.BYTES:
-        return _bytes(text)
-    if kind is Kind.ARRAY:
-        return _array(text, t)
-    return {"S": text}
+    return converter(t)(text)
 
 
 # ---- arrays -------------------------------------------------------------------------------
 
 
-def _array(text: str, t: PgType) -> JSONDict:
-    element = t.element or _TEXT
+def _array(text: str, *, t: PgType) -> JSONDict:
+    element = converter(t.element or _TEXT)
     if text.startswith("["):  # dimension decoration: [0:2]={...}
         text = text[text.index("=") + 1 :]
     parsed, _ = _parse_array(text, 0, t.delimiter)
     return _array_value(parsed, element)
 
 
-def _array_value(items: list[Any], element: PgType) -> JSONDict:
+def _array_value(items: list[Any], element: Converter) -> JSONDict:
     out: list[JSONDict] = []
     for item in items:
         if isinstance(item, list):
             out.append(_array_value(item, element))
+        elif item is None:
+            out.append({"NULL": True})
         else:
-            out.append(to_attribute(item, element))
+            out.append(element(item))
     return {"L": out}
 
 

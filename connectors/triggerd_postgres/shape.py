@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from triggerd.types import JSONDict, Record
 
 from .config import StreamViewType
 from .pgoutput import UNCHANGED, Relation, Value, _Unchanged
-from .pgtypes import PgType, to_attribute
+from .pgtypes import Converter, PgType, converter
 
 __all__ = [
     "Change",
@@ -56,29 +56,55 @@ def stream_arn(region: str, account: str, database: str, schema: str, table: str
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """A captured table as the current Relation message describes it."""
+    """A captured table as the current Relation message describes it, with what building its
+    records needs per column worked out once (not per row)."""
 
     relation: Relation
     types: tuple[PgType, ...]
     #: Indexes of the Keys columns: the primary key, else the replica identity.
     key_indexes: tuple[int, ...]
     arn: str
+    #: `schema.table`: the ordering key (without parallelization).
+    qualified: str = field(init=False, compare=False)
+    #: Per column: its name, and its text value (not NULL) -> AttributeValue.
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    converters: tuple[Converter, ...] = field(init=False, repr=False, compare=False)
+    #: Per Keys column: its index, name and converter.
+    keys: tuple[tuple[int, str, Converter], ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.relation.namespace}.{self.relation.name}"
+    def __post_init__(self) -> None:
+        rel = self.relation
+        names = tuple(c.name for c in rel.columns)
+        converters = tuple(converter(t) for t in self.types)
+        keys = tuple((i, names[i], converters[i]) for i in self.key_indexes)
+        object.__setattr__(self, "qualified", f"{rel.namespace}.{rel.name}")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "converters", converters)
+        object.__setattr__(self, "keys", keys)
 
 
 @dataclass(eq=False, slots=True)
 class Change:
-    """A record's handle: where it is in the stream."""
+    """A record's handle: where it is in the stream, and the record's JSON (serialised once:
+    its size for the batcher, and its part of the batch's event)."""
 
     commit_lsn: int
     ordinal: int
+    json: bytes = b""
 
     @property
     def position(self) -> tuple[int, int]:
         return (self.commit_lsn, self.ordinal)
+
+
+@dataclass(eq=False, slots=True)
+class _Commit:
+    """What every record of one transaction shares: its sequence number's prefix, and the
+    eventID's MD5 state after `<database>/<slot>/<prefix>`."""
+
+    lsn: int = -1
+    prefix: str = ""
+    digest: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,30 +118,67 @@ class Shaper:
     parallelization_factor: int = 1
     #: MD5 state after `<database>/<slot>/`, copied for each eventID.
     _id_prefix: Any = field(init=False, repr=False, compare=False)
+    _new_image: bool = field(init=False, repr=False, compare=False)
+    _old_image: bool = field(init=False, repr=False, compare=False)
+    #: The transaction of the last record built.
+    _commit: _Commit = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         prefix = hashlib.md5(f"{self.database}/{self.slot}/".encode(), usedforsecurity=False)
         object.__setattr__(self, "_id_prefix", prefix)
+        view = self.view_type
+        object.__setattr__(self, "_new_image", view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"))
+        object.__setattr__(self, "_old_image", view in ("OLD_IMAGE", "NEW_AND_OLD_IMAGES"))
+        object.__setattr__(self, "_commit", _Commit())
 
     def _image(
+        self, table: Table, values: Sequence[Value], fallback: Sequence[Value] | None
+    ) -> JSONDict:
+        """Every column's AttributeValue."""
+        image: JSONDict = {}
+        for name, convert, value in zip(table.names, table.converters, values, strict=False):
+            if value.__class__ is str:
+                image[name] = convert(value)
+            elif value is None:
+                image[name] = {"NULL": True}
+            else:  # an unchanged TOASTed value: rare, the long way
+                return self._image_of(table, values, fallback, range(len(values)))
+        return image
+
+    def _image_of(
         self,
         table: Table,
         values: Sequence[Value],
         fallback: Sequence[Value] | None,
-        only: Sequence[int] | None = None,
+        only: Iterable[int],
     ) -> JSONDict:
+        """The AttributeValues of the columns `only`: an unchanged TOASTed value is taken from
+        `fallback` (the old row) when it has it, else marked with the placeholder."""
         image: JSONDict = {}
-        columns, types = table.relation.columns, table.types
-        for i in only if only is not None else range(len(values)):
+        names, converters = table.names, table.converters
+        for i in only:
             value = values[i]
-            if value is UNCHANGED:  # UNCHANGED is the one _Unchanged
-                if fallback is not None and i < len(fallback):
-                    value = fallback[i]
-                if isinstance(value, _Unchanged):
-                    image[columns[i].name] = {"S": self.placeholder}
-                    continue
-            image[columns[i].name] = to_attribute(value, types[i])  # type: ignore[arg-type]
+            if value is UNCHANGED and fallback is not None and i < len(fallback):
+                value = fallback[i]
+            if isinstance(value, _Unchanged):
+                image[names[i]] = {"S": self.placeholder}
+            elif value is None:
+                image[names[i]] = {"NULL": True}
+            else:
+                image[names[i]] = converters[i](value)
         return image
+
+    def _keys(
+        self, table: Table, values: Sequence[Value], fallback: Sequence[Value] | None
+    ) -> JSONDict:
+        keys: JSONDict = {}
+        for i, name, convert in table.keys:
+            value = values[i]
+            if value.__class__ is str:
+                keys[name] = convert(value)
+            else:  # NULL or unchanged: rare, the long way
+                return self._image_of(table, values, fallback, table.key_indexes)
+        return keys
 
     def _ordering_key(self, table: Table, keys: JSONDict) -> str:
         if self.parallelization_factor == 1:
@@ -137,21 +200,38 @@ class Shaper:
         size_bytes: int,
     ) -> Record:
         """INSERT (new), MODIFY (new, old when sent), REMOVE (old)."""
-        identity = new if new is not None else old
-        assert identity is not None
-        key_source = identity
-        if new is not None and any(new[i] is UNCHANGED for i in table.key_indexes) and old:
-            key_source = old
-        keys = self._image(table, key_source, old, table.key_indexes)
+        return self.row(
+            event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time, size_bytes
+        )
+
+    def row(
+        self,
+        event_name: str,
+        table: Table,
+        new: Sequence[Value] | None,
+        old: Sequence[Value] | None,
+        old_full: bool,
+        commit_lsn: int,
+        ordinal: int,
+        commit_time: float,
+        size_bytes: int,
+    ) -> Record:
+        """`change`, with positional arguments (once per row change)."""
+        if new is None:
+            assert old is not None
+            keys = self._keys(table, old, old)
+        elif old and any(new[i] is UNCHANGED for i in table.key_indexes):
+            keys = self._keys(table, old, old)
+        else:
+            keys = self._keys(table, new, old)
         ddb: JSONDict = {"ApproximateCreationDateTime": int(commit_time), "Keys": keys}
-        view = self.view_type
-        if new is not None and view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+        if new is not None and self._new_image:
             ddb["NewImage"] = self._image(table, new, old if old_full else None)
-        if old is not None and view in ("OLD_IMAGE", "NEW_AND_OLD_IMAGES"):
+        if old is not None and self._old_image:
             if old_full:
                 ddb["OldImage"] = self._image(table, old, None)
             else:  # only the identity columns were sent
-                ddb["OldImage"] = self._image(table, old, None, table.key_indexes)
+                ddb["OldImage"] = self._image_of(table, old, None, table.key_indexes)
         return self._record(
             event_name, table, ddb, commit_lsn, ordinal, commit_time, size_bytes, keys
         )
@@ -176,6 +256,15 @@ class Shaper:
             "TRUNCATE", table, ddb, commit_lsn, ordinal, commit_time, size_bytes, None
         )
 
+    def _of_commit(self, commit_lsn: int) -> _Commit:
+        commit = self._commit
+        if commit.lsn != commit_lsn:
+            commit.lsn = commit_lsn
+            commit.prefix = f"{commit_lsn:0{SEQUENCE_LSN_DIGITS}d}"
+            commit.digest = self._id_prefix.copy()
+            commit.digest.update(commit.prefix.encode())
+        return commit
+
     def _record(
         self,
         event_name: str,
@@ -187,15 +276,16 @@ class Shaper:
         size_bytes: int,
         keys: JSONDict | None,
     ) -> Record:
-        seq = sequence_number(commit_lsn, ordinal)
+        commit = self._of_commit(commit_lsn)
+        place = f"{ordinal:0{SEQUENCE_ORDINAL_DIGITS}d}"
+        seq = commit.prefix + place  # == sequence_number(commit_lsn, ordinal)
         ddb["SequenceNumber"] = seq
         ddb["SizeBytes"] = size_bytes
         ddb["StreamViewType"] = self.view_type
-        digest = self._id_prefix.copy()
-        digest.update(seq.encode())
-        event_id = digest.hexdigest()
+        digest = commit.digest.copy()
+        digest.update(place.encode())
         payload: JSONDict = {
-            "eventID": event_id,
+            "eventID": digest.hexdigest(),
             "eventName": event_name,
             "eventVersion": "1.1",
             "eventSource": "aws:dynamodb",
@@ -204,14 +294,9 @@ class Shaper:
             "eventSourceARN": table.arn,
         }
         key = table.qualified if keys is None else self._ordering_key(table, keys)
-        return Record(
-            payload=payload,
-            item_id=seq,
-            size=len(orjson.dumps(payload)),
-            created_at=commit_time,
-            key=key,
-            handle=Change(commit_lsn, ordinal),
-        )
+        data = orjson.dumps(payload)
+        # Record(payload, item_id, size, created_at, key, handle), positional: once per row
+        return Record(payload, seq, len(data), commit_time, key, Change(commit_lsn, ordinal, data))
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

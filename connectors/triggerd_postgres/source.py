@@ -75,6 +75,13 @@ __all__ = ["PostgresSource"]
 
 #: Shortest time between two checkpoints (slot advances, state-store writes).
 CHECKPOINT_INTERVAL_S = 0.1
+#: Longest: how long acknowledged changes may wait for the slot to move past them.
+MAX_CHECKPOINT_INTERVAL_S = 2.0
+#: Share of the time the slot may spend being advanced. An advance decodes the WAL from the
+#: slot's restart position (which the server moves only now and then: every 15 s or at a
+#: checkpoint), so under a steady stream each advance costs more than the one before; the
+#: time between two advances is this many times longer than the last advance took.
+ADVANCE_SHARE = 0.1
 #: State-store key of the position inside a partly acknowledged transaction.
 POSITION_KEY = "postgres.position"
 
@@ -469,11 +476,15 @@ class PostgresSource(BaseSource):
             if self._to_advance is None and self._to_save is None:
                 continue
             try:
-                await self._commit()
+                took = await self._commit()
                 failures = 0
                 # At most one checkpoint per interval: an advance holds the slot, which the
-                # next peek needs; acks meanwhile are coalesced into the next one.
-                await self.ctx.clock.sleep(CHECKPOINT_INTERVAL_S)
+                # next peek needs, and costs the server more the longer it takes; acks
+                # meanwhile are coalesced into the next one.
+                interval = min(
+                    max(CHECKPOINT_INTERVAL_S, took / ADVANCE_SHARE), MAX_CHECKPOINT_INTERVAL_S
+                )
+                await self.ctx.clock.sleep(interval)
             except Exception as exc:  # task boundary: keep the points, try again later
                 failures += 1
                 delay = backoff.delay(failures)
@@ -484,16 +495,21 @@ class PostgresSource(BaseSource):
                 await self.ctx.clock.sleep(delay)
                 self._dirty.set()
 
-    async def _commit(self) -> None:
+    async def _commit(self) -> float:
         """Advance the slot to the newest transaction end reached, then save the position
-        inside a partly acknowledged transaction after it (if any)."""
+        inside a partly acknowledged transaction after it (if any). Returns the seconds the
+        advance took on the server (0 when there was none)."""
         advance, save = self._to_advance, self._to_save
+        took = 0.0
         if advance is not None and self.config.recording:
             self._to_advance = None  # a recording peeks the slot, never advances it
         elif advance is not None:
             if advance.lsn > self._advanced_lsn:
+                clock = self.ctx.clock
                 async with self._slot_lock, self._control_lock:
+                    started = clock.monotonic()
                     await (await self._control_conn()).execute(_ADVANCE_SQL, self.slot, advance.lsn)
+                    took = clock.monotonic() - started
                 self._advanced_lsn = advance.lsn
             if self._to_advance is advance:
                 self._to_advance = None
@@ -501,6 +517,7 @@ class PostgresSource(BaseSource):
             await self.ctx.state.set_checkpoints(self.trigger, {POSITION_KEY: save.item_id})
             if self._to_save is save:
                 self._to_save = None
+        return took
 
     # ---- lag ----
 
@@ -559,6 +576,11 @@ class PostgresSource(BaseSource):
         )
 
     # ---- shapes ----
+
+    def encode_event(self, records: Sequence[Record]) -> bytes:
+        """EncodesEvents: `{"Records":[...]}` joined from the JSON each record was built with
+        (the same bytes as serialising the envelope)."""
+        return b'{"Records":[' + b",".join([r.handle.json for r in records]) + b"]}"
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
         if not records:

@@ -286,6 +286,38 @@ def test_unchanged_toast_from_the_old_row_else_the_placeholder() -> None:
     assert bare["NewImage"]["v"] == {"S": "<toast>"}
 
 
+def test_null_keys_and_unchanged_values_take_the_long_way_to_the_same_images() -> None:
+    s = shaper()
+    ddb = change(s, new=(None, None), old=None, old_full=False).payload["dynamodb"]
+    assert ddb["Keys"] == {"id": {"NULL": True}}
+    assert ddb["NewImage"] == {"id": {"NULL": True}, "v": {"NULL": True}}
+    # the key itself unchanged (TOASTed) in the new row: Keys from the old row
+    ddb = change(s, new=(UNCHANGED, "b"), old=("7", "a")).payload["dynamodb"]
+    assert ddb["Keys"] == {"id": {"N": "7"}} and ddb["NewImage"]["id"] == {"N": "7"}
+    # a REPLICA IDENTITY DEFAULT delete: the old row has its key columns only
+    removed = change(s, event_name="REMOVE", new=None, old=("3", None), old_full=False)
+    assert removed.payload["dynamodb"]["OldImage"] == {"id": {"N": "3"}}
+
+
+def test_the_batch_event_is_the_envelope_serialised() -> None:
+    import logging
+
+    import orjson
+
+    from triggerd.types import EncodesEvents, SourceContext, SystemClock
+    from triggerd_postgres.source import PostgresSource
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = PostgresSource(cfg, ctx)
+    assert isinstance(source, EncodesEvents)
+    s = shaper()
+    records = [change(s, ordinal=i, new=(str(i), f'caf\u00e9 "{i}"\n')) for i in range(3)]
+    assert source.encode_event(records) == orjson.dumps(source.envelope(records))
+    assert [len(orjson.dumps(r.payload)) for r in records] == [r.size for r in records]
+    assert source.encode_event([]) == orjson.dumps({"Records": []})
+
+
 def test_sample_event_matches_the_golden_file() -> None:
     text = json.dumps(sample_event({}), indent=2) + "\n"
     path = GOLDEN / "postgres_dynamodb_stream_event.json"
@@ -364,3 +396,103 @@ def test_streamed_changes_are_read_back_without_aborted_subtransactions() -> Non
     with pytest.raises(RuntimeError, match="outside Stream Start"):
         streams.add(streamed_insert(9, "4"))
     streams.close()
+
+
+# ---- reading ----
+
+
+async def test_decoding_a_page_lets_other_tasks_run_every_few_rows() -> None:
+    import asyncio
+    import logging
+
+    from triggerd.delivery.streams import ShardLog
+    from triggerd.types import SystemClock
+    from triggerd_postgres.changes import YIELD_EVERY, ChangeReader, Session
+
+    async def no_catalog(rel: Relation) -> Table:
+        raise AssertionError("no Relation message in this page")
+
+    shard = ShardLog(SystemClock(), max_entries=10_000)
+    reader = ChangeReader(
+        shard=shard,
+        shaper=shaper(),
+        table=no_catalog,
+        on_marker=lambda: None,
+        page_rows=500,
+        truncate="deliver",
+        log=logging.getLogger("t"),
+        trigger="t",
+    )
+    reader.tables[1] = table()
+    count = 3 * YIELD_EVERY
+    begin = b"B" + struct.pack("!QqI", 5000, 0, 7)
+    inserts = [b"I" + struct.pack("!I", 1) + b"N" + tup(str(i), "x") for i in range(count)]
+    rows = [{"data": data} for data in [begin, *inserts]]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0)  # the ticker starts
+        before = ticks
+        assert await reader.process(Session(), rows) == count
+        assert ticks - before >= 3, "the loop turned while the page was decoded"
+    finally:
+        task.cancel()
+    taken = shard.take(count)
+    assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == [
+        str(i) for i in range(count)
+    ]
+
+
+async def test_slot_advances_are_spaced_by_ten_times_the_last_ones_duration() -> None:
+    import asyncio
+    import logging
+
+    from triggerd.types import SourceContext
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    slept: list[float] = []
+
+    class Clock:
+        def time(self) -> float:
+            return 0.0
+
+        def monotonic(self) -> float:
+            return 0.0
+
+        async def sleep(self, seconds: float) -> None:
+            slept.append(seconds)
+            await asyncio.sleep(0)
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=Clock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    durations = iter([0.001, 0.05, 1.0])
+
+    async def commit() -> float:
+        took = next(durations)
+        source._dirty.set()  # more acks came meanwhile
+        return took
+
+    source._commit = commit  # type: ignore[method-assign]
+    source._to_advance = SlotPosition(1)
+    source._dirty.set()
+    loop = asyncio.create_task(source._checkpoint_loop())
+    try:
+        async with asyncio.timeout(5):
+            while len(slept) < 3:
+                await asyncio.sleep(0)
+    finally:
+        loop.cancel()
+    assert slept[:3] == [
+        src.CHECKPOINT_INTERVAL_S,  # a quick advance: the shortest interval
+        pytest.approx(0.5),  # ten times 50 ms
+        src.MAX_CHECKPOINT_INTERVAL_S,  # ten times 1 s, capped
+    ]

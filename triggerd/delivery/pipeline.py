@@ -47,6 +47,7 @@ from triggerd.types import (
     Clock,
     ControlledSource,
     Destination,
+    EncodesEvents,
     HoldsRecords,
     InspectsResults,
     InvokeResult,
@@ -85,12 +86,22 @@ class TriggerRuntime:
     result_hook: InspectsResults | None = field(init=False, default=None)
     #: The source's system takes unsettled records back after a while (checked once).
     holder: HoldsRecords | None = field(init=False, default=None)
+    #: The source joins a batch's event from its records' JSON (checked once).
+    encoder: EncodesEvents | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, InspectsResults):
             self.result_hook = self.source
         if isinstance(self.source, HoldsRecords):
             self.holder = self.source
+        if isinstance(self.source, EncodesEvents):
+            self.encoder = self.source
+
+    def event(self, records: Sequence[Record]) -> bytes:
+        """The invocation event of a batch, as JSON."""
+        if self.encoder is not None:
+            return self.encoder.encode_event(records)
+        return orjson.dumps(self.source.envelope(records))
 
     @classmethod
     def assemble(
@@ -525,7 +536,7 @@ class BatchRun:
                 continue
             if await self.held_too_long(records):
                 return
-            payload = orjson.dumps(self.rt.source.envelope(records))
+            payload = self.rt.event(records)
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
                 continue
