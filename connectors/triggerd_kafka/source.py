@@ -410,7 +410,10 @@ class KafkaSource(BaseSource):
         if self.config.recording:
             return True
         async with self._commit_lock:
-            points = {s: s.commit_point() for s in states if s.needs_commit()}
+            # Under the lock: a round that waited for a revocation's commit must leave out
+            # the partitions given up meanwhile (not owned any more; their records may be
+            # another member's by now), whatever their commit points say.
+            points = {s: s.commit_point() for s in states if s.active and s.needs_commit()}
             if not points:
                 return True
             try:

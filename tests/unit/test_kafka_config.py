@@ -35,6 +35,13 @@ def test_defaults_follow_aws_kafka_mappings() -> None:
     assert cfg.bootstrap_servers == ["b:9092"] and cfg.security_protocol == "PLAINTEXT"
     assert cfg.batch_per_key and cfg.retry_owner == "pipeline"
     assert cfg.rebalance_timeout == cfg.session_timeout_ms
+    assert cfg.commit_interval_s == 0.1
+
+
+@pytest.mark.parametrize("interval", [0, 60])
+def test_commit_interval_accepts_its_documented_range(interval: float) -> None:
+    cfg = trigger({"topics": ["t"], "commit_interval_s": interval}).source_config
+    assert isinstance(cfg, tk.KafkaSourceConfig) and cfg.commit_interval_s == interval
 
 
 def test_infinite_retries_with_an_on_failure_destination_become_ten() -> None:
@@ -71,6 +78,8 @@ def test_bootstrap_servers_as_a_comma_string_or_a_list() -> None:
         ({"topics": ["t"], "security_protocol": "SASL_SSL"}, "needs sasl_mechanism"),
         ({"topics": ["t"], "sasl_username": "u"}, "need security_protocol SASL"),
         ({"topics": ["t"], "ssl_cafile": "ca.pem"}, "needs security_protocol SSL"),
+        ({"topics": ["t"], "commit_interval_s": -0.1}, "commit_interval_s"),
+        ({"topics": ["t"], "commit_interval_s": 61}, "commit_interval_s"),
         ({"topics": ["t"], "typo": 1}, "unknown key"),
     ],
 )

@@ -154,3 +154,79 @@ async def test_the_lag_of_a_paused_partition_follows_the_log_end() -> None:
         assert source.stats().partitions[0].lag_records == 2
         consumer.log_ends[tp] = 500  # producers go on; the paused partition is not fetched
         await until(lambda: source.stats().partitions[0].lag_records == 500)
+
+
+class RevocationRaceConsumer(PollingConsumer):
+    """The first commit (a revocation's) waits for `gate`, then fails; commits of partitions
+    not assigned are refused, as aiokafka does (IllegalStateError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.asked: list[dict[TP, int]] = []
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        self.asked.append(dict(offsets))
+        if len(self.asked) == 1:
+            await self.gate.wait()
+            raise errors.RequestTimedOutError("coordinator slow")
+        missing = set(offsets) - self.assigned
+        if missing:
+            raise errors.IllegalStateError(f"Partition {min(missing, key=str)} is not assigned")
+        await super().commit(offsets)
+
+
+async def test_a_commit_round_waiting_on_a_revocation_leaves_the_revoked_partition_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The commit loop picks the partitions to commit, then waits for the revocation's commit
+    (it holds the commit lock) to end; that commit fails and the partition is given up. The
+    round must then commit the partitions still owned, and nothing of the revoked one."""
+    source, _ = polling_source(commit_interval_s=0)
+    consumer = RevocationRaceConsumer()
+    source.consumer = consumer
+    t0, t1 = TP("t", 0), TP("t", 1)
+    consumer.assigned = {t0, t1}
+    await source.on_assigned([t0, t1])
+    source._accept({t0: [Msg("t", 0, 0)], t1: [Msg("t", 1, 0)]})
+    settled = await source.receive(10, 1)
+    assert len(settled) == 2
+    revoking = asyncio.create_task(source.on_revoked([t0]))
+    await until(lambda: len(consumer.asked) == 1)  # the revocation's commit holds the lock
+    await source.ack(settled)
+    loop = asyncio.create_task(source._commit_loop())
+    try:
+        for _ in range(5):
+            await asyncio.sleep(0)  # the loop's round waits for the lock now
+        consumer.assigned = {t1}  # the group gives t-0 to another member
+        consumer.gate.set()
+        await revoking
+        await until(lambda: consumer.commits != [])
+    finally:
+        source._stopped = True
+        loop.cancel()
+    assert consumer.asked[1:] == [{t1: 1}], "t-0 is not owned any more: never asked for"
+    assert caplog.text.count("kafka.commit_failed") == 1, "only the revocation's commit failed"
+
+
+async def test_a_pending_coalesced_commit_goes_out_on_revocation_and_on_stop() -> None:
+    """With a long commit_interval_s, settlements after the first wait for the interval: a
+    revocation commits its partitions' settled records at once, stopping commits the rest,
+    and a revoked partition is never committed again."""
+    source, consumer = polling_source(commit_interval_s=60)
+    t0, t1 = TP("t", 0), TP("t", 1)
+    await source.on_assigned([t0, t1])
+    consumer.polls = [{tp: [Msg("t", tp.partition, i) for i in range(3)] for tp in (t0, t1)}]
+    async with running(source):
+        await until(lambda: all(len(s.ready) == 3 for s in source.states.values()))
+        got = await source.receive(6, 1)
+        by_tp = {tp: [r for r in got if r.key == f"t-{tp.partition}"] for tp in (t0, t1)}
+        await source.ack(by_tp[t0][:1])
+        await until(lambda: consumer.commits != [])  # the first after a quiet spell: at once
+        assert consumer.commits == [{t0: 1, t1: 0}]
+        await source.ack(by_tp[t0][1:] + by_tp[t1])  # within the interval: pending
+        await asyncio.sleep(0.05)
+        assert len(consumer.commits) == 1
+        await source.on_revoked([t0])
+        assert consumer.commits[1:] == [{t0: 3}], "committed before t-0 is given up"
+    assert consumer.commits[1:] == [{t0: 3}, {t1: 3}], "stop commits the pending rest"

@@ -4,6 +4,7 @@ sample event of `triggerd generate-event kafka`."""
 from __future__ import annotations
 
 import base64
+import sys
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from triggerd_kafka.shape import (
     PartitionShaper,
     _b64,
     _b64_binascii,
+    _b64_encoder,
     _Message,
     batch_info,
     envelope,
@@ -113,6 +115,30 @@ def test_one_fetch_of_mixed_widths_is_counted_record_by_record() -> None:
 def test_values_encode_the_same_without_pybase64() -> None:
     for data in (b"", b"a", b"ab", b"abc", bytes(range(256)) * 5):
         assert _b64(data) == _b64_binascii(data) == base64.b64encode(data).decode()
+
+
+def test_without_pybase64_the_shape_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed without the kafka extra's pybase64, the records (null and empty keys and
+    values, binary values, headers) and their sizes come out the same through binascii."""
+    import triggerd_kafka.shape as shape
+
+    monkeypatch.setitem(sys.modules, "pybase64", None)  # its import fails
+    fallback = _b64_encoder()
+    assert fallback is _b64_binascii
+    messages = [
+        _Message(0, 1714564800123, 0, None, b'{"a": 1}', ()),
+        _Message(1, 1714564800124, 1, b"", b"", [("h", b"\x80\xff"), ("n", None)]),
+        _Message(2, -1, None, b"k\x00\xff", bytes(range(256)), [("h", b"")]),
+        _Message(3, 0, 0, b"key", None, None),
+    ]
+    expected = PartitionShaper("t", 1).records(messages)
+    monkeypatch.setattr(shape, "_b64", fallback)
+    assert PartitionShaper("t", 1).records(messages) == expected
+    payloads, sizes = expected
+    assert "key" not in payloads[0] and payloads[1]["key"] == "" and payloads[1]["value"] == ""
+    assert payloads[2]["value"] == base64.b64encode(bytes(range(256))).decode()
+    assert payloads[3]["value"] is None
+    assert sizes == [len(orjson.dumps(p)) for p in payloads]
 
 
 def test_signed_bytes() -> None:
