@@ -63,6 +63,10 @@ POLL_MS = 200
 #: How often the log-end offsets of paused partitions are read (a paused partition is not
 #: fetched, so aiokafka's highwater of it stands still while its lag grows).
 LAG_REFRESH_S = 5.0
+#: Longest wait for a final commit (on stop, on revocation): aiokafka looks for a lost group
+#: coordinator again and again, so a broker gone at shutdown would hold the stop forever.
+#: What such a commit misses is delivered again to the partition's next reader.
+FINAL_COMMIT_TIMEOUT_S = 30.0
 
 
 class KafkaSource(BaseSource):
@@ -418,7 +422,10 @@ class KafkaSource(BaseSource):
                 return True
             try:
                 offsets = {self._tps[s.key]: p for s, p in points.items() if p is not None}
-                await self.consumer.commit(offsets)
+                if final:
+                    await asyncio.wait_for(self.consumer.commit(offsets), FINAL_COMMIT_TIMEOUT_S)
+                else:
+                    await self.consumer.commit(offsets)
             except Exception as exc:  # task boundary: the commit loop tries again
                 self.log.warning(
                     "kafka.commit_failed",

@@ -230,3 +230,32 @@ async def test_a_pending_coalesced_commit_goes_out_on_revocation_and_on_stop() -
         await source.on_revoked([t0])
         assert consumer.commits[1:] == [{t0: 3}], "committed before t-0 is given up"
     assert consumer.commits[1:] == [{t0: 3}, {t1: 3}], "stop commits the pending rest"
+
+
+class HangingCommitConsumer(PollingConsumer):
+    """A broker gone at shutdown: commit waits for a coordinator that never comes back."""
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        self.commit_attempts += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_final_commit_that_never_returns_does_not_hold_the_stop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("triggerd_kafka.source.FINAL_COMMIT_TIMEOUT_S", 0.2)
+    source, _ = make_source()
+    consumer = HangingCommitConsumer()
+    source.consumer = consumer
+    t0 = TP("t", 0)
+    await source.on_assigned([t0])
+    consumer.polls = [{t0: [Msg("t", 0, 0)]}]
+    source._runner = asyncio.create_task(source._run())
+    await until(lambda: len(source.states["t-0"].ready) == 1)
+    got = await source.receive(1, 1)
+    source._runner.cancel()  # only the final commit is left to try
+    await source.ack(got)
+    async with asyncio.timeout(10):  # without the bound: never returns
+        await source.stop()
+    assert consumer.commit_attempts == 1
+    assert "kafka.commit_failed" in caplog.text
