@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -398,6 +399,35 @@ async def test_output_lines_come_between_start_and_end(
     assert f"hello from {rid}" in texts[1:-2] and texts[-2] == f"END RequestId: {rid}"
     # START keeps the time it was logged at, before the output's.
     assert mine[0].created <= mine[1].created <= mine[-2].created
+
+
+async def test_start_is_logged_while_a_long_invocation_still_runs(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A silent invocation's START is held to go out with END and REPORT, but only briefly:
+    an operator tailing the log sees a long invocation begin."""
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = await backend_factory("actions")
+    rid = str(uuid.uuid4())
+    pending = asyncio.ensure_future(
+        backend.invoke(b'{"action": "sleep", "seconds": 30}', request_id=rid)
+    )
+    try:
+        async with asyncio.timeout(20):
+            while not any(
+                getattr(r, "request_id", None) == rid and r.getMessage().startswith("START")
+                for r in caplog.records
+            ):
+                await asyncio.sleep(0.02)
+        assert not pending.done(), "START was logged while the invocation ran"
+        assert not any(
+            getattr(r, "request_id", None) == rid and r.getMessage().startswith("END")
+            for r in caplog.records
+        )
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending
 
 
 async def test_function_output_is_logged_with_its_request_id(

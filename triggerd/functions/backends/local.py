@@ -895,7 +895,7 @@ class LocalBackend:
         now = time.time()
         # The invocation's lines, logged with one call (START too, unless output logged it
         # already): they share their fields, and END and REPORT their time.
-        held, worker.held_start = worker.held_start, None
+        held = worker.take_held_start()
         lines = [held] if held is not None else []
         if reply is not None and reply.kind is ReplyKind.EXITED and result.failed:
             error = orjson.loads(result.payload)
@@ -915,11 +915,12 @@ class LocalBackend:
 
     def _start_line(self, worker: Worker, rid: str, text: str) -> None:
         """START: held on the worker, to be logged with END and REPORT (or before the
-        invocation's first output line); in the log tail at once."""
+        invocation's first output line, or on its own once it waited START_HOLD_S); in the
+        log tail at once."""
         if self._lines.enabled():
             if worker.log_held is None:
                 worker.log_held = self._log_held
-            worker.held_start = (time.time(), text)
+            worker.hold_start((time.time(), text))
         if worker.capture is not None:
             worker.capture.add(text)
 

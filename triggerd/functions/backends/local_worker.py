@@ -42,6 +42,9 @@ OUTPUT_WAIT_S = 0.5
 #: How long to wait for the rest of a dead process's output.
 DRAIN_WAIT_S = 0.5
 LOG_TAIL_BYTES = 4096
+#: How long an invocation's START line may wait to be logged with its END and REPORT (one
+#: rendering, one write for a short invocation); a longer invocation has it logged then.
+START_HOLD_S = 0.1
 
 #: Lambda's shutdown phase with external extensions: 2 s in all, the runtime's part first.
 RUNTIME_SHUTDOWN_S = 0.5
@@ -168,6 +171,8 @@ class Worker(asyncio.SubprocessProtocol):
         #: output of the invocation logs it first, through `log_held` (set by the backend).
         self.held_start: tuple[float, str] | None = None
         self.log_held: Callable[[Worker], None] | None = None
+        #: Logs a held START that waited START_HOLD_S (the invocation is still running).
+        self._held_timer: asyncio.TimerHandle | None = None
         self.invocations = 0
         #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
         self.peak_kb = 0
@@ -297,10 +302,34 @@ class Worker(asyncio.SubprocessProtocol):
         self.request_id = None
         self.capture = None
 
+    def hold_start(self, line: tuple[float, str]) -> None:
+        """Hold the invocation's START line (see `held_start`) for at most START_HOLD_S: an
+        invocation still running then has it logged, so a long one shows it has begun."""
+        self.held_start = line
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+        self._held_timer = asyncio.get_running_loop().call_later(START_HOLD_S, self._held_due)
+
+    def take_held_start(self) -> tuple[float, str] | None:
+        """The START line still held (to be logged with END and REPORT), if any."""
+        held, self.held_start = self.held_start, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        return held
+
+    def _held_due(self) -> None:
+        self._held_timer = None
+        if self.held_start is not None:
+            self._log_held()
+
     def _log_held(self) -> None:
         if self.log_held is not None:
             self.log_held(self)
         self.held_start = None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     def _unread_output(self) -> bool:
         """Whether the output pipes still hold bytes: one poll(2) of both, which answers
