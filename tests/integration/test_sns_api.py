@@ -371,6 +371,33 @@ async def test_list_topics_pages_with_next_token(running: Running) -> None:
     assert len(arns) == len(set(arns)) and ARN + "page-100" in arns and ARN + "orders" in arns
 
 
+async def test_list_subscriptions_lists_every_topics_subscriptions(running: Running) -> None:
+    sns = running.client()
+    arns = [(await call(sns.create_topic, Name=f"all-subs-{i}"))["TopicArn"] for i in range(2)]
+    subs = [
+        (
+            await call(
+                sns.subscribe,
+                TopicArn=arn,
+                Protocol="lambda",
+                Endpoint=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:alpha",
+                ReturnSubscriptionArn=True,
+            )
+        )["SubscriptionArn"]
+        for arn in arns
+    ]
+    paginator = sns.get_paginator("list_subscriptions")
+    pages = await call(lambda: list(paginator.paginate()))
+    listed = {s["SubscriptionArn"]: s for p in pages for s in p["Subscriptions"]}
+    for arn, sub in zip(arns, subs, strict=True):
+        assert listed[sub]["TopicArn"] == arn and listed[sub]["Protocol"] == "lambda"
+    by_topic = {s["TopicArn"] for s in listed.values()}
+    assert ARN + "orders" in by_topic, "the config's subscriptions are listed too"
+    await call(sns.unsubscribe, SubscriptionArn=subs[0])
+    again = (await call(sns.list_subscriptions))["Subscriptions"]
+    assert subs[0] not in {s["SubscriptionArn"] for s in again}
+
+
 async def test_fifo_topic_keeps_order_per_group_and_deduplicates(running: Running) -> None:
     sns = running.client()
     ids = []

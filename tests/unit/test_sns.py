@@ -859,3 +859,22 @@ async def test_topic_tags_are_refused_not_silently_dropped(tmp_path: Path) -> No
     assert "tags are not supported" in refused.value.message
     assert (await service.list_topics({}))["Topics"] == []
     await service.state.close()
+
+
+async def test_list_subscriptions_pages_across_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("triggerd.fanout.sns.service.LIST_PAGE", 2)
+    service = await _service(tmp_path, {"f": _fn_arn("f")}, {"f"})
+    made = set()
+    for name in ("a", "b", "c"):
+        topic = (await service.create_topic({"Name": name}))["TopicArn"]
+        form = {"TopicArn": topic, "Protocol": "lambda", "Endpoint": _fn_arn("f")}
+        made.add((await service.subscribe(form))["SubscriptionArn"])
+    first = await service.list_subscriptions({})
+    assert len(first["Subscriptions"]) == 2 and first["NextToken"]
+    second = await service.list_subscriptions({"NextToken": first["NextToken"]})
+    assert len(second["Subscriptions"]) == 1 and second["NextToken"] is None
+    listed = [s["SubscriptionArn"] for p in (first, second) for s in p["Subscriptions"]]
+    assert set(listed) == made and len(listed) == 3
+    await service.state.close()

@@ -38,6 +38,7 @@ KNOWN_ACTIONS = frozenset(
         # authorized as sns:Publish, ListTopics on arn:aws:sns:<region>:<account>:*, as IAM).
         "sns:CreateTopic",
         "sns:GetTopicAttributes",
+        "sns:ListSubscriptions",
         "sns:ListSubscriptionsByTopic",
         "sns:ListTopics",
         "sns:Publish",

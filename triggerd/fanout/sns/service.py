@@ -37,6 +37,7 @@ log = logging.getLogger("triggerd.sns")
 ACTIONS = {
     "CreateTopic": "sns:CreateTopic",
     "GetTopicAttributes": "sns:GetTopicAttributes",
+    "ListSubscriptions": "sns:ListSubscriptions",
     "ListSubscriptionsByTopic": "sns:ListSubscriptionsByTopic",
     "ListTopics": "sns:ListTopics",
     "Publish": "sns:Publish",
@@ -142,7 +143,7 @@ class SnsService:
         and Unsubscribe (checked once the subscription is found)."""
         if action == "CreateTopic":
             return f"arn:aws:sns:{self.region}:{self.account_id}:{form.get('Name', '')}"
-        if action in ("ListTopics", "Unsubscribe"):
+        if action in ("ListTopics", "ListSubscriptions", "Unsubscribe"):
             return None
         return form.get("TopicArn") or form.get("TargetArn") or ""
 
@@ -160,6 +161,7 @@ class SnsService:
         handlers = {
             "CreateTopic": self.create_topic,
             "GetTopicAttributes": self.get_topic_attributes,
+            "ListSubscriptions": self.list_subscriptions,
             "ListSubscriptionsByTopic": self.list_subscriptions_by_topic,
             "ListTopics": self.list_topics,
             "Publish": self.publish,
@@ -240,11 +242,20 @@ class SnsService:
 
     async def list_subscriptions_by_topic(self, form: Mapping[str, str]) -> dict[str, Any]:
         topic = self._topic(form.get("TopicArn"))
-        subs = sorted(topic.subscriptions)
-        token = form.get("NextToken")
-        start = next((i for i, a in enumerate(subs) if a > token), len(subs)) if token else 0
-        page = subs[start : start + LIST_PAGE]
-        more = start + LIST_PAGE < len(subs)
+        return self._subscription_page(topic.subscriptions, form.get("NextToken"))
+
+    async def list_subscriptions(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """Every topic's subscriptions, 100 a page (`NextToken`: the last ARN listed)."""
+        subs = {a: sub for topic in self.topics.values() for a, sub in topic.subscriptions.items()}
+        return self._subscription_page(subs, form.get("NextToken"))
+
+    def _subscription_page(
+        self, subs: Mapping[str, Subscription], token: str | None
+    ) -> dict[str, Any]:
+        arns = sorted(subs)
+        start = next((i for i, a in enumerate(arns) if a > token), len(arns)) if token else 0
+        page = arns[start : start + LIST_PAGE]
+        more = start + LIST_PAGE < len(arns)
         return {
             "Subscriptions": [
                 {
@@ -254,7 +265,7 @@ class SnsService:
                     "Endpoint": s.endpoint,
                     "TopicArn": s.topic_arn,
                 }
-                for s in (topic.subscriptions[a] for a in page)
+                for s in (subs[a] for a in page)
             ],
             "NextToken": page[-1] if more else None,
         }
