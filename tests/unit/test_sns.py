@@ -878,3 +878,11 @@ async def test_list_subscriptions_pages_across_topics(
     listed = [s["SubscriptionArn"] for p in (first, second) for s in p["Subscriptions"]]
     assert set(listed) == made and len(listed) == 3
     await service.state.close()
+
+
+async def test_an_action_not_served_is_invalid_action(tmp_path: Path) -> None:
+    service = await _service(tmp_path, {}, set())
+    with pytest.raises(SnsError) as refused:
+        await service.call("DeleteTopic", {"TopicArn": "arn:aws:sns:us-east-1:1:t"})
+    assert (refused.value.code, refused.value.status) == ("InvalidAction", 400)
+    await service.state.close()
