@@ -27,6 +27,7 @@ from .pgoutput import (
     StreamStop,
     Truncate,
     Update,
+    Value,
 )
 from .shape import Shaper, Table
 from .streamed import Spill, StreamedTransactions
@@ -140,6 +141,9 @@ class ChangeReader:
             if decoder.in_stream and data[0] in _STREAM_ROW_TAGS:
                 session.streams.add(data)  # an uncommitted change: kept until the commit
                 continue
+            if data[0] == 0x49 and not decoder.in_stream:  # an Insert: most messages
+                appended += self._insert_message(txn, decoder, data)
+                continue
             msg = decoder.decode(data)
             if isinstance(msg, (Insert, Update, Delete)):  # most messages: the short way
                 if txn is None:
@@ -209,21 +213,25 @@ class ChangeReader:
             session.streams.abort(msg.xid, msg.subxid)
         return 0  # Type messages: types are looked up in the catalog
 
-    def _change(self, txn: Txn, msg: Message, size: int) -> int:
-        if isinstance(msg, Truncate):
-            return self._truncate(txn, msg, size)
+    def _insert_message(self, txn: Txn | None, decoder: Decoder, data: bytes) -> int:
+        """An Insert message outside a streamed chunk, decoded without a message object."""
+        if txn is None:
+            raise RuntimeError("a change outside a transaction")
+        relid, new = decoder.insert(data)
+        return self._insert(txn, relid, new, len(data))
+
+    def _insert(self, txn: Txn, relid: int, new: tuple[Value, ...], size: int) -> int:
         ordinal = txn.ordinal
         txn.ordinal = ordinal + 1
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
         self.read_pos = position
-        row = self.shaper.row
-        if isinstance(msg, Insert):
-            rec = row(
+        self.shard.append(
+            self.shaper.row(
                 "INSERT",
-                self.tables[msg.relid],
-                msg.new,
+                self.tables[relid],
+                new,
                 None,
                 False,
                 txn.commit_lsn,
@@ -231,7 +239,22 @@ class ChangeReader:
                 txn.commit_time,
                 size,
             )
-        elif isinstance(msg, Update):
+        )
+        return 1
+
+    def _change(self, txn: Txn, msg: Message, size: int) -> int:
+        if isinstance(msg, Truncate):
+            return self._truncate(txn, msg, size)
+        if isinstance(msg, Insert):  # read back from a streamed transaction
+            return self._insert(txn, msg.relid, msg.new, size)
+        ordinal = txn.ordinal
+        txn.ordinal = ordinal + 1
+        position = (txn.commit_lsn, ordinal)
+        if position <= self.read_pos:
+            return 0
+        self.read_pos = position
+        row = self.shaper.row
+        if isinstance(msg, Update):
             rec = row(
                 "MODIFY",
                 self.tables[msg.relid],

@@ -189,6 +189,7 @@ _BEGIN = struct.Struct("!QqI")
 _COMMIT = struct.Struct("!bQQq")
 _STREAM_COMMIT = struct.Struct("!IbQQq")
 _REL_HEAD = struct.Struct("!I")
+_INSERT_HEAD = struct.Struct("!IB")
 _COL_TAIL = struct.Struct("!Ii")
 
 
@@ -230,26 +231,30 @@ class _Reader:
         return text
 
     def tuple(self) -> tuple[Value, ...]:
-        buf = self.buf
-        count = self.i16()
-        values: list[Value] = []
-        pos = self.pos
-        for _ in range(count):
-            kind = buf[pos]
-            pos += 1
-            if kind == 0x74:  # 't': text
-                (length,) = _I32.unpack_from(buf, pos)
-                pos += 4
-                values.append(buf[pos : pos + length].decode())
-                pos += length
-            elif kind == 0x6E:  # 'n': null
-                values.append(None)
-            elif kind == 0x75:  # 'u': unchanged TOAST
-                values.append(UNCHANGED)
-            else:
-                raise ProtocolError(f"unknown tuple column kind {chr(kind)!r}")
-        self.pos = pos
-        return tuple(values)
+        values, self.pos = _tuple(self.buf, self.pos)
+        return values
+
+
+def _tuple(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    """A tuple's values at `pos`, and the position after it."""
+    (count,) = _I16.unpack_from(buf, pos)
+    pos += 2
+    values: list[Value] = []
+    for _ in range(count):
+        kind = buf[pos]
+        pos += 1
+        if kind == 0x74:  # 't': text
+            (length,) = _I32.unpack_from(buf, pos)
+            pos += 4
+            values.append(buf[pos : pos + length].decode())
+            pos += length
+        elif kind == 0x6E:  # 'n': null
+            values.append(None)
+        elif kind == 0x75:  # 'u': unchanged TOAST
+            values.append(UNCHANGED)
+        else:
+            raise ProtocolError(f"unknown tuple column kind {chr(kind)!r}")
+    return tuple(values), pos
 
 
 class Decoder:
@@ -273,6 +278,20 @@ class Decoder:
             if isinstance(exc, ProtocolError):
                 raise
             raise ProtocolError(f"malformed {chr(tag)!r} message: {exc}") from exc
+
+    def insert(self, data: bytes) -> tuple[int, tuple[Value, ...]]:
+        """The relid and new row of an Insert outside a streamed chunk, without a message
+        object: most messages are these."""
+        try:
+            relid, kind = _INSERT_HEAD.unpack_from(data, 1)
+            if kind != 0x4E:
+                raise ProtocolError("Insert without a new tuple")
+            values, _ = _tuple(data, 1 + _INSERT_HEAD.size)
+        except (struct.error, IndexError, ValueError) as exc:
+            if isinstance(exc, ProtocolError):
+                raise
+            raise ProtocolError(f"malformed 'I' message: {exc}") from exc
+        return relid, values
 
     def _xid(self, r: _Reader) -> int | None:
         return r.u32() if self.in_stream else None

@@ -145,12 +145,17 @@ _MIN_EXP = -130
 _PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
-def _number(text: str) -> JSONDict:
+def plain_number(text: str) -> bool:
+    """A number that is `N` as written, without building a Decimal (the common case)."""
+    return len(text) <= _MAX_DIGITS and (
+        (text.isascii() and text.isdigit()) or _PLAIN_NUMBER.fullmatch(text) is not None
+    )
+
+
+def number(text: str) -> JSONDict:
     """`N` when DynamoDB (and boto3's deserializer) can hold the number, else `S`."""
-    if len(text) <= _MAX_DIGITS and (
-        (text.isascii() and text.isdigit()) or _PLAIN_NUMBER.fullmatch(text)
-    ):
-        return {"N": text}  # the common case, without building a Decimal
+    if plain_number(text):
+        return {"N": text}
     try:
         value = _CONTEXT.create_decimal(text)
     except decimal.InvalidOperation:
@@ -182,7 +187,7 @@ class _Num(str):
 
 def _json_value(value: Any) -> JSONDict:
     if isinstance(value, _Num):
-        return _number(str(value))
+        return number(str(value))
     if isinstance(value, str):
         return {"S": value}
     if value is True or value is False:
@@ -234,7 +239,7 @@ def _bool(text: str) -> JSONDict:
 _CONVERTERS: Final[dict[Kind, Converter]] = {
     Kind.TEXT: _text,
     Kind.INTEGER: _integer,
-    Kind.NUMBER: _number,
+    Kind.NUMBER: number,
     Kind.BOOL: _bool,
     Kind.TIMESTAMPTZ: _timestamptz,
     Kind.TIMESTAMP: _timestamp,

@@ -26,11 +26,11 @@ from triggerd.delivery.streams import lane_key
 from triggerd.types import JSONDict, Record
 
 from .config import StreamViewType
+from .encode import ChangeRecord, RowEncoder
 from .pgoutput import UNCHANGED, Relation, Value, _Unchanged
 from .pgtypes import Converter, PgType, converter
 
 __all__ = [
-    "Change",
     "Shaper",
     "Table",
     "sample_event",
@@ -84,20 +84,6 @@ class Table:
 
 
 @dataclass(eq=False, slots=True)
-class Change:
-    """A record's handle: where it is in the stream, and the record's JSON (serialised once:
-    its size for the batcher, and its part of the batch's event)."""
-
-    commit_lsn: int
-    ordinal: int
-    json: bytes = b""
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return (self.commit_lsn, self.ordinal)
-
-
-@dataclass(eq=False, slots=True)
 class _Commit:
     """What every record of one transaction shares: its sequence number's prefix, and the
     eventID's MD5 state after `<database>/<slot>/<prefix>`."""
@@ -105,6 +91,14 @@ class _Commit:
     lsn: int = -1
     prefix: str = ""
     digest: Any = None
+
+
+@dataclass(eq=False, slots=True)
+class _Encoder:
+    """A table's RowEncoder, for the Table object it was made for."""
+
+    table: Table
+    encoder: RowEncoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +116,8 @@ class Shaper:
     _old_image: bool = field(init=False, repr=False, compare=False)
     #: The transaction of the last record built.
     _commit: _Commit = field(init=False, repr=False, compare=False)
+    #: Per relid: the encoder of its current Table.
+    _encoders: dict[int, _Encoder] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         prefix = hashlib.md5(f"{self.database}/{self.slot}/".encode(), usedforsecurity=False)
@@ -130,6 +126,7 @@ class Shaper:
         object.__setattr__(self, "_new_image", view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"))
         object.__setattr__(self, "_old_image", view in ("OLD_IMAGE", "NEW_AND_OLD_IMAGES"))
         object.__setattr__(self, "_commit", _Commit())
+        object.__setattr__(self, "_encoders", {})
 
     def _image(
         self, table: Table, values: Sequence[Value], fallback: Sequence[Value] | None
@@ -217,6 +214,98 @@ class Shaper:
         size_bytes: int,
     ) -> Record:
         """`change`, with positional arguments (once per row change)."""
+        encoder = self._encoder(table)
+        width = len(encoder.names)
+        if (new is None or (len(new) == width and UNCHANGED not in new)) and (
+            old is None or (len(old) == width and UNCHANGED not in old)
+        ):
+            return self._encoded(
+                encoder, event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time,
+                size_bytes,
+            )  # fmt: skip
+        return self.built_row(
+            event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time, size_bytes
+        )
+
+    def _encoder(self, table: Table) -> RowEncoder:
+        entry = self._encoders.get(table.relation.relid)
+        if entry is None or entry.table is not table:
+            encoder = RowEncoder.of(
+                types=table.types,
+                names=table.names,
+                key_indexes=table.key_indexes,
+                region=self.region,
+                view_type=self.view_type,
+                arn=table.arn,
+            )
+            entry = self._encoders[table.relation.relid] = _Encoder(table, encoder)
+        return entry.encoder
+
+    def _encoded(
+        self,
+        encoder: RowEncoder,
+        event_name: str,
+        table: Table,
+        new: Sequence[Value] | None,
+        old: Sequence[Value] | None,
+        old_full: bool,
+        commit_lsn: int,
+        ordinal: int,
+        commit_time: float,
+        size_bytes: int,
+    ) -> Record:
+        """The record of a row without unchanged TOASTed values, written straight to JSON
+        bytes (its payload is parsed from them on first use)."""
+        fields: list[bytes | int] = [b"", int(commit_time)]
+        new_image = old_image = False
+        keys = b""
+        if new is not None:
+            values, templates = encoder.fill(new)  # type: ignore[arg-type]
+            keys = encoder.keys(values, templates)
+            fields.append(keys)
+            new_image = self._new_image
+            if new_image:
+                fields.append(encoder.image(values, templates))
+        if old is not None and (new is None or self._old_image):
+            values, templates = encoder.fill(old)  # type: ignore[arg-type]
+            if new is None:
+                keys = encoder.keys(values, templates)
+                fields.append(keys)
+            old_image = self._old_image
+            if old_image:
+                # only the identity columns were sent unless the old row is full
+                image = encoder.image if old_full else encoder.keys
+                fields.append(image(values, templates))
+        commit = self._of_commit(commit_lsn)
+        place = f"{ordinal:0{SEQUENCE_ORDINAL_DIGITS}d}"
+        seq = commit.prefix + place  # == sequence_number(commit_lsn, ordinal)
+        digest = commit.digest.copy()
+        digest.update(place.encode())
+        fields[0] = digest.hexdigest().encode()
+        fields.append(seq.encode())
+        fields.append(size_bytes)
+        data = encoder.record_template(event_name, new_image, old_image) % tuple(fields)
+        if self.parallelization_factor == 1:
+            key = table.qualified
+        else:  # the Keys sorted as the long way sorts them
+            item = orjson.dumps(orjson.loads(keys), option=orjson.OPT_SORT_KEYS)
+            key = lane_key(table.qualified, item, self.parallelization_factor)
+        # no payload yet: ChangeRecord parses it from `data` on first use
+        return ChangeRecord(None, seq, len(data), commit_time, key, data)  # type: ignore[arg-type]
+
+    def built_row(
+        self,
+        event_name: str,
+        table: Table,
+        new: Sequence[Value] | None,
+        old: Sequence[Value] | None,
+        old_full: bool,
+        commit_lsn: int,
+        ordinal: int,
+        commit_time: float,
+        size_bytes: int,
+    ) -> Record:
+        """The record built as a dict (rows with unchanged TOASTed values), then serialised."""
         if new is None:
             assert old is not None
             keys = self._keys(table, old, old)
@@ -296,7 +385,7 @@ class Shaper:
         key = table.qualified if keys is None else self._ordering_key(table, keys)
         data = orjson.dumps(payload)
         # Record(payload, item_id, size, created_at, key, handle), positional: once per row
-        return Record(payload, seq, len(data), commit_time, key, Change(commit_lsn, ordinal, data))
+        return ChangeRecord(payload, seq, len(data), commit_time, key, data)
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:

@@ -580,7 +580,7 @@ class PostgresSource(BaseSource):
     def encode_event(self, records: Sequence[Record]) -> bytes:
         """EncodesEvents: `{"Records":[...]}` joined from the JSON each record was built with
         (the same bytes as serialising the envelope)."""
-        return b'{"Records":[' + b",".join([r.handle.json for r in records]) + b"]}"
+        return b'{"Records":[' + b",".join([r.handle for r in records]) + b"]}"
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
         if not records:
