@@ -44,8 +44,25 @@ class Catalog:
         self.log = log
         self.trigger = trigger
         self._types: dict[int, PgType] = {}
+        #: Per relid: the Table of the last Relation message.
+        self._tables: dict[int, Table] = {}
 
     async def table(self, rel: Relation) -> Table:
+        """The Table of a Relation message. Each peek is a new decoding session, which sends
+        its tables' Relation messages again: an identical one of a table with REPLICA
+        IDENTITY DEFAULT gives the same Table without asking the server again (its key
+        columns, flagged in the message, are the primary key's: a new primary key on other
+        columns changes the message; one on the same columns in another order keeps the Keys'
+        old order until the table's next Relation change). With another identity the primary
+        key is looked up each time."""
+        known = self._tables.get(rel.relid)
+        if known is not None and rel.replica_identity == "d" and known.relation == rel:
+            return known
+        table = await self._describe(rel)
+        self._tables[rel.relid] = table
+        return table
+
+    async def _describe(self, rel: Relation) -> Table:
         types = await self._column_types([c.type_oid for c in rel.columns])
         async with self.query() as conn:
             pk = await server.primary_key(conn, rel.relid)

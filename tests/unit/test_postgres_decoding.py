@@ -496,3 +496,51 @@ async def test_slot_advances_are_spaced_by_ten_times_the_last_ones_duration() ->
         pytest.approx(0.5),  # ten times 50 ms
         src.MAX_CHECKPOINT_INTERVAL_S,  # ten times 1 s, capped
     ]
+
+
+async def test_an_unchanged_relation_of_a_default_identity_table_is_not_looked_up_again() -> None:
+    import contextlib
+    import logging
+    from collections.abc import AsyncIterator
+
+    from triggerd_postgres.catalog import Catalog
+
+    lookups: list[int] = []
+
+    class Conn:
+        async def fetch(self, sql: str, relid: int) -> list[dict[str, str]]:
+            lookups.append(relid)
+            return [{"attname": "id"}]
+
+    @contextlib.asynccontextmanager
+    async def query() -> AsyncIterator[Any]:
+        yield Conn()
+
+    catalog = Catalog(
+        query=query,
+        region="us-east-1",
+        account_id="123456789012",
+        database="db",
+        slot="slot",
+        needs_old_image=False,
+        view_type="NEW_IMAGE",
+        log=logging.getLogger("t"),
+        trigger="t",
+    )
+    columns = (Column(True, "id", 23, -1), Column(False, "v", 25, -1))
+    default = Relation(16385, "public", "orders", "d", columns)
+    first = await catalog.table(default)
+    # the next peek's Relation message, the same: the same Table, no query
+    assert await catalog.table(Relation(16385, "public", "orders", "d", columns)) is first
+    assert lookups == [16385]
+    # a column added: looked up again
+    wider = Relation(16385, "public", "orders", "d", (*columns, Column(False, "w", 25, -1)))
+    assert (await catalog.table(wider)).names == ("id", "v", "w")
+    assert lookups == [16385, 16385]
+    # REPLICA IDENTITY FULL flags every column: the primary key is looked up each time
+    full = Relation(
+        16386, "public", "items", "f", tuple(Column(True, c.name, 23, -1) for c in columns)
+    )
+    await catalog.table(full)
+    await catalog.table(full)
+    assert lookups == [16385, 16385, 16386, 16386]
