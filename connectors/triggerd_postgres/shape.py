@@ -40,6 +40,8 @@ __all__ = [
 
 SEQUENCE_LSN_DIGITS = 20
 SEQUENCE_ORDINAL_DIGITS = 10
+#: The ordinal part of a sequence number, as bytes.
+_ORDINAL = b"%0" + str(SEQUENCE_ORDINAL_DIGITS).encode() + b"d"
 
 
 def sequence_number(commit_lsn: int, ordinal: int) -> str:
@@ -90,6 +92,8 @@ class _Commit:
 
     lsn: int = -1
     prefix: str = ""
+    #: `prefix` as bytes (the encoder's).
+    prefix_bytes: bytes = b""
     digest: Any = None
 
 
@@ -277,12 +281,12 @@ class Shaper:
                 image = encoder.image if old_full else encoder.keys
                 fields.append(image(values, templates))
         commit = self._of_commit(commit_lsn)
-        place = f"{ordinal:0{SEQUENCE_ORDINAL_DIGITS}d}"
-        seq = commit.prefix + place  # == sequence_number(commit_lsn, ordinal)
+        place = _ORDINAL % ordinal
+        seq = commit.prefix_bytes + place  # == sequence_number(commit_lsn, ordinal)
         digest = commit.digest.copy()
-        digest.update(place.encode())
+        digest.update(place)
         fields[0] = digest.hexdigest().encode()
-        fields.append(seq.encode())
+        fields.append(seq)
         fields.append(size_bytes)
         data = encoder.record_template(event_name, new_image, old_image) % tuple(fields)
         if self.parallelization_factor == 1:
@@ -291,7 +295,7 @@ class Shaper:
             item = orjson.dumps(orjson.loads(keys), option=orjson.OPT_SORT_KEYS)
             key = lane_key(table.qualified, item, self.parallelization_factor)
         # no payload yet: ChangeRecord parses it from `data` on first use
-        return ChangeRecord(None, seq, len(data), commit_time, key, data)  # type: ignore[arg-type]
+        return ChangeRecord(None, seq.decode(), len(data), commit_time, key, data)  # type: ignore[arg-type]
 
     def built_row(
         self,
@@ -350,8 +354,9 @@ class Shaper:
         if commit.lsn != commit_lsn:
             commit.lsn = commit_lsn
             commit.prefix = f"{commit_lsn:0{SEQUENCE_LSN_DIGITS}d}"
+            commit.prefix_bytes = commit.prefix.encode()
             commit.digest = self._id_prefix.copy()
-            commit.digest.update(commit.prefix.encode())
+            commit.digest.update(commit.prefix_bytes)
         return commit
 
     def _record(
