@@ -5,6 +5,7 @@ both must give the same record: the same bytes, hence the same parsed record, si
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 from unittest import mock
@@ -177,6 +178,9 @@ def test_encoded_records_are_the_records_the_long_way_builds(data: st.DataObject
         expected.key,
     )
     assert record.size == len(record.handle)
+    # the eventID is the documented digest of the database, slot and sequence number
+    event_id = hashlib.md5(f"db/slot/{record.item_id}".encode(), usedforsecurity=False)
+    assert record.payload["eventID"] == event_id.hexdigest()
 
 
 @pytest.mark.parametrize("view", VIEWS)
