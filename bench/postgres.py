@@ -9,7 +9,10 @@ daemon's process; the baseline is the bare loop polling every 10 ms, commit to d
 
 The rates are measured in `rounds` rounds, each on a new table with its own slots (bare loop,
 source alone, through triggerd); each figure is the median over the rounds, the ratio the
-median of the per-round ratios.
+median of the per-round ratios. Each also measures the CPU time per row of this process, which
+runs the bare loop, the source and the pipeline (the server and the function's worker, in
+their own processes, are not counted): on a shared machine it moves far less with the load
+than the rates do.
 
 The cluster is a throwaway one (bench/postgres_cluster.py), `fsync = off`.
 """
@@ -17,6 +20,7 @@ The cluster is a throwaway one (bench/postgres_cluster.py), `fsync = off`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
 import time
@@ -319,9 +323,11 @@ async def _prepare(cluster: Cluster, settings: Settings) -> tuple[str, str, str]
 
 async def _rates_round(
     cluster: Cluster, store: SQLiteStateStore, work_dir: str, settings: Settings
-) -> tuple[tuple[float, float, float], tuple[Pipeline, str, str]]:
-    """Seconds of (bare loop, source alone, through triggerd) on a new table; and the
-    pipeline, table and suffix (for the latency round)."""
+) -> tuple[tuple[float, float, float], tuple[float, float, float], tuple[Pipeline, str, str]]:
+    """Seconds of (bare loop, source alone, through triggerd) on a new table; the CPU time
+    per row of this process in each (us: the server and the function's worker not counted,
+    and far less disturbed by other load than the rates); and the pipeline, table and suffix
+    (for the latency round)."""
     table, trigger, suffix = await _prepare(cluster, settings)
     pipeline = Pipeline(cluster, table, trigger, settings)
     # The sources create their slots and publications before the rows come.
@@ -329,30 +335,38 @@ async def _rates_round(
     only = f"{trigger}_source"
     await source_only(cluster, table, only, store, Settings(rows=0))
     await _write_rows(cluster.dsn, table, settings)
+    cpu = [time.process_time()]
     raw_s, _ = await raw_loop(
         cluster.dsn, f"raw_{suffix}", f"pub_{suffix}", settings.rows, timeout_s=settings.timeout_s
     )
+    cpu.append(time.process_time())
     only_s = await source_only(cluster, table, only, store, settings)
+    cpu.append(time.process_time())
     full_s, _ = await pipeline.run(store, work_dir, until_rows=settings.rows)
-    return (raw_s, only_s, full_s), (pipeline, table, suffix)
+    cpu.append(time.process_time())
+    per_row = [(b - a) / max(settings.rows, 1) * 1e6 for a, b in itertools.pairwise(cpu)]
+    return (raw_s, only_s, full_s), (per_row[0], per_row[1], per_row[2]), (pipeline, table, suffix)
 
 
 async def measure(settings: Settings) -> list[Row]:
     rounds: list[tuple[float, float, float]] = []
+    cpus: list[tuple[float, float, float]] = []
     with postgres_cluster() as cluster:
         store = SQLiteStateStore(MEMORY_PATH)
         await store.open()
         try:
             with tempfile.TemporaryDirectory(prefix="triggerd-bench-") as work_dir:
                 for _ in range(settings.rounds):
-                    seconds, (pipeline, table, suffix) = await _rates_round(
+                    seconds, cpu, (pipeline, table, suffix) = await _rates_round(
                         cluster, store, work_dir, settings
                     )
                     rounds.append(seconds)
+                    cpus.append(cpu)
                 latency = await _latency_round(cluster, table, suffix, pipeline, store, work_dir)
         finally:
             await store.close()
     log.info("postgres rounds (seconds: bare, source, triggerd): %s", rounds)
+    log.info("postgres rounds (CPU us per row: bare, source, triggerd): %s", cpus)
     raw_rate = median([settings.rows / raw for raw, _, _ in rounds])
     only_rate = median([settings.rows / only for _, only, _ in rounds])
     full_rate = median([settings.rows / full for _, _, full in rounds])
@@ -377,6 +391,23 @@ async def measure(settings: Settings) -> list[Row]:
             ratio,
             target=0.7,
             op=">=",
+        ),
+        Row(
+            NAME,
+            "CPU us per row through triggerd (the process running the pipeline; the server and "
+            "the function's worker not counted)",
+            median([full for _, _, full in cpus]),
+            median([raw for raw, _, _ in cpus]),
+            baseline_desc="the bare loop's process",
+            digits=1,
+        ),
+        Row(
+            NAME,
+            "CPU us per row of the source alone (records built, receive + ack)",
+            median([only for _, only, _ in cpus]),
+            median([raw for raw, _, _ in cpus]),
+            baseline_desc="the bare loop's process",
+            digits=1,
         ),
         Row(
             NAME,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fakes import make_record
 from triggerd.delivery.batching import ENVELOPE_OVERHEAD, BatchBuffer
@@ -148,3 +152,48 @@ def test_per_key_skips_busy_keys_and_respects_the_byte_cap() -> None:
     assert batch is not None and len(batch) == 2 and batch[0].key == "big"
     batch = buf.next_batch(0.0, {"big"})
     assert batch is not None and [r.key for r in batch] == ["small", "small"]
+
+
+class _Unshortcut(BatchBuffer):
+    """The buffer without its every-key-busy shortcut: a pass over the records each time."""
+
+    def _all_busy(self, busy: set[str]) -> bool:
+        return False
+
+
+_KEYS = st.sampled_from([None, "a", "b", "c"])
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.lists(_KEYS, max_size=6)),
+        st.tuples(st.just("next"), st.sets(st.sampled_from(["a", "b", "c"]))),
+        st.tuples(st.just("take_key"), st.sampled_from(["a", "b", "c"])),
+        st.tuples(st.just("deadline"), st.sets(st.sampled_from(["a", "b", "c"]))),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_OPS, per_key=st.booleans())
+def test_the_all_keys_busy_shortcut_never_changes_what_is_eligible(
+    ops: list[tuple[str, Any]], per_key: bool
+) -> None:
+    kw: dict[str, Any] = {"batch_size": 3, "window_s": 0.0, "capacity": 50, "per_key": per_key}
+    fast, slow = BatchBuffer(**kw), _Unshortcut(**kw)
+    n = 0
+    for op, arg in ops:
+        if op == "add":
+            records = []
+            for key in arg:
+                records.append(make_record(n, key=key))
+                n += 1
+            fast.add(records, 1.0)
+            slow.add(records, 1.0)
+        elif op == "next":
+            assert fast.next_batch(2.0, arg) == slow.next_batch(2.0, arg)
+        elif op == "take_key":
+            assert fast.take_key(arg) == slow.take_key(arg)
+        else:
+            assert fast.deadline(arg) == slow.deadline(arg)
+            assert fast.next_batch_possible(arg) == slow.next_batch_possible(arg)
+    assert fast.take_all() == slow.take_all()

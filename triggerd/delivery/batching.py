@@ -11,12 +11,17 @@ each key fills and times its own batch, and the first key whose batch is due goe
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 
 from triggerd.types import MAX_SYNC_PAYLOAD, Record
 
 #: Bytes for the envelope around the records ({"Records":[...]} and the like).
 ENVELOPE_OVERHEAD = 1024
+
+
+_KEY = attrgetter("key")
 
 
 @dataclass(slots=True)
@@ -45,6 +50,10 @@ class BatchBuffer:
         self.max_buffered_bytes = max_buffered_bytes or 2 * max_bytes
         self._items: list[_Pending] = []
         self._bytes = 0
+        #: Waiting records per ordering key: when every key waiting is busy (a stream's one
+        #: key while its batch is in flight, most of the time), nothing is eligible, which
+        #: is then known without a pass over every waiting record.
+        self._keys: Counter[str | None] = Counter()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -57,6 +66,11 @@ class BatchBuffer:
     def add(self, records: list[Record], now: float) -> None:
         self._items.extend(_Pending(now, r) for r in records)
         self._bytes += sum(r.size for r in records)
+        self._keys.update(map(_KEY, records))
+
+    def _all_busy(self, busy: set[str]) -> bool:
+        """Every waiting record's key is busy (none is eligible)."""
+        return bool(busy) and all(key is not None and key in busy for key in self._keys)
 
     def _remove(self, picked: set[int]) -> list[Record]:
         items = self._items
@@ -75,6 +89,10 @@ class BatchBuffer:
                     keep.append(it)
             self._items = keep
         self._bytes -= sum(r.size for r in out)
+        keys = self._keys
+        keys.subtract(map(_KEY, out))
+        for key in [k for k, n in keys.items() if n <= 0]:
+            del keys[key]
         return out
 
     def next_batch_possible(self, busy: set[str]) -> bool:
@@ -83,6 +101,8 @@ class BatchBuffer:
 
     def _first_eligible(self, busy: set[str]) -> _Pending | None:
         """The oldest waiting record whose key is not busy."""
+        if self._all_busy(busy):
+            return None
         for item in self._items:
             key = item.record.key
             if key is None or key not in busy:
@@ -134,6 +154,8 @@ class BatchBuffer:
 
     def next_batch(self, now: float, busy: set[str], *, flush: bool = False) -> list[Record] | None:
         """The next batch if one is due (full, window elapsed, or `flush`), else None."""
+        if self._all_busy(busy):
+            return None
         candidates = self._select_per_key(busy) if self.per_key else [self._select(busy)]
         for chosen, full in candidates:
             if not chosen:
