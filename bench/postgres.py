@@ -394,16 +394,16 @@ async def measure(settings: Settings) -> list[Row]:
         ),
         Row(
             NAME,
-            "CPU us per row through triggerd (the process running the pipeline; the server and "
-            "the function's worker not counted)",
+            "CPU us per row through triggerd (the pipeline's process)",
             median([full for _, _, full in cpus]),
             median([raw for raw, _, _ in cpus]),
-            baseline_desc="the bare loop's process",
+            baseline_desc="the bare loop's process (the server and the function's worker, in "
+            "their own processes, are not counted on either side)",
             digits=1,
         ),
         Row(
             NAME,
-            "CPU us per row of the source alone (records built, receive + ack)",
+            "CPU us per row out of the source (records built, receive + ack)",
             median([only for _, only, _ in cpus]),
             median([raw for raw, _, _ in cpus]),
             baseline_desc="the bare loop's process",
