@@ -152,6 +152,28 @@ def test_arbitrary_bytes_never_crash_the_decoder_otherwise(data: bytes) -> None:
         Decoder().decode(data)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=48).map(lambda b: b"I" + b),
+        st.lists(st.one_of(st.none(), st.just(UNCHANGED), st.text(max_size=6)), max_size=5).map(
+            lambda values: b"I" + struct.pack("!I", 7) + b"N" + tup(*values)
+        ),
+    )
+)
+def test_the_insert_short_way_decodes_as_the_decoder_does(data: bytes) -> None:
+    """Inserts outside a stream skip the message object (`Decoder.insert`): the same relid
+    and row as `decode`, and a ProtocolError exactly when `decode` raises one."""
+    try:
+        expected = Decoder().decode(data)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            Decoder().insert(data)
+        return
+    assert isinstance(expected, Insert)
+    assert Decoder().insert(data) == (expected.relid, expected.new)
+
+
 # ---- types ----
 
 
