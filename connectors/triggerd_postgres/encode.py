@@ -3,12 +3,15 @@
 The record's JSON is what the batch's event joins (`EncodesEvents`), and, for most records,
 all that is ever needed of it: the dict form (`Record.payload`) is parsed from the JSON on
 first use (a filter, an on-failure payload, a test). So the common row (no unchanged TOASTed
-value) is written straight to bytes: each column's AttributeValue once per value by a writer
-chosen once per column for its type, and the fixed parts (field names, the event source, the
-table's ARN, the column names) precomputed into `%`-templates once per table and event kind.
+value) is written straight to bytes, with as little Python per value as possible: the fixed
+parts (field names, the event source, the region, the table's ARN, the column names) are
+`%`-templates made once per table and event kind; text, integer and timestamp values sit in
+wrappers fixed in the templates (`{"S":"%s"}`), all of a row's strings escaped by one
+`orjson.dumps`; the other types (numbers, booleans, JSON, bytea, arrays) and NULLs get the
+whole AttributeValue from a writer chosen once per column.
 
-The bytes are the same as `orjson.dumps` of the dict the long way builds (`Shaper`'s images),
-which the tests check for every mapped type, NULLs and each stream view type.
+The bytes are those of `orjson.dumps` of the dict the long way builds (`Shaper.built_row`),
+which a property test checks for every mapped type, NULLs, each event and stream view type.
 """
 
 from __future__ import annotations
