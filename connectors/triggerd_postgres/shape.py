@@ -236,9 +236,17 @@ class Shaper:
             old is None or (len(old) == width and UNCHANGED not in old)
         ):
             return self._encoded(
-                encoder, event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time,
+                encoder,
+                event_name,
+                table,
+                new,
+                old,
+                old_full,
+                commit_lsn,
+                ordinal,
+                commit_time,
                 size_bytes,
-            )  # fmt: skip
+            )
         return self.built_row(
             event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time, size_bytes
         )
@@ -321,7 +329,8 @@ class Shaper:
         commit_time: float,
         size_bytes: int,
     ) -> Record:
-        """The record built as a dict (rows with unchanged TOASTed values), then serialised."""
+        """The record built as a dict, then serialised: the way of rows with unchanged TOASTed
+        values, and the reference the encoder's bytes are tested against."""
         if new is None:
             assert old is not None
             keys = self._keys(table, old, old)
