@@ -15,10 +15,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,15 +37,6 @@ __all__ = [
     "sequence_number",
     "stream_arn",
 ]
-
-
-def _md5_of() -> Callable[[bytes], Any]:
-    """CPython's own MD5 (the eventID's): each row copies the transaction's MD5 state, a
-    memcpy here, an allocation through OpenSSL (hashlib's, about 0.4 us more per row)."""
-    try:
-        return importlib.import_module("_md5").md5  # type: ignore[no-any-return]
-    except ImportError:  # an interpreter built without it
-        return functools.partial(hashlib.md5, usedforsecurity=False)
 
 
 SEQUENCE_LSN_DIGITS = 20
@@ -136,7 +125,7 @@ class Shaper:
     _encoders: dict[int, _Encoder] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        prefix = _md5_of()(f"{self.database}/{self.slot}/".encode())
+        prefix = hashlib.md5(f"{self.database}/{self.slot}/".encode(), usedforsecurity=False)
         object.__setattr__(self, "_id_prefix", prefix)
         view = self.view_type
         object.__setattr__(self, "_new_image", view in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"))
