@@ -94,15 +94,20 @@ def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
     task.cancel()
 
 
-async def within(seconds: float, call: Awaitable[T]) -> T | None:
+async def within(
+    seconds: float, call: Awaitable[T], loop: asyncio.AbstractEventLoop | None = None
+) -> T | None:
     """`await call`, or None once `seconds` have passed (the call is cancelled). What
     `asyncio.timeout` does for one await, with a timer and no context manager: this wraps
-    every synchronous webhook invocation."""
-    task = asyncio.current_task()
+    every synchronous webhook invocation. `loop`: the running loop, when the caller knows it
+    (looking it up costs a system call on Python 3.11)."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    task = asyncio.current_task(loop)
     assert task is not None
     expired: list[bool] = []
     cancelling = task.cancelling()
-    timer = asyncio.get_running_loop().call_later(seconds, _expire, task, expired)
+    timer = loop.call_later(seconds, _expire, task, expired)
     try:
         result = await call
     except asyncio.CancelledError:
@@ -199,6 +204,8 @@ class WebhookSource(PushedSource):
         )
         self.in_flight = 0
         self._stopping = False
+        #: The loop the route's requests are served on (set by `start`).
+        self._loop: asyncio.AbstractEventLoop | None = None
         event_mode = config.invocation_mode == "event"
         self._event_cap = MAX_ASYNC_PAYLOAD if event_mode else MAX_SYNC_PAYLOAD
 
@@ -206,6 +213,7 @@ class WebhookSource(PushedSource):
 
     async def start(self) -> None:
         cfg, ctx = self.config, self.ctx
+        self._loop = asyncio.get_running_loop()
         where = f"trigger {ctx.trigger}"
         if ctx.http is None:
             raise ConfigError([f"{where}: a webhook needs the HTTP server (daemon.listen)"])
@@ -396,7 +404,9 @@ class WebhookSource(PushedSource):
         self, request: web.BaseRequest, payload: bytes, meta: RequestMeta
     ) -> HttpReply:
         assert self.ctx.invoke is not None
-        result = await within(self.wait_s, self.ctx.invoke(payload, trace_id=meta.trace_id))
+        result = await within(
+            self.wait_s, self.ctx.invoke(payload, trace_id=meta.trace_id), self._loop
+        )
         if result is None:
             self._failed("route timeout", meta)
             return gateway_timeout(self.fmt)

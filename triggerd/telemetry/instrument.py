@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from triggerd.telemetry.metrics import Metrics
-from triggerd.telemetry.spans import invocation_scope
+from triggerd.telemetry.spans import InvocationScope, ScopeBlock
 from triggerd.types import Backend, Clock, InvocationType, InvokeFn, InvokeResult, Outcome
 
 
@@ -17,8 +17,10 @@ def trigger_invoke(backend: Backend, trigger: str) -> InvokeFn:
     """A source's synchronous invocation (a webhook in sync mode) made on behalf of
     `trigger`, so that its invocation span names the trigger and its single attempt."""
 
+    scope = InvocationScope(trigger, 1)  # the same for every call: made once
+
     async def invoke(payload: bytes, *, trace_id: str | None = None) -> InvokeResult:
-        with invocation_scope(trigger, 1):
+        with ScopeBlock(scope):
             return await backend.invoke(payload, trace_id=trace_id)
 
     return invoke

@@ -398,12 +398,25 @@ class LineBatch:
         self.stream = stream
         self._lines: list[str] = []
         self._lock = threading.Lock()
+        #: The loop of the last line held, and its thread: while that loop runs, a line from
+        #: that thread is a line of that loop (one loop runs in a thread at a time), which
+        #: spares `get_running_loop` (a getpid(2) on Python 3.11) on every line.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.get_ident() == self._loop_thread:
+            return loop
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        return loop
 
     def add(self, line: str, urgent: bool) -> None:
-        try:
-            loop = None if urgent else asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = None if urgent else self._running_loop()
         with self._lock:
             lines = self._lines
             lines.append(line)
