@@ -169,17 +169,25 @@ class JsonFormatter(LineFormatter):
         def head(created: float) -> str:
             return '{"ts":"' + stamp(created) + middle
 
+        masked = any(secret)
+
         def fields(values: tuple[Any, ...]) -> str:
             prev = last[0]
             if prev is not None and len(prev) == len(values) and all(map(is_, prev, values)):
                 return cast(str, last[1])
-            out = [tail]
-            for key, hidden, value in zip(keys, secret, values, strict=True):
-                out.append(key)
-                out.append('"***"' if hidden else dumps(value, default=str).decode())
-            out.append("}")
-            text = "".join(out)
-            if all(type(value) in _IMMUTABLE for value in values):
+            if masked:
+                out = [tail]
+                for key, hidden, value in zip(keys, secret, values, strict=True):
+                    out.append(key)
+                    out.append('"***"' if hidden else dumps(value, default=str).decode())
+                out.append("}")
+                text = "".join(out)
+            else:
+                # One call for all the fields: the object orjson makes of them, without its
+                # opening brace, is the same text as the fields rendered one by one.
+                rendered = dumps(dict(zip(names, values, strict=True)), default=str).decode()
+                text = tail + ("," + rendered[1:] if len(rendered) > 2 else "}")
+            if _IMMUTABLE.issuperset(map(type, values)):
                 last[0], last[1] = values, text
             return text
 
