@@ -516,3 +516,36 @@ async def test_cancelled_invocation_discards_its_worker_and_frees_the_slot(
     assert not alive(pid) and not backend.workers
     after = await asyncio.wait_for(backend.invoke(b"{}"), 5)
     assert after.outcome is Outcome.OK and body(after)["pid"] != pid
+
+
+async def test_start_is_logged_while_a_long_invocation_runs_right_after_a_short_one(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's START timer, left armed by a short invocation whose START went out with
+    its END, waits again for the next invocation's own START (logged once, while it runs)."""
+    caplog.set_level(logging.INFO, logger="triggerd.function")
+    backend = await backend_factory("actions")
+    assert (await backend.invoke(b"{}")).outcome is Outcome.OK
+    rid = str(uuid.uuid4())
+    pending = asyncio.ensure_future(
+        backend.invoke(b'{"action": "sleep", "seconds": 30}', request_id=rid)
+    )
+
+    def mine(prefix: str) -> int:
+        return sum(
+            1
+            for r in caplog.records
+            if getattr(r, "request_id", None) == rid and r.getMessage().startswith(prefix)
+        )
+
+    try:
+        async with asyncio.timeout(20):
+            while not mine("START"):
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # several more periods of the timer: no second START
+        assert not pending.done() and mine("START") == 1 and mine("END") == 0
+        assert backend.stats["spawns"] == 1  # the same worker ran both
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pending

@@ -276,6 +276,37 @@ async def test_lines_of_one_loop_iteration_are_written_with_one_write(
     assert all(d["request_id"] == RID and d["function"] == "f" for d in docs[:4])
 
 
+def test_a_later_loop_in_the_same_thread_batches_its_lines_too(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch remembers the loop of its lines; a loop that ran and stopped is not taken
+    for the running one: the next loop's lines wait for the end of its own iteration."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+
+    async def two_lines() -> tuple[int, int]:
+        before = stream.writes
+        lines.info("a", RID)
+        lines.info("b", RID)
+        held = stream.writes - before
+        await asyncio.sleep(0)
+        return held, stream.writes - before
+
+    assert asyncio.run(two_lines()) == (0, 1)
+    assert asyncio.run(two_lines()) == (0, 1)
+    lines.info("c", RID)  # no loop running any more: written at once
+    assert stream.writes == 3
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == [
+        "a",
+        "b",
+        "a",
+        "b",
+        "c",
+    ]
+
+
 async def test_a_warning_is_written_at_once_after_the_lines_held_before_it(
     restore_logging: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -80,6 +80,7 @@ def populated() -> Metrics:
         else:
             child.observe(1)
     metrics.functions.tally("f").max_memory = 1
+    metrics.invokes.tally("x").count("x")
     stats = SourceStats(
         partitions=(
             PartitionStats(
@@ -173,7 +174,7 @@ def test_dashboard_error_rate_is_over_the_invocations_cloudwatch_counts() -> Non
 
 def test_no_created_series_and_build_info_is_one() -> None:
     metrics = Metrics()
-    metrics.invocations.labels("fn", "ok").inc()
+    metrics.invokes.tally("fn").count("ok")
     metrics.event_age.labels("t").observe(1.0)
     text = metrics.exposition().decode()
     assert "_created" not in text

@@ -65,3 +65,26 @@ async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on() 
     await asyncio.gather(first, return_exceptions=True)
     assert await asyncio.wait_for(second, 1) is True
     assert slots.locked()
+
+
+def test_a_pool_used_by_successive_loops_queues_on_the_running_one() -> None:
+    """The pool reuses the loop of its last wait only while that loop runs."""
+    slots = Slots(1)
+
+    async def contend() -> list[int]:
+        assert slots.try_acquire()
+        order: list[int] = []
+
+        async def wait(i: int) -> None:
+            assert await slots.acquire(5)
+            order.append(i)
+            slots.release()
+
+        tasks = [asyncio.create_task(wait(i)) for i in range(2)]
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(contend()) == [0, 1]
+    assert asyncio.run(contend()) == [0, 1]

@@ -192,6 +192,11 @@ class RuntimeEndpoint:
         return f"{self._host}:{self._port}"
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the endpoint serves on (the one it was made on)."""
+        return self._loop
+
+    @property
     def busy(self) -> bool:
         return self._pending is not None or self._current is not None
 

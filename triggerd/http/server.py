@@ -54,6 +54,18 @@ log = logging.getLogger("triggerd.http")
 _UNSUPPORTED_VERSION: web.RequestKey[str] = web.RequestKey("unsupported_version", str)
 
 
+class Request(web.BaseRequest):
+    """aiohttp's request, whose `get` and `in` look the request's state up directly: the
+    dispatcher asks for keys that are mostly absent on every request (a refusal, an
+    unsupported version), and `Mapping.get` finds an absent key by raising KeyError."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+
 RequestFactory = Callable[
     [
         RawRequestMessage,
@@ -83,11 +95,11 @@ def protocol_refusal(request: web.BaseRequest) -> web.Response | None:
     if version is not None:
         return _refusal(request, 505, "HTTP Version Not Supported", "http_version")
     headers = request.headers
-    encoding = headers.get("Transfer-Encoding", "").lower()
-    if request.version == HttpVersion10 and "chunked" in encoding:
+    version = request.version
+    if version == HttpVersion10 and "chunked" in headers.get("Transfer-Encoding", "").lower():
         return _refusal(request, 400, "Bad Request", "chunked_http_1_0")
     expect = headers.get("Expect")
-    if expect is not None and request.version == HttpVersion11 and expect.lower() != "100-continue":
+    if expect is not None and version == HttpVersion11 and expect.lower() != "100-continue":
         return _refusal(request, 417, "Expectation Failed", "expectation")
     return None
 
@@ -328,7 +340,7 @@ def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
             answered_as = HttpVersion10 if version < HttpVersion10 else HttpVersion11
             message = message._replace(version=answered_as, should_close=True)
             state = {_UNSUPPORTED_VERSION: f"{version.major}.{version.minor}"}
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, state=state)
+        return Request(message, payload, protocol, writer, task, loop, state=state)
 
     return make
 

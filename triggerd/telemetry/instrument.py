@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from triggerd.telemetry.metrics import Metrics
-from triggerd.telemetry.spans import invocation_scope
+from triggerd.telemetry.spans import InvocationScope, ScopeBlock
 from triggerd.types import Backend, Clock, InvocationType, InvokeFn, InvokeResult, Outcome
 
 
@@ -17,8 +17,10 @@ def trigger_invoke(backend: Backend, trigger: str) -> InvokeFn:
     """A source's synchronous invocation (a webhook in sync mode) made on behalf of
     `trigger`, so that its invocation span names the trigger and its single attempt."""
 
+    scope = InvocationScope(trigger, 1)  # the same for every call: made once
+
     async def invoke(payload: bytes, *, trace_id: str | None = None) -> InvokeResult:
-        with invocation_scope(trigger, 1):
+        with ScopeBlock(scope):
             return await backend.invoke(payload, trace_id=trace_id)
 
     return invoke
@@ -33,10 +35,7 @@ class InstrumentedBackend:
         self.function = function
         self._metrics = metrics
         self._clock = clock
-        self._concurrent = metrics.concurrent.labels(function)
-        self._seconds = metrics.invoke_seconds.labels(function)
-        #: Per outcome, the counter's child (`labels()` costs more than the increment).
-        self._outcomes: dict[Outcome, Any] = {}
+        self._tally = metrics.invokes.tally(function)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -61,7 +60,8 @@ class InstrumentedBackend:
         with metrics.tracer.invocation(
             function=self.function, trace=trace_id, request_id=request_id
         ) as span:
-            self._concurrent.inc()
+            tally = self._tally
+            tally.concurrent += 1
             start = self._clock.monotonic()
             try:
                 result = await self.inner.invoke(
@@ -79,16 +79,12 @@ class InstrumentedBackend:
                 span.finish(Outcome.TIMEOUT.value, request_id or "")
                 raise
             finally:
-                self._concurrent.dec()
+                tally.concurrent -= 1
             self._record(result.outcome, start)
             span.finish(result.outcome.value, result.request_id)
         return result
 
     def _record(self, outcome: Outcome, start: float) -> None:
-        self._seconds.observe(self._clock.monotonic() - start)
-        counter = self._outcomes.get(outcome)
-        if counter is None:
-            counter = self._outcomes[outcome] = self._metrics.invocations.labels(
-                self.function, outcome.value
-            )
-        counter.inc()
+        tally = self._tally
+        tally.duration.observe(self._clock.monotonic() - start)
+        tally.count(outcome.value)

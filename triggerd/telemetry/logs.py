@@ -169,17 +169,25 @@ class JsonFormatter(LineFormatter):
         def head(created: float) -> str:
             return '{"ts":"' + stamp(created) + middle
 
+        masked = any(secret)
+
         def fields(values: tuple[Any, ...]) -> str:
             prev = last[0]
             if prev is not None and len(prev) == len(values) and all(map(is_, prev, values)):
                 return cast(str, last[1])
-            out = [tail]
-            for key, hidden, value in zip(keys, secret, values, strict=True):
-                out.append(key)
-                out.append('"***"' if hidden else dumps(value, default=str).decode())
-            out.append("}")
-            text = "".join(out)
-            if all(type(value) in _IMMUTABLE for value in values):
+            if masked:
+                out = [tail]
+                for key, hidden, value in zip(keys, secret, values, strict=True):
+                    out.append(key)
+                    out.append('"***"' if hidden else dumps(value, default=str).decode())
+                out.append("}")
+                text = "".join(out)
+            else:
+                # One call for all the fields: the object orjson makes of them, without its
+                # opening brace, is the same text as the fields rendered one by one.
+                rendered = dumps(dict(zip(names, values, strict=True)), default=str).decode()
+                text = tail + ("," + rendered[1:] if len(rendered) > 2 else "}")
+            if _IMMUTABLE.issuperset(map(type, values)):
                 last[0], last[1] = values, text
             return text
 
@@ -398,12 +406,25 @@ class LineBatch:
         self.stream = stream
         self._lines: list[str] = []
         self._lock = threading.Lock()
+        #: The loop of the last line held, and its thread: while that loop runs, a line from
+        #: that thread is a line of that loop (one loop runs in a thread at a time), which
+        #: spares `get_running_loop` (a getpid(2) on Python 3.11) on every line.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.get_ident() == self._loop_thread:
+            return loop
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        return loop
 
     def add(self, line: str, urgent: bool) -> None:
-        try:
-            loop = None if urgent else asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = None if urgent else self._running_loop()
         with self._lock:
             lines = self._lines
             lines.append(line)

@@ -132,6 +132,60 @@ class FunctionMetrics(Collector):
         yield from (duration, init, cold, billed, memory)
 
 
+class InvokeTally:
+    """One function's invocations as triggerd sees them, whatever backend runs it: plain
+    numbers updated from the event loop on every invocation (prometheus_client's values take
+    a lock for each update), made metric families only when /metrics is scraped."""
+
+    __slots__ = ("concurrent", "duration", "outcomes")
+
+    def __init__(self) -> None:
+        #: Invocations in progress (including those waiting for a free worker).
+        self.concurrent = 0
+        self.duration = Buckets(DURATION_BUCKETS)
+        #: Invocations by outcome (`Outcome.value`).
+        self.outcomes: dict[str, int] = {}
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class InvokeMetrics(Collector):
+    """`triggerd_invocations`, `triggerd_invoke_duration_seconds` and
+    `triggerd_concurrent_executions`, collected from each function's `InvokeTally`."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, InvokeTally] = {}
+
+    def tally(self, function: str) -> InvokeTally:
+        """The function's tally (the same one for a function reloaded under its name)."""
+        return self._tallies.setdefault(function, InvokeTally())
+
+    def collect(self) -> Iterator[Metric]:
+        invocations = CounterMetricFamily(
+            "triggerd_invocations",
+            "Function invocations by outcome (ok, function_error, timeout, throttled, "
+            "invoke_error), whatever invoked them",
+            labels=["function", "outcome"],
+        )
+        seconds = HistogramMetricFamily(
+            "triggerd_invoke_duration_seconds",
+            "Invocation latency as seen by triggerd",
+            labels=["function"],
+        )
+        concurrent = GaugeMetricFamily(
+            "triggerd_concurrent_executions",
+            "Invocations in progress (including those waiting for a free worker)",
+            labels=["function"],
+        )
+        for name, t in sorted(self._tallies.items()):
+            for outcome, count in sorted(t.outcomes.items()):
+                invocations.add_metric([name, outcome], count)
+            seconds.add_metric([name], t.duration.cumulative(), t.duration.total)
+            concurrent.add_metric([name], t.concurrent)
+        yield from (invocations, seconds, concurrent)
+
+
 class SourceMetrics(Collector):
     """Lag per partition, committed offsets and rebalances of the sources that report them
     (`ReportsStats`), read from the sources when /metrics is scraped."""
@@ -253,26 +307,6 @@ class Metrics:
         self.records_filtered = Counter(
             "triggerd_records_filtered", "Records dropped by filters", ["trigger"], registry=r
         )
-        self.invocations = Counter(
-            "triggerd_invocations",
-            "Function invocations by outcome (ok, function_error, timeout, throttled, "
-            "invoke_error), whatever invoked them",
-            ["function", "outcome"],
-            registry=r,
-        )
-        self.invoke_seconds = Histogram(
-            "triggerd_invoke_duration_seconds",
-            "Invocation latency as seen by triggerd",
-            ["function"],
-            registry=r,
-            buckets=DURATION_BUCKETS,
-        )
-        self.concurrent = Gauge(
-            "triggerd_concurrent_executions",
-            "Invocations in progress (including those waiting for a free worker)",
-            ["function"],
-            registry=r,
-        )
         self.records_succeeded = Counter(
             "triggerd_records_succeeded", "Records delivered", ["trigger"], registry=r
         )
@@ -322,6 +356,9 @@ class Metrics:
             registry=r,
         )
 
+        # per function: every invocation (InstrumentedBackend), whatever the backend
+        self.invokes = InvokeMetrics()
+        r.register(self.invokes)
         # per function, filled in by the backends
         self.functions = FunctionMetrics()
         r.register(self.functions)

@@ -10,9 +10,8 @@ as it is.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,13 +52,27 @@ def current_scope() -> InvocationScope | None:
     return _scope.get()
 
 
-@contextlib.contextmanager
-def invocation_scope(trigger: str, attempt: int) -> Iterator[None]:
-    token = _scope.set(InvocationScope(trigger, attempt))
-    try:
-        yield
-    finally:
-        _scope.reset(token)
+class ScopeBlock:
+    """A `with` block in which `scope` is the current scope (a class, not a generator: a
+    synchronous webhook's every request enters one)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, scope: InvocationScope) -> None:
+        self._scope = scope
+        self._token: Token[InvocationScope | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _scope.set(self._scope)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _scope.reset(self._token)
+            self._token = None
+
+
+def invocation_scope(trigger: str, attempt: int) -> ScopeBlock:
+    return ScopeBlock(InvocationScope(trigger, attempt))
 
 
 class SpanHandle(Protocol):

@@ -826,7 +826,7 @@ class LocalBackend:
     ) -> RuntimeReply | None:
         """Hand the invocation to the worker; its reply, or None on timeout (worker killed)."""
         now = self.ctx.clock.time()
-        loop = asyncio.get_running_loop()
+        loop = worker.endpoint.loop
         invocation = PendingInvocation(
             request_id=rid,
             payload=payload,

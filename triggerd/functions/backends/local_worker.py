@@ -171,8 +171,13 @@ class Worker(asyncio.SubprocessProtocol):
         #: output of the invocation logs it first, through `log_held` (set by the backend).
         self.held_start: tuple[float, str] | None = None
         self.log_held: Callable[[Worker], None] | None = None
-        #: Logs a held START that waited START_HOLD_S (the invocation is still running).
+        #: Logs a held START that waited START_HOLD_S (the invocation is still running). One
+        #: timer per worker, left armed when the START goes out with its END (cancelling and
+        #: re-arming one per invocation cost more than the rare wake-up with nothing held).
         self._held_timer: asyncio.TimerHandle | None = None
+        #: Loop time at which the START held now is due.
+        self._held_due_at = 0.0
+        self._loop = loop
         self.invocations = 0
         #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
         self.peak_kb = 0
@@ -306,30 +311,30 @@ class Worker(asyncio.SubprocessProtocol):
         """Hold the invocation's START line (see `held_start`) for at most START_HOLD_S: an
         invocation still running then has it logged, so a long one shows it has begun."""
         self.held_start = line
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-        self._held_timer = asyncio.get_running_loop().call_later(START_HOLD_S, self._held_due)
+        self._held_due_at = due = self._loop.time() + START_HOLD_S
+        if self._held_timer is None:
+            self._held_timer = self._loop.call_at(due, self._held_due)
 
     def take_held_start(self) -> tuple[float, str] | None:
         """The START line still held (to be logged with END and REPORT), if any."""
         held, self.held_start = self.held_start, None
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
         return held
 
     def _held_due(self) -> None:
+        """The timer: the START held now is logged once due; a timer armed for an earlier
+        START (logged with its END since) waits again for the current one's deadline."""
         self._held_timer = None
-        if self.held_start is not None:
-            self._log_held()
+        if self.held_start is None:
+            return
+        if self._loop.time() < self._held_due_at:
+            self._held_timer = self._loop.call_at(self._held_due_at, self._held_due)
+            return
+        self._log_held()
 
     def _log_held(self) -> None:
         if self.log_held is not None:
             self.log_held(self)
         self.held_start = None
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
 
     def _unread_output(self) -> bool:
         """Whether the output pipes still hold bytes: one poll(2) of both, which answers

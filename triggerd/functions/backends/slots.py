@@ -39,6 +39,9 @@ class Slots:
     def __init__(self, count: int) -> None:
         self._free = count
         self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        #: The loop of the last wait: while it runs, it is the loop of the next one (a slot
+        #: pool is used from one thread), which spares a getpid(2) per queued invocation.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def locked(self) -> bool:
         return self._free <= 0
@@ -54,7 +57,9 @@ class Slots:
         if self._free > 0:
             self._free -= 1
             return True
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(waiter)
         timer = loop.call_later(timeout_s, _expire, waiter) if timeout_s is not None else None
