@@ -15,7 +15,7 @@ from pydantic import BaseModel, Tag
 
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
-from triggerd.state.base import MEMORY_PATH
+from triggerd.state import MEMORY_PATH
 from triggerd.state.factory import sqlite_path
 from triggerd.types import ConfigError, PathCheck
 
