@@ -64,9 +64,11 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
 #: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
 #: table, piped, without rich (`output.plain_table`). Neither builds the models of config
-#: sections the example does not have (`[sns]`, `[[event_buses]]`) nor imports the state
-#: store's modules (status reads a SQLite store with sqlite3 alone).
+#: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
+#: store's modules (status reads a SQLite store with sqlite3 alone) or builds the records,
+#: contexts and results a running daemon exchanges (`triggerd.runtime_types`).
 NOT_USED_BY_THE_EXAMPLE = (
+    "triggerd.runtime_types",
     "triggerd.config.sns",
     "triggerd.config.buses",
     "triggerd.state.base",
@@ -86,6 +88,7 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.state.sqlite",
         "triggerd.telemetry.logs",
         "rich",
+        "triggerd.runtime_types",
     ),
     "validate": (
         "packaging",
