@@ -3,13 +3,16 @@ the hooks the CLI uses."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggerd.events.s3 import S3_SAMPLE_OPTIONS
-from triggerd.types import Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import Source, SourcePlugin, plugin_config
 
 from . import sample_event
 from .config import DirectorySourceConfig
+
+if TYPE_CHECKING:
+    from triggerd.types import SourceContext
 
 
 def create(config: Any, ctx: SourceContext) -> Source:

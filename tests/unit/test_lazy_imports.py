@@ -4,6 +4,7 @@ not need. Checked in a fresh interpreter, where sys.modules tells."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -62,7 +63,18 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: `validate` reads a config whose extras are installed (no `packaging`: requirements are
 #: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
 #: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
-#: table, piped, without rich (`output.plain_table`).
+#: table, piped, without rich (`output.plain_table`). Neither builds the models of config
+#: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
+#: store's modules (status reads a SQLite store with sqlite3 alone) or builds the records,
+#: contexts and results a running daemon exchanges (`triggerd.runtime_types`).
+NOT_USED_BY_THE_EXAMPLE = (
+    "triggerd.runtime_types",
+    "triggerd.config.sns",
+    "triggerd.config.buses",
+    "triggerd.state.base",
+    "triggerd.state.sqlite",
+    "triggerd.state.leases",
+)
 ALSO_NOT: dict[str, tuple[str, ...]] = {
     "generate-event": (
         "asyncio",
@@ -76,9 +88,23 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.state.sqlite",
         "triggerd.telemetry.logs",
         "rich",
+        "triggerd.runtime_types",
     ),
-    "validate": ("packaging", "yaml", "rich", "triggerd.telemetry.logs", "triggerd.cli.status"),
-    "status": ("triggerd.telemetry.logs", "triggerd.http.invoke_api", "rich"),
+    "validate": (
+        "packaging",
+        "yaml",
+        "rich",
+        "triggerd.telemetry.logs",
+        "triggerd.cli.status",
+        *NOT_USED_BY_THE_EXAMPLE,
+    ),
+    "status": (
+        "triggerd.telemetry.logs",
+        "triggerd.http.invoke_api",
+        "rich",
+        "triggerd.cli.dlq",
+        *NOT_USED_BY_THE_EXAMPLE,
+    ),
 }
 
 
@@ -204,3 +230,37 @@ def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_status_reads_a_sqlite_store_with_sqlite3_alone(tmp_path: Path) -> None:
+    """The read-only reader needs no module of the store itself (their dataclasses are part
+    of every status's start-up); the store is read all the same."""
+    from triggerd.state.sqlite import SQLiteStateStore
+
+    config = _example_copy(tmp_path)
+    (tmp_path / "state").mkdir()
+
+    async def create_store() -> None:
+        store = SQLiteStateStore(str(tmp_path / "state" / "triggerd.db"))
+        await store.open()
+        await store.close()
+
+    asyncio.run(create_store())
+    code = f"""
+        import contextlib, io, json, sys
+        from triggerd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+            main(["status", "-c", {str(config)!r}, "-o", "json"], standalone_mode=False)
+        print(json.dumps(json.loads(out.getvalue())["state_store_error"]))
+        print(json.dumps(sorted(m for m in {NOT_USED_BY_THE_EXAMPLE!r} if m in sys.modules)))
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    *_, error, loaded = out.stdout.strip().splitlines()
+    assert (json.loads(error), json.loads(loaded)) == (None, [])

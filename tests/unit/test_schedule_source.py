@@ -449,6 +449,24 @@ def test_plugin_import_and_config_do_not_load_apscheduler() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_creating_a_rate_schedule_does_not_import_apschedulers_cron_trigger() -> None:
+    """Only cron schedules evaluate with APScheduler: a daemon whose schedules are rates
+    does not import it while starting (its presence is still checked, below)."""
+    code = (
+        "import logging, sys\n"
+        "from triggerd.types import SourceContext, SystemClock\n"
+        "from triggerd_schedule import plugin\n"
+        "config = plugin.config_model(type='schedule', expression='rate(1 minute)')\n"
+        "ctx = SourceContext('t', None, SystemClock(), logging.getLogger('t'))\n"
+        "print(type(plugin.create(config, ctx)).__name__)\n"
+        "print('apscheduler.triggers.cron' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["ScheduleSource", "False"], out.stderr
+
+
 def test_create_without_apscheduler_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "apscheduler.triggers.cron", None)
     h_config = ScheduleSourceConfig(type="schedule", expression="rate(1 minute)")

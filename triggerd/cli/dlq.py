@@ -22,12 +22,10 @@ import orjson
 
 from triggerd.cli.output import console, emit
 from triggerd.config.model import ConfigBase
+from triggerd.state import REPLAYED_SCOPE
 from triggerd.state.base import DlqEntry, NewEvent, StateStore
 
 __all__ = ["REPLAYED_SCOPE", "Selection", "parse_since"]
-
-#: Checkpoint scope of the replay markers: key = DLQ entry id, value = JSON of the replay.
-REPLAYED_SCOPE = "triggerd:dlq-replayed"
 ALREADY_REPLAYED = "already replayed (--again replays it once more)"
 #: More entries than any DLQ index holds in practice: "all of them" for the store's list.
 _ALL = 10_000_000

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Tag
 
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
-from triggerd.state.base import MEMORY_PATH
+from triggerd.state import MEMORY_PATH
 from triggerd.state.factory import sqlite_path
 from triggerd.types import ConfigError, PathCheck
 
@@ -48,8 +48,7 @@ def raw_path_problems(path: str, registry: Registry) -> list[str]:
     """The path problems of a config that does not validate: its values are walked beside
     the model's types, so a missing code directory is named in the same run as a field
     error elsewhere (fields that are not valid strings are left to the field errors)."""
-    from triggerd.config.load import interpolate, read_file, used_plugins
-    from triggerd.config.model import build_config_model
+    from triggerd.config.load import interpolate, model_for, read_file
 
     file = Path(path)
     try:
@@ -57,7 +56,7 @@ def raw_path_problems(path: str, registry: Registry) -> list[str]:
     except (OSError, ValueError, ConfigError):
         return []
     data, _ = interpolate(raw, os.environ)
-    model = build_config_model(registry, used_plugins(data, registry))
+    model = model_for(data, registry)
     problems: list[str] = []
     _walk_raw(model, data, "", file.resolve().parent, problems)
     return problems

@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from triggerd.cli.dlq import REPLAYED_SCOPE
-from triggerd.state import pgleases
+from triggerd.state import MEMORY_PATH, REPLAYED_SCOPE
 from triggerd.state.factory import postgres_store, sqlite_path
 from triggerd.state.pgschema import SCHEMA, is_postgres_url
-from triggerd.state.sqlite import MEMORY_PATH, StateStoreError
 from triggerd.types import ExitCode, OperatorError
+
+# The stores' own modules (state.sqlite, state.pgleases and the dataclasses they import)
+# are imported by the PostgreSQL reader only: reading a SQLite file needs sqlite3 alone.
 
 __all__ = ["StoreSnapshot", "connect_read_only", "read_snapshot", "require_store"]
 
@@ -58,6 +59,8 @@ async def read_snapshot(state_url: str) -> StoreSnapshot:
 
 async def _read_postgres(state_url: str) -> StoreSnapshot:
     """The same from a PostgreSQL store, with SELECTs only (the schema is never created)."""
+    from triggerd.state.sqlite import StateStoreError
+
     store = postgres_store(state_url)
     try:
         await store.open_without_migrating()
@@ -74,6 +77,8 @@ async def _read_postgres(state_url: str) -> StoreSnapshot:
 
 
 def _pg_snapshot(display: str) -> Callable[[Any], Awaitable[StoreSnapshot]]:
+    from triggerd.state import pgleases
+
     async def op(conn: Any) -> StoreSnapshot:
         queued = await conn.fetch(f"SELECT trigger, count(*) FROM {SCHEMA}.queue GROUP BY 1")
         dead = await conn.fetch(
@@ -104,6 +109,8 @@ def _pg_snapshot(display: str) -> Callable[[Any], Awaitable[StoreSnapshot]]:
 
 
 def _lease_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    from triggerd.state import pgleases
+
     info, now = pgleases.lease_info(row[:5]), float(row[5])
     held = info.holder is not None and info.expires_at > now
     return {

@@ -14,7 +14,13 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Tag, ValidationError
 
-from triggerd.config.model import ConfigBase, _did_you_mean, build_config_model, wire_problems
+from triggerd.config.model import (
+    OPTIONAL_SECTIONS,
+    ConfigBase,
+    _did_you_mean,
+    build_config_model,
+    wire_problems,
+)
 from triggerd.config.plugins import Kind, Registry, install_hint
 from triggerd.types import ConfigError
 
@@ -90,7 +96,7 @@ def load_config(
 
 
 def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> ConfigBase:
-    model = build_config_model(registry, used_plugins(data, registry))
+    model = model_for(data, registry)
     try:
         return model.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
@@ -99,6 +105,13 @@ def validate_data(data: dict[str, Any], registry: Registry, base_dir: Path) -> C
         # broken ones now too, so one run reports every problem.
         problems += [p for p in _raw_wire_problems(data) if p not in problems]
         raise ConfigError(problems) from None
+
+
+def model_for(data: dict[str, Any], registry: Registry) -> type[ConfigBase]:
+    """The config model `data` is validated with: the plugins and optional sections it uses
+    (what it does not use would be imported and built for nothing)."""
+    sections = [key for key in OPTIONAL_SECTIONS if key in data]
+    return build_config_model(registry, used_plugins(data, registry), sections)
 
 
 def _raw_wire_problems(data: dict[str, Any]) -> list[str]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Union, cast
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Union, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -24,9 +24,7 @@ from pydantic import (
 )
 
 from triggerd.config.access import AccessKey, is_loopback
-from triggerd.config.buses import EventBusConfig, bus_problems
 from triggerd.config.plugins import Kind, Registry
-from triggerd.config.sns import LambdaSubscription, SnsSettings
 from triggerd.events.filters import FilterPatternError, compile_filters
 from triggerd.types import (
     ConfigError,
@@ -41,7 +39,17 @@ from triggerd.types import (
     resolve_config_path,
 )
 
+if TYPE_CHECKING:
+    from triggerd.config.buses import EventBusConfig
+    from triggerd.config.sns import SnsSettings
+
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+#: Top-level sections whose models `build_config_model` imports and builds only for a config
+#: that has them (and for the schema): `[sns]` and `[[event_buses]]` hold more models than
+#: the rest of the core's config together, a tenth of the start-up of every command that
+#: reads a config.
+OPTIONAL_SECTIONS = ("event_buses", "sns")
 
 
 def default_state_url(environ: Mapping[str, str]) -> str:
@@ -535,14 +543,14 @@ class ConfigBase(Model):
         description="Per function: retries, maximum event age and on-failure destination of "
         "its asynchronous invocations (Invoke API Event calls, event bus deliveries)",
     )
-    event_buses: list[EventBusConfig] = Field(
-        default_factory=empty_list,
-        description="EventBridge-compatible event buses served on the control listener "
-        "(PutEvents), with their rules and targets (docs/eventbridge.md)",
-    )
-    sns: SnsSettings | None = Field(
-        None, description="SNS-compatible topics on the control listener (docs/sns.md)"
-    )
+    if TYPE_CHECKING:
+        event_buses: list[EventBusConfig] = Field(default_factory=empty_list)
+        sns: SnsSettings | None = None
+    else:
+        # Typed in full by `build_config_model` when the config has the section; absent,
+        # the default is all the model needs (OPTIONAL_SECTIONS).
+        event_buses: list[Any] = Field(default_factory=empty_list)
+        sns: None = None
 
     @property
     def trigger_list(self) -> list[TriggerBase]:
@@ -562,7 +570,10 @@ class ConfigBase(Model):
             list(self.functions), [(t.function, t.name) for t in self.trigger_list]
         )
         problems += self._route_problems()
-        problems += bus_problems(self.event_buses, self.functions)
+        if self.event_buses:
+            from triggerd.config.buses import bus_problems
+
+            problems += bus_problems(self.event_buses, self.functions)
         names = list(self.functions)
         problems += [
             f"async_invocation.{name}: no function {name!r}{_did_you_mean(name, names)}"
@@ -588,6 +599,8 @@ class ConfigBase(Model):
         control listener that serves them."""
         if self.sns is None:
             return []
+        from triggerd.config.sns import LambdaSubscription
+
         problems = [
             f"sns.topics.{i}.subscriptions.{j}.function: {sub.function!r} is not a function "
             f"of this config{_did_you_mean(sub.function, list(self.functions))}"
@@ -653,11 +666,39 @@ def _union(models: Mapping[str, type[BaseModel]], key: str, default: str | None)
     return Annotated[Union[tagged], Discriminator(pick)]  # noqa: UP007
 
 
+def _section_fields(sections: Collection[str] | None) -> dict[str, Any]:
+    """The fields of the OPTIONAL_SECTIONS in `sections` (None: all of them), with their
+    models."""
+    fields: dict[str, Any] = {}
+    if sections is None or "event_buses" in sections:
+        from triggerd.config.buses import EventBusConfig
+
+        fields["event_buses"] = (
+            list[EventBusConfig],
+            Field(
+                default_factory=empty_list,
+                description="EventBridge-compatible event buses served on the control "
+                "listener (PutEvents), with their rules and targets (docs/eventbridge.md)",
+            ),
+        )
+    if sections is None or "sns" in sections:
+        from triggerd.config.sns import SnsSettings
+
+        fields["sns"] = (
+            SnsSettings | None,
+            Field(None, description="SNS-compatible topics on the control listener (docs/sns.md)"),
+        )
+    return fields
+
+
 def build_config_model(
-    registry: Registry, only: Mapping[Kind, set[str]] | None = None
+    registry: Registry,
+    only: Mapping[Kind, set[str]] | None = None,
+    sections: Collection[str] | None = None,
 ) -> type[ConfigBase]:
     """The root config model for the plugins that are installed, or for those named in `only`
-    (the ones a config uses, all of them installed: `load.used_plugins`)."""
+    (the ones a config uses, all of them installed: `load.used_plugins`); with the
+    OPTIONAL_SECTIONS named in `sections` (the ones a config has), or all of them (None)."""
     sources = _models(registry, "source", only)
     dests = _models(registry, "destination", only)
     backends = _models(registry, "backend", only)
@@ -681,6 +722,7 @@ def build_config_model(
         functions=(function_t, Field(default_factory=dict)),
         triggers=(trigger_list_t, Field(default_factory=empty_list)),
         async_invocation=(async_t, Field(default_factory=dict)),
+        **_section_fields(sections),
     )
 
 

@@ -33,7 +33,6 @@ from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import SyncTrigger, TriggerRuntime
 from triggerd.delivery.retry import Backoff
 from triggerd.http.aws_root import RootApis
-from triggerd.http.events_api import serve_event_buses
 from triggerd.http.routes import Routes, TriggerMount
 from triggerd.state.base import NotifiesEnqueues, ReportsWriteHealth, StateStore
 from triggerd.state.factory import sqlite_path
@@ -299,7 +298,12 @@ class Daemon:
             await self._build_invoke_queues(state)
             if isinstance(state, NotifiesEnqueues):
                 state.on_enqueued(self._enqueued)
-            serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
+            if self.config.event_buses:
+                # EventBridge's API and its models, for a config that has buses only (a reload
+                # that adds the first bus needs a restart: `changes.diff_configs`).
+                from triggerd.http.events_api import serve_event_buses
+
+                serve_event_buses(self.root_apis, self, lambda: self.config.event_buses)
             await self._start_sns(state)
             d = self.config.daemon
             self._reserve_descriptors(stack)

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import Field
@@ -24,12 +24,14 @@ from pydantic import Field
 from triggerd.types import (
     Destination,
     DestinationConfig,
-    DestinationContext,
     DestinationPlugin,
     JSONDict,
     OutputFile,
     plugin_config,
 )
+
+if TYPE_CHECKING:
+    from triggerd.types import DestinationContext
 
 __all__ = [
     "FileDestination",

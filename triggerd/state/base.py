@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-#: The SQLite path of a store kept in memory (`sqlite://:memory:`).
-MEMORY_PATH = ":memory:"
+from triggerd.state import MEMORY_PATH as MEMORY_PATH  # re-exported: its old home
 
 
 @dataclass(slots=True, frozen=True)

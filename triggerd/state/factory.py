@@ -21,10 +21,11 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from triggerd.state.base import MEMORY_PATH, StateStore
+from triggerd.state import MEMORY_PATH
 from triggerd.types import Clock, ConfigError
 
 if TYPE_CHECKING:
+    from triggerd.state.base import StateStore
     from triggerd.state.postgres import PostgresStateStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")

@@ -18,7 +18,6 @@ from triggerd.functions.backends.local_python import (
     runtime_version,
 )
 from triggerd.types import (
-    BackendContext,
     CodePath,
     FunctionConfig,
     InputFile,
@@ -28,6 +27,7 @@ from triggerd.types import (
 
 if TYPE_CHECKING:  # the worker machinery is imported when a worker is started, not to validate
     from triggerd.functions.backends.local_worker import WorkerSpec
+    from triggerd.types import BackendContext
 
 #: Workers per function when `reserved_concurrency` is not set.
 DEFAULT_CONCURRENCY = 4

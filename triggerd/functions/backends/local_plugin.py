@@ -5,19 +5,21 @@ commands that only read the config do not pay for it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggerd.functions.backends.local_config import LocalFunctionConfig
 from triggerd.functions.backends.local_credentials import needs_aiobotocore
 from triggerd.functions.backends.local_prepare import check
 from triggerd.types import (
     Backend,
-    BackendContext,
     BackendPlugin,
     ConfigError,
     MissingExtraError,
     ProgressFn,
 )
+
+if TYPE_CHECKING:
+    from triggerd.types import BackendContext
 
 __all__ = ["plugin"]
 

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from triggerd.functions.backends.local_build import (
     Progress,
@@ -23,7 +24,10 @@ from triggerd.functions.backends.local_package import (
     prepare_opt,
 )
 from triggerd.functions.backends.local_python import Interpreter, InterpreterFinder
-from triggerd.types import BackendContext, ConfigError
+from triggerd.types import ConfigError
+
+if TYPE_CHECKING:
+    from triggerd.types import BackendContext
 
 log = logging.getLogger("triggerd.backend")
 
