@@ -163,6 +163,33 @@ def stat_path(root: str, rel: str) -> PathState:
     return "other"
 
 
+#: What a first look at a changed path found: its state, and for a regular file its status
+#: change time (`st_ctime_ns`), else None.
+Observed = tuple[PathState, int | None]
+
+
+def observe_many(root: str, rels: Sequence[str]) -> dict[str, Observed]:
+    """Stat each path, keeping a regular file's status change time too: the kernel sets it on
+    every write, truncate, rename or metadata change, and no call sets it to an arbitrary
+    value (unlike the mtime, which `utime` and so `cp -p`, tar and rsync set), so it says how
+    long a file has been left alone before we first looked."""
+    out: dict[str, Observed] = {}
+    for rel in rels:
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            out[rel] = (None, None)
+            continue
+        except OSError:
+            out[rel] = ("other", None)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[rel] = ((st.st_mtime_ns, st.st_size), st.st_ctime_ns)
+        else:
+            out[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", None)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Hashed:
     etag: str
