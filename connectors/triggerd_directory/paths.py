@@ -163,33 +163,6 @@ def stat_path(root: str, rel: str) -> PathState:
     return "other"
 
 
-#: What a first look at a changed path found: its state, and for a regular file its status
-#: change time (`st_ctime_ns`), else None.
-Observed = tuple[PathState, int | None]
-
-
-def observe_many(root: str, rels: Sequence[str]) -> dict[str, Observed]:
-    """Stat each path, keeping a regular file's status change time too: the kernel sets it on
-    every write, truncate, rename or metadata change, and no call sets it to an arbitrary
-    value (unlike the mtime, which `utime` and so `cp -p`, tar and rsync set), so it says how
-    long a file has been left alone before we first looked."""
-    out: dict[str, Observed] = {}
-    for rel in rels:
-        try:
-            st = os.stat(os.path.join(root, rel))
-        except (FileNotFoundError, NotADirectoryError):
-            out[rel] = (None, None)
-            continue
-        except OSError:
-            out[rel] = ("other", None)
-            continue
-        if stat.S_ISREG(st.st_mode):
-            out[rel] = ((st.st_mtime_ns, st.st_size), st.st_ctime_ns)
-        else:
-            out[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", None)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Hashed:
     etag: str
@@ -231,6 +204,69 @@ def examine_many(
             out[rel] = (stat_path(root, rel), None)
             continue
         out[rel] = (state, hashed)
+        read += state[1]
+    return out
+
+
+#: A changed path to look at for the first time: `(rel, min_ctime_ns, known)`. With a
+#: `min_ctime_ns`, a regular file whose state differs from `known` (what consumers were told,
+#: or None) and whose ctime lies between it and `observe_many`'s `max_ctime_ns` is hashed at
+#: once; None: only stat it.
+Probe = tuple[str, int | None, FileStat | None]
+#: What the first look found: the path's state, a regular file's ctime (`st_ctime_ns`, else
+#: None), and as in `Examined` the hash when it was taken.
+Observed = tuple[PathState, int | None, Hashed | OSError | None]
+
+
+def observe_many(
+    root: str,
+    probes: Sequence[Probe],
+    max_ctime_ns: int,
+    budget_bytes: int,
+    max_hashed: int,
+) -> dict[str, Observed]:
+    """Stat each path, keeping a regular file's status change time: the kernel sets it on
+    every write, truncate, rename or metadata change, and no call sets it to an arbitrary
+    value (unlike the mtime, which `utime` and so `cp -p`, tar and rsync set), so it says how
+    long a file has been left alone before we first looked. A file left alone long enough
+    (ctime at most `max_ctime_ns`) is hashed in the same pass, at most `max_hashed` files and
+    about `budget_bytes`, rather than stat-ed again and hashed in a later hand-off."""
+    out: dict[str, Observed] = {}
+    read = hashed_count = 0
+    buf = bytearray(_CHUNK)
+    for rel, min_ctime_ns, known in probes:
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            out[rel] = (None, None, None)
+            continue
+        except OSError:
+            out[rel] = ("other", None, None)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", None, None)
+            continue
+        state: FileStat = (st.st_mtime_ns, st.st_size)
+        ctime_ns = st.st_ctime_ns
+        if (
+            min_ctime_ns is None
+            or not min_ctime_ns <= ctime_ns <= max_ctime_ns
+            or state == known
+            or hashed_count >= max_hashed
+            or read >= budget_bytes
+        ):
+            out[rel] = (state, ctime_ns, None)
+            continue
+        hashed_count += 1
+        try:
+            hashed = hash_file(root, rel, buf)
+        except OSError as exc:
+            out[rel] = (state, ctime_ns, exc)
+            continue
+        if hashed is None:  # vanished meanwhile
+            out[rel] = (stat_path(root, rel), None, None)
+            continue
+        out[rel] = (state, ctime_ns, hashed)
         read += state[1]
     return out
 

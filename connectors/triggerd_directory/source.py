@@ -47,6 +47,7 @@ from .paths import (
     Observed,
     PathFilter,
     PathState,
+    Probe,
     examine_many,
     is_temporary,
     observe_many,
@@ -141,12 +142,22 @@ class ResponseIds:
 
 
 def _examine_and_observe(
-    root: str, items: list[tuple[str, PathState, bool]], fresh: list[str]
+    root: str,
+    items: list[tuple[str, PathState, bool]],
+    probes: list[Probe],
+    max_ctime_ns: int,
+    max_hashed: int,
 ) -> tuple[dict[str, Examined], dict[str, Observed]]:
     """`examine_many` of the paths to settle and `observe_many` of the fresh ones, in one
-    thread hand-off."""
+    thread hand-off and one byte budget."""
     found = examine_many(root, items, _HASH_BUDGET_BYTES) if items else {}
-    return found, observe_many(root, fresh)
+    read = sum(
+        state[1]
+        for state, hashed in found.values()
+        if isinstance(hashed, Hashed) and isinstance(state, tuple)
+    )
+    budget = _HASH_BUDGET_BYTES - read
+    return found, observe_many(root, probes, max_ctime_ns, budget, max_hashed)
 
 
 @dataclass(slots=True)
@@ -503,27 +514,52 @@ class DirectorySource(BaseSource):
         stable = self._stable_due()
         room_left = await self._settle_stable(stable) if stable else True
         if self._fresh:
-            await self._examine([])
+            found, early = await self._examine([])
+            if early:
+                await self._settle_found(early, found)
         if not room_left:
             return self._tick_s  # the ready queue is full: look again in a tick
         return self._next_due_in()
 
-    async def _examine(self, settle: list[tuple[str, _Observation, bool]]) -> dict[str, Examined]:
+    async def _examine(
+        self, settle: list[tuple[str, _Observation, bool]]
+    ) -> tuple[dict[str, Examined], list[tuple[str, _Observation, bool]]]:
         """One thread hand-off: confirm (and hash) the paths to settle, and stat the fresh
         paths marked so far, so a burst of changes seen while earlier ones are being
-        settled starts its stability timer at once rather than after them."""
+        settled starts its stability timer at once rather than after them. Fresh files
+        whose ctime shows them left alone for `stable_s` already are hashed in the same
+        pass (as many as the ready queue and one hand-off take): returned as more paths to
+        settle, with what was found for them."""
         fresh = list(itertools.islice(self._fresh.items(), _STAT_BATCH))
         items = [(rel, obs.state, want) for rel, obs, want in settle]
+        now, wall = self._ctx.clock.monotonic(), self._ctx.clock.time()
+        early_room = min(self._max_ready - len(self._ready), _SETTLE_FILES) - len(items)
+        probes = [self._probe(rel, marked, now, wall, early_room > 0) for rel, marked in fresh]
+        max_ctime_ns = int((wall - self._cfg.stable_s - _CTIME_TICK_S) * 1e9)
         found, seen = await asyncio.to_thread(
-            _examine_and_observe, self._root, items, [rel for rel, _ in fresh]
+            _examine_and_observe, self._root, items, probes, max_ctime_ns, max(early_room, 0)
         )
         now, wall = self._ctx.clock.monotonic(), self._ctx.clock.time()
+        early: list[tuple[str, _Observation, bool]] = []
         for rel, marked in fresh:
             # One marked again meanwhile may have changed after our stat: the next pass.
-            if self._fresh.get(rel) == marked and rel in seen:
-                state, ctime_ns = seen[rel]
-                self._observe(rel, state, self._unchanged_since(now, wall, marked, ctime_ns))
-        return found
+            if self._fresh.get(rel) != marked or rel not in seen:
+                continue
+            state, ctime_ns, hashed = seen[rel]
+            self._observe(rel, state, self._unchanged_since(now, wall, marked, ctime_ns))
+            if hashed is not None:
+                found[rel] = (state, hashed)
+                early.append((rel, self._observed[rel], True))
+        return found, early
+
+    def _probe(self, rel: str, marked: float, now: float, wall: float, early: bool) -> Probe:
+        """How to look at a fresh path: hash it at once if it is a selected file, not what
+        consumers know, and its ctime is believable by `_unchanged_since`'s rule."""
+        if not (early and self._use_ctime and self._filter.matches(rel)):
+            return (rel, None, None)
+        known = self._known.get(rel)
+        min_ctime = wall - (now - marked) - _CTIME_SLACK_S
+        return (rel, int(min_ctime * 1e9), known.stat if known is not None else None)
 
     def _unchanged_since(
         self, now: float, wall: float, marked: float, ctime_ns: int | None
@@ -552,7 +588,8 @@ class DirectorySource(BaseSource):
                 obs = self._observed.get(rel)
                 if obs is not None and rel in self._dirty:
                     items.append((rel, obs, self._wants_hash(rel, obs.state)))
-            if not await self._settle_found(items, await self._examine(items)):
+            found, early = await self._examine(items)
+            if not await self._settle_found(items + early, found):
                 return True  # over the byte budget: the rest in the next pass
             if room < _SETTLE_FILES and start + room < len(paths):
                 return False

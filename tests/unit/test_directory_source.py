@@ -693,16 +693,16 @@ async def settle_passes(source: DirectorySource, passes: int = 2) -> list[Record
     return await source.receive(10, 0)
 
 
-async def test_file_left_alone_since_before_it_was_noticed_settles_on_its_ctime(
+async def test_file_left_alone_since_before_it_was_noticed_settles_in_its_first_look(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
     (tmp_path / "done.txt").write_bytes(b"complete")
     # Written 3 s ago by the wall clock, noticed 2.5 s ago: with stable_s=2 it has been left
-    # alone long enough, though the source stats it only now and no time passes after.
+    # alone long enough, though the source looks at it only now and no time passes after.
     clock = SplitClock(wall=ctime_of(tmp_path / "done.txt") + 3.0, mono=500.0)
     source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
     source._mark("done.txt", None, now=497.5)
-    [record] = await settle_passes(source)
+    [record] = await settle_passes(source, passes=1)
     assert record.payload["s3"]["object"]["eTag"] == hashlib.md5(b"complete").hexdigest()
 
 
@@ -711,12 +711,13 @@ async def test_file_changed_after_its_first_stat_is_not_delivered_on_its_old_cti
 ) -> None:
     path = tmp_path / "growing.log"
     path.write_bytes(b"part one")
-    clock = SplitClock(wall=ctime_of(path) + 3.0, mono=500.0)
+    clock = SplitClock(wall=ctime_of(path) + 1.5, mono=500.0)
     source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
-    source._mark("growing.log", None, now=497.5)
-    await source._settle_once()  # first stat: unchanged for 3 s by its ctime
+    source._mark("growing.log", None, now=499.0)
+    assert await settle_passes(source, passes=1) == []  # unchanged for 1.5 s by its ctime
     with path.open("ab") as fh:
         fh.write(b", part two")  # the writer comes back before the source settles it
+    clock.mono += 0.6  # stable_s after the old ctime: due, and found changed
     assert await settle_passes(source) == []
     clock.mono += 2.0  # stable_s after the changed state was seen
     [record] = await settle_passes(source)
