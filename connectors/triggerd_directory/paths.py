@@ -196,7 +196,7 @@ def examine_many(
             out[rel] = (state, None)
             continue
         try:
-            hashed = hash_file(root, rel, buf)
+            hashed = hash_file(root, rel, buf, state[1])
         except OSError as exc:
             out[rel] = (state, exc)
             continue
@@ -259,7 +259,7 @@ def observe_many(
             continue
         hashed_count += 1
         try:
-            hashed = hash_file(root, rel, buf)
+            hashed = hash_file(root, rel, buf, state[1])
         except OSError as exc:
             out[rel] = (state, ctime_ns, exc)
             continue
@@ -271,9 +271,12 @@ def observe_many(
     return out
 
 
-def hash_file(root: str, rel: str, buf: bytearray | None = None) -> Hashed | None:
+def hash_file(
+    root: str, rel: str, buf: bytearray | None = None, size: int | None = None
+) -> Hashed | None:
     """MD5 hex of the file's content, read in chunks into `buf` (reused across the files of
-    an `examine_many`); None if the file vanished or is a directory.
+    an `examine_many`); None if the file vanished or is a directory. `size`: the file's size
+    by the stat before, which saves the read that would find the end.
 
     Plain `os.open`/`os.readv`: a buffered `open()` and `read(1 MiB)` allocated a 1 MiB
     result per read and cost twice as much per small file."""
@@ -285,9 +288,16 @@ def hash_file(root: str, rel: str, buf: bytearray | None = None) -> Hashed | Non
         fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    total = 0
     try:
         while count := os.readv(fd, [buf]):
             digest.update(view[:count])
+            total += count
+            if count < len(buf) and total == size:
+                # All the bytes the stat said, in a short read: no read to see the end
+                # (most files are smaller than one buffer). Had the file grown meanwhile,
+                # the stat after the hash differs and the file is looked at again.
+                break
     except IsADirectoryError:  # opening a directory read-only succeeds; reading it fails
         return None
     finally:

@@ -23,7 +23,7 @@ from triggerd.types import Clock, ConfigError, Record, SourceContext, SystemCloc
 from triggerd_directory import plugin, sample_event
 from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
-from triggerd_directory.paths import Hashed, PathFilter, examine_many
+from triggerd_directory.paths import Hashed, PathFilter, examine_many, hash_file
 from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
@@ -616,6 +616,20 @@ def test_examine_many_hashes_files_still_in_their_expected_state(tmp_path: Path)
     assert got["sub"] == ("dir", None) and got["gone"] == (None, None)
     small = got["small"][1]
     assert isinstance(small, Hashed) and small.after == state("small")
+
+
+@pytest.mark.parametrize("hint", ["right", "stale", "none"])
+def test_hash_file_hashes_the_whole_content_whatever_size_it_is_told(
+    tmp_path: Path, hint: str
+) -> None:
+    # The size from the stat before saves the read that finds the end; a stale one (the
+    # file grew since) must not cut the hash short.
+    contents = {"small": b"abc", "one-buffer": b"y" * (1024 * 1024), "big": os.urandom(1_500_007)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        size = {"right": len(data), "stale": len(data) // 2, "none": None}[hint]
+        hashed = hash_file(str(tmp_path), name, size=size)
+        assert hashed is not None and hashed.etag == hashlib.md5(data).hexdigest(), name
 
 
 def test_examine_many_stops_after_its_byte_budget(tmp_path: Path) -> None:
