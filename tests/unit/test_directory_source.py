@@ -759,3 +759,23 @@ async def test_unbelievable_or_unused_ctime_waits_stable_s_from_the_first_stat(
     clock.mono += 0.1
     [record] = await settle_passes(source)
     assert record.payload["s3"]["object"]["size"] == 4
+
+
+async def test_files_hashed_in_their_first_look_are_bounded_by_the_ready_queue(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(str(i))
+    clock = SplitClock(wall=ctime_of(tmp_path / "4.txt") + 3.0, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0, max_ready=2)
+    for i in range(5):
+        source._mark(f"{i}.txt", None, now=497.5)
+    await source._settle_once()
+    assert len(source._ready) == 2  # the other three only stat-ed, not hashed
+    records = await deliver(source, store, 2)
+    for _ in range(3):
+        await source._settle_once()
+        records += await deliver(source, store, len(source._ready))
+    assert sorted(r.payload["s3"]["object"]["key"] for r in records) == [
+        f"{i}.txt" for i in range(5)
+    ]
