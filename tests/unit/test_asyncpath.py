@@ -4,7 +4,6 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -19,10 +18,10 @@ from tests.fakes import (
     run_until,
     trigger_runtime,
 )
-from triggerd.delivery.asyncpath import ACCEPT_BYTES, AsyncTrigger, event_request_id
+from triggerd.delivery.asyncpath import AsyncTrigger, event_request_id
 from triggerd.state.base import NewEvent
-from triggerd.state.sqlite import SQLiteStateStore, StateStoreError
-from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome, Record
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome
 
 
 def build(
@@ -340,54 +339,3 @@ async def test_accept_loop_commits_a_backlog_of_200_records_in_one_enqueue(
         await loop_task
     assert store.writes_committed - writes_before == 1
     assert await store.queue_depth("t") == 200
-
-
-def sized_records(count: int, size: int) -> list[Record]:
-    """Records that say they are `size` bytes (what the byte limit counts), with small bodies."""
-    records = [make_record(i, item_id=f"r{i}") for i in range(count)]
-    for i, rec in enumerate(records):
-        rec.size = size
-        rec.checkpoint = {"last": f"r{i}"}
-    return records
-
-
-async def test_accept_commits_records_beyond_the_byte_limit_in_further_transactions_in_order(
-    store: SQLiteStateStore,
-) -> None:
-    src = FakeSource()
-    t = build(store, src, FakeBackend())
-    records = sized_records(5, ACCEPT_BYTES // 2)  # two fit in a transaction
-    writes_before = store.writes_committed
-    await t.accept(records)
-    assert store.writes_committed - writes_before == 3
-    assert src.acked == records and src.nacked == []
-    claimed = await store.claim("t", 10, lease_s=30, now=time.time() + 60)
-    assert [orjson.loads(e.payload)["Records"][0]["messageId"] for e in claimed] == [
-        f"r{i}" for i in range(5)
-    ]
-    assert await store.get_checkpoint("t", "last") == "r4"
-
-
-async def test_a_failed_accept_transaction_nacks_its_records_and_the_later_ones_in_order(
-    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = FakeSource()
-    t = build(store, src, FakeBackend())
-    records = sized_records(5, ACCEPT_BYTES // 2)
-    real_enqueue = store.enqueue
-    calls = 0
-
-    async def second_fails(*args: Any, **kwargs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise StateStoreError("disk full")
-        await real_enqueue(*args, **kwargs)
-
-    monkeypatch.setattr(store, "enqueue", second_fails)
-    with pytest.raises(StateStoreError):
-        await t.accept(records)
-    assert src.acked == records[:2]
-    assert src.nacked == records[2:]
-    assert await store.queue_depth("t") == 2
-    assert await store.get_checkpoint("t", "last") == "r1"

@@ -52,16 +52,10 @@ IDLE_POLL_S = 60.0
 #: next fire time) and a stop interrupts the wait, so this only bounds one call.
 ACCEPT_WAIT_S = 300.0
 #: Most records one `receive` of the accept loop takes: they are committed in one enqueue
-#: (one transaction and fsync, however many are ready) unless their bytes exceed
-#: `ACCEPT_BYTES`. A source that has more ready than one commit takes is not held to a few
-#: records a commit: the directory benchmark committed 2,000 files in 32 sequential fsyncs
-#: at 64 a receive, in 8-11 at 256 (each a thread hand-off and an fsync while the source had
-#: hundreds more ready).
-ACCEPT_BATCH = 1024
-#: Most record bytes (their `size`) one accept transaction writes; a receive holding more is
-#: committed in several, in order. 1,024 records of up to 1 MB each (the asynchronous
-#: payload cap) would otherwise be one gigabyte-sized transaction and WAL.
-ACCEPT_BYTES = 4 * 1024 * 1024
+#: (one transaction and fsync, however many are ready). A source that has more ready than
+#: one commit takes is not held to 64 records a commit: the directory benchmark committed
+#: 2,000 files in 32 sequential fsyncs before.
+ACCEPT_BATCH = 256
 #: Events claimed ahead of the free invocation slots when this daemon is the store's only
 #: owner (SQLite): claimed in batches of at least half this, so a drain makes one claim per
 #: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
@@ -73,17 +67,6 @@ def _cancelling() -> bool:
     """Whether the current task itself is being cancelled (not only a task it awaited)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _byte_bounded_end(records: list[Record], start: int, limit: int) -> int:
-    """The end of the run of records from `start` whose sizes add up to at most `limit`
-    (at least one record)."""
-    total = 0
-    for end in range(start, len(records)):
-        total += records[end].size
-        if total > limit and end > start:
-            return end
-    return len(records)
 
 
 def event_request_id(trigger: str, item_id: str) -> str:
@@ -290,30 +273,9 @@ class AsyncTrigger:
             raise
 
     async def accept(self, records: list[Record], fence: Fence | None = None) -> None:
-        """Persist the records' events (and checkpoints) durably, then ack the source, in
-        transactions of at most `ACCEPT_BYTES` (one unless the records are large). With a
-        fence, the write is refused (LeaseLostError, records nacked) once the lease has moved
-        on. When a transaction fails, its records and all after it are nacked (together, so
-        that a source handing nacked records out again first keeps their order)."""
-        rt = self.rt
-        start = 0
-        while start < len(records):
-            end = _byte_bounded_end(records, start, ACCEPT_BYTES)
-            part = records[start:end]
-            try:
-                accepted = await self._persist_part(part, fence)
-            except BaseException:
-                # Not persisted: give the records back so that nothing is lost.
-                await asyncio.shield(rt.source.nack(records[start:]))
-                raise
-            await asyncio.shield(rt.source.ack(part))
-            if accepted:
-                rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": accepted})
-                self._poke()
-            start = end
-
-    async def _persist_part(self, records: list[Record], fence: Fence | None) -> int:
-        """Put one transaction's records on the queue; returns how many events it wrote."""
+        """Persist the records' events (and checkpoints) durably, then ack the source. With
+        a fence, the write is refused (LeaseLostError, records nacked) once the lease has
+        moved on."""
         rt = self.rt
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
@@ -341,10 +303,18 @@ class AsyncTrigger:
                     trace_id=rec.trace_id,
                 )
             )
-        for rec, payload in oversize:
-            await self._reject_oversize(rec, payload)
-        await asyncio.shield(self._persist(events, checkpoint, fence))
-        return len(events)
+        try:
+            for rec, payload in oversize:
+                await self._reject_oversize(rec, payload)
+            await asyncio.shield(self._persist(events, checkpoint, fence))
+        except BaseException:
+            # Not persisted: give the records back so that nothing is lost.
+            await asyncio.shield(rt.source.nack(records))
+            raise
+        await asyncio.shield(rt.source.ack(records))
+        if events:
+            rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
+            self._poke()
 
     async def _persist(
         self, events: list[NewEvent], checkpoint: dict[str, str | None], fence: Fence | None
