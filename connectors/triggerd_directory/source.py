@@ -541,15 +541,26 @@ class DirectorySource(BaseSource):
         )
         now, wall = self._ctx.clock.monotonic(), self._ctx.clock.time()
         early: list[tuple[str, _Observation, bool]] = []
+        young: list[str] = []
+        due = latest = now - self._cfg.stable_s  # latest: of the paths not due yet
         for rel, marked in fresh:
             # One marked again meanwhile may have changed after our stat: the next pass.
             if self._fresh.get(rel) != marked or rel not in seen:
                 continue
             state, ctime_ns, hashed = seen[rel]
-            self._observe(rel, state, self._unchanged_since(now, wall, marked, ctime_ns))
+            since = self._unchanged_since(now, wall, marked, ctime_ns)
+            self._observe(rel, state, since)
             if hashed is not None:
                 found[rel] = (state, hashed)
                 early.append((rel, self._observed[rel], True))
+            elif since > due:
+                young.append(rel)
+                latest = max(latest, since)
+        # The paths not settled yet are timed from the latest change among them, so they
+        # come due together as one pass (as a watcher batch timed from our stat did), not
+        # one by one: that is a hand-off, and a commit downstream, per few files.
+        for rel in young:
+            self._observed[rel].since = latest
         return found, early
 
     def _probe(self, rel: str, marked: float, now: float, wall: float, early: bool) -> Probe:

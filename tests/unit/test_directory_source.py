@@ -779,3 +779,27 @@ async def test_files_hashed_in_their_first_look_are_bounded_by_the_ready_queue(
     assert sorted(r.payload["s3"]["object"]["key"] for r in records) == [
         f"{i}.txt" for i in range(5)
     ]
+
+
+async def test_files_noticed_together_and_still_young_come_due_together(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    # Timed each from its own ctime they would settle one pass (and one commit downstream)
+    # apiece; timed from the latest change among them they settle in one pass.
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+        await asyncio.sleep(0.03)
+    ctimes = {name: ctime_of(tmp_path / name) for name in "abc"}
+    assert ctimes["c"] - ctimes["a"] >= 0.02
+    clock = SplitClock(wall=ctimes["c"] + 0.5, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
+    for name in "cab":  # in no order of their ctimes (a watcher batch is a set)
+        source._mark(name, None, now=500.0)
+    assert await settle_passes(source, passes=1) == []
+    c_due_in = 2.0 - (0.5 - source_module._CTIME_TICK_S)
+    gap = ctimes["c"] - ctimes["a"]
+    clock.mono += c_due_in - gap / 2  # past when a would be due by its own ctime, before c
+    assert await settle_passes(source) == []
+    clock.mono += gap / 2 + 0.001
+    records = await settle_passes(source, passes=1)
+    assert sorted(r.payload["s3"]["object"]["key"] for r in records) == ["a", "b", "c"]
