@@ -4,8 +4,11 @@ How it works:
 - A watcher task (watchfiles, or our own rescan every `poll_interval_s`) marks changed paths
   dirty. A settle task stats dirty paths and promotes a path once its state (size, mtime, or
   absence) has not changed for `stable_s`: a file still being written is delivered once,
-  complete. Settled changes become records in a bounded ready queue; when it is full, paths
-  simply stay dirty (coalesced per path, nothing lost).
+  complete. With notifications, a file's status change time (ctime) at the first stat says
+  how long it has already been left alone, so a file written and closed earlier in a burst
+  need not wait `stable_s` more from when we first looked. Settled changes become records in
+  a bounded ready queue; when it is full, paths simply stay dirty (coalesced per path,
+  nothing lost).
 - `_known` is what consumers have been (or are being) told about each file. It is updated when a
   record is created; the record's checkpoint carries the same state, and the pipeline commits
   it atomically with the enqueue. At start the persisted checkpoints are diffed against a scan,
@@ -41,10 +44,13 @@ from .paths import (
     Examined,
     FileStat,
     Hashed,
+    Observed,
     PathFilter,
     PathState,
+    Probe,
     examine_many,
     is_temporary,
+    observe_many,
     scan_tree,
 )
 
@@ -64,6 +70,14 @@ _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
 _WATCH_STOP_GRACE_S = 2.0
 _WATCH_RETRY_MAX_S = 30.0
+#: A ctime more than this much older than the notification that marked its path is not
+#: believed (a clock stepped, or a filesystem stamping another clock's time): the path then
+#: waits `stable_s` from our first stat, as in polling mode. The watcher hands changes over
+#: up to 100 ms (its debounce) after they happen, later when the event loop is busy.
+_CTIME_SLACK_S = 1.0
+#: The kernel stamps ctimes from a coarse clock (a scheduler tick, up to 10 ms on common
+#: configurations) that lags the time we read: count a change as that much later.
+_CTIME_TICK_S = 0.01
 
 
 def _import_watchfiles() -> ModuleType:
@@ -127,6 +141,25 @@ class ResponseIds:
         return self._request_ids[16 * i : 16 * i + 16], self._host_ids[64 * i : 64 * i + 64]
 
 
+def _examine_and_observe(
+    root: str,
+    items: list[tuple[str, PathState, bool]],
+    probes: list[Probe],
+    max_ctime_ns: int,
+    max_hashed: int,
+) -> tuple[dict[str, Examined], dict[str, Observed]]:
+    """`examine_many` of the paths to settle and `observe_many` of the fresh ones, in one
+    thread hand-off and one byte budget."""
+    found = examine_many(root, items, _HASH_BUDGET_BYTES) if items else {}
+    read = sum(
+        state[1]
+        for state, hashed in found.values()
+        if isinstance(hashed, Hashed) and isinstance(state, tuple)
+    )
+    budget = _HASH_BUDGET_BYTES - read
+    return found, observe_many(root, probes, max_ctime_ns, budget, max_hashed)
+
+
 @dataclass(slots=True)
 class _Observation:
     state: PathState
@@ -167,8 +200,12 @@ class DirectorySource(BaseSource):
         self._known_dirs: Counter[str] = Counter()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._observed: dict[str, _Observation] = {}
-        #: The dirty paths not observed (stat-ed) since they were marked.
-        self._fresh: dict[str, None] = {}
+        #: The dirty paths not observed (stat-ed) since they were marked, with when they were
+        #: marked (monotonic).
+        self._fresh: dict[str, float] = {}
+        #: Notifications (not our own polling, meant for network filesystems whose ctimes
+        #: come from the server's clock) let a file's ctime start its stability timer.
+        self._use_ctime = config.poll_interval_s is None
         self._ready = ReadyRecords()
         self._dirty_event = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -378,13 +415,14 @@ class DirectorySource(BaseSource):
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
         ignore_temporary, recursive = self._cfg.ignore_temporary, self._cfg.recursive
         relative, mark = self._relative, self._mark
+        now = self._ctx.clock.monotonic()
         for _change, path in changes:
             rel = relative(path)
             if rel is None or (ignore_temporary and is_temporary(rel)):
                 continue
             if not recursive and "/" in rel:
                 continue
-            mark(rel, None)
+            mark(rel, None, now)
 
     def _relative(self, path: str) -> str | None:
         for prefix in self._root_prefixes:
@@ -393,12 +431,12 @@ class DirectorySource(BaseSource):
                 return rel if os.sep == "/" else rel.replace(os.sep, "/")
         return None
 
-    def _mark(self, rel: str, observation: _Observation | None) -> None:
+    def _mark(self, rel: str, observation: _Observation | None, now: float | None = None) -> None:
         """Mark a path dirty; a fresh change (no observation) restarts its stability timer."""
         self._dirty[rel] = None
         if observation is None:
             self._observed.pop(rel, None)
-            self._fresh[rel] = None
+            self._fresh[rel] = self._ctx.clock.monotonic() if now is None else now
         else:
             self._observed[rel] = observation
             self._fresh.pop(rel, None)
@@ -476,24 +514,76 @@ class DirectorySource(BaseSource):
         stable = self._stable_due()
         room_left = await self._settle_stable(stable) if stable else True
         if self._fresh:
-            await self._examine([])
+            found, early = await self._examine([])
+            if early:
+                await self._settle_found(early, found)
         if not room_left:
             return self._tick_s  # the ready queue is full: look again in a tick
         return self._next_due_in()
 
-    async def _examine(self, settle: list[tuple[str, _Observation, bool]]) -> dict[str, Examined]:
+    async def _examine(
+        self, settle: list[tuple[str, _Observation, bool]]
+    ) -> tuple[dict[str, Examined], list[tuple[str, _Observation, bool]]]:
         """One thread hand-off: confirm (and hash) the paths to settle, and stat the fresh
         paths marked so far, so a burst of changes seen while earlier ones are being
-        settled starts its stability timer at once rather than after them."""
-        fresh = list(itertools.islice(self._fresh, _STAT_BATCH))
+        settled starts its stability timer at once rather than after them. Fresh files
+        whose ctime shows them left alone for `stable_s` already are hashed in the same
+        pass (as many as the ready queue and one hand-off take): returned as more paths to
+        settle, with what was found for them."""
+        fresh = list(itertools.islice(self._fresh.items(), _STAT_BATCH))
         items = [(rel, obs.state, want) for rel, obs, want in settle]
-        items += [(rel, None, False) for rel in fresh]
-        found = await asyncio.to_thread(examine_many, self._root, items, _HASH_BUDGET_BYTES)
-        now = self._ctx.clock.monotonic()
-        for rel in fresh:
-            if rel in self._fresh and rel in found:
-                self._observe(rel, found[rel][0], now)
-        return found
+        now, wall = self._ctx.clock.monotonic(), self._ctx.clock.time()
+        early_room = min(self._max_ready - len(self._ready), _SETTLE_FILES) - len(items)
+        probes = [self._probe(rel, marked, now, wall, early_room > 0) for rel, marked in fresh]
+        max_ctime_ns = int((wall - self._cfg.stable_s - _CTIME_TICK_S) * 1e9)
+        found, seen = await asyncio.to_thread(
+            _examine_and_observe, self._root, items, probes, max_ctime_ns, max(early_room, 0)
+        )
+        now, wall = self._ctx.clock.monotonic(), self._ctx.clock.time()
+        early: list[tuple[str, _Observation, bool]] = []
+        young: list[str] = []
+        due = latest = now - self._cfg.stable_s  # latest: of the paths not due yet
+        for rel, marked in fresh:
+            # One marked again meanwhile may have changed after our stat: the next pass.
+            if self._fresh.get(rel) != marked or rel not in seen:
+                continue
+            state, ctime_ns, hashed = seen[rel]
+            since = self._unchanged_since(now, wall, marked, ctime_ns)
+            self._observe(rel, state, since)
+            if hashed is not None:
+                found[rel] = (state, hashed)
+                early.append((rel, self._observed[rel], True))
+            elif since > due:
+                young.append(rel)
+                latest = max(latest, since)
+        # The paths not settled yet are timed from the latest change among them, so they
+        # come due together as one pass (as a watcher batch timed from our stat did), not
+        # one by one: that is a hand-off, and a commit downstream, per few files.
+        for rel in young:
+            self._observed[rel].since = latest
+        return found, early
+
+    def _probe(self, rel: str, marked: float, now: float, wall: float, early: bool) -> Probe:
+        """How to look at a fresh path: hash it at once if it is a selected file, not what
+        consumers know, and its ctime is believable by `_unchanged_since`'s rule."""
+        if not (early and self._use_ctime and self._filter.matches(rel)):
+            return (rel, None, None)
+        known = self._known.get(rel)
+        min_ctime = wall - (now - marked) - _CTIME_SLACK_S
+        return (rel, int(min_ctime * 1e9), known.stat if known is not None else None)
+
+    def _unchanged_since(
+        self, now: float, wall: float, marked: float, ctime_ns: int | None
+    ) -> float:
+        """The monotonic time from which a just-stat-ed path is known unchanged: its ctime
+        when that is believable (not in the future, and not long before the notification
+        that marked the path), else now."""
+        if ctime_ns is None or not self._use_ctime:
+            return now
+        age = wall - ctime_ns / 1e9 - _CTIME_TICK_S
+        if age <= 0.0 or age > now - marked + _CTIME_SLACK_S:
+            return now
+        return now - age
 
     async def _settle_stable(self, paths: list[str]) -> bool:
         """Confirm each path still has its observed state and hash the files among them,
@@ -509,7 +599,8 @@ class DirectorySource(BaseSource):
                 obs = self._observed.get(rel)
                 if obs is not None and rel in self._dirty:
                     items.append((rel, obs, self._wants_hash(rel, obs.state)))
-            if not await self._settle_found(items, await self._examine(items)):
+            found, early = await self._examine(items)
+            if not await self._settle_found(items + early, found):
                 return True  # over the byte budget: the rest in the next pass
             if room < _SETTLE_FILES and start + room < len(paths):
                 return False

@@ -19,11 +19,11 @@ import pytest
 from tests.async_source import events_of
 from triggerd.events.timestamps import iso_ms
 from triggerd.state.base import StateStore
-from triggerd.types import ConfigError, Record, SourceContext, SystemClock
+from triggerd.types import Clock, ConfigError, Record, SourceContext, SystemClock
 from triggerd_directory import plugin, sample_event
 from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
-from triggerd_directory.paths import Hashed, PathFilter, examine_many
+from triggerd_directory.paths import Hashed, PathFilter, examine_many, hash_file
 from triggerd_directory.source import DirectorySource, ResponseIds
 
 TRIGGER = "files"
@@ -50,7 +50,12 @@ class FakeCheckpoints:
 
 
 def make_source(
-    root: Path, store: FakeCheckpoints, *, max_ready: int = 1000, **options: Any
+    root: Path,
+    store: FakeCheckpoints,
+    *,
+    max_ready: int = 1000,
+    clock: Clock | None = None,
+    **options: Any,
 ) -> DirectorySource:
     config = DirectorySourceConfig.model_validate(
         {"type": "directory", "path": str(root), "stable_s": 0.1, **options}
@@ -58,7 +63,7 @@ def make_source(
     ctx = SourceContext(
         trigger=TRIGGER,
         state=cast(StateStore, store),
-        clock=SystemClock(),
+        clock=clock or SystemClock(),
         log=logging.getLogger("test.directory"),
     )
     return DirectorySource(config, ctx, max_ready=max_ready)
@@ -613,6 +618,20 @@ def test_examine_many_hashes_files_still_in_their_expected_state(tmp_path: Path)
     assert isinstance(small, Hashed) and small.after == state("small")
 
 
+@pytest.mark.parametrize("hint", ["right", "stale", "none"])
+def test_hash_file_hashes_the_whole_content_whatever_size_it_is_told(
+    tmp_path: Path, hint: str
+) -> None:
+    # The size from the stat before saves the read that finds the end; a stale one (the
+    # file grew since) must not cut the hash short.
+    contents = {"small": b"abc", "one-buffer": b"y" * (1024 * 1024), "big": os.urandom(1_500_007)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        size = {"right": len(data), "stale": len(data) // 2, "none": None}[hint]
+        hashed = hash_file(str(tmp_path), name, size=size)
+        assert hashed is not None and hashed.etag == hashlib.md5(data).hexdigest(), name
+
+
 def test_examine_many_stops_after_its_byte_budget(tmp_path: Path) -> None:
     for name in "abc":
         (tmp_path / name).write_bytes(b"12345")
@@ -656,3 +675,131 @@ async def test_records_of_a_hash_hand_off_are_handed_out_before_the_next_is_hash
     assert calls == [128, 128, 44]
     keys = {r.payload["s3"]["object"]["key"] for r in first + rest}
     assert keys == {f"{i:03d}.txt" for i in range(300)}
+
+
+# ---- the stability timer started from a file's ctime --------------------------------------
+
+
+class SplitClock:
+    """A wall clock and a monotonic clock that stand still, each set by the test."""
+
+    def __init__(self, wall: float, mono: float) -> None:
+        self.wall, self.mono = wall, mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+def ctime_of(path: Path) -> float:
+    return os.stat(path).st_ctime_ns / 1e9
+
+
+async def settle_passes(source: DirectorySource, passes: int = 2) -> list[Record]:
+    """Run the settle loop's passes by hand (time moves only when the test moves it)."""
+    for _ in range(passes):
+        await source._settle_once()
+    return await source.receive(10, 0)
+
+
+async def test_file_left_alone_since_before_it_was_noticed_settles_in_its_first_look(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    (tmp_path / "done.txt").write_bytes(b"complete")
+    # Written 3 s ago by the wall clock, noticed 2.5 s ago: with stable_s=2 it has been left
+    # alone long enough, though the source looks at it only now and no time passes after.
+    clock = SplitClock(wall=ctime_of(tmp_path / "done.txt") + 3.0, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
+    source._mark("done.txt", None, now=497.5)
+    [record] = await settle_passes(source, passes=1)
+    assert record.payload["s3"]["object"]["eTag"] == hashlib.md5(b"complete").hexdigest()
+
+
+async def test_file_changed_after_its_first_stat_is_not_delivered_on_its_old_ctime(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    path = tmp_path / "growing.log"
+    path.write_bytes(b"part one")
+    clock = SplitClock(wall=ctime_of(path) + 1.5, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
+    source._mark("growing.log", None, now=499.0)
+    assert await settle_passes(source, passes=1) == []  # unchanged for 1.5 s by its ctime
+    with path.open("ab") as fh:
+        fh.write(b", part two")  # the writer comes back before the source settles it
+    clock.mono += 0.6  # stable_s after the old ctime: due, and found changed
+    assert await settle_passes(source) == []
+    clock.mono += 2.0  # stable_s after the changed state was seen
+    [record] = await settle_passes(source)
+    assert record.payload["s3"]["object"]["size"] == len(b"part one, part two")
+
+
+@pytest.mark.parametrize(
+    ("options", "noticed_ago_s"),
+    [
+        ({}, 0.0),  # a ctime 3 s before the notification: a stepped clock, not believed
+        ({"poll_interval_s": 1.0}, 2.5),  # polling (network filesystems): ctimes not used
+    ],
+    ids=["ctime-long-before-the-notification", "polling-mode"],
+)
+async def test_unbelievable_or_unused_ctime_waits_stable_s_from_the_first_stat(
+    tmp_path: Path, store: FakeCheckpoints, options: dict[str, Any], noticed_ago_s: float
+) -> None:
+    (tmp_path / "f.txt").write_bytes(b"data")
+    clock = SplitClock(wall=ctime_of(tmp_path / "f.txt") + 3.0, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0, **options)
+    source._mark("f.txt", None, now=500.0 - noticed_ago_s)
+    assert await settle_passes(source) == []
+    clock.mono += 1.9
+    assert await settle_passes(source) == []
+    clock.mono += 0.1
+    [record] = await settle_passes(source)
+    assert record.payload["s3"]["object"]["size"] == 4
+
+
+async def test_files_hashed_in_their_first_look_are_bounded_by_the_ready_queue(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(str(i))
+    clock = SplitClock(wall=ctime_of(tmp_path / "4.txt") + 3.0, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0, max_ready=2)
+    for i in range(5):
+        source._mark(f"{i}.txt", None, now=497.5)
+    await source._settle_once()
+    assert len(source._ready) == 2  # the other three only stat-ed, not hashed
+    records = await deliver(source, store, 2)
+    for _ in range(3):
+        await source._settle_once()
+        records += await deliver(source, store, len(source._ready))
+    assert sorted(r.payload["s3"]["object"]["key"] for r in records) == [
+        f"{i}.txt" for i in range(5)
+    ]
+
+
+async def test_files_noticed_together_and_still_young_come_due_together(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    # Timed each from its own ctime they would settle one pass (and one commit downstream)
+    # apiece; timed from the latest change among them they settle in one pass.
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+        await asyncio.sleep(0.03)
+    ctimes = {name: ctime_of(tmp_path / name) for name in "abc"}
+    assert ctimes["c"] - ctimes["a"] >= 0.02
+    clock = SplitClock(wall=ctimes["c"] + 0.5, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=2.0)
+    for name in "cab":  # in no order of their ctimes (a watcher batch is a set)
+        source._mark(name, None, now=500.0)
+    assert await settle_passes(source, passes=1) == []
+    c_due_in = 2.0 - (0.5 - source_module._CTIME_TICK_S)
+    gap = ctimes["c"] - ctimes["a"]
+    clock.mono += c_due_in - gap / 2  # past when a would be due by its own ctime, before c
+    assert await settle_passes(source) == []
+    clock.mono += gap / 2 + 0.001
+    records = await settle_passes(source, passes=1)
+    assert sorted(r.payload["s3"]["object"]["key"] for r in records) == ["a", "b", "c"]
