@@ -99,8 +99,12 @@ _REWRITES: dict[Kind, Callable[[bytes], bytes]] = {
     Kind.TIMESTAMPTZ: _timestamptz,
 }
 #: The separator of two strings in `orjson.dumps` of a list of strings. Inside a string every
-#: `"` is escaped (`\"`), so a `"` right after a `,` always starts the next element.
+#: `"` is escaped (`\"`), so `","` is a separator unless its first `"` is an escaped one: a
+#: string ending in `",` (escaped `\",`) followed by the separator reads `\",","`, where the
+#: leftmost match is the wrong one. That needs `\","` in the output (so does a string ending
+#: in a backslash, escaped `\\`, before a separator): when it is there, split per string.
 _BETWEEN = b'","'
+_AMBIGUOUS = b'\\","'
 
 
 def _template_part(value: bytes) -> bytes:
@@ -109,10 +113,14 @@ def _template_part(value: bytes) -> bytes:
 
 
 def _escaped(strings: Sequence[str]) -> list[bytes]:
-    """Each string JSON-escaped (without its quotes), all in one `orjson.dumps`."""
+    """Each string JSON-escaped (without its quotes), all in one `orjson.dumps` unless a
+    separator could be misread (`_AMBIGUOUS`: rare, then one call per string)."""
     if not strings:
         return []
-    return orjson.dumps(strings)[2:-2].split(_BETWEEN)
+    joined = orjson.dumps(strings)
+    if _AMBIGUOUS in joined:
+        return [orjson.dumps(s)[1:-1] for s in strings]
+    return joined[2:-2].split(_BETWEEN)
 
 
 @dataclass(eq=False, slots=True)

@@ -205,3 +205,32 @@ def test_each_view_type_encodes_the_images_it_names(view: str) -> None:
     expected["NEW_AND_OLD_IMAGES"] = expected["NEW_IMAGE"] | expected["OLD_IMAGE"]
     assert images == expected[view]
     assert ddb["Keys"] == {"id": {"N": "1"}} and ddb["StreamViewType"] == view
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['a",', '",', 'say "hi",', "a\\", 'a\\",', '","', '\\"', 'x",",'],
+)
+@pytest.mark.parametrize("view", ["NEW_IMAGE", "KEYS_ONLY"])
+def test_a_text_ending_in_a_quote_and_comma_keeps_every_column_its_own_value(
+    text: str, view: str
+) -> None:
+    # `",` at the end of a value (JSON `\",`) before the next value's separator (`","`)
+    # reads `\",","`, whose first `","` is not the separator: the row's strings must still
+    # be split where the separators are (random short text rarely ends that way)
+    columns = (Column(True, "note", 25, -1), Column(False, "n", 23, -1), Column(False, "m", 25, -1))
+    table = Table(
+        Relation(16385, "public", "t", "f", columns),
+        (PgType(Kind.TEXT), PgType(Kind.INTEGER), PgType(Kind.TEXT)),
+        (0,),
+        "arn",
+    )
+    shaper = Shaper("us-east-1", "123456789012", "db", "slot", view, "")  # type: ignore[arg-type]
+    for new in [(text, "7", text), (text, "7", None), (text, None, "z")]:
+        args = ("INSERT", table, new, None, False, 5, 0, 1.0, 9)
+        record = shaper.row(*args)
+        assert record.handle == shaper.built_row(*args).handle
+        ddb = orjson.loads(record.handle)["dynamodb"]
+        assert ddb["Keys"] == {"note": {"S": text}}
+        if view == "NEW_IMAGE":
+            assert ddb["NewImage"]["note"] == {"S": text}
