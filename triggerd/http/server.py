@@ -54,18 +54,6 @@ log = logging.getLogger("triggerd.http")
 _UNSUPPORTED_VERSION: web.RequestKey[str] = web.RequestKey("unsupported_version", str)
 
 
-class Request(web.BaseRequest):
-    """aiohttp's request, whose `get` and `in` look the request's state up directly: the
-    dispatcher asks for keys that are mostly absent on every request (a refusal, an
-    unsupported version), and `Mapping.get` finds an absent key by raising KeyError."""
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self._state.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._state
-
-
 RequestFactory = Callable[
     [
         RawRequestMessage,
@@ -340,7 +328,7 @@ def request_factory(loop: asyncio.AbstractEventLoop) -> RequestFactory:
             answered_as = HttpVersion10 if version < HttpVersion10 else HttpVersion11
             message = message._replace(version=answered_as, should_close=True)
             state = {_UNSUPPORTED_VERSION: f"{version.major}.{version.minor}"}
-        return Request(message, payload, protocol, writer, task, loop, state=state)
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, state=state)
 
     return make
 
