@@ -219,9 +219,24 @@ def examine_many(
 #: or None) and whose ctime lies between it and `observe_many`'s `max_ctime_ns` is hashed at
 #: once; None: only stat it.
 Probe = tuple[str, int | None, FileStat | None]
-#: What the first look found: the path's state, a regular file's ctime (`st_ctime_ns`, else
-#: None), and as in `Examined` the hash when it was taken.
+#: What the first look found: the path's state, a regular file's ctime (`st_ctime_ns` as
+#: `latest_change_ns` reads it, else None), and as in `Examined` the hash when it was taken.
 Observed = tuple[PathState, int | None, Hashed | OSError | None]
+
+
+_SECOND_NS = 1_000_000_000
+
+
+def latest_change_ns(ctime_ns: int) -> int:
+    """The latest time a file's last change may have happened, by its ctime: a whole-second
+    ctime may be a filesystem's whole-second stamp (ext4 with 128-byte inodes, HFS+, many
+    FUSE filesystems), which rounds the change down by up to a second; taken at its word, it
+    made a file written in pieces less than `stable_s` apart look settled after the first.
+    (On filesystems with finer stamps, a change stamped on a whole second then waits up to
+    a second more.)"""
+    if ctime_ns % _SECOND_NS == 0:
+        return ctime_ns + _SECOND_NS - 1
+    return ctime_ns
 
 
 def observe_many(
@@ -255,7 +270,7 @@ def observe_many(
             out[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", None, None)
             continue
         state: FileStat = (st.st_mtime_ns, st.st_size)
-        ctime_ns = st.st_ctime_ns
+        ctime_ns = latest_change_ns(st.st_ctime_ns)
         if (
             min_ctime_ns is None
             or not min_ctime_ns <= ctime_ns <= max_ctime_ns

@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,7 @@ from tests.async_source import events_of
 from triggerd.events.timestamps import iso_ms
 from triggerd.state.base import StateStore
 from triggerd.types import Clock, ConfigError, Record, SourceContext, SystemClock
+from triggerd_directory import paths as paths_module
 from triggerd_directory import plugin, sample_event
 from triggerd_directory import source as source_module
 from triggerd_directory.config import DirectorySourceConfig, bucket_name_for
@@ -736,6 +738,42 @@ async def test_file_changed_after_its_first_stat_is_not_delivered_on_its_old_cti
     clock.mono += 2.0  # stable_s after the changed state was seen
     [record] = await settle_passes(source)
     assert record.payload["s3"]["object"]["size"] == len(b"part one, part two")
+
+
+class _WholeSecondStamps:
+    """`os` as `paths` uses it, on a filesystem that stamps whole seconds (ext4 with
+    128-byte inodes, HFS+): each stat's ctime is rounded down to its second."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def stat(self, path: str) -> Any:
+        st = os.stat(path)
+        return types.SimpleNamespace(
+            st_mode=st.st_mode,
+            st_size=st.st_size,
+            st_mtime_ns=st.st_mtime_ns,
+            st_ctime_ns=st.st_ctime_ns // 1_000_000_000 * 1_000_000_000,
+        )
+
+
+async def test_a_whole_second_ctime_is_not_taken_as_the_time_of_the_change(
+    tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file was written up to a second after its stamp: 0.7 s after the stamp, it may have
+    # changed only just now, and must wait stable_s from the first stat like any young file
+    # (taken at its word, the stamp delivered a file written in pieces after the first).
+    monkeypatch.setattr(paths_module, "os", _WholeSecondStamps())
+    path = tmp_path / "upload.bin"
+    path.write_bytes(b"first piece")
+    stamp = os.stat(path).st_ctime_ns // 1_000_000_000
+    clock = SplitClock(wall=stamp + 0.7, mono=500.0)
+    source = make_source(tmp_path, store, clock=clock, stable_s=0.5)
+    source._mark("upload.bin", None, now=499.9)
+    assert await settle_passes(source) == []
+    clock.mono += 0.5
+    [record] = await settle_passes(source)
+    assert record.payload["s3"]["object"]["size"] == len(b"first piece")
 
 
 @pytest.mark.parametrize(
