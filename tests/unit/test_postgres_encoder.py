@@ -24,7 +24,10 @@ VIEWS = ("KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES")
 
 # Text as pgoutput may carry it: any Unicode but surrogates (quotes, backslashes, control
 # characters, `%` and non-ASCII included: the encoder escapes what orjson escapes).
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+# Some end in `",`, escaped `\",`: before the next value's separator it reads `\",","`.
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).flatmap(
+    lambda text: st.sampled_from([text, text + '",'])
+)
 NUMBERS = st.one_of(
     st.integers().map(str),
     st.decimals(allow_nan=False, allow_infinity=False).map(str),
