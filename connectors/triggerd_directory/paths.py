@@ -225,17 +225,19 @@ Observed = tuple[PathState, int | None, Hashed | OSError | None]
 
 
 _SECOND_NS = 1_000_000_000
+#: The coarsest ctime stamp of a common filesystem (FAT's two seconds).
+_COARSE_STAMP_NS = 2 * _SECOND_NS
 
 
 def latest_change_ns(ctime_ns: int) -> int:
     """The latest time a file's last change may have happened, by its ctime: a whole-second
-    ctime may be a filesystem's whole-second stamp (ext4 with 128-byte inodes, HFS+, many
-    FUSE filesystems), which rounds the change down by up to a second; taken at its word, it
-    made a file written in pieces less than `stable_s` apart look settled after the first.
-    (On filesystems with finer stamps, a change stamped on a whole second then waits up to
-    a second more.)"""
+    ctime may be a filesystem's coarse stamp (whole seconds on ext4 with 128-byte inodes,
+    HFS+, many FUSE filesystems; two seconds on FAT), which rounds the change down by up to
+    two seconds; taken at its word, it made a file written in pieces less than `stable_s`
+    apart look settled after the first. (On filesystems with finer stamps, a change stamped
+    on a whole second then waits up to two seconds more.)"""
     if ctime_ns % _SECOND_NS == 0:
-        return ctime_ns + _SECOND_NS - 1
+        return ctime_ns + _COARSE_STAMP_NS - 1
     return ctime_ns
 
 
