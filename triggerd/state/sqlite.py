@@ -448,7 +448,12 @@ class SQLiteStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Unknown ids are ignored."""
-        await self._write(_DeleteEvent(event_id), frees=True, lazy=True)
+        await self.complete_later(event_id)
+
+    def complete_later(self, event_id: int) -> asyncio.Future[None]:
+        """`complete` without a coroutine to await it (`CompletesLater`): the future is
+        answered once the commit that holds the deletion is durable."""
+        return self._submit(_DeleteEvent(event_id), frees=True, durable=True, lazy=True)
 
     async def next_due(self, trigger: str) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
@@ -710,6 +715,14 @@ class SQLiteStateStore:
 
         `lazy=True` (completions): the write does not start a commit by itself until it has
         waited LAZY_DELAY_S; any other write's commit takes it along before that."""
+        return await self._submit(op, frees=frees, durable=durable, lazy=lazy)
+
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], T], *, frees: bool, durable: bool, lazy: bool
+    ) -> asyncio.Future[T]:
+        """`_write`'s work, without awaiting: the write joins the pending group and the future
+        is answered once that group is committed (cancelling the future does not take the
+        write back)."""
         if self._closed:
             raise StateStoreClosedError(f"the state store {self._path!r} is closed")
         if self._executor is None or self._conn is None:
@@ -727,7 +740,7 @@ class SQLiteStateStore:
                 # On the next turn of the loop: the writes of callers already runnable join in.
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
-        return await write.future
+        return write.future
 
     def _lazy_due(self) -> None:
         """The oldest lazy write has waited long enough: commit (after the one under way)."""
