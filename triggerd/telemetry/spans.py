@@ -10,9 +10,8 @@ as it is.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,13 +52,24 @@ def current_scope() -> InvocationScope | None:
     return _scope.get()
 
 
-@contextlib.contextmanager
-def invocation_scope(trigger: str, attempt: int) -> Iterator[None]:
-    token = _scope.set(InvocationScope(trigger, attempt))
-    try:
-        yield
-    finally:
-        _scope.reset(token)
+class invocation_scope:
+    """`with invocation_scope(trigger, attempt):` names who invokes in this task. A class
+    rather than a generator-based context manager: it is entered once per async event, and
+    the generator's machinery cost more than the context variable."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, trigger: str, attempt: int) -> None:
+        self._scope = InvocationScope(trigger, attempt)
+        self._token: Token[InvocationScope | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _scope.set(self._scope)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _scope.reset(self._token)
+            self._token = None
 
 
 class SpanHandle(Protocol):
