@@ -361,10 +361,7 @@ async def test_a_drain_invokes_its_events_in_one_task_per_slot(store: SQLiteStat
     t = build(store, src, be, maximum_concurrency=2)
     now = t.rt.clock.time()
     await store.enqueue(
-        [
-            NewEvent("t", "f", b'{"n": %d}' % i, f"req-{i}", now, now, None)
-            for i in range(40)
-        ]
+        [NewEvent("t", "f", b'{"n": %d}' % i, f"req-{i}", now, now, None) for i in range(40)]
     )
     await run_until(t, lambda: len(be.calls) == 40)
     assert len({id(task) for task in be.tasks}) <= 2
