@@ -530,16 +530,15 @@ def throttled_error(result: InvokeResult) -> ApiError:
 
 async def read_payload(request: web.BaseRequest, limit: int, itype: str) -> bytes:
     """The request body, capped at Lambda's limit."""
-    too_large = ApiError(
-        413,
-        "RequestEntityTooLargeException",
-        f"Request must be smaller than {limit} bytes for the "
-        f"{'InvokeAsync' if itype == 'Event' else 'InvokeFunction'} operation",
-    )
     try:
         return await read_body(request, limit)
     except BodyTooLarge:
-        raise too_large from None
+        raise ApiError(
+            413,
+            "RequestEntityTooLargeException",
+            f"Request must be smaller than {limit} bytes for the "
+            f"{'InvokeAsync' if itype == 'Event' else 'InvokeFunction'} operation",
+        ) from None
 
 
 async def json_payload(payload: bytes) -> bytes:
