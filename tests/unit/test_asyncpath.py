@@ -441,3 +441,29 @@ async def test_a_completion_that_cannot_commit_leaves_the_event_queued_and_says_
     invoked[0] = False
     assert await store.queue_depth("t") == 1  # its lease expires, then it is invoked again
     await store.close()
+
+
+class WithoutCompleteLater:
+    """The store, minus `complete_later` (a store that only has the awaitable `complete`)."""
+
+    def __init__(self, store: SQLiteStateStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name == "complete_later":
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+
+async def test_a_store_without_complete_later_still_has_every_event_completed(
+    store: SQLiteStateStore,
+) -> None:
+    plain = WithoutCompleteLater(store)
+    src, be = FakeSource([make_record(i) for i in range(12)]), FakeBackend()
+    rt = trigger_runtime(plain, src, be, None, "fakepush", maximum_concurrency=3)
+    t = AsyncTrigger(rt, plain, lease_s=30)  # type: ignore[arg-type]
+    assert t._complete_later is None
+    await run_until(t, lambda: len(be.calls) == 12)
+    assert not t._completing and not t._inflight
+    assert t._succeeded._value.get() == 12
+    assert await store.queue_depth("t") == 0

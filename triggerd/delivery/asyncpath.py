@@ -132,6 +132,8 @@ class AsyncTrigger:
         self._settling = 0
         self._settled = asyncio.Event()
         self._settled.set()
+        #: Completion tasks, for a store without `complete_later`.
+        self._completing: set[asyncio.Future[None]] = set()
         #: The store's completion without a coroutine, when it has one (`CompletesLater`).
         self._complete_later: Callable[[int], asyncio.Future[None]] | None = (
             state.complete_later if isinstance(state, CompletesLater) else None
@@ -584,14 +586,17 @@ class AsyncTrigger:
         event stays in flight (its lease extended) until `_completed`."""
         self._settling += 1
         self._settled.clear()
-        complete_later, tg = self._complete_later, self._tg
+        complete_later = self._complete_later
         try:
             if complete_later is not None:
                 done = complete_later(event.id)
-            elif tg is not None:
-                done = tg.create_task(self._complete_awaited(event.id))
-            else:  # stopping: no task group left to wait in
-                done = asyncio.ensure_future(self._complete_awaited(event.id))
+            else:
+                # A store without it: a task of its own, kept until done (`run` waits for
+                # `_settled`, so it never outlives the trigger).
+                task = asyncio.ensure_future(self._complete_awaited(event.id))
+                self._completing.add(task)
+                task.add_done_callback(self._completing.discard)
+                done = task
         except StateStoreError as exc:  # the store is closed: the lease expires, it is retried
             done = asyncio.get_running_loop().create_future()
             done.set_exception(exc)
