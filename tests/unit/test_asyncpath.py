@@ -339,3 +339,131 @@ async def test_accept_loop_commits_a_backlog_of_200_records_in_one_enqueue(
         await loop_task
     assert store.writes_committed - writes_before == 1
     assert await store.queue_depth("t") == 200
+
+
+class TaskNoting(FakeBackend):
+    """Notes which task makes each invocation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+        self.tasks.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        return await super().invoke(payload, **kw)
+
+
+async def test_a_drain_invokes_its_events_in_one_task_per_slot(store: SQLiteStateStore) -> None:
+    # A task per event cost a task's creation and a shielded completion task per event: a
+    # slot's task goes on with the next buffered event instead.
+    src, be = FakeSource(), TaskNoting()
+    t = build(store, src, be, maximum_concurrency=2)
+    now = t.rt.clock.time()
+    await store.enqueue(
+        [NewEvent("t", "f", b'{"n": %d}' % i, f"req-{i}", now, now, None) for i in range(40)]
+    )
+    await run_until(t, lambda: len(be.calls) == 40)
+    assert len({id(task) for task in be.tasks}) <= 2
+    assert await store.queue_depth("t") == 0
+
+
+async def test_a_completion_keeps_its_event_in_flight_until_committed_and_stop_waits_for_it(
+    tmp_path: Any,
+) -> None:
+    import sqlite3
+    import threading
+
+    held, gate = threading.Event(), threading.Event()
+    invoked = [False]
+
+    def hook(conn: sqlite3.Connection) -> None:
+        if invoked[0] and not held.is_set():
+            held.set()
+            gate.wait(10)  # the completion's commit stays open
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"), before_write=hook)
+    await store.open()
+
+    class MarkInvoked(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            invoked[0] = True
+            return await super().invoke(payload, **kw)
+
+    src, be = FakeSource([make_record(1)]), MarkInvoked()
+    t = build(store, src, be)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    try:
+        async with asyncio.timeout(10):
+            while not held.is_set():
+                await asyncio.sleep(0.01)
+        # Invoked and being completed: still in flight (its lease extended), not yet counted.
+        assert len(t._inflight) == 1
+        assert t._succeeded._value.get() == 0
+        t.stop()
+        await asyncio.sleep(0.2)
+        assert not task.done(), "the trigger stopped before its completion was committed"
+    finally:
+        gate.set()
+        await asyncio.wait_for(task, 5)
+    assert not t._inflight
+    assert t._succeeded._value.get() == 1
+    assert await store.queue_depth("t") == 0
+    await store.close()
+
+
+async def test_a_completion_that_cannot_commit_leaves_the_event_queued_and_says_so(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    invoked = [False]
+
+    def hook(conn: sqlite3.Connection) -> None:
+        if invoked[0]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"), before_write=hook)
+    await store.open()
+
+    class MarkInvoked(FakeBackend):
+        async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+            invoked[0] = True
+            return await super().invoke(payload, **kw)
+
+    src, be = FakeSource([make_record(1)]), MarkInvoked()
+    t = build(store, src, be)
+    await t.accept(await src.receive(10, 0.1))
+    await run_until(t, lambda: any(r.msg == "event.crashed" for r in caplog.records))
+    assert not t._inflight
+    assert t._succeeded._value.get() == 0
+    invoked[0] = False
+    assert await store.queue_depth("t") == 1  # its lease expires, then it is invoked again
+    await store.close()
+
+
+class WithoutCompleteLater:
+    """The store, minus `complete_later` (a store that only has the awaitable `complete`)."""
+
+    def __init__(self, store: SQLiteStateStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name == "complete_later":
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+
+async def test_a_store_without_complete_later_still_has_every_event_completed(
+    store: SQLiteStateStore,
+) -> None:
+    plain = WithoutCompleteLater(store)
+    src, be = FakeSource([make_record(i) for i in range(12)]), FakeBackend()
+    rt = trigger_runtime(plain, src, be, None, "fakepush", maximum_concurrency=3)
+    t = AsyncTrigger(rt, plain, lease_s=30)  # type: ignore[arg-type]
+    assert t._complete_later is None
+    await run_until(t, lambda: len(be.calls) == 12)
+    assert not t._completing and not t._inflight
+    assert t._succeeded._value.get() == 12
+    assert await store.queue_depth("t") == 0

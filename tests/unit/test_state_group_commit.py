@@ -287,3 +287,29 @@ async def test_close_commits_a_waiting_completion(tmp_path: Path) -> None:
     await store.close()
     assert completion.done() and completion.exception() is None
     assert committed_ids(path) == set()
+
+
+async def test_rows_written_several_per_statement_keep_their_order_leases_and_deletions(
+    store: SQLiteStateStore,
+) -> None:
+    # 301 events in one enqueue and 45 concurrent ones in one group: written in statements
+    # of 128, 64, ... rows. Order (ids), the first of two alike, claims' leases and
+    # completions must be what one row per statement gave.
+    first = [event(f"a{i:03d}") for i in range(300)] + [event("a007", b"second")]
+    await store.enqueue(first)
+    await asyncio.gather(*(store.enqueue([event(f"b{i:02d}")]) for i in range(45)))
+    assert await store.queue_depth("t1") == 345
+    claimed = await store.claim("t1", 333, 30.0, 2.0)
+    expected = [f"a{i:03d}" for i in range(300)] + [f"b{i:02d}" for i in range(33)]
+    assert [e.request_id for e in claimed] == expected
+    assert next(e for e in claimed if e.request_id == "a007").payload == b"a007"
+    assert [e.request_id for e in await store.claim("t1", 100, 30.0, 2.0)] == [
+        f"b{i:02d}" for i in range(33, 45)
+    ]
+    assert await store.claim("t1", 100, 30.0, 2.0) == []  # every one leased
+    await asyncio.gather(*(store.complete(e.id) for e in claimed[:-3]))
+    assert await store.queue_depth("t1") == 15
+    # Leases of the last three extended to 50: at 40 only the other twelve are claimable.
+    await store.extend_lease([e.id for e in claimed[-3:]], 30.0, 20.0)
+    again = await store.claim("t1", 100, 30.0, 40.0)
+    assert [e.request_id for e in again] == [f"b{i:02d}" for i in range(33, 45)]

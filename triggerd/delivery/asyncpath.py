@@ -17,14 +17,14 @@ import contextlib
 import functools
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
-from triggerd.state.base import NewEvent, QueuedEvent, StateStore
+from triggerd.state.base import CompletesLater, NewEvent, QueuedEvent, StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.spans import invocation_scope
@@ -128,6 +128,16 @@ class AsyncTrigger:
         self._invoking: set[int] = set()
         #: Claimed events waiting for a slot.
         self._ready: collections.deque[QueuedEvent] = collections.deque()
+        #: Completions handed to the store and not yet committed (`run` waits for them).
+        self._settling = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        #: Completion tasks, for a store without `complete_later`.
+        self._completing: set[asyncio.Future[None]] = set()
+        #: The store's completion without a coroutine, when it has one (`CompletesLater`).
+        self._complete_later: Callable[[int], asyncio.Future[None]] | None = (
+            state.complete_later if isinstance(state, CompletesLater) else None
+        )
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -168,6 +178,9 @@ class AsyncTrigger:
             accept = tg.create_task(self._accept())
             heartbeat = tg.create_task(self._lease_heartbeat())
             await self._invoke_loop(tg)
+            # Completions handed to the store are committed before the trigger counts as
+            # stopped (their leases are extended until then).
+            await self._settled.wait()
             heartbeat.cancel()
             await asyncio.gather(accept, return_exceptions=True)
 
@@ -447,14 +460,30 @@ class AsyncTrigger:
             return []
 
     def _start_ready(self) -> None:
-        """Start buffered events while slots are free."""
+        """Start buffered events while slots are free, each in a task of its own that goes on
+        with the next buffered events (`_run_events`)."""
         tg = self._tg
         while tg is not None and self._ready and len(self._invoking) < self.concurrency:
             if self._stopping.is_set():
                 return
             event = self._ready.popleft()
             self._invoking.add(event.id)
-            tg.create_task(self._handle(event))
+            tg.create_task(self._run_events(event))
+
+    async def _run_events(self, event: QueuedEvent) -> None:
+        """Invoke `event`, then the next buffered event as long as a slot is free: one task
+        per busy slot rather than one per event (a drain starts thousands a second). A
+        successful event's completion is left to its commit (`_complete`), so the slot goes
+        on at once; an event whose outcome this task waits for (a retry, an on-failure
+        record) frees its slot for another task meanwhile."""
+        while True:
+            await self._handle(event)
+            if self._stopping.is_set() or not self._ready:
+                return
+            if len(self._invoking) >= self.concurrency:
+                return
+            event = self._ready.popleft()
+            self._invoking.add(event.id)
 
     async def _release_ready(self) -> None:
         """Stopping: claimed events never started are claimable again at once."""
@@ -473,8 +502,9 @@ class AsyncTrigger:
         )
 
     async def _handle(self, event: QueuedEvent) -> None:
+        settling = False
         try:
-            await self._invoke_one(event)
+            settling = await self._invoke_one(event)
         except asyncio.CancelledError:
             # Shutting down mid-invoke: give it back now rather than at lease expiry.
             await asyncio.shield(
@@ -494,16 +524,19 @@ class AsyncTrigger:
             )
         finally:
             self._invoking.discard(event.id)
-            self._inflight.discard(event.id)
+            if not settling:
+                self._inflight.discard(event.id)
             self._poke()
 
-    async def _invoke_one(self, event: QueuedEvent) -> None:
+    async def _invoke_one(self, event: QueuedEvent) -> bool:
+        """Invoke the event and settle it; True when its completion is still to be committed
+        (`_completed` ends it)."""
         rt = self.rt
         cfg = rt.config
         now = rt.clock.time()
         if now - event.enqueued_at > cfg.maximum_event_age_s:
             await self._dead_letter(event, "EventAgeExceeded", None, event.attempts)
-            return
+            return False
         self._event_age.observe(max(0.0, now - event.enqueued_at))
         with (
             rt.metrics.tracer.batch(
@@ -521,33 +554,77 @@ class AsyncTrigger:
                 invocation_type="Event",
                 trace_id=event.trace_id,
             )
-        self._invoked(event.id)
-        now = rt.clock.time()
+        # The invocation is over: its slot goes to the next buffered event while this one's
+        # outcome is written.
+        self._invoking.discard(event.id)
         if result.outcome is Outcome.OK:
-            self._throttles.pop(event.id, None)
-            await asyncio.shield(self.state.complete(event.id))
-            self._succeeded.inc()
-            return
+            if self._throttles:
+                self._throttles.pop(event.id, None)
+            self._complete(event)
+            return True  # this task goes on with the next event itself (`_run_events`)
+        self._start_ready()
+        self._poke()
+        now = rt.clock.time()
         if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
             await self._dead_letter(event, "RetriesExhausted", result, event.attempts)
-            return
+            return False
         if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
             n = self._throttles[event.id] = self._throttles.get(event.id, 0) + 1
             delay = max(result.retry_after_s or 0.0, self.throttle_backoff.delay(n))
             await self._retry_later(event, now + delay, event.attempts, result)
-            return
+            return False
         attempts = event.attempts + 1
         if attempts > cfg.effective_retry_attempts:
             await self._dead_letter(event, "RetriesExhausted", result, attempts)
-            return
+            return False
         rt.metrics.records_retried.labels(rt.name).inc()
         await self._retry_later(event, now + self.retry_backoff.delay(attempts), attempts, result)
+        return False
 
-    def _invoked(self, event_id: int) -> None:
-        """The invocation is over: its slot goes to the next buffered event while this
-        one's outcome is written."""
-        self._invoking.discard(event_id)
-        self._start_ready()
+    def _complete(self, event: QueuedEvent) -> None:
+        """Remove a delivered event from the queue without waiting here for the commit: the
+        event stays in flight (its lease extended) until `_completed`."""
+        self._settling += 1
+        self._settled.clear()
+        complete_later = self._complete_later
+        try:
+            if complete_later is not None:
+                done = complete_later(event.id)
+            else:
+                # A store without it: a task of its own, kept until done (`run` waits for
+                # `_settled`, so it never outlives the trigger).
+                task = asyncio.ensure_future(self._complete_awaited(event.id))
+                self._completing.add(task)
+                task.add_done_callback(self._completing.discard)
+                done = task
+        except StateStoreError as exc:  # the store is closed: the lease expires, it is retried
+            done = asyncio.get_running_loop().create_future()
+            done.set_exception(exc)
+        done.add_done_callback(functools.partial(self._completed, event))
+
+    async def _complete_awaited(self, event_id: int) -> None:
+        await self.state.complete(event_id)
+
+    def _completed(self, event: QueuedEvent, done: asyncio.Future[None]) -> None:
+        """The completion's commit is over: the event has left the queue (or, if the commit
+        failed, its lease expires and it is invoked again)."""
+        self._inflight.discard(event.id)
+        self._settling -= 1
+        if not self._settling:
+            self._settled.set()
+        error = None if done.cancelled() else done.exception()
+        if error is None and not done.cancelled():
+            self._succeeded.inc()
+        else:
+            self.rt.log.error(
+                "event.crashed",
+                extra={
+                    "trigger": self.rt.name,
+                    "request_id": event.request_id,
+                    "trace_id": event.trace_id,
+                    "error": str(error) if error is not None else "cancelled",
+                },
+            )
         self._poke()
 
     async def _retry_later(

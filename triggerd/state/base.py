@@ -6,6 +6,7 @@ interface. Every method that writes returns only once the write is durable.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -205,6 +206,18 @@ class EventArchive(Protocol):
 
     async def prune_archive(self, bus: str, before: float) -> int:
         """Delete the bus's events ingested before `before`; how many went."""
+        ...
+
+
+@runtime_checkable
+class CompletesLater(Protocol):
+    """A store that takes a completion without a coroutine to await it: the async path's
+    invocation slot goes on with the next event at once, and the event is settled when its
+    commit is done (no task per event for the wait)."""
+
+    def complete_later(self, event_id: int) -> asyncio.Future[None]:
+        """Queue `complete(event_id)` for the next group commit; the future is answered (or
+        fails) once that commit is done."""
         ...
 
 

@@ -395,7 +395,12 @@ class PostgresStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Only the claim's holder completes; unknown ids are ignored."""
-        await self._write(Complete(event_id, self.member_id))
+        await self.complete_later(event_id)
+
+    def complete_later(self, event_id: int) -> asyncio.Future[None]:
+        """`complete` without a coroutine to await it (`CompletesLater`): the future is
+        answered once the commit that holds the deletion is done."""
+        return self._submit(Complete(event_id, self.member_id))
 
     async def next_due(self, trigger: str) -> float | None:
         value = await self._read(lambda c: c.fetchval(_NEXT_DUE, trigger))
@@ -787,13 +792,19 @@ class PostgresStateStore:
         """Run `op` in the next group commit; returns (or raises) once that group is
         committed. If the caller is cancelled, the write is still committed (or not) with its
         group."""
+        return await self._submit(op)
+
+    def _submit(self, op: Callable[[Conn], Awaitable[T]]) -> asyncio.Future[T]:
+        """`_write`'s work, without awaiting: the write joins the pending group and the future
+        is answered once that group is committed (cancelling the future does not take the
+        write back)."""
         self._require_pool()
         loop = asyncio.get_running_loop()
         write: Write[T] = Write(op, loop.create_future())
         self._pending.append(write)
         if self._committer is None:
             self._committer = loop.create_task(self._commit_pending())
-        return await write.future
+        return write.future
 
     async def _commit_pending(self) -> None:
         """Commit the pending writes group by group until none is left. The writes of callers

@@ -151,6 +151,26 @@ _SELECT_CLAIMABLE = (
     "ORDER BY available_at, id LIMIT ?"
 )
 _DELETE_EVENT = "DELETE FROM queue WHERE id = ?"
+#: Rows per statement of the multi-row forms below, largest first. Each executemany row is
+#: a step of its own, and the sqlite3 module gives the GIL up and takes it back around every
+#: step: with the event loop busy on the other thread, each taking back waited for it, and
+#: a group commit of a dozen enqueues and completions waited dozens of times. A run of n
+#: rows is written in a statement per binary digit of n (13 rows: 8 + 4 + 1), so the
+#: statement cache holds at most eight texts of each form.
+_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
+_INSERT_EVENTS = {
+    n: "INSERT INTO queue (trigger, function, payload, request_id, enqueued_at, available_at, "
+    "trace_id) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n) + " "
+    "ON CONFLICT (request_id) DO NOTHING"
+    for n in _CHUNKS
+}
+_DELETE_EVENTS = {
+    n: "DELETE FROM queue WHERE id IN (" + ", ".join(["?"] * n) + ")" for n in _CHUNKS
+}
+_SET_LEASES = {
+    n: "UPDATE queue SET lease_until = ? WHERE id IN (" + ", ".join(["?"] * n) + ")"
+    for n in _CHUNKS
+}
 #: The claim condition's threshold per row (see _SELECT_CLAIMABLE), its minimum.
 _SELECT_NEXT_DUE = (
     "SELECT MIN(MAX(available_at, COALESCE(lease_until, available_at))) FROM queue "
@@ -374,7 +394,7 @@ class SQLiteStateStore:
         now = self._clock.time()
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INSERT_EVENT, rows)
+            _insert_events(conn, rows)
             for scope, items in scopes.items():
                 _write_checkpoints(conn, scope, items, now)
 
@@ -404,7 +424,7 @@ class SQLiteStateStore:
             ).fetchone()
             if found is not None:
                 return False
-            conn.executemany(_INSERT_EVENT, rows)
+            _insert_events(conn, rows)
             _write_checkpoints(conn, scope, {key: value}, now)
             return True
 
@@ -419,10 +439,7 @@ class SQLiteStateStore:
 
         def op(conn: sqlite3.Connection) -> list[QueuedEvent]:
             rows = conn.execute(_SELECT_CLAIMABLE, (trigger, now, now, limit)).fetchall()
-            conn.executemany(
-                "UPDATE queue SET lease_until = ? WHERE id = ?",
-                [(lease_until, row[0]) for row in rows],
-            )
+            _set_leases(conn, lease_until, [row[0] for row in rows])
             return [_queued_event(row) for row in rows]
 
         # A lost claim only makes the event claimable again (as a crash does anyway).
@@ -431,11 +448,8 @@ class SQLiteStateStore:
     async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None:
         if not event_ids:
             return
-        params = [(now + lease_s, event_id) for event_id in event_ids]
-        await self._write(
-            lambda conn: conn.executemany("UPDATE queue SET lease_until = ? WHERE id = ?", params),
-            durable=False,
-        )
+        ids = list(event_ids)
+        await self._write(lambda conn: _set_leases(conn, now + lease_s, ids), durable=False)
 
     async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
         """Unknown ids (already completed) are ignored."""
@@ -448,7 +462,12 @@ class SQLiteStateStore:
 
     async def complete(self, event_id: int) -> None:
         """Unknown ids are ignored."""
-        await self._write(_DeleteEvent(event_id), frees=True, lazy=True)
+        await self.complete_later(event_id)
+
+    def complete_later(self, event_id: int) -> asyncio.Future[None]:
+        """`complete` without a coroutine to await it (`CompletesLater`): the future is
+        answered once the commit that holds the deletion is durable."""
+        return self._submit(_DeleteEvent(event_id), frees=True, durable=True, lazy=True)
 
     async def next_due(self, trigger: str) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
@@ -710,6 +729,14 @@ class SQLiteStateStore:
 
         `lazy=True` (completions): the write does not start a commit by itself until it has
         waited LAZY_DELAY_S; any other write's commit takes it along before that."""
+        return await self._submit(op, frees=frees, durable=durable, lazy=lazy)
+
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], T], *, frees: bool, durable: bool, lazy: bool
+    ) -> asyncio.Future[T]:
+        """`_write`'s work, without awaiting: the write joins the pending group and the future
+        is answered once that group is committed (cancelling the future does not take the
+        write back)."""
         if self._closed:
             raise StateStoreClosedError(f"the state store {self._path!r} is closed")
         if self._executor is None or self._conn is None:
@@ -727,7 +754,7 @@ class SQLiteStateStore:
                 # On the next turn of the loop: the writes of callers already runnable join in.
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
-        return await write.future
+        return write.future
 
     def _lazy_due(self) -> None:
         """The oldest lazy write has waited long enough: commit (after the one under way)."""
@@ -828,7 +855,7 @@ _NONE = _Value(None)
 
 class _InsertRows:
     """An enqueue without checkpoints: its rows join those of the enqueues next to it in
-    the group in one executemany (most of a group, under load)."""
+    the group (most of a group, under load)."""
 
     __slots__ = ("rows",)
 
@@ -836,7 +863,7 @@ class _InsertRows:
         self.rows = rows
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        conn.executemany(_INSERT_EVENT, self.rows)
+        _insert_events(conn, self.rows)
 
 
 class _DeleteEvent:
@@ -898,36 +925,68 @@ def _commit_group(
         conn.execute("PRAGMA synchronous = FULL")
 
 
+def _chunked(
+    conn: sqlite3.Connection, forms: Mapping[int, str], values: Sequence[Any], width: int
+) -> None:
+    """Run `forms[n]` over consecutive runs of `values` (`width` parameters per row), largest
+    runs first (see `_CHUNKS`)."""
+    start, count = 0, len(values) // width
+    for size in _CHUNKS:
+        while count >= size:
+            end = start + size * width
+            conn.execute(forms[size], values[start:end])
+            start, count = end, count - size
+
+
+def _insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert queue rows in order (a request id already queued is skipped, as the first of
+    two alike in `rows` wins), a few rows per statement."""
+    _chunked(conn, _INSERT_EVENTS, [value for row in rows for value in row], 7)
+
+
+def _delete_events(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    _chunked(conn, _DELETE_EVENTS, ids, 1)
+
+
+def _set_leases(conn: sqlite3.Connection, lease_until: float, ids: Sequence[int]) -> None:
+    """`lease_until` on the events `ids`, a few events per statement."""
+    start, count = 0, len(ids)
+    for size in _CHUNKS:
+        while count >= size:
+            conn.execute(_SET_LEASES[size], [lease_until, *ids[start : start + size]])
+            start, count = start + size, count - size
+
+
 def _apply(conn: sqlite3.Connection, group: Sequence[_Write[Any]]) -> _Outcomes:
-    """Run the writes in order, consecutive enqueues (and consecutive completions) as one
-    executemany."""
+    """Run the writes in order, consecutive enqueues (and consecutive completions) together,
+    a few rows per statement."""
     outcomes: _Outcomes = []
     rows: list[tuple[Any, ...]] = []
-    deletes: list[tuple[int]] = []
+    deletes: list[int] = []
     for write in group:
         op = write.op
         if type(op) is _InsertRows:
             if deletes:
-                conn.executemany(_DELETE_EVENT, deletes)
+                _delete_events(conn, deletes)
                 deletes = []
             rows.extend(op.rows)
             outcomes.append(_NONE)
             continue
         if rows:
-            conn.executemany(_INSERT_EVENT, rows)
+            _insert_events(conn, rows)
             rows = []
         if type(op) is _DeleteEvent:
-            deletes.append((op.event_id,))
+            deletes.append(op.event_id)
             outcomes.append(_NONE)
             continue
         if deletes:
-            conn.executemany(_DELETE_EVENT, deletes)
+            _delete_events(conn, deletes)
             deletes = []
         outcomes.append(_Value(op(conn)))
     if rows:
-        conn.executemany(_INSERT_EVENT, rows)
+        _insert_events(conn, rows)
     if deletes:
-        conn.executemany(_DELETE_EVENT, deletes)
+        _delete_events(conn, deletes)
     return outcomes
 
 

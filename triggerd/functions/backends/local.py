@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from triggerd.events.ids import random_uuid
 from triggerd.events.timestamps import iso_ms
 from triggerd.events.tracing import new_trace_id
 from triggerd.functions.backends.local_build import BuildError
@@ -109,20 +110,8 @@ def client_context_header(value: str | None) -> str | None:
         return value
 
 
-#: The version (4) and variant (RFC 4122) bits of a random UUID (see `new_request_id`).
-_UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_UUID4_BITS = (4 << 76) | (2 << 62)
-
-
 #: An invocation's client context and trace header, as the caller gave them.
 _Headers = tuple[str | None, str | None]
-
-
-def new_request_id(rng: random.Random) -> str:
-    """A random (version 4) UUID, drawn from `rng`: no system call per invocation (and
-    formatted directly: `uuid.UUID` costs more than the rest of this)."""
-    h = f"{rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(slots=True)
@@ -340,7 +329,7 @@ class LocalBackend:
         want_log_tail: bool = False,
         trace_id: str | None = None,
     ) -> InvokeResult:
-        rid = request_id or new_request_id(self._rng)
+        rid = request_id or random_uuid(self._rng)
         if self._stopping:
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
         if self.spec is None:
