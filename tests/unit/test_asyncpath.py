@@ -467,3 +467,82 @@ async def test_a_store_without_complete_later_still_has_every_event_completed(
     assert not t._completing and not t._inflight
     assert t._succeeded._value.get() == 12
     assert await store.queue_depth("t") == 0
+
+
+class HeldUntilReleased(FakeBackend):
+    """Each invocation says it started, then waits for `release` before it succeeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def invoke(self, payload: bytes, **kw: Any) -> InvokeResult:
+        self.started.set()
+        await self.release.wait()
+        return await super().invoke(payload, **kw)
+
+
+async def test_a_stop_waits_for_the_completion_of_an_invocation_that_ends_during_the_drain(
+    tmp_path: Any,
+) -> None:
+    # The invocation is under way when the stop comes and succeeds during the drain: its
+    # completion is handed to the store then, and run() must not return before that commit.
+    import sqlite3
+    import threading
+
+    held, gate = threading.Event(), threading.Event()
+    be = HeldUntilReleased()
+
+    def hook(conn: sqlite3.Connection) -> None:
+        if be.release.is_set() and not held.is_set():
+            held.set()
+            gate.wait(10)  # the completion's commit stays open
+
+    store = SQLiteStateStore(str(tmp_path / "s.db"), before_write=hook)
+    await store.open()
+    src = FakeSource([make_record(1)])
+    t = build(store, src, be)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    try:
+        await asyncio.wait_for(be.started.wait(), 10)
+        t.stop()
+        await asyncio.sleep(0.05)
+        be.release.set()
+        async with asyncio.timeout(10):
+            while not held.is_set():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert not task.done(), "the trigger stopped before its completion was committed"
+    finally:
+        gate.set()
+        await asyncio.wait_for(task, 5)
+    assert not t._inflight
+    assert t._succeeded._value.get() == 1
+    assert await store.queue_depth("t") == 0
+    await store.close()
+
+
+async def test_an_invocation_still_running_during_a_stop_keeps_its_lease(
+    store: SQLiteStateStore,
+) -> None:
+    # A drain lasts up to shutdown_timeout_s, which may be longer than the lease: the lease
+    # of an invocation still under way is extended until it ends, or another claim (another
+    # daemon on a shared store) would invoke the same event meanwhile.
+    import time
+
+    src, be = FakeSource([make_record(1)]), HeldUntilReleased()
+    rt = trigger_runtime(store, src, be, None, "fakepush")
+    t = AsyncTrigger(rt, store, lease_s=0.6)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    try:
+        await asyncio.wait_for(be.started.wait(), 10)
+        t.stop()
+        await asyncio.sleep(1.5)  # well past the lease, into the drain
+        assert await store.claim("t", 10, 30.0, time.time()) == []
+    finally:
+        be.release.set()
+        await asyncio.wait_for(task, 5)
+    assert await store.queue_depth("t") == 0

@@ -128,10 +128,6 @@ class AsyncTrigger:
         self._invoking: set[int] = set()
         #: Claimed events waiting for a slot.
         self._ready: collections.deque[QueuedEvent] = collections.deque()
-        #: Completions handed to the store and not yet committed (`run` waits for them).
-        self._settling = 0
-        self._settled = asyncio.Event()
-        self._settled.set()
         #: Completion tasks, for a store without `complete_later`.
         self._completing: set[asyncio.Future[None]] = set()
         #: The store's completion without a coroutine, when it has one (`CompletesLater`).
@@ -178,11 +174,21 @@ class AsyncTrigger:
             accept = tg.create_task(self._accept())
             heartbeat = tg.create_task(self._lease_heartbeat())
             await self._invoke_loop(tg)
-            # Completions handed to the store are committed before the trigger counts as
-            # stopped (their leases are extended until then).
-            await self._settled.wait()
+            # The invocations still under way end (a drain timeout cancels this, and they give
+            # their events back) and the completions handed to the store are committed before
+            # the trigger counts as stopped: the heartbeat extends their leases until then,
+            # since a drain may outlast a lease (another claim would invoke them again).
+            await self._drained()
             heartbeat.cancel()
             await asyncio.gather(accept, return_exceptions=True)
+
+    async def _drained(self) -> None:
+        """Wait until no event is in flight here (stopping: the buffer was given back). Every
+        event that leaves `_inflight` pokes (`_handle`, `_completed`), and with the buffer
+        empty a poke always sets `_wake`."""
+        while self._inflight:
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _lease_heartbeat(self) -> None:
         """Extend the leases of events being handled, so a long invocation (or a slow
@@ -584,15 +590,13 @@ class AsyncTrigger:
     def _complete(self, event: QueuedEvent) -> None:
         """Remove a delivered event from the queue without waiting here for the commit: the
         event stays in flight (its lease extended) until `_completed`."""
-        self._settling += 1
-        self._settled.clear()
         complete_later = self._complete_later
         try:
             if complete_later is not None:
                 done = complete_later(event.id)
             else:
                 # A store without it: a task of its own, kept until done (`run` waits for
-                # `_settled`, so it never outlives the trigger).
+                # the event to leave `_inflight`, so it never outlives the trigger).
                 task = asyncio.ensure_future(self._complete_awaited(event.id))
                 self._completing.add(task)
                 task.add_done_callback(self._completing.discard)
@@ -609,9 +613,6 @@ class AsyncTrigger:
         """The completion's commit is over: the event has left the queue (or, if the commit
         failed, its lease expires and it is invoked again)."""
         self._inflight.discard(event.id)
-        self._settling -= 1
-        if not self._settling:
-            self._settled.set()
         error = None if done.cancelled() else done.exception()
         if error is None and not done.cancelled():
             self._succeeded.inc()
