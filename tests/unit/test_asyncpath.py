@@ -491,11 +491,11 @@ async def test_a_stop_waits_for_the_completion_of_an_invocation_that_ends_during
     import sqlite3
     import threading
 
-    held, gate = threading.Event(), threading.Event()
+    succeeded, held, gate = threading.Event(), threading.Event(), threading.Event()
     be = HeldUntilReleased()
 
     def hook(conn: sqlite3.Connection) -> None:
-        if be.release.is_set() and not held.is_set():
+        if succeeded.is_set() and not held.is_set():
             held.set()
             gate.wait(10)  # the completion's commit stays open
 
@@ -509,6 +509,7 @@ async def test_a_stop_waits_for_the_completion_of_an_invocation_that_ends_during
         await asyncio.wait_for(be.started.wait(), 10)
         t.stop()
         await asyncio.sleep(0.05)
+        succeeded.set()  # the next write is the completion's
         be.release.set()
         async with asyncio.timeout(10):
             while not held.is_set():
