@@ -535,13 +535,15 @@ async def test_an_invocation_still_running_during_a_stop_keeps_its_lease(
 
     src, be = FakeSource([make_record(1)]), HeldUntilReleased()
     rt = trigger_runtime(store, src, be, None, "fakepush")
-    t = AsyncTrigger(rt, store, lease_s=1.0)
+    # A 2 s lease, extended every third of it: a heartbeat may run up to 1.3 s late on a
+    # loaded machine before the claim below could take the event.
+    t = AsyncTrigger(rt, store, lease_s=2.0)
     await t.accept(await src.receive(10, 0.1))
     task = asyncio.create_task(t.run())
     try:
         await asyncio.wait_for(be.started.wait(), 10)
         t.stop()
-        await asyncio.sleep(2.0)  # twice the lease, into the drain
+        await asyncio.sleep(4.0)  # twice the lease, into the drain
         assert await store.claim("t", 10, 30.0, time.time()) == []
     finally:
         be.release.set()
