@@ -549,3 +549,44 @@ async def test_an_invocation_still_running_during_a_stop_keeps_its_lease(
         be.release.set()
         await asyncio.wait_for(task, 5)
     assert await store.queue_depth("t") == 0
+
+
+async def test_a_write_failing_after_its_accept_was_cancelled_is_no_unretrieved_traceback(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lost lease or a stop cancels an accept while its shielded write goes on; when that
+    # write then fails, nobody awaits it: asyncio reported "Task exception was never
+    # retrieved" with a traceback in the daemon's log. The records were given back.
+    from triggerd.state.sqlite import StateStoreError
+
+    entered, fail = asyncio.Event(), asyncio.Event()
+
+    async def enqueue(*args: Any, **kwargs: Any) -> None:
+        entered.set()
+        await fail.wait()
+        raise StateStoreError("state store cut off")
+
+    monkeypatch.setattr(store, "enqueue", enqueue)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        src, be = FakeSource([make_record(1)]), FakeBackend()
+        t = build(store, src, be)
+        records = await src.receive(10, 0.1)
+        accepting = asyncio.ensure_future(t.accept(records))
+        await asyncio.wait_for(entered.wait(), 5)
+        accepting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await accepting
+        assert src.nacked == records
+        fail.set()
+        for _ in range(5):  # the write's task ends, then its callbacks run
+            await asyncio.sleep(0)
+        import gc
+
+        gc.collect()  # an unretrieved exception is reported when its task is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

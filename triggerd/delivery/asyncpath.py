@@ -325,7 +325,11 @@ class AsyncTrigger:
         try:
             for rec, payload in oversize:
                 await self._reject_oversize(rec, payload)
-            await asyncio.shield(self._persist(events, checkpoint, fence))
+            persist = asyncio.ensure_future(self._persist(events, checkpoint, fence))
+            # Cancelled meanwhile (a lost lease, a stop), the write goes on alone: its failure
+            # is one line here, not asyncio's "exception was never retrieved" traceback.
+            persist.add_done_callback(self._orphaned_write_done)
+            await asyncio.shield(persist)
         except BaseException:
             # Not persisted: give the records back so that nothing is lost.
             await asyncio.shield(rt.source.nack(records))
@@ -334,6 +338,17 @@ class AsyncTrigger:
         if events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
             self._poke()
+
+    def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
+        """An accept's write has ended: its failure, which `accept` raises when it is still
+        waiting, is read here too, and told as one line (the records were given back)."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, LeaseLostError):
+            self.rt.log.debug(
+                "events.persist_failed", extra={"trigger": self.rt.name, "error": str(error)}
+            )
 
     async def _persist(
         self, events: list[NewEvent], checkpoint: dict[str, str | None], fence: Fence | None
