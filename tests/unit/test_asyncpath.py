@@ -590,3 +590,104 @@ async def test_a_write_failing_after_its_accept_was_cancelled_is_no_unretrieved_
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+class HeldDestination(MemDestination):
+    """Takes a record once `accept` is set (a destination slow to accept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+        self.accept = asyncio.Event()
+
+    async def send(self, record: Any) -> None:
+        self.sending.set()
+        await self.accept.wait()
+        await super().send(record)
+
+
+async def _cancel_during_delivery(store: SQLiteStateStore, dest: HeldDestination) -> FakeBackend:
+    """Run a trigger whose only event fails its one attempt; stop it, and cancel it (a drain
+    timeout) while its on-failure record is being delivered. The backend."""
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(dest.sending.wait(), 10)
+    t.stop()
+    task.cancel()
+    await asyncio.sleep(0.1)  # the delivery is still under way when the cancel lands
+    dest.accept.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    return be
+
+
+async def test_a_failure_record_delivered_after_a_drain_timeout_completes_its_event(
+    store: SQLiteStateStore,
+) -> None:
+    # Before: the cancelled event was given back with its attempts reset, so the next start
+    # invoked it again and wrote its failure record a second time.
+    dest = HeldDestination()
+    be = await _cancel_during_delivery(store, dest)
+    assert len(be.calls) == 1
+    assert len(dest.records) == 1
+    assert await store.queue_depth("t") == 0
+    assert len(await store.dlq_list("t")) == 1
+
+
+async def test_a_failure_record_not_delivered_after_a_drain_timeout_goes_again_not_the_event(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05, raising=False)  # < the 0.1 s hold
+    be = await _cancel_during_delivery(store, HeldDestination())
+    assert len(be.calls) == 1
+    [event] = await store.claim("t", 10, 30.0, time.time())
+    assert event.attempts == 1, "given back with its attempt counted"
+    await store.release(event.id, available_at=time.time(), attempts=event.attempts)
+    # The next start: the record goes to the destination; the function is not invoked.
+    src, be2, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be2, dest, maximum_retry_attempts=0)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert be2.calls == []
+    context = dest.records[0]["requestContext"]
+    assert (context["condition"], context["approximateInvokeCount"]) == ("RetriesExhausted", 1)
+    await asyncio.sleep(0.05)
+    assert await store.queue_depth("t") == 0
+
+
+async def test_a_retry_released_when_the_drain_times_out_keeps_its_counted_attempt(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The retry's release (attempts 1) was shielded while the cancelled handler released the
+    # event again with attempts 0: the function got one attempt more than configured.
+    import time
+
+    releasing, gate = asyncio.Event(), asyncio.Event()
+    release = store.release
+
+    async def held_release(event_id: int, *, available_at: float, attempts: int) -> None:
+        releasing.set()
+        await gate.wait()
+        await release(event_id, available_at=available_at, attempts=attempts)
+
+    monkeypatch.setattr(store, "release", held_release)
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    t = build(store, src, be, retry_base_delay_s=30)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(releasing.wait(), 10)
+    t.stop()
+    task.cancel()
+    await asyncio.sleep(0.1)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    monkeypatch.setattr(store, "release", release)
+    await store.recover_leases()
+    [event] = await store.claim("t", 10, 30.0, time.time() + 3600)
+    assert event.attempts == 1

@@ -68,7 +68,11 @@ log = logging.getLogger("triggerd.daemon")
 PAYLOAD_DESTINATIONS = frozenset({"file", "s3", "kafka", "rabbitmq"})
 #: Overrides the default runtimes directory (see `Daemon.runtimes_dir`).
 RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
-#: After the drain timeout: how long cancelled work may take to give its records back.
+#: After the drain timeout: how long cancelled work may take to give its records back. The
+#: settlement writes under way finish first, each within its own shorter grace
+#: (`delivery.settle`; an on-failure record being delivered, `asyncpath.DELIVERY_GRACE_S`), and
+#: the store is closed only after the triggers' tasks ended: a SIGTERM stops the daemon within
+#: `shutdown_timeout_s` + this + the closing of clients and the store.
 CANCEL_GRACE_S = 5.0
 
 

@@ -24,6 +24,7 @@ import orjson
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
+from triggerd.delivery.settle import SETTLE_GRACE_S, finish_after_cancel, settle
 from triggerd.state.base import CompletesLater, NewEvent, QueuedEvent, StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseLostError, LeaseStore
 from triggerd.state.sqlite import StateStoreError
@@ -61,6 +62,15 @@ ACCEPT_BATCH = 256
 #: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
 #: stay one slot's worth ahead, leaving the rest to the other daemons.
 CLAIM_AHEAD = 64
+#: After a cancellation (a drain timeout): how long an on-failure record under way may still
+#: take to reach its destination. Delivered, its event is completed; not, the delivery is
+#: cancelled and the event given back with its attempts counted, so the next start sends it
+#: to the destination again without invoking the function. With the cancelled delivery's end
+#: (`DELIVERY_CANCEL_S`) and the write that follows (`SETTLE_GRACE_S`), within the daemon's
+#: grace for cancelled work (`CANCEL_GRACE_S`, 5 s).
+DELIVERY_GRACE_S = 2.0
+#: How long a cancelled on-failure delivery may take to end (it ends at its next await).
+DELIVERY_CANCEL_S = 1.0
 
 
 def _cancelling() -> bool:
@@ -128,6 +138,9 @@ class AsyncTrigger:
         self._invoking: set[int] = set()
         #: Claimed events waiting for a slot.
         self._ready: collections.deque[QueuedEvent] = collections.deque()
+        #: Events settled (completed, or released for a retry) while their handling goes on:
+        #: a cancellation must not give them back again (with their attempts uncounted).
+        self._settled: set[int] = set()
         #: Completion tasks, for a store without `complete_later`.
         self._completing: set[asyncio.Future[None]] = set()
         #: The store's completion without a coroutine, when it has one (`CompletesLater`).
@@ -170,17 +183,22 @@ class AsyncTrigger:
         )
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            accept = tg.create_task(self._accept())
-            heartbeat = tg.create_task(self._lease_heartbeat())
-            await self._invoke_loop(tg)
-            # The invocations still under way end (a drain timeout cancels this, and they give
-            # their events back) and the completions handed to the store are committed before
-            # the trigger counts as stopped: the heartbeat extends their leases until then,
-            # since a drain may outlast a lease (another claim would invoke them again).
-            await self._drained()
-            heartbeat.cancel()
-            await asyncio.gather(accept, return_exceptions=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                accept = tg.create_task(self._accept())
+                heartbeat = tg.create_task(self._lease_heartbeat())
+                await self._invoke_loop(tg)
+                # The invocations still under way end (a drain timeout cancels this, and they
+                # give their events back) and the completions handed to the store are
+                # committed before the trigger counts as stopped: the heartbeat extends their
+                # leases until then, since a drain may outlast a lease (another claim would
+                # invoke them again).
+                await self._drained()
+                heartbeat.cancel()
+                await asyncio.gather(accept, return_exceptions=True)
+        finally:
+            if self._completing:  # cancelled: completion tasks end before the store closes
+                await asyncio.wait(self._completing, timeout=SETTLE_GRACE_S)
 
     async def _drained(self) -> None:
         """Wait until no event is in flight here (stopping: the buffer was given back). Every
@@ -232,7 +250,7 @@ class AsyncTrigger:
                 await self._accept_loop(fence)
             finally:
                 # Lost, given up or stopping: the source's own work stops with the lease.
-                await asyncio.shield(source.stand_by())
+                await settle(source.stand_by())
 
         # Standing by, leading, and back to standing by when the lease is lost, until stop.
         runner = asyncio.ensure_future(lease.run(work))
@@ -332,9 +350,9 @@ class AsyncTrigger:
             await asyncio.shield(persist)
         except BaseException:
             # Not persisted: give the records back so that nothing is lost.
-            await asyncio.shield(rt.source.nack(records))
+            await settle(rt.source.nack(records))
             raise
-        await asyncio.shield(rt.source.ack(records))
+        await settle(rt.source.ack(records))
         if events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
             self._poke()
@@ -435,7 +453,7 @@ class AsyncTrigger:
                         await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             self._tg = None
-            await asyncio.shield(self._release_ready())
+            await settle(self._release_ready())
 
     async def _idle_wait(self, want: int, claimed: bool) -> float:
         """How long to wait for a wake-up (an enqueue, a slot freed, a stop) before claiming
@@ -527,12 +545,14 @@ class AsyncTrigger:
         try:
             settling = await self._invoke_one(event)
         except asyncio.CancelledError:
-            # Shutting down mid-invoke: give it back now rather than at lease expiry.
-            await asyncio.shield(
-                self.state.release(
-                    event.id, available_at=self.rt.clock.time(), attempts=event.attempts
+            # Shutting down mid-invoke: give it back now rather than at lease expiry (unless
+            # it was settled already: a retry released, an on-failure record delivered).
+            if event.id not in self._settled:
+                await settle(
+                    self.state.release(
+                        event.id, available_at=self.rt.clock.time(), attempts=event.attempts
+                    )
                 )
-            )
             raise
         except Exception:  # task boundary: the lease expires and the event is retried
             self.rt.log.exception(
@@ -544,6 +564,7 @@ class AsyncTrigger:
                 },
             )
         finally:
+            self._settled.discard(event.id)
             self._invoking.discard(event.id)
             if not settling:
                 self._inflight.discard(event.id)
@@ -557,6 +578,11 @@ class AsyncTrigger:
         now = rt.clock.time()
         if now - event.enqueued_at > cfg.maximum_event_age_s:
             await self._dead_letter(event, "EventAgeExceeded", None, event.attempts)
+            return False
+        if event.attempts > cfg.effective_retry_attempts:
+            # Its last attempt failed before a stop cut its on-failure delivery short: the
+            # record is sent again, the function is not invoked again (as in Lambda).
+            await self._dead_letter(event, "RetriesExhausted", None, event.attempts)
             return False
         self._event_age.observe(max(0.0, now - event.enqueued_at))
         with (
@@ -662,7 +688,10 @@ class AsyncTrigger:
                 "retry_in_s": round(at - rt.clock.time(), 2),
             },
         )
-        await asyncio.shield(self.state.release(event.id, available_at=at, attempts=attempts))
+        try:
+            await settle(self.state.release(event.id, available_at=at, attempts=attempts))
+        finally:
+            self._settled.add(event.id)  # released (or given its grace): not again
         self._due = at if self._due is None else min(self._due, at)
 
     async def _dead_letter(
@@ -672,8 +701,41 @@ class AsyncTrigger:
         result: InvokeResult | None,
         attempts: int,
     ) -> None:
-        await asyncio.shield(
+        delivery = asyncio.ensure_future(
             self.give_up(event.request_id, event.payload, condition, result, attempts)
         )
-        await asyncio.shield(self.state.complete(event.id))
+        try:
+            await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            self._settled.add(event.id)
+            await self._dead_letter_cancelled(event, delivery, attempts)
+            raise
+        self._settled.add(event.id)
+        await settle(self.state.complete(event.id))
         self._throttles.pop(event.id, None)
+
+    async def _dead_letter_cancelled(
+        self, event: QueuedEvent, delivery: asyncio.Future[None], attempts: int
+    ) -> None:
+        """Stopping while the event's on-failure record is being delivered: the delivery
+        has `DELIVERY_GRACE_S` more. Delivered, the event is completed (a restart neither
+        invokes it nor writes its record again); not, the delivery is cancelled and the event
+        given back with its attempts counted (a restart sends the record, not the event)."""
+        if await finish_after_cancel(delivery, DELIVERY_GRACE_S):
+            await settle(self.state.complete(event.id))
+            return
+        if not delivery.done():
+            delivery.cancel()
+            await asyncio.wait((delivery,), timeout=DELIVERY_CANCEL_S)
+        self.rt.log.warning(
+            "event.dead_letter_interrupted",
+            extra={
+                "trigger": self.rt.name,
+                "function": self.rt.function,
+                "request_id": event.request_id,
+                "attempt": attempts,
+            },
+        )
+        await settle(
+            self.state.release(event.id, available_at=self.rt.clock.time(), attempts=attempts)
+        )
