@@ -36,6 +36,7 @@ from triggerd.delivery.failures import stream_failure_record
 from triggerd.delivery.onfailure import OnFailure
 from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
+from triggerd.delivery.settle import settle
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
@@ -265,7 +266,7 @@ class SyncTrigger:
             back += self.buffer.take_key(key)
         if back:
             self._room.set()
-            await asyncio.shield(self.rt.source.nack(back))
+            await settle(self.rt.source.nack(back))
         deadline = self.rt.clock.monotonic() + timeout_s
         while wanted & self.busy:
             remaining = deadline - self.rt.clock.monotonic()
@@ -285,7 +286,7 @@ class SyncTrigger:
         finally:
             leftovers = self.buffer.take_all()
             if leftovers:
-                await asyncio.shield(self.rt.source.nack(leftovers))
+                await settle(self.rt.source.nack(leftovers))
         if self._failure is not None:
             raise self._failure
 
@@ -317,7 +318,7 @@ class SyncTrigger:
             try:
                 await self._produce()
             finally:
-                await asyncio.shield(self._end_term())
+                await settle(self._end_term())
 
         runner = asyncio.ensure_future(lease.run(term))
         try:
@@ -378,7 +379,7 @@ class SyncTrigger:
             self.buffer.add(kept, rt.clock.monotonic())
             self._work.set()
         if dropped:
-            await asyncio.shield(rt.source.ack(dropped))
+            await settle(rt.source.ack(dropped))
 
     async def _relieve_busy_keys(self) -> None:
         """The buffer is full: if nothing in it can run and some keys' batches are waiting to
@@ -394,7 +395,7 @@ class SyncTrigger:
                 "buffer.busy_keys_returned", extra={"trigger": self.rt.name, "records": len(back)}
             )
             self._room.set()
-            await asyncio.shield(self.rt.source.nack(back))
+            await settle(self.rt.source.nack(back))
 
     # ---- dispatching ----
 
@@ -440,11 +441,11 @@ class SyncTrigger:
             ):
                 await BatchRun(self, unsettled, epochs).process(batch)
         except asyncio.CancelledError:
-            await asyncio.shield(self._give_back(unsettled, keys))
+            await settle(self._give_back(unsettled, keys))
             raise
         except Exception:  # task boundary: log, give the records back in order
             self.rt.log.exception("batch.crashed", extra={"trigger": self.rt.name})
-            await asyncio.shield(self._give_back(unsettled, keys))
+            await settle(self._give_back(unsettled, keys))
         finally:
             self.busy -= keys
             self.inflight -= 1
@@ -737,7 +738,7 @@ class BatchRun:
             return
         for rec in records:  # before the await: a cancel must not nack them as well
             self.unsettled.pop(id(rec), None)
-        await asyncio.shield(self.rt.source.ack(records))
+        await settle(self.rt.source.ack(records))
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
 
@@ -755,4 +756,4 @@ class BatchRun:
             rec.failed = False
         for rec in records:
             self.unsettled.pop(id(rec), None)
-        await asyncio.shield(self.rt.source.nack(records))
+        await settle(self.rt.source.nack(records))

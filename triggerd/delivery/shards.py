@@ -74,6 +74,7 @@ import orjson
 from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
+from triggerd.delivery.settle import settle
 from triggerd.delivery.shardleases import ShardLeases, coordinated
 from triggerd.delivery.streams import RecordRate, ShardLog
 from triggerd.state.base import StateStore
@@ -374,7 +375,7 @@ class ShardReader:
                     extra={"trigger": self.trigger, "source": self.kind, "error": _describe(exc)},
                 )
         if self.leases is not None:
-            await asyncio.shield(self.leases.release_all())
+            await settle(self.leases.release_all())
 
     def check(self) -> None:
         """Raise when the background task failed."""
@@ -1029,7 +1030,7 @@ class ShardReader:
             async with asyncio.timeout(self.lease_timeout_s / 4):
                 await self._take_over(old)
         except BaseException:
-            await asyncio.shield(leases.release(sid))
+            await settle(leases.release(sid))
             raise
         self._start_ready()  # read now, not after the round's other take-overs
         self.lease_changes += 1

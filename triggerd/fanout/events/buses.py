@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from triggerd.config.buses import DEFAULT_BUS, EventBusConfig, RuleConfig, RuleTarget
+from triggerd.delivery.settle import settle
 from triggerd.events.eventbridge import RuleContext, TargetInput, event_envelope
 from triggerd.events.filters import CompiledFilter
 from triggerd.events.tracing import trace_id_for
@@ -326,7 +327,7 @@ class EventsApi:
             if p.archived is not None:
                 archives.setdefault(p.bus, []).append(p.archived)
         try:
-            await asyncio.shield(self._store(events, archives))
+            await settle(self._store(events, archives))
         except StateStoreError as exc:
             log.error("events.not_queued", extra={"events": len(events), "error": str(exc)})
             for p in pending:
@@ -344,7 +345,7 @@ class EventsApi:
         """Commit invocations (a replay's) and wake their queues; StateStoreError if the
         store refuses them."""
         if events:
-            await asyncio.shield(self._store(events, {}))
+            await settle(self._store(events, {}))
             for name in {e.function for e in events}:
                 queue = self._queues.get(name)
                 if queue is not None:
@@ -383,7 +384,7 @@ class EventsApi:
                 if state is None:
                     raise StateStoreError("the state store is not open")
                 before = now - archive.retention_days * 86400
-                gone = await asyncio.shield(_archive_of(state).prune_archive(name, before))
+                gone = await settle(_archive_of(state).prune_archive(name, before))
             except StateStoreError as exc:
                 log.warning("events.archive_not_pruned", extra={"bus": name, "error": str(exc)})
                 continue

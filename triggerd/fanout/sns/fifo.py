@@ -29,6 +29,7 @@ from typing import Protocol
 
 import orjson
 
+from triggerd.delivery.settle import settle
 from triggerd.state.base import NewEvent, QueuedEvent, StateStore
 
 __all__ = ["FifoRelay", "held_payload", "holding_queue"]
@@ -116,7 +117,7 @@ class FifoRelay:
                 last_extend = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _CHECK_S if self._active else _IDLE_S)
-        await asyncio.shield(self._give_back())
+        await settle(self._give_back())
 
     async def _recover(self) -> None:
         """After a restart: the held events are claimable again (their leases were recovered
