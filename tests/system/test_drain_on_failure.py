@@ -1,6 +1,7 @@
 """SIGTERM while an exhausted event's on-failure record is being delivered: the drain times out,
 the record still arrives once, the event is completed, and a restart does not invoke the
-function again (Lambda never re-runs an event whose retries are exhausted)."""
+function again (Lambda never re-runs an event whose retries are exhausted); a second signal
+still forces the exit while the record is held."""
 
 from __future__ import annotations
 
@@ -167,3 +168,26 @@ def test_sigterm_during_the_on_failure_delivery_neither_reinvokes_nor_writes_it_
     assert (left_queued, invocations(d), messages(moto_server, dlq_url)) == (0, 0, 1), (
         "(events queued after the SIGTERM, invocations after the restart, failure records)"
     )
+
+
+def test_a_second_sigterm_exits_while_the_on_failure_record_is_still_held(
+    tmp_path: Path, dlq_url: str, proxy: SlowSendProxy, daemon_factory: Any
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    d: Daemon = daemon_factory(config(tmp_path, dlq_url, f"http://127.0.0.1:{proxy.port}"))
+    d.start()
+    (tmp_path / "inbox" / "poison.txt").write_text("p")
+    assert proxy.sends.wait(60), "the on-failure record was not sent"
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(
+        lambda: any(e.get("event") == "daemon.drain_timeout" for e in d.events()),
+        30,
+        "the drain to time out",
+    )
+    d.proc.send_signal(signal.SIGTERM)  # during the delivery's grace: forced
+    # Exits (status 1: forced) while the proxy still holds the record, for HOLD_S.
+    assert d.proc.wait(HOLD_S / 2) == 1
+    events = [e.get("event") for e in d.events()]
+    assert "event.dead_letter_interrupted" not in events, "it waited out the delivery's grace"
+    assert queued(tmp_path / "state" / "state.db") == 1, "the event is kept for the next start"

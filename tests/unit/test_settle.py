@@ -87,3 +87,26 @@ async def test_a_write_failing_without_a_cancel_raises_to_its_caller() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         await settle(write())
+
+
+async def test_a_forced_stop_ends_the_wait_and_leaves_the_write_to_finish_alone() -> None:
+    started, gate, written = asyncio.Event(), asyncio.Event(), []
+    forced = asyncio.Event()
+
+    async def write() -> None:
+        started.set()
+        await gate.wait()
+        written.append(1)
+
+    caller = asyncio.create_task(settle(write(), grace_s=60, abandon=forced))
+    await started.wait()
+    caller.cancel()
+    await asyncio.sleep(0.05)
+    assert not caller.done()
+    forced.set()  # the daemon's second signal
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(caller, 5)
+    assert written == []
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert written == [1]

@@ -315,13 +315,16 @@ async def _serve(
         if signals["count"] == 1:
             stop.set()
         elif main_task is not None:
-            main_task.cancel()  # a second signal forces the exit
+            # A second signal forces the exit: settlement writes under way stop waiting out
+            # their grace (a task group does not pass a second cancellation on).
+            daemon.forced.set()
+            main_task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
     daemon = Daemon(
         cfg, registry, accept_fresh_state=accept_fresh_state, config_path=path, watch=watch
     )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
     if loader is not None:
         daemon.config_loader, daemon.config_source = loader
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)

@@ -175,6 +175,9 @@ class Daemon:
     last_reload: dict[str, Any] = field(default_factory=dict)
     #: Reloads, pauses and resumes one at a time.
     _lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set by a second signal (the exit is forced): the triggers' settlement writes under way
+    #: stop waiting out their grace (`delivery.settle`).
+    forced: asyncio.Event = field(default_factory=asyncio.Event)
     #: Hot reload (`run --watch`): a change to a local function's code, requirements or
     #: layers recycles its workers (triggerd.daemon.watch); needs watchfiles.
     watch: bool = False
@@ -564,7 +567,11 @@ class Daemon:
         for worker in self.service_workers.values():
             worker.stop()
         tasks = [s.task for s in self.slots.values() if s.task is not None]
-        await self._wait_drained([*tasks, *self._queue_tasks.values()])
+        try:
+            await self._wait_drained([*tasks, *self._queue_tasks.values()])
+        except asyncio.CancelledError:
+            self.forced.set()  # the stop is forced: settlements stop waiting too
+            raise
 
     async def _wait_drained(self, tasks: list[asyncio.Task[None]]) -> None:
         if not tasks:
@@ -692,6 +699,7 @@ class Daemon:
                 destination=destination,
                 destination_name=dest_type or "none",
                 include_payload=dest_type in PAYLOAD_DESTINATIONS,
+                forced=self.forced,
             )
 
     async def stop_invoke_queue(self, function: str) -> None:
@@ -919,6 +927,7 @@ class Daemon:
             destination=destination,
             destination_name=dest_type or "none",
             include_payload=dest_type in PAYLOAD_DESTINATIONS,
+            forced=self.forced,
         )
         await rt.on_failure.start()
         stack.push_async_callback(rt.on_failure.stop)

@@ -250,7 +250,7 @@ class AsyncTrigger:
                 await self._accept_loop(fence)
             finally:
                 # Lost, given up or stopping: the source's own work stops with the lease.
-                await settle(source.stand_by())
+                await settle(source.stand_by(), abandon=self.rt.forced)
 
         # Standing by, leading, and back to standing by when the lease is lost, until stop.
         runner = asyncio.ensure_future(lease.run(work))
@@ -350,9 +350,9 @@ class AsyncTrigger:
             await asyncio.shield(persist)
         except BaseException:
             # Not persisted: give the records back so that nothing is lost.
-            await settle(rt.source.nack(records))
+            await settle(rt.source.nack(records), abandon=rt.forced)
             raise
-        await settle(rt.source.ack(records))
+        await settle(rt.source.ack(records), abandon=rt.forced)
         if events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
             self._poke()
@@ -453,7 +453,7 @@ class AsyncTrigger:
                         await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             self._tg = None
-            await settle(self._release_ready())
+            await settle(self._release_ready(), abandon=self.rt.forced)
 
     async def _idle_wait(self, want: int, claimed: bool) -> float:
         """How long to wait for a wake-up (an enqueue, a slot freed, a stop) before claiming
@@ -551,7 +551,8 @@ class AsyncTrigger:
                 await settle(
                     self.state.release(
                         event.id, available_at=self.rt.clock.time(), attempts=event.attempts
-                    )
+                    ),
+                    abandon=self.rt.forced,
                 )
             raise
         except Exception:  # task boundary: the lease expires and the event is retried
@@ -689,7 +690,10 @@ class AsyncTrigger:
             },
         )
         try:
-            await settle(self.state.release(event.id, available_at=at, attempts=attempts))
+            await settle(
+                self.state.release(event.id, available_at=at, attempts=attempts),
+                abandon=self.rt.forced,
+            )
         finally:
             self._settled.add(event.id)  # released (or given its grace): not again
         self._due = at if self._due is None else min(self._due, at)
@@ -711,7 +715,7 @@ class AsyncTrigger:
             await self._dead_letter_cancelled(event, delivery, attempts)
             raise
         self._settled.add(event.id)
-        await settle(self.state.complete(event.id))
+        await settle(self.state.complete(event.id), abandon=self.rt.forced)
         self._throttles.pop(event.id, None)
 
     async def _dead_letter_cancelled(
@@ -721,12 +725,23 @@ class AsyncTrigger:
         has `DELIVERY_GRACE_S` more. Delivered, the event is completed (a restart neither
         invokes it nor writes its record again); not, the delivery is cancelled and the event
         given back with its attempts counted (a restart sends the record, not the event)."""
-        if await finish_after_cancel(delivery, DELIVERY_GRACE_S):
-            await settle(self.state.complete(event.id))
+        forced = self.rt.forced
+        try:
+            delivered = await finish_after_cancel(delivery, DELIVERY_GRACE_S, forced)
+        except asyncio.CancelledError:
+            delivery.cancel()  # cancelled again: as forced
+            raise
+        if forced.is_set():
+            # A second signal forces the exit: the delivery ends too; the event stays leased
+            # and comes back at the next start (at least once).
+            delivery.cancel()
+            return
+        if delivered:
+            await settle(self.state.complete(event.id), abandon=self.rt.forced)
             return
         if not delivery.done():
             delivery.cancel()
-            await asyncio.wait((delivery,), timeout=DELIVERY_CANCEL_S)
+            await finish_after_cancel(delivery, DELIVERY_CANCEL_S, forced)
         self.rt.log.warning(
             "event.dead_letter_interrupted",
             extra={
@@ -737,5 +752,6 @@ class AsyncTrigger:
             },
         )
         await settle(
-            self.state.release(event.id, available_at=self.rt.clock.time(), attempts=attempts)
+            self.state.release(event.id, available_at=self.rt.clock.time(), attempts=attempts),
+            abandon=self.rt.forced,
         )

@@ -89,6 +89,9 @@ class TriggerRuntime:
     holder: HoldsRecords | None = field(init=False, default=None)
     #: The source joins a batch's event from its records' JSON (checked once).
     encoder: EncodesEvents | None = field(init=False, default=None)
+    #: Set by the daemon's second signal (a forced exit): settlement writes under way stop
+    #: waiting out their grace (`delivery.settle`).
+    forced: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, InspectsResults):
@@ -122,6 +125,7 @@ class TriggerRuntime:
         destination_name: str = "none",
         include_payload: bool = True,
         poll_timeout_s: float = 1.0,
+        forced: asyncio.Event | None = None,
     ) -> TriggerRuntime:
         """A trigger's runtime as the daemon builds it: the filter compiled from the config and
         an on-failure writer to `destination` (not started: `on_failure.start()` is the
@@ -150,6 +154,7 @@ class TriggerRuntime:
             log=log,
             include_payload=include_payload,
             poll_timeout_s=poll_timeout_s,
+            forced=forced or asyncio.Event(),
         )
 
     @property
@@ -266,7 +271,7 @@ class SyncTrigger:
             back += self.buffer.take_key(key)
         if back:
             self._room.set()
-            await settle(self.rt.source.nack(back))
+            await settle(self.rt.source.nack(back), abandon=self.rt.forced)
         deadline = self.rt.clock.monotonic() + timeout_s
         while wanted & self.busy:
             remaining = deadline - self.rt.clock.monotonic()
@@ -286,7 +291,7 @@ class SyncTrigger:
         finally:
             leftovers = self.buffer.take_all()
             if leftovers:
-                await settle(self.rt.source.nack(leftovers))
+                await settle(self.rt.source.nack(leftovers), abandon=self.rt.forced)
         if self._failure is not None:
             raise self._failure
 
@@ -318,7 +323,7 @@ class SyncTrigger:
             try:
                 await self._produce()
             finally:
-                await settle(self._end_term())
+                await settle(self._end_term(), abandon=self.rt.forced)
 
         runner = asyncio.ensure_future(lease.run(term))
         try:
@@ -379,7 +384,7 @@ class SyncTrigger:
             self.buffer.add(kept, rt.clock.monotonic())
             self._work.set()
         if dropped:
-            await settle(rt.source.ack(dropped))
+            await settle(rt.source.ack(dropped), abandon=rt.forced)
 
     async def _relieve_busy_keys(self) -> None:
         """The buffer is full: if nothing in it can run and some keys' batches are waiting to
@@ -395,7 +400,7 @@ class SyncTrigger:
                 "buffer.busy_keys_returned", extra={"trigger": self.rt.name, "records": len(back)}
             )
             self._room.set()
-            await settle(self.rt.source.nack(back))
+            await settle(self.rt.source.nack(back), abandon=self.rt.forced)
 
     # ---- dispatching ----
 
@@ -441,11 +446,11 @@ class SyncTrigger:
             ):
                 await BatchRun(self, unsettled, epochs).process(batch)
         except asyncio.CancelledError:
-            await settle(self._give_back(unsettled, keys))
+            await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
             raise
         except Exception:  # task boundary: log, give the records back in order
             self.rt.log.exception("batch.crashed", extra={"trigger": self.rt.name})
-            await settle(self._give_back(unsettled, keys))
+            await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
         finally:
             self.busy -= keys
             self.inflight -= 1
@@ -738,7 +743,7 @@ class BatchRun:
             return
         for rec in records:  # before the await: a cancel must not nack them as well
             self.unsettled.pop(id(rec), None)
-        await settle(self.rt.source.ack(records))
+        await settle(self.rt.source.ack(records), abandon=self.rt.forced)
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
 
@@ -756,4 +761,4 @@ class BatchRun:
             rec.failed = False
         for rec in records:
             self.unsettled.pop(id(rec), None)
-        await settle(self.rt.source.nack(records))
+        await settle(self.rt.source.nack(records), abandon=self.rt.forced)

@@ -4,7 +4,9 @@
 cancelled meanwhile (a drain timeout), it still waits for the write, up to `SETTLE_GRACE_S`,
 before the cancellation goes on: the task that settles an event ends only after its write, and
 the daemon closes sources, destinations and the state store only once its triggers' tasks have
-ended. A second cancellation (a second signal forces the exit) stops the wait at once.
+ended. A second cancellation, or the `abandon` event set (the daemon's second signal, which
+forces the exit: a task group does not pass a second cancellation on to its tasks), stops the
+wait at once.
 
 A write left running that way (or still failing after the grace) is not dropped unread: its
 failure is logged as one line, never asyncio's "Task exception was never retrieved" traceback
@@ -28,30 +30,52 @@ SETTLE_GRACE_S = 2.0
 log = logging.getLogger("triggerd.delivery")
 
 
-async def settle(write: Awaitable[T], *, grace_s: float = SETTLE_GRACE_S) -> T:
+async def settle(
+    write: Awaitable[T],
+    *,
+    grace_s: float = SETTLE_GRACE_S,
+    abandon: asyncio.Event | None = None,
+) -> T:
     """Await `write` to its end even if the caller is cancelled meanwhile (then for `grace_s`
-    at most, and the cancellation is raised afterwards)."""
+    at most, or until `abandon` is set, and the cancellation is raised afterwards)."""
     task = asyncio.ensure_future(write)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await finish_after_cancel(task, grace_s)
+        await finish_after_cancel(task, grace_s, abandon)
         raise
 
 
-async def finish_after_cancel(task: asyncio.Future[T], grace_s: float) -> bool:
-    """Wait up to `grace_s` for `task`, whose awaiting caller was cancelled; whether it ended
-    well. Its failure is logged (and read), now or when it ends; a second cancellation of the
-    caller stops the wait."""
+async def finish_after_cancel(
+    task: asyncio.Future[T], grace_s: float, abandon: asyncio.Event | None = None
+) -> bool:
+    """Wait up to `grace_s` (or until `abandon` is set) for `task`, whose awaiting caller was
+    cancelled; whether it ended well. Its failure is logged (and read), now or when it ends;
+    a second cancellation of the caller stops the wait."""
     try:
         if not task.done():
-            await asyncio.wait((task,), timeout=grace_s)
+            await _wait_unless_abandoned(task, grace_s, abandon)
     finally:
         if task.done():
             _read_left_write(task)
         else:
             task.add_done_callback(_read_left_write)
     return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def _wait_unless_abandoned(
+    task: asyncio.Future[T], grace_s: float, abandon: asyncio.Event | None
+) -> None:
+    if abandon is None:
+        await asyncio.wait((task,), timeout=grace_s)
+        return
+    if abandon.is_set():
+        return
+    abandoned = asyncio.ensure_future(abandon.wait())
+    try:
+        await asyncio.wait((task, abandoned), timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        abandoned.cancel()
 
 
 def _read_left_write(task: asyncio.Future[T]) -> None:

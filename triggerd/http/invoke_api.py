@@ -141,6 +141,7 @@ class InvokeQueue:
         destination: Destination | None = None,
         destination_name: str = "none",
         include_payload: bool = False,
+        forced: asyncio.Event | None = None,
     ) -> InvokeQueue:
         """`lease_s`: how long a claim lasts unless extended ([daemon] lease_timeout_s);
         default twice the function's timeout plus 60 s. `retry_attempts`,
@@ -174,6 +175,7 @@ class InvokeQueue:
             destination=destination,
             destination_name=destination_name,
             include_payload=include_payload,
+            forced=forced,
         )
         lease_s = lease_s or 2 * config.timeout_s + 60
         trigger = AsyncTrigger(
