@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.fakes import (
     FakeBackend,
@@ -401,3 +402,37 @@ async def test_records_already_too_old_are_not_invoked(store: SQLiteStateStore) 
     await run_until(t, lambda: len(src.acked) == 1)
     assert be.calls == []
     assert dest.records[0]["requestContext"]["condition"] == "RecordAgeExceeded"
+
+
+class HeldNackSource(FakeSource):
+    """Gives records back once `gate` is set (a broker slow to answer)."""
+
+    def __init__(self, records: Any) -> None:
+        super().__init__(records)
+        self.nacking = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def nack(self, records: Any) -> None:
+        self.nacking.set()
+        await self.gate.wait()
+        await super().nack(records)
+
+
+async def test_a_drain_timeout_waits_for_the_nack_under_way(store: SQLiteStateStore) -> None:
+    # Cancelled while its nack was under way, the batch's task ended at once (the nack was
+    # shielded and left running): the daemon then closed the source under it.
+    def fail(event: Any) -> Any:
+        raise ValueError("broken")
+
+    src, be = HeldNackSource([make_record(1)]), FakeBackend(fail)
+    t = build(store, src, be, source_type="fakequeue", batch_size=1)
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(src.nacking.wait(), 5)  # the failed record is being given back
+    t.stop()
+    task.cancel()  # the drain timed out
+    await asyncio.sleep(0.05)
+    assert not task.done(), "the trigger ended before its records were given back"
+    src.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert len(src.nacked) == 1 and not src.acked
