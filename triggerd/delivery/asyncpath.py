@@ -6,7 +6,10 @@ Invoke: events are claimed with a lease, invoked, and then completed, retried (f
 errors: up to `maximum_retry_attempts`, ~1 min then ~2 min apart; throttles: backoff without
 counting), or written to the on-failure destination (RetriesExhausted / EventAgeExceeded).
 A crash leaves claimed events leased; they are claimable again when the lease expires or at the
-next start (`recover_leases`).
+next start (`recover_leases`). A stop whose drain times out gives back the events being
+invoked; an event whose on-failure record is being delivered is completed if the record
+arrives within `DELIVERY_GRACE_S`, else given back with its attempts counted, so the next start
+sends the record again and does not invoke the function (`_dead_letter_cancelled`).
 """
 
 from __future__ import annotations
