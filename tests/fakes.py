@@ -256,6 +256,20 @@ class MemDestination:
         self.records.append(record)
 
 
+class HeldDestination(MemDestination):
+    """Takes a record once `accept` is set (a destination slow to accept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+        self.accept = asyncio.Event()
+
+    async def send(self, record: JSONDict) -> None:
+        self.sending.set()
+        await self.accept.wait()
+        await super().send(record)
+
+
 def connector_registry(
     sources: Mapping[str, SourcePlugin], destinations: Mapping[str, DestinationPlugin]
 ) -> Registry:

@@ -13,6 +13,7 @@ import pytest
 from tests.fakes import (
     FakeBackend,
     FakeSource,
+    HeldDestination,
     MemDestination,
     make_record,
     run_until,
@@ -590,20 +591,6 @@ async def test_a_write_failing_after_its_accept_was_cancelled_is_no_unretrieved_
     finally:
         loop.set_exception_handler(None)
     assert reported == []
-
-
-class HeldDestination(MemDestination):
-    """Takes a record once `accept` is set (a destination slow to accept)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sending = asyncio.Event()
-        self.accept = asyncio.Event()
-
-    async def send(self, record: Any) -> None:
-        self.sending.set()
-        await self.accept.wait()
-        await super().send(record)
 
 
 async def _cancel_during_delivery(store: SQLiteStateStore, dest: HeldDestination) -> FakeBackend:

@@ -12,6 +12,7 @@ import pytest
 from tests.fakes import (
     FakeBackend,
     FakeSource,
+    HeldDestination,
     MemDestination,
     make_record,
     run_until,
@@ -436,3 +437,26 @@ async def test_a_drain_timeout_waits_for_the_nack_under_way(store: SQLiteStateSt
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
     assert len(src.nacked) == 1 and not src.acked
+
+
+async def test_a_failure_record_delivered_after_a_drain_timeout_acks_its_records(
+    store: SQLiteStateStore,
+) -> None:
+    # The cancelled batch gave its records back while the shielded delivery went on: the
+    # record was written, and the source handed the records out again (invoked again, and a
+    # second failure record once their retries ran out again).
+    def fail(event: Any) -> Any:
+        raise ValueError("broken")
+
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(fail), HeldDestination()
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(dest.sending.wait(), 5)
+    t.stop()
+    task.cancel()  # the drain timed out
+    await asyncio.sleep(0.1)  # the delivery is still under way when the cancel lands
+    dest.accept.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert len(dest.records) == 1
+    assert (len(src.acked), src.nacked) == (1, [])

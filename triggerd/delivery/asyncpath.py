@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
+from triggerd.delivery.onfailure import DELIVERY_CANCEL_S, DELIVERY_GRACE_S
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.settle import SETTLE_GRACE_S, finish_after_cancel, settle
@@ -65,15 +66,6 @@ ACCEPT_BATCH = 256
 #: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
 #: stay one slot's worth ahead, leaving the rest to the other daemons.
 CLAIM_AHEAD = 64
-#: After a cancellation (a drain timeout): how long an on-failure record under way may still
-#: take to reach its destination. Delivered, its event is completed; not, the delivery is
-#: cancelled and the event given back with its attempts counted, so the next start sends it
-#: to the destination again without invoking the function. With the cancelled delivery's end
-#: (`DELIVERY_CANCEL_S`) and the write that follows (`SETTLE_GRACE_S`), within the daemon's
-#: grace for cancelled work (`CANCEL_GRACE_S`, 5 s).
-DELIVERY_GRACE_S = 2.0
-#: How long a cancelled on-failure delivery may take to end (it ends at its next await).
-DELIVERY_CANCEL_S = 1.0
 
 
 def _cancelling() -> bool:

@@ -17,6 +17,15 @@ from triggerd.state.base import StateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import Clock, Destination, JSONDict
 
+#: After a cancellation (a drain timeout): how long a record under way may still take to reach
+#: its destination. Delivered, its records are settled as given up; not, the delivery is
+#: cancelled and they are given back with their attempts counted where the path keeps them
+#: (the asynchronous queue). With the cancelled delivery's end and the write that follows, within
+#: the daemon's grace for cancelled work (`CANCEL_GRACE_S`, 5 s).
+DELIVERY_GRACE_S = 2.0
+#: How long a cancelled delivery may take to end (it ends at its next await).
+DELIVERY_CANCEL_S = 1.0
+
 
 class OnFailure:
     def __init__(

@@ -33,10 +33,10 @@ import orjson
 from triggerd.config.model import TriggerBase
 from triggerd.delivery.batching import BatchBuffer
 from triggerd.delivery.failures import stream_failure_record
-from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.onfailure import DELIVERY_GRACE_S, OnFailure
 from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
-from triggerd.delivery.settle import settle
+from triggerd.delivery.settle import finish_after_cancel, settle
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
@@ -735,7 +735,19 @@ class BatchRun:
             batch_info=rt.source.batch_info(records),
             payload=rt.source.envelope(records) if rt.include_payload else None,
         )
-        await rt.on_failure.deliver(record, condition, request_id)
+        delivery = asyncio.ensure_future(rt.on_failure.deliver(record, condition, request_id))
+        try:
+            await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            # A drain timeout while the record is delivered: it has DELIVERY_GRACE_S more.
+            # Delivered, the records are acked (a restart neither invokes them nor writes
+            # the record again); not, they are given back with the rest of the batch.
+            delivered = await finish_after_cancel(delivery, DELIVERY_GRACE_S, rt.forced)
+            if delivered and not rt.forced.is_set():
+                await self.ack(records)
+            else:
+                delivery.cancel()
+            raise
         await self.ack(records)
 
     async def ack(self, records: Sequence[Record], *, delivered: bool = False) -> None:
