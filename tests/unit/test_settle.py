@@ -110,3 +110,33 @@ async def test_a_forced_stop_ends_the_wait_and_leaves_the_write_to_finish_alone(
     gate.set()
     await asyncio.sleep(0.01)
     assert written == [1]
+
+
+async def test_a_write_settled_from_a_cancelled_callers_handler_is_bounded_too() -> None:
+    # A caller that settles in its `except CancelledError` (a handler giving its event back,
+    # the async path's release after an undelivered on-failure record) has had its cancel
+    # delivered already: its write must still be bounded by the grace, or a store that never
+    # answers holds the daemon's exit until a second signal.
+    forever = asyncio.Event()
+    started = asyncio.Event()
+
+    async def write() -> None:
+        await forever.wait()
+
+    async def caller() -> None:
+        try:
+            started.set()
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await settle(write(), grace_s=0.05)
+            raise
+
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait((task,), timeout=5)
+    assert done, "the handler's write was waited for without a bound"
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    forever.set()
+    await asyncio.sleep(0)

@@ -4,9 +4,10 @@
 cancelled meanwhile (a drain timeout), it still waits for the write, up to `SETTLE_GRACE_S`,
 before the cancellation goes on: the task that settles an event ends only after its write, and
 the daemon closes sources, destinations and the state store only once its triggers' tasks have
-ended. A second cancellation, or the `abandon` event set (the daemon's second signal, which
-forces the exit: a task group does not pass a second cancellation on to its tasks), stops the
-wait at once.
+ended. A write made from a cancelled caller's handler (a release after the cancel was
+delivered) is bounded alike. A second cancellation, or the `abandon` event set (the daemon's
+second signal, which forces the exit: a task group does not pass a second cancellation on to
+its tasks), stops the wait at once.
 
 A write left running that way (or still failing after the grace) is not dropped unread: its
 failure is logged as one line, never asyncio's "Task exception was never retrieved" traceback
@@ -37,8 +38,15 @@ async def settle(
     abandon: asyncio.Event | None = None,
 ) -> T:
     """Await `write` to its end even if the caller is cancelled meanwhile (then for `grace_s`
-    at most, or until `abandon` is set, and the cancellation is raised afterwards)."""
+    at most, or until `abandon` is set, and the cancellation is raised afterwards). Called
+    while the caller is being cancelled already (from its `except CancelledError`), the write
+    is bounded the same way: the grace, then CancelledError if it has not ended well."""
     task = asyncio.ensure_future(write)
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        if await finish_after_cancel(task, grace_s, abandon):
+            return task.result()
+        raise asyncio.CancelledError
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
