@@ -678,3 +678,35 @@ async def test_a_retry_released_when_the_drain_times_out_keeps_its_counted_attem
     await store.recover_leases()
     [event] = await store.claim("t", 10, 30.0, time.time() + 3600)
     assert event.attempts == 1
+
+
+async def test_an_events_lease_is_extended_while_its_failure_record_takes_its_grace(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The heartbeat was cancelled with the invocations at the drain timeout, so a short lease
+    # ran out during the on-failure delivery's grace and another daemon on a shared store
+    # could claim the event (attempts still 0) and invoke it again.
+    import time
+
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 10.0)
+    dest = HeldDestination()
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    rt = trigger_runtime(store, src, be, dest, "fakepush", maximum_retry_attempts=0)
+    t = AsyncTrigger(rt, store, lease_s=1.5)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    try:
+        await asyncio.wait_for(dest.sending.wait(), 10)
+        t.stop()
+        task.cancel()
+        await asyncio.sleep(2.0)  # longer than the lease: the delivery is still under way
+        assert await store.claim("t", 10, 30.0, time.time()) == [], "claimable elsewhere"
+    finally:
+        dest.accept.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+    assert len(dest.records) == 1
+    assert await store.queue_depth("t") == 0
+

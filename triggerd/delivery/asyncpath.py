@@ -179,18 +179,25 @@ class AsyncTrigger:
 
     async def run(self) -> None:
         try:
-            async with asyncio.TaskGroup() as tg:
-                accept = tg.create_task(self._accept())
-                heartbeat = tg.create_task(self._lease_heartbeat())
-                await self._invoke_loop(tg)
-                # The invocations still under way end (a drain timeout cancels this, and they
-                # give their events back) and the completions handed to the store are
-                # committed before the trigger counts as stopped: the heartbeat extends their
-                # leases until then, since a drain may outlast a lease (another claim would
-                # invoke them again).
-                await self._drained()
-                heartbeat.cancel()
-                await asyncio.gather(accept, return_exceptions=True)
+            # The heartbeat is outside the invocations' task group: after a drain timeout
+            # cancelled them, an on-failure record under way and the settlement writes take
+            # their grace with their events' leases still extended (a lease running out then
+            # lets another daemon on a shared store claim the event and invoke it again).
+            async with asyncio.TaskGroup() as outer:
+                heartbeat = outer.create_task(self._lease_heartbeat())
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        accept = tg.create_task(self._accept())
+                        await self._invoke_loop(tg)
+                        # The invocations still under way end (a drain timeout cancels this,
+                        # and they give their events back) and the completions handed to the
+                        # store are committed before the trigger counts as stopped: the
+                        # heartbeat extends their leases until then, since a drain may
+                        # outlast a lease (another claim would invoke them again).
+                        await self._drained()
+                        await asyncio.gather(accept, return_exceptions=True)
+                finally:
+                    heartbeat.cancel()
         finally:
             if self._completing:  # cancelled: completion tasks end before the store closes
                 await asyncio.wait(self._completing, timeout=SETTLE_GRACE_S)
