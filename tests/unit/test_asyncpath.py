@@ -710,3 +710,31 @@ async def test_an_events_lease_is_extended_while_its_failure_record_takes_its_gr
     assert len(dest.records) == 1
     assert await store.queue_depth("t") == 0
 
+
+async def test_an_age_expired_record_not_delivered_is_not_invoked_again_before_its_age_ends(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its next retry would have come after its maximum age (EventAgeExceeded, attempts 1 of
+    # 2): given back claimable at once, the next start invoked it again, which Lambda would
+    # not do. It is claimable only once its age is over, and then goes to the destination.
+    import time
+
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05)
+    dest = HeldDestination()
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    t = build(store, src, be, dest, maximum_event_age_s=60, retry_base_delay_s=120)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(dest.sending.wait(), 10)
+    t.stop()
+    task.cancel()
+    await asyncio.sleep(0.1)
+    dest.accept.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert len(be.calls) == 1 and dest.records == []
+    assert await store.claim("t", 10, 30.0, time.time()) == [], "invoked again at a restart"
+    [event] = await store.claim("t", 10, 30.0, time.time() + 61)
+    assert event.attempts == 1

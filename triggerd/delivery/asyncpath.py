@@ -714,19 +714,25 @@ class AsyncTrigger:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             self._settled.add(event.id)
-            await self._dead_letter_cancelled(event, delivery, attempts)
+            await self._dead_letter_cancelled(event, delivery, condition, attempts)
             raise
         self._settled.add(event.id)
         await settle(self.state.complete(event.id), abandon=self.rt.forced)
         self._throttles.pop(event.id, None)
 
     async def _dead_letter_cancelled(
-        self, event: QueuedEvent, delivery: asyncio.Future[None], attempts: int
+        self,
+        event: QueuedEvent,
+        delivery: asyncio.Future[None],
+        condition: AsyncCondition,
+        attempts: int,
     ) -> None:
         """Stopping while the event's on-failure record is being delivered: the delivery
         has `DELIVERY_GRACE_S` more. Delivered, the event is completed (a restart neither
         invokes it nor writes its record again); not, the delivery is cancelled and the event
-        given back with its attempts counted (a restart sends the record, not the event)."""
+        given back with its attempts counted (a restart sends the record, not the event). An
+        event given up for its age (its next retry would come too late) is claimable only
+        once that age is over, so that a restart does not invoke it before."""
         forced = self.rt.forced
         try:
             delivered = await finish_after_cancel(delivery, DELIVERY_GRACE_S, forced)
@@ -753,7 +759,10 @@ class AsyncTrigger:
                 "attempt": attempts,
             },
         )
+        at = self.rt.clock.time()
+        if condition == "EventAgeExceeded":
+            at = max(at, event.enqueued_at + self.rt.config.maximum_event_age_s + 1.0)
         await settle(
-            self.state.release(event.id, available_at=self.rt.clock.time(), attempts=attempts),
+            self.state.release(event.id, available_at=at, attempts=attempts),
             abandon=self.rt.forced,
         )
