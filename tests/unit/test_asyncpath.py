@@ -777,3 +777,32 @@ async def test_a_failure_record_sent_at_the_next_start_carries_the_functions_err
         "functionError": "Unhandled",
     }
     assert record["responsePayload"]["errorMessage"] == "broken"
+
+
+async def test_a_store_failing_the_release_after_an_undelivered_record_is_one_line(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The release ran after the cancel was delivered, so its StateStoreError replaced the
+    # cancel and reached _handle's task boundary: an event.crashed traceback at every such stop.
+    import triggerd.delivery.asyncpath as asyncpath
+    from triggerd.state.sqlite import StateStoreError
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05)
+
+    async def failing_release(event_id: int, *, available_at: float, attempts: int) -> None:
+        raise StateStoreError("the state store is closed")
+
+    dest = HeldDestination()
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(dest.sending.wait(), 10)
+    monkeypatch.setattr(store, "release", failing_release)
+    t.stop()
+    await asyncio.sleep(0.05)  # the drain, then its timeout
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert [r.msg for r in caplog.records if r.exc_info] == []
+    assert "settlement.failed_after_cancel" in [r.msg for r in caplog.records]
