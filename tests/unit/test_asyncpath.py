@@ -806,3 +806,37 @@ async def test_a_store_failing_the_release_after_an_undelivered_record_is_one_li
         await asyncio.wait_for(task, 10)
     assert [r.msg for r in caplog.records if r.exc_info] == []
     assert "settlement.failed_after_cancel" in [r.msg for r in caplog.records]
+
+
+async def test_a_record_at_its_destination_when_the_grace_ends_completes_its_event(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grace ended during the DLQ index write that follows the send: the delivery counted
+    # as not delivered and was cancelled, the event given back, and the next start sent the
+    # record a second time.
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05)
+    indexing, gate = asyncio.Event(), asyncio.Event()
+    dlq_add = store.dlq_add
+
+    async def held_dlq_add(**entry: Any) -> Any:
+        indexing.set()
+        await gate.wait()
+        return await dlq_add(**entry)
+
+    monkeypatch.setattr(store, "dlq_add", held_dlq_add)
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(always_fail), MemDestination()
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    await t.accept(await src.receive(10, 0.1))
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(indexing.wait(), 10)
+    t.stop()
+    await asyncio.sleep(0.05)  # the drain, then its timeout
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert len(dest.records) == 1
+    assert await store.queue_depth("t") == 0, "given back: the next start sends it again"

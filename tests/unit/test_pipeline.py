@@ -460,3 +460,37 @@ async def test_a_failure_record_delivered_after_a_drain_timeout_acks_its_records
         await asyncio.wait_for(task, 5)
     assert len(dest.records) == 1
     assert (len(src.acked), src.nacked) == (1, [])
+
+
+async def test_a_failure_record_at_its_destination_when_the_grace_ends_acks_its_records(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grace ended during the DLQ index write that follows the send: the records were
+    # given back, so the restart invoked them again and wrote a second failure record.
+    import triggerd.delivery.pipeline as pipeline
+
+    def fail(event: Any) -> Any:
+        raise ValueError("broken")
+
+    monkeypatch.setattr(pipeline, "DELIVERY_GRACE_S", 0.05)
+    indexing, gate = asyncio.Event(), asyncio.Event()
+    dlq_add = store.dlq_add
+
+    async def held_dlq_add(**entry: Any) -> Any:
+        indexing.set()
+        await gate.wait()
+        return await dlq_add(**entry)
+
+    monkeypatch.setattr(store, "dlq_add", held_dlq_add)
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(fail), MemDestination()
+    t = build(store, src, be, dest, maximum_retry_attempts=0)
+    task = asyncio.create_task(t.run())
+    await asyncio.wait_for(indexing.wait(), 5)
+    t.stop()
+    task.cancel()  # the drain timed out
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert len(dest.records) == 1
+    assert (len(src.acked), src.nacked) == (1, [])

@@ -409,9 +409,10 @@ class AsyncTrigger:
         condition: AsyncCondition,
         result: InvokeResult | None,
         invoke_count: int,
+        sent: asyncio.Event | None = None,
     ) -> None:
         """Send an event to the on-failure path as Lambda's asynchronous invocation record;
-        returns once the destination has it."""
+        returns once the destination has it (`sent` is set then, before the index write)."""
         rt = self.rt
         record = async_invocation_record(
             request_id=request_id,
@@ -422,7 +423,7 @@ class AsyncTrigger:
             result=result,
             timestamp=rt.clock.time(),
         )
-        await rt.on_failure.deliver(record, condition, request_id)
+        await rt.on_failure.deliver(record, condition, request_id, sent=sent)
 
     # ---- invoke ----
 
@@ -707,14 +708,15 @@ class AsyncTrigger:
         result: InvokeResult | None,
         attempts: int,
     ) -> None:
+        sent = asyncio.Event()
         delivery = asyncio.ensure_future(
-            self.give_up(event.request_id, event.payload, condition, result, attempts)
+            self.give_up(event.request_id, event.payload, condition, result, attempts, sent)
         )
         try:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             self._settled.add(event.id)
-            await self._dead_letter_cancelled(event, delivery, condition, attempts)
+            await self._dead_letter_cancelled(event, delivery, sent, condition, attempts)
             raise
         self._settled.add(event.id)
         await settle(self.state.complete(event.id), abandon=self.rt.forced)
@@ -724,6 +726,7 @@ class AsyncTrigger:
         self,
         event: QueuedEvent,
         delivery: asyncio.Future[None],
+        sent: asyncio.Event,
         condition: AsyncCondition,
         attempts: int,
     ) -> None:
@@ -744,7 +747,8 @@ class AsyncTrigger:
             # and comes back at the next start (at least once).
             delivery.cancel()
             return
-        if delivered:
+        if delivered or sent.is_set():
+            # At its destination (the index write may still be under way, and goes on).
             await settle(self.state.complete(event.id), abandon=self.rt.forced)
             return
         if not delivery.done():

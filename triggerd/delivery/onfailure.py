@@ -61,9 +61,18 @@ class OnFailure:
         if self.destination is not None:
             await self.destination.stop()
 
-    async def deliver(self, record: JSONDict, condition: str, request_id: str) -> None:
+    async def deliver(
+        self,
+        record: JSONDict,
+        condition: str,
+        request_id: str,
+        *,
+        sent: asyncio.Event | None = None,
+    ) -> None:
         """Write the record to the destination (retrying its failures), index it, and return.
-        Without a destination the record is discarded, as Lambda does, and logged."""
+        Without a destination the record is discarded, as Lambda does, and logged. `sent` is
+        set once the destination has the record: a caller cancelled during the index write
+        that follows knows the record is there (writing it again would be a duplicate)."""
         if self.destination is None:
             self.metrics.discarded.labels(self.trigger, condition).inc()
             self.log.warning(
@@ -99,6 +108,8 @@ class OnFailure:
                     },
                 )
                 await asyncio.sleep(delay)
+        if sent is not None:
+            sent.set()
         await self.state.dlq_add(
             trigger=self.trigger,
             function=self.function,

@@ -735,15 +735,19 @@ class BatchRun:
             batch_info=rt.source.batch_info(records),
             payload=rt.source.envelope(records) if rt.include_payload else None,
         )
-        delivery = asyncio.ensure_future(rt.on_failure.deliver(record, condition, request_id))
+        sent = asyncio.Event()
+        delivery = asyncio.ensure_future(
+            rt.on_failure.deliver(record, condition, request_id, sent=sent)
+        )
         try:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             # A drain timeout while the record is delivered: it has DELIVERY_GRACE_S more.
-            # Delivered, the records are acked (a restart neither invokes them nor writes
-            # the record again); not, they are given back with the rest of the batch.
+            # Delivered (at its destination, even if its index write is still under way),
+            # the records are acked (a restart neither invokes them nor writes the record
+            # again); not, they are given back with the rest of the batch.
             delivered = await finish_after_cancel(delivery, DELIVERY_GRACE_S, rt.forced)
-            if delivered and not rt.forced.is_set():
+            if (delivered or sent.is_set()) and not rt.forced.is_set():
                 await self.ack(records)
             else:
                 delivery.cancel()
