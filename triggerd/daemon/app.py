@@ -71,8 +71,10 @@ RUNTIMES_DIR_ENV = "TRIGGERD_RUNTIMES_DIR"
 #: After the drain timeout: how long cancelled work may take to give its records back. The
 #: settlement writes under way finish first, each within its own shorter grace
 #: (`delivery.settle`; an on-failure record being delivered, `asyncpath.DELIVERY_GRACE_S`), and
-#: the store is closed only after the triggers' tasks ended: a SIGTERM stops the daemon within
-#: `shutdown_timeout_s` + this + the closing of clients and the store.
+#: the store is closed only after the triggers' tasks ended (the task group waits for them past
+#: this, which only logs `daemon.cancel_timeout`): a SIGTERM stops the daemon within
+#: `shutdown_timeout_s` + those graces (at most 7 s on the asynchronous path) + the closing of
+#: clients and the store.
 CANCEL_GRACE_S = 5.0
 
 

@@ -744,7 +744,9 @@ class AsyncTrigger:
             raise
         if forced.is_set():
             # A second signal forces the exit: the delivery ends too; the event stays leased
-            # and comes back at the next start (at least once).
+            # and comes back when its lease runs out, or at the next start on a SQLite store
+            # (`recover_leases`; a PostgreSQL store's claims belong to the process that made
+            # them) - at least once.
             delivery.cancel()
             return
         if delivered or sent.is_set():
