@@ -498,8 +498,12 @@ class SyncTrigger:
 
 
 async def _wait(event: asyncio.Event, wait_s: float | None) -> None:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel (the drain's
+    # timeout) that arrives in the step where the event is set, and the stop would then wait
+    # for a second signal.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), wait_s)
+        async with asyncio.timeout(wait_s):
+            await event.wait()
 
 
 class BatchRun:
