@@ -383,8 +383,6 @@ def validate(
     cannot be reached."""
     if timeout_s is not None and not connect:
         raise click.UsageError("--timeout applies to --connect only")
-    import asyncio
-
     from triggerd.cli.functions import check_functions
     from triggerd.cli.paths import path_problems, raw_path_problems
 
@@ -395,12 +393,14 @@ def validate(
     problems = missing_extras(cfg)
     if not skip_paths:
         problems += path_problems(cfg)
-    problems += asyncio.run(check_functions(cfg, registry))
+    problems += check_functions(cfg, registry)
     unreachable: list[str] = []
     if connect:
         # The clients' own log lines (aiormq's "error when creating transport") would reach
         # stderr through logging's last-resort handler; each trigger's line says it instead.
         logging.getLogger().addHandler(logging.NullHandler())
+        import asyncio
+
         from triggerd.cli.sources import connect_sources
 
         timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
