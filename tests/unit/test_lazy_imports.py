@@ -64,7 +64,7 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: parsed only when one is missing; no `email.parser`: triggerd's requirement lines are
 #: picked from its METADATA, not parsed with the README), checks functions on triggerd's own
 #: Python without an event loop (no asyncio, hence no ssl), prints no table (rich) and asks
-#: no daemon; `status`
+#: no daemon; `status` (a SQLite store, no source with a status line: no event loop either)
 #: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
 #: table, piped, without rich (`output.plain_table`). Neither builds the models of config
 #: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
@@ -105,6 +105,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         *NOT_USED_BY_THE_EXAMPLE,
     ),
     "status": (
+        "asyncio",
+        "uvloop",
         "triggerd.telemetry.logs",
         "triggerd.http.invoke_api",
         "rich",

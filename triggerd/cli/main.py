@@ -880,8 +880,10 @@ def status(config_path: str | None, output: str) -> None:
     records (the state store is only read), the daemon's readiness per trigger, and the lag
     of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
     is failing; else 3-6 when the state store cannot be read (the daemon is asked anyway)."""
-    from triggerd.cli.status import run_status
+    from triggerd.cli.status import needs_loop, run_status, run_status_now
 
     registry = Registry.discover()
     cfg = _load(resolve_config(None, config_path), registry)
+    if not needs_loop(cfg, registry):
+        sys.exit(run_status_now(cfg, output))
     sys.exit(_run_async(run_status(cfg, registry, output)))
