@@ -59,7 +59,8 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 
 #: What each command must not import beyond HEAVY, each a measured part of its start-up:
 #: `generate-event` prints a sample (no event loop, config model, pydantic, YAML or state
-#: store: the source package's own `sample_event`, not its plugin);
+#: store: the source package's own `sample_event`, not its plugin; no importlib.metadata:
+#: triggerd's own sources are found without the installed entry points);
 #: `validate` reads a config whose extras are installed (no `packaging`: requirements are
 #: parsed only when one is missing; no `email.parser`: triggerd's requirement lines are
 #: picked from its METADATA, not parsed with the README), checks functions on triggerd's own
@@ -81,6 +82,8 @@ NOT_USED_BY_THE_EXAMPLE = (
 ALSO_NOT: dict[str, tuple[str, ...]] = {
     "generate-event": (
         "asyncio",
+        "importlib.metadata",
+        "email",
         "yaml",
         "sqlite3",
         "triggerd.config.model",

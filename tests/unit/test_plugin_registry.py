@@ -3,13 +3,13 @@ entry points; it reads them for a name it does not know, or when every name is a
 
 from __future__ import annotations
 
+import importlib.metadata
 import tomllib
 from importlib.metadata import EntryPoints
 from pathlib import Path
 
 import pytest
 
-from triggerd.config import plugins
 from triggerd.config.plugins import BUILTIN, GROUPS, Registry, UnknownPluginError
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -22,13 +22,13 @@ def test_the_builtin_plugins_are_the_entry_points_pyproject_declares() -> None:
 
 def count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     scans: list[int] = []
-    real = plugins.entry_points
+    real = importlib.metadata.entry_points
 
     def entry_points() -> EntryPoints:
         scans.append(1)
         return real()
 
-    monkeypatch.setattr(plugins, "entry_points", entry_points)
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     return scans
 
 
@@ -41,6 +41,12 @@ def test_a_builtin_plugin_loads_without_reading_the_installed_entry_points(
     assert registry.is_available("destination", "file")
     assert registry.backend("local").config_model.__name__ == "LocalFunctionConfig"
     assert scans == []
+
+
+def test_a_builtin_plugin_is_the_object_its_installed_entry_point_loads() -> None:
+    registry = Registry.discover()
+    installed = importlib.metadata.entry_points(group="triggerd.backends")["local"]
+    assert registry.backend("local") is installed.load()
 
 
 def test_an_unknown_name_reads_the_entry_points_once_and_lists_every_plugin(

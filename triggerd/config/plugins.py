@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from triggerd.types import BackendPlugin, DestinationPlugin, MissingExtraError, SourcePlugin
+
+# importlib.metadata (with email's parser, about a fifth of `triggerd generate-event`) is
+# imported by the functions that read installed metadata: triggerd's own plugins load
+# without it.
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 #: The distribution users install (`triggerd` on PyPI is an unrelated project).
 DIST = "triggerd-daemon"
@@ -47,6 +51,8 @@ _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _installed(name: re.Match[str] | None) -> bool:
+    import importlib.metadata
+
     if name is None:
         return False
     try:
@@ -68,6 +74,8 @@ def _requirements(dist: str) -> tuple[str, ...] | None:
     file's header lines, not parsed by `importlib.metadata.requires`: its email parser reads
     the whole file, README included (some 140 kB), and the import of `email.parser` costs
     as much again."""
+    import importlib.metadata
+
     try:
         found = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -100,6 +108,8 @@ def missing_extra(extra: str) -> str | None:
         # installed, which of them belong to the extra (packaging's marker parsing, about
         # a third of `triggerd validate`'s CPU) does not matter.
         return None
+    import importlib.metadata
+
     from packaging.requirements import Requirement
 
     for line in lines:
@@ -129,6 +139,28 @@ _PLUGIN_TYPES: dict[Kind, type] = {
     "backend": BackendPlugin,
 }
 P = TypeVar("P", SourcePlugin, DestinationPlugin, BackendPlugin)
+
+
+class BuiltinEntryPoint:
+    """One of BUILTIN, loaded as its `importlib.metadata.EntryPoint` would be (`module:attr`)."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self.value = value
+
+    @property
+    def module(self) -> str:
+        return self.value.partition(":")[0]
+
+    def load(self) -> object:
+        module, _, attrs = self.value.partition(":")
+        found: object = importlib.import_module(module)
+        for attr in attrs.split("."):
+            found = getattr(found, attr)
+        return found
+
 
 #: triggerd's own plugins by kind and name: the entry points pyproject.toml declares (a test
 #: holds the two together). A config that names only these is loaded without reading the
@@ -171,7 +203,9 @@ class UnknownPluginError(LookupError):
 class Registry:
     """Plugins by kind and name; built from entry points or by hand in tests."""
 
-    entry_points: dict[Kind, dict[str, EntryPoint]] = field(default_factory=dict)
+    entry_points: dict[Kind, dict[str, EntryPoint | BuiltinEntryPoint]] = field(
+        default_factory=dict
+    )
     loaded: dict[Kind, dict[str, object]] = field(default_factory=dict)
     #: Whether the installed distributions' entry points are still to be read into
     #: `entry_points` (which holds the BUILTIN ones until then): on the first name that is
@@ -182,8 +216,8 @@ class Registry:
     def discover(cls) -> Registry:
         """triggerd's own plugins now, the installed distributions' when one of theirs is
         first asked for (triggerd's own names are triggerd's)."""
-        eps: dict[Kind, dict[str, EntryPoint]] = {
-            kind: {name: EntryPoint(name, value, GROUPS[kind]) for name, value in known.items()}
+        eps: dict[Kind, dict[str, EntryPoint | BuiltinEntryPoint]] = {
+            kind: {name: BuiltinEntryPoint(name, value) for name, value in known.items()}
             for kind, known in BUILTIN.items()
         }
         return cls(entry_points=eps, discovering=True)
@@ -192,9 +226,13 @@ class Registry:
         if not self.discovering:
             return
         self.discovering = False
+        from importlib.metadata import entry_points
+
         every = entry_points()  # one pass over the installed distributions, not one per group
         for kind, group in GROUPS.items():
-            found = {ep.name: ep for ep in every.select(group=group)}
+            found: dict[str, EntryPoint | BuiltinEntryPoint] = {
+                ep.name: ep for ep in every.select(group=group)
+            }
             self.entry_points[kind] = found | self.entry_points.get(kind, {})
 
     def register(self, kind: Kind, name: str, plugin: object) -> None:
@@ -210,7 +248,7 @@ class Registry:
             return True
         return name in self.names(kind)
 
-    def _entry_point(self, kind: Kind, name: str) -> EntryPoint:
+    def _entry_point(self, kind: Kind, name: str) -> EntryPoint | BuiltinEntryPoint:
         ep = self.entry_points.get(kind, {}).get(name)
         if ep is None and self.discovering:
             self._discover()
