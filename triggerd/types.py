@@ -469,8 +469,11 @@ class BackendPlugin:
     config_model: type[FunctionConfig]
     create: Callable[[Any, BackendContext], Backend]
     #: `triggerd validate`: problems found without building anything (a missing
-    #: interpreter), raised as a ConfigError; `(function_config, function_name)`.
-    check: Callable[[Any, str], Awaitable[None]] | None = None
+    #: interpreter), raised as a ConfigError; `(function_config, function_name)`. It
+    #: returns None when it checked everything at once, or an awaitable that finishes the
+    #: check (a process to start): a config whose checks all finish at once is validated
+    #: without an event loop.
+    check: Callable[[Any, str], Awaitable[None] | None] | None = None
     #: `triggerd build`: prepare a function ahead of `run` (install its dependencies),
     #: reporting progress; raises ConfigError or PermanentError with the reason.
     build: Callable[[Any, BackendContext, ProgressFn], Awaitable[None]] | None = None

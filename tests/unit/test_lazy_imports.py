@@ -59,9 +59,13 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 
 #: What each command must not import beyond HEAVY, each a measured part of its start-up:
 #: `generate-event` prints a sample (no event loop, config model, pydantic, YAML or state
-#: store: the source package's own `sample_event`, not its plugin);
+#: store: the source package's own `sample_event`, not its plugin; no importlib.metadata:
+#: triggerd's own sources are found without the installed entry points);
 #: `validate` reads a config whose extras are installed (no `packaging`: requirements are
-#: parsed only when one is missing), prints no table (rich) and asks no daemon; `status`
+#: parsed only when one is missing; no `email.parser`: triggerd's requirement lines are
+#: picked from its METADATA, not parsed with the README), checks functions on triggerd's own
+#: Python without an event loop (no asyncio, hence no ssl), prints no table (rich) and asks
+#: no daemon; `status` (a SQLite store, no source with a status line: no event loop either)
 #: asks the daemon with the standard library's client (aiohttp is in HEAVY) and prints its
 #: table, piped, without rich (`output.plain_table`). Neither builds the models of config
 #: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
@@ -78,6 +82,8 @@ NOT_USED_BY_THE_EXAMPLE = (
 ALSO_NOT: dict[str, tuple[str, ...]] = {
     "generate-event": (
         "asyncio",
+        "importlib.metadata",
+        "email",
         "yaml",
         "sqlite3",
         "triggerd.config.model",
@@ -92,6 +98,9 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
     ),
     "validate": (
         "packaging",
+        "asyncio",
+        "ssl",
+        "email.parser",
         "yaml",
         "rich",
         "triggerd.telemetry.logs",
@@ -99,6 +108,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         *NOT_USED_BY_THE_EXAMPLE,
     ),
     "status": (
+        "asyncio",
+        "uvloop",
         "triggerd.telemetry.logs",
         "triggerd.http.invoke_api",
         "rich",

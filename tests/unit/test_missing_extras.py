@@ -94,20 +94,35 @@ def test_extras_are_checked_from_one_read_of_the_metadata_and_no_version(
     """`validate` asks for each extra a config uses: triggerd's requirement lines are read
     once, and an installed distribution is found, not parsed for its version."""
     reads: list[str] = []
-    real_requires = importlib.metadata.requires
+    real_read = importlib.metadata.PathDistribution.read_text
 
-    def requires(name: str) -> list[str] | None:
-        reads.append(name)
-        return real_requires(name)
+    def read_text(self: importlib.metadata.PathDistribution, filename: str) -> str | None:
+        reads.append(filename)
+        return real_read(self, filename)
 
     def version(name: str) -> str:
         raise AssertionError(f"version({name!r}) read")
 
+    def requires(name: str) -> list[str] | None:
+        raise AssertionError(f"requires({name!r}) parsed the whole METADATA file")
+
     plugins._requirements.cache_clear()
+    monkeypatch.setattr(importlib.metadata.PathDistribution, "read_text", read_text)
     monkeypatch.setattr(plugins.importlib.metadata, "requires", requires)
     monkeypatch.setattr(plugins.importlib.metadata, "version", version)
     try:
         assert [missing_extra(e) for e in ("sqs", "kafka", "directory")] == [None] * 3
     finally:
         plugins._requirements.cache_clear()
-    assert reads == [plugins.DIST]
+    # Once: a wheel's .dist-info has METADATA, a source tree's .egg-info PKG-INFO.
+    assert reads in (["METADATA"], ["METADATA", "PKG-INFO"])
+
+
+def test_the_requirement_lines_are_those_importlib_metadata_reads() -> None:
+    plugins._requirements.cache_clear()
+    try:
+        assert plugins._requirements(plugins.DIST) == tuple(
+            importlib.metadata.requires(plugins.DIST) or ()
+        )
+    finally:
+        plugins._requirements.cache_clear()

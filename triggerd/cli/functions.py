@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Awaitable
 
 import click
 
@@ -15,19 +15,33 @@ from triggerd.types import ConfigError, MissingExtraError, PermanentError
 __all__ = ["build_functions", "check_functions"]
 
 
-async def check_functions(cfg: ConfigBase, registry: Registry) -> list[str]:
-    """Problems the backends find in their functions without building anything (the checks
-    run side by side: each may start an interpreter to ask its version)."""
-    checks = []
+def check_functions(cfg: ConfigBase, registry: Registry) -> list[str]:
+    """Problems the backends find in their functions without building anything, in the
+    functions' order. The checks that need a process (an interpreter asked its version) run
+    side by side on an event loop; without one, none is started."""
+    outcomes: list[BaseException | Awaitable[None] | None] = []
     for name, fcfg in cfg.function_map.items():
         try:
             plugin = registry.backend(getattr(fcfg, "backend", "local"))
         except (UnknownPluginError, MissingExtraError):
             continue  # the config model already said so
-        if plugin.check is not None:
-            checks.append(plugin.check(fcfg, name))
+        if plugin.check is None:
+            continue
+        try:
+            outcomes.append(plugin.check(fcfg, name))
+        except ConfigError as exc:
+            outcomes.append(exc)
+    pending = [o for o in outcomes if isinstance(o, Awaitable)]
+    if pending:
+        import asyncio  # only for the checks that start a process
+
+        async def gather() -> list[BaseException | None]:
+            return await asyncio.gather(*pending, return_exceptions=True)
+
+        done = iter(asyncio.run(gather()))
+        outcomes = [next(done) if isinstance(o, Awaitable) else o for o in outcomes]
     problems: list[str] = []
-    for outcome in await asyncio.gather(*checks, return_exceptions=True):
+    for outcome in outcomes:
         if isinstance(outcome, ConfigError):
             problems += outcome.problems
         elif isinstance(outcome, BaseException):

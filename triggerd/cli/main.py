@@ -386,8 +386,6 @@ def validate(
     cannot be reached."""
     if timeout_s is not None and not connect:
         raise click.UsageError("--timeout applies to --connect only")
-    import asyncio
-
     from triggerd.cli.functions import check_functions
     from triggerd.cli.paths import path_problems, raw_path_problems
 
@@ -398,12 +396,14 @@ def validate(
     problems = missing_extras(cfg)
     if not skip_paths:
         problems += path_problems(cfg)
-    problems += asyncio.run(check_functions(cfg, registry))
+    problems += check_functions(cfg, registry)
     unreachable: list[str] = []
     if connect:
         # The clients' own log lines (aiormq's "error when creating transport") would reach
         # stderr through logging's last-resort handler; each trigger's line says it instead.
         logging.getLogger().addHandler(logging.NullHandler())
+        import asyncio
+
         from triggerd.cli.sources import connect_sources
 
         timeout = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
@@ -883,8 +883,10 @@ def status(config_path: str | None, output: str) -> None:
     records (the state store is only read), the daemon's readiness per trigger, and the lag
     of partitioned sources. Exit 0; 9 when the daemon does not answer; 10 when a trigger
     is failing; else 3-6 when the state store cannot be read (the daemon is asked anyway)."""
-    from triggerd.cli.status import run_status
+    from triggerd.cli.status import needs_loop, run_status, run_status_now
 
     registry = Registry.discover()
     cfg = _load(resolve_config(None, config_path), registry)
+    if not needs_loop(cfg, registry):
+        sys.exit(run_status_now(cfg, output))
     sys.exit(_run_async(run_status(cfg, registry, output)))

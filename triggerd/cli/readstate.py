@@ -8,7 +8,6 @@ not running), which writes nothing, and runs a few SELECTs on a worker thread.""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import urllib.parse
@@ -24,7 +23,13 @@ from triggerd.types import ExitCode, OperatorError
 # The stores' own modules (state.sqlite, state.pgleases and the dataclasses they import)
 # are imported by the PostgreSQL reader only: reading a SQLite file needs sqlite3 alone.
 
-__all__ = ["StoreSnapshot", "connect_read_only", "read_snapshot", "require_store"]
+__all__ = [
+    "StoreSnapshot",
+    "connect_read_only",
+    "read_snapshot",
+    "read_snapshot_now",
+    "require_store",
+]
 
 #: Dead-lettered records per trigger that `dlq replay` has not put back on their queue.
 _NOT_REPLAYED = (
@@ -54,7 +59,14 @@ async def read_snapshot(state_url: str) -> StoreSnapshot:
     it is missing, not a triggerd store, locked or unreadable."""
     if is_postgres_url(state_url):
         return await _read_postgres(state_url)
+    import asyncio  # a SQLite store is read without a loop too (read_snapshot_now)
+
     return await asyncio.to_thread(_read, sqlite_path(state_url))
+
+
+def read_snapshot_now(state_url: str) -> StoreSnapshot:
+    """`read_snapshot` of a SQLite store, blocking (no event loop needed)."""
+    return _read(sqlite_path(state_url))
 
 
 async def _read_postgres(state_url: str) -> StoreSnapshot:

@@ -58,6 +58,11 @@ def _triggers(cfg: ConfigBase, registry: Registry) -> list[tuple[str, Any, Sourc
     return out
 
 
+def has_status_lines(cfg: ConfigBase, registry: Registry) -> bool:
+    """Whether a source of `cfg` has a status line to ask for (`status_lines`)."""
+    return any(plugin.status is not None for _, _, plugin in _triggers(cfg, registry))
+
+
 async def status_lines(cfg: ConfigBase, registry: Registry) -> list[str]:
     import asyncio  # here, not at the top: the CLI's start-up (generate-event) skips it
 

@@ -169,7 +169,7 @@ def _check_plugin_types(data: dict[str, Any], registry: Registry) -> list[str]:
         if not isinstance(tag, str):
             problems.append(f"{where}.{key}: required, one of: {', '.join(registry.names(kind))}")
             return
-        if tag not in registry.names(kind):
+        if not registry.knows(kind, tag):
             hint = _did_you_mean(tag, registry.names(kind))
             problems.append(f"{where}.{key}: unknown {kind} type {tag!r}{hint}")
         elif not registry.is_available(kind, tag):

@@ -328,7 +328,11 @@ async def record(
         assert list(enabled_triggers(rcfg)) == [trigger]
         first = 1 + await asyncio.to_thread(recorded_before, trigger, out_dir)
         recorder = Recorder(trigger, out_dir, count, first)
-        registry = RecordingRegistry(entry_points=registry.entry_points, loaded=registry.loaded)
+        registry = RecordingRegistry(
+            entry_points=registry.entry_points,
+            loaded=registry.loaded,
+            discovering=registry.discovering,
+        )
         daemon = RecordingDaemon(rcfg, registry, accept_fresh_state=True, recorder=recorder)
         async with daemon.running():
             log.info(

@@ -10,7 +10,6 @@ rotated file is ever deleted.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -64,6 +63,10 @@ class FileDestination:
     """Writes each record as one line; concurrent sends never interleave."""
 
     def __init__(self, config: FileDestinationConfig, ctx: DestinationContext) -> None:
+        # Here, not at the top: `triggerd validate` imports this module for the config
+        # model, and needs no event loop (asyncio and ssl are about a tenth of its start-up).
+        import asyncio
+
         self._config = config
         self._ctx = ctx
         self._path = Path(config.path)
@@ -76,9 +79,11 @@ class FileDestination:
 
     async def send(self, record: JSONDict) -> None:
         """Append `record`; returns once it is written (and fsynced). OSError on failure."""
+        from asyncio import to_thread  # imported already (__init__)
+
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         async with self._lock:
-            await asyncio.to_thread(self._append, line)
+            await to_thread(self._append, line)
 
     async def stop(self) -> None:
         async with self._lock:  # let an in-flight write finish

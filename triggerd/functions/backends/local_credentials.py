@@ -16,7 +16,6 @@ Nothing here logs or formats a secret: errors carry the AWS error code and messa
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import importlib
 import logging
@@ -111,6 +110,8 @@ class CredentialSource:
     async def start(self) -> None:
         # aiobotocore's import is about 150 ms of CPU: in a thread, so that the event loop
         # (a daemon getting ready, a Runtime API answering) is not held up by it.
+        import asyncio  # `validate` imports this module for needs_aiobotocore only
+
         self._session = await asyncio.to_thread(_aiobotocore_session)
         if self._session is None:
             if self._role_arn is not None:

@@ -10,7 +10,6 @@ kept, so workers start the real binary, not a shim that execs it.
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import sys
@@ -67,6 +66,8 @@ def candidate_paths(version: str) -> list[str]:
 
 async def probe(path: str) -> Interpreter | None:
     """The interpreter at `path` as it reports itself, or None when it does not run."""
+    import asyncio  # imported by the checks that start a process (`validate` may not)
+
     try:
         proc = await asyncio.create_subprocess_exec(
             path,
@@ -90,6 +91,11 @@ async def probe(path: str) -> Interpreter | None:
     if proc.returncode != 0 or len(lines) < 2:
         return None
     return Interpreter(path=lines[1].strip() or path, version=lines[0].strip())
+
+
+def is_own_runtime(runtime: str, explicit: str | None) -> bool:
+    """Whether `runtime` runs on triggerd's own interpreter: nothing to search or probe."""
+    return explicit is None and bool(sys.executable) and runtime_version(runtime) == _OWN_VERSION
 
 
 def own_interpreter() -> Interpreter:
@@ -135,7 +141,7 @@ class InterpreterFinder:
                         f"runtime {runtime} needs {version}"
                     ]
                 )
-        elif sys.executable and version == _OWN_VERSION:
+        elif is_own_runtime(runtime, explicit):
             found = own_interpreter()
         else:
             found = await self._search(version, runtime, where)
