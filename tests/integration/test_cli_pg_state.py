@@ -90,7 +90,9 @@ async def seed_sqlite(db: Path) -> list[int]:
         )
         await store.enqueue([NewEvent("invoke-api:recorder", "recorder", b"{}", "x", now, now)])
         claimed = await store.claim("inbox", 2, 3600, now)
-        await store.release(claimed[0].id, available_at=now, attempts=2)
+        await store.release(
+            claimed[0].id, available_at=now, attempts=2, last_result=b"{}\nerror\xff"
+        )
         ids = [
             await store.dlq_add(
                 trigger="inbox",
@@ -120,6 +122,12 @@ async def pg_contents(url: str) -> dict[str, object]:
             "attempts": sorted(
                 r[0] for r in await conn.fetch("SELECT attempts FROM triggerd.queue")
             ),
+            "last_results": [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT last_result FROM triggerd.queue WHERE last_result IS NOT NULL"
+                )
+            ],
             "dlq": [r[0] for r in await conn.fetch("SELECT id FROM triggerd.dlq ORDER BY id")],
             "checkpoints": await conn.fetchval("SELECT count(*) FROM triggerd.checkpoints"),
             "paused": [
@@ -149,6 +157,7 @@ def test_state_migrate_copies_everything_once_and_refuses_a_store_with_state(
         "queue": 6,
         "claimed": 0,
         "attempts": [0, 0, 0, 0, 0, 2],
+        "last_results": [b"{}\nerror\xff"],
         "dlq": dlq_ids,
         "checkpoints": 1,
         "paused": ["inbox"],

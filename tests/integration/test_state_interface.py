@@ -241,6 +241,21 @@ async def test_claimed_events_are_leased_until_expiry(store: Any) -> None:
     assert [e.request_id for e in again] == ["r1"]
 
 
+async def test_release_keeps_the_last_result_until_a_newer_one(store: Any) -> None:
+    await store.enqueue([event("r1")])
+    (claimed,) = await store.claim("t1", 10, 30, now=200)
+    assert claimed.last_result is None
+    await store.release(claimed.id, available_at=0, attempts=1, last_result=b"{}\nfirst\x00")
+    (claimed,) = await store.claim("t1", 10, 30, now=200)
+    assert (claimed.attempts, claimed.last_result) == (1, b"{}\nfirst\x00")
+    await store.release(claimed.id, available_at=0, attempts=1)  # a stop's give-back
+    (claimed,) = await store.claim("t1", 10, 30, now=200)
+    assert claimed.last_result == b"{}\nfirst\x00"
+    await store.release(claimed.id, available_at=0, attempts=2, last_result=b"{}\nsecond")
+    (claimed,) = await store.claim("t1", 10, 30, now=200)
+    assert (claimed.attempts, claimed.last_result) == (2, b"{}\nsecond")
+
+
 async def test_extend_lease_pushes_expiry(store: Any) -> None:
     await store.enqueue([event("r1"), event("r2")])
     claimed = await store.claim("t1", 10, 30, now=200)

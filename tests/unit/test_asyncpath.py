@@ -4,6 +4,7 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -657,10 +658,14 @@ async def test_a_retry_released_when_the_drain_times_out_keeps_its_counted_attem
     releasing, gate = asyncio.Event(), asyncio.Event()
     release = store.release
 
-    async def held_release(event_id: int, *, available_at: float, attempts: int) -> None:
+    async def held_release(
+        event_id: int, *, available_at: float, attempts: int, last_result: bytes | None = None
+    ) -> None:
         releasing.set()
         await gate.wait()
-        await release(event_id, available_at=available_at, attempts=attempts)
+        await release(
+            event_id, available_at=available_at, attempts=attempts, last_result=last_result
+        )
 
     monkeypatch.setattr(store, "release", held_release)
     src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
@@ -712,14 +717,12 @@ async def test_an_events_lease_is_extended_while_its_failure_record_takes_its_gr
     assert await store.queue_depth("t") == 0
 
 
-async def test_an_age_expired_record_not_delivered_is_not_invoked_again_before_its_age_ends(
+async def test_an_age_expired_record_not_delivered_is_sent_at_the_next_start_not_invoked(
     store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Its next retry would have come after its maximum age (EventAgeExceeded, attempts 1 of
-    # 2): given back claimable at once, the next start invoked it again, which Lambda would
-    # not do. It is claimable only once its age is over, and then goes to the destination.
-    import time
-
+    # 2): given back with only its attempts, the next start invoked it again, which Lambda
+    # would not do. It keeps its condition and last result: the next start sends its record.
     import triggerd.delivery.asyncpath as asyncpath
 
     monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05)
@@ -737,17 +740,18 @@ async def test_an_age_expired_record_not_delivered_is_not_invoked_again_before_i
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
     assert len(be.calls) == 1 and dest.records == []
-    assert await store.claim("t", 10, 30.0, time.time()) == [], "invoked again at a restart"
-    [event] = await store.claim("t", 10, 30.0, time.time() + 61)
-    assert event.attempts == 1
+    await store.recover_leases()
+    dest2, be2 = MemDestination(), FakeBackend()
+    t2 = build(store, FakeSource(), be2, dest2, maximum_event_age_s=60, retry_base_delay_s=120)
+    await run_until(t2, lambda: len(dest2.records) == 1)
+    assert be2.calls == [], "invoked again at a restart"
+    [record] = dest2.records
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["responsePayload"]["errorMessage"] == "broken"
+    assert await store.queue_depth("t") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the last attempt's result is not kept with the released event (the queue has no "
-    "column for it): the record sent at the next start has responseContext null and no "
-    "responsePayload, as if the function had never run",
-)
 async def test_a_failure_record_sent_at_the_next_start_carries_the_functions_error(
     store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -789,7 +793,9 @@ async def test_a_store_failing_the_release_after_an_undelivered_record_is_one_li
 
     monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05)
 
-    async def failing_release(event_id: int, *, available_at: float, attempts: int) -> None:
+    async def failing_release(
+        event_id: int, *, available_at: float, attempts: int, last_result: bytes | None = None
+    ) -> None:
         raise StateStoreError("the state store is closed")
 
     dest = HeldDestination()
@@ -840,3 +846,28 @@ async def test_a_record_at_its_destination_when_the_grace_ends_completes_its_eve
     await asyncio.sleep(0.05)
     assert len(dest.records) == 1
     assert await store.queue_depth("t") == 0, "given back: the next start sends it again"
+
+
+async def test_a_retry_sent_to_the_destination_after_the_limit_was_lowered_carries_its_error(
+    store: SQLiteStateStore,
+) -> None:
+    # Failed once with two retries allowed, then a restart with maximum_retry_attempts = 0:
+    # the waiting retry is not invoked; its record has the first attempt's error, as the
+    # record of a last attempt does (before, responseContext was null: "never ran").
+    src, be = FakeSource([make_record(1)]), FakeBackend(always_fail)
+    t = build(store, src, be, maximum_retry_attempts=2, retry_base_delay_s=3600)
+    await t.accept(await src.receive(10, 0.1))
+    await run_until(t, lambda: len(be.calls) == 1)
+    [waiting] = await store.claim("t", 10, 30.0, time.time() + 7200)
+    assert waiting.attempts == 1 and waiting.last_result is not None
+    await store.release(waiting.id, available_at=0, attempts=waiting.attempts)
+    dest, be2 = MemDestination(), FakeBackend()
+    t2 = build(store, FakeSource(), be2, dest, maximum_retry_attempts=0)
+    await run_until(t2, lambda: len(dest.records) == 1)
+    assert be2.calls == []
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "broken"
+    assert await store.queue_depth("t") == 0

@@ -55,13 +55,14 @@ def _read_sqlite(path: str) -> _Snapshot:
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         trace = "trace_id" if _has_column(conn, "queue", "trace_id") else "NULL"
+        last = "last_result" if _has_column(conn, "queue", "last_result") else "NULL"
         return _Snapshot(
             checkpoints=conn.execute(
                 "SELECT scope, key, value, updated_at FROM checkpoints"
             ).fetchall(),
             events=conn.execute(
                 "SELECT id, trigger, function, payload, request_id, enqueued_at, available_at, "
-                f"attempts, {trace} FROM queue ORDER BY id"
+                f"attempts, {trace}, {last} FROM queue ORDER BY id"
             ).fetchall(),
             dlq=conn.execute(
                 "SELECT id, trigger, function, destination, condition, created_at, record "
@@ -164,11 +165,22 @@ async def _insert_all(conn: Any, snap: _Snapshot) -> None:
     )
     await conn.executemany(
         f"INSERT INTO {SCHEMA}.queue (id, trigger, function, payload, request_id, "
-        "enqueued_at, available_at, attempts, trace_id) OVERRIDING SYSTEM VALUE "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "enqueued_at, available_at, attempts, trace_id, last_result) OVERRIDING SYSTEM VALUE "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         [
-            (int(i), str(t), str(f), bytes(p), str(r), float(e), float(a), int(n), tr)
-            for i, t, f, p, r, e, a, n, tr in snap.events
+            (
+                int(i),
+                str(t),
+                str(f),
+                bytes(p),
+                str(r),
+                float(e),
+                float(a),
+                int(n),
+                tr,
+                None if lr is None else bytes(lr),
+            )
+            for i, t, f, p, r, e, a, n, tr, lr in snap.events
         ],
     )
     await conn.executemany(

@@ -26,6 +26,7 @@ import orjson
 
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.onfailure import DELIVERY_CANCEL_S, DELIVERY_GRACE_S
+from triggerd.delivery.outcomes import dump_outcome, load_outcome
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.settle import SETTLE_GRACE_S, finish_after_cancel, settle
@@ -580,13 +581,16 @@ class AsyncTrigger:
         rt = self.rt
         cfg = rt.config
         now = rt.clock.time()
-        if now - event.enqueued_at > cfg.maximum_event_age_s:
-            await self._dead_letter(event, "EventAgeExceeded", None, event.attempts)
-            return False
-        if event.attempts > cfg.effective_retry_attempts:
-            # Its last attempt failed before a stop cut its on-failure delivery short: the
-            # record is sent again, the function is not invoked again (as in Lambda).
-            await self._dead_letter(event, "RetriesExhausted", None, event.attempts)
+        condition, last = load_outcome(event.last_result)
+        if condition is None and now - event.enqueued_at > cfg.maximum_event_age_s:
+            condition = "EventAgeExceeded"
+        elif condition is None and event.attempts > cfg.effective_retry_attempts:
+            condition = "RetriesExhausted"  # the retry limit was lowered since it failed
+        if condition is not None:
+            # Given up on before a stop cut its on-failure delivery short (the record is sent
+            # as it would have been, the function is not invoked again, as in Lambda), or too
+            # old or out of attempts now: the record carries the last attempt's result.
+            await self._dead_letter(event, condition, last, event.attempts)
             return False
         self._event_age.observe(max(0.0, now - event.enqueued_at))
         with (
@@ -692,9 +696,10 @@ class AsyncTrigger:
                 "retry_in_s": round(at - rt.clock.time(), 2),
             },
         )
+        kept = dump_outcome(None, result)
         try:
             await settle(
-                self.state.release(event.id, available_at=at, attempts=attempts),
+                self.state.release(event.id, available_at=at, attempts=attempts, last_result=kept),
                 abandon=self.rt.forced,
             )
         finally:
@@ -716,7 +721,8 @@ class AsyncTrigger:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             self._settled.add(event.id)
-            await self._dead_letter_cancelled(event, delivery, sent, condition, attempts)
+            kept = dump_outcome(condition, result)
+            await self._dead_letter_cancelled(event, delivery, sent, kept, attempts)
             raise
         self._settled.add(event.id)
         await settle(self.state.complete(event.id), abandon=self.rt.forced)
@@ -727,15 +733,14 @@ class AsyncTrigger:
         event: QueuedEvent,
         delivery: asyncio.Future[None],
         sent: asyncio.Event,
-        condition: AsyncCondition,
+        kept: bytes | None,
         attempts: int,
     ) -> None:
         """Stopping while the event's on-failure record is being delivered: the delivery
         has `DELIVERY_GRACE_S` more. Delivered, the event is completed (a restart neither
         invokes it nor writes its record again); not, the delivery is cancelled and the event
-        given back with its attempts counted (a restart sends the record, not the event). An
-        event given up for its age (its next retry would come too late) is claimable only
-        once that age is over, so that a restart does not invoke it before."""
+        given back with its attempts counted and `kept` (its condition and last result: a
+        restart sends that record, not the event)."""
         forced = self.rt.forced
         try:
             delivered = await finish_after_cancel(delivery, DELIVERY_GRACE_S, forced)
@@ -765,10 +770,9 @@ class AsyncTrigger:
                 "attempt": attempts,
             },
         )
-        at = self.rt.clock.time()
-        if condition == "EventAgeExceeded":
-            at = max(at, event.enqueued_at + self.rt.config.maximum_event_age_s + 1.0)
         await settle(
-            self.state.release(event.id, available_at=at, attempts=attempts),
+            self.state.release(
+                event.id, available_at=self.rt.clock.time(), attempts=attempts, last_result=kept
+            ),
             abandon=self.rt.forced,
         )

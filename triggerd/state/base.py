@@ -43,6 +43,9 @@ class QueuedEvent:
     #: Function-error attempts already made (throttles are not counted).
     attempts: int
     trace_id: str | None = None
+    #: The last failed attempt's outcome, kept by `release` (`triggerd.delivery.outcomes`):
+    #: the on-failure record sent after a restart carries the function's error.
+    last_result: bytes | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,8 +109,16 @@ class StateStore(Protocol):
 
     async def extend_lease(self, event_ids: Sequence[int], lease_s: float, now: float) -> None: ...
 
-    async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
-        """Give a claimed event back, claimable again from `available_at`."""
+    async def release(
+        self,
+        event_id: int,
+        *,
+        available_at: float,
+        attempts: int,
+        last_result: bytes | None = None,
+    ) -> None:
+        """Give a claimed event back, claimable again from `available_at`; `last_result`, when
+        given, replaces the outcome kept with the event (None keeps the one it has)."""
         ...
 
     async def complete(self, event_id: int) -> None:

@@ -113,6 +113,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             heartbeat DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # The last failed attempt's outcome of a released event (QueuedEvent.last_result).
+    (f"ALTER TABLE {SCHEMA}.queue ADD COLUMN last_result BYTEA",),
 )
 
 #: The schema version this code writes.

@@ -90,7 +90,7 @@ _CLAIM = (
     "AND (claimed_until IS NULL OR claimed_until <= $2) ORDER BY available_at, id LIMIT $3 "
     f"FOR UPDATE SKIP LOCKED) UPDATE {Q}.queue q SET claimed_by = $4, claimed_until = $5 "
     "FROM free WHERE q.id = free.id RETURNING q.id, q.trigger, q.function, q.payload, "
-    "q.request_id, q.enqueued_at, q.attempts, q.trace_id, q.available_at"
+    "q.request_id, q.enqueued_at, q.attempts, q.trace_id, q.available_at, q.last_result"
 )
 #: The claim condition's threshold per row (see _CLAIM), its minimum.
 _NEXT_DUE = (
@@ -380,16 +380,25 @@ class PostgresStateStore:
             )
         )
 
-    async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
+    async def release(
+        self,
+        event_id: int,
+        *,
+        available_at: float,
+        attempts: int,
+        last_result: bytes | None = None,
+    ) -> None:
         """Only the claim's holder releases; unknown ids (completed) are ignored."""
         await self._write(
             lambda c: c.execute(
                 f"UPDATE {Q}.queue SET claimed_by = NULL, claimed_until = NULL, "
-                "available_at = $1, attempts = $2 WHERE id = $3 AND claimed_by = $4",
+                "available_at = $1, attempts = $2, last_result = coalesce($5, last_result) "
+                "WHERE id = $3 AND claimed_by = $4",
                 available_at,
                 attempts,
                 event_id,
                 self.member_id,
+                last_result,
             )
         )
 
@@ -901,6 +910,7 @@ def _queued_event(row: Sequence[Any]) -> QueuedEvent:
         enqueued_at=float(row[5]),
         attempts=int(row[6]),
         trace_id=None if row[7] is None else str(row[7]),
+        last_result=None if row[9] is None else bytes(row[9]),
     )
 
 

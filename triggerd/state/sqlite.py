@@ -123,6 +123,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ),
+    # The last failed attempt's outcome of a released event (QueuedEvent.last_result).
+    ("ALTER TABLE queue ADD COLUMN last_result BLOB",),
 )
 
 #: The schema version this code writes.
@@ -145,8 +147,8 @@ _INSERT_EVENT = (
     "trace_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING"
 )
 _SELECT_CLAIMABLE = (
-    "SELECT id, trigger, function, payload, request_id, enqueued_at, attempts, trace_id "
-    "FROM queue "
+    "SELECT id, trigger, function, payload, request_id, enqueued_at, attempts, trace_id, "
+    "last_result FROM queue "
     "WHERE trigger = ? AND available_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
     "ORDER BY available_at, id LIMIT ?"
 )
@@ -451,12 +453,20 @@ class SQLiteStateStore:
         ids = list(event_ids)
         await self._write(lambda conn: _set_leases(conn, now + lease_s, ids), durable=False)
 
-    async def release(self, event_id: int, *, available_at: float, attempts: int) -> None:
+    async def release(
+        self,
+        event_id: int,
+        *,
+        available_at: float,
+        attempts: int,
+        last_result: bytes | None = None,
+    ) -> None:
         """Unknown ids (already completed) are ignored."""
         await self._write(
             lambda conn: conn.execute(
-                "UPDATE queue SET lease_until = NULL, available_at = ?, attempts = ? WHERE id = ?",
-                (available_at, attempts, event_id),
+                "UPDATE queue SET lease_until = NULL, available_at = ?, attempts = ?, "
+                "last_result = coalesce(?, last_result) WHERE id = ?",
+                (available_at, attempts, last_result, event_id),
             )
         )
 
@@ -1273,6 +1283,7 @@ def _queued_event(row: Sequence[Any]) -> QueuedEvent:
         enqueued_at=float(row[5]),
         attempts=int(row[6]),
         trace_id=None if row[7] is None else str(row[7]),
+        last_result=None if row[8] is None else bytes(row[8]),
     )
 
 
