@@ -12,7 +12,8 @@ Log calls use a stable event name as the message and pass fields through `extra`
 Function logs are the busiest lines (START, END and REPORT for every invocation, and each line
 the function prints), so they stay cheap: `LineLogger` builds their records from a template
 instead of `Logger.makeRecord`, and the handlers `setup_logging` installs write the lines of one
-event-loop iteration with one write (`LineBatch`); warnings and errors are written at once.
+event-loop iteration with one write, at most one such write per 20 ms (`LineBatch`); warnings
+and errors are written at once.
 """
 
 from __future__ import annotations
