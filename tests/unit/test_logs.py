@@ -18,6 +18,7 @@ from triggerd.telemetry.logs import (
     FunctionLogFormatter,
     JournalFormatter,
     JsonFormatter,
+    LineBatch,
     LineFormatter,
     LineLogger,
     TextFormatter,
@@ -282,6 +283,7 @@ def test_a_later_loop_in_the_same_thread_batches_its_lines_too(
     """The batch remembers the loop of its lines; a loop that ran and stopped is not taken
     for the running one: the next loop's lines wait for the end of its own iteration."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(LineBatch, "interval_s", 0.0)  # a write at every iteration's end
     stream = CountingStream()
     setup_logging("INFO", "json", stream=stream)
     lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
@@ -305,6 +307,65 @@ def test_a_later_loop_in_the_same_thread_batches_its_lines_too(
         "b",
         "c",
     ]
+
+
+async def test_the_lines_of_iterations_within_the_interval_share_one_write(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a write, the lines of the next loop iterations wait until `interval_s` has passed
+    (one write for them all, in order), unless a warning writes them first."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(LineBatch, "interval_s", 3600.0)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+    lines.info("a", RID)
+    await asyncio.sleep(0)
+    assert stream.writes == 1  # the first write: at the end of its iteration
+    for text in ("b", "c"):
+        lines.info(text, RID)
+        await asyncio.sleep(0)
+    assert stream.writes == 1  # within the interval: held
+    logging.getLogger("triggerd.daemon").warning("state.slow")
+    assert stream.writes == 2
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == [
+        "a",
+        "b",
+        "c",
+        "state.slow",
+    ]
+
+
+async def test_lines_held_for_the_interval_are_written_once_it_has_passed(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(LineBatch, "interval_s", 0.05)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+    lines.info("a", RID)
+    await asyncio.sleep(0)
+    lines.info("b", RID)  # right after a write: waits for the interval's end, not for a line
+    async with asyncio.timeout(10):
+        while stream.writes < 2:
+            await asyncio.sleep(0.01)
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["a", "b"]
+
+
+async def test_lines_logged_at_once_are_written_at_once_after_those_held(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long invocation's START (`at_once`) does not wait for the batch's next write."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(LineBatch, "interval_s", 3600.0)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+    lines = LineLogger(logging.getLogger("triggerd.function"), {"function": "f"}, ("request_id",))
+    lines.info("held", RID)
+    lines.info_lines([(time.time(), "START")], RID, at_once=True)
+    assert stream.writes == 1
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["held", "START"]
 
 
 async def test_a_warning_is_written_at_once_after_the_lines_held_before_it(

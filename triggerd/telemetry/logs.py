@@ -12,7 +12,8 @@ Log calls use a stable event name as the message and pass fields through `extra`
 Function logs are the busiest lines (START, END and REPORT for every invocation, and each line
 the function prints), so they stay cheap: `LineLogger` builds their records from a template
 instead of `Logger.makeRecord`, and the handlers `setup_logging` installs write the lines of one
-event-loop iteration with one write (`LineBatch`); warnings and errors are written at once.
+event-loop iteration with one write, at most one such write per 20 ms (`LineBatch`); warnings
+and errors are written at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import sys
 import threading
@@ -133,7 +135,13 @@ class JsonFormatter(LineFormatter):
 
         def render_lines(lines: Sequence[tuple[float, str]], values: tuple[Any, ...]) -> str:
             tail = fields(values)
-            return "\n".join([head(t) + dumps(text).decode() + tail for t, text in lines])
+            out = []
+            shown = start = None
+            for created, text in lines:
+                if created != shown:  # END and REPORT share their time: one stamp for both
+                    shown, start = created, head(created)
+                out.append(f"{start}{dumps(text).decode()}{tail}")
+            return "\n".join(out)
 
         return render_lines
 
@@ -397,10 +405,16 @@ BATCH_MAX_LINES = 512
 
 class LineBatch:
     """Formatted lines for one stream, written together: the lines logged on the event loop's
-    thread during one loop iteration go out with one write (and one flush) at its end, instead
-    of one system call per line. Lines logged with no running loop or from another thread, and
-    warnings and errors, are written at once (after the lines held, keeping the order). The
-    handlers of one stream share one batch, so their lines keep their order too."""
+    thread go out with one write (and one flush) at the end of the loop iteration, instead of
+    one system call per line, and at most one such write per `interval_s` (under load a loop
+    iteration lasts a few hundred microseconds: the lines of the iterations within the
+    interval wait for its end and share one write). Lines logged with no running loop or from
+    another thread, and warnings and errors, are written at once (after the lines held,
+    keeping the order). The handlers of one stream share one batch, so their lines keep their
+    order too. What is held is written on `flush` (logging's shutdown at exit calls it)."""
+
+    #: The least time between two writes of held lines (seconds).
+    interval_s = 0.02
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -411,6 +425,10 @@ class LineBatch:
         #: spares `get_running_loop` (a getpid(2) on Python 3.11) on every line.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        #: The loop a flush of the lines held is scheduled on (None: none is).
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        #: `time.monotonic()` of the last write.
+        self._written_at = -math.inf
 
     def _running_loop(self) -> asyncio.AbstractEventLoop | None:
         loop = self._loop
@@ -430,8 +448,15 @@ class LineBatch:
             lines.append(line)
             if loop is None or len(lines) >= BATCH_MAX_LINES:
                 self._write(lines)
-            elif len(lines) == 1:
-                loop.call_soon(self.flush)
+            elif self._flush_loop is not loop:
+                # The first line held on this loop: a flush at the end of this iteration, or
+                # once `interval_s` has passed since the last write.
+                self._flush_loop = loop
+                wait = self._written_at + self.interval_s - time.monotonic()
+                if wait > 0:
+                    loop.call_later(wait, self.flush)
+                else:
+                    loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self._lock:
@@ -441,6 +466,8 @@ class LineBatch:
     def _write(self, lines: list[str]) -> None:
         text = "\n".join(lines) + "\n"
         lines.clear()
+        self._flush_loop = None
+        self._written_at = time.monotonic()
         self.stream.write(text)
         self.stream.flush()
 
@@ -532,11 +559,14 @@ class LineLogger:
         record.__dict__ = attrs
         logger.handle(record)
 
-    def info_lines(self, lines: Sequence[tuple[float, str]], *values: Any) -> None:
+    def info_lines(
+        self, lines: Sequence[tuple[float, str]], *values: Any, at_once: bool = False
+    ) -> None:
         """`info` for each (time, text) of `lines` in order, logged together (an invocation's
         START, END and REPORT), each with its own time (`time.time()`'s: a line held back
         keeps the time it was logged at). On the fast path what the lines share is rendered
-        once and they join the batch with one call; otherwise each is a record."""
+        once and they join the batch with one call, written with the batch's next write, or
+        `at_once` (the START of an invocation still running); otherwise each is a record."""
         logger = self.logger
         handler = _sole_handler(logger) if threading.get_ident() == self._thread else None
         if handler is None:
@@ -548,7 +578,7 @@ class LineLogger:
         if render is None or render[0] is not formatter:
             made = formatter.lines_renderer(logger.name, self._fixed, self._names)
             render = self._render_lines = (formatter, made)
-        handler.batch.add(render[1](lines, values), False)
+        handler.batch.add(render[1](lines, values), at_once)
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:

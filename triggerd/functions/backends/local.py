@@ -913,10 +913,10 @@ class LocalBackend:
         if worker.capture is not None:
             worker.capture.add(text)
 
-    def _log_held(self, worker: Worker) -> None:
+    def _log_held(self, worker: Worker, at_once: bool) -> None:
         held = worker.held_start
         if held is not None and worker.request_id is not None:
-            self._lines.info_lines([held], worker.request_id, True)
+            self._lines.info_lines([held], worker.request_id, True, at_once=at_once)
 
 
 def drop_bytecode(sources: Collection[str]) -> None:

@@ -170,7 +170,9 @@ class Worker(asyncio.SubprocessProtocol):
         #: be logged with the invocation's END and REPORT (one rendering, one write); any
         #: output of the invocation logs it first, through `log_held` (set by the backend).
         self.held_start: tuple[float, str] | None = None
-        self.log_held: Callable[[Worker], None] | None = None
+        #: Its second argument: whether the line is to be written at once (the START of an
+        #: invocation still running after START_HOLD_S), not with the log's next write.
+        self.log_held: Callable[[Worker, bool], None] | None = None
         #: Logs a held START that waited START_HOLD_S (the invocation is still running). One
         #: timer per worker, left armed when the START goes out with its END (cancelling and
         #: re-arming one per invocation cost more than the rare wake-up with nothing held).
@@ -303,7 +305,7 @@ class Worker(asyncio.SubprocessProtocol):
 
     def end(self) -> None:
         if self.held_start is not None:
-            self._log_held()  # the invocation ended without its END line (cancelled)
+            self._log_held(False)  # the invocation ended without its END line (cancelled)
         self.request_id = None
         self.capture = None
 
@@ -329,11 +331,11 @@ class Worker(asyncio.SubprocessProtocol):
         if self._loop.time() < self._held_due_at:
             self._held_timer = self._loop.call_at(self._held_due_at, self._held_due)
             return
-        self._log_held()
+        self._log_held(True)
 
-    def _log_held(self) -> None:
+    def _log_held(self, at_once: bool) -> None:
         if self.log_held is not None:
-            self.log_held(self)
+            self.log_held(self, at_once)
         self.held_start = None
 
     def _unread_output(self) -> bool:
@@ -448,7 +450,7 @@ class Worker(asyncio.SubprocessProtocol):
     def _emit(self, raw: bytes, stream: str) -> None:
         text = raw.decode("utf-8", "replace")
         if self.held_start is not None:
-            self._log_held()
+            self._log_held(False)
         lines = self._lines
         if lines.enabled():
             lines.info(text, self.request_id, stream)
