@@ -434,6 +434,34 @@ async def test_a_failed_commit_gives_back_the_records_taken_during_it_uncommitte
     assert set(map(id, src.nacked)) == set(map(id, [first, *later]))
 
 
+async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behind(
+    tmp_path: Path,
+) -> None:
+    # The receive waiting during a commit is cancelled with the loop: a record handed out
+    # later stays with the source instead of going to a receive nobody reads.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        late = make_record("late")
+        src.push(late)
+        await asyncio.sleep(0.05)
+        assert src.queue == [late]
+        assert src.nacked == [first]
+    finally:
+        hook.gate.set()
+        await store.close()
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

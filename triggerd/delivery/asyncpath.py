@@ -392,7 +392,15 @@ class AsyncTrigger:
         while not self._stopping.is_set() and len(into.records) < ACCEPT_MAX:
             want = min(ACCEPT_BATCH, ACCEPT_MAX - len(into.records))
             receive = asyncio.ensure_future(source.receive(want, ACCEPT_WAIT_S))
-            await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # Cancelled: a receive still waiting hands out nothing; records it returned
+                # just before go into `into`, to be given back with the rest.
+                receive.cancel()
+                if receive.done() and not receive.cancelled() and receive.exception() is None:
+                    into.records += receive.result()
+                raise
             if not receive.done():
                 receive.cancel()
                 await asyncio.wait((receive,))
