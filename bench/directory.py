@@ -2,9 +2,9 @@
 triggerd's directory source, against a bare `watchfiles.awatch` loop (the same watch settings
 the source uses) counting the added files of the same workload in the same run.
 
-The end-to-end variant also puts every record through `AsyncTrigger.accept`, so an event
-counts once it is committed to the durable queue in a SQLite state file (WAL,
-synchronous=FULL), with its checkpoint, as the daemon does before acking the source.
+The end-to-end variant runs the daemon's accept loop (`AsyncTrigger`) on the source, so an
+event counts once it is committed to the durable queue in a SQLite state file (WAL,
+synchronous=FULL), with its checkpoint: the loop acks the source only then.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,15 @@ import watchfiles
 from bench import HELLO_DIR, BenchError, Row, run_async
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
-from triggerd.delivery.asyncpath import ACCEPT_BATCH, AsyncTrigger
+from triggerd.delivery.asyncpath import AsyncTrigger
 from triggerd.delivery.pipeline import TriggerRuntime
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import (
+    BaseSource,
     InvocationType,
     InvokeResult,
+    JSONDict,
     Outcome,
     Record,
     Source,
@@ -197,6 +199,44 @@ class NoBackend:
         return InvokeResult(Outcome.INVOKE_ERROR, b"", request_id or "", retry_after_s=1.0)
 
 
+class CountingAcks(BaseSource):
+    """The directory source as the accept loop sees it, counting the created files whose
+    records were acked: the loop acks a record only once its event is committed."""
+
+    def __init__(self, inner: Source, files: int) -> None:
+        self.inner = inner
+        self.files = files
+        self.keys: set[str] = set()
+        self.done = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        return await self.inner.receive(max_records, timeout_s)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        await self.inner.ack(records)
+        for rec in records:
+            if rec.payload["eventName"].startswith("ObjectCreated"):
+                self.keys.add(rec.payload["s3"]["object"]["key"])
+        if len(self.keys) >= self.files:
+            self.done.set()
+
+    async def nack(self, records: Sequence[Record]) -> None:
+        await self.inner.nack(records)
+
+    def envelope(self, records: Sequence[Record]) -> JSONDict:
+        return self.inner.envelope(records)
+
+    async def until_done(self) -> int:
+        await self.done.wait()
+        return len(self.keys)
+
+
 def async_trigger(root: Path, state: SQLiteStateStore, settings: Settings) -> AsyncTrigger:
     data: dict[str, Any] = {
         "functions": {"hello": {"backend": "local", "handler": "app.handler", "code": "."}},
@@ -210,8 +250,11 @@ def async_trigger(root: Path, state: SQLiteStateStore, settings: Settings) -> As
     }
     tcfg = validate_data(data, Registry.discover(), base_dir=HELLO_DIR).trigger_list[0]
     clock, metrics = SystemClock(), Metrics()
-    source = directory_plugin.create(
-        tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
+    source = CountingAcks(
+        directory_plugin.create(
+            tcfg.source_config, SourceContext(trigger=TRIGGER, state=state, clock=clock, log=log)
+        ),
+        settings.files,
     )
     rt = TriggerRuntime.assemble(
         name=TRIGGER,
@@ -229,23 +272,22 @@ def async_trigger(root: Path, state: SQLiteStateStore, settings: Settings) -> As
 
 
 async def end_to_end_rate(root: Path, db: Path, settings: Settings) -> Run:
-    """Events/s committed to the durable queue (what the daemon's accept loop does: up to
-    ACCEPT_BATCH records a receive, each receive's records committed before the next)."""
+    """Events/s committed to the durable queue by the daemon's accept loop."""
     state = SQLiteStateStore(str(db))
     await state.open()
     try:
         trigger = async_trigger(root, state, settings)
         source = trigger.rt.source
+        assert isinstance(source, CountingAcks)
         await source.start()
+        accepting = asyncio.create_task(trigger._accept_loop())
         try:
-            run = await timed_workload(
-                root,
-                settings,
-                lambda: count_created(source, settings, trigger.accept, ACCEPT_BATCH),
-            )
+            run = await timed_workload(root, settings, source.until_done)
         except TimeoutError:
             raise BenchError("not every event was committed in time") from None
         finally:
+            trigger.stop()
+            await accepting
             await source.stop()
         depth = await state.queue_depth(TRIGGER)
         if depth != settings.files:

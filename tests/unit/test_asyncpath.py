@@ -4,8 +4,11 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -270,8 +273,6 @@ async def test_claimed_ahead_events_never_exceed_maximum_concurrency_in_flight(
 async def test_a_slot_is_free_while_the_previous_event_s_completion_commits(
     tmp_path: Any,
 ) -> None:
-    import sqlite3
-    import threading
 
     held, gate = threading.Event(), threading.Event()
     holding = [False]
@@ -343,6 +344,126 @@ async def test_accept_loop_commits_a_backlog_of_200_records_in_one_enqueue(
     assert await store.queue_depth("t") == 200
 
 
+class HeldWrites:
+    """A store hook (on the store's thread) that holds each write until `release`, and then
+    fails it while `fail` is set."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.fail = False
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail:
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+async def started(hook: HeldWrites) -> None:
+    async with asyncio.timeout(10):
+        while not hook.started.is_set():
+            await asyncio.sleep(0.005)
+
+
+async def test_records_handed_out_during_a_commit_go_together_in_the_next_one(
+    tmp_path: Path,
+) -> None:
+    # 600 records handed out while the first commit is under way: taken (256 a receive) and
+    # built meanwhile, then committed in one transaction once the first is durable, not in
+    # three more sequential commits (fsyncs); none is acked before its commit.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    src = FakeSource([make_record("first")])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(600)]
+        for i in range(0, 600, 200):
+            src.push(*later[i : i + 200])
+            await asyncio.sleep(0.01)
+        assert src.acked == [] and src.queue == []  # all taken, none acked yet
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            while len(src.acked) < 601:
+                await asyncio.sleep(0.01)
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        writes = store.writes_committed
+        queued = await store.claim("t", 1000, 30.0, t.rt.clock.time())
+        await store.close()
+    assert writes == 2
+    assert src.acked[0].payload["body"] == "first"
+    assert [e.request_id for e in queued] == [
+        event_request_id("t", r.item_id) for r in [src.acked[0], *later]
+    ]
+
+
+async def test_a_failed_commit_gives_back_the_records_taken_during_it_uncommitted(
+    tmp_path: Path,
+) -> None:
+    # The records taken while a commit is under way are committed only after it: when it
+    # fails, they are given back with its own, none of them committed or acked.
+    hook = HeldWrites()
+    hook.fail = True
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(300)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            while len(src.nacked) < 301:
+                await asyncio.sleep(0.01)
+        hook.fail = False
+        depth = await store.queue_depth("t")
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        await store.close()
+    assert depth == 0 and src.acked == []
+    assert set(map(id, src.nacked)) == set(map(id, [first, *later]))
+
+
+async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behind(
+    tmp_path: Path,
+) -> None:
+    # The receive waiting during a commit is cancelled with the loop: a record handed out
+    # later stays with the source instead of going to a receive nobody reads.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        late = make_record("late")
+        src.push(late)
+        await asyncio.sleep(0.05)
+        assert src.queue == [late]
+        assert src.nacked == [first]
+    finally:
+        hook.gate.set()
+        await store.close()
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 
@@ -373,8 +494,6 @@ async def test_a_drain_invokes_its_events_in_one_task_per_slot(store: SQLiteStat
 async def test_a_completion_keeps_its_event_in_flight_until_committed_and_stop_waits_for_it(
     tmp_path: Any,
 ) -> None:
-    import sqlite3
-    import threading
 
     held, gate = threading.Event(), threading.Event()
     invoked = [False]
@@ -490,8 +609,6 @@ async def test_a_stop_waits_for_the_completion_of_an_invocation_that_ends_during
 ) -> None:
     # The invocation is under way when the stop comes and succeeds during the drain: its
     # completion is handed to the store then, and run() must not return before that commit.
-    import sqlite3
-    import threading
 
     succeeded, held, gate = threading.Event(), threading.Event(), threading.Event()
     be = HeldUntilReleased()

@@ -313,3 +313,33 @@ async def test_rows_written_several_per_statement_keep_their_order_leases_and_de
     await store.extend_lease([e.id for e in claimed[-3:]], 30.0, 20.0)
     again = await store.claim("t1", 100, 30.0, 40.0)
     assert [e.request_id for e in again] == [f"b{i:02d}" for i in range(33, 45)]
+
+
+async def test_checkpoints_are_written_several_per_statement_with_the_events(
+    tmp_path: Path,
+) -> None:
+    # An accept of a directory burst sets a checkpoint per event: 301 upserts and 150
+    # deletions in one enqueue are a handful of statements (they were one executemany step
+    # each, every step giving up the GIL and waiting to take it back), with the values one
+    # statement per row gave.
+    statements: list[str] = []
+
+    def count_statements(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=count_statements)
+    await store.open()
+    try:
+        await store.set_checkpoints("s", {f"k{i:03d}": "old" for i in range(300)})
+        await store.set_checkpoints("other", {"k000": "kept", "k200": "kept"})
+        changes: dict[str, str | None] = {f"k{i:03d}": None for i in range(150)}
+        changes.update({f"k{i:03d}": "new" for i in range(150, 451)})
+        statements.clear()
+        await store.enqueue([event("e1")], {"s": changes})
+        assert len(statements) < 20
+        expected = {f"k{i:03d}": "new" for i in range(150, 451)}
+        assert await store.list_checkpoints("s") == expected
+        assert await store.list_checkpoints("other") == {"k000": "kept", "k200": "kept"}
+        assert await store.queue_depth("t1") == 1
+    finally:
+        await store.close()

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -62,6 +63,12 @@ ACCEPT_WAIT_S = 300.0
 #: one commit takes is not held to 64 records a commit: the directory benchmark committed
 #: 2,000 files in 32 sequential fsyncs before.
 ACCEPT_BATCH = 256
+#: Most records one commit of the accept loop holds: the records a source hands out while a
+#: commit is under way are received (up to ACCEPT_BATCH a receive) and their events built
+#: meanwhile, and all of them go in the next commit once that one is durable, so a backlog is
+#: committed in fewer, larger transactions without the first records of a burst waiting for
+#: a large one.
+ACCEPT_MAX = 1024
 #: Events claimed ahead of the free invocation slots when this daemon is the store's only
 #: owner (SQLite): claimed in batches of at least half this, so a drain makes one claim per
 #: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
@@ -89,6 +96,16 @@ def event_request_id(trigger: str, item_id: str) -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class _Taken:
+    """Records taken from a source, with the events and checkpoint to commit for them."""
+
+    records: list[Record] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    checkpoint: dict[str, str | None] = field(default_factory=dict)
+    oversize: list[tuple[Record, bytes]] = field(default_factory=list)
 
 
 class AsyncTrigger:
@@ -272,11 +289,16 @@ class AsyncTrigger:
         write refused because the lease moved on ends the loop (LeaseLostError)."""
         rt = self.rt
         failures = 0
-        while not self._stopping.is_set():
+        #: Records received while the last commit was under way, with their events built.
+        taken: _Taken | None = None
+        while taken is not None or not self._stopping.is_set():
             try:
-                records = await self._receive()
-                if records:
-                    await self.accept(records, fence)
+                if taken is None:
+                    records = await self._receive()
+                    taken = self._build(records) if records else None
+                if taken is not None:
+                    batch, taken = taken, None
+                    taken = await self._commit(batch, fence, take_next=True)
                 failures = 0
             except LeaseLostError:
                 raise
@@ -316,13 +338,18 @@ class AsyncTrigger:
         """Persist the records' events (and checkpoints) durably, then ack the source. With
         a fence, the write is refused (LeaseLostError, records nacked) once the lease has
         moved on."""
+        await self._commit(self._build(records), fence, take_next=False)
+
+    def _build(self, records: list[Record], into: _Taken | None = None) -> _Taken:
+        """The events (and the checkpoint) of records taken from the source, added to
+        `into` when given."""
         rt = self.rt
+        taken = into if into is not None else _Taken()
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
         now = rt.clock.time()
-        events: list[NewEvent] = []
-        checkpoint: dict[str, str | None] = {}
-        oversize: list[tuple[Record, bytes]] = []
+        events, checkpoint, oversize = taken.events, taken.checkpoint, taken.oversize
+        taken.records += records
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
@@ -343,22 +370,68 @@ class AsyncTrigger:
                     trace_id=rec.trace_id,
                 )
             )
+        return taken
+
+    async def _commit(
+        self, taken: _Taken, fence: Fence | None, *, take_next: bool
+    ) -> _Taken | None:
+        """Persist `taken` durably, then ack its records; on failure they are given back.
+        `take_next`: while the write is under way, the records the source hands out meanwhile
+        are taken and built (`_take_during`), returned for the next commit (given back with
+        these if this one fails: the next commit never lands before this one)."""
+        rt = self.rt
+        following: _Taken | None = None
         try:
-            for rec, payload in oversize:
+            for rec, payload in taken.oversize:
                 await self._reject_oversize(rec, payload)
-            persist = asyncio.ensure_future(self._persist(events, checkpoint, fence))
+            persist = asyncio.ensure_future(self._persist(taken.events, taken.checkpoint, fence))
             # Cancelled meanwhile (a lost lease, a stop), the write goes on alone: its failure
             # is one line here, not asyncio's "exception was never retrieved" traceback.
             persist.add_done_callback(self._orphaned_write_done)
+            if take_next:
+                following = _Taken()
+                await self._take_during(persist, following)
             await asyncio.shield(persist)
         except BaseException:
-            # Not persisted: give the records back so that nothing is lost.
-            await settle(rt.source.nack(records), abandon=rt.forced)
+            # Not persisted: give the records back so that nothing is lost (the later ones
+            # first, so that these are handed out again before them).
+            if following is not None and following.records:
+                await settle(rt.source.nack(following.records), abandon=rt.forced)
+            await settle(rt.source.nack(taken.records), abandon=rt.forced)
             raise
-        await settle(rt.source.ack(records), abandon=rt.forced)
-        if events:
-            rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(events)})
+        await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        if taken.events:
+            rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(taken.events)})
             self._poke()
+        return following if following is not None and following.records else None
+
+    async def _take_during(self, write: asyncio.Future[None], into: _Taken) -> None:
+        """Until `write` is done (or the trigger stops), receive the records the source hands
+        out, up to ACCEPT_MAX in all, and build their events into `into`. A receive still
+        waiting when the write ends is cancelled, which hands out nothing."""
+        source = self.rt.source
+        while not self._stopping.is_set() and len(into.records) < ACCEPT_MAX:
+            want = min(ACCEPT_BATCH, ACCEPT_MAX - len(into.records))
+            receive = asyncio.ensure_future(source.receive(want, ACCEPT_WAIT_S))
+            try:
+                await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # Cancelled: a receive still waiting hands out nothing; records it returned
+                # just before go into `into`, to be given back with the rest.
+                receive.cancel()
+                if receive.done() and not receive.cancelled() and receive.exception() is None:
+                    into.records += receive.result()
+                raise
+            if not receive.done():
+                receive.cancel()
+                await asyncio.wait((receive,))
+            if receive.cancelled() or receive.exception() is not None:
+                return  # the accept loop's next receive meets the source's error, if it stays
+            records = receive.result()
+            if records:
+                self._build(records, into)
+            if not records or write.done():
+                return
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still

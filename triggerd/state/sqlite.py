@@ -130,12 +130,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 #: The schema version this code writes.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_UPSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (scope, key, value, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (scope, key) DO UPDATE SET "
-    "value = excluded.value, updated_at = excluded.updated_at"
-)
-_DELETE_CHECKPOINT = "DELETE FROM checkpoints WHERE scope = ? AND key = ?"
 _LIST_CHECKPOINTS_RANGE = (
     "SELECT key, value FROM checkpoints WHERE scope = ? AND key >= ? AND key < ? ORDER BY key"
 )
@@ -171,6 +165,18 @@ _DELETE_EVENTS = {
 }
 _SET_LEASES = {
     n: "UPDATE queue SET lease_until = ? WHERE id IN (" + ", ".join(["?"] * n) + ")"
+    for n in _CHUNKS
+}
+#: Checkpoints are written the same way: an accept of a directory burst sets one per event.
+_UPSERT_CHECKPOINTS = {
+    n: "INSERT INTO checkpoints (scope, key, value, updated_at) VALUES "
+    + ", ".join(["(?, ?, ?, ?)"] * n)
+    + " ON CONFLICT (scope, key) DO UPDATE SET "
+    "value = excluded.value, updated_at = excluded.updated_at"
+    for n in _CHUNKS
+}
+_DELETE_CHECKPOINTS = {
+    n: "DELETE FROM checkpoints WHERE scope = ? AND key IN (" + ", ".join(["?"] * n) + ")"
     for n in _CHUNKS
 }
 #: The claim condition's threshold per row (see _SELECT_CLAIMABLE), its minimum.
@@ -936,15 +942,19 @@ def _commit_group(
 
 
 def _chunked(
-    conn: sqlite3.Connection, forms: Mapping[int, str], values: Sequence[Any], width: int
+    conn: sqlite3.Connection,
+    forms: Mapping[int, str],
+    values: Sequence[Any],
+    width: int,
+    lead: Sequence[Any] = (),
 ) -> None:
     """Run `forms[n]` over consecutive runs of `values` (`width` parameters per row), largest
-    runs first (see `_CHUNKS`)."""
+    runs first (see `_CHUNKS`); `lead`: parameters that come before each run's."""
     start, count = 0, len(values) // width
     for size in _CHUNKS:
         while count >= size:
             end = start + size * width
-            conn.execute(forms[size], values[start:end])
+            conn.execute(forms[size], [*lead, *values[start:end]] if lead else values[start:end])
             start, count = end, count - size
 
 
@@ -960,11 +970,7 @@ def _delete_events(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 def _set_leases(conn: sqlite3.Connection, lease_until: float, ids: Sequence[int]) -> None:
     """`lease_until` on the events `ids`, a few events per statement."""
-    start, count = 0, len(ids)
-    for size in _CHUNKS:
-        while count >= size:
-            conn.execute(_SET_LEASES[size], [lease_until, *ids[start : start + size]])
-            start, count = start + size, count - size
+    _chunked(conn, _SET_LEASES, ids, 1, (lease_until,))
 
 
 def _apply(conn: sqlite3.Connection, group: Sequence[_Write[Any]]) -> _Outcomes:
@@ -1265,12 +1271,19 @@ def _in_transaction(conn: sqlite3.Connection, op: Callable[[sqlite3.Connection],
 def _write_checkpoints(
     conn: sqlite3.Connection, scope: str, items: Mapping[str, str | None], now: float
 ) -> None:
-    upserts = [(scope, key, value, now) for key, value in items.items() if value is not None]
-    deletes = [(scope, key) for key, value in items.items() if value is None]
+    """Upsert (a None value: delete) the checkpoints `items` of `scope`, a few rows per
+    statement (see `_CHUNKS`)."""
+    upserts: list[Any] = []
+    deletes: list[str] = []
+    for key, value in items.items():
+        if value is None:
+            deletes.append(key)
+        else:
+            upserts += (scope, key, value, now)
     if upserts:
-        conn.executemany(_UPSERT_CHECKPOINT, upserts)
+        _chunked(conn, _UPSERT_CHECKPOINTS, upserts, 4)
     if deletes:
-        conn.executemany(_DELETE_CHECKPOINT, deletes)
+        _chunked(conn, _DELETE_CHECKPOINTS, deletes, 1, (scope,))
 
 
 def _queued_event(row: Sequence[Any]) -> QueuedEvent:
