@@ -460,10 +460,12 @@ async def test_log_tail_is_the_last_4_kb(backend_factory: Factory) -> None:
 
 
 async def test_output_left_by_an_earlier_invocation_stays_out_of_a_log_tail(
-    backend_factory: Factory,
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Function logs are off here (the logger is below INFO), so nobody waits for the first
-    # invocation's output; the second, which asks for its tail, must not receive it.
+    # Function logs are off here (the logger above INFO, whatever an earlier test left), so
+    # nobody waits for the first invocation's output; the second, which asks for its tail,
+    # must not receive it.
+    caplog.set_level(logging.WARNING, logger="triggerd.function")
     assert not logging.getLogger("triggerd.function").isEnabledFor(logging.INFO)
     backend = await backend_factory("actions", reserved_concurrency=1)
     first = await backend.invoke(b'{"action": "partial", "text": "OUTPUT-OF-FIRST"}')
