@@ -98,8 +98,18 @@ def test_core_never_imports_connectors() -> None:
 
 
 def test_builtin_plugins_register_through_entry_points() -> None:
-    from triggerd.config.plugins import Registry
+    import importlib.metadata
 
+    from triggerd.config.plugins import BUILTIN, DIST, GROUPS, Registry
+
+    # The registry knows them from BUILTIN without reading these: the installed
+    # distribution must declare the same (what another tool, and the wheel, sees).
+    eps = importlib.metadata.distribution(DIST).entry_points
+    installed = {
+        kind: {ep.name: ep.value for ep in eps if ep.group == group}
+        for kind, group in GROUPS.items()
+    }
+    assert installed == BUILTIN
     reg = Registry.discover()
     assert {"directory", "schedule"} <= set(reg.names("source"))
     assert "file" in reg.names("destination")

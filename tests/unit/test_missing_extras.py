@@ -126,3 +126,56 @@ def test_the_requirement_lines_are_those_importlib_metadata_reads() -> None:
         )
     finally:
         plugins._requirements.cache_clear()
+
+
+def installed_metadata(
+    monkeypatch: pytest.MonkeyPatch, site: Path, kind: str, files: dict[str, str]
+) -> None:
+    """triggerd's metadata as another install leaves it, first on sys.path: a wheel's
+    .dist-info, or an .egg-info (a source checkout's `setup.py develop`, an old setuptools)."""
+    info = site / f"triggerd_daemon-0.1.0.{kind}"
+    info.mkdir(parents=True)
+    for name, text in files.items():
+        (info / name).write_text(text)
+    monkeypatch.syspath_prepend(str(site))
+    plugins._requirements.cache_clear()
+
+
+HEADER = "Metadata-Version: 2.1\nName: triggerd-daemon\nVersion: 0.1.0\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "files"),
+    [
+        # A wheel's METADATA; the description below the header names a requirement too.
+        (
+            "dist-info",
+            {
+                "METADATA": HEADER + "Requires-Dist: click>=8\n"
+                'Requires-Dist: acme-missing-client>=1; extra == "sqs"\n'
+                'Requires-Dist: click>=8; extra == "kafka"\n'
+                '\n# triggerd\n\nRequires-Dist: acme-missing-client; extra == "kafka"\n'
+            },
+        ),
+        # An .egg-info whose PKG-INFO has no requirement lines: requires.txt has them.
+        (
+            "egg-info",
+            {
+                "PKG-INFO": HEADER + "\nThe description.\n",
+                "requires.txt": "click>=8\n\n[sqs]\nacme-missing-client>=1\n\n[kafka]\nclick>=8\n",
+            },
+        ),
+    ],
+)
+def test_the_requirement_lines_of_each_kind_of_install_are_those_importlib_metadata_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, files: dict[str, str]
+) -> None:
+    installed_metadata(monkeypatch, tmp_path / "site", kind, files)
+    try:
+        lines = plugins._requirements(plugins.DIST)
+        assert lines == tuple(importlib.metadata.requires(plugins.DIST) or ())
+        assert len(lines or ()) == 3
+        assert missing_extra("sqs") == "pip install 'triggerd-daemon[sqs]'"
+        assert missing_extra("kafka") is None  # the description's line is not a requirement
+    finally:
+        plugins._requirements.cache_clear()
