@@ -12,7 +12,7 @@ each key fills and times its own batch, and the first key whose batch is due goe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from itertools import repeat
 from operator import attrgetter
 
@@ -24,6 +24,15 @@ ENVELOPE_OVERHEAD = 1024
 
 _KEY = attrgetter("key")
 _SIZE = attrgetter("size")
+
+
+def _keys_of(records: list[Record]) -> Mapping[str | None, int]:
+    """How many of `records` have each ordering key: a set first, as a stream's records
+    mostly share one key (then no count per record)."""
+    keys = set(map(_KEY, records))
+    if len(keys) == 1:
+        return {keys.pop(): len(records)}
+    return Counter(map(_KEY, records))
 
 
 class BatchBuffer:
@@ -66,7 +75,7 @@ class BatchBuffer:
         self._items.extend(records)
         self._arrived.extend(repeat(now, len(records)))
         self._bytes += sum(map(_SIZE, records))
-        self._keys.update(map(_KEY, records))
+        self._keys.update(_keys_of(records))
 
     def _all_busy(self, busy: set[str]) -> bool:
         """Every waiting record's key is busy (none is eligible)."""
@@ -93,7 +102,7 @@ class BatchBuffer:
             self._items, self._arrived = keep, arrived
         self._bytes -= sum(map(_SIZE, out))
         keys = self._keys
-        keys.subtract(Counter(map(_KEY, out)))
+        keys.subtract(_keys_of(out))
         for key in [k for k, n in keys.items() if n <= 0]:
             del keys[key]
         return out
