@@ -186,7 +186,7 @@ def test_encoded_records_are_the_records_the_long_way_builds(data: st.DataObject
     assert record.payload["eventID"] == event_id.hexdigest()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_run_of_inserts_shaped_at_once_gives_the_records_the_long_way_builds(
     data: st.DataObject,
