@@ -62,6 +62,16 @@ class Txn:
 
 
 @dataclass(eq=False, slots=True)
+class _Run:
+    """Inserts decoded and not shaped yet: of one table (`relid`) in one transaction."""
+
+    relid: int = -1
+    txn: Txn | None = None
+    #: (new row, ordinal in the transaction, message size) each.
+    rows: list[tuple[tuple[Value, ...], int, int]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
 class Replay:
     """A committed streamed transaction being read back from its spill."""
 
@@ -122,11 +132,17 @@ class ChangeReader:
 
     async def process(self, session: Session, rows: list[Any]) -> int:
         """Decode rows into the shard log; stops after a Stream Commit (its changes are read
-        back first), keeping the rest in `session.pending`."""
+        back first), keeping the rest in `session.pending`.
+
+        Inserts (most messages) are decoded as they come and their records built a run at a
+        time: a run is the Inserts of one table in one transaction between two other messages
+        (or turns of the event loop), shaped in one pass and appended in one call."""
         appended = 0
         decoder = session.decoder
+        run = _Run()
         for index, row in enumerate(rows):
             if index and not index % YIELD_EVERY:
+                appended += self._shape_run(run)
                 await asyncio.sleep(0)  # let a finished invocation be settled and the next start
             data = row["data"]
             txn = session.txn
@@ -142,8 +158,9 @@ class ChangeReader:
                 session.streams.add(data)  # an uncommitted change: kept until the commit
                 continue
             if data[0] == 0x49 and not decoder.in_stream:  # an Insert: most messages
-                appended += self._insert_message(txn, decoder, data)
+                appended += self._add_insert(run, txn, decoder, data)
                 continue
+            appended += self._shape_run(run)
             msg = decoder.decode(data)
             if isinstance(msg, (Insert, Update, Delete)):  # most messages: the short way
                 if txn is None:
@@ -157,7 +174,39 @@ class ChangeReader:
                     break
             elif msg is not None:
                 appended += self._handle(session, msg, len(data))
+        return appended + self._shape_run(run)
+
+    def _add_insert(self, run: _Run, txn: Txn | None, decoder: Decoder, data: bytes) -> int:
+        """An Insert message outside a streamed chunk, decoded (without a message object)
+        into the run; returns the records appended (of the run before, another table's)."""
+        if txn is None:
+            raise RuntimeError("a change outside a transaction")
+        relid, new = decoder.insert(data)
+        ordinal = txn.ordinal
+        txn.ordinal = ordinal + 1
+        position = (txn.commit_lsn, ordinal)
+        if position <= self.read_pos:
+            return 0
+        self.read_pos = position
+        appended = 0
+        if relid != run.relid or txn is not run.txn:
+            appended = self._shape_run(run)
+            run.relid, run.txn = relid, txn
+        run.rows.append((new, ordinal, len(data)))
         return appended
+
+    def _shape_run(self, run: _Run) -> int:
+        """The records of a run of Inserts, appended to the shard log; the run is emptied."""
+        rows = run.rows
+        if not rows:
+            return 0
+        txn, table = run.txn, self.tables[run.relid]
+        assert txn is not None
+        run.rows = []
+        run.relid = -1
+        records = self.shaper.inserts(table, rows, txn.commit_lsn, txn.commit_time)
+        self.shard.extend(records)
+        return len(records)
 
     def _start_replay(self, session: Session, msg: StreamCommit) -> bool:
         spill = session.streams.commit(msg.xid)
@@ -212,13 +261,6 @@ class ChangeReader:
         elif isinstance(msg, StreamAbort):
             session.streams.abort(msg.xid, msg.subxid)
         return 0  # Type messages: types are looked up in the catalog
-
-    def _insert_message(self, txn: Txn | None, decoder: Decoder, data: bytes) -> int:
-        """An Insert message outside a streamed chunk, decoded without a message object."""
-        if txn is None:
-            raise RuntimeError("a change outside a transaction")
-        relid, new = decoder.insert(data)
-        return self._insert(txn, relid, new, len(data))
 
     def _insert(self, txn: Txn, relid: int, new: tuple[Value, ...], size: int) -> int:
         ordinal = txn.ordinal

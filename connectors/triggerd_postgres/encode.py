@@ -16,6 +16,7 @@ which a property test checks for every mapped type, NULLs, each event and stream
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -207,13 +208,48 @@ class RowEncoder:
             values[i] = write(row[i])  # type: ignore[arg-type]
         return values, self.templates
 
+    def fill_rows(
+        self, rows: Sequence[Sequence[str | None]]
+    ) -> list[tuple[list[bytes], _Templates]]:
+        """`fill` of each row (all without unchanged TOASTed values, of the table's width),
+        with the strings of all of them escaped in one `orjson.dumps`."""
+        width = len(self.names)
+        strings = list(itertools.chain.from_iterable(rows))
+        nulls = None in strings
+        if nulls:
+            strings = [value for value in strings if value is not None]
+        escaped = _escaped(strings)  # type: ignore[arg-type]
+        out: list[tuple[list[bytes], _Templates]] = []
+        rewritten, computed, templates = self.rewritten, self.computed, self.templates
+        start = 0
+        for row in rows:
+            if nulls and None in row:
+                end = start + width - row.count(None)
+                out.append(self._nulls_filled(row, escaped[start:end]))
+                start = end
+                continue
+            values = escaped[start : start + width]
+            start += width
+            for i, rewrite in rewritten:
+                values[i] = rewrite(values[i])
+            for i, write in computed:
+                values[i] = write(row[i])  # type: ignore[arg-type]
+            out.append((values, templates))
+        return out
+
     def _fill_with_nulls(self, row: Sequence[str | None]) -> tuple[list[bytes], _Templates]:
+        return self._nulls_filled(row, _escaped([value for value in row if value is not None]))
+
+    def _nulls_filled(
+        self, row: Sequence[str | None], escaped: list[bytes]
+    ) -> tuple[list[bytes], _Templates]:
+        """`_fill_with_nulls`, with the row's strings (not NULL) escaped already."""
         nulls = tuple(value is None for value in row)
         templates = self._with_nulls.get(nulls)
         if templates is None:
             templates = self._with_nulls[nulls] = self._templates(nulls)
-        escaped = iter(_escaped([value for value in row if value is not None]))
-        values = [NULL if value is None else next(escaped) for value in row]
+        strings = iter(escaped)
+        values = [NULL if value is None else next(strings) for value in row]
         for i, rewrite in self.rewritten:
             if row[i] is not None:
                 values[i] = rewrite(values[i])

@@ -240,6 +240,52 @@ class Shaper:
             event_name, table, new, old, old_full, commit_lsn, ordinal, commit_time, size_bytes
         )
 
+    def inserts(
+        self,
+        table: Table,
+        rows: Sequence[tuple[tuple[Value, ...], int, int]],
+        commit_lsn: int,
+        commit_time: float,
+    ) -> list[Record]:
+        """The INSERT records of rows of `table` in one transaction, in order: each row is
+        (new row, ordinal, size in bytes). `row` of each, in one pass: the strings of every
+        row escaped at once, the transaction's parts worked out once."""
+        encoder = self._encoder(table)
+        width = len(encoder.names)
+        news = [new for new, _, _ in rows]
+        if any(len(new) != width or UNCHANGED in new for new in news):  # never from pgoutput
+            return [
+                self.row("INSERT", table, new, None, False, commit_lsn, ordinal, commit_time, size)
+                for new, ordinal, size in rows
+            ]
+        new_image = self._new_image
+        template = encoder.record_template("INSERT", new_image, False)
+        commit = self._of_commit(commit_lsn)
+        prefix, digest = commit.prefix_bytes, commit.digest
+        created = int(commit_time)
+        keys_of = encoder.keys_of
+        key = table.qualified
+        lanes = self.parallelization_factor != 1
+        records: list[Record] = []
+        filled = encoder.fill_rows(news)  # type: ignore[arg-type]
+        for (values, templates), (_, ordinal, size) in zip(filled, rows, strict=True):
+            keys = templates.keys % keys_of(values)
+            place = _ORDINAL % ordinal
+            seq = prefix + place  # == sequence_number(commit_lsn, ordinal)
+            event_id = digest.copy()
+            event_id.update(place)
+            eid = event_id.hexdigest().encode()
+            if new_image:
+                data = template % (eid, created, keys, templates.image % tuple(values), seq, size)
+            else:
+                data = template % (eid, created, keys, seq, size)
+            if lanes:  # the Keys sorted as the long way sorts them
+                item = orjson.dumps(orjson.loads(keys), option=orjson.OPT_SORT_KEYS)
+                key = lane_key(table.qualified, item, self.parallelization_factor)
+            # no payload yet: ChangeRecord parses it from `data` on first use
+            records.append(ChangeRecord(None, seq.decode(), len(data), commit_time, key, data))  # type: ignore[arg-type]
+        return records
+
     def _encoder(self, table: Table) -> RowEncoder:
         entry = self._encoders.get(table.relation.relid)
         if entry is None or entry.table is not table:

@@ -426,6 +426,8 @@ class PostgresSource(BaseSource):
         import asyncpg
 
         page = self.config.page_rows
+        if peek is None:
+            await self._catch_up_slot()
         try:
             if peek is None:
                 async with self._slot_lock:
@@ -442,6 +444,16 @@ class PostgresSource(BaseSource):
         peek.rows += len(rows)
         peek.exhausted = len(rows) < page
         return peek, list(rows)
+
+    async def _catch_up_slot(self) -> None:
+        """Before a new peek, which starts at the slot's confirmed position: advance the slot
+        over what is settled by now, rather than wait for the checkpoint loop's next turn, so
+        that the peek does not fetch (and skip) again the changes already delivered: under a
+        backlog the checkpoint loop's pauses otherwise let every peek re-read thousands."""
+        self._take_checkpoint()
+        advance = self._to_advance
+        if advance is not None and advance.lsn > self._advanced_lsn:
+            await self._commit()
 
     # ---- settling ----
 

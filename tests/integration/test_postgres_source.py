@@ -188,6 +188,32 @@ async def test_slot_advances_only_after_acknowledgement_and_restart_resumes(
     assert [r.item_id for r in rest] == [r.item_id for r in records[2:]]
 
 
+async def test_a_new_peek_does_not_fetch_again_what_was_acknowledged(
+    pg_cluster: Any, store: Any
+) -> None:
+    # A peek starts at the slot's confirmed position: before each new peek the slot is
+    # advanced over what is settled, not only on the checkpoint loop's next turn, so the
+    # changes delivered by the peek before are not fetched (and skipped) again.
+    table = await make_table(pg_cluster)
+    async with pg_source(pg_cluster, store, tables=[table], peek_changes=3) as source:
+        fetched = 0
+        process = source.changes.process
+
+        async def counted(session: Any, rows: list[Any]) -> int:
+            nonlocal fetched
+            fetched += len(rows)
+            return await process(session, rows)
+
+        source.changes.process = counted  # type: ignore[method-assign]
+        async with connect(pg_cluster) as conn:
+            for i in range(12):
+                await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'x')")
+        records = await receive_n(source, 12)
+    assert [d["Keys"]["id"]["N"] for d in ddb(records)] == [str(i) for i in range(12)]
+    # Begin, Relation (sent again to each peek), Insert and Commit of each transaction, once
+    assert fetched == 12 * 4
+
+
 async def _moved(cluster: Any, slot: str, start: int) -> bool:
     return await slot_confirmed(cluster, slot) > start
 

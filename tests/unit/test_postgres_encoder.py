@@ -186,6 +186,46 @@ def test_encoded_records_are_the_records_the_long_way_builds(data: st.DataObject
     assert record.payload["eventID"] == event_id.hexdigest()
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_run_of_inserts_shaped_at_once_gives_the_records_the_long_way_builds(
+    data: st.DataObject,
+) -> None:
+    # `Shaper.inserts` escapes the strings of every row of a run in one pass: each row must
+    # still get its own values, NULLs and separators included, in its own record
+    table, strategies = data.draw(tables())
+    view = data.draw(st.sampled_from(VIEWS))
+    factor = data.draw(st.sampled_from([1, 4]))
+    news = data.draw(st.lists(rows(strategies, toast=False), min_size=1, max_size=8))
+    first = data.draw(st.integers(0, 10**6))
+    commit_time = data.draw(st.floats(0, 4e9))
+    shaper = Shaper(
+        "us-east-1",
+        "123456789012",
+        "db",
+        "slot",
+        view,
+        "<toast>",
+        factor,  # type: ignore[arg-type]
+    )
+    run = [(new, first + 2 * i, 50 + i) for i, new in enumerate(news)]
+    records = shaper.inserts(table, run, 123_456_789, commit_time)
+    assert len(records) == len(run)
+    for record, (new, ordinal, size) in zip(records, run, strict=True):
+        expected = shaper.built_row(
+            "INSERT", table, new, None, False, 123_456_789, ordinal, commit_time, size
+        )
+        assert _stored_payload(record) is None  # parsed from the bytes, on first use
+        assert record.handle == expected.handle
+        assert record.payload == expected.payload
+        assert (record.item_id, record.size, record.created_at, record.key) == (
+            expected.item_id,
+            expected.size,
+            expected.created_at,
+            expected.key,
+        )
+
+
 @pytest.mark.parametrize("view", VIEWS)
 def test_each_view_type_encodes_the_images_it_names(view: str) -> None:
     columns = (Column(True, "id", 23, -1), Column(False, "at", 1184, -1))

@@ -47,6 +47,28 @@ def test_records_come_out_in_order_and_the_checkpoint_is_the_settled_prefix() ->
     assert numbers(log.take(10)) == [3, 4]
 
 
+def test_records_extended_at_once_are_held_as_if_appended_one_by_one() -> None:
+    clock = Clock()
+    log = ShardLog(clock, max_entries=6, max_bytes=1000)
+    first = [rec(0, size=7)]
+    log.append(first[0])
+    log.mark("end of 0")
+    page = [rec(i, size=7) for i in range(1, 5)]
+    log.extend(page)
+    log.extend([])
+    assert log.pending == 6 and not log.has_room(), "every entry counts toward the bound"
+    assert numbers(log.take(10)) == [0, 1, 2, 3, 4]
+    log.settle([page[0], page[1]])
+    assert log.checkpoint() is None, "record 0 is not settled"
+    log.settle(first)
+    assert log.checkpoint() is page[1]
+    log.give_back([page[2], page[3]])
+    log.settle(page[2:])  # given back, not handed out again yet: kept
+    assert log.ready == 2 and log.has_room()
+    clock.now += 5
+    assert numbers(log.take(10)) == [3, 4], "given back in order, after the records before"
+
+
 def test_markers_are_settled_positions_between_records() -> None:
     log = ShardLog(Clock())
     a, b = rec(0), rec(1)

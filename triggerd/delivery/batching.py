@@ -12,7 +12,8 @@ each key fills and times its own batch, and the first key whose batch is due goe
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from itertools import repeat
 from operator import attrgetter
 
 from triggerd.types import MAX_SYNC_PAYLOAD, Record
@@ -22,12 +23,16 @@ ENVELOPE_OVERHEAD = 1024
 
 
 _KEY = attrgetter("key")
+_SIZE = attrgetter("size")
 
 
-@dataclass(slots=True)
-class _Pending:
-    arrived: float
-    record: Record
+def _keys_of(records: list[Record]) -> Mapping[str | None, int]:
+    """How many of `records` have each ordering key: a set first, as a stream's records
+    mostly share one key (then no count per record)."""
+    keys = set(map(_KEY, records))
+    if len(keys) == 1:
+        return {keys.pop(): len(records)}
+    return Counter(map(_KEY, records))
 
 
 class BatchBuffer:
@@ -48,7 +53,10 @@ class BatchBuffer:
         self.max_bytes = max_bytes
         #: Bytes the buffer may hold (records beyond it wait upstream).
         self.max_buffered_bytes = max_buffered_bytes or 2 * max_bytes
-        self._items: list[_Pending] = []
+        #: The waiting records in order, and when each arrived (the same index): two lists,
+        #: so that adding and taking a batch are list operations, not a loop per record.
+        self._items: list[Record] = []
+        self._arrived: list[float] = []
         self._bytes = 0
         #: Waiting records per ordering key: when every key waiting is busy (a stream's one
         #: key while its batch is in flight, most of the time), nothing is eligible, which
@@ -64,33 +72,37 @@ class BatchBuffer:
         return max(0, self.capacity - len(self._items))
 
     def add(self, records: list[Record], now: float) -> None:
-        self._items.extend(_Pending(now, r) for r in records)
-        self._bytes += sum(r.size for r in records)
-        self._keys.update(map(_KEY, records))
+        self._items.extend(records)
+        self._arrived.extend(repeat(now, len(records)))
+        self._bytes += sum(map(_SIZE, records))
+        self._keys.update(_keys_of(records))
 
     def _all_busy(self, busy: set[str]) -> bool:
         """Every waiting record's key is busy (none is eligible)."""
         return bool(busy) and all(key is not None and key in busy for key in self._keys)
 
-    def _remove(self, picked: set[int]) -> list[Record]:
+    def _remove(self, picked: Collection[int]) -> list[Record]:
         items = self._items
         count = len(picked)
         if count == len(items) or (count and max(picked) == count - 1):
             # The oldest records (or all of them): a slice, not a pass over every index.
-            out = [it.record for it in items[:count]]
+            out = items[:count]
             del items[:count]
+            del self._arrived[:count]
         else:
             out = []
-            keep: list[_Pending] = []
-            for i, it in enumerate(items):
+            keep: list[Record] = []
+            arrived: list[float] = []
+            for i, (rec, at) in enumerate(zip(items, self._arrived, strict=True)):
                 if i in picked:
-                    out.append(it.record)
+                    out.append(rec)
                 else:
-                    keep.append(it)
-            self._items = keep
-        self._bytes -= sum(r.size for r in out)
+                    keep.append(rec)
+                    arrived.append(at)
+            self._items, self._arrived = keep, arrived
+        self._bytes -= sum(map(_SIZE, out))
         keys = self._keys
-        keys.subtract(map(_KEY, out))
+        keys.subtract(_keys_of(out))
         for key in [k for k, n in keys.items() if n <= 0]:
             del keys[key]
         return out
@@ -99,23 +111,30 @@ class BatchBuffer:
         """Whether any waiting record is eligible now (its key is not busy)."""
         return self._first_eligible(busy) is not None
 
-    def _first_eligible(self, busy: set[str]) -> _Pending | None:
-        """The oldest waiting record whose key is not busy."""
+    def _first_eligible(self, busy: set[str]) -> int | None:
+        """The index of the oldest waiting record whose key is not busy."""
         if self._all_busy(busy):
             return None
-        for item in self._items:
-            key = item.record.key
+        for i, rec in enumerate(self._items):
+            key = rec.key
             if key is None or key not in busy:
-                return item
+                return i
         return None
 
-    def _select(self, busy: set[str]) -> tuple[list[int], bool]:
+    def _select(self, busy: set[str]) -> tuple[Collection[int], bool]:
         """Indexes of the next batch in order, and whether it is full (size or bytes)."""
+        items = self._items
+        if ENVELOPE_OVERHEAD + self._bytes + len(items) <= self.max_bytes and not any(
+            key is not None and key in busy for key in self._keys
+        ):
+            # No key busy and everything waiting fits in one payload (the usual case): the
+            # oldest records, without a look at each.
+            count = min(len(items), self.batch_size)
+            return range(count), count >= self.batch_size
         chosen: list[int] = []
         size = ENVELOPE_OVERHEAD
         skipped_keys: set[str] = set(busy)
-        for i, item in enumerate(self._items):
-            rec = item.record
+        for i, rec in enumerate(items):
             if rec.key is not None and rec.key in skipped_keys:
                 continue
             if chosen and size + rec.size + 1 > self.max_bytes:
@@ -128,19 +147,19 @@ class BatchBuffer:
                 return chosen, True
         return chosen, False
 
-    def _select_per_key(self, busy: set[str]) -> list[tuple[list[int], bool]]:
+    def _select_per_key(self, busy: set[str]) -> list[tuple[Collection[int], bool]]:
         """Per key (in order of each key's oldest record): its next batch and whether full."""
         groups: dict[str | None, tuple[list[int], list[int]]] = {}  # key -> (indexes, [bytes])
         done: set[str | None] = set()
-        for i, item in enumerate(self._items):
-            key = item.record.key
+        for i, rec in enumerate(self._items):
+            key = rec.key
             if key in done or (key is not None and key in busy):
                 continue
             group = groups.get(key)
             if group is None:
                 group = groups[key] = ([], [ENVELOPE_OVERHEAD])
             chosen, size = group
-            rec_size = item.record.size + 1
+            rec_size = rec.size + 1
             if chosen and size[0] + rec_size > self.max_bytes:
                 done.add(key)
             else:
@@ -156,13 +175,14 @@ class BatchBuffer:
         """The next batch if one is due (full, window elapsed, or `flush`), else None."""
         if self._all_busy(busy):
             return None
+        candidates: list[tuple[Collection[int], bool]]
         candidates = self._select_per_key(busy) if self.per_key else [self._select(busy)]
         for chosen, full in candidates:
             if not chosen:
                 continue
-            first = self._items[chosen[0]].arrived
+            first = self._arrived[next(iter(chosen))]
             if full or flush or now - first >= self.window_s:
-                return self._remove(set(chosen))
+                return self._remove(chosen if isinstance(chosen, range) else set(chosen))
         return None
 
     def deadline(self, busy: set[str]) -> float | None:
@@ -170,11 +190,11 @@ class BatchBuffer:
         first = self._first_eligible(busy)
         if first is None:
             return None
-        return first.arrived + self.window_s
+        return self._arrived[first] + self.window_s
 
     def take_key(self, key: str) -> list[Record]:
         """Remove and return every waiting record with `key` (to give them back in order)."""
-        return self._remove({i for i, it in enumerate(self._items) if it.record.key == key})
+        return self._remove({i for i, rec in enumerate(self._items) if rec.key == key})
 
     def take_all(self) -> list[Record]:
-        return self._remove(set(range(len(self._items))))
+        return self._remove(range(len(self._items)))

@@ -761,8 +761,13 @@ class BatchRun:
     async def ack(self, records: Sequence[Record], *, delivered: bool = False) -> None:
         if not records:
             return
-        for rec in records:  # before the await: a cancel must not nack them as well
-            self.unsettled.pop(id(rec), None)
+        # before the await: a cancel must not nack them as well
+        unsettled = self.unsettled
+        if len(records) == len(unsettled):
+            unsettled.clear()  # they are (distinct) unsettled records of the batch: all of them
+        else:
+            for rec in records:
+                unsettled.pop(id(rec), None)
         await settle(self.rt.source.ack(records), abandon=self.rt.forced)
         if delivered:
             self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))

@@ -115,6 +115,17 @@ class ShardLog:
         self._entries[id(record)] = entry
         self._bytes += record.size
 
+    def extend(self, records: list[Record]) -> None:
+        """`append` of each record (none a barrier), with one pass over them: a page of
+        rows read at once."""
+        seq = self._next_seq
+        entries = [_Entry(seq + i, rec) for i, rec in enumerate(records)]
+        self._next_seq = seq + len(entries)
+        self._pending.extend(entries)
+        self._ready.extend(entries)
+        self._entries.update(zip(map(id, records), entries, strict=True))
+        self._bytes += sum([rec.size for rec in records])
+
     def mark(self, marker: object) -> None:
         """A checkpoint position that is not a record (settled as soon as it is appended)."""
         entry = _Entry(self._next_seq, None, marker=marker, settled=True)
@@ -178,15 +189,24 @@ class ShardLog:
             self._live_barriers -= 1
 
     def settle(self, records: Iterable[Record]) -> None:
+        entries = self._entries
+        settled = freed = barriers = 0
         for rec in records:
-            entry = self._entries.pop(id(rec), None)
+            entry = entries.pop(id(rec), None)
             if entry is None or not entry.live:
                 if entry is not None:  # settled while not handed out: keep it ready
-                    self._entries[id(rec)] = entry
+                    entries[id(rec)] = entry
                 continue
-            self._leave_live(entry)
+            # `_leave_live`, counted once for all of them
+            entry.live = False
             entry.settled = True
-            self._bytes -= rec.size
+            settled += 1
+            freed += rec.size
+            if entry.barrier:
+                barriers += 1
+        self._live -= settled
+        self._live_barriers -= barriers
+        self._bytes -= freed
 
     def give_back(self, records: Iterable[Record]) -> None:
         back: list[_Entry] = []
