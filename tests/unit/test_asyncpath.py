@@ -464,6 +464,39 @@ async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behi
         await store.close()
 
 
+async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_itself(
+    tmp_path: Path,
+) -> None:
+    # A record taken while a commit is under way whose event cannot be built (its payload
+    # cannot be serialised) is given back alone: the commit under way goes on and its record
+    # is acked, not given back while its write lands anyway (delivered again, a duplicate).
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        bad = make_record("bad")
+        bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+        src.push(bad)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            while first not in src.acked and first not in src.nacked:
+                await asyncio.sleep(0.01)
+        depth = await store.queue_depth("t")
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.acked == [first] and src.nacked == [bad]
+    assert depth == 1
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

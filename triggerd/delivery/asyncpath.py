@@ -344,12 +344,14 @@ class AsyncTrigger:
         """The events (and the checkpoint) of records taken from the source, added to
         `into` when given."""
         rt = self.rt
-        taken = into if into is not None else _Taken()
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
         now = rt.clock.time()
-        events, checkpoint, oversize = taken.events, taken.checkpoint, taken.oversize
-        taken.records += records
+        # Built apart and added at the end: a record whose event cannot be built (raising)
+        # leaves `into` as it was.
+        events: list[NewEvent] = []
+        checkpoint: dict[str, str | None] = {}
+        oversize: list[tuple[Record, bytes]] = []
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
@@ -370,7 +372,13 @@ class AsyncTrigger:
                     trace_id=rec.trace_id,
                 )
             )
-        return taken
+        if into is None:
+            return _Taken(list(records), events, checkpoint, oversize)
+        into.records += records
+        into.events += events
+        into.checkpoint.update(checkpoint)
+        into.oversize += oversize
+        return into
 
     async def _commit(
         self, taken: _Taken, fence: Fence | None, *, take_next: bool
@@ -428,10 +436,23 @@ class AsyncTrigger:
             if receive.cancelled() or receive.exception() is not None:
                 return  # the accept loop's next receive meets the source's error, if it stays
             records = receive.result()
-            if records:
-                self._build(records, into)
+            if records and not await self._build_taken(records, into):
+                return
             if not records or write.done():
                 return
+
+    async def _build_taken(self, records: list[Record], into: _Taken) -> bool:
+        """Build records taken during a commit into `into`; whether they were. A record whose
+        event cannot be built fails these records alone (given back, their error logged), not
+        the commit under way, whose write goes on and lands."""
+        rt = self.rt
+        try:
+            self._build(records, into)
+        except Exception:  # task boundary: logs and nacks
+            rt.log.exception("source.accept_failed", extra={"trigger": rt.name})
+            await settle(rt.source.nack(records), abandon=rt.forced)
+            return False
+        return True
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still
