@@ -497,6 +497,53 @@ async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_i
     assert depth == 1
 
 
+class AckHeld(FakeSource):
+    """A source whose ack waits until `ack_gate` is set (an ack that is a request)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.ack_started = asyncio.Event()
+        self.ack_gate = asyncio.Event()
+
+    async def ack(self, records: Any) -> None:
+        self.ack_started.set()
+        await self.ack_gate.wait()
+        await super().ack(records)
+
+
+async def test_cancelled_while_acking_a_commit_gives_back_the_records_taken_during_it(
+    tmp_path: Path,
+) -> None:
+    # A cancellation (a lost lease, a drain timeout) while the committed records are acked:
+    # the records taken during that commit, not committed, are given back, not dropped.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = AckHeld([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(3)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            await src.ack_started.wait()
+        loop_task.cancel()
+        await asyncio.sleep(0.01)
+        src.ack_gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+    finally:
+        hook.gate.set()
+        src.ack_gate.set()
+        await store.close()
+    assert src.acked == [first]
+    assert src.nacked == later
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

@@ -401,13 +401,16 @@ class AsyncTrigger:
                 await self._take_during(persist, following)
             await asyncio.shield(persist)
         except BaseException:
-            # Not persisted: give the records back so that nothing is lost (the later ones
-            # first, so that these are handed out again before them).
-            if following is not None and following.records:
-                await settle(rt.source.nack(following.records), abandon=rt.forced)
-            await settle(rt.source.nack(taken.records), abandon=rt.forced)
+            # Not persisted: give the records back so that nothing is lost.
+            await self._give_back(taken, following)
             raise
-        await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        try:
+            await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        except BaseException:
+            # Cancelled (a lost lease, a drain timeout) while acking: the records taken
+            # meanwhile are not committed, and nothing else would settle them.
+            await self._give_back(following)
+            raise
         if taken.events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(taken.events)})
             self._poke()
@@ -453,6 +456,13 @@ class AsyncTrigger:
             await settle(rt.source.nack(records), abandon=rt.forced)
             return False
         return True
+
+    async def _give_back(self, *batches: _Taken | None) -> None:
+        """Nack the records of `batches` (in the order taken), the later ones first: a source
+        hands out given-back records first, so the earlier ones come out again before them."""
+        for batch in reversed(batches):
+            if batch is not None and batch.records:
+                await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still
