@@ -544,6 +544,35 @@ async def test_cancelled_while_acking_a_commit_gives_back_the_records_taken_duri
     assert src.nacked == later
 
 
+async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    # Records arrive just as the accept loop is cancelled during a commit: a receive that
+    # returns them all the same (asyncio.wait_for on Python 3.11 returns a result that was
+    # ready when the cancellation came) has them given back with the rest, not dropped.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        late = make_record("late")
+        src.push(late)
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        await asyncio.sleep(0.05)
+    finally:
+        hook.gate.set()
+        await store.close()
+    assert late in src.queue or late in src.nacked
+    assert first in src.nacked and src.acked == []
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

@@ -427,9 +427,11 @@ class AsyncTrigger:
             try:
                 await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
             except BaseException:
-                # Cancelled: a receive still waiting hands out nothing; records it returned
-                # just before go into `into`, to be given back with the rest.
+                # Cancelled: records the receive returned (just before, or all the same as
+                # it was cancelled: asyncio.wait_for on Python 3.11 returns a result that
+                # was ready) go into `into`, to be given back with the rest.
                 receive.cancel()
+                await asyncio.wait((receive,), timeout=SETTLE_GRACE_S)
                 if receive.done() and not receive.cancelled() and receive.exception() is None:
                     into.records += receive.result()
                 raise
