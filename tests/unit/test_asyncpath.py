@@ -464,6 +464,115 @@ async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behi
         await store.close()
 
 
+async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_itself(
+    tmp_path: Path,
+) -> None:
+    # A record taken while a commit is under way whose event cannot be built (its payload
+    # cannot be serialised) is given back alone: the commit under way goes on and its record
+    # is acked, not given back while its write lands anyway (delivered again, a duplicate).
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        bad = make_record("bad")
+        bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+        src.push(bad)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            while first not in src.acked and first not in src.nacked:
+                await asyncio.sleep(0.01)
+        depth = await store.queue_depth("t")
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.acked == [first] and src.nacked == [bad]
+    assert depth == 1
+
+
+class AckHeld(FakeSource):
+    """A source whose ack waits until `ack_gate` is set (an ack that is a request)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.ack_started = asyncio.Event()
+        self.ack_gate = asyncio.Event()
+
+    async def ack(self, records: Any) -> None:
+        self.ack_started.set()
+        await self.ack_gate.wait()
+        await super().ack(records)
+
+
+async def test_cancelled_while_acking_a_commit_gives_back_the_records_taken_during_it(
+    tmp_path: Path,
+) -> None:
+    # A cancellation (a lost lease, a drain timeout) while the committed records are acked:
+    # the records taken during that commit, not committed, are given back, not dropped.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = AckHeld([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(3)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            await src.ack_started.wait()
+        loop_task.cancel()
+        await asyncio.sleep(0.01)
+        src.ack_gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+    finally:
+        hook.gate.set()
+        src.ack_gate.set()
+        await store.close()
+    assert src.acked == [first]
+    assert src.nacked == later
+
+
+async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    # Records arrive just as the accept loop is cancelled during a commit: a receive that
+    # returns them all the same (asyncio.wait_for on Python 3.11 returns a result that was
+    # ready when the cancellation came) has them given back with the rest, not dropped.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = FakeSource([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        late = make_record("late")
+        src.push(late)
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        await asyncio.sleep(0.05)
+    finally:
+        hook.gate.set()
+        await store.close()
+    assert late in src.queue or late in src.nacked
+    assert first in src.nacked and src.acked == []
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

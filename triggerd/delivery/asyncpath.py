@@ -344,12 +344,14 @@ class AsyncTrigger:
         """The events (and the checkpoint) of records taken from the source, added to
         `into` when given."""
         rt = self.rt
-        taken = into if into is not None else _Taken()
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
         now = rt.clock.time()
-        events, checkpoint, oversize = taken.events, taken.checkpoint, taken.oversize
-        taken.records += records
+        # Built apart and added at the end: a record whose event cannot be built (raising)
+        # leaves `into` as it was.
+        events: list[NewEvent] = []
+        checkpoint: dict[str, str | None] = {}
+        oversize: list[tuple[Record, bytes]] = []
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
@@ -370,7 +372,13 @@ class AsyncTrigger:
                     trace_id=rec.trace_id,
                 )
             )
-        return taken
+        if into is None:
+            return _Taken(list(records), events, checkpoint, oversize)
+        into.records += records
+        into.events += events
+        into.checkpoint.update(checkpoint)
+        into.oversize += oversize
+        return into
 
     async def _commit(
         self, taken: _Taken, fence: Fence | None, *, take_next: bool
@@ -393,13 +401,16 @@ class AsyncTrigger:
                 await self._take_during(persist, following)
             await asyncio.shield(persist)
         except BaseException:
-            # Not persisted: give the records back so that nothing is lost (the later ones
-            # first, so that these are handed out again before them).
-            if following is not None and following.records:
-                await settle(rt.source.nack(following.records), abandon=rt.forced)
-            await settle(rt.source.nack(taken.records), abandon=rt.forced)
+            # Not persisted: give the records back so that nothing is lost.
+            await self._give_back(taken, following)
             raise
-        await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        try:
+            await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        except BaseException:
+            # Cancelled (a lost lease, a drain timeout) while acking: the records taken
+            # meanwhile are not committed, and nothing else would settle them.
+            await self._give_back(following)
+            raise
         if taken.events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(taken.events)})
             self._poke()
@@ -416,9 +427,11 @@ class AsyncTrigger:
             try:
                 await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
             except BaseException:
-                # Cancelled: a receive still waiting hands out nothing; records it returned
-                # just before go into `into`, to be given back with the rest.
+                # Cancelled: records the receive returned (just before, or all the same as
+                # it was cancelled: asyncio.wait_for on Python 3.11 returns a result that
+                # was ready) go into `into`, to be given back with the rest.
                 receive.cancel()
+                await asyncio.wait((receive,), timeout=SETTLE_GRACE_S)
                 if receive.done() and not receive.cancelled() and receive.exception() is None:
                     into.records += receive.result()
                 raise
@@ -428,10 +441,30 @@ class AsyncTrigger:
             if receive.cancelled() or receive.exception() is not None:
                 return  # the accept loop's next receive meets the source's error, if it stays
             records = receive.result()
-            if records:
-                self._build(records, into)
+            if records and not await self._build_taken(records, into):
+                return
             if not records or write.done():
                 return
+
+    async def _build_taken(self, records: list[Record], into: _Taken) -> bool:
+        """Build records taken during a commit into `into`; whether they were. A record whose
+        event cannot be built fails these records alone (given back, their error logged), not
+        the commit under way, whose write goes on and lands."""
+        rt = self.rt
+        try:
+            self._build(records, into)
+        except Exception:  # task boundary: logs and nacks
+            rt.log.exception("source.accept_failed", extra={"trigger": rt.name})
+            await settle(rt.source.nack(records), abandon=rt.forced)
+            return False
+        return True
+
+    async def _give_back(self, *batches: _Taken | None) -> None:
+        """Nack the records of `batches` (in the order taken), the later ones first: a source
+        hands out given-back records first, so the earlier ones come out again before them."""
+        for batch in reversed(batches):
+            if batch is not None and batch.records:
+                await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still
