@@ -988,3 +988,47 @@ async def test_a_retry_sent_to_the_destination_after_the_limit_was_lowered_carri
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorMessage"] == "broken"
     assert await store.queue_depth("t") == 0
+
+
+class _Later:
+    """A clock `offset_s` ahead of the wall clock: a start that comes later."""
+
+    def __init__(self, offset_s: float) -> None:
+        self.offset_s = offset_s
+
+    def time(self) -> float:
+        return time.time() + self.offset_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def test_a_failure_record_sent_at_the_next_start_keeps_the_time_it_was_given_up(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record cut short by a stop is sent at the next start "as it would have been": its
+    # timestamp is when the event was given up on (as without the stop, where a destination
+    # retrying its delivery does not change it), not when the daemon started again.
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05, raising=False)
+    await _cancel_during_delivery(store, HeldDestination())
+    stopped = time.time()
+    await store.recover_leases()
+    src, be2, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be2, dest, maximum_retry_attempts=0)
+    t.rt.clock = _Later(3600.0)  # the next start is an hour later
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert be2.calls == []
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert _epoch(record["timestamp"]) <= stopped, "stamped with the next start's time"

@@ -27,7 +27,7 @@ import orjson
 
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.onfailure import DELIVERY_CANCEL_S, DELIVERY_GRACE_S
-from triggerd.delivery.outcomes import dump_outcome, load_outcome
+from triggerd.delivery.outcomes import dump_outcome, given_up_at, load_outcome
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.settle import SETTLE_GRACE_S, finish_after_cancel, settle
@@ -484,9 +484,11 @@ class AsyncTrigger:
         result: InvokeResult | None,
         invoke_count: int,
         sent: asyncio.Event | None = None,
+        timestamp: float | None = None,
     ) -> None:
         """Send an event to the on-failure path as Lambda's asynchronous invocation record;
-        returns once the destination has it (`sent` is set then, before the index write)."""
+        returns once the destination has it (`sent` is set then, before the index write).
+        `timestamp`: when it was given up on (now when not given)."""
         rt = self.rt
         record = async_invocation_record(
             request_id=request_id,
@@ -495,7 +497,7 @@ class AsyncTrigger:
             approximate_invoke_count=invoke_count,
             request_payload=payload,
             result=result,
-            timestamp=rt.clock.time(),
+            timestamp=rt.clock.time() if timestamp is None else timestamp,
         )
         await rt.on_failure.deliver(record, condition, request_id, sent=sent)
 
@@ -663,7 +665,8 @@ class AsyncTrigger:
             # Given up on before a stop cut its on-failure delivery short (the record is sent
             # as it would have been, the function is not invoked again, as in Lambda), or too
             # old or out of attempts now: the record carries the last attempt's result.
-            await self._dead_letter(event, condition, last, event.attempts)
+            at = given_up_at(event.last_result)
+            await self._dead_letter(event, condition, last, event.attempts, at)
             return False
         self._event_age.observe(max(0.0, now - event.enqueued_at))
         with (
@@ -785,16 +788,20 @@ class AsyncTrigger:
         condition: AsyncCondition,
         result: InvokeResult | None,
         attempts: int,
+        at: float | None = None,
     ) -> None:
+        """Send the event's record (`at`: when it was given up on, if before now) and
+        complete it; cancelled, `_dead_letter_cancelled` keeps its record for the next start."""
         sent = asyncio.Event()
+        at = self.rt.clock.time() if at is None else at
         delivery = asyncio.ensure_future(
-            self.give_up(event.request_id, event.payload, condition, result, attempts, sent)
+            self.give_up(event.request_id, event.payload, condition, result, attempts, sent, at)
         )
         try:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             self._settled.add(event.id)
-            kept = dump_outcome(condition, result)
+            kept = dump_outcome(condition, result, at)
             await self._dead_letter_cancelled(event, delivery, sent, kept, attempts)
             raise
         self._settled.add(event.id)
