@@ -1032,3 +1032,34 @@ async def test_a_failure_record_sent_at_the_next_start_keeps_the_time_it_was_giv
     [record] = dest.records
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert _epoch(record["timestamp"]) <= stopped, "stamped with the next start's time"
+
+
+async def test_a_throttle_after_a_function_error_keeps_the_functions_error_for_the_record(
+    store: SQLiteStateStore,
+) -> None:
+    # Attempt 1 failed (its error kept with the event); the retry was throttled until the
+    # event's age ran out. A throttle is not an attempt (approximateInvokeCount stays 1): the
+    # record carries the function's error, as the kept outcome promises, not the 429 that
+    # replaced it in the store (responseContext 429, no functionError, no responsePayload).
+    results = iter(
+        [
+            ValueError("broken"),
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=120.0),
+        ]
+    )
+
+    def respond(event: Any) -> Any:
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(respond), MemDestination()
+    t = build(store, src, be, dest, maximum_event_age_s=60, retry_base_delay_s=0.05)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(be.calls) == 2
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "broken"

@@ -696,13 +696,16 @@ class AsyncTrigger:
         self._start_ready()
         self._poke()
         now = rt.clock.time()
-        if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
-            await self._dead_letter(event, "RetriesExhausted", result, event.attempts)
-            return False
         if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
+            # Not an attempt: the function's error from its last attempt, if it ran and
+            # failed, stays the event's result (the record's responseContext and payload).
+            kept = last if last is not None and last.failed else result
+            if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
+                await self._dead_letter(event, "RetriesExhausted", kept, event.attempts)
+                return False
             n = self._throttles[event.id] = self._throttles.get(event.id, 0) + 1
             delay = max(result.retry_after_s or 0.0, self.throttle_backoff.delay(n))
-            await self._retry_later(event, now + delay, event.attempts, result)
+            await self._retry_later(event, now + delay, event.attempts, result, kept)
             return False
         attempts = event.attempts + 1
         if attempts > cfg.effective_retry_attempts:
@@ -754,11 +757,19 @@ class AsyncTrigger:
         self._poke()
 
     async def _retry_later(
-        self, event: QueuedEvent, at: float, attempts: int, result: InvokeResult
+        self,
+        event: QueuedEvent,
+        at: float,
+        attempts: int,
+        result: InvokeResult,
+        kept: InvokeResult | None = None,
     ) -> None:
+        """Give the event back for a retry at `at` (too late for its age: its record goes);
+        `kept`: the result its record is to carry, when not this attempt's `result`."""
         rt = self.rt
+        kept = result if kept is None else kept
         if at - event.enqueued_at > rt.config.maximum_event_age_s:
-            await self._dead_letter(event, "EventAgeExceeded", result, attempts)
+            await self._dead_letter(event, "EventAgeExceeded", kept, attempts)
             return
         rt.log.info(
             "event.retry_scheduled",
@@ -772,10 +783,12 @@ class AsyncTrigger:
                 "retry_in_s": round(at - rt.clock.time(), 2),
             },
         )
-        kept = dump_outcome(None, result)
+        stored = dump_outcome(None, kept)
         try:
             await settle(
-                self.state.release(event.id, available_at=at, attempts=attempts, last_result=kept),
+                self.state.release(
+                    event.id, available_at=at, attempts=attempts, last_result=stored
+                ),
                 abandon=self.rt.forced,
             )
         finally:
