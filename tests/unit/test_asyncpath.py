@@ -1063,3 +1063,41 @@ async def test_a_throttle_after_a_function_error_keeps_the_functions_error_for_t
     assert record["requestContext"]["approximateInvokeCount"] == 1
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorMessage"] == "broken"
+
+
+async def test_a_throttle_after_a_function_error_does_not_write_the_kept_error_again(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The function's error (up to 6 MB) is in the store already: a throttle's release keeps
+    # it without sending it again.
+    results = iter(
+        [
+            ValueError("broken"),
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=30.0),
+        ]
+    )
+
+    def respond(event: Any) -> Any:
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    written: list[bytes | None] = []
+    release = store.release
+
+    async def recording_release(
+        event_id: int, *, available_at: float, attempts: int, last_result: bytes | None = None
+    ) -> None:
+        written.append(last_result)
+        await release(
+            event_id, available_at=available_at, attempts=attempts, last_result=last_result
+        )
+
+    monkeypatch.setattr(store, "release", recording_release)
+    src, be = FakeSource([make_record(1)]), FakeBackend(respond)
+    t = build(store, src, be, maximum_event_age_s=600, retry_base_delay_s=0.05)
+    await run_until(t, lambda: len(written) == 2)
+    assert written[0] is not None and written[1] is None
+    [event] = await store.claim("t", 10, 30.0, time.time() + 60)
+    assert event.last_result == written[0], "the function's error is still the kept result"

@@ -783,7 +783,9 @@ class AsyncTrigger:
                 "retry_in_s": round(at - rt.clock.time(), 2),
             },
         )
-        stored = dump_outcome(None, kept)
+        # An earlier attempt's result kept is in the store already: not written again (a
+        # response of up to 6 MB per throttle).
+        stored = dump_outcome(None, kept) if kept is result else None
         try:
             await settle(
                 self.state.release(
