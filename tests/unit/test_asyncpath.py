@@ -1097,3 +1097,116 @@ async def test_a_retry_sent_to_the_destination_after_the_limit_was_lowered_carri
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorMessage"] == "broken"
     assert await store.queue_depth("t") == 0
+
+
+class _Later:
+    """A clock `offset_s` ahead of the wall clock: a start that comes later."""
+
+    def __init__(self, offset_s: float) -> None:
+        self.offset_s = offset_s
+
+    def time(self) -> float:
+        return time.time() + self.offset_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def test_a_failure_record_sent_at_the_next_start_keeps_the_time_it_was_given_up(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record cut short by a stop is sent at the next start "as it would have been": its
+    # timestamp is when the event was given up on (as without the stop, where a destination
+    # retrying its delivery does not change it), not when the daemon started again.
+    import triggerd.delivery.asyncpath as asyncpath
+
+    monkeypatch.setattr(asyncpath, "DELIVERY_GRACE_S", 0.05, raising=False)
+    await _cancel_during_delivery(store, HeldDestination())
+    stopped = time.time()
+    await store.recover_leases()
+    src, be2, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be2, dest, maximum_retry_attempts=0)
+    t.rt.clock = _Later(3600.0)  # the next start is an hour later
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert be2.calls == []
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert _epoch(record["timestamp"]) <= stopped, "stamped with the next start's time"
+
+
+async def test_a_throttle_after_a_function_error_keeps_the_functions_error_for_the_record(
+    store: SQLiteStateStore,
+) -> None:
+    # Attempt 1 failed (its error kept with the event); the retry was throttled until the
+    # event's age ran out. A throttle is not an attempt (approximateInvokeCount stays 1): the
+    # record carries the function's error, as the kept outcome promises, not the 429 that
+    # replaced it in the store (responseContext 429, no functionError, no responsePayload).
+    results = iter(
+        [
+            ValueError("broken"),
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=120.0),
+        ]
+    )
+
+    def respond(event: Any) -> Any:
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    src, be, dest = FakeSource([make_record(1)]), FakeBackend(respond), MemDestination()
+    t = build(store, src, be, dest, maximum_event_age_s=60, retry_base_delay_s=0.05)
+    await run_until(t, lambda: len(dest.records) == 1)
+    assert len(be.calls) == 2
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "broken"
+
+
+async def test_a_throttle_after_a_function_error_does_not_write_the_kept_error_again(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The function's error (up to 6 MB) is in the store already: a throttle's release keeps
+    # it without sending it again.
+    results = iter(
+        [
+            ValueError("broken"),
+            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=30.0),
+        ]
+    )
+
+    def respond(event: Any) -> Any:
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    written: list[bytes | None] = []
+    release = store.release
+
+    async def recording_release(
+        event_id: int, *, available_at: float, attempts: int, last_result: bytes | None = None
+    ) -> None:
+        written.append(last_result)
+        await release(
+            event_id, available_at=available_at, attempts=attempts, last_result=last_result
+        )
+
+    monkeypatch.setattr(store, "release", recording_release)
+    src, be = FakeSource([make_record(1)]), FakeBackend(respond)
+    t = build(store, src, be, maximum_event_age_s=600, retry_base_delay_s=0.05)
+    await run_until(t, lambda: len(written) == 2)
+    assert written[0] is not None and written[1] is None
+    [event] = await store.claim("t", 10, 30.0, time.time() + 60)
+    assert event.last_result == written[0], "the function's error is still the kept result"

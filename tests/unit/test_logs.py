@@ -460,3 +460,27 @@ def test_asyncpg_pool_reconnect_failures_are_one_line_without_a_traceback(
     assert doc["event"] == "Failed to restore"
     assert doc["error"] == "ConnectionRefusedError: role x is not permitted to log in"
     assert "exc" not in doc and "Traceback" not in stream.getvalue()
+
+
+def test_lines_held_when_a_commands_loop_ends_are_written_before_it_returns(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write scheduled for lines held within the interval is dropped with the loop when
+    `asyncio.run` returns: they waited for the next line or the process's exit (a command's
+    last lines after its output, or a prompt)."""
+    from triggerd.cli.main import _run_async
+
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(LineBatch, "interval_s", 3600.0)
+    stream = CountingStream()
+    setup_logging("INFO", "json", stream=stream)
+
+    async def command() -> int:
+        log = logging.getLogger("triggerd.cli")
+        log.info("first")
+        await asyncio.sleep(0)
+        log.info("last")  # within the interval after the first write: held
+        return 0
+
+    assert _run_async(command()) == 0
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["first", "last"]

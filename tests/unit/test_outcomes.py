@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triggerd.delivery.outcomes import dump_outcome, load_outcome
+from triggerd.delivery.outcomes import dump_outcome, given_up_at, load_outcome
 from triggerd.types import InvokeResult, Outcome
 
 
@@ -57,3 +57,12 @@ def test_an_unreadable_value_gives_no_outcome_rather_than_an_error(raw: bytes) -
 def test_a_readable_condition_survives_an_unknown_outcome() -> None:
     raw = b'{"condition": "RetriesExhausted", "outcome": "from-a-newer-version"}\nx'
     assert load_outcome(raw) == ("RetriesExhausted", None)
+
+
+def test_the_time_an_event_was_given_up_on_round_trips() -> None:
+    raw = dump_outcome("RetriesExhausted", None, 1796616110.25)
+    assert given_up_at(raw) == 1796616110.25
+    assert load_outcome(raw) == ("RetriesExhausted", None)
+    assert given_up_at(dump_outcome(None, InvokeResult(Outcome.THROTTLED, b"", "r"))) is None
+    assert given_up_at(b'{"at": "soon"}\n') is None
+    assert given_up_at(b"not json\n") is None

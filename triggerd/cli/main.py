@@ -54,11 +54,18 @@ __all__ = ["config_option", "main", "resolve_config"]
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     import asyncio  # by the commands that run a loop: generate-event and --help do not
 
+    from triggerd.telemetry.logs import flush_logs
+
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
-    return int(uvloop.run(coro))
+        run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    else:
+        run = uvloop.run
+    try:
+        return int(run(coro))
+    finally:
+        flush_logs()  # its last lines are not left for the process's exit
 
 
 def _load(path: str, registry: Registry, also: Callable[[], list[str]] | None = None) -> ConfigBase:

@@ -27,7 +27,7 @@ import orjson
 
 from triggerd.delivery.failures import AsyncCondition, async_invocation_record
 from triggerd.delivery.onfailure import DELIVERY_CANCEL_S, DELIVERY_GRACE_S
-from triggerd.delivery.outcomes import dump_outcome, load_outcome
+from triggerd.delivery.outcomes import dump_outcome, given_up_at, load_outcome
 from triggerd.delivery.pipeline import TriggerRuntime, apply_filter
 from triggerd.delivery.retry import Backoff
 from triggerd.delivery.settle import SETTLE_GRACE_S, finish_after_cancel, settle
@@ -517,9 +517,11 @@ class AsyncTrigger:
         result: InvokeResult | None,
         invoke_count: int,
         sent: asyncio.Event | None = None,
+        timestamp: float | None = None,
     ) -> None:
         """Send an event to the on-failure path as Lambda's asynchronous invocation record;
-        returns once the destination has it (`sent` is set then, before the index write)."""
+        returns once the destination has it (`sent` is set then, before the index write).
+        `timestamp`: when it was given up on (now when not given)."""
         rt = self.rt
         record = async_invocation_record(
             request_id=request_id,
@@ -528,7 +530,7 @@ class AsyncTrigger:
             approximate_invoke_count=invoke_count,
             request_payload=payload,
             result=result,
-            timestamp=rt.clock.time(),
+            timestamp=rt.clock.time() if timestamp is None else timestamp,
         )
         await rt.on_failure.deliver(record, condition, request_id, sent=sent)
 
@@ -696,7 +698,8 @@ class AsyncTrigger:
             # Given up on before a stop cut its on-failure delivery short (the record is sent
             # as it would have been, the function is not invoked again, as in Lambda), or too
             # old or out of attempts now: the record carries the last attempt's result.
-            await self._dead_letter(event, condition, last, event.attempts)
+            at = given_up_at(event.last_result)
+            await self._dead_letter(event, condition, last, event.attempts, at)
             return False
         self._event_age.observe(max(0.0, now - event.enqueued_at))
         with (
@@ -726,13 +729,16 @@ class AsyncTrigger:
         self._start_ready()
         self._poke()
         now = rt.clock.time()
-        if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
-            await self._dead_letter(event, "RetriesExhausted", result, event.attempts)
-            return False
         if result.outcome in (Outcome.THROTTLED, Outcome.INVOKE_ERROR):
+            # Not an attempt: the function's error from its last attempt, if it ran and
+            # failed, stays the event's result (the record's responseContext and payload).
+            kept = last if last is not None and last.failed else result
+            if result.outcome is Outcome.THROTTLED and self.throttles_dead_letter:
+                await self._dead_letter(event, "RetriesExhausted", kept, event.attempts)
+                return False
             n = self._throttles[event.id] = self._throttles.get(event.id, 0) + 1
             delay = max(result.retry_after_s or 0.0, self.throttle_backoff.delay(n))
-            await self._retry_later(event, now + delay, event.attempts, result)
+            await self._retry_later(event, now + delay, event.attempts, result, kept)
             return False
         attempts = event.attempts + 1
         if attempts > cfg.effective_retry_attempts:
@@ -784,11 +790,19 @@ class AsyncTrigger:
         self._poke()
 
     async def _retry_later(
-        self, event: QueuedEvent, at: float, attempts: int, result: InvokeResult
+        self,
+        event: QueuedEvent,
+        at: float,
+        attempts: int,
+        result: InvokeResult,
+        kept: InvokeResult | None = None,
     ) -> None:
+        """Give the event back for a retry at `at` (too late for its age: its record goes);
+        `kept`: the result its record is to carry, when not this attempt's `result`."""
         rt = self.rt
+        kept = result if kept is None else kept
         if at - event.enqueued_at > rt.config.maximum_event_age_s:
-            await self._dead_letter(event, "EventAgeExceeded", result, attempts)
+            await self._dead_letter(event, "EventAgeExceeded", kept, attempts)
             return
         rt.log.info(
             "event.retry_scheduled",
@@ -802,10 +816,14 @@ class AsyncTrigger:
                 "retry_in_s": round(at - rt.clock.time(), 2),
             },
         )
-        kept = dump_outcome(None, result)
+        # An earlier attempt's result kept is in the store already: not written again (a
+        # response of up to 6 MB per throttle).
+        stored = dump_outcome(None, kept) if kept is result else None
         try:
             await settle(
-                self.state.release(event.id, available_at=at, attempts=attempts, last_result=kept),
+                self.state.release(
+                    event.id, available_at=at, attempts=attempts, last_result=stored
+                ),
                 abandon=self.rt.forced,
             )
         finally:
@@ -818,16 +836,20 @@ class AsyncTrigger:
         condition: AsyncCondition,
         result: InvokeResult | None,
         attempts: int,
+        at: float | None = None,
     ) -> None:
+        """Send the event's record (`at`: when it was given up on, if before now) and
+        complete it; cancelled, `_dead_letter_cancelled` keeps its record for the next start."""
         sent = asyncio.Event()
+        at = self.rt.clock.time() if at is None else at
         delivery = asyncio.ensure_future(
-            self.give_up(event.request_id, event.payload, condition, result, attempts, sent)
+            self.give_up(event.request_id, event.payload, condition, result, attempts, sent, at)
         )
         try:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
             self._settled.add(event.id)
-            kept = dump_outcome(condition, result)
+            kept = dump_outcome(condition, result, at)
             await self._dead_letter_cancelled(event, delivery, sent, kept, attempts)
             raise
         self._settled.add(event.id)

@@ -646,3 +646,12 @@ def setup_logging(
         fn_logger.propagate = False
     else:
         fn_logger.propagate = True
+
+
+def flush_logs() -> None:
+    """Write the lines `setup_logging`'s handlers hold: a loop that ends (`asyncio.run`
+    returning) drops the write scheduled for its lines held within `LineBatch.interval_s`,
+    which would otherwise wait for the next line or the process's exit."""
+    for name in ("", "triggerd.function"):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()
