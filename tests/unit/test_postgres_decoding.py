@@ -566,3 +566,59 @@ async def test_an_unchanged_relation_of_a_default_identity_table_is_not_looked_u
     await catalog.table(full)
     await catalog.table(full)
     assert lookups == [16385, 16385, 16386, 16386]
+
+
+def _json_reader() -> tuple[Any, Any]:
+    import logging
+
+    from triggerd.delivery.streams import ShardLog
+    from triggerd.types import SystemClock
+    from triggerd_postgres.changes import ChangeReader
+
+    async def no_catalog(rel: Relation) -> Table:
+        raise AssertionError("no Relation message in this page")
+
+    columns = (Column(True, "id", 23, -1), Column(False, "doc", 3802, -1))
+    rel = Relation(1, "public", "docs", "d", columns)
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/db.public.docs/stream/slot"
+    shard = ShardLog(SystemClock(), max_entries=10_000)
+    reader = ChangeReader(
+        shard=shard,
+        shaper=shaper("NEW_IMAGE"),
+        table=no_catalog,
+        on_marker=lambda: None,
+        page_rows=500,
+        truncate="deliver",
+        log=logging.getLogger("t"),
+        trigger="t",
+    )
+    reader.tables[1] = Table(rel, (PgType(Kind.INTEGER), PgType(Kind.JSON)), (0,), arn)
+    return reader, shard
+
+
+@pytest.mark.parametrize("tag", ["I"])
+async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(tag: str) -> None:
+    # A jsonb value nested 200 deep is more than orjson writes (its recursion limit): that
+    # row's record cannot be built and reading fails. The next peek reads the same changes:
+    # the rows before it are in the log once, and the failing row is read again (and fails
+    # again), never skipped, so no marker after it lets the slot advance past it.
+    from triggerd_postgres.changes import Session
+
+    reader, shard = _json_reader()
+    deep = "[" * 200 + "]" * 200
+
+    def change(i: int, doc: str) -> bytes:
+        body = b"N" + tup(str(i), doc)
+        return tag.encode() + struct.pack("!I", 1) + body
+
+    begin = b"B" + struct.pack("!QqI", 5000, 0, 7)
+    commit = b"C" + struct.pack("!bQQq", 0, 5000, 5048, 0)
+    page = [begin, change(0, "{}"), change(1, "[1]"), change(2, deep), change(3, "{}"), commit]
+    rows = [{"data": data} for data in page]
+    for _ in range(2):  # the failing peek, then the next one
+        with pytest.raises(TypeError, match="Recursion"):
+            await reader.process(Session(), rows)
+    taken = shard.take(10)
+    assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1"]
+    shard.settle(taken)
+    assert shard.checkpoint() is taken[-1], "no marker after the row that failed"
