@@ -297,7 +297,6 @@ class ChangeReader:
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
-        self.read_pos = position
         row = self.shaper.row
         if isinstance(msg, Update):
             rec = row(
@@ -325,6 +324,7 @@ class ChangeReader:
                 size,
             )
         self.shard.append(rec)
+        self.read_pos = position  # once its record is in the log: else it is read again
         return 1
 
     def _truncate(self, txn: Txn, msg: Truncate, size: int) -> int:
@@ -335,9 +335,9 @@ class ChangeReader:
             position = (txn.commit_lsn, ordinal)
             if position <= self.read_pos:
                 continue
-            self.read_pos = position
             table = self.tables[relid]
             if self.truncate == "skip":
+                self.read_pos = position
                 self.log.warning(
                     "postgres.truncate_skipped",
                     extra={"trigger": self.trigger, "table": table.qualified},
@@ -353,5 +353,6 @@ class ChangeReader:
                 size_bytes=size,
             )
             self.shard.append(rec, barrier=True)
+            self.read_pos = position
             appended += 1
         return appended
