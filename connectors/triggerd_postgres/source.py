@@ -452,8 +452,15 @@ class PostgresSource(BaseSource):
         backlog the checkpoint loop's pauses otherwise let every peek re-read thousands."""
         self._take_checkpoint()
         advance = self._to_advance
-        if advance is not None and advance.lsn > self._advanced_lsn:
+        if advance is None or advance.lsn <= self._advanced_lsn:
+            return
+        try:
             await self._commit()
+        except Exception as exc:  # as in the checkpoint loop: the points are kept for it
+            self.log.warning(
+                "postgres.checkpoint_failed", extra={"trigger": self.trigger, "error": str(exc)}
+            )
+            self._dirty.set()
 
     # ---- settling ----
 

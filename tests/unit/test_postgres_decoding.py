@@ -622,3 +622,35 @@ async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(tag: s
     assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1"]
     shard.settle(taken)
     assert shard.checkpoint() is taken[-1], "no marker after the row that failed"
+
+
+async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -> None:
+    # Before a new peek the slot is advanced over what is settled; if that fails (the state
+    # store or the control connection down), the checkpoint loop keeps the points and tries
+    # again later, as with any checkpoint: the peek still opens, the reader goes on.
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+
+    async def commit() -> float:
+        raise ConnectionError("the state store is down")
+
+    class Cursor:
+        async def fetch(self, n: int) -> list[dict[str, bytes]]:
+            return [{"data": b"B"}]
+
+    async def open_peek() -> Any:
+        return src._Peek(None, Cursor(), 100)  # type: ignore[arg-type]
+
+    source._commit = commit  # type: ignore[method-assign]
+    source._open_peek = open_peek  # type: ignore[method-assign]
+    point = source._to_advance = SlotPosition(50)
+    peek, rows = await source._fetch(None)
+    assert rows == [{"data": b"B"}] and source._peek is peek
+    assert source._to_advance is point and source._dirty.is_set(), "kept for the loop"
