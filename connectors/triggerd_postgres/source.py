@@ -175,6 +175,8 @@ class PostgresSource(BaseSource):
         #: position inside a transaction (state store) after it.
         self._to_advance: SlotPosition | None = None
         self._to_save: Record | None = None
+        #: Monotonic time before which no checkpoint is written (the spacing of advances).
+        self._next_checkpoint_at = 0.0
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -454,8 +456,10 @@ class PostgresSource(BaseSource):
         advance = self._to_advance
         if advance is None or advance.lsn <= self._advanced_lsn:
             return
+        if self.ctx.clock.monotonic() < self._next_checkpoint_at:
+            return  # advances are spaced: the checkpoint loop's next one goes there
         try:
-            await self._commit()
+            await self._paced_commit()
         except Exception as exc:  # as in the checkpoint loop: the points are kept for it
             self.log.warning(
                 "postgres.checkpoint_failed", extra={"trigger": self.trigger, "error": str(exc)}
@@ -495,15 +499,11 @@ class PostgresSource(BaseSource):
             if self._to_advance is None and self._to_save is None:
                 continue
             try:
-                took = await self._commit()
+                wait = self._next_checkpoint_at - self.ctx.clock.monotonic()
+                if wait > 0:  # acks meanwhile are coalesced into this checkpoint
+                    await self.ctx.clock.sleep(wait)
+                await self._paced_commit()
                 failures = 0
-                # At most one checkpoint per interval: an advance holds the slot, which the
-                # next peek needs, and costs the server more the longer it takes; acks
-                # meanwhile are coalesced into the next one.
-                interval = min(
-                    max(CHECKPOINT_INTERVAL_S, took / ADVANCE_SHARE), MAX_CHECKPOINT_INTERVAL_S
-                )
-                await self.ctx.clock.sleep(interval)
             except Exception as exc:  # task boundary: keep the points, try again later
                 failures += 1
                 delay = backoff.delay(failures)
@@ -513,6 +513,13 @@ class PostgresSource(BaseSource):
                 )
                 await self.ctx.clock.sleep(delay)
                 self._dirty.set()
+
+    async def _paced_commit(self) -> None:
+        """`_commit`, then no other checkpoint for an interval: an advance holds the slot,
+        which the next peek needs, and costs the server more the longer it takes."""
+        took = await self._commit()
+        interval = min(max(CHECKPOINT_INTERVAL_S, took / ADVANCE_SHARE), MAX_CHECKPOINT_INTERVAL_S)
+        self._next_checkpoint_at = self.ctx.clock.monotonic() + interval
 
     async def _commit(self) -> float:
         """Advance the slot to the newest transaction end reached, then save the position

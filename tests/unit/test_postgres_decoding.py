@@ -654,3 +654,54 @@ async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -
     peek, rows = await source._fetch(None)
     assert rows == [{"data": b"B"}] and source._peek is peek
     assert source._to_advance is point and source._dirty.is_set(), "kept for the loop"
+
+
+async def test_the_slot_advance_before_a_new_peek_keeps_the_spacing_of_advances() -> None:
+    # Each advance decodes the WAL from the slot's restart position: advances are spaced
+    # (at least CHECKPOINT_INTERVAL_S, ten times the last one's duration, at most
+    # MAX_CHECKPOINT_INTERVAL_S), and the advance before a new peek keeps to that spacing
+    # too (it advanced before every peek: under a steady stream about twenty times as often).
+    import logging
+
+    from triggerd.types import SourceContext
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    class Clock:
+        now = 0.0
+
+        def time(self) -> float:
+            return self.now
+
+        def monotonic(self) -> float:
+            return self.now
+
+        async def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    advanced: list[tuple[float, int]] = []
+
+    class Conn:
+        async def execute(self, sql: str, slot: str, lsn: int) -> None:
+            advanced.append((clock.now, lsn))
+            clock.now += 1.0  # a slow advance: the next one no sooner than 2 s after it
+
+    async def control() -> Any:
+        return Conn()
+
+    source._control_conn = control  # type: ignore[method-assign]
+    source._to_advance = SlotPosition(10)
+    await source._catch_up_slot()
+    assert advanced == [(0.0, 10)]
+    clock.now += 0.5
+    source._to_advance = SlotPosition(20)
+    await source._catch_up_slot()
+    assert advanced == [(0.0, 10)], "too soon: the checkpoint loop advances it later"
+    assert source._to_advance == SlotPosition(20)
+    clock.now += 1.6  # 2.1 s after the last advance ended
+    await source._catch_up_slot()
+    assert advanced == [(0.0, 10), (3.1, 20)]
