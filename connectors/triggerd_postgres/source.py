@@ -533,10 +533,13 @@ class PostgresSource(BaseSource):
             if advance.lsn > self._advanced_lsn:
                 clock = self.ctx.clock
                 async with self._slot_lock, self._control_lock:
-                    started = clock.monotonic()
-                    await (await self._control_conn()).execute(_ADVANCE_SQL, self.slot, advance.lsn)
-                    took = clock.monotonic() - started
-                self._advanced_lsn = advance.lsn
+                    # looked at again: another checkpoint may have advanced it meanwhile
+                    if advance.lsn > self._advanced_lsn:
+                        conn = await self._control_conn()
+                        started = clock.monotonic()
+                        await conn.execute(_ADVANCE_SQL, self.slot, advance.lsn)
+                        took = clock.monotonic() - started
+                        self._advanced_lsn = advance.lsn
             if self._to_advance is advance:
                 self._to_advance = None
         if save is not None:

@@ -705,3 +705,42 @@ async def test_the_slot_advance_before_a_new_peek_keeps_the_spacing_of_advances(
     clock.now += 1.6  # 2.1 s after the last advance ended
     await source._catch_up_slot()
     assert advanced == [(0.0, 10), (3.1, 20)]
+
+
+async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() -> None:
+    # The checkpoint loop and the advance before a new peek may both be under way: the one
+    # that gets the slot second does not advance it again to where it is (each advance
+    # decodes the WAL on the server), and the position known never goes back.
+    import asyncio
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    advanced: list[int] = []
+
+    class Conn:
+        async def execute(self, sql: str, slot: str, lsn: int) -> None:
+            advanced.append(lsn)
+            await asyncio.sleep(0.01)
+
+    async def control() -> Any:
+        return Conn()
+
+    source._control_conn = control  # type: ignore[method-assign]
+    source._to_advance = SlotPosition(20)
+    first = asyncio.create_task(source._commit())
+    await asyncio.sleep(0)  # under way with 20
+    second = asyncio.create_task(source._commit())  # the same point, not written yet
+    await asyncio.gather(first, second)
+    assert advanced == [20]
+    source._to_advance = SlotPosition(30)
+    newer = asyncio.create_task(source._commit())
+    await asyncio.sleep(0)
+    source._to_advance = SlotPosition(25)  # an older point, from a checkpoint taken before
+    await asyncio.gather(newer, source._commit())
+    assert advanced == [20, 30] and source._advanced_lsn == 30
