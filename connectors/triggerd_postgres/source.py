@@ -175,8 +175,10 @@ class PostgresSource(BaseSource):
         #: position inside a transaction (state store) after it.
         self._to_advance: SlotPosition | None = None
         self._to_save: Record | None = None
-        #: Monotonic time before which no checkpoint is written (the spacing of advances).
+        #: Monotonic times before which the checkpoint loop writes no checkpoint, and before
+        #: which no advance is made before a new peek (the last one's share of the time).
         self._next_checkpoint_at = 0.0
+        self._next_advance_at = 0.0
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -456,8 +458,8 @@ class PostgresSource(BaseSource):
         advance = self._to_advance
         if advance is None or advance.lsn <= self._advanced_lsn:
             return
-        if self.ctx.clock.monotonic() < self._next_checkpoint_at:
-            return  # advances are spaced: the checkpoint loop's next one goes there
+        if self.ctx.clock.monotonic() < self._next_advance_at:
+            return  # the last advance took long: the checkpoint loop's next one goes there
         try:
             await self._paced_commit()
         except Exception as exc:  # as in the checkpoint loop: the points are kept for it
@@ -515,11 +517,18 @@ class PostgresSource(BaseSource):
                 self._dirty.set()
 
     async def _paced_commit(self) -> None:
-        """`_commit`, then no other checkpoint for an interval: an advance holds the slot,
-        which the next peek needs, and costs the server more the longer it takes."""
+        """`_commit`, then no checkpoint of the loop for an interval (acks meanwhile are
+        coalesced), and no advance before a peek for ten times as long as the advance took: an
+        advance holds the slot, which the next peek needs, and costs the server more the
+        longer it takes."""
         took = await self._commit()
-        interval = min(max(CHECKPOINT_INTERVAL_S, took / ADVANCE_SHARE), MAX_CHECKPOINT_INTERVAL_S)
-        self._next_checkpoint_at = self.ctx.clock.monotonic() + interval
+        now = self.ctx.clock.monotonic()
+        share = min(took / ADVANCE_SHARE, MAX_CHECKPOINT_INTERVAL_S)
+        # (never earlier than another checkpoint under way at the same time set them)
+        self._next_advance_at = max(self._next_advance_at, now + share)
+        self._next_checkpoint_at = max(
+            self._next_checkpoint_at, now + max(CHECKPOINT_INTERVAL_S, share)
+        )
 
     async def _commit(self) -> float:
         """Advance the slot to the newest transaction end reached, then save the position

@@ -656,11 +656,11 @@ async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -
     assert source._to_advance is point and source._dirty.is_set(), "kept for the loop"
 
 
-async def test_the_slot_advance_before_a_new_peek_keeps_the_spacing_of_advances() -> None:
-    # Each advance decodes the WAL from the slot's restart position: advances are spaced
-    # (at least CHECKPOINT_INTERVAL_S, ten times the last one's duration, at most
-    # MAX_CHECKPOINT_INTERVAL_S), and the advance before a new peek keeps to that spacing
-    # too (it advanced before every peek: under a steady stream about twenty times as often).
+async def test_the_slot_advance_before_a_new_peek_waits_ten_times_the_last_ones_duration() -> None:
+    # Each advance decodes the WAL from the slot's restart position: after one, the next
+    # waits ten times as long as it took (at most MAX_CHECKPOINT_INTERVAL_S), so that the
+    # slot spends at most a tenth of the time being advanced; the advance before a new peek
+    # too (it advanced before every peek, however long each took).
     import logging
 
     from triggerd.types import SourceContext
@@ -684,27 +684,30 @@ async def test_the_slot_advance_before_a_new_peek_keeps_the_spacing_of_advances(
     ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
     source = src.PostgresSource(cfg, ctx)
     advanced: list[tuple[float, int]] = []
+    takes = iter([1.0, 1.0, 0.001, 0.001])  # seconds each advance takes
 
     class Conn:
         async def execute(self, sql: str, slot: str, lsn: int) -> None:
             advanced.append((clock.now, lsn))
-            clock.now += 1.0  # a slow advance: the next one no sooner than 2 s after it
+            clock.now += next(takes)
 
     async def control() -> Any:
         return Conn()
 
+    async def peek_at(now: float, lsn: int) -> None:
+        clock.now = now
+        source._to_advance = SlotPosition(lsn)
+        await source._catch_up_slot()
+
     source._control_conn = control  # type: ignore[method-assign]
-    source._to_advance = SlotPosition(10)
-    await source._catch_up_slot()
-    assert advanced == [(0.0, 10)]
-    clock.now += 0.5
-    source._to_advance = SlotPosition(20)
-    await source._catch_up_slot()
+    await peek_at(0.0, 10)  # took 1 s: none before 3.0
+    await peek_at(1.5, 20)
     assert advanced == [(0.0, 10)], "too soon: the checkpoint loop advances it later"
     assert source._to_advance == SlotPosition(20)
-    clock.now += 1.6  # 2.1 s after the last advance ended
-    await source._catch_up_slot()
-    assert advanced == [(0.0, 10), (3.1, 20)]
+    await peek_at(3.1, 20)  # took 1 s: none before 6.1
+    await peek_at(6.2, 30)  # took 1 ms: none before 6.211
+    await peek_at(6.22, 40)
+    assert advanced == [(0.0, 10), (3.1, 20), (6.2, 30), (6.22, 40)]
 
 
 async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() -> None:
