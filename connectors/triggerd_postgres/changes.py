@@ -184,10 +184,10 @@ class ChangeReader:
         relid, new = decoder.insert(data)
         ordinal = txn.ordinal
         txn.ordinal = ordinal + 1
-        position = (txn.commit_lsn, ordinal)
-        if position <= self.read_pos:
+        if (txn.commit_lsn, ordinal) <= self.read_pos:
             return 0
-        self.read_pos = position
+        # `read_pos` moves when the run's records are in the shard log (`_shape_run`): a row
+        # whose record cannot be built is read again by the next peek, never skipped
         appended = 0
         if relid != run.relid or txn is not run.txn:
             appended = self._shape_run(run)
@@ -196,7 +196,9 @@ class ChangeReader:
         return appended
 
     def _shape_run(self, run: _Run) -> int:
-        """The records of a run of Inserts, appended to the shard log; the run is emptied."""
+        """The records of a run of Inserts, appended to the shard log; the run is emptied.
+        If one of them cannot be built, the rows before it are appended and its error raised
+        with `read_pos` before it."""
         rows = run.rows
         if not rows:
             return 0
@@ -204,8 +206,14 @@ class ChangeReader:
         assert txn is not None
         run.rows = []
         run.relid = -1
-        records = self.shaper.inserts(table, rows, txn.commit_lsn, txn.commit_time)
+        try:
+            records = self.shaper.inserts(table, rows, txn.commit_lsn, txn.commit_time)
+        except Exception:
+            for new, ordinal, size in rows:  # one at a time: raises at the failing one
+                self._append_insert(txn, table, new, ordinal, size)
+            return len(rows)
         self.shard.extend(records)
+        self.read_pos = (txn.commit_lsn, rows[-1][1])
         return len(records)
 
     def _start_replay(self, session: Session, msg: StreamCommit) -> bool:
@@ -265,24 +273,19 @@ class ChangeReader:
     def _insert(self, txn: Txn, relid: int, new: tuple[Value, ...], size: int) -> int:
         ordinal = txn.ordinal
         txn.ordinal = ordinal + 1
-        position = (txn.commit_lsn, ordinal)
-        if position <= self.read_pos:
+        if (txn.commit_lsn, ordinal) <= self.read_pos:
             return 0
-        self.read_pos = position
-        self.shard.append(
-            self.shaper.row(
-                "INSERT",
-                self.tables[relid],
-                new,
-                None,
-                False,
-                txn.commit_lsn,
-                ordinal,
-                txn.commit_time,
-                size,
-            )
-        )
+        self._append_insert(txn, self.tables[relid], new, ordinal, size)
         return 1
+
+    def _append_insert(
+        self, txn: Txn, table: Table, new: tuple[Value, ...], ordinal: int, size: int
+    ) -> None:
+        rec = self.shaper.row(
+            "INSERT", table, new, None, False, txn.commit_lsn, ordinal, txn.commit_time, size
+        )
+        self.shard.append(rec)
+        self.read_pos = (txn.commit_lsn, ordinal)  # once its record is in the log
 
     def _change(self, txn: Txn, msg: Message, size: int) -> int:
         if isinstance(msg, Truncate):
@@ -294,7 +297,6 @@ class ChangeReader:
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
-        self.read_pos = position
         row = self.shaper.row
         if isinstance(msg, Update):
             rec = row(
@@ -322,6 +324,7 @@ class ChangeReader:
                 size,
             )
         self.shard.append(rec)
+        self.read_pos = position  # once its record is in the log: else it is read again
         return 1
 
     def _truncate(self, txn: Txn, msg: Truncate, size: int) -> int:
@@ -332,9 +335,9 @@ class ChangeReader:
             position = (txn.commit_lsn, ordinal)
             if position <= self.read_pos:
                 continue
-            self.read_pos = position
             table = self.tables[relid]
             if self.truncate == "skip":
+                self.read_pos = position
                 self.log.warning(
                     "postgres.truncate_skipped",
                     extra={"trigger": self.trigger, "table": table.qualified},
@@ -350,5 +353,6 @@ class ChangeReader:
                 size_bytes=size,
             )
             self.shard.append(rec, barrier=True)
+            self.read_pos = position
             appended += 1
         return appended

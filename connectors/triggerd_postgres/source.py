@@ -175,6 +175,10 @@ class PostgresSource(BaseSource):
         #: position inside a transaction (state store) after it.
         self._to_advance: SlotPosition | None = None
         self._to_save: Record | None = None
+        #: Monotonic times before which the checkpoint loop writes no checkpoint, and before
+        #: which no advance is made before a new peek (the last one's share of the time).
+        self._next_checkpoint_at = 0.0
+        self._next_advance_at = 0.0
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -452,8 +456,17 @@ class PostgresSource(BaseSource):
         backlog the checkpoint loop's pauses otherwise let every peek re-read thousands."""
         self._take_checkpoint()
         advance = self._to_advance
-        if advance is not None and advance.lsn > self._advanced_lsn:
-            await self._commit()
+        if advance is None or advance.lsn <= self._advanced_lsn:
+            return
+        if self.ctx.clock.monotonic() < self._next_advance_at:
+            return  # the last advance took long: the checkpoint loop's next one goes there
+        try:
+            await self._paced_commit()
+        except Exception as exc:  # as in the checkpoint loop: the points are kept for it
+            self.log.warning(
+                "postgres.checkpoint_failed", extra={"trigger": self.trigger, "error": str(exc)}
+            )
+            self._dirty.set()
 
     # ---- settling ----
 
@@ -488,15 +501,11 @@ class PostgresSource(BaseSource):
             if self._to_advance is None and self._to_save is None:
                 continue
             try:
-                took = await self._commit()
+                wait = self._next_checkpoint_at - self.ctx.clock.monotonic()
+                if wait > 0:  # acks meanwhile are coalesced into this checkpoint
+                    await self.ctx.clock.sleep(wait)
+                await self._paced_commit()
                 failures = 0
-                # At most one checkpoint per interval: an advance holds the slot, which the
-                # next peek needs, and costs the server more the longer it takes; acks
-                # meanwhile are coalesced into the next one.
-                interval = min(
-                    max(CHECKPOINT_INTERVAL_S, took / ADVANCE_SHARE), MAX_CHECKPOINT_INTERVAL_S
-                )
-                await self.ctx.clock.sleep(interval)
             except Exception as exc:  # task boundary: keep the points, try again later
                 failures += 1
                 delay = backoff.delay(failures)
@@ -506,6 +515,20 @@ class PostgresSource(BaseSource):
                 )
                 await self.ctx.clock.sleep(delay)
                 self._dirty.set()
+
+    async def _paced_commit(self) -> None:
+        """`_commit`, then no checkpoint of the loop for an interval (acks meanwhile are
+        coalesced), and no advance before a peek for ten times as long as the advance took: an
+        advance holds the slot, which the next peek needs, and costs the server more the
+        longer it takes."""
+        took = await self._commit()
+        now = self.ctx.clock.monotonic()
+        share = min(took / ADVANCE_SHARE, MAX_CHECKPOINT_INTERVAL_S)
+        # (never earlier than another checkpoint under way at the same time set them)
+        self._next_advance_at = max(self._next_advance_at, now + share)
+        self._next_checkpoint_at = max(
+            self._next_checkpoint_at, now + max(CHECKPOINT_INTERVAL_S, share)
+        )
 
     async def _commit(self) -> float:
         """Advance the slot to the newest transaction end reached, then save the position
@@ -519,10 +542,13 @@ class PostgresSource(BaseSource):
             if advance.lsn > self._advanced_lsn:
                 clock = self.ctx.clock
                 async with self._slot_lock, self._control_lock:
-                    started = clock.monotonic()
-                    await (await self._control_conn()).execute(_ADVANCE_SQL, self.slot, advance.lsn)
-                    took = clock.monotonic() - started
-                self._advanced_lsn = advance.lsn
+                    # looked at again: another checkpoint may have advanced it meanwhile
+                    if advance.lsn > self._advanced_lsn:
+                        conn = await self._control_conn()
+                        started = clock.monotonic()
+                        await conn.execute(_ADVANCE_SQL, self.slot, advance.lsn)
+                        took = clock.monotonic() - started
+                        self._advanced_lsn = advance.lsn
             if self._to_advance is advance:
                 self._to_advance = None
         if save is not None:

@@ -22,7 +22,7 @@ from tests.integration.postgres_support import (
     unique,
 )
 from triggerd.types import ConfigError, SourceContext, SystemClock
-from triggerd_postgres.source import PostgresSource
+from triggerd_postgres.source import CHECKPOINT_INTERVAL_S, PostgresSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -193,9 +193,12 @@ async def test_a_new_peek_does_not_fetch_again_what_was_acknowledged(
 ) -> None:
     # A peek starts at the slot's confirmed position: before each new peek the slot is
     # advanced over what is settled, not only on the checkpoint loop's next turn, so the
-    # changes delivered by the peek before are not fetched (and skipped) again.
+    # changes delivered by the peek before are not fetched (and skipped) again; once the
+    # spacing of advances allows (each decodes the WAL from the slot's restart position).
     table = await make_table(pg_cluster)
     async with pg_source(pg_cluster, store, tables=[table], peek_changes=3) as source:
+        assert source._runner is not None
+        source._runner.cancel()  # no checkpoint loop: only the advance before a peek
         fetched = 0
         process = source.changes.process
 
@@ -208,7 +211,10 @@ async def test_a_new_peek_does_not_fetch_again_what_was_acknowledged(
         async with connect(pg_cluster) as conn:
             for i in range(12):
                 await conn.execute(f"INSERT INTO {table} VALUES ({i}, 'x')")
-        records = await receive_n(source, 12)
+        records: list[Any] = []
+        for _ in range(12):  # a peek each (one transaction: more than 3 rows)
+            records += await receive_n(source, 1)
+            await asyncio.sleep(2.5 * CHECKPOINT_INTERVAL_S)  # more than the advances' spacing
     assert [d["Keys"]["id"]["N"] for d in ddb(records)] == [str(i) for i in range(12)]
     # Begin, Relation (sent again to each peek), Insert and Commit of each transaction, once
     assert fetched == 12 * 4

@@ -566,3 +566,184 @@ async def test_an_unchanged_relation_of_a_default_identity_table_is_not_looked_u
     await catalog.table(full)
     await catalog.table(full)
     assert lookups == [16385, 16385, 16386, 16386]
+
+
+def _json_reader() -> tuple[Any, Any]:
+    import logging
+
+    from triggerd.delivery.streams import ShardLog
+    from triggerd.types import SystemClock
+    from triggerd_postgres.changes import ChangeReader
+
+    async def no_catalog(rel: Relation) -> Table:
+        raise AssertionError("no Relation message in this page")
+
+    columns = (Column(True, "id", 23, -1), Column(False, "doc", 3802, -1))
+    rel = Relation(1, "public", "docs", "d", columns)
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/db.public.docs/stream/slot"
+    shard = ShardLog(SystemClock(), max_entries=10_000)
+    reader = ChangeReader(
+        shard=shard,
+        shaper=shaper("NEW_IMAGE"),
+        table=no_catalog,
+        on_marker=lambda: None,
+        page_rows=500,
+        truncate="deliver",
+        log=logging.getLogger("t"),
+        trigger="t",
+    )
+    reader.tables[1] = Table(rel, (PgType(Kind.INTEGER), PgType(Kind.JSON)), (0,), arn)
+    return reader, shard
+
+
+@pytest.mark.parametrize("tag", ["I", "U"])
+async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(tag: str) -> None:
+    # A jsonb value nested 200 deep is more than orjson writes (its recursion limit): that
+    # row's record cannot be built and reading fails. The next peek reads the same changes:
+    # the rows before it are in the log once, and the failing row is read again (and fails
+    # again), never skipped, so no marker after it lets the slot advance past it.
+    from triggerd_postgres.changes import Session
+
+    reader, shard = _json_reader()
+    deep = "[" * 200 + "]" * 200
+
+    def change(i: int, doc: str) -> bytes:
+        body = b"N" + tup(str(i), doc)
+        return tag.encode() + struct.pack("!I", 1) + body
+
+    begin = b"B" + struct.pack("!QqI", 5000, 0, 7)
+    commit = b"C" + struct.pack("!bQQq", 0, 5000, 5048, 0)
+    page = [begin, change(0, "{}"), change(1, "[1]"), change(2, deep), change(3, "{}"), commit]
+    rows = [{"data": data} for data in page]
+    for _ in range(2):  # the failing peek, then the next one
+        with pytest.raises(TypeError, match="Recursion"):
+            await reader.process(Session(), rows)
+    taken = shard.take(10)
+    assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1"]
+    shard.settle(taken)
+    assert shard.checkpoint() is taken[-1], "no marker after the row that failed"
+
+
+async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -> None:
+    # Before a new peek the slot is advanced over what is settled; if that fails (the state
+    # store or the control connection down), the checkpoint loop keeps the points and tries
+    # again later, as with any checkpoint: the peek still opens, the reader goes on.
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+
+    async def commit() -> float:
+        raise ConnectionError("the state store is down")
+
+    class Cursor:
+        async def fetch(self, n: int) -> list[dict[str, bytes]]:
+            return [{"data": b"B"}]
+
+    async def open_peek() -> Any:
+        return src._Peek(None, Cursor(), 100)  # type: ignore[arg-type]
+
+    source._commit = commit  # type: ignore[method-assign]
+    source._open_peek = open_peek  # type: ignore[method-assign]
+    point = source._to_advance = SlotPosition(50)
+    peek, rows = await source._fetch(None)
+    assert rows == [{"data": b"B"}] and source._peek is peek
+    assert source._to_advance is point and source._dirty.is_set(), "kept for the loop"
+
+
+async def test_the_slot_advance_before_a_new_peek_waits_ten_times_the_last_ones_duration() -> None:
+    # Each advance decodes the WAL from the slot's restart position: after one, the next
+    # waits ten times as long as it took (at most MAX_CHECKPOINT_INTERVAL_S), so that the
+    # slot spends at most a tenth of the time being advanced; the advance before a new peek
+    # too (it advanced before every peek, however long each took).
+    import logging
+
+    from triggerd.types import SourceContext
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    class Clock:
+        now = 0.0
+
+        def time(self) -> float:
+            return self.now
+
+        def monotonic(self) -> float:
+            return self.now
+
+        async def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    advanced: list[tuple[float, int]] = []
+    takes = iter([1.0, 1.0, 0.001, 0.001])  # seconds each advance takes
+
+    class Conn:
+        async def execute(self, sql: str, slot: str, lsn: int) -> None:
+            advanced.append((clock.now, lsn))
+            clock.now += next(takes)
+
+    async def control() -> Any:
+        return Conn()
+
+    async def peek_at(now: float, lsn: int) -> None:
+        clock.now = now
+        source._to_advance = SlotPosition(lsn)
+        await source._catch_up_slot()
+
+    source._control_conn = control  # type: ignore[method-assign]
+    await peek_at(0.0, 10)  # took 1 s: none before 3.0
+    await peek_at(1.5, 20)
+    assert advanced == [(0.0, 10)], "too soon: the checkpoint loop advances it later"
+    assert source._to_advance == SlotPosition(20)
+    await peek_at(3.1, 20)  # took 1 s: none before 6.1
+    await peek_at(6.2, 30)  # took 1 ms: none before 6.211
+    await peek_at(6.22, 40)
+    assert advanced == [(0.0, 10), (3.1, 20), (6.2, 30), (6.22, 40)]
+
+
+async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() -> None:
+    # The checkpoint loop and the advance before a new peek may both be under way: the one
+    # that gets the slot second does not advance it again to where it is (each advance
+    # decodes the WAL on the server), and the position known never goes back.
+    import asyncio
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    advanced: list[int] = []
+
+    class Conn:
+        async def execute(self, sql: str, slot: str, lsn: int) -> None:
+            advanced.append(lsn)
+            await asyncio.sleep(0.01)
+
+    async def control() -> Any:
+        return Conn()
+
+    source._control_conn = control  # type: ignore[method-assign]
+    source._to_advance = SlotPosition(20)
+    first = asyncio.create_task(source._commit())
+    await asyncio.sleep(0)  # under way with 20
+    second = asyncio.create_task(source._commit())  # the same point, not written yet
+    await asyncio.gather(first, second)
+    assert advanced == [20]
+    source._to_advance = SlotPosition(30)
+    newer = asyncio.create_task(source._commit())
+    await asyncio.sleep(0)
+    source._to_advance = SlotPosition(25)  # an older point, from a checkpoint taken before
+    await asyncio.gather(newer, source._commit())
+    assert advanced == [20, 30] and source._advanced_lsn == 30
