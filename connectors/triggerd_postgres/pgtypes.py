@@ -7,7 +7,8 @@ The mapping (docs/postgres.md has the table):
   1E-130..9.99E+125) -> `S`, so that boto3's TypeDeserializer never raises on them;
 - boolean -> `BOOL`; bytea -> `B` (base64); SQL NULL -> `{"NULL": true}`;
 - json, jsonb -> `M` (objects), `L` (arrays), `S` / `N` / `BOOL` / `NULL` (scalars), numbers
-  kept exactly as written;
+  kept exactly as written; a document nested deeper than DynamoDB's 32 levels (which no
+  DynamoDB stream can carry, and too deep for the record's JSON) -> `S` (its text);
 - arrays (any dimension) -> `L` of the element type's values, NULL elements as `NULL`;
 - timestamp -> `S` ISO-8601 (`2024-05-01T12:34:56.789`); timestamptz -> `S` ISO-8601 in UTC
   with `Z`; date, time, timetz -> `S` as PostgreSQL writes them in ISO style; interval -> `S`
@@ -185,7 +186,18 @@ class _Num(str):
     __slots__ = ()
 
 
-def _json_value(value: Any) -> JSONDict:
+#: How deep DynamoDB nests documents (maps and lists): a json/jsonb value nested deeper maps
+#: to `S`. Without a bound, a deep document's record could not be written at all (orjson
+#: refuses about 250 levels of nesting, each JSON level being two in AttributeValues) and the
+#: change would stop the slot for good.
+MAX_JSON_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    """A json/jsonb document nested deeper than MAX_JSON_DEPTH."""
+
+
+def _json_value(value: Any, depth: int = 1) -> JSONDict:
     if isinstance(value, _Num):
         return number(str(value))
     if isinstance(value, str):
@@ -194,19 +206,21 @@ def _json_value(value: Any) -> JSONDict:
         return {"BOOL": value}
     if value is None:
         return {"NULL": True}
+    if isinstance(value, dict | list) and depth > MAX_JSON_DEPTH:
+        raise _TooDeep
     if isinstance(value, dict):
-        return {"M": {k: _json_value(v) for k, v in value.items()}}
+        return {"M": {k: _json_value(v, depth + 1) for k, v in value.items()}}
     if isinstance(value, list):
-        return {"L": [_json_value(v) for v in value]}
+        return {"L": [_json_value(v, depth + 1) for v in value]}
     return {"S": str(value)}
 
 
 def _json(text: str) -> JSONDict:
     try:
         parsed = json.loads(text, parse_int=_Num, parse_float=_Num, parse_constant=_Num)
-    except ValueError:
+        return _json_value(parsed)
+    except (ValueError, RecursionError, _TooDeep):
         return {"S": text}
-    return _json_value(parsed)
 
 
 def _timestamp(text: str) -> JSONDict:

@@ -597,15 +597,26 @@ def _json_reader() -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("tag", ["I", "U"])
-async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(tag: str) -> None:
-    # A jsonb value nested 200 deep is more than orjson writes (its recursion limit): that
-    # row's record cannot be built and reading fails. The next peek reads the same changes:
-    # the rows before it are in the log once, and the failing row is read again (and fails
-    # again), never skipped, so no marker after it lets the slot advance past it.
+async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(
+    tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row whose record cannot be built (here a json value the mapping is made to refuse)
+    # fails reading. The next peek reads the same changes: the rows before it are in the log
+    # once, and the failing row is read again (and fails again), never skipped, so no marker
+    # after it lets the slot advance past it.
+    from triggerd_postgres import pgtypes
     from triggerd_postgres.changes import Session
 
+    mapped = pgtypes._json_value
+
+    def refusing(value: Any, depth: int = 1) -> Any:
+        if value == "refused":
+            raise TypeError("Recursion limit reached (made to fail)")
+        return mapped(value, depth)
+
+    monkeypatch.setattr(pgtypes, "_json_value", refusing)
     reader, shard = _json_reader()
-    deep = "[" * 200 + "]" * 200
+    deep = '"refused"'
 
     def change(i: int, doc: str) -> bytes:
         body = b"N" + tup(str(i), doc)
@@ -747,3 +758,28 @@ async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() ->
     source._to_advance = SlotPosition(25)  # an older point, from a checkpoint taken before
     await asyncio.gather(newer, source._commit())
     assert advanced == [20, 30] and source._advanced_lsn == 30
+
+
+def test_a_json_document_deeper_than_dynamodb_nests_is_its_text_and_its_record_is_built() -> None:
+    # 200 levels of arrays: as nested L values, orjson refused to write the record (its
+    # recursion limit), so the change could never be delivered and stopped the slot.
+    import orjson
+
+    deep = "[" * 200 + "1" + "]" * 200
+    assert to_attribute(deep, PgType(Kind.JSON)) == {"S": deep}
+    assert orjson.dumps({"NewImage": {"doc": to_attribute(deep, PgType(Kind.JSON))}})
+    very_deep = '{"a":' * 5000 + "1" + "}" * 5000  # beyond json.loads' own recursion
+    assert to_attribute(very_deep, PgType(Kind.JSON)) == {"S": very_deep}
+
+
+def test_a_json_document_32_levels_deep_is_still_a_map_of_lists() -> None:
+    from triggerd_postgres.pgtypes import MAX_JSON_DEPTH
+
+    doc = '{"a":' + "[" * (MAX_JSON_DEPTH - 1) + "true" + "]" * (MAX_JSON_DEPTH - 1) + "}"
+    value = to_attribute(doc, PgType(Kind.JSON))
+    inner = value["M"]["a"]
+    for _ in range(MAX_JSON_DEPTH - 2):
+        inner = inner["L"][0]
+    assert inner == {"L": [{"BOOL": True}]}
+    one_more = "[" + doc + "]"
+    assert to_attribute(one_more, PgType(Kind.JSON)) == {"S": one_more}
