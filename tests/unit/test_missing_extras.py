@@ -94,11 +94,20 @@ def test_extras_are_checked_from_one_read_of_the_metadata_and_no_version(
     """`validate` asks for each extra a config uses: triggerd's requirement lines are read
     once, and an installed distribution is found, not parsed for its version."""
     reads: list[str] = []
-    real_read = importlib.metadata.PathDistribution.read_text
 
-    def read_text(self: importlib.metadata.PathDistribution, filename: str) -> str | None:
-        reads.append(filename)
-        return real_read(self, filename)
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        # The distribution's own reads counted, whatever its class: once the
+        # importlib_metadata backport is imported (opentelemetry-sdk at its floor does), the
+        # standard library's lookup returns the backport's PathDistribution.
+        found = REAL_DISTRIBUTION(name)
+        real_read = found.read_text
+
+        def read_text(filename: str) -> str | None:
+            reads.append(filename)
+            return real_read(filename)
+
+        found.read_text = read_text  # type: ignore[method-assign]
+        return found
 
     def version(name: str) -> str:
         raise AssertionError(f"version({name!r}) read")
@@ -107,7 +116,7 @@ def test_extras_are_checked_from_one_read_of_the_metadata_and_no_version(
         raise AssertionError(f"requires({name!r}) parsed the whole METADATA file")
 
     plugins._requirements.cache_clear()
-    monkeypatch.setattr(importlib.metadata.PathDistribution, "read_text", read_text)
+    monkeypatch.setattr(plugins.importlib.metadata, "distribution", distribution)
     monkeypatch.setattr(plugins.importlib.metadata, "requires", requires)
     monkeypatch.setattr(plugins.importlib.metadata, "version", version)
     try:
