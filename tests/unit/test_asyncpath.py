@@ -497,6 +497,33 @@ async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_i
     assert depth == 1
 
 
+async def test_a_record_whose_event_cannot_be_built_in_the_accept_loop_is_given_back(
+    tmp_path: Path,
+) -> None:
+    # A record received by the accept loop itself (no commit under way: the first, or one
+    # given back by a commit's `_build_taken` and handed out again) whose event cannot be
+    # built is given back with its error logged, not dropped while the source still holds it
+    # (a webhook-async request left unanswered, an SQS message held in flight).
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    bad = make_record("bad")
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    src = FakeSource([bad])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        async with asyncio.timeout(2):
+            while not src.nacked:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pass
+    finally:
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.nacked == [bad] and src.acked == []
+
+
 class AckHeld(FakeSource):
     """A source whose ack waits until `ack_gate` is set (an ack that is a request)."""
 

@@ -295,7 +295,7 @@ class AsyncTrigger:
             try:
                 if taken is None:
                     records = await self._receive()
-                    taken = self._build(records) if records else None
+                    taken = await self._build_received(records) if records else None
                 if taken is not None:
                     batch, taken = taken, None
                     taken = await self._commit(batch, fence, take_next=True)
@@ -338,7 +338,7 @@ class AsyncTrigger:
         """Persist the records' events (and checkpoints) durably, then ack the source. With
         a fence, the write is refused (LeaseLostError, records nacked) once the lease has
         moved on."""
-        await self._commit(self._build(records), fence, take_next=False)
+        await self._commit(await self._build_received(records), fence, take_next=False)
 
     def _build(self, records: list[Record], into: _Taken | None = None) -> _Taken:
         """The events (and the checkpoint) of records taken from the source, added to
@@ -445,6 +445,16 @@ class AsyncTrigger:
                 return
             if not records or write.done():
                 return
+
+    async def _build_received(self, records: list[Record]) -> _Taken:
+        """`_build` of records received (not during a commit); if one cannot be built, they are
+        given back (the loop logs the error and retries after its backoff), not left held by
+        the source, neither acked nor nacked."""
+        try:
+            return self._build(records)
+        except Exception:
+            await settle(self.rt.source.nack(records), abandon=self.rt.forced)
+            raise
 
     async def _build_taken(self, records: list[Record], into: _Taken) -> bool:
         """Build records taken during a commit into `into`; whether they were. A record whose
