@@ -600,6 +600,58 @@ async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_the
     assert first in src.nacked and src.acked == []
 
 
+class LateReturn(FakeSource):
+    """A source whose waiting receive, once cancelled, takes a moment and returns records all
+    the same (a result that was ready as the cancellation came)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.late: list[Any] = []
+        self.cancelled = asyncio.Event()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Any]:
+        if self.queue:
+            return await super().receive(max_records, timeout_s)
+        try:
+            await asyncio.sleep(timeout_s)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await asyncio.sleep(0.05)
+            return self.late
+        return []
+
+
+async def test_cancelled_while_a_receive_cancelled_at_the_writes_end_returns_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    # The write ends, the receive still waiting is cancelled and returns records all the same
+    # a moment later; the loop is cancelled (a lost lease, a drain timeout) in that moment:
+    # those records are given back with the rest, not dropped held by the source.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = LateReturn([first])
+    late = make_record("late")
+    src.late = [late]
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            await src.cancelled.wait()
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        await asyncio.sleep(0.1)
+    finally:
+        hook.gate.set()
+        await store.close()
+    assert late in src.nacked or late in src.acked
+
+
 class TaskNoting(FakeBackend):
     """Notes which task makes each invocation."""
 

@@ -426,18 +426,21 @@ class AsyncTrigger:
             receive = asyncio.ensure_future(source.receive(want, ACCEPT_WAIT_S))
             try:
                 await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    receive.cancel()
+                    await asyncio.wait((receive,))
             except BaseException:
-                # Cancelled: records the receive returned (just before, or all the same as
-                # it was cancelled: asyncio.wait_for on Python 3.11 returns a result that
-                # was ready) go into `into`, to be given back with the rest.
-                receive.cancel()
+                # Cancelled (also while the receive cancelled at the write's end finishes):
+                # records the receive returned (just before, or all the same as it was
+                # cancelled: asyncio.wait_for on Python 3.11 returns a result that was
+                # ready) go into `into`, to be given back with the rest. Cancelled once only:
+                # a second cancellation would stop it returning them.
+                if not receive.cancelling():
+                    receive.cancel()
                 await asyncio.wait((receive,), timeout=SETTLE_GRACE_S)
                 if receive.done() and not receive.cancelled() and receive.exception() is None:
                     into.records += receive.result()
                 raise
-            if not receive.done():
-                receive.cancel()
-                await asyncio.wait((receive,))
             if receive.cancelled() or receive.exception() is not None:
                 return  # the accept loop's next receive meets the source's error, if it stays
             records = receive.result()
