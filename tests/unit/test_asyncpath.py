@@ -436,6 +436,53 @@ async def test_a_failed_commit_gives_back_the_records_taken_during_it_uncommitte
     assert set(map(id, src.nacked)) == set(map(id, [first, *later]))
 
 
+class NackFailsOnce(FakeSource):
+    """A source whose first nack fails (a request that did not go through)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.failed: list[Any] = []
+
+    async def nack(self, records: Any) -> None:
+        if not self.failed:
+            self.failed.extend(records)
+            raise ConnectionError("nack failed")
+        await super().nack(records)
+
+
+async def test_a_failed_give_back_of_the_records_taken_during_a_commit_still_gives_back_its_own(
+    tmp_path: Path,
+) -> None:
+    # A commit fails; giving back the records taken during it fails too: the commit's own
+    # records are given back all the same, not left neither acked nor nacked.
+    hook = HeldWrites()
+    hook.fail = True
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = NackFailsOnce([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(3)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(2):
+            while first not in src.nacked:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pass
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.failed == later
+    assert first in src.nacked and src.acked == []
+
+
 async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behind(
     tmp_path: Path,
 ) -> None:

@@ -474,10 +474,18 @@ class AsyncTrigger:
 
     async def _give_back(self, *batches: _Taken | None) -> None:
         """Nack the records of `batches` (in the order taken), the later ones first: a source
-        hands out given-back records first, so the earlier ones come out again before them."""
+        hands out given-back records first, so the earlier ones come out again before them.
+        One that fails (or is cancelled) does not keep the others from being given back; its
+        error is raised after them."""
+        error: BaseException | None = None
         for batch in reversed(batches):
             if batch is not None and batch.records:
-                await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
+                try:
+                    await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
+                except BaseException as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still
