@@ -463,6 +463,10 @@ class PostgresSource(BaseSource):
         try:
             await self._paced_commit()
         except Exception as exc:  # as in the checkpoint loop: the points are kept for it
+            # ... and the peeks that follow do not each try again at once (a connection
+            # attempt and a warning before every peek): at most once per longest interval
+            now = self.ctx.clock.monotonic()
+            self._next_advance_at = max(self._next_advance_at, now + MAX_CHECKPOINT_INTERVAL_S)
             self.log.warning(
                 "postgres.checkpoint_failed", extra={"trigger": self.trigger, "error": str(exc)}
             )

@@ -436,6 +436,53 @@ async def test_a_failed_commit_gives_back_the_records_taken_during_it_uncommitte
     assert set(map(id, src.nacked)) == set(map(id, [first, *later]))
 
 
+class NackFailsOnce(FakeSource):
+    """A source whose first nack fails (a request that did not go through)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.failed: list[Any] = []
+
+    async def nack(self, records: Any) -> None:
+        if not self.failed:
+            self.failed.extend(records)
+            raise ConnectionError("nack failed")
+        await super().nack(records)
+
+
+async def test_a_failed_give_back_of_the_records_taken_during_a_commit_still_gives_back_its_own(
+    tmp_path: Path,
+) -> None:
+    # A commit fails; giving back the records taken during it fails too: the commit's own
+    # records are given back all the same, not left neither acked nor nacked.
+    hook = HeldWrites()
+    hook.fail = True
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = NackFailsOnce([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(3)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(2):
+            while first not in src.nacked:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pass
+    finally:
+        hook.gate.set()
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.failed == later
+    assert first in src.nacked and src.acked == []
+
+
 async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behind(
     tmp_path: Path,
 ) -> None:
@@ -495,6 +542,33 @@ async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_i
         await store.close()
     assert src.acked == [first] and src.nacked == [bad]
     assert depth == 1
+
+
+async def test_a_record_whose_event_cannot_be_built_in_the_accept_loop_is_given_back(
+    tmp_path: Path,
+) -> None:
+    # A record received by the accept loop itself (no commit under way: the first, or one
+    # given back by a commit's `_build_taken` and handed out again) whose event cannot be
+    # built is given back with its error logged, not dropped while the source still holds it
+    # (a webhook-async request left unanswered, an SQS message held in flight).
+    store = SQLiteStateStore(str(tmp_path / "state.db"))
+    await store.open()
+    bad = make_record("bad")
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    src = FakeSource([bad])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        async with asyncio.timeout(2):
+            while not src.nacked:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pass
+    finally:
+        t.stop()
+        await loop_task
+        await store.close()
+    assert src.nacked == [bad] and src.acked == []
 
 
 class AckHeld(FakeSource):
@@ -571,6 +645,58 @@ async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_the
         await store.close()
     assert late in src.queue or late in src.nacked
     assert first in src.nacked and src.acked == []
+
+
+class LateReturn(FakeSource):
+    """A source whose waiting receive, once cancelled, takes a moment and returns records all
+    the same (a result that was ready as the cancellation came)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(records)
+        self.late: list[Any] = []
+        self.cancelled = asyncio.Event()
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Any]:
+        if self.queue:
+            return await super().receive(max_records, timeout_s)
+        try:
+            await asyncio.sleep(timeout_s)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            await asyncio.sleep(0.05)
+            return self.late
+        return []
+
+
+async def test_cancelled_while_a_receive_cancelled_at_the_writes_end_returns_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    # The write ends, the receive still waiting is cancelled and returns records all the same
+    # a moment later; the loop is cancelled (a lost lease, a drain timeout) in that moment:
+    # those records are given back with the rest, not dropped held by the source.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = LateReturn([first])
+    late = make_record("late")
+    src.late = [late]
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        await asyncio.sleep(0.02)  # the loop waits in a receive while the write is held
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            await src.cancelled.wait()
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        await asyncio.sleep(0.1)
+    finally:
+        hook.gate.set()
+        await store.close()
+    assert late in src.nacked or late in src.acked
 
 
 class TaskNoting(FakeBackend):

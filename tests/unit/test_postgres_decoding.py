@@ -721,6 +721,48 @@ async def test_the_slot_advance_before_a_new_peek_waits_ten_times_the_last_ones_
     assert advanced == [(0.0, 10), (3.1, 20), (6.2, 30), (6.22, 40)]
 
 
+async def test_a_failed_slot_advance_before_a_peek_is_not_tried_again_before_every_peek() -> None:
+    # The advance before a new peek failed (the control connection cannot be opened: "too
+    # many clients"): the checkpoint loop tries again with its backoff; the peeks that follow
+    # do not each try again at once (a connection attempt, up to connect_timeout_s, and a
+    # warning before every peek under a backlog), only once per MAX_CHECKPOINT_INTERVAL_S.
+    import logging
+
+    from triggerd.types import SourceContext
+    from triggerd_postgres import source as src
+    from triggerd_postgres.changes import SlotPosition
+
+    class Clock:
+        now = 0.0
+
+        def time(self) -> float:
+            return self.now
+
+        def monotonic(self) -> float:
+            return self.now
+
+        async def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
+    source = src.PostgresSource(cfg, ctx)
+    tried: list[float] = []
+
+    async def control() -> Any:
+        tried.append(clock.now)
+        raise ConnectionError("sorry, too many clients already")
+
+    source._control_conn = control  # type: ignore[method-assign]
+    for i in range(30):  # a peek every 0.1 s, each with more settled
+        clock.now = i * 0.1
+        source._to_advance = SlotPosition(10 + i)
+        await source._catch_up_slot()
+    assert tried == [0.0, pytest.approx(2.0)]
+    assert source._dirty.is_set() and source._advanced_lsn == 0, "kept for the loop"
+
+
 async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() -> None:
     # The checkpoint loop and the advance before a new peek may both be under way: the one
     # that gets the slot second does not advance it again to where it is (each advance

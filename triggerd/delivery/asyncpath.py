@@ -295,7 +295,7 @@ class AsyncTrigger:
             try:
                 if taken is None:
                     records = await self._receive()
-                    taken = self._build(records) if records else None
+                    taken = await self._build_received(records) if records else None
                 if taken is not None:
                     batch, taken = taken, None
                     taken = await self._commit(batch, fence, take_next=True)
@@ -338,7 +338,7 @@ class AsyncTrigger:
         """Persist the records' events (and checkpoints) durably, then ack the source. With
         a fence, the write is refused (LeaseLostError, records nacked) once the lease has
         moved on."""
-        await self._commit(self._build(records), fence, take_next=False)
+        await self._commit(await self._build_received(records), fence, take_next=False)
 
     def _build(self, records: list[Record], into: _Taken | None = None) -> _Taken:
         """The events (and the checkpoint) of records taken from the source, added to
@@ -426,18 +426,21 @@ class AsyncTrigger:
             receive = asyncio.ensure_future(source.receive(want, ACCEPT_WAIT_S))
             try:
                 await asyncio.wait((receive, write), return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    receive.cancel()
+                    await asyncio.wait((receive,))
             except BaseException:
-                # Cancelled: records the receive returned (just before, or all the same as
-                # it was cancelled: asyncio.wait_for on Python 3.11 returns a result that
-                # was ready) go into `into`, to be given back with the rest.
-                receive.cancel()
+                # Cancelled (also while the receive cancelled at the write's end finishes):
+                # records the receive returned (just before, or all the same as it was
+                # cancelled: asyncio.wait_for on Python 3.11 returns a result that was
+                # ready) go into `into`, to be given back with the rest. Cancelled once only:
+                # a second cancellation would stop it returning them.
+                if not receive.cancelling():
+                    receive.cancel()
                 await asyncio.wait((receive,), timeout=SETTLE_GRACE_S)
                 if receive.done() and not receive.cancelled() and receive.exception() is None:
                     into.records += receive.result()
                 raise
-            if not receive.done():
-                receive.cancel()
-                await asyncio.wait((receive,))
             if receive.cancelled() or receive.exception() is not None:
                 return  # the accept loop's next receive meets the source's error, if it stays
             records = receive.result()
@@ -445,6 +448,16 @@ class AsyncTrigger:
                 return
             if not records or write.done():
                 return
+
+    async def _build_received(self, records: list[Record]) -> _Taken:
+        """`_build` of records received (not during a commit); if one cannot be built, they are
+        given back (the loop logs the error and retries after its backoff), not left held by
+        the source, neither acked nor nacked."""
+        try:
+            return self._build(records)
+        except Exception:
+            await settle(self.rt.source.nack(records), abandon=self.rt.forced)
+            raise
 
     async def _build_taken(self, records: list[Record], into: _Taken) -> bool:
         """Build records taken during a commit into `into`; whether they were. A record whose
@@ -461,10 +474,18 @@ class AsyncTrigger:
 
     async def _give_back(self, *batches: _Taken | None) -> None:
         """Nack the records of `batches` (in the order taken), the later ones first: a source
-        hands out given-back records first, so the earlier ones come out again before them."""
+        hands out given-back records first, so the earlier ones come out again before them.
+        One that fails (or is cancelled) does not keep the others from being given back; its
+        error is raised after them."""
+        error: BaseException | None = None
         for batch in reversed(batches):
             if batch is not None and batch.records:
-                await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
+                try:
+                    await settle(self.rt.source.nack(batch.records), abandon=self.rt.forced)
+                except BaseException as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def _orphaned_write_done(self, task: asyncio.Future[None]) -> None:
         """An accept's write has ended: its failure, which `accept` raises when it is still
