@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,27 @@ def build(
 
 def always_fail(event: Any) -> Any:
     raise ValueError("broken")
+
+
+def scripted(*results: Any) -> Callable[[Any], Any]:
+    """A handler answering each call with the next of `results`, raising the exceptions."""
+    answers = iter(results)
+
+    def respond(event: Any) -> Any:
+        result = next(answers)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    return respond
+
+
+def assert_carries_the_error(record: dict[str, Any], condition: str, invoke_count: int) -> None:
+    """An invocation record of an event that failed with `always_fail`'s error."""
+    assert record["requestContext"]["condition"] == condition
+    assert record["requestContext"]["approximateInvokeCount"] == invoke_count
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "broken"
 
 
 async def test_event_is_persisted_before_the_source_is_acked(store: SQLiteStateStore) -> None:
@@ -1098,9 +1120,7 @@ async def test_an_age_expired_record_not_delivered_is_sent_at_the_next_start_not
     await run_until(t2, lambda: len(dest2.records) == 1)
     assert be2.calls == [], "invoked again at a restart"
     [record] = dest2.records
-    assert record["requestContext"]["condition"] == "EventAgeExceeded"
-    assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert record["responsePayload"]["errorMessage"] == "broken"
+    assert_carries_the_error(record, "EventAgeExceeded", 1)
     assert await store.queue_depth("t") == 0
 
 
@@ -1218,10 +1238,7 @@ async def test_a_retry_sent_to_the_destination_after_the_limit_was_lowered_carri
     await run_until(t2, lambda: len(dest.records) == 1)
     assert be2.calls == []
     [record] = dest.records
-    assert record["requestContext"]["condition"] == "RetriesExhausted"
-    assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert record["responseContext"]["functionError"] == "Unhandled"
-    assert record["responsePayload"]["errorMessage"] == "broken"
+    assert_carries_the_error(record, "RetriesExhausted", 1)
     assert await store.queue_depth("t") == 0
 
 
@@ -1276,28 +1293,16 @@ async def test_a_throttle_after_a_function_error_keeps_the_functions_error_for_t
     # event's age ran out. A throttle is not an attempt (approximateInvokeCount stays 1): the
     # record carries the function's error, as the kept outcome promises, not the 429 that
     # replaced it in the store (responseContext 429, no functionError, no responsePayload).
-    results = iter(
-        [
-            ValueError("broken"),
-            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=120.0),
-        ]
+    respond = scripted(
+        ValueError("broken"), InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=120.0)
     )
-
-    def respond(event: Any) -> Any:
-        result = next(results)
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     src, be, dest = FakeSource([make_record(1)]), FakeBackend(respond), MemDestination()
     t = build(store, src, be, dest, maximum_event_age_s=60, retry_base_delay_s=0.05)
     await run_until(t, lambda: len(dest.records) == 1)
     assert len(be.calls) == 2
     [record] = dest.records
-    assert record["requestContext"]["condition"] == "EventAgeExceeded"
-    assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert record["responseContext"]["functionError"] == "Unhandled"
-    assert record["responsePayload"]["errorMessage"] == "broken"
+    assert_carries_the_error(record, "EventAgeExceeded", 1)
 
 
 async def test_a_throttle_after_a_function_error_does_not_write_the_kept_error_again(
@@ -1305,18 +1310,9 @@ async def test_a_throttle_after_a_function_error_does_not_write_the_kept_error_a
 ) -> None:
     # The function's error (up to 6 MB) is in the store already: a throttle's release keeps
     # it without sending it again.
-    results = iter(
-        [
-            ValueError("broken"),
-            InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=30.0),
-        ]
+    respond = scripted(
+        ValueError("broken"), InvokeResult(Outcome.THROTTLED, b"", "", retry_after_s=30.0)
     )
-
-    def respond(event: Any) -> Any:
-        result = next(results)
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     written: list[bytes | None] = []
     release = store.release

@@ -596,6 +596,34 @@ def _json_reader() -> tuple[Any, Any]:
     return reader, shard
 
 
+class _StepClock:
+    """A clock that moves only when told to (or by the time slept)."""
+
+    now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _bare_source(clock: Any = None) -> Any:
+    """A postgres source (no connection made) of a trigger on `orders`."""
+    import logging
+
+    from triggerd.types import SourceContext, SystemClock
+    from triggerd_postgres import source as src
+
+    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
+    log = logging.getLogger("t")
+    ctx = SourceContext(trigger="t", state=None, clock=clock or SystemClock(), log=log)  # type: ignore[arg-type]
+    return src.PostgresSource(cfg, ctx)
+
+
 @pytest.mark.parametrize("tag", ["I", "U"])
 async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(
     tag: str, monkeypatch: pytest.MonkeyPatch
@@ -639,15 +667,11 @@ async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -
     # Before a new peek the slot is advanced over what is settled; if that fails (the state
     # store or the control connection down), the checkpoint loop keeps the points and tries
     # again later, as with any checkpoint: the peek still opens, the reader goes on.
-    import logging
 
-    from triggerd.types import SourceContext, SystemClock
     from triggerd_postgres import source as src
     from triggerd_postgres.changes import SlotPosition
 
-    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
-    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
-    source = src.PostgresSource(cfg, ctx)
+    source = _bare_source()
 
     async def commit() -> float:
         raise ConnectionError("the state store is down")
@@ -672,28 +696,11 @@ async def test_the_slot_advance_before_a_new_peek_waits_ten_times_the_last_ones_
     # waits ten times as long as it took (at most MAX_CHECKPOINT_INTERVAL_S), so that the
     # slot spends at most a tenth of the time being advanced; the advance before a new peek
     # too (it advanced before every peek, however long each took).
-    import logging
 
-    from triggerd.types import SourceContext
-    from triggerd_postgres import source as src
     from triggerd_postgres.changes import SlotPosition
 
-    class Clock:
-        now = 0.0
-
-        def time(self) -> float:
-            return self.now
-
-        def monotonic(self) -> float:
-            return self.now
-
-        async def sleep(self, seconds: float) -> None:
-            self.now += seconds
-
-    clock = Clock()
-    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
-    ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
-    source = src.PostgresSource(cfg, ctx)
+    clock = _StepClock()
+    source = _bare_source(clock)
     advanced: list[tuple[float, int]] = []
     takes = iter([1.0, 1.0, 0.001, 0.001])  # seconds each advance takes
 
@@ -726,28 +733,11 @@ async def test_a_failed_slot_advance_before_a_peek_is_not_tried_again_before_eve
     # many clients"): the checkpoint loop tries again with its backoff; the peeks that follow
     # do not each try again at once (a connection attempt, up to connect_timeout_s, and a
     # warning before every peek under a backlog), only once per MAX_CHECKPOINT_INTERVAL_S.
-    import logging
 
-    from triggerd.types import SourceContext
-    from triggerd_postgres import source as src
     from triggerd_postgres.changes import SlotPosition
 
-    class Clock:
-        now = 0.0
-
-        def time(self) -> float:
-            return self.now
-
-        def monotonic(self) -> float:
-            return self.now
-
-        async def sleep(self, seconds: float) -> None:
-            self.now += seconds
-
-    clock = Clock()
-    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
-    ctx = SourceContext(trigger="t", state=None, clock=clock, log=logging.getLogger("t"))  # type: ignore[arg-type]
-    source = src.PostgresSource(cfg, ctx)
+    clock = _StepClock()
+    source = _bare_source(clock)
     tried: list[float] = []
 
     async def control() -> Any:
@@ -768,15 +758,10 @@ async def test_two_checkpoints_at_once_advance_the_slot_once_and_never_back() ->
     # that gets the slot second does not advance it again to where it is (each advance
     # decodes the WAL on the server), and the position known never goes back.
     import asyncio
-    import logging
 
-    from triggerd.types import SourceContext, SystemClock
-    from triggerd_postgres import source as src
     from triggerd_postgres.changes import SlotPosition
 
-    cfg = PostgresSourceConfig(type="postgres", tables=["orders"])
-    ctx = SourceContext(trigger="t", state=None, clock=SystemClock(), log=logging.getLogger("t"))  # type: ignore[arg-type]
-    source = src.PostgresSource(cfg, ctx)
+    source = _bare_source()
     advanced: list[int] = []
 
     class Conn:
