@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendContext",
+    "BuildError",
     "DestinationContext",
     "InvokeResult",
     "PartitionStats",
@@ -29,6 +30,22 @@ __all__ = [
     "SourceContext",
     "SourceStats",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildError:
+    """Why a source could not build a record's Lambda shape from what it read (a value its
+    mapping cannot convert): an error of that one record, which no retry can fix. The
+    pipeline never invokes such a record: it gives it up at once (condition
+    `RecordBuildFailed`), so that it blocks nothing behind it."""
+
+    #: The exception's class name (logged).
+    error_type: str
+    #: The exception's message: it may quote the record's values, so it goes to the on-failure
+    #: destination only, never to logs.
+    message: str
+    #: What the record is, without its values (logged): e.g. `postgres table public.orders`.
+    subject: str
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +80,9 @@ class Record:
     #: released key, the records behind a failed one of its key, a split batch handed back),
     #: which sources that count attempts themselves must not count.
     failed: bool = False
+    #: Set by the source on a record it could not build (its payload then holds only what
+    #: could be built, without the values): the pipeline gives it up without invoking it.
+    build_error: BuildError | None = None
 
 
 @dataclass(frozen=True, slots=True)

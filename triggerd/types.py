@@ -125,6 +125,7 @@ def lazy_attributes(owner: str, source: str, names: Collection[str]) -> Callable
 
 if TYPE_CHECKING:
     from triggerd.runtime_types import BackendContext as BackendContext
+    from triggerd.runtime_types import BuildError as BuildError
     from triggerd.runtime_types import DestinationContext as DestinationContext
     from triggerd.runtime_types import InvokeResult as InvokeResult
     from triggerd.runtime_types import PartitionStats as PartitionStats
@@ -135,6 +136,7 @@ if TYPE_CHECKING:
 _RUNTIME_NAMES = frozenset(
     {
         "BackendContext",
+        "BuildError",
         "DestinationContext",
         "InvokeResult",
         "PartitionStats",

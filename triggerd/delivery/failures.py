@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from triggerd.events.timestamps import iso_ms
-from triggerd.types import InvokeResult, JSONDict, Outcome, Record
+from triggerd.types import BuildError, InvokeResult, JSONDict, Outcome, Record
 
 __all__ = [
     "async_invocation_record",
@@ -107,12 +107,15 @@ def stream_failure_record(
     timestamp: float,
     batch_info: JSONDict,
     payload: JSONDict | None = None,
+    build_error: BuildError | None = None,
 ) -> JSONDict:
     """The on-failure record of an event-source mapping (§5.3).
 
     `function_arn` is used as given (unqualified unless the trigger targets a version).
     `batch_info` is merged in as is (e.g. `{"KinesisBatchInfo": {...}}`); `payload`, the full
-    event, is added only when given.
+    event, is added only when given. `build_error` (a record the source could not build,
+    condition `RecordBuildFailed`: triggerd's own, AWS has none) is added as `buildError`,
+    `{"errorType", "errorMessage", "subject"}`.
     """
     record: JSONDict = {
         "requestContext": {
@@ -126,6 +129,12 @@ def stream_failure_record(
         "timestamp": iso_ms(timestamp),
     }
     record.update(batch_info)
+    if build_error is not None:
+        record["buildError"] = {
+            "errorType": build_error.error_type,
+            "errorMessage": build_error.message,
+            "subject": build_error.subject,
+        }
     if payload is not None:
         record["payload"] = payload
     return record

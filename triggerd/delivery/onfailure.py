@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import orjson
 
@@ -68,11 +69,14 @@ class OnFailure:
         request_id: str,
         *,
         sent: asyncio.Event | None = None,
+        detail: Mapping[str, object] | None = None,
     ) -> None:
         """Write the record to the destination (retrying its failures), index it, and return.
         Without a destination the record is discarded, as Lambda does, and logged. `sent` is
         set once the destination has the record: a caller cancelled during the index write
-        that follows knows the record is there (writing it again would be a duplicate)."""
+        that follows knows the record is there (writing it again would be a duplicate).
+        `detail`: more fields for the log line that says where the record went (never
+        values of the record)."""
         if self.destination is None:
             self.metrics.discarded.labels(self.trigger, condition).inc()
             self.log.warning(
@@ -82,6 +86,7 @@ class OnFailure:
                     "function": self.function,
                     "condition": condition,
                     "request_id": request_id,
+                    **(detail or {}),
                 },
             )
             return
@@ -127,5 +132,6 @@ class OnFailure:
                 "condition": condition,
                 "destination": self.destination_name,
                 "request_id": request_id,
+                **(detail or {}),
             },
         )

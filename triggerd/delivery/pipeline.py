@@ -45,6 +45,7 @@ from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
     Backend,
+    BuildError,
     Clock,
     ControlledSource,
     Destination,
@@ -168,13 +169,17 @@ class TriggerRuntime:
 
 
 def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record], list[Record]]:
-    """(kept, dropped). Filtered-out records are acked by the caller, as AWS does."""
+    """(kept, dropped). Filtered-out records are acked by the caller, as AWS does. A record
+    the source could not build is always kept (for its batch to give it up)."""
     rt.metrics.records_received.labels(rt.name).inc(len(records))
     if not rt.filter:
         return records, []
     kept: list[Record] = []
     dropped: list[Record] = []
     for rec in records:
+        if rec.build_error is not None:  # no values to match: its batch gives it up
+            kept.append(rec)
+            continue
         view = rt.source.filter_view(rec)
         (kept if view is None or rt.filter.matches(view) else dropped).append(rec)
     if dropped:
@@ -533,7 +538,9 @@ class BatchRun:
             self.hold_until = self.rt.clock.monotonic() - window + limit
 
     async def process(self, batch: list[Record]) -> None:
-        pending = self.pending = [batch]
+        if any(r.build_error is not None for r in batch):
+            batch = await self.give_up_unbuilt(batch)
+        pending = self.pending = [batch] if batch else []
         throttles = 0
         while pending:
             if self.t.stopping or self.t.released_since(self.epochs):
@@ -565,6 +572,22 @@ class BatchRun:
             if retry:
                 pending[0:0] = retry
                 await self.backoff(retry[0], delay)
+
+    async def give_up_unbuilt(self, batch: list[Record]) -> list[Record]:
+        """Records the source could not build (`Record.build_error`: an error of the record
+        itself, which no retry fixes) are never invoked: each goes to the on-failure
+        destination alone, at once, with its error (or is discarded and logged without one,
+        as any give-up). Returns the rest of the batch, in order."""
+        rest: list[Record] = []
+        for rec in batch:
+            error = rec.build_error
+            if error is None:
+                rest.append(rec)
+                continue
+            detail = {"item_id": rec.item_id, "error_type": error.error_type}
+            detail["subject"] = error.subject
+            await self.give_up([rec], "RecordBuildFailed", None, build_error=error, detail=detail)
+        return rest
 
     async def held_too_long(self, records: list[Record]) -> bool:
         """Past the source's hold limit (a long split, throttles): give the records back
@@ -725,7 +748,13 @@ class BatchRun:
         return [r for r in records if not now - r.created_at > max_age]
 
     async def give_up(
-        self, records: list[Record], condition: str, result: InvokeResult | None
+        self,
+        records: list[Record],
+        condition: str,
+        result: InvokeResult | None,
+        *,
+        build_error: BuildError | None = None,
+        detail: dict[str, str] | None = None,
     ) -> None:
         rt = self.rt
         request_id = result.request_id if result else str(uuid.uuid4())
@@ -738,10 +767,11 @@ class BatchRun:
             timestamp=rt.clock.time(),
             batch_info=rt.source.batch_info(records),
             payload=rt.source.envelope(records) if rt.include_payload else None,
+            build_error=build_error,
         )
         sent = asyncio.Event()
         delivery = asyncio.ensure_future(
-            rt.on_failure.deliver(record, condition, request_id, sent=sent)
+            rt.on_failure.deliver(record, condition, request_id, sent=sent, detail=detail)
         )
         try:
             await asyncio.shield(delivery)

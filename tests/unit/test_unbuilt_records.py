@@ -1,0 +1,87 @@
+"""Records a source could not build (`Record.build_error`, e.g. a PostgreSQL row its mapping
+cannot convert) in the poll pipeline: never invoked, each given up alone at once with its
+error, whatever the filters; its neighbours invoked in order; without a destination, one log
+line that never carries the error's message (it may quote the record's values)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fakes import FakeBackend, FakeSource, MemDestination, make_record, run_until
+from tests.unit.test_pipeline import bodies, build
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import BuildError, Record
+
+SECRET = "hunter2-card-4111"
+
+
+def unbuilt(body: Any, item_id: str) -> Record:
+    rec = make_record(body, item_id=item_id)
+    rec.build_error = BuildError("ValueError", f"cannot parse {SECRET!r}", "fake table t")
+    return rec
+
+
+async def test_an_unbuilt_record_goes_to_the_destination_alone_its_neighbours_invoked_in_order(
+    store: SQLiteStateStore,
+) -> None:
+    recs = [make_record(i, item_id=f"m{i}") for i in range(5)]
+    recs[2] = unbuilt("unbuilt", "m2")
+    src, be, dest = FakeSource(recs), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest, batch_size=10, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) == 5)
+    assert [bodies(c) for c in be.calls] == [[0, 1, 3, 4]], "never invoked, the rest in order"
+    assert src.nacked == []
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RecordBuildFailed"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["responseContext"] is None
+    assert record["FakeBatchInfo"] == {"batchSize": 1}
+    assert record["buildError"] == {
+        "errorType": "ValueError",
+        "errorMessage": f"cannot parse {SECRET!r}",
+        "subject": "fake table t",
+    }
+    assert record["payload"] == {"Records": [recs[2].payload]}
+    [entry] = await store.dlq_list("t")
+    assert entry.condition == "RecordBuildFailed"
+
+
+async def test_an_unbuilt_record_is_given_up_even_where_filters_would_drop_it(
+    store: SQLiteStateStore,
+) -> None:
+    recs = [make_record({"kind": "image"}), unbuilt({"kind": "text"}, "bad")]
+    src, be, dest = FakeSource(recs), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest, filters=[{"body": {"kind": ["image"]}}])
+    await run_until(t, lambda: len(src.acked) == 2)
+    assert [bodies(c) for c in be.calls] == [[{"kind": "image"}]]
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RecordBuildFailed"
+
+
+async def test_without_a_destination_an_unbuilt_record_is_one_log_line_without_its_message(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    recs = [make_record(0), unbuilt("unbuilt", "m1"), make_record(2)]
+    src, be = FakeSource(recs), FakeBackend()
+    t = build(store, src, be, None, batch_size=10, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) == 3)
+    assert [bodies(c) for c in be.calls] == [[0, 2]]
+    [line] = [r for r in caplog.records if r.msg == "record.discarded"]
+    assert line.levelno == logging.WARNING
+    fields = line.__dict__
+    assert fields["condition"] == "RecordBuildFailed"
+    assert (fields["item_id"], fields["error_type"], fields["subject"]) == (
+        "m1",
+        "ValueError",
+        "fake table t",
+    )
+    everything = orjson.dumps([r.__dict__ for r in caplog.records], default=str).decode()
+    assert SECRET not in everything, "the error's message may quote values: never logged"
+    labels = {"trigger": "t", "reason": "RecordBuildFailed"}
+    value = t.rt.metrics.registry.get_sample_value("triggerd_records_dropped_total", labels)
+    assert value == 1
