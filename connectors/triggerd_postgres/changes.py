@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from triggerd.delivery.streams import ShardLog
+from triggerd.types import BuildError, Record
 
 from .pgoutput import (
     Begin,
@@ -45,6 +46,8 @@ YIELD_EVERY = 50
 _ROW_TAGS = frozenset(b"IUD")
 #: Changes inside a streamed chunk (kept until the commit).
 _STREAM_ROW_TAGS = frozenset(b"IUDT")
+#: The longest error message a record that cannot be built carries to the destination.
+MAX_ERROR_MESSAGE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,8 @@ class ChangeReader:
         self.read_pos: tuple[int, int] = (0, -1)
         #: Streamed transactions read back at their commit (for logs and tests).
         self.streamed_transactions = 0
+        #: Changes whose record could not be built (handed to the pipeline to give up).
+        self.unbuilt = 0
 
     async def process(self, session: Session, rows: list[Any]) -> int:
         """Decode rows into the shard log; stops after a Stream Commit (its changes are read
@@ -187,7 +192,7 @@ class ChangeReader:
         if (txn.commit_lsn, ordinal) <= self.read_pos:
             return 0
         # `read_pos` moves when the run's records are in the shard log (`_shape_run`): a row
-        # whose record cannot be built is read again by the next peek, never skipped
+        # whose shaping failed for a cause outside the row is read again by the next peek
         appended = 0
         if relid != run.relid or txn is not run.txn:
             appended = self._shape_run(run)
@@ -197,8 +202,8 @@ class ChangeReader:
 
     def _shape_run(self, run: _Run) -> int:
         """The records of a run of Inserts, appended to the shard log; the run is emptied.
-        If one of them cannot be built, the rows before it are appended and its error raised
-        with `read_pos` before it."""
+        If one of them cannot be built, each is built on its own: that one's record carries
+        its error (`_unbuilt`)."""
         rows = run.rows
         if not rows:
             return 0
@@ -208,8 +213,8 @@ class ChangeReader:
         run.relid = -1
         try:
             records = self.shaper.inserts(table, rows, txn.commit_lsn, txn.commit_time)
-        except Exception:
-            for new, ordinal, size in rows:  # one at a time: raises at the failing one
+        except Exception:  # one at a time: the failing row's record carries its error
+            for new, ordinal, size in rows:
                 self._append_insert(txn, table, new, ordinal, size)
             return len(rows)
         self.shard.extend(records)
@@ -281,11 +286,53 @@ class ChangeReader:
     def _append_insert(
         self, txn: Txn, table: Table, new: tuple[Value, ...], ordinal: int, size: int
     ) -> None:
-        rec = self.shaper.row(
-            "INSERT", table, new, None, False, txn.commit_lsn, ordinal, txn.commit_time, size
-        )
+        commit_lsn, commit_time = txn.commit_lsn, txn.commit_time
+        try:
+            rec = self.shaper.row(
+                "INSERT", table, new, None, False, commit_lsn, ordinal, commit_time, size
+            )
+        except Exception as exc:
+            rec = self._unbuilt(exc, "INSERT", table, new, None, txn, ordinal, size)
         self.shard.append(rec)
-        self.read_pos = (txn.commit_lsn, ordinal)  # once its record is in the log
+        self.read_pos = (commit_lsn, ordinal)  # once its record is in the log
+
+    def _unbuilt(
+        self,
+        exc: Exception,
+        event_name: str,
+        table: Table,
+        values: Sequence[Value],
+        fallback: Sequence[Value] | None,
+        txn: Txn,
+        ordinal: int,
+        size: int,
+    ) -> Record:
+        """The record of a change that the shaper could not build, carrying the error, for
+        the pipeline to give up (on-failure destination) instead of blocking the slot.
+
+        Building a record is pure computation on the row's values and the table's
+        description (the catalog look-ups happen before, for the Relation message, and
+        their failures are retried as read errors): so an exception here is an error of the
+        row, which reading it again cannot change. Only running out of memory is not one of
+        the row: it is raised (the change is read again)."""
+        if isinstance(exc, MemoryError):
+            raise exc
+        message = str(exc)
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = message[:MAX_ERROR_MESSAGE] + "..."
+        error = BuildError(type(exc).__name__, message, f"postgres table {table.qualified}")
+        self.unbuilt += 1
+        return self.shaper.unbuilt(
+            event_name,
+            table,
+            values,
+            fallback,
+            txn.commit_lsn,
+            ordinal,
+            txn.commit_time,
+            size,
+            error,
+        )
 
     def _change(self, txn: Txn, msg: Message, size: int) -> int:
         if isinstance(msg, Truncate):
@@ -297,12 +344,15 @@ class ChangeReader:
         position = (txn.commit_lsn, ordinal)
         if position <= self.read_pos:
             return 0
-        row = self.shaper.row
-        if isinstance(msg, Update):
-            rec = row(
-                "MODIFY",
-                self.tables[msg.relid],
-                msg.new,
+        assert isinstance(msg, (Update, Delete))
+        table = self.tables[msg.relid]
+        new = msg.new if isinstance(msg, Update) else None
+        name = "MODIFY" if new is not None else "REMOVE"
+        try:
+            rec = self.shaper.row(
+                name,
+                table,
+                new,
                 msg.old,
                 msg.old_kind == "O",
                 txn.commit_lsn,
@@ -310,19 +360,10 @@ class ChangeReader:
                 txn.commit_time,
                 size,
             )
-        else:
-            assert isinstance(msg, Delete)
-            rec = row(
-                "REMOVE",
-                self.tables[msg.relid],
-                None,
-                msg.old,
-                msg.old_kind == "O",
-                txn.commit_lsn,
-                ordinal,
-                txn.commit_time,
-                size,
-            )
+        except Exception as exc:
+            values = new if new is not None else msg.old
+            assert values is not None
+            rec = self._unbuilt(exc, name, table, values, msg.old, txn, ordinal, size)
         self.shard.append(rec)
         self.read_pos = position  # once its record is in the log: else it is read again
         return 1

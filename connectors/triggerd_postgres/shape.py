@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from triggerd.delivery.streams import lane_key
-from triggerd.types import JSONDict, Record
+from triggerd.types import BuildError, JSONDict, Record
 
 from .config import StreamViewType
 from .encode import ChangeRecord, RowEncoder
@@ -384,6 +384,37 @@ class Shaper:
         return self._record(
             event_name, table, ddb, commit_lsn, ordinal, commit_time, size_bytes, keys
         )
+
+    def unbuilt(
+        self,
+        event_name: str,
+        table: Table,
+        values: Sequence[Value],
+        fallback: Sequence[Value] | None,
+        commit_lsn: int,
+        ordinal: int,
+        commit_time: float,
+        size_bytes: int,
+        error: BuildError,
+    ) -> Record:
+        """The record of a change whose record cannot be built (`error`): what it has
+        without its values (eventID, eventName, the sequence number, the commit time, the
+        size, the ARN), with its `Keys` when those can be built on their own, and the error
+        for the pipeline to give it up."""
+        ddb: JSONDict = {"ApproximateCreationDateTime": int(commit_time)}
+        keys: JSONDict | None = None
+        try:
+            keys = self._keys(table, values, fallback)
+            orjson.dumps(keys)
+        except Exception:  # a key column is the one that cannot be converted
+            keys = None
+        else:
+            ddb["Keys"] = keys
+        record = self._record(
+            event_name, table, ddb, commit_lsn, ordinal, commit_time, size_bytes, keys
+        )
+        record.build_error = error
+        return record
 
     def truncate(
         self,

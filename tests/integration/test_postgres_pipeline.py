@@ -249,3 +249,78 @@ async def test_parallelization_factor_runs_lanes_at_once_keeping_each_rows_order
     assert backend.max_concurrent > 1, "lanes of one table ran at once"
     for ident in range(1, 21):
         assert [v for i, v in seen() if i == ident] == ["v0", "v1", "v2"], "per-row order"
+
+
+#: A `json` value (not jsonb) PostgreSQL accepts and keeps as written, with an escaped lone
+#: UTF-16 surrogate: parsed, it is a string that is not valid Unicode, which no JSON writer can
+#: write (orjson: "str is not valid UTF-8: surrogates not allowed"): a record that cannot be
+#: built, from a value of the server, no test hook needed.
+UNWRITABLE_JSON = '{"note": "\\ud800"}'
+
+
+async def test_a_row_that_cannot_be_shaped_goes_to_the_destination_alone_and_blocks_nothing(
+    pg_cluster: Any, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the row's error failed every read, logged at every retry, the slot stuck before
+    # it for good. Now: its record, without values, goes to the destination alone with the
+    # error; the rows around it (same transaction, same batch) reach the function in order;
+    # the slot moves past it; a restart after that delivers it to the destination no more.
+    secret = "s3cr3t-value"
+    table = unique("orders")
+    async with connect(pg_cluster) as conn:
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text, doc json)")
+    seen: list[str] = []
+    backend = FakeBackend(lambda event: seen.extend(values(event)))
+    dest = MemDestination()
+    trigger_name = unique("trig")
+
+    def runtime(source: Any) -> Any:
+        return trigger_runtime(store, source, backend, dest, batch_size=10, batching_window_s=0.2)
+
+    async with pg_source(pg_cluster, store, trigger_name, tables=[table]) as source:
+        trigger = SyncTrigger(runtime(source))
+        task = asyncio.create_task(trigger.run())
+        try:
+            async with connect(pg_cluster) as conn:
+                async with conn.transaction():
+                    for i in range(6):
+                        row = (secret, UNWRITABLE_JSON) if i == 3 else (f"r{i}", "{}")
+                        await conn.execute(f"INSERT INTO {table} VALUES ($1, $2, $3)", i, *row)
+                await conn.execute(f"UPDATE {table} SET v = 'r4b' WHERE id = 4")
+            end = await current_lsn(pg_cluster)
+            await wait_for(lambda: len(seen) >= 6, 60, "the other rows")
+            await wait_for_async(lambda: _advanced(pg_cluster, source.slot, end), 10)
+        finally:
+            trigger.stop()
+            await asyncio.wait_for(task, 10)
+        assert seen == ["r0", "r1", "r2", "r4", "r5", "r4b"], "in order, without the bad row"
+        (failure,) = dest.records
+        assert failure["requestContext"]["condition"] == "RecordBuildFailed"
+        assert failure["buildError"]["errorType"] == "TypeError"
+        assert "surrogates not allowed" in failure["buildError"]["errorMessage"]
+        assert failure["buildError"]["subject"] == f"postgres table public.{table}"
+        info = failure["DDBStreamBatchInfo"]
+        assert info["batchSize"] == 1 and info["startSequenceNumber"] == info["endSequenceNumber"]
+        assert info["shardId"] == f"shardId-{source.slot}"
+        assert info["streamArn"].endswith(f"public.{table}/stream/{source.slot}")
+        (record,) = failure["payload"]["Records"]
+        assert record["dynamodb"]["Keys"] == {"id": {"N": "3"}}
+        assert "NewImage" not in record["dynamodb"]
+        assert record["dynamodb"]["SequenceNumber"] == info["startSequenceNumber"]
+        assert record["dynamodb"]["SequenceNumber"].endswith("0000000003"), "its place"
+        logged = "\n".join(str(r.__dict__) for r in caplog.records)
+        assert secret not in logged, "row values are never logged"
+
+        await source.stop()  # the daemon stops; it starts again on the same slot
+        async with pg_source(pg_cluster, store, trigger_name, tables=[table]) as again:
+            trigger = SyncTrigger(runtime(again))
+            task = asyncio.create_task(trigger.run())
+            try:
+                async with connect(pg_cluster) as conn:
+                    await conn.execute(f"INSERT INTO {table} VALUES (6, 'r6', '{{}}')")
+                await wait_for(lambda: "r6" in seen, 60, "the row after the restart")
+            finally:
+                trigger.stop()
+                await asyncio.wait_for(task, 10)
+    assert seen == ["r0", "r1", "r2", "r4", "r5", "r4b", "r6"], "nothing delivered again"
+    assert len(dest.records) == 1, "not written to the destination again"

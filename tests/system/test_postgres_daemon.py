@@ -113,6 +113,76 @@ def test_kill9_mid_batch_then_restart_delivers_every_row(
     assert "dropped slot triggerd_orders and publication triggerd_orders" in out.stdout
 
 
+#: A `json` value PostgreSQL keeps as written whose record cannot be built (an escaped lone
+#: surrogate: no JSON writer can write the string it parses to), as SQL.
+UNWRITABLE_JSON_SQL = '\'{"note": "\\ud800"}\''
+
+
+def dead_letters(tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / "dlq.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+@pytest.mark.timeout(150)
+def test_a_row_that_cannot_be_shaped_reaches_the_destination_once_across_kill9_and_restart(
+    tmp_path: Path, daemon_factory: Any, pg_cluster: Any
+) -> None:
+    # Row 30's record cannot be built: it goes to the on-failure file alone, every other row
+    # reaches the function, the slot goes on. Killed (-9) as soon as its failure record is
+    # written, the daemon may write it once more after the restart (at least once: the slot
+    # may not have moved past it yet), with the same sequence number; never after that.
+    table = unique("orders")
+    pg_cluster.psql(f"CREATE TABLE {table} (id int PRIMARY KEY, v text, doc json)")
+    text = config(tmp_path, pg_cluster.dsn, table, sleep_s=0.2)
+    text += 'on_failure = { type = "file", path = "dlq.jsonl" }\n'
+    d: Daemon = daemon_factory(text)
+
+    def insert(first: int, last: int) -> None:
+        pg_cluster.psql(
+            f"INSERT INTO {table} SELECT g, CASE WHEN g = 30 THEN 'secret-v' ELSE 'x' END, "
+            f"CASE WHEN g = 30 THEN {UNWRITABLE_JSON_SQL} ELSE '{{}}' END::json "
+            f"FROM generate_series({first}, {last}) g"
+        )
+
+    def given_up() -> list[dict[str, Any]]:
+        return [e for e in d.events() if e.get("event") == "record.dead_lettered"]
+
+    try:
+        d.start()
+        insert(1, 80)
+        wait_for(lambda: bool(dead_letters(tmp_path) and given_up()), 60, "the give-up")
+        d.kill9()
+        assert len(set(delivered(tmp_path))) < 79, "killed while rows were pending"
+        (line,) = given_up()
+        d.start()
+        wait_for(lambda: set(delivered(tmp_path)) >= set(range(1, 81)) - {30}, 60, "the rest")
+        assert d.terminate() == 0
+        written = len(dead_letters(tmp_path))
+        d.start()  # a clean restart: the slot is past it
+        insert(81, 81)
+        wait_for(lambda: 81 in delivered(tmp_path), 60, "a row after the restart")
+        assert d.terminate() == 0
+        again = given_up()
+    finally:
+        d.stop()
+        cli("postgres", "drop-slot", "orders", "-c", str(d.config), cwd=tmp_path)
+    assert 30 not in delivered(tmp_path), "never invoked"
+    assert set(delivered(tmp_path)) == set(range(1, 82)) - {30}
+    records = dead_letters(tmp_path)
+    assert len(records) == written <= 2, "at least once across the kill, never again after"
+    (sequence_number,) = {r["DDBStreamBatchInfo"]["startSequenceNumber"] for r in records}
+    assert records[0]["payload"]["Records"][0]["dynamodb"]["SequenceNumber"] == sequence_number
+    assert {r["requestContext"]["condition"] for r in records} == {"RecordBuildFailed"}
+    assert records[0]["payload"]["Records"][0]["dynamodb"]["Keys"] == {"id": {"N": "30"}}
+    assert again == [], "nothing given up in the last run"
+    assert line["condition"] == "RecordBuildFailed" and line["error_type"] == "TypeError"
+    assert (line["item_id"], line["subject"]) == (sequence_number, f"postgres table public.{table}")
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("std*.log"))
+    assert "secret-v" not in logs, "row values are never logged"
+
+
 def _metrics(listen: str) -> str:
     try:
         with urllib.request.urlopen(f"http://{listen}/metrics", timeout=2) as resp:

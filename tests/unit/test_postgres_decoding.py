@@ -624,27 +624,23 @@ def _bare_source(clock: Any = None) -> Any:
     return src.PostgresSource(cfg, ctx)
 
 
-@pytest.mark.parametrize("tag", ["I", "U"])
-async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(
-    tag: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A row whose record cannot be built (here a json value the mapping is made to refuse)
-    # fails reading. The next peek reads the same changes: the rows before it are in the log
-    # once, and the failing row is read again (and fails again), never skipped, so no marker
-    # after it lets the slot advance past it.
+def _refusing_json(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """The json mapping made to raise `error` for the document `"refused"`."""
     from triggerd_postgres import pgtypes
-    from triggerd_postgres.changes import Session
 
     mapped = pgtypes._json_value
 
     def refusing(value: Any, depth: int = 1) -> Any:
         if value == "refused":
-            raise TypeError("Recursion limit reached (made to fail)")
+            raise error
         return mapped(value, depth)
 
     monkeypatch.setattr(pgtypes, "_json_value", refusing)
-    reader, shard = _json_reader()
-    deep = '"refused"'
+
+
+def _json_page(tag: str) -> list[dict[str, bytes]]:
+    """One transaction (commit LSN 5000, end 5048) of four changes of `docs`, the third
+    with the document `"refused"`."""
 
     def change(i: int, doc: str) -> bytes:
         body = b"N" + tup(str(i), doc)
@@ -652,15 +648,60 @@ async def test_a_change_that_cannot_be_shaped_is_read_again_never_skipped(
 
     begin = b"B" + struct.pack("!QqI", 5000, 0, 7)
     commit = b"C" + struct.pack("!bQQq", 0, 5000, 5048, 0)
-    page = [begin, change(0, "{}"), change(1, "[1]"), change(2, deep), change(3, "{}"), commit]
-    rows = [{"data": data} for data in page]
+    docs = ["{}", "[1]", '"refused"', "{}"]
+    page = [begin, *(change(i, doc) for i, doc in enumerate(docs)), commit]
+    return [{"data": data} for data in page]
+
+
+@pytest.mark.parametrize("tag", ["I", "U"])
+async def test_a_change_that_cannot_be_shaped_is_handed_on_in_its_place_with_its_error(
+    tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row whose record cannot be built (here a json value the mapping is made to refuse)
+    # no longer fails reading (which read it again at every peek, for good): its record,
+    # without values, carries the error for the pipeline to give up, in its place between
+    # its neighbours, and the transaction's end marker follows, so the slot can move past it.
+    from triggerd_postgres.changes import Session, SlotPosition
+
+    _refusing_json(monkeypatch, TypeError("Recursion limit reached (made to fail)"))
+    reader, shard = _json_reader()
+    await reader.process(Session(), _json_page(tag))
+    taken = shard.take(10)
+    assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1", "2", "3"]
+    assert [r.build_error is None for r in taken] == [True, True, False, True]
+    error, unbuilt = taken[2].build_error, taken[2].payload
+    assert error is not None and reader.unbuilt == 1
+    assert error.error_type == "TypeError"
+    assert error.message == "Recursion limit reached (made to fail)"
+    assert error.subject == "postgres table public.docs"
+    assert unbuilt["eventName"] == ("INSERT" if tag == "I" else "MODIFY")
+    assert "NewImage" not in unbuilt["dynamodb"], "no values"
+    assert taken[2].item_id == unbuilt["dynamodb"]["SequenceNumber"] == sequence_number(5000, 2)
+    assert unbuilt["dynamodb"]["ApproximateCreationDateTime"] == PG_EPOCH
+    assert taken[2].created_at == PG_EPOCH
+    assert unbuilt["eventSourceARN"].endswith("table/db.public.docs/stream/slot")
+    shard.settle(taken)
+    assert shard.checkpoint() == SlotPosition(5048), "the slot may move past the transaction"
+
+
+async def test_a_change_whose_shaping_ran_out_of_memory_is_read_again_never_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Running out of memory is not an error of the row: reading fails as before, the next
+    # peek reads the same changes, the rows before it are in the log once, and the row is
+    # read again, never skipped (no marker after it lets the slot advance past it).
+    from triggerd_postgres.changes import Session
+
+    _refusing_json(monkeypatch, MemoryError())
+    reader, shard = _json_reader()
     for _ in range(2):  # the failing peek, then the next one
-        with pytest.raises(TypeError, match="Recursion"):
-            await reader.process(Session(), rows)
+        with pytest.raises(MemoryError):
+            await reader.process(Session(), _json_page("I"))
     taken = shard.take(10)
     assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1"]
     shard.settle(taken)
     assert shard.checkpoint() is taken[-1], "no marker after the row that failed"
+    assert reader.unbuilt == 0
 
 
 async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -> None:
