@@ -533,28 +533,31 @@ async def test_cancelling_the_accept_loop_during_a_commit_leaves_no_receive_behi
         await store.close()
 
 
-async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_itself(
+async def test_a_record_whose_event_cannot_be_built_during_a_commit_goes_to_the_destination(
     tmp_path: Path,
 ) -> None:
     # A record taken while a commit is under way whose event cannot be built (its payload
-    # cannot be serialised) is given back alone: the commit under way goes on and its record
-    # is acked, not given back while its write lands anyway (delivered again, a duplicate).
+    # cannot be serialised) goes to the on-failure destination alone: the commit under way
+    # goes on and its record is acked, and the bad one is acked with the next commit, not
+    # handed back to be taken again (a source handing given-back records out first would be
+    # blocked behind it for good).
     hook = HeldWrites()
     store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
     await store.open()
-    first = make_record("first")
-    src = FakeSource([first])
-    t = build(store, src, FakeBackend())
+    first, after = make_record("first"), make_record("after")
+    src, dest = FakeSource([first]), MemDestination()
+    t = build(store, src, FakeBackend(), dest)
     loop_task = asyncio.create_task(t._accept_loop())
     try:
         await started(hook)
         bad = make_record("bad")
         bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
         src.push(bad)
+        src.push(after)
         await asyncio.sleep(0.05)
         hook.gate.set()
         async with asyncio.timeout(10):
-            while first not in src.acked and first not in src.nacked:
+            while after not in src.acked:
                 await asyncio.sleep(0.01)
         depth = await store.queue_depth("t")
     finally:
@@ -562,35 +565,46 @@ async def test_a_record_whose_event_cannot_be_built_during_a_commit_fails_only_i
         t.stop()
         await loop_task
         await store.close()
-    assert src.acked == [first] and src.nacked == [bad]
-    assert depth == 1
+    assert src.acked == [first, bad, after] and src.nacked == []
+    assert depth == 2  # first and after
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["requestId"] == event_request_id("t", bad.item_id)
+    assert record["requestPayload"] is None
+    error = record["responsePayload"]
+    assert error["errorType"] == "InvalidRequestContentException"
+    assert "not JSON serializable" in error["errorMessage"]
 
 
-async def test_a_record_whose_event_cannot_be_built_in_the_accept_loop_is_given_back(
-    tmp_path: Path,
+async def test_a_record_whose_event_cannot_be_built_in_the_accept_loop_goes_to_the_destination(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A record received by the accept loop itself (no commit under way: the first, or one
-    # given back by a commit's `_build_taken` and handed out again) whose event cannot be
-    # built is given back with its error logged, not dropped while the source still holds it
-    # (a webhook-async request left unanswered, an SQS message held in flight).
+    # A record received by the accept loop itself (no commit under way) whose event cannot
+    # be built: one error line naming it, the on-failure record, acked; the record behind it
+    # is enqueued, not held up by it.
     store = SQLiteStateStore(str(tmp_path / "state.db"))
     await store.open()
     bad = make_record("bad")
     bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
-    src = FakeSource([bad])
-    t = build(store, src, FakeBackend())
+    good = make_record("good")
+    src, dest = FakeSource([bad, good]), MemDestination()
+    t = build(store, src, FakeBackend(), dest)
     loop_task = asyncio.create_task(t._accept_loop())
     try:
-        async with asyncio.timeout(2):
-            while not src.nacked:
+        async with asyncio.timeout(10):
+            while good not in src.acked:
                 await asyncio.sleep(0.01)
-    except TimeoutError:
-        pass
+        depth = await store.queue_depth("t")
     finally:
         t.stop()
         await loop_task
         await store.close()
-    assert src.nacked == [bad] and src.acked == []
+    assert src.acked == [bad, good] and src.nacked == []
+    assert depth == 1
+    assert [r["requestPayload"] for r in dest.records] == [None]
+    lines = [r for r in caplog.records if r.getMessage() == "event.unbuildable"]
+    assert len(lines) == 1 and "not JSON serializable" in lines[0].__dict__["error"]
+    assert not [r for r in caplog.records if r.getMessage() == "source.accept_failed"]
 
 
 class AckHeld(FakeSource):

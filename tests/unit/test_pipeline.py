@@ -189,6 +189,30 @@ async def test_bisect_isolates_the_poison_record(store: SQLiteStateStore) -> Non
     assert bodies(record["payload"]) == ["poison"]
 
 
+async def test_a_record_whose_event_cannot_be_built_goes_to_the_destination_alone(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A batch whose event cannot be built (a plugin source's record that cannot be
+    # serialised) is split down to that record, which goes to the on-failure destination
+    # without a payload (there is none to carry); the others are invoked in order. Before,
+    # the batch crashed, was given back and crashed again, with a traceback each time.
+    bad = make_record("bad")
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    recs = [make_record(1), make_record(2), bad, make_record(4)]
+    src, dest, be = FakeSource(recs), MemDestination(), FakeBackend()
+    t = build(store, src, be, dest, batch_size=4, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) == 4)
+    assert [b for c in be.calls for b in bodies(c)] == [1, 2, 4]
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert "payload" not in record
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["FakeBatchInfo"] == {"batchSize": 1}
+    lines = [r for r in caplog.records if r.getMessage() == "batch.unbuildable"]
+    assert len(lines) == 1 and "not JSON serializable" in lines[0].__dict__["error"]
+    assert not [r for r in caplog.records if r.getMessage() == "batch.crashed"]
+
+
 async def test_poison_does_not_block_other_keys(store: SQLiteStateStore) -> None:
     def respond(event: dict[str, Any]) -> Any:
         if "poison" in bodies(event):

@@ -106,6 +106,9 @@ class _Taken:
     events: list[NewEvent] = field(default_factory=list)
     checkpoint: dict[str, str | None] = field(default_factory=dict)
     oversize: list[tuple[Record, bytes]] = field(default_factory=list)
+    #: Records whose event cannot be built (the source's envelope raises, or it cannot be
+    #: serialised), with the error: sent to the on-failure path instead of being enqueued.
+    unbuildable: list[tuple[Record, str]] = field(default_factory=list)
 
 
 class AsyncTrigger:
@@ -352,12 +355,21 @@ class AsyncTrigger:
         events: list[NewEvent] = []
         checkpoint: dict[str, str | None] = {}
         oversize: list[tuple[Record, bytes]] = []
+        unbuildable: list[tuple[Record, str]] = []
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
             if id(rec) not in kept_ids:
                 continue
-            payload = orjson.dumps(rt.source.envelope([rec]))
+            try:
+                payload = orjson.dumps(rt.source.envelope([rec]))
+            except Exception as exc:  # a source's envelope may raise anything
+                # Building an event is a function of the record alone: one that fails now
+                # fails at every retry, and a source that hands given-back records out first
+                # would be blocked behind it. It goes to the on-failure path, acked with the
+                # rest (a poison record, as AWS treats one that can never be invoked).
+                unbuildable.append((rec, f"{type(exc).__name__}: {exc}"))
+                continue
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 oversize.append((rec, payload))
                 continue
@@ -373,11 +385,12 @@ class AsyncTrigger:
                 )
             )
         if into is None:
-            return _Taken(list(records), events, checkpoint, oversize)
+            return _Taken(list(records), events, checkpoint, oversize, unbuildable)
         into.records += records
         into.events += events
         into.checkpoint.update(checkpoint)
         into.oversize += oversize
+        into.unbuildable += unbuildable
         return into
 
     async def _commit(
@@ -392,6 +405,8 @@ class AsyncTrigger:
         try:
             for rec, payload in taken.oversize:
                 await self._reject_oversize(rec, payload)
+            for rec, error in taken.unbuildable:
+                await self._reject_unbuildable(rec, error)
             persist = asyncio.ensure_future(self._persist(taken.events, taken.checkpoint, fence))
             # Cancelled meanwhile (a lost lease, a stop), the write goes on alone: its failure
             # is one line here, not asyncio's "exception was never retrieved" traceback.
@@ -529,6 +544,29 @@ class AsyncTrigger:
         )
         result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
         await self.give_up(request_id, payload, "RetriesExhausted", result, 0)
+
+    async def _reject_unbuildable(self, rec: Record, error: str) -> None:
+        """A record whose event cannot be built: one error line naming it, then the
+        on-failure path with a null requestPayload (there is no event to carry)."""
+        rt = self.rt
+        request_id = event_request_id(rt.name, rec.item_id)
+        rt.log.error(
+            "event.unbuildable",
+            extra={
+                "trigger": rt.name,
+                "function": rt.function,
+                "request_id": request_id,
+                "error": error,
+            },
+        )
+        body = orjson.dumps(
+            {
+                "errorType": "InvalidRequestContentException",
+                "errorMessage": f"The event of this record could not be built: {error}",
+            }
+        )
+        result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")
+        await self.give_up(request_id, b"null", "RetriesExhausted", result, 0)
 
     async def give_up(
         self,

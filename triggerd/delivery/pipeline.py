@@ -556,7 +556,11 @@ class BatchRun:
                 continue
             if await self.held_too_long(records):
                 return
-            payload = self.rt.event(records)
+            try:
+                payload = self.rt.event(records)
+            except Exception as exc:  # a source's envelope may raise anything
+                await self.unbuildable(records, exc)
+                continue
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
                 continue
@@ -753,15 +757,47 @@ class BatchRun:
         await self.give_up(old, "RecordAgeExceeded", result)
         return [r for r in records if not now - r.created_at > max_age]
 
+    async def unbuildable(self, records: list[Record], exc: Exception) -> None:
+        """A batch whose event cannot be built (a plugin source's record that cannot be
+        serialised). Building is a function of the records alone: retried, it would fail
+        for good and hold its keys. Split in halves (in order, in front) down to the record
+        that fails, which goes to the on-failure path without a payload, as a poison record
+        that has used up its retries (a stream's record carries no error text: the log line
+        does)."""
+        if len(records) > 1:
+            half = len(records) // 2
+            self.pending[0:0] = [records[:half], records[half:]]
+            return
+        rt = self.rt
+        error = f"{type(exc).__name__}: {exc}"
+        request_id = str(uuid.uuid4())
+        rt.log.error(
+            "batch.unbuildable",
+            extra={"trigger": rt.name, "request_id": request_id, "error": error},
+        )
+        body = orjson.dumps(
+            {
+                "errorType": "InvalidRequestContentException",
+                "errorMessage": f"The event of this record could not be built: {error}",
+            }
+        )
+        result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")
+        await self.give_up(records, "RetryAttemptsExhausted", result, with_payload=False)
+
     async def give_up(
         self,
         records: list[Record],
         condition: str,
         result: InvokeResult | None,
         *,
+        with_payload: bool = True,
         build_error: BuildError | None = None,
         detail: dict[str, str] | None = None,
     ) -> None:
+        """The on-failure record of `records`, then their ack. `with_payload`: the batch's
+        event goes into the record when the trigger asks for it (not when it cannot be
+        built). `build_error`: a record its source could not build (`buildError` in the
+        record); `detail`: more fields for the log line (never the record's values)."""
         rt = self.rt
         request_id = result.request_id if result else str(uuid.uuid4())
         record = stream_failure_record(
@@ -772,7 +808,7 @@ class BatchRun:
             result=result,
             timestamp=rt.clock.time(),
             batch_info=rt.source.batch_info(records),
-            payload=rt.source.envelope(records) if rt.include_payload else None,
+            payload=rt.source.envelope(records) if rt.include_payload and with_payload else None,
             build_error=build_error,
         )
         sent = asyncio.Event()
