@@ -684,6 +684,24 @@ async def test_a_change_that_cannot_be_shaped_is_handed_on_in_its_place_with_its
     assert shard.checkpoint() == SlotPosition(5048), "the slot may move past the transaction"
 
 
+def test_a_change_whose_key_cannot_be_converted_is_handed_on_without_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The Keys are built on their own when they can be; when the key column is the one that
+    # fails, the record has none, and its ordering key is the table's.
+    from triggerd.types import BuildError
+
+    _refusing_json(monkeypatch, TypeError("refused"))
+    columns = (Column(False, "n", 23, -1), Column(True, "doc", 3802, -1))
+    rel = Relation(1, "public", "docs", "d", columns)
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/db.public.docs/stream/slot"
+    keyed = Table(rel, (PgType(Kind.INTEGER), PgType(Kind.JSON)), (1,), arn)
+    error = BuildError("TypeError", "refused", "postgres table public.docs")
+    rec = shaper(pf=4).unbuilt("REMOVE", keyed, ("1", '"refused"'), None, 9, 0, 0.0, 5, error)
+    assert "Keys" not in rec.payload["dynamodb"] and rec.key == "public.docs"
+    assert rec.build_error is error and rec.item_id == sequence_number(9, 0)
+
+
 async def test_a_change_whose_shaping_ran_out_of_memory_is_read_again_never_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
