@@ -9,7 +9,7 @@ read a config (`validate`, `status`, `generate-event`) do not need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from triggerd.types import Outcome
 
@@ -46,6 +46,17 @@ class BuildError:
     message: str
     #: What the record is, without its values (logged): e.g. `postgres table public.orders`.
     subject: str
+
+    #: The longest message carried to the destination.
+    MAX_MESSAGE: ClassVar[int] = 2000
+
+    @classmethod
+    def of(cls, exc: BaseException, subject: str) -> BuildError:
+        """The error of `exc`, its message cut at `MAX_MESSAGE` characters."""
+        message = str(exc)
+        if len(message) > cls.MAX_MESSAGE:
+            message = message[: cls.MAX_MESSAGE] + "..."
+        return cls(type(exc).__name__, message, subject)
 
 
 @dataclass(slots=True, eq=False)

@@ -46,8 +46,6 @@ YIELD_EVERY = 50
 _ROW_TAGS = frozenset(b"IUD")
 #: Changes inside a streamed chunk (kept until the commit).
 _STREAM_ROW_TAGS = frozenset(b"IUDT")
-#: The longest error message a record that cannot be built carries to the destination.
-MAX_ERROR_MESSAGE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +315,7 @@ class ChangeReader:
         the row: it is raised (the change is read again)."""
         if isinstance(exc, MemoryError):
             raise exc
-        message = str(exc)
-        if len(message) > MAX_ERROR_MESSAGE:
-            message = message[:MAX_ERROR_MESSAGE] + "..."
-        error = BuildError(type(exc).__name__, message, f"postgres table {table.qualified}")
+        error = BuildError.of(exc, f"postgres table {table.qualified}")
         self.unbuilt += 1
         return self.shaper.unbuilt(
             event_name,

@@ -194,8 +194,9 @@ async def test_a_record_whose_event_cannot_be_built_goes_to_the_destination_alon
 ) -> None:
     # A batch whose event cannot be built (a plugin source's record that cannot be
     # serialised) is split down to that record, which goes to the on-failure destination
-    # without a payload (there is none to carry); the others are invoked in order. Before,
-    # the batch crashed, was given back and crashed again, with a traceback each time.
+    # without a payload (there is none to carry) as a record its source could not build; the
+    # others are invoked in order. Before, the batch crashed, was given back and crashed
+    # again, with a traceback each time.
     bad = make_record("bad")
     bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
     recs = [make_record(1), make_record(2), bad, make_record(4)]
@@ -204,12 +205,15 @@ async def test_a_record_whose_event_cannot_be_built_goes_to_the_destination_alon
     await run_until(t, lambda: len(src.acked) == 4)
     assert [b for c in be.calls for b in bodies(c)] == [1, 2, 4]
     [record] = dest.records
-    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["requestContext"]["condition"] == "RecordBuildFailed"
     assert "payload" not in record
-    assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["FakeBatchInfo"] == {"batchSize": 1}
-    lines = [r for r in caplog.records if r.getMessage() == "batch.unbuildable"]
-    assert len(lines) == 1 and "not JSON serializable" in lines[0].__dict__["error"]
+    error = record["buildError"]
+    assert error["errorType"] == "TypeError" and error["subject"] == "fake record"
+    assert "not JSON serializable" in error["errorMessage"]
+    [line] = [r for r in caplog.records if r.getMessage() == "record.dead_lettered"]
+    assert line.__dict__["item_id"] == bad.item_id
+    assert line.__dict__["error_type"] == "TypeError"
     assert not [r for r in caplog.records if r.getMessage() == "batch.crashed"]
 
 

@@ -37,6 +37,7 @@ from triggerd.state.sqlite import StateStoreError
 from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
+    BuildError,
     InvokeResult,
     LeadsWork,
     Outcome,
@@ -108,7 +109,7 @@ class _Taken:
     oversize: list[tuple[Record, bytes]] = field(default_factory=list)
     #: Records whose event cannot be built (the source's envelope raises, or it cannot be
     #: serialised), with the error: sent to the on-failure path instead of being enqueued.
-    unbuildable: list[tuple[Record, str]] = field(default_factory=list)
+    unbuildable: list[tuple[Record, Exception]] = field(default_factory=list)
 
 
 class AsyncTrigger:
@@ -355,7 +356,7 @@ class AsyncTrigger:
         events: list[NewEvent] = []
         checkpoint: dict[str, str | None] = {}
         oversize: list[tuple[Record, bytes]] = []
-        unbuildable: list[tuple[Record, str]] = []
+        unbuildable: list[tuple[Record, Exception]] = []
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
@@ -368,7 +369,7 @@ class AsyncTrigger:
                 # fails at every retry, and a source that hands given-back records out first
                 # would be blocked behind it. It goes to the on-failure path, acked with the
                 # rest (a poison record, as AWS treats one that can never be invoked).
-                unbuildable.append((rec, f"{type(exc).__name__}: {exc}"))
+                unbuildable.append((rec, exc))
                 continue
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 oversize.append((rec, payload))
@@ -545,24 +546,29 @@ class AsyncTrigger:
         result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
         await self.give_up(request_id, payload, "RetriesExhausted", result, 0)
 
-    async def _reject_unbuildable(self, rec: Record, error: str) -> None:
-        """A record whose event cannot be built: one error line naming it, then the
-        on-failure path with a null requestPayload (there is no event to carry)."""
+    async def _reject_unbuildable(self, rec: Record, exc: Exception) -> None:
+        """A record whose event cannot be built: one error line naming it (the exception's
+        class, not its message, which may quote the record's values), then the on-failure
+        path with a null requestPayload (there is no event to carry) and the error in
+        responsePayload."""
         rt = self.rt
         request_id = event_request_id(rt.name, rec.item_id)
+        error = BuildError.of(exc, f"{rt.source_type} record")
         rt.log.error(
             "event.unbuildable",
             extra={
                 "trigger": rt.name,
                 "function": rt.function,
                 "request_id": request_id,
-                "error": error,
+                "item_id": rec.item_id,
+                "error_type": error.error_type,
             },
         )
         body = orjson.dumps(
             {
                 "errorType": "InvalidRequestContentException",
-                "errorMessage": f"The event of this record could not be built: {error}",
+                "errorMessage": f"The event of this record could not be built: "
+                f"{error.error_type}: {error.message}",
             }
         )
         result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")

@@ -761,28 +761,23 @@ class BatchRun:
         """A batch whose event cannot be built (a plugin source's record that cannot be
         serialised). Building is a function of the records alone: retried, it would fail
         for good and hold its keys. Split in halves (in order, in front) down to the record
-        that fails, which goes to the on-failure path without a payload, as a poison record
-        that has used up its retries (a stream's record carries no error text: the log line
-        does)."""
+        that fails, which is given up as a record its source could not build
+        (`RecordBuildFailed`, without a payload)."""
         if len(records) > 1:
             half = len(records) // 2
             self.pending[0:0] = [records[:half], records[half:]]
             return
-        rt = self.rt
-        error = f"{type(exc).__name__}: {exc}"
-        request_id = str(uuid.uuid4())
-        rt.log.error(
-            "batch.unbuildable",
-            extra={"trigger": rt.name, "request_id": request_id, "error": error},
+        [rec] = records
+        error = BuildError.of(exc, f"{self.rt.source_type} record")
+        detail = {"item_id": rec.item_id, "error_type": error.error_type, "subject": error.subject}
+        await self.give_up(
+            records,
+            "RecordBuildFailed",
+            None,
+            with_payload=False,
+            build_error=error,
+            detail=detail,
         )
-        body = orjson.dumps(
-            {
-                "errorType": "InvalidRequestContentException",
-                "errorMessage": f"The event of this record could not be built: {error}",
-            }
-        )
-        result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")
-        await self.give_up(records, "RetryAttemptsExhausted", result, with_payload=False)
 
     async def give_up(
         self,
