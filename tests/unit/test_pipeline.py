@@ -217,6 +217,54 @@ async def test_a_record_whose_event_cannot_be_built_goes_to_the_destination_alon
     assert not [r for r in caplog.records if r.getMessage() == "batch.crashed"]
 
 
+async def test_a_queue_message_whose_event_cannot_be_built_goes_back_without_a_destination(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQS/RabbitMQ without an on-failure destination: the queue ends a message's retries
+    # (SQS redrive, RabbitMQ's dead-letter limit), counting failed receives, so a message whose
+    # event cannot be built is given back failed, not acked (deleted from the queue, reaching
+    # neither a destination nor the queue's DLQ); the messages of its group behind it go back
+    # after it, unfailed, in order. The others are invoked.
+    bad = make_record("bad", "a2", key="A")
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    recs = [make_record(1, "a1", key="A"), bad, make_record(3, "a3", key="A")]
+    recs.append(make_record(4, "b1", key="B"))
+    src, be = FakeSource(recs), FakeBackend()
+    t = build(store, src, be, source_type="fakequeue", batch_size=4, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) + len(src.nacked) == 4)
+    assert [r.item_id for r in src.acked] == ["a1", "b1"]
+    assert [(r.item_id, r.failed) for r in src.nacked] == [("a2", True), ("a3", False)]
+    assert [b for c in be.calls for b in bodies(c)] == [1, 4]
+    [line] = [r for r in caplog.records if r.getMessage() == "record.unbuilt_given_back"]
+    assert (line.__dict__["item_id"], line.__dict__["error_type"]) == ("a2", "TypeError")
+    assert not [r for r in caplog.records if r.getMessage() == "record.discarded"]
+
+
+async def test_a_queue_message_whose_event_cannot_be_built_goes_to_a_destination(
+    store: SQLiteStateStore,
+) -> None:
+    # With an on-failure destination, the message goes there at once (no retry can build it)
+    # and is acked.
+    bad = make_record("bad", "a2", key="A")
+    bad.payload = {"body": {1, 2}}
+    src, dest = FakeSource([make_record(1, "a1", key="A"), bad]), MemDestination()
+    be = FakeBackend()
+    t = build(
+        store,
+        src,
+        be,
+        dest,
+        source_type="fakequeue",
+        batch_size=2,
+        batching_window_s=0.2,
+        on_failure={"type": "mem"},
+    )
+    await run_until(t, lambda: len(src.acked) == 2)
+    assert src.nacked == []
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RecordBuildFailed"
+
+
 async def test_poison_does_not_block_other_keys(store: SQLiteStateStore) -> None:
     def respond(event: dict[str, Any]) -> Any:
         if "poison" in bodies(event):

@@ -85,3 +85,25 @@ async def test_without_a_destination_an_unbuilt_record_is_one_log_line_without_i
     labels = {"trigger": "t", "reason": "RecordBuildFailed"}
     value = t.rt.metrics.registry.get_sample_value("triggerd_records_dropped_total", labels)
     assert value == 1
+
+
+async def test_a_queue_message_its_source_could_not_build_goes_back_without_a_destination(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQS/RabbitMQ-style (the queue ends retries) with no on-failure destination: an unbuilt
+    # message is given back failed, for the queue's redrive or dead-letter limit, not acked
+    # (deleted from the queue, kept nowhere); the later messages of its group go back after
+    # it, unfailed; the earlier ones and the other groups are invoked.
+    recs = [make_record(0, "a0", key="A"), unbuilt("unbuilt", "a1"), make_record(2, "a2", key="A")]
+    recs[1].key = "A"
+    recs.append(make_record(3, "b0", key="B"))
+    src, be = FakeSource(recs), FakeBackend()
+    t = build(store, src, be, None, "fakequeue", batch_size=10, batching_window_s=0.2)
+    await run_until(t, lambda: len(src.acked) + len(src.nacked) == 4)
+    assert [bodies(c) for c in be.calls] == [[0, 3]]
+    assert [r.item_id for r in src.acked] == ["a0", "b0"]
+    assert [(r.item_id, r.failed) for r in src.nacked] == [("a1", True), ("a2", False)]
+    [line] = [r for r in caplog.records if r.getMessage() == "record.unbuilt_given_back"]
+    assert (line.__dict__["item_id"], line.__dict__["subject"]) == ("a1", "fake table t")
+    everything = orjson.dumps([r.__dict__ for r in caplog.records], default=str).decode()
+    assert SECRET not in everything

@@ -585,6 +585,8 @@ class BatchRun:
         itself, which no retry fixes) are never invoked: each goes to the on-failure
         destination alone, at once, with its error (or is discarded and logged without one,
         as any give-up). Returns the rest of the batch, in order."""
+        if self.rt.source_owned and self.rt.on_failure.destination is None:
+            return await self.give_back_unbuilt(batch)
         rest: list[Record] = []
         for rec in batch:
             error = rec.build_error
@@ -598,6 +600,46 @@ class BatchRun:
             }
             await self.give_up([rec], "RecordBuildFailed", None, build_error=error, detail=detail)
         return rest
+
+    async def give_back_unbuilt(self, batch: list[Record]) -> list[Record]:
+        """A queue's (SQS, RabbitMQ) records its source could not build, with no on-failure
+        destination: given back failed, for the queue to end their retries (redrive to its
+        DLQ, a dead-letter limit); acked, they would be deleted, kept nowhere. The later
+        records of their keys go back after them, unfailed, in order. Returns the rest."""
+        rest: list[Record] = []
+        failed: list[Record] = []
+        followers: list[Record] = []
+        stopped: set[str] = set()
+        for rec in batch:
+            error = rec.build_error
+            if error is not None:
+                self.log_unbuilt_given_back(rec, error)
+                failed.append(rec)
+                if rec.key is not None:
+                    stopped.add(rec.key)
+            elif rec.key is not None and rec.key in stopped:
+                followers.append(rec)
+            else:
+                rest.append(rec)
+        for key in sorted(stopped):
+            followers += self.t.buffer.take_key(key)
+        await self.nack(failed=failed, given_back=followers)
+        return rest
+
+    def log_unbuilt_given_back(self, rec: Record, error: BuildError) -> None:
+        """The line of a record that cannot be built given back to its queue (never the
+        error's message, which may quote the record's values)."""
+        rt = self.rt
+        rt.log.warning(
+            "record.unbuilt_given_back",
+            extra={
+                "trigger": rt.name,
+                "function": rt.function,
+                "item_id": rec.item_id,
+                "error_type": error.error_type,
+                "subject": error.subject,
+            },
+        )
 
     async def held_too_long(self, records: list[Record]) -> bool:
         """Past the source's hold limit (a long split, throttles): give the records back
@@ -723,14 +765,18 @@ class BatchRun:
                 rec.attempts += 1
             await self.give_up(give_up, "RetryAttemptsExhausted", result)
         if back:
-            # The rest of a failed key's records wait in this batch's other halves and in the
-            # buffer: give them back after the failed ones so the source redelivers the key
-            # in order. They did not fail (not on their own): no attempt is counted for them.
-            keys = {r.key for r in back if r.key is not None}
-            followers = self.take_pending(keys)
-            for key in sorted(keys):
-                followers += self.t.buffer.take_key(key)
-            await self.nack(failed=back, given_back=followers)
+            await self.nack_failed(back)
+
+    async def nack_failed(self, failed: list[Record]) -> None:
+        """Give failed records back to the source for redelivery. The rest of a failed key's
+        records wait in this batch's other halves and in the buffer: they go back after the
+        failed ones so the source redelivers the key in order. They did not fail (not on
+        their own): no attempt is counted for them."""
+        keys = {r.key for r in failed if r.key is not None}
+        followers = self.take_pending(keys)
+        for key in sorted(keys):
+            followers += self.t.buffer.take_key(key)
+        await self.nack(failed=failed, given_back=followers)
 
     def take_pending(self, keys: set[str]) -> list[Record]:
         """Remove and return the not yet invoked records of `keys`, in order."""
@@ -762,13 +808,19 @@ class BatchRun:
         serialised). Building is a function of the records alone: retried, it would fail
         for good and hold its keys. Split in halves (in order, in front) down to the record
         that fails, which is given up as a record its source could not build
-        (`RecordBuildFailed`, without a payload)."""
+        (`RecordBuildFailed`, without a payload); a queue's with no on-failure destination
+        goes back failed instead (`give_back_unbuilt`)."""
         if len(records) > 1:
             half = len(records) // 2
             self.pending[0:0] = [records[:half], records[half:]]
             return
         [rec] = records
         error = BuildError.of(exc, f"{self.rt.source_type} record")
+        if self.rt.source_owned and self.rt.on_failure.destination is None:
+            # The halves before it were taken from the front: what is pending comes after.
+            self.log_unbuilt_given_back(rec, error)
+            await self.nack_failed(records)
+            return
         detail = {"item_id": rec.item_id, "error_type": error.error_type, "subject": error.subject}
         await self.give_up(
             records,
