@@ -4,6 +4,7 @@ responses, retries, bisect, ordering, concurrency, throttles, on-failure, shutdo
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -263,6 +264,33 @@ async def test_a_queue_message_whose_event_cannot_be_built_goes_to_a_destination
     assert src.nacked == []
     [record] = dest.records
     assert record["requestContext"]["condition"] == "RecordBuildFailed"
+
+
+class JSONDestination(MemDestination):
+    """Serialises each record, as the file, S3 and Kafka destinations do."""
+
+    async def send(self, record: dict[str, Any]) -> None:
+        orjson.dumps(record)
+        await super().send(record)
+
+
+async def test_a_record_too_old_whose_event_cannot_be_built_goes_to_the_destination(
+    store: SQLiteStateStore,
+) -> None:
+    # A record past maximum_record_age_s is given up before its batch's event is built; if
+    # that event cannot be built, the on-failure record goes without `payload` rather than
+    # with one its destination cannot serialise (retried as a destination failure for good,
+    # holding the key: the blockage the unbuildable path is there to avoid).
+    bad = make_record("bad", created_at=1.0)
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    good = make_record(2, created_at=time.time())
+    src, dest, be = FakeSource([bad, good]), JSONDestination(), FakeBackend()
+    t = build(store, src, be, dest, batch_size=2, batching_window_s=0.2, maximum_record_age_s=60)
+    await run_until(t, lambda: len(src.acked) == 2)
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+    assert "payload" not in record
+    assert [b for c in be.calls for b in bodies(c)] == [2]
 
 
 async def test_poison_does_not_block_other_keys(store: SQLiteStateStore) -> None:

@@ -54,6 +54,7 @@ from triggerd.types import (
     HoldsRecords,
     InspectsResults,
     InvokeResult,
+    JSONDict,
     Outcome,
     PermanentError,
     Record,
@@ -855,7 +856,7 @@ class BatchRun:
             result=result,
             timestamp=rt.clock.time(),
             batch_info=rt.source.batch_info(records),
-            payload=rt.source.envelope(records) if rt.include_payload and with_payload else None,
+            payload=self.failure_payload(records) if rt.include_payload and with_payload else None,
             build_error=build_error,
         )
         sent = asyncio.Event()
@@ -876,6 +877,23 @@ class BatchRun:
                 delivery.cancel()
             raise
         await self.ack(records)
+
+    def failure_payload(self, records: list[Record]) -> JSONDict | None:
+        """The batch's event for its on-failure record; None when it cannot be serialised
+        (a record given up before its event was built, too old: sent without it rather than
+        to a destination that would fail to write it at every retry, holding its keys). The
+        line logged has the error's class, never its message (it may quote values)."""
+        rt = self.rt
+        try:
+            payload = rt.source.envelope(records)
+            orjson.dumps(payload)
+        except Exception as exc:  # a source's envelope may raise anything
+            rt.log.warning(
+                "batch.payload_unbuildable",
+                extra={"trigger": rt.name, "error_type": type(exc).__name__},
+            )
+            return None
+        return payload
 
     async def ack(self, records: Sequence[Record], *, delivered: bool = False) -> None:
         if not records:
