@@ -351,8 +351,8 @@ class AsyncTrigger:
         kept, _dropped = apply_filter(rt, records)
         kept_ids = {id(r) for r in kept}
         now = rt.clock.time()
-        # Built apart and added at the end: a record whose event cannot be built (raising)
-        # leaves `into` as it was.
+        # Built apart and added at the end: `_build` raising (the source's filter view, not
+        # its envelope, whose failure sends a record to `unbuildable`) leaves `into` as it was.
         events: list[NewEvent] = []
         checkpoint: dict[str, str | None] = {}
         oversize: list[tuple[Record, bytes]] = []
@@ -466,7 +466,8 @@ class AsyncTrigger:
                 return
 
     async def _build_received(self, records: list[Record]) -> _Taken:
-        """`_build` of records received (not during a commit); if one cannot be built, they are
+        """`_build` of records received (not during a commit); if `_build` raises (a record
+        whose event cannot be built does not: it goes to on-failure with the commit), they are
         given back (the loop logs the error and retries after its backoff), not left held by
         the source, neither acked nor nacked."""
         try:
@@ -476,9 +477,10 @@ class AsyncTrigger:
             raise
 
     async def _build_taken(self, records: list[Record], into: _Taken) -> bool:
-        """Build records taken during a commit into `into`; whether they were. A record whose
-        event cannot be built fails these records alone (given back, their error logged), not
-        the commit under way, whose write goes on and lands."""
+        """Build records taken during a commit into `into`; whether they were. If `_build`
+        raises (a record whose event cannot be built does not: it goes to on-failure with the
+        next commit), these records alone fail (given back, their error logged), not the
+        commit under way, whose write goes on and lands."""
         rt = self.rt
         try:
             self._build(records, into)
