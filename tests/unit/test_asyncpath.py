@@ -608,6 +608,36 @@ async def test_a_record_whose_event_cannot_be_built_in_the_accept_loop_goes_to_t
     assert not [r for r in caplog.records if r.getMessage() == "source.accept_failed"]
 
 
+async def test_a_record_sent_to_the_destination_by_a_commit_that_failed_is_not_sent_again(
+    store: SQLiteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The on-failure records of a commit go before its write. A write that fails (a full
+    # disk, the store unreachable) gives every record back, and the accept loop takes them
+    # again: a record whose event cannot be built (or too large) already at its destination
+    # is not sent again at each retry, one more copy per failed commit.
+    src, dest = FakeSource(), MemDestination()
+    t = build(store, src, FakeBackend(), dest)
+    bad, big = make_record("bad"), make_record("x" * (MAX_ASYNC_PAYLOAD + 10))
+    bad.payload = {"body": {1, 2}}  # a set: orjson cannot serialise it
+    good = make_record("good")
+    enqueue = store.enqueue
+
+    async def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "enqueue", fail)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            await t.accept([bad, big, good])
+    monkeypatch.setattr(store, "enqueue", enqueue)
+    await t.accept([bad, big, good])
+    assert src.acked == [bad, big, good]
+    assert len(src.nacked) == 9
+    ids = [r["requestContext"]["requestId"] for r in dest.records]
+    assert ids == [event_request_id("t", big.item_id), event_request_id("t", bad.item_id)]
+    assert await store.queue_depth("t") == 1
+
+
 class AckHeld(FakeSource):
     """A source whose ack waits until `ack_gate` is set (an ack that is a request)."""
 

@@ -75,6 +75,8 @@ ACCEPT_MAX = 1024
 #: tens of events instead of one per event or two. With a shared store (PostgreSQL), claims
 #: stay one slot's worth ahead, leaving the rest to the other daemons.
 CLAIM_AHEAD = 64
+#: Most request ids kept of records sent to on-failure by commits not yet acked (`_rejected`).
+MAX_REJECTED = 4 * ACCEPT_MAX
 
 
 def _cancelling() -> bool:
@@ -164,6 +166,10 @@ class AsyncTrigger:
         self._complete_later: Callable[[int], asyncio.Future[None]] | None = (
             state.complete_later if isinstance(state, CompletesLater) else None
         )
+        #: Request ids of records (too large, or whose event cannot be built) whose on-failure
+        #: record reached its destination in a commit not acked yet: given back when its write
+        #: fails and taken again, they are not sent again (one more copy per failed commit).
+        self._rejected: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -427,6 +433,8 @@ class AsyncTrigger:
             # meanwhile are not committed, and nothing else would settle them.
             await self._give_back(following)
             raise
+        for rec, _ in (*taken.oversize, *taken.unbuildable):
+            self._rejected.pop(event_request_id(rt.name, rec.item_id), None)
         if taken.events:
             rt.log.debug("events.accepted", extra={"trigger": rt.name, "count": len(taken.events)})
             self._poke()
@@ -528,6 +536,8 @@ class AsyncTrigger:
     async def _reject_oversize(self, rec: Record, payload: bytes) -> None:
         rt = self.rt
         request_id = event_request_id(rt.name, rec.item_id)
+        if request_id in self._rejected:
+            return
         rt.log.error(
             "event.too_large",
             extra={
@@ -546,7 +556,7 @@ class AsyncTrigger:
             }
         )
         result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
-        await self.give_up(request_id, payload, "RetriesExhausted", result, 0)
+        await self._reject(request_id, payload, result)
 
     async def _reject_unbuildable(self, rec: Record, exc: Exception) -> None:
         """A record whose event cannot be built: one error line naming it (the exception's
@@ -555,6 +565,8 @@ class AsyncTrigger:
         responsePayload."""
         rt = self.rt
         request_id = event_request_id(rt.name, rec.item_id)
+        if request_id in self._rejected:
+            return
         error = BuildError.of(exc, f"{rt.source_type} record")
         rt.log.error(
             "event.unbuildable",
@@ -574,7 +586,19 @@ class AsyncTrigger:
             }
         )
         result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")
-        await self.give_up(request_id, b"null", "RetriesExhausted", result, 0)
+        await self._reject(request_id, b"null", result)
+
+    async def _reject(self, request_id: str, payload: bytes, result: InvokeResult) -> None:
+        """A commit's record to the on-failure path without invoking it; once at its
+        destination (even if what follows fails), kept in `_rejected` until acked."""
+        sent = asyncio.Event()
+        try:
+            await self.give_up(request_id, payload, "RetriesExhausted", result, 0, sent)
+        finally:
+            if sent.is_set():
+                self._rejected[request_id] = None
+                if len(self._rejected) > MAX_REJECTED:
+                    self._rejected.popitem(last=False)
 
     async def give_up(
         self,
