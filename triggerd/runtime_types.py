@@ -92,7 +92,8 @@ class Record:
     #: which sources that count attempts themselves must not count.
     failed: bool = False
     #: Set by the source on a record it could not build (its payload then holds only what
-    #: could be built, without the values): the pipeline gives it up without invoking it.
+    #: could be built, without the values): the pipeline gives it up without invoking it,
+    #: and the asynchronous path sends it to on-failure instead of enqueuing it.
     build_error: BuildError | None = None
 
 

@@ -27,7 +27,7 @@ from tests.fakes import (
 from triggerd.delivery.asyncpath import AsyncTrigger, event_request_id
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import MAX_ASYNC_PAYLOAD, InvokeResult, Outcome
+from triggerd.types import MAX_ASYNC_PAYLOAD, BuildError, InvokeResult, Outcome
 
 
 def build(
@@ -636,6 +636,27 @@ async def test_a_record_sent_to_the_destination_by_a_commit_that_failed_is_not_s
     ids = [r["requestContext"]["requestId"] for r in dest.records]
     assert ids == [event_request_id("t", big.item_id), event_request_id("t", bad.item_id)]
     assert await store.queue_depth("t") == 1
+
+
+async def test_a_record_its_source_could_not_build_is_not_enqueued_but_goes_to_the_destination(
+    store: SQLiteStateStore,
+) -> None:
+    # Record.build_error (a source that could not build a record's shape from what it read):
+    # never invoked on the asynchronous path either, even where filters would drop it
+    # (apply_filter keeps it for this); it goes to the on-failure destination, acked.
+    src, dest = FakeSource(), MemDestination()
+    t = build(store, src, FakeBackend(), dest, filters=[{"body": {"kind": ["a"]}}])
+    bad, good = make_record({"kind": "b"}), make_record({"kind": "a"})
+    bad.build_error = BuildError("ValueError", "cannot parse 'secret'", "fakepush thing")
+    await t.accept([bad, good])
+    assert src.acked == [bad, good]
+    assert await store.queue_depth("t") == 1
+    [record] = dest.records
+    assert record["requestContext"]["requestId"] == event_request_id("t", bad.item_id)
+    assert record["requestPayload"] is None
+    error = record["responsePayload"]
+    assert error["errorType"] == "InvalidRequestContentException"
+    assert "ValueError: cannot parse 'secret'" in error["errorMessage"]
 
 
 class AckHeld(FakeSource):

@@ -110,8 +110,9 @@ class _Taken:
     checkpoint: dict[str, str | None] = field(default_factory=dict)
     oversize: list[tuple[Record, bytes]] = field(default_factory=list)
     #: Records whose event cannot be built (the source's envelope raises, or it cannot be
-    #: serialised), with the error: sent to the on-failure path instead of being enqueued.
-    unbuildable: list[tuple[Record, Exception]] = field(default_factory=list)
+    #: serialised, or the source could not build the record: `Record.build_error`), with the
+    #: error: sent to the on-failure path instead of being enqueued.
+    unbuildable: list[tuple[Record, BuildError]] = field(default_factory=list)
 
 
 class AsyncTrigger:
@@ -362,11 +363,14 @@ class AsyncTrigger:
         events: list[NewEvent] = []
         checkpoint: dict[str, str | None] = {}
         oversize: list[tuple[Record, bytes]] = []
-        unbuildable: list[tuple[Record, Exception]] = []
+        unbuildable: list[tuple[Record, BuildError]] = []
         for rec in records:
             if rec.checkpoint:
                 checkpoint.update(rec.checkpoint)
             if id(rec) not in kept_ids:
+                continue
+            if rec.build_error is not None:  # its payload lacks the values: never invoked
+                unbuildable.append((rec, rec.build_error))
                 continue
             try:
                 payload = orjson.dumps(rt.source.envelope([rec]))
@@ -375,7 +379,7 @@ class AsyncTrigger:
                 # fails at every retry, and a source that hands given-back records out first
                 # would be blocked behind it. It goes to the on-failure path, acked with the
                 # rest (a poison record, as AWS treats one that can never be invoked).
-                unbuildable.append((rec, exc))
+                unbuildable.append((rec, BuildError.of(exc, f"{rt.source_type} record")))
                 continue
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 oversize.append((rec, payload))
@@ -558,7 +562,7 @@ class AsyncTrigger:
         result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
         await self._reject(request_id, payload, result)
 
-    async def _reject_unbuildable(self, rec: Record, exc: Exception) -> None:
+    async def _reject_unbuildable(self, rec: Record, error: BuildError) -> None:
         """A record whose event cannot be built: one error line naming it (the exception's
         class, not its message, which may quote the record's values), then the on-failure
         path with a null requestPayload (there is no event to carry) and the error in
@@ -567,7 +571,6 @@ class AsyncTrigger:
         request_id = event_request_id(rt.name, rec.item_id)
         if request_id in self._rejected:
             return
-        error = BuildError.of(exc, f"{rt.source_type} record")
         rt.log.error(
             "event.unbuildable",
             extra={
