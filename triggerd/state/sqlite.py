@@ -785,6 +785,9 @@ class SQLiteStateStore:
         """The oldest lazy write has waited long enough: commit (after the one under way)."""
         self._lazy_timer = None
         self._eager += 1  # counted as eager from now on, until the next group takes it
+        for write in self._pending:
+            # Waited enough: no longer held back, even once a later lazy write's timer runs.
+            write.lazy = False
         self._flush()
 
     def _flush(self) -> None:
