@@ -263,6 +263,70 @@ async def test_completions_made_one_after_another_share_a_commit(tmp_path: Path)
         await store.close()
 
 
+async def test_a_claim_leaves_waiting_completions_for_a_durable_commit(tmp_path: Path) -> None:
+    """A claim is committed without an fsync: completions still waiting for company do not
+    make it pay one (the next enqueue's commit, fsynced anyway, takes them along)."""
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path), lazy_delay_s=60.0)  # the timer plays no part here
+    await store.open()
+    try:
+        await store.enqueue([event(f"r{i}") for i in range(3)])
+        (first,) = await store.claim("t1", 1, 60.0, 2.0)
+        synced = store.durable_groups_committed
+        completion = asyncio.ensure_future(store.complete(first.id))
+        await asyncio.sleep(0)  # submitted: waits for company
+        assert len(await store.claim("t1", 2, 60.0, 2.0)) == 2
+        assert store.durable_groups_committed == synced
+        assert not completion.done()
+        assert "r0" in committed_ids(path)
+        await store.enqueue([event("r3")])
+        assert completion.done() and completion.exception() is None
+        assert store.durable_groups_committed == synced + 1
+        assert committed_ids(path) == {"r1", "r2", "r3"}
+    finally:
+        await store.close()
+
+
+async def test_a_completion_whose_wait_is_over_is_not_held_back_by_a_later_ones_wait(
+    tmp_path: Path,
+) -> None:
+    """Its timer ran out during a claim's commit: the completion goes in the next commit, not
+    held back with a completion that arrived after it until that one's wait is over too."""
+    path = tmp_path / "state.db"
+    blocking, entered, release = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        if blocking.is_set():
+            entered.set()
+            release.wait(10)
+
+    store = SQLiteStateStore(str(path), lazy_delay_s=60.0, before_write=hold)
+    await store.open()
+    try:
+        await store.enqueue([event(f"r{i}") for i in range(4)])
+        first, second = await store.claim("t1", 2, 60.0, 2.0)
+        blocking.set()
+        claim = asyncio.ensure_future(store.claim("t1", 1, 60.0, 2.0))
+        await asyncio.to_thread(entered.wait, 10)  # the claim's commit is under way
+        blocking.clear()
+        earlier = asyncio.ensure_future(store.complete(first.id))
+        await asyncio.sleep(0)
+        timer = store._lazy_timer
+        assert timer is not None
+        timer.cancel()
+        store._lazy_due()  # its wait is over (the timer, without waiting 60 s)
+        later = asyncio.ensure_future(store.complete(second.id))
+        await asyncio.sleep(0)  # a new wait starts for this one
+        release.set()
+        assert len(await claim) == 1
+        await asyncio.wait_for(earlier, 10)
+        assert "r0" not in committed_ids(path)
+    finally:
+        release.set()
+        await store.close()
+    assert later.done()
+
+
 async def test_a_lone_completion_is_committed_without_another_write(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SQLiteStateStore(str(path))

@@ -15,7 +15,10 @@ waits no longer than before. When a group fails, its writes are retried one tran
 so one bad write fails alone.
 Completions are lazy: one waits up to LAZY_DELAY_S for other writes before its commit starts
 (nobody waits on a completion but the event's own settling, which holds no invocation slot),
-so a drain commits tens of them at once rather than one or two per fsync.
+so a drain commits tens of them at once rather than one or two per fsync. Until then they go
+only with a write that needs an fsync anyway (an enqueue): a claim or a lease extension, which
+is committed without one, leaves them waiting rather than pay an fsync for them, so the
+commits that answer enqueues (202s) do not queue behind fsyncs made for completions alone.
 
 Freed pages go back to the file system: new databases use `auto_vacuum = INCREMENTAL` (older
 ones are converted once, with a VACUUM, when opened), and a second after writes that deleted
@@ -245,10 +248,12 @@ class SQLiteStateStore:
         before_write: WriteHook | None = None,
         file_mode: int = DEFAULT_FILE_MODE,
         vacuum_delay_s: float = VACUUM_DELAY_S,
+        lazy_delay_s: float = LAZY_DELAY_S,
     ) -> None:
         """`create=False` refuses a missing or empty database instead of starting one;
         `check_integrity` runs `PRAGMA integrity_check` on open (after an unclean stop);
-        `vacuum_delay_s`: how long after writes that freed pages their release is tried."""
+        `vacuum_delay_s`: how long after writes that freed pages their release is tried;
+        `lazy_delay_s`: how long a completion waits for other writes to share its commit."""
         self._path = path
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._options = _OpenOptions(create, check_integrity, file_mode)
@@ -266,13 +271,17 @@ class SQLiteStateStore:
         self._flush_scheduled = False
         #: Pending writes that start a commit at once (the others are lazy, see `_write`).
         self._eager = 0
+        #: Runs while the oldest pending lazy write may still wait (see `_flush`).
         self._lazy_timer: asyncio.TimerHandle | None = None
+        self._lazy_delay_s = lazy_delay_s
         self._idle = asyncio.Event()
         self._idle.set()
         self._vacuum_timer: asyncio.TimerHandle | None = None
         #: How many group commits ran, and how many writes they held (tests, benchmarks).
         self.groups_committed = 0
         self.writes_committed = 0
+        #: Of those groups, the ones committed with an fsync (synchronous=FULL).
+        self.durable_groups_committed = 0
         self._vacuum_delay_s = vacuum_delay_s
         #: Pages given back to the file system so far.
         self.pages_released = 0
@@ -758,12 +767,12 @@ class SQLiteStateStore:
         if self._executor is None or self._conn is None:
             raise StateStoreClosedError(f"the state store {self._path!r} is not open")
         loop = asyncio.get_running_loop()
-        write: _Write[T] = _Write(op, loop.create_future(), frees, durable)
+        write: _Write[T] = _Write(op, loop.create_future(), frees, durable, lazy)
         self._pending.append(write)
         self._idle.clear()
         if lazy:
             if self._lazy_timer is None:
-                self._lazy_timer = loop.call_later(LAZY_DELAY_S, self._lazy_due)
+                self._lazy_timer = loop.call_later(self._lazy_delay_s, self._lazy_due)
         else:
             self._eager += 1
             if not self._committing and not self._flush_scheduled:
@@ -776,6 +785,9 @@ class SQLiteStateStore:
         """The oldest lazy write has waited long enough: commit (after the one under way)."""
         self._lazy_timer = None
         self._eager += 1  # counted as eager from now on, until the next group takes it
+        for write in self._pending:
+            # Waited enough: no longer held back, even once a later lazy write's timer runs.
+            write.lazy = False
         self._flush()
 
     def _flush(self) -> None:
@@ -790,26 +802,42 @@ class SQLiteStateStore:
                 self._eager = 0
             self._idle.set()
             return
-        group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-        if self._pending:
+        group, rest = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        durable = any(write.durable and not write.lazy for write in group)
+        held: list[_Write[Any]] = []
+        if not durable and self._lazy_timer is not None:
+            # Lazy writes that may still wait do not make a commit without an fsync (a claim,
+            # a lease extension) pay one: they wait for a durable write, or for their timer.
+            held = [write for write in group if write.lazy]
+            if held:
+                group = [write for write in group if not write.lazy]
+        else:
+            durable = durable or any(write.durable for write in group)
+        self._pending = held + rest if held else rest
+        if rest:
             self._eager = 1  # the rest go with the next group, as soon as this one is done
         else:
             self._eager = 0
-            if self._lazy_timer is not None:
+            if not held and self._lazy_timer is not None:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
+        if not group:
+            return
         self._committing = True
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(executor, _commit_group, conn, group, self._before_write)
-        done.add_done_callback(functools.partial(self._committed, group))
+        done.add_done_callback(functools.partial(self._committed, group, durable))
 
-    def _committed(self, group: list[_Write[Any]], done: asyncio.Future[_Outcomes]) -> None:
+    def _committed(
+        self, group: list[_Write[Any]], durable: bool, done: asyncio.Future[_Outcomes]
+    ) -> None:
         self._committing = False
         try:
             outcomes = done.result()
         except BaseException as exc:  # the thread pool itself failed (interpreter exit)
             outcomes = [exc] * len(group)
         self.groups_committed += 1
+        self.durable_groups_committed += durable
         frees = False
         for write, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -912,7 +940,7 @@ class _ArchiveRows:
 class _Write(Generic[T]):
     """One caller's write, waiting for its group commit."""
 
-    __slots__ = ("durable", "frees", "future", "op")
+    __slots__ = ("durable", "frees", "future", "lazy", "op")
 
     def __init__(
         self,
@@ -920,11 +948,14 @@ class _Write(Generic[T]):
         future: asyncio.Future[T],
         frees: bool,
         durable: bool,
+        lazy: bool = False,
     ) -> None:
         self.op = op
         self.future = future
         self.frees = frees
         self.durable = durable
+        #: A completion that may wait for company (`_write`'s `lazy`).
+        self.lazy = lazy
 
 
 def _commit_group(
