@@ -209,9 +209,12 @@ class ChangeReader:
         assert txn is not None
         run.rows = []
         run.relid = -1
+        records: list[Record] | None
         try:
             records = self.shaper.inserts(table, rows, txn.commit_lsn, txn.commit_time)
         except Exception:  # one at a time: the failing row's record carries its error
+            records = None
+        if records is None:  # out of the handler (`_append_insert`)
             for new, ordinal, size in rows:
                 self._append_insert(txn, table, new, ordinal, size)
             return len(rows)
@@ -286,11 +289,13 @@ class ChangeReader:
     ) -> None:
         commit_lsn, commit_time = txn.commit_lsn, txn.commit_time
         try:
-            rec = self.shaper.row(
+            rec: Record | Exception = self.shaper.row(
                 "INSERT", table, new, None, False, commit_lsn, ordinal, commit_time, size
             )
         except Exception as exc:
-            rec = self._unbuilt(exc, "INSERT", table, new, None, txn, ordinal, size)
+            rec = exc  # its record is built out of the handler (`_unbuilt`)
+        if isinstance(rec, Exception):
+            rec = self._unbuilt(rec, "INSERT", table, new, None, txn, ordinal, size)
         self.shard.append(rec)
         self.read_pos = (commit_lsn, ordinal)  # once its record is in the log
 
@@ -307,6 +312,9 @@ class ChangeReader:
     ) -> Record:
         """The record of a change that the shaper could not build, carrying the error, for
         the pipeline to give up (on-failure destination) instead of blocking the slot.
+        Called out of the `except` block that caught `exc`: an error raised here (or later
+        while the handler ran) would chain `exc` into the traceback `source.receive_failed`
+        logs, and its message may quote the row's values.
 
         Building a record is pure computation on the row's values and the table's
         description (the catalog look-ups happen before, for the Relation message, and
@@ -344,7 +352,7 @@ class ChangeReader:
         new = msg.new if isinstance(msg, Update) else None
         name = "MODIFY" if new is not None else "REMOVE"
         try:
-            rec = self.shaper.row(
+            rec: Record | Exception = self.shaper.row(
                 name,
                 table,
                 new,
@@ -356,9 +364,11 @@ class ChangeReader:
                 size,
             )
         except Exception as exc:
+            rec = exc  # its record is built out of the handler (`_unbuilt`)
+        if isinstance(rec, Exception):
             values = new if new is not None else msg.old
             assert values is not None
-            rec = self._unbuilt(exc, name, table, values, msg.old, txn, ordinal, size)
+            rec = self._unbuilt(rec, name, table, values, msg.old, txn, ordinal, size)
         self.shard.append(rec)
         self.read_pos = position  # once its record is in the log: else it is read again
         return 1

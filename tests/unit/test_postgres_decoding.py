@@ -638,9 +638,11 @@ def _refusing_json(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> Non
     monkeypatch.setattr(pgtypes, "_json_value", refusing)
 
 
-def _json_page(tag: str) -> list[dict[str, bytes]]:
-    """One transaction (commit LSN 5000, end 5048) of four changes of `docs`, the third
-    with the document `"refused"`."""
+def _json_page(
+    tag: str, docs: tuple[str, ...] = ("{}", "[1]", '"refused"', "{}")
+) -> list[dict[str, bytes]]:
+    """One transaction (commit LSN 5000, end 5048) of a change of `docs` per document, by
+    default four, the third with the document `"refused"`."""
 
     def change(i: int, doc: str) -> bytes:
         body = b"N" + tup(str(i), doc)
@@ -648,7 +650,6 @@ def _json_page(tag: str) -> list[dict[str, bytes]]:
 
     begin = b"B" + struct.pack("!QqI", 5000, 0, 7)
     commit = b"C" + struct.pack("!bQQq", 0, 5000, 5048, 0)
-    docs = ["{}", "[1]", '"refused"', "{}"]
     page = [begin, *(change(i, doc) for i, doc in enumerate(docs)), commit]
     return [{"data": data} for data in page]
 
@@ -720,6 +721,51 @@ async def test_a_change_whose_shaping_ran_out_of_memory_is_read_again_never_skip
     shard.settle(taken)
     assert shard.checkpoint() is taken[-1], "no marker after the row that failed"
     assert reader.unbuilt == 0
+
+
+#: A value of a row, which the error of its shaping quotes (as a mapping's error may).
+ROW_SECRET = "hunter2-card-4111"
+
+
+@pytest.mark.parametrize(
+    ("tag", "oom"),
+    [("I", "next row"), ("I", "placeholder"), ("U", "placeholder")],
+)
+async def test_an_error_after_a_rows_build_error_does_not_carry_its_message_to_the_logs(
+    tag: str, oom: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The row's error (its message may quote the row's values) goes to the destination only.
+    # A read that fails after it (here running out of memory on the next row, or while
+    # building the row's placeholder) is logged with its traceback (`source.receive_failed`):
+    # that must not chain the row's error, "during handling of the above exception".
+    import traceback
+
+    from triggerd_postgres import pgtypes, shape
+    from triggerd_postgres.changes import Session
+
+    mapped = pgtypes._json_value
+
+    def refusing(value: Any, depth: int = 1) -> Any:
+        if value == "refused":
+            raise TypeError(f"cannot write {ROW_SECRET!r}")
+        if value == "oom":
+            raise MemoryError
+        return mapped(value, depth)
+
+    monkeypatch.setattr(pgtypes, "_json_value", refusing)
+    if oom == "placeholder":
+
+        def no_memory(*args: Any) -> Any:
+            raise MemoryError
+
+        monkeypatch.setattr(shape.Shaper, "unbuilt", no_memory)
+    docs = ("{}", "[1]", '"refused"', '"oom"' if oom == "next row" else "{}")
+    page = _json_page(tag, docs)
+    reader, _shard = _json_reader()
+    with pytest.raises(MemoryError) as raised:
+        await reader.process(Session(), page)
+    logged = "".join(traceback.format_exception(raised.value))
+    assert ROW_SECRET not in logged
 
 
 async def test_a_failed_slot_advance_before_a_new_peek_does_not_stop_reading() -> None:
