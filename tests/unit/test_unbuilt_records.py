@@ -107,3 +107,41 @@ async def test_a_queue_message_its_source_could_not_build_goes_back_without_a_de
     assert (line.__dict__["item_id"], line.__dict__["subject"]) == ("a1", "fake table t")
     everything = orjson.dumps([r.__dict__ for r in caplog.records], default=str).decode()
     assert SECRET not in everything
+
+
+async def test_an_unbuilt_record_of_a_batch_given_back_goes_back_with_it(
+    store: SQLiteStateStore,
+) -> None:
+    # A batch that runs once its trigger stops or its keys were released (a lease term that
+    # ended, a rebalance) gives its records back, and the unbuilt one goes back with them, in
+    # order: given up there, it would be written to the destination a second time by
+    # whichever reader (this daemon restarted, the lease's next holder) reads it again.
+    from triggerd.delivery.pipeline import BatchRun
+
+    recs = [make_record(0, item_id="m0"), unbuilt("u", "m1"), make_record(2, item_id="m2")]
+    src, be, dest = FakeSource(), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest)
+    t.stop()
+    await BatchRun(t, {id(r): r for r in recs}).process(list(recs))
+    assert dest.records == [] and be.calls == [] and src.acked == []
+    assert src.nacked == recs
+
+
+async def test_a_stop_while_an_unbuilt_record_is_given_up_gives_the_rest_back(
+    store: SQLiteStateStore,
+) -> None:
+    # The trigger stops while the first unbuilt record of the batch is written: that one is
+    # settled (it is at its destination), the second one goes back with the others.
+    from triggerd.delivery.pipeline import BatchRun
+
+    class Stopping(MemDestination):
+        async def send(self, record: Any) -> None:
+            await super().send(record)
+            t.stop()
+
+    recs = [unbuilt("u1", "m0"), make_record(1, item_id="m1"), unbuilt("u2", "m2")]
+    src, be, dest = FakeSource(), FakeBackend(), Stopping()
+    t = build(store, src, be, dest)
+    await BatchRun(t, {id(r): r for r in recs}).process(list(recs))
+    assert [r["payload"] for r in dest.records] == [{"Records": [recs[0].payload]}]
+    assert src.acked == [recs[0]] and src.nacked == recs[1:] and be.calls == []

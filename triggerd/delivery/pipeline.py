@@ -585,11 +585,16 @@ class BatchRun:
         """Records the source could not build (`Record.build_error`: an error of the record
         itself, which no retry fixes) are never invoked: each goes to the on-failure
         destination alone, at once, with its error (or is discarded and logged without one,
-        as any give-up). Returns the rest of the batch, in order."""
+        as any give-up). Returns the rest of the batch, in order. Once the trigger stops or
+        the batch's keys are released, the rest is returned as it is, for `process` to give
+        it all back: given up then, a record would be given up again by whichever reader
+        (this daemon restarted, the lease's next holder) reads it next."""
         if self.rt.source_owned and self.rt.on_failure.destination is None:
             return await self.give_back_unbuilt(batch)
         rest: list[Record] = []
-        for rec in batch:
+        for index, rec in enumerate(batch):
+            if self.t.stopping or self.t.released_since(self.epochs):
+                return rest + batch[index:]
             error = rec.build_error
             if error is None:
                 rest.append(rec)
