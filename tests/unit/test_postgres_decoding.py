@@ -703,6 +703,92 @@ def test_a_change_whose_key_cannot_be_converted_is_handed_on_without_keys(
     assert rec.build_error is error and rec.item_id == sequence_number(9, 0)
 
 
+#: A `json` value as PostgreSQL sends it (it keeps json as written) with an escaped lone
+#: surrogate: it parses to a string no JSON writer can write.
+UNWRITABLE_JSON = '{"note": "\\ud800"}'
+
+
+@pytest.mark.parametrize("tag", ["I", "U"])
+async def test_a_change_whose_key_converts_but_cannot_be_written_is_handed_on_without_keys(
+    tag: str,
+) -> None:
+    # A key column whose value converts and cannot be written (a json column in the Keys: a
+    # table with REPLICA IDENTITY FULL and no primary key has every column in its Keys): the
+    # record is handed on without Keys (it could not be written with them), ordered by
+    # the table, never raising out of the reader (which would read it again for good).
+    from triggerd_postgres.changes import Session, SlotPosition
+
+    reader, shard = _json_reader()
+    reader.shaper = shaper("NEW_IMAGE", pf=4)
+    plain = reader.tables[1]
+    reader.tables[1] = Table(plain.relation, plain.types, (0, 1), plain.arn)
+    await reader.process(Session(), _json_page(tag, ("{}", UNWRITABLE_JSON)))
+    taken = shard.take(10)
+    assert [r.build_error is None for r in taken] == [True, False]
+    unbuilt = taken[1]
+    assert unbuilt.build_error is not None and unbuilt.build_error.error_type == "TypeError"
+    assert "Keys" not in unbuilt.payload["dynamodb"] and unbuilt.key == "public.docs"
+    assert taken[0].payload["dynamodb"]["Keys"] == {"id": {"N": "0"}, "doc": {"M": {}}}
+    shard.settle(taken)
+    assert shard.checkpoint() == SlotPosition(5048)
+
+
+@pytest.mark.parametrize("tag", ["I", "U"])
+async def test_an_unbuilt_change_keeps_its_rows_lane_with_parallelization(tag: str) -> None:
+    # With parallelization_factor > 1 the record of a change that cannot be built has the
+    # ordering key of every other change of its row (its Keys' lane), as DynamoDB orders per
+    # item: its row's changes before and after it stay in one lane.
+    import orjson
+
+    from triggerd.delivery.streams import lane_key
+    from triggerd_postgres.changes import Session
+
+    reader, shard = _json_reader()
+    reader.shaper = shaper("NEW_IMAGE", pf=4)
+    docs = tuple("{}" if i % 4 else UNWRITABLE_JSON for i in range(8))
+    await reader.process(Session(), _json_page(tag, docs))
+    taken = shard.take(10)
+    assert [r.build_error is None for r in taken] == [bool(i % 4) for i in range(8)]
+    for rec in taken:
+        ident = rec.payload["dynamodb"]["Keys"]["id"]["N"]
+        item = orjson.dumps({"id": {"N": ident}}, option=orjson.OPT_SORT_KEYS)
+        assert rec.key == lane_key("public.docs", item, 4)
+
+
+@pytest.mark.parametrize("tag", ["I", "U"])
+async def test_a_streamed_change_that_cannot_be_shaped_is_handed_on_in_its_place(
+    tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Protocol v2: a streamed transaction's changes are kept until its Stream Commit and read
+    # back from the spill; the one whose record cannot be built is handed on in its place
+    # there too, and the transaction's end marker follows it.
+    from triggerd_postgres.changes import Session, SlotPosition
+
+    _refusing_json(monkeypatch, TypeError("refused"))
+    reader, shard = _json_reader()
+    docs = ["{}", "[1]", '"refused"', "{}"]
+    changes = [
+        tag.encode() + struct.pack("!II", 9, 1) + b"N" + tup(str(i), doc)
+        for i, doc in enumerate(docs)
+    ]
+    page = [
+        b"S" + struct.pack("!Ib", 9, 1),
+        *changes,
+        b"E",
+        b"c" + struct.pack("!IbQQq", 9, 0, 5000, 5048, 0),
+    ]
+    session = Session()
+    assert await reader.process(session, [{"data": data} for data in page]) == 0
+    assert session.replay is not None
+    assert reader.replay_some(session, session.replay) == 4
+    taken = shard.take(10)
+    assert [r.payload["dynamodb"]["Keys"]["id"]["N"] for r in taken] == ["0", "1", "2", "3"]
+    assert [r.build_error is None for r in taken] == [True, True, False, True]
+    assert taken[2].item_id == sequence_number(5000, 2)
+    shard.settle(taken)
+    assert shard.checkpoint() == SlotPosition(5048)
+
+
 async def test_a_change_whose_shaping_ran_out_of_memory_is_read_again_never_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
