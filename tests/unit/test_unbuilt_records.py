@@ -145,3 +145,10 @@ async def test_a_stop_while_an_unbuilt_record_is_given_up_gives_the_rest_back(
     await BatchRun(t, {id(r): r for r in recs}).process(list(recs))
     assert [r["payload"] for r in dest.records] == [{"Records": [recs[0].payload]}]
     assert src.acked == [recs[0]] and src.nacked == recs[1:] and be.calls == []
+
+
+def test_a_build_errors_message_is_cut_after_its_first_2000_characters() -> None:
+    error = BuildError.of(ValueError("x" * 2500), "fake table t")
+    assert (error.error_type, error.subject) == ("ValueError", "fake table t")
+    assert error.message == "x" * BuildError.MAX_MESSAGE + "..."
+    assert BuildError.of(KeyError("k"), "s").message == "'k'"

@@ -323,7 +323,7 @@ class Metrics:
             "triggerd_records_dropped",
             "Records given up with no on-failure destination, by reason (RetriesExhausted, "
             "EventAgeExceeded, RetryAttemptsExhausted, RecordAgeExceeded, "
-            "MaximumPayloadSizeExceeded)",
+            "MaximumPayloadSizeExceeded, RecordBuildFailed)",
             ["trigger", "reason"],
             registry=r,
         )
