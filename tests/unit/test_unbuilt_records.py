@@ -152,3 +152,32 @@ def test_a_build_errors_message_is_cut_after_its_first_2000_characters() -> None
     assert (error.error_type, error.subject) == ("ValueError", "fake table t")
     assert error.message == "x" * BuildError.MAX_MESSAGE + "..."
     assert BuildError.of(KeyError("k"), "s").message == "'k'"
+
+
+async def test_a_failure_after_an_unbuildable_event_does_not_log_its_message(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error of a batch whose event cannot be built may quote the record's values: it goes
+    # to the destination only. Giving the record up can fail (here the state store's index
+    # write after the destination has it): the batch crashes and is given back, logged with
+    # its traceback (`batch.crashed`), which must not chain that error ("during handling of
+    # the above exception").
+    from triggerd.state.sqlite import StateStoreError
+
+    class Refusing(FakeSource):
+        def envelope(self, records: Any) -> Any:
+            if any(r.payload["body"] == "bad" for r in records):
+                raise ValueError(f"cannot serialise {SECRET!r}")
+            return super().envelope(records)
+
+    async def down(**_: Any) -> None:
+        raise StateStoreError("the state store is down")
+
+    monkeypatch.setattr(store, "dlq_add", down)
+    caplog.set_level(logging.DEBUG)
+    src, be, dest = Refusing([make_record("bad", item_id="m0")]), FakeBackend(), MemDestination()
+    t = build(store, src, be, dest)
+    await run_until(t, lambda: bool(src.nacked))
+    assert dest.records and dest.records[0]["buildError"]["errorMessage"].endswith(f"{SECRET!r}")
+    assert [r for r in caplog.records if r.getMessage() == "batch.crashed"]
+    assert SECRET not in caplog.text

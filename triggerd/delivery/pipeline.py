@@ -558,9 +558,11 @@ class BatchRun:
             if await self.held_too_long(records):
                 return
             try:
-                payload = self.rt.event(records)
+                payload: bytes | Exception = self.rt.event(records)
             except Exception as exc:  # a source's envelope may raise anything
-                await self.unbuildable(records, exc)
+                payload = exc
+            if isinstance(payload, Exception):  # out of the handler: see `unbuildable`
+                await self.unbuildable(records, payload)
                 continue
             if len(payload) > MAX_SYNC_PAYLOAD:
                 await self.give_up(records, "MaximumPayloadSizeExceeded", None)
@@ -815,7 +817,9 @@ class BatchRun:
         for good and hold its keys. Split in halves (in order, in front) down to the record
         that fails, which is given up as a record its source could not build
         (`RecordBuildFailed`, without a payload); a queue's with no on-failure destination
-        goes back failed instead (`give_back_unbuilt`)."""
+        goes back failed instead (`give_back_unbuilt`). Called out of the `except` block that
+        caught `exc`: an error raised while giving up (a state store down) would chain `exc`
+        into the traceback `batch.crashed` logs, and its message may quote the values."""
         if len(records) > 1:
             half = len(records) // 2
             self.pending[0:0] = [records[:half], records[half:]]
