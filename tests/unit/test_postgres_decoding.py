@@ -789,6 +789,32 @@ async def test_a_streamed_change_that_cannot_be_shaped_is_handed_on_in_its_place
     assert shard.checkpoint() == SlotPosition(5048)
 
 
+async def test_failing_rows_of_a_long_insert_run_are_handed_on_in_place_the_rest_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run of Inserts is shaped in one pass, and one at a time when a row of it fails: over
+    # runs cut by the event loop's turns (every YIELD_EVERY rows), failing rows first, last
+    # and on both sides of a cut are each handed on in their place, no row dropped, doubled
+    # or moved.
+    from triggerd_postgres.changes import YIELD_EVERY, Session, SlotPosition
+
+    _refusing_json(monkeypatch, TypeError("refused"))
+    count = 2 * YIELD_EVERY + 20
+    bad = {0, YIELD_EVERY - 2, YIELD_EVERY - 1, YIELD_EVERY, count - 1}
+    reader, shard = _json_reader()
+    docs = tuple('"refused"' if i in bad else f"[{i}]" for i in range(count))
+    await reader.process(Session(), _json_page("I", docs))
+    taken = shard.take(count + 1)
+    assert [r.item_id for r in taken] == [sequence_number(5000, i) for i in range(count)]
+    assert {i for i, r in enumerate(taken) if r.build_error is not None} == bad
+    good = [r for r in taken if r.build_error is None]
+    assert [r.payload["dynamodb"]["NewImage"]["doc"] for r in good] == [
+        {"L": [{"N": str(i)}]} for i in range(count) if i not in bad
+    ]
+    shard.settle(taken)
+    assert shard.checkpoint() == SlotPosition(5048)
+
+
 async def test_a_change_whose_shaping_ran_out_of_memory_is_read_again_never_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
