@@ -181,3 +181,39 @@ async def test_a_failure_after_an_unbuildable_event_does_not_log_its_message(
     assert dest.records and dest.records[0]["buildError"]["errorMessage"].endswith(f"{SECRET!r}")
     assert [r for r in caplog.records if r.getMessage() == "batch.crashed"]
     assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["report_batch_item_failures", "bisect"])
+async def test_an_unbuilt_record_beside_a_failing_one_is_given_up_once_the_rest_retried_in_order(
+    store: SQLiteStateStore, how: str
+) -> None:
+    # A stream batch with an unbuilt record and a record the function fails once: the unbuilt
+    # one is given up alone, once; the function never sees it, and the records it fails are
+    # retried (from the first failed one, or in halves) in order until they succeed.
+    failed: set[str] = set()
+
+    def respond(event: dict[str, Any]) -> Any:
+        ids = [r["messageId"] for r in event["Records"]]
+        if "m3" in ids and "m3" not in failed:
+            failed.add("m3")
+            if how == "bisect":
+                raise ValueError("m3 fails once")
+            return {"batchItemFailures": [{"itemIdentifier": "m3"}]}
+        return None
+
+    recs = [make_record(i, item_id=f"m{i}", key="k") for i in range(5)]
+    recs[1] = unbuilt("u", "m1")
+    recs[1].key = "k"
+    src, be, dest = FakeSource(recs), FakeBackend(respond), MemDestination()
+    options: dict[str, Any] = {how + ("_batch_on_function_error" if how == "bisect" else ""): True}
+    t = build(store, src, be, dest, "fakestream", batch_size=10, batching_window_s=0.2, **options)
+    await run_until(t, lambda: len(src.acked) == 5)
+    invoked = [[r["messageId"] for r in c["Records"]] for c in be.calls]
+    assert invoked[0] == ["m0", "m2", "m3", "m4"] and all("m1" not in ids for ids in invoked)
+    retried = (
+        [["m3", "m4"]] if how == "report_batch_item_failures" else [["m0", "m2"], ["m3", "m4"]]
+    )
+    assert invoked[1:] == retried
+    [record] = dest.records
+    assert record["requestContext"]["condition"] == "RecordBuildFailed"
+    assert src.nacked == [] and sorted(r.item_id for r in src.acked) == [f"m{i}" for i in range(5)]
