@@ -753,7 +753,8 @@ class SQLiteStateStore:
         the WAL is synced in order by the next durable commit.
 
         `lazy=True` (completions): the write does not start a commit by itself until it has
-        waited LAZY_DELAY_S; any other write's commit takes it along before that."""
+        waited `lazy_delay_s` (LAZY_DELAY_S); before that, a durable write's commit (an
+        enqueue's) takes it along, a commit without an fsync (a claim's) leaves it waiting."""
         return await self._submit(op, frees=frees, durable=durable, lazy=lazy)
 
     def _submit(
