@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from triggerd.state import sqlite as sqlite_store
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore, StateStoreError
 
@@ -325,6 +326,30 @@ async def test_a_completion_whose_wait_is_over_is_not_held_back_by_a_later_ones_
         release.set()
         await store.close()
     assert later.done()
+
+
+async def test_a_group_of_waiting_completions_does_not_hold_back_the_writes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_GROUP completions still waiting for company fill the next group: a claim and an
+    enqueue submitted after them are committed anyway (the enqueue takes the completions
+    along), instead of waiting for the completions' timer."""
+    monkeypatch.setattr(sqlite_store, "MAX_GROUP", 4)
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(str(path), lazy_delay_s=60.0)  # only the fix commits in time
+    await store.open()
+    try:
+        await store.enqueue([event(f"r{i}") for i in range(8)])
+        claimed = await store.claim("t1", 4, 60.0, 2.0)
+        completions = [store.complete_later(e.id) for e in claimed]
+        await asyncio.sleep(0)
+        assert len(await asyncio.wait_for(store.claim("t1", 4, 60.0, 2.0), 10)) == 4
+        assert not any(c.done() for c in completions)  # a claim leaves them waiting
+        await asyncio.wait_for(store.enqueue([event("r8")]), 10)
+        await asyncio.wait_for(asyncio.gather(*completions), 10)
+        assert committed_ids(path) == {f"r{i}" for i in range(4, 9)}
+    finally:
+        await store.close()
 
 
 async def test_a_lone_completion_is_committed_without_another_write(tmp_path: Path) -> None:

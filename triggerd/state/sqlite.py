@@ -753,7 +753,8 @@ class SQLiteStateStore:
         the WAL is synced in order by the next durable commit.
 
         `lazy=True` (completions): the write does not start a commit by itself until it has
-        waited LAZY_DELAY_S; any other write's commit takes it along before that."""
+        waited `lazy_delay_s` (LAZY_DELAY_S); before that, a durable write's commit (an
+        enqueue's) takes it along, a commit without an fsync (a claim's) leaves it waiting."""
         return await self._submit(op, frees=frees, durable=durable, lazy=lazy)
 
     def _submit(
@@ -802,17 +803,20 @@ class SQLiteStateStore:
                 self._eager = 0
             self._idle.set()
             return
-        group, rest = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-        durable = any(write.durable and not write.lazy for write in group)
+        pending = self._pending
         held: list[_Write[Any]] = []
-        if not durable and self._lazy_timer is not None:
+        if self._lazy_timer is not None and not any(
+            write.durable and not write.lazy for write in pending
+        ):
             # Lazy writes that may still wait do not make a commit without an fsync (a claim,
             # a lease extension) pay one: they wait for a durable write, or for their timer.
-            held = [write for write in group if write.lazy]
+            # All of them, not only those among the next MAX_GROUP writes: held at the head of
+            # the queue, those would fill every next group and hold back the writes behind.
+            held = [write for write in pending if write.lazy]
             if held:
-                group = [write for write in group if not write.lazy]
-        else:
-            durable = durable or any(write.durable for write in group)
+                pending = [write for write in pending if not write.lazy]
+        group, rest = pending[:MAX_GROUP], pending[MAX_GROUP:]
+        durable = any(write.durable for write in group)
         self._pending = held + rest if held else rest
         if rest:
             self._eager = 1  # the rest go with the next group, as soon as this one is done
