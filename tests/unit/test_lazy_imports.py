@@ -70,7 +70,11 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: table, piped, without rich (`output.plain_table`). Neither builds the models of config
 #: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
 #: store's modules (status reads a SQLite store with sqlite3 alone) or builds the records,
-#: contexts and results a running daemon exchanges (`triggerd.runtime_types`).
+#: contexts and results a running daemon exchanges (`triggerd.runtime_types`). Nor does
+#: `validate` import logging (no log line is written), difflib (a valid config needs no
+#: "did you mean"), glob (the functions run on triggerd's own Python) or the PostgreSQL
+#: store's schema module (to tell an SQLite URL from a PostgreSQL one); `generate-event`
+#: prints with json, not orjson, and logs nothing.
 NOT_USED_BY_THE_EXAMPLE = (
     "triggerd.runtime_types",
     "triggerd.config.sns",
@@ -95,6 +99,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.telemetry.logs",
         "rich",
         "triggerd.runtime_types",
+        "orjson",
+        "logging",
     ),
     "validate": (
         "packaging",
@@ -105,6 +111,10 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "rich",
         "triggerd.telemetry.logs",
         "triggerd.cli.status",
+        "logging",
+        "difflib",
+        "glob",
+        "triggerd.state.pgschema",
         *NOT_USED_BY_THE_EXAMPLE,
     ),
     "status": (
