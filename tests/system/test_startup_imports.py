@@ -45,7 +45,7 @@ NOT_USED_BY: dict[str, tuple[str, ...]] = {
         "logging",
         "triggerd.state.pgschema",
     ),
-    "status": ("asyncio", "uvloop", "aiohttp"),
+    "status": ("asyncio", "uvloop", "aiohttp", "logging", "triggerd.state.pgschema"),
 }
 
 

@@ -74,7 +74,8 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: `validate` import logging (no log line is written), difflib (a valid config needs no
 #: "did you mean"), glob (the functions run on triggerd's own Python) or the PostgreSQL
 #: store's schema module (to tell an SQLite URL from a PostgreSQL one); `generate-event`
-#: prints with json, not orjson, and logs nothing.
+#: prints with json, not orjson, and logs nothing; `status` on an SQLite store needs neither
+#: logging nor the PostgreSQL store's schema module either.
 NOT_USED_BY_THE_EXAMPLE = (
     "triggerd.runtime_types",
     "triggerd.config.sns",
@@ -124,6 +125,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.http.invoke_api",
         "rich",
         "triggerd.cli.dlq",
+        "logging",
+        "triggerd.state.pgschema",
         *NOT_USED_BY_THE_EXAMPLE,
     ),
 }
