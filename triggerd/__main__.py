@@ -1,5 +1,5 @@
 """`python -m triggerd` is the `triggerd` command."""
 
-from triggerd.cli.main import main
+from triggerd.cli.entry import main
 
 main()

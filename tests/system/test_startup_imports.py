@@ -35,8 +35,17 @@ NOT_USED = (
 
 #: What each command on the example does not import beyond NOT_USED.
 NOT_USED_BY: dict[str, tuple[str, ...]] = {
-    "validate": ("asyncio", "ssl", "uvloop", "email.parser", "packaging", "aiohttp"),
-    "status": ("asyncio", "uvloop", "aiohttp"),
+    "validate": (
+        "asyncio",
+        "ssl",
+        "uvloop",
+        "email.parser",
+        "packaging",
+        "aiohttp",
+        "logging",
+        "triggerd.state.pgschema",
+    ),
+    "status": ("asyncio", "uvloop", "aiohttp", "logging", "triggerd.state.pgschema"),
 }
 
 

@@ -70,7 +70,12 @@ def test_importing_the_cli_imports_no_connector_backend_or_http_library() -> Non
 #: table, piped, without rich (`output.plain_table`). Neither builds the models of config
 #: sections the example does not have (`[sns]`, `[[event_buses]]`), imports the state
 #: store's modules (status reads a SQLite store with sqlite3 alone) or builds the records,
-#: contexts and results a running daemon exchanges (`triggerd.runtime_types`).
+#: contexts and results a running daemon exchanges (`triggerd.runtime_types`). Nor does
+#: `validate` import logging (no log line is written), difflib (a valid config needs no
+#: "did you mean"), glob (the functions run on triggerd's own Python) or the PostgreSQL
+#: store's schema module (to tell an SQLite URL from a PostgreSQL one); `generate-event`
+#: prints with json, not orjson, and logs nothing; `status` on an SQLite store needs neither
+#: logging nor the PostgreSQL store's schema module either.
 NOT_USED_BY_THE_EXAMPLE = (
     "triggerd.runtime_types",
     "triggerd.config.sns",
@@ -95,6 +100,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.telemetry.logs",
         "rich",
         "triggerd.runtime_types",
+        "orjson",
+        "logging",
     ),
     "validate": (
         "packaging",
@@ -105,6 +112,10 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "rich",
         "triggerd.telemetry.logs",
         "triggerd.cli.status",
+        "logging",
+        "difflib",
+        "glob",
+        "triggerd.state.pgschema",
         *NOT_USED_BY_THE_EXAMPLE,
     ),
     "status": (
@@ -114,6 +125,8 @@ ALSO_NOT: dict[str, tuple[str, ...]] = {
         "triggerd.http.invoke_api",
         "rich",
         "triggerd.cli.dlq",
+        "logging",
+        "triggerd.state.pgschema",
         *NOT_USED_BY_THE_EXAMPLE,
     ),
 }

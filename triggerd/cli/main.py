@@ -6,11 +6,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import json
-import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -18,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
 from triggerd import __version__
 from triggerd.cli.errors import say_config_error, say_operator_error
@@ -42,7 +38,8 @@ from triggerd.types import (
 )
 
 # Each command imports what it uses when it runs: `generate-event` needs no config model,
-# `validate` no state store, HTTP client or log handler (tests/unit/test_lazy_imports.py).
+# `validate` no state store, HTTP client, log handler, logging, json or orjson
+# (tests/unit/test_lazy_imports.py).
 if TYPE_CHECKING:
     from triggerd.config.model import ConfigBase
     from triggerd.state.base import StateStore
@@ -207,6 +204,8 @@ def run(
 ) -> None:
     """Run the daemon on CONFIG until SIGTERM or SIGINT; SIGHUP reloads CONFIG. With --sam
     or --serverless, on the translation of that file (a reload translates it again)."""
+    import signal
+
     # SIGHUP's default action kills the process: until the loop's handler (a reload) is
     # installed, a SIGHUP (systemd's ExecReload right after the start) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -308,6 +307,8 @@ async def _serve(
     functions' code (`run --watch`; `run --sam/--serverless` turn it on by default).
     `loader`: what a reload calls instead of reading `path`, and the file it reads."""
     import asyncio
+    import logging
+    import signal
 
     from triggerd.daemon.app import Daemon
 
@@ -408,6 +409,8 @@ def validate(
     if connect:
         # The clients' own log lines (aiormq's "error when creating transport") would reach
         # stderr through logging's last-resort handler; each trigger's line says it instead.
+        import logging
+
         logging.getLogger().addHandler(logging.NullHandler())
         import asyncio
 
@@ -483,6 +486,8 @@ def build(config: str | None, config_path: str | None, functions: tuple[str, ...
 @main.command()
 def schema() -> None:
     """Print the config file's JSON Schema."""
+    import json
+
     from triggerd.config.load import json_schema
 
     click.echo(json.dumps(json_schema(Registry.discover()), indent=2))
@@ -542,6 +547,8 @@ def invoke(
             click.echo(f"triggerd: {exc}", err=True)
             sys.exit(2)
     raw = _event_bytes(event)
+    import orjson
+
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -734,6 +741,8 @@ def generate_event(
     except (ConfigError, ValueError) as exc:
         click.echo(f"triggerd: {exc}", err=True)
         sys.exit(2)
+    import json
+
     click.echo(json.dumps(sample, indent=2))
 
 

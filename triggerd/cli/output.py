@@ -3,7 +3,6 @@ is not a terminal) or `--output json` for scripts; an empty result says so."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -79,6 +78,8 @@ def emit(
     """Print `rows` as a table, or `records` (default: one object per row keyed by column)
     as JSON; `empty` is the line a table prints instead of nothing."""
     if output == "json":
+        import json  # not for a table (`status` prints one on every start)
+
         if records is None:
             records = [dict(zip(columns, row, strict=True)) for row in rows]
         click.echo(json.dumps(records, indent=2, default=str))

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from triggerd.state import MEMORY_PATH, REPLAYED_SCOPE
-from triggerd.state.factory import postgres_store, sqlite_path
-from triggerd.state.pgschema import SCHEMA, is_postgres_url
+from triggerd.state.factory import is_postgres_url, postgres_store, sqlite_path
 from triggerd.types import ExitCode, OperatorError
 
 # The stores' own modules (state.sqlite, state.pgleases and the dataclasses they import)
@@ -90,6 +89,7 @@ async def _read_postgres(state_url: str) -> StoreSnapshot:
 
 def _pg_snapshot(display: str) -> Callable[[Any], Awaitable[StoreSnapshot]]:
     from triggerd.state import pgleases
+    from triggerd.state.pgschema import SCHEMA  # its module: for a PostgreSQL store only
 
     async def op(conn: Any) -> StoreSnapshot:
         queued = await conn.fetch(f"SELECT trigger, count(*) FROM {SCHEMA}.queue GROUP BY 1")

@@ -31,7 +31,7 @@ from triggerd.cli.readstate import StoreSnapshot, read_snapshot, read_snapshot_n
 from triggerd.cli.sources import has_status_lines, status_lines
 from triggerd.config.model import ConfigBase
 from triggerd.config.plugins import Registry
-from triggerd.state.pgschema import is_postgres_url
+from triggerd.state.factory import is_postgres_url
 from triggerd.types import ExitCode, OperatorError
 
 __all__ = ["NOT_OUR_CERTIFICATE", "daemon_tls", "daemon_url", "run_status"]
@@ -309,9 +309,10 @@ def _exit_code(cfg: ConfigBase, view: DaemonView, rows: list[dict[str, Any]]) ->
 
 def _store_path(cfg: ConfigBase) -> str:
     from triggerd.state.factory import sqlite_path
-    from triggerd.state.pgschema import is_postgres_url, redact_state_url
 
     if is_postgres_url(cfg.daemon.state):
+        from triggerd.state.pgschema import redact_state_url
+
         return redact_state_url(cfg.daemon.state)
     return sqlite_path(cfg.daemon.state)
 

@@ -4,7 +4,6 @@ file is `load`."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -740,5 +739,7 @@ def _models(
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
+    import difflib  # for a config with a mistake: every valid config's start-up skips it
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

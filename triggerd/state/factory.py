@@ -38,8 +38,6 @@ SUPPORTED_FORMS = (
 
 def create_state_store(url: str, *, clock: Clock | None = None) -> StateStore:
     """Return an unopened store for `url`; raises ConfigError for a URL it cannot serve."""
-    from triggerd.state.pgschema import is_postgres_url  # imports the SQLite store's errors
-
     if is_postgres_url(url):
         return postgres_store(url, clock=clock)
     from triggerd.state.sqlite import SQLiteStateStore  # sqlite3: not for reading a config
@@ -51,12 +49,17 @@ def check_state_url(url: str) -> None:
     """Raise ConfigError when `url` names no store this build can open (what
     `create_state_store` refuses), without building one: a config is read by commands that
     never open the store, and the SQLite store's module costs them sqlite3 and its thread."""
-    from triggerd.state.pgschema import is_postgres_url
-
     if is_postgres_url(url):
         postgres_store(url)
     else:
         sqlite_path(url)
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names the PostgreSQL store (also importable from `pgschema`, whose
+    imports a config's check of an SQLite URL does without)."""
+    scheme = url.strip().split("://", 1)[0].lower() if "://" in url else ""
+    return scheme.split("+", 1)[0] in _POSTGRES_SCHEMES
 
 
 def postgres_store(url: str, *, clock: Clock | None = None) -> PostgresStateStore:

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from triggerd.state.factory import is_postgres_url as is_postgres_url
 from triggerd.types import ConfigError, ExitCode
 
 if TYPE_CHECKING:
@@ -132,11 +133,6 @@ class PgUrl:
 
     def __repr__(self) -> str:  # never the DSN, which may hold the password
         return f"PgUrl({self.display!r}, pool_size={self.pool_size})"
-
-
-def is_postgres_url(url: str) -> bool:
-    scheme = url.strip().split("://", 1)[0].lower() if "://" in url else ""
-    return scheme.split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def parse_url(url: str) -> PgUrl:

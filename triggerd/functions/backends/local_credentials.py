@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import datetime
 import importlib
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggerd.types import Clock, MissingExtraError, RetryableError
+
+if TYPE_CHECKING:
+    import logging  # `validate` imports this module for needs_aiobotocore only
 
 _ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 #: How often, at most, the chain is asked whether its credentials changed.

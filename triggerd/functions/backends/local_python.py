@@ -10,7 +10,6 @@ kept, so workers start the real binary, not a shim that execs it.
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 from dataclasses import dataclass, field
@@ -49,6 +48,8 @@ def runtime_version(runtime: str) -> str:
 def candidate_paths(version: str) -> list[str]:
     """Every `pythonX.Y` on PATH, then in the search directories, without duplicates."""
     name = "python" + version
+    import glob  # when a function's runtime is not triggerd's own Python
+
     dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     for pattern in SEARCH_DIRS:
         if "$PYENV_ROOT" in pattern and "PYENV_ROOT" not in os.environ:
