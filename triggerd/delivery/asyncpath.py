@@ -538,62 +538,49 @@ class AsyncTrigger:
             await self.state.enqueue(events, checkpoints)
 
     async def _reject_oversize(self, rec: Record, payload: bytes) -> None:
-        rt = self.rt
-        request_id = event_request_id(rt.name, rec.item_id)
-        if request_id in self._rejected:
-            return
-        rt.log.error(
+        await self._reject(
+            rec,
             "event.too_large",
-            extra={
-                "trigger": rt.name,
-                "function": rt.function,
-                "request_id": request_id,
-                "bytes": len(payload),
-                "limit": MAX_ASYNC_PAYLOAD,
-            },
+            {"bytes": len(payload), "limit": MAX_ASYNC_PAYLOAD},
+            payload,
+            "RequestEntityTooLargeException",
+            f"Event size {len(payload)} bytes exceeds the asynchronous invocation limit of "
+            f"{MAX_ASYNC_PAYLOAD} bytes",
         )
-        error = orjson.dumps(
-            {
-                "errorType": "RequestEntityTooLargeException",
-                "errorMessage": f"Event size {len(payload)} bytes exceeds the asynchronous "
-                f"invocation limit of {MAX_ASYNC_PAYLOAD} bytes",
-            }
-        )
-        result = InvokeResult(Outcome.FUNCTION_ERROR, error, request_id, function_error="Unhandled")
-        await self._reject(request_id, payload, result)
 
     async def _reject_unbuildable(self, rec: Record, error: BuildError) -> None:
-        """A record whose event cannot be built: one error line naming it (the exception's
-        class, not its message, which may quote the record's values), then the on-failure
-        path with a null requestPayload (there is no event to carry) and the error in
-        responsePayload."""
+        """A record whose event cannot be built: its line names the exception's class, not
+        its message, which may quote the record's values; the record has a null
+        requestPayload (there is no event to carry) and the error in responsePayload."""
+        await self._reject(
+            rec,
+            "event.unbuildable",
+            {"item_id": rec.item_id, "error_type": error.error_type},
+            b"null",
+            "InvalidRequestContentException",
+            f"The event of this record could not be built: {error.error_type}: {error.message}",
+        )
+
+    async def _reject(
+        self,
+        rec: Record,
+        line: str,
+        fields: dict[str, object],
+        payload: bytes,
+        error_type: str,
+        message: str,
+    ) -> None:
+        """A commit's record to the on-failure path without invoking it, after one error
+        `line` with `fields`; once at its destination (even if what follows fails), kept in
+        `_rejected` until acked, and not sent again when taken again."""
         rt = self.rt
         request_id = event_request_id(rt.name, rec.item_id)
         if request_id in self._rejected:
             return
-        rt.log.error(
-            "event.unbuildable",
-            extra={
-                "trigger": rt.name,
-                "function": rt.function,
-                "request_id": request_id,
-                "item_id": rec.item_id,
-                "error_type": error.error_type,
-            },
-        )
-        body = orjson.dumps(
-            {
-                "errorType": "InvalidRequestContentException",
-                "errorMessage": f"The event of this record could not be built: "
-                f"{error.error_type}: {error.message}",
-            }
-        )
+        extra = {"trigger": rt.name, "function": rt.function, "request_id": request_id}
+        rt.log.error(line, extra={**extra, **fields})
+        body = orjson.dumps({"errorType": error_type, "errorMessage": message})
         result = InvokeResult(Outcome.FUNCTION_ERROR, body, request_id, function_error="Unhandled")
-        await self._reject(request_id, b"null", result)
-
-    async def _reject(self, request_id: str, payload: bytes, result: InvokeResult) -> None:
-        """A commit's record to the on-failure path without invoking it; once at its
-        destination (even if what follows fails), kept in `_rejected` until acked."""
         sent = asyncio.Event()
         try:
             await self.give_up(request_id, payload, "RetriesExhausted", result, 0, sent)
