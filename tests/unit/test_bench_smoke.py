@@ -23,6 +23,7 @@ from bench import (
     invoke_event,
     kafka,
     kinesis,
+    logs,
     pg_state,
     postgres,
     rabbitmq,
@@ -183,6 +184,15 @@ def test_webhook_wrk_reports_the_daemon_against_a_bare_server(
     assert_numbers(rows, "webhook_wrk")
     share = next(r for r in rows if r.metric.startswith("requests/s as a share"))
     assert share.target == 0.3 and share.value > 0
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_logs_reports_the_daemon_at_info_against_the_same_daemon_at_warning() -> None:
+    rows = logs.run(logs.SMOKE)
+    assert_numbers(rows, "logs")
+    per_request, extra = rows
+    assert per_request.value > 0 and per_request.baseline is not None
+    assert extra.target == 5 and "INFO over WARNING" in extra.metric
 
 
 def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
