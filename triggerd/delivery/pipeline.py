@@ -40,10 +40,11 @@ from triggerd.delivery.settle import finish_after_cancel, settle
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
-from triggerd.telemetry.metrics import Metrics
+from triggerd.telemetry.metrics import Metrics, TriggerTally
 from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
+    AcksInMemory,
     Backend,
     Clock,
     ControlledSource,
@@ -89,6 +90,10 @@ class TriggerRuntime:
     holder: HoldsRecords | None = field(init=False, default=None)
     #: The source joins a batch's event from its records' JSON (checked once).
     encoder: EncodesEvents | None = field(init=False, default=None)
+    #: The source's acks only update its memory: called as they are, without a task.
+    acker: AcksInMemory | None = field(init=False, default=None)
+    #: The trigger's own series of the pipeline's metrics (labelled once, not per batch).
+    tally: TriggerTally = field(init=False)
     #: Set by the daemon's second signal (a forced exit): settlement writes under way stop
     #: waiting out their grace (`delivery.settle`).
     forced: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +105,17 @@ class TriggerRuntime:
             self.holder = self.source
         if isinstance(self.source, EncodesEvents):
             self.encoder = self.source
+        if isinstance(self.source, AcksInMemory):
+            self.acker = self.source
+        self.tally = self.metrics.trigger_tally(self.name)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        """Ack `records` at the source, to the end even if the caller is cancelled meanwhile
+        (`settle`; an in-memory ack is over before anything can cancel it)."""
+        if self.acker is not None:
+            self.acker.ack_now(records)
+        else:
+            await settle(self.source.ack(records), abandon=self.forced)
 
     def event(self, records: Sequence[Record]) -> bytes:
         """The invocation event of a batch, as JSON."""
@@ -169,7 +185,7 @@ class TriggerRuntime:
 
 def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record], list[Record]]:
     """(kept, dropped). Filtered-out records are acked by the caller, as AWS does."""
-    rt.metrics.records_received.labels(rt.name).inc(len(records))
+    rt.tally.received.inc(len(records))
     if not rt.filter:
         return records, []
     kept: list[Record] = []
@@ -178,7 +194,7 @@ def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record
         view = rt.source.filter_view(rec)
         (kept if view is None or rt.filter.matches(view) else dropped).append(rec)
     if dropped:
-        rt.metrics.records_filtered.labels(rt.name).inc(len(dropped))
+        rt.tally.filtered.inc(len(dropped))
     return kept, dropped
 
 
@@ -384,7 +400,7 @@ class SyncTrigger:
             self.buffer.add(kept, rt.clock.monotonic())
             self._work.set()
         if dropped:
-            await settle(rt.source.ack(dropped), abandon=rt.forced)
+            await rt.ack(dropped)
 
     async def _relieve_busy_keys(self) -> None:
         """The buffer is full: if nothing in it can run and some keys' batches are waiting to
@@ -427,7 +443,7 @@ class SyncTrigger:
         self.busy |= keys
         self.inflight += 1
         self._batches += 1
-        self.rt.metrics.inflight.labels(self.rt.name).inc()
+        self.rt.tally.inflight.inc()
         self._room.set()
         # Release epochs as of now: a release (or a lease term's end) before the task first
         # runs still gives this batch back.
@@ -455,7 +471,7 @@ class SyncTrigger:
             self.busy -= keys
             self.inflight -= 1
             self._batches -= 1
-            self.rt.metrics.inflight.labels(self.rt.name).dec()
+            self.rt.tally.inflight.dec()
             self._work.set()
             self._room.set()
             self._slots_changed()
@@ -672,7 +688,7 @@ class BatchRun:
         if any(policy.too_old(r, now) for r in failed):
             await self.give_up(failed, "RecordAgeExceeded", result)
             return [], 0.0
-        self.rt.metrics.records_retried.labels(self.rt.name).inc(len(failed))
+        self.rt.tally.retried.inc(len(failed))
         return [failed], self.t.backoff.delay(max(r.attempts for r in failed))
 
     async def settle_source_owned(self, failed: list[Record], result: InvokeResult) -> None:
@@ -768,9 +784,9 @@ class BatchRun:
         else:
             for rec in records:
                 unsettled.pop(id(rec), None)
-        await settle(self.rt.source.ack(records), abandon=self.rt.forced)
+        await self.rt.ack(records)
         if delivered:
-            self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
+            self.rt.tally.succeeded.inc(len(records))
 
     async def nack(
         self, *, failed: Sequence[Record] = (), given_back: Sequence[Record] = ()
