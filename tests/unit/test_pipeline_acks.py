@@ -1,6 +1,6 @@
 """How the poll pipeline acks: a source whose acks only update its memory (`AcksInMemory`) is
 acked through `ack_now`, without a task per ack; the trigger's metric series are labelled
-once and appear when first counted."""
+once and appear when first counted; a batch's unsettled records."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from tests.fakes import FakeBackend, FakeSource, make_record, run_until, trigger_runtime
 from triggerd.delivery.pipeline import SyncTrigger
+from triggerd.delivery.unsettled import Unsettled
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import AcksInMemory, Record
 
@@ -48,3 +49,17 @@ async def test_a_series_appears_only_once_counted(store: SQLiteStateStore) -> No
     # nothing was filtered out or retried: as with labels() at each use, no series
     assert 'triggerd_records_filtered_total{trigger="t"}' not in text
     assert 'triggerd_records_retried_total{trigger="t"}' not in text
+
+
+def test_unsettled_records_keep_batch_order_through_partial_settlements() -> None:
+    batch = [make_record(i) for i in range(5)]
+    whole = Unsettled(batch)
+    assert len(whole) == 5 and whole.records() == batch
+    assert whole.records() is not batch, "a copy: giving back must not change the batch"
+    whole.clear()
+    assert len(whole) == 0 and whole.records() == []
+    part = Unsettled(batch)
+    part.discard([batch[3], batch[1], make_record("not in the batch")])
+    assert len(part) == 3 and part.records() == [batch[0], batch[2], batch[4]]
+    part.discard([batch[3], batch[0]])  # batch[3] was settled already
+    assert part.records() == [batch[2], batch[4]]

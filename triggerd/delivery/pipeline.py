@@ -37,6 +37,7 @@ from triggerd.delivery.onfailure import DELIVERY_GRACE_S, OnFailure
 from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.delivery.settle import finish_after_cancel, settle
+from triggerd.delivery.unsettled import Unsettled
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
@@ -450,7 +451,7 @@ class SyncTrigger:
         tg.create_task(self._run_batch(batch, keys, self.release_epochs(keys)))
 
     async def _run_batch(self, batch: list[Record], keys: set[str], epochs: dict[str, int]) -> None:
-        unsettled: dict[int, Record] = {id(r): r for r in batch}
+        unsettled = Unsettled(batch)
         rt = self.rt
         try:
             with rt.metrics.tracer.batch(
@@ -500,10 +501,10 @@ class SyncTrigger:
             self._reclaiming -= 1
             self.inflight += 1
 
-    async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
+    async def _give_back(self, unsettled: Unsettled, keys: set[str]) -> None:
         """Nack a batch's unsettled records, then the buffered records of its keys, so the
         source redelivers one key's records in their original order."""
-        records = list(unsettled.values())
+        records = unsettled.records()
         unsettled.clear()
         for key in sorted(keys):
             records += self.buffer.take_key(key)
@@ -528,14 +529,14 @@ class BatchRun:
     def __init__(
         self,
         trigger: SyncTrigger,
-        unsettled: dict[int, Record],
+        unsettled: Unsettled,
         epochs: dict[str, int] | None = None,
     ) -> None:
         self.t = trigger
         self.rt = trigger.rt
         self.unsettled = unsettled
         if epochs is None:
-            epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
+            epochs = trigger.release_epochs({r.key for r in unsettled.records() if r.key})
         self.epochs = epochs
         #: Sub-batches still to invoke, in order (bisected halves go in front).
         self.pending: list[list[Record]] = []
@@ -782,8 +783,7 @@ class BatchRun:
         if len(records) == len(unsettled):
             unsettled.clear()  # they are (distinct) unsettled records of the batch: all of them
         else:
-            for rec in records:
-                unsettled.pop(id(rec), None)
+            unsettled.discard(records)
         await self.rt.ack(records)
         if delivered:
             self.rt.tally.succeeded.inc(len(records))
@@ -800,6 +800,5 @@ class BatchRun:
             rec.failed = True
         for rec in given_back:
             rec.failed = False
-        for rec in records:
-            self.unsettled.pop(id(rec), None)
+        self.unsettled.discard(records)
         await settle(self.rt.source.nack(records), abandon=self.rt.forced)
