@@ -238,6 +238,18 @@ class EncodesEvents(Protocol):
 
 
 @runtime_checkable
+class AcksInMemory(Protocol):
+    """Optional: a source whose `ack` only updates its own memory (a stream's settled prefix,
+    whose checkpoint its own task writes later), so that no cancellation can cut it short:
+    the pipeline calls `ack_now` instead of running `ack` in a task of its own
+    (`delivery.settle`), which costs more than such an ack itself."""
+
+    def ack_now(self, records: Sequence[Record]) -> None:
+        """What `ack(records)` does, done before returning."""
+        ...
+
+
+@runtime_checkable
 class PausesReceiving(Protocol):
     """Optional: a source that can stop fetching while settling still works (`triggerd
     record` gives its held records back only once nothing can fetch them again)."""

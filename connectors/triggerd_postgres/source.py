@@ -475,6 +475,10 @@ class PostgresSource(BaseSource):
     # ---- settling ----
 
     async def ack(self, records: Sequence[Record]) -> None:
+        self.ack_now(records)
+
+    def ack_now(self, records: Sequence[Record]) -> None:
+        """AcksInMemory: the settled prefix moves in memory; the checkpoint loop writes it."""
         self.shard.settle(records)
         self._take_checkpoint()
         self._settled.set()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes import FakeBackend, FakeSource, MemDestination, make_record, run_until
 from tests.unit.test_pipeline import bodies, build
+from triggerd.delivery.unsettled import Unsettled
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import BuildError, Record
 
@@ -122,7 +123,7 @@ async def test_an_unbuilt_record_of_a_batch_given_back_goes_back_with_it(
     src, be, dest = FakeSource(), FakeBackend(), MemDestination()
     t = build(store, src, be, dest)
     t.stop()
-    await BatchRun(t, {id(r): r for r in recs}).process(list(recs))
+    await BatchRun(t, Unsettled(list(recs))).process(list(recs))
     assert dest.records == [] and be.calls == [] and src.acked == []
     assert src.nacked == recs
 
@@ -142,7 +143,7 @@ async def test_a_stop_while_an_unbuilt_record_is_given_up_gives_the_rest_back(
     recs = [unbuilt("u1", "m0"), make_record(1, item_id="m1"), unbuilt("u2", "m2")]
     src, be, dest = FakeSource(), FakeBackend(), Stopping()
     t = build(store, src, be, dest)
-    await BatchRun(t, {id(r): r for r in recs}).process(list(recs))
+    await BatchRun(t, Unsettled(list(recs))).process(list(recs))
     assert [r["payload"] for r in dest.records] == [{"Records": [recs[0].payload]}]
     assert src.acked == [recs[0]] and src.nacked == recs[1:] and be.calls == []
 

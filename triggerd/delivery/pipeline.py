@@ -38,13 +38,15 @@ from triggerd.delivery.onfailure import DELIVERY_GRACE_S, OnFailure
 from triggerd.delivery.results import judge
 from triggerd.delivery.retry import Backoff, RetryPolicy
 from triggerd.delivery.settle import finish_after_cancel, settle
+from triggerd.delivery.unsettled import Unsettled
 from triggerd.events.filters import CompiledFilter, compile_filters
 from triggerd.state.base import StateStore
 from triggerd.state.leases import DEFAULT_TIMEOUT_S, Fence, Lease, LeaseStore
-from triggerd.telemetry.metrics import Metrics
+from triggerd.telemetry.metrics import Metrics, TriggerTally
 from triggerd.telemetry.spans import invocation_scope
 from triggerd.types import (
     MAX_SYNC_PAYLOAD,
+    AcksInMemory,
     Backend,
     BuildError,
     Clock,
@@ -94,6 +96,10 @@ class TriggerRuntime:
     holder: HoldsRecords | None = field(init=False, default=None)
     #: The source joins a batch's event from its records' JSON (checked once).
     encoder: EncodesEvents | None = field(init=False, default=None)
+    #: The source's acks only update its memory: called as they are, without a task.
+    acker: AcksInMemory | None = field(init=False, default=None)
+    #: The trigger's own series of the pipeline's metrics (labelled once, not per batch).
+    tally: TriggerTally = field(init=False)
     #: Set by the daemon's second signal (a forced exit): settlement writes under way stop
     #: waiting out their grace (`delivery.settle`).
     forced: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,6 +111,17 @@ class TriggerRuntime:
             self.holder = self.source
         if isinstance(self.source, EncodesEvents):
             self.encoder = self.source
+        if isinstance(self.source, AcksInMemory):
+            self.acker = self.source
+        self.tally = self.metrics.trigger_tally(self.name)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        """Ack `records` at the source, to the end even if the caller is cancelled meanwhile
+        (`settle`; an in-memory ack is over before anything can cancel it)."""
+        if self.acker is not None:
+            self.acker.ack_now(records)
+        else:
+            await settle(self.source.ack(records), abandon=self.forced)
 
     def event(self, records: Sequence[Record]) -> bytes:
         """The invocation event of a batch, as JSON."""
@@ -175,7 +192,7 @@ class TriggerRuntime:
 def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record], list[Record]]:
     """(kept, dropped). Filtered-out records are acked by the caller, as AWS does. A record
     the source could not build is always kept (for its batch to give it up)."""
-    rt.metrics.records_received.labels(rt.name).inc(len(records))
+    rt.tally.received.inc(len(records))
     if not rt.filter:
         return records, []
     kept: list[Record] = []
@@ -187,7 +204,7 @@ def apply_filter(rt: TriggerRuntime, records: list[Record]) -> tuple[list[Record
         view = rt.source.filter_view(rec)
         (kept if view is None or rt.filter.matches(view) else dropped).append(rec)
     if dropped:
-        rt.metrics.records_filtered.labels(rt.name).inc(len(dropped))
+        rt.tally.filtered.inc(len(dropped))
     return kept, dropped
 
 
@@ -393,7 +410,7 @@ class SyncTrigger:
             self.buffer.add(kept, rt.clock.monotonic())
             self._work.set()
         if dropped:
-            await settle(rt.source.ack(dropped), abandon=rt.forced)
+            await rt.ack(dropped)
 
     async def _relieve_busy_keys(self) -> None:
         """The buffer is full: if nothing in it can run and some keys' batches are waiting to
@@ -436,14 +453,14 @@ class SyncTrigger:
         self.busy |= keys
         self.inflight += 1
         self._batches += 1
-        self.rt.metrics.inflight.labels(self.rt.name).inc()
+        self.rt.tally.inflight.inc()
         self._room.set()
         # Release epochs as of now: a release (or a lease term's end) before the task first
         # runs still gives this batch back.
         tg.create_task(self._run_batch(batch, keys, self.release_epochs(keys)))
 
     async def _run_batch(self, batch: list[Record], keys: set[str], epochs: dict[str, int]) -> None:
-        unsettled: dict[int, Record] = {id(r): r for r in batch}
+        unsettled = Unsettled(batch)
         rt = self.rt
         try:
             with rt.metrics.tracer.batch(
@@ -464,7 +481,7 @@ class SyncTrigger:
             self.busy -= keys
             self.inflight -= 1
             self._batches -= 1
-            self.rt.metrics.inflight.labels(self.rt.name).dec()
+            self.rt.tally.inflight.dec()
             self._work.set()
             self._room.set()
             self._slots_changed()
@@ -493,10 +510,10 @@ class SyncTrigger:
             self._reclaiming -= 1
             self.inflight += 1
 
-    async def _give_back(self, unsettled: dict[int, Record], keys: set[str]) -> None:
+    async def _give_back(self, unsettled: Unsettled, keys: set[str]) -> None:
         """Nack a batch's unsettled records, then the buffered records of its keys, so the
         source redelivers one key's records in their original order."""
-        records = list(unsettled.values())
+        records = unsettled.records()
         unsettled.clear()
         for key in sorted(keys):
             records += self.buffer.take_key(key)
@@ -521,14 +538,14 @@ class BatchRun:
     def __init__(
         self,
         trigger: SyncTrigger,
-        unsettled: dict[int, Record],
+        unsettled: Unsettled,
         epochs: dict[str, int] | None = None,
     ) -> None:
         self.t = trigger
         self.rt = trigger.rt
         self.unsettled = unsettled
         if epochs is None:
-            epochs = trigger.release_epochs({r.key for r in unsettled.values() if r.key})
+            epochs = trigger.release_epochs({r.key for r in unsettled.records() if r.key})
         self.epochs = epochs
         #: Sub-batches still to invoke, in order (bisected halves go in front).
         self.pending: list[list[Record]] = []
@@ -755,7 +772,7 @@ class BatchRun:
         if any(policy.too_old(r, now) for r in failed):
             await self.give_up(failed, "RecordAgeExceeded", result)
             return [], 0.0
-        self.rt.metrics.records_retried.labels(self.rt.name).inc(len(failed))
+        self.rt.tally.retried.inc(len(failed))
         return [failed], self.t.backoff.delay(max(r.attempts for r in failed))
 
     async def settle_source_owned(self, failed: list[Record], result: InvokeResult) -> None:
@@ -912,11 +929,10 @@ class BatchRun:
         if len(records) == len(unsettled):
             unsettled.clear()  # they are (distinct) unsettled records of the batch: all of them
         else:
-            for rec in records:
-                unsettled.pop(id(rec), None)
-        await settle(self.rt.source.ack(records), abandon=self.rt.forced)
+            unsettled.discard(records)
+        await self.rt.ack(records)
         if delivered:
-            self.rt.metrics.records_succeeded.labels(self.rt.name).inc(len(records))
+            self.rt.tally.succeeded.inc(len(records))
 
     async def nack(
         self, *, failed: Sequence[Record] = (), given_back: Sequence[Record] = ()
@@ -930,6 +946,5 @@ class BatchRun:
             rec.failed = True
         for rec in given_back:
             rec.failed = False
-        for rec in records:
-            self.unsettled.pop(id(rec), None)
+        self.unsettled.discard(records)
         await settle(self.rt.source.nack(records), abandon=self.rt.forced)

@@ -119,7 +119,8 @@ class ShardLog:
         """`append` of each record (none a barrier), with one pass over them: a page of
         rows read at once."""
         seq = self._next_seq
-        entries = [_Entry(seq + i, rec) for i, rec in enumerate(records)]
+        # map, not a comprehension: no frame and no index tuple per record
+        entries = list(map(_Entry, range(seq, seq + len(records)), records))
         self._next_seq = seq + len(entries)
         self._pending.extend(entries)
         self._ready.extend(entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import platform
 from collections.abc import Callable, Iterator
+from functools import cached_property
 
 from prometheus_client import (
     CollectorRegistry,
@@ -266,6 +267,36 @@ class SourceMetrics(Collector):
         yield from (iterator_age, offset_lag)
 
 
+class TriggerTally:
+    """One trigger's series of the poll pipeline's metrics, each labelled on its first use (so
+    a series appears when first counted, as with `labels()` at every use) and kept: the
+    pipeline counts once per batch, and `labels()` is a look-up under a lock."""
+
+    def __init__(self, metrics: Metrics, trigger: str) -> None:
+        self._metrics = metrics
+        self._trigger = trigger
+
+    @cached_property
+    def received(self) -> Counter:
+        return self._metrics.records_received.labels(self._trigger)
+
+    @cached_property
+    def filtered(self) -> Counter:
+        return self._metrics.records_filtered.labels(self._trigger)
+
+    @cached_property
+    def succeeded(self) -> Counter:
+        return self._metrics.records_succeeded.labels(self._trigger)
+
+    @cached_property
+    def retried(self) -> Counter:
+        return self._metrics.records_retried.labels(self._trigger)
+
+    @cached_property
+    def inflight(self) -> Gauge:
+        return self._metrics.inflight.labels(self._trigger)
+
+
 class Metrics:
     """The daemon's telemetry: its Prometheus registry (every metric is listed, with its
     CloudWatch counterpart, in docs/metrics.md) and the tracer that makes spans (a no-op one
@@ -365,6 +396,10 @@ class Metrics:
         # per source partition, reported by the sources
         self.sources = SourceMetrics()
         r.register(self.sources)
+
+    def trigger_tally(self, trigger: str) -> TriggerTally:
+        """The pipeline's series of `trigger`."""
+        return TriggerTally(self, trigger)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

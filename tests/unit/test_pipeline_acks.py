@@ -1,0 +1,65 @@
+"""How the poll pipeline acks: a source whose acks only update its memory (`AcksInMemory`) is
+acked through `ack_now`, without a task per ack; the trigger's metric series are labelled
+once and appear when first counted; a batch's unsettled records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tests.fakes import FakeBackend, FakeSource, make_record, run_until, trigger_runtime
+from triggerd.delivery.pipeline import SyncTrigger
+from triggerd.delivery.unsettled import Unsettled
+from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import AcksInMemory, Record
+
+
+class InMemorySource(FakeSource):
+    """Acks through `ack_now` only: its coroutine `ack` fails the test if called."""
+
+    def ack_now(self, records: Sequence[Record]) -> None:
+        self.acked.extend(records)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        raise AssertionError("the pipeline awaited ack instead of calling ack_now")
+
+
+async def test_in_memory_acks_go_through_ack_now(store: SQLiteStateStore) -> None:
+    recs = [make_record({"kind": "image"}, item_id=f"m{i}") for i in range(5)]
+    recs.append(make_record({"kind": "text"}, item_id="dropped"))
+    src, be = InMemorySource(recs), FakeBackend()
+    assert isinstance(src, AcksInMemory)
+    rt = trigger_runtime(store, src, be, filters=[{"body": {"kind": ["image"]}}], batch_size=2)
+    await run_until(SyncTrigger(rt), lambda: len(src.acked) == 6)
+    # delivered ones (in three batches) and the filtered-out one, none given back
+    assert sorted(r.item_id for r in src.acked) == sorted(r.item_id for r in recs)
+    assert src.nacked == []
+    assert [len(c["Records"]) for c in be.calls] == [2, 2, 1]
+    m = rt.metrics
+    assert m.records_succeeded.labels("t")._value.get() == 5
+    assert m.records_filtered.labels("t")._value.get() == 1
+    assert m.records_received.labels("t")._value.get() == 6
+
+
+async def test_a_series_appears_only_once_counted(store: SQLiteStateStore) -> None:
+    src, be = FakeSource([make_record(1), make_record(2)]), FakeBackend()
+    rt = trigger_runtime(store, src, be)
+    await run_until(SyncTrigger(rt), lambda: len(src.acked) == 2)
+    text = rt.metrics.exposition().decode()
+    assert 'triggerd_records_succeeded_total{trigger="t"} 2.0' in text
+    # nothing was filtered out or retried: as with labels() at each use, no series
+    assert 'triggerd_records_filtered_total{trigger="t"}' not in text
+    assert 'triggerd_records_retried_total{trigger="t"}' not in text
+
+
+def test_unsettled_records_keep_batch_order_through_partial_settlements() -> None:
+    batch = [make_record(i) for i in range(5)]
+    whole = Unsettled(batch)
+    assert len(whole) == 5 and whole.records() == batch
+    assert whole.records() is not batch, "a copy: giving back must not change the batch"
+    whole.clear()
+    assert len(whole) == 0 and whole.records() == []
+    part = Unsettled(batch)
+    part.discard([batch[3], batch[1], make_record("not in the batch")])
+    assert len(part) == 3 and part.records() == [batch[0], batch[2], batch[4]]
+    part.discard([batch[3], batch[0]])  # batch[3] was settled already
+    assert part.records() == [batch[2], batch[4]]
