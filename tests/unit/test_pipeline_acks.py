@@ -4,6 +4,7 @@ once and appear when first counted; a batch's unsettled records."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from tests.fakes import FakeBackend, FakeSource, make_record, run_until, trigger_runtime
@@ -63,3 +64,29 @@ def test_unsettled_records_keep_batch_order_through_partial_settlements() -> Non
     assert len(part) == 3 and part.records() == [batch[0], batch[2], batch[4]]
     part.discard([batch[3], batch[0]])  # batch[3] was settled already
     assert part.records() == [batch[2], batch[4]]
+
+
+async def test_records_all_filtered_out_and_acked_in_memory_let_other_tasks_run(
+    store: SQLiteStateStore,
+) -> None:
+    # A source with records ready in memory (the postgres source's shard log, a streamed
+    # transaction read back from its spill) returns them without suspending, and its ack does
+    # not suspend either: with every record filtered out, the producer must still let the
+    # event loop run between two receives (lease renewals, stop, other triggers), as it did
+    # when the ack was a task of its own.
+    recs = [make_record({"kind": "text"}) for _ in range(500)]
+    src = InMemorySource(recs)
+    rt = trigger_runtime(store, src, FakeBackend(), filters=[{"body": {"kind": ["image"]}}])
+    t = SyncTrigger(rt)
+    task = asyncio.create_task(t.run())
+    seen: list[int] = []
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+            seen.append(len(src.acked))
+    finally:
+        t.stop()
+        await asyncio.wait_for(task, 5)
+    assert any(0 < n < len(recs) for n in seen), f"no turn while the records were acked: {seen}"
+    # the stop was heard before the source ran out: the rest was never received
+    assert len(src.acked) + len(src.queue) == len(recs) and src.nacked == []

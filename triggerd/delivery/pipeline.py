@@ -411,6 +411,13 @@ class SyncTrigger:
             self._work.set()
         if dropped:
             await rt.ack(dropped)
+            if rt.acker is not None:
+                # An in-memory ack does not suspend, and a source with records ready in memory
+                # (the postgres source's shard log, a streamed transaction read back) returns
+                # them without suspending either: with all of them filtered out, this loop
+                # would hold the event loop (lease renewals, stop, other triggers) until the
+                # source has nothing ready. One turn per page, as when the ack was a task.
+                await asyncio.sleep(0)
 
     async def _relieve_busy_keys(self) -> None:
         """The buffer is full: if nothing in it can run and some keys' batches are waiting to
