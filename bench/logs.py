@@ -16,6 +16,7 @@ machine's load changes). The target: INFO at most 5% over WARNING. Needs wrk and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -79,10 +80,16 @@ def _daemon(tmp: Path, level: str) -> Iterator[tuple[str, int]]:
 
 
 def _wrk_requests(url: str, settings: Settings, script: Path, connections: int) -> int:
+    """The requests wrk had answered, all with a 2xx (BenchError otherwise: wrk counts an
+    error response as a request, and one the daemon refused or failed is not the request
+    whose CPU is measured)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{settings.seconds}s", "-s", str(script), url]
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=settings.seconds + 60, check=True
     ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise BenchError(f"{url} answered {bad.group(1)} request(s) with an error:\n{out}")
     for line in out.splitlines():
         if " requests in " in line:
             return int(line.split()[0])

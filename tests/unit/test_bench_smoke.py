@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import (
+    BenchError,
     Row,
     async_queue,
     cluster,
@@ -193,6 +194,38 @@ def test_logs_reports_the_daemon_at_info_against_the_same_daemon_at_warning() ->
     per_request, extra = rows
     assert per_request.value > 0 and per_request.baseline is not None
     assert extra.target == 5 and "INFO over WARNING" in extra.metric
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_logs_refuses_a_round_whose_requests_were_answered_with_errors(tmp_path: Path) -> None:
+    """wrk counts an error response as a request: a daemon answering 503 (a refused or failed
+    invocation) costs less CPU than one that ran the function, so the round cannot count it."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    script = tmp_path / "post.lua"
+    script.write_text(webhook_wrk._LUA)
+    url = f"http://127.0.0.1:{server.server_address[1]}/hello"
+    try:
+        with pytest.raises(BenchError, match=r"answered \d+ request"):
+            logs._wrk_requests(url, logs.Settings(seconds=1), script, 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
