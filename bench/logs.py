@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -74,8 +73,8 @@ def _daemon(tmp: Path, level: str) -> Iterator[tuple[str, int]]:
         _wait_for(url, proc, log, timeout_s=300)
         yield url, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its workers too
+        # One SIGTERM to its PID: the daemon stops its workers (each in its own session,
+        # out of its process group); a second SIGTERM would force its exit without the drain.
         stop_process(proc)
 
 

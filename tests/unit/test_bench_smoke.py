@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,6 +227,41 @@ def test_logs_refuses_a_round_whose_requests_were_answered_with_errors(tmp_path:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_logs_stops_each_daemon_with_one_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second SIGTERM forces the daemon's exit (status 1, README "Exit codes"): no drain.
+    The daemon's workers have their own sessions, so a signal to its process group never
+    reached them; one SIGTERM to its PID stops it and them."""
+    import os
+    import signal
+    import subprocess
+
+    sent: list[int] = []
+    started: list[subprocess.Popen[bytes]] = []
+    real_killpg = os.killpg
+
+    class Recorded(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+        def send_signal(self, sig: int) -> None:
+            sent.append(sig)
+            super().send_signal(sig)
+
+    def killpg(pgid: int, sig: int) -> None:
+        sent.append(sig)
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(os, "killpg", killpg)
+    with logs._daemon(tmp_path, "WARNING") as (_url, pid):
+        assert [p.pid for p in started] == [pid]
+    assert sent == [signal.SIGTERM]
+    assert started[0].returncode == 0, (tmp_path / "warning" / "triggerd.log").read_text()
 
 
 def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
