@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -229,16 +232,11 @@ def test_logs_refuses_a_round_whose_requests_were_answered_with_errors(tmp_path:
         thread.join()
 
 
-def test_logs_stops_each_daemon_with_one_sigterm(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A second SIGTERM forces the daemon's exit (status 1, README "Exit codes"): no drain.
-    The daemon's workers have their own sessions, so a signal to its process group never
-    reached them; one SIGTERM to its PID stops it and them."""
-    import os
-    import signal
-    import subprocess
-
+def _record_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[int], list[subprocess.Popen[bytes]]]:
+    """The signals the benchmark sends its children (to a PID or a process group), and the
+    children it starts."""
     sent: list[int] = []
     started: list[subprocess.Popen[bytes]] = []
     real_killpg = os.killpg
@@ -258,10 +256,32 @@ def test_logs_stops_each_daemon_with_one_sigterm(
 
     monkeypatch.setattr(subprocess, "Popen", Recorded)
     monkeypatch.setattr(os, "killpg", killpg)
+    return sent, started
+
+
+def test_logs_stops_each_daemon_with_one_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second SIGTERM forces the daemon's exit (status 1, README "Exit codes"): no drain.
+    The daemon's workers have their own sessions, so a signal to its process group never
+    reached them; one SIGTERM to its PID stops it and them."""
+    sent, started = _record_signals(monkeypatch)
     with logs._daemon(tmp_path, "WARNING") as (_url, pid):
         assert [p.pid for p in started] == [pid]
     assert sent == [signal.SIGTERM]
     assert started[0].returncode == 0, (tmp_path / "warning" / "triggerd.log").read_text()
+
+
+def test_webhook_wrk_stops_the_daemon_with_one_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for the daemon of webhook_wrk (and the startup and scale benchmarks, which
+    stop theirs the same way): its process group gets one SIGTERM, and it exits 0."""
+    sent, started = _record_signals(monkeypatch)
+    with webhook_wrk.triggerd_server(tmp_path):
+        assert len(started) == 1
+    assert sent == [signal.SIGTERM]
+    assert started[0].returncode == 0, (tmp_path / "triggerd.log").read_text()
 
 
 def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
