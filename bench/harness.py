@@ -4,9 +4,11 @@ trigger over it, and committing an async source's records as the daemon's accept
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +86,22 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def stop_session(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a child we started with `start_new_session=True` and the rest of its process
+    group (serverless-offline's handler processes) once, then SIGKILL them if the child is
+    still there after 10 s. Once: a second SIGTERM forces a triggerd daemon's exit without
+    its drain (a daemon's workers have sessions of their own and stop with it)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 def tansu_binary() -> Path:

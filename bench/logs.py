@@ -16,8 +16,8 @@ machine's load changes). The target: INFO at most 5% over WARNING. Needs wrk and
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -73,16 +73,22 @@ def _daemon(tmp: Path, level: str) -> Iterator[tuple[str, int]]:
         _wait_for(url, proc, log, timeout_s=300)
         yield url, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its workers too
+        # One SIGTERM to its PID: the daemon stops its workers (each in its own session,
+        # out of its process group); a second SIGTERM would force its exit without the drain.
         stop_process(proc)
 
 
 def _wrk_requests(url: str, settings: Settings, script: Path, connections: int) -> int:
+    """The requests wrk had answered, all with a 2xx (BenchError otherwise: wrk counts an
+    error response as a request, and one the daemon refused or failed is not the request
+    whose CPU is measured)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{settings.seconds}s", "-s", str(script), url]
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=settings.seconds + 60, check=True
     ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise BenchError(f"{url} answered {bad.group(1)} request(s) with an error:\n{out}")
     for line in out.splitlines():
         if " requests in " in line:
             return int(line.split()[0])

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from bench import (
     run_async,
     s3_poll,
 )
-from bench.harness import free_port, stop_process
+from bench.harness import free_port, stop_process, stop_session
 
 NAME = "scale"
 #: Runtime packages (boto3) shared by the benchmark daemons: installed once, not per run.
@@ -145,9 +144,7 @@ def daemon(
         _wait_ready(proc, timeout_s, log)
         yield Daemon(proc, control, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        stop_process(proc)
+        stop_session(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:

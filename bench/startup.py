@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BENCH_DIR, BenchError, Row
-from bench.harness import free_port, stop_process
+from bench.harness import free_port, stop_session
 
 NAME = "startup"
 EXAMPLES = BENCH_DIR.parent / "examples"
@@ -150,9 +149,7 @@ def daemon_ready(config: Path) -> Timing:
             raise BenchError(f"triggerd run did not get ready: {line!r}")
         return Timing(ready, cpu)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        stop_process(proc)
+        stop_session(proc)
 
 
 def bare() -> Timing:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import HELLO_DIR, BenchError, Row
-from bench.harness import free_port, stop_process
+from bench.harness import free_port, stop_session
 
 NAME = "webhook_wrk"
 PATH = "/hello"
@@ -166,9 +165,7 @@ def _process(
         _wait_for(url, proc, log, timeout_s=300)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # serverless-offline's handler processes too
-        stop_process(proc)
+        stop_session(proc)  # serverless-offline's handler processes too
 
 
 def triggerd_config(port: int, control_port: int | None = None) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import (
+    BenchError,
     Row,
     async_queue,
     cluster,
@@ -193,6 +198,90 @@ def test_logs_reports_the_daemon_at_info_against_the_same_daemon_at_warning() ->
     per_request, extra = rows
     assert per_request.value > 0 and per_request.baseline is not None
     assert extra.target == 5 and "INFO over WARNING" in extra.metric
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_logs_refuses_a_round_whose_requests_were_answered_with_errors(tmp_path: Path) -> None:
+    """wrk counts an error response as a request: a daemon answering 503 (a refused or failed
+    invocation) costs less CPU than one that ran the function, so the round cannot count it."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    script = tmp_path / "post.lua"
+    script.write_text(webhook_wrk._LUA)
+    url = f"http://127.0.0.1:{server.server_address[1]}/hello"
+    try:
+        with pytest.raises(BenchError, match=r"answered \d+ request"):
+            logs._wrk_requests(url, logs.Settings(seconds=1), script, 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _record_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[int], list[subprocess.Popen[bytes]]]:
+    """The signals the benchmark sends its children (to a PID or a process group), and the
+    children it starts."""
+    sent: list[int] = []
+    started: list[subprocess.Popen[bytes]] = []
+    real_killpg = os.killpg
+
+    class Recorded(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+        def send_signal(self, sig: int) -> None:
+            sent.append(sig)
+            super().send_signal(sig)
+
+    def killpg(pgid: int, sig: int) -> None:
+        sent.append(sig)
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(os, "killpg", killpg)
+    return sent, started
+
+
+def test_logs_stops_each_daemon_with_one_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second SIGTERM forces the daemon's exit (status 1, README "Exit codes"): no drain.
+    The daemon's workers have their own sessions, so a signal to its process group never
+    reached them; one SIGTERM to its PID stops it and them."""
+    sent, started = _record_signals(monkeypatch)
+    with logs._daemon(tmp_path, "WARNING") as (_url, pid):
+        assert [p.pid for p in started] == [pid]
+    assert sent == [signal.SIGTERM]
+    assert started[0].returncode == 0, (tmp_path / "warning" / "triggerd.log").read_text()
+
+
+def test_webhook_wrk_stops_the_daemon_with_one_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for the daemon of webhook_wrk (and the startup and scale benchmarks, which
+    stop theirs the same way): its process group gets one SIGTERM, and it exits 0."""
+    sent, started = _record_signals(monkeypatch)
+    with webhook_wrk.triggerd_server(tmp_path):
+        assert len(started) == 1
+    assert sent == [signal.SIGTERM]
+    assert started[0].returncode == 0, (tmp_path / "triggerd.log").read_text()
 
 
 def test_startup_reports_the_daemon_ready_time_against_a_bare_interpreter() -> None:
