@@ -197,7 +197,7 @@ def test_logs_reports_the_daemon_at_info_against_the_same_daemon_at_warning() ->
     assert_numbers(rows, "logs")
     per_request, extra = rows
     assert per_request.value > 0 and per_request.baseline is not None
-    assert extra.target == 5 and "INFO over WARNING" in extra.metric
+    assert extra.target == 5 and "1 - WARNING/INFO" in extra.metric
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
