@@ -206,6 +206,22 @@ def test_status_on_a_missing_store_creates_nothing_and_still_asks_the_daemon(
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
+def test_a_source_command_for_a_trigger_the_config_lacks_creates_no_store(
+    workdir: Path,
+) -> None:
+    # `triggerd postgres drop-slot` names a trigger the config does not have (or one of
+    # another source type): exit 2 with one line, before the state store is opened, which
+    # created an empty SQLite store for nothing.
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    out = cli(workdir, "postgres", "drop-slot", "nosuch")
+    assert out.returncode == 2
+    assert out.stderr == "triggerd: no trigger 'nosuch' (triggers: inbox, other)\n"
+    out = cli(workdir, "postgres", "drop-slot", "inbox")
+    assert out.returncode == 2
+    assert out.stderr == "triggerd: trigger 'inbox' has a directory source\n"
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
 def test_status_lists_triggers_and_invoke_queues_read_only_and_exits_9_without_daemon(
     workdir: Path,
 ) -> None:

@@ -816,15 +816,22 @@ def _with_store(
     action: Callable[[ConfigBase, StateStore], Awaitable[int]],
     *,
     must_exist: bool = True,
+    precheck: Callable[[ConfigBase], int | None] | None = None,
 ) -> None:
     """Run `action` against the config's state store and exit with its status. A missing
     store is reported, never created, unless `must_exist` is False (plugin commands that
-    write a checkpoint, as the daemon would)."""
+    write a checkpoint, as the daemon would). `precheck`: run on the config before the store
+    is touched; a status it returns is the exit status (an operator's mistake found before a
+    store could be created for nothing)."""
     from triggerd.state.factory import create_state_store, sqlite_path
     from triggerd.state.pgschema import is_postgres_url
     from triggerd.state.sqlite import MEMORY_PATH
 
     cfg = _load(resolve_config(None, config_path), Registry.discover())
+    if precheck is not None:
+        status = precheck(cfg)
+        if status is not None:
+            sys.exit(status)
     if is_postgres_url(cfg.daemon.state):
         sys.exit(_run_async(_with_postgres_store(cfg, action, must_exist=must_exist)))
     try:

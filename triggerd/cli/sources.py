@@ -166,20 +166,19 @@ def _source_command(source_type: str, name: str, spec: SourceCommand) -> click.C
         from triggerd.cli.main import _with_store
 
         def action(cfg: ConfigBase, store: StateStore) -> Awaitable[int]:
-            return _run(cfg, store, trigger, source_type, spec.run)
+            return _run(cfg, store, trigger, spec.run)
 
-        _with_store(config_path, action, must_exist=False)
+        def precheck(cfg: ConfigBase) -> int | None:
+            return _check_trigger(cfg, trigger, source_type)
+
+        _with_store(config_path, action, must_exist=False, precheck=precheck)
 
     return command
 
 
-async def _run(
-    cfg: ConfigBase,
-    store: StateStore,
-    trigger: str,
-    source_type: str,
-    run: Callable[[Any, str, StateStore], Awaitable[str]],
-) -> int:
+def _check_trigger(cfg: ConfigBase, trigger: str, source_type: str) -> int | None:
+    """Exit status 2, said on stderr, when the config has no trigger `trigger` of
+    `source_type` (before the state store is opened: it would be created for nothing)."""
     names = [cfg.trigger_name(i) for i in range(len(cfg.trigger_list))]
     if trigger not in names:
         click.echo(f"triggerd: no trigger {trigger!r} (triggers: {', '.join(names)})", err=True)
@@ -189,6 +188,17 @@ async def _run(
     if actual != source_type:
         click.echo(f"triggerd: trigger {trigger!r} has a {actual} source", err=True)
         return 2
+    return None
+
+
+async def _run(
+    cfg: ConfigBase,
+    store: StateStore,
+    trigger: str,
+    run: Callable[[Any, str, StateStore], Awaitable[str]],
+) -> int:
+    names = [cfg.trigger_name(i) for i in range(len(cfg.trigger_list))]
+    source_config = cfg.trigger_list[names.index(trigger)].source_config
     try:
         click.echo(await run(source_config, trigger, store))
     except ConfigError as exc:
