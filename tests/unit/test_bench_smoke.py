@@ -78,6 +78,13 @@ def test_directory_reports_source_and_end_to_end_rates() -> None:
         "events/s committed to SQLite",
     }
     assert all(r.value > 0 for r in rows if r.metric.startswith("events/s"))
+    # #21's target is on the ratio, judged by its own row.
+    by_metric = {r.metric: r for r in rows}
+    for what in ("out of the source", "committed to SQLite"):
+        share = by_metric[f"{what} / bare loop"]
+        rate = by_metric[f"events/s {what}"]
+        assert share.value == pytest.approx(rate.value / rate.baseline)  # type: ignore[operator]
+        assert (share.target, share.op) == (0.5, ">=")
 
 
 def test_idle_rss_reports_daemon_and_bare_rss() -> None:
@@ -309,6 +316,12 @@ def test_async_queue_reports_enqueue_drain_and_file_size_against_bare_sqlite() -
     assert_numbers(rows, "async_queue")
     metrics = [r.metric for r in rows]
     assert sum(m.startswith("enqueue events/s") for m in metrics) == len(async_queue.SMOKE.batches)
+    shares = [r for r in rows if r.metric.endswith("concurrent callers / bare loop")]
+    assert len(shares) == len(async_queue.SMOKE.batches)
+    rates = [r for r in rows if r.metric.startswith("enqueue events/s")]
+    for share, rate in zip(shares, rates, strict=True):
+        assert share.value == pytest.approx(rate.value / rate.baseline)  # type: ignore[operator]
+        assert (share.target, share.op) == (0.8, ">=")
     assert any(m.startswith("drain events/s") for m in metrics)
     assert any("size after" in m for m in metrics)
 
