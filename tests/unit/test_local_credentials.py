@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -92,3 +93,76 @@ async def test_without_a_daemon_the_chain_starts_at_once() -> None:
     backend, chain = _backend(None)  # `triggerd invoke`, tests
     await asyncio.wait_for(backend._start_credentials(later=True), 5)
     assert chain.started == 1
+
+
+class _FakeSession:
+    """Stands in for aiobotocore's session: counts the chain's resolutions; `fail` makes the
+    next one raise (a malformed profile, say)."""
+
+    def __init__(self) -> None:
+        self.resolved = 0
+        self.fail = False
+
+    async def get_credentials(self) -> None:
+        self.resolved += 1
+        await asyncio.sleep(0.01)  # the instance metadata service answering
+        if self.fail:
+            self.fail = False
+            raise ValueError("malformed profile")
+        return None  # no credentials anywhere
+
+
+@pytest.fixture
+def fake_session(monkeypatch: pytest.MonkeyPatch) -> _FakeSession:
+    session = _FakeSession()
+    monkeypatch.setattr(local_credentials, "_aiobotocore_session", lambda: session)
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    return session
+
+
+async def test_the_daemon_s_chain_is_resolved_once_for_every_function(
+    fake_session: _FakeSession,
+) -> None:
+    sources = [source({}) for _ in range(5)]
+    await asyncio.gather(*(s.start() for s in sources))
+    await source({}).start()  # a function started later
+    assert fake_session.resolved == 1
+    assert all(s.env() == {} for s in sources)
+
+
+async def test_other_aws_variables_resolve_the_chain_again(
+    fake_session: _FakeSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await source({}).start()
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    await source({}).start()
+    assert fake_session.resolved == 2
+
+
+async def test_a_failed_resolution_is_not_kept(fake_session: _FakeSession) -> None:
+    fake_session.fail = True
+    with pytest.raises(ValueError, match="malformed profile"):
+        await source({}).start()
+    await source({}).start()  # tries again, and gets there
+    assert fake_session.resolved == 2
+
+
+async def test_a_waiter_cancelled_does_not_cancel_the_resolution_the_others_wait_for(
+    fake_session: _FakeSession,
+) -> None:
+    first = asyncio.create_task(source({}).start())
+    second = source({})
+    waiting = asyncio.create_task(second.start())
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.wait_for(waiting, 5)
+    assert first.cancelled() and fake_session.resolved == 1
+
+
+def test_each_event_loop_resolves_its_own_chain(fake_session: _FakeSession) -> None:
+    # A resolution's task belongs to its loop: another loop (a test's, a second run) cannot
+    # await it.
+    asyncio.run(source({}).start())
+    asyncio.run(source({}).start())
+    assert fake_session.resolved == 2

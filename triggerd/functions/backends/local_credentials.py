@@ -19,14 +19,16 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from triggerd.types import Clock, MissingExtraError, RetryableError
 
-if TYPE_CHECKING:
-    import logging  # `validate` imports this module for needs_aiobotocore only
+if TYPE_CHECKING:  # `validate` imports this module for needs_aiobotocore only
+    import asyncio
+    import logging
 
 _ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 #: How often, at most, the chain is asked whether its credentials changed.
@@ -66,6 +68,50 @@ def _aiobotocore_session() -> Any:
     except ImportError:
         return None
     return module.get_session()
+
+
+#: The daemon's own credentials chain (aiobotocore's session and what `get_credentials`
+#: found, None without aiobotocore), resolved once per event loop and AWS_* environment and
+#: shared by every function: the credentials are the process's, and one resolution costs
+#: about 60-70 ms on a machine without any (the instance metadata service is asked, through
+#: two TLS contexts built for it), which each function's first worker used to wait for.
+_chains: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[tuple[str, str], ...], asyncio.Task[tuple[Any, Any]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _resolve_chain() -> tuple[Any, Any]:
+    import asyncio
+
+    # aiobotocore's import is about 150 ms of CPU: in a thread, so that the event loop
+    # (a daemon getting ready, a Runtime API answering) is not held up by it.
+    session = await asyncio.to_thread(_aiobotocore_session)
+    if session is None:
+        return None, None
+    return session, await session.get_credentials()
+
+
+async def daemon_chain(environ: Mapping[str, str]) -> tuple[Any, Any]:
+    """The session and credentials chain of this process for `environ`'s AWS_* variables,
+    resolved by the first caller and shared with the rest (a resolution that failed is not
+    kept: the next caller tries again)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    key = tuple(sorted((k, v) for k, v in environ.items() if k.startswith("AWS_")))
+    known = _chains.setdefault(loop, {})
+    task = known.get(key)
+    if task is None:
+        task = known[key] = loop.create_task(_resolve_chain())
+    try:
+        # One waiter cancelled (a stopping backend) does not cancel the others' resolution.
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        if known.get(key) is task:
+            del known[key]
+        raise
 
 
 def needs_aiobotocore(role_arn: str | None) -> None:
@@ -110,11 +156,7 @@ class CredentialSource:
         self.generation = 0
 
     async def start(self) -> None:
-        # aiobotocore's import is about 150 ms of CPU: in a thread, so that the event loop
-        # (a daemon getting ready, a Runtime API answering) is not held up by it.
-        import asyncio  # `validate` imports this module for needs_aiobotocore only
-
-        self._session = await asyncio.to_thread(_aiobotocore_session)
+        self._session, chain = await daemon_chain(os.environ)
         if self._session is None:
             if self._role_arn is not None:
                 needs_aiobotocore(self._role_arn)
@@ -132,7 +174,7 @@ class CredentialSource:
                 )
             self._set(keys)
             return
-        self._chain = await self._session.get_credentials()
+        self._chain = chain
         await self.refresh(force=True)
 
     def _static(self) -> Keys | None:
