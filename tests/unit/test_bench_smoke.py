@@ -68,6 +68,13 @@ def test_cold_start_reports_first_invoke_and_bare_interpreter() -> None:
     rows = cold_start.run(cold_start.SMOKE)
     assert_numbers(rows, "cold_start")
     assert rows[0].value > 0 and rows[0].ratio is not None
+    # #15's targets are on the ratio to the bare interpreter: judged by their own rows.
+    share = rows[1]
+    assert share.metric.startswith("first invoke, fresh worker / `python")
+    assert share.value == pytest.approx(rows[0].ratio) and (share.target, share.op) == (1.7, "<=")
+    if shutil.which("node") is not None:
+        node = {r.metric: r for r in rows}["first invoke, nodejs20.x / `node -e 0`"]
+        assert node.target == 1.2
 
 
 def test_directory_reports_source_and_end_to_end_rates() -> None:
