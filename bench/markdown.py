@@ -2,6 +2,8 @@
 `python -m bench --json` writes) as the README's Markdown table, in the order given, then one
 line per distinct baseline. Running the benchmarks one at a time, each with its own `--json`,
 keeps what finished when a later one fails or is stopped; this puts them back into one table.
+A benchmark found in a later file replaces its rows and failure from the earlier ones (a
+re-run). Exit status 1 when a benchmark in the result failed, 2 when a file is unreadable.
 
 `--merge PATH` also writes the rows into one result file of the same form (the files' run
 times and failures combined), as a full `python -m bench` run would have written it.
@@ -18,24 +20,47 @@ from typing import Any
 
 from bench import Row, format_value
 
-_FIELDS = ("benchmark", "metric", "value", "baseline", "target", "op", "target_note")
+_REQUIRED = ("benchmark", "metric", "value")
+_NUMBERS = ("value", "baseline", "target")
 
 
-def load_rows(data: dict[str, Any]) -> list[Row]:
-    """The rows of one result file (the computed `ratio` and `ok` are computed again)."""
+def load_rows(data: object) -> list[Row]:
+    """The rows of one result file (the computed `ratio` and `ok` are computed again);
+    ValueError naming what is wrong with it."""
+    if not isinstance(data, dict):
+        raise ValueError("not a result file (a JSON object with rows)")
+    raws = data.get("rows", [])
+    if not isinstance(raws, list):
+        raise ValueError("its rows are not a list")
     rows: list[Row] = []
-    for raw in data.get("rows", []):
+    for raw in raws:
+        if not isinstance(raw, dict):
+            raise ValueError(f"a row that is not an object: {raw!r}")
         kept = {k: v for k, v in raw.items() if k in Row.__dataclass_fields__}
-        missing = [f for f in _FIELDS[:3] if f not in kept]
+        missing = [f for f in _REQUIRED if kept.get(f) is None]
         if missing:
             raise ValueError(f"a row without {', '.join(missing)}: {raw!r}")
+        wrong = [
+            f
+            for f in _NUMBERS
+            if kept.get(f) is not None
+            and (isinstance(kept[f], bool) or not isinstance(kept[f], int | float))
+        ]
+        if wrong:
+            raise ValueError(f"a row whose {', '.join(wrong)} is not a number: {raw!r}")
         rows.append(Row(**kept))
     return rows
 
 
 def _cell(text: str) -> str:
-    """A table cell: a `|` inside would end it."""
-    return text.replace("|", "\\|")
+    """A table cell: a `|` would end it, a line break would end the row."""
+    return " ".join(text.split("\n")).replace("|", "\\|")
+
+
+def _target(value: float, digits: int) -> str:
+    """A target as the issue states it (5,000, 0.7, 150), at most the figure's decimals."""
+    text = f"{value:,.{max(digits, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
@@ -46,7 +71,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        target = "" if r.target is None else f"{r.op} {format_value(r.target, r.digits)}"
+        target = "" if r.target is None else f"{r.op} {_target(r.target, r.digits)}"
         if r.target_note:
             target = f"{target} ({r.target_note})".strip()
         met = "" if r.ok is None else ("met" if r.ok else "**not met**")
@@ -73,26 +98,39 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-def merge(files: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One result file from several: the rows in order, run times and failures combined, the
-    first file's machine and Python, the last file's time."""
+def merge(files: Sequence[object]) -> dict[str, Any]:
+    """One result file from several, in order: a benchmark that a later file ran (its rows,
+    run time or failure) takes the place of what earlier files had of it. The first file's
+    machine and Python, the latest time. ValueError when one is malformed."""
     if not files:
         raise ValueError("no result files")
+    by_benchmark: dict[str, list[Row]] = {}
     seconds: dict[str, float] = {}
     failed: dict[str, str] = {}
-    rows: list[dict[str, Any]] = []
     for data in files:
+        rows = load_rows(data)
+        assert isinstance(data, dict)  # load_rows checked it
+        ran: dict[str, list[Row]] = {}
+        for row in rows:
+            ran.setdefault(row.benchmark, []).append(row)
+        names = set(ran) | set(data.get("seconds", {})) | set(data.get("failed", {}))
+        for name in names:
+            by_benchmark.pop(name, None)  # a re-run moves to its new place
+            failed.pop(name, None)
+        by_benchmark.update(ran)
         seconds.update(data.get("seconds", {}))
         failed.update(data.get("failed", {}))
-        rows.extend(r.as_json() for r in load_rows(data))
-    scales = sorted({str(d.get("scale", "")) for d in files})
+    first = files[0]
+    assert isinstance(first, dict)
+    scales = sorted({str(d.get("scale", "")) for d in files if isinstance(d, dict)})
+    times = [str(d.get("created_at", "")) for d in files if isinstance(d, dict)]
     return {
-        "created_at": files[-1].get("created_at", ""),
+        "created_at": max(times),
         "scale": scales[0] if len(scales) == 1 else "mixed",
-        "python": files[0].get("python", ""),
-        "machine": files[0].get("machine", ""),
+        "python": first.get("python", ""),
+        "machine": first.get("machine", ""),
         "seconds": seconds,
-        "rows": rows,
+        "rows": [r.as_json() for rows in by_benchmark.values() for r in rows],
         "failed": failed,
     }
 
@@ -102,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="result files, in table order")
     parser.add_argument("--merge", type=Path, help="also write the rows as one result file")
     args = parser.parse_args(argv)
-    files: list[dict[str, Any]] = []
+    files: list[object] = []
     for path in args.results:
         try:
             files.append(json.loads(path.read_text()))
@@ -111,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         merged = merge(files)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         print(f"bench.markdown: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(load_rows(merged)))
@@ -119,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nFAILED {name}: {error}")
     if args.merge is not None:
         args.merge.write_text(json.dumps(merged, indent=2) + "\n")
-    return 0
+    return 1 if merged["failed"] else 0
 
 
 if __name__ == "__main__":
