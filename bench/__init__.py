@@ -125,6 +125,22 @@ def format_value(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def figure_cells(row: Row, missing: str) -> tuple[str, str, str]:
+    """A row's figure, its baseline's and their ratio as table cells (`missing` where there
+    is none)."""
+    ratio = row.ratio
+    return (
+        format_value(row.value, row.digits),
+        missing if row.baseline is None else format_value(row.baseline, row.digits),
+        missing if ratio is None else f"{ratio:.2f}x",
+    )
+
+
+def baselines(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """Each distinct (benchmark, baseline description) of `rows`, in order."""
+    return list(dict.fromkeys((r.benchmark, r.baseline_desc) for r in rows if r.baseline_desc))
+
+
 def format_table(rows: Sequence[Row]) -> str:
     """The plain-text results table, then one line per distinct baseline."""
     header = ("benchmark", "metric", "triggerd", "baseline", "ratio", "target", "ok?")
@@ -134,18 +150,7 @@ def format_table(rows: Sequence[Row]) -> str:
         if r.target_note:
             target += f" ({r.target_note})"
         ok = "-" if r.ok is None else ("yes" if r.ok else "NO")
-        ratio = r.ratio
-        lines.append(
-            (
-                r.benchmark,
-                r.metric,
-                format_value(r.value, r.digits),
-                format_value(r.baseline, r.digits),
-                "-" if ratio is None else f"{ratio:.2f}x",
-                target,
-                ok,
-            )
-        )
+        lines.append((r.benchmark, r.metric, *figure_cells(r, "-"), target, ok))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     numeric = {2, 3, 4}
     out: list[str] = []
@@ -157,10 +162,7 @@ def format_table(rows: Sequence[Row]) -> str:
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
-    notes: dict[tuple[str, str], None] = {}
-    for r in rows:
-        if r.baseline_desc:
-            notes[(r.benchmark, r.baseline_desc)] = None
+    notes = baselines(rows)
     if notes:
         out.append("")
         out.append("baselines:")

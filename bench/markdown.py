@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import Row, format_value
+from bench import Row, baselines, figure_cells
 
 _REQUIRED = ("benchmark", "metric", "value")
 _NUMBERS = ("value", "baseline", "target")
@@ -75,21 +75,11 @@ def markdown_table(rows: Sequence[Row]) -> str:
         if r.target_note:
             target = f"{target} ({r.target_note})".strip()
         met = "" if r.ok is None else ("met" if r.ok else "**not met**")
-        ratio = r.ratio
-        cells = (
-            r.benchmark,
-            r.metric,
-            format_value(r.value, r.digits),
-            format_value(r.baseline, r.digits),
-            "" if ratio is None else f"{ratio:.2f}x",
-            target,
-            met,
-        )
+        value, baseline, ratio = figure_cells(r, "")
+        # A missing baseline reads "-" as in the printed table; a missing ratio is left empty.
+        cells = (r.benchmark, r.metric, value, baseline or "-", ratio, target, met)
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    notes: dict[tuple[str, str], None] = {}
-    for r in rows:
-        if r.baseline_desc:
-            notes[(r.benchmark, r.baseline_desc)] = None
+    notes = baselines(rows)
     if notes:
         out.append("")
         out.append("Baselines:")
