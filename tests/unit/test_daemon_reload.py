@@ -135,6 +135,30 @@ async def test_a_changed_function_gets_a_new_backend_and_its_triggers_restart(
         assert len(world.backends["g"]) == 1 and not world.backends["g"][0].stopped
 
 
+async def test_a_reload_looks_for_the_daemon_s_credentials_again_before_new_backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The credentials chain is shared by the functions (one lookup for the daemon): a reload
+    # forgets it first, so the new and changed functions find credentials written since.
+    from triggerd.daemon import reload as reload_module
+
+    world = World()
+    backends_when_forgotten: list[int] = []
+    monkeypatch.setattr(
+        reload_module,
+        "forget_daemon_chain",
+        lambda: backends_when_forgotten.append(len(world.backends["f"])),
+    )
+    triggers = {"on-f": ""}
+    daemon = make(tmp_path, world, config_text(tmp_path, triggers))
+    async with daemon.running(start_timeout_s=10, stop_timeout_s=10):
+        assert backends_when_forgotten == []  # not at start
+        (tmp_path / "triggerd.toml").write_text(config_text(tmp_path, triggers, timeout_s=4))
+        assert await daemon.reload()
+        assert backends_when_forgotten == [1]  # before f's new backend was built
+        assert len(world.backends["f"]) == 2
+
+
 async def test_a_broken_file_keeps_the_running_config(tmp_path: Path) -> None:
     world = World()
     daemon = make(tmp_path, world, config_text(tmp_path, {"keep": ""}))

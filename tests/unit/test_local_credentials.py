@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -95,27 +96,46 @@ async def test_without_a_daemon_the_chain_starts_at_once() -> None:
     assert chain.started == 1
 
 
+class _Frozen:
+    def __init__(self, access_key: str) -> None:
+        self.access_key = access_key
+        self.secret_key = "secret-" + access_key
+        self.token = None
+
+
+class _FakeChain:
+    """aiobotocore's credentials object: the keys it holds now."""
+
+    def __init__(self, access_key: str) -> None:
+        self.access_key = access_key
+
+    async def get_frozen_credentials(self) -> _Frozen:
+        return _Frozen(self.access_key)
+
+
 class _FakeSession:
     """Stands in for aiobotocore's session: counts the chain's resolutions; `fail` makes the
-    next one raise (a malformed profile, say)."""
+    next one raise (a malformed profile, say); `keys`: what the chain finds (None: nothing)."""
 
     def __init__(self) -> None:
         self.resolved = 0
         self.fail = False
+        self.keys: str | None = None
 
-    async def get_credentials(self) -> None:
+    async def get_credentials(self) -> _FakeChain | None:
         self.resolved += 1
         await asyncio.sleep(0.01)  # the instance metadata service answering
         if self.fail:
             self.fail = False
             raise ValueError("malformed profile")
-        return None  # no credentials anywhere
+        return None if self.keys is None else _FakeChain(self.keys)
 
 
 @pytest.fixture
 def fake_session(monkeypatch: pytest.MonkeyPatch) -> _FakeSession:
     session = _FakeSession()
     monkeypatch.setattr(local_credentials, "_aiobotocore_session", lambda: session)
+    monkeypatch.setattr(local_credentials, "_shared", None)
     for name in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(name)
     return session
@@ -124,20 +144,47 @@ def fake_session(monkeypatch: pytest.MonkeyPatch) -> _FakeSession:
 async def test_the_daemon_s_chain_is_resolved_once_for_every_function(
     fake_session: _FakeSession,
 ) -> None:
+    fake_session.keys = "AKIASHARED"
     sources = [source({}) for _ in range(5)]
     await asyncio.gather(*(s.start() for s in sources))
-    await source({}).start()  # a function started later
+    later = source({})
+    await later.start()  # a function started later
     assert fake_session.resolved == 1
-    assert all(s.env() == {} for s in sources)
+    assert all(s.env()["AWS_ACCESS_KEY_ID"] == "AKIASHARED" for s in [*sources, later])
+    # Renewal goes through the shared chain: each function sees the new keys.
+    assert local_credentials._shared is not None
+    chain = await local_credentials._shared[2]
+    chain[1].access_key = "AKIARENEWED"
+    generations = [s.generation for s in sources]
+    for s in sources:
+        await s.refresh(force=True)
+    assert all(s.env()["AWS_ACCESS_KEY_ID"] == "AKIARENEWED" for s in sources)
+    assert [s.generation for s in sources] == [g + 1 for g in generations]
 
 
-async def test_other_aws_variables_resolve_the_chain_again(
+async def test_other_aws_variables_or_home_resolve_the_chain_again(
     fake_session: _FakeSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await source({}).start()
     monkeypatch.setenv("AWS_PROFILE", "other")
     await source({}).start()
+    monkeypatch.setenv("HOME", "/elsewhere")  # another ~/.aws
+    await source({}).start()
+    assert fake_session.resolved == 3
+
+
+async def test_a_reload_forgets_the_chain_and_finds_credentials_written_since(
+    fake_session: _FakeSession,
+) -> None:
+    before = source({})
+    await before.start()
+    assert before.env() == {}  # nothing anywhere when the daemon started
+    fake_session.keys = "AKIAWRITTENLATER"  # `aws configure`, an SSO login
+    local_credentials.forget_daemon_chain()
+    after = source({})
+    await after.start()
     assert fake_session.resolved == 2
+    assert after.env()["AWS_ACCESS_KEY_ID"] == "AKIAWRITTENLATER"
 
 
 async def test_a_failed_resolution_is_not_kept(fake_session: _FakeSession) -> None:
@@ -152,17 +199,49 @@ async def test_a_waiter_cancelled_does_not_cancel_the_resolution_the_others_wait
     fake_session: _FakeSession,
 ) -> None:
     first = asyncio.create_task(source({}).start())
-    second = source({})
-    waiting = asyncio.create_task(second.start())
+    waiting = asyncio.create_task(source({}).start())
     await asyncio.sleep(0)
     first.cancel()
     await asyncio.wait_for(waiting, 5)
     assert first.cancelled() and fake_session.resolved == 1
 
 
-def test_each_event_loop_resolves_its_own_chain(fake_session: _FakeSession) -> None:
+async def test_a_cancelled_resolution_is_not_handed_to_the_next_function(
+    fake_session: _FakeSession,
+) -> None:
+    waiting = asyncio.create_task(source({}).start())
+    await asyncio.sleep(0)
+    assert local_credentials._shared is not None
+    local_credentials._shared[2].cancel()  # the resolution cancelled, not its waiter
+    await asyncio.wait_for(waiting, 5)  # which resolves again instead of failing
+    await asyncio.wait_for(source({}).start(), 5)
+    assert fake_session.resolved == 1  # the first was cancelled before it asked
+    assert not local_credentials._shared[2].cancelled()
+
+
+async def test_a_resolution_that_failed_unseen_is_not_handed_on(
+    fake_session: _FakeSession,
+) -> None:
+    fake_session.fail = True
+    first = asyncio.create_task(source({}).start())
+    await asyncio.sleep(0)
+    first.cancel()  # its only waiter gone before it failed
+    assert local_credentials._shared is not None
+    failed = local_credentials._shared[2]
+    with contextlib.suppress(ValueError):
+        await failed
+    await asyncio.wait_for(source({}).start(), 5)
+    assert fake_session.resolved == 2
+
+
+def test_each_event_loop_resolves_its_own_chain_and_keeps_no_other(
+    fake_session: _FakeSession,
+) -> None:
     # A resolution's task belongs to its loop: another loop (a test's, a second run) cannot
-    # await it.
+    # await it, and a finished loop is not kept alive by the one kept.
     asyncio.run(source({}).start())
+    first = local_credentials._shared
     asyncio.run(source({}).start())
     assert fake_session.resolved == 2
+    assert first is not None and local_credentials._shared is not None
+    assert local_credentials._shared[0] is not first[0]

@@ -31,6 +31,7 @@ from triggerd.config.model import ConfigBase
 from triggerd.daemon.app import DaemonStoppingError
 from triggerd.daemon.changes import ConfigChanges, enabled_triggers
 from triggerd.daemon.inflight import CountedBackend
+from triggerd.functions.backends.local_credentials import forget_daemon_chain
 from triggerd.http.pausing import TriggerNotFoundError, TriggerUnnamedError
 from triggerd.types import TriggerdError
 
@@ -82,6 +83,9 @@ async def apply_changes(daemon: Daemon, changes: ConfigChanges) -> bool:
             },
         )
     new = changes.config
+    # New and changed functions look for the daemon's credentials again, as their backends
+    # did before they shared one lookup: what was written or renewed since is found.
+    forget_daemon_chain()
     fresh = await _start_functions(daemon, changes)
     if fresh is None:
         return False

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,13 +70,21 @@ def _aiobotocore_session() -> Any:
 
 
 #: The daemon's own credentials chain (aiobotocore's session and what `get_credentials`
-#: found, None without aiobotocore), resolved once per event loop and AWS_* environment and
-#: shared by every function: the credentials are the process's, and one resolution costs
-#: about 60-70 ms on a machine without any (the instance metadata service is asked, through
-#: two TLS contexts built for it), which each function's first worker used to wait for.
-_chains: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[tuple[str, str], ...], asyncio.Task[tuple[Any, Any]]]
-] = weakref.WeakKeyDictionary()
+#: found, None without aiobotocore), shared by every function: the credentials are the
+#: process's, and one resolution costs about 60-70 ms on a machine without any (the
+#: instance metadata service is asked, through two TLS contexts built for it), which each
+#: function's first worker used to wait for. One resolution is kept: for the running event
+#: loop and a digest of the environment it read (HOME and the AWS_* variables), until a
+#: reload forgets it (`forget_daemon_chain`).
+_shared: tuple[asyncio.AbstractEventLoop, bytes, asyncio.Task[tuple[Any, Any]]] | None = None
+
+
+def _environment_digest(environ: Mapping[str, str]) -> bytes:
+    """What the chain depends on, as a digest: the secrets in it are not kept."""
+    import hashlib
+
+    items = sorted((k, v) for k, v in environ.items() if k.startswith("AWS_") or k == "HOME")
+    return hashlib.sha256(repr(items).encode(), usedforsecurity=False).digest()
 
 
 async def _resolve_chain() -> tuple[Any, Any]:
@@ -91,27 +98,45 @@ async def _resolve_chain() -> tuple[Any, Any]:
     return session, await session.get_credentials()
 
 
-async def daemon_chain(environ: Mapping[str, str]) -> tuple[Any, Any]:
-    """The session and credentials chain of this process for `environ`'s AWS_* variables,
-    resolved by the first caller and shared with the rest (a resolution that failed is not
-    kept: the next caller tries again)."""
+async def daemon_chain() -> tuple[Any, Any]:
+    """The session and credentials chain of this process, resolved by the first caller and
+    shared with the rest (a resolution that failed or was cancelled is not kept: the next
+    caller tries again)."""
     import asyncio
 
+    global _shared
     loop = asyncio.get_running_loop()
-    key = tuple(sorted((k, v) for k, v in environ.items() if k.startswith("AWS_")))
-    known = _chains.setdefault(loop, {})
-    task = known.get(key)
-    if task is None:
-        task = known[key] = loop.create_task(_resolve_chain())
-    try:
-        # One waiter cancelled (a stopping backend) does not cancel the others' resolution.
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        if known.get(key) is task:
-            del known[key]
-        raise
+    me = asyncio.current_task()
+    while True:
+        digest = _environment_digest(os.environ)
+        shared = _shared
+        if shared is None or shared[0] is not loop or shared[1] != digest or _spoilt(shared[2]):
+            shared = _shared = (loop, digest, loop.create_task(_resolve_chain()))
+        task = shared[2]
+        try:
+            # One waiter cancelled (a stopping backend) does not cancel the others'.
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled() or (me is not None and me.cancelling()):
+                raise  # this caller was cancelled
+            # The resolution itself was cancelled, not this caller: resolve again.
+        except Exception:
+            if _shared is shared:
+                _shared = None
+            raise
+
+
+def _spoilt(task: asyncio.Task[tuple[Any, Any]]) -> bool:
+    """A resolution not to hand on: cancelled, or failed (when no waiter saw it fail)."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+def forget_daemon_chain() -> None:
+    """The next function to start resolves the chain again (a reload: credentials written
+    or renewed since the daemon started are found, as a restart would find them). Functions
+    already waiting for the resolution under way keep it."""
+    global _shared
+    _shared = None
 
 
 def needs_aiobotocore(role_arn: str | None) -> None:
@@ -156,7 +181,7 @@ class CredentialSource:
         self.generation = 0
 
     async def start(self) -> None:
-        self._session, chain = await daemon_chain(os.environ)
+        self._session, chain = await daemon_chain()
         if self._session is None:
             if self._role_arn is not None:
                 needs_aiobotocore(self._role_arn)
