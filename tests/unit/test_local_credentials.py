@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
+import weakref
 from typing import Any
 
 import pytest
@@ -200,13 +202,32 @@ async def test_a_waiter_cancelled_does_not_cancel_the_resolution_the_others_wait
 ) -> None:
     first = asyncio.create_task(source({}).start())
     waiting = asyncio.create_task(source({}).start())
-    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        while fake_session.resolved == 0:  # the lookup under way
+            await asyncio.sleep(0.001)
     first.cancel()
     await asyncio.wait_for(waiting, 5)
     assert first.cancelled() and fake_session.resolved == 1
+    assert local_credentials._shared is not None
+    assert not local_credentials._shared[2].cancelled()
 
 
-async def test_a_cancelled_resolution_is_not_handed_to_the_next_function(
+async def test_a_caller_cancelled_as_the_resolution_is_cancelled_stays_cancelled(
+    fake_session: _FakeSession,
+) -> None:
+    caller = asyncio.create_task(source({}).start())
+    async with asyncio.timeout(5):
+        while fake_session.resolved == 0:
+            await asyncio.sleep(0.001)
+    assert local_credentials._shared is not None
+    local_credentials._shared[2].cancel()  # the daemon's stop cancels its tasks
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(caller, 5)  # not swallowed by resolving again
+
+
+async def test_a_waiter_whose_resolution_is_cancelled_resolves_again(
     fake_session: _FakeSession,
 ) -> None:
     waiting = asyncio.create_task(source({}).start())
@@ -214,9 +235,26 @@ async def test_a_cancelled_resolution_is_not_handed_to_the_next_function(
     assert local_credentials._shared is not None
     local_credentials._shared[2].cancel()  # the resolution cancelled, not its waiter
     await asyncio.wait_for(waiting, 5)  # which resolves again instead of failing
-    await asyncio.wait_for(source({}).start(), 5)
     assert fake_session.resolved == 1  # the first was cancelled before it asked
     assert not local_credentials._shared[2].cancelled()
+
+
+async def test_a_cancelled_resolution_is_not_handed_to_the_next_function(
+    fake_session: _FakeSession,
+) -> None:
+    only = asyncio.create_task(source({}).start())
+    async with asyncio.timeout(5):
+        while fake_session.resolved == 0:
+            await asyncio.sleep(0.001)
+    only.cancel()  # its only waiter gone first
+    assert local_credentials._shared is not None
+    cancelled = local_credentials._shared[2]
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    await asyncio.wait_for(source({}).start(), 5)
+    assert fake_session.resolved == 2
+    assert local_credentials._shared[2] is not cancelled
 
 
 async def test_a_resolution_that_failed_unseen_is_not_handed_on(
@@ -241,7 +279,10 @@ def test_each_event_loop_resolves_its_own_chain_and_keeps_no_other(
     # await it, and a finished loop is not kept alive by the one kept.
     asyncio.run(source({}).start())
     first = local_credentials._shared
+    assert first is not None
+    first_loop = weakref.ref(first[0])
+    del first
     asyncio.run(source({}).start())
     assert fake_session.resolved == 2
-    assert first is not None and local_credentials._shared is not None
-    assert local_credentials._shared[0] is not first[0]
+    gc.collect()
+    assert first_loop() is None  # the finished loop is not kept
