@@ -133,6 +133,13 @@ class _FakeSession:
         return None if self.keys is None else _FakeChain(self.keys)
 
 
+async def _lookup_under_way(session: _FakeSession) -> None:
+    """Until the shared lookup asks the (fake) chain."""
+    async with asyncio.timeout(5):
+        while session.resolved == 0:
+            await asyncio.sleep(0.001)
+
+
 @pytest.fixture
 def fake_session(monkeypatch: pytest.MonkeyPatch) -> _FakeSession:
     session = _FakeSession()
@@ -202,9 +209,7 @@ async def test_a_waiter_cancelled_does_not_cancel_the_resolution_the_others_wait
 ) -> None:
     first = asyncio.create_task(source({}).start())
     waiting = asyncio.create_task(source({}).start())
-    async with asyncio.timeout(5):
-        while fake_session.resolved == 0:  # the lookup under way
-            await asyncio.sleep(0.001)
+    await _lookup_under_way(fake_session)
     first.cancel()
     await asyncio.wait_for(waiting, 5)
     assert first.cancelled() and fake_session.resolved == 1
@@ -216,9 +221,7 @@ async def test_a_caller_cancelled_as_the_resolution_is_cancelled_stays_cancelled
     fake_session: _FakeSession,
 ) -> None:
     caller = asyncio.create_task(source({}).start())
-    async with asyncio.timeout(5):
-        while fake_session.resolved == 0:
-            await asyncio.sleep(0.001)
+    await _lookup_under_way(fake_session)
     assert local_credentials._shared is not None
     local_credentials._shared[2].cancel()  # the daemon's stop cancels its tasks
     await asyncio.sleep(0)
@@ -243,9 +246,7 @@ async def test_a_cancelled_resolution_is_not_handed_to_the_next_function(
     fake_session: _FakeSession,
 ) -> None:
     only = asyncio.create_task(source({}).start())
-    async with asyncio.timeout(5):
-        while fake_session.resolved == 0:
-            await asyncio.sleep(0.001)
+    await _lookup_under_way(fake_session)
     only.cancel()  # its only waiter gone first
     assert local_credentials._shared is not None
     cancelled = local_credentials._shared[2]
