@@ -18,17 +18,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from triggerd.delivery.streams import lane_key
 from triggerd.types import BuildError, JSONDict, Record
 
-from .config import StreamViewType
 from .encode import ChangeRecord, RowEncoder
 from .pgoutput import UNCHANGED, Relation, Value, _Unchanged
 from .pgtypes import Converter, PgType, converter
+
+if TYPE_CHECKING:
+    # A Literal for the type checker; the config module (pydantic) is not needed to build
+    # records, nor for `triggerd generate-event postgres`.
+    from .config import StreamViewType
 
 __all__ = [
     "Shaper",

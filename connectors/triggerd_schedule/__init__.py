@@ -33,7 +33,7 @@ SAMPLE_OPTIONS = {
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
-    from triggerd_schedule.source import sample_event
+    from triggerd_schedule.events import sample_event
 
     return sample_event(options)
 

@@ -37,7 +37,7 @@ SAMPLE_OPTIONS = {
 
 
 def sample_event(options: Mapping[str, str]) -> JSONDict:
-    from triggerd_webhook.source import sample_event
+    from triggerd_webhook.samples import sample_event
 
     return sample_event(options)
 

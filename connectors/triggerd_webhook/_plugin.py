@@ -3,13 +3,16 @@ the hooks the CLI uses."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triggerd.types import Source, SourceContext, SourcePlugin, plugin_config
+from triggerd.types import Source, SourcePlugin, plugin_config
 from triggerd_webhook.config import WebhookSourceConfig
 
 from . import SAMPLE_OPTIONS
 from . import sample_event as _sample_event
+
+if TYPE_CHECKING:
+    from triggerd.types import SourceContext
 
 
 def _create(config: Any, ctx: SourceContext) -> Source:

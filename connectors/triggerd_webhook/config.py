@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from triggerd.http.routes import METHODS, RouteTemplate
+from triggerd.http.templates import METHODS, RouteTemplate
 from triggerd.types import MAX_SYNC_PAYLOAD, Model, SourceConfig, empty_list
 
 #: API Gateway's integration timeout caps, used as the default route timeouts.

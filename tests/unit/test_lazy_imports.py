@@ -198,8 +198,8 @@ def test_status_reports_an_unreachable_daemon_without_aiohttp(tmp_path: Path) ->
 
 
 def test_a_config_that_uses_a_connector_loads_it() -> None:
-    """The other side of the same mechanism: the webhook's plugin (and its HTTP routes) is
-    imported when a config has a webhook trigger."""
+    """The other side of the same mechanism: the webhook's plugin is imported when a config
+    has a webhook trigger; checking its route template needs no HTTP server (aiohttp)."""
     loaded = imported_after(
         """
         from pathlib import Path
@@ -216,10 +216,13 @@ def test_a_config_that_uses_a_connector_loads_it() -> None:
             Path("."),
         )
         import sys
-        assert "triggerd_webhook" in sys.modules and "triggerd_kafka" not in sys.modules
+        assert "triggerd_webhook._plugin" in sys.modules and "triggerd_kafka" not in sys.modules
+        assert "triggerd.http.templates" in sys.modules
+        assert "triggerd.http.routes" not in sys.modules
         """
     )
-    assert "aiohttp" in loaded  # the webhook's route table is aiohttp's
+    assert "aiohttp" in HEAVY
+    assert "aiohttp" not in loaded
 
 
 def _example_copy(tmp_path: Path) -> Path:
@@ -288,3 +291,40 @@ def test_status_reads_a_sqlite_store_with_sqlite3_alone(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     *_, error, loaded = out.stdout.strip().splitlines()
     assert (json.loads(error), json.loads(loaded)) == (None, [])
+
+
+def _sample_names() -> list[str]:
+    from triggerd.config.plugins import Registry
+    from triggerd.config.samples import sample_names
+
+    return sample_names(Registry.discover())
+
+
+#: What no `generate-event` imports, whatever the source: the sample is built by the source
+#: package's own event code, without its config model, event loop or client library (HEAVY).
+#: Stream sources' samples are built as their records, with `triggerd.runtime_types`.
+NOT_FOR_ANY_SAMPLE = ("pydantic", "asyncio", "uvloop", "triggerd.config.model")
+
+
+@pytest.mark.parametrize("source", _sample_names())
+def test_generate_event_imports_no_config_model_loop_or_client_for_any_source(
+    source: str,
+) -> None:
+    code = f"""
+        import contextlib, io, sys
+        from triggerd.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            main(["generate-event", {source!r}], standalone_mode=False)
+        assert out.getvalue().lstrip().startswith("{{"), out.getvalue()
+        print(sorted(m for m in {NOT_FOR_ANY_SAMPLE!r} if m in sys.modules))
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code) + _REPORT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    *_, extra, heavy = out.stdout.strip().splitlines()
+    assert (json.loads(heavy), extra) == ([], "[]")

@@ -20,7 +20,7 @@ from triggerd_webhook.events import (
     media_matches,
     parse_query,
 )
-from triggerd_webhook.source import sample_event
+from triggerd_webhook.samples import sample_event
 
 META = RequestMeta("rid-1", 1583348638.390, "KxKXzGbCIAMFuJg=", "Root=1-abc")
 

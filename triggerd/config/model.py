@@ -81,7 +81,7 @@ CONTROL_ENDPOINTS: tuple[tuple[str, str], ...] = (
 
 def _route_shape(template: str) -> tuple[str, ...]:
     """A route template's segments with every parameter blanked, as the route table compares
-    them (`triggerd.http.routes.RouteTemplate.shape`, which config may not import)."""
+    them (`triggerd.http.templates.RouteTemplate.shape`, which config may not import)."""
     stripped = template.strip("/")
     return tuple("{}" if s.startswith("{") else s for s in stripped.split("/") if stripped)
 

@@ -1,18 +1,17 @@
-"""The daemon's dynamic HTTP routes: API Gateway style templates (`/a/{id}`, `/b/{proxy+}`)
-that push sources add while they start, matched most-specific first as API Gateway does.
-`RouteTemplate` is the one parser and matcher of such templates (the webhook's config check
-and sample events use it too)."""
+"""The daemon's dynamic HTTP routes: API Gateway style templates (`/a/{id}`, `/b/{proxy+}`,
+parsed and matched by `templates.RouteTemplate`) that push sources add while they start,
+matched most-specific first as API Gateway does."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from aiohttp import web
 
+from triggerd.http.templates import METHODS, RouteTemplate, decode_params, split_path
 from triggerd.types import HttpHandler
 
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"})
+__all__ = ["METHODS", "ROUTE_KEY", "RouteMatch", "RouteTemplate", "Routes", "TriggerMount"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,75 +24,6 @@ class RouteMatch:
 
 #: Where the dispatcher leaves the match on the request for the route's handler.
 ROUTE_KEY: web.RequestKey[RouteMatch] = web.RequestKey("route", RouteMatch)
-
-
-@dataclass(frozen=True, slots=True)
-class RouteTemplate:
-    """A parsed API Gateway template: its segments, matched against a raw path's segments."""
-
-    text: str
-    segments: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, template: str) -> RouteTemplate:
-        """ValueError for what API Gateway would refuse: no leading /, an unclosed or empty
-        segment, a greedy `{name+}` before the end."""
-        if not template.startswith("/"):
-            raise ValueError(f"route {template!r} must start with /")
-        segments = template.strip("/").split("/") if template != "/" else []
-        for i, seg in enumerate(segments):
-            if seg.startswith("{") != seg.endswith("}"):
-                raise ValueError(f"route {template!r}: bad parameter segment {seg!r}")
-            if seg.endswith("+}") and i != len(segments) - 1:
-                raise ValueError(f"route {template!r}: a greedy {seg} must be the last segment")
-            if seg == "":
-                raise ValueError(f"route {template!r}: empty segment")
-        return cls(template, tuple(segments))
-
-    @property
-    def greedy(self) -> bool:
-        return bool(self.segments) and self.segments[-1].endswith("+}")
-
-    @property
-    def shape(self) -> tuple[str, ...]:
-        """The segments with every parameter's name blanked: two templates of one shape
-        match the same paths."""
-        return tuple("{}" if s.startswith("{") else s for s in self.segments)
-
-    def match(self, raw_path: str) -> dict[str, str] | None:
-        """Path parameters of a raw (still percent-encoded) path, each decoded once, so that
-        an encoded `/` stays inside one segment; None when the path does not fit."""
-        params = self.match_parts(_split_path(raw_path))
-        return _decode(params) if params else params
-
-    def match_parts(self, parts: list[str]) -> dict[str, str] | None:
-        """`match` on a path already split by `_split_path`, parameters still encoded."""
-        params: dict[str, str] = {}
-        for i, seg in enumerate(self.segments):
-            if seg.endswith("+}"):
-                rest = parts[i:]
-                if not rest or rest == [""]:
-                    return None
-                params[seg[1:-2]] = "/".join(rest)
-                return params
-            if i >= len(parts):
-                return None
-            if seg.startswith("{"):
-                if parts[i] == "":
-                    return None
-                params[seg[1:-1]] = parts[i]
-            elif seg != parts[i]:
-                return None
-        return params if len(parts) == len(self.segments) else None
-
-
-def _split_path(raw_path: str) -> list[str]:
-    stripped = raw_path.strip("/")
-    return stripped.split("/") if stripped else []
-
-
-def _decode(params: dict[str, str]) -> dict[str, str]:
-    return {k: unquote(v) for k, v in params.items()}
 
 
 @dataclass(slots=True)
@@ -158,7 +88,7 @@ class Routes:
         """(handler, match); False when the path exists for other methods; None otherwise.
         `path` is the raw (still percent-encoded) path, so that an encoded `/` stays inside
         one segment; parameters are decoded once."""
-        parts = _split_path(path)
+        parts = split_path(path)
         path_known = False
         for r in self._routes:
             params = r.template.match_parts(parts)
@@ -166,7 +96,7 @@ class Routes:
                 continue
             if r.method in (method, "ANY"):
                 if params:
-                    params = _decode(params)
+                    params = decode_params(params)
                 return r.handler, RouteMatch(r.method, r.template.text, params)
             path_known = True
         return False if path_known else None
