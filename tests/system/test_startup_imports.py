@@ -1,9 +1,9 @@
-"""The daemon imports what its config uses: the bundled example (a directory and a rate
-schedule, no event buses, no SNS topics) starts and stops without importing the modules of
-the features it does not have, each a measured part of the start-up (#21). `validate` and
-`status` on it (its state store made by that start) need no event loop: neither imports
-asyncio, and validate no email parser (triggerd's requirement lines are picked from its
-METADATA)."""
+"""The daemon imports what its config uses: the bundled example (a directory, a rate
+schedule and a webhook; no event buses, no SNS topics) starts and stops without importing the
+modules of the features it does not have, each a measured part of the start-up (#21).
+`validate` and `status` on it (its state store made by that start) need no event loop: neither
+imports asyncio nor aiohttp (a webhook's route is checked without the HTTP server), and
+validate no email parser (triggerd's requirement lines are picked from its METADATA)."""
 
 from __future__ import annotations
 

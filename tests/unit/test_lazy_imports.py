@@ -245,7 +245,7 @@ def test_validate_parses_no_builtin_signature_from_text(tmp_path: Path) -> None:
         from triggerd.cli.main import main
         with contextlib.redirect_stdout(io.StringIO()) as out:
             main(["validate", {str(config)!r}], standalone_mode=False)
-        assert "ok (2 functions, 2 triggers)" in out.getvalue(), out.getvalue()
+        assert "ok (3 functions, 3 triggers)" in out.getvalue(), out.getvalue()
         print(tokenize._compile.cache_info().currsize)
     """
     out = subprocess.run(
