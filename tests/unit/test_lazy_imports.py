@@ -156,16 +156,7 @@ def test_config_reading_commands_import_only_what_the_config_uses(
             main({args!r}, standalone_mode=False)
         print(sorted(m for m in {also!r} if m in sys.modules))
     """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + _REPORT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    *_, extra, heavy = out.stdout.strip().splitlines()
-    assert (json.loads(heavy), extra) == ([], "[]")
+    assert _watched_and_heavy(code) == ("[]", [])
 
 
 _REPORT = textwrap.dedent(
@@ -174,6 +165,21 @@ _REPORT = textwrap.dedent(
     print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     """
 )
+
+
+def _watched_and_heavy(code: str) -> tuple[str, list[str]]:
+    """Run `code` in a new interpreter: the last line it printed (the watched modules it
+    found imported), and the HEAVY modules imported by then."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code) + _REPORT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    *_, watched, heavy = out.stdout.strip().splitlines()
+    return watched, json.loads(heavy)
 
 
 def test_status_reports_an_unreachable_daemon_without_aiohttp(tmp_path: Path) -> None:
@@ -318,13 +324,4 @@ def test_generate_event_imports_no_config_model_loop_or_client_for_any_source(
         assert out.getvalue().lstrip().startswith("{{"), out.getvalue()
         print(sorted(m for m in {NOT_FOR_ANY_SAMPLE!r} if m in sys.modules))
     """
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + _REPORT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    *_, extra, heavy = out.stdout.strip().splitlines()
-    assert (json.loads(heavy), extra) == ([], "[]")
+    assert _watched_and_heavy(code) == ("[]", [])
