@@ -22,8 +22,8 @@ run: $(STAMP)
 	$(BIN)/triggerd run $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check triggerd connectors tests bench
-	$(BIN)/ruff format --check triggerd connectors tests bench
+	$(BIN)/ruff check triggerd connectors tests bench examples
+	$(BIN)/ruff format --check triggerd connectors tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 

@@ -1,8 +1,9 @@
 """The bundled example (`make run`), run as a subprocess from a copy on free ports: what the
 README says it does, it does. Its directory trigger counts the shipped inbox file and then a
 new one, removes the derived file when the source goes; its webhook answers a POSTed body's
-counts, text or binary, and refuses what its route does not take without invoking; SIGTERM
-drains and exits 0."""
+counts, the body reaching the function as text or base64-encoded by its content type as from
+API Gateway, and refuses what its route does not take without invoking; SIGTERM drains and
+exits 0."""
 
 from __future__ import annotations
 
@@ -100,17 +101,23 @@ def test_bundled_example_counts_files_and_posted_bodies(
     answer = json.loads(body)
     assert {k: answer[k] for k in ("lines", "words", "bytes")} == counts_of(text)
     assert re.fullmatch(r"[0-9a-f-]{36}", answer["request_id"])
+    assert answer["base64"] is False
 
-    # Not UTF-8, under a binary media type: the function gets it base64-encoded, as from API
-    # Gateway, and counts the bytes sent.
-    binary = b"\x00\x01 ab cd\xff\xfe"
-    status, _, body = post(url, binary, "application/octet-stream")
+    # A content type API Gateway does not take for text: the body reaches the function
+    # base64-encoded, valid UTF-8 or not, and its bytes are counted as sent.
+    for binary in (b"plain words, binary type", b"\x00\x01 ab cd\xff\xfe"):
+        status, _, body = post(url, binary, "application/octet-stream")
+        assert status == 200, body
+        answer = json.loads(body)
+        assert (answer["bytes"], answer["base64"]) == (len(binary), True)
+    # Under a text type, a body that is not UTF-8 is base64-encoded too.
+    status, _, body = post(url, b"caf\xe9", "text/plain")
     assert status == 200, body
-    assert json.loads(body)["bytes"] == len(binary)
+    assert (json.loads(body)["bytes"], json.loads(body)["base64"]) == (4, True)
 
     # What the route does not take is refused by the daemon, the function never invoked: the
     # log holds one START for each request the function had once a later one's is written.
-    wait_for(lambda: count_invocations(d) == 2, 10, "the two invocations' START lines")
+    wait_for(lambda: count_invocations(d) == 4, 10, "the four invocations' START lines")
     status, _, _ = _send(urllib.request.Request(url, method="GET"))
     assert status == 405
     status, _, body = post(url, b"x" * (1024 * 1024 + 1), "text/plain")
@@ -121,8 +128,8 @@ def test_bundled_example_counts_files_and_posted_bodies(
     status, _, body = post(url, b"", "text/plain")
     assert status == 200, body
     assert json.loads(body)["bytes"] == 0
-    wait_for(lambda: count_invocations(d) >= 3, 10, "the third invocation's START line")
-    assert count_invocations(d) == 3
+    wait_for(lambda: count_invocations(d) >= 5, 10, "the fifth invocation's START line")
+    assert count_invocations(d) == 5
 
     # A file dropped in the inbox is counted; deleting it removes the derived file.
     dropped = b"one two three\n"

@@ -19,7 +19,7 @@ from triggerd.fanout.events.entries import Accepted, check_entries
 from triggerd.fanout.sns.sample import sample_event as sns_sample
 from triggerd.types import InvokeResult, Outcome, Record
 from triggerd_kafka.shape import batch_info, envelope, kafka_record, record_size
-from triggerd_schedule.source import scheduled_event
+from triggerd_schedule.events import scheduled_event
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 T = 1714564800.123  # 2024-05-01T12:00:00.123Z

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from triggerd.state.base import StateStore
 from triggerd.types import ConfigError, MissingExtraError, Record, SourceContext
 from triggerd_schedule import ScheduleSourceConfig, plugin
-from triggerd_schedule.source import ScheduleSource, event_id
+from triggerd_schedule.events import event_id
+from triggerd_schedule.source import ScheduleSource
 
 TRIGGER = "nightly-report"
 
