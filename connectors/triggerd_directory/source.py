@@ -27,7 +27,7 @@ import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -82,6 +82,25 @@ _CTIME_TICK_S = 0.01
 
 def _import_watchfiles() -> ModuleType:
     return import_extra("watchfiles", "directory", "the directory source")
+
+
+@contextlib.contextmanager
+def _own_watch_thread() -> Iterator[None]:
+    """Add one thread to the event loop's default anyio thread limiter while a watcher runs.
+
+    watchfiles' `awatch` runs its blocking watch with `anyio.to_thread.run_sync`, which holds a
+    token of that limiter (40 per event loop) for the whole watch, up to its 5 s timeout, and
+    takes one again at once. Without a token of its own per watcher, the 41st directory
+    trigger of a daemon would wait for another watcher's timeout and see its changes seconds
+    late; anything else running on anyio's threads would wait too."""
+    from anyio import to_thread  # after watchfiles, which depends on it
+
+    limiter = to_thread.current_default_thread_limiter()
+    limiter.total_tokens += 1
+    try:
+        yield
+    finally:
+        limiter.total_tokens = max(1, limiter.total_tokens - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +378,10 @@ class DirectorySource(BaseSource):
     # ---- watching -----------------------------------------------------------------------
 
     async def _watch_loop(self, watchfiles: ModuleType) -> None:
+        with _own_watch_thread():
+            await self._watch(watchfiles)
+
+    async def _watch(self, watchfiles: ModuleType) -> None:
         delay = 1.0
         while not self._stop_event.is_set():
             try:

@@ -470,6 +470,38 @@ async def test_receive_waits_at_most_timeout_and_stop_is_idempotent(
     await source.stop()
 
 
+async def test_every_watcher_gets_its_own_thread_beyond_anyios_default_forty(
+    tmp_path: Path,
+) -> None:
+    """watchfiles watches on a thread of anyio's default limiter (40 tokens per loop) and holds
+    it for the whole watch: the 41st directory trigger would wait for another's 5 s timeout."""
+    from anyio import to_thread
+
+    limiter = to_thread.current_default_thread_limiter()
+    base = limiter.total_tokens
+    count = int(base) + 5
+    roots = [tmp_path / f"d{i}" for i in range(count)]
+    sources = []
+    for root in roots:
+        root.mkdir()
+        sources.append(make_source(root, FakeCheckpoints()))
+    try:
+        for source in sources:
+            await source.start()
+        deadline = time.monotonic() + 10
+        while limiter.borrowed_tokens < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert limiter.borrowed_tokens == count, "every watcher is watching at once"
+        assert limiter.total_tokens == base + count, "the default's 40 stay free for others"
+        (roots[-1] / "last.txt").write_text("x")
+        (record,) = await sources[-1].receive(10, 5.0)
+        assert record.payload["s3"]["object"]["key"] == "last.txt"
+    finally:
+        for source in sources:
+            await source.stop()
+    assert (limiter.total_tokens, limiter.borrowed_tokens) == (base, 0)
+
+
 async def test_start_on_missing_directory_is_a_config_error(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
