@@ -84,6 +84,26 @@ def _import_watchfiles() -> ModuleType:
     return import_extra("watchfiles", "directory", "the directory source")
 
 
+def inotify_limit(exc: Exception) -> str | None:
+    """What to tell the operator when a watcher could not start because the kernel's inotify
+    limits (per user) are used up, or None for any other failure. watchfiles reports these
+    as an OSError ("OS file watch limit reached") and as its WatchfilesRustInternalError
+    ("Too many open files (os error 24)"), with no errno: told apart by their text."""
+    text = str(exc)
+    if "watch limit reached" in text:
+        return (
+            "the inotify watch limit is reached (one watch per watched directory): raise the "
+            "sysctl fs.inotify.max_user_watches, or set poll_interval_s for this trigger"
+        )
+    if "Too many open files" in text or "os error 24" in text:
+        return (
+            "no inotify instance could be opened (Too many open files; one per directory "
+            "trigger): raise the sysctl fs.inotify.max_user_instances (or the open-file "
+            "limit, LimitNOFILE=), or set poll_interval_s for this trigger"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def _own_watch_thread() -> Iterator[None]:
     """Add one thread to the event loop's default anyio thread limiter while a watcher runs.
@@ -92,7 +112,9 @@ def _own_watch_thread() -> Iterator[None]:
     token of that limiter (40 per event loop) for the whole watch, up to its 5 s timeout, and
     takes one again at once. Without a token of its own per watcher, the 41st directory
     trigger of a daemon would wait for another watcher's timeout and see its changes seconds
-    late; anything else running on anyio's threads would wait too."""
+    late; anything else running on anyio's threads would wait too. The one and minus one
+    assume that nothing else in the process resizes this limiter (nothing in the daemon
+    does)."""
     from anyio import to_thread  # after watchfiles, which depends on it
 
     limiter = to_thread.current_default_thread_limiter()
@@ -398,10 +420,13 @@ class DirectorySource(BaseSource):
                     self._on_changes(changes)
                     delay = 1.0
                 return
-            except Exception:  # task boundary: log, resync after a pause, watch again
-                self._log.exception(
-                    "directory.watch_failed", extra={"trigger": self._scope, "path": self._root}
-                )
+            except Exception as exc:  # task boundary: log, resync after a pause, watch again
+                extra = {"trigger": self._scope, "path": self._root, "retry_in_s": delay}
+                limit = inotify_limit(exc)
+                if limit is not None:  # the host's setting, not a bug: one line, no traceback
+                    self._log.error("directory.watch_failed", extra={**extra, "error": limit})
+                else:
+                    self._log.exception("directory.watch_failed", extra=extra)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stop_event.wait()

@@ -502,6 +502,97 @@ async def test_every_watcher_gets_its_own_thread_beyond_anyios_default_forty(
     assert (limiter.total_tokens, limiter.borrowed_tokens) == (base, 0)
 
 
+def watchfiles_failing(monkeypatch: pytest.MonkeyPatch, *errors: Exception) -> list[int]:
+    """The source's watchfiles: its awatch raises `errors` in turn, then watches for real.
+    Returns the list of awatch calls (each appends its number)."""
+    import watchfiles
+
+    calls: list[int] = []
+
+    def awatch(*paths: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) <= len(errors):
+            error = errors[len(calls) - 1]
+
+            async def failing() -> AsyncIterator[Any]:
+                raise error
+                yield  # an async generator, as awatch is
+
+            return failing()
+        return watchfiles.awatch(*paths, **kwargs)
+
+    fake = types.SimpleNamespace(awatch=awatch)
+    monkeypatch.setattr(source_module, "_import_watchfiles", lambda: fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("error", "setting"),
+    [
+        # What watchfiles raises when the user's inotify instances are used up...
+        (
+            RuntimeError("Error creating recommended watcher: Too many open files (os error 24)"),
+            "fs.inotify.max_user_instances",
+        ),
+        # ...and when a recursive watch needs more watches than the user may have.
+        (
+            OSError('OS file watch limit reached. about ["/srv/in/d18"]'),
+            "fs.inotify.max_user_watches",
+        ),
+    ],
+)
+async def test_an_inotify_limit_is_one_line_naming_the_sysctl_and_changes_still_arrive(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    setting: str,
+) -> None:
+    calls = watchfiles_failing(monkeypatch, *[error] * 100)
+    source = make_source(tmp_path, store)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (tmp_path / "a.txt").write_text("a")
+        (record,) = await deliver(source, store, 1)  # found by the rescan before each retry
+        assert record.payload["s3"]["object"]["key"] == "a.txt"
+    finally:
+        await source.stop()
+    failed = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
+    assert failed and len(calls) >= 2
+    first = failed[0]
+    assert first.levelno == logging.ERROR and first.exc_info is None, "one line, no traceback"
+    assert setting in first.__dict__["error"] and "poll_interval_s" in first.__dict__["error"]
+    assert first.__dict__["retry_in_s"] == 1.0
+
+
+async def test_an_unexpected_watch_failure_is_logged_with_its_traceback_and_watching_resumes(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = watchfiles_failing(monkeypatch, ValueError("a bug"))
+    source = make_source(tmp_path, store)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert calls == [1, 2], "watched again after the pause"
+        await asyncio.sleep(0.2)  # the rescan before the retry has run
+        (tmp_path / "b.txt").write_text("b")
+        (record,) = await deliver(source, store, 1)
+        assert record.payload["s3"]["object"]["key"] == "b.txt"
+    finally:
+        await source.stop()
+    (failed,) = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
+    assert failed.exc_info is not None and failed.exc_info[0] is ValueError
+    assert "error" not in failed.__dict__
+
+
 async def test_start_on_missing_directory_is_a_config_error(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
