@@ -6,13 +6,8 @@ unverifiable messages refused. One daemon and one HTTPS server for the module.""
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime
 import io
-import ipaddress
 import json
-import ssl
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,87 +17,24 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.integration.sns_support import (
+    CERT_PATH,
+    SUB,
+    TOPIC,
+    Pki,
+    make_pki,
+    sign_message,
+    sns_message,
+)
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
-from triggerd.functions.backends.local import plugin as local_plugin
-from triggerd_sns_http import plugin as sns_http_plugin
-from triggerd_sns_http.signature import string_to_sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 FUNCTIONS = Path(__file__).parent / "functions"
-TOPIC = "arn:aws:sns:us-east-1:123456789012:real-topic"
-SUB = TOPIC + ":8a21d249-4329-4871-acc6-7be709c6ea7f"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str,
-    key: rsa.RSAPrivateKey,
-    issuer: str,
-    issuer_key: rsa.RSAPrivateKey,
-    *,
-    ca: bool = False,
-    ip: str | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-@dataclass
-class Pki:
-    ca_file: Path
-    server_ctx: ssl.SSLContext
-    signing_key: rsa.RSAPrivateKey
-    signing_pem: bytes
-    other_key: rsa.RSAPrivateKey
-
-
-def make_pki(tmp: Path) -> Pki:
-    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)]
-    ca_key, server_key, signing_key, other_key = keys
-    ca = _cert("test SNS CA", ca_key, "test SNS CA", ca_key, ca=True)
-    server = _cert("127.0.0.1", server_key, "test SNS CA", ca_key, ip="127.0.0.1")
-    signing = _cert("sns.amazonaws.com", signing_key, "test SNS CA", ca_key)
-    (tmp / "ca.pem").write_bytes(_pem(ca))
-    (tmp / "server.pem").write_bytes(
-        _pem(server)
-        + server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tmp / "server.pem")
-    return Pki(tmp / "ca.pem", ctx, signing_key, _pem(signing), other_key)
 
 
 @dataclass
@@ -124,32 +56,10 @@ class Running:
     def message(
         self, kind: str = "Notification", version: str = "1", **fields: Any
     ) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "Type": kind,
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": TOPIC,
-            "Message": "hello",
-            "Timestamp": "2026-12-06T04:00:00.123Z",
-            "SignatureVersion": version,
-            "SigningCertURL": self.cert_base + "/SimpleNotificationService-test.pem",
-        }
-        if kind == "Notification":
-            doc["Subject"] = "Subj"
-            doc["UnsubscribeURL"] = self.cert_base + "/?Action=Unsubscribe&SubscriptionArn=" + SUB
-            doc["MessageAttributes"] = {"kind": {"Type": "String", "Value": "big"}}
-        else:
-            doc["Token"] = "tok-" + doc["MessageId"]
-            doc["SubscribeURL"] = self.cert_base + "/confirm?Token=" + doc["Token"]
-        doc.update(fields)
-        return doc
+        return sns_message(self.cert_base, kind, version, **fields)
 
     def sign(self, doc: dict[str, Any], key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
-        algorithm = hashes.SHA1() if doc["SignatureVersion"] == "1" else hashes.SHA256()
-        signature = (key or self.pki.signing_key).sign(
-            string_to_sign(doc), padding.PKCS1v15(), algorithm
-        )
-        doc["Signature"] = base64.b64encode(signature).decode()
-        return doc
+        return sign_message(doc, key or self.pki.signing_key)
 
     async def post(self, doc: dict[str, Any] | bytes, path: str = "/sns/in") -> tuple[int, bytes]:
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -183,7 +93,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         return web.Response(status=404)
 
     app = web.Application()
-    app.router.add_get("/SimpleNotificationService-test.pem", cert)
+    app.router.add_get(CERT_PATH, cert)
     app.router.add_get("/missing.pem", missing)
     app.router.add_get("/confirm", confirm)
     runner = web.AppRunner(app)
@@ -191,9 +101,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_ctx)
     await site.start()
     port = runner.addresses[0][1]
-    registry = Registry()
-    registry.register("backend", "local", local_plugin)
-    registry.register("source", "sns_http", sns_http_plugin)
+    registry = Registry.discover()
     data = {
         "daemon": {
             "state": f"sqlite:///{tmp / 'state.db'}",
@@ -231,6 +139,19 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
                     "cert_hosts": [f"127.0.0.1:{port}"],
                     "ca_file": str(pki.ca_file),
                     "confirm_subscriptions": False,
+                },
+            },
+            {
+                "name": "dlq",
+                "function": "receiver",
+                "maximum_retry_attempts": 0,
+                "on_failure": {"type": "file", "path": str(tmp / "dlq.jsonl")},
+                "source": {
+                    "type": "sns_http",
+                    "path": "/sns/dlq",
+                    "topics": [TOPIC],
+                    "cert_hosts": [f"127.0.0.1:{port}"],
+                    "ca_file": str(pki.ca_file),
                 },
             },
         ],
@@ -355,3 +276,29 @@ async def test_confirmation_can_be_left_to_the_operator(running: Running) -> Non
     assert "confirm:" + doc["Token"] not in running.hits
     forged = {**doc, "Token": "other"}
     assert (await running.post(forged, "/sns/manual"))[0] == 403
+
+
+async def test_a_poison_notification_ends_in_the_on_failure_destination_alone(
+    running: Running,
+) -> None:
+    """SNS gets its 200 for every notification (it is queued); the one the function always
+    fails on goes to the trigger's destination, and those after it are invoked."""
+    docs = [running.sign(running.message(Message=m)) for m in ("fail: poison", "fine-1", "fine-2")]
+    for doc in docs:
+        status, body = await running.post(doc, path="/sns/dlq")
+        assert status == 200, body
+    for doc in docs[1:]:
+        await wait_for_record(running, doc["MessageId"])
+    dlq = running.tmp / "dlq.jsonl"
+    for _ in range(300):
+        if dlq.exists() and dlq.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    [failed] = [json.loads(line) for line in dlq.read_text().splitlines()]
+    assert failed["requestContext"]["condition"] == "RetriesExhausted"
+    assert failed["requestContext"]["approximateInvokeCount"] == 1
+    sns = failed["requestPayload"]["Records"][0]["Sns"]
+    assert (sns["MessageId"], sns["Message"]) == (docs[0]["MessageId"], "fail: poison")
+    assert failed["responsePayload"]["errorType"] == "ValueError"
+    invoked = {r["event"]["Records"][0]["Sns"]["MessageId"] for r in running.records()}
+    assert docs[0]["MessageId"] not in invoked
