@@ -26,7 +26,6 @@ from botocore.exceptions import ClientError
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
-from triggerd.functions.backends.local import plugin as local_plugin
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -107,6 +106,13 @@ def config(tmp: Path, moto: str, queues: dict[str, str]) -> dict[str, Any]:
             "beta": _fn(tmp),
             # Four at a time: only the relay keeps a group in order.
             "ordered": _fn(tmp, reserved_concurrency=4),
+            "fragile": _fn(tmp),
+        },
+        "async_invocation": {
+            "fragile": {
+                "maximum_retry_attempts": 0,
+                "on_failure": {"type": "file", "path": str(tmp / "sns-dlq.jsonl")},
+            }
         },
         "sns": {
             "topics": [
@@ -124,6 +130,7 @@ def config(tmp: Path, moto: str, queues: dict[str, str]) -> dict[str, Any]:
                         },
                     ],
                 },
+                {"name": "fragile", "subscriptions": [{"function": "fragile"}]},
                 {
                     "name": "bodies",
                     "subscriptions": [
@@ -167,8 +174,7 @@ async def running(
     sqs = sqs_client(moto_server)
     sqs.create_queue(QueueName=queues["std"])
     sqs.create_queue(QueueName=queues["fifo"], Attributes={"FifoQueue": "true"})
-    registry = Registry()
-    registry.register("backend", "local", local_plugin)
+    registry = Registry.discover()
     cfg = validate_data(config(tmp, moto_server, queues), registry, base_dir=tmp)
     async with (
         Daemon(cfg, registry).running() as daemon,
@@ -272,6 +278,33 @@ async def test_publish_fans_out_the_aws_sns_event_to_every_subscriber(running: R
     from aws_lambda_powertools.utilities.parser.models import SnsModel
 
     SnsModel.model_validate(event)
+
+
+async def test_a_poison_message_ends_in_the_subscribers_on_failure_destination_alone(
+    running: Running,
+) -> None:
+    """The function fails on one message every time: Publish still answers (the deliveries are
+    queued), that message's asynchronous invocation record goes to the function's destination,
+    and the messages published after it are invoked."""
+    sns = running.client()
+    ids = {}
+    for message in ("fail: poison", "fine-after-1", "fine-after-2"):
+        resp = await call(sns.publish, TopicArn=ARN + "fragile", Message=message)
+        ids[message] = resp["MessageId"]
+    await wait_for(
+        lambda: of(running, "fine-after-1", "fragile") and of(running, "fine-after-2", "fragile"),
+        "the messages after the poison",
+    )
+    dlq = running.tmp / "sns-dlq.jsonl"
+    await wait_for(lambda: dlq.exists() and dlq.read_text().strip(), "the failure record")
+    await drained(running.daemon, "fragile")
+    [failed] = [json.loads(line) for line in dlq.read_text().splitlines()]
+    assert failed["requestContext"]["condition"] == "RetriesExhausted"
+    assert failed["requestContext"]["functionArn"].endswith(":function:fragile:$LATEST")
+    sns_doc = failed["requestPayload"]["Records"][0]["Sns"]
+    assert (sns_doc["MessageId"], sns_doc["Message"]) == (ids["fail: poison"], "fail: poison")
+    assert failed["responsePayload"]["errorType"] == "ValueError"
+    assert not of(running, "poison"), "never recorded as handled"
 
 
 async def test_attribute_filter_policy_decides_who_gets_a_message(running: Running) -> None:
@@ -704,8 +737,7 @@ async def test_an_sqs_queue_subscribed_through_the_api_gets_its_filtered_raw_mes
 
 
 async def test_topics_made_through_the_api_survive_a_restart(tmp_path: Path) -> None:
-    registry = Registry()
-    registry.register("backend", "local", local_plugin)
+    registry = Registry.discover()
     data = {
         "daemon": {
             "state": f"sqlite:///{tmp_path / 'state.db'}",

@@ -262,6 +262,55 @@ source = { type = "schedule", expression = "rate(1 minute)", catch_up = "all" }
     assert d.terminate() == 0
 
 
+def stamp(t: int) -> str:
+    """A Scheduled Event's `time` for the Unix time `t`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def test_a_poison_tick_lands_in_the_dlq_and_the_next_ticks_are_invoked(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """Three missed ticks fire at start (catch_up = "all"); the function fails on the first
+    every time: it alone ends in the trigger's destination, the two after it are invoked."""
+    now = int(time.time()) // 60 * 60
+    schedule = """
+[[triggers]]
+name = "tick"
+function = "recorder"
+source = { type = "schedule", expression = "rate(1 minute)", catch_up = "all" }
+maximum_retry_attempts = 0
+on_failure = { type = "file", path = "tick-dlq.jsonl" }
+"""
+    (tmp_path / "inbox").mkdir()
+    text = config(tmp_path, extra_trigger=schedule).replace(
+        'SLEEP_S = "0" }', f'SLEEP_S = "0", POISON_TIME = "{stamp(now - 120)}" }}'
+    )
+    assert stamp(now - 120) in text
+    d: Daemon = daemon_factory(text)
+    d.start()
+    assert d.terminate() == 0
+    with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
+        conn.execute(
+            "insert or replace into checkpoints(scope, key, value, updated_at) "
+            "values ('tick', 'last_fire', ?, 0)",
+            (stamp(now - 180),),
+        )
+    d.start()
+    dlq = tmp_path / "tick-dlq.jsonl"
+    wait_for(lambda: dlq.exists() and dlq.read_text().strip() != "", 60, "the DLQ record")
+    wait_for(lambda: len(calls(tmp_path)) >= 2, 60, "the two ticks after the poison")
+    assert d.terminate() == 0
+    times = sorted(c["event"]["time"] for c in calls(tmp_path))
+    assert times[:2] == [stamp(now - 60), stamp(now)]
+    assert stamp(now - 120) not in times
+    [record] = [json.loads(line) for line in dlq.read_text().splitlines()]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"]["time"] == stamp(now - 120)
+    assert record["requestPayload"]["detail-type"] == "Scheduled Event"
+    assert record["responsePayload"]["errorType"] == "ValueError"
+
+
 def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(
