@@ -231,41 +231,49 @@ def test_health_and_metrics_endpoints(tmp_path: Path, daemon_factory: Any) -> No
     assert d.terminate() == 0
 
 
-def test_schedule_catches_up_missed_ticks_from_its_watermark(
-    tmp_path: Path, daemon_factory: Any
-) -> None:
-    schedule = """
+#: A schedule trigger firing every minute, every missed tick caught up.
+TICK_TRIGGER = """
 [[triggers]]
 name = "tick"
 function = "recorder"
 source = { type = "schedule", expression = "rate(1 minute)", catch_up = "all" }
 """
-    (tmp_path / "inbox").mkdir()
-    d: Daemon = daemon_factory(config(tmp_path, extra_trigger=schedule))
-    d.start()
-    assert d.terminate() == 0
-    now = int(time.time()) // 60 * 60
-    last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 180))
-    with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
-        conn.execute(
-            "insert or replace into checkpoints(scope, key, value, updated_at) "
-            "values ('tick', 'last_fire', ?, 0)",
-            (last,),
-        )
-    d.start()
-    wait_for(lambda: len(calls(tmp_path)) >= 3, 60, "three missed ticks")
-    times = sorted(c["event"]["time"] for c in calls(tmp_path))[:3]
-    expected = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - s)) for s in (120, 60, 0)]
-    assert times == expected
-    for c in calls(tmp_path):
-        assert c["event"]["detail-type"] == "Scheduled Event"
-        assert c["event"]["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/tick"]
-    assert d.terminate() == 0
 
 
 def stamp(t: int) -> str:
     """A Scheduled Event's `time` for the Unix time `t`."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def start_three_ticks_behind(d: Daemon, tmp: Path, now: int) -> None:
+    """Start `d` once (its schedule starts from now), stop it, move the `tick` trigger's
+    watermark to `now` - 180 s and start it again: the ticks at `now` - 120, - 60 and `now`
+    are due at once."""
+    d.start()
+    assert d.terminate() == 0
+    with sqlite3.connect(tmp / "state" / "state.db") as conn:
+        conn.execute(
+            "insert or replace into checkpoints(scope, key, value, updated_at) "
+            "values ('tick', 'last_fire', ?, 0)",
+            (stamp(now - 180),),
+        )
+    d.start()
+
+
+def test_schedule_catches_up_missed_ticks_from_its_watermark(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    d: Daemon = daemon_factory(config(tmp_path, extra_trigger=TICK_TRIGGER))
+    now = int(time.time()) // 60 * 60
+    start_three_ticks_behind(d, tmp_path, now)
+    wait_for(lambda: len(calls(tmp_path)) >= 3, 60, "three missed ticks")
+    times = sorted(c["event"]["time"] for c in calls(tmp_path))[:3]
+    assert times == [stamp(now - s) for s in (120, 60, 0)]
+    for c in calls(tmp_path):
+        assert c["event"]["detail-type"] == "Scheduled Event"
+        assert c["event"]["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/tick"]
+    assert d.terminate() == 0
 
 
 def test_a_poison_tick_lands_in_the_dlq_and_the_next_ticks_are_invoked(
@@ -274,29 +282,19 @@ def test_a_poison_tick_lands_in_the_dlq_and_the_next_ticks_are_invoked(
     """Three missed ticks fire at start (catch_up = "all"); the function fails on the first
     every time: it alone ends in the trigger's destination, the two after it are invoked."""
     now = int(time.time()) // 60 * 60
-    schedule = """
-[[triggers]]
-name = "tick"
-function = "recorder"
-source = { type = "schedule", expression = "rate(1 minute)", catch_up = "all" }
-maximum_retry_attempts = 0
+    schedule = (
+        TICK_TRIGGER
+        + """maximum_retry_attempts = 0
 on_failure = { type = "file", path = "tick-dlq.jsonl" }
 """
+    )
     (tmp_path / "inbox").mkdir()
     text = config(tmp_path, extra_trigger=schedule).replace(
         'SLEEP_S = "0" }', f'SLEEP_S = "0", POISON_TIME = "{stamp(now - 120)}" }}'
     )
     assert stamp(now - 120) in text
     d: Daemon = daemon_factory(text)
-    d.start()
-    assert d.terminate() == 0
-    with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
-        conn.execute(
-            "insert or replace into checkpoints(scope, key, value, updated_at) "
-            "values ('tick', 'last_fire', ?, 0)",
-            (stamp(now - 180),),
-        )
-    d.start()
+    start_three_ticks_behind(d, tmp_path, now)
     dlq = tmp_path / "tick-dlq.jsonl"
     wait_for(lambda: dlq.exists() and dlq.read_text().strip() != "", 60, "the DLQ record")
     wait_for(lambda: len(calls(tmp_path)) >= 2, 60, "the two ticks after the poison")
@@ -316,27 +314,14 @@ def test_kill9_while_ticks_are_queued_and_one_is_invoked_loses_no_tick(
     tmp_path: Path, daemon_factory: Any
 ) -> None:
     """Three missed ticks are queued at start; SIGKILL while the first is being invoked (each
-    takes 1 s): after the restart every one of the three is invoked, the one under way at the
+    takes 2 s): after the restart every one of the three is invoked, the one under way at the
     kill possibly twice (at least once), the others once: the schedule fires none again."""
     now = int(time.time()) // 60 * 60
-    schedule = """
-[[triggers]]
-name = "tick"
-function = "recorder"
-source = { type = "schedule", expression = "rate(1 minute)", catch_up = "all" }
-"""
     (tmp_path / "inbox").mkdir()
-    d: Daemon = daemon_factory(config(tmp_path, extra_trigger=schedule, sleep_s=1.0, concurrency=1))
-    d.start()
-    assert d.terminate() == 0
+    text = config(tmp_path, extra_trigger=TICK_TRIGGER, sleep_s=2.0, concurrency=1)
+    d: Daemon = daemon_factory(text)
+    start_three_ticks_behind(d, tmp_path, now)
     db = tmp_path / "state" / "state.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "insert or replace into checkpoints(scope, key, value, updated_at) "
-            "values ('tick', 'last_fire', ?, 0)",
-            (stamp(now - 180),),
-        )
-    d.start()
     wait_for(lambda: queue_depth(db) >= 3, 60, "the three missed ticks queued")
     wait_for(
         lambda: any("START RequestId" in str(e.get("event")) for e in d.events()),
