@@ -45,6 +45,19 @@ log_format = "json"
 """
 
 
+def public_daemon_table(port: int) -> str:
+    """The [daemon] table of a daemon serving its public listener (webhooks, sns_http) on
+    `port`, without a control listener: SQLite state in its directory, JSON logs."""
+    return f"""
+[daemon]
+state = "sqlite:///state/state.db"
+listen = "127.0.0.1:{port}"
+control_listen = ""
+shutdown_timeout_s = 5
+log_format = "json"
+"""
+
+
 def invoke_api_function_table(name: str, reserved_concurrency: int) -> str:
     """A [functions.NAME] table running INVOKE_API_FUNCTION, 10 s a call at most."""
     return f"""

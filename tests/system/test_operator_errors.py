@@ -16,25 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.conftest import FUNCTIONS, free_port, wait_for
+from tests.system.conftest import FUNCTIONS, free_port, public_daemon_table, wait_for
 from triggerd.types import ExitCode
 
 pytestmark = pytest.mark.system
 
 
 def config_text(port: int) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = "127.0.0.1:{port}"
-control_listen = ""
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        public_daemon_table(port)
+        + f"""
 [functions.recorder]
 handler = "app.handler"
 code = "{FUNCTIONS / "recorder"}"
 """
+    )
 
 
 @pytest.fixture

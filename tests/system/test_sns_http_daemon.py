@@ -24,7 +24,13 @@ from tests.integration.sns_support import (
     sign_message,
     sns_message,
 )
-from tests.system.conftest import Daemon, free_port, kill9_during_burst, wait_for
+from tests.system.conftest import (
+    Daemon,
+    free_port,
+    kill9_during_burst,
+    public_daemon_table,
+    wait_for,
+)
 
 pytestmark = pytest.mark.system
 
@@ -79,14 +85,9 @@ def cert_server(pki: Pki) -> Iterator[CertServer]:
 
 
 def config(port: int, record: Path, pki: Pki, cert_host: str) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = "127.0.0.1:{port}"
-control_listen = ""
-shutdown_timeout_s = 5
-log_format = "json"
-
+    return (
+        public_daemon_table(port)
+        + f"""
 [functions.receiver]
 handler = "app.handler"
 code = "{FUNCTION}"
@@ -104,6 +105,7 @@ topics = ["{TOPIC}"]
 cert_hosts = ["{cert_host}"]
 ca_file = "{pki.ca_file}"
 """
+    )
 
 
 def delivered(record: Path) -> set[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import Daemon, free_port, wait_for
+from tests.system.conftest import Daemon, free_port, public_daemon_table, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -20,14 +20,9 @@ TOKEN = "sys-test-t0ken-31337"
 
 
 def config(tmp: Path, port: int, sleep_s: float) -> str:
-    return f"""
-[daemon]
-state = "sqlite:///state/state.db"
-listen = "127.0.0.1:{port}"
-control_listen = ""
-shutdown_timeout_s = 5
-log_format = "json"
-log_level = "debug"
+    return (
+        public_daemon_table(port)
+        + f"""log_level = "debug"
 
 [functions.recorder]
 handler = "app.handler"
@@ -51,6 +46,7 @@ path = "/guarded"
 method = "POST"
 auth = {{ type = "bearer", token = "${{HOOK_TOKEN}}" }}
 """
+    )
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
