@@ -183,6 +183,25 @@ class FakeSource(BaseSource):
         return {"FakeBatchInfo": {"batchSize": len(records)}}
 
 
+class AckFailsFirst(FakeSource):
+    """A FakeSource whose first `failures` acks raise (a plugin source's ack that is a
+    request, and fails) without settling anything."""
+
+    def __init__(
+        self, records: Sequence[Record] = (), redeliver: bool = False, failures: int = 1
+    ) -> None:
+        super().__init__(records, redeliver)
+        self.failures = failures
+        self.failed_acks: list[list[Record]] = []
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.failed_acks.append(list(records))
+            raise ConnectionError("ack refused")
+        await super().ack(records)
+
+
 Responder = Callable[[JSONDict], InvokeResult | Any]
 
 

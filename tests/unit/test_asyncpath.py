@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.fakes import (
+    AckFailsFirst,
     FakeBackend,
     FakeSource,
     HeldDestination,
@@ -223,6 +224,24 @@ async def test_records_are_given_back_when_the_queue_cannot_persist(
         await t.accept(recs)
     assert src.nacked == recs
     assert src.acked == []
+
+
+async def test_records_whose_ack_raised_after_their_commit_are_given_back(
+    store: SQLiteStateStore,
+) -> None:
+    # Their events are durable; the source still holds the records (a plugin source's ack
+    # that failed): given back, not held for good. Taken again, a queued event is not
+    # enqueued twice (same request id).
+    recs = [make_record(1), make_record(2)]
+    src = AckFailsFirst()
+    t = build(store, src, FakeBackend())
+    with pytest.raises(ConnectionError, match="ack refused"):
+        await t.accept(recs)
+    assert src.nacked == recs and src.acked == []
+    assert not any(r.failed for r in recs)
+    await t.accept(recs)
+    assert src.acked == recs
+    assert await store.queue_depth("t") == 2
 
 
 async def test_lease_is_extended_while_an_event_is_handled(store: SQLiteStateStore) -> None:

@@ -1,13 +1,21 @@
 """How the poll pipeline acks: a source whose acks only update its memory (`AcksInMemory`) is
 acked through `ack_now`, without a task per ack; the trigger's metric series are labelled
-once and appear when first counted; a batch's unsettled records."""
+once and appear when first counted; a batch's unsettled records; an ack that raises settles
+nothing: its records are given back."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from tests.fakes import FakeBackend, FakeSource, make_record, run_until, trigger_runtime
+from tests.fakes import (
+    AckFailsFirst,
+    FakeBackend,
+    FakeSource,
+    make_record,
+    run_until,
+    trigger_runtime,
+)
 from triggerd.delivery.pipeline import SyncTrigger
 from triggerd.delivery.unsettled import Unsettled
 from triggerd.state.sqlite import SQLiteStateStore
@@ -64,6 +72,52 @@ def test_unsettled_records_keep_batch_order_through_partial_settlements() -> Non
     assert len(part) == 3 and part.records() == [batch[0], batch[2], batch[4]]
     part.discard([batch[3], batch[0]])  # batch[3] was settled already
     assert part.records() == [batch[2], batch[4]]
+
+
+def test_records_whose_ack_raised_are_unsettled_again_in_batch_order() -> None:
+    batch = [make_record(i) for i in range(5)]
+    part = Unsettled(batch)
+    part.discard([batch[0], batch[1], batch[3]])
+    part.restore([batch[3], batch[0]])
+    assert part.records() == [batch[0], batch[2], batch[3], batch[4]]
+    whole = Unsettled(batch)
+    whole.clear()
+    stranger = make_record("not in the batch")
+    whole.restore([batch[4], stranger, batch[1]])
+    assert whole.records() == [batch[1], batch[4], stranger]
+    untouched = Unsettled(batch)
+    untouched.restore([batch[2]])
+    assert untouched.records() == batch
+
+
+async def test_records_whose_ack_raised_are_given_back_and_delivered_again(
+    store: SQLiteStateStore,
+) -> None:
+    # A plugin source whose ack raises (a request that failed): the records are not settled.
+    # Before, they were neither acked nor nacked: held by the source for good, never handed
+    # out again while the daemon ran.
+    recs = [make_record(i, item_id=f"m{i}") for i in range(3)]
+    src, be = AckFailsFirst(recs, redeliver=True), FakeBackend()
+    rt = trigger_runtime(store, src, be, batch_size=10)
+    await run_until(SyncTrigger(rt), lambda: len(src.acked) == 3)
+    assert src.failed_acks == [recs]
+    assert src.nacked == recs, "given back, in batch order"
+    assert not any(r.failed for r in src.nacked), "given back, not a failed attempt"
+    assert [[r["body"] for r in c["Records"]] for c in be.calls] == [["0", "1", "2"]] * 2
+    assert src.acked == recs
+
+
+async def test_filtered_out_records_whose_ack_raised_are_given_back(
+    store: SQLiteStateStore,
+) -> None:
+    kept, dropped = make_record({"kind": "image"}), make_record({"kind": "text"})
+    src, be = AckFailsFirst([kept, dropped], redeliver=True), FakeBackend()
+    rt = trigger_runtime(store, src, be, filters=[{"body": {"kind": ["image"]}}])
+    await run_until(SyncTrigger(rt), lambda: len(src.acked) == 2)
+    assert src.failed_acks == [[dropped]]
+    assert src.nacked == [dropped]
+    assert sorted(r.item_id for r in src.acked) == sorted([kept.item_id, dropped.item_id])
+    assert len(be.calls) == 1, "the filtered-out record is filtered out again, not invoked"
 
 
 async def test_records_all_filtered_out_and_acked_in_memory_let_other_tasks_run(

@@ -432,6 +432,13 @@ class AsyncTrigger:
             raise
         try:
             await settle(rt.source.ack(taken.records), abandon=rt.forced)
+        except Exception:
+            # The ack raised (a plugin source's): its records are given back too, not held
+            # by the source for good. Their events are durable already; handed out again,
+            # they are enqueued under the same request ids (a duplicate of one still queued
+            # is dropped: at least once), and a rejected one is not written twice.
+            await self._give_back(taken, following)
+            raise
         except BaseException:
             # Cancelled (a lost lease, a drain timeout) while acking: the records taken
             # meanwhile are not committed, and nothing else would settle them.

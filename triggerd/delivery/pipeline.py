@@ -410,7 +410,13 @@ class SyncTrigger:
             self.buffer.add(kept, rt.clock.monotonic())
             self._work.set()
         if dropped:
-            await rt.ack(dropped)
+            try:
+                await rt.ack(dropped)
+            except Exception:
+                # Not settled: given back (filtered out again when handed out again), not
+                # left held by the source; the loop logs the error and backs off.
+                await settle(rt.source.nack(dropped), abandon=rt.forced)
+                raise
             if rt.acker is not None:
                 # An in-memory ack does not suspend, and a source with records ready in memory
                 # (the postgres source's shard log, a streamed transaction read back) returns
@@ -937,7 +943,14 @@ class BatchRun:
             unsettled.clear()  # they are (distinct) unsettled records of the batch: all of them
         else:
             unsettled.discard(records)
-        await self.rt.ack(records)
+        try:
+            await self.rt.ack(records)
+        except Exception:
+            # Not settled (a plugin source's ack that raises): unsettled again, so the
+            # batch's end (`batch.crashed`) gives them back and the source hands them out
+            # again, rather than holding them neither acked nor nacked.
+            unsettled.restore(records)
+            raise
         if delivered:
             self.rt.tally.succeeded.inc(len(records))
 

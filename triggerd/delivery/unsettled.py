@@ -15,9 +15,10 @@ class Unsettled:
     this is the batch's own list (a batch is mostly acked whole, in one call: then nothing is
     built per record); from the first partial one on, a dict by `id()`, built once."""
 
-    __slots__ = ("_batch", "_left")
+    __slots__ = ("_all", "_batch", "_left")
 
     def __init__(self, batch: list[Record]) -> None:
+        self._all = batch
         self._batch: list[Record] | None = batch
         self._left: dict[int, Record] = {}
 
@@ -44,3 +45,13 @@ class Unsettled:
         left = self._left
         for rec in records:
             left.pop(id(rec), None)
+
+    def restore(self, records: Sequence[Record]) -> None:
+        """`records` were not settled after all (their ack raised): unsettled again, in
+        batch order (a record not in the batch comes after the batch's)."""
+        left = self._left if self._batch is None else {id(r): r for r in self._batch}
+        self._batch = None
+        back = {id(r): r for r in records}
+        order = {id(r): r for r in self._all if id(r) in left or id(r) in back}
+        order.update(back)
+        self._left = order
