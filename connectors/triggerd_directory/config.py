@@ -6,7 +6,7 @@ import os
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from triggerd.events.s3 import is_valid_bucket_name
 from triggerd.types import InputDir, SourceConfig
@@ -69,6 +69,24 @@ class DirectorySourceConfig(SourceConfig):
         description="Rescan the directory at this interval instead of using OS notifications "
         "(needed on network filesystems such as NFS or SMB, where notifications do not arrive).",
     )
+
+    rescan_interval_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        description="With OS notifications: rescan the directory this often and deliver what "
+        "the notifications missed (an inotify queue overflow, a new directory left unwatched "
+        "once fs.inotify.max_user_watches is reached), logged as directory.rescan_found; 0 "
+        "turns it off.",
+    )
+
+    @model_validator(mode="after")
+    def _rescan_needs_notifications(self) -> DirectorySourceConfig:
+        if self.poll_interval_s is not None and "rescan_interval_s" in self.model_fields_set:
+            raise ValueError(
+                "rescan_interval_s applies to OS notifications; with poll_interval_s every "
+                "poll is a rescan: set one of them"
+            )
+        return self
 
     @field_validator("bucket")
     @classmethod

@@ -70,6 +70,12 @@ _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
 _WATCH_STOP_GRACE_S = 2.0
 _WATCH_RETRY_MAX_S = 30.0
+#: After a rescan found changes: how long the notifications of changes made just before it
+#: may still take to arrive (the watcher's 100 ms debounce, a busy event loop). A change
+#: notified by then is not reported as one the notifications missed.
+_NOTIFY_LAG_S = 1.0
+#: Paths named in a `directory.rescan_found` line (the count is of all of them).
+_RESCAN_PATHS_LOGGED = 10
 #: A ctime more than this much older than the notification that marked its path is not
 #: believed (a clock stepped, or a filesystem stamping another clock's time): the path then
 #: waits `stable_s` from our first stat, as in polling mode. The watcher hands changes over
@@ -256,6 +262,9 @@ class DirectorySource(BaseSource):
         self._ids = ResponseIds()
         self._watch_task: asyncio.Task[None] | None = None
         self._settle_task: asyncio.Task[None] | None = None
+        self._rescan_task: asyncio.Task[None] | None = None
+        #: While a rescan looks for missed changes: the paths notified since it started.
+        self._notified: set[str] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -301,15 +310,22 @@ class DirectorySource(BaseSource):
         if self._watch_task.done():
             self._watch_task.result()
         await self._load()
+        if self._cfg.rescan_interval_s > 0:
+            self._rescan_task = asyncio.create_task(
+                self._rescan_loop(self._cfg.rescan_interval_s),
+                name=f"directory-rescan:{self._scope}",
+            )
 
     async def stop(self) -> None:
         self._stop_event.set()
         settle, self._settle_task = self._settle_task, None
         watch, self._watch_task = self._watch_task, None
-        if settle is not None:
-            settle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await settle
+        rescan, self._rescan_task = self._rescan_task, None
+        for task in (settle, rescan):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if watch is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(watch), _WATCH_STOP_GRACE_S)
@@ -460,10 +476,78 @@ class DirectorySource(BaseSource):
                 self._mark(rel, None)
             previous = current
 
+    async def _rescan_loop(self, interval_s: float) -> None:
+        """Notifications can miss changes without a word, and watchfiles reports neither
+        case: it drops the kernel's queue overflow (an event without a path), and a
+        directory created once `fs.inotify.max_user_watches` is reached is never watched.
+        Every `interval_s`, the tree is scanned again and what differs from what consumers
+        know is settled as at start; what no notification told is logged."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._stop_event.wait()
+            if self._stop_event.is_set():
+                return
+            try:
+                await self._rescan()
+            except OSError as exc:  # the directory went away, say: one line, try again later
+                self._log.warning(
+                    "directory.rescan_failed",
+                    extra={"trigger": self._scope, "path": self._root, "error": str(exc)},
+                )
+            except Exception:  # task boundary: log and rescan at the next interval
+                self._log.exception("directory.rescan_failed", extra={"trigger": self._scope})
+
+    async def _rescan(self) -> None:
+        notified: set[str] = set()
+        self._notified = notified
+        try:
+            scan = await asyncio.to_thread(scan_tree, self._root, self._filter)
+            found = self._diff_settled(scan)
+            if found:
+                # The notifications of changes made just before the scan may be on their way.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_NOTIFY_LAG_S):
+                        await self._stop_event.wait()
+        finally:
+            self._notified = None
+        missed = [rel for rel in found if rel not in notified]
+        if missed:
+            self._log.warning(
+                "directory.rescan_found",
+                extra={
+                    "trigger": self._scope,
+                    "path": self._root,
+                    "changes": len(missed),
+                    "paths": missed[:_RESCAN_PATHS_LOGGED],
+                    "reason": "no notification came for these changes: the kernel's inotify "
+                    "queue overflowed (fs.inotify.max_queued_events), or a new directory could "
+                    "not be watched (fs.inotify.max_user_watches)",
+                },
+            )
+
+    def _diff_settled(self, scan: dict[str, FileStat]) -> list[str]:
+        """`_diff` of a rescan, for the paths not being settled already (their own changes
+        are under way); the paths it marked."""
+        now = self._ctx.clock.monotonic()
+        dirty, known = self._dirty, self._known
+        found: list[str] = []
+        for rel, st in scan.items():
+            checkpoint = known.get(rel)
+            if (checkpoint is None or checkpoint.stat != st) and rel not in dirty:
+                found.append(rel)
+        for rel in known.keys() - scan.keys():
+            if rel not in dirty:
+                found.append(rel)
+        for rel in found:
+            self._mark(rel, _Observation(scan.get(rel), now))
+        return found
+
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
         ignore_temporary, recursive = self._cfg.ignore_temporary, self._cfg.recursive
         relative, mark = self._relative, self._mark
         now = self._ctx.clock.monotonic()
+        notified = self._notified
         for _change, path in changes:
             rel = relative(path)
             if rel is None or (ignore_temporary and is_temporary(rel)):
@@ -471,6 +555,8 @@ class DirectorySource(BaseSource):
             if not recursive and "/" in rel:
                 continue
             mark(rel, None, now)
+            if notified is not None:
+                notified.add(rel)
 
     def _relative(self, path: str) -> str | None:
         for prefix in self._root_prefixes:

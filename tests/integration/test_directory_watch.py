@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,3 +182,46 @@ async def test_hashing_a_large_file_keeps_the_event_loop_responsive(
     assert record.payload["s3"]["object"]["size"] == len(content)
     assert record.payload["s3"]["object"]["eTag"] == hashlib.md5(content).hexdigest()
     assert worst_lag < 0.25
+
+
+#: Inotify watches the user namespace of the watch-limit test may hold: the root and 3 of
+#: its 8 new directories.
+WATCH_LIMIT = 4
+
+
+def run_with_watch_limit(tmp_path: Path, rescan_s: float, wait_s: float) -> dict[str, Any]:
+    """`directory_watch_limit` in a new user namespace whose `max_inotify_watches` is
+    WATCH_LIMIT (a per-namespace limit: the host's is untouched)."""
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is not installed")
+    root = tmp_path / f"tree-{rescan_s}"
+    root.mkdir()
+    script = (
+        f"echo {WATCH_LIMIT} > /proc/sys/user/max_inotify_watches && exec "
+        f'"$0" -m tests.integration.directory_watch_limit "$@"'
+    )
+    args = [str(root), str(tmp_path / f"state-{rescan_s}.db"), str(rescan_s), str(wait_s)]
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", script, sys.executable, *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_tree_grown_past_the_inotify_watch_limit_is_delivered_by_the_rescan(
+    tmp_path: Path,
+) -> None:
+    # The kernel refuses the watches of the directories created past the limit, and
+    # watchfiles says nothing: their files are delivered by the rescan, which names them.
+    everything = [f"d{i}/f.txt" for i in range(8)]
+    without = run_with_watch_limit(tmp_path, rescan_s=0, wait_s=3)
+    assert len(without["keys"]) <= WATCH_LIMIT - 1, "only the watched directories' files"
+    with_rescans = run_with_watch_limit(tmp_path, rescan_s=1.0, wait_s=20)
+    assert with_rescans["keys"] == everything
+    found = with_rescans["found"]
+    assert len(found) >= len(everything) - (WATCH_LIMIT - 1) and set(found) <= set(everything)

@@ -592,6 +592,145 @@ async def test_an_unexpected_watch_failure_is_logged_with_its_traceback_and_watc
     assert "error" not in failed.__dict__
 
 
+def losing_notifications(source: DirectorySource, word: str) -> None:
+    """The source's watcher drops every change whose path contains `word`, as the kernel's
+    queue overflow or a directory left unwatched does (watchfiles reports neither)."""
+    on_changes = source._on_changes
+
+    def lossy(changes: set[tuple[Any, str]]) -> None:
+        on_changes({(change, path) for change, path in changes if word not in path})
+
+    source._on_changes = lossy  # type: ignore[method-assign]
+
+
+def rescan_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "directory.rescan_found"]
+
+
+async def test_a_rescan_delivers_the_changes_notifications_missed_and_names_them(
+    tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "lost-gone.txt").write_text("here at start")
+    source = make_source(tmp_path, store, rescan_interval_s=0.3)
+    losing_notifications(source, "lost")
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (tmp_path / "seen.txt").write_text("notified")
+        (tmp_path / "lost-dir").mkdir()  # an unwatched new directory: nothing from it
+        (tmp_path / "lost-dir" / "new.txt").write_text("never notified")
+        (tmp_path / "lost-gone.txt").unlink()
+        records = await deliver(source, store, 3)
+        await assert_quiet(source, 0.8)  # later rescans find nothing more
+    finally:
+        await source.stop()
+    assert sorted(events_of(records)) == [
+        ("ObjectCreated:Put", "lost-dir/new.txt"),
+        ("ObjectCreated:Put", "seen.txt"),
+        ("ObjectRemoved:Delete", "lost-gone.txt"),
+    ]
+    (line,) = rescan_lines(caplog)
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    assert line.__dict__["changes"] == 2
+    assert sorted(line.__dict__["paths"]) == ["lost-dir/new.txt", "lost-gone.txt"]
+    assert "fs.inotify.max_user_watches" in line.__dict__["reason"]
+
+
+async def test_a_change_notified_while_a_rescan_waits_is_not_reported_as_missed(
+    tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The rescan runs between a change and its notification (the watcher's debounce): it
+    # marks the file, and the notification that arrives within the wait clears it.
+    source = make_source(tmp_path, store, rescan_interval_s=3600)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (tmp_path / "racing.txt").write_text("x")
+        await source._rescan()  # at once: the notification is at least 100 ms away
+        (record,) = await deliver(source, store, 1)
+        await source._rescan()  # delivered and known: nothing differs
+    finally:
+        await source.stop()
+    assert record.payload["s3"]["object"]["key"] == "racing.txt"
+    assert rescan_lines(caplog) == []
+
+
+async def test_a_rescan_leaves_a_file_being_settled_to_its_own_timer(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, rescan_interval_s=3600, stable_s=30)
+    await source.start()
+    try:
+        (tmp_path / "slow.txt").write_text("still being written")
+        deadline = time.monotonic() + 5
+        while "slow.txt" not in source._observed and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        before = source._observed["slow.txt"]  # stat-ed: due 30 s after its last change
+        await source._rescan()
+        assert source._observed["slow.txt"] is before, "not marked afresh by the rescan"
+    finally:
+        await source.stop()
+
+
+async def test_a_failed_rescan_is_one_line_and_the_next_one_runs(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scans = 0
+    real_scan = source_module.scan_tree
+
+    def scan_tree(*args: Any) -> Any:
+        nonlocal scans
+        scans += 1
+        if scans == 2:  # the first is the start's
+            raise PermissionError(13, "Permission denied", str(tmp_path))
+        return real_scan(*args)
+
+    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    source = make_source(tmp_path, store, rescan_interval_s=0.1)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        deadline = time.monotonic() + 5
+        while scans < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await source.stop()
+    assert scans >= 4
+    (failed,) = [r for r in caplog.records if r.getMessage() == "directory.rescan_failed"]
+    assert failed.levelno == logging.WARNING and failed.exc_info is None
+    assert "Permission denied" in failed.__dict__["error"]
+
+
+async def test_rescan_interval_zero_turns_rescans_off(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, rescan_interval_s=0)
+    losing_notifications(source, "lost")
+    await source.start()
+    try:
+        assert source._rescan_task is None
+        (tmp_path / "lost.txt").write_text("x")
+        await assert_quiet(source, 0.5)
+    finally:
+        await source.stop()
+
+
+def test_rescan_interval_defaults_to_ten_minutes_and_conflicts_with_polling() -> None:
+    base = {"type": "directory", "path": "."}
+    assert DirectorySourceConfig.model_validate(base).rescan_interval_s == 600.0
+    polling = DirectorySourceConfig.model_validate({**base, "poll_interval_s": 2})
+    assert polling.rescan_interval_s == 600.0  # not used: every poll is a rescan
+    with pytest.raises(pydantic.ValidationError, match="every poll is a rescan"):
+        DirectorySourceConfig.model_validate(
+            {**base, "poll_interval_s": 2, "rescan_interval_s": 60}
+        )
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 0"):
+        DirectorySourceConfig.model_validate({**base, "rescan_interval_s": -1})
+
+
 async def test_start_on_missing_directory_is_a_config_error(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
