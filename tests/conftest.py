@@ -119,3 +119,17 @@ def pg_cluster() -> Iterator[Any]:
             yield cluster
     except BenchError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster_small_wal_keep() -> Iterator[Any]:
+    """Another throwaway cluster, whose slots the server invalidates once they fall 1 MB of
+    WAL behind (`max_slot_wal_keep_size`): not `pg_cluster`, whose slots must never be."""
+    from bench import BenchError
+    from bench.postgres_cluster import postgres_cluster
+
+    try:
+        with postgres_cluster({"max_slot_wal_keep_size": "1MB"}) as cluster:
+            yield cluster
+    except BenchError as exc:
+        pytest.fail(str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from triggerd.types import (
+    ConfigError,
     Source,
     SourceCommand,
     SourceContext,
@@ -43,9 +44,14 @@ async def status(config: Any, trigger: str) -> str | None:
         await conn.close()
     if lag is None:
         return f"slot {slot} does not exist (it is created when the daemon starts)"
+    if lag.invalidation is not None:
+        return server.invalidated_message(trigger, slot, lag.invalidation)
+    at_risk = ""
+    if lag.wal_status == "unreserved":
+        at_risk = " (past max_slot_wal_keep_size: the next checkpoint invalidates it)"
     return (
         f"slot {slot}: {_size(lag.lag_bytes)} of WAL behind, {_size(lag.retained_bytes)} "
-        "of WAL retained"
+        f"of WAL retained{at_risk}"
     )
 
 
@@ -58,7 +64,8 @@ def _size(n: int) -> str:
 
 
 async def check(config: Any, trigger: str) -> None:
-    """wal_level, REPLICATION, the tables and their replica identities (ConfigError)."""
+    """wal_level, REPLICATION, the tables and their replica identities, and a slot the
+    server invalidated (ConfigError)."""
     from . import server
 
     cfg = _config(config)
@@ -66,6 +73,10 @@ async def check(config: Any, trigger: str) -> None:
     try:
         await server.check_server(conn, cfg, trigger)
         await server.check_tables(conn, cfg, trigger)
+        slot = cfg.slot_name(trigger)
+        lag = await server.slot_lag(conn, slot)
+        if lag is not None and lag.invalidation is not None:
+            raise ConfigError([server.invalidated_message(trigger, slot, lag.invalidation)])
     finally:
         await conn.close()
 

@@ -29,6 +29,7 @@ __all__ = [
     "drop_slot_and_publication",
     "ensure_publication",
     "ensure_slot",
+    "invalidated_message",
     "primary_key",
     "quote_ident",
     "slot_lag",
@@ -320,22 +321,57 @@ class SlotLag:
     retained_bytes: int
     active: bool
     confirmed_lsn: int
+    #: `wal_status` (PostgreSQL 13+; None before): `reserved`, `extended`, `unreserved` (the
+    #: next checkpoint invalidates the slot unless it catches up) or `lost`.
+    wal_status: str | None = None
+    #: Why the server invalidated the slot (`invalidation_reason` of PostgreSQL 17+, or
+    #: `wal_removed` for a `lost` slot before 17); None while the slot can be read.
+    invalidation: str | None = None
+
+
+#: The causes behind a slot's `invalidation_reason`, as one clause each.
+INVALIDATION_CAUSES = {
+    "wal_removed": "the WAL it had not delivered was removed: it fell further behind than "
+    "max_slot_wal_keep_size",
+    "rows_removed": "rows it still needed were removed (a standby's conflict with its primary)",
+    "wal_level_insufficient": "wal_level was set below logical",
+    "idle_timeout": "it was inactive longer than idle_replication_slot_timeout",
+}
+
+
+def invalidated_message(trigger: str, slot: str, reason: str) -> str:
+    """The error of a trigger whose slot the server invalidated: what was lost, what to do."""
+    cause = INVALIDATION_CAUSES.get(reason, reason)
+    return (
+        f"trigger {trigger!r}: slot {slot} was invalidated by the server ({cause}); the changes "
+        "it had not delivered cannot be read any more. Stop the daemon and run `triggerd "
+        f"postgres drop-slot {trigger}`: the next start creates a new slot, which delivers "
+        "the changes made from then on"
+    )
 
 
 async def slot_lag(conn: asyncpg.Connection, slot: str) -> SlotLag | None:
+    # The row as JSON: `wal_status` (13+) and `invalidation_reason` (17+) read as NULL where
+    # the server's view has no such column, without asking for its version.
     row = await conn.fetchrow(
         "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint AS lag, "
         "(pg_current_wal_lsn() - restart_lsn)::bigint AS retained, active, "
-        "confirmed_flush_lsn AS confirmed FROM pg_replication_slots WHERE slot_name = $1",
+        "confirmed_flush_lsn AS confirmed, to_jsonb(s) ->> 'wal_status' AS wal_status, "
+        "to_jsonb(s) ->> 'invalidation_reason' AS reason "
+        "FROM pg_replication_slots s WHERE slot_name = $1",
         slot,
     )
     if row is None:
         return None
+    wal_status = row["wal_status"]
+    invalidation = row["reason"] or ("wal_removed" if wal_status == "lost" else None)
     return SlotLag(
         max(0, int(row["lag"] or 0)),
         max(0, int(row["retained"] or 0)),
         bool(row["active"]),
         int(row["confirmed"] or 0),
+        wal_status,
+        invalidation,
     )
 
 

@@ -54,6 +54,7 @@ from triggerd.types import (
     ConfigError,
     JSONDict,
     PartitionStats,
+    PermanentError,
     Record,
     RetryableError,
     SourceContext,
@@ -188,6 +189,7 @@ class PostgresSource(BaseSource):
         self.streaming = False
         self._lag = PartitionStats(self.slot, None, 0.0, None)
         self._retention_warned_at: float | None = None
+        self._unreserved_warned_at: float | None = None
         self._stopped = False
 
     # ---- lifecycle ----
@@ -239,6 +241,11 @@ class PostgresSource(BaseSource):
             confirmed = await server.ensure_slot(
                 conn, self.slot, self.database, self.trigger, create=create
             )
+            lag = await server.slot_lag(conn, self.slot)
+            if lag is not None and lag.invalidation is not None:
+                raise ConfigError(
+                    [server.invalidated_message(self.trigger, self.slot, lag.invalidation)]
+                )
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(
                 [f"trigger {self.trigger!r}: {cfg.display()}: {exc} (needed for the publication)"]
@@ -445,9 +452,29 @@ class PostgresSource(BaseSource):
         except asyncpg.UndefinedObjectError as exc:
             await self._close_peek()
             raise ConfigError([f"trigger {self.trigger!r}: {exc}"]) from None
+        except asyncpg.ObjectNotInPrerequisiteStateError:
+            # "can no longer get changes from replication slot": one line when the server
+            # invalidated the slot, which no retry can read again.
+            await self._close_peek()
+            await self._fail_if_invalidated()
+            raise
         peek.rows += len(rows)
         peek.exhausted = len(rows) < page
         return peek, list(rows)
+
+    async def _fail_if_invalidated(self) -> None:
+        """PermanentError when the server has invalidated the slot: the changes it had not
+        delivered are gone from the WAL, and the trigger stops with what to do rather than
+        retry (a traceback per retry) for ever."""
+        try:
+            async with self._query() as conn:
+                lag = await server.slot_lag(conn, self.slot)
+        except Exception:  # the server's refusal is raised as it is
+            return
+        if lag is not None and lag.invalidation is not None:
+            raise PermanentError(
+                server.invalidated_message(self.trigger, self.slot, lag.invalidation)
+            ) from None
 
     async def _catch_up_slot(self) -> None:
         """Before a new peek, which starts at the slot's confirmed position: advance the slot
@@ -601,7 +628,28 @@ class PostgresSource(BaseSource):
             retained_bytes=measured.retained_bytes,
         )
         self._warn_retention(measured.retained_bytes, now)
+        self._warn_unreserved(measured.wal_status, now)
         return self._lag
+
+    def _warn_unreserved(self, wal_status: str | None, now: float) -> None:
+        """The server keeps WAL past `max_slot_wal_keep_size` for this slot no more: its next
+        checkpoint invalidates the slot (and its undelivered changes) unless it catches up."""
+        if wal_status != "unreserved":
+            self._unreserved_warned_at = None
+            return
+        if self._unreserved_warned_at is not None and now - self._unreserved_warned_at < 600:
+            return
+        self._unreserved_warned_at = now
+        self.log.warning(
+            "postgres.slot_at_risk",
+            extra={
+                "trigger": self.trigger,
+                "slot": self.slot,
+                "wal_status": wal_status,
+                "reason": "the slot is further behind than max_slot_wal_keep_size: the "
+                "server's next checkpoint invalidates it unless it catches up",
+            },
+        )
 
     def _warn_retention(self, retained: int, now: float) -> None:
         limit = self.config.wal_retention_warning_mb * 1024 * 1024
