@@ -1,37 +1,45 @@
 """Where a newly assigned partition starts.
 
-A partition with a committed offset in the group starts there (aiokafka does it). Without one,
-TRIM_HORIZON and LATEST are aiokafka's `auto_offset_reset` ("earliest", "latest"); AT_TIMESTAMP
-looks up the first offset at or after `starting_position_timestamp` (ListOffsets by time) and
-seeks there, or to the end of the partition when no record is that recent.
+A partition with a committed offset in the group starts there (aiokafka does it), unless the
+partition no longer holds that offset: records deleted by retention before they were
+delivered. It then starts at the oldest record the partition still has (`expired_commits`
+finds them and says how many were lost). A committed offset found out of range while
+fetching (the consumer fell behind retention while it ran, a topic re-created) is reset the
+same way: aiokafka's `auto_offset_reset` is always "earliest", whatever the starting
+position, so no record the partition still holds is skipped.
+
+Without a committed offset the starting position applies: TRIM_HORIZON is the reset
+("earliest"), LATEST seeks to the end, AT_TIMESTAMP looks up the first offset at or after
+`starting_position_timestamp` (ListOffsets by time) and seeks there, or to the end of the
+partition when no record is that recent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from .config import KafkaSourceConfig
 
-__all__ = ["auto_offset_reset", "position_new_partitions"]
+__all__ = ["OFFSET_RESET", "expired_commits", "position_new_partitions"]
 
-
-def auto_offset_reset(cfg: KafkaSourceConfig) -> Literal["earliest", "latest"]:
-    return "earliest" if cfg.starting_position == "TRIM_HORIZON" else "latest"
+#: aiokafka's `auto_offset_reset`, for partitions the starting position does not place.
+OFFSET_RESET: Literal["earliest"] = "earliest"
 
 
 async def position_new_partitions(
     consumer: Any, partitions: Collection[Any], cfg: KafkaSourceConfig
 ) -> dict[Any, int | None]:
-    """The committed offset of each partition (None when the group has none); with
-    AT_TIMESTAMP, partitions without one are positioned by time."""
+    """The committed offset of each partition (None when the group has none); partitions
+    without one are positioned by the starting position."""
     committed: dict[Any, int | None] = {}
     for tp in partitions:
         committed[tp] = await consumer.committed(tp)
-    if cfg.starting_position != "AT_TIMESTAMP" or cfg.starting_position_timestamp is None:
-        return committed
     missing = [tp for tp, offset in committed.items() if offset is None]
-    if not missing:
+    if not missing or cfg.starting_position == "TRIM_HORIZON":
+        return committed
+    if cfg.starting_position == "LATEST" or cfg.starting_position_timestamp is None:
+        await consumer.seek_to_end(*missing)
         return committed
     at_ms = int(cfg.starting_position_timestamp * 1000)
     found = await consumer.offsets_for_times({tp: at_ms for tp in missing})
@@ -45,3 +53,22 @@ async def position_new_partitions(
     if to_end:
         await consumer.seek_to_end(*to_end)
     return committed
+
+
+async def expired_commits(
+    consumer: Any, committed: Mapping[Any, int | None]
+) -> dict[Any, tuple[int, int]]:
+    """The partitions whose committed offset is before their oldest record (deleted by
+    retention before it was delivered), each with (committed offset, oldest offset); they
+    are positioned at the oldest record."""
+    held = [tp for tp, offset in committed.items() if offset is not None]
+    if not held:
+        return {}
+    firsts = await consumer.beginning_offsets(held)
+    expired: dict[Any, tuple[int, int]] = {}
+    for tp in held:
+        offset, first = committed[tp], firsts.get(tp)
+        if offset is not None and first is not None and offset < first:
+            expired[tp] = (offset, first)
+            consumer.seek(tp, first)
+    return expired

@@ -53,7 +53,7 @@ from triggerd.types import (
 from .client import classify, client_kwargs, describe, fatal_for_consumer
 from .config import KafkaSourceConfig
 from .partitions import Handle, PartitionState
-from .positions import auto_offset_reset, position_new_partitions
+from .positions import OFFSET_RESET, expired_commits, position_new_partitions
 from .shape import PartitionShaper, batch_info, envelope, partition_key
 
 __all__ = ["KafkaSource"]
@@ -113,7 +113,7 @@ class KafkaSource(BaseSource):
             **kwargs,
             group_id=self.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=auto_offset_reset(cfg),
+            auto_offset_reset=OFFSET_RESET,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
@@ -510,7 +510,7 @@ class KafkaSource(BaseSource):
         """Position the new partitions; when that fails, aiokafka's own positioning applies
         (the committed offset, else the offset reset), so the partitions never stall."""
         try:
-            return await position_new_partitions(self.consumer, new, self.config)
+            committed = await position_new_partitions(self.consumer, new, self.config)
         except Exception as exc:  # task boundary: aiokafka would swallow it silently
             self.log.error(
                 "kafka.position_failed",
@@ -518,10 +518,32 @@ class KafkaSource(BaseSource):
                     "trigger": self.ctx.trigger,
                     "partitions": sorted(partition_key(t.topic, t.partition) for t in new),
                     "error": describe(exc, self.config),
-                    "fallback": auto_offset_reset(self.config),
+                    "fallback": f"the committed offset, else the {OFFSET_RESET} record",
                 },
             )
             return {}
+        try:
+            expired = await expired_commits(self.consumer, committed)
+        except Exception as exc:  # only the report is lost: out of range, aiokafka resets
+            self.log.warning(
+                "kafka.log_start_failed",
+                extra={"trigger": self.ctx.trigger, "error": describe(exc, self.config)},
+            )
+            return committed
+        for tp, (offset, first) in sorted(expired.items(), key=lambda item: str(item[0])):
+            self.log.warning(
+                "kafka.records_expired",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "partition": partition_key(tp.topic, tp.partition),
+                    "committed": offset,
+                    "first_offset": first,
+                    "offsets_lost": first - offset,
+                    "reason": "the partition's retention deleted these records before they "
+                    "were delivered; reading goes on from its oldest record",
+                },
+            )
+        return committed
 
     # ---- lag of paused partitions ----
 

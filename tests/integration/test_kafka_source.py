@@ -1,8 +1,10 @@
 """The kafka source against a real broker (tansu): the event shape, keys, null keys, binary
-values, headers, filters, ordering per partition while another partition fails, commits."""
+values, headers, filters, ordering per partition while another partition fails, commits,
+LATEST for a new group."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -128,3 +130,35 @@ async def test_a_failing_partition_keeps_its_order_while_the_other_flows(
     bad_at = [i for i, c in enumerate(be.calls) if f"{topic}-0" in c["records"]]
     assert first_ok_done < bad_at[3], "partition 1 did not wait for partition 0's retries"
     assert await committed(bootstrap, group, topic, 2) == [5, 20]
+
+
+async def test_latest_starts_a_new_group_after_the_records_already_there(
+    tmp_path: Path, kafka_broker: TansuBroker
+) -> None:
+    # aiokafka's offset reset is "earliest" whatever the starting position (an expired
+    # committed offset starts at the oldest record still held): LATEST is the source's own
+    # seek to the end, made while the new partitions are paused.
+    bootstrap = kafka_broker.bootstrap
+    topic = await create_topic(bootstrap, partitions=2)
+    await produce(bootstrap, topic, [b"old-1", b"old-2", b"old-3"])
+    be = FakeBackend()
+    source = {"bootstrap_servers": bootstrap, "topics": [topic], "starting_position": "LATEST"}
+    produced: list[asyncio.Task[None]] = []
+
+    def seen() -> list[bytes | None]:
+        return [v for c in be.calls for v in values(c)]
+
+    async with harness(tmp_path, source, be, batching_window_s=0.1) as h:
+        states = h.source.states  # type: ignore[attr-defined]
+
+        def done() -> bool:
+            positioned = len(states) == 2 and not any(s.positioning for s in states.values())
+            if positioned and not produced:
+                produced.append(
+                    asyncio.ensure_future(produce(bootstrap, topic, [b"new-1", b"new-2"]))
+                )
+            return len(seen()) >= 2
+
+        await h.run_until(done)
+    await produced[0]
+    assert sorted(v or b"" for v in seen()) == [b"new-1", b"new-2"]

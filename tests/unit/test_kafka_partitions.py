@@ -17,7 +17,7 @@ import pytest
 import triggerd_kafka as tk
 from triggerd.types import Record, SourceContext, SystemClock
 from triggerd_kafka.partitions import Handle, PartitionState
-from triggerd_kafka.positions import auto_offset_reset, position_new_partitions
+from triggerd_kafka.positions import OFFSET_RESET, expired_commits, position_new_partitions
 from triggerd_kafka.source import KafkaSource
 
 
@@ -145,13 +145,38 @@ async def test_at_timestamp_positions_only_partitions_without_a_committed_offset
     assert consumer.to_end == ["p2"], "no record that recent: start at the end"
 
 
-async def test_other_positions_leave_it_to_the_offset_reset() -> None:
-    consumer = PositionConsumer(committed_offsets={"p0": None}, by_time={})
+async def test_trim_horizon_leaves_new_partitions_to_the_earliest_reset() -> None:
+    consumer = PositionConsumer(committed_offsets={"p0": None, "p1": 3}, by_time={})
     cfg = source_config(starting_position="TRIM_HORIZON")
-    assert await position_new_partitions(consumer, ["p0"], cfg) == {"p0": None}
-    assert consumer.asked == {} and consumer.seeks == {}
-    assert auto_offset_reset(cfg) == "earliest"
-    assert auto_offset_reset(source_config()) == "latest"
+    assert await position_new_partitions(consumer, ["p0", "p1"], cfg) == {"p0": None, "p1": 3}
+    assert consumer.asked == {} and consumer.seeks == {} and consumer.to_end == []
+    assert OFFSET_RESET == "earliest"
+
+
+async def test_latest_seeks_only_partitions_without_a_committed_offset_to_the_end() -> None:
+    # aiokafka's reset is "earliest" whatever the starting position (a committed offset out
+    # of range starts at the oldest record still held): LATEST is a seek of its own.
+    consumer = PositionConsumer(committed_offsets={"p0": None, "p1": 3}, by_time={})
+    assert await position_new_partitions(consumer, ["p0", "p1"], source_config()) == {
+        "p0": None,
+        "p1": 3,
+    }
+    assert consumer.to_end == ["p0"] and consumer.seeks == {}
+
+
+@dataclass
+class LogStartConsumer(PositionConsumer):
+    firsts: dict[str, int] = field(default_factory=dict)
+
+    async def beginning_offsets(self, tps: list[str]) -> dict[str, int]:
+        return {tp: self.firsts[tp] for tp in tps}
+
+
+async def test_a_committed_offset_deleted_by_retention_starts_at_the_oldest_record() -> None:
+    consumer = LogStartConsumer(committed_offsets={}, by_time={}, firsts={"p0": 100, "p1": 5})
+    committed: dict[str, int | None] = {"p0": 40, "p1": 5, "p2": None}
+    assert await expired_commits(consumer, committed) == {"p0": (40, 100)}
+    assert consumer.seeks == {"p0": 100}, "p1 holds its committed offset: left alone"
 
 
 # ---- the source against a fake consumer ---------------------------------------------------
@@ -182,6 +207,9 @@ class FakeConsumer:
         self.ends: dict[TP, int] = {}
         self.assigned: set[TP] = set()
         self.seeks: list[tuple[TP, int]] = []
+        self.committed_offsets: dict[TP, int] = {}
+        self.firsts: dict[TP, int] = {}
+        self.to_end: list[TP] = []
 
     def assignment(self) -> set[TP]:
         return self.assigned
@@ -199,7 +227,13 @@ class FakeConsumer:
         self.commits.append(dict(offsets))
 
     async def committed(self, tp: TP) -> int | None:
-        return None
+        return self.committed_offsets.get(tp)
+
+    async def seek_to_end(self, *tps: TP) -> None:
+        self.to_end += tps
+
+    async def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        return {tp: self.firsts.get(tp, 0) for tp in tps}
 
     def highwater(self, tp: TP) -> int | None:
         return self.ends.get(tp)
@@ -211,6 +245,23 @@ def make_source(**cfg: Any) -> tuple[KafkaSource, FakeConsumer]:
     consumer = FakeConsumer()
     source.consumer = consumer
     return source, consumer
+
+
+async def test_a_partition_whose_records_expired_before_delivery_is_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, consumer = make_source()
+    consumer.committed_offsets = {TP("t", 0): 40, TP("t", 1): 7}
+    consumer.firsts = {TP("t", 0): 100, TP("t", 1): 0}
+    caplog.set_level(logging.INFO, logger="k")
+    await source.on_assigned([TP("t", 0), TP("t", 1), TP("t", 2)])
+    (line,) = [r for r in caplog.records if r.getMessage() == "kafka.records_expired"]
+    assert line.levelno == logging.WARNING
+    assert (line.__dict__["partition"], line.__dict__["committed"]) == ("t-0", 40)
+    assert (line.__dict__["first_offset"], line.__dict__["offsets_lost"]) == (100, 60)
+    assert consumer.seeks == [(TP("t", 0), 100)]
+    assert consumer.to_end == [TP("t", 2)], "no committed offset, LATEST: the end"
+    assert source.states["t-0"].committed == 40
 
 
 async def test_back_pressure_pauses_a_full_partition_and_resumes_it_at_half() -> None:
