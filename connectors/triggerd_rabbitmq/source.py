@@ -72,10 +72,13 @@ class Link:
     #: Settlements are planned and written one call at a time: a multiple-ack must not reach
     #: the broker before a single ack (of a tag it covers) that was planned earlier.
     settling: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The broker cancelled the consumer (its queue was deleted, say): the channel stays open
+    #: but delivers nothing more, so the link counts as dead and `receive` reconnects.
+    cancelled: bool = False
 
     @property
     def alive(self) -> bool:
-        return not self.raw.is_closed and not self.connection.is_closed
+        return not self.cancelled and not self.raw.is_closed and not self.connection.is_closed
 
 
 @dataclass(eq=False, slots=True)
@@ -188,8 +191,31 @@ class RabbitMQSource(BaseSource):
             link.outstanding.delivered(int(message.delivery_tag or 0))
             inbox.put_nowait((link, message))
 
+        async def on_cancel(frame: Any) -> None:
+            self._consumer_cancelled(link)
+
+        raw.on_consumer_cancel_callbacks.add(on_cancel)
         await raw.basic_consume(cfg.queue, on_message, no_ack=False)
         return link
+
+    def _consumer_cancelled(self, link: Link) -> None:
+        """The broker's Basic.Cancel: without it the trigger would wait for deliveries that
+        never come, the connection up and nothing said. The link is dropped and `receive`
+        connects again, declaring the queue (or checking it exists, with `declare = false`:
+        until it does, each attempt is a `source.rabbitmq.connect_failed` warning)."""
+        link.cancelled = True
+        if not self._stopped:
+            self._log.warning(
+                "source.rabbitmq.consumer_cancelled",
+                extra={
+                    "trigger": self._ctx.trigger,
+                    "queue": self._cfg.queue,
+                    "generation": link.generation,
+                    "reason": "the broker cancelled the consumer (the queue was deleted, or "
+                    "its node went away); connecting again",
+                },
+            )
+        self._inbox.put_nowait(None)  # wake `receive`, which notices the dead link
 
     def _on_close(self, sender: Any = None, exc: BaseException | None = None, *_: Any) -> None:
         if not self._stopped and not self._closing_quietly:

@@ -1,5 +1,7 @@
 """The rabbitmq source when the broker closes its connection mid-stream: it reconnects with
-backoff, skips settlements of the dead channel, and every message is delivered (at least once)."""
+backoff, skips settlements of the dead channel, and every message is delivered (at least once).
+When the broker cancels its consumer (the queue deleted): one warning, and it consumes again
+once the queue is back."""
 
 from __future__ import annotations
 
@@ -91,3 +93,74 @@ async def test_broker_side_connection_close_mid_stream_loses_nothing(
     assert len(redelivered) >= total
     assert any(redelivered), "the unacked deliveries of the dead channel came back"
     assert "source.rabbitmq.settle_skipped" in events, "no ack sent with a stale delivery tag"
+
+
+@pytest.mark.parametrize("declare", [False, True])
+async def test_a_consumer_the_broker_cancels_consumes_again_once_the_queue_is_back(
+    rabbitmq_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, declare: bool
+) -> None:
+    # Deleting a queue cancels its consumers (Basic.Cancel); the channel stays open. Before,
+    # the trigger then waited for deliveries that never came, without a word. With
+    # `declare`, the source declares the queue again; without, it checks for it at each
+    # attempt (a connect_failed warning each) until someone declares it.
+    caplog.set_level(logging.INFO, logger="test.rabbitmq")
+    backend = FakeBackend()
+
+    def got() -> list[bytes]:
+        return [body for call in backend.calls for body in bodies(call)]
+
+    async with broker(rabbitmq_url) as b:
+        q = await b.queue()
+        await b.publish(q, b"before")
+        source = {
+            "url": rabbitmq_url,
+            "queue": q,
+            "declare": declare,
+            "reconnect_base_delay_s": 0.1,
+            "reconnect_max_delay_s": 0.2,
+        }
+        async with harness(tmp_path, source, backend, batch_size=1, batching_window_s=0) as h:
+
+            async def delete_then_publish() -> None:
+                while got() != [b"before"]:
+                    await asyncio.sleep(0.02)
+                await b.channel.queue_delete(q)
+                while not any(
+                    r.msg == "source.rabbitmq.consumer_cancelled" for r in caplog.records
+                ):
+                    await asyncio.sleep(0.02)
+                if not declare:
+                    while not any(
+                        r.msg == "source.rabbitmq.connect_failed" for r in caplog.records
+                    ):
+                        await asyncio.sleep(0.02)
+                    await b.channel.declare_queue(q, durable=True)
+                else:
+                    while not await _exists(b, q):
+                        await asyncio.sleep(0.05)
+                await b.publish(q, b"after")
+
+            task = asyncio.create_task(delete_then_publish())
+            await h.run_until(lambda: len(got()) >= 2, timeout=30)
+            await task
+    assert got() == [b"before", b"after"]
+    (cancelled,) = [r for r in caplog.records if r.msg == "source.rabbitmq.consumer_cancelled"]
+    assert cancelled.levelno == logging.WARNING and cancelled.__dict__["queue"] == q
+    generations = [
+        r.__dict__["generation"] for r in caplog.records if r.msg == "source.rabbitmq.connected"
+    ]
+    assert generations[0] == 1 and len(generations) == 2, "one reconnect"
+
+
+async def _exists(b: Any, queue: str) -> bool:
+    """Whether `queue` exists (a passive declare on a channel of its own, which a missing
+    queue closes)."""
+    channel = await b.conn.channel()
+    try:
+        await channel.declare_queue(queue, passive=True)
+        return True
+    except Exception:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
