@@ -90,6 +90,21 @@ def _import_watchfiles() -> ModuleType:
     return import_extra("watchfiles", "directory", "the directory source")
 
 
+class _RootReplaced(Exception):
+    """The watched directory itself was deleted, moved away or replaced: the watch follows
+    the old directory, and would see nothing of one made at the path since."""
+
+
+def watch_problem(exc: Exception) -> str | None:
+    """One line for a watch failure the operator can act on (an inotify limit, the
+    directory gone), or None for any other failure (logged with its traceback)."""
+    if isinstance(exc, _RootReplaced):
+        return "the directory was deleted, moved or replaced: watching the path again"
+    if isinstance(exc, FileNotFoundError):
+        return "the directory does not exist (deleted?): watching it again once it does"
+    return inotify_limit(exc)
+
+
 def inotify_limit(exc: Exception) -> str | None:
     """What to tell the operator when a watcher could not start because the kernel's inotify
     limits (per user) are used up, or None for any other failure. watchfiles reports these
@@ -205,6 +220,15 @@ def _examine_and_observe(
     )
     budget = _HASH_BUDGET_BYTES - read
     return found, observe_many(root, probes, max_ctime_ns, budget, max_hashed)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the directory at `path`, None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 @dataclass(slots=True)
@@ -423,6 +447,7 @@ class DirectorySource(BaseSource):
         delay = 1.0
         while not self._stop_event.is_set():
             try:
+                watched = await asyncio.to_thread(_identity, self._root)
                 async for changes in watchfiles.awatch(
                     self._root,
                     watch_filter=None,
@@ -435,12 +460,16 @@ class DirectorySource(BaseSource):
                 ):
                     self._on_changes(changes)
                     delay = 1.0
+                    if self._root_changed(changes) and (
+                        await asyncio.to_thread(_identity, self._root) != watched
+                    ):
+                        raise _RootReplaced
                 return
             except Exception as exc:  # task boundary: log, resync after a pause, watch again
                 extra = {"trigger": self._scope, "path": self._root, "retry_in_s": delay}
-                limit = inotify_limit(exc)
-                if limit is not None:  # the host's setting, not a bug: one line, no traceback
-                    self._log.error("directory.watch_failed", extra={**extra, "error": limit})
+                problem = watch_problem(exc)
+                if problem is not None:  # the host's doing, not a bug: one line, no traceback
+                    self._log.error("directory.watch_failed", extra={**extra, "error": problem})
                 else:
                     self._log.exception("directory.watch_failed", extra=extra)
             with contextlib.suppress(TimeoutError):
@@ -542,6 +571,12 @@ class DirectorySource(BaseSource):
         for rel in found:
             self._mark(rel, _Observation(scan.get(rel), now))
         return found
+
+    def _root_changed(self, changes: set[tuple[Any, str]]) -> bool:
+        """Whether a change names the watched directory itself (deleted, moved, its
+        attributes changed): its identity is then looked at again."""
+        roots = (self._root, self._real_root)
+        return any(path in roots for _change, path in changes)
 
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
         ignore_temporary, recursive = self._cfg.ignore_temporary, self._cfg.recursive

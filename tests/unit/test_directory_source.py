@@ -592,6 +592,44 @@ async def test_an_unexpected_watch_failure_is_logged_with_its_traceback_and_watc
     assert "error" not in failed.__dict__
 
 
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
+    tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # The watch follows the directory it was set on: once that is gone, a new one at the
+    # path was never watched, and its files waited for the next start (or the rescan).
+    root = tmp_path / "watched"
+    root.mkdir()
+    source = make_source(root, store, rescan_interval_s=0)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (root / "a.txt").write_text("a")
+        await deliver(source, store, 1)
+        if how == "deleted":
+            (root / "a.txt").unlink()
+            root.rmdir()
+        else:
+            root.rename(tmp_path / "elsewhere")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            r.getMessage() == "directory.watch_failed" for r in caplog.records
+        ):
+            await asyncio.sleep(0.05)
+        root.mkdir()
+        (root / "b.txt").write_text("b")
+        records = await deliver(source, store, 2, timeout_s=15)
+    finally:
+        await source.stop()
+    assert events_of(records) == [
+        ("ObjectCreated:Put", "b.txt"),
+        ("ObjectRemoved:Delete", "a.txt"),
+    ]
+    failed = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
+    assert failed and all(r.exc_info is None for r in failed), "one line each, no traceback"
+    assert any("deleted, moved or replaced" in r.__dict__["error"] for r in failed)
+
+
 def losing_notifications(source: DirectorySource, word: str) -> None:
     """The source's watcher drops every change whose path contains `word`, as the kernel's
     queue overflow or a directory left unwatched does (watchfiles reports neither)."""
