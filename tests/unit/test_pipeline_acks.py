@@ -6,7 +6,10 @@ nothing: its records are given back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+
+import pytest
 
 from tests.fakes import (
     AckFailsFirst,
@@ -17,9 +20,10 @@ from tests.fakes import (
     trigger_runtime,
 )
 from triggerd.delivery.pipeline import SyncTrigger
+from triggerd.delivery.retry import Backoff
 from triggerd.delivery.unsettled import Unsettled
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import AcksInMemory, Record
+from triggerd.types import AcksInMemory, Record, RetryableError
 
 
 class InMemorySource(FakeSource):
@@ -144,3 +148,32 @@ async def test_records_all_filtered_out_and_acked_in_memory_let_other_tasks_run(
     assert any(0 < n < len(recs) for n in seen), f"no turn while the records were acked: {seen}"
     # the stop was heard before the source ran out: the rest was never received
     assert len(src.acked) + len(src.queue) == len(recs) and src.nacked == []
+
+
+class ReceiveFails(FakeSource):
+    """Its first receive raises `error`."""
+
+    def __init__(self, records: list[Record], error: Exception) -> None:
+        super().__init__(records)
+        self.error: Exception | None = error
+
+    async def receive(self, max_records: int, timeout_s: float) -> list[Record]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return await super().receive(max_records, timeout_s)
+
+
+async def test_a_receive_failure_the_source_knows_is_one_line_and_others_keep_their_traceback(
+    store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test")
+    for error in (RetryableError("slot s is in use elsewhere"), KeyError("a bug")):
+        src, be = ReceiveFails([make_record(1)], error), FakeBackend()
+        rt = trigger_runtime(store, src, be)
+        rt.throttle_backoff = Backoff(base_s=0.01, max_s=0.01)
+        await run_until(SyncTrigger(rt), lambda src=src: len(src.acked) == 1)  # type: ignore[misc]
+    known, bug = [r for r in caplog.records if r.getMessage() == "source.receive_failed"]
+    assert known.levelno == logging.ERROR and known.exc_info is None
+    assert known.__dict__["error"] == "slot s is in use elsewhere"
+    assert bug.exc_info is not None and bug.exc_info[0] is KeyError

@@ -62,6 +62,7 @@ from triggerd.types import (
     Record,
     RunsOnce,
     Source,
+    TriggerdError,
 )
 
 #: A record's `build_error` (None, or an error object, which is true).
@@ -385,13 +386,16 @@ class SyncTrigger:
                 # let the batches in flight finish, and end the trigger with the error.
                 self._failure = exc
                 self.stop()
-            except Exception:  # task boundary: a source error must not cancel batches
+            except Exception as exc:  # task boundary: a source error must not cancel batches
                 failures += 1
                 delay = self.rt.throttle_backoff.delay(failures)
-                self.rt.log.exception(
-                    "source.receive_failed",
-                    extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)},
-                )
+                extra = {"trigger": self.rt.name, "retry_in_s": round(delay, 2)}
+                if isinstance(exc, TriggerdError):
+                    # A failure the source knows (a slot in use elsewhere, a publication
+                    # dropped): one line with its reason, not a traceback per retry.
+                    self.rt.log.error("source.receive_failed", extra={**extra, "error": str(exc)})
+                else:
+                    self.rt.log.exception("source.receive_failed", extra=extra)
                 await _wait(self._stopping, delay)
 
     async def _receive_once(self) -> None:
