@@ -187,8 +187,11 @@ class Source(Protocol):
     The pipeline calls `receive` only when it has room (back-pressure), and settles every
     record it received exactly once with `ack` (delivered, filtered out, or written to the
     on-failure destination) or `nack` (give it back for redelivery). An `ack` that raises
-    settles nothing: the pipeline gives those records back with `nack`. Sources with
-    checkpoints must only commit the contiguous acknowledged prefix per ordering key.
+    an exception settles nothing: the pipeline gives those records back with `nack` (after
+    a throttle backoff). One cut short by a cancellation (a stop's timeout, a lease lost)
+    may or may not have settled them: the source's `stop` deals with what it still holds.
+    Sources with checkpoints must only commit the contiguous acknowledged prefix per
+    ordering key.
     """
 
     async def start(self) -> None: ...

@@ -4,6 +4,7 @@ on-failure records, and poison events not blocking others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -723,6 +724,38 @@ async def test_cancelled_while_acking_a_commit_gives_back_the_records_taken_duri
         await store.close()
     assert src.acked == [first]
     assert src.nacked == later
+
+
+async def test_an_ack_that_raises_after_a_commit_gives_back_the_records_taken_during_it(
+    tmp_path: Path,
+) -> None:
+    # The ack of a durable commit raises (a plugin source's): its records go back, and so do
+    # the ones taken while its write was under way, which are not committed yet.
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    first = make_record("first")
+    src = AckFailsFirst([first])
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        later = [make_record(i) for i in range(3)]
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        hook.gate.set()
+        async with asyncio.timeout(10):
+            while len(src.nacked) < 4:
+                await asyncio.sleep(0.01)
+    finally:
+        hook.gate.set()
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+        await store.close()
+    assert src.failed_acks == [[first]]
+    # the later ones first: handed out again, the commit's own come out before them
+    assert src.nacked[:4] == [*later, first]
 
 
 async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_them_back(

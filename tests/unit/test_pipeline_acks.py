@@ -111,6 +111,28 @@ async def test_records_whose_ack_raised_are_given_back_and_delivered_again(
     assert src.acked == recs
 
 
+async def test_an_ack_that_keeps_failing_backs_off_rather_than_invoking_in_a_loop(
+    store: SQLiteStateStore,
+) -> None:
+    # Each failed ack crashes its batch, whose records go back and come out again: without a
+    # pause between, the function was invoked about 2,300 times a second. Now the crashed
+    # batch holds its records for the throttle backoff (here longer than the test), and the
+    # stop cuts that wait short and gives them back.
+    src, be = AckFailsFirst([make_record(1)], redeliver=True, failures=10**9), FakeBackend()
+    rt = trigger_runtime(store, src, be)
+    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
+    trigger = SyncTrigger(rt)
+    task = asyncio.create_task(trigger.run())
+    async with asyncio.timeout(10):
+        while not src.failed_acks:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    assert len(be.calls) == 1 and src.nacked == [], "held for the backoff, not invoked again"
+    trigger.stop()
+    await asyncio.wait_for(task, 5)
+    assert {r.item_id for r in src.nacked} == {src.failed_acks[0][0].item_id}, "given back"
+
+
 async def test_filtered_out_records_whose_ack_raised_are_given_back(
     store: SQLiteStateStore,
 ) -> None:

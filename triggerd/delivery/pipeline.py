@@ -261,6 +261,10 @@ class SyncTrigger:
         self._batch_done = asyncio.Event()
         #: Batch tasks started and not ended (whether holding a slot or backing off).
         self._batches = 0
+        #: Batches that crashed in a row (a source whose ack keeps failing, a bug): each one
+        #: waits a throttle backoff before its records go back, so that they are not handed
+        #: out and invoked again at once, for ever.
+        self._crashes = 0
         if isinstance(rt.source, ControlledSource):
             rt.source.attach(self)
 
@@ -488,12 +492,21 @@ class SyncTrigger:
                 trace=batch[0].trace_id,
             ):
                 await BatchRun(self, unsettled, epochs).process(batch)
+            self._crashes = 0
         except asyncio.CancelledError:
             await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
             raise
         except Exception:  # task boundary: log, give the records back in order
-            self.rt.log.exception("batch.crashed", extra={"trigger": self.rt.name})
-            await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
+            self._crashes += 1
+            delay = self.rt.throttle_backoff.delay(self._crashes)
+            self.rt.log.exception(
+                "batch.crashed", extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)}
+            )
+            try:
+                # The batch keeps its keys (and slot) meanwhile: other keys go on.
+                await _wait(self._stopping, delay)
+            finally:
+                await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
         finally:
             self.busy -= keys
             self.inflight -= 1
