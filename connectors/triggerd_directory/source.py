@@ -76,6 +76,11 @@ _WATCH_RETRY_MAX_S = 30.0
 _NOTIFY_LAG_S = 1.0
 #: Paths named in a `directory.rescan_found` line (the count is of all of them).
 _RESCAN_PATHS_LOGGED = 10
+#: How long a rescan waits, beyond `stable_s`, for the paths it marked to settle before it
+#: reports what it found (the ones still unsettled by then are left out of the report).
+_SETTLE_WAIT_S = 30.0
+#: Paths compared between two turns of the event loop while a rescan diffs its scan.
+_DIFF_YIELD_EVERY = 5000
 #: A ctime more than this much older than the notification that marked its path is not
 #: believed (a clock stepped, or a filesystem stamping another clock's time): the path then
 #: waits `stable_s` from our first stat, as in polling mode. The watcher hands changes over
@@ -222,6 +227,24 @@ def _examine_and_observe(
     return found, observe_many(root, probes, max_ctime_ns, budget, max_hashed)
 
 
+def _scan_root(root: str, path_filter: PathFilter) -> dict[str, FileStat]:
+    """`scan_tree` of a rescan, which first makes sure the directory can be listed:
+    `scan_tree` skips a directory it cannot list, and every file would seem deleted."""
+    with os.scandir(root):
+        pass
+    return scan_tree(root, path_filter)
+
+
+def _named(rel: str, notified: set[str]) -> bool:
+    """Whether a notification named `rel` or a directory above it."""
+    path = rel
+    while path:
+        if path in notified:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the directory at `path`, None when there is none."""
     try:
@@ -289,6 +312,13 @@ class DirectorySource(BaseSource):
         self._rescan_task: asyncio.Task[None] | None = None
         #: While a rescan looks for missed changes: the paths notified since it started.
         self._notified: set[str] | None = None
+        #: Paths that could not be read, with the state they had: a rescan leaves them alone
+        #: until they change (a notification, or another state).
+        self._unreadable: dict[str, PathState] = {}
+        #: Directories whose files `_expand` is looking at (a thread hand-off).
+        self._expanding: set[str] = set()
+        #: Whether the watcher is running (a rescan's report names the cause accordingly).
+        self._watching = False
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -448,6 +478,7 @@ class DirectorySource(BaseSource):
         while not self._stop_event.is_set():
             try:
                 watched = await asyncio.to_thread(_identity, self._root)
+                self._watching = True
                 async for changes in watchfiles.awatch(
                     self._root,
                     watch_filter=None,
@@ -466,6 +497,7 @@ class DirectorySource(BaseSource):
                         raise _RootReplaced
                 return
             except Exception as exc:  # task boundary: log, resync after a pause, watch again
+                self._watching = False
                 extra = {"trigger": self._scope, "path": self._root, "retry_in_s": delay}
                 problem = watch_problem(exc)
                 if problem is not None:  # the host's doing, not a bug: one line, no traceback
@@ -510,7 +542,7 @@ class DirectorySource(BaseSource):
         case: it drops the kernel's queue overflow (an event without a path), and a
         directory created once `fs.inotify.max_user_watches` is reached is never watched.
         Every `interval_s`, the tree is scanned again and what differs from what consumers
-        know is settled as at start; what no notification told is logged."""
+        know is settled as at start; the changes no notification told are logged."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval_s):
@@ -519,7 +551,7 @@ class DirectorySource(BaseSource):
                 return
             try:
                 await self._rescan()
-            except OSError as exc:  # the directory went away, say: one line, try again later
+            except OSError as exc:  # the directory unreadable or gone: one line, next time
                 self._log.warning(
                     "directory.rescan_failed",
                     extra={"trigger": self._scope, "path": self._root, "error": str(exc)},
@@ -528,49 +560,103 @@ class DirectorySource(BaseSource):
                 self._log.exception("directory.rescan_failed", extra={"trigger": self._scope})
 
     async def _rescan(self) -> None:
+        """One rescan. What it marks is settled as any change; once that is over, the paths
+        whose settlement changed what consumers know (a record, or a quiet checkpoint), and
+        that no notification named meanwhile (nor a directory above them), are reported."""
         notified: set[str] = set()
         self._notified = notified
         try:
-            scan = await asyncio.to_thread(scan_tree, self._root, self._filter)
-            found = self._diff_settled(scan)
-            if found:
-                # The notifications of changes made just before the scan may be on their way.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_NOTIFY_LAG_S):
-                        await self._stop_event.wait()
+            scan = await asyncio.to_thread(_scan_root, self._root, self._filter)
+            found = await self._diff_settled(scan)
+            if not found:
+                return
+            before = {rel: self._known.get(rel) for rel in found}
+            await self._until_settled(found)
         finally:
             self._notified = None
-        missed = [rel for rel in found if rel not in notified]
-        if missed:
-            self._log.warning(
-                "directory.rescan_found",
-                extra={
-                    "trigger": self._scope,
-                    "path": self._root,
-                    "changes": len(missed),
-                    "paths": missed[:_RESCAN_PATHS_LOGGED],
-                    "reason": "no notification came for these changes: the kernel's inotify "
-                    "queue overflowed (fs.inotify.max_queued_events), or a new directory could "
-                    "not be watched (fs.inotify.max_user_watches)",
-                },
+        if self._stop_event.is_set():
+            return  # cut short: notifications may still have been on their way
+        missed = sorted(
+            rel
+            for rel in found
+            if self._known.get(rel) != before[rel] and not _named(rel, notified)
+        )
+        if not missed:
+            return
+        if self._watching:
+            reason = (
+                "no notification came for these changes: the kernel's inotify queue "
+                "overflowed (fs.inotify.max_queued_events), or a new directory could not be "
+                "watched (fs.inotify.max_user_watches: raised, it watches the directories left "
+                "out from the trigger's next start)"
             )
+        else:
+            reason = "the watch is not running (see directory.watch_failed)"
+        self._log.warning(
+            "directory.rescan_found",
+            extra={
+                "trigger": self._scope,
+                "path": self._root,
+                "changes": len(missed),
+                "paths": missed[:_RESCAN_PATHS_LOGGED],
+                "reason": reason,
+            },
+        )
 
-    def _diff_settled(self, scan: dict[str, FileStat]) -> list[str]:
+    async def _diff_settled(self, scan: dict[str, FileStat]) -> list[str]:
         """`_diff` of a rescan, for the paths not being settled already (their own changes
-        are under way); the paths it marked."""
-        now = self._ctx.clock.monotonic()
-        dirty, known = self._dirty, self._known
+        are under way, or a directory above them is being looked at) and not left as they
+        were when they could not be read; the paths it marked. Yields to the loop now and
+        then: a tree of a million files takes most of a second."""
         found: list[str] = []
-        for rel, st in scan.items():
+        known, unreadable = self._known, self._unreadable
+        for i, (rel, st) in enumerate(scan.items(), 1):
             checkpoint = known.get(rel)
-            if (checkpoint is None or checkpoint.stat != st) and rel not in dirty:
+            if (checkpoint is None or checkpoint.stat != st) and unreadable.get(rel) != st:
                 found.append(rel)
-        for rel in known.keys() - scan.keys():
-            if rel not in dirty:
+            if i % _DIFF_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        for i, rel in enumerate(list(known), 1):
+            if rel not in scan:
                 found.append(rel)
+            if i % _DIFF_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        now = self._ctx.clock.monotonic()
+        marked: list[str] = []
         for rel in found:
-            self._mark(rel, _Observation(scan.get(rel), now))
-        return found
+            if self._settling(rel):
+                continue
+            state = scan.get(rel)
+            if state is None and rel not in known:
+                continue  # settled meanwhile
+            self._mark(rel, _Observation(state, now))
+            marked.append(rel)
+        return marked
+
+    def _settling(self, rel: str) -> bool:
+        """Whether `rel`, or a directory above it, is dirty or being expanded."""
+        dirty, expanding = self._dirty, self._expanding
+        path = rel
+        while path:
+            if path in dirty or path in expanding:
+                return True
+            path = path.rpartition("/")[0]
+        return False
+
+    async def _until_settled(self, paths: list[str]) -> None:
+        """Wait until none of `paths` is dirty any more (and at least for the notifications
+        of changes made just before the scan), or the trigger stops; bounded."""
+        deadline = self._ctx.clock.monotonic() + _NOTIFY_LAG_S + self._cfg.stable_s + _SETTLE_WAIT_S
+        wait = _NOTIFY_LAG_S
+        while not self._stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._stop_event.wait()
+            if self._ctx.clock.monotonic() >= deadline:
+                return
+            if not any(rel in self._dirty for rel in paths):
+                return
+            wait = 0.1
 
     def _root_changed(self, changes: set[tuple[Any, str]]) -> bool:
         """Whether a change names the watched directory itself (deleted, moved, its
@@ -604,6 +690,7 @@ class DirectorySource(BaseSource):
         """Mark a path dirty; a fresh change (no observation) restarts its stability timer."""
         self._dirty[rel] = None
         if observation is None:
+            self._unreadable.pop(rel, None)
             self._observed.pop(rel, None)
             self._fresh[rel] = self._ctx.clock.monotonic() if now is None else now
         else:
@@ -794,7 +881,7 @@ class DirectorySource(BaseSource):
                     try:
                         await self._settle(rel, obs)
                     except OSError as exc:
-                        self._read_failed(rel, exc)
+                        self._read_failed(rel, exc, state)
                 if i % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # consumers start committing the first ones
         finally:
@@ -817,18 +904,20 @@ class DirectorySource(BaseSource):
         if state != obs.state or (want and hashed is None):
             self._observe(rel, state, self._ctx.clock.monotonic())
         elif isinstance(hashed, OSError):
-            self._read_failed(rel, hashed)
+            self._read_failed(rel, hashed, state)
         elif isinstance(hashed, Hashed) and isinstance(state, tuple):
             self._finish_file(rel, state, hashed, seen_at, quiet)
         else:
             self._forget(rel)  # same as what consumers know, or not selected
 
-    def _read_failed(self, rel: str, exc: OSError) -> None:
+    def _read_failed(self, rel: str, exc: OSError, state: PathState) -> None:
+        """Logged once per state of the path: a rescan leaves it alone until it changes."""
         self._log.warning(
             "directory.read_failed",
             extra={"trigger": self._scope, "path": rel, "error": str(exc)},
         )
         self._forget(rel)
+        self._unreadable[rel] = state
 
     async def _settle(self, rel: str, obs: _Observation) -> None:
         """Settle a path that is not a regular file (any more)."""
@@ -846,7 +935,11 @@ class DirectorySource(BaseSource):
         self._forget(rel)
         if not self._filter.descend(rel):
             return
-        found = await asyncio.to_thread(scan_tree, self._root, self._filter, rel)
+        self._expanding.add(rel)
+        try:
+            found = await asyncio.to_thread(scan_tree, self._root, self._filter, rel)
+        finally:
+            self._expanding.discard(rel)
         now = self._ctx.clock.monotonic()
         for child, st in found.items():
             known = self._known.get(child)
@@ -857,6 +950,7 @@ class DirectorySource(BaseSource):
     def _remember(self, rel: str, checkpoint: FileCheckpoint | None) -> None:
         """Set (or with None, drop) what consumers know about a file."""
         had = rel in self._known
+        self._unreadable.pop(rel, None)
         if checkpoint is None:
             self._known.pop(rel, None)
         else:

@@ -3,8 +3,9 @@ test_directory_watch.py): a recursive directory source whose tree grows past the
 
 `python -m tests.integration.directory_watch_limit ROOT STATE RESCAN_S WAIT_S` watches ROOT,
 creates 8 subdirectories, then a file in each, receives for up to WAIT_S seconds (each batch
-committed to the SQLite store at STATE, then acked), and prints one JSON object: the keys
-delivered and the `directory.rescan_found` lines' paths.
+committed to the SQLite store at STATE, then acked; with rescans, until the rescan's report
+too), and prints one JSON object: the keys delivered and the `directory.rescan_found` lines'
+paths.
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ async def main(root: Path, state: str, rescan_s: float, wait_s: float) -> None:
         for i in range(DIRECTORIES):
             (root / f"d{i}" / "f.txt").write_text("x")
         deadline = time.monotonic() + wait_s
-        while len(got) < DIRECTORIES and time.monotonic() < deadline:
+
+        def done() -> bool:
+            # With rescans, until the rescan's report too (once what it found settled).
+            return len(got) >= DIRECTORIES and (rescan_s == 0 or bool(lines.found))
+
+        while not done() and time.monotonic() < deadline:
             batch = await source.receive(DIRECTORIES, 0.2)
             if batch:
                 await commit(source, store, TRIGGER, batch)

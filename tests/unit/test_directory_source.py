@@ -659,6 +659,9 @@ async def test_a_rescan_delivers_the_changes_notifications_missed_and_names_them
         (tmp_path / "lost-dir" / "new.txt").write_text("never notified")
         (tmp_path / "lost-gone.txt").unlink()
         records = await deliver(source, store, 3)
+        deadline = time.monotonic() + 10
+        while not rescan_lines(caplog) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await assert_quiet(source, 0.8)  # later rescans find nothing more
     finally:
         await source.stop()
@@ -710,33 +713,111 @@ async def test_a_rescan_leaves_a_file_being_settled_to_its_own_timer(
         await source.stop()
 
 
+async def test_a_rescan_leaves_an_unreadable_file_alone_until_it_changes(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # (The tests run as root, whom permissions do not stop: the read fails by hand.)
+    real_hash = paths_module._hash
+
+    def read(path: str, *args: Any) -> Any:
+        if path.endswith("locked.txt"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_hash(path, *args)
+
+    monkeypatch.setattr(paths_module, "_hash", read)
+    source = make_source(tmp_path, store, rescan_interval_s=3600)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (tmp_path / "locked.txt").write_text("secret")
+        deadline = time.monotonic() + 5
+        while "locked.txt" not in source._unreadable and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for _ in range(2):
+            await source._rescan()
+        await assert_quiet(source, 0.3)
+    finally:
+        await source.stop()
+    failed = [r for r in caplog.records if r.getMessage() == "directory.read_failed"]
+    assert len(failed) == 1, "logged once, not again at each rescan"
+    assert rescan_lines(caplog) == []
+
+
+async def test_a_rescan_leaves_the_files_of_a_directory_moved_in_to_its_expansion(
+    tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "watched"
+    root.mkdir()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "report.txt").write_text("r")
+    source = make_source(root, store, rescan_interval_s=3600, stable_s=0.5)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        staging.rename(root / "batch")
+        deadline = time.monotonic() + 5
+        while "batch" not in source._dirty and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await source._rescan()  # the directory's notification came: its expansion is due
+        (record,) = await deliver(source, store, 1)
+    finally:
+        await source.stop()
+    assert record.payload["s3"]["object"]["key"] == "batch/report.txt"
+    assert rescan_lines(caplog) == []
+
+
+async def test_a_rescan_leaves_a_deletion_being_settled_to_its_own_timer(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, rescan_interval_s=3600, stable_s=30)
+    (tmp_path / "gone.txt").write_text("x")
+    await source.start()
+    try:
+        source._remember("gone.txt", source_module.FileCheckpoint(1, 1, None))
+        (tmp_path / "gone.txt").unlink()
+        deadline = time.monotonic() + 5
+        while "gone.txt" not in source._observed and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        before = source._observed["gone.txt"]
+        await source._rescan()
+        assert source._observed["gone.txt"] is before, "not marked afresh by the rescan"
+    finally:
+        await source.stop()
+
+
 async def test_a_failed_rescan_is_one_line_and_the_next_one_runs(
     tmp_path: Path,
     store: FakeCheckpoints,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # A rescan lists the directory first: one it cannot list (or gone) is one line, not
+    # every file taken for deleted (scan_tree skips a directory it cannot list).
     scans = 0
-    real_scan = source_module.scan_tree
+    real_scan = source_module._scan_root
 
-    def scan_tree(*args: Any) -> Any:
+    def scan_root(*args: Any) -> Any:
         nonlocal scans
         scans += 1
-        if scans == 2:  # the first is the start's
+        if scans == 1:
             raise PermissionError(13, "Permission denied", str(tmp_path))
         return real_scan(*args)
 
-    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    monkeypatch.setattr(source_module, "_scan_root", scan_root)
     source = make_source(tmp_path, store, rescan_interval_s=0.1)
     caplog.set_level(logging.INFO, logger="test.directory")
     await source.start()
     try:
         deadline = time.monotonic() + 5
-        while scans < 4 and time.monotonic() < deadline:
+        while scans < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         await source.stop()
-    assert scans >= 4
+    assert scans >= 3
     (failed,) = [r for r in caplog.records if r.getMessage() == "directory.rescan_failed"]
     assert failed.levelno == logging.WARNING and failed.exc_info is None
     assert "Permission denied" in failed.__dict__["error"]
