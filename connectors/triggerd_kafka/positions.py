@@ -39,7 +39,7 @@ async def position_new_partitions(
     if not missing or cfg.starting_position == "TRIM_HORIZON":
         return committed
     if cfg.starting_position == "LATEST" or cfg.starting_position_timestamp is None:
-        await consumer.seek_to_end(*missing)
+        await _seek_to_end(consumer, missing)
         return committed
     at_ms = int(cfg.starting_position_timestamp * 1000)
     found = await consumer.offsets_for_times({tp: at_ms for tp in missing})
@@ -51,8 +51,18 @@ async def position_new_partitions(
         else:
             consumer.seek(tp, hit.offset)
     if to_end:
-        await consumer.seek_to_end(*to_end)
+        await _seek_to_end(consumer, to_end)
     return committed
+
+
+async def _seek_to_end(consumer: Any, partitions: list[Any]) -> None:
+    """Seek to the end offsets, read first: not aiokafka's `seek_to_end`, a reset request
+    that any answer to a reset already under way satisfies, such as the "earliest" lookup
+    aiokafka may have started for the partition before it was handed to us (the partition
+    would then start at its first record). A seek clears a pending reset."""
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, ends[tp])
 
 
 async def expired_commits(

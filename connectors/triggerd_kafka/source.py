@@ -95,6 +95,9 @@ class KafkaSource(BaseSource):
         self.lag_refresh_s = LAG_REFRESH_S
         #: Set when the consumer failed in a way polling again cannot fix: `receive` raises it.
         self.failure: PermanentError | None = None
+        #: Retries of partitions whose positioning failed (they stay paused meanwhile).
+        self._positioners: set[asyncio.Task[None]] = set()
+        self._position_backoff = Backoff(base_s=1.0, max_s=30.0, jitter=0.0)
 
     def attach(self, control: PipelineControl) -> None:
         self.control = control
@@ -156,6 +159,10 @@ class KafkaSource(BaseSource):
             return
         self._stopped = True
         self._arrived.set()
+        for task in list(self._positioners):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -489,14 +496,27 @@ class KafkaSource(BaseSource):
             states.append(state)
         if new:
             self.consumer.pause(*new)
+        committed: dict[Any, int | None] | None = None
         try:
             committed = await self._position(new)
         finally:
-            for state in states:
-                state.positioning = False
-            self._apply_back_pressure()  # resumes them
+            if committed is not None or not new:
+                self._positioned(states, committed or {})
+            elif not self._stopped:
+                # Still paused: positioned again in the background (the rebalance goes on),
+                # not left to aiokafka's reset, which would ignore `starting_position`.
+                task = asyncio.create_task(self._position_later(states, new))
+                self._positioners.add(task)
+                task.add_done_callback(self._positioners.discard)
+
+    def _positioned(self, states: list[PartitionState], committed: dict[Any, int | None]) -> None:
+        for state in states:
+            state.positioning = False
+        self._apply_back_pressure()  # resumes them
         for tp, offset in committed.items():
-            self.states[partition_key(tp.topic, tp.partition)].committed = offset
+            held = self.states.get(partition_key(tp.topic, tp.partition))
+            if held is not None:
+                held.committed = offset
         self.log.info(
             "kafka.partitions_assigned",
             extra={
@@ -506,9 +526,25 @@ class KafkaSource(BaseSource):
             },
         )
 
-    async def _position(self, new: list[Any]) -> dict[Any, int | None]:
-        """Position the new partitions; when that fails, aiokafka's own positioning applies
-        (the committed offset, else the offset reset), so the partitions never stall."""
+    async def _position_later(self, states: list[PartitionState], new: list[Any]) -> None:
+        """Retry positioning partitions whose first attempt failed, with backoff, while they
+        are still this member's (a rebalance that revokes them ends the retries)."""
+        failures = 1
+        while not self._stopped:
+            await self.ctx.clock.sleep(self._position_backoff.delay(failures))
+            current = [s for s in states if self.states.get(s.key) is s and s.active]
+            if not current or self._stopped:
+                return
+            tps = [self._tps[s.key] for s in current]
+            committed = await self._position(tps, failures + 1)
+            if committed is not None:
+                self._positioned(current, committed)
+                return
+            failures += 1
+
+    async def _position(self, new: list[Any], attempt: int = 1) -> dict[Any, int | None] | None:
+        """Position the new partitions; None when that failed (logged: they stay paused and
+        are positioned again later)."""
         try:
             committed = await position_new_partitions(self.consumer, new, self.config)
         except Exception as exc:  # task boundary: aiokafka would swallow it silently
@@ -518,10 +554,11 @@ class KafkaSource(BaseSource):
                     "trigger": self.ctx.trigger,
                     "partitions": sorted(partition_key(t.topic, t.partition) for t in new),
                     "error": describe(exc, self.config),
-                    "fallback": f"the committed offset, else the {OFFSET_RESET} record",
+                    "attempt": attempt,
+                    "retry_in_s": round(self._position_backoff.delay(attempt), 2),
                 },
             )
-            return {}
+            return None
         try:
             expired = await expired_commits(self.consumer, committed)
         except Exception as exc:  # only the report is lost: out of range, aiokafka resets

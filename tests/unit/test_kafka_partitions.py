@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import triggerd_kafka as tk
+from triggerd.delivery.retry import Backoff
 from triggerd.types import Record, SourceContext, SystemClock
 from triggerd_kafka.partitions import Handle, PartitionState
 from triggerd_kafka.positions import OFFSET_RESET, expired_commits, position_new_partitions
@@ -125,8 +126,9 @@ class PositionConsumer:
     def seek(self, tp: str, offset: int) -> None:
         self.seeks[tp] = offset
 
-    async def seek_to_end(self, *tps: str) -> None:
+    async def end_offsets(self, tps: list[str]) -> dict[str, int]:
         self.to_end += tps
+        return {tp: 1000 + i for i, tp in enumerate(tps)}
 
 
 def source_config(**cfg: Any) -> tk.KafkaSourceConfig:
@@ -141,8 +143,7 @@ async def test_at_timestamp_positions_only_partitions_without_a_committed_offset
     committed = await position_new_partitions(consumer, ["p0", "p1", "p2"], cfg)
     assert committed == {"p0": 42, "p1": None, "p2": None}
     assert consumer.asked == {"p1": 1700000000500, "p2": 1700000000500}
-    assert consumer.seeks == {"p1": 7}
-    assert consumer.to_end == ["p2"], "no record that recent: start at the end"
+    assert consumer.seeks == {"p1": 7, "p2": 1000}, "p2: no record that recent, the end"
 
 
 async def test_trim_horizon_leaves_new_partitions_to_the_earliest_reset() -> None:
@@ -161,7 +162,7 @@ async def test_latest_seeks_only_partitions_without_a_committed_offset_to_the_en
         "p0": None,
         "p1": 3,
     }
-    assert consumer.to_end == ["p0"] and consumer.seeks == {}
+    assert consumer.to_end == ["p0"] and consumer.seeks == {"p0": 1000}, "a seek, not a reset"
 
 
 @dataclass
@@ -229,8 +230,9 @@ class FakeConsumer:
     async def committed(self, tp: TP) -> int | None:
         return self.committed_offsets.get(tp)
 
-    async def seek_to_end(self, *tps: TP) -> None:
+    async def end_offsets(self, tps: list[TP]) -> dict[TP, int]:
         self.to_end += tps
+        return {tp: self.ends.get(tp, 0) for tp in tps}
 
     async def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
         return {tp: self.firsts.get(tp, 0) for tp in tps}
@@ -259,8 +261,7 @@ async def test_a_partition_whose_records_expired_before_delivery_is_one_warning(
     assert line.levelno == logging.WARNING
     assert (line.__dict__["partition"], line.__dict__["committed"]) == ("t-0", 40)
     assert (line.__dict__["first_offset"], line.__dict__["offsets_lost"]) == (100, 60)
-    assert consumer.seeks == [(TP("t", 0), 100)]
-    assert consumer.to_end == [TP("t", 2)], "no committed offset, LATEST: the end"
+    assert consumer.seeks == [(TP("t", 2), 0), (TP("t", 0), 100)], "t-2: LATEST, the end"
     assert source.states["t-0"].committed == 40
 
 
@@ -471,18 +472,29 @@ async def test_records_fetched_while_an_assignment_is_set_up_are_fetched_again()
     assert consumer.commits == [{tp: 6}]
 
 
-async def test_a_failing_assignment_callback_never_leaves_a_partition_without_state(
+async def test_a_partition_whose_positioning_fails_stays_paused_until_a_retry_positions_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Not left to aiokafka's reset (always "earliest": a LATEST group would replay the
+    # topic): the partition stays paused, and positioning is retried in the background.
     source, consumer = slow_source(fail=True)
+    source._position_backoff = Backoff(base_s=0.05, max_s=0.05, jitter=0.0)
     tp = TP("t", 0)
     consumer.gate.set()
     await source.on_assigned([tp])  # aiokafka would swallow an exception silently
     state = source.states["t-0"]
-    assert not state.positioning and consumer.paused == set()
+    assert state.positioning and consumer.paused == {tp}
     assert "kafka.position_failed" in caplog.text
     source._accept({tp: [Msg("t", 0, 0)]})
+    assert await source.receive(10, 0.1) == [], "fetched meanwhile: fetched again later"
+    consumer.fail = False
+    async with asyncio.timeout(5):
+        while state.positioning:
+            await asyncio.sleep(0.01)
+    assert consumer.paused == set()
+    source._accept({tp: [Msg("t", 0, 0)]})
     assert [r.handle.offset for r in await source.receive(10, 0.1)] == [0]
+    await source.stop()
 
 
 class ReleasingControl:
