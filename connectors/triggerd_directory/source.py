@@ -319,6 +319,8 @@ class DirectorySource(BaseSource):
         self._expanding: set[str] = set()
         #: Whether the watcher is running (a rescan's report names the cause accordingly).
         self._watching = False
+        #: The diffs run once a watch is set up again after a failure.
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -355,8 +357,9 @@ class DirectorySource(BaseSource):
             )
             return
         watchfiles = _import_watchfiles()
+        watched = await asyncio.to_thread(_identity, self._root)
         self._watch_task = asyncio.create_task(
-            self._watch_loop(watchfiles), name=f"directory-watch:{self._scope}"
+            self._watch_loop(watchfiles, watched), name=f"directory-watch:{self._scope}"
         )
         # One loop turn lets the watcher register (awatch sets up its watches before its first
         # await), so nothing changed between the scan below and the watch goes unseen.
@@ -375,7 +378,7 @@ class DirectorySource(BaseSource):
         settle, self._settle_task = self._settle_task, None
         watch, self._watch_task = self._watch_task, None
         rescan, self._rescan_task = self._rescan_task, None
-        for task in (settle, rescan):
+        for task in (settle, rescan, *self._resyncs):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -469,15 +472,24 @@ class DirectorySource(BaseSource):
 
     # ---- watching -----------------------------------------------------------------------
 
-    async def _watch_loop(self, watchfiles: ModuleType) -> None:
+    async def _watch_loop(self, watchfiles: ModuleType, watched: tuple[int, int] | None) -> None:
         with _own_watch_thread():
-            await self._watch(watchfiles)
+            await self._watch(watchfiles, watched)
 
-    async def _watch(self, watchfiles: ModuleType) -> None:
+    async def _watch(self, watchfiles: ModuleType, watched: tuple[int, int] | None) -> None:
+        """Watch until stopped. `watched`: the identity of the directory the watch is set on
+        (read before: a thread hand-off between the caller's scan and `awatch` would let a
+        change fall between them). After a failure, the watch is set up again after a pause,
+        and the tree diffed once it is (what changed while there was none)."""
         delay = 1.0
+        resync = False
         while not self._stop_event.is_set():
             try:
-                watched = await asyncio.to_thread(_identity, self._root)
+                if resync:
+                    # Runs at awatch's first await, once its watch is set up.
+                    task = asyncio.create_task(self._resync())
+                    self._resyncs.add(task)
+                    task.add_done_callback(self._resyncs.discard)
                 self._watching = True
                 async for changes in watchfiles.awatch(
                     self._root,
@@ -491,9 +503,13 @@ class DirectorySource(BaseSource):
                 ):
                     self._on_changes(changes)
                     delay = 1.0
-                    if self._root_changed(changes) and (
-                        await asyncio.to_thread(_identity, self._root) != watched
+                    named = self._root_named(changes, watchfiles.Change.deleted)
+                    if named == "deleted" or (
+                        named == "changed"
+                        and await asyncio.to_thread(_identity, self._root) != watched
                     ):
+                        # (A directory made again at once may get the same inode: a
+                        # deletion restarts the watch whatever the identity says.)
                         raise _RootReplaced
                 return
             except Exception as exc:  # task boundary: log, resync after a pause, watch again
@@ -509,8 +525,14 @@ class DirectorySource(BaseSource):
                     await self._stop_event.wait()
             delay = min(delay * 2, _WATCH_RETRY_MAX_S)
             if not self._stop_event.is_set():
-                with contextlib.suppress(OSError):
-                    self._diff(await asyncio.to_thread(scan_tree, self._root, self._filter))
+                watched = await asyncio.to_thread(_identity, self._root)
+                resync = True
+
+    async def _resync(self) -> None:
+        """Diff the tree against what consumers know (after the watch was set up again); a
+        directory that cannot be listed is left for the watch's next attempt."""
+        with contextlib.suppress(OSError):
+            self._diff(await asyncio.to_thread(_scan_root, self._root, self._filter))
 
     async def _poll_loop(self, interval_s: float, previous: dict[str, FileStat]) -> None:
         """Polling mode: rescan every `interval_s` and mark what differs from the last scan.
@@ -658,11 +680,18 @@ class DirectorySource(BaseSource):
                 return
             wait = 0.1
 
-    def _root_changed(self, changes: set[tuple[Any, str]]) -> bool:
-        """Whether a change names the watched directory itself (deleted, moved, its
-        attributes changed): its identity is then looked at again."""
+    def _root_named(self, changes: set[tuple[Any, str]], deleted: Any) -> str | None:
+        """ "deleted" when a change deletes the watched directory itself, "changed" when one
+        names it otherwise (moved, its attributes changed: its identity is looked at
+        again), else None."""
         roots = (self._root, self._real_root)
-        return any(path in roots for _change, path in changes)
+        named = None
+        for change, path in changes:
+            if path in roots:
+                if change == deleted:
+                    return "deleted"
+                named = "changed"
+        return named
 
     def _on_changes(self, changes: set[tuple[Any, str]]) -> None:
         ignore_temporary, recursive = self._cfg.ignore_temporary, self._cfg.recursive

@@ -521,7 +521,7 @@ def watchfiles_failing(monkeypatch: pytest.MonkeyPatch, *errors: Exception) -> l
             return failing()
         return watchfiles.awatch(*paths, **kwargs)
 
-    fake = types.SimpleNamespace(awatch=awatch)
+    fake = types.SimpleNamespace(awatch=awatch, Change=watchfiles.Change)
     monkeypatch.setattr(source_module, "_import_watchfiles", lambda: fake)
     return calls
 
@@ -592,7 +592,7 @@ async def test_an_unexpected_watch_failure_is_logged_with_its_traceback_and_watc
     assert "error" not in failed.__dict__
 
 
-@pytest.mark.parametrize("how", ["deleted", "moved"])
+@pytest.mark.parametrize("how", ["deleted", "moved", "made again at once"])
 async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
     tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
@@ -606,17 +606,20 @@ async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
     try:
         (root / "a.txt").write_text("a")
         await deliver(source, store, 1)
-        if how == "deleted":
+        if how == "moved":
+            root.rename(tmp_path / "elsewhere")
+        else:
             (root / "a.txt").unlink()
             root.rmdir()
-        else:
-            root.rename(tmp_path / "elsewhere")
+        if how == "made again at once":
+            root.mkdir()  # on ext4, mostly with the same inode
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
             r.getMessage() == "directory.watch_failed" for r in caplog.records
         ):
             await asyncio.sleep(0.05)
-        root.mkdir()
+        if how != "made again at once":
+            root.mkdir()
         (root / "b.txt").write_text("b")
         records = await deliver(source, store, 2, timeout_s=15)
     finally:
