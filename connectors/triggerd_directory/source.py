@@ -520,11 +520,9 @@ class DirectorySource(BaseSource):
                     self._log.error("directory.watch_failed", extra={**extra, "error": problem})
                 else:
                     self._log.exception("directory.watch_failed", extra=extra)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop_event.wait()
+            stopped = await self._stopped_after(delay)
             delay = min(delay * 2, _WATCH_RETRY_MAX_S)
-            if not self._stop_event.is_set():
+            if not stopped:
                 watched = await asyncio.to_thread(_identity, self._root)
                 resync = True
 
@@ -539,12 +537,7 @@ class DirectorySource(BaseSource):
 
         Our own scan rather than watchfiles' polling mode, whose poller compares mtimes in
         whole seconds and misses a second change to a file within the same second."""
-        while not self._stop_event.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._stop_event.wait()
-            if self._stop_event.is_set():
-                return
+        while not await self._stopped_after(interval_s):
             try:
                 current = await asyncio.to_thread(scan_tree, self._root, self._filter)
             except Exception:  # task boundary: log and poll again
@@ -559,18 +552,20 @@ class DirectorySource(BaseSource):
                 self._mark(rel, None)
             previous = current
 
+    async def _stopped_after(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when the source stops; whether it is stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        return self._stop_event.is_set()
+
     async def _rescan_loop(self, interval_s: float) -> None:
         """Notifications can miss changes without a word, and watchfiles reports neither
         case: it drops the kernel's queue overflow (an event without a path), and a
         directory created once `fs.inotify.max_user_watches` is reached is never watched.
         Every `interval_s`, the tree is scanned again and what differs from what consumers
         know is settled as at start; the changes no notification told are logged."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._stop_event.wait()
-            if self._stop_event.is_set():
-                return
+        while not await self._stopped_after(interval_s):
             try:
                 await self._rescan()
             except OSError as exc:  # the directory unreadable or gone: one line, next time
@@ -670,10 +665,7 @@ class DirectorySource(BaseSource):
         of changes made just before the scan), or the trigger stops; bounded."""
         deadline = self._ctx.clock.monotonic() + _NOTIFY_LAG_S + self._cfg.stable_s + _SETTLE_WAIT_S
         wait = _NOTIFY_LAG_S
-        while not self._stop_event.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._stop_event.wait()
+        while not await self._stopped_after(wait):
             if self._ctx.clock.monotonic() >= deadline:
                 return
             if not any(rel in self._dirty for rel in paths):

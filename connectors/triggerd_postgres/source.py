@@ -104,6 +104,11 @@ _ADVANCE_SQL = (
 )
 
 
+#: The least time between two warnings of one lasting condition (WAL retention, a slot at
+#: risk of invalidation).
+WARN_EVERY_S = 600.0
+
+
 @dataclass(eq=False, slots=True)
 class _Peek:
     """One open peek: its transaction and cursor, and the decoding state."""
@@ -188,8 +193,8 @@ class PostgresSource(BaseSource):
         #: Protocol v2 streaming asked for (config, and the server is 14 or later).
         self.streaming = False
         self._lag = PartitionStats(self.slot, None, 0.0, None)
-        self._retention_warned_at: float | None = None
-        self._unreserved_warned_at: float | None = None
+        #: When each condition's warning was last logged (`_warn_while`).
+        self._warned_at: dict[str, float] = {}
         self._stopped = False
 
     # ---- lifecycle ----
@@ -634,40 +639,33 @@ class PostgresSource(BaseSource):
     def _warn_unreserved(self, wal_status: str | None, now: float) -> None:
         """The server keeps WAL past `max_slot_wal_keep_size` for this slot no more: its next
         checkpoint invalidates the slot (and its undelivered changes) unless it catches up."""
-        if wal_status != "unreserved":
-            self._unreserved_warned_at = None
-            return
-        if self._unreserved_warned_at is not None and now - self._unreserved_warned_at < 600:
-            return
-        self._unreserved_warned_at = now
-        self.log.warning(
+        reason = (
+            "the slot is further behind than max_slot_wal_keep_size: the server's next "
+            "checkpoint invalidates it unless it catches up"
+        )
+        self._warn_while(
             "postgres.slot_at_risk",
-            extra={
-                "trigger": self.trigger,
-                "slot": self.slot,
-                "wal_status": wal_status,
-                "reason": "the slot is further behind than max_slot_wal_keep_size: the "
-                "server's next checkpoint invalidates it unless it catches up",
-            },
+            wal_status == "unreserved",
+            now,
+            {"wal_status": wal_status, "reason": reason},
         )
 
     def _warn_retention(self, retained: int, now: float) -> None:
-        limit = self.config.wal_retention_warning_mb * 1024 * 1024
-        if retained <= limit:
-            self._retention_warned_at = None
+        limit_mb = self.config.wal_retention_warning_mb
+        fields = {"retained_mb": round(retained / 1024 / 1024, 1), "threshold_mb": limit_mb}
+        self._warn_while("postgres.wal_retention", retained > limit_mb * 1024 * 1024, now, fields)
+
+    def _warn_while(self, event: str, holds: bool, now: float, fields: dict[str, Any]) -> None:
+        """`event` at WARNING while `holds`, at most every `WARN_EVERY_S` (at once again
+        after it stopped holding)."""
+        if not holds:
+            self._warned_at.pop(event, None)
             return
-        if self._retention_warned_at is not None and now - self._retention_warned_at < 600:
+        last = self._warned_at.get(event)
+        if last is not None and now - last < WARN_EVERY_S:
             return
-        self._retention_warned_at = now
-        self.log.warning(
-            "postgres.wal_retention",
-            extra={
-                "trigger": self.trigger,
-                "slot": self.slot,
-                "retained_mb": round(retained / 1024 / 1024, 1),
-                "threshold_mb": self.config.wal_retention_warning_mb,
-            },
-        )
+        self._warned_at[event] = now
+        self.log.warning(event, extra={"trigger": self.trigger, "slot": self.slot, **fields})
 
     # ---- shapes ----
 

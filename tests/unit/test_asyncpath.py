@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from tests.fakes import (
 from triggerd.delivery.asyncpath import AsyncTrigger, event_request_id
 from triggerd.state.base import NewEvent
 from triggerd.state.sqlite import SQLiteStateStore
-from triggerd.types import MAX_ASYNC_PAYLOAD, BuildError, InvokeResult, Outcome
+from triggerd.types import MAX_ASYNC_PAYLOAD, BuildError, InvokeResult, Outcome, Record
 
 
 def build(
@@ -731,31 +731,40 @@ async def test_an_ack_that_raises_after_a_commit_gives_back_the_records_taken_du
 ) -> None:
     # The ack of a durable commit raises (a plugin source's): its records go back, and so do
     # the ones taken while its write was under way, which are not committed yet.
-    hook = HeldWrites()
-    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
-    await store.open()
-    first = make_record("first")
+    first, later = make_record("first"), [make_record(i) for i in range(3)]
     src = AckFailsFirst([first])
-    t = build(store, src, FakeBackend())
-    loop_task = asyncio.create_task(t._accept_loop())
-    try:
-        await started(hook)
-        later = [make_record(i) for i in range(3)]
-        src.push(*later)
-        await asyncio.sleep(0.05)
+    async with accept_loop_during_a_held_write(tmp_path, src, later) as hook:
         hook.gate.set()
         async with asyncio.timeout(10):
             while len(src.nacked) < 4:
                 await asyncio.sleep(0.01)
+    assert src.failed_acks == [[first]]
+    # the later ones first: handed out again, the commit's own come out before them
+    assert src.nacked[:4] == [*later, first]
+
+
+@contextlib.asynccontextmanager
+async def accept_loop_during_a_held_write(
+    tmp_path: Path, src: FakeSource, later: list[Record]
+) -> AsyncIterator[HeldWrites]:
+    """The accept loop of `src` over a store whose first write is held (released with the
+    hook's gate): `later` are handed out while it is; the loop is cancelled at the end."""
+    hook = HeldWrites()
+    store = SQLiteStateStore(str(tmp_path / "state.db"), before_write=hook)
+    await store.open()
+    t = build(store, src, FakeBackend())
+    loop_task = asyncio.create_task(t._accept_loop())
+    try:
+        await started(hook)
+        src.push(*later)
+        await asyncio.sleep(0.05)
+        yield hook
     finally:
         hook.gate.set()
         loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop_task
         await store.close()
-    assert src.failed_acks == [[first]]
-    # the later ones first: handed out again, the commit's own come out before them
-    assert src.nacked[:4] == [*later, first]
 
 
 async def test_a_receive_that_returns_records_as_the_loop_is_cancelled_gives_them_back(
