@@ -317,8 +317,10 @@ class DirectorySource(BaseSource):
         self._unreadable: dict[str, PathState] = {}
         #: Directories whose files `_expand` is looking at (a thread hand-off).
         self._expanding: set[str] = set()
-        #: Whether the watcher is running (a rescan's report names the cause accordingly).
+        #: Whether the watcher is running, and how many times it was set up (a rescan's
+        #: report names the cause accordingly).
         self._watching = False
+        self._watch_starts = 0
         #: The diffs run once a watch is set up again after a failure.
         self._resyncs: set[asyncio.Task[None]] = set()
 
@@ -490,7 +492,12 @@ class DirectorySource(BaseSource):
                     task = asyncio.create_task(self._resync())
                     self._resyncs.add(task)
                     task.add_done_callback(self._resyncs.discard)
+                if watched is None:
+                    # awatch would watch nothing, without a word (ignore_permission_denied
+                    # hides its FileNotFoundError): a missing directory is a failed attempt.
+                    raise FileNotFoundError(self._root)
                 self._watching = True
+                self._watch_starts += 1
                 async for changes in watchfiles.awatch(
                     self._root,
                     watch_filter=None,
@@ -530,7 +537,7 @@ class DirectorySource(BaseSource):
         """Diff the tree against what consumers know (after the watch was set up again); a
         directory that cannot be listed is left for the watch's next attempt."""
         with contextlib.suppress(OSError):
-            self._diff(await asyncio.to_thread(_scan_root, self._root, self._filter))
+            await self._diff_settled(await asyncio.to_thread(_scan_root, self._root, self._filter))
 
     async def _poll_loop(self, interval_s: float, previous: dict[str, FileStat]) -> None:
         """Polling mode: rescan every `interval_s` and mark what differs from the last scan.
@@ -582,6 +589,7 @@ class DirectorySource(BaseSource):
         that no notification named meanwhile (nor a directory above them), are reported."""
         notified: set[str] = set()
         self._notified = notified
+        watch = (self._watching, self._watch_starts)
         try:
             scan = await asyncio.to_thread(_scan_root, self._root, self._filter)
             found = await self._diff_settled(scan)
@@ -600,7 +608,7 @@ class DirectorySource(BaseSource):
         )
         if not missed:
             return
-        if self._watching:
+        if watch == (True, self._watch_starts) and self._watching:
             reason = (
                 "no notification came for these changes: the kernel's inotify queue "
                 "overflowed (fs.inotify.max_queued_events), or a new directory could not be "
@@ -608,7 +616,7 @@ class DirectorySource(BaseSource):
                 "out from the trigger's next start)"
             )
         else:
-            reason = "the watch is not running (see directory.watch_failed)"
+            reason = "the watch was not running all along (see directory.watch_failed)"
         self._log.warning(
             "directory.rescan_found",
             extra={
@@ -627,6 +635,8 @@ class DirectorySource(BaseSource):
         then: a tree of a million files takes most of a second."""
         found: list[str] = []
         known, unreadable = self._known, self._unreadable
+        for rel in [rel for rel in unreadable if rel not in scan]:
+            del unreadable[rel]  # gone (its notification may have been lost)
         for i, (rel, st) in enumerate(scan.items(), 1):
             checkpoint = known.get(rel)
             if (checkpoint is None or checkpoint.stat != st) and unreadable.get(rel) != st:
@@ -663,7 +673,9 @@ class DirectorySource(BaseSource):
     async def _until_settled(self, paths: list[str]) -> None:
         """Wait until none of `paths` is dirty any more (and at least for the notifications
         of changes made just before the scan), or the trigger stops; bounded."""
-        deadline = self._ctx.clock.monotonic() + _NOTIFY_LAG_S + self._cfg.stable_s + _SETTLE_WAIT_S
+        # (a path that changed again after the scan settles `stable_s` after that change)
+        bound = _NOTIFY_LAG_S + 2 * self._cfg.stable_s + _SETTLE_WAIT_S
+        deadline = self._ctx.clock.monotonic() + bound
         wait = _NOTIFY_LAG_S
         while not await self._stopped_after(wait):
             if self._ctx.clock.monotonic() >= deadline:
@@ -944,6 +956,9 @@ class DirectorySource(BaseSource):
         """Settle a path that is not a regular file (any more)."""
         st = obs.state
         if st == "dir":
+            if rel in self._known:
+                # A file consumers know became a directory: the file is gone.
+                await self._settle_missing(rel)
             await self._expand(rel)
         elif st is None:
             await self._settle_missing(rel)

@@ -96,7 +96,7 @@ class KafkaSource(BaseSource):
         #: Set when the consumer failed in a way polling again cannot fix: `receive` raises it.
         self.failure: PermanentError | None = None
         #: Retries of partitions whose positioning failed (they stay paused meanwhile).
-        self._positioners: set[asyncio.Task[None]] = set()
+        self._positioners: dict[str, asyncio.Task[None]] = {}
         self._position_backoff = Backoff(base_s=1.0, max_s=30.0, jitter=0.0)
 
     def attach(self, control: PipelineControl) -> None:
@@ -159,10 +159,7 @@ class KafkaSource(BaseSource):
             return
         self._stopped = True
         self._arrived.set()
-        for task in list(self._positioners):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._cancel_positioners(list(self._positioners))
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -468,6 +465,7 @@ class KafkaSource(BaseSource):
         if not states:
             return
         keys = [s.key for s in states]
+        await self._cancel_positioners(keys)
         if self.control is not None:
             # Leave room in the rebalance timeout for the commit and the rejoin.
             await self.control.release_keys(keys, self.config.rebalance_timeout / 1000 * 0.8)
@@ -505,9 +503,9 @@ class KafkaSource(BaseSource):
             elif not self._stopped:
                 # Still paused: positioned again in the background (the rebalance goes on),
                 # not left to aiokafka's reset, which would ignore `starting_position`.
-                task = asyncio.create_task(self._position_later(states, new))
-                self._positioners.add(task)
-                task.add_done_callback(self._positioners.discard)
+                for state, tp in zip(states, new, strict=True):
+                    task = asyncio.create_task(self._position_later(state, tp))
+                    self._positioners[state.key] = task
 
     def _positioned(self, states: list[PartitionState], committed: dict[Any, int | None]) -> None:
         for state in states:
@@ -522,25 +520,37 @@ class KafkaSource(BaseSource):
             extra={
                 "trigger": self.ctx.trigger,
                 "partitions": sorted(self.states),
+                "positioned": sorted(s.key for s in states),
                 "committed": {partition_key(t.topic, t.partition): o for t, o in committed.items()},
             },
         )
 
-    async def _position_later(self, states: list[PartitionState], new: list[Any]) -> None:
-        """Retry positioning partitions whose first attempt failed, with backoff, while they
-        are still this member's (a rebalance that revokes them ends the retries)."""
+    async def _position_later(self, state: PartitionState, tp: Any) -> None:
+        """Retry positioning a partition whose first attempt failed, with backoff, while it
+        is this member's: `on_revoked` cancels the retry (and waits for it) before the
+        partition can be assigned to anyone else, so no late seek lands on it."""
         failures = 1
-        while not self._stopped:
-            await self.ctx.clock.sleep(self._position_backoff.delay(failures))
-            current = [s for s in states if self.states.get(s.key) is s and s.active]
-            if not current or self._stopped:
-                return
-            tps = [self._tps[s.key] for s in current]
-            committed = await self._position(tps, failures + 1)
-            if committed is not None:
-                self._positioned(current, committed)
-                return
-            failures += 1
+        try:
+            while not self._stopped:
+                await self.ctx.clock.sleep(self._position_backoff.delay(failures))
+                if self.states.get(state.key) is not state or not state.active:
+                    return
+                committed = await self._position([tp], failures + 1)
+                if committed is not None:
+                    self._positioned([state], committed)
+                    return
+                failures += 1
+        finally:
+            if self._positioners.get(state.key) is asyncio.current_task():
+                del self._positioners[state.key]
+
+    async def _cancel_positioners(self, keys: Iterable[str]) -> None:
+        tasks = [t for key in keys if (t := self._positioners.pop(key, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _position(self, new: list[Any], attempt: int = 1) -> dict[Any, int | None] | None:
         """Position the new partitions; None when that failed (logged: they stay paused and

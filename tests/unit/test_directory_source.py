@@ -592,7 +592,7 @@ async def test_an_unexpected_watch_failure_is_logged_with_its_traceback_and_watc
     assert "error" not in failed.__dict__
 
 
-@pytest.mark.parametrize("how", ["deleted", "moved", "made again at once"])
+@pytest.mark.parametrize("how", ["deleted", "moved", "made again at once", "gone a while"])
 async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
     tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
@@ -613,8 +613,11 @@ async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
             root.rmdir()
         if how == "made again at once":
             root.mkdir()  # on ext4, mostly with the same inode
+        # "gone a while": until a retry found no directory there (awatch would have watched
+        # nothing from then on, without a word)
+        lines = 2 if how == "gone a while" else 1
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(
+        while time.monotonic() < deadline and lines > sum(
             r.getMessage() == "directory.watch_failed" for r in caplog.records
         ):
             await asyncio.sleep(0.05)
@@ -631,6 +634,31 @@ async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
     failed = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
     assert failed and all(r.exc_info is None for r in failed), "one line each, no traceback"
     assert any("deleted, moved or replaced" in r.__dict__["error"] for r in failed)
+    if how == "gone a while":
+        assert any("does not exist" in r.__dict__["error"] for r in failed)
+
+
+async def test_a_file_replaced_by_a_directory_of_its_name_is_removed_and_the_directory_read(
+    tmp_path: Path, store: FakeCheckpoints
+) -> None:
+    source = make_source(tmp_path, store, rescan_interval_s=0)
+    await source.start()
+    try:
+        (tmp_path / "x").write_text("a file")
+        await deliver(source, store, 1)
+        (tmp_path / "x").unlink()
+        staging = tmp_path.parent / f"{tmp_path.name}-staging"
+        staging.mkdir()
+        (staging / "inner.txt").write_text("i")
+        staging.rename(tmp_path / "x")
+        records = await deliver(source, store, 2)
+    finally:
+        await source.stop()
+    assert events_of(records) == [
+        ("ObjectCreated:Put", "x/inner.txt"),
+        ("ObjectRemoved:Delete", "x"),
+    ]
+    assert sorted(source._known) == ["x/inner.txt"]
 
 
 def losing_notifications(source: DirectorySource, word: str) -> None:
@@ -714,6 +742,26 @@ async def test_a_rescan_leaves_a_file_being_settled_to_its_own_timer(
         assert source._observed["slow.txt"] is before, "not marked afresh by the rescan"
     finally:
         await source.stop()
+
+
+async def test_a_rescan_while_the_watch_was_down_names_the_watch_not_inotify(
+    tmp_path: Path, store: FakeCheckpoints, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = make_source(tmp_path, store, rescan_interval_s=3600)
+    losing_notifications(source, "lost")
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (tmp_path / "lost.txt").write_text("x")
+        source._watching = False  # as after a failure, until the retry sets it up again
+        rescan = asyncio.create_task(source._rescan())
+        await asyncio.sleep(0.3)
+        source._watching, source._watch_starts = True, source._watch_starts + 1
+        await rescan
+    finally:
+        await source.stop()
+    (line,) = rescan_lines(caplog)
+    assert "watch was not running" in line.__dict__["reason"]
 
 
 async def test_a_rescan_leaves_an_unreadable_file_alone_until_it_changes(

@@ -556,3 +556,35 @@ async def test_records_given_back_during_a_revocation_do_not_leak_into_the_byte_
     source._accept({TP("t", 1): [Msg("t", 1, 0)]})
     source._apply_back_pressure()
     assert consumer.paused == set(), "the remaining partition keeps flowing"
+
+
+async def test_a_revocation_cancels_a_positioning_retry_under_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A retry left running past a revocation could position the partition after it was
+    # assigned elsewhere (and back here): a stale seek skips records or repeats them.
+    source, consumer = slow_source(fail=True)
+    source._position_backoff = Backoff(base_s=0.01, max_s=0.01, jitter=0.0)
+    asked = asyncio.Event()
+    committed = consumer.committed
+
+    async def watched_committed(tp: TP) -> int | None:
+        asked.set()
+        return await committed(tp)
+
+    consumer.committed = watched_committed  # type: ignore[method-assign]
+    tp = TP("t", 0)
+    consumer.gate.set()
+    caplog.set_level(logging.INFO, logger="k")
+    await source.on_assigned([tp])  # fails: a retry is scheduled
+    consumer.gate.clear()
+    asked.clear()
+    async with asyncio.timeout(5):
+        await asked.wait()  # the retry waits in committed()
+    await source.on_revoked([tp])
+    assert source._positioners == {} and "t-0" not in source.states
+    consumer.fail = False
+    consumer.gate.set()
+    await asyncio.sleep(0.2)
+    assert "kafka.partitions_assigned" not in caplog.text, "the cancelled retry did nothing"
+    await source.stop()

@@ -133,6 +133,32 @@ async def test_an_ack_that_keeps_failing_backs_off_rather_than_invoking_in_a_loo
     assert {r.item_id for r in src.nacked} == {src.failed_acks[0][0].item_id}, "given back"
 
 
+async def test_a_crashed_batch_s_wait_ends_when_its_keys_are_released(
+    store: SQLiteStateStore,
+) -> None:
+    # A revocation or a lease's end releases the keys: the crashed batch gives its records
+    # back then, not after its backoff (the release would time out, and a revoked Kafka
+    # partition commit while the batch still held its records).
+    rec = make_record(1, key="k")
+    src, be = AckFailsFirst([rec], failures=10**9), FakeBackend()
+    rt = trigger_runtime(store, src, be)
+    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
+    trigger = SyncTrigger(rt)
+    task = asyncio.create_task(trigger.run())
+    try:
+        async with asyncio.timeout(10):
+            while not src.failed_acks:
+                await asyncio.sleep(0.01)
+        assert "k" in trigger.retrying
+        async with asyncio.timeout(10):
+            await trigger.release_keys(["k"], 5.0)
+        assert [r.item_id for r in src.nacked] == [rec.item_id]
+        assert "k" not in trigger.busy and "k" not in trigger.retrying
+    finally:
+        trigger.stop()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_filtered_out_records_whose_ack_raised_are_given_back(
     store: SQLiteStateStore,
 ) -> None:

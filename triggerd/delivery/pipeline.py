@@ -503,8 +503,7 @@ class SyncTrigger:
                 "batch.crashed", extra={"trigger": self.rt.name, "retry_in_s": round(delay, 2)}
             )
             try:
-                # The batch keeps its keys (and slot) meanwhile: other keys go on.
-                await _wait(self._stopping, delay)
+                await self._crash_pause(keys, epochs, delay)
             finally:
                 await settle(self._give_back(unsettled, keys), abandon=self.rt.forced)
         finally:
@@ -517,6 +516,21 @@ class SyncTrigger:
             self._slots_changed()
             ended, self._batch_done = self._batch_done, asyncio.Event()
             ended.set()
+
+    async def _crash_pause(self, keys: set[str], epochs: dict[str, int], delay: float) -> None:
+        """A crashed batch's wait before its records go back, cut short by a stop or a
+        release of its keys (a revocation, a lease's end) as a retry's backoff is; its keys
+        count as retrying meanwhile (a full buffer gives their records back)."""
+        self.retrying |= keys
+        try:
+            deadline = self.rt.clock.monotonic() + delay
+            while not self.stopping and not self.released_since(epochs):
+                remaining = deadline - self.rt.clock.monotonic()
+                if remaining <= 0:
+                    return
+                await _wait(self._wake, remaining)
+        finally:
+            self.retrying -= keys
 
     def _slots_changed(self) -> None:
         freed, self._slot_freed = self._slot_freed, asyncio.Event()
