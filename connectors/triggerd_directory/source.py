@@ -487,15 +487,15 @@ class DirectorySource(BaseSource):
         resync = False
         while not self._stop_event.is_set():
             try:
+                if watched is None:
+                    # awatch would watch nothing, without a word (ignore_permission_denied
+                    # hides its FileNotFoundError): a missing directory is a failed attempt.
+                    raise FileNotFoundError(self._root)
                 if resync:
                     # Runs at awatch's first await, once its watch is set up.
                     task = asyncio.create_task(self._resync())
                     self._resyncs.add(task)
                     task.add_done_callback(self._resyncs.discard)
-                if watched is None:
-                    # awatch would watch nothing, without a word (ignore_permission_denied
-                    # hides its FileNotFoundError): a missing directory is a failed attempt.
-                    raise FileNotFoundError(self._root)
                 self._watching = True
                 self._watch_starts += 1
                 async for changes in watchfiles.awatch(

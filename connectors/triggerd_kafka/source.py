@@ -548,9 +548,8 @@ class KafkaSource(BaseSource):
         tasks = [t for key in keys if (t := self._positioners.pop(key, None)) is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # (gather: a cancellation of the caller meanwhile still reaches it)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _position(self, new: list[Any], attempt: int = 1) -> dict[Any, int | None] | None:
         """Position the new partitions; None when that failed (logged: they stay paused and

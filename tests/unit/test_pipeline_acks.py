@@ -159,6 +159,34 @@ async def test_a_crashed_batch_s_wait_ends_when_its_keys_are_released(
         await asyncio.wait_for(task, 5)
 
 
+async def test_a_full_buffer_of_a_waiting_key_is_given_back_once_per_poll_not_in_a_loop(
+    store: SQLiteStateStore,
+) -> None:
+    # The buffer fills with the records of a key whose batch waits (here a crash's backoff);
+    # they are given back so that other keys can be received, and a source that hands them
+    # straight back had them given back again at once, for the whole wait.
+    src, be = (
+        AckFailsFirst([make_record(0, key="k")], redeliver=True, failures=10**9),
+        FakeBackend(),
+    )
+    rt = trigger_runtime(store, src, be, batch_size=2)
+    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
+    trigger = SyncTrigger(rt)
+    task = asyncio.create_task(trigger.run())
+    try:
+        async with asyncio.timeout(10):
+            while not src.failed_acks:
+                await asyncio.sleep(0.01)
+        src.push(*[make_record(i, key="k") for i in range(1, 60)])
+        await asyncio.sleep(0.5)
+        # one give-back of at most a buffer (10) per poll timeout (0.05 s): well under 500
+        assert 0 < len(src.nacked) < 500, len(src.nacked)
+        assert len(be.calls) == 1
+    finally:
+        trigger.stop()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_filtered_out_records_whose_ack_raised_are_given_back(
     store: SQLiteStateStore,
 ) -> None:
