@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -119,13 +120,7 @@ async def test_an_ack_that_keeps_failing_backs_off_rather_than_invoking_in_a_loo
     # batch holds its records for the throttle backoff (here longer than the test), and the
     # stop cuts that wait short and gives them back.
     src, be = AckFailsFirst([make_record(1)], redeliver=True, failures=10**9), FakeBackend()
-    rt = trigger_runtime(store, src, be)
-    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
-    trigger = SyncTrigger(rt)
-    task = asyncio.create_task(trigger.run())
-    async with asyncio.timeout(10):
-        while not src.failed_acks:
-            await asyncio.sleep(0.01)
+    trigger, task = await crashed_once(store, src, be)
     await asyncio.sleep(0.5)
     assert len(be.calls) == 1 and src.nacked == [], "held for the backoff, not invoked again"
     trigger.stop()
@@ -141,14 +136,8 @@ async def test_a_crashed_batch_s_wait_ends_when_its_keys_are_released(
     # partition commit while the batch still held its records).
     rec = make_record(1, key="k")
     src, be = AckFailsFirst([rec], failures=10**9), FakeBackend()
-    rt = trigger_runtime(store, src, be)
-    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
-    trigger = SyncTrigger(rt)
-    task = asyncio.create_task(trigger.run())
+    trigger, task = await crashed_once(store, src, be)
     try:
-        async with asyncio.timeout(10):
-            while not src.failed_acks:
-                await asyncio.sleep(0.01)
         assert "k" in trigger.retrying
         async with asyncio.timeout(10):
             await trigger.release_keys(["k"], 5.0)
@@ -169,14 +158,8 @@ async def test_a_full_buffer_of_a_waiting_key_is_given_back_once_per_poll_not_in
         AckFailsFirst([make_record(0, key="k")], redeliver=True, failures=10**9),
         FakeBackend(),
     )
-    rt = trigger_runtime(store, src, be, batch_size=2)
-    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
-    trigger = SyncTrigger(rt)
-    task = asyncio.create_task(trigger.run())
+    trigger, task = await crashed_once(store, src, be, batch_size=2)
     try:
-        async with asyncio.timeout(10):
-            while not src.failed_acks:
-                await asyncio.sleep(0.01)
         src.push(*[make_record(i, key="k") for i in range(1, 60)])
         await asyncio.sleep(0.5)
         # one give-back of at most a buffer (10) per poll timeout (0.05 s): well under 500
@@ -253,3 +236,18 @@ async def test_a_receive_failure_the_source_knows_is_one_line_and_others_keep_th
     assert known.levelno == logging.ERROR and known.exc_info is None
     assert known.__dict__["error"] == "slot s is in use elsewhere"
     assert bug.exc_info is not None and bug.exc_info[0] is KeyError
+
+
+async def crashed_once(
+    store: SQLiteStateStore, src: AckFailsFirst, be: FakeBackend, **trigger: Any
+) -> tuple[SyncTrigger, asyncio.Task[None]]:
+    """`src`'s trigger, running, once its first batch crashed on the failed ack: the batch
+    waits its throttle backoff (60 s, longer than the test) before it gives back."""
+    rt = trigger_runtime(store, src, be, **trigger)
+    rt.throttle_backoff = Backoff(base_s=60, max_s=60)
+    trigger_ = SyncTrigger(rt)
+    task = asyncio.create_task(trigger_.run())
+    async with asyncio.timeout(10):
+        while not src.failed_acks:
+            await asyncio.sleep(0.01)
+    return trigger_, task
