@@ -98,6 +98,9 @@ class KafkaSource(BaseSource):
         #: Retries of partitions whose positioning failed (they stay paused meanwhile).
         self._positioners: dict[str, asyncio.Task[None]] = {}
         self._position_backoff = Backoff(base_s=1.0, max_s=30.0, jitter=0.0)
+        #: (committed, oldest) offsets already reported as lost by partition: the same loss
+        #: is found again at every assignment until a record of the partition is committed.
+        self._expired_reported: dict[str, tuple[int, int]] = {}
 
     def attach(self, control: PipelineControl) -> None:
         self.control = control
@@ -577,11 +580,15 @@ class KafkaSource(BaseSource):
             )
             return committed
         for tp, (offset, first) in sorted(expired.items(), key=lambda item: str(item[0])):
+            key = partition_key(tp.topic, tp.partition)
+            if self._expired_reported.get(key) == (offset, first):
+                continue
+            self._expired_reported[key] = (offset, first)
             self.log.warning(
                 "kafka.records_expired",
                 extra={
                     "trigger": self.ctx.trigger,
-                    "partition": partition_key(tp.topic, tp.partition),
+                    "partition": key,
                     "committed": offset,
                     "first_offset": first,
                     "offsets_lost": first - offset,

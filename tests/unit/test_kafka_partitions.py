@@ -265,6 +265,29 @@ async def test_a_partition_whose_records_expired_before_delivery_is_one_warning(
     assert source.states["t-0"].committed == 40
 
 
+async def test_the_same_expired_records_are_reported_once_across_rebalances(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, consumer = make_source()
+    consumer.committed_offsets = {TP("t", 0): 40}
+    consumer.firsts = {TP("t", 0): 100}
+    caplog.set_level(logging.INFO, logger="k")
+
+    def reports() -> list[tuple[int, int]]:
+        lines = [r for r in caplog.records if r.getMessage() == "kafka.records_expired"]
+        return [(r.__dict__["committed"], r.__dict__["first_offset"]) for r in lines]
+
+    await source.on_assigned([TP("t", 0)])
+    await source.on_revoked([TP("t", 0)])  # nothing delivered: 40 stays the committed offset
+    await source.on_assigned([TP("t", 0)])
+    assert reports() == [(40, 100)]
+    await source.on_revoked([TP("t", 0)])
+    consumer.firsts = {TP("t", 0): 150}  # retention deleted more meanwhile: a new loss
+    await source.on_assigned([TP("t", 0)])
+    assert reports() == [(40, 100), (40, 150)]
+    assert consumer.seeks[-1] == (TP("t", 0), 150)
+
+
 async def test_back_pressure_pauses_a_full_partition_and_resumes_it_at_half() -> None:
     source, consumer = make_source(max_buffered_records_per_partition=4)
     await source.on_assigned([TP("t", 0), TP("t", 1)])
