@@ -8,7 +8,7 @@ import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 #: (mtime_ns, size) of a regular file.
 FileStat = tuple[int, int]
@@ -18,6 +18,17 @@ PathState = FileStat | Literal["dir", "other"] | None
 
 _TEMP_SUFFIXES = (".tmp", ".swp", ".swx", ".part", ".crdownload", "~")
 _CHUNK = 1024 * 1024
+
+
+class StopFlag(Protocol):
+    """What a scan looks at between directories (an asyncio.Event's `is_set` only reads
+    a flag, so a scan's thread may call it)."""
+
+    def is_set(self) -> bool: ...
+
+
+class ScanStopped(Exception):
+    """A scan given up because its source is stopping (its result would be incomplete)."""
 
 
 def _translate_segment(segment: str) -> str:
@@ -117,15 +128,21 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def scan_tree(root: str, path_filter: PathFilter, under: str = "") -> dict[str, FileStat]:
+def scan_tree(
+    root: str, path_filter: PathFilter, under: str = "", stop: StopFlag | None = None
+) -> dict[str, FileStat]:
     """Every selected regular file below `root` (or below `root/under`): rel path -> stat.
 
     Symlinked files are followed; symlinked directories are not entered (no loops). Entries
-    that vanish during the scan are skipped.
+    that vanish during the scan are skipped. Once `stop` is set, the scan raises ScanStopped
+    before its next directory: a thread cannot be cancelled, and the process's exit waits
+    for it (seconds on a tree of a million files).
     """
     found: dict[str, FileStat] = {}
     pending = [under]
     while pending:
+        if stop is not None and stop.is_set():
+            raise ScanStopped(root)
         rel_dir = pending.pop()
         try:
             with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:

@@ -48,6 +48,8 @@ from .paths import (
     PathFilter,
     PathState,
     Probe,
+    ScanStopped,
+    StopFlag,
     examine_many,
     is_temporary,
     observe_many,
@@ -227,12 +229,12 @@ def _examine_and_observe(
     return found, observe_many(root, probes, max_ctime_ns, budget, max_hashed)
 
 
-def _scan_root(root: str, path_filter: PathFilter) -> dict[str, FileStat]:
+def _scan_root(root: str, path_filter: PathFilter, stop: StopFlag) -> dict[str, FileStat]:
     """`scan_tree` of a rescan, which first makes sure the directory can be listed:
     `scan_tree` skips a directory it cannot list, and every file would seem deleted."""
     with os.scandir(root):
         pass
-    return scan_tree(root, path_filter)
+    return scan_tree(root, path_filter, stop=stop)
 
 
 def _named(rel: str, notified: set[str]) -> bool:
@@ -536,8 +538,9 @@ class DirectorySource(BaseSource):
     async def _resync(self) -> None:
         """Diff the tree against what consumers know (after the watch was set up again); a
         directory that cannot be listed is left for the watch's next attempt."""
-        with contextlib.suppress(OSError):
-            await self._diff_settled(await asyncio.to_thread(_scan_root, self._root, self._filter))
+        with contextlib.suppress(OSError, ScanStopped):
+            scan = await asyncio.to_thread(_scan_root, self._root, self._filter, self._stop_event)
+            await self._diff_settled(scan)
 
     async def _poll_loop(self, interval_s: float, previous: dict[str, FileStat]) -> None:
         """Polling mode: rescan every `interval_s` and mark what differs from the last scan.
@@ -546,7 +549,11 @@ class DirectorySource(BaseSource):
         whole seconds and misses a second change to a file within the same second."""
         while not await self._stopped_after(interval_s):
             try:
-                current = await asyncio.to_thread(scan_tree, self._root, self._filter)
+                current = await asyncio.to_thread(
+                    scan_tree, self._root, self._filter, "", self._stop_event
+                )
+            except ScanStopped:
+                break
             except Exception:  # task boundary: log and poll again
                 self._log.exception(
                     "directory.poll_failed", extra={"trigger": self._scope, "path": self._root}
@@ -575,6 +582,8 @@ class DirectorySource(BaseSource):
         while not await self._stopped_after(interval_s):
             try:
                 await self._rescan()
+            except ScanStopped:
+                return
             except OSError as exc:  # the directory unreadable or gone: one line, next time
                 self._log.warning(
                     "directory.rescan_failed",
@@ -591,7 +600,7 @@ class DirectorySource(BaseSource):
         self._notified = notified
         watch = (self._watching, self._watch_starts)
         try:
-            scan = await asyncio.to_thread(_scan_root, self._root, self._filter)
+            scan = await asyncio.to_thread(_scan_root, self._root, self._filter, self._stop_event)
             found = await self._diff_settled(scan)
             if not found:
                 return

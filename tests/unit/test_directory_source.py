@@ -874,6 +874,62 @@ async def test_a_failed_rescan_is_one_line_and_the_next_one_runs(
     assert "Permission denied" in failed.__dict__["error"]
 
 
+def test_a_scan_stops_before_its_next_directory_once_its_flag_is_set(tmp_path: Path) -> None:
+    for i in range(20):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "f.txt").write_text("x")
+
+    class SetOnThirdLook:
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            return self.looks >= 3
+
+    flag = SetOnThirdLook()
+    with pytest.raises(paths_module.ScanStopped):
+        paths_module.scan_tree(str(tmp_path), PathFilter(), stop=flag)
+    assert flag.looks == 3, "two directories listed, then given up"
+    assert len(paths_module.scan_tree(str(tmp_path), PathFilter())) == 20
+
+
+@pytest.mark.parametrize("mode", [{"rescan_interval_s": 0.1}, {"poll_interval_s": 0.1}])
+async def test_stop_ends_a_rescan_under_way_instead_of_leaving_its_thread_to_finish(
+    tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch, mode: dict[str, Any]
+) -> None:
+    # A thread cannot be cancelled: a scan left running after stop holds the process's exit
+    # until it ends. Here every directory takes 50 ms to list: the whole scan at least 10 s.
+    tree = tmp_path / "tree"
+    for i in range(200):
+        (tree / f"d{i}").mkdir(parents=True)
+    slow, started, ended = threading.Event(), threading.Event(), threading.Event()
+    real_scandir, real_scan = os.scandir, source_module.scan_tree
+
+    def slow_scandir(path: Any = ".") -> Any:
+        if slow.is_set() and str(path).startswith(str(tree)):
+            started.set()
+            time.sleep(0.05)
+        return real_scandir(path)
+
+    def scan_tree(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_scan(*args, **kwargs)
+        finally:
+            if slow.is_set():
+                ended.set()
+
+    monkeypatch.setattr(os, "scandir", slow_scandir)
+    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    source = make_source(tree, store, **mode)
+    await source.start()
+    try:
+        slow.set()
+        assert await asyncio.to_thread(started.wait, 10), "no scan started"
+    finally:
+        await source.stop()
+    assert await asyncio.to_thread(ended.wait, 5), "the scan went on after stop"
+
+
 async def test_rescan_interval_zero_turns_rescans_off(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
