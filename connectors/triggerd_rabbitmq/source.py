@@ -261,7 +261,7 @@ class RabbitMQSource(BaseSource):
                     "stale_deliveries": self._inbox.qsize(),
                 },
             )
-            await _close_quietly(link.connection)
+            await self._close_own(link)
             _drain(self._inbox)
         wait = self._retry_at - clock.monotonic()
         if wait > 0:
@@ -386,12 +386,17 @@ class RabbitMQSource(BaseSource):
         if link is None or not any(r.handle.link is link for r in records):
             return  # their link is gone: the broker has requeued them already
         self._link = None
+        await self._close_own(link)
+        self._inbox.put_nowait(None)  # wake a waiting `receive` to reconnect
+
+    async def _close_own(self, link: Link) -> None:
+        """Close a link triggerd itself gives up: its close callbacks log nothing (the
+        reason was logged already)."""
         self._closing_quietly = True
         try:
             await _close_quietly(link.connection)
         finally:
             self._closing_quietly = False
-        self._inbox.put_nowait(None)  # wake a waiting `receive` to reconnect
 
     async def _settle(self, records: Sequence[Record], action: str) -> None:
         """Settle on the channel the records came from; skip those of a dead link."""

@@ -150,6 +150,7 @@ async def test_a_consumer_the_broker_cancels_consumes_again_once_the_queue_is_ba
         r.__dict__["generation"] for r in caplog.records if r.msg == "source.rabbitmq.connected"
     ]
     assert generations[0] == 1 and len(generations) == 2, "one reconnect"
+    assert not [r for r in caplog.records if r.msg == "source.rabbitmq.closed"], "its own close"
 
 
 async def _exists(b: Any, queue: str) -> bool:
