@@ -72,6 +72,10 @@ _HASH_BUDGET_BYTES = 16 * 1024 * 1024
 #: How long stop() lets the watcher thread notice the stop event before cancelling it.
 _WATCH_STOP_GRACE_S = 2.0
 _WATCH_RETRY_MAX_S = 30.0
+#: How often a watch checks that its path still leads to the directory it watches: no
+#: notification tells of a symlink re-pointed or a file system mounted on the path (a
+#: daemon started before its mount watched the empty mount point). A stat every 5 s.
+ROOT_CHECK_MS = 5_000
 #: After a rescan found changes: how long the notifications of changes made just before it
 #: may still take to arrive (the watcher's 100 ms debounce, a busy event loop). A change
 #: notified by then is not reported as one the notifications missed.
@@ -98,15 +102,19 @@ def _import_watchfiles() -> ModuleType:
 
 
 class _RootReplaced(Exception):
-    """The watched directory itself was deleted, moved away or replaced: the watch follows
-    the old directory, and would see nothing of one made at the path since."""
+    """The watched directory itself was deleted, moved away or replaced, or its path leads
+    to another directory now: the watch follows the old directory, and would see nothing of
+    the one at the path since."""
 
 
 def watch_problem(exc: Exception) -> str | None:
     """One line for a watch failure the operator can act on (an inotify limit, the
     directory gone), or None for any other failure (logged with its traceback)."""
     if isinstance(exc, _RootReplaced):
-        return "the directory was deleted, moved or replaced: watching the path again"
+        return (
+            "the directory was deleted, moved or replaced, or its path leads elsewhere now "
+            "(a symlink re-pointed, a file system mounted on it): watching the path again"
+        )
     if isinstance(exc, FileNotFoundError):
         return "the directory does not exist (deleted?): watching it again once it does"
     return inotify_limit(exc)
@@ -500,6 +508,7 @@ class DirectorySource(BaseSource):
                     task.add_done_callback(self._resyncs.discard)
                 self._watching = True
                 self._watch_starts += 1
+                checked = self._ctx.clock.monotonic()
                 async for changes in watchfiles.awatch(
                     self._root,
                     watch_filter=None,
@@ -509,12 +518,18 @@ class DirectorySource(BaseSource):
                     recursive=self._cfg.recursive,
                     force_polling=False,
                     ignore_permission_denied=True,
+                    rust_timeout=ROOT_CHECK_MS,
+                    yield_on_timeout=True,  # an empty set: time to check the root
                 ):
-                    self._on_changes(changes)
-                    delay = 1.0
+                    if changes:
+                        self._on_changes(changes)
+                        delay = 1.0
                     named = self._root_named(changes, watchfiles.Change.deleted)
+                    due = self._ctx.clock.monotonic() - checked >= ROOT_CHECK_MS / 1000
+                    if due:
+                        checked = self._ctx.clock.monotonic()
                     if named == "deleted" or (
-                        named == "changed"
+                        (named == "changed" or due)
                         and await asyncio.to_thread(_identity, self._root) != watched
                     ):
                         # (A directory made again at once may get the same inode: a

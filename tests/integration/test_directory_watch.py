@@ -189,20 +189,26 @@ async def test_hashing_a_large_file_keeps_the_event_loop_responsive(
 WATCH_LIMIT = 4
 
 
-def run_with_watch_limit(tmp_path: Path, rescan_s: float, wait_s: float) -> dict[str, Any]:
-    """`directory_watch_limit` in a new user namespace whose `max_inotify_watches` is
-    WATCH_LIMIT (a per-namespace limit: the host's is untouched)."""
+def run_in_namespace(
+    unshare: list[str], setup: str, module: str, args: list[str]
+) -> dict[str, Any]:
+    """`python -m tests.integration.MODULE ARGS...` after the shell command `setup`, in new
+    namespaces (`unshare` flags, as root of a new user namespace); its JSON line."""
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is not installed")
-    root = tmp_path / f"tree-{rescan_s}"
-    root.mkdir()
-    script = (
-        f"echo {WATCH_LIMIT} > /proc/sys/user/max_inotify_watches && exec "
-        f'"$0" -m tests.integration.directory_watch_limit "$@"'
-    )
-    args = [str(root), str(tmp_path / f"state-{rescan_s}.db"), str(rescan_s), str(wait_s)]
+    script = f'{setup}exec "$0" -m tests.integration.{module} "$@"'
     done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "sh", "-c", script, sys.executable, *args],
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            *unshare,
+            "sh",
+            "-c",
+            script,
+            sys.executable,
+            *args,
+        ],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
@@ -211,6 +217,16 @@ def run_with_watch_limit(tmp_path: Path, rescan_s: float, wait_s: float) -> dict
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def run_with_watch_limit(tmp_path: Path, rescan_s: float, wait_s: float) -> dict[str, Any]:
+    """`directory_watch_limit` in a new user namespace whose `max_inotify_watches` is
+    WATCH_LIMIT (a per-namespace limit: the host's is untouched)."""
+    root = tmp_path / f"tree-{rescan_s}"
+    root.mkdir()
+    args = [str(root), str(tmp_path / f"state-{rescan_s}.db"), str(rescan_s), str(wait_s)]
+    setup = f"echo {WATCH_LIMIT} > /proc/sys/user/max_inotify_watches && "
+    return run_in_namespace([], setup, "directory_watch_limit", args)
 
 
 def test_a_tree_grown_past_the_inotify_watch_limit_is_delivered_by_the_rescan(
@@ -225,3 +241,27 @@ def test_a_tree_grown_past_the_inotify_watch_limit_is_delivered_by_the_rescan(
     assert with_rescans["keys"] == everything
     found = with_rescans["found"]
     assert len(found) >= len(everything) - (WATCH_LIMIT - 1) and set(found) <= set(everything)
+
+
+@pytest.mark.parametrize("check_ms", [200, 0], ids=["checked", "never checked"])
+def test_a_file_system_mounted_on_the_watched_directory_is_watched(
+    tmp_path: Path, check_ms: int
+) -> None:
+    # A daemon started before its mount watched the empty mount point: no notification
+    # tells of the mount, and the mounted files never arrived. The watch checks its path.
+    root, mounted = tmp_path / f"mount-point-{check_ms}", tmp_path / f"mounted-{check_ms}"
+    root.mkdir()
+    mounted.mkdir()
+    (mounted / "early.txt").write_text("there before the mount")
+    state = str(tmp_path / f"state-{check_ms}.db")
+    # 0: a check interval longer than the wait (as before the check existed)
+    interval = check_ms or 60_000
+    wait_s = 15 if check_ms else 3
+    args = [str(root), str(mounted), state, str(interval), str(wait_s)]
+    result = run_in_namespace(["--mount"], "", "directory_mount", args)
+    if check_ms:
+        assert result["keys"] == ["early.txt", "late.txt"]
+        (error,) = result["errors"]
+        assert "a file system mounted on it" in error
+    else:
+        assert result == {"keys": [], "errors": []}, "the watch follows the mount point"

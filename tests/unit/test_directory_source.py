@@ -638,6 +638,39 @@ async def test_a_watched_directory_deleted_and_made_again_is_watched_again(
         assert any("does not exist" in r.__dict__["error"] for r in failed)
 
 
+async def test_a_watched_symlink_re_pointed_to_another_directory_is_watched_again(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No notification tells of it (nor of a file system mounted on the path): the watch
+    # went on following the old directory, and files in the new one never arrived.
+    monkeypatch.setattr(source_module, "ROOT_CHECK_MS", 200)
+    old, new, link = tmp_path / "old", tmp_path / "new", tmp_path / "inbox"
+    old.mkdir()
+    new.mkdir()
+    link.symlink_to(old)
+    source = make_source(link, store, rescan_interval_s=0)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        (link / "a.txt").write_text("a")
+        await deliver(source, store, 1)
+        (tmp_path / "inbox.new").symlink_to(new)
+        (tmp_path / "inbox.new").replace(link)  # as `ln -sfn new inbox` does
+        (new / "b.txt").write_text("b")
+        records = await deliver(source, store, 2, timeout_s=15)
+    finally:
+        await source.stop()
+    assert sorted(events_of(records)) == [
+        ("ObjectCreated:Put", "b.txt"),
+        ("ObjectRemoved:Delete", "a.txt"),
+    ]
+    (failed,) = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
+    assert failed.exc_info is None and "symlink re-pointed" in failed.__dict__["error"]
+
+
 async def test_a_file_replaced_by_a_directory_of_its_name_is_removed_and_the_directory_read(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
