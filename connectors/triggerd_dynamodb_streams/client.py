@@ -62,12 +62,14 @@ async def resolve_stream(
         description = (await streams.describe_stream(StreamArn=arn, Limit=1))["StreamDescription"]
     except ConfigError:
         raise
-    except Exception as exc:  # classify: unreachable is retryable, the rest is the config's
+    except Exception as exc:  # classify: unreachable or busy is retryable, the rest the config's
         code = error_code(exc)
         if code is None:
             raise RetryableError(
                 f"{where}: cannot reach DynamoDB ({type(exc).__name__}: {exc})"
             ) from None
+        if aws.transient(exc):  # throttled (DescribeStream: 10 calls/s), a 5xx
+            raise RetryableError(f"{where}: DynamoDB answered {code}") from None
         raise ConfigError([f"{where}: {code}"]) from None
     return str(arn), str(description.get("StreamViewType", ""))
 

@@ -47,12 +47,16 @@ async def stream_arn(client: Any, config: KinesisSourceConfig, trigger: str) -> 
     """The stream's ARN; a ConfigError naming the stream when it cannot be used."""
     try:
         response = await client.describe_stream_summary(**_stream_args(config))
-    except Exception as exc:  # classify: unreachable is retryable, the rest is the config's
+    except Exception as exc:  # classify: unreachable or busy is retryable, the rest the config's
         code = error_code(exc)
         if code is None:
             raise RetryableError(
                 f"trigger {trigger!r}: source.stream {config.stream}: cannot reach Kinesis "
                 f"({type(exc).__name__}: {exc})"
+            ) from None
+        if aws.transient(exc):  # throttled (DescribeStreamSummary: 20 calls/s), a 5xx
+            raise RetryableError(
+                f"trigger {trigger!r}: source.stream {config.stream}: Kinesis answered {code}"
             ) from None
         raise ConfigError([f"trigger {trigger!r}: source.stream {config.stream}: {code}"]) from None
     return str(response["StreamDescriptionSummary"]["StreamARN"])

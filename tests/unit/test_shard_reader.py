@@ -351,6 +351,133 @@ async def test_dynamodb_streams_api_maps_throttling_too() -> None:
         await api.get_records("it", 10)
 
 
+class _RefusingListing(FakeApi):
+    """A FakeApi whose shard listing fails `failures` times with `error` first."""
+
+    error: Exception = Throttled("LimitExceededException")
+    failures: int = 1
+
+    async def list_shards(self) -> list[ShardInfo]:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return await super().list_shards()
+
+
+def _client_error(code: str, status: int, operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Throttled("LimitExceededException"),
+        _client_error("InternalFailure", 500, "ListShards"),
+        _client_error("ServiceUnavailable", 503, "DescribeStream"),
+    ],
+    ids=["throttled", "internal-failure", "unavailable"],
+)
+async def test_a_busy_server_at_start_is_retryable_and_the_next_start_reads(
+    store: Any, error: Exception
+) -> None:
+    """A throttled (or 5xx) shard listing at start: a RetryableError, which the daemon
+    retries later (`source.start_deferred`), not an exception that ends it with a traceback."""
+    from triggerd.types import RetryableError
+
+    api = _RefusingListing(records={"s": [1, 2]})
+    api.error = error
+    r = reader(api, store, Clock())
+    with pytest.raises(
+        RetryableError, match="trigger 't': source \\(stream\\): listing the shards"
+    ):
+        await r.start()
+    again = reader(api, store, Clock())
+    await again.start()
+    try:
+        got = await consume(again, 2)
+    finally:
+        await again.stop()
+    assert [x.payload["n"] for x in got] == [1, 2]
+
+
+async def test_a_refused_shard_listing_at_start_is_a_one_line_config_error(store: Any) -> None:
+    """The credentials may not list the shards (no kinesis:ListShards): a ConfigError that
+    names the trigger and AWS's code (the daemon exits 2 with it), not a traceback."""
+    from triggerd.types import ConfigError
+
+    api = _RefusingListing(records={"s": [1]})
+    api.error = _client_error("AccessDeniedException", 400, "ListShards")
+    with pytest.raises(ConfigError) as caught:
+        await reader(api, store, Clock()).start()
+    assert caught.value.problems == [
+        "trigger 't': source (stream): listing the shards failed: AccessDeniedException: m"
+    ]
+
+
+class _DescribeClient:
+    """A client whose describe calls raise `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def describe_stream_summary(self, **kwargs: Any) -> dict[str, Any]:
+        raise self.error
+
+    async def describe_stream(self, **kwargs: Any) -> dict[str, Any]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("LimitExceededException", 400, True),
+        ("ThrottlingException", 400, True),
+        ("InternalFailure", 500, True),
+        ("ResourceNotFoundException", 400, False),
+        ("AccessDeniedException", 400, False),
+    ],
+)
+async def test_stream_lookup_at_start_retries_a_busy_server_and_refuses_a_wrong_stream(
+    code: str, status: int, retryable: bool
+) -> None:
+    """DescribeStreamSummary (Kinesis: 20 calls/s per account) and DescribeStream (DynamoDB
+    Streams: 10 calls/s) throttled, or failing on the server's side, at start: the daemon
+    tries again later; only a refusal of the stream itself is the config's error."""
+    from contextlib import AsyncExitStack
+    from unittest import mock
+
+    from triggerd.types import ConfigError, RetryableError
+    from triggerd_dynamodb_streams import client as ddb_client
+    from triggerd_dynamodb_streams.config import DynamoDBStreamsSourceConfig
+    from triggerd_kinesis.client import stream_arn
+    from triggerd_kinesis.config import KinesisSourceConfig
+
+    expected = RetryableError if retryable else ConfigError
+    fake = _DescribeClient(_client_error(code, status, "DescribeStreamSummary"))
+    kinesis = KinesisSourceConfig(type="kinesis", stream="clicks")
+    with pytest.raises(expected, match=code):
+        await stream_arn(fake, kinesis, "t")
+    ddb = DynamoDBStreamsSourceConfig(
+        type="dynamodb_streams",
+        stream="arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000",
+    )
+
+    async def opened(*args: Any) -> _DescribeClient:
+        return fake
+
+    async with AsyncExitStack() as stack:
+        with (
+            mock.patch.object(ddb_client, "open_client", opened),
+            pytest.raises(expected, match=code),
+        ):
+            await ddb_client.resolve_stream(stack, ddb, "us-east-1", "t")
+
+
 class _RefusingIterators:
     def __init__(self, code: str) -> None:
         self.code = code

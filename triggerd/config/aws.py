@@ -99,6 +99,35 @@ def _blob_text(value: Any) -> Any:
     return value
 
 
+#: Error codes of AWS APIs that mean "not now" (throttling): the same call succeeds later.
+THROTTLING_CODES = frozenset(
+    {
+        "LimitExceededException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+    }
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an AWS call's error may go away by itself: no answer (the endpoint is not
+    reachable: no error code), throttling, or an error of the server's side (HTTP 5xx),
+    rather than a refusal of the call as configured (access denied, no such resource)."""
+    code = error_code(exc)
+    if code is None or code in THROTTLING_CODES:
+        return True
+    response = getattr(exc, "response", None)
+    meta = response.get("ResponseMetadata") if isinstance(response, dict) else None
+    status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+    return isinstance(status, int) and status >= 500
+
+
 def error_code(exc: BaseException) -> str | None:
     """The AWS error code of a botocore ClientError (None for other errors)."""
     code = _error_field(exc, "Code")

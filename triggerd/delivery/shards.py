@@ -63,14 +63,15 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
+from triggerd.config.aws import error_code, error_message, transient
 from triggerd.config.streams import StartingPosition
 from triggerd.delivery.failures import stream_batch_info
 from triggerd.delivery.retry import Backoff
@@ -82,12 +83,14 @@ from triggerd.state.leases import LeaseLostError
 from triggerd.types import (
     BaseSource,
     Clock,
+    ConfigError,
     InvokeResult,
     JSONDict,
     Outcome,
     PartitionStats,
     PipelineControl,
     Record,
+    RetryableError,
     SourceContext,
     SourceStats,
 )
@@ -106,6 +109,8 @@ __all__ = [
     "Trimmed",
     "WindowEnd",
 ]
+
+_T = TypeVar("_T")
 
 #: Checkpoint value of a shard read to its end.
 SHARD_END = "SHARD_END"
@@ -315,8 +320,11 @@ class ShardReader:
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        """List the shards once (errors go to the caller), then run in the background."""
-        listing = await self.api.list_shards()
+        """List the shards once, then run in the background. An API call that fails here
+        raises a RetryableError when the server may get over it (throttled, a 5xx, not
+        reachable: the daemon starts the trigger again later), else a ConfigError (access
+        denied): one line, never a traceback."""
+        listing = await self._start_call("listing the shards", self.api.list_shards())
         saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
         self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
         if self.tumbling_window_s:
@@ -353,11 +361,22 @@ class ShardReader:
             )
             for shard in latest:
                 shard.pinned_at = pin
-                shard.iterator = await self.api.iterator(
-                    shard.info.shard_id, "LATEST", sequence=None, timestamp=None
+                shard.iterator = await self._start_call(
+                    f"a LATEST iterator of {shard.info.shard_id}",
+                    self.api.iterator(shard.info.shard_id, "LATEST", sequence=None, timestamp=None),
                 )
         self._runner = asyncio.create_task(self._run(), name=f"shards-{self.trigger}")
         await self._started.wait()
+
+    async def _start_call(self, what: str, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except Exception as exc:  # classified: retried by the daemon, or the config's
+            where = f"trigger {self.trigger!r}: source ({self.kind}): {what} failed"
+            reader_error = (Throttled, IteratorExpired, Trimmed, ShardGone)
+            if isinstance(exc, reader_error) or transient(exc):
+                raise RetryableError(f"{where}: {_describe(exc)}") from None
+            raise ConfigError([f"{where}: {error_code(exc)}: {error_message(exc)}"]) from None
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
