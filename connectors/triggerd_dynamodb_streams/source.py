@@ -45,6 +45,7 @@ class DynamoDBStreamsSource(ShardedSource):
             read_ahead=cfg.read_ahead,
             tumbling_window_s=cfg.tumbling_window_s,
             kind="dynamodb_streams",
+            stream=self.stream_arn,
         )
 
     def filter_view(self, record: Record) -> JSONDict | None:

@@ -50,6 +50,7 @@ class KinesisSource(ShardedSource):
             read_ahead=cfg.read_ahead,
             tumbling_window_s=cfg.tumbling_window_s,
             kind="kinesis",
+            stream=self.stream_arn,
         )
 
     def filter_view(self, record: Record) -> JSONDict | None:

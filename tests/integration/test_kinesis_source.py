@@ -442,3 +442,36 @@ async def test_latest_pins_its_start_so_a_restart_misses_nothing_put_while_down(
             await h.run_until(lambda: len(delivered(backend)) >= 1)
             await asyncio.sleep(0.3)
     assert delivered(backend) == [{"i": 1}]
+
+
+async def test_a_trigger_moved_to_another_stream_reads_all_of_it(
+    moto_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints are stored per shard id, and every stream numbers its shards alike: after
+    the trigger's `stream` changed, the new stream's shardId-000000000000 must not take the
+    old one's checkpoint (there SHARD_END, after a split: it would never be read, and
+    nothing said so; a sequence number would start it after another stream's position)."""
+    import logging
+
+    async with kinesis_client(moto_server) as client:
+        old = await make_stream(client)
+        await put_json(client, old, [("k", {"old": 1})])
+        [shard] = (await client.list_shards(StreamName=old))["Shards"]
+        low, high = (int(v) for v in shard["HashKeyRange"].values())
+        await client.split_shard(
+            StreamName=old, ShardToSplit=shard["ShardId"], NewStartingHashKey=str((low + high) // 2)
+        )
+        async with trigger_harness(
+            tmp_path, registry(), source(moto_server, old), FakeBackend()
+        ) as h:
+            reader = h.source.reader  # type: ignore[attr-defined]
+            await h.run_until(lambda: "shardId-000000000000" not in reader.shards)
+        new = await make_stream(client, shards=2)
+        await put_json(client, new, [(f"k{i}", {"new": i}) for i in range(6)])
+        backend = FakeBackend()
+        caplog.set_level(logging.WARNING)
+        async with trigger_harness(tmp_path, registry(), source(moto_server, new), backend) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 6)
+    assert sorted(v["new"] for v in delivered(backend)) == list(range(6))
+    [reset] = [r for r in caplog.records if r.getMessage() == "stream.checkpoints_reset"]
+    assert reset.previous_stream.endswith(f"stream/{old}")  # type: ignore[attr-defined]

@@ -116,6 +116,8 @@ _T = TypeVar("_T")
 SHARD_END = "SHARD_END"
 _KEY_PREFIX = "shard:"
 _WINDOW_PREFIX = "window:"
+#: The stream (its ARN) the trigger's shard checkpoints belong to.
+_STREAM_KEY = "stream"
 #: Checkpoint value of a shard pinned at the time it was first read from LATEST.
 PIN_PREFIX = "AT_TIMESTAMP:"
 #: A pin is this many seconds before the LATEST iterator is taken (and rounded down to the
@@ -283,6 +285,9 @@ class ShardReader:
     #: Lambda's TumblingWindowInSeconds (0: no windows).
     tumbling_window_s: int = 0
     kind: str = "stream"
+    #: The stream's ARN: checkpoints stored for another stream (the trigger's `stream`
+    #: changed) are dropped at start. Empty: not checked.
+    stream: str = ""
     shards: dict[str, _Shard] = field(default_factory=dict)
     #: Shards seen finished (checkpointed at their end, or gone from the list).
     _done: set[str] = field(default_factory=set)
@@ -325,6 +330,8 @@ class ShardReader:
         reachable: the daemon starts the trigger again later), else a ConfigError (access
         denied): one line, never a traceback."""
         listing = await self._start_call("listing the shards", self.api.list_shards())
+        if self.stream:
+            await self._own_checkpoints()
         saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
         self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
         if self.tumbling_window_s:
@@ -367,6 +374,33 @@ class ShardReader:
                 )
         self._runner = asyncio.create_task(self._run(), name=f"shards-{self.trigger}")
         await self._started.wait()
+
+    async def _own_checkpoints(self) -> None:
+        """The shard checkpoints stored are keyed by shard id alone, and Kinesis numbers the
+        shards of every stream alike (shardId-000000000000, ...): those of the stream the
+        trigger read before its `stream` changed would start the new stream's shards after
+        another stream's positions, and a shard finished there (SHARD_END) would never be
+        read here. They are dropped, once, with a warning: the trigger starts the new stream
+        as a new event source mapping does, from `starting_position`."""
+        stored = await self.state.get_checkpoint(self.trigger, _STREAM_KEY)
+        if stored == self.stream:
+            return
+        items: dict[str, str | None] = {_STREAM_KEY: self.stream}
+        if stored is not None:
+            old = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
+            windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
+            items |= dict.fromkeys([*old, *windows], None)
+            self.log.warning(
+                "stream.checkpoints_reset",
+                extra={
+                    "trigger": self.trigger,
+                    "source": self.kind,
+                    "stream": self.stream,
+                    "previous_stream": stored,
+                    "shards": len(old),
+                },
+            )
+        await self.state.set_checkpoints(self.trigger, items)
 
     async def _start_call(self, what: str, call: Awaitable[_T]) -> _T:
         try:
