@@ -30,8 +30,9 @@ async def kinesis_client(endpoint: str) -> AsyncIterator[Any]:
         yield client
 
 
-async def make_stream(client: Any, shards: int = 1) -> str:
-    name = f"s-{uuid.uuid4().hex[:12]}"
+async def make_stream(client: Any, shards: int = 1, name: str | None = None) -> str:
+    """A new active stream (a unique name unless `name` is given); its name."""
+    name = name or f"s-{uuid.uuid4().hex[:12]}"
     await client.create_stream(StreamName=name, ShardCount=shards)
     for _ in range(100):
         desc = await client.describe_stream_summary(StreamName=name)

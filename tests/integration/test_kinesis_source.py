@@ -475,3 +475,39 @@ async def test_a_trigger_moved_to_another_stream_reads_all_of_it(
     assert sorted(v["new"] for v in delivered(backend)) == list(range(6))
     [reset] = [r for r in caplog.records if r.getMessage() == "stream.checkpoints_reset"]
     assert reset.previous_stream.endswith(f"stream/{old}")  # type: ignore[attr-defined]
+
+
+async def test_a_stream_deleted_and_created_again_is_read_again(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """The stream (resharded: shardId-000000000000 read to its end) is deleted and created
+    again under its name while the trigger runs: same ARN, and a new shardId-000000000000
+    that must not be skipped as the old one, finished."""
+    import asyncio
+
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        await put_json(client, stream, [("k", {"old": 1})])
+        [shard] = (await client.list_shards(StreamName=stream))["Shards"]
+        low, high = (int(v) for v in shard["HashKeyRange"].values())
+        await client.split_shard(
+            StreamName=stream,
+            ShardToSplit=shard["ShardId"],
+            NewStartingHashKey=str((low + high) // 2),
+        )
+        backend = FakeBackend()
+        cfg = source(moto_server, stream, shard_refresh_s=0.5)
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            reader = h.source.reader  # type: ignore[attr-defined]
+
+            async def recreate() -> None:
+                while "shardId-000000000000" in reader.shards:  # read to its end
+                    await asyncio.sleep(0.02)
+                await client.delete_stream(StreamName=stream)
+                await make_stream(client, name=stream)
+                await put_json(client, stream, [(f"k{i}", {"new": i}) for i in range(3)])
+
+            task = asyncio.create_task(recreate())
+            await h.run_until(lambda: len(delivered(backend)) >= 4)
+            await task
+    assert delivered(backend) == [{"old": 1}, {"new": 0}, {"new": 1}, {"new": 2}]

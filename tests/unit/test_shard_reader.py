@@ -723,3 +723,40 @@ async def test_stats_count_the_records_acknowledged_per_second_per_shard(store: 
     assert rates == {"a": round(5 / elapsed, 1), "b": round(1 / elapsed, 1)}
     assert 0 < elapsed < 60
     assert rates["a"] > rates["b"] > 0
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["while-running", "after-a-restart"])
+async def test_a_stream_created_again_has_its_finished_shard_ids_read_again(
+    store: Any, restart: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream deleted and created again under its name keeps its ARN, and Kinesis names
+    the new stream's shards as it named the old one's: a shard id finished before
+    (SHARD_END stored) and now listed open is the new stream's shard. It is read from its
+    start with one warning, not skipped as finished (a silent stall: the new stream's
+    records never came)."""
+    api = FakeApi(records={"shard-0": [1, 2], "shard-1": [3]}, parents={"shard-1": ("shard-0",)})
+    api.closed.add("shard-0")  # split (here into one child, for short)
+    r = reader(api, store, Clock(), refresh_s=5.0)
+    await r.start()
+    try:
+        await consume(r, 3)
+        for _ in range(2000):  # shard-0's SHARD_END written
+            if "shard-0" not in r.shards:
+                break
+            await asyncio.sleep(0.001)
+        # Deleted and created again with one shard: shard-0, open, new records (the old
+        # stream's shard-1 is not found any more).
+        api.records["shard-0"] = [7, 8]
+        api.gone.add("shard-1")
+        api.closed.clear()
+        if restart:
+            await r.stop()
+            r = reader(api, store, Clock(), refresh_s=5.0)
+            await r.start()
+        caplog.set_level(logging.WARNING)
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [7, 8]
+    reopened = [x for x in caplog.records if x.getMessage() == "stream.shard_reopened"]
+    assert [x.shard for x in reopened] == ["shard-0"]  # type: ignore[attr-defined]

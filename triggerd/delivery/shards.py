@@ -304,6 +304,9 @@ class ShardReader:
     _order: list[str] = field(default_factory=list)
     _saved: dict[str, str] = field(default_factory=dict)
     _gone: set[str] = field(default_factory=set)
+    #: Shards finished (SHARD_END stored) then listed open again: the stream was created
+    #: again; the stored SHARD_END is the old stream's.
+    _reopened: set[str] = field(default_factory=set)
     #: Checkpoints (state-store key -> value) not written yet.
     _unsaved: dict[str, str | None] = field(default_factory=dict)
     #: Shards read and settled to their end whose SHARD_END is not written yet.
@@ -478,11 +481,13 @@ class ShardReader:
                 self.shards[sid].info = info  # it may have closed since (ending sequence)
                 continue
             if sid in self._done:
-                continue
+                if info.ending_sequence is not None:
+                    continue
+                self._reopen(sid)
             checkpoint = self._saved.get(sid)
             kind = "TRIM_HORIZON"
             latest_ok = self.starting_position != "LATEST" or self._first_start
-            if first and sid not in later and latest_ok:
+            if first and sid not in later and latest_ok and sid not in self._reopened:
                 kind = self.starting_position
                 if kind == "LATEST" and info.ending_sequence is not None and checkpoint is None:
                     self._done.add(sid)  # closed before we started: nothing new will come
@@ -498,6 +503,25 @@ class ShardReader:
         # Parents that are no longer listed were trimmed away: nothing left to wait for.
         self._gone = {p for s in self.shards.values() for p in s.info.parents if p not in listed}
         self._start_ready()
+
+    def _reopen(self, sid: str) -> None:
+        """A shard finished here (SHARD_END) is listed open: a finished shard never opens
+        again, so the stream was deleted and created again under its name (same ARN), and
+        Kinesis names the new stream's shards as it named the old one's. Read from its
+        start, not skipped as finished; its first checkpoint replaces the old SHARD_END."""
+        self._done.discard(sid)
+        self._saved.pop(sid, None)
+        self._reopened.add(sid)
+        self.log.warning(
+            "stream.shard_reopened",
+            extra={
+                "trigger": self.trigger,
+                "source": self.kind,
+                "shard": sid,
+                "hint": "a shard read to its end is listed open: the stream was created "
+                "again; its records are read from the start",
+            },
+        )
 
     def _parents_done(self, shard: _Shard) -> bool:
         return all(
@@ -1051,6 +1075,8 @@ class ShardReader:
             sid = key[len(_KEY_PREFIX) :]
             if value != SHARD_END or sid in self._done or leases.held(sid):
                 continue
+            if sid in self._reopened:
+                continue  # the old stream's SHARD_END, until the shard's first checkpoint
             self._done.add(sid)
             if self.shards.pop(sid, None) is not None:
                 self._order.remove(sid)
@@ -1095,6 +1121,8 @@ class ShardReader:
     async def _take_over(self, old: _Shard) -> None:
         sid = old.info.shard_id
         checkpoint = await self.state.get_checkpoint(self.trigger, _KEY_PREFIX + sid)
+        if checkpoint == SHARD_END and sid in self._reopened:
+            checkpoint = None  # the old stream's: read the new shard from its start
         if self.tumbling_window_s:
             window = await self.state.get_checkpoint(self.trigger, _WINDOW_PREFIX + sid)
             if window is not None:
