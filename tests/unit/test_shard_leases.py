@@ -286,6 +286,34 @@ async def test_a_child_shard_starts_once_another_daemon_wrote_its_parents_end() 
         await reader.stop()
 
 
+async def test_a_shard_id_finished_before_and_listed_open_again_is_leased_and_read() -> None:
+    """The stream was deleted and created again (same ARN, the same shard ids): the old
+    shard's SHARD_END in the shared store is not taken as the new shard's end, neither by
+    the balancer's look at the stored checkpoints nor by the take-over's read of them."""
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s0"] = "SHARD_END"  # the old stream's s0, read to its end
+    api = FakeApi({"s0": [7, 8]})  # the new stream's s0, open
+    reader = reader_for(api, Member(table, "a"), clock, lease_timeout_s=0.3)
+    await reader.start()
+    try:
+        out: list[Record] = []
+
+        async def acked() -> bool:
+            batch = reader.take(10)
+            out.extend(batch)
+            await reader.ack(batch)
+            return len(out) >= 2
+
+        async with asyncio.timeout(10):
+            while not await acked():
+                await asyncio.sleep(0.02)
+        assert [int(r.item_id) for r in out] == [7, 8]
+        await _until(lambda: table.checkpoints.get("shard:s0") == "8")
+    finally:
+        await reader.stop()
+
+
 async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_deadline() -> None:
     clock = SystemClock()
     table = Table(clock)
