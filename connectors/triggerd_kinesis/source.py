@@ -51,6 +51,7 @@ class KinesisSource(ShardedSource):
             tumbling_window_s=cfg.tumbling_window_s,
             kind="kinesis",
             stream=self.stream_arn,
+            reused_shard_ids=True,
         )
 
     def filter_view(self, record: Record) -> JSONDict | None:

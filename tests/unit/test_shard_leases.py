@@ -294,7 +294,7 @@ async def test_a_shard_id_finished_before_and_listed_open_again_is_leased_and_re
     table = Table(clock)
     table.checkpoints["shard:s0"] = "SHARD_END"  # the old stream's s0, read to its end
     api = FakeApi({"s0": [7, 8]})  # the new stream's s0, open
-    reader = reader_for(api, Member(table, "a"), clock, lease_timeout_s=0.3)
+    reader = reader_for(api, Member(table, "a"), clock, lease_timeout_s=0.3, reused_shard_ids=True)
     await reader.start()
     try:
         out: list[Record] = []

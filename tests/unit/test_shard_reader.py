@@ -736,7 +736,7 @@ async def test_a_stream_created_again_has_its_finished_shard_ids_read_again(
     records never came)."""
     api = FakeApi(records={"shard-0": [1, 2], "shard-1": [3]}, parents={"shard-1": ("shard-0",)})
     api.closed.add("shard-0")  # split (here into one child, for short)
-    r = reader(api, store, Clock(), refresh_s=5.0)
+    r = reader(api, store, Clock(), refresh_s=5.0, reused_shard_ids=True)
     await r.start()
     try:
         await consume(r, 3)
@@ -751,7 +751,7 @@ async def test_a_stream_created_again_has_its_finished_shard_ids_read_again(
         api.closed.clear()
         if restart:
             await r.stop()
-            r = reader(api, store, Clock(), refresh_s=5.0)
+            r = reader(api, store, Clock(), refresh_s=5.0, reused_shard_ids=True)
             await r.start()
         caplog.set_level(logging.WARNING)
         got = await consume(r, 2)

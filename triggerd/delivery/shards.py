@@ -288,6 +288,11 @@ class ShardReader:
     #: The stream's ARN: checkpoints stored for another stream (the trigger's `stream`
     #: changed) are dropped at start. Empty: not checked.
     stream: str = ""
+    #: The API names the shards of a stream created again under the same name (same ARN)
+    #: as it named the old one's (Kinesis: shardId-000000000000, ...): a shard finished
+    #: here and listed open again is the new stream's. DynamoDB Streams never reuses a
+    #: shard id (a new stream has a new ARN, and `stream` tells).
+    reused_shard_ids: bool = False
     shards: dict[str, _Shard] = field(default_factory=dict)
     #: Shards seen finished (checkpointed at their end, or gone from the list).
     _done: set[str] = field(default_factory=set)
@@ -481,7 +486,7 @@ class ShardReader:
                 self.shards[sid].info = info  # it may have closed since (ending sequence)
                 continue
             if sid in self._done:
-                if info.ending_sequence is not None:
+                if info.ending_sequence is not None or not self.reused_shard_ids:
                     continue
                 self._reopen(sid)
             checkpoint = self._saved.get(sid)
