@@ -64,6 +64,9 @@ class FakeApi:
     gone: set[str] = field(default_factory=set)
     #: Behave like servers that never return a null iterator for a closed shard.
     keep_iterator_at_end: bool = False
+    #: Every GetRecords call answers ExpiredIteratorException (a server that misbehaves).
+    always_expired: bool = False
+    expired_calls: int = 0
     calls: list[str] = field(default_factory=list)
     _pages: int = 0
 
@@ -99,6 +102,10 @@ class FakeApi:
             self.throttle -= 1
             raise Throttled("ProvisionedThroughputExceededException")
         self._pages += 1
+        if self.always_expired:
+            self.expired_calls += 1
+            await asyncio.sleep(0)  # a real call yields
+            raise IteratorExpired("ExpiredIteratorException")
         if self.expire_after_first_page and self._pages == 2:
             raise IteratorExpired("ExpiredIteratorException")
         sid, _, index = iterator.partition(":")
@@ -238,6 +245,42 @@ async def test_an_expired_iterator_is_renewed_after_the_last_record_read(store: 
         await r.stop()
     assert [x.payload["n"] for x in got] == [1, 2, 3, 4, 5]  # no gap, no repeat
     assert "iterator s AFTER_SEQUENCE_NUMBER 2" in api.calls
+
+
+class SleepLog(Clock):
+    """The fake clock, keeping every sleep asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await super().sleep(seconds)
+
+
+async def test_an_iterator_that_expires_again_and_again_is_renewed_with_a_backoff(
+    store: Any,
+) -> None:
+    """The first expiry is renewed at once; one more without a page read in between waits
+    the reader's backoff (0.2 s doubling to 10 s), so a server that answers every fresh
+    iterator with ExpiredIteratorException is not called (and logged) in a hot loop."""
+    api = FakeApi(records={"s": [1]}, always_expired=True)
+    clock = SleepLog()
+    r = reader(api, store, clock)
+    await r.start()
+    try:
+        for _ in range(5000):
+            if api.expired_calls >= 12:
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        await r.stop()
+    assert api.expired_calls >= 12
+    # Besides the shard listing's period: a wait before each renewal after the first.
+    waits = [s for s in clock.sleeps if s != r.refresh_s]
+    assert len(waits) >= 10
+    assert waits[0] <= 0.2 and 8 <= waits[9] <= 10  # doubling, capped (less its jitter)
 
 
 async def test_a_new_reader_resumes_after_the_checkpoint(store: Any) -> None:

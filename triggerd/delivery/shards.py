@@ -254,6 +254,8 @@ class _Cursor:
     iterator: str | None
     failures: int = 0
     horizon: bool = False
+    #: The last iterator expired and no page was read since.
+    expired: bool = False
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.2, max_s=10.0))
 
     def next_delay(self) -> float:
@@ -608,7 +610,7 @@ class ShardReader:
                 if await self._read_failed(shard, cursor, exc):
                     return
                 continue
-            cursor.failures, cursor.horizon = 0, False
+            cursor.failures, cursor.horizon, cursor.expired = 0, False, False
             shard.millis_behind = page.millis_behind
             self._append(shard, page)
             if self._at_end(shard, page):
@@ -642,6 +644,9 @@ class ShardReader:
         elif isinstance(exc, IteratorExpired):
             self.log.info("stream.iterator_expired", extra=where)
             cursor.iterator = None
+            if cursor.expired:  # again, with no page read since: never spin on it
+                await cursor.back_off(self.clock)
+            cursor.expired = True
         else:
             delay = cursor.next_delay()
             self.log.warning(
