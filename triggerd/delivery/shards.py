@@ -530,6 +530,12 @@ class ShardReader:
             },
         )
 
+    def _old_end(self, sid: str) -> bool:
+        """A SHARD_END stored for this shard is the old stream's: the shard was reopened
+        (`_reopen`) and is still listed open (once it closes, SHARD_END is its own)."""
+        shard = self.shards.get(sid)
+        return sid in self._reopened and shard is not None and shard.info.ending_sequence is None
+
     def _parents_done(self, shard: _Shard) -> bool:
         return all(
             p in self._done or (p not in self.shards and p in self._gone)
@@ -1085,7 +1091,7 @@ class ShardReader:
             sid = key[len(_KEY_PREFIX) :]
             if value != SHARD_END or sid in self._done or leases.held(sid):
                 continue
-            if sid in self._reopened:
+            if self._old_end(sid):
                 continue  # the old stream's SHARD_END, until the shard's first checkpoint
             self._done.add(sid)
             if self.shards.pop(sid, None) is not None:
@@ -1131,7 +1137,7 @@ class ShardReader:
     async def _take_over(self, old: _Shard) -> None:
         sid = old.info.shard_id
         checkpoint = await self.state.get_checkpoint(self.trigger, _KEY_PREFIX + sid)
-        if checkpoint == SHARD_END and sid in self._reopened:
+        if checkpoint == SHARD_END and self._old_end(sid):
             checkpoint = None  # the old stream's: read the new shard from its start
         if self.tumbling_window_s:
             window = await self.state.get_checkpoint(self.trigger, _WINDOW_PREFIX + sid)
