@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from triggerd.events.filters import compile_filters
 from triggerd_kinesis.shape import Shaper, sample_event
 from triggerd_kinesis.source import KinesisSource
@@ -87,3 +89,32 @@ def test_wire_values_give_the_same_record_as_botocores_default_parsing() -> None
     a, b = shaper.record(parsed, "shardId-1"), shaper.record(wire, "shardId-1")
     assert a.payload == b.payload
     assert (a.size, a.created_at, a.key) == (b.size, b.created_at, b.key)
+
+
+def test_an_at_timestamp_without_an_offset_is_utc_whatever_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`starting_position_timestamp = "2026-12-01T00:00:00"` starts at midnight UTC: read in
+    the daemon's zone (New York here), the stream would start five hours later and the
+    records of those hours would be skipped."""
+    import time
+
+    from triggerd_kinesis.config import KinesisSourceConfig
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        cfg = KinesisSourceConfig(
+            type="kinesis",
+            stream="s",
+            starting_position="AT_TIMESTAMP",
+            starting_position_timestamp="2026-12-01T00:00:00",  # type: ignore[arg-type]
+        )
+        with_offset = cfg.model_copy(
+            update={"starting_position_timestamp": datetime(2026, 12, 1, 9, tzinfo=UTC)}
+        )
+        assert cfg.starting_epoch == datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+        assert with_offset.starting_epoch == datetime(2026, 12, 1, 9, tzinfo=UTC).timestamp()
+    finally:
+        monkeypatch.undo()
+        time.tzset()

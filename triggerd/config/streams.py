@@ -4,7 +4,7 @@ triggerd.delivery.shards."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -42,7 +42,8 @@ class StreamReading(SourceConfig, AwsCredentials):
     )
     starting_position_timestamp: datetime | float | None = Field(
         default=None,
-        description="With AT_TIMESTAMP: epoch seconds or an ISO-8601 time",
+        description="With AT_TIMESTAMP: epoch seconds or an ISO-8601 time (UTC when it has "
+        "no offset)",
     )
     parallelization_factor: int = Field(
         default=1,
@@ -108,5 +109,7 @@ class StreamReading(SourceConfig, AwsCredentials):
     def starting_epoch(self) -> float | None:
         ts = self.starting_position_timestamp
         if isinstance(ts, datetime):
-            return ts.timestamp()
+            # Without an offset: UTC, as AWS reads its times (and triggerd its other ones),
+            # never the daemon's local zone (west of UTC, the hours between would be skipped).
+            return (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).timestamp()
         return ts
