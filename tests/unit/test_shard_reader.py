@@ -422,8 +422,9 @@ def _client_error(code: str, status: int, operation: str) -> Exception:
         Throttled("LimitExceededException"),
         _client_error("InternalFailure", 500, "ListShards"),
         _client_error("ServiceUnavailable", 503, "DescribeStream"),
+        _client_error("ResourceInUseException", 400, "ListShards"),  # a CREATING stream
     ],
-    ids=["throttled", "internal-failure", "unavailable"],
+    ids=["throttled", "internal-failure", "unavailable", "stream-being-created"],
 )
 async def test_a_busy_server_at_start_is_retryable_and_the_next_start_reads(
     store: Any, error: Exception

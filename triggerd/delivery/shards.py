@@ -418,7 +418,10 @@ class ShardReader:
         except Exception as exc:  # classified: retried by the daemon, or the config's
             where = f"trigger {self.trigger!r}: source ({self.kind}): {what} failed"
             reader_error = (Throttled, IteratorExpired, Trimmed, ShardGone)
-            if isinstance(exc, reader_error) or transient(exc):
+            # ResourceInUseException: the stream is being created or updated (ListShards
+            # refuses a CREATING stream): it will be ready.
+            busy = error_code(exc) == "ResourceInUseException"
+            if isinstance(exc, reader_error) or busy or transient(exc):
                 raise RetryableError(f"{where}: {_describe(exc)}") from None
             raise ConfigError([f"{where}: {error_code(exc)}: {error_message(exc)}"]) from None
 
