@@ -4,6 +4,7 @@ missing refused with one line."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from tests.fakes import FakeBackend, SteppedClock, fake_registry
 from triggerd.config.load import validate_data
 from triggerd.daemon.app import Daemon
-from triggerd.delivery.onfailure import OnFailure
+from triggerd.delivery.onfailure import FAILURE_LOG_EVERY_S, OnFailure
 from triggerd.delivery.retry import Backoff
 from triggerd.events.tracing import from_traceparent, trace_id_for, xray_ids
 from triggerd.telemetry.instrument import InstrumentedBackend
@@ -148,6 +149,77 @@ async def test_destination_delivery_failures_are_counted_by_destination_type() -
     labels = {"trigger": "orders", "condition": "RetriesExhausted"}
     assert get("triggerd_records_dead_lettered_total", labels) == 1
     assert destination.sent == [{"r": 1}]
+
+
+class _DownUntilTold:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.down = True
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, record: Any) -> None:
+        if self.down:
+            raise OSError(30, "Read-only file system")
+        self.sent.append(record)
+
+
+async def test_a_destination_outage_is_logged_once_not_per_record_and_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, every waiting record logged `destination.failed` at every retry: 40 async events
+    # given up on while a file destination was unwritable logged 280 error lines in 47 s (and
+    # 1,024 events would log 1,024 lines every 30 s for as long as the outage lasts).
+    metrics = Metrics()
+    destination = _DownUntilTold()
+    clock = SteppedClock()
+    on_failure = OnFailure(
+        trigger="orders",
+        function="f",
+        destination=destination,
+        destination_name="file",
+        state=_Store(),  # type: ignore[arg-type]
+        clock=clock,
+        metrics=metrics,
+        log=logging.getLogger("test"),
+    )
+    on_failure.backoff = Backoff(base_s=0.001, max_s=0.001)
+    caplog.set_level(logging.DEBUG, "test")
+    deliveries = [
+        asyncio.ensure_future(on_failure.deliver({"r": n}, "RetriesExhausted", f"rid-{n}"))
+        for n in range(20)
+    ]
+    labels = {"trigger": "orders", "destination": "file"}
+    get = metrics.registry.get_sample_value
+    async with asyncio.timeout(5):
+        while (get("triggerd_destination_delivery_failures_total", labels) or 0) < 100:
+            await asyncio.sleep(0.001)
+
+    def lines(event: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == event]
+
+    [failed] = lines("destination.failed")
+    assert failed.levelno == logging.ERROR
+    assert failed.__dict__["error"] == "OSError: [Errno 30] Read-only file system"
+    assert failed.__dict__["failures"] == 1
+    assert on_failure.failing is not None
+    clock.offset += FAILURE_LOG_EVERY_S  # a long outage is said again now and then
+    async with asyncio.timeout(5):
+        while len(lines("destination.failed")) < 2:
+            await asyncio.sleep(0.001)
+    destination.down = False
+    async with asyncio.timeout(5):
+        await asyncio.gather(*deliveries)
+    assert sorted(r["r"] for r in destination.sent) == list(range(20))
+    assert len(lines("destination.failed")) == 2
+    [recovered] = lines("destination.recovered")
+    assert recovered.__dict__["failures"] >= 100
+    assert on_failure.failing is None
+    assert len(lines("record.dead_lettered")) == 20
 
 
 async def test_dropped_records_are_counted_by_reason() -> None:

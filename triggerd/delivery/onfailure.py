@@ -26,6 +26,10 @@ from triggerd.types import Clock, Destination, JSONDict
 DELIVERY_GRACE_S = 2.0
 #: How long a cancelled delivery may take to end (it ends at its next await).
 DELIVERY_CANCEL_S = 1.0
+#: While a destination keeps failing, `destination.failed` is logged when the outage starts,
+#: when its error changes, and at most once every this many seconds otherwise (every failure
+#: is counted in the metrics): each record waiting for the destination retries on its own.
+FAILURE_LOG_EVERY_S = 300.0
 
 
 class OnFailure:
@@ -53,6 +57,9 @@ class OnFailure:
         #: While deliveries keep failing: since when (epoch seconds) and the last error, for
         #: /readyz; None once a delivery succeeds.
         self.failing: tuple[float, str] | None = None
+        #: Failed sends of the outage under way, and when (monotonic) and what was last logged.
+        self._failures = 0
+        self._logged: tuple[float, str] | None = None
 
     async def start(self) -> None:
         if self.destination is not None:
@@ -94,25 +101,13 @@ class OnFailure:
         while True:
             try:
                 await self.destination.send(record)
-                self.failing = None
                 break
             except Exception as exc:  # task boundary: any destination failure is retried
                 attempt += 1
-                since = self.failing[0] if self.failing else self.clock.time()
-                self.failing = (since, f"{type(exc).__name__}: {exc}")
                 delay = self.backoff.delay(attempt)
-                self.metrics.destination_failures.labels(self.trigger, self.destination_name).inc()
-                self.log.error(
-                    "destination.failed",
-                    extra={
-                        "trigger": self.trigger,
-                        "destination": self.destination_name,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "retry_in_s": round(delay, 2),
-                        "request_id": request_id,
-                    },
-                )
+                self._failed(f"{type(exc).__name__}: {exc}", delay, request_id)
                 await asyncio.sleep(delay)
+        self._recovered()
         if sent is not None:
             sent.set()
         await self.state.dlq_add(
@@ -135,3 +130,44 @@ class OnFailure:
                 **(detail or {}),
             },
         )
+
+    def _failed(self, error: str, delay: float, request_id: str) -> None:
+        """Count a failed send; log it if it starts an outage, changes its error, or the
+        last line is FAILURE_LOG_EVERY_S old (not once per waiting record and retry)."""
+        since = self.failing[0] if self.failing else self.clock.time()
+        self.failing = (since, error)
+        self._failures += 1
+        self.metrics.destination_failures.labels(self.trigger, self.destination_name).inc()
+        now = self.clock.monotonic()
+        logged = self._logged
+        if logged is not None and logged[1] == error and now - logged[0] < FAILURE_LOG_EVERY_S:
+            return
+        self._logged = (now, error)
+        self.log.error(
+            "destination.failed",
+            extra={
+                "trigger": self.trigger,
+                "destination": self.destination_name,
+                "error": error,
+                "retry_in_s": round(delay, 2),
+                "request_id": request_id,
+                "failures": self._failures,
+            },
+        )
+
+    def _recovered(self) -> None:
+        """A send succeeded: an outage under way is over (said once)."""
+        failing, self.failing = self.failing, None
+        if failing is None:
+            return
+        self.log.info(
+            "destination.recovered",
+            extra={
+                "trigger": self.trigger,
+                "destination": self.destination_name,
+                "failures": self._failures,
+                "failing_for_s": round(max(0.0, self.clock.time() - failing[0]), 2),
+            },
+        )
+        self._failures = 0
+        self._logged = None
