@@ -76,7 +76,12 @@ class ScheduleSourceConfig(SourceConfig):
     @model_validator(mode="after")
     def _valid_expression(self) -> ScheduleSourceConfig:
         try:
-            parse_schedule(self.expression, self.timezone)
+            schedule = parse_schedule(self.expression, self.timezone)
         except ScheduleError as exc:
             raise ValueError(str(exc)) from None
+        if not schedule.fires_ever():
+            raise ValueError(
+                f"schedule expression {self.expression!r} never fires: no date matches its "
+                "day-of-month, day-of-week, month and year fields (such as 30 February)"
+            )
         return self

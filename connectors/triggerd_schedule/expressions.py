@@ -108,6 +108,10 @@ class Schedule:
         """The first fire time strictly after `after`, or None when there is none."""
         raise NotImplementedError
 
+    def fires_ever(self) -> bool:
+        """Whether any fire time exists at all (a cron's days may match no date)."""
+        return True
+
     def fires_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         """The first `limit` fire times in (start, end], oldest first."""
         out: list[datetime] = []
@@ -266,6 +270,14 @@ class CronSchedule(Schedule):
             year, month, probe = (year + 1, 1, None) if month == 12 else (year, month + 1, None)
 
     # ---- Schedule
+
+    def fires_ever(self) -> bool:
+        """Whether some year and month of the fields have a matching day (hours and minutes
+        always have values): `cron(0 0 30 2 ? *)` has none. Needs no APScheduler."""
+        fields = self.fields
+        return any(
+            fields.days(year, month) for year in fields.years for month in sorted(fields.months)
+        )
 
     def next_fire(self, after: datetime) -> datetime | None:
         after = _as_utc(after)

@@ -115,6 +115,12 @@ class ScheduleSource(BaseSource):
         self._next = self._schedule.next_fire(self._cursor)
         if self._next is not None and self._next <= now:
             await self._advance(now)
+        if self._next is None:
+            # Its fire times are all past (a cron whose years are over): say so, not only
+            # `next_fire: null` in the line below.
+            self._ctx.log.warning(
+                "schedule.no_future_fire", extra={**self._log_fields(), "now": format_time(now)}
+            )
         self._ctx.log.info(
             "schedule.started",
             extra={

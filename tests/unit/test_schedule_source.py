@@ -432,11 +432,46 @@ def test_config_defaults_and_invocation() -> None:
         ({"expression": "rate(1 minute)", "account_id": "12"}, "account_id"),
         ({"expression": "rate(1 minute)", "max_catch_up": 0}, "max_catch_up"),
         ({"expression": "rate(1 minute)", "bogus": 1}, "bogus"),
+        # Before, each of these was accepted and the trigger never fired, logging only
+        # `next_fire: null` in its `schedule.started` line.
+        ({"expression": "cron(0 0 30 2 ? *)"}, r"'cron\(0 0 30 2 \? \*\)' never fires"),
+        ({"expression": "cron(0 12 31 4,6,9,11 ? *)"}, "never fires"),
+        ({"expression": "cron(0 0 ? 2 MON#5 2026)"}, "never fires"),
+        ({"expression": "0 0 30 2 *"}, "never fires"),
+        ({"expression": "cron(0 0 30 2 ? *)", "timezone": "Europe/Berlin"}, "never fires"),
     ],
 )
 def test_config_errors(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ScheduleSourceConfig(type="schedule", **fields)
+
+
+def test_schedules_that_fire_only_on_some_dates_are_accepted() -> None:
+    for expression in (
+        "cron(0 0 29 2 ? *)",  # leap years
+        "cron(0 0 ? 2 MON#5 *)",  # a fifth Monday of February (2016, 2044, ...)
+        "cron(0 0 31 2,3 ? *)",
+        "0 0 31 2 MON",  # crontab: the 31st or a Monday
+        "cron(0 0 1 1 ? 2020)",  # past: its start says it will not fire again (below)
+    ):
+        ScheduleSourceConfig(type="schedule", expression=expression)
+
+
+async def test_a_schedule_whose_fire_times_are_all_past_says_so_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "test.schedule")
+    h = Harness("2024-05-01T12:00:00+00:00", expression="cron(0 0 1 1 ? 2020-2023)")
+    await h.source.start()
+    assert h.source.next_fire is None
+    [line] = [r for r in caplog.records if r.getMessage() == "schedule.no_future_fire"]
+    assert line.levelno == logging.WARNING
+    assert line.__dict__["expression"] == "cron(0 0 1 1 ? 2020-2023)"
+    assert await h.source.receive(10, 0) == []
+    caplog.clear()
+    h = Harness("2024-05-01T12:00:00+00:00", expression="cron(0 0 1 1 ? 2020-2030)")
+    await h.source.start()
+    assert not [r for r in caplog.records if r.getMessage() == "schedule.no_future_fire"]
 
 
 def test_plugin_import_and_config_do_not_load_apscheduler() -> None:
