@@ -18,7 +18,12 @@ import orjson
 import pytest
 
 from tests.fakes import SteppedClock
-from triggerd.functions.backends.local import RSS_CHECK_EVERY, LocalBackend, LocalFunctionConfig
+from triggerd.functions.backends.local import (
+    MEMORY_SAMPLE_S,
+    RSS_CHECK_EVERY,
+    LocalBackend,
+    LocalFunctionConfig,
+)
 from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
 from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
@@ -76,6 +81,7 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Factory]:
         clock: SystemClock | None = None,
         metrics: Metrics | None = None,
         start: bool = True,
+        memory_sample_s: float = MEMORY_SAMPLE_S,
         **cfg: Any,
     ) -> LocalBackend:
         cfg.setdefault("handler", "app.handler")
@@ -87,7 +93,7 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Factory]:
             work_dir=str(tmp_path / "work"),
             metrics=metrics,
         )
-        backend = LocalBackend(config, ctx)
+        backend = LocalBackend(config, ctx, memory_sample_s=memory_sample_s)
         created.append(backend)
         if start:
             await backend.start()
@@ -256,6 +262,33 @@ async def test_python_handler_over_memory_size_is_killed_as_out_of_memory(
     used = int(re.search(r"Max Memory Used: (\d+) MB", lines[-1]).group(1))  # type: ignore[union-attr]
     assert 128 <= used < 4000
     assert backend.stats["out_of_memory"] == 1
+    after = await backend.invoke(b"{}")
+    assert after.outcome is Outcome.OK and body(after)["pid"] != pid
+
+
+async def test_a_peak_over_memory_size_between_samples_is_out_of_memory(
+    make_backend: Factory, function_log: CountingHandler
+) -> None:
+    # A peak the sampler did not see (here it samples once a second; at 10 ms a handler
+    # that allocates fast and frees at once slips between samples) is in the kernel's
+    # high-water mark after the invocation. Before, such an invocation succeeded with
+    # "Max Memory Used: 141 MB" beside "Memory Size: 128 MB" (a handler that took 126 MB for
+    # 49 ms), where Lambda would have killed it.
+    backend = await make_backend("actions", memory_mb=128, timeout_s=20, memory_sample_s=1.0)
+    pid = body(await backend.invoke(b"{}"))["pid"]
+    rid = str(uuid.uuid4())
+    event = {"action": "spike", "mb": 200, "then_sleep": 1.5}
+    result = await backend.invoke(orjson.dumps(event), request_id=rid)
+    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
+    assert body(result) == exit_body(rid, "signal: killed", "Runtime.OutOfMemory")
+    lines = function_log.platform[rid]
+    assert lines[1] == (
+        f"RequestId: {rid} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory"
+    )
+    used = int(re.search(r"Max Memory Used: (\d+) MB", lines[-1]).group(1))  # type: ignore[union-attr]
+    assert used > 128
+    assert backend.stats["out_of_memory"] == 1
+    assert not alive(pid)
     after = await backend.invoke(b"{}")
     assert after.outcome is Outcome.OK and body(after)["pid"] != pid
 

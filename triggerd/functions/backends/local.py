@@ -570,18 +570,22 @@ class LocalBackend:
         used_kb = probe.tree_rss_kb()
         worker.note_memory(used_kb)
         if used_kb > self._memory_limit_kb:
-            worker.out_of_memory = True
-            worker.kill_now()
-            self.stats["out_of_memory"] += 1
-            self.ctx.log.warning(
-                "backend.out_of_memory",
-                extra={
-                    "function": self.ctx.function,
-                    "request_id": worker.request_id,
-                    "used_mb": math.ceil(used_kb / 1024),
-                    "memory_mb": self.config.memory_mb,
-                },
-            )
+            self._out_of_memory(worker, used_kb)
+
+    def _out_of_memory(self, worker: Worker, used_kb: int) -> None:
+        """Kill a worker found over `memory_mb`, as Lambda's OOM killer would."""
+        worker.out_of_memory = True
+        worker.kill_now()
+        self.stats["out_of_memory"] += 1
+        self.ctx.log.warning(
+            "backend.out_of_memory",
+            extra={
+                "function": self.ctx.function,
+                "request_id": worker.request_id,
+                "used_mb": math.ceil(used_kb / 1024),
+                "memory_mb": self.config.memory_mb,
+            },
+        )
 
     # ---- hot reload (`triggerd run --watch`) ----------------------------------------------
 
@@ -788,6 +792,15 @@ class LocalBackend:
         duration_ms = (ended - started) * 1000
         self._busy.discard(worker)
         used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
+        if (
+            worker.peak_kb > self._memory_limit_kb
+            and reply is not None
+            and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
+        ):
+            # A peak over the memory size that fell between samples (the kernel's high-water
+            # mark has it): Lambda would have killed the runtime before it answered.
+            self._out_of_memory(worker, worker.peak_kb)
+            reply = RuntimeReply(ReplyKind.EXITED, error_type="signal: killed")
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         current = worker.code_generation == self._code_generation
         if reusable and worker.alive and not worker.replaced and current:

@@ -55,6 +55,12 @@ def _alloc(event, context):
     return {"pid": os.getpid(), "action": "alloc", "held": len(hoard)}
 
 
+def _spike(event, context):
+    hoard = [b"x" * (1 << 20) for _ in range(event["mb"])]  # resident for a moment
+    del hoard
+    time.sleep(event["then_sleep"])
+
+
 _KEPT = []
 
 
@@ -90,6 +96,7 @@ ACTIONS = {
     "flood": _flood,
     "tmp": _tmp,
     "keep": _keep,
+    "spike": _spike,
 }
 #: Actions whose return value is the handler's result.
 RETURNING = {"set", "big", "alloc", "tmp"}
