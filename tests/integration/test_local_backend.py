@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tests.fakes import SteppedClock
+from triggerd.functions.backends import local as local_module
 from triggerd.functions.backends.local import LocalBackend, LocalFunctionConfig
 from triggerd.functions.runtime_client import bootstrap
 from triggerd.types import BackendContext, Outcome, SystemClock
@@ -321,6 +322,51 @@ async def test_exit_during_init_is_exit_error_with_each_request_id_and_backs_off
             "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 2",
         }
     assert backend.stats["spawns"] == 1 and not backend.workers
+
+
+async def test_init_over_the_init_timeout_is_run_again_within_the_function_timeout(
+    backend_factory: Factory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Lambda: "The Init phase is limited to 10 seconds. If all three tasks do not complete
+    # within 10 seconds, Lambda retries the Init phase at the time of the first function
+    # invocation with the configured function timeout." Before, the worker was killed at 10 s
+    # and the invocation failed with "Task timed out", every time: a function whose imports
+    # take 12 s never ran, whatever its timeout (here: 10 s stands at 0.5 s, imports take 1 s).
+    monkeypatch.setattr(local_module, "INIT_TIMEOUT_S", 0.5)
+    inits = tmp_path / "inits.txt"
+    environment = {"INIT_LOG": str(inits), "INIT_SLEEP_S": "1.0"}
+    backend = await backend_factory("slow_init", timeout_s=10, environment=environment)
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(b"{}", request_id=rid)
+    assert result.outcome is Outcome.OK, result.payload
+    first, second = inits.read_text().split()  # init ran twice: the first worker was killed
+    out = body(result)
+    assert out["pid"] == int(second) and not alive(int(first))
+    assert 0 < out["remaining_ms"] < 10_000  # the second init counted against the timeout
+    [line] = [r for r in caplog.records if r.getMessage() == "backend.init_timed_out"]
+    assert line.__dict__["retry_within_s"] == 10
+    again = await backend.invoke(b"{}")  # the environment is warm now
+    assert again.outcome is Outcome.OK and body(again)["pid"] == int(second)
+    assert len(inits.read_text().split()) == 2
+
+
+async def test_init_run_again_past_the_function_timeout_is_a_timeout(
+    backend_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_module, "INIT_TIMEOUT_S", 0.3)
+    inits = tmp_path / "inits.txt"
+    environment = {"INIT_LOG": str(inits), "INIT_SLEEP_S": "30"}
+    backend = await backend_factory("slow_init", timeout_s=1, environment=environment)
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(b"{}", request_id=rid)
+    assert result.outcome is Outcome.TIMEOUT
+    assert body(result)["errorMessage"].endswith(f"{rid} Task timed out after 1.00 seconds")
+    pids = [int(p) for p in inits.read_text().split()]
+    assert len(pids) == 2 and not any(alive(p) for p in pids)
+    assert not backend.workers
 
 
 async def test_missing_handler_function_is_handler_not_found(backend_factory: Factory) -> None:

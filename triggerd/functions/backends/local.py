@@ -130,6 +130,9 @@ class _Start:
     init_ms: float
     failure: RuntimeReply | None = None
     timed_out: bool = False
+    #: Init run again within the invocation (the first one took over INIT_TIMEOUT_S): its
+    #: time counts against the function's timeout and is part of the invocation's duration.
+    in_invoke: bool = False
 
     @property
     def ok(self) -> bool:
@@ -413,8 +416,11 @@ class LocalBackend:
             },
         )
 
-    async def _cold_start(self, provisioned: bool = False) -> _Start | None:
-        """Start a worker and wait until it polls for work, reports an init error or dies."""
+    async def _cold_start(
+        self, provisioned: bool = False, init_timeout_s: float | None = None
+    ) -> _Start | None:
+        """Start a worker and wait until it polls for work, reports an init error or dies
+        (`init_timeout_s`, INIT_TIMEOUT_S unless given)."""
         await self._credentials_started()
         self.stats["spawns"] += 1
         clock = self.ctx.clock
@@ -443,10 +449,11 @@ class LocalBackend:
         worker.on_gone = self._worker_gone
         self._watch(worker)
         try:
-            async with asyncio.timeout(INIT_TIMEOUT_S):
+            async with asyncio.timeout(init_timeout_s or INIT_TIMEOUT_S):
                 failure = await asyncio.shield(worker.endpoint.ready)
         except TimeoutError:
-            return _Start(worker, INIT_TIMEOUT_S * 1000, timed_out=True)
+            elapsed_ms = (clock.monotonic() - started) * 1000
+            return _Start(worker, elapsed_ms, timed_out=True)
         except asyncio.CancelledError:
             await self._discard(worker)
             raise
@@ -742,6 +749,8 @@ class LocalBackend:
             if cached is not None:
                 return cached
             start = await self._cold_start()
+            if start is not None and start.timed_out:
+                start = await self._init_again(start)
             if start is None:
                 return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
             worker = start.worker
@@ -770,6 +779,24 @@ class LocalBackend:
             result.log_tail = capture.tail()
         return result
 
+    async def _init_again(self, first: _Start) -> _Start | None:
+        """Init took over INIT_TIMEOUT_S: as Lambda does, the environment is reset and init
+        runs again as part of the invocation, within the function's timeout (the handler
+        gets what is left of it)."""
+        await self._discard(first.worker)
+        self.ctx.log.warning(
+            "backend.init_timed_out",
+            extra={
+                "function": self.ctx.function,
+                "init_timeout_s": INIT_TIMEOUT_S,
+                "retry_within_s": self.config.timeout_s,
+            },
+        )
+        start = await self._cold_start(init_timeout_s=self.config.timeout_s)
+        if start is not None:
+            start.in_invoke = True
+        return start
+
     async def _run(
         self,
         worker: Worker,
@@ -784,8 +811,12 @@ class LocalBackend:
             self._start_line(worker, rid, f"START RequestId: {rid} Version: {self.config.version}")
         clock = self.ctx.clock
         started = clock.monotonic()
+        timeout_s = self.config.timeout_s
+        if start is not None and start.in_invoke:
+            started -= start.init_ms / 1000  # the init run again is part of the invocation
+            timeout_s = max(0.0, timeout_s - start.init_ms / 1000)
         if start is None or start.ok:
-            reply = await self._exchange(worker, payload, rid, headers)
+            reply = await self._exchange(worker, payload, rid, headers, timeout_s)
         else:
             reply = start.failure  # None when init timed out
         ended = clock.monotonic()
@@ -824,22 +855,23 @@ class LocalBackend:
         return result
 
     async def _exchange(
-        self, worker: Worker, payload: bytes, rid: str, headers: _Headers
+        self, worker: Worker, payload: bytes, rid: str, headers: _Headers, timeout_s: float
     ) -> RuntimeReply | None:
-        """Hand the invocation to the worker; its reply, or None on timeout (worker killed)."""
+        """Hand the invocation to the worker; its reply, or None when it is still running
+        after `timeout_s` (the worker is killed)."""
         now = self.ctx.clock.time()
         loop = worker.endpoint.loop
         invocation = PendingInvocation(
             request_id=rid,
             payload=payload,
-            deadline_ms=int((now + self.config.timeout_s) * 1000),
+            deadline_ms=int((now + timeout_s) * 1000),
             function_arn=self._function_arn,
             trace_id=headers[1] or new_trace_id(now, self._rng),
             client_context=client_context_header(headers[0]),
             result=loop.create_future(),
         )
         # A timer resolving the invocation is much cheaper than an asyncio.timeout block.
-        timer = loop.call_later(self.config.timeout_s, invocation.resolve, _TIMED_OUT)
+        timer = loop.call_later(timeout_s, invocation.resolve, _TIMED_OUT)
         worker.endpoint.submit(invocation)
         try:
             reply = await invocation.result
@@ -903,7 +935,7 @@ class LocalBackend:
             error = orjson.loads(result.payload)
             lines.append((now, f"{error['errorMessage']}\n{error['errorType']}"))
         lines.append((now, f"END RequestId: {rid}"))
-        init_ms = start.init_ms if start is not None else None
+        init_ms = start.init_ms if start is not None and not start.in_invoke else None
         memory_mb = self.config.memory_mb
         lines.append((now, report_line(rid, duration_ms, memory_mb, used_mb, init_ms)))
         if result.outcome is Outcome.TIMEOUT:
