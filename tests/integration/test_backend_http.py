@@ -30,6 +30,8 @@ class FunctionServer:
         self.inflight = 0
         self.max_inflight = 0
         self.seen_headers: list[CIMultiDict[str]] = []
+        #: (method, body) of every request the redirect target received.
+        self.moved_to: list[tuple[str, bytes]] = []
         self.closing = asyncio.Event()
         self.base = ""
         self._runner: web.AppRunner | None = None
@@ -42,6 +44,8 @@ class FunctionServer:
         app.router.add_post("/slow", self.slow)
         app.router.add_post("/big", self.big)
         app.router.add_post("/throttle-date", self.throttle_date)
+        app.router.add_post("/moved/{code}", self.moved)
+        app.router.add_route("*", "/new-home", self.new_home)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -94,6 +98,14 @@ class FunctionServer:
 
     async def throttle_date(self, request: web.Request) -> web.Response:
         return web.Response(status=429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+
+    async def moved(self, request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.Response(status=code, headers={"Location": "/new-home"}, text="moved")
+
+    async def new_home(self, request: web.Request) -> web.Response:
+        self.moved_to.append((request.method, await request.read()))
+        return web.json_response({"page": "new home"})
 
     async def slow(self, request: web.Request) -> web.Response:
         await self.closing.wait()
@@ -275,6 +287,25 @@ async def test_other_4xx_is_a_function_error_describing_the_status(
     assert error["statusCode"] == code
     assert str(code) in error["errorMessage"]
     assert error["body"] == f"status {code} body"
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_a_function_error_naming_it_not_followed(
+    server: FunctionServer, backend_factory: Factory, code: int
+) -> None:
+    # Before, the client followed it: a 301/302/303 came back as a GET without the event
+    # (an http -> https redirect in front of the function, say), whose 200 was taken for
+    # the function's success, so the record was acked though no function ever saw it.
+    backend = await started(backend_factory(f"{server.base}/moved/{code}"))
+    result = await backend.invoke(b'{"order": 42}')
+    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
+    error = orjson.loads(result.payload)
+    assert error["errorType"] == "Function.HttpError" and error["statusCode"] == code
+    assert error["errorMessage"] == (
+        f"The function's endpoint answered HTTP {code}, a redirect to /new-home "
+        "(not followed: set url to where it points)"
+    )
+    assert server.moved_to == []
 
 
 async def test_connection_refused_is_an_invoke_error(backend_factory: Factory) -> None:

@@ -11,7 +11,9 @@ Two kinds of endpoint are understood:
 Mapping for both: 429 = THROTTLED (honouring `Retry-After`); 5xx, connection refused or reset
 = INVOKE_ERROR (retried with backoff, not counted as an attempt); any other 4xx =
 FUNCTION_ERROR with an error object naming the status; no answer within `timeout_s` = TIMEOUT
-with Lambda's "Task timed out after N.NN seconds" message.
+with Lambda's "Task timed out after N.NN seconds" message. Redirects are not followed (an
+HTTP client turns a redirected POST into a GET without the event, whose 200 would count as
+the function's success): a 3xx answer is a FUNCTION_ERROR naming where it points.
 """
 
 from __future__ import annotations
@@ -272,7 +274,9 @@ class HttpBackend:
         try:
             async with (
                 asyncio.timeout(cfg.timeout_s),
-                self._session.post(cfg.url, data=payload, headers=headers) as resp,
+                self._session.post(
+                    cfg.url, data=payload, headers=headers, allow_redirects=False
+                ) as resp,
             ):
                 body = await read_capped(resp, MAX_SYNC_PAYLOAD)
                 result = self._judge(rid, resp.status, resp.headers, body)
@@ -315,12 +319,11 @@ class HttpBackend:
             self._log_failure("backend.server_error", rid, str(status))
             return InvokeResult(Outcome.INVOKE_ERROR, body, rid)
         text = body[:ERROR_BODY_CHARS].decode("utf-8", errors="replace")
-        error = _error_body(
-            "Function.HttpError",
-            f"The function's endpoint answered HTTP {status}",
-            statusCode=status,
-            body=text,
-        )
+        message = f"The function's endpoint answered HTTP {status}"
+        location = headers.get("Location") if 300 <= status < 400 else None
+        if location is not None:
+            message += f", a redirect to {location} (not followed: set url to where it points)"
+        error = _error_body("Function.HttpError", message, statusCode=status, body=text)
         return InvokeResult(Outcome.FUNCTION_ERROR, error, rid, "Unhandled", version)
 
     def _log_failure(self, event: str, rid: str, reason: str) -> None:
