@@ -200,6 +200,42 @@ async def test_provided_init_error_is_reported_with_its_type_and_backs_off(
     assert backend.stats["spawns"] == 1 and not backend.workers
 
 
+async def test_a_bootstrap_that_cannot_be_started_is_runtime_invalid_entrypoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, a bootstrap whose interpreter is missing (it passes the start's check: it is
+    # an executable file) logged backend.spawn_failed and was an invoke error at every
+    # invocation (retried without counting as an attempt), where Lambda fails the
+    # invocation with the function's init error, Runtime.InvalidEntrypoint.
+    code = tmp_path / "code"
+    code.mkdir()
+    bootstrap = code / "bootstrap"
+    bootstrap.write_text("#!/nonexistent/interpreter\necho never\n")
+    bootstrap.chmod(0o755)
+    config = LocalFunctionConfig(runtime="provided.al2023", handler="x", code=str(code))
+    ctx = BackendContext(
+        "fn-entry", SystemClock(), logging.getLogger("test"), work_dir=str(tmp_path / "w")
+    )
+    backend = LocalBackend(config, ctx)
+    await backend.start()
+    try:
+        for rid in ("first", "second"):
+            result = await backend.invoke(b"{}", request_id=rid)
+            assert result.outcome is Outcome.FUNCTION_ERROR
+            assert result.function_error == "Unhandled"
+            assert body(result) == {
+                "errorType": "Runtime.InvalidEntrypoint",
+                "errorMessage": f"RequestId: {rid} Error: fork/exec {bootstrap}: "
+                "no such file or directory",
+            }
+        assert backend.stats["spawns"] == 1  # backs off like any init error
+        [line] = [r for r in caplog.records if r.getMessage() == "backend.init_failed"]
+        assert line.__dict__["error_type"] == "Runtime.InvalidEntrypoint"
+        assert not [r for r in caplog.records if r.getMessage() == "backend.spawn_failed"]
+    finally:
+        await backend.stop()
+
+
 @needs_node
 async def test_provided_node_bootstrap(make_backend: Factory) -> None:
     backend = await make_backend("provided_node", runtime="provided", handler="index.handler")

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import glob
 import logging
 import math
@@ -70,6 +71,12 @@ MEMORY_SAMPLE_S = 0.01
 RSS_CHECK_EVERY = 16
 #: Longest pause between idle-worker checks.
 MAINTAIN_MAX_S = 30.0
+#: Why a runtime could not be started that lies with the function (a bootstrap whose
+#: interpreter is missing, or not a program): Lambda's `Runtime.InvalidEntrypoint`. Others
+#: (no file descriptors or processes left) are the machine's, and retried.
+_ENTRYPOINT_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
+)
 # --------------------------------------------------------------------------------------------
 # Lambda's texts
 
@@ -120,6 +127,9 @@ class _InitFailure:
     retry_at: float
     #: Set when the runtime died during init: the error names each invocation's request id.
     exit_reason: str | None = None
+    #: Set when the runtime could not be started (`Runtime.InvalidEntrypoint`): why, as
+    #: Lambda words it (`fork/exec <path>: no such file or directory`).
+    entrypoint: str | None = None
 
 
 @dataclass(slots=True)
@@ -396,7 +406,13 @@ class LocalBackend:
         failure = self._init_failure
         if failure is None or self.ctx.clock.monotonic() >= failure.retry_at:
             return None
-        body = failure.body if failure.exit_reason is None else exit_error(rid, failure.exit_reason)
+        if failure.entrypoint is not None:
+            message = f"RequestId: {rid} Error: {failure.entrypoint}"
+            body = orjson.dumps({"errorType": "Runtime.InvalidEntrypoint", "errorMessage": message})
+        elif failure.exit_reason is not None:
+            body = exit_error(rid, failure.exit_reason)
+        else:
+            body = failure.body
         return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, function_error="Unhandled")
 
     def _record_init_failure(self, body: bytes, failure: RuntimeReply) -> None:
@@ -412,6 +428,29 @@ class LocalBackend:
             extra={
                 "function": self.ctx.function,
                 "error_type": "Runtime.ExitError" if exited else failure.error_type,
+                "retry_in_s": delay,
+            },
+        )
+
+    def _entrypoint_failed(self, exc: OSError, program: str) -> None:
+        """The runtime could not be started for a reason of the function's: invocations get
+        `Runtime.InvalidEntrypoint`, as an init error (backing off before the next try)."""
+        self.stats["init_errors"] += 1
+        delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
+        self._init_failures_in_row += 1
+        reason = os.strerror(exc.errno or 0)
+        reason = reason[:1].lower() + reason[1:]  # Go's wording, as Lambda reports it
+        path = exc.filename if isinstance(exc.filename, str) else program
+        entrypoint = f"fork/exec {path}: {reason}"
+        self._init_failure = _InitFailure(
+            b"", self.ctx.clock.monotonic() + delay, entrypoint=entrypoint
+        )
+        self.ctx.log.warning(
+            "backend.init_failed",
+            extra={
+                "function": self.ctx.function,
+                "error_type": "Runtime.InvalidEntrypoint",
+                "error": entrypoint,
                 "retry_in_s": delay,
             },
         )
@@ -439,9 +478,12 @@ class LocalBackend:
             worker.credentials_generation = self.credentials.generation
             worker.code_generation = code_generation
         except OSError as e:
-            self.ctx.log.error(
-                "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
-            )
+            if e.errno in _ENTRYPOINT_ERRNOS:
+                self._entrypoint_failed(e, self.spec.argv[0])
+            else:
+                self.ctx.log.error(
+                    "backend.spawn_failed", extra={"function": self.ctx.function, "error": str(e)}
+                )
             return None
         finally:
             self._spawning -= 1
@@ -745,15 +787,10 @@ class LocalBackend:
         worker = await self._take_idle()
         start: _Start | None = None
         if worker is None:
-            cached = self._cached_init_failure(rid)
-            if cached is not None:
-                return cached
-            start = await self._cold_start()
-            if start is not None and start.timed_out:
-                start = await self._init_again(start)
-            if start is None:
-                return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
-            worker = start.worker
+            started = await self._start_for(rid)
+            if isinstance(started, InvokeResult):
+                return started
+            start, worker = started, started.worker
         if self._stopping:
             await self._discard(worker)
             return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
@@ -778,6 +815,23 @@ class LocalBackend:
         if capture is not None:
             result.log_tail = capture.tail()
         return result
+
+    async def _start_for(self, rid: str) -> _Start | InvokeResult:
+        """A cold start for invocation `rid`, or its result when there is no worker to run
+        it in (the init error of a recent failure, or a worker that could not be started)."""
+        cached = self._cached_init_failure(rid)
+        if cached is not None:
+            return cached
+        start = await self._cold_start()
+        if start is not None and start.timed_out:
+            start = await self._init_again(start)
+        if start is not None:
+            return start
+        # Not started: the function's fault (an init error now) or the machine's.
+        cached = self._cached_init_failure(rid)
+        if cached is not None:
+            return cached
+        return InvokeResult(Outcome.INVOKE_ERROR, b"", rid, retry_after_s=1.0)
 
     async def _init_again(self, first: _Start) -> _Start | None:
         """Init took over INIT_TIMEOUT_S: as Lambda does, the environment is reset and init
