@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from triggerd.config import aws
-from triggerd.config.aws import error_code, error_message
+from triggerd.config.aws import error_code, error_message, error_status, is_transient
 from triggerd.types import ConfigError, RetryableError
 
 from .config import AwsConnection
@@ -65,18 +65,21 @@ async def queue_attributes(
         )
     except Exception as exc:  # classify: a wrong queue is a config error, the rest too at start
         code = error_code(exc)
+        where = f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}"
         if code is None:
             # Unreachable: maybe the network is not up yet; the daemon retries the start.
             raise RetryableError(
-                f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}: cannot reach the SQS "
-                f"endpoint ({describe(exc)})"
+                f"{where}: cannot reach the SQS endpoint ({describe(exc)})"
             ) from None
-        else:
-            hint = "" if code in _QUEUE_ERRORS else " (unexpected error)"
-            reason = f"{code}: {error_message(exc)}{hint}"
-        raise ConfigError(
-            [f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}: {reason}"]
-        ) from None
+        if is_transient(exc):
+            # A 5xx (a proxy's error page too) or throttling, after botocore's own retries:
+            # the service is there but busy or down for now, not misconfigured.
+            raise RetryableError(
+                f"{where}: the SQS endpoint answered HTTP {error_status(exc)} "
+                f"({code}: {error_message(exc)})"
+            ) from None
+        hint = "" if code in _QUEUE_ERRORS else " (unexpected error)"
+        raise ConfigError([f"{where}: {code}: {error_message(exc)}{hint}"]) from None
     attributes = response.get("Attributes") or {}
     return {str(k): str(v) for k, v in attributes.items()}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.types import DestinationContext, JSONDict
+from triggerd.types import DestinationContext, JSONDict, RetryableError
 
 from .client import open_client, queue_attributes
 from .config import SqsDestinationConfig
@@ -32,6 +32,8 @@ class SqsDestination:
         self.ctx = ctx
         self.client: Any = client
         self.max_bytes = _DEFAULT_MAX_BYTES
+        #: The queue's attributes (its MaximumMessageSize) could not be read at start.
+        self._unread = False
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
@@ -41,16 +43,30 @@ class SqsDestination:
                 self._stack, self.config, region, pool=10, read_timeout_s=30
             )
         try:
-            attrs = await queue_attributes(self.client, self.config, self.ctx.trigger, "on_failure")
+            await self._read_attributes()
+        except RetryableError as exc:
+            # Not reachable yet (or answering 5xx): the trigger runs, and `send` asks again
+            # (a record that cannot be sent meanwhile is retried by the pipeline).
+            self._unread = True
+            self.ctx.log.warning(
+                "destination.sqs.unavailable",
+                extra={"trigger": self.ctx.trigger, "error": str(exc)},
+            )
         except BaseException:
             await self._stack.aclose()
             raise
+
+    async def _read_attributes(self) -> None:
+        attrs = await queue_attributes(self.client, self.config, self.ctx.trigger, "on_failure")
         try:
             self.max_bytes = int(attrs.get("MaximumMessageSize", _DEFAULT_MAX_BYTES))
         except ValueError:
             self.max_bytes = _DEFAULT_MAX_BYTES
+        self._unread = False
 
     async def send(self, record: JSONDict) -> None:
+        if self._unread:
+            await self._read_attributes()
         body = self.encode(record)
         response = await self.client.send_message(QueueUrl=self.config.queue_url, MessageBody=body)
         if not isinstance(response, dict) or not response.get("MessageId"):

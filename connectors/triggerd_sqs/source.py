@@ -76,7 +76,8 @@ class SqsSource(BaseSource):
 
     async def start(self) -> None:
         cfg = self.config
-        if self.client is None:
+        opened = self.client is None
+        if opened:
             self.client = await open_client(
                 self._stack,
                 cfg,
@@ -86,14 +87,14 @@ class SqsSource(BaseSource):
             )
         try:
             attrs = await queue_attributes(self.client, cfg, self.ctx.trigger, "source")
+            self._use_attributes(attrs)
         except BaseException:
             await self._stack.aclose()
+            if opened:
+                # Closed with the stack: a start tried again (the endpoint was unreachable)
+                # opens a new one.
+                self.client = None
             raise
-        self.queue_arn = attrs.get("QueueArn") or queue_arn_from_url(
-            cfg.queue_url, self.region, self.ctx.account_id
-        )
-        if cfg.visibility_timeout_s is None:
-            self.visibility_s = _int(attrs.get("VisibilityTimeout"), 30)
         if self.visibility_s < self.ctx.function_timeout_s and not cfg.extend_visibility:
             self.log.warning(
                 "sqs.visibility_shorter_than_timeout",
@@ -124,6 +125,14 @@ class SqsSource(BaseSource):
                 "visibility_timeout_s": self.visibility_s,
             },
         )
+
+    def _use_attributes(self, attrs: dict[str, str]) -> None:
+        cfg = self.config
+        self.queue_arn = attrs.get("QueueArn") or queue_arn_from_url(
+            cfg.queue_url, self.region, self.ctx.account_id
+        )
+        if cfg.visibility_timeout_s is None:
+            self.visibility_s = _int(attrs.get("VisibilityTimeout"), 30)
 
     async def stop(self) -> None:
         if self._stopped:

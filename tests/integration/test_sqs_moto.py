@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.sqs_harness import depth, drain, make_queue, queue_arn, sqs_client
+from tests.conftest import free_port
+from tests.integration.sqs_harness import (
+    Relay,
+    depth,
+    drain,
+    error_page,
+    make_queue,
+    queue_arn,
+    sqs_client,
+)
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
 from triggerd.types import (
     ConfigError,
@@ -169,6 +178,48 @@ async def test_unreachable_endpoint_is_retryable_and_names_it() -> None:
         await src.start()
 
 
+async def test_a_start_deferred_while_the_endpoint_was_down_succeeds_once_it_answers(
+    moto_server: str,
+) -> None:
+    """The daemon tries a deferred start again (`source.start_deferred`): the client the
+    failed start closed must not be the one it tries with (it failed for good before)."""
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c)
+        await c.send_message(QueueUrl=url, MessageBody="after the outage")
+        relay = Relay(free_port(), moto_server)
+        src = source(url.replace(moto_server, relay.url), relay.url)
+        with pytest.raises(RetryableError, match="cannot reach the SQS endpoint"):
+            await src.start()
+        await relay.start()
+        try:
+            await src.start()
+            [rec] = await take(src, 1)
+            assert rec.payload["body"] == "after the outage"
+            await src.ack([rec])
+        finally:
+            await src.stop()
+            await relay.stop()
+        assert await depth(c, url) == 0
+
+
+async def test_a_5xx_page_from_a_proxy_at_start_is_retryable_not_a_config_error() -> None:
+    async with error_page(503) as endpoint:
+        src = source(f"{endpoint}/123456789012/q", endpoint)
+        with pytest.raises(RetryableError, match=r"answered HTTP 503 \(503: Service Unav"):
+            await src.start()
+        config = SqsDestinationConfig.model_validate(
+            {"type": "sqs", "queue_url": f"{endpoint}/123456789012/dest"}
+        )
+        ctx = DestinationContext(trigger="t", clock=SystemClock(), log=logging.getLogger("t"))
+        dest = SqsDestination(config, ctx)
+        await dest.start()  # logged; `send` asks again
+        try:
+            with pytest.raises(RetryableError, match="answered HTTP 503"):
+                await dest.send({"version": "1.0"})
+        finally:
+            await dest.stop()
+
+
 async def test_nack_visibility_zero_makes_the_message_visible_at_once(moto_server: str) -> None:
     async with sqs_client(moto_server) as c:
         url = await make_queue(c, VisibilityTimeout="60")
@@ -254,6 +305,34 @@ async def test_sqs_destination_without_a_region_uses_the_daemons(moto_server: st
             await dest.send({"version": "1.0"})
         finally:
             await dest.stop()
+        [message] = await drain(c, url)
+        assert json.loads(message["Body"]) == {"version": "1.0"}
+
+
+async def test_sqs_destination_starts_while_its_endpoint_is_down_and_sends_once_it_answers(
+    moto_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An on-failure queue not reachable at start is logged, not a crash of the daemon (it
+    was a traceback and exit status 1): `send` raises until it answers, the pipeline retries."""
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c, "dest", MaximumMessageSize="1024")
+        relay = Relay(free_port(), moto_server)
+        config = SqsDestinationConfig.model_validate(
+            {"type": "sqs", "queue_url": url.replace(moto_server, relay.url)}
+        )
+        ctx = DestinationContext(trigger="t", clock=SystemClock(), log=logging.getLogger("t"))
+        dest = SqsDestination(config, ctx)
+        await dest.start()
+        assert "destination.sqs.unavailable" in caplog.messages
+        try:
+            with pytest.raises(RetryableError, match="cannot reach the SQS endpoint"):
+                await dest.send({"version": "1.0"})
+            await relay.start()
+            await dest.send({"version": "1.0", "payload": "x" * 2000})
+            assert dest.max_bytes == 1024, "the queue's MaximumMessageSize, read late"
+        finally:
+            await dest.stop()
+            await relay.stop()
         [message] = await drain(c, url)
         assert json.loads(message["Body"]) == {"version": "1.0"}
 

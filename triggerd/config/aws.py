@@ -134,6 +134,41 @@ def error_code(exc: BaseException) -> str | None:
     return code or None
 
 
+#: Error codes of AWS APIs that mean "too many requests": try again later.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+    }
+)
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of a botocore ClientError's response (0 for other errors)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        meta = response.get("ResponseMetadata")
+        if isinstance(meta, dict):
+            status = meta.get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+    return 0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An answer that says "not now" rather than "no": a 5xx (the service, or a proxy or
+    load balancer in front of it, e.g. an HTML 503 page), a 429 or a throttling code."""
+    status = error_status(exc)
+    return status >= 500 or status == 429 or error_code(exc) in THROTTLING_CODES
+
+
 def error_message(exc: BaseException) -> str:
     """The AWS error message of a botocore ClientError, else the exception's text."""
     return _error_field(exc, "Message") or str(exc)
