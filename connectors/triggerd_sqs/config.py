@@ -103,7 +103,7 @@ class SqsSourceConfig(SourceConfig, AwsConnection):
     )
     visibility_timeout_s: int | None = Field(
         default=None,
-        ge=0,
+        ge=1,
         le=43200,
         description="Visibility timeout asked for on receive (default: the queue's)",
     )

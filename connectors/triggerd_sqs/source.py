@@ -26,7 +26,14 @@ from typing import Any
 
 from triggerd.delivery.retry import Backoff
 from triggerd.events.filters import view_with_data
-from triggerd.types import BaseSource, JSONDict, Record, SourceContext, hold_room_s
+from triggerd.types import (
+    BaseSource,
+    ConfigError,
+    JSONDict,
+    Record,
+    SourceContext,
+    hold_room_s,
+)
 
 from .client import batch_entries, describe, open_client, queue_attributes
 from .config import SqsSourceConfig
@@ -133,6 +140,17 @@ class SqsSource(BaseSource):
         )
         if cfg.visibility_timeout_s is None:
             self.visibility_s = _int(attrs.get("VisibilityTimeout"), 30)
+        if self.visibility_s <= 0:
+            # Every message would be visible again the moment it is received: received and
+            # invoked again and again while the function runs (no heartbeat can help).
+            raise ConfigError(
+                [
+                    f"trigger {self.ctx.trigger!r}: source.queue_url {cfg.queue_url}: the "
+                    "queue's VisibilityTimeout is 0, so every message would be received again "
+                    "at once while the function still runs; set visibility_timeout_s (at "
+                    "least 1) or the queue's VisibilityTimeout"
+                ]
+            )
 
     async def stop(self) -> None:
         if self._stopped:

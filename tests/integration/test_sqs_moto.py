@@ -220,6 +220,21 @@ async def test_a_5xx_page_from_a_proxy_at_start_is_retryable_not_a_config_error(
             await dest.stop()
 
 
+async def test_a_queue_with_visibility_timeout_zero_is_refused_at_start(moto_server: str) -> None:
+    """Each message would be received again at once while the function runs (one message
+    with a 3-second function was invoked 84 times in 8 seconds)."""
+    async with sqs_client(moto_server) as c:
+        url = await make_queue(c, VisibilityTimeout="0")
+        with pytest.raises(ConfigError, match=r"VisibilityTimeout is 0.*visibility_timeout_s"):
+            await source(url, moto_server).start()
+        src = source(url, moto_server, visibility_timeout_s=5)
+        await src.start()
+        try:
+            assert src.visibility_s == 5
+        finally:
+            await src.stop()
+
+
 async def test_nack_visibility_zero_makes_the_message_visible_at_once(moto_server: str) -> None:
     async with sqs_client(moto_server) as c:
         url = await make_queue(c, VisibilityTimeout="60")

@@ -204,6 +204,13 @@ def test_prefetch_below_one_receive_is_refused() -> None:
         buffer(prefetch=5)
 
 
+def test_visibility_timeout_zero_is_refused() -> None:
+    """Received messages would be visible again at once: received and invoked again and
+    again while the function runs (it was taken, and 30 s used for the heartbeat)."""
+    with pytest.raises(ValueError, match=r"visibility_timeout_s\n.*greater than or equal to 1"):
+        SqsSourceConfig.model_validate({"type": "sqs", "queue_url": URL, "visibility_timeout_s": 0})
+
+
 def test_heartbeat_period_is_a_quarter_of_the_visibility_timeout() -> None:
     src = make_source(FakeClient(), visibility_timeout_s=40)
     assert src.heartbeat_tick_s == 10.0
