@@ -149,6 +149,9 @@ class SourceContext:
     #: The trigger splits batches that fail as a whole (bisect_batch_on_function_error), so
     #: a batch can stay in flight for many invocations.
     splits_batches: bool = False
+    #: The trigger writes a record to its on-failure destination once this many attempts
+    #: failed (`maximum_retry_attempts` with `on_failure`); None when it never does.
+    gives_up_after: int | None = None
     #: Lease duration of the work a source shares with other daemons (stream shards) on a
     #: store shared by several daemons (`singleton_lease_timeout_s`).
     singleton_lease_s: float = 15.0

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+import orjson
+
 from triggerd.delivery.retry import Backoff
 from triggerd.events.filters import view_with_data
 from triggerd.types import (
@@ -111,6 +113,7 @@ class SqsSource(BaseSource):
                     "function_timeout_s": self.ctx.function_timeout_s,
                 },
             )
+        self._check_redrive(attrs.get("RedrivePolicy"))
         if self.ctx.splits_batches and not cfg.extend_visibility:
             self.log.warning(
                 "sqs.split_without_extend_visibility",
@@ -150,6 +153,31 @@ class SqsSource(BaseSource):
                     "at once while the function still runs; set visibility_timeout_s (at "
                     "least 1) or the queue's VisibilityTimeout"
                 ]
+            )
+
+    def _check_redrive(self, policy: str | None) -> None:
+        """Warn when the queue's redrive policy moves a failing message to its dead-letter
+        queue before the trigger's attempts are used up: the on-failure destination would
+        never receive anything."""
+        attempts = self.ctx.gives_up_after
+        if attempts is None or not policy:
+            return
+        try:
+            max_receives = int(orjson.loads(policy)["maxReceiveCount"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        if max_receives <= attempts:
+            self.log.warning(
+                "sqs.redrive_before_on_failure",
+                extra={
+                    "trigger": self.ctx.trigger,
+                    "max_receive_count": max_receives,
+                    "maximum_retry_attempts": attempts,
+                    "hint": "the queue moves a failing message to its dead-letter queue after "
+                    "maxReceiveCount receives, before its maximum_retry_attempts + 1 attempts "
+                    "are used up, so on_failure never receives it: lower "
+                    "maximum_retry_attempts below maxReceiveCount, or raise maxReceiveCount",
+                },
             )
 
     async def stop(self) -> None:

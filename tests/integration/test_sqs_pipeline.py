@@ -202,6 +202,41 @@ async def test_queue_redrive_policy_moves_a_failing_message_to_its_dlq(
         assert ids(delivered(tmp_path / "calls.jsonl")) == ["poison", "poison"]
 
 
+async def test_a_redrive_policy_that_ends_retries_before_on_failure_is_warned_about(
+    tmp_path: Path, moto_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """maxReceiveCount 2 and maximum_retry_attempts 2: the queue moves the message to its DLQ
+    after the second failed receive, and the destination, which would get it after the
+    third, never receives anything (it was silent: two batch.failed lines, no file)."""
+    async with sqs_client(moto_server) as c:
+        dlq = await make_queue(c, "dlq")
+        arn = await queue_arn(c, dlq)
+        url = await make_queue(
+            c,
+            VisibilityTimeout="1",
+            RedrivePolicy=json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 2}),
+        )
+        safe = await make_queue(
+            c, RedrivePolicy=json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 3})
+        )
+        await send_json(c, url, [{"id": "poison", "fail": "always"}])
+        on_failure = {"type": "file", "path": "dlq.jsonl"}
+        async with running_daemon(
+            tmp_path, src(url, moto_server), maximum_retry_attempts=2, on_failure=on_failure
+        ):
+            await wait_until_async(lambda: _nonempty(c, dlq), 30, "the message in the DLQ")
+        assert not (tmp_path / "dlq.jsonl").exists()
+        [line] = [r for r in caplog.records if r.getMessage() == "sqs.redrive_before_on_failure"]
+        assert line.levelno == logging.WARNING
+        assert line.__dict__["max_receive_count"] == line.__dict__["maximum_retry_attempts"] == 2
+        caplog.clear()
+        async with running_daemon(
+            tmp_path, src(safe, moto_server), maximum_retry_attempts=2, on_failure=on_failure
+        ):
+            pass
+        assert "sqs.redrive_before_on_failure" not in caplog.messages
+
+
 async def _nonempty(c: Any, url: str) -> bool:
     return await depth(c, url) > 0
 

@@ -901,6 +901,7 @@ class Daemon:
                 function=fn.name,
                 function_timeout_s=fn.config.timeout_s,
                 splits_batches=tcfg.effective_bisect,
+                gives_up_after=_gives_up_after(tcfg),
                 singleton_lease_s=d.singleton_lease_timeout_s,
             ),
         )
@@ -946,6 +947,12 @@ class Daemon:
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)
         return rt
+
+
+def _gives_up_after(tcfg: TriggerBase) -> int | None:
+    """Failed attempts after which the trigger writes a record to its on-failure destination."""
+    attempts = tcfg.effective_retry_attempts
+    return attempts if tcfg.on_failure_config is not None and attempts >= 0 else None
 
 
 def _int_attr(config: object, name: str) -> int:
