@@ -54,6 +54,7 @@ from triggerd.types import (
     ReportsStats,
     RetryableError,
     Source,
+    SourceConfig,
     SourceContext,
     SourceStats,
     SystemClock,
@@ -929,7 +930,7 @@ class Daemon:
             log=tlog,
             destination=destination,
             destination_name=dest_type or "none",
-            include_payload=dest_type in PAYLOAD_DESTINATIONS,
+            include_payload=_failure_payload(dest_type, src_cfg),
             forced=self.forced,
         )
         await rt.on_failure.start()
@@ -947,6 +948,15 @@ class Daemon:
         if isinstance(source, ReportsStats):
             self.metrics.sources.register(name, source.stats)
         return rt
+
+
+def _failure_payload(dest_type: str, src_cfg: SourceConfig) -> bool:
+    """Whether the on-failure records of a trigger carry the batch's event: at destinations
+    that carry it on AWS, and at every destination for queue sources (SQS, RabbitMQ), whose
+    message is deleted once its record is written. A stream's records stay in the stream,
+    where metadata finds them; a queue's would be nowhere (AWS has no on-failure destination
+    for them: its queue's dead-letter queue keeps the message)."""
+    return dest_type in PAYLOAD_DESTINATIONS or src_cfg.retry_owner == "source"
 
 
 def _gives_up_after(tcfg: TriggerBase) -> int | None:
