@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
-from triggerd.config.aws import error_code, error_message
+from triggerd.config.aws import error_code, error_message, error_status, is_transient
 from triggerd.types import ConfigError, RetryableError
 
 from .client import describe_error, open_client
@@ -26,8 +26,14 @@ async def check(cfg: S3SourceConfig, trigger: str, daemon_region: str) -> None:
                 region=region,
                 endpoint_url=cfg.sqs_endpoint_url or cfg.endpoint_url,
             )
-            call = sqs.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=["QueueArn"])
-            await _call(call, cfg, trigger, f"queue_url {cfg.queue_url}")
+            await check_queue(sqs, cfg, trigger)
+
+
+async def check_queue(sqs: Any, cfg: S3SourceConfig, trigger: str) -> None:
+    """GetQueueAttributes on the notification queue: a ConfigError when it is missing or
+    refuses the credentials, a RetryableError when it cannot be reached (or answers 5xx)."""
+    call = sqs.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=["QueueArn"])
+    await _call(call, cfg, trigger, f"queue_url {cfg.queue_url}")
 
 
 async def _call(call: Any, cfg: S3SourceConfig, trigger: str, what: str) -> None:
@@ -40,6 +46,11 @@ async def _call(call: Any, cfg: S3SourceConfig, trigger: str, what: str) -> None
             raise RetryableError(
                 f"trigger {trigger!r}: {what}: cannot reach the endpoint "
                 f"({describe_error(exc, secrets)})"
+            ) from None
+        if is_transient(exc):  # a 5xx (a proxy's error page too) or throttling: not now
+            raise RetryableError(
+                f"trigger {trigger!r}: {what}: the endpoint answered HTTP "
+                f"{error_status(exc)} ({code}: {error_message(exc)})"
             ) from None
         # HeadBucket answers with a bare status code and no message.
         message = _HEAD_STATUS.get(code) or error_message(exc)

@@ -34,6 +34,7 @@ from triggerd.events.s3 import new_host_id, new_request_id
 from triggerd.events.timestamps import iso_ms
 from triggerd.types import BaseSource, JSONDict, Record, SourceContext
 
+from .check import check_queue
 from .client import describe_error, open_client
 from .config import S3SourceConfig
 
@@ -188,7 +189,8 @@ class NotificationSource(BaseSource):
         self._recorded: dict[str, _Message] = {}
 
     async def start(self) -> None:
-        if self._client is None:
+        opened = self._client is None
+        if opened:
             self._client = await open_client(
                 self._stack,
                 "sqs",
@@ -196,6 +198,15 @@ class NotificationSource(BaseSource):
                 region=self._region,
                 endpoint_url=self._cfg.sqs_endpoint_url or self._cfg.endpoint_url,
             )
+        try:
+            # A missing queue or refused credentials stop the start (exit 2), as for an
+            # sqs trigger; an unreachable endpoint defers it (the daemon tries again).
+            await check_queue(self._client, self._cfg, self._scope)
+        except BaseException:
+            await self._stack.aclose()
+            if opened:
+                self._client = None  # closed with the stack: a start tried again opens one
+            raise
         self._room.set()
         self._task = asyncio.create_task(self._fetch_loop(), name=f"s3-notifications:{self._scope}")
         self._log.info(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.async_source import events_of, pump
+from tests.conftest import free_port
 from tests.integration.s3_support import (
     aws_clients,
     make_config,
@@ -19,7 +20,9 @@ from tests.integration.s3_support import (
     queue_depth,
     unique,
 )
+from tests.integration.sqs_harness import Relay
 from triggerd.state.sqlite import SQLiteStateStore
+from triggerd.types import ConfigError, RetryableError
 from triggerd_s3.notifications import NotificationSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("aws_env")]
@@ -215,20 +218,50 @@ async def test_a_body_that_is_not_a_notification_is_logged_and_left_in_the_queue
     assert invalid and "not JSON" in invalid[0].__dict__["error"]
 
 
-async def test_unreachable_queue_is_logged_without_the_secret(
+async def test_a_missing_queue_is_a_config_error_at_start_without_the_secret(
     moto_server: str, store: SQLiteStateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """As for an sqs trigger (exit 2). It started, reported itself running and logged
+    s3.receive_failed every few seconds (up to 30 s apart), forever."""
     secret = "wJalrXUtnFEMI-QUEUE-SECRET"
+    queue_url = f"{moto_server}/123456789012/{unique('nope')}"
     source = listener(
         moto_server,
         unique("bk"),
-        f"{moto_server}/123456789012/{unique('nope')}",
+        queue_url,
+        store,
+        aws_access_key_id="AKIDQUEUE",
+        aws_secret_access_key=secret,
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as info:
+        await source.start()
+    await source.stop()
+    [problem] = info.value.problems
+    assert queue_url in problem and "NonExistentQueue" in problem
+    assert secret not in problem and secret not in caplog.text
+
+
+async def test_a_queue_deleted_while_running_is_logged_without_the_secret(
+    moto_server: str,
+    clients: tuple[Any, Any],
+    store: SQLiteStateStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, sqs = clients
+    secret = "wJalrXUtnFEMI-QUEUE-SECRET"
+    queue_url = (await sqs.create_queue(QueueName=unique("gone")))["QueueUrl"]
+    source = listener(
+        moto_server,
+        unique("bk"),
+        queue_url,
         store,
         aws_access_key_id="AKIDQUEUE",
         aws_secret_access_key=secret,
     )
     caplog.set_level(logging.DEBUG)
     await source.start()
+    await sqs.delete_queue(QueueUrl=queue_url)
     try:
         async with asyncio.timeout(10):
             while not any(r.getMessage() == "s3.receive_failed" for r in caplog.records):
@@ -238,3 +271,32 @@ async def test_unreachable_queue_is_logged_without_the_secret(
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert secret not in text
     assert "NonExistentQueue" in text or "QueueDoesNotExist" in text
+
+
+async def test_a_start_deferred_while_the_queue_endpoint_was_down_succeeds_once_it_answers(
+    moto_server: str, clients: tuple[Any, Any], store: SQLiteStateStore
+) -> None:
+    s3, sqs = clients
+    bucket, queue_url = await notifying_bucket(s3, sqs)
+    await s3.put_object(Bucket=bucket, Key="after-the-outage", Body=b"x")
+    relay = Relay(free_port(), moto_server)
+    config = make_config(
+        moto_server,
+        bucket,
+        mode="notifications",
+        queue_url=queue_url.replace(moto_server, relay.url),
+        sqs_endpoint_url=relay.url,
+        wait_time_s=1,
+    )
+    source = make_source(config, store)
+    with pytest.raises(RetryableError, match="cannot reach the endpoint"):
+        await source.start()
+    await relay.start()
+    try:
+        await source.start()
+        records = await pump(source, store, 1)
+        await wait_depth(sqs, queue_url, 0)
+    finally:
+        await source.stop()
+        await relay.stop()
+    assert events_of(records) == [("ObjectCreated:Put", "after-the-outage")]
