@@ -425,22 +425,31 @@ class SqsSource(BaseSource):
             return 0
         entries = [{"ReceiptHandle": h, "VisibilityTimeout": self.visibility_s} for h in due]
         url = self.config.queue_url
+        #: Handles whose last call got no answer (it raised): nothing is known of them.
+        unanswered: set[str] = set()
 
         async def call(chunk: list[dict[str, Any]]) -> dict[str, Any]:
             sent = [{k: v for k, v in e.items()} for e in chunk]
-            response: dict[str, Any] = await self.client.change_message_visibility_batch(
-                QueueUrl=url, Entries=sent
-            )
+            handles = {e["ReceiptHandle"] for e in chunk}
+            try:
+                response: dict[str, Any] = await self.client.change_message_visibility_batch(
+                    QueueUrl=url, Entries=sent
+                )
+            except Exception:
+                unanswered.update(handles)
+                raise
+            unanswered.difference_update(handles)
             return response
 
         failed = await batch_entries(call, entries, sleep=self.ctx.clock.sleep, attempts=2)
-        lost = {e["ReceiptHandle"] for e, _ in failed}
+        refused = {e["ReceiptHandle"] for e, _ in failed} - unanswered
         until = self.ctx.clock.monotonic() + self.visibility_s
         for handle in due:
-            if handle in lost:  # deleted meanwhile, or no longer in flight: stop extending
+            if handle in refused:  # deleted meanwhile, or no longer in flight: stop extending
                 self._outstanding.pop(handle, None)
-            elif handle in self._outstanding:
+            elif handle in self._outstanding and handle not in unanswered:
                 self._outstanding[handle] = until
+            # Unanswered (the endpoint did not answer): still due, tried at the next tick.
         if failed:
             self.log.warning(
                 "sqs.extend_failed",

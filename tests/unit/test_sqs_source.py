@@ -194,6 +194,64 @@ async def test_heartbeat_extends_only_messages_about_to_time_out() -> None:
         await src.stop()
 
 
+class Unreachable(Exception):
+    pass
+
+
+async def test_a_heartbeat_call_that_fails_is_tried_again_at_the_next_tick() -> None:
+    """No answer (the endpoint down for a few seconds) says nothing about the messages: they
+    stay extended. They were dropped as if deleted, so they became visible again while the
+    function still ran, and were invoked a second time."""
+    clock = StillClock()
+    client = FakeClient([message(0), message(1)])
+    src = make_source(client, clock, visibility_timeout_s=8, extend_visibility=False)
+    await src.start()
+    answer = client.change_message_visibility_batch
+
+    async def unreachable(**_: Any) -> Any:
+        raise Unreachable("could not connect")
+
+    try:
+        await take(src, 2)
+        clock.now += 2.5
+        client.change_message_visibility_batch = unreachable  # type: ignore[method-assign]
+        assert await src.extend_due() == 0
+        assert src.outstanding == 2
+        client.change_message_visibility_batch = answer  # type: ignore[method-assign]
+        clock.now += 2
+        assert await src.extend_due() == 2
+        assert client.visibility == [("rh-0", 8), ("rh-1", 8)]
+    finally:
+        await src.stop()
+
+
+async def test_a_message_the_server_refuses_to_extend_is_no_longer_extended() -> None:
+    clock = StillClock()
+    client = FakeClient([message(0), message(1)])
+    src = make_source(client, clock, visibility_timeout_s=8, extend_visibility=False)
+    await src.start()
+
+    async def refuse_rh0(QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        failed = [e for e in Entries if e["ReceiptHandle"] == "rh-0"]
+        client.visibility += [(e["ReceiptHandle"], 8) for e in Entries if e not in failed]
+        return {
+            "Successful": [{"Id": e["Id"]} for e in Entries if e not in failed],
+            "Failed": [
+                {"Id": e["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid"}
+                for e in failed
+            ],
+        }
+
+    client.change_message_visibility_batch = refuse_rh0  # type: ignore[method-assign]
+    try:
+        await take(src, 2)
+        clock.now += 2.5
+        assert await src.extend_due() == 1
+        assert src.outstanding == 1, "rh-0 is gone (deleted meanwhile, received elsewhere)"
+    finally:
+        await src.stop()
+
+
 def test_prefetch_below_one_receive_is_refused() -> None:
     def buffer(**extra: Any) -> int:
         config = {"type": "sqs", "queue_url": URL, **extra}
