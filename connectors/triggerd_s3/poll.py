@@ -19,7 +19,8 @@ in the listing: ObjectRemoved:Delete. The listing itself is never accumulated (o
 time) and the stored map shrinks as pages are consumed, so peak memory is one copy of the
 stored entries (the StateStore interface offers prefix reads only, not ordered range reads,
 so a fully streaming merge of the two sorted sequences is not possible through it). A listing
-that fails half-way emits no deletions.
+that fails half-way emits no deletions, and the next listing starts only once the events it
+did emit are settled.
 
 Each record's checkpoint is `{"o:<key>": new state or None, "meta:sequencer": ..}`; the
 pipeline commits it atomically with putting the event on the durable queue. The next scan
@@ -290,6 +291,9 @@ class PollSource(BaseSource):
 
     async def scan_once(self) -> ScanStats:
         """List the bucket once, emit the differences, and wait until they are all acked."""
+        # A scan that failed half-way may have emitted records not committed yet: compared
+        # against the state before them, they would be emitted a second time.
+        await self._drained.wait()
         state = self._ctx.state
         initialized = await state.get_checkpoint(self._scope, INITIALIZED_KEY)
         emit = initialized is not None or self._cfg.starting_position == "TRIM_HORIZON"

@@ -223,6 +223,26 @@ async def test_a_listing_failing_half_way_emits_no_deletions(store: SQLiteStateS
     assert len(await store.list_checkpoints("t", "o:")) == 6
 
 
+async def test_a_scan_after_a_failed_one_waits_for_its_records_and_emits_none_twice(
+    store: SQLiteStateStore,
+) -> None:
+    """The failed listing's first page gave events that were not committed yet (the pipeline
+    behind, the store slow): the next scan compared against the old state and emitted the
+    ones still uncommitted again (here b: 5 records for 4 objects)."""
+    client = FakeS3({k: b"x" for k in "abcd"})
+    source = poller(client, store, starting_position="TRIM_HORIZON")
+    client.fail_after_pages = 1
+    with pytest.raises(Boom):
+        await source.scan_once()
+    client.fail_after_pages = None
+    assert await drain(source, store) == [
+        ("ObjectCreated:Put", "a"),
+        ("ObjectCreated:Put", "b"),
+        ("ObjectCreated:Put", "c"),
+        ("ObjectCreated:Put", "d"),
+    ]
+
+
 async def test_unchanged_objects_emit_nothing_on_the_next_scan(store: SQLiteStateStore) -> None:
     client = FakeS3({"a": b"1", "b": b"2"})
     source = poller(client, store, starting_position="TRIM_HORIZON")
