@@ -6,7 +6,13 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
-from triggerd.config.aws import error_code, error_message, error_status, is_transient
+from triggerd.config.aws import (
+    error_code,
+    error_message,
+    error_status,
+    is_transient,
+    not_an_answer,
+)
 from triggerd.types import ConfigError, RetryableError
 
 from .client import describe_error, open_client
@@ -33,13 +39,16 @@ async def check_queue(sqs: Any, cfg: S3SourceConfig, trigger: str) -> None:
     """GetQueueAttributes on the notification queue: a ConfigError when it is missing or
     refuses the credentials, a RetryableError when it cannot be reached (or answers 5xx)."""
     call = sqs.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=["QueueArn"])
-    await _call(call, cfg, trigger, f"queue_url {cfg.queue_url}")
+    response = await _call(call, cfg, trigger, f"queue_url {cfg.queue_url}")
+    problem = not_an_answer(response, "Attributes")
+    if problem is not None:  # answered, but not as SQS: receives would be empty forever
+        raise ConfigError([f"trigger {trigger!r}: source.queue_url {cfg.queue_url}: {problem}"])
 
 
-async def _call(call: Any, cfg: S3SourceConfig, trigger: str, what: str) -> None:
+async def _call(call: Any, cfg: S3SourceConfig, trigger: str, what: str) -> Any:
     secrets = [v for v in cfg.client_credentials().values() if v]
     try:
-        await call
+        return await call
     except Exception as exc:  # classify: an answer is a config error, no answer is not
         code = error_code(exc)
         if code is None:

@@ -9,7 +9,13 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from triggerd.config import aws
-from triggerd.config.aws import error_code, error_message, error_status, is_transient
+from triggerd.config.aws import (
+    error_code,
+    error_message,
+    error_status,
+    is_transient,
+    not_an_answer,
+)
 from triggerd.types import ConfigError, RetryableError
 
 from .config import AwsConnection
@@ -80,8 +86,11 @@ async def queue_attributes(
             ) from None
         hint = "" if code in _QUEUE_ERRORS else " (unexpected error)"
         raise ConfigError([f"{where}: {code}: {error_message(exc)}{hint}"]) from None
-    attributes = response.get("Attributes") or {}
-    return {str(k): str(v) for k, v in attributes.items()}
+    problem = not_an_answer(response, "Attributes")
+    if problem is not None:
+        # It answered, but not as SQS: receives would come back empty, silently, forever.
+        raise ConfigError([f"trigger {trigger!r}: {role}.queue_url {conn.queue_url}: {problem}"])
+    return {str(k): str(v) for k, v in response["Attributes"].items()}
 
 
 #: One batch API call (DeleteMessageBatch, ChangeMessageVisibilityBatch) on up to 10 entries.

@@ -201,14 +201,15 @@ class Relay:
 @contextlib.asynccontextmanager
 async def error_page(status: int = 503) -> AsyncIterator[str]:
     """An HTTP server on a free loopback port answering every request with `status` and an
-    HTML page, as a proxy or load balancer in front of SQS does when it has no backend."""
+    HTML page, as a proxy or load balancer in front of SQS does when it has no backend (503),
+    or a web server that is not SQS at all (200)."""
     from aiohttp import web
 
     async def answer(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(
             status=status,
-            text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            text=f"<html><body><h1>{status}</h1><p>a web page, not SQS</p></body></html>",
             content_type="text/html",
         )
 

@@ -20,7 +20,7 @@ from tests.integration.s3_support import (
     queue_depth,
     unique,
 )
-from tests.integration.sqs_harness import Relay
+from tests.integration.sqs_harness import Relay, error_page
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ConfigError, RetryableError
 from triggerd_s3.notifications import NotificationSource
@@ -240,6 +240,16 @@ async def test_a_missing_queue_is_a_config_error_at_start_without_the_secret(
     [problem] = info.value.problems
     assert queue_url in problem and "NonExistentQueue" in problem
     assert secret not in problem and secret not in caplog.text
+
+
+async def test_a_queue_endpoint_answering_200_with_a_web_page_is_a_config_error(
+    store: SQLiteStateStore,
+) -> None:
+    async with error_page(200) as endpoint:
+        source = listener(endpoint, unique("bk"), f"{endpoint}/123456789012/q", store)
+        with pytest.raises(ConfigError, match="the answer has no Attributes"):
+            await source.start()
+        await source.stop()
 
 
 async def test_a_queue_deleted_while_running_is_logged_without_the_secret(

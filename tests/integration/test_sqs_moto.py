@@ -220,6 +220,21 @@ async def test_a_5xx_page_from_a_proxy_at_start_is_retryable_not_a_config_error(
             await dest.stop()
 
 
+async def test_an_endpoint_answering_200_with_a_web_page_is_a_config_error() -> None:
+    """botocore parses any 200 body into an empty answer: the source started (the ARN made
+    up from the URL, a visibility of 30 s) and every receive came back empty, silently."""
+    async with error_page(200) as endpoint:
+        src = source(f"{endpoint}/123456789012/q", endpoint)
+        with pytest.raises(ConfigError, match=r"the answer has no Attributes \(text/html"):
+            await src.start()
+        config = SqsDestinationConfig.model_validate(
+            {"type": "sqs", "queue_url": f"{endpoint}/123456789012/dest"}
+        )
+        ctx = DestinationContext(trigger="t", clock=SystemClock(), log=logging.getLogger("t"))
+        with pytest.raises(ConfigError, match=r"on_failure\.queue_url .*no Attributes"):
+            await SqsDestination(config, ctx).start()
+
+
 async def test_a_queue_with_visibility_timeout_zero_is_refused_at_start(moto_server: str) -> None:
     """Each message would be received again at once while the function runs (one message
     with a 3-second function was invoked 84 times in 8 seconds)."""

@@ -169,6 +169,18 @@ def is_transient(exc: BaseException) -> bool:
     return status >= 500 or status == 429 or error_code(exc) in THROTTLING_CODES
 
 
+def not_an_answer(response: Any, key: str) -> str | None:
+    """Why a successful `response` lacks `key`, which every server of the API includes (e.g.
+    GetQueueAttributes' `Attributes`): botocore parses any HTTP 200 body, an HTML page of a
+    proxy or of another web server too, into an empty response. None when it has `key`."""
+    if isinstance(response, Mapping) and response.get(key):
+        return None
+    meta = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
+    headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
+    kind = headers.get("content-type", "no content type") if isinstance(headers, Mapping) else ""
+    return f"the answer has no {key} ({kind or 'unknown content'}): not an AWS API endpoint?"
+
+
 def error_message(exc: BaseException) -> str:
     """The AWS error message of a botocore ClientError, else the exception's text."""
     return _error_field(exc, "Message") or str(exc)
