@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -262,6 +263,21 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+#: A stat of the watched path failing with these: it leads to no directory now.
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ESTALE})
+
+
+def _leads_elsewhere(path: str, watched: tuple[int, int] | None) -> bool:
+    """Whether `path` no longer leads to the directory `watched`. A stat that fails
+    otherwise (EIO, a network file system's timeout, EACCES) tells nothing of where it
+    leads: the watch, on its directory still, goes on, and the next check looks again."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.errno in _GONE_ERRNOS
+    return (st.st_dev, st.st_ino) != watched
 
 
 @dataclass(slots=True)
@@ -530,7 +546,7 @@ class DirectorySource(BaseSource):
                         checked = self._ctx.clock.monotonic()
                     if named == "deleted" or (
                         (named == "changed" or due)
-                        and await asyncio.to_thread(_identity, self._root) != watched
+                        and await asyncio.to_thread(_leads_elsewhere, self._root, watched)
                     ):
                         # (A directory made again at once may get the same inode: a
                         # deletion restarts the watch whatever the identity says.)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -669,6 +670,49 @@ async def test_a_watched_symlink_re_pointed_to_another_directory_is_watched_agai
     ]
     (failed,) = [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
     assert failed.exc_info is None and "symlink re-pointed" in failed.__dict__["error"]
+
+
+async def test_a_root_whose_stat_fails_for_a_while_keeps_its_watch(
+    tmp_path: Path,
+    store: FakeCheckpoints,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stat of the path that fails without saying the directory is gone (EIO, a network
+    # file system's timeout) tells nothing of where the path leads: the watch, on the same
+    # directory still, goes on. It was restarted (a directory.watch_failed error claiming
+    # the directory was replaced, and a diff of the whole tree) at every such failure.
+    monkeypatch.setattr(source_module, "ROOT_CHECK_MS", 100)
+    root = tmp_path / "watched"
+    root.mkdir()
+    failing, failed_twice = threading.Event(), threading.Event()
+    failures = 0
+    real_stat = os.stat
+
+    def flaky_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failing.is_set() and os.fspath(path) == str(root):
+            failures += 1
+            if failures >= 2:
+                failed_twice.set()
+            raise OSError(errno.EIO, "Input/output error", str(root))
+        return real_stat(path, *args, **kwargs)
+
+    source = make_source(root, store, rescan_interval_s=0)
+    caplog.set_level(logging.INFO, logger="test.directory")
+    await source.start()
+    try:
+        monkeypatch.setattr(os, "stat", flaky_stat)
+        failing.set()
+        assert await asyncio.to_thread(failed_twice.wait, 10), "the root was not checked"
+        failing.clear()
+        (root / "a.txt").write_text("a")
+        records = await deliver(source, store, 1)
+    finally:
+        failing.clear()
+        await source.stop()
+    assert events_of(records) == [("ObjectCreated:Put", "a.txt")]
+    assert not [r for r in caplog.records if r.getMessage() == "directory.watch_failed"]
 
 
 async def test_a_file_replaced_by_a_directory_of_its_name_is_removed_and_the_directory_read(
