@@ -1013,7 +1013,11 @@ class DirectorySource(BaseSource):
             return
         self._expanding.add(rel)
         try:
-            found = await asyncio.to_thread(scan_tree, self._root, self._filter, rel)
+            found = await asyncio.to_thread(
+                scan_tree, self._root, self._filter, rel, self._stop_event
+            )
+        except ScanStopped:
+            return  # the source stops: its next start diffs the whole tree
         finally:
             self._expanding.discard(rel)
         now = self._ctx.clock.monotonic()

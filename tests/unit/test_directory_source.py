@@ -1007,6 +1007,46 @@ async def test_stop_ends_a_rescan_under_way_instead_of_leaving_its_thread_to_fin
     assert await asyncio.to_thread(ended.wait, 5), "the scan went on after stop"
 
 
+async def test_stop_ends_the_scan_of_a_directory_moved_in_instead_of_leaving_it_to_finish(
+    tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A directory moved into the tree is scanned for the files it brought (a thread, like a
+    # rescan's): a large one moved in just before stop held the process's exit as long.
+    # Here each of its directories takes 50 ms to list: the whole scan at least 10 s.
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    tree.mkdir()
+    for i in range(200):
+        (outside / f"d{i}").mkdir(parents=True)
+    slow, started, ended = threading.Event(), threading.Event(), threading.Event()
+    real_scandir, real_scan = os.scandir, source_module.scan_tree
+    moved = tree / "moved"
+
+    def slow_scandir(path: Any = ".") -> Any:
+        if slow.is_set() and str(path).startswith(str(moved)):
+            started.set()
+            time.sleep(0.05)
+        return real_scandir(path)
+
+    def scan_tree(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_scan(*args, **kwargs)
+        finally:
+            if started.is_set():
+                ended.set()
+
+    monkeypatch.setattr(os, "scandir", slow_scandir)
+    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    source = make_source(tree, store, rescan_interval_s=0)
+    await source.start()
+    try:
+        slow.set()
+        outside.rename(moved)
+        assert await asyncio.to_thread(started.wait, 10), "the directory was not scanned"
+    finally:
+        await source.stop()
+    assert await asyncio.to_thread(ended.wait, 5), "the scan went on after stop"
+
+
 async def test_rescan_interval_zero_turns_rescans_off(
     tmp_path: Path, store: FakeCheckpoints
 ) -> None:
