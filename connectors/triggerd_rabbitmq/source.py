@@ -75,6 +75,9 @@ class Link:
     #: The broker cancelled the consumer (its queue was deleted, say): the channel stays open
     #: but delivers nothing more, so the link counts as dead and `receive` reconnects.
     cancelled: bool = False
+    #: triggerd closes it itself (the reason was logged already, or there is none): its close
+    #: callbacks log nothing. Another link's close meanwhile is still logged.
+    given_up: bool = False
 
     @property
     def alive(self) -> bool:
@@ -117,8 +120,6 @@ class RabbitMQSource(BaseSource):
         self._retry_at = 0.0
         self._counter = RedeliveryCounter()
         self._stopped = False
-        #: Set while ordered mode closes the link on purpose (not a lost connection).
-        self._closing_quietly = False
 
     # ---- lifecycle ----
 
@@ -160,8 +161,12 @@ class RabbitMQSource(BaseSource):
             raise error from None
         self._link = link
         self._failures = 0
-        conn.close_callbacks.add(self._on_close)
-        link.channel.close_callbacks.add(self._on_close)
+
+        def on_close(sender: Any = None, exc: BaseException | None = None, *_: Any) -> None:
+            self._on_close(link, sender, exc)
+
+        conn.close_callbacks.add(on_close)
+        link.channel.close_callbacks.add(on_close)
         self._log.info(
             "source.rabbitmq.connected",
             extra={
@@ -217,8 +222,8 @@ class RabbitMQSource(BaseSource):
             )
         self._inbox.put_nowait(None)  # wake `receive`, which notices the dead link
 
-    def _on_close(self, sender: Any = None, exc: BaseException | None = None, *_: Any) -> None:
-        if not self._stopped and not self._closing_quietly:
+    def _on_close(self, link: Link, sender: Any, exc: BaseException | None) -> None:
+        if not self._stopped and not link.given_up:
             self._log.info(
                 "source.rabbitmq.closed",
                 extra={
@@ -392,11 +397,8 @@ class RabbitMQSource(BaseSource):
     async def _close_own(self, link: Link) -> None:
         """Close a link triggerd itself gives up: its close callbacks log nothing (the
         reason was logged already)."""
-        self._closing_quietly = True
-        try:
-            await _close_quietly(link.connection)
-        finally:
-            self._closing_quietly = False
+        link.given_up = True
+        await _close_quietly(link.connection)
 
     async def _settle(self, records: Sequence[Record], action: str) -> None:
         """Settle on the channel the records came from; skip those of a dead link."""

@@ -6,6 +6,7 @@ once the queue is back."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,15 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeBackend
-from tests.integration.rabbitmq_support import bodies, broker, close_connection, harness
+from tests.integration.rabbitmq_support import (
+    bodies,
+    broker,
+    close_connection,
+    harness,
+    registry,
+)
+from tests.integration.test_rabbitmq_source import context, source_config
+from triggerd_rabbitmq import source as source_module
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +174,55 @@ async def _exists(b: Any, queue: str) -> bool:
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+async def test_a_broker_side_close_while_triggerd_closes_a_link_it_gave_up_is_logged(
+    rabbitmq_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ordered mode gives its link up after a failure (closing it requeues everything) while
+    # `receive` connects again meanwhile. The broker closing the new link's channel before
+    # the old link's close is over (held here until then) is a real close: it was not
+    # logged, the quiet close being the source's state rather than the old link's.
+    caplog.set_level(logging.INFO, logger="test.rabbitmq")
+    release = asyncio.Event()
+    real_close = source_module._close_quietly
+
+    async def held_close(conn: Any) -> None:
+        await release.wait()
+        await real_close(conn)
+
+    monkeypatch.setattr(source_module, "_close_quietly", held_close)
+    async with broker(rabbitmq_url) as b:
+        q = await b.queue()
+        await b.publish(q, b"m")
+        cfg = source_config(url=rabbitmq_url, queue=q, ordered=True, reconnect_base_delay_s=0.1)
+        source: Any = registry().source("rabbitmq").create(cfg, context())
+        await source.start()
+        try:
+            (record,) = await source.receive(10, 5)
+            record.failed = True
+            giving_up = asyncio.create_task(source.nack([record]))
+            while source._link is not None:
+                await asyncio.sleep(0.01)
+            assert await source.receive(10, 0.2) == []  # connects again; "m" is held by the old
+            new = source._link
+            assert new is not None and new.generation == 2
+            _drain_inbox(source)
+            await new.raw.basic_ack(10_000)  # an unknown tag: the broker closes the channel
+            while source._inbox.empty():  # woken by the close callback
+                await asyncio.sleep(0.01)
+            release.set()
+            await giving_up
+            (again,) = await source.receive(10, 5)
+        finally:
+            release.set()
+            await source.stop()
+    assert again.payload["data"] == base64.b64encode(b"m").decode()
+    assert source._generation == 3, "connected again after the broker's close"
+    (closed,) = [r for r in caplog.records if r.msg == "source.rabbitmq.closed"]
+    assert "PRECONDITION_FAILED" in closed.__dict__["reason"]
+
+
+def _drain_inbox(source: Any) -> None:
+    while not source._inbox.empty():
+        source._inbox.get_nowait()
