@@ -87,6 +87,7 @@ async def test_broker_side_connection_close_mid_stream_loses_nothing(
     assert left == [], "and acked"
     events = [r.msg for r in caplog.records]
     assert "source.rabbitmq.disconnected" in events
+    assert "source.rabbitmq.closed" in events, "the broker's close is logged"
     generations = [
         getattr(r, "generation", None)
         for r in caplog.records
