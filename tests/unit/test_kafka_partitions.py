@@ -281,6 +281,7 @@ async def test_the_same_expired_records_are_reported_once_across_rebalances(
     await source.on_revoked([TP("t", 0)])  # nothing delivered: 40 stays the committed offset
     await source.on_assigned([TP("t", 0)])
     assert reports() == [(40, 100)]
+    assert consumer.seeks == [(TP("t", 0), 100)] * 2, "reported once, positioned each time"
     await source.on_revoked([TP("t", 0)])
     consumer.firsts = {TP("t", 0): 150}  # retention deleted more meanwhile: a new loss
     await source.on_assigned([TP("t", 0)])
