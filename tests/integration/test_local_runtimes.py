@@ -329,6 +329,31 @@ async def test_a_peak_over_memory_size_between_samples_is_out_of_memory(
     assert after.outcome is Outcome.OK and body(after)["pid"] != pid
 
 
+async def test_a_peak_of_an_earlier_invocation_does_not_fail_a_later_one(
+    make_backend: Factory, function_log: CountingHandler
+) -> None:
+    # The kernel's high-water mark is the process's peak since it started: a peak of an
+    # invocation too short for it to be read (or of init) was still in it when a later, longer
+    # invocation read it, and failed that one as Runtime.OutOfMemory, though it used no memory.
+    # It is reset when an invocation starts on a worker whose mark was not read since.
+    backend = await make_backend("actions", memory_mb=128, timeout_s=20, memory_sample_s=1.0)
+    pid = body(await backend.invoke(b"{}"))["pid"]
+    short = {"action": "spike", "mb": 200, "then_sleep": 0}  # unseen: read no mark after it
+    assert (await backend.invoke(orjson.dumps(short))).outcome is Outcome.OK
+    rid = str(uuid.uuid4())
+    event = {"action": "sleep", "seconds": 1.2}  # long enough for the mark to be read
+    result = await backend.invoke(orjson.dumps(event), request_id=rid)
+    assert result.outcome is Outcome.OK, body(result)
+    assert backend.stats["out_of_memory"] == 0
+    assert alive(pid)
+    # A peak of the invocation itself still fails it.
+    spike = {"action": "spike", "mb": 200, "then_sleep": 1.2}
+    rid = str(uuid.uuid4())
+    result = await backend.invoke(orjson.dumps(spike), request_id=rid)
+    assert body(result) == exit_body(rid, "signal: killed", "Runtime.OutOfMemory")
+    assert backend.stats["out_of_memory"] == 1
+
+
 async def test_memory_under_the_size_is_reported_and_allowed(
     make_backend: Factory, function_log: CountingHandler
 ) -> None:

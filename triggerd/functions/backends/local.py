@@ -804,6 +804,7 @@ class LocalBackend:
                 await self._discard(worker)
                 raise
         worker.begin(rid, capture)
+        worker.begin_memory(cold=start is not None)
         self._watch(worker)
         try:
             result = await self._run(worker, payload, rid, headers, start)
@@ -878,13 +879,15 @@ class LocalBackend:
         self._busy.discard(worker)
         used_mb = worker.measure_memory(thorough=ended - started >= self._sample_s)
         if (
-            worker.peak_kb > self._memory_limit_kb
+            worker.invocation_kb > self._memory_limit_kb
             and reply is not None
             and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         ):
             # A peak over the memory size that fell between samples (the kernel's high-water
-            # mark has it): Lambda would have killed the runtime before it answered.
-            self._out_of_memory(worker, worker.peak_kb)
+            # mark, reset as the invocation began, has it): Lambda would have killed the
+            # runtime before it answered.
+            if not worker.out_of_memory:  # not killed by the sampler since it answered
+                self._out_of_memory(worker, worker.invocation_kb)
             reply = RuntimeReply(ReplyKind.EXITED, error_type="signal: killed")
         reusable = reply is not None and reply.kind in (ReplyKind.RESPONSE, ReplyKind.ERROR)
         current = worker.code_generation == self._code_generation

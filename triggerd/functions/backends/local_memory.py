@@ -62,12 +62,15 @@ class MemoryProbe:
         self._statm: int | None = None
         self._status: int | None = None
         self._children_fd: int | None = None
+        self._clear_refs: int | None = None
         with contextlib.suppress(OSError):
             self._statm = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
             self._status = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
             self._children_fd = os.open(
                 f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC
             )
+        with contextlib.suppress(OSError):
+            self._clear_refs = os.open(f"/proc/{pid}/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
 
     def rss_kb(self) -> int:
         """The process's resident set now."""
@@ -76,6 +79,17 @@ class MemoryProbe:
     def hwm_kb(self) -> int:
         """The process's peak resident set so far (kept by the kernel)."""
         return status_hwm_kb(_pread(self._status, 4096))
+
+    def reset_hwm(self) -> bool:
+        """Reset the peak resident set to the resident set now (Linux 4.0+, about 1 us), so
+        that a later `hwm_kb` holds only what came after; False when it cannot be."""
+        if self._clear_refs is None:
+            return False
+        try:
+            os.write(self._clear_refs, b"5")
+        except OSError:
+            return False
+        return True
 
     def tree_rss_kb(self) -> int:
         """Resident set of the process plus its descendants (a shell's children, say)."""
@@ -103,8 +117,8 @@ class MemoryProbe:
         return [int(p) for p in data.split() if p.isdigit()]
 
     def close(self) -> None:
-        for fd in (self._statm, self._status, self._children_fd):
+        for fd in (self._statm, self._status, self._children_fd, self._clear_refs):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._statm = self._status = self._children_fd = None
+        self._statm = self._status = self._children_fd = self._clear_refs = None

@@ -183,6 +183,12 @@ class Worker(asyncio.SubprocessProtocol):
         self.invocations = 0
         #: Peak resident memory seen (KB): samples, VmHWM, and the tree's resident set.
         self.peak_kb = 0
+        #: The invocation under way's memory as read at its end (KB): the kernel's high-water
+        #: mark when it was reset as the invocation began (or the worker started for it), else
+        #: the resident set then. VmHWM is the process's peak since it started: unreset, it may
+        #: hold a peak of init or of an earlier invocation too short for it to be read.
+        self.invocation_kb = 0
+        self._mark_fresh = False
         #: Monotonic time the worker last finished an invocation (for idle reaping).
         self.last_used = 0.0
         #: The generation of the credentials it was started with (see local_credentials).
@@ -382,12 +388,27 @@ class Worker(asyncio.SubprocessProtocol):
         if kb > self.peak_kb:
             self.peak_kb = kb
 
+    def begin_memory(self, cold: bool) -> None:
+        """An invocation begins: the kernel's high-water mark is reset unless the worker was
+        started for it (`cold`: its init's peak is the invocation's, as on Lambda)."""
+        probe = self.memory
+        self.invocation_kb = 0
+        self._mark_fresh = cold or (probe is not None and probe.reset_hwm())
+
     def measure_memory(self, thorough: bool) -> int:
         """Update the peak with the process's resident set now (`thorough`: the kernel's
         high-water mark, which also catches peaks between samples); the peak in MB."""
         probe = self.memory
         if probe is not None and self.alive:
-            self.note_memory(probe.hwm_kb() if thorough else probe.rss_kb())
+            if thorough:
+                kb = probe.hwm_kb()
+                self.note_memory(kb)
+                if not self._mark_fresh:
+                    kb = probe.rss_kb()
+            else:
+                kb = probe.rss_kb()
+                self.note_memory(kb)
+            self.invocation_kb = max(self.invocation_kb, kb)
         return math.ceil(self.peak_kb / 1024)
 
     def max_memory_mb(self) -> int:
