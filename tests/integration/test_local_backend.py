@@ -345,7 +345,9 @@ async def test_init_over_the_init_timeout_is_run_again_within_the_function_timeo
     first, second = inits.read_text().split()  # init ran twice: the first worker was killed
     out = body(result)
     assert out["pid"] == int(second) and not alive(int(first))
-    assert 0 < out["remaining_ms"] < 10_000  # the second init counted against the timeout
+    # The second init (over 1 s) counted against the timeout: at most 9 s were left (only
+    # under 10 s, as the test said before, holds when it is not counted at all).
+    assert 0 < out["remaining_ms"] <= 9_000
     [line] = [r for r in caplog.records if r.getMessage() == "backend.init_timed_out"]
     assert line.__dict__["retry_within_s"] == 10
     again = await backend.invoke(b"{}")  # the environment is warm now
