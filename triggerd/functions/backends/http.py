@@ -11,9 +11,11 @@ Two kinds of endpoint are understood:
 Mapping for both: 429 = THROTTLED (honouring `Retry-After`); 5xx, connection refused or reset
 = INVOKE_ERROR (retried with backoff, not counted as an attempt); any other 4xx =
 FUNCTION_ERROR with an error object naming the status; no answer within `timeout_s` = TIMEOUT
-with Lambda's "Task timed out after N.NN seconds" message. Redirects are not followed (an
-HTTP client turns a redirected POST into a GET without the event, whose 200 would count as
-the function's success): a 3xx answer is a FUNCTION_ERROR naming where it points.
+with Lambda's "Task timed out after N.NN seconds" message. A 307 or 308 on the same host
+(http -> https included) is followed, the POST sent again with its body. Other redirects are
+not (an HTTP client turns a redirected POST into a GET without the event, whose 200 would
+count as the function's success; another host would get the event and the headers): such a
+3xx answer is a FUNCTION_ERROR naming where it points.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import email.utils
 import re
 import uuid
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -58,6 +60,8 @@ ERROR_BODY_CHARS = 1024
 #: Log tail cap, as Lambda's X-Amz-Log-Result.
 LOG_TAIL_BYTES = 4096
 _TIMED_OUT = "Task timed out after"
+#: How many 307/308 redirects one invocation follows (aiohttp's default limit).
+MAX_REDIRECTS = 10
 
 
 class HttpFunctionConfig(FunctionConfig):
@@ -272,14 +276,18 @@ class HttpBackend:
         cfg = self.config
         started = self.ctx.clock.monotonic()
         try:
-            async with (
-                asyncio.timeout(cfg.timeout_s),
-                self._session.post(
-                    cfg.url, data=payload, headers=headers, allow_redirects=False
-                ) as resp,
-            ):
-                body = await read_capped(resp, MAX_SYNC_PAYLOAD)
-                result = self._judge(rid, resp.status, resp.headers, body)
+            async with asyncio.timeout(cfg.timeout_s):
+                url = cfg.url
+                for hop in range(MAX_REDIRECTS + 1):
+                    async with self._session.post(
+                        url, data=payload, headers=headers, allow_redirects=False
+                    ) as resp:
+                        target = _resent_post(url, resp) if hop < MAX_REDIRECTS else None
+                        if target is None:
+                            body = await read_capped(resp, MAX_SYNC_PAYLOAD)
+                            result = self._judge(rid, resp.status, resp.headers, body)
+                            break
+                    url = target
         except TimeoutError:
             self._log_failure("backend.timeout", rid, "timeout")
             return timeout_result(rid, cfg.timeout_s, self.ctx.clock.time(), cfg.version)
@@ -344,3 +352,24 @@ def _create(config: Any, ctx: BackendContext) -> HttpBackend:
 
 
 plugin = BackendPlugin(config_model=HttpFunctionConfig, create=_create)
+
+
+def _resent_post(url: str, resp: aiohttp.ClientResponse) -> str | None:
+    """Where a 307/308 answer sends the POST again, with its body, or None: other redirects
+    turn it into a GET without the event, and one to another host (it would get the event
+    and the endpoint's headers, a bearer token among them) or from https to http is not
+    followed either, but judged as a function error naming where it points."""
+    location = resp.headers.get("Location")
+    if resp.status not in (307, 308) or not location:
+        return None
+    try:
+        target = urljoin(url, location)
+        was, now = urlsplit(url), urlsplit(target)
+        same_host = now.hostname == was.hostname
+    except ValueError:
+        return None
+    if now.scheme not in ("http", "https") or not same_host:
+        return None
+    if was.scheme == "https" and now.scheme != "https":
+        return None
+    return target
