@@ -222,6 +222,57 @@ async def test_a_destination_outage_is_logged_once_not_per_record_and_retry(
     assert len(lines("record.dead_lettered")) == 20
 
 
+class _FailingTwoWays(_DownUntilTold):
+    """Down, with one error for even records and another for odd ones (a flapping network:
+    some sends time out, others are refused)."""
+
+    async def send(self, record: Any) -> None:
+        if self.down:
+            if record["r"] % 2:
+                raise ConnectionRefusedError(111, "Connection refused")
+            raise TimeoutError("connect timed out")
+        self.sent.append(record)
+
+
+async def test_an_outage_with_two_errors_at_once_is_logged_once_per_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Records waiting at once can fail with different errors. Only the error of the last
+    # line was remembered: errors alternating between records logged at every failure again.
+    metrics = Metrics()
+    destination = _FailingTwoWays()
+    on_failure = OnFailure(
+        trigger="orders",
+        function="f",
+        destination=destination,
+        destination_name="sqs",
+        state=_Store(),  # type: ignore[arg-type]
+        clock=SteppedClock(),
+        metrics=metrics,
+        log=logging.getLogger("test"),
+    )
+    on_failure.backoff = Backoff(base_s=0.001, max_s=0.001)
+    caplog.set_level(logging.DEBUG, "test")
+    deliveries = [
+        asyncio.ensure_future(on_failure.deliver({"r": n}, "RetriesExhausted", f"rid-{n}"))
+        for n in range(10)
+    ]
+    labels = {"trigger": "orders", "destination": "sqs"}
+    get = metrics.registry.get_sample_value
+    async with asyncio.timeout(5):
+        while (get("triggerd_destination_delivery_failures_total", labels) or 0) < 100:
+            await asyncio.sleep(0.001)
+    destination.down = False
+    async with asyncio.timeout(5):
+        await asyncio.gather(*deliveries)
+    failed = [r for r in caplog.records if r.getMessage() == "destination.failed"]
+    assert sorted(r.__dict__["error"] for r in failed) == [
+        "ConnectionRefusedError: [Errno 111] Connection refused",
+        "TimeoutError: connect timed out",
+    ]
+    assert len(destination.sent) == 10
+
+
 async def test_dropped_records_are_counted_by_reason() -> None:
     metrics = Metrics()
     on_failure = OnFailure(

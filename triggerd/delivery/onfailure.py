@@ -27,9 +27,12 @@ DELIVERY_GRACE_S = 2.0
 #: How long a cancelled delivery may take to end (it ends at its next await).
 DELIVERY_CANCEL_S = 1.0
 #: While a destination keeps failing, `destination.failed` is logged when the outage starts,
-#: when its error changes, and at most once every this many seconds otherwise (every failure
+#: for each other error, and at most once every this many seconds otherwise (every failure
 #: is counted in the metrics): each record waiting for the destination retries on its own.
 FAILURE_LOG_EVERY_S = 300.0
+#: How many distinct errors of one outage are remembered for that (records waiting at once
+#: may fail differently: some sends time out, others are refused); past it, the oldest goes.
+FAILURE_ERRORS_KEPT = 16
 
 
 class OnFailure:
@@ -57,9 +60,10 @@ class OnFailure:
         #: While deliveries keep failing: since when (epoch seconds) and the last error, for
         #: /readyz; None once a delivery succeeds.
         self.failing: tuple[float, str] | None = None
-        #: Failed sends of the outage under way, and when (monotonic) and what was last logged.
+        #: Failed sends of the outage under way, and each error logged during it, with when
+        #: (monotonic) it was last logged (at most FAILURE_ERRORS_KEPT, oldest first).
         self._failures = 0
-        self._logged: tuple[float, str] | None = None
+        self._logged: dict[str, float] = {}
 
     async def start(self) -> None:
         if self.destination is not None:
@@ -132,17 +136,22 @@ class OnFailure:
         )
 
     def _failed(self, error: str, delay: float, request_id: str) -> None:
-        """Count a failed send; log it if it starts an outage, changes its error, or the
-        last line is FAILURE_LOG_EVERY_S old (not once per waiting record and retry)."""
+        """Count a failed send; log it if it starts an outage, its error was not logged
+        during it yet, or that error's last line is FAILURE_LOG_EVERY_S old (not once per
+        waiting record and retry)."""
         since = self.failing[0] if self.failing else self.clock.time()
         self.failing = (since, error)
         self._failures += 1
         self.metrics.destination_failures.labels(self.trigger, self.destination_name).inc()
         now = self.clock.monotonic()
         logged = self._logged
-        if logged is not None and logged[1] == error and now - logged[0] < FAILURE_LOG_EVERY_S:
+        last = logged.pop(error, None)
+        if last is not None and now - last < FAILURE_LOG_EVERY_S:
+            logged[error] = last
             return
-        self._logged = (now, error)
+        logged[error] = now
+        if len(logged) > FAILURE_ERRORS_KEPT:
+            del logged[next(iter(logged))]
         self.log.error(
             "destination.failed",
             extra={
@@ -170,4 +179,4 @@ class OnFailure:
             },
         )
         self._failures = 0
-        self._logged = None
+        self._logged.clear()
