@@ -355,6 +355,37 @@ async def test_init_over_the_init_timeout_is_run_again_within_the_function_timeo
     assert len(inits.read_text().split()) == 2
 
 
+async def test_a_provisioned_init_over_the_init_timeout_backs_off(
+    backend_factory: Factory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A provisioned worker whose init took over the init timeout was killed and started
+    # again at once, for ever (11 inits in 3 s here; 10 s of imports every 10 s with the real
+    # limit), each with a warning. It backs off now as init errors do; invocations still run
+    # init again within their timeout.
+    monkeypatch.setattr(local_module, "INIT_TIMEOUT_S", 0.3)
+    inits = tmp_path / "inits.txt"
+    environment = {"INIT_LOG": str(inits), "INIT_SLEEP_S": "1.0"}
+    backend = await backend_factory(
+        "slow_init", timeout_s=10, environment=environment, provisioned_concurrency=1
+    )
+
+    def timed_out() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "backend.init_timed_out"]
+
+    async with asyncio.timeout(5):
+        while not timed_out():
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)  # the backoff is 5 s: no other try within it
+    assert backend.stats["spawns"] == 1
+    [line] = timed_out()
+    assert line.__dict__["retry_in_s"] == 5.0
+    result = await backend.invoke(b"{}")
+    assert result.outcome is Outcome.OK, result.payload
+
+
 async def test_init_run_again_past_the_function_timeout_is_a_timeout(
     backend_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -233,6 +233,11 @@ class LocalBackend:
         self._memory_limit_kb = config.memory_mb * 1024
         self._init_failure: _InitFailure | None = None
         self._init_failures_in_row = 0
+        #: Provisioned starts whose init timed out, in a row, and when (monotonic) the next
+        #: one may begin: such a worker is not started again at once (invocations meanwhile
+        #: run init again within their timeout).
+        self._provision_timeouts = 0
+        self._provision_after = 0.0
         self._spawning = 0
         self._stopping = False
 
@@ -503,6 +508,7 @@ class LocalBackend:
         if failure is None:
             self._init_failure = None
             self._init_failures_in_row = 0
+            self._provision_timeouts = 0
             self.stats["cold_starts"] += 1
             self.stats["last_init_duration_ms"] = round(init_ms, 2)
             if self._metrics is not None:
@@ -517,6 +523,8 @@ class LocalBackend:
     async def _provision(self, count: int) -> None:
         """Start up to `count` workers ahead of invocations (each in a free slot)."""
         if count <= 0 or self._stopping or self._cached_init_failure("") is not None:
+            return
+        if self.ctx.clock.monotonic() < self._provision_after:
             return
         async with asyncio.TaskGroup() as tg:
             for _ in range(count):
@@ -539,9 +547,17 @@ class LocalBackend:
             if start.failure is not None and not self._stopping:
                 body = start.failure.body or exit_error("", start.failure.error_type or "")
                 self._record_init_failure(body, start.failure)
-            elif start.timed_out:
+            elif start.timed_out and not self._stopping:
+                delay = min(self._init_backoff_s * 2**self._provision_timeouts, INIT_BACKOFF_MAX_S)
+                self._provision_timeouts += 1
+                self._provision_after = self.ctx.clock.monotonic() + delay
                 self.ctx.log.warning(
-                    "backend.init_timed_out", extra={"function": self.ctx.function}
+                    "backend.init_timed_out",
+                    extra={
+                        "function": self.ctx.function,
+                        "init_timeout_s": INIT_TIMEOUT_S,
+                        "retry_in_s": delay,
+                    },
                 )
         finally:
             self._slots.release()
@@ -673,6 +689,8 @@ class LocalBackend:
             self.spec = worker_spec(self.config, self.ctx, prepared, self.tmp_dir)
         self._init_failure = None  # the new code may start where the old one failed
         self._init_failures_in_row = 0
+        self._provision_timeouts = 0
+        self._provision_after = 0.0
         self._code_generation += 1
         idle, self._idle = self._idle, []
         for worker in self._workers.difference(idle):
