@@ -453,8 +453,24 @@ def test_schedules_that_fire_only_on_some_dates_are_accepted() -> None:
         "cron(0 0 31 2,3 ? *)",
         "0 0 31 2 MON",  # crontab: the 31st or a Monday
         "cron(0 0 1 1 ? 2020)",  # past: its start says it will not fire again (below)
+        "cron(0 0 L 2 ? *)",
+        "cron(0 0 31W * ? *)",  # months of 31 days only
+        "cron(0 0 1W 2 ? *)",
+        "cron(0 0 LW * ? *)",
+        "cron(0 0 ? * 6L *)",
+        "cron(0 0 ? 2 1#5 *)",  # a fifth Sunday of February (2032, ...)
+        "cron(0 0 29 2 ? 2025-2028)",  # 2028 only
+        "cron(0 0 1 1 ? 2030,2035)",
+        "cron(*/5 9-17 ? JAN-MAR MON-FRI *)",
+        "cron(0 0 ? * FRI-MON *)",
+        "0 0 31 2,4 MON",  # crontab: both day fields restricted, so a Monday suffices
     ):
         ScheduleSourceConfig(type="schedule", expression=expression)
+    # Its only local time falls in the spring-forward gap every year: not refused (its
+    # start logs that it has no future fire time), as a date rule alone cannot tell.
+    ScheduleSourceConfig(
+        type="schedule", expression="cron(30 2 ? 3 1L *)", timezone="Europe/Berlin"
+    )
 
 
 async def test_a_schedule_whose_fire_times_are_all_past_says_so_at_start(
