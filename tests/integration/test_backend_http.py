@@ -8,6 +8,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -307,10 +308,23 @@ async def test_a_redirect_is_a_function_error_naming_it_not_followed(
     error = orjson.loads(result.payload)
     assert error["errorType"] == "Function.HttpError" and error["statusCode"] == code
     assert error["errorMessage"] == (
-        f"The function's endpoint answered HTTP {code}, a redirect to /new-home "
+        f"The function's endpoint answered HTTP {code}, a redirect to {server.base}/new-home "
         "(not followed: set url to where it points)"
     )
     assert server.moved_to == []
+
+
+async def test_a_redirect_named_in_an_error_is_shown_without_its_query_or_credentials(
+    server: FunctionServer, backend_factory: Factory
+) -> None:
+    # A Location may carry a token (a signed URL's query, credentials in the authority):
+    # the error reaches logs and on-failure destinations.
+    secret = "http://user:pw-s3cret@localhost:1/elsewhere?X-Amz-Signature=tok-s3cret"
+    backend = await started(backend_factory(f"{server.base}/moved/301?to={quote(secret)}"))
+    result = await backend.invoke(b"{}")
+    message = orjson.loads(result.payload)["errorMessage"]
+    assert "a redirect to http://localhost:1/elsewhere (not followed" in message
+    assert "s3cret" not in message
 
 
 @pytest.mark.parametrize("code", [307, 308])

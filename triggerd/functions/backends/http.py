@@ -110,10 +110,7 @@ class HttpFunctionConfig(FunctionConfig):
     @property
     def safe_url(self) -> str:
         """The URL without credentials or query string, for logs and error messages."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
+        return _shown_url(self.url)
 
     @model_validator(mode="after")
     def _memory_is_not_ours(self) -> HttpFunctionConfig:
@@ -330,7 +327,9 @@ class HttpBackend:
         message = f"The function's endpoint answered HTTP {status}"
         location = headers.get("Location") if 300 <= status < 400 else None
         if location is not None:
-            message += f", a redirect to {location} (not followed: set url to where it points)"
+            # (without its credentials or query string, which may carry a token)
+            shown = _shown_url(urljoin(cfg.url, location))
+            message += f", a redirect to {shown} (not followed: set url to where it points)"
         error = _error_body("Function.HttpError", message, statusCode=status, body=text)
         return InvokeResult(Outcome.FUNCTION_ERROR, error, rid, "Unhandled", version)
 
@@ -352,6 +351,17 @@ def _create(config: Any, ctx: BackendContext) -> HttpBackend:
 
 
 plugin = BackendPlugin(config_model=HttpFunctionConfig, create=_create)
+
+
+def _shown_url(url: str) -> str:
+    """`url` without credentials or query string, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed URL (a port out of range, say): none of it is shown
+        return "(a malformed URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _resent_post(url: str, resp: aiohttp.ClientResponse) -> str | None:
