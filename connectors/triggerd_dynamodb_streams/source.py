@@ -12,7 +12,13 @@ from .client import StreamsApi, open_client, resolve_stream
 from .config import DynamoDBStreamsSourceConfig
 from .shape import Shaper
 
-__all__ = ["DynamoDBStreamsSource"]
+__all__ = ["DynamoDBStreamsSource", "same_table"]
+
+
+def same_table(previous: str, current: str) -> bool:
+    """Whether two stream ARNs (`...:table/<table>/stream/<label>`) are of one table."""
+    table = current.rpartition("/stream/")[0]
+    return bool(table) and previous.rpartition("/stream/")[0] == table
 
 
 class DynamoDBStreamsSource(ShardedSource):
@@ -46,7 +52,13 @@ class DynamoDBStreamsSource(ShardedSource):
             tumbling_window_s=cfg.tumbling_window_s,
             kind="dynamodb_streams",
             stream=self.stream_arn,
+            # A table named in the config: its new stream (streams disabled and enabled
+            # again) continues the trigger's source.
+            continues=self._same_table if cfg.stream_arn is None else None,
         )
+
+    def _same_table(self, previous: str) -> bool:
+        return same_table(previous, self.stream_arn)
 
     def filter_view(self, record: Record) -> JSONDict | None:
         """DynamoDB filter patterns see the record as delivered (`dynamodb` is JSON)."""

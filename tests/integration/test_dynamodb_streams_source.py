@@ -292,3 +292,37 @@ async def test_latest_pins_its_start_so_a_restart_misses_nothing_put_while_down(
             await h.run_until(lambda: len(records(backend)) >= 1)
             await asyncio.sleep(0.3)
         assert [r["dynamodb"]["Keys"] for r in records(backend)] == [{"id": {"S": "new"}}]
+
+
+async def test_a_table_given_a_new_stream_while_down_is_read_on_with_latest(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """`stream` names the table, LATEST: the table got a new stream (a new stream ARN) while
+    the daemon was down (streams disabled and enabled again; moto 5.2.5 refuses that, so
+    here the table is created again under its name). The trigger follows the table: the
+    change put in the new stream before the restart is delivered, not skipped as if this
+    were the trigger's first start."""
+    async with dynamodb(moto_server) as client:
+        table = await make_table(client)
+        cfg = source(moto_server, table, starting_position="LATEST")
+        backend = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await put(client, table, "a", "read by the first start")
+            await h.run_until(lambda: len(records(backend)) >= 1)
+        old = (await client.describe_table(TableName=table))["Table"]["LatestStreamArn"]
+        await client.delete_table(TableName=table)
+        await client.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+        new = (await client.describe_table(TableName=table))["Table"]["LatestStreamArn"]
+        assert new != old
+        await put(client, table, "b", "put in the new stream while the daemon was down")
+        again = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, again) as h:
+            await h.run_until(lambda: len(records(again)) >= 1)
+        assert [r["dynamodb"]["Keys"] for r in records(again)] == [{"id": {"S": "b"}}]
+        assert records(again)[0]["eventSourceARN"] == new

@@ -804,3 +804,43 @@ async def test_a_stream_created_again_has_its_finished_shard_ids_read_again(
     assert [x.payload["n"] for x in got] == [7, 8]
     reopened = [x for x in caplog.records if x.getMessage() == "stream.shard_reopened"]
     assert [x.shard for x in reopened] == ["shard-0"]  # type: ignore[attr-defined]
+
+
+_ORDERS = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/"
+
+
+@pytest.mark.parametrize("follows", [True, False], ids=["table-named", "stream-named"])
+async def test_a_tables_new_stream_is_read_from_its_start_when_the_config_names_the_table(
+    store: Any, follows: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`stream = "orders"` (a table name) with LATEST: the table's streams were disabled and
+    enabled again, so the next start finds a new stream ARN. That is still the trigger's
+    source, read since its first start: the records put in the new stream before this start
+    are delivered, also after a start cut short, and not after the old stream's position
+    under the same shard id (moto names every DynamoDB stream's shard alike). A config
+    naming another stream (here the new stream by its ARN) starts it from LATEST, as a new
+    event source mapping."""
+    from triggerd_dynamodb_streams.source import same_table
+
+    old, new = _ORDERS + "2026-01-01T00:00:00.000", _ORDERS + "2026-02-01T00:00:00.000"
+    await store.set_checkpoints("t", {"stream": old, "shard:shardId-1": "5"})
+    api = FakeApi(records={"shardId-1": [1, 2]})
+    continues = (lambda previous: same_table(previous, new)) if follows else None
+    caplog.set_level(logging.WARNING)
+    kw: dict[str, Any] = {"starting_position": "LATEST", "stream": new, "continues": continues}
+    if follows:  # a start cut short (FakeApi has no AT_TIMESTAMP for a LATEST pin)
+        cut_short = reader(api, store, Clock(), **kw)
+        await cut_short.start()
+        await cut_short.stop()
+    r = reader(api, store, Clock(), **kw)
+    await r.start()
+    api.records["shardId-1"].append(3)  # put after the start
+    try:
+        got = await consume(r, 3 if follows else 1)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == ([1, 2, 3] if follows else [3])
+    assert await store.get_checkpoint("t", "stream") == new
+    events = [x.getMessage() for x in caplog.records]
+    assert events == ["stream.replaced" if follows else "stream.checkpoints_reset"]
+    assert not same_table(_ORDERS.replace("orders", "other") + "x", new)

@@ -118,6 +118,9 @@ _KEY_PREFIX = "shard:"
 _WINDOW_PREFIX = "window:"
 #: The stream (its ARN) the trigger's shard checkpoints belong to.
 _STREAM_KEY = "stream"
+#: Set when the stream replaced one the trigger's source had before (its previous ARN):
+#: the trigger's first start is past although no shard of this stream has a checkpoint.
+_FOLLOWED_KEY = "stream_followed"
 #: Checkpoint value of a shard pinned at the time it was first read from LATEST.
 PIN_PREFIX = "AT_TIMESTAMP:"
 #: A pin is this many seconds before the LATEST iterator is taken (and rounded down to the
@@ -295,6 +298,12 @@ class ShardReader:
     #: here and listed open again is the new stream's. DynamoDB Streams never reuses a
     #: shard id (a new stream has a new ARN, and `stream` tells).
     reused_shard_ids: bool = False
+    #: Whether the stream continues the one whose ARN is given (the stored one): a DynamoDB
+    #: table named in the config and given a new stream (streams disabled and enabled
+    #: again). Then the trigger reads on: the new stream's shards from their start
+    #: (records put after the trigger's first start are not skipped by LATEST). None:
+    #: another stream is another source, read from `starting_position`.
+    continues: Callable[[str], bool] | None = None
     shards: dict[str, _Shard] = field(default_factory=dict)
     #: Shards seen finished (checkpointed at their end, or gone from the list).
     _done: set[str] = field(default_factory=set)
@@ -340,15 +349,14 @@ class ShardReader:
         reachable: the daemon starts the trigger again later), else a ConfigError (access
         denied): one line, never a traceback."""
         listing = await self._start_call("listing the shards", self.api.list_shards())
-        if self.stream:
-            await self._own_checkpoints()
+        followed = await self._own_checkpoints() if self.stream else False
         saved = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
         self._saved = {k[len(_KEY_PREFIX) :]: v for k, v in saved.items()}
         if self.tumbling_window_s:
             windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
             self._windows = {k[len(_WINDOW_PREFIX) :]: v for k, v in windows.items()}
         self._done |= {s for s, v in self._saved.items() if v == SHARD_END}
-        self._first_start = not self._saved
+        self._first_start = not self._saved and not followed
         if coordinated(self.state):
             self.leases = ShardLeases(
                 self.state,
@@ -385,32 +393,42 @@ class ShardReader:
         self._runner = asyncio.create_task(self._run(), name=f"shards-{self.trigger}")
         await self._started.wait()
 
-    async def _own_checkpoints(self) -> None:
+    async def _own_checkpoints(self) -> bool:
         """The shard checkpoints stored are keyed by shard id alone, and Kinesis numbers the
         shards of every stream alike (shardId-000000000000, ...): those of the stream the
         trigger read before its `stream` changed would start the new stream's shards after
         another stream's positions, and a shard finished there (SHARD_END) would never be
         read here. They are dropped, once, with a warning: the trigger starts the new stream
-        as a new event source mapping does, from `starting_position`."""
+        as a new event source mapping does, from `starting_position`.
+        A stream that `continues` the stored one (a DynamoDB table named in the config, given
+        a new stream) is still the trigger's source: its old checkpoints are dropped all the
+        same (moto numbers every DynamoDB stream's shard alike), and the trigger's first
+        start stays past (marked in the store with the drop, for a start cut short): the new
+        stream's shards are read from their start. True in that case."""
         stored = await self.state.get_checkpoint(self.trigger, _STREAM_KEY)
         if stored == self.stream:
-            return
+            return await self.state.get_checkpoint(self.trigger, _FOLLOWED_KEY) is not None
         items: dict[str, str | None] = {_STREAM_KEY: self.stream}
-        if stored is not None:
-            old = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
-            windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
-            items |= dict.fromkeys([*old, *windows], None)
-            self.log.warning(
-                "stream.checkpoints_reset",
-                extra={
-                    "trigger": self.trigger,
-                    "source": self.kind,
-                    "stream": self.stream,
-                    "previous_stream": stored,
-                    "shards": len(old),
-                },
-            )
+        if stored is None:  # no stream stored yet (an older version's store): its own
+            await self.state.set_checkpoints(self.trigger, items)
+            return False
+        follows = self.continues is not None and self.continues(stored)
+        old = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
+        windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
+        items |= dict.fromkeys([*old, *windows], None)
+        items[_FOLLOWED_KEY] = stored if follows else None
+        extra = {
+            "trigger": self.trigger,
+            "source": self.kind,
+            "stream": self.stream,
+            "previous_stream": stored,
+            "shards": len(old),
+        }
+        if follows:
+            extra["hint"] = "the source has a new stream: it is read from its start"
+        self.log.warning("stream.replaced" if follows else "stream.checkpoints_reset", extra=extra)
         await self.state.set_checkpoints(self.trigger, items)
+        return follows
 
     async def _start_call(self, what: str, call: Awaitable[_T]) -> _T:
         try:
