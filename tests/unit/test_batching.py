@@ -96,7 +96,7 @@ def test_room_is_bounded_by_capacity() -> None:
 
 @pytest.mark.parametrize(
     ("attempt", "low", "high"),
-    [(1, 0.8, 1.0), (2, 1.6, 2.0), (3, 3.2, 4.0), (10, 24.0, 30.0)],
+    [(1, 0.8, 1.0), (2, 1.6, 2.0), (3, 3.2, 4.0), (10, 24.0, 30.0), (1025, 24.0, 30.0)],
 )
 def test_backoff_doubles_with_jitter_and_caps(attempt: int, low: float, high: float) -> None:
     backoff = Backoff(base_s=1.0, max_s=30.0, jitter=0.2)

@@ -844,3 +844,36 @@ async def test_a_tables_new_stream_is_read_from_its_start_when_the_config_names_
     events = [x.getMessage() for x in caplog.records]
     assert events == ["stream.replaced" if follows else "stream.checkpoints_reset"]
     assert not same_table(_ORDERS.replace("orders", "other") + "x", new)
+
+
+class _FailingPages(FakeApi):
+    """A FakeApi whose GetRecords fails `failures` times in a row first (an error that is
+    neither throttling nor expiry: AccessDenied for hours, a server down)."""
+
+    failures: int = 0
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        if self.failures:
+            self.failures -= 1
+            await asyncio.sleep(0)
+            raise RuntimeError("InternalFailure")
+        return await super().get_records(iterator, limit)
+
+
+async def test_a_shard_failing_for_hours_is_read_once_the_server_answers(store: Any) -> None:
+    """1,100 failed reads in a row (about three hours at the 10 s cap of the backoff): the
+    delay's exponent overflowed (OverflowError at the 1,025th), ending the reader's task
+    group, so the shard was never read again (nor the trigger's other shards)."""
+    api = _FailingPages(records={"s": [1, 2]})
+    api.failures = 1100
+    r = reader(api, store, Clock())
+    await r.start()
+    try:
+        for _ in range(600):  # fake time: about 1 ms a failure here
+            if not api.failures:
+                break
+            await asyncio.sleep(0.05)
+        got = await consume(r, 2)
+    finally:
+        await r.stop()
+    assert [x.payload["n"] for x in got] == [1, 2]

@@ -20,7 +20,8 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1 = the first retry)."""
-        raw = min(self.max_s, self.base_s * 2.0 ** max(0, attempt - 1))
+        # The exponent is bounded: 2.0 ** 1024 overflows, and a cap is reached long before.
+        raw = min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 512))
         return float(raw * (1.0 - self.jitter * self.rng.random()))
 
 
