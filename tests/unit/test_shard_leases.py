@@ -314,6 +314,41 @@ async def test_a_shard_id_finished_before_and_listed_open_again_is_leased_and_re
         await reader.stop()
 
 
+async def test_a_shard_taken_over_at_its_end_is_done_and_its_lease_given_back() -> None:
+    """Another daemon wrote s0's SHARD_END after this one's balancing round looked at the
+    store and before it took the lease (here: that look never sees it): the take-over reads
+    SHARD_END. The shard was kept, finished, with its lease held and renewed for good: never
+    seen finished here (its children never started on this daemon) and never handed back."""
+    clock = SystemClock()
+    table = Table(clock)
+    Member(table, "a")
+    table.take("shard:t/s0", "a")
+    api = FakeApi({"s0": [1], "s1": [2]}, parents={"s1": ("s0",)}, closed={"s0"})
+    b = reader_for(api, Member(table, "b"), clock, lease_timeout_s=0.3)
+
+    async def blind(leases: Any) -> None:
+        return None
+
+    b._see_finished = blind  # type: ignore[method-assign]
+    await b.start()
+    out: list[Record] = []
+    try:
+        table.checkpoints["shard:s0"] = "SHARD_END"  # a read s0 to its end
+        table.give_up("shard:t/s0")
+        async with asyncio.timeout(10):
+            while not out:
+                table.heartbeats["a"] = clock.time()
+                batch = b.take(10)
+                out.extend(batch)
+                await b.ack(batch)
+                await asyncio.sleep(0.02)
+        assert "s0" not in b.shards
+        assert table.holder("shard:t/s0") is None
+    finally:
+        await b.stop()
+    assert [int(r.item_id) for r in out] == [2]  # s1, once s0 was seen finished
+
+
 async def test_a_reader_cut_off_from_the_store_stops_handing_out_by_the_local_deadline() -> None:
     clock = SystemClock()
     table = Table(clock)

@@ -1148,6 +1148,15 @@ class ShardReader:
         except BaseException:
             await settle(leases.release(sid))
             raise
+        if self.shards[sid].finished:
+            # Read to its end by another daemon since this round looked at the store: done
+            # here too (held, it would never be seen finished, nor its lease given back).
+            self._done.add(sid)
+            del self.shards[sid]
+            self._order.remove(sid)
+            await leases.release(sid)
+            self._start_ready()
+            return
         self._start_ready()  # read now, not after the round's other take-overs
         self.lease_changes += 1
         self.log.info(
