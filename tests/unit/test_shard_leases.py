@@ -314,6 +314,39 @@ async def test_a_shard_id_finished_before_and_listed_open_again_is_leased_and_re
         await reader.stop()
 
 
+async def test_a_reopened_shard_another_daemon_read_to_its_end_is_not_read_again() -> None:
+    """Daemon b took s0 (listed open, SHARD_END stored) as a recreated stream's shard while
+    daemon a held it. a read it to its end once the new stream closed it (its own SHARD_END
+    stored) and let the lease go before b listed the shards again: b's take-over must not
+    take that SHARD_END for the old stream's and deliver the whole shard once more."""
+    clock = SystemClock()
+    table = Table(clock)
+    table.checkpoints["shard:s0"] = "SHARD_END"  # the old stream's s0
+    Member(table, "a")
+    table.take("shard:t/s0", "a")  # a reads the new stream's s0
+    api = FakeApi({"s0": [7, 8]})
+    b = reader_for(api, Member(table, "b"), clock, lease_timeout_s=0.3, reused_shard_ids=True)
+    await b.start()
+    out: list[Record] = []
+    try:
+        assert b.shard_state() == {"s0": "leased elsewhere"}
+        # a read 7 and 8, the new stream closed s0, a stored its end and let it go.
+        api.closed.add("s0")
+        table.checkpoints["shard:s0"] = "SHARD_END"
+        table.give_up("shard:t/s0")
+        async with asyncio.timeout(10):
+            while "s0" in b.shards:
+                table.heartbeats["a"] = clock.time()
+                batch = b.take(10)
+                out.extend(batch)
+                await b.ack(batch)
+                await asyncio.sleep(0.02)
+    finally:
+        await b.stop()
+    assert out == []
+    assert table.checkpoints["shard:s0"] == "SHARD_END"
+
+
 async def test_a_shard_taken_over_at_its_end_is_done_and_its_lease_given_back() -> None:
     """Another daemon wrote s0's SHARD_END after this one's balancing round looked at the
     store and before it took the lease (here: that look never sees it): the take-over reads

@@ -1167,7 +1167,7 @@ class ShardReader:
     async def _take_over(self, old: _Shard) -> None:
         sid = old.info.shard_id
         checkpoint = await self.state.get_checkpoint(self.trigger, _KEY_PREFIX + sid)
-        if checkpoint == SHARD_END and self._old_end(sid):
+        if checkpoint == SHARD_END and self._old_end(sid) and await self._listed_open(sid):
             checkpoint = None  # the old stream's: read the new shard from its start
         if self.tumbling_window_s:
             window = await self.state.get_checkpoint(self.trigger, _WINDOW_PREFIX + sid)
@@ -1177,6 +1177,19 @@ class ShardReader:
         shard.taken_over = True
         self._restore_window(shard)
         self.shards[sid] = shard
+
+    async def _listed_open(self, sid: str) -> bool:
+        """Whether a fresh listing still shows the shard open (its info updated). Another
+        daemon may have read a reopened shard to its end, closed since this daemon's last
+        listing: the SHARD_END stored is then its own, not the old stream's (taken as the
+        old one's, the whole shard would be delivered again)."""
+        for info in await self.api.list_shards():
+            if info.shard_id == sid:
+                shard = self.shards.get(sid)
+                if shard is not None:
+                    shard.info = info
+                return info.ending_sequence is None
+        return False
 
     def _fresh(self, old: _Shard, checkpoint: str | None) -> _Shard:
         log = ShardLog(
