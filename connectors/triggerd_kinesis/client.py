@@ -19,7 +19,7 @@ from triggerd.types import ConfigError, RetryableError
 
 from .config import KinesisSourceConfig
 
-__all__ = ["KinesisApi", "error_code", "open_client", "stream_arn"]
+__all__ = ["KinesisApi", "error_code", "open_client", "stream_arn", "stream_summary"]
 
 
 async def open_client(stack: AsyncExitStack, config: KinesisSourceConfig, region: str) -> Any:
@@ -45,6 +45,12 @@ async def open_client(stack: AsyncExitStack, config: KinesisSourceConfig, region
 
 async def stream_arn(client: Any, config: KinesisSourceConfig, trigger: str) -> str:
     """The stream's ARN; a ConfigError naming the stream when it cannot be used."""
+    return str((await stream_summary(client, config, trigger))["StreamARN"])
+
+
+async def stream_summary(client: Any, config: KinesisSourceConfig, trigger: str) -> Any:
+    """DescribeStreamSummary's StreamDescriptionSummary; a ConfigError naming the stream when
+    it cannot be used, a RetryableError when the server may get over it."""
     try:
         response = await client.describe_stream_summary(**_stream_args(config))
     except Exception as exc:  # classify: unreachable or busy is retryable, the rest the config's
@@ -59,7 +65,7 @@ async def stream_arn(client: Any, config: KinesisSourceConfig, trigger: str) -> 
                 f"trigger {trigger!r}: source.stream {config.stream}: Kinesis answered {code}"
             ) from None
         raise ConfigError([f"trigger {trigger!r}: source.stream {config.stream}: {code}"]) from None
-    return str(response["StreamDescriptionSummary"]["StreamARN"])
+    return response["StreamDescriptionSummary"]
 
 
 def _stream_args(config: KinesisSourceConfig) -> dict[str, str]:

@@ -9,7 +9,7 @@ from triggerd.delivery.shards import ShardedSource, ShardReader, WindowEnd
 from triggerd.events.filters import view_with_data
 from triggerd.types import JSONDict, Record, SourceContext
 
-from .client import KinesisApi, open_client, stream_arn
+from .client import KinesisApi, open_client, stream_summary
 from .config import KinesisSourceConfig
 from .shape import Shaper
 
@@ -27,7 +27,9 @@ class KinesisSource(ShardedSource):
     async def open(self) -> ShardReader:
         cfg, ctx = self.config, self.ctx
         client = await open_client(self.stack, cfg, self.region)
-        self.stream_arn = await stream_arn(client, cfg, ctx.trigger)
+        summary = await stream_summary(client, cfg, ctx.trigger)
+        self.stream_arn = str(summary["StreamARN"])
+        created = summary.get("StreamCreationTimestamp")
         account = self.stream_arn.split(":")[4] or ctx.account_id
         shaper = Shaper(
             stream_arn=self.stream_arn,
@@ -52,6 +54,7 @@ class KinesisSource(ShardedSource):
             kind="kinesis",
             stream=self.stream_arn,
             reused_shard_ids=True,
+            stream_created="" if created is None else str(created),
         )
 
     def filter_view(self, record: Record) -> JSONDict | None:

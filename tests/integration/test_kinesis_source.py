@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +512,38 @@ async def test_a_stream_deleted_and_created_again_is_read_again(
             await h.run_until(lambda: len(delivered(backend)) >= 4)
             await task
     assert delivered(backend) == [{"old": 1}, {"new": 0}, {"new": 1}, {"new": 2}]
+
+
+async def test_a_stream_created_again_while_down_is_read_from_its_start(
+    moto_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream (split: its children read and checkpointed) is deleted and created again
+    under its name with two shards while the daemon is down: same ARN, the same shard ids,
+    but another creation time. The new shardId-000000000001 must not start after the old
+    one's checkpoint (moto numbers the new stream's records from the start again: they were
+    skipped): every record of the new stream is delivered."""
+    async with kinesis_client(moto_server) as client:
+        stream = await make_stream(client)
+        [shard] = (await client.list_shards(StreamName=stream))["Shards"]
+        low, high = (int(v) for v in shard["HashKeyRange"].values())
+        await client.split_shard(
+            StreamName=stream,
+            ShardToSplit=shard["ShardId"],
+            NewStartingHashKey=str((low + high) // 2),
+        )
+        await put_json(client, stream, [(f"k{i}", {"old": i}) for i in range(8)])
+        cfg = source(moto_server, stream)
+        old = FakeBackend()
+        async with trigger_harness(tmp_path, registry(), cfg, old) as h:
+            await h.run_until(lambda: len(delivered(old)) >= 8)
+        await client.delete_stream(StreamName=stream)
+        await make_stream(client, shards=2, name=stream)
+        await put_json(client, stream, [(f"k{i}", {"new": i}) for i in range(8)])
+        backend = FakeBackend()
+        caplog.set_level(logging.WARNING)
+        async with trigger_harness(tmp_path, registry(), cfg, backend) as h:
+            await h.run_until(lambda: len(delivered(backend)) >= 8)
+    assert sorted(v["new"] for v in delivered(backend)) == list(range(8))
+    # Told by the stream's creation time (moto gives one), not left to the shard listing.
+    [replaced] = [r for r in caplog.records if r.getMessage() == "stream.replaced"]
+    assert "created again" in replaced.hint  # type: ignore[attr-defined]

@@ -877,3 +877,46 @@ async def test_a_shard_failing_for_hours_is_read_once_the_server_answers(store: 
     finally:
         await r.stop()
     assert [x.payload["n"] for x in got] == [1, 2]
+
+
+async def test_a_stream_created_again_and_resharded_while_down_is_read_from_its_start(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Kinesis stream deleted and created again under its name keeps its ARN and its shard
+    ids; here it was also split while the daemon was down, so its new shard-0 is listed
+    closed: taken for the old shard-0 (SHARD_END stored), its records were skipped without a
+    word, and shard-1's old position started the new shard-1 after it. The stream's creation
+    time tells: the old stream's checkpoints are dropped and the new stream is read from its
+    start (also with LATEST: the trigger's first start is past)."""
+    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clicks"
+    await store.set_checkpoints(
+        "t",
+        {
+            "stream": arn,
+            "stream_created": "1000.5",
+            "shard:shard-0": SHARD_END,
+            "shard:shard-1": "5",
+        },
+    )
+    api = FakeApi(
+        records={"shard-0": [1, 2], "shard-1": [3], "shard-2": [4]},
+        parents={"shard-1": ("shard-0",), "shard-2": ("shard-0",)},
+        closed={"shard-0"},
+    )
+    caplog.set_level(logging.WARNING)
+    kw: dict[str, Any] = {"stream": arn, "stream_created": "2000.25", "reused_shard_ids": True}
+    r = reader(api, store, Clock(), starting_position="LATEST", **kw)
+    await r.start()
+    try:
+        got = await consume(r, 4)
+    finally:
+        await r.stop()
+    assert sorted(x.payload["n"] for x in got) == [1, 2, 3, 4]
+    assert [x.getMessage() for x in caplog.records] == ["stream.replaced"]
+    assert await store.get_checkpoint("t", "stream_created") == "2000.25"
+    # The same stream at the next start: nothing dropped.
+    again = reader(api, store, Clock(), **kw)
+    await again.start()
+    await again.stop()
+    assert await store.get_checkpoint("t", "shard:shard-0") == SHARD_END
+    assert [x.getMessage() for x in caplog.records] == ["stream.replaced"]

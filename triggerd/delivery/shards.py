@@ -121,6 +121,8 @@ _STREAM_KEY = "stream"
 #: Set when the stream replaced one the trigger's source had before (its previous ARN):
 #: the trigger's first start is past although no shard of this stream has a checkpoint.
 _FOLLOWED_KEY = "stream_followed"
+#: When the stream was created (`ShardReader.stream_created`).
+_CREATED_KEY = "stream_created"
 #: Checkpoint value of a shard pinned at the time it was first read from LATEST.
 PIN_PREFIX = "AT_TIMESTAMP:"
 #: A pin is this many seconds before the LATEST iterator is taken (and rounded down to the
@@ -304,6 +306,11 @@ class ShardReader:
     #: (records put after the trigger's first start are not skipped by LATEST). None:
     #: another stream is another source, read from `starting_position`.
     continues: Callable[[str], bool] | None = None
+    #: When the stream was created (Kinesis' StreamCreationTimestamp; empty: unknown): a
+    #: stream deleted and created again under its name keeps its ARN, not this. At start, a
+    #: stored time that differs means the stored checkpoints are the old stream's: dropped,
+    #: and the new stream read from its start (as a stream that `continues` the old one).
+    stream_created: str = ""
     shards: dict[str, _Shard] = field(default_factory=dict)
     #: Shards seen finished (checkpointed at their end, or gone from the list).
     _done: set[str] = field(default_factory=set)
@@ -406,13 +413,22 @@ class ShardReader:
         start stays past (marked in the store with the drop, for a start cut short): the new
         stream's shards are read from their start. True in that case."""
         stored = await self.state.get_checkpoint(self.trigger, _STREAM_KEY)
-        if stored == self.stream:
-            return await self.state.get_checkpoint(self.trigger, _FOLLOWED_KEY) is not None
+        created = None
+        if self.stream_created:
+            created = await self.state.get_checkpoint(self.trigger, _CREATED_KEY)
+        recreated = created is not None and created != self.stream_created
         items: dict[str, str | None] = {_STREAM_KEY: self.stream}
+        if self.stream_created:
+            items[_CREATED_KEY] = self.stream_created
+        if stored == self.stream and not recreated:
+            if self.stream_created and created is None:  # stored before it was
+                await self.state.set_checkpoints(self.trigger, items)
+            return await self.state.get_checkpoint(self.trigger, _FOLLOWED_KEY) is not None
         if stored is None:  # no stream stored yet (an older version's store): its own
             await self.state.set_checkpoints(self.trigger, items)
             return False
-        follows = self.continues is not None and self.continues(stored)
+        recreated = recreated and stored == self.stream
+        follows = recreated or (self.continues is not None and self.continues(stored))
         old = await self.state.list_checkpoints(self.trigger, _KEY_PREFIX)
         windows = await self.state.list_checkpoints(self.trigger, _WINDOW_PREFIX)
         items |= dict.fromkeys([*old, *windows], None)
@@ -426,6 +442,8 @@ class ShardReader:
         }
         if follows:
             extra["hint"] = "the source has a new stream: it is read from its start"
+        if recreated:
+            extra["hint"] = "the stream was created again: it is read from its start"
         self.log.warning("stream.replaced" if follows else "stream.checkpoints_reset", extra=extra)
         await self.state.set_checkpoints(self.trigger, items)
         return follows
