@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from triggerd.config.aws import error_code
+from triggerd.delivery.retry import Backoff
 from triggerd.events.s3 import (
     Sequencer,
     new_host_id,
@@ -276,7 +277,7 @@ class PollSource(BaseSource):
                 return
             except Exception as exc:  # task boundary: log, back off, list again
                 failures += 1
-                delay = min(self._cfg.poll_interval_s * 2 ** (failures - 1), _RETRY_MAX_S)
+                delay = Backoff(self._cfg.poll_interval_s, _RETRY_MAX_S, jitter=0).delay(failures)
                 self._log.warning(
                     "s3.poll_failed",
                     extra={

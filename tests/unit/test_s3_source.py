@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeClock
 from triggerd.state.sqlite import MEMORY_PATH, SQLiteStateStore
-from triggerd.types import SourceContext, SystemClock
+from triggerd.types import Clock, SourceContext, SystemClock
 from triggerd_s3 import S3SourceConfig
 from triggerd_s3.notifications import (
     NotificationError,
@@ -178,12 +179,14 @@ async def store() -> AsyncIterator[SQLiteStateStore]:
     await state.close()
 
 
-def poller(client: FakeS3, store: SQLiteStateStore, **options: Any) -> PollSource:
+def poller(
+    client: FakeS3, store: SQLiteStateStore, clock: Clock | None = None, **options: Any
+) -> PollSource:
     config = S3SourceConfig.model_validate(
         {"type": "s3", "bucket": "bkt", "mode": "poll", **options}
     )
     ctx = SourceContext(
-        trigger="t", state=store, clock=SystemClock(), log=logging.getLogger("test.s3")
+        trigger="t", state=store, clock=clock or SystemClock(), log=logging.getLogger("test.s3")
     )
     return PollSource(config, ctx, client)
 
@@ -241,6 +244,38 @@ async def test_a_scan_after_a_failed_one_waits_for_its_records_and_emits_none_tw
         ("ObjectCreated:Put", "c"),
         ("ObjectCreated:Put", "d"),
     ]
+
+
+class Enough(Exception):
+    pass
+
+
+async def test_a_bucket_failing_for_days_is_listed_again_every_five_minutes(
+    store: SQLiteStateStore,
+) -> None:
+    # The delay was poll_interval_s * 2 ** (failures - 1): after 1,024 failures in a row
+    # (3.5 days at the 300 s cap) the float product overflowed and the poll loop died.
+    class Counted(FakeClock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.delays: list[float] = []
+
+        async def sleep(self, seconds: float) -> None:
+            self.delays.append(seconds)
+            if len(self.delays) == 1100:
+                raise Enough
+
+    clock = Counted()
+    source = poller(FakeS3({}), store, clock=clock, poll_interval_s=60)
+
+    async def failing() -> Any:
+        raise Boom("the bucket does not answer")
+
+    source.scan_once = failing  # type: ignore[method-assign]
+    with pytest.raises(Enough):
+        await source._poll_loop()
+    assert clock.delays[:3] == [60.0, 120.0, 240.0]
+    assert set(clock.delays[3:]) == {300.0}
 
 
 async def test_unchanged_objects_emit_nothing_on_the_next_scan(store: SQLiteStateStore) -> None:
