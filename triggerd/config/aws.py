@@ -102,12 +102,14 @@ def _blob_text(value: Any) -> Any:
 #: Error codes of AWS APIs that mean "not now" (throttling): the same call succeeds later.
 THROTTLING_CODES = frozenset(
     {
+        "AWS.SimpleQueueService.RequestThrottled",
         "LimitExceededException",
         "ProvisionedThroughputExceededException",
         "RequestLimitExceeded",
         "RequestThrottled",
         "RequestThrottledException",
         "SlowDown",
+        "ThrottledException",
         "Throttling",
         "ThrottlingException",
         "TooManyRequestsException",
@@ -119,35 +121,13 @@ def transient(exc: BaseException) -> bool:
     """Whether an AWS call's error may go away by itself: no answer (the endpoint is not
     reachable: no error code), throttling, or an error of the server's side (HTTP 5xx),
     rather than a refusal of the call as configured (access denied, no such resource)."""
-    code = error_code(exc)
-    if code is None or code in THROTTLING_CODES:
-        return True
-    response = getattr(exc, "response", None)
-    meta = response.get("ResponseMetadata") if isinstance(response, dict) else None
-    status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
-    return isinstance(status, int) and status >= 500
+    return error_code(exc) is None or is_transient(exc)
 
 
 def error_code(exc: BaseException) -> str | None:
     """The AWS error code of a botocore ClientError (None for other errors)."""
     code = _error_field(exc, "Code")
     return code or None
-
-
-#: Error codes of AWS APIs that mean "too many requests": try again later.
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "AWS.SimpleQueueService.RequestThrottled",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-    }
-)
 
 
 def error_status(exc: BaseException) -> int:
