@@ -348,3 +348,35 @@ async def test_a_message_without_trace_header_gets_a_fresh_trace_id(
     assert re.fullmatch(
         r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0", call["trace"]
     )
+
+
+async def test_failed_messages_too_big_together_for_the_sqs_destination_are_each_kept(
+    tmp_path: Path, moto_server: str
+) -> None:
+    """Three 100 KB messages reported failed in one partial batch response give up together:
+    their record (one event of the three) is over the destination's 256 KiB. The messages are
+    deleted from their queue once it is written, so each must be in the destination."""
+    async with sqs_client(moto_server) as c:
+        dest = await make_queue(c, "dest", MaximumMessageSize="262144")
+        url = await make_queue(c, VisibilityTimeout="5")
+        pad = "x" * 100_000
+        bodies = [{"id": f"big{i}", "fail": "always", "pad": pad} for i in range(3)]
+        await send_json(c, url, bodies)
+        async with running_daemon(
+            tmp_path,
+            src(url, moto_server),
+            env={"REPORT": "1"},
+            report_batch_item_failures=True,
+            batch_size=10,
+            batching_window_s=2,
+            maximum_retry_attempts=0,
+            on_failure={"type": "sqs", "queue_url": dest, "endpoint_url": moto_server},
+        ):
+            await wait_until_async(lambda: _empty(c, url), 30, "the source queue to empty")
+        kept = []
+        for message in await drain(c, dest):
+            record = json.loads(message["Body"])
+            kept += [
+                json.loads(r["body"])["id"] for r in record.get("payload", {}).get("Records", [])
+            ]
+        assert sorted(kept) == ["big0", "big1", "big2"]

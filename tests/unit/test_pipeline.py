@@ -381,6 +381,31 @@ async def test_source_owned_retries_end_in_the_destination(store: SQLiteStateSto
     assert dest.records[0]["requestContext"]["approximateInvokeCount"] == 3
 
 
+async def test_queue_messages_given_up_together_get_one_record_each(
+    store: SQLiteStateStore,
+) -> None:
+    """Deleted from their queue once written, each message is kept by its record only: in
+    one record for all, a size-limited destination (SQS) dropped the payload of all of them
+    when they did not fit together, though each fitted alone."""
+    src, dest = FakeSource([make_record(i, f"m{i}") for i in range(3)]), MemDestination()
+    failures = {"batchItemFailures": [{"itemIdentifier": f"m{i}"} for i in range(3)]}
+    t = build(
+        store,
+        src,
+        FakeBackend(lambda e: failures),
+        dest,
+        source_type="fakequeue",
+        report_batch_item_failures=True,
+        batch_size=3,
+        maximum_retry_attempts=0,
+        on_failure={"type": "mem"},
+    )
+    await run_until(t, lambda: len(src.acked) == 3)
+    assert len(dest.records) == 3
+    kept = [[r["messageId"] for r in rec["payload"]["Records"]] for rec in dest.records]
+    assert sorted(kept) == [["m0"], ["m1"], ["m2"]]
+
+
 async def test_old_records_are_given_up(store: SQLiteStateStore) -> None:
     def fail(event: dict[str, Any]) -> Any:
         raise ValueError("x")

@@ -6,7 +6,8 @@ Two formats (LAMBDA_SEMANTICS.md §5.2, §5.3, gotcha 20):
   `requestPayload`, the function's answer in `responsePayload`;
 - the event-source-mapping record: metadata only (`requestContext`, `responseContext`, the
   source's batch info such as `KinesisBatchInfo`), plus the full event under `payload` for the
-  destinations that carry it (S3, Kafka, file).
+  destinations that carry it (S3, Kafka, file), and at every destination for queue sources
+  (SQS, RabbitMQ), whose messages are deleted once their record is written.
 """
 
 from __future__ import annotations

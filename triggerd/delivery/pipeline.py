@@ -918,8 +918,23 @@ class BatchRun:
         """The on-failure record of `records`, then their ack. `with_payload`: the batch's
         event goes into the record when the trigger asks for it (not when it cannot be
         built). `build_error`: a record its source could not build (`buildError` in the
-        record); `detail`: more fields for the log line (never the record's values)."""
+        record); `detail`: more fields for the log line (never the record's values).
+        A queue source's messages (SQS, RabbitMQ) get one record each: deleted from their
+        queue once it is written, each is kept in its own record only, which a destination
+        with a size limit (SQS: MaximumMessageSize) would otherwise strip of all of them
+        together when they do not fit in one (as the queue's redrive moves each alone)."""
         rt = self.rt
+        if rt.source_owned and len(records) > 1:
+            for rec in records:
+                await self.give_up(
+                    [rec],
+                    condition,
+                    result,
+                    with_payload=with_payload,
+                    build_error=build_error,
+                    detail=detail,
+                )
+            return
         request_id = result.request_id if result else str(uuid.uuid4())
         record = stream_failure_record(
             request_id=request_id,
