@@ -38,11 +38,13 @@ async def check(config: Any, trigger: str, region: str) -> None:
     from contextlib import AsyncExitStack
 
     from .client import open_client, queue_attributes
+    from .source import check_visibility
 
     cfg = plugin_config(config, SqsSourceConfig)
     async with AsyncExitStack() as stack:
         client = await open_client(stack, cfg, cfg.region_or(region), pool=1, read_timeout_s=10)
-        await queue_attributes(client, cfg, trigger, "source")
+        attrs = await queue_attributes(client, cfg, trigger, "source")
+    check_visibility(cfg, attrs, trigger)
 
 
 plugin = SourcePlugin(

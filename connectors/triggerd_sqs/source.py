@@ -141,19 +141,9 @@ class SqsSource(BaseSource):
         self.queue_arn = attrs.get("QueueArn") or queue_arn_from_url(
             cfg.queue_url, self.region, self.ctx.account_id
         )
+        check_visibility(cfg, attrs, self.ctx.trigger)
         if cfg.visibility_timeout_s is None:
             self.visibility_s = _int(attrs.get("VisibilityTimeout"), 30)
-        if self.visibility_s <= 0:
-            # Every message would be visible again the moment it is received: received and
-            # invoked again and again while the function runs (no heartbeat can help).
-            raise ConfigError(
-                [
-                    f"trigger {self.ctx.trigger!r}: source.queue_url {cfg.queue_url}: the "
-                    "queue's VisibilityTimeout is 0, so every message would be received again "
-                    "at once while the function still runs; set visibility_timeout_s (at "
-                    "least 1) or the queue's VisibilityTimeout"
-                ]
-            )
 
     def _check_redrive(self, policy: str | None) -> None:
         """Warn when the queue's redrive policy moves a failing message to its dead-letter
@@ -479,6 +469,23 @@ class SqsSource(BaseSource):
 
     def batch_info(self, records: Sequence[Record]) -> JSONDict:
         return {}
+
+
+def check_visibility(cfg: SqsSourceConfig, attrs: dict[str, str], trigger: str) -> None:
+    """A ConfigError when the visibility in force for the trigger's receives would be 0: every
+    message would be visible again the moment it is received, so received and invoked again
+    and again while the function runs (no heartbeat can help). At start and for `validate
+    --connect`."""
+    if cfg.visibility_timeout_s is not None or _int(attrs.get("VisibilityTimeout"), 30) > 0:
+        return
+    raise ConfigError(
+        [
+            f"trigger {trigger!r}: source.queue_url {cfg.queue_url}: the queue's "
+            "VisibilityTimeout is 0, so every message would be received again at once while "
+            "the function still runs; set visibility_timeout_s (at least 1) or the queue's "
+            "VisibilityTimeout"
+        ]
+    )
 
 
 def _int(value: str | None, default: int) -> int:

@@ -219,7 +219,27 @@ def test_connect_checks_in_the_daemons_region_when_the_source_names_none(
     assert f"{cfg}: trigger 'paris' (sqs): connected, ok" in out.stderr.splitlines()
 
 
-def _create_sqs_queue(endpoint: str, name: str, region: str = "us-east-1") -> str:
+def test_connect_refuses_a_queue_whose_visibility_timeout_is_zero(
+    tmp_path: Path, moto_server: str
+) -> None:
+    """`run` refuses it at start (exit 2): `validate --connect` said "connected, ok"."""
+    queue_url = _create_sqs_queue(
+        moto_server, f"validate-{uuid.uuid4().hex[:8]}", VisibilityTimeout="0"
+    )
+    zero = f'{{ type = "sqs", queue_url = "{queue_url}", region = "us-east-1" }}'
+    cfg = connect_config(tmp_path, ("zero", zero))
+    out = validate(tmp_path, str(cfg), "--connect", "--timeout", "20")
+    assert out.returncode == ExitCode.CONFIG_INVALID, out.stderr
+    assert "VisibilityTimeout is 0" in out.stderr, out.stderr
+    set_it = zero.replace(" }", ", visibility_timeout_s = 30 }")
+    cfg = connect_config(tmp_path, ("zero", set_it))
+    out = validate(tmp_path, str(cfg), "--connect", "--timeout", "20")
+    assert out.returncode == 0, out.stderr
+
+
+def _create_sqs_queue(
+    endpoint: str, name: str, region: str = "us-east-1", **attributes: str
+) -> str:
     import boto3
 
     client = boto3.client(
@@ -229,7 +249,7 @@ def _create_sqs_queue(endpoint: str, name: str, region: str = "us-east-1") -> st
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    return str(client.create_queue(QueueName=name)["QueueUrl"])
+    return str(client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
 
 
 def test_run_names_every_missing_path_at_once_and_creates_nothing(tmp_path: Path) -> None:
