@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from triggerd.config.aws import error_code
+from triggerd.config.aws import error_code, not_an_answer
 from triggerd.delivery.retry import Backoff
 from triggerd.events.s3 import (
     Sequencer,
@@ -76,6 +76,11 @@ _DELETE = "ObjectRemoved:Delete"
 _RETRY_MAX_S = 300.0
 #: Silent state updates (unselected events, LATEST baseline) are written this many at a time.
 _SILENT_CHUNK = 1000
+
+
+class NotAListingError(RuntimeError):
+    """A ListObjectsV2 page that is no S3 answer (an HTML page a proxy or another web server
+    answered with 200): the listing fails, as one cut short does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +362,11 @@ class PollSource(BaseSource):
         if self._cfg.prefix:
             kwargs["Prefix"] = self._cfg.prefix
         async for page in paginator.paginate(**kwargs):
+            problem = not_an_answer(page, "Name")
+            if problem is not None:
+                # botocore parses any 200 body (a web page too) into an empty listing: taken
+                # as one, every object known would get an ObjectRemoved:Delete.
+                raise NotAListingError(f"ListObjectsV2 of bucket {self._cfg.bucket}: {problem}")
             yield list(page.get("Contents", []))
 
     async def _latest_from(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -302,3 +303,31 @@ async def test_missing_bucket_is_logged_with_its_code_and_never_the_secret(
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert secret not in text
     assert source.scans == 0
+
+
+async def test_an_endpoint_answering_200_with_a_web_page_fails_the_listing_without_deletes(
+    store: SQLiteStateStore,
+) -> None:
+    """botocore parses any 200 body into an empty ListObjectsV2 answer: taken as a listing
+    of an empty bucket, every object known got an ObjectRemoved:Delete (a proxy's page, or a
+    wrong endpoint_url, and the function was told the whole bucket was deleted)."""
+    from tests.integration.sqs_harness import error_page
+
+    known = '{"etag":"1","size":1,"last_modified":"2024-05-01T00:00:00.000Z"}'
+    await store.set_checkpoints(TRIGGER, {"meta:initialized": "1", "o:a": known, "o:b": known})
+    async with error_page(200) as endpoint:
+        source = poller(endpoint, "bkt", store, path_style=True)
+        await source.start()
+        scan = asyncio.create_task(source.scan_once())
+        emitted = asyncio.create_task(source._ready.get())
+        try:
+            await asyncio.wait({scan, emitted}, return_when=asyncio.FIRST_COMPLETED)
+            assert not emitted.done(), f"emitted {emitted.result().payload['eventName']}"
+            with pytest.raises(RuntimeError, match=r"ListObjectsV2 .*no Name .*text/html"):
+                await scan
+        finally:
+            for task in (scan, emitted):
+                task.cancel()
+            await asyncio.gather(scan, emitted, return_exceptions=True)
+            await source.stop()
+    assert sorted(await store.list_checkpoints(TRIGGER, "o:")) == ["o:a", "o:b"]

@@ -70,10 +70,11 @@ class Client:
         stamp = datetime(2024, 5, 1, tzinfo=UTC)
         objects = self.bucket.objects
         yield {
+            "Name": "bkt",
             "Contents": [
                 {"Key": k, "ETag": f'"{objects[k]!r}"', "Size": len(v), "LastModified": stamp}
                 for k, v in sorted(objects.items())
-            ]
+            ],
         }
 
     async def get_bucket_versioning(self, **kwargs: Any) -> dict[str, Any]:

@@ -155,6 +155,7 @@ class FakeS3:
             if self.fail_after_pages is not None and n >= self.fail_after_pages:
                 raise Boom("listing broke")
             yield {
+                "Name": "bkt",
                 "Contents": [
                     {
                         "Key": k,
@@ -163,7 +164,7 @@ class FakeS3:
                         "LastModified": stamp,
                     }
                     for k in keys[i : i + self.page]
-                ]
+                ],
             }
             await asyncio.sleep(0)
 
