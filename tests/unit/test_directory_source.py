@@ -970,6 +970,35 @@ def test_a_scan_stops_before_its_next_directory_once_its_flag_is_set(tmp_path: P
     assert len(paths_module.scan_tree(str(tmp_path), PathFilter())) == 20
 
 
+class SlowScans:
+    """Once `slow` is set, every directory below `under` takes 50 ms to list: `started` is
+    set at the first such listing, `ended` when a scan that made one returns or raises."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, under: Path) -> None:
+        self.slow, self.started, self.ended = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        real_scandir, real_scan = os.scandir, source_module.scan_tree
+
+        def slow_scandir(path: Any = ".") -> Any:
+            if self.slow.is_set() and str(path).startswith(str(under)):
+                self.started.set()
+                time.sleep(0.05)
+            return real_scandir(path)
+
+        def scan_tree(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_scan(*args, **kwargs)
+            finally:
+                if self.started.is_set():
+                    self.ended.set()
+
+        monkeypatch.setattr(os, "scandir", slow_scandir)
+        monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+
+
 @pytest.mark.parametrize("mode", [{"rescan_interval_s": 0.1}, {"poll_interval_s": 0.1}])
 async def test_stop_ends_a_rescan_under_way_instead_of_leaving_its_thread_to_finish(
     tmp_path: Path, store: FakeCheckpoints, monkeypatch: pytest.MonkeyPatch, mode: dict[str, Any]
@@ -979,32 +1008,15 @@ async def test_stop_ends_a_rescan_under_way_instead_of_leaving_its_thread_to_fin
     tree = tmp_path / "tree"
     for i in range(200):
         (tree / f"d{i}").mkdir(parents=True)
-    slow, started, ended = threading.Event(), threading.Event(), threading.Event()
-    real_scandir, real_scan = os.scandir, source_module.scan_tree
-
-    def slow_scandir(path: Any = ".") -> Any:
-        if slow.is_set() and str(path).startswith(str(tree)):
-            started.set()
-            time.sleep(0.05)
-        return real_scandir(path)
-
-    def scan_tree(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return real_scan(*args, **kwargs)
-        finally:
-            if slow.is_set():
-                ended.set()
-
-    monkeypatch.setattr(os, "scandir", slow_scandir)
-    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    scans = SlowScans(monkeypatch, tree)
     source = make_source(tree, store, **mode)
     await source.start()
     try:
-        slow.set()
-        assert await asyncio.to_thread(started.wait, 10), "no scan started"
+        scans.slow.set()
+        assert await asyncio.to_thread(scans.started.wait, 10), "no scan started"
     finally:
         await source.stop()
-    assert await asyncio.to_thread(ended.wait, 5), "the scan went on after stop"
+    assert await asyncio.to_thread(scans.ended.wait, 5), "the scan went on after stop"
 
 
 async def test_stop_ends_the_scan_of_a_directory_moved_in_instead_of_leaving_it_to_finish(
@@ -1017,34 +1029,16 @@ async def test_stop_ends_the_scan_of_a_directory_moved_in_instead_of_leaving_it_
     tree.mkdir()
     for i in range(200):
         (outside / f"d{i}").mkdir(parents=True)
-    slow, started, ended = threading.Event(), threading.Event(), threading.Event()
-    real_scandir, real_scan = os.scandir, source_module.scan_tree
-    moved = tree / "moved"
-
-    def slow_scandir(path: Any = ".") -> Any:
-        if slow.is_set() and str(path).startswith(str(moved)):
-            started.set()
-            time.sleep(0.05)
-        return real_scandir(path)
-
-    def scan_tree(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return real_scan(*args, **kwargs)
-        finally:
-            if started.is_set():
-                ended.set()
-
-    monkeypatch.setattr(os, "scandir", slow_scandir)
-    monkeypatch.setattr(source_module, "scan_tree", scan_tree)
+    scans = SlowScans(monkeypatch, tree / "moved")
     source = make_source(tree, store, rescan_interval_s=0)
     await source.start()
     try:
-        slow.set()
-        outside.rename(moved)
-        assert await asyncio.to_thread(started.wait, 10), "the directory was not scanned"
+        scans.slow.set()
+        outside.rename(tree / "moved")
+        assert await asyncio.to_thread(scans.started.wait, 10), "the directory was not scanned"
     finally:
         await source.stop()
-    assert await asyncio.to_thread(ended.wait, 5), "the scan went on after stop"
+    assert await asyncio.to_thread(scans.ended.wait, 5), "the scan went on after stop"
 
 
 async def test_rescan_interval_zero_turns_rescans_off(

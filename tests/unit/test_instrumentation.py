@@ -168,36 +168,52 @@ class _DownUntilTold:
         self.sent.append(record)
 
 
+class FailingDestination:
+    """An OnFailure for trigger "orders" on `destination` (retrying every millisecond), with
+    its deliveries of records {"r": 0..count-1} under way, once they failed `failures`
+    times in all (the metric's count)."""
+
+    def __init__(self, destination: Any, name: str, clock: SteppedClock) -> None:
+        self.metrics = Metrics()
+        self.on_failure = OnFailure(
+            trigger="orders",
+            function="f",
+            destination=destination,
+            destination_name=name,
+            state=_Store(),  # type: ignore[arg-type]
+            clock=clock,
+            metrics=self.metrics,
+            log=logging.getLogger("test"),
+        )
+        self.on_failure.backoff = Backoff(base_s=0.001, max_s=0.001)
+        self.labels = {"trigger": "orders", "destination": name}
+
+    async def deliveries(self, count: int, failures: int) -> list[asyncio.Future[None]]:
+        out = [
+            asyncio.ensure_future(self.on_failure.deliver({"r": n}, "RetriesExhausted", f"rid-{n}"))
+            for n in range(count)
+        ]
+        get = self.metrics.registry.get_sample_value
+        async with asyncio.timeout(5):
+            while (
+                get("triggerd_destination_delivery_failures_total", self.labels) or 0
+            ) < failures:
+                await asyncio.sleep(0.001)
+        return out
+
+
 async def test_a_destination_outage_is_logged_once_not_per_record_and_retry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Before, every waiting record logged `destination.failed` at every retry: 40 async events
     # given up on while a file destination was unwritable logged 280 error lines in 47 s (and
     # 1,024 events would log 1,024 lines every 30 s for as long as the outage lasts).
-    metrics = Metrics()
     destination = _DownUntilTold()
     clock = SteppedClock()
-    on_failure = OnFailure(
-        trigger="orders",
-        function="f",
-        destination=destination,
-        destination_name="file",
-        state=_Store(),  # type: ignore[arg-type]
-        clock=clock,
-        metrics=metrics,
-        log=logging.getLogger("test"),
-    )
-    on_failure.backoff = Backoff(base_s=0.001, max_s=0.001)
+    failing = FailingDestination(destination, "file", clock)
+    on_failure = failing.on_failure
     caplog.set_level(logging.DEBUG, "test")
-    deliveries = [
-        asyncio.ensure_future(on_failure.deliver({"r": n}, "RetriesExhausted", f"rid-{n}"))
-        for n in range(20)
-    ]
-    labels = {"trigger": "orders", "destination": "file"}
-    get = metrics.registry.get_sample_value
-    async with asyncio.timeout(5):
-        while (get("triggerd_destination_delivery_failures_total", labels) or 0) < 100:
-            await asyncio.sleep(0.001)
+    deliveries = await failing.deliveries(20, failures=100)
 
     def lines(event: str) -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.getMessage() == event]
@@ -239,29 +255,10 @@ async def test_an_outage_with_two_errors_at_once_is_logged_once_per_error(
 ) -> None:
     # Records waiting at once can fail with different errors. Only the error of the last
     # line was remembered: errors alternating between records logged at every failure again.
-    metrics = Metrics()
     destination = _FailingTwoWays()
-    on_failure = OnFailure(
-        trigger="orders",
-        function="f",
-        destination=destination,
-        destination_name="sqs",
-        state=_Store(),  # type: ignore[arg-type]
-        clock=SteppedClock(),
-        metrics=metrics,
-        log=logging.getLogger("test"),
-    )
-    on_failure.backoff = Backoff(base_s=0.001, max_s=0.001)
+    failing = FailingDestination(destination, "sqs", SteppedClock())
     caplog.set_level(logging.DEBUG, "test")
-    deliveries = [
-        asyncio.ensure_future(on_failure.deliver({"r": n}, "RetriesExhausted", f"rid-{n}"))
-        for n in range(10)
-    ]
-    labels = {"trigger": "orders", "destination": "sqs"}
-    get = metrics.registry.get_sample_value
-    async with asyncio.timeout(5):
-        while (get("triggerd_destination_delivery_failures_total", labels) or 0) < 100:
-            await asyncio.sleep(0.001)
+    deliveries = await failing.deliveries(10, failures=100)
     destination.down = False
     async with asyncio.timeout(5):
         await asyncio.gather(*deliveries)
