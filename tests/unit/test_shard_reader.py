@@ -162,6 +162,15 @@ async def consume(r: ShardReader, count: int) -> list[Record]:
     raise AssertionError(f"only {len(got)} of {count} records came")
 
 
+async def read_through(r: ShardReader, count: int) -> list[Record]:
+    """Start `r`, take and acknowledge `count` records, stop it."""
+    await r.start()
+    try:
+        return await consume(r, count)
+    finally:
+        await r.stop()
+
+
 async def test_children_start_only_after_their_parents_finished(store: Any) -> None:
     # shard-0 split into shard-1 and shard-2, which were merged into shard-3.
     api = FakeApi(
@@ -225,11 +234,7 @@ async def test_throttling_backs_off_and_loses_nothing(store: Any) -> None:
     api = FakeApi(records={"s": [1, 2, 3, 4, 5]}, throttle=4)
     clock = Clock()
     r = reader(api, store, clock)
-    await r.start()
-    try:
-        got = await consume(r, 5)
-    finally:
-        await r.stop()
+    got = await read_through(r, 5)
     assert [x.payload["n"] for x in got] == [1, 2, 3, 4, 5]
     assert api.throttle == 0
     assert clock.slept >= 0.2 + 0.4 + 0.8  # exponential backoff before reading again
@@ -238,11 +243,7 @@ async def test_throttling_backs_off_and_loses_nothing(store: Any) -> None:
 async def test_an_expired_iterator_is_renewed_after_the_last_record_read(store: Any) -> None:
     api = FakeApi(records={"s": [1, 2, 3, 4, 5]}, expire_after_first_page=True)
     r = reader(api, store, Clock())
-    await r.start()
-    try:
-        got = await consume(r, 5)
-    finally:
-        await r.stop()
+    got = await read_through(r, 5)
     assert [x.payload["n"] for x in got] == [1, 2, 3, 4, 5]  # no gap, no repeat
     assert "iterator s AFTER_SEQUENCE_NUMBER 2" in api.calls
 
@@ -286,18 +287,10 @@ async def test_an_iterator_that_expires_again_and_again_is_renewed_with_a_backof
 async def test_a_new_reader_resumes_after_the_checkpoint(store: Any) -> None:
     api = FakeApi(records={"s": [1, 2, 3]})
     r = reader(api, store, Clock())
-    await r.start()
-    try:
-        await consume(r, 3)
-    finally:
-        await r.stop()
+    await read_through(r, 3)
     api.records["s"] += [4, 5]
     again = reader(api, store, Clock())
-    await again.start()
-    try:
-        got = await consume(again, 2)
-    finally:
-        await again.stop()
+    got = await read_through(again, 2)
     assert [x.payload["n"] for x in got] == [4, 5]
     assert api.calls[-1] == "iterator s AFTER_SEQUENCE_NUMBER 3"
 
@@ -323,11 +316,7 @@ async def test_latest_applies_at_the_triggers_first_start_not_at_a_restart_after
     await store.set_checkpoints("t", {"shard:p": "2"})
     api = FakeApi(records={"p": [1, 2, 3], "c": [4, 5]}, parents={"c": ("p",)}, closed={"p"})
     r = reader(api, store, Clock(), starting_position="LATEST")
-    await r.start()
-    try:
-        got = await consume(r, 3)
-    finally:
-        await r.stop()
+    got = await read_through(r, 3)
     assert [x.payload["n"] for x in got] == [3, 4, 5]
     assert "iterator c TRIM_HORIZON None" in api.calls
 
@@ -441,11 +430,7 @@ async def test_a_busy_server_at_start_is_retryable_and_the_next_start_reads(
     ):
         await r.start()
     again = reader(api, store, Clock())
-    await again.start()
-    try:
-        got = await consume(again, 2)
-    finally:
-        await again.stop()
+    got = await read_through(again, 2)
     assert [x.payload["n"] for x in got] == [1, 2]
 
 
@@ -579,11 +564,7 @@ async def test_a_failed_checkpoint_write_is_retried_and_never_fails_the_ack(stor
     api = FakeApi(records={"p": [1, 2], "c": [3]}, parents={"c": ("p",)}, closed={"p"})
     flaky = FlakyStore(store, failures=2)
     r = reader(api, flaky, Clock())
-    await r.start()
-    try:
-        got = await consume(r, 3)
-    finally:
-        await r.stop()
+    got = await read_through(r, 3)
     # The parent's end was written after the failures, then its child was read.
     assert [x.payload["n"] for x in got] == [1, 2, 3]
     saved = await store.list_checkpoints("t", "shard:")
@@ -596,11 +577,7 @@ async def test_a_checkpoint_older_than_the_retention_goes_on_from_the_oldest_rec
     await store.set_checkpoints("t", {"shard:s": "2"})
     api = FakeApi(records={"s": [5, 6]}, trimmed_upto=5)
     r = reader(api, store, Clock())
-    await r.start()
-    try:
-        got = await consume(r, 2)
-    finally:
-        await r.stop()
+    got = await read_through(r, 2)
     assert [x.payload["n"] for x in got] == [5, 6]
     assert "iterator s TRIM_HORIZON None" in api.calls
 
@@ -620,11 +597,7 @@ async def test_records_trimmed_after_the_position_are_skipped_once_from_the_trim
     await store.set_checkpoints("t", {"shard:s": "2"})
     api = FakeApi(records={"s": [1, 2, 3, 4, 5, 6]}, trimmed_upto=5, lenient_iterators=True)
     r = reader(api, store, Clock())
-    await r.start()
-    try:
-        got = await consume(r, 2)
-    finally:
-        await r.stop()
+    got = await read_through(r, 2)
     assert [x.payload["n"] for x in got] == [5, 6]  # 3 and 4 are lost upstream
     assert api.calls.count("get_records s refused") == 1
     assert api.calls.count("iterator s TRIM_HORIZON None") == 1
@@ -711,11 +684,7 @@ async def test_latest_after_a_restart_reads_a_child_shard_from_its_start(store: 
         closed={"p", "c"},
     )
     r = reader(api, store, Clock(), starting_position="LATEST")
-    await r.start()
-    try:
-        got = await consume(r, 4)
-    finally:
-        await r.stop()
+    got = await read_through(r, 4)
     assert [x.payload["n"] for x in got] == [2, 3, 4, 5]
 
 
@@ -738,11 +707,7 @@ async def test_latest_keeps_its_iterator_across_a_transient_read_error(store: An
     # while the call failed: the reader goes on with the iterator it has instead.
     api = FlakyApi(records={"s": [1, 2]})
     r = reader(api, store, Clock(), starting_position="LATEST")
-    await r.start()
-    try:
-        got = await consume(r, 1)
-    finally:
-        await r.stop()
+    got = await read_through(r, 1)
     assert [x.payload["n"] for x in got] == [3]
 
 
@@ -906,11 +871,7 @@ async def test_a_stream_created_again_and_resharded_while_down_is_read_from_its_
     caplog.set_level(logging.WARNING)
     kw: dict[str, Any] = {"stream": arn, "stream_created": "2000.25", "reused_shard_ids": True}
     r = reader(api, store, Clock(), starting_position="LATEST", **kw)
-    await r.start()
-    try:
-        got = await consume(r, 4)
-    finally:
-        await r.stop()
+    got = await read_through(r, 4)
     assert sorted(x.payload["n"] for x in got) == [1, 2, 3, 4]
     assert [x.getMessage() for x in caplog.records] == ["stream.replaced"]
     assert await store.get_checkpoint("t", "stream_created") == "2000.25"
