@@ -26,7 +26,7 @@ from triggerd.functions.backends.local import (
 )
 from triggerd.telemetry.instrument import InstrumentedBackend
 from triggerd.telemetry.metrics import Metrics
-from triggerd.types import BackendContext, ConfigError, Outcome, SystemClock
+from triggerd.types import BackendContext, ConfigError, InvokeResult, Outcome, SystemClock
 
 pytestmark = pytest.mark.integration
 
@@ -282,6 +282,18 @@ async def test_provided_without_an_executable_bootstrap_is_a_config_error(
 # Memory
 
 
+def assert_out_of_memory(result: InvokeResult, rid: str, function_log: CountingHandler) -> int:
+    """`result` is Lambda's Runtime.OutOfMemory, said in the function's log too; the REPORT
+    line's Max Memory Used (MB)."""
+    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
+    assert body(result) == exit_body(rid, "signal: killed", "Runtime.OutOfMemory")
+    lines = function_log.platform[rid]
+    assert lines[1] == (
+        f"RequestId: {rid} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory"
+    )
+    return int(re.search(r"Max Memory Used: (\d+) MB", lines[-1]).group(1))  # type: ignore[union-attr]
+
+
 async def test_python_handler_over_memory_size_is_killed_as_out_of_memory(
     make_backend: Factory, function_log: CountingHandler
 ) -> None:
@@ -289,13 +301,7 @@ async def test_python_handler_over_memory_size_is_killed_as_out_of_memory(
     pid = body(await backend.invoke(b"{}"))["pid"]
     rid = str(uuid.uuid4())
     result = await backend.invoke(b'{"action": "alloc", "mb": 4000}', request_id=rid)
-    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
-    assert body(result) == exit_body(rid, "signal: killed", "Runtime.OutOfMemory")
-    lines = function_log.platform[rid]
-    assert lines[1] == (
-        f"RequestId: {rid} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory"
-    )
-    used = int(re.search(r"Max Memory Used: (\d+) MB", lines[-1]).group(1))  # type: ignore[union-attr]
+    used = assert_out_of_memory(result, rid, function_log)
     assert 128 <= used < 4000
     assert backend.stats["out_of_memory"] == 1
     after = await backend.invoke(b"{}")
@@ -315,13 +321,7 @@ async def test_a_peak_over_memory_size_between_samples_is_out_of_memory(
     rid = str(uuid.uuid4())
     event = {"action": "spike", "mb": 200, "then_sleep": 1.5}
     result = await backend.invoke(orjson.dumps(event), request_id=rid)
-    assert result.outcome is Outcome.FUNCTION_ERROR and result.function_error == "Unhandled"
-    assert body(result) == exit_body(rid, "signal: killed", "Runtime.OutOfMemory")
-    lines = function_log.platform[rid]
-    assert lines[1] == (
-        f"RequestId: {rid} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory"
-    )
-    used = int(re.search(r"Max Memory Used: (\d+) MB", lines[-1]).group(1))  # type: ignore[union-attr]
+    used = assert_out_of_memory(result, rid, function_log)
     assert used > 128
     assert backend.stats["out_of_memory"] == 1
     assert not alive(pid)
