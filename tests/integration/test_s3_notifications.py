@@ -12,6 +12,7 @@ import pytest
 
 from tests.async_source import events_of, pump
 from tests.conftest import free_port
+from tests.integration.relay import Relay
 from tests.integration.s3_support import (
     aws_clients,
     make_config,
@@ -20,7 +21,7 @@ from tests.integration.s3_support import (
     queue_depth,
     unique,
 )
-from tests.integration.sqs_harness import Relay, error_page
+from tests.integration.sqs_harness import error_page
 from triggerd.state.sqlite import SQLiteStateStore
 from triggerd.types import ConfigError, RetryableError
 from triggerd_s3.notifications import NotificationSource

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.relay import Relay
 from tests.integration.sqs_harness import (
-    Relay,
     depth,
     drain,
     error_page,

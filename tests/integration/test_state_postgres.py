@@ -6,7 +6,6 @@ one fresh database for the module (emptied between tests)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.relay import Relay
 from tests.pg_state import PORT, empty_store, fresh_database
 from triggerd.state import postgres as postgres_module
 from triggerd.state.base import NewEvent
@@ -193,51 +193,16 @@ async def test_terminated_connections_are_retried_and_nothing_acknowledged_is_lo
     assert a.write_error is None
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL that a test can cut (every connection closed, new ones
-    refused) and restore on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in list(self.writers):
-            w.close()
-        await self.server.wait_closed()
-        self.server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", PORT)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-
 async def test_a_cut_off_store_refuses_writes_reports_why_and_recovers(pg_url: str) -> None:
     await empty_store(pg_url)
-    proxy = Proxy(free_port())
+    proxy = Relay(free_port(), f"127.0.0.1:{PORT}")
     await proxy.start()
     url = pg_url.replace(f":{PORT}/", f":{proxy.port}/").replace("postgres@", "postgres:pw9@")
     s = PostgresStateStore(url, write_retry_s=1.0)
     await s.open()
     try:
         await s.enqueue([event("before")])
-        await proxy.cut()
+        await proxy.stop()
         with pytest.raises(StateStoreUnavailableError, match="is unavailable") as info:
             await s.enqueue([event("during")])
         assert "pw9" not in str(info.value)
@@ -251,7 +216,7 @@ async def test_a_cut_off_store_refuses_writes_reports_why_and_recovers(pg_url: s
     finally:
         await s.close()
         if proxy.server is not None:
-            await proxy.cut()
+            await proxy.stop()
 
 
 async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recovers(
@@ -261,7 +226,7 @@ async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recov
 
     monkeypatch.setattr(postgres_module, "WRITE_RETRY_S", 1.0)
     await empty_store(pg_url)
-    proxy = Proxy(free_port())
+    proxy = Relay(free_port(), f"127.0.0.1:{PORT}")
     await proxy.start()
     url = pg_url.replace(f":{PORT}/", f":{proxy.port}/").replace("postgres@", "postgres:pw9@")
     invoke = "/2015-03-31/functions/echo/invocations"
@@ -276,7 +241,7 @@ async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recov
         ):
             async with http.post(invoke, json={"n": 1}, headers=headers) as resp:
                 assert resp.status == 202
-            await proxy.cut()
+            await proxy.stop()
             async with http.post(invoke, json={"n": 2}, headers=headers) as resp:
                 assert resp.status == 503
                 assert (await resp.json())["Type"] == "Service"
@@ -288,7 +253,7 @@ async def test_a_daemon_cut_off_from_postgresql_answers_503_reports_it_and_recov
             assert daemon.readiness()["status"] != "degraded"
     finally:
         if proxy.server is not None:
-            await proxy.cut()
+            await proxy.stop()
     assert "pw9" not in caplog.text
 
 
