@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -20,8 +21,13 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1 = the first retry)."""
-        # The exponent is bounded: 2.0 ** 1024 overflows, and a cap is reached long before.
-        raw = min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 512))
+        # base * 2 ** (attempt - 1), exact; past the largest float (more than 1,024 doublings)
+        # it is past any cap. Not a bounded exponent: a tiny base (a poll_interval_s of 1e-200
+        # is accepted) needs over 512 doublings to reach its cap.
+        try:
+            raw = min(self.max_s, math.ldexp(self.base_s, max(0, attempt - 1)))
+        except OverflowError:
+            raw = self.max_s
         return float(raw * (1.0 - self.jitter * self.rng.random()))
 
 
