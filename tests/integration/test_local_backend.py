@@ -310,6 +310,24 @@ async def test_init_failure_backoff_expires_then_a_fresh_worker_is_tried(
     assert backend.stats["spawns"] == 2
 
 
+async def test_a_function_failing_its_init_for_a_day_is_tried_again_every_minute(
+    backend_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The backoff was init_backoff_s * 2 ** failures_in_row: from the 1,025th init failure in
+    # a row (17 hours at the 60 s cap) the product overflowed, and invoke raised
+    # OverflowError instead of answering the init error.
+    clock = SteppedClock()
+    backend = await backend_factory("import_error", clock=clock)
+    backend._init_failures_in_row = 1024  # as after 1,024 init failures in a row
+    result = await backend.invoke(b"{}")
+    assert body(result)["errorType"] == "Runtime.ImportModuleError"
+    [line] = [r for r in caplog.records if r.getMessage() == "backend.init_failed"]
+    assert line.__dict__["retry_in_s"] == 60.0
+    clock.offset += 60.0
+    await backend.invoke(b"{}")
+    assert backend.stats["spawns"] == 2
+
+
 async def test_exit_during_init_is_exit_error_with_each_request_id_and_backs_off(
     backend_factory: Factory,
 ) -> None:

@@ -420,9 +420,16 @@ class LocalBackend:
             body = failure.body
         return InvokeResult(Outcome.FUNCTION_ERROR, body, rid, function_error="Unhandled")
 
+    def _init_delay(self, failures: int) -> float:
+        """init_backoff_s doubled `failures` times, up to INIT_BACKOFF_MAX_S."""
+        try:
+            return min(math.ldexp(self._init_backoff_s, failures), INIT_BACKOFF_MAX_S)
+        except OverflowError:  # past the largest float (1,024 doublings): past the cap
+            return INIT_BACKOFF_MAX_S
+
     def _record_init_failure(self, body: bytes, failure: RuntimeReply) -> None:
         self.stats["init_errors"] += 1
-        delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
+        delay = self._init_delay(self._init_failures_in_row)
         self._init_failures_in_row += 1
         exited = failure.kind is ReplyKind.EXITED
         self._init_failure = _InitFailure(
@@ -441,7 +448,7 @@ class LocalBackend:
         """The runtime could not be started for a reason of the function's: invocations get
         `Runtime.InvalidEntrypoint`, as an init error (backing off before the next try)."""
         self.stats["init_errors"] += 1
-        delay = min(self._init_backoff_s * 2**self._init_failures_in_row, INIT_BACKOFF_MAX_S)
+        delay = self._init_delay(self._init_failures_in_row)
         self._init_failures_in_row += 1
         reason = os.strerror(exc.errno or 0)
         reason = reason[:1].lower() + reason[1:]  # Go's wording, as Lambda reports it
@@ -548,7 +555,7 @@ class LocalBackend:
                 body = start.failure.body or exit_error("", start.failure.error_type or "")
                 self._record_init_failure(body, start.failure)
             elif start.timed_out and not self._stopping:
-                delay = min(self._init_backoff_s * 2**self._provision_timeouts, INIT_BACKOFF_MAX_S)
+                delay = self._init_delay(self._provision_timeouts)
                 self._provision_timeouts += 1
                 self._provision_after = self.ctx.clock.monotonic() + delay
                 self.ctx.log.warning(
