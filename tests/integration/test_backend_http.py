@@ -327,6 +327,29 @@ async def test_a_redirect_named_in_an_error_is_shown_without_its_query_or_creden
     assert "s3cret" not in message
 
 
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("http://[::1]:8080/elsewhere?X-Amz-Signature=s3cret", "http://[::1]:8080/elsewhere"),
+        ("http://[::1/elsewhere?X-Amz-Signature=s3cret", "(a malformed URL)"),
+        ("http://localhost:99999/elsewhere?X-Amz-Signature=s3cret", "(a malformed URL)"),
+    ],
+)
+async def test_a_redirect_to_an_ipv6_or_malformed_url_is_a_function_error_showing_it(
+    server: FunctionServer, backend_factory: Factory, location: str, shown: str
+) -> None:
+    # An IPv6 host lost its brackets; a Location that urljoin cannot split (a lone "[")
+    # raised ValueError out of invoke instead of answering Function.HttpError.
+    backend = await started(backend_factory(f"{server.base}/moved/302?to={quote(location)}"))
+    result = await backend.invoke(b"{}")
+    error = orjson.loads(result.payload)
+    assert error["errorType"] == "Function.HttpError" and error["statusCode"] == 302
+    assert error["errorMessage"] == (
+        f"The function's endpoint answered HTTP 302, a redirect to {shown} "
+        "(not followed: set url to where it points)"
+    )
+
+
 @pytest.mark.parametrize("code", [307, 308])
 async def test_a_redirect_that_keeps_the_post_is_followed_on_the_same_host(
     server: FunctionServer, backend_factory: Factory, code: int

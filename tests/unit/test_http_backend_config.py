@@ -56,6 +56,11 @@ def test_safe_url_drops_the_query_string() -> None:
     assert cfg.safe_url == "https://fn.example:8443/run"
 
 
+def test_safe_url_keeps_the_brackets_of_an_ipv6_host() -> None:
+    cfg = HttpFunctionConfig(url="http://[::1]:9000/fn?token=abc")
+    assert cfg.safe_url == "http://[::1]:9000/fn"
+
+
 def test_header_values_and_token_are_secret_in_repr() -> None:
     cfg = HttpFunctionConfig(url=RIE, headers={"X-Key": "hunter2"}, auth_token="tok-123")
     text = repr(cfg) + str(cfg)

@@ -328,7 +328,7 @@ class HttpBackend:
         location = headers.get("Location") if 300 <= status < 400 else None
         if location is not None:
             # (without its credentials or query string, which may carry a token)
-            shown = _shown_url(urljoin(cfg.url, location))
+            shown = _shown_url(location, base=cfg.url)
             message += f", a redirect to {shown} (not followed: set url to where it points)"
         error = _error_body("Function.HttpError", message, statusCode=status, body=text)
         return InvokeResult(Outcome.FUNCTION_ERROR, error, rid, "Unhandled", version)
@@ -353,14 +353,17 @@ def _create(config: Any, ctx: BackendContext) -> HttpBackend:
 plugin = BackendPlugin(config_model=HttpFunctionConfig, create=_create)
 
 
-def _shown_url(url: str) -> str:
-    """`url` without credentials or query string, for logs and error messages."""
+def _shown_url(url: str, base: str = "") -> str:
+    """`url` (resolved against `base` when relative) without credentials or query string, for
+    logs and error messages."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(urljoin(base, url))
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a malformed URL (a port out of range, say): none of it is shown
+    except ValueError:  # a malformed URL (a port out of range, a lone "["): none of it is shown
         return "(a malformed URL)"
+    if ":" in host:  # an IPv6 address, whose brackets hostname takes off
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
