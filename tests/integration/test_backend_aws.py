@@ -19,7 +19,7 @@ from tests.system.conftest import free_port
 from triggerd.config.load import validate_data
 from triggerd.config.plugins import Registry
 from triggerd.daemon.app import Daemon
-from triggerd.functions.backends.aws import AwsBackend, AwsFunctionConfig, plugin
+from triggerd.functions.backends.aws import AwsBackend, AwsFunctionConfig, _float, plugin
 from triggerd.types import (
     MAX_ASYNC_PAYLOAD,
     MAX_SYNC_PAYLOAD,
@@ -118,6 +118,12 @@ async def test_throttle_is_throttled_with_backoff_not_a_failure(
     assert not result.failed
     assert result.retry_after_s is not None and result.retry_after_s >= 1
     assert orjson.loads(result.payload)["errorType"] == "TooManyRequestsException"
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "1e999", "inf", "nan"])
+def test_a_retry_after_that_is_not_a_finite_number_is_ignored(value: str) -> None:
+    # float() made it inf: a throttled batch waited for ever (the throttle's retry-after).
+    assert _float(value) is None
 
 
 async def test_log_tail_is_decoded(daemon: Daemon, make: Callable[..., Any]) -> None:

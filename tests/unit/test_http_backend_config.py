@@ -91,6 +91,13 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after("soon", now) is None
 
 
+@pytest.mark.parametrize("value", ["9" * 400, "1e999", "inf", "Infinity", "nan"])
+def test_a_retry_after_that_is_not_a_finite_number_is_ignored(value: str) -> None:
+    # float() made them inf (or nan): a throttled batch waited for ever, and the invoke
+    # API's Retry-After of the throttle raised OverflowError in math.ceil.
+    assert parse_retry_after(value, 1_700_000_000.0) is None
+
+
 def test_oversize_limits_are_6_mb_sync_and_1_mb_event() -> None:
     assert oversize_result("r", MAX_SYNC_PAYLOAD, "RequestResponse", "$LATEST") is None
     assert oversize_result("r", MAX_ASYNC_PAYLOAD, "Event", "$LATEST") is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any, Literal
@@ -256,9 +257,10 @@ def _base64_client_context(value: str) -> str:
 
 def _float(value: Any) -> float | None:
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except (TypeError, ValueError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # not inf: a stall for ever
 
 
 def _create(config: Any, ctx: BackendContext) -> AwsBackend:

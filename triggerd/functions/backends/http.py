@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import math
 import re
 import uuid
 from typing import Any, Literal
@@ -156,9 +157,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan", 400 digits: no delay (an infinite one stalled the batch for ever)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
