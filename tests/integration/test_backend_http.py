@@ -327,6 +327,21 @@ async def test_a_redirect_named_in_an_error_is_shown_without_its_query_or_creden
     assert "s3cret" not in message
 
 
+async def test_a_relative_redirect_after_a_followed_one_is_shown_from_where_it_was_answered(
+    server: FunctionServer, backend_factory: Factory
+) -> None:
+    # The 307 is followed to /moved/302, whose answer points to "?next=1": that is
+    # /moved/302?next=1, not the configured /moved/307 (it was resolved against url).
+    then = f"/moved/302?to={quote('?next=1')}"
+    backend = await started(backend_factory(f"{server.base}/moved/307?to={quote(then)}"))
+    result = await backend.invoke(b"{}")
+    assert orjson.loads(result.payload)["errorMessage"] == (
+        f"The function's endpoint answered HTTP 302, a redirect to {server.base}/moved/302 "
+        "(not followed: set url to where it points)"
+    )
+    assert server.moved_to == []
+
+
 @pytest.mark.parametrize(
     ("location", "shown"),
     [

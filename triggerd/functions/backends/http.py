@@ -285,7 +285,7 @@ class HttpBackend:
                         target = _resent_post(url, resp) if hop < MAX_REDIRECTS else None
                         if target is None:
                             body = await read_capped(resp, MAX_SYNC_PAYLOAD)
-                            result = self._judge(rid, resp.status, resp.headers, body)
+                            result = self._judge(rid, resp.status, resp.headers, body, url)
                             break
                     url = target
         except TimeoutError:
@@ -297,7 +297,9 @@ class HttpBackend:
         result.duration_ms = (self.ctx.clock.monotonic() - started) * 1000
         return result
 
-    def _judge(self, rid: str, status: int, headers: Any, body: bytes) -> InvokeResult:
+    def _judge(self, rid: str, status: int, headers: Any, body: bytes, url: str) -> InvokeResult:
+        """The result of the answer to a POST to `url` (`config.url`, or where a 307/308
+        answer sent it)."""
         cfg = self.config
         version = headers.get("X-Amz-Executed-Version") or cfg.version
         log_tail = decode_log_result(headers.get("X-Amz-Log-Result"))
@@ -331,7 +333,7 @@ class HttpBackend:
         location = headers.get("Location") if 300 <= status < 400 else None
         if location is not None:
             # (without its credentials or query string, which may carry a token)
-            shown = _shown_url(location, base=cfg.url)
+            shown = _shown_url(location, base=url)  # relative to the URL that answered
             message += f", a redirect to {shown} (not followed: set url to where it points)"
         error = _error_body("Function.HttpError", message, statusCode=status, body=text)
         return InvokeResult(Outcome.FUNCTION_ERROR, error, rid, "Unhandled", version)
