@@ -33,9 +33,11 @@ __all__ = [
 
 
 class Model(BaseModel):
-    """Base for every config model: unknown keys are errors, values are validated on assignment."""
+    """Base for every config model: unknown keys are errors, values are validated on assignment.
+    No float is inf or nan (TOML has both): a delay, timeout or interval of inf waited for
+    ever."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
 
 def empty_list() -> list[Any]:

@@ -106,6 +106,14 @@ def test_stream_record_age_limits(tmp_path: Path) -> None:
     assert "maximum_record_age_s must be -1 (infinite) or 60-604800" in out[0]
 
 
+@pytest.mark.parametrize("value", ["inf", "+inf", "nan"])
+def test_a_delay_that_is_not_a_finite_number_is_refused(tmp_path: Path, value: str) -> None:
+    # TOML has inf and nan, and pydantic took them: retry_max_delay_s = inf let the retry
+    # backoff of a stream trigger grow without bound, then wait for ever.
+    out = problems(tmp_path, GOOD + f"retry_max_delay_s = {value}\n")
+    assert out == ["triggers.0.retry_max_delay_s: Input should be a finite number"]
+
+
 def test_duplicate_trigger_names(tmp_path: Path) -> None:
     text = GOOD + 'name = "a"\n[[triggers]]\nfunction = "f"\nname = "a"\nsource = {type="fake"}\n'
     assert problems(tmp_path, text) == ["triggers.1.name: duplicate trigger name 'a'"]
