@@ -327,6 +327,17 @@ async def test_a_redirect_named_in_an_error_is_shown_without_its_query_or_creden
     assert "s3cret" not in message
 
 
+async def test_a_redirect_with_an_empty_location_names_no_url(
+    server: FunctionServer, backend_factory: Factory
+) -> None:
+    # urljoin(url, "") is the url itself: the error said the endpoint pointed to itself.
+    backend = await started(backend_factory(f"{server.base}/moved/302?to="))
+    result = await backend.invoke(b"{}")
+    error = orjson.loads(result.payload)
+    assert error["errorType"] == "Function.HttpError" and error["statusCode"] == 302
+    assert error["errorMessage"] == "The function's endpoint answered HTTP 302"
+
+
 async def test_a_relative_redirect_after_a_followed_one_is_shown_from_where_it_was_answered(
     server: FunctionServer, backend_factory: Factory
 ) -> None:
@@ -348,6 +359,7 @@ async def test_a_relative_redirect_after_a_followed_one_is_shown_from_where_it_w
         ("http://[::1]:8080/elsewhere?X-Amz-Signature=s3cret", "http://[::1]:8080/elsewhere"),
         ("http://[::1/elsewhere?X-Amz-Signature=s3cret", "(a malformed URL)"),
         ("http://localhost:99999/elsewhere?X-Amz-Signature=s3cret", "(a malformed URL)"),
+        ("mailto:ops@example.com?subject=s3cret", "mailto:ops@example.com"),
     ],
 )
 async def test_a_redirect_to_an_ipv6_or_malformed_url_is_a_function_error_showing_it(

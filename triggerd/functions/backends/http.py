@@ -331,7 +331,7 @@ class HttpBackend:
         text = body[:ERROR_BODY_CHARS].decode("utf-8", errors="replace")
         message = f"The function's endpoint answered HTTP {status}"
         location = headers.get("Location") if 300 <= status < 400 else None
-        if location is not None:
+        if location:  # (an empty one names nothing: not the url itself)
             # (without its credentials or query string, which may carry a token)
             shown = _shown_url(location, base=url)  # relative to the URL that answered
             message += f", a redirect to {shown} (not followed: set url to where it points)"
@@ -369,6 +369,8 @@ def _shown_url(url: str, base: str = "") -> str:
         return "(a malformed URL)"
     if ":" in host:  # an IPv6 address, whose brackets hostname takes off
         host = f"[{host}]"
+    if not parts.netloc:  # no authority (mailto:x): not "mailto://x"
+        return f"{parts.scheme}:{parts.path}"
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
