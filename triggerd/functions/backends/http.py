@@ -328,9 +328,12 @@ class HttpBackend:
         if status >= 500:
             self._log_failure("backend.server_error", rid, str(status))
             return InvokeResult(Outcome.INVOKE_ERROR, body, rid)
-        text = body[:ERROR_BODY_CHARS].decode("utf-8", errors="replace")
+        redirect = 300 <= status < 400
+        # A redirect's body is the server's page repeating its Location, query string and all
+        # (a signed URL's signature, say): not kept.
+        text = "" if redirect else body[:ERROR_BODY_CHARS].decode("utf-8", errors="replace")
         message = f"The function's endpoint answered HTTP {status}"
-        location = headers.get("Location") if 300 <= status < 400 else None
+        location = headers.get("Location") if redirect else None
         if location:  # (an empty one names nothing: not the url itself)
             # (without its credentials or query string, which may carry a token)
             shown = _shown_url(location, base=url)  # relative to the URL that answered
